@@ -1,0 +1,108 @@
+"""The bundle's configuration: the contract between the engine (host side) and the bundle.
+
+The engine builds it from the plan, writes it as JSON, and mounts it read-only into the bundle
+container. Real secret values are never in this file: each secret names a file that is mounted
+into the bundle only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Paths inside the bundle container.
+CONFIG_PATH = Path("/etc/bot-bottle/bundle.json")
+STATE_MOUNT = Path("/var/lib/bot-bottle")  # the bottle's host state dir, read-write
+SECRETS_MOUNT = Path("/run/bot-bottle/secrets")  # one file per secret, read-only
+GIT_KEYS_MOUNT = Path("/run/bot-bottle/git")  # identity files + known_hosts, read-only
+
+EGRESS_PORT = 8888
+GIT_GATE_PORT = 9418
+SUPERVISE_PORT = 9100
+
+
+@dataclass(frozen=True)
+class SecretBinding:
+    """A secret as the bundle sees it: the placeholder the agent holds and where it may go."""
+
+    name: str
+    placeholder: str
+    hosts: tuple[str, ...]
+    value_file: str  # path inside the bundle container
+
+
+@dataclass(frozen=True)
+class GitUpstreamConfig:
+    """One upstream the git gate serves and forwards pushes to."""
+
+    name: str
+    url: str
+    push_branches: tuple[str, ...]
+    allow_force_push: bool = False
+    allow_delete: bool = False
+    identity_file: str | None = None  # path inside the bundle container
+    known_hosts_file: str | None = None  # path inside the bundle container
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """Everything the bundle's services need to know about their bottle."""
+
+    slug: str
+    bundle_ip: str
+    agent_subnet: str
+    egress_allow: tuple[str, ...] = ()
+    secrets: tuple[SecretBinding, ...] = ()
+    git: tuple[GitUpstreamConfig, ...] = ()
+    supervise: bool = False
+    supervise_timeout_seconds: float = 600.0
+    state_dir: str = str(STATE_MOUNT)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def audit_log(self) -> Path:
+        return Path(self.state_dir) / "egress.jsonl"
+
+    @property
+    def ca_dir(self) -> Path:
+        return Path(self.state_dir) / "ca"
+
+    @property
+    def ready_file(self) -> Path:
+        return Path(self.state_dir) / "bundle.ready"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BundleConfig:
+        raw = json.loads(text)
+        return cls(
+            slug=raw["slug"],
+            bundle_ip=raw["bundle_ip"],
+            agent_subnet=raw["agent_subnet"],
+            egress_allow=tuple(raw.get("egress_allow", ())),
+            secrets=tuple(
+                SecretBinding(
+                    name=s["name"],
+                    placeholder=s["placeholder"],
+                    hosts=tuple(s["hosts"]),
+                    value_file=s["value_file"],
+                )
+                for s in raw.get("secrets", ())
+            ),
+            git=tuple(
+                GitUpstreamConfig(**{**g, "push_branches": tuple(g["push_branches"])})
+                for g in raw.get("git", ())
+            ),
+            supervise=bool(raw.get("supervise", False)),
+            supervise_timeout_seconds=float(raw.get("supervise_timeout_seconds", 600.0)),
+            state_dir=raw.get("state_dir", str(STATE_MOUNT)),
+            extra=dict(raw.get("extra", {})),
+        )
+
+    @classmethod
+    def load(cls, path: Path = CONFIG_PATH) -> BundleConfig:
+        return cls.from_json(path.read_text())

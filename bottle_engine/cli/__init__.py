@@ -1,0 +1,75 @@
+"""`bottle-engine`: argument parsing and printing only; the work lives in the engine modules.
+
+Each command is a module in this package with a `register(subparsers)` function that adds its
+parser and sets ``run=`` to a function taking the parsed arguments and returning an exit code.
+Exit codes: 0 success, 1 failure (errors in the manifest, a failed build, ...), 2 usage error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bottle_engine import __version__
+from bottle_engine.cli.output import err_console
+from bottle_engine.errors import BottleError
+
+# The order here is the order in `--help`.
+COMMAND_MODULES = (
+    "init",
+    "validate",
+    "schema",
+    "plan",
+)
+
+DESCRIPTION = """\
+Run AI coding agents in bottles: sandboxes whose only way out is a per-bottle gateway
+(egress allowlist proxy with credential substitution, git push gate, human approval).
+
+examples:
+  bottle-engine init                      write a starter bottle.toml and Dockerfile
+  bottle-engine validate                  check ./bottle.toml (or a parent's)
+  bottle-engine plan reviewer --json      show what launching agent 'reviewer' would do
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bottle-engine",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bottle-engine {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for errors (for bug reports)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"bottle_engine.cli.{name.replace('-', '_')}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except BottleError as exc:
+        if args.debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.fix:
+            err_console.print(f"  [bold]fix:[/] {exc.fix}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted; everything this command created has been removed")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

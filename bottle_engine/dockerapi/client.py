@@ -1,0 +1,55 @@
+"""Connecting to the daemon and translating its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+
+from bottle_engine.errors import BottleError
+
+# Labels put on everything the engine creates, so that `ls` and `gc` find it after a restart.
+LABEL_SLUG = "bot-bottle.slug"
+LABEL_AGENT = "bot-bottle.agent"
+LABEL_ROLE = "bot-bottle.role"  # "agent" | "bundle" | "network" | "registry"
+LABEL_MANAGED = "bot-bottle.managed"
+
+_DAEMON_FIX = (
+    "start the Docker daemon (e.g. `sudo systemctl start docker`, or `dockerd &`), "
+    "or point DOCKER_HOST at a running one; `bottle-engine doctor` checks the set-up"
+)
+
+
+def connect() -> Any:
+    """A docker SDK client for the local daemon, or a `BottleError` saying how to get one."""
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise BottleError(f"cannot reach the Docker daemon: {_short(exc)}", fix=_DAEMON_FIX) from exc
+    return client
+
+
+@contextmanager
+def docker_errors(doing: str) -> Iterator[None]:
+    """Re-raise SDK errors met while `doing` something as `BottleError`s naming that thing."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise BottleError(
+            f"{doing}: image not found: {_short(exc)}",
+            fix="build it first (`bottle-engine build AGENT`) or bootstrap the base image "
+            "(`bottle-engine base bootstrap`)",
+        ) from exc
+    except docker.errors.APIError as exc:
+        raise BottleError(f"{doing}: the Docker daemon refused: {_short(exc)}") from exc
+    except docker.errors.DockerException as exc:
+        raise BottleError(f"{doing}: {_short(exc)}", fix=_DAEMON_FIX) from exc
+
+
+def _short(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip().splitlines()[0] if str(explanation or exc) else repr(exc)
