@@ -29,7 +29,9 @@ def connect() -> Any:
         client = docker.from_env(timeout=300)
         client.ping()
     except docker.errors.DockerException as exc:
-        raise BottleError(f"cannot reach the Docker daemon: {_short(exc)}", fix=_DAEMON_FIX) from exc
+        raise BottleError(
+            f"cannot reach the Docker daemon: {_short(exc)}", fix=_DAEMON_FIX
+        ) from exc
     return client
 
 

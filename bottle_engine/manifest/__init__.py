@@ -1,0 +1,104 @@
+"""`bottle.toml`: finding, loading (with source positions), validating, and the typed model.
+
+loaded = load_manifest_file(find_manifest())
+for problem in loaded.problems: print(problem.to_text())
+manifest = loaded.require()          # BottleError when there are errors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest.model import Agent, Bottle, Manifest, build_model
+from bottle_engine.manifest.problems import Problem, Severity
+from bottle_engine.manifest.source import ParsedToml, parse_toml
+from bottle_engine.manifest.validate import validate
+
+MANIFEST_NAME = "bottle.toml"
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Agent",
+    "Bottle",
+    "LoadedManifest",
+    "Manifest",
+    "Problem",
+    "Severity",
+    "find_manifest",
+    "load_manifest",
+    "load_manifest_file",
+    "load_manifest_text",
+]
+
+
+@dataclass
+class LoadedManifest:
+    """A manifest as read: its text, positions, problems, and the model when it is valid."""
+
+    path: Path
+    parsed: ParsedToml
+    problems: list[Problem] = field(default_factory=list)
+    manifest: Manifest | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    def require(self) -> Manifest:
+        """The model, or a `BottleError` listing every error."""
+        if self.manifest is None or self.errors:
+            lines = "\n".join(p.to_text() for p in self.errors)
+            raise BottleError(
+                f"{self.path} has {len(self.errors)} error(s):\n{lines}",
+                fix=f"correct them, then run `bottle-engine validate -f {self.path}`",
+            )
+        return self.manifest
+
+
+def load_manifest_text(text: str, path: Path) -> LoadedManifest:
+    """Validate `text` as the manifest at `path` (which need not exist; it anchors paths)."""
+    parsed = parse_toml(text)
+    problems = [replace(p, file=path) for p in validate(parsed, path)]
+    loaded = LoadedManifest(path=path, parsed=parsed, problems=problems)
+    if not loaded.errors:
+        loaded.manifest = build_model(path, parsed.data)
+    return loaded
+
+
+def load_manifest_file(path: Path) -> LoadedManifest:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise BottleError(
+            f"{path}: no such manifest", fix="check the path, or run `bottle-engine init`"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BottleError(f"{path}: cannot read the manifest: {exc}") from exc
+    return load_manifest_text(text, path.resolve())
+
+
+def find_manifest(explicit: str | Path | None = None, start: Path | None = None) -> Path:
+    """`explicit` if given, else bottle.toml in `start` (default: cwd) or its nearest parent."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        if not path.is_file():
+            raise BottleError(f"{path}: no such manifest", fix="check the -f/--file path")
+        return path.resolve()
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / MANIFEST_NAME
+        if candidate.is_file():
+            return candidate
+    raise BottleError(
+        f"no {MANIFEST_NAME} in {here} or any parent directory",
+        fix="run `bottle-engine init` to write one, or pass -f PATH",
+    )
+
+
+def load_manifest(explicit: str | Path | None = None) -> Manifest:
+    """Find, load and validate; a `BottleError` when anything is wrong."""
+    return load_manifest_file(find_manifest(explicit)).require()

@@ -1,0 +1,533 @@
+"""The `bottle.toml` schema: the single source of truth about every field.
+
+Names, kinds, defaults, enums, ranges and documentation are written here once. From this tree
+come validation (`validate.py`), the typed model's defaults (`model.py`), completions and hover
+in the language server, `bottle-engine schema` (JSON Schema for taplo / Even Better TOML), and
+the manifest reference in the README (`markdown_reference`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bottle_engine.manifest.source import KeyPath
+
+
+class Kind(enum.Enum):
+    STRING = "string"
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    NUMBER = "number"  # integer or float
+    STRING_LIST = "array of strings"
+    STRING_MAP = "table of strings"
+    TABLE = "table"
+    NAMED_TABLES = "tables by name"  # [agents.NAME], [bottles.NAME.secrets.NAME]
+    TABLE_ARRAY = "array of tables"  # [[bottles.NAME.git]]
+
+
+class Format(enum.Enum):
+    """Extra checks on a string's content beyond its type."""
+
+    EGRESS_RULE = "egress-rule"
+    MEMORY = "memory"
+    PATH = "path"
+    BRANCH_GLOB = "branch-glob"
+    NAME = "name"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of the manifest, or a table of them."""
+
+    name: str
+    kind: Kind
+    doc: str
+    default: Any = MISSING
+    required: bool = False
+    enum: tuple[str, ...] = ()
+    enum_docs: tuple[str, ...] = ()  # one line per enum value, same order
+    minimum: float | None = None
+    maximum: float | None = None
+    format: Format | None = None
+    example: str | None = None  # a TOML snippet for hover and the README
+    children: tuple[Field, ...] = ()
+    item_name: str = "NAME"  # what a NAMED_TABLES key stands for, e.g. "AGENT"
+
+    @property
+    def is_table(self) -> bool:
+        return self.kind in (Kind.TABLE, Kind.NAMED_TABLES, Kind.TABLE_ARRAY)
+
+    def child(self, name: str) -> Field | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    @property
+    def type_label(self) -> str:
+        if self.enum:
+            return " | ".join(f'"{value}"' for value in self.enum)
+        return self.kind.value
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+AGENT_FIELDS = (
+    Field(
+        "bottle",
+        Kind.STRING,
+        "The bottle (sandbox + gateway) this agent runs in: the NAME of a `[bottles.NAME]` "
+        "table. May be omitted when the manifest defines exactly one bottle.",
+        format=Format.NAME,
+        example='bottle = "default"',
+    ),
+    Field(
+        "prompt",
+        Kind.STRING,
+        "Markdown appended to the agent's system prompt. Use either `prompt` or `prompt_file`.",
+        example='prompt = "Review the open pull request and summarise the risks."',
+    ),
+    Field(
+        "prompt_file",
+        Kind.STRING,
+        "A markdown file appended to the agent's system prompt, relative to this manifest. "
+        "Copied into the bottle with mode 0600. Use either `prompt` or `prompt_file`.",
+        format=Format.PATH,
+        example='prompt_file = "agents/reviewer.md"',
+    ),
+    Field(
+        "command",
+        Kind.STRING_LIST,
+        "The program the bottle runs for this agent, as an argument list.",
+        default=["claude"],
+        example='command = ["claude", "--model", "sonnet"]',
+    ),
+    Field(
+        "skills",
+        Kind.STRING_LIST,
+        "Claude Code skills copied into the bottle from `~/.claude/skills/<name>`.",
+        default=[],
+        format=Format.NAME,
+        example='skills = ["pdf"]',
+    ),
+    Field(
+        "copy_cwd",
+        Kind.BOOLEAN,
+        "Copy the directory `launch` runs in into the bottle's `/workspace`. The host "
+        "directory is never mounted: the agent works on a copy.",
+        default=True,
+        example="copy_cwd = false",
+    ),
+)
+
+SECRET_FIELDS = (
+    Field(
+        "from_env",
+        Kind.STRING,
+        "Read the real value from this environment variable of the `launch` process. "
+        "Use either `from_env` or `from_file`.",
+        example='from_env = "ANTHROPIC_API_KEY"',
+    ),
+    Field(
+        "from_file",
+        Kind.STRING,
+        "Read the real value from this file (`~` expands; relative to this manifest). "
+        "Use either `from_env` or `from_file`.",
+        format=Format.PATH,
+        example='from_file = "~/.config/anthropic/key"',
+    ),
+    Field(
+        "hosts",
+        Kind.STRING_LIST,
+        "The only hosts that ever receive the real value. The agent sees a placeholder; the "
+        "bundle's proxy swaps it for the real value in request headers to these hosts only, and "
+        "refuses any request carrying the placeholder elsewhere.",
+        required=True,
+        format=Format.EGRESS_RULE,
+        example='hosts = ["api.anthropic.com"]',
+    ),
+)
+
+GIT_FIELDS = (
+    Field(
+        "name",
+        Kind.STRING,
+        "The remote's name in the agent's workspace, and the repository name on the git gate.",
+        required=True,
+        format=Format.NAME,
+        example='name = "origin"',
+    ),
+    Field(
+        "url",
+        Kind.STRING,
+        "The real upstream. Only the bundle talks to it, with the identity below.",
+        required=True,
+        example='url = "ssh://git@github.com/me/repo.git"',
+    ),
+    Field(
+        "identity",
+        Kind.STRING,
+        "SSH private key for the upstream, mounted into the bundle only, never into the agent.",
+        format=Format.PATH,
+        example='identity = "~/.ssh/bot_ed25519"',
+    ),
+    Field(
+        "known_host_key",
+        Kind.STRING,
+        "The upstream's host key as a known_hosts line; the bundle checks it strictly.",
+        example='known_host_key = "github.com ssh-ed25519 AAAA..."',
+    ),
+    Field(
+        "push_branches",
+        Kind.STRING_LIST,
+        "Branch globs the agent may push to. Anything else is refused at the gate.",
+        default=[],
+        format=Format.BRANCH_GLOB,
+        example='push_branches = ["bot/*"]',
+    ),
+    Field(
+        "allow_force_push",
+        Kind.BOOLEAN,
+        "Let the agent rewrite history on the allowed branches.",
+        default=False,
+    ),
+    Field(
+        "allow_delete",
+        Kind.BOOLEAN,
+        "Let the agent delete the allowed branches.",
+        default=False,
+    ),
+)
+
+BOTTLE_FIELDS = (
+    Field(
+        "backend",
+        Kind.STRING,
+        "What the sandbox is. `BOTTLE_BACKEND` in the environment overrides it.",
+        default="docker",
+        enum=("docker", "smolmachines"),
+        enum_docs=(
+            "a Docker container on an internal network (optionally under gVisor)",
+            "a libkrun microVM through smolvm, its network limited to the bundle",
+        ),
+        example='backend = "docker"',
+    ),
+    Field(
+        "runtime",
+        Kind.STRING,
+        "The OCI runtime for the docker backend.",
+        default="auto",
+        enum=("auto", "runc", "runsc"),
+        enum_docs=(
+            "gVisor (runsc) when the daemon has it registered, else runc",
+            "the default container runtime",
+            "gVisor; launching fails when the daemon does not have it registered",
+        ),
+        example='runtime = "runsc"',
+    ),
+    Field(
+        "dockerfile",
+        Kind.STRING,
+        "The agent image's Dockerfile, relative to this manifest.",
+        default="Dockerfile",
+        format=Format.PATH,
+        example='dockerfile = "Dockerfile"',
+    ),
+    Field(
+        "context",
+        Kind.STRING,
+        "The build context directory, relative to this manifest (filtered by .dockerignore).",
+        default=".",
+        format=Format.PATH,
+        example='context = "."',
+    ),
+    Field(
+        "build_args",
+        Kind.STRING_MAP,
+        "Build arguments for the agent image. They are part of the artifact's input key.",
+        default={},
+        example='build_args = { CLAUDE_CODE_VERSION = "2.0.0" }',
+    ),
+    Field(
+        "base_image",
+        Kind.STRING,
+        "Base image passed as the `BASE_IMAGE` build argument. `BOTTLE_BASE_IMAGE` overrides "
+        "it; by default the Dockerfile's own pinned base is used.",
+        example='base_image = "bot-bottle/base:bookworm"',
+    ),
+    Field(
+        "ca_bundle",
+        Kind.STRING,
+        "Extra CA certificates (PEM) installed into the image at build time, for builds behind "
+        "a TLS-inspecting proxy. `BOTTLE_CA_BUNDLE` overrides it.",
+        format=Format.PATH,
+        example='ca_bundle = "/etc/ssl/certs/ca-certificates.crt"',
+    ),
+    Field(
+        "env",
+        Kind.STRING_MAP,
+        "Environment variables set in the sandbox. Secrets do not belong here: use "
+        "`[bottles.NAME.secrets.NAME]`.",
+        default={},
+        example='env = { LANG = "C.UTF-8" }',
+    ),
+    Field(
+        "cpus",
+        Kind.NUMBER,
+        "CPU limit for the sandbox.",
+        default=2,
+        minimum=0.1,
+        maximum=256,
+        example="cpus = 2",
+    ),
+    Field(
+        "memory",
+        Kind.STRING,
+        "Memory limit for the sandbox: a number with a unit k, m or g (e.g. `512m`, `4g`).",
+        default="4g",
+        format=Format.MEMORY,
+        example='memory = "4g"',
+    ),
+    Field(
+        "supervise",
+        Kind.BOOLEAN,
+        "Run the human-approval MCP server in the bundle and register it with the agent.",
+        default=False,
+        example="supervise = true",
+    ),
+    Field(
+        "egress",
+        Kind.TABLE,
+        "What the bottle may reach on the network, through the bundle's proxy.",
+        children=(
+            Field(
+                "allow",
+                Kind.STRING_LIST,
+                "Allowed destinations: `host`, `*.suffix` (subdomains only), an IP or CIDR, each "
+                "with an optional `:port` (default ports 80 and 443). Everything else is "
+                "refused. Private and loopback addresses are refused unless a CIDR lists them.",
+                default=[],
+                format=Format.EGRESS_RULE,
+                example='allow = ["api.anthropic.com", "*.npmjs.org", "pypi.org:443"]',
+            ),
+        ),
+    ),
+    Field(
+        "secrets",
+        Kind.NAMED_TABLES,
+        "Credentials the agent may use but never see. NAME is the environment variable the "
+        "agent gets, holding a placeholder.",
+        item_name="SECRET",
+        children=SECRET_FIELDS,
+    ),
+    Field(
+        "git",
+        Kind.TABLE_ARRAY,
+        "Git upstreams served through the bundle's push gate.",
+        children=GIT_FIELDS,
+    ),
+)
+
+ROOT = Field(
+    "",
+    Kind.TABLE,
+    "A bot-bottle manifest.",
+    children=(
+        Field(
+            "agents",
+            Kind.NAMED_TABLES,
+            "The agents you can launch: `bottle-engine launch NAME`.",
+            item_name="AGENT",
+            children=AGENT_FIELDS,
+        ),
+        Field(
+            "bottles",
+            Kind.NAMED_TABLES,
+            "Sandboxes and their gateways (egress allowlist, secrets, git gate, approvals).",
+            item_name="BOTTLE",
+            children=BOTTLE_FIELDS,
+        ),
+    ),
+)
+
+
+# --- walking the schema ----------------------------------------------------------------------
+
+
+def field_at(path: KeyPath) -> Field | None:
+    """The schema field that `path` (keys and array indices) refers to, if any.
+
+    A NAMED_TABLES field consumes the next key as the item's name, a TABLE_ARRAY the next
+    index, so `("bottles", "x", "git", 0, "url")` resolves to the git `url` field.
+    """
+    current = ROOT
+    steps = list(path)
+    while steps:
+        step = steps.pop(0)
+        if current.kind in (Kind.STRING_LIST, Kind.STRING_MAP):
+            return current  # an element of a scalar collection: the collection describes it
+        if current.kind in (Kind.NAMED_TABLES, Kind.TABLE_ARRAY):
+            if not steps:
+                return _item_table(current)
+            step = steps.pop(0)
+        if isinstance(step, int):
+            return None
+        found = current.child(step)
+        if found is None:
+            return None
+        current = found
+    return current
+
+
+def table_at(path: KeyPath) -> Field | None:
+    """The table whose keys may be written at `path` (for completion), if it is a table."""
+    found = field_at(path) if path else ROOT
+    if found is None:
+        return None
+    if found.kind in (Kind.NAMED_TABLES, Kind.TABLE_ARRAY):
+        if path and isinstance(path[-1], str) and found.kind == Kind.TABLE_ARRAY:
+            return None
+        return _item_table(found)
+    return found if found.kind == Kind.TABLE else None
+
+
+def _item_table(collection: Field) -> Field:
+    return Field(collection.item_name, Kind.TABLE, collection.doc, children=collection.children)
+
+
+def walk(field: Field = ROOT, prefix: str = "") -> Iterator[tuple[str, Field]]:
+    """Every field with its dotted display path, e.g. `bottles.NAME.egress.allow`."""
+    for child in field.children:
+        path = f"{prefix}.{child.name}" if prefix else child.name
+        yield path, child
+        if child.kind == Kind.NAMED_TABLES:
+            yield from walk(child, f"{path}.{child.item_name}")
+        elif child.kind == Kind.TABLE_ARRAY:
+            yield from walk(child, f"{path}[]")
+        elif child.kind == Kind.TABLE:
+            yield from walk(child, path)
+
+
+def defaults_of(table: Field) -> dict[str, Any]:
+    """The defaults of a table's scalar fields (fresh copies, safe to mutate)."""
+    result: dict[str, Any] = {}
+    for child in table.children:
+        if child.default is not MISSING:
+            default = child.default
+            result[child.name] = (
+                list(default)
+                if isinstance(default, list)
+                else (dict(default) if isinstance(default, dict) else default)
+            )
+    return result
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def to_json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of the manifest, for taplo and Even Better TOML."""
+    schema = _json(ROOT)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://bot-bottle.dev/schemas/bottle.schema.json"
+    schema["title"] = "bot-bottle manifest (bottle.toml)"
+    return schema
+
+
+_JSON_TYPES = {
+    Kind.STRING: "string",
+    Kind.BOOLEAN: "boolean",
+    Kind.INTEGER: "integer",
+    Kind.NUMBER: "number",
+}
+
+_FORMAT_PATTERNS = {
+    Format.MEMORY: r"^[0-9]+(\.[0-9]+)?[kKmMgGtT]?$",
+    Format.NAME: r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+}
+
+
+def _json(field: Field) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": field.doc} if field.doc else {}
+    if field.kind in _JSON_TYPES:
+        out["type"] = _JSON_TYPES[field.kind]
+        if field.enum:
+            out["enum"] = list(field.enum)
+        if field.minimum is not None:
+            out["minimum"] = field.minimum
+        if field.maximum is not None:
+            out["maximum"] = field.maximum
+        if field.format in _FORMAT_PATTERNS:
+            out["pattern"] = _FORMAT_PATTERNS[field.format]
+    elif field.kind == Kind.STRING_LIST:
+        out["type"] = "array"
+        out["items"] = {"type": "string"}
+    elif field.kind == Kind.STRING_MAP:
+        out["type"] = "object"
+        out["additionalProperties"] = {"type": "string"}
+    elif field.kind == Kind.TABLE:
+        out.update(_json_table(field))
+    elif field.kind == Kind.NAMED_TABLES:
+        out["type"] = "object"
+        out["additionalProperties"] = _json_table(field)
+    elif field.kind == Kind.TABLE_ARRAY:
+        out["type"] = "array"
+        out["items"] = _json_table(field)
+    if field.default is not MISSING:
+        out["default"] = field.default
+    return out
+
+
+def _json_table(field: Field) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "type": "object",
+        "properties": {child.name: _json(child) for child in field.children},
+        "additionalProperties": False,
+    }
+    required = [child.name for child in field.children if child.required]
+    if required:
+        table["required"] = required
+    return table
+
+
+def markdown_reference() -> str:
+    """The manifest reference table for the README."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for path, field in walk():
+        if field.is_table:
+            lines.append(f"| `[{path}]` | {field.kind.value} | | {field.doc} |")
+            continue
+        default = "" if field.default is MISSING else f"`{_toml_literal(field.default)}`"
+        if field.required:
+            default = "required"
+        meaning = field.doc
+        if field.enum_docs:
+            meaning += " " + "; ".join(
+                f"`{value}`: {doc}" for value, doc in zip(field.enum, field.enum_docs, strict=True)
+            )
+        lines.append(f"| `{path}` | {field.type_label} | {default} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{}"
+            if not value
+            else "{ " + ", ".join(f"{k} = {_toml_literal(v)}" for k, v in value.items()) + " }"
+        )
+    return str(value)

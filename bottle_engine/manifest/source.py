@@ -1,0 +1,301 @@
+"""TOML text -> data plus the source span of every key and value.
+
+`tomllib` gives the data and precise syntax errors but no positions; this module re-reads text
+that `tomllib` already accepted and records, for every key path, where its key and its value
+stand. Paths are tuples of table keys and array indices:
+``("bottles", "default", "egress", "allow", 2)`` or ``("bottles", "default", "git", 0, "url")``.
+Because the text is known to be valid TOML, the scanner only has to find boundaries, not judge.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    """A 0-based line and character, as the language server protocol counts them."""
+
+    line: int
+    character: int
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open stretch of the text, [start, end)."""
+
+    start: Position
+    end: Position
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where one entry of the document stands: its key (or table header) and its value."""
+
+    key: Span
+    value: Span
+    is_header: bool = False  # a `[table]` or `[[array]]` header rather than `key = value`
+
+
+@dataclass
+class ParsedToml:
+    """The outcome of reading a document: data and positions, or a syntax error."""
+
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+    locations: dict[KeyPath, Located] = field(default_factory=dict)
+    syntax_error: str | None = None
+    syntax_error_at: Position | None = None
+
+    def span_of(self, path: KeyPath, *, value: bool = False) -> Span:
+        """The span of `path`'s key (or value), falling back to the nearest located parent."""
+        for end in range(len(path), 0, -1):
+            located = self.locations.get(path[:end])
+            if located is not None:
+                if end == len(path):
+                    return located.value if value else located.key
+                return located.key
+        return Span(Position(0, 0), Position(0, 0))
+
+    def section_span(self, path: KeyPath) -> Span:
+        """A `[table]` or `[[array]]` section: from its header to the next header (or the end)."""
+        header = self.locations[path].value
+        following = [
+            located.value.start
+            for located in self.locations.values()
+            if located.is_header and _after(located.value.start, header.start)
+        ]
+        return Span(header.start, min(following, key=_order) if following else self.end())
+
+    def end(self) -> Position:
+        lines = self.text.split("\n")
+        return Position(len(lines) - 1, len(lines[-1]))
+
+
+def _order(position: Position) -> tuple[int, int]:
+    return (position.line, position.character)
+
+
+def _after(a: Position, b: Position) -> bool:
+    return _order(a) > _order(b)
+
+
+_SYNTAX_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_toml(text: str) -> ParsedToml:
+    """Parse `text`; never raises for any input."""
+    result = ParsedToml(text=text)
+    try:
+        result.data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = _SYNTAX_POSITION.search(message)
+        result.syntax_error = _SYNTAX_POSITION.sub("", message).strip()
+        if found:
+            result.syntax_error_at = Position(int(found.group(1)) - 1, int(found.group(2)) - 1)
+        else:
+            result.syntax_error_at = Position(0, 0)
+        return result
+    try:
+        result.locations = _Scanner(text).scan()
+    except (IndexError, ValueError):  # pragma: no cover - a scanner gap must never crash callers
+        result.locations = {}
+    return result
+
+
+class _Scanner:
+    """Finds key and value boundaries in text that is already known to be valid TOML."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.line_starts = [0] + [m.end() for m in re.finditer(r"\n", text)]
+        self.locations: dict[KeyPath, Located] = {}
+        self.array_counts: dict[KeyPath, int] = {}  # table-array path -> elements seen so far
+
+    # -- positions ---------------------------------------------------------------------------
+    def position(self, offset: int) -> Position:
+        line = bisect.bisect_right(self.line_starts, offset) - 1
+        return Position(line, offset - self.line_starts[line])
+
+    def span(self, start: int, end: int) -> Span:
+        return Span(self.position(start), self.position(end))
+
+    def record(self, path: KeyPath, key: Span, value: Span, *, header: bool = False) -> None:
+        self.locations.setdefault(path, Located(key, value, header))
+
+    # -- lexing helpers ----------------------------------------------------------------------
+    def peek(self, ahead: int = 0) -> str:
+        index = self.pos + ahead
+        return self.text[index] if index < len(self.text) else ""
+
+    def skip_blank(self, newlines: bool) -> None:
+        """Skip spaces, tabs, comments and (when asked) newlines."""
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in " \t\r" or (newlines and char == "\n"):
+                self.pos += 1
+            elif char == "#":
+                end = self.text.find("\n", self.pos)
+                self.pos = len(self.text) if end < 0 else end
+            else:
+                return
+
+    # -- grammar -----------------------------------------------------------------------------
+    def scan(self) -> dict[KeyPath, Located]:
+        table: KeyPath = ()
+        while True:
+            self.skip_blank(newlines=True)
+            if self.pos >= len(self.text):
+                return self.locations
+            if self.peek() == "[":
+                table = self.header()
+            else:
+                self.key_value(table)
+
+    def header(self) -> KeyPath:
+        start = self.pos
+        is_array = self.peek(1) == "["
+        self.pos += 2 if is_array else 1
+        self.skip_blank(newlines=False)
+        key_start = self.pos
+        parts, part_spans = self.key_parts()
+        key_end = self.pos
+        self.skip_blank(newlines=False)
+        self.pos += 2 if is_array else 1
+        header_span = self.span(start, self.pos)
+        key_span = self.span(key_start, key_end)
+        path = self.resolve(parts)
+        for depth in range(1, len(parts)):  # implicit parent tables, e.g. `agents` of [agents.x]
+            start, end = part_spans[depth - 1]
+            parent = self.resolve(parts[:depth])
+            self.record(parent, self.span(start, end), self.span(start, end))
+        if is_array:
+            index = self.array_counts.get(path, 0)
+            self.array_counts[path] = index + 1
+            self.record(path, key_span, header_span, header=True)
+            path = (*path, index)
+        self.record(path, key_span, header_span, header=True)
+        return path
+
+    def resolve(self, parts: list[str]) -> KeyPath:
+        """Header keys -> path, stepping into the latest element of any table array on the way."""
+        path: KeyPath = ()
+        for depth, part in enumerate(parts, start=1):
+            path = (*path, part)
+            if depth < len(parts) and path in self.array_counts:
+                path = (*path, self.array_counts[path] - 1)
+        return path
+
+    def key_value(self, table: KeyPath) -> None:
+        key_start = self.pos
+        parts, part_spans = self.key_parts()
+        key_end = part_spans[-1][1]
+        self.skip_blank(newlines=False)
+        self.pos += 1  # "="
+        self.skip_blank(newlines=False)
+        for depth in range(1, len(parts)):  # dotted keys define intermediate tables
+            start, end = part_spans[depth - 1]
+            self.record((*table, *parts[:depth]), self.span(start, end), self.span(start, end))
+        path = (*table, *parts)
+        value_start = self.pos
+        self.value(path)
+        self.record(path, self.span(key_start, key_end), self.span(value_start, self.pos))
+
+    def key_parts(self) -> tuple[list[str], list[tuple[int, int]]]:
+        """A dotted key's parts and the offsets of each."""
+        parts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        while True:
+            start = self.pos
+            parts.append(self.simple_key())
+            spans.append((start, self.pos))
+            self.skip_blank(newlines=False)
+            if self.peek() != ".":
+                return parts, spans
+            self.pos += 1
+            self.skip_blank(newlines=False)
+
+    def simple_key(self) -> str:
+        char = self.peek()
+        if char in "\"'":
+            start = self.pos
+            self.string()
+            decoded = tomllib.loads(f"k = {self.text[start : self.pos]}")["k"]
+            return str(decoded)
+        match = _BARE_KEY.match(self.text, self.pos)
+        if match is None:
+            raise ValueError(f"no key at offset {self.pos}")
+        self.pos = match.end()
+        return match.group()
+
+    def value(self, path: KeyPath) -> None:
+        char = self.peek()
+        if char in "\"'":
+            self.string()
+        elif char == "[":
+            self.array(path)
+        elif char == "{":
+            self.inline_table(path)
+        else:
+            start = self.pos
+            while self.pos < len(self.text) and self.text[self.pos] not in ",]}#\n":
+                self.pos += 1
+            while self.pos > start and self.text[self.pos - 1] in " \t\r":
+                self.pos -= 1
+
+    def string(self) -> None:
+        quote = self.peek()
+        if self.text.startswith(quote * 3, self.pos):
+            end = self.text.find(quote * 3, self.pos + 3)
+            self.pos = end + 3
+            while self.peek() == quote:  # up to two quotes may close a multi-line string
+                self.pos += 1
+            return
+        self.pos += 1
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char == "\\" and quote == '"':
+                self.pos += 2
+                continue
+            self.pos += 1
+            if char == quote:
+                return
+
+    def array(self, path: KeyPath) -> None:
+        self.pos += 1
+        index = 0
+        while True:
+            self.skip_blank(newlines=True)
+            if self.peek() == "]":
+                self.pos += 1
+                return
+            if self.peek() == ",":
+                self.pos += 1
+                continue
+            start = self.pos
+            element = (*path, index)
+            self.value(element)
+            element_span = self.span(start, self.pos)
+            self.record(element, element_span, element_span)
+            index += 1
+
+    def inline_table(self, path: KeyPath) -> None:
+        self.pos += 1
+        while True:
+            self.skip_blank(newlines=True)
+            if self.peek() == "}":
+                self.pos += 1
+                return
+            if self.peek() == ",":
+                self.pos += 1
+                continue
+            self.key_value(path)
