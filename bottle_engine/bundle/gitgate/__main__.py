@@ -1,0 +1,40 @@
+"""``python -m bottle_engine.bundle.gitgate``: the git gate service of the bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bottle_engine.bundle.config import CONFIG_PATH, GIT_GATE_PORT
+from bottle_engine.bundle.gitgate.server import serve
+from bottle_engine.errors import BottleError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bottle_engine.bundle.gitgate",
+        description="Serve the bottle's git upstreams at git://LISTEN:PORT/<name>, "
+        "gating pushes by branch policy and secret scanning.",
+    )
+    parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="bundle.json")
+    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--port", type=int, default=GIT_GATE_PORT)
+    parser.add_argument(
+        "--repos-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "bot-bottle-git-gate",
+        help="where the gate keeps its mirrors (they are rebuilt from the upstream on demand)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return serve(args.config, args.listen, args.port, args.repos_dir)
+    except BottleError as exc:
+        sys.stderr.write(f"git gate: error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

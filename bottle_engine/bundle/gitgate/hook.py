@@ -1,0 +1,75 @@
+"""Entry points ``git daemon`` and ``git receive-pack`` run: the access hook and pre-receive.
+
+Whatever these print on stderr reaches the agent's git client as ``remote:`` lines, so refusals
+are written as sentences naming the rule or the file and line of the finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.gitgate.gate import find_upstream, mirror, pre_receive
+from bottle_engine.errors import BottleError
+
+PREFIX = "bot-bottle git gate: "
+
+
+def run_pre_receive(config_path: Path, upstream_name: str) -> int:
+    config = BundleConfig.load(config_path)
+    upstream = find_upstream(config, upstream_name)
+    git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
+    verdict = pre_receive(git_dir, config, upstream, sys.stdin.read())
+    for line in verdict.lines:
+        sys.stderr.write(PREFIX + line + "\n")
+    return 0 if verdict.accepted else 1
+
+
+def run_access(config_path: Path, service: str, repo_dir: str) -> int:
+    """Mirror the upstream before any service runs, so clones and pushes see its current state.
+
+    A failed fetch does not block a clone (the agent gets the last mirrored state, and the
+    failure is logged); a push then fails upstream with git's own explanation.
+    """
+    config = BundleConfig.load(config_path)
+    name = Path(repo_dir).name.removesuffix(".git")
+    try:
+        upstream = find_upstream(config, name)
+    except BottleError as exc:
+        print(exc.message)  # the daemon sends the first stdout line to the client
+        return 1
+    try:
+        mirror(Path(repo_dir), upstream)
+    except BottleError as exc:
+        sys.stderr.write(f"{PREFIX}{service} of {name!r}: mirroring failed: {exc.message}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m " + __spec__.name if __spec__ else None)
+    sub = parser.add_subparsers(dest="hook", required=True)
+    pre = sub.add_parser("pre-receive")
+    pre.add_argument("--config", type=Path, required=True)
+    pre.add_argument("--upstream", required=True)
+    access = sub.add_parser("access")
+    access.add_argument("--config", type=Path, required=True)
+    # git daemon's access-hook arguments: service, path, hostname, canonical hostname, ip, port
+    access.add_argument("service")
+    access.add_argument("path")
+    access.add_argument("rest", nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        if args.hook == "pre-receive":
+            return run_pre_receive(args.config, args.upstream)
+        return run_access(args.config, args.service, args.path)
+    except BottleError as exc:
+        sys.stderr.write(f"{PREFIX}refused: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

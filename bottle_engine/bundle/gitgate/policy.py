@@ -1,0 +1,93 @@
+"""The git gate's branch policy: a pure decision per pushed ref.
+
+`decide` sees only the ref update, whether it is a fast-forward, and the upstream's settings
+from bottle.toml; the hook gathers those facts and acts on the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Literal
+
+from bottle_engine.bundle.config import GitUpstreamConfig
+from bottle_engine.git import ZERO_OID
+
+BRANCH_PREFIX = "refs/heads/"
+
+Rule = Literal["branches-only", "push_branches", "allow_delete", "allow_force_push", "allowed"]
+Kind = Literal["create", "update", "force", "delete"]
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One line of a pre-receive hook's input: ``<old> <new> <ref>``."""
+
+    ref: str
+    old: str
+    new: str
+
+    @property
+    def kind(self) -> Kind:
+        if self.new == ZERO_OID:
+            return "delete"
+        if self.old == ZERO_OID:
+            return "create"
+        return "update"
+
+    @property
+    def branch(self) -> str | None:
+        return self.ref[len(BRANCH_PREFIX) :] if self.ref.startswith(BRANCH_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a ref update may go upstream; `rule` names the setting that decided it."""
+
+    allowed: bool
+    rule: Rule
+    message: str
+    force: bool = False  # forward with a forced (non-fast-forward) update
+
+
+def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamConfig) -> Decision:
+    """Decide one pushed ref. `is_ancestor` tells whether old is an ancestor of new (None when
+    the update creates or deletes the ref, where the question does not arise)."""
+    branch = update.branch
+    if branch is None:
+        return Decision(
+            False,
+            "branches-only",
+            f"{update.ref}: only branches (refs/heads/...) can be pushed through the git gate",
+        )
+    if not any(fnmatchcase(branch, pattern) for pattern in upstream.push_branches):
+        allowed = ", ".join(repr(p) for p in upstream.push_branches) or "none"
+        return Decision(
+            False,
+            "push_branches",
+            f"branch {branch!r} is not in push_branches of git upstream {upstream.name!r} "
+            f"(allowed: {allowed}); push to a matching branch, or add it to push_branches "
+            "in bottle.toml",
+        )
+    if update.kind == "delete":
+        if upstream.allow_delete:
+            return Decision(True, "allow_delete", f"branch {branch!r} deleted (allow_delete)")
+        return Decision(
+            False,
+            "allow_delete",
+            f"deleting branch {branch!r} is refused: allow_delete is off for git upstream "
+            f"{upstream.name!r}",
+        )
+    if update.kind == "create" or is_ancestor:
+        return Decision(True, "allowed", f"branch {branch!r} may be pushed")
+    if upstream.allow_force_push:
+        return Decision(
+            True, "allow_force_push", f"branch {branch!r} force-pushed (allow_force_push)", True
+        )
+    return Decision(
+        False,
+        "allow_force_push",
+        f"force-push to branch {branch!r} is refused (it is not a fast-forward of "
+        f"{update.old[:12]}): allow_force_push is off for git upstream {upstream.name!r}; "
+        "fetch, rebase or merge onto the current branch and push again",
+    )

@@ -1,0 +1,52 @@
+"""Running the gate: prepare the repositories, mirror once, then serve them with ``git daemon``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
+from bottle_engine.errors import BottleError
+from bottle_engine.git import spawn_git
+
+
+def serve(config_path: Path, listen: str, port: int, repos_dir: Path) -> int:
+    """Serve until the daemon exits or SIGTERM/SIGINT arrives; returns the exit code."""
+    config = BundleConfig.load(config_path)
+    access_hook = prepare_repos(config, config_path, repos_dir)
+    for upstream in config.git:
+        try:
+            mirror(repo_path(repos_dir, upstream.name), upstream)
+        except BottleError as exc:  # the upstream may come up later; every access retries
+            sys.stderr.write(f"git gate: initial mirror of {upstream.name!r} failed: {exc}\n")
+    daemon = spawn_git(
+        [
+            "daemon",
+            "--reuseaddr",
+            f"--listen={listen}",
+            f"--port={port}",
+            f"--base-path={repos_dir}",
+            "--export-all",
+            "--enable=receive-pack",
+            "--informative-errors",
+            f"--access-hook={access_hook}",
+            "--log-destination=stderr",
+            *(str(repo_path(repos_dir, u.name)) for u in config.git),
+        ],
+        doing="starting git daemon",
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        daemon.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return daemon.wait()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()

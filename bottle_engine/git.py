@@ -1,0 +1,135 @@
+"""The one thin layer around the `git` CLI.
+
+Every other module runs git through `run_git`, so that a missing binary or a failing command
+becomes one `BottleError` naming what we were doing, with git's own message in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bottle_engine.errors import BottleError
+
+ZERO_OID = "0" * 40
+
+# `user@host:path` / `host:path` (scp-like syntax): git treats these as ssh when there is no
+# "://" and the colon comes before the first slash.
+_SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
+
+
+class GitError(BottleError):
+    """A git command failed; `stderr` holds git's own explanation."""
+
+    def __init__(self, message: str, *, stderr: str = "", fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.stderr = stderr
+
+
+def run_git(
+    args: Sequence[str],
+    *,
+    doing: str,
+    git_dir: Path | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git ARGS`` and return the finished process (text mode).
+
+    `env` entries are added to (not replacing) the inherited environment, so that a hook's
+    quarantine variables reach the git commands it runs. With `check`, a non-zero exit raises
+    `GitError` whose message starts with `doing`.
+    """
+    command = ["git"]
+    if git_dir is not None:
+        command.append(f"--git-dir={git_dir}")
+    command.extend(args)
+    full_env = {**os.environ, **(env or {})}
+    try:
+        result = subprocess.run(
+            command,
+            cwd=cwd,
+            env=full_env,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise GitError(
+            f"{doing}: the `git` command is not installed",
+            fix="install git (e.g. `apt-get install git`)",
+        ) from exc
+    if check and result.returncode != 0:
+        detail = result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}"
+        raise GitError(f"{doing}: {detail}", stderr=result.stderr)
+    return result
+
+
+def is_ancestor(git_dir: Path, ancestor: str, descendant: str) -> bool:
+    """Whether `ancestor` is reachable from `descendant` (a fast-forward from one to the other)."""
+    result = run_git(
+        ["merge-base", "--is-ancestor", ancestor, descendant],
+        doing=f"checking whether {ancestor[:12]} is an ancestor of {descendant[:12]}",
+        git_dir=git_dir,
+        check=False,
+    )
+    if result.returncode in (0, 1):
+        return result.returncode == 0
+    raise GitError(f"checking ancestry of {descendant[:12]}: {result.stderr.strip()}")
+
+
+def is_ssh_url(url: str) -> bool:
+    """Whether git would reach `url` over ssh (``ssh://``, ``git+ssh://`` or scp-like syntax)."""
+    if "://" in url:
+        return url.split("://", 1)[0] in ("ssh", "git+ssh", "ssh+git")
+    return bool(_SCP_LIKE.match(url))
+
+
+def is_local_url(url: str) -> bool:
+    """Whether `url` names a repository on this machine (a path or ``file://``)."""
+    return url.startswith("file://") or ("://" not in url and not is_ssh_url(url))
+
+
+def ssh_command(identity_file: str | None, known_hosts_file: str) -> str:
+    """A ``GIT_SSH_COMMAND`` that uses only the given key and trusts only the given host keys.
+
+    The user's ssh config, agent and global known hosts are ignored, so nothing but the bottle's
+    own identity and pinned host key decide whether the connection is made.
+    """
+    parts = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts_file}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "IdentityAgent=none",
+    ]
+    if identity_file:
+        parts += ["-o", "IdentitiesOnly=yes", "-i", identity_file]
+    return shlex.join(parts)
+
+
+def spawn_git(args: Sequence[str], *, doing: str) -> subprocess.Popen[bytes]:
+    """Start a long-running git process (``git daemon``); output goes to our own stdout/stderr."""
+    try:
+        return subprocess.Popen(["git", *args])
+    except FileNotFoundError as exc:
+        raise GitError(
+            f"{doing}: the `git` command is not installed",
+            fix="install git (e.g. `apt-get install git`)",
+        ) from exc
