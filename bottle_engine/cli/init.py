@@ -1,0 +1,54 @@
+"""`bottle-engine init`: write a commented starter bottle.toml and Dockerfile."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from bottle_engine.cli.output import console, formatter
+from bottle_engine.errors import BottleError
+
+HELP = """\
+Write a starter bottle.toml (and a Dockerfile for the agent image, unless one exists) into
+DIRECTORY (default: here). Existing files are never overwritten unless --force is given.
+
+examples:
+  bottle-engine init
+  bottle-engine init my-project --force
+"""
+
+TEMPLATES = ("bottle.toml", "Dockerfile")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "init",
+        help="write a starter bottle.toml and Dockerfile",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    parser.add_argument("directory", nargs="?", default=".", help="where to write (default: .)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise BottleError(f"{directory}: no such directory", fix="create it first")
+    manifest = directory / "bottle.toml"
+    if manifest.exists() and not args.force:
+        raise BottleError(
+            f"{manifest} already exists", fix="edit it, or pass --force to overwrite it"
+        )
+    for name in TEMPLATES:
+        target = directory / name
+        if target.exists() and not args.force and name != "bottle.toml":
+            console.print(f"kept existing {target}")
+            continue
+        template = resources.files("bottle_engine") / "templates" / name
+        target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+        console.print(f"wrote {target}")
+    console.print("next: `bottle-engine validate`, then `bottle-engine launch dev`")
+    return 0

@@ -1,0 +1,65 @@
+"""`bottle-engine plan`: what launching an agent would do. Pure: no Docker needed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.manifest import load_manifest
+from bottle_engine.plan import DEFAULT_SUBNET_POOL, plan_bottle
+
+HELP = """\
+Resolve the plan for launching AGENT: slug, backend, subnet, bundle IP, guest environment
+(secrets appear only as placeholders), and the image inputs. Touches no daemon; the subnet
+shown is the first candidate, before checking for networks that already use it.
+
+examples:
+  bottle-engine plan reviewer
+  bottle-engine plan reviewer --json | jq .guest_env
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="show what launching an agent would do",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    add_manifest_option(parser)
+    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.file)
+    plan = plan_bottle(
+        manifest,
+        args.agent,
+        subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
+        backend_override=os.environ.get("BOTTLE_BACKEND"),
+    )
+    data = plan.to_json()
+    if args.json:
+        print_json(data)
+        return 0
+    for key in (
+        "slug",
+        "name",
+        "agent",
+        "bottle",
+        "backend",
+        "runtime",
+        "subnet",
+        "bundle_ip",
+        "agent_ip",
+    ):
+        console.print(f"[bold]{key:>10}[/]  {data[key]}")
+    console.print(f"[bold]{'command':>10}[/]  {' '.join(data['command'])}", markup=True)
+    console.print(f"[bold]{'egress':>10}[/]  {', '.join(data['egress_allow']) or '(nothing)'}")
+    console.print(f"[bold]{'guest env':>10}[/]")
+    for name, value in sorted(data["guest_env"].items()):
+        console.print(f"            {name}={value}", markup=False)
+    return 0

@@ -1,0 +1,36 @@
+"""`bottle-engine schema`: the manifest's JSON Schema, for taplo / Even Better TOML."""
+
+from __future__ import annotations
+
+import argparse
+
+from bottle_engine.cli.output import formatter, print_json
+from bottle_engine.manifest.schema import markdown_reference, to_json_schema
+
+HELP = """\
+Print the JSON Schema of bottle.toml. Point your TOML tooling at it, e.g. with taplo:
+
+  bottle-engine schema > bottle.schema.json
+  # .taplo.toml:  [[rule]] include = ["**/bottle.toml"]  schema.path = "bottle.schema.json"
+
+--markdown prints the manifest reference table instead (the README's table is this output).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "schema",
+        help="print the manifest's JSON Schema",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the reference table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(markdown_reference(), end="")
+    else:
+        print_json(to_json_schema())
+    return 0

@@ -1,0 +1,359 @@
+"""Manifest + agent -> `BottlePlan`: everything a launch will do, decided without any I/O.
+
+The plan names the bottle instance (slug), picks its subnet from the pool, pins the bundle's
+address, and builds the guest environment. Backends carry a plan out; `bottle-engine plan`
+prints one. Being pure, all of this is unit-tested without a daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bottle_engine.bundle.config import (
+    EGRESS_PORT,
+    GIT_GATE_PORT,
+    GIT_KEYS_MOUNT,
+    SECRETS_MOUNT,
+    SUPERVISE_PORT,
+    BundleConfig,
+    GitUpstreamConfig,
+    SecretBinding,
+)
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest.model import Backend, GitUpstream, Manifest, Runtime
+
+DEFAULT_SUBNET_POOL = "172.30.0.0/16"
+SUBNET_PREFIX = 28
+MAX_INSTANCES = 20  # bottle-<slug>, -2, ... -20
+
+# Where the agent container finds what the launch puts in it.
+WORKSPACE = "/workspace"
+AGENT_HOME = "/home/agent"
+AGENT_UID = 1000
+PROMPT_PATH = f"{AGENT_HOME}/.bot-bottle/prompt.md"
+CA_CERT_PATH = "/etc/bot-bottle/ca.pem"  # the bottle's CA alone
+CA_BUNDLE_PATH = "/etc/bot-bottle/ca-bundle.pem"  # system CAs + the bottle's CA
+
+
+@dataclass(frozen=True)
+class SecretPlan:
+    """A secret: its placeholder (what the agent sees) and where the real value comes from."""
+
+    name: str
+    placeholder: str
+    hosts: tuple[str, ...]
+    from_env: str | None
+    from_file: Path | None
+
+    @property
+    def bundle_file(self) -> str:
+        return str(SECRETS_MOUNT / self.name)
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """What the agent image is built from (the artifact builder hashes these)."""
+
+    dockerfile: Path
+    context: Path
+    build_args: Mapping[str, str]
+    base_image: str | None
+    ca_bundle: Path | None
+
+
+@dataclass(frozen=True)
+class BottlePlan:
+    """A bottle instance, fully decided."""
+
+    slug: str
+    agent: str
+    bottle: str
+    backend: Backend
+    runtime: Runtime
+    manifest_path: Path
+    cwd: Path
+    subnet: ipaddress.IPv4Network
+    command: tuple[str, ...]
+    prompt: str | None
+    prompt_file: Path | None
+    skills: tuple[str, ...]
+    copy_cwd: bool
+    cpus: float
+    memory_bytes: int
+    egress_allow: tuple[str, ...]
+    secrets: tuple[SecretPlan, ...]
+    git: tuple[GitUpstream, ...]
+    supervise: bool
+    image: ImageInputs
+    user_env: Mapping[str, str] = field(default_factory=dict)
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"bottle-{self.slug}"
+
+    @property
+    def bundle_name(self) -> str:
+        return f"bottle-{self.slug}-bundle"
+
+    @property
+    def internal_network(self) -> str:
+        return f"bottle-{self.slug}-internal"
+
+    @property
+    def egress_network(self) -> str:
+        return f"bottle-{self.slug}-egress"
+
+    # -- addresses -----------------------------------------------------------------------------
+    @property
+    def gateway_ip(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    @property
+    def bundle_ip(self) -> str:
+        return str(self.subnet.network_address + 2)
+
+    @property
+    def agent_ip(self) -> str:
+        return str(self.subnet.network_address + 3)
+
+    # -- what the agent sees ---------------------------------------------------------------------
+    @property
+    def guest_env(self) -> dict[str, str]:
+        """The agent's environment. Proxy and gate URLs are IP literals: the agent has no DNS."""
+        proxy = f"http://{self.bundle_ip}:{EGRESS_PORT}"
+        env = dict(self.user_env)
+        env.update(
+            {
+                "HTTP_PROXY": proxy,
+                "HTTPS_PROXY": proxy,
+                "http_proxy": proxy,
+                "https_proxy": proxy,
+                "NO_PROXY": f"{self.bundle_ip},localhost,127.0.0.1",
+                "no_proxy": f"{self.bundle_ip},localhost,127.0.0.1",
+                "GIT_GATE_URL": f"git://{self.bundle_ip}:{GIT_GATE_PORT}",
+                "SSL_CERT_FILE": CA_BUNDLE_PATH,
+                "REQUESTS_CA_BUNDLE": CA_BUNDLE_PATH,
+                "NODE_EXTRA_CA_CERTS": CA_CERT_PATH,
+                "BOTTLE_SLUG": self.slug,
+                "BOTTLE_AGENT": self.agent,
+                "HOME": AGENT_HOME,
+            }
+        )
+        if self.prompt is not None or self.prompt_file is not None:
+            env["BOTTLE_PROMPT_FILE"] = PROMPT_PATH
+        if self.supervise:
+            env["MCP_SUPERVISE_URL"] = f"http://{self.bundle_ip}:{SUPERVISE_PORT}/mcp"
+        for secret in self.secrets:
+            env[secret.name] = secret.placeholder
+        return env
+
+    @property
+    def agent_command(self) -> tuple[str, ...]:
+        """The command; Claude Code gets the prompt file's text as `--append-system-prompt`.
+
+        Other commands find the prompt at `PROMPT_PATH` (also in `BOTTLE_PROMPT_FILE`).
+        """
+        has_prompt = self.prompt is not None or self.prompt_file is not None
+        if has_prompt and self.command and os.path.basename(self.command[0]) == "claude":
+            script = f'exec "$@" --append-system-prompt "$(cat {PROMPT_PATH})"'
+            return ("sh", "-c", script, "sh", *self.command)
+        return self.command
+
+    def bundle_config(self) -> BundleConfig:
+        return BundleConfig(
+            slug=self.slug,
+            bundle_ip=self.bundle_ip,
+            agent_subnet=str(self.subnet),
+            egress_allow=self.egress_allow,
+            secrets=tuple(
+                SecretBinding(s.name, s.placeholder, s.hosts, s.bundle_file) for s in self.secrets
+            ),
+            git=tuple(
+                GitUpstreamConfig(
+                    name=g.name,
+                    url=g.url,
+                    push_branches=g.push_branches,
+                    allow_force_push=g.allow_force_push,
+                    allow_delete=g.allow_delete,
+                    identity_file=str(GIT_KEYS_MOUNT / f"{g.name}.key") if g.identity else None,
+                    known_hosts_file=(
+                        str(GIT_KEYS_MOUNT / f"{g.name}.known_hosts") if g.known_host_key else None
+                    ),
+                )
+                for g in self.git
+            ),
+            supervise=self.supervise,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan for `bottle-engine plan --json`: placeholders only, never secret values."""
+        return {
+            "slug": self.slug,
+            "name": self.name,
+            "agent": self.agent,
+            "bottle": self.bottle,
+            "backend": self.backend,
+            "runtime": self.runtime,
+            "manifest": str(self.manifest_path),
+            "subnet": str(self.subnet),
+            "gateway_ip": self.gateway_ip,
+            "bundle_ip": self.bundle_ip,
+            "agent_ip": self.agent_ip,
+            "networks": {"internal": self.internal_network, "egress": self.egress_network},
+            "command": list(self.agent_command),
+            "guest_env": self.guest_env,
+            "resources": {"cpus": self.cpus, "memory_bytes": self.memory_bytes},
+            "egress_allow": list(self.egress_allow),
+            "secrets": [
+                {"name": s.name, "placeholder": s.placeholder, "hosts": list(s.hosts)}
+                for s in self.secrets
+            ],
+            "git": [{"name": g.name, "url": g.url} for g in self.git],
+            "supervise": self.supervise,
+            "image": {
+                "dockerfile": str(self.image.dockerfile),
+                "context": str(self.image.context),
+                "build_args": dict(self.image.build_args),
+                "base_image": self.image.base_image,
+                "ca_bundle": str(self.image.ca_bundle) if self.image.ca_bundle else None,
+            },
+        }
+
+
+def base_slug(manifest_path: Path, agent: str) -> str:
+    """The slug of an agent's first instance: readable, and distinct per manifest location."""
+    digest = hashlib.sha256(str(manifest_path.resolve()).encode()).hexdigest()[:6]
+    readable = re.sub(r"[^a-z0-9-]+", "-", agent.lower()).strip("-")[:40] or "agent"
+    return f"{readable}-{digest}"
+
+
+def instance_slugs(base: str) -> Iterable[str]:
+    """Candidate slugs in order: `base`, `base-2`, ... up to `MAX_INSTANCES`.
+
+    Launch walks this sequence to skip taken names, and the race-retry after a name conflict
+    walks the very same sequence.
+    """
+    yield base
+    for number in range(2, MAX_INSTANCES + 1):
+        yield f"{base}-{number}"
+
+
+def choose_subnet(
+    slug: str,
+    pool: str = DEFAULT_SUBNET_POOL,
+    taken: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+) -> ipaddress.IPv4Network:
+    """A /28 of `pool` derived from the slug, moving on past any that overlap `taken`."""
+    try:
+        network = ipaddress.IPv4Network(pool, strict=True)
+    except ValueError as exc:
+        raise BottleError(
+            f"BOTTLE_SUBNET_POOL '{pool}' is not an IPv4 network: {exc}",
+            fix="use a CIDR such as 172.30.0.0/16",
+        ) from exc
+    if network.prefixlen > SUBNET_PREFIX:
+        raise BottleError(
+            f"BOTTLE_SUBNET_POOL '{pool}' is smaller than one /{SUBNET_PREFIX}",
+            fix="use a pool of /27 or larger, e.g. 172.30.0.0/16",
+        )
+    taken_list = list(taken)
+    count = 2 ** (SUBNET_PREFIX - network.prefixlen)
+    start = int.from_bytes(hashlib.sha256(slug.encode()).digest()[:4], "big") % count
+    size = 2 ** (32 - SUBNET_PREFIX)
+    for step in range(count):
+        index = (start + step) % count
+        candidate = ipaddress.IPv4Network(
+            (int(network.network_address) + index * size, SUBNET_PREFIX)
+        )
+        if not any(candidate.overlaps(other) for other in taken_list):
+            return candidate
+    raise BottleError(
+        f"every /{SUBNET_PREFIX} in the subnet pool {pool} overlaps an existing network",
+        fix="stop bottles you no longer need (`bottle-engine gc`), or set BOTTLE_SUBNET_POOL "
+        "to a larger or different range",
+    )
+
+
+def placeholder_for(secret_name: str, launch_token: str) -> str:
+    """A placeholder that cannot be mistaken for real text, unique per launch."""
+    tag = hmac.new(launch_token.encode(), secret_name.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"bbph_{tag}"
+
+
+def plan_bottle(
+    manifest: Manifest,
+    agent_name: str,
+    *,
+    slug: str | None = None,
+    cwd: Path | None = None,
+    subnet_pool: str = DEFAULT_SUBNET_POOL,
+    taken_subnets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+    launch_token: str = "plan",
+    backend_override: str | None = None,
+) -> BottlePlan:
+    """Decide everything about launching `agent_name` from `manifest`."""
+    agent = manifest.agents.get(agent_name)
+    if agent is None:
+        known = ", ".join(sorted(manifest.agents)) or "none"
+        raise BottleError(
+            f"{manifest.path}: no agent named '{agent_name}' (defined: {known})",
+            fix="pick one of the [agents.NAME] tables, or add one",
+        )
+    bottle = manifest.bottle_for(agent)
+    backend = bottle.backend
+    if backend_override:
+        if backend_override not in ("docker", "smolmachines"):
+            raise BottleError(
+                f"BOTTLE_BACKEND '{backend_override}' is not a backend",
+                fix="use 'docker' or 'smolmachines', or unset BOTTLE_BACKEND",
+            )
+        backend = backend_override  # type: ignore[assignment]
+    slug = slug or base_slug(manifest.path, agent_name)
+    secrets = tuple(
+        SecretPlan(
+            name=secret.name,
+            placeholder=placeholder_for(secret.name, launch_token),
+            hosts=secret.hosts,
+            from_env=secret.from_env,
+            from_file=secret.from_file,
+        )
+        for secret in bottle.secrets.values()
+    )
+    return BottlePlan(
+        slug=slug,
+        agent=agent.name,
+        bottle=bottle.name,
+        backend=backend,
+        runtime=bottle.runtime,
+        manifest_path=manifest.path,
+        cwd=cwd or manifest.directory,
+        subnet=choose_subnet(slug, subnet_pool, taken_subnets),
+        command=agent.command,
+        prompt=agent.prompt,
+        prompt_file=agent.prompt_file,
+        skills=agent.skills,
+        copy_cwd=agent.copy_cwd,
+        cpus=bottle.cpus,
+        memory_bytes=bottle.memory_bytes,
+        egress_allow=bottle.egress.allow,
+        secrets=secrets,
+        git=bottle.git,
+        supervise=bottle.supervise,
+        image=ImageInputs(
+            dockerfile=bottle.dockerfile,
+            context=bottle.context,
+            build_args=bottle.build_args,
+            base_image=bottle.base_image,
+            ca_bundle=bottle.ca_bundle,
+        ),
+        user_env=bottle.env,
+    )
