@@ -1,0 +1,138 @@
+"""Fixtures for smolmachines tests: the smolvm contract fake and a locally built registry image.
+
+Import them into a test module (`from tests.fakes.fixtures import fake_smolvm, ...`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAKE_SMOLVM = Path(__file__).resolve().parent / "smolvm"
+TEST_REGISTRY_TAG = "bot-bottle/test-registry:local"
+
+_REGISTRY_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends docker-registry \\
+ && rm -rf /var/lib/apt/lists/*
+COPY config.yml /etc/docker/registry/config.yml
+EXPOSE 5000
+CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]
+"""
+# Debian's packaged config asks for htpasswd auth; the ephemeral registry has none.
+_REGISTRY_CONFIG = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+"""
+
+
+@dataclass(frozen=True)
+class FakeSmolvm:
+    """One installed fake: its binary (a wrapper naming the emulated version), state and log."""
+
+    binary: Path
+    state: Path
+    log: Path
+
+    def calls(self) -> list[list[str]]:
+        """Every argv the fake was run with, in order."""
+        if not self.log.exists():
+            return []
+        return [json.loads(line)["argv"] for line in self.log.read_text().splitlines()]
+
+    def machine(self, name: str) -> dict[str, Any] | None:
+        path = self.state / "machines" / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def forget_calls(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
+def install_fake_smolvm(directory: Path, version: str) -> FakeSmolvm:
+    """A wrapper script that runs the fake as smolvm `version` with its own state and log."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fake = FakeSmolvm(directory / "smolvm", directory / "state", directory / "argv.jsonl")
+    fake.binary.write_text(
+        "#!/bin/sh\n"
+        f"export FAKE_SMOLVM_VERSION='{version}'\n"
+        f"export FAKE_SMOLVM_STATE='{fake.state}'\n"
+        f"export FAKE_SMOLVM_LOG='{fake.log}'\n"
+        f"exec '{sys.executable}' '{FAKE_SMOLVM}' \"$@\"\n"
+    )
+    fake.binary.chmod(0o755)
+    return fake
+
+
+@pytest.fixture
+def fake_smolvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSmolvm:
+    """The fake as a recent smolvm (1.32: `pack create -I` takes archives), on BOTTLE_SMOLVM."""
+    fake = install_fake_smolvm(tmp_path / "smolvm-1.32", "1.32.2")
+    monkeypatch.setenv("BOTTLE_SMOLVM", str(fake.binary))
+    return fake
+
+
+@pytest.fixture
+def legacy_smolvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSmolvm:
+    """The fake as smolvm 0.8 (registry references only), on BOTTLE_SMOLVM."""
+    fake = install_fake_smolvm(tmp_path / "smolvm-0.8", "0.8.0")
+    monkeypatch.setenv("BOTTLE_SMOLVM", str(fake.binary))
+    return fake
+
+
+@pytest.fixture(scope="session")
+def registry_image(docker_client: Any, base_image: str) -> str:
+    """A registry:2 image built from Debian's docker-registry package (none can be pulled)."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(TEST_REGISTRY_TAG)
+        return TEST_REGISTRY_TAG
+    except docker.errors.ImageNotFound:
+        pass
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in (("Dockerfile", _REGISTRY_DOCKERFILE), ("config.yml", _REGISTRY_CONFIG)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    docker_client.images.build(
+        fileobj=context,
+        custom_context=True,
+        buildargs={"BASE": base_image},
+        tag=TEST_REGISTRY_TAG,
+        labels={"bot-bottle.test": "1"},
+        rm=True,
+        forcerm=True,
+    )
+    return TEST_REGISTRY_TAG
+
+
+@pytest.fixture
+def use_test_registry(registry_image: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point the engine's ephemeral registry at the locally built image."""
+    monkeypatch.setenv("BOTTLE_REGISTRY_IMAGE", registry_image)
+    yield registry_image
+
+
+def no_docker_env() -> dict[str, str]:
+    """An environment in which any Docker call fails at once (to prove none is made)."""
+    return {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
