@@ -87,6 +87,7 @@ def _after(a: Position, b: Position) -> bool:
 
 
 _SYNTAX_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_SYNTAX_AT_END = "(at end of document)"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -98,9 +99,11 @@ def parse_toml(text: str) -> ParsedToml:
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _SYNTAX_POSITION.search(message)
-        result.syntax_error = _SYNTAX_POSITION.sub("", message).strip()
+        result.syntax_error = _SYNTAX_POSITION.sub("", message).replace(_SYNTAX_AT_END, "").strip()
         if found:
             result.syntax_error_at = Position(int(found.group(1)) - 1, int(found.group(2)) - 1)
+        elif _SYNTAX_AT_END in message:  # an unterminated string, array or table
+            result.syntax_error_at = result.end()
         else:
             result.syntax_error_at = Position(0, 0)
         return result

@@ -28,7 +28,10 @@ def validate(parsed: ParsedToml, manifest_path: Path | None) -> list[Problem]:
     if parsed.syntax_error is not None:
         at = parsed.syntax_error_at
         assert at is not None
-        end = Position(at.line, at.character + 1)
+        # One character wide, but never past the end of its line (the error may sit on a newline).
+        lines = parsed.text.split("\n")
+        line_length = len(lines[at.line]) if at.line < len(lines) else 0
+        end = Position(at.line, min(at.character + 1, line_length))
         span = Span(at, end)
         return [Problem("BB001", f"TOML syntax error: {parsed.syntax_error}", span)]
     checker = _Checker(parsed, manifest_path)
