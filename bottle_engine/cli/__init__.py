@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "validate",
     "schema",
     "plan",
+    "approvals",
 )
 
 DESCRIPTION = """\

@@ -4,6 +4,7 @@ the bottle's own secret values and placeholders (which no detector would recogni
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,26 +84,42 @@ def known_secrets(bindings: Iterable[SecretBinding]) -> list[KnownSecret]:
 
 def scan_commit_diff(commit: str, diff: str, secrets: Iterable[KnownSecret]) -> list[Finding]:
     """Every secret on an added line of `diff` (the changes `commit` introduces)."""
+    lines = list(added_lines(diff))
     secrets = list(secrets)
     findings = [
         Finding(commit, added.path, added.line, secret.label)
-        for added in added_lines(diff)
+        for added in lines
         for secret in secrets
         if secret.text in added.text
     ]
-    findings.extend(_detect_secrets(commit, diff))
+    findings.extend(_detect_secrets(commit, lines))
     return sorted(set(findings), key=lambda f: (f.path, f.line, f.kind))
 
 
-def _detect_secrets(commit: str, diff: str) -> list[Finding]:
-    # Imported here: detect-secrets is a bundle-only dependency, the pure parts above are not.
-    from detect_secrets.core.scan import scan_diff
+def _detect_secrets(commit: str, lines: list[AddedLine]) -> list[Finding]:
+    """Run detect-secrets' file scan over the added lines, each file rebuilt in a temp dir with
+    its added lines at their own line numbers (blank elsewhere), so that findings carry the real
+    line numbers and detect-secrets' file-name rules (lock files, binaries, languages) apply."""
+    # Imported here: detect-secrets is a bundle-only dependency, the parsing above is not.
+    from detect_secrets.core.scan import scan_file
     from detect_secrets.settings import default_settings
 
-    with default_settings() as settings:
-        # The pushed files exist only as blobs, not in the working directory this filter checks.
-        settings.disable_filters("detect_secrets.filters.common.is_invalid_file")
-        return [
-            Finding(commit, str(secret.filename), int(secret.line_number), str(secret.type))
-            for secret in scan_diff(diff)
-        ]
+    by_path: dict[str, dict[int, str]] = {}
+    for added in lines:
+        by_path.setdefault(added.path, {})[added.line] = added.text
+    findings: list[Finding] = []
+    with tempfile.TemporaryDirectory(prefix="gitgate-scan-") as temp, default_settings():
+        root = Path(temp).resolve()
+        for path, numbered in by_path.items():
+            target = (root / path).resolve()
+            if not target.is_relative_to(root):
+                continue  # git never produces such paths; refuse to write outside the temp dir
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(
+                "\n".join(numbered.get(n, "") for n in range(1, max(numbered) + 1)) + "\n"
+            )
+            findings.extend(
+                Finding(commit, path, int(secret.line_number), str(secret.type))
+                for secret in scan_file(str(target))
+            )
+    return findings

@@ -1,0 +1,146 @@
+"""The supervise MCP server: lets the agent ask a person before doing something.
+
+``python -m bottle_engine.bundle.supervise`` serves streamable HTTP at
+``http://<bundle_ip>:9100/mcp`` (``MCP_SUPERVISE_URL``). Its one tool, ``request_approval``,
+writes a request into the bottle's state dir and blocks until a person answers on the host
+(`bottle-engine approve|deny ID`) or the bottle's timeout passes, which counts as denied.
+Requests live in files, not in this process, so a restarted bundle picks up where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypedDict
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+from bottle_engine.approvals import ApprovalRequest, ApprovalStore
+from bottle_engine.bundle.config import CONFIG_PATH, SUPERVISE_PORT, BundleConfig
+from bottle_engine.errors import BottleError
+
+MCP_PATH = "/mcp"
+POLL_SECONDS = 0.25
+KEEPALIVE_SECONDS = 15.0
+
+INSTRUCTIONS = (
+    "Call request_approval before any action your instructions say needs a person's approval. "
+    "It blocks until a person answers; only proceed when the result says approved."
+)
+
+
+class ApprovalAnswer(TypedDict):
+    """What the tool returns to the agent."""
+
+    approved: bool
+    status: str
+    request_id: str
+    note: str | None
+    message: str
+
+
+def answer_for(request: ApprovalRequest) -> ApprovalAnswer:
+    if request.approved:
+        message = f"approved by a person (request {request.id}); you may proceed"
+    elif request.status == "timed_out":
+        message = (
+            f"denied: nobody answered request {request.id} before it timed out; do not proceed"
+        )
+    else:
+        message = f"denied by a person (request {request.id}); do not proceed"
+    if request.note:
+        message += f". Note from the person: {request.note}"
+    return ApprovalAnswer(
+        approved=request.approved,
+        status=request.status,
+        request_id=request.id,
+        note=request.note,
+        message=message,
+    )
+
+
+async def wait_for_answer(
+    store: ApprovalStore, request: ApprovalRequest, ctx: Context | None = None
+) -> ApprovalRequest:
+    """Poll the request's file until it is answered or expires; marks the answer delivered."""
+    last_keepalive = time.monotonic()
+    while request.pending and not request.expired():
+        await anyio.sleep(POLL_SECONDS)
+        request = store.get(request.id) or request
+        if ctx is not None and time.monotonic() - last_keepalive >= KEEPALIVE_SECONDS:
+            # Progress notifications keep clients with idle timeouts from giving up on us.
+            last_keepalive = time.monotonic()
+            await ctx.report_progress(0, None, f"waiting for a person to answer {request.id}")
+    if request.pending:
+        request = store.expire(request.id)
+    return store.mark_delivered(request.id)
+
+
+def build_server(config: BundleConfig) -> MCPServer:
+    store = ApprovalStore(Path(config.state_dir), config.slug)
+    server = MCPServer("bot-bottle-supervise", instructions=INSTRUCTIONS)
+
+    @server.tool()
+    async def request_approval(action: str, reason: str, ctx: Context) -> ApprovalAnswer:
+        """Ask a person to approve an action, and wait for the answer.
+
+        `action` says exactly what you want to do (a command, a URL, a change); `reason` says
+        why. Returns approved=true only if a person approved; a denial or no answer before the
+        timeout returns approved=false.
+        """
+        request = store.open_request(action, reason, config.supervise_timeout_seconds)
+        return answer_for(await wait_for_answer(store, request, ctx))
+
+    return server
+
+
+def transport_security(config: BundleConfig, port: int) -> TransportSecuritySettings:
+    """Accept only Host headers naming the bundle (DNS-rebinding protection)."""
+    hosts = [config.bundle_ip, "127.0.0.1", "localhost"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{host}:{port}" for host in hosts] + hosts,
+        allowed_origins=[f"http://{host}:{port}" for host in hosts],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bottle_engine.bundle.supervise",
+        description="Serve the request_approval MCP tool over streamable HTTP at "
+        f"http://LISTEN:PORT{MCP_PATH}.",
+    )
+    parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="bundle.json")
+    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--port", type=int, default=SUPERVISE_PORT)
+    args = parser.parse_args(argv)
+    try:
+        config = BundleConfig.load(args.config)
+    except (OSError, ValueError, KeyError) as exc:
+        sys.stderr.write(f"supervise: error: cannot read the bundle config {args.config}: {exc}\n")
+        return 1
+    server = build_server(config)
+    try:
+        anyio.run(
+            lambda: server.run_streamable_http_async(
+                host=args.listen,
+                port=args.port,
+                streamable_http_path=MCP_PATH,
+                transport_security=transport_security(config, args.port),
+            )
+        )
+    except BottleError as exc:
+        sys.stderr.write(f"supervise: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""`bottle-engine approvals`, `approve`, `deny`: answer the agents' approval requests."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from bottle_engine import approvals
+from bottle_engine.cli.output import console, formatter, print_json
+
+LIST_EXAMPLES = """\
+examples:
+  bottle-engine approvals                 requests waiting for an answer, in every bottle
+  bottle-engine approvals my-bottle --all every request of one bottle, answered ones too
+  bottle-engine approvals --json          the same as JSON, for scripts
+"""
+
+ANSWER_EXAMPLES = """\
+examples:
+  bottle-engine approve 3f9a1c2e
+  bottle-engine deny 3f9a1c2e --note "use the staging database instead"
+"""
+
+
+def register(subparsers: Any) -> None:
+    listing = subparsers.add_parser(
+        "approvals",
+        help="list the agents' approval requests",
+        description="List approval requests (from the request_approval tool of supervised "
+        "bottles). Pending ones by default.",
+        epilog=LIST_EXAMPLES,
+        formatter_class=formatter(),
+    )
+    listing.add_argument("slug", nargs="?", metavar="SLUG", help="only this bottle")
+    listing.add_argument("--all", action="store_true", help="answered requests too")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=run_list)
+    for name, approved in (("approve", True), ("deny", False)):
+        parser = subparsers.add_parser(
+            name,
+            help=f"{name} an agent's approval request",
+            description=f"{name.capitalize()} a pending approval request; the agent waiting "
+            "on it gets the answer (and the note) at once.",
+            epilog=ANSWER_EXAMPLES,
+            formatter_class=formatter(),
+        )
+        parser.add_argument("request_id", metavar="ID", help="the id `approvals` shows")
+        parser.add_argument("--note", help="a note the agent receives with the answer")
+        parser.add_argument("--bottle", metavar="SLUG", help="the bottle (when ids collide)")
+        parser.add_argument("--json", action="store_true", help="print the answered request")
+        parser.set_defaults(run=run_answer, approved=approved)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    requests = approvals.list_requests(args.slug, pending_only=not args.all)
+    if args.json:
+        print_json([request.to_dict() for request in requests])
+        return 0
+    if not requests:
+        console.print("no approval requests" + ("" if args.all else " waiting for an answer"))
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "BOTTLE", "STATUS", "ASKED", "ACTION", "REASON"):
+        table.add_column(column, overflow="fold")
+    for request in requests:
+        table.add_row(
+            request.id,
+            request.slug,
+            request.status,
+            request.created_at,
+            request.action,
+            request.reason,
+        )
+    console.print(table)
+    return 0
+
+
+def run_answer(args: argparse.Namespace) -> int:
+    request = approvals.answer(args.request_id, args.approved, args.note, slug=args.bottle)
+    if args.json:
+        print_json(request.to_dict())
+    else:
+        console.print(f"{request.id} {request.status}: {request.action}")
+    return 0
