@@ -60,6 +60,9 @@ class BundleConfig:
     supervise_timeout_seconds: float = 600.0
     state_dir: str = str(STATE_MOUNT)
     extra: dict[str, Any] = field(default_factory=dict)
+    bottle_name: str = ""  # the [bottles.NAME] table, named in the proxy's "how to allow" hints
+    # Extra PEM files the proxy trusts for upstream TLS, beside the image's system bundle.
+    upstream_ca_files: tuple[str, ...] = ()
 
     @property
     def audit_log(self) -> Path:
@@ -101,6 +104,8 @@ class BundleConfig:
             supervise_timeout_seconds=float(raw.get("supervise_timeout_seconds", 600.0)),
             state_dir=raw.get("state_dir", str(STATE_MOUNT)),
             extra=dict(raw.get("extra", {})),
+            bottle_name=raw.get("bottle_name", ""),
+            upstream_ca_files=tuple(raw.get("upstream_ca_files", ())),
         )
 
     @classmethod

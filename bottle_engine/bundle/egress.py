@@ -1,0 +1,117 @@
+"""The egress proxy process: mitmproxy with the bottle's addons, listening on port 8888.
+
+Run by the supervisor in the bundle's proxy venv as ``python -m bottle_engine.bundle.egress``.
+The per-bottle CA is created in `BundleConfig.ca_dir` on first start (mitmproxy's confdir); the
+engine mounts its certificate, ``mitmproxy-ca-cert.pem``, into the agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import itertools
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+
+from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
+from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
+
+CA_CERT_NAME = "mitmproxy-ca-cert.pem"  # the certificate the agent trusts (no private key)
+# The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
+UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
+
+
+def local_addresses() -> list[str]:
+    """The addresses of this container's interfaces (the bundle's own addresses)."""
+    found: list[str] = []
+    try:
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    except OSError:
+        lines = []
+    for previous, line in itertools.pairwise(lines):
+        if "/32 host LOCAL" in line and "|--" in previous:
+            found.append(previous.split("|--", 1)[1].strip())
+    try:
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            found.append(str(ipaddress.IPv6Address(int(raw, 16))))
+    except (OSError, ValueError, IndexError):
+        pass
+    return list(dict.fromkeys(found))
+
+
+def upstream_trust_file(config: BundleConfig, scratch: Path) -> Path | None:
+    """One PEM file with every CA the proxy trusts upstream, or None for mitmproxy's default."""
+    sources = [
+        Path(p) for p in (os.environ.get(UPSTREAM_CA_ENV, ""), *config.upstream_ca_files) if p
+    ]
+    if not sources:
+        return None
+    scratch.mkdir(parents=True, exist_ok=True)
+    combined = scratch / "upstream-ca.pem"
+    combined.write_text("\n".join(path.read_text() for path in sources))
+    return combined
+
+
+def proxy_options(config: BundleConfig, listen_host: str, listen_port: int) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "listen_host": listen_host,
+        "listen_port": listen_port,
+        "confdir": str(config.ca_dir),
+        "connection_strategy": "eager",
+        "termlog_verbosity": "warn",
+    }
+    trust = upstream_trust_file(
+        config, Path(os.environ.get("TMPDIR", "/tmp")) / "bot-bottle-egress"
+    )
+    if trust is not None:
+        settings["ssl_verify_upstream_trusted_ca"] = str(trust)
+    return settings
+
+
+async def run_proxy(
+    config: BundleConfig,
+    listen_host: str = "0.0.0.0",
+    listen_port: int = EGRESS_PORT,
+    resolver: Resolver = resolve,
+) -> None:
+    """Serve until cancelled."""
+    config.ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
+    master.options.update(**proxy_options(config, listen_host, listen_port))  # type: ignore[no-untyped-call]
+    state = make_state(config, local_addresses())
+    master.addons.add(*make_addons(state, resolver))  # type: ignore[no-untyped-call]
+    try:
+        await master.run()
+    finally:
+        if state.audit is not None:
+            state.audit.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bottle_engine.bundle.egress")
+    parser.add_argument("--config", type=Path, default=CONFIG_PATH)
+    parser.add_argument("--listen-host", default="0.0.0.0")
+    parser.add_argument("--listen-port", type=int, default=EGRESS_PORT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="egress: %(message)s")
+    config = BundleConfig.load(args.config)
+    try:
+        asyncio.run(run_proxy(config, args.listen_host, args.listen_port))
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"egress: cannot start the proxy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

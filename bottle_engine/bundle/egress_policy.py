@@ -1,0 +1,219 @@
+"""The egress decision, as a pure function: may this request leave the bottle?
+
+`decide` is called twice per destination by the proxy: once with the name only (is the host on
+the allowlist at all?) and once with the addresses the name resolved to (DNS rebinding: a listed
+name must not lead to loopback, a private network or the bundle itself). The proxy then connects
+to the address the decision returns, never to a second resolution of the name.
+
+Deny by default. Every refusal names the rule that refused and how to allow the destination in
+`bottle.toml`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.manifest.egress_rules import DEFAULT_PORTS, EgressRule, parse_egress_rule
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Names of the built-in rules that refuse; they appear in the 403 body and in the audit log.
+DEFAULT_DENY = "default-deny"
+IP_LITERAL = "ip-literal"
+SPECIAL_ADDRESS = "special-address"
+OWN_ADDRESS = "bundle-address"
+UNRESOLVED = "unresolved"
+BAD_DESTINATION = "bad-destination"
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """The allowlist of one bottle plus the facts the decision needs about the bundle."""
+
+    rules: tuple[EgressRule, ...]
+    own_addresses: frozenset[str] = frozenset()
+    bottle_name: str = "NAME"
+
+    @classmethod
+    def from_config(cls, config: BundleConfig, own_addresses: Iterable[str] = ()) -> EgressPolicy:
+        return cls(
+            rules=tuple(parse_egress_rule(entry) for entry in config.egress_allow),
+            own_addresses=frozenset({config.bundle_ip, *own_addresses} - {""}),
+            bottle_name=config.bottle_name or "NAME",
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one destination.
+
+    `rule` is the allowlist entry that allowed it, or the name of the built-in rule that
+    refused it. `address` is the address to connect to (set when addresses were checked).
+    """
+
+    allowed: bool
+    rule: str
+    reason: str
+    fix: str | None = None
+    address: str | None = None
+
+
+def decide(
+    policy: EgressPolicy,
+    host: str,
+    port: int,
+    method: str,
+    addresses: Sequence[str] | None = None,
+) -> Decision:
+    """Decide whether `method` to `host`:`port` may go out.
+
+    With `addresses=None` only the name is checked. With the resolved addresses, each one must
+    be a public address or explicitly allowed by an ip/cidr entry; the first usable one (IPv4
+    preferred) is returned as `Decision.address`.
+    """
+    destination = f"{host}:{port}"
+    if not 1 <= port <= 65535:
+        return _deny(BAD_DESTINATION, f"{method} {destination}: the port is out of range")
+    literal = _ip_literal(host)
+    if literal is not None:
+        return _decide_ip_literal(policy, literal, port, method)
+    name = host.lower().rstrip(".")
+    if not name or any(c in name for c in "/@ \t\r\n[]"):
+        return _deny(BAD_DESTINATION, f"{method} {destination}: not a valid host name")
+    rule = next((r for r in policy.rules if r.matches_host(name, port)), None)
+    if rule is None:
+        return _deny(
+            DEFAULT_DENY,
+            f"{method} {name}:{port} is not on the egress allowlist",
+            _allow_fix(policy, _entry_for(name, port)),
+        )
+    if addresses is None:
+        return Decision(True, rule.text, f"{name}:{port} is allowed by '{rule.text}'")
+    return _check_addresses(policy, name, port, method, rule, addresses)
+
+
+def _decide_ip_literal(policy: EgressPolicy, ip: IPAddress, port: int, method: str) -> Decision:
+    text = str(ip)
+    rule = next((r for r in policy.rules if r.matches_address(text, port)), None)
+    if rule is None:
+        return _deny(
+            IP_LITERAL,
+            f"{method} {_hostport(text, port)}: IP-literal destinations are refused unless listed",
+            _allow_fix(policy, _entry_for(text, port)),
+        )
+    if text in policy.own_addresses and not _names_exactly(policy, ip, port):
+        return _own_address_denial(policy, text, port, method)
+    return Decision(True, rule.text, f"{text} is allowed by '{rule.text}'", address=text)
+
+
+def _check_addresses(
+    policy: EgressPolicy,
+    name: str,
+    port: int,
+    method: str,
+    rule: EgressRule,
+    addresses: Sequence[str],
+) -> Decision:
+    parsed = [ip for ip in (_ip_literal(a) for a in addresses) if ip is not None]
+    if not parsed:
+        return _deny(UNRESOLVED, f"{method} {name}:{port}: the name did not resolve")
+    allowing: list[str] = []
+    for ip in parsed:
+        text = str(ip)
+        explicit = next((r for r in policy.rules if r.matches_address(text, port)), None)
+        if text in policy.own_addresses and not _names_exactly(policy, ip, port):
+            return _own_address_denial(policy, text, port, method, name)
+        if _is_special(ip) and explicit is None:
+            return _deny(
+                SPECIAL_ADDRESS,
+                f"{method} {name}:{port} resolves to {text}, a {_describe(ip)} address; "
+                "such addresses are refused unless an ip/cidr entry allows them",
+                _allow_fix(policy, _entry_for(text, port)),
+            )
+        if explicit is not None:
+            allowing.append(explicit.text)
+    chosen = min(parsed, key=lambda ip: ip.version)  # IPv4 first: the usual route out
+    via = f" (address allowed by '{allowing[0]}')" if allowing else ""
+    return Decision(
+        True,
+        rule.text,
+        f"{name}:{port} is allowed by '{rule.text}'{via}",
+        address=str(chosen),
+    )
+
+
+def _own_address_denial(
+    policy: EgressPolicy, text: str, port: int, method: str, name: str | None = None
+) -> Decision:
+    via = f"{name}:{port} resolves to {text}" if name else _hostport(text, port)
+    return _deny(
+        OWN_ADDRESS,
+        f"{method} {via}, the bundle's own address; it is refused unless an exact ip entry "
+        "allows it",
+        _allow_fix(policy, _entry_for(text, port)),
+    )
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return ip
+
+
+def _is_special(ip: IPAddress) -> bool:
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_unspecified
+        or ip.is_private
+    )
+
+
+def _describe(ip: IPAddress) -> str:
+    for label, flag in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+    ):
+        if flag:
+            return label
+    return "non-public"
+
+
+def _names_exactly(policy: EgressPolicy, ip: IPAddress, port: int) -> bool:
+    """Is `ip` listed on its own (not merely inside a wider CIDR)?"""
+    return any(
+        r.network is not None and r.network.num_addresses == 1 and r.matches_address(str(ip), port)
+        for r in policy.rules
+    )
+
+
+def _entry_for(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and port not in DEFAULT_PORTS else host
+    return shown if port in DEFAULT_PORTS else f"{shown}:{port}"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _allow_fix(policy: EgressPolicy, entry: str) -> str:
+    return f'add "{entry}" to [bottles.{policy.bottle_name}.egress] allow in bottle.toml'
+
+
+def _deny(rule: str, reason: str, fix: str | None = None) -> Decision:
+    return Decision(False, rule, reason, fix)
