@@ -199,9 +199,7 @@ class _Scanner:
         return path
 
     def key_value(self, table: KeyPath) -> None:
-        key_start = self.pos
         parts, part_spans = self.key_parts()
-        key_end = part_spans[-1][1]
         self.skip_blank(newlines=False)
         self.pos += 1  # "="
         self.skip_blank(newlines=False)
@@ -211,7 +209,9 @@ class _Scanner:
         path = (*table, *parts)
         value_start = self.pos
         self.value(path)
-        self.record(path, self.span(key_start, key_end), self.span(value_start, self.pos))
+        # The key's span is its own part of a dotted key (`alow` in `egress.alow`), so that a
+        # rename fix replaces just that part.
+        self.record(path, self.span(*part_spans[-1]), self.span(value_start, self.pos))
 
     def key_parts(self) -> tuple[list[str], list[tuple[int, int]]]:
         """A dotted key's parts and the offsets of each."""
