@@ -236,8 +236,8 @@ class _Checker:
 
     # -- cross-references ----------------------------------------------------------------------
     def references(self, data: dict[str, Any], unsound: set[KeyPath]) -> Iterator[Problem]:
-        if any(len(path) < 2 for path in unsound):
-            return  # `agents` or `bottles` itself is malformed
+        if unsound & {("agents",), ("bottles",)}:
+            return  # `agents` or `bottles` itself is malformed (a misspelt top-level key is not)
         bottles: dict[str, Any] = data.get("bottles", {})
         agents: dict[str, Any] = data.get("agents", {})
         if not agents:
