@@ -127,7 +127,9 @@ class ApprovalStore:
         with self._locked():
             request = self._require(request_id)
             if request.pending and request.expired():
-                self._write(replace(request, status="timed_out"), event="timed_out")
+                request = replace(request, status="timed_out")
+                self._write(request, event="timed_out")
+            if request.status == "timed_out":
                 raise BottleError(
                     f"approval request {request_id} ({request.action!r}) timed out at "
                     f"{request.expires_at} and counts as denied",
