@@ -1,0 +1,152 @@
+"""The base image every bottle image builds FROM, and how to get one without a registry.
+
+The default base is Debian bookworm-slim pinned by digest. Machines without a reachable
+registry bootstrap a Debian base themselves (`ensure_base_image`: debootstrap, then a normalized
+root file system tar imported into Docker, so this base is reproducible too) and select it with
+``BOTTLE_BASE_IMAGE=bot-bottle/base:bookworm``.
+
+A base image's *content digest* (`image_content_digest`) covers its layers and runtime config,
+not the image ID: a ``docker import`` of the same tar gets a new ID (its creation time) but the
+same content digest, so input keys agree across machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bottle_engine.artifacts.normalize import NormalizeRules, write_rootfs_tar
+from bottle_engine.artifacts.oci import RUNTIME_CONFIG_KEYS, canonical_json
+from bottle_engine.dockerapi import images
+from bottle_engine.errors import BottleError
+from bottle_engine.progress import Progress, QuietProgress
+
+DEFAULT_BASE_TAG = "bot-bottle/base:bookworm"
+# debian:bookworm-slim as published on Docker Hub, pinned so that the default never moves.
+PINNED_DEFAULT_BASE = (
+    "debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251"
+)
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+BASE_ENV = "BOTTLE_BASE_IMAGE"
+
+
+def resolve_base_image(manifest_value: str | None) -> str:
+    """``BOTTLE_BASE_IMAGE`` from the environment, else the manifest's value, else the pin."""
+    from_env = os.environ.get(BASE_ENV, "").strip()
+    return from_env or manifest_value or PINNED_DEFAULT_BASE
+
+
+def image_content_digest(attrs: dict[str, Any]) -> str:
+    """A digest of what an image holds (layers, platform, runtime config), from its inspect."""
+    runtime = attrs.get("Config") or {}
+    content = {
+        "os": attrs.get("Os", "linux"),
+        "architecture": attrs.get("Architecture", "amd64"),
+        "diff_ids": (attrs.get("RootFS") or {}).get("Layers", []),
+        "config": {key: runtime[key] for key in RUNTIME_CONFIG_KEYS if runtime.get(key)},
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+def base_image_digest(client: Any, ref: str, progress: Progress | None = None) -> str:
+    """The content digest of `ref`; bootstraps the default base or pulls others when absent."""
+    attrs = images.inspect_image(client, ref)
+    if attrs is None:
+        if ref == DEFAULT_BASE_TAG:
+            ensure_base_image(client, ref, progress=progress)
+        else:
+            (progress or QuietProgress()).stage(f"pull base image {ref}")
+            images.pull_image(client, ref, fix=_NO_BASE_FIX)
+        attrs = images.inspect_image(client, ref)
+        if attrs is None:
+            raise BottleError(f"base image {ref} is not in the Docker daemon", fix=_NO_BASE_FIX)
+    return image_content_digest(attrs)
+
+
+_NO_BASE_FIX = (
+    f"without a registry, run `bottle-engine base bootstrap` and set {BASE_ENV}={DEFAULT_BASE_TAG}"
+    " (or `base_image` in bottle.toml)"
+)
+
+
+def ensure_base_image(
+    client: Any, tag: str = DEFAULT_BASE_TAG, *, progress: Progress | None = None
+) -> str:
+    """`tag`, bootstrapping a Debian bookworm minbase image under it if Docker lacks it."""
+    if images.inspect_image(client, tag) is None:
+        bootstrap_base_image(client, tag, progress=progress)
+    return tag
+
+
+def check_bootstrap_tools() -> None:
+    """A `BottleError` naming the fix when debootstrap cannot run here."""
+    if shutil.which("debootstrap") is None:
+        raise BottleError(
+            "cannot bootstrap the base image: debootstrap is not installed",
+            fix="install it (`apt-get install debootstrap`), or set "
+            f"{BASE_ENV} to a Debian image your Docker daemon already has",
+        )
+    if os.geteuid() != 0:
+        raise BottleError(
+            "cannot bootstrap the base image: debootstrap needs root",
+            fix="run `sudo bottle-engine base bootstrap` once",
+        )
+
+
+def bootstrap_base_image(client: Any, tag: str, *, progress: Progress | None = None) -> str:
+    """debootstrap bookworm (minbase), normalize the tree into a tar, `docker import` it."""
+    progress = progress or QuietProgress()
+    check_bootstrap_tools()
+    repository, _, version = tag.rpartition(":")
+    if not repository or "/" in version:
+        raise BottleError(
+            f"base image tag {tag!r} has no ':TAG' part", fix="use e.g. bot-bottle/base:bookworm"
+        )
+    rules = NormalizeRules(source_date_epoch=int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0))
+    work = Path(tempfile.mkdtemp(prefix="bot-bottle-base-"))
+    try:
+        rootfs = work / "rootfs"
+        progress.stage("debootstrap Debian bookworm (minbase)")
+        _run_debootstrap(rootfs, progress)
+        progress.stage(f"import base image {tag}")
+        rootfs_tar = work / "rootfs.tar"
+        write_rootfs_tar(rootfs, rootfs_tar, rules)
+        images.import_rootfs(client, rootfs_tar, repository, version)
+    finally:
+        _unmount_under(work)
+        shutil.rmtree(work, ignore_errors=True)
+    return tag
+
+
+def _run_debootstrap(rootfs: Path, progress: Progress) -> None:
+    command = ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR]
+    tail: list[str] = []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail = [*tail[-30:], line.rstrip()]
+            progress.detail(line.rstrip())
+    if process.returncode != 0:
+        raise BottleError(
+            "debootstrap failed:\n" + "\n".join(tail),
+            fix=f"check that {DEBIAN_MIRROR} is reachable and the disk has ~500 MB free",
+        )
+
+
+def _unmount_under(directory: Path) -> None:
+    """Unmount anything a killed debootstrap left mounted (/proc, /sys) before deleting."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    prefix = str(directory.resolve()) + "/"
+    targets = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for target in sorted(targets, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)

@@ -1,0 +1,200 @@
+"""Building artifacts: input key -> store hit, or docker build -> normalize -> store -> load.
+
+`ensure_artifact` is what launches call: with a stored artifact for the input key it makes no
+``docker build`` at all, only (if Docker lacks the image) a ``docker load`` of the stored layout.
+`verify_artifact` builds twice without any cache and says which paths differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bottle_engine.artifacts import oci
+from bottle_engine.artifacts.base import base_image_digest
+from bottle_engine.artifacts.inputs import BuildInputs, prepare_inputs, write_context_tar
+from bottle_engine.artifacts.normalize import NormalizeRules
+from bottle_engine.artifacts.oci import (
+    ArchiveFormat,
+    Difference,
+    diff_layouts,
+    layout_from_docker_save,
+    read_layout,
+)
+from bottle_engine.artifacts.spec import Artifact, BuildSpec
+from bottle_engine.artifacts.store import ArtifactStore
+from bottle_engine.dockerapi import images
+from bottle_engine.errors import BottleError
+from bottle_engine.progress import Progress, QuietProgress
+
+LAYER_CACHE_TAG = "build-cache"  # bot-bottle/<name>:build-cache keeps Docker's layer cache warm
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    artifact: Artifact
+    inputs: BuildInputs
+    built: bool  # False: the store already held the artifact (no docker build ran)
+    loaded: bool  # True: the image was loaded into Docker by this call
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    inputs: BuildInputs
+    first_digest: str
+    second_digest: str
+    differences: list[Difference]
+    artifact: Artifact | None  # stored when the two builds agree
+
+    @property
+    def reproducible(self) -> bool:
+        return self.first_digest == self.second_digest
+
+
+def ensure_artifact(
+    client: Any, spec: BuildSpec, *, no_cache: bool = False, progress: Progress | None = None
+) -> Artifact:
+    """The artifact for `spec`, built only when the store has none for its input key; the
+    image is available in Docker as ``artifact.image_tag`` afterwards."""
+    return build(client, spec, no_cache=no_cache, progress=progress).artifact
+
+
+def resolve_inputs(client: Any, spec: BuildSpec, progress: Progress | None = None) -> BuildInputs:
+    return prepare_inputs(spec, base_image_digest(client, spec.base_image, progress))
+
+
+def build(
+    client: Any,
+    spec: BuildSpec,
+    *,
+    no_cache: bool = False,
+    progress: Progress | None = None,
+    store: ArtifactStore | None = None,
+) -> BuildResult:
+    """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded)."""
+    progress = progress or QuietProgress()
+    store = store or ArtifactStore()
+    progress.stage(f"{spec.name} image: hash inputs")
+    inputs = resolve_inputs(client, spec, progress)
+    artifact = None if no_cache else store.lookup(inputs.input_key)
+    built = artifact is None
+    if artifact is None:
+        with store.new_layout() as work:
+            digest = _build_layout(
+                client, inputs, work, no_cache=no_cache, keep_layer_cache=True, progress=progress
+            )
+            artifact = store.put(inputs.input_key, spec.name, digest, work / "layout")
+    loaded = make_runnable(client, artifact, store=store, progress=progress)
+    return BuildResult(artifact, inputs, built=built, loaded=loaded)
+
+
+def verify_artifact(
+    client: Any, spec: BuildSpec, *, progress: Progress | None = None
+) -> VerifyResult:
+    """Build `spec` twice from scratch; store the artifact if both builds give one digest."""
+    progress = progress or QuietProgress()
+    store = ArtifactStore()
+    inputs = resolve_inputs(client, spec, progress)
+    with store.new_layout() as first, store.new_layout() as second:
+        digests = []
+        for number, work in enumerate((first, second), start=1):
+            progress.stage(f"{spec.name} image: verify build {number}/2 (no cache)")
+            digests.append(
+                _build_layout(
+                    client,
+                    inputs,
+                    work,
+                    no_cache=True,
+                    keep_layer_cache=number == 1,
+                    progress=progress,
+                )
+            )
+        if digests[0] != digests[1]:
+            progress.stage("compare the two builds")
+            differences = diff_layouts(first / "layout", second / "layout")
+            return VerifyResult(inputs, digests[0], digests[1], differences, None)
+        artifact = store.put(inputs.input_key, spec.name, digests[0], first / "layout")
+    make_runnable(client, artifact, store=store, progress=progress)
+    return VerifyResult(inputs, digests[0], digests[1], [], artifact)
+
+
+def _build_layout(
+    client: Any,
+    inputs: BuildInputs,
+    work: Path,
+    *,
+    no_cache: bool,
+    keep_layer_cache: bool,
+    progress: Progress,
+) -> str:
+    """docker build, docker save, normalize into ``work/layout``; returns the artifact digest."""
+    spec = inputs.spec
+    context_tar = work / "context.tar"
+    with context_tar.open("wb") as out:
+        write_context_tar(inputs, out)
+    progress.stage(f"{spec.name} image: docker build")
+    with context_tar.open("rb") as context:
+        raw_id = images.build_image(
+            client,
+            context,
+            dockerfile=inputs.dockerfile_path,
+            build_args=dict(inputs.build_args),
+            labels=spec.labels,
+            no_cache=no_cache,
+            on_output=progress.detail,
+            what=f"the {spec.name} image ({spec.dockerfile})",
+        )
+    context_tar.unlink()
+    try:
+        progress.stage(f"{spec.name} image: normalize")
+        saved = work / "docker-save.tar"
+        images.save_image(client, raw_id, saved)
+        rules = NormalizeRules(source_date_epoch=inputs.source_date_epoch)
+        digest = layout_from_docker_save(saved, work / "layout", rules, progress)
+        saved.unlink()
+    finally:
+        _settle_raw_image(client, spec.name, raw_id, keep=keep_layer_cache)
+    return digest
+
+
+def _settle_raw_image(client: Any, name: str, raw_id: str, *, keep: bool) -> None:
+    """Keep Docker's build as the layer cache for the next build of `name`, or remove it."""
+    if not keep:
+        images.remove_image(client, raw_id)
+        return
+    repository = f"bot-bottle/{name}"
+    previous = images.inspect_image(client, f"{repository}:{LAYER_CACHE_TAG}")
+    images.tag_image(client, raw_id, repository, LAYER_CACHE_TAG)
+    if previous is not None and previous["Id"] != raw_id:
+        images.remove_image(client, str(previous["Id"]))
+
+
+def make_runnable(
+    client: Any, artifact: Artifact, *, store: ArtifactStore, progress: Progress | None = None
+) -> bool:
+    """Load the artifact into Docker as ``artifact.image_tag``; False when it already is."""
+    config_digest = read_layout(artifact.layout_dir).config_digest
+    present = images.inspect_image(client, artifact.image_tag)
+    if present is not None and present["Id"] == config_digest:
+        return False
+    (progress or QuietProgress()).stage(f"load {artifact.image_tag} into Docker")
+    with store.new_layout() as work:
+        archive = oci.write_image_archive(
+            artifact.layout_dir, work / "image.tar", "docker-save", repo_tag=artifact.image_tag
+        )
+        images.load_image(client, archive)
+    loaded = images.inspect_image(client, artifact.image_tag)
+    if loaded is None or loaded["Id"] != config_digest:
+        raise BottleError(
+            f"Docker loaded {artifact.image_tag} with a different image ID than its config digest",
+            fix=f"drop the entry (`bottle-engine cache rm {artifact.digest}`) and build again",
+        )
+    return True
+
+
+def write_image_archive(artifact: Artifact, dest: Path, fmt: ArchiveFormat) -> Path:
+    """`oci.write_image_archive` for an `Artifact` (the smolvm direct path takes either format)."""
+    if fmt not in ("oci", "docker-save"):
+        raise BottleError(f"unknown image archive format {fmt!r}", fix="use 'oci' or 'docker-save'")
+    return oci.write_image_archive(artifact.layout_dir, dest, fmt, repo_tag=artifact.image_tag)

@@ -1,0 +1,281 @@
+"""The input key: a sha256 over everything a build reads, so that a stored artifact can stand in
+for the build.
+
+Covered: the Dockerfile, the build context as `.dockerignore` filters it (paths, kinds, modes,
+contents; not mtimes or owners), the effective build args, the base image reference and its
+content digest, the extra CA bundle, labels, the clamp time (``SOURCE_DATE_EPOCH``) and the
+version of the normalization rules. `BuildInputs.explain()` prints each part, so "why did this
+rebuild" has an answer.
+
+The context sent to Docker is written from the same entry list (`write_context_tar`), with every
+mtime set to the clamp time and owners zeroed: what the key covers is exactly what Docker sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+from bottle_engine.artifacts.spec import (
+    BASE_IMAGE_BUILD_ARG,
+    EXTRA_CA_BUILD_ARG,
+    EXTRA_CA_NAME,
+    BuildSpec,
+)
+from bottle_engine.dockerapi.images import dockerignore_included
+from bottle_engine.errors import BottleError
+
+# Bump when the normalization rules or the key's shape change: old store entries stop matching.
+INPUT_KEY_VERSION = "bot-bottle-artifact/1"
+# Where a Dockerfile that lives outside its context is placed inside the context tar.
+OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
+
+EntryKind = Literal["dir", "file", "symlink"]
+
+
+@dataclass(frozen=True)
+class ContextEntry:
+    """One path of the build context as Docker will see it."""
+
+    path: str  # relative, POSIX
+    kind: EntryKind
+    mode: int  # permission bits only
+    size: int
+    sha256: str  # of the contents (files), of the link target (symlinks), "" for directories
+    source: Path | None  # the file on disk; None when `data` holds the contents
+    data: bytes | None = None
+    link_target: str = ""
+
+    def key_line(self) -> str:
+        return f"{self.kind} {self.mode:04o} {self.size} {self.sha256} {self.path}"
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """Everything one build reads, resolved and hashed. Built by `prepare_inputs`."""
+
+    spec: BuildSpec
+    dockerfile_path: str  # inside the context tar
+    dockerfile_sha256: str
+    entries: tuple[ContextEntry, ...]
+    build_args: tuple[tuple[str, str], ...]
+    base_image_digest: str
+    ca_bundle_sha256: str | None
+    source_date_epoch: int
+
+    @property
+    def context_sha256(self) -> str:
+        lines = "\n".join(entry.key_line() for entry in self.entries)
+        return hashlib.sha256(lines.encode()).hexdigest()
+
+    def key_parts(self) -> dict[str, object]:
+        """The printable parts the input key is the hash of."""
+        return {
+            "version": INPUT_KEY_VERSION,
+            "name": self.spec.name,
+            "dockerfile": f"{self.dockerfile_path} sha256:{self.dockerfile_sha256}",
+            "context": f"{len(self.entries)} entries sha256:{self.context_sha256}",
+            "build_args": dict(self.build_args),
+            "base_image": self.spec.base_image,
+            "base_image_digest": self.base_image_digest,
+            "ca_bundle": f"sha256:{self.ca_bundle_sha256}" if self.ca_bundle_sha256 else None,
+            "labels": dict(sorted(self.spec.labels.items())),
+            "source_date_epoch": self.source_date_epoch,
+        }
+
+    @property
+    def input_key(self) -> str:
+        canonical = json.dumps(self.key_parts(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def explain(self) -> list[str]:
+        """One line per part of the key, then one per context entry."""
+        lines = [f"input key {self.input_key}"]
+        lines += [f"  {name}: {json.dumps(value)}" for name, value in self.key_parts().items()]
+        lines += [f"    {entry.key_line()}" for entry in self.entries]
+        return lines
+
+
+def compute_input_key(spec: BuildSpec, base_image_digest: str) -> str:
+    """The input key of `spec` (pure given the files' contents and the clamp time)."""
+    return prepare_inputs(spec, base_image_digest).input_key
+
+
+def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
+    """Read and hash the Dockerfile, the filtered context and the CA bundle of `spec`."""
+    context = spec.context.resolve()
+    dockerfile = spec.dockerfile.resolve()
+    if not context.is_dir():
+        raise BottleError(
+            f"build context {spec.context} of the {spec.name} image is not a directory",
+            fix="point `context` in bottle.toml at the directory the Dockerfile copies from",
+        )
+    if not dockerfile.is_file():
+        raise BottleError(
+            f"Dockerfile {spec.dockerfile} of the {spec.name} image does not exist",
+            fix="point `dockerfile` in bottle.toml at an existing file",
+        )
+    dockerfile_bytes = dockerfile.read_bytes()
+    inside = dockerfile.is_relative_to(context)
+    dockerfile_path = (
+        dockerfile.relative_to(context).as_posix() if inside else OUTSIDE_DOCKERFILE_NAME
+    )
+    entries = {entry.path: entry for entry in context_entries(context, dockerfile_path)}
+    if not inside:
+        entries[dockerfile_path] = _data_entry(dockerfile_path, dockerfile_bytes)
+    ca_bytes = _read_ca_bundle(spec.ca_bundle) if spec.ca_bundle is not None else None
+    # The engine owns this name: whatever the context holds there is replaced.
+    entries[EXTRA_CA_NAME] = _data_entry(EXTRA_CA_NAME, ca_bytes or b"")
+    build_args = dict(spec.build_args)
+    build_args[BASE_IMAGE_BUILD_ARG] = spec.base_image
+    build_args[EXTRA_CA_BUILD_ARG] = EXTRA_CA_NAME if ca_bytes is not None else ""
+    return BuildInputs(
+        spec=spec,
+        dockerfile_path=dockerfile_path,
+        dockerfile_sha256=hashlib.sha256(dockerfile_bytes).hexdigest(),
+        entries=tuple(entries[path] for path in sorted(entries)),
+        build_args=tuple(sorted(build_args.items())),
+        base_image_digest=base_image_digest,
+        ca_bundle_sha256=hashlib.sha256(ca_bytes).hexdigest() if ca_bytes is not None else None,
+        source_date_epoch=resolve_source_date_epoch(spec.source_date_epoch, context),
+    )
+
+
+def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
+    """The context's files, directories and symlinks that `.dockerignore` keeps, sorted."""
+    ignore_file = context / ".dockerignore"
+    patterns = _read_dockerignore(ignore_file) if ignore_file.is_file() else []
+    kept = dockerignore_included(context, patterns, always=(dockerfile_path, ".dockerignore"))
+    # A kept path inside an ignored directory still needs its parents in the tar.
+    for path in list(kept):
+        parts = path.split("/")
+        kept.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+    entries = []
+    for relative in sorted(kept):
+        if not (context / relative).exists() and not (context / relative).is_symlink():
+            continue
+        entries.append(_disk_entry(context, relative))
+    return entries
+
+
+def _disk_entry(context: Path, relative: str) -> ContextEntry:
+    path = context / relative
+    info = path.lstat()
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
+        digest = hashlib.sha256(target.encode()).hexdigest()
+        return ContextEntry(relative, "symlink", mode, 0, digest, path, link_target=target)
+    if stat.S_ISDIR(info.st_mode):
+        return ContextEntry(relative, "dir", mode, 0, "", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise BottleError(
+            f"{path}: the build context holds a special file (socket, device or FIFO)",
+            fix="remove it or list it in .dockerignore",
+        )
+    return ContextEntry(relative, "file", mode, info.st_size, _file_sha256(path), path)
+
+
+def _data_entry(path: str, data: bytes) -> ContextEntry:
+    return ContextEntry(
+        path, "file", 0o644, len(data), hashlib.sha256(data).hexdigest(), None, data
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_dockerignore(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _read_ca_bundle(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BottleError(
+            f"cannot read the extra CA bundle {path}: {exc.strerror}",
+            fix="pass a readable PEM file (--ca-bundle, BOTTLE_CA_BUNDLE or `ca_bundle` in "
+            "bottle.toml), e.g. /etc/ssl/certs/ca-certificates.crt",
+        ) from exc
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise BottleError(
+            f"the extra CA bundle {path} holds no PEM certificate",
+            fix="pass a PEM file with one or more `-----BEGIN CERTIFICATE-----` blocks",
+        )
+    return data
+
+
+def resolve_source_date_epoch(explicit: int | None, context: Path) -> int:
+    """The clamp time: `explicit`, else $SOURCE_DATE_EPOCH, else the context's newest commit."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if from_env:
+        if not from_env.isdigit():
+            raise BottleError(
+                f"SOURCE_DATE_EPOCH={from_env!r} is not a number of seconds",
+                fix="unset it, or set it to a Unix time such as `git log -1 --format=%ct`",
+            )
+        return int(from_env)
+    return newest_commit_time(context)
+
+
+def newest_commit_time(directory: Path) -> int:
+    """Commit time of the newest commit touching `directory`, or 0 outside git."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "log", "-1", "--format=%ct", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    text = done.stdout.strip()
+    return int(text) if done.returncode == 0 and text.isdigit() else 0
+
+
+def write_context_tar(inputs: BuildInputs, out: IO[bytes]) -> None:
+    """Write the build context as a tar: sorted, mtimes = clamp time, owners root."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for entry in inputs.entries:
+            _add_entry(tar, entry, inputs.source_date_epoch)
+
+
+def _add_entry(tar: tarfile.TarFile, entry: ContextEntry, mtime: int) -> None:
+    info = tarfile.TarInfo(entry.path)
+    info.mode = entry.mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.link_target
+        tar.addfile(info)
+    elif entry.data is not None:
+        info.size = len(entry.data)
+        tar.addfile(info, io.BytesIO(entry.data))
+    else:
+        assert entry.source is not None
+        with entry.source.open("rb") as handle:
+            info.size = entry.size
+            tar.addfile(info, handle)

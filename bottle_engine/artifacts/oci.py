@@ -1,0 +1,340 @@
+"""OCI image layouts: writing one from a `docker save` archive, reading, archiving, comparing.
+
+The artifact digest is the sha256 of the layout's image manifest. The manifest, the config and
+every JSON document here are serialized canonically (sorted keys, no spaces), the config keeps
+only what changes how a container runs (no build host, container ID or times: ``created`` is the
+clamp time, history entries keep their commands and lose their timestamps).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from bottle_engine.artifacts.normalize import (
+    LayerBlob,
+    NormalizeRules,
+    layer_entries,
+    write_layer_blob,
+)
+from bottle_engine.errors import BottleError
+from bottle_engine.progress import Progress
+
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+# The parts of a Docker image config that shape a container; everything else is build noise.
+RUNTIME_CONFIG_KEYS = (
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "Healthcheck",
+    "Shell",
+)
+ArchiveFormat = Literal["oci", "docker-save"]
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def normalized_config(
+    docker_config: dict[str, Any], diff_ids: list[str], sde: int
+) -> dict[str, Any]:
+    """The OCI config of an image built by Docker, without anything that varies per build."""
+    runtime = docker_config.get("config") or {}
+    history = [
+        {
+            "created_by": item.get("created_by", ""),
+            **({"empty_layer": True} if item.get("empty_layer") else {}),
+        }
+        for item in docker_config.get("history", [])
+    ]
+    return {
+        "architecture": docker_config.get("architecture", "amd64"),
+        "os": docker_config.get("os", "linux"),
+        "created": datetime.fromtimestamp(sde, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": {key: runtime[key] for key in RUNTIME_CONFIG_KEYS if runtime.get(key)},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }
+
+
+def _write_blob(blobs_dir: Path, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    path = blobs_dir / digest
+    if not path.exists():
+        path.write_bytes(data)
+    return "sha256:" + digest
+
+
+def layout_from_docker_save(
+    save_archive: Path, layout_dir: Path, rules: NormalizeRules, progress: Progress
+) -> str:
+    """Normalize the image in `save_archive` into an OCI layout; returns the manifest digest."""
+    blobs_dir = layout_dir / "blobs" / "sha256"
+    blobs_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(save_archive, "r:") as outer:
+        manifest = json.loads(_member_bytes(outer, "manifest.json"))[0]
+        docker_config = json.loads(_member_bytes(outer, manifest["Config"]))
+        layers: list[LayerBlob] = []
+        for number, layer_name in enumerate(manifest["Layers"], start=1):
+            progress.detail(f"normalizing layer {number}/{len(manifest['Layers'])}")
+            handle = outer.extractfile(layer_name)
+            assert handle is not None
+            with tarfile.open(fileobj=handle, mode="r:*") as layer:
+                layers.append(write_layer_blob(layer_entries(layer), blobs_dir, rules))
+    config = normalized_config(
+        docker_config, [layer.diff_id for layer in layers], rules.source_date_epoch
+    )
+    config_bytes = canonical_json(config)
+    image_manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {
+            "mediaType": MEDIA_CONFIG,
+            "digest": _write_blob(blobs_dir, config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": [
+            {"mediaType": MEDIA_LAYER, "digest": layer.digest, "size": layer.size}
+            for layer in layers
+        ],
+    }
+    manifest_bytes = canonical_json(image_manifest)
+    digest = _write_blob(blobs_dir, manifest_bytes)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": digest, "size": len(manifest_bytes)}],
+    }
+    (layout_dir / "index.json").write_bytes(canonical_json(index))
+    (layout_dir / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+    return digest
+
+
+def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
+    handle = archive.extractfile(name)
+    if handle is None:
+        raise BottleError(f"the image archive has no file {name}")
+    return handle.read()
+
+
+@dataclass(frozen=True)
+class LayoutImage:
+    """The parsed documents of a layout's one image."""
+
+    layout_dir: Path
+    digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+
+    def blob(self, digest: str) -> Path:
+        return self.layout_dir / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    @property
+    def config_digest(self) -> str:
+        return str(self.manifest["config"]["digest"])
+
+    @property
+    def layer_digests(self) -> list[str]:
+        return [str(layer["digest"]) for layer in self.manifest["layers"]]
+
+
+def read_layout(layout_dir: Path) -> LayoutImage:
+    index = json.loads((layout_dir / "index.json").read_bytes())
+    digest = str(index["manifests"][0]["digest"])
+    blobs = layout_dir / "blobs" / "sha256"
+    manifest = json.loads((blobs / digest.removeprefix("sha256:")).read_bytes())
+    config_digest = str(manifest["config"]["digest"])
+    config = json.loads((blobs / config_digest.removeprefix("sha256:")).read_bytes())
+    return LayoutImage(layout_dir, digest, manifest, config)
+
+
+def layout_is_complete(layout_dir: Path, digest: str) -> bool:
+    """True when the layout holds the image `digest` with every blob at its recorded size."""
+    try:
+        image = read_layout(layout_dir)
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    if image.digest != digest:
+        return False
+    described = [image.manifest["config"], *image.manifest["layers"]]
+    for descriptor in described:
+        path = image.blob(str(descriptor["digest"]))
+        if not path.is_file() or path.stat().st_size != descriptor["size"]:
+            return False
+    return True
+
+
+def write_image_archive(
+    layout_dir: Path, dest: Path, fmt: ArchiveFormat, repo_tag: str | None = None
+) -> Path:
+    """A tar of the image in `layout_dir`, written to `dest` (temp + rename).
+
+    ``oci``: the OCI layout as a tar. ``docker-save``: the same plus the ``manifest.json`` that
+    `docker load` reads (the shape Docker 25+ writes itself), so both kinds of reader accept it.
+    """
+    image = read_layout(layout_dir)
+    temp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with tarfile.open(temp, "w", format=tarfile.PAX_FORMAT) as tar:
+            members: list[tuple[str, Path | bytes]] = [
+                ("oci-layout", layout_dir / "oci-layout"),
+                ("index.json", layout_dir / "index.json"),
+            ]
+            for digest in [image.digest, image.config_digest, *image.layer_digests]:
+                members.append(
+                    (f"blobs/sha256/{digest.removeprefix('sha256:')}", image.blob(digest))
+                )
+            if fmt == "docker-save":
+                docker_manifest = [
+                    {
+                        "Config": f"blobs/sha256/{image.config_digest.removeprefix('sha256:')}",
+                        "RepoTags": [repo_tag] if repo_tag else [],
+                        "Layers": [
+                            f"blobs/sha256/{d.removeprefix('sha256:')}" for d in image.layer_digests
+                        ],
+                    }
+                ]
+                members.append(("manifest.json", canonical_json(docker_manifest)))
+            for name, source in sorted(dict(members).items()):
+                _add_archive_member(tar, name, source)
+        temp.replace(dest)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _add_archive_member(tar: tarfile.TarFile, name: str, source: Path | bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime, info.uname, info.gname = 0o644, 0, "", ""
+    if isinstance(source, bytes):
+        import io
+
+        info.size = len(source)
+        tar.addfile(info, io.BytesIO(source))
+    else:
+        info.size = source.stat().st_size
+        with source.open("rb") as handle:
+            tar.addfile(info, handle)
+
+
+@dataclass(frozen=True)
+class EntrySummary:
+    """What `--verify` compares for one path of a layer."""
+
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    content: str  # sha256 of a file's contents, a link's target, or ""
+
+    def brief(self) -> str:
+        return (
+            f"{self.kind} {self.mode:04o} {self.uid}:{self.gid} {self.size}B "
+            f"mtime={self.mtime} {self.content[:16]}"
+        )
+
+
+def layer_listing(blob: Path) -> dict[str, EntrySummary]:
+    """Every path in a gzip layer blob with its summary."""
+    listing: dict[str, EntrySummary] = {}
+    with gzip.open(blob, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as layer:
+        for member in layer:
+            content = ""
+            if member.isreg():
+                handle = layer.extractfile(member)
+                assert handle is not None
+                content = _stream_sha256(handle)
+            elif member.issym() or member.islnk():
+                content = hashlib.sha256(member.linkname.encode()).hexdigest()
+            listing[member.name] = EntrySummary(
+                _kind(member),
+                member.mode,
+                member.uid,
+                member.gid,
+                member.size,
+                int(member.mtime),
+                content,
+            )
+    return listing
+
+
+def _stream_sha256(handle: Any) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    kinds = {tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink"}
+    return kinds.get(member.type, "file" if member.isreg() else "special")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One path (or config field) that differs between two builds."""
+
+    where: str  # "config" or "layer N"
+    path: str
+    first: str  # summary in the first build, or "(absent)"
+    second: str
+
+
+def diff_layouts(first_dir: Path, second_dir: Path) -> list[Difference]:
+    """Differences between two layouts' configs and layers, path by path."""
+    first, second = read_layout(first_dir), read_layout(second_dir)
+    differences = list(_diff_config(first.config, second.config))
+    first_layers, second_layers = first.layer_digests, second.layer_digests
+    for number in range(max(len(first_layers), len(second_layers))):
+        where = f"layer {number + 1}"
+        if number >= len(first_layers) or number >= len(second_layers):
+            differences.append(
+                Difference(where, "(whole layer)", str(len(first_layers)), str(len(second_layers)))
+            )
+            continue
+        if first_layers[number] == second_layers[number]:
+            continue
+        a = layer_listing(first.blob(first_layers[number]))
+        b = layer_listing(second.blob(second_layers[number]))
+        for path in sorted(set(a) | set(b)):
+            left, right = a.get(path), b.get(path)
+            if left != right:
+                differences.append(
+                    Difference(
+                        where,
+                        "/" + path,
+                        left.brief() if left else "(absent)",
+                        right.brief() if right else "(absent)",
+                    )
+                )
+    return differences
+
+
+def _diff_config(first: dict[str, Any], second: dict[str, Any]) -> Iterator[Difference]:
+    first_copy = {k: v for k, v in first.items() if k != "rootfs"}
+    second_copy = {k: v for k, v in second.items() if k != "rootfs"}
+    for key in sorted(set(first_copy) | set(second_copy)):
+        if first_copy.get(key) != second_copy.get(key):
+            yield Difference(
+                "config", key, json.dumps(first_copy.get(key)), json.dumps(second_copy.get(key))
+            )
