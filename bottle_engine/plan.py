@@ -289,6 +289,38 @@ def placeholder_for(secret_name: str, launch_token: str) -> str:
     return f"bbph_{tag}"
 
 
+@dataclass(frozen=True)
+class Planner:
+    """Makes the plan for a candidate slug; backends walk `instance_slugs(base_slug)` with it."""
+
+    manifest: Manifest
+    agent: str
+    cwd: Path
+    subnet_pool: str = DEFAULT_SUBNET_POOL
+    launch_token: str = "plan"
+    backend_override: str | None = None
+
+    @property
+    def base_slug(self) -> str:
+        return base_slug(self.manifest.path, self.agent)
+
+    def __call__(
+        self,
+        slug: str,
+        taken_subnets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+    ) -> BottlePlan:
+        return plan_bottle(
+            self.manifest,
+            self.agent,
+            slug=slug,
+            cwd=self.cwd,
+            subnet_pool=self.subnet_pool,
+            taken_subnets=taken_subnets,
+            launch_token=self.launch_token,
+            backend_override=self.backend_override,
+        )
+
+
 def plan_bottle(
     manifest: Manifest,
     agent_name: str,

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "validate",
     "schema",
     "plan",
+    "bottles",
     "approvals",
 )
 
@@ -34,6 +35,8 @@ examples:
   bottle-engine init                      write a starter bottle.toml and Dockerfile
   bottle-engine validate                  check ./bottle.toml (or a parent's)
   bottle-engine plan reviewer --json      show what launching agent 'reviewer' would do
+  bottle-engine launch reviewer           build (or reuse) images, start the bottle, attach
+  bottle-engine ls                        list bottles; then attach / stop / resume / logs SLUG
 """
 
 

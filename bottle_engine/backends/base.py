@@ -1,0 +1,48 @@
+"""The protocol every backend implements: prepare -> launch -> attach -> stop, plus status/resume.
+
+`lifecycle.py` drives it; a backend owns everything it creates and removes it all when a
+launch fails half way (or is interrupted).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bottle_engine.plan import Planner
+from bottle_engine.progress import Progress
+from bottle_engine.records import BottleRecord
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+        """Build or reuse artifacts, start the bundle and then the sandbox; return its record.
+
+        `planner(slug, taken_subnets)` makes the plan for a candidate slug, so the backend can
+        move to the next name or subnet when one is taken. On any failure everything created so
+        far is removed before the error propagates.
+        """
+        ...
+
+    def attach(self, record: BottleRecord) -> int:
+        """Connect the terminal to the running agent; the agent's exit code."""
+        ...
+
+    def stop(self, record: BottleRecord, *, remove: bool) -> None:
+        """Stop the agent and its bundle; with `remove`, delete them and their networks."""
+        ...
+
+    def resume(self, record: BottleRecord, progress: Progress) -> None:
+        """Start a stopped bottle again (bundle first)."""
+        ...
+
+    def status(self, record: BottleRecord) -> str:
+        """ "running", "stopped", "exited" or "missing"."""
+        ...
+
+    def orphans(self) -> list[str]:
+        """Names of resources this backend made that no record accounts for."""
+        ...
+
+    def remove_orphans(self) -> list[str]: ...

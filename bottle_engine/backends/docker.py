@@ -1,0 +1,376 @@
+"""The docker backend: the agent in a hardened container whose only network is the bundle's.
+
+Launch order: artifacts (agent + bundle images, cached by input key) -> claim a name and a
+subnet (networks) -> bundle container, wait until ready -> agent container with its files ->
+start. Everything is registered on an ExitStack as it is created, so an error or Ctrl-C at any
+step removes it all again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bottle_engine import records, state
+from bottle_engine.artifacts import Artifact, BuildSpec, ensure_artifact
+from bottle_engine.artifacts.base import resolve_base_image
+from bottle_engine.bundle.config import GIT_KEYS_MOUNT, BundleConfig
+from bottle_engine.bundle.image import bundle_build_spec
+from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
+from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SLUG
+from bottle_engine.dockerapi.containers import (
+    AgentContainerSpec,
+    NameTaken,
+    attach,
+    containers_with_label,
+    create_agent_container,
+    put_files,
+    put_tree,
+    read_file,
+    remove_container,
+    stop_container,
+)
+from bottle_engine.dockerapi.networks import (
+    create_egress_network,
+    create_internal_network,
+    is_subnet_conflict,
+    networks_with_label,
+    remove_network,
+    subnets_in_use,
+)
+from bottle_engine.errors import BottleError
+from bottle_engine.guest import (
+    guest_files,
+    prompt_text,
+    skill_sources,
+    tar_directory,
+    workspace_archive,
+)
+from bottle_engine.plan import (
+    AGENT_HOME,
+    AGENT_UID,
+    WORKSPACE,
+    BottlePlan,
+    Planner,
+    instance_slugs,
+)
+from bottle_engine.progress import Progress
+from bottle_engine.records import BottleRecord
+from bottle_engine.secrets import write_bundle_secrets
+
+BUNDLE_READY_TIMEOUT = 120.0
+CA_FILE = "mitmproxy-ca-cert.pem"
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, client: Any | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    # -- launch --------------------------------------------------------------------------------
+    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+        first = planner(planner.base_slug)
+        runtime = self.runtime_for(first.runtime)
+        agent_image, bundle_image = self.prepare(first, progress)
+        with ExitStack() as undo:
+            plan = self._claim(planner, undo, progress)
+            progress.stage("start bundle")
+            bundle_dir = state.bottle_dir(plan.slug)
+            undo.callback(_remove_tree, bundle_dir)
+            self._start_bundle(plan, bundle_image, undo)
+            progress.stage("start agent")
+            container = self._create_agent(plan, agent_image.image_tag, runtime, undo)
+            container.start()
+            record = BottleRecord(
+                slug=plan.slug,
+                name=plan.name,
+                agent=plan.agent,
+                bottle=plan.bottle,
+                backend=self.name,
+                manifest=str(plan.manifest_path),
+                cwd=str(plan.cwd),
+                started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                bundle_ip=plan.bundle_ip,
+                subnet=str(plan.subnet),
+                resources={
+                    "cpus": plan.cpus,
+                    "memory_bytes": plan.memory_bytes,
+                    "runtime": runtime or "runc",
+                    "agent_image": agent_image.image_tag,
+                    "bundle_image": bundle_image.image_tag,
+                },
+            )
+            records.save(record)
+            undo.pop_all()
+        return record.with_status("running")
+
+    def prepare(self, plan: BottlePlan, progress: Progress) -> tuple[Artifact, Artifact]:
+        """Agent and bundle images, built only when their input keys are not in the store."""
+        base_image = resolve_base_image(plan.image.base_image)
+        ca_bundle = _ca_bundle(plan)
+        progress.stage("agent image")
+        agent = ensure_artifact(
+            self.client,
+            BuildSpec(
+                name="agent",
+                dockerfile=plan.image.dockerfile,
+                context=plan.image.context,
+                build_args=dict(plan.image.build_args),
+                base_image=base_image,
+                ca_bundle=ca_bundle,
+            ),
+            progress=progress,
+        )
+        progress.stage("bundle image")
+        bundle = ensure_artifact(
+            self.client, bundle_build_spec(base_image, ca_bundle), progress=progress
+        )
+        return agent, bundle
+
+    def runtime_for(self, wanted: str) -> str | None:
+        """The OCI runtime to use: gVisor when asked for (or `auto` and registered)."""
+        forced = os.environ.get("BOTTLE_RUNTIME")
+        wanted = forced or wanted
+        registered = set((self.client.info().get("Runtimes") or {}).keys())
+        if wanted == "runsc":
+            if "runsc" not in registered:
+                raise BottleError(
+                    "runtime 'runsc' (gVisor) was asked for but the Docker daemon has no runtime "
+                    "of that name",
+                    fix="install gVisor and register it in /etc/docker/daemon.json under "
+                    '"runtimes" (see README: gVisor), or set runtime = "auto"',
+                )
+            return "runsc"
+        if wanted == "auto" and "runsc" in registered:
+            return "runsc"
+        return None
+
+    def _claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
+        """Take the first free name of the slug sequence, with a subnet nobody uses."""
+        progress.stage("networks")
+        base = planner.base_slug
+        for slug in instance_slugs(base):
+            if self._slug_taken(slug):
+                continue
+            plan = planner(slug, subnets_in_use(self.client))
+            labels = _labels(plan)
+            with ExitStack() as attempt:
+                try:
+                    create_internal_network(
+                        self.client,
+                        plan.internal_network,
+                        plan.subnet,
+                        plan.gateway_ip,
+                        {**labels, LABEL_ROLE: "network"},
+                    )
+                except BottleError as exc:
+                    if "already exists" in str(exc) or is_subnet_conflict(exc):
+                        continue  # another launch raced us to this name or subnet
+                    raise
+                attempt.callback(remove_network, self.client, plan.internal_network)
+                create_egress_network(
+                    self.client, plan.egress_network, {**labels, LABEL_ROLE: "network"}
+                )
+                attempt.callback(remove_network, self.client, plan.egress_network)
+                undo.push(attempt.pop_all())
+                return plan
+        raise BottleError(
+            f"all names bottle-{base} ... -{base}-N are taken",
+            fix="stop bottles you no longer need (`bottle-engine ls`, `bottle-engine stop --rm`)",
+        )
+
+    def _slug_taken(self, slug: str) -> bool:
+        if records.load(slug) is not None:
+            return True
+        return bool(containers_with_label(self.client, LABEL_SLUG, slug)) or bool(
+            networks_with_label(self.client, LABEL_SLUG, slug)
+        )
+
+    def _start_bundle(self, plan: BottlePlan, image: Artifact, undo: ExitStack) -> None:
+        bottle_dir = state.bottle_dir(plan.slug)
+        config: BundleConfig = plan.bundle_config()
+        secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
+        (bottle_dir / "bundle.json").write_text(config.to_json())
+        undo.callback(remove_container, self.client, plan.bundle_name)
+        try:
+            container = run_bundle_container(
+                self.client,
+                name=plan.bundle_name,
+                image=image.image_tag,
+                config=config,
+                state_dir=bottle_dir,
+                secret_files=secret_files,
+                internal_network=plan.internal_network,
+                bundle_ip=plan.bundle_ip,
+                egress_network=plan.egress_network,
+                labels={**_labels(plan), LABEL_ROLE: "bundle"},
+                extra_mounts={str(git_dir): str(GIT_KEYS_MOUNT)} if git_dir else None,
+                extra_hosts=_test_hosts(),
+            )
+        except NameTaken as exc:
+            raise BottleError(f"container name {plan.bundle_name} is taken") from exc
+        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT)
+
+    def _create_agent(
+        self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack
+    ) -> Any:
+        spec = AgentContainerSpec(
+            name=plan.name,
+            image=image,
+            command=plan.agent_command,
+            env=plan.guest_env,
+            network=plan.internal_network,
+            ip=plan.agent_ip,
+            user=f"{AGENT_UID}:{AGENT_UID}",
+            workdir=WORKSPACE,
+            runtime=runtime,
+            nano_cpus=int(plan.cpus * 1e9),
+            memory_bytes=plan.memory_bytes,
+            labels={**_labels(plan), LABEL_ROLE: "agent"},
+        )
+        undo.callback(remove_container, self.client, plan.name)
+        container = create_agent_container(self.client, spec)
+        ca_path = state.bottle_dir(plan.slug) / "ca" / CA_FILE
+        try:
+            bottle_ca = ca_path.read_bytes()
+        except OSError as exc:
+            raise BottleError(
+                f"the bundle did not write its CA certificate ({ca_path})",
+                fix="see the bundle's log: `bottle-engine logs SLUG --bundle`",
+            ) from exc
+        put_files(
+            container,
+            guest_files(
+                plan,
+                bottle_ca=bottle_ca,
+                system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
+                prompt=prompt_text(plan),
+            ),
+        )
+        skills_root = Path.home() / ".claude" / "skills"
+        for name, source in skill_sources(plan, skills_root):
+            put_tree(container, tar_directory(source, name), f"{AGENT_HOME}/.claude/skills")
+        if plan.copy_cwd:
+            put_tree(container, workspace_archive(plan.cwd), WORKSPACE)
+        return container
+
+    # -- the rest of the lifecycle -------------------------------------------------------------
+    def attach(self, record: BottleRecord) -> int:
+        container = self._container(record.name)
+        if container.status != "running":
+            raise BottleError(
+                f"bottle {record.slug} is not running ({container.status})",
+                fix=f"`bottle-engine resume {record.slug}`",
+            )
+        return attach(self.client, container)
+
+    def stop(self, record: BottleRecord, *, remove: bool) -> None:
+        for name in (record.name, f"{record.name}-bundle"):
+            if remove:
+                remove_container(self.client, name)
+            else:
+                stop_container(self.client, name)
+        if remove:
+            for network in networks_with_label(self.client, LABEL_SLUG, record.slug):
+                remove_network(self.client, network.name)
+
+    def resume(self, record: BottleRecord, progress: Progress) -> None:
+        bundle = self._container(f"{record.name}-bundle")
+        agent = self._container(record.name)
+        progress.stage("start bundle")
+        ready_file = state.bottle_dir(record.slug) / "bundle.ready"
+        ready_file.unlink(missing_ok=True)
+        bundle.start()
+        config = BundleConfig.load(state.bottle_dir(record.slug) / "bundle.json")
+        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT)
+        progress.stage("start agent")
+        agent.start()
+
+    def status(self, record: BottleRecord) -> str:
+        found = containers_with_label(self.client, LABEL_SLUG, record.slug)
+        agent = next((c for c in found if c.name == record.name), None)
+        if agent is None:
+            return "missing"
+        return {"running": "running", "exited": "exited", "created": "stopped"}.get(
+            agent.status, agent.status
+        )
+
+    def orphans(self) -> list[str]:
+        known = {r.slug for r in records.all_records()}
+        return [
+            resource.name
+            for resource in (
+                *containers_with_label(self.client, LABEL_MANAGED),
+                *networks_with_label(self.client, LABEL_MANAGED),
+            )
+            if (
+                resource.attrs.get("Labels") or resource.attrs.get("Config", {}).get("Labels") or {}
+            ).get(LABEL_SLUG)
+            not in known
+            and (
+                resource.attrs.get("Labels") or resource.attrs.get("Config", {}).get("Labels") or {}
+            ).get(LABEL_SLUG)
+        ]
+
+    def remove_orphans(self) -> list[str]:
+        removed = []
+        for name in self.orphans():
+            remove_container(self.client, name)
+            remove_network(self.client, name)
+            removed.append(name)
+        return removed
+
+    def _container(self, name: str) -> Any:
+        found = [c for c in containers_with_label(self.client, LABEL_MANAGED) if c.name == name]
+        if not found:
+            raise BottleError(
+                f"no container {name}", fix="`bottle-engine ls` lists the bottles that exist"
+            )
+        return found[0]
+
+
+def _labels(plan: BottlePlan) -> dict[str, str]:
+    return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent}
+
+
+def _ca_bundle(plan: BottlePlan) -> Path | None:
+    override = os.environ.get("BOTTLE_CA_BUNDLE")
+    if override:
+        return Path(override)
+    return plan.image.ca_bundle
+
+
+def _test_hosts() -> dict[str, str] | None:
+    """`BOTTLE_BUNDLE_HOSTS="name=ip,name=ip"`: extra host entries for the bundle's resolver.
+
+    For air-gapped set-ups with internal hosts, and for the test suite's own upstreams.
+    """
+    raw = os.environ.get("BOTTLE_BUNDLE_HOSTS", "").strip()
+    if not raw:
+        return None
+    hosts = {}
+    for entry in raw.split(","):
+        name, _, address = entry.partition("=")
+        if not name or not address:
+            raise BottleError(
+                f"BOTTLE_BUNDLE_HOSTS entry '{entry}' is not NAME=ADDRESS",
+                fix='write e.g. BOTTLE_BUNDLE_HOSTS="git.internal=10.1.2.3"',
+            )
+        hosts[name.strip()] = address.strip()
+    return hosts
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

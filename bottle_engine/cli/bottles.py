@@ -1,0 +1,205 @@
+"""Bottle lifecycle commands: launch, attach, ls, stop, resume, logs, gc."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.table import Table
+
+from bottle_engine import lifecycle, state
+from bottle_engine.cli.output import (
+    add_manifest_option,
+    console,
+    err_console,
+    formatter,
+    print_json,
+)
+from bottle_engine.cli.progress import cli_progress
+from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi.containers import container_logs
+
+LAUNCH_HELP = """\
+Launch AGENT in a new bottle: build or reuse its images (cached by input key), start the
+bundle (egress proxy, git gate, approvals) and then the sandbox, and attach to it.
+
+examples:
+  bottle-engine launch dev                 launch and attach
+  bottle-engine launch dev --detach        launch, print the slug, return
+  bottle-engine -f examples/hello/bottle.toml launch hello   (or: launch -f ... hello)
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    launch = subparsers.add_parser(
+        "launch",
+        help="launch an agent in a new bottle",
+        description=LAUNCH_HELP,
+        formatter_class=formatter(),
+    )
+    add_manifest_option(launch)
+    launch.add_argument("agent", metavar="AGENT")
+    launch.add_argument("-d", "--detach", action="store_true", help="do not attach")
+    launch.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    launch.add_argument("--json", action="store_true", help="print the bottle record as JSON")
+    launch.set_defaults(run=run_launch)
+
+    attach = subparsers.add_parser(
+        "attach",
+        help="connect this terminal to a running bottle",
+        description="Attach to SLUG's agent (interactive when stdin is a terminal). "
+        "Exits with the agent's exit code.\n\nexample:\n  bottle-engine attach dev-1a2b3c",
+        formatter_class=formatter(),
+    )
+    attach.add_argument("slug", metavar="SLUG")
+    attach.set_defaults(run=run_attach)
+
+    ls = subparsers.add_parser(
+        "ls",
+        help="list bottles",
+        description="List bottles and their status.\n\n"
+        "examples:\n  bottle-engine ls\n  bottle-engine ls --json | jq '.[].slug'",
+        formatter_class=formatter(),
+    )
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(run=run_ls)
+
+    stop = subparsers.add_parser(
+        "stop",
+        help="stop a bottle (and with --rm remove it)",
+        description="Stop SLUG's agent and bundle. With --rm also remove its containers, "
+        "networks and state (audit log included).\n\n"
+        "example:\n  bottle-engine stop dev-1a2b3c --rm",
+        formatter_class=formatter(),
+    )
+    stop.add_argument("slug", metavar="SLUG")
+    stop.add_argument("--rm", action="store_true", help="remove everything the bottle made")
+    stop.set_defaults(run=run_stop)
+
+    resume = subparsers.add_parser(
+        "resume",
+        help="start a stopped bottle again",
+        description="Start SLUG's bundle, then its agent.\n\nexample:\n"
+        "  bottle-engine resume dev-1a2b3c && bottle-engine attach dev-1a2b3c",
+        formatter_class=formatter(),
+    )
+    resume.add_argument("slug", metavar="SLUG")
+    resume.set_defaults(run=run_resume)
+
+    logs = subparsers.add_parser(
+        "logs",
+        help="show a bottle's output or its egress audit log",
+        description="Show the agent's output, the bundle's (--bundle) or the egress audit log "
+        "(--egress: one JSON line per proxy decision).\n\nexamples:\n"
+        "  bottle-engine logs dev-1a2b3c --egress -f",
+        formatter_class=formatter(),
+    )
+    logs.add_argument("slug", metavar="SLUG")
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument("--egress", action="store_true", help="the proxy's audit log")
+    which.add_argument("--bundle", action="store_true", help="the bundle container's output")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.set_defaults(run=run_logs)
+
+    gc = subparsers.add_parser(
+        "gc",
+        help="remove orphaned containers and networks",
+        description="Remove containers and networks labelled as bot-bottle's that no bottle "
+        "record accounts for (left by a crash or a killed CLI).",
+        formatter_class=formatter(),
+    )
+    gc.set_defaults(run=run_gc)
+
+
+def run_launch(args: argparse.Namespace) -> int:
+    with cli_progress(quiet=args.quiet or args.json) as progress:
+        record = lifecycle.launch(args.file, args.agent, progress=progress)
+    if args.json:
+        print_json(record.to_json())
+    elif args.detach or not sys.stdin.isatty():
+        console.print(record.slug)
+    if args.detach:
+        return 0
+    return lifecycle.attach(record.slug)
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    return lifecycle.attach(args.slug)
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    bottles = lifecycle.list_bottles()
+    if args.json:
+        print_json([record.to_json() for record in bottles])
+        return 0
+    if not bottles:
+        err_console.print("no bottles; start one with `bottle-engine launch AGENT`")
+        return 0
+    table = Table(box=None)
+    for column in ("SLUG", "AGENT", "BACKEND", "STATUS", "STARTED", "BUNDLE IP"):
+        table.add_column(column)
+    for record in bottles:
+        table.add_row(
+            record.slug,
+            record.agent,
+            record.backend,
+            record.status,
+            record.started_at,
+            record.bundle_ip,
+        )
+    console.print(table)
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    lifecycle.stop(args.slug, remove=args.rm)
+    return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    with cli_progress(quiet=False) as progress:
+        lifecycle.resume(args.slug, progress)
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    record = lifecycle.find(args.slug)
+    if args.egress:
+        path = state.bottle_dir(record.slug) / "egress.jsonl"
+        for line in _lines(path, follow=args.follow):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        return 0
+    name = f"{record.name}-bundle" if args.bundle else record.name
+    for chunk in container_logs(connect(), name, follow=args.follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
+def _lines(file_path: Path, *, follow: bool) -> Iterator[str]:
+    while not file_path.exists():
+        if not follow:
+            return
+        time.sleep(0.5)
+    with file_path.open(encoding="utf-8") as log:
+        while True:
+            line = log.readline()
+            if line:
+                yield line
+            elif follow:
+                time.sleep(0.3)
+            else:
+                return
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    removed = lifecycle.gc()
+    for name in removed:
+        console.print(f"removed {name}")
+    if not removed:
+        console.print("nothing to remove")
+    return 0

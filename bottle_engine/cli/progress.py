@@ -1,0 +1,64 @@
+"""The CLI's `Progress`: a rich status line per stage on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.status import Status
+
+from bottle_engine.cli.output import err_console
+from bottle_engine.progress import Progress, QuietProgress
+
+
+class RichProgress:
+    """Stages as "✓ stage (1.2s)" lines; details on a live status line (terminal only)."""
+
+    def __init__(self) -> None:
+        self._stage: str | None = None
+        self._started = 0.0
+        self._status: Status | None = None
+        if err_console.is_terminal:
+            self._status = err_console.status("starting")
+            self._status.start()
+
+    def stage(self, name: str) -> None:
+        self._finish_stage()
+        self._stage, self._started = name, time.monotonic()
+        if self._status is not None:
+            self._status.update(name)
+        else:
+            err_console.print(f"… {name}", highlight=False)
+
+    def detail(self, text: str) -> None:
+        if self._status is not None and self._stage:
+            self._status.update(f"{self._stage}: {text.strip()[:100]}")
+
+    def _finish_stage(self) -> None:
+        if self._stage is not None:
+            elapsed = time.monotonic() - self._started
+            err_console.print(f"[green]✓[/] {self._stage} ({elapsed:.1f}s)", highlight=False)
+            self._stage = None
+
+    def close(self, ok: bool) -> None:
+        if ok:
+            self._finish_stage()
+        elif self._stage is not None:
+            err_console.print(f"[red]✗[/] {self._stage}", highlight=False)
+        if self._status is not None:
+            self._status.stop()
+
+
+@contextmanager
+def cli_progress(*, quiet: bool) -> Iterator[Progress]:
+    if quiet:
+        yield QuietProgress()
+        return
+    progress = RichProgress()
+    ok = False
+    try:
+        yield progress
+        ok = True
+    finally:
+        progress.close(ok)

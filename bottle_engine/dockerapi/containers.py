@@ -1,0 +1,243 @@
+"""Agent containers: create with the bottle's hardening, put files in, attach, exec, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import select
+import signal
+import sys
+import tarfile
+import termios
+import tty
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+
+from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors
+from bottle_engine.errors import BottleError
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A file (or directory, when `data` is None) to place in a container before it starts."""
+
+    path: str  # absolute path in the container
+    data: bytes | None
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class AgentContainerSpec:
+    """How the agent container is made; every isolation setting is spelled out here."""
+
+    name: str
+    image: str
+    command: Sequence[str]
+    env: Mapping[str, str]
+    network: str
+    ip: str
+    user: str
+    workdir: str
+    runtime: str | None
+    nano_cpus: int
+    memory_bytes: int
+    labels: Mapping[str, str]
+    hostname: str = "bottle"
+    pids_limit: int = 4096
+
+
+class NameTaken(Exception):
+    """The container name is already in use (the launch moves on to the next candidate)."""
+
+
+def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
+    """Create (not start) the agent container.
+
+    No capabilities, no privilege escalation, no Docker socket, no host mounts, one network.
+    """
+    api = client.api
+    host_config = api.create_host_config(
+        network_mode=spec.network,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=spec.pids_limit,
+        nano_cpus=spec.nano_cpus,
+        mem_limit=spec.memory_bytes,
+        runtime=spec.runtime,
+        init=True,
+        ipc_mode="private",
+    )
+    networking = api.create_networking_config(
+        {spec.network: api.create_endpoint_config(ipv4_address=spec.ip)}
+    )
+    try:
+        created = api.create_container(
+            spec.image,
+            command=list(spec.command),
+            name=spec.name,
+            hostname=spec.hostname,
+            environment=dict(spec.env),
+            user=spec.user,
+            working_dir=spec.workdir,
+            labels={**spec.labels, LABEL_MANAGED: "1"},
+            host_config=host_config,
+            networking_config=networking,
+            tty=True,
+            stdin_open=True,
+        )
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            raise NameTaken(spec.name) from exc
+        with docker_errors(f"create container {spec.name}"):
+            raise
+    with docker_errors(f"inspect container {spec.name}"):
+        return client.containers.get(created["Id"])
+
+
+def put_files(container: Any, files: Iterable[GuestFile]) -> None:
+    """Write files into a (created or running) container in one archive, owners and modes set."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for guest_file in files:
+            info = tarfile.TarInfo(guest_file.path.lstrip("/"))
+            info.uid, info.gid, info.mode = guest_file.uid, guest_file.gid, guest_file.mode
+            if guest_file.data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(guest_file.data)
+                archive.addfile(info, io.BytesIO(guest_file.data))
+    with docker_errors(f"copy files into {container.name}"):
+        container.put_archive("/", buffer.getvalue())
+
+
+def put_tree(container: Any, tar_stream: Any, dest: str) -> None:
+    """Unpack a tar stream (e.g. the launch directory) at `dest` in the container."""
+    with docker_errors(f"copy the workspace into {container.name}"):
+        container.put_archive(dest, tar_stream)
+
+
+def read_file(container: Any, path: str) -> bytes | None:
+    """A file's bytes from a container (created or running), or None when it is absent."""
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    raw = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+        member = archive.next()
+        if member is None or not member.isfile():
+            return None
+        extracted = archive.extractfile(member)
+        return extracted.read() if extracted else None
+
+
+def exec_in(container: Any, command: Sequence[str], *, user: str | None = None) -> tuple[int, str]:
+    """Run a command in a running container; its exit code and combined output."""
+    with docker_errors(f"run a command in {container.name}"):
+        result = container.exec_run(list(command), user=user or "", demux=False)
+    output = result.output.decode("utf-8", "replace") if result.output else ""
+    return int(result.exit_code), output
+
+
+def containers_with_label(client: Any, label: str, value: str | None = None) -> list[Any]:
+    selector = f"{label}={value}" if value is not None else label
+    with docker_errors("list containers"):
+        return list(client.containers.list(all=True, filters={"label": selector}))
+
+
+def container_logs(client: Any, name: str, *, follow: bool) -> Iterator[bytes]:
+    """A container's output, as it is so far or (with `follow`) as it comes."""
+    try:
+        container = client.containers.get(name)
+    except docker.errors.NotFound as exc:
+        raise BottleError(f"no container {name}", fix="`bottle-engine ls` lists bottles") from exc
+    with docker_errors(f"read the logs of {name}"):
+        if not follow:
+            yield container.logs()
+            return
+        yield from container.logs(stream=True, follow=True)
+
+
+def remove_container(client: Any, name_or_id: str) -> None:
+    """Force-remove a container; absent is fine."""
+    try:
+        container = client.containers.get(name_or_id)
+    except docker.errors.NotFound:
+        return
+    with (
+        docker_errors(f"remove container {name_or_id}"),
+        contextlib.suppress(docker.errors.NotFound),
+    ):
+        container.remove(force=True, v=True)
+
+
+def stop_container(client: Any, name_or_id: str, timeout: int = 10) -> None:
+    try:
+        container = client.containers.get(name_or_id)
+    except docker.errors.NotFound:
+        return
+    with docker_errors(f"stop container {name_or_id}"):
+        container.stop(timeout=timeout)
+
+
+def attach(client: Any, container: Any) -> int:
+    """Connect this terminal to the container's TTY until it exits; returns its exit code.
+
+    With a terminal on stdin the session is interactive (raw mode, window size forwarded);
+    without one (CI, pipes) the output is streamed and stdin is not forwarded.
+    """
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        _attach_tty(client, container)
+    else:
+        with docker_errors(f"attach to {container.name}"):
+            for chunk in client.api.attach(container.id, stream=True, logs=True):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    with docker_errors(f"wait for {container.name}"):
+        status = container.wait()
+    return int(status.get("StatusCode", 1))
+
+
+def _attach_tty(client: Any, container: Any) -> None:
+    with docker_errors(f"attach to {container.name}"):
+        socket_io = client.api.attach_socket(
+            container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
+        )
+    sock = getattr(socket_io, "_sock", socket_io)
+    stdin_fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(stdin_fd)
+
+    def resize(*_: object) -> None:
+        columns, rows = os.get_terminal_size(sys.stdout.fileno())
+        with contextlib.suppress(docker.errors.APIError):
+            container.resize(height=rows, width=columns)
+
+    previous = signal.signal(signal.SIGWINCH, resize)
+    try:
+        tty.setraw(stdin_fd)
+        resize()
+        while True:
+            readable, _, _ = select.select([sock, stdin_fd], [], [])
+            if sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                os.write(sys.stdout.fileno(), data)
+            if stdin_fd in readable:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    return
+                sock.sendall(data)
+    except OSError as exc:
+        raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
+    finally:
+        termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+        socket_io.close()

@@ -1,0 +1,124 @@
+"""What the launch puts inside the sandbox: prompt, CA certificates, Claude Code settings.
+
+`guest_files` is pure (plan + inputs -> files); backends copy the result in with their own
+transport (docker: an archive before start; smolmachines: files in the guest).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from bottle_engine.dockerapi.containers import GuestFile
+from bottle_engine.errors import BottleError
+from bottle_engine.plan import (
+    AGENT_HOME,
+    AGENT_UID,
+    CA_BUNDLE_PATH,
+    CA_CERT_PATH,
+    PROMPT_PATH,
+    WORKSPACE,
+    BottlePlan,
+)
+
+
+def prompt_text(plan: BottlePlan) -> str | None:
+    """The agent's appended system prompt, from `prompt` or `prompt_file`."""
+    if plan.prompt is not None:
+        return plan.prompt
+    if plan.prompt_file is None:
+        return None
+    try:
+        return plan.prompt_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BottleError(
+            f"agents.{plan.agent}.prompt_file: cannot read {plan.prompt_file}: {exc}",
+            fix="create the file or fix the path in bottle.toml",
+        ) from exc
+
+
+def claude_settings(plan: BottlePlan) -> dict[str, object]:
+    """Claude Code's ~/.claude.json: the workspace trusted, supervise registered when enabled."""
+    project: dict[str, object] = {"hasTrustDialogAccepted": True, "allowedTools": []}
+    settings: dict[str, object] = {
+        "hasCompletedOnboarding": True,
+        "projects": {WORKSPACE: project},
+    }
+    supervise_url = plan.guest_env.get("MCP_SUPERVISE_URL")
+    if supervise_url:
+        settings["mcpServers"] = {"supervise": {"type": "http", "url": supervise_url}}
+    return settings
+
+
+def guest_files(
+    plan: BottlePlan, *, bottle_ca: bytes, system_cas: bytes | None, prompt: str | None
+) -> list[GuestFile]:
+    """Files for the agent: all owned by the agent user, the prompt readable by it alone."""
+    uid = AGENT_UID
+    files = [
+        GuestFile("/etc/bot-bottle", None, 0o755),
+        GuestFile(CA_CERT_PATH, bottle_ca, 0o644),
+        GuestFile(CA_BUNDLE_PATH, (system_cas or b"").rstrip(b"\n") + b"\n" + bottle_ca, 0o644),
+        GuestFile(WORKSPACE, None, 0o755, uid, uid),
+        GuestFile(f"{AGENT_HOME}/.claude", None, 0o700, uid, uid),
+        GuestFile(
+            f"{AGENT_HOME}/.claude.json",
+            json.dumps(claude_settings(plan), indent=2).encode(),
+            0o600,
+            uid,
+            uid,
+        ),
+    ]
+    if prompt is not None:
+        files.append(GuestFile(str(Path(PROMPT_PATH).parent), None, 0o700, uid, uid))
+        files.append(GuestFile(PROMPT_PATH, prompt.encode(), 0o600, uid, uid))
+    return files
+
+
+def skill_sources(plan: BottlePlan, skills_root: Path) -> list[tuple[str, Path]]:
+    """(name, directory) of each skill the agent asks for; a `BottleError` names a missing one."""
+    found = []
+    for name in plan.skills:
+        source = skills_root / name
+        if not source.is_dir():
+            raise BottleError(
+                f"agents.{plan.agent}.skills: no skill '{name}' in {skills_root}",
+                fix=f"install it at {source}, or remove it from the agent's skills",
+            )
+        found.append((name, source))
+    return found
+
+
+def tar_directory(source: Path, arcname: str, *, uid: int = AGENT_UID) -> bytes:
+    """A tar of `source` as `arcname`, every entry owned by `uid` (the agent's copy)."""
+    buffer = io.BytesIO()
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = uid
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.add(source, arcname=arcname, filter=owned)
+    return buffer.getvalue()
+
+
+def workspace_archive(cwd: Path, exclude: Iterable[str] = ()) -> bytes:
+    """The launch directory as a tar for /workspace: a copy, the host directory is never mounted."""
+    skipped = set(exclude)
+    buffer = io.BytesIO()
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if Path(info.name).name in skipped:
+            return None
+        info.uid = info.gid = AGENT_UID
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for child in sorted(cwd.iterdir()):
+            archive.add(child, arcname=child.name, filter=owned)
+    return buffer.getvalue()

@@ -1,0 +1,102 @@
+"""The engine's front door for bottles: launch, attach, stop, resume, list, gc.
+
+The CLI and the language server both call these functions; they pick the backend from the
+manifest (or BOTTLE_BACKEND) and keep the records in the state dir.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as random_tokens
+import shutil
+from pathlib import Path
+
+from bottle_engine import records, state
+from bottle_engine.backends import Backend, backend_named
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest import load_manifest
+from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner
+from bottle_engine.progress import Progress, QuietProgress
+from bottle_engine.records import BottleRecord
+
+
+def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None = None) -> Planner:
+    """Load and validate the manifest, and make the planner for one launch of `agent`."""
+    manifest = load_manifest(manifest_path)
+    if agent not in manifest.agents:
+        known = ", ".join(sorted(manifest.agents)) or "none"
+        raise BottleError(
+            f"{manifest.path}: no agent named '{agent}' (defined: {known})",
+            fix="pick one of the [agents.NAME] tables, or add one",
+        )
+    return Planner(
+        manifest=manifest,
+        agent=agent,
+        cwd=(cwd or Path.cwd()).resolve(),
+        subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
+        launch_token=random_tokens.token_hex(16),
+        backend_override=os.environ.get("BOTTLE_BACKEND") or None,
+    )
+
+
+def launch(
+    manifest_path: Path | str | None,
+    agent: str,
+    *,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> BottleRecord:
+    """Start a bottle for `agent` (detached); attach with `attach(record.slug)`."""
+    planner = planner_for(manifest_path, agent, cwd)
+    backend = backend_named(planner(planner.base_slug).backend)
+    return backend.launch(planner, progress or QuietProgress())
+
+
+def find(slug: str) -> BottleRecord:
+    record = records.load(slug)
+    if record is None:
+        known = ", ".join(r.slug for r in records.all_records()) or "none"
+        raise BottleError(
+            f"no bottle '{slug}' (known: {known})", fix="`bottle-engine ls` lists bottles"
+        )
+    return record
+
+
+def _backend(record: BottleRecord) -> Backend:
+    return backend_named(record.backend)
+
+
+def attach(slug: str) -> int:
+    record = find(slug)
+    return _backend(record).attach(record)
+
+
+def stop(slug: str, *, remove: bool = False) -> None:
+    """Stop a bottle; with `remove`, delete its containers, networks and state too."""
+    record = find(slug)
+    _backend(record).stop(record, remove=remove)
+    if remove:
+        shutil.rmtree(state.bottle_dir(slug), ignore_errors=True)
+
+
+def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
+    record = find(slug)
+    _backend(record).resume(record, progress or QuietProgress())
+    return record.with_status("running")
+
+
+def list_bottles() -> list[BottleRecord]:
+    """Every recorded bottle with its current status."""
+    found = []
+    for record in records.all_records():
+        try:
+            status = _backend(record).status(record)
+        except BottleError:
+            status = "unknown"
+        found.append(record.with_status(status))
+    return found
+
+
+def gc() -> list[str]:
+    """Remove resources labelled as ours that no record accounts for; their names."""
+    return backend_named("docker").remove_orphans()

@@ -1,0 +1,73 @@
+"""Bottle records: what the engine remembers about each bottle instance, in its state dir.
+
+A record lets `ls`, `attach`, `stop` and `resume` work after the CLI restarts; the containers
+and networks also carry labels, so `ls` and `gc` find them even when a record is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bottle_engine import state
+
+RECORD_NAME = "bottle.json"
+
+
+@dataclass(frozen=True)
+class BottleRecord:
+    slug: str
+    name: str
+    agent: str
+    bottle: str
+    backend: str
+    manifest: str
+    cwd: str
+    started_at: str
+    bundle_ip: str
+    subnet: str
+    resources: dict[str, Any] = field(default_factory=dict)
+    status: str = "unknown"  # filled in from the backend when listed
+
+    def with_status(self, status: str) -> BottleRecord:
+        return replace(self, status=status)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_path(slug: str) -> Path:
+    return state.bottle_dir(slug) / RECORD_NAME
+
+
+def save(record: BottleRecord) -> None:
+    """Write atomically: a crash never leaves half a record."""
+    path = record_path(record.slug)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in record.to_json().items() if k != "status"}
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+        temp = Path(out.name)
+    os.replace(temp, path)
+
+
+def load(slug: str) -> BottleRecord | None:
+    path = record_path(slug)
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    known = {f for f in BottleRecord.__dataclass_fields__}
+    return BottleRecord(**{k: v for k, v in data.items() if k in known})
+
+
+def all_records() -> list[BottleRecord]:
+    root = state.state_dir() / "bottles"
+    if not root.is_dir():
+        return []
+    found = (load(child.name) for child in sorted(root.iterdir()) if child.is_dir())
+    return [record for record in found if record is not None]
