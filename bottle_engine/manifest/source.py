@@ -169,13 +169,11 @@ class _Scanner:
         is_array = self.peek(1) == "["
         self.pos += 2 if is_array else 1
         self.skip_blank(newlines=False)
-        key_start = self.pos
         parts, part_spans = self.key_parts()
-        key_end = self.pos
         self.skip_blank(newlines=False)
         self.pos += 2 if is_array else 1
         header_span = self.span(start, self.pos)
-        key_span = self.span(key_start, key_end)
+        key_span = self.span(*part_spans[-1])  # the table's own name, as for dotted keys
         path = self.resolve(parts)
         for depth in range(1, len(parts)):  # implicit parent tables, e.g. `agents` of [agents.x]
             start, end = part_spans[depth - 1]
@@ -258,8 +256,11 @@ class _Scanner:
     def string(self) -> None:
         quote = self.peek()
         if self.text.startswith(quote * 3, self.pos):
-            end = self.text.find(quote * 3, self.pos + 3)
-            self.pos = end + 3
+            self.pos += 3
+            while self.pos < len(self.text) and not self.text.startswith(quote * 3, self.pos):
+                # In a basic string an escaped quote (`\"""`) does not close it.
+                self.pos += 2 if quote == '"' and self.peek() == "\\" else 1
+            self.pos += 3
             while self.peek() == quote:  # up to two quotes may close a multi-line string
                 self.pos += 1
             return
