@@ -1,0 +1,104 @@
+"""The git gate's branch policy, table-driven: (ref, kind of update, settings) -> decision."""
+
+from __future__ import annotations
+
+import pytest
+
+from bottle_engine.bundle.config import GitUpstreamConfig
+from bottle_engine.bundle.gitgate.policy import RefUpdate, decide
+from bottle_engine.git import ZERO_OID
+
+OLD = "1" * 40
+NEW = "2" * 40
+
+
+def upstream(**settings: object) -> GitUpstreamConfig:
+    base: dict[str, object] = {
+        "name": "origin",
+        "url": "git@example.invalid:team/repo.git",
+        "push_branches": ("agent/*", "main"),
+    }
+    return GitUpstreamConfig(**{**base, **settings})  # type: ignore[arg-type]
+
+
+CASES = [
+    # (ref, old, new, is_ancestor, settings, allowed, rule, force)
+    ("refs/heads/main", OLD, NEW, True, {}, True, "allowed", False),
+    ("refs/heads/agent/fix-1", ZERO_OID, NEW, None, {}, True, "allowed", False),
+    ("refs/heads/agent/deep/nested", OLD, NEW, True, {}, True, "allowed", False),
+    ("refs/heads/release", OLD, NEW, True, {}, False, "push_branches", False),
+    ("refs/heads/Main", OLD, NEW, True, {}, False, "push_branches", False),
+    ("refs/heads/mainline", ZERO_OID, NEW, None, {}, False, "push_branches", False),
+    ("refs/tags/v1.0", ZERO_OID, NEW, None, {}, False, "branches-only", False),
+    ("refs/notes/commits", OLD, NEW, True, {}, False, "branches-only", False),
+    ("refs/heads/main", OLD, NEW, False, {}, False, "allow_force_push", False),
+    (
+        "refs/heads/main",
+        OLD,
+        NEW,
+        False,
+        {"allow_force_push": True},
+        True,
+        "allow_force_push",
+        True,
+    ),
+    ("refs/heads/main", OLD, ZERO_OID, None, {}, False, "allow_delete", False),
+    ("refs/heads/main", OLD, ZERO_OID, None, {"allow_delete": True}, True, "allow_delete", False),
+    # Settings never widen the branch list.
+    (
+        "refs/heads/other",
+        OLD,
+        NEW,
+        False,
+        {"allow_force_push": True},
+        False,
+        "push_branches",
+        False,
+    ),
+    (
+        "refs/heads/other",
+        OLD,
+        ZERO_OID,
+        None,
+        {"allow_delete": True},
+        False,
+        "push_branches",
+        False,
+    ),
+    # No push_branches at all: nothing may be pushed.
+    ("refs/heads/main", OLD, NEW, True, {"push_branches": ()}, False, "push_branches", False),
+    ("refs/heads/x", OLD, NEW, True, {"push_branches": ("*",)}, True, "allowed", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("ref", "old", "new", "is_ancestor", "settings", "allowed", "rule", "force"), CASES
+)
+def test_decision_table(
+    ref: str,
+    old: str,
+    new: str,
+    is_ancestor: bool | None,
+    settings: dict[str, object],
+    allowed: bool,
+    rule: str,
+    force: bool,
+) -> None:
+    decision = decide(RefUpdate(ref, old, new), is_ancestor, upstream(**settings))
+
+    assert (decision.allowed, decision.rule, decision.force) == (allowed, rule, force)
+
+
+def test_refusal_names_the_branch_the_setting_and_the_allowed_globs() -> None:
+    decision = decide(RefUpdate("refs/heads/release", OLD, NEW), True, upstream())
+
+    assert "'release'" in decision.message
+    assert "push_branches" in decision.message
+    assert "'agent/*', 'main'" in decision.message
+
+
+def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:
+    decision = decide(RefUpdate("refs/heads/main", OLD, NEW), False, upstream())
+
+    assert "allow_force_push" in decision.message
+    assert "rebase or merge" in decision.message
