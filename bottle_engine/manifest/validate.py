@@ -291,7 +291,7 @@ class _Checker:
             yield self.problem(
                 "BB203",
                 (*path, "prompt_file"),
-                f"agents.{name}: set either 'prompt' or 'prompt_file', not both",
+                f"agents.{name}.prompt_file: set either 'prompt' or 'prompt_file', not both",
             )
         if "prompt_file" in agent:
             prompt_file = resolve_path(self.base, agent["prompt_file"])
