@@ -45,6 +45,13 @@ CODES: dict[str, tuple[Severity, str]] = {
 }
 
 
+def codes_markdown() -> str:
+    """The diagnostic codes table for the README."""
+    lines = ["| code | severity | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{code}` | {sev.value} | {text} |" for code, (sev, text) in CODES.items()]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Fix:
     """A mechanical repair: replace the text in `span` with `replacement`."""
