@@ -1,0 +1,44 @@
+"""`bottle-lsp [--tcp [--host H] [--port P]] [--version]`: parse arguments, start the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bottle_lsp import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bottle-lsp",
+        description="Language server for bot-bottle's bottle.toml (stdio by default).",
+    )
+    parser.add_argument("--version", action="version", version=f"bottle-lsp {__version__}")
+    parser.add_argument(
+        "--tcp", action="store_true", help="listen on TCP instead of stdio (debugging)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the server logs to stderr",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from bottle_lsp.server import server  # after parsing: --version stays instant
+
+    if args.tcp:
+        server.start_tcp(args.host, args.port)
+    else:
+        server.start_io()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Markdown shown in hovers and completion details, rendered from the schema and the document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bottle_engine.manifest import schema
+from bottle_engine.manifest.schema import MISSING, Field, Kind
+from bottle_engine.manifest.source import KeyPath
+
+
+def schema_path(path: KeyPath) -> str:
+    """`("bottles", "web", "git", 0, "url")` -> `bottles.BOTTLE.git[].url`, the schema's view."""
+    out: list[str] = []
+    current: Field | None = schema.ROOT
+    steps = list(path)
+    while steps and current is not None:
+        step = steps.pop(0)
+        if isinstance(step, int):
+            continue
+        current = current.child(step)
+        if current is None:
+            out.append(step)
+            break
+        out.append(step)
+        if current.kind == Kind.NAMED_TABLES and steps:
+            steps.pop(0)
+            out.append(current.item_name)
+        elif current.kind == Kind.TABLE_ARRAY:
+            if steps and isinstance(steps[0], int):
+                steps.pop(0)
+            out[-1] += "[]"
+    return ".".join(out)
+
+
+def toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_literal(item) for item in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{k} = {toml_literal(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+def default_text(field: Field) -> str | None:
+    if field.required:
+        return "required"
+    if field.default is MISSING:
+        return None
+    return toml_literal(field.default)
+
+
+def field_markdown(field: Field, path: str) -> str:
+    """Doc, type, default, allowed values and an example of one field."""
+    lines = [f"**`{path}`** — {field.type_label}", "", field.doc]
+    default = default_text(field)
+    if default is not None:
+        lines += ["", f"Default: `{default}`" if default != "required" else "Required."]
+    if field.enum_docs:
+        lines += [""] + [
+            f'- `"{value}"`: {doc}' for value, doc in zip(field.enum, field.enum_docs, strict=True)
+        ]
+    if field.example:
+        lines += ["", "```toml", field.example, "```"]
+    return "\n".join(lines)
+
+
+def enum_value_markdown(field: Field, value: str) -> str | None:
+    if value not in field.enum or not field.enum_docs:
+        return None
+    doc = field.enum_docs[field.enum.index(value)]
+    return f'**`"{value}"`** ({field.name}) — {doc}'
+
+
+def bottle_summary(name: str, bottle: dict[str, Any] | None) -> str:
+    """A bottle at a glance: backend, runtime, egress allowlist, secrets and git upstreams."""
+    if bottle is None:
+        return f"**bottle `{name}`** — not defined in this manifest (or the file does not parse)"
+    table = schema.field_at(("bottles", name))
+    assert table is not None
+    values = {**schema.defaults_of(table), **bottle}
+    allow = (
+        bottle.get("egress", {}).get("allow", []) if isinstance(bottle.get("egress"), dict) else []
+    )
+    lines = [
+        f"**bottle `{name}`**",
+        "",
+        f"- backend: `{values.get('backend')}`" + _runtime(values),
+        "- egress allowlist: "
+        + (", ".join(f"`{entry}`" for entry in allow) if allow else "nothing (all egress denied)"),
+    ]
+    secrets = bottle.get("secrets")
+    if isinstance(secrets, dict) and secrets:
+        lines.append("- secrets: " + ", ".join(f"`{secret}`" for secret in secrets))
+    git = bottle.get("git")
+    if isinstance(git, list) and git:
+        upstreams = [str(u.get("name", "?")) for u in git if isinstance(u, dict)]
+        lines.append("- git upstreams: " + ", ".join(f"`{u}`" for u in upstreams))
+    return "\n".join(lines)
+
+
+def _runtime(values: dict[str, Any]) -> str:
+    return f" (runtime `{values.get('runtime')}`)" if values.get("backend") == "docker" else ""

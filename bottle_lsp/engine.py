@@ -1,0 +1,145 @@
+"""The language server's one door into the engine: launch, stop, list, attach, logs, approvals.
+
+Everything the editor can make happen goes through these functions, which speak plain values
+(slugs, dicts of strings, argv lists) so the server never touches engine objects. Failures come
+out as `BottleError` sentences.
+
+`BOTTLE_LSP_LIFECYCLE_MODULE` / `BOTTLE_LSP_APPROVALS_MODULE` name replacement modules with the
+same functions as `bottle_engine.lifecycle` / `bottle_engine.approvals`; tests use them where a
+real bottle cannot start in a test's time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest import load_manifest_file
+from bottle_engine.progress import Progress
+
+ENGINE_COMMAND = "bottle-engine"
+LIFECYCLE_MODULE = "bottle_engine.lifecycle"
+APPROVALS_MODULE = "bottle_engine.approvals"
+
+
+def _module(default: str, override_variable: str, feature: str) -> ModuleType:
+    name = os.environ.get(override_variable) or default
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            raise BottleError(
+                f"this bot-bottle installation cannot {feature} yet ({name} is missing)",
+                fix="update bot-bottle, or use the bottle-engine CLI",
+            ) from exc
+        raise
+
+
+def _lifecycle() -> ModuleType:
+    return _module(LIFECYCLE_MODULE, "BOTTLE_LSP_LIFECYCLE_MODULE", "launch or stop bottles")
+
+
+def launch(manifest_path: Path, agent: str, progress: Progress) -> str:
+    """Validate the manifest, start a bottle for `agent` in the background; its slug."""
+    progress.stage("validate manifest")
+    manifest = load_manifest_file(manifest_path).require()
+    if agent not in manifest.agents:
+        known = ", ".join(sorted(manifest.agents)) or "none"
+        raise BottleError(
+            f"{manifest_path}: no agent named '{agent}' (defined: {known})",
+            fix="pick one of the [agents.NAME] tables",
+        )
+    record = _lifecycle().launch(manifest_path, agent, detach=True, progress=progress)
+    return str(record.slug)
+
+
+def stop(slug: str) -> None:
+    _lifecycle().stop(slug)
+
+
+def list_bottles() -> list[dict[str, str]]:
+    """Every bottle the engine knows: slug, agent, backend, status, started_at, manifest."""
+    return [_record(record) for record in _lifecycle().list_bottles()]
+
+
+def _record(record: Any) -> dict[str, str]:
+    def text(name: str) -> str:
+        value = record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return "" if value is None else str(value)
+
+    return {
+        name: text(name)
+        for name in ("slug", "agent", "backend", "status", "started_at", "manifest")
+    }
+
+
+def attach_command(slug: str) -> list[str]:
+    """The argv the client runs in a terminal to attach to `slug`."""
+    return [ENGINE_COMMAND, "attach", slug]
+
+
+def logs_command(slug: str, egress: bool) -> list[str]:
+    """The argv that follows `slug`'s agent log, or its egress audit log."""
+    return [ENGINE_COMMAND, "logs", *(["--egress"] if egress else []), slug]
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A pending supervise request, as the editor shows it."""
+
+    request_id: str
+    slug: str | None
+    summary: str
+
+
+def approvals_available() -> bool:
+    try:
+        _approvals()
+    except BottleError:
+        return False
+    return True
+
+
+def _approvals() -> ModuleType:
+    return _module(APPROVALS_MODULE, "BOTTLE_LSP_APPROVALS_MODULE", "answer approval requests")
+
+
+def pending_approvals() -> list[ApprovalRequest]:
+    found = []
+    for request in _approvals().list_requests(slug=None, pending_only=True):
+
+        def field(*names: str, request: Any = request) -> str | None:
+            for name in names:
+                value = (
+                    request.get(name) if isinstance(request, dict) else getattr(request, name, None)
+                )
+                if value is not None:
+                    return str(value)
+            return None
+
+        request_id = field("request_id", "id")
+        if request_id is None:
+            continue
+        found.append(
+            ApprovalRequest(
+                request_id=request_id,
+                slug=field("slug"),
+                summary=field("summary", "message", "description", "reason") or "(no details)",
+            )
+        )
+    return found
+
+
+def answer_approval(request: ApprovalRequest, approved: bool, note: str) -> None:
+    _approvals().answer(request.request_id, approved, note, slug=request.slug)

@@ -1,0 +1,61 @@
+"""Code lenses above each `[agents.NAME]`: Launch, and Attach / Stop for its running bottles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lsprotocol import types
+
+from bottle_lsp.outline import Outline
+
+LAUNCH, ATTACH, STOP = "bottle.launch", "bottle.attach", "bottle.stop"
+_STOPPED = frozenset({"stopped", "exited", "removed", "dead", "failed"})
+
+
+def is_running(record: dict[str, str]) -> bool:
+    return record.get("status", "").lower() not in _STOPPED
+
+
+def same_manifest(record: dict[str, str], manifest: Path) -> bool:
+    recorded = record.get("manifest", "")
+    if not recorded:
+        return True
+    try:
+        return Path(recorded).resolve() == manifest.resolve()
+    except OSError:
+        return recorded == str(manifest)
+
+
+def code_lenses(
+    outline: Outline, uri: str, manifest: Path, bottles: list[dict[str, str]]
+) -> list[types.CodeLens]:
+    lenses = []
+    for header in outline.headers:
+        if header.is_array or len(header.path) != 2 or header.path[0] != "agents":
+            continue
+        agent = str(header.path[1])
+        if not agent:
+            continue
+        where = types.Range(
+            start=types.Position(line=header.line, character=0),
+            end=types.Position(line=header.line, character=header.end),
+        )
+        lenses.append(_lens(where, "▶ Launch", LAUNCH, {"uri": uri, "agent": agent}))
+        running = [
+            record
+            for record in bottles
+            if record.get("agent") == agent
+            and is_running(record)
+            and same_manifest(record, manifest)
+        ]
+        for record in running:
+            suffix = f" {record['slug']}" if len(running) > 1 else ""
+            lenses.append(_lens(where, f"Attach{suffix}", ATTACH, {"slug": record["slug"]}))
+            lenses.append(_lens(where, f"Stop{suffix}", STOP, {"slug": record["slug"]}))
+    return lenses
+
+
+def _lens(where: types.Range, title: str, command: str, argument: dict[str, str]) -> types.CodeLens:
+    return types.CodeLens(
+        range=where, command=types.Command(title=title, command=command, arguments=[argument])
+    )
