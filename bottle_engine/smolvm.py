@@ -101,7 +101,9 @@ def probe(binary: Path | None = None) -> SmolvmInfo:
     key = (str(binary), stat.st_mtime_ns, stat.st_size)
     if key not in _PROBES:
         version_out = _run_plain(binary, ["--version"], "ask smolvm for its version")
-        help_out = _run_plain(binary, ["pack", "create", "--help"], "read `smolvm pack create --help`")
+        help_out = _run_plain(
+            binary, ["pack", "create", "--help"], "read `smolvm pack create --help`"
+        )
         _PROBES[key] = parse_probe(binary, version_out, help_out)
     return _PROBES[key]
 

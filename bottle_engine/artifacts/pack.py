@@ -23,8 +23,9 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.smolvm import Smolvm, SmolvmInfo
@@ -34,16 +35,6 @@ PackMethod = Literal["direct", "registry"]
 LABEL_PACK = "bot-bottle.pack"
 LAUNCHER_NAME = "bottle"
 METADATA_NAME = "pack.json"
-
-
-class PackableArtifact(Protocol):
-    """What packing needs from a stored artifact (`bottle_engine.artifacts.Artifact`)."""
-
-    @property
-    def digest(self) -> str: ...
-
-    @property
-    def layout_dir(self) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -110,7 +101,7 @@ def cached_pack(digest: str) -> Pack | None:
 
 
 def pack_artifact(
-    artifact: PackableArtifact,
+    artifact: Artifact,
     *,
     via_registry: bool = False,
     progress: Progress | None = None,
@@ -170,13 +161,15 @@ def pack_artifact(
 
 
 def _pack_direct(
-    artifact: PackableArtifact, smolvm: Smolvm, work: Path, output: Path, progress: Progress
+    artifact: Artifact, smolvm: Smolvm, work: Path, output: Path, progress: Progress
 ) -> None:
-    from bottle_engine.artifacts import write_image_archive
+    from bottle_engine.artifacts.builder import write_image_archive
 
     progress.stage("pack: write image archive")
     archive = work / "image.tar"
-    write_image_archive(artifact, archive, fmt="oci")
+    # The docker-save shape is an OCI layout plus manifest.json: `pack create --help` promises
+    # docker-save archives, and newer releases read the OCI layout in the same file.
+    write_image_archive(artifact, archive, "docker-save")
     progress.stage("pack: smolvm pack create")
     try:
         smolvm.pack_create(str(archive), output)
@@ -185,7 +178,7 @@ def _pack_direct(
 
 
 def _pack_via_registry(
-    artifact: PackableArtifact,
+    artifact: Artifact,
     smolvm: Smolvm,
     output: Path,
     progress: Progress,

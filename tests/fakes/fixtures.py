@@ -57,6 +57,15 @@ class FakeSmolvm:
             return []
         return [json.loads(line)["argv"] for line in self.log.read_text().splitlines()]
 
+    def commands(self) -> list[list[str]]:
+        """Like `calls`, without the global options (``--error-format``, ``--state-dir``)."""
+        stripped = []
+        for argv in self.calls():
+            while argv[:1] in (["--error-format"], ["--state-dir"]):
+                argv = argv[2:]
+            stripped.append(argv)
+        return stripped
+
     def machine(self, name: str) -> dict[str, Any] | None:
         path = self.state / "machines" / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None

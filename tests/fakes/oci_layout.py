@@ -11,21 +11,16 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
+
+from bottle_engine.artifacts.spec import Artifact
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-@dataclass(frozen=True)
-class LayoutArtifact:
-    """Duck-types `bottle_engine.artifacts.Artifact` for packing."""
-
-    digest: str
-    layout_dir: Path
-    image_tag: str
+LayoutArtifact = Artifact
 
 
 def _write_blob(layout: Path, data: bytes) -> str:
@@ -84,7 +79,12 @@ def make_layout(root: Path, marker: str, *, payload_bytes: int = 4096) -> Layout
         ],
     }
     (layout / "index.json").write_text(json.dumps(index))
-    return LayoutArtifact(manifest_digest, layout, f"bot-bottle/test:{marker}")
+    return Artifact(
+        input_key=f"test-{marker}",
+        digest=manifest_digest,
+        layout_dir=layout,
+        image_tag=f"bot-bottle/test:{manifest_digest[7:19]}",
+    )
 
 
 def write_oci_tar(layout_dir: Path, dest: Path) -> None:
