@@ -88,7 +88,9 @@ def test_missing_registry_image_names_the_override(
     docker_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOTTLE_REGISTRY_IMAGE", "bot-bottle/no-such-registry:none")
-    with pytest.raises(BottleError, match="not in the local Docker daemon") as caught:
-        with ephemeral_registry(docker_client, TEST_LABEL):
-            pass
+    with (
+        pytest.raises(BottleError, match="not in the local Docker daemon") as caught,
+        ephemeral_registry(docker_client, TEST_LABEL),
+    ):
+        pass
     assert "BOTTLE_REGISTRY_IMAGE" in str(caught.value.fix)
