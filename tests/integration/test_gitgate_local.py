@@ -1,0 +1,215 @@
+"""The git gate end to end on loopback: real git clients push through ``git daemon`` and the
+gate's hooks to a real upstream repository (a bare repo on this machine, reached over file://;
+the ssh variant with pinned host keys is in test_gitgate_ssh.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
+from tests.integration.test_gitgate_support import free_port, service, write_config
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+PLACEHOLDER = "BOTTLE_SECRET_PLACEHOLDER_0d1f"
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["git", "-c", "user.name=Agent", "-c", "user.email=agent@bottle.invalid", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def commit_file(repo: Path, path: str, text: str, message: str = "change") -> str:
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+    git(repo, "add", path)
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD").stdout.strip()
+
+
+@dataclass
+class Gate:
+    url: str  # what the agent uses: GIT_GATE_URL + "/origin"
+    upstream: Path  # the real upstream (bare)
+    agent: Path  # the agent's clone
+
+    def upstream_ref(self, ref: str) -> str | None:
+        result = git(self.upstream, "rev-parse", "--verify", "--quiet", ref, check=False)
+        return result.stdout.strip() or None
+
+    def push(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return git(self.agent, "push", "origin", *args, check=False)
+
+
+def seed_upstream(tmp_path: Path) -> Path:
+    upstream = tmp_path / "upstream.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(upstream))
+    seed = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(upstream), str(seed))
+    commit_file(seed, "README.md", "hello\n", "initial")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    return upstream
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    upstream = seed_upstream(tmp_path)
+    secret_file = tmp_path / "secret-value"
+    secret_file.write_text("s3cr3t-value-of-the-bottle\n")
+    config = BundleConfig(
+        slug="gated",
+        bundle_ip="127.0.0.1",
+        agent_subnet="127.0.0.0/8",
+        secrets=(SecretBinding("api", PLACEHOLDER, ("api.example.invalid",), str(secret_file)),),
+        git=(
+            GitUpstreamConfig(
+                name="origin", url=f"file://{upstream}", push_branches=("agent/*", "main")
+            ),
+        ),
+        state_dir=str(tmp_path / "state"),
+    )
+    port = free_port()
+    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
+    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
+    with service("bottle_engine.bundle.gitgate", args, port, tmp_path / "gate.log"):
+        url = f"git://127.0.0.1:{port}/origin"
+        agent = tmp_path / "agent"
+        git(tmp_path, "clone", "-q", url, str(agent))
+        yield Gate(url, upstream, agent)
+
+
+def test_clone_gets_the_upstream_history(gate: Gate) -> None:
+    assert (gate.agent / "README.md").read_text() == "hello\n"
+    assert git(gate.agent, "rev-parse", "HEAD").stdout.strip() == gate.upstream_ref("main")
+
+
+def test_push_to_an_allowed_branch_arrives_upstream(gate: Gate) -> None:
+    head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
+
+    result = gate.push("HEAD:main")
+
+    assert result.returncode == 0, result.stderr
+    assert gate.upstream_ref("main") == head
+
+
+def test_new_branch_matching_a_glob_arrives_upstream(gate: Gate) -> None:
+    head = commit_file(gate.agent, "fix.txt", "fixed\n")
+
+    assert gate.push("HEAD:refs/heads/agent/fix-1").returncode == 0
+    assert gate.upstream_ref("agent/fix-1") == head
+
+
+def test_push_to_a_branch_outside_push_branches_is_refused_and_nothing_arrives(
+    gate: Gate,
+) -> None:
+    commit_file(gate.agent, "x.txt", "x\n")
+
+    result = gate.push("HEAD:refs/heads/release")
+
+    assert result.returncode != 0
+    assert "branch 'release' is not in push_branches" in result.stderr
+    assert gate.upstream_ref("release") is None
+
+
+def test_tags_are_refused(gate: Gate) -> None:
+    git(gate.agent, "tag", "v1")
+
+    result = gate.push("refs/tags/v1")
+
+    assert "only branches" in result.stderr
+    assert gate.upstream_ref("refs/tags/v1") is None
+
+
+def test_a_commit_adding_an_aws_key_is_refused_naming_file_and_line(gate: Gate) -> None:
+    before = gate.upstream_ref("main")
+    commit_file(gate.agent, "config/settings.py", f"REGION = 'eu'\nKEY_ID = '{AWS_KEY}'\n")
+
+    result = gate.push("HEAD:main")
+
+    assert result.returncode != 0
+    assert "config/settings.py:2: AWS Access Key" in result.stderr
+    assert gate.upstream_ref("main") == before
+
+
+def test_a_private_key_buried_under_a_later_clean_commit_is_still_refused(gate: Gate) -> None:
+    key = (
+        "-----BEGIN RSA PRIVATE KEY-----\n"
+        "MIIEpAIBAAKCAQEA0Z3VS5JJcds3xfn\n"
+        "-----END RSA PRIVATE KEY-----\n"
+    )
+    commit_file(gate.agent, "deploy/id_rsa", key, "add key")
+    git(gate.agent, "rm", "-q", "deploy/id_rsa")
+    git(gate.agent, "commit", "-q", "-m", "remove key again")
+
+    result = gate.push("HEAD:refs/heads/agent/keys")
+
+    assert "deploy/id_rsa:1: Private Key" in result.stderr
+    assert gate.upstream_ref("agent/keys") is None
+
+
+def test_the_bottles_own_placeholder_is_refused(gate: Gate) -> None:
+    commit_file(gate.agent, ".env", f"API_TOKEN={PLACEHOLDER}\n")
+
+    result = gate.push("HEAD:main")
+
+    assert ".env:1: placeholder of the bottle's secret 'api'" in result.stderr
+    assert gate.upstream_ref("main") == git(gate.agent, "rev-parse", "HEAD~1").stdout.strip()
+
+
+def test_force_push_is_refused_and_upstream_keeps_its_commit(gate: Gate) -> None:
+    commit_file(gate.agent, "a.txt", "a\n")
+    assert gate.push("HEAD:main").returncode == 0
+    published = gate.upstream_ref("main")
+    git(gate.agent, "commit", "-q", "--amend", "-m", "rewritten")
+
+    result = gate.push("--force", "HEAD:main")
+
+    assert result.returncode != 0
+    assert "allow_force_push" in result.stderr
+    assert gate.upstream_ref("main") == published
+
+
+def test_deleting_a_branch_is_refused(gate: Gate) -> None:
+    result = gate.push(":main")
+
+    assert "allow_delete" in result.stderr
+    assert gate.upstream_ref("main") is not None
+
+
+def test_fetch_mirrors_commits_made_upstream_meanwhile(gate: Gate, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "colleague"
+    git(tmp_path, "clone", "-q", str(gate.upstream), str(elsewhere))
+    theirs = commit_file(elsewhere, "theirs.txt", "from a colleague\n")
+    git(elsewhere, "push", "-q", "origin", "HEAD:main")
+
+    git(gate.agent, "pull", "-q", "--ff-only", "origin", "main")
+
+    assert git(gate.agent, "rev-parse", "HEAD").stdout.strip() == theirs
+
+
+def test_push_that_would_overwrite_newer_upstream_commits_is_refused(
+    gate: Gate, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "colleague"
+    git(tmp_path, "clone", "-q", str(gate.upstream), str(elsewhere))
+    theirs = commit_file(elsewhere, "theirs.txt", "first\n")
+    git(elsewhere, "push", "-q", "origin", "HEAD:main")
+    commit_file(gate.agent, "mine.txt", "second\n")
+
+    result = gate.push("HEAD:main")
+
+    assert "rebase or merge" in result.stderr
+    assert gate.upstream_ref("main") == theirs
