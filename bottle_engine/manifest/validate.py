@@ -264,11 +264,10 @@ class _Checker:
                 suggestions = difflib.get_close_matches(target, list(bottles), n=1, cutoff=0.5)
                 span = self.parsed.span_of((*path, "bottle"), value=True)
                 end = self.parsed.end()
+                header = format_path(("bottles", target))  # quoted when the name has a dot
                 fixes = (
                     *(Fix(f'Use bottle "{s}"', span, f'"{s}"') for s in suggestions),
-                    Fix(
-                        f"Add a [bottles.{target}] table", Span(end, end), f"\n[bottles.{target}]\n"
-                    ),
+                    Fix(f"Add a [{header}] table", Span(end, end), f"\n[{header}]\n"),
                 )
                 hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
                 defined = ", ".join(f"'{b}'" for b in bottles) or "none"
