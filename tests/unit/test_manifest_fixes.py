@@ -1,0 +1,154 @@
+"""Quick fixes (`Problem.fixes`): applying one to the text makes its problem go away.
+
+The language server offers these as code actions, so each must be a correct edit on its own:
+replace the text at `fix.span` with `fix.replacement`, validate again, and the problem is gone
+without a new error taking its place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bottle_engine.manifest import LoadedManifest, load_manifest_text
+from bottle_engine.manifest.problems import Fix, Problem, format_path
+from bottle_engine.manifest.source import Position
+
+CORPUS = Path(__file__).resolve().parent.parent / "manifests"
+
+
+def offset(text: str, position: Position) -> int:
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[: position.line]) + position.character
+
+
+def apply(text: str, fix: Fix) -> str:
+    start, end = offset(text, fix.span.start), offset(text, fix.span.end)
+    return text[:start] + fix.replacement + text[end:]
+
+
+def problems_by_path(loaded: LoadedManifest, code: str) -> list[str]:
+    return [format_path(p.path) for p in loaded.problems if p.code == code]
+
+
+def corpus_fixes() -> list[tuple[str, Path, Problem, Fix]]:
+    cases = []
+    for path in sorted(CORPUS.glob("*/*.toml")):
+        loaded = load_manifest_text(path.read_text(encoding="utf-8"), path)
+        for problem in loaded.problems:
+            for fix in problem.fixes:
+                case_id = f"{path.name}:{problem.code}:{format_path(problem.path)}:{fix.title}"
+                cases.append((case_id, path, problem, fix))
+    return cases
+
+
+CASES = corpus_fixes()
+
+
+def test_the_corpus_offers_fixes_for_the_fixable_codes() -> None:
+    assert {problem.code for _, _, problem, _ in CASES} >= {
+        "BB101",
+        "BB103",
+        "BB201",
+        "BB304",
+        "BB305",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "problem", "fix"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_applying_a_fix_removes_its_problem_and_adds_no_error(
+    path: Path, problem: Problem, fix: Fix
+) -> None:
+    text = path.read_text(encoding="utf-8")
+    before = load_manifest_text(text, path)
+    after = load_manifest_text(apply(text, fix), path)
+    assert after.parsed.syntax_error is None, apply(text, fix)
+    # Positions move after an edit, so compare problems by what they are about.
+    remaining = {(p.code, p.path) for p in after.problems}
+    assert (problem.code, problem.path) not in remaining
+    assert len(after.errors) < len(before.errors) or not problem.is_error
+    assert len(after.problems) < len(before.problems)
+
+
+def test_misspelt_key_fix_renames_only_the_key() -> None:
+    text = '[agents.dev]\nbotle = "default"\n\n[bottles.default]\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    assert [f.replacement for f in problem.fixes] == ["bottle"]
+    assert apply(text, problem.fixes[0]) == '[agents.dev]\nbottle = "default"\n\n[bottles.default]\n'
+
+
+def test_misspelt_dotted_key_fix_keeps_the_parent_part() -> None:
+    text = '[agents.dev]\n[bottles.default]\negress.alow = ["example.com"]\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    fixed = apply(text, problem.fixes[0])
+    assert fixed.endswith('egress.allow = ["example.com"]\n')
+    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+
+
+def test_misspelt_table_header_fix_keeps_the_rest_of_the_header() -> None:
+    text = '[agents.dev]\n[bottles.default.egres]\nallow = ["example.com"]\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    fixed = apply(text, problem.fixes[0])
+    assert "[bottles.default.egress]\n" in fixed
+    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+
+
+def test_enum_fix_offers_the_closest_choice_as_a_quoted_string() -> None:
+    text = '[agents.dev]\n[bottles.default]\nbackend = "dockr"\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    assert [f.replacement for f in problem.fixes] == ['"docker"']
+    assert 'backend = "docker"\n' in apply(text, problem.fixes[0])
+
+
+def test_enum_without_a_close_choice_offers_every_choice() -> None:
+    text = '[agents.dev]\n[bottles.default]\nruntime = "zzz"\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    assert [f.replacement for f in problem.fixes] == ['"auto"', '"runc"', '"runsc"']
+
+
+def test_missing_bottle_fix_can_add_the_table() -> None:
+    text = '[agents.dev]\nbottle = "build"\n\n[bottles.default]\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    add_table = next(f for f in problem.fixes if f.title.startswith("Add"))
+    fixed = apply(text, add_table)
+    assert fixed.endswith("\n[bottles.build]\n")
+    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+
+
+def test_duplicate_upstream_fix_removes_the_whole_section() -> None:
+    path = CORPUS / "bad" / "git_duplicate_names.toml"
+    text = path.read_text(encoding="utf-8")
+    (problem,) = load_manifest_text(text, path).problems
+    fixed = load_manifest_text(apply(text, problem.fixes[0]), path)
+    assert fixed.problems == []
+    assert fixed.manifest is not None
+    upstreams = fixed.manifest.bottles["default"].git
+    assert [(g.name, g.url) for g in upstreams] == [
+        ("origin", "ssh://git@example.com/a.git"),
+        ("mirror", "ssh://git@example.com/b.git"),
+    ]
+
+
+def test_secret_host_fix_extends_the_allowlist() -> None:
+    text = (
+        "[agents.dev]\n[bottles.default]\n"
+        'egress.allow = ["example.com"]\n'
+        '[bottles.default.secrets.TOKEN]\nfrom_env = "TOKEN"\nhosts = ["api.example.com"]\n'
+    )
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    assert problem.code == "BB304"
+    fixed = apply(text, problem.fixes[0])
+    assert 'egress.allow = ["example.com", "api.example.com"]' in fixed
+    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+
+
+def test_missing_bottle_fix_quotes_a_name_with_a_dot() -> None:
+    text = '[agents.dev]\nbottle = "web.v2"\n\n[bottles.default]\n'
+    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    (add_table,) = problem.fixes
+    fixed = apply(text, add_table)
+    assert fixed.endswith('\n[bottles."web.v2"]\n')
+    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
