@@ -1,74 +1,127 @@
 """What the bundle image is built from: Dockerfile, pinned requirements, the bundle's source.
 
-The engine hands `bundle_build_spec(...)` to the artifact builder. The build context holds only
-the parts of `bottle_engine` that run inside the bundle, so an edit to the CLI or the language
-server does not change the bundle's input key and does not rebuild it.
+The launch code hands `bundle_build_spec(...)` to `bottle_engine.artifacts.ensure_artifact`.
+The build context holds only the modules of `bottle_engine` that the bundle imports (found by
+following its imports), so an edit to the CLI or the language server changes neither the
+bundle's input key nor its image. The context is materialized under the cache dir, in a
+directory named by its content hash and written through a temp name, so it is made once.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import bottle_engine
+from bottle_engine.artifacts.spec import BuildSpec
+from bottle_engine.state import cache_dir
 
-BUNDLE_IMAGE_NAME = "bot-bottle/bundle"
-EXTRA_CA_NAME = "extra-ca.crt"  # file name of the extra CA bundle inside the build context
-
+BUNDLE_ARTIFACT_NAME = "bundle"
 _PACKAGE_ROOT = Path(bottle_engine.__file__).resolve().parent
 _BUNDLE_DIR = _PACKAGE_ROOT / "bundle"
-# The parts of the package the bundle imports; everything else stays out of its input key.
-_BUNDLE_SOURCES = ("__init__.py", "errors.py", "py.typed", "bundle", "manifest")
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """A docker build, as data: the files of its context and its build args.
-
-    `context_files` maps a path inside the build context to the file it is copied from.
-    """
-
-    name: str
-    dockerfile: str
-    context_files: tuple[tuple[str, Path], ...]
-    build_args: tuple[tuple[str, str], ...]
-    extra_ca_bundle: Path | None
-
-    def write_context(self, dest: Path) -> None:
-        """Copy the context into the (empty) directory `dest`."""
-        for relative, source in self.context_files:
-            target = dest / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-        if not (dest / EXTRA_CA_NAME).exists():
-            (dest / EXTRA_CA_NAME).write_bytes(b"")
+_BUILD_FILES = ("Dockerfile", "requirements.txt", "requirements-proxy.txt")
+_HOST_ONLY = ("image.py",)  # runs on the host, never inside the bundle
 
 
 def bundle_build_spec(base_image: str, ca_bundle: Path | None) -> BuildSpec:
-    """The bundle image's build: FROM `base_image`, trusting `ca_bundle` (PEM) if given."""
-    files: list[tuple[str, Path]] = [
-        ("Dockerfile", _BUNDLE_DIR / "Dockerfile"),
-        ("requirements.txt", _BUNDLE_DIR / "requirements.txt"),
-        ("requirements-proxy.txt", _BUNDLE_DIR / "requirements-proxy.txt"),
-    ]
-    files.extend(sorted(_package_files()))
-    if ca_bundle is not None:
-        files.append((EXTRA_CA_NAME, ca_bundle))
+    """The bundle image's build: FROM `base_image`, trusting the PEM `ca_bundle` if given."""
+    context = bundle_context_dir()
     return BuildSpec(
-        name="bundle",
-        dockerfile="Dockerfile",
-        context_files=tuple(files),
-        build_args=(("BASE_IMAGE", base_image),),
-        extra_ca_bundle=ca_bundle,
+        name=BUNDLE_ARTIFACT_NAME,
+        dockerfile=context / "Dockerfile",
+        context=context,
+        build_args={},
+        base_image=base_image,
+        ca_bundle=ca_bundle,
+        source_date_epoch=0,  # the context is generated: no commit time to clamp to
     )
 
 
-def _package_files() -> Iterator[tuple[str, Path]]:
-    for name in _BUNDLE_SOURCES:
-        source = _PACKAGE_ROOT / name
-        candidates = [source] if source.is_file() else sorted(source.rglob("*"))
-        for path in candidates:
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                yield f"bottle_engine/{path.relative_to(_PACKAGE_ROOT).as_posix()}", path
+def bundle_context_files() -> list[tuple[str, Path]]:
+    """(path in the build context, source file) for every file of the bundle's context."""
+    files = [(name, _BUNDLE_DIR / name) for name in _BUILD_FILES]
+    files += [
+        (f"bottle_engine/{path.relative_to(_PACKAGE_ROOT).as_posix()}", path)
+        for path in sorted(bundle_source_files())
+    ]
+    return files
+
+
+def bundle_context_dir() -> Path:
+    """The materialized build context (created on first use, then reused)."""
+    files = bundle_context_files()
+    digest = hashlib.sha256()
+    for relative, source in files:
+        digest.update(f"{relative}\0{hashlib.sha256(source.read_bytes()).hexdigest()}\n".encode())
+    root = cache_dir() / "bundle-context"
+    final = root / digest.hexdigest()[:32]
+    if final.is_dir():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        for relative, source in files:
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            target.chmod(0o644)  # fixed modes: they are part of the input key
+        for directory in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
+            directory.chmod(0o755)
+        staging.rename(final)
+    except FileExistsError:
+        pass  # another process made the same context first
+    except OSError:
+        if not final.is_dir():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def bundle_source_files() -> set[Path]:
+    """The bundle package and every `bottle_engine` module it imports, transitively."""
+    found: set[Path] = {_PACKAGE_ROOT / "__init__.py", _PACKAGE_ROOT / "py.typed"}
+    queue = [
+        p
+        for p in _BUNDLE_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts and p.relative_to(_BUNDLE_DIR).as_posix() not in _HOST_ONLY
+    ]
+    while queue:
+        path = queue.pop()
+        if path in found:
+            continue
+        found.add(path)
+        queue.extend(_package_inits(path))
+        queue.extend(_imported_modules(path))
+    return {p for p in found if p.is_file()}
+
+
+def _package_inits(path: Path) -> Iterable[Path]:
+    parent = path.parent
+    while parent != _PACKAGE_ROOT and _PACKAGE_ROOT in parent.parents:
+        yield parent / "__init__.py"
+        parent = parent.parent
+
+
+def _imported_modules(path: Path) -> Iterable[Path]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name == "bottle_engine" or name.startswith("bottle_engine."):
+                yield from _module_files(name)
+
+
+def _module_files(dotted: str) -> Iterable[Path]:
+    base = _PACKAGE_ROOT.parent.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            yield candidate

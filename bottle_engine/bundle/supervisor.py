@@ -1,0 +1,207 @@
+"""The bundle's supervisor: start the enabled services, report readiness, die loudly.
+
+`services_for` (pure) says which services a `BundleConfig` enables. `Supervisor.run` starts them,
+waits until each one's port accepts connections, writes `BundleConfig.ready_file` (the engine's
+signal that the bottle may start), and then watches them: when one exits, the others are stopped
+and the supervisor exits non-zero with a line naming the service. SIGTERM/SIGINT are forwarded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from bottle_engine.bundle.config import (
+    CONFIG_PATH,
+    EGRESS_PORT,
+    GIT_GATE_PORT,
+    SUPERVISE_PORT,
+    BundleConfig,
+)
+
+PROXY_PYTHON_ENV = "BOTTLE_PROXY_PYTHON"  # the proxy venv's python (mitmproxy lives there)
+EXIT_SERVICE_FAILED = 1
+EXIT_NOT_READY = 3
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the bundle and the port that says it is up."""
+
+    name: str
+    argv: tuple[str, ...]
+    port: int
+
+
+def services_for(
+    config: BundleConfig,
+    *,
+    config_path: Path = CONFIG_PATH,
+    python: str = sys.executable,
+    proxy_python: str | None = None,
+) -> list[Service]:
+    """The services `config` enables: always the egress proxy, the others when configured."""
+    services = [
+        Service(
+            "egress proxy",
+            (
+                proxy_python or python,
+                "-m",
+                "bottle_engine.bundle.egress",
+                "--config",
+                str(config_path),
+            ),
+            EGRESS_PORT,
+        )
+    ]
+    if config.git:
+        services.append(
+            Service("git gate", (python, "-m", "bottle_engine.bundle.gitgate"), GIT_GATE_PORT)
+        )
+    if config.supervise:
+        services.append(
+            Service("supervise", (python, "-m", "bottle_engine.bundle.supervise"), SUPERVISE_PORT)
+        )
+    return services
+
+
+def log(message: str) -> None:
+    print(f"bundle: {message}", file=sys.stderr, flush=True)
+
+
+class Supervisor:
+    """Runs `services` until one exits or a stop signal arrives."""
+
+    def __init__(
+        self,
+        services: Sequence[Service],
+        ready_file: Path,
+        *,
+        ready_timeout: float = 120.0,
+        poll_seconds: float = 0.1,
+        stop_grace_seconds: float = 10.0,
+    ) -> None:
+        self.services = list(services)
+        self.ready_file = ready_file
+        self.ready_timeout = ready_timeout
+        self.poll_seconds = poll_seconds
+        self.stop_grace_seconds = stop_grace_seconds
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._stop_signal: int | None = None
+
+    def run(self) -> int:
+        """Start, wait for readiness, watch; returns the exit code."""
+        self.ready_file.unlink(missing_ok=True)  # left by an earlier run of this bottle
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            for service in self.services:
+                self.processes[service.name] = subprocess.Popen(service.argv)
+                log(f"started {service.name} (pid {self.processes[service.name].pid})")
+            code = self._wait_ready()
+            if code is None:
+                self._write_ready()
+                code = self._watch()
+            return code
+        finally:
+            self.ready_file.unlink(missing_ok=True)
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _wait_ready(self) -> int | None:
+        pending = list(self.services)
+        deadline = time.monotonic() + self.ready_timeout
+        while pending:
+            failed = self._exited()
+            if failed is not None:
+                return failed
+            if self._stop_signal is not None:
+                return 0
+            for service in list(pending):
+                if _accepts(service.port):
+                    log(f"{service.name} ready on port {service.port}")
+                    pending.remove(service)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(f"{s.name} (port {s.port})" for s in pending)
+                log(f"not ready after {self.ready_timeout:.0f}s: {names}; stopping the bundle")
+                return EXIT_NOT_READY
+            if pending:
+                time.sleep(self.poll_seconds)
+        return None
+
+    def _watch(self) -> int:
+        while self._stop_signal is None:
+            failed = self._exited()
+            if failed is not None:
+                return failed
+            time.sleep(self.poll_seconds)
+        log(f"signal {self._stop_signal} received; stopping the services")
+        return 0
+
+    def _exited(self) -> int | None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                log(f"{name} exited with code {code}; stopping the bundle (see its output above)")
+                return EXIT_SERVICE_FAILED
+        return None
+
+    def _write_ready(self) -> None:
+        report = {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "services": {
+                s.name: {"port": s.port, "pid": self.processes[s.name].pid} for s in self.services
+            },
+        }
+        temporary = self.ready_file.with_name(self.ready_file.name + ".tmp")
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(report, sort_keys=True))
+        temporary.replace(self.ready_file)
+        log("ready")
+
+    def _stop_all(self) -> None:
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_seconds
+        for process in running:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop_signal = signum
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def main(config_path: Path = CONFIG_PATH) -> int:
+    try:
+        config = BundleConfig.load(config_path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log(f"cannot read the bundle config {config_path}: {exc}")
+        return 2
+    services = services_for(
+        config, config_path=config_path, proxy_python=os.environ.get(PROXY_PYTHON_ENV)
+    )
+    return Supervisor(services, config.ready_file).run()

@@ -1,0 +1,251 @@
+"""The proxy addons, fed with mitmproxy's test flows (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from mitmproxy import connection, http, tcp
+from mitmproxy.proxy import context, layer, layers, server_hooks
+from mitmproxy.test import taddons, tflow
+
+from bottle_engine.bundle.audit import read_audit
+from bottle_engine.bundle.config import BundleConfig, SecretBinding
+from bottle_engine.bundle.egress_addons import (
+    DECISION_KEY,
+    Allowlist,
+    Audit,
+    EgressState,
+    SecretSubstitution,
+    make_addons,
+    make_state,
+)
+
+TOKEN = "bb-placeholder-5e1f"
+REAL = "real-token-value"
+DNS = {
+    "api.example.com": ["93.184.216.34"],
+    "secret.example.com": ["93.184.216.35"],
+    "rebind.example.com": ["127.0.0.1"],
+}
+
+
+async def fake_resolver(host: str, port: int) -> list[str]:
+    return DNS.get(host, [])
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> EgressState:
+    value_file = tmp_path / "secret"
+    value_file.write_text(REAL + "\n")
+    config = BundleConfig(
+        slug="s",
+        bundle_ip="10.99.0.2",
+        agent_subnet="10.99.0.0/24",
+        egress_allow=("api.example.com", "secret.example.com", "rebind.example.com"),
+        secrets=(SecretBinding("tok", TOKEN, ("secret.example.com",), str(value_file)),),
+        state_dir=str(tmp_path / "state"),
+        bottle_name="dev",
+    )
+    return make_state(config)
+
+
+def addons(state: EgressState) -> tuple[Allowlist, SecretSubstitution, Audit]:
+    allowlist, secrets, audit = make_addons(state, fake_resolver)
+    assert isinstance(allowlist, Allowlist)
+    assert isinstance(secrets, SecretSubstitution)
+    assert isinstance(audit, Audit)
+    return allowlist, secrets, audit
+
+
+def request_flow(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> http.HTTPFlow:
+    flow = tflow.tflow(req=http.Request.make(method, url, body, headers or {}))
+    return flow
+
+
+def run_request(state: EgressState, flow: http.HTTPFlow) -> None:
+    allowlist, secrets, audit = addons(state)
+    with taddons.context():
+        asyncio.run(allowlist.request(flow))
+        secrets.request(flow)
+        if flow.response is None:
+            flow.response = http.Response.make(200, b"upstream says hi")
+        audit.response(flow)
+
+
+def connect_flow(host: str, port: int = 443) -> http.HTTPFlow:
+    flow = tflow.tflow(req=http.Request.make("CONNECT", f"http://{host}:{port}/"))
+    flow.request.host, flow.request.port = host, port
+    return flow
+
+
+def audit_lines(state: EgressState) -> list[dict[str, object]]:
+    assert state.audit is not None
+    return [json.loads(line) for line in state.audit.path.read_text().splitlines()]
+
+
+def test_denied_host_gets_403_naming_rule_and_bottle_toml(state: EgressState) -> None:
+    flow = request_flow("GET", "http://not-listed.example.com/x")
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    body = flow.response.get_text()
+    assert "default-deny" in body
+    assert 'add "not-listed.example.com" to [bottles.dev.egress] allow' in body
+    assert flow.response.headers["X-Bot-Bottle-Rule"] == "default-deny"
+
+
+def test_allowed_plain_request_is_pinned_to_the_checked_address(state: EgressState) -> None:
+    flow = request_flow("GET", "http://api.example.com/x")
+    allowlist, _, _ = addons(state)
+    asyncio.run(allowlist.request(flow))
+    assert flow.response is None
+    server = connection.Server(address=("api.example.com", 80))
+    asyncio.run(
+        allowlist.server_connect(server_hooks.ServerConnectionHookData(server, flow.client_conn))
+    )
+    assert server.address == ("93.184.216.34", 80)
+    assert server.error is None
+
+
+def test_server_connect_refuses_a_name_that_rebinds_to_loopback(state: EgressState) -> None:
+    allowlist, _, _ = addons(state)
+    server = connection.Server(address=("rebind.example.com", 443))
+    client = tflow.tclient_conn()
+    asyncio.run(allowlist.server_connect(server_hooks.ServerConnectionHookData(server, client)))
+    assert server.error is not None and "special-address" in server.error
+    assert server.address == ("rebind.example.com", 443)
+
+
+def test_request_to_name_resolving_to_loopback_is_refused(state: EgressState) -> None:
+    flow = request_flow("GET", "http://rebind.example.com/")
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "127.0.0.1" in flow.response.get_text()
+
+
+def test_connect_to_unlisted_host_is_refused_and_audited(state: EgressState) -> None:
+    allowlist, _, audit = addons(state)
+    flow = connect_flow("nope.example.com")
+    asyncio.run(allowlist.http_connect(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    audit.http_connect_error(flow)
+    (entry,) = audit_lines(state)
+    assert entry["decision"] == "deny" and entry["method"] == "CONNECT"
+    assert entry["kind"] == "connect" and entry["rule"] == "default-deny"
+
+
+def test_tunnel_to_host_without_secret_is_raw_tcp_and_audited_with_bytes(
+    state: EgressState,
+) -> None:
+    allowlist, _, audit = addons(state)
+    flow = connect_flow("api.example.com")
+    asyncio.run(allowlist.http_connect(flow))
+    assert flow.response is None
+    tunnel = state.tunnels[flow.client_conn.id]
+    assert not tunnel.intercept and tunnel.address == "93.184.216.34"
+
+    ctx = context.Context(flow.client_conn, _options())
+    nextlayer = layer.NextLayer(ctx)
+    allowlist.next_layer(nextlayer)
+    assert isinstance(nextlayer.layer, layers.TCPLayer)
+
+    tcp_flow = tflow.ttcpflow(client_conn=flow.client_conn, messages=[])
+    for from_client, size in ((True, 100), (False, 2000)):
+        tcp_flow.messages.append(tcp.TCPMessage(from_client, b"x" * size))
+        audit.tcp_message(tcp_flow)
+    assert tcp_flow.messages == []
+    audit.tcp_end(tcp_flow)
+    (entry,) = audit_lines(state)
+    assert (entry["kind"], entry["decision"]) == ("tunnel", "allow")
+    assert (entry["bytes_sent"], entry["bytes_received"], entry["bytes"]) == (100, 2000, 2100)
+
+
+def test_tunnel_to_secret_host_is_intercepted(state: EgressState) -> None:
+    allowlist, _, _ = addons(state)
+    flow = connect_flow("secret.example.com")
+    asyncio.run(allowlist.http_connect(flow))
+    assert state.tunnels[flow.client_conn.id].intercept
+    nextlayer = layer.NextLayer(context.Context(flow.client_conn, _options()))
+    allowlist.next_layer(nextlayer)
+    assert nextlayer.layer is None  # left to mitmproxy: TLS, then HTTP
+
+
+def intercepted_flow(
+    state: EgressState, headers: dict[str, str], url: str = "/", body: bytes = b""
+) -> http.HTTPFlow:
+    allowlist, _, _ = addons(state)
+    tunnel = connect_flow("secret.example.com")
+    asyncio.run(allowlist.http_connect(tunnel))
+    flow = request_flow("POST" if body else "GET", f"https://93.184.216.35{url}", headers, body)
+    flow.client_conn = tunnel.client_conn  # the same client connection as the CONNECT
+    return flow
+
+
+def test_placeholder_in_header_to_bound_host_is_replaced(state: EgressState) -> None:
+    flow = intercepted_flow(state, {"Authorization": f"Bearer {TOKEN}"})
+    run_request(state, flow)
+    assert flow.request.headers["Authorization"] == f"Bearer {REAL}"
+    assert flow.metadata[DECISION_KEY].allowed
+    (entry,) = audit_lines(state)
+    assert (entry["kind"], entry["host"], entry["decision"]) == (
+        "intercepted",
+        "secret.example.com",
+        "allow",
+    )
+
+
+def test_placeholder_in_body_is_refused(state: EgressState) -> None:
+    flow = intercepted_flow(state, {}, body=f"token={TOKEN}".encode())
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "secret-in-body" in flow.response.get_text()
+    assert REAL not in flow.request.get_text()
+    (entry,) = audit_lines(state)
+    assert (entry["decision"], entry["rule"]) == ("deny", "secret-in-body")
+
+
+def test_placeholder_in_query_is_refused(state: EgressState) -> None:
+    flow = intercepted_flow(state, {}, url=f"/?key={TOKEN}")
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "secret-in-url" in flow.response.get_text()
+
+
+def test_placeholder_to_other_host_is_refused(state: EgressState) -> None:
+    flow = request_flow("GET", "http://api.example.com/", {"Authorization": f"Bearer {TOKEN}"})
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "secret-wrong-host" in flow.response.get_text()
+    assert flow.request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_missing_secret_file_stops_the_proxy_at_start(tmp_path: Path) -> None:
+    config = BundleConfig(
+        slug="s",
+        bundle_ip="10.99.0.2",
+        agent_subnet="10.99.0.0/24",
+        secrets=(SecretBinding("tok", TOKEN, ("a.example.com",), str(tmp_path / "missing")),),
+        state_dir=str(tmp_path / "state"),
+    )
+    with pytest.raises(RuntimeError, match="secret 'tok'"):
+        make_addons(make_state(config, audit=False))
+
+
+def test_audit_reader_sees_what_the_addons_wrote(state: EgressState) -> None:
+    run_request(state, request_flow("GET", "http://api.example.com/"))
+    run_request(state, request_flow("GET", "http://nope.example.com/"))
+    assert state.audit is not None
+    entries = list(read_audit(state.audit.path))
+    assert [(e.host, e.decision, e.status) for e in entries] == [
+        ("api.example.com", "allow", 200),
+        ("nope.example.com", "deny", 403),
+    ]
+
+
+def _options() -> object:
+    with taddons.context() as tctx:
+        return tctx.options

@@ -1,0 +1,159 @@
+"""The egress decision, table by table: name stage, address stage, refusal texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.egress_policy import (
+    BAD_DESTINATION,
+    DEFAULT_DENY,
+    IP_LITERAL,
+    OWN_ADDRESS,
+    SPECIAL_ADDRESS,
+    UNRESOLVED,
+    EgressPolicy,
+    decide,
+)
+
+ALLOW = (
+    "api.example.com",
+    "*.cdn.example.org",
+    "git.example.net:8443",
+    "203.0.113.7",
+    "198.51.100.0/24:443",
+    "10.77.0.0/16",
+    "10.88.0.5",
+)
+PUBLIC = ["93.184.216.34"]
+BUNDLE_IP = "10.99.0.2"
+POLICY = EgressPolicy.from_config(
+    BundleConfig(
+        slug="s",
+        bundle_ip=BUNDLE_IP,
+        agent_subnet="10.99.0.0/24",
+        egress_allow=ALLOW,
+        bottle_name="dev",
+    ),
+    own_addresses=["10.77.0.9", "10.88.0.5"],
+)
+
+# host, port, resolved addresses (None: name stage only), allowed, rule
+CASES = [
+    # exact host names, default ports 80 and 443 only
+    ("api.example.com", 443, None, True, "api.example.com"),
+    ("api.example.com", 80, None, True, "api.example.com"),
+    ("API.Example.COM.", 443, None, True, "api.example.com"),
+    ("api.example.com", 8443, None, False, DEFAULT_DENY),
+    ("example.com", 443, None, False, DEFAULT_DENY),
+    ("x.api.example.com", 443, None, False, DEFAULT_DENY),
+    ("api.example.com.evil.test", 443, None, False, DEFAULT_DENY),
+    # *.suffix: subdomains at any depth, never the bare suffix
+    ("a.cdn.example.org", 443, None, True, "*.cdn.example.org"),
+    ("a.b.cdn.example.org", 80, None, True, "*.cdn.example.org"),
+    ("cdn.example.org", 443, None, False, DEFAULT_DENY),
+    ("xcdn.example.org", 443, None, False, DEFAULT_DENY),
+    # explicit port replaces the defaults
+    ("git.example.net", 8443, None, True, "git.example.net:8443"),
+    ("git.example.net", 443, None, False, DEFAULT_DENY),
+    # IP literals: only when an ip/cidr entry lists them
+    ("203.0.113.7", 443, None, True, "203.0.113.7"),
+    ("203.0.113.8", 443, None, False, IP_LITERAL),
+    ("198.51.100.20", 443, None, True, "198.51.100.0/24:443"),
+    ("198.51.100.20", 80, None, False, IP_LITERAL),
+    ("127.0.0.1", 80, None, False, IP_LITERAL),
+    ("[::1]", 443, None, False, IP_LITERAL),
+    ("::ffff:127.0.0.1", 443, None, False, IP_LITERAL),
+    ("10.77.1.1", 443, None, True, "10.77.0.0/16"),
+    # the bundle's own addresses: only an exact ip entry allows them, a wider CIDR does not
+    (BUNDLE_IP, 443, None, False, IP_LITERAL),
+    ("10.77.0.9", 443, None, False, OWN_ADDRESS),
+    ("10.88.0.5", 443, None, True, "10.88.0.5"),
+    # bad destinations
+    ("api.example.com", 0, None, False, BAD_DESTINATION),
+    ("api.example.com", 70000, None, False, BAD_DESTINATION),
+    ("", 443, None, False, BAD_DESTINATION),
+    ("user@api.example.com", 443, None, False, BAD_DESTINATION),
+    # address stage: public addresses pass
+    ("api.example.com", 443, PUBLIC, True, "api.example.com"),
+    ("api.example.com", 443, ["2606:2800:220:1:248:1893:25c8:1946"], True, "api.example.com"),
+    # address stage: DNS rebinding to special ranges is refused
+    ("api.example.com", 443, ["127.0.0.1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["::1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["::ffff:127.0.0.1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["10.1.2.3"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["172.16.0.1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["192.168.1.1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["169.254.169.254"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["fe80::1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["fd00::1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["224.0.0.1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["0.0.0.0"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["240.0.0.1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["100.64.0.1"], False, SPECIAL_ADDRESS),
+    # one bad address among good ones refuses the whole name
+    ("api.example.com", 443, [*PUBLIC, "127.0.0.1"], False, SPECIAL_ADDRESS),
+    # a CIDR entry lifts the refusal for its range (and port)
+    ("api.example.com", 443, ["10.77.3.4"], True, "api.example.com"),
+    ("api.example.com", 443, [BUNDLE_IP], False, OWN_ADDRESS),
+    ("api.example.com", 443, ["10.77.0.9"], False, OWN_ADDRESS),
+    ("a.cdn.example.org", 443, ["198.51.100.9"], True, "*.cdn.example.org"),
+    # names that do not resolve
+    ("api.example.com", 443, [], False, UNRESOLVED),
+    ("api.example.com", 443, ["not-an-ip"], False, UNRESOLVED),
+    # a name not on the list is refused before resolution matters
+    ("other.example.com", 443, PUBLIC, False, DEFAULT_DENY),
+]
+
+
+@pytest.mark.parametrize(("host", "port", "addresses", "allowed", "rule"), CASES)
+def test_decision_table(
+    host: str, port: int, addresses: list[str] | None, allowed: bool, rule: str
+) -> None:
+    decision = decide(POLICY, host, port, "GET", addresses)
+    assert (decision.allowed, decision.rule) == (allowed, rule), decision.reason
+
+
+def test_allowed_name_connects_to_a_checked_address_preferring_ipv4() -> None:
+    decision = decide(POLICY, "api.example.com", 443, "GET", ["2606:2800::1", "93.184.216.34"])
+    assert decision.address == "93.184.216.34"
+
+
+def test_ip_literal_is_its_own_address() -> None:
+    assert decide(POLICY, "203.0.113.7", 443, "GET").address == "203.0.113.7"
+
+
+def test_name_stage_gives_no_address() -> None:
+    assert decide(POLICY, "api.example.com", 443, "GET").address is None
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "entry"),
+    [
+        ("example.com", 443, '"example.com"'),
+        ("example.com", 80, '"example.com"'),
+        ("example.com", 8443, '"example.com:8443"'),
+        ("203.0.113.9", 443, '"203.0.113.9"'),
+    ],
+)
+def test_denial_says_what_to_add_to_bottle_toml(host: str, port: int, entry: str) -> None:
+    decision = decide(POLICY, host, port, "CONNECT")
+    assert decision.fix == f"add {entry} to [bottles.dev.egress] allow in bottle.toml"
+    assert host in decision.reason
+
+
+def test_rebinding_denial_names_the_address_and_its_kind() -> None:
+    decision = decide(POLICY, "api.example.com", 443, "GET", ["127.0.0.1"])
+    assert "127.0.0.1" in decision.reason and "loopback" in decision.reason
+
+
+def test_empty_allowlist_denies_everything() -> None:
+    empty = EgressPolicy(rules=())
+    assert not decide(empty, "api.example.com", 443, "GET").allowed
+    assert not decide(empty, "203.0.113.7", 443, "GET").allowed
+
+
+def test_from_config_names_the_bottle_or_a_placeholder() -> None:
+    config = BundleConfig(slug="s", bundle_ip="10.0.0.2", agent_subnet="10.0.0.0/24")
+    assert EgressPolicy.from_config(config).bottle_name == "NAME"
+    assert "10.0.0.2" in EgressPolicy.from_config(config).own_addresses

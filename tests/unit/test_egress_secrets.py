@@ -1,0 +1,129 @@
+"""Where a secret's placeholder may go: table of requests and verdicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bottle_engine.bundle.config import SecretBinding
+from bottle_engine.bundle.secret_policy import (
+    PLACEHOLDER_IN_BODY,
+    PLACEHOLDER_IN_URL,
+    PLACEHOLDER_PLAIN_HTTP,
+    PLACEHOLDER_WRONG_HOST,
+    bind_secrets,
+    check_request,
+    intercepts,
+)
+
+TOKEN = "bb-placeholder-7f3a9c"
+OTHER = "bb-placeholder-11aa22"
+SECRETS = bind_secrets(
+    [
+        SecretBinding("api_key", TOKEN, ("api.example.com", "*.example.org"), "/run/s/api_key"),
+        SecretBinding("other", OTHER, ("other.example.net:8443",), "/run/s/other"),
+    ]
+)
+AUTH = [("Authorization", f"Bearer {TOKEN}")]
+
+# host, port, https, url, headers, body, allowed, rule, substituted secret names
+CASES = [
+    ("api.example.com", 443, True, "/v1", AUTH, b"", True, "", ["api_key"]),
+    ("x.example.org", 443, True, "/v1", AUTH, b"", True, "", ["api_key"]),
+    ("api.example.com", 443, True, "/v1", [("X-Other", "plain")], b"", True, "", []),
+    (
+        "api.example.com",
+        443,
+        True,
+        "/v1",
+        [("X-Key", f"{TOKEN},{TOKEN}")],
+        b"",
+        True,
+        "",
+        ["api_key"],
+    ),
+    ("other.example.net", 8443, True, "/", [("X-Key", OTHER)], b"", True, "", ["other"]),
+    # anywhere but a header to a bound host over TLS: refused
+    ("evil.example.com", 443, True, "/", AUTH, b"", False, PLACEHOLDER_WRONG_HOST, []),
+    ("example.org", 443, True, "/", AUTH, b"", False, PLACEHOLDER_WRONG_HOST, []),
+    ("api.example.com", 8443, True, "/", AUTH, b"", False, PLACEHOLDER_WRONG_HOST, []),
+    (
+        "other.example.net",
+        443,
+        True,
+        "/",
+        [("X-Key", OTHER)],
+        b"",
+        False,
+        PLACEHOLDER_WRONG_HOST,
+        [],
+    ),
+    ("api.example.com", 443, True, "/", [("X-Key", OTHER)], b"", False, PLACEHOLDER_WRONG_HOST, []),
+    ("api.example.com", 80, False, "/", AUTH, b"", False, PLACEHOLDER_PLAIN_HTTP, []),
+    ("api.example.com", 443, True, f"/v1?key={TOKEN}", [], b"", False, PLACEHOLDER_IN_URL, []),
+    ("api.example.com", 443, True, f"/keys/{TOKEN}", [], b"", False, PLACEHOLDER_IN_URL, []),
+    (
+        "api.example.com",
+        443,
+        True,
+        "/v1",
+        [],
+        f"k={TOKEN}".encode(),
+        False,
+        PLACEHOLDER_IN_BODY,
+        [],
+    ),
+    ("api.example.com", 443, True, "/v1", AUTH, TOKEN.encode(), False, PLACEHOLDER_IN_BODY, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "https", "url", "headers", "body", "allowed", "rule", "names"), CASES
+)
+def test_placeholder_table(
+    host: str,
+    port: int,
+    https: bool,
+    url: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    allowed: bool,
+    rule: str,
+    names: list[str],
+) -> None:
+    verdict = check_request(SECRETS, host, port, https, url, headers, [body])
+    assert (verdict.allowed, verdict.rule) == (allowed, rule), verdict.reason
+    assert [s.name for s in verdict.substitute] == names
+
+
+def test_refusal_names_the_secret_and_where_it_may_go() -> None:
+    verdict = check_request(SECRETS, "evil.example.com", 443, True, "/", AUTH, [b""])
+    assert "api_key" in verdict.reason
+    assert "api.example.com" in verdict.reason
+
+
+def test_placeholder_in_a_decoded_body_form_is_refused() -> None:
+    verdict = check_request(
+        SECRETS, "api.example.com", 443, True, "/", [], [b"\x1f\x8b", TOKEN.encode()]
+    )
+    assert verdict.rule == PLACEHOLDER_IN_BODY
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "intercepted"),
+    [
+        ("api.example.com", 443, True),
+        ("a.example.org", 443, True),
+        ("example.org", 443, False),
+        ("other.example.net", 8443, True),
+        ("other.example.net", 443, False),
+        ("unrelated.example.com", 443, False),
+    ],
+)
+def test_only_hosts_bound_to_a_secret_are_intercepted(
+    host: str, port: int, intercepted: bool
+) -> None:
+    assert intercepts(SECRETS, host, port) is intercepted
+
+
+def test_a_secret_without_placeholder_is_ignored() -> None:
+    assert bind_secrets([SecretBinding("x", "", ("api.example.com",), "/f")]) == ()
