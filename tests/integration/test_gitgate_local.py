@@ -211,5 +211,6 @@ def test_push_that_would_overwrite_newer_upstream_commits_is_refused(
 
     result = gate.push("HEAD:main")
 
-    assert "rebase or merge" in result.stderr
+    # The gate advertised the upstream's newer commit, so git itself asks to fetch first.
+    assert "fetch first" in result.stderr
     assert gate.upstream_ref("main") == theirs
