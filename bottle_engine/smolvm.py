@@ -66,6 +66,8 @@ class MachineSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     smolfile: Path | None = None
+    workload: tuple[str, ...] = ()
+    """The machine's own long-running command (after ``--``); empty: the image's CMD."""
 
 
 def find_binary() -> Path:
@@ -168,6 +170,8 @@ def machine_create_args(spec: MachineSpec) -> list[str]:
         args += ["--label", f"{key}={value}"]
     if spec.smolfile is not None:
         args += ["--smolfile", str(spec.smolfile)]
+    if spec.workload:
+        args += ["--", *spec.workload]
     return args
 
 
@@ -252,8 +256,11 @@ class Smolvm:
             doing=f"copy {source.name} into microVM {name}",
         )
 
-    def machine_exec(self, name: str, command: Sequence[str]) -> str:
-        return self.run(machine_exec_args(name, command), doing=f"run {command[0]} in {name}")
+    def machine_exec(self, name: str, command: Sequence[str], *, user: str | None = None) -> str:
+        """Run `command` in the machine to completion (no terminal); its stdout."""
+        return self.run(
+            machine_exec_args(name, command, user=user), doing=f"run {command[0]} in {name}"
+        )
 
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""

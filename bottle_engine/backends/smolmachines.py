@@ -1,0 +1,276 @@
+"""The smolmachines backend: the agent in a libkrun microVM (through smolvm) whose only network
+route is the bottle's bundle.
+
+The bundle is the same container as in the docker backend, on the per-bottle bridge with its
+pinned IP (networks, bundle and images come from `DockerBackend`). The agent image is packed
+into a ``.smolmachine`` (cached by artifact digest) and a named machine is created from it with
+TSI egress limited to ``--allow-cidr <bundle_ip>/32``: the guest reaches the bundle's proxy, git
+gate and supervise ports and nothing else, not even DNS (the guest env uses IP literals).
+
+Launch order: artifacts -> pack -> networks + bundle -> ``machine create`` -> ``machine start``
+-> guest files copied in (CA, Claude settings, the 0600 prompt, skills, the workspace copy).
+Each step registers its undo on an ExitStack, so a failure or Ctrl-C removes it all. Attach runs
+the agent through ``machine exec -it``.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bottle_engine import records, state
+from bottle_engine.artifacts.pack import pack_artifact
+from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, CA_FILE, DockerBackend
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
+from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG
+from bottle_engine.dockerapi.containers import GuestFile
+from bottle_engine.errors import BottleError
+from bottle_engine.guest import (
+    guest_files,
+    prompt_text,
+    skill_sources,
+    tar_directory,
+    workspace_archive,
+)
+from bottle_engine.plan import (
+    AGENT_HOME,
+    AGENT_UID,
+    CA_BUNDLE_PATH,
+    CA_CERT_PATH,
+    WORKSPACE,
+    BottlePlan,
+    Planner,
+)
+from bottle_engine.progress import Progress
+from bottle_engine.records import BottleRecord
+from bottle_engine.smolfile import spec_for, write_smolfile
+from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args
+
+# The machine's own workload only keeps it up; the agent runs through `machine exec` on attach.
+KEEPALIVE = ("sleep", "infinity")
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
+_STATES = {"running": "running", "stopped": "stopped", "created": "stopped"}
+
+
+def machine_spec(plan: BottlePlan, sidecar: Path, smolfile: Path | None) -> MachineSpec:
+    """The VM for `plan`: the packed agent image, the guest env, egress to the bundle only."""
+    return MachineSpec(
+        name=plan.name,
+        sidecar=sidecar,
+        allow_cidrs=(f"{plan.bundle_ip}/32",),
+        env=plan.guest_env,
+        labels={LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_MANAGED: "1"},
+        smolfile=smolfile,
+        workload=KEEPALIVE,
+    )
+
+
+def files_archive(files: Iterable[GuestFile]) -> bytes:
+    """Guest files as one tar rooted at ``/``, with their owners and modes (the prompt: 0600)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for guest_file in files:
+            info = tarfile.TarInfo(guest_file.path.lstrip("/"))
+            info.uid, info.gid, info.mode = guest_file.uid, guest_file.gid, guest_file.mode
+            if guest_file.data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(guest_file.data)
+                archive.addfile(info, io.BytesIO(guest_file.data))
+    return buffer.getvalue()
+
+
+class SmolmachinesBackend:
+    name = "smolmachines"
+
+    def __init__(self, client: Any | None = None, smolvm: Smolvm | None = None) -> None:
+        self._docker = DockerBackend(client)
+        self._smolvm = smolvm
+
+    @property
+    def smolvm(self) -> Smolvm:
+        if self._smolvm is None:
+            self._smolvm = Smolvm()
+        return self._smolvm
+
+    # -- launch --------------------------------------------------------------------------------
+    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+        first = planner(planner.base_slug)
+        agent_image, bundle_image = self._docker.prepare(first, progress)
+        pack = pack_artifact(
+            agent_image, progress=progress, smolvm=self.smolvm, docker_client=self._docker.client
+        )
+        with ExitStack() as undo:
+            plan = self._docker._claim(planner, undo, progress)
+            progress.stage("start bundle")
+            bottle_dir = state.bottle_dir(plan.slug)
+            undo.callback(shutil.rmtree, bottle_dir, True)
+            self._docker._start_bundle(plan, bundle_image, undo)
+            progress.stage("create microVM")
+            smolfile = write_smolfile(
+                spec_for(plan.cpus, plan.memory_bytes, WORKSPACE), bottle_dir / "Smolfile"
+            )
+            undo.callback(self._delete_machine, plan.name)
+            self.smolvm.machine_create(machine_spec(plan, pack.sidecar, smolfile))
+            progress.stage("start microVM")
+            self.smolvm.machine_start(plan.name)
+            progress.stage("copy files into the microVM")
+            self._put_guest_files(plan, bottle_dir)
+            record = BottleRecord(
+                slug=plan.slug,
+                name=plan.name,
+                agent=plan.agent,
+                bottle=plan.bottle,
+                backend=self.name,
+                manifest=str(plan.manifest_path),
+                cwd=str(plan.cwd),
+                started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                bundle_ip=plan.bundle_ip,
+                subnet=str(plan.subnet),
+                resources={
+                    "cpus": plan.cpus,
+                    "memory_bytes": plan.memory_bytes,
+                    "agent_image": agent_image.image_tag,
+                    "artifact_digest": agent_image.digest,
+                    "bundle_image": bundle_image.image_tag,
+                    "pack": str(pack.sidecar),
+                    "command": list(plan.agent_command),
+                },
+            )
+            records.save(record)
+            undo.pop_all()
+        return record.with_status("running")
+
+    def _put_guest_files(self, plan: BottlePlan, bottle_dir: Path) -> None:
+        ca_path = bottle_dir / "ca" / CA_FILE
+        try:
+            bottle_ca = ca_path.read_bytes()
+        except OSError as exc:
+            raise BottleError(
+                f"the bundle did not write its CA certificate ({ca_path})",
+                fix="see the bundle's log: `bottle-engine logs SLUG --bundle`",
+            ) from exc
+        files = guest_files(plan, bottle_ca=bottle_ca, system_cas=None, prompt=prompt_text(plan))
+        trees = [("/", files_archive(files))]
+        skills_root = Path.home() / ".claude" / "skills"
+        for name, source in skill_sources(plan, skills_root):
+            trees.append((f"{AGENT_HOME}/.claude/skills", tar_directory(source, name)))
+        if plan.copy_cwd:
+            trees.append((WORKSPACE, workspace_archive(plan.cwd)))
+        for index, (destination, data) in enumerate(trees):
+            self._put_tree(plan.name, bottle_dir, index, data, destination)
+        # The CA bundle is the guest's own system CAs plus the bottle's CA, as in the docker
+        # backend; the system part is only known inside the guest.
+        self.smolvm.machine_exec(
+            plan.name,
+            [
+                "sh",
+                "-c",
+                f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} > {CA_BUNDLE_PATH};"
+                " fi",
+            ],
+            user="0",
+        )
+
+    def _put_tree(
+        self, machine: str, bottle_dir: Path, index: int, data: bytes, destination: str
+    ) -> None:
+        """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
+        staged = bottle_dir / f"guest-{index}.tar"
+        guest_tar = f"/tmp/bot-bottle-{index}.tar"
+        staged.touch(mode=0o600)
+        try:
+            staged.write_bytes(data)
+            self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
+        finally:
+            staged.unlink(missing_ok=True)
+        self.smolvm.machine_exec(
+            machine,
+            [
+                "sh",
+                "-c",
+                f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
+                f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
+            ],
+            user="0",
+        )
+
+    def _delete_machine(self, name: str) -> None:
+        try:
+            self.smolvm.machine_delete(name)
+        except BottleError:
+            if any(m.get("name") == name for m in self.smolvm.machines()):
+                raise
+
+    # -- the rest of the lifecycle -------------------------------------------------------------
+    def attach(self, record: BottleRecord) -> int:
+        if self.status(record) != "running":
+            raise BottleError(
+                f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
+            )
+        command = record.resources.get("command") or ["sh"]
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        argv = self.smolvm.command(machine_exec_args(record.name, command, interactive=interactive))
+        return subprocess.run(argv, check=False).returncode
+
+    def stop(self, record: BottleRecord, *, remove: bool) -> None:
+        machine = self._machine(record.name)
+        if machine is not None:
+            if machine.get("state") == "running":
+                self.smolvm.machine_stop(record.name)
+            if remove:
+                self._delete_machine(record.name)
+        self._docker.stop(record, remove=remove)
+
+    def resume(self, record: BottleRecord, progress: Progress) -> None:
+        if self._machine(record.name) is None:
+            raise BottleError(
+                f"the microVM of bottle {record.slug} is gone",
+                fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
+            )
+        progress.stage("start bundle")
+        bundle = self._docker._container(f"{record.name}-bundle")
+        bottle_dir = state.bottle_dir(record.slug)
+        (bottle_dir / "bundle.ready").unlink(missing_ok=True)
+        bundle.start()
+        config = BundleConfig.load(bottle_dir / "bundle.json")
+        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
+        progress.stage("start microVM")
+        self.smolvm.machine_start(record.name)
+
+    def status(self, record: BottleRecord) -> str:
+        machine = self._machine(record.name)
+        if machine is None:
+            return "missing"
+        return _STATES.get(str(machine.get("state")), str(machine.get("state")))
+
+    def orphans(self) -> list[str]:
+        """Machines bot-bottle made that no record accounts for (docker leftovers: the docker
+        backend's `orphans`)."""
+        known = {r.slug for r in records.all_records()}
+        return [
+            str(machine["name"])
+            for machine in self.smolvm.machines()
+            if (labels := machine.get("labels") or {}).get(LABEL_MANAGED)
+            and labels.get(LABEL_SLUG) not in known
+        ]
+
+    def remove_orphans(self) -> list[str]:
+        removed = []
+        for name in self.orphans():
+            self._delete_machine(name)
+            removed.append(name)
+        return removed
+
+    def _machine(self, name: str) -> dict[str, Any] | None:
+        return next((m for m in self.smolvm.machines() if m.get("name") == name), None)

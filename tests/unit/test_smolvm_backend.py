@@ -1,0 +1,66 @@
+"""The smolmachines backend's pure parts: the VM it asks smolvm for, and the files it copies in."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from bottle_engine.backends.smolmachines import KEEPALIVE, files_archive, machine_spec
+from bottle_engine.guest import guest_files
+from bottle_engine.manifest import load_manifest_text
+from bottle_engine.plan import AGENT_UID, PROMPT_PATH, BottlePlan, plan_bottle
+from bottle_engine.smolvm import machine_create_args
+
+MANIFEST = """\
+[agents.dev]
+prompt = "Review the diff; never push to main."
+
+[bottles.default]
+egress.allow = ["api.anthropic.com", "pypi.org"]
+"""
+
+
+def make_plan(tmp_path: Path) -> BottlePlan:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    manifest = load_manifest_text(MANIFEST, tmp_path / "bottle.toml").require()
+    return plan_bottle(manifest, "dev", cwd=tmp_path)
+
+
+def test_vm_may_reach_the_bundle_and_nothing_else(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine", None))
+    cidrs = [args[i + 1] for i, arg in enumerate(args) if arg == "--allow-cidr"]
+    assert cidrs == [f"{plan.bundle_ip}/32"]
+    # The egress allowlist is the bundle's business: no host names reach smolvm.
+    assert "api.anthropic.com" not in " ".join(args)
+    assert not {"--net", "--allow-host", "--allow-host-pattern", "--allow-private"} & set(args)
+
+
+def test_vm_gets_the_plans_guest_env_with_ip_literal_proxies(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine", None))
+    env = dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "--env")
+    assert env == plan.guest_env
+    assert env["HTTPS_PROXY"] == f"http://{plan.bundle_ip}:8888"
+
+
+def test_vm_is_named_for_the_bottle_and_labelled_for_gc(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    spec = machine_spec(plan, tmp_path / "bottle.smolmachine", None)
+    args = machine_create_args(spec)
+    assert args[args.index("--name") + 1] == f"bottle-{plan.slug}"
+    assert f"bot-bottle.slug={plan.slug}" in args
+    assert args[args.index("--") + 1 :] == list(KEEPALIVE)
+
+
+def test_prompt_reaches_the_guest_readable_by_the_agent_alone(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    files = guest_files(plan, bottle_ca=b"CA", system_cas=None, prompt="be careful")
+    with tarfile.open(fileobj=io.BytesIO(files_archive(files))) as archive:
+        prompt = archive.getmember(PROMPT_PATH.lstrip("/"))
+        extracted = archive.extractfile(prompt)
+        assert extracted is not None
+        assert extracted.read() == b"be careful"
+    assert prompt.mode == 0o600
+    assert (prompt.uid, prompt.gid) == (AGENT_UID, AGENT_UID)
