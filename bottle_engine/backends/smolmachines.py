@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine import records, state
-from bottle_engine.artifacts.pack import pack_artifact
+from bottle_engine.artifacts import Artifact
+from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, CA_FILE, DockerBackend
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
@@ -104,12 +105,22 @@ class SmolmachinesBackend:
         return self._smolvm
 
     # -- launch --------------------------------------------------------------------------------
-    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
-        first = planner(planner.base_slug)
-        agent_image, bundle_image = self._docker.prepare(first, progress)
+    def prepare(
+        self, plan: BottlePlan, progress: Progress, *, via_registry: bool = False
+    ) -> tuple[Artifact, Artifact, Pack]:
+        """Agent and bundle images (cached by input key) and the agent's pack (by digest)."""
+        agent_image, bundle_image = self._docker.prepare(plan, progress)
         pack = pack_artifact(
-            agent_image, progress=progress, smolvm=self.smolvm, docker_client=self._docker.client
+            agent_image,
+            via_registry=via_registry,
+            progress=progress,
+            smolvm=self._smolvm,
+            docker_client=self._docker.client,
         )
+        return agent_image, bundle_image, pack
+
+    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+        agent_image, bundle_image, pack = self.prepare(planner(planner.base_slug), progress)
         with ExitStack() as undo:
             plan = self._docker._claim(planner, undo, progress)
             progress.stage("start bundle")

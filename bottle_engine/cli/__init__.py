@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "schema",
     "plan",
     "bottles",
+    "pack",
     "approvals",
 )
 

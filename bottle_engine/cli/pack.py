@@ -1,0 +1,66 @@
+"""`bottle-engine pack`: build (or reuse) an agent's image and pack it as a `.smolmachine`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bottle_engine.backends.smolmachines import SmolmachinesBackend
+from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.progress import cli_progress
+from bottle_engine.manifest import load_manifest
+from bottle_engine.plan import DEFAULT_SUBNET_POOL, plan_bottle
+
+HELP = """\
+Pack AGENT's image for the smolmachines (microVM) backend, as `launch` would, and stop there.
+The images are built only when their inputs changed, and the pack is cached by the image's
+artifact digest: a second run does no work. With a smolvm that takes local archives the image
+goes in directly; older releases (or --via-registry) pull it from a throw-away registry on
+127.0.0.1 (image: BOTTLE_REGISTRY_IMAGE, default registry:2.8.3 pinned by digest).
+
+environment:
+  BOTTLE_SMOLVM            the smolvm binary (default: smolvm on PATH)
+  BOTTLE_REGISTRY_IMAGE    the registry:2 image for the registry hop
+
+examples:
+  bottle-engine pack dev
+  bottle-engine pack dev --via-registry --json | jq -r .sidecar
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "pack",
+        help="pack an agent's image as a .smolmachine (microVM backend)",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    add_manifest_option(parser)
+    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
+    parser.add_argument(
+        "--via-registry",
+        action="store_true",
+        help="pack through the ephemeral registry even when smolvm takes local archives",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.file)
+    plan = plan_bottle(
+        manifest,
+        args.agent,
+        cwd=Path.cwd(),
+        subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
+        backend_override="smolmachines",
+    )
+    with cli_progress(quiet=args.json) as progress:
+        _, _, pack = SmolmachinesBackend().prepare(plan, progress, via_registry=args.via_registry)
+    if args.json:
+        print_json(pack.to_json())
+    else:
+        how = "cached" if pack.cache_hit else f"packed ({pack.method})"
+        console.print(f"{how}: {pack.artifact_digest[:19]} -> {pack.sidecar}", highlight=False)
+    return 0
