@@ -108,6 +108,11 @@ def legacy_smolvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSmolvm
 @pytest.fixture(scope="session")
 def registry_image(docker_client: Any, base_image: str) -> str:
     """A registry:2 image built from Debian's docker-registry package (none can be pulled)."""
+    return build_registry_image(docker_client, base_image)
+
+
+def build_registry_image(docker_client: Any, base_image: str) -> str:
+    """Build (once; cached by tag) the registry image FROM `base_image`; return its tag."""
     import docker.errors
 
     try:

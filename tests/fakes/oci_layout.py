@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -31,24 +32,32 @@ def _write_blob(layout: Path, data: bytes) -> str:
     return f"sha256:{digest}"
 
 
-def _layer(marker: str, size: int) -> bytes:
+def _layer(marker: str, size: int, random_payload: bool) -> bytes:
+    payload = (
+        os.urandom(size)
+        if random_payload
+        else hashlib.sha256(marker.encode()).digest() * (size // 32)
+    )
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content in (
             ("etc/bottle-marker", marker.encode()),
-            ("opt/payload.bin", hashlib.sha256(marker.encode()).digest() * (size // 32)),
+            ("opt/payload.bin", payload),
         ):
             info = tarfile.TarInfo(name)
             info.size = len(content)
             info.mtime = 0
             tar.addfile(info, io.BytesIO(content))
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
 
 
-def make_layout(root: Path, marker: str, *, payload_bytes: int = 4096) -> LayoutArtifact:
-    """An OCI layout under `root` whose single layer carries `marker`."""
+def make_layout(
+    root: Path, marker: str, *, payload_bytes: int = 4096, random_payload: bool = False
+) -> LayoutArtifact:
+    """An OCI layout under `root` whose single layer carries `marker` (and a payload file;
+    random bytes make it incompressible, for benchmarks)."""
     layout = root / f"layout-{marker}"
-    layer = _layer(marker, payload_bytes)
+    layer = _layer(marker, payload_bytes, random_payload)
     diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
     config = json.dumps(
         {
