@@ -1,0 +1,259 @@
+"""The git gate against a real ssh upstream: an sshd container of ours (published on loopback
+only) holding bare repositories. The gate reaches it with the bottle's identity file and a
+pinned host key, strict host key checking on, and nothing else (no ssh config, no agent)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.git import ssh_command
+from tests.integration.test_gitgate_local import AWS_KEY, commit_file, git
+from tests.integration.test_gitgate_support import free_port, service, write_config
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+TEST_LABELS = {"bot-bottle.test": "1"}
+IMAGE_NAME = "bot-bottle-test/git-ssh-upstream"  # tagged by its Dockerfile and base image
+DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends openssh-server git \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && useradd --create-home --shell /bin/sh git \\
+ && mkdir -p /run/sshd /home/git/.ssh \\
+ && rm -f /etc/ssh/ssh_host_*
+"""
+# Keys arrive through the environment so that ownership and modes are what sshd insists on.
+START = """\
+set -e
+printf '%s\\n' "$HOST_KEY" > /etc/ssh/ssh_host_ed25519_key
+chmod 600 /etc/ssh/ssh_host_ed25519_key
+printf '%s\\n' "$AUTHORIZED_KEY" > /home/git/.ssh/authorized_keys
+chown -R git:git /home/git/.ssh && chmod 700 /home/git/.ssh
+exec /usr/sbin/sshd -D -e -h /etc/ssh/ssh_host_ed25519_key -o PasswordAuthentication=no
+"""
+
+
+def keypair(directory: Path, name: str) -> Path:
+    key = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
+    )
+    return key
+
+
+@dataclass
+class SshUpstream:
+    container: Any
+    port: int
+    identity: Path
+    known_hosts: Path
+    wrong_known_hosts: Path
+
+    def new_repo(self) -> str:
+        """A fresh bare repository with one commit on main; returns its ssh URL."""
+        name = f"repo-{uuid.uuid4().hex[:8]}.git"
+        self.exec(["git", "init", "-q", "--bare", "-b", "main", f"/home/git/{name}"])
+        return f"ssh://git@127.0.0.1:{self.port}/home/git/{name}"
+
+    def ref(self, url: str, ref: str) -> str | None:
+        path = url.split(str(self.port), 1)[1]
+        code, out = self.container.exec_run(
+            ["git", f"--git-dir={path}", "rev-parse", "--verify", "--quiet", ref], user="git"
+        )
+        return out.decode().strip() if code == 0 else None
+
+    def exec(self, command: list[str]) -> None:
+        code, out = self.container.exec_run(command, user="git")
+        assert code == 0, out.decode()
+
+
+@pytest.fixture(scope="module")
+def ssh_image(docker_client: Any, base_image: str) -> str:
+    base_id = docker_client.images.get(base_image).id
+    tag = f"{IMAGE_NAME}:{hashlib.sha256((DOCKERFILE + base_id).encode()).hexdigest()[:16]}"
+    if docker_client.images.list(name=tag):
+        return tag
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = DOCKERFILE.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    docker_client.images.build(
+        fileobj=context,
+        custom_context=True,
+        tag=tag,
+        buildargs={"BASE_IMAGE": base_image},
+        labels=TEST_LABELS,
+        rm=True,
+        forcerm=True,
+    )
+    return tag
+
+
+@pytest.fixture(scope="module")
+def ssh_upstream(
+    docker_client: Any, ssh_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshUpstream]:
+    keys = tmp_path_factory.mktemp("ssh-keys")
+    identity = keypair(keys, "bottle_identity")
+    host_key = keypair(keys, "host_key")
+    other_host_key = keypair(keys, "other_host_key")
+    container = docker_client.containers.run(
+        ssh_image,
+        ["sh", "-c", START],
+        detach=True,
+        labels=TEST_LABELS,
+        environment={
+            "HOST_KEY": host_key.read_text(),
+            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
+        },
+        ports={"22/tcp": ("127.0.0.1", None)},
+    )
+    try:
+        port = int(published_port(container))
+        known_hosts = keys / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.with_suffix('.pub').read_text()}")
+        wrong = keys / "wrong_known_hosts"
+        wrong.write_text(f"[127.0.0.1]:{port} {other_host_key.with_suffix('.pub').read_text()}")
+        upstream = SshUpstream(container, port, identity, known_hosts, wrong)
+        wait_for_sshd(upstream)
+        yield upstream
+    finally:
+        container.remove(force=True)
+
+
+def published_port(container: Any) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        container.reload()
+        bindings = container.attrs["NetworkSettings"]["Ports"].get("22/tcp")
+        if bindings:
+            return str(bindings[0]["HostPort"])
+        time.sleep(0.2)
+    raise AssertionError(f"sshd port was never published:\n{container.logs().decode()}")
+
+
+def wait_for_sshd(upstream: SshUpstream) -> None:
+    ssh = ssh_command(str(upstream.identity), str(upstream.known_hosts))
+    deadline = time.monotonic() + 30
+    while True:
+        probe = subprocess.run(
+            [*ssh.split(), "-p", str(upstream.port), "git@127.0.0.1", "true"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            logs = upstream.container.logs().decode()
+            raise AssertionError(f"sshd not ready: {probe.stderr}\n{logs}")
+        time.sleep(0.3)
+
+
+def seed(upstream: SshUpstream, url: str, work: Path) -> None:
+    env_ssh = ssh_command(str(upstream.identity), str(upstream.known_hosts))
+    git(work.parent, "init", "-q", "-b", "main", str(work))
+    commit_file(work, "README.md", "upstream\n", "initial")
+    git(work, "-c", f"core.sshCommand={env_ssh}", "push", "-q", url, "HEAD:main")
+
+
+@contextmanager
+def gate_for(tmp_path: Path, upstream: SshUpstream, url: str, known_hosts: Path) -> Iterator[Path]:
+    """Run the gate for one ssh upstream; yields the agent's clone of it."""
+    config = BundleConfig(
+        slug="ssh-gated",
+        bundle_ip="127.0.0.1",
+        agent_subnet="127.0.0.0/8",
+        git=(
+            GitUpstreamConfig(
+                name="origin",
+                url=url,
+                push_branches=("agent/*",),
+                identity_file=str(upstream.identity),
+                known_hosts_file=str(known_hosts),
+            ),
+        ),
+        state_dir=str(tmp_path / "state"),
+    )
+    port = free_port()
+    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
+    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
+    with service("bottle_engine.bundle.gitgate", args, port, tmp_path / "gate.log"):
+        agent = tmp_path / "agent"
+        git(tmp_path, "clone", "-q", f"git://127.0.0.1:{port}/origin", str(agent))
+        yield agent
+
+
+def test_clone_through_the_gate_mirrors_the_ssh_upstream(
+    ssh_upstream: SshUpstream, tmp_path: Path
+) -> None:
+    url = ssh_upstream.new_repo()
+    seed(ssh_upstream, url, tmp_path / "seed")
+
+    with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.known_hosts) as agent:
+        assert (agent / "README.md").read_text() == "upstream\n"
+
+
+def test_allowed_push_arrives_at_the_ssh_upstream(
+    ssh_upstream: SshUpstream, tmp_path: Path
+) -> None:
+    url = ssh_upstream.new_repo()
+    seed(ssh_upstream, url, tmp_path / "seed")
+
+    with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.known_hosts) as agent:
+        head = commit_file(agent, "work.txt", "done\n")
+        result = git(agent, "push", "origin", "HEAD:refs/heads/agent/work", check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert ssh_upstream.ref(url, "refs/heads/agent/work") == head
+
+
+def test_disallowed_branch_and_secrets_never_reach_the_ssh_upstream(
+    ssh_upstream: SshUpstream, tmp_path: Path
+) -> None:
+    url = ssh_upstream.new_repo()
+    seed(ssh_upstream, url, tmp_path / "seed")
+
+    with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.known_hosts) as agent:
+        commit_file(agent, "ok.txt", "fine\n")
+        to_main = git(agent, "push", "origin", "HEAD:main", check=False)
+        commit_file(agent, "creds.ini", f"[aws]\naws_access_key_id = {AWS_KEY}\n")
+        with_key = git(agent, "push", "origin", "HEAD:refs/heads/agent/creds", check=False)
+
+    assert "push_branches" in to_main.stderr
+    assert "creds.ini:2: AWS Access Key" in with_key.stderr
+    main = git(tmp_path / "seed", "rev-parse", "HEAD").stdout.strip()
+    assert ssh_upstream.ref(url, "refs/heads/main") == main
+    assert ssh_upstream.ref(url, "refs/heads/agent/creds") is None
+
+
+def test_an_upstream_whose_host_key_differs_from_the_pinned_one_gets_nothing(
+    ssh_upstream: SshUpstream, tmp_path: Path
+) -> None:
+    url = ssh_upstream.new_repo()
+
+    with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.wrong_known_hosts) as agent:
+        commit_file(agent, "work.txt", "done\n")
+        result = git(agent, "push", "origin", "HEAD:refs/heads/agent/work", check=False)
+
+    assert result.returncode != 0
+    assert "Host key verification failed" in result.stderr
+    assert ssh_upstream.ref(url, "refs/heads/agent/work") is None
