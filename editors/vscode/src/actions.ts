@@ -1,0 +1,187 @@
+/**
+ * What Launch / Attach / Stop / Show Egress Log do, whether they come from the palette, the
+ * Bottles view, or a code lens the server put into bottle.toml. Each action reports its own
+ * errors to the user and never throws, so a failing lens never shows a bare stack trace.
+ */
+import * as vscode from "vscode";
+import { bottlePickItems } from "./bottles";
+import {
+  ServerCommand,
+  launchArgsFromArgument,
+  parseAgents,
+  parseBottleList,
+  parseLaunchResult,
+  parseTerminalCommand,
+  slugFromArgument,
+  type LaunchArgs,
+} from "./contract";
+import { MANIFEST_GLOB, chooseManifest } from "./manifests";
+import { ProgressTranslator } from "./progress";
+import { errorText, type BottleServerPort } from "./common";
+
+export class BottleActions {
+  private launchCount = 0;
+
+  constructor(private readonly server: BottleServerPort) {}
+
+  /**
+   * The code-lens path: the language client calls this for the server's command ids, so a
+   * lens gets the same progress, terminal and errors as the palette command.
+   */
+  async handleServerCommand(
+    command: string,
+    args: unknown[],
+    next: ((command: string, args: unknown[]) => Promise<unknown>) | undefined,
+  ): Promise<unknown> {
+    switch (command) {
+      case ServerCommand.launch:
+        return this.launch(args[0]);
+      case ServerCommand.attach:
+        return this.attach(args[0]);
+      case ServerCommand.stop:
+        return this.stop(args[0]);
+      case ServerCommand.logs:
+        return this.showLogs(args[0]);
+      default:
+        return next !== undefined ? next(command, args) : this.server.execute(command, args);
+    }
+  }
+
+  /** Launch: `{uri, agent}` from a lens; otherwise asks for the manifest and the agent. */
+  async launch(argument?: unknown): Promise<string | undefined> {
+    try {
+      const partial =
+        argument instanceof vscode.Uri ? { uri: argument.toString() } : launchArgsFromArgument(argument);
+      const uri = partial.uri ?? (await this.pickManifest());
+      if (uri === undefined) return undefined;
+      const agent = partial.agent ?? (await this.pickAgent(uri));
+      if (agent === undefined) return undefined;
+      const slug = await this.runLaunch({ uri, agent });
+      this.server.notifyBottlesChanged();
+      void vscode.window
+        .showInformationMessage(`Bottle ${slug} is running (agent ${agent}).`, "Attach", "Show Egress Log")
+        .then((choice) => {
+          if (choice === "Attach") void this.attach(slug);
+          else if (choice === "Show Egress Log") void this.showLogs({ slug, egress: true });
+        });
+      return slug;
+    } catch (error) {
+      void vscode.window.showErrorMessage(`Bot Bottle: launch failed: ${errorText(error)}`);
+      return undefined;
+    }
+  }
+
+  async attach(argument?: unknown): Promise<void> {
+    try {
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Attach to which bottle?", false));
+      if (slug === undefined) return;
+      const result = await this.server.execute(ServerCommand.attach, [{ slug }]);
+      openTerminal(`Bottle ${slug}`, parseTerminalCommand(ServerCommand.attach, result).command);
+    } catch (error) {
+      void vscode.window.showErrorMessage(`Bot Bottle: attach failed: ${errorText(error)}`);
+    }
+  }
+
+  async stop(argument?: unknown): Promise<void> {
+    try {
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", true));
+      if (slug === undefined) return;
+      await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${slug}` },
+        () => this.server.execute(ServerCommand.stop, [{ slug }]),
+      );
+      this.server.notifyBottlesChanged();
+      void vscode.window.showInformationMessage(`Bottle ${slug} stopped.`);
+    } catch (error) {
+      this.server.notifyBottlesChanged();
+      void vscode.window.showErrorMessage(`Bot Bottle: stop failed: ${errorText(error)}`);
+    }
+  }
+
+  /** The egress audit log unless the argument says `egress: false` (the agent's output). */
+  async showLogs(argument?: unknown): Promise<void> {
+    try {
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Show the egress log of which bottle?", false));
+      if (slug === undefined) return;
+      const egress = !(typeof argument === "object" && argument !== null && (argument as { egress?: unknown }).egress === false);
+      const result = await this.server.execute(ServerCommand.logs, [{ slug, egress }]);
+      const title = egress ? `Egress log ${slug}` : `Log ${slug}`;
+      openTerminal(title, parseTerminalCommand(ServerCommand.logs, result).command);
+    } catch (error) {
+      void vscode.window.showErrorMessage(`Bot Bottle: showing the log failed: ${errorText(error)}`);
+    }
+  }
+
+  private async runLaunch(args: LaunchArgs): Promise<string> {
+    const workDoneToken = `bot-bottle-launch-${process.pid}-${++this.launchCount}`;
+    const result = await vscode.window.withProgress(
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: `Launching bottle for agent ${args.agent}`,
+        cancellable: false,
+      },
+      async (progress) => {
+        const translator = new ProgressTranslator();
+        return this.server.withProgressSink(
+          workDoneToken,
+          (value) => {
+            const step = translator.next(value);
+            if (step !== undefined) progress.report(step);
+          },
+          () => this.server.execute(ServerCommand.launch, [args], workDoneToken),
+        );
+      },
+    );
+    return parseLaunchResult(result).slug;
+  }
+
+  private async pickManifest(): Promise<string | undefined> {
+    const active = vscode.window.activeTextEditor?.document.uri;
+    const found = await vscode.workspace.findFiles(MANIFEST_GLOB, "**/node_modules/**", 200);
+    const choice = chooseManifest(active?.scheme === "file" ? active : undefined, found, (uri) => uri.fsPath);
+    if (choice.kind === "none") {
+      throw new Error("no bottle.toml is open or in this workspace. Create one, then launch again");
+    }
+    if (choice.kind === "one") return choice.manifest.toString();
+    const picked = await vscode.window.showQuickPick(
+      choice.manifests.map((uri) => ({ label: vscode.workspace.asRelativePath(uri), uri })),
+      { placeHolder: "Launch from which bottle.toml?" },
+    );
+    return picked?.uri.toString();
+  }
+
+  private async pickAgent(uri: string): Promise<string | undefined> {
+    const agents = parseAgents(await this.server.execute(ServerCommand.agents, [{ uri }]));
+    if (agents.length === 0) {
+      throw new Error(`${vscode.Uri.parse(uri).fsPath} declares no agents. Add an [agents.<name>] table`);
+    }
+    const picked = await vscode.window.showQuickPick(
+      agents.map((agent) => ({
+        label: agent.name,
+        description: agent.bottle === "" ? "" : `bottle ${agent.bottle}`,
+      })),
+      { placeHolder: "Launch which agent?" },
+    );
+    return picked?.label;
+  }
+
+  /** `confirm`: always ask, even for a single bottle (used before stopping one). */
+  private async pickBottle(placeHolder: string, confirm: boolean): Promise<string | undefined> {
+    const bottles = parseBottleList(await this.server.execute(ServerCommand.list, []));
+    if (bottles.length === 0) {
+      void vscode.window.showInformationMessage("No bottles are running.");
+      return undefined;
+    }
+    if (bottles.length === 1 && !confirm) return bottles[0].slug;
+    const picked = await vscode.window.showQuickPick(bottlePickItems(bottles, new Date()), { placeHolder });
+    return picked?.slug;
+  }
+}
+
+/** Runs the server-provided argv directly (no shell), so nothing in it is reinterpreted. */
+export function openTerminal(name: string, argv: string[]): vscode.Terminal {
+  const [shellPath, ...shellArgs] = argv;
+  const terminal = vscode.window.createTerminal({ name, shellPath, shellArgs });
+  terminal.show();
+  return terminal;
+}

@@ -1,0 +1,89 @@
+/**
+ * The "Bottles" view in the explorer: running bottles from `bottle.list`, refreshed on
+ * `bottle/changed` and on a timer while the view is visible (the age column moves).
+ */
+import * as vscode from "vscode";
+import { bottleContextValue, bottleDescription, bottleTooltip, sortBottles } from "./bottles";
+import { ServerCommand, parseBottleList, type BottleSummary } from "./contract";
+import { CONFIG_SECTION, errorText, type BottleServerPort } from "./common";
+
+export const BOTTLES_VIEW_ID = "botBottle.bottles";
+const DEFAULT_REFRESH_SECONDS = 5;
+
+export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummary> {
+  private readonly changed = new vscode.EventEmitter<void>();
+  readonly onDidChangeTreeData = this.changed.event;
+  /** The view whose message shows a failed listing (set once the view exists). */
+  view: vscode.TreeView<BottleSummary> | undefined;
+
+  constructor(
+    private readonly server: BottleServerPort,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  refresh(): void {
+    this.changed.fire();
+  }
+
+  getTreeItem(bottle: BottleSummary): vscode.TreeItem {
+    const item = new vscode.TreeItem(bottle.slug, vscode.TreeItemCollapsibleState.None);
+    item.id = bottle.slug;
+    item.description = bottleDescription(bottle, this.now());
+    item.tooltip = bottleTooltip(bottle, this.now());
+    item.contextValue = bottleContextValue(bottle);
+    item.iconPath = new vscode.ThemeIcon(bottle.status === "running" || bottle.status === "" ? "vm-running" : "vm-outline");
+    return item;
+  }
+
+  async getChildren(element?: BottleSummary): Promise<BottleSummary[]> {
+    if (element !== undefined || !this.server.isRunning) return [];
+    try {
+      const bottles = sortBottles(parseBottleList(await this.server.execute(ServerCommand.list, [])));
+      this.showMessage(undefined);
+      return bottles;
+    } catch (error) {
+      this.showMessage(`Could not list bottles: ${errorText(error)}`);
+      return [];
+    }
+  }
+
+  private showMessage(message: string | undefined): void {
+    if (this.view !== undefined) this.view.message = message;
+  }
+
+  dispose(): void {
+    this.changed.dispose();
+  }
+}
+
+/** Creates the view and keeps it fresh; everything it starts is in the returned disposable. */
+export function registerBottlesView(server: BottleServerPort): { provider: BottlesTreeProvider; disposable: vscode.Disposable } {
+  const provider = new BottlesTreeProvider(server);
+  const view = vscode.window.createTreeView(BOTTLES_VIEW_ID, { treeDataProvider: provider, showCollapseAll: false });
+  provider.view = view;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const refresh = (): void => provider.refresh();
+  const updateTimer = (): void => {
+    if (timer !== undefined) clearInterval(timer);
+    timer = undefined;
+    if (!view.visible) return;
+    const seconds = vscode.workspace.getConfiguration(CONFIG_SECTION).get<number>("bottles.refreshInterval", DEFAULT_REFRESH_SECONDS);
+    if (seconds > 0) timer = setInterval(refresh, seconds * 1000);
+  };
+  const disposables: vscode.Disposable[] = [
+    view,
+    provider,
+    server.onBottlesChanged(refresh),
+    server.onStateChanged(refresh),
+    view.onDidChangeVisibility(() => {
+      updateTimer();
+      if (view.visible) refresh();
+    }),
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      if (event.affectsConfiguration(`${CONFIG_SECTION}.bottles.refreshInterval`)) updateTimer();
+    }),
+    { dispose: () => timer !== undefined && clearInterval(timer) },
+  ];
+  updateTimer();
+  return { provider, disposable: vscode.Disposable.from(...disposables) };
+}

@@ -1,0 +1,159 @@
+/**
+ * The wire contract between this extension and `bottle-lsp`.
+ *
+ * Everything here is plain data and validation: no `vscode` import, so the node test runner
+ * can exercise it directly. The server owns the behaviour; these parsers only make sure a
+ * malformed answer becomes a readable error instead of an `undefined` deep in the UI.
+ */
+
+/** `workspace/executeCommand` ids the server provides (code lenses use the same ids). */
+export const ServerCommand = {
+  launch: "bottle.launch",
+  attach: "bottle.attach",
+  stop: "bottle.stop",
+  list: "bottle.list",
+  logs: "bottle.logs",
+  agents: "bottle.agents",
+} as const;
+export type ServerCommandId = (typeof ServerCommand)[keyof typeof ServerCommand];
+
+export const SERVER_COMMAND_IDS: readonly ServerCommandId[] = Object.values(ServerCommand);
+
+/** Server -> client notification (no params): a bottle started or stopped. */
+export const BOTTLE_CHANGED_NOTIFICATION = "bottle/changed";
+
+export interface LaunchArgs {
+  /** `file://` URI of the bottle.toml that declares the agent. */
+  uri: string;
+  agent: string;
+}
+
+export interface LaunchResult {
+  slug: string;
+}
+
+export interface SlugArgs {
+  slug: string;
+}
+
+export interface LogsArgs {
+  slug: string;
+  /** true: the egress proxy's audit log; false: the agent's own output. */
+  egress: boolean;
+}
+
+/** An argv the client runs in an integrated terminal (`bottle.attach`, `bottle.logs`). */
+export interface TerminalCommand {
+  command: string[];
+}
+
+export interface BottleSummary {
+  slug: string;
+  agent: string;
+  backend: string;
+  status: string;
+  /** ISO 8601 timestamp. */
+  started_at: string;
+  /** Path or URI of the bottle.toml the bottle was launched from. */
+  manifest: string;
+}
+
+export interface AgentInfo {
+  name: string;
+  /** Name of the bottle (policy) the agent runs in. */
+  bottle: string;
+}
+
+/** A server answer that does not have the shape this contract promises. */
+export class ContractError extends Error {
+  constructor(command: string, expected: string, got: unknown) {
+    super(
+      `bottle-lsp answered '${command}' with ${describe(got)}, expected ${expected}. ` +
+        "The extension and the language server may be different versions: " +
+        "update both (pip install -U bot-bottle).",
+    );
+    this.name = "ContractError";
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  const text = JSON.stringify(value);
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isNonEmptyString(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0;
+}
+
+export function parseLaunchResult(value: unknown): LaunchResult {
+  if (isRecord(value) && isNonEmptyString(value.slug)) return { slug: value.slug };
+  throw new ContractError(ServerCommand.launch, "{slug: string}", value);
+}
+
+export function parseTerminalCommand(command: string, value: unknown): TerminalCommand {
+  if (
+    isRecord(value) &&
+    Array.isArray(value.command) &&
+    value.command.length > 0 &&
+    value.command.every(isNonEmptyString)
+  ) {
+    return { command: [...(value.command as string[])] };
+  }
+  throw new ContractError(command, "{command: string[]} with at least one element", value);
+}
+
+export function parseBottleList(value: unknown): BottleSummary[] {
+  if (!Array.isArray(value)) {
+    throw new ContractError(ServerCommand.list, "a list of bottles", value);
+  }
+  return value.map((item) => {
+    if (!isRecord(item) || !isNonEmptyString(item.slug)) {
+      throw new ContractError(ServerCommand.list, "bottles with at least a slug", item);
+    }
+    const text = (key: string): string => (typeof item[key] === "string" ? (item[key] as string) : "");
+    return {
+      slug: item.slug,
+      agent: text("agent"),
+      backend: text("backend"),
+      status: text("status"),
+      started_at: text("started_at"),
+      manifest: text("manifest"),
+    };
+  });
+}
+
+export function parseAgents(value: unknown): AgentInfo[] {
+  if (!Array.isArray(value)) {
+    throw new ContractError(ServerCommand.agents, "a list of {name, bottle}", value);
+  }
+  return value.map((item) => {
+    if (!isRecord(item) || !isNonEmptyString(item.name)) {
+      throw new ContractError(ServerCommand.agents, "agents with a name", item);
+    }
+    return { name: item.name, bottle: typeof item.bottle === "string" ? item.bottle : "" };
+  });
+}
+
+/**
+ * Reads the `{slug}` argument a code lens, a tree item or another extension passed to a
+ * command. Accepts the object form of the contract, a `BottleSummary`, or a bare slug.
+ */
+export function slugFromArgument(value: unknown): string | undefined {
+  if (isNonEmptyString(value)) return value;
+  if (isRecord(value) && isNonEmptyString(value.slug)) return value.slug;
+  return undefined;
+}
+
+/** Reads `{uri, agent}` from a code lens argument; either part may be missing. */
+export function launchArgsFromArgument(value: unknown): Partial<LaunchArgs> {
+  if (!isRecord(value)) return {};
+  const args: Partial<LaunchArgs> = {};
+  if (isNonEmptyString(value.uri)) args.uri = value.uri;
+  if (isNonEmptyString(value.agent)) args.agent = value.agent;
+  return args;
+}

@@ -1,0 +1,181 @@
+/**
+ * How to start `bottle-lsp`: pure decision logic, no `vscode` import.
+ *
+ * Order (first that applies wins):
+ *   1. `botBottle.server.command` (array, or a string split like a shell would);
+ *   2. `bottle-lsp` found on PATH;
+ *   3. `<python> -m bottle_lsp`, python = `botBottle.server.python`, else the interpreter the
+ *      Python extension has selected, else `python3`.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export const SERVER_EXECUTABLE = "bottle-lsp";
+export const SERVER_MODULE = "bottle_lsp";
+export const PACKAGE_NAME = "bot-bottle";
+export const DEFAULT_PYTHON = "python3";
+
+export type ServerSource = "setting" | "path" | "python";
+
+export interface ServerLaunch {
+  command: string;
+  args: string[];
+  source: ServerSource;
+  /** The interpreter used when `source` is "python". */
+  python?: string;
+}
+
+export interface ServerLaunchInputs {
+  /** Raw value of `botBottle.server.command`. */
+  configuredCommand: unknown;
+  /** Raw value of `botBottle.server.python`. */
+  configuredPython: unknown;
+  /** The Python extension's selected interpreter, when that extension is installed. */
+  selectedInterpreter: string | undefined;
+  /** Absolute path of `bottle-lsp` on PATH, if any. */
+  executableOnPath: string | undefined;
+}
+
+/** Raised for a setting that cannot describe a command; the message names the setting. */
+export class ServerSettingError extends Error {}
+
+export function resolveServerLaunch(inputs: ServerLaunchInputs): ServerLaunch {
+  const configured = parseConfiguredCommand(inputs.configuredCommand);
+  if (configured !== undefined) {
+    const [command, ...args] = configured;
+    return { command, args, source: "setting" };
+  }
+  if (inputs.executableOnPath !== undefined) {
+    return { command: inputs.executableOnPath, args: [], source: "path" };
+  }
+  const python =
+    nonBlank(inputs.configuredPython) ?? nonBlank(inputs.selectedInterpreter) ?? DEFAULT_PYTHON;
+  return { command: python, args: ["-m", SERVER_MODULE], source: "python", python };
+}
+
+/**
+ * `undefined` when the setting is unset/empty (use the defaults); otherwise a non-empty argv.
+ */
+export function parseConfiguredCommand(value: unknown): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "string") {
+    const argv = splitCommandLine(value);
+    return argv.length > 0 ? argv : undefined;
+  }
+  if (Array.isArray(value)) {
+    if (value.length === 0) return undefined;
+    if (value.every((part) => typeof part === "string") && (value[0] as string).trim() !== "") {
+      return value as string[];
+    }
+  }
+  throw new ServerSettingError(
+    `botBottle.server.command must be a command line string or an array of strings ` +
+      `(for example ["bottle-lsp"]), not ${JSON.stringify(value)}. Fix it in the settings.`,
+  );
+}
+
+/** Splits a command line the way a POSIX shell would for plain words and quotes. */
+export function splitCommandLine(line: string): string[] {
+  const argv: string[] = [];
+  let current = "";
+  let inWord = false;
+  let quote: '"' | "'" | undefined;
+  for (let index = 0; index < line.length; index++) {
+    const char = line[index];
+    if (quote !== undefined) {
+      if (char === quote) quote = undefined;
+      else if (char === "\\" && quote === '"' && index + 1 < line.length) current += line[++index];
+      else current += char;
+    } else if (char === '"' || char === "'") {
+      quote = char;
+      inWord = true;
+    } else if (char === "\\" && index + 1 < line.length) {
+      current += line[++index];
+      inWord = true;
+    } else if (/\s/.test(char)) {
+      if (inWord) argv.push(current);
+      current = "";
+      inWord = false;
+    } else {
+      current += char;
+      inWord = true;
+    }
+  }
+  if (quote !== undefined) {
+    throw new ServerSettingError(
+      `botBottle.server.command has an unclosed ${quote} quote: ${line}. Fix it in the settings.`,
+    );
+  }
+  if (inWord) argv.push(current);
+  return argv;
+}
+
+function nonBlank(value: unknown): string | undefined {
+  return typeof value === "string" && value.trim() !== "" ? value.trim() : undefined;
+}
+
+/** Looks `name` up on PATH like a shell does; `undefined` when it is not there. */
+export function findOnPath(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+  platform: NodeJS.Platform = process.platform,
+  isExecutable: (file: string) => boolean = isExecutableFile,
+): string | undefined {
+  if (name.includes("/") || (platform === "win32" && name.includes("\\"))) {
+    return isExecutable(name) ? name : undefined;
+  }
+  const pathVar = env.PATH ?? env.Path ?? "";
+  const separator = platform === "win32" ? ";" : ":";
+  const extensions =
+    platform === "win32" ? ["", ...(env.PATHEXT ?? ".EXE;.CMD;.BAT").split(";")] : [""];
+  const join = platform === "win32" ? path.win32.join : path.posix.join;
+  for (const directory of pathVar.split(separator)) {
+    if (directory === "") continue;
+    for (const extension of extensions) {
+      const candidate = join(directory, name + extension);
+      if (isExecutable(candidate)) return candidate;
+    }
+  }
+  return undefined;
+}
+
+function isExecutableFile(file: string): boolean {
+  try {
+    if (!fs.statSync(file).isFile()) return false;
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The user-facing text for a server that cannot be started, with the command that fixes it. */
+export interface MissingServerAdvice {
+  message: string;
+  installCommand: string;
+}
+
+export function missingServerAdvice(launch: ServerLaunch, reason: string): MissingServerAdvice {
+  const tried = [launch.command, ...launch.args].map(quoteForDisplay).join(" ");
+  if (launch.source === "setting") {
+    return {
+      message:
+        `Bot Bottle: the language server command from botBottle.server.command (${tried}) ` +
+        `could not be started: ${reason}. Fix the setting, or clear it and install the ` +
+        `server with: pip install ${PACKAGE_NAME}`,
+      installCommand: `pip install ${PACKAGE_NAME}`,
+    };
+  }
+  const python = launch.python ?? DEFAULT_PYTHON;
+  const installCommand = `${quoteForDisplay(python)} -m pip install ${PACKAGE_NAME}`;
+  return {
+    message:
+      `Bot Bottle: the language server is not installed (${SERVER_EXECUTABLE} is not on PATH ` +
+      `and ${tried} failed: ${reason}). Install it with: ${installCommand}`,
+    installCommand,
+  };
+}
+
+function quoteForDisplay(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}

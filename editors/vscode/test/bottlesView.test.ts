@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import { beforeEach, describe, it } from "node:test";
+import { BottlesTreeProvider } from "../src/bottlesView";
+import { FakeServer } from "./support/fake-server";
+import { TreeItem, fake } from "./support/fake-vscode";
+
+let server: FakeServer;
+const now = new Date("2026-01-02T12:00:00Z");
+
+beforeEach(() => {
+  fake.reset();
+  server = new FakeServer();
+});
+
+describe("the Bottles view", () => {
+  it("lists running bottles newest first with agent, backend and age", async () => {
+    server.answers.set("bottle.list", [
+      { slug: "old", agent: "dev", backend: "docker", status: "running", started_at: "2026-01-02T09:00:00Z", manifest: "/w/bottle.toml" },
+      { slug: "new", agent: "review", backend: "smolmachines", status: "running", started_at: "2026-01-02T11:59:30Z", manifest: "/w/bottle.toml" },
+    ]);
+    const provider = new BottlesTreeProvider(server, () => now);
+    const bottles = await provider.getChildren();
+    const items = bottles.map((bottle) => provider.getTreeItem(bottle) as unknown as TreeItem);
+    assert.deepEqual(items.map((item) => [item.label, item.description, item.contextValue]), [
+      ["new", "review · smolmachines · 30s", "bottle.running"],
+      ["old", "dev · docker · 3h", "bottle.running"],
+    ]);
+  });
+
+  it("is empty (and shows its welcome text) while the server is not running", async () => {
+    server.isRunning = false;
+    const provider = new BottlesTreeProvider(server, () => now);
+    assert.deepEqual(await provider.getChildren(), []);
+    assert.equal(server.requests.length, 0);
+  });
+
+  it("shows why listing failed as the view's message, and clears it once it works", async () => {
+    const provider = new BottlesTreeProvider(server, () => now);
+    const view = { message: undefined as string | undefined };
+    provider.view = view as never;
+    server.answers.set("bottle.list", new Error("Docker is not running. Start it, then refresh."));
+    assert.deepEqual(await provider.getChildren(), []);
+    assert.equal(view.message, "Could not list bottles: Docker is not running. Start it, then refresh.");
+    server.answers.set("bottle.list", []);
+    await provider.getChildren();
+    assert.equal(view.message, undefined);
+  });
+
+  it("tells the tree to reload when asked", () => {
+    const provider = new BottlesTreeProvider(server, () => now);
+    let reloads = 0;
+    provider.onDidChangeTreeData(() => reloads++);
+    provider.refresh();
+    assert.equal(reloads, 1);
+  });
+});

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  ContractError,
+  launchArgsFromArgument,
+  parseAgents,
+  parseBottleList,
+  parseLaunchResult,
+  parseTerminalCommand,
+  slugFromArgument,
+} from "../src/contract";
+
+describe("server answers", () => {
+  it("reads the slug of a launched bottle", () => {
+    assert.deepEqual(parseLaunchResult({ slug: "dev-3f2a" }), { slug: "dev-3f2a" });
+  });
+
+  it("names the command and the expected shape when an answer is malformed", () => {
+    assert.throws(() => parseLaunchResult({}), (error: Error) => {
+      assert.ok(error instanceof ContractError);
+      assert.match(error.message, /'bottle\.launch'/);
+      assert.match(error.message, /\{slug: string\}/);
+      assert.match(error.message, /pip install -U bot-bottle/);
+      return true;
+    });
+  });
+
+  it("accepts an attach argv and rejects an empty or non-string one", () => {
+    assert.deepEqual(parseTerminalCommand("bottle.attach", { command: ["bottle-engine", "attach", "x"] }), {
+      command: ["bottle-engine", "attach", "x"],
+    });
+    assert.throws(() => parseTerminalCommand("bottle.attach", { command: [] }), ContractError);
+    assert.throws(() => parseTerminalCommand("bottle.logs", { command: ["ok", 3] }), /'bottle\.logs'/);
+  });
+
+  it("fills missing optional bottle fields with empty text", () => {
+    assert.deepEqual(parseBottleList([{ slug: "a", agent: "dev", backend: 7 }]), [
+      { slug: "a", agent: "dev", backend: "", status: "", started_at: "", manifest: "" },
+    ]);
+    assert.throws(() => parseBottleList({ slug: "a" }), ContractError);
+    assert.throws(() => parseBottleList([{ agent: "dev" }]), /at least a slug/);
+  });
+
+  it("reads the agents a manifest declares", () => {
+    assert.deepEqual(parseAgents([{ name: "dev", bottle: "default" }, { name: "ci" }]), [
+      { name: "dev", bottle: "default" },
+      { name: "ci", bottle: "" },
+    ]);
+    assert.throws(() => parseAgents([{ bottle: "x" }]), ContractError);
+  });
+});
+
+describe("command arguments", () => {
+  it("takes the slug from a lens argument, a bottle from the view, or a bare string", () => {
+    assert.equal(slugFromArgument({ slug: "a" }), "a");
+    assert.equal(slugFromArgument({ slug: "b", agent: "dev", backend: "docker" }), "b");
+    assert.equal(slugFromArgument("c"), "c");
+    assert.equal(slugFromArgument(undefined), undefined);
+    assert.equal(slugFromArgument({ slug: "" }), undefined);
+  });
+
+  it("takes whatever part of {uri, agent} a lens gave", () => {
+    assert.deepEqual(launchArgsFromArgument({ uri: "file:///w/bottle.toml", agent: "dev" }), {
+      uri: "file:///w/bottle.toml",
+      agent: "dev",
+    });
+    assert.deepEqual(launchArgsFromArgument({ uri: "file:///w/bottle.toml" }), { uri: "file:///w/bottle.toml" });
+    assert.deepEqual(launchArgsFromArgument(undefined), {});
+  });
+});

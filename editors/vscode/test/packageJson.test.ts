@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, it } from "node:test";
+import { ExtensionCommand } from "../src/common";
+import { MANIFEST_GLOB } from "../src/manifests";
+import { findOnPath } from "../src/serverCommand";
+
+const root = path.join(__dirname, "..", "..");
+const manifest = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
+const contributes = manifest.contributes;
+
+describe("package.json", () => {
+  it("contributes exactly the commands the extension registers, under 'Bot Bottle'", () => {
+    const contributed = contributes.commands.map((c: { command: string }) => c.command).sort();
+    assert.deepEqual(contributed, Object.values(ExtensionCommand).sort());
+    for (const command of contributes.commands) assert.equal(command.category, "Bot Bottle");
+    const titles = contributes.commands.map((c: { title: string }) => c.title);
+    for (const title of ["Launch Bottle", "Attach to Bottle", "Stop Bottle", "Show Egress Log", "Restart Language Server"]) {
+      assert.ok(titles.includes(title), `palette has "Bot Bottle: ${title}"`);
+    }
+  });
+
+  it("menus only name contributed commands", () => {
+    const known = new Set(Object.values(ExtensionCommand) as string[]);
+    for (const [menu, entries] of Object.entries(contributes.menus as Record<string, { command: string }[]>)) {
+      for (const entry of entries) assert.ok(known.has(entry.command), `${menu} names ${entry.command}`);
+    }
+  });
+
+  it("puts attach and stop inline on running bottles in the Bottles explorer view", () => {
+    assert.deepEqual(contributes.views.explorer.map((v: { id: string; name: string }) => [v.id, v.name]), [["botBottle.bottles", "Bottles"]]);
+    const inline = contributes.menus["view/item/context"].filter((entry: { group: string }) => entry.group.startsWith("inline"));
+    assert.deepEqual(inline.map((entry: { command: string }) => entry.command), ["botBottle.attach", "botBottle.stop"]);
+  });
+
+  it("activates on bottle.toml and leaves the TOML language id alone", () => {
+    assert.ok(manifest.activationEvents.includes("workspaceContains:**/bottle.toml"));
+    assert.equal(contributes.languages, undefined, "no language of our own for bottle.toml");
+    assert.equal(MANIFEST_GLOB, "**/bottle.toml");
+  });
+
+  it("ships the bottle.toml JSON Schema to Even Better TOML through tomlValidation", () => {
+    assert.deepEqual(contributes.tomlValidation, [{ fileMatch: "bottle.toml", url: "./schemas/bottle.schema.json" }]);
+    const schema = JSON.parse(fs.readFileSync(path.join(root, "schemas", "bottle.schema.json"), "utf8"));
+    assert.equal(typeof schema, "object");
+    assert.ok(schema.$schema ?? schema.type ?? schema.properties, "looks like a JSON Schema");
+  });
+
+  it("has a schema identical to what `bottle-engine schema` prints (when the engine is installed)", (t) => {
+    const engine = process.env.BOTTLE_ENGINE ?? findOnPath("bottle-engine");
+    if (engine === undefined) {
+      t.skip("bottle-engine is not installed");
+      return;
+    }
+    let output: string;
+    try {
+      output = execFileSync(engine, ["schema"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    } catch (error) {
+      if (/invalid choice: 'schema'/.test(String((error as { stderr?: string }).stderr))) {
+        t.skip("this bottle-engine has no schema command yet");
+        return;
+      }
+      throw error;
+    }
+    const committed = JSON.parse(fs.readFileSync(path.join(root, "schemas", "bottle.schema.json"), "utf8"));
+    assert.deepEqual(committed, JSON.parse(output), "schemas/bottle.schema.json is stale: run `npm run schema`");
+  });
+});

@@ -1,0 +1,46 @@
+/** A scripted stand-in for the language server connection (BottleServerPort). */
+import type { BottleServerPort } from "../../src/common";
+import type { WorkDoneValue } from "../../src/progress";
+import { EventEmitter } from "./fake-vscode";
+
+export type Answer = unknown | ((args: unknown[], server: FakeServer, token?: string) => unknown);
+
+export class FakeServer implements BottleServerPort {
+  isRunning = true;
+  readonly requests: { command: string; args: unknown[]; workDoneToken?: string }[] = [];
+  readonly answers = new Map<string, Answer>();
+  bottlesChangedCount = 0;
+  private readonly bottlesEmitter = new EventEmitter<void>();
+  private readonly stateEmitter = new EventEmitter<unknown>();
+  readonly onBottlesChanged = this.bottlesEmitter.event as unknown as BottleServerPort["onBottlesChanged"];
+  readonly onStateChanged = this.stateEmitter.event as unknown as BottleServerPort["onStateChanged"];
+  private sinks = new Map<string, (value: WorkDoneValue) => void>();
+
+  /** What the server would send as `$/progress` on a token the client passed. */
+  progress(token: string, value: WorkDoneValue): void {
+    this.sinks.get(token)?.(value);
+  }
+
+  async execute(command: string, args: unknown[], workDoneToken?: string): Promise<unknown> {
+    this.requests.push({ command, args, ...(workDoneToken === undefined ? {} : { workDoneToken }) });
+    if (!this.answers.has(command)) throw new Error(`unexpected request ${command}`);
+    const answer = this.answers.get(command);
+    if (typeof answer === "function") return answer(args, this, workDoneToken);
+    if (answer instanceof Error) throw answer;
+    return answer;
+  }
+
+  async withProgressSink<T>(token: string, sink: (value: WorkDoneValue) => void, work: () => Promise<T>): Promise<T> {
+    this.sinks.set(token, sink);
+    try {
+      return await work();
+    } finally {
+      this.sinks.delete(token);
+    }
+  }
+
+  notifyBottlesChanged(): void {
+    this.bottlesChangedCount++;
+    this.bottlesEmitter.fire();
+  }
+}

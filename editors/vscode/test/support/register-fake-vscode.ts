@@ -1,0 +1,14 @@
+// Loaded with `node --require` before the tests: makes `require("vscode")` return the fake
+// in ./fake-vscode, since the real module exists only inside an editor's extension host.
+import Module = require("node:module");
+import * as path from "node:path";
+
+const fakePath = path.join(__dirname, "fake-vscode.js");
+const moduleWithResolver = Module as unknown as {
+  _resolveFilename(request: string, ...rest: unknown[]): string;
+};
+const originalResolve = moduleWithResolver._resolveFilename;
+moduleWithResolver._resolveFilename = function (request: string, ...rest: unknown[]): string {
+  if (request === "vscode") return fakePath;
+  return originalResolve.call(this, request, ...rest);
+};
