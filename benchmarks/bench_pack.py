@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bottle_engine.artifacts.base import ensure_base_image  # noqa: E402
-from bottle_engine.artifacts.pack import pack_artifact  # noqa: E402
-from bottle_engine.dockerapi import connect  # noqa: E402
-from tests.fakes.fixtures import build_registry_image, install_fake_smolvm  # noqa: E402
-from tests.fakes.oci_layout import make_layout  # noqa: E402
+from bottle_engine.artifacts.base import ensure_base_image
+from bottle_engine.artifacts.pack import pack_artifact
+from bottle_engine.dockerapi import connect
+from tests.fakes.fixtures import build_registry_image, install_fake_smolvm
+from tests.fakes.oci_layout import make_layout
 
 
 def timed(action: Callable[[], object]) -> float:
