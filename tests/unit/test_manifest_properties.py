@@ -72,8 +72,22 @@ def data_at(data: Any, path: KeyPath) -> Any:
     return data
 
 
+def paths_of(data: Any, prefix: KeyPath = ()) -> set[KeyPath]:
+    """Every key path and array index in the data, e.g. ("bottles", "x", "git", 0, "name")."""
+    children: list[tuple[str | int, Any]] = []
+    if isinstance(data, dict):
+        children = list(data.items())
+    elif isinstance(data, list):
+        children = list(enumerate(data))
+    found: set[KeyPath] = {prefix} if prefix else set()
+    for step, child in children:
+        found |= paths_of(child, (*prefix, step))
+    return found
+
+
 def assert_spans_agree_with_tomllib(parsed: ParsedToml) -> None:
-    """Each located `key = value` and array element: the text under its value span is that value."""
+    """Every key and element is located; the text under each value span is that value."""
+    assert paths_of(parsed.data) == set(parsed.locations), parsed.text
     for path, located in parsed.locations.items():
         assert within(parsed.text, located.key.start) and within(parsed.text, located.value.end)
         if located.is_header or (located.key == located.value and isinstance(path[-1], str)):
