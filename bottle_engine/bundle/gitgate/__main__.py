@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,14 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repos-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "bot-bottle-git-gate",
-        help="where the gate keeps its mirrors (they are rebuilt from the upstream on demand)",
+        help="where the gate keeps its mirrors (default: git-gate/ in the bottle's state dir, "
+        "so that big repositories fit and a restarted bundle fetches only what is new)",
     )
     args = parser.parse_args(argv)
     try:
         return serve(args.config, args.listen, args.port, args.repos_dir)
     except BottleError as exc:
         sys.stderr.write(f"git gate: error: {exc}\n")
+        return 1
+    except (OSError, ValueError, KeyError) as exc:
+        sys.stderr.write(f"git gate: error: cannot read the bundle config {args.config}: {exc}\n")
         return 1
 
 

@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BottleError as exc:
         sys.stderr.write(f"{PREFIX}refused: {exc}\n")
         return 1
+    except Exception as exc:  # fail closed, with one line instead of a traceback
+        sys.stderr.write(f"{PREFIX}refused: internal error in the gate: {exc!r}\n")
+        return 1
 
 
 if __name__ == "__main__":

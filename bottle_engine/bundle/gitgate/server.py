@@ -12,10 +12,13 @@ from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
 from bottle_engine.errors import BottleError
 from bottle_engine.git import spawn_git
 
+REPOS_DIRNAME = "git-gate"  # in the bottle's state dir
 
-def serve(config_path: Path, listen: str, port: int, repos_dir: Path) -> int:
+
+def serve(config_path: Path, listen: str, port: int, repos_dir: Path | None = None) -> int:
     """Serve until the daemon exits or SIGTERM/SIGINT arrives; returns the exit code."""
     config = BundleConfig.load(config_path)
+    repos_dir = repos_dir or Path(config.state_dir) / REPOS_DIRNAME
     access_hook = prepare_repos(config, config_path, repos_dir)
     for upstream in config.git:
         try:
