@@ -70,13 +70,18 @@ def parse_egress_rule(text: str) -> EgressRule:
     entry = text.strip()
     if not entry:
         raise EgressRuleError("an empty entry; expected a host such as 'api.example.com'")
+    url_like = EgressRuleError(
+        f"'{text}' looks like a URL; write only the host, e.g. 'example.com'"
+    )
     if "://" in entry:
-        raise EgressRuleError(f"'{text}' looks like a URL; write only the host, e.g. 'example.com'")
+        raise url_like
     address, port = _split_port(entry, text)
     if "/" in address:
         try:
             network = ipaddress.ip_network(address, strict=True)
         except ValueError as exc:
+            if not _is_ip(address.split("/", 1)[0]):  # `example.com/path`, not a network
+                raise url_like from exc
             raise EgressRuleError(f"'{text}' is not a valid CIDR: {exc}") from exc
         return EgressRule(text, "cidr", None, network, port)
     try:
@@ -116,6 +121,14 @@ def _split_port(entry: str, text: str) -> tuple[str, int | None]:
         address, port_text = entry.split(":")
         return address, _port(port_text, text)
     return entry, None  # no port, or a bare IPv6 address
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(port_text: str, text: str) -> int:
