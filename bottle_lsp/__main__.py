@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bottle_lsp import __version__
 
@@ -25,11 +26,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level",
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="what the server logs to stderr",
+        help="how much the server logs (default WARNING)",
     )
+    parser.add_argument("--log-file", help="log to this file instead of stderr")
     args = parser.parse_args(argv)
+    destination: dict[str, Any] = (
+        {"filename": args.log_file} if args.log_file else {"stream": sys.stderr}
+    )
     logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        **destination,
     )
     from bottle_lsp.server import server  # after parsing: --version stays instant
 

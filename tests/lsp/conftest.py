@@ -1,0 +1,207 @@
+"""A VS Code-like client talking to a real `bottle-lsp` subprocess over stdio.
+
+Each test gets its own server with its own HOME (for `~/.claude/skills`), state directory and
+fake-engine state, so tests never see each other's bottles. After each test the server's stderr
+must hold no traceback: a server that logs an exception has failed, whatever it answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+from pygls.protocol import default_converter
+from pytest_lsp import LanguageClient, client_capabilities
+from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
+
+from tests.conftest import REPO_ROOT
+
+MANIFEST = """\
+[agents.dev]
+bottle = "web"
+prompt_file = "prompts/dev.md"
+
+[agents.reviewer]
+bottle = "web"
+skills = ["pdf"]
+
+[bottles.web]
+backend = "docker"
+
+[bottles.web.egress]
+allow = ["api.anthropic.com", "*.npmjs.org"]
+
+[bottles.web.secrets.ANTHROPIC_API_KEY]
+from_env = "ANTHROPIC_API_KEY"
+hosts = ["api.anthropic.com"]
+
+[[bottles.web.git]]
+name = "origin"
+url = "ssh://git@example.invalid/me/repo.git"
+
+[bottles.offline]
+backend = "smolmachines"
+"""
+
+ClientFactory = Callable[..., Awaitable[LanguageClient]]
+
+
+def make_project(root: Path) -> Path:
+    """`root/project` with a Dockerfile and a prompt file, and a skills dir in `root/home`."""
+    directory = root / "project"
+    (directory / "prompts").mkdir(parents=True)
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    (directory / "prompts" / "dev.md").write_text("# dev\n")
+    skills = root / "home" / ".claude" / "skills"
+    (skills / "pdf").mkdir(parents=True)
+    (skills / "pdf" / "SKILL.md").write_text("---\nname: pdf\ndescription: Read PDFs\n---\n")
+    (skills / "xlsx").mkdir()
+    return directory
+
+
+async def start_client(
+    root: Path, *, fake_engine: bool = True, approvals: dict[str, Any] | None = None
+) -> LanguageClient:
+    """A VS Code-like client connected to a fresh `bottle-lsp` whose HOME, state and fake
+    engine live under `root`; its log goes to `root/server.log`."""
+    env = {
+        **os.environ,
+        "HOME": str(root / "home"),
+        "BOTTLE_STATE_DIR": str(root / "state"),
+        "BOTTLE_LSP_DEBOUNCE": "0.05",
+        "PYTHONPATH": str(REPO_ROOT),
+        "BOTTLE_FAKE_ENGINE_STATE": str(root / "fake-engine.json"),
+    }
+    if fake_engine:
+        env["BOTTLE_LSP_LIFECYCLE_MODULE"] = "tests.lsp.fake_engine"
+        env["BOTTLE_LSP_APPROVALS_MODULE"] = "tests.lsp.fake_engine"
+    client = LanguageClient(converter_factory=default_converter)
+    client.changed = []  # type: ignore[attr-defined]
+    client.lens_refreshes = 0  # type: ignore[attr-defined]
+    client.published = []  # type: ignore[attr-defined]
+
+    def publish(params: types.PublishDiagnosticsParams) -> None:
+        client.published.append(params)  # type: ignore[attr-defined]
+        client.diagnostics[params.uri] = params.diagnostics
+
+    register_lsp_features(
+        client, {**DEFAULT_CLIENT_FEATURES, types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS: publish}
+    )
+
+    @client.feature("bottle/changed")
+    def changed(params: Any) -> None:
+        client.changed.append(params)  # type: ignore[attr-defined]
+
+    @client.feature(types.WORKSPACE_CODE_LENS_REFRESH)
+    def refresh(params: Any) -> None:
+        client.lens_refreshes += 1  # type: ignore[attr-defined]
+
+    log = root / "server.log"
+    await client.start_io(
+        sys.executable, "-m", "bottle_lsp", "--log-file", str(log), env=env, cwd=str(root)
+    )
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities("visual-studio-code"),
+            root_uri=(root / "project").as_uri(),
+            initialization_options={"approvals": approvals or {"poll": False}},
+        )
+    )
+    return client
+
+
+async def stop_client(client: LanguageClient, root: Path) -> None:
+    """Shut the server down, then insist that it logged no error or traceback."""
+    await client.shutdown_session()
+    await client.stop()
+    log = root / "server.log"
+    text = log.read_text() if log.exists() else ""
+    assert "Traceback" not in text and " ERROR " not in text, text
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+@pytest_asyncio.fixture
+async def make_client(tmp_path: Path, project: Path) -> AsyncIterator[ClientFactory]:
+    """Start servers for one test (each gets the test's own HOME, state and fake engine)."""
+    started: list[LanguageClient] = []
+
+    async def start(**options: Any) -> LanguageClient:
+        started.append(await start_client(tmp_path, **options))
+        return started[-1]
+
+    yield start
+    for client in started:
+        await stop_client(client, tmp_path)
+
+
+@pytest_asyncio.fixture
+async def client(make_client: ClientFactory) -> LanguageClient:
+    return await make_client()
+
+
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("lsp")
+    make_project(root)
+    return root
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_client(shared_root: Path) -> AsyncIterator[LanguageClient]:
+    """One server for a module of read-only feature tests; each test opens its own file."""
+    client = await start_client(shared_root)
+    yield client
+    await stop_client(client, shared_root)
+
+
+_counter = itertools.count()
+
+
+def open_new(client: LanguageClient, root: Path, text: str) -> str:
+    """Open `text` as a new bottle.toml in its own directory under `root/project`."""
+    directory = root / "project" / f"doc{next(_counter)}"
+    directory.mkdir()
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    (directory / "prompts").mkdir()
+    (directory / "prompts" / "dev.md").write_text("# dev\n")
+    return open_document(client, directory / "bottle.toml", text)
+
+
+def open_document(client: LanguageClient, path: Path, text: str, version: int = 1) -> str:
+    """Write `text` to `path` and open it in the editor; its URI."""
+    path.write_text(text)
+    uri = path.as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="toml", version=version, text=text
+            )
+        )
+    )
+    return uri
+
+
+def position_of(text: str, needle: str, offset: int = 0) -> types.Position:
+    """The position of the first `needle` in `text`, moved `offset` characters right."""
+    index = text.index(needle) + offset
+    line = text.count("\n", 0, index)
+    character = index - (text.rfind("\n", 0, index) + 1)
+    return types.Position(line=line, character=character)
+
+
+def rng(start: tuple[int, int], end: tuple[int, int]) -> types.Range:
+    return types.Range(
+        start=types.Position(line=start[0], character=start[1]),
+        end=types.Position(line=end[0], character=end[1]),
+    )

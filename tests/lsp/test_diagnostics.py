@@ -1,0 +1,173 @@
+"""Diagnostics over the wire: pushed on open and (debounced) on change, pulled on request, and
+identical in code and message to the engine's own validation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from bottle_engine.manifest import load_manifest_text
+from tests.lsp.conftest import MANIFEST, open_document, rng
+
+pytestmark = pytest.mark.asyncio
+
+
+async def wait_for_diagnostics(
+    client: LanguageClient, uri: str, count: int | None = None
+) -> list[types.Diagnostic]:
+    for _ in range(200):
+        found = client.diagnostics.get(uri)
+        if found is not None and (count is None or len(found) == count):
+            return list(found)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no diagnostics for {uri}: {client.diagnostics.get(uri)}")
+
+
+async def test_open_publishes_the_engines_problems_with_exact_ranges(
+    client: LanguageClient, project: Path
+) -> None:
+    text = MANIFEST.replace('backend = "docker"', 'backnd = "docker"')
+    uri = open_document(client, project / "bottle.toml", text)
+    found = await wait_for_diagnostics(client, uri)
+    assert [(d.code, d.message, d.range, d.severity) for d in found] == [
+        (
+            "BB101",
+            "bottles.web.backnd: unknown key 'backnd' (did you mean 'backend'?)",
+            rng((9, 0), (9, 6)),
+            types.DiagnosticSeverity.Error,
+        )
+    ]
+
+
+async def test_messages_are_those_of_bottle_engine_validate(
+    client: LanguageClient, project: Path
+) -> None:
+    text = MANIFEST.replace('bottle = "web"\nprompt', 'bottle = "wbe"\nprompt').replace(
+        'backend = "smolmachines"', 'backend = "smolmachine"\nmemory = "lots"'
+    )
+    uri = open_document(client, project / "bottle.toml", text)
+    found = await wait_for_diagnostics(client, uri)
+    engine = load_manifest_text(text, project / "bottle.toml").problems
+    assert [(d.code, d.message) for d in found] == [(p.code, p.message) for p in engine]
+    assert {d.code for d in found} == {"BB201", "BB103", "BB106"}
+
+
+async def test_a_clean_manifest_has_no_diagnostics(client: LanguageClient, project: Path) -> None:
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    assert await wait_for_diagnostics(client, uri) == []
+
+
+async def test_changes_are_revalidated(client: LanguageClient, project: Path) -> None:
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await wait_for_diagnostics(client, uri, 0)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                types.TextDocumentContentChangePartial(range=rng((9, 11), (9, 17)), text="dokcer")
+            ],
+        )
+    )
+    found = await wait_for_diagnostics(client, uri, 1)
+    assert found[0].code == "BB103"
+    assert found[0].range == rng((9, 10), (9, 18))
+    assert found[0].message == (
+        'bottles.web.backend: "dokcer" is not allowed; expected one of "docker", '
+        '"smolmachines" (did you mean "docker"?)'
+    )
+
+
+async def test_a_burst_of_changes_is_validated_once_for_its_last_version(
+    client: LanguageClient, project: Path
+) -> None:
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await wait_for_diagnostics(client, uri, 0)
+    published: list[types.PublishDiagnosticsParams] = client.published  # type: ignore[attr-defined]
+    published.clear()
+    for version, letter in enumerate("xyz", start=2):
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(range=rng((0, 0), (0, 0)), text=letter)
+                ],
+            )
+        )
+    for _ in range(100):
+        if published:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    assert [p.version for p in published] == [4]
+    assert published[0].diagnostics[0].code == "BB001"
+
+
+async def test_pull_diagnostics_return_the_same_problems(
+    client: LanguageClient, project: Path
+) -> None:
+    text = MANIFEST.replace('"*.npmjs.org"', '"*.npmjs.org:99999"')
+    uri = open_document(client, project / "bottle.toml", text)
+    pushed = await wait_for_diagnostics(client, uri)
+    report = await client.text_document_diagnostic_async(
+        types.DocumentDiagnosticParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    assert isinstance(report, types.RelatedFullDocumentDiagnosticReport)
+    assert list(report.items) == pushed
+    assert [d.code for d in report.items] == ["BB301"]
+    assert report.items[0].range == rng((12, 30), (12, 49))
+
+
+async def test_cross_file_problems_name_the_missing_prompt_file(
+    client: LanguageClient, project: Path
+) -> None:
+    (project / "prompts" / "dev.md").unlink()
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    found = await wait_for_diagnostics(client, uri)
+    assert [(d.code, d.range) for d in found] == [("BB204", rng((2, 14), (2, 30)))]
+    assert str(project / "prompts" / "dev.md") in found[0].message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\x00\x01\xff\ufffe[[[ binary = junk",
+        "[agents.",
+        '[agents.dev]\nbottle = "',
+        "[bottles.web]\nbackend = \n",
+        "= = =\n[[\n]]",
+    ],
+)
+async def test_any_text_yields_diagnostics_not_errors(
+    client: LanguageClient, project: Path, text: str
+) -> None:
+    uri = open_document(client, project / "bottle.toml", text)
+    found = await wait_for_diagnostics(client, uri)
+    assert [d.code for d in found] == ["BB001"]
+
+
+async def test_a_ten_thousand_line_manifest_gets_diagnostics(
+    client: LanguageClient, project: Path
+) -> None:
+    blocks = [f'[agents.a{i}]\nbottle = "web"\ncommand = ["claude"]\n' for i in range(2500)]
+    text = MANIFEST + "\n".join(blocks) + '\n[agents.broken]\nbottle = "nowhere"\n'
+    assert text.count("\n") > 10_000
+    uri = open_document(client, project / "bottle.toml", text)
+    found = await wait_for_diagnostics(client, uri)
+    assert [d.code for d in found] == ["BB201"]
+
+
+async def test_one_documents_failure_never_affects_another(
+    client: LanguageClient, project: Path
+) -> None:
+    (project / "other").mkdir()
+    (project / "other" / "Dockerfile").write_text("FROM scratch\n")
+    broken = open_document(client, project / "bottle.toml", "\x00[[[")
+    fine = open_document(
+        client, project / "other" / "bottle.toml", '[agents.a]\n[bottles.b]\nbackend = "docker"\n'
+    )
+    assert [d.code for d in await wait_for_diagnostics(client, broken)] == ["BB001"]
+    assert await wait_for_diagnostics(client, fine) == []
