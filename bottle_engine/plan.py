@@ -230,8 +230,12 @@ class BottlePlan:
 
 
 def base_slug(manifest_path: Path, agent: str) -> str:
-    """The slug of an agent's first instance: readable, and distinct per manifest location."""
-    digest = hashlib.sha256(str(manifest_path.resolve()).encode()).hexdigest()[:6]
+    """The slug of an agent's first instance: readable, and distinct per manifest location.
+
+    The digest covers the agent's exact name too: `a.b`, `a_b` and `A-B` read the same.
+    """
+    identity = f"{manifest_path.resolve()}\n{agent}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:6]
     readable = re.sub(r"[^a-z0-9-]+", "-", agent.lower()).strip("-")[:40] or "agent"
     return f"{readable}-{digest}"
 
