@@ -513,8 +513,13 @@ def markdown_reference() -> str:
             meaning += " " + "; ".join(
                 f"`{value}`: {doc}" for value, doc in zip(field.enum, field.enum_docs, strict=True)
             )
-        lines.append(f"| `{path}` | {field.type_label} | {default} | {meaning} |")
+        lines.append(f"| `{path}` | {_cell(field.type_label)} | {default} | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """A table cell: a bare `|` (as in `"auto" | "runc"`) would end the cell early."""
+    return text.replace("|", "\\|")
 
 
 def _toml_literal(value: Any) -> str:
