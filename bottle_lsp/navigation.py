@@ -20,9 +20,9 @@ from bottle_engine.manifest.source import Position, Span
 from bottle_lsp.analysis import Analysis
 from bottle_lsp.completion import AGENT_BOTTLE, _shape
 from bottle_lsp.cursor import cursor_at, string_at
-from bottle_lsp.outline import split_key
 
 Section = Literal["agents", "bottles"]
+_AGENT_BOTTLE_KEY = AGENT_BOTTLE[1]
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -74,36 +74,42 @@ def symbol_at(analysis: Analysis, position: Position) -> Symbol | None:
 
 
 def occurrences(analysis: Analysis, symbol: Symbol) -> list[Occurrence]:
-    """Every place `symbol`'s name is written, definition first, in document order after it."""
-    found: dict[tuple[int, int, int], Occurrence] = {}
-    lines = analysis.text.split("\n")
-    for path, located in analysis.locations.items():
-        names = [part for part in path if isinstance(part, str)]
-        if names[:2] != [symbol.section, symbol.name]:
-            continue
-        span = located.key
-        if span.start.line != span.end.line:
-            continue
-        text = lines[span.start.line][span.start.character : span.end.character]
-        segments = split_key(text, span.start.character)
-        index = 1 - (len(names) - len(segments))  # segments spell the tail of the path
-        if 0 <= index < len(segments) and segments[index].name == symbol.name:
-            segment = segments[index]
-            key = (span.start.line, segment.start, segment.end)
-            defines = len(names) == 2
-            if key not in found or defines:
-                found[key] = Occurrence(_range(*key), defines, False)
-    if symbol.section == "bottles":
-        for agent in analysis.table("agents"):
-            reference = analysis.locations.get(("agents", agent, "bottle"))
-            if reference is None or analysis.table("agents", agent).get("bottle") != symbol.name:
+    """Every place `symbol`'s name is written, definition first, then in document order.
+
+    Read from the line-based outline (header and dotted-key segments carry their own
+    positions), so it does not depend on how the engine spans keys and works while typing.
+    """
+    outline = analysis.outline
+    found: list[Occurrence] = []
+    for header in outline.headers:
+        names = [s.name for s in header.segments]
+        if names[:2] == [symbol.section, symbol.name]:
+            segment = header.segments[1]
+            defines = len(names) == 2 and not header.is_array
+            found.append(
+                Occurrence(_range(header.line, segment.start, segment.end), defines, False)
+            )
+    for key in outline.keys:
+        table = [part for part in key.table if isinstance(part, str)]
+        names = table + [s.name for s in key.segments]
+        if names[:2] == [symbol.section, symbol.name] and len(table) < 2:
+            segment = key.segments[1 - len(table)]
+            found.append(Occurrence(_range(key.line, segment.start, segment.end), False, False))
+        elif symbol.section == "bottles" and len(names) == 3 and names[0] == "agents":
+            if names[2] != _AGENT_BOTTLE_KEY:
                 continue
-            value = reference.value
-            key = (value.start.line, value.start.character, value.end.character)
-            found[key] = Occurrence(_range(*key), False, True)
-    ordered = sorted(found.values(), key=lambda o: (o.range.start.line, o.range.start.character))
-    definitions = [o for o in ordered if o.is_definition][:1]
-    return definitions + [o for o in ordered if o not in definitions]
+            line = outline.lines[key.line]
+            value = string_at(line, _first_quote(line, key.equals))
+            if value is not None and value[0] == symbol.name:
+                found.append(Occurrence(_range(key.line, value[1], value[2]), False, True))
+    found.sort(key=lambda o: (o.range.start.line, o.range.start.character))
+    definitions = [o for o in found if o.is_definition][:1] or found[:1]
+    return definitions + [o for o in found if o not in definitions]
+
+
+def _first_quote(line: str, after: int) -> int:
+    quote = min((i for i in (line.find('"', after), line.find("'", after)) if i >= 0), default=-1)
+    return quote if quote >= 0 else len(line) + 1
 
 
 def definition(analysis: Analysis, uri: str, position: Position) -> types.Location | None:
@@ -115,8 +121,8 @@ def definition(analysis: Analysis, uri: str, position: Position) -> types.Locati
     symbol = symbol_at(analysis, position)
     if symbol is None:
         return None
-    definitions = [o for o in occurrences(analysis, symbol) if o.is_definition]
-    return types.Location(uri=uri, range=definitions[0].range) if definitions else None
+    found = occurrences(analysis, symbol)
+    return types.Location(uri=uri, range=found[0].range) if found else None
 
 
 def prompt_file_at(analysis: Analysis, position: Position) -> Path | None:

@@ -359,11 +359,20 @@ def code_action_feature(
 ) -> list[types.CodeAction]:
     uri = params.text_document.uri
     document = ls.workspace.get_text_document(uri)
-    selection = types.Range(
-        start=_lsp(to_server(document, params.range.start)),
-        end=_lsp(to_server(document, params.range.end)),
+    selection = _server_range(document, params.range)
+    reported = [
+        (str(d.code), _server_range(document, d.range))
+        for d in params.context.diagnostics
+        if d.source == SOURCE
+    ]
+    return to_client(document, code_actions(ls.analysis(uri), uri, selection, reported))
+
+
+def _server_range(document: TextDocument, client_range: types.Range) -> types.Range:
+    return types.Range(
+        start=_lsp(to_server(document, client_range.start)),
+        end=_lsp(to_server(document, client_range.end)),
     )
-    return to_client(document, code_actions(ls.analysis(uri), uri, selection))
 
 
 def _lsp(position: Position) -> types.Position:

@@ -38,11 +38,7 @@ def document_symbols(analysis: Analysis) -> list[types.DocumentSymbol]:
 
 def _entry(analysis: Analysis, section: str, name: str) -> types.DocumentSymbol | None:
     names = occurrences(analysis, Symbol(section, name))  # type: ignore[arg-type]
-    spans = [
-        located.value if located.is_header else _join(located.key, located.value)
-        for path, located in analysis.locations.items()
-        if path[:2] == (section, name)
-    ]
+    spans = _spans(analysis, (section, name))
     if not names or not spans:
         return None
     selection = next((o.range for o in names if o.is_definition), names[0].range)
@@ -81,19 +77,24 @@ def _sub_tables(analysis: Analysis, prefix: KeyPath) -> list[types.DocumentSymbo
             continue  # a table array's name; its elements are listed instead
         label = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path[2:])
         label = label.replace(".[", "[")
-        try:
-            whole = analysis.parsed.section_span(path)
-        except KeyError:
-            whole = located.value
         result.append(
             types.DocumentSymbol(
                 name=label,
                 kind=types.SymbolKind.Struct,
-                range=_to_range(whole),
+                range=_union([_to_range(span) for span in _spans(analysis, path)]),
                 selection_range=_to_range(located.key),
             )
         )
     return result
+
+
+def _spans(analysis: Analysis, prefix: KeyPath) -> list[Span]:
+    """Where everything under `prefix` is written (headers whole, keys with their values)."""
+    return [
+        located.value if located.is_header else _join(located.key, located.value)
+        for path, located in analysis.locations.items()
+        if path[: len(prefix)] == prefix
+    ]
 
 
 def _join(a: Span, b: Span) -> Span:
