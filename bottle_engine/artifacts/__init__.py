@@ -23,7 +23,12 @@ from bottle_engine.artifacts.builder import (
     verify_artifact,
     write_image_archive,
 )
-from bottle_engine.artifacts.inputs import BuildInputs, compute_input_key, prepare_inputs
+from bottle_engine.artifacts.inputs import (
+    BuildInputs,
+    compute_input_key,
+    prepare_inputs,
+    resolve_ca_bundle,
+)
 from bottle_engine.artifacts.spec import (
     EXTRA_CA_BUILD_ARG,
     EXTRA_CA_NAME,
@@ -50,6 +55,7 @@ __all__ = [
     "make_runnable",
     "prepare_inputs",
     "resolve_base_image",
+    "resolve_ca_bundle",
     "verify_artifact",
     "write_image_archive",
 ]

@@ -148,11 +148,9 @@ def _build_layout(
     context_tar.unlink()
     try:
         progress.stage(f"{spec.name} image: normalize")
-        saved = work / "docker-save.tar"
-        images.save_image(client, raw_id, saved)
         rules = NormalizeRules(source_date_epoch=inputs.source_date_epoch)
-        digest = layout_from_docker_save(saved, work / "layout", rules, progress)
-        saved.unlink()
+        exported = images.export_image(client, raw_id)
+        digest = layout_from_docker_save(exported, work / "layout", rules, progress)
     finally:
         _settle_raw_image(client, spec.name, raw_id, keep=keep_layer_cache)
     return digest

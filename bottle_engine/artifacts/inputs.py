@@ -37,6 +37,7 @@ from bottle_engine.errors import BottleError
 INPUT_KEY_VERSION = "bot-bottle-artifact/1"
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
+CA_BUNDLE_ENV = "BOTTLE_CA_BUNDLE"
 
 EntryKind = Literal["dir", "file", "symlink"]
 
@@ -220,6 +221,12 @@ def _read_ca_bundle(path: Path) -> bytes:
     return data
 
 
+def resolve_ca_bundle(option: str | Path | None, manifest_value: Path | None) -> Path | None:
+    """The extra CA bundle: `--ca-bundle`, else ``BOTTLE_CA_BUNDLE``, else the manifest's."""
+    chosen = option or os.environ.get(CA_BUNDLE_ENV, "").strip() or manifest_value
+    return Path(chosen).expanduser() if chosen else None
+
+
 def resolve_source_date_epoch(explicit: int | None, context: Path) -> int:
     """The clamp time: `explicit`, else $SOURCE_DATE_EPOCH, else the context's newest commit."""
     if explicit is not None:
@@ -255,7 +262,10 @@ def write_context_tar(inputs: BuildInputs, out: IO[bytes]) -> None:
     """Write the build context as a tar: sorted, mtimes = clamp time, owners root."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for entry in inputs.entries:
-            _add_entry(tar, entry, inputs.source_date_epoch)
+            # The daemon would apply .dockerignore a second time and remove the files the engine
+            # added (extra-ca.crt); the filtering is done, so it stays out of the tar (not the key).
+            if entry.path != ".dockerignore":
+                _add_entry(tar, entry, inputs.source_date_epoch)
 
 
 def _add_entry(tar: tarfile.TarFile, entry: ContextEntry, mtime: int) -> None:

@@ -23,14 +23,16 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import re
 import stat
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, cast
 
 # Paths (relative to /, fnmatch syntax where `*` also crosses `/`) whose files are dropped.
 VOLATILE_PATTERNS: tuple[str, ...] = (
@@ -258,10 +260,14 @@ def _normalize_shadow(data: bytes, day: int) -> bytes:
     return b"\n".join(lines)
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class HashingWriter:
     """A write-only stream that hashes and counts what passes through to `sink` (if any)."""
 
-    def __init__(self, sink: IO[bytes] | None) -> None:
+    def __init__(self, sink: Writable | None) -> None:
         self.sink = sink
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -272,10 +278,6 @@ class HashingWriter:
         if self.sink is not None:
             self.sink.write(data)
         return len(data)
-
-    def flush(self) -> None:
-        if self.sink is not None:
-            self.sink.flush()
 
     @property
     def digest(self) -> str:
@@ -293,10 +295,16 @@ def write_layer_blob(
         with os.fdopen(handle, "wb") as raw:
             blob = HashingWriter(raw)
             compressed = gzip.GzipFile(
-                filename="", mode="wb", compresslevel=rules.gzip_level, fileobj=blob, mtime=0
+                filename="",
+                mode="wb",
+                compresslevel=rules.gzip_level,
+                fileobj=cast(IO[bytes], blob),
+                mtime=0,
             )
-            uncompressed = HashingWriter(compressed)  # type: ignore[arg-type]
-            write_normalized_tar(entries, uncompressed, rules)  # type: ignore[arg-type]
+            # Compressing is most of the work; a second thread lets it overlap with reading.
+            with BackgroundWriter(compressed) as background:
+                uncompressed = HashingWriter(background)
+                write_normalized_tar(entries, uncompressed, rules)  # type: ignore[arg-type]
             compressed.close()
         final = blobs_dir / blob.sha256.hexdigest()
         temp.replace(final)
@@ -304,6 +312,48 @@ def write_layer_blob(
         temp.unlink(missing_ok=True)
         raise
     return LayerBlob(diff_id=uncompressed.digest, digest=blob.digest, size=blob.size)
+
+
+class BackgroundWriter:
+    """Buffers writes into large chunks and hands them to `sink.write` in a worker thread."""
+
+    def __init__(self, sink: Writable, chunk: int = _CHUNK) -> None:
+        self._sink = sink
+        self._chunk = chunk
+        self._buffer = bytearray()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+
+    def __enter__(self) -> BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        if len(self._buffer) >= self._chunk:
+            self._queue.put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sink.write(item)
+                except BaseException as exc:
+                    self._error = exc
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._buffer:
+            self._queue.put(bytes(self._buffer))
+            self._buffer.clear()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
 
 
 def write_rootfs_tar(root: Path, dest: Path, rules: NormalizeRules) -> None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 from bottle_engine.artifacts.normalize import (
     LayerBlob,
@@ -83,21 +86,42 @@ def _write_blob(blobs_dir: Path, data: bytes) -> str:
 
 
 def layout_from_docker_save(
-    save_archive: Path, layout_dir: Path, rules: NormalizeRules, progress: Progress
+    save_stream: Iterable[bytes], layout_dir: Path, rules: NormalizeRules, progress: Progress
 ) -> str:
-    """Normalize the image in `save_archive` into an OCI layout; returns the manifest digest."""
+    """Normalize the image in a `docker save` stream into an OCI layout at `layout_dir`;
+    returns the manifest digest (the artifact digest).
+
+    Each layer is spooled next to the layout as it arrives and normalized in a worker while the
+    daemon is still exporting the next one (two workers: the machines we target have 2 cores).
+    """
     blobs_dir = layout_dir / "blobs" / "sha256"
     blobs_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(save_archive, "r:") as outer:
-        manifest = json.loads(_member_bytes(outer, "manifest.json"))[0]
-        docker_config = json.loads(_member_bytes(outer, manifest["Config"]))
-        layers: list[LayerBlob] = []
-        for number, layer_name in enumerate(manifest["Layers"], start=1):
-            progress.detail(f"normalizing layer {number}/{len(manifest['Layers'])}")
-            handle = outer.extractfile(layer_name)
-            assert handle is not None
-            with tarfile.open(fileobj=handle, mode="r:*") as layer:
-                layers.append(write_layer_blob(layer_entries(layer), blobs_dir, rules))
+    spool_dir = layout_dir.parent / "spool"
+    spool_dir.mkdir(exist_ok=True)
+    documents: dict[str, bytes] = {}
+    pending: dict[str, Future[LayerBlob]] = {}
+    with (
+        ThreadPoolExecutor(max_workers=2) as pool,
+        tarfile.open(fileobj=cast(IO[bytes], ChunkReader(save_stream)), mode="r|") as outer,
+    ):
+        for member in outer:
+            handle = outer.extractfile(member) if member.isreg() else None
+            if handle is None:
+                continue
+            if member.name.endswith(".tar"):
+                progress.detail(f"exported layer {len(pending) + 1}, normalizing")
+                spool = spool_dir / f"layer-{len(pending)}.tar"
+                with spool.open("wb") as out:
+                    shutil.copyfileobj(handle, out, 1024 * 1024)
+                pending[member.name] = pool.submit(_normalize_spooled, spool, blobs_dir, rules)
+            elif member.name.endswith(".json"):
+                documents[member.name] = handle.read()
+    shutil.rmtree(spool_dir, ignore_errors=True)
+    if "manifest.json" not in documents:
+        raise BottleError("the image exported by Docker has no manifest.json")
+    manifest = json.loads(documents["manifest.json"])[0]
+    docker_config = json.loads(documents[manifest["Config"]])
+    layers = [pending[name].result() for name in manifest["Layers"]]
     config = normalized_config(
         docker_config, [layer.diff_id for layer in layers], rules.source_date_epoch
     )
@@ -127,11 +151,32 @@ def layout_from_docker_save(
     return digest
 
 
-def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
-    handle = archive.extractfile(name)
-    if handle is None:
-        raise BottleError(f"the image archive has no file {name}")
-    return handle.read()
+def _normalize_spooled(spool: Path, blobs_dir: Path, rules: NormalizeRules) -> LayerBlob:
+    try:
+        with tarfile.open(spool, "r:") as layer:
+            return write_layer_blob(layer_entries(layer), blobs_dir, rules)
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+class ChunkReader:
+    """A readable file over an iterator of byte chunks (for streaming tar reads)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
 
 @dataclass(frozen=True)
@@ -225,8 +270,6 @@ def _add_archive_member(tar: tarfile.TarFile, name: str, source: Path | bytes) -
     info = tarfile.TarInfo(name)
     info.mode, info.mtime, info.uname, info.gname = 0o644, 0, "", ""
     if isinstance(source, bytes):
-        import io
-
         info.size = len(source)
         tar.addfile(info, io.BytesIO(source))
     else:

@@ -7,7 +7,7 @@ this module only speaks to the daemon. Build contexts are sent as tar streams th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,11 +99,10 @@ def build_image(
     return image_id
 
 
-def save_image(client: Any, ref: str, dest: Path) -> None:
-    """Write `docker save` of `ref` to the file `dest`."""
-    with docker_errors(f"exporting image {ref}"), dest.open("wb") as out:
-        for chunk in client.api.get_image(ref, chunk_size=_CHUNK):
-            out.write(chunk)
+def export_image(client: Any, ref: str) -> Iterator[bytes]:
+    """`docker save` of `ref` as a stream of chunks (a tar in Docker's save format)."""
+    with docker_errors(f"exporting image {ref}"):
+        yield from client.api.get_image(ref, chunk_size=_CHUNK)
 
 
 def load_image(client: Any, archive: Path) -> None:

@@ -1,0 +1,60 @@
+"""`bottle-engine base bootstrap`: make the Debian base image locally, without a registry."""
+
+from __future__ import annotations
+
+import argparse
+
+from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, bootstrap_base_image, ensure_base_image
+from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.cli.progress import cli_progress
+from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi.images import inspect_image
+
+HELP = f"""\
+Bootstrap a Debian bookworm (minbase) base image with debootstrap and import it into Docker, for
+machines that cannot pull the pinned debian:bookworm-slim. The root file system is normalized
+(sorted, mtimes clamped to SOURCE_DATE_EPOCH or 0, no logs or caches) before the import. Needs
+root and debootstrap (`apt-get install debootstrap`); about a minute.
+
+Then build on it with BOTTLE_BASE_IMAGE={DEFAULT_BASE_TAG} (or `base_image` in bottle.toml).
+
+examples:
+  sudo bottle-engine base bootstrap
+  bottle-engine base bootstrap --tag my/base:bookworm --force
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "base",
+        help="bootstrap the Debian base image (no registry needed)",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    actions = parser.add_subparsers(dest="base_command", metavar="ACTION", required=True)
+    bootstrap = actions.add_parser("bootstrap", help="debootstrap and import the base image")
+    bootstrap.add_argument("--tag", default=DEFAULT_BASE_TAG, help=f"default {DEFAULT_BASE_TAG}")
+    bootstrap.add_argument(
+        "--force", action="store_true", help="bootstrap again even when Docker has the tag"
+    )
+    bootstrap.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    bootstrap.add_argument("--json", action="store_true", help="machine-readable output")
+    bootstrap.set_defaults(run=run_bootstrap)
+
+
+def run_bootstrap(args: argparse.Namespace) -> int:
+    client = connect()
+    existed = inspect_image(client, args.tag) is not None
+    with cli_progress(quiet=args.quiet or args.json) as progress:
+        if args.force:
+            bootstrap_base_image(client, args.tag, progress=progress)
+        else:
+            ensure_base_image(client, args.tag, progress=progress)
+    image_id = (inspect_image(client, args.tag) or {}).get("Id")
+    made = args.force or not existed
+    if args.json:
+        print_json({"tag": args.tag, "image_id": image_id, "bootstrapped": made})
+    elif not args.quiet:
+        state = "bootstrapped" if made else "already present (use --force to redo)"
+        console.print(f"{args.tag} {state}")
+    return 0

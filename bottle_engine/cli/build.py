@@ -1,0 +1,190 @@
+"""`bottle-engine build`: build (or reuse) an agent's image; prove it reproducible with --verify."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bottle_engine.artifacts import (
+    BuildSpec,
+    VerifyResult,
+    build,
+    resolve_base_image,
+    resolve_ca_bundle,
+    verify_artifact,
+)
+from bottle_engine.artifacts.builder import resolve_inputs
+from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
+from bottle_engine.artifacts.store import ArtifactStore
+from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.progress import cli_progress
+from bottle_engine.dockerapi import connect
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest import Manifest, load_manifest
+
+HELP = """\
+Build AGENT's image, or reuse it: the input key (a sha256 over the Dockerfile, the context as
+.dockerignore filters it, build args, base image digest and extra CA bundle) names a stored
+artifact when nothing changed, and then no `docker build` runs at all. A build is normalized into
+an OCI layout whose manifest digest (the artifact digest) is the same for the same inputs on
+any machine; the image is loaded into Docker as bot-bottle/agent:<digest12>.
+
+environment:
+  BOTTLE_BASE_IMAGE   base image (build arg BASE_IMAGE); e.g. bot-bottle/base:bookworm made by
+                      `bottle-engine base bootstrap` where no registry is reachable
+  BOTTLE_CA_BUNDLE    extra CA bundle (PEM) trusted during the build (--ca-bundle wins)
+  SOURCE_DATE_EPOCH   clamp time for mtimes (default: newest commit of the context, else 0)
+
+exit codes: 0 built or reused (with --verify: the two builds agree), 1 error or mismatch
+
+examples:
+  bottle-engine build dev
+  bottle-engine build dev --verify            # two builds from scratch, same digest?
+  bottle-engine build dev --explain           # what the input key covers
+  bottle-engine build dev --json | jq -r .image_tag
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build (or reuse) an agent's image, reproducibly",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    add_manifest_option(parser)
+    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="ignore the artifact store and Docker's layer cache; build from scratch",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--verify",
+        action="store_true",
+        help="build twice from scratch and compare digests; list differing paths on a mismatch",
+    )
+    mode.add_argument(
+        "--explain",
+        action="store_true",
+        help="print what the input key covers and whether the store has it; build nothing",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        metavar="PATH",
+        help="extra CA bundle (PEM) to trust during the build (default: $BOTTLE_CA_BUNDLE, "
+        "then the bottle's ca_bundle)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def agent_build_spec(manifest: Manifest, agent_name: str, ca_bundle: str | None) -> BuildSpec:
+    """The agent image's `BuildSpec` from the agent's bottle in `manifest`."""
+    agent = manifest.agents.get(agent_name)
+    if agent is None:
+        known = ", ".join(sorted(manifest.agents)) or "none"
+        raise BottleError(
+            f"{manifest.path}: no agent named '{agent_name}' (defined: {known})",
+            fix="pick one of the [agents.NAME] tables, or add one",
+        )
+    bottle = manifest.bottle_for(agent)
+    return BuildSpec(
+        name="agent",
+        dockerfile=bottle.dockerfile,
+        context=bottle.context,
+        build_args=dict(bottle.build_args),
+        base_image=resolve_base_image(bottle.base_image),
+        ca_bundle=resolve_ca_bundle(ca_bundle, bottle.ca_bundle),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = agent_build_spec(load_manifest(args.file), args.agent, args.ca_bundle)
+    client = connect()
+    if args.explain:
+        return _explain(client, spec, as_json=args.json)
+    with cli_progress(quiet=args.quiet or args.json) as progress:
+        if args.verify:
+            verified = verify_artifact(client, spec, progress=progress)
+        else:
+            result = build(client, spec, no_cache=args.no_cache, progress=progress)
+    if args.verify:
+        return _report_verify(verified, as_json=args.json)
+    artifact = result.artifact
+    if args.json:
+        print_json(
+            {
+                "agent": args.agent,
+                "input_key": artifact.input_key,
+                "digest": artifact.digest,
+                "image_tag": artifact.image_tag,
+                "layout_dir": str(artifact.layout_dir),
+                "built": result.built,
+                "loaded": result.loaded,
+            }
+        )
+    elif not args.quiet:
+        console.print(f"input key  {artifact.input_key}")
+        console.print(f"artifact   {artifact.digest}")
+        how = "built" if result.built else "reused from the store (no docker build)"
+        console.print(f"image      {artifact.image_tag}  ({how})")
+    return 0
+
+
+def _explain(client: Any, spec: BuildSpec, *, as_json: bool) -> int:
+    inputs = resolve_inputs(client, spec)
+    stored = ArtifactStore().lookup(inputs.input_key)
+    rules = describe_rules(NormalizeRules(source_date_epoch=inputs.source_date_epoch))
+    if as_json:
+        print_json(
+            {
+                "input_key": inputs.input_key,
+                "parts": inputs.key_parts(),
+                "context": [entry.key_line() for entry in inputs.entries],
+                "normalization": rules,
+                "stored_digest": stored.digest if stored else None,
+            }
+        )
+        return 0
+    for line in inputs.explain():
+        console.print(line, highlight=False, markup=False)
+    console.print("normalization:")
+    for line in rules:
+        console.print(f"  {line}", highlight=False, markup=False)
+    console.print(f"stored: {stored.digest if stored else 'no (the next build runs docker build)'}")
+    return 0
+
+
+def _report_verify(verified: VerifyResult, *, as_json: bool) -> int:
+    if as_json:
+        print_json(
+            {
+                "input_key": verified.inputs.input_key,
+                "reproducible": verified.reproducible,
+                "first_digest": verified.first_digest,
+                "second_digest": verified.second_digest,
+                "image_tag": verified.artifact.image_tag if verified.artifact else None,
+                "differences": [vars(difference) for difference in verified.differences],
+            }
+        )
+        return 0 if verified.reproducible else 1
+    console.print(f"input key  {verified.inputs.input_key}")
+    console.print(f"build 1    {verified.first_digest}")
+    console.print(f"build 2    {verified.second_digest}")
+    if verified.artifact is not None:
+        console.print(f"[green]reproducible[/]: {verified.artifact.image_tag}")
+        return 0
+    console.print(f"[red]not reproducible[/]: {len(verified.differences)} difference(s)")
+    for difference in verified.differences[:60]:
+        console.print(
+            f"  {difference.where}: {difference.path}\n"
+            f"      1: {difference.first}\n      2: {difference.second}",
+            highlight=False,
+            markup=False,
+        )
+    if len(verified.differences) > 60:
+        console.print(f"  … and {len(verified.differences) - 60} more (--json lists all)")
+    return 1
