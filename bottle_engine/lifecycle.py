@@ -16,6 +16,13 @@ from bottle_engine.backends import Backend, backend_named
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest
 from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner
+from bottle_engine.probes import (
+    ProbeReport,
+    ProbeTargets,
+    build_probes,
+    find_secret_leaks,
+    run_probes,
+)
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
 
@@ -95,6 +102,19 @@ def list_bottles() -> list[BottleRecord]:
             status = "unknown"
         found.append(record.with_status(status))
     return found
+
+
+def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
+    """Run the escape probes in a bottle; also the places where a real secret value shows up."""
+    record = find(slug)
+    backend = _backend(record)
+    report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
+    values = [
+        path.read_text(encoding="utf-8").strip()
+        for path in sorted((state.bottle_dir(slug) / "secrets").glob("*"))
+    ]
+    leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
+    return report, leaks
 
 
 def gc() -> list[str]:

@@ -6,6 +6,7 @@ launch fails half way (or is interrupted).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from bottle_engine.plan import Planner
@@ -39,6 +40,15 @@ class Backend(Protocol):
 
     def status(self, record: BottleRecord) -> str:
         """ "running", "stopped", "exited" or "missing"."""
+        ...
+
+    def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
+        """Run a command in the sandbox as the agent; (exit code, output)."""
+        ...
+
+    def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
+        """Everything a leaked secret could hide in: every process's environment, the agent's
+        home, the workspace, /tmp and /etc (place name -> bytes)."""
         ...
 
     def orphans(self) -> list[str]:

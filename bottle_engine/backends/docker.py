@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +30,11 @@ from bottle_engine.dockerapi.containers import (
     attach,
     containers_with_label,
     create_agent_container,
+    exec_in,
     put_files,
     put_tree,
     read_file,
+    read_tree,
     remove_container,
     stop_container,
 )
@@ -216,12 +219,16 @@ class DockerBackend:
                 bundle_ip=plan.bundle_ip,
                 egress_network=plan.egress_network,
                 labels={**_labels(plan), LABEL_ROLE: "bundle"},
-                extra_mounts={str(git_dir): str(GIT_KEYS_MOUNT)} if git_dir else None,
+                readonly_files={
+                    str(GIT_KEYS_MOUNT / key.name): key for key in sorted(git_dir.iterdir())
+                }
+                if git_dir
+                else None,
                 extra_hosts=_test_hosts(),
             )
         except NameTaken as exc:
             raise BottleError(f"container name {plan.bundle_name} is taken") from exc
-        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT)
+        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
 
     def _create_agent(
         self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack
@@ -269,11 +276,11 @@ class DockerBackend:
     # -- the rest of the lifecycle -------------------------------------------------------------
     def attach(self, record: BottleRecord) -> int:
         container = self._container(record.name)
-        if container.status != "running":
+        if container.status == "created":
             raise BottleError(
-                f"bottle {record.slug} is not running ({container.status})",
-                fix=f"`bottle-engine resume {record.slug}`",
+                f"bottle {record.slug} is stopped", fix=f"`bottle-engine resume {record.slug}`"
             )
+        # A finished agent: attaching replays its output and returns its exit code.
         return attach(self.client, container)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
@@ -294,18 +301,31 @@ class DockerBackend:
         ready_file.unlink(missing_ok=True)
         bundle.start()
         config = BundleConfig.load(state.bottle_dir(record.slug) / "bundle.json")
-        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT)
+        wait_bundle_ready(
+            bundle, config, BUNDLE_READY_TIMEOUT, state_dir=state.bottle_dir(record.slug)
+        )
         progress.stage("start agent")
         agent.start()
+
+    def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
+        return exec_in(self._container(record.name), argv, user=f"{AGENT_UID}:{AGENT_UID}")
+
+    def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
+        container = self._container(record.name)
+        dump = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
+        _, environments = exec_in(container, ["sh", "-c", dump], user="0")
+        places = {"process environments": environments.encode()}
+        for path in (AGENT_HOME, WORKSPACE, "/tmp", "/etc"):
+            places[path] = read_tree(container, path)
+        return places
 
     def status(self, record: BottleRecord) -> str:
         found = containers_with_label(self.client, LABEL_SLUG, record.slug)
         agent = next((c for c in found if c.name == record.name), None)
         if agent is None:
             return "missing"
-        return {"running": "running", "exited": "exited", "created": "stopped"}.get(
-            agent.status, agent.status
-        )
+        docker_status = str(agent.status)
+        return {"created": "stopped"}.get(docker_status, docker_status)
 
     def orphans(self) -> list[str]:
         known = {r.slug for r in records.all_records()}

@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "cache",
     "base",
     "bottles",
+    "probe",
+    "doctor",
     "pack",
     "approvals",
 )

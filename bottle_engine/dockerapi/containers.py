@@ -138,6 +138,16 @@ def read_file(container: Any, path: str) -> bytes | None:
         return extracted.read() if extracted else None
 
 
+def read_tree(container: Any, path: str) -> bytes:
+    """A directory of a container as one tar archive (empty when absent)."""
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return b""
+    with docker_errors(f"read {path} from {container.name}"):
+        return b"".join(stream)
+
+
 def exec_in(container: Any, command: Sequence[str], *, user: str | None = None) -> tuple[int, str]:
     """Run a command in a running container; its exit code and combined output."""
     with docker_errors(f"run a command in {container.name}"):
@@ -193,7 +203,12 @@ def attach(client: Any, container: Any) -> int:
     With a terminal on stdin the session is interactive (raw mode, window size forwarded);
     without one (CI, pipes) the output is streamed and stdin is not forwarded.
     """
-    if sys.stdin.isatty() and sys.stdout.isatty():
+    container.reload()
+    if container.status != "running":
+        with docker_errors(f"read the output of {container.name}"):
+            sys.stdout.buffer.write(container.logs())
+            sys.stdout.flush()
+    elif sys.stdin.isatty() and sys.stdout.isatty():
         _attach_tty(client, container)
     else:
         with docker_errors(f"attach to {container.name}"):

@@ -1,0 +1,155 @@
+"""`doctor`: is this machine ready to run bottles? Each check is a small function -> Check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bottle_engine import state
+from bottle_engine.artifacts.base import resolve_base_image
+from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi.images import inspect_image
+from bottle_engine.errors import BottleError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    required: bool = True  # a failed required check makes `doctor` exit 1
+
+
+def check_docker() -> Check:
+    try:
+        client = connect()
+        version = client.version().get("Version", "?")
+    except BottleError as exc:
+        return Check("docker", False, exc.message, exc.fix)
+    return Check("docker", True, f"daemon {version} answers")
+
+
+def check_gvisor() -> Check:
+    try:
+        runtimes = (connect().info().get("Runtimes") or {}).keys()
+    except BottleError as exc:
+        return Check("gvisor", False, exc.message, required=False)
+    if "runsc" in runtimes:
+        return Check(
+            "gvisor", True, "runsc is registered: runtime 'auto' uses gVisor", required=False
+        )
+    return Check(
+        "gvisor",
+        False,
+        "runsc is not registered: runtime 'auto' falls back to runc",
+        "apt-get install runsc and register it (scripts/setup does both)",
+        required=False,
+    )
+
+
+def check_base_image() -> Check:
+    tag = resolve_base_image(None)
+    try:
+        found = inspect_image(connect(), tag)
+    except BottleError as exc:
+        return Check("base image", False, exc.message, required=False)
+    if found:
+        return Check("base image", True, f"{tag} is present", required=False)
+    return Check(
+        "base image",
+        False,
+        f"{tag} is not in the daemon and no registry may be reachable",
+        "`bottle-engine base bootstrap` (debootstrap + import), then "
+        "export BOTTLE_BASE_IMAGE=bot-bottle/base:bookworm",
+        required=False,
+    )
+
+
+def check_smolvm() -> Check:
+    from bottle_engine.smolvm import find_binary, probe
+
+    try:
+        info = probe(find_binary())
+    except BottleError as exc:
+        return Check("smolvm", False, exc.message, exc.fix, required=False)
+    return Check("smolvm", True, f"{info.version} at {info.binary}", required=False)
+
+
+def check_kvm() -> Check:
+    device = Path("/dev/kvm")
+    if not device.exists():
+        return Check(
+            "kvm",
+            False,
+            "/dev/kvm is absent: microVMs cannot boot here",
+            "use the docker backend, or a host with KVM",
+            required=False,
+        )
+    if not os.access(device, os.R_OK | os.W_OK):
+        return Check(
+            "kvm",
+            False,
+            "/dev/kvm is not readable and writable by this user",
+            "add yourself to the kvm group",
+            required=False,
+        )
+    return Check(
+        "kvm",
+        True,
+        "/dev/kvm is usable (a guest may still fail to boot on nested or software virtualization)",
+        required=False,
+    )
+
+
+def check_debootstrap() -> Check:
+    if shutil.which("debootstrap"):
+        return Check(
+            "debootstrap", True, "present (base images without a registry)", required=False
+        )
+    return Check(
+        "debootstrap",
+        False,
+        "absent: the base image cannot be bootstrapped",
+        "apt-get install debootstrap",
+        required=False,
+    )
+
+
+def check_dirs() -> Check:
+    for directory in (state.cache_dir(), state.state_dir()):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return Check(
+                "state dirs",
+                False,
+                f"{directory}: {exc.strerror}",
+                "set BOTTLE_CACHE_DIR / BOTTLE_STATE_DIR to writable directories",
+            )
+        if not os.access(directory, os.W_OK):
+            return Check(
+                "state dirs",
+                False,
+                f"{directory} is not writable",
+                "set BOTTLE_CACHE_DIR / BOTTLE_STATE_DIR to writable directories",
+            )
+    return Check("state dirs", True, f"cache {state.cache_dir()}, state {state.state_dir()}")
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_docker,
+    check_gvisor,
+    check_base_image,
+    check_debootstrap,
+    check_smolvm,
+    check_kvm,
+    check_dirs,
+)
+
+
+def run_checks() -> list[Check]:
+    return [check() for check in CHECKS]

@@ -1,0 +1,198 @@
+"""Sandbox-escape probes: attempts to get out of a bottle, run from inside it as the agent.
+
+Each probe is a small bash script run in the agent's sandbox; exit 0 means the attempt
+*succeeded*. Every probe except the control must fail. `build_probes` is pure (targets in,
+probes out); `run_probes` takes an `exec` function, so any backend can run them. Probes only
+ever aim at addresses given in `ProbeTargets` (the bottle's own network and hosts the caller
+set up), never at outside addresses.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
+
+TIMEOUT = 5  # seconds per connection attempt
+
+
+@dataclass(frozen=True)
+class ProbeTargets:
+    """What to aim at. Everything optional: probes without a target are skipped."""
+
+    bundle_ip: str
+    gateway_ip: str
+    allowed_url: str | None = None  # control: must work through the proxy
+    denied_url: str = "http://denied.invalid/"  # a name not on the allowlist
+    outside: Sequence[tuple[str, int]] = ()  # test hosts outside the bottle (ip, port)
+    host_ports: Sequence[int] = ()  # ports of servers on the host (loopback or all addresses)
+    other_bottles: Sequence[tuple[str, int]] = ()  # another bottle's bundle/agent (ip, port)
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    claim: str  # the isolation claim this probe tries to break
+    script: str
+    expect_success: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: Probe
+    exit_code: int
+    output: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def passed(self) -> bool:
+        return self.succeeded == self.probe.expect_success
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    results: list[ProbeResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [
+            {
+                "probe": r.probe.name,
+                "claim": r.probe.claim,
+                "expected": "works" if r.probe.expect_success else "refused",
+                "observed": "works" if r.succeeded else "refused",
+                "passed": r.passed,
+                "output": r.output.strip()[-400:],
+            }
+            for r in self.results
+        ]
+
+
+def _tcp(ip: str, port: int) -> str:
+    return f"timeout {TIMEOUT} bash -c {shlex.quote(f'exec 3<>/dev/tcp/{ip}/{port}')}"
+
+
+def _via_proxy(url: str, *, tunnel: bool = False) -> str:
+    flags = "--proxytunnel " if tunnel else ""
+    return (
+        f'curl -sS -f -m {TIMEOUT} {flags}-x "$HTTPS_PROXY" -o /dev/null '
+        f'-w "%{{http_code}}\\n" {shlex.quote(url)}'
+    )
+
+
+def build_probes(targets: ProbeTargets) -> list[Probe]:
+    """The probe list for a bottle; pure."""
+    probes: list[Probe] = []
+    if targets.allowed_url:
+        probes.append(
+            Probe(
+                "control-allowed-host",
+                "an allowlisted host is reachable through the proxy",
+                _via_proxy(targets.allowed_url),
+                expect_success=True,
+            )
+        )
+    probes += [
+        Probe(
+            "proxy-denies-unlisted-host",
+            "the proxy refuses hosts not on the allowlist",
+            _via_proxy(targets.denied_url),
+        ),
+        Probe(
+            "no-default-route",
+            "the sandbox has no route off its own network",
+            "awk 'NR>1 && $2==\"00000000\" {found=1} END {exit !found}' /proc/net/route",
+        ),
+        Probe(
+            "gateway-has-no-host",
+            "the network's gateway address leads to no host service",
+            " || ".join(_tcp(targets.gateway_ip, port) for port in (22, 80, 2375, 2376)) or "false",
+        ),
+        Probe(
+            "docker-socket-absent",
+            "no Docker socket in the sandbox",
+            "ls -l /var/run/docker.sock /run/docker.sock /var/run/docker 2>/dev/null | grep -q .",
+        ),
+        Probe("agent-not-root", "the agent does not run as root", '[ "$(id -u)" = 0 ]'),
+        Probe(
+            "no-privilege-escalation",
+            "no sudo/su path to root",
+            "sudo -n true 2>/dev/null || su -c true root </dev/null 2>/dev/null",
+        ),
+        Probe(
+            "no-capabilities",
+            "the agent holds no Linux capabilities",
+            "grep -E '^Cap(Eff|Prm):' /proc/self/status | grep -qv '0000000000000000'",
+        ),
+    ]
+    for port in (GIT_GATE_PORT, SUPERVISE_PORT, EGRESS_PORT):
+        probes.append(
+            Probe(
+                f"proxy-denies-bundle-port-{port}",
+                "the proxy will not tunnel to the bundle's own services",
+                _via_proxy(f"http://{targets.bundle_ip}:{port}/", tunnel=True),
+            )
+        )
+    for ip, port in targets.outside:
+        probes.append(
+            Probe(
+                f"direct-tcp-{ip}-{port}",
+                "a host outside the bottle is unreachable without the proxy",
+                _tcp(ip, port),
+            )
+        )
+        probes.append(
+            Probe(
+                f"proxy-denies-ip-{ip}-{port}",
+                "the proxy refuses IP-literal destinations",
+                _via_proxy(f"http://{ip}:{port}/", tunnel=True),
+            )
+        )
+    for port in targets.host_ports:
+        probes.append(
+            Probe(
+                f"host-service-{port}",
+                "services on the host (loopback or any address) are unreachable",
+                " || ".join(
+                    [
+                        _tcp("127.0.0.1", port),
+                        _tcp(targets.gateway_ip, port),
+                        _via_proxy(f"http://127.0.0.1:{port}/", tunnel=True),
+                        _via_proxy(f"http://localhost:{port}/", tunnel=True),
+                    ]
+                ),
+            )
+        )
+    for ip, port in targets.other_bottles:
+        probes.append(
+            Probe(
+                f"other-bottle-{ip}-{port}",
+                "another bottle's bundle and agent are unreachable",
+                f"{_tcp(ip, port)} || {_via_proxy(f'http://{ip}:{port}/', tunnel=True)}",
+            )
+        )
+    return probes
+
+
+Exec = Callable[[Sequence[str]], tuple[int, str]]
+
+
+def run_probes(probes: Sequence[Probe], execute: Exec) -> ProbeReport:
+    """Run each probe through `execute(argv) -> (exit code, output)` inside the sandbox."""
+    return ProbeReport(
+        [ProbeResult(probe, *execute(["bash", "-c", probe.script])) for probe in probes]
+    )
+
+
+def find_secret_leaks(secret_values: Sequence[str], haystacks: dict[str, bytes]) -> list[str]:
+    """Names of the places (env dumps, file archives) that contain any real secret value."""
+    needles = [value.encode() for value in secret_values if value]
+    return [place for place, data in haystacks.items() if any(n in data for n in needles)]
