@@ -1,0 +1,204 @@
+"""The git gate inside a real bundle container, as a bottle uses it.
+
+The agent container sits on the internal network only and reaches the gate at
+``git://<bundle_ip>:9418/origin``; the ssh upstream (our sshd container) sits on the bundle's
+outbound network, which the agent cannot reach. The bottle's identity file and pinned host key
+are mounted into the bundle only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine.bundle.config import (
+    GIT_GATE_PORT,
+    GIT_KEYS_MOUNT,
+    BundleConfig,
+    GitUpstreamConfig,
+)
+from tests.bundle_helpers import _force_remove, _wait_for_log, build_bundle_image, pick_subnet
+from tests.integration.test_gitgate_local import AWS_KEY
+from tests.integration.test_gitgate_ssh import START, TEST_LABELS, keypair, ssh_image
+
+__all__ = ["ssh_image"]  # a fixture this module uses
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+IDENTITY = f"{GIT_KEYS_MOUNT}/origin/identity"
+KNOWN_HOSTS = f"{GIT_KEYS_MOUNT}/origin/known_hosts"
+SEED = """\
+set -e
+git init -q --bare -b main /home/git/repo.git
+git init -q -b main /tmp/seed && cd /tmp/seed
+echo upstream > README.md && git add README.md
+git -c user.name=Up -c user.email=up@test.invalid commit -q -m initial
+git push -q /home/git/repo.git HEAD:main
+"""
+AGENT_GIT = ["git", "-c", "user.name=Agent", "-c", "user.email=agent@bottle.invalid"]
+
+
+@dataclass
+class Bottle:
+    agent: Any
+    upstream: Any
+    gate_url: str
+
+    def agent_sh(self, script: str) -> tuple[int, str]:
+        result = self.agent.exec_run(["sh", "-c", script], environment={"HOME": "/tmp"})
+        return int(result.exit_code), bytes(result.output).decode("utf-8", "replace")
+
+    def upstream_ref(self, ref: str) -> str | None:
+        result = self.upstream.exec_run(
+            ["git", "--git-dir=/home/git/repo.git", "rev-parse", "--verify", "--quiet", ref],
+            user="git",
+        )
+        return bytes(result.output).decode().strip() if result.exit_code == 0 else None
+
+
+@pytest.fixture(scope="module")
+def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -> str:
+    return build_bundle_image(docker_client, base_image, session_cache_dir)
+
+
+@pytest.fixture(scope="module")
+def bottle(
+    docker_client: Any,
+    bundle_image: str,
+    ssh_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Bottle]:
+    from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
+    from bottle_engine.dockerapi.networks import (
+        create_egress_network,
+        create_internal_network,
+        remove_network,
+    )
+
+    workdir = tmp_path_factory.mktemp("gate-bundle")
+    identity = keypair(workdir, "identity")
+    host_key = keypair(workdir, "host_key")
+    run_id = uuid.uuid4().hex[:10]
+    with contextlib.ExitStack() as stack:
+        subnet = pick_subnet(docker_client)
+        internal, egress = f"bb-test-{run_id}-int", f"bb-test-{run_id}-out"
+        create_internal_network(docker_client, internal, subnet, str(subnet[1]), TEST_LABELS)
+        stack.callback(remove_network, docker_client, internal)
+        create_egress_network(docker_client, egress, TEST_LABELS)
+        stack.callback(remove_network, docker_client, egress)
+
+        upstream = docker_client.containers.run(
+            ssh_image,
+            ["sh", "-c", START],
+            name=f"bb-test-{run_id}-sshd",
+            network=egress,
+            labels=TEST_LABELS,
+            environment={
+                "HOST_KEY": host_key.read_text(),
+                "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
+            },
+            detach=True,
+        )
+        stack.callback(_force_remove, upstream)
+        _wait_for_log(upstream, "Server listening")
+        seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
+        assert seeded.exit_code == 0, seeded.output
+        upstream.reload()
+        upstream_ip = upstream.attrs["NetworkSettings"]["Networks"][egress]["IPAddress"]
+        known_hosts = workdir / "known_hosts"
+        known_hosts.write_text(f"{upstream_ip} {host_key.with_suffix('.pub').read_text()}")
+
+        bundle_ip = str(subnet[2])
+        config = BundleConfig(
+            slug=f"test-{run_id}",
+            bundle_ip=bundle_ip,
+            agent_subnet=str(subnet),
+            git=(
+                GitUpstreamConfig(
+                    name="origin",
+                    url=f"ssh://git@{upstream_ip}/home/git/repo.git",
+                    push_branches=("agent/*",),
+                    identity_file=IDENTITY,
+                    known_hosts_file=KNOWN_HOSTS,
+                ),
+            ),
+        )
+        state_dir = workdir / "state"
+        bundle = run_bundle_container(
+            docker_client,
+            name=f"bb-test-{run_id}-bundle",
+            image=bundle_image,
+            config=config,
+            state_dir=state_dir,
+            secret_files={},
+            internal_network=internal,
+            bundle_ip=bundle_ip,
+            egress_network=egress,
+            labels=TEST_LABELS,
+            readonly_files={IDENTITY: identity, KNOWN_HOSTS: known_hosts},
+        )
+        stack.callback(_force_remove, bundle)
+        wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
+
+        agent = docker_client.containers.run(
+            bundle_image,
+            ["sleep", "infinity"],
+            entrypoint=[],
+            name=f"bb-test-{run_id}-agent",
+            network=internal,
+            labels=TEST_LABELS,
+            detach=True,
+        )
+        stack.callback(_force_remove, agent)
+        yield Bottle(agent, upstream, f"git://{bundle_ip}:{GIT_GATE_PORT}/origin")
+
+
+def test_agent_clones_pushes_an_allowed_branch_and_it_arrives_upstream(bottle: Bottle) -> None:
+    git = " ".join(AGENT_GIT)
+    code, output = bottle.agent_sh(
+        f"set -e; git clone -q {bottle.gate_url} /tmp/work && cd /tmp/work"
+        f" && echo change > change.txt && git add change.txt && {git} commit -q -m change"
+        " && git push -q origin HEAD:refs/heads/agent/change && git rev-parse HEAD"
+    )
+
+    assert code == 0, output
+    assert bottle.upstream_ref("refs/heads/agent/change") == output.strip().splitlines()[-1]
+
+
+def test_refused_pushes_name_the_rule_or_finding_and_nothing_arrives(bottle: Bottle) -> None:
+    git = " ".join(AGENT_GIT)
+    main_before = bottle.upstream_ref("refs/heads/main")
+    _, to_main = bottle.agent_sh(
+        f"git clone -q {bottle.gate_url} /tmp/refused && cd /tmp/refused"
+        f" && {git} commit -q --allow-empty -m x && git push origin HEAD:main"
+    )
+    _, with_key = bottle.agent_sh(
+        f"cd /tmp/refused && printf 'id = {AWS_KEY}\\n' > aws.cfg && git add aws.cfg"
+        f" && {git} commit -q -m key && git push origin HEAD:refs/heads/agent/key"
+    )
+
+    assert "push_branches" in to_main
+    assert "aws.cfg:1: AWS Access Key" in with_key
+    assert bottle.upstream_ref("refs/heads/main") == main_before
+    assert bottle.upstream_ref("refs/heads/agent/key") is None
+
+
+def test_the_agent_has_neither_the_identity_nor_a_route_to_the_upstream(bottle: Bottle) -> None:
+    code, _ = bottle.agent_sh(f"test -e {GIT_KEYS_MOUNT}")
+    assert code != 0
+    [address] = [
+        network["IPAddress"]
+        for network in bottle.upstream.attrs["NetworkSettings"]["Networks"].values()
+    ]
+    code, output = bottle.agent_sh(
+        "git -c core.sshCommand='ssh -o BatchMode=yes -o ConnectTimeout=3"
+        f" -o StrictHostKeyChecking=no' ls-remote ssh://git@{address}/home/git/repo.git"
+    )
+    assert code != 0
+    assert f"ssh: connect to host {address} port 22" in output  # never reached sshd
