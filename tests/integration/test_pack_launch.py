@@ -1,0 +1,124 @@
+"""A whole smolmachines bottle: real images, real bundle on its bridge, the microVM through the
+smolvm contract fake. Checks what the VM is allowed (one CIDR: the bundle's), that the bundle
+answers on that address from the host (where TSI sends the guest's connections), what lands in
+the guest, and that stop and a failed launch leave nothing behind."""
+
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine import lifecycle, records
+from bottle_engine.bundle.config import EGRESS_PORT
+from bottle_engine.dockerapi.client import LABEL_SLUG
+from bottle_engine.errors import BottleError
+from bottle_engine.plan import AGENT_UID, PROMPT_PATH
+from tests.bundle_helpers import build_bundle_image
+from tests.fakes.fixtures import FakeSmolvm, fake_smolvm
+
+__all__ = ["fake_smolvm"]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+MANIFEST = """\
+[agents.dev]
+prompt = "Only ever push to bot/* branches."
+command = ["sh"]
+
+[bottles.default]
+backend = "smolmachines"
+base_image = "{base_image}"
+egress.allow = ["pypi.org"]
+"""
+AGENT_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN useradd --uid 1000 --create-home agent
+"""
+
+
+@pytest.fixture(scope="session")
+def images_ready(docker_client: Any, base_image: str, session_cache_dir: Path) -> None:
+    """The bundle image in the session's artifact store, so launches find it there."""
+    build_bundle_image(docker_client, base_image, session_cache_dir)
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path, base_image: str, images_ready: None, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "bottle.toml").write_text(MANIFEST.format(base_image=base_image))
+    (root / "Dockerfile").write_text(AGENT_DOCKERFILE)
+    (root / "notes.txt").write_text("the workspace copy\n")
+    host_cas = Path("/etc/ssl/certs/ca-certificates.crt")
+    if host_cas.exists():
+        monkeypatch.setenv("BOTTLE_CA_BUNDLE", str(host_cas))
+    return root
+
+
+def slug_resources(docker_client: Any, slug: str) -> list[str]:
+    label = {"label": f"{LABEL_SLUG}={slug}"}
+    return [c.name for c in docker_client.containers.list(all=True, filters=label)] + [
+        n.name for n in docker_client.networks.list(filters=label)
+    ]
+
+
+def create_argv(fake: FakeSmolvm) -> list[str]:
+    [argv] = [a for a in fake.commands() if a[:2] == ["machine", "create"]]
+    return argv
+
+
+def guest_tar_member(fake: FakeSmolvm, machine: str, path: str) -> tarfile.TarInfo:
+    staged = fake.state / "machines" / machine / "fs" / "tmp" / "bot-bottle-0.tar"
+    assert staged.stat().st_mode & 0o777 == 0o600
+    with tarfile.open(fileobj=io.BytesIO(staged.read_bytes())) as archive:
+        return archive.getmember(path.lstrip("/"))
+
+
+def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
+    project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
+) -> None:
+    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    try:
+        argv = create_argv(fake_smolvm)
+        assert argv.count("--allow-cidr") == 1
+        assert argv[argv.index("--allow-cidr") + 1] == f"{record.bundle_ip}/32"
+        machine = fake_smolvm.machine(record.name)
+        assert machine is not None
+        assert machine["state"] == "running"
+        assert machine["allowed_cidrs"] == [f"{record.bundle_ip}/32"]
+        assert f"HTTPS_PROXY=http://{record.bundle_ip}:{EGRESS_PORT}" in machine["fake_env"]
+        # TSI hands the guest's connections to the host: the bundle must answer there.
+        with socket.create_connection((record.bundle_ip, EGRESS_PORT), timeout=10):
+            pass
+        prompt = guest_tar_member(fake_smolvm, record.name, PROMPT_PATH)
+        assert (prompt.mode, prompt.uid) == (0o600, AGENT_UID)
+        assert lifecycle.find(record.slug).backend == "smolmachines"
+    finally:
+        lifecycle.stop(record.slug, remove=True)
+    assert fake_smolvm.machine(record.name) is None
+    assert slug_resources(docker_client, record.slug) == []
+
+
+def test_failed_vm_start_removes_the_machine_bundle_and_networks(
+    project: Path,
+    fake_smolvm: FakeSmolvm,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_SMOLVM_FAIL", "start")
+    with pytest.raises(BottleError, match="KvmOpen") as caught:
+        lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    assert "docker" in str(caught.value.fix)
+    argv = create_argv(fake_smolvm)
+    name = argv[argv.index("--name") + 1]
+    slug = name.removeprefix("bottle-")
+    assert fake_smolvm.machine(name) is None
+    assert slug_resources(docker_client, slug) == []
+    assert records.load(slug) is None
