@@ -97,7 +97,8 @@ async def start_client(
 
     @client.feature("bottle/changed")
     def changed(params: Any) -> None:
-        client.changed.append(params)  # type: ignore[attr-defined]
+        as_dict = params._asdict() if hasattr(params, "_asdict") else params
+        client.changed.append(dict(as_dict))  # type: ignore[attr-defined]
 
     @client.feature(types.WORKSPACE_CODE_LENS_REFRESH)
     def refresh(params: Any) -> None:
