@@ -375,6 +375,8 @@ def field_at(path: KeyPath) -> Field | None:
         if current.kind in (Kind.STRING_LIST, Kind.STRING_MAP):
             return current  # an element of a scalar collection: the collection describes it
         if current.kind in (Kind.NAMED_TABLES, Kind.TABLE_ARRAY):
+            if isinstance(step, int) != (current.kind == Kind.TABLE_ARRAY):
+                return None  # arrays are indexed by number, named tables by name
             if not steps:
                 return _item_table(current)
             step = steps.pop(0)
