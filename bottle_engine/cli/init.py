@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"kept existing {target}")
             continue
         template = resources.files("bottle_engine") / "templates" / name
+        if not template.is_file():  # an installation without it: say so instead of crashing
+            console.print(f"no starter {name} in this installation; write {target} yourself")
+            continue
         target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
         console.print(f"wrote {target}")
     console.print("next: `bottle-engine validate`, then `bottle-engine launch dev`")
