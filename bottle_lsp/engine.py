@@ -4,9 +4,8 @@ Everything the editor can make happen goes through these functions, which speak 
 (slugs, dicts of strings, argv lists) so the server never touches engine objects. Failures come
 out as `BottleError` sentences.
 
-`BOTTLE_LSP_LIFECYCLE_MODULE` / `BOTTLE_LSP_APPROVALS_MODULE` name replacement modules with the
-same functions as `bottle_engine.lifecycle` / `bottle_engine.approvals`; tests use them where a
-real bottle cannot start in a test's time.
+`BOTTLE_LSP_LIFECYCLE_MODULE` names a replacement for `bottle_engine.lifecycle` (same
+functions); tests use one where a real bottle cannot start in a test's time.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from types import ModuleType
 from typing import Any
 
 from bottle_engine.errors import BottleError
-from bottle_engine.manifest import load_manifest_file
 from bottle_engine.progress import Progress
 
 ENGINE_COMMAND = "bottle-engine"
@@ -28,8 +26,8 @@ LIFECYCLE_MODULE = "bottle_engine.lifecycle"
 APPROVALS_MODULE = "bottle_engine.approvals"
 
 
-def _module(default: str, override_variable: str, feature: str) -> ModuleType:
-    name = os.environ.get(override_variable) or default
+def _module(default: str, override_variable: str | None, feature: str) -> ModuleType:
+    name = (os.environ.get(override_variable) if override_variable else None) or default
     try:
         return importlib.import_module(name)
     except ImportError as exc:
@@ -46,20 +44,17 @@ def _lifecycle() -> ModuleType:
 
 
 def launch(manifest_path: Path, agent: str, progress: Progress) -> str:
-    """Validate the manifest, start a bottle for `agent` in the background; its slug."""
-    progress.stage("validate manifest")
-    manifest = load_manifest_file(manifest_path).require()
-    if agent not in manifest.agents:
-        known = ", ".join(sorted(manifest.agents)) or "none"
-        raise BottleError(
-            f"{manifest_path}: no agent named '{agent}' (defined: {known})",
-            fix="pick one of the [agents.NAME] tables",
-        )
-    record = _lifecycle().launch(manifest_path, agent, detach=True, progress=progress)
+    """Start a bottle for `agent` (detached); its slug. The engine validates the manifest first.
+
+    The bottle's workspace is a copy of the manifest's directory: an editor has no cwd of its
+    own that would mean anything to the user.
+    """
+    record = _lifecycle().launch(manifest_path, agent, cwd=manifest_path.parent, progress=progress)
     return str(record.slug)
 
 
 def stop(slug: str) -> None:
+    """Stop the bottle; its state stays, so it can be resumed or inspected."""
     _lifecycle().stop(slug)
 
 
@@ -70,7 +65,7 @@ def list_bottles() -> list[dict[str, str]]:
 
 def _record(record: Any) -> dict[str, str]:
     def text(name: str) -> str:
-        value = record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+        value = getattr(record, name, None)
         if isinstance(value, datetime):
             return value.isoformat()
         return "" if value is None else str(value)
@@ -88,7 +83,7 @@ def attach_command(slug: str) -> list[str]:
 
 def logs_command(slug: str, egress: bool) -> list[str]:
     """The argv that follows `slug`'s agent log, or its egress audit log."""
-    return [ENGINE_COMMAND, "logs", *(["--egress"] if egress else []), slug]
+    return [ENGINE_COMMAND, "logs", "--follow", *(["--egress"] if egress else []), slug]
 
 
 # -- approvals ------------------------------------------------------------------------------------
@@ -112,33 +107,18 @@ def approvals_available() -> bool:
 
 
 def _approvals() -> ModuleType:
-    return _module(APPROVALS_MODULE, "BOTTLE_LSP_APPROVALS_MODULE", "answer approval requests")
+    return _module(APPROVALS_MODULE, None, "answer approval requests")
 
 
 def pending_approvals() -> list[ApprovalRequest]:
-    found = []
-    for request in _approvals().list_requests(slug=None, pending_only=True):
-
-        def field(*names: str, request: Any = request) -> str | None:
-            for name in names:
-                value = (
-                    request.get(name) if isinstance(request, dict) else getattr(request, name, None)
-                )
-                if value is not None:
-                    return str(value)
-            return None
-
-        request_id = field("request_id", "id")
-        if request_id is None:
-            continue
-        found.append(
-            ApprovalRequest(
-                request_id=request_id,
-                slug=field("slug"),
-                summary=field("summary", "message", "description", "reason") or "(no details)",
-            )
+    return [
+        ApprovalRequest(
+            request_id=str(request.id),
+            slug=str(request.slug) if request.slug else None,
+            summary=" — ".join(t for t in (request.action, request.reason) if t) or "(no details)",
         )
-    return found
+        for request in _approvals().list_requests(slug=None, pending_only=True)
+    ]
 
 
 def answer_approval(request: ApprovalRequest, approved: bool, note: str) -> None:

@@ -81,7 +81,6 @@ async def start_client(
     }
     if fake_engine:
         env["BOTTLE_LSP_LIFECYCLE_MODULE"] = "tests.lsp.fake_engine"
-        env["BOTTLE_LSP_APPROVALS_MODULE"] = "tests.lsp.fake_engine"
     client = LanguageClient(converter_factory=default_converter)
     client.changed = []  # type: ignore[attr-defined]
     client.lens_refreshes = 0  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
-"""A stand-in for `bottle_engine.lifecycle` and `bottle_engine.approvals`, for LSP command tests
+"""A stand-in for `bottle_engine.lifecycle` (launch, stop, list_bottles) for LSP command tests
 that cannot start a real bottle in a test's time. The server loads it through
-`BOTTLE_LSP_LIFECYCLE_MODULE` / `BOTTLE_LSP_APPROVALS_MODULE`; it keeps its state in the JSON
-file named by `BOTTLE_FAKE_ENGINE_STATE`, which tests read and seed."""
+`BOTTLE_LSP_LIFECYCLE_MODULE`; it keeps its state in the JSON file named by
+`BOTTLE_FAKE_ENGINE_STATE`."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ def _load() -> dict[str, Any]:
     except FileNotFoundError:
         state = {}
     state.setdefault("bottles", [])
-    state.setdefault("requests", [])
-    state.setdefault("answers", [])
     return state
 
 
@@ -38,7 +36,7 @@ def _save(state: dict[str, Any]) -> None:
     temporary.replace(_path())
 
 
-def launch(manifest_path: Path, agent: str, *, detach: bool = True, progress: Progress) -> Any:
+def launch(manifest_path: Path, agent: str, *, cwd: Path | None = None, progress: Progress) -> Any:
     for stage in STAGES:
         progress.stage(stage)
     state = _load()
@@ -67,17 +65,3 @@ def stop(slug: str, remove: bool = False) -> None:
 
 def list_bottles() -> list[Any]:
     return [SimpleNamespace(**record) for record in _load()["bottles"]]
-
-
-def list_requests(slug: str | None = None, pending_only: bool = True) -> list[dict[str, Any]]:
-    state = _load()
-    answered = {answer["request_id"] for answer in state["answers"]}
-    return [r for r in state["requests"] if not (pending_only and r["id"] in answered)]
-
-
-def answer(request_id: str, approved: bool, note: str, slug: str | None = None) -> None:
-    state = _load()
-    state["answers"].append(
-        {"request_id": request_id, "approved": approved, "note": note, "slug": slug}
-    )
-    _save(state)

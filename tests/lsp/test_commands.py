@@ -8,7 +8,6 @@ are the real ones.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
+from bottle_engine import state
+from bottle_engine.approvals import ApprovalStore, list_requests
 from tests.lsp.conftest import MANIFEST, ClientFactory, open_document, rng
 
 pytestmark = pytest.mark.asyncio
@@ -76,10 +77,9 @@ async def test_launch_reports_progress_per_stage_and_returns_the_slug(
     result = await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"})
     assert result == {"slug": "dev-1"}
     [reports] = client.progress_reports.values()
-    assert [getattr(r, "kind", None) for r in reports] == ["begin"] + ["report"] * 4 + ["end"]
+    assert [getattr(r, "kind", None) for r in reports] == ["begin"] + ["report"] * 3 + ["end"]
     assert reports[0].title == "Launching dev"  # type: ignore[union-attr]
     assert [r.message for r in reports[1:]] == [  # type: ignore[union-attr]
-        "validate manifest",
         "build agent image",
         "start bundle",
         "start agent",
@@ -128,10 +128,10 @@ async def test_attach_and_logs_return_the_command_line_to_run(client: LanguageCl
         "command": ["bottle-engine", "attach", "dev-1"]
     }
     assert await execute(client, "bottle.logs", {"slug": "dev-1", "egress": True}) == {
-        "command": ["bottle-engine", "logs", "--egress", "dev-1"]
+        "command": ["bottle-engine", "logs", "--follow", "--egress", "dev-1"]
     }
     assert await execute(client, "bottle.logs", {"slug": "dev-1"}) == {
-        "command": ["bottle-engine", "logs", "dev-1"]
+        "command": ["bottle-engine", "logs", "--follow", "dev-1"]
     }
 
 
@@ -164,13 +164,14 @@ async def test_launching_from_an_invalid_manifest_shows_the_errors(
 
 
 async def test_launching_an_unknown_agent_shows_an_error(
-    client: LanguageClient, project: Path
+    make_client: ClientFactory, project: Path
 ) -> None:
+    client = await make_client(fake_engine=False)
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     result = await execute(client, "bottle.launch", {"uri": uri, "agent": "ghost"})
     assert errors(client) == [
         f"{project / 'bottle.toml'}: no agent named 'ghost' (defined: dev, reviewer)\n"
-        "  fix: pick one of the [agents.NAME] tables"
+        "  fix: pick one of the [agents.NAME] tables, or add one"
     ]
     assert result == {"error": errors(client)[0]}
 
@@ -189,20 +190,10 @@ async def test_engine_errors_are_shown_and_the_server_keeps_serving(
     assert len(await lenses(client, uri)) == 2
 
 
-async def test_pending_approvals_are_asked_and_answered(
-    make_client: ClientFactory, tmp_path: Path
-) -> None:
-    state = tmp_path / "fake-engine.json"
-    state.write_text(
-        json.dumps(
-            {
-                "requests": [
-                    {"id": "r1", "slug": "dev-1", "summary": "push to bot/fix"},
-                    {"id": "r2", "slug": "dev-1", "summary": "delete branch main"},
-                ]
-            }
-        )
-    )
+async def test_pending_approvals_are_asked_and_answered(make_client: ClientFactory) -> None:
+    store = ApprovalStore(state.bottle_dir("dev-1"), "dev-1")  # the server shares BOTTLE_STATE_DIR
+    push = store.open_request("push to bot/fix", "tests pass", timeout_seconds=600)
+    delete = store.open_request("delete branch main", "cleanup", timeout_seconds=600)
     client = await make_client(approvals={"poll": True, "interval": 0.05})
     asked: list[types.ShowMessageRequestParams] = []
 
@@ -211,18 +202,15 @@ async def test_pending_approvals_are_asked_and_answered(
         asked.append(params)
         return types.MessageActionItem(title="Approve" if "push" in params.message else "Deny")
 
-    def answers() -> list[dict[str, Any]]:
-        return list(json.loads(state.read_text()).get("answers", []))
+    def statuses() -> dict[str, str]:
+        return {r.id: r.status for r in list_requests("dev-1")}
 
-    await eventually(lambda: len(answers()) == 2, "two answers")
+    await eventually(lambda: "pending" not in statuses().values(), "both answers")
+    assert statuses() == {push.id: "approved", delete.id: "denied"}
     assert sorted(p.message for p in asked) == [
-        "Approval requested by bottle dev-1: delete branch main",
-        "Approval requested by bottle dev-1: push to bot/fix",
+        "Approval requested by bottle dev-1: delete branch main — cleanup",
+        "Approval requested by bottle dev-1: push to bot/fix — tests pass",
     ]
     assert [a.title for a in asked[0].actions or []] == ["Approve", "Deny"]
-    assert sorted((a["request_id"], a["approved"]) for a in answers()) == [
-        ("r1", True),
-        ("r2", False),
-    ]
     await asyncio.sleep(0.2)
     assert len(asked) == 2  # each request is asked once
