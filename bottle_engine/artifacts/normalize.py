@@ -98,6 +98,7 @@ class SourceEntry:
     info: tarfile.TarInfo  # name already relative, without "./" or "/"
     opener: Callable[[], IO[bytes]] | None  # contents of a regular file
     link_group: str | None = None  # entries sharing one inode share a group
+    content_size: int = 0  # size of what `opener` returns (a hard link's is its target's)
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,11 @@ def layer_entries(layer: tarfile.TarFile) -> Iterator[SourceEntry]:
             if original is None or not original.isreg():
                 yield SourceEntry(member, None)  # target in a lower layer: keep as is
                 continue
-            yield SourceEntry(member, _member_opener(layer, original), link_group=target)
+            opener = _member_opener(layer, original)
+            yield SourceEntry(member, opener, link_group=target, content_size=original.size)
         elif member.isreg():
-            yield SourceEntry(member, _member_opener(layer, member), link_group=name)
+            opener = _member_opener(layer, member)
+            yield SourceEntry(member, opener, link_group=name, content_size=member.size)
         else:
             yield SourceEntry(member, None)
 
@@ -183,7 +186,7 @@ def _stat_entry(path: Path, name: str, info: os.stat_result) -> SourceEntry | No
         tar_info.type = tarfile.FIFOTYPE
     else:
         return None  # sockets cannot live in a tar
-    return SourceEntry(tar_info, opener, link_group=group)
+    return SourceEntry(tar_info, opener, link_group=group, content_size=tar_info.size)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -225,7 +228,7 @@ def write_normalized_tar(
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
                 else:
-                    info.size = entry.info.size
+                    info.size = entry.content_size
                     tar.addfile(info, content)
     return len(names)
 

@@ -1,0 +1,146 @@
+"""Fixtures for artifact builds, shared by any test that needs a built image.
+
+Registered as a pytest plugin in tests/conftest.py (``pytest_plugins``). The agent image is built
+once per session through the same path a launch takes (`ensure_artifact`, no test labels), so
+launches in other tests find it in the store and build nothing.
+
+* `agent_build_spec` / `agent_artifact`: the repository's Dockerfile on the `base_image` fixture.
+* `small_context` + `small_spec`: a tiny Dockerfile on the base image (seconds to build).
+* `RecordingClient`: wraps the docker SDK client and records every low-level API call, so a test
+  can say "no docker build ran" without timing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine.artifacts import Artifact, BuildSpec, build
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+TEST_LABELS = {"bot-bottle.test": "1"}
+
+SMALL_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+ARG GREETING=hello
+COPY extra-ca.crt app/ /opt/app/
+RUN echo "$GREETING" > /greeting && mkdir -p /var/log/app && date > /var/log/app/built.log \\
+ && useradd --uid 1000 --create-home agent
+WORKDIR /opt/app
+"""
+
+
+def build_ca_bundle() -> Path | None:
+    """The CA bundle builds need to reach registries behind this machine's inspecting proxy."""
+    chosen = Path(os.environ.get("BOTTLE_CA_BUNDLE", HOST_CA_BUNDLE))
+    return chosen if chosen.is_file() else None
+
+
+class _RecordingAPI:
+    def __init__(self, api: Any, calls: list[str]) -> None:
+        self._api = api
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._api, name)
+        if not callable(attribute):
+            return attribute
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return recorded
+
+
+class RecordingClient:
+    """A docker SDK client whose ``.api`` calls are appended to ``.calls`` by method name."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[str] = []
+        self._client = client
+        self.api = _RecordingAPI(client.api, self.calls)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def write_small_context(root: Path, greeting_file: str = "hello\n") -> Path:
+    (root / "app").mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(SMALL_DOCKERFILE)
+    (root / "app" / "greeting.txt").write_text(greeting_file)
+    (root / "app" / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (root / "app" / "run.sh").chmod(0o755)
+    (root / "notes.md").write_text("not copied\n")
+    return root
+
+
+def small_build_spec(context: Path, base_image: str, **changes: Any) -> BuildSpec:
+    fields: dict[str, Any] = {
+        "name": "test-small",
+        "dockerfile": context / "Dockerfile",
+        "context": context,
+        "build_args": {},
+        "base_image": base_image,
+        "ca_bundle": None,
+        "labels": TEST_LABELS,
+        "source_date_epoch": 1_700_000_000,
+    }
+    fields.update(changes)
+    return BuildSpec(**fields)
+
+
+def remove_images(docker_client: Any, tags: Iterable[str]) -> None:
+    for tag in tags:
+        with contextlib.suppress(Exception):
+            docker_client.api.remove_image(tag, force=True)
+
+
+@pytest.fixture
+def small_context(tmp_path: Path) -> Path:
+    return write_small_context(tmp_path / "context")
+
+
+@pytest.fixture
+def small_spec(small_context: Path, base_image: str) -> BuildSpec:
+    return small_build_spec(small_context, base_image)
+
+
+@pytest.fixture
+def remove_test_images(docker_client: Any) -> Iterator[list[str]]:
+    """Tags appended to the yielded list are removed (with the layer-cache tag) afterwards."""
+    tags: list[str] = []
+    yield tags
+    remove_images(docker_client, {*tags, *(f"{t.rsplit(':', 1)[0]}:build-cache" for t in tags)})
+
+
+@pytest.fixture(scope="session")
+def agent_build_spec(base_image: str) -> BuildSpec:
+    """The agent image exactly as a launch of the repository's own bottle would build it."""
+    return BuildSpec(
+        name="agent",
+        dockerfile=REPO_ROOT / "Dockerfile",
+        context=REPO_ROOT,
+        build_args={},
+        base_image=base_image,
+        ca_bundle=build_ca_bundle(),
+    )
+
+
+@pytest.fixture(scope="session")
+def agent_artifact(docker_client: Any, agent_build_spec: BuildSpec) -> Iterator[Artifact]:
+    """The agent image, built (or found in the store) once per session and loaded into Docker;
+    what this session added to Docker is removed when it ends."""
+    result = build(docker_client, agent_build_spec)
+    yield result.artifact
+    leftovers = [result.artifact.image_tag] if result.loaded else []
+    if result.built:
+        leftovers.append("bot-bottle/agent:build-cache")
+    remove_images(docker_client, leftovers)

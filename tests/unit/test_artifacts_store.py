@@ -1,0 +1,222 @@
+"""The artifact store and OCI layouts: atomic entries, trust rules, gc, archives, diffs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bottle_engine.artifacts import ArtifactStore, write_image_archive
+from bottle_engine.artifacts.normalize import NormalizeRules
+from bottle_engine.artifacts.oci import (
+    diff_layouts,
+    layout_from_docker_save,
+    normalized_config,
+    read_layout,
+)
+from bottle_engine.errors import BottleError
+from bottle_engine.progress import QuietProgress
+
+RULES = NormalizeRules(source_date_epoch=0)
+
+
+def docker_save_archive(files: dict[str, bytes], created: str = "2026-11-23T10:00:00Z") -> bytes:
+    """A minimal `docker save` archive of a one-layer image holding `files`."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_900_000_000
+            tar.addfile(info, io.BytesIO(data))
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "container": "f00",
+        "docker_version": "20.10.24",
+        "config": {
+            "Env": ["PATH=/usr/bin"],
+            "Cmd": ["bash"],
+            "Hostname": "f00",
+            "Image": "sha256:1",
+        },
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:ignored"]},
+        "history": [{"created": created, "created_by": "RUN make", "comment": "x"}],
+    }
+    manifest = [{"Config": "cfg.json", "RepoTags": None, "Layers": ["abc/layer.tar"]}]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in (
+            ("abc/layer.tar", layer.getvalue()),
+            ("cfg.json", json.dumps(config).encode()),
+            ("manifest.json", json.dumps(manifest).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def make_layout(work: Path, files: dict[str, bytes], created: str = "2026-11-23T10:00:00Z") -> str:
+    archive = docker_save_archive(files, created)
+    chunks = [archive[i : i + 4096] for i in range(0, len(archive), 4096)]
+    return layout_from_docker_save(chunks, work / "layout", RULES, QuietProgress())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "artifacts")
+
+
+def put(store: ArtifactStore, key: str, name: str, files: dict[str, bytes]) -> str:
+    with store.new_layout() as work:
+        digest = make_layout(work, files)
+        store.put(key, name, digest, work / "layout")
+    return digest
+
+
+KEY_A, KEY_B, KEY_C = ("sha256:" + c * 64 for c in "abc")
+
+
+def test_the_same_image_built_at_another_time_gets_the_same_digest(tmp_path: Path) -> None:
+    first = make_layout(tmp_path / "1", {"f": b"x"}, created="2026-01-01T00:00:00Z")
+    second = make_layout(tmp_path / "2", {"f": b"x"}, created="2027-06-06T06:06:06Z")
+    assert first == second
+    assert make_layout(tmp_path / "3", {"f": b"y"}) != first
+
+
+def test_normalized_config_keeps_what_runs_and_drops_build_noise() -> None:
+    config = normalized_config(
+        {
+            "created": "2026-11-23T10:00:00Z",
+            "container": "f00",
+            "config": {"Env": ["A=1"], "Hostname": "f00", "WorkingDir": "/w", "User": ""},
+            "history": [{"created": "2026", "created_by": "RUN x", "empty_layer": True}],
+        },
+        ["sha256:d"],
+        0,
+    )
+    assert config["created"] == "1970-01-01T00:00:00Z"
+    assert config["config"] == {"Env": ["A=1"], "WorkingDir": "/w"}
+    assert config["history"] == [{"created_by": "RUN x", "empty_layer": True}]
+    assert "container" not in config
+    assert config["rootfs"]["diff_ids"] == ["sha256:d"]
+
+
+def test_lookup_finds_what_put_stored(store: ArtifactStore) -> None:
+    digest = put(store, KEY_A, "agent", {"f": b"x"})
+    found = store.lookup(KEY_A)
+    assert found is not None
+    assert found.digest == digest
+    assert found.image_tag == f"bot-bottle/agent:{digest[7:19]}"
+    assert read_layout(found.layout_dir).digest == digest
+    assert store.lookup(KEY_B) is None
+
+
+def test_a_layout_missing_a_blob_is_not_trusted(store: ArtifactStore) -> None:
+    put(store, KEY_A, "agent", {"f": b"x"})
+    artifact = store.lookup(KEY_A)
+    assert artifact is not None
+    layer = read_layout(artifact.layout_dir).layer_digests[0]
+    (artifact.layout_dir / "blobs" / "sha256" / layer[7:]).unlink()
+    assert store.lookup(KEY_A) is None
+
+
+def test_a_truncated_blob_is_not_trusted(store: ArtifactStore) -> None:
+    put(store, KEY_A, "agent", {"f": b"x" * 5000})
+    artifact = store.lookup(KEY_A)
+    assert artifact is not None
+    layer = (
+        artifact.layout_dir
+        / "blobs"
+        / "sha256"
+        / read_layout(artifact.layout_dir).layer_digests[0][7:]
+    )
+    layer.write_bytes(layer.read_bytes()[:10])
+    assert store.lookup(KEY_A) is None
+
+
+def test_an_interrupted_build_leaves_nothing_a_lookup_trusts(store: ArtifactStore) -> None:
+    with pytest.raises(KeyboardInterrupt), store.new_layout() as work:
+        make_layout(work, {"f": b"x"})
+        raise KeyboardInterrupt  # Ctrl-C before `put`
+    assert store.lookup(KEY_A) is None
+    assert list(store.tmp.iterdir()) == []
+    assert store.entries() == []
+
+
+def test_gc_removes_temp_dirs_of_dead_builds_only(store: ArtifactStore) -> None:
+    store.tmp.mkdir(parents=True)
+    dead = store.tmp / "999999999-abc"  # no such pid
+    dead.mkdir()
+    alive = store.tmp / f"{os.getpid()}-def"
+    alive.mkdir()
+    store.gc(keep=3)
+    assert not dead.exists()
+    assert alive.exists()
+
+
+def test_gc_keeps_the_most_recently_used_per_name(store: ArtifactStore) -> None:
+    put(store, KEY_A, "agent", {"f": b"1"})
+    put(store, KEY_B, "agent", {"f": b"2"})
+    put(store, KEY_C, "bundle", {"f": b"3"})
+    assert store.lookup(KEY_A) is not None  # A is now the most recently used agent
+    removed = store.gc(keep=1)
+    assert [entry.input_key for entry in removed] == [KEY_B]
+    assert store.lookup(KEY_A) is not None and store.lookup(KEY_C) is not None
+    assert len(list(store.layouts.iterdir())) == 2
+
+
+def test_rm_by_prefix_of_key_or_digest(store: ArtifactStore) -> None:
+    digest = put(store, KEY_A, "agent", {"f": b"1"})
+    put(store, KEY_B, "agent", {"f": b"2"})
+    assert [entry.digest for entry in store.remove(digest[:19])] == [digest]
+    assert store.lookup(KEY_A) is None
+    assert [entry.input_key for entry in store.remove("bbbbbbbb")] == [KEY_B]
+    with pytest.raises(BottleError, match="no cache entry"):
+        store.remove("cccccccc")
+    with pytest.raises(BottleError, match="too short"):
+        store.remove("ab")
+
+
+def test_two_keys_can_share_one_layout(store: ArtifactStore) -> None:
+    first = put(store, KEY_A, "agent", {"f": b"same"})
+    second = put(store, KEY_B, "agent", {"f": b"same"})
+    assert first == second
+    store.remove(KEY_A)
+    assert store.lookup(KEY_B) is not None  # the layout is still named by KEY_B
+
+
+def test_archives_are_deterministic_and_docker_loadable_shape(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    put(store, KEY_A, "agent", {"f": b"1"})
+    artifact = store.lookup(KEY_A)
+    assert artifact is not None
+    one = write_image_archive(artifact, tmp_path / "one.tar", "docker-save")
+    two = write_image_archive(artifact, tmp_path / "two.tar", "docker-save")
+    assert one.read_bytes() == two.read_bytes()
+    with tarfile.open(one) as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert {"oci-layout", "index.json", "manifest.json"} <= set(names)
+    assert manifest[0]["RepoTags"] == [artifact.image_tag]
+    assert all(layer in names for layer in manifest[0]["Layers"])
+    oci = write_image_archive(artifact, tmp_path / "oci.tar", "oci")
+    with tarfile.open(oci) as tar:
+        assert "manifest.json" not in tar.getnames() and "index.json" in tar.getnames()
+
+
+def test_diff_lists_the_paths_that_differ(tmp_path: Path) -> None:
+    make_layout(tmp_path / "1", {"same": b"s", "stamp": b"monday", "only-first": b"1"})
+    make_layout(tmp_path / "2", {"same": b"s", "stamp": b"tuesday"})
+    differences = diff_layouts(tmp_path / "1" / "layout", tmp_path / "2" / "layout")
+    assert [(d.where, d.path) for d in differences] == [
+        ("layer 1", "/only-first"),
+        ("layer 1", "/stamp"),
+    ]
+    assert differences[0].second == "(absent)"
