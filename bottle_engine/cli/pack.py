@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from bottle_engine.backends.smolmachines import SmolmachinesBackend
 from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
 from bottle_engine.cli.progress import cli_progress
-from bottle_engine.manifest import load_manifest
-from bottle_engine.plan import DEFAULT_SUBNET_POOL, plan_bottle
+from bottle_engine.lifecycle import planner_for
 
 HELP = """\
 Pack AGENT's image for the smolmachines (microVM) backend, as `launch` would, and stop there.
@@ -48,14 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.file)
-    plan = plan_bottle(
-        manifest,
-        args.agent,
-        cwd=Path.cwd(),
-        subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
-        backend_override="smolmachines",
-    )
+    planner = planner_for(args.file, args.agent)
+    plan = planner(planner.base_slug)
     with cli_progress(quiet=args.json) as progress:
         _, _, pack = SmolmachinesBackend().prepare(plan, progress, via_registry=args.via_registry)
     if args.json:

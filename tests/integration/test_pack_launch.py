@@ -6,6 +6,7 @@ the guest, and that stop and a failed launch leave nothing behind."""
 from __future__ import annotations
 
 import io
+import json
 import socket
 import tarfile
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from bottle_engine import lifecycle, records
 from bottle_engine.bundle.config import EGRESS_PORT
+from bottle_engine.cli import main
 from bottle_engine.dockerapi.client import LABEL_SLUG
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import AGENT_UID, PROMPT_PATH
@@ -122,3 +124,18 @@ def test_failed_vm_start_removes_the_machine_bundle_and_networks(
     assert fake_smolvm.machine(name) is None
     assert slug_resources(docker_client, slug) == []
     assert records.load(slug) is None
+
+
+def test_pack_command_reuses_the_cached_pack_without_running_smolvm(
+    project: Path, fake_smolvm: FakeSmolvm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = str(project / "bottle.toml")
+    assert main(["pack", "-f", manifest, "dev", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert Path(first["sidecar"]).is_file()
+    fake_smolvm.forget_calls()
+    assert main(["pack", "-f", manifest, "dev", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["cache_hit"] is True
+    assert again["sidecar"] == first["sidecar"]
+    assert fake_smolvm.calls() == []
