@@ -1,0 +1,379 @@
+"""The CLI core as a user meets it: validate, schema, plan, init, --help and --version.
+
+Most tests call `bottle_engine.cli.main` in-process (fast, output via capsys); a few run the real
+`python -m bottle_engine` to check what only a process shows: exit status, no traceback, and
+that `plan` never needs a Docker daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bottle_engine import __version__
+from bottle_engine.cli import build_parser, main
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest.schema import markdown_reference, to_json_schema
+
+CORPUS = Path(__file__).resolve().parent.parent / "manifests"
+GOOD_MINIMAL = CORPUS / "good" / "minimal.toml"
+GOOD_FULL = CORPUS / "good" / "full.toml"
+TEXT_LINE = re.compile(r"^(?P<file>.+):(\d+):(\d+): (error|warning): \[BB\d{3}\] .+$")
+REAL_SECRET = "sk-ant-REAL-VALUE-must-never-be-printed"
+
+VALID = '[agents.dev]\nprompt = "hi"\n\n[bottles.default]\n'
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr). Usage errors exit via SystemExit."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_process(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bottle_engine", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def project(directory: Path, text: str = VALID) -> Path:
+    """A project directory holding a manifest and the Dockerfile it builds."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    manifest = directory / "bottle.toml"
+    manifest.write_text(text)
+    return manifest
+
+
+def no_manifest_above(directory: Path) -> None:
+    for parent in (directory, *directory.parents):
+        if (parent / "bottle.toml").exists():
+            pytest.skip(f"{parent / 'bottle.toml'} exists above the test's temp dir")
+
+
+# -- validate --------------------------------------------------------------------------------------
+
+
+def test_validate_is_quiet_and_exits_0_for_a_good_manifest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli(capsys, "validate", "-f", str(GOOD_MINIMAL)) == (0, "", "")
+
+
+def test_validate_prints_one_text_line_per_problem_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = CORPUS / "bad" / "unknown_keys.toml"
+    code, out, _ = cli(capsys, "validate", "-f", str(path))
+    assert code == 1
+    lines = out.splitlines()
+    assert [TEXT_LINE.match(line) is not None for line in lines] == [True] * 4, out
+    assert lines[0] == (
+        f"{path}:6:1: error: [BB101] colour: unknown key 'colour'; "
+        "expected one of 'agents', 'bottles'"
+    )
+    assert lines[1].startswith(f"{path}:9:1: error: [BB101] agents.reviewer.botle: ")
+    assert "did you mean 'bottle'?" in lines[1]
+
+
+def test_validate_exits_0_when_there_are_only_warnings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = cli(capsys, "validate", "-f", str(CORPUS / "good" / "warnings_only.toml"))
+    assert code == 0
+    assert [line.split(": ")[1] for line in out.splitlines()] == ["warning"] * 4
+
+
+def test_validate_json_gives_positions_for_editors_and_scripts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = CORPUS / "bad" / "bad_enums.toml"
+    code, out, _ = cli(capsys, "validate", "-f", str(path), "--format", "json")
+    assert code == 1
+    first, second = json.loads(out)
+    assert {"file", "line", "column", "end_line", "end_column", "severity", "code", "message"} <= (
+        set(first)
+    )
+    assert first["file"] == str(path)
+    assert (first["line"], first["column"], first["end_line"], first["end_column"]) == (
+        7,
+        11,
+        7,
+        18,
+    )
+    assert (first["severity"], first["code"]) == ("error", "BB103")
+    assert "dockr" in first["message"]
+    assert second["code"] == "BB103" and second["line"] == 8
+
+
+def test_validate_json_is_an_empty_list_for_a_good_manifest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = cli(capsys, "validate", "-f", str(GOOD_FULL), "--format", "json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "args", [("validate", "--bogus"), ("validate", "--format", "xml"), (), ("frobnicate",)]
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    code, _, err = cli(capsys, *args)
+    assert code == 2
+    assert "usage: bottle-engine" in err
+
+
+def test_manifest_is_found_in_a_parent_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = project(tmp_path / "repo", VALID + "memory = 4\n")
+    deeper = tmp_path / "repo" / "src" / "pkg"
+    deeper.mkdir(parents=True)
+    monkeypatch.chdir(deeper)
+    code, out, _ = cli(capsys, "validate")
+    assert code == 1
+    assert out.startswith(f"{manifest}:5:10: error: [BB102] bottles.default.memory: ")
+
+
+def test_file_option_overrides_the_manifest_here(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(tmp_path)  # a valid one in the working directory
+    monkeypatch.chdir(tmp_path)
+    bad = CORPUS / "bad" / "bad_enums.toml"
+    assert cli(capsys, "validate", "-f", str(bad))[0] == 1
+    assert cli(capsys, "validate", "--file", str(bad))[0] == 1
+    assert cli(capsys, "validate")[0] == 0
+
+
+def test_file_option_accepts_a_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    project(tmp_path / "elsewhere", "[agents.dev]\n")
+    code, out, _ = cli(capsys, "validate", "-f", str(tmp_path / "elsewhere"))
+    assert code == 1
+    assert "[BB202]" in out
+
+
+def test_missing_manifest_names_the_fix_without_a_traceback(tmp_path: Path) -> None:
+    no_manifest_above(tmp_path)
+    result = cli_process("validate", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"no bottle.toml in {tmp_path.resolve()} or any parent directory" in result.stderr
+    assert "bottle-engine init" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_file_option_names_the_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = cli(capsys, "validate", "-f", str(tmp_path / "nope.toml"))
+    assert code == 1
+    assert "nope.toml: no such manifest" in err and "-f" in err
+
+
+def test_debug_shows_the_traceback_instead(tmp_path: Path) -> None:
+    with pytest.raises(BottleError):
+        main(["--debug", "validate", "-f", str(tmp_path / "nope.toml")])
+
+
+def test_validate_text_output_through_the_real_entry_point(tmp_path: Path) -> None:
+    manifest = project(tmp_path, VALID + 'backend = "dockr"\n')
+    result = cli_process("validate", cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{manifest}:5:11: error: [BB103] bottles.default.backend: ")
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+def test_schema_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "schema")
+    assert code == 0
+    assert json.loads(out) == to_json_schema()
+
+
+def test_schema_markdown_prints_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "schema", "--markdown")
+    assert (code, out) == (0, markdown_reference())
+
+
+# -- plan ------------------------------------------------------------------------------------------
+
+
+def test_plan_json_needs_no_docker_and_shows_only_placeholders(tmp_path: Path) -> None:
+    bogus = tmp_path / "no-daemon" / "docker.sock"
+    result = cli_process(
+        "plan",
+        "reviewer",
+        "--json",
+        "-f",
+        str(GOOD_FULL),
+        cwd=tmp_path,
+        env={"DOCKER_HOST": f"unix://{bogus}", "ANTHROPIC_API_KEY": REAL_SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["agent"] == "reviewer" and plan["backend"] == "docker"
+    assert plan["bundle_ip"] in plan["guest_env"]["HTTPS_PROXY"]
+    placeholder = plan["guest_env"]["ANTHROPIC_API_KEY"]
+    assert placeholder.startswith("bbph_")
+    assert REAL_SECRET not in result.stdout + result.stderr
+    assert not bogus.exists()
+
+
+def test_plan_text_lists_the_essentials(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "plan", "dev", "-f", str(GOOD_MINIMAL))
+    assert code == 0
+    for label in ("slug", "backend", "subnet", "bundle_ip", "guest env"):
+        assert label in out
+    assert re.search(r"HTTPS_PROXY=http://[0-9.]+:8888", out)
+
+
+def test_plan_unknown_agent_lists_the_defined_agents(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "plan", "nobody", "-f", str(GOOD_FULL))
+    assert code == 1 and out == ""
+    assert "no agent named 'nobody' (defined: reviewer, writer)" in err
+
+
+def test_plan_refuses_a_manifest_with_errors_and_lists_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = CORPUS / "bad" / "bad_enums.toml"
+    code, _, err = cli(capsys, "plan", "dev", "-f", str(path))
+    assert code == 1
+    assert "has 2 error(s)" in err
+    assert f"{path}:7:11: error: [BB103]" in err
+    assert "bottle-engine validate" in err
+
+
+def test_plan_honours_bottle_backend_and_subnet_pool(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOTTLE_BACKEND", "smolmachines")
+    monkeypatch.setenv("BOTTLE_SUBNET_POOL", "10.99.0.0/27")
+    code, out, _ = cli(capsys, "plan", "dev", "--json", "-f", str(GOOD_MINIMAL))
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["backend"] == "smolmachines"
+    assert plan["subnet"] in ("10.99.0.0/28", "10.99.0.16/28")
+
+
+def test_plan_rejects_an_unknown_bottle_backend(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOTTLE_BACKEND", "podman")
+    code, _, err = cli(capsys, "plan", "dev", "-f", str(GOOD_MINIMAL))
+    assert code == 1
+    assert "BOTTLE_BACKEND 'podman' is not a backend" in err
+
+
+def test_plan_needs_an_agent_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "plan", "-f", str(GOOD_MINIMAL))[0] == 2
+
+
+# -- init ------------------------------------------------------------------------------------------
+
+
+def test_init_writes_a_manifest_that_validates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli(capsys, "init")
+    assert code == 0
+    assert "wrote" in out and (tmp_path / "bottle.toml").is_file()
+    code, out, _ = cli(capsys, "validate", "--format", "json")
+    assert code == 0
+    problems = json.loads(out)
+    # Until the starter Dockerfile ships, its absence is the only thing worth a warning.
+    assert all(p["code"] == "BB206" and p["severity"] == "warning" for p in problems), problems
+    assert bool(problems) != (tmp_path / "Dockerfile").exists()
+    code, out, _ = cli(capsys, "plan", "dev", "--json")
+    assert code == 0 and json.loads(out)["agent"] == "dev"
+
+
+def test_init_writes_into_a_named_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli(capsys, "init", str(tmp_path))[0] == 0
+    assert (tmp_path / "bottle.toml").is_file()
+
+
+def test_init_refuses_to_overwrite_without_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "bottle.toml"
+    manifest.write_text("# mine\n")
+    code, _, err = cli(capsys, "init", str(tmp_path))
+    assert code == 1
+    assert "already exists" in err and "--force" in err
+    assert manifest.read_text() == "# mine\n"
+    assert cli(capsys, "init", str(tmp_path), "--force")[0] == 0
+    assert manifest.read_text() != "# mine\n"
+
+
+def test_init_keeps_an_existing_dockerfile(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM mine\n")
+    assert cli(capsys, "init", str(tmp_path))[0] == 0
+    assert (tmp_path / "Dockerfile").read_text() == "FROM mine\n"
+
+
+def test_init_into_a_missing_directory_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = cli(capsys, "init", str(tmp_path / "missing"))
+    assert code == 1 and "no such directory" in err
+
+
+# -- help and version ------------------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--version")
+    assert (code, out) == (0, f"bottle-engine {__version__}\n")
+
+
+def test_top_level_help_lists_commands_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    for command in ("init", "validate", "schema", "plan"):
+        assert command in out
+    assert "examples:" in out
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(subparsers.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_help_teaches_with_an_example(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    _usage, _, body = out.partition("\n\n")
+    assert f"bottle-engine {command}" in body, f"`{command} --help` shows no example invocation"
