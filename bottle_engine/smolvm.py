@@ -68,6 +68,8 @@ class MachineSpec:
     smolfile: Path | None = None
     workload: tuple[str, ...] = ()
     """The machine's own long-running command (after ``--``); empty: the image's CMD."""
+    user: str | None = None
+    """Who the workload and ``exec`` run as by default (``uid[:gid]``); None: the image's USER."""
 
 
 def find_binary() -> Path:
@@ -168,6 +170,8 @@ def machine_create_args(spec: MachineSpec) -> list[str]:
         args += ["--env", f"{key}={value}"]
     for key, value in sorted(spec.labels.items()):
         args += ["--label", f"{key}={value}"]
+    if spec.user is not None:
+        args += ["--user", spec.user]
     if spec.smolfile is not None:
         args += ["--smolfile", str(spec.smolfile)]
     if spec.workload:

@@ -129,7 +129,8 @@ def pack_artifact(
     )
     final = packs_dir() / digest_hex(artifact.digest)
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name[:12]}-", dir=final.parent))
+    # Absolute: smolvm reads `--image` as a local archive only when it starts with / or ./
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name[:12]}-", dir=final.parent)).resolve()
     try:
         output = work / LAUNCHER_NAME
         if method == "direct":

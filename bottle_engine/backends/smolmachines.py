@@ -72,6 +72,7 @@ def machine_spec(plan: BottlePlan, sidecar: Path, smolfile: Path | None) -> Mach
         labels={LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_MANAGED: "1"},
         smolfile=smolfile,
         workload=KEEPALIVE,
+        user=f"{AGENT_UID}:{AGENT_UID}",  # non-root, as in the docker backend
     )
 
 

@@ -67,6 +67,7 @@ def test_real_cli_accepts_the_engine_flags_and_smolfile(
         labels={"bot-bottle.slug": "contract", "bot-bottle.managed": "1"},
         smolfile=smolfile,
         workload=("sleep", "infinity"),
+        user="1000:1000",
     )
     args = smolvm.machine_create_args(spec)
     # Without a real pack, create from nothing: every other flag is the engine's own.

@@ -52,6 +52,7 @@ def test_vm_is_named_for_the_bottle_and_labelled_for_gc(tmp_path: Path) -> None:
     assert args[args.index("--name") + 1] == f"bottle-{plan.slug}"
     assert f"bot-bottle.slug={plan.slug}" in args
     assert args[args.index("--") + 1 :] == list(KEEPALIVE)
+    assert args[args.index("--user") + 1] == f"{AGENT_UID}:{AGENT_UID}"
 
 
 def test_prompt_reaches_the_guest_readable_by_the_agent_alone(tmp_path: Path) -> None:
