@@ -382,9 +382,11 @@ class _Checker:
                 rule = parse_egress_rule(host)
             except EgressRuleError:
                 continue  # reported as BB301 by the shape checks
-            if rule.host is None or any(
-                r.matches_host(rule.host, port) for r in rules for port in rule.ports
-            ):
+            if rule.host is None:
+                continue
+            # `*.example.com` is covered by a suffix rule for it or a parent, never by one host.
+            probe = rule.host if rule.kind == "host" else f"*.{rule.host}"
+            if any(r.matches_host(probe, port) for r in rules for port in rule.ports):
                 continue
             allow_span = self.parsed.span_of(("bottles", bottle, "egress", "allow"), value=True)
             fixes: tuple[Fix, ...] = ()
