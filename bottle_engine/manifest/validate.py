@@ -181,8 +181,9 @@ class _Checker:
                 value=True,
                 fixes=fixes,
             )
-        if (field.minimum is not None and value < field.minimum) or (
-            field.maximum is not None and value > field.maximum
+        # Written as `not value >= minimum` so that nan (which compares false) is out of range.
+        if (field.minimum is not None and not value >= field.minimum) or (
+            field.maximum is not None and not value <= field.maximum
         ):
             yield self.problem(
                 "BB105",
