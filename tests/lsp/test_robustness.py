@@ -17,7 +17,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # Characters of the Basic Multilingual Plane only, so a character is one UTF-16 unit and the
 # test can compute client positions by counting characters.
-ALPHABET = st.sampled_from(list("[]{}\"'=.,#\n -_abz09") + ["é", "中", "\x00", '"""'])
+ALPHABET = st.sampled_from([*list("[]{}\"'=.,#\n -_abz09"), "é", "中", "\x00", '"""'])
 EDITS = st.lists(
     st.tuples(
         st.floats(min_value=0, max_value=1),

@@ -21,7 +21,7 @@ from tests.lsp.conftest import MANIFEST
 
 PATH = Path("/nonexistent/bottle.toml")
 TOML_ALPHABET = st.sampled_from(
-    list("[]{}\"'=.,#\n \t-_aAbz019") + ["é", "中", "\x00", "\\", '"""']
+    [*list("[]{}\"'=.,#\n \t-_aAbz019"), "é", "中", "\x00", "\\", '"""']
 )
 
 edits = st.lists(
