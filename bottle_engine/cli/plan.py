@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from rich.markup import escape
+
 from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
 from bottle_engine.manifest import load_manifest
 from bottle_engine.plan import DEFAULT_SUBNET_POOL, plan_bottle
@@ -56,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
         "bundle_ip",
         "agent_ip",
     ):
-        console.print(f"[bold]{key:>10}[/]  {data[key]}")
-    console.print(f"[bold]{'command':>10}[/]  {' '.join(data['command'])}", markup=True)
-    console.print(f"[bold]{'egress':>10}[/]  {', '.join(data['egress_allow']) or '(nothing)'}")
+        console.print(f"[bold]{key:>10}[/]  {escape(str(data[key]))}")
+    # Values are escaped: a command or entry holding "[/x]" is text, not rich markup.
+    console.print(f"[bold]{'command':>10}[/]  {escape(' '.join(data['command']))}")
+    egress = ", ".join(data["egress_allow"]) or "(nothing)"
+    console.print(f"[bold]{'egress':>10}[/]  {escape(egress)}")
     console.print(f"[bold]{'guest env':>10}[/]")
     for name, value in sorted(data["guest_env"].items()):
         console.print(f"            {name}={value}", markup=False)
