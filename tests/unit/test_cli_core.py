@@ -288,6 +288,43 @@ def test_plan_rejects_an_unknown_bottle_backend(
     assert "BOTTLE_BACKEND 'podman' is not a backend" in err
 
 
+def test_plan_text_prints_markup_like_values_verbatim(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = project(
+        tmp_path,
+        '[agents.dev]\ncommand = ["sh", "-c", "echo [red]hi[/red] [/x]"]\n'
+        '[bottles.default]\negress.allow = ["[2001:db8::1]:443"]\nenv = { X = "[/y]" }\n',
+    )
+    code, out, _ = cli(capsys, "plan", "dev", "-f", str(manifest))
+    assert code == 0
+    assert "sh -c echo [red]hi[/red] [/x]" in out
+    assert "[2001:db8::1]:443" in out
+    assert "X=[/y]" in out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.main prints BottleError text as rich markup; '[/x]' in a message crashes it",
+)
+def test_error_messages_quoting_markup_like_input_are_printed_verbatim(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = cli(capsys, "plan", "[/x]", "-f", str(GOOD_MINIMAL))
+    assert code == 1
+    assert "no agent named '[/x]'" in err
+
+
+def test_unreadable_manifest_is_a_clean_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "bottle.toml"
+    manifest.write_bytes(b"[agents.dev]\nprompt = '\xff\xfe'\n")
+    code, _, err = cli(capsys, "validate", "-f", str(manifest))
+    assert code == 1
+    assert "cannot read the manifest" in err
+
+
 def test_plan_needs_an_agent_argument(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(capsys, "plan", "-f", str(GOOD_MINIMAL))[0] == 2
 
