@@ -45,13 +45,15 @@ def run(args: argparse.Namespace) -> int:
     for name in TEMPLATES:
         target = directory / name
         if target.exists() and not args.force and name != "bottle.toml":
-            console.print(f"kept existing {target}")
+            console.print(f"kept existing {target}", markup=False)
             continue
         template = resources.files("bottle_engine") / "templates" / name
         if not template.is_file():  # an installation without it: say so instead of crashing
-            console.print(f"no starter {name} in this installation; write {target} yourself")
+            console.print(
+                f"no starter {name} in this installation; write {target} yourself", markup=False
+            )
             continue
         target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
-        console.print(f"wrote {target}")
+        console.print(f"wrote {target}", markup=False)
     console.print("next: `bottle-engine validate`, then `bottle-engine launch dev`")
     return 0
