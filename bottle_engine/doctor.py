@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bottle_engine import state
 from bottle_engine.artifacts.base import resolve_base_image
+from bottle_engine.backends.docker import gvisor_works
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.images import inspect_image
 from bottle_engine.errors import BottleError
@@ -35,10 +36,21 @@ def check_docker() -> Check:
 
 def check_gvisor() -> Check:
     try:
-        runtimes = (connect().info().get("Runtimes") or {}).keys()
+        client = connect()
+        runtimes = client.info().get("Runtimes") or {}
     except BottleError as exc:
         return Check("gvisor", False, exc.message, required=False)
     if "runsc" in runtimes:
+        image = resolve_base_image(None)
+        if inspect_image(client, image) and not gvisor_works(client, image, runtimes["runsc"]):
+            return Check(
+                "gvisor",
+                False,
+                f"runsc is registered but cannot run basic tools of {image} (a gVisor too old "
+                "for this userland's system calls): runtime 'auto' uses runc",
+                "install a current gVisor release (runsc) and register it",
+                required=False,
+            )
         return Check(
             "gvisor", True, "runsc is registered: runtime 'auto' uses gVisor", required=False
         )

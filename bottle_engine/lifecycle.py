@@ -43,6 +43,7 @@ def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None =
         subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
         launch_token=random_tokens.token_hex(16),
         backend_override=os.environ.get("BOTTLE_BACKEND") or None,
+        shared_egress_network=os.environ.get("BOTTLE_EGRESS_NETWORK") or None,
     )
 
 

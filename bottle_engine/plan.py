@@ -94,6 +94,7 @@ class BottlePlan:
     supervise: bool
     image: ImageInputs
     user_env: Mapping[str, str] = field(default_factory=dict)
+    shared_egress_network: str | None = None  # an existing network for the bundle's way out
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -110,7 +111,7 @@ class BottlePlan:
 
     @property
     def egress_network(self) -> str:
-        return f"bottle-{self.slug}-egress"
+        return self.shared_egress_network or f"bottle-{self.slug}-egress"
 
     # -- addresses -----------------------------------------------------------------------------
     @property
@@ -303,6 +304,7 @@ class Planner:
     subnet_pool: str = DEFAULT_SUBNET_POOL
     launch_token: str = "plan"
     backend_override: str | None = None
+    shared_egress_network: str | None = None
 
     @property
     def base_slug(self) -> str:
@@ -322,6 +324,7 @@ class Planner:
             taken_subnets=taken_subnets,
             launch_token=self.launch_token,
             backend_override=self.backend_override,
+            shared_egress_network=self.shared_egress_network,
         )
 
 
@@ -335,6 +338,7 @@ def plan_bottle(
     taken_subnets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
     launch_token: str = "plan",
     backend_override: str | None = None,
+    shared_egress_network: str | None = None,
 ) -> BottlePlan:
     """Decide everything about launching `agent_name` from `manifest`."""
     agent = manifest.agents.get(agent_name)
@@ -392,4 +396,5 @@ def plan_bottle(
             ca_bundle=bottle.ca_bundle,
         ),
         user_env=bottle.env,
+        shared_egress_network=shared_egress_network,
     )

@@ -8,6 +8,7 @@ step removes it all again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -36,12 +37,14 @@ from bottle_engine.dockerapi.containers import (
     read_file,
     read_tree,
     remove_container,
+    runs_cleanly,
     stop_container,
 )
 from bottle_engine.dockerapi.networks import (
     create_egress_network,
     create_internal_network,
     is_subnet_conflict,
+    network_exists,
     networks_with_label,
     remove_network,
     subnets_in_use,
@@ -85,8 +88,8 @@ class DockerBackend:
     # -- launch --------------------------------------------------------------------------------
     def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
         first = planner(planner.base_slug)
-        runtime = self.runtime_for(first.runtime)
         agent_image, bundle_image = self.prepare(first, progress)
+        runtime = self.runtime_for(first.runtime, agent_image.image_tag, progress)
         with ExitStack() as undo:
             plan = self._claim(planner, undo, progress)
             progress.stage("start bundle")
@@ -142,22 +145,26 @@ class DockerBackend:
         )
         return agent, bundle
 
-    def runtime_for(self, wanted: str) -> str | None:
-        """The OCI runtime to use: gVisor when asked for (or `auto` and registered)."""
-        forced = os.environ.get("BOTTLE_RUNTIME")
-        wanted = forced or wanted
-        registered = set((self.client.info().get("Runtimes") or {}).keys())
+    def runtime_for(self, wanted: str, image: str, progress: Progress) -> str | None:
+        """The OCI runtime: gVisor when asked for, or for `auto` when registered and working."""
+        wanted = os.environ.get("BOTTLE_RUNTIME") or wanted
+        runtimes = self.client.info().get("Runtimes") or {}
         if wanted == "runsc":
-            if "runsc" not in registered:
+            if "runsc" not in runtimes:
                 raise BottleError(
                     "runtime 'runsc' (gVisor) was asked for but the Docker daemon has no runtime "
                     "of that name",
                     fix="install gVisor and register it in /etc/docker/daemon.json under "
-                    '"runtimes" (see README: gVisor), or set runtime = "auto"',
+                    '"runtimes" (scripts/setup does), or set runtime = "auto"',
                 )
             return "runsc"
-        if wanted == "auto" and "runsc" in registered:
-            return "runsc"
+        if wanted == "auto" and "runsc" in runtimes:
+            if gvisor_works(self.client, image, runtimes["runsc"]):
+                return "runsc"
+            progress.detail(
+                "gVisor (runsc) is registered but fails basic system calls with this image; "
+                "using runc (`bottle-engine doctor` explains)"
+            )
         return None
 
     def _claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
@@ -183,10 +190,17 @@ class DockerBackend:
                         continue  # another launch raced us to this name or subnet
                     raise
                 attempt.callback(remove_network, self.client, plan.internal_network)
-                create_egress_network(
-                    self.client, plan.egress_network, {**labels, LABEL_ROLE: "network"}
-                )
-                attempt.callback(remove_network, self.client, plan.egress_network)
+                if plan.shared_egress_network is None:
+                    create_egress_network(
+                        self.client, plan.egress_network, {**labels, LABEL_ROLE: "network"}
+                    )
+                    attempt.callback(remove_network, self.client, plan.egress_network)
+                elif not network_exists(self.client, plan.shared_egress_network):
+                    raise BottleError(
+                        f"BOTTLE_EGRESS_NETWORK names '{plan.shared_egress_network}', "
+                        "which does not exist",
+                        fix="create it (`docker network create NAME`) or unset the variable",
+                    )
                 undo.push(attempt.pop_all())
                 return plan
         raise BottleError(
@@ -363,6 +377,30 @@ class DockerBackend:
 
 def _labels(plan: BottlePlan) -> dict[str, str]:
     return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent}
+
+
+def gvisor_works(client: Any, image: str, runtime_info: Any) -> bool:
+    """Can gVisor run this image's basic tools? Cached per runsc binary and image.
+
+    Old runsc releases (e.g. Debian 12's 2022-12 build) reject the statx() calls of current
+    userlands, which breaks `ls` and friends; such a gVisor is not used for `auto`.
+    """
+    runsc = str((runtime_info or {}).get("path", "runsc"))
+    try:
+        binary = os.stat(shutil.which(runsc) or runsc)
+        fingerprint = f"{runsc}:{binary.st_size}:{int(binary.st_mtime)}:{image}"
+    except OSError:
+        fingerprint = f"{runsc}:{image}"
+    cache = state.cache_dir() / "gvisor-check.json"
+    try:
+        verdicts: dict[str, bool] = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        verdicts = {}
+    if fingerprint not in verdicts:
+        verdicts[fingerprint] = runs_cleanly(client, image, "runsc", ["ls", "-ld", "/", "/tmp"])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(verdicts, indent=2))
+    return verdicts[fingerprint]
 
 
 def _ca_bundle(plan: BottlePlan) -> Path | None:

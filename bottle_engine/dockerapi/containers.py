@@ -156,6 +156,25 @@ def exec_in(container: Any, command: Sequence[str], *, user: str | None = None) 
     return int(result.exit_code), output
 
 
+def runs_cleanly(client: Any, image: str, runtime: str, command: Sequence[str]) -> bool:
+    """Does `command` exit 0 in a throwaway, network-less container of `image` under `runtime`?"""
+    try:
+        client.containers.run(
+            image,
+            list(command),
+            runtime=runtime,
+            network_mode="none",
+            remove=True,
+            labels={LABEL_MANAGED: "1"},
+            user="0",
+        )
+    except docker.errors.ContainerError:
+        return False
+    except docker.errors.APIError:
+        return False
+    return True
+
+
 def containers_with_label(client: Any, label: str, value: str | None = None) -> list[Any]:
     selector = f"{label}={value}" if value is not None else label
     with docker_errors("list containers"):

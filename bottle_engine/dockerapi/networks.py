@@ -85,6 +85,14 @@ def remove_network(client: Any, name_or_id: str) -> None:
             network.remove()
 
 
+def network_exists(client: Any, name: str) -> bool:
+    try:
+        client.networks.get(name)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
 def networks_with_label(client: Any, label: str, value: str | None = None) -> list[Any]:
     selector = f"{label}={value}" if value is not None else label
     with docker_errors("list Docker networks"):
