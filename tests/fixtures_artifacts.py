@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from bottle_engine.artifacts import Artifact, BuildSpec, build
+from bottle_engine.artifacts.builder import layer_cache_ref
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -109,16 +110,19 @@ def small_context(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def small_spec(small_context: Path, base_image: str) -> BuildSpec:
-    return small_build_spec(small_context, base_image)
+def small_spec(small_context: Path, base_image: str, remove_test_images: list[str]) -> BuildSpec:
+    """The small image's spec; its layer-cache tag is removed after the test."""
+    spec = small_build_spec(small_context, base_image)
+    remove_test_images.append(layer_cache_ref(spec))
+    return spec
 
 
 @pytest.fixture
 def remove_test_images(docker_client: Any) -> Iterator[list[str]]:
-    """Tags appended to the yielded list are removed (with the layer-cache tag) afterwards."""
+    """Tags appended to the yielded list are removed afterwards, also when the test fails."""
     tags: list[str] = []
     yield tags
-    remove_images(docker_client, {*tags, *(f"{t.rsplit(':', 1)[0]}:build-cache" for t in tags)})
+    remove_images(docker_client, tags)
 
 
 @pytest.fixture(scope="session")
@@ -142,5 +146,5 @@ def agent_artifact(docker_client: Any, agent_build_spec: BuildSpec) -> Iterator[
     yield result.artifact
     leftovers = [result.artifact.image_tag] if result.loaded else []
     if result.built:
-        leftovers.append("bot-bottle/agent:build-cache")
+        leftovers.append(layer_cache_ref(agent_build_spec))
     remove_images(docker_client, leftovers)

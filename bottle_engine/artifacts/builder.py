@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from bottle_engine.dockerapi import images
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
 
-LAYER_CACHE_TAG = "build-cache"  # bot-bottle/<name>:build-cache keeps Docker's layer cache warm
+LAYER_CACHE_TAG = "build-cache"
 
 
 @dataclass(frozen=True)
@@ -152,18 +153,28 @@ def _build_layout(
         exported = images.export_image(client, raw_id)
         digest = layout_from_docker_save(exported, work / "layout", rules, progress)
     finally:
-        _settle_raw_image(client, spec.name, raw_id, keep=keep_layer_cache)
+        _settle_raw_image(client, spec, raw_id, keep=keep_layer_cache)
     return digest
 
 
-def _settle_raw_image(client: Any, name: str, raw_id: str, *, keep: bool) -> None:
-    """Keep Docker's build as the layer cache for the next build of `name`, or remove it."""
+def layer_cache_ref(spec: BuildSpec) -> str:
+    """The tag that keeps Docker's last build of this Dockerfile (its layer cache) alive.
+
+    One per Dockerfile path, so bottles with different Dockerfiles do not evict each other's.
+    """
+    where = hashlib.sha256(str(spec.dockerfile.resolve()).encode()).hexdigest()[:12]
+    return f"bot-bottle/{spec.name}:{LAYER_CACHE_TAG}-{where}"
+
+
+def _settle_raw_image(client: Any, spec: BuildSpec, raw_id: str, *, keep: bool) -> None:
+    """Keep Docker's build as the layer cache for the next build of `spec`, or remove it."""
     if not keep:
         images.remove_image(client, raw_id)
         return
-    repository = f"bot-bottle/{name}"
-    previous = images.inspect_image(client, f"{repository}:{LAYER_CACHE_TAG}")
-    images.tag_image(client, raw_id, repository, LAYER_CACHE_TAG)
+    ref = layer_cache_ref(spec)
+    previous = images.inspect_image(client, ref)
+    repository, _, tag = ref.rpartition(":")
+    images.tag_image(client, raw_id, repository, tag)
     if previous is not None and previous["Id"] != raw_id:
         images.remove_image(client, str(previous["Id"]))
 

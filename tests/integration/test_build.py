@@ -1,0 +1,228 @@
+"""The artifact builder against the real daemon, on a small image built FROM the base fixture."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine.artifacts import ArtifactStore, BuildSpec, build, compute_input_key
+from bottle_engine.artifacts.base import base_image_digest
+from bottle_engine.artifacts.builder import layer_cache_ref
+from bottle_engine.artifacts.oci import read_layout
+from bottle_engine.cli import main
+from bottle_engine.errors import BottleError
+from tests.fixtures_artifacts import (
+    TEST_LABELS,
+    RecordingClient,
+    remove_images,
+    small_build_spec,
+    write_small_context,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+PEM = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def run_in(client: Any, image: str, command: str) -> str:
+    output: bytes = client.containers.run(
+        image, ["sh", "-c", command], remove=True, network_disabled=True, labels=TEST_LABELS
+    )
+    return output.decode()
+
+
+def test_two_builds_from_scratch_give_the_same_artifact_digest(
+    docker_client: Any, small_spec: BuildSpec, remove_test_images: list[str]
+) -> None:
+    first = build(docker_client, small_spec, no_cache=True)
+    remove_test_images.append(first.artifact.image_tag)
+    second = build(docker_client, small_spec, no_cache=True)
+    assert first.built and second.built
+    assert second.artifact.digest == first.artifact.digest
+    assert second.artifact.input_key == first.artifact.input_key
+
+
+def test_a_second_build_makes_no_docker_build_call(
+    docker_client: Any, small_spec: BuildSpec, remove_test_images: list[str]
+) -> None:
+    artifact = build(docker_client, small_spec).artifact
+    remove_test_images.append(artifact.image_tag)
+
+    recording = RecordingClient(docker_client)
+    again = build(recording, small_spec)
+    assert not again.built and not again.loaded
+    assert again.artifact == artifact
+    assert "build" not in recording.calls
+    assert "load_image" not in recording.calls
+
+    # Gone from Docker (e.g. pruned): it comes back from the store, still without a build.
+    docker_client.api.remove_image(artifact.image_tag, force=True)
+    recording = RecordingClient(docker_client)
+    restored = build(recording, small_spec)
+    assert "build" not in recording.calls
+    assert "load_image" in recording.calls
+    assert restored.loaded
+    assert docker_client.api.inspect_image(artifact.image_tag)["Id"] == (
+        "sha256:" + _config_digest(artifact.layout_dir)
+    )
+
+
+def _config_digest(layout_dir: Path) -> str:
+    return read_layout(layout_dir).config_digest.removeprefix("sha256:")
+
+
+def test_the_loaded_image_runs_with_context_files_ca_and_clamped_times(
+    docker_client: Any, small_spec: BuildSpec, remove_test_images: list[str]
+) -> None:
+    spec = replace(small_spec, ca_bundle=PEM, build_args={"GREETING": "bonjour"})
+    artifact = build(docker_client, spec).artifact
+    remove_test_images.append(artifact.image_tag)
+    output = run_in(
+        docker_client,
+        artifact.image_tag,
+        "cat /greeting; cat greeting.txt; stat -c %Y greeting.txt; "
+        "sha256sum < extra-ca.crt; id -u agent; ls /var/log/app; pwd",
+    )
+    lines = output.splitlines()
+    assert lines[0] == "bonjour"
+    assert lines[1] == "hello"
+    assert lines[2] == str(spec.source_date_epoch)
+    expected_ca = subprocess.run(
+        ["sha256sum"], input=PEM.read_bytes(), capture_output=True, check=True
+    ).stdout.decode()
+    assert lines[3] == expected_ca.strip()
+    assert lines[4] == "1000"
+    assert lines[5:] == ["/opt/app"]  # the build log was dropped; the directory stayed
+
+
+def test_a_failing_step_shows_its_output_and_stores_nothing(
+    docker_client: Any, small_context: Path, base_image: str
+) -> None:
+    (small_context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo marker-from-the-step && exit 3\n"
+    )
+    spec = small_build_spec(small_context, base_image)
+    with pytest.raises(BottleError) as raised:
+        build(docker_client, spec)
+    assert "marker-from-the-step" in str(raised.value)
+    assert "RUN echo marker-from-the-step" in str(raised.value)
+    key = compute_input_key(spec, base_image_digest(docker_client, base_image))
+    assert ArtifactStore().lookup(key) is None
+
+
+def test_verify_agrees_for_a_reproducible_dockerfile(
+    small_context: Path, base_image: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path, small_context)
+    os.environ["BOTTLE_BASE_IMAGE"] = base_image
+    try:
+        code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
+    finally:
+        del os.environ["BOTTLE_BASE_IMAGE"]
+    report = json.loads(capsys.readouterr().out)
+    try:
+        assert code == 0
+        assert report["reproducible"] is True
+        assert report["first_digest"] == report["second_digest"]
+        assert report["differences"] == []
+    finally:
+        remove_images_of(report, small_context)
+
+
+def test_verify_lists_the_paths_that_differ(
+    small_context: Path, base_image: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (small_context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
+        "RUN head -c 16 /dev/urandom > /random.bin && echo stable > /stable.txt\n"
+    )
+    manifest = write_manifest(tmp_path, small_context)
+    os.environ["BOTTLE_BASE_IMAGE"] = base_image
+    try:
+        code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
+    finally:
+        del os.environ["BOTTLE_BASE_IMAGE"]
+    report = json.loads(capsys.readouterr().out)
+    try:
+        assert code == 1
+        assert report["reproducible"] is False
+        paths = [difference["path"] for difference in report["differences"]]
+        assert "/random.bin" in paths
+        assert "/stable.txt" not in paths
+    finally:
+        remove_images_of(report, small_context)
+
+
+def write_manifest(directory: Path, context: Path) -> Path:
+    manifest = directory / "bottle.toml"
+    manifest.write_text(
+        f'[agents.dev]\nbottle = "box"\n\n[bottles.box]\n'
+        f'dockerfile = "{context / "Dockerfile"}"\ncontext = "{context}"\n'
+    )
+    return manifest
+
+
+def remove_images_of(report: dict[str, Any], context: Path) -> None:
+    from bottle_engine.dockerapi import connect
+
+    tags = [cache_ref(context)]
+    if report.get("image_tag"):
+        tags.append(report["image_tag"])
+    remove_images(connect(), tags)
+
+
+def cache_ref(context: Path) -> str:
+    """The layer-cache tag of the CLI's build of `context`'s Dockerfile (artifact "agent")."""
+    return layer_cache_ref(small_build_spec(context, "unused", name="agent"))
+
+
+def test_killing_the_build_half_way_leaves_no_trusted_entry(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    context = write_small_context(tmp_path / "context")
+    (context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY app/ /opt/app/\n"
+        "RUN echo slow-step-started && sleep 8\n"
+    )
+    manifest = write_manifest(tmp_path, context)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "BOTTLE_CACHE_DIR": str(cache), "BOTTLE_BASE_IMAGE": base_image}
+    command = [sys.executable, "-m", "bottle_engine.cli", "build", "dev", "-f", str(manifest)]
+
+    with subprocess.Popen(
+        command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    ) as process:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "docker build" in line:
+                break
+        time.sleep(3)  # inside the slow RUN step
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    store = ArtifactStore(cache / "artifacts")
+    assert store.entries() == []
+    assert not store.layouts.exists() or list(store.layouts.iterdir()) == []
+
+    try:
+        finished = subprocess.run(
+            [*command, "--json"], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert finished.returncode == 0, finished.stderr
+        report = json.loads(finished.stdout)
+        assert report["built"] is True  # nothing from the killed run was trusted
+        assert store.lookup(report["input_key"]) is not None
+        store.gc(keep=1)
+        assert not store.tmp.exists() or list(store.tmp.iterdir()) == []  # the dead run's temp
+    finally:
+        remove_images(docker_client, [cache_ref(context)])
+        if "report" in locals():
+            remove_images(docker_client, [report["image_tag"]])
