@@ -71,10 +71,12 @@ class BottleLanguageServer(LanguageServer):
         if uri not in self.workspace.text_documents:
             return
         document = self.workspace.get_text_document(uri)
-        found = to_client(document, diagnostics(self.analysis(uri)))
+        analysis = self.analysis(uri)
+        found = to_client(document, diagnostics(analysis))
         self.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=found, version=document.version)
         )
+        analysis.outline  # noqa: B018 - read now, between keystrokes, not in the next completion
 
     @property
     def pushes_diagnostics(self) -> bool:
