@@ -12,7 +12,9 @@ import {
   parseBottleList,
   parseLaunchResult,
   parseTerminalCommand,
+  ServerReportedError,
   slugFromArgument,
+  throwIfServerError,
   type LaunchArgs,
 } from "./contract";
 import { MANIFEST_GLOB, chooseManifest } from "./manifests";
@@ -66,7 +68,7 @@ export class BottleActions {
         });
       return slug;
     } catch (error) {
-      void vscode.window.showErrorMessage(`Bot Bottle: launch failed: ${errorText(error)}`);
+      reportFailure("launch failed", error);
       return undefined;
     }
   }
@@ -78,7 +80,7 @@ export class BottleActions {
       const result = await this.server.execute(ServerCommand.attach, [{ slug }]);
       openTerminal(`Bottle ${slug}`, parseTerminalCommand(ServerCommand.attach, result).command);
     } catch (error) {
-      void vscode.window.showErrorMessage(`Bot Bottle: attach failed: ${errorText(error)}`);
+      reportFailure("attach failed", error);
     }
   }
 
@@ -86,15 +88,16 @@ export class BottleActions {
     try {
       const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", true));
       if (slug === undefined) return;
-      await vscode.window.withProgress(
+      const result = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${slug}` },
         () => this.server.execute(ServerCommand.stop, [{ slug }]),
       );
+      throwIfServerError(result);
       this.server.notifyBottlesChanged();
       void vscode.window.showInformationMessage(`Bottle ${slug} stopped.`);
     } catch (error) {
       this.server.notifyBottlesChanged();
-      void vscode.window.showErrorMessage(`Bot Bottle: stop failed: ${errorText(error)}`);
+      reportFailure("stop failed", error);
     }
   }
 
@@ -108,7 +111,7 @@ export class BottleActions {
       const title = egress ? `Egress log ${slug}` : `Log ${slug}`;
       openTerminal(title, parseTerminalCommand(ServerCommand.logs, result).command);
     } catch (error) {
-      void vscode.window.showErrorMessage(`Bot Bottle: showing the log failed: ${errorText(error)}`);
+      reportFailure("showing the log failed", error);
     }
   }
 
@@ -176,6 +179,12 @@ export class BottleActions {
     const picked = await vscode.window.showQuickPick(bottlePickItems(bottles, new Date()), { placeHolder });
     return picked?.slug;
   }
+}
+
+/** Shows why an action failed, unless the server has already shown it. */
+function reportFailure(what: string, error: unknown): void {
+  if (error instanceof ServerReportedError) return;
+  void vscode.window.showErrorMessage(`Bot Bottle: ${what}: ${errorText(error)}`);
 }
 
 /** Runs the server-provided argv directly (no shell), so nothing in it is reinterpreted. */

@@ -13,6 +13,8 @@ const DEFAULT_REFRESH_SECONDS = 5;
 export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummary> {
   private readonly changed = new vscode.EventEmitter<void>();
   readonly onDidChangeTreeData = this.changed.event;
+  /** True after a failed listing: the timer then waits for a change or a manual refresh. */
+  lastListingFailed = false;
   /** The view whose message shows a failed listing (set once the view exists). */
   view: vscode.TreeView<BottleSummary> | undefined;
 
@@ -39,10 +41,12 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
     if (element !== undefined || !this.server.isRunning) return [];
     try {
       const bottles = sortBottles(parseBottleList(await this.server.execute(ServerCommand.list, [])));
+      this.lastListingFailed = false;
       this.showMessage(undefined);
       return bottles;
     } catch (error) {
-      this.showMessage(`Could not list bottles: ${errorText(error)}`);
+      this.lastListingFailed = true;
+      this.showMessage(`Could not list bottles: ${errorText(error)} (Refresh to retry.)`);
       return [];
     }
   }
@@ -63,12 +67,16 @@ export function registerBottlesView(server: BottleServerPort): { provider: Bottl
   provider.view = view;
   let timer: ReturnType<typeof setInterval> | undefined;
   const refresh = (): void => provider.refresh();
+  // A failing listing is not retried by the timer: the server reports each failure to the user.
+  const refreshOnTimer = (): void => {
+    if (!provider.lastListingFailed) refresh();
+  };
   const updateTimer = (): void => {
     if (timer !== undefined) clearInterval(timer);
     timer = undefined;
     if (!view.visible) return;
     const seconds = vscode.workspace.getConfiguration(CONFIG_SECTION).get<number>("bottles.refreshInterval", DEFAULT_REFRESH_SECONDS);
-    if (seconds > 0) timer = setInterval(refresh, seconds * 1000);
+    if (seconds > 0) timer = setInterval(refreshOnTimer, seconds * 1000);
   };
   const disposables: vscode.Disposable[] = [
     view,

@@ -76,6 +76,22 @@ export class ContractError extends Error {
   }
 }
 
+/**
+ * The server could not do the command. It has already shown `message` to the user
+ * (`window/showMessage`) and answered `{error: message}`; the client must not show it again.
+ */
+export class ServerReportedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ServerReportedError";
+  }
+}
+
+/** Throws `ServerReportedError` for an `{error: string}` answer. */
+export function throwIfServerError(value: unknown): void {
+  if (isRecord(value) && typeof value.error === "string") throw new ServerReportedError(value.error);
+}
+
 function describe(value: unknown): string {
   if (value === null || value === undefined) return String(value);
   const text = JSON.stringify(value);
@@ -91,11 +107,13 @@ function isNonEmptyString(value: unknown): value is string {
 }
 
 export function parseLaunchResult(value: unknown): LaunchResult {
+  throwIfServerError(value);
   if (isRecord(value) && isNonEmptyString(value.slug)) return { slug: value.slug };
   throw new ContractError(ServerCommand.launch, "{slug: string}", value);
 }
 
 export function parseTerminalCommand(command: string, value: unknown): TerminalCommand {
+  throwIfServerError(value);
   if (
     isRecord(value) &&
     Array.isArray(value.command) &&
@@ -108,6 +126,7 @@ export function parseTerminalCommand(command: string, value: unknown): TerminalC
 }
 
 export function parseBottleList(value: unknown): BottleSummary[] {
+  throwIfServerError(value);
   if (!Array.isArray(value)) {
     throw new ContractError(ServerCommand.list, "a list of bottles", value);
   }
@@ -128,6 +147,7 @@ export function parseBottleList(value: unknown): BottleSummary[] {
 }
 
 export function parseAgents(value: unknown): AgentInfo[] {
+  throwIfServerError(value);
   if (!Array.isArray(value)) {
     throw new ContractError(ServerCommand.agents, "a list of {name, bottle}", value);
   }

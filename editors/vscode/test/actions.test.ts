@@ -134,6 +134,20 @@ describe("Launch", () => {
   });
 });
 
+describe("failures the server already reported", () => {
+  it("are not shown a second time (the server answers {error} after window/showMessage)", async () => {
+    server.answers.set("bottle.launch", { error: "Docker is not running: start it and launch again." });
+    assert.equal(await actions.launch({ uri: MANIFEST, agent: "dev" }), undefined);
+    server.answers.set("bottle.stop", { error: "no bottle 'x'" });
+    await actions.stop({ slug: "x" });
+    server.answers.set("bottle.attach", { error: "no bottle 'x'" });
+    await actions.attach({ slug: "x" });
+    assert.deepEqual(errors(), []);
+    assert.equal(fake.terminals.length, 0);
+    assert.ok(!fake.messages.some((m) => /stopped/.test(m.message)), "a failed stop is not reported as done");
+  });
+});
+
 describe("Stop and logs", () => {
   it("stops with a confirmation pick even for a single bottle, then refreshes the view", async () => {
     server.answers.set("bottle.list", [{ slug: "only" }]);

@@ -40,10 +40,20 @@ describe("the Bottles view", () => {
     provider.view = view as never;
     server.answers.set("bottle.list", new Error("Docker is not running. Start it, then refresh."));
     assert.deepEqual(await provider.getChildren(), []);
-    assert.equal(view.message, "Could not list bottles: Docker is not running. Start it, then refresh.");
+    assert.equal(view.message, "Could not list bottles: Docker is not running. Start it, then refresh. (Refresh to retry.)");
     server.answers.set("bottle.list", []);
     await provider.getChildren();
     assert.equal(view.message, undefined);
+  });
+
+  it("shows an {error} answer from the server as the view's message", async () => {
+    const provider = new BottlesTreeProvider(server, () => now);
+    const view = { message: undefined as string | undefined };
+    provider.view = view as never;
+    server.answers.set("bottle.list", { error: "Cannot reach Docker." });
+    assert.deepEqual(await provider.getChildren(), []);
+    assert.ok(provider.lastListingFailed, "the timer stops retrying: the server reports every failure");
+    assert.match(view.message ?? "", /Cannot reach Docker\./);
   });
 
   it("tells the tree to reload when asked", () => {
