@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 LIST, LOGS, AGENTS = "bottle.list", "bottle.logs", "bottle.agents"
 CHANGED = "bottle/changed"
+# Seconds a bottles list may be shown in lenses before it is re-read.
+BOTTLES_MAX_AGE = float(os.environ.get("BOTTLE_LSP_BOTTLES_MAX_AGE", "5"))
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +56,7 @@ class BottleLanguageServer(LanguageServer):
         self.debounce_tasks: dict[str, asyncio.Task[None]] = {}
         self.debounce_seconds = float(os.environ.get("BOTTLE_LSP_DEBOUNCE", "0.2"))
         self.bottles: list[dict[str, str]] = []
+        self.bottles_read_at = float("-inf")  # monotonic time of the last list_bottles()
         self.options: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.shown_approvals: set[str] = set()
@@ -109,14 +113,23 @@ class BottleLanguageServer(LanguageServer):
             current = []
         changed = current != self.bottles
         self.bottles = current
+        self.bottles_read_at = time.monotonic()
         return changed
+
+    async def refresh_lenses_if_bottles_changed(self) -> None:
+        """Bottles also start and stop from the CLI; lenses catch up when they are next drawn."""
+        if await self.refresh_bottles():
+            self.refresh_code_lenses()
+
+    def refresh_code_lenses(self) -> None:
+        workspace = self.client_capabilities.workspace
+        if workspace and workspace.code_lens and workspace.code_lens.refresh_support:
+            self.workspace_code_lens_refresh(None)
 
     async def bottles_changed(self, slug: str, event: str) -> None:
         await self.refresh_bottles()
         self.protocol.notify(CHANGED, {"slug": slug, "event": event})
-        workspace = self.client_capabilities.workspace
-        if workspace and workspace.code_lens and workspace.code_lens.refresh_support:
-            self.workspace_code_lens_refresh(None)
+        self.refresh_code_lenses()
 
 
 server = BottleLanguageServer()
@@ -183,18 +196,11 @@ def initialize(ls: BottleLanguageServer, params: types.InitializeParams) -> None
 
 @server.feature(types.INITIALIZED)
 async def initialized(ls: BottleLanguageServer, params: types.InitializedParams) -> None:
-    ls.spawn(_initial_bottles(ls))
+    ls.spawn(ls.refresh_lenses_if_bottles_changed())
     approvals = ls.options.get("approvals", {})
     approvals = approvals if isinstance(approvals, dict) else {}
     if approvals.get("poll", True) and engine.approvals_available():
         ls.spawn(poll_approvals(ls, float(approvals.get("interval", 2.0))))
-
-
-async def _initial_bottles(ls: BottleLanguageServer) -> None:
-    if await ls.refresh_bottles():
-        workspace = ls.client_capabilities.workspace
-        if workspace and workspace.code_lens and workspace.code_lens.refresh_support:
-            ls.workspace_code_lens_refresh(None)
 
 
 # -- diagnostics ----------------------------------------------------------------------------------
@@ -389,6 +395,9 @@ def code_lens_feature(
     uri = params.text_document.uri
     document = ls.workspace.get_text_document(uri)
     analysis = ls.analysis(uri)
+    if time.monotonic() - ls.bottles_read_at > BOTTLES_MAX_AGE:
+        ls.bottles_read_at = time.monotonic()  # one refresh at a time
+        ls.spawn(ls.refresh_lenses_if_bottles_changed())
     return to_client(document, code_lenses(analysis.outline, uri, analysis.path, ls.bottles))
 
 

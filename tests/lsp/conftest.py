@@ -67,12 +67,17 @@ def make_project(root: Path) -> Path:
 
 
 async def start_client(
-    root: Path, *, fake_engine: bool = True, approvals: dict[str, Any] | None = None
+    root: Path,
+    *,
+    fake_engine: bool = True,
+    approvals: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> LanguageClient:
     """A VS Code-like client connected to a fresh `bottle-lsp` whose HOME, state and fake
     engine live under `root`; its log goes to `root/server.log`."""
     env = {
         **os.environ,
+        **(env or {}),
         "HOME": str(root / "home"),
         "BOTTLE_STATE_DIR": str(root / "state"),
         "BOTTLE_LSP_DEBOUNCE": "0.05",

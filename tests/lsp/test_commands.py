@@ -8,6 +8,7 @@ are the real ones.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,31 @@ async def test_a_running_bottle_adds_attach_and_stop_lenses_until_stopped(
     assert await execute(client, "bottle.stop", {"slug": "reviewer-1"}) == {}
     assert client.changed[-1] == {"slug": "reviewer-1", "event": "stopped"}  # type: ignore[attr-defined]
     assert [title for _, title, _, _ in await lenses(client, uri)] == ["▶ Launch", "▶ Launch"]
+
+
+async def test_lenses_catch_up_with_bottles_started_elsewhere(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    client = await make_client(env={"BOTTLE_LSP_BOTTLES_MAX_AGE": "0"})
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    assert len(await lenses(client, uri)) == 2
+    record = {  # what `bottle-engine launch dev` in a terminal leaves behind
+        "slug": "dev-9",
+        "agent": "dev",
+        "backend": "docker",
+        "status": "running",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "manifest": str(project / "bottle.toml"),
+    }
+    (tmp_path / "fake-engine.json").write_text(json.dumps({"bottles": [record]}))
+    await lenses(client, uri)  # drawn from the list it has; re-reads the bottles behind it
+    await eventually(lambda: client.lens_refreshes >= 1, "a code lens refresh")  # type: ignore[attr-defined]
+    assert [title for _, title, _, _ in await lenses(client, uri)] == [
+        "▶ Launch",
+        "Attach",
+        "Stop",
+        "▶ Launch",
+    ]
 
 
 async def test_list_returns_every_bottle_with_its_fields(
