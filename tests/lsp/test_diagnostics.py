@@ -171,3 +171,15 @@ async def test_one_documents_failure_never_affects_another(
     )
     assert [d.code for d in await wait_for_diagnostics(client, broken)] == ["BB001"]
     assert await wait_for_diagnostics(client, fine) == []
+
+
+async def test_ranges_are_in_utf16_units_after_astral_characters(
+    client: LanguageClient, project: Path
+) -> None:
+    text = MANIFEST.replace(
+        'backend = "docker"\n', 'backend = "docker"\nenv = { A = "🙂", B = 1 }\n'
+    )
+    uri = open_document(client, project / "bottle.toml", text)
+    [found] = await wait_for_diagnostics(client, uri)
+    assert found.code == "BB102"
+    assert found.range == rng((10, 22), (10, 23))  # 🙂 is two UTF-16 code units
