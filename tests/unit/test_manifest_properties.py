@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -188,6 +189,27 @@ def test_snippet_documents_load_and_locate_consistently(text: str, crlf: bool) -
     parsed = parse_toml(text)
     if parsed.syntax_error is None:
         assert_spans_agree_with_tomllib(parsed)
+
+
+_SCALARS = st.one_of(st.text(max_size=12), st.integers(), st.booleans(), st.floats(allow_nan=False))
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(min_size=1, max_size=6), inner)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=6), _VALUES, max_size=4))
+@PROPERTY_SETTINGS
+def test_documents_written_by_a_toml_library_are_located_consistently(
+    data: dict[str, Any],
+) -> None:
+    """Keys that need quoting, escaped strings, arrays of tables: as another tool writes them."""
+    parsed = parse_toml(tomlkit.dumps(data))
+    assert parsed.syntax_error is None
+    assert_spans_agree_with_tomllib(parsed)
 
 
 def test_every_seed_is_itself_located_consistently() -> None:
