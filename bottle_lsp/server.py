@@ -32,6 +32,7 @@ from bottle_lsp.actions import code_actions
 from bottle_lsp.analysis import Analysis, analyze
 from bottle_lsp.completion import completions
 from bottle_lsp.diagnostics import SOURCE, diagnostics
+from bottle_lsp.formatting import formatting_edits
 from bottle_lsp.hover import hover
 from bottle_lsp.lenses import ATTACH, LAUNCH, STOP, code_lenses
 from bottle_lsp.navigation import definition, prepare_rename, references, rename
@@ -385,6 +386,15 @@ def _server_range(document: TextDocument, client_range: types.Range) -> types.Ra
 
 def _lsp(position: Position) -> types.Position:
     return types.Position(line=position.line, character=position.character)
+
+
+@server.feature(types.TEXT_DOCUMENT_FORMATTING)
+@guarded(list)
+def formatting_feature(
+    ls: BottleLanguageServer, params: types.DocumentFormattingParams
+) -> list[types.TextEdit]:
+    document = ls.workspace.get_text_document(params.text_document.uri)
+    return to_client(document, formatting_edits(document.source))
 
 
 @server.feature(types.TEXT_DOCUMENT_CODE_LENS)

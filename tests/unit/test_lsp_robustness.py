@@ -13,6 +13,7 @@ from bottle_lsp.actions import code_actions
 from bottle_lsp.analysis import analyze
 from bottle_lsp.completion import completions
 from bottle_lsp.diagnostics import diagnostics
+from bottle_lsp.formatting import formatting_edits
 from bottle_lsp.hover import hover
 from bottle_lsp.lenses import code_lenses
 from bottle_lsp.navigation import definition, prepare_rename, references, rename
@@ -48,6 +49,7 @@ def exercise(text: str, positions: list[tuple[int, int]]) -> None:
     document_symbols(analysis)
     folding_ranges(analysis.outline)
     code_lenses(analysis.outline, "u", PATH, [])
+    formatting_edits(text)
     everywhere = types.Range(start=types.Position(0, 0), end=types.Position(10_000, 0))
     code_actions(analysis, "u", everywhere)
     for line, character in positions:
