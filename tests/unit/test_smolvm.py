@@ -3,9 +3,11 @@ contract (it must fail where the real CLI fails)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from bottle_engine.artifacts.pack import choose_method
 from bottle_engine.errors import BottleError
 from bottle_engine.smolfile import SMOLFILE_KEYS, render_smolfile, spec_for
 from tests.fakes.fixtures import FAKE_SMOLVM, FakeSmolvm, fake_smolvm, legacy_smolvm
+from tests.fakes.oci_layout import make_layout, write_oci_tar
 
 __all__ = ["fake_smolvm", "legacy_smolvm"]  # fixtures used below
 
@@ -225,3 +228,62 @@ def test_smolfile_holds_only_keys_the_real_cli_accepts() -> None:
 def test_smolfile_never_carries_network_or_env() -> None:
     document = tomllib.loads(render_smolfile(spec_for(1, 1024**3, "/workspace")))
     assert not {"net", "network", "env", "secrets", "volumes"} & set(document)
+
+
+def pack_with_fake(
+    tmp_path: Path, image: str, version: str = "1.32.2"
+) -> subprocess.CompletedProcess[str]:
+    env = {"FAKE_SMOLVM_VERSION": version, "PATH": "/usr/bin:/bin"}
+    return run_fake("pack", "create", "--image", image, "--output", str(tmp_path / "out"), env=env)
+
+
+def test_fake_packs_an_oci_archive_and_writes_launcher_and_sidecar(tmp_path: Path) -> None:
+    artifact = make_layout(tmp_path, "oci")
+    write_oci_tar(artifact.layout_dir, tmp_path / "image.tar")
+    done = pack_with_fake(tmp_path, str(tmp_path / "image.tar"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").is_file()
+    sidecar = json.loads((tmp_path / "out.smolmachine").read_text())
+    assert sidecar["manifest_digest"] == artifact.digest
+
+
+def test_fake_packs_a_docker_save_archive(tmp_path: Path) -> None:
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("etc"), None)
+    members = {
+        "manifest.json": json.dumps([{"Config": "c.json", "Layers": ["l/layer.tar"]}]).encode(),
+        "c.json": b"{}",
+        "l/layer.tar": layer.getvalue(),
+    }
+    with tarfile.open(tmp_path / "saved.tar", "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    done = pack_with_fake(tmp_path, str(tmp_path / "saved.tar"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out.smolmachine").read_text())["archive_format"] == "docker-save"
+
+
+def test_fake_refuses_an_archive_that_holds_no_image(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "junk.tar", "w") as tar:
+        tar.addfile(tarfile.TarInfo("hello"), io.BytesIO(b""))
+    done = pack_with_fake(tmp_path, str(tmp_path / "junk.tar"))
+    assert done.returncode == 1
+    assert "neither a docker-save nor an OCI archive" in done.stderr
+    assert not (tmp_path / "out.smolmachine").exists()
+
+
+def test_fake_as_a_registry_only_release_refuses_local_archives(tmp_path: Path) -> None:
+    artifact = make_layout(tmp_path, "legacy")
+    write_oci_tar(artifact.layout_dir, tmp_path / "image.tar")
+    done = pack_with_fake(tmp_path, str(tmp_path / "image.tar"), version="0.8.0")
+    assert done.returncode == 1
+    assert not (tmp_path / "out.smolmachine").exists()
+
+
+def test_fake_never_contacts_a_registry_off_this_machine(tmp_path: Path) -> None:
+    done = pack_with_fake(tmp_path, "registry.example.invalid/agent:1")
+    assert done.returncode == 1
+    assert "loopback" in done.stderr
