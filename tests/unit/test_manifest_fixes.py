@@ -13,14 +13,9 @@ import pytest
 
 from bottle_engine.manifest import LoadedManifest, load_manifest_text
 from bottle_engine.manifest.problems import Fix, Problem, format_path
-from bottle_engine.manifest.source import Position
+from tests.unit.test_manifest_source import offset
 
 CORPUS = Path(__file__).resolve().parent.parent / "manifests"
-
-
-def offset(text: str, position: Position) -> int:
-    lines = text.split("\n")
-    return sum(len(line) + 1 for line in lines[: position.line]) + position.character
 
 
 def apply(text: str, fix: Fix) -> str:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.manifest.source import KeyPath, ParsedToml, Position, Span, parse_toml
+from tests.unit.test_manifest_source import under
 
 CORPUS = Path(__file__).resolve().parent.parent / "manifests"
 MANIFEST = CORPUS / "good" / "bottle.toml"  # anchors relative paths beside the corpus files
@@ -58,15 +59,6 @@ def assert_loads_cleanly(text: str) -> None:
         assert loaded.manifest is not None
 
 
-def value_under(parsed: ParsedToml, span: Span) -> str:
-    lines = parsed.text.split("\n")
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    begin = starts[span.start.line] + span.start.character
-    return parsed.text[begin : starts[span.end.line] + span.end.character]
-
-
 def data_at(data: Any, path: KeyPath) -> Any:
     for step in path:
         data = data[step]
@@ -93,7 +85,7 @@ def assert_spans_agree_with_tomllib(parsed: ParsedToml) -> None:
         assert within(parsed.text, located.key.start) and within(parsed.text, located.value.end)
         if located.is_header or (located.key == located.value and isinstance(path[-1], str)):
             continue  # headers and implicit tables (parts of dotted keys) have no value text
-        written = value_under(parsed, located.value)
+        written = under(parsed, located.value)
         assert tomllib.loads(f"v = {written}")["v"] == data_at(parsed.data, path), (path, written)
 
 

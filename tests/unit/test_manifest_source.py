@@ -10,15 +10,15 @@ from __future__ import annotations
 from bottle_engine.manifest.source import KeyPath, ParsedToml, Position, Span, parse_toml
 
 
+def offset(text: str, position: Position) -> int:
+    """A position as an index into the text (shared by the other manifest tests)."""
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[: position.line]) + position.character
+
+
 def under(parsed: ParsedToml, span: Span) -> str:
     """The text a span covers (spans may cross lines)."""
-    lines = parsed.text.split("\n")
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line) + 1)
-    start = offsets[span.start.line] + span.start.character
-    end = offsets[span.end.line] + span.end.character
-    return parsed.text[start:end]
+    return parsed.text[offset(parsed.text, span.start) : offset(parsed.text, span.end)]
 
 
 def key_at(parsed: ParsedToml, path: KeyPath) -> str:
