@@ -274,8 +274,9 @@ def _value_item(
     )
 
 
-def _shape(key: KeyPath) -> tuple[str, ...]:
-    """`("agents", "dev", "bottle")` -> `("agents", "bottle")`: the section and the field."""
+def field_role(key: KeyPath) -> tuple[str, ...]:
+    """What a key refers to, as (owner, field): `("agents", "dev", "bottle")` ->
+    `("agents", "bottle")`; compare with AGENT_BOTTLE, AGENT_SKILLS, SECRET_FROM_ENV, ..."""
     strings = [part for part in key if isinstance(part, str)]
     if len(strings) >= 3 and strings[0] == "agents":
         return ("agents", strings[2])
@@ -290,7 +291,7 @@ def _values(
     field = schema.field_at(cursor.key)
     if field is None:
         return []
-    shape = _shape(cursor.key)
+    shape = field_role(cursor.key)
     reference = types.CompletionItemKind.Reference
     if shape == AGENT_BOTTLE:
         bottles = analysis.table("bottles")

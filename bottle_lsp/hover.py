@@ -8,7 +8,7 @@ from lsprotocol import types
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.completion import AGENT_BOTTLE, _shape
+from bottle_lsp.completion import AGENT_BOTTLE, field_role
 from bottle_lsp.cursor import cursor_at, string_at
 from bottle_lsp.docs import bottle_summary, enum_value_markdown, field_markdown, schema_path
 
@@ -26,7 +26,7 @@ def hover(analysis: Analysis, position: Position) -> types.Hover | None:
         found = string_at(cursor.line_text, position.character)
         if found is not None:
             value, start, end = found
-            if _shape(cursor.key) == AGENT_BOTTLE:
+            if field_role(cursor.key) == AGENT_BOTTLE:
                 return _markdown(_bottle(analysis, value), line, (start, end))
             field = schema.field_at(cursor.key)
             doc = enum_value_markdown(field, value) if field is not None else None

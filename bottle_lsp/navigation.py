@@ -18,7 +18,7 @@ from pygls.uris import from_fs_path
 from bottle_engine.manifest.model import resolve_path
 from bottle_engine.manifest.source import Position, Span
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.completion import AGENT_BOTTLE, _shape
+from bottle_lsp.completion import AGENT_BOTTLE, field_role
 from bottle_lsp.cursor import cursor_at, string_at
 
 Section = Literal["agents", "bottles"]
@@ -66,7 +66,7 @@ def symbol_at(analysis: Analysis, position: Position) -> Symbol | None:
         section = cursor.table[0]
         if section in ("agents", "bottles"):
             return Symbol(section, cursor.segment.name)  # type: ignore[arg-type]
-    if cursor.kind == "value" and _shape(cursor.key) == AGENT_BOTTLE:
+    if cursor.kind == "value" and field_role(cursor.key) == AGENT_BOTTLE:
         found = string_at(cursor.line_text, position.character)
         if found is not None:
             return Symbol("bottles", found[0])
@@ -127,7 +127,7 @@ def definition(analysis: Analysis, uri: str, position: Position) -> types.Locati
 
 def prompt_file_at(analysis: Analysis, position: Position) -> Path | None:
     cursor = cursor_at(analysis.outline, position)
-    if cursor.kind != "value" or _shape(cursor.key) != ("agents", "prompt_file"):
+    if cursor.kind != "value" or field_role(cursor.key) != ("agents", "prompt_file"):
         return None
     found = string_at(cursor.line_text, position.character)
     if found is None or not found[0]:

@@ -238,6 +238,17 @@ def did_save(ls: BottleLanguageServer, params: types.DidSaveTextDocumentParams) 
         ls.publish(uri)
 
 
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def watched_files_changed(
+    ls: BottleLanguageServer, params: types.DidChangeWatchedFilesParams
+) -> None:
+    """A prompt file, Dockerfile or identity appeared or went: re-check every open manifest."""
+    ls.analyses.clear()
+    if ls.pushes_diagnostics:
+        for uri in list(ls.workspace.text_documents):
+            ls.publish(uri)
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: BottleLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
@@ -272,7 +283,7 @@ def pull_diagnostics(
 
 @server.feature(
     types.TEXT_DOCUMENT_COMPLETION,
-    types.CompletionOptions(trigger_characters=[".", "[", '"', "=", " "]),
+    types.CompletionOptions(trigger_characters=[".", "[", '"', "="]),
 )
 @guarded(lambda: types.CompletionList(is_incomplete=False, items=[]))
 def completion(ls: BottleLanguageServer, params: types.CompletionParams) -> types.CompletionList:
