@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine.manifest import LoadedManifest, load_manifest_text
+from bottle_engine.manifest import load_manifest_text
 from bottle_engine.manifest.problems import Fix, Problem, format_path
 from tests.unit.test_manifest_source import offset
 
@@ -21,10 +21,6 @@ CORPUS = Path(__file__).resolve().parent.parent / "manifests"
 def apply(text: str, fix: Fix) -> str:
     start, end = offset(text, fix.span.start), offset(text, fix.span.end)
     return text[:start] + fix.replacement + text[end:]
-
-
-def problems_by_path(loaded: LoadedManifest, code: str) -> list[str]:
-    return [format_path(p.path) for p in loaded.problems if p.code == code]
 
 
 def corpus_fixes() -> list[tuple[str, Path, Problem, Fix]]:
