@@ -131,6 +131,22 @@ async def test_cross_file_problems_name_the_missing_prompt_file(
     assert str(project / "prompts" / "dev.md") in found[0].message
 
 
+async def test_creating_the_prompt_file_clears_its_diagnostic(
+    client: LanguageClient, project: Path
+) -> None:
+    prompt = project / "prompts" / "dev.md"
+    prompt.unlink()
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    assert [d.code for d in await wait_for_diagnostics(client, uri)] == ["BB204"]
+    prompt.write_text("# dev\n")
+    client.workspace_did_change_watched_files(
+        types.DidChangeWatchedFilesParams(
+            changes=[types.FileEvent(uri=prompt.as_uri(), type=types.FileChangeType.Created)]
+        )
+    )
+    assert await wait_for_diagnostics(client, uri, 0) == []
+
+
 @pytest.mark.parametrize(
     "text",
     [
