@@ -1,0 +1,258 @@
+// End-to-end test of the packaged extension in a real editor: code-server (VS Code 1.100 in a
+// browser) with bot-bottle.vsix installed, driven through Debian's Chromium by playwright-core,
+// talking to the real bottle-lsp from this repository.
+//
+// Opt-in (it needs ./setup.sh, the built .vsix and bottle-lsp on PATH):
+//   BOT_BOTTLE_VSCODE_E2E=1 node --test e2e/extension.e2e.mjs     (or scripts/e2e.sh)
+// Everything listens on and talks to 127.0.0.1 only: code-server binds there, its update
+// check, telemetry and extension gallery are off, and the browser aborts any request to
+// another host (the test fails if one was attempted).
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const extensionRoot = path.join(here, "..");
+const enabled = process.env.BOT_BOTTLE_VSCODE_E2E === "1";
+const vsix = process.env.BOT_BOTTLE_VSIX ?? path.join(extensionRoot, "bot-bottle.vsix");
+const codeServer = path.join(here, "node_modules", ".bin", "code-server");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const artifacts = path.join(here, "artifacts");
+const LOOPBACK = "127.0.0.1";
+const CLOSED_LOOPBACK_URL = "http://127.0.0.1:9"; // discard port: nothing listens there
+
+const CHROMIUM_FLAGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-default-apps",
+  "--disable-domain-reliability",
+  "--no-pings",
+];
+
+// The editor settings of a machine that must not phone home.
+const USER_SETTINGS = {
+  "telemetry.telemetryLevel": "off",
+  "update.mode": "none",
+  "extensions.autoCheckUpdates": false,
+  "extensions.autoUpdate": false,
+  "extensions.ignoreRecommendations": true,
+  "workbench.enableExperiments": false,
+  "workbench.settings.enableNaturalLanguageSearch": false,
+  "workbench.startupEditor": "none",
+  "workbench.tips.enabled": false,
+  "security.workspace.trust.enabled": false,
+  "npm.fetchOnlinePackageInfo": false,
+  "json.schemaDownload.enable": false,
+  "typescript.disableAutomaticTypeAcquisition": true,
+  "git.enabled": false,
+  "chat.disableAIFeatures": true,
+  "editor.codeLens": true,
+  "botBottle.bottles.refreshInterval": 2,
+};
+
+// One valid agent (gets a Launch lens) and one key the schema does not know (a diagnostic).
+const MANIFEST = `[agents.hello]
+command = ["bash", "-c", "echo hello"]
+prompt = "You are a sample agent."
+
+[agents.typo]
+command = ["true"]
+imge = "x"
+
+[bottles.default]
+memory = "1g"
+
+[bottles.default.egress]
+allow = ["allowed.invalid"]
+`;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, LOOPBACK, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForHttp(url, child, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`code-server exited with ${child.exitCode}`);
+    try {
+      const response = await fetch(url);
+      if (response.ok || response.status === 302) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+}
+
+describe("the extension in code-server", { skip: enabled ? false : "set BOT_BOTTLE_VSCODE_E2E=1 (see scripts/e2e.sh)" }, () => {
+  let root;
+  let workspace;
+  let server;
+  let context;
+  let page;
+  let serverLog = "";
+  const blockedRequests = [];
+
+  before(async () => {
+    assert.ok(fs.existsSync(vsix), `${vsix} is missing: run npm run package first`);
+    assert.ok(fs.existsSync(codeServer), `${codeServer} is missing: run e2e/setup.sh first`);
+    root = fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-"));
+    const userData = path.join(root, "user-data");
+    const extensionsDir = path.join(root, "extensions");
+    workspace = path.join(root, "workspace");
+    fs.mkdirSync(path.join(userData, "User"), { recursive: true });
+    fs.mkdirSync(workspace);
+    fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify(USER_SETTINGS, null, 2));
+    fs.writeFileSync(path.join(workspace, "bottle.toml"), MANIFEST);
+    const config = path.join(root, "config.yaml");
+    fs.writeFileSync(config, "auth: none\ncert: false\n");
+
+    const env = {
+      ...process.env,
+      // The extension gallery points at a closed loopback port: no marketplace traffic.
+      EXTENSIONS_GALLERY: JSON.stringify({
+        serviceUrl: `${CLOSED_LOOPBACK_URL}/gallery`,
+        itemUrl: `${CLOSED_LOOPBACK_URL}/item`,
+        resourceUrlTemplate: `${CLOSED_LOOPBACK_URL}/resource/{publisher}/{name}/{version}/{path}`,
+      }),
+      BOTTLE_STATE_DIR: path.join(root, "state"),
+    };
+    const common = ["--config", config, "--user-data-dir", userData, "--extensions-dir", extensionsDir];
+    const install = spawnSync(codeServer, [...common, "--install-extension", vsix], { env, encoding: "utf8" });
+    assert.equal(install.status, 0, `installing the .vsix failed:\n${install.stdout}\n${install.stderr}`);
+
+    const port = await freePort();
+    server = spawn(
+      codeServer,
+      [
+        ...common,
+        "--bind-addr", `${LOOPBACK}:${port}`,
+        "--auth", "none",
+        "--disable-telemetry",
+        "--disable-update-check",
+        "--disable-workspace-trust",
+        "--disable-getting-started-override",
+        "--disable-proxy",
+        "--ignore-last-opened",
+        workspace,
+      ],
+      { env, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    server.stdout.on("data", (chunk) => (serverLog += chunk));
+    server.stderr.on("data", (chunk) => (serverLog += chunk));
+    const url = `http://${LOOPBACK}:${port}/`;
+    await waitForHttp(`${url}healthz`, server, 60_000);
+
+    const { chromium } = await import(path.join(here, "node_modules", "playwright-core", "index.mjs"));
+    context = await chromium.launchPersistentContext(path.join(root, "chromium-profile"), {
+      executablePath: chromiumPath,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      viewport: { width: 1400, height: 900 },
+    });
+    // Loopback only: anything else is aborted and recorded (asserted empty at the end).
+    await context.route("**/*", (route) => {
+      const target = new URL(route.request().url());
+      if (["http:", "https:", "ws:", "wss:"].includes(target.protocol) && target.hostname !== LOOPBACK && target.hostname !== "localhost") {
+        blockedRequests.push(target.href);
+        return route.abort();
+      }
+      return route.continue();
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    await page.goto(`${url}?folder=${encodeURIComponent(workspace)}`);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+  });
+
+  after(async (t) => {
+    fs.mkdirSync(artifacts, { recursive: true });
+    if (page !== undefined) {
+      await page.screenshot({ path: path.join(artifacts, "last.png") }).catch(() => undefined);
+    }
+    await context?.close().catch(() => undefined);
+    if (server !== undefined && server.exitCode === null) {
+      server.kill("SIGTERM");
+      await new Promise((resolve) => server.once("exit", resolve));
+    }
+    fs.writeFileSync(path.join(artifacts, "code-server.log"), serverLog);
+    if (root !== undefined) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  async function runCommand(title) {
+    await page.keyboard.press("F1");
+    const input = page.locator(".quick-input-widget input");
+    await input.waitFor();
+    await input.fill(`>${title}`);
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor();
+    await page.keyboard.press("Enter");
+  }
+
+  it("opens bottle.toml and shows the server's diagnostics and Launch code lens", async () => {
+    await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first().click();
+    await page.locator(".monaco-editor .view-lines").first().waitFor();
+    // The code lens above [agents.hello], from bottle-lsp's lenses.
+    const lens = page.locator(".contentWidgets .codelens-decoration a", { hasText: "Launch" }).first();
+    await lens.waitFor({ timeout: 60_000 });
+    // The unknown key is marked in the editor and listed in the Problems panel.
+    await page.locator(".monaco-editor .squiggly-error, .monaco-editor .squiggly-warning").first().waitFor({ timeout: 60_000 });
+    await runCommand("View: Focus Problems");
+    const problems = page.locator(".markers-panel .monaco-list-row");
+    await problems.first().waitFor({ timeout: 30_000 });
+    const text = (await problems.allInnerTexts()).join("\n");
+    assert.match(text, /imge/, `Problems panel: ${text}`);
+    await page.screenshot({ path: path.join(artifacts, "diagnostics-and-lens.png") });
+  });
+
+  it("lists the Bot Bottle commands in the palette and has a Bottles view", async () => {
+    await page.keyboard.press("Escape");
+    await page.keyboard.press("F1");
+    const input = page.locator(".quick-input-widget input");
+    await input.fill(">Bot Bottle:");
+    const rows = page.locator(".quick-input-list .monaco-list-row");
+    await rows.first().waitFor();
+    const titles = (await rows.allInnerTexts()).join("\n");
+    for (const title of ["Launch Bottle", "Attach to Bottle", "Stop Bottle", "Show Egress Log", "Restart Language Server"]) {
+      assert.match(titles, new RegExp(`Bot Bottle: ${title}`), `palette lists ${title}:\n${titles}`);
+    }
+    await page.keyboard.press("Escape");
+    const bottlesView = page.locator(".pane-header", { hasText: "Bottles" });
+    await bottlesView.waitFor({ timeout: 30_000 });
+  });
+
+  it("launches from the palette: agent pick, then progress or the server's error, never a stack trace", async () => {
+    await runCommand("Bot Bottle: Launch Bottle");
+    const agentRow = page.locator(".quick-input-list .monaco-list-row", { hasText: "hello" }).first();
+    await agentRow.waitFor({ timeout: 30_000 });
+    await page.screenshot({ path: path.join(artifacts, "agent-pick.png") });
+    await agentRow.click();
+    // The launch notification appears; its outcome depends on this machine's Docker set-up,
+    // so the test accepts success or a readable error, not a crash of the extension.
+    const toast = page.locator(".notifications-toasts .notification-toast", { hasText: /Launching bottle for agent hello|Bottle .* is running|hello|launch/i });
+    await toast.first().waitFor({ timeout: 60_000 });
+    await page.screenshot({ path: path.join(artifacts, "launch.png") });
+    const toasts = (await page.locator(".notifications-toasts").allInnerTexts()).join("\n");
+    assert.doesNotMatch(toasts, /command 'bottle\.launch' resulted in an error|TypeError|undefined/);
+  });
+
+  it("sent no request off this machine", () => {
+    assert.deepEqual(blockedRequests, []);
+  });
+});
