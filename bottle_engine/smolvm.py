@@ -266,6 +266,24 @@ class Smolvm:
             machine_exec_args(name, command, user=user), doing=f"run {command[0]} in {name}"
         )
 
+    def exec_output(
+        self, name: str, command: Sequence[str], *, user: str | None = None
+    ) -> tuple[int, bytes]:
+        """Run `command` in the machine: its exit status and output (stdout, then stderr).
+
+        A failing command is a result, not an error; only smolvm's own failures (no such
+        machine, not running) raise `BottleError`.
+        """
+        argv = self.command(machine_exec_args(name, command, user=user))
+        try:
+            done = subprocess.run(argv, capture_output=True, check=False)
+        except OSError as exc:
+            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+        stderr = done.stderr.decode("utf-8", "replace")
+        if done.returncode != 0 and _is_smolvm_error(stderr, self.info.error_format_json):
+            raise translate_failure(f"run {command[0]} in {name}", done.returncode, stderr)
+        return done.returncode, done.stdout + done.stderr
+
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""
         out = self.run(["machine", "ls", "--json"], doing="list microVMs")
@@ -315,6 +333,16 @@ def translate_failure(doing: str, returncode: int, stderr: str) -> BottleError:
             text, fix="a machine of that name exists already; `bottle-engine stop` it first"
         )
     return BottleError(text, fix="rerun with --debug, and see `smolvm machine ls` for its state")
+
+
+def _is_smolvm_error(stderr: str, json_errors: bool) -> bool:
+    """Whether stderr carries smolvm's own failure rather than the command's output."""
+    for line in stderr.splitlines():
+        if json_errors and line.startswith('{"error"'):
+            return True
+        if not json_errors and line.startswith(("Error: ", "error: ")):
+            return True
+    return False
 
 
 def _run_plain(binary: Path, args: list[str], doing: str) -> str:

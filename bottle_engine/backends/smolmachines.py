@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,6 +265,20 @@ class SmolmachinesBackend:
         if machine is None:
             return "missing"
         return _STATES.get(str(machine.get("state")), str(machine.get("state")))
+
+    def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
+        code, output = self.smolvm.exec_output(record.name, argv, user=f"{AGENT_UID}:{AGENT_UID}")
+        return code, output.decode("utf-8", "replace")
+
+    def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
+        dump = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
+        _, environments = self.smolvm.exec_output(record.name, ["sh", "-c", dump], user="0")
+        places = {"process environments": environments}
+        for path in (AGENT_HOME, WORKSPACE, "/tmp", "/etc"):
+            _, places[path] = self.smolvm.exec_output(
+                record.name, ["tar", "-cf", "-", "-C", path, "."], user="0"
+            )
+        return places
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker

@@ -287,3 +287,31 @@ def test_fake_never_contacts_a_registry_off_this_machine(tmp_path: Path) -> None
     done = pack_with_fake(tmp_path, "registry.example.invalid/agent:1")
     assert done.returncode == 1
     assert "loopback" in done.stderr
+
+
+def started_machine(tmp_path: Path) -> smolvm.Smolvm:
+    cli = smolvm.Smolvm()
+    sidecar = tmp_path / "bottle.smolmachine"
+    sidecar.write_text(json.dumps({"format": "fake-smolmachine/1"}))
+    cli.machine_create(spec(sidecar=sidecar))
+    cli.machine_start("bottle-dev")
+    return cli
+
+
+def test_a_failing_guest_command_is_a_result_not_an_error(
+    fake_smolvm: FakeSmolvm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = started_machine(tmp_path)
+    monkeypatch.setenv("FAKE_SMOLVM_EXEC_EXIT", "3")
+    code, output = cli.exec_output("bottle-dev", ["false"], user="1000:1000")
+    assert code == 3
+    assert b"false" in output
+
+
+def test_exec_in_a_stopped_machine_is_an_error_naming_it(
+    fake_smolvm: FakeSmolvm, tmp_path: Path
+) -> None:
+    cli = started_machine(tmp_path)
+    cli.machine_stop("bottle-dev")
+    with pytest.raises(BottleError, match="not running"):
+        cli.exec_output("bottle-dev", ["true"])
