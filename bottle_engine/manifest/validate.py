@@ -325,7 +325,7 @@ class _Checker:
             upstream_path: KeyPath = (*path, "git", index)
             upstream_name = upstream.get("name", "")
             if upstream_name in seen:
-                span = self.parsed.section_span(upstream_path)
+                span = self._element_span(upstream_path)
                 yield self.problem(
                     "BB305",
                     (*upstream_path, "name"),
@@ -345,6 +345,17 @@ class _Checker:
                         "pushes to this upstream will fail",
                         value=True,
                     )
+
+    def _element_span(self, path: KeyPath) -> Span:
+        """What removing a duplicate upstream deletes: its `[[...]]` section or, written inline
+        (`git = [{...}, {...}]`), the element and the comma before it."""
+        located = self.parsed.locations[path]
+        if located.is_header:
+            return self.parsed.section_span(path)
+        index = path[-1]
+        assert isinstance(index, int) and index > 0, "a duplicate always follows the first"
+        previous = self.parsed.locations[(*path[:-1], index - 1)].value.end
+        return Span(previous, located.value.end)
 
     def secret_references(
         self, bottle: str, name: str, secret: dict[str, Any], rules: list[Any], allow: list[str]
