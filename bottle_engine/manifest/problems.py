@@ -116,4 +116,5 @@ def format_path(path: KeyPath) -> str:
 
 
 def _is_bare(key: str) -> bool:
-    return bool(key) and all(c.isalnum() or c in "_-" for c in key)
+    """TOML bare keys are ASCII only: `é` must be quoted."""
+    return bool(key) and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
