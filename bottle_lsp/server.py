@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 from lsprotocol import types
@@ -169,6 +169,25 @@ def to_client(document: TextDocument, result: T) -> T:
     return converted
 
 
+class PositionParams(Protocol):
+    """What every positional request's params have (lsprotocol gives them no common base)."""
+
+    @property
+    def text_document(self) -> types.TextDocumentIdentifier: ...
+
+    @property
+    def position(self) -> types.Position: ...
+
+
+def at_cursor(
+    ls: BottleLanguageServer, params: PositionParams
+) -> tuple[str, TextDocument, Analysis, Position]:
+    """The URI, document, analysis and (engine) position a positional request is about."""
+    uri = params.text_document.uri
+    document = ls.workspace.get_text_document(uri)
+    return uri, document, ls.analysis(uri), to_server(document, params.position)
+
+
 def guarded(default: Callable[[], Any]) -> Callable[[F], F]:
     """A feature that fails answers `default()` and logs, instead of failing the request."""
 
@@ -287,18 +306,16 @@ def pull_diagnostics(
 )
 @guarded(lambda: types.CompletionList(is_incomplete=False, items=[]))
 def completion(ls: BottleLanguageServer, params: types.CompletionParams) -> types.CompletionList:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    items = completions(ls.analysis(uri), to_server(document, params.position))
+    _, document, analysis, position = at_cursor(ls, params)
+    items = completions(analysis, position)
     return types.CompletionList(is_incomplete=False, items=to_client(document, items))
 
 
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 @guarded(lambda: None)
 def hover_feature(ls: BottleLanguageServer, params: types.HoverParams) -> types.Hover | None:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    return to_client(document, hover(ls.analysis(uri), to_server(document, params.position)))
+    _, document, analysis, position = at_cursor(ls, params)
+    return to_client(document, hover(analysis, position))
 
 
 @server.feature(types.TEXT_DOCUMENT_DEFINITION)
@@ -306,9 +323,8 @@ def hover_feature(ls: BottleLanguageServer, params: types.HoverParams) -> types.
 def definition_feature(
     ls: BottleLanguageServer, params: types.DefinitionParams
 ) -> types.Location | None:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    found = definition(ls.analysis(uri), uri, to_server(document, params.position))
+    uri, document, analysis, position = at_cursor(ls, params)
+    found = definition(analysis, uri, position)
     return to_client(document, found) if found is not None and found.uri == uri else found
 
 
@@ -317,14 +333,8 @@ def definition_feature(
 def references_feature(
     ls: BottleLanguageServer, params: types.ReferenceParams
 ) -> list[types.Location]:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    found = references(
-        ls.analysis(uri),
-        uri,
-        to_server(document, params.position),
-        params.context.include_declaration,
-    )
+    uri, document, analysis, position = at_cursor(ls, params)
+    found = references(analysis, uri, position, params.context.include_declaration)
     return to_client(document, found)
 
 
@@ -333,11 +343,8 @@ def references_feature(
 def prepare_rename_feature(
     ls: BottleLanguageServer, params: types.PrepareRenameParams
 ) -> types.Range | None:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    return to_client(
-        document, prepare_rename(ls.analysis(uri), to_server(document, params.position))
-    )
+    _, document, analysis, position = at_cursor(ls, params)
+    return to_client(document, prepare_rename(analysis, position))
 
 
 @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
@@ -345,9 +352,8 @@ def prepare_rename_feature(
 def rename_feature(
     ls: BottleLanguageServer, params: types.RenameParams
 ) -> types.WorkspaceEdit | None:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    found = rename(ls.analysis(uri), uri, to_server(document, params.position), params.new_name)
+    uri, document, analysis, position = at_cursor(ls, params)
+    found = rename(analysis, uri, position, params.new_name)
     return to_client(document, found)
 
 
