@@ -7,6 +7,7 @@ their `fix`. Codes are stable; `CODES` documents each one (the README table is g
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,8 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            text = part if _is_bare(part) else f'"{part}"'
+            # JSON's string escapes are all valid in a TOML basic string.
+            text = part if _is_bare(part) else json.dumps(part, ensure_ascii=False)
             out += f".{text}" if out else text
     return out
 
