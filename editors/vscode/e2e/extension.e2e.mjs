@@ -102,29 +102,44 @@ async function waitForHttp(url, child, timeoutMs) {
   throw new Error(`${url} did not answer within ${timeoutMs} ms`);
 }
 
-describe("the extension in code-server", { skip: enabled ? false : "set BOT_BOTTLE_VSCODE_E2E=1 (see scripts/e2e.sh)" }, () => {
-  let root;
-  let workspace;
+/**
+ * code-server with the .vsix installed, a workspace holding `manifestText` as bottle.toml, and
+ * Chromium on it. `close()` removes everything and writes logs/screenshots to e2e/artifacts.
+ */
+async function startEditor(name, manifestText, extraEnv = {}) {
+  assert.ok(fs.existsSync(vsix), `${vsix} is missing: run npm run package first`);
+  assert.ok(fs.existsSync(codeServer), `${codeServer} is missing: run e2e/setup.sh first`);
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-"));
+  const userData = path.join(root, "user-data");
+  const extensionsDir = path.join(root, "extensions");
+  const workspace = path.join(root, "workspace");
+  fs.mkdirSync(path.join(userData, "User"), { recursive: true });
+  fs.mkdirSync(workspace);
+  fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify(USER_SETTINGS, null, 2));
+  fs.writeFileSync(path.join(workspace, "bottle.toml"), manifestText);
+  const config = path.join(root, "config.yaml");
+  fs.writeFileSync(config, "auth: none\ncert: false\n");
+  const blockedRequests = [];
+  let serverLog = "";
   let server;
   let context;
   let page;
-  let serverLog = "";
-  const blockedRequests = [];
 
-  before(async () => {
-    assert.ok(fs.existsSync(vsix), `${vsix} is missing: run npm run package first`);
-    assert.ok(fs.existsSync(codeServer), `${codeServer} is missing: run e2e/setup.sh first`);
-    root = fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-"));
-    const userData = path.join(root, "user-data");
-    const extensionsDir = path.join(root, "extensions");
-    workspace = path.join(root, "workspace");
-    fs.mkdirSync(path.join(userData, "User"), { recursive: true });
-    fs.mkdirSync(workspace);
-    fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify(USER_SETTINGS, null, 2));
-    fs.writeFileSync(path.join(workspace, "bottle.toml"), MANIFEST);
-    const config = path.join(root, "config.yaml");
-    fs.writeFileSync(config, "auth: none\ncert: false\n");
+  const close = async () => {
+    fs.mkdirSync(artifacts, { recursive: true });
+    if (page !== undefined) {
+      await page.screenshot({ path: path.join(artifacts, `${name}-last.png`) }).catch(() => undefined);
+    }
+    await context?.close().catch(() => undefined);
+    if (server !== undefined && server.exitCode === null) {
+      server.kill("SIGTERM");
+      await new Promise((resolve) => server.once("exit", resolve));
+    }
+    fs.writeFileSync(path.join(artifacts, `${name}-code-server.log`), serverLog);
+    fs.rmSync(root, { recursive: true, force: true });
+  };
 
+  try {
     const env = {
       ...process.env,
       // The extension gallery points at a closed loopback port: no marketplace traffic.
@@ -134,6 +149,7 @@ describe("the extension in code-server", { skip: enabled ? false : "set BOT_BOTT
         resourceUrlTemplate: `${CLOSED_LOOPBACK_URL}/resource/{publisher}/{name}/{version}/{path}`,
       }),
       BOTTLE_STATE_DIR: path.join(root, "state"),
+      ...extraEnv,
     };
     const common = ["--config", config, "--user-data-dir", userData, "--extensions-dir", extensionsDir];
     const install = spawnSync(codeServer, [...common, "--install-extension", vsix], { env, encoding: "utf8" });
@@ -168,10 +184,11 @@ describe("the extension in code-server", { skip: enabled ? false : "set BOT_BOTT
       args: CHROMIUM_FLAGS,
       viewport: { width: 1400, height: 900 },
     });
-    // Loopback only: anything else is aborted and recorded (asserted empty at the end).
+    // Loopback only: anything else is aborted and recorded (asserted empty by the tests).
     await context.route("**/*", (route) => {
       const target = new URL(route.request().url());
-      if (["http:", "https:", "ws:", "wss:"].includes(target.protocol) && target.hostname !== LOOPBACK && target.hostname !== "localhost") {
+      const remote = ["http:", "https:", "ws:", "wss:"].includes(target.protocol);
+      if (remote && target.hostname !== LOOPBACK && target.hostname !== "localhost") {
         blockedRequests.push(target.href);
         return route.abort();
       }
@@ -180,52 +197,66 @@ describe("the extension in code-server", { skip: enabled ? false : "set BOT_BOTT
     page = context.pages()[0] ?? (await context.newPage());
     await page.goto(`${url}?folder=${encodeURIComponent(workspace)}`);
     await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
-  });
-
-  after(async (t) => {
-    fs.mkdirSync(artifacts, { recursive: true });
-    if (page !== undefined) {
-      await page.screenshot({ path: path.join(artifacts, "last.png") }).catch(() => undefined);
-    }
-    await context?.close().catch(() => undefined);
-    if (server !== undefined && server.exitCode === null) {
-      server.kill("SIGTERM");
-      await new Promise((resolve) => server.once("exit", resolve));
-    }
-    fs.writeFileSync(path.join(artifacts, "code-server.log"), serverLog);
-    if (root !== undefined) fs.rmSync(root, { recursive: true, force: true });
-  });
-
-  async function runCommand(title) {
-    await page.keyboard.press("F1");
-    const input = page.locator(".quick-input-widget input");
-    await input.waitFor();
-    await input.fill(`>${title}`);
-    await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor();
-    await page.keyboard.press("Enter");
+  } catch (error) {
+    await close();
+    throw error;
   }
+  return { page, workspace, blockedRequests, close, shot: (file) => page.screenshot({ path: path.join(artifacts, file) }) };
+}
 
-  it("opens bottle.toml and shows the server's diagnostics and Launch code lens", async () => {
-    await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first().click();
-    await page.locator(".monaco-editor .view-lines").first().waitFor();
-    // The code lens above [agents.hello], from bottle-lsp's lenses.
-    const lens = page.locator(".contentWidgets .codelens-decoration a", { hasText: "Launch" }).first();
-    await lens.waitFor({ timeout: 60_000 });
-    // The unknown key is marked in the editor and listed in the Problems panel.
-    await page.locator(".monaco-editor .squiggly-error, .monaco-editor .squiggly-warning").first().waitFor({ timeout: 60_000 });
-    await runCommand("View: Focus Problems");
+async function runCommand(page, title) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor();
+  await input.fill(`>${title}`);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor();
+  await page.keyboard.press("Enter");
+}
+
+async function openManifest(page) {
+  await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first().click();
+  await page.locator(".monaco-editor .view-lines").first().waitFor();
+}
+
+/** The code lens link `title` (e.g. "▶ Launch") in the open editor. */
+function lens(page, title) {
+  return page.locator(".contentWidgets .codelens-decoration a", { hasText: title });
+}
+
+function toasts(page) {
+  return page.locator(".notifications-toasts .notification-toast");
+}
+
+const skipUnlessEnabled = enabled ? false : "set BOT_BOTTLE_VSCODE_E2E=1 (see scripts/e2e.sh)";
+
+describe("bottle.toml in code-server", { skip: skipUnlessEnabled }, () => {
+  let editor;
+  before(async () => {
+    editor = await startEditor("manifest", MANIFEST);
+  });
+  after(async () => {
+    await editor?.close();
+  });
+
+  it("shows the server's diagnostics and a Launch code lens per agent", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    await lens(page, "Launch").first().waitFor({ timeout: 60_000 });
+    assert.equal(await lens(page, "Launch").count(), 2, "one lens per [agents.NAME]");
+    await page.locator(".monaco-editor .squiggly-error").first().waitFor({ timeout: 60_000 });
+    await runCommand(page, "View: Focus Problems");
     const problems = page.locator(".markers-panel .monaco-list-row");
     await problems.first().waitFor({ timeout: 30_000 });
     const text = (await problems.allInnerTexts()).join("\n");
-    assert.match(text, /imge/, `Problems panel: ${text}`);
-    await page.screenshot({ path: path.join(artifacts, "diagnostics-and-lens.png") });
+    assert.match(text, /agents\.typo\.imge: unknown key 'imge'/, `Problems panel: ${text}`);
+    await editor.shot("diagnostics-and-lens.png");
   });
 
   it("lists the Bot Bottle commands in the palette and has a Bottles view", async () => {
+    const { page } = editor;
     await page.keyboard.press("Escape");
     await page.keyboard.press("F1");
-    const input = page.locator(".quick-input-widget input");
-    await input.fill(">Bot Bottle:");
+    await page.locator(".quick-input-widget input").fill(">Bot Bottle:");
     const rows = page.locator(".quick-input-list .monaco-list-row");
     await rows.first().waitFor();
     const titles = (await rows.allInnerTexts()).join("\n");
@@ -233,26 +264,34 @@ describe("the extension in code-server", { skip: enabled ? false : "set BOT_BOTT
       assert.match(titles, new RegExp(`Bot Bottle: ${title}`), `palette lists ${title}:\n${titles}`);
     }
     await page.keyboard.press("Escape");
-    const bottlesView = page.locator(".pane-header", { hasText: "Bottles" });
-    await bottlesView.waitFor({ timeout: 30_000 });
+    await page.locator(".pane-header", { hasText: "Bottles" }).waitFor({ timeout: 30_000 });
   });
 
-  it("launches from the palette: agent pick, then progress or the server's error, never a stack trace", async () => {
-    await runCommand("Bot Bottle: Launch Bottle");
-    const agentRow = page.locator(".quick-input-list .monaco-list-row", { hasText: "hello" }).first();
-    await agentRow.waitFor({ timeout: 30_000 });
-    await page.screenshot({ path: path.join(artifacts, "agent-pick.png") });
-    await agentRow.click();
-    // The launch notification appears; its outcome depends on this machine's Docker set-up,
-    // so the test accepts success or a readable error, not a crash of the extension.
-    const toast = page.locator(".notifications-toasts .notification-toast", { hasText: /Launching bottle for agent hello|Bottle .* is running|hello|launch/i });
-    await toast.first().waitFor({ timeout: 60_000 });
-    await page.screenshot({ path: path.join(artifacts, "launch.png") });
-    const toasts = (await page.locator(".notifications-toasts").allInnerTexts()).join("\n");
-    assert.doesNotMatch(toasts, /command 'bottle\.launch' resulted in an error|TypeError|undefined/);
+  it("palette Launch offers the manifest's agents in a Quick Pick", async () => {
+    const { page } = editor;
+    await runCommand(page, "Bot Bottle: Launch Bottle");
+    const rows = page.locator(".quick-input-list .monaco-list-row");
+    await rows.filter({ hasText: "typo" }).first().waitFor({ timeout: 30_000 });
+    const labels = (await rows.allInnerTexts()).join("\n");
+    assert.match(labels, /hello/);
+    assert.match(labels, /typo/);
+    await editor.shot("agent-pick.png");
+    await page.keyboard.press("Escape");
+  });
+
+  it("a Launch lens on an invalid manifest shows the server's one error sentence, no stack trace", async () => {
+    const { page } = editor;
+    await lens(page, "Launch").first().click();
+    const error = toasts(page).filter({ hasText: /bottle\.toml has 1 error/ });
+    await error.first().waitFor({ timeout: 60_000 });
+    await editor.shot("launch-refused.png");
+    // The launch's progress notification closes once the server has answered.
+    await toasts(page).filter({ hasText: "Launching bottle for agent hello" }).first().waitFor({ state: "detached", timeout: 15_000 });
+    const text = (await toasts(page).allInnerTexts()).join("\n");
+    assert.doesNotMatch(text, /Bot Bottle: launch failed|resulted in an error|TypeError/, text);
   });
 
   it("sent no request off this machine", () => {
-    assert.deepEqual(blockedRequests, []);
+    assert.deepEqual(editor.blockedRequests, []);
   });
 });
