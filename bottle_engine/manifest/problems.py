@@ -111,8 +111,9 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            # JSON's string escapes are all valid in a TOML basic string.
-            text = part if _is_bare(part) else json.dumps(part, ensure_ascii=False)
+            # JSON's string escapes are all valid in a TOML basic string; TOML also bans raw DEL.
+            quoted = json.dumps(part, ensure_ascii=False).replace("\x7f", "\\u007f")
+            text = part if _is_bare(part) else quoted
             out += f".{text}" if out else text
     return out
 
