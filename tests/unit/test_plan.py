@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_KEYS_MOUNT, SECRETS_MOUNT, SUPERVISE_PORT
 from bottle_engine.errors import BottleError
@@ -322,3 +324,23 @@ def test_unknown_backend_override_is_an_error_naming_the_variable() -> None:
         plan_bottle(corpus("minimal.toml"), "dev", backend_override="podman")
     assert "BOTTLE_BACKEND" in raised.value.message and "podman" in raised.value.message
     assert raised.value.fix and "docker" in raised.value.fix
+
+
+@given(
+    slug=st.text(min_size=1, max_size=20),
+    prefix=st.integers(min_value=20, max_value=28),
+    taken_indices=st.sets(st.integers(min_value=0, max_value=255), max_size=40),
+)
+def test_chosen_subnet_is_always_free_and_inside_the_pool(
+    slug: str, prefix: int, taken_indices: set[int]
+) -> None:
+    pool = ipaddress.IPv4Network(f"10.64.0.0/{prefix}")
+    slots = list(pool.subnets(new_prefix=28))
+    taken = [slots[index] for index in taken_indices if index < len(slots)]
+    if len(taken) == len(slots):
+        with pytest.raises(BottleError):
+            choose_subnet(slug, str(pool), taken)
+        return
+    subnet = choose_subnet(slug, str(pool), taken)
+    assert subnet.prefixlen == 28 and subnet.subnet_of(pool)
+    assert not any(subnet.overlaps(other) for other in taken)
