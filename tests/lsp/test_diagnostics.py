@@ -4,13 +4,15 @@ identical in code and message to the engine's own validation."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from bottle_engine.manifest import load_manifest_text
 from tests.lsp.conftest import MANIFEST, open_document, rng
 
 pytestmark = pytest.mark.asyncio
@@ -51,8 +53,26 @@ async def test_messages_are_those_of_bottle_engine_validate(
     )
     uri = open_document(client, project / "bottle.toml", text)
     found = await wait_for_diagnostics(client, uri)
-    engine = load_manifest_text(text, project / "bottle.toml").problems
-    assert [(d.code, d.message) for d in found] == [(p.code, p.message) for p in engine]
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bottle_engine",
+            "validate",
+            "--format",
+            "json",
+            "-f",
+            "bottle.toml",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1, cli.stderr
+    printed = json.loads(cli.stdout)
+    assert [
+        (d.code, d.message, d.range.start.line + 1, d.range.start.character + 1) for d in found
+    ] == [(p["code"], p["message"], p["line"], p["column"]) for p in printed]
     assert {d.code for d in found} == {"BB201", "BB103", "BB106"}
 
 
