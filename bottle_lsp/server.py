@@ -480,8 +480,16 @@ async def _run_command(
 async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]:
     async def work() -> dict[str, str]:
         argument = _argument(args, "uri", "agent")
-        path = manifest_path(str(argument["uri"]))
+        uri = str(argument["uri"])
+        path = manifest_path(uri)
         agent = str(argument["agent"])
+        if has_unsaved_changes(ls, uri, path):
+            ls.window_show_message(
+                types.ShowMessageParams(
+                    type=types.MessageType.Warning,
+                    message=f"{path} has unsaved changes; launching {agent} from the saved file",
+                )
+            )
         token = f"bottle-launch-{uuid.uuid4()}"
         window = ls.client_capabilities.window
         reports = bool(window and window.work_done_progress)
@@ -502,6 +510,15 @@ async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]
         return {"slug": slug}
 
     return await _run_command(ls, LAUNCH, work())
+
+
+def has_unsaved_changes(ls: BottleLanguageServer, uri: str, path: Path) -> bool:
+    if uri not in ls.workspace.text_documents:
+        return False
+    try:
+        return ls.workspace.get_text_document(uri).source != path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @server.command(ATTACH)

@@ -132,6 +132,20 @@ async def test_lenses_catch_up_with_bottles_started_elsewhere(
     ]
 
 
+async def test_launching_with_unsaved_changes_warns_that_the_saved_file_is_used(
+    client: LanguageClient, project: Path
+) -> None:
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    (project / "bottle.toml").write_text(MANIFEST + "\n# saved later\n")
+    assert await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"}) == {"slug": "dev-1"}
+    assert [(m.type, m.message) for m in client.messages] == [
+        (
+            types.MessageType.Warning,
+            f"{project / 'bottle.toml'} has unsaved changes; launching dev from the saved file",
+        )
+    ]
+
+
 async def test_list_returns_every_bottle_with_its_fields(
     client: LanguageClient, project: Path
 ) -> None:
