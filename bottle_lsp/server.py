@@ -429,6 +429,19 @@ def code_lens_feature(
 
 
 # -- commands: the contract with the VS Code extension --------------------------------------------
+#
+# workspace/executeCommand (each takes one object argument, or none):
+#   bottle.launch  {uri, agent} -> {slug}       $/progress per stage, then bottle/changed
+#   bottle.attach  {slug}       -> {command: [argv]}   run it in a terminal
+#   bottle.stop    {slug}       -> {}           then bottle/changed
+#   bottle.list                 -> [{slug, agent, backend, status, started_at, manifest}]
+#   bottle.logs    {slug, egress?: bool} -> {command: [argv]}
+#   bottle.agents  {uri}        -> [{name, bottle}]
+# A failure is shown with window/showMessage (Error) and answered as {error: message}
+# (bottle.list and bottle.agents answer [] instead).
+# Notifications to the client: bottle/changed {slug, event: "launched" | "stopped"}, and
+# workspace/codeLens/refresh when the client supports it.
+# initializationOptions: {"approvals": {"poll": true, "interval": 2.0}} (the defaults).
 
 
 def _argument(args: tuple[Any, ...], *names: str) -> dict[str, Any]:
