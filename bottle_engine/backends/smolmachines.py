@@ -33,7 +33,7 @@ from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, CA_FILE, DockerB
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG
-from bottle_engine.dockerapi.containers import GuestFile
+from bottle_engine.dockerapi.containers import GuestFile, containers_with_label
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import (
     guest_files,
@@ -251,7 +251,19 @@ class SmolmachinesBackend:
                 fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         progress.stage("start bundle")
-        bundle = self._docker._container(f"{record.name}-bundle")
+        bundle = next(
+            (
+                c
+                for c in containers_with_label(self._docker.client, LABEL_SLUG, record.slug)
+                if c.name == f"{record.name}-bundle"
+            ),
+            None,
+        )
+        if bundle is None:
+            raise BottleError(
+                f"the bundle container of bottle {record.slug} is gone",
+                fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
+            )
         bottle_dir = state.bottle_dir(record.slug)
         (bottle_dir / "bundle.ready").unlink(missing_ok=True)
         bundle.start()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bottle_engine import lifecycle, records
+from bottle_engine.backends import backend_named
 from bottle_engine.bundle.config import EGRESS_PORT
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.client import LABEL_SLUG
@@ -102,10 +103,31 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
         prompt = guest_tar_member(fake_smolvm, record.name, PROMPT_PATH)
         assert (prompt.mode, prompt.uid) == (0o600, AGENT_UID)
         assert lifecycle.find(record.slug).backend == "smolmachines"
+        code, _ = backend_named("smolmachines").exec_as_agent(record, ["true"])
+        assert code == 0
     finally:
         lifecycle.stop(record.slug, remove=True)
     assert fake_smolvm.machine(record.name) is None
     assert slug_resources(docker_client, record.slug) == []
+
+
+def test_stopped_bottle_resumes_bundle_first_then_the_vm(
+    project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
+) -> None:
+    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    try:
+        lifecycle.stop(record.slug)
+        assert statuses(record.slug) == ["stopped"]
+        assert docker_client.containers.get(f"{record.name}-bundle").status == "exited"
+        lifecycle.resume(record.slug)
+        assert statuses(record.slug) == ["running"]
+        assert docker_client.containers.get(f"{record.name}-bundle").status == "running"
+    finally:
+        lifecycle.stop(record.slug, remove=True)
+
+
+def statuses(slug: str) -> list[str]:
+    return [r.status for r in lifecycle.list_bottles() if r.slug == slug]
 
 
 def test_failed_vm_start_removes_the_machine_bundle_and_networks(
