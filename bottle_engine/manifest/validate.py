@@ -402,7 +402,7 @@ class _Checker:
                 continue
             allow_span = self.parsed.span_of(("bottles", bottle, "egress", "allow"), value=True)
             fixes: tuple[Fix, ...] = ()
-            if allow and ("bottles", bottle, "egress", "allow") in self.parsed.locations:
+            if ("bottles", bottle, "egress", "allow") in self.parsed.locations:
                 new_list = "[" + ", ".join(f'"{e}"' for e in [*allow, host]) + "]"
                 fixes = (Fix(f"Add '{host}' to the egress allowlist", allow_span, new_list),)
             yield self.problem(
