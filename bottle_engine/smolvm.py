@@ -330,7 +330,9 @@ def translate_failure(doing: str, returncode: int, stderr: str) -> BottleError:
         return BottleError(text, fix="`bottle-engine ls` shows the bottles that exist")
     if code == "CONFLICT":
         return BottleError(
-            text, fix="a machine of that name exists already; `bottle-engine stop` it first"
+            text,
+            fix="a machine of that name exists already: `bottle-engine stop --rm SLUG` if it is "
+            "a bottle (`bottle-engine ls`), else `smolvm machine delete --name NAME --force`",
         )
     return BottleError(text, fix="rerun with --debug, and see `smolvm machine ls` for its state")
 
