@@ -1,23 +1,34 @@
 """Test helpers for the bundle: a test CA, an echoing HTTP/HTTPS upstream, and a bundle runner.
 
-The upstream part runs with the standard library only, so the same file serves as the upstream
-inside a container (``python3 bundle_helpers.py serve --tls-cert ... --tls-key ...``) and
-in-process on loopback (`serve_upstream`) for host-side tests and the benchmark.
+The upstream and client parts use the standard library only, so the same file runs inside test
+containers (``python3 bundle_helpers.py serve --tls-cert ... --tls-key ...``, ``python3
+bundle_helpers.py fetch --proxy IP:8888 URL``) and in-process on loopback (`serve_upstream`,
+`fetch`) for host-side tests and the benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
+import random
 import socket
 import ssl
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bottle_engine.bundle.config import BundleConfig
+
+EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also runs without it
 
 # --------------------------------------------------------------------------- the upstream
 
@@ -102,6 +113,71 @@ def _serve_main(argv: list[str]) -> int:
     print("upstream ready", flush=True)
     for thread in threads:
         thread.join()
+    return 0
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def fetch(
+    url: str,
+    *,
+    proxy: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    cafile: str | None = None,
+) -> dict[str, object]:
+    """One request through the HTTP proxy `proxy` ("host:port"), as the agent would send it.
+
+    Returns {"status", "body", "error"}; a refused CONNECT is an error naming its status.
+    """
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    proxy_host, proxy_port = proxy.rsplit(":", 1)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    connection: http.client.HTTPConnection
+    try:
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=cafile)
+            connection = http.client.HTTPSConnection(
+                proxy_host, int(proxy_port), context=context, timeout=30
+            )
+            connection.set_tunnel(parts.hostname or "", parts.port or 443)
+        else:
+            connection = http.client.HTTPConnection(proxy_host, int(proxy_port), timeout=30)
+            target = url
+        connection.request(method, target, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return {"status": response.status, "body": response.read().decode(), "error": None}
+    except (OSError, http.client.HTTPException) as exc:
+        return {"status": None, "body": "", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _fetch_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--proxy", required=True)
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--data")
+    parser.add_argument("--cafile")
+    args = parser.parse_args(argv)
+    headers = dict(h.split(": ", 1) for h in args.header)
+    body = args.data.encode() if args.data is not None else None
+    result = fetch(
+        args.url,
+        proxy=args.proxy,
+        method=args.method,
+        headers=headers,
+        body=body,
+        cafile=args.cafile,
+    )
+    print(json.dumps(result))
     return 0
 
 
@@ -196,5 +272,235 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    sys.exit(_serve_main(sys.argv[2:]))
+if __name__ == "__main__":
+    commands = {"serve": _serve_main, "fetch": _fetch_main}
+    sys.exit(commands[sys.argv[1]](sys.argv[2:]))
+
+
+# --------------------------------------------------------------------------- containers
+
+TEST_LABELS = {"bot-bottle.test": "1"}
+HELPERS_IN_CONTAINER = "/srv/bundle_helpers.py"
+
+
+def pick_subnet(client: Any) -> ipaddress.IPv4Network:
+    """A /24 under 10.213.0.0/16 that no Docker network uses yet."""
+    from bottle_engine.dockerapi.networks import subnets_in_use
+
+    used = subnets_in_use(client)
+    candidates = list(ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24))
+    random.shuffle(candidates)
+    for candidate in candidates:
+        if not any(candidate.overlaps(other) for other in used):
+            return candidate
+    raise RuntimeError("no free test subnet under 10.213.0.0/16")
+
+
+@dataclass
+class BundleTestBed:
+    """A bundle between an internal network (the agent side) and a test network (the "internet").
+
+    The upstream echo server listens on 80 (HTTP) and 443 (HTTPS, test CA) on the egress
+    network; `client` is a container on the internal network only, so the bundle is its only
+    way out.
+    """
+
+    client: Any
+    bundle: Any
+    config: BundleConfig
+    state_dir: Path
+    upstream_ip: str
+    egress_cidr: str
+    internal_subnet: ipaddress.IPv4Network
+    agent: Any = None
+    agent_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def proxy(self) -> str:
+        return f"{self.config.bundle_ip}:{EGRESS_PORT}"
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        data: str | None = None,
+        cafile: str | None = None,
+    ) -> dict[str, Any]:
+        """A request from the agent container through the bundle."""
+        command = ["python3", HELPERS_IN_CONTAINER, "fetch", url, "--proxy", self.proxy]
+        command += ["--method", method]
+        for name, value in (headers or {}).items():
+            command += ["--header", f"{name}: {value}"]
+        if data is not None:
+            command += ["--data", data]
+        if cafile is not None:
+            command += ["--cafile", cafile]
+        result = self.agent.exec_run(command)
+        output = bytes(result.output).decode()
+        assert result.exit_code == 0, output
+        parsed: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+        return parsed
+
+    def agent_exec(self, command: list[str]) -> tuple[int, str]:
+        result = self.agent.exec_run(command)
+        return int(result.exit_code), bytes(result.output).decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def bundle_testbed(
+    client: Any,
+    image: str,
+    workdir: Path,
+    *,
+    upstream_names: list[str],
+    allow: list[str],
+    secrets: dict[str, tuple[str, tuple[str, ...], str]] | None = None,
+    extra_hosts: dict[str, str] | None = None,
+    bottle_name: str = "egress-test",
+) -> Iterator[BundleTestBed]:
+    """Networks, upstream, bundle and agent containers; all removed on exit.
+
+    `allow` may name ``{egress_cidr}``, filled in once the test network exists. `secrets` maps
+    a secret's name to (placeholder, hosts, real value). Each upstream name is mapped to the
+    upstream in the bundle; `extra_hosts` adds more names.
+    """
+    from bottle_engine.bundle.config import SECRETS_MOUNT, BundleConfig, SecretBinding
+    from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
+    from bottle_engine.dockerapi.networks import (
+        create_egress_network,
+        create_internal_network,
+        remove_network,
+    )
+
+    run_id = uuid.uuid4().hex[:10]
+    secrets = secrets or {}
+    tls = make_test_ca(workdir / "tls", upstream_names)
+    with contextlib.ExitStack() as stack:
+        subnet = pick_subnet(client)
+        internal_name, egress_name = f"bb-test-{run_id}-int", f"bb-test-{run_id}-out"
+        create_internal_network(client, internal_name, subnet, str(subnet[1]), TEST_LABELS)
+        stack.callback(remove_network, client, internal_name)
+        egress = create_egress_network(client, egress_name, TEST_LABELS)
+        stack.callback(remove_network, client, egress_name)
+        egress.reload()
+        egress_cidr = egress.attrs["IPAM"]["Config"][0]["Subnet"]
+
+        upstream = client.containers.run(
+            image,
+            [
+                *("python3", HELPERS_IN_CONTAINER, "serve"),
+                *("--tls-cert", "/srv/tls/server.pem", "--tls-key", "/srv/tls/server-key.pem"),
+            ],
+            entrypoint=[],
+            name=f"bb-test-{run_id}-upstream",
+            user="0:0",  # binds ports 80 and 443
+            network=egress_name,
+            labels=TEST_LABELS,
+            volumes={
+                str(Path(__file__).resolve()): {"bind": HELPERS_IN_CONTAINER, "mode": "ro"},
+                str(tls.server_cert.parent): {"bind": "/srv/tls", "mode": "ro"},
+            },
+            detach=True,
+        )
+        stack.callback(_force_remove, upstream)
+        _wait_for_log(upstream, "upstream ready")
+        upstream.reload()
+        upstream_ip = upstream.attrs["NetworkSettings"]["Networks"][egress_name]["IPAddress"]
+
+        state_dir = workdir / "state"
+        secret_files: dict[str, Path] = {}
+        bindings = []
+        for name, (placeholder, hosts, value) in secrets.items():
+            secret_files[name] = workdir / "secrets" / name
+            secret_files[name].parent.mkdir(parents=True, exist_ok=True)
+            secret_files[name].write_text(value + "\n")
+            bindings.append(SecretBinding(name, placeholder, hosts, f"{SECRETS_MOUNT}/{name}"))
+        bundle_ip = str(subnet[2])
+        config = BundleConfig(
+            slug=f"test-{run_id}",
+            bundle_ip=bundle_ip,
+            agent_subnet=str(subnet),
+            egress_allow=tuple(entry.format(egress_cidr=egress_cidr) for entry in allow),
+            secrets=tuple(bindings),
+            bottle_name=bottle_name,
+            upstream_ca_files=("/run/bot-bottle/test-upstream-ca.pem",),
+        )
+        hosts = {name: upstream_ip for name in upstream_names}
+        bundle = run_bundle_container(
+            client,
+            name=f"bb-test-{run_id}-bundle",
+            image=image,
+            config=config,
+            state_dir=state_dir,
+            secret_files=secret_files,
+            internal_network=internal_name,
+            bundle_ip=bundle_ip,
+            egress_network=egress_name,
+            labels=TEST_LABELS,
+            extra_hosts={**hosts, **(extra_hosts or {})},
+            readonly_files={"/run/bot-bottle/test-upstream-ca.pem": tls.ca_cert},
+        )
+        stack.callback(_force_remove, bundle)
+        bed = BundleTestBed(client, bundle, config, state_dir, upstream_ip, egress_cidr, subnet)
+        wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
+
+        # The agent: the bottle CA certificate and placeholders only, like a real bottle.
+        agent_env = {name.upper(): placeholder for name, (placeholder, _, _) in secrets.items()}
+        bottle_ca = state_dir / "ca" / "mitmproxy-ca-cert.pem"
+        bed.agent = client.containers.run(
+            image,
+            ["sleep", "infinity"],
+            entrypoint=[],
+            name=f"bb-test-{run_id}-agent",
+            network=internal_name,
+            labels=TEST_LABELS,
+            environment=agent_env,
+            volumes={
+                str(Path(__file__).resolve()): {"bind": HELPERS_IN_CONTAINER, "mode": "ro"},
+                str(tls.ca_cert): {"bind": "/srv/upstream-ca.pem", "mode": "ro"},
+                str(bottle_ca): {"bind": "/srv/bottle-ca.pem", "mode": "ro"},
+            },
+            detach=True,
+        )
+        stack.callback(_force_remove, bed.agent)
+        bed.agent_env = agent_env
+        yield bed
+
+
+def _force_remove(container: Any) -> None:
+    with contextlib.suppress(Exception):
+        container.remove(force=True)
+
+
+def _wait_for_log(container: Any, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in bytes(container.logs()).decode("utf-8", "replace"):
+            return
+        container.reload()
+        if container.status == "exited":
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"{container.name} never logged {text!r}: {container.logs()!r}")
+
+
+def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:
+    """The bundle image through the artifact builder (cached in `cache_dir` across tests)."""
+    import os
+
+    from bottle_engine.artifacts import ensure_artifact
+    from bottle_engine.bundle.image import bundle_build_spec
+
+    host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    previous = os.environ.get("BOTTLE_CACHE_DIR")
+    os.environ["BOTTLE_CACHE_DIR"] = str(cache_dir)  # session fixtures run before the per-test env
+    try:
+        spec = bundle_build_spec(base_image, host_bundle if host_bundle.exists() else None)
+        return ensure_artifact(client, spec).image_tag
+    finally:
+        if previous is None:
+            os.environ.pop("BOTTLE_CACHE_DIR", None)
+        else:
+            os.environ["BOTTLE_CACHE_DIR"] = previous

@@ -124,8 +124,6 @@ def _check_addresses(
     for ip in parsed:
         text = str(ip)
         explicit = next((r for r in policy.rules if r.matches_address(text, port)), None)
-        if text in policy.own_addresses and not _names_exactly(policy, ip, port):
-            return _own_address_denial(policy, text, port, method, name)
         if _is_special(ip) and explicit is None:
             return _deny(
                 SPECIAL_ADDRESS,
@@ -133,6 +131,8 @@ def _check_addresses(
                 "such addresses are refused unless an ip/cidr entry allows them",
                 _allow_fix(policy, _entry_for(text, port)),
             )
+        if text in policy.own_addresses and not _names_exactly(policy, ip, port):
+            return _own_address_denial(policy, text, port, method, name)
         if explicit is not None:
             allowing.append(explicit.text)
     chosen = min(parsed, key=lambda ip: ip.version)  # IPv4 first: the usual route out

@@ -50,26 +50,29 @@ def services_for(
     proxy_python: str | None = None,
 ) -> list[Service]:
     """The services `config` enables: always the egress proxy, the others when configured."""
+    config_args = ("--config", str(config_path))
     services = [
         Service(
             "egress proxy",
-            (
-                proxy_python or python,
-                "-m",
-                "bottle_engine.bundle.egress",
-                "--config",
-                str(config_path),
-            ),
+            (proxy_python or python, "-m", "bottle_engine.bundle.egress", *config_args),
             EGRESS_PORT,
         )
     ]
     if config.git:
         services.append(
-            Service("git gate", (python, "-m", "bottle_engine.bundle.gitgate"), GIT_GATE_PORT)
+            Service(
+                "git gate",
+                (python, "-m", "bottle_engine.bundle.gitgate", *config_args),
+                GIT_GATE_PORT,
+            )
         )
     if config.supervise:
         services.append(
-            Service("supervise", (python, "-m", "bottle_engine.bundle.supervise"), SUPERVISE_PORT)
+            Service(
+                "supervise",
+                (python, "-m", "bottle_engine.bundle.supervise", *config_args),
+                SUPERVISE_PORT,
+            )
         )
     return services
 

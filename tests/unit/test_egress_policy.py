@@ -95,7 +95,7 @@ CASES = [
     ("api.example.com", 443, [*PUBLIC, "127.0.0.1"], False, SPECIAL_ADDRESS),
     # a CIDR entry lifts the refusal for its range (and port)
     ("api.example.com", 443, ["10.77.3.4"], True, "api.example.com"),
-    ("api.example.com", 443, [BUNDLE_IP], False, OWN_ADDRESS),
+    ("api.example.com", 443, [BUNDLE_IP], False, SPECIAL_ADDRESS),
     ("api.example.com", 443, ["10.77.0.9"], False, OWN_ADDRESS),
     ("a.cdn.example.org", 443, ["198.51.100.9"], True, "*.cdn.example.org"),
     # names that do not resolve
