@@ -99,14 +99,15 @@ async def start_client(
         client, {**DEFAULT_CLIENT_FEATURES, types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS: publish}
     )
 
-    @client.feature("bottle/changed")
     def changed(params: Any) -> None:
         as_dict = params._asdict() if hasattr(params, "_asdict") else params
         client.changed.append(dict(as_dict))  # type: ignore[attr-defined]
 
-    @client.feature(types.WORKSPACE_CODE_LENS_REFRESH)
     def refresh(params: Any) -> None:
         client.lens_refreshes += 1  # type: ignore[attr-defined]
+
+    client.feature("bottle/changed")(changed)
+    client.feature(types.WORKSPACE_CODE_LENS_REFRESH)(refresh)
 
     log = root / "server.log"
     await client.start_io(
@@ -125,7 +126,7 @@ async def start_client(
 async def stop_client(client: LanguageClient, root: Path) -> None:
     """Shut the server down, then insist that it logged no error or traceback."""
     await client.shutdown_session()
-    await client.stop()
+    await client.stop()  # type: ignore[no-untyped-call]
     log = root / "server.log"
     text = log.read_text() if log.exists() else ""
     assert "Traceback" not in text and " ERROR " not in text, text

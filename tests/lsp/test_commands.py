@@ -77,10 +77,11 @@ async def test_launch_reports_progress_per_stage_and_returns_the_slug(
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     result = await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"})
     assert result == {"slug": "dev-1"}
-    [reports] = client.progress_reports.values()
+    [reported] = client.progress_reports.values()
+    reports: list[Any] = list(reported)  # Begin / Report / End values, as pytest-lsp keeps them
     assert [getattr(r, "kind", None) for r in reports] == ["begin"] + ["report"] * 3 + ["end"]
-    assert reports[0].title == "Launching dev"  # type: ignore[union-attr]
-    assert [r.message for r in reports[1:]] == [  # type: ignore[union-attr]
+    assert reports[0].title == "Launching dev"
+    assert [r.message for r in reports[1:]] == [
         "build agent image",
         "start bundle",
         "start agent",
@@ -237,10 +238,11 @@ async def test_pending_approvals_are_asked_and_answered(make_client: ClientFacto
     client = await make_client(approvals={"poll": True, "interval": 0.05})
     asked: list[types.ShowMessageRequestParams] = []
 
-    @client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
     def ask(params: types.ShowMessageRequestParams) -> types.MessageActionItem:
         asked.append(params)
         return types.MessageActionItem(title="Approve" if "push" in params.message else "Deny")
+
+    client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(ask)
 
     def statuses() -> dict[str, str]:
         return {r.id: r.status for r in list_requests("dev-1")}

@@ -7,7 +7,7 @@ from pathlib import Path
 from lsprotocol import types
 
 from bottle_engine.manifest import schema
-from bottle_engine.manifest.source import Position
+from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.analysis import analyze
 from bottle_lsp.completion import completions
 from bottle_lsp.diagnostics import diagnostics
@@ -26,6 +26,7 @@ def labels(items: list[types.CompletionItem]) -> list[str]:
 
 def test_every_key_of_every_schema_table_is_offered_in_an_empty_table() -> None:
     tables = 0
+    key: KeyPath
     for path, field in schema.walk():
         concrete = path.replace("AGENT", "a").replace("BOTTLE", "b").replace("SECRET", "s")
         concrete = concrete.replace("[]", "")
