@@ -194,7 +194,7 @@ _VALUES = st.recursive(
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=6), _VALUES, max_size=4))
-@PROPERTY_SETTINGS
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_documents_written_by_a_toml_library_are_located_consistently(
     data: dict[str, Any],
 ) -> None:
