@@ -14,7 +14,8 @@ Pack AGENT's image for the smolmachines (microVM) backend, as `launch` would, an
 The images are built only when their inputs changed, and the pack is cached by the image's
 artifact digest: a second run does no work. With a smolvm that takes local archives the image
 goes in directly; older releases (or --via-registry) pull it from a throw-away registry on
-127.0.0.1 (image: BOTTLE_REGISTRY_IMAGE, default registry:2.8.3 pinned by digest).
+127.0.0.1 (image: BOTTLE_REGISTRY_IMAGE, default registry:2.8.3 pinned by digest). A cached
+pack is reused whichever way it was made.
 
 environment:
   BOTTLE_SMOLVM            the smolvm binary (default: smolvm on PATH)
