@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import secrets as random_tokens
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from bottle_engine import records, state
 from bottle_engine.backends import Backend, backend_named
+from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest
 from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner
@@ -109,6 +111,8 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     """Run the escape probes in a bottle; also the places where a real secret value shows up."""
     record = find(slug)
     backend = _backend(record)
+    config = BundleConfig.load(state.bottle_dir(slug) / "bundle.json")
+    targets = replace(targets, egress_allow=config.egress_allow)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
     values = [
         path.read_text(encoding="utf-8").strip()

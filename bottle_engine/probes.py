@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
+from bottle_engine.manifest.egress_rules import parse_egress_rule
 
 TIMEOUT = 5  # seconds per connection attempt
 
@@ -29,6 +30,7 @@ class ProbeTargets:
     outside: Sequence[tuple[str, int]] = ()  # test hosts outside the bottle (ip, port)
     host_ports: Sequence[int] = ()  # ports of servers on the host (loopback or all addresses)
     other_bottles: Sequence[tuple[str, int]] = ()  # another bottle's bundle/agent (ip, port)
+    egress_allow: Sequence[str] = ()  # the bottle's allowlist: listed IPs are not probed by IP
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,6 @@ def build_probes(targets: ProbeTargets) -> list[Probe]:
             _via_proxy(targets.denied_url),
         ),
         Probe(
-            "no-default-route",
-            "the sandbox has no route off its own network",
-            "awk 'NR>1 && $2==\"00000000\" {found=1} END {exit !found}' /proc/net/route",
-        ),
-        Probe(
             "gateway-has-no-host",
             "the network's gateway address leads to no host service",
             " || ".join(_tcp(targets.gateway_ip, port) for port in (22, 80, 2375, 2376)) or "false",
@@ -141,6 +138,7 @@ def build_probes(targets: ProbeTargets) -> list[Probe]:
                 _via_proxy(f"http://{targets.bundle_ip}:{port}/", tunnel=True),
             )
         )
+    allowed = [parse_egress_rule(entry) for entry in targets.egress_allow]
     for ip, port in targets.outside:
         probes.append(
             Probe(
@@ -149,6 +147,8 @@ def build_probes(targets: ProbeTargets) -> list[Probe]:
                 _tcp(ip, port),
             )
         )
+        if any(rule.matches_address(ip, port) for rule in allowed):
+            continue  # an explicitly allowed IP: reaching it through the proxy is by design
         probes.append(
             Probe(
                 f"proxy-denies-ip-{ip}-{port}",

@@ -1,0 +1,212 @@
+"""Session fixtures for whole bottles on the real daemon (registered as a pytest plugin).
+
+The test world, all created here and removed afterwards:
+
+* an "outside" network with two test hosts of ours: `upstream` (on the allowlist, as
+  upstream.test) and `stranger` (not on it), each a tiny HTTP server;
+* a server on this host, on all addresses, that no bottle may reach;
+* a manifest whose bottle uses that outside network as its way out
+  (BOTTLE_EGRESS_NETWORK) and maps the test names in the bundle (BOTTLE_BUNDLE_HOSTS).
+
+Nothing here addresses anything but those hosts and the bottles' own networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bundle_helpers import build_bundle_image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_LABEL = {"bot-bottle.test": "1"}
+HTTP_PORT = 8000
+
+
+@dataclass(frozen=True)
+class OutsideWorld:
+    network: str
+    upstream_ip: str
+    stranger_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class BottleWorld:
+    """Everything a bottle test needs: the manifest, its env, and where state lives."""
+
+    manifest: Path
+    env: dict[str, str]
+    state_dir: Path
+    outside: OutsideWorld
+    secret_value: str
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"host service\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def host_server() -> Iterator[int]:
+    """A server on this host (all addresses): the kind of service a bottle must not reach."""
+    server = ThreadingHTTPServer(("0.0.0.0", 0), _Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -> str:
+    return build_bundle_image(docker_client, base_image, session_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def outside_world(
+    docker_client: Any, bundle_image: str, host_server: int
+) -> Iterator[OutsideWorld]:
+    run_id = uuid.uuid4().hex[:8]
+    network = docker_client.networks.create(f"bbtest-outside-{run_id}", labels=TEST_LABEL)
+    hosts = []
+    try:
+        for role in ("upstream", "stranger"):
+            container = docker_client.containers.run(
+                bundle_image,
+                entrypoint=["python3", "-m", "http.server", str(HTTP_PORT), "-d", "/tmp"],
+                name=f"bbtest-{role}-{run_id}",
+                network=network.name,
+                labels=TEST_LABEL,
+                detach=True,
+            )
+            hosts.append(container)
+        ips = []
+        for container in hosts:
+            container.reload()
+            ips.append(container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"])
+        yield OutsideWorld(network.name, ips[0], ips[1], host_server)
+    finally:
+        for container in hosts:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        with contextlib.suppress(Exception):
+            network.remove()
+
+
+MANIFEST = """\
+[agents.probe]
+command = ["sleep", "infinity"]
+prompt = "probe"
+copy_cwd = false
+
+[agents.neighbour]
+bottle = "default"
+command = ["node", "-e", "require('http').createServer((q, s) => s.end('hi')).listen(8080)"]
+copy_cwd = false
+
+[bottles.default]
+dockerfile = "{repo}/Dockerfile"
+context = "{repo}"
+memory = "512m"
+cpus = 1
+
+[bottles.default.egress]
+allow = ["upstream.test:{port}", "{upstream_ip}/32:{port}"]
+
+[bottles.default.secrets.TEST_TOKEN]
+from_env = "BOTTLE_TEST_TOKEN"
+hosts = ["upstream.test:{port}"]
+"""
+
+
+@pytest.fixture(scope="session")
+def bottle_world(
+    tmp_path_factory: pytest.TempPathFactory,
+    outside_world: OutsideWorld,
+    base_image: str,
+    session_cache_dir: Path,
+) -> BottleWorld:
+    directory = tmp_path_factory.mktemp("bottle-world")
+    manifest = directory / "bottle.toml"
+    manifest.write_text(
+        MANIFEST.format(repo=REPO_ROOT, port=HTTP_PORT, upstream_ip=outside_world.upstream_ip)
+    )
+    secret_value = "real-secret-" + secrets.token_hex(12)
+    env = {
+        "BOTTLE_BASE_IMAGE": base_image,
+        "BOTTLE_CACHE_DIR": str(session_cache_dir),
+        "BOTTLE_STATE_DIR": str(directory / "state"),
+        "BOTTLE_EGRESS_NETWORK": outside_world.network,
+        "BOTTLE_BUNDLE_HOSTS": (
+            f"upstream.test={outside_world.upstream_ip},stranger.test={outside_world.stranger_ip}"
+        ),
+        "BOTTLE_TEST_TOKEN": secret_value,
+    }
+    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+        env["BOTTLE_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
+    return BottleWorld(manifest, env, directory / "state", outside_world, secret_value)
+
+
+@contextlib.contextmanager
+def world_env(world: BottleWorld) -> Iterator[None]:
+    """The world's environment, for code that runs in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in world.env.items():
+            patch.setenv(name, value)
+        yield
+
+
+@contextlib.contextmanager
+def running_bottle(world: BottleWorld, agent: str) -> Iterator[Any]:
+    """A bottle launched for `agent`, stopped and removed afterwards whatever happens."""
+    from bottle_engine import lifecycle
+
+    with world_env(world):
+        record = lifecycle.launch(world.manifest, agent)
+    try:
+        yield record
+    finally:
+        with world_env(world):
+            lifecycle.stop(record.slug, remove=True)
+
+
+@pytest.fixture(scope="session")
+def probe_bottle(bottle_world: BottleWorld) -> Iterator[Any]:
+    with running_bottle(bottle_world, "probe") as record:
+        yield record
+
+
+@pytest.fixture(scope="session")
+def neighbour_bottle(bottle_world: BottleWorld) -> Iterator[Any]:
+    with running_bottle(bottle_world, "neighbour") as record:
+        yield record
+
+
+def labelled_leftovers(client: Any, slug_prefix: str) -> list[str]:
+    """Containers and networks of bottles whose slug starts with `slug_prefix`."""
+    names = [
+        c.name
+        for c in client.containers.list(all=True, filters={"label": "bot-bottle.slug"})
+        if c.labels.get("bot-bottle.slug", "").startswith(slug_prefix)
+    ]
+    names += [
+        n.name
+        for n in client.networks.list(filters={"label": "bot-bottle.slug"})
+        if (n.attrs.get("Labels") or {}).get("bot-bottle.slug", "").startswith(slug_prefix)
+    ]
+    return names

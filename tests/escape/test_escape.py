@@ -1,0 +1,146 @@
+"""The acceptance gate: a hostile agent inside a real bottle tries to get out.
+
+Each probe runs inside the agent's sandbox, as the agent. Every one must be refused except the
+control (the allowlisted test host through the proxy). A second bottle runs alongside, so
+"another bottle is unreachable" is tested against a real neighbour with a listening agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from bottle_engine import lifecycle
+from bottle_engine.probes import ProbeReport, ProbeTargets
+from tests.bottle_fixtures import BottleWorld, world_env
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
+
+
+def _gateway(bundle_ip: str) -> str:
+    head, last = bundle_ip.rsplit(".", 1)
+    return f"{head}.{int(last) - 1}"
+
+
+def _agent_ip(bundle_ip: str) -> str:
+    head, last = bundle_ip.rsplit(".", 1)
+    return f"{head}.{int(last) + 1}"
+
+
+WAIT_FOR_LISTENER = (
+    "for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && exit 0; "
+    "sleep 0.2; done; exit 1"
+)
+
+
+@pytest.fixture(scope="module")
+def listening_neighbour(bottle_world: BottleWorld, neighbour_bottle: Any) -> Any:
+    """The second bottle, once its agent listens: "unreachable" must not mean "not up yet"."""
+    from bottle_engine.backends import backend_named
+
+    with world_env(bottle_world):
+        code, output = backend_named("docker").exec_as_agent(
+            neighbour_bottle, ["bash", "-c", WAIT_FOR_LISTENER]
+        )
+    assert code == 0, f"the neighbour's agent never listened: {output}"
+    return neighbour_bottle
+
+
+@pytest.fixture(scope="module")
+def escape_report(
+    bottle_world: BottleWorld, probe_bottle: Any, listening_neighbour: Any
+) -> tuple[ProbeReport, list[str]]:
+    neighbour_bottle = listening_neighbour
+    outside = bottle_world.outside
+    targets = ProbeTargets(
+        bundle_ip=probe_bottle.bundle_ip,
+        gateway_ip=_gateway(probe_bottle.bundle_ip),
+        allowed_url=f"http://upstream.test:{8000}/",
+        denied_url=f"http://stranger.test:{8000}/",
+        outside=[(outside.stranger_ip, 8000), (outside.upstream_ip, 8000)],
+        host_ports=[outside.host_port],
+        other_bottles=[
+            (neighbour_bottle.bundle_ip, 8888),
+            (_agent_ip(neighbour_bottle.bundle_ip), 8080),
+        ],
+    )
+    with world_env(bottle_world):
+        return lifecycle.probe(probe_bottle.slug, targets)
+
+
+def _failures(report: ProbeReport) -> str:
+    return "\n".join(
+        f"{row['probe']}: expected {row['expected']}, observed {row['observed']} "
+        f"({row['claim']}): {row['output']}"
+        for row in report.to_json()
+        if not row["passed"]
+    )
+
+
+def test_every_escape_probe_is_refused_and_the_control_works(
+    escape_report: tuple[ProbeReport, list[str]],
+) -> None:
+    report, _ = escape_report
+    assert report.results, "no probes ran"
+    assert report.passed, _failures(report)
+
+
+def test_the_control_really_reached_the_allowlisted_host(
+    escape_report: tuple[ProbeReport, list[str]],
+) -> None:
+    report, _ = escape_report
+    control = next(r for r in report.results if r.probe.name == "control-allowed-host")
+    assert control.succeeded and control.output.strip().endswith("200")
+
+
+def test_probes_cover_each_isolation_claim(escape_report: tuple[ProbeReport, list[str]]) -> None:
+    names = {r.probe.name for r in escape_report[0].results}
+    for expected in (
+        "proxy-denies-unlisted-host",
+        "docker-socket-absent",
+        "agent-not-root",
+        "no-capabilities",
+        "proxy-denies-bundle-port-9418",
+    ):
+        assert expected in names
+    assert any(n.startswith("direct-tcp-") for n in names)
+    assert any(n.startswith("proxy-denies-ip-") for n in names)
+    assert any(n.startswith("host-service-") for n in names)
+    assert sum(n.startswith("other-bottle-") for n in names) == 2
+
+
+def test_no_real_secret_value_inside_the_agent(
+    escape_report: tuple[ProbeReport, list[str]],
+) -> None:
+    assert escape_report[1] == []
+
+
+def test_agent_env_holds_only_the_placeholder(bottle_world: BottleWorld, probe_bottle: Any) -> None:
+    from bottle_engine.backends import backend_named
+
+    with world_env(bottle_world):
+        code, env = backend_named("docker").exec_as_agent(probe_bottle, ["env"])
+    assert code == 0
+    token = next(line for line in env.splitlines() if line.startswith("TEST_TOKEN="))
+    assert token.startswith("TEST_TOKEN=bbph_")
+    assert bottle_world.secret_value not in env
+
+
+def test_probe_cli_reports_json(bottle_world: BottleWorld, probe_bottle: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bottle_engine", "probe", probe_bottle.slug, "--json"],
+        env={**os.environ, **bottle_world.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    data = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert data["passed"] is True
+    assert data["secret_leaks"] == []
