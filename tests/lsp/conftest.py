@@ -77,12 +77,12 @@ async def start_client(
     engine live under `root`; its log goes to `root/server.log`."""
     env = {
         **os.environ,
-        **(env or {}),
         "HOME": str(root / "home"),
         "BOTTLE_STATE_DIR": str(root / "state"),
         "BOTTLE_LSP_DEBOUNCE": "0.05",
         "PYTHONPATH": str(REPO_ROOT),
         "BOTTLE_FAKE_ENGINE_STATE": str(root / "fake-engine.json"),
+        **(env or {}),
     }
     if fake_engine:
         env["BOTTLE_LSP_LIFECYCLE_MODULE"] = "tests.lsp.fake_engine"
