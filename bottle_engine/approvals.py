@@ -105,6 +105,7 @@ class ApprovalStore:
             for request in self.all():
                 same = request.action == action and request.reason == reason
                 if same and not request.delivered:
+                    self._audit(request, event="asked-again")
                     return request
             now = _now()
             request_id = secrets.token_hex(4)
@@ -190,6 +191,8 @@ class ApprovalStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         try:
+            # Readable by the other side: host engine and bundle may run as different users.
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "w") as handle:
                 json.dump(request.to_dict(), handle, indent=2, sort_keys=True)
                 handle.flush()
@@ -198,6 +201,9 @@ class ApprovalStore:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        self._audit(request, event=event)
+
+    def _audit(self, request: ApprovalRequest, *, event: str) -> None:
         entry = {"time": _stamp(_now()), "event": event, **request.to_dict()}
         with self.audit_log.open("a") as log:
             log.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -206,12 +212,13 @@ class ApprovalStore:
     def _locked(self) -> Iterator[None]:
         # One lock file per bottle: the bundle and the host share it through the bind mount.
         self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # Read-only is enough for flock, and works whichever side created the file.
+        fd = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
 # The host-side API (CLI, language server): all bottles under the state dir.

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import TypedDict
 
 import anyio
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.config import CONFIG_PATH, SUPERVISE_PORT, BundleConfig
-from bottle_engine.errors import BottleError
 
 MCP_PATH = "/mcp"
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
+SHUTDOWN_GRACE_SECONDS = 2
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -124,21 +125,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"supervise: error: cannot read the bundle config {args.config}: {exc}\n")
         return 1
-    server = build_server(config)
-    try:
-        anyio.run(
-            lambda: server.run_streamable_http_async(
-                host=args.listen,
-                port=args.port,
-                streamable_http_path=MCP_PATH,
-                transport_security=transport_security(config, args.port),
-            )
+    app = build_server(config).streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=transport_security(config, args.port),
+        host=args.listen,
+    )
+    # Waiting tool calls hold their streams open; on SIGTERM they are cut after a moment
+    # instead of holding up a bundle stop (the requests themselves are kept in files).
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.listen,
+            port=args.port,
+            log_level="info",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
-    except BottleError as exc:
-        sys.stderr.write(f"supervise: error: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        pass
+    )
+    server.run()  # handles SIGINT/SIGTERM itself
     return 0
 
 

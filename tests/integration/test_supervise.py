@@ -19,6 +19,7 @@ import pytest
 from mcp import Client
 
 from bottle_engine import approvals, state
+from bottle_engine.approvals import AUDIT_LOG
 from bottle_engine.bundle.config import BundleConfig
 from tests.integration.test_gitgate_support import free_port, service, write_config
 
@@ -85,6 +86,18 @@ def wait_for_pending(count: int = 1) -> list[approvals.ApprovalRequest]:
             return pending
         time.sleep(0.1)
     raise AssertionError("the request never reached the bottle's state dir")
+
+
+def wait_for_event(log: Path, request_id: str, event: str) -> None:
+    """Wait for `event` about the request in a bottle's approval audit log."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if (entry["id"], entry["event"]) == (request_id, event):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"no {event!r} for {request_id} in {log}")
 
 
 async def ask_and_answer(url: str, answer_args: list[str]) -> tuple[dict[str, Any], str]:
@@ -193,7 +206,8 @@ def test_a_pending_request_survives_a_restart_and_its_answer_reaches_the_agent(
                 outcome.update(result.structured_content or {})
 
             tasks.start_soon(call)
-            await anyio.sleep(1)  # the re-asked request is waiting, not answered or duplicated
+            log = state.bottle_dir(SLUG) / AUDIT_LOG
+            await anyio.to_thread.run_sync(wait_for_event, log, before.id, "asked-again")
             assert [r.id for r in approvals.list_requests(SLUG)] == [before.id]
             approved = await anyio.to_thread.run_sync(lambda: bottle_engine("approve", before.id))
             assert approved.returncode == 0, approved.stderr
