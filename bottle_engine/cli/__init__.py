@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from rich.markup import escape
+
 from bottle_engine import __version__
 from bottle_engine.cli.output import err_console
 from bottle_engine.errors import BottleError
@@ -72,9 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BottleError as exc:
         if args.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        # Messages quote user input (which may look like markup): print them as plain text.
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.fix:
-            err_console.print(f"  [bold]fix:[/] {exc.fix}", highlight=False)
+            err_console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted; everything this command created has been removed")

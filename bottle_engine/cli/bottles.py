@@ -108,7 +108,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gc",
         help="remove orphaned containers and networks",
         description="Remove containers and networks labelled as bot-bottle's that no bottle "
-        "record accounts for (left by a crash or a killed CLI).",
+        "record accounts for (left by a crash or a killed CLI).\n\nexample:\n"
+        "  bottle-engine gc",
         formatter_class=formatter(),
     )
     gc.set_defaults(run=run_gc)
