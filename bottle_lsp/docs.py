@@ -106,3 +106,27 @@ def bottle_summary(name: str, bottle: dict[str, Any] | None) -> str:
 
 def _runtime(values: dict[str, Any]) -> str:
     return f" (runtime `{values.get('runtime')}`)" if values.get("backend") == "docker" else ""
+
+
+def agent_summary(name: str, agent: dict[str, Any] | None, bottles: list[str]) -> str:
+    """An agent at a glance: its bottle, command, prompt and skills."""
+    if agent is None:
+        return f"**agent `{name}`** — the document does not parse; no details"
+    table = schema.field_at(("agents", name))
+    assert table is not None
+    values = {**schema.defaults_of(table), **agent}
+    bottle = agent.get("bottle") or (bottles[0] if len(bottles) == 1 else None)
+    command = values.get("command")
+    lines = [
+        f"**agent `{name}`** — `bottle-engine launch {name}`",
+        "",
+        f"- bottle: `{bottle}`" if bottle else "- bottle: not chosen",
+        f"- command: `{toml_literal(command)}`",
+    ]
+    if "prompt_file" in agent:
+        lines.append(f"- prompt file: `{agent['prompt_file']}`")
+    elif "prompt" in agent:
+        lines.append("- prompt: inline")
+    if values.get("skills"):
+        lines.append("- skills: " + ", ".join(f"`{skill}`" for skill in values["skills"]))
+    return "\n".join(lines)

@@ -10,7 +10,13 @@ from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.analysis import Analysis
 from bottle_lsp.completion import AGENT_BOTTLE, field_role
 from bottle_lsp.cursor import cursor_at, string_at
-from bottle_lsp.docs import bottle_summary, enum_value_markdown, field_markdown, schema_path
+from bottle_lsp.docs import (
+    agent_summary,
+    bottle_summary,
+    enum_value_markdown,
+    field_markdown,
+    schema_path,
+)
 
 
 def hover(analysis: Analysis, position: Position) -> types.Hover | None:
@@ -21,6 +27,14 @@ def hover(analysis: Analysis, position: Position) -> types.Hover | None:
         span = (cursor.segment.start, cursor.segment.end)
         if cursor.kind == "header" and len(path) == 2 and path[0] == "bottles":
             return _markdown(_bottle(analysis, str(path[1])), line, span)
+        if cursor.kind == "header" and len(path) == 2 and path[0] == "agents":
+            agent = analysis.table("agents").get(str(path[1]))
+            summary = agent_summary(
+                str(path[1]),
+                agent if isinstance(agent, dict) else None,
+                analysis.names("bottles"),
+            )
+            return _markdown(summary, line, span)
         return _field(path, line, span)
     if cursor.kind == "value":
         found = string_at(cursor.line_text, position.character)

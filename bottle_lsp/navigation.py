@@ -18,7 +18,7 @@ from pygls.uris import from_fs_path
 from bottle_engine.manifest.model import resolve_path
 from bottle_engine.manifest.source import Position, Span
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.completion import AGENT_BOTTLE, field_role
+from bottle_lsp.completion import AGENT_BOTTLE, AGENT_SKILLS, field_role, skills_dir
 from bottle_lsp.cursor import cursor_at, string_at
 
 Section = Literal["agents", "bottles"]
@@ -113,8 +113,8 @@ def _first_quote(line: str, after: int) -> int:
 
 
 def definition(analysis: Analysis, uri: str, position: Position) -> types.Location | None:
-    """A bottle name -> its `[bottles.NAME]` table; a `prompt_file` value -> that file."""
-    target = prompt_file_at(analysis, position)
+    """A bottle name -> its `[bottles.NAME]` table; a `prompt_file` value or a skill -> the file."""
+    target = file_at(analysis, position)
     if target is not None:
         target_uri = from_fs_path(str(target)) or target.as_uri()
         return types.Location(uri=target_uri, range=_range(0, 0, 0))
@@ -125,13 +125,18 @@ def definition(analysis: Analysis, uri: str, position: Position) -> types.Locati
     return types.Location(uri=uri, range=found[0].range) if found else None
 
 
-def prompt_file_at(analysis: Analysis, position: Position) -> Path | None:
+def file_at(analysis: Analysis, position: Position) -> Path | None:
+    """The file a `prompt_file` value or a skill name stands for (a skill's SKILL.md)."""
     cursor = cursor_at(analysis.outline, position)
-    if cursor.kind != "value" or field_role(cursor.key) != ("agents", "prompt_file"):
+    role = field_role(cursor.key) if cursor.kind == "value" else ()
+    if role not in (("agents", "prompt_file"), AGENT_SKILLS):
         return None
     found = string_at(cursor.line_text, position.character)
     if found is None or not found[0]:
         return None
+    if role == AGENT_SKILLS:
+        skill = skills_dir() / found[0] / "SKILL.md"
+        return skill if skill.is_file() else None
     return resolve_path(analysis.path.parent, found[0])
 
 

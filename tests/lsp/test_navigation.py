@@ -76,6 +76,34 @@ async def test_definition_on_prompt_file_opens_the_file(
     assert result == types.Location(uri=prompt.as_uri(), range=rng((0, 0), (0, 0)))
 
 
+async def test_definition_on_a_skill_opens_its_skill_md(
+    shared_client: LanguageClient, shared_root: Path
+) -> None:
+    uri = open_new(shared_client, shared_root, MANIFEST)
+    result = await shared_client.text_document_definition_async(
+        types.DefinitionParams(text_document=doc(uri), position=at(6, 12))
+    )
+    skill = shared_root / "home" / ".claude" / "skills" / "pdf" / "SKILL.md"
+    assert result == types.Location(uri=skill.as_uri(), range=rng((0, 0), (0, 0)))
+
+
+async def test_hover_on_an_agent_name_summarises_the_agent(
+    shared_client: LanguageClient, shared_root: Path
+) -> None:
+    uri = open_new(shared_client, shared_root, MANIFEST)
+    result = await shared_client.text_document_hover_async(
+        types.HoverParams(text_document=doc(uri), position=at(4, 10))
+    )
+    assert result is not None and isinstance(result.contents, types.MarkupContent)
+    assert result.range == rng((4, 8), (4, 16))
+    assert result.contents.value == (
+        "**agent `reviewer`** — `bottle-engine launch reviewer`\n\n"
+        "- bottle: `web`\n"
+        '- command: `["claude"]`\n'
+        "- skills: `pdf`"
+    )
+
+
 async def test_references_of_a_bottle_include_headers_and_agents(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
