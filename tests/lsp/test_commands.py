@@ -46,7 +46,7 @@ async def lenses(client: LanguageClient, uri: str) -> list[tuple[int, str, str, 
 
 
 async def eventually(condition: Any, what: str) -> None:
-    for _ in range(250):
+    for _ in range(1500):  # up to 30 s: generous for a loaded CI machine
         if condition():
             return
         await asyncio.sleep(0.02)
