@@ -37,6 +37,7 @@ class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -98,14 +99,15 @@ def serve_upstream(
 
 def _serve_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--https-port", type=int, default=443)
     parser.add_argument("--tls-cert", type=Path, required=True)
     parser.add_argument("--tls-key", type=Path, required=True)
     args = parser.parse_args(argv)
     servers = [
-        make_server("0.0.0.0", args.http_port),
-        make_server("0.0.0.0", args.https_port, args.tls_cert, args.tls_key),
+        make_server(args.host, args.http_port),
+        make_server(args.host, args.https_port, args.tls_cert, args.tls_key),
     ]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for thread in threads:

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mitmproxy import connection, http, tcp
-from mitmproxy.proxy import layer, layers, server_hooks
+from mitmproxy import connection, http
+from mitmproxy.proxy import events, layer, layers, server_hooks
+from mitmproxy.proxy.context import Context
 
 from bottle_engine.bundle import secret_policy
 from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, timestamp
@@ -31,6 +32,7 @@ from bottle_engine.bundle.secret_policy import BoundSecret, bind_secrets, interc
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 DECISION_KEY = "bot-bottle.decision"  # flow.metadata: the Decision that let the flow through
+RECEIVED_KEY = "bot-bottle.received"  # flow.metadata: bytes of a streamed response so far
 _PIN_SECONDS = 30.0
 
 
@@ -146,13 +148,7 @@ class Allowlist:
             return
         if any(isinstance(existing, layers.TCPLayer) for existing in nextlayer.context.layers):
             return
-        # Not ignore=True: the tcp_message hooks are how the audit log counts tunnel bytes.
-        nextlayer.layer = layers.TCPLayer(nextlayer.context, ignore=False)
-
-    def client_disconnected(self, client: connection.Client) -> None:
-        self.state.tunnels.pop(client.id, None)
-        for key in [key for key in self.state.pins if key[0] == client.id]:
-            del self.state.pins[key]
+        nextlayer.layer = MeteredTunnel(nextlayer.context, tunnel)
 
     async def _decide(self, client_id: str, host: str, port: int, method: str) -> Decision:
         decision = decide(self.state.policy, host, port, method)
@@ -174,6 +170,22 @@ class Allowlist:
         if pinned is None or pinned[1] < time.monotonic():
             return None
         return pinned[0]
+
+
+class MeteredTunnel(layers.TCPLayer):
+    """A raw TCP relay (no TLS, no per-chunk hooks) that counts the bytes for the audit log."""
+
+    def __init__(self, context: Context, tunnel: Tunnel) -> None:
+        super().__init__(context, ignore=True)
+        self.tunnel = tunnel
+
+    def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.DataReceived):
+            if event.connection == self.context.client:
+                self.tunnel.bytes_sent += len(event.data)
+            else:
+                self.tunnel.bytes_received += len(event.data)
+        yield from super().relay_messages(event)
 
 
 class SecretSubstitution:
@@ -232,7 +244,10 @@ class SecretSubstitution:
 
 
 class Audit:
-    """Writes one entry per decision: per HTTP request, per tunnel, per refused CONNECT."""
+    """Writes one entry per decision: per HTTP request, per relayed tunnel, per refused CONNECT.
+
+    Runs last, so it also forgets a client's tunnel and pins when the client disconnects.
+    """
 
     def __init__(self, state: EgressState) -> None:
         self.state = state
@@ -246,6 +261,19 @@ class Audit:
             decision = Decision(True, decision.rule, f"{decision.reason}; failed: {failure}")
         self._record(flow, decision, "connect", flow.request.host, flow.request.port, status)
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Stream responses through (nothing inspects them) and count their bytes."""
+        if flow.response is None:
+            return
+        received = [0]
+
+        def count(data: bytes) -> bytes:
+            received[0] += len(data)
+            return data
+
+        flow.metadata[RECEIVED_KEY] = received
+        flow.response.stream = count
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
 
@@ -253,26 +281,13 @@ class Audit:
         if flow.response is None:
             self._record_http(flow)
 
-    def tcp_message(self, flow: tcp.TCPFlow) -> None:
-        tunnel = self.state.tunnels.get(flow.client_conn.id)
-        message = flow.messages[-1]
-        if tunnel is not None:
-            if message.from_client:
-                tunnel.bytes_sent += len(message.content)
-            else:
-                tunnel.bytes_received += len(message.content)
-        flow.messages.clear()  # counted; a long tunnel must not hold its traffic in memory
-
-    def tcp_end(self, flow: tcp.TCPFlow) -> None:
-        self._record_tunnel(flow)
-
-    def tcp_error(self, flow: tcp.TCPFlow) -> None:
-        self._record_tunnel(flow)
-
-    def _record_tunnel(self, flow: tcp.TCPFlow) -> None:
-        tunnel = self.state.tunnels.get(flow.client_conn.id)
-        if tunnel is None:
-            return
+    def client_disconnected(self, client: connection.Client) -> None:
+        """A relayed tunnel ends with its client: record it, then forget the client."""
+        tunnel = self.state.tunnels.pop(client.id, None)
+        for key in [key for key in self.state.pins if key[0] == client.id]:
+            del self.state.pins[key]
+        if tunnel is None or tunnel.intercept:
+            return  # intercepted tunnels were recorded request by request
         self.state.record(
             AuditEntry(
                 time=timestamp(tunnel.started),
@@ -281,7 +296,7 @@ class Audit:
                 port=tunnel.port,
                 decision="allow",
                 rule=tunnel.decision.rule,
-                reason=flow.error.msg if flow.error else tunnel.decision.reason,
+                reason=tunnel.decision.reason,
                 kind="tunnel",
                 status=200,
                 bytes_sent=tunnel.bytes_sent,
@@ -329,12 +344,17 @@ class Audit:
                 status=status,
                 # A refused request sent nothing upstream; the 403 page is not traffic.
                 bytes_sent=len(flow.request.raw_content or b"") if decision.allowed else 0,
-                bytes_received=len(response.raw_content or b"")
-                if response and decision.allowed
-                else 0,
+                bytes_received=_received(flow) if decision.allowed else 0,
                 duration_ms=_ms(end - flow.request.timestamp_start),
             )
         )
+
+
+def _received(flow: http.HTTPFlow) -> int:
+    streamed = flow.metadata.get(RECEIVED_KEY)
+    if streamed is not None:
+        return int(streamed[0])
+    return len(flow.response.raw_content or b"") if flow.response else 0
 
 
 def _ms(seconds: float) -> float:

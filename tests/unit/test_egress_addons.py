@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from mitmproxy import connection, http, tcp
-from mitmproxy.proxy import context, layer, layers, server_hooks
+from mitmproxy import connection, http
+from mitmproxy.proxy import context, events, layer, server_hooks
+from mitmproxy.proxy.commands import SendData
 from mitmproxy.test import taddons, tflow
 
 from bottle_engine.bundle.audit import read_audit
@@ -18,6 +19,7 @@ from bottle_engine.bundle.egress_addons import (
     Allowlist,
     Audit,
     EgressState,
+    MeteredTunnel,
     SecretSubstitution,
     make_addons,
     make_state,
@@ -149,19 +151,20 @@ def test_tunnel_to_host_without_secret_is_raw_tcp_and_audited_with_bytes(
     assert not tunnel.intercept and tunnel.address == "93.184.216.34"
 
     ctx = context.Context(flow.client_conn, _options())
+    ctx.server = tflow.tserver_conn()
     nextlayer = layer.NextLayer(ctx)
     allowlist.next_layer(nextlayer)
-    assert isinstance(nextlayer.layer, layers.TCPLayer)
+    relay = nextlayer.layer
+    assert isinstance(relay, MeteredTunnel) and relay.flow is None  # no per-chunk hooks
 
-    tcp_flow = tflow.ttcpflow(client_conn=flow.client_conn, messages=[])
-    for from_client, size in ((True, 100), (False, 2000)):
-        tcp_flow.messages.append(tcp.TCPMessage(from_client, b"x" * size))
-        audit.tcp_message(tcp_flow)
-    assert tcp_flow.messages == []
-    audit.tcp_end(tcp_flow)
+    for sender, size in ((ctx.client, 100), (ctx.server, 2000)):
+        commands = list(relay.relay_messages(events.DataReceived(sender, b"x" * size)))
+        assert [len(c.data) for c in commands if isinstance(c, SendData)] == [size]
+    audit.client_disconnected(flow.client_conn)
     (entry,) = audit_lines(state)
-    assert (entry["kind"], entry["decision"]) == ("tunnel", "allow")
+    assert (entry["kind"], entry["decision"], entry["method"]) == ("tunnel", "allow", "CONNECT")
     assert (entry["bytes_sent"], entry["bytes_received"], entry["bytes"]) == (100, 2000, 2100)
+    assert flow.client_conn.id not in state.tunnels
 
 
 def test_tunnel_to_secret_host_is_intercepted(state: EgressState) -> None:
