@@ -201,7 +201,14 @@ async function startEditor(name, manifestText, extraEnv = {}) {
     await close();
     throw error;
   }
-  return { page, workspace, blockedRequests, close, shot: (file) => page.screenshot({ path: path.join(artifacts, file) }) };
+  return {
+    page,
+    workspace,
+    stateDir: path.join(root, "state"),
+    blockedRequests,
+    close,
+    shot: (file) => page.screenshot({ path: path.join(artifacts, file) }),
+  };
 }
 
 async function runCommand(page, title) {
@@ -221,6 +228,12 @@ async function openManifest(page) {
 /** The code lens link `title` (e.g. "▶ Launch") in the open editor. */
 function lens(page, title) {
   return page.locator(".contentWidgets .codelens-decoration a", { hasText: title });
+}
+
+/** Rows of the Bottles view (not of the notifications list, which is a list too). */
+function bottleRows(page, slug) {
+  const pane = page.locator(".pane", { has: page.locator(".pane-header", { hasText: "Bottles" }) });
+  return pane.locator(".monaco-list-row", { hasText: slug });
 }
 
 function toasts(page) {
@@ -289,6 +302,103 @@ describe("bottle.toml in code-server", { skip: skipUnlessEnabled }, () => {
     await toasts(page).filter({ hasText: "Launching bottle for agent hello" }).first().waitFor({ state: "detached", timeout: 15_000 });
     const text = (await toasts(page).allInnerTexts()).join("\n");
     assert.doesNotMatch(text, /Bot Bottle: launch failed|resulted in an error|TypeError/, text);
+  });
+
+  it("sent no request off this machine", () => {
+    assert.deepEqual(editor.blockedRequests, []);
+  });
+});
+
+// A whole launch on the real daemon: opt-in on top of the editor tests, because the first run
+// builds the agent and bundle images (minutes; later runs reuse the stored artifacts).
+const launchEnabled = enabled && process.env.BOT_BOTTLE_VSCODE_E2E_LAUNCH === "1";
+const repoRoot = path.resolve(extensionRoot, "..", "..");
+const LAUNCH_MANIFEST = `[agents.hello]
+command = ["bash", "-c", "echo hello from the bottle; exec sleep infinity"]
+prompt = "You are a sample agent."
+copy_cwd = false
+
+[bottles.default]
+dockerfile = ${JSON.stringify(path.join(repoRoot, "Dockerfile"))}
+context = ${JSON.stringify(repoRoot)}
+memory = "512m"
+cpus = 1
+
+[bottles.default.egress]
+allow = ["allowed.invalid"]
+`;
+
+describe("launching a bottle from code-server", {
+  skip: launchEnabled ? false : "set BOT_BOTTLE_VSCODE_E2E=1 and BOT_BOTTLE_VSCODE_E2E_LAUNCH=1 (needs Docker)",
+}, () => {
+  let editor;
+  let slug;
+  const engineEnv = () => ({ ...process.env, BOTTLE_STATE_DIR: editor.stateDir });
+
+  before(async () => {
+    const extraEnv = { BOTTLE_BASE_IMAGE: process.env.BOTTLE_BASE_IMAGE ?? "bot-bottle/base:bookworm" };
+    const caBundle = "/etc/ssl/certs/ca-certificates.crt";
+    if (process.env.BOTTLE_CA_BUNDLE === undefined && fs.existsSync(caBundle)) extraEnv.BOTTLE_CA_BUNDLE = caBundle;
+    editor = await startEditor("launch", LAUNCH_MANIFEST, extraEnv);
+  });
+
+  after(async () => {
+    if (editor === undefined) return;
+    // Whatever the test left running is removed with the engine's own stop --rm.
+    const listed = spawnSync("bottle-engine", ["ls", "--json"], { env: engineEnv(), encoding: "utf8" });
+    const slugs = listed.status === 0 ? JSON.parse(listed.stdout).map((record) => record.slug) : [];
+    for (const leftover of new Set([...slugs, ...(slug ? [slug] : [])])) {
+      spawnSync("bottle-engine", ["stop", "--rm", leftover], { env: engineEnv(), encoding: "utf8" });
+    }
+    await editor.close();
+  });
+
+  it("a Launch lens starts the bottle with stage progress, then offers Attach", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    await lens(page, "Launch").first().waitFor({ timeout: 60_000 });
+    await lens(page, "Launch").first().click();
+    const progress = toasts(page).filter({ hasText: "Launching bottle for agent hello" });
+    await progress.first().waitFor({ timeout: 30_000 });
+    await editor.shot("launch-progress.png");
+    const running = toasts(page).filter({ hasText: /Bottle \S+ is running \(agent hello\)\./ });
+    await running.first().waitFor({ timeout: 20 * 60_000 });
+    const text = await running.first().innerText();
+    slug = /Bottle (\S+) is running/.exec(text)[1];
+    assert.match(text, /Attach/);
+    await editor.shot("launched.png");
+  });
+
+  it("the Bottles view lists it with agent and backend, and the lenses offer Attach and Stop", async () => {
+    const { page } = editor;
+    assert.ok(slug, "launched");
+    const header = page.locator(".pane-header", { hasText: "Bottles" });
+    if ((await header.getAttribute("aria-expanded")) !== "true") await header.click();
+    const row = bottleRows(page, slug);
+    await row.first().waitFor({ timeout: 30_000 });
+    assert.match(await row.first().innerText(), /hello · docker · \d+[smh]/);
+    // The server refreshes its lenses once it sees the new bottle.
+    await lens(page, "Stop").first().waitFor({ timeout: 90_000 });
+    await lens(page, "Attach").first().waitFor({ timeout: 30_000 });
+    await editor.shot("bottles-view.png");
+  });
+
+  it("Attach opens a terminal on the bottle", async () => {
+    const { page } = editor;
+    await lens(page, "Attach").first().click();
+    const terminal = page.locator(".terminal-tabs-entry, .single-terminal-tab, .pane-header", { hasText: `Bottle ${slug}` });
+    await terminal.first().waitFor({ timeout: 30_000 });
+    await editor.shot("attached.png");
+  });
+
+  it("Stop in the Bottles view stops it and the view empties", async () => {
+    const { page } = editor;
+    const row = bottleRows(page, slug).first();
+    await row.hover();
+    await row.locator('.action-label[aria-label="Stop Bottle"]').click();
+    await toasts(page).filter({ hasText: `Bottle ${slug} stopped.` }).first().waitFor({ timeout: 120_000 });
+    await bottleRows(page, slug).first().waitFor({ state: "detached", timeout: 30_000 });
+    await editor.shot("stopped.png");
   });
 
   it("sent no request off this machine", () => {

@@ -4,7 +4,7 @@
  * errors to the user and never throws, so a failing lens never shows a bare stack trace.
  */
 import * as vscode from "vscode";
-import { bottlePickItems } from "./bottles";
+import { bottlePickItems, isRunning } from "./bottles";
 import {
   ServerCommand,
   launchArgsFromArgument,
@@ -75,7 +75,7 @@ export class BottleActions {
 
   async attach(argument?: unknown): Promise<void> {
     try {
-      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Attach to which bottle?", false));
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Attach to which bottle?", { confirm: false, runningOnly: true }));
       if (slug === undefined) return;
       const result = await this.server.execute(ServerCommand.attach, [{ slug }]);
       openTerminal(`Bottle ${slug}`, parseTerminalCommand(ServerCommand.attach, result).command);
@@ -86,7 +86,7 @@ export class BottleActions {
 
   async stop(argument?: unknown): Promise<void> {
     try {
-      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", true));
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", { confirm: true, runningOnly: true }));
       if (slug === undefined) return;
       const result = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${slug}` },
@@ -104,7 +104,7 @@ export class BottleActions {
   /** The egress audit log unless the argument says `egress: false` (the agent's output). */
   async showLogs(argument?: unknown): Promise<void> {
     try {
-      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Show the egress log of which bottle?", false));
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Show the egress log of which bottle?", { confirm: false, runningOnly: false }));
       if (slug === undefined) return;
       const egress = !(typeof argument === "object" && argument !== null && (argument as { egress?: unknown }).egress === false);
       const result = await this.server.execute(ServerCommand.logs, [{ slug, egress }]);
@@ -168,9 +168,16 @@ export class BottleActions {
     return picked?.label;
   }
 
-  /** `confirm`: always ask, even for a single bottle (used before stopping one). */
-  private async pickBottle(placeHolder: string, confirm: boolean): Promise<string | undefined> {
-    const bottles = parseBottleList(await this.server.execute(ServerCommand.list, []));
+  /**
+   * `confirm`: always ask, even for a single bottle (used before stopping one).
+   * `runningOnly`: leave out stopped bottles (a stopped bottle still has its logs).
+   */
+  private async pickBottle(
+    placeHolder: string,
+    { confirm, runningOnly }: { confirm: boolean; runningOnly: boolean },
+  ): Promise<string | undefined> {
+    const listed = parseBottleList(await this.server.execute(ServerCommand.list, []));
+    const bottles = runningOnly ? listed.filter(isRunning) : listed;
     if (bottles.length === 0) {
       void vscode.window.showInformationMessage("No bottles are running.");
       return undefined;

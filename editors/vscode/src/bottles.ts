@@ -39,9 +39,16 @@ export function bottleTooltip(bottle: BottleSummary, now: Date): string {
   return lines.join("\n");
 }
 
+/** Statuses of a bottle that is not running (the server's code lenses use the same set). */
+const STOPPED_STATUSES = new Set(["stopped", "exited", "removed", "dead", "failed"]);
+
+export function isRunning(bottle: BottleSummary): boolean {
+  return !STOPPED_STATUSES.has(bottle.status.toLowerCase());
+}
+
 /** `contextValue` of a tree item; package.json menus key the inline actions on it. */
 export function bottleContextValue(bottle: BottleSummary): string {
-  return bottle.status === "running" || bottle.status === "" ? "bottle.running" : "bottle.other";
+  return isRunning(bottle) ? "bottle.running" : "bottle.stopped";
 }
 
 /** Newest first, so a bottle just launched is at the top of the view. */

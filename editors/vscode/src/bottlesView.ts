@@ -3,7 +3,7 @@
  * `bottle/changed` and on a timer while the view is visible (the age column moves).
  */
 import * as vscode from "vscode";
-import { bottleContextValue, bottleDescription, bottleTooltip, sortBottles } from "./bottles";
+import { bottleContextValue, bottleDescription, bottleTooltip, isRunning, sortBottles } from "./bottles";
 import { ServerCommand, parseBottleList, type BottleSummary } from "./contract";
 import { CONFIG_SECTION, errorText, type BottleServerPort } from "./common";
 
@@ -33,14 +33,16 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
     item.description = bottleDescription(bottle, this.now());
     item.tooltip = bottleTooltip(bottle, this.now());
     item.contextValue = bottleContextValue(bottle);
-    item.iconPath = new vscode.ThemeIcon(bottle.status === "running" || bottle.status === "" ? "vm-running" : "vm-outline");
+    item.iconPath = new vscode.ThemeIcon(isRunning(bottle) ? "vm-running" : "vm-outline");
     return item;
   }
 
   async getChildren(element?: BottleSummary): Promise<BottleSummary[]> {
     if (element !== undefined || !this.server.isRunning) return [];
     try {
-      const bottles = sortBottles(parseBottleList(await this.server.execute(ServerCommand.list, [])));
+      const listed = parseBottleList(await this.server.execute(ServerCommand.list, []));
+      // Stopped bottles keep their state for `resume`, but the view shows what is running.
+      const bottles = sortBottles(listed.filter(isRunning));
       this.lastListingFailed = false;
       this.showMessage(undefined);
       return bottles;

@@ -49,8 +49,8 @@ describe("Attach", () => {
     assert.deepEqual(server.requests.map((r) => r.command), ["bottle.list"]);
   });
 
-  it("says so when no bottle runs", async () => {
-    server.answers.set("bottle.list", []);
+  it("says so when no bottle runs (stopped ones do not count)", async () => {
+    server.answers.set("bottle.list", [{ slug: "old", status: "exited" }]);
     await actions.attach();
     assert.deepEqual(fake.messages.map((m) => m.message), ["No bottles are running."]);
   });

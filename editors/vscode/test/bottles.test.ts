@@ -45,9 +45,12 @@ describe("bottle rows", () => {
     assert.match(tooltip, /Manifest: \/w\/bottle\.toml/);
   });
 
-  it("offers attach only on running bottles", () => {
+  it("counts a bottle as running unless its status says it stopped", () => {
     assert.equal(bottleContextValue(bottle("a", "")), "bottle.running");
-    assert.equal(bottleContextValue(bottle("a", "", { status: "exited" })), "bottle.other");
+    assert.equal(bottleContextValue(bottle("a", "", { status: "unknown" })), "bottle.running");
+    for (const status of ["exited", "Stopped", "dead"]) {
+      assert.equal(bottleContextValue(bottle("a", "", { status })), "bottle.stopped", status);
+    }
   });
 
   it("lists the newest bottle first", () => {

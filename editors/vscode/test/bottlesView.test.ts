@@ -27,6 +27,15 @@ describe("the Bottles view", () => {
     ]);
   });
 
+  it("leaves out stopped bottles", async () => {
+    server.answers.set("bottle.list", [
+      { slug: "up", status: "running" },
+      { slug: "down", status: "exited" },
+    ]);
+    const provider = new BottlesTreeProvider(server, () => now);
+    assert.deepEqual((await provider.getChildren()).map((bottle) => bottle.slug), ["up"]);
+  });
+
   it("is empty (and shows its welcome text) while the server is not running", async () => {
     server.isRunning = false;
     const provider = new BottlesTreeProvider(server, () => now);
