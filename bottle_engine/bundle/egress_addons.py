@@ -254,6 +254,7 @@ class Audit:
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         """A CONNECT that got no tunnel: refused by us, or the upstream could not be reached."""
+        self.state.tunnels.pop(flow.client_conn.id, None)  # no tunnel to record at disconnect
         status = flow.response.status_code if flow.response else None
         decision = flow.metadata.get(DECISION_KEY)
         if decision is not None and decision.allowed and flow.response is not None:
