@@ -97,7 +97,7 @@ def run_bundle_container(
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=1g"},  # the git gate keeps its mirrors here
             init=True,  # reaps the git processes the gate starts
             pids_limit=512,
             detach=True,
