@@ -9,7 +9,6 @@ are mounted into the bundle only.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
 )
-from tests.bundle_helpers import _force_remove, _wait_for_log, build_bundle_image, pick_subnet
+from tests.bundle_helpers import _force_remove, _wait_for_log, build_bundle_image
 from tests.integration.test_gitgate_local import AWS_KEY
 from tests.integration.test_gitgate_ssh import START, TEST_LABELS, keypair, ssh_image
+from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 
 __all__ = ["ssh_image"]  # a fixture this module uses
 
@@ -74,30 +74,15 @@ def bottle(
     ssh_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Bottle]:
-    from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
-    from bottle_engine.dockerapi.networks import (
-        create_egress_network,
-        create_internal_network,
-        remove_network,
-    )
-
     workdir = tmp_path_factory.mktemp("gate-bundle")
     identity = keypair(workdir, "identity")
     host_key = keypair(workdir, "host_key")
-    run_id = uuid.uuid4().hex[:10]
-    with contextlib.ExitStack() as stack:
-        subnet = pick_subnet(docker_client)
-        internal, egress = f"bb-test-{run_id}-int", f"bb-test-{run_id}-out"
-        create_internal_network(docker_client, internal, subnet, str(subnet[1]), TEST_LABELS)
-        stack.callback(remove_network, docker_client, internal)
-        create_egress_network(docker_client, egress, TEST_LABELS)
-        stack.callback(remove_network, docker_client, egress)
-
+    with bottle_networks(docker_client) as networks, contextlib.ExitStack() as stack:
         upstream = docker_client.containers.run(
             ssh_image,
             ["sh", "-c", START],
-            name=f"bb-test-{run_id}-sshd",
-            network=egress,
+            name=f"bb-test-{networks.run_id}-sshd",
+            network=networks.egress,
             labels=TEST_LABELS,
             environment={
                 "HOST_KEY": host_key.read_text(),
@@ -110,15 +95,15 @@ def bottle(
         seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
         assert seeded.exit_code == 0, seeded.output
         upstream.reload()
-        upstream_ip = upstream.attrs["NetworkSettings"]["Networks"][egress]["IPAddress"]
+        upstream_ip = upstream.attrs["NetworkSettings"]["Networks"][networks.egress]["IPAddress"]
         known_hosts = workdir / "known_hosts"
         known_hosts.write_text(f"{upstream_ip} {host_key.with_suffix('.pub').read_text()}")
 
-        bundle_ip = str(subnet[2])
+        bundle_ip = str(networks.subnet[2])
         config = BundleConfig(
-            slug=f"test-{run_id}",
+            slug=f"test-{networks.run_id}",
             bundle_ip=bundle_ip,
-            agent_subnet=str(subnet),
+            agent_subnet=str(networks.subnet),
             git=(
                 GitUpstreamConfig(
                     name="origin",
@@ -129,33 +114,15 @@ def bottle(
                 ),
             ),
         )
-        state_dir = workdir / "state"
-        bundle = run_bundle_container(
+        _, agent = start_bundle_and_agent(
+            stack,
             docker_client,
-            name=f"bb-test-{run_id}-bundle",
-            image=bundle_image,
-            config=config,
-            state_dir=state_dir,
-            secret_files={},
-            internal_network=internal,
-            bundle_ip=bundle_ip,
-            egress_network=egress,
-            labels=TEST_LABELS,
+            bundle_image,
+            networks,
+            config,
+            workdir / "state",
             readonly_files={IDENTITY: identity, KNOWN_HOSTS: known_hosts},
         )
-        stack.callback(_force_remove, bundle)
-        wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
-
-        agent = docker_client.containers.run(
-            bundle_image,
-            ["sleep", "infinity"],
-            entrypoint=[],
-            name=f"bb-test-{run_id}-agent",
-            network=internal,
-            labels=TEST_LABELS,
-            detach=True,
-        )
-        stack.callback(_force_remove, agent)
         yield Bottle(agent, upstream, f"git://{bundle_ip}:{GIT_GATE_PORT}/origin")
 
 

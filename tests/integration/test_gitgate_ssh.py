@@ -20,12 +20,12 @@ import pytest
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
 from bottle_engine.git import ssh_command
+from tests.bundle_helpers import TEST_LABELS
 from tests.integration.test_gitgate_local import AWS_KEY, commit_file, git
 from tests.integration.test_gitgate_support import free_port, service, write_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-TEST_LABELS = {"bot-bottle.test": "1"}
 IMAGE_NAME = "bot-bottle-test/git-ssh-upstream"  # tagged by its Dockerfile and base image
 DOCKERFILE = """\
 ARG BASE_IMAGE
@@ -202,22 +202,26 @@ def gate_for(tmp_path: Path, upstream: SshUpstream, url: str, known_hosts: Path)
         yield agent
 
 
-def test_clone_through_the_gate_mirrors_the_ssh_upstream(
-    ssh_upstream: SshUpstream, tmp_path: Path
-) -> None:
+@pytest.fixture
+def seeded_url(ssh_upstream: SshUpstream, tmp_path: Path) -> str:
+    """A new repository on the ssh upstream with one commit (README.md) on main."""
     url = ssh_upstream.new_repo()
     seed(ssh_upstream, url, tmp_path / "seed")
+    return url
 
+
+def test_clone_through_the_gate_mirrors_the_ssh_upstream(
+    ssh_upstream: SshUpstream, seeded_url: str, tmp_path: Path
+) -> None:
+    url = seeded_url
     with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.known_hosts) as agent:
         assert (agent / "README.md").read_text() == "upstream\n"
 
 
 def test_allowed_push_arrives_at_the_ssh_upstream(
-    ssh_upstream: SshUpstream, tmp_path: Path
+    ssh_upstream: SshUpstream, seeded_url: str, tmp_path: Path
 ) -> None:
-    url = ssh_upstream.new_repo()
-    seed(ssh_upstream, url, tmp_path / "seed")
-
+    url = seeded_url
     with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.known_hosts) as agent:
         head = commit_file(agent, "work.txt", "done\n")
         result = git(agent, "push", "origin", "HEAD:refs/heads/agent/work", check=False)
@@ -227,11 +231,9 @@ def test_allowed_push_arrives_at_the_ssh_upstream(
 
 
 def test_disallowed_branch_and_secrets_never_reach_the_ssh_upstream(
-    ssh_upstream: SshUpstream, tmp_path: Path
+    ssh_upstream: SshUpstream, seeded_url: str, tmp_path: Path
 ) -> None:
-    url = ssh_upstream.new_repo()
-    seed(ssh_upstream, url, tmp_path / "seed")
-
+    url = seeded_url
     with gate_for(tmp_path, ssh_upstream, url, ssh_upstream.known_hosts) as agent:
         commit_file(agent, "ok.txt", "fine\n")
         to_main = git(agent, "push", "origin", "HEAD:main", check=False)

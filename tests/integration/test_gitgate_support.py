@@ -1,20 +1,26 @@
 """Helpers shared by the git gate and supervise integration tests (no tests in here).
 
-Both services are started the way the bundle starts them, ``python -m <module>``, as
-subprocesses bound to loopback; every process is stopped in a ``finally``.
+On loopback, both services are started the way the bundle starts them, ``python -m <module>``,
+as subprocesses; every process is stopped in a ``finally``. In containers, a bundle and an agent
+are started on networks the test creates, and removed with them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bottle_engine.bundle.config import BundleConfig
+from tests.bundle_helpers import TEST_LABELS, _force_remove, pick_subnet
 
 
 def free_port() -> int:
@@ -58,3 +64,73 @@ def service(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class BottleNetworks:
+    """A bottle's two networks, made by a test: internal (agent side) and egress (outside)."""
+
+    run_id: str
+    subnet: ipaddress.IPv4Network
+    internal: str
+    egress: str
+
+
+@contextmanager
+def bottle_networks(client: Any) -> Iterator[BottleNetworks]:
+    from bottle_engine.dockerapi.networks import (
+        create_egress_network,
+        create_internal_network,
+        remove_network,
+    )
+
+    run_id = uuid.uuid4().hex[:10]
+    with ExitStack() as stack:
+        subnet = pick_subnet(client)
+        internal, egress = f"bb-test-{run_id}-int", f"bb-test-{run_id}-out"
+        create_internal_network(client, internal, subnet, str(subnet[1]), TEST_LABELS)
+        stack.callback(remove_network, client, internal)
+        create_egress_network(client, egress, TEST_LABELS)
+        stack.callback(remove_network, client, egress)
+        yield BottleNetworks(run_id, subnet, internal, egress)
+
+
+def start_bundle_and_agent(
+    stack: ExitStack,
+    client: Any,
+    image: str,
+    networks: BottleNetworks,
+    config: BundleConfig,
+    state_dir: Path,
+    readonly_files: dict[str, Path] | None = None,
+) -> tuple[Any, Any]:
+    """The bundle (ready) and an agent container on the internal network only; `stack` removes
+    both. The agent runs the bundle image, which has git and the MCP SDK."""
+    from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
+
+    bundle = run_bundle_container(
+        client,
+        name=f"bb-test-{networks.run_id}-bundle",
+        image=image,
+        config=config,
+        state_dir=state_dir,
+        secret_files={},
+        internal_network=networks.internal,
+        bundle_ip=config.bundle_ip,
+        egress_network=networks.egress,
+        labels=TEST_LABELS,
+        readonly_files=readonly_files,
+    )
+    stack.callback(_force_remove, bundle)
+    agent = client.containers.run(
+        image,
+        ["sleep", "infinity"],
+        entrypoint=[],
+        name=f"bb-test-{networks.run_id}-agent",
+        network=networks.internal,
+        labels=TEST_LABELS,
+        detach=True,
+    )
+    stack.callback(_force_remove, agent)
+    wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
+    return bundle, agent

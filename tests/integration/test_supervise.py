@@ -118,6 +118,14 @@ async def ask_and_answer(url: str, answer_args: list[str]) -> tuple[dict[str, An
     return outcome, request.id
 
 
+async def ask_until_pending_then_disconnect(url: str, arguments: dict[str, str]) -> None:
+    """The agent asks, and its connection is gone once the request is on file."""
+    async with Client(url) as client, anyio.create_task_group() as tasks:
+        tasks.start_soon(client.call_tool, "request_approval", arguments)
+        await anyio.to_thread.run_sync(wait_for_pending)
+        tasks.cancel_scope.cancel()
+
+
 def test_approve_from_the_cli_returns_approved_to_the_waiting_tool(supervise: Supervise) -> None:
     outcome, request_id = anyio.run(ask_and_answer, supervise.url, ["approve"])
 
@@ -187,14 +195,8 @@ def test_a_pending_request_survives_a_restart_and_its_answer_reaches_the_agent(
     server = make_supervise(tmp_path, timeout_seconds=120)
     arguments = {"action": "deploy to production", "reason": "release 1.2"}
 
-    async def ask_until_cancelled() -> None:
-        async with Client(server.url) as client, anyio.create_task_group() as tasks:
-            tasks.start_soon(client.call_tool, "request_approval", arguments)
-            await anyio.to_thread.run_sync(wait_for_pending)
-            tasks.cancel_scope.cancel()
-
     with server.run():
-        anyio.run(ask_until_cancelled)
+        anyio.run(ask_until_pending_then_disconnect, server.url, arguments)
     [before] = approvals.list_requests(SLUG, pending_only=True)  # the bundle is down now
 
     async def ask_again_and_approve() -> dict[str, Any]:
@@ -226,19 +228,13 @@ def test_an_answer_given_while_the_bundle_is_down_is_returned_after_the_restart(
     server = make_supervise(tmp_path, timeout_seconds=120)
     arguments = {"action": "rotate the API key", "reason": "it leaked"}
 
-    async def ask_until_cancelled() -> None:
-        async with Client(server.url) as client, anyio.create_task_group() as tasks:
-            tasks.start_soon(client.call_tool, "request_approval", arguments)
-            await anyio.to_thread.run_sync(wait_for_pending)
-            tasks.cancel_scope.cancel()
-
     async def ask() -> dict[str, Any]:
         async with Client(server.url) as client:
             result = await client.call_tool("request_approval", arguments)
             return dict(result.structured_content or {})
 
     with server.run():
-        anyio.run(ask_until_cancelled)
+        anyio.run(ask_until_pending_then_disconnect, server.url, arguments)
     [request] = approvals.list_requests(SLUG, pending_only=True)
     assert bottle_engine("deny", request.id, "--note", "not now").returncode == 0
     with server.run():

@@ -12,7 +12,6 @@ import contextlib
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ import pytest
 from bottle_engine import approvals, state
 from bottle_engine.approvals import AUDIT_LOG
 from bottle_engine.bundle.config import SUPERVISE_PORT, BundleConfig
-from tests.bundle_helpers import _force_remove, build_bundle_image, pick_subnet
-from tests.integration.test_gitgate_ssh import TEST_LABELS
+from tests.bundle_helpers import build_bundle_image
+from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 from tests.integration.test_supervise import bottle_engine, wait_for_event
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -92,56 +91,20 @@ def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -
 
 @pytest.fixture
 def bottle(docker_client: Any, bundle_image: str) -> Iterator[SupervisedBottle]:
-    from bottle_engine.dockerapi.bundle_container import run_bundle_container
-    from bottle_engine.dockerapi.networks import (
-        create_egress_network,
-        create_internal_network,
-        remove_network,
-    )
-
-    run_id = uuid.uuid4().hex[:10]
-    slug = f"test-{run_id}"
-    with contextlib.ExitStack() as stack:
-        subnet = pick_subnet(docker_client)
-        internal, egress = f"bb-test-{run_id}-int", f"bb-test-{run_id}-out"
-        create_internal_network(docker_client, internal, subnet, str(subnet[1]), TEST_LABELS)
-        stack.callback(remove_network, docker_client, internal)
-        create_egress_network(docker_client, egress, TEST_LABELS)
-        stack.callback(remove_network, docker_client, egress)
+    with bottle_networks(docker_client) as networks, contextlib.ExitStack() as stack:
+        slug = f"test-{networks.run_id}"
         config = BundleConfig(
             slug=slug,
-            bundle_ip=str(subnet[2]),
-            agent_subnet=str(subnet),
+            bundle_ip=str(networks.subnet[2]),
+            agent_subnet=str(networks.subnet),
             supervise=True,
             supervise_timeout_seconds=300,
         )
-        state_dir = state.bottle_dir(slug)
-        bundle = run_bundle_container(
-            docker_client,
-            name=f"bb-test-{run_id}-bundle",
-            image=bundle_image,
-            config=config,
-            state_dir=state_dir,
-            secret_files={},
-            internal_network=internal,
-            bundle_ip=config.bundle_ip,
-            egress_network=egress,
-            labels=TEST_LABELS,
+        state_dir = state.bottle_dir(slug)  # where `bottle-engine approve` looks
+        bundle, agent = start_bundle_and_agent(
+            stack, docker_client, bundle_image, networks, config, state_dir
         )
-        stack.callback(_force_remove, bundle)
-        agent = docker_client.containers.run(
-            bundle_image,
-            ["sleep", "infinity"],
-            entrypoint=[],
-            name=f"bb-test-{run_id}-agent",
-            network=internal,
-            labels=TEST_LABELS,
-            detach=True,
-        )
-        stack.callback(_force_remove, agent)
-        bottle = SupervisedBottle(slug, agent, bundle, config, state_dir)
-        bottle.wait_ready()
-        yield bottle
+        yield SupervisedBottle(slug, agent, bundle, config, state_dir)
 
 
 def pending(slug: str) -> list[approvals.ApprovalRequest]:
