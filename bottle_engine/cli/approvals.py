@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.table import Table
@@ -62,19 +63,34 @@ def run_list(args: argparse.Namespace) -> int:
         console.print("no approval requests" + ("" if args.all else " waiting for an answer"))
         return 0
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "BOTTLE", "STATUS", "ASKED", "ACTION", "REASON"):
+    for column in ("ID", "BOTTLE", "STATUS", "ASKED", "TIMES OUT"):
+        table.add_column(column, no_wrap=True)
+    for column in ("ACTION", "REASON"):
         table.add_column(column, overflow="fold")
+    now = datetime.now(UTC)
     for request in requests:
         table.add_row(
             request.id,
             request.slug,
             request.status,
-            request.created_at,
+            _span(now - datetime.fromisoformat(request.created_at)) + " ago",
+            "in " + _span(datetime.fromisoformat(request.expires_at) - now)
+            if request.pending
+            else "-",
             request.action,
             request.reason,
         )
     console.print(table)
     return 0
+
+
+def _span(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
 
 
 def run_answer(args: argparse.Namespace) -> int:
