@@ -4,6 +4,7 @@ the ssh variant with pinned host keys is in test_gitgate_ssh.py)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
+from bottle_engine.bundle.gitgate.gate import AUDIT_LOG
 from tests.integration.test_gitgate_support import free_port, service, write_config
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -45,6 +47,7 @@ class Gate:
     url: str  # what the agent uses: GIT_GATE_URL + "/origin"
     upstream: Path  # the real upstream (bare)
     agent: Path  # the agent's clone
+    audit_log: Path
 
     def upstream_ref(self, ref: str) -> str | None:
         result = git(self.upstream, "rev-parse", "--verify", "--quiet", ref, check=False)
@@ -88,7 +91,7 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
         url = f"git://127.0.0.1:{port}/origin"
         agent = tmp_path / "agent"
         git(tmp_path, "clone", "-q", url, str(agent))
-        yield Gate(url, upstream, agent)
+        yield Gate(url, upstream, agent, Path(config.state_dir) / AUDIT_LOG)
 
 
 def test_clone_gets_the_upstream_history(gate: Gate) -> None:
@@ -142,6 +145,9 @@ def test_a_commit_adding_an_aws_key_is_refused_naming_file_and_line(gate: Gate) 
     assert result.returncode != 0
     assert "config/settings.py:2: AWS Access Key" in result.stderr
     assert gate.upstream_ref("main") == before
+    [entry] = [json.loads(line) for line in gate.audit_log.read_text().splitlines()]
+    assert entry["accepted"] is False
+    assert any("config/settings.py:2" in line for line in entry["detail"])
 
 
 def test_a_private_key_buried_under_a_later_clean_commit_is_still_refused(gate: Gate) -> None:

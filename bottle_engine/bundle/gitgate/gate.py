@@ -10,11 +10,13 @@ so the agent's push succeeds exactly when the upstream took it.
 from __future__ import annotations
 
 import fcntl
+import json
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
@@ -30,6 +32,7 @@ from bottle_engine.git import (
     ssh_command,
 )
 
+AUDIT_LOG = "git-gate.jsonl"  # in the bottle's state dir: one line per push and its verdict
 MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 HOOK_MODULE = "bottle_engine.bundle.gitgate.hook"
 
@@ -268,6 +271,23 @@ def pre_receive(
             ),
         )
     return Verdict(True, tuple(f"{u.ref}: forwarded to {upstream.name!r}" for u in updates))
+
+
+def audit_push(
+    config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str, verdict: Verdict
+) -> None:
+    """Append the push and its verdict to the bottle's git gate audit log."""
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "upstream": upstream.name,
+        "refs": [asdict(update) for update in parse_updates(stdin_text)],
+        "accepted": verdict.accepted,
+        "detail": list(verdict.lines),
+    }
+    log = Path(config.state_dir) / AUDIT_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
 def find_upstream(config: BundleConfig, name: str) -> GitUpstreamConfig:

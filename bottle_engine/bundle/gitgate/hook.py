@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.gitgate.gate import find_upstream, mirror, pre_receive
+from bottle_engine.bundle.gitgate.gate import audit_push, find_upstream, mirror, pre_receive
 from bottle_engine.errors import BottleError
 
 PREFIX = "bot-bottle git gate: "
@@ -23,7 +23,12 @@ def run_pre_receive(config_path: Path, upstream_name: str) -> int:
     config = BundleConfig.load(config_path)
     upstream = find_upstream(config, upstream_name)
     git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
-    verdict = pre_receive(git_dir, config, upstream, sys.stdin.read())
+    stdin_text = sys.stdin.read()
+    verdict = pre_receive(git_dir, config, upstream, stdin_text)
+    try:
+        audit_push(config, upstream, stdin_text, verdict)
+    except OSError as exc:  # the verdict stands; the daemon's log says what went missing
+        sys.stderr.write(f"{PREFIX}(could not write the audit log: {exc})\n")
     for line in verdict.lines:
         sys.stderr.write(PREFIX + line + "\n")
     return 0 if verdict.accepted else 1
