@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from bottle_engine.errors import BottleError
 
 Status = Literal["pending", "approved", "denied", "timed_out"]
 
+_REQUEST_ID = re.compile(r"[0-9a-f]{8}")
 APPROVALS_DIR = "approvals"
 AUDIT_LOG = "approvals.jsonl"
 
@@ -93,6 +95,8 @@ class ApprovalStore:
         return sorted(found, key=lambda r: (r.created_at, r.id))
 
     def get(self, request_id: str) -> ApprovalRequest | None:
+        if not _REQUEST_ID.fullmatch(request_id):
+            return None  # never a path outside the approvals dir
         return self._read(self._path(request_id))
 
     def open_request(self, action: str, reason: str, timeout_seconds: float) -> ApprovalRequest:

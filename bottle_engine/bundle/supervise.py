@@ -28,6 +28,7 @@ MCP_PATH = "/mcp"
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 SHUTDOWN_GRACE_SECONDS = 2
+MAX_TEXT = 4000  # characters of action / reason kept
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -94,10 +95,17 @@ def build_server(config: BundleConfig) -> MCPServer:
         why. Returns approved=true only if a person approved; a denial or no answer before the
         timeout returns approved=false.
         """
-        request = store.open_request(action, reason, config.supervise_timeout_seconds)
+        request = store.open_request(
+            _bounded(action), _bounded(reason), config.supervise_timeout_seconds
+        )
         return answer_for(await wait_for_answer(store, request, ctx))
 
     return server
+
+
+def _bounded(text: str) -> str:
+    """The agent's text, cut to a size a person can read (and a disk can hold)."""
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …(cut)"
 
 
 def transport_security(config: BundleConfig, port: int) -> TransportSecuritySettings:

@@ -71,6 +71,8 @@ def test_unknown_ids_and_bottles_are_named_in_the_error() -> None:
 
     with pytest.raises(BottleError, match="no approval request 'nope'"):
         approvals.answer("nope", approved=True)
+    with pytest.raises(BottleError, match="no approval request"):
+        approvals.answer("../../b1/approvals/x", approved=True)
     with pytest.raises(BottleError, match="no bottle 'ghost'"):
         approvals.list_requests("ghost")
 
