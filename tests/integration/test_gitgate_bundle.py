@@ -22,9 +22,9 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
 )
-from tests.bundle_helpers import _force_remove, _wait_for_log, build_bundle_image
+from tests.bundle_helpers import TEST_LABELS, _force_remove, _wait_for_log, build_bundle_image
 from tests.integration.test_gitgate_local import AWS_KEY
-from tests.integration.test_gitgate_ssh import START, TEST_LABELS, keypair, ssh_image
+from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 
 __all__ = ["ssh_image"]  # a fixture this module uses

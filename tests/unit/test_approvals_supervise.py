@@ -32,8 +32,8 @@ def request(status: str, note: str | None = None) -> ApprovalRequest:
         "sup",
         "deploy",
         "release",
-        status,
-        "2026-01-01T00:00:00+00:00",  # type: ignore[arg-type]
+        status,  # type: ignore[arg-type]
+        "2026-01-01T00:00:00+00:00",
         "2026-01-01T00:10:00+00:00",
         note=note,
     )
