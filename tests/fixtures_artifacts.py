@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bottle_engine.artifacts import Artifact, BuildSpec, build
+from bottle_engine.artifacts import Artifact, ArtifactStore, BuildSpec, build
 from bottle_engine.artifacts.builder import layer_cache_ref
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -139,10 +139,17 @@ def agent_build_spec(base_image: str) -> BuildSpec:
 
 
 @pytest.fixture(scope="session")
-def agent_artifact(docker_client: Any, agent_build_spec: BuildSpec) -> Iterator[Artifact]:
+def agent_artifact(
+    docker_client: Any, agent_build_spec: BuildSpec, session_cache_dir: Path
+) -> Iterator[Artifact]:
     """The agent image, built (or found in the store) once per session and loaded into Docker;
-    what this session added to Docker is removed when it ends."""
-    result = build(docker_client, agent_build_spec)
+    what this session added to Docker is removed when it ends.
+
+    Session fixtures run before the per-test BOTTLE_CACHE_DIR is set, so the store is named
+    explicitly: the session's, where launches in later tests look.
+    """
+    store = ArtifactStore(session_cache_dir / "artifacts")
+    result = build(docker_client, agent_build_spec, store=store)
     yield result.artifact
     leftovers = [result.artifact.image_tag] if result.loaded else []
     if result.built:

@@ -91,11 +91,15 @@ def build(
 
 
 def verify_artifact(
-    client: Any, spec: BuildSpec, *, progress: Progress | None = None
+    client: Any,
+    spec: BuildSpec,
+    *,
+    progress: Progress | None = None,
+    store: ArtifactStore | None = None,
 ) -> VerifyResult:
     """Build `spec` twice from scratch; store the artifact if both builds give one digest."""
     progress = progress or QuietProgress()
-    store = ArtifactStore()
+    store = store or ArtifactStore()
     inputs = resolve_inputs(client, spec, progress)
     with store.new_layout() as first, store.new_layout() as second:
         digests = []

@@ -20,6 +20,7 @@ import os
 import stat
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -38,6 +39,7 @@ INPUT_KEY_VERSION = "bot-bottle-artifact/2"
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 CA_BUNDLE_ENV = "BOTTLE_CA_BUNDLE"
+_PATHS_PER_GIT_CALL = 500
 
 EntryKind = Literal["dir", "file", "symlink"]
 
@@ -146,7 +148,9 @@ def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
         build_args=tuple(sorted(build_args.items())),
         base_image_digest=base_image_digest,
         ca_bundle_sha256=hashlib.sha256(ca_bytes).hexdigest() if ca_bytes is not None else None,
-        source_date_epoch=resolve_source_date_epoch(spec.source_date_epoch, context),
+        source_date_epoch=resolve_source_date_epoch(
+            spec.source_date_epoch, context, [e.path for e in entries.values() if e.kind != "dir"]
+        ),
     )
 
 
@@ -227,8 +231,11 @@ def resolve_ca_bundle(option: str | Path | None, manifest_value: Path | None) ->
     return Path(chosen).expanduser() if chosen else None
 
 
-def resolve_source_date_epoch(explicit: int | None, context: Path) -> int:
-    """The clamp time: `explicit`, else $SOURCE_DATE_EPOCH, else the context's newest commit."""
+def resolve_source_date_epoch(
+    explicit: int | None, context: Path, paths: Sequence[str] = (".",)
+) -> int:
+    """The clamp time: `explicit`, else $SOURCE_DATE_EPOCH, else the newest commit of `paths`
+    (the context's files, so a commit elsewhere in the repository changes nothing)."""
     if explicit is not None:
         return explicit
     from_env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
@@ -239,23 +246,31 @@ def resolve_source_date_epoch(explicit: int | None, context: Path) -> int:
                 fix="unset it, or set it to a Unix time such as `git log -1 --format=%ct`",
             )
         return int(from_env)
-    return newest_commit_time(context)
+    return newest_commit_time(context, paths)
 
 
-def newest_commit_time(directory: Path) -> int:
-    """Commit time of the newest commit touching `directory`, or 0 outside git."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), "log", "-1", "--format=%ct", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    text = done.stdout.strip()
-    return int(text) if done.returncode == 0 and text.isdigit() else 0
+def newest_commit_time(directory: Path, paths: Sequence[str] = (".",)) -> int:
+    """Time of the newest commit touching any of `paths` (relative to `directory`), or 0
+    outside git or for files git does not track."""
+    newest = 0
+    for start in range(0, len(paths), _PATHS_PER_GIT_CALL):
+        pathspecs = [f":(literal){path}" for path in paths[start : start + _PATHS_PER_GIT_CALL]]
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(directory), "log", "-1", "--format=%ct", "--", *pathspecs],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return 0
+        text = done.stdout.strip()
+        if done.returncode != 0:
+            return 0
+        if text.isdigit():
+            newest = max(newest, int(text))
+    return newest
 
 
 def write_context_tar(inputs: BuildInputs, out: IO[bytes]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -249,3 +250,34 @@ def test_base_content_digest_ignores_ids_and_times() -> None:
     assert image_content_digest(attrs) == image_content_digest(reimported)
     other_layers = {**attrs, "RootFS": {"Layers": ["sha256:bb"]}}
     assert image_content_digest(other_layers) != image_content_digest(attrs)
+
+
+def test_clamp_time_is_the_newest_commit_of_the_files_in_the_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo = write_small_context(tmp_path / "repo")
+    (repo / ".dockerignore").write_text(".git\nnotes.md\n")
+
+    def commit(paths: list[str], when: int) -> None:
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_DATE": f"@{when} +0000",
+            "GIT_COMMITTER_DATE": f"@{when} +0000",
+        }
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        subprocess.run([*git, "add", *paths], check=True, env=env)
+        subprocess.run([*git, "commit", "-q", "-m", "c"], check=True, env=env)
+
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    commit(["."], 1_600_000_000)
+    spec = replace(small_build_spec(repo, "base:1"), source_date_epoch=None)
+    assert prepare_inputs(spec, BASE_DIGEST).source_date_epoch == 1_600_000_000
+    before = key(spec)
+    (repo / "notes.md").write_text("ignored by .dockerignore\n")
+    commit(["notes.md"], 1_700_000_000)
+    assert prepare_inputs(spec, BASE_DIGEST).source_date_epoch == 1_600_000_000
+    assert key(spec) == before
+    (repo / "app" / "greeting.txt").write_text("changed\n")
+    commit(["app/greeting.txt"], 1_750_000_000)
+    assert prepare_inputs(spec, BASE_DIGEST).source_date_epoch == 1_750_000_000
