@@ -34,6 +34,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 DECISION_KEY = "bot-bottle.decision"  # flow.metadata: the Decision that let the flow through
 RECEIVED_KEY = "bot-bottle.received"  # flow.metadata: bytes of a streamed response so far
 _PIN_SECONDS = 30.0
+_STREAM_ABOVE = 256 * 1024  # bytes; larger (or unsized) responses are streamed, not buffered
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -263,9 +264,12 @@ class Audit:
         self._record(flow, decision, "connect", flow.request.host, flow.request.port, status)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        """Stream responses through (nothing inspects them) and count their bytes."""
+        """Stream large responses through (nothing inspects them), counting their bytes."""
         if flow.response is None:
             return
+        length = flow.response.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= _STREAM_ABOVE:
+            return  # small: one buffered write is quicker than a chunked relay
         received = [0]
 
         def count(data: bytes) -> bytes:
