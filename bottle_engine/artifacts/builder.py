@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,11 @@ def layer_cache_ref(spec: BuildSpec) -> str:
 
 
 def _settle_raw_image(client: Any, spec: BuildSpec, raw_id: str, *, keep: bool) -> None:
-    """Keep Docker's build as the layer cache for the next build of `spec`, or remove it."""
-    if not keep:
+    """Keep Docker's build as the layer cache for the next build of `spec`, or remove it.
+
+    ``BOTTLE_LAYER_CACHE=0`` removes it always (test suites, CI runners with little disk).
+    """
+    if not keep or os.environ.get("BOTTLE_LAYER_CACHE", "1") == "0":
         images.remove_image(client, raw_id)
         return
     ref = layer_cache_ref(spec)

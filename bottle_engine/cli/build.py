@@ -33,7 +33,9 @@ environment:
   BOTTLE_BASE_IMAGE   base image (build arg BASE_IMAGE); e.g. bot-bottle/base:bookworm made by
                       `bottle-engine base bootstrap` where no registry is reachable
   BOTTLE_CA_BUNDLE    extra CA bundle (PEM) trusted during the build (--ca-bundle wins)
-  SOURCE_DATE_EPOCH   clamp time for mtimes (default: newest commit of the context, else 0)
+  SOURCE_DATE_EPOCH   clamp time for mtimes (default: newest commit of the context's files,
+                      else 0)
+  BOTTLE_LAYER_CACHE  0: do not keep Docker's own build as a layer cache for the next build
 
 exit codes: 0 built or reused (with --verify: the two builds agree), 1 error or mismatch
 

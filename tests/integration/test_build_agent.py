@@ -20,6 +20,7 @@ def test_the_agent_image_rebuilt_from_scratch_has_the_same_digest(
     rebuilt = build(docker_client, agent_build_spec, no_cache=True)
     try:
         assert rebuilt.built
+        assert rebuilt.artifact.input_key == agent_artifact.input_key
         assert rebuilt.artifact.digest == agent_artifact.digest
     finally:
         # The session fixture owns the image; this second build only replaced the layer cache.
