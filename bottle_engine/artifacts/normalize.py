@@ -10,7 +10,7 @@ one layer with the rules in `NormalizeRules`:
 * volatile paths dropped (`VOLATILE_PATTERNS`): logs, package-manager caches and lists, /tmp,
   byte-code caches; directories matching a pattern are kept (empty), so the tree stays valid;
 * the "last password change" day in /etc/shadow set to the clamp day;
-* gzip with fixed parameters: no file name, mtime 0, a fixed level.
+* gzip with fixed parameters: no file name, mtime 0, a fixed level, 1 MiB deflate blocks.
 
 The rules are data: `describe_rules()` prints them for `bottle-engine build --explain`.
 """
@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import gzip
 import hashlib
 import io
 import os
-import queue
 import re
 import stat
+import struct
 import tarfile
 import tempfile
-import threading
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Protocol
 
 # Paths (relative to /, fnmatch syntax where `*` also crosses `/`) whose files are dropped.
 VOLATILE_PATTERNS: tuple[str, ...] = (
@@ -86,7 +87,7 @@ def describe_rules(rules: NormalizeRules) -> list[str]:
         f"mtimes clamped to {rules.source_date_epoch} (SOURCE_DATE_EPOCH)",
         "entries sorted by path; numeric uid/gid; PAX records other than xattrs dropped",
         f"/etc/shadow last-change day set to {rules.shadow_day}",
-        f"gzip level {rules.gzip_level}, no name, mtime 0",
+        f"gzip level {rules.gzip_level} in 1 MiB sync-flushed blocks, no name, mtime 0",
         "files dropped: " + " ".join(rules.drop_patterns),
     ]
 
@@ -297,18 +298,11 @@ def write_layer_blob(
     try:
         with os.fdopen(handle, "wb") as raw:
             blob = HashingWriter(raw)
-            compressed = gzip.GzipFile(
-                filename="",
-                mode="wb",
-                compresslevel=rules.gzip_level,
-                fileobj=cast(IO[bytes], blob),
-                mtime=0,
-            )
-            # Compressing is most of the work; a second thread lets it overlap with reading.
-            with BackgroundWriter(compressed) as background:
-                uncompressed = HashingWriter(background)
+            # Compressing is most of the work: worker threads deflate blocks while this one
+            # writes the tar.
+            with BlockGzipWriter(blob, rules.gzip_level) as compressed:
+                uncompressed = HashingWriter(compressed)
                 write_normalized_tar(entries, uncompressed, rules)  # type: ignore[arg-type]
-            compressed.close()
         final = blobs_dir / blob.sha256.hexdigest()
         temp.replace(final)
     except BaseException:
@@ -317,46 +311,71 @@ def write_layer_blob(
     return LayerBlob(diff_id=uncompressed.digest, digest=blob.digest, size=blob.size)
 
 
-class BackgroundWriter:
-    """Buffers writes into large chunks and hands them to `sink.write` in a worker thread."""
+class BlockGzipWriter:
+    """gzip made of independent 1 MiB deflate blocks (as pigz does), compressed by threads.
 
-    def __init__(self, sink: Writable, chunk: int = _CHUNK) -> None:
+    Each block is deflated with the previous block's last 32 KiB as its dictionary and ends on a
+    sync flush, so the blocks join into one ordinary deflate stream that any gunzip reads. The
+    bytes depend only on the data, the level and the block size, never on thread timing; the
+    header has no file name and mtime 0.
+    """
+
+    def __init__(
+        self, sink: Writable, level: int, *, workers: int = 2, block: int = _CHUNK
+    ) -> None:
         self._sink = sink
-        self._chunk = chunk
+        self._level = level
+        self._block = block
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+        self._pending: deque[Future[bytes]] = deque()
         self._buffer = bytearray()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._dictionary = b""
+        self._crc = 0
+        self._size = 0
+        extra_flags = 4 if level == 1 else 2 if level == 9 else 0
+        sink.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes([extra_flags, 255]))
 
-    def __enter__(self) -> BackgroundWriter:
-        self._thread.start()
+    def __enter__(self) -> BlockGzipWriter:
         return self
 
     def write(self, data: bytes) -> int:
-        if self._error is not None:
-            raise self._error
         self._buffer += data
-        if len(self._buffer) >= self._chunk:
-            self._queue.put(bytes(self._buffer))
-            self._buffer.clear()
+        while len(self._buffer) >= self._block:
+            self._submit(bytes(self._buffer[: self._block]))
+            del self._buffer[: self._block]
         return len(data)
 
-    def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._sink.write(item)
-                except BaseException as exc:
-                    self._error = exc
+    def _submit(self, chunk: bytes) -> None:
+        self._crc = zlib.crc32(chunk, self._crc)
+        self._size += len(chunk)
+        self._pending.append(
+            self._pool.submit(_deflate_block, chunk, self._dictionary, self._level)
+        )
+        self._dictionary = chunk[-32768:]
+        while len(self._pending) > 2 * self._workers:
+            self._sink.write(self._pending.popleft().result())
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._buffer:
-            self._queue.put(bytes(self._buffer))
-            self._buffer.clear()
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None and exc_info[0] is None:
-            raise self._error
+        try:
+            if exc_info[0] is None:
+                if self._buffer:
+                    self._submit(bytes(self._buffer))
+                    self._buffer.clear()
+                while self._pending:
+                    self._sink.write(self._pending.popleft().result())
+                self._sink.write(zlib.compressobj(self._level, zlib.DEFLATED, -15).flush())
+                self._sink.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _deflate_block(chunk: bytes, dictionary: bytes, level: int) -> bytes:
+    if dictionary:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=dictionary)
+    else:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return compressor.compress(chunk) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
 def write_rootfs_tar(root: Path, dest: Path, rules: NormalizeRules) -> None:

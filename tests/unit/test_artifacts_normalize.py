@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 from bottle_engine.artifacts.normalize import (
+    BlockGzipWriter,
     NormalizeRules,
     layer_entries,
     tree_entries,
@@ -187,3 +188,17 @@ def test_a_directory_tree_normalizes_like_a_layer(tmp_path: Path) -> None:
     assert result["usr/b"].linkname == "usr/a"
     assert result["usr/link"].issym() and result["usr/link"].linkname == "a"
     assert all(info.mtime <= SDE for info in result.values())
+
+
+def test_block_gzip_is_standard_gzip_and_independent_of_thread_count() -> None:
+    data = b"".join(hashlib.sha256(str(i).encode()).digest() * (i % 7 + 1) for i in range(200_000))
+    outputs = []
+    for workers in (1, 2, 3):
+        sink = io.BytesIO()
+        with BlockGzipWriter(sink, 1, workers=workers, block=64 * 1024) as writer:
+            for start in range(0, len(data), 10_000):
+                writer.write(data[start : start + 10_000])
+        outputs.append(sink.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert gzip.decompress(outputs[0]) == data
+    assert len(outputs[0]) < len(data)
