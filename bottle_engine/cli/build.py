@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from bottle_engine.artifacts import (
@@ -19,8 +20,8 @@ from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.dockerapi import connect
-from bottle_engine.errors import BottleError
 from bottle_engine.manifest import Manifest, load_manifest
+from bottle_engine.plan import plan_bottle
 
 HELP = """\
 Build AGENT's image, or reuse it: the input key (a sha256 over the Dockerfile, the context as
@@ -84,22 +85,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def agent_build_spec(manifest: Manifest, agent_name: str, ca_bundle: str | None) -> BuildSpec:
-    """The agent image's `BuildSpec` from the agent's bottle in `manifest`."""
-    agent = manifest.agents.get(agent_name)
-    if agent is None:
-        known = ", ".join(sorted(manifest.agents)) or "none"
-        raise BottleError(
-            f"{manifest.path}: no agent named '{agent_name}' (defined: {known})",
-            fix="pick one of the [agents.NAME] tables, or add one",
-        )
-    bottle = manifest.bottle_for(agent)
+    """The agent image's `BuildSpec`, from the same plan a launch of `agent_name` makes."""
+    image = plan_bottle(manifest, agent_name, cwd=Path.cwd()).image
     return BuildSpec(
         name="agent",
-        dockerfile=bottle.dockerfile,
-        context=bottle.context,
-        build_args=dict(bottle.build_args),
-        base_image=resolve_base_image(bottle.base_image),
-        ca_bundle=resolve_ca_bundle(ca_bundle, bottle.ca_bundle),
+        dockerfile=image.dockerfile,
+        context=image.context,
+        build_args=dict(image.build_args),
+        base_image=resolve_base_image(image.base_image),
+        ca_bundle=resolve_ca_bundle(ca_bundle, image.ca_bundle),
     )
 
 

@@ -118,16 +118,28 @@ def test_a_failing_step_shows_its_output_and_stores_nothing(
     assert ArtifactStore().lookup(key) is None
 
 
+def cli_verify(
+    context: Path,
+    base_image: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, dict[str, Any]]:
+    """`bottle-engine build dev --verify --json` on a manifest whose bottle builds `context`."""
+    manifest = write_manifest(tmp_path, context)
+    monkeypatch.setenv("BOTTLE_BASE_IMAGE", base_image)
+    code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
 def test_verify_agrees_for_a_reproducible_dockerfile(
-    small_context: Path, base_image: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    small_context: Path,
+    base_image: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    manifest = write_manifest(tmp_path, small_context)
-    os.environ["BOTTLE_BASE_IMAGE"] = base_image
-    try:
-        code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
-    finally:
-        del os.environ["BOTTLE_BASE_IMAGE"]
-    report = json.loads(capsys.readouterr().out)
+    code, report = cli_verify(small_context, base_image, tmp_path, capsys, monkeypatch)
     try:
         assert code == 0
         assert report["reproducible"] is True
@@ -138,19 +150,17 @@ def test_verify_agrees_for_a_reproducible_dockerfile(
 
 
 def test_verify_lists_the_paths_that_differ(
-    small_context: Path, base_image: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    small_context: Path,
+    base_image: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (small_context / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
         "RUN head -c 16 /dev/urandom > /random.bin && echo stable > /stable.txt\n"
     )
-    manifest = write_manifest(tmp_path, small_context)
-    os.environ["BOTTLE_BASE_IMAGE"] = base_image
-    try:
-        code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
-    finally:
-        del os.environ["BOTTLE_BASE_IMAGE"]
-    report = json.loads(capsys.readouterr().out)
+    code, report = cli_verify(small_context, base_image, tmp_path, capsys, monkeypatch)
     try:
         assert code == 1
         assert report["reproducible"] is False
