@@ -236,6 +236,16 @@ function bottleRows(page, slug) {
   return pane.locator(".monaco-list-row", { hasText: slug });
 }
 
+/** Runs Python against the editor's state dir (the engine's own API, as the bundle uses it). */
+function python(editor, code) {
+  const result = spawnSync(process.env.PYTHON ?? "python3", ["-c", code], {
+    env: { ...process.env, BOTTLE_STATE_DIR: editor.stateDir },
+    encoding: "utf8",
+  });
+  assert.equal(result.status, 0, result.stderr);
+  return result.stdout.trim();
+}
+
 function toasts(page) {
   return page.locator(".notifications-toasts .notification-toast");
 }
@@ -302,6 +312,34 @@ describe("bottle.toml in code-server", { skip: skipUnlessEnabled }, () => {
     await toasts(page).filter({ hasText: "Launching bottle for agent hello" }).first().waitFor({ state: "detached", timeout: 15_000 });
     const text = (await toasts(page).allInnerTexts()).join("\n");
     assert.doesNotMatch(text, /Bot Bottle: launch failed|resulted in an error|TypeError/, text);
+  });
+
+  it("an approval request from a bottle appears with Approve / Deny, and Approve answers it", async () => {
+    const { page } = editor;
+    // Asked the way the bundle's supervise server asks: through the engine's ApprovalStore.
+    const requestId = python(editor, `
+from bottle_engine import approvals, state
+directory = state.bottle_dir("e2e-approvals")
+directory.mkdir(parents=True, exist_ok=True)
+store = approvals.ApprovalStore(directory, "e2e-approvals")
+print(store.open_request("git push origin main", "release the fix", 600).id)
+`);
+    const prompt = toasts(page).filter({ hasText: "Approval requested by bottle e2e-approvals" });
+    await prompt.first().waitFor({ timeout: 30_000 });
+    assert.match(await prompt.first().innerText(), /git push origin main/);
+    await editor.shot("approval.png");
+    await prompt.first().getByRole("button", { name: "Deny" }).waitFor();
+    await prompt.first().getByRole("button", { name: "Approve" }).click();
+    const status = () =>
+      python(editor, `
+from bottle_engine import approvals, state
+print(approvals.ApprovalStore(state.bottle_dir("e2e-approvals"), "e2e-approvals").get("${requestId}").status)
+`);
+    const deadline = Date.now() + 15_000;
+    while (status() !== "approved") {
+      assert.ok(Date.now() < deadline, `the request is still ${status()}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   });
 
   it("sent no request off this machine", () => {
