@@ -342,6 +342,16 @@ print(approvals.ApprovalStore(state.bottle_dir("e2e-approvals"), "e2e-approvals"
     }
   });
 
+  it("Restart Language Server brings the diagnostics and lenses back without an error", async () => {
+    const { page } = editor;
+    await runCommand(page, "Bot Bottle: Restart Language Server");
+    // While the new server starts the lenses go away; then they and the diagnostics return.
+    await lens(page, "Launch").first().waitFor({ timeout: 60_000 });
+    await page.locator(".monaco-editor .squiggly-error").first().waitFor({ timeout: 60_000 });
+    const text = (await toasts(page).allInnerTexts()).join("\n");
+    assert.doesNotMatch(text, /not installed|could not be started|Connection to server/, text);
+  });
+
   it("sent no request off this machine", () => {
     assert.deepEqual(editor.blockedRequests, []);
   });
@@ -436,6 +446,15 @@ describe("launching a bottle from code-server", {
     const terminal = page.locator(".terminal-tabs-entry, .single-terminal-tab, .pane-header", { hasText: `Bottle ${slug}` });
     await terminal.first().waitFor({ timeout: 30_000 });
     await editor.shot("attached.png");
+  });
+
+  it("Show Egress Log opens the bottle's egress audit log in a terminal", async () => {
+    const { page } = editor;
+    // One bottle runs, so the command needs no pick.
+    await runCommand(page, "Bot Bottle: Show Egress Log");
+    const terminal = page.locator(".terminal-tabs-entry, .single-terminal-tab, .pane-header", { hasText: `Egress log ${slug}` });
+    await terminal.first().waitFor({ timeout: 30_000 });
+    await editor.shot("egress-log.png");
   });
 
   it("the lenses above [agents.hello] offer Attach and Stop while it runs", async () => {
