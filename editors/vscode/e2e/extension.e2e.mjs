@@ -106,7 +106,7 @@ async function waitForHttp(url, child, timeoutMs) {
  * code-server with the .vsix installed, a workspace holding `manifestText` as bottle.toml, and
  * Chromium on it. `close()` removes everything and writes logs/screenshots to e2e/artifacts.
  */
-async function startEditor(name, manifestText, extraEnv = {}) {
+async function startEditor(name, manifestText, extraEnv = {}, extraSettings = {}) {
   assert.ok(fs.existsSync(vsix), `${vsix} is missing: run npm run package first`);
   assert.ok(fs.existsSync(codeServer), `${codeServer} is missing: run e2e/setup.sh first`);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-"));
@@ -115,7 +115,7 @@ async function startEditor(name, manifestText, extraEnv = {}) {
   const workspace = path.join(root, "workspace");
   fs.mkdirSync(path.join(userData, "User"), { recursive: true });
   fs.mkdirSync(workspace);
-  fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify(USER_SETTINGS, null, 2));
+  fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify({ ...USER_SETTINGS, ...extraSettings }, null, 2));
   fs.writeFileSync(path.join(workspace, "bottle.toml"), manifestText);
   const config = path.join(root, "config.yaml");
   fs.writeFileSync(config, "auth: none\ncert: false\n");
@@ -354,6 +354,33 @@ print(approvals.ApprovalStore(state.bottle_dir("e2e-approvals"), "e2e-approvals"
 
   it("sent no request off this machine", () => {
     assert.deepEqual(editor.blockedRequests, []);
+  });
+});
+
+describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
+  let editor;
+  before(async () => {
+    editor = await startEditor("missing-server", MANIFEST, {}, {
+      "botBottle.server.command": ["/nonexistent/bottle-lsp"],
+    });
+  });
+  after(async () => {
+    await editor?.close();
+  });
+
+  it("is one clear error naming the setting and the pip install command", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    const error = toasts(page).filter({ hasText: "botBottle.server.command" });
+    await error.first().waitFor({ timeout: 60_000 });
+    const text = await error.first().innerText();
+    assert.match(text, /\/nonexistent\/bottle-lsp/);
+    assert.match(text, /pip install bot-bottle/);
+    assert.match(text, /Open Settings/);
+    await editor.shot("missing-server.png");
+    assert.equal(await toasts(page).filter({ hasText: "botBottle.server.command" }).count(), 1, "said once, no crash loop");
+    await page.locator(".pane-header", { hasText: "Bottles" }).click();
+    await page.getByText("The Bot Bottle language server is not running").first().waitFor({ timeout: 10_000 });
   });
 });
 
