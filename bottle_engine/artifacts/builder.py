@@ -140,17 +140,13 @@ def _build_layout(
     with context_tar.open("wb") as out:
         write_context_tar(inputs, out)
     progress.stage(f"{spec.name} image: docker build")
-    with context_tar.open("rb") as context:
-        raw_id = images.build_image(
-            client,
-            context,
-            dockerfile=inputs.dockerfile_path,
-            build_args=dict(inputs.build_args),
-            labels=spec.labels,
-            no_cache=no_cache,
-            on_output=progress.detail,
-            what=f"the {spec.name} image ({spec.dockerfile})",
-        )
+    raw_id = _docker_build(client, inputs, context_tar, no_cache=no_cache, progress=progress)
+    if not no_cache and _reused_stale_layers(client, inputs, raw_id):
+        # Clamping only lowers mtimes: cached layers older than the clamp time would keep
+        # theirs and give another digest than a fresh build. Build them again.
+        progress.detail("layer cache predates SOURCE_DATE_EPOCH; building without it")
+        images.remove_image(client, raw_id)
+        raw_id = _docker_build(client, inputs, context_tar, no_cache=True, progress=progress)
     context_tar.unlink()
     try:
         progress.stage(f"{spec.name} image: normalize")
@@ -160,6 +156,36 @@ def _build_layout(
     finally:
         _settle_raw_image(client, spec, raw_id, keep=keep_layer_cache)
     return digest
+
+
+def _docker_build(
+    client: Any, inputs: BuildInputs, context_tar: Path, *, no_cache: bool, progress: Progress
+) -> str:
+    spec = inputs.spec
+    with context_tar.open("rb") as context:
+        return images.build_image(
+            client,
+            context,
+            dockerfile=inputs.dockerfile_path,
+            build_args=dict(inputs.build_args),
+            labels=spec.labels,
+            no_cache=no_cache,
+            on_output=progress.detail,
+            what=f"the {spec.name} image ({spec.dockerfile})",
+        )
+
+
+def _reused_stale_layers(client: Any, inputs: BuildInputs, raw_id: str) -> bool:
+    """True when a step of the build (not of the base) was made before the clamp time."""
+    built = images.step_times(client, raw_id)
+    base = images.step_times(client, inputs.spec.base_image)
+    return stale_steps(built, base, inputs.source_date_epoch)
+
+
+def stale_steps(built: list[int], base: list[int], source_date_epoch: int) -> bool:
+    """`built` and `base`: creation times of each history step, newest first."""
+    own_steps = built[: len(built) - len(base)]
+    return any(created < source_date_epoch for created in own_steps)
 
 
 def layer_cache_ref(spec: BuildSpec) -> str:

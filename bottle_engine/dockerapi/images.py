@@ -99,6 +99,12 @@ def build_image(
     return image_id
 
 
+def step_times(client: Any, ref: str) -> list[int]:
+    """Creation time (Unix seconds) of each history step of `ref`, newest first."""
+    with docker_errors(f"reading the history of image {ref}"):
+        return [int(step.get("Created", 0)) for step in client.api.history(ref)]
+
+
 def export_image(client: Any, ref: str) -> Iterator[bytes]:
     """`docker save` of `ref` as a stream of chunks (a tar in Docker's save format)."""
     with docker_errors(f"exporting image {ref}"):

@@ -236,3 +236,19 @@ def test_killing_the_build_half_way_leaves_no_trusted_entry(
         remove_images(docker_client, [cache_ref(context)])
         if "report" in locals():
             remove_images(docker_client, [report["image_tag"]])
+
+
+def test_layer_cache_older_than_the_clamp_time_is_not_reused(
+    docker_client: Any, small_spec: BuildSpec, remove_test_images: list[str]
+) -> None:
+    first = build(docker_client, small_spec, no_cache=True)  # leaves Docker's layer cache
+    remove_test_images.append(first.artifact.image_tag)
+    # A later commit moves the clamp time past the layers Docker has cached for this Dockerfile.
+    later = replace(small_spec, source_date_epoch=int(time.time()) + 1)
+    time.sleep(2)
+    recording = RecordingClient(docker_client)
+    rebuilt = build(recording, later)
+    remove_test_images.append(rebuilt.artifact.image_tag)
+    assert recording.calls.count("build") == 2  # the cached attempt, then one without cache
+    fresh = build(docker_client, later, no_cache=True)
+    assert fresh.artifact.digest == rebuilt.artifact.digest

@@ -220,3 +220,13 @@ def test_diff_lists_the_paths_that_differ(tmp_path: Path) -> None:
         ("layer 1", "/stamp"),
     ]
     assert differences[0].second == "(absent)"
+
+
+def test_layer_cache_hits_made_before_the_clamp_time_are_stale() -> None:
+    from bottle_engine.artifacts.builder import stale_steps
+
+    base = [100]
+    assert not stale_steps([900, 800, 100], base, source_date_epoch=700)
+    assert stale_steps([900, 600, 100], base, source_date_epoch=700)
+    assert not stale_steps([600, 100], base, source_date_epoch=600)
+    assert not stale_steps([100], base, source_date_epoch=10**10)  # only base steps
