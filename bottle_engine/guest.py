@@ -10,9 +10,9 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine.dockerapi.containers import GuestFile
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import (
     AGENT_HOME,
@@ -23,6 +23,33 @@ from bottle_engine.plan import (
     WORKSPACE,
     BottlePlan,
 )
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A file (or directory, when `data` is None) to place in the sandbox before it starts."""
+
+    path: str  # absolute path in the sandbox
+    data: bytes | None
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+def files_archive(files: Iterable[GuestFile]) -> bytes:
+    """Guest files as one tar rooted at ``/``, with their owners and modes (the prompt: 0600)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for guest_file in files:
+            info = tarfile.TarInfo(guest_file.path.lstrip("/"))
+            info.uid, info.gid, info.mode = guest_file.uid, guest_file.gid, guest_file.mode
+            if guest_file.data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(guest_file.data)
+                archive.addfile(info, io.BytesIO(guest_file.data))
+    return buffer.getvalue()
 
 
 def prompt_text(plan: BottlePlan) -> str | None:

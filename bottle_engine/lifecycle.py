@@ -27,6 +27,7 @@ from bottle_engine.probes import (
 )
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
+from bottle_engine.smolvm import find_binary as find_smolvm
 
 
 def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None = None) -> Planner:
@@ -123,5 +124,13 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
 
 
 def gc() -> list[str]:
-    """Remove resources labelled as ours that no record accounts for; their names."""
-    return backend_named("docker").remove_orphans()
+    """Remove resources labelled as ours that no record accounts for; their names.
+
+    microVMs are included when a smolvm CLI is installed.
+    """
+    removed = backend_named("docker").remove_orphans()
+    try:
+        find_smolvm()
+    except BottleError:
+        return removed
+    return removed + backend_named("smolmachines").remove_orphans()

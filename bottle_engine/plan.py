@@ -30,7 +30,9 @@ from bottle_engine.bundle.config import (
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.model import Backend, GitUpstream, Manifest, Runtime
 
-DEFAULT_SUBNET_POOL = "172.30.0.0/16"
+# Outside Docker's own default address pools (172.17-31.0.0/16, 192.168.0.0/16), which it hands
+# to networks created without a subnet and which could otherwise cover the whole pool.
+DEFAULT_SUBNET_POOL = "10.243.0.0/16"
 SUBNET_PREFIX = 28
 MAX_INSTANCES = 20  # bottle-<slug>, -2, ... -20
 
@@ -263,12 +265,12 @@ def choose_subnet(
     except ValueError as exc:
         raise BottleError(
             f"BOTTLE_SUBNET_POOL '{pool}' is not an IPv4 network: {exc}",
-            fix="use a CIDR such as 172.30.0.0/16",
+            fix="use a CIDR such as 10.243.0.0/16",
         ) from exc
     if network.prefixlen > SUBNET_PREFIX:
         raise BottleError(
             f"BOTTLE_SUBNET_POOL '{pool}' is smaller than one /{SUBNET_PREFIX}",
-            fix="use a pool of /27 or larger, e.g. 172.30.0.0/16",
+            fix="use a pool of /27 or larger, e.g. 10.243.0.0/16",
         )
     taken_list = list(taken)
     count = 2 ** (SUBNET_PREFIX - network.prefixlen)

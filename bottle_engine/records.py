@@ -10,10 +10,12 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bottle_engine import state
+from bottle_engine.plan import BottlePlan
 
 RECORD_NAME = "bottle.json"
 
@@ -38,6 +40,23 @@ class BottleRecord:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def record_for(plan: BottlePlan, backend: str, resources: dict[str, Any]) -> BottleRecord:
+    """The record of a bottle just launched from `plan`."""
+    return BottleRecord(
+        slug=plan.slug,
+        name=plan.name,
+        agent=plan.agent,
+        bottle=plan.bottle,
+        backend=backend,
+        manifest=str(plan.manifest_path),
+        cwd=str(plan.cwd),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        bundle_ip=plan.bundle_ip,
+        subnet=str(plan.subnet),
+        resources=resources,
+    )
 
 
 def record_path(slug: str) -> Path:

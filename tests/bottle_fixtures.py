@@ -114,6 +114,22 @@ command = ["sleep", "infinity"]
 prompt = "probe"
 copy_cwd = false
 
+[agents.twin]
+command = ["sleep", "infinity"]
+copy_cwd = false
+
+[agents.victim]
+command = ["sleep", "infinity"]
+copy_cwd = false
+
+[agents.lifecycle]
+command = ["sleep", "infinity"]
+copy_cwd = true
+
+[agents.editor]
+command = ["sleep", "infinity"]
+copy_cwd = false
+
 [agents.neighbour]
 bottle = "default"
 command = ["node", "-e", "require('http').createServer((q, s) => s.end('hi')).listen(8080)"]
@@ -177,7 +193,7 @@ def running_bottle(world: BottleWorld, agent: str) -> Iterator[Any]:
     from bottle_engine import lifecycle
 
     with world_env(world):
-        record = lifecycle.launch(world.manifest, agent)
+        record = lifecycle.launch(world.manifest, agent, cwd=world.manifest.parent)
     try:
         yield record
     finally:

@@ -13,7 +13,6 @@ import os
 import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from bottle_engine.dockerapi.containers import (
     containers_with_label,
     create_agent_container,
     exec_in,
-    put_files,
     put_tree,
     read_file,
     read_tree,
@@ -51,6 +49,7 @@ from bottle_engine.dockerapi.networks import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import (
+    files_archive,
     guest_files,
     prompt_text,
     skill_sources,
@@ -91,26 +90,16 @@ class DockerBackend:
         agent_image, bundle_image = self.prepare(first, progress)
         runtime = self.runtime_for(first.runtime, agent_image.image_tag, progress)
         with ExitStack() as undo:
-            plan = self._claim(planner, undo, progress)
+            plan = self.claim(planner, undo, progress)
             progress.stage("start bundle")
-            bundle_dir = state.bottle_dir(plan.slug)
-            undo.callback(_remove_tree, bundle_dir)
-            self._start_bundle(plan, bundle_image, undo)
+            self.start_bundle(plan, bundle_image, undo)
             progress.stage("start agent")
             container = self._create_agent(plan, agent_image.image_tag, runtime, undo)
             container.start()
-            record = BottleRecord(
-                slug=plan.slug,
-                name=plan.name,
-                agent=plan.agent,
-                bottle=plan.bottle,
-                backend=self.name,
-                manifest=str(plan.manifest_path),
-                cwd=str(plan.cwd),
-                started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                bundle_ip=plan.bundle_ip,
-                subnet=str(plan.subnet),
-                resources={
+            record = records.record_for(
+                plan,
+                self.name,
+                {
                     "cpus": plan.cpus,
                     "memory_bytes": plan.memory_bytes,
                     "runtime": runtime or "runc",
@@ -167,7 +156,7 @@ class DockerBackend:
             )
         return None
 
-    def _claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
+    def claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
         """Take the first free name of the slug sequence, with a subnet nobody uses."""
         progress.stage("networks")
         base = planner.base_slug
@@ -215,8 +204,13 @@ class DockerBackend:
             networks_with_label(self.client, LABEL_SLUG, slug)
         )
 
-    def _start_bundle(self, plan: BottlePlan, image: Artifact, undo: ExitStack) -> None:
+    def start_bundle(self, plan: BottlePlan, image: Artifact, undo: ExitStack) -> None:
+        """The bundle container, running and ready; its state dir and it are undone on failure.
+
+        Shared with the smolmachines backend, whose VM talks to the same bundle.
+        """
         bottle_dir = state.bottle_dir(plan.slug)
+        undo.callback(_remove_tree, bottle_dir)
         config: BundleConfig = plan.bundle_config()
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         (bottle_dir / "bundle.json").write_text(config.to_json())
@@ -271,15 +265,13 @@ class DockerBackend:
                 f"the bundle did not write its CA certificate ({ca_path})",
                 fix="see the bundle's log: `bottle-engine logs SLUG --bundle`",
             ) from exc
-        put_files(
-            container,
-            guest_files(
-                plan,
-                bottle_ca=bottle_ca,
-                system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
-                prompt=prompt_text(plan),
-            ),
+        files = guest_files(
+            plan,
+            bottle_ca=bottle_ca,
+            system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
+            prompt=prompt_text(plan),
         )
+        put_tree(container, files_archive(files))
         skills_root = Path.home() / ".claude" / "skills"
         for name, source in skill_sources(plan, skills_root):
             put_tree(container, tar_directory(source, name), f"{AGENT_HOME}/.claude/skills")
@@ -367,7 +359,8 @@ class DockerBackend:
         return removed
 
     def _container(self, name: str) -> Any:
-        found = [c for c in containers_with_label(self.client, LABEL_MANAGED) if c.name == name]
+        slug = name.removeprefix("bottle-").removesuffix("-bundle")
+        found = [c for c in containers_with_label(self.client, LABEL_SLUG, slug) if c.name == name]
         if not found:
             raise BottleError(
                 f"no container {name}", fix="`bottle-engine ls` lists the bottles that exist"

@@ -15,14 +15,10 @@ the agent through ``machine exec -it``.
 
 from __future__ import annotations
 
-import io
-import shutil
 import subprocess
 import sys
-import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +29,10 @@ from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, CA_FILE, DockerB
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG
-from bottle_engine.dockerapi.containers import GuestFile, containers_with_label
+from bottle_engine.dockerapi.containers import containers_with_label
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import (
+    files_archive,
     guest_files,
     prompt_text,
     skill_sources,
@@ -76,22 +73,6 @@ def machine_spec(plan: BottlePlan, sidecar: Path, smolfile: Path | None) -> Mach
     )
 
 
-def files_archive(files: Iterable[GuestFile]) -> bytes:
-    """Guest files as one tar rooted at ``/``, with their owners and modes (the prompt: 0600)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for guest_file in files:
-            info = tarfile.TarInfo(guest_file.path.lstrip("/"))
-            info.uid, info.gid, info.mode = guest_file.uid, guest_file.gid, guest_file.mode
-            if guest_file.data is None:
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            else:
-                info.size = len(guest_file.data)
-                archive.addfile(info, io.BytesIO(guest_file.data))
-    return buffer.getvalue()
-
-
 class SmolmachinesBackend:
     name = "smolmachines"
 
@@ -123,11 +104,10 @@ class SmolmachinesBackend:
     def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
         agent_image, bundle_image, pack = self.prepare(planner(planner.base_slug), progress)
         with ExitStack() as undo:
-            plan = self._docker._claim(planner, undo, progress)
+            plan = self._docker.claim(planner, undo, progress)
             progress.stage("start bundle")
             bottle_dir = state.bottle_dir(plan.slug)
-            undo.callback(shutil.rmtree, bottle_dir, True)
-            self._docker._start_bundle(plan, bundle_image, undo)
+            self._docker.start_bundle(plan, bundle_image, undo)
             progress.stage("create microVM")
             smolfile = write_smolfile(
                 spec_for(plan.cpus, plan.memory_bytes, WORKSPACE), bottle_dir / "Smolfile"
@@ -138,18 +118,10 @@ class SmolmachinesBackend:
             self.smolvm.machine_start(plan.name)
             progress.stage("copy files into the microVM")
             self._put_guest_files(plan, bottle_dir)
-            record = BottleRecord(
-                slug=plan.slug,
-                name=plan.name,
-                agent=plan.agent,
-                bottle=plan.bottle,
-                backend=self.name,
-                manifest=str(plan.manifest_path),
-                cwd=str(plan.cwd),
-                started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                bundle_ip=plan.bundle_ip,
-                subnet=str(plan.subnet),
-                resources={
+            record = records.record_for(
+                plan,
+                self.name,
+                {
                     "cpus": plan.cpus,
                     "memory_bytes": plan.memory_bytes,
                     "agent_image": agent_image.image_tag,

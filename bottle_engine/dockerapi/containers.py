@@ -11,7 +11,7 @@ import sys
 import tarfile
 import termios
 import tty
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,17 +19,6 @@ import docker.errors
 
 from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors
 from bottle_engine.errors import BottleError
-
-
-@dataclass(frozen=True)
-class GuestFile:
-    """A file (or directory, when `data` is None) to place in a container before it starts."""
-
-    path: str  # absolute path in the container
-    data: bytes | None
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,27 +89,10 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         return client.containers.get(created["Id"])
 
 
-def put_files(container: Any, files: Iterable[GuestFile]) -> None:
-    """Write files into a (created or running) container in one archive, owners and modes set."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for guest_file in files:
-            info = tarfile.TarInfo(guest_file.path.lstrip("/"))
-            info.uid, info.gid, info.mode = guest_file.uid, guest_file.gid, guest_file.mode
-            if guest_file.data is None:
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            else:
-                info.size = len(guest_file.data)
-                archive.addfile(info, io.BytesIO(guest_file.data))
+def put_tree(container: Any, archive: bytes, dest: str = "/") -> None:
+    """Unpack a tar archive (guest files, a skill, the launch directory) at `dest`."""
     with docker_errors(f"copy files into {container.name}"):
-        container.put_archive("/", buffer.getvalue())
-
-
-def put_tree(container: Any, tar_stream: Any, dest: str) -> None:
-    """Unpack a tar stream (e.g. the launch directory) at `dest` in the container."""
-    with docker_errors(f"copy the workspace into {container.name}"):
-        container.put_archive(dest, tar_stream)
+        container.put_archive(dest, archive)
 
 
 def read_file(container: Any, path: str) -> bytes | None:

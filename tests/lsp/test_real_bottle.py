@@ -34,7 +34,7 @@ async def test_launch_list_and_stop_a_real_bottle_from_the_editor(
     uri = bottle_world.manifest.as_uri()
     slug = None
     try:
-        result = await execute(real_client, "bottle.launch", {"uri": uri, "agent": "probe"})
+        result = await execute(real_client, "bottle.launch", {"uri": uri, "agent": "editor"})
         assert [m.message for m in real_client.messages] == []
         slug = result["slug"]
         [reported] = real_client.progress_reports.values()
@@ -42,11 +42,13 @@ async def test_launch_list_and_stop_a_real_bottle_from_the_editor(
         assert reports[0].kind == "begin" and reports[-1].kind == "end"
         assert len(reports) > 3  # the engine's own stages came through as reports
         listed = {b["slug"]: b for b in await execute(real_client, "bottle.list")}
-        assert listed[slug]["agent"] == "probe"
+        assert listed[slug]["agent"] == "editor"
         assert listed[slug]["status"] == "running"
         assert listed[slug]["manifest"] == str(bottle_world.manifest)
+        # The editor agent is this test's own: no other test's bottle runs for it.
+        editor_line = bottle_world.manifest.read_text().splitlines().index("[agents.editor]")
         titles = [(line, title) for line, title, _, _ in await lenses(real_client, uri)]
-        assert (0, "Attach") in titles and (0, "Stop") in titles
+        assert (editor_line, "Attach") in titles and (editor_line, "Stop") in titles
         assert await execute(real_client, "bottle.stop", {"slug": slug}) == {}
         listed = {b["slug"]: b for b in await execute(real_client, "bottle.list")}
         assert listed[slug]["status"] != "running"

@@ -6,8 +6,8 @@ import io
 import tarfile
 from pathlib import Path
 
-from bottle_engine.backends.smolmachines import KEEPALIVE, files_archive, machine_spec
-from bottle_engine.guest import guest_files
+from bottle_engine.backends.smolmachines import KEEPALIVE, machine_spec
+from bottle_engine.guest import files_archive, guest_files
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import AGENT_UID, PROMPT_PATH, BottlePlan, plan_bottle
 from bottle_engine.smolvm import machine_create_args

@@ -1,0 +1,155 @@
+"""The docker backend's lifecycle on the real daemon: names, subnets, cleanup, stop/resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine import lifecycle, records
+from bottle_engine.errors import BottleError
+from tests.bottle_fixtures import BottleWorld, labelled_leftovers, running_bottle, world_env
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def _slug_prefix(world: BottleWorld, agent: str) -> str:
+    from bottle_engine.plan import base_slug
+
+    return base_slug(world.manifest, agent)
+
+
+def test_two_concurrent_launches_get_distinct_names_and_subnets(
+    bottle_world: BottleWorld, docker_client: Any
+) -> None:
+    with world_env(bottle_world), ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(lifecycle.launch, bottle_world.manifest, "twin") for _ in range(2)]
+        launched = []
+        errors = []
+        for future in futures:
+            try:
+                launched.append(future.result())
+            except BottleError as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+        try:
+            assert not errors, errors
+            first, second = launched
+            assert {first.slug, second.slug} == {
+                _slug_prefix(bottle_world, "twin"),
+                _slug_prefix(bottle_world, "twin") + "-2",
+            }
+            assert first.subnet != second.subnet
+            assert first.bundle_ip != second.bundle_ip
+        finally:
+            for record in launched:
+                lifecycle.stop(record.slug, remove=True)
+    assert labelled_leftovers(docker_client, _slug_prefix(bottle_world, "twin")) == []
+
+
+def test_ctrl_c_during_launch_leaves_nothing_behind(
+    bottle_world: BottleWorld, docker_client: Any
+) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bottle_engine",
+            "launch",
+            "-f",
+            str(bottle_world.manifest),
+            "victim",
+            "--detach",
+        ],
+        env={**os.environ, **bottle_world.env},
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = []
+    deadline = time.monotonic() + 900
+    for line in process.stderr:  # progress lines, one per stage
+        seen.append(line)
+        if "start bundle" in line:  # networks exist, the bundle is being created
+            process.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "the launch never reached the bundle stage"
+    rest = process.communicate(timeout=120)
+    assert process.returncode == 130, "".join(seen) + rest[1]
+    prefix = _slug_prefix(bottle_world, "victim")
+    assert labelled_leftovers(docker_client, prefix) == []
+    with world_env(bottle_world):
+        assert [r for r in records.all_records() if r.slug.startswith(prefix)] == []
+    assert not (bottle_world.state_dir / "bottles" / prefix).exists()
+
+
+def test_a_launch_that_fails_half_way_removes_what_it_made(
+    bottle_world: BottleWorld, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with world_env(bottle_world):
+        monkeypatch.delenv("BOTTLE_TEST_TOKEN")  # the secret's source is missing
+        with pytest.raises(BottleError, match="BOTTLE_TEST_TOKEN is not set"):
+            lifecycle.launch(bottle_world.manifest, "victim")
+    assert labelled_leftovers(docker_client, _slug_prefix(bottle_world, "victim")) == []
+
+
+def test_stop_then_resume_brings_the_same_bottle_back(bottle_world: BottleWorld) -> None:
+    from bottle_engine.backends import backend_named
+
+    with running_bottle(bottle_world, "lifecycle") as record, world_env(bottle_world):
+        backend = backend_named("docker")
+        code, listing = backend.exec_as_agent(record, ["ls", "/workspace"])
+        assert code == 0 and "bottle.toml" in listing  # copy_cwd copied the launch directory
+        lifecycle.stop(record.slug)
+        assert {b.slug: b.status for b in lifecycle.list_bottles()}[record.slug] in (
+            "exited",
+            "stopped",
+        )
+        lifecycle.resume(record.slug)
+        assert {b.slug: b.status for b in lifecycle.list_bottles()}[record.slug] == "running"
+        code, whoami = backend.exec_as_agent(record, ["id", "-u"])
+        assert (code, whoami.strip()) == (0, "1000")
+
+
+def test_ls_json_finds_bottles_from_a_new_process(
+    bottle_world: BottleWorld, probe_bottle: Any
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bottle_engine", "ls", "--json"],
+        env={**os.environ, **bottle_world.env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    listed = {entry["slug"]: entry for entry in json.loads(result.stdout)}
+    assert listed[probe_bottle.slug]["status"] == "running"
+    assert listed[probe_bottle.slug]["agent"] == "probe"
+
+
+def test_gc_removes_orphans_by_label(bottle_world: BottleWorld, docker_client: Any) -> None:
+    with world_env(bottle_world):
+        record = lifecycle.launch(bottle_world.manifest, "victim")
+        # The CLI "crashed": the record is gone, the containers and network are not.
+        records.record_path(record.slug).unlink()
+        removed = lifecycle.gc()
+    assert record.name in removed
+    assert labelled_leftovers(docker_client, record.slug) == []
+
+
+def test_launch_of_an_unknown_agent_names_the_defined_ones(bottle_world: BottleWorld) -> None:
+    with world_env(bottle_world), pytest.raises(BottleError, match="defined: lifecycle"):
+        lifecycle.launch(bottle_world.manifest, "nobody")
+
+
+def test_stop_of_an_unknown_bottle_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BottleError, match="no bottle 'nope'"):
+        lifecycle.stop("nope")
