@@ -108,28 +108,24 @@ def outside_world(
             network.remove()
 
 
-MANIFEST = """\
-[agents.probe]
-command = ["sleep", "infinity"]
-prompt = "probe"
-copy_cwd = false
+# Agents that only keep their sandbox up, one per user of the world, so that no test ever sees
+# another test's bottle among its own: name -> extra keys. probe: the escape suite; twin and
+# victim: concurrent and interrupted launches; lifecycle: guest files, stop/resume; editor: the
+# LSP test.
+SLEEPING_AGENTS = {
+    "probe": "copy_cwd = false",
+    "twin": "copy_cwd = false",
+    "victim": "copy_cwd = false",
+    "lifecycle": 'copy_cwd = true\nprompt = "Review only."\nskills = ["review"]',
+    "editor": "copy_cwd = false",
+}
 
-[agents.twin]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[agents.victim]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[agents.lifecycle]
-command = ["sleep", "infinity"]
-copy_cwd = true
-
-[agents.editor]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
+MANIFEST = (
+    "".join(
+        f'[agents.{name}]\ncommand = ["sleep", "infinity"]\n{extra}\n\n'
+        for name, extra in SLEEPING_AGENTS.items()
+    )
+    + """\
 [agents.neighbour]
 bottle = "default"
 command = ["node", "-e", "require('http').createServer((q, s) => s.end('hi')).listen(8080)"]
@@ -148,6 +144,7 @@ allow = ["upstream.test:{port}", "{upstream_ip}/32:{port}"]
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["upstream.test:{port}"]
 """
+)
 
 
 @pytest.fixture(scope="session")

@@ -290,7 +290,7 @@ def pick_subnet(client: Any) -> ipaddress.IPv4Network:
     from bottle_engine.dockerapi.networks import subnets_in_use
 
     used = subnets_in_use(client)
-    candidates = list(ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24))
+    candidates = list(ipaddress.IPv4Network("10.213.0.0/16").subnets(new_prefix=24))
     random.shuffle(candidates)
     for candidate in candidates:
         if not any(candidate.overlaps(other) for other in used):
@@ -429,7 +429,7 @@ def bundle_testbed(
             bottle_name=bottle_name,
             upstream_ca_files=("/run/bot-bottle/test-upstream-ca.pem",),
         )
-        hosts = {name: upstream_ip for name in upstream_names}
+        upstream_hosts = {name: upstream_ip for name in upstream_names}
         bundle = run_bundle_container(
             client,
             name=f"bb-test-{run_id}-bundle",
@@ -441,7 +441,7 @@ def bundle_testbed(
             bundle_ip=bundle_ip,
             egress_network=egress_name,
             labels=TEST_LABELS,
-            extra_hosts={**hosts, **(extra_hosts or {})},
+            extra_hosts={**upstream_hosts, **(extra_hosts or {})},
             readonly_files={"/run/bot-bottle/test-upstream-ca.pem": tls.ca_cert},
         )
         stack.callback(_force_remove, bundle)

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import stat
-import subprocess
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from bottle_engine.artifacts.spec import (
 )
 from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
+from bottle_engine.git import GitError, run_git
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
 INPUT_KEY_VERSION = "bot-bottle-artifact/3"
@@ -256,18 +256,17 @@ def newest_commit_time(directory: Path, paths: Sequence[str] = (".",)) -> int:
     for start in range(0, len(paths), _PATHS_PER_GIT_CALL):
         pathspecs = [f":(literal){path}" for path in paths[start : start + _PATHS_PER_GIT_CALL]]
         try:
-            done = subprocess.run(
-                ["git", "-C", str(directory), "log", "-1", "--format=%ct", "--", *pathspecs],
-                capture_output=True,
-                text=True,
-                timeout=60,
+            done = run_git(
+                ["log", "-1", "--format=%ct", "--", *pathspecs],
+                doing="reading the context's newest commit time",
+                cwd=directory,
                 check=False,
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except GitError:  # no git on this machine: no clamp time from history
             return 0
-        text = done.stdout.strip()
         if done.returncode != 0:
             return 0
+        text = done.stdout.strip()
         if text.isdigit():
             newest = max(newest, int(text))
     return newest

@@ -7,17 +7,19 @@ control (the allowlisted test host through the proxy). A second bottle runs alon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bottle_engine import lifecycle
 from bottle_engine.probes import ProbeReport, ProbeTargets
-from tests.bottle_fixtures import BottleWorld, world_env
+from tests.bottle_fixtures import BottleWorld, running_bottle, world_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
@@ -38,24 +40,65 @@ WAIT_FOR_LISTENER = (
 )
 
 
-@pytest.fixture(scope="module")
-def listening_neighbour(bottle_world: BottleWorld, neighbour_bottle: Any) -> Any:
+def _wait_for_listener(world: BottleWorld, bottle: Any) -> Any:
     """The second bottle, once its agent listens: "unreachable" must not mean "not up yet"."""
     from bottle_engine.backends import backend_named
 
-    with world_env(bottle_world):
+    with world_env(world):
         code, output = backend_named("docker").exec_as_agent(
-            neighbour_bottle, ["bash", "-c", WAIT_FOR_LISTENER]
+            bottle, ["bash", "-c", WAIT_FOR_LISTENER]
         )
     assert code == 0, f"the neighbour's agent never listened: {output}"
-    return neighbour_bottle
+    return bottle
+
+
+def _gvisor_usable(world: BottleWorld, probe_bottle: Any) -> str | None:
+    """Why gVisor cannot run the agent image on this daemon, or None when it can."""
+    from bottle_engine.backends import backend_named
+    from bottle_engine.backends.docker import gvisor_works
+
+    with world_env(world):
+        backend: Any = backend_named("docker")
+        runtimes = backend.client.info().get("Runtimes") or {}
+        if "runsc" not in runtimes:
+            return "the Docker daemon has no runsc runtime registered"
+        container = backend.client.containers.get(probe_bottle.name)
+        if not gvisor_works(backend.client, container.image.id, runtimes["runsc"]):
+            return (
+                "the registered runsc fails basic system calls (statx) with the agent image; "
+                "Debian 12's runsc (release 20221219) is too old: install a current gVisor"
+            )
+    return None
+
+
+@pytest.fixture(scope="module", params=["default", "gvisor"])
+def sandbox(
+    request: pytest.FixtureRequest,
+    bottle_world: BottleWorld,
+    probe_bottle: Any,
+    neighbour_bottle: Any,
+) -> Iterator[tuple[Any, Any]]:
+    """The probe bottle and its listening neighbour: the default runtime, then under gVisor.
+
+    `runtime = "auto"` already picks gVisor where it works; the second pass forces it with
+    BOTTLE_RUNTIME=runsc so the suite is known to pass under gVisor, not just under runc.
+    """
+    if request.param == "default":
+        yield probe_bottle, _wait_for_listener(bottle_world, neighbour_bottle)
+        return
+    reason = _gvisor_usable(bottle_world, probe_bottle)
+    if reason:
+        pytest.skip(f"gVisor pass skipped: {reason}")
+    world = dataclasses.replace(bottle_world, env={**bottle_world.env, "BOTTLE_RUNTIME": "runsc"})
+    with running_bottle(world, "probe") as probe, running_bottle(world, "neighbour") as other:
+        yield probe, _wait_for_listener(world, other)
 
 
 @pytest.fixture(scope="module")
 def escape_report(
-    bottle_world: BottleWorld, probe_bottle: Any, listening_neighbour: Any
+    bottle_world: BottleWorld, sandbox: tuple[Any, Any]
 ) -> tuple[ProbeReport, list[str]]:
-    neighbour_bottle = listening_neighbour
+    probe_bottle, neighbour_bottle = sandbox
     outside = bottle_world.outside
     targets = ProbeTargets(
         bundle_ip=probe_bottle.bundle_ip,

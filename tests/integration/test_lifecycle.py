@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -101,13 +102,30 @@ def test_a_launch_that_fails_half_way_removes_what_it_made(
     assert labelled_leftovers(docker_client, _slug_prefix(bottle_world, "victim")) == []
 
 
-def test_stop_then_resume_brings_the_same_bottle_back(bottle_world: BottleWorld) -> None:
+def test_guest_files_then_stop_and_resume(bottle_world: BottleWorld, tmp_path: Path) -> None:
+    """What a launch puts in the sandbox, and that stop + resume bring the same bottle back."""
     from bottle_engine.backends import backend_named
 
-    with running_bottle(bottle_world, "lifecycle") as record, world_env(bottle_world):
+    home = tmp_path / "home"
+    (home / ".claude" / "skills" / "review").mkdir(parents=True)
+    (home / ".claude" / "skills" / "review" / "SKILL.md").write_text("# review\n")
+    world = dataclasses.replace(bottle_world, env={**bottle_world.env, "HOME": str(home)})
+    with running_bottle(world, "lifecycle") as record, world_env(world):
         backend = backend_named("docker")
-        code, listing = backend.exec_as_agent(record, ["ls", "/workspace"])
-        assert code == 0 and "bottle.toml" in listing  # copy_cwd copied the launch directory
+
+        def agent_sh(script: str) -> str:
+            code, output = backend.exec_as_agent(record, ["sh", "-c", script])
+            assert code == 0, output
+            return output.strip()
+
+        assert "bottle.toml" in agent_sh("ls /workspace")  # copy_cwd copied the directory
+        prompt = "/home/agent/.bot-bottle/prompt.md"
+        assert agent_sh(f"stat -c '%a %u' {prompt}") == "600 1000"
+        assert agent_sh(f"cat {prompt}") == "Review only."
+        assert agent_sh("cat ~/.claude/skills/review/SKILL.md") == "# review"
+        claude = json.loads(agent_sh("cat ~/.claude.json"))
+        assert claude["projects"]["/workspace"]["hasTrustDialogAccepted"] is True
+
         lifecycle.stop(record.slug)
         assert {b.slug: b.status for b in lifecycle.list_bottles()}[record.slug] in (
             "exited",
@@ -115,8 +133,8 @@ def test_stop_then_resume_brings_the_same_bottle_back(bottle_world: BottleWorld)
         )
         lifecycle.resume(record.slug)
         assert {b.slug: b.status for b in lifecycle.list_bottles()}[record.slug] == "running"
-        code, whoami = backend.exec_as_agent(record, ["id", "-u"])
-        assert (code, whoami.strip()) == (0, "1000")
+        assert agent_sh("id -u") == "1000"
+        assert agent_sh(f"cat {prompt}") == "Review only."  # the container came back, files too
 
 
 def test_ls_json_finds_bottles_from_a_new_process(
@@ -146,7 +164,7 @@ def test_gc_removes_orphans_by_label(bottle_world: BottleWorld, docker_client: A
 
 
 def test_launch_of_an_unknown_agent_names_the_defined_ones(bottle_world: BottleWorld) -> None:
-    with world_env(bottle_world), pytest.raises(BottleError, match="defined: lifecycle"):
+    with world_env(bottle_world), pytest.raises(BottleError, match=r"defined: .*lifecycle"):
         lifecycle.launch(bottle_world.manifest, "nobody")
 
 
