@@ -42,7 +42,15 @@ def check_gvisor() -> Check:
         return Check("gvisor", False, exc.message, required=False)
     if "runsc" in runtimes:
         image = resolve_base_image(None)
-        if inspect_image(client, image) and not gvisor_works(client, image, runtimes["runsc"]):
+        if not inspect_image(client, image):
+            return Check(
+                "gvisor",
+                True,
+                f"runsc is registered; its self-test waits for the base image {image}, and "
+                "runtime 'auto' uses gVisor only if the agent image passes it",
+                required=False,
+            )
+        if not gvisor_works(client, image, runtimes["runsc"]):
             return Check(
                 "gvisor",
                 False,

@@ -79,7 +79,9 @@ class NormalizeRules:
 
     @property
     def shadow_day(self) -> int:
-        return self.source_date_epoch // 86400
+        # Day 0 means "must change the password now": PAM then refuses chfn, and so adduser in
+        # package scripts (docker-registry's, for one). Day 1 is as reproducible and harmless.
+        return max(1, self.source_date_epoch // 86400)
 
 
 def describe_rules(rules: NormalizeRules) -> list[str]:

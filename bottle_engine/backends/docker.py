@@ -23,7 +23,7 @@ from bottle_engine.bundle.config import GIT_KEYS_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
-from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SLUG
+from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
     NameTaken,
@@ -334,29 +334,35 @@ class DockerBackend:
         return {"created": "stopped"}.get(docker_status, docker_status)
 
     def orphans(self) -> list[str]:
+        containers, networks = self._orphaned()
+        return containers + networks
+
+    def _orphaned(self) -> tuple[list[str], list[str]]:
+        """Containers and networks of bottles that no record accounts for (a crashed CLI, a
+        deleted state dir): everything carrying a slug label whose slug has no record."""
         known = {r.slug for r in records.all_records()}
-        return [
-            resource.name
-            for resource in (
-                *containers_with_label(self.client, LABEL_MANAGED),
-                *networks_with_label(self.client, LABEL_MANAGED),
-            )
-            if (
-                resource.attrs.get("Labels") or resource.attrs.get("Config", {}).get("Labels") or {}
-            ).get(LABEL_SLUG)
-            not in known
-            and (
-                resource.attrs.get("Labels") or resource.attrs.get("Config", {}).get("Labels") or {}
-            ).get(LABEL_SLUG)
+
+        def orphaned(labels: dict[str, str] | None) -> bool:
+            slug = (labels or {}).get(LABEL_SLUG)
+            return bool(slug) and slug not in known
+
+        containers = [
+            c.name for c in containers_with_label(self.client, LABEL_SLUG) if orphaned(c.labels)
         ]
+        networks = [
+            n.name
+            for n in networks_with_label(self.client, LABEL_SLUG)
+            if orphaned(n.attrs.get("Labels"))
+        ]
+        return containers, networks
 
     def remove_orphans(self) -> list[str]:
-        removed = []
-        for name in self.orphans():
+        containers, networks = self._orphaned()
+        for name in containers:  # first: a network cannot go while a container is on it
             remove_container(self.client, name)
+        for name in networks:
             remove_network(self.client, name)
-            removed.append(name)
-        return removed
+        return containers + networks
 
     def _container(self, name: str) -> Any:
         slug = name.removeprefix("bottle-").removesuffix("-bundle")

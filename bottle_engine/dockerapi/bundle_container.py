@@ -24,7 +24,7 @@ from bottle_engine.bundle.config import (
     STATE_MOUNT,
     BundleConfig,
 )
-from bottle_engine.dockerapi.client import LABEL_ROLE, docker_errors
+from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, docker_errors
 from bottle_engine.errors import BottleError
 
 BUNDLE_UID = 10001  # the image's `bottle` user; used when the engine itself runs as root
@@ -86,7 +86,7 @@ def run_bundle_container(
         container = client.containers.create(
             image,
             name=name,
-            labels={**labels, LABEL_ROLE: "bundle"},
+            labels={**labels, LABEL_MANAGED: "1", LABEL_ROLE: "bundle"},
             user=f"{uid}:{gid}",
             mounts=mounts,
             network=internal_network,

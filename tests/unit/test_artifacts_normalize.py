@@ -128,6 +128,12 @@ def test_shadow_password_age_is_set_to_the_clamp_day() -> None:
     assert shadow == f"root:*:{day}:0:99999:7:::\nagent:!:{day}::::::\n"
 
 
+def test_shadow_day_is_never_zero_which_would_force_a_password_change() -> None:
+    at_epoch = NormalizeRules(source_date_epoch=0)  # what `base bootstrap` uses by default
+    shadow = content(normalize(build_one(1_800_000_000, "root"), at_epoch), "etc/shadow")
+    assert shadow.decode().startswith("root:*:1:0:99999:7:::\n")
+
+
 def test_hard_links_point_at_the_first_name_in_sorted_order() -> None:
     layer = make_layer(
         [
