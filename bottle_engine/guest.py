@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bottle_engine.bundle.config import CA_CERT_NAME
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import (
     AGENT_HOME,
@@ -23,6 +24,8 @@ from bottle_engine.plan import (
     WORKSPACE,
     BottlePlan,
 )
+
+SKILLS_DIR = f"{AGENT_HOME}/.claude/skills"
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,42 @@ def guest_files(
     if prompt is not None:
         files.append(GuestFile(str(Path(PROMPT_PATH).parent), None, 0o700, uid, uid))
         files.append(GuestFile(PROMPT_PATH, prompt.encode(), 0o600, uid, uid))
+    if plan.skills:  # the agent image need not have it; each skill is unpacked into it
+        files.append(GuestFile(SKILLS_DIR, None, 0o700, uid, uid))
     return files
+
+
+def bundle_ca(bottle_dir: Path) -> bytes:
+    """The per-bottle CA certificate the bundle wrote into the bottle's state dir."""
+    path = bottle_dir / "ca" / CA_CERT_NAME
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BottleError(
+            f"the bundle did not write its CA certificate ({path})",
+            fix="see the bundle's log: `bottle-engine logs SLUG --bundle`",
+        ) from exc
+
+
+def guest_trees(
+    plan: BottlePlan,
+    bottle_dir: Path,
+    *,
+    system_cas: bytes | None,
+    skills_root: Path | None = None,
+) -> list[tuple[str, bytes]]:
+    """Everything a launch copies into the sandbox, as (destination, tar) pairs in order: the
+    guest files, each skill (from `skills_root`, default ~/.claude/skills), the workspace copy."""
+    files = guest_files(
+        plan, bottle_ca=bundle_ca(bottle_dir), system_cas=system_cas, prompt=prompt_text(plan)
+    )
+    trees = [("/", files_archive(files))]
+    root = skills_root or Path.home() / ".claude" / "skills"
+    for name, source in skill_sources(plan, root):
+        trees.append((SKILLS_DIR, tar_directory(source, name)))
+    if plan.copy_cwd:
+        trees.append((WORKSPACE, workspace_archive(plan.cwd)))
+    return trees
 
 
 def skill_sources(plan: BottlePlan, skills_root: Path) -> list[tuple[str, Path]]:

@@ -450,7 +450,7 @@ def bundle_testbed(
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.
         agent_env = {name.upper(): placeholder for name, (placeholder, _, _) in secrets.items()}
-        bottle_ca = state_dir / "ca" / "mitmproxy-ca-cert.pem"
+        bottle_ca = state_dir / "ca" / "mitmproxy-ca-cert.pem"  # bundle.config.CA_CERT_NAME
         bed.agent = client.containers.run(
             image,
             ["sleep", "infinity"],

@@ -2,7 +2,8 @@
 
 * The committed JSON Schema the extension gives Even Better TOML is what the engine prints.
 * The extension's own checks (npm ci, unit tests, .vsix packaging and contents) pass.
-* Opt-in (BOT_BOTTLE_VSCODE_E2E=1): the packaged extension in code-server + Chromium.
+* With BOT_BOTTLE_VSCODE_E2E=1 (scripts/test sets it where it can install the tools): the
+  packaged extension in code-server + Chromium, a real launch included.
 
 Node and npm are expected on the machines; without them these tests skip, except in CI.
 """

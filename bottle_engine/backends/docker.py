@@ -48,14 +48,7 @@ from bottle_engine.dockerapi.networks import (
     subnets_in_use,
 )
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import (
-    files_archive,
-    guest_files,
-    prompt_text,
-    skill_sources,
-    tar_directory,
-    workspace_archive,
-)
+from bottle_engine.guest import guest_trees
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -69,7 +62,6 @@ from bottle_engine.records import BottleRecord
 from bottle_engine.secrets import write_bundle_secrets
 
 BUNDLE_READY_TIMEOUT = 120.0
-CA_FILE = "mitmproxy-ca-cert.pem"
 
 
 class DockerBackend:
@@ -257,26 +249,13 @@ class DockerBackend:
         )
         undo.callback(remove_container, self.client, plan.name)
         container = create_agent_container(self.client, spec)
-        ca_path = state.bottle_dir(plan.slug) / "ca" / CA_FILE
-        try:
-            bottle_ca = ca_path.read_bytes()
-        except OSError as exc:
-            raise BottleError(
-                f"the bundle did not write its CA certificate ({ca_path})",
-                fix="see the bundle's log: `bottle-engine logs SLUG --bundle`",
-            ) from exc
-        files = guest_files(
+        trees = guest_trees(
             plan,
-            bottle_ca=bottle_ca,
+            state.bottle_dir(plan.slug),
             system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
-            prompt=prompt_text(plan),
         )
-        put_tree(container, files_archive(files))
-        skills_root = Path.home() / ".claude" / "skills"
-        for name, source in skill_sources(plan, skills_root):
-            put_tree(container, tar_directory(source, name), f"{AGENT_HOME}/.claude/skills")
-        if plan.copy_cwd:
-            put_tree(container, workspace_archive(plan.cwd), WORKSPACE)
+        for destination, archive in trees:
+            put_tree(container, archive, destination)
         return container
 
     # -- the rest of the lifecycle -------------------------------------------------------------

@@ -25,20 +25,13 @@ from typing import Any
 from bottle_engine import records, state
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
-from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, CA_FILE, DockerBackend
+from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, DockerBackend
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG
 from bottle_engine.dockerapi.containers import containers_with_label
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import (
-    files_archive,
-    guest_files,
-    prompt_text,
-    skill_sources,
-    tar_directory,
-    workspace_archive,
-)
+from bottle_engine.guest import guest_trees
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -136,21 +129,8 @@ class SmolmachinesBackend:
         return record.with_status("running")
 
     def _put_guest_files(self, plan: BottlePlan, bottle_dir: Path) -> None:
-        ca_path = bottle_dir / "ca" / CA_FILE
-        try:
-            bottle_ca = ca_path.read_bytes()
-        except OSError as exc:
-            raise BottleError(
-                f"the bundle did not write its CA certificate ({ca_path})",
-                fix="see the bundle's log: `bottle-engine logs SLUG --bundle`",
-            ) from exc
-        files = guest_files(plan, bottle_ca=bottle_ca, system_cas=None, prompt=prompt_text(plan))
-        trees = [("/", files_archive(files))]
-        skills_root = Path.home() / ".claude" / "skills"
-        for name, source in skill_sources(plan, skills_root):
-            trees.append((f"{AGENT_HOME}/.claude/skills", tar_directory(source, name)))
-        if plan.copy_cwd:
-            trees.append((WORKSPACE, workspace_archive(plan.cwd)))
+        # The guest's own system CAs are only known inside it: the bundle is made there below.
+        trees = guest_trees(plan, bottle_dir, system_cas=None)
         for index, (destination, data) in enumerate(trees):
             self._put_tree(plan.name, bottle_dir, index, data, destination)
         # The CA bundle is the guest's own system CAs plus the bottle's CA, as in the docker

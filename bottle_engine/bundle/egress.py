@@ -23,7 +23,6 @@ from mitmproxy.tools.dump import DumpMaster
 from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
 
-CA_CERT_NAME = "mitmproxy-ca-cert.pem"  # the certificate the agent trusts (no private key)
 # The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
 UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
 
