@@ -35,7 +35,7 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
-INPUT_KEY_VERSION = "bot-bottle-artifact/3"
+INPUT_KEY_VERSION = "bot-bottle-artifact/4"
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 CA_BUNDLE_ENV = "BOTTLE_CA_BUNDLE"

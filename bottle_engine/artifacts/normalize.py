@@ -7,8 +7,10 @@ one layer with the rules in `NormalizeRules`:
 * entries sorted by path; hard links re-pointed at the first path of their group in that order;
 * mtimes clamped to the clamp time (``SOURCE_DATE_EPOCH``); numeric uid/gid only, no names;
   no atime/ctime or other PAX records except extended attributes (file capabilities);
-* volatile paths dropped (`VOLATILE_PATTERNS`): logs, package-manager caches and lists, /tmp,
-  byte-code caches; directories matching a pattern are kept (empty), so the tree stays valid;
+* volatile paths dropped (`VOLATILE_PATTERNS`): logs, package-manager caches and lists, /tmp;
+  directories matching a pattern are kept (empty), so the tree stays valid;
+* Python byte code kept only when it is hash-based (PEP 552): a timestamp-based ``.pyc`` records
+  its source's build-time mtime, which the clamp changes, so Python would ignore it anyway;
 * the "last password change" day in /etc/shadow set to the clamp day;
 * gzip with fixed parameters: no file name, mtime 0, a fixed level, 1 MiB deflate blocks.
 
@@ -56,7 +58,6 @@ VOLATILE_PATTERNS: tuple[str, ...] = (
     "root/.cache/*",
     "home/*/.cache/*",
     "root/.wget-hsts",
-    "*.pyc",  # byte code: regenerated on import; compiling is not deterministic
 )
 SHADOW_FILES = ("etc/shadow",)
 GZIP_LEVEL = 1  # fixed; speed matters more than a few percent of size for a local cache
@@ -91,6 +92,7 @@ def describe_rules(rules: NormalizeRules) -> list[str]:
         f"/etc/shadow last-change day set to {rules.shadow_day}",
         f"gzip level {rules.gzip_level} in 1 MiB sync-flushed blocks, no name, mtime 0",
         "files dropped: " + " ".join(rules.drop_patterns),
+        "*.pyc dropped unless hash-based (PEP 552: no source mtime inside)",
     ]
 
 
@@ -203,7 +205,7 @@ def write_normalized_tar(
     kept = {
         entry.info.name: entry
         for entry in entries
-        if not rules.drops(entry.info.name, entry.info.isdir())
+        if not rules.drops(entry.info.name, entry.info.isdir()) and _keeps_byte_code(entry)
     }
     names = sorted(kept)
     group_holder: dict[str, str] = {}
@@ -253,6 +255,22 @@ def _normalized_info(source: tarfile.TarInfo, rules: NormalizeRules) -> tarfile.
         if key.startswith("SCHILY.xattr.")
     }
     return info
+
+
+def _keeps_byte_code(entry: SourceEntry) -> bool:
+    """False for a timestamp-based ``.pyc``; True for hash-based ones and for other files.
+
+    The header's second word holds the PEP 552 flags: bit 0 set means "validated by source hash",
+    so no build-time mtime is recorded. Images that want fast Python start-up compile with
+    ``compileall --invalidation-mode unchecked-hash`` (and PYTHONHASHSEED=0: set constants).
+    """
+    if not entry.info.name.endswith(".pyc") or not entry.info.isfile():
+        return True
+    if entry.opener is None:
+        return False
+    with entry.opener() as content:
+        header = content.read(8)
+    return len(header) == 8 and bool(int.from_bytes(header[4:8], "little") & 1)
 
 
 def _normalize_shadow(data: bytes, day: int) -> bytes:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 from bottle_engine.artifacts.normalize import (
@@ -58,6 +59,11 @@ def content(normalized: bytes, name: str) -> bytes:
         return handle.read()
 
 
+def timestamp_pyc(source_mtime: int) -> bytes:
+    """A .pyc as `pip install` or an import writes it: flags 0, the source's mtime inside."""
+    return MAGIC_NUMBER + bytes(4) + source_mtime.to_bytes(4, "little") + bytes(4) + b"code"
+
+
 def build_one(now: int, uname: str) -> bytes:
     """A layer as one build leaves it: build-time mtimes, names, logs, caches, /tmp."""
     times: dict[str, object] = {"mtime": now, "uname": uname, "gname": uname}
@@ -69,7 +75,7 @@ def build_one(now: int, uname: str) -> bytes:
             ("./var/cache/apt/pkgcache.bin", str(now).encode(), times),
             ("./var/lib/apt/lists/deb.debian.org_dists", str(now).encode(), times),
             ("./tmp/build-scratch", b"x", times),
-            ("./usr/lib/python3/__pycache__/m.cpython-311.pyc", str(now).encode(), times),
+            ("./usr/lib/python3/__pycache__/m.cpython-311.pyc", timestamp_pyc(now), times),
             ("./root/.npm/_logs/debug.log", b"npm", times),
             (
                 "./etc/shadow",
@@ -120,6 +126,25 @@ def test_volatile_files_are_dropped_but_their_directories_stay() -> None:
         assert dropped not in result
     layer = make_layer([("tmp", None, {}), ("var/log/apt", None, {})])
     assert {"tmp", "var/log/apt"} <= set(members(normalize(layer)))
+
+
+def test_byte_code_is_kept_only_when_hash_based() -> None:
+    def pyc(flags: int) -> bytes:  # PEP 552 header: magic, flags, then 8 bytes, then code
+        return MAGIC_NUMBER + flags.to_bytes(4, "little") + bytes(8) + b"code"
+
+    layer = make_layer(
+        [
+            ("lib/__pycache__/timestamp.cpython-311.pyc", pyc(0), {}),
+            ("lib/__pycache__/checked.cpython-311.pyc", pyc(0b11), {}),
+            ("lib/__pycache__/unchecked.cpython-311.pyc", pyc(0b01), {}),
+            ("lib/__pycache__/truncated.cpython-311.pyc", b"\x00", {}),
+        ]
+    )
+    kept = {name for name in members(normalize(layer)) if name.endswith(".pyc")}
+    assert kept == {
+        "lib/__pycache__/checked.cpython-311.pyc",
+        "lib/__pycache__/unchecked.cpython-311.pyc",
+    }
 
 
 def test_shadow_password_age_is_set_to_the_clamp_day() -> None:
