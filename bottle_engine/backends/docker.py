@@ -23,7 +23,7 @@ from bottle_engine.bundle.config import GIT_KEYS_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
-from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_ROLE, LABEL_SLUG
+from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_ROLE, LABEL_SLUG, LABEL_STATE
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
     NameTaken,
@@ -318,12 +318,13 @@ class DockerBackend:
 
     def _orphaned(self) -> tuple[list[str], list[str]]:
         """Containers and networks of bottles that no record accounts for (a crashed CLI, a
-        deleted state dir): everything carrying a slug label whose slug has no record."""
+        deleted record): those labelled with this state dir whose slug has no record here."""
         known = {r.slug for r in records.all_records()}
+        ours = state.state_id()
 
         def orphaned(labels: dict[str, str] | None) -> bool:
             slug = (labels or {}).get(LABEL_SLUG)
-            return bool(slug) and slug not in known
+            return bool(slug) and slug not in known and (labels or {}).get(LABEL_STATE) == ours
 
         containers = [
             c.name for c in containers_with_label(self.client, LABEL_SLUG) if orphaned(c.labels)
@@ -354,7 +355,7 @@ class DockerBackend:
 
 
 def _labels(plan: BottlePlan) -> dict[str, str]:
-    return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent}
+    return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_STATE: state.state_id()}
 
 
 def gvisor_works(client: Any, image: str, runtime_info: Any) -> bool:

@@ -28,7 +28,7 @@ from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, DockerBackend
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
-from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG
+from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG, LABEL_STATE
 from bottle_engine.dockerapi.containers import containers_with_label
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
@@ -59,7 +59,12 @@ def machine_spec(plan: BottlePlan, sidecar: Path, smolfile: Path | None) -> Mach
         sidecar=sidecar,
         allow_cidrs=(f"{plan.bundle_ip}/32",),
         env=plan.guest_env,
-        labels={LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_MANAGED: "1"},
+        labels={
+            LABEL_SLUG: plan.slug,
+            LABEL_AGENT: plan.agent,
+            LABEL_MANAGED: "1",
+            LABEL_STATE: state.state_id(),
+        },
         smolfile=smolfile,
         workload=KEEPALIVE,
         user=f"{AGENT_UID}:{AGENT_UID}",  # non-root, as in the docker backend
@@ -252,6 +257,7 @@ class SmolmachinesBackend:
             str(machine["name"])
             for machine in self.smolvm.machines()
             if (labels := machine.get("labels") or {}).get(LABEL_MANAGED)
+            and labels.get(LABEL_STATE) == state.state_id()
             and labels.get(LABEL_SLUG) not in known
         ]
 

@@ -16,6 +16,7 @@ LABEL_SLUG = "bot-bottle.slug"
 LABEL_AGENT = "bot-bottle.agent"
 LABEL_ROLE = "bot-bottle.role"  # "agent" | "bundle" | "network" | "registry"
 LABEL_MANAGED = "bot-bottle.managed"
+LABEL_STATE = "bot-bottle.state"  # the state dir whose records account for it (`state_id`)
 
 _DAEMON_FIX = (
     "start the Docker daemon (e.g. `sudo systemctl start docker`, or `dockerd &`), "

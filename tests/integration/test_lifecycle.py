@@ -153,14 +153,21 @@ def test_ls_json_finds_bottles_from_a_new_process(
     assert listed[probe_bottle.slug]["agent"] == "probe"
 
 
-def test_gc_removes_orphans_by_label(bottle_world: BottleWorld, docker_client: Any) -> None:
-    with world_env(bottle_world):
-        record = lifecycle.launch(bottle_world.manifest, "victim")
-        # The CLI "crashed": the record is gone, the containers and network are not.
-        records.record_path(record.slug).unlink()
-        removed = lifecycle.gc()
-    assert record.name in removed
-    assert labelled_leftovers(docker_client, record.slug) == []
+def test_gc_removes_orphans_by_label_and_only_its_own(
+    bottle_world: BottleWorld, docker_client: Any, tmp_path: Path
+) -> None:
+    # Someone else's bottle on the same daemon: another state dir, so not ours to collect.
+    elsewhere = {**bottle_world.env, "BOTTLE_STATE_DIR": str(tmp_path / "other-state")}
+    with running_bottle(dataclasses.replace(bottle_world, env=elsewhere), "twin") as theirs:
+        with world_env(bottle_world):
+            record = lifecycle.launch(bottle_world.manifest, "victim")
+            # The CLI "crashed": the record is gone, the containers and network are not.
+            records.record_path(record.slug).unlink()
+            removed = lifecycle.gc()
+        assert record.name in removed
+        assert labelled_leftovers(docker_client, record.slug) == []
+        assert theirs.name not in removed
+        assert theirs.name in labelled_leftovers(docker_client, theirs.slug)
 
 
 def test_launch_of_an_unknown_agent_names_the_defined_ones(bottle_world: BottleWorld) -> None:
