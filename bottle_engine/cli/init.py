@@ -11,14 +11,21 @@ from bottle_engine.errors import BottleError
 
 HELP = """\
 Write a starter bottle.toml (and a Dockerfile for the agent image, unless one exists) into
-DIRECTORY (default: here). Existing files are never overwritten unless --force is given.
+DIRECTORY (default: here), with a .dockerignore that keeps the build context to the Dockerfile:
+the rest of the project (.git included) then neither slows builds nor changes the image's input
+key. Existing files are never overwritten unless --force is given; a .dockerignore never is.
 
 examples:
   bottle-engine init
   bottle-engine init my-project --force
 """
 
-TEMPLATES = ("bottle.toml", "Dockerfile")
+# file written -> its template in bottle_engine/templates/
+TEMPLATES = {
+    "bottle.toml": "bottle.toml",
+    "Dockerfile": "Dockerfile",
+    ".dockerignore": "dockerignore",
+}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
         raise BottleError(
             f"{manifest} already exists", fix="edit it, or pass --force to overwrite it"
         )
-    for name in TEMPLATES:
+    for name, template_name in TEMPLATES.items():
         target = directory / name
-        if target.exists() and not args.force and name != "bottle.toml":
+        keep = name == ".dockerignore" or (not args.force and name != "bottle.toml")
+        if target.exists() and keep:
             console.print(f"kept existing {target}", markup=False)
             continue
-        template = resources.files("bottle_engine") / "templates" / name
+        template = resources.files("bottle_engine") / "templates" / template_name
         if not template.is_file():  # an installation without it: say so instead of crashing
             console.print(
                 f"no starter {name} in this installation; write {target} yourself", markup=False

@@ -371,6 +371,27 @@ def test_init_keeps_an_existing_dockerfile(
     assert (tmp_path / "Dockerfile").read_text() == "FROM mine\n"
 
 
+def test_init_keeps_the_build_context_to_the_dockerfile(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from bottle_engine.artifacts.inputs import context_entries
+
+    assert cli(capsys, "init", str(tmp_path))[0] == 0
+    (tmp_path / "src.py").write_text("print('the project, not the image')\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    kept = [entry.path for entry in context_entries(tmp_path, "Dockerfile")]
+    assert kept == [".dockerignore", "Dockerfile"]  # no project files, no .git
+
+
+def test_init_never_overwrites_a_dockerignore(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / ".dockerignore").write_text("node_modules\n")
+    assert cli(capsys, "init", str(tmp_path), "--force")[0] == 0
+    assert (tmp_path / ".dockerignore").read_text() == "node_modules\n"
+
+
 def test_init_into_a_missing_directory_is_an_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
