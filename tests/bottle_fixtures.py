@@ -133,6 +133,10 @@ bottle = "default"
 command = ["node", "-e", "require('http').createServer((q, s) => s.end('hi')).listen(8080)"]
 copy_cwd = false
 
+[agents.talker]
+command = ["sh", "-c", "echo before; sleep 3; echo after; exit 7"]
+copy_cwd = false
+
 [bottles.default]
 dockerfile = "{repo}/Dockerfile"
 context = "{repo}"

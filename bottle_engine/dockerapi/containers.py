@@ -202,8 +202,10 @@ def attach(client: Any, container: Any) -> int:
     elif sys.stdin.isatty() and sys.stdout.isatty():
         _attach_tty(client, container)
     else:
-        with docker_errors(f"attach to {container.name}"):
-            for chunk in client.api.attach(container.id, stream=True, logs=True):
+        # Following the logs gives everything from the start, then live output until the agent
+        # exits; a streamed attach with logs=True loses what was written before it connected.
+        with docker_errors(f"follow the output of {container.name}"):
+            for chunk in container.logs(stream=True, follow=True):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
     with docker_errors(f"wait for {container.name}"):

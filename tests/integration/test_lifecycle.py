@@ -137,6 +137,28 @@ def test_guest_files_then_stop_and_resume(bottle_world: BottleWorld, tmp_path: P
         assert agent_sh(f"cat {prompt}") == "Review only."  # the container came back, files too
 
 
+def test_attach_without_a_terminal_shows_all_output_and_returns_the_exit_code(
+    bottle_world: BottleWorld,
+) -> None:
+    """`attach` from a pipe (CI, scripts): what the agent wrote before the attach too."""
+    with world_env(bottle_world):
+        record = lifecycle.launch(bottle_world.manifest, "talker")
+    try:
+        attached = subprocess.run(
+            [sys.executable, "-m", "bottle_engine", "attach", record.slug],
+            env={**os.environ, **bottle_world.env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert attached.stdout.split() == [b"before", b"after"]
+        assert attached.returncode == 7
+    finally:
+        with world_env(bottle_world):
+            lifecycle.stop(record.slug, remove=True)
+
+
 def test_ls_json_finds_bottles_from_a_new_process(
     bottle_world: BottleWorld, probe_bottle: Any
 ) -> None:
