@@ -246,6 +246,7 @@ class DockerBackend:
             nano_cpus=int(plan.cpus * 1e9),
             memory_bytes=plan.memory_bytes,
             labels={**_labels(plan), LABEL_ROLE: "agent"},
+            dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
         )
         undo.callback(remove_container, self.client, plan.name)
         container = create_agent_container(self.client, spec)

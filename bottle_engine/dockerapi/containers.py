@@ -37,6 +37,10 @@ class AgentContainerSpec:
     nano_cpus: int
     memory_bytes: int
     labels: Mapping[str, str]
+    # Where Docker's embedded DNS forwards names it does not know. Before Moby 26 it forwards
+    # them for internal networks too, from the host's namespace (CVE-2024-29018): a way out by
+    # DNS. Pointing it at a bottle address where nothing answers on port 53 closes that.
+    dns_servers: Sequence[str]
     hostname: str = "bottle"
     pids_limit: int = 4096
 
@@ -61,6 +65,7 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         runtime=spec.runtime,
         init=True,
         ipc_mode="private",
+        dns=list(spec.dns_servers),
     )
     networking = api.create_networking_config(
         {spec.network: api.create_endpoint_config(ipv4_address=spec.ip)}

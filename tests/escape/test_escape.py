@@ -187,3 +187,21 @@ def test_probe_cli_reports_json(bottle_world: BottleWorld, probe_bottle: Any) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert data["passed"] is True
     assert data["secret_leaks"] == []
+
+
+def test_names_the_agent_looks_up_are_never_forwarded_out(
+    bottle_world: BottleWorld, probe_bottle: Any, docker_client: Any
+) -> None:
+    """Docker's embedded DNS forwards unknown names upstream, for internal networks too before
+    Moby 26 (CVE-2024-29018): a way out by DNS. The agent's upstream is the bundle, which
+    serves no DNS, so a lookup ends there (the name is `.invalid`: nothing may answer it anyway,
+    should a regression let the query out)."""
+    from bottle_engine.backends import backend_named
+
+    container = docker_client.containers.get(probe_bottle.name)
+    assert container.attrs["HostConfig"]["Dns"] == [probe_bottle.bundle_ip]
+    with world_env(bottle_world):
+        code, _ = backend_named("docker").exec_as_agent(
+            probe_bottle, ["getent", "hosts", "exfiltrate.bottle.invalid"]
+        )
+    assert code != 0
