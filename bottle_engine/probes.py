@@ -129,6 +129,11 @@ def build_probes(targets: ProbeTargets) -> list[Probe]:
             "the agent holds no Linux capabilities",
             "grep -E '^Cap(Eff|Prm):' /proc/self/status | grep -qv '0000000000000000'",
         ),
+        Probe(
+            "no-ipv6-address",
+            "no IPv6 in the sandbox: the host bridge's link-local address is out of reach",
+            "grep -v ' lo$' /proc/net/if_inet6 2>/dev/null | grep -q .",
+        ),
     ]
     for port in (GIT_GATE_PORT, SUPERVISE_PORT, EGRESS_PORT):
         probes.append(

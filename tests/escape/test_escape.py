@@ -148,6 +148,7 @@ def test_probes_cover_each_isolation_claim(escape_report: tuple[ProbeReport, lis
         "docker-socket-absent",
         "agent-not-root",
         "no-capabilities",
+        "no-ipv6-address",
         "proxy-denies-bundle-port-9418",
     ):
         assert expected in names
