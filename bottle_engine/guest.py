@@ -127,16 +127,14 @@ def guest_trees(
     bottle_dir: Path,
     *,
     system_cas: bytes | None,
-    skills_root: Path | None = None,
 ) -> list[tuple[str, bytes]]:
     """Everything a launch copies into the sandbox, as (destination, tar) pairs in order: the
-    guest files, each skill (from `skills_root`, default ~/.claude/skills), the workspace copy."""
+    guest files, each skill (from ~/.claude/skills), the workspace copy."""
     files = guest_files(
         plan, bottle_ca=bundle_ca(bottle_dir), system_cas=system_cas, prompt=prompt_text(plan)
     )
     trees = [("/", files_archive(files))]
-    root = skills_root or Path.home() / ".claude" / "skills"
-    for name, source in skill_sources(plan, root):
+    for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name)))
     if plan.copy_cwd:
         trees.append((WORKSPACE, workspace_archive(plan.cwd)))

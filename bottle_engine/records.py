@@ -35,6 +35,11 @@ class BottleRecord:
     resources: dict[str, Any] = field(default_factory=dict)
     status: str = "unknown"  # filled in from the backend when listed
 
+    @property
+    def bundle_name(self) -> str:
+        """The bundle container's name (`BottlePlan.bundle_name` of the plan it came from)."""
+        return f"{self.name}-bundle"
+
     def with_status(self, status: str) -> BottleRecord:
         return replace(self, status=status)
 

@@ -6,12 +6,32 @@ launch fails half way (or is interrupted).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from bottle_engine.plan import Planner
+from bottle_engine import records, state
+from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_SLUG, LABEL_STATE
+from bottle_engine.plan import BottlePlan, Planner
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
+
+
+def bottle_labels(plan: BottlePlan) -> dict[str, str]:
+    """Labels on everything a bottle is made of, so `ls`, `stop` and `gc` find it later."""
+    return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_STATE: state.state_id()}
+
+
+def orphan_test() -> Callable[[Mapping[str, str] | None], bool]:
+    """Whether a resource with these labels is an orphan of this state dir: a bottle's, labelled
+    with this state dir, whose slug has no record here (a crashed CLI, a deleted record)."""
+    known = {r.slug for r in records.all_records()}
+    ours = state.state_id()
+
+    def orphaned(labels: Mapping[str, str] | None) -> bool:
+        slug = (labels or {}).get(LABEL_SLUG)
+        return bool(slug) and slug not in known and (labels or {}).get(LABEL_STATE) == ours
+
+    return orphaned
 
 
 class Backend(Protocol):

@@ -19,11 +19,12 @@ from typing import Any
 from bottle_engine import records, state
 from bottle_engine.artifacts import Artifact, BuildSpec, ensure_artifact
 from bottle_engine.artifacts.base import resolve_base_image
+from bottle_engine.backends.base import bottle_labels, orphan_test
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
-from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_ROLE, LABEL_SLUG, LABEL_STATE
+from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
     NameTaken,
@@ -156,7 +157,7 @@ class DockerBackend:
             if self._slug_taken(slug):
                 continue
             plan = planner(slug, subnets_in_use(self.client))
-            labels = _labels(plan)
+            labels = bottle_labels(plan)
             with ExitStack() as attempt:
                 try:
                     create_internal_network(
@@ -218,7 +219,7 @@ class DockerBackend:
                 internal_network=plan.internal_network,
                 bundle_ip=plan.bundle_ip,
                 egress_network=plan.egress_network,
-                labels={**_labels(plan), LABEL_ROLE: "bundle"},
+                labels={**bottle_labels(plan), LABEL_ROLE: "bundle"},
                 readonly_files={
                     str(GIT_KEYS_MOUNT / key.name): key for key in sorted(git_dir.iterdir())
                 }
@@ -245,7 +246,7 @@ class DockerBackend:
             runtime=runtime,
             nano_cpus=int(plan.cpus * 1e9),
             memory_bytes=plan.memory_bytes,
-            labels={**_labels(plan), LABEL_ROLE: "agent"},
+            labels={**bottle_labels(plan), LABEL_ROLE: "agent"},
             dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
         )
         undo.callback(remove_container, self.client, plan.name)
@@ -261,7 +262,7 @@ class DockerBackend:
 
     # -- the rest of the lifecycle -------------------------------------------------------------
     def attach(self, record: BottleRecord) -> int:
-        container = self._container(record.name)
+        container = self.container_of(record)
         if container.status == "created":
             raise BottleError(
                 f"bottle {record.slug} is stopped", fix=f"`bottle-engine resume {record.slug}`"
@@ -270,7 +271,7 @@ class DockerBackend:
         return attach(self.client, container)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
-        for name in (record.name, f"{record.name}-bundle"):
+        for name in (record.name, record.bundle_name):
             if remove:
                 remove_container(self.client, name)
             else:
@@ -280,24 +281,17 @@ class DockerBackend:
                 remove_network(self.client, network.name)
 
     def resume(self, record: BottleRecord, progress: Progress) -> None:
-        bundle = self._container(f"{record.name}-bundle")
-        agent = self._container(record.name)
+        agent = self.container_of(record)
         progress.stage("start bundle")
-        ready_file = state.bottle_dir(record.slug) / "bundle.ready"
-        ready_file.unlink(missing_ok=True)
-        bundle.start()
-        config = BundleConfig.load(state.bottle_dir(record.slug) / "bundle.json")
-        wait_bundle_ready(
-            bundle, config, BUNDLE_READY_TIMEOUT, state_dir=state.bottle_dir(record.slug)
-        )
+        self.resume_bundle(record)
         progress.stage("start agent")
         agent.start()
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
-        return exec_in(self._container(record.name), argv, user=f"{AGENT_UID}:{AGENT_UID}")
+        return exec_in(self.container_of(record), argv, user=f"{AGENT_UID}:{AGENT_UID}")
 
     def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
-        container = self._container(record.name)
+        container = self.container_of(record)
         dump = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
         _, environments = exec_in(container, ["sh", "-c", dump], user="0")
         places = {"process environments": environments.encode()}
@@ -320,13 +314,7 @@ class DockerBackend:
     def _orphaned(self) -> tuple[list[str], list[str]]:
         """Containers and networks of bottles that no record accounts for (a crashed CLI, a
         deleted record): those labelled with this state dir whose slug has no record here."""
-        known = {r.slug for r in records.all_records()}
-        ours = state.state_id()
-
-        def orphaned(labels: dict[str, str] | None) -> bool:
-            slug = (labels or {}).get(LABEL_SLUG)
-            return bool(slug) and slug not in known and (labels or {}).get(LABEL_STATE) == ours
-
+        orphaned = orphan_test()
         containers = [
             c.name for c in containers_with_label(self.client, LABEL_SLUG) if orphaned(c.labels)
         ]
@@ -345,18 +333,27 @@ class DockerBackend:
             remove_network(self.client, name)
         return containers + networks
 
-    def _container(self, name: str) -> Any:
-        slug = name.removeprefix("bottle-").removesuffix("-bundle")
-        found = [c for c in containers_with_label(self.client, LABEL_SLUG, slug) if c.name == name]
+    def container_of(self, record: BottleRecord, name: str | None = None) -> Any:
+        """The bottle's container `name` (default: the agent's), found by the bottle's label."""
+        name = name or record.name
+        found = [
+            c for c in containers_with_label(self.client, LABEL_SLUG, record.slug) if c.name == name
+        ]
         if not found:
             raise BottleError(
-                f"no container {name}", fix="`bottle-engine ls` lists the bottles that exist"
+                f"bottle {record.slug} has no container {name} (removed outside bot-bottle?)",
+                fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         return found[0]
 
-
-def _labels(plan: BottlePlan) -> dict[str, str]:
-    return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_STATE: state.state_id()}
+    def resume_bundle(self, record: BottleRecord) -> None:
+        """Start the stopped bottle's bundle again and wait until it is ready."""
+        bundle = self.container_of(record, record.bundle_name)
+        bottle_dir = state.bottle_dir(record.slug)
+        (bottle_dir / "bundle.ready").unlink(missing_ok=True)
+        bundle.start()
+        config = BundleConfig.load(bottle_dir / "bundle.json")
+        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
 
 
 def gvisor_works(client: Any, image: str, runtime_info: Any) -> bool:

@@ -25,11 +25,9 @@ from typing import Any
 from bottle_engine import records, state
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
-from bottle_engine.backends.docker import BUNDLE_READY_TIMEOUT, DockerBackend
-from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
-from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_MANAGED, LABEL_SLUG, LABEL_STATE
-from bottle_engine.dockerapi.containers import containers_with_label
+from bottle_engine.backends.base import bottle_labels, orphan_test
+from bottle_engine.backends.docker import DockerBackend
+from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
 from bottle_engine.plan import (
@@ -59,12 +57,7 @@ def machine_spec(plan: BottlePlan, sidecar: Path, smolfile: Path | None) -> Mach
         sidecar=sidecar,
         allow_cidrs=(f"{plan.bundle_ip}/32",),
         env=plan.guest_env,
-        labels={
-            LABEL_SLUG: plan.slug,
-            LABEL_AGENT: plan.agent,
-            LABEL_MANAGED: "1",
-            LABEL_STATE: state.state_id(),
-        },
+        labels={**bottle_labels(plan), LABEL_MANAGED: "1"},
         smolfile=smolfile,
         workload=KEEPALIVE,
         user=f"{AGENT_UID}:{AGENT_UID}",  # non-root, as in the docker backend
@@ -208,24 +201,7 @@ class SmolmachinesBackend:
                 fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         progress.stage("start bundle")
-        bundle = next(
-            (
-                c
-                for c in containers_with_label(self._docker.client, LABEL_SLUG, record.slug)
-                if c.name == f"{record.name}-bundle"
-            ),
-            None,
-        )
-        if bundle is None:
-            raise BottleError(
-                f"the bundle container of bottle {record.slug} is gone",
-                fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
-            )
-        bottle_dir = state.bottle_dir(record.slug)
-        (bottle_dir / "bundle.ready").unlink(missing_ok=True)
-        bundle.start()
-        config = BundleConfig.load(bottle_dir / "bundle.json")
-        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
+        self._docker.resume_bundle(record)
         progress.stage("start microVM")
         self.smolvm.machine_start(record.name)
 
@@ -252,13 +228,11 @@ class SmolmachinesBackend:
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker
         backend's `orphans`)."""
-        known = {r.slug for r in records.all_records()}
+        orphaned = orphan_test()
         return [
             str(machine["name"])
             for machine in self.smolvm.machines()
-            if (labels := machine.get("labels") or {}).get(LABEL_MANAGED)
-            and labels.get(LABEL_STATE) == state.state_id()
-            and labels.get(LABEL_SLUG) not in known
+            if (labels := machine.get("labels") or {}).get(LABEL_MANAGED) and orphaned(labels)
         ]
 
     def remove_orphans(self) -> list[str]:

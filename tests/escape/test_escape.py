@@ -53,22 +53,18 @@ def _wait_for_listener(world: BottleWorld, bottle: Any) -> Any:
 
 
 def _gvisor_usable(world: BottleWorld, probe_bottle: Any) -> str | None:
-    """Why gVisor cannot run the agent image on this daemon, or None when it can."""
+    """Why gVisor cannot run the agent image on this daemon, or None when it can: the engine's
+    own choice for `runtime = "auto"` (registered, and its self-test passes)."""
     from bottle_engine.backends import backend_named
-    from bottle_engine.backends.docker import gvisor_works
+    from bottle_engine.progress import RecordingProgress
 
+    progress = RecordingProgress()
     with world_env(world):
         backend: Any = backend_named("docker")
-        runtimes = backend.client.info().get("Runtimes") or {}
-        if "runsc" not in runtimes:
-            return "the Docker daemon has no runsc runtime registered"
-        container = backend.client.containers.get(probe_bottle.name)
-        if not gvisor_works(backend.client, container.image.id, runtimes["runsc"]):
-            return (
-                "the registered runsc fails basic system calls (statx) with the agent image; "
-                "Debian 12's runsc (release 20221219) is too old: install a current gVisor"
-            )
-    return None
+        image = backend.client.containers.get(probe_bottle.name).image.id
+        if backend.runtime_for("auto", image, progress) == "runsc":
+            return None
+    return " ".join(progress.details) or "the Docker daemon has no runsc runtime registered"
 
 
 @pytest.fixture(scope="module", params=["default", "gvisor"])
