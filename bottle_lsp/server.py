@@ -58,6 +58,8 @@ class BottleLanguageServer(LanguageServer):
         self.debounce_seconds = float(os.environ.get("BOTTLE_LSP_DEBOUNCE", "0.2"))
         self.bottles: list[dict[str, str]] = []
         self.bottles_read_at = float("-inf")  # monotonic time of the last list_bottles()
+        self.bottles_reads_started = 0  # serial of the newest list_bottles() begun
+        self.bottles_read_shown = 0  # serial of the read `bottles` holds
         self.options: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.shown_approvals: set[str] = set()
@@ -104,7 +106,13 @@ class BottleLanguageServer(LanguageServer):
         )
 
     async def refresh_bottles(self) -> bool:
-        """Re-read the engine's bottles; True when the list changed."""
+        """Re-read the engine's bottles; True when the list changed.
+
+        Reads overlap (a lens request's re-read and a launch's), and one begun before a bottle
+        started can finish after one begun later: it is dropped, or the lenses would lose the
+        new bottle until something else asked for them again."""
+        self.bottles_reads_started += 1
+        serial = self.bottles_reads_started
         try:
             current = await self.in_thread(engine.list_bottles)
         except BottleError:
@@ -112,6 +120,9 @@ class BottleLanguageServer(LanguageServer):
         except Exception:
             logger.exception("listing bottles failed")
             current = []
+        if serial < self.bottles_read_shown:
+            return False
+        self.bottles_read_shown = serial
         changed = current != self.bottles
         self.bottles = current
         self.bottles_read_at = time.monotonic()

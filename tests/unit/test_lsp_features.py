@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
+import pytest
 from lsprotocol import types
 
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.source import KeyPath, Position
+from bottle_lsp import server as server_module
 from bottle_lsp.analysis import analyze
 from bottle_lsp.completion import completions
 from bottle_lsp.diagnostics import diagnostics
@@ -125,3 +129,34 @@ def test_diagnostics_carry_code_source_and_severity() -> None:
         "bottle",
         types.DiagnosticSeverity.Warning,
     )
+
+
+def test_a_bottles_read_that_finishes_late_does_not_hide_a_newer_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lens request's re-read begun before a launch wrote its record can finish after the
+    launch's own re-read; the lenses must keep the launched bottle (Attach / Stop)."""
+    launched = {"slug": "hello-1", "agent": "hello", "status": "running"}
+    stale_read_begun, stale_read_may_finish = threading.Event(), threading.Event()
+    answers = iter([("stale", []), ("fresh", [launched])])
+
+    def list_bottles() -> list[dict[str, str]]:
+        which, bottles = next(answers)
+        if which == "stale":
+            stale_read_begun.set()
+            stale_read_may_finish.wait(timeout=10)
+        return bottles
+
+    monkeypatch.setattr(server_module.engine, "list_bottles", list_bottles)
+    ls = server_module.BottleLanguageServer()
+
+    async def overlapping_reads() -> None:
+        stale = asyncio.ensure_future(ls.refresh_bottles())
+        while not stale_read_begun.is_set():  # the stale read is in its thread, before the launch
+            await asyncio.sleep(0.01)
+        assert await ls.refresh_bottles() is True
+        stale_read_may_finish.set()
+        assert await stale is False
+
+    asyncio.run(overlapping_reads())
+    assert ls.bottles == [launched]
