@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bottle_engine.bundle.config import BundleConfig, SecretBinding  # noqa: E402
+from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding  # noqa: E402
 from tests.bundle_helpers import free_port, make_test_ca  # noqa: E402
 
 PLAIN_HOST = "bench.test"
@@ -191,7 +191,7 @@ def main() -> int:
         try:
             wait_port(upstream_port, upstream)
             wait_port(proxy_port, proxy)
-            bottle_ca = root / "state" / "ca" / "mitmproxy-ca-cert.pem"
+            bottle_ca = root / "state" / "ca" / CA_CERT_NAME
             paths = [
                 Path_("direct", upstream_port, tls.ca_cert, None, PLAIN_HOST),
                 Path_("tunnelled", upstream_port, tls.ca_cert, proxy_port, PLAIN_HOST),

@@ -71,6 +71,11 @@ class ImageInputs:
     ca_bundle: Path | None
 
 
+def bundle_name_of(bottle_name: str) -> str:
+    """The bundle container's name beside the agent's (plans and records both derive it)."""
+    return f"{bottle_name}-bundle"
+
+
 @dataclass(frozen=True)
 class BottlePlan:
     """A bottle instance, fully decided."""
@@ -105,7 +110,7 @@ class BottlePlan:
 
     @property
     def bundle_name(self) -> str:
-        return f"bottle-{self.slug}-bundle"
+        return bundle_name_of(self.name)
 
     @property
     def internal_network(self) -> str:

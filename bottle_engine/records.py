@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine import state
-from bottle_engine.plan import BottlePlan
+from bottle_engine.plan import BottlePlan, bundle_name_of
 
 RECORD_NAME = "bottle.json"
 
@@ -37,8 +37,7 @@ class BottleRecord:
 
     @property
     def bundle_name(self) -> str:
-        """The bundle container's name (`BottlePlan.bundle_name` of the plan it came from)."""
-        return f"{self.name}-bundle"
+        return bundle_name_of(self.name)
 
     def with_status(self, status: str) -> BottleRecord:
         return replace(self, status=status)

@@ -368,7 +368,12 @@ def bundle_testbed(
     a secret's name to (placeholder, hosts, real value). Each upstream name is mapped to the
     upstream in the bundle; `extra_hosts` adds more names.
     """
-    from bottle_engine.bundle.config import SECRETS_MOUNT, BundleConfig, SecretBinding
+    from bottle_engine.bundle.config import (
+        CA_CERT_NAME,
+        SECRETS_MOUNT,
+        BundleConfig,
+        SecretBinding,
+    )
     from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
     from bottle_engine.dockerapi.networks import (
         create_egress_network,
@@ -450,7 +455,7 @@ def bundle_testbed(
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.
         agent_env = {name.upper(): placeholder for name, (placeholder, _, _) in secrets.items()}
-        bottle_ca = state_dir / "ca" / "mitmproxy-ca-cert.pem"  # bundle.config.CA_CERT_NAME
+        bottle_ca = state_dir / "ca" / CA_CERT_NAME
         bed.agent = client.containers.run(
             image,
             ["sleep", "infinity"],

@@ -174,7 +174,7 @@ def run_logs(args: argparse.Namespace) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
         return 0
-    name = f"{record.name}-bundle" if args.bundle else record.name
+    name = record.bundle_name if args.bundle else record.name
     for chunk in container_logs(connect(), name, follow=args.follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
