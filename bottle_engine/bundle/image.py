@@ -13,6 +13,7 @@ import ast
 import hashlib
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,10 @@ _PACKAGE_ROOT = Path(bottle_engine.__file__).resolve().parent
 _BUNDLE_DIR = _PACKAGE_ROOT / "bundle"
 _BUILD_FILES = ("Dockerfile", "requirements.txt", "requirements-proxy.txt")
 _HOST_ONLY = ("image.py",)  # runs on the host, never inside the bundle
+# CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state: two
+# launches in one process (the language server's threads) parsing at once can fail with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+_AST_PARSE_LOCK = threading.Lock()
 
 
 def bundle_build_spec(base_image: str, ca_bundle: Path | None) -> BuildSpec:
@@ -108,7 +113,9 @@ def _package_inits(path: Path) -> Iterable[Path]:
 
 
 def _imported_modules(path: Path) -> Iterable[Path]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    source = path.read_text(encoding="utf-8")
+    with _AST_PARSE_LOCK:
+        tree = ast.parse(source, filename=str(path))
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
