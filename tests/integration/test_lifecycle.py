@@ -38,7 +38,7 @@ def test_two_concurrent_launches_get_distinct_names_and_subnets(
         for future in futures:
             try:
                 launched.append(future.result())
-            except BottleError as exc:  # pragma: no cover - reported below
+            except Exception as exc:  # reported below, after the other launch is stopped
                 errors.append(exc)
         try:
             assert not errors, errors
