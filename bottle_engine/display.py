@@ -1,0 +1,58 @@
+"""Making untrusted text safe to show a person: the one door for agent-supplied text.
+
+Anything a bottle's agent controls (approval texts, host names it asked for, paths in a pushed
+commit, names in a proposed bottle.toml) can carry terminal escape sequences (hidden text, OSC 52
+clipboard writes, OSC 8 links, cursor moves that erase lines), newlines that forge extra rows,
+bidirectional overrides that reorder what is read, or zero-width characters. `safe_text` turns
+such text into one printable line in which every one of those characters is visible as an
+escape (``\\x1b``, ``\\n``, ``\\u202e``), so what a person reads is what was sent. The CLI, the
+language server and the VS Code extension show agent text only through it; `safe_markup` adds
+rich's markup escaping for text printed through rich.
+
+Standard library only: the bundle imports it too.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with a marker
+
+# Unicode categories that must never reach a display raw: controls (C0, DEL, C1, so ESC and
+# CSI too), format characters (bidi overrides and isolates, zero-width joiners, BOM, soft
+# hyphen), surrogates, private use, and line/paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def _escape(char: str) -> str:
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+        return char
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def safe_text(text: object, limit: int = DEFAULT_LIMIT) -> str:
+    """`text` as one line with every control, escape, bidi and invisible character shown as an
+    escape sequence, and backslashes doubled (so an escape the agent typed cannot pass for one
+    we made). Longer than `limit` characters, it is cut and says how much was left out."""
+    raw = text if isinstance(text, str) else str(text)
+    cut = raw[:limit] if limit >= 0 else raw
+    shown = "".join(_escape(char) for char in cut)
+    if len(cut) < len(raw):
+        shown += f"… ({len(raw) - len(cut)} more characters)"
+    return shown
+
+
+def safe_markup(text: object, limit: int = DEFAULT_LIMIT) -> str:
+    """`safe_text` with rich's markup escaped too, for strings rich would parse (``[conceal]``)."""
+    from rich.markup import escape  # the bundle has no rich; only host-side callers get here
+
+    return escape(safe_text(text, limit))

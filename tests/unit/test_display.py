@@ -1,0 +1,52 @@
+"""The one door for agent text: what a person sees is exactly what was sent, on one line."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from bottle_engine.display import safe_markup, safe_text
+
+
+@pytest.mark.parametrize(
+    ("hostile", "shown"),
+    [
+        ("git status\x1b[2K\x1b[1Arm -rf /", "git status\\x1b[2K\\x1b[1Arm -rf /"),
+        ("\x1b]52;c;Y3VybCBldmls\x07", "\\x1b]52;c;Y3VybCBldmls\\x07"),  # OSC 52 clipboard
+        (
+            "\x1b]8;;http://evil.invalid\x1b\\click\x1b]8;;\x1b\\",
+            "\\x1b]8;;http://evil.invalid\\x1b\\\\click\\x1b]8;;\\x1b\\\\",
+        ),
+        ("ok\nID 1234 approved", "ok\\nID 1234 approved"),  # a forged row
+        ("ok\r\x9b31m", "ok\\r\\x9b31m"),  # carriage return, C1 CSI
+        ("abc\u202edcba", "abc\\u202edcba"),  # bidi override
+        ("a\u2066b\u2069\u200bc\ufeff", "a\\u2066b\\u2069\\u200bc\\ufeff"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("typed \\x1b", "typed \\\\x1b"),  # an escape the agent typed stays distinguishable
+        ("naïve café 日本", "naïve café 日本"),  # ordinary text is untouched
+    ],
+)
+def test_hostile_text_is_shown_as_visible_escapes(hostile: str, shown: str) -> None:
+    assert safe_text(hostile) == shown
+
+
+def test_long_text_is_cut_with_a_marker() -> None:
+    assert safe_text("x" * 30, limit=10) == "x" * 10 + "… (20 more characters)"
+
+
+def test_safe_text_never_emits_a_control_or_format_character() -> None:
+    import unicodedata
+
+    every = "".join(chr(code) for code in range(0x3000) if not 0xD800 <= code <= 0xDFFF)
+    shown = safe_text(every, limit=-1)
+    assert not [c for c in shown if unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}]
+
+
+def test_rich_prints_markup_literally() -> None:
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, color_system=None, width=200).print(
+        safe_markup("[conceal]secret[/conceal] [link=http://x.invalid]y[/link]")
+    )
+    assert out.getvalue() == "[conceal]secret[/conceal] [link=http://x.invalid]y[/link]\n"
