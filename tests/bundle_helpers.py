@@ -53,6 +53,7 @@ class EchoHandler(BaseHTTPRequestHandler):
                     "headers": dict(self.headers.items()),
                     "body": body.decode("utf-8", "replace"),
                     "tls": isinstance(self.connection, ssl.SSLSocket),
+                    "sni": getattr(self.connection, "sni_seen", None),
                 }
             ).encode()
             content_type = "application/json"
@@ -73,11 +74,18 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def _remember_sni(connection: Any, name: str | None, context: ssl.SSLContext) -> None:
+    """Keep the TLS server name the client sent, for the echo (a proxy must not forward the
+    agent's SNI in place of the host it connects to)."""
+    connection.sni_seen = name
+
+
 def make_server(host: str, port: int, cert: Path | None = None, key: Path | None = None) -> _Server:
     server = _Server((host, port), EchoHandler)
     if cert is not None and key is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
+        context.sni_callback = _remember_sni
         server.socket = context.wrap_socket(server.socket, server_side=True)
     return server
 

@@ -3,6 +3,12 @@
 The proxy appends with `AuditLog.write`; `bottle-engine logs SLUG --egress [-f]` reads with
 `read_audit`. Lines are written whole with one `write` on an ``O_APPEND`` file, so a reader never
 sees half an entry from a finished write, and a line cut short by a crash is skipped.
+
+The agent chooses much of what is logged (method, host, the text of refusals), so the log is
+bounded: every text field is cut to `FIELD_LIMIT` characters with a marker saying how much was
+cut (a line stays under about 4 KiB), and the file is rotated at `MAX_LOG_BYTES` into
+``egress.jsonl.1`` .. ``egress.jsonl.{BACKUPS}`` (the oldest is dropped): at most
+(1 + BACKUPS) x MAX_LOG_BYTES of the host's disk per bottle.
 """
 
 from __future__ import annotations
@@ -22,6 +28,20 @@ Verdict = Literal["allow", "deny"]
 # intercepted: a request inside a TLS-terminated tunnel (a host bound to a secret);
 # connect: a CONNECT that was refused, or a connection refused after resolution.
 Kind = Literal["http", "tunnel", "intercepted", "connect"]
+# For tunnels: "open" when the tunnel is set up (written at once, so a tunnel that never closes
+# or whose proxy is killed still leaves a record), "close" with its bytes and duration.
+Stage = Literal["", "open", "close"]
+
+FIELD_LIMIT = 512  # characters per text field
+MAX_LOG_BYTES = 16 * 1024 * 1024
+BACKUPS = 2
+
+
+def cap(text: str, limit: int = FIELD_LIMIT) -> str:
+    """`text`, cut to `limit` characters with a marker naming how many were dropped."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters cut]"
 
 
 @dataclass(frozen=True)
@@ -40,13 +60,19 @@ class AuditEntry:
     bytes_sent: int = 0  # client -> upstream
     bytes_received: int = 0  # upstream -> client
     duration_ms: float = 0.0
+    stage: Stage = ""
 
     @property
     def bytes(self) -> int:
         return self.bytes_sent + self.bytes_received
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "bytes": self.bytes}, sort_keys=True)
+        """One JSON line, every text field capped (`cap`)."""
+        fields = {
+            key: cap(value) if isinstance(value, str) else value
+            for key, value in asdict(self).items()
+        }
+        return json.dumps({**fields, "bytes": self.bytes}, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AuditEntry:
@@ -63,6 +89,7 @@ class AuditEntry:
             bytes_sent=int(raw.get("bytes_sent", 0)),
             bytes_received=int(raw.get("bytes_received", 0)),
             duration_ms=float(raw.get("duration_ms", 0.0)),
+            stage=raw.get("stage", ""),
         )
 
 
@@ -71,18 +98,40 @@ def timestamp(epoch: float) -> str:
 
 
 class AuditLog:
-    """Appends entries to the log file (created with mode 0600 if missing)."""
+    """Appends entries to the log file (created with mode 0600 if missing), rotating it when it
+    would grow past `max_bytes`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_LOG_BYTES, backups: int = BACKUPS) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._lock = threading.Lock()
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def write(self, entry: AuditEntry) -> None:
         line = (entry.to_json() + "\n").encode()
         with self._lock:
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
             os.write(self._fd, line)
+            self._size += len(line)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for index in range(self.backups, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            newer = self.path.with_name(f"{self.path.name}.{index - 1}") if index > 1 else self.path
+            if newer.exists():
+                os.replace(newer, older)
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        self._fd = self._open()
+        self._size = 0
 
     def close(self) -> None:
         os.close(self._fd)

@@ -20,11 +20,15 @@ from pathlib import Path
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
+from bottle_engine.bundle import egress_guards
 from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
 
 # The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
 UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
+# Request and response bodies larger than this go through unbuffered (a request's body is then
+# not searched for placeholders; its headers are judged before anything is sent).
+STREAM_BODIES_ABOVE = "1m"
 
 
 def local_addresses() -> list[str]:
@@ -66,6 +70,14 @@ def proxy_options(config: BundleConfig, listen_host: str, listen_port: int) -> d
         "confdir": str(config.ca_dir),
         "connection_strategy": "eager",
         "termlog_verbosity": "warn",
+        # HTTP/1 only towards the agent: one client connection then carries one request at a
+        # time, and a tunnel is the whole rest of its connection. With HTTP/2 one connection
+        # multiplexes streams, and mitmproxy shares the connection's state between them (the
+        # attack in tests/escape/test_egress_attacks.py). Upstream TLS offers follow the client's.
+        "http2": False,
+        # An upgraded connection (WebSocket) is relayed as bytes, not buffered message by message.
+        "websocket": False,
+        "stream_large_bodies": STREAM_BODIES_ABOVE,
     }
     trust = upstream_trust_file(
         config, Path(os.environ.get("TMPDIR", "/tmp")) / "bot-bottle-egress"
@@ -83,6 +95,7 @@ async def run_proxy(
 ) -> None:
     """Serve until cancelled."""
     config.ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    egress_guards.install()
     master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
     master.options.update(**proxy_options(config, listen_host, listen_port))  # type: ignore[no-untyped-call]
     state = make_state(config, local_addresses())

@@ -7,6 +7,14 @@
   headers, and refuses placeholders anywhere else (`secret_policy`).
 * `Audit`: one JSON line per decision in the bottle's audit log.
 
+One flow, one destination: every request is judged against where the proxy itself sends it,
+worked out from that flow alone. Inside a CONNECT tunnel that is the tunnel's (recorded by the
+id of the server connection the CONNECT opened, which mitmproxy hands to every request in it);
+elsewhere it is the request's own URL. Nothing is looked up by client connection, which one
+client may use for many destinations. The client's TLS name, Host header and absolute-form URL
+must agree with that destination (`egress_policy.check_names`), and the upstream's TLS name is
+always the destination's, never the client's.
+
 They share an `EgressState`; `make_addons` builds them in the order mitmproxy must call them.
 This module imports mitmproxy and runs in the bundle's proxy venv only.
 """
@@ -21,18 +29,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mitmproxy import connection, http
-from mitmproxy.proxy import events, layer, layers, server_hooks
+from mitmproxy.proxy import commands, events, layer, layers, server_hooks
 from mitmproxy.proxy.context import Context
 
 from bottle_engine.bundle import secret_policy
-from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, timestamp
+from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timestamp
 from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.egress_policy import Decision, EgressPolicy, decide
-from bottle_engine.bundle.secret_policy import BoundSecret, bind_secrets, intercepts
+from bottle_engine.bundle.egress_guards import REFUSED_KEY
+from bottle_engine.bundle.egress_policy import (
+    NAME_MISMATCH,
+    Decision,
+    EgressPolicy,
+    check_names,
+    decide,
+)
+from bottle_engine.bundle.secret_policy import BodyRefused, BoundSecret, bind_secrets, intercepts
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 DECISION_KEY = "bot-bottle.decision"  # flow.metadata: the Decision that let the flow through
 RECEIVED_KEY = "bot-bottle.received"  # flow.metadata: bytes of a streamed response so far
+SENT_KEY = "bot-bottle.sent"  # flow.metadata: bytes of a streamed request so far
+DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it was judged for
+RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
+TLS_TO_PROXY = "tls-to-proxy"
+NESTED_CONNECT = "nested-connect"
 _PIN_SECONDS = 30.0
 _STREAM_ABOVE = 256 * 1024  # bytes; larger (or unsized) responses are streamed, not buffered
 
@@ -49,16 +69,27 @@ async def resolve(host: str, port: int) -> list[str]:
 
 @dataclass
 class Tunnel:
-    """A CONNECT tunnel the allowlist let through, per client connection."""
+    """A CONNECT tunnel the allowlist let through."""
 
     host: str
     port: int
     address: str  # the checked address the tunnel's server connection goes to
     decision: Decision
     intercept: bool
+    client_id: str
     started: float = field(default_factory=time.time)
     bytes_sent: int = 0
     bytes_received: int = 0
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where one request goes, as the proxy connects: the name every check is made against."""
+
+    host: str
+    port: int
+    https: bool
+    tunnel: Tunnel | None = None
 
 
 @dataclass
@@ -68,7 +99,8 @@ class EgressState:
     policy: EgressPolicy
     secrets: tuple[BoundSecret, ...]
     audit: AuditLog | None
-    tunnels: dict[str, Tunnel] = field(default_factory=dict)  # by client connection id
+    # by the id of the server connection a CONNECT opened (the one every request inside uses)
+    tunnels: dict[str, Tunnel] = field(default_factory=dict)
     # (client id, host, port) -> (checked address, expiry); read once by server_connect
     pins: dict[tuple[str, str, int], tuple[str, float]] = field(default_factory=dict)
 
@@ -77,16 +109,32 @@ class EgressState:
             self.audit.write(entry)
 
 
-def denial_response(decision: Decision) -> http.Response:
-    """The 403 a refused request gets: which rule refused it and how to allow it."""
+def denial_response(decision: Decision, status: int = 403) -> http.Response:
+    """The refusal a request gets: which rule refused it and how to allow it."""
     lines = [f"bot-bottle refused this request (rule: {decision.rule})", decision.reason]
     if decision.fix:
         lines.append(f"To allow it: {decision.fix}")
     return http.Response.make(
-        403,
+        status,
         ("\n".join(lines) + "\n").encode(),
         {"Content-Type": "text/plain; charset=utf-8", "X-Bot-Bottle-Rule": decision.rule},
     )
+
+
+def refuse(flow: http.HTTPFlow, decision: Decision, status: int = 403) -> None:
+    """Answer `flow` with its refusal; its body is then read only up to a bound (egress_guards)."""
+    flow.metadata[DECISION_KEY] = decision
+    flow.metadata[REFUSED_KEY] = decision
+    flow.response = denial_response(decision, status)
+    flow.request.stream = False  # mitmproxy may have chosen to stream it: it goes nowhere
+
+
+class RefuseConnection(layer.Layer):
+    """Closes the client connection at once (TLS spoken to the proxy port itself)."""
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.Start):
+            yield commands.CloseConnection(self.context.client)
 
 
 class Allowlist:
@@ -98,42 +146,106 @@ class Allowlist:
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         host, port = flow.request.host, flow.request.port
+        if flow.server_conn.id in self.state.tunnels:
+            # A CONNECT sent inside a tunnel would be relayed to the tunnel's host as a proxy
+            # request; nothing legitimate does that.
+            refuse(
+                flow,
+                Decision(False, NESTED_CONNECT, f"CONNECT {host}:{port} inside another tunnel"),
+            )
+            return
         decision = await self._decide(flow.client_conn.id, host, port, "CONNECT")
         flow.metadata[DECISION_KEY] = decision
         if not decision.allowed or decision.address is None:
             flow.response = denial_response(decision)
             return
-        self.state.tunnels[flow.client_conn.id] = Tunnel(
-            host=host,
+        # mitmproxy hands this server connection to every request inside the tunnel.
+        self.state.tunnels[flow.server_conn.id] = Tunnel(
+            host=host.lower().rstrip("."),
             port=port,
             address=decision.address,
             decision=decision,
             intercept=intercepts(self.state.secrets, host, port),
+            client_id=flow.client_conn.id,
         )
 
-    async def request(self, flow: http.HTTPFlow) -> None:
-        tunnel = self.state.tunnels.get(flow.client_conn.id)
-        if tunnel is not None:
-            # Inside an intercepted tunnel: the destination is the tunnel's checked address,
-            # whatever the Host header says, and was decided at CONNECT.
-            flow.metadata[DECISION_KEY] = tunnel.decision
-            return
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Judge a request on its head, before its body is read."""
         request = flow.request
+        tunnel = self.state.tunnels.get(flow.server_conn.id)
+        if tunnel is not None:
+            destination = Destination(
+                tunnel.host,
+                tunnel.port,
+                https=request.scheme == "https" and flow.client_conn.tls_established,
+                tunnel=tunnel,
+            )
+            flow.metadata[DESTINATION_KEY] = destination
+            flow.metadata[DECISION_KEY] = tunnel.decision
+            if (request.host, request.port) != (tunnel.address, tunnel.port):
+                # mitmproxy points every request in a tunnel at its server; anything else is
+                # not this tunnel's request and must not be judged as one.
+                refuse(
+                    flow,
+                    Decision(
+                        False,
+                        NAME_MISMATCH,
+                        f"a request for {request.host}:{request.port} claimed the tunnel to "
+                        f"{tunnel.host}:{tunnel.port}",
+                    ),
+                )
+                return
+            mismatch = check_names(
+                tunnel.host,
+                tunnel.port,
+                443 if destination.https else 80,
+                sni=flow.client_conn.sni if destination.https else None,
+                host_header=request.host_header,
+                authority=request.authority or None,
+            )
+            if mismatch is not None:
+                refuse(flow, mismatch)
+                return
+            request.authority = ""  # origin-form upstream: the Host header is the only name
+            return
+        destination = Destination(request.host, request.port, https=False)
+        flow.metadata[DESTINATION_KEY] = destination
         decision = await self._decide(
             flow.client_conn.id, request.host, request.port, request.method
         )
         flow.metadata[DECISION_KEY] = decision
         if not decision.allowed:
-            flow.response = denial_response(decision)
+            refuse(flow, decision)
+            return
+        mismatch = check_names(
+            request.host,
+            request.port,
+            443 if request.scheme == "https" else 80,
+            host_header=request.host_header,
+        )
+        if mismatch is not None:
+            refuse(flow, mismatch)
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         server = data.server
         if server.address is None or server.error:
             return
         host, port = str(server.address[0]), int(server.address[1])
-        tunnel = self.state.tunnels.get(data.client.id)
-        if tunnel is not None and (host, port) == (tunnel.address, tunnel.port):
-            return  # a reconnect inside an intercepted tunnel, to its checked address
+        tunnel = self.state.tunnels.get(server.id)
+        if tunnel is None:
+            # A reconnect inside an intercepted tunnel, to its checked address.
+            tunnel = next(
+                (
+                    t
+                    for t in self.state.tunnels.values()
+                    if t.client_id == data.client.id and (t.address, t.port) == (host, port)
+                ),
+                None,
+            )
+        if tunnel is not None:
+            server.address = (tunnel.address, tunnel.port)
+            server.sni = tunnel.host  # the upstream's TLS name is the CONNECT host, never the SNI
+            return
         pinned = self._take_pin(data.client.id, host, port)
         if pinned is None:
             decision = await self._decide(data.client.id, host, port, "CONNECT")
@@ -141,15 +253,36 @@ class Allowlist:
             if not decision.allowed or pinned is None:
                 server.error = f"refused by the egress policy ({decision.rule}): {decision.reason}"
                 return
+        server.sni = host
         server.address = (pinned, port)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
-        tunnel = self.state.tunnels.get(nextlayer.context.client.id)
+        context = nextlayer.context
+        if isinstance(nextlayer.layer, layers.ClientTLSLayer) and not _inside_http(
+            context, nextlayer.layer
+        ):
+            # TLS to the proxy port itself ("secure web proxy"): it would let the client
+            # negotiate HTTP/2 with the proxy; the agent's proxy URL is plain http.
+            nextlayer.layer = RefuseConnection(context)
+            self.state.record(
+                AuditEntry(
+                    time=timestamp(time.time()),
+                    method="TLS",
+                    host=str(context.client.sockname[0]) if context.client.sockname else "",
+                    port=int(context.client.sockname[1]) if context.client.sockname else 0,
+                    decision="deny",
+                    rule=TLS_TO_PROXY,
+                    reason="TLS spoken to the proxy port itself; use the proxy as http://",
+                    kind="connect",
+                )
+            )
+            return
+        tunnel = self.state.tunnels.get(context.server.id)
         if tunnel is None or tunnel.intercept:
             return
-        if any(isinstance(existing, layers.TCPLayer) for existing in nextlayer.context.layers):
+        if any(isinstance(e, layers.TCPLayer) for e in _above(context, nextlayer.layer)):
             return
-        nextlayer.layer = MeteredTunnel(nextlayer.context, tunnel)
+        nextlayer.layer = MeteredTunnel(context, tunnel)
 
     async def _decide(self, client_id: str, host: str, port: int, method: str) -> Decision:
         decision = decide(self.state.policy, host, port, method)
@@ -171,6 +304,18 @@ class Allowlist:
         if pinned is None or pinned[1] < time.monotonic():
             return None
         return pinned[0]
+
+
+def _above(context: Context, chosen: layer.Layer | None) -> list[layer.Layer]:
+    """The layers above `chosen` (`context.layers` also lists those mitmproxy has just stacked
+    under it)."""
+    stack = context.layers
+    return stack[: stack.index(chosen)] if chosen in stack else list(stack)
+
+
+def _inside_http(context: Context, chosen: layer.Layer) -> bool:
+    """Is `chosen` below an HTTP layer (inside a CONNECT), not on the proxy port itself?"""
+    return any(isinstance(existing, layers.HttpLayer) for existing in _above(context, chosen))
 
 
 class MeteredTunnel(layers.TCPLayer):
@@ -209,32 +354,51 @@ class SecretSubstitution:
                 ) from exc
         return cls(state, values)
 
-    def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or not self.state.secrets:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Judge the head (URL, headers) and substitute, before anything is sent upstream."""
+        destination = flow.metadata.get(DESTINATION_KEY)
+        if flow.response is not None or not self.state.secrets or destination is None:
             return
-        tunnel = self.state.tunnels.get(flow.client_conn.id)
         request = flow.request
-        host, port = (tunnel.host, tunnel.port) if tunnel else (request.host, request.port)
-        bodies = [request.raw_content or b""]
-        decoded = request.get_content(strict=False)
-        if decoded and decoded != bodies[0]:
-            bodies.append(decoded)
         verdict = secret_policy.check_request(
             self.state.secrets,
-            host,
-            port,
-            https=tunnel is not None and flow.client_conn.tls_established,
+            destination.host,
+            destination.port,
+            https=destination.https,
             url=request.path,
             headers=request.headers.items(multi=True),  # type: ignore[no-untyped-call]
-            bodies=bodies,
+            bodies=(),
         )
         if not verdict.allowed:
-            refusal = Decision(False, verdict.rule, verdict.reason)
-            flow.metadata[DECISION_KEY] = refusal
-            flow.response = denial_response(refusal)
+            refuse(flow, Decision(False, verdict.rule, verdict.reason))
             return
         for secret in verdict.substitute:
             self._substitute(request.headers, secret)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Judge a buffered body (a streamed one has gone on unread: see the README)."""
+        if flow.response is not None or not self.state.secrets or flow.request.stream:
+            return
+        request = flow.request
+        destination = flow.metadata.get(DESTINATION_KEY)
+        raw = request.raw_content or b""
+        try:
+            bodies = secret_policy.body_forms(raw, request.headers.get("content-encoding", ""))
+        except BodyRefused as refused:
+            status = 413 if refused.rule == secret_policy.DECODED_BODY_LIMIT else 403
+            refuse(flow, Decision(False, refused.rule, refused.reason), status)
+            return
+        verdict = secret_policy.check_request(
+            self.state.secrets,
+            destination.host if destination else request.host,
+            destination.port if destination else request.port,
+            https=bool(destination and destination.https),
+            url=request.path,
+            headers=(),
+            bodies=bodies,
+        )
+        if not verdict.allowed:
+            refuse(flow, Decision(False, verdict.rule, verdict.reason))
 
     def _substitute(self, headers: http.Headers, secret: BoundSecret) -> None:
         value = self.values[secret.name]
@@ -245,9 +409,10 @@ class SecretSubstitution:
 
 
 class Audit:
-    """Writes one entry per decision: per HTTP request, per relayed tunnel, per refused CONNECT.
+    """Writes one entry per decision: per HTTP request, per refused CONNECT, and for a relayed
+    tunnel one when it opens and one when it closes.
 
-    Runs last, so it also forgets a client's tunnel and pins when the client disconnects.
+    Runs last, so it also forgets a client's tunnels and pins when the client disconnects.
     """
 
     def __init__(self, state: EgressState) -> None:
@@ -255,13 +420,32 @@ class Audit:
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         """A CONNECT that got no tunnel: refused by us, or the upstream could not be reached."""
-        self.state.tunnels.pop(flow.client_conn.id, None)  # no tunnel to record at disconnect
+        self.state.tunnels.pop(flow.server_conn.id, None)  # no tunnel to record at disconnect
         status = flow.response.status_code if flow.response else None
         decision = flow.metadata.get(DECISION_KEY)
         if decision is not None and decision.allowed and flow.response is not None:
             failure = flow.response.get_text(strict=False) or f"status {status}"
             decision = Decision(True, decision.rule, f"{decision.reason}; failed: {failure}")
         self._record(flow, decision, "connect", flow.request.host, flow.request.port, status)
+
+    def http_connected(self, flow: http.HTTPFlow) -> None:
+        """A relayed tunnel is recorded as it opens: a proxy killed later still leaves this."""
+        tunnel = self.state.tunnels.get(flow.server_conn.id)
+        if tunnel is None or tunnel.intercept:
+            return  # intercepted tunnels are recorded request by request
+        self._record_tunnel(tunnel, "open")
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Count a request's bytes as it streams (mitmproxy streams large bodies unbuffered)."""
+        if flow.response is None and flow.request.stream is True:
+            sent = [0]
+
+            def count(data: bytes) -> bytes:
+                sent[0] += len(data)
+                return data
+
+            flow.metadata[SENT_KEY] = sent
+            flow.request.stream = count
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Stream large responses through (nothing inspects them), counting their bytes."""
@@ -283,16 +467,19 @@ class Audit:
         self._record_http(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None:
-            self._record_http(flow)
+        self._record_http(flow)
 
     def client_disconnected(self, client: connection.Client) -> None:
         """A relayed tunnel ends with its client: record it, then forget the client."""
-        tunnel = self.state.tunnels.pop(client.id, None)
-        for key in [key for key in self.state.pins if key[0] == client.id]:
-            del self.state.pins[key]
-        if tunnel is None or tunnel.intercept:
-            return  # intercepted tunnels were recorded request by request
+        for key in [k for k, t in self.state.tunnels.items() if t.client_id == client.id]:
+            tunnel = self.state.tunnels.pop(key)
+            if not tunnel.intercept:
+                self._record_tunnel(tunnel, "close")
+        for pin in [pin for pin in self.state.pins if pin[0] == client.id]:
+            del self.state.pins[pin]
+
+    def _record_tunnel(self, tunnel: Tunnel, stage: Stage) -> None:
+        closing = stage == "close"
         self.state.record(
             AuditEntry(
                 time=timestamp(tunnel.started),
@@ -304,19 +491,23 @@ class Audit:
                 reason=tunnel.decision.reason,
                 kind="tunnel",
                 status=200,
-                bytes_sent=tunnel.bytes_sent,
-                bytes_received=tunnel.bytes_received,
-                duration_ms=_ms(time.time() - tunnel.started),
+                bytes_sent=tunnel.bytes_sent if closing else 0,
+                bytes_received=tunnel.bytes_received if closing else 0,
+                duration_ms=_ms(time.time() - tunnel.started) if closing else 0.0,
+                stage=stage,
             )
         )
 
     def _record_http(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(RECORDED_KEY):
+            return
         decision = flow.metadata.get(DECISION_KEY)
-        tunnel = self.state.tunnels.get(flow.client_conn.id)
-        host, port = (
-            (tunnel.host, tunnel.port) if tunnel else (flow.request.host, flow.request.port)
-        )
-        kind: Kind = "intercepted" if tunnel else "http"
+        destination = flow.metadata.get(DESTINATION_KEY)
+        if destination is not None:
+            host, port = destination.host, destination.port
+        else:
+            host, port = flow.request.host, flow.request.port
+        kind: Kind = "intercepted" if destination and destination.tunnel else "http"
         status = flow.response.status_code if flow.response else None
         self._record(flow, decision, kind, host, port, status)
 
@@ -329,10 +520,11 @@ class Audit:
         port: int,
         status: int | None,
     ) -> None:
+        flow.metadata[RECORDED_KEY] = True
         if decision is None:
             decision = Decision(False, "internal", "no egress decision was recorded")
         reason = decision.reason
-        if decision.allowed and flow.error is not None:
+        if flow.error is not None and (decision.allowed or REFUSED_KEY not in flow.metadata):
             reason = f"{reason}; failed: {flow.error.msg}"
         response = flow.response
         end = (response.timestamp_end if response else None) or time.time()
@@ -348,11 +540,18 @@ class Audit:
                 kind=kind,
                 status=status,
                 # A refused request sent nothing upstream; the 403 page is not traffic.
-                bytes_sent=len(flow.request.raw_content or b"") if decision.allowed else 0,
+                bytes_sent=_sent(flow) if decision.allowed else 0,
                 bytes_received=_received(flow) if decision.allowed else 0,
                 duration_ms=_ms(end - flow.request.timestamp_start),
             )
         )
+
+
+def _sent(flow: http.HTTPFlow) -> int:
+    streamed = flow.metadata.get(SENT_KEY)
+    if streamed is not None:
+        return int(streamed[0])
+    return len(flow.request.raw_content or b"")
 
 
 def _received(flow: http.HTTPFlow) -> int:

@@ -27,6 +27,9 @@ SPECIAL_ADDRESS = "special-address"
 OWN_ADDRESS = "bundle-address"
 UNRESOLVED = "unresolved"
 BAD_DESTINATION = "bad-destination"
+# A request whose names disagree: SNI, Host / :authority or an absolute-form URL naming another
+# host than the one the proxy connects to (domain fronting).
+NAME_MISMATCH = "name-mismatch"
 
 
 @dataclass(frozen=True)
@@ -217,3 +220,75 @@ def _allow_fix(policy: EgressPolicy, entry: str) -> str:
 
 def _deny(rule: str, reason: str, fix: str | None = None) -> Decision:
     return Decision(False, rule, reason, fix)
+
+
+def split_authority(authority: str) -> tuple[str, int | None] | None:
+    """`host[:port]` or `[v6]:port` -> (lower-case host without trailing dot, port or None).
+
+    None when the text is not an authority (a port that is not a number, empty host).
+    """
+    text = authority.strip()
+    port: int | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                return None
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, number = text.partition(":")
+        if not number.isdigit():
+            return None
+        port = int(number)
+    else:
+        host = text
+    host = host.lower().rstrip(".")
+    if not host:
+        return None
+    return host, port
+
+
+def check_names(
+    host: str,
+    port: int,
+    default_port: int,
+    *,
+    sni: str | None = None,
+    host_header: str | None = None,
+    authority: str | None = None,
+) -> Decision | None:
+    """Do all the names a request carries agree with the destination `host`:`port`?
+
+    `host`:`port` is what the proxy connects to (the CONNECT target inside a tunnel, the URL's
+    authority for plain HTTP). The client's TLS SNI, the Host header and an absolute-form URL's
+    authority must each name that host (and port, where they carry one; `default_port` is what
+    a missing port means). None when they agree, else the refusal naming the first that does not.
+    """
+    expected = host.lower().rstrip(".")
+    expected_ip = _ip_literal(expected)
+    checks = (
+        ("the TLS server name (SNI)", sni, False),
+        ("the Host header", host_header, True),
+        ("the absolute-form URL", authority, True),
+    )
+    for label, value, has_port in checks:
+        if value is None or value == "":
+            continue
+        parsed = split_authority(value) if has_port else (value.lower().rstrip("."), None)
+        named_ip = _ip_literal(parsed[0]) if parsed else None
+        same_host = parsed is not None and (
+            parsed[0] == expected or (named_ip is not None and named_ip == expected_ip)
+        )
+        same_port = not has_port or (parsed is not None and (parsed[1] or default_port) == port)
+        if not (same_host and same_port):
+            shown = value if len(value) <= 200 else value[:200] + "..."
+            return _deny(
+                NAME_MISMATCH,
+                f"{label} names {shown!r}, but this request goes to {_hostport(expected, port)}; "
+                "every name in a request must be the host it is sent to",
+                "address the request to the host it is meant for (no domain fronting)",
+            )
+    return None

@@ -8,6 +8,7 @@ mistake instead of sending a useless token somewhere it should not go.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,12 @@ PLACEHOLDER_IN_URL = "secret-in-url"
 PLACEHOLDER_IN_BODY = "secret-in-body"
 PLACEHOLDER_WRONG_HOST = "secret-wrong-host"
 PLACEHOLDER_PLAIN_HTTP = "secret-plain-http"
+BODY_NOT_INSPECTABLE = "body-not-inspectable"
+DECODED_BODY_LIMIT = "decoded-body-limit"
+
+# A request body is decoded (gzip, deflate, zstd) to look for placeholders, never past this many
+# bytes: a 1 MiB gzip body can inflate to 1 GiB.
+MAX_DECODED_BODY = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,3 +113,99 @@ def _refuse(rule: str, secret: BoundSecret, where: str) -> SecretVerdict:
         f"the placeholder of secret '{secret.name}' was sent {where}; "
         "placeholders are replaced only in request headers to the secret's hosts",
     )
+
+
+class BodyRefused(Exception):
+    """A request body that cannot be inspected within the bound: `rule` and `reason` say why."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(reason)
+        self.rule = rule
+        self.reason = reason
+
+
+def body_forms(raw: bytes, content_encoding: str, limit: int = MAX_DECODED_BODY) -> list[bytes]:
+    """The forms of a request body to search for placeholders: as sent and, when it is encoded,
+    decoded, never decoding past `limit` bytes.
+
+    Raises `BodyRefused` for an encoding that cannot be decoded with a bound (br, unknown ones,
+    corrupt data) and for a body that decodes to more than `limit` bytes.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings or not raw:
+        return [raw]
+    decoded = raw
+    for coding in reversed(codings):  # the last applied is listed last
+        decoded = _decode(decoded, coding, limit)
+    return [raw, decoded]
+
+
+def _decode(data: bytes, coding: str, limit: int) -> bytes:
+    try:
+        if coding in ("gzip", "x-gzip"):
+            return _inflate(data, 16 + zlib.MAX_WBITS, limit)
+        if coding == "deflate":
+            try:
+                return _inflate(data, zlib.MAX_WBITS, limit)
+            except zlib.error:
+                return _inflate(data, -zlib.MAX_WBITS, limit)  # raw deflate, as some clients send
+        if coding == "zstd":
+            return _unzstd(data, limit)
+    except (zlib.error, ValueError) as exc:
+        raise BodyRefused(
+            BODY_NOT_INSPECTABLE,
+            f"the request body does not decode as Content-Encoding {coding} ({exc}); "
+            "send it uncompressed",
+        ) from exc
+    raise BodyRefused(
+        BODY_NOT_INSPECTABLE,
+        f"the request body has Content-Encoding {coding!r}, which the proxy cannot inspect "
+        "within its bound; send it uncompressed, or as gzip, deflate or zstd",
+    )
+
+
+def _too_large(coding: str, limit: int) -> BodyRefused:
+    return BodyRefused(
+        DECODED_BODY_LIMIT,
+        f"the request body inflates ({coding}) to more than {limit} bytes, the most the proxy "
+        "decodes to look for secret placeholders; send it uncompressed or in smaller parts",
+    )
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    out = bytearray()
+    pending = data
+    while pending:
+        decompressor = zlib.decompressobj(wbits)
+        chunk = pending
+        while chunk:
+            out += decompressor.decompress(chunk, limit + 1 - len(out))
+            if len(out) > limit:
+                raise _too_large("gzip" if wbits > zlib.MAX_WBITS else "deflate", limit)
+            chunk = decompressor.unconsumed_tail
+        if not decompressor.eof:
+            raise zlib.error("the compressed data ends early")
+        # gzip allows several members one after the other; deflate does not.
+        pending = decompressor.unused_data if wbits > zlib.MAX_WBITS else b""
+    return bytes(out)
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    import io
+
+    import zstandard  # in the proxy's venv (a mitmproxy dependency)
+
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+        out = bytearray()
+        while len(out) <= limit:
+            chunk = reader.read(limit + 1 - len(out))
+            if not chunk:
+                break
+            out += chunk
+    except zstandard.ZstdError as exc:
+        raise ValueError(str(exc)) from exc
+    if len(out) > limit:
+        raise _too_large("zstd", limit)
+    return bytes(out)

@@ -72,7 +72,8 @@ def request_flow(
 def run_request(state: EgressState, flow: http.HTTPFlow) -> None:
     allowlist, secrets, audit = addons(state)
     with taddons.context():
-        asyncio.run(allowlist.request(flow))
+        asyncio.run(allowlist.requestheaders(flow))
+        secrets.requestheaders(flow)
         secrets.request(flow)
         if flow.response is None:
             flow.response = http.Response.make(200, b"upstream says hi")
@@ -103,7 +104,7 @@ def test_denied_host_gets_403_naming_rule_and_bottle_toml(state: EgressState) ->
 def test_allowed_plain_request_is_pinned_to_the_checked_address(state: EgressState) -> None:
     flow = request_flow("GET", "http://api.example.com/x")
     allowlist, _, _ = addons(state)
-    asyncio.run(allowlist.request(flow))
+    asyncio.run(allowlist.requestheaders(flow))
     assert flow.response is None
     server = connection.Server(address=("api.example.com", 80))
     asyncio.run(
@@ -147,11 +148,12 @@ def test_tunnel_to_host_without_secret_is_raw_tcp_and_audited_with_bytes(
     flow = connect_flow("api.example.com")
     asyncio.run(allowlist.http_connect(flow))
     assert flow.response is None
-    tunnel = state.tunnels[flow.client_conn.id]
+    tunnel = state.tunnels[flow.server_conn.id]
     assert not tunnel.intercept and tunnel.address == "93.184.216.34"
+    audit.http_connected(flow)
 
     ctx = context.Context(flow.client_conn, _options())
-    ctx.server = tflow.tserver_conn()
+    ctx.server = flow.server_conn
     nextlayer = layer.NextLayer(ctx)
     allowlist.next_layer(nextlayer)
     relay = nextlayer.layer
@@ -161,18 +163,22 @@ def test_tunnel_to_host_without_secret_is_raw_tcp_and_audited_with_bytes(
         commands = list(relay.relay_messages(events.DataReceived(sender, b"x" * size)))
         assert [len(c.data) for c in commands if isinstance(c, SendData)] == [size]
     audit.client_disconnected(flow.client_conn)
-    (entry,) = audit_lines(state)
+    opened, entry = audit_lines(state)
+    assert (opened["stage"], opened["bytes"]) == ("open", 0)
     assert (entry["kind"], entry["decision"], entry["method"]) == ("tunnel", "allow", "CONNECT")
     assert (entry["bytes_sent"], entry["bytes_received"], entry["bytes"]) == (100, 2000, 2100)
-    assert flow.client_conn.id not in state.tunnels
+    assert entry["stage"] == "close"
+    assert flow.server_conn.id not in state.tunnels
 
 
 def test_tunnel_to_secret_host_is_intercepted(state: EgressState) -> None:
     allowlist, _, _ = addons(state)
     flow = connect_flow("secret.example.com")
     asyncio.run(allowlist.http_connect(flow))
-    assert state.tunnels[flow.client_conn.id].intercept
-    nextlayer = layer.NextLayer(context.Context(flow.client_conn, _options()))
+    assert state.tunnels[flow.server_conn.id].intercept
+    ctx = context.Context(flow.client_conn, _options())
+    ctx.server = flow.server_conn
+    nextlayer = layer.NextLayer(ctx)
     allowlist.next_layer(nextlayer)
     assert nextlayer.layer is None  # left to mitmproxy: TLS, then HTTP
 
@@ -184,7 +190,13 @@ def intercepted_flow(
     tunnel = connect_flow("secret.example.com")
     asyncio.run(allowlist.http_connect(tunnel))
     flow = request_flow("POST" if body else "GET", f"https://93.184.216.35{url}", headers, body)
-    flow.client_conn = tunnel.client_conn  # the same client connection as the CONNECT
+    flow.request.headers["Host"] = "secret.example.com"
+    flow.request.authority = ""
+    # As mitmproxy builds a request inside the tunnel: the CONNECT's client and server
+    # connections, the request pointed at the server's (checked) address.
+    flow.client_conn = tunnel.client_conn
+    flow.client_conn.sni = "secret.example.com"
+    flow.server_conn = tunnel.server_conn
     return flow
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -94,3 +95,43 @@ def test_follow_rereads_a_truncated_log(tmp_path: Path) -> None:
     thread.join(timeout=10)
     stop.set()
     assert seen == ["old-1.example.com", "old-2.example.com", "new.example.com"]
+
+
+def _entry(**changes: object) -> AuditEntry:
+    fields: dict[str, object] = dict(
+        time="t",
+        method="GET",
+        host="h",
+        port=80,
+        decision="deny",
+        rule="r",
+        reason="x",
+        kind="http",
+    )
+    fields.update(changes)
+    return AuditEntry(**fields)  # type: ignore[arg-type]
+
+
+def test_every_text_field_is_capped_with_a_marker(tmp_path: Path) -> None:
+    from bottle_engine.bundle.audit import FIELD_LIMIT
+
+    line = _entry(method="M" * 100_000, host="h" * 5000, reason="r" * 5000).to_json()
+    assert len(line) < 4096
+    parsed = json.loads(line)
+    assert parsed["method"].startswith("M" * FIELD_LIMIT)
+    assert parsed["method"].endswith(f"[{100_000 - FIELD_LIMIT} more characters cut]")
+
+
+def test_the_log_rotates_at_its_size_cap_and_keeps_a_bounded_number_of_files(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "egress.jsonl"
+    log = AuditLog(path, max_bytes=2000, backups=2)
+    for index in range(100):
+        log.write(_entry(reason=f"entry {index}"))
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["egress.jsonl", "egress.jsonl.1", "egress.jsonl.2"]
+    assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
+    newest = list(read_audit(path))
+    assert newest[-1].reason == "entry 99"

@@ -9,11 +9,14 @@ from bottle_engine.bundle.egress_policy import (
     BAD_DESTINATION,
     DEFAULT_DENY,
     IP_LITERAL,
+    NAME_MISMATCH,
     OWN_ADDRESS,
     SPECIAL_ADDRESS,
     UNRESOLVED,
     EgressPolicy,
+    check_names,
     decide,
+    split_authority,
 )
 
 ALLOW = (
@@ -157,3 +160,44 @@ def test_from_config_names_the_bottle_or_a_placeholder() -> None:
     config = BundleConfig(slug="s", bundle_ip="10.0.0.2", agent_subnet="10.0.0.0/24")
     assert EgressPolicy.from_config(config).bottle_name == "NAME"
     assert "10.0.0.2" in EgressPolicy.from_config(config).own_addresses
+
+
+# --- names must agree (domain fronting) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Example.COM.", ("example.com", None)),
+        ("example.com:8443", ("example.com", 8443)),
+        ("[2001:db8::1]:443", ("2001:db8::1", 443)),
+        ("[2001:db8::1]", ("2001:db8::1", None)),
+        ("example.com:https", None),
+        ("", None),
+        ("[::1", None),
+    ],
+)
+def test_split_authority(text: str, expected: tuple[str, int | None] | None) -> None:
+    assert split_authority(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "agrees"),
+    [
+        ({}, True),
+        ({"sni": "api.example.com", "host_header": "api.example.com"}, True),
+        ({"sni": "API.example.com.", "host_header": "api.example.com:443"}, True),
+        ({"authority": "api.example.com:443"}, True),
+        ({"sni": "evil.example.com"}, False),
+        ({"host_header": "evil.example.com"}, False),
+        ({"host_header": "api.example.com:8443"}, False),
+        ({"authority": "evil.example.com"}, False),
+        ({"host_header": "api.example.com.evil.example"}, False),
+        ({"host_header": "api.example.com:443:1"}, False),
+    ],
+)
+def test_every_name_must_be_the_destination(names: dict[str, str], agrees: bool) -> None:
+    refusal = check_names("api.example.com", 443, 443, **names)
+    assert (refusal is None) == agrees
+    if refusal is not None:
+        assert refusal.rule == NAME_MISMATCH and "api.example.com:443" in refusal.reason

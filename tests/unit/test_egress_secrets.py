@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 import pytest
 
 from bottle_engine.bundle.config import SecretBinding
 from bottle_engine.bundle.secret_policy import (
+    BODY_NOT_INSPECTABLE,
+    DECODED_BODY_LIMIT,
     PLACEHOLDER_IN_BODY,
     PLACEHOLDER_IN_URL,
     PLACEHOLDER_PLAIN_HTTP,
     PLACEHOLDER_WRONG_HOST,
+    BodyRefused,
     bind_secrets,
+    body_forms,
     check_request,
     intercepts,
 )
@@ -127,3 +134,50 @@ def test_only_hosts_bound_to_a_secret_are_intercepted(
 
 def test_a_secret_without_placeholder_is_ignored() -> None:
     assert bind_secrets([SecretBinding("x", "", ("api.example.com",), "/f")]) == ()
+
+
+# --- bounded decoding of request bodies ---------------------------------------------------
+
+
+def test_gzip_body_is_searched_decoded() -> None:
+    raw = gzip.compress(b"token=bbph_x")
+    assert body_forms(raw, "gzip") == [raw, b"token=bbph_x"]
+
+
+def test_concatenated_gzip_members_are_all_decoded() -> None:
+    raw = gzip.compress(b"first ") + gzip.compress(b"second")
+    assert body_forms(raw, "gzip")[1] == b"first second"
+
+
+def test_raw_deflate_is_decoded() -> None:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = compressor.compress(b"hello") + compressor.flush()
+    assert body_forms(raw, "deflate")[1] == b"hello"
+
+
+def test_a_gzip_bomb_stops_at_the_limit() -> None:
+    bomb = gzip.compress(b"\0" * (4 * 1024 * 1024))
+    with pytest.raises(BodyRefused) as refused:
+        body_forms(bomb, "gzip", limit=1024 * 1024)
+    assert refused.value.rule == DECODED_BODY_LIMIT and "1048576 bytes" in refused.value.reason
+
+
+def test_a_zstd_bomb_stops_at_the_limit() -> None:
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (4 * 1024 * 1024))
+    with pytest.raises(BodyRefused) as refused:
+        body_forms(bomb, "zstd", limit=1024 * 1024)
+    assert refused.value.rule == DECODED_BODY_LIMIT
+
+
+@pytest.mark.parametrize(("encoding", "body"), [("br", b"x"), ("gzip", b"not gzip"), ("x-y", b"x")])
+def test_bodies_that_cannot_be_decoded_with_a_bound_are_refused(encoding: str, body: bytes) -> None:
+    with pytest.raises(BodyRefused) as refused:
+        body_forms(body, encoding)
+    assert refused.value.rule == BODY_NOT_INSPECTABLE and encoding in refused.value.reason
+
+
+def test_identity_and_empty_bodies_are_searched_as_sent() -> None:
+    assert body_forms(b"abc", "identity") == [b"abc"]
+    assert body_forms(b"", "gzip") == [b""]

@@ -1,0 +1,110 @@
+"""Two bounds mitmproxy 11.0.2 does not have, installed on its HTTP/1 layers at proxy start.
+
+* **Request head size.** mitmproxy buffers an HTTP/1 request head until its blank line, with no
+  limit (``FIXME: protect against header size DoS`` in ``_http1.py``): a 500 MB head that never
+  ends is held whole. `install` makes the agent-facing HTTP/1 layer answer 431 once more than
+  `MAX_REQUEST_HEAD` bytes are waiting unparsed, and close the connection.
+* **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
+  still has its body read, and mitmproxy buffers it whole before answering. Once more than
+  `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
+  rest is dropped unbuffered.
+
+Bodies of allowed requests and of responses are bounded by streaming (`proxy_options`), not
+here. These patches reach into mitmproxy's internals, so `install` refuses any other version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+MITMPROXY_VERSION = "11.0.2"
+MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
+MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
+REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
+
+_installed = False
+
+
+def head_too_large_message(size: int) -> str:
+    return (
+        f"bot-bottle refused this request (rule: request-head-limit): its request line and "
+        f"headers exceed {MAX_REQUEST_HEAD} bytes ({size} bytes buffered without an end)"
+    )
+
+
+def install() -> None:
+    """Patch mitmproxy's HTTP/1 server layer and HTTP stream (once per process)."""
+    global _installed
+    if _installed:
+        return
+    from mitmproxy.version import VERSION
+
+    if VERSION != MITMPROXY_VERSION:
+        raise RuntimeError(
+            f"the egress guards are written for mitmproxy {MITMPROXY_VERSION}, found {VERSION}; "
+            "update bottle_engine/bundle/egress_guards.py with the pin"
+        )
+    from mitmproxy.proxy.layers.http import HttpStream, _http1
+
+    _guard_request_head(_http1.Http1Server)
+    _guard_refused_body(HttpStream)
+    _installed = True
+
+
+CommandGenerator = Generator[Any, Any, Any]
+
+
+def _guard_request_head(server_class: Any) -> None:
+    from mitmproxy.proxy import commands
+    from mitmproxy.proxy.layers.http import _http1
+
+    original: Callable[[Any, Any], CommandGenerator] = server_class._handle_event
+
+    def _handle_event(self: Any, event: Any) -> CommandGenerator:
+        result = yield from original(self, event)
+        # Unparsed bytes only pile up while a head is awaited (or pipelined behind a request);
+        # a body is consumed as it arrives and a tunnel bypasses the buffer.
+        waiting = self.state in (self.read_headers, self.wait)
+        if waiting and len(self.buf) > MAX_REQUEST_HEAD:
+            size = len(self.buf)
+            self.buf.maybe_extract_at_most(size)
+            yield commands.SendData(
+                self.conn, _http1.make_error_response(431, head_too_large_message(size))
+            )
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+        return result
+
+    server_class._handle_event = _handle_event
+
+
+def _guard_refused_body(stream_class: Any) -> None:
+    from mitmproxy import flow as mitm_flow
+    from mitmproxy.proxy.layers.http import SendHttp
+    from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+    from mitmproxy.proxy.layers.http._hooks import HttpErrorHook
+
+    original: Callable[[Any, bool], CommandGenerator] = stream_class.check_body_size
+
+    def check_body_size(self: Any, request: bool) -> CommandGenerator:
+        refused = self.flow.metadata.get(REFUSED_KEY) if request else None
+        if refused is None:
+            return (yield from original(self, request))
+        # Never stream a refused request anywhere; read at most MAX_REFUSED_BODY of it.
+        self.flow.request.stream = False
+        if len(self.request_body_buf) <= MAX_REFUSED_BODY:
+            return False
+        self.request_body_buf.clear()
+        message = (
+            f"bot-bottle refused this request (rule: {refused.rule}): {refused.reason}; "
+            f"its body was not read past {MAX_REFUSED_BODY} bytes"
+        )
+        self.flow.error = mitm_flow.Error(message)
+        yield HttpErrorHook(self.flow)
+        yield SendHttp(ResponseProtocolError(self.stream_id, message, 403), self.context.client)
+        self.client_state = self.state_errored
+        self.flow.live = False
+        return True
+
+    stream_class.check_body_size = check_body_size

