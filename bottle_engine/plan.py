@@ -23,6 +23,7 @@ from bottle_engine.bundle.config import (
     GIT_KEYS_MOUNT,
     SECRETS_MOUNT,
     SUPERVISE_PORT,
+    UPSTREAM_CA_MOUNT,
     BundleConfig,
     GitUpstreamConfig,
     SecretBinding,
@@ -102,6 +103,7 @@ class BottlePlan:
     image: ImageInputs
     user_env: Mapping[str, str] = field(default_factory=dict)
     shared_egress_network: str | None = None  # an existing network for the bundle's way out
+    upstream_ca: Path | None = None  # extra CAs the proxy trusts upstream ([egress] upstream_ca)
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -182,6 +184,7 @@ class BottlePlan:
             bundle_ip=self.bundle_ip,
             agent_subnet=str(self.subnet),
             egress_allow=self.egress_allow,
+            upstream_ca_files=(str(UPSTREAM_CA_MOUNT),) if self.upstream_ca else (),
             secrets=tuple(
                 SecretBinding(s.name, s.placeholder, s.hosts, s.bundle_file) for s in self.secrets
             ),
@@ -221,6 +224,7 @@ class BottlePlan:
             "guest_env": self.guest_env,
             "resources": {"cpus": self.cpus, "memory_bytes": self.memory_bytes},
             "egress_allow": list(self.egress_allow),
+            "upstream_ca": str(self.upstream_ca) if self.upstream_ca else None,
             "secrets": [
                 {"name": s.name, "placeholder": s.placeholder, "hosts": list(s.hosts)}
                 for s in self.secrets
@@ -392,6 +396,7 @@ def plan_bottle(
         cpus=bottle.cpus,
         memory_bytes=bottle.memory_bytes,
         egress_allow=bottle.egress.allow,
+        upstream_ca=bottle.egress.upstream_ca,
         secrets=secrets,
         git=bottle.git,
         supervise=bottle.supervise,

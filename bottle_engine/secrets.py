@@ -70,3 +70,31 @@ def _write_private(path: Path, data: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         out.write(data)
+
+
+def copy_upstream_ca(plan: BottlePlan, bottle_dir: Path) -> Path | None:
+    """The bottle's `[egress] upstream_ca`, checked and copied into its state dir for the bundle
+    (mounted read-only; the copy, not the user's file, is handed to the bundle's user)."""
+    if plan.upstream_ca is None:
+        return None
+    import ssl
+
+    key = f"bottles.{plan.bottle}.egress.upstream_ca"
+    try:
+        text = plan.upstream_ca.read_text()
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError("no certificate in it")
+        ssl.create_default_context(cadata=text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BottleError(
+            f"{key}: cannot read {plan.upstream_ca}: {getattr(exc, 'strerror', None) or exc}",
+            fix="fix the path in bottle.toml (relative to the manifest)",
+        ) from exc
+    except (ssl.SSLError, ValueError) as exc:
+        raise BottleError(
+            f"{key}: {plan.upstream_ca} holds no PEM CA certificate the proxy can load ({exc})",
+            fix="point it at a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)",
+        ) from exc
+    copy = bottle_dir / "upstream-ca.pem"
+    copy.write_text(text)
+    return copy

@@ -20,7 +20,7 @@ from bottle_engine import records, state
 from bottle_engine.artifacts import Artifact, BuildSpec, ensure_artifact
 from bottle_engine.artifacts.base import resolve_base_image
 from bottle_engine.backends.base import bottle_labels, orphan_test
-from bottle_engine.bundle.config import GIT_KEYS_MOUNT, BundleConfig
+from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
@@ -60,7 +60,7 @@ from bottle_engine.plan import (
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
-from bottle_engine.secrets import write_bundle_secrets
+from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
 
 BUNDLE_READY_TIMEOUT = 120.0
 
@@ -206,6 +206,7 @@ class DockerBackend:
         undo.callback(_remove_tree, bottle_dir)
         config: BundleConfig = plan.bundle_config()
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
+        upstream_ca = copy_upstream_ca(plan, bottle_dir)
         (bottle_dir / "bundle.json").write_text(config.to_json())
         undo.callback(remove_container, self.client, plan.bundle_name)
         try:
@@ -221,10 +222,13 @@ class DockerBackend:
                 egress_network=plan.egress_network,
                 labels={**bottle_labels(plan), LABEL_ROLE: "bundle"},
                 readonly_files={
-                    str(GIT_KEYS_MOUNT / key.name): key for key in sorted(git_dir.iterdir())
-                }
-                if git_dir
-                else None,
+                    **(
+                        {str(GIT_KEYS_MOUNT / key.name): key for key in sorted(git_dir.iterdir())}
+                        if git_dir
+                        else {}
+                    ),
+                    **({str(UPSTREAM_CA_MOUNT): upstream_ca} if upstream_ca else {}),
+                },
                 extra_hosts=_test_hosts(),
             )
         except NameTaken as exc:

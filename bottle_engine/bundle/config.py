@@ -17,6 +17,7 @@ CONFIG_PATH = Path("/etc/bot-bottle/bundle.json")
 STATE_MOUNT = Path("/var/lib/bot-bottle")  # the bottle's host state dir, read-write
 SECRETS_MOUNT = Path("/run/bot-bottle/secrets")  # one file per secret, read-only
 GIT_KEYS_MOUNT = Path("/run/bot-bottle/git")  # identity files + known_hosts, read-only
+UPSTREAM_CA_MOUNT = Path("/run/bot-bottle/upstream-ca.pem")  # [egress] upstream_ca, read-only
 # The per-bottle CA certificate (no private key) the proxy writes under STATE_MOUNT/ca; the engine
 # copies it into the agent, which trusts it.
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"

@@ -62,6 +62,7 @@ class GitUpstream:
 @dataclass(frozen=True)
 class Egress:
     allow: tuple[str, ...]
+    upstream_ca: Path | None = None
 
     @property
     def rules(self) -> tuple[EgressRule, ...]:
@@ -187,7 +188,10 @@ def _bottle(name: str, raw: dict[str, Any], base: Path) -> Bottle:
         cpus=float(raw["cpus"]),
         memory=str(raw["memory"]),
         supervise=bool(raw["supervise"]),
-        egress=Egress(allow=tuple(egress["allow"])),
+        egress=Egress(
+            allow=tuple(egress["allow"]),
+            upstream_ca=_optional_path(base, egress.get("upstream_ca")),
+        ),
         secrets=secrets,
         git=git,
     )

@@ -43,6 +43,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "BB306": (Severity.WARNING, "git identity file does not exist"),
     "BB307": (Severity.WARNING, "secret file does not exist"),
     "BB308": (Severity.ERROR, "malformed branch glob"),
+    "BB309": (Severity.WARNING, "egress upstream_ca file does not exist"),
 }
 
 

@@ -318,6 +318,15 @@ BOTTLE_FIELDS = (
                 format=Format.EGRESS_RULE,
                 example='allow = ["api.anthropic.com", "*.npmjs.org", "pypi.org:443"]',
             ),
+            Field(
+                "upstream_ca",
+                Kind.STRING,
+                "Extra CA certificates (PEM), relative to this manifest, that the proxy trusts "
+                "when it verifies intercepted upstreams (hosts bound to a secret), beside the "
+                "system roots: for an internal registry, forge or API with its own CA.",
+                format=Format.PATH,
+                example='upstream_ca = "certs/internal-ca.pem"',
+            ),
         ),
     ),
     Field(

@@ -316,6 +316,16 @@ class _Checker:
                     "writes a starter Dockerfile",
                     value=key in bottle,
                 )
+        if "upstream_ca" in bottle.get("egress", {}):
+            upstream_ca = resolve_path(self.base, bottle["egress"]["upstream_ca"])
+            if not upstream_ca.is_file():
+                yield self.problem(
+                    "BB309",
+                    (*path, "egress", "upstream_ca"),
+                    f"bottles.{name}.egress.upstream_ca: {upstream_ca} does not exist; "
+                    "launching will fail until it does (relative to bottle.toml)",
+                    value=True,
+                )
         allow = bottle.get("egress", {}).get("allow", [])
         rules = [parse_egress_rule(entry) for entry in allow]
         for secret_name, secret in bottle.get("secrets", {}).items():

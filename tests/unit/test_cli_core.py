@@ -100,7 +100,7 @@ def test_validate_exits_0_when_there_are_only_warnings(
 ) -> None:
     code, out, _ = cli(capsys, "validate", "-f", str(CORPUS / "good" / "warnings_only.toml"))
     assert code == 0
-    assert [line.split(": ")[1] for line in out.splitlines()] == ["warning"] * 4
+    assert [line.split(": ")[1] for line in out.splitlines()] == ["warning"] * 5
 
 
 def test_validate_json_gives_positions_for_editors_and_scripts(
