@@ -155,18 +155,19 @@ def test_audit_log_has_one_line_per_request_with_its_decision(bed: BundleTestBed
     bed.fetch("https://api.test/audit-3", cafile=UPSTREAM_CA)
     bed.fetch("https://wild.test/audit-4", cafile=UPSTREAM_CA)
     bed.fetch("https://secret.test/audit-5", headers={"X-K": PLACEHOLDER}, cafile=BOTTLE_CA)
-    entries = _wait_for_entries(bed, before + 5)[before:]
-    summary = [(e.method, e.host, e.port, e.decision, e.kind) for e in entries]
+    entries = _wait_for_entries(bed, before + 6)[before:]
+    summary = [(e.method, e.host, e.port, e.decision, e.kind, e.stage) for e in entries]
     assert sorted(summary) == sorted(
         [
-            ("GET", "api.test", 80, "allow", "http"),
-            ("GET", "unlisted.invalid", 80, "deny", "http"),
-            ("CONNECT", "api.test", 443, "allow", "tunnel"),
-            ("CONNECT", "wild.test", 443, "deny", "connect"),
-            ("GET", "secret.test", 443, "allow", "intercepted"),
+            ("GET", "api.test", 80, "allow", "http", ""),
+            ("GET", "unlisted.invalid", 80, "deny", "http", ""),
+            ("CONNECT", "api.test", 443, "allow", "tunnel", "open"),
+            ("CONNECT", "api.test", 443, "allow", "tunnel", "close"),
+            ("CONNECT", "wild.test", 443, "deny", "connect", ""),
+            ("GET", "secret.test", 443, "allow", "intercepted", ""),
         ]
     )
-    tunnel = next(e for e in entries if e.kind == "tunnel")
+    tunnel = next(e for e in entries if e.kind == "tunnel" and e.stage == "close")
     assert tunnel.bytes_sent > 0 and tunnel.bytes_received > 0 and tunnel.rule == "api.test"
     denied = next(e for e in entries if e.host == "unlisted.invalid")
     assert denied.rule == "default-deny" and denied.status == 403
