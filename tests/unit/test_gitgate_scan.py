@@ -13,8 +13,8 @@ from bottle_engine.bundle.config import SecretBinding
 from bottle_engine.bundle.gitgate.scan import (
     Finding,
     KnownSecret,
-    Scanner,
     ScanLimits,
+    Scanner,
     known_secrets,
     text_views,
 )
