@@ -49,18 +49,30 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
     ("name", "data", "expected"),
     [
         ("plain", KEY_LINE.encode(), (1, "AWS Access Key", "")),
-        ("a line that looks like a diff header", f"++ /dev/null\n{KEY_LINE}".encode(), (2, "AWS Access Key", "")),
+        (
+            "a line that looks like a diff header",
+            f"++ /dev/null\n{KEY_LINE}".encode(),
+            (2, "AWS Access Key", ""),
+        ),
         ("one NUL byte", f"\0\n{KEY_LINE}".encode(), (3, "AWS Access Key", "binary content")),
         ("UTF-16 with BOM", KEY_LINE.encode("utf-16"), (1, "AWS Access Key", "UTF-16LE text")),
         ("UTF-16BE", KEY_LINE.encode("utf-16-be"), (1, "AWS Access Key", "UTF-16BE text")),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
-        ("a second gzip member", gzip.compress(b"hi\n") + gzip.compress(KEY_LINE.encode()), (2, "AWS Access Key", "gzip-inflated content")),
+        (
+            "a second gzip member",
+            gzip.compress(b"hi\n") + gzip.compress(KEY_LINE.encode()),
+            (2, "AWS Access Key", "gzip-inflated content"),
+        ),
         ("bzip2", bz2.compress(KEY_LINE.encode()), (1, "AWS Access Key", "bzip2-inflated content")),
-        ("a pragma comment", f"{KEY_LINE.strip()}  # pragma: allowlist secret\n".encode(), (1, "AWS Access Key", "")),
+        (
+            "a pragma comment",
+            f"{KEY_LINE.strip()}  # pragma: allowlist secret\n".encode(),
+            (1, "AWS Access Key", ""),
+        ),
         ("a $ prefix", f"key = ${AWS_KEY}\n".encode(), (1, "AWS Access Key", "")),
         ("a private key", PRIVATE_KEY.encode(), (1, "Private Key", "")),
     ],
-)  # fmt: skip
+)
 def test_a_secret_is_found_however_the_blob_stores_it(
     scanner: Scanner, name: str, data: bytes, expected: tuple[int, str, str]
 ) -> None:
@@ -92,12 +104,18 @@ def test_ordinary_code_has_no_findings(scanner: Scanner) -> None:
     [
         (f"token: {VALUE}\n".encode(), "value of the bottle's secret 'gh'"),
         (f"\0{PLACEHOLDER}".encode(), "placeholder of the bottle's secret 'gh'"),
-        (base64.b64encode(b"ab" + VALUE.encode()), "value of the bottle's secret 'gh', base64-encoded"),
-        (base64.urlsafe_b64encode(b"?" + VALUE.encode()), "value of the bottle's secret 'gh', base64-encoded"),
+        (
+            base64.b64encode(b"ab" + VALUE.encode()),
+            "value of the bottle's secret 'gh', base64-encoded",
+        ),
+        (
+            base64.urlsafe_b64encode(b"?" + VALUE.encode()),
+            "value of the bottle's secret 'gh', base64-encoded",
+        ),
         (VALUE.encode().hex().upper().encode(), "value of the bottle's secret 'gh', hex-encoded"),
         (gzip.compress(VALUE.encode()), "value of the bottle's secret 'gh'"),
     ],
-)  # fmt: skip
+)
 def test_the_bottles_own_secret_is_found_as_is_and_encoded(
     scanner: Scanner, data: bytes, label: str
 ) -> None:
