@@ -370,3 +370,22 @@ def test_chosen_subnet_is_always_free_and_inside_the_pool(
     subnet = choose_subnet(slug, str(pool), taken)
     assert subnet.prefixlen == 28 and subnet.subnet_of(pool)
     assert not any(subnet.overlaps(other) for other in taken)
+
+
+def test_protected_paths_are_relative_to_the_repository_holding_the_manifest(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from bottle_engine.lifecycle import git_protected_paths
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "ops").mkdir()
+    manifest = manifest_from(
+        '[agents.a]\n[bottles.b]\n[[bottles.b.git]]\nname = "origin"\nurl = "/srv/r.git"\n',
+        tmp_path / "ops",
+    )
+
+    paths = git_protected_paths(manifest)
+
+    assert paths[:2] == ("ops/bottle.toml", "ops/Dockerfile")
