@@ -10,7 +10,9 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bottle_engine.errors import BottleError
@@ -84,6 +86,85 @@ def is_ancestor(git_dir: Path, ancestor: str, descendant: str) -> bool:
     if result.returncode in (0, 1):
         return result.returncode == 0
     raise GitError(f"checking ancestry of {descendant[:12]}: {result.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `git cat-file --batch-check` says about one object."""
+
+    oid: str
+    type: str  # "commit", "tree", "blob", "tag", or "missing"
+    size: int
+
+
+def object_infos(git_dir: Path, oids: Sequence[str]) -> list[ObjectInfo]:
+    """Type and size of each object, in order, without reading any content."""
+    if not oids:
+        return []
+    output = run_git(
+        ["cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)"],
+        doing="reading object types",
+        git_dir=git_dir,
+        input_text="".join(f"{oid}\n" for oid in oids),
+    ).stdout
+    infos = []
+    for oid, line in zip(oids, output.splitlines(), strict=True):
+        fields = line.split()
+        if len(fields) == 2 and fields[1] == "missing":
+            infos.append(ObjectInfo(oid, "missing", 0))
+        else:
+            infos.append(ObjectInfo(fields[0], fields[1], int(fields[2])))
+    return infos
+
+
+def read_objects(git_dir: Path, oids: Sequence[str]) -> Iterator[tuple[ObjectInfo, bytes]]:
+    """The content of each object as bytes, streamed one object at a time (``cat-file --batch``).
+
+    The object names go in through a file rather than a pipe, so that git never waits on us to
+    read while we wait on it to read."""
+    if not oids:
+        return
+    with tempfile.TemporaryFile() as names:
+        names.write("".join(f"{oid}\n" for oid in oids).encode())
+        names.seek(0)
+        command = ["git", f"--git-dir={git_dir}", "cat-file", "--batch"]
+        try:
+            process = subprocess.Popen(command, stdin=names, stdout=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise GitError(
+                "reading objects: the `git` command is not installed",
+                fix="install git (e.g. `apt-get install git`)",
+            ) from exc
+        assert process.stdout is not None
+        try:
+            for _ in oids:
+                header = process.stdout.readline().decode("ascii", "replace").split()
+                if len(header) != 3:
+                    raise GitError(f"reading objects: unexpected answer from git: {header!r}")
+                info = ObjectInfo(header[0], header[1], int(header[2]))
+                content = process.stdout.read(info.size)
+                process.stdout.read(1)  # the newline after each object
+                if len(content) != info.size:
+                    raise GitError(f"reading object {info.oid}: git stopped short")
+                yield info, content
+        finally:
+            process.stdout.close()
+            process.kill()
+            process.wait()
+
+
+def toplevel(directory: Path) -> Path | None:
+    """The root of the git work tree holding `directory`, or None outside one (or without git)."""
+    try:
+        result = run_git(
+            ["rev-parse", "--show-toplevel"],
+            doing="finding the repository",
+            cwd=directory,
+            check=False,
+        )
+    except GitError:
+        return None
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
 
 
 def is_ssh_url(url: str) -> bool:

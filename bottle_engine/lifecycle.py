@@ -16,8 +16,10 @@ from bottle_engine import records, state
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.errors import BottleError
+from bottle_engine.git import toplevel
 from bottle_engine.manifest import load_manifest
-from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner
+from bottle_engine.manifest.model import Manifest
+from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner, manifest_reads, protected_paths
 from bottle_engine.probes import (
     ProbeReport,
     ProbeTargets,
@@ -47,7 +49,20 @@ def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None =
         launch_token=random_tokens.token_hex(16),
         backend_override=os.environ.get("BOTTLE_BACKEND") or None,
         shared_egress_network=os.environ.get("BOTTLE_EGRESS_NETWORK") or None,
+        git_protected_paths=git_protected_paths(manifest),
     )
+
+
+def git_protected_paths(manifest: Manifest) -> tuple[str, ...]:
+    """What the git gate refuses changes to: the files the manifest reads, relative to the root
+    of the repository holding the manifest (its own directory outside a repository, the best
+    guess of where an upstream's files land), as written and as symlinks resolve."""
+    if not any(bottle.git for bottle in manifest.bottles.values()):
+        return ()
+    root = (toplevel(manifest.directory) or manifest.directory).resolve()
+    reads = manifest_reads(manifest)
+    absolute = [path.absolute() for path in reads]
+    return protected_paths([*absolute, *(path.resolve() for path in absolute)], root)
 
 
 def launch(

@@ -31,6 +31,8 @@ from bottle_engine.bundle.config import (
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.model import Backend, GitUpstream, Manifest, Runtime
 
+SKILLS_DIR = Path("~/.claude/skills")  # where `skills` are copied from
+
 # Outside Docker's own default address pools (172.17-31.0.0/16, 192.168.0.0/16), which it hands
 # to networks created without a subnet and which could otherwise cover the whole pool.
 DEFAULT_SUBNET_POOL = "10.243.0.0/16"
@@ -104,6 +106,8 @@ class BottlePlan:
     user_env: Mapping[str, str] = field(default_factory=dict)
     shared_egress_network: str | None = None  # an existing network for the bundle's way out
     upstream_ca: Path | None = None  # extra CAs the proxy trusts upstream ([egress] upstream_ca)
+    # Repository-relative files the git gate refuses changes to (`protected_paths`).
+    git_protected_paths: tuple[str, ...] = ()
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -195,6 +199,8 @@ class BottlePlan:
                     push_branches=g.push_branches,
                     allow_force_push=g.allow_force_push,
                     allow_delete=g.allow_delete,
+                    allow_manifest_changes=g.allow_manifest_changes,
+                    protected_paths=self.git_protected_paths,
                     identity_file=str(GIT_KEYS_MOUNT / f"{g.name}.key") if g.identity else None,
                     known_hosts_file=(
                         str(GIT_KEYS_MOUNT / f"{g.name}.known_hosts") if g.known_host_key else None
@@ -239,6 +245,35 @@ class BottlePlan:
                 "ca_bundle": str(self.image.ca_bundle) if self.image.ca_bundle else None,
             },
         }
+
+
+def manifest_reads(manifest: Manifest) -> tuple[Path, ...]:
+    """Every file a launch of any agent of `manifest` reads, the manifest itself first."""
+    reads = [manifest.path]
+    for bottle in manifest.bottles.values():
+        reads += [bottle.dockerfile, Path(f"{bottle.dockerfile}.dockerignore")]
+        reads.append(bottle.context / ".dockerignore")
+        reads += [p for p in (bottle.ca_bundle, getattr(bottle.egress, "upstream_ca", None)) if p]
+        reads += [s.from_file for s in bottle.secrets.values() if s.from_file]
+        reads += [g.identity for g in bottle.git if g.identity]
+    for agent in manifest.agents.values():
+        reads += [agent.prompt_file] if agent.prompt_file else []
+        reads += [SKILLS_DIR.expanduser() / skill for skill in agent.skills]
+    return tuple(reads)
+
+
+def protected_paths(reads: Iterable[Path], repo_root: Path) -> tuple[str, ...]:
+    """The files of `reads` inside `repo_root`, relative to it: what a push through the git gate
+    may not change (unless allowed). Both the path as written and, where a symlink leads
+    elsewhere in the repository, the file it resolves to. Pure: resolving is done by the caller
+    passing resolved paths too."""
+    found: list[str] = []
+    for path in reads:
+        if path.is_relative_to(repo_root):
+            relative = path.relative_to(repo_root).as_posix()
+            if relative not in found and relative != ".":
+                found.append(relative)
+    return tuple(found)
 
 
 def base_slug(manifest_path: Path, agent: str) -> str:
@@ -316,6 +351,7 @@ class Planner:
     launch_token: str = "plan"
     backend_override: str | None = None
     shared_egress_network: str | None = None
+    git_protected_paths: tuple[str, ...] = ()
 
     @property
     def base_slug(self) -> str:
@@ -336,6 +372,7 @@ class Planner:
             launch_token=self.launch_token,
             backend_override=self.backend_override,
             shared_egress_network=self.shared_egress_network,
+            git_protected_paths=self.git_protected_paths,
         )
 
 
@@ -350,6 +387,7 @@ def plan_bottle(
     launch_token: str = "plan",
     backend_override: str | None = None,
     shared_egress_network: str | None = None,
+    git_protected_paths: tuple[str, ...] = (),
 ) -> BottlePlan:
     """Decide everything about launching `agent_name` from `manifest`."""
     agent = manifest.agents.get(agent_name)
@@ -409,4 +447,5 @@ def plan_bottle(
         ),
         user_env=bottle.env,
         shared_egress_network=shared_egress_network,
+        git_protected_paths=git_protected_paths,
     )

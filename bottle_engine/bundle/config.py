@@ -22,6 +22,16 @@ UPSTREAM_CA_MOUNT = Path("/run/bot-bottle/upstream-ca.pem")  # [egress] upstream
 # copies it into the agent, which trusts it.
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"
 
+# The git gate's bounds on one push (README: "The git gate"). Beyond any of them the push is
+# refused, never forwarded unscanned.
+MIB = 1024 * 1024
+DEFAULT_MAX_PUSH_BYTES = 32 * MIB  # the pack the agent sends (receive.maxInputSize)
+DEFAULT_MAX_BLOB_BYTES = 8 * MIB  # one blob, or what a compressed blob inflates to
+DEFAULT_MAX_SCAN_BYTES = 32 * MIB  # all text the scanner reads for one push (0.5-3 MB/s)
+# Protected at any depth whatever the manifest's place in the repository: a bottle.toml in the
+# pushed tree is one someone may launch later.
+MANIFEST_NAME = "bottle.toml"
+
 EGRESS_PORT = 8888
 GIT_GATE_PORT = 9418
 SUPERVISE_PORT = 9100
@@ -48,6 +58,12 @@ class GitUpstreamConfig:
     allow_delete: bool = False
     identity_file: str | None = None  # path inside the bundle container
     known_hosts_file: str | None = None  # path inside the bundle container
+    # Off: a push that changes a bottle.toml or a file the manifest reads is refused.
+    allow_manifest_changes: bool = False
+    protected_paths: tuple[str, ...] = ()  # repository-relative, computed by the engine
+    max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,13 @@ class BundleConfig:
                 for s in raw.get("secrets", ())
             ),
             git=tuple(
-                GitUpstreamConfig(**{**g, "push_branches": tuple(g["push_branches"])})
+                GitUpstreamConfig(
+                    **{
+                        **g,
+                        "push_branches": tuple(g["push_branches"]),
+                        "protected_paths": tuple(g.get("protected_paths", ())),
+                    }
+                )
                 for g in raw.get("git", ())
             ),
             supervise=bool(raw.get("supervise", False)),

@@ -57,6 +57,7 @@ class GitUpstream:
     push_branches: tuple[str, ...]
     allow_force_push: bool
     allow_delete: bool
+    allow_manifest_changes: bool
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def _bottle(name: str, raw: dict[str, Any], base: Path) -> Bottle:
             push_branches=tuple(values["push_branches"]),
             allow_force_push=bool(values["allow_force_push"]),
             allow_delete=bool(values["allow_delete"]),
+            allow_manifest_changes=bool(values["allow_manifest_changes"]),
         )
         for values in ({**schema.defaults_of(git_field), **g} for g in raw.get("git", []))
     )

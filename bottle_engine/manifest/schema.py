@@ -205,6 +205,15 @@ GIT_FIELDS = (
         "Let the agent delete the allowed branches.",
         default=False,
     ),
+    Field(
+        "allow_manifest_changes",
+        Kind.BOOLEAN,
+        "Let the agent push changes to a `bottle.toml` (at any depth) or to a file this "
+        "manifest reads (Dockerfile, prompt files, ...). Off, such a push is refused naming "
+        "the file: a manifest decides what leaves a bottle, so it changes outside the bottle.",
+        default=False,
+        example="allow_manifest_changes = true",
+    ),
 )
 
 BOTTLE_FIELDS = (

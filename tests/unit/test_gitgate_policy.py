@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bottle_engine.bundle.config import GitUpstreamConfig
-from bottle_engine.bundle.gitgate.policy import RefUpdate, decide
+from bottle_engine.bundle.gitgate.policy import RefUpdate, decide, touches_manifest
 from bottle_engine.git import ZERO_OID
 
 OLD = "1" * 40
@@ -102,3 +102,21 @@ def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:
 
     assert "allow_force_push" in decision.message
     assert "rebase or merge" in decision.message
+
+
+@pytest.mark.parametrize(
+    ("path", "touches"),
+    [
+        ("bottle.toml", True),
+        ("deep/down/bottle.toml", True),
+        ("deep/BOTTLE.TOML", True),  # what a case-insensitive disk opens as bottle.toml
+        ("Dockerfile", True),
+        ("dockerfile", True),
+        ("agents/reviewer.md", True),
+        ("sub/Dockerfile", False),
+        ("bottle.toml.bak", False),
+        ("src/app.py", False),
+    ],
+)
+def test_manifest_paths_the_gate_guards(path: str, touches: bool) -> None:
+    assert touches_manifest(path, ("Dockerfile", "agents/reviewer.md")) is touches

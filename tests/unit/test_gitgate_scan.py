@@ -1,105 +1,196 @@
-"""Secret scanning of pushed commits: what is found, and where (file and line)."""
+"""Secret scanning of stored bytes: what is found, where, and what is refused unscanned."""
 
 from __future__ import annotations
 
+import base64
+import bz2
+import gzip
 from pathlib import Path
+
+import pytest
 
 from bottle_engine.bundle.config import SecretBinding
 from bottle_engine.bundle.gitgate.scan import (
-    AddedLine,
     Finding,
     KnownSecret,
-    added_lines,
+    ScanLimits,
+    Scanner,
     known_secrets,
-    scan_commit_diff,
+    text_views,
 )
 
 COMMIT = "c" * 40
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
-PRIVATE_KEY = [
-    "-----BEGIN OPENSSH PRIVATE KEY-----",
-    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
-    "-----END OPENSSH PRIVATE KEY-----",
-]
+KEY_LINE = f"aws_access_key_id = '{AWS_KEY}'\n"
+PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
+VALUE = "plain-looking-value-42"
+PLACEHOLDER = "bbph_" + "0123456789abcdef" * 2
 
 
-def diff_adding(path: str, start: int, lines: list[str]) -> str:
-    body = "\n".join("+" + line for line in lines)
-    return (
-        f"diff --git a/{path} b/{path}\n"
-        "index 1111111..2222222 100644\n"
-        f"--- a/{path}\n"
-        f"+++ b/{path}\n"
-        f"@@ -{start - 1},0 +{start},{len(lines)} @@\n"
-        f"{body}\n"
-    )
-
-
-def test_added_lines_carry_the_new_files_line_numbers() -> None:
-    diff = (
-        diff_adding("src/a.py", 10, ["x = 1", "y = 2"])
-        + "@@ -20 +22 @@\n-old\n+new\n"
-        + "diff --git a/gone.txt b/gone.txt\ndeleted file mode 100644\n"
-        + "--- a/gone.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n"
-    )
-
-    assert list(added_lines(diff)) == [
-        AddedLine("src/a.py", 10, "x = 1"),
-        AddedLine("src/a.py", 11, "y = 2"),
-        AddedLine("src/a.py", 22, "new"),
-    ]
-
-
-def test_an_aws_access_key_is_found_at_its_file_and_line() -> None:
-    diff = diff_adding("deploy/settings.py", 7, ["region = 'eu-west-1'", f"key = '{AWS_KEY}'"])
-
-    assert scan_commit_diff(COMMIT, diff, []) == [
-        Finding(COMMIT, "deploy/settings.py", 8, "AWS Access Key")
-    ]
-
-
-def test_a_private_key_is_found_at_its_first_line() -> None:
-    findings = scan_commit_diff(COMMIT, diff_adding("keys/id_ed25519", 1, PRIVATE_KEY), [])
-
-    assert Finding(COMMIT, "keys/id_ed25519", 1, "Private Key") in findings
-
-
-def test_ordinary_code_has_no_findings() -> None:
-    diff = diff_adding("app.py", 1, ["def add(a, b):", "    return a + b"])
-
-    assert scan_commit_diff(COMMIT, diff, []) == []
-
-
-def test_the_bottles_own_secret_value_and_placeholder_are_found(tmp_path: Path) -> None:
-    value_file = tmp_path / "github_token"
-    value_file.write_text("plain-looking-value-42\n")
-    secrets = known_secrets(
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    return Scanner(
         [
-            SecretBinding(
-                "github_token", "BOTTLE_PLACEHOLDER_GH", ("api.github.com",), str(value_file)
-            )
+            KnownSecret(VALUE, "value of the bottle's secret 'gh'"),
+            KnownSecret(PLACEHOLDER, "placeholder of the bottle's secret 'gh'"),
         ]
     )
-    diff = diff_adding(
-        "notes.md", 3, ["token: plain-looking-value-42", "also BOTTLE_PLACEHOLDER_GH"]
+
+
+def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
+    return [(f.line, f.kind, f.view) for f in findings]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("plain", KEY_LINE.encode(), (1, "AWS Access Key", "")),
+        (
+            "a line that looks like a diff header",
+            f"++ /dev/null\n{KEY_LINE}".encode(),
+            (2, "AWS Access Key", ""),
+        ),
+        ("one NUL byte", f"\0\n{KEY_LINE}".encode(), (3, "AWS Access Key", "binary content")),
+        ("UTF-16 with BOM", KEY_LINE.encode("utf-16"), (1, "AWS Access Key", "UTF-16LE text")),
+        ("UTF-16BE", KEY_LINE.encode("utf-16-be"), (1, "AWS Access Key", "UTF-16BE text")),
+        ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
+        (
+            "a second gzip member",
+            gzip.compress(b"hi\n") + gzip.compress(KEY_LINE.encode()),
+            (2, "AWS Access Key", "gzip-inflated content"),
+        ),
+        ("bzip2", bz2.compress(KEY_LINE.encode()), (1, "AWS Access Key", "bzip2-inflated content")),
+        (
+            "a pragma comment",
+            f"{KEY_LINE.strip()}  # pragma: allowlist secret\n".encode(),
+            (1, "AWS Access Key", ""),
+        ),
+        ("a $ prefix", f"key = ${AWS_KEY}\n".encode(), (1, "AWS Access Key", "")),
+        ("a private key", PRIVATE_KEY.encode(), (1, "Private Key", "")),
+    ],
+)
+def test_a_secret_is_found_however_the_blob_stores_it(
+    scanner: Scanner, name: str, data: bytes, expected: tuple[int, str, str]
+) -> None:
+    # Either UTF-16 reading finds a run of the other, one byte on: both views name UTF-16.
+    found = [
+        (line, kind, view.replace("BE", "LE"))
+        for line, kind, view in kinds(scanner.blob(COMMIT, "x.txt", data))
+    ]
+    assert (expected[0], expected[1], expected[2].replace("BE", "LE")) in found, name
+
+
+@pytest.mark.parametrize("path", ["logo.png", "yarn.lock", "package-lock.json", "api.swagger.yaml"])
+def test_file_names_the_agent_chose_skip_nothing(scanner: Scanner, path: str) -> None:
+    assert [f.kind for f in scanner.blob(COMMIT, path, KEY_LINE.encode())] == ["AWS Access Key"]
+
+
+def test_a_secret_past_a_long_line_window_is_found(scanner: Scanner) -> None:
+    data = ("x" * 10_000 + " " + KEY_LINE).encode()
+
+    assert [f.kind for f in scanner.blob(COMMIT, "min.js", data)] == ["AWS Access Key"]
+
+
+def test_ordinary_code_has_no_findings(scanner: Scanner) -> None:
+    assert scanner.blob(COMMIT, "app.py", b"def add(a, b):\n    return a + b\n") == []
+
+
+@pytest.mark.parametrize(
+    ("data", "label"),
+    [
+        (f"token: {VALUE}\n".encode(), "value of the bottle's secret 'gh'"),
+        (f"\0{PLACEHOLDER}".encode(), "placeholder of the bottle's secret 'gh'"),
+        (
+            base64.b64encode(b"ab" + VALUE.encode()),
+            "value of the bottle's secret 'gh', base64-encoded",
+        ),
+        (
+            base64.urlsafe_b64encode(b"?" + VALUE.encode()),
+            "value of the bottle's secret 'gh', base64-encoded",
+        ),
+        (VALUE.encode().hex().upper().encode(), "value of the bottle's secret 'gh', hex-encoded"),
+        (gzip.compress(VALUE.encode()), "value of the bottle's secret 'gh'"),
+    ],
+)
+def test_the_bottles_own_secret_is_found_as_is_and_encoded(
+    scanner: Scanner, data: bytes, label: str
+) -> None:
+    findings = scanner.blob(COMMIT, "notes.md", data)
+
+    assert label in [f.kind for f in findings]
+    assert all(VALUE not in f.describe() and PLACEHOLDER not in f.describe() for f in findings)
+
+
+def test_a_commit_object_is_read_whole_author_and_message(scanner: Scanner) -> None:
+    commit = (
+        f"tree {'a' * 40}\nauthor {AWS_KEY} <a@b.invalid> 0 +0000\n"
+        f"committer A <a@b.invalid> 0 +0000\n\nfix\n\n{VALUE}\n"
+    ).encode()
+
+    found = kinds(scanner.message(COMMIT, "the commit message and headers", commit))
+
+    assert (2, "AWS Access Key", "") in found
+    assert (7, "value of the bottle's secret 'gh'", "") in found
+
+
+def test_a_name_holding_a_secret_is_not_repeated(scanner: Scanner) -> None:
+    [finding] = scanner.name(COMMIT, "a file or directory name", f"docs/{AWS_KEY}.md")
+
+    assert finding.describe() == f"commit {COMMIT[:12]}: a file or directory name: AWS Access Key"
+
+
+def test_inflating_past_the_bound_is_refused_not_skipped() -> None:
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    [finding] = scanner.blob(COMMIT, "bomb.gz", gzip.compress(b"\0" * 5000))
+
+    assert finding.kind.startswith("refused unscanned: gzip content inflates beyond")
+
+
+def test_the_push_budget_is_charged_across_blobs_and_then_refuses() -> None:
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=1500))
+
+    assert scanner.blob(COMMIT, "a.txt", b"a" * 800) == []
+    [finding] = scanner.blob(COMMIT, "b.txt", b"b" * 800)
+
+    assert "more than 1500 bytes of scanning" in finding.kind
+    assert scanner.exhausted
+
+
+def test_views_of_a_blob_with_utf16_and_nul() -> None:
+    data = b"\x00abc\x00" + "secret-ish text".encode("utf-16-le")
+
+    views = dict(text_views(data, 10**6))
+
+    assert views["UTF-16LE text"].endswith("secret-ish text")
+    assert "binary content" in views
+
+
+def test_finding_description_escapes_what_the_agent_named() -> None:
+    finding = Finding(COMMIT, "a\x1b[2Jb\nc.txt", 4, "AWS Access Key")
+
+    assert finding.describe() == f"commit {COMMIT[:12]}: a\\x1b[2Jb\\nc.txt:4: AWS Access Key"
+
+
+def test_the_bottles_secret_value_and_placeholder_are_read_from_the_bindings(
+    tmp_path: Path,
+) -> None:
+    value_file = tmp_path / "gh"
+    value_file.write_text(VALUE + "\n")
+
+    found = known_secrets(
+        [
+            SecretBinding("gh", PLACEHOLDER, ("api.github.com",), str(value_file)),
+            SecretBinding("t", "PH_T", (), "/nonexistent/secret"),
+        ]
     )
 
-    findings = scan_commit_diff(COMMIT, diff, secrets)
-
-    assert [(f.line, f.kind) for f in findings] == [
-        (3, "value of the bottle's secret 'github_token'"),
-        (4, "placeholder of the bottle's secret 'github_token'"),
+    assert found == [
+        KnownSecret(PLACEHOLDER, "placeholder of the bottle's secret 'gh'"),
+        KnownSecret(VALUE, "value of the bottle's secret 'gh'"),
+        KnownSecret("PH_T", "placeholder of the bottle's secret 't'"),
     ]
-    assert all("plain-looking-value-42" not in f.describe() for f in findings)
-
-
-def test_a_secret_file_that_is_not_mounted_still_leaves_the_placeholder_check() -> None:
-    secrets = known_secrets([SecretBinding("t", "PH_T", (), "/nonexistent/secret")])
-
-    assert secrets == [KnownSecret("PH_T", "placeholder of the bottle's secret 't'")]
-
-
-def test_finding_description_names_commit_file_and_line() -> None:
-    finding = Finding(COMMIT, "a/b.env", 4, "AWS Access Key")
-
-    assert finding.describe() == f"commit {COMMIT[:12]}: a/b.env:4: AWS Access Key"

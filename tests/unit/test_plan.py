@@ -21,8 +21,10 @@ from bottle_engine.plan import (
     base_slug,
     choose_subnet,
     instance_slugs,
+    manifest_reads,
     placeholder_for,
     plan_bottle,
+    protected_paths,
 )
 
 CORPUS = Path(__file__).resolve().parent.parent / "manifests" / "good"
@@ -276,6 +278,30 @@ def test_bundle_config_mirrors_the_plan(full: BottlePlan) -> None:
     assert docs.identity_file is None and docs.known_hosts_file is None
 
 
+def test_the_git_gate_guards_the_files_the_manifest_reads(tmp_path: Path) -> None:
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "a.md").write_text("Review.\n")
+    manifest = manifest_from(
+        '[agents.a]\nprompt_file = "agents/a.md"\n[bottles.b]\ncontext = "."\n'
+        '[bottles.b.secrets.T]\nfrom_file = "~/.t"\nhosts = ["x.invalid"]\n'
+        '[[bottles.b.git]]\nname = "origin"\nurl = "/srv/r.git"\n',
+        tmp_path,
+    )
+
+    paths = protected_paths(manifest_reads(manifest), tmp_path)
+    plan = plan_bottle(manifest, "a", git_protected_paths=paths)
+
+    assert paths == (
+        "bottle.toml",
+        "Dockerfile",
+        "Dockerfile.dockerignore",
+        ".dockerignore",
+        "agents/a.md",
+    )
+    [origin] = plan.bundle_config().git
+    assert origin.protected_paths == paths and origin.allow_manifest_changes is False
+
+
 def test_plan_json_lists_what_a_launch_needs(full: BottlePlan) -> None:
     data = full.to_json()
     assert data["bundle_ip"] == full.bundle_ip and data["subnet"] == str(full.subnet)
@@ -344,3 +370,22 @@ def test_chosen_subnet_is_always_free_and_inside_the_pool(
     subnet = choose_subnet(slug, str(pool), taken)
     assert subnet.prefixlen == 28 and subnet.subnet_of(pool)
     assert not any(subnet.overlaps(other) for other in taken)
+
+
+def test_protected_paths_are_relative_to_the_repository_holding_the_manifest(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from bottle_engine.lifecycle import git_protected_paths
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "ops").mkdir()
+    manifest = manifest_from(
+        '[agents.a]\n[bottles.b]\n[[bottles.b.git]]\nname = "origin"\nurl = "/srv/r.git"\n',
+        tmp_path / "ops",
+    )
+
+    paths = git_protected_paths(manifest)
+
+    assert paths[:2] == ("ops/bottle.toml", "ops/Dockerfile")

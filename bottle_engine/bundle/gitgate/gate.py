@@ -2,9 +2,11 @@
 
 Each upstream gets a bare repository ``<repos_dir>/<name>.git`` served by ``git daemon``. Before
 every clone, fetch or push (the daemon's access hook) the gate mirrors the upstream's branches
-and tags into it; the pre-receive hook decides each pushed ref with `policy.decide`, scans the
-new commits, and forwards the accepted push to the upstream before the gate's own refs move,
-so the agent's push succeeds exactly when the upstream took it.
+and tags into it. The pre-receive hook decides each pushed ref with `policy.decide`, refuses a
+value that is not a commit, scans every object the push would send as stored bytes (`scan`),
+refuses changes to the manifest and the files it reads (unless the upstream allows them), and
+only then forwards the push to the upstream, before the gate's own refs move, so the agent's
+push succeeds exactly when the upstream took it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
-from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide
-from bottle_engine.bundle.gitgate.scan import Finding, known_secrets, scan_commit_diff
+from bottle_engine.bundle.gitgate.objects import NewObject, changed_paths, infos, new_objects
+from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
+from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
+from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import (
     GitError,
     is_ancestor,
     is_local_url,
     is_ssh_url,
+    object_infos,
+    read_objects,
     run_git,
     ssh_command,
 )
@@ -83,6 +89,11 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
             ("receive.denyDeletes", "false"),
             ("core.logAllRefUpdates", "false"),
             ("gc.auto", "0"),
+            # Bounds the pack the agent sends; receive-pack stops reading past it.
+            ("receive.maxInputSize", str(upstream.max_push_bytes)),
+            # Malformed objects (a tree naming `.git` or `..`, bad modes) never enter the gate,
+            # so they can neither reach the upstream nor a checkout a person makes later.
+            ("receive.fsckObjects", "true"),
         ):
             run_git(["config", key, value], doing="configuring the gate repo", git_dir=git_dir)
         _write_script(
@@ -168,60 +179,165 @@ def parse_updates(stdin_text: str) -> list[RefUpdate]:
 def judge_push(
     git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, updates: list[RefUpdate]
 ) -> tuple[list[tuple[RefUpdate, Decision]], Verdict | None]:
-    """Policy and secret scan for a push; returns the decisions and a refusal if any."""
+    """Policy, object types, secret scan and manifest guard for a push; returns the decisions
+    and a refusal if any. Nothing is forwarded unless every pushed value passed all four."""
     decisions = []
     for update in updates:
-        ancestor = is_ancestor(git_dir, update.old, update.new) if update.kind == "update" else None
+        ancestor = None
+        if update.kind == "update" and _is_commit(git_dir, update.new):
+            ancestor = is_ancestor(git_dir, update.old, update.new)
         decisions.append((update, decide(update, ancestor, upstream)))
     refused = [d.message for _, d in decisions if not d.allowed]
     if refused:
         return decisions, Verdict(False, ("push refused by the branch policy:", *refused))
-    findings = scan_push(git_dir, config, [u for u, _ in decisions if u.kind != "delete"])
+    pushed = [u for u, _ in decisions if u.kind != "delete"]
+    not_commits = non_commit_values(git_dir, pushed)
+    if not_commits:
+        return decisions, Verdict(
+            False,
+            (
+                "push refused: a branch can only point at a commit:",
+                *not_commits,
+                "push commits (e.g. `git push origin HEAD:refs/heads/BRANCH`)",
+            ),
+        )
+    objects = new_objects(git_dir, [u.new for u in pushed])
+    findings = scan_push(git_dir, config, upstream, pushed, objects)
     if findings:
         return decisions, Verdict(
             False,
             (
-                "push refused: the pushed commits add secrets:",
-                *(f.describe() for f in findings),
+                "push refused: the pushed objects hold secrets or cannot be scanned:",
+                *(f.describe() for f in findings[:MAX_REPORTED]),
+                *_more(len(findings)),
                 "remove them from every commit (e.g. `git rebase -i`, or `git commit --amend`) "
                 "and push again; secrets reach services only through the bottle's proxy",
             ),
         )
+    if not upstream.allow_manifest_changes:
+        changes = manifest_changes(git_dir, upstream, objects)
+        if changes:
+            return decisions, Verdict(
+                False,
+                (
+                    "push refused: it changes the bottle's manifest or a file the manifest "
+                    "reads, which decide what leaves the bottle:",
+                    *changes[:MAX_REPORTED],
+                    *_more(len(changes)),
+                    "leave these files as they are (a person changes them outside the bottle), "
+                    f"or set allow_manifest_changes = true for git upstream {upstream.name!r} "
+                    "in bottle.toml",
+                ),
+            )
     return decisions, None
 
 
-def scan_push(git_dir: Path, config: BundleConfig, updates: list[RefUpdate]) -> list[Finding]:
-    """Findings in every commit the push brings that the gate (the upstream mirror) lacks."""
-    if not updates:
-        return []
-    commits = run_git(
-        ["rev-list", "--reverse", "--topo-order", *(u.new for u in updates), "--not", "--all"],
-        doing="listing the pushed commits",
-        git_dir=git_dir,
-    ).stdout.split()
-    secrets = known_secrets(config.secrets)
+MAX_REPORTED = 50  # refusal lines per reason; the rest are counted
+
+
+def _more(count: int) -> tuple[str, ...]:
+    return (f"... and {count - MAX_REPORTED} more",) if count > MAX_REPORTED else ()
+
+
+def _is_commit(git_dir: Path, oid: str) -> bool:
+    return object_infos(git_dir, [oid])[0].type == "commit"
+
+
+def non_commit_values(git_dir: Path, updates: list[RefUpdate]) -> list[str]:
+    """A line per pushed ref whose new value is not a commit (a blob, a tree, an annotated tag).
+
+    Checked before anything is forwarded: a forwarding push of such a value would make the
+    upstream store it before refusing the ref update."""
+    found = []
+    for update, info in zip(updates, object_infos(git_dir, [u.new for u in updates]), strict=True):
+        if info.type != "commit":
+            found.append(
+                f"{safe_text(update.ref)}: the pushed value {update.new[:12]} is a {info.type} "
+                "object, not a commit"
+            )
+    return found
+
+
+def scan_push(
+    git_dir: Path,
+    config: BundleConfig,
+    upstream: GitUpstreamConfig,
+    updates: list[RefUpdate],
+    objects: list[NewObject],
+) -> list[Finding]:
+    """Findings in everything the push would send upstream: ref names, path names, every new
+    blob as bytes, and every new commit and tag object whole (message, author, committer)."""
+    limits = ScanLimits(upstream.max_blob_bytes, upstream.max_scan_bytes)
+    scanner = Scanner(known_secrets(config.secrets), limits)
     findings: list[Finding] = []
-    for commit in commits:
-        diff = run_git(
-            [
-                "diff-tree",
-                "-p",
-                "-U0",
-                "--root",
-                "-m",
-                "--first-parent",  # a merge is judged by what it adds to the branch it lands on
-                "--no-renames",
-                "--no-color",
-                "--no-ext-diff",
-                "--no-textconv",
-                "--no-commit-id",
-                commit,
-            ],
-            doing=f"reading commit {commit[:12]}",
-            git_dir=git_dir,
-        ).stdout
-        findings.extend(scan_commit_diff(commit, diff, secrets))
+    for update in updates:
+        findings += scanner.name("", "the name of a pushed ref", update.ref)
+    types = infos(git_dir, [o.oid for o in objects])
+    secret_names = set()
+    names = [o for o in objects if o.path]
+    for obj in names:
+        found = scanner.name(obj.commit, "a file or directory name", obj.path)
+        if found:
+            secret_names.add(obj.path)
+            findings += found
+    to_read = []
+    budget = 0
+    for obj in objects:
+        info = types[obj.oid]
+        if info.type not in ("blob", "commit", "tag"):
+            continue
+        if info.type == "blob" and info.size > limits.max_blob_bytes:
+            findings.append(
+                Finding(
+                    obj.commit,
+                    _shown_path(obj, secret_names),
+                    None,
+                    f"refused unscanned: {info.size} bytes, over the bound of "
+                    f"{limits.max_blob_bytes} bytes per file",
+                )
+            )
+            continue
+        budget += info.size
+        to_read.append(obj)
+    if budget > limits.max_scan_bytes:
+        findings.append(
+            Finding(
+                "",
+                "the push",
+                None,
+                f"refused unscanned: {budget} bytes of new objects, over the bound of "
+                f"{limits.max_scan_bytes} bytes per push",
+            )
+        )
+        return findings
+    by_oid = {obj.oid: obj for obj in to_read}
+    for info, content in read_objects(git_dir, list(by_oid)):
+        obj = by_oid[info.oid]
+        if info.type == "blob":
+            findings += scanner.blob(obj.commit, _shown_path(obj, secret_names), content)
+        else:
+            what = "the commit message and headers" if info.type == "commit" else "a tag object"
+            findings += scanner.message(obj.commit, what, content)
+        if scanner.exhausted:
+            break
     return findings
+
+
+def _shown_path(obj: NewObject, secret_names: set[str]) -> str:
+    """The path to show for `obj`; never one whose name holds a secret."""
+    return "(a path whose name holds a secret)" if obj.path in secret_names else obj.path
+
+
+def manifest_changes(
+    git_dir: Path, upstream: GitUpstreamConfig, objects: list[NewObject]
+) -> list[str]:
+    """A line per new commit and path that changes the manifest or a file it reads."""
+    lines = []
+    for commit in [o.oid for o in objects if o.commit == o.oid]:
+        for path in changed_paths(git_dir, commit):
+            if touches_manifest(path, upstream.protected_paths):
+                lines.append(f"commit {commit[:12]}: {safe_text(path, 300)}")
+    return lines
 
 
 def forward(

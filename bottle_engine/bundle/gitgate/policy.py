@@ -6,11 +6,13 @@ from bottle.toml; the hook gathers those facts and acts on the answer.
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from bottle_engine.bundle.config import GitUpstreamConfig
+from bottle_engine.bundle.config import MANIFEST_NAME, GitUpstreamConfig
 from bottle_engine.git import ZERO_OID
 
 BRANCH_PREFIX = "refs/heads/"
@@ -91,3 +93,17 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
         f"{update.old[:12]}): allow_force_push is off for git upstream {upstream.name!r}; "
         "fetch, rebase or merge onto the current branch and push again",
     )
+
+
+def _folded(path: str) -> str:
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def touches_manifest(path: str, protected: Iterable[str]) -> bool:
+    """Whether a change to `path` (repository-relative) changes what a launch reads: a
+    bottle.toml at any depth, or one of the paths the engine protects. Compared case-folded and
+    NFC-normalised, as a case-insensitive or normalising file system (macOS) would open them."""
+    folded = _folded(path)
+    if folded.rsplit("/", 1)[-1] == MANIFEST_NAME:
+        return True
+    return any(folded == _folded(other) for other in protected)

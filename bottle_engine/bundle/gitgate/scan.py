@@ -1,15 +1,71 @@
-"""Secret scanning of pushed commits: detect-secrets over the added lines of each commit, plus
-the bottle's own secret values and placeholders (which no detector would recognise)."""
+"""Secret scanning of what a push stores: every new blob as bytes, every commit and tag object,
+every path and ref name. Pure: bytes and names in, findings out; `objects.py` reads them from git.
+
+What is looked at, for each blob:
+* the bytes as stored, as text (UTF-8, undecodable bytes replaced, NUL bytes as line breaks, so
+  a file with one NUL byte is still read line by line);
+* the runs of ASCII text stored as UTF-16 (little and big endian) or UTF-32, as ``strings -el``
+  finds them, wherever they are in the blob;
+* the content of a gzip, zlib, bzip2 or xz stream that starts the blob, inflated up to the blob
+  bound (inflating further is refused, not skipped), and read the same way, one level deep.
+
+On each line, every detect-secrets plugin runs. No filter that reads something the agent chose
+decides what is skipped: detect-secrets' file-name filters (``*.png``, lock files, swagger) and
+its ``pragma: allowlist secret`` comments are not used. The pattern detectors (AWS keys, private
+keys, tokens) are never filtered; only the guessing ones (high entropy, secret keywords, public
+IPs) keep detect-secrets' heuristics against false positives, which an agent can evade anyway by
+encoding or splitting a secret. The bottle's own secret values and placeholders are searched in
+every view as they are, base64-encoded (any alignment, standard and URL-safe alphabets) and
+hex-encoded. A finding names the commit, the path and the kind, never the value.
+"""
 
 from __future__ import annotations
 
+import base64
+import bz2
+import lzma
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bottle_engine.bundle.config import SecretBinding
+from bottle_engine.bundle.config import (
+    DEFAULT_MAX_BLOB_BYTES,
+    DEFAULT_MAX_SCAN_BYTES,
+    SecretBinding,
+)
+from bottle_engine.display import safe_text
+
+LINE_WINDOW = 4096  # longer lines are read in overlapping windows, bounding regex work per call
+WINDOW_OVERLAP = 512  # a secret up to this long is whole in some window
+BLOCK_LINES = 256  # lines per block for the plugins' whole-block pre-check
+MIN_STRING_RUN = 8  # shortest UTF-16/32 run worth reading (no secret is shorter)
+MIN_NEEDLE = 8  # encoded forms shorter than this would match by chance
+
+# The plugins whose findings are guesses; detect-secrets' content heuristics apply to them only.
+GUESSING_PLUGINS = frozenset(
+    {"Base64HighEntropyString", "HexHighEntropyString", "KeywordDetector", "IPPublicDetector"}
+)
+
+_WIDE_RUNS = (
+    ("UTF-16LE text", re.compile(rb"(?:[\x20-\x7e]\x00){%d,}" % MIN_STRING_RUN), "utf-16-le"),
+    ("UTF-16BE text", re.compile(rb"(?:\x00[\x20-\x7e]){%d,}" % MIN_STRING_RUN), "utf-16-be"),
+    (
+        "UTF-32LE text",
+        re.compile(rb"(?:[\x20-\x7e]\x00\x00\x00){%d,}" % MIN_STRING_RUN),
+        "utf-32-le",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """How much the gate reads for one push; beyond a bound the push is refused, never skipped."""
+
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES
 
 
 @dataclass(frozen=True)
@@ -22,48 +78,31 @@ class KnownSecret:
 
 @dataclass(frozen=True)
 class Finding:
-    """A secret found on an added line of one commit."""
+    """Why a push is refused: a secret (or an unscannable object) in one commit.
+
+    `path` is a file path, or what was read ("the commit message and headers"); `line` is the
+    line in the `view` the scanner read ("" for the bytes as stored)."""
 
     commit: str
     path: str
-    line: int
+    line: int | None
     kind: str
+    view: str = ""
 
     def describe(self) -> str:
-        return f"commit {self.commit[:12]}: {self.path}:{self.line}: {self.kind}"
+        where = safe_text(self.path, 300) + (f":{self.line}" if self.line is not None else "")
+        text = (f"commit {self.commit[:12]}: " if self.commit else "") + f"{where}: {self.kind}"
+        return text + (f" (in its {self.view})" if self.view else "")
+
+
+class _TooLarge(Exception):
+    """Reading on would pass a bound; the message says which."""
 
 
 @dataclass(frozen=True)
-class AddedLine:
-    path: str
-    line: int
-    text: str
-
-
-_FILE_HEADER = re.compile(r"^\+\+\+ (?:b/)?(.*)$")
-_HUNK_HEADER = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
-
-
-def added_lines(diff: str) -> Iterator[AddedLine]:
-    """The added lines of a unified diff (``git diff -U0``), with their new-file line numbers."""
-    path: str | None = None
-    line_no = 0
-    for raw in diff.splitlines():
-        if raw.startswith("+++ "):
-            match = _FILE_HEADER.match(raw)
-            path = None if raw == "+++ /dev/null" or match is None else match.group(1)
-            continue
-        hunk = _HUNK_HEADER.match(raw)
-        if hunk:
-            line_no = int(hunk.group(1))
-            continue
-        if path is None or raw.startswith("---"):
-            continue
-        if raw.startswith("+"):
-            yield AddedLine(path, line_no, raw[1:])
-            line_no += 1
-        elif raw.startswith(" "):
-            line_no += 1
+class _Needle:
+    data: bytes
+    label: str
 
 
 def known_secrets(bindings: Iterable[SecretBinding]) -> list[KnownSecret]:
@@ -82,44 +121,270 @@ def known_secrets(bindings: Iterable[SecretBinding]) -> list[KnownSecret]:
     return found
 
 
-def scan_commit_diff(commit: str, diff: str, secrets: Iterable[KnownSecret]) -> list[Finding]:
-    """Every secret on an added line of `diff` (the changes `commit` introduces)."""
-    lines = list(added_lines(diff))
-    secrets = list(secrets)
-    findings = [
-        Finding(commit, added.path, added.line, secret.label)
-        for added in lines
-        for secret in secrets
-        if secret.text in added.text
+def encoded_forms(secret: KnownSecret) -> list[_Needle]:
+    """The byte strings that give `secret` away: itself, its base64 at each of the three
+    alignments it can take inside a longer encoded text (only the characters that do not depend
+    on neighbouring bytes), in both alphabets, and its hex in both cases."""
+    raw = secret.text.encode()
+    needles = [_Needle(raw, secret.label)]
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw)
+        first_group = -(-offset // 3)  # the first group of 3 bytes made of the secret only
+        last_group = (offset + len(raw)) // 3  # one past the last such group
+        stable = encoded[4 * first_group : 4 * last_group]
+        if len(stable) >= MIN_NEEDLE:
+            needles.append(_Needle(stable, f"{secret.label}, base64-encoded"))
+            urlsafe = stable.translate(bytes.maketrans(b"+/", b"-_"))
+            if urlsafe != stable:
+                needles.append(_Needle(urlsafe, f"{secret.label}, base64-encoded"))
+    needles.append(_Needle(raw.hex().encode(), f"{secret.label}, hex-encoded"))
+    needles.append(_Needle(raw.hex().upper().encode(), f"{secret.label}, hex-encoded"))
+    return [n for n in needles if len(n.data) >= min(MIN_NEEDLE, len(raw))]
+
+
+# --- reading a blob as text --------------------------------------------------------------------
+
+
+def _decompressor(data: bytes) -> tuple[str, Callable[[], Any]] | None:
+    """The format of a compressed stream at the start of `data`, and how to read one."""
+    if data[:2] == b"\x1f\x8b":
+        return "gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    if len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] * 256 + data[1]) % 31 == 0:
+        return "zlib", zlib.decompressobj
+    if data[:3] == b"BZh":
+        return "bzip2", bz2.BZ2Decompressor
+    if data[:6] == b"\xfd7zXZ\x00":
+        return "xz", lzma.LZMADecompressor
+    return None
+
+
+def _inflate(data: bytes, limit: int) -> tuple[str, bytes] | None:
+    """(format, content) when `data` starts with a compressed stream. Streams that follow it
+    (``cat a.gz b.gz``, which zcat reads whole) are inflated too; content past `limit` bytes
+    raises `_TooLarge`. A damaged stream gives what could be inflated before the damage."""
+    found = _decompressor(data)
+    if found is None:
+        return None
+    name, make = found
+    content = bytearray()
+    rest = data
+    while rest and len(content) <= limit:
+        decompressor = make()
+        try:
+            content += decompressor.decompress(rest, limit + 1 - len(content))
+        except (zlib.error, OSError, EOFError, lzma.LZMAError):
+            break
+        if not decompressor.eof:
+            break  # truncated, or stopped at the bound
+        rest = decompressor.unused_data
+        if _decompressor(rest) is None:
+            break
+    if len(content) > limit:
+        raise _TooLarge(f"{name} content inflates beyond the bound of {limit} bytes")
+    return name, bytes(content)
+
+
+def text_views(data: bytes, limit: int, *, inflate: bool = True) -> Iterator[tuple[str, str]]:
+    """(view, text) pairs: every way the scanner reads `data` (see the module docstring)."""
+    binary = b"\0" in data
+    text = data.decode("utf-8", "replace")
+    yield ("binary content" if binary else ""), text.replace("\0", "\n") if binary else text
+    if binary:
+        for view, pattern, codec in _WIDE_RUNS:
+            runs = [m.group().decode(codec) for m in pattern.finditer(data)]
+            if runs:
+                yield view, "\n".join(runs)
+    if inflate:
+        inflated = _inflate(data, limit)
+        if inflated is not None:
+            name, content = inflated
+            for view, inner in text_views(content, limit, inflate=False):
+                yield f"{name}-inflated content" + (f", {view}" if view else ""), inner
+
+
+def _windows(line: str) -> Iterator[str]:
+    if len(line) <= LINE_WINDOW:
+        yield line
+        return
+    step = LINE_WINDOW - WINDOW_OVERLAP
+    for start in range(0, len(line) - WINDOW_OVERLAP, step):
+        yield line[start : start + LINE_WINDOW]
+
+
+# --- detect-secrets ------------------------------------------------------------------------------
+
+
+# Words every match of these plugins contains (lower case), read in detect-secrets 1.5.0's
+# patterns. Their regexes try many optional prefixes at every position and cost most of the
+# scan; a block with none of these words cannot match. Used only with the version they were read
+# from: any other version gets the regex pre-check, slower but right by construction.
+ANCHORS_VERSION = "1.5.0"
+_ANCHORS = {
+    "CloudantDetector": ("cl",),
+    "IbmCloudIamDetector": ("key", "pwd", "pass", "token"),
+    "IbmCosHmacDetector": ("secret",),
+    "SoftlayerDetector": ("sl",),
+    "ArtifactoryDetector": ("akc", "ap"),
+}
+
+
+@dataclass
+class _Plugin:
+    plugin: Any
+    guessing: bool
+    # Patterns that match somewhere in a block whenever the plugin could match one of its lines;
+    # None when the plugin has no such patterns (it then reads every line).
+    precheck: list[re.Pattern[str]] | None
+    anchors: tuple[str, ...] = ()  # when set, used instead of `precheck` on the lowered block
+
+    def may_match(self, block: str, lowered: str) -> bool:
+        if self.anchors:
+            return any(anchor in lowered for anchor in self.anchors)
+        return self.precheck is None or any(p.search(block) for p in self.precheck)
+
+
+def _load_plugins() -> list[_Plugin]:
+    # Imported here: detect-secrets is a bundle-only dependency, the rest of this module is not.
+    from detect_secrets.__version__ import VERSION
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.plugins import keyword
+    from detect_secrets.plugins.base import RegexBasedDetector
+    from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
+
+    loaded = []
+    plugin_class: Any
+    for plugin_class in get_mapping_from_secret_type_to_class().values():
+        plugin = plugin_class()
+        precheck: list[re.Pattern[str]] | None = None
+        if isinstance(plugin, RegexBasedDetector):
+            precheck = [re.compile(p.pattern, p.flags | re.MULTILINE) for p in plugin.denylist]
+        elif isinstance(plugin, HighEntropyStringsPlugin):
+            precheck = [re.compile(plugin.regex.pattern, plugin.regex.flags | re.MULTILINE)]
+        elif isinstance(plugin, keyword.KeywordDetector):
+            precheck = [re.compile("|".join(keyword.DENYLIST), re.IGNORECASE)]
+        anchors: tuple[str, ...] = ()
+        if VERSION == ANCHORS_VERSION:
+            anchors = _ANCHORS.get(plugin_class.__name__, ())
+            if isinstance(plugin, keyword.KeywordDetector):
+                # 'api_?key' -> 'api': every keyword match holds the part before the optional.
+                anchors = tuple(word.split("_?")[0].lower() for word in keyword.DENYLIST)
+        name = plugin_class.__name__
+        loaded.append(_Plugin(plugin, name in GUESSING_PLUGINS, precheck, anchors))
+    return loaded
+
+
+def _heuristics() -> list[Callable[[Any, str, Any], bool]]:
+    """detect-secrets' false-positive heuristics over a guessed secret's own text and line."""
+    from detect_secrets.filters import heuristic as h
+
+    return [
+        lambda secret, line, plugin: h.is_sequential_string(secret),
+        lambda secret, line, plugin: h.is_potential_uuid(secret),
+        lambda secret, line, plugin: h.is_likely_id_string(secret, line, plugin),
+        lambda secret, line, plugin: h.is_templated_secret(secret),
+        lambda secret, line, plugin: h.is_prefixed_with_dollar_sign(secret),
+        lambda secret, line, plugin: h.is_indirect_reference(line),
+        lambda secret, line, plugin: h.is_not_alphanumeric_string(secret),
     ]
-    findings.extend(_detect_secrets(commit, lines))
-    return sorted(set(findings), key=lambda f: (f.path, f.line, f.kind))
 
 
-def _detect_secrets(commit: str, lines: list[AddedLine]) -> list[Finding]:
-    """Run detect-secrets' file scan over the added lines, each file rebuilt in a temp dir with
-    its added lines at their own line numbers (blank elsewhere), so that findings carry the real
-    line numbers and detect-secrets' file-name rules (lock files, binaries, languages) apply."""
-    # Imported here: detect-secrets is a bundle-only dependency, the parsing above is not.
-    from detect_secrets.core.scan import scan_file
-    from detect_secrets.settings import default_settings
+@dataclass
+class Detectors:
+    """detect-secrets' plugins, run over lines with no filter that reads agent-chosen names."""
 
-    by_path: dict[str, dict[int, str]] = {}
-    for added in lines:
-        by_path.setdefault(added.path, {})[added.line] = added.text
-    findings: list[Finding] = []
-    with tempfile.TemporaryDirectory(prefix="gitgate-scan-") as temp, default_settings():
-        root = Path(temp).resolve()
-        for path, numbered in by_path.items():
-            target = (root / path).resolve()
-            if not target.is_relative_to(root):
-                continue  # git never produces such paths; refuse to write outside the temp dir
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(
-                "\n".join(numbered.get(n, "") for n in range(1, max(numbered) + 1)) + "\n"
+    plugins: list[_Plugin] = field(default_factory=_load_plugins)
+    heuristics: list[Callable[[Any, str, Any], bool]] = field(default_factory=_heuristics)
+
+    def scan(self, filename: str, text: str) -> Iterator[tuple[int, str]]:
+        """(line number, kind) of every detected secret in `text`."""
+        lines = text.split("\n")
+        for start in range(0, len(lines), BLOCK_LINES):
+            block_lines = lines[start : start + BLOCK_LINES]
+            block = "\n".join(block_lines)
+            lowered = block.lower()
+            for entry in self.plugins:
+                if not entry.may_match(block, lowered):
+                    continue
+                for offset, line in enumerate(block_lines):
+                    if entry.anchors and not entry.may_match(line, line.lower()):
+                        continue
+                    for window in _windows(line):
+                        if self._found(entry, filename, window):
+                            yield start + offset + 1, str(entry.plugin.secret_type)
+                            break
+
+    def _found(self, entry: _Plugin, filename: str, line: str) -> bool:
+        secrets = entry.plugin.analyze_line(filename=filename, line=line, line_number=0)
+        for secret in secrets:
+            value = secret.secret_value or ""
+            if entry.guessing and any(h(value, line, entry.plugin) for h in self.heuristics):
+                continue
+            return True
+        return False
+
+
+# --- the scanner ---------------------------------------------------------------------------------
+
+
+class Scanner:
+    """Scans the objects of one push, charging every byte it reads to the push's budget."""
+
+    def __init__(
+        self,
+        secrets: Iterable[KnownSecret],
+        limits: ScanLimits = ScanLimits(),
+        detectors: Detectors | None = None,
+    ) -> None:
+        self.needles = [needle for secret in secrets for needle in encoded_forms(secret)]
+        self.limits = limits
+        self.detectors = detectors or Detectors()
+        self.scanned = 0
+        self.exhausted = False  # the push's scan budget is spent: refuse, read no further
+
+    def blob(self, commit: str, path: str, data: bytes) -> list[Finding]:
+        """Findings in a file's content."""
+        return self._read(commit, path, data, filename=path)
+
+    def message(self, commit: str, what: str, data: bytes) -> list[Finding]:
+        """Findings in a commit or tag object: message, author, committer and every header."""
+        return self._read(commit, what, data, filename="message.txt")
+
+    def name(self, commit: str, what: str, name: str) -> list[Finding]:
+        """Findings in a name that goes upstream (a path or a ref). The finding shows `what`,
+        not the name, which may be the secret itself."""
+        found = self._read(commit, what, name.encode(), filename="name.txt")
+        return [Finding(f.commit, f.path, None, f.kind, f.view) for f in found]
+
+    def _read(self, commit: str, path: str, data: bytes, *, filename: str) -> list[Finding]:
+        findings: dict[tuple[str, int | None, str], Finding] = {}
+        try:
+            for view, text in text_views(data, self.limits.max_blob_bytes):
+                self._charge(len(text))
+                found = [
+                    *self._known(commit, path, view, text),
+                    *(
+                        Finding(commit, path, line, kind, view)
+                        for line, kind in self.detectors.scan(filename, text)
+                    ),
+                ]
+                for finding in found:  # one per line and kind, in the first view that shows it
+                    findings.setdefault((finding.path, finding.line, finding.kind), finding)
+        except _TooLarge as exc:
+            finding = Finding(commit, path, None, f"refused unscanned: {exc}")
+            findings[(path, None, finding.kind)] = finding
+        return sorted(findings.values(), key=lambda f: (f.line or 0, f.kind))
+
+    def _charge(self, size: int) -> None:
+        self.scanned += size
+        if self.scanned > self.limits.max_scan_bytes:
+            self.exhausted = True
+            raise _TooLarge(
+                f"the push needs more than {self.limits.max_scan_bytes} bytes of scanning"
             )
-            findings.extend(
-                Finding(commit, path, int(secret.line_number), str(secret.type))
-                for secret in scan_file(str(target))
-            )
-    return findings
+
+    def _known(self, commit: str, path: str, view: str, text: str) -> Iterator[Finding]:
+        data = text.encode("utf-8", "replace")
+        for needle in self.needles:
+            index = data.find(needle.data)
+            if index >= 0:
+                yield Finding(commit, path, data.count(b"\n", 0, index) + 1, needle.label, view)

@@ -1,0 +1,73 @@
+"""What a push brings, asked of git: the objects it stores that the gate did not have, their
+types and sizes, their bytes, and the paths each new commit changes.
+
+Nothing here parses diff text. ``rev-list --objects`` over the pushed values, minus everything
+reachable from the gate's refs (the upstream's branches and tags), is exactly what a forwarding
+``git push`` sends the upstream: objects the pack carried but no pushed ref reaches stay in the
+quarantine and are never forwarded (a test holds this).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bottle_engine.git import ObjectInfo, object_infos, run_git
+
+
+@dataclass(frozen=True)
+class NewObject:
+    """One object the push brings, with the first new commit that reaches it (itself, for a
+    commit) and the path it has there ("" for commits and the root tree)."""
+
+    oid: str
+    commit: str
+    path: str
+
+
+def new_objects(git_dir: Path, tips: list[str]) -> list[NewObject]:
+    """Every object reachable from `tips` that no ref of the gate reaches, commit by commit."""
+    if not tips:
+        return []
+    listing = run_git(
+        ["rev-list", "--objects", "--in-commit-order", *tips, "--not", "--all"],
+        doing="listing the pushed objects",
+        git_dir=git_dir,
+    ).stdout
+    objects = []
+    commit = ""
+    for line in listing.splitlines():
+        oid, separator, path = line.partition(" ")
+        if not separator:  # a commit has no path column; the trees and blobs after it are its own
+            commit = oid
+            objects.append(NewObject(oid, oid, ""))
+        else:
+            objects.append(NewObject(oid, commit, path))
+    return objects
+
+
+def infos(git_dir: Path, oids: list[str]) -> dict[str, ObjectInfo]:
+    return {info.oid: info for info in object_infos(git_dir, oids)}
+
+
+def changed_paths(git_dir: Path, commit: str) -> list[str]:
+    """The paths `commit` changes: all its files for a root commit, those that differ from every
+    parent for a merge (what the merge itself introduces), renames as delete plus add."""
+    output = run_git(
+        [
+            "diff-tree",
+            "-r",
+            "-z",
+            "-c",
+            "--root",
+            "--name-only",
+            "--no-renames",
+            "--no-commit-id",
+            "--no-ext-diff",
+            "--no-textconv",
+            commit,
+        ],
+        doing=f"listing the paths commit {commit[:12]} changes",
+        git_dir=git_dir,
+    ).stdout
+    return [path for path in output.split("\0") if path]

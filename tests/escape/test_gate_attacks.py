@@ -1,0 +1,176 @@
+"""A hostile agent inside a real bottle tries to push secrets and manifest changes upstream.
+
+The bottle is launched through the engine (`lifecycle.launch`) from a manifest with one git
+upstream: an sshd container of ours on the test world's outside network, reached only by the
+bundle with the bottle's identity and pinned host key. The agent clones from the gate and runs
+each attack of tests/gate_attacks.py as itself. Every push must be refused with the reason, and
+the upstream's object store must not gain a single object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, running_bottle, world_env
+from tests.bundle_helpers import _force_remove, _wait_for_log
+from tests.gate_attacks import AWS_KEY, attacks
+from tests.integration.test_gitgate_bundle import SEED
+from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
+
+__all__ = ["ssh_image"]  # a fixture this module uses
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
+
+MANIFEST = """\
+[agents.pusher]
+command = ["sleep", "infinity"]
+copy_cwd = false
+
+[bottles.gated]
+dockerfile = "{repo}/Dockerfile"
+context = "{repo}"
+memory = "512m"
+cpus = 1
+
+[bottles.gated.secrets.TEST_TOKEN]
+from_env = "BOTTLE_TEST_TOKEN"
+hosts = ["upstream.test:8000"]
+
+[[bottles.gated.git]]
+name = "origin"
+url = "ssh://git@{ip}/home/git/repo.git"
+identity = "{identity}"
+known_host_key = "{ip} {host_key}"
+push_branches = ["agent/*"]
+"""
+
+
+@dataclasses.dataclass
+class GatedBottle:
+    world: BottleWorld
+    record: Any
+    upstream: Any
+    placeholder: str
+
+    def agent_sh(self, script: str) -> tuple[int, str]:
+        from bottle_engine.backends import backend_named
+
+        with world_env(self.world):
+            backend: Any = backend_named("docker")
+            code, output = backend.exec_as_agent(self.record, ["sh", "-c", script])
+            return int(code), str(output)
+
+    def upstream_objects(self) -> set[str]:
+        result = self.upstream.exec_run(
+            [
+                "git",
+                "--git-dir=/home/git/repo.git",
+                "cat-file",
+                "--batch-all-objects",
+                "--batch-check=%(objectname)",
+            ],
+            user="git",
+        )
+        assert result.exit_code == 0, result.output
+        return set(bytes(result.output).decode().split())
+
+
+@pytest.fixture(scope="module")
+def gated(
+    bottle_world: BottleWorld,
+    docker_client: Any,
+    ssh_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatedBottle]:
+    directory = tmp_path_factory.mktemp("gated-bottle")
+    identity = keypair(directory, "identity")
+    host_key = keypair(directory, "host_key")
+    upstream = docker_client.containers.run(
+        ssh_image,
+        ["sh", "-c", START],
+        network=bottle_world.outside.network,
+        labels=TEST_LABEL,
+        environment={
+            "HOST_KEY": host_key.read_text(),
+            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
+        },
+        detach=True,
+    )
+    try:
+        _wait_for_log(upstream, "Server listening")
+        seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
+        assert seeded.exit_code == 0, seeded.output
+        upstream.reload()
+        ip = upstream.attrs["NetworkSettings"]["Networks"][bottle_world.outside.network][
+            "IPAddress"
+        ]
+        public_key = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+        manifest = directory / "bottle.toml"
+        manifest.write_text(
+            MANIFEST.format(repo=REPO_ROOT, ip=ip, identity=identity, host_key=public_key)
+        )
+        world = dataclasses.replace(bottle_world, manifest=manifest)
+        with running_bottle(world, "pusher") as record:
+            bottle = GatedBottle(world, record, upstream, "")
+            code, output = bottle.agent_sh(
+                'git clone -q "$GIT_GATE_URL/origin" /tmp/work && printf %s "$TEST_TOKEN"'
+            )
+            assert code == 0, output
+            bottle.placeholder = output.strip().splitlines()[-1]
+            assert bottle.placeholder.startswith("bbph_")
+            yield bottle
+    finally:
+        _force_remove(upstream)
+
+
+ATTACK_NAMES = [attack.name for attack in attacks("", "")]
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_push_attack_from_inside_the_bottle_is_refused(gated: GatedBottle, name: str) -> None:
+    # The real value never enters the bottle; an agent could still learn or guess it, and the
+    # gate must stop it then too.
+    attack = {a.name: a for a in attacks(gated.placeholder, gated.world.secret_value)}[name]
+    before = gated.upstream_objects()
+
+    code, output = gated.agent_sh(f"cd /tmp/work && {attack.script}")
+
+    assert code != 0, output
+    assert attack.expected in output, output
+    assert gated.upstream_objects() == before
+    said = "\n".join(line for line in output.splitlines() if line.startswith("remote:"))
+    assert AWS_KEY not in said and gated.world.secret_value not in said
+
+
+def test_a_blob_over_the_default_bound_is_refused(gated: GatedBottle) -> None:
+    before = gated.upstream_objects()
+
+    code, output = gated.agent_sh(
+        "cd /tmp/work && git checkout -q -B big origin/main && "
+        "head -c 9000000 /dev/urandom > big.bin && git add big.bin && "
+        "git -c user.name=A -c user.email=a@bottle.invalid commit -q -m big && "
+        "git push origin HEAD:refs/heads/agent/big"
+    )
+
+    assert code != 0, output
+    assert "big.bin: refused unscanned: 9000000 bytes, over the bound" in output
+    assert gated.upstream_objects() == before
+
+
+def test_a_clean_push_from_the_bottle_arrives(gated: GatedBottle) -> None:
+    code, output = gated.agent_sh(
+        "cd /tmp/work && git checkout -q -B clean origin/main && echo ok > ok.txt && "
+        "git add ok.txt && git -c user.name=A -c user.email=a@bottle.invalid commit -q -m ok && "
+        "git push -q origin HEAD:refs/heads/agent/clean && git rev-parse HEAD"
+    )
+
+    assert code == 0, output
+    head = output.strip().splitlines()[-1]
+    result = gated.upstream.exec_run(
+        ["git", "--git-dir=/home/git/repo.git", "rev-parse", "refs/heads/agent/clean"], user="git"
+    )
+    assert bytes(result.output).decode().strip() == head

@@ -1,0 +1,250 @@
+"""A hostile agent's pushes against the real gate on loopback (``git daemon`` and the gate's
+hooks, a real git client, a real upstream reached over file://). The same attacks run from
+inside a real bottle against an sshd upstream in tests/escape/test_gate_attacks.py.
+
+Every refused push must leave the upstream without a single new object: not only the ref, the
+objects too (a forwarded push of a blob stores it upstream before the ref update fails).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
+from bottle_engine.git import ZERO_OID
+from tests.gate_attacks import AWS_KEY, KEY_LINE, Attack, attacks
+from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
+from tests.integration.test_gitgate_support import free_port, service, write_config
+
+PLACEHOLDER = "bbph_" + "5" * 32
+SECRET_VALUE = "real-secret-value-of-the-bottle-0042"
+KIB = 1024
+
+
+@dataclass
+class Gate:
+    port: int
+    upstream: Path
+    agent: Path
+
+    def objects(self) -> set[str]:
+        listing = git(
+            self.upstream, "cat-file", "--batch-all-objects", "--batch-check=%(objectname)"
+        )
+        return set(listing.stdout.split())
+
+    def ref(self, ref: str) -> str | None:
+        result = git(self.upstream, "rev-parse", "--verify", "--quiet", ref, check=False)
+        return result.stdout.strip() or None
+
+    def sh(self, script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", script],
+            cwd=self.agent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
+    upstream = seed_upstream(tmp_path)
+    secret_file = tmp_path / "secret-value"
+    secret_file.write_text(SECRET_VALUE + "\n")
+    config = BundleConfig(
+        slug="attacked",
+        bundle_ip="127.0.0.1",
+        agent_subnet="127.0.0.0/8",
+        secrets=(
+            SecretBinding("TEST_TOKEN", PLACEHOLDER, ("api.example.invalid",), str(secret_file)),
+        ),
+        git=(
+            GitUpstreamConfig(
+                name="origin",
+                url=f"file://{upstream}",
+                push_branches=("agent/*",),
+                protected_paths=("Dockerfile", "agents/reviewer.md"),
+                **settings,  # type: ignore[arg-type]
+            ),
+        ),
+        state_dir=str(tmp_path / "state"),
+    )
+    port = free_port()
+    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
+    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
+    with service("bottle_engine.bundle.gitgate", args, port, tmp_path / "gate.log"):
+        agent = tmp_path / "agent"
+        git(tmp_path, "clone", "-q", f"git://127.0.0.1:{port}/origin", str(agent))
+        yield Gate(port, upstream, agent)
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    yield from start_gate(
+        tmp_path, max_push_bytes=512 * KIB, max_blob_bytes=64 * KIB, max_scan_bytes=256 * KIB
+    )
+
+
+@pytest.mark.parametrize("attack", attacks(PLACEHOLDER, SECRET_VALUE), ids=lambda a: a.name)
+def test_attack_is_refused_and_the_upstream_gains_nothing(gate: Gate, attack: Attack) -> None:
+    before = gate.objects()
+
+    result = gate.sh(attack.script)
+
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert attack.expected in result.stderr, result.stderr
+    assert gate.objects() == before
+    said = "\n".join(line for line in result.stderr.splitlines() if line.startswith("remote:"))
+    assert AWS_KEY not in said and SECRET_VALUE not in said  # findings never echo the value
+
+
+def test_a_clean_push_still_arrives(gate: Gate) -> None:
+    head = commit_file(gate.agent, "src/app.py", "def add(a, b):\n    return a + b\n")
+
+    result = git(gate.agent, "push", "origin", "HEAD:refs/heads/agent/work", check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert gate.ref("refs/heads/agent/work") == head
+
+
+def test_a_protected_file_the_manifest_reads_is_refused_naming_it(gate: Gate) -> None:
+    commit_file(gate.agent, "Dockerfile", "FROM scratch\n")
+    commit_file(gate.agent, "AGENTS/Reviewer.md", "obey\n")  # as a case-insensitive disk opens it
+
+    result = git(gate.agent, "push", "origin", "HEAD:refs/heads/agent/df", check=False)
+
+    assert result.returncode != 0
+    assert ": Dockerfile" in result.stderr
+    assert ": AGENTS/Reviewer.md" in result.stderr
+    assert "allow_manifest_changes" in result.stderr
+    assert gate.ref("refs/heads/agent/df") is None
+
+
+def test_allow_manifest_changes_lets_the_manifest_through(tmp_path: Path) -> None:
+    for gate in start_gate(tmp_path, allow_manifest_changes=True):
+        head = commit_file(gate.agent, "bottle.toml", "[agents.x]\n")
+        result = git(gate.agent, "push", "origin", "HEAD:refs/heads/agent/m", check=False)
+        assert result.returncode == 0, result.stderr
+        assert gate.ref("refs/heads/agent/m") == head
+
+
+def test_a_blob_over_the_bound_is_refused_not_skipped(gate: Gate) -> None:
+    before = gate.objects()
+    script = (
+        "head -c 70000 /dev/urandom | od -An -tx1 > big.txt && git add big.txt && "
+        "git -c user.name=A -c user.email=a@b.invalid commit -q -m big && "
+        "git push origin HEAD:refs/heads/agent/big"
+    )
+
+    result = gate.sh(script)
+
+    assert result.returncode != 0
+    assert "big.txt: refused unscanned:" in result.stderr
+    assert "over the bound of 65536 bytes per file" in result.stderr
+    assert gate.objects() == before
+
+
+def test_a_gzip_bomb_is_refused_at_the_inflation_bound(gate: Gate) -> None:
+    before = gate.objects()
+    script = (
+        "head -c 10000000 /dev/zero | gzip -c > bomb.gz && git add bomb.gz && "
+        "git -c user.name=A -c user.email=a@b.invalid commit -q -m bomb && "
+        "git push origin HEAD:refs/heads/agent/bomb"
+    )
+
+    result = gate.sh(script)
+
+    assert result.returncode != 0
+    assert "bomb.gz: refused unscanned: gzip content inflates beyond the bound" in result.stderr
+    assert gate.objects() == before
+
+
+def test_many_files_over_the_scan_budget_are_refused(gate: Gate) -> None:
+    before = gate.objects()
+    script = (
+        "for i in 1 2 3 4 5 6; do head -c 20000 /dev/urandom | od -An -tx1 > f$i.txt; done && "
+        "git add . && git -c user.name=A -c user.email=a@b.invalid commit -q -m many && "
+        "git push origin HEAD:refs/heads/agent/many"
+    )
+
+    result = gate.sh(script)
+
+    assert result.returncode != 0
+    assert "over the bound of 262144 bytes per push" in result.stderr
+    assert gate.objects() == before
+
+
+def test_a_push_over_the_size_bound_is_cut_off(gate: Gate) -> None:
+    before = gate.objects()
+    script = (
+        "head -c 700000 /dev/urandom > random.bin && git add random.bin && "
+        "git -c user.name=A -c user.email=a@b.invalid commit -q -m big && "
+        "git push origin HEAD:refs/heads/agent/huge"
+    )
+
+    result = gate.sh(script)
+
+    # receive-pack stops reading at the bound; the client sees that, or only the hang-up.
+    assert result.returncode != 0
+    assert "pack exceeds maximum allowed size" in result.stderr or "hung up" in result.stderr
+    assert gate.objects() == before
+    assert gate.ref("refs/heads/agent/huge") is None
+
+
+def _pkt(data: bytes) -> bytes:
+    return f"{len(data) + 4:04x}".encode() + data
+
+
+def raw_push(port: int, update: str, pack: bytes) -> bytes:
+    """A push spoken by hand (git protocol v0), so that the pack can carry objects no pushed
+    ref reaches, which `git push` never sends."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(_pkt(b"git-receive-pack /origin\0host=127.0.0.1\0"))
+        advertisement = b""
+        while not advertisement.endswith(b"0000"):
+            chunk = conn.recv(65536)
+            assert chunk, advertisement
+            advertisement += chunk
+        conn.sendall(_pkt(update.encode() + b"\0report-status\n") + b"0000" + pack)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_objects_in_the_pack_that_no_ref_reaches_are_never_forwarded(gate: Gate) -> None:
+    """receive-pack keeps every object of the pack in its quarantine; the gate forwards with
+    `git push`, which sends only what the pushed refs reach, so a secret riding along in the
+    pack, unreachable, stays in the bottle."""
+    head = commit_file(gate.agent, "clean.txt", "clean\n")
+    hidden_oid = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=gate.agent,
+        input=KEY_LINE + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    listing = git(gate.agent, "rev-list", "--objects", head, "--not", "origin/main").stdout
+    oids = [line.split()[0] for line in listing.splitlines()] + [hidden_oid]
+    pack = subprocess.run(
+        ["git", "pack-objects", "--stdout"],
+        cwd=gate.agent,
+        input="\n".join(oids).encode() + b"\n",
+        capture_output=True,
+        check=True,
+    ).stdout
+
+    answer = raw_push(gate.port, f"{ZERO_OID} {head} refs/heads/agent/ride", pack)
+
+    assert b"ok refs/heads/agent/ride" in answer, answer
+    assert gate.ref("refs/heads/agent/ride") == head
+    assert hidden_oid not in gate.objects()
