@@ -481,10 +481,11 @@ class _ClientProgress:
         self.loop = asyncio.get_running_loop()
 
     def _report(self, message: str) -> None:
+        # Build output quotes the Dockerfile and its context, which the agent may have written.
         self.loop.call_soon_threadsafe(
             self.ls.work_done_progress.report,
             self.token,
-            types.WorkDoneProgressReport(message=message),
+            types.WorkDoneProgressReport(message=safe_editor_text(message)),
         )
 
     def stage(self, name: str) -> None:
@@ -527,7 +528,10 @@ async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]
         if reports:
             await ls.work_done_progress.create_async(token)
             ls.work_done_progress.begin(
-                token, types.WorkDoneProgressBegin(title=f"Launching {agent}", cancellable=False)
+                token,
+                types.WorkDoneProgressBegin(
+                    title=f"Launching {safe_editor_text(agent)}", cancellable=False
+                ),
             )
         try:
             slug = await ls.in_thread(engine.launch, path, agent, _ClientProgress(ls, token))
@@ -536,7 +540,9 @@ async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]
                 ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="failed"))
             raise
         if reports:
-            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"Launched {slug}"))
+            ls.work_done_progress.end(
+                token, types.WorkDoneProgressEnd(message=f"Launched {safe_editor_text(slug)}")
+            )
         await ls.bottles_changed(slug, "launched")
         return {"slug": slug}
 
