@@ -171,6 +171,25 @@ class ApprovalStore:
             return None  # never a path outside the approvals dir
         return self._read(self._path(request_id))
 
+    def history(self, request_id: str) -> ApprovalRequest | None:
+        """The last state the audit log holds of a request (for one that left the store)."""
+        if not _REQUEST_ID.fullmatch(request_id):
+            return None
+        last = None
+        for log in (self.audit_log.with_name(AUDIT_LOG + ".1"), self.audit_log):
+            try:
+                lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if f'"id": "{request_id}"' not in line:
+                    continue
+                try:
+                    last = ApprovalRequest.from_dict(json.loads(line))
+                except (ValueError, TypeError):
+                    continue
+        return last
+
     def delivered(self, request_id: str) -> ApprovalRequest | None:
         """The answer this store returned to an agent lately, after its file is gone."""
         return self._delivered.get(request_id)
@@ -453,6 +472,16 @@ def answer(
     """Approve or deny a pending request, found by id in `slug` or in any bottle."""
     stores = [store for store in bottle_stores(slug) if store.get(request_id) is not None]
     if not stores:
+        for store in bottle_stores(slug):
+            ended = store.history(request_id)
+            if ended is not None and not ended.pending:
+                raise BottleError(
+                    f"approval request {request_id} of bottle {store.slug} has ended: "
+                    f"{ended.status}"
+                    + (", and the agent has the answer" if ended.delivered else ""),
+                    fix="the agent has to ask again; `bottle-engine approvals` lists the "
+                    "requests still waiting",
+                )
         where = f"bottle {slug!r}" if slug else "any bottle"
         raise BottleError(
             f"no approval request {request_id!r} in {where}",

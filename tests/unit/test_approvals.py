@@ -259,3 +259,12 @@ def test_the_audit_log_is_rotated_at_its_size_cap() -> None:
     old = log.with_name(AUDIT_LOG + ".1")
     assert log.stat().st_size <= 2000 and old.stat().st_size <= 2000
     assert json.loads(log.read_text().splitlines()[-1])["action"] == "action 19"
+
+
+def test_answering_a_request_that_left_the_store_says_how_it_ended() -> None:
+    request = store().open_request("deploy", "release", 60)
+    approvals.answer(request.id, approved=False)
+    store().mark_delivered(request.id)
+
+    with pytest.raises(BottleError, match="has ended: denied, and the agent has the answer"):
+        approvals.answer(request.id, approved=True)
