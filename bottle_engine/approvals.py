@@ -1,23 +1,35 @@
-"""Human approval requests: one JSON file per request in the bottle's state dir.
+"""Human approval requests: one JSON file per open request in the bottle's state dir.
 
 The supervise MCP server (inside the bundle, where the bottle's state dir is mounted) creates a
 request and waits; a person answers from the host (`bottle-engine approve|deny`, or VS Code
 through the language server), both through `ApprovalStore`. Files are replaced atomically under
 a lock, so an answer is never half written and survives a bundle restart; every change is also
-appended to ``approvals.jsonl`` (the bottle's approval audit log).
+appended to ``approvals.jsonl`` (the bottle's approval audit log, rotated once at a size cap).
 
-Layout: ``<bottle state dir>/approvals/<id>.json`` and ``<bottle state dir>/approvals.jsonl``.
+The agent is hostile and may flood a person with requests, so a bottle has at most
+`ApprovalLimits.max_pending` requests waiting and a token-bucket rate of new ones; beyond either,
+`open_request` raises `ApprovalRefused` and nothing is written. A request's file is removed once
+its answer reached the agent, or a while after an answer nobody picked up: the audit log keeps
+the history, the directory only what is open. Opening a request reads no earlier request (an
+index by question finds a re-ask; the rest of the directory is read only to sweep it when the
+pending cap is reached, and then holds at most the cap plus the answers kept for a re-ask).
+
+Layout: ``<bottle state dir>/approvals/<id>.json``, ``approvals/.q-<question hash>`` (the open
+request asking that question), ``approvals/.rate.json`` (the rate bucket) and
+``<bottle state dir>/approvals.jsonl``.
 This module imports only the standard library at the top, because the bundle imports it too.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
 import secrets
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -30,8 +42,12 @@ from bottle_engine.errors import BottleError
 Status = Literal["pending", "approved", "denied", "timed_out"]
 
 _REQUEST_ID = re.compile(r"[0-9a-f]{8}")
+_REQUEST_FILE = re.compile(r"[0-9a-f]{8}\.json")
 APPROVALS_DIR = "approvals"
 AUDIT_LOG = "approvals.jsonl"
+_RATE_FILE = ".rate.json"
+_QUESTION_PREFIX = ".q-"
+_RECENTLY_DELIVERED = 64  # answers remembered in memory for a second waiter on the same request
 
 
 def _now() -> datetime:
@@ -40,6 +56,49 @@ def _now() -> datetime:
 
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ApprovalLimits:
+    """How much of a person's attention and of the host's disk one bottle's agent may take.
+
+    The defaults are documented in the README's security model; tests pass smaller ones."""
+
+    max_pending: int = 10  # requests waiting for a person at once
+    burst: int = 10  # new requests the agent may make back to back
+    refill_seconds: float = 30.0  # then one more every this many seconds
+    keep_answered_seconds: float = 3600.0  # an answer the agent never picked up, kept for a re-ask
+    audit_log_max_bytes: int = 8 * 1024 * 1024  # then approvals.jsonl becomes approvals.jsonl.1
+
+
+class ApprovalRefused(BottleError):
+    """The bottle asked for more than its limits allow; nothing was recorded."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+@dataclass(frozen=True)
+class RateBucket:
+    """A token bucket: `tokens` left at epoch second `at`."""
+
+    tokens: float
+    at: float
+
+
+def take_token(
+    bucket: RateBucket | None, now: float, limits: ApprovalLimits
+) -> tuple[RateBucket, float]:
+    """Pure: the bucket after one request at `now`, and 0.0 when the request may go ahead, or
+    else the seconds until it may (the bucket is then returned unchanged but refilled)."""
+    if bucket is None:
+        bucket = RateBucket(tokens=float(limits.burst), at=now)
+    elapsed = max(0.0, now - bucket.at)  # a clock that went back refills nothing
+    tokens = min(float(limits.burst), bucket.tokens + elapsed / limits.refill_seconds)
+    if tokens >= 1.0:
+        return RateBucket(tokens=tokens - 1.0, at=now), 0.0
+    return RateBucket(tokens=tokens, at=now), (1.0 - tokens) * limits.refill_seconds
 
 
 @dataclass(frozen=True)
@@ -68,6 +127,10 @@ class ApprovalRequest:
     def expired(self, now: datetime | None = None) -> bool:
         return datetime.fromisoformat(self.expires_at) <= (now or _now())
 
+    def settled_at(self) -> datetime:
+        """When the request stopped waiting: its answer, or its time running out."""
+        return datetime.fromisoformat(self.answered_at or self.expires_at)
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
@@ -77,18 +140,27 @@ class ApprovalRequest:
         return cls(**{key: value for key, value in raw.items() if key in fields})  # type: ignore[arg-type]
 
 
+def question_key(action: str, reason: str) -> str:
+    """A file-name-safe key for one question; the same text always gives the same key."""
+    digest = hashlib.sha256(json.dumps([action, reason]).encode("utf-8")).hexdigest()
+    return digest[:32]
+
+
 class ApprovalStore:
     """The approval requests of one bottle, kept under its state dir."""
 
-    def __init__(self, bottle_dir: Path, slug: str) -> None:
+    def __init__(self, bottle_dir: Path, slug: str, limits: ApprovalLimits | None = None) -> None:
         self.slug = slug
+        self.limits = limits or ApprovalLimits()
         self.directory = bottle_dir / APPROVALS_DIR
         self.audit_log = bottle_dir / AUDIT_LOG
+        self._delivered: OrderedDict[str, ApprovalRequest] = OrderedDict()
 
     def all(self) -> list[ApprovalRequest]:
-        """Every request, oldest first; unreadable files are skipped, not fatal."""
+        """Every open request (waiting, or answered and not yet returned to the agent), oldest
+        first; unreadable files are skipped, not fatal."""
         found = []
-        for path in sorted(self.directory.glob("*.json")):
+        for path in self._request_files():
             request = self._read(path)
             if request is not None:
                 found.append(request)
@@ -99,18 +171,44 @@ class ApprovalStore:
             return None  # never a path outside the approvals dir
         return self._read(self._path(request_id))
 
+    def history(self, request_id: str) -> ApprovalRequest | None:
+        """The last state the audit log holds of a request (for one that left the store)."""
+        if not _REQUEST_ID.fullmatch(request_id):
+            return None
+        last = None
+        for log in (self.audit_log.with_name(AUDIT_LOG + ".1"), self.audit_log):
+            try:
+                lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if f'"id": "{request_id}"' not in line:
+                    continue
+                try:
+                    last = ApprovalRequest.from_dict(json.loads(line))
+                except (ValueError, TypeError):
+                    continue
+        return last
+
+    def delivered(self, request_id: str) -> ApprovalRequest | None:
+        """The answer this store returned to an agent lately, after its file is gone."""
+        return self._delivered.get(request_id)
+
     def open_request(self, action: str, reason: str, timeout_seconds: float) -> ApprovalRequest:
         """The request an agent is waiting on: a new one, or the same question asked again.
 
         An agent whose connection dropped (a bundle restart) asks again; it gets back the
         request it asked before, still pending or answered meanwhile, instead of a second one.
+        A new request beyond the bottle's pending cap or rate raises `ApprovalRefused`.
         """
         with self._locked():
-            for request in self.all():
-                same = request.action == action and request.reason == reason
-                if same and not request.delivered:
-                    self._audit(request, event="asked-again")
-                    return request
+            key = question_key(action, reason)
+            asked = self._asked_before(key, action, reason)
+            if asked is not None:
+                self._audit(asked, event="asked-again")
+                return asked
+            self._check_pending_cap()
+            self._take_rate_token()
             now = _now()
             request_id = secrets.token_hex(4)
             while self._path(request_id).exists():
@@ -125,6 +223,7 @@ class ApprovalStore:
                 expires_at=_stamp(now + timedelta(seconds=timeout_seconds)),
             )
             self._write(request, event="requested")
+            self._replace_file(self._question_path(key), request.id)
             return request
 
     def answer(self, request_id: str, approved: bool, note: str | None) -> ApprovalRequest:
@@ -136,7 +235,7 @@ class ApprovalStore:
                 self._write(request, event="timed_out")
             if request.status == "timed_out":
                 raise BottleError(
-                    f"approval request {request_id} ({request.action!r}) timed out at "
+                    f"approval request {request_id} timed out at "
                     f"{request.expires_at} and counts as denied",
                     fix="the agent has to ask again; answer sooner or raise the bottle's "
                     "supervise timeout",
@@ -167,20 +266,108 @@ class ApprovalStore:
             return request
 
     def mark_delivered(self, request_id: str) -> ApprovalRequest:
+        """The answer reached the agent: audit it and remove the request's file (the audit log
+        keeps the request and its answer)."""
         with self._locked():
+            request = self.delivered(request_id)
+            if request is not None:
+                return request  # a second waiter on the same request
             request = replace(self._require(request_id), delivered=True)
-            self._write(request, event="delivered")
+            self._audit(request, event="delivered")
+            self._remove(request)
+            self._delivered[request.id] = request
+            while len(self._delivered) > _RECENTLY_DELIVERED:
+                self._delivered.popitem(last=False)
             return request
+
+    # -- limits ------------------------------------------------------------------------------
+
+    def _asked_before(self, key: str, action: str, reason: str) -> ApprovalRequest | None:
+        """The open request asking this very question, through the index (one file read)."""
+        try:
+            request_id = self._question_path(key).read_text().strip()
+        except OSError:
+            return None
+        request = self.get(request_id)
+        if request is None or (request.action, request.reason) != (action, reason):
+            self._question_path(key).unlink(missing_ok=True)  # stale: its request is gone
+            return None
+        return None if request.delivered else request
+
+    def _check_pending_cap(self) -> None:
+        """Refuse a new request while `max_pending` wait. Below the cap in open files nothing
+        is read; at the cap the open files are swept (expired ones time out, answers nobody
+        picked up in `keep_answered_seconds` are removed) and the pending ones counted."""
+        if len(self._request_files()) < self.limits.max_pending:
+            return
+        pending = self._sweep()
+        if pending >= self.limits.max_pending:
+            raise ApprovalRefused(
+                f"{pending} approval requests of bottle {self.slug} are already waiting for a "
+                f"person (at most {self.limits.max_pending}); this one was not recorded",
+                retry_after_seconds=self.limits.refill_seconds,
+            )
+
+    def _sweep(self) -> int:
+        """Time out expired requests and prune stale answers; the number still pending."""
+        now = _now()
+        keep = timedelta(seconds=self.limits.keep_answered_seconds)
+        pending = 0
+        for path in self._request_files():
+            request = self._read(path)
+            if request is None:
+                continue
+            if request.pending and request.expired(now):
+                request = replace(request, status="timed_out")
+                self._write(request, event="timed_out")
+            if request.pending:
+                pending += 1
+            elif request.settled_at() + keep <= now:
+                self._audit(request, event="pruned")
+                self._remove(request)
+        return pending
+
+    def _take_rate_token(self) -> None:
+        path = self.directory / _RATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+            bucket: RateBucket | None = RateBucket(float(raw["tokens"]), float(raw["at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            bucket = None  # first request, or a damaged file: a full bucket
+        bucket, wait = take_token(bucket, _now().timestamp(), self.limits)
+        self._replace_file(path, json.dumps(asdict(bucket)))
+        if wait > 0:
+            per_hour = round(3600 / self.limits.refill_seconds)
+            raise ApprovalRefused(
+                f"bottle {self.slug} asked for approval too often (at most {self.limits.burst} "
+                f"requests at once, then {per_hour} an hour); this one was not recorded",
+                retry_after_seconds=wait,
+            )
+
+    # -- files -------------------------------------------------------------------------------
 
     def _path(self, request_id: str) -> Path:
         return self.directory / f"{request_id}.json"
+
+    def _question_path(self, key: str) -> Path:
+        return self.directory / f"{_QUESTION_PREFIX}{key}"
+
+    def _request_files(self) -> list[Path]:
+        """The open requests' files, by name only (temp files and the index are not listed)."""
+        try:
+            with os.scandir(self.directory) as entries:
+                names = sorted(e.name for e in entries if _REQUEST_FILE.fullmatch(e.name))
+        except FileNotFoundError:
+            return []
+        return [self.directory / name for name in names]
 
     def _require(self, request_id: str) -> ApprovalRequest:
         request = self.get(request_id)
         if request is None:
             raise BottleError(
-                f"no approval request {request_id!r} in bottle {self.slug!r}",
-                fix="`bottle-engine approvals` lists the request ids",
+                f"no open approval request {request_id!r} in bottle {self.slug!r}",
+                fix="`bottle-engine approvals` lists the request ids; answered requests are "
+                f"in {self.audit_log}",
             )
         return request
 
@@ -192,25 +379,46 @@ class ApprovalStore:
 
     def _write(self, request: ApprovalRequest, *, event: str) -> None:
         """Replace the request's file atomically, then append the change to the audit log."""
+        self._replace_file(
+            self._path(request.id), json.dumps(request.to_dict(), indent=2, sort_keys=True)
+        )
+        self._audit(request, event=event)
+
+    def _remove(self, request: ApprovalRequest) -> None:
+        self._path(request.id).unlink(missing_ok=True)
+        index = self._question_path(question_key(request.action, request.reason))
+        try:
+            if index.read_text().strip() == request.id:
+                index.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _replace_file(self, path: Path, text: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         try:
             # Readable by the other side: host engine and bundle may run as different users.
             os.fchmod(fd, 0o644)
             with os.fdopen(fd, "w") as handle:
-                json.dump(request.to_dict(), handle, indent=2, sort_keys=True)
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, self._path(request.id))
+            os.replace(temp, path)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
-        self._audit(request, event=event)
 
     def _audit(self, request: ApprovalRequest, *, event: str) -> None:
         entry = {"time": _stamp(_now()), "event": event, **request.to_dict()}
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        try:
+            if self.audit_log.stat().st_size + len(line) > self.limits.audit_log_max_bytes:
+                # One old generation is kept: the log's disk use stays under twice the cap.
+                os.replace(self.audit_log, self.audit_log.with_name(AUDIT_LOG + ".1"))
+        except FileNotFoundError:
+            pass
         with self.audit_log.open("a") as log:
-            log.write(json.dumps(entry, sort_keys=True) + "\n")
+            log.write(line)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -264,6 +472,16 @@ def answer(
     """Approve or deny a pending request, found by id in `slug` or in any bottle."""
     stores = [store for store in bottle_stores(slug) if store.get(request_id) is not None]
     if not stores:
+        for store in bottle_stores(slug):
+            ended = store.history(request_id)
+            if ended is not None and not ended.pending:
+                raise BottleError(
+                    f"approval request {request_id} of bottle {store.slug} has ended: "
+                    f"{ended.status}"
+                    + (", and the agent has the answer" if ended.delivered else ""),
+                    fix="the agent has to ask again; `bottle-engine approvals` lists the "
+                    "requests still waiting",
+                )
         where = f"bottle {slug!r}" if slug else "any bottle"
         raise BottleError(
             f"no approval request {request_id!r} in {where}",

@@ -7,13 +7,15 @@ bidirectional overrides that reorder what is read, or zero-width characters. `sa
 such text into one printable line in which every one of those characters is visible as an
 escape (``\\x1b``, ``\\n``, ``\\u202e``), so what a person reads is what was sent. The CLI, the
 language server and the VS Code extension show agent text only through it; `safe_markup` adds
-rich's markup escaping for text printed through rich.
+rich's markup escaping for text printed through rich, `safe_editor_text` breaks the link syntax
+VS Code still parses in plain-text notifications.
 
 Standard library only: the bundle imports it too.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with a marker
@@ -23,6 +25,10 @@ DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with
 # hyphen), surrogates, private use, and line/paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+# VS Code renders `[label](command:...)`, `[label](https://...)` and `[label](file:...)` in a
+# notification's message as a link (a command link runs with its arguments on one click), and
+# `$(name)` in quick picks and lens titles as an icon.
+_EDITOR_SYNTAX = re.compile(r"([\]$])\(")
 
 
 def _escape(char: str) -> str:
@@ -56,3 +62,9 @@ def safe_markup(text: object, limit: int = DEFAULT_LIMIT) -> str:
     from rich.markup import escape  # the bundle has no rich; only host-side callers get here
 
     return escape(safe_text(text, limit))
+
+
+def safe_editor_text(text: object, limit: int = DEFAULT_LIMIT) -> str:
+    """`safe_text` for an editor's message and label surfaces: the ``(`` of ``](`` and ``$(``
+    is shown as the escape ``\\x28``, so no link or icon can be made of the agent's text."""
+    return _EDITOR_SYNTAX.sub(lambda match: match.group(1) + "\\x28", safe_text(text, limit))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from bottle_engine.display import safe_text
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.schema import MISSING, Field, Kind
 from bottle_engine.manifest.source import KeyPath
@@ -31,6 +33,15 @@ def schema_path(path: KeyPath) -> str:
                 steps.pop(0)
             out[-1] += "[]"
     return ".".join(out)
+
+
+def code(value: object) -> str:
+    """`value` from the document as a markdown code span that nothing in it can close: a
+    bottle.toml the agent wrote must not put links, images or markup into a hover."""
+    text = safe_text(value, limit=200)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def toml_literal(value: Any) -> str:
@@ -80,7 +91,9 @@ def enum_value_markdown(field: Field, value: str) -> str | None:
 def bottle_summary(name: str, bottle: dict[str, Any] | None) -> str:
     """A bottle at a glance: backend, runtime, egress allowlist, secrets and git upstreams."""
     if bottle is None:
-        return f"**bottle `{name}`** — not defined in this manifest (or the file does not parse)"
+        return (
+            f"**bottle {code(name)}** — not defined in this manifest (or the file does not parse)"
+        )
     table = schema.field_at(("bottles", name))
     assert table is not None
     values = {**schema.defaults_of(table), **bottle}
@@ -88,45 +101,45 @@ def bottle_summary(name: str, bottle: dict[str, Any] | None) -> str:
         bottle.get("egress", {}).get("allow", []) if isinstance(bottle.get("egress"), dict) else []
     )
     lines = [
-        f"**bottle `{name}`**",
+        f"**bottle {code(name)}**",
         "",
-        f"- backend: `{values.get('backend')}`" + _runtime(values),
+        f"- backend: {code(values.get('backend'))}" + _runtime(values),
         "- egress allowlist: "
-        + (", ".join(f"`{entry}`" for entry in allow) if allow else "nothing (all egress denied)"),
+        + (", ".join(code(entry) for entry in allow) if allow else "nothing (all egress denied)"),
     ]
     secrets = bottle.get("secrets")
     if isinstance(secrets, dict) and secrets:
-        lines.append("- secrets: " + ", ".join(f"`{secret}`" for secret in secrets))
+        lines.append("- secrets: " + ", ".join(code(secret) for secret in secrets))
     git = bottle.get("git")
     if isinstance(git, list) and git:
         upstreams = [str(u.get("name", "?")) for u in git if isinstance(u, dict)]
-        lines.append("- git upstreams: " + ", ".join(f"`{u}`" for u in upstreams))
+        lines.append("- git upstreams: " + ", ".join(code(u) for u in upstreams))
     return "\n".join(lines)
 
 
 def _runtime(values: dict[str, Any]) -> str:
-    return f" (runtime `{values.get('runtime')}`)" if values.get("backend") == "docker" else ""
+    return f" (runtime {code(values.get('runtime'))})" if values.get("backend") == "docker" else ""
 
 
 def agent_summary(name: str, agent: dict[str, Any] | None, bottles: list[str]) -> str:
     """An agent at a glance: its bottle, command, prompt and skills."""
     if agent is None:
-        return f"**agent `{name}`** — the document does not parse; no details"
+        return f"**agent {code(name)}** — the document does not parse; no details"
     table = schema.field_at(("agents", name))
     assert table is not None
     values = {**schema.defaults_of(table), **agent}
     bottle = agent.get("bottle") or (bottles[0] if len(bottles) == 1 else None)
     command = values.get("command")
     lines = [
-        f"**agent `{name}`** — `bottle-engine launch {name}`",
+        f"**agent {code(name)}** — {code('bottle-engine launch ' + name)}",
         "",
-        f"- bottle: `{bottle}`" if bottle else "- bottle: not chosen",
-        f"- command: `{toml_literal(command)}`",
+        f"- bottle: {code(bottle)}" if bottle else "- bottle: not chosen",
+        f"- command: {code(toml_literal(command))}",
     ]
     if "prompt_file" in agent:
-        lines.append(f"- prompt file: `{agent['prompt_file']}`")
+        lines.append(f"- prompt file: {code(agent['prompt_file'])}")
     elif "prompt" in agent:
         lines.append("- prompt: inline")
     if values.get("skills"):
-        lines.append("- skills: " + ", ".join(f"`{skill}`" for skill in values["skills"]))
+        lines.append("- skills: " + ", ".join(code(skill) for skill in values["skills"]))
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress
 
@@ -91,7 +92,8 @@ def logs_command(slug: str, egress: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class ApprovalRequest:
-    """A pending supervise request, as the editor shows it."""
+    """A pending supervise request, as the editor shows it: `summary` (the agent's action and
+    reason) is already safe to show, one line with no escape, bidi or link syntax left in it."""
 
     request_id: str
     slug: str | None
@@ -115,7 +117,10 @@ def pending_approvals() -> list[ApprovalRequest]:
         ApprovalRequest(
             request_id=str(request.id),
             slug=str(request.slug) if request.slug else None,
-            summary=" — ".join(t for t in (request.action, request.reason) if t) or "(no details)",
+            summary=" — ".join(
+                safe_editor_text(text) for text in (request.action, request.reason) if text
+            )
+            or "(no details)",
         )
         for request in _approvals().list_requests(slug=None, pending_only=True)
     ]

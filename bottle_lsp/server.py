@@ -24,6 +24,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 from pygls.workspace import TextDocument
 
+from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import MANIFEST_NAME
 from bottle_engine.manifest.source import Position
@@ -101,9 +102,12 @@ class BottleLanguageServer(LanguageServer):
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     def show_error(self, message: str) -> None:
-        self.window_show_message(
-            types.ShowMessageParams(type=types.MessageType.Error, message=message)
-        )
+        self.show_message(types.MessageType.Error, message)
+
+    def show_message(self, kind: types.MessageType, message: str) -> None:
+        """Every `window/showMessage` goes out here: messages quote manifest text the agent may
+        have written, and VS Code makes links of `[x](command:...)` in them."""
+        self.window_show_message(types.ShowMessageParams(type=kind, message=editor_lines(message)))
 
     async def refresh_bottles(self) -> bool:
         """Re-read the engine's bottles; True when the list changed.
@@ -145,6 +149,11 @@ class BottleLanguageServer(LanguageServer):
 
 
 server = BottleLanguageServer()
+
+
+def editor_lines(message: str) -> str:
+    """`safe_editor_text` line by line: our own messages keep their line breaks."""
+    return "\n".join(safe_editor_text(line) for line in message.split("\n"))
 
 
 def manifest_path(uri: str) -> Path:
@@ -472,10 +481,11 @@ class _ClientProgress:
         self.loop = asyncio.get_running_loop()
 
     def _report(self, message: str) -> None:
+        # Build output quotes the Dockerfile and its context, which the agent may have written.
         self.loop.call_soon_threadsafe(
             self.ls.work_done_progress.report,
             self.token,
-            types.WorkDoneProgressReport(message=message),
+            types.WorkDoneProgressReport(message=safe_editor_text(message)),
         )
 
     def stage(self, name: str) -> None:
@@ -508,11 +518,9 @@ async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]
         path = manifest_path(uri)
         agent = str(argument["agent"])
         if has_unsaved_changes(ls, uri, path):
-            ls.window_show_message(
-                types.ShowMessageParams(
-                    type=types.MessageType.Warning,
-                    message=f"{path} has unsaved changes; launching {agent} from the saved file",
-                )
+            ls.show_message(
+                types.MessageType.Warning,
+                f"{path} has unsaved changes; launching {agent} from the saved file",
             )
         token = f"bottle-launch-{uuid.uuid4()}"
         window = ls.client_capabilities.window
@@ -520,7 +528,10 @@ async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]
         if reports:
             await ls.work_done_progress.create_async(token)
             ls.work_done_progress.begin(
-                token, types.WorkDoneProgressBegin(title=f"Launching {agent}", cancellable=False)
+                token,
+                types.WorkDoneProgressBegin(
+                    title=f"Launching {safe_editor_text(agent)}", cancellable=False
+                ),
             )
         try:
             slug = await ls.in_thread(engine.launch, path, agent, _ClientProgress(ls, token))
@@ -529,7 +540,9 @@ async def launch_command(ls: BottleLanguageServer, *args: Any) -> dict[str, str]
                 ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="failed"))
             raise
         if reports:
-            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"Launched {slug}"))
+            ls.work_done_progress.end(
+                token, types.WorkDoneProgressEnd(message=f"Launched {safe_editor_text(slug)}")
+            )
         await ls.bottles_changed(slug, "launched")
         return {"slug": slug}
 
@@ -636,7 +649,8 @@ async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
 
 
 async def ask_approval(ls: BottleLanguageServer, request: engine.ApprovalRequest) -> None:
-    where = f"bottle {request.slug}" if request.slug else "a bottle"
+    # The summary is made safe by the engine adapter; the slug is the state dir's name.
+    where = f"bottle {safe_editor_text(request.slug)}" if request.slug else "a bottle"
     try:
         answer = await ls.window_show_message_request_async(
             types.ShowMessageRequestParams(

@@ -5,6 +5,11 @@
 writes a request into the bottle's state dir and blocks until a person answers on the host
 (`bottle-engine approve|deny ID`) or the bottle's timeout passes, which counts as denied.
 Requests live in files, not in this process, so a restarted bundle picks up where it was.
+
+The agent is hostile: its texts are cut to `MAX_ACTION_CHARS` / `MAX_REASON_CHARS` with a marker
+saying how much was cut, a request body over `MAX_BODY_BYTES` is refused before the MCP SDK
+parses it, and a request beyond the bottle's pending cap or rate (`ApprovalLimits`) is answered
+at once with ``status: "refused"`` and the seconds to wait, and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -14,21 +19,25 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-from bottle_engine.approvals import ApprovalRequest, ApprovalStore
+from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.config import CONFIG_PATH, SUPERVISE_PORT, BundleConfig
 
 MCP_PATH = "/mcp"
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 SHUTDOWN_GRACE_SECONDS = 2
-MAX_TEXT = 4000  # characters of action / reason kept
+MAX_ACTION_CHARS = 2000  # characters of the action kept; what a person reads in one screen
+MAX_REASON_CHARS = 2000
+# Both texts at their caps, every character a JSON \uXXXX escape pair, fit with room to spare;
+# anything larger is not an approval request.
+MAX_BODY_BYTES = 256 * 1024
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -40,10 +49,11 @@ class ApprovalAnswer(TypedDict):
     """What the tool returns to the agent."""
 
     approved: bool
-    status: str
-    request_id: str
+    status: str  # approved | denied | timed_out | refused
+    request_id: str  # "" when refused: nothing was recorded
     note: str | None
     message: str
+    retry_after_seconds: float  # when refused: how long to wait before asking again; else 0
 
 
 def answer_for(request: ApprovalRequest) -> ApprovalAnswer:
@@ -63,6 +73,20 @@ def answer_for(request: ApprovalRequest) -> ApprovalAnswer:
         request_id=request.id,
         note=request.note,
         message=message,
+        retry_after_seconds=0.0,
+    )
+
+
+def refusal_for(refused: ApprovalRefused) -> ApprovalAnswer:
+    wait = max(1, round(refused.retry_after_seconds))
+    return ApprovalAnswer(
+        approved=False,
+        status="refused",
+        request_id="",
+        note=None,
+        message=f"refused: {refused.message}. Do not proceed; wait at least {wait} s before "
+        "asking again, and ask only for what needs a person.",
+        retry_after_seconds=float(wait),
     )
 
 
@@ -73,7 +97,7 @@ async def wait_for_answer(
     last_keepalive = time.monotonic()
     while request.pending and not request.expired():
         await anyio.sleep(POLL_SECONDS)
-        request = store.get(request.id) or request
+        request = store.get(request.id) or store.delivered(request.id) or request
         if ctx is not None and time.monotonic() - last_keepalive >= KEEPALIVE_SECONDS:
             # Progress notifications keep clients with idle timeouts from giving up on us.
             last_keepalive = time.monotonic()
@@ -95,17 +119,84 @@ def build_server(config: BundleConfig) -> MCPServer:
         why. Returns approved=true only if a person approved; a denial or no answer before the
         timeout returns approved=false.
         """
-        request = store.open_request(
-            _bounded(action), _bounded(reason), config.supervise_timeout_seconds
-        )
+        try:
+            request = store.open_request(
+                bounded(action, MAX_ACTION_CHARS),
+                bounded(reason, MAX_REASON_CHARS),
+                config.supervise_timeout_seconds,
+            )
+        except ApprovalRefused as refused:
+            return refusal_for(refused)
         return answer_for(await wait_for_answer(store, request, ctx))
 
     return server
 
 
-def _bounded(text: str) -> str:
-    """The agent's text, cut to a size a person can read (and a disk can hold)."""
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …(cut)"
+def bounded(text: str, limit: int) -> str:
+    """The agent's text, cut to a size a person can read (and a disk can hold), saying so."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} …[{len(text) - limit} more characters cut by bot-bottle]"
+
+
+class BodyLimit:
+    """ASGI middleware: refuse an HTTP request whose body is over `max_bytes` with 413, before
+    the app (the MCP SDK, which would read and parse all of it) sees a byte of it."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return dict(await receive())
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = (
+            f"request body over {self.max_bytes} bytes: an approval request is an action "
+            "and a reason, not a document\n"
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 def transport_security(config: BundleConfig, port: int) -> TransportSecuritySettings:
@@ -142,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # instead of holding up a bundle stop (the requests themselves are kept in files).
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            BodyLimit(app, MAX_BODY_BYTES),
             host=args.listen,
             port=args.port,
             log_level="info",

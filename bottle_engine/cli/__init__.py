@@ -13,10 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from rich.markup import escape
-
 from bottle_engine import __version__
-from bottle_engine.cli.output import err_console
+from bottle_engine.cli.output import err_console, safe_lines
 from bottle_engine.errors import BottleError
 
 # The order here is the order in `--help`.
@@ -74,10 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BottleError as exc:
         if args.debug:
             raise
-        # Messages quote user input (which may look like markup): print them as plain text.
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+        # Messages quote user input (which may look like markup, or hold escape sequences from a
+        # bottle.toml the agent wrote): printed as plain text, their own line breaks kept.
+        err_console.print(f"[bold red]error:[/] {safe_lines(exc.message)}", highlight=False)
         if exc.fix:
-            err_console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
+            err_console.print(f"  [bold]fix:[/] {safe_lines(exc.fix)}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted; everything this command created has been removed")

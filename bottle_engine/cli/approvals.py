@@ -1,4 +1,9 @@
-"""`bottle-engine approvals`, `approve`, `deny`: answer the agents' approval requests."""
+"""`bottle-engine approvals`, `approve`, `deny`: answer the agents' approval requests.
+
+Every text here comes from a bottle (the agent wrote the action and reason): it is printed only
+through `safe_markup`, one line per field, so escape sequences, forged rows, bidi overrides and
+rich markup show as what they are. `--json` output is escaped by JSON itself (ASCII only).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,16 @@ from rich.table import Table
 
 from bottle_engine import approvals
 from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.display import safe_markup
 
 LIST_EXAMPLES = """\
 examples:
   bottle-engine approvals                 requests waiting for an answer, in every bottle
   bottle-engine approvals my-bottle --all every request of one bottle, answered ones too
   bottle-engine approvals --json          the same as JSON, for scripts
+
+Answered requests leave the list once the agent has the answer; every request and answer stays
+in the bottle's approvals.jsonl (its state dir).
 """
 
 ANSWER_EXAMPLES = """\
@@ -35,7 +44,9 @@ def register(subparsers: Any) -> None:
         formatter_class=formatter(),
     )
     listing.add_argument("slug", nargs="?", metavar="SLUG", help="only this bottle")
-    listing.add_argument("--all", action="store_true", help="answered requests too")
+    listing.add_argument(
+        "--all", action="store_true", help="answered requests the agent has not picked up too"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(run=run_list)
     for name, approved in (("approve", True), ("deny", False)):
@@ -70,15 +81,15 @@ def run_list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     for request in requests:
         table.add_row(
-            request.id,
-            request.slug,
-            request.status,
+            safe_markup(request.id),
+            safe_markup(request.slug),
+            safe_markup(request.status),
             _span(now - datetime.fromisoformat(request.created_at)) + " ago",
             "in " + _span(datetime.fromisoformat(request.expires_at) - now)
             if request.pending
             else "-",
-            request.action,
-            request.reason,
+            safe_markup(request.action),
+            safe_markup(request.reason),
         )
     console.print(table)
     return 0
@@ -98,5 +109,8 @@ def run_answer(args: argparse.Namespace) -> int:
     if args.json:
         print_json(request.to_dict())
     else:
-        console.print(f"{request.id} {request.status}: {request.action}")
+        console.print(
+            f"{safe_markup(request.id)} {safe_markup(request.status)}: "
+            f"{safe_markup(request.action)}"
+        )
     return 0

@@ -19,6 +19,7 @@ from bottle_engine.cli.output import (
     print_json,
 )
 from bottle_engine.cli.progress import cli_progress
+from bottle_engine.display import safe_markup
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.containers import container_logs
 
@@ -143,13 +144,19 @@ def run_ls(args: argparse.Namespace) -> int:
     for column in ("SLUG", "AGENT", "BACKEND", "STATUS", "STARTED", "BUNDLE IP"):
         table.add_column(column)
     for record in bottles:
+        # Agent names come from a bottle.toml the agent may have written to: shown as text.
         table.add_row(
-            record.slug,
-            record.agent,
-            record.backend,
-            record.status,
-            record.started_at,
-            record.bundle_ip,
+            *(
+                safe_markup(value)
+                for value in (
+                    record.slug,
+                    record.agent,
+                    record.backend,
+                    record.status,
+                    record.started_at,
+                    record.bundle_ip,
+                )
+            )
         )
     console.print(table)
     return 0
@@ -200,7 +207,7 @@ def _lines(file_path: Path, *, follow: bool) -> Iterator[str]:
 def run_gc(args: argparse.Namespace) -> int:
     removed = lifecycle.gc()
     for name in removed:
-        console.print(f"removed {name}")
+        console.print(f"removed {safe_markup(name)}")
     if not removed:
         console.print("nothing to remove")
     return 0

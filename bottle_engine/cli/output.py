@@ -9,8 +9,16 @@ from typing import Any
 
 from rich.console import Console
 
+from bottle_engine.display import safe_markup
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def safe_lines(text: str) -> str:
+    """`safe_markup` line by line: for our own multi-line messages that quote untrusted text
+    (its escapes, bidi and markup are shown as text; the message's line breaks stay)."""
+    return "\n".join(safe_markup(line) for line in text.split("\n"))
 
 
 def print_json(value: Any) -> None:

@@ -222,3 +222,19 @@ async def test_folding_ranges_cover_sections_and_multiline_arrays(
         (21, 23),
         (25, 26),
     ]
+
+
+async def test_hover_keeps_hostile_names_inside_their_code_spans(
+    shared_client: LanguageClient, shared_root: Path
+) -> None:
+    # A bottle.toml the agent wrote: a name that would close its code span and add a link and
+    # an image (fetched when the hover renders).
+    name = "x` [ok](https://evil.invalid) ![](https://evil.invalid/beacon) `y"
+    uri = open_new(shared_client, shared_root, f'[agents.dev]\nbottle = "{name}"\n')
+    result = await shared_client.text_document_hover_async(
+        types.HoverParams(text_document=doc(uri), position=at(1, 12))
+    )
+    assert result is not None and isinstance(result.contents, types.MarkupContent)
+    assert result.contents.value == (
+        f"**bottle ``{name}``** — not defined in this manifest (or the file does not parse)"
+    )

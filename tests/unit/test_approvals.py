@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bottle_engine import approvals, state
-from bottle_engine.approvals import ApprovalStore
+from bottle_engine.approvals import (
+    AUDIT_LOG,
+    ApprovalLimits,
+    ApprovalRefused,
+    ApprovalRequest,
+    ApprovalStore,
+    RateBucket,
+    take_token,
+)
 from bottle_engine.cli import main
 from bottle_engine.errors import BottleError
 
@@ -110,3 +120,151 @@ def test_cli_approve_and_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == []
     assert main(["deny", request.id]) == 1
     assert "already answered" in capsys.readouterr().err
+
+
+# -- limits: what a flooding agent gets ------------------------------------------------------------
+
+SMALL = ApprovalLimits(max_pending=3, burst=5, refill_seconds=60, keep_answered_seconds=60)
+
+
+def limited(limits: ApprovalLimits = SMALL) -> ApprovalStore:
+    return ApprovalStore(state.bottle_dir("b1"), "b1", limits)
+
+
+def request_files() -> list[str]:
+    return sorted(p.name for p in (state.bottle_dir("b1") / "approvals").glob("[0-9a-f]*.json"))
+
+
+@pytest.mark.parametrize(
+    ("tokens", "at", "now", "allowed", "left"),
+    [
+        (None, 0.0, 100.0, True, 4.0),  # a new bottle starts with a full bucket
+        (0.0, 100.0, 100.0, False, 0.0),  # empty: refused
+        (0.0, 100.0, 130.0, False, 0.5),  # half refilled: still refused
+        (0.0, 100.0, 160.0, True, 0.0),  # one refill period later: one more
+        (0.0, 100.0, 10_000.0, True, 4.0),  # refills up to the burst, no further
+        (2.0, 100.0, 50.0, True, 1.0),  # a clock that went back refills nothing
+    ],
+)
+def test_the_rate_bucket(
+    tokens: float | None, at: float, now: float, allowed: bool, left: float
+) -> None:
+    bucket = None if tokens is None else RateBucket(tokens, at)
+
+    after, wait = take_token(bucket, now, SMALL)
+
+    assert (wait == 0.0) is allowed
+    assert after.tokens == pytest.approx(left)
+    if not allowed:
+        assert wait == pytest.approx((1 - left) * SMALL.refill_seconds)
+
+
+def test_requests_beyond_the_pending_cap_are_refused_and_leave_nothing() -> None:
+    opened = [limited().open_request(f"a{n}", "r", 60) for n in range(3)]
+    log_before = (state.bottle_dir("b1") / AUDIT_LOG).read_text()
+
+    with pytest.raises(ApprovalRefused, match="3 approval requests of bottle b1 are already"):
+        limited().open_request("a3", "r", 60)
+
+    assert request_files() == sorted(f"{r.id}.json" for r in opened)
+    assert (state.bottle_dir("b1") / AUDIT_LOG).read_text() == log_before
+
+
+def test_asking_an_open_question_again_is_not_a_new_request_even_at_the_cap() -> None:
+    first = limited().open_request("a0", "r", 60)
+    for n in range(1, 3):
+        limited().open_request(f"a{n}", "r", 60)
+
+    assert limited().open_request("a0", "r", 60).id == first.id
+
+
+def test_an_answered_request_frees_its_place_under_the_cap() -> None:
+    first = limited().open_request("a0", "r", 60)
+    for n in range(1, 3):
+        limited().open_request(f"a{n}", "r", 60)
+    limited().answer(first.id, approved=False, note=None)
+
+    assert limited().open_request("a3", "r", 60).pending
+
+
+def test_expired_requests_time_out_and_stale_answers_are_pruned_when_the_cap_is_reached() -> None:
+    expired = limited().open_request("old", "r", timeout_seconds=0)
+    answered = limited().open_request("answered", "r", 60)
+    limited().answer(answered.id, approved=True, note=None)
+    limited().open_request("waiting", "r", 60)
+
+    # Nothing stale yet: the expired one times out, the answer is kept for a re-ask.
+    limited().open_request("new", "r", 60)
+    assert limited().get(expired.id).status == "timed_out"  # type: ignore[union-attr]
+    assert limited().get(answered.id) is not None
+
+    # Once answers are older than keep_answered_seconds, the sweep removes them.
+    impatient = replace(SMALL, keep_answered_seconds=0)
+    limited(impatient).open_request("newer", "r", 60)
+    assert limited().get(expired.id) is None and limited().get(answered.id) is None
+    log = [
+        json.loads(line) for line in (state.bottle_dir("b1") / AUDIT_LOG).read_text().splitlines()
+    ]
+    assert {e["id"] for e in log if e["event"] == "pruned"} == {expired.id, answered.id}
+
+
+def test_the_rate_refuses_the_request_after_the_burst() -> None:
+    store = limited(replace(SMALL, max_pending=100))
+    for n in range(SMALL.burst):
+        store.open_request(f"a{n}", "r", 60)
+
+    with pytest.raises(ApprovalRefused, match="too often") as refused:
+        store.open_request("one more", "r", 60)
+    assert 0 < refused.value.retry_after_seconds <= SMALL.refill_seconds
+    assert len(request_files()) == SMALL.burst
+
+
+def test_opening_a_request_reads_no_earlier_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = limited(replace(SMALL, max_pending=1000, burst=1000))
+    for n in range(50):
+        store.open_request(f"a{n}", "r", 60)
+    reads: list[Path] = []
+    real_read = ApprovalStore._read
+
+    def counting_read(self: ApprovalStore, path: Path) -> ApprovalRequest | None:
+        reads.append(path)
+        return real_read(self, path)
+
+    monkeypatch.setattr(ApprovalStore, "_read", counting_read)
+    store.open_request("a-new-one", "r", 60)
+    store.open_request("a7", "r", 60)  # a re-ask: found through the index
+
+    assert len(reads) == 1
+
+
+def test_the_delivered_answer_leaves_the_store_and_a_second_waiter_still_gets_it() -> None:
+    request = store().open_request("deploy", "release", 60)
+    store_in_bundle = store()
+    store().answer(request.id, approved=True, note=None)
+
+    first = store_in_bundle.mark_delivered(request.id)
+    second = store_in_bundle.mark_delivered(request.id)
+
+    assert first == second and first.approved and first.delivered
+    assert store().get(request.id) is None
+    assert store().open_request("deploy", "release", 60).id != request.id
+
+
+def test_the_audit_log_is_rotated_at_its_size_cap() -> None:
+    small_log = replace(SMALL, audit_log_max_bytes=2000, max_pending=100, burst=100)
+    for n in range(20):
+        limited(small_log).open_request(f"action {n}", "r" * 200, 60)
+
+    log = state.bottle_dir("b1") / AUDIT_LOG
+    old = log.with_name(AUDIT_LOG + ".1")
+    assert log.stat().st_size <= 2000 and old.stat().st_size <= 2000
+    assert json.loads(log.read_text().splitlines()[-1])["action"] == "action 19"
+
+
+def test_answering_a_request_that_left_the_store_says_how_it_ended() -> None:
+    request = store().open_request("deploy", "release", 60)
+    approvals.answer(request.id, approved=False)
+    store().mark_delivered(request.id)
+
+    with pytest.raises(BottleError, match="has ended: denied, and the agent has the answer"):
+        approvals.answer(request.id, approved=True)

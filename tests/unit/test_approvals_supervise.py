@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
 from mcp import Client
 
 from bottle_engine import approvals, state
-from bottle_engine.approvals import ApprovalRequest, ApprovalStore
+from bottle_engine.approvals import ApprovalRequest
 from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.supervise import MAX_TEXT, answer_for, build_server
+from bottle_engine.bundle.supervise import MAX_ACTION_CHARS, answer_for, build_server
 
 
 def config(timeout_seconds: float) -> BundleConfig:
@@ -58,7 +59,7 @@ def test_answers_tell_the_agent_whether_to_proceed() -> None:
     assert "timed out" in answer_for(request("timed_out"))["message"]
 
 
-def test_no_answer_in_time_returns_denied_and_marks_it_delivered() -> None:
+def test_no_answer_in_time_returns_denied_and_the_delivered_request_leaves_the_store() -> None:
     async def ask() -> dict[str, Any]:
         async with Client(build_server(config(0.5))) as client:
             result = await client.call_tool("request_approval", {"action": "a", "reason": "b"})
@@ -67,18 +68,19 @@ def test_no_answer_in_time_returns_denied_and_marks_it_delivered() -> None:
     outcome = anyio.run(ask)
 
     assert (outcome["approved"], outcome["status"]) == (False, "timed_out")
-    [stored] = approvals.list_requests("sup")
-    assert stored.delivered
+    assert approvals.list_requests("sup") == []
+    log = (state.bottle_dir("sup") / approvals.AUDIT_LOG).read_text().splitlines()
+    assert [json.loads(line)["event"] for line in log] == ["requested", "timed_out", "delivered"]
 
 
-def test_overlong_text_from_the_agent_is_cut() -> None:
-    store = ApprovalStore(state.bottle_dir("sup"), "sup")
-
+def test_overlong_text_from_the_agent_is_cut_with_a_marker_saying_how_much() -> None:
     async def ask() -> None:
         async with Client(build_server(config(0.2))) as client:
             await client.call_tool("request_approval", {"action": "x" * 50_000, "reason": "r"})
 
     anyio.run(ask)
 
-    [stored] = store.all()
-    assert len(stored.action) < MAX_TEXT + 20
+    log = (state.bottle_dir("sup") / approvals.AUDIT_LOG).read_text().splitlines()
+    action = json.loads(log[0])["action"]
+    cut = 50_000 - MAX_ACTION_CHARS
+    assert action == "x" * MAX_ACTION_CHARS + f" …[{cut} more characters cut by bot-bottle]"

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from bottle_engine.display import safe_markup, safe_text
+from bottle_engine.display import safe_editor_text, safe_markup, safe_text
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,22 @@ def test_rich_prints_markup_literally() -> None:
         safe_markup("[conceal]secret[/conceal] [link=http://x.invalid]y[/link]")
     )
     assert out.getvalue() == "[conceal]secret[/conceal] [link=http://x.invalid]y[/link]\n"
+
+
+@pytest.mark.parametrize(
+    ("hostile", "shown"),
+    [
+        # VS Code runs a command link in a notification on one click.
+        (
+            "[git status](command:workbench.action.quit)",
+            "[git status]\\x28command:workbench.action.quit)",
+        ),
+        ("[docs](https://evil.invalid)", "[docs]\\x28https://evil.invalid)"),
+        ("$(check) approved", "$\\x28check) approved"),  # an icon in a quick pick or lens
+        ("typed ]\\x28", "typed ]\\\\x28"),  # the agent cannot type our escape
+        ("a ] (b) [c]", "a ] (b) [c]"),  # brackets and parentheses on their own are text
+        ("x\x1b[31m\n", "x\\x1b[31m\\n"),
+    ],
+)
+def test_editor_text_has_no_link_or_icon_syntax(hostile: str, shown: str) -> None:
+    assert safe_editor_text(hostile) == shown

@@ -20,6 +20,7 @@ import {
 import { MANIFEST_GLOB, chooseManifest } from "./manifests";
 import { ProgressTranslator } from "./progress";
 import { errorText, type BottleServerPort } from "./common";
+import { displayText } from "./display";
 
 export class BottleActions {
   private launchCount = 0;
@@ -61,7 +62,7 @@ export class BottleActions {
       const slug = await this.runLaunch({ uri, agent });
       this.server.notifyBottlesChanged();
       void vscode.window
-        .showInformationMessage(`Bottle ${slug} is running (agent ${agent}).`, "Attach", "Show Egress Log")
+        .showInformationMessage(`Bottle ${displayText(slug)} is running (agent ${displayText(agent)}).`, "Attach", "Show Egress Log")
         .then((choice) => {
           if (choice === "Attach") void this.attach(slug);
           else if (choice === "Show Egress Log") void this.showLogs({ slug, egress: true });
@@ -78,7 +79,7 @@ export class BottleActions {
       const slug = slugFromArgument(argument) ?? (await this.pickBottle("Attach to which bottle?", { confirm: false, runningOnly: true }));
       if (slug === undefined) return;
       const result = await this.server.execute(ServerCommand.attach, [{ slug }]);
-      openTerminal(`Bottle ${slug}`, parseTerminalCommand(ServerCommand.attach, result).command);
+      openTerminal(`Bottle ${displayText(slug)}`, parseTerminalCommand(ServerCommand.attach, result).command);
     } catch (error) {
       reportFailure("attach failed", error);
     }
@@ -89,12 +90,12 @@ export class BottleActions {
       const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", { confirm: true, runningOnly: true }));
       if (slug === undefined) return;
       const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${slug}` },
+        { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${displayText(slug)}` },
         () => this.server.execute(ServerCommand.stop, [{ slug }]),
       );
       throwIfServerError(result);
       this.server.notifyBottlesChanged();
-      void vscode.window.showInformationMessage(`Bottle ${slug} stopped.`);
+      void vscode.window.showInformationMessage(`Bottle ${displayText(slug)} stopped.`);
     } catch (error) {
       this.server.notifyBottlesChanged();
       reportFailure("stop failed", error);
@@ -108,7 +109,7 @@ export class BottleActions {
       if (slug === undefined) return;
       const egress = !(typeof argument === "object" && argument !== null && (argument as { egress?: unknown }).egress === false);
       const result = await this.server.execute(ServerCommand.logs, [{ slug, egress }]);
-      const title = egress ? `Egress log ${slug}` : `Log ${slug}`;
+      const title = egress ? `Egress log ${displayText(slug)}` : `Log ${displayText(slug)}`;
       openTerminal(title, parseTerminalCommand(ServerCommand.logs, result).command);
     } catch (error) {
       reportFailure("showing the log failed", error);
@@ -120,7 +121,7 @@ export class BottleActions {
     const result = await vscode.window.withProgress(
       {
         location: vscode.ProgressLocation.Notification,
-        title: `Launching bottle for agent ${args.agent}`,
+        title: `Launching bottle for agent ${displayText(args.agent)}`,
         cancellable: false,
       },
       async (progress) => {
@@ -160,12 +161,13 @@ export class BottleActions {
     }
     const picked = await vscode.window.showQuickPick(
       agents.map((agent) => ({
-        label: agent.name,
-        description: agent.bottle === "" ? "" : `bottle ${agent.bottle}`,
+        label: displayText(agent.name),
+        description: agent.bottle === "" ? "" : `bottle ${displayText(agent.bottle)}`,
+        name: agent.name,
       })),
       { placeHolder: "Launch which agent?" },
     );
-    return picked?.label;
+    return picked?.name;
   }
 
   /**
@@ -191,7 +193,7 @@ export class BottleActions {
 /** Shows why an action failed, unless the server has already shown it. */
 function reportFailure(what: string, error: unknown): void {
   if (error instanceof ServerReportedError) return;
-  void vscode.window.showErrorMessage(`Bot Bottle: ${what}: ${errorText(error)}`);
+  void vscode.window.showErrorMessage(`Bot Bottle: ${what}: ${displayText(errorText(error))}`);
 }
 
 /** Runs the server-provided argv directly (no shell), so nothing in it is reinterpreted. */

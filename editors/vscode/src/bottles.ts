@@ -3,6 +3,7 @@
  * `bottle.list` answer, so the wording is testable without an editor.
  */
 import type { BottleSummary } from "./contract";
+import { displayText } from "./display";
 
 /** A short age like "42s", "5m", "3h 2m", "2d 4h"; "" when the timestamp is unreadable. */
 export function formatAge(startedAt: string, now: Date): string {
@@ -21,21 +22,21 @@ export function formatAge(startedAt: string, now: Date): string {
 /** The grey text beside the slug: "agent · backend · age". */
 export function bottleDescription(bottle: BottleSummary, now: Date): string {
   const age = formatAge(bottle.started_at, now);
-  return [bottle.agent, bottle.backend, age].filter((part) => part !== "").join(" · ");
+  return [bottle.agent, bottle.backend, age].filter((part) => part !== "").map((part) => displayText(part)).join(" · ");
 }
 
 export function bottleTooltip(bottle: BottleSummary, now: Date): string {
   const age = formatAge(bottle.started_at, now);
   const lines = [
-    `Bottle ${bottle.slug}`,
-    `Agent: ${bottle.agent || "unknown"}`,
-    `Backend: ${bottle.backend || "unknown"}`,
-    `Status: ${bottle.status || "unknown"}`,
+    `Bottle ${displayText(bottle.slug)}`,
+    `Agent: ${displayText(bottle.agent || "unknown")}`,
+    `Backend: ${displayText(bottle.backend || "unknown")}`,
+    `Status: ${displayText(bottle.status || "unknown")}`,
   ];
   if (bottle.started_at !== "") {
-    lines.push(`Started: ${bottle.started_at}${age === "" ? "" : ` (${age} ago)`}`);
+    lines.push(`Started: ${displayText(bottle.started_at)}${age === "" ? "" : ` (${age} ago)`}`);
   }
-  if (bottle.manifest !== "") lines.push(`Manifest: ${bottle.manifest}`);
+  if (bottle.manifest !== "") lines.push(`Manifest: ${displayText(bottle.manifest)}`);
   return lines.join("\n");
 }
 
@@ -65,7 +66,7 @@ export function bottlePickItems(
   now: Date,
 ): { label: string; description: string; slug: string }[] {
   return sortBottles(bottles).map((bottle) => ({
-    label: bottle.slug,
+    label: displayText(bottle.slug),
     description: bottleDescription(bottle, now),
     slug: bottle.slug,
   }));

@@ -6,6 +6,7 @@ import * as vscode from "vscode";
 import { bottleContextValue, bottleDescription, bottleTooltip, isRunning, sortBottles } from "./bottles";
 import { ServerCommand, parseBottleList, type BottleSummary } from "./contract";
 import { CONFIG_SECTION, errorText, type BottleServerPort } from "./common";
+import { displayText } from "./display";
 
 export const BOTTLES_VIEW_ID = "botBottle.bottles";
 const DEFAULT_REFRESH_SECONDS = 5;
@@ -28,7 +29,7 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
   }
 
   getTreeItem(bottle: BottleSummary): vscode.TreeItem {
-    const item = new vscode.TreeItem(bottle.slug, vscode.TreeItemCollapsibleState.None);
+    const item = new vscode.TreeItem(displayText(bottle.slug), vscode.TreeItemCollapsibleState.None);
     item.id = bottle.slug;
     item.description = bottleDescription(bottle, this.now());
     item.tooltip = bottleTooltip(bottle, this.now());
@@ -48,7 +49,7 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
       return bottles;
     } catch (error) {
       this.lastListingFailed = true;
-      this.showMessage(`Could not list bottles: ${errorText(error)} (Refresh to retry.)`);
+      this.showMessage(`Could not list bottles: ${displayText(errorText(error))} (Refresh to retry.)`);
       return [];
     }
   }

@@ -99,9 +99,23 @@ describe("Launch", () => {
       ["bottle.launch", [{ uri: MANIFEST, agent: "review" }]],
     ]);
     assert.deepEqual(fake.quickPicks[0].items, [
-      { label: "dev", description: "bottle default" },
-      { label: "review", description: "bottle strict" },
+      { label: "dev", description: "bottle default", name: "dev" },
+      { label: "review", description: "bottle strict", name: "review" },
     ]);
+  });
+
+  it("shows a hostile agent name as text in the pick, and launches the name itself", async () => {
+    const hostile = "$(pass) [dev](command:workbench.action.quit)\u202e";
+    fake.activeEditorUri = Uri.parse(MANIFEST);
+    server.answers.set("bottle.agents", [{ name: hostile, bottle: "b\x1b]8;;x\x07" }]);
+    server.answers.set("bottle.launch", { slug: "x-1" });
+    fake.pickAnswer = (items) => items[0];
+    await actions.launch();
+    assert.deepEqual(fake.quickPicks[0].items, [
+      { label: "$\\x28pass) [dev]\\x28command:workbench.action.quit)\\u202e", description: "bottle b\\x1b]8;;x\\x07", name: hostile },
+    ]);
+    assert.deepEqual(server.requests.at(-1)?.args, [{ uri: MANIFEST, agent: hostile }]);
+    assert.equal(fake.messages[0].message, "Bottle x-1 is running (agent $\\x28pass) [dev]\\x28command:workbench.action.quit)\\u202e).");
   });
 
   it("offers to attach once the bottle runs", async () => {

@@ -1,0 +1,243 @@
+"""A hostile agent against the person answering its approval requests.
+
+Real parts: the supervise MCP server in its own process on loopback, the MCP SDK's client as the
+agent, and the `bottle-engine` CLI in another process on a pseudo-terminal, as a person runs it.
+What the terminal receives is checked byte by byte: the agent's texts arrive as visible escapes
+on one line each, and no byte of them can move the cursor, erase, write the clipboard, hide text
+or forge a row. Then the flood: the pending cap and the rate refuse at once (nothing recorded),
+and answered requests leave the approvals dir while the audit log keeps them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from bottle_engine import approvals, state
+from bottle_engine.approvals import AUDIT_LOG, ApprovalLimits
+from bottle_engine.bundle.supervise import MAX_BODY_BYTES
+from tests.hostile_text import HOSTILE, plain, run_in_terminal, shown, unexpected_controls
+from tests.integration.test_supervise import SLUG, Supervise, make_supervise, wait_for_pending
+
+DEFAULTS = ApprovalLimits()
+
+
+@pytest.fixture
+def supervise(tmp_path: Path) -> Any:
+    server = make_supervise(tmp_path, timeout_seconds=300)
+    with server.run():
+        yield server
+
+
+def cli(*args: str) -> tuple[int, bytes]:
+    return run_in_terminal([sys.executable, "-m", "bottle_engine.cli", *args], dict(os.environ))
+
+
+async def ask_all(
+    url: str, texts: list[tuple[str, str]], then: Any, answers_expected: int = 0
+) -> list[dict[str, Any]]:
+    """Call request_approval once per (action, reason), all at once; run `then` in a thread
+    while they wait, then wait for `answers_expected` answers (30 s at most); cancel whatever
+    still waits. The answers that came back."""
+    answers: list[dict[str, Any]] = []
+    async with Client(url) as client, anyio.create_task_group() as tasks:
+
+        async def call(action: str, reason: str) -> None:
+            result = await client.call_tool(
+                "request_approval", {"action": action, "reason": reason}
+            )
+            answers.append(dict(result.structured_content or {}))
+
+        for action, reason in texts:
+            tasks.start_soon(call, action, reason)
+        await anyio.to_thread.run_sync(then)
+        with anyio.move_on_after(30):
+            while len(answers) < answers_expected:
+                await anyio.sleep(0.1)
+        tasks.cancel_scope.cancel()
+    return answers
+
+
+def test_the_approvals_listing_shows_hostile_texts_as_visible_escapes_on_their_own_rows(
+    supervise: Supervise,
+) -> None:
+    texts = [(hostile.text, f"reason: {hostile.text}") for hostile in HOSTILE]
+    listed: dict[str, Any] = {}
+
+    def list_in_a_terminal() -> None:
+        wait_for_pending(len(texts))
+        listed["result"] = cli("approvals")
+
+    anyio.run(ask_all, supervise.url, texts, list_in_a_terminal)
+    code, output = listed["result"]
+
+    assert code == 0, output
+    assert unexpected_controls(output) == []
+    rows = plain(output).split("\n")
+    assert rows[-1] == "" and len(rows) == 1 + len(texts) + 1, rows  # header, one row each
+    assert re.fullmatch(r"ID +BOTTLE +STATUS +ASKED +TIMES OUT +ACTION +REASON *", rows[0])
+    pending = {r.id: r for r in approvals.list_requests(SLUG, pending_only=True)}
+    for row in rows[1:-1]:
+        request = pending[row[:8]]
+        # Each request on its own row; the action and the reason exactly as escaped.
+        expected = (
+            rf"{request.id}  {SLUG}  pending  \d+s ago  in \d+[sm] +"
+            rf"{re.escape(shown(request.action))} +{re.escape(shown(request.reason))} *"
+        )
+        assert re.fullmatch(expected, row), row
+    assert {pending[row[:8]].action for row in rows[1:-1]} == {h.text for h in HOSTILE}
+
+
+@pytest.mark.parametrize("verb", ["approve", "deny"])
+def test_approve_and_deny_print_the_action_as_visible_escapes(
+    supervise: Supervise, verb: str
+) -> None:
+    texts = [(hostile.text, "why") for hostile in HOSTILE]
+    printed: dict[str, tuple[int, bytes]] = {}
+
+    def answer_each_in_a_terminal() -> None:
+        for request in wait_for_pending(len(texts)):
+            printed[request.id] = cli(verb, request.id)
+
+    answers = anyio.run(ask_all, supervise.url, texts, answer_each_in_a_terminal, len(texts))
+
+    status = "approved" if verb == "approve" else "denied"
+    assert sorted(answer["status"] for answer in answers) == [status] * len(texts)
+    actions = {answer["request_id"]: answer for answer in answers}
+    log = state.bottle_dir(SLUG) / AUDIT_LOG
+    asked = {
+        entry["id"]: entry["action"]
+        for entry in map(json.loads, log.read_text().splitlines())
+        if entry["event"] == "requested"
+    }
+    assert set(printed) == set(actions) == set(asked)
+    for request_id, (code, output) in printed.items():
+        assert code == 0, output
+        assert output == f"{request_id} {status}: {shown(asked[request_id])}\n".encode()
+
+
+def test_more_requests_than_the_pending_cap_are_refused_at_once_and_not_recorded(
+    supervise: Supervise,
+) -> None:
+    extra = 3
+    texts = [(f"request {n}", "flood") for n in range(DEFAULTS.max_pending + extra)]
+    refusals: list[dict[str, Any]] = []
+
+    def wait_for_the_refusals() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(refusals) < extra:
+            time.sleep(0.1)
+
+    async def flood() -> None:
+        async with Client(supervise.url) as client, anyio.create_task_group() as tasks:
+
+            async def call(action: str, reason: str) -> None:
+                result = await client.call_tool(
+                    "request_approval", {"action": action, "reason": reason}
+                )
+                refusals.append(dict(result.structured_content or {}))
+
+            for action, reason in texts:
+                tasks.start_soon(call, action, reason)
+            await anyio.to_thread.run_sync(wait_for_the_refusals)
+            tasks.cancel_scope.cancel()
+
+    anyio.run(flood)
+
+    assert len(refusals) == extra, "the requests beyond the cap were not refused"
+    for refusal in refusals:
+        assert (refusal["approved"], refusal["status"], refusal["request_id"]) == (
+            False,
+            "refused",
+            "",
+        )
+        assert "already waiting for a person" in refusal["message"]
+        assert refusal["retry_after_seconds"] > 0
+    assert len(approvals.list_requests(SLUG, pending_only=True)) == DEFAULTS.max_pending
+    on_disk = list((state.bottle_dir(SLUG) / "approvals").glob("[0-9a-f]*.json"))
+    assert len(on_disk) == DEFAULTS.max_pending
+
+
+def test_requests_beyond_the_rate_are_refused_with_the_time_to_wait(tmp_path: Path) -> None:
+    # Each request times out at once, so the pending cap never binds: only the rate does.
+    server = make_supervise(tmp_path, timeout_seconds=0.1)
+    sent = DEFAULTS.burst + 3
+
+    async def ask_in_turn() -> tuple[list[dict[str, Any]], float]:
+        answers = []
+        started = time.monotonic()
+        async with Client(server.url) as client:
+            for n in range(sent):
+                result = await client.call_tool(
+                    "request_approval", {"action": f"step {n}", "reason": "go"}
+                )
+                answers.append(dict(result.structured_content or {}))
+        return answers, time.monotonic() - started
+
+    with server.run():
+        answers, elapsed = anyio.run(ask_in_turn)
+
+    statuses = [answer["status"] for answer in answers]
+    assert statuses[: DEFAULTS.burst] == ["timed_out"] * DEFAULTS.burst
+    # The bucket refills one request per refill_seconds while the test runs.
+    refilled = int(elapsed // DEFAULTS.refill_seconds)
+    assert statuses.count("refused") >= sent - DEFAULTS.burst - refilled > 0
+    refusal = next(answer for answer in answers if answer["status"] == "refused")
+    assert "too often" in refusal["message"]
+    assert 0 < refusal["retry_after_seconds"] <= DEFAULTS.refill_seconds
+
+
+def test_answered_requests_leave_the_approvals_dir_and_stay_in_the_audit_log(
+    supervise: Supervise,
+) -> None:
+    texts = [(f"deploy {n}", "release") for n in range(3)]
+
+    def answer_them_all() -> None:
+        for request in wait_for_pending(len(texts)):
+            approvals.answer(request.id, approved=True)
+
+    answers = anyio.run(ask_all, supervise.url, texts, answer_them_all, len(texts))
+
+    assert sorted(answer["status"] for answer in answers) == ["approved"] * 3
+    assert approvals.list_requests(SLUG) == []
+    directory = state.bottle_dir(SLUG) / "approvals"
+    assert list(directory.glob("[0-9a-f]*.json")) == [] and list(directory.glob(".q-*")) == []
+    log = [
+        json.loads(line) for line in (state.bottle_dir(SLUG) / AUDIT_LOG).read_text().splitlines()
+    ]
+    delivered = {entry["action"]: entry for entry in log if entry["event"] == "delivered"}
+    assert set(delivered) == {action for action, _ in texts}
+    assert all(entry["status"] == "approved" for entry in delivered.values())
+
+
+def test_a_request_body_over_the_cap_is_refused_before_it_is_parsed(supervise: Supervise) -> None:
+    filler = b"a" * (MAX_BODY_BYTES + 1)
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"x": "%s"}}' % filler
+    connection = http.client.HTTPConnection("127.0.0.1", supervise.port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            "/mcp",
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+        response = connection.getresponse()
+        status, text = response.status, response.read().decode()
+    finally:
+        connection.close()
+
+    assert status == 413
+    assert "not a document" in text

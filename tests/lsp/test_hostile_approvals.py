@@ -1,0 +1,95 @@
+"""What the language server sends an editor when the agent's text is hostile.
+
+A real agent side (the MCP SDK's client against the supervise server in its own process) asks
+for approvals with hostile texts; the real `bottle-lsp` polls the bottle's state dir and asks the
+editor. Each `window/showMessageRequest` is checked character by character: one line, every
+control, escape and bidi character as a visible escape, and no `[label](command:...)` link
+syntax left for VS Code to turn into a link that runs a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+from mcp import Client
+from pytest_lsp import LanguageClient
+
+from bottle_engine.display import safe_editor_text
+from tests.hostile_text import HOSTILE
+from tests.integration.test_supervise import SLUG, make_supervise
+from tests.lsp.conftest import ClientFactory
+from tests.lsp.test_commands import errors, eventually, execute
+
+pytestmark = pytest.mark.asyncio
+
+
+def looks_safe(message: str) -> bool:
+    """No control, format or separator character, and no link or icon syntax."""
+    hidden = [c for c in message if unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}]
+    return not hidden and "](" not in message and "$(" not in message
+
+
+async def test_hostile_approval_texts_reach_the_editor_as_one_line_of_visible_escapes(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    supervise = make_supervise(tmp_path, timeout_seconds=300)
+    client = await make_client(approvals={"poll": True, "interval": 0.05})
+    asked: list[types.ShowMessageRequestParams] = []
+
+    def ask(params: types.ShowMessageRequestParams) -> None:
+        asked.append(params)
+        return None  # dismissed: the request stays pending
+
+    client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(ask)
+
+    with supervise.run():
+        async with Client(supervise.url) as agent:
+            calls = [
+                asyncio.ensure_future(
+                    agent.call_tool(
+                        "request_approval",
+                        {"action": hostile.text, "reason": f"because {hostile.text}"},
+                    )
+                )
+                for hostile in HOSTILE
+            ]
+            try:
+                await eventually(lambda: len(asked) >= len(HOSTILE), "every request asked")
+            finally:
+                for call in calls:
+                    call.cancel()
+                await asyncio.gather(*calls, return_exceptions=True)
+
+    expected = sorted(
+        f"Approval requested by bottle {SLUG}: "
+        f"{safe_editor_text(hostile.text)} — {safe_editor_text('because ' + hostile.text)}"
+        for hostile in HOSTILE
+    )
+    assert sorted(params.message for params in asked) == expected
+    assert all(looks_safe(params.message) for params in asked)
+    link = next(h for h in HOSTILE if h.name == "command-link")
+    assert any(
+        "[git status]\\x28command:workbench.action.terminal.sendSequence" in params.message
+        for params in asked
+    ), link
+
+
+async def test_error_messages_quoting_hostile_names_carry_no_link_or_escape(
+    client: LanguageClient,
+) -> None:
+    hostile: dict[str, Any] = {
+        "slug": "[Stop](command:workbench.action.terminal.sendSequence?%7B%7D)\x1b]52;c;eA==\x07"
+    }
+
+    result = await execute(client, "bottle.stop", hostile)
+
+    assert "error" in result
+    await eventually(lambda: len(errors(client)) == 1, "the error shown")
+    [shown] = errors(client)
+    assert all(looks_safe(line) for line in shown.split("\n")), shown
+    assert "[Stop]\\x28command:" in shown
