@@ -181,6 +181,7 @@ class BottlePlan:
             slug=self.slug,
             bundle_ip=self.bundle_ip,
             agent_subnet=str(self.subnet),
+            agent_ip=self.agent_ip,
             egress_allow=self.egress_allow,
             secrets=tuple(
                 SecretBinding(s.name, s.placeholder, s.hosts, s.bundle_file) for s in self.secrets

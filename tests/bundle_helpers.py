@@ -433,6 +433,7 @@ def bundle_testbed(
             secrets=tuple(bindings),
             bottle_name=bottle_name,
             upstream_ca_files=("/run/bot-bottle/test-upstream-ca.pem",),
+            agent_ip=str(subnet[3]),  # as in a bottle: the only client the bundle answers
         )
         upstream_hosts = {name: upstream_ip for name in upstream_names}
         bundle = run_bundle_container(
@@ -462,6 +463,9 @@ def bundle_testbed(
             entrypoint=[],
             name=f"bb-test-{run_id}-agent",
             network=internal_name,
+            networking_config={
+                internal_name: client.api.create_endpoint_config(ipv4_address=config.agent_ip)
+            },
             labels=TEST_LABELS,
             environment=agent_env,
             volumes={
