@@ -280,10 +280,10 @@ class PeakMemory:
 
 
 def _limit(bed: Bed) -> int:
-    bed.bundle.reload()
-    memory = int(bed.bundle.attrs["HostConfig"]["Memory"])
-    assert memory > 0, "the bundle has no memory limit"
-    return memory
+    """The memory the bundle may use by the rule (this bed's agent size is 0: the smallest)."""
+    from bottle_engine.limits import bundle_limits
+
+    return bundle_limits(0).memory_bytes
 
 
 def test_the_bundle_has_memory_cpu_pids_and_tmp_limits(bed: Bed) -> None:
