@@ -456,7 +456,11 @@ def bundle_testbed(
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.
         agent_env = {name.upper(): placeholder for name, (placeholder, _, _) in secrets.items()}
-        bottle_ca = state_dir / "ca" / CA_CERT_NAME
+        # The bundle writes its state private to its user; the engine hands the (public)
+        # certificate to the agent, as this copy does.
+        bottle_ca = workdir / "bottle-ca.pem"
+        bottle_ca.write_bytes((state_dir / "ca" / CA_CERT_NAME).read_bytes())
+        bottle_ca.chmod(0o644)
         bed.agent = client.containers.run(
             image,
             ["sleep", "infinity"],

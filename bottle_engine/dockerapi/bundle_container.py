@@ -104,9 +104,9 @@ def run_bundle_container(
     if os.geteuid() == 0:
         accounts = state_dir / ACCOUNTS_DIR_NAME
         accounts.mkdir(exist_ok=True, mode=0o700)
-        for name, text in account_files(uid, gid).items():
-            _write_private(accounts / name, text)
-            files[f"/etc/{name}"] = accounts / name
+        for database, text in account_files(uid, gid).items():
+            _write_private(accounts / database, text)
+            files[f"/etc/{database}"] = accounts / database
     _hand_over(state_dir, files.values(), uid, gid)
     mounts = [Mount(str(STATE_MOUNT), str(state_dir.resolve()), type="bind")]
     mounts += [

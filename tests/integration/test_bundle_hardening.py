@@ -291,6 +291,7 @@ def test_the_bundle_has_memory_cpu_pids_and_tmp_limits(bed: Bed) -> None:
 
     expected = bundle_limits(0)
     bed.bundle.reload()
+    assert bed.bundle.name.endswith("-bundle")  # the name asked for, whatever else changed
     host = bed.bundle.attrs["HostConfig"]
     assert host["Memory"] == host["MemorySwap"] == expected.memory_bytes
     assert host["NanoCpus"] == expected.nano_cpus
