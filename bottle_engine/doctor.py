@@ -12,8 +12,10 @@ from bottle_engine import state
 from bottle_engine.artifacts.base import resolve_base_image
 from bottle_engine.backends.docker import gvisor_works
 from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi.containers import writable_layer_bounded
 from bottle_engine.dockerapi.images import inspect_image
 from bottle_engine.errors import BottleError
+from bottle_engine.limits import AGENT_DISK_BYTES, GIB
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def check_debootstrap() -> Check:
 def check_dirs() -> Check:
     for directory in (state.cache_dir(), state.state_dir()):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            if not directory.exists():
+                state.private_dir(directory)
         except OSError as exc:
             return Check(
                 "state dirs",
@@ -157,7 +160,59 @@ def check_dirs() -> Check:
                 f"{directory} is not writable",
                 "set BOTTLE_CACHE_DIR / BOTTLE_STATE_DIR to writable directories",
             )
-    return Check("state dirs", True, f"cache {state.cache_dir()}, state {state.state_dir()}")
+    exposed = state.exposed_dirs()
+    if exposed:
+        listed = ", ".join(f"{path} ({mode:04o})" for path, mode in exposed[:5])
+        more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
+        return Check(
+            "state dirs",
+            False,
+            f"other users may enter or read {listed}{more}: bot-bottle's records, audit logs, "
+            "approvals, secrets handed to bundles and caches live there",
+            "chmod go-rwx " + " ".join(str(path) for path, _ in exposed[:5]),
+        )
+    return Check(
+        "state dirs",
+        True,
+        f"cache {state.cache_dir()}, state {state.state_dir()} (private: 0700)",
+    )
+
+
+def check_agent_disk() -> Check:
+    """Can the agent's writable layer be bounded on this daemon (`--storage-opt size`)?"""
+    try:
+        client = connect()
+        info = client.info()
+    except BottleError as exc:
+        return Check("agent disk", False, exc.message, required=False)
+    image = resolve_base_image(None)
+    backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "?")
+    driver = f"{info.get('Driver', '?')} on {backing}"
+    tmp = "/tmp is a tmpfs counted in the bottle's memory limit"
+    if not inspect_image(client, image):
+        return Check(
+            "agent disk",
+            False,
+            f"storage driver {driver}; whether it bounds the writable layer is known once the "
+            f"base image {image} is present; {tmp}",
+            required=False,
+        )
+    if writable_layer_bounded(client, image):
+        return Check(
+            "agent disk",
+            True,
+            f"storage driver {driver} bounds the agent's writable layer "
+            f"({AGENT_DISK_BYTES // GIB} GiB); {tmp}",
+            required=False,
+        )
+    return Check(
+        "agent disk",
+        False,
+        f"storage driver {driver} cannot bound a container's writable layer: what the agent "
+        f"writes to /workspace or its home comes off the host's disk unbounded; {tmp}",
+        "put /var/lib/docker on xfs mounted with pquota (overlay2), or btrfs/zfs, to bound it",
+        required=False,
+    )
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (
@@ -168,6 +223,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     check_smolvm,
     check_kvm,
     check_dirs,
+    check_agent_disk,
 )
 
 

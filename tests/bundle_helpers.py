@@ -441,6 +441,7 @@ def bundle_testbed(
             secrets=tuple(bindings),
             bottle_name=bottle_name,
             upstream_ca_files=("/run/bot-bottle/test-upstream-ca.pem",),
+            agent_ip=str(subnet[3]),  # as in a bottle: the only client the bundle answers
         )
         upstream_hosts = {name: upstream_ip for name in upstream_names}
         bundle = run_bundle_container(
@@ -463,13 +464,20 @@ def bundle_testbed(
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.
         agent_env = {name.upper(): placeholder for name, (placeholder, _, _) in secrets.items()}
-        bottle_ca = state_dir / "ca" / CA_CERT_NAME
+        # The bundle writes its state private to its user; the engine hands the (public)
+        # certificate to the agent, as this copy does.
+        bottle_ca = workdir / "bottle-ca.pem"
+        bottle_ca.write_bytes((state_dir / "ca" / CA_CERT_NAME).read_bytes())
+        bottle_ca.chmod(0o644)
         bed.agent = client.containers.run(
             image,
             ["sleep", "infinity"],
             entrypoint=[],
             name=f"bb-test-{run_id}-agent",
             network=internal_name,
+            networking_config={
+                internal_name: client.api.create_endpoint_config(ipv4_address=config.agent_ip)
+            },
             labels=TEST_LABELS,
             environment=agent_env,
             volumes={

@@ -38,6 +38,7 @@ from bottle_engine.dockerapi.containers import (
     remove_container,
     runs_cleanly,
     stop_container,
+    writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
     create_egress_network,
@@ -50,6 +51,7 @@ from bottle_engine.dockerapi.networks import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
+from bottle_engine.limits import agent_disk, bundle_limits
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -202,12 +204,11 @@ class DockerBackend:
 
         Shared with the smolmachines backend, whose VM talks to the same bundle.
         """
-        bottle_dir = state.bottle_dir(plan.slug)
+        bottle_dir = state.make_bottle_dir(plan.slug)
         undo.callback(_remove_tree, bottle_dir)
         config: BundleConfig = plan.bundle_config()
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
-        (bottle_dir / "bundle.json").write_text(config.to_json())
         undo.callback(remove_container, self.client, plan.bundle_name)
         try:
             container = run_bundle_container(
@@ -230,6 +231,7 @@ class DockerBackend:
                     **({str(UPSTREAM_CA_MOUNT): upstream_ca} if upstream_ca else {}),
                 },
                 extra_hosts=_test_hosts(),
+                limits=bundle_limits(plan.memory_bytes),
             )
         except NameTaken as exc:
             raise BottleError(f"container name {plan.bundle_name} is taken") from exc
@@ -252,6 +254,9 @@ class DockerBackend:
             memory_bytes=plan.memory_bytes,
             labels={**bottle_labels(plan), LABEL_ROLE: "agent"},
             dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
+            disk=agent_disk(
+                plan.memory_bytes, layer_bounded=writable_layer_bounded(self.client, image)
+            ),
         )
         undo.callback(remove_container, self.client, plan.name)
         container = create_agent_container(self.client, spec)
@@ -379,7 +384,7 @@ def gvisor_works(client: Any, image: str, runtime_info: Any) -> bool:
         verdicts = {}
     if fingerprint not in verdicts:
         verdicts[fingerprint] = runs_cleanly(client, image, "runsc", ["ls", "-ld", "/", "/tmp"])
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        state.make_cache_dir()
         cache.write_text(json.dumps(verdicts, indent=2))
     return verdicts[fingerprint]
 

@@ -202,3 +202,79 @@ def test_names_the_agent_looks_up_are_never_forwarded_out(
             probe_bottle, ["getent", "hosts", "exfiltrate.bottle.invalid"]
         )
     assert code != 0
+
+
+# -- only the agent, and a bounded agent ------------------------------------------------------
+
+PROXY_KNOCK = (
+    "import socket, sys\n"
+    "try:\n"
+    "    with socket.create_connection((sys.argv[1], 8888), timeout=10) as s:\n"
+    "        s.sendall(b'GET http://upstream.test:8000/ HTTP/1.1\\r\\nHost: upstream.test:8000"
+    "\\r\\n\\r\\n')\n"
+    "        print('answered' if s.recv(64).startswith(b'HTTP/') else 'closed')\n"
+    "except OSError as exc:\n"
+    "    print('refused', exc)\n"
+)
+
+
+def _bundle_outbound_ip(docker_client: Any, bottle: Any, network: str) -> str:
+    bundle = docker_client.containers.get(bottle.bundle_name)
+    return str(bundle.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def test_a_container_on_the_outbound_network_cannot_use_the_bottles_proxy(
+    bottle_world: BottleWorld, probe_bottle: Any, docker_client: Any
+) -> None:
+    """The world's `stranger` shares the bundle's outbound network (BOTTLE_EGRESS_NETWORK): it
+    must not get the bottle's proxy, its allowlist and its secret substitution."""
+    outside = bottle_world.outside
+    stranger = next(
+        c
+        for c in docker_client.networks.get(outside.network).containers
+        if c.attrs["NetworkSettings"]["Networks"][outside.network]["IPAddress"]
+        == outside.stranger_ip
+    )
+    target = _bundle_outbound_ip(docker_client, probe_bottle, outside.network)
+    result = stranger.exec_run(["python3", "-c", PROXY_KNOCK, target])
+    assert not bytes(result.output).startswith(b"answered"), bytes(result.output)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another host user")
+def test_a_host_user_cannot_use_the_bottles_proxy(
+    bottle_world: BottleWorld, probe_bottle: Any, docker_client: Any
+) -> None:
+    target = _bundle_outbound_ip(docker_client, probe_bottle, bottle_world.outside.network)
+    result = subprocess.run(
+        [
+            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+            *("python3", "-c", PROXY_KNOCK, target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not result.stdout.startswith("answered"), result.stdout
+
+
+def test_the_agent_cannot_fill_the_hosts_disk_through_tmp(
+    bottle_world: BottleWorld, probe_bottle: Any, docker_client: Any
+) -> None:
+    """/tmp is a tmpfs of half the bottle's memory, counted in its memory limit: writing past
+    it fails in the bottle instead of taking the host's disk."""
+    from bottle_engine.backends import backend_named
+
+    size = int(probe_bottle.resources["memory_bytes"]) // 2
+    fill = (
+        f"head -c {size + 16 * 2**20} /dev/zero > /tmp/fill; code=$?; "
+        "du -sm /tmp/fill; rm -f /tmp/fill; exit $code"
+    )
+    with world_env(bottle_world):
+        code, output = backend_named("docker").exec_as_agent(probe_bottle, ["sh", "-c", fill])
+    assert code != 0, f"wrote past the bound: {output}"
+    assert "No space left on device" in output
+    mounts = docker_client.containers.get(probe_bottle.name).attrs["HostConfig"]["Tmpfs"] or {}
+    assert "/tmp" in mounts
