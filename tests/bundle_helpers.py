@@ -71,7 +71,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "body": body.decode("utf-8", "replace"),
             "tls": isinstance(self.connection, ssl.SSLSocket),
             "sni": getattr(self.connection, "sni_seen", None),
-            "port": self.server.server_address[1],
+            "port": int(self.server.server_address[1]),  # type: ignore[index]
         }
 
     def _reflect(self, mode: str) -> None:
