@@ -146,6 +146,9 @@ def test_probes_cover_each_isolation_claim(escape_report: tuple[ProbeReport, lis
         "no-capabilities",
         "no-ipv6-address",
         "proxy-denies-bundle-port-9418",
+        "proxy-refuses-tls-on-its-port",
+        "proxy-bounds-request-head",
+        "proxy-answers-a-refused-body-early",
     ):
         assert expected in names
     assert any(n.startswith("direct-tcp-") for n in names)
