@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "cache",
     "base",
     "bottles",
+    "trust",
     "probe",
     "doctor",
     "pack",
