@@ -306,6 +306,8 @@ class _Places:
 
     def show(self, path: str) -> str:
         real = Path(path)
+        if real.is_relative_to(self.directory):
+            return str(real.relative_to(self.directory))
         if real.is_relative_to(self.home) and self.home != Path("/"):
             return str(Path("~") / real.relative_to(self.home))
         return path

@@ -154,7 +154,7 @@ def run_launch(args: argparse.Namespace) -> int:
 def ask_to_trust(review: TrustReview) -> bool:
     """In a terminal: show the difference and ask y/N (anything but yes declines)."""
     print_review(review)
-    err_console.print("Trust this manifest and launch? [y/N] ", end="")
+    err_console.print("Trust this manifest and launch? \\[y/N] ", end="")
     try:
         answer = input()
     except EOFError:
