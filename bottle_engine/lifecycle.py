@@ -61,16 +61,20 @@ def launch(
     progress: Progress | None = None,
     trust: bool = False,
     confirm: Callable[[TrustReview], bool] | None = None,
+    on_first_use: Callable[[TrustReview], None] | None = None,
 ) -> BottleRecord:
     """Start a bottle for `agent` (detached); attach with `attach(record.slug)`.
 
     Before anything is built or started, the manifest is checked against what was last trusted
     for its path (`trust_store`): a first use records it; a change that widens what its bottles
     may do raises `UntrustedManifestError`, unless `trust` is set or `confirm(review)` says yes.
+    `on_first_use(review)` is told what a first use trusts.
     """
     progress = progress or QuietProgress()
     planner = planner_for(manifest_path, agent, cwd)
-    check_trust(planner.manifest, progress, trust=trust, confirm=confirm)
+    review = check_trust(planner.manifest, progress, trust=trust, confirm=confirm)
+    if review.first_use and on_first_use is not None:
+        on_first_use(review)
     backend = backend_named(planner(planner.base_slug).backend)
     return backend.launch(planner, progress)
 

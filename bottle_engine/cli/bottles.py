@@ -135,12 +135,18 @@ def run_launch(args: argparse.Namespace) -> int:
             with paused(progress):
                 return ask_to_trust(review)
 
+        def first_use(review: TrustReview) -> None:
+            if not (args.quiet or args.json):
+                with paused(progress):
+                    print_review(review)
+
         record = lifecycle.launch(
             args.file,
             args.agent,
             progress=progress,
             trust=args.trust,
             confirm=confirm if sys.stdin.isatty() else None,
+            on_first_use=first_use,
         )
     if args.json:
         print_json(record.to_json())

@@ -586,3 +586,19 @@ def _read_pty(leader: int, until: bytes | None, seconds: float = 60) -> bytes:
         seen += chunk
     assert until is None, f"the terminal never showed {until!r}: {seen!r}"
     return seen
+
+
+def test_a_first_launch_from_the_cli_says_what_it_trusted(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Backend:
+        def launch(self, planner: object, progress: object) -> object:
+            return type("Record", (), {"slug": "dev-1"})()
+
+    monkeypatch.setattr(lifecycle, "backend_named", lambda name: Backend())
+    project.manifest()
+    code, out, err = cli(capsys, "launch", "-f", str(project.path), "dev", "--detach")
+    assert (code, out.strip()) == (0, "dev-1")
+    assert "has not been trusted before; it says:" in err
+    assert "+ bottle web: allow + pypi.org" in err
+    assert not trust_store.review(project.manifest()).changes
