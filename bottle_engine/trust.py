@@ -11,7 +11,9 @@ narrow counts as widening.
 
 Paths are compared after symlinks are resolved: a committed symlink `token -> ~/.aws/credentials`
 makes `from_file = "token"` read outside the manifest's directory, and the surface says so.
-Resolving is the only file-system access here, and it is injected (`resolve`).
+Resolving is the only file-system access here, and it is injected (`resolve`). A resolved path
+under the home directory is kept as `~/...`: what `~` means is the person's, not the
+manifest's, so running with another HOME (a test, sudo -E) is no change of the manifest.
 
 The texts are raw manifest values: show them through `bottle_engine.display.safe_text`.
 """
@@ -105,7 +107,7 @@ class TrustedSurface:
     """The security-relevant content of one manifest, as plain comparable values."""
 
     manifest: str  # the resolved manifest path
-    home: str  # the home directory `~` meant when this was taken
+    home: str = field(default="", compare=False)  # what `~` meant; for display only
     bottles: dict[str, BottleSurface] = field(default_factory=dict)
     agents: dict[str, AgentSurface] = field(default_factory=dict)
 
@@ -119,7 +121,8 @@ class TrustedSurface:
     @property
     def fingerprint(self) -> str:
         """A digest of the content: what a review showed is what gets recorded."""
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        content = {k: v for k, v in self.to_json().items() if k != "home"}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
@@ -166,14 +169,21 @@ def surface_of(
 ) -> TrustedSurface:
     """The trusted surface of `manifest`; `home` is where `~/.claude/skills` lives."""
     home = home if home is not None else Path.home()
+    real_home = resolve(home)
     directory = resolve(manifest.directory)
 
+    def where(path: Path) -> str:
+        """The resolved path, as `~/...` when it is under the home directory."""
+        real = resolve(path)
+        if real_home != Path("/") and real.is_relative_to(real_home):
+            return str(Path("~") / real.relative_to(real_home))
+        return str(real)
+
     def outside(path: Path | None) -> str | None:
-        """The resolved path when it leaves the manifest's directory, else None."""
+        """Where the path leads when it leaves the manifest's directory, else None."""
         if path is None:
             return None
-        real = resolve(path)
-        return None if real.is_relative_to(directory) else str(real)
+        return None if resolve(path).is_relative_to(directory) else where(path)
 
     bottles = {}
     for name, bottle in manifest.bottles.items():
@@ -189,7 +199,7 @@ def surface_of(
         }
         secrets = {
             secret.name: SecretSurface(
-                source=f"file {resolve(secret.from_file)}"
+                source=f"file {where(secret.from_file)}"
                 if secret.from_file is not None
                 else f"env {secret.from_env}",
                 hosts=tuple(sorted(set(secret.hosts))),
@@ -199,7 +209,7 @@ def surface_of(
         git = {
             upstream.name: GitSurface(
                 url=upstream.url,
-                identity=str(resolve(upstream.identity)) if upstream.identity else None,
+                identity=where(upstream.identity) if upstream.identity else None,
                 known_host_key=upstream.known_host_key,
                 push_branches=tuple(sorted(set(upstream.push_branches))),
                 allow_force_push=upstream.allow_force_push,
@@ -224,10 +234,10 @@ def surface_of(
         if (prompt := outside(agent.prompt_file)) is not None:
             paths["prompt_file"] = prompt
         for skill in agent.skills:  # always outside: they come from ~/.claude/skills
-            paths[f"skill {skill}"] = str(resolve(home / ".claude" / "skills" / skill))
+            paths[f"skill {skill}"] = where(home / ".claude" / "skills" / skill)
         agents[name] = AgentSurface(bottle=agent.bottle, paths=paths)
     return TrustedSurface(
-        manifest=str(resolve(manifest.path)), home=str(home), bottles=bottles, agents=agents
+        manifest=str(resolve(manifest.path)), home=str(real_home), bottles=bottles, agents=agents
     )
 
 
@@ -299,28 +309,30 @@ def widening(found: Iterable[Change]) -> list[Change]:
 
 @dataclass(frozen=True)
 class _Places:
-    """Shows paths with `~`, and says when one is somewhere a person should look twice."""
+    """Shows paths (`~/...` as stored, the manifest's own files relative to it), and says when
+    one is somewhere a person should look twice."""
 
     home: Path
     directory: Path
 
+    def _absolute(self, path: str) -> Path:
+        return self.home / path[2:] if path.startswith("~/") or path == "~" else Path(path)
+
     def show(self, path: str) -> str:
-        real = Path(path)
+        real = self._absolute(path)
         if real.is_relative_to(self.directory):
             return str(real.relative_to(self.directory))
-        if real.is_relative_to(self.home) and self.home != Path("/"):
-            return str(Path("~") / real.relative_to(self.home))
         return path
 
     def callouts(self, path: str) -> str:
-        real = Path(path)
+        in_home = path == "~" or path.startswith("~/")
         notes = []
-        in_home = real.is_relative_to(self.home) and self.home != Path("/")
-        if not in_home and not real.is_relative_to(self.directory):
+        if not in_home and not self._absolute(path).is_relative_to(self.directory):
             notes.append("outside your home and the manifest's directory")
         if in_home:
+            relative = Path(path[2:]) if path != "~" else Path()
             for location in CREDENTIAL_LOCATIONS:
-                if real.is_relative_to(self.home / location):
+                if relative.is_relative_to(location):
                     notes.append(f"under ~/{location}, a credential location")
                     break
         return f" ({'; '.join(notes)})" if notes else ""

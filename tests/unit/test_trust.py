@@ -602,3 +602,16 @@ def test_a_first_launch_from_the_cli_says_what_it_trusted(
     assert "has not been trusted before; it says:" in err
     assert "+ bottle web: allow + pypi.org" in err
     assert not trust_store.review(project.manifest()).changes
+
+
+def test_another_home_is_no_change_of_the_manifest(project: Project, tmp_path: Path) -> None:
+    """`~` is the person's, not the manifest's: a launch under another HOME (tests, sudo -E)
+    reads the same kind of file and needs no new trust; the paths it shows follow HOME."""
+    text = BASE.replace('command = ["sleep", "infinity"]', 'command = ["x"]\nskills = ["pdf"]')
+    before = project.surface(text)
+    other = tmp_path / "other-home"
+    other.mkdir()
+    after = surface_of(project.manifest(text), home=other)
+    assert changes(before, after) == []
+    assert after.fingerprint == before.fingerprint
+    assert after.agents["dev"].paths == {"skill pdf": "~/.claude/skills/pdf"}
