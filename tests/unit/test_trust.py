@@ -604,13 +604,16 @@ def test_a_first_launch_from_the_cli_says_what_it_trusted(
     assert not trust_store.review(project.manifest()).changes
 
 
-def test_another_home_is_no_change_of_the_manifest(project: Project, tmp_path: Path) -> None:
+def test_another_home_is_no_change_of_the_manifest(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`~` is the person's, not the manifest's: a launch under another HOME (tests, sudo -E)
     reads the same kind of file and needs no new trust; the paths it shows follow HOME."""
     text = BASE.replace('command = ["sleep", "infinity"]', 'command = ["x"]\nskills = ["pdf"]')
     before = project.surface(text)
     other = tmp_path / "other-home"
     other.mkdir()
+    monkeypatch.setenv("HOME", str(other))  # `~` in the manifest expands with it
     after = surface_of(project.manifest(text), home=other)
     assert changes(before, after) == []
     assert after.fingerprint == before.fingerprint
