@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "cache",
     "base",
     "bottles",
+    "trust",
     "probe",
     "doctor",
     "pack",
