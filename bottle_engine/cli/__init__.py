@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "bottles",
     "probe",
     "doctor",
+    "gvisor",
     "pack",
     "approvals",
 )
