@@ -52,12 +52,14 @@ def run_bundle_container(
     labels: Mapping[str, str],
     extra_hosts: Mapping[str, str] | None = None,
     readonly_files: Mapping[str, Path] | None = None,
+    runtime: str | None = None,
 ) -> Any:
     """Create and start the bundle container; returns the SDK container object.
 
     `secret_files` maps each secret's name to the host file with its value; the config's
     `SecretBinding.value_file` must be ``SECRETS_MOUNT/<name>``. `readonly_files` maps further
     paths inside the container (git identity files, known_hosts, CA files) to host files.
+    `runtime` is the OCI runtime (None: the daemon's default).
     On failure after creation the container is removed again.
     """
     _check_secrets(config, secret_files)
@@ -101,6 +103,7 @@ def run_bundle_container(
             init=True,  # reaps the git processes the gate starts
             pids_limit=512,
             detach=True,
+            runtime=runtime,
         )
         try:
             client.networks.get(egress_network).connect(container)
