@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine import state
+from bottle_engine import gvisor, state
 from bottle_engine.artifacts.base import resolve_base_image
-from bottle_engine.backends.docker import gvisor_works
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.containers import writable_layer_bounded
 from bottle_engine.dockerapi.images import inspect_image
@@ -37,40 +37,70 @@ def check_docker() -> Check:
 
 
 def check_gvisor() -> Check:
+    """Which runtime `auto` gets here, and whether the agent's disk writes are bounded."""
+    install = "`sudo bottle-engine gvisor install` (scripts/setup runs it)"
     try:
         client = connect()
         runtimes = client.info().get("Runtimes") or {}
     except BottleError as exc:
         return Check("gvisor", False, exc.message, required=False)
-    if "runsc" in runtimes:
-        image = resolve_base_image(None)
-        if not inspect_image(client, image):
-            return Check(
-                "gvisor",
-                True,
-                f"runsc is registered; its self-test waits for the base image {image}, and "
-                "runtime 'auto' uses gVisor only if the agent image passes it",
-                required=False,
-            )
-        if not gvisor_works(client, image, runtimes["runsc"]):
-            return Check(
-                "gvisor",
-                False,
-                f"runsc is registered but cannot run basic tools of {image} (a gVisor too old "
-                "for this userland's system calls): runtime 'auto' uses runc",
-                "install a current gVisor release (runsc) and register it",
-                required=False,
-            )
+    info = runtimes.get(gvisor.RUNTIME_NAME)
+    if info is None:
         return Check(
-            "gvisor", True, "runsc is registered: runtime 'auto' uses gVisor", required=False
+            "gvisor",
+            False,
+            "runsc is not registered: runtime 'auto' falls back to runc",
+            install,
+            required=False,
+        )
+    binary = str(info.get("path", gvisor.RUNTIME_NAME))
+    image = resolve_base_image(None)
+    if not inspect_image(client, image):
+        return Check(
+            "gvisor",
+            True,
+            f"runsc ({binary}) is registered; its self-test waits for the base image {image}, "
+            "and runtime 'auto' uses gVisor only if the agent image passes it",
+            required=False,
+        )
+    if not gvisor.self_test(client, image, info):
+        return Check(
+            "gvisor",
+            False,
+            f"runsc ({binary}, {_runsc_version(binary)}) fails the self-test with {image} (too "
+            "old for this userland's system calls, or a sandbox that sees the host's network): "
+            "runtime 'auto' uses runc",
+            install,
+            required=False,
+        )
+    args = list(info.get("runtimeArgs") or [])
+    if args != list(gvisor.RUNTIME_ARGS):
+        return Check(
+            "gvisor",
+            False,
+            f"runsc ({binary}) passes the self-test but runs with {args or 'no arguments'}, not "
+            f"{list(gvisor.RUNTIME_ARGS)}: the agent's writes are not bounded by its memory limit",
+            install,
+            required=False,
         )
     return Check(
         "gvisor",
-        False,
-        "runsc is not registered: runtime 'auto' falls back to runc",
-        "apt-get install runsc and register it (scripts/setup does both)",
+        True,
+        f"runsc ({binary}, {_runsc_version(binary)}) passes the self-test: runtime 'auto' uses "
+        "gVisor; the agent's writable layer is in memory, bounded by its memory limit",
         required=False,
     )
+
+
+def _runsc_version(binary: str) -> str:
+    try:
+        result = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "version unknown"
+    first = result.stdout.strip().splitlines()[:1]
+    return first[0] if first else "version unknown"
 
 
 def check_base_image() -> Check:

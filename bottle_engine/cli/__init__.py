@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "trust",
     "probe",
     "doctor",
+    "gvisor",
     "pack",
     "approvals",
 )

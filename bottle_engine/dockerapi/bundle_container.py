@@ -75,14 +75,16 @@ def run_bundle_container(
     extra_hosts: Mapping[str, str] | None = None,
     readonly_files: Mapping[str, Path] | None = None,
     limits: BundleLimits | None = None,
+    runtime: str | None = None,
 ) -> Any:
     """Create and start the bundle container; returns the SDK container object.
 
     `secret_files` maps each secret's name to the host file with its value; the config's
     `SecretBinding.value_file` must be ``SECRETS_MOUNT/<name>``. `readonly_files` maps further
     paths inside the container (git identity files, known_hosts, CA files) to host files.
-    `limits` defaults to the smallest bundle's (`limits.bundle_limits`). On failure after
-    creation the container is removed again.
+    `limits` defaults to the smallest bundle's (`limits.bundle_limits`); `runtime` is the OCI
+    runtime (None: the daemon's default). On failure after creation the container is removed
+    again.
     """
     _check_secrets(config, secret_files)
     if Path(config.state_dir) != STATE_MOUNT:
@@ -135,6 +137,7 @@ def run_bundle_container(
             memswap_limit=limits.memory_bytes,  # no swap beyond the limit
             nano_cpus=limits.nano_cpus,
             detach=True,
+            runtime=runtime,
         )
         try:
             client.networks.get(egress_network).connect(container)

@@ -303,3 +303,19 @@ def _attach_tty(client: Any, container: Any) -> None:
         termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
         socket_io.close()
+
+
+def read_tree_inside(container: Any, path: str) -> bytes:
+    """A directory of a running container as one tar archive, as the sandbox itself sees it.
+
+    Under gVisor the container's writes live inside the sandbox (a memory overlay), where
+    Docker's archive API, which reads the host's layer, cannot see them; `tar` run inside can.
+    """
+    with docker_errors(f"read {path} inside {container.name}"):
+        result = container.exec_run(
+            ["tar", "-c", "-f", "-", "--ignore-failed-read", "-C", "/", path.lstrip("/")],
+            user="0",
+            demux=True,
+        )
+    stdout, _ = result.output
+    return bytes(stdout or b"")
