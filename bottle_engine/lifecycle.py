@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets as random_tokens
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,6 +141,12 @@ def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
     record = find(slug)
     _backend(record).resume(record, progress or QuietProgress())
     return record.with_status("running")
+
+
+def logs(slug: str, *, bundle: bool = False, follow: bool = False) -> Iterator[bytes]:
+    """The output of a bottle's agent (or its bundle), through the bottle's own backend."""
+    record = find(slug)
+    return _backend(record).logs(record, bundle=bundle, follow=follow)
 
 
 def list_bottles() -> list[BottleRecord]:

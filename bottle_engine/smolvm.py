@@ -1,7 +1,13 @@
 """The one place that runs the ``smolvm`` CLI (the smolmachines microVM manager).
 
-Nobody else in the engine starts smolvm. The binary is ``$BOTTLE_SMOLVM`` or ``smolvm`` on
-``PATH``; ``$BOTTLE_SMOLVM_STATE_DIR`` (Linux) keeps smolvm's own state apart, e.g. for tests.
+Nobody else in the engine starts smolvm. The binary is ``$BOTTLE_SMOLVM``, else ``smolvm`` on
+``PATH``, else the ``smol-vmm`` that the ``smolmachines`` wheel ships (the same CLI, libkrun
+beside it); ``$BOTTLE_SMOLVM_STATE_DIR`` (Linux) keeps smolvm's own state apart, e.g. for tests.
+Supported and tested: smolvm 1.32.2 (`TESTED_VERSION`).
+
+Every run gets the environment of `child_env`: the VMM confined by seccomp and Landlock (smolvm's
+CLI leaves both off unless asked; its SDK turns them on for untrusted code, and the agent is
+untrusted), and a libkrun directory the per-VM unprivileged uid can read.
 
 The installed version is probed once per process (`probe`), lazily: a pack-cache hit never runs
 smolvm at all. The probe answers the one question the pack pipeline asks: does ``pack create -I``
@@ -15,11 +21,15 @@ anything; failures are translated here, once, into `BottleError` with the fix.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +39,17 @@ from bottle_engine.errors import BottleError
 
 ENV_BINARY = "BOTTLE_SMOLVM"
 ENV_STATE_DIR = "BOTTLE_SMOLVM_STATE_DIR"
+TESTED_VERSION = "1.32.2"
+WHEEL_BINARY = "smol-vmm"
+"""The CLI's name inside the ``smolmachines`` wheel's ``smol`` package."""
+LIBKRUN_FILES = ("libkrun.so", "libkrunfw.so.5")
+"""What smolvm's boot process loads from ``SMOLVM_LIB_DIR`` (Linux)."""
+# The VMM's own confinement; "enforce" is what smolvm's SDK and `smolvm serve` default to.
+HARDENING_ENV = {"SMOLVM_SECCOMP": "enforce", "SMOLVM_LANDLOCK": "enforce"}
 
 _INSTALL_FIX = (
-    "install smolvm (https://github.com/smol-machines/smolvm; `pip install smolmachines` ships it "
-    "as smol/smol-vmm) and put it on PATH, or set BOTTLE_SMOLVM=/path/to/smolvm; "
+    f"`pip install smolmachines=={TESTED_VERSION}` (it ships the smolvm CLI as smol/smol-vmm, "
+    "which bot-bottle finds by itself), or put smolvm on PATH, or set BOTTLE_SMOLVM; "
     'or use the docker backend (`backend = "docker"` in bottle.toml, or BOTTLE_BACKEND=docker)'
 )
 _NO_VM_FIX = (
@@ -65,7 +82,11 @@ class MachineSpec:
     allow_cidrs: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
-    smolfile: Path | None = None
+    cpus: int | None = None
+    """vCPU cap (smolvm's default: 4)."""
+    memory_mib: int | None = None
+    """Memory cap in MiB (smolvm's default: 8192)."""
+    workdir: str | None = None
     workload: tuple[str, ...] = ()
     """The machine's own long-running command (after ``--``); empty: the image's CMD."""
     user: str | None = None
@@ -73,7 +94,10 @@ class MachineSpec:
 
 
 def find_binary() -> Path:
-    """The smolvm executable to run, or a `BottleError` saying how to install one."""
+    """The smolvm executable to run, or a `BottleError` saying how to install one.
+
+    Order: ``$BOTTLE_SMOLVM``, ``smolvm`` on PATH, the ``smolmachines`` wheel's ``smol-vmm``.
+    """
     override = os.environ.get(ENV_BINARY)
     if override:
         path = Path(override).expanduser()
@@ -84,12 +108,123 @@ def find_binary() -> Path:
             )
         return path.resolve()
     found = shutil.which("smolvm")
-    if not found:
-        raise BottleError(
-            "the smolmachines backend needs the smolvm CLI, and there is none on PATH",
-            fix=_INSTALL_FIX,
+    if found:
+        return Path(found).resolve()
+    wheel = wheel_binary()
+    if wheel is not None:
+        return wheel
+    raise BottleError(
+        "the smolmachines backend needs the smolvm CLI, and there is none on PATH "
+        "nor in an installed smolmachines package",
+        fix=_INSTALL_FIX,
+    )
+
+
+def wheel_binary() -> Path | None:
+    """The ``smol-vmm`` of an installed ``smolmachines`` wheel, found without importing it."""
+    spec = importlib.util.find_spec("smol")
+    if spec is None or not spec.origin:
+        return None
+    candidate = Path(spec.origin).resolve().parent / WHEEL_BINARY
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def child_env(
+    binary: Path, base: Mapping[str, str] | None = None, *, boots: bool = True
+) -> dict[str, str]:
+    """The environment smolvm runs with: hardening on, and a libkrun the VM's uid can read.
+
+    smolvm boots every VM as its own unprivileged uid (per-VM uid isolation). The wheel's
+    libkrun sits beside its binary, often under a home directory that uid cannot enter (e.g.
+    /root, mode 0700); then the boot fails with "libkrun/libkrunfw not found". In that case a
+    verified copy of the two libraries is used from a root-owned 0755 directory instead. An
+    explicit ``SMOLVM_LIB_DIR`` or hardening setting in the environment wins.
+    """
+    env = dict(os.environ if base is None else base)
+    env.pop("SMOLVM_MACHINE_NAME", None)  # every command names its machine with --name
+    for key, value in HARDENING_ENV.items():
+        env.setdefault(key, value)
+    if (
+        boots
+        and "SMOLVM_LIB_DIR" not in env
+        and all((binary.parent / name).is_file() for name in LIBKRUN_FILES)
+    ):
+        env["SMOLVM_LIB_DIR"] = str(vm_readable_lib_dir(binary.parent))
+    return env
+
+
+def readable_by_others(path: Path) -> bool:
+    """Whether a user with no relation to the owner can reach and read `path` (pure stat)."""
+    path = path.resolve()
+    for directory in (path, *path.parents) if path.is_dir() else path.parents:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            return False
+    return path.is_dir() or bool(path.stat().st_mode & stat.S_IROTH)
+
+
+def vm_readable_lib_dir(lib_dir: Path) -> Path:
+    """`lib_dir` if the VM's unprivileged uid can read libkrun there, else a verified copy.
+
+    The copy lives in ``$TMPDIR/bot-bottle-smolvm-libs-<euid>-<content hash>``, made under a
+    temporary name and renamed into place; an existing one is used only if it is a real
+    directory owned by us, writable by nobody else, holding exactly the expected bytes (so
+    another local user cannot plant a libkrun that we would then load as root).
+    """
+    sources = [lib_dir / name for name in LIBKRUN_FILES]
+    key = (str(lib_dir), *((s.stat().st_mtime_ns, s.stat().st_size) for s in sources))
+    if key not in _LIB_DIRS:
+        _LIB_DIRS[key] = _vm_readable_lib_dir(lib_dir, sources)
+    return _LIB_DIRS[key]
+
+
+_LIB_DIRS: dict[tuple[object, ...], Path] = {}
+
+
+def _vm_readable_lib_dir(lib_dir: Path, sources: list[Path]) -> Path:
+    if all(readable_by_others(source) for source in sources):
+        return lib_dir
+    digest = hashlib.sha256()
+    contents = {}
+    for source in sources:
+        contents[source.name] = source.read_bytes()
+        digest.update(source.name.encode() + b"\0" + contents[source.name])
+    final = Path(tempfile.gettempdir()) / (
+        f"bot-bottle-smolvm-libs-{os.geteuid()}-{digest.hexdigest()[:16]}"
+    )
+    if not final.exists():
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        try:
+            for name, data in contents.items():
+                (staging / name).write_bytes(data)
+                (staging / name).chmod(0o755)
+            staging.chmod(0o755)
+            os.rename(staging, final)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # someone else's copy won the race
+    _check_lib_copy(final, contents)
+    return final
+
+
+def _check_lib_copy(directory: Path, contents: Mapping[str, bytes]) -> None:
+    info = directory.lstat()
+    trusted = (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        and all(
+            (directory / name).is_file()
+            and not (directory / name).is_symlink()
+            and (directory / name).lstat().st_uid == os.geteuid()
+            and (directory / name).read_bytes() == data
+            for name, data in contents.items()
         )
-    return Path(found).resolve()
+    )
+    if not trusted:
+        raise BottleError(
+            f"{directory} is not the copy of smolvm's libkrun that bot-bottle made",
+            fix=f"remove {directory} (another user may have made it), or set SMOLVM_LIB_DIR to "
+            "a directory holding libkrun.so and libkrunfw.so.5 that every user can read",
+        )
 
 
 _PROBES: dict[tuple[str, int, int], SmolvmInfo] = {}
@@ -147,16 +282,19 @@ def _option_help(help_text: str, flag: str) -> str:
 # --- argument lists (pure) -------------------------------------------------------------------
 
 
-def pack_create_args(image: str, output: Path, smolfile: Path | None = None) -> list[str]:
+def pack_create_args(image: str, output: Path) -> list[str]:
     """``pack create`` for a registry reference or a local archive path (absolute)."""
-    args = ["pack", "create", "--image", image, "--output", str(output)]
-    if smolfile is not None:
-        args += ["--smolfile", str(smolfile)]
-    return args
+    return ["pack", "create", "--image", image, "--output", str(output)]
 
 
 def machine_create_args(spec: MachineSpec) -> list[str]:
-    """``machine create --from <sidecar>``: network limited to `spec.allow_cidrs` only."""
+    """``machine create --from <sidecar>``: network limited to `spec.allow_cidrs` only.
+
+    Everything is a flag (smolvm 1.32 refuses ``--smolfile`` beside ``--from``), so the whole
+    machine, its one allowed CIDR included, can be audited from this argv alone. The network
+    backend is pinned to virtio-net: it is the one that enforces an allow list (smolvm refuses
+    an allow list with TSI, which "does not enforce it").
+    """
     if not spec.allow_cidrs:
         # Without an allow list the VM would have either no network or (with --net) all of it.
         raise BottleError(
@@ -164,16 +302,21 @@ def machine_create_args(spec: MachineSpec) -> list[str]:
             fix="this is a bug in bot-bottle; please report it",
         )
     args = ["machine", "create", "--name", spec.name, "--from", str(spec.sidecar)]
+    args += ["--net-backend", "virtio-net"]
     for cidr in spec.allow_cidrs:
         args += ["--allow-cidr", cidr]
+    if spec.cpus is not None:
+        args += ["--cpus", str(spec.cpus)]
+    if spec.memory_mib is not None:
+        args += ["--mem", str(spec.memory_mib)]
+    if spec.workdir is not None:
+        args += ["--workdir", spec.workdir]
     for key, value in spec.env.items():
         args += ["--env", f"{key}={value}"]
     for key, value in sorted(spec.labels.items()):
         args += ["--label", f"{key}={value}"]
     if spec.user is not None:
         args += ["--user", spec.user]
-    if spec.smolfile is not None:
-        args += ["--smolfile", str(spec.smolfile)]
     if spec.workload:
         args += ["--", *spec.workload]
     return args
@@ -189,6 +332,11 @@ def machine_exec_args(
     if interactive:
         args += ["--interactive", "--tty"]
     return [*args, "--", *command]
+
+
+def machine_logs_args(name: str, *, follow: bool = False) -> list[str]:
+    """``machine logs``: the workload's output, kept by smolvm even while the machine is stopped."""
+    return ["machine", "logs", "--name", name, *(["--follow"] if follow else [])]
 
 
 def machine_cp_args(source: Path, name: str, guest_path: str, *, mode: int, uid: int) -> list[str]:
@@ -226,19 +374,23 @@ class Smolvm:
             argv += ["--error-format", "json"]
         return [*argv, *args]
 
+    def env(self) -> dict[str, str]:
+        """The environment every smolvm run gets (`child_env`)."""
+        return child_env(self.info.binary)
+
     def run(self, args: Sequence[str], *, doing: str) -> str:
         """Run smolvm to completion and return its stdout; failures become `BottleError`."""
         argv = self.command(args)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            done = subprocess.run(argv, capture_output=True, text=True, check=False, env=self.env())
         except OSError as exc:
             raise BottleError(f"{doing}: cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
         if done.returncode != 0:
             raise translate_failure(doing, done.returncode, done.stderr)
         return done.stdout
 
-    def pack_create(self, image: str, output: Path, smolfile: Path | None = None) -> None:
-        self.run(pack_create_args(image, output, smolfile), doing=f"pack {image} with smolvm")
+    def pack_create(self, image: str, output: Path) -> None:
+        self.run(pack_create_args(image, output), doing=f"pack {image} with smolvm")
 
     def machine_create(self, spec: MachineSpec) -> None:
         self.run(machine_create_args(spec), doing=f"create microVM {spec.name}")
@@ -276,13 +428,23 @@ class Smolvm:
         """
         argv = self.command(machine_exec_args(name, command, user=user))
         try:
-            done = subprocess.run(argv, capture_output=True, check=False)
+            done = subprocess.run(argv, capture_output=True, check=False, env=self.env())
         except OSError as exc:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
         stderr = done.stderr.decode("utf-8", "replace")
         if done.returncode != 0 and _is_smolvm_error(stderr, self.info.error_format_json):
             raise translate_failure(f"run {command[0]} in {name}", done.returncode, stderr)
         return done.returncode, done.stdout + done.stderr
+
+    def logs(self, name: str, *, follow: bool = False) -> subprocess.Popen[bytes]:
+        """``machine logs`` of `name` as a running process; read its stdout, then `wait`."""
+        argv = self.command(machine_logs_args(name, follow=follow))
+        try:
+            return subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env()
+            )
+        except OSError as exc:
+            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
 
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""
@@ -317,14 +479,15 @@ def translate_failure(doing: str, returncode: int, stderr: str) -> BottleError:
         )
     text = f"{doing}: smolvm failed: {message}"
     if code in {"KVM_UNAVAILABLE", "HYPERVISOR_UNAVAILABLE"} or re.search(
-        r"KvmOpen|/dev/kvm|hypervisor", message, re.IGNORECASE
+        r"KvmOpen|/dev/kvm|\bKVM\b|hypervisor", message, re.IGNORECASE
     ):
         return BottleError(text, fix=_NO_VM_FIX)
     if returncode == 2:
         return BottleError(
             text,
             fix="the installed smolvm does not accept these arguments; install a supported "
-            "release (`smolvm --version`; bot-bottle is tested with 1.32) or set BOTTLE_SMOLVM",
+            f"release (`smolvm --version`; bot-bottle is tested with {TESTED_VERSION}) or set "
+            "BOTTLE_SMOLVM",
         )
     if code == "NOT_FOUND":
         return BottleError(text, fix="`bottle-engine ls` shows the bottles that exist")
@@ -350,7 +513,12 @@ def _is_smolvm_error(stderr: str, json_errors: bool) -> bool:
 def _run_plain(binary: Path, args: list[str], doing: str) -> str:
     try:
         done = subprocess.run(
-            [str(binary), *args], capture_output=True, text=True, check=False, timeout=60
+            [str(binary), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env=child_env(binary, boots=False),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BottleError(f"{doing}: cannot run {binary}: {exc}", fix=_INSTALL_FIX) from exc

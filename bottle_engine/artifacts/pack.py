@@ -2,9 +2,11 @@
 
 A pack is what ``smolvm pack create`` writes: a launcher at the output path and the artifact in a
 ``.smolmachine`` sidecar beside it (the sidecar is what ``machine create --from`` takes). Packs
-are cached under ``cache_dir()/"packs"/<artifact digest hex>``, keyed by the artifact digest (the
-normalized OCI manifest digest, not a Docker image ID), so a cache hit needs neither Docker nor
-smolvm. Entries are assembled in a temporary directory and renamed into place last.
+are cached under ``cache_dir()/"packs"/<artifact digest hex>-<smolvm id>``, keyed by the
+artifact digest (the normalized OCI manifest digest, not a Docker image ID) and by the smolvm
+binary that made it (a hash of its bytes: another smolvm may not read the pack), so a cache hit
+runs neither Docker nor smolvm. Entries are assembled in a temporary directory and renamed into
+place last.
 
 Two ways to pack, chosen by what the installed smolvm can do (`choose_method`):
 
@@ -17,6 +19,7 @@ Two ways to pack, chosen by what the installed smolvm can do (`choose_method`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,7 +31,7 @@ from typing import Any, Literal
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
-from bottle_engine.smolvm import Smolvm, SmolvmInfo
+from bottle_engine.smolvm import Smolvm, SmolvmInfo, find_binary
 from bottle_engine.state import cache_dir
 
 PackMethod = Literal["direct", "registry"]
@@ -81,9 +84,31 @@ def choose_method(info: SmolvmInfo, *, via_registry: bool) -> PackMethod:
     return "direct" if info.accepts_archives and not via_registry else "registry"
 
 
-def cached_pack(digest: str) -> Pack | None:
-    """The cached pack for `digest`, or None; runs no docker and no smolvm command."""
-    directory = packs_dir() / digest_hex(digest)
+_IDENTITIES: dict[tuple[str, int, int], str] = {}
+
+
+def smolvm_identity(binary: Path) -> str:
+    """A short hash of the smolvm binary's bytes (once per file version and process)."""
+    info = binary.stat()
+    key = (str(binary), info.st_mtime_ns, info.st_size)
+    if key not in _IDENTITIES:
+        digest = hashlib.sha256()
+        with binary.open("rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+        _IDENTITIES[key] = digest.hexdigest()[:12]
+    return _IDENTITIES[key]
+
+
+def pack_dir(digest: str, binary: Path) -> Path:
+    """Where the pack of `digest` made by the smolvm at `binary` is cached."""
+    return packs_dir() / f"{digest_hex(digest)}-{smolvm_identity(binary)}"
+
+
+def cached_pack(digest: str, binary: Path | None = None) -> Pack | None:
+    """The cached pack for `digest` made by `binary` (default: the smolvm the engine would run),
+    or None; runs no docker and no smolvm command."""
+    directory = pack_dir(digest, binary or find_binary())
     try:
         metadata = json.loads((directory / METADATA_NAME).read_text())
     except (OSError, ValueError):
@@ -114,7 +139,8 @@ def pack_artifact(
     failure and on Ctrl-C; only a complete pack is ever renamed into the cache.
     """
     progress = progress or QuietProgress()
-    hit = cached_pack(artifact.digest)
+    binary = smolvm.info.binary if smolvm is not None else find_binary()
+    hit = cached_pack(artifact.digest, binary)
     if hit is not None:
         progress.stage("pack: cached")
         progress.detail(str(hit.sidecar))
@@ -127,7 +153,7 @@ def pack_artifact(
         f"smolvm {smolvm.info.version}; "
         + ("packing from a local archive" if method == "direct" else "packing via a registry")
     )
-    final = packs_dir() / digest_hex(artifact.digest)
+    final = pack_dir(artifact.digest, smolvm.info.binary)
     final.parent.mkdir(parents=True, exist_ok=True)
     # Absolute: smolvm reads `--image` as a local archive only when it starts with / or ./
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name[:12]}-", dir=final.parent)).resolve()
@@ -152,7 +178,7 @@ def pack_artifact(
             os.rename(work, final)
         except OSError:
             # Someone else packed the same artifact meanwhile; theirs is as good as ours.
-            existing = cached_pack(artifact.digest)
+            existing = cached_pack(artifact.digest, smolvm.info.binary)
             if existing is None:
                 raise
             return existing

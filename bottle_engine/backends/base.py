@@ -6,7 +6,7 @@ launch fails half way (or is interrupted).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from bottle_engine import records, state
@@ -60,6 +60,10 @@ class Backend(Protocol):
 
     def status(self, record: BottleRecord) -> str:
         """ "running", "stopped", "exited" or "missing"."""
+        ...
+
+    def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
+        """The agent's (or with `bundle`, the bundle's) output so far, or as it comes."""
         ...
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:

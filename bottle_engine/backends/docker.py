@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
     NameTaken,
     attach,
+    container_logs,
     containers_with_label,
     create_agent_container,
     exec_in,
@@ -291,6 +292,10 @@ class DockerBackend:
         self.resume_bundle(record)
         progress.stage("start agent")
         agent.start()
+
+    def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
+        name = record.bundle_name if bundle else record.name
+        return container_logs(self.client, name, follow=follow)
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         return exec_in(self.container_of(record), argv, user=f"{AGENT_UID}:{AGENT_UID}")

@@ -4,20 +4,24 @@ route is the bottle's bundle.
 The bundle is the same container as in the docker backend, on the per-bottle bridge with its
 pinned IP (networks, bundle and images come from `DockerBackend`). The agent image is packed
 into a ``.smolmachine`` (cached by artifact digest) and a named machine is created from it with
-TSI egress limited to ``--allow-cidr <bundle_ip>/32``: the guest reaches the bundle's proxy, git
-gate and supervise ports and nothing else, not even DNS (the guest env uses IP literals).
+virtio-net egress limited to ``--allow-cidr <bundle_ip>/32``: the guest reaches the bundle's
+proxy, git gate and supervise ports and nothing else, not even DNS (the guest env uses IP
+literals). smolvm's host-side network stack makes those connections, so the bundle sees them
+come from the host's address on the bottle's bridge (the bridge gateway), not from a guest IP.
 
 Launch order: artifacts -> pack -> networks + bundle -> ``machine create`` -> ``machine start``
 -> guest files copied in (CA, Claude settings, the 0600 prompt, skills, the workspace copy).
 Each step registers its undo on an ExitStack, so a failure or Ctrl-C removes it all. Attach runs
-the agent through ``machine exec -it``.
+the agent through ``machine exec -it``; logs are smolvm's ``machine logs`` of the workload.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -41,24 +45,32 @@ from bottle_engine.plan import (
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
-from bottle_engine.smolfile import spec_for, write_smolfile
-from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args
+from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args, translate_failure
 
 # The machine's own workload only keeps it up; the agent runs through `machine exec` on attach.
 KEEPALIVE = ("sleep", "infinity")
 SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 _STATES = {"running": "running", "stopped": "stopped", "created": "stopped"}
+MIN_MEMORY_MIB = 256
 
 
-def machine_spec(plan: BottlePlan, sidecar: Path, smolfile: Path | None) -> MachineSpec:
+def vm_resources(cpus: float, memory_bytes: int) -> tuple[int, int]:
+    """The plan's limits as smolvm counts them: whole vCPUs (rounded up), MiB (at least 256)."""
+    return max(1, math.ceil(cpus)), max(MIN_MEMORY_MIB, memory_bytes // (1024 * 1024))
+
+
+def machine_spec(plan: BottlePlan, sidecar: Path) -> MachineSpec:
     """The VM for `plan`: the packed agent image, the guest env, egress to the bundle only."""
+    cpus, memory_mib = vm_resources(plan.cpus, plan.memory_bytes)
     return MachineSpec(
         name=plan.name,
         sidecar=sidecar,
         allow_cidrs=(f"{plan.bundle_ip}/32",),
         env=plan.guest_env,
         labels={**bottle_labels(plan), LABEL_MANAGED: "1"},
-        smolfile=smolfile,
+        cpus=cpus,
+        memory_mib=memory_mib,
+        workdir=WORKSPACE,
         workload=KEEPALIVE,
         user=f"{AGENT_UID}:{AGENT_UID}",  # non-root, as in the docker backend
     )
@@ -100,11 +112,8 @@ class SmolmachinesBackend:
             bottle_dir = state.bottle_dir(plan.slug)
             self._docker.start_bundle(plan, bundle_image, undo)
             progress.stage("create microVM")
-            smolfile = write_smolfile(
-                spec_for(plan.cpus, plan.memory_bytes, WORKSPACE), bottle_dir / "Smolfile"
-            )
             undo.callback(self._delete_machine, plan.name)
-            self.smolvm.machine_create(machine_spec(plan, pack.sidecar, smolfile))
+            self.smolvm.machine_create(machine_spec(plan, pack.sidecar))
             progress.stage("start microVM")
             self.smolvm.machine_start(plan.name)
             progress.stage("copy files into the microVM")
@@ -183,7 +192,31 @@ class SmolmachinesBackend:
         command = record.resources.get("command") or ["sh"]
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         argv = self.smolvm.command(machine_exec_args(record.name, command, interactive=interactive))
-        return subprocess.run(argv, check=False).returncode
+        return subprocess.run(argv, check=False, env=self.smolvm.env()).returncode
+
+    def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
+        """The workload's output from smolvm (``machine logs``); the bundle's from Docker."""
+        if bundle:
+            yield from self._docker.logs(record, bundle=True, follow=follow)
+            return
+        if self._machine(record.name) is None:
+            raise BottleError(
+                f"the microVM of bottle {record.slug} is gone",
+                fix=f"`bottle-engine stop --rm {record.slug}` removes what is left of it",
+            )
+        process = self.smolvm.logs(record.name, follow=follow)
+        stdout, stderr = process.stdout, process.stderr
+        assert stdout is not None and stderr is not None
+        try:
+            while chunk := os.read(stdout.fileno(), 65536):
+                yield chunk
+        finally:
+            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow)
+                process.terminate()
+            errors = stderr.read().decode("utf-8", "replace")
+            returncode = process.wait()
+        if returncode > 0:
+            raise translate_failure(f"read the logs of {record.name}", returncode, errors)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
         machine = self._machine(record.name)

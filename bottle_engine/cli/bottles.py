@@ -21,8 +21,6 @@ from bottle_engine.cli.output import (
 from bottle_engine.cli.progress import cli_progress, paused
 from bottle_engine.cli.trust import print_review
 from bottle_engine.display import safe_markup
-from bottle_engine.dockerapi import connect
-from bottle_engine.dockerapi.containers import container_logs
 from bottle_engine.trust_store import TrustReview
 
 LAUNCH_HELP = """\
@@ -222,8 +220,7 @@ def run_logs(args: argparse.Namespace) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
         return 0
-    name = record.bundle_name if args.bundle else record.name
-    for chunk in container_logs(connect(), name, follow=args.follow):
+    for chunk in lifecycle.logs(record.slug, bundle=args.bundle, follow=args.follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
     return 0

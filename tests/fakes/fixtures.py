@@ -73,6 +73,19 @@ class FakeSmolvm:
     def forget_calls(self) -> None:
         self.log.unlink(missing_ok=True)
 
+    def remove_standins(self) -> None:
+        """Force-remove the stand-in containers this fake started (they are labelled with its
+        state dir), if Docker answers at all."""
+        try:
+            import docker
+
+            client = docker.from_env()
+            label = f"fake-smolvm.state={self.state.resolve()}"
+            for container in client.containers.list(all=True, filters={"label": label}):
+                container.remove(force=True)
+        except Exception:  # no daemon answers: nothing was started
+            pass
+
 
 def install_fake_smolvm(directory: Path, version: str) -> FakeSmolvm:
     """A wrapper script that runs the fake as smolvm `version` with its own state and log."""
@@ -90,11 +103,14 @@ def install_fake_smolvm(directory: Path, version: str) -> FakeSmolvm:
 
 
 @pytest.fixture
-def fake_smolvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSmolvm:
-    """The fake as a recent smolvm (1.32: `pack create -I` takes archives), on BOTTLE_SMOLVM."""
+def fake_smolvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSmolvm]:
+    """The fake as smolvm 1.32.2 (its command lines checked by the real one), on BOTTLE_SMOLVM."""
     fake = install_fake_smolvm(tmp_path / "smolvm-1.32", "1.32.2")
     monkeypatch.setenv("BOTTLE_SMOLVM", str(fake.binary))
-    return fake
+    try:
+        yield fake
+    finally:
+        fake.remove_standins()
 
 
 @pytest.fixture

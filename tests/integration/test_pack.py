@@ -227,5 +227,5 @@ def test_two_concurrent_packs_use_two_registries(
     ports = {ref.split("/")[0] for ref in refs}
     assert len(ports) == 2
     for _, artifact in started:
-        assert cached_pack(artifact.digest) is not None
+        assert cached_pack(artifact.digest, fake.binary.resolve()) is not None
         assert not registries_for(docker_client, artifact)

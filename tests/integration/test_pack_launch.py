@@ -1,14 +1,14 @@
 """A whole smolmachines bottle: real images, real bundle on its bridge, the microVM through the
-smolvm contract fake. Checks what the VM is allowed (one CIDR: the bundle's), that the bundle
-answers on that address from the host (where TSI sends the guest's connections), what lands in
-the guest, and that stop and a failed launch leave nothing behind."""
+smolvm contract fake (every argv checked by the real smolvm 1.32.2; the guest a stand-in
+container of the packed image). Checks what the VM is allowed (one CIDR: the bundle's), that
+the bundle answers on that address from the host (where smolvm's network stack sends the
+guest's connections), what lands in the guest with which owner and mode, that logs, exec and
+probes go through smolvm, and that stop and a failed launch leave nothing behind."""
 
 from __future__ import annotations
 
-import io
 import json
 import socket
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ from bottle_engine.bundle.config import EGRESS_PORT
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.client import LABEL_SLUG
 from bottle_engine.errors import BottleError
-from bottle_engine.plan import AGENT_UID, PROMPT_PATH
+from bottle_engine.plan import AGENT_UID, CA_BUNDLE_PATH, PROMPT_PATH, WORKSPACE
+from bottle_engine.probes import ProbeTargets
 from tests.bundle_helpers import build_bundle_image
-from tests.fakes.fixtures import FakeSmolvm, fake_smolvm
+from tests.fakes.fixtures import FakeSmolvm, fake_smolvm, install_fake_smolvm
 
 __all__ = ["fake_smolvm"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -77,11 +78,10 @@ def create_argv(fake: FakeSmolvm) -> list[str]:
     return argv
 
 
-def guest_tar_member(fake: FakeSmolvm, machine: str, path: str) -> tarfile.TarInfo:
-    staged = fake.state / "machines" / machine / "fs" / "tmp" / "bot-bottle-0.tar"
-    assert staged.stat().st_mode & 0o777 == 0o600
-    with tarfile.open(fileobj=io.BytesIO(staged.read_bytes())) as archive:
-        return archive.getmember(path.lstrip("/"))
+def in_guest(record: records.BottleRecord, *argv: str) -> str:
+    code, output = backend_named("smolmachines").exec_as_agent(record, list(argv))
+    assert code == 0, output
+    return output.strip()
 
 
 def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
@@ -90,6 +90,7 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
     record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
     try:
         argv = create_argv(fake_smolvm)
+        assert "--smolfile" not in argv
         assert argv.count("--allow-cidr") == 1
         assert argv[argv.index("--allow-cidr") + 1] == f"{record.bundle_ip}/32"
         machine = fake_smolvm.machine(record.name)
@@ -100,11 +101,14 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
         # TSI hands the guest's connections to the host: the bundle must answer there.
         with socket.create_connection((record.bundle_ip, EGRESS_PORT), timeout=10):
             pass
-        prompt = guest_tar_member(fake_smolvm, record.name, PROMPT_PATH)
-        assert (prompt.mode, prompt.uid) == (0o600, AGENT_UID)
+        # The guest set-up really ran: files, owners, modes, the CA bundle, the workspace copy.
+        assert in_guest(record, "stat", "-c", "%a %u", PROMPT_PATH) == f"600 {AGENT_UID}"
+        assert in_guest(record, "id", "-u") == str(AGENT_UID)
+        assert in_guest(record, "cat", f"{WORKSPACE}/notes.txt") == "the workspace copy"
+        assert "BEGIN CERTIFICATE" in in_guest(record, "cat", CA_BUNDLE_PATH)
         assert lifecycle.find(record.slug).backend == "smolmachines"
-        code, _ = backend_named("smolmachines").exec_as_agent(record, ["true"])
-        assert code == 0
+        code, output = backend_named("smolmachines").exec_as_agent(record, ["sh", "-c", "exit 3"])
+        assert code == 3, output
     finally:
         lifecycle.stop(record.slug, remove=True)
     assert fake_smolvm.machine(record.name) is None
@@ -161,3 +165,49 @@ def test_pack_command_reuses_the_cached_pack_without_running_smolvm(
     assert again["cache_hit"] is True
     assert again["sidecar"] == first["sidecar"]
     assert fake_smolvm.calls() == []
+
+
+def test_logs_of_a_smolmachines_bottle_come_from_smolvm_not_docker(
+    project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
+) -> None:
+    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    try:
+        fake_smolvm.forget_calls()
+        output = b"".join(lifecycle.logs(record.slug))
+        assert isinstance(output, bytes)
+        assert ["machine", "logs", "--name", record.name] in fake_smolvm.commands()
+        bundle_output = b"".join(lifecycle.logs(record.slug, bundle=True))
+        assert bundle_output  # the bundle is a container on both backends
+    finally:
+        lifecycle.stop(record.slug, remove=True)
+
+
+def test_probes_run_in_the_guest_through_smolvm(
+    project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
+) -> None:
+    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    try:
+        fake_smolvm.forget_calls()
+        gateway = ".".join([*record.bundle_ip.split(".")[:3], "1"])
+        report, leaks = lifecycle.probe(record.slug, ProbeTargets(record.bundle_ip, gateway))
+        assert leaks == []
+        assert report.results, "no probe ran"
+        assert report.passed, [r for r in report.results if not r.passed]
+        execs = [a for a in fake_smolvm.commands() if a[:2] == ["machine", "exec"]]
+        assert len(execs) >= len(report.results)
+        assert all(a[a.index("--user") + 1] in {f"{AGENT_UID}:{AGENT_UID}", "0"} for a in execs)
+    finally:
+        lifecycle.stop(record.slug, remove=True)
+
+
+def test_a_pack_made_by_another_smolvm_is_not_reused(
+    project: Path, fake_smolvm: FakeSmolvm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another smolvm (another version, or this fake beside the real one) may not read the pack.
+    manifest = str(project / "bottle.toml")
+    assert main(["pack", "-f", manifest, "dev", "--json"]) == 0
+    other = install_fake_smolvm(tmp_path / "other-smolvm", "1.32.2")
+    other.binary.write_text(other.binary.read_text() + "# another build\n")
+    monkeypatch.setenv("BOTTLE_SMOLVM", str(other.binary))
+    assert main(["pack", "-f", manifest, "dev", "--json"]) == 0
+    assert len([a for a in other.commands() if a[:2] == ["pack", "create"] and "--image" in a]) == 1

@@ -1,17 +1,16 @@
-"""The engine against the real smolvm CLI (opt-in: ``BOTTLE_REAL_SMOLVM=1``).
+"""The engine against the real smolvm 1.32.2 (the `smolmachines` wheel's CLI), not the fake.
 
-The contract fake stands in for smolvm everywhere else; these tests keep it honest. The first
-needs no VM: the real CLI must accept the engine's ``machine create`` flags and Smolfile and
-record exactly the one allowed CIDR. The second packs and boots a real agent image and is
-skipped, with smolvm's own reason, on hosts that cannot boot microVMs.
-
-    BOTTLE_REAL_SMOLVM=1 BOTTLE_SMOLVM=/path/to/smolvm \
-        pytest tests/integration/test_pack_real_smolvm.py
+Every test here runs the real binary with its state in a private ``--state-dir``. Without KVM
+(as on the machines this project is tested on) the real CLI still parses every command line
+and really creates, lists, labels and deletes machines; only what boots a VM (``machine
+start``, ``pack create``) fails, and then the engine must show smolvm's own failure, naming
+KVM, and leave nothing behind. Where KVM works, the boot test packs and boots a real image.
+The suite fails (it does not skip) when the real smolvm is not installed: `scripts/setup`
+installs it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,81 +20,155 @@ from typing import Any
 
 import pytest
 
-from bottle_engine import smolvm
+from bottle_engine import lifecycle, records, smolvm, state
 from bottle_engine.artifacts import BuildSpec, ensure_artifact
-from bottle_engine.artifacts.pack import pack_artifact
+from bottle_engine.artifacts.pack import pack_artifact, packs_dir
+from bottle_engine.backends.smolmachines import KEEPALIVE, SmolmachinesBackend, machine_spec
+from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_SLUG, LABEL_STATE
 from bottle_engine.errors import BottleError
-from bottle_engine.smolfile import spec_for, write_smolfile
+from bottle_engine.manifest import load_manifest_text
+from bottle_engine.plan import BottlePlan, plan_bottle
+from tests.bundle_helpers import build_bundle_image
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("BOTTLE_REAL_SMOLVM") != "1",
-    reason="runs the real smolvm only with BOTTLE_REAL_SMOLVM=1 (and BOTTLE_SMOLVM or PATH)",
-)
+MANIFEST = """\
+[agents.dev]
+prompt = "Only ever push to bot/* branches."
+command = ["sh"]
 
-BUNDLE_CIDR = "172.30.9.2/32"
+[bottles.default]
+backend = "smolmachines"
+base_image = "{base_image}"
+egress.allow = ["pypi.org"]
+"""
 
 
 @pytest.fixture
 def real_smolvm(monkeypatch: pytest.MonkeyPatch) -> Iterator[smolvm.Smolvm]:
-    """The installed smolvm with its state in a directory of this test's own (a short path:
-    smolvm puts Unix sockets under it, and those are limited to 107 bytes)."""
+    """The real smolvm with its state in a directory of this test's own (a short path: smolvm
+    puts Unix sockets under it, and those are limited to 107 bytes)."""
+    monkeypatch.delenv("BOTTLE_SMOLVM", raising=False)
+    binary = shutil.which("smolvm") or smolvm.wheel_binary()
+    if binary is None:
+        pytest.fail(
+            f"the real smolvm is not installed: pip install smolmachines=={smolvm.TESTED_VERSION}"
+        )
+    info = smolvm.probe(Path(binary))
+    assert info.version == smolvm.TESTED_VERSION
     state_dir = tempfile.mkdtemp(prefix="bb-smolvm-", dir="/tmp")
-    monkeypatch.setenv("BOTTLE_SMOLVM_STATE_DIR", state_dir)
-    try:
-        info = smolvm.probe()
-    except BottleError as exc:
-        pytest.skip(f"no usable smolvm: {exc}")
+    monkeypatch.setenv(smolvm.ENV_STATE_DIR, state_dir)
     try:
         yield smolvm.Smolvm(info)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def created(cli: smolvm.Smolvm, name: str) -> dict[str, Any]:
-    return next(m for m in cli.machines() if m["name"] == name)
+def make_plan(tmp_path: Path, base_image: str = "bot-bottle/base:bookworm") -> BottlePlan:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    text = MANIFEST.format(base_image=base_image)
+    manifest = load_manifest_text(text, tmp_path / "bottle.toml").require()
+    return plan_bottle(manifest, "dev", cwd=tmp_path)
 
 
-def test_real_cli_accepts_the_engine_flags_and_smolfile(
+def without_pack(args: list[str]) -> list[str]:
+    """The engine's argv minus ``--from PACK``: a real pack needs a VM to make."""
+    at = args.index("--from")
+    return args[:at] + args[at + 2 :]
+
+
+def boot_failure(cli: smolvm.Smolvm) -> BottleError | None:
+    """Why this host cannot boot a microVM (smolvm's own words), or None when it can."""
+    cli.run(["machine", "create", "--name", "bb-boot-check"], doing="create a boot check")
+    try:
+        cli.machine_start("bb-boot-check")
+    except BottleError as exc:
+        return exc
+    finally:
+        cli.machine_delete("bb-boot-check")
+    return None
+
+
+def test_real_cli_parses_the_engines_create_with_its_pack(
     real_smolvm: smolvm.Smolvm, tmp_path: Path
 ) -> None:
-    smolfile = write_smolfile(spec_for(1, 512 * 1024**2, "/workspace"), tmp_path / "Smolfile")
-    spec = smolvm.MachineSpec(
-        name="bottle-contract",
-        sidecar=tmp_path / "unused.smolmachine",
-        allow_cidrs=(BUNDLE_CIDR,),
-        env={"HTTPS_PROXY": "http://172.30.9.2:8888"},
-        labels={"bot-bottle.slug": "contract", "bot-bottle.managed": "1"},
-        smolfile=smolfile,
-        workload=("sleep", "infinity"),
-        user="1000:1000",
+    args = smolvm.machine_create_args(
+        machine_spec(make_plan(tmp_path), tmp_path / "no.smolmachine")
     )
-    args = smolvm.machine_create_args(spec)
-    # Without a real pack, create from nothing: every other flag is the engine's own.
-    at = args.index("--from")
-    args = args[:at] + args[at + 2 :]
-    real_smolvm.run(args, doing="create the contract machine")
-    try:
-        machine = created(real_smolvm, "bottle-contract")
-        assert machine["allowed_cidrs"] == [BUNDLE_CIDR]
-        assert machine["labels"]["bot-bottle.slug"] == "contract"
-        assert (machine["cpus"], machine["memory_mib"]) == (1, 512)
-    finally:
-        real_smolvm.machine_delete("bottle-contract")
-    assert not [m for m in real_smolvm.machines() if m["name"] == "bottle-contract"]
+    with pytest.raises(BottleError) as caught:
+        real_smolvm.run(args, doing="create from a missing pack")
+    # Parsed and checked, then refused only because the pack file does not exist.
+    assert "file not found" in caught.value.message
+    assert real_smolvm.machines() == []
 
 
-def boot_failure(cli: smolvm.Smolvm) -> str | None:
-    """Why this host cannot boot a microVM (smolvm's own words), or None when it can."""
-    done = subprocess.run(
-        cli.command(["machine", "run", "--", "true"]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def test_real_cli_creates_the_engines_machine_with_one_cidr_labels_and_limits(
+    real_smolvm: smolvm.Smolvm, tmp_path: Path
+) -> None:
+    plan = make_plan(tmp_path)
+    spec = machine_spec(plan, tmp_path / "unused.smolmachine")
+    real_smolvm.run(without_pack(smolvm.machine_create_args(spec)), doing="create")
+    [machine] = real_smolvm.machines()
+    assert machine["name"] == plan.name
+    assert machine["allowed_cidrs"] == [f"{plan.bundle_ip}/32"]
+    assert machine["network"] is True
+    assert machine["labels"][LABEL_SLUG] == plan.slug
+    assert machine["labels"][LABEL_MANAGED] == "1"
+    assert (machine["cpus"], machine["memory_mib"]) == (spec.cpus, spec.memory_mib)
+    assert machine["cmd"] == list(KEEPALIVE)
+    assert machine["state"] == "created"
+    SmolmachinesBackend(smolvm=real_smolvm)._delete_machine(plan.name)
+    assert real_smolvm.machines() == []
+
+
+def test_orphaned_real_machines_are_found_by_their_labels(
+    real_smolvm: smolvm.Smolvm, tmp_path: Path
+) -> None:
+    plan = make_plan(tmp_path)
+    spec = machine_spec(plan, tmp_path / "unused.smolmachine")
+    real_smolvm.run(without_pack(smolvm.machine_create_args(spec)), doing="create")
+    backend = SmolmachinesBackend(smolvm=real_smolvm)
+    assert backend.orphans() == [plan.name]  # no record accounts for it
+    assert backend.remove_orphans() == [plan.name]
+    assert real_smolvm.machines() == []
+
+
+def test_vm_boot_failure_names_kvm_and_leaves_no_machine(real_smolvm: smolvm.Smolvm) -> None:
+    failure = boot_failure(real_smolvm)
+    if failure is None:
+        pytest.skip("this host boots microVMs; the boot test covers it")
+    assert "KVM" in failure.message or "kvm" in failure.message
+    assert 'backend = "docker"' in str(failure.fix)
+    assert real_smolvm.machines() == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_launch_with_the_real_smolvm_fails_at_the_vm_boot_naming_kvm_leaving_nothing(
+    real_smolvm: smolvm.Smolvm,
+    docker_client: Any,
+    base_image: str,
+    session_cache_dir: Path,
+    tmp_path: Path,
+) -> None:
+    if boot_failure(real_smolvm) is None:
+        pytest.skip("this host boots microVMs; the boot test covers it")
+    build_bundle_image(docker_client, base_image, session_cache_dir)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "bottle.toml").write_text(MANIFEST.format(base_image=base_image))
+    (project / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN useradd --uid 1000 --create-home agent\n"
     )
-    if done.returncode == 0:
-        return None
-    return smolvm.translate_failure("boot a test microVM", done.returncode, done.stderr).message
+    packs_before = set(packs_dir().glob("*")) if packs_dir().exists() else set()
+    with pytest.raises(BottleError) as caught:
+        lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    assert "kvm" in caught.value.message.lower()
+    assert 'backend = "docker"' in str(caught.value.fix)
+    assert real_smolvm.machines() == []
+    ours = {"label": f"{LABEL_STATE}={state.state_id()}"}
+    assert docker_client.containers.list(all=True, filters=ours) == []
+    assert docker_client.networks.list(filters=ours) == []
+    assert records.all_records() == []
+    assert set(packs_dir().glob("*")) == packs_before
 
 
 @pytest.mark.docker
@@ -107,9 +180,8 @@ def test_real_smolvm_packs_and_boots_the_agent_image(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reason = boot_failure(real_smolvm)
-    if reason:
-        pytest.skip(f"this host cannot boot microVMs: {reason}")
+    if boot_failure(real_smolvm) is not None:
+        pytest.skip("this host cannot boot microVMs (see the KVM test)")
     monkeypatch.setenv("BOTTLE_CACHE_DIR", str(tmp_path / "cache"))
     context = tmp_path / "context"
     context.mkdir()
@@ -132,14 +204,38 @@ def test_real_smolvm_packs_and_boots_the_agent_image(
         name="bottle-real",
         sidecar=pack.sidecar,
         allow_cidrs=("127.0.0.1/32",),
-        workload=("sleep", "infinity"),
+        workload=KEEPALIVE,
     )
     real_smolvm.machine_create(spec)
     try:
         real_smolvm.machine_start("bottle-real")
-        assert real_smolvm.machine_exec("bottle-real", ["cat", "/etc/bottle-marker"]).strip() == (
-            "bottled"
-        )
+        marker = real_smolvm.machine_exec("bottle-real", ["cat", "/etc/bottle-marker"])
+        assert marker.strip() == "bottled"
         real_smolvm.machine_stop("bottle-real")
     finally:
         real_smolvm.machine_delete("bottle-real")
+
+
+def test_engine_argv_for_every_other_command_is_parsed_by_the_real_cli(
+    real_smolvm: smolvm.Smolvm, tmp_path: Path
+) -> None:
+    # No machine of that name exists: each must fail at lookup (exit 1), never at parsing (2).
+    for args in (
+        ["machine", "start", "--name", "bb-none"],
+        ["machine", "stop", "--name", "bb-none"],
+        smolvm.machine_exec_args("bb-none", ["sh", "-c", "true"], user="1000:1000"),
+        smolvm.machine_exec_args("bb-none", ["sh"], interactive=True),
+        smolvm.machine_logs_args("bb-none", follow=True),
+        smolvm.machine_cp_args(Path("/etc/hostname"), "bb-none", "/tmp/x", mode=0o600, uid=0),
+    ):
+        done = subprocess.run(
+            real_smolvm.command(args),
+            capture_output=True,
+            text=True,
+            check=False,
+            env=real_smolvm.env(),
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert done.returncode == 1, (args, done.stderr)
+        assert "NOT_FOUND" in done.stderr or "not found" in done.stderr.lower(), (args, done.stderr)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import stat
 import subprocess
 import sys
 import tarfile
-import tomllib
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,6 @@ import pytest
 from bottle_engine import smolvm
 from bottle_engine.artifacts.pack import choose_method
 from bottle_engine.errors import BottleError
-from bottle_engine.smolfile import SMOLFILE_KEYS, render_smolfile, spec_for
 from tests.fakes.fixtures import FAKE_SMOLVM, FakeSmolvm, fake_smolvm, legacy_smolvm
 from tests.fakes.oci_layout import make_layout, write_oci_tar
 
@@ -101,10 +103,23 @@ def test_probe_of_the_fake_follows_the_emulated_version(legacy_smolvm: FakeSmolv
 def test_missing_binary_names_the_ways_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BOTTLE_SMOLVM", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(smolvm, "wheel_binary", lambda: None)
     with pytest.raises(BottleError, match="none on PATH") as caught:
         smolvm.find_binary()
     assert "BOTTLE_SMOLVM" in str(caught.value.fix)
+    assert "smolmachines==1.32.2" in str(caught.value.fix)
     assert "docker" in str(caught.value.fix)
+
+
+def test_without_smolvm_on_path_the_wheels_binary_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BOTTLE_SMOLVM", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    wheel = smolvm.wheel_binary()
+    assert wheel is not None, "the test environment installs smolmachines==1.32.2"
+    assert smolvm.find_binary() == wheel
+    assert wheel.name == "smol-vmm"
 
 
 def test_bottle_smolvm_must_be_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +154,23 @@ def test_machine_create_allows_exactly_the_given_cidr() -> None:
     assert args.count("--allow-cidr") == 1
     assert args[args.index("--allow-cidr") + 1] == "172.30.0.2/32"
     # Anything wider would be a way out of the bottle.
-    assert not {"--net", "--allow-host", "--allow-host-pattern", "--use-host-proxy"} & set(args)
+    wider = {"--net", "--allow-host", "--allow-host-pattern", "--use-host-proxy", "--allow-udp"}
+    assert not wider & set(args)
+    assert not {"--ssh-agent", "--secret-env", "--volume", "--port", "--nested"} & set(args)
+
+
+def test_machine_create_pins_the_backend_that_enforces_the_allow_list() -> None:
+    args = smolvm.machine_create_args(spec())
+    assert args[args.index("--net-backend") + 1] == "virtio-net"
+
+
+def test_machine_create_carries_resources_as_flags_never_a_smolfile() -> None:
+    # smolvm 1.32 refuses --smolfile beside --from: what a Smolfile held goes in flags.
+    args = smolvm.machine_create_args(spec(cpus=2, memory_mib=3072, workdir="/workspace"))
+    assert "--smolfile" not in args and "-s" not in args
+    assert args[args.index("--cpus") + 1] == "2"
+    assert args[args.index("--mem") + 1] == "3072"
+    assert args[args.index("--workdir") + 1] == "/workspace"
 
 
 def test_machine_create_passes_env_as_key_value_pairs() -> None:
@@ -207,9 +238,51 @@ def test_fake_exec_takes_no_short_name_flag_like_the_real_cli() -> None:
     assert done.returncode == 2
 
 
+def test_fake_refuses_from_with_smolfile_as_the_real_cli_does(tmp_path: Path) -> None:
+    # The drift that hid the broken launch: the real 1.32.2 refuses this pair at parsing.
+    env = {**os.environ, "FAKE_SMOLVM_STATE": str(tmp_path / "state")}
+    sidecar = tmp_path / "bottle.smolmachine"
+    sidecar.write_text(json.dumps({"format": "fake-smolmachine/1"}))
+    smolfile = tmp_path / "Smolfile"
+    smolfile.write_text("cpus = 1\n")
+    done = run_fake(
+        "machine",
+        "create",
+        "--name",
+        "x",
+        "--from",
+        str(sidecar),
+        "--smolfile",
+        str(smolfile),
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "'--from <PATH>' cannot be used with '--smolfile <PATH>'" in done.stderr
+    assert not (tmp_path / "state" / "machines" / "x.json").exists()
+
+
+def test_fake_refuses_what_the_real_cli_refuses_after_parsing(tmp_path: Path) -> None:
+    # A check the real CLI makes before touching its state: TSI cannot enforce an allow list.
+    env = {**os.environ, "FAKE_SMOLVM_STATE": str(tmp_path / "state")}
+    done = run_fake(
+        "machine",
+        "create",
+        "--name",
+        "x",
+        "--net-backend",
+        "tsi",
+        "--allow-cidr",
+        "10.0.0.1/32",
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "requires the virtio-net backend" in done.stderr
+    assert not (tmp_path / "state" / "machines" / "x.json").exists()
+
+
 def test_engine_argv_is_accepted_by_the_fake(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    env = {"FAKE_SMOLVM_STATE": str(state), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "FAKE_SMOLVM_STATE": str(state)}
     sidecar = tmp_path / "bottle.smolmachine"
     sidecar.write_text(json.dumps({"format": "fake-smolmachine/1"}))
     done = run_fake(*smolvm.machine_create_args(spec(sidecar=sidecar)), env=env)
@@ -218,22 +291,10 @@ def test_engine_argv_is_accepted_by_the_fake(tmp_path: Path) -> None:
     assert record["allowed_cidrs"] == ["172.30.0.2/32"]
 
 
-def test_smolfile_holds_only_keys_the_real_cli_accepts() -> None:
-    text = render_smolfile(spec_for(1.5, 3 * 1024**3, "/workspace"))
-    document = tomllib.loads(text)
-    assert set(document) <= SMOLFILE_KEYS
-    assert document == {"cpus": 2, "memory": 3072, "workdir": "/workspace"}
-
-
-def test_smolfile_never_carries_network_or_env() -> None:
-    document = tomllib.loads(render_smolfile(spec_for(1, 1024**3, "/workspace")))
-    assert not {"net", "network", "env", "secrets", "volumes"} & set(document)
-
-
 def pack_with_fake(
     tmp_path: Path, image: str, version: str = "1.32.2"
 ) -> subprocess.CompletedProcess[str]:
-    env = {"FAKE_SMOLVM_VERSION": version, "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "FAKE_SMOLVM_VERSION": version}
     return run_fake("pack", "create", "--image", image, "--output", str(tmp_path / "out"), env=env)
 
 
@@ -289,29 +350,85 @@ def test_fake_never_contacts_a_registry_off_this_machine(tmp_path: Path) -> None
     assert "loopback" in done.stderr
 
 
-def started_machine(tmp_path: Path) -> smolvm.Smolvm:
-    cli = smolvm.Smolvm()
-    sidecar = tmp_path / "bottle.smolmachine"
-    sidecar.write_text(json.dumps({"format": "fake-smolmachine/1"}))
-    cli.machine_create(spec(sidecar=sidecar))
-    cli.machine_start("bottle-dev")
-    return cli
+def test_smolvm_runs_with_the_vmm_confined(tmp_path: Path) -> None:
+    env = smolvm.child_env(tmp_path / "smolvm", {"PATH": "/bin"})
+    assert env["SMOLVM_SECCOMP"] == "enforce"
+    assert env["SMOLVM_LANDLOCK"] == "enforce"
 
 
-def test_a_failing_guest_command_is_a_result_not_an_error(
-    fake_smolvm: FakeSmolvm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cli = started_machine(tmp_path)
-    monkeypatch.setenv("FAKE_SMOLVM_EXEC_EXIT", "3")
-    code, output = cli.exec_output("bottle-dev", ["false"], user="1000:1000")
-    assert code == 3
-    assert b"false" in output
+def test_an_explicit_hardening_choice_wins(tmp_path: Path) -> None:
+    env = smolvm.child_env(tmp_path / "smolvm", {"SMOLVM_SECCOMP": "off"})
+    assert env["SMOLVM_SECCOMP"] == "off"
 
 
-def test_exec_in_a_stopped_machine_is_an_error_naming_it(
-    fake_smolvm: FakeSmolvm, tmp_path: Path
-) -> None:
-    cli = started_machine(tmp_path)
-    cli.machine_stop("bottle-dev")
-    with pytest.raises(BottleError, match="not running"):
-        cli.exec_output("bottle-dev", ["true"])
+def test_machine_name_from_the_environment_never_picks_a_machine(tmp_path: Path) -> None:
+    env = smolvm.child_env(tmp_path / "smolvm", {"SMOLVM_MACHINE_NAME": "someone-elses"})
+    assert "SMOLVM_MACHINE_NAME" not in env
+
+
+def private_wheel(tmp_path: Path) -> Path:
+    """A wheel-like directory the VM's unprivileged uid cannot enter (like one under /root)."""
+    wheel = tmp_path / "private" / "smol"
+    wheel.mkdir(parents=True)
+    for name in smolvm.LIBKRUN_FILES:
+        (wheel / name).write_bytes(f"{name} of {tmp_path.name}".encode())
+    (wheel / "smol-vmm").write_bytes(b"")
+    (tmp_path / "private").chmod(0o700)
+    return wheel
+
+
+def test_libkrun_the_vm_uid_cannot_read_is_used_from_a_verified_copy(tmp_path: Path) -> None:
+    wheel = private_wheel(tmp_path)
+    env = smolvm.child_env(wheel / "smol-vmm", {})
+    copy = Path(env["SMOLVM_LIB_DIR"])
+    try:
+        assert copy != wheel
+        assert smolvm.readable_by_others(copy / "libkrun.so")
+        assert (copy / "libkrunfw.so.5").read_bytes() == (wheel / "libkrunfw.so.5").read_bytes()
+        assert copy.stat().st_uid == os.geteuid()
+        assert not copy.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    finally:
+        subprocess.run(["rm", "-rf", str(copy)], check=True)
+
+
+def test_a_libkrun_copy_someone_else_could_write_is_refused(tmp_path: Path) -> None:
+    wheel = private_wheel(tmp_path)
+    copy = smolvm.vm_readable_lib_dir(wheel)
+    smolvm._LIB_DIRS.clear()
+    try:
+        copy.chmod(0o777)  # as if another user had planted it first
+        with pytest.raises(BottleError, match="is not the copy of smolvm's libkrun") as caught:
+            smolvm.vm_readable_lib_dir(wheel)
+        assert "SMOLVM_LIB_DIR" in str(caught.value.fix)
+    finally:
+        smolvm._LIB_DIRS.clear()
+        subprocess.run(["rm", "-rf", str(copy)], check=True)
+
+
+def test_libkrun_that_everyone_can_read_is_used_in_place() -> None:
+    public = Path(tempfile.mkdtemp(prefix="bb-public-wheel-", dir="/tmp"))
+    try:
+        public.chmod(0o755)
+        for name in smolvm.LIBKRUN_FILES:
+            (public / name).write_bytes(name.encode())
+            (public / name).chmod(0o644)
+        assert smolvm.vm_readable_lib_dir(public) == public
+    finally:
+        shutil.rmtree(public)
+
+
+def test_real_no_kvm_failure_names_kvm_and_points_to_docker() -> None:
+    # What smolvm 1.32.2 prints here when the VM process cannot open /dev/kvm.
+    stderr = json.dumps(
+        {
+            "error": {
+                "code": "SMOLVM_ERROR",
+                "message": "agent operation failed: start vm: krun_start_enter returned: -22 "
+                "(KVM inaccessible to the VM process after privilege drop — kvm permission "
+                "denied: Cannot access /dev/kvm (permission denied).",
+            }
+        }
+    )
+    error = smolvm.translate_failure("start microVM bottle-dev", 1, stderr)
+    assert "KVM" in error.message
+    assert 'backend = "docker"' in str(error.fix)

@@ -6,10 +6,10 @@ import io
 import tarfile
 from pathlib import Path
 
-from bottle_engine.backends.smolmachines import KEEPALIVE, machine_spec
+from bottle_engine.backends.smolmachines import KEEPALIVE, machine_spec, vm_resources
 from bottle_engine.guest import files_archive, guest_files
 from bottle_engine.manifest import load_manifest_text
-from bottle_engine.plan import AGENT_UID, PROMPT_PATH, BottlePlan, plan_bottle
+from bottle_engine.plan import AGENT_UID, PROMPT_PATH, WORKSPACE, BottlePlan, plan_bottle
 from bottle_engine.smolvm import machine_create_args
 
 MANIFEST = """\
@@ -29,7 +29,7 @@ def make_plan(tmp_path: Path) -> BottlePlan:
 
 def test_vm_may_reach_the_bundle_and_nothing_else(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
-    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine", None))
+    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine"))
     cidrs = [args[i + 1] for i, arg in enumerate(args) if arg == "--allow-cidr"]
     assert cidrs == [f"{plan.bundle_ip}/32"]
     # The egress allowlist is the bundle's business: no host names reach smolvm.
@@ -39,7 +39,7 @@ def test_vm_may_reach_the_bundle_and_nothing_else(tmp_path: Path) -> None:
 
 def test_vm_gets_the_plans_guest_env_with_ip_literal_proxies(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
-    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine", None))
+    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine"))
     env = dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "--env")
     assert env == plan.guest_env
     assert env["HTTPS_PROXY"] == f"http://{plan.bundle_ip}:8888"
@@ -47,7 +47,7 @@ def test_vm_gets_the_plans_guest_env_with_ip_literal_proxies(tmp_path: Path) -> 
 
 def test_vm_is_named_for_the_bottle_and_labelled_for_gc(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
-    spec = machine_spec(plan, tmp_path / "bottle.smolmachine", None)
+    spec = machine_spec(plan, tmp_path / "bottle.smolmachine")
     args = machine_create_args(spec)
     assert args[args.index("--name") + 1] == f"bottle-{plan.slug}"
     assert f"bot-bottle.slug={plan.slug}" in args
@@ -65,3 +65,17 @@ def test_prompt_reaches_the_guest_readable_by_the_agent_alone(tmp_path: Path) ->
         assert extracted.read() == b"be careful"
     assert prompt.mode == 0o600
     assert (prompt.uid, prompt.gid) == (AGENT_UID, AGENT_UID)
+
+
+def test_vm_gets_the_plans_limits_and_workspace_as_flags(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine"))
+    cpus, memory_mib = vm_resources(plan.cpus, plan.memory_bytes)
+    assert args[args.index("--cpus") + 1] == str(cpus)
+    assert args[args.index("--mem") + 1] == str(memory_mib)
+    assert args[args.index("--workdir") + 1] == WORKSPACE
+
+
+def test_limits_round_to_what_smolvm_counts() -> None:
+    assert vm_resources(1.5, 3 * 1024**3) == (2, 3072)
+    assert vm_resources(0.25, 64 * 1024**2) == (1, 256)
