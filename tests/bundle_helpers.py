@@ -379,6 +379,12 @@ class BundleTestBed:
     internal_subnet: ipaddress.IPv4Network
     agent: Any = None
     agent_env: dict[str, str] = field(default_factory=dict)
+    upstream: Any = None  # the echo server's container; its log says what reached it
+
+    def upstream_requests(self) -> list[dict[str, Any]]:
+        """Every request that reached the upstream, as it arrived (the echo server's log)."""
+        lines = bytes(self.upstream.logs(stderr=False)).decode("utf-8", "replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     @property
     def proxy(self) -> str:
@@ -462,6 +468,7 @@ def bundle_testbed(
             [
                 *("python3", HELPERS_IN_CONTAINER, "serve"),
                 *("--tls-cert", "/srv/tls/server.pem", "--tls-key", "/srv/tls/server-key.pem"),
+                "--log-requests",
             ],
             entrypoint=[],
             name=f"bb-test-{run_id}-upstream",
@@ -515,6 +522,7 @@ def bundle_testbed(
         )
         stack.callback(_force_remove, bundle)
         bed = BundleTestBed(client, bundle, config, state_dir, upstream_ip, egress_cidr, subnet)
+        bed.upstream = upstream
         wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.

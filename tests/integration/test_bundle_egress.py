@@ -116,7 +116,10 @@ def test_secret_placeholder_in_header_reaches_upstream_as_the_real_value(
         headers={"Authorization": f"Bearer {PLACEHOLDER}"},
         cafile=BOTTLE_CA,
     )
-    assert upstream_saw(result)["headers"]["Authorization"] == f"Bearer {REAL_VALUE}"
+    arrived = [r for r in bed.upstream_requests() if r["path"] == "/v1/me"]
+    assert arrived and arrived[-1]["headers"]["Authorization"] == f"Bearer {REAL_VALUE}"
+    # The upstream echoed the header back; the agent reads only the placeholder in it.
+    assert upstream_saw(result)["headers"]["Authorization"] == f"Bearer {PLACEHOLDER}"
 
 
 def test_agent_holds_only_the_placeholder(bed: BundleTestBed) -> None:
