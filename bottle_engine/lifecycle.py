@@ -71,11 +71,16 @@ def launch(
     *,
     cwd: Path | None = None,
     progress: Progress | None = None,
+    terminal: bool | None = None,
 ) -> BottleRecord:
-    """Start a bottle for `agent` (detached); attach with `attach(record.slug)`."""
+    """Start a bottle for `agent` (detached); attach with `attach(record.slug)`.
+
+    `terminal`: a person attaches from a terminal right after (the agent then gets a TTY
+    whatever its command); see `backends.base.wants_tty`.
+    """
     planner = planner_for(manifest_path, agent, cwd)
     backend = backend_named(planner(planner.base_slug).backend)
-    return backend.launch(planner, progress or QuietProgress())
+    return backend.launch(planner, progress or QuietProgress(), terminal=terminal)
 
 
 def find(slug: str) -> BottleRecord:

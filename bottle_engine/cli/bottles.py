@@ -118,7 +118,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_launch(args: argparse.Namespace) -> int:
     with cli_progress(quiet=args.quiet or args.json) as progress:
-        record = lifecycle.launch(args.file, args.agent, progress=progress)
+        terminal = not args.detach and sys.stdin.isatty() and sys.stdout.isatty()
+        record = lifecycle.launch(args.file, args.agent, progress=progress, terminal=terminal)
     if args.json:
         print_json(record.to_json())
     elif args.detach or not sys.stdin.isatty():
