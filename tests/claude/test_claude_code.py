@@ -270,7 +270,16 @@ def interactive_session(
         return shown.stdout
 
     try:
-        ready = wait_for(lambda: "for shortcuts" in screen() and screen(), "Claude Code's prompt")
+
+        def at_prompt_or_dialog() -> str | None:
+            shown = screen()
+            stopped = "for shortcuts" in shown or any(dialog in shown for dialog in DIALOGS)
+            return shown if stopped else None
+
+        ready = wait_for(at_prompt_or_dialog, "Claude Code's prompt or a dialog")
+        if any(dialog in ready for dialog in DIALOGS):
+            yield {"ready": ready, "answered": ""}
+            return
         for keys in (["-l", "hello from tmux"], ["Enter"]):
             subprocess.run([*tmux, "send-keys", "-t", "claude", *keys], check=True, env=env)
         answered = wait_for(lambda: f"{REPLY_PREFIX} pong" in screen() and screen(), "the answer")
