@@ -397,8 +397,7 @@ class ApprovalStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         try:
-            # Readable by the other side: host engine and bundle may run as different users.
-            os.fchmod(fd, 0o644)
+            self._hand_to_directory_owner(fd)
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
                 handle.flush()
@@ -407,6 +406,15 @@ class ApprovalStore:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+
+    def _hand_to_directory_owner(self, fd: int) -> None:
+        """Private to the bottle: 0600 and owned by whoever owns the approvals dir (the bundle's
+        own uid when the engine runs as root), so the host engine and the bundle both read the
+        file and no other account does."""
+        os.fchmod(fd, 0o600)
+        if os.geteuid() == 0:
+            owner = self.directory.stat()
+            os.fchown(fd, owner.st_uid, owner.st_gid)
 
     def _audit(self, request: ApprovalRequest, *, event: str) -> None:
         entry = {"time": _stamp(_now()), "event": event, **request.to_dict()}
@@ -425,8 +433,9 @@ class ApprovalStore:
         # One lock file per bottle: the bundle and the host share it through the bind mount.
         self.directory.mkdir(parents=True, exist_ok=True)
         # Read-only is enough for flock, and works whichever side created the file.
-        fd = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o644)
+        fd = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o600)
         try:
+            self._hand_to_directory_owner(fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:

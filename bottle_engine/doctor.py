@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine import state
+from bottle_engine import gvisor, state
 from bottle_engine.artifacts.base import resolve_base_image
-from bottle_engine.backends.docker import gvisor_works
 from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi.containers import writable_layer_bounded
 from bottle_engine.dockerapi.images import inspect_image
 from bottle_engine.errors import BottleError
+from bottle_engine.limits import AGENT_DISK_BYTES, GIB
 
 
 @dataclass(frozen=True)
@@ -35,40 +37,70 @@ def check_docker() -> Check:
 
 
 def check_gvisor() -> Check:
+    """Which runtime `auto` gets here, and whether the agent's disk writes are bounded."""
+    install = "`sudo bottle-engine gvisor install` (scripts/setup runs it)"
     try:
         client = connect()
         runtimes = client.info().get("Runtimes") or {}
     except BottleError as exc:
         return Check("gvisor", False, exc.message, required=False)
-    if "runsc" in runtimes:
-        image = resolve_base_image(None)
-        if not inspect_image(client, image):
-            return Check(
-                "gvisor",
-                True,
-                f"runsc is registered; its self-test waits for the base image {image}, and "
-                "runtime 'auto' uses gVisor only if the agent image passes it",
-                required=False,
-            )
-        if not gvisor_works(client, image, runtimes["runsc"]):
-            return Check(
-                "gvisor",
-                False,
-                f"runsc is registered but cannot run basic tools of {image} (a gVisor too old "
-                "for this userland's system calls): runtime 'auto' uses runc",
-                "install a current gVisor release (runsc) and register it",
-                required=False,
-            )
+    info = runtimes.get(gvisor.RUNTIME_NAME)
+    if info is None:
         return Check(
-            "gvisor", True, "runsc is registered: runtime 'auto' uses gVisor", required=False
+            "gvisor",
+            False,
+            "runsc is not registered: runtime 'auto' falls back to runc",
+            install,
+            required=False,
+        )
+    binary = str(info.get("path", gvisor.RUNTIME_NAME))
+    image = resolve_base_image(None)
+    if not inspect_image(client, image):
+        return Check(
+            "gvisor",
+            True,
+            f"runsc ({binary}) is registered; its self-test waits for the base image {image}, "
+            "and runtime 'auto' uses gVisor only if the agent image passes it",
+            required=False,
+        )
+    if not gvisor.self_test(client, image, info):
+        return Check(
+            "gvisor",
+            False,
+            f"runsc ({binary}, {_runsc_version(binary)}) fails the self-test with {image} (too "
+            "old for this userland's system calls, or a sandbox that sees the host's network): "
+            "runtime 'auto' uses runc",
+            install,
+            required=False,
+        )
+    args = list(info.get("runtimeArgs") or [])
+    if args != list(gvisor.RUNTIME_ARGS):
+        return Check(
+            "gvisor",
+            False,
+            f"runsc ({binary}) passes the self-test but runs with {args or 'no arguments'}, not "
+            f"{list(gvisor.RUNTIME_ARGS)}: the agent's writes are not bounded by its memory limit",
+            install,
+            required=False,
         )
     return Check(
         "gvisor",
-        False,
-        "runsc is not registered: runtime 'auto' falls back to runc",
-        "apt-get install runsc and register it (scripts/setup does both)",
+        True,
+        f"runsc ({binary}, {_runsc_version(binary)}) passes the self-test: runtime 'auto' uses "
+        "gVisor; the agent's writable layer is in memory, bounded by its memory limit",
         required=False,
     )
+
+
+def _runsc_version(binary: str) -> str:
+    try:
+        result = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "version unknown"
+    first = result.stdout.strip().splitlines()[:1]
+    return first[0] if first else "version unknown"
 
 
 def check_base_image() -> Check:
@@ -142,7 +174,8 @@ def check_debootstrap() -> Check:
 def check_dirs() -> Check:
     for directory in (state.cache_dir(), state.state_dir()):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            if not directory.exists():
+                state.private_dir(directory)
         except OSError as exc:
             return Check(
                 "state dirs",
@@ -157,7 +190,59 @@ def check_dirs() -> Check:
                 f"{directory} is not writable",
                 "set BOTTLE_CACHE_DIR / BOTTLE_STATE_DIR to writable directories",
             )
-    return Check("state dirs", True, f"cache {state.cache_dir()}, state {state.state_dir()}")
+    exposed = state.exposed_dirs()
+    if exposed:
+        listed = ", ".join(f"{path} ({mode:04o})" for path, mode in exposed[:5])
+        more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
+        return Check(
+            "state dirs",
+            False,
+            f"other users may enter or read {listed}{more}: bot-bottle's records, audit logs, "
+            "approvals, secrets handed to bundles and caches live there",
+            "chmod go-rwx " + " ".join(str(path) for path, _ in exposed[:5]),
+        )
+    return Check(
+        "state dirs",
+        True,
+        f"cache {state.cache_dir()}, state {state.state_dir()} (private: 0700)",
+    )
+
+
+def check_agent_disk() -> Check:
+    """Can the agent's writable layer be bounded on this daemon (`--storage-opt size`)?"""
+    try:
+        client = connect()
+        info = client.info()
+    except BottleError as exc:
+        return Check("agent disk", False, exc.message, required=False)
+    image = resolve_base_image(None)
+    backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "?")
+    driver = f"{info.get('Driver', '?')} on {backing}"
+    tmp = "/tmp is a tmpfs counted in the bottle's memory limit"
+    if not inspect_image(client, image):
+        return Check(
+            "agent disk",
+            False,
+            f"storage driver {driver}; whether it bounds the writable layer is known once the "
+            f"base image {image} is present; {tmp}",
+            required=False,
+        )
+    if writable_layer_bounded(client, image):
+        return Check(
+            "agent disk",
+            True,
+            f"storage driver {driver} bounds the agent's writable layer "
+            f"({AGENT_DISK_BYTES // GIB} GiB); {tmp}",
+            required=False,
+        )
+    return Check(
+        "agent disk",
+        False,
+        f"storage driver {driver} cannot bound a container's writable layer: what the agent "
+        f"writes to /workspace or its home comes off the host's disk unbounded; {tmp}",
+        "put /var/lib/docker on xfs mounted with pquota (overlay2), or btrfs/zfs, to bound it",
+        required=False,
+    )
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (
@@ -168,6 +253,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     check_smolvm,
     check_kvm,
     check_dirs,
+    check_agent_disk,
 )
 
 

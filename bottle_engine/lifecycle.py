@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 import secrets as random_tokens
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import records, state
+from bottle_engine import records, state, trust_store
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import toplevel
-from bottle_engine.manifest import load_manifest
-from bottle_engine.manifest.model import Manifest
+from bottle_engine.manifest import Manifest, load_manifest
 from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner, manifest_reads, protected_paths
 from bottle_engine.probes import (
     ProbeReport,
@@ -30,6 +31,7 @@ from bottle_engine.probes import (
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
 from bottle_engine.smolvm import find_binary as find_smolvm
+from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 
 def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None = None) -> Planner:
@@ -71,16 +73,43 @@ def launch(
     *,
     cwd: Path | None = None,
     progress: Progress | None = None,
+    trust: bool = False,
+    confirm: Callable[[TrustReview], bool] | None = None,
+    on_first_use: Callable[[TrustReview], None] | None = None,
     terminal: bool | None = None,
 ) -> BottleRecord:
     """Start a bottle for `agent` (detached); attach with `attach(record.slug)`.
 
-    `terminal`: a person attaches from a terminal right after (the agent then gets a TTY
-    whatever its command); see `backends.base.wants_tty`.
+    Before anything is built or started, the manifest is checked against what was last trusted
+    for its path (`trust_store`): a first use records it; a change that widens what its bottles
+    may do raises `UntrustedManifestError`, unless `trust` is set or `confirm(review)` says yes.
+    `on_first_use(review)` is told what a first use trusts. `terminal`: a person attaches from
+    a terminal right after (the agent then gets a TTY whatever its command; `wants_tty`).
     """
+    progress = progress or QuietProgress()
     planner = planner_for(manifest_path, agent, cwd)
+    review = check_trust(planner.manifest, progress, trust=trust, confirm=confirm)
+    if review.first_use and on_first_use is not None:
+        on_first_use(review)
     backend = backend_named(planner(planner.base_slug).backend)
-    return backend.launch(planner, progress or QuietProgress(), terminal=terminal)
+    return backend.launch(planner, progress, terminal=terminal)
+
+
+def check_trust(
+    manifest: Manifest,
+    progress: Progress,
+    *,
+    trust: bool = False,
+    confirm: Callable[[TrustReview], bool] | None = None,
+) -> TrustReview:
+    """Stop a launch whose manifest widens what was trusted; record what it goes ahead with."""
+    review = trust_store.review(manifest)
+    if review.needs_trust and not trust and (confirm is None or not confirm(review)):
+        raise UntrustedManifestError(review)
+    if review.first_use:
+        progress.stage(f"first launch of {safe_text(manifest.path)}: recorded as trusted")
+    trust_store.record(review)  # what this launch goes ahead with is what was last launched
+    return review
 
 
 def find(slug: str) -> BottleRecord:

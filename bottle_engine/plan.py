@@ -187,6 +187,7 @@ class BottlePlan:
             slug=self.slug,
             bundle_ip=self.bundle_ip,
             agent_subnet=str(self.subnet),
+            agent_ip=self.agent_ip,
             egress_allow=self.egress_allow,
             upstream_ca_files=(str(UPSTREAM_CA_MOUNT),) if self.upstream_ca else (),
             secrets=tuple(

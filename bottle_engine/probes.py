@@ -143,6 +143,7 @@ def build_probes(targets: ProbeTargets) -> list[Probe]:
                 _via_proxy(f"http://{targets.bundle_ip}:{port}/", tunnel=True),
             )
         )
+    probes += _proxy_attacks(targets.bundle_ip)
     allowed = [parse_egress_rule(entry) for entry in targets.egress_allow]
     for ip, port in targets.outside:
         probes.append(
@@ -185,6 +186,41 @@ def build_probes(targets: ProbeTargets) -> list[Probe]:
             )
         )
     return probes
+
+
+def _proxy_attacks(bundle_ip: str) -> list[Probe]:
+    """Attacks on the proxy itself that need no host of the user's: each talks to the proxy
+    only (the names end in .invalid). The attacks that need a secret-bound host (SNI, Host and
+    absolute-form mismatches, a gzip bomb) would send traffic to the user's real host, so they
+    live in tests/escape/test_egress_attacks.py against a test upstream instead."""
+    proxy = f"/dev/tcp/{bundle_ip}/{EGRESS_PORT}"
+    head = "GET http://denied.invalid/ HTTP/1.1\\r\\nHost: denied.invalid\\r\\nX-Big: "
+    body = (
+        "POST http://denied.invalid/ HTTP/1.1\\r\\nHost: denied.invalid\\r\\n"
+        "Content-Length: 1073741824\\r\\n\\r\\n"
+    )
+    return [
+        Probe(
+            "proxy-refuses-tls-on-its-port",
+            "the proxy port speaks no TLS (so no HTTP/2 streams sharing one connection's state)",
+            f"timeout {TIMEOUT} openssl s_client -connect {bundle_ip}:{EGRESS_PORT} -alpn h2 "
+            "</dev/null 2>&1 | grep -q '^New, TLS'",
+        ),
+        Probe(
+            "proxy-bounds-request-head",
+            "an unending request head is cut off with 431 (not buffered whole)",
+            f"exec 3<>{proxy} || exit 1; printf '{head}' >&3; "
+            "head -c 131072 /dev/zero | tr '\\0' a >&3 2>/dev/null; "
+            f"! timeout {TIMEOUT} head -c 12 <&3 | grep -q ' 431'",
+        ),
+        Probe(
+            "proxy-answers-a-refused-body-early",
+            "a body to a denied host is refused before it is read (not buffered whole)",
+            f"exec 3<>{proxy} || exit 1; printf '{body}' >&3; "
+            "head -c 131072 /dev/zero >&3 2>/dev/null; "
+            f"! timeout {TIMEOUT} head -c 12 <&3 | grep -q ' 403'",
+        ),
+    ]
 
 
 Exec = Callable[[Sequence[str]], tuple[int, str]]

@@ -68,9 +68,8 @@ def record_path(slug: str) -> Path:
 
 
 def save(record: BottleRecord) -> None:
-    """Write atomically: a crash never leaves half a record."""
-    path = record_path(record.slug)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (a crash never leaves half a record), mode 0600 in a 0700 dir."""
+    path = state.make_bottle_dir(record.slug) / RECORD_NAME
     data = {k: v for k, v in record.to_json().items() if k != "status"}
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
         json.dump(data, out, indent=2, sort_keys=True)

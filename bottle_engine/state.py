@@ -3,12 +3,17 @@
 Caches (artifacts, packs) live under the platformdirs cache dir, per-bottle state (metadata,
 audit logs, approvals, secrets handed to the bundle) under the state dir. Both can be moved with
 ``BOTTLE_CACHE_DIR`` / ``BOTTLE_STATE_DIR`` so that tests run in temporary directories.
+
+Both are private to the user running the engine: `private_dir` makes (or tightens) them and
+every bottle's directory 0700, so no other host account reads a record, an audit log, an
+approval or a secret, whatever the modes of the files inside.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import platformdirs
@@ -38,3 +43,48 @@ def state_id() -> str:
 def bottle_dir(slug: str) -> Path:
     """The state directory of one bottle instance."""
     return state_dir() / "bottles" / slug
+
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) with mode 0700, or take group and other rights away
+    from it if it exists; returns it."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(mode & ~0o077)
+    return path
+
+
+def make_bottle_dir(slug: str) -> Path:
+    """`bottle_dir(slug)`, created private, with the state root and its bottles/ dir private."""
+    private_dir(state_dir())
+    private_dir(state_dir() / "bottles")
+    return private_dir(bottle_dir(slug))
+
+
+def make_cache_dir() -> Path:
+    """`cache_dir()`, created private."""
+    return private_dir(cache_dir())
+
+
+def exposed_dirs() -> list[tuple[Path, int]]:
+    """Directories of the state and cache roots that other host users may enter or read:
+    (path, mode) for the roots, bottles/ and each bottle's dir (doctor's check)."""
+    candidates = [cache_dir(), state_dir(), state_dir() / "bottles"]
+    bottles = state_dir() / "bottles"
+    if bottles.is_dir():
+        candidates += sorted(child for child in bottles.iterdir() if child.is_dir())
+    found = []
+    for directory in candidates:
+        try:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append((directory, mode))
+    return found

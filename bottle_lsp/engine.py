@@ -128,3 +128,65 @@ def pending_approvals() -> list[ApprovalRequest]:
 
 def answer_approval(request: ApprovalRequest, approved: bool, note: str) -> None:
     _approvals().answer(request.request_id, approved, note, slug=request.slug)
+
+
+# -- manifest trust -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """How a saved manifest compares with what was last trusted for its path.
+
+    `needs_trust`: a launch would stop until the person trusts it. Change texts are made safe
+    to display here (they quote the manifest, which an agent may have written)."""
+
+    manifest: str
+    first_use: bool
+    needs_trust: bool
+    fingerprint: str
+    changes: tuple[tuple[str, bool], ...]  # (text, widening)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest,
+            "first_use": self.first_use,
+            "trusted": not self.needs_trust,
+            "fingerprint": self.fingerprint,
+            "changes": [{"text": text, "widening": wide} for text, wide in self.changes],
+        }
+
+
+def _review(manifest_path: Path) -> Any:
+    from bottle_engine import trust_store
+    from bottle_engine.manifest import load_manifest_file
+
+    return trust_store.review(load_manifest_file(manifest_path).require())
+
+
+def _state(review: Any) -> TrustState:
+    from bottle_engine.display import safe_text
+
+    return TrustState(
+        manifest=safe_text(review.manifest),
+        first_use=bool(review.first_use),
+        needs_trust=bool(review.needs_trust),
+        fingerprint=str(review.fingerprint),
+        changes=tuple((safe_text(c.text), bool(c.widening)) for c in review.changes),
+    )
+
+
+def trust_state(manifest_path: Path) -> TrustState | None:
+    """The saved manifest against its trust record; None when it is not a valid manifest."""
+    try:
+        return _state(_review(manifest_path))
+    except BottleError:
+        return None
+
+
+def trust(manifest_path: Path, fingerprint: str) -> TrustState:
+    """Record the saved manifest as trusted, if it still is what was reviewed (`fingerprint`)."""
+    from bottle_engine import trust_store
+
+    review = _review(manifest_path)
+    trust_store.record_if_fingerprint(review, fingerprint)
+    return _state(_review(manifest_path))

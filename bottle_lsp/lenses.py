@@ -1,4 +1,5 @@
-"""Code lenses above each `[agents.NAME]`: Launch, and Attach / Stop for its running bottles."""
+"""Code lenses above each `[agents.NAME]`: Launch (or Review changes, while the saved manifest
+widens what was last trusted), and Attach / Stop for its running bottles."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from lsprotocol import types
 from bottle_lsp.outline import Outline
 
 LAUNCH, ATTACH, STOP = "bottle.launch", "bottle.attach", "bottle.stop"
+TRUST = "bottle.trust"
 _STOPPED = frozenset({"stopped", "exited", "removed", "dead", "failed"})
 
 
@@ -27,7 +29,12 @@ def same_manifest(record: dict[str, str], manifest: Path) -> bool:
 
 
 def code_lenses(
-    outline: Outline, uri: str, manifest: Path, bottles: list[dict[str, str]]
+    outline: Outline,
+    uri: str,
+    manifest: Path,
+    bottles: list[dict[str, str]],
+    *,
+    needs_trust: bool = False,
 ) -> list[types.CodeLens]:
     lenses = []
     for header in outline.headers:
@@ -40,7 +47,10 @@ def code_lenses(
             start=types.Position(line=header.line, character=0),
             end=types.Position(line=header.line, character=header.end),
         )
-        lenses.append(_lens(where, "▶ Launch", LAUNCH, {"uri": uri, "agent": agent}))
+        if needs_trust:  # a launch would be refused: the lens leads to the difference instead
+            lenses.append(_lens(where, "⚠ Review changes", TRUST, {"uri": uri, "agent": agent}))
+        else:
+            lenses.append(_lens(where, "▶ Launch", LAUNCH, {"uri": uri, "agent": agent}))
         running = [
             record
             for record in bottles

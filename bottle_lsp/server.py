@@ -35,13 +35,14 @@ from bottle_lsp.completion import completions
 from bottle_lsp.diagnostics import SOURCE, diagnostics
 from bottle_lsp.formatting import formatting_edits
 from bottle_lsp.hover import hover
-from bottle_lsp.lenses import ATTACH, LAUNCH, STOP, code_lenses
+from bottle_lsp.lenses import ATTACH, LAUNCH, STOP, TRUST, code_lenses
 from bottle_lsp.navigation import definition, prepare_rename, references, rename
 from bottle_lsp.symbols import document_symbols, folding_ranges
 
 logger = logging.getLogger(__name__)
 
 LIST, LOGS, AGENTS = "bottle.list", "bottle.logs", "bottle.agents"
+TRUST_REVIEW = "bottle.trustReview"
 CHANGED = "bottle/changed"
 # Seconds a bottles list may be shown in lenses before it is re-read.
 BOTTLES_MAX_AGE = float(os.environ.get("BOTTLE_LSP_BOTTLES_MAX_AGE", "5"))
@@ -250,6 +251,7 @@ async def initialized(ls: BottleLanguageServer, params: types.InitializedParams)
 def did_open(ls: BottleLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
     if ls.pushes_diagnostics:
         ls.publish(params.text_document.uri)
+    ls.spawn(offer_trust(ls, params.text_document.uri))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -275,6 +277,7 @@ def did_save(ls: BottleLanguageServer, params: types.DidSaveTextDocumentParams) 
     ls.analyses.pop(uri, None)  # files next to it (prompt_file, Dockerfile) may have changed
     if ls.pushes_diagnostics:
         ls.publish(uri)
+    ls.refresh_code_lenses()  # the saved file decides between Launch and Review changes
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
@@ -445,7 +448,10 @@ def code_lens_feature(
     if time.monotonic() - ls.bottles_read_at > BOTTLES_MAX_AGE:
         ls.bottles_read_at = time.monotonic()  # one refresh at a time
         ls.spawn(ls.refresh_lenses_if_bottles_changed())
-    return to_client(document, code_lenses(analysis.outline, uri, analysis.path, ls.bottles))
+    state = engine.trust_state(analysis.path)  # the saved file: what a launch would use
+    needs_trust = state is not None and state.needs_trust
+    found = code_lenses(analysis.outline, uri, analysis.path, ls.bottles, needs_trust=needs_trust)
+    return to_client(document, found)
 
 
 # -- commands: the contract with the VS Code extension --------------------------------------------
@@ -457,6 +463,12 @@ def code_lens_feature(
 #   bottle.list                 -> [{slug, agent, backend, status, started_at, manifest}]
 #   bottle.logs    {slug, egress?: bool} -> {command: [argv]}
 #   bottle.agents  {uri}        -> [{name, bottle}]
+#   bottle.trustReview {uri}    -> {manifest, first_use, trusted, fingerprint,
+#                                   changes: [{text, widening}]}   the saved file vs its record
+#   bottle.trust   {uri, fingerprint} -> the same, after recording it as trusted (refused when
+#                                   the saved file no longer has that fingerprint)
+#   bottle.trust   {uri}        -> asks with window/showMessageRequest (the difference, Trust /
+#                                   Cancel), records on Trust; {trusted: false} when declined
 # A failure is shown with window/showMessage (Error) and answered as {error: message}
 # (bottle.list and bottle.agents answer [] instead).
 # Notifications to the client: bottle/changed {slug, event: "launched" | "stopped"}, and
@@ -622,6 +634,93 @@ def agents_of(analysis: Analysis) -> list[dict[str, str]]:
             bottle = bottles[0] if len(bottles) == 1 else ""
         found.append({"name": name, "bottle": bottle})
     return found
+
+
+# -- manifest trust -------------------------------------------------------------------------------
+
+TRUST_ACTION, NOT_NOW = "Trust", "Not now"
+
+
+def _trust_question(state: engine.TrustState) -> str:
+    lines = "\n".join(f"{'+' if wide else '-'} {text}" for text, wide in state.changes)
+    return (
+        f"{state.manifest} changed since it was last trusted, and the change widens what its "
+        f"bottles may do. Launching stays blocked until you trust it.\n{lines}"
+    )
+
+
+async def ask_trust(ls: BottleLanguageServer, path: Path) -> engine.TrustState | None:
+    """Show the difference with Trust / Not now; the state after the answer (None: no manifest).
+
+    What is recorded is what was shown: the fingerprint is taken before the question."""
+    state = await ls.in_thread(engine.trust_state, path)
+    if state is None or not state.needs_trust:
+        return state
+    answer = await ls.window_show_message_request_async(
+        types.ShowMessageRequestParams(
+            type=types.MessageType.Warning,
+            message=_trust_question(state),
+            actions=[
+                types.MessageActionItem(title=TRUST_ACTION),
+                types.MessageActionItem(title=NOT_NOW),
+            ],
+        )
+    )
+    if answer is None or answer.title != TRUST_ACTION:
+        return state
+    trusted = await ls.in_thread(engine.trust, path, state.fingerprint)
+    ls.refresh_code_lenses()
+    return trusted
+
+
+async def offer_trust(ls: BottleLanguageServer, uri: str) -> None:
+    """On opening a manifest whose saved content needs trust: the difference and a Trust action."""
+    try:
+        await ask_trust(ls, manifest_path(uri))
+    except BottleError as exc:
+        ls.show_error(str(exc))
+    except Exception as exc:
+        logger.warning("offering to trust %s failed: %s", uri, exc)
+
+
+@server.command(TRUST_REVIEW)
+async def trust_review_command(ls: BottleLanguageServer, *args: Any) -> dict[str, Any]:
+    async def work() -> dict[str, Any]:
+        path = manifest_path(str(_argument(args, "uri")["uri"]))
+        state = await ls.in_thread(engine.trust_state, path)
+        if state is None:
+            raise BottleError(
+                f"{path} is not a valid manifest", fix="correct its errors, then review it again"
+            )
+        return state.to_json()
+
+    return await _run_command(ls, TRUST_REVIEW, work())
+
+
+@server.command(TRUST)
+async def trust_command(ls: BottleLanguageServer, *args: Any) -> dict[str, Any]:
+    async def work() -> dict[str, Any]:
+        argument = _argument(args, "uri")
+        uri = str(argument["uri"])
+        path = manifest_path(uri)
+        if has_unsaved_changes(ls, uri, path):
+            raise BottleError(
+                f"{path} has unsaved changes", fix="save it, then review the changes again"
+            )
+        fingerprint = argument.get("fingerprint")
+        state: engine.TrustState | None
+        if isinstance(fingerprint, str):
+            state = await ls.in_thread(engine.trust, path, fingerprint)
+            ls.refresh_code_lenses()
+        else:
+            state = await ask_trust(ls, path)
+        if state is None:
+            raise BottleError(
+                f"{path} is not a valid manifest", fix="correct its errors, then trust it"
+            )
+        return state.to_json()
+
+    return await _run_command(ls, TRUST, work())
 
 
 # -- approvals ------------------------------------------------------------------------------------

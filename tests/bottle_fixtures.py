@@ -113,13 +113,15 @@ def outside_world(
 # Agents that only keep their sandbox up, one per user of the world, so that no test ever sees
 # another test's bottle among its own: name -> extra keys. probe: the escape suite; twin and
 # victim: concurrent and interrupted launches; lifecycle: guest files, stop/resume; editor: the
-# LSP test.
+# LSP test; sandbox and diskfill: gVisor's tests.
 SLEEPING_AGENTS = {
     "probe": "copy_cwd = false",
     "twin": "copy_cwd = false",
     "victim": "copy_cwd = false",
     "lifecycle": 'copy_cwd = true\nprompt = "Review only."\nskills = ["review"]',
     "editor": "copy_cwd = false",
+    "sandbox": "copy_cwd = false",
+    "diskfill": "copy_cwd = false",
 }
 
 MANIFEST = (

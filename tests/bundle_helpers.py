@@ -34,34 +34,87 @@ EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also ru
 
 
 class EchoHandler(BaseHTTPRequestHandler):
-    """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead."""
+    """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
+    ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
+    (`_reflect`). With `log_requests` set, every request is also printed as one JSON line (what
+    reached this upstream: headers, TLS name, body), for tests to check where secrets went."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
+    log_requests = False
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self.rfile.read(min(length, 64 * 1024 * 1024)) if length else b""
+        if self.log_requests:
+            print(json.dumps(self._describe(body)), flush=True)
+        if self.path.startswith("/reflect/"):
+            self._reflect(self.path.split("/")[2].split("?")[0])
+            return
         if self.path.startswith("/bytes/"):
             payload = b"x" * int(self.path.rsplit("/", 1)[1])
             content_type = "application/octet-stream"
         else:
-            payload = json.dumps(
-                {
-                    "method": self.command,
-                    "path": self.path,
-                    "headers": dict(self.headers.items()),
-                    "body": body.decode("utf-8", "replace"),
-                    "tls": isinstance(self.connection, ssl.SSLSocket),
-                    "sni": getattr(self.connection, "sni_seen", None),
-                }
-            ).encode()
+            payload = json.dumps(self._describe(body)).encode()
             content_type = "application/json"
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _describe(self, body: bytes) -> dict[str, object]:
+        return {
+            "method": self.command,
+            "path": self.path,
+            "headers": dict(self.headers.items()),
+            "body": body.decode("utf-8", "replace"),
+            "tls": isinstance(self.connection, ssl.SSLSocket),
+            "sni": getattr(self.connection, "sni_seen", None),
+            "port": int(self.server.server_address[1]),  # type: ignore[index]
+        }
+
+    def _reflect(self, mode: str) -> None:
+        """The Authorization value sent back: in a header and a small body (``header``); in a
+        chunked body of about 2 MiB with the value cut across chunk boundaries (``chunked``);
+        gzip-compressed whatever the request accepted (``gzip``: small, ``gzip-stream``: chunked,
+        so too large to buffer); percent-encoded and JSON-escaped (``encoded``)."""
+        import gzip
+        import urllib.parse
+
+        secret = self.headers.get("Authorization", "").encode()
+        self.send_response(200)
+        self.send_header("X-Seen-Authorization", secret.decode())
+        self.send_header("Content-Type", "application/octet-stream")
+        if mode in ("header", "encoded", "gzip"):
+            if mode == "encoded":
+                body = urllib.parse.quote(secret.decode(), safe="").encode()
+                body += b"\n" + json.dumps({"token": secret.decode()}).encode()
+            else:
+                body = b"error: bad token " + secret + b"\n"
+            if mode == "gzip":
+                body = gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        if mode == "gzip-stream":
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        filler = b"f" * 65533
+        pieces = []
+        for _ in range(32):  # about 2 MiB, every boundary through the middle of the value
+            pieces += [filler, secret[: len(secret) // 2], secret[len(secret) // 2 :]]
+        data = b"".join(pieces)
+        if mode == "gzip-stream":
+            data = gzip.compress(data)
+        step = 65533 + len(secret) // 2
+        for start in range(0, len(data), step):
+            chunk = data[start : start + step]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 
@@ -112,7 +165,9 @@ def _serve_main(argv: list[str]) -> int:
     parser.add_argument("--https-port", type=int, default=443)
     parser.add_argument("--tls-cert", type=Path, required=True)
     parser.add_argument("--tls-key", type=Path, required=True)
+    parser.add_argument("--log-requests", action="store_true")
     args = parser.parse_args(argv)
+    EchoHandler.log_requests = args.log_requests
     servers = [
         make_server(args.host, args.http_port),
         make_server(args.host, args.https_port, args.tls_cert, args.tls_key),
@@ -441,6 +496,7 @@ def bundle_testbed(
             secrets=tuple(bindings),
             bottle_name=bottle_name,
             upstream_ca_files=("/run/bot-bottle/test-upstream-ca.pem",),
+            agent_ip=str(subnet[3]),  # as in a bottle: the only client the bundle answers
         )
         upstream_hosts = {name: upstream_ip for name in upstream_names}
         bundle = run_bundle_container(
@@ -463,13 +519,20 @@ def bundle_testbed(
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.
         agent_env = {name.upper(): placeholder for name, (placeholder, _, _) in secrets.items()}
-        bottle_ca = state_dir / "ca" / CA_CERT_NAME
+        # The bundle writes its state private to its user; the engine hands the (public)
+        # certificate to the agent, as this copy does.
+        bottle_ca = workdir / "bottle-ca.pem"
+        bottle_ca.write_bytes((state_dir / "ca" / CA_CERT_NAME).read_bytes())
+        bottle_ca.chmod(0o644)
         bed.agent = client.containers.run(
             image,
             ["sleep", "infinity"],
             entrypoint=[],
             name=f"bb-test-{run_id}-agent",
             network=internal_name,
+            networking_config={
+                internal_name: client.api.create_endpoint_config(ipv4_address=config.agent_ip)
+            },
             labels=TEST_LABELS,
             environment=agent_env,
             volumes={

@@ -47,7 +47,8 @@ def _hex(digest: str) -> str:
 
 class ArtifactStore:
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else state.cache_dir() / "artifacts"
+        # The default root's parent, the cache dir, is made private (0700) on first use.
+        self.root = root if root is not None else state.make_cache_dir() / "artifacts"
 
     @property
     def layouts(self) -> Path:

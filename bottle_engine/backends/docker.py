@@ -8,7 +8,6 @@ step removes it all again.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bottle_engine import records, state
+from bottle_engine import gvisor, records, state
 from bottle_engine.artifacts import Artifact, BuildSpec, ensure_artifact
 from bottle_engine.artifacts.base import resolve_base_image
 from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
@@ -34,10 +33,10 @@ from bottle_engine.dockerapi.containers import (
     exec_in,
     put_tree,
     read_file,
-    read_tree,
+    read_tree_inside,
     remove_container,
-    runs_cleanly,
     stop_container,
+    writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
     create_egress_network,
@@ -50,6 +49,8 @@ from bottle_engine.dockerapi.networks import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
+from bottle_engine.gvisor import RuntimeChoice, choose_runtime
+from bottle_engine.limits import agent_disk, bundle_limits
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -83,11 +84,15 @@ class DockerBackend:
     ) -> BottleRecord:
         first = planner(planner.base_slug)
         agent_image, bundle_image = self.prepare(first, progress)
-        runtime = self.runtime_for(first.runtime, agent_image.image_tag, progress)
+        choice = self.runtime_for(first.runtime, agent_image.image_tag)
+        progress.stage(f"sandbox runtime {choice.label}: {choice.reason}")
+        runtime = choice.docker_runtime
         with ExitStack() as undo:
             plan = self.claim(planner, undo, progress)
             progress.stage("start bundle")
-            self.start_bundle(plan, bundle_image, undo)
+            # The bundle shares the agent's runtime: it parses what the agent sends (HTTP, git
+            # packs), so gVisor guards the host kernel from it too; about a second of launch.
+            self.start_bundle(plan, bundle_image, undo, runtime=runtime)
             progress.stage("start agent")
             tty = wants_tty(plan.command, terminal=terminal)
             container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
@@ -98,7 +103,8 @@ class DockerBackend:
                 {
                     "cpus": plan.cpus,
                     "memory_bytes": plan.memory_bytes,
-                    "runtime": runtime or "runc",
+                    "runtime": choice.runtime,
+                    "runtime_reason": choice.reason,
                     "agent_image": agent_image.image_tag,
                     "bundle_image": bundle_image.image_tag,
                 },
@@ -130,27 +136,16 @@ class DockerBackend:
         )
         return agent, bundle
 
-    def runtime_for(self, wanted: str, image: str, progress: Progress) -> str | None:
-        """The OCI runtime: gVisor when asked for, or for `auto` when registered and working."""
+    def runtime_for(self, wanted: str, image: str) -> RuntimeChoice:
+        """The agent's OCI runtime and why: gVisor when asked for, or for `auto` when
+        registered and it passes the self-test with `image`; `BOTTLE_RUNTIME` overrides."""
         wanted = os.environ.get("BOTTLE_RUNTIME") or wanted
         runtimes = self.client.info().get("Runtimes") or {}
-        if wanted == "runsc":
-            if "runsc" not in runtimes:
-                raise BottleError(
-                    "runtime 'runsc' (gVisor) was asked for but the Docker daemon has no runtime "
-                    "of that name",
-                    fix="install gVisor and register it in /etc/docker/daemon.json under "
-                    '"runtimes" (scripts/setup does), or set runtime = "auto"',
-                )
-            return "runsc"
-        if wanted == "auto" and "runsc" in runtimes:
-            if gvisor_works(self.client, image, runtimes["runsc"]):
-                return "runsc"
-            progress.detail(
-                "gVisor (runsc) is registered but fails basic system calls with this image; "
-                "using runc (`bottle-engine doctor` explains)"
-            )
-        return None
+        return choose_runtime(
+            wanted,
+            runtimes,
+            lambda: gvisor.self_test(self.client, image, runtimes.get(gvisor.RUNTIME_NAME)),
+        )
 
     def claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
         """Take the first free name of the slug sequence, with a subnet nobody uses."""
@@ -200,17 +195,18 @@ class DockerBackend:
             networks_with_label(self.client, LABEL_SLUG, slug)
         )
 
-    def start_bundle(self, plan: BottlePlan, image: Artifact, undo: ExitStack) -> None:
+    def start_bundle(
+        self, plan: BottlePlan, image: Artifact, undo: ExitStack, runtime: str | None = None
+    ) -> None:
         """The bundle container, running and ready; its state dir and it are undone on failure.
 
         Shared with the smolmachines backend, whose VM talks to the same bundle.
         """
-        bottle_dir = state.bottle_dir(plan.slug)
+        bottle_dir = state.make_bottle_dir(plan.slug)
         undo.callback(_remove_tree, bottle_dir)
         config: BundleConfig = plan.bundle_config()
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
-        (bottle_dir / "bundle.json").write_text(config.to_json())
         undo.callback(remove_container, self.client, plan.bundle_name)
         try:
             container = run_bundle_container(
@@ -233,6 +229,8 @@ class DockerBackend:
                     **({str(UPSTREAM_CA_MOUNT): upstream_ca} if upstream_ca else {}),
                 },
                 extra_hosts=_test_hosts(),
+                limits=bundle_limits(plan.memory_bytes),
+                runtime=runtime,
             )
         except NameTaken as exc:
             raise BottleError(f"container name {plan.bundle_name} is taken") from exc
@@ -256,6 +254,9 @@ class DockerBackend:
             labels={**bottle_labels(plan), LABEL_ROLE: "agent"},
             dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
             tty=tty,
+            disk=agent_disk(
+                plan.memory_bytes, layer_bounded=writable_layer_bounded(self.client, image)
+            ),
         )
         undo.callback(remove_container, self.client, plan.name)
         container = create_agent_container(self.client, spec)
@@ -304,7 +305,7 @@ class DockerBackend:
         _, environments = exec_in(container, ["sh", "-c", dump], user="0")
         places = {"process environments": environments.encode()}
         for path in (AGENT_HOME, WORKSPACE, "/tmp", "/etc"):
-            places[path] = read_tree(container, path)
+            places[path] = read_tree_inside(container, path)
         return places
 
     def status(self, record: BottleRecord) -> str:
@@ -362,30 +363,6 @@ class DockerBackend:
         bundle.start()
         config = BundleConfig.load(bottle_dir / "bundle.json")
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
-
-
-def gvisor_works(client: Any, image: str, runtime_info: Any) -> bool:
-    """Can gVisor run this image's basic tools? Cached per runsc binary and image.
-
-    Old runsc releases (e.g. Debian 12's 2022-12 build) reject the statx() calls of current
-    userlands, which breaks `ls` and friends; such a gVisor is not used for `auto`.
-    """
-    runsc = str((runtime_info or {}).get("path", "runsc"))
-    try:
-        binary = os.stat(shutil.which(runsc) or runsc)
-        fingerprint = f"{runsc}:{binary.st_size}:{int(binary.st_mtime)}:{image}"
-    except OSError:
-        fingerprint = f"{runsc}:{image}"
-    cache = state.cache_dir() / "gvisor-check.json"
-    try:
-        verdicts: dict[str, bool] = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        verdicts = {}
-    if fingerprint not in verdicts:
-        verdicts[fingerprint] = runs_cleanly(client, image, "runsc", ["ls", "-ld", "/", "/tmp"])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(verdicts, indent=2))
-    return verdicts[fingerprint]
 
 
 def _ca_bundle(plan: BottlePlan) -> Path | None:

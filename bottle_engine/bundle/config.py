@@ -83,6 +83,9 @@ class BundleConfig:
     bottle_name: str = ""  # the [bottles.NAME] table, named in the proxy's "how to allow" hints
     # Extra PEM files the proxy trusts for upstream TLS, beside the image's system bundle.
     upstream_ca_files: tuple[str, ...] = ()
+    # The only client the services answer (bundle/clients.py). The supervisor refuses to start
+    # without it: empty is for code that runs one service alone, on loopback.
+    agent_ip: str = ""
 
     @property
     def audit_log(self) -> Path:
@@ -132,6 +135,7 @@ class BundleConfig:
             extra=dict(raw.get("extra", {})),
             bottle_name=raw.get("bottle_name", ""),
             upstream_ca_files=tuple(raw.get("upstream_ca_files", ())),
+            agent_ip=raw.get("agent_ip", ""),
         )
 
     @classmethod

@@ -23,6 +23,7 @@ from mitmproxy.tools.dump import DumpMaster
 from bottle_engine.bundle import egress_guards
 from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
+from bottle_engine.bundle.egress_clients import OnlyTheAgent
 
 # The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
 UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
@@ -89,17 +90,19 @@ def proxy_options(config: BundleConfig, listen_host: str, listen_port: int) -> d
 
 async def run_proxy(
     config: BundleConfig,
-    listen_host: str = "0.0.0.0",
+    listen_host: str = "127.0.0.1",
     listen_port: int = EGRESS_PORT,
     resolver: Resolver = resolve,
+    allowed_client: str | None = None,
 ) -> None:
-    """Serve until cancelled."""
+    """Serve until cancelled; with `allowed_client`, connections from any other peer are closed."""
     config.ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     egress_guards.install()
     master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
     master.options.update(**proxy_options(config, listen_host, listen_port))  # type: ignore[no-untyped-call]
     state = make_state(config, local_addresses())
-    master.addons.add(*make_addons(state, resolver))  # type: ignore[no-untyped-call]
+    door = [OnlyTheAgent(allowed_client)] if allowed_client is not None else []
+    master.addons.add(*door, *make_addons(state, resolver))  # type: ignore[no-untyped-call]
     try:
         await master.run()
     finally:
@@ -110,13 +113,22 @@ async def run_proxy(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bottle_engine.bundle.egress")
     parser.add_argument("--config", type=Path, default=CONFIG_PATH)
-    parser.add_argument("--listen-host", default="0.0.0.0")
+    parser.add_argument(
+        "--listen-host", default="127.0.0.1", help="the bundle's internal address in a bottle"
+    )
     parser.add_argument("--listen-port", type=int, default=EGRESS_PORT)
+    parser.add_argument(
+        "--allowed-client", help="the agent's address: connections from any other are closed"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="egress: %(message)s")
     config = BundleConfig.load(args.config)
     try:
-        asyncio.run(run_proxy(config, args.listen_host, args.listen_port))
+        asyncio.run(
+            run_proxy(
+                config, args.listen_host, args.listen_port, allowed_client=args.allowed_client
+            )
+        )
     except KeyboardInterrupt:
         return 0
     except (OSError, RuntimeError, ValueError) as exc:

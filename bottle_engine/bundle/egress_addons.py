@@ -4,7 +4,8 @@
   resolves names once and pins the checked address the proxy then connects to (DNS rebinding),
   and passes tunnels to hosts without secrets through as raw TCP (no TLS interception).
 * `SecretSubstitution`: in intercepted tunnels, swaps placeholders for real values in request
-  headers, and refuses placeholders anywhere else (`secret_policy`).
+  headers, and refuses placeholders anywhere else (`secret_policy`); puts placeholders back
+  wherever a real value comes back in a response (`secret_echo`).
 * `Audit`: one JSON line per decision in the bottle's audit log.
 
 One flow, one destination: every request is judged against where the proxy itself sends it,
@@ -27,8 +28,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from mitmproxy import connection, http
+from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, layers, server_hooks
 from mitmproxy.proxy.context import Context
 
@@ -43,7 +46,15 @@ from bottle_engine.bundle.egress_policy import (
     check_names,
     decide,
 )
-from bottle_engine.bundle.secret_policy import BodyRefused, BoundSecret, bind_secrets, intercepts
+from bottle_engine.bundle.secret_echo import Scrubber
+from bottle_engine.bundle.secret_policy import (
+    MAX_DECODED_BODY,
+    BodyRefused,
+    BoundSecret,
+    bind_secrets,
+    decode_body,
+    intercepts,
+)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 DECISION_KEY = "bot-bottle.decision"  # flow.metadata: the Decision that let the flow through
@@ -52,6 +63,7 @@ SENT_KEY = "bot-bottle.sent"  # flow.metadata: bytes of a streamed request so fa
 DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it was judged for
 RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
 TLS_TO_PROXY = "tls-to-proxy"
+RESPONSE_NOT_INSPECTABLE = "response-not-inspectable"
 NESTED_CONNECT = "nested-connect"
 _PIN_SECONDS = 30.0
 _STREAM_ABOVE = 256 * 1024  # bytes; larger (or unsized) responses are streamed, not buffered
@@ -313,6 +325,23 @@ def _above(context: Context, chosen: layer.Layer | None) -> list[layer.Layer]:
     return stack[: stack.index(chosen)] if chosen in stack else list(stack)
 
 
+def streams_response(response: http.Response) -> bool:
+    """Is this response relayed as it arrives (large or of unknown size), not buffered whole?"""
+    length = response.headers.get("content-length", "")
+    return not (length.isdigit() and int(length) <= _STREAM_ABOVE)
+
+
+def _intercepted(flow: http.HTTPFlow) -> bool:
+    """A request that went to a secret's host inside a TLS-terminated tunnel (not refused)."""
+    destination = flow.metadata.get(DESTINATION_KEY)
+    return bool(
+        destination is not None
+        and destination.tunnel is not None
+        and destination.tunnel.intercept
+        and REFUSED_KEY not in flow.metadata
+    )
+
+
 def _inside_http(context: Context, chosen: layer.Layer) -> bool:
     """Is `chosen` below an HTTP layer (inside a CONNECT), not on the proxy port itself?"""
     return any(isinstance(existing, layers.HttpLayer) for existing in _above(context, chosen))
@@ -340,6 +369,11 @@ class SecretSubstitution:
     def __init__(self, state: EgressState, values: dict[str, str]) -> None:
         self.state = state
         self.values = values  # secret name -> real value
+        self.scrubber = Scrubber.for_values(
+            (values[secret.name], secret.placeholder)
+            for secret in state.secrets
+            if secret.name in values
+        )
 
     @classmethod
     def from_files(cls, state: EgressState) -> SecretSubstitution:
@@ -374,6 +408,93 @@ class SecretSubstitution:
             return
         for secret in verdict.substitute:
             self._substitute(request.headers, secret)
+        if _intercepted(flow):
+            # A bound host may echo the real value; the proxy puts the placeholder back, which
+            # it can do in a compressed body only by inflating it. Asking for no compression
+            # keeps that off the common path (a compressed answer is still handled below).
+            request.headers["accept-encoding"] = "identity"
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Scrub the head before it is sent; a streamed body is scrubbed chunk by chunk."""
+        response = flow.response
+        if response is None or not _intercepted(flow) or not self.scrubber.replacements:
+            return
+        scrub = self.scrubber.scrub
+        response.reason = self.scrubber.scrub_text(response.reason)
+        response.headers.fields = tuple(
+            (scrub(name), scrub(value)) for name, value in response.headers.fields
+        )
+        if (
+            not streams_response(response)
+            or http1.expected_http_body_size(flow.request, response) == 0
+        ):
+            return  # buffered (or bodiless): scrubbed whole in `response`
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            self._refuse_streamed(
+                flow,
+                f"the upstream sent a {encoding}-encoded response too large to buffer "
+                "(the proxy asked for identity encoding), and a compressed stream cannot be "
+                "searched for real secret values",
+            )
+            return
+        # Placeholders and values differ in length: the body is re-framed as it goes.
+        response.headers.pop("content-length", None)
+        if flow.request.http_version == "HTTP/1.1":
+            response.headers["transfer-encoding"] = "chunked"
+        response.stream = self.scrubber.stream()
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """Scrub a buffered body (inflated within the bound first) and the trailers."""
+        response = flow.response
+        if response is None or not _intercepted(flow) or not self.scrubber.replacements:
+            return
+        if response.trailers:
+            response.trailers.fields = tuple(
+                (self.scrubber.scrub(k), self.scrubber.scrub(v))
+                for k, v in response.trailers.fields
+            )
+        raw = response.raw_content
+        if response.stream or not raw:
+            return
+        encoding = response.headers.get("content-encoding", "")
+        try:
+            body = decode_body(raw, encoding, MAX_DECODED_BODY)
+        except BodyRefused as refused:
+            flow.response = denial_response(
+                Decision(
+                    False,
+                    RESPONSE_NOT_INSPECTABLE,
+                    f"the upstream's response cannot be searched for real secret values: "
+                    f"Content-Encoding {encoding!r} ({refused.rule}); the proxy asked for "
+                    "identity encoding",
+                ),
+                502,
+            )
+            flow.metadata[DECISION_KEY] = Decision(False, RESPONSE_NOT_INSPECTABLE, refused.reason)
+            return
+        scrubbed = self.scrubber.scrub(body)
+        if body is raw and scrubbed == raw:
+            return
+        response.headers.pop("content-encoding", None)
+        response.content = scrubbed  # sets Content-Length unless the body is chunked
+
+    def _refuse_streamed(self, flow: http.HTTPFlow, reason: str) -> None:
+        """Turn a response whose head has not been sent into a 502; its body is dropped."""
+        decision = Decision(False, RESPONSE_NOT_INSPECTABLE, reason)
+        flow.metadata[DECISION_KEY] = decision
+        page = denial_response(decision, 502)
+        assert flow.response is not None
+        flow.response.status_code = 502
+        flow.response.reason = "Bad Gateway"
+        flow.response.headers = page.headers
+        flow.response.headers["content-length"] = str(len(page.raw_content or b""))
+        body = page.raw_content or b""
+
+        def drop(data: bytes) -> bytes:
+            return b"" if data else body
+
+        flow.response.stream = drop
 
     def request(self, flow: http.HTTPFlow) -> None:
         """Judge a buffered body (a streamed one has gone on unread: see the README)."""
@@ -451,14 +572,17 @@ class Audit:
         """Stream large responses through (nothing inspects them), counting their bytes."""
         if flow.response is None:
             return
-        length = flow.response.headers.get("content-length", "")
-        if length.isdigit() and int(length) <= _STREAM_ABOVE:
+        stream = flow.response.stream  # a function when SecretSubstitution scrubs a stream
+        inner: Callable[[bytes], bytes] | None = None
+        if callable(stream):
+            inner = cast(Callable[[bytes], bytes], stream)
+        elif not streams_response(flow.response):
             return  # small: one buffered write is quicker than a chunked relay
         received = [0]
 
         def count(data: bytes) -> bytes:
             received[0] += len(data)
-            return data
+            return inner(data) if inner is not None else data
 
         flow.metadata[RECEIVED_KEY] = received
         flow.response.stream = count

@@ -131,14 +131,21 @@ def body_forms(raw: bytes, content_encoding: str, limit: int = MAX_DECODED_BODY)
     Raises `BodyRefused` for an encoding that cannot be decoded with a bound (br, unknown ones,
     corrupt data) and for a body that decodes to more than `limit` bytes.
     """
+    decoded = decode_body(raw, content_encoding, limit)
+    return [raw] if decoded is raw else [raw, decoded]
+
+
+def decode_body(raw: bytes, content_encoding: str, limit: int = MAX_DECODED_BODY) -> bytes:
+    """`raw` with its Content-Encoding undone (`raw` itself when there is none), never decoding
+    past `limit` bytes; raises `BodyRefused` as `body_forms` says."""
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if not codings or not raw:
-        return [raw]
+        return raw
     decoded = raw
     for coding in reversed(codings):  # the last applied is listed last
         decoded = _decode(decoded, coding, limit)
-    return [raw, decoded]
+    return decoded
 
 
 def _decode(data: bytes, coding: str, limit: int) -> bytes:

@@ -25,8 +25,10 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
+from bottle_engine.bundle.clients import client_allowed, refusal
 from bottle_engine.bundle.config import CONFIG_PATH, SUPERVISE_PORT, BundleConfig
 
 MCP_PATH = "/mcp"
@@ -209,6 +211,44 @@ def transport_security(config: BundleConfig, port: int) -> TransportSecuritySett
     )
 
 
+class OnlyTheAgent:
+    """ASGI wrapper: requests from any peer but the agent get a 403 and reach nothing else."""
+
+    def __init__(self, app: ASGIApp, agent_address: str) -> None:
+        self.app = app
+        self.agent_address = agent_address
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            peer = str(client[0]) if client else None
+            if not client_allowed(peer, self.agent_address):
+                message = refusal("supervise", peer)
+                sys.stderr.write(message + "\n")
+                await _forbidden(scope, send, message)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _forbidden(scope: Scope, send: Send, message: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = (message + "\n").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bottle_engine.bundle.supervise",
@@ -216,19 +256,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"http://LISTEN:PORT{MCP_PATH}.",
     )
     parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="bundle.json")
-    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
+    parser.add_argument(
+        "--listen", default="127.0.0.1", help="address to listen on (the bundle's internal one)"
+    )
     parser.add_argument("--port", type=int, default=SUPERVISE_PORT)
+    parser.add_argument(
+        "--allowed-client", help="the agent's address: requests from any other get a 403"
+    )
     args = parser.parse_args(argv)
     try:
         config = BundleConfig.load(args.config)
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"supervise: error: cannot read the bundle config {args.config}: {exc}\n")
         return 1
-    app = build_server(config).streamable_http_app(
+    app: ASGIApp = build_server(config).streamable_http_app(
         streamable_http_path=MCP_PATH,
         transport_security=transport_security(config, args.port),
         host=args.listen,
     )
+    if args.allowed_client is not None:
+        app = OnlyTheAgent(app, args.allowed_client)
     # Waiting tool calls hold their streams open; on SIGTERM they are cut after a moment
     # instead of holding up a bundle stop (the requests themselves are kept in files).
     server = uvicorn.Server(

@@ -1,9 +1,14 @@
 """The bundle's supervisor: start the enabled services, report readiness, die loudly.
 
-`services_for` (pure) says which services a `BundleConfig` enables. `Supervisor.run` starts them,
-waits until each one's port accepts connections, writes `BundleConfig.ready_file` (the engine's
-signal that the bottle may start), and then watches them: when one exits, the others are stopped
-and the supervisor exits non-zero with a line naming the service. SIGTERM/SIGINT are forwarded.
+`services_for` (pure) says which services a `BundleConfig` enables, each listening on the
+bundle's internal address and answering the agent's address only (bundle/clients.py).
+`Supervisor.run` starts them, waits until each one's port accepts connections on that address,
+writes `BundleConfig.ready_file` (the engine's signal that the bottle may start), and then watches
+them: when one exits, the others are stopped and the supervisor exits non-zero with a line naming
+the service. SIGTERM/SIGINT are forwarded.
+
+Everything the services write in the bottle's state dir (audit logs, approvals, the CA key, the
+git gate's repositories) is private to the bundle's user: `main` sets the umask to 077.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ EXIT_NOT_READY = 3
 
 @dataclass(frozen=True)
 class Service:
-    """One process of the bundle and the port that says it is up."""
+    """One process of the bundle and the address and port that say it is up."""
 
     name: str
     argv: tuple[str, ...]
     port: int
+    host: str = "127.0.0.1"
 
 
 def services_for(
@@ -49,29 +55,45 @@ def services_for(
     python: str = sys.executable,
     proxy_python: str | None = None,
 ) -> list[Service]:
-    """The services `config` enables: always the egress proxy, the others when configured."""
-    config_args = ("--config", str(config_path))
+    """The services `config` enables: always the egress proxy, the others when configured.
+
+    Each listens on the bundle's internal address and answers the agent's address only; a
+    config without an agent address raises ValueError rather than serve anyone.
+    """
+    if not config.agent_ip or not config.bundle_ip:
+        raise ValueError(
+            "the bundle config names no agent_ip (or no bundle_ip): the services would not know "
+            "whom to answer"
+        )
+    common = ("--config", str(config_path), "--allowed-client", config.agent_ip)
+    listen = config.bundle_ip
     services = [
         Service(
             "egress proxy",
-            (proxy_python or python, "-m", "bottle_engine.bundle.egress", *config_args),
+            (
+                *(proxy_python or python, "-m", "bottle_engine.bundle.egress", *common),
+                *("--listen-host", listen),
+            ),
             EGRESS_PORT,
+            listen,
         )
     ]
     if config.git:
         services.append(
             Service(
                 "git gate",
-                (python, "-m", "bottle_engine.bundle.gitgate", *config_args),
+                (python, "-m", "bottle_engine.bundle.gitgate", *common, "--listen", listen),
                 GIT_GATE_PORT,
+                listen,
             )
         )
     if config.supervise:
         services.append(
             Service(
                 "supervise",
-                (python, "-m", "bottle_engine.bundle.supervise", *config_args),
+                (python, "-m", "bottle_engine.bundle.supervise", *common, "--listen", listen),
                 SUPERVISE_PORT,
+                listen,
             )
         )
     return services
@@ -132,11 +154,11 @@ class Supervisor:
             if self._stop_signal is not None:
                 return 0
             for service in list(pending):
-                if _accepts(service.port):
-                    log(f"{service.name} ready on port {service.port}")
+                if _accepts(service.host, service.port):
+                    log(f"{service.name} ready on {service.host}:{service.port}")
                     pending.remove(service)
             if pending and time.monotonic() > deadline:
-                names = ", ".join(f"{s.name} (port {s.port})" for s in pending)
+                names = ", ".join(f"{s.name} ({s.host}:{s.port})" for s in pending)
                 log(f"not ready after {self.ready_timeout:.0f}s: {names}; stopping the bundle")
                 return EXIT_NOT_READY
             if pending:
@@ -190,21 +212,22 @@ class Supervisor:
         self._stop_signal = signum
 
 
-def _accepts(port: int) -> bool:
+def _accepts(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
 
 
 def main(config_path: Path = CONFIG_PATH) -> int:
+    os.umask(0o077)  # the state dir is shared with the host: nothing in it is for other users
     try:
         config = BundleConfig.load(config_path)
+        services = services_for(
+            config, config_path=config_path, proxy_python=os.environ.get(PROXY_PYTHON_ENV)
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log(f"cannot read the bundle config {config_path}: {exc}")
         return 2
-    services = services_for(
-        config, config_path=config_path, proxy_python=os.environ.get(PROXY_PYTHON_ENV)
-    )
     return Supervisor(services, config.ready_file).run()

@@ -27,8 +27,10 @@ COMMAND_MODULES = (
     "cache",
     "base",
     "bottles",
+    "trust",
     "probe",
     "doctor",
+    "gvisor",
     "pack",
     "approvals",
 )

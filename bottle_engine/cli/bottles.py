@@ -18,10 +18,12 @@ from bottle_engine.cli.output import (
     formatter,
     print_json,
 )
-from bottle_engine.cli.progress import cli_progress
+from bottle_engine.cli.progress import cli_progress, paused
+from bottle_engine.cli.trust import print_review
 from bottle_engine.display import safe_markup
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.containers import container_logs
+from bottle_engine.trust_store import TrustReview
 
 LAUNCH_HELP = """\
 Launch AGENT in a new bottle: build or reuse its images (cached by input key), start the
@@ -31,6 +33,12 @@ examples:
   bottle-engine launch dev                 launch and attach
   bottle-engine launch dev --detach        launch, print the slug, return
   bottle-engine -f examples/hello/bottle.toml launch hello   (or: launch -f ... hello)
+  bottle-engine launch dev --trust         trust a changed manifest without asking (scripts)
+
+A manifest that changed since its last launch in a way that widens what its bottles may do
+(new hosts, secrets, git upstreams, host files read) stops the launch before anything is built:
+in a terminal you are asked; otherwise the launch fails with the difference (exit 1). The first
+launch of a manifest path records it. See `bottle-engine trust --help`.
 """
 
 
@@ -46,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     launch.add_argument("-d", "--detach", action="store_true", help="do not attach")
     launch.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     launch.add_argument("--json", action="store_true", help="print the bottle record as JSON")
+    launch.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust the manifest as it is now, even if it widens what was trusted before",
+    )
     launch.set_defaults(run=run_launch)
 
     attach = subparsers.add_parser(
@@ -118,8 +131,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_launch(args: argparse.Namespace) -> int:
     with cli_progress(quiet=args.quiet or args.json) as progress:
+
+        def confirm(review: TrustReview) -> bool:
+            with paused(progress):
+                return ask_to_trust(review)
+
+        def first_use(review: TrustReview) -> None:
+            if not (args.quiet or args.json):
+                with paused(progress):
+                    print_review(review)
+
         terminal = not args.detach and sys.stdin.isatty() and sys.stdout.isatty()
-        record = lifecycle.launch(args.file, args.agent, progress=progress, terminal=terminal)
+        record = lifecycle.launch(
+            args.file,
+            args.agent,
+            progress=progress,
+            terminal=terminal,
+            trust=args.trust,
+            confirm=confirm if sys.stdin.isatty() else None,
+            on_first_use=first_use,
+        )
     if args.json:
         print_json(record.to_json())
     elif args.detach or not sys.stdin.isatty():
@@ -127,6 +158,17 @@ def run_launch(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     return lifecycle.attach(record.slug)
+
+
+def ask_to_trust(review: TrustReview) -> bool:
+    """In a terminal: show the difference and ask y/N (anything but yes declines)."""
+    print_review(review)
+    err_console.print("Trust this manifest and launch? \\[y/N] ", end="")
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def run_attach(args: argparse.Namespace) -> int:

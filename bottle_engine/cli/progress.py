@@ -41,6 +41,17 @@ class RichProgress:
             err_console.print(f"[green]✓[/] {self._stage} ({elapsed:.1f}s)", highlight=False)
             self._stage = None
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live status line off, for a question on the terminal."""
+        if self._status is not None:
+            self._status.stop()
+        try:
+            yield
+        finally:
+            if self._status is not None:
+                self._status.start()
+
     def close(self, ok: bool) -> None:
         if ok:
             self._finish_stage()
@@ -48,6 +59,16 @@ class RichProgress:
             err_console.print(f"[red]✗[/] {self._stage}", highlight=False)
         if self._status is not None:
             self._status.stop()
+
+
+@contextmanager
+def paused(progress: Progress) -> Iterator[None]:
+    """`progress` quiet on the terminal for the duration (a question is being asked)."""
+    if isinstance(progress, RichProgress):
+        with progress.paused():
+            yield
+    else:
+        yield
 
 
 @contextmanager

@@ -2,8 +2,13 @@
 
 The container gets the bundle's config (JSON, read-only), the bottle's state dir (audit log, CA,
 readiness), each secret's value file (read-only, under `SECRETS_MOUNT`) and nothing else from
-the host. It runs as a non-root user with no capabilities, a read-only root file system and a
-private /tmp.
+the host. It runs as a non-root user with no capabilities, a read-only root file system, a
+private sized /tmp, and memory, CPU and pids limits sized from the bottle (bottle_engine/limits.py).
+
+Its user: the engine's own when the engine is not root. When it is, a uid and gid of the
+bottle's own that no host account holds (bottle_engine/host_ids.py), to which the state dir and
+the files handed to the bundle are given; the container gets an /etc/passwd and /etc/group
+naming that user (ssh, for git upstreams, refuses to run as a uid without an entry).
 """
 
 from __future__ import annotations
@@ -26,16 +31,33 @@ from bottle_engine.bundle.config import (
 )
 from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, docker_errors
 from bottle_engine.errors import BottleError
+from bottle_engine.host_ids import bundle_id_for
+from bottle_engine.limits import BundleLimits, bundle_limits, tmpfs_options
 
-BUNDLE_UID = 10001  # the image's `bottle` user; used when the engine itself runs as root
 CONFIG_FILE_NAME = "bundle.json"  # in the bottle's state dir, mounted at CONFIG_PATH
+ACCOUNTS_DIR_NAME = "accounts"  # in the bottle's state dir: the bundle's passwd and group
 _LOG_LINES = 30
 
 
-def bundle_user() -> tuple[int, int]:
-    """uid/gid the bundle runs as: the engine's own user, or the image's user instead of root."""
+def bundle_user(slug: str) -> tuple[int, int]:
+    """uid/gid bottle `slug`'s bundle runs as: the engine's own user, or (instead of root) an id
+    of the bottle's own that no host account holds."""
     uid, gid = os.geteuid(), os.getegid()
-    return (BUNDLE_UID, BUNDLE_UID) if uid == 0 else (uid, gid)
+    if uid != 0:
+        return uid, gid
+    own = bundle_id_for(slug)
+    return own, own
+
+
+def account_files(uid: int, gid: int) -> dict[str, str]:
+    """/etc/passwd and /etc/group for the bundle: root, and `bottle` with the bundle's ids."""
+    return {
+        "passwd": (
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"bottle:x:{uid}:{gid}:bot-bottle bundle:/tmp:/usr/sbin/nologin\n"
+        ),
+        "group": f"root:x:0:\nbottle:x:{gid}:\n",
+    }
 
 
 def run_bundle_container(
@@ -52,13 +74,17 @@ def run_bundle_container(
     labels: Mapping[str, str],
     extra_hosts: Mapping[str, str] | None = None,
     readonly_files: Mapping[str, Path] | None = None,
+    limits: BundleLimits | None = None,
+    runtime: str | None = None,
 ) -> Any:
     """Create and start the bundle container; returns the SDK container object.
 
     `secret_files` maps each secret's name to the host file with its value; the config's
     `SecretBinding.value_file` must be ``SECRETS_MOUNT/<name>``. `readonly_files` maps further
     paths inside the container (git identity files, known_hosts, CA files) to host files.
-    On failure after creation the container is removed again.
+    `limits` defaults to the smallest bundle's (`limits.bundle_limits`); `runtime` is the OCI
+    runtime (None: the daemon's default). On failure after creation the container is removed
+    again.
     """
     _check_secrets(config, secret_files)
     if Path(config.state_dir) != STATE_MOUNT:
@@ -67,15 +93,22 @@ def run_bundle_container(
             f"but the bundle mounts the state dir at {STATE_MOUNT}",
             fix="leave BundleConfig.state_dir at its default",
         )
-    state_dir.mkdir(parents=True, exist_ok=True)
+    limits = limits or bundle_limits(0)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config_file = state_dir / CONFIG_FILE_NAME
-    config_file.write_text(config.to_json())
-    uid, gid = bundle_user()
+    _write_private(config_file, config.to_json())
+    uid, gid = bundle_user(config.slug)
     files = {
         str(CONFIG_PATH): config_file,
         **{f"{SECRETS_MOUNT}/{secret}": path for secret, path in secret_files.items()},
         **(readonly_files or {}),
     }
+    if os.geteuid() == 0:
+        accounts = state_dir / ACCOUNTS_DIR_NAME
+        accounts.mkdir(exist_ok=True, mode=0o700)
+        for database, text in account_files(uid, gid).items():
+            _write_private(accounts / database, text)
+            files[f"/etc/{database}"] = accounts / database
     _hand_over(state_dir, files.values(), uid, gid)
     mounts = [Mount(str(STATE_MOUNT), str(state_dir.resolve()), type="bind")]
     mounts += [
@@ -97,10 +130,14 @@ def run_bundle_container(
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=1g"},  # the git gate keeps its mirrors here
+            tmpfs={"/tmp": tmpfs_options(limits.tmp_bytes, executable=True)},
             init=True,  # reaps the git processes the gate starts
-            pids_limit=512,
+            pids_limit=limits.pids,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,  # no swap beyond the limit
+            nano_cpus=limits.nano_cpus,
             detach=True,
+            runtime=runtime,
         )
         try:
             client.networks.get(egress_network).connect(container)
@@ -174,14 +211,27 @@ def _check_secrets(config: BundleConfig, secret_files: Mapping[str, Path]) -> No
             )
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by its owner only (also when it existed)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
+
+
 def _hand_over(state_dir: Path, files: Any, uid: int, gid: int) -> None:
-    """Let the bundle's user write the state dir and read its files (engine running as root)."""
+    """Let the bundle's user write the state dir and read its files (engine running as root).
+
+    The state dir itself stays 0700: on the host only its owner (the bundle's uid, which no
+    account holds) and root get in.
+    """
     if os.geteuid() != 0:
         return
     for path in [state_dir, *state_dir.rglob("*")]:
         os.chown(path, uid, gid, follow_symlinks=False)
     for path in files:
         os.chown(path, uid, gid)
+    state_dir.chmod(0o700)
 
 
 def _remove_quietly(container: Any) -> None:

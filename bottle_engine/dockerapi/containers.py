@@ -19,6 +19,11 @@ import docker.errors
 
 from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors
 from bottle_engine.errors import BottleError
+from bottle_engine.limits import AgentDisk, tmpfs_options
+
+# Storage drivers whose writable layer `--storage-opt size=` can bound (overlay2 only on xfs
+# with project quotas: the probe in `writable_layer_bounded` settles that case).
+_SIZED_DRIVERS = {"overlay2", "btrfs", "zfs", "devicemapper", "windowsfilter"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class AgentContainerSpec:
     dns_servers: Sequence[str]
     hostname: str = "bottle"
     pids_limit: int = 4096
+    # /tmp as a sized tmpfs (its pages count in `memory_bytes`) and, where the storage driver
+    # can, a bound on the writable layer. None: neither (plain image /tmp, unbounded layer).
+    disk: AgentDisk | None = None
     tty: bool = True  # see backends.base.wants_tty
 
 
@@ -67,6 +75,8 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         init=True,
         ipc_mode="private",
         dns=list(spec.dns_servers),
+        memswap_limit=spec.memory_bytes,  # no swap beyond the memory limit
+        **_disk_options(spec.disk),
     )
     networking = api.create_networking_config(
         {spec.network: api.create_endpoint_config(ipv4_address=spec.ip)}
@@ -95,6 +105,45 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
             raise
     with docker_errors(f"inspect container {spec.name}"):
         return client.containers.get(created["Id"])
+
+
+def _disk_options(disk: AgentDisk | None) -> dict[str, Any]:
+    if disk is None:
+        return {}
+    options: dict[str, Any] = {"tmpfs": {"/tmp": tmpfs_options(disk.tmp_bytes, executable=True)}}
+    if disk.layer_bytes is not None:
+        options["storage_opt"] = {"size": str(disk.layer_bytes)}
+    return options
+
+
+def writable_layer_bounded(client: Any, image: str) -> bool:
+    """Can this daemon bound a container's writable layer (`--storage-opt size=`)?
+
+    Asked the only reliable way: create (never start) a container of `image` with a size, and
+    remove it. overlay2 on anything but xfs is known to refuse and is not asked.
+    """
+    with docker_errors("ask the Docker daemon about its storage driver"):
+        info = client.info()
+    driver = str(info.get("Driver", ""))
+    status = dict(info.get("DriverStatus") or [])
+    if driver not in _SIZED_DRIVERS:
+        return False
+    if driver == "overlay2" and status.get("Backing Filesystem") != "xfs":
+        return False
+    try:
+        probe = client.api.create_container(
+            image,
+            command=["true"],
+            labels={LABEL_MANAGED: "1"},
+            host_config=client.api.create_host_config(
+                storage_opt={"size": "1G"}, network_mode="none"
+            ),
+        )
+    except docker.errors.APIError:
+        return False
+    with contextlib.suppress(docker.errors.APIError):
+        client.api.remove_container(probe["Id"], force=True)
+    return True
 
 
 def put_tree(container: Any, archive: bytes, dest: str = "/") -> None:
@@ -263,3 +312,19 @@ def _attach_tty(client: Any, container: Any) -> None:
         termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
         socket_io.close()
+
+
+def read_tree_inside(container: Any, path: str) -> bytes:
+    """A directory of a running container as one tar archive, as the sandbox itself sees it.
+
+    Under gVisor the container's writes live inside the sandbox (a memory overlay), where
+    Docker's archive API, which reads the host's layer, cannot see them; `tar` run inside can.
+    """
+    with docker_errors(f"read {path} inside {container.name}"):
+        result = container.exec_run(
+            ["tar", "-c", "-f", "-", "--ignore-failed-read", "-C", "/", path.lstrip("/")],
+            user="0",
+            demux=True,
+        )
+    stdout, _ = result.output
+    return bytes(stdout or b"")

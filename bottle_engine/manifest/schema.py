@@ -236,7 +236,8 @@ BOTTLE_FIELDS = (
         default="auto",
         enum=("auto", "runc", "runsc"),
         enum_docs=(
-            "gVisor (runsc) when the daemon has it registered, else runc",
+            "gVisor (runsc) when the daemon has it registered and it passes the engine's "
+            "self-test with the agent image, else runc (the launch output says which and why)",
             "the default container runtime",
             "gVisor; launching fails when the daemon does not have it registered",
         ),

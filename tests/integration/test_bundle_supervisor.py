@@ -19,7 +19,7 @@ from tests.bundle_helpers import free_port
 LISTEN = (
     "import socket, sys, time\n"
     "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
+    "s.bind((sys.argv[3], int(sys.argv[1]))); s.listen()\n"
     "time.sleep(float(sys.argv[2]))\n"
 )
 DRIVER = (
@@ -27,16 +27,22 @@ DRIVER = (
     "from pathlib import Path\n"
     "from bottle_engine.bundle.supervisor import Service, Supervisor\n"
     "spec = json.loads(sys.argv[1])\n"
-    "services = [Service(s['name'], tuple(s['argv']), s['port']) for s in spec['services']]\n"
+    "services = [\n"
+    "    Service(s['name'], tuple(s['argv']), s['port'], s.get('host', '127.0.0.1'))\n"
+    "    for s in spec['services']\n"
+    "]\n"
     "sys.exit(Supervisor(services, Path(spec['ready']), ready_timeout=20).run())\n"
 )
 
 
-def listener(name: str, port: int, lifetime: float = 600.0) -> dict[str, object]:
+def listener(
+    name: str, port: int, lifetime: float = 600.0, host: str = "127.0.0.1"
+) -> dict[str, object]:
     return {
         "name": name,
-        "argv": [sys.executable, "-c", LISTEN, str(port), str(lifetime)],
+        "argv": [sys.executable, "-c", LISTEN, str(port), str(lifetime), host],
         "port": port,
+        "host": host,
     }
 
 
@@ -78,10 +84,24 @@ def test_ready_file_lists_services_and_sigterm_stops_them(tmp_path: Path) -> Non
     finally:
         process.kill()
     assert process.returncode == 0
-    assert "egress proxy ready on port" in stderr and "git gate ready on port" in stderr
+    assert "egress proxy ready on 127.0.0.1:" in stderr and "git gate ready on 127.0.0.1:" in stderr
     assert not ready.exists()
     time.sleep(0.2)
     assert not any(alive(pid) for pid in pids)
+
+
+def test_readiness_is_probed_on_the_address_the_service_listens_on(tmp_path: Path) -> None:
+    """In a bottle the services listen on the bundle's internal address only: a probe of
+    127.0.0.1 would never see them (and one that did would see something else)."""
+    services = [listener("egress proxy", free_port(), host="127.0.0.2")]
+    process, ready = start(tmp_path, services)
+    try:
+        wait_for(ready, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert "egress proxy ready on 127.0.0.2:" in stderr
 
 
 def test_a_service_that_dies_stops_the_bundle_with_a_line_naming_it(tmp_path: Path) -> None:
@@ -126,6 +146,7 @@ def test_services_follow_the_config(git: bool, supervise: bool, names: list[str]
         slug="s",
         bundle_ip="10.0.0.2",
         agent_subnet="10.0.0.0/24",
+        agent_ip="10.0.0.3",
         git=upstreams if git else (),
         supervise=supervise,
     )
@@ -134,10 +155,19 @@ def test_services_follow_the_config(git: bool, supervise: bool, names: list[str]
     )
     assert [s.name for s in services] == names
     assert services[0].argv == (
-        "proxy-py",
-        "-m",
-        "bottle_engine.bundle.egress",
-        "--config",
-        "/c.json",
+        *("proxy-py", "-m", "bottle_engine.bundle.egress", "--config", "/c.json"),
+        *("--allowed-client", "10.0.0.3", "--listen-host", "10.0.0.2"),
     )
     assert all(s.argv[0] == "py" for s in services[1:])
+    for service in services[1:]:
+        assert service.argv[-6:] == (
+            *("--config", "/c.json", "--allowed-client", "10.0.0.3"),
+            *("--listen", "10.0.0.2"),
+        )
+    assert {s.host for s in services} == {"10.0.0.2"}
+
+
+def test_a_config_without_the_agents_address_starts_no_service() -> None:
+    config = BundleConfig(slug="s", bundle_ip="10.0.0.2", agent_subnet="10.0.0.0/24")
+    with pytest.raises(ValueError, match="agent_ip"):
+        services_for(config, config_path=Path("/c.json"))

@@ -7,6 +7,7 @@ are started on networks the test creates, and removed with them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import subprocess
@@ -105,9 +106,12 @@ def start_bundle_and_agent(
     readonly_files: dict[str, Path] | None = None,
 ) -> tuple[Any, Any]:
     """The bundle (ready) and an agent container on the internal network only; `stack` removes
-    both. The agent runs the bundle image, which has git and the MCP SDK."""
+    both. The agent runs the bundle image, which has git and the MCP SDK. As in a bottle, the
+    agent's address is the subnet's .3 (unless `config` names one): the only client the bundle
+    answers."""
     from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
 
+    config = dataclasses.replace(config, agent_ip=config.agent_ip or str(networks.subnet[3]))
     bundle = run_bundle_container(
         client,
         name=f"bb-test-{networks.run_id}-bundle",
@@ -128,6 +132,9 @@ def start_bundle_and_agent(
         entrypoint=[],
         name=f"bb-test-{networks.run_id}-agent",
         network=networks.internal,
+        networking_config={
+            networks.internal: client.api.create_endpoint_config(ipv4_address=config.agent_ip)
+        },
         labels=TEST_LABELS,
         detach=True,
     )

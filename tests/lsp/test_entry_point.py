@@ -87,6 +87,8 @@ def test_tcp_mode_answers_initialize_on_loopback() -> None:
             "bottle.list",
             "bottle.logs",
             "bottle.stop",
+            "bottle.trust",
+            "bottle.trustReview",
         ]
     finally:
         server.terminate()

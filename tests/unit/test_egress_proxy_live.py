@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,10 @@ asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
 """
 
 
+def _json_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("{")]
+
+
 @dataclass(frozen=True)
 class Lab:
     proxy: int
@@ -55,6 +60,12 @@ class Lab:
     http: int
     bottle_ca: Path
     audit: Path
+    upstream_log: Path
+
+    def seen_upstream(self, path: str) -> list[dict[str, Any]]:
+        """The requests for `path` that reached the upstream, as it logged them."""
+        lines = self.upstream_log.read_text().splitlines()
+        return [r for r in map(json.loads, _json_lines(lines)) if r["path"] == path]
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -96,8 +107,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             *(sys.executable, str(REPO / "tests" / "bundle_helpers.py"), "serve"),
             *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
             *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
+            "--log-requests",
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=(root / "upstream.log").open("wb"),
     )
     source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(REPO))
     server = subprocess.Popen(
@@ -108,7 +120,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         _wait_port(http, upstream)
         _wait_port(proxy, server)
-        yield Lab(proxy, https, http, root / "state" / "ca" / CA_CERT_NAME, config.audit_log)
+        yield Lab(
+            proxy,
+            https,
+            http,
+            root / "state" / "ca" / CA_CERT_NAME,
+            config.audit_log,
+            root / "upstream.log",
+        )
     finally:
         for process in (server, upstream):
             process.terminate()
@@ -187,8 +206,11 @@ def test_the_bound_host_gets_the_real_value_and_its_own_name_as_sni(lab: Lab) ->
     with tunnel(lab, "secret.test") as sock:
         status, seen = exchange(sock, get("/ok", host, AUTH))
     assert status == 200 and isinstance(seen, dict)
-    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"  # type: ignore[index]
-    assert seen["sni"] == "secret.test"
+    # What the bound host received (its echo to the agent carries the placeholder back).
+    (received,) = lab.seen_upstream("/ok")
+    assert received["headers"]["Authorization"] == f"Bearer {REAL}"
+    assert received["sni"] == "secret.test"
+    assert seen["headers"]["Authorization"] == f"Bearer {PLACEHOLDER}"  # type: ignore[index]
 
 
 def test_a_second_request_on_a_kept_alive_tunnel_is_judged_on_its_own(lab: Lab) -> None:
@@ -388,3 +410,96 @@ def test_a_tunnel_is_logged_when_it_opens_and_again_when_it_closes(lab: Lab) -> 
         closed = [e for e in read_audit(lab.audit) if e.stage == "close" and e.host == "other.test"]
         time.sleep(0.05)
     assert closed and closed[-1].bytes_sent >= len(b"through the tunnel")
+
+
+# --------------------------------------------------------------------------- secret echo
+
+
+def _read_chunked_or_sized(sock: socket.socket) -> tuple[int, bytes, bytes]:
+    """(status, head, decoded body) of one response, chunked or sized."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" not in head.lower():
+        sock.sendall(b"")
+        status, head, body = status, head, rest
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
+        return status, head, body
+    body, buf = b"", rest
+    while True:
+        while b"\r\n" not in buf:
+            buf += sock.recv(65536)
+        size_line, _, buf = buf.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        while len(buf) < size + 2:
+            buf += sock.recv(65536)
+        body, buf = body + buf[:size], buf[size + 2 :]
+        if size == 0:
+            return status, head, body
+
+
+def _reflect(lab: Lab, mode: str) -> tuple[int, bytes, bytes]:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get(f"/reflect/{mode}", host, AUTH, "Accept-Encoding: gzip, br"))
+        return _read_chunked_or_sized(sock)
+
+
+@pytest.mark.parametrize("mode", ["header", "encoded", "gzip", "chunked"])
+def test_the_bound_host_echoing_the_secret_gives_the_agent_the_placeholder(
+    lab: Lab, mode: str
+) -> None:
+    status, head, body = _reflect(lab, mode)
+    assert status == 200
+    assert REAL.encode() not in head + body
+    assert f"X-Seen-Authorization: Bearer {PLACEHOLDER}".encode() in head
+    if mode == "chunked":
+        assert body.count(PLACEHOLDER.encode()) == 32 and len(body) > 2 * 1024 * 1024
+    elif mode == "gzip":
+        assert b"content-encoding" not in head.lower()
+        assert body == f"error: bad token Bearer {PLACEHOLDER}\n".encode()
+    else:
+        assert PLACEHOLDER.encode() in body
+
+
+def test_the_proxy_asks_the_bound_host_for_identity_encoding(lab: Lab) -> None:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        status, seen = exchange(sock, get("/", host, AUTH, "Accept-Encoding: gzip, br"))
+    assert status == 200 and isinstance(seen, dict)
+    assert seen["headers"]["Accept-Encoding"] == "identity"  # type: ignore[index]
+
+
+def test_a_compressed_stream_from_the_bound_host_is_refused_with_502(lab: Lab) -> None:
+    status, head, body = _reflect(lab, "gzip-stream")
+    assert status == 502 and b"response-not-inspectable" in head + body
+    assert REAL.encode() not in head + body
+    deadline = time.monotonic() + 10  # the line is written once the dropped body has ended
+    while time.monotonic() < deadline:
+        audit = read_audit(lab.audit)
+        if any(e.rule == "response-not-inspectable" and e.decision == "deny" for e in audit):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the refused response was not logged")
+
+
+def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
+    """Across every attack above (this test runs last): the upstream's own log of what it
+    received shows the real value only on TLS requests named secret.test, on its port."""
+    requests = [json.loads(line) for line in _json_lines(lab.upstream_log.read_text().splitlines())]
+    carrying = [r for r in requests if REAL in json.dumps(r)]
+    assert carrying, "the control never delivered the real value"
+    for request in carrying:
+        assert (request["sni"], request["port"]) == ("secret.test", lab.https), request
+        assert request["headers"]["Host"] == f"secret.test:{lab.https}", request

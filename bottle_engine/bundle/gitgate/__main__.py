@@ -19,7 +19,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gating pushes by branch policy and secret scanning.",
     )
     parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="bundle.json")
-    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
+    parser.add_argument(
+        "--listen", default="127.0.0.1", help="address to listen on (the bundle's internal one)"
+    )
+    parser.add_argument(
+        "--allowed-client", help="the agent's address: requests from any other are refused"
+    )
     parser.add_argument("--port", type=int, default=GIT_GATE_PORT)
     parser.add_argument(
         "--repos-dir",
@@ -29,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        return serve(args.config, args.listen, args.port, args.repos_dir)
+        return serve(args.config, args.listen, args.port, args.repos_dir, args.allowed_client)
     except BottleError as exc:
         sys.stderr.write(f"git gate: error: {exc}\n")
         return 1

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV, client_allowed, refusal
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.gitgate.gate import audit_push, find_upstream, mirror, pre_receive
 from bottle_engine.errors import BottleError
@@ -34,12 +35,18 @@ def run_pre_receive(config_path: Path, upstream_name: str) -> int:
     return 0 if verdict.accepted else 1
 
 
-def run_access(config_path: Path, service: str, repo_dir: str) -> int:
-    """Mirror the upstream before any service runs, so clones and pushes see its current state.
+def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None = None) -> int:
+    """Refuse clients other than the agent, then mirror the upstream before any service runs,
+    so clones and pushes see its current state.
 
     A failed fetch does not block a clone (the agent gets the last mirrored state, and the
     failure is logged); a push then fails upstream with git's own explanation.
     """
+    allowed = os.environ.get(ALLOWED_CLIENT_ENV)
+    if allowed is not None and not client_allowed(peer, allowed):
+        # git daemon drops the hook's stderr; the first stdout line goes to the client.
+        print(refusal("git gate", peer))
+        return 1
     config = BundleConfig.load(config_path)
     name = Path(repo_dir).name.removesuffix(".git")
     try:
@@ -70,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.hook == "pre-receive":
             return run_pre_receive(args.config, args.upstream)
-        return run_access(args.config, args.service, args.path)
+        # The peer is REMOTE_ADDR, which git daemon sets for each connection. Not the "ip"
+        # argument: that is the address of the host name the *client* asked for.
+        return run_access(args.config, args.service, args.path, os.environ.get("REMOTE_ADDR"))
     except BottleError as exc:
         sys.stderr.write(f"{PREFIX}refused: {exc}\n")
         return 1

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
+from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
 from bottle_engine.errors import BottleError
 from bottle_engine.git import spawn_git
+from bottle_engine.limits import GIT_GATE_MAX_CONNECTIONS
 
 REPOS_DIRNAME = "git-gate"  # in the bottle's state dir
 
 
-def serve(config_path: Path, listen: str, port: int, repos_dir: Path | None = None) -> int:
-    """Serve until the daemon exits or SIGTERM/SIGINT arrives; returns the exit code."""
+def serve(
+    config_path: Path,
+    listen: str,
+    port: int,
+    repos_dir: Path | None = None,
+    allowed_client: str | None = None,
+) -> int:
+    """Serve until the daemon exits or SIGTERM/SIGINT arrives; returns the exit code.
+
+    With `allowed_client`, the access hook refuses every request from another address (git
+    daemon has no such option itself; the hook finds the peer in REMOTE_ADDR).
+    """
     config = BundleConfig.load(config_path)
+    if allowed_client is not None:
+        os.environ[ALLOWED_CLIENT_ENV] = allowed_client  # inherited by the daemon and its hook
     repos_dir = repos_dir or Path(config.state_dir) / REPOS_DIRNAME
     access_hook = prepare_repos(config, config_path, repos_dir)
     for upstream in config.git:
@@ -31,6 +46,9 @@ def serve(config_path: Path, listen: str, port: int, repos_dir: Path | None = No
             "--reuseaddr",
             f"--listen={listen}",
             f"--port={port}",
+            # Each connection costs a git process and a Python access hook: bounded, so that a
+            # flood of clones meets this limit before the bundle's memory limit.
+            f"--max-connections={GIT_GATE_MAX_CONNECTIONS}",
             f"--base-path={repos_dir}",
             "--export-all",
             "--enable=receive-pack",

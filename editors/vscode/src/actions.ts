@@ -12,6 +12,7 @@ import {
   parseBottleList,
   parseLaunchResult,
   parseTerminalCommand,
+  parseTrustReview,
   ServerReportedError,
   slugFromArgument,
   throwIfServerError,
@@ -21,6 +22,8 @@ import { MANIFEST_GLOB, chooseManifest } from "./manifests";
 import { ProgressTranslator } from "./progress";
 import { errorText, type BottleServerPort } from "./common";
 import { displayText } from "./display";
+
+const TRUST = "Trust";
 
 export class BottleActions {
   private launchCount = 0;
@@ -45,6 +48,8 @@ export class BottleActions {
         return this.stop(args[0]);
       case ServerCommand.logs:
         return this.showLogs(args[0]);
+      case ServerCommand.trust:
+        return this.reviewTrust(args[0]);
       default:
         return next !== undefined ? next(command, args) : this.server.execute(command, args);
     }
@@ -71,6 +76,49 @@ export class BottleActions {
     } catch (error) {
       reportFailure("launch failed", error);
       return undefined;
+    }
+  }
+
+  /**
+   * Review changes (the lens shown instead of Launch while the saved bottle.toml widens what
+   * was last trusted): the difference in a modal with Trust. What is recorded is the content
+   * that was shown (its fingerprint); then the lens's agent can be launched. True when trusted.
+   */
+  async reviewTrust(argument?: unknown): Promise<boolean> {
+    try {
+      const partial =
+        argument instanceof vscode.Uri ? { uri: argument.toString() } : launchArgsFromArgument(argument);
+      const uri = partial.uri ?? (await this.pickManifest());
+      if (uri === undefined) return false;
+      const review = parseTrustReview(
+        ServerCommand.trustReview,
+        await this.server.execute(ServerCommand.trustReview, [{ uri }]),
+      );
+      if (review.trusted) {
+        void vscode.window.showInformationMessage(`${review.manifest} has no changes that need your trust.`);
+        return true;
+      }
+      const detail = review.changes.map((change) => `${change.widening ? "+" : "-"} ${change.text}`).join("\n");
+      const choice = await vscode.window.showWarningMessage(
+        `${review.manifest} changed since it was last trusted. Its bottles may now do more (+). ` +
+          "Launching stays blocked until you trust it.",
+        { modal: true, detail },
+        TRUST,
+      );
+      if (choice !== TRUST) return false;
+      parseTrustReview(
+        ServerCommand.trust,
+        await this.server.execute(ServerCommand.trust, [{ uri, fingerprint: review.fingerprint }]),
+      );
+      const agent = partial.agent;
+      const launch = agent === undefined ? [] : [`Launch ${agent}`];
+      void vscode.window.showInformationMessage(`Trusted ${review.manifest}.`, ...launch).then((picked) => {
+        if (agent !== undefined && picked === `Launch ${agent}`) void this.launch({ uri, agent });
+      });
+      return true;
+    } catch (error) {
+      reportFailure("review of the manifest's changes failed", error);
+      return false;
     }
   }
 

@@ -13,6 +13,7 @@ export const ExtensionCommand = {
   showEgressLog: "botBottle.showEgressLog",
   restartServer: "botBottle.restartServer",
   refreshBottles: "botBottle.refreshBottles",
+  reviewTrust: "botBottle.reviewTrust",
 } as const;
 
 /** What the actions and the Bottles view need from the language server connection. */

@@ -14,6 +14,8 @@ export const ServerCommand = {
   list: "bottle.list",
   logs: "bottle.logs",
   agents: "bottle.agents",
+  trust: "bottle.trust",
+  trustReview: "bottle.trustReview",
 } as const;
 export type ServerCommandId = (typeof ServerCommand)[keyof typeof ServerCommand];
 
@@ -62,6 +64,24 @@ export interface AgentInfo {
   name: string;
   /** Name of the bottle (policy) the agent runs in. */
   bottle: string;
+}
+
+/** One line of a manifest's difference from what was last trusted (text already display-safe). */
+export interface TrustChange {
+  text: string;
+  /** true: the bottle may do something it could not before (needs trust). */
+  widening: boolean;
+}
+
+/** `bottle.trustReview` / `bottle.trust`: the saved manifest against its trust record. */
+export interface TrustReview {
+  manifest: string;
+  firstUse: boolean;
+  /** false: a launch is refused until the person trusts this content. */
+  trusted: boolean;
+  /** Names the reviewed content; `bottle.trust` records only that content. */
+  fingerprint: string;
+  changes: TrustChange[];
 }
 
 /** A server answer that does not have the shape this contract promises. */
@@ -157,6 +177,33 @@ export function parseAgents(value: unknown): AgentInfo[] {
     }
     return { name: item.name, bottle: typeof item.bottle === "string" ? item.bottle : "" };
   });
+}
+
+export function parseTrustReview(command: string, value: unknown): TrustReview {
+  throwIfServerError(value);
+  const expected = "{manifest, first_use, trusted, fingerprint, changes: [{text, widening}]}";
+  if (
+    !isRecord(value) ||
+    typeof value.manifest !== "string" ||
+    typeof value.trusted !== "boolean" ||
+    !isNonEmptyString(value.fingerprint) ||
+    !Array.isArray(value.changes)
+  ) {
+    throw new ContractError(command, expected, value);
+  }
+  const changes = value.changes.map((item) => {
+    if (!isRecord(item) || typeof item.text !== "string" || typeof item.widening !== "boolean") {
+      throw new ContractError(command, expected, item);
+    }
+    return { text: item.text, widening: item.widening };
+  });
+  return {
+    manifest: value.manifest,
+    firstUse: value.first_use === true,
+    trusted: value.trusted,
+    fingerprint: value.fingerprint,
+    changes,
+  };
 }
 
 /**

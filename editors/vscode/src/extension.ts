@@ -36,6 +36,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<BotBot
     vscode.commands.registerCommand(ExtensionCommand.showEgressLog, (argument?: unknown) =>
       boundActions.showLogs(argument),
     ),
+    vscode.commands.registerCommand(ExtensionCommand.reviewTrust, (argument?: unknown) =>
+      boundActions.reviewTrust(argument),
+    ),
     vscode.commands.registerCommand(ExtensionCommand.restartServer, () => bottleServer.restart()),
     vscode.commands.registerCommand(ExtensionCommand.refreshBottles, () => view.provider.refresh()),
     vscode.workspace.onDidChangeConfiguration((event) => {

@@ -198,3 +198,57 @@ describe("Stop and logs", () => {
     assert.deepEqual(forwarded, ["bottle.applyFix", [1, 2]]);
   });
 });
+
+describe("Review changes", () => {
+  const REVIEW = {
+    manifest: "/workspace/bottle.toml",
+    first_use: false,
+    trusted: false,
+    fingerprint: "f1ngerprint",
+    changes: [
+      { text: "bottle web: allow + collector.example", widening: true },
+      { text: "bottle web: allow - old.example", widening: false },
+    ],
+  };
+
+  it("from the lens shows the difference in a modal and trusts exactly what was shown", async () => {
+    server.answers.set("bottle.trustReview", REVIEW);
+    server.answers.set("bottle.trust", { ...REVIEW, trusted: true, changes: [] });
+    fake.messageAnswer = (message) => (message.modal ? "Trust" : undefined);
+    const trusted = await actions.handleServerCommand("bottle.trust", [{ uri: MANIFEST, agent: "dev" }], undefined);
+    assert.equal(trusted, true);
+    const modal = fake.messages[0];
+    assert.equal(modal.level, "warning");
+    assert.equal(modal.modal, true);
+    assert.deepEqual(modal.actions, ["Trust"]);
+    assert.equal(modal.detail, "+ bottle web: allow + collector.example\n- bottle web: allow - old.example");
+    assert.deepEqual(server.requests, [
+      { command: "bottle.trustReview", args: [{ uri: MANIFEST }] },
+      { command: "bottle.trust", args: [{ uri: MANIFEST, fingerprint: "f1ngerprint" }] },
+    ]);
+    assert.deepEqual(fake.messages[1], { level: "info", message: "Trusted /workspace/bottle.toml.", actions: ["Launch dev"] });
+  });
+
+  it("records nothing when the modal is dismissed", async () => {
+    server.answers.set("bottle.trustReview", REVIEW);
+    const trusted = await actions.handleServerCommand("bottle.trust", [{ uri: MANIFEST, agent: "dev" }], undefined);
+    assert.equal(trusted, false);
+    assert.deepEqual(server.requests.map((r) => r.command), ["bottle.trustReview"]);
+  });
+
+  it("says so when nothing needs trust, without asking", async () => {
+    server.answers.set("bottle.trustReview", { ...REVIEW, trusted: true, changes: [] });
+    assert.equal(await actions.reviewTrust({ uri: MANIFEST }), true);
+    assert.deepEqual(fake.messages, [
+      { level: "info", message: "/workspace/bottle.toml has no changes that need your trust.", actions: [] },
+    ]);
+  });
+
+  it("leaves a refusal the server already showed to the server", async () => {
+    server.answers.set("bottle.trustReview", REVIEW);
+    server.answers.set("bottle.trust", { error: "changed after it was reviewed" });
+    fake.messageAnswer = (message) => (message.modal ? "Trust" : undefined);
+    assert.equal(await actions.reviewTrust({ uri: MANIFEST }), false);
+    assert.deepEqual(errors(), []);
+  });
+});

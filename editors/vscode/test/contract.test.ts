@@ -7,6 +7,8 @@ import {
   parseBottleList,
   parseLaunchResult,
   parseTerminalCommand,
+  parseTrustReview,
+  ServerReportedError,
   slugFromArgument,
 } from "../src/contract";
 
@@ -47,6 +49,32 @@ describe("server answers", () => {
       { name: "ci", bottle: "" },
     ]);
     assert.throws(() => parseAgents([{ bottle: "x" }]), ContractError);
+  });
+});
+
+describe("trust reviews", () => {
+  const review = {
+    manifest: "/w/bottle.toml",
+    first_use: false,
+    trusted: false,
+    fingerprint: "ab12",
+    changes: [{ text: "bottle web: allow + collector.example", widening: true }],
+  };
+
+  it("reads the difference and the fingerprint that names the reviewed content", () => {
+    assert.deepEqual(parseTrustReview("bottle.trustReview", review), {
+      manifest: "/w/bottle.toml",
+      firstUse: false,
+      trusted: false,
+      fingerprint: "ab12",
+      changes: [{ text: "bottle web: allow + collector.example", widening: true }],
+    });
+  });
+
+  it("refuses a review without a fingerprint or with malformed changes", () => {
+    assert.throws(() => parseTrustReview("bottle.trust", { ...review, fingerprint: "" }), /'bottle\.trust'/);
+    assert.throws(() => parseTrustReview("bottle.trust", { ...review, changes: [{ text: 1 }] }), ContractError);
+    assert.throws(() => parseTrustReview("bottle.trust", { error: "changed after it was reviewed" }), ServerReportedError);
   });
 });
 

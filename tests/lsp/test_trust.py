@@ -1,0 +1,156 @@
+"""Manifest trust in the editor, over real LSP: the Launch lens becomes "Review changes" while
+the saved manifest widens what was last trusted; opening such a manifest shows the difference
+with a Trust action; `bottle.trustReview` / `bottle.trust` are the extension's contract; a launch
+through the real engine is refused before anything starts. The trust records are the real
+ones, in the server's state dir (which the test shares)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from bottle_engine import trust_store
+from bottle_engine.manifest import load_manifest
+from tests.lsp.conftest import MANIFEST, ClientFactory, open_document
+from tests.lsp.test_commands import errors, eventually, execute, lenses
+
+pytestmark = pytest.mark.asyncio
+
+WIDENED = MANIFEST.replace(
+    'allow = ["api.anthropic.com", "*.npmjs.org"]',
+    'allow = ["api.anthropic.com", "*.npmjs.org", "collector.example"]',
+)
+NEW_HOST = "+ bottle web: allow + collector.example"
+
+
+@pytest.fixture(autouse=True)
+def same_home_as_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def trusted_then_widened(project: Path, widened: str = WIDENED) -> Path:
+    """The manifest was launched (trusted) as MANIFEST; now its saved text is `widened`."""
+    path = project / "bottle.toml"
+    path.write_text(MANIFEST)
+    trust_store.record(trust_store.review(load_manifest(path)))
+    path.write_text(widened)
+    return path
+
+
+def answering(client: LanguageClient, title: str | None) -> list[types.ShowMessageRequestParams]:
+    asked: list[types.ShowMessageRequestParams] = []
+
+    def ask(params: types.ShowMessageRequestParams) -> types.MessageActionItem | None:
+        asked.append(params)
+        return None if title is None else types.MessageActionItem(title=title)
+
+    client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(ask)
+    return asked
+
+
+async def test_the_lens_says_review_changes_until_the_reviewed_manifest_is_trusted(
+    make_client: ClientFactory, project: Path
+) -> None:
+    client = await make_client()
+    answering(client, None)  # the question on opening is dismissed
+    path = trusted_then_widened(project)
+    uri = open_document(client, path, WIDENED)
+    assert await lenses(client, uri) == [
+        (0, "⚠ Review changes", "bottle.trust", [{"uri": uri, "agent": "dev"}]),
+        (4, "⚠ Review changes", "bottle.trust", [{"uri": uri, "agent": "reviewer"}]),
+    ]
+    review = await execute(client, "bottle.trustReview", {"uri": uri})
+    assert review["trusted"] is False and review["first_use"] is False
+    assert review["changes"] == [
+        {"text": "bottle web: allow + collector.example", "widening": True}
+    ]
+    refreshes = client.lens_refreshes  # type: ignore[attr-defined]
+    result = await execute(
+        client, "bottle.trust", {"uri": uri, "fingerprint": review["fingerprint"]}
+    )
+    assert result["trusted"] is True and result["changes"] == []
+    await eventually(lambda: client.lens_refreshes > refreshes, "a lens refresh")  # type: ignore[attr-defined]
+    assert [title for _, title, _, _ in await lenses(client, uri)] == ["▶ Launch", "▶ Launch"]
+    assert errors(client) == []
+
+
+async def test_trust_refuses_a_fingerprint_of_other_content(
+    make_client: ClientFactory, project: Path
+) -> None:
+    client = await make_client()
+    answering(client, None)
+    path = trusted_then_widened(project)
+    uri = open_document(client, path, WIDENED)
+    review = await execute(client, "bottle.trustReview", {"uri": uri})
+    further = WIDENED.replace('"collector.example"]', '"collector.example", "more.example"]')
+    path.write_text(further)  # changed on disk after the person looked
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=further)],
+        )
+    )
+    result = await execute(
+        client, "bottle.trust", {"uri": uri, "fingerprint": review["fingerprint"]}
+    )
+    assert "changed after it was reviewed" in result["error"]
+    assert trust_store.review(load_manifest(path)).needs_trust
+
+
+async def test_opening_a_manifest_that_needs_trust_shows_the_difference_and_trust(
+    make_client: ClientFactory, project: Path
+) -> None:
+    client = await make_client()
+    asked = answering(client, "Trust")
+    path = trusted_then_widened(project)
+    open_document(client, path, WIDENED)
+    await eventually(lambda: bool(asked), "the question")
+    [question] = asked
+    assert NEW_HOST in question.message and "Launching stays blocked" in question.message
+    assert [a.title for a in question.actions or []] == ["Trust", "Not now"]
+    await eventually(
+        lambda: not trust_store.review(load_manifest(path)).needs_trust, "the trust record"
+    )
+
+
+async def test_the_review_lens_asks_any_client_and_not_now_records_nothing(
+    make_client: ClientFactory, project: Path
+) -> None:
+    client = await make_client()
+    asked = answering(client, "Not now")
+    path = trusted_then_widened(project)
+    uri = open_document(client, path, WIDENED)
+    await eventually(lambda: len(asked) == 1, "the question on opening")
+    result = await execute(client, "bottle.trust", {"uri": uri, "agent": "dev"})
+    assert len(asked) == 2 and result["trusted"] is False
+    assert trust_store.review(load_manifest(path)).needs_trust
+
+
+async def test_manifest_text_in_the_question_is_made_safe(
+    make_client: ClientFactory, project: Path
+) -> None:
+    client = await make_client()
+    asked = answering(client, None)
+    hostile = WIDENED.replace("me/repo.git", "me/repo.git\\u001b[8m\\u202e")
+    path = trusted_then_widened(project, hostile)
+    open_document(client, path, hostile)
+    await eventually(lambda: bool(asked), "the question")
+    message = asked[0].message
+    assert "\x1b" not in message and "\u202e" not in message
+    assert "\\x1b[8m\\u202e" in message
+
+
+async def test_a_launch_of_a_widened_manifest_through_the_real_engine_is_refused(
+    make_client: ClientFactory, project: Path
+) -> None:
+    client = await make_client(fake_engine=False, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    answering(client, None)
+    path = trusted_then_widened(project)
+    uri = open_document(client, path, WIDENED)
+    result = await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"})
+    assert "changed since it was last trusted" in result["error"]
+    assert "bottle web: allow + collector.example" in result["error"]
+    assert "Nothing was built or started" in errors(client)[0]

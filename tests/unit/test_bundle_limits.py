@@ -1,0 +1,64 @@
+"""The rules that size a bottle's share of the host (bottle_engine/limits.py), and who may use
+the bundle's services (bottle_engine/bundle/clients.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bottle_engine.bundle.clients import client_allowed
+from bottle_engine.limits import GIB, MIB, agent_disk, bundle_limits, tmpfs_options
+
+
+@pytest.mark.parametrize(
+    ("agent_memory", "bundle_memory"),
+    [
+        (0, 768 * MIB),
+        (512 * MIB, 768 * MIB),  # small bottles still get a bundle that runs
+        (4 * GIB, 1 * GIB),  # the default bottle: a quarter
+        (6 * GIB, 1536 * MIB),
+        (64 * GIB, 2 * GIB),  # a big bottle's bundle stays bounded
+    ],
+)
+def test_bundle_memory_is_a_quarter_of_the_agents_within_bounds(
+    agent_memory: int, bundle_memory: int
+) -> None:
+    assert bundle_limits(agent_memory).memory_bytes == bundle_memory
+
+
+def test_bundle_cpu_pids_and_tmp_are_fixed_and_tmp_fits_in_memory() -> None:
+    limits = bundle_limits(4 * GIB)
+    assert (limits.nano_cpus, limits.pids) == (1_000_000_000, 512)
+    assert limits.tmp_bytes < limits.memory_bytes
+
+
+def test_agent_tmp_is_half_its_memory_and_the_layer_bounded_only_where_possible() -> None:
+    assert agent_disk(4 * GIB, layer_bounded=False).tmp_bytes == 2 * GIB
+    assert agent_disk(4 * GIB, layer_bounded=False).layer_bytes is None
+    assert agent_disk(4 * GIB, layer_bounded=True).layer_bytes == 20 * GIB
+
+
+def test_tmpfs_options_are_sized_private_and_without_devices_or_setuid() -> None:
+    options = tmpfs_options(256 * MIB, executable=False).split(",")
+    assert {"rw", "noexec", "nosuid", "nodev", f"size={256 * MIB}", "mode=1777"} == set(options)
+
+
+@pytest.mark.parametrize(
+    ("peer", "allowed", "expected"),
+    [
+        ("10.243.0.3", "10.243.0.3", True),
+        ("::ffff:10.243.0.3", "10.243.0.3", True),  # a dual-stack socket's view of the agent
+        ("10.243.0.4", "10.243.0.3", False),  # a neighbour on the same subnet
+        ("10.243.0.2", "10.243.0.3", False),  # the bundle itself
+        ("172.18.0.5", "10.243.0.3", False),  # the outbound network
+        ("127.0.0.1", "10.243.0.3", False),
+        ("", "10.243.0.3", False),
+        (None, "10.243.0.3", False),
+        ("not an address", "10.243.0.3", False),
+        ("10.243.0.3", "", False),  # nobody allowed: fail closed
+        ("10.243.0.3", "garbage", False),
+    ],
+)
+def test_only_the_agents_address_is_a_client(
+    peer: str | None, allowed: str, expected: bool
+) -> None:
+    assert client_allowed(peer, allowed) is expected
