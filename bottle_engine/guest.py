@@ -1,4 +1,5 @@
-"""What the launch puts inside the sandbox: prompt, CA certificates, Claude Code settings.
+"""What the launch puts inside the sandbox: prompt, CA certificates, Claude Code settings
+(their content: `claude_code.py`).
 
 `guest_files` is pure (plan + inputs -> files); backends copy the result in with their own
 transport (docker: an archive before start; smolmachines: files in the guest).
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bottle_engine import claude_code
 from bottle_engine.bundle.config import CA_CERT_NAME
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import (
@@ -70,19 +72,6 @@ def prompt_text(plan: BottlePlan) -> str | None:
         ) from exc
 
 
-def claude_settings(plan: BottlePlan) -> dict[str, object]:
-    """Claude Code's ~/.claude.json: the workspace trusted, supervise registered when enabled."""
-    project: dict[str, object] = {"hasTrustDialogAccepted": True, "allowedTools": []}
-    settings: dict[str, object] = {
-        "hasCompletedOnboarding": True,
-        "projects": {WORKSPACE: project},
-    }
-    supervise_url = plan.guest_env.get("MCP_SUPERVISE_URL")
-    if supervise_url:
-        settings["mcpServers"] = {"supervise": {"type": "http", "url": supervise_url}}
-    return settings
-
-
 def guest_files(
     plan: BottlePlan, *, bottle_ca: bytes, system_cas: bytes | None, prompt: str | None
 ) -> list[GuestFile]:
@@ -95,8 +84,11 @@ def guest_files(
         GuestFile(WORKSPACE, None, 0o755, uid, uid),
         GuestFile(f"{AGENT_HOME}/.claude", None, 0o700, uid, uid),
         GuestFile(
-            f"{AGENT_HOME}/.claude.json",
-            json.dumps(claude_settings(plan), indent=2).encode(),
+            f"{AGENT_HOME}/.claude.json", _json(claude_code.user_state(plan)), 0o600, uid, uid
+        ),
+        GuestFile(
+            f"{AGENT_HOME}/.claude/settings.json",
+            _json(claude_code.user_settings(plan)),
             0o600,
             uid,
             uid,
@@ -108,6 +100,10 @@ def guest_files(
     if plan.skills:  # the agent image need not have it; each skill is unpacked into it
         files.append(GuestFile(SKILLS_DIR, None, 0o700, uid, uid))
     return files
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, indent=2).encode()
 
 
 def bundle_ca(bottle_dir: Path) -> bytes:

@@ -76,13 +76,15 @@ def launch(
     trust: bool = False,
     confirm: Callable[[TrustReview], bool] | None = None,
     on_first_use: Callable[[TrustReview], None] | None = None,
+    terminal: bool | None = None,
 ) -> BottleRecord:
     """Start a bottle for `agent` (detached); attach with `attach(record.slug)`.
 
     Before anything is built or started, the manifest is checked against what was last trusted
     for its path (`trust_store`): a first use records it; a change that widens what its bottles
     may do raises `UntrustedManifestError`, unless `trust` is set or `confirm(review)` says yes.
-    `on_first_use(review)` is told what a first use trusts.
+    `on_first_use(review)` is told what a first use trusts. `terminal`: a person attaches from
+    a terminal right after (the agent then gets a TTY whatever its command; `wants_tty`).
     """
     progress = progress or QuietProgress()
     planner = planner_for(manifest_path, agent, cwd)
@@ -90,7 +92,7 @@ def launch(
     if review.first_use and on_first_use is not None:
         on_first_use(review)
     backend = backend_named(planner(planner.base_slug).backend)
-    return backend.launch(planner, progress)
+    return backend.launch(planner, progress, terminal=terminal)
 
 
 def check_trust(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from bottle_engine import records, state
+from bottle_engine.claude_code import is_print_mode
 from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_SLUG, LABEL_STATE
 from bottle_engine.plan import BottlePlan, Planner
 from bottle_engine.progress import Progress
@@ -19,6 +20,16 @@ from bottle_engine.records import BottleRecord
 def bottle_labels(plan: BottlePlan) -> dict[str, str]:
     """Labels on everything a bottle is made of, so `ls`, `stop` and `gc` find it later."""
     return {LABEL_SLUG: plan.slug, LABEL_AGENT: plan.agent, LABEL_STATE: state.state_id()}
+
+
+def wants_tty(command: Sequence[str], *, terminal: bool | None) -> bool:
+    """Does the agent get a TTY? Yes when a person attaches from a terminal at once; otherwise
+    only when its command is interactive, so that someone can attach later. A command known to
+    print one answer (`claude -p`) gets none: its output in `attach` and `logs` stays the
+    program's own bytes (`--output-format json` parses), not a terminal's rendering of them."""
+    if terminal:
+        return True
+    return not is_print_mode(command)
 
 
 def orphan_test() -> Callable[[Mapping[str, str] | None], bool]:
@@ -37,8 +48,13 @@ def orphan_test() -> Callable[[Mapping[str, str] | None], bool]:
 class Backend(Protocol):
     name: str
 
-    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+    def launch(
+        self, planner: Planner, progress: Progress, *, terminal: bool | None = None
+    ) -> BottleRecord:
         """Build or reuse artifacts, start the bundle and then the sandbox; return its record.
+
+        `terminal`: whether a person attaches from a terminal right after (None: unknown); the
+        backend decides the agent's TTY from it (`wants_tty`).
 
         `planner(slug, taken_subnets)` makes the plan for a candidate slug, so the backend can
         move to the next name or subnet when one is taken. On any failure everything created so

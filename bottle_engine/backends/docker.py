@@ -18,7 +18,7 @@ from typing import Any
 from bottle_engine import gvisor, records, state
 from bottle_engine.artifacts import Artifact, BuildSpec, ensure_artifact
 from bottle_engine.artifacts.base import resolve_base_image
-from bottle_engine.backends.base import bottle_labels, orphan_test
+from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
@@ -80,7 +80,9 @@ class DockerBackend:
         return self._client
 
     # -- launch --------------------------------------------------------------------------------
-    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+    def launch(
+        self, planner: Planner, progress: Progress, *, terminal: bool | None = None
+    ) -> BottleRecord:
         first = planner(planner.base_slug)
         agent_image, bundle_image = self.prepare(first, progress)
         choice = self.runtime_for(first.runtime, agent_image.image_tag)
@@ -93,7 +95,8 @@ class DockerBackend:
             # packs), so gVisor guards the host kernel from it too; about a second of launch.
             self.start_bundle(plan, bundle_image, undo, runtime=runtime)
             progress.stage("start agent")
-            container = self._create_agent(plan, agent_image.image_tag, runtime, undo)
+            tty = wants_tty(plan.command, terminal=terminal)
+            container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
             container.start()
             record = records.record_for(
                 plan,
@@ -235,7 +238,7 @@ class DockerBackend:
         wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
 
     def _create_agent(
-        self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack
+        self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack, *, tty: bool
     ) -> Any:
         spec = AgentContainerSpec(
             name=plan.name,
@@ -251,6 +254,7 @@ class DockerBackend:
             memory_bytes=plan.memory_bytes,
             labels={**bottle_labels(plan), LABEL_ROLE: "agent"},
             dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
+            tty=tty,
             disk=agent_disk(
                 plan.memory_bytes, layer_bounded=writable_layer_bounded(self.client, image)
             ),

@@ -104,7 +104,10 @@ class SmolmachinesBackend:
         )
         return agent_image, bundle_image, pack
 
-    def launch(self, planner: Planner, progress: Progress) -> BottleRecord:
+    def launch(
+        self, planner: Planner, progress: Progress, *, terminal: bool | None = None
+    ) -> BottleRecord:
+        # `terminal` is not needed here: `attach` asks for a TTY when it runs the agent.
         agent_image, bundle_image, pack = self.prepare(planner(planner.base_slug), progress)
         with ExitStack() as undo:
             plan = self._docker.claim(planner, undo, progress)

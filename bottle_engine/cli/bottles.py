@@ -139,10 +139,12 @@ def run_launch(args: argparse.Namespace) -> int:
                 with paused(progress):
                     print_review(review)
 
+        terminal = not args.detach and sys.stdin.isatty() and sys.stdout.isatty()
         record = lifecycle.launch(
             args.file,
             args.agent,
             progress=progress,
+            terminal=terminal,
             trust=args.trust,
             confirm=confirm if sys.stdin.isatty() else None,
             on_first_use=first_use,

@@ -15,10 +15,22 @@ DIRECTORY (default: here), with a .dockerignore that keeps the build context to 
 the rest of the project (.git included) then neither slows builds nor changes the image's input
 key. Existing files are never overwritten unless --force is given; a .dockerignore never is.
 
+Claude Code signs in with an API key (--auth api-key, the default: ANTHROPIC_API_KEY) or a
+subscription token (--auth subscription: CLAUDE_CODE_OAUTH_TOKEN, from `claude setup-token`);
+either is a secret bound to api.anthropic.com: the agent sees only a placeholder.
+
 examples:
   bottle-engine init
+  bottle-engine init --auth subscription
   bottle-engine init my-project --force
 """
+
+# --auth choice -> the secret table written into bottle.toml in place of its `# @auth@` line
+AUTH_TEMPLATES = {
+    "api-key": "auth-api-key.toml",
+    "subscription": "auth-subscription.toml",
+}
+AUTH_MARKER = "# @auth@\n"
 
 # file written -> its template in bottle_engine/templates/
 TEMPLATES = {
@@ -37,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("directory", nargs="?", default=".", help="where to write (default: .)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument(
+        "--auth",
+        choices=sorted(AUTH_TEMPLATES),
+        default="api-key",
+        help="how Claude Code signs in: ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN "
+        "(default: api-key)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -61,7 +80,16 @@ def run(args: argparse.Namespace) -> int:
                 f"no starter {name} in this installation; write {target} yourself", markup=False
             )
             continue
-        target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+        text = template.read_text(encoding="utf-8")
+        if name == "bottle.toml":
+            text = with_auth(text, args.auth)
+        target.write_text(text, encoding="utf-8")
         console.print(f"wrote {target}", markup=False)
     console.print("next: `bottle-engine validate`, then `bottle-engine launch dev`")
     return 0
+
+
+def with_auth(manifest: str, auth: str) -> str:
+    """The starter manifest with the secret table for `auth` (a key of AUTH_TEMPLATES)."""
+    fragment = resources.files("bottle_engine") / "templates" / AUTH_TEMPLATES[auth]
+    return manifest.replace(AUTH_MARKER, fragment.read_text(encoding="utf-8"))

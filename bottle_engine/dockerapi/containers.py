@@ -51,6 +51,7 @@ class AgentContainerSpec:
     # /tmp as a sized tmpfs (its pages count in `memory_bytes`) and, where the storage driver
     # can, a bound on the writable layer. None: neither (plain image /tmp, unbounded layer).
     disk: AgentDisk | None = None
+    tty: bool = True  # see backends.base.wants_tty
 
 
 class NameTaken(Exception):
@@ -92,8 +93,10 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
             labels={**spec.labels, LABEL_MANAGED: "1"},
             host_config=host_config,
             networking_config=networking,
-            tty=True,
-            stdin_open=True,
+            tty=spec.tty,
+            # Without a TTY nobody types to the agent: stdin at EOF, so `claude -p` does not
+            # wait for input that never comes.
+            stdin_open=spec.tty,
         )
     except docker.errors.APIError as exc:
         if exc.status_code == 409:
@@ -245,15 +248,16 @@ def stop_container(client: Any, name_or_id: str, timeout: int = 10) -> None:
 def attach(client: Any, container: Any) -> int:
     """Connect this terminal to the container's TTY until it exits; returns its exit code.
 
-    With a terminal on stdin the session is interactive (raw mode, window size forwarded);
-    without one (CI, pipes) the output is streamed and stdin is not forwarded.
+    With a terminal on stdin and a TTY in the container the session is interactive (raw mode,
+    window size forwarded); otherwise (CI, pipes, a printing agent) the output is streamed and
+    stdin is not forwarded.
     """
     container.reload()
     if container.status != "running":
         with docker_errors(f"read the output of {container.name}"):
             sys.stdout.buffer.write(container.logs())
             sys.stdout.flush()
-    elif sys.stdin.isatty() and sys.stdout.isatty():
+    elif sys.stdin.isatty() and sys.stdout.isatty() and has_tty(container):
         _attach_tty(client, container)
     else:
         # Following the logs gives everything from the start, then live output until the agent
@@ -265,6 +269,11 @@ def attach(client: Any, container: Any) -> int:
     with docker_errors(f"wait for {container.name}"):
         status = container.wait()
     return int(status.get("StatusCode", 1))
+
+
+def has_tty(container: Any) -> bool:
+    """Was the container made with a TTY (an agent that prints one answer is not)?"""
+    return bool((container.attrs.get("Config") or {}).get("Tty", True))
 
 
 def _attach_tty(client: Any, container: Any) -> None:

@@ -429,3 +429,29 @@ def test_every_command_help_teaches_with_an_example(
     assert code == 0
     _usage, _, body = out.partition("\n\n")
     assert f"bottle-engine {command}" in body, f"`{command} --help` shows no example invocation"
+
+
+@pytest.mark.parametrize(
+    ("auth", "secret", "other"),
+    [
+        ("api-key", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"),
+        ("subscription", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY"),
+    ],
+)
+def test_init_binds_the_chosen_claude_credential_to_api_anthropic_com(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    auth: str,
+    secret: str,
+    other: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "init", "--auth", auth)[0] == 0
+    text = (tmp_path / "bottle.toml").read_text()
+    assert "@auth@" not in text
+    assert other in text  # the comment names the other way to sign in
+    code, out, _ = cli(capsys, "plan", "dev", "--json")
+    assert code == 0
+    secrets = json.loads(out)["secrets"]
+    assert [(s["name"], s["hosts"]) for s in secrets] == [(secret, ["api.anthropic.com"])]
