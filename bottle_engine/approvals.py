@@ -14,6 +14,12 @@ the history, the directory only what is open. Opening a request reads no earlier
 index by question finds a re-ask; the rest of the directory is read only to sweep it when the
 pending cap is reached, and then holds at most the cap plus the answers kept for a re-ask).
 
+Two kinds of request share the store, its caps and its audit log: ``action`` (the agent asked
+through the supervise tool) and ``egress`` (the bundle's proxy holds a request to a host no rule
+allows, `[bottles.NAME.egress] ask = true`). Concurrent egress asks for one ``host:port`` are
+one question, so they find one request; an egress answer may be for that request only
+(`once`).
+
 Layout: ``<bottle state dir>/approvals/<id>.json``, ``approvals/.q-<question hash>`` (the open
 request asking that question), ``approvals/.rate.json`` (the rate bucket) and
 ``<bottle state dir>/approvals.jsonl``.
@@ -40,6 +46,7 @@ from typing import Literal
 from bottle_engine.errors import BottleError
 
 Status = Literal["pending", "approved", "denied", "timed_out"]
+RequestKind = Literal["action", "egress"]
 
 _REQUEST_ID = re.compile(r"[0-9a-f]{8}")
 _REQUEST_FILE = re.compile(r"[0-9a-f]{8}\.json")
@@ -48,6 +55,7 @@ AUDIT_LOG = "approvals.jsonl"
 _RATE_FILE = ".rate.json"
 _QUESTION_PREFIX = ".q-"
 _RECENTLY_DELIVERED = 64  # answers remembered in memory for a second waiter on the same request
+MAX_EGRESS_PATH_CHARS = 1000  # of a held request's path, kept for the person to read
 
 
 def _now() -> datetime:
@@ -115,6 +123,25 @@ class ApprovalRequest:
     answered_at: str | None = None
     note: str | None = None
     delivered: bool = False  # the answer has been returned to the agent
+    kind: RequestKind = "action"
+    # For kind "egress": the destination the proxy holds a request for, and that request.
+    host: str | None = None
+    port: int | None = None
+    method: str | None = None
+    path: str | None = None  # plain HTTP only: inside a CONNECT the proxy sees no path
+    once: bool = False  # the answer is for this request only, not for the host:port
+    answered_by: str | None = None  # who answered: "cli (user)", "editor (user)"
+
+    @property
+    def question(self) -> str:
+        """A file-name-safe key for what is asked; the same question always gives the same key.
+
+        An egress ask is about its host:port, whatever method and path the request that raised
+        it had: concurrent requests to one destination make one question for a person."""
+        if self.kind == "egress":
+            # Three parts: never the key of an agent's (action, reason), whatever it writes.
+            return _hash_key(["egress", self.host, self.port])
+        return question_key(self.action, self.reason)
 
     @property
     def approved(self) -> bool:
@@ -142,8 +169,11 @@ class ApprovalRequest:
 
 def question_key(action: str, reason: str) -> str:
     """A file-name-safe key for one question; the same text always gives the same key."""
-    digest = hashlib.sha256(json.dumps([action, reason]).encode("utf-8")).hexdigest()
-    return digest[:32]
+    return _hash_key([action, reason])
+
+
+def _hash_key(parts: list[object]) -> str:
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
 class ApprovalStore:
@@ -201,24 +231,62 @@ class ApprovalStore:
         request it asked before, still pending or answered meanwhile, instead of a second one.
         A new request beyond the bottle's pending cap or rate raises `ApprovalRefused`.
         """
+        return self._open(
+            ApprovalRequest(
+                id="",
+                slug=self.slug,
+                action=action,
+                reason=reason,
+                status="pending",
+                created_at="",
+                expires_at="",
+            ),
+            timeout_seconds,
+        )
+
+    def open_egress_request(
+        self, host: str, port: int, method: str, path: str | None, timeout_seconds: float
+    ) -> ApprovalRequest:
+        """The proxy holds a request to `host`:`port`, which no egress rule allows: the open
+        question about that destination (one for all the requests held for it), or a new one.
+        Beyond the bottle's pending cap or rate, raises `ApprovalRefused`."""
+        shown_path = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
+        target = f"http://{host}:{port}{shown_path}" if shown_path is not None else f"{host}:{port}"
+        return self._open(
+            ApprovalRequest(
+                id="",
+                slug=self.slug,
+                action=f"egress: {method} {target}",
+                reason=f"{host}:{port} is not on the bottle's egress allowlist; the proxy holds "
+                "the request until a person answers",
+                status="pending",
+                created_at="",
+                expires_at="",
+                kind="egress",
+                host=host,
+                port=port,
+                method=method,
+                path=shown_path,
+            ),
+            timeout_seconds,
+        )
+
+    def _open(self, asked: ApprovalRequest, timeout_seconds: float) -> ApprovalRequest:
         with self._locked():
-            key = question_key(action, reason)
-            asked = self._asked_before(key, action, reason)
-            if asked is not None:
-                self._audit(asked, event="asked-again")
-                return asked
+            key = asked.question
+            before = self._asked_before(key)
+            if before is not None:
+                self._audit(before, event="asked-again")
+                return before
             self._check_pending_cap()
             self._take_rate_token()
             now = _now()
             request_id = secrets.token_hex(4)
             while self._path(request_id).exists():
                 request_id = secrets.token_hex(4)
-            request = ApprovalRequest(
+            request = replace(
+                asked,
                 id=request_id,
-                slug=self.slug,
-                action=action,
-                reason=reason,
-                status="pending",
                 created_at=_stamp(now),
                 expires_at=_stamp(now + timedelta(seconds=timeout_seconds)),
             )
@@ -226,10 +294,27 @@ class ApprovalStore:
             self._replace_file(self._question_path(key), request.id)
             return request
 
-    def answer(self, request_id: str, approved: bool, note: str | None) -> ApprovalRequest:
-        """Record a person's answer; refuses requests already answered or timed out."""
+    def answer(
+        self,
+        request_id: str,
+        approved: bool,
+        note: str | None,
+        *,
+        once: bool = False,
+        by: str | None = None,
+    ) -> ApprovalRequest:
+        """Record a person's answer; refuses requests already answered or timed out.
+
+        `once` (egress asks only): the answer is for the held request alone; otherwise it
+        stands for its host:port for the rest of the bottle's life. `by` names who answered."""
         with self._locked():
             request = self._require(request_id)
+            if once and request.kind != "egress":
+                raise BottleError(
+                    f"approval request {request_id} is the agent's own request, which is "
+                    "answered once anyway; --once is for egress asks",
+                    fix=f"answer it without --once: `bottle-engine approve {request_id}`",
+                )
             if request.pending and request.expired():
                 request = replace(request, status="timed_out")
                 self._write(request, event="timed_out")
@@ -251,6 +336,8 @@ class ApprovalStore:
                 status="approved" if approved else "denied",
                 answered_at=_stamp(_now()),
                 note=note,
+                once=once,
+                answered_by=by,
             )
             self._write(answered, event="answered")
             return answered
@@ -282,14 +369,14 @@ class ApprovalStore:
 
     # -- limits ------------------------------------------------------------------------------
 
-    def _asked_before(self, key: str, action: str, reason: str) -> ApprovalRequest | None:
+    def _asked_before(self, key: str) -> ApprovalRequest | None:
         """The open request asking this very question, through the index (one file read)."""
         try:
             request_id = self._question_path(key).read_text().strip()
         except OSError:
             return None
         request = self.get(request_id)
-        if request is None or (request.action, request.reason) != (action, reason):
+        if request is None or request.question != key:
             self._question_path(key).unlink(missing_ok=True)  # stale: its request is gone
             return None
         return None if request.delivered else request
@@ -386,7 +473,7 @@ class ApprovalStore:
 
     def _remove(self, request: ApprovalRequest) -> None:
         self._path(request.id).unlink(missing_ok=True)
-        index = self._question_path(question_key(request.action, request.reason))
+        index = self._question_path(request.question)
         try:
             if index.read_text().strip() == request.id:
                 index.unlink(missing_ok=True)
@@ -476,7 +563,13 @@ def list_requests(slug: str | None = None, pending_only: bool = False) -> list[A
 
 
 def answer(
-    request_id: str, approved: bool, note: str | None = None, slug: str | None = None
+    request_id: str,
+    approved: bool,
+    note: str | None = None,
+    slug: str | None = None,
+    *,
+    once: bool = False,
+    by: str | None = None,
 ) -> ApprovalRequest:
     """Approve or deny a pending request, found by id in `slug` or in any bottle."""
     stores = [store for store in bottle_stores(slug) if store.get(request_id) is not None]
@@ -502,4 +595,4 @@ def answer(
             + ", ".join(store.slug for store in stores),
             fix="name the bottle: `bottle-engine approve ID --bottle SLUG`",
         )
-    return stores[0].answer(request_id, approved, note)
+    return stores[0].answer(request_id, approved, note, once=once, by=by)

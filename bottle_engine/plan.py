@@ -106,6 +106,7 @@ class BottlePlan:
     user_env: Mapping[str, str] = field(default_factory=dict)
     shared_egress_network: str | None = None  # an existing network for the bundle's way out
     upstream_ca: Path | None = None  # extra CAs the proxy trusts upstream ([egress] upstream_ca)
+    egress_ask: bool = False  # [egress] ask: unlisted hosts wait for a person's answer
     # Repository-relative files the git gate refuses changes to (`protected_paths`).
     git_protected_paths: tuple[str, ...] = ()
 
@@ -190,6 +191,7 @@ class BottlePlan:
             agent_ip=self.agent_ip,
             egress_allow=self.egress_allow,
             upstream_ca_files=(str(UPSTREAM_CA_MOUNT),) if self.upstream_ca else (),
+            egress_ask=self.egress_ask,
             secrets=tuple(
                 SecretBinding(s.name, s.placeholder, s.hosts, s.bundle_file) for s in self.secrets
             ),
@@ -232,6 +234,7 @@ class BottlePlan:
             "resources": {"cpus": self.cpus, "memory_bytes": self.memory_bytes},
             "egress_allow": list(self.egress_allow),
             "upstream_ca": str(self.upstream_ca) if self.upstream_ca else None,
+            "egress_ask": self.egress_ask,
             "secrets": [
                 {"name": s.name, "placeholder": s.placeholder, "hosts": list(s.hosts)}
                 for s in self.secrets
@@ -436,6 +439,7 @@ def plan_bottle(
         memory_bytes=bottle.memory_bytes,
         egress_allow=bottle.egress.allow,
         upstream_ca=bottle.egress.upstream_ca,
+        egress_ask=bottle.egress.ask,
         secrets=secrets,
         git=bottle.git,
         supervise=bottle.supervise,

@@ -10,6 +10,7 @@ functions); tests use one where a real bottle cannot start in a test's time.
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import os
 from dataclasses import dataclass
@@ -98,6 +99,11 @@ class ApprovalRequest:
     request_id: str
     slug: str | None
     summary: str
+    kind: str = "action"  # "egress": the proxy holds a request; it may be answered --once
+
+    @property
+    def egress(self) -> bool:
+        return self.kind == "egress"
 
 
 def approvals_available() -> bool:
@@ -121,13 +127,30 @@ def pending_approvals() -> list[ApprovalRequest]:
                 safe_editor_text(text) for text in (request.action, request.reason) if text
             )
             or "(no details)",
+            kind=str(getattr(request, "kind", "action")),
         )
         for request in _approvals().list_requests(slug=None, pending_only=True)
     ]
 
 
-def answer_approval(request: ApprovalRequest, approved: bool, note: str) -> None:
-    _approvals().answer(request.request_id, approved, note, slug=request.slug)
+def answer_approval(
+    request: ApprovalRequest, approved: bool, note: str, *, once: bool = False
+) -> None:
+    _approvals().answer(
+        request.request_id,
+        approved,
+        note,
+        slug=request.slug,
+        once=once,
+        by=f"editor ({_who()})",
+    )
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
 
 
 # -- manifest trust -------------------------------------------------------------------------------

@@ -725,11 +725,12 @@ async def trust_command(ls: BottleLanguageServer, *args: Any) -> dict[str, Any]:
 
 # -- approvals ------------------------------------------------------------------------------------
 
-APPROVE, DENY = "Approve", "Deny"
+APPROVE, APPROVE_ONCE, DENY = "Approve", "Approve once", "Deny"
 
 
 async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
-    """Show each pending supervise request once, as a message with Approve / Deny."""
+    """Show each pending request once, as a message with Approve / Deny (an egress ask also
+    offers Approve once)."""
     last_error: str | None = None
     while True:
         try:
@@ -750,15 +751,14 @@ async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
 async def ask_approval(ls: BottleLanguageServer, request: engine.ApprovalRequest) -> None:
     # The summary is made safe by the engine adapter; the slug is the state dir's name.
     where = f"bottle {safe_editor_text(request.slug)}" if request.slug else "a bottle"
+    what = "Network access" if request.egress else "Approval"
+    titles = [APPROVE_ONCE, APPROVE, DENY] if request.egress else [APPROVE, DENY]
     try:
         answer = await ls.window_show_message_request_async(
             types.ShowMessageRequestParams(
                 type=types.MessageType.Warning,
-                message=f"Approval requested by {where}: {request.summary}",
-                actions=[
-                    types.MessageActionItem(title=APPROVE),
-                    types.MessageActionItem(title=DENY),
-                ],
+                message=f"{what} requested by {where}: {request.summary}",
+                actions=[types.MessageActionItem(title=title) for title in titles],
             )
         )
     except Exception as exc:
@@ -766,9 +766,15 @@ async def ask_approval(ls: BottleLanguageServer, request: engine.ApprovalRequest
         return
     if answer is None:
         return  # dismissed: it stays pending and can be answered from the CLI
-    approved = answer.title == APPROVE
+    approved = answer.title in (APPROVE, APPROVE_ONCE)
+    once = answer.title == APPROVE_ONCE
     try:
-        await ls.in_thread(engine.answer_approval, request, approved, "answered in the editor")
+        await ls.in_thread(
+            functools.partial(engine.answer_approval, once=once),
+            request,
+            approved,
+            "answered in the editor",
+        )
     except BottleError as exc:
         ls.show_error(str(exc))
     except Exception as exc:

@@ -23,14 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-Verdict = Literal["allow", "deny"]
+# ask: held for a person ([egress] ask = true); the answer follows as its own entry.
+Verdict = Literal["allow", "deny", "ask"]
 # http: a plain-HTTP request; tunnel: a CONNECT tunnel passed through without interception;
 # intercepted: a request inside a TLS-terminated tunnel (a host bound to a secret);
-# connect: a CONNECT that was refused, or a connection refused after resolution.
-Kind = Literal["http", "tunnel", "intercepted", "connect"]
+# connect: a CONNECT that was refused, or a connection refused after resolution;
+# ask: a person was asked about a destination (stage "asked"), or answered (stage "answered",
+# with who answered and, in duration_ms, how long the request waited).
+Kind = Literal["http", "tunnel", "intercepted", "connect", "ask"]
 # For tunnels: "open" when the tunnel is set up (written at once, so a tunnel that never closes
 # or whose proxy is killed still leaves a record), "close" with its bytes and duration.
-Stage = Literal["", "open", "close"]
+Stage = Literal["", "open", "close", "asked", "answered"]
 
 FIELD_LIMIT = 512  # characters per text field
 MAX_LOG_BYTES = 16 * 1024 * 1024
@@ -61,6 +64,8 @@ class AuditEntry:
     bytes_received: int = 0  # upstream -> client
     duration_ms: float = 0.0
     stage: Stage = ""
+    request_id: str = ""  # kind "ask": the approval request (`bottle-engine approve ID`)
+    answered_by: str = ""  # kind "ask", stage "answered": who answered, when a person did
 
     @property
     def bytes(self) -> int:
@@ -81,7 +86,7 @@ class AuditEntry:
             method=str(raw["method"]),
             host=str(raw["host"]),
             port=int(raw["port"]),
-            decision="allow" if raw["decision"] == "allow" else "deny",
+            decision=raw["decision"] if raw["decision"] in ("allow", "ask") else "deny",
             rule=str(raw.get("rule", "")),
             reason=str(raw.get("reason", "")),
             kind=raw.get("kind", "http"),
@@ -90,6 +95,8 @@ class AuditEntry:
             bytes_received=int(raw.get("bytes_received", 0)),
             duration_ms=float(raw.get("duration_ms", 0.0)),
             stage=raw.get("stage", ""),
+            request_id=str(raw.get("request_id", "")),
+            answered_by=str(raw.get("answered_by", "")),
         )
 
 

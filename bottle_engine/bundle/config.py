@@ -86,6 +86,10 @@ class BundleConfig:
     # The only client the services answer (bundle/clients.py). The supervisor refuses to start
     # without it: empty is for code that runs one service alone, on loopback.
     agent_ip: str = ""
+    # [egress] ask: a request to a host name no rule allows waits for a person's answer (an
+    # egress approval request) this long, then is refused.
+    egress_ask: bool = False
+    ask_timeout_seconds: float = 120.0
 
     @property
     def audit_log(self) -> Path:
@@ -136,6 +140,8 @@ class BundleConfig:
             bottle_name=raw.get("bottle_name", ""),
             upstream_ca_files=tuple(raw.get("upstream_ca_files", ())),
             agent_ip=raw.get("agent_ip", ""),
+            egress_ask=bool(raw.get("egress_ask", False)),
+            ask_timeout_seconds=float(raw.get("ask_timeout_seconds", 120.0)),
         )
 
     @classmethod

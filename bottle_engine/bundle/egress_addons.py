@@ -2,7 +2,10 @@
 
 * `Allowlist`: decides every CONNECT and plain-HTTP request with `egress_policy.decide`,
   resolves names once and pins the checked address the proxy then connects to (DNS rebinding),
-  and passes tunnels to hosts without secrets through as raw TCP (no TLS interception).
+  and passes tunnels to hosts without secrets through as raw TCP (no TLS interception). With
+  `[egress] ask = true` it holds a request to an unlisted host name until a person answers
+  (`egress_ask`); an approved destination still gets every address check, and is never
+  intercepted, so an approval never binds a secret.
 * `SecretSubstitution`: in intercepted tunnels, swaps placeholders for real values in request
   headers, and refuses placeholders anywhere else (`secret_policy`); puts placeholders back
   wherever a real value comes back in a response (`secret_echo`).
@@ -35,9 +38,11 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, layers, server_hooks
 from mitmproxy.proxy.context import Context
 
+from bottle_engine.approvals import ApprovalStore
 from bottle_engine.bundle import secret_policy
 from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timestamp
 from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.egress_ask import EgressAsker
 from bottle_engine.bundle.egress_guards import REFUSED_KEY
 from bottle_engine.bundle.egress_policy import (
     NAME_MISMATCH,
@@ -45,6 +50,8 @@ from bottle_engine.bundle.egress_policy import (
     EgressPolicy,
     check_names,
     decide,
+    decide_approved,
+    needs_ask,
 )
 from bottle_engine.bundle.secret_echo import Scrubber
 from bottle_engine.bundle.secret_policy import (
@@ -115,6 +122,7 @@ class EgressState:
     tunnels: dict[str, Tunnel] = field(default_factory=dict)
     # (client id, host, port) -> (checked address, expiry); read once by server_connect
     pins: dict[tuple[str, str, int], tuple[str, float]] = field(default_factory=dict)
+    asker: EgressAsker | None = None  # with [egress] ask = true
 
     def record(self, entry: AuditEntry) -> None:
         if self.audit is not None:
@@ -166,7 +174,7 @@ class Allowlist:
                 Decision(False, NESTED_CONNECT, f"CONNECT {host}:{port} inside another tunnel"),
             )
             return
-        decision = await self._decide(flow.client_conn.id, host, port, "CONNECT")
+        decision = await self._decide(flow.client_conn.id, host, port, "CONNECT", ask=True)
         flow.metadata[DECISION_KEY] = decision
         if not decision.allowed or decision.address is None:
             flow.response = denial_response(decision)
@@ -177,7 +185,8 @@ class Allowlist:
             port=port,
             address=decision.address,
             decision=decision,
-            intercept=intercepts(self.state.secrets, host, port),
+            # A person's approval lets a host past the allowlist, never to a secret's value.
+            intercept=not decision.asked and intercepts(self.state.secrets, host, port),
             client_id=flow.client_conn.id,
         )
 
@@ -223,7 +232,7 @@ class Allowlist:
         destination = Destination(request.host, request.port, https=False)
         flow.metadata[DESTINATION_KEY] = destination
         decision = await self._decide(
-            flow.client_conn.id, request.host, request.port, request.method
+            flow.client_conn.id, request.host, request.port, request.method, request.path
         )
         flow.metadata[DECISION_KEY] = decision
         if not decision.allowed:
@@ -260,7 +269,7 @@ class Allowlist:
             return
         pinned = self._take_pin(data.client.id, host, port)
         if pinned is None:
-            decision = await self._decide(data.client.id, host, port, "CONNECT")
+            decision = await self._decide(data.client.id, host, port, "CONNECT", ask=False)
             pinned = self._take_pin(data.client.id, host, port)
             if not decision.allowed or pinned is None:
                 server.error = f"refused by the egress policy ({decision.rule}): {decision.reason}"
@@ -296,8 +305,34 @@ class Allowlist:
             return
         nextlayer.layer = MeteredTunnel(context, tunnel)
 
-    async def _decide(self, client_id: str, host: str, port: int, method: str) -> Decision:
+    async def _decide(
+        self,
+        client_id: str,
+        host: str,
+        port: int,
+        method: str,
+        path: str | None = None,
+        *,
+        ask: bool = True,
+    ) -> Decision:
+        """The decision for one destination, with the address to connect to pinned; an
+        unlisted name is held for a person when the bottle asks (`ask=False`: only an answer
+        that already stands counts)."""
         decision = decide(self.state.policy, host, port, method)
+        asker = self.state.asker
+        if asker is not None and needs_ask(self.state.policy, decision):
+            answer = asker.standing_answer(host, port)
+            if answer is None and ask:
+                answer = await asker.ask(host, port, method, path)
+            if answer is None or not answer.allowed:
+                return answer.denial(self.state.policy, host, port) if answer else decision
+            addresses = await self.resolver(host, port)
+            decision = decide_approved(
+                self.state.policy, host, port, method, addresses, answer.rule
+            )
+            if decision.allowed and decision.address is not None:
+                self._pin(client_id, host, port, decision.address)
+            return decision
         if not decision.allowed or decision.address is not None:
             if decision.address is not None:
                 self._pin(client_id, host, port, decision.address)
@@ -692,11 +727,15 @@ def _ms(seconds: float) -> float:
 def make_state(
     config: BundleConfig, own_addresses: Sequence[str] = (), audit: bool = True
 ) -> EgressState:
-    return EgressState(
+    state = EgressState(
         policy=EgressPolicy.from_config(config, own_addresses),
         secrets=bind_secrets(config.secrets),
         audit=AuditLog(config.audit_log) if audit else None,
     )
+    if config.egress_ask:
+        store = ApprovalStore(Path(config.state_dir), config.slug)
+        state.asker = EgressAsker(store, config.ask_timeout_seconds, state.record)
+    return state
 
 
 def make_addons(state: EgressState, resolver: Resolver = resolve) -> list[object]:

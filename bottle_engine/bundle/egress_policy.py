@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.manifest.egress_rules import DEFAULT_PORTS, EgressRule, parse_egress_rule
@@ -27,6 +27,10 @@ SPECIAL_ADDRESS = "special-address"
 OWN_ADDRESS = "bundle-address"
 UNRESOLVED = "unresolved"
 BAD_DESTINATION = "bad-destination"
+# A person's answer to an ask (`[egress] ask = true`), or why there was none.
+ASK_DENIED = "ask-denied"
+ASK_TIMED_OUT = "ask-timed-out"
+ASK_REFUSED = "ask-refused"  # the bottle's approval caps (pending, rate) were reached
 # A request whose names disagree: SNI, Host / :authority or an absolute-form URL naming another
 # host than the one the proxy connects to (domain fronting).
 NAME_MISMATCH = "name-mismatch"
@@ -39,6 +43,7 @@ class EgressPolicy:
     rules: tuple[EgressRule, ...]
     own_addresses: frozenset[str] = frozenset()
     bottle_name: str = "NAME"
+    ask: bool = False  # hold requests to unlisted host names and ask a person
 
     @classmethod
     def from_config(cls, config: BundleConfig, own_addresses: Iterable[str] = ()) -> EgressPolicy:
@@ -46,6 +51,7 @@ class EgressPolicy:
             rules=tuple(parse_egress_rule(entry) for entry in config.egress_allow),
             own_addresses=frozenset({config.bundle_ip, *own_addresses} - {""}),
             bottle_name=config.bottle_name or "NAME",
+            ask=config.egress_ask,
         )
 
 
@@ -62,6 +68,9 @@ class Decision:
     reason: str
     fix: str | None = None
     address: str | None = None
+    # Allowed by a person's answer, not by the manifest: such a destination is never bound to
+    # a secret (its tunnel is relayed, not intercepted).
+    asked: bool = False
 
 
 def decide(
@@ -96,6 +105,34 @@ def decide(
     if addresses is None:
         return Decision(True, rule.text, f"{name}:{port} is allowed by '{rule.text}'")
     return _check_addresses(policy, name, port, method, rule, addresses)
+
+
+def needs_ask(policy: EgressPolicy, decision: Decision) -> bool:
+    """Is this refusal one a person may overrule? Only a host *name* that no rule lists, and
+    only when the bottle asks: IP literals, malformed destinations and address refusals stay
+    refusals."""
+    return policy.ask and not decision.allowed and decision.rule == DEFAULT_DENY
+
+
+def decide_approved(
+    policy: EgressPolicy,
+    host: str,
+    port: int,
+    method: str,
+    addresses: Sequence[str] | None,
+    rule_text: str,
+) -> Decision:
+    """The decision for `host`:`port` once a person approved it (`rule_text` names the
+    approval): as if an exact host rule listed it, so every address check still applies (a name
+    resolving to loopback, a private range or the bundle stays refused unless an ip/cidr rule
+    lists the address). The result is marked `asked`."""
+    name = host.lower().rstrip(".")
+    rule = EgressRule(rule_text, "host", name, None, port)
+    if addresses is None:
+        decision = Decision(True, rule_text, f"{name}:{port} was approved by a person")
+    else:
+        decision = _check_addresses(policy, name, port, method, rule, addresses)
+    return replace(decision, asked=True) if decision.allowed else decision
 
 
 def _decide_ip_literal(policy: EgressPolicy, ip: IPAddress, port: int, method: str) -> Decision:

@@ -1,5 +1,10 @@
 """`bottle-engine approvals`, `approve`, `deny`: answer the agents' approval requests.
 
+Two kinds: `action` (the agent asked through the supervise tool) and `egress` (the bundle's
+proxy holds a request to a host no egress rule allows, with `[egress] ask = true`). An egress
+answer stands for its host:port until the bottle stops, or with `--once` for the held request
+only.
+
 Every text here comes from a bottle (the agent wrote the action and reason): it is printed only
 through `safe_markup`, one line per field, so escape sequences, forged rows, bidi overrides and
 rich markup show as what they are. `--json` output is escaped by JSON itself (ASCII only).
@@ -8,6 +13,8 @@ rich markup show as what they are. `--json` output is escaped by JSON itself (AS
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +37,7 @@ in the bottle's approvals.jsonl (its state dir).
 ANSWER_EXAMPLES = """\
 examples:
   bottle-engine approve 3f9a1c2e
+  bottle-engine approve 5b0d44a1 --once   an egress ask: this request only, ask again next time
   bottle-engine deny 3f9a1c2e --note "use the staging database instead"
 """
 
@@ -59,6 +67,12 @@ def register(subparsers: Any) -> None:
             formatter_class=formatter(),
         )
         parser.add_argument("request_id", metavar="ID", help="the id `approvals` shows")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="an egress ask: answer for the held request only (without it, the answer "
+            "stands for that host:port until the bottle stops)",
+        )
         parser.add_argument("--note", help="a note the agent receives with the answer")
         parser.add_argument("--bottle", metavar="SLUG", help="the bottle (when ids collide)")
         parser.add_argument("--json", action="store_true", help="print the answered request")
@@ -74,7 +88,7 @@ def run_list(args: argparse.Namespace) -> int:
         console.print("no approval requests" + ("" if args.all else " waiting for an answer"))
         return 0
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "BOTTLE", "STATUS", "ASKED", "TIMES OUT"):
+    for column in ("ID", "BOTTLE", "KIND", "STATUS", "ASKED", "TIMES OUT"):
         table.add_column(column, no_wrap=True)
     for column in ("ACTION", "REASON"):
         table.add_column(column, overflow="fold")
@@ -83,7 +97,8 @@ def run_list(args: argparse.Namespace) -> int:
         table.add_row(
             safe_markup(request.id),
             safe_markup(request.slug),
-            safe_markup(request.status),
+            safe_markup(request.kind),
+            safe_markup(request.status + (" once" if request.once else "")),
             _span(now - datetime.fromisoformat(request.created_at)) + " ago",
             "in " + _span(datetime.fromisoformat(request.expires_at) - now)
             if request.pending
@@ -93,6 +108,14 @@ def run_list(args: argparse.Namespace) -> int:
         )
     console.print(table)
     return 0
+
+
+def _who() -> str:
+    """The account answering, for the audit logs (a uid where the name service knows none)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
 
 
 def _span(delta: timedelta) -> str:
@@ -105,7 +128,14 @@ def _span(delta: timedelta) -> str:
 
 
 def run_answer(args: argparse.Namespace) -> int:
-    request = approvals.answer(args.request_id, args.approved, args.note, slug=args.bottle)
+    request = approvals.answer(
+        args.request_id,
+        args.approved,
+        args.note,
+        slug=args.bottle,
+        once=args.once,
+        by=f"cli ({_who()})",
+    )
     if args.json:
         print_json(request.to_dict())
     else:

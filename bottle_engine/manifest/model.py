@@ -64,6 +64,7 @@ class GitUpstream:
 class Egress:
     allow: tuple[str, ...]
     upstream_ca: Path | None = None
+    ask: bool = False  # hold unlisted hosts for a person's answer
 
     @property
     def rules(self) -> tuple[EgressRule, ...]:
@@ -193,6 +194,7 @@ def _bottle(name: str, raw: dict[str, Any], base: Path) -> Bottle:
         egress=Egress(
             allow=tuple(egress["allow"]),
             upstream_ca=_optional_path(base, egress.get("upstream_ca")),
+            ask=bool(egress.get("ask", False)),
         ),
         secrets=secrets,
         git=git,

@@ -85,13 +85,13 @@ def test_the_approvals_listing_shows_hostile_texts_as_visible_escapes_on_their_o
     assert unexpected_controls(output) == []
     rows = plain(output).split("\n")
     assert rows[-1] == "" and len(rows) == 1 + len(texts) + 1, rows  # header, one row each
-    assert re.fullmatch(r"ID +BOTTLE +STATUS +ASKED +TIMES OUT +ACTION +REASON *", rows[0])
+    assert re.fullmatch(r"ID +BOTTLE +KIND +STATUS +ASKED +TIMES OUT +ACTION +REASON *", rows[0])
     pending = {r.id: r for r in approvals.list_requests(SLUG, pending_only=True)}
     for row in rows[1:-1]:
         request = pending[row[:8]]
         # Each request on its own row; the action and the reason exactly as escaped.
         expected = (
-            rf"{request.id}  {SLUG}  pending  \d+s ago  in \d+[sm] +"
+            rf"{request.id}  {SLUG}  action  pending  \d+s ago  in \d+[sm] +"
             rf"{re.escape(shown(request.action))} +{re.escape(shown(request.reason))} *"
         )
         assert re.fullmatch(expected, row), row

@@ -1,0 +1,205 @@
+"""`[egress] ask = true` on the real proxy (loopback, no daemon): a request to an unlisted host
+is held until a person answers with the real `bottle-engine` CLI, then proceeds or is refused.
+
+The held requests are sent from worker threads, as an agent's client would wait on them; the
+person answers from the test thread. Each test uses host names of its own: approvals without
+--once stand for the proxy's life (the module).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.ask_lab import BOUND, PLACEHOLDER, REAL, AskLab, ask_lab, read_response
+
+TIMEOUT = 8.0  # seconds the lab's proxy holds an ask
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AskLab]:
+    with ask_lab(tmp_path_factory.mktemp("ask-live"), ask_timeout_seconds=TIMEOUT) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_bucket(lab: AskLab) -> None:
+    """Each test starts with the bottle's full burst of asks (the store's rate is per bottle;
+    the flood test below checks the caps)."""
+    (lab.bottle_dir / "approvals" / ".rate.json").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        yield executor
+
+
+def answered(lab: AskLab, *args: str) -> str:
+    result = lab.cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_an_approved_host_is_reached_and_stays_approved(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    held = pool.submit(lab.get, "approved.test", lab.http, "/first")
+    request = lab.pending_for("approved.test", lab.http)
+    assert (request.method, request.path) == ("GET", "/first")
+
+    listed = answered(lab, "approvals", "--json")
+    assert '"host": "approved.test"' in listed and '"kind": "egress"' in listed
+    answered(lab, "approve", request.id)
+
+    status, _, _ = held.result(timeout=60)
+    assert status == 200 and len(lab.upstream_saw("/first")) == 1
+    # Approved for the bottle's life: the next request is not held and asks nobody.
+    status, _, _ = lab.get("approved.test", lab.http, "/second")
+    assert status == 200
+    assert lab.approval_events("approved.test") == ["requested", "answered", "delivered"]
+
+
+def test_approved_once_lets_that_request_through_and_the_next_one_asks_again(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    held = pool.submit(lab.get, "once.test", lab.http, "/once-1")
+    answered(lab, "approve", lab.pending_for("once.test", lab.http).id, "--once")
+    assert held.result(timeout=60)[0] == 200
+
+    again = pool.submit(lab.get, "once.test", lab.http, "/once-2")
+    second = lab.pending_for("once.test", lab.http)
+    assert second.path == "/once-2"
+    answered(lab, "deny", second.id, "--once")
+    status, head, body = again.result(timeout=60)
+    assert status == 403 and "X-Bot-Bottle-Rule: ask-denied" in head, body
+    assert lab.upstream_saw("/once-2") == []
+
+
+def test_a_denied_host_gets_403_naming_the_rule_and_stays_denied(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    held = pool.submit(lab.get, "denied.test", lab.http, "/denied")
+    answered(lab, "deny", lab.pending_for("denied.test", lab.http).id)
+
+    status, _, body = held.result(timeout=60)
+    assert status == 403
+    assert "rule: ask-denied" in body and "denied by cli (" in body
+    status, _, body = lab.get("denied.test", lab.http, "/denied-again")
+    assert status == 403 and "ask-denied" in body
+    assert lab.upstream_saw("/denied") == lab.upstream_saw("/denied-again") == []
+    assert lab.approval_events("denied.test").count("requested") == 1
+
+
+def test_no_answer_before_the_timeout_is_a_denial(lab: AskLab) -> None:
+    status, head, body = lab.get("silent.test", lab.http, "/silent")
+
+    assert status == 403 and "X-Bot-Bottle-Rule: ask-timed-out" in head, body
+    assert lab.upstream_saw("/silent") == []
+    assert "timed_out" in lab.approval_events("silent.test")
+    # A late answer finds the request ended.
+    (ended,) = [e for e in lab.audit("silent.test") if e["stage"] == "asked"]
+    late = lab.cli("approve", ended["request_id"])
+    assert late.returncode == 1 and "timed_out" in late.stderr
+
+
+def test_an_approved_name_resolving_to_loopback_stays_refused(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    # A port of ours that no rule lists for 127.0.0.1: the approval must not open it.
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(8)
+        trap.setblocking(False)
+        port = trap.getsockname()[1]
+        held = pool.submit(lab.get, "inside.test", port, "/")
+        answered(lab, "approve", lab.pending_for("inside.test", port).id)
+        status, head, body = held.result(timeout=60)
+        with pytest.raises(BlockingIOError):
+            trap.accept()
+    assert status == 403 and "X-Bot-Bottle-Rule: special-address" in head, body
+    assert "127.0.0.1, a loopback address" in body
+
+
+def test_concurrent_requests_for_one_host_make_one_ask(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    sockets = [lab.send_get("crowd.test", lab.http, f"/crowd-{n}") for n in range(8)]
+    try:
+        answers = [pool.submit(read_response, sock) for sock in sockets]
+        ask = lab.pending_for("crowd.test", lab.http)
+        time.sleep(0.5)  # let the proxy read every request before the answer (not asserted)
+        assert [r.id for r in lab.store.all() if r.host == "crowd.test"] == [ask.id]
+        answered(lab, "approve", ask.id)
+        assert [a.result(timeout=120)[0] for a in answers] == [200] * 8
+    finally:
+        for sock in sockets:
+            sock.close()
+
+    assert lab.approval_events("crowd.test").count("requested") == 1
+    asks = [e for e in lab.audit("crowd.test") if e["kind"] == "ask"]
+    assert [e["stage"] for e in asks] == ["asked", "answered"]
+    assert len(lab.upstream_saw("/crowd-0")) == 1
+
+
+def test_an_approval_never_binds_a_secret(lab: AskLab, pool: ThreadPoolExecutor) -> None:
+    """bound.test is a secret's host, but only a person's answer lets it out: the tunnel is
+    relayed, not intercepted, so the placeholder is never swapped for the real value."""
+    held = pool.submit(lab.https_get, BOUND, "/bound", f"Authorization: Bearer {PLACEHOLDER}")
+    answered(lab, "approve", lab.pending_for(BOUND, lab.https).id)
+    echoed = held.result(timeout=60)
+
+    assert echoed["headers"]["Authorization"] == f"Bearer {PLACEHOLDER}"
+    (seen,) = lab.upstream_saw("/bound")
+    assert REAL not in str(seen)
+    # Plain HTTP to the same (approved) host with the placeholder is refused as before.
+    held = pool.submit(
+        lab.get, BOUND, lab.http, "/bound-plain", f"Authorization: Bearer {PLACEHOLDER}"
+    )
+    answered(lab, "approve", lab.pending_for(BOUND, lab.http).id)
+    status, _, body = held.result(timeout=60)
+    assert status == 403 and lab.upstream_saw("/bound-plain") == [], body
+
+
+def test_a_connect_is_asked_about_and_its_tunnel_is_recorded(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    held = pool.submit(lab.https_get, "tunnel.test", "/tunnelled")
+    request = lab.pending_for("tunnel.test", lab.https)
+    assert (request.method, request.path) == ("CONNECT", None)
+    answered(lab, "approve", request.id, "--once")
+
+    assert held.result(timeout=60)["path"] == "/tunnelled"
+    entries = lab.audit("tunnel.test")
+    asked, answer = [e for e in entries if e["kind"] == "ask"]
+    assert (asked["decision"], asked["request_id"]) == ("ask", request.id)
+    assert answer["decision"] == "allow" and answer["answered_by"].startswith("cli (")
+    assert answer["rule"] == f"approved:{request.id}" and answer["duration_ms"] > 0
+    (opened,) = [e for e in entries if e["kind"] == "tunnel" and e["stage"] == "open"]
+    assert opened["rule"] == f"approved:{request.id}"
+
+
+def test_ip_literals_and_listed_hosts_are_never_asked_about(lab: AskLab) -> None:
+    status, head, _ = lab.get("127.0.0.7", lab.http, "/literal")
+    assert status == 403 and "X-Bot-Bottle-Rule: ip-literal" in head
+    status, _, _ = lab.get("listed.test", lab.http, "/listed")
+    assert status == 200
+    assert lab.approval_events("listed.test") == lab.approval_events("127.0.0.7") == []
+
+
+def test_a_flood_of_asks_stops_at_the_bottles_caps(tmp_path: Path) -> None:
+    """Distinct hosts each ask; beyond the store's burst the proxy refuses at once (ask-refused)
+    and nothing more reaches a person."""
+    with ask_lab(tmp_path, ask_timeout_seconds=TIMEOUT) as flood, ThreadPoolExecutor(16) as pool:
+        held = [pool.submit(flood.get, f"flood-{n}.test", flood.http, "/") for n in range(10)]
+        for n in range(10):
+            flood.pending_for(f"flood-{n}.test", flood.http)
+        status, head, body = flood.get("one-more.test", flood.http, "/")
+        assert status == 403 and "X-Bot-Bottle-Rule: ask-refused" in head, body
+        assert len(flood.store.all()) == 10
+        assert [f.result(timeout=60)[0] for f in held] == [403] * 10  # timed out
