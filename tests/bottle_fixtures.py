@@ -124,11 +124,24 @@ SLEEPING_AGENTS = {
     "diskfill": "copy_cwd = false",
 }
 
+
+def sleeping_agent(name: str, extra: str = "copy_cwd = false") -> str:
+    """An agent table whose command only keeps its sandbox up (TOML, no format fields)."""
+    return f'[agents.{name}]\ncommand = ["sleep", "infinity"]\n{extra}\n\n'
+
+
+# The bottle every test manifest runs its agents in: the repository's own agent image, small
+# limits. A format template: `{repo}` is filled with REPO_ROOT with the rest of the manifest.
+TEST_BOTTLE = """\
+[bottles.default]
+dockerfile = "{repo}/Dockerfile"
+context = "{repo}"
+memory = "512m"
+cpus = 1
+"""
+
 MANIFEST = (
-    "".join(
-        f'[agents.{name}]\ncommand = ["sleep", "infinity"]\n{extra}\n\n'
-        for name, extra in SLEEPING_AGENTS.items()
-    )
+    "".join(sleeping_agent(name, extra) for name, extra in SLEEPING_AGENTS.items())
     + """\
 [agents.neighbour]
 bottle = "default"
@@ -139,12 +152,9 @@ copy_cwd = false
 command = ["sh", "-c", "echo before; sleep 3; echo after; exit 7"]
 copy_cwd = false
 
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-
+"""
+    + TEST_BOTTLE
+    + """
 [bottles.default.egress]
 allow = ["upstream.test:{port}", "{upstream_ip}/32:{port}"]
 

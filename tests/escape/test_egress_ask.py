@@ -20,26 +20,29 @@ from typing import Any
 
 import pytest
 
-from tests.bottle_fixtures import HTTP_PORT, REPO_ROOT, BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import (
+    HTTP_PORT,
+    REPO_ROOT,
+    TEST_BOTTLE,
+    BottleWorld,
+    running_bottle,
+    sleeping_agent,
+    world_env,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = """\
-[agents.asker]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
+MANIFEST = (
+    sleeping_agent("asker")
+    + TEST_BOTTLE
+    + """\
 
 [bottles.default.egress]
 # The upstream's address only (a private range: refused unless listed); no host name at all.
 allow = ["{upstream_ip}/32:{port}"]
 ask = true
 """
+)
 
 
 @dataclasses.dataclass(frozen=True)

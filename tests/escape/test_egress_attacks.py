@@ -24,21 +24,22 @@ from typing import Any
 
 import pytest
 
-from tests.bottle_fixtures import REPO_ROOT, BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import (
+    REPO_ROOT,
+    TEST_BOTTLE,
+    BottleWorld,
+    running_bottle,
+    sleeping_agent,
+    world_env,
+)
 from tests.bundle_helpers import HELPERS_IN_CONTAINER, TEST_LABELS, make_test_ca
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = """\
-[agents.attacker]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
+MANIFEST = (
+    sleeping_agent("attacker")
+    + TEST_BOTTLE
+    + """\
 
 [bottles.default.egress]
 # The test network is a private range, refused unless its address is listed too.
@@ -49,6 +50,7 @@ upstream_ca = "{ca}"
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["secret.test:443"]
 """
+)
 
 MEMORY_BOUND = 100 * 1024 * 1024  # bytes a resource attack may add to the bundle's memory
 MEMORY: dict[str, tuple[int, int]] = {}  # attack -> bundle memory (rss) before, after

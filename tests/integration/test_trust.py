@@ -21,22 +21,23 @@ import pytest
 
 from bottle_engine import lifecycle, trust_store
 from bottle_engine.trust_store import UntrustedManifestError
-from tests.bottle_fixtures import HTTP_PORT, REPO_ROOT, BottleWorld, world_env
+from tests.bottle_fixtures import (
+    HTTP_PORT,
+    REPO_ROOT,
+    TEST_BOTTLE,
+    BottleWorld,
+    sleeping_agent,
+    world_env,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 AGENT = "trusty"
 
-BASE = """\
-[agents.trusty]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
+BASE = (
+    sleeping_agent("trusty")
+    + TEST_BOTTLE
+    + """\
 
 [bottles.default.egress]
 allow = ["upstream.test:{port}", "stranger.test:{port}"]
@@ -50,6 +51,7 @@ name = "origin"
 url = "https://upstream.test:{port}/repo.git"
 push_branches = ["agent/*"]
 """
+)
 
 # Each edit widens what the bottle may do; each must be refused with this text in the message.
 WIDENING = {
