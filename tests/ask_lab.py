@@ -25,7 +25,7 @@ from typing import Any
 
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.config import BundleConfig, SecretBinding
-from tests.bundle_helpers import free_port, make_test_ca
+from tests.bundle_helpers import free_port, make_test_ca, read_http_response
 
 REPO = Path(__file__).resolve().parents[1]
 SLUG = "asking"
@@ -149,27 +149,7 @@ class AskLab:
 
 
 def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, str, str]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = next(
-        (
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")[1:]
-            if line.lower().startswith(b"content-length:")
-        ),
-        None,
-    )
-    while not head_only and (length is None or len(body) < length):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
+    status, head, body = read_http_response(sock, head_only)
     return status, head.decode("latin-1"), body.decode("utf-8", "replace")
 
 

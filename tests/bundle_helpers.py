@@ -33,6 +33,9 @@ EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also ru
 # --------------------------------------------------------------------------- the upstream
 
 
+_LOG_LOCK = threading.Lock()
+
+
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
@@ -47,7 +50,11 @@ class EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(min(length, 64 * 1024 * 1024)) if length else b""
         if self.log_requests:
-            print(json.dumps(self._describe(body)), flush=True)
+            # One write per line: print() writes the newline apart, and handler threads would
+            # interleave their lines.
+            with _LOG_LOCK:
+                sys.stdout.write(json.dumps(self._describe(body)) + "\n")
+                sys.stdout.flush()
         if self.path.startswith("/reflect/"):
             self._reflect(self.path.split("/")[2].split("?")[0])
             return
@@ -590,3 +597,29 @@ def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:
             os.environ.pop("BOTTLE_CACHE_DIR", None)
         else:
             os.environ["BOTTLE_CACHE_DIR"] = previous
+
+
+def read_http_response(sock: socket.socket, head_only: bool = False) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of one HTTP/1.1 response (Content-Length or until close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        ),
+        None,
+    )
+    while not head_only and (length is None or len(body) < length):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, head, body

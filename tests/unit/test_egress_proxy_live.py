@@ -29,7 +29,7 @@ import pytest
 from bottle_engine.bundle.audit import read_audit
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
-from tests.bundle_helpers import free_port, make_test_ca
+from tests.bundle_helpers import free_port, make_test_ca, read_http_response
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-live-placeholder-7d1e"
@@ -137,32 +137,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 # --------------------------------------------------------------------------- clients
 
 
-def _read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, bytes, bytes]:
-    """(status, head, body) of one HTTP/1.1 response (Content-Length or until close)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = next(
-        (
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")[1:]
-            if line.lower().startswith(b"content-length:")
-        ),
-        None,
-    )
-    while not head_only and (length is None or len(body) < length):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return status, head, body
-
-
 def _connect(lab: Lab) -> socket.socket:
     return socket.create_connection(("127.0.0.1", lab.proxy), timeout=20)
 
@@ -173,7 +147,7 @@ def tunnel(lab: Lab, host: str, *, sni: str | None = None) -> ssl.SSLSocket:
     sock.sendall(
         f"CONNECT {host}:{lab.https} HTTP/1.1\r\nHost: {host}:{lab.https}\r\n\r\n".encode()
     )
-    status, _, _ = _read_response(sock, head_only=True)
+    status, _, _ = read_http_response(sock, head_only=True)
     assert status == 200
     context = ssl.create_default_context(cafile=str(lab.bottle_ca))
     return context.wrap_socket(sock, server_hostname=sni or host)
@@ -181,7 +155,7 @@ def tunnel(lab: Lab, host: str, *, sni: str | None = None) -> ssl.SSLSocket:
 
 def exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, object] | str]:
     sock.sendall(request)
-    status, _, body = _read_response(sock)
+    status, _, body = read_http_response(sock)
     try:
         return status, json.loads(body)
     except ValueError:
@@ -346,7 +320,7 @@ def test_an_unending_request_head_gets_431_naming_the_limit(lab: Lab) -> None:
                 sent += 16384
         except OSError:
             pass
-        status, _, body = _read_response(sock)
+        status, _, body = read_http_response(sock)
     assert status == 431 and b"request-head-limit" in body
 
 
@@ -364,7 +338,7 @@ def test_a_huge_body_to_a_denied_host_is_refused_without_reading_it(lab: Lab) ->
                 sent += 65536
         except OSError:
             pass
-        status, _, body = _read_response(sock)
+        status, _, body = read_http_response(sock)
     assert status == 403 and b"default-deny" in body
     assert sent < size
 
@@ -385,7 +359,7 @@ def test_audit_fields_are_capped(lab: Lab) -> None:
         sock.sendall(
             f"{method} http://denied.invalid/ HTTP/1.1\r\nHost: denied.invalid\r\n\r\n".encode()
         )
-        status, _, _ = _read_response(sock)
+        status, _, _ = read_http_response(sock)
     assert status == 403
     lines = lab.audit.read_text().splitlines()
     long_line = next(line for line in lines if "XXXX" in line)
@@ -395,7 +369,7 @@ def test_audit_fields_are_capped(lab: Lab) -> None:
 def test_a_tunnel_is_logged_when_it_opens_and_again_when_it_closes(lab: Lab) -> None:
     sock = _connect(lab)
     sock.sendall(f"CONNECT other.test:{lab.https} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    assert _read_response(sock, head_only=True)[0] == 200
+    assert read_http_response(sock, head_only=True)[0] == 200
     deadline = time.monotonic() + 10
     opened = []
     while not opened and time.monotonic() < deadline:
