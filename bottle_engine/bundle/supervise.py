@@ -183,22 +183,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any) -> None:
-        body = (
+        await _plain_response(
+            send,
+            413,
             f"request body over {self.max_bytes} bytes: an approval request is an action "
-            "and a reason, not a document\n"
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+            "and a reason, not a document",
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 def transport_security(config: BundleConfig, port: int) -> TransportSecuritySettings:
@@ -234,11 +224,16 @@ async def _forbidden(scope: Scope, send: Send, message: str) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
+    await _plain_response(send, 403, message)
+
+
+async def _plain_response(send: Send, status: int, message: str) -> None:
+    """A one-line text answer that closes the connection (the request is not read further)."""
     body = (message + "\n").encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 403,
+            "status": status,
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
