@@ -449,7 +449,7 @@ def test_launch_records_on_first_use_and_after_a_yes(
     reached = []
 
     class Backend:
-        def launch(self, planner: object, progress: object) -> str:
+        def launch(self, planner: object, progress: object, terminal: bool = False) -> str:
             reached.append(planner)
             return "launched"
 
@@ -592,7 +592,7 @@ def test_a_first_launch_from_the_cli_says_what_it_trusted(
     project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     class Backend:
-        def launch(self, planner: object, progress: object) -> object:
+        def launch(self, planner: object, progress: object, terminal: bool = False) -> object:
             return type("Record", (), {"slug": "dev-1"})()
 
     monkeypatch.setattr(lifecycle, "backend_named", lambda name: Backend())
