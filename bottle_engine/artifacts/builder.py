@@ -3,6 +3,9 @@
 `ensure_artifact` is what launches call: with a stored artifact for the input key it makes no
 ``docker build`` at all, only (if Docker lacks the image) a ``docker load`` of the stored layout.
 `verify_artifact` builds twice without any cache and says which paths differ.
+With a shared cache (``BOTTLE_ARTIFACT_REGISTRY``, `remote.py`), a store miss first asks the
+registry for the input key, and a fresh build is pushed there; a registry that cannot be used
+costs a note, never the build (unless `require_cache`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bottle_engine.artifacts.oci import (
     layout_from_docker_save,
     read_layout,
 )
+from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError
 from bottle_engine.artifacts.spec import Artifact, BuildSpec
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.dockerapi import images
@@ -31,6 +35,9 @@ from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
 
 LAYER_CACHE_TAG = "build-cache"
+FROM_ENV = (
+    "from-env"  # `build(remote=...)` default: the shared cache BOTTLE_ARTIFACT_REGISTRY names
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class BuildResult:
     inputs: BuildInputs
     built: bool  # False: the store already held the artifact (no docker build ran)
     loaded: bool  # True: the image was loaded into Docker by this call
+    pulled: bool = False  # True: it came from the shared cache (no docker build ran)
+    notes: tuple[str, ...] = ()  # what went wrong with the shared cache, for people
 
 
 @dataclass(frozen=True)
@@ -73,13 +82,40 @@ def build(
     no_cache: bool = False,
     progress: Progress | None = None,
     store: ArtifactStore | None = None,
+    remote: RemoteCache | str | None = FROM_ENV,
+    require_cache: bool = False,
 ) -> BuildResult:
-    """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded)."""
+    """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded).
+
+    `remote`: the shared cache to pull from on a store miss and push a fresh build to (None:
+    none). `require_cache`: fail instead of building when neither has the input key.
+    """
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
+    shared = RemoteCache.from_env() if remote == FROM_ENV else remote
+    assert not isinstance(shared, str)
     progress.stage(f"{spec.name} image: hash inputs")
     inputs = resolve_inputs(client, spec, progress)
     artifact = None if no_cache else store.lookup(inputs.input_key)
+    notes: list[str] = []
+    pulled = False
+    if artifact is None and not no_cache and shared is not None:
+        progress.stage(f"{spec.name} image: look up {shared.location}")
+        try:
+            artifact = shared.pull(inputs.input_key, store, expected_name=spec.name)
+            pulled = artifact is not None
+        except RemoteCacheError as exc:
+            if require_cache:
+                raise
+            notes.append(f"shared cache not used, building locally: {exc}")
+            progress.detail(notes[-1])
+    if artifact is None and require_cache:
+        where = f"the store or {shared.location}" if shared is not None else "the store"
+        raise BottleError(
+            f"--require-cache: no artifact for {spec.name} (input key {inputs.input_key}) "
+            f"in {where}",
+            fix="build it on a machine that pushes to the shared cache, or drop --require-cache",
+        )
     built = artifact is None
     if artifact is None:
         with store.new_layout() as work:
@@ -87,8 +123,19 @@ def build(
                 client, inputs, work, no_cache=no_cache, keep_layer_cache=True, progress=progress
             )
             artifact = store.put(inputs.input_key, spec.name, digest, work / "layout")
+        if shared is not None:
+            progress.stage(f"{spec.name} image: push to {shared.location}")
+            try:
+                outcome = shared.push(artifact, spec.name)
+                if outcome not in ("pushed", "present"):
+                    notes.append(f"shared cache {shared.location}: {outcome}")
+            except RemoteCacheError as exc:
+                notes.append(f"shared cache not updated: {exc}")
+                progress.detail(notes[-1])
     loaded = make_runnable(client, artifact, store=store, progress=progress)
-    return BuildResult(artifact, inputs, built=built, loaded=loaded)
+    return BuildResult(
+        artifact, inputs, built=built, loaded=loaded, pulled=pulled, notes=tuple(notes)
+    )
 
 
 def verify_artifact(

@@ -17,8 +17,15 @@ from bottle_engine.artifacts import (
 from bottle_engine.artifacts.builder import resolve_inputs
 from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
-from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.output import (
+    add_manifest_option,
+    console,
+    err_console,
+    formatter,
+    print_json,
+)
 from bottle_engine.cli.progress import cli_progress
+from bottle_engine.display import safe_text
 from bottle_engine.dockerapi import connect
 from bottle_engine.manifest import Manifest, load_manifest
 from bottle_engine.plan import plan_bottle
@@ -79,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="extra CA bundle (PEM) to trust during the build (default: $BOTTLE_CA_BUNDLE, "
         "then the bottle's ca_bundle)",
     )
+    parser.add_argument(
+        "--require-cache",
+        action="store_true",
+        help="fail instead of building when neither the store nor the shared cache "
+        "($BOTTLE_ARTIFACT_REGISTRY) has the artifact",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
@@ -106,7 +119,13 @@ def run(args: argparse.Namespace) -> int:
         if args.verify:
             verified = verify_artifact(client, spec, progress=progress)
         else:
-            result = build(client, spec, no_cache=args.no_cache, progress=progress)
+            result = build(
+                client,
+                spec,
+                no_cache=args.no_cache,
+                progress=progress,
+                require_cache=args.require_cache,
+            )
     if args.verify:
         return _report_verify(verified, as_json=args.json)
     artifact = result.artifact
@@ -119,14 +138,22 @@ def run(args: argparse.Namespace) -> int:
                 "image_tag": artifact.image_tag,
                 "layout_dir": str(artifact.layout_dir),
                 "built": result.built,
+                "pulled": result.pulled,
                 "loaded": result.loaded,
+                "notes": list(result.notes),
             }
         )
     elif not args.quiet:
         console.print(f"input key  {artifact.input_key}")
         console.print(f"artifact   {artifact.digest}")
         how = "built" if result.built else "reused from the store (no docker build)"
+        if result.pulled:
+            how = "pulled from the shared cache (no docker build)"
         console.print(f"image      {artifact.image_tag}  ({how})")
+    for note in result.notes:
+        for number, line in enumerate(note.splitlines()):
+            prefix = "warning: " if number == 0 else ""
+            err_console.print(prefix + safe_text(line), markup=False, highlight=False)
     return 0
 
 
