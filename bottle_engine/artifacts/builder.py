@@ -56,11 +56,16 @@ class VerifyResult:
     first_digest: str
     second_digest: str
     differences: list[Difference]
-    artifact: Artifact | None  # stored when the two builds agree
+    artifact: Artifact | None  # stored when the two builds (and the shared cache) agree
+    shared_digest: str | None = None  # what the shared cache holds for the key, if anything
+    notes: tuple[str, ...] = ()  # the shared cache could not be asked, and why
 
     @property
     def reproducible(self) -> bool:
-        return self.first_digest == self.second_digest
+        return self.first_digest == self.second_digest and self.shared_digest in (
+            None,
+            self.first_digest,
+        )
 
 
 def ensure_artifact(
@@ -144,12 +149,21 @@ def verify_artifact(
     *,
     progress: Progress | None = None,
     store: ArtifactStore | None = None,
+    remote: RemoteCache | str | None = FROM_ENV,
 ) -> VerifyResult:
-    """Build `spec` twice from scratch; store the artifact if both builds give one digest."""
+    """Build `spec` twice from scratch; store the artifact if both builds give one digest and
+    the shared cache (if any) holds none other for the key. On a mismatch with the shared
+    cache, its artifact is fetched (into a scratch dir, never the store) and compared."""
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
+    shared = RemoteCache.from_env() if remote == FROM_ENV else remote
+    assert not isinstance(shared, str)
     inputs = resolve_inputs(client, spec, progress)
-    with store.new_layout() as first, store.new_layout() as second:
+    with (
+        store.new_layout() as first,
+        store.new_layout() as second,
+        store.new_layout() as theirs,
+    ):
         digests = []
         for number, work in enumerate((first, second), start=1):
             progress.stage(f"{spec.name} image: verify build {number}/2 (no cache)")
@@ -167,9 +181,25 @@ def verify_artifact(
             progress.stage("compare the two builds")
             differences = diff_layouts(first / "layout", second / "layout")
             return VerifyResult(inputs, digests[0], digests[1], differences, None)
+        shared_digest: str | None = None
+        notes: tuple[str, ...] = ()
+        if shared is not None:
+            progress.stage(f"compare with {shared.location}")
+            try:
+                found = shared.lookup(inputs.input_key)
+                shared_digest = found[0].digest if found else None
+                if shared_digest not in (None, digests[0]):
+                    other = shared.pull(inputs.input_key, ArtifactStore(theirs / "store"))
+                    assert other is not None
+                    differences = diff_layouts(first / "layout", other.layout_dir)
+                    return VerifyResult(
+                        inputs, digests[0], digests[1], differences, None, shared_digest
+                    )
+            except RemoteCacheError as exc:
+                notes = (f"shared cache not compared: {exc}",)
         artifact = store.put(inputs.input_key, spec.name, digests[0], first / "layout")
     make_runnable(client, artifact, store=store, progress=progress)
-    return VerifyResult(inputs, digests[0], digests[1], [], artifact)
+    return VerifyResult(inputs, digests[0], digests[1], [], artifact, shared_digest, notes)
 
 
 def _build_layout(

@@ -150,11 +150,16 @@ def run(args: argparse.Namespace) -> int:
         if result.pulled:
             how = "pulled from the shared cache (no docker build)"
         console.print(f"image      {artifact.image_tag}  ({how})")
-    for note in result.notes:
+    _print_notes(result.notes)
+    return 0
+
+
+def _print_notes(notes: tuple[str, ...]) -> None:
+    """Warnings about the shared cache (registry text in them is made safe), on stderr."""
+    for note in notes:
         for number, line in enumerate(note.splitlines()):
             prefix = "warning: " if number == 0 else ""
             err_console.print(prefix + safe_text(line), markup=False, highlight=False)
-    return 0
 
 
 def _explain(client: Any, spec: BuildSpec, *, as_json: bool) -> int:
@@ -189,6 +194,8 @@ def _report_verify(verified: VerifyResult, *, as_json: bool) -> int:
                 "reproducible": verified.reproducible,
                 "first_digest": verified.first_digest,
                 "second_digest": verified.second_digest,
+                "shared_digest": verified.shared_digest,
+                "notes": list(verified.notes),
                 "image_tag": verified.artifact.image_tag if verified.artifact else None,
                 "differences": [vars(difference) for difference in verified.differences],
             }
@@ -197,6 +204,9 @@ def _report_verify(verified: VerifyResult, *, as_json: bool) -> int:
     console.print(f"input key  {verified.inputs.input_key}")
     console.print(f"build 1    {verified.first_digest}")
     console.print(f"build 2    {verified.second_digest}")
+    if verified.shared_digest is not None:
+        console.print(f"shared     {verified.shared_digest}  (the shared cache's, side 2 below)")
+    _print_notes(verified.notes)
     if verified.artifact is not None:
         console.print(f"[green]reproducible[/]: {verified.artifact.image_tag}")
         return 0

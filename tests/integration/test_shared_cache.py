@@ -15,14 +15,20 @@ from typing import Any
 
 import pytest
 
-from bottle_engine.artifacts.builder import build, layer_cache_ref
+from bottle_engine.artifacts.builder import build, layer_cache_ref, resolve_inputs, verify_artifact
 from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, key_tag, parse_location
-from bottle_engine.artifacts.spec import BuildSpec
+from bottle_engine.artifacts.spec import Artifact, BuildSpec
 from bottle_engine.artifacts.store import ArtifactStore
+from bottle_engine.cli import main
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
 from bottle_engine.errors import BottleError
 from tests.fakes.fixtures import registry_image
-from tests.fixtures_artifacts import RecordingClient, remove_images
+from tests.fixtures_artifacts import (
+    RecordingClient,
+    remove_images,
+    small_build_spec,
+    write_small_context,
+)
 
 __all__ = ["registry_image"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -248,3 +254,58 @@ def test_require_cache_without_a_hit_fails_before_building(
         build(recording, small_spec, store=store, remote=_cache(registry), require_cache=True)
     assert not BUILD_CALLS & set(recording.calls)
     assert store.entries() == []
+
+
+def test_cli_lists_pulls_and_pushes_the_shared_cache(
+    machine_a: tuple[BuildSpec, Any],
+    registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, built_on_a = machine_a
+    _cache(registry)  # listening
+    monkeypatch.setenv("BOTTLE_ARTIFACT_REGISTRY", f"127.0.0.1:{registry.port}/{REPOSITORY}")
+    monkeypatch.setenv("BOTTLE_CACHE_DIR", str(tmp_path / "machine-c"))
+    capsys.readouterr()
+    assert main(["cache", "ls", "--remote", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [
+        {
+            "input_key": built_on_a.artifact.input_key,
+            "digest": built_on_a.artifact.digest,
+            "name": "test-small",
+        }
+    ]
+    assert main(["cache", "pull", built_on_a.artifact.input_key, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["digest"] == built_on_a.artifact.digest
+    assert main(["cache", "push", built_on_a.artifact.digest, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["outcome"] == "present"
+
+
+def test_verify_compares_with_the_shared_cache_and_lists_what_differs(
+    docker_client: Any,
+    small_spec: BuildSpec,
+    small_context: Path,
+    base_image: str,
+    registry: Any,
+    tmp_path: Path,
+    remove_test_images: list[str],
+) -> None:
+    """The registry maps the key to another image (a build elsewhere that differs, or a
+    poisoned entry): --verify says so and names the path, and stores nothing."""
+    other_context = write_small_context(tmp_path / "other", greeting_file="tampered\n")
+    other_spec = small_build_spec(other_context, base_image)
+    remove_test_images.append(layer_cache_ref(other_spec))
+    scratch = ArtifactStore(tmp_path / "elsewhere")
+    other = build(docker_client, other_spec, store=scratch, remote=None).artifact
+    remove_test_images.append(other.image_tag)
+    key = resolve_inputs(docker_client, small_spec).input_key
+    cache = _cache(registry)
+    assert cache.push(Artifact(key, other.digest, other.layout_dir, other.image_tag), "test-small")
+    store = ArtifactStore(tmp_path / "store")
+    verified = verify_artifact(docker_client, small_spec, store=store, remote=cache)
+    assert verified.first_digest == verified.second_digest != other.digest
+    assert verified.shared_digest == other.digest and not verified.reproducible
+    assert any("greeting.txt" in difference.path for difference in verified.differences)
+    assert verified.artifact is None and store.entries() == []
