@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -64,6 +65,7 @@ ANNOTATION_KEY_VERSION = "org.bot-bottle.key-version"
 ANNOTATION_NAME = "org.bot-bottle.name"
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024  # manifests and indexes; a bigger one is an attack
 MAX_TAGS = 10_000
+DISK_RESERVE_BYTES = 1 << 30  # a pull leaves this much free on the store's disk
 TIMEOUT_S = 60.0
 _CHUNK = 1024 * 1024
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -319,6 +321,16 @@ class RemoteCache:
                     f"input key {input_key}, which is not a bot-bottle artifact: {exc}",
                     fix="remove the tag from the registry",
                 ) from exc
+            claimed = sum(size for _, size in descriptors)
+            free = shutil.disk_usage(blobs).free
+            if claimed > free - DISK_RESERVE_BYTES:
+                # Each blob is capped at its declared size; this caps the declared sizes.
+                raise RemoteCacheError(
+                    f"the artifact {entry.digest} in {self.location} declares {claimed} bytes; "
+                    f"the store has {free} free: not fetched",
+                    fix="free disk space (`bottle-engine cache gc`), or remove the tag if the "
+                    "size is wrong",
+                )
             for digest, size in descriptors:
                 self._fetch_blob(f"blobs/{digest}", digest, size, blobs, None)
             write_layout_index(layout, entry.digest, manifest_size)

@@ -4,8 +4,11 @@ manifest from the registry must look like before a byte of them is trusted."""
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -14,6 +17,7 @@ from bottle_engine.artifacts.oci import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFES
 from bottle_engine.artifacts.remote import (
     ANNOTATION_INPUT_KEY,
     ANNOTATION_KEY_VERSION,
+    RemoteCache,
     RemoteCacheError,
     blob_descriptors,
     docker_credentials,
@@ -143,3 +147,52 @@ def test_key_tag_is_the_hex_of_a_full_key() -> None:
     assert key_tag(KEY) == "a" * 64
     with pytest.raises(BottleError, match="not an input key"):
         key_tag("sha256:abc")
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Loopback stand-ins: the registry asks for Basic auth and redirects a manifest request to
+    another host name (blob storage, say), which records what it was sent."""
+
+    seen: ClassVar[list[tuple[str, str, str | None]]] = []
+    redirect_to = ""
+
+    def do_GET(self) -> None:
+        authorization = self.headers.get("Authorization")
+        self.seen.append((self.headers["Host"], self.path, authorization))
+        if self.path == "/v2/" and authorization is None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="test"')
+        elif self.path.startswith("/v2/team/cache/manifests/"):
+            self.send_response(307)
+            self.send_header("Location", f"{self.redirect_to}/storage/index")
+        else:
+            self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_credentials_never_follow_a_redirect_to_another_host() -> None:
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder) for _ in range(2)]
+    registry, storage = servers
+    _Recorder.seen = []
+    _Recorder.redirect_to = f"http://localhost:{storage.server_address[1]}"
+    threads = [threading.Thread(target=server.serve_forever, daemon=True) for server in servers]
+    for thread in threads:
+        thread.start()
+    try:
+        location = parse_location(f"127.0.0.1:{registry.server_address[1]}/team/cache")
+        cache = RemoteCache(location, ("builder", "s3cret"))
+        assert cache.lookup(KEY) is None  # the storage host answers 404
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    sent = {path: authorization for _, path, authorization in _Recorder.seen}
+    assert (
+        sent[f"/v2/team/cache/manifests/{'a' * 64}"]
+        == "Basic " + base64.b64encode(b"builder:s3cret").decode()
+    )
+    assert "/storage/index" in sent and sent["/storage/index"] is None
