@@ -102,7 +102,7 @@ def auth_registry(
 def _wait_ready(cache: RemoteCache) -> None:
     import time
 
-    for _ in range(100):
+    for _ in range(600):  # up to a minute on a loaded machine
         try:
             cache.lookup("sha256:" + "0" * 64)
             return
