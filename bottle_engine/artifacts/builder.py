@@ -3,6 +3,9 @@
 `ensure_artifact` is what launches call: with a stored artifact for the input key it makes no
 ``docker build`` at all, only (if Docker lacks the image) a ``docker load`` of the stored layout.
 `verify_artifact` builds twice without any cache and says which paths differ.
+With a shared cache (``BOTTLE_ARTIFACT_REGISTRY``, `remote.py`), a store miss first asks the
+registry for the input key, and a fresh build is pushed there; a registry that cannot be used
+costs a note, never the build (unless `require_cache`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bottle_engine.artifacts.oci import (
     layout_from_docker_save,
     read_layout,
 )
+from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError
 from bottle_engine.artifacts.spec import Artifact, BuildSpec
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.dockerapi import images
@@ -31,6 +35,9 @@ from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
 
 LAYER_CACHE_TAG = "build-cache"
+FROM_ENV = (
+    "from-env"  # `build(remote=...)` default: the shared cache BOTTLE_ARTIFACT_REGISTRY names
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class BuildResult:
     inputs: BuildInputs
     built: bool  # False: the store already held the artifact (no docker build ran)
     loaded: bool  # True: the image was loaded into Docker by this call
+    pulled: bool = False  # True: it came from the shared cache (no docker build ran)
+    notes: tuple[str, ...] = ()  # what went wrong with the shared cache, for people
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,16 @@ class VerifyResult:
     first_digest: str
     second_digest: str
     differences: list[Difference]
-    artifact: Artifact | None  # stored when the two builds agree
+    artifact: Artifact | None  # stored when the two builds (and the shared cache) agree
+    shared_digest: str | None = None  # what the shared cache holds for the key, if anything
+    notes: tuple[str, ...] = ()  # the shared cache could not be asked, and why
 
     @property
     def reproducible(self) -> bool:
-        return self.first_digest == self.second_digest
+        return self.first_digest == self.second_digest and self.shared_digest in (
+            None,
+            self.first_digest,
+        )
 
 
 def ensure_artifact(
@@ -73,13 +87,40 @@ def build(
     no_cache: bool = False,
     progress: Progress | None = None,
     store: ArtifactStore | None = None,
+    remote: RemoteCache | str | None = FROM_ENV,
+    require_cache: bool = False,
 ) -> BuildResult:
-    """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded)."""
+    """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded).
+
+    `remote`: the shared cache to pull from on a store miss and push a fresh build to (None:
+    none). `require_cache`: fail instead of building when neither has the input key.
+    """
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
+    shared = RemoteCache.from_env() if remote == FROM_ENV else remote
+    assert not isinstance(shared, str)
     progress.stage(f"{spec.name} image: hash inputs")
     inputs = resolve_inputs(client, spec, progress)
     artifact = None if no_cache else store.lookup(inputs.input_key)
+    notes: list[str] = []
+    pulled = False
+    if artifact is None and not no_cache and shared is not None:
+        progress.stage(f"{spec.name} image: look up {shared.location}")
+        try:
+            artifact = shared.pull(inputs.input_key, store, expected_name=spec.name)
+            pulled = artifact is not None
+        except RemoteCacheError as exc:
+            if require_cache:
+                raise
+            notes.append(f"shared cache not used, building locally: {exc}")
+            progress.detail(notes[-1])
+    if artifact is None and require_cache:
+        where = f"the store or {shared.location}" if shared is not None else "the store"
+        raise BottleError(
+            f"--require-cache: no artifact for {spec.name} (input key {inputs.input_key}) "
+            f"in {where}",
+            fix="build it on a machine that pushes to the shared cache, or drop --require-cache",
+        )
     built = artifact is None
     if artifact is None:
         with store.new_layout() as work:
@@ -87,8 +128,19 @@ def build(
                 client, inputs, work, no_cache=no_cache, keep_layer_cache=True, progress=progress
             )
             artifact = store.put(inputs.input_key, spec.name, digest, work / "layout")
+        if shared is not None:
+            progress.stage(f"{spec.name} image: push to {shared.location}")
+            try:
+                outcome = shared.push(artifact, spec.name)
+                if outcome not in ("pushed", "present"):
+                    notes.append(f"shared cache {shared.location}: {outcome}")
+            except RemoteCacheError as exc:
+                notes.append(f"shared cache not updated: {exc}")
+                progress.detail(notes[-1])
     loaded = make_runnable(client, artifact, store=store, progress=progress)
-    return BuildResult(artifact, inputs, built=built, loaded=loaded)
+    return BuildResult(
+        artifact, inputs, built=built, loaded=loaded, pulled=pulled, notes=tuple(notes)
+    )
 
 
 def verify_artifact(
@@ -97,12 +149,21 @@ def verify_artifact(
     *,
     progress: Progress | None = None,
     store: ArtifactStore | None = None,
+    remote: RemoteCache | str | None = FROM_ENV,
 ) -> VerifyResult:
-    """Build `spec` twice from scratch; store the artifact if both builds give one digest."""
+    """Build `spec` twice from scratch; store the artifact if both builds give one digest and
+    the shared cache (if any) holds none other for the key. On a mismatch with the shared
+    cache, its artifact is fetched (into a scratch dir, never the store) and compared."""
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
+    shared = RemoteCache.from_env() if remote == FROM_ENV else remote
+    assert not isinstance(shared, str)
     inputs = resolve_inputs(client, spec, progress)
-    with store.new_layout() as first, store.new_layout() as second:
+    with (
+        store.new_layout() as first,
+        store.new_layout() as second,
+        store.new_layout() as theirs,
+    ):
         digests = []
         for number, work in enumerate((first, second), start=1):
             progress.stage(f"{spec.name} image: verify build {number}/2 (no cache)")
@@ -120,9 +181,25 @@ def verify_artifact(
             progress.stage("compare the two builds")
             differences = diff_layouts(first / "layout", second / "layout")
             return VerifyResult(inputs, digests[0], digests[1], differences, None)
+        shared_digest: str | None = None
+        notes: tuple[str, ...] = ()
+        if shared is not None:
+            progress.stage(f"compare with {shared.location}")
+            try:
+                found = shared.lookup(inputs.input_key)
+                shared_digest = found[0].digest if found else None
+                if shared_digest not in (None, digests[0]):
+                    other = shared.pull(inputs.input_key, ArtifactStore(theirs / "store"))
+                    assert other is not None
+                    differences = diff_layouts(first / "layout", other.layout_dir)
+                    return VerifyResult(
+                        inputs, digests[0], digests[1], differences, None, shared_digest
+                    )
+            except RemoteCacheError as exc:
+                notes = (f"shared cache not compared: {exc}",)
         artifact = store.put(inputs.input_key, spec.name, digests[0], first / "layout")
     make_runnable(client, artifact, store=store, progress=progress)
-    return VerifyResult(inputs, digests[0], digests[1], [], artifact)
+    return VerifyResult(inputs, digests[0], digests[1], [], artifact, shared_digest, notes)
 
 
 def _build_layout(

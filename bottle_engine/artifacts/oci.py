@@ -141,14 +141,19 @@ def layout_from_docker_save(
     }
     manifest_bytes = canonical_json(image_manifest)
     digest = _write_blob(blobs_dir, manifest_bytes)
+    write_layout_index(layout_dir, digest, len(manifest_bytes))
+    return digest
+
+
+def write_layout_index(layout_dir: Path, digest: str, manifest_size: int) -> None:
+    """Write the layout's ``index.json`` (naming the one image manifest) and ``oci-layout``."""
     index = {
         "schemaVersion": 2,
         "mediaType": MEDIA_INDEX,
-        "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": digest, "size": len(manifest_bytes)}],
+        "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": digest, "size": manifest_size}],
     }
     (layout_dir / "index.json").write_bytes(canonical_json(index))
     (layout_dir / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
-    return digest
 
 
 def _normalize_spooled(spool: Path, blobs_dir: Path, rules: NormalizeRules) -> LayerBlob:

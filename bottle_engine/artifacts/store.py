@@ -140,6 +140,12 @@ class ArtifactStore:
 
     def remove(self, key_or_digest: str) -> list[StoreEntry]:
         """Remove the entries whose input key or digest is (or starts with) `key_or_digest`."""
+        matches = self.matching(key_or_digest)
+        self._drop(matches)
+        return matches
+
+    def matching(self, key_or_digest: str) -> list[StoreEntry]:
+        """The entries whose input key or digest is (or starts with) `key_or_digest`."""
         wanted = _hex(key_or_digest.strip())
         if len(wanted) < 6:
             raise BottleError(
@@ -156,7 +162,6 @@ class ArtifactStore:
                 f"no cache entry has an input key or digest starting with {wanted}",
                 fix="list the entries with `bottle-engine cache ls`",
             )
-        self._drop(matches)
         return matches
 
     def gc(self, keep: int) -> list[StoreEntry]:

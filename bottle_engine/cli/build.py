@@ -17,8 +17,15 @@ from bottle_engine.artifacts import (
 from bottle_engine.artifacts.builder import resolve_inputs
 from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
-from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.output import (
+    add_manifest_option,
+    console,
+    err_console,
+    formatter,
+    print_json,
+)
 from bottle_engine.cli.progress import cli_progress
+from bottle_engine.display import safe_text
 from bottle_engine.dockerapi import connect
 from bottle_engine.manifest import Manifest, load_manifest
 from bottle_engine.plan import plan_bottle
@@ -79,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="extra CA bundle (PEM) to trust during the build (default: $BOTTLE_CA_BUNDLE, "
         "then the bottle's ca_bundle)",
     )
+    parser.add_argument(
+        "--require-cache",
+        action="store_true",
+        help="fail instead of building when neither the store nor the shared cache "
+        "($BOTTLE_ARTIFACT_REGISTRY) has the artifact",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
@@ -106,7 +119,13 @@ def run(args: argparse.Namespace) -> int:
         if args.verify:
             verified = verify_artifact(client, spec, progress=progress)
         else:
-            result = build(client, spec, no_cache=args.no_cache, progress=progress)
+            result = build(
+                client,
+                spec,
+                no_cache=args.no_cache,
+                progress=progress,
+                require_cache=args.require_cache,
+            )
     if args.verify:
         return _report_verify(verified, as_json=args.json)
     artifact = result.artifact
@@ -119,15 +138,28 @@ def run(args: argparse.Namespace) -> int:
                 "image_tag": artifact.image_tag,
                 "layout_dir": str(artifact.layout_dir),
                 "built": result.built,
+                "pulled": result.pulled,
                 "loaded": result.loaded,
+                "notes": list(result.notes),
             }
         )
     elif not args.quiet:
         console.print(f"input key  {artifact.input_key}")
         console.print(f"artifact   {artifact.digest}")
         how = "built" if result.built else "reused from the store (no docker build)"
+        if result.pulled:
+            how = "pulled from the shared cache (no docker build)"
         console.print(f"image      {artifact.image_tag}  ({how})")
+    _print_notes(result.notes)
     return 0
+
+
+def _print_notes(notes: tuple[str, ...]) -> None:
+    """Warnings about the shared cache (registry text in them is made safe), on stderr."""
+    for note in notes:
+        for number, line in enumerate(note.splitlines()):
+            prefix = "warning: " if number == 0 else ""
+            err_console.print(prefix + safe_text(line), markup=False, highlight=False)
 
 
 def _explain(client: Any, spec: BuildSpec, *, as_json: bool) -> int:
@@ -162,6 +194,8 @@ def _report_verify(verified: VerifyResult, *, as_json: bool) -> int:
                 "reproducible": verified.reproducible,
                 "first_digest": verified.first_digest,
                 "second_digest": verified.second_digest,
+                "shared_digest": verified.shared_digest,
+                "notes": list(verified.notes),
                 "image_tag": verified.artifact.image_tag if verified.artifact else None,
                 "differences": [vars(difference) for difference in verified.differences],
             }
@@ -170,6 +204,9 @@ def _report_verify(verified: VerifyResult, *, as_json: bool) -> int:
     console.print(f"input key  {verified.inputs.input_key}")
     console.print(f"build 1    {verified.first_digest}")
     console.print(f"build 2    {verified.second_digest}")
+    if verified.shared_digest is not None:
+        console.print(f"shared     {verified.shared_digest}  (the shared cache's, side 2 below)")
+    _print_notes(verified.notes)
     if verified.artifact is not None:
         console.print(f"[green]reproducible[/]: {verified.artifact.image_tag}")
         return 0

@@ -1,13 +1,16 @@
-"""`bottle-engine cache`: list, prune and remove stored artifacts."""
+"""`bottle-engine cache`: list, prune and remove stored artifacts; push and pull them to and
+from the shared cache (BOTTLE_ARTIFACT_REGISTRY)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from bottle_engine.artifacts.remote import ENV_ARTIFACT_REGISTRY, RemoteCache, RemoteEntry
 from bottle_engine.artifacts.store import ArtifactStore, StoreEntry
 from bottle_engine.cli.output import console, formatter, print_json
-from bottle_engine.errors import UsageError
+from bottle_engine.display import safe_text
+from bottle_engine.errors import BottleError, UsageError
 
 HELP = """\
 The artifact store: normalized images (OCI layouts) by artifact digest, and an index from input
@@ -18,6 +21,12 @@ examples:
   bottle-engine cache ls
   bottle-engine cache gc --keep 2        # keep the 2 most recently used per image name
   bottle-engine cache rm 3f2a9c          # by a prefix of an input key or artifact digest
+
+shared cache (an OCI registry; credentials from the Docker config):
+  export BOTTLE_ARTIFACT_REGISTRY=registry.example.com/team/bot-bottle
+  bottle-engine cache push 3f2a9c        # push stored entries, tagged by input key
+  bottle-engine cache pull sha256:3f2a…  # fetch and verify one input key into the store
+  bottle-engine cache ls --remote
 """
 DEFAULT_KEEP = 3
 
@@ -32,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     listing = actions.add_parser("ls", help="list stored artifacts, most recently used first")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--remote", action="store_true", help=f"list the shared cache (${ENV_ARTIFACT_REGISTRY})"
+    )
     listing.set_defaults(run=run_ls)
     gc = actions.add_parser(
         "gc", help="keep the N most recently used artifacts per name; drop the rest and leftovers"
@@ -45,6 +57,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     remove.add_argument("key", metavar="KEY_OR_DIGEST", help="an input key or digest (or a prefix)")
     remove.add_argument("--json", action="store_true", help="machine-readable output")
     remove.set_defaults(run=run_rm)
+    push = actions.add_parser("push", help="push stored entries to the shared cache")
+    push.add_argument("key", metavar="KEY_OR_DIGEST", help="an input key or digest (or a prefix)")
+    push.add_argument("--json", action="store_true", help="machine-readable output")
+    push.set_defaults(run=run_push)
+    pull = actions.add_parser(
+        "pull", help="fetch an input key's artifact from the shared cache into the store"
+    )
+    pull.add_argument("key", metavar="INPUT_KEY", help="the full input key (sha256:…)")
+    pull.add_argument("--json", action="store_true", help="machine-readable output")
+    pull.set_defaults(run=run_pull)
 
 
 def _as_json(entry: StoreEntry) -> dict[str, object]:
@@ -78,8 +100,74 @@ def _print_entries(entries: list[StoreEntry], as_json: bool, empty: str) -> None
 
 
 def run_ls(args: argparse.Namespace) -> int:
+    if args.remote:
+        shared = _shared_cache()
+        _print_remote(shared.entries(), args.json, f"the shared cache {shared.location} is empty")
+        return 0
     _print_entries(ArtifactStore().entries(), args.json, "the artifact store is empty")
     return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    shared = _shared_cache()
+    store = ArtifactStore()
+    pushed = []
+    for entry in store.matching(args.key):
+        artifact = store.lookup(entry.input_key)
+        if artifact is None:
+            raise BottleError(
+                f"the stored entry {entry.input_key} is incomplete",
+                fix=f"`bottle-engine cache rm {entry.input_key}` and build again",
+            )
+        outcome = shared.push(artifact, entry.name)
+        pushed.append({**_as_json(entry), "outcome": outcome})
+    if args.json:
+        print_json(pushed)
+    for item in [] if args.json else pushed:
+        console.print(
+            f"{item['name']:<10} {str(item['digest'])[:19]}  {safe_text(item['outcome'])}"
+        )
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    shared = _shared_cache()
+    key = args.key if args.key.startswith("sha256:") else f"sha256:{args.key}"
+    artifact = shared.pull(key, ArtifactStore())
+    if artifact is None:
+        raise BottleError(
+            f"the shared cache {shared.location} has no artifact for input key {key}",
+            fix="list what it has with `bottle-engine cache ls --remote`",
+        )
+    if args.json:
+        print_json({"input_key": key, "digest": artifact.digest, "name": artifact.name})
+    else:
+        console.print(f"{artifact.name:<10} {artifact.digest}  pulled and verified")
+    return 0
+
+
+def _shared_cache() -> RemoteCache:
+    shared = RemoteCache.from_env()
+    if shared is None:
+        raise UsageError(
+            f"no shared cache is configured (${ENV_ARTIFACT_REGISTRY} is unset)",
+            fix=f"export {ENV_ARTIFACT_REGISTRY}=HOST[:PORT]/REPOSITORY",
+        )
+    return shared
+
+
+def _print_remote(entries: list[RemoteEntry], as_json: bool, empty: str) -> None:
+    if as_json:
+        print_json([vars(entry) for entry in entries])
+        return
+    if not entries:
+        console.print(empty)
+        return
+    console.print(f"{'NAME':<10} {'DIGEST':<19} INPUT KEY")
+    for entry in entries:
+        console.print(
+            f"{entry.name:<10} {entry.digest[:19]:<19} {entry.input_key}", highlight=False
+        )
 
 
 def run_gc(args: argparse.Namespace) -> int:

@@ -1,0 +1,609 @@
+"""The shared artifact cache: artifacts pushed to and pulled from an OCI registry by input key.
+
+``BOTTLE_ARTIFACT_REGISTRY=HOST[:PORT]/REPO`` names it. In the registry each artifact is two
+manifests: the image manifest, pushed byte for byte under its own digest (so the registry's
+digest *is* the artifact digest), and a small **key index** tagged with the input key's hex,
+an OCI image index whose annotations carry the input key, the key version and the artifact
+name, and whose one descriptor names the image manifest. Both are canonical JSON, so two
+machines pushing the same key push the same bytes: concurrent pushes are harmless.
+
+A pull trusts nothing the registry says beyond "this key maps to this digest": the index must
+name exactly our key and key version; the image manifest must hash to the digest the index
+promises; every blob is streamed into a temp directory of the store, hashed, size-capped and
+checked before the layout is renamed into place. Anything else raises `RemoteCacheError`, and
+the temp directory goes with it. (Who may push to the repository decides what a key maps to:
+give pull-only credentials to machines that need not push.)
+
+Credentials come from the Docker config (``$DOCKER_CONFIG/config.json`` or
+``~/.docker/config.json``, ``auths.<host>.auth``); they are sent only to the registry host (a
+redirect elsewhere, e.g. to blob storage, loses the Authorization header) and never printed.
+Plain HTTP is used only for loopback registries unless ``BOTTLE_ARTIFACT_REGISTRY_INSECURE=1``.
+
+Why our own small client and not a library: the registry HTTP API needed here is six calls the
+project already speaks (`registry.py`). ``oras`` (oras-py) pushes files as artifacts under
+manifests it writes itself and does not check blob digests while pulling; ``python-dxf``
+checks digests but re-serializes nothing we need and brings ``requests`` for what urllib does.
+We need the stored manifest bytes pushed unchanged and every byte verified on its way into the
+store, which is the part a library would not do for us.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bottle_engine.artifacts.inputs import INPUT_KEY_VERSION
+from bottle_engine.artifacts.oci import (
+    MEDIA_CONFIG,
+    MEDIA_INDEX,
+    MEDIA_LAYER,
+    MEDIA_MANIFEST,
+    canonical_json,
+    layout_is_complete,
+    read_layout,
+    write_layout_index,
+)
+from bottle_engine.artifacts.spec import Artifact
+from bottle_engine.artifacts.store import ArtifactStore
+from bottle_engine.errors import BottleError
+
+ENV_ARTIFACT_REGISTRY = "BOTTLE_ARTIFACT_REGISTRY"
+ENV_INSECURE = "BOTTLE_ARTIFACT_REGISTRY_INSECURE"
+ANNOTATION_INPUT_KEY = "org.bot-bottle.input-key"
+ANNOTATION_KEY_VERSION = "org.bot-bottle.key-version"
+ANNOTATION_NAME = "org.bot-bottle.name"
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024  # manifests and indexes; a bigger one is an attack
+MAX_TAGS = 10_000
+DISK_RESERVE_BYTES = 1 << 30  # a pull leaves this much free on the store's disk
+TIMEOUT_S = 60.0
+_CHUNK = 1024 * 1024
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_KEY_HEX = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$")
+_LOOPBACK = {"localhost", "127.0.0.1", "[::1]"}
+
+
+class RemoteCacheError(BottleError):
+    """The shared cache cannot be used for this artifact (down, auth refused, bad bytes)."""
+
+
+@dataclass(frozen=True)
+class RemoteLocation:
+    """Where the shared cache lives: ``host`` (with port) and ``repository``."""
+
+    host: str
+    repository: str
+    plain_http: bool
+
+    @property
+    def base_url(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{self.host}"
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    input_key: str
+    digest: str
+    name: str
+
+
+def parse_location(text: str, *, insecure: bool = False) -> RemoteLocation:
+    """``HOST[:PORT]/REPO`` -> `RemoteLocation`; plain HTTP for loopback hosts or `insecure`."""
+    host, _, repository = text.strip().partition("/")
+    if not _HOST.match(host) or not _REPOSITORY.match(repository):
+        raise BottleError(
+            f"{ENV_ARTIFACT_REGISTRY}={text!r} is not HOST[:PORT]/REPOSITORY",
+            fix=f"e.g. {ENV_ARTIFACT_REGISTRY}=registry.example.com/team/bot-bottle "
+            "(repository in lower case)",
+        )
+    bare_host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return RemoteLocation(host, repository, plain_http=bare_host in _LOOPBACK or insecure)
+
+
+def location_from_env(environ: Mapping[str, str] | None = None) -> RemoteLocation | None:
+    environ = os.environ if environ is None else environ
+    text = environ.get(ENV_ARTIFACT_REGISTRY, "").strip()
+    if not text:
+        return None
+    return parse_location(text, insecure=environ.get(ENV_INSECURE, "") == "1")
+
+
+def docker_credentials(
+    host: str, environ: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
+    """(user, password) for `host` from the Docker config's ``auths``, or None."""
+    environ = os.environ if environ is None else environ
+    config_dir = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        config = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    auths = config.get("auths") if isinstance(config, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    for name in (host, f"https://{host}", f"http://{host}"):
+        entry = auths.get(name)
+        if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return user, password
+    return None
+
+
+def key_tag(input_key: str) -> str:
+    """The registry tag of an input key: its hex (a tag cannot hold ``sha256:``)."""
+    hex_key = input_key.removeprefix("sha256:")
+    if not _KEY_HEX.match(hex_key):
+        raise BottleError(
+            f"{input_key!r} is not an input key",
+            fix="give the full key as printed by `bottle-engine build AGENT --explain`",
+        )
+    return hex_key
+
+
+def key_index(input_key: str, name: str, digest: str, manifest_size: int) -> bytes:
+    """The canonical key index for an artifact (same bytes on every machine)."""
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_INDEX,
+            "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": digest, "size": manifest_size}],
+            "annotations": {
+                ANNOTATION_INPUT_KEY: input_key,
+                ANNOTATION_KEY_VERSION: INPUT_KEY_VERSION,
+                ANNOTATION_NAME: name,
+            },
+        }
+    )
+
+
+def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry, int]:
+    """Check a key index fetched for `input_key`; return what it promises and the manifest size."""
+
+    def refuse(why: str) -> RemoteCacheError:
+        return RemoteCacheError(
+            f"the shared cache {where} holds a bad entry for input key {input_key}: {why}",
+            fix="remove the tag from the registry, or push this machine's build with "
+            "`bottle-engine cache push`",
+        )
+
+    try:
+        index = json.loads(body)
+        annotations = index["annotations"]
+        (descriptor,) = index["manifests"]
+        digest, size = descriptor["digest"], descriptor["size"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise refuse("not a bot-bottle key index") from exc
+    if index.get("mediaType") != MEDIA_INDEX or not isinstance(annotations, dict):
+        raise refuse("not a bot-bottle key index")
+    if annotations.get(ANNOTATION_INPUT_KEY) != input_key:
+        raise refuse(f"it is annotated with key {annotations.get(ANNOTATION_INPUT_KEY)!r}")
+    if annotations.get(ANNOTATION_KEY_VERSION) != INPUT_KEY_VERSION:
+        raise refuse(f"key version {annotations.get(ANNOTATION_KEY_VERSION)!r}, not ours")
+    name = annotations.get(ANNOTATION_NAME)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise refuse("its artifact name is not a valid image name")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise refuse("its manifest digest is not sha256:<64 hex>")
+    if not isinstance(size, int) or not 0 < size <= MAX_DOCUMENT_BYTES:
+        raise refuse("its manifest size is out of range")
+    return RemoteEntry(input_key, digest, name), size
+
+
+def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
+    """(digest, size) of the config and each layer of an artifact manifest; refuses anything
+    our builder does not write (other media types, foreign layers, malformed digests)."""
+    manifest = json.loads(manifest_body)
+    if manifest.get("mediaType") != MEDIA_MANIFEST:
+        raise ValueError(f"media type {manifest.get('mediaType')!r}")
+    config, layers = manifest["config"], manifest["layers"]
+    if config.get("mediaType") != MEDIA_CONFIG or not isinstance(layers, list):
+        raise ValueError("not an image manifest of ours")
+    found = []
+    for descriptor in [config, *layers]:
+        digest, size = descriptor.get("digest"), descriptor.get("size")
+        if descriptor is not config and descriptor.get("mediaType") != MEDIA_LAYER:
+            raise ValueError(f"layer media type {descriptor.get('mediaType')!r}")
+        if "urls" in descriptor:
+            raise ValueError("foreign layer URLs")
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise ValueError(f"digest {digest!r}")
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"size {size!r}")
+        found.append((digest, size))
+    return found
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never carry the Authorization header to another host."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != req.host:
+            new.remove_header("Authorization")
+        return new
+
+
+class _NotFound(Exception):
+    pass
+
+
+class RemoteCache:
+    """One shared cache repository; every failure raises `RemoteCacheError`."""
+
+    def __init__(
+        self, location: RemoteLocation, credentials: tuple[str, str] | None = None
+    ) -> None:
+        self.location = location
+        self._credentials = credentials
+        self._authorization: str | None = None
+        self._authorized = False
+        handlers: list[Any] = [_SameHostRedirects()]
+        if location.plain_http:
+            handlers.append(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+        self._opener = urllib.request.build_opener(*handlers)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RemoteCache | None:
+        location = location_from_env(environ)
+        if location is None:
+            return None
+        return cls(location, docker_credentials(location.host, environ))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def lookup(self, input_key: str) -> tuple[RemoteEntry, int] | None:
+        """What the registry promises for `input_key` (entry, manifest size), or None."""
+        tag = key_tag(input_key)
+        try:
+            body = self._get_document(f"manifests/{tag}", MEDIA_INDEX, f"look up key {tag[:12]}")
+        except _NotFound:
+            return None
+        return read_key_index(body, input_key, str(self.location))
+
+    def pull(
+        self, input_key: str, store: ArtifactStore, *, expected_name: str | None = None
+    ) -> Artifact | None:
+        """Fetch and verify the artifact for `input_key` into `store`; None when absent.
+
+        Nothing enters the store unless every byte matched the digest the key index promises.
+        """
+        found = self.lookup(input_key)
+        if found is None:
+            return None
+        entry, manifest_size = found
+        if expected_name is not None and entry.name != expected_name:
+            raise RemoteCacheError(
+                f"the shared cache {self.location} maps input key {input_key} to a "
+                f"{entry.name!r} artifact, not {expected_name!r}",
+                fix="remove the tag from the registry; the key covers the name, so it was "
+                "pushed by something other than bot-bottle",
+            )
+        with store.new_layout() as work:
+            layout = work / "layout"
+            blobs = layout / "blobs" / "sha256"
+            blobs.mkdir(parents=True)
+            self._fetch_blob(
+                f"manifests/{entry.digest}", entry.digest, manifest_size, blobs, MEDIA_MANIFEST
+            )
+            manifest_body = (blobs / entry.digest.removeprefix("sha256:")).read_bytes()
+            try:
+                descriptors = blob_descriptors(manifest_body)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise RemoteCacheError(
+                    f"the shared cache {self.location} serves manifest {entry.digest} for "
+                    f"input key {input_key}, which is not a bot-bottle artifact: {exc}",
+                    fix="remove the tag from the registry",
+                ) from exc
+            claimed = sum(size for _, size in descriptors)
+            free = shutil.disk_usage(blobs).free
+            if claimed > free - DISK_RESERVE_BYTES:
+                # Each blob is capped at its declared size; this caps the declared sizes.
+                raise RemoteCacheError(
+                    f"the artifact {entry.digest} in {self.location} declares {claimed} bytes; "
+                    f"the store has {free} free: not fetched",
+                    fix="free disk space (`bottle-engine cache gc`), or remove the tag if the "
+                    "size is wrong",
+                )
+            for digest, size in descriptors:
+                self._fetch_blob(f"blobs/{digest}", digest, size, blobs, None)
+            write_layout_index(layout, entry.digest, manifest_size)
+            if not layout_is_complete(layout, entry.digest):
+                raise RemoteCacheError(
+                    f"the artifact {entry.digest} pulled from {self.location} is incomplete",
+                    fix="push it again from a machine that has it (`bottle-engine cache push`)",
+                )
+            return store.put(input_key, entry.name, entry.digest, layout)
+
+    def entries(self) -> list[RemoteEntry]:
+        """Every key index in the repository that is valid for this engine's key version."""
+        try:
+            body = self._get_document("tags/list", "application/json", "list tags")
+        except _NotFound:
+            return []
+        try:
+            tags = json.loads(body).get("tags") or []
+        except (ValueError, AttributeError) as exc:
+            raise RemoteCacheError(
+                f"the shared cache {self.location} answered the tag list with no JSON",
+                fix="check that it is an OCI distribution registry",
+            ) from exc
+        found = []
+        for tag in tags[:MAX_TAGS]:
+            if isinstance(tag, str) and _KEY_HEX.match(tag):
+                try:
+                    hit = self.lookup("sha256:" + tag)
+                except RemoteCacheError:
+                    continue  # another key version, or not ours: not listed
+                if hit is not None:
+                    found.append(hit[0])
+        return found
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def push(self, artifact: Artifact, name: str) -> str:
+        """Push `artifact` tagged by its input key; returns "pushed", "present" or a note
+        naming the other digest the registry already holds for the key (kept: first wins)."""
+        existing = self.lookup(artifact.input_key)
+        if existing is not None:
+            if existing[0].digest == artifact.digest:
+                return "present"
+            return f"kept {existing[0].digest} (pushed first for this key)"
+        image = read_layout(artifact.layout_dir)
+        for digest in [image.config_digest, *image.layer_digests]:
+            self._push_blob(image.blob(digest), digest)
+        manifest_body = image.blob(artifact.digest).read_bytes()
+        stored = self._request(
+            "PUT",
+            f"manifests/{artifact.digest}",
+            manifest_body,
+            {"Content-Type": MEDIA_MANIFEST},
+            doing=f"push manifest {artifact.digest[:19]}",
+        ).headers.get("Docker-Content-Digest")
+        if stored not in (None, artifact.digest):
+            raise RemoteCacheError(
+                f"the shared cache {self.location} stored manifest {artifact.digest} as {stored}",
+                fix="use a registry that keeps manifests byte for byte (OCI distribution)",
+            )
+        index = key_index(artifact.input_key, name, artifact.digest, len(manifest_body))
+        self._request(
+            "PUT",
+            f"manifests/{key_tag(artifact.input_key)}",
+            index,
+            {"Content-Type": MEDIA_INDEX},
+            doing=f"tag key {key_tag(artifact.input_key)[:12]}",
+        ).close()
+        return "pushed"
+
+    def _push_blob(self, path: Path, digest: str) -> None:
+        doing = f"push blob {digest[:19]}"
+        try:
+            self._request("HEAD", f"blobs/{digest}", None, {}, doing=doing).close()
+            return  # already there (a concurrent push, or layers shared between images)
+        except _NotFound:
+            pass
+        started = self._request("POST", "blobs/uploads/", b"", {}, doing=doing)
+        started.close()
+        location = urllib.parse.urljoin(self.location.base_url, started.headers["Location"])
+        if urllib.parse.urlsplit(location).netloc != self.location.host:
+            raise RemoteCacheError(
+                f"the shared cache {self.location} sent the upload of {digest} to another host",
+                fix="use a registry that accepts uploads on its own host",
+            )
+        separator = "&" if "?" in location else "?"
+        with path.open("rb") as stream:
+            self._request(
+                "PUT",
+                f"{location}{separator}digest={urllib.parse.quote(digest)}",
+                stream,
+                {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(path.stat().st_size),
+                },
+                doing=doing,
+            ).close()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _get_document(self, path: str, accept: str, doing: str) -> bytes:
+        with self._request("GET", path, None, {"Accept": accept}, doing=doing) as response:
+            body: bytes = response.read(MAX_DOCUMENT_BYTES + 1)
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise RemoteCacheError(
+                f"{doing}: the shared cache {self.location} answered more than "
+                f"{MAX_DOCUMENT_BYTES} bytes",
+                fix="check the registry; bot-bottle documents are a few kilobytes",
+            )
+        return body
+
+    def _fetch_blob(
+        self, path: str, digest: str, size: int, blobs: Path, accept: str | None
+    ) -> None:
+        """Stream `path` into ``blobs/<hex>``, refusing more than `size` bytes or another hash."""
+        target = blobs / digest.removeprefix("sha256:")
+        if target.is_file():
+            return  # already fetched and checked (config and a layer can share bytes)
+        partial = blobs / f".partial-{digest.removeprefix('sha256:')}"
+        headers = {"Accept": accept} if accept else {}
+        hasher = hashlib.sha256()
+        received = 0
+        try:
+            with (
+                self._request("GET", path, None, headers, doing=f"fetch {digest[:19]}") as answer,
+                partial.open("wb") as out,
+            ):
+                while chunk := answer.read(min(_CHUNK, size - received + 1)):
+                    received += len(chunk)
+                    if received > size:
+                        break
+                    hasher.update(chunk)
+                    out.write(chunk)
+        except _NotFound as exc:
+            raise RemoteCacheError(
+                f"the shared cache {self.location} lacks {digest}, which its entry names",
+                fix="push the artifact again (`bottle-engine cache push`); nothing was stored",
+            ) from exc
+        except OSError as exc:
+            raise RemoteCacheError(
+                f"fetch {digest}: the transfer from {self.location} broke off: {exc}",
+                fix="try again; nothing was stored",
+            ) from exc
+        actual = "sha256:" + hasher.hexdigest()
+        if received != size or actual != digest:
+            partial.unlink(missing_ok=True)
+            got = f"more than {size} bytes" if received > size else f"{received} bytes, {actual}"
+            raise RemoteCacheError(
+                f"the shared cache {self.location} served {got} for {digest} "
+                f"({size} bytes): refused, nothing was stored",
+                fix="the registry's copy is damaged or was tampered with: delete the tag "
+                "there and push the artifact again from a trusted machine",
+            )
+        partial.rename(target)
+
+    def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        body: Any,
+        headers: dict[str, str],
+        *,
+        doing: str,
+    ) -> Any:
+        if not self._authorized:
+            self._authorize()
+        url = (
+            path_or_url
+            if "://" in path_or_url
+            else f"{self.location.base_url}/v2/{self.location.repository}/{path_or_url}"
+        )
+        all_headers = dict(headers)
+        if self._authorization:
+            all_headers["Authorization"] = self._authorization
+        request = urllib.request.Request(url, data=body, headers=all_headers, method=method)
+        try:
+            return self._opener.open(request, timeout=TIMEOUT_S)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                raise _NotFound from exc
+            if exc.code in (401, 403):
+                raise self._auth_error(exc.code, doing) from exc
+            raise RemoteCacheError(
+                f"{doing}: the shared cache {self.location} answered {exc.code} {exc.reason}",
+                fix="check the registry's log; the build goes on without the shared cache",
+            ) from exc
+        except OSError as exc:
+            raise self._unreachable(exc, doing) from exc
+
+    def _authorize(self) -> None:
+        """Probe ``/v2/`` and, on a challenge, get the Authorization header to send (probed
+        again on the next request if this one fails)."""
+        probe = urllib.request.Request(f"{self.location.base_url}/v2/", method="GET")
+        try:
+            self._opener.open(probe, timeout=TIMEOUT_S).close()
+            self._authorized = True
+            return
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 401:
+                raise RemoteCacheError(
+                    f"the shared cache {self.location} answered /v2/ with {exc.code}",
+                    fix="check that it is an OCI distribution registry",
+                ) from exc
+            challenge = exc.headers.get("WWW-Authenticate", "")
+        except OSError as exc:
+            raise self._unreachable(exc, "connect") from exc
+        if self._credentials is None:
+            raise self._auth_error(401, "connect")
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            self._authorization = "Basic " + _basic(self._credentials)
+        elif scheme.lower() == "bearer":
+            self._authorization = "Bearer " + self._bearer_token(_challenge_params(params))
+        else:
+            raise RemoteCacheError(
+                f"the shared cache {self.location} asks for {scheme or 'an unnamed'} "
+                "authentication, which bot-bottle does not speak",
+                fix="use a registry with Basic or token (Bearer) authentication",
+            )
+        self._authorized = True
+
+    def _bearer_token(self, params: dict[str, str]) -> str:
+        realm = params.get("realm", "")
+        if not realm.startswith("https://") and not self.location.plain_http:
+            raise RemoteCacheError(
+                f"the shared cache {self.location} sends credentials to a non-HTTPS token "
+                f"service ({realm!r}): refused",
+                fix="configure the registry's token realm with https://",
+            )
+        query = {"scope": f"repository:{self.location.repository}:pull,push"}
+        if "service" in params:
+            query["service"] = params["service"]
+        assert self._credentials is not None
+        request = urllib.request.Request(
+            f"{realm}?{urllib.parse.urlencode(query)}",
+            headers={"Authorization": "Basic " + _basic(self._credentials)},
+        )
+        try:
+            with self._opener.open(request, timeout=TIMEOUT_S) as answer:
+                document = json.loads(answer.read(MAX_DOCUMENT_BYTES))
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise self._auth_error(exc.code, "get a token") from exc
+        except (OSError, ValueError) as exc:
+            raise self._unreachable(exc, "get a token") from exc
+        token = document.get("token") or document.get("access_token")
+        if not isinstance(token, str):
+            raise self._auth_error(401, "get a token")
+        return token
+
+    def _auth_error(self, code: int, doing: str) -> RemoteCacheError:
+        have = "the credentials" if self._credentials else "no credentials"
+        return RemoteCacheError(
+            f"{doing}: the shared cache {self.location} refused access ({code}) with {have} "
+            f"from the Docker config for {self.location.host}",
+            fix=f"`docker login {self.location.host}` with an account that may read (and, to "
+            f"push, write) {self.location.repository}",
+        )
+
+    def _unreachable(self, exc: Exception, doing: str) -> RemoteCacheError:
+        reason = getattr(exc, "reason", exc)
+        return RemoteCacheError(
+            f"{doing}: cannot reach the shared cache {self.location} "
+            f"({self.location.base_url}): {reason}",
+            fix=f"start the registry, or unset {ENV_ARTIFACT_REGISTRY} to build without it",
+        )
+
+
+def _basic(credentials: tuple[str, str]) -> str:
+    return base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+
+
+def _challenge_params(text: str) -> dict[str, str]:
+    return {key.lower(): value for key, value in re.findall(r'(\w+)="([^"]*)"', text)}
