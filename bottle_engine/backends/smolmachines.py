@@ -45,6 +45,7 @@ from bottle_engine.plan import (
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
+from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args, translate_failure
 
 # The machine's own workload only keeps it up; the agent runs through `machine exec` on attach.
@@ -79,8 +80,13 @@ def machine_spec(plan: BottlePlan, sidecar: Path) -> MachineSpec:
 class SmolmachinesBackend:
     name = "smolmachines"
 
-    def __init__(self, client: Any | None = None, smolvm: Smolvm | None = None) -> None:
-        self._docker = DockerBackend(client)
+    def __init__(
+        self,
+        client: Any | None = None,
+        smolvm: Smolvm | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self._docker = DockerBackend(client, settings)
         self._smolvm = smolvm
 
     @property
