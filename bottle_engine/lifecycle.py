@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets as random_tokens
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
 from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import find_binary as find_smolvm
+from bottle_engine.status import BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 
@@ -159,6 +160,14 @@ def logs(slug: str, *, bundle: bool = False, follow: bool = False) -> Iterator[b
     return _backend(record).logs(record, bundle=bundle, follow=follow)
 
 
+def exec_in(slug: str, argv: Sequence[str], *, tty: bool) -> int:
+    """Run `argv` in a running bottle as its agent (with a TTY when `tty`); its exit code."""
+    if not argv:
+        raise BottleError("no command to run", fix=f"`bottle-engine exec {slug} -- CMD...`")
+    record = find(slug)
+    return _backend(record).exec(record, argv, tty=tty)
+
+
 def list_bottles() -> list[BottleRecord]:
     """Every recorded bottle with its current status."""
     found = []
@@ -166,8 +175,8 @@ def list_bottles() -> list[BottleRecord]:
         try:
             status = _backend(record).status(record)
         except BottleError:
-            status = "unknown"
-        found.append(record.with_status(status))
+            status = BottleStatus("unknown")
+        found.append(record.with_status(status.text, status.fix))
     return found
 
 

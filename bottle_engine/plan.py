@@ -74,6 +74,11 @@ class ImageInputs:
     ca_bundle: Path | None
 
 
+def internal_network_of(slug: str) -> str:
+    """The bottle's internal network, the agent's only one (plans and records both derive it)."""
+    return f"bottle-{slug}-internal"
+
+
 def bundle_name_of(bottle_name: str) -> str:
     """The bundle container's name beside the agent's (plans and records both derive it)."""
     return f"{bottle_name}-bundle"
@@ -121,7 +126,7 @@ class BottlePlan:
 
     @property
     def internal_network(self) -> str:
-        return f"bottle-{self.slug}-internal"
+        return internal_network_of(self.slug)
 
     @property
     def egress_network(self) -> str:

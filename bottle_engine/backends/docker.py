@@ -31,6 +31,7 @@ from bottle_engine.dockerapi.containers import (
     containers_with_label,
     create_agent_container,
     exec_in,
+    exec_interactive,
     put_tree,
     read_file,
     read_tree_inside,
@@ -58,11 +59,13 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
     instance_slugs,
+    internal_network_of,
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
 from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
 from bottle_engine.settings import ENV_EGRESS_NETWORK, EngineSettings
+from bottle_engine.status import MISSING, BottleParts, BottleStatus, bottle_status
 
 BUNDLE_READY_TIMEOUT = 120.0
 
@@ -290,6 +293,17 @@ class DockerBackend:
         name = record.bundle_name if bundle else record.name
         return container_logs(self.client, name, follow=follow)
 
+    def exec(self, record: BottleRecord, argv: Sequence[str], *, tty: bool) -> int:
+        container = self.container_of(record)
+        if container.status != "running":
+            raise BottleError(
+                f"bottle {record.slug} is not running ({container.status})",
+                fix=f"`bottle-engine resume {record.slug}`",
+            )
+        return exec_interactive(
+            self.client, container, argv, user=f"{AGENT_UID}:{AGENT_UID}", tty=tty
+        )
+
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         return exec_in(self.container_of(record), argv, user=f"{AGENT_UID}:{AGENT_UID}")
 
@@ -302,13 +316,22 @@ class DockerBackend:
             places[path] = read_tree_inside(container, path)
         return places
 
-    def status(self, record: BottleRecord) -> str:
-        found = containers_with_label(self.client, LABEL_SLUG, record.slug)
-        agent = next((c for c in found if c.name == record.name), None)
-        if agent is None:
-            return "missing"
-        docker_status = str(agent.status)
-        return {"created": "stopped"}.get(docker_status, docker_status)
+    def status(self, record: BottleRecord) -> BottleStatus:
+        return bottle_status(record.slug, self.parts(record))
+
+    def parts(self, record: BottleRecord) -> BottleParts:
+        """The states of the bottle's containers (agent, bundle) and its internal network; the
+        smolmachines backend puts its microVM's state in place of the agent's."""
+        found = {
+            c.name: str(c.status)
+            for c in containers_with_label(self.client, LABEL_SLUG, record.slug)
+        }
+        networks = {n.name for n in networks_with_label(self.client, LABEL_SLUG, record.slug)}
+        return BottleParts(
+            agent=found.get(record.name, MISSING),
+            bundle=found.get(record.bundle_name, MISSING),
+            network_present=internal_network_of(record.slug) in networks,
+        )
 
     def orphans(self) -> list[str]:
         containers, networks = self._orphaned()
