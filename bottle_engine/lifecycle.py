@@ -6,10 +6,9 @@ manifest (or BOTTLE_BACKEND) and keep the records in the state dir.
 
 from __future__ import annotations
 
-import os
 import secrets as random_tokens
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import toplevel
 from bottle_engine.manifest import Manifest, load_manifest
-from bottle_engine.plan import DEFAULT_SUBNET_POOL, Planner, manifest_reads, protected_paths
+from bottle_engine.plan import Planner, manifest_reads, protected_paths
 from bottle_engine.probes import (
     ProbeReport,
     ProbeTargets,
@@ -30,12 +29,22 @@ from bottle_engine.probes import (
 )
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
+from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import find_binary as find_smolvm
+from bottle_engine.status import BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 
-def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None = None) -> Planner:
-    """Load and validate the manifest, and make the planner for one launch of `agent`."""
+def planner_for(
+    manifest_path: Path | str | None,
+    agent: str,
+    cwd: Path | None = None,
+    settings: EngineSettings | None = None,
+    *,
+    launch_token: str | None = None,
+) -> Planner:
+    """Load and validate the manifest, and make the planner for one launch of `agent` (a fresh
+    random `launch_token` unless given: it makes the secret placeholders)."""
     manifest = load_manifest(manifest_path)
     if agent not in manifest.agents:
         known = ", ".join(sorted(manifest.agents)) or "none"
@@ -43,14 +52,12 @@ def planner_for(manifest_path: Path | str | None, agent: str, cwd: Path | None =
             f"{manifest.path}: no agent named '{agent}' (defined: {known})",
             fix="pick one of the [agents.NAME] tables, or add one",
         )
-    return Planner(
-        manifest=manifest,
-        agent=agent,
-        cwd=(cwd or Path.cwd()).resolve(),
-        subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
-        launch_token=random_tokens.token_hex(16),
-        backend_override=os.environ.get("BOTTLE_BACKEND") or None,
-        shared_egress_network=os.environ.get("BOTTLE_EGRESS_NETWORK") or None,
+    return Planner.from_settings(
+        manifest,
+        agent,
+        (cwd or Path.cwd()).resolve(),
+        settings or EngineSettings.from_env(),
+        launch_token=launch_token or random_tokens.token_hex(16),
         git_protected_paths=git_protected_paths(manifest),
     )
 
@@ -77,6 +84,7 @@ def launch(
     confirm: Callable[[TrustReview], bool] | None = None,
     on_first_use: Callable[[TrustReview], None] | None = None,
     terminal: bool | None = None,
+    settings: EngineSettings | None = None,
 ) -> BottleRecord:
     """Start a bottle for `agent` (detached); attach with `attach(record.slug)`.
 
@@ -87,11 +95,12 @@ def launch(
     a terminal right after (the agent then gets a TTY whatever its command; `wants_tty`).
     """
     progress = progress or QuietProgress()
-    planner = planner_for(manifest_path, agent, cwd)
+    settings = settings or EngineSettings.from_env()
+    planner = planner_for(manifest_path, agent, cwd, settings)
     review = check_trust(planner.manifest, progress, trust=trust, confirm=confirm)
     if review.first_use and on_first_use is not None:
         on_first_use(review)
-    backend = backend_named(planner(planner.base_slug).backend)
+    backend = backend_named(planner(planner.base_slug).backend, settings)
     return backend.launch(planner, progress, terminal=terminal)
 
 
@@ -151,6 +160,14 @@ def logs(slug: str, *, bundle: bool = False, follow: bool = False) -> Iterator[b
     return _backend(record).logs(record, bundle=bundle, follow=follow)
 
 
+def exec_in(slug: str, argv: Sequence[str], *, tty: bool) -> int:
+    """Run `argv` in a running bottle as its agent (with a TTY when `tty`); its exit code."""
+    if not argv:
+        raise BottleError("no command to run", fix=f"`bottle-engine exec {slug} -- CMD...`")
+    record = find(slug)
+    return _backend(record).exec(record, argv, tty=tty)
+
+
 def list_bottles() -> list[BottleRecord]:
     """Every recorded bottle with its current status."""
     found = []
@@ -158,8 +175,8 @@ def list_bottles() -> list[BottleRecord]:
         try:
             status = _backend(record).status(record)
         except BottleError:
-            status = "unknown"
-        found.append(record.with_status(status))
+            status = BottleStatus("unknown")
+        found.append(record.with_status(status.text, status.fix))
     return found
 
 

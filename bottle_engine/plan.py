@@ -30,12 +30,12 @@ from bottle_engine.bundle.config import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.model import Backend, GitUpstream, Manifest, Runtime
+from bottle_engine.settings import DEFAULT_SUBNET_POOL, EngineSettings, check_backend
 
 SKILLS_DIR = Path("~/.claude/skills")  # where `skills` are copied from
 
 # Outside Docker's own default address pools (172.17-31.0.0/16, 192.168.0.0/16), which it hands
 # to networks created without a subnet and which could otherwise cover the whole pool.
-DEFAULT_SUBNET_POOL = "10.243.0.0/16"
 SUBNET_PREFIX = 28
 MAX_INSTANCES = 20  # bottle-<slug>, -2, ... -20
 
@@ -72,6 +72,11 @@ class ImageInputs:
     build_args: Mapping[str, str]
     base_image: str | None
     ca_bundle: Path | None
+
+
+def internal_network_of(slug: str) -> str:
+    """The bottle's internal network, the agent's only one (plans and records both derive it)."""
+    return f"bottle-{slug}-internal"
 
 
 def bundle_name_of(bottle_name: str) -> str:
@@ -121,7 +126,7 @@ class BottlePlan:
 
     @property
     def internal_network(self) -> str:
-        return f"bottle-{self.slug}-internal"
+        return internal_network_of(self.slug)
 
     @property
     def egress_network(self) -> str:
@@ -357,6 +362,30 @@ class Planner:
     shared_egress_network: str | None = None
     git_protected_paths: tuple[str, ...] = ()
 
+    @classmethod
+    def from_settings(
+        cls,
+        manifest: Manifest,
+        agent: str,
+        cwd: Path,
+        settings: EngineSettings,
+        *,
+        launch_token: str = "plan",
+        git_protected_paths: tuple[str, ...] = (),
+    ) -> Planner:
+        """The planner `plan`, `build` and `launch` all use: the environment's part of a plan
+        comes from `settings` only, so the three agree by construction."""
+        return cls(
+            manifest=manifest,
+            agent=agent,
+            cwd=cwd,
+            subnet_pool=settings.subnet_pool,
+            launch_token=launch_token,
+            backend_override=settings.backend,
+            shared_egress_network=settings.egress_network,
+            git_protected_paths=git_protected_paths,
+        )
+
     @property
     def base_slug(self) -> str:
         return base_slug(self.manifest.path, self.agent)
@@ -404,11 +433,7 @@ def plan_bottle(
     bottle = manifest.bottle_for(agent)
     backend = bottle.backend
     if backend_override:
-        if backend_override not in ("docker", "smolmachines"):
-            raise BottleError(
-                f"BOTTLE_BACKEND '{backend_override}' is not a backend",
-                fix="use 'docker' or 'smolmachines', or unset BOTTLE_BACKEND",
-            )
+        check_backend(backend_override, source="BOTTLE_BACKEND")
         backend = backend_override  # type: ignore[assignment]
     slug = slug or base_slug(manifest.path, agent_name)
     secrets = tuple(

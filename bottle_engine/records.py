@@ -33,14 +33,15 @@ class BottleRecord:
     bundle_ip: str
     subnet: str
     resources: dict[str, Any] = field(default_factory=dict)
-    status: str = "unknown"  # filled in from the backend when listed
+    status: str = "unknown"  # filled in from the backend when listed (`status.BottleStatus`)
+    fix: str | None = None  # with a degraded status: the command that repairs it
 
     @property
     def bundle_name(self) -> str:
         return bundle_name_of(self.name)
 
-    def with_status(self, status: str) -> BottleRecord:
-        return replace(self, status=status)
+    def with_status(self, status: str, fix: str | None = None) -> BottleRecord:
+        return replace(self, status=status, fix=fix)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +71,7 @@ def record_path(slug: str) -> Path:
 def save(record: BottleRecord) -> None:
     """Write atomically (a crash never leaves half a record), mode 0600 in a 0700 dir."""
     path = state.make_bottle_dir(record.slug) / RECORD_NAME
-    data = {k: v for k, v in record.to_json().items() if k != "status"}
+    data = {k: v for k, v in record.to_json().items() if k not in ("status", "fix")}
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         temp = Path(out.name)

@@ -12,25 +12,20 @@ approval or a secret, whatever the modes of the files inside.
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from pathlib import Path
 
-import platformdirs
-
-APP_NAME = "bot-bottle"
+from bottle_engine import settings
 
 
 def cache_dir() -> Path:
-    """Root of the content-addressed caches (artifacts, packs)."""
-    override = os.environ.get("BOTTLE_CACHE_DIR")
-    return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME))
+    """Root of the content-addressed caches (artifacts, packs): `EngineSettings.cache_dir`."""
+    return settings.cache_dir_from_env()
 
 
 def state_dir() -> Path:
-    """Root of per-bottle state (metadata, audit logs, approvals)."""
-    override = os.environ.get("BOTTLE_STATE_DIR")
-    return Path(override) if override else Path(platformdirs.user_state_dir(APP_NAME))
+    """Root of per-bottle state (metadata, audit logs, approvals): `EngineSettings.state_dir`."""
+    return settings.state_dir_from_env()
 
 
 def state_id() -> str:

@@ -72,10 +72,13 @@ def _record(record: Any) -> dict[str, str]:
             return value.isoformat()
         return "" if value is None else str(value)
 
-    return {
+    summary = {
         name: text(name)
         for name in ("slug", "agent", "backend", "status", "started_at", "manifest")
     }
+    if fix := text("fix"):  # a degraded bottle: the Bottles view shows what repairs it
+        summary["status"] += f" (run `{fix}`)"
+    return summary
 
 
 def attach_command(slug: str) -> list[str]:

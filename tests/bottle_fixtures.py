@@ -122,6 +122,7 @@ SLEEPING_AGENTS = {
     "editor": "copy_cwd = false",
     "sandbox": "copy_cwd = false",
     "diskfill": "copy_cwd = false",
+    "door": "copy_cwd = false",
 }
 
 

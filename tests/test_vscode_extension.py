@@ -1,7 +1,7 @@
 """The VS Code extension (editors/vscode), driven from pytest.
 
 * The committed JSON Schema the extension gives Even Better TOML is what the engine prints.
-* The extension's own checks (npm ci, unit tests, .vsix packaging and contents) pass.
+* The extension's own checks (npm ci, ESLint, unit tests, .vsix packaging and contents) pass.
 * With BOT_BOTTLE_VSCODE_E2E=1 (scripts/test sets it where it can install the tools): the
   packaged extension in code-server + Chromium, a real launch included.
 
@@ -62,6 +62,7 @@ def test_committed_schema_is_what_the_engine_prints() -> None:
 def test_extension_unit_tests_pass_and_vsix_has_the_expected_files() -> None:
     _require_node()
     output = _run(["bash", "scripts/check-vsix.sh"])
+    assert "eslint --max-warnings 0 src test" in output  # `npm run lint` ran, and passed
     assert "bot-bottle.vsix: 7 entries, contents as expected" in output
     assert "# fail 0" in output
 

@@ -25,6 +25,7 @@ from bottle_engine.artifacts.oci import RUNTIME_CONFIG_KEYS, canonical_json
 from bottle_engine.dockerapi import images
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
+from bottle_engine.settings import ENV_BASE_IMAGE, EngineSettings
 
 DEFAULT_BASE_TAG = "bot-bottle/base:bookworm"
 # debian:bookworm-slim as published on Docker Hub, pinned so that the default never moves.
@@ -32,13 +33,13 @@ PINNED_DEFAULT_BASE = (
     "debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251"
 )
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-BASE_ENV = "BOTTLE_BASE_IMAGE"
+BASE_ENV = ENV_BASE_IMAGE
 
 
-def resolve_base_image(manifest_value: str | None) -> str:
-    """``BOTTLE_BASE_IMAGE`` from the environment, else the manifest's value, else the pin."""
-    from_env = os.environ.get(BASE_ENV, "").strip()
-    return from_env or manifest_value or PINNED_DEFAULT_BASE
+def resolve_base_image(manifest_value: str | None, settings: EngineSettings | None = None) -> str:
+    """``BOTTLE_BASE_IMAGE`` (`settings`), else the manifest's value, else the pin."""
+    settings = settings or EngineSettings.from_env()
+    return settings.base_image or manifest_value or PINNED_DEFAULT_BASE
 
 
 def image_content_digest(attrs: dict[str, Any]) -> str:

@@ -33,12 +33,12 @@ from bottle_engine.artifacts.spec import (
 from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git
+from bottle_engine.settings import EngineSettings
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
 INPUT_KEY_VERSION = "bot-bottle-artifact/4"
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
-CA_BUNDLE_ENV = "BOTTLE_CA_BUNDLE"
 _PATHS_PER_GIT_CALL = 500
 
 EntryKind = Literal["dir", "file", "symlink"]
@@ -225,10 +225,11 @@ def _read_ca_bundle(path: Path) -> bytes:
     return data
 
 
-def resolve_ca_bundle(option: str | Path | None, manifest_value: Path | None) -> Path | None:
+def resolve_ca_bundle(
+    option: str | Path | None, manifest_value: Path | None, settings: EngineSettings | None = None
+) -> Path | None:
     """The extra CA bundle: `--ca-bundle`, else ``BOTTLE_CA_BUNDLE``, else the manifest's."""
-    chosen = option or os.environ.get(CA_BUNDLE_ENV, "").strip() or manifest_value
-    return Path(chosen).expanduser() if chosen else None
+    return (settings or EngineSettings.from_env()).ca_bundle_for(option, manifest_value)
 
 
 def resolve_source_date_epoch(

@@ -15,6 +15,7 @@ from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_SLUG, LABEL_STATE
 from bottle_engine.plan import BottlePlan, Planner
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
+from bottle_engine.status import BottleStatus
 
 
 def bottle_labels(plan: BottlePlan) -> dict[str, str]:
@@ -74,12 +75,18 @@ class Backend(Protocol):
         """Start a stopped bottle again (bundle first)."""
         ...
 
-    def status(self, record: BottleRecord) -> str:
-        """ "running", "stopped", "exited" or "missing"."""
+    def status(self, record: BottleRecord) -> BottleStatus:
+        """The bottle's status from all its parts (sandbox, bundle, network), with the fix
+        when a part is down or gone."""
         ...
 
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
         """The agent's (or with `bundle`, the bundle's) output so far, or as it comes."""
+        ...
+
+    def exec(self, record: BottleRecord, argv: Sequence[str], *, tty: bool) -> int:
+        """Run a command in the running sandbox as the agent, on this process's stdin, stdout
+        and stderr (with a TTY when `tty`); its exit code."""
         ...
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:

@@ -8,7 +8,6 @@ step removes it all again.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine import gvisor, records, state
-from bottle_engine.artifacts import Artifact, BuildSpec, ensure_artifact
-from bottle_engine.artifacts.base import resolve_base_image
+from bottle_engine.artifacts import Artifact, ensure_artifact
+from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
@@ -32,6 +31,7 @@ from bottle_engine.dockerapi.containers import (
     containers_with_label,
     create_agent_container,
     exec_in,
+    exec_interactive,
     put_tree,
     read_file,
     read_tree_inside,
@@ -59,10 +59,13 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
     instance_slugs,
+    internal_network_of,
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
 from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
+from bottle_engine.settings import ENV_EGRESS_NETWORK, EngineSettings
+from bottle_engine.status import MISSING, BottleParts, BottleStatus, bottle_status
 
 BUNDLE_READY_TIMEOUT = 120.0
 
@@ -70,8 +73,9 @@ BUNDLE_READY_TIMEOUT = 120.0
 class DockerBackend:
     name = "docker"
 
-    def __init__(self, client: Any | None = None) -> None:
+    def __init__(self, client: Any | None = None, settings: EngineSettings | None = None) -> None:
         self._client = client
+        self.settings = settings or EngineSettings.from_env()
 
     @property
     def client(self) -> Any:
@@ -116,31 +120,19 @@ class DockerBackend:
 
     def prepare(self, plan: BottlePlan, progress: Progress) -> tuple[Artifact, Artifact]:
         """Agent and bundle images, built only when their input keys are not in the store."""
-        base_image = resolve_base_image(plan.image.base_image)
-        ca_bundle = _ca_bundle(plan)
+        spec = agent_build_spec(plan.image, self.settings)
         progress.stage("agent image")
-        agent = ensure_artifact(
-            self.client,
-            BuildSpec(
-                name="agent",
-                dockerfile=plan.image.dockerfile,
-                context=plan.image.context,
-                build_args=dict(plan.image.build_args),
-                base_image=base_image,
-                ca_bundle=ca_bundle,
-            ),
-            progress=progress,
-        )
+        agent = ensure_artifact(self.client, spec, progress=progress)
         progress.stage("bundle image")
         bundle = ensure_artifact(
-            self.client, bundle_build_spec(base_image, ca_bundle), progress=progress
+            self.client, bundle_build_spec(spec.base_image, spec.ca_bundle), progress=progress
         )
         return agent, bundle
 
     def runtime_for(self, wanted: str, image: str) -> RuntimeChoice:
         """The agent's OCI runtime and why: gVisor when asked for, or for `auto` when
         registered and it passes the self-test with `image`; `BOTTLE_RUNTIME` overrides."""
-        wanted = os.environ.get("BOTTLE_RUNTIME") or wanted
+        wanted = self.settings.runtime or wanted
         runtimes = self.client.info().get("Runtimes") or {}
         return choose_runtime(
             wanted,
@@ -178,7 +170,7 @@ class DockerBackend:
                     attempt.callback(remove_network, self.client, plan.egress_network)
                 elif not network_exists(self.client, plan.shared_egress_network):
                     raise BottleError(
-                        f"BOTTLE_EGRESS_NETWORK names '{plan.shared_egress_network}', "
+                        f"{ENV_EGRESS_NETWORK} names '{plan.shared_egress_network}', "
                         "which does not exist",
                         fix="create it (`docker network create NAME`) or unset the variable",
                     )
@@ -229,7 +221,7 @@ class DockerBackend:
                     ),
                     **({str(UPSTREAM_CA_MOUNT): upstream_ca} if upstream_ca else {}),
                 },
-                extra_hosts=_test_hosts(),
+                extra_hosts=dict(self.settings.bundle_hosts) or None,
                 limits=bundle_limits(plan.memory_bytes),
                 runtime=runtime,
             )
@@ -301,6 +293,17 @@ class DockerBackend:
         name = record.bundle_name if bundle else record.name
         return container_logs(self.client, name, follow=follow)
 
+    def exec(self, record: BottleRecord, argv: Sequence[str], *, tty: bool) -> int:
+        container = self.container_of(record)
+        if container.status != "running":
+            raise BottleError(
+                f"bottle {record.slug} is not running ({container.status})",
+                fix=f"`bottle-engine resume {record.slug}`",
+            )
+        return exec_interactive(
+            self.client, container, argv, user=f"{AGENT_UID}:{AGENT_UID}", tty=tty
+        )
+
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         return exec_in(self.container_of(record), argv, user=f"{AGENT_UID}:{AGENT_UID}")
 
@@ -313,13 +316,22 @@ class DockerBackend:
             places[path] = read_tree_inside(container, path)
         return places
 
-    def status(self, record: BottleRecord) -> str:
-        found = containers_with_label(self.client, LABEL_SLUG, record.slug)
-        agent = next((c for c in found if c.name == record.name), None)
-        if agent is None:
-            return "missing"
-        docker_status = str(agent.status)
-        return {"created": "stopped"}.get(docker_status, docker_status)
+    def status(self, record: BottleRecord) -> BottleStatus:
+        return bottle_status(record.slug, self.parts(record))
+
+    def parts(self, record: BottleRecord) -> BottleParts:
+        """The states of the bottle's containers (agent, bundle) and its internal network; the
+        smolmachines backend puts its microVM's state in place of the agent's."""
+        found = {
+            c.name: str(c.status)
+            for c in containers_with_label(self.client, LABEL_SLUG, record.slug)
+        }
+        networks = {n.name for n in networks_with_label(self.client, LABEL_SLUG, record.slug)}
+        return BottleParts(
+            agent=found.get(record.name, MISSING),
+            bundle=found.get(record.bundle_name, MISSING),
+            network_present=internal_network_of(record.slug) in networks,
+        )
 
     def orphans(self) -> list[str]:
         containers, networks = self._orphaned()
@@ -368,33 +380,6 @@ class DockerBackend:
         bundle.start()
         config = BundleConfig.load(bottle_dir / "bundle.json")
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
-
-
-def _ca_bundle(plan: BottlePlan) -> Path | None:
-    override = os.environ.get("BOTTLE_CA_BUNDLE")
-    if override:
-        return Path(override)
-    return plan.image.ca_bundle
-
-
-def _test_hosts() -> dict[str, str] | None:
-    """`BOTTLE_BUNDLE_HOSTS="name=ip,name=ip"`: extra host entries for the bundle's resolver.
-
-    For air-gapped set-ups with internal hosts, and for the test suite's own upstreams.
-    """
-    raw = os.environ.get("BOTTLE_BUNDLE_HOSTS", "").strip()
-    if not raw:
-        return None
-    hosts = {}
-    for entry in raw.split(","):
-        name, _, address = entry.partition("=")
-        if not name or not address:
-            raise BottleError(
-                f"BOTTLE_BUNDLE_HOSTS entry '{entry}' is not NAME=ADDRESS",
-                fix='write e.g. BOTTLE_BUNDLE_HOSTS="git.internal=10.1.2.3"',
-            )
-        hosts[name.strip()] = address.strip()
-    return hosts
 
 
 def _remove_tree(path: Path) -> None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ from bottle_engine.plan import (
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
+from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args, translate_failure
+from bottle_engine.status import MISSING, RUNNING, BottleStatus, bottle_status
 
 # The machine's own workload only keeps it up; the agent runs through `machine exec` on attach.
 KEEPALIVE = ("sleep", "infinity")
@@ -79,8 +82,13 @@ def machine_spec(plan: BottlePlan, sidecar: Path) -> MachineSpec:
 class SmolmachinesBackend:
     name = "smolmachines"
 
-    def __init__(self, client: Any | None = None, smolvm: Smolvm | None = None) -> None:
-        self._docker = DockerBackend(client)
+    def __init__(
+        self,
+        client: Any | None = None,
+        smolvm: Smolvm | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self._docker = DockerBackend(client, settings)
         self._smolvm = smolvm
 
     @property
@@ -188,7 +196,7 @@ class SmolmachinesBackend:
 
     # -- the rest of the lifecycle -------------------------------------------------------------
     def attach(self, record: BottleRecord) -> int:
-        if self.status(record) != "running":
+        if self._vm_state(record) != RUNNING:
             raise BottleError(
                 f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
             )
@@ -241,11 +249,28 @@ class SmolmachinesBackend:
         progress.stage("start microVM")
         self.smolvm.machine_start(record.name)
 
-    def status(self, record: BottleRecord) -> str:
+    def status(self, record: BottleRecord) -> BottleStatus:
+        parts = replace(self._docker.parts(record), agent=self._vm_state(record))
+        return bottle_status(record.slug, parts)
+
+    def _vm_state(self, record: BottleRecord) -> str:
         machine = self._machine(record.name)
         if machine is None:
-            return "missing"
+            return MISSING
         return _STATES.get(str(machine.get("state")), str(machine.get("state")))
+
+    def exec(self, record: BottleRecord, argv: Sequence[str], *, tty: bool) -> int:
+        if self._vm_state(record) != RUNNING:
+            raise BottleError(
+                f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
+            )
+        exec_args = machine_exec_args(
+            record.name, argv, interactive=tty, user=f"{AGENT_UID}:{AGENT_UID}"
+        )
+        # smolvm passes stdin, stdout, stderr and the exit code through.
+        return subprocess.run(
+            self.smolvm.command(exec_args), check=False, env=self.smolvm.env()
+        ).returncode
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         code, output = self.smolvm.exec_output(record.name, argv, user=f"{AGENT_UID}:{AGENT_UID}")

@@ -69,6 +69,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     attach.add_argument("slug", metavar="SLUG")
     attach.set_defaults(run=run_attach)
 
+    exec_ = subparsers.add_parser(
+        "exec",
+        help="run a command in a bottle as its agent",
+        description="Run CMD in SLUG's sandbox as the agent user, in the workspace, with the "
+        "agent's environment (its way out is the bundle, as for the agent). With a TTY when "
+        "stdin is a terminal. Exits with CMD's exit code.\n\nexamples:\n"
+        "  bottle-engine exec dev-1a2b3c -- bash\n"
+        "  bottle-engine exec dev-1a2b3c -- git -C /workspace status",
+        formatter_class=formatter(),
+    )
+    exec_.add_argument("slug", metavar="SLUG")
+    exec_.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER)
+    exec_.set_defaults(run=run_exec)
+
     ls = subparsers.add_parser(
         "ls",
         help="list bottles",
@@ -173,6 +187,13 @@ def run_attach(args: argparse.Namespace) -> int:
     return lifecycle.attach(args.slug)
 
 
+def run_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return lifecycle.exec_in(args.slug, command, tty=sys.stdin.isatty())
+
+
 def run_ls(args: argparse.Namespace) -> int:
     bottles = lifecycle.list_bottles()
     if args.json:
@@ -200,6 +221,12 @@ def run_ls(args: argparse.Namespace) -> int:
             )
         )
     console.print(table)
+    for record in bottles:
+        if record.fix:
+            console.print(
+                f"{safe_markup(record.slug)}: {safe_markup(record.status)}; "
+                f"run `{safe_markup(record.fix)}`"
+            )
     return 0
 
 

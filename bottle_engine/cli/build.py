@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from bottle_engine.artifacts import (
-    BuildSpec,
-    VerifyResult,
-    build,
-    resolve_base_image,
-    resolve_ca_bundle,
-    verify_artifact,
-)
+from bottle_engine.artifacts import BuildSpec, VerifyResult, build, verify_artifact
+from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.builder import resolve_inputs
 from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
@@ -27,8 +20,8 @@ from bottle_engine.cli.output import (
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.display import safe_text
 from bottle_engine.dockerapi import connect
-from bottle_engine.manifest import Manifest, load_manifest
-from bottle_engine.plan import plan_bottle
+from bottle_engine.lifecycle import planner_for
+from bottle_engine.settings import EngineSettings
 
 HELP = """\
 Build AGENT's image, or reuse it: the input key (a sha256 over the Dockerfile, the context as
@@ -97,21 +90,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def agent_build_spec(manifest: Manifest, agent_name: str, ca_bundle: str | None) -> BuildSpec:
-    """The agent image's `BuildSpec`, from the same plan a launch of `agent_name` makes."""
-    image = plan_bottle(manifest, agent_name, cwd=Path.cwd()).image
-    return BuildSpec(
-        name="agent",
-        dockerfile=image.dockerfile,
-        context=image.context,
-        build_args=dict(image.build_args),
-        base_image=resolve_base_image(image.base_image),
-        ca_bundle=resolve_ca_bundle(ca_bundle, image.ca_bundle),
-    )
+def build_spec_for(file: str | None, agent: str, ca_option: str | None) -> BuildSpec:
+    """The agent image's `BuildSpec`, from the same planner and settings a launch uses."""
+    settings = EngineSettings.from_env()
+    planner = planner_for(file, agent, settings=settings, launch_token="plan")
+    return agent_build_spec(planner(planner.base_slug).image, settings, ca_option)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = agent_build_spec(load_manifest(args.file), args.agent, args.ca_bundle)
+    spec = build_spec_for(args.file, args.agent, args.ca_bundle)
     client = connect()
     if args.explain:
         return _explain(client, spec, as_json=args.json)

@@ -8,6 +8,7 @@ from bottle_engine.backends.smolmachines import SmolmachinesBackend
 from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.lifecycle import planner_for
+from bottle_engine.settings import EngineSettings
 
 HELP = """\
 Pack AGENT's image for the smolmachines (microVM) backend, as `launch` would, and stop there.
@@ -46,10 +47,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    planner = planner_for(args.file, args.agent)
+    settings = EngineSettings.from_env()
+    planner = planner_for(args.file, args.agent, settings=settings)
     plan = planner(planner.base_slug)
     with cli_progress(quiet=args.json) as progress:
-        _, _, pack = SmolmachinesBackend().prepare(plan, progress, via_registry=args.via_registry)
+        _, _, pack = SmolmachinesBackend(settings=settings).prepare(
+            plan, progress, via_registry=args.via_registry
+        )
     if args.json:
         print_json(pack.to_json())
     else:

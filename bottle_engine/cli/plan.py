@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from rich.markup import escape
 
 from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
-from bottle_engine.manifest import load_manifest
-from bottle_engine.plan import DEFAULT_SUBNET_POOL, plan_bottle
+from bottle_engine.lifecycle import planner_for
 
 HELP = """\
 Resolve the plan for launching AGENT: slug, backend, subnet, bundle IP, guest environment
@@ -36,13 +34,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.file)
-    plan = plan_bottle(
-        manifest,
-        args.agent,
-        subnet_pool=os.environ.get("BOTTLE_SUBNET_POOL", DEFAULT_SUBNET_POOL),
-        backend_override=os.environ.get("BOTTLE_BACKEND"),
-    )
+    # The same planner a launch makes (settings, cwd, protected paths); only the launch token
+    # is fixed, so the placeholders shown are stable.
+    planner = planner_for(args.file, args.agent, launch_token="plan")
+    plan = planner(planner.base_slug)
     data = plan.to_json()
     if args.json:
         print_json(data)

@@ -7,11 +7,12 @@ import io
 import os
 import select
 import signal
+import socket
 import sys
 import tarfile
 import termios
 import tty
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,99 @@ def exec_in(container: Any, command: Sequence[str], *, user: str | None = None) 
     return int(result.exit_code), output
 
 
+def exec_interactive(
+    client: Any, container: Any, command: Sequence[str], *, user: str, tty: bool
+) -> int:
+    """Run `command` in a running container with this process's stdin, stdout and stderr;
+    its exit code. With `tty` (stdin is a terminal) the command gets a TTY and the terminal
+    is put in raw mode, the window size forwarded; otherwise stdin is streamed until its end
+    (then the command sees end of file) and stdout and stderr are kept apart."""
+    with docker_errors(f"run a command in {container.name}"):
+        exec_id = client.api.exec_create(
+            container.id, list(command), stdin=True, tty=tty, user=user
+        )["Id"]
+        socket_io = client.api.exec_start(exec_id, tty=tty, socket=True)
+    sock = getattr(socket_io, "_sock", socket_io)
+    try:
+        if tty:
+            _pump_tty(sock, lambda rows, columns: client.api.exec_resize(exec_id, rows, columns))
+        else:
+            _pump_streams(sock)
+    except OSError as exc:
+        raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
+    finally:
+        socket_io.close()
+    with docker_errors(f"read the exit code of a command in {container.name}"):
+        code = client.api.exec_inspect(exec_id).get("ExitCode")
+    return int(code) if code is not None else 1
+
+
+def _pump_tty(sock: Any, resize_to: Callable[[int, int], None]) -> None:
+    """Terminal <-> a TTY session's socket, raw, until the session ends."""
+    stdin_fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(stdin_fd)
+
+    def resize(*_: object) -> None:
+        with contextlib.suppress(docker.errors.APIError, OSError):  # stdout may be no terminal
+            columns, rows = os.get_terminal_size(sys.stdout.fileno())
+            resize_to(rows, columns)
+
+    previous = signal.signal(signal.SIGWINCH, resize)
+    try:
+        tty.setraw(stdin_fd)
+        resize()
+        while True:
+            readable, _, _ = select.select([sock, stdin_fd], [], [])
+            if sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                os.write(sys.stdout.fileno(), data)
+            if stdin_fd in readable:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    return
+                sock.sendall(data)
+    finally:
+        termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+
+
+_FRAME_HEADER = 8  # Docker's multiplexed stream: kind (1 stdout, 2 stderr), 3 zero bytes, size
+
+
+def _pump_streams(sock: Any) -> None:
+    """stdin -> socket (half-closed at its end); the socket's multiplexed frames -> stdout and
+    stderr, until the command ends."""
+    stdin_fd: int | None = sys.stdin.fileno()
+    outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    pending = b""
+    while True:
+        watched = [sock] if stdin_fd is None else [sock, stdin_fd]
+        readable, _, _ = select.select(watched, [], [])
+        if stdin_fd is not None and stdin_fd in readable:
+            data = os.read(stdin_fd, 65536)
+            if data:
+                sock.sendall(data)
+            else:
+                stdin_fd = None
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+        if sock in readable:
+            data = sock.recv(65536)
+            if not data:
+                return
+            pending += data
+            while len(pending) >= _FRAME_HEADER:
+                size = int.from_bytes(pending[4:_FRAME_HEADER], "big")
+                if len(pending) < _FRAME_HEADER + size:
+                    break
+                out = outputs.get(pending[0], sys.stdout.buffer)
+                out.write(pending[_FRAME_HEADER : _FRAME_HEADER + size])
+                out.flush()
+                pending = pending[_FRAME_HEADER + size :]
+
+
 def runs_cleanly(client: Any, image: str, runtime: str, command: Sequence[str]) -> bool:
     """Does `command` exit 0 in a throwaway, network-less container of `image` under `runtime`?"""
     try:
@@ -282,35 +376,11 @@ def _attach_tty(client: Any, container: Any) -> None:
             container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
         )
     sock = getattr(socket_io, "_sock", socket_io)
-    stdin_fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(stdin_fd)
-
-    def resize(*_: object) -> None:
-        columns, rows = os.get_terminal_size(sys.stdout.fileno())
-        with contextlib.suppress(docker.errors.APIError):
-            container.resize(height=rows, width=columns)
-
-    previous = signal.signal(signal.SIGWINCH, resize)
     try:
-        tty.setraw(stdin_fd)
-        resize()
-        while True:
-            readable, _, _ = select.select([sock, stdin_fd], [], [])
-            if sock in readable:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                os.write(sys.stdout.fileno(), data)
-            if stdin_fd in readable:
-                data = os.read(stdin_fd, 65536)
-                if not data:
-                    return
-                sock.sendall(data)
+        _pump_tty(sock, lambda rows, columns: container.resize(height=rows, width=columns))
     except OSError as exc:
         raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
     finally:
-        termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, previous)
         socket_io.close()
 
 

@@ -65,7 +65,7 @@ class EgressRule:
             return False
 
 
-def parse_egress_rule(text: str) -> EgressRule:
+def parse_egress_rule(text: str) -> EgressRule:  # noqa: C901 - one check per message, in order
     """Parse one allowlist entry, or raise `EgressRuleError` saying what is wrong."""
     entry = text.strip()
     if not entry:

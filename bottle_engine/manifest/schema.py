@@ -491,15 +491,7 @@ _FORMAT_PATTERNS = {
 def _json(field: Field) -> dict[str, Any]:
     out: dict[str, Any] = {"description": field.doc} if field.doc else {}
     if field.kind in _JSON_TYPES:
-        out["type"] = _JSON_TYPES[field.kind]
-        if field.enum:
-            out["enum"] = list(field.enum)
-        if field.minimum is not None:
-            out["minimum"] = field.minimum
-        if field.maximum is not None:
-            out["maximum"] = field.maximum
-        if field.format in _FORMAT_PATTERNS:
-            out["pattern"] = _FORMAT_PATTERNS[field.format]
+        out.update(_json_scalar(field))
     elif field.kind == Kind.STRING_LIST:
         out["type"] = "array"
         out["items"] = {"type": "string"}
@@ -516,6 +508,19 @@ def _json(field: Field) -> dict[str, Any]:
         out["items"] = _json_table(field)
     if field.default is not MISSING:
         out["default"] = field.default
+    return out
+
+
+def _json_scalar(field: Field) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": _JSON_TYPES[field.kind]}
+    if field.enum:
+        out["enum"] = list(field.enum)
+    if field.minimum is not None:
+        out["minimum"] = field.minimum
+    if field.maximum is not None:
+        out["maximum"] = field.maximum
+    if field.format in _FORMAT_PATTERNS:
+        out["pattern"] = _FORMAT_PATTERNS[field.format]
     return out
 
 

@@ -131,35 +131,40 @@ class _Checker:
             value=True,
         )
 
+    def string_list(self, field: Field, path: KeyPath, value: Any) -> Iterator[Problem]:
+        if not isinstance(value, list):
+            yield self.wrong_type(field, path, value)
+            return
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                yield self.problem(
+                    "BB102",
+                    (*path, index),
+                    f"{format_path((*path, index))}: expected a string, found {_describe(item)}",
+                    value=True,
+                )
+            else:
+                yield from self.content(field, (*path, index), item)
+
+    def string_map(self, field: Field, path: KeyPath, value: Any) -> Iterator[Problem]:
+        if not isinstance(value, dict):
+            yield self.wrong_type(field, path, value)
+            return
+        for key, item in value.items():
+            if not isinstance(item, str):
+                yield self.problem(
+                    "BB102",
+                    (*path, key),
+                    f"{format_path((*path, key))}: expected a string, found {_describe(item)}",
+                    value=True,
+                )
+
     def scalar(self, field: Field, path: KeyPath, value: Any) -> Iterator[Problem]:
         if field.kind == Kind.STRING_LIST:
-            if not isinstance(value, list):
-                yield self.wrong_type(field, path, value)
-                return
-            for index, item in enumerate(value):
-                if not isinstance(item, str):
-                    yield self.problem(
-                        "BB102",
-                        (*path, index),
-                        f"{format_path((*path, index))}: expected a string, found "
-                        f"{_describe(item)}",
-                        value=True,
-                    )
-                else:
-                    yield from self.content(field, (*path, index), item)
+            yield from self.string_list(field, path, value)
             return
         if field.kind == Kind.STRING_MAP:
-            if not isinstance(value, dict):
-                yield self.wrong_type(field, path, value)
-                return
-            for key, item in value.items():
-                if not isinstance(item, str):
-                    yield self.problem(
-                        "BB102",
-                        (*path, key),
-                        f"{format_path((*path, key))}: expected a string, found {_describe(item)}",
-                        value=True,
-                    )
+            yield from self.string_map(field, path, value)
             return
         if not _has_kind(field.kind, value):
             yield self.wrong_type(field, path, value)

@@ -225,6 +225,8 @@ def test_engine_argv_for_every_other_command_is_parsed_by_the_real_cli(
         ["machine", "stop", "--name", "bb-none"],
         smolvm.machine_exec_args("bb-none", ["sh", "-c", "true"], user="1000:1000"),
         smolvm.machine_exec_args("bb-none", ["sh"], interactive=True),
+        # `bottle-engine exec` from a terminal: as the agent, with a TTY.
+        smolvm.machine_exec_args("bb-none", ["sh"], interactive=True, user="1000:1000"),
         smolvm.machine_logs_args("bb-none", follow=True),
         smolvm.machine_cp_args(Path("/etc/hostname"), "bb-none", "/tmp/x", mode=0o600, uid=0),
     ):

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
-from bottle_engine.backends.smolmachines import KEEPALIVE, machine_spec, vm_resources
+import pytest
+
+from bottle_engine import records
+from bottle_engine.backends.smolmachines import (
+    KEEPALIVE,
+    SmolmachinesBackend,
+    machine_spec,
+    vm_resources,
+)
+from bottle_engine.errors import BottleError
 from bottle_engine.guest import files_archive, guest_files
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import AGENT_UID, PROMPT_PATH, WORKSPACE, BottlePlan, plan_bottle
-from bottle_engine.smolvm import machine_create_args
+from bottle_engine.records import BottleRecord
+from bottle_engine.smolvm import machine_create_args, machine_exec_args
 
 MANIFEST = """\
 [agents.dev]
@@ -79,3 +92,45 @@ def test_vm_gets_the_plans_limits_and_workspace_as_flags(tmp_path: Path) -> None
 def test_limits_round_to_what_smolvm_counts() -> None:
     assert vm_resources(1.5, 3 * 1024**3) == (2, 3072)
     assert vm_resources(0.25, 64 * 1024**2) == (1, 256)
+
+
+class _RecordingSmolvm:
+    """Stands in for `Smolvm`: one running machine; `command` runs a program exiting 5."""
+
+    def __init__(self, name: str, state: str = "running") -> None:
+        self.name, self.state = name, state
+        self.ran: list[list[str]] = []
+
+    def machines(self) -> list[dict[str, str]]:
+        return [{"name": self.name, "state": self.state}]
+
+    def command(self, args: list[str]) -> list[str]:
+        self.ran.append(list(args))
+        return [sys.executable, "-c", "import sys; sys.exit(5)"]
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+
+def _record(tmp_path: Path) -> BottleRecord:
+    return records.record_for(make_plan(tmp_path), "smolmachines", {})
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_exec_runs_as_the_agent_and_passes_the_exit_code_through(tmp_path: Path, tty: bool) -> None:
+    record = _record(tmp_path)
+    smolvm: Any = _RecordingSmolvm(record.name)
+    backend = SmolmachinesBackend(client=object(), smolvm=smolvm)
+    assert backend.exec(record, ["git", "status"], tty=tty) == 5
+    assert smolvm.ran == [
+        machine_exec_args(record.name, ["git", "status"], interactive=tty, user="1000:1000")
+    ]
+
+
+def test_exec_in_a_stopped_microvm_says_to_resume(tmp_path: Path) -> None:
+    record = _record(tmp_path)
+    smolvm: Any = _RecordingSmolvm(record.name, state="stopped")
+    with pytest.raises(BottleError) as raised:
+        SmolmachinesBackend(client=object(), smolvm=smolvm).exec(record, ["sh"], tty=False)
+    assert raised.value.fix and f"resume {record.slug}" in raised.value.fix
+    assert smolvm.ran == []

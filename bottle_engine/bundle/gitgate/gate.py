@@ -258,7 +258,7 @@ def non_commit_values(git_dir: Path, updates: list[RefUpdate]) -> list[str]:
     return found
 
 
-def scan_push(
+def scan_push(  # noqa: C901 - one pass over every object the push stores, kept whole to audit
     git_dir: Path,
     config: BundleConfig,
     upstream: GitUpstreamConfig,

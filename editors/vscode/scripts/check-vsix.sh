@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI check for the VS Code extension: installs the locked dependencies, runs the unit tests,
+# CI check for the VS Code extension: installs the locked dependencies, runs ESLint and the unit tests,
 # packages the .vsix and verifies its contents, both as `vsce ls` reports them and inside
 # the archive. Usage: editors/vscode/scripts/check-vsix.sh  (from anywhere; needs Node >= 20).
 set -euo pipefail
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 if [ "${SKIP_NPM_CI:-}" != "1" ]; then
   npm ci --no-audit --no-fund
 fi
+npm run lint
 npm test
 npm run package
 

@@ -140,7 +140,7 @@ export function parseTerminalCommand(command: string, value: unknown): TerminalC
     value.command.length > 0 &&
     value.command.every(isNonEmptyString)
   ) {
-    return { command: [...(value.command as string[])] };
+    return { command: [...(value.command)] };
   }
   throw new ContractError(command, "{command: string[]} with at least one element", value);
 }
@@ -154,7 +154,7 @@ export function parseBottleList(value: unknown): BottleSummary[] {
     if (!isRecord(item) || !isNonEmptyString(item.slug)) {
       throw new ContractError(ServerCommand.list, "bottles with at least a slug", item);
     }
-    const text = (key: string): string => (typeof item[key] === "string" ? (item[key] as string) : "");
+    const text = (key: string): string => (typeof item[key] === "string" ? (item[key]) : "");
     return {
       slug: item.slug,
       agent: text("agent"),

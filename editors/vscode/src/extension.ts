@@ -19,6 +19,7 @@ let server: BottleServer | undefined;
 export async function activate(context: vscode.ExtensionContext): Promise<BotBottleApi> {
   const output = vscode.window.createOutputChannel("Bot Bottle");
   // The server's middleware calls back into the actions, which need the server: late binding.
+  // eslint-disable-next-line prefer-const -- the callback below reads it; assigned after the server
   let actions: BottleActions | undefined;
   server = new BottleServer(output, (command, args, next) => actions!.handleServerCommand(command, args, next));
   actions = new BottleActions(server);

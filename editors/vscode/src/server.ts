@@ -190,7 +190,7 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
       outputChannel: this.output,
       middleware: {
         executeCommand: (command, args, next) =>
-          this.handleServerCommand(command, args, async (c, a) => next(c, a)),
+          this.handleServerCommand(command, args, (c, a) => Promise.resolve<unknown>(next(c, a))),
       },
     };
     return new LanguageClient(CONFIG_SECTION, "Bot Bottle", serverOptions, clientOptions);

@@ -64,8 +64,8 @@ export function parseConfiguredCommand(value: unknown): string[] | undefined {
   }
   if (Array.isArray(value)) {
     if (value.length === 0) return undefined;
-    if (value.every((part) => typeof part === "string") && (value[0] as string).trim() !== "") {
-      return value as string[];
+    if (value.every((part) => typeof part === "string") && (value[0]).trim() !== "") {
+      return value;
     }
   }
   throw new ServerSettingError(
@@ -128,7 +128,8 @@ export function findOnPath(
   const separator = platform === "win32" ? ";" : ":";
   const extensions =
     platform === "win32" ? ["", ...(env.PATHEXT ?? ".EXE;.CMD;.BAT").split(";")] : [""];
-  const join = platform === "win32" ? path.win32.join : path.posix.join;
+  const join = (...parts: string[]): string =>
+    platform === "win32" ? path.win32.join(...parts) : path.posix.join(...parts);
   for (const directory of pathVar.split(separator)) {
     if (directory === "") continue;
     for (const extension of extensions) {

@@ -3,7 +3,8 @@ import type { BottleServerPort } from "../../src/common";
 import type { WorkDoneValue } from "../../src/progress";
 import { EventEmitter } from "./fake-vscode";
 
-export type Answer = unknown | ((args: unknown[], server: FakeServer, token?: string) => unknown);
+/** A value to answer with, or a function `(args, server, token) => value` that makes it. */
+export type Answer = unknown;
 
 export class FakeServer implements BottleServerPort {
   isRunning = true;
