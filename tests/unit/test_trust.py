@@ -449,11 +449,11 @@ def test_launch_records_on_first_use_and_after_a_yes(
     reached = []
 
     class Backend:
-        def launch(self, planner: object, progress: object, terminal: bool = False) -> str:
+        def launch(self, planner: object, progress: object, **_: object) -> str:
             reached.append(planner)
             return "launched"
 
-    monkeypatch.setattr(lifecycle, "backend_named", lambda name: Backend())
+    monkeypatch.setattr(lifecycle, "backend_named", lambda name, settings=None: Backend())
     progress = RecordingProgress()
     project.manifest()
     assert lifecycle.launch(project.path, "dev", progress=progress) == "launched"
@@ -470,7 +470,7 @@ def test_launch_records_on_first_use_and_after_a_yes(
     assert len(reached) == 4
 
 
-def _no_backend(name: str) -> object:
+def _no_backend(name: str, settings: object = None) -> object:
     raise AssertionError("a refused launch must not reach a backend")
 
 
@@ -592,10 +592,10 @@ def test_a_first_launch_from_the_cli_says_what_it_trusted(
     project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     class Backend:
-        def launch(self, planner: object, progress: object, terminal: bool = False) -> object:
+        def launch(self, planner: object, progress: object, **_: object) -> object:
             return type("Record", (), {"slug": "dev-1"})()
 
-    monkeypatch.setattr(lifecycle, "backend_named", lambda name: Backend())
+    monkeypatch.setattr(lifecycle, "backend_named", lambda name, settings=None: Backend())
     project.manifest()
     code, out, err = cli(capsys, "launch", "-f", str(project.path), "dev", "--detach")
     assert (code, out.strip()) == (0, "dev-1")
