@@ -251,7 +251,9 @@ def _as_entries(value: object) -> tuple[str, ...]:
     """A key whose shape another change decides (`ask`): as a sorted tuple of texts."""
     if value is None or value is False:
         return ()
-    if value is True or isinstance(value, str | int | float):
+    if value is True:  # `ask = true`: a person may let unlisted hosts through
+        return ("unlisted hosts held for a person's answer",)
+    if isinstance(value, str | int | float):
         return (str(value),)
     if isinstance(value, Iterable):
         return tuple(sorted({str(item) for item in value}))

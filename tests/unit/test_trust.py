@@ -618,3 +618,20 @@ def test_another_home_is_no_change_of_the_manifest(
     assert changes(before, after) == []
     assert after.fingerprint == before.fingerprint
     assert after.agents["dev"].paths == {"skill pdf": "~/.claude/skills/pdf"}
+
+
+def test_turning_ask_on_widens_and_says_what_it_means(project: Project) -> None:
+    plain = project.manifest()
+    bottle = plain.bottles["web"]
+    asking = replace(
+        plain, bottles={"web": replace(bottle, egress=replace(bottle.egress, ask=True))}
+    )
+    found = {
+        c.text: c.widening
+        for c in changes(
+            surface_of(plain, home=project.home), surface_of(asking, home=project.home)
+        )
+    }
+    assert found == {"bottle web: ask + unlisted hosts held for a person's answer": True}
+    back = changes(surface_of(asking, home=project.home), surface_of(plain, home=project.home))
+    assert [c.widening for c in back] == [False]  # turning it off narrows
