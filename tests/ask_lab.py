@@ -25,7 +25,7 @@ from typing import Any
 
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.config import BundleConfig, SecretBinding
-from tests.bundle_helpers import free_port, make_test_ca, read_http_response
+from tests.bundle_helpers import free_port, make_test_ca, read_http_response, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 SLUG = "asking"
@@ -153,18 +153,6 @@ def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, st
     return status, head.decode("latin-1"), body.decode("utf-8", "replace")
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"exited early: {process.args}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
-
-
 @contextlib.contextmanager
 def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
     """The proxy and upstream running, stopped afterwards whatever happens."""
@@ -208,8 +196,8 @@ def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     try:
-        _wait_port(http, upstream)
-        _wait_port(proxy, server)
+        wait_for_port(http, upstream)
+        wait_for_port(proxy, server)
         yield AskLab(root, proxy, http, https, tls.ca_cert, config.audit_log, root / "upstream.log")
     finally:
         for process in (server, upstream):

@@ -15,6 +15,7 @@ import json
 import random
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -599,16 +600,34 @@ def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:
             os.environ["BOTTLE_CACHE_DIR"] = previous
 
 
-def read_http_response(sock: socket.socket, head_only: bool = False) -> tuple[int, bytes, bytes]:
-    """(status, head, body) of one HTTP/1.1 response (Content-Length or until close)."""
+def read_http_head(sock: socket.socket) -> tuple[int, bytes, bytes]:
+    """(status, head, what already arrived of the body) of one HTTP/1.1 response."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError(f"closed before a response head: {data!r}")
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, rest
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Return once something accepts on 127.0.0.1:`port`; fail if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited early: {process.args}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def read_http_response(sock: socket.socket, head_only: bool = False) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of one HTTP/1.1 response (Content-Length or until close)."""
+    status, head, body = read_http_head(sock)
     length = next(
         (
             int(line.split(b":", 1)[1])

@@ -29,7 +29,13 @@ import pytest
 from bottle_engine.bundle.audit import read_audit
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
-from tests.bundle_helpers import free_port, make_test_ca, read_http_response
+from tests.bundle_helpers import (
+    free_port,
+    make_test_ca,
+    read_http_head,
+    read_http_response,
+    wait_for_port,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-live-placeholder-7d1e"
@@ -66,18 +72,6 @@ class Lab:
         """The requests for `path` that reached the upstream, as it logged them."""
         lines = self.upstream_log.read_text().splitlines()
         return [r for r in map(json.loads, _json_lines(lines)) if r["path"] == path]
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"exited early: {process.args}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +112,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
     )
     try:
-        _wait_port(http, upstream)
-        _wait_port(proxy, server)
+        wait_for_port(http, upstream)
+        wait_for_port(proxy, server)
         yield Lab(
             proxy,
             https,
@@ -391,17 +385,9 @@ def test_a_tunnel_is_logged_when_it_opens_and_again_when_it_closes(lab: Lab) -> 
 
 def _read_chunked_or_sized(sock: socket.socket) -> tuple[int, bytes, bytes]:
     """(status, head, decoded body) of one response, chunked or sized."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
+    status, head, rest = read_http_head(sock)
     if b"transfer-encoding: chunked" not in head.lower():
-        sock.sendall(b"")
-        status, head, body = status, head, rest
+        body = rest
         length = next(
             int(line.split(b":", 1)[1])
             for line in head.split(b"\r\n")[1:]
