@@ -123,6 +123,7 @@ def start_bundle_and_agent(
     config: BundleConfig,
     state_dir: Path,
     readonly_files: dict[str, Path] | None = None,
+    secret_files: dict[str, Path] | None = None,
 ) -> tuple[Any, Any]:
     """The bundle (ready) and an agent container on the internal network only; `stack` removes
     both. The agent runs the bundle image, which has git and the MCP SDK. As in a bottle, the
@@ -137,7 +138,7 @@ def start_bundle_and_agent(
         image=image,
         config=config,
         state_dir=state_dir,
-        secret_files={},
+        secret_files=secret_files or {},
         internal_network=networks.internal,
         bundle_ip=config.bundle_ip,
         egress_network=networks.egress,
