@@ -600,6 +600,18 @@ def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:
             os.environ["BOTTLE_CACHE_DIR"] = previous
 
 
+def run_as_nobody(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `argv` as the host's `nobody` (needs root): a host user with no rights at all."""
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+        check=False,
+    )
+
+
 def read_http_head(sock: socket.socket) -> tuple[int, bytes, bytes]:
     """(status, head, what already arrived of the body) of one HTTP/1.1 response."""
     data = b""

@@ -13,7 +13,9 @@ launches in other tests find it in the store and build nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,31 @@ def small_build_spec(context: Path, base_image: str, **changes: Any) -> BuildSpe
     }
     fields.update(changes)
     return BuildSpec(**fields)
+
+
+def build_image_from_texts(
+    docker_client: Any, tag: str, files: dict[str, str], buildargs: dict[str, str] | None = None
+) -> str:
+    """Build `tag` from a context of small text files (a `Dockerfile` among them), labelled as
+    a test image; the intermediate containers go either way."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    docker_client.images.build(
+        fileobj=context,
+        custom_context=True,
+        tag=tag,
+        buildargs=buildargs or {},
+        labels=TEST_LABELS,
+        rm=True,
+        forcerm=True,
+    )
+    return tag
 
 
 def remove_images(docker_client: Any, tags: Iterable[str]) -> None:

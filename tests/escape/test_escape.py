@@ -20,6 +20,7 @@ import pytest
 from bottle_engine import lifecycle
 from bottle_engine.probes import ProbeReport, ProbeTargets
 from tests.bottle_fixtures import BottleWorld, running_bottle, world_env
+from tests.bundle_helpers import run_as_nobody
 from tests.gvisor_helpers import require_gvisor, runtimes_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
@@ -242,17 +243,7 @@ def test_a_host_user_cannot_use_the_bottles_proxy(
     bottle_world: BottleWorld, probe_bottle: Any, docker_client: Any
 ) -> None:
     target = _bundle_outbound_ip(docker_client, probe_bottle, bottle_world.outside.network)
-    result = subprocess.run(
-        [
-            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-            *("python3", "-c", PROXY_KNOCK, target),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        check=False,
-    )
+    result = run_as_nobody(["python3", "-c", PROXY_KNOCK, target], 60)
     assert result.returncode == 0, result.stderr
     assert not result.stdout.startswith("answered"), result.stdout
 

@@ -5,17 +5,17 @@ Import them into a test module (`from tests.fakes.fixtures import fake_smolvm, .
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fixtures_artifacts import build_image_from_texts
 
 FAKE_SMOLVM = Path(__file__).resolve().parent / "smolvm"
 TEST_REGISTRY_TAG = "bot-bottle/test-registry:local"
@@ -136,24 +136,12 @@ def build_registry_image(docker_client: Any, base_image: str) -> str:
         return TEST_REGISTRY_TAG
     except docker.errors.ImageNotFound:
         pass
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text in (("Dockerfile", _REGISTRY_DOCKERFILE), ("config.yml", _REGISTRY_CONFIG)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    docker_client.images.build(
-        fileobj=context,
-        custom_context=True,
-        buildargs={"BASE": base_image},
-        tag=TEST_REGISTRY_TAG,
-        labels={"bot-bottle.test": "1"},
-        rm=True,
-        forcerm=True,
+    return build_image_from_texts(
+        docker_client,
+        TEST_REGISTRY_TAG,
+        {"Dockerfile": _REGISTRY_DOCKERFILE, "config.yml": _REGISTRY_CONFIG},
+        {"BASE": base_image},
     )
-    return TEST_REGISTRY_TAG
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ and answered requests leave the approvals dir while the audit log keeps them.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -27,7 +26,13 @@ from bottle_engine import approvals, state
 from bottle_engine.approvals import AUDIT_LOG, ApprovalLimits
 from bottle_engine.bundle.supervise import MAX_BODY_BYTES
 from tests.hostile_text import HOSTILE, plain, run_in_terminal, shown, unexpected_controls
-from tests.integration.test_supervise import SLUG, Supervise, make_supervise, wait_for_pending
+from tests.integration.test_supervise import (
+    SLUG,
+    Supervise,
+    make_supervise,
+    post_mcp,
+    wait_for_pending,
+)
 
 DEFAULTS = ApprovalLimits()
 
@@ -131,28 +136,8 @@ def test_more_requests_than_the_pending_cap_are_refused_at_once_and_not_recorded
 ) -> None:
     extra = 3
     texts = [(f"request {n}", "flood") for n in range(DEFAULTS.max_pending + extra)]
-    refusals: list[dict[str, Any]] = []
-
-    def wait_for_the_refusals() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(refusals) < extra:
-            time.sleep(0.1)
-
-    async def flood() -> None:
-        async with Client(supervise.url) as client, anyio.create_task_group() as tasks:
-
-            async def call(action: str, reason: str) -> None:
-                result = await client.call_tool(
-                    "request_approval", {"action": action, "reason": reason}
-                )
-                refusals.append(dict(result.structured_content or {}))
-
-            for action, reason in texts:
-                tasks.start_soon(call, action, reason)
-            await anyio.to_thread.run_sync(wait_for_the_refusals)
-            tasks.cancel_scope.cancel()
-
-    anyio.run(flood)
+    # The requests over the cap are answered at once; the others wait until cancelled.
+    refusals = anyio.run(ask_all, supervise.url, texts, lambda: None, extra)
 
     assert len(refusals) == extra, "the requests beyond the cap were not refused"
     for refusal in refusals:
@@ -223,21 +208,7 @@ def test_answered_requests_leave_the_approvals_dir_and_stay_in_the_audit_log(
 def test_a_request_body_over_the_cap_is_refused_before_it_is_parsed(supervise: Supervise) -> None:
     filler = b"a" * (MAX_BODY_BYTES + 1)
     body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"x": "%s"}}' % filler
-    connection = http.client.HTTPConnection("127.0.0.1", supervise.port, timeout=30)
-    try:
-        connection.request(
-            "POST",
-            "/mcp",
-            body=body,
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream",
-            },
-        )
-        response = connection.getresponse()
-        status, text = response.status, response.read().decode()
-    finally:
-        connection.close()
+    status, text = post_mcp(supervise.port, body)
 
     assert status == 413
     assert "not a document" in text

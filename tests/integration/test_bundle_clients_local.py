@@ -3,7 +3,6 @@ and refuses every other peer (on loopback: 127.0.0.1 and 127.0.0.2 are two diffe
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
 from tests.integration.test_gitgate_local import git, seed_upstream
 from tests.integration.test_gitgate_support import free_port, service, write_config
+from tests.integration.test_supervise import post_mcp
 
 AGENT = "127.0.0.2"  # the allowed client in these tests
 STRANGER = "127.0.0.1"  # any other peer
@@ -67,21 +67,7 @@ def _post_initialize(port: int, source: str) -> tuple[int, str]:
             },
         }
     )
-    connection = http.client.HTTPConnection(
-        "127.0.0.1", port, timeout=30, source_address=(source, 0)
-    )
-    connection.request(
-        "POST",
-        "/mcp",
-        body=body,
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-            "Host": f"127.0.0.1:{port}",
-        },
-    )
-    response = connection.getresponse()
-    return response.status, response.read().decode("utf-8", "replace")
+    return post_mcp(port, body.encode(), source=source, host=f"127.0.0.1:{port}")
 
 
 def test_supervise_answers_its_allowed_client_and_gives_others_403(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bottle_engine.bundle.audit import AuditEntry, read_audit
-from tests.bundle_helpers import BundleTestBed, build_bundle_image, bundle_testbed
+from tests.bundle_helpers import BundleTestBed, bundle_testbed
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -25,11 +25,6 @@ NAMES = ["api.test", "a.wild.test", "b.c.wild.test", "wild.test", "secret.test",
 ALLOW = ["api.test", "*.wild.test", "secret.test", "rebind.test", "{egress_cidr}"]
 UPSTREAM_CA = "/srv/upstream-ca.pem"
 BOTTLE_CA = "/srv/bottle-ca.pem"
-
-
-@pytest.fixture(scope="session")
-def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -> str:
-    return build_bundle_image(docker_client, base_image, session_cache_dir)
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 
 from bottle_engine.bundle.config import BundleConfig
-from tests.bundle_helpers import TEST_LABELS, _force_remove, build_bundle_image
+from tests.bundle_helpers import TEST_LABELS, _force_remove, run_as_nobody
 from tests.integration.test_gitgate_local import seed_upstream
-from tests.integration.test_gitgate_support import bottle_networks
+from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -101,16 +101,10 @@ class Bed:
 
 
 @pytest.fixture(scope="module")
-def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -> str:
-    return build_bundle_image(docker_client, base_image, session_cache_dir)
-
-
-@pytest.fixture(scope="module")
 def bed(
     docker_client: Any, bundle_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Bed]:
     from bottle_engine.bundle.config import GitUpstreamConfig, SecretBinding
-    from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
 
     workdir = tmp_path_factory.mktemp("hardening")
     upstream = seed_upstream(workdir)
@@ -147,36 +141,16 @@ def bed(
             supervise=True,
         )
         state_dir = workdir / "state"
-        bundle = run_bundle_container(
+        bundle, agent = start_bundle_and_agent(
+            stack,
             docker_client,
-            name=f"bb-test-{networks.run_id}-bundle",
-            image=bundle_image,
-            config=config,
-            state_dir=state_dir,
-            secret_files={"TOKEN": secret},
-            internal_network=networks.internal,
-            bundle_ip=config.bundle_ip,
-            egress_network=networks.egress,
-            labels=TEST_LABELS,
-            readonly_files={UPSTREAM_IN_BUNDLE: upstream},
-        )
-        stack.callback(_force_remove, bundle)
-        agent = docker_client.containers.run(
             bundle_image,
-            ["sleep", "infinity"],
-            entrypoint=[],
-            name=f"bb-test-{networks.run_id}-agent",
-            network=networks.internal,
-            networking_config={
-                networks.internal: docker_client.api.create_endpoint_config(
-                    ipv4_address=config.agent_ip
-                )
-            },
-            labels=TEST_LABELS,
-            detach=True,
+            networks,
+            config,
+            state_dir,
+            readonly_files={UPSTREAM_IN_BUNDLE: upstream},
+            secret_files={"TOKEN": secret},
         )
-        stack.callback(_force_remove, agent)
-        wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
         bundle.reload()
         outbound_ip = bundle.attrs["NetworkSettings"]["Networks"][networks.egress]["IPAddress"]
         yield Bed(
@@ -221,17 +195,7 @@ def test_a_container_routing_to_the_internal_address_is_refused_by_every_service
 def test_a_host_user_without_rights_cannot_use_the_bundle(bed: Bed) -> None:
     """`nobody` on the host reaches the bundle's outbound address (the host has a route to that
     bridge; it has none to the internal one, which has no host address)."""
-    result = subprocess.run(
-        [
-            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-            *("python3", "-c", ATTACK, bed.outbound_ip, bed.config.bundle_ip),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-        check=False,
-    )
+    result = run_as_nobody(["python3", "-c", ATTACK, bed.outbound_ip, bed.config.bundle_ip], 120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == NOTHING
 

@@ -20,7 +20,7 @@ from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretB
 from bottle_engine.git import ZERO_OID
 from tests.gate_attacks import AWS_KEY, KEY_LINE, Attack, attacks
 from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
-from tests.integration.test_gitgate_support import free_port, service, write_config
+from tests.integration.test_gitgate_support import gate_on_loopback
 
 PLACEHOLDER = "bbph_" + "5" * 32
 SECRET_VALUE = "real-secret-value-of-the-bottle-0042"
@@ -76,12 +76,7 @@ def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
         ),
         state_dir=str(tmp_path / "state"),
     )
-    port = free_port()
-    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
-    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
-    with service("bottle_engine.bundle.gitgate", args, port, tmp_path / "gate.log"):
-        agent = tmp_path / "agent"
-        git(tmp_path, "clone", "-q", f"git://127.0.0.1:{port}/origin", str(agent))
+    with gate_on_loopback(tmp_path, config) as (port, agent):
         yield Gate(port, upstream, agent)
 
 
@@ -135,50 +130,48 @@ def test_allow_manifest_changes_lets_the_manifest_through(tmp_path: Path) -> Non
         assert gate.ref("refs/heads/agent/m") == head
 
 
-def test_a_blob_over_the_bound_is_refused_not_skipped(gate: Gate) -> None:
+# (files the agent makes, its branch, what the refusal must say)
+UNSCANNABLE_PUSHES = {
+    "a blob over the bound is refused, not skipped": (
+        "head -c 70000 /dev/urandom | od -An -tx1 > big.txt",
+        "big",
+        ("big.txt: refused unscanned:", "over the bound of 65536 bytes per file"),
+    ),
+    "a gzip bomb is refused at the inflation bound": (
+        "head -c 10000000 /dev/zero | gzip -c > bomb.gz",
+        "bomb",
+        ("bomb.gz: refused unscanned: gzip content inflates beyond the bound",),
+    ),
+    "many files over the scan budget are refused": (
+        "for i in 1 2 3 4 5 6; do head -c 20000 /dev/urandom | od -An -tx1 > f$i.txt; done",
+        "many",
+        ("over the bound of 262144 bytes per push",),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("make_files", "branch", "refusals"),
+    list(UNSCANNABLE_PUSHES.values()),
+    ids=list(UNSCANNABLE_PUSHES),
+)
+def test_what_cannot_be_scanned_is_refused(
+    gate: Gate, make_files: str, branch: str, refusals: tuple[str, ...]
+) -> None:
     before = gate.objects()
     script = (
-        "head -c 70000 /dev/urandom | od -An -tx1 > big.txt && git add big.txt && "
-        "git -c user.name=A -c user.email=a@b.invalid commit -q -m big && "
-        "git push origin HEAD:refs/heads/agent/big"
+        f"{make_files} && git add . && "
+        f"git -c user.name=A -c user.email=a@b.invalid commit -q -m {branch} && "
+        f"git push origin HEAD:refs/heads/agent/{branch}"
     )
 
     result = gate.sh(script)
 
     assert result.returncode != 0
-    assert "big.txt: refused unscanned:" in result.stderr
-    assert "over the bound of 65536 bytes per file" in result.stderr
+    for refusal in refusals:
+        assert refusal in result.stderr
     assert gate.objects() == before
-
-
-def test_a_gzip_bomb_is_refused_at_the_inflation_bound(gate: Gate) -> None:
-    before = gate.objects()
-    script = (
-        "head -c 10000000 /dev/zero | gzip -c > bomb.gz && git add bomb.gz && "
-        "git -c user.name=A -c user.email=a@b.invalid commit -q -m bomb && "
-        "git push origin HEAD:refs/heads/agent/bomb"
-    )
-
-    result = gate.sh(script)
-
-    assert result.returncode != 0
-    assert "bomb.gz: refused unscanned: gzip content inflates beyond the bound" in result.stderr
-    assert gate.objects() == before
-
-
-def test_many_files_over_the_scan_budget_are_refused(gate: Gate) -> None:
-    before = gate.objects()
-    script = (
-        "for i in 1 2 3 4 5 6; do head -c 20000 /dev/urandom | od -An -tx1 > f$i.txt; done && "
-        "git add . && git -c user.name=A -c user.email=a@b.invalid commit -q -m many && "
-        "git push origin HEAD:refs/heads/agent/many"
-    )
-
-    result = gate.sh(script)
-
-    assert result.returncode != 0
-    assert "over the bound of 262144 bytes per push" in result.stderr
-    assert gate.objects() == before
+    assert gate.ref(f"refs/heads/agent/{branch}") is None
 
 
 def test_a_push_over_the_size_bound_is_cut_off(gate: Gate) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
 )
-from tests.bundle_helpers import TEST_LABELS, _force_remove, _wait_for_log, build_bundle_image
+from tests.bundle_helpers import TEST_LABELS, _force_remove, _wait_for_log
 from tests.integration.test_gitgate_local import AWS_KEY
 from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
@@ -60,11 +59,6 @@ class Bottle:
             user="git",
         )
         return bytes(result.output).decode().strip() if result.exit_code == 0 else None
-
-
-@pytest.fixture(scope="module")
-def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -> str:
-    return build_bundle_image(docker_client, base_image, session_cache_dir)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
 from bottle_engine.bundle.gitgate.gate import AUDIT_LOG
-from tests.integration.test_gitgate_support import free_port, service, write_config
+from tests.integration.test_gitgate_support import gate_on_loopback
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PLACEHOLDER = "BOTTLE_SECRET_PLACEHOLDER_0d1f"
@@ -84,13 +84,8 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
         ),
         state_dir=str(tmp_path / "state"),
     )
-    port = free_port()
-    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
-    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
-    with service("bottle_engine.bundle.gitgate", args, port, tmp_path / "gate.log"):
+    with gate_on_loopback(tmp_path, config) as (port, agent):
         url = f"git://127.0.0.1:{port}/origin"
-        agent = tmp_path / "agent"
-        git(tmp_path, "clone", "-q", url, str(agent))
         yield Gate(url, upstream, agent, Path(config.state_dir) / AUDIT_LOG)
 
 

@@ -5,9 +5,7 @@ pinned host key, strict host key checking on, and nothing else (no ssh config, n
 from __future__ import annotations
 
 import hashlib
-import io
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +19,9 @@ import pytest
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
 from bottle_engine.git import ssh_command
 from tests.bundle_helpers import TEST_LABELS
+from tests.fixtures_artifacts import build_image_from_texts
 from tests.integration.test_gitgate_local import AWS_KEY, commit_file, git
-from tests.integration.test_gitgate_support import free_port, service, write_config
+from tests.integration.test_gitgate_support import gate_on_loopback
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -88,23 +87,9 @@ def ssh_image(docker_client: Any, base_image: str) -> str:
     tag = f"{IMAGE_NAME}:{hashlib.sha256((DOCKERFILE + base_id).encode()).hexdigest()[:16]}"
     if docker_client.images.list(name=tag):
         return tag
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        data = DOCKERFILE.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    docker_client.images.build(
-        fileobj=context,
-        custom_context=True,
-        tag=tag,
-        buildargs={"BASE_IMAGE": base_image},
-        labels=TEST_LABELS,
-        rm=True,
-        forcerm=True,
+    return build_image_from_texts(
+        docker_client, tag, {"Dockerfile": DOCKERFILE}, {"BASE_IMAGE": base_image}
     )
-    return tag
 
 
 @pytest.fixture(scope="module")
@@ -193,12 +178,7 @@ def gate_for(tmp_path: Path, upstream: SshUpstream, url: str, known_hosts: Path)
         ),
         state_dir=str(tmp_path / "state"),
     )
-    port = free_port()
-    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
-    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
-    with service("bottle_engine.bundle.gitgate", args, port, tmp_path / "gate.log"):
-        agent = tmp_path / "agent"
-        git(tmp_path, "clone", "-q", f"git://127.0.0.1:{port}/origin", str(agent))
+    with gate_on_loopback(tmp_path, config) as (_, agent):
         yield agent
 
 

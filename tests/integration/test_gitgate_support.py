@@ -67,6 +67,25 @@ def service(
             process.wait()
 
 
+@contextmanager
+def gate_on_loopback(
+    tmp_path: Path, config: BundleConfig, *extra_args: str
+) -> Iterator[tuple[int, Path]]:
+    """The git gate for `config` on a loopback port, and the agent's clone of its `origin`
+    (in tmp_path/agent): (port, clone)."""
+    port = free_port()
+    args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
+    args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
+    with service("bottle_engine.bundle.gitgate", [*args, *extra_args], port, tmp_path / "gate.log"):
+        agent = tmp_path / "agent"
+        subprocess.run(
+            ["git", "clone", "-q", f"git://127.0.0.1:{port}/origin", str(agent)],
+            check=True,
+            capture_output=True,
+        )
+        yield port, agent
+
+
 @dataclass
 class BottleNetworks:
     """A bottle's two networks, made by a test: internal (agent side) and egress (outside)."""
@@ -104,6 +123,7 @@ def start_bundle_and_agent(
     config: BundleConfig,
     state_dir: Path,
     readonly_files: dict[str, Path] | None = None,
+    secret_files: dict[str, Path] | None = None,
 ) -> tuple[Any, Any]:
     """The bundle (ready) and an agent container on the internal network only; `stack` removes
     both. The agent runs the bundle image, which has git and the MCP SDK. As in a bottle, the
@@ -118,7 +138,7 @@ def start_bundle_and_agent(
         image=image,
         config=config,
         state_dir=state_dir,
-        secret_files={},
+        secret_files=secret_files or {},
         internal_network=networks.internal,
         bundle_ip=config.bundle_ip,
         egress_network=networks.egress,

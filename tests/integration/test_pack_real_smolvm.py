@@ -29,17 +29,7 @@ from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import BottlePlan, plan_bottle
 from tests.bundle_helpers import build_bundle_image
-
-MANIFEST = """\
-[agents.dev]
-prompt = "Only ever push to bot/* branches."
-command = ["sh"]
-
-[bottles.default]
-backend = "smolmachines"
-base_image = "{base_image}"
-egress.allow = ["pypi.org"]
-"""
+from tests.integration.test_pack_launch import MANIFEST
 
 
 @pytest.fixture
@@ -100,12 +90,20 @@ def test_real_cli_parses_the_engines_create_with_its_pack(
     assert real_smolvm.machines() == []
 
 
-def test_real_cli_creates_the_engines_machine_with_one_cidr_labels_and_limits(
+def create_machine(
     real_smolvm: smolvm.Smolvm, tmp_path: Path
-) -> None:
+) -> tuple[BottlePlan, smolvm.MachineSpec]:
+    """The engine's machine for a planned bottle, created (not started) by the real CLI."""
     plan = make_plan(tmp_path)
     spec = machine_spec(plan, tmp_path / "unused.smolmachine")
     real_smolvm.run(without_pack(smolvm.machine_create_args(spec)), doing="create")
+    return plan, spec
+
+
+def test_real_cli_creates_the_engines_machine_with_one_cidr_labels_and_limits(
+    real_smolvm: smolvm.Smolvm, tmp_path: Path
+) -> None:
+    plan, spec = create_machine(real_smolvm, tmp_path)
     [machine] = real_smolvm.machines()
     assert machine["name"] == plan.name
     assert machine["allowed_cidrs"] == [f"{plan.bundle_ip}/32"]
@@ -122,9 +120,7 @@ def test_real_cli_creates_the_engines_machine_with_one_cidr_labels_and_limits(
 def test_orphaned_real_machines_are_found_by_their_labels(
     real_smolvm: smolvm.Smolvm, tmp_path: Path
 ) -> None:
-    plan = make_plan(tmp_path)
-    spec = machine_spec(plan, tmp_path / "unused.smolmachine")
-    real_smolvm.run(without_pack(smolvm.machine_create_args(spec)), doing="create")
+    plan, _ = create_machine(real_smolvm, tmp_path)
     backend = SmolmachinesBackend(smolvm=real_smolvm)
     assert backend.orphans() == [plan.name]  # no record accounts for it
     assert backend.remove_orphans() == [plan.name]

@@ -5,10 +5,8 @@ with no build step; tampered bytes, a registry that is down and refused credenti
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from bottle_engine.errors import BottleError
 from tests.fakes.fixtures import registry_image
 from tests.fixtures_artifacts import (
     RecordingClient,
+    build_image_from_texts,
     remove_images,
     small_build_spec,
     write_small_context,
@@ -75,24 +74,15 @@ def auth_registry(
     docker_client: Any, registry_image: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
     """The same registry with htpasswd authentication (image built on top, once per test)."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = (
-            f"FROM {registry_image}\nCOPY config.yml /etc/docker/registry/config.yml\n"
-            "COPY htpasswd /etc/docker/registry/htpasswd\n"
-        )
-        for name, text in (
-            ("Dockerfile", dockerfile),
-            ("config.yml", AUTH_CONFIG),
-            ("htpasswd", HTPASSWD),
-        ):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    tag = "bot-bottle-test/auth-registry:local"
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    dockerfile = (
+        f"FROM {registry_image}\nCOPY config.yml /etc/docker/registry/config.yml\n"
+        "COPY htpasswd /etc/docker/registry/htpasswd\n"
+    )
+    tag = build_image_from_texts(
+        docker_client,
+        "bot-bottle-test/auth-registry:local",
+        {"Dockerfile": dockerfile, "config.yml": AUTH_CONFIG, "htpasswd": HTPASSWD},
+    )
     try:
         yield from _registry(docker_client, tag, monkeypatch)
     finally:

@@ -4,6 +4,7 @@ calls request_approval on the server running on loopback, and a person answers w
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -76,6 +77,25 @@ def bottle_engine(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def post_mcp(
+    port: int, body: bytes, *, source: str | None = None, host: str | None = None
+) -> tuple[int, str]:
+    """POST `body` to the approval server's /mcp as a streamable-HTTP client would, from
+    `source` (an address of this machine); the status and the text of the answer."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=30, source_address=(source, 0) if source else None
+    )
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if host:
+        headers["Host"] = host
+    try:
+        connection.request("POST", "/mcp", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
 
 
 def wait_for_pending(count: int = 1) -> list[approvals.ApprovalRequest]:

@@ -22,7 +22,6 @@ import pytest
 from bottle_engine import approvals, state
 from bottle_engine.approvals import AUDIT_LOG
 from bottle_engine.bundle.config import SUPERVISE_PORT, BundleConfig
-from tests.bundle_helpers import build_bundle_image
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 from tests.integration.test_supervise import bottle_engine, wait_for_event
 
@@ -82,11 +81,6 @@ class SupervisedBottle:
         from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
 
         wait_bundle_ready(self.bundle, self.config, 180, state_dir=self.state_dir)
-
-
-@pytest.fixture(scope="module")
-def bundle_image(docker_client: Any, base_image: str, session_cache_dir: Path) -> str:
-    return build_bundle_image(docker_client, base_image, session_cache_dir)
 
 
 @pytest.fixture
