@@ -1,8 +1,8 @@
 """Completion: what may be written at the cursor, all of it read from the schema and the document.
 
-Keys come from the schema table the cursor is in, values from the field's enum / kind, bottle
-names from the manifest, skills from `~/.claude/skills/`, and new-table snippets from the
-schema's required keys.
+Keys come from the schema table the cursor is in, values from the field's enum / kind or from
+what the schema says it refers to (bottle names from the manifest, skills from
+`~/.claude/skills/`, ...), and new-table snippets from the schema's required keys.
 """
 
 from __future__ import annotations
@@ -13,25 +13,14 @@ from pathlib import Path
 from lsprotocol import types
 
 from bottle_engine.manifest import schema
-from bottle_engine.manifest.schema import Field, Kind
+from bottle_engine.manifest.schema import Field, Kind, Ref
 from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.analysis import Analysis
 from bottle_lsp.cursor import Cursor, cursor_at
 from bottle_lsp.docs import bottle_summary, default_text, field_markdown, schema_path, toml_literal
 
-# Which fields refer to other things (the meaning lives here; names are checked against the
-# schema when this module loads, so a renamed field fails loudly instead of going quiet).
-AGENT_BOTTLE = ("agents", "bottle")
-AGENT_SKILLS = ("agents", "skills")
-SECRET_FROM_ENV = ("secrets", "from_env")
-SECRET_HOSTS = ("secrets", "hosts")
 # Keys a new table's snippet starts with besides the schema's required ones.
 SNIPPET_STARTERS: dict[str, tuple[str, ...]] = {"agents": ("bottle",), "bottles": ("backend",)}
-
-for _section, _key in (AGENT_BOTTLE, AGENT_SKILLS):
-    assert schema.field_at((_section, "x", _key)) is not None, _key
-for _key in (SECRET_FROM_ENV[1], SECRET_HOSTS[1]):
-    assert schema.field_at(("bottles", "x", "secrets", "y", _key)) is not None, _key
 
 
 def skills_dir() -> Path:
@@ -274,26 +263,14 @@ def _value_item(
     )
 
 
-def field_role(key: KeyPath) -> tuple[str, ...]:
-    """What a key refers to, as (owner, field): `("agents", "dev", "bottle")` ->
-    `("agents", "bottle")`; compare with AGENT_BOTTLE, AGENT_SKILLS, SECRET_FROM_ENV, ..."""
-    strings = [part for part in key if isinstance(part, str)]
-    if len(strings) >= 3 and strings[0] == "agents":
-        return ("agents", strings[2])
-    if len(strings) >= 5 and strings[0] == "bottles" and strings[2] == "secrets":
-        return ("secrets", strings[4])
-    return ()
-
-
 def _values(
     analysis: Analysis, cursor: Cursor, position: Position, skills: Path
 ) -> list[types.CompletionItem]:
     field = schema.field_at(cursor.key)
     if field is None:
         return []
-    shape = field_role(cursor.key)
     reference = types.CompletionItemKind.Reference
-    if shape == AGENT_BOTTLE:
+    if field.refers_to == Ref.BOTTLE:
         bottles = analysis.table("bottles")
         return [
             _value_item(
@@ -302,21 +279,21 @@ def _values(
                 name,
                 quoted=True,
                 kind=reference,
-                detail="bottle",
+                detail=Ref.BOTTLE.value,
                 doc=bottle_summary(
                     name, bottles.get(name) if isinstance(bottles.get(name), dict) else None
                 ),
             )
             for name in analysis.names("bottles")
         ]
-    if shape == AGENT_SKILLS:
+    if field.refers_to == Ref.SKILL:
         return [
             _value_item(
-                cursor, position, name, quoted=True, kind=reference, detail="skill", doc=doc
+                cursor, position, name, quoted=True, kind=reference, detail=Ref.SKILL.value, doc=doc
             )
             for name, doc in installed_skills(skills)
         ]
-    if shape == SECRET_FROM_ENV:
+    if field.refers_to == Ref.ENV_VAR:
         own = str(cursor.key[3])
         names = [own, *(name for name in _secret_names(analysis) if name != own)]
         return [
@@ -326,12 +303,12 @@ def _values(
                 name,
                 quoted=True,
                 kind=types.CompletionItemKind.Variable,
-                detail="environment variable",
+                detail=Ref.ENV_VAR.value,
                 preselect=name == own,
             )
             for name in names
         ]
-    if shape == SECRET_HOSTS:
+    if field.refers_to == Ref.ALLOWED_HOST:
         bottle = analysis.table("bottles", str(cursor.key[1]))
         egress = bottle.get("egress")
         allow = egress.get("allow", []) if isinstance(egress, dict) else []
@@ -342,7 +319,7 @@ def _values(
                 entry,
                 quoted=True,
                 kind=reference,
-                detail="egress allowlist entry",
+                detail=Ref.ALLOWED_HOST.value,
             )
             for entry in allow
             if isinstance(entry, str)
