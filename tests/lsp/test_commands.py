@@ -1,8 +1,8 @@
 """The commands and code lenses the VS Code extension relies on (its contract), and approvals.
 
-Launch and stop run against `tests/lsp/fake_engine.py` (a real bottle takes minutes); the
-manifest validation in front of the engine, and every error path through `window/showMessage`,
-are the real ones.
+Launch and stop run against `tests/lsp/fake_engine.py`, handed to the real server by
+`fake_server.py` (a real bottle takes minutes); the manifest validation in front of the
+engine, and every error path through `window/showMessage`, are the real ones.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ async def test_a_running_bottle_adds_attach_and_stop_lenses_until_stopped(
 async def test_lenses_catch_up_with_bottles_started_elsewhere(
     make_client: ClientFactory, project: Path, tmp_path: Path
 ) -> None:
-    client = await make_client(env={"BOTTLE_LSP_BOTTLES_MAX_AGE": "0"})
+    client = await make_client(bottles_max_age=0)
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     assert len(await lenses(client, uri)) == 2
     record = {  # what `bottle-engine launch dev` in a terminal leaves behind
