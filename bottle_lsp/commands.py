@@ -298,6 +298,6 @@ COMMANDS: tuple[Command[Any], ...] = (
     Command(LIST, None, list_bottles, answers_list=True),
     Command(LOGS, LogsArgs, logs),
     Command(AGENTS, UriArgs, agents, answers_list=True),
-    Command(TRUST_REVIEW, UriArgs, trust_review),
     Command(TRUST, TrustArgs, trust),
+    Command(TRUST_REVIEW, UriArgs, trust_review),
 )
