@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pytest_lsp import LanguageClient
 
 from bottle_engine import state
 from bottle_engine.approvals import ApprovalStore, list_requests
+from tests.conftest import REPO_ROOT
 from tests.lsp.conftest import MANIFEST, ClientFactory, open_document, rng
 
 pytestmark = pytest.mark.asyncio
@@ -256,3 +258,27 @@ async def test_pending_approvals_are_asked_and_answered(make_client: ClientFacto
     assert [a.title for a in asked[0].actions or []] == ["Approve", "Deny"]
     await asyncio.sleep(0.2)
     assert len(asked) == 2  # each request is asked once
+
+
+async def test_no_environment_variable_puts_another_engine_behind_the_server(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """`bottle-lsp` used to import whatever module BOTTLE_LSP_LIFECYCLE_MODULE named (a test
+    hook): code running as the person who launches and stops bottles, and answers for them. The
+    installed server builds the real engine whatever the environment says."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    imported = tmp_path / "imported"
+    (hooks / "swapped_lifecycle.py").write_text(
+        f"import pathlib\npathlib.Path({str(imported)!r}).write_text('yes')\n"
+        "def list_bottles():\n    return []\n"
+    )
+    client = await make_client(
+        fake_engine=False,
+        env={
+            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{hooks}",
+            "BOTTLE_LSP_LIFECYCLE_MODULE": "swapped_lifecycle",
+        },
+    )
+    assert await execute(client, "bottle.list") == []
+    assert not imported.exists()
