@@ -8,6 +8,7 @@ what the schema says it refers to (bottle names from the manifest, skills from
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsprotocol import types
@@ -269,60 +270,24 @@ def _values(
     field = schema.field_at(cursor.key)
     if field is None:
         return []
-    reference = types.CompletionItemKind.Reference
-    if field.refers_to == Ref.BOTTLE:
-        bottles = analysis.table("bottles")
+    if field.refers_to is not None:
+        kind = (
+            types.CompletionItemKind.Variable
+            if field.refers_to == Ref.ENV_VAR
+            else types.CompletionItemKind.Reference
+        )
         return [
             _value_item(
                 cursor,
                 position,
                 name,
                 quoted=True,
-                kind=reference,
-                detail=Ref.BOTTLE.value,
-                doc=bottle_summary(
-                    name, bottles.get(name) if isinstance(bottles.get(name), dict) else None
-                ),
+                kind=kind,
+                detail=field.refers_to.value,
+                doc=doc,
+                preselect=preselect,
             )
-            for name in analysis.names("bottles")
-        ]
-    if field.refers_to == Ref.SKILL:
-        return [
-            _value_item(
-                cursor, position, name, quoted=True, kind=reference, detail=Ref.SKILL.value, doc=doc
-            )
-            for name, doc in installed_skills(skills)
-        ]
-    if field.refers_to == Ref.ENV_VAR:
-        own = str(cursor.key[3])
-        names = [own, *(name for name in _secret_names(analysis) if name != own)]
-        return [
-            _value_item(
-                cursor,
-                position,
-                name,
-                quoted=True,
-                kind=types.CompletionItemKind.Variable,
-                detail=Ref.ENV_VAR.value,
-                preselect=name == own,
-            )
-            for name in names
-        ]
-    if field.refers_to == Ref.ALLOWED_HOST:
-        bottle = analysis.table("bottles", str(cursor.key[1]))
-        egress = bottle.get("egress")
-        allow = egress.get("allow", []) if isinstance(egress, dict) else []
-        return [
-            _value_item(
-                cursor,
-                position,
-                entry,
-                quoted=True,
-                kind=reference,
-                detail=Ref.ALLOWED_HOST.value,
-            )
-            for entry in allow
-            if isinstance(entry, str)
+            for name, doc, preselect in _referenced(field.refers_to, analysis, cursor, skills)
         ]
     if field.enum:
         return [
@@ -354,6 +319,29 @@ def _values(
             for literal in ("true", "false")
         ]
     return []
+
+
+def _referenced(
+    ref: Ref, analysis: Analysis, cursor: Cursor, skills: Path
+) -> Sequence[tuple[str, str | None, bool]]:
+    """The names a value that refers to `ref` may take: (name, documentation, preselect)."""
+    if ref == Ref.BOTTLE:
+        tables = analysis.table("bottles")
+        summaries = {name: tables.get(name) for name in analysis.names("bottles")}
+        return [
+            (name, bottle_summary(name, table if isinstance(table, dict) else None), False)
+            for name, table in summaries.items()
+        ]
+    if ref == Ref.SKILL:
+        return [(name, doc, False) for name, doc in installed_skills(skills)]
+    if ref == Ref.ENV_VAR:  # the secret's own name first: the usual choice
+        own = str(cursor.key[3])
+        others = [name for name in _secret_names(analysis) if name != own]
+        return [(name, None, name == own) for name in [own, *others]]
+    bottle = analysis.table("bottles", str(cursor.key[1]))  # Ref.ALLOWED_HOST
+    egress = bottle.get("egress")
+    allow = egress.get("allow", []) if isinstance(egress, dict) else []
+    return [(entry, None, False) for entry in allow if isinstance(entry, str)]
 
 
 _DESCRIPTION = re.compile(r"^description:\s*(.+)$", re.MULTILINE)

@@ -69,23 +69,32 @@ def create_server(
     return server
 
 
-class PositionParams(Protocol):
-    """What every positional request's params have (lsprotocol gives them no common base)."""
+class DocumentParams(Protocol):
+    """What every document request's params have (lsprotocol gives them no common base)."""
 
     @property
     def text_document(self) -> types.TextDocumentIdentifier: ...
 
+
+class PositionParams(DocumentParams, Protocol):
     @property
     def position(self) -> types.Position: ...
+
+
+def in_document(
+    ls: BottleLanguageServer, params: DocumentParams
+) -> tuple[str, TextDocument, Analysis]:
+    """The URI, document and analysis a request is about."""
+    uri = params.text_document.uri
+    return uri, ls.workspace.get_text_document(uri), ls.analysis(uri)
 
 
 def at_cursor(
     ls: BottleLanguageServer, params: PositionParams
 ) -> tuple[str, TextDocument, Analysis, Position]:
     """The URI, document, analysis and (engine) position a positional request is about."""
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    return uri, document, ls.analysis(uri), to_server(document, params.position)
+    uri, document, analysis = in_document(ls, params)
+    return uri, document, analysis, to_server(document, params.position)
 
 
 def guarded(default: Callable[[], Any]) -> Callable[[F], F]:
@@ -193,10 +202,10 @@ def did_close(ls: BottleLanguageServer, params: types.DidCloseTextDocumentParams
 def pull_diagnostics(
     ls: BottleLanguageServer, params: types.DocumentDiagnosticParams
 ) -> types.RelatedFullDocumentDiagnosticReport:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    found = to_client(document, diagnostics(ls.analysis(uri)))
-    return types.RelatedFullDocumentDiagnosticReport(items=found)
+    _, document, analysis = in_document(ls, params)
+    return types.RelatedFullDocumentDiagnosticReport(
+        items=to_client(document, diagnostics(analysis))
+    )
 
 
 # -- editing help ---------------------------------------------------------------------------------
@@ -264,9 +273,8 @@ def rename_feature(
 def symbols_feature(
     ls: BottleLanguageServer, params: types.DocumentSymbolParams
 ) -> list[types.DocumentSymbol]:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    return to_client(document, document_symbols(ls.analysis(uri)))
+    _, document, analysis = in_document(ls, params)
+    return to_client(document, document_symbols(analysis))
 
 
 @feature(types.TEXT_DOCUMENT_FOLDING_RANGE)
@@ -285,15 +293,14 @@ def folding_feature(
 def code_action_feature(
     ls: BottleLanguageServer, params: types.CodeActionParams
 ) -> list[types.CodeAction]:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
+    uri, document, analysis = in_document(ls, params)
     selection = range_to_server(document, params.range)
     reported = [
         (str(d.code), range_to_server(document, d.range))
         for d in params.context.diagnostics
         if d.source == SOURCE
     ]
-    return to_client(document, code_actions(ls.analysis(uri), uri, selection, reported))
+    return to_client(document, code_actions(analysis, uri, selection, reported))
 
 
 @feature(types.TEXT_DOCUMENT_FORMATTING)
@@ -310,9 +317,7 @@ def formatting_feature(
 def code_lens_feature(
     ls: BottleLanguageServer, params: types.CodeLensParams
 ) -> list[types.CodeLens]:
-    uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    analysis = ls.analysis(uri)
+    uri, document, analysis = in_document(ls, params)
     if ls.bottles.claim_stale():
         ls.spawn(ls.refresh_lenses_if_bottles_changed())
     state = ls.engine.trust_state(analysis.path)  # the saved file: what a launch would use
