@@ -135,7 +135,7 @@ class Command(Generic[A]):
             try:
                 parsed: A = _converter.structure(args[0], self.argument)
                 return parsed
-            except Exception:  # cattrs names the missing key in a nested exception group
+            except Exception:  # a missing key or a value of no usable type: said below
                 pass
         raise BottleError(f"expected one argument {self.shape}, got {list(args)!r}")
 
