@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         **destination,
     )
-    from bottle_lsp.server import server  # after parsing: --version stays instant
+    from bottle_lsp.engine import Engine  # after parsing: --version stays instant
+    from bottle_lsp.server import create_server
+
+    server = create_server(Engine())
 
     if args.tcp:
         server.start_tcp(args.host, args.port)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from lsprotocol import types
 
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.diagnostics import to_diagnostic, to_range
+from bottle_lsp.diagnostics import to_diagnostic
+from bottle_lsp.positions import span_range
 
 
 def _key(r: types.Range) -> tuple[int, int, int, int]:
@@ -44,7 +45,7 @@ def code_actions(
                     edit=types.WorkspaceEdit(
                         changes={
                             uri: [
-                                types.TextEdit(range=to_range(fix.span), new_text=fix.replacement)
+                                types.TextEdit(range=span_range(fix.span), new_text=fix.replacement)
                             ]
                         }
                     ),

@@ -1,37 +1,27 @@
 """Completion: what may be written at the cursor, all of it read from the schema and the document.
 
-Keys come from the schema table the cursor is in, values from the field's enum / kind, bottle
-names from the manifest, skills from `~/.claude/skills/`, and new-table snippets from the
-schema's required keys.
+Keys come from the schema table the cursor is in, values from the field's enum / kind or from
+what the schema says it refers to (bottle names from the manifest, skills from
+`~/.claude/skills/`, ...), and new-table snippets from the schema's required keys.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsprotocol import types
 
 from bottle_engine.manifest import schema
-from bottle_engine.manifest.schema import Field, Kind
+from bottle_engine.manifest.schema import Field, Kind, Ref
 from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.analysis import Analysis
 from bottle_lsp.cursor import Cursor, cursor_at
 from bottle_lsp.docs import bottle_summary, default_text, field_markdown, schema_path, toml_literal
 
-# Which fields refer to other things (the meaning lives here; names are checked against the
-# schema when this module loads, so a renamed field fails loudly instead of going quiet).
-AGENT_BOTTLE = ("agents", "bottle")
-AGENT_SKILLS = ("agents", "skills")
-SECRET_FROM_ENV = ("secrets", "from_env")
-SECRET_HOSTS = ("secrets", "hosts")
 # Keys a new table's snippet starts with besides the schema's required ones.
 SNIPPET_STARTERS: dict[str, tuple[str, ...]] = {"agents": ("bottle",), "bottles": ("backend",)}
-
-for _section, _key in (AGENT_BOTTLE, AGENT_SKILLS):
-    assert schema.field_at((_section, "x", _key)) is not None, _key
-for _key in (SECRET_FROM_ENV[1], SECRET_HOSTS[1]):
-    assert schema.field_at(("bottles", "x", "secrets", "y", _key)) is not None, _key
 
 
 def skills_dir() -> Path:
@@ -274,78 +264,30 @@ def _value_item(
     )
 
 
-def field_role(key: KeyPath) -> tuple[str, ...]:
-    """What a key refers to, as (owner, field): `("agents", "dev", "bottle")` ->
-    `("agents", "bottle")`; compare with AGENT_BOTTLE, AGENT_SKILLS, SECRET_FROM_ENV, ..."""
-    strings = [part for part in key if isinstance(part, str)]
-    if len(strings) >= 3 and strings[0] == "agents":
-        return ("agents", strings[2])
-    if len(strings) >= 5 and strings[0] == "bottles" and strings[2] == "secrets":
-        return ("secrets", strings[4])
-    return ()
-
-
 def _values(
     analysis: Analysis, cursor: Cursor, position: Position, skills: Path
 ) -> list[types.CompletionItem]:
     field = schema.field_at(cursor.key)
     if field is None:
         return []
-    shape = field_role(cursor.key)
-    reference = types.CompletionItemKind.Reference
-    if shape == AGENT_BOTTLE:
-        bottles = analysis.table("bottles")
+    if field.refers_to is not None:
+        kind = (
+            types.CompletionItemKind.Variable
+            if field.refers_to == Ref.ENV_VAR
+            else types.CompletionItemKind.Reference
+        )
         return [
             _value_item(
                 cursor,
                 position,
                 name,
                 quoted=True,
-                kind=reference,
-                detail="bottle",
-                doc=bottle_summary(
-                    name, bottles.get(name) if isinstance(bottles.get(name), dict) else None
-                ),
+                kind=kind,
+                detail=field.refers_to.value,
+                doc=doc,
+                preselect=preselect,
             )
-            for name in analysis.names("bottles")
-        ]
-    if shape == AGENT_SKILLS:
-        return [
-            _value_item(
-                cursor, position, name, quoted=True, kind=reference, detail="skill", doc=doc
-            )
-            for name, doc in installed_skills(skills)
-        ]
-    if shape == SECRET_FROM_ENV:
-        own = str(cursor.key[3])
-        names = [own, *(name for name in _secret_names(analysis) if name != own)]
-        return [
-            _value_item(
-                cursor,
-                position,
-                name,
-                quoted=True,
-                kind=types.CompletionItemKind.Variable,
-                detail="environment variable",
-                preselect=name == own,
-            )
-            for name in names
-        ]
-    if shape == SECRET_HOSTS:
-        bottle = analysis.table("bottles", str(cursor.key[1]))
-        egress = bottle.get("egress")
-        allow = egress.get("allow", []) if isinstance(egress, dict) else []
-        return [
-            _value_item(
-                cursor,
-                position,
-                entry,
-                quoted=True,
-                kind=reference,
-                detail="egress allowlist entry",
-            )
-            for entry in allow
-            if isinstance(entry, str)
+            for name, doc, preselect in _referenced(field.refers_to, analysis, cursor, skills)
         ]
     if field.enum:
         return [
@@ -377,6 +319,29 @@ def _values(
             for literal in ("true", "false")
         ]
     return []
+
+
+def _referenced(
+    ref: Ref, analysis: Analysis, cursor: Cursor, skills: Path
+) -> Sequence[tuple[str, str | None, bool]]:
+    """The names a value that refers to `ref` may take: (name, documentation, preselect)."""
+    if ref == Ref.BOTTLE:
+        tables = analysis.table("bottles")
+        summaries = {name: tables.get(name) for name in analysis.names("bottles")}
+        return [
+            (name, bottle_summary(name, table if isinstance(table, dict) else None), False)
+            for name, table in summaries.items()
+        ]
+    if ref == Ref.SKILL:
+        return [(name, doc, False) for name, doc in installed_skills(skills)]
+    if ref == Ref.ENV_VAR:  # the secret's own name first: the usual choice
+        own = str(cursor.key[3])
+        others = [name for name in _secret_names(analysis) if name != own]
+        return [(name, None, name == own) for name in [own, *others]]
+    bottle = analysis.table("bottles", str(cursor.key[1]))  # Ref.ALLOWED_HOST
+    egress = bottle.get("egress")
+    allow = egress.get("allow", []) if isinstance(egress, dict) else []
+    return [(entry, None, False) for entry in allow if isinstance(entry, str)]
 
 
 _DESCRIPTION = re.compile(r"^description:\s*(.+)$", re.MULTILINE)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from lsprotocol import types
 
 from bottle_engine.manifest.problems import Problem, Severity
-from bottle_engine.manifest.source import Span
 from bottle_lsp.analysis import Analysis
+from bottle_lsp.positions import line_range, span_range
 
 SOURCE = "bottle"
 
@@ -17,16 +17,9 @@ _SEVERITY = {
 }
 
 
-def to_range(span: Span) -> types.Range:
-    return types.Range(
-        start=types.Position(line=span.start.line, character=span.start.character),
-        end=types.Position(line=span.end.line, character=span.end.character),
-    )
-
-
 def to_diagnostic(problem: Problem) -> types.Diagnostic:
     return types.Diagnostic(
-        range=to_range(problem.span),
+        range=span_range(problem.span),
         message=problem.message,
         severity=_SEVERITY[problem.severity],
         code=problem.code,
@@ -40,7 +33,7 @@ def diagnostics(analysis: Analysis) -> list[types.Diagnostic]:
     if analysis.internal_error is not None:
         found.append(
             types.Diagnostic(
-                range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)),
+                range=line_range(0, 0, 0),
                 message=f"bottle-lsp could not validate this document ({analysis.internal_error}); "
                 "run `bottle-engine validate` and report the error",
                 severity=types.DiagnosticSeverity.Error,

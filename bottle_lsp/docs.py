@@ -128,7 +128,7 @@ def agent_summary(name: str, agent: dict[str, Any] | None, bottles: list[str]) -
     table = schema.field_at(("agents", name))
     assert table is not None
     values = {**schema.defaults_of(table), **agent}
-    bottle = agent.get("bottle") or (bottles[0] if len(bottles) == 1 else None)
+    bottle = schema.implied_bottle(agent, bottles)
     command = values.get("command")
     lines = [
         f"**agent {code(name)}** — {code('bottle-engine launch ' + name)}",

@@ -1,68 +1,120 @@
 """The language server's one door into the engine: launch, stop, list, attach, logs, approvals.
 
-Everything the editor can make happen goes through these functions, which speak plain values
+Everything the editor can make happen goes through an `Engine`, whose methods speak plain values
 (slugs, dicts of strings, argv lists) so the server never touches engine objects. Failures come
-out as `BottleError` sentences.
-
-`BOTTLE_LSP_LIFECYCLE_MODULE` names a replacement for `bottle_engine.lifecycle` (same
-functions); tests use one where a real bottle cannot start in a test's time.
+out as `BottleError` sentences. `bottle-lsp` hands the server the real one; tests hand it one
+whose `Lifecycle` is a stand-in (a real bottle takes minutes to start).
 """
 
 from __future__ import annotations
 
 import getpass
-import importlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
-from bottle_engine.display import safe_editor_text
+from bottle_engine.display import safe_editor_text, safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress
 
 ENGINE_COMMAND = "bottle-engine"
-LIFECYCLE_MODULE = "bottle_engine.lifecycle"
-APPROVALS_MODULE = "bottle_engine.approvals"
 
 
-def _module(default: str, override_variable: str | None, feature: str) -> ModuleType:
-    name = (os.environ.get(override_variable) if override_variable else None) or default
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            raise BottleError(
-                f"this bot-bottle installation cannot {feature} yet ({name} is missing)",
-                fix="update bot-bottle, or use the bottle-engine CLI",
-            ) from exc
-        raise
+class Lifecycle(Protocol):
+    """What the server needs of `bottle_engine.lifecycle` (which satisfies it as a module)."""
+
+    def launch(
+        self, manifest_path: Path, agent: str, *, cwd: Path | None = ..., progress: Progress
+    ) -> Any: ...
+
+    def stop(self, slug: str) -> None: ...
+
+    def list_bottles(self) -> Sequence[Any]: ...
 
 
-def _lifecycle() -> ModuleType:
-    return _module(LIFECYCLE_MODULE, "BOTTLE_LSP_LIFECYCLE_MODULE", "launch or stop bottles")
+class Engine:
+    """The engine as the editor sees it. Methods block: the server calls them in threads."""
 
+    def __init__(self, lifecycle: Lifecycle | None = None) -> None:
+        if lifecycle is None:
+            from bottle_engine import lifecycle as real  # heavy: loaded when a server is made
 
-def launch(manifest_path: Path, agent: str, progress: Progress) -> str:
-    """Start a bottle for `agent` (detached); its slug. The engine validates the manifest first.
+            lifecycle = real
+        self.lifecycle = lifecycle
 
-    The bottle's workspace is a copy of the manifest's directory: an editor has no cwd of its
-    own that would mean anything to the user.
-    """
-    record = _lifecycle().launch(manifest_path, agent, cwd=manifest_path.parent, progress=progress)
-    return str(record.slug)
+    def launch(self, manifest_path: Path, agent: str, progress: Progress) -> str:
+        """Start a bottle for `agent` (detached); its slug. The engine validates the manifest
+        first. The bottle's workspace is a copy of the manifest's directory: an editor has no
+        cwd of its own that would mean anything to the user."""
+        record = self.lifecycle.launch(
+            manifest_path, agent, cwd=manifest_path.parent, progress=progress
+        )
+        return str(record.slug)
 
+    def stop(self, slug: str) -> None:
+        """Stop the bottle; its state stays, so it can be resumed or inspected."""
+        self.lifecycle.stop(slug)
 
-def stop(slug: str) -> None:
-    """Stop the bottle; its state stays, so it can be resumed or inspected."""
-    _lifecycle().stop(slug)
+    def list_bottles(self) -> list[dict[str, str]]:
+        """Every bottle the engine knows: slug, agent, backend, status, started_at, manifest."""
+        return [_record(record) for record in self.lifecycle.list_bottles()]
 
+    def attach_command(self, slug: str) -> list[str]:
+        """The argv the client runs in a terminal to attach to `slug`."""
+        return [ENGINE_COMMAND, "attach", slug]
 
-def list_bottles() -> list[dict[str, str]]:
-    """Every bottle the engine knows: slug, agent, backend, status, started_at, manifest."""
-    return [_record(record) for record in _lifecycle().list_bottles()]
+    def logs_command(self, slug: str, egress: bool) -> list[str]:
+        """The argv that follows `slug`'s agent log, or its egress audit log."""
+        return [ENGINE_COMMAND, "logs", "--follow", *(["--egress"] if egress else []), slug]
+
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        from bottle_engine import approvals
+
+        return [
+            ApprovalRequest(
+                request_id=str(request.id),
+                slug=str(request.slug) if request.slug else None,
+                summary=" — ".join(
+                    safe_editor_text(text) for text in (request.action, request.reason) if text
+                )
+                or "(no details)",
+                kind=str(getattr(request, "kind", "action")),
+            )
+            for request in approvals.list_requests(slug=None, pending_only=True)
+        ]
+
+    def answer_approval(
+        self, request: ApprovalRequest, approved: bool, note: str, *, once: bool = False
+    ) -> None:
+        from bottle_engine import approvals
+
+        approvals.answer(
+            request.request_id,
+            approved,
+            note,
+            slug=request.slug,
+            once=once,
+            by=f"editor ({_who()})",
+        )
+
+    def trust_state(self, manifest_path: Path) -> TrustState | None:
+        """The saved manifest against its trust record; None when it is not a valid manifest."""
+        try:
+            return _state(_review(manifest_path))
+        except BottleError:
+            return None
+
+    def trust(self, manifest_path: Path, fingerprint: str) -> TrustState:
+        """Record the saved manifest as trusted, if it still is what was reviewed
+        (`fingerprint`)."""
+        from bottle_engine import trust_store
+
+        review = _review(manifest_path)
+        trust_store.record_if_fingerprint(review, fingerprint)
+        return _state(_review(manifest_path))
 
 
 def _record(record: Any) -> dict[str, str]:
@@ -81,16 +133,6 @@ def _record(record: Any) -> dict[str, str]:
     return summary
 
 
-def attach_command(slug: str) -> list[str]:
-    """The argv the client runs in a terminal to attach to `slug`."""
-    return [ENGINE_COMMAND, "attach", slug]
-
-
-def logs_command(slug: str, egress: bool) -> list[str]:
-    """The argv that follows `slug`'s agent log, or its egress audit log."""
-    return [ENGINE_COMMAND, "logs", "--follow", *(["--egress"] if egress else []), slug]
-
-
 # -- approvals ------------------------------------------------------------------------------------
 
 
@@ -107,46 +149,6 @@ class ApprovalRequest:
     @property
     def egress(self) -> bool:
         return self.kind == "egress"
-
-
-def approvals_available() -> bool:
-    try:
-        _approvals()
-    except BottleError:
-        return False
-    return True
-
-
-def _approvals() -> ModuleType:
-    return _module(APPROVALS_MODULE, None, "answer approval requests")
-
-
-def pending_approvals() -> list[ApprovalRequest]:
-    return [
-        ApprovalRequest(
-            request_id=str(request.id),
-            slug=str(request.slug) if request.slug else None,
-            summary=" — ".join(
-                safe_editor_text(text) for text in (request.action, request.reason) if text
-            )
-            or "(no details)",
-            kind=str(getattr(request, "kind", "action")),
-        )
-        for request in _approvals().list_requests(slug=None, pending_only=True)
-    ]
-
-
-def answer_approval(
-    request: ApprovalRequest, approved: bool, note: str, *, once: bool = False
-) -> None:
-    _approvals().answer(
-        request.request_id,
-        approved,
-        note,
-        slug=request.slug,
-        once=once,
-        by=f"editor ({_who()})",
-    )
 
 
 def _who() -> str:
@@ -190,8 +192,6 @@ def _review(manifest_path: Path) -> Any:
 
 
 def _state(review: Any) -> TrustState:
-    from bottle_engine.display import safe_text
-
     return TrustState(
         manifest=safe_text(review.manifest),
         first_use=bool(review.first_use),
@@ -199,20 +199,3 @@ def _state(review: Any) -> TrustState:
         fingerprint=str(review.fingerprint),
         changes=tuple((safe_text(c.text), bool(c.widening)) for c in review.changes),
     )
-
-
-def trust_state(manifest_path: Path) -> TrustState | None:
-    """The saved manifest against its trust record; None when it is not a valid manifest."""
-    try:
-        return _state(_review(manifest_path))
-    except BottleError:
-        return None
-
-
-def trust(manifest_path: Path, fingerprint: str) -> TrustState:
-    """Record the saved manifest as trusted, if it still is what was reviewed (`fingerprint`)."""
-    from bottle_engine import trust_store
-
-    review = _review(manifest_path)
-    trust_store.record_if_fingerprint(review, fingerprint)
-    return _state(_review(manifest_path))

@@ -8,7 +8,6 @@ from lsprotocol import types
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.completion import AGENT_BOTTLE, field_role
 from bottle_lsp.cursor import cursor_at, string_at
 from bottle_lsp.docs import (
     agent_summary,
@@ -17,6 +16,7 @@ from bottle_lsp.docs import (
     field_markdown,
     schema_path,
 )
+from bottle_lsp.positions import line_range
 
 
 def hover(analysis: Analysis, position: Position) -> types.Hover | None:
@@ -40,9 +40,9 @@ def hover(analysis: Analysis, position: Position) -> types.Hover | None:
         found = string_at(cursor.line_text, position.character)
         if found is not None:
             value, start, end = found
-            if field_role(cursor.key) == AGENT_BOTTLE:
-                return _markdown(_bottle(analysis, value), line, (start, end))
             field = schema.field_at(cursor.key)
+            if field is not None and field.refers_to == schema.Ref.BOTTLE:
+                return _markdown(_bottle(analysis, value), line, (start, end))
             doc = enum_value_markdown(field, value) if field is not None else None
             if doc is not None:
                 return _markdown(doc, line, (start, end))
@@ -64,8 +64,5 @@ def _field(path: KeyPath, line: int, span: tuple[int, int]) -> types.Hover | Non
 def _markdown(text: str, line: int, span: tuple[int, int]) -> types.Hover:
     return types.Hover(
         contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text),
-        range=types.Range(
-            start=types.Position(line=line, character=span[0]),
-            end=types.Position(line=line, character=span[1]),
-        ),
+        range=line_range(line, *span),
     )

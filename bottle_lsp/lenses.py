@@ -8,6 +8,7 @@ from pathlib import Path
 from lsprotocol import types
 
 from bottle_lsp.outline import Outline
+from bottle_lsp.positions import line_range
 
 LAUNCH, ATTACH, STOP = "bottle.launch", "bottle.attach", "bottle.stop"
 TRUST = "bottle.trust"
@@ -43,10 +44,7 @@ def code_lenses(
         agent = str(header.path[1])
         if not agent:
             continue
-        where = types.Range(
-            start=types.Position(line=header.line, character=0),
-            end=types.Position(line=header.line, character=header.end),
-        )
+        where = line_range(header.line, 0, header.end)
         if needs_trust:  # a launch would be refused: the lens leads to the difference instead
             lenses.append(_lens(where, "⚠ Review changes", TRUST, {"uri": uri, "agent": agent}))
         else:

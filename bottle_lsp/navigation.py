@@ -15,14 +15,21 @@ from typing import Literal
 from lsprotocol import types
 from pygls.uris import from_fs_path
 
+from bottle_engine.manifest import schema
 from bottle_engine.manifest.model import resolve_path
-from bottle_engine.manifest.source import Position, Span
+from bottle_engine.manifest.schema import Ref
+from bottle_engine.manifest.source import Position
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.completion import AGENT_BOTTLE, AGENT_SKILLS, field_role, skills_dir
+from bottle_lsp.completion import skills_dir
 from bottle_lsp.cursor import cursor_at, string_at
+from bottle_lsp.positions import line_range
 
 Section = Literal["agents", "bottles"]
-_AGENT_BOTTLE_KEY = AGENT_BOTTLE[1]
+_AGENT = schema.field_at(("agents", "_"))
+assert _AGENT is not None
+_AGENT_BOTTLE_KEY = schema.key_referring(_AGENT, Ref.BOTTLE)
+_PROMPT_FILE = _AGENT.child("prompt_file")
+assert _PROMPT_FILE is not None
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -39,13 +46,6 @@ class Occurrence:
     range: types.Range
     is_definition: bool
     quoted: bool
-
-
-def _range(line: int, start: int, end: int) -> types.Range:
-    return types.Range(
-        start=types.Position(line=line, character=start),
-        end=types.Position(line=line, character=end),
-    )
 
 
 def _contains(r: types.Range, position: Position) -> bool:
@@ -66,7 +66,7 @@ def symbol_at(analysis: Analysis, position: Position) -> Symbol | None:
         section = cursor.table[0]
         if section in ("agents", "bottles"):
             return Symbol(section, cursor.segment.name)  # type: ignore[arg-type]
-    if cursor.kind == "value" and field_role(cursor.key) == AGENT_BOTTLE:
+    if cursor.kind == "value" and schema.refers_to(cursor.key) == Ref.BOTTLE:
         found = string_at(cursor.line_text, position.character)
         if found is not None:
             return Symbol("bottles", found[0])
@@ -87,21 +87,21 @@ def occurrences(analysis: Analysis, symbol: Symbol) -> list[Occurrence]:
             segment = header.segments[1]
             defines = len(names) == 2 and not header.is_array
             found.append(
-                Occurrence(_range(header.line, segment.start, segment.end), defines, False)
+                Occurrence(line_range(header.line, segment.start, segment.end), defines, False)
             )
     for key in outline.keys:
         table = [part for part in key.table if isinstance(part, str)]
         names = table + [s.name for s in key.segments]
         if names[:2] == [symbol.section, symbol.name] and len(table) < 2:
             segment = key.segments[1 - len(table)]
-            found.append(Occurrence(_range(key.line, segment.start, segment.end), False, False))
+            found.append(Occurrence(line_range(key.line, segment.start, segment.end), False, False))
         elif symbol.section == "bottles" and len(names) == 3 and names[0] == "agents":
             if names[2] != _AGENT_BOTTLE_KEY:
                 continue
             line = outline.lines[key.line]
             value = string_at(line, _first_quote(line, key.equals))
             if value is not None and value[0] == symbol.name:
-                found.append(Occurrence(_range(key.line, value[1], value[2]), False, True))
+                found.append(Occurrence(line_range(key.line, value[1], value[2]), False, True))
     found.sort(key=lambda o: (o.range.start.line, o.range.start.character))
     definitions = [o for o in found if o.is_definition][:1] or found[:1]
     return definitions + [o for o in found if o not in definitions]
@@ -117,7 +117,7 @@ def definition(analysis: Analysis, uri: str, position: Position) -> types.Locati
     target = file_at(analysis, position)
     if target is not None:
         target_uri = from_fs_path(str(target)) or target.as_uri()
-        return types.Location(uri=target_uri, range=_range(0, 0, 0))
+        return types.Location(uri=target_uri, range=line_range(0, 0, 0))
     symbol = symbol_at(analysis, position)
     if symbol is None:
         return None
@@ -128,13 +128,14 @@ def definition(analysis: Analysis, uri: str, position: Position) -> types.Locati
 def file_at(analysis: Analysis, position: Position) -> Path | None:
     """The file a `prompt_file` value or a skill name stands for (a skill's SKILL.md)."""
     cursor = cursor_at(analysis.outline, position)
-    role = field_role(cursor.key) if cursor.kind == "value" else ()
-    if role not in (("agents", "prompt_file"), AGENT_SKILLS):
+    field = schema.field_at(cursor.key) if cursor.kind == "value" else None
+    is_skill = field is not None and field.refers_to == Ref.SKILL
+    if field != _PROMPT_FILE and not is_skill:
         return None
     found = string_at(cursor.line_text, position.character)
     if found is None or not found[0]:
         return None
-    if role == AGENT_SKILLS:
+    if is_skill:
         skill = skills_dir() / found[0] / "SKILL.md"
         return skill if skill.is_file() else None
     return resolve_path(analysis.path.parent, found[0])
@@ -161,7 +162,7 @@ def prepare_rename(analysis: Analysis, position: Position) -> types.Range | None
         if _contains(occurrence.range, position):
             if occurrence.quoted:  # rename the name, not its quotes
                 r = occurrence.range
-                return _range(r.start.line, r.start.character + 1, r.end.character - 1)
+                return line_range(r.start.line, r.start.character + 1, r.end.character - 1)
             return occurrence.range
     return None
 
@@ -185,10 +186,3 @@ def rename(
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def span_range(span: Span) -> types.Range:
-    return types.Range(
-        start=types.Position(line=span.start.line, character=span.start.character),
-        end=types.Position(line=span.end.line, character=span.end.character),
-    )

@@ -9,6 +9,7 @@ from bottle_engine.manifest.source import KeyPath, Span
 from bottle_lsp.analysis import Analysis
 from bottle_lsp.navigation import Symbol, occurrences
 from bottle_lsp.outline import Outline
+from bottle_lsp.positions import span_range
 
 _KINDS = {"agents": types.SymbolKind.Function, "bottles": types.SymbolKind.Class}
 
@@ -45,27 +46,20 @@ def _entry(analysis: Analysis, section: str, name: str) -> types.DocumentSymbol 
     detail = None
     children: list[types.DocumentSymbol] = []
     if section == "agents":
-        bottle = analysis.table("agents", name).get("bottle")
-        if bottle is None and len(analysis.names("bottles")) == 1:
-            bottle = analysis.names("bottles")[0]
-        detail = f"bottle {bottle}" if isinstance(bottle, str) else None
+        runs_in = schema.implied_bottle(analysis.table("agents", name), analysis.names("bottles"))
+        detail = f"bottle {runs_in}" if runs_in is not None else None
     else:
         bottle = analysis.table("bottles", name)
-        detail = str(bottle.get("backend", _default("backend")))
+        detail = str(bottle.get("backend", schema.default_at(("bottles", name, "backend"))))
         children = _sub_tables(analysis, (section, name))
     return types.DocumentSymbol(
         name=name,
         kind=_KINDS[section],
         detail=detail,
-        range=_union([_to_range(s) for s in spans]),
+        range=_union([span_range(s) for s in spans]),
         selection_range=selection,
         children=children or None,
     )
-
-
-def _default(key: str) -> object:
-    field = schema.field_at(("bottles", "x", key))
-    return field.default if field is not None else None
 
 
 def _sub_tables(analysis: Analysis, prefix: KeyPath) -> list[types.DocumentSymbol]:
@@ -81,8 +75,8 @@ def _sub_tables(analysis: Analysis, prefix: KeyPath) -> list[types.DocumentSymbo
             types.DocumentSymbol(
                 name=label,
                 kind=types.SymbolKind.Struct,
-                range=_union([_to_range(span) for span in _spans(analysis, path)]),
-                selection_range=_to_range(located.key),
+                range=_union([span_range(span) for span in _spans(analysis, path)]),
+                selection_range=span_range(located.key),
             )
         )
     return result
@@ -99,13 +93,6 @@ def _spans(analysis: Analysis, prefix: KeyPath) -> list[Span]:
 
 def _join(a: Span, b: Span) -> Span:
     return Span(a.start, b.end)
-
-
-def _to_range(span: Span) -> types.Range:
-    return types.Range(
-        start=types.Position(line=span.start.line, character=span.start.character),
-        end=types.Position(line=span.end.line, character=span.end.character),
-    )
 
 
 def _union(ranges: list[types.Range]) -> types.Range:

@@ -6,7 +6,6 @@ field names here and there agree), so nothing about a field is written twice.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,13 +16,12 @@ from bottle_engine.manifest.egress_rules import EgressRule, parse_egress_rule
 Backend = Literal["docker", "smolmachines"]
 Runtime = Literal["auto", "runc", "runsc"]
 
-_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([kKmMgGtT]?)$")
 _MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_memory(text: str) -> int | None:
     """`"4g"` -> bytes, or None when the text is not a size."""
-    match = _MEMORY.match(text.strip())
+    match = schema.format_match(schema.Format.MEMORY, text.strip())
     if match is None:
         return None
     return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
@@ -126,9 +124,8 @@ def build_model(path: Path, data: dict[str, Any]) -> Manifest:
         name: _bottle(name, {**schema.defaults_of(bottles_field), **raw}, base)
         for name, raw in data.get("bottles", {}).items()
     }
-    only_bottle = next(iter(bottles)) if len(bottles) == 1 else ""
     agents = {
-        name: _agent(name, {**schema.defaults_of(agents_field), **raw}, base, only_bottle)
+        name: _agent(name, {**schema.defaults_of(agents_field), **raw}, base, list(bottles))
         for name, raw in data.get("agents", {}).items()
     }
     return Manifest(path=path, agents=agents, bottles=bottles)
@@ -138,10 +135,10 @@ def _optional_path(base: Path, value: str | None) -> Path | None:
     return resolve_path(base, value) if value is not None else None
 
 
-def _agent(name: str, raw: dict[str, Any], base: Path, only_bottle: str) -> Agent:
+def _agent(name: str, raw: dict[str, Any], base: Path, bottles: list[str]) -> Agent:
     return Agent(
         name=name,
-        bottle=raw.get("bottle", only_bottle),
+        bottle=schema.implied_bottle(raw, bottles) or "",
         prompt=raw.get("prompt"),
         prompt_file=_optional_path(base, raw.get("prompt_file")),
         command=tuple(raw["command"]),

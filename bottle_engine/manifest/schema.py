@@ -9,7 +9,8 @@ the manifest reference in the README (`markdown_reference`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,32 @@ class Format(enum.Enum):
     NAME = "name"
 
 
+# The content each format must match, as regexes valid in both Python and JSON Schema (ECMA):
+# validation, the model's memory parser and the JSON Schema export all read them from here.
+# The memory pattern's groups are the number and the unit.
+FORMAT_PATTERNS: dict[Format, str] = {
+    Format.MEMORY: r"^([0-9]+(?:\.[0-9]+)?)([kKmMgGtT]?)$",
+    Format.NAME: r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    Format.BRANCH_GLOB: r"^[A-Za-z0-9_.*?/\[\]-]+$",
+}
+_COMPILED = {fmt: re.compile(pattern) for fmt, pattern in FORMAT_PATTERNS.items()}
+
+
+def format_match(fmt: Format, text: str) -> re.Match[str] | None:
+    """`text` matched against the pattern of `fmt` (which must have one)."""
+    return _COMPILED[fmt].match(text)
+
+
+class Ref(enum.Enum):
+    """What a field's value names elsewhere: completion offers those names, hover and
+    navigation follow them, validation checks they exist."""
+
+    BOTTLE = "bottle"  # the NAME of a [bottles.NAME] table in the same manifest
+    SKILL = "skill"  # a directory under ~/.claude/skills
+    ENV_VAR = "environment variable"  # of the `launch` process
+    ALLOWED_HOST = "egress allowlist entry"  # an entry of the same bottle's egress.allow
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "MISSING"
@@ -63,6 +90,7 @@ class Field:
     example: str | None = None  # a TOML snippet for hover and the README
     children: tuple[Field, ...] = ()
     item_name: str = "NAME"  # what a NAMED_TABLES key stands for, e.g. "AGENT"
+    refers_to: Ref | None = None
 
     @property
     def is_table(self) -> bool:
@@ -87,6 +115,7 @@ AGENT_FIELDS = (
         "The bottle (sandbox + gateway) this agent runs in: the NAME of a `[bottles.NAME]` "
         "table. May be omitted when the manifest defines exactly one bottle.",
         format=Format.NAME,
+        refers_to=Ref.BOTTLE,
         example='bottle = "default"',
     ),
     Field(
@@ -116,6 +145,7 @@ AGENT_FIELDS = (
         "Claude Code skills copied into the bottle from `~/.claude/skills/<name>`.",
         default=[],
         format=Format.NAME,
+        refers_to=Ref.SKILL,
         example='skills = ["pdf"]',
     ),
     Field(
@@ -134,6 +164,7 @@ SECRET_FIELDS = (
         Kind.STRING,
         "Read the real value from this environment variable of the `launch` process. "
         "Use either `from_env` or `from_file`.",
+        refers_to=Ref.ENV_VAR,
         example='from_env = "ANTHROPIC_API_KEY"',
     ),
     Field(
@@ -152,6 +183,7 @@ SECRET_FIELDS = (
         "refuses any request carrying the placeholder elsewhere.",
         required=True,
         format=Format.EGRESS_RULE,
+        refers_to=Ref.ALLOWED_HOST,
         example='hosts = ["api.anthropic.com"]',
     ),
 )
@@ -449,6 +481,36 @@ def walk(field: Field = ROOT, prefix: str = "") -> Iterator[tuple[str, Field]]:
             yield from walk(child, path)
 
 
+def default_at(path: KeyPath) -> Any:
+    """The default of the field at `path` (MISSING when it has none)."""
+    found = field_at(path)
+    return MISSING if found is None else found.default
+
+
+def refers_to(path: KeyPath) -> Ref | None:
+    """What the value at `path` (or an element of it) names, if anything."""
+    found = field_at(path)
+    return None if found is None else found.refers_to
+
+
+def key_referring(table: Field, ref: Ref) -> str:
+    """The one key of `table` whose value names a `ref`, e.g. an agent's `bottle`."""
+    (name,) = (child.name for child in table.children if child.refers_to == ref)
+    return name
+
+
+def implied_bottle(agent: Mapping[str, Any], bottles: Sequence[str]) -> str | None:
+    """The bottle an agent runs in: the one it names, or the only bottle when it names none
+    (the rule `agents.AGENT.bottle` documents); None when it is not decided."""
+    agents = ROOT.child("agents")
+    assert agents is not None
+    key = key_referring(agents, Ref.BOTTLE)
+    if key in agent:
+        named = agent[key]
+        return named if isinstance(named, str) else None
+    return bottles[0] if len(bottles) == 1 else None
+
+
 def defaults_of(table: Field) -> dict[str, Any]:
     """The defaults of a table's scalar fields (fresh copies, safe to mutate)."""
     result: dict[str, Any] = {}
@@ -482,11 +544,6 @@ _JSON_TYPES = {
     Kind.NUMBER: "number",
 }
 
-_FORMAT_PATTERNS = {
-    Format.MEMORY: r"^[0-9]+(\.[0-9]+)?[kKmMgGtT]?$",
-    Format.NAME: r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-}
-
 
 def _json(field: Field) -> dict[str, Any]:
     out: dict[str, Any] = {"description": field.doc} if field.doc else {}
@@ -494,7 +551,7 @@ def _json(field: Field) -> dict[str, Any]:
         out.update(_json_scalar(field))
     elif field.kind == Kind.STRING_LIST:
         out["type"] = "array"
-        out["items"] = {"type": "string"}
+        out["items"] = {"type": "string", **_json_pattern(field)}
     elif field.kind == Kind.STRING_MAP:
         out["type"] = "object"
         out["additionalProperties"] = {"type": "string"}
@@ -519,9 +576,14 @@ def _json_scalar(field: Field) -> dict[str, Any]:
         out["minimum"] = field.minimum
     if field.maximum is not None:
         out["maximum"] = field.maximum
-    if field.format in _FORMAT_PATTERNS:
-        out["pattern"] = _FORMAT_PATTERNS[field.format]
+    out.update(_json_pattern(field))
     return out
+
+
+def _json_pattern(field: Field) -> dict[str, str]:
+    if field.format in FORMAT_PATTERNS:
+        return {"pattern": FORMAT_PATTERNS[field.format]}
+    return {}
 
 
 def _json_table(field: Field) -> dict[str, Any]:

@@ -7,7 +7,6 @@ function serves `bottle-engine validate`, every launch, and the language server.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from bottle_engine.manifest.problems import Fix, Problem, format_path
 from bottle_engine.manifest.schema import Field, Format, Kind
 from bottle_engine.manifest.source import KeyPath, ParsedToml, Position, Span
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_BRANCH_GLOB = re.compile(r"^[A-Za-z0-9_.*?/\[\]-]+$")
+_AGENT = schema.field_at(("agents", "_"))
+assert _AGENT is not None
+_BOTTLE_KEY = schema.key_referring(_AGENT, schema.Ref.BOTTLE)  # an agent's `bottle`
 
 
 def validate(parsed: ParsedToml, manifest_path: Path | None) -> list[Problem]:
@@ -70,7 +70,7 @@ class _Checker:
                 yield self.wrong_type(field, path, value, kind="table")
                 return
             for name, item in value.items():
-                if not _NAME.match(name):
+                if not schema.format_match(Format.NAME, name):
                     yield self.problem(
                         "BB107",
                         (*path, name),
@@ -223,7 +223,7 @@ class _Checker:
                     f"{format_path(path)}: '{text}' is out of range; expected from 64m to 1t",
                     value=True,
                 )
-        elif field.format == Format.NAME and not _NAME.match(text):
+        elif field.format == Format.NAME and not schema.format_match(Format.NAME, text):
             yield self.problem(
                 "BB107",
                 path,
@@ -231,7 +231,9 @@ class _Checker:
                 "'-', '_' and '.'",
                 value=True,
             )
-        elif field.format == Format.BRANCH_GLOB and not _BRANCH_GLOB.match(text):
+        elif field.format == Format.BRANCH_GLOB and not schema.format_match(
+            Format.BRANCH_GLOB, text
+        ):
             yield self.problem(
                 "BB308",
                 path,
@@ -264,11 +266,12 @@ class _Checker:
         self, name: str, agent: dict[str, Any], bottles: dict[str, Any]
     ) -> Iterator[Problem]:
         path: KeyPath = ("agents", name)
-        if "bottle" in agent:
-            target = agent["bottle"]
+        target = schema.implied_bottle(agent, list(bottles))
+        if _BOTTLE_KEY in agent:
             if target not in bottles:
+                assert target is not None, "a non-string bottle fails the shape checks first"
                 suggestions = difflib.get_close_matches(target, list(bottles), n=1, cutoff=0.5)
-                span = self.parsed.span_of((*path, "bottle"), value=True)
+                span = self.parsed.span_of((*path, _BOTTLE_KEY), value=True)
                 end = self.parsed.end()
                 header = format_path(("bottles", target))  # quoted when the name has a dot
                 fixes = (
@@ -279,18 +282,19 @@ class _Checker:
                 defined = ", ".join(f"'{b}'" for b in bottles) or "none"
                 yield self.problem(
                     "BB201",
-                    (*path, "bottle"),
-                    f"agents.{name}.bottle: no bottle named '{target}'{hint}; defined: {defined}",
+                    (*path, _BOTTLE_KEY),
+                    f"agents.{name}.{_BOTTLE_KEY}: no bottle named '{target}'{hint}; "
+                    f"defined: {defined}",
                     value=True,
                     fixes=fixes,
                 )
-        elif len(bottles) != 1:
+        elif target is None:
             count = "no bottles are" if not bottles else f"{len(bottles)} bottles are"
             yield self.problem(
                 "BB202",
                 path,
-                f"agents.{name}: set 'bottle' to one of the [bottles.NAME] tables; it may only "
-                f"be omitted when exactly one bottle is defined, and {count}",
+                f"agents.{name}: set '{_BOTTLE_KEY}' to one of the [bottles.NAME] tables; it may "
+                f"only be omitted when exactly one bottle is defined, and {count}",
             )
         if "prompt" in agent and "prompt_file" in agent:
             yield self.problem(
@@ -311,8 +315,8 @@ class _Checker:
 
     def bottle_references(self, name: str, bottle: dict[str, Any]) -> Iterator[Problem]:
         path: KeyPath = ("bottles", name)
-        for key, default in (("dockerfile", "Dockerfile"), ("context", ".")):
-            target = resolve_path(self.base, bottle.get(key, default))
+        for key in ("dockerfile", "context"):
+            target = resolve_path(self.base, bottle.get(key, schema.default_at((*path, key))))
             if not target.exists():
                 yield self.problem(
                     "BB206",

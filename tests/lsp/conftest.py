@@ -71,21 +71,32 @@ async def start_client(
     *,
     fake_engine: bool = True,
     approvals: dict[str, Any] | None = None,
+    debounce: float = 0.05,
+    bottles_max_age: float = 5.0,
     env: dict[str, str] | None = None,
 ) -> LanguageClient:
-    """A VS Code-like client connected to a fresh `bottle-lsp` whose HOME, state and fake
-    engine live under `root`; its log goes to `root/server.log`."""
+    """A VS Code-like client connected to a fresh server whose HOME, state and fake engine
+    live under `root`; its log goes to `root/server.log`.
+
+    With `fake_engine` the server is `tests.lsp.fake_server` (the real server around an engine
+    whose bottles are records in `root/fake-engine.json`), else the real `bottle-lsp`."""
     env = {
         **os.environ,
         "HOME": str(root / "home"),
         "BOTTLE_STATE_DIR": str(root / "state"),
-        "BOTTLE_LSP_DEBOUNCE": "0.05",
         "PYTHONPATH": str(REPO_ROOT),
-        "BOTTLE_FAKE_ENGINE_STATE": str(root / "fake-engine.json"),
         **(env or {}),
     }
+    log = root / "server.log"
     if fake_engine:
-        env["BOTTLE_LSP_LIFECYCLE_MODULE"] = "tests.lsp.fake_engine"
+        command = [
+            "tests.lsp.fake_server",
+            f"--state={root / 'fake-engine.json'}",
+            f"--debounce={debounce}",
+            f"--bottles-max-age={bottles_max_age}",
+        ]
+    else:
+        command = ["bottle_lsp"]
     client = LanguageClient(converter_factory=default_converter)
     client.changed = []  # type: ignore[attr-defined]
     client.lens_refreshes = 0  # type: ignore[attr-defined]
@@ -109,9 +120,8 @@ async def start_client(
     client.feature("bottle/changed")(changed)
     client.feature(types.WORKSPACE_CODE_LENS_REFRESH)(refresh)
 
-    log = root / "server.log"
     await client.start_io(
-        sys.executable, "-m", "bottle_lsp", "--log-file", str(log), env=env, cwd=str(root)
+        sys.executable, "-m", *command, "--log-file", str(log), env=env, cwd=str(root)
     )
     await client.initialize_session(
         types.InitializeParams(

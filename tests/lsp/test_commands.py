@@ -1,14 +1,15 @@
 """The commands and code lenses the VS Code extension relies on (its contract), and approvals.
 
-Launch and stop run against `tests/lsp/fake_engine.py` (a real bottle takes minutes); the
-manifest validation in front of the engine, and every error path through `window/showMessage`,
-are the real ones.
+Launch and stop run against `tests/lsp/fake_engine.py`, handed to the real server by
+`fake_server.py` (a real bottle takes minutes); the manifest validation in front of the
+engine, and every error path through `window/showMessage`, are the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pytest_lsp import LanguageClient
 
 from bottle_engine import state
 from bottle_engine.approvals import ApprovalStore, list_requests
+from tests.conftest import REPO_ROOT
 from tests.lsp.conftest import MANIFEST, ClientFactory, open_document, rng
 
 pytestmark = pytest.mark.asyncio
@@ -111,7 +113,7 @@ async def test_a_running_bottle_adds_attach_and_stop_lenses_until_stopped(
 async def test_lenses_catch_up_with_bottles_started_elsewhere(
     make_client: ClientFactory, project: Path, tmp_path: Path
 ) -> None:
-    client = await make_client(env={"BOTTLE_LSP_BOTTLES_MAX_AGE": "0"})
+    client = await make_client(bottles_max_age=0)
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     assert len(await lenses(client, uri)) == 2
     record = {  # what `bottle-engine launch dev` in a terminal leaves behind
@@ -256,3 +258,27 @@ async def test_pending_approvals_are_asked_and_answered(make_client: ClientFacto
     assert [a.title for a in asked[0].actions or []] == ["Approve", "Deny"]
     await asyncio.sleep(0.2)
     assert len(asked) == 2  # each request is asked once
+
+
+async def test_no_environment_variable_puts_another_engine_behind_the_server(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """`bottle-lsp` used to import whatever module BOTTLE_LSP_LIFECYCLE_MODULE named (a test
+    hook): code running as the person who launches and stops bottles, and answers for them. The
+    installed server builds the real engine whatever the environment says."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    imported = tmp_path / "imported"
+    (hooks / "swapped_lifecycle.py").write_text(
+        f"import pathlib\npathlib.Path({str(imported)!r}).write_text('yes')\n"
+        "def list_bottles():\n    return []\n"
+    )
+    client = await make_client(
+        fake_engine=False,
+        env={
+            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{hooks}",
+            "BOTTLE_LSP_LIFECYCLE_MODULE": "swapped_lifecycle",
+        },
+    )
+    assert await execute(client, "bottle.list") == []
+    assert not imported.exists()

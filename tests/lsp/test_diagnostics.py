@@ -104,7 +104,7 @@ async def test_changes_are_revalidated(client: LanguageClient, project: Path) ->
 async def test_a_burst_of_changes_is_validated_once_for_its_last_version(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client(env={"BOTTLE_LSP_DEBOUNCE": "1.0"})  # far longer than the burst
+    client = await make_client(debounce=1.0)  # far longer than the burst
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     await wait_for_diagnostics(client, uri, 0)
     published: list[types.PublishDiagnosticsParams] = client.published  # type: ignore[attr-defined]

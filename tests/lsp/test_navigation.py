@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lsprotocol import types
@@ -21,16 +22,30 @@ def at(line: int, character: int) -> types.Position:
     return types.Position(line=line, character=character)
 
 
+async def hover_at(
+    client: LanguageClient, uri: str, line: int, character: int
+) -> tuple[types.Range | None, str]:
+    """The hover's range and markdown at (line, character), which must exist."""
+    result = await client.text_document_hover_async(
+        types.HoverParams(text_document=doc(uri), position=at(line, character))
+    )
+    assert result is not None and isinstance(result.contents, types.MarkupContent)
+    return result.range, result.contents.value
+
+
+async def definition_at(client: LanguageClient, uri: str, line: int, character: int) -> Any:
+    return await client.text_document_definition_async(
+        types.DefinitionParams(text_document=doc(uri), position=at(line, character))
+    )
+
+
 async def test_hover_on_a_key_shows_doc_type_and_default_from_the_schema(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await shared_client.text_document_hover_async(
-        types.HoverParams(text_document=doc(uri), position=at(9, 3))
-    )
-    assert result is not None and isinstance(result.contents, types.MarkupContent)
-    assert result.range == rng((9, 0), (9, 7))
-    assert result.contents.value.startswith(
+    hover_range, markdown = await hover_at(shared_client, uri, 9, 3)
+    assert hover_range == rng((9, 0), (9, 7))
+    assert markdown.startswith(
         '**`bottles.BOTTLE.backend`** — "docker" | "smolmachines"\n\n'
         "What the sandbox is. `BOTTLE_BACKEND` in the environment overrides it.\n\n"
         'Default: `"docker"`'
@@ -41,12 +56,9 @@ async def test_hover_on_a_bottle_name_summarises_the_bottle(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await shared_client.text_document_hover_async(
-        types.HoverParams(text_document=doc(uri), position=at(1, 11))
-    )
-    assert result is not None and isinstance(result.contents, types.MarkupContent)
-    assert result.range == rng((1, 9), (1, 14))
-    assert result.contents.value == (
+    hover_range, markdown = await hover_at(shared_client, uri, 1, 11)
+    assert hover_range == rng((1, 9), (1, 14))
+    assert markdown == (
         "**bottle `web`**\n\n"
         "- backend: `docker` (runtime `auto`)\n"
         "- egress allowlist: `api.anthropic.com`, `*.npmjs.org`\n"
@@ -59,9 +71,7 @@ async def test_definition_of_a_bottle_name_is_its_table(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await shared_client.text_document_definition_async(
-        types.DefinitionParams(text_document=doc(uri), position=at(5, 11))
-    )
+    result = await definition_at(shared_client, uri, 5, 11)
     assert result == types.Location(uri=uri, range=rng((8, 9), (8, 12)))
 
 
@@ -69,9 +79,7 @@ async def test_definition_on_prompt_file_opens_the_file(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await shared_client.text_document_definition_async(
-        types.DefinitionParams(text_document=doc(uri), position=at(2, 20))
-    )
+    result = await definition_at(shared_client, uri, 2, 20)
     prompt = Path(uri.removeprefix("file://")).parent / "prompts" / "dev.md"
     assert result == types.Location(uri=prompt.as_uri(), range=rng((0, 0), (0, 0)))
 
@@ -80,9 +88,7 @@ async def test_definition_on_a_skill_opens_its_skill_md(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await shared_client.text_document_definition_async(
-        types.DefinitionParams(text_document=doc(uri), position=at(6, 12))
-    )
+    result = await definition_at(shared_client, uri, 6, 12)
     skill = shared_root / "home" / ".claude" / "skills" / "pdf" / "SKILL.md"
     assert result == types.Location(uri=skill.as_uri(), range=rng((0, 0), (0, 0)))
 
@@ -91,12 +97,9 @@ async def test_hover_on_an_agent_name_summarises_the_agent(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await shared_client.text_document_hover_async(
-        types.HoverParams(text_document=doc(uri), position=at(4, 10))
-    )
-    assert result is not None and isinstance(result.contents, types.MarkupContent)
-    assert result.range == rng((4, 8), (4, 16))
-    assert result.contents.value == (
+    hover_range, markdown = await hover_at(shared_client, uri, 4, 10)
+    assert hover_range == rng((4, 8), (4, 16))
+    assert markdown == (
         "**agent `reviewer`** — `bottle-engine launch reviewer`\n\n"
         "- bottle: `web`\n"
         '- command: `["claude"]`\n'
@@ -231,10 +234,7 @@ async def test_hover_keeps_hostile_names_inside_their_code_spans(
     # an image (fetched when the hover renders).
     name = "x` [ok](https://evil.invalid) ![](https://evil.invalid/beacon) `y"
     uri = open_new(shared_client, shared_root, f'[agents.dev]\nbottle = "{name}"\n')
-    result = await shared_client.text_document_hover_async(
-        types.HoverParams(text_document=doc(uri), position=at(1, 12))
-    )
-    assert result is not None and isinstance(result.contents, types.MarkupContent)
-    assert result.contents.value == (
+    _, markdown = await hover_at(shared_client, uri, 1, 12)
+    assert markdown == (
         f"**bottle ``{name}``** — not defined in this manifest (or the file does not parse)"
     )

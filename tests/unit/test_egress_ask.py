@@ -195,7 +195,7 @@ def test_a_refusal_by_the_caps_is_an_answer_and_not_remembered(tmp_path: Path) -
 def test_a_hostile_path_reaches_the_editor_as_one_line_of_visible_escapes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bottle_lsp import engine
+    from bottle_lsp.engine import Engine
 
     monkeypatch.setenv("BOTTLE_STATE_DIR", str(tmp_path))
     bottle = tmp_path / "bottles" / "dev-1"
@@ -203,7 +203,7 @@ def test_a_hostile_path_reaches_the_editor_as_one_line_of_visible_escapes(
     hostile = "/\x1b]52;c;ZWNobyBwd25lZA==\x07[run](command:workbench.action.terminal.new)\u202e"
     ApprovalStore(bottle, "dev-1").open_egress_request("a.example", 80, "GET", hostile, 60)
 
-    (shown,) = engine.pending_approvals()
+    (shown,) = Engine(lifecycle=None).pending_approvals()
 
     assert shown.egress and "\x1b" not in shown.summary and "\u202e" not in shown.summary
     assert "](" not in shown.summary and "\\x1b]52" in shown.summary

@@ -6,19 +6,18 @@ import asyncio
 import threading
 from pathlib import Path
 
-import pytest
 from lsprotocol import types
 
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.source import KeyPath, Position
-from bottle_lsp import server as server_module
 from bottle_lsp.analysis import analyze
+from bottle_lsp.bottles import BottlesCache
+from bottle_lsp.commands import agents_of
 from bottle_lsp.completion import completions
 from bottle_lsp.diagnostics import diagnostics
 from bottle_lsp.hover import hover
 from bottle_lsp.lenses import code_lenses
 from bottle_lsp.navigation import references, rename
-from bottle_lsp.server import agents_of
 from tests.lsp.conftest import MANIFEST
 
 PATH = Path("/nonexistent/project/bottle.toml")
@@ -131,9 +130,7 @@ def test_diagnostics_carry_code_source_and_severity() -> None:
     )
 
 
-def test_a_bottles_read_that_finishes_late_does_not_hide_a_newer_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_bottles_read_that_finishes_late_does_not_hide_a_newer_one() -> None:
     """A lens request's re-read begun before a launch wrote its record can finish after the
     launch's own re-read; the lenses must keep the launched bottle (Attach / Stop)."""
     launched = {"slug": "hello-1", "agent": "hello", "status": "running"}
@@ -147,16 +144,15 @@ def test_a_bottles_read_that_finishes_late_does_not_hide_a_newer_one(
             stale_read_may_finish.wait(timeout=10)
         return bottles
 
-    monkeypatch.setattr(server_module.engine, "list_bottles", list_bottles)
-    ls = server_module.BottleLanguageServer()
+    cache = BottlesCache(list_bottles)
 
     async def overlapping_reads() -> None:
-        stale = asyncio.ensure_future(ls.refresh_bottles())
+        stale = asyncio.ensure_future(cache.refresh())
         while not stale_read_begun.is_set():  # the stale read is in its thread, before the launch
             await asyncio.sleep(0.01)
-        assert await ls.refresh_bottles() is True
+        assert await cache.refresh() is True
         stale_read_may_finish.set()
         assert await stale is False
 
     asyncio.run(overlapping_reads())
-    assert ls.bottles == [launched]
+    assert cache.bottles == [launched]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -17,13 +18,20 @@ from bottle_engine.manifest.problems import CODES, codes_markdown
 from bottle_engine.manifest.schema import (
     AGENT_FIELDS,
     BOTTLE_FIELDS,
+    FORMAT_PATTERNS,
     GIT_FIELDS,
     MISSING,
     ROOT,
     SECRET_FIELDS,
     Field,
+    Format,
+    Ref,
+    default_at,
     defaults_of,
     field_at,
+    format_match,
+    implied_bottle,
+    key_referring,
     markdown_reference,
     table_at,
     to_json_schema,
@@ -251,3 +259,46 @@ def test_readme_lists_every_problem_code() -> None:
 def test_codes_table_has_one_row_per_code() -> None:
     rows = codes_markdown().splitlines()[2:]
     assert [row.split("`")[1] for row in rows] == list(CODES)
+
+
+@pytest.mark.parametrize(
+    ("agent", "bottles", "expected"),
+    [
+        ({"bottle": "web"}, ["web", "db"], "web"),
+        ({"bottle": "ghost"}, ["web"], "ghost"),  # named, even if missing: validation says so
+        ({}, ["only"], "only"),
+        ({}, ["web", "db"], None),
+        ({}, [], None),
+        ({"bottle": 3}, ["only"], None),  # a wrong type decides nothing
+    ],
+)
+def test_implied_bottle_is_the_named_one_or_the_only_one(
+    agent: dict[str, Any], bottles: list[str], expected: str | None
+) -> None:
+    assert implied_bottle(agent, bottles) == expected
+
+
+def test_references_and_defaults_are_read_from_the_fields() -> None:
+    agent = field_at(("agents", "dev"))
+    assert agent is not None and key_referring(agent, Ref.BOTTLE) == "bottle"
+    assert field_at(("agents", "dev", "skills", 0)).refers_to == Ref.SKILL  # type: ignore[union-attr]
+    assert default_at(("bottles", "web", "dockerfile")) == "Dockerfile"
+    assert default_at(("bottles", "web", "context")) == "."
+    assert default_at(("bottles", "web", "nope")) is MISSING
+
+
+@pytest.mark.parametrize(
+    ("fmt", "good", "bad"),
+    [
+        (Format.NAME, "web-1.x_y", "-web"),
+        (Format.MEMORY, "1.5g", "4 gb"),
+        (Format.BRANCH_GLOB, "bot/*", "bot branch"),
+    ],
+)
+def test_validation_and_the_json_schema_use_the_same_pattern(
+    fmt: Format, good: str, bad: str
+) -> None:
+    """The JSON Schema (for editors without the language server) says what validation says."""
+    assert format_match(fmt, good) and not format_match(fmt, bad)
+    exported = json.dumps(to_json_schema())
+    assert json.dumps(FORMAT_PATTERNS[fmt]) in exported

@@ -6,6 +6,7 @@
  * malformed answer becomes a readable error instead of an `undefined` deep in the UI.
  */
 
+// <generated from bottle_lsp/commands.py by scripts/update-contract: edit there>
 /** `workspace/executeCommand` ids the server provides (code lenses use the same ids). */
 export const ServerCommand = {
   launch: "bottle.launch",
@@ -17,6 +18,55 @@ export const ServerCommand = {
   trust: "bottle.trust",
   trustReview: "bottle.trustReview",
 } as const;
+
+/** Which agent of which manifest to launch. */
+export interface LaunchArgs {
+  /** `file://` URI of the bottle.toml that declares the agent. */
+  uri: string;
+  /** The NAME of an `[agents.NAME]` table in it. */
+  agent: string;
+}
+
+/** Which running bottle. */
+export interface SlugArgs {
+  /** The bottle's slug, as `bottle.list` names it. */
+  slug: string;
+}
+
+/** Which bottle's log to follow. */
+export interface LogsArgs {
+  /** The bottle's slug, as `bottle.list` names it. */
+  slug: string;
+  /** true: the egress proxy's audit log; false: the agent's own output. */
+  egress?: boolean;
+}
+
+/** Which manifest. */
+export interface UriArgs {
+  /** `file://` URI of the bottle.toml. */
+  uri: string;
+}
+
+/** Which manifest to trust, and the content that was reviewed. */
+export interface TrustArgs {
+  /** `file://` URI of the bottle.toml. */
+  uri: string;
+  /** From `bottle.trustReview`: records only that content. Absent: the server asks. */
+  fingerprint?: string;
+}
+
+/** The one argument each command takes (`undefined`: none). */
+export interface ServerCommandArguments {
+  "bottle.launch": LaunchArgs;
+  "bottle.attach": SlugArgs;
+  "bottle.stop": SlugArgs;
+  "bottle.list": undefined;
+  "bottle.logs": LogsArgs;
+  "bottle.agents": UriArgs;
+  "bottle.trust": TrustArgs;
+  "bottle.trustReview": UriArgs;
+}
+// </generated>
 export type ServerCommandId = (typeof ServerCommand)[keyof typeof ServerCommand];
 
 export const SERVER_COMMAND_IDS: readonly ServerCommandId[] = Object.values(ServerCommand);
@@ -24,24 +74,8 @@ export const SERVER_COMMAND_IDS: readonly ServerCommandId[] = Object.values(Serv
 /** Server -> client notification (no params): a bottle started or stopped. */
 export const BOTTLE_CHANGED_NOTIFICATION = "bottle/changed";
 
-export interface LaunchArgs {
-  /** `file://` URI of the bottle.toml that declares the agent. */
-  uri: string;
-  agent: string;
-}
-
 export interface LaunchResult {
   slug: string;
-}
-
-export interface SlugArgs {
-  slug: string;
-}
-
-export interface LogsArgs {
-  slug: string;
-  /** true: the egress proxy's audit log; false: the agent's own output. */
-  egress: boolean;
 }
 
 /** An argv the client runs in an integrated terminal (`bottle.attach`, `bottle.logs`). */

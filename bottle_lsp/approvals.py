@@ -1,0 +1,75 @@
+"""The approvals poller: each pending request shown once, as a message with Approve / Deny
+(an egress ask also offers Approve once); the answer goes back through the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from bottle_engine.display import safe_editor_text
+from bottle_engine.errors import BottleError
+from bottle_lsp.engine import ApprovalRequest
+
+if TYPE_CHECKING:
+    from bottle_lsp.language_server import BottleLanguageServer
+
+logger = logging.getLogger(__name__)
+
+APPROVE, APPROVE_ONCE, DENY = "Approve", "Approve once", "Deny"
+
+
+async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
+    """Every `interval` seconds, ask about the requests not shown yet (runs until shutdown)."""
+    last_error: str | None = None
+    while True:
+        try:
+            pending = await ls.in_thread(ls.engine.pending_approvals)
+            last_error = None
+        except Exception as exc:
+            if str(exc) != last_error:
+                logger.warning("listing approval requests failed: %s", exc)
+            last_error = str(exc)
+            pending = []
+        for request in pending:
+            if request.request_id not in ls.shown_approvals:
+                ls.shown_approvals.add(request.request_id)
+                ls.spawn(ask_approval(ls, request))
+        await asyncio.sleep(interval)
+
+
+async def ask_approval(ls: BottleLanguageServer, request: ApprovalRequest) -> None:
+    # The summary is made safe by the engine adapter; the slug is the state dir's name.
+    where = f"bottle {safe_editor_text(request.slug)}" if request.slug else "a bottle"
+    what = "Network access" if request.egress else "Approval"
+    titles = [APPROVE_ONCE, APPROVE, DENY] if request.egress else [APPROVE, DENY]
+    try:
+        answer = await ls.window_show_message_request_async(
+            types.ShowMessageRequestParams(
+                type=types.MessageType.Warning,
+                message=f"{what} requested by {where}: {request.summary}",
+                actions=[types.MessageActionItem(title=title) for title in titles],
+            )
+        )
+    except Exception as exc:
+        logger.warning("asking about approval %s failed: %s", request.request_id, exc)
+        return
+    if answer is None:
+        return  # dismissed: it stays pending and can be answered from the CLI
+    approved = answer.title in (APPROVE, APPROVE_ONCE)
+    once = answer.title == APPROVE_ONCE
+    try:
+        await ls.in_thread(
+            functools.partial(ls.engine.answer_approval, once=once),
+            request,
+            approved,
+            "answered in the editor",
+        )
+    except BottleError as exc:
+        ls.show_error(str(exc))
+    except Exception as exc:
+        logger.exception("answering approval %s failed", request.request_id)
+        ls.show_error(f"answering approval {request.request_id} failed: {exc}")

@@ -1,0 +1,61 @@
+"""Asking a person to trust a manifest whose saved content widens what its bottles may do."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from bottle_engine.errors import BottleError
+from bottle_lsp.engine import TrustState
+
+if TYPE_CHECKING:
+    from bottle_lsp.language_server import BottleLanguageServer
+
+logger = logging.getLogger(__name__)
+
+TRUST_ACTION, NOT_NOW = "Trust", "Not now"
+
+
+def trust_question(state: TrustState) -> str:
+    lines = "\n".join(f"{'+' if wide else '-'} {text}" for text, wide in state.changes)
+    return (
+        f"{state.manifest} changed since it was last trusted, and the change widens what its "
+        f"bottles may do. Launching stays blocked until you trust it.\n{lines}"
+    )
+
+
+async def ask_trust(ls: BottleLanguageServer, path: Path) -> TrustState | None:
+    """Show the difference with Trust / Not now; the state after the answer (None: no manifest).
+
+    What is recorded is what was shown: the fingerprint is taken before the question."""
+    state = await ls.in_thread(ls.engine.trust_state, path)
+    if state is None or not state.needs_trust:
+        return state
+    answer = await ls.window_show_message_request_async(
+        types.ShowMessageRequestParams(
+            type=types.MessageType.Warning,
+            message=trust_question(state),
+            actions=[
+                types.MessageActionItem(title=TRUST_ACTION),
+                types.MessageActionItem(title=NOT_NOW),
+            ],
+        )
+    )
+    if answer is None or answer.title != TRUST_ACTION:
+        return state
+    trusted = await ls.in_thread(ls.engine.trust, path, state.fingerprint)
+    ls.refresh_code_lenses()
+    return trusted
+
+
+async def offer_trust(ls: BottleLanguageServer, path: Path) -> None:
+    """On opening a manifest whose saved content needs trust: the difference and a Trust action."""
+    try:
+        await ask_trust(ls, path)
+    except BottleError as exc:
+        ls.show_error(str(exc))
+    except Exception as exc:
+        logger.warning("offering to trust %s failed: %s", path, exc)
