@@ -7,13 +7,13 @@ manifest (or BOTTLE_BACKEND) and keep the records in the state dir.
 from __future__ import annotations
 
 import secrets as random_tokens
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import records, state, trust_store
+from bottle_engine import records, trust_store
 from bottle_engine.backends import Backend, backend_named
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -145,7 +145,7 @@ def stop(slug: str, *, remove: bool = False) -> None:
     record = find(slug)
     _backend(record).stop(record, remove=remove)
     if remove:
-        shutil.rmtree(state.bottle_dir(slug), ignore_errors=True)
+        BottleDir.of(slug).remove()
 
 
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
@@ -184,12 +184,13 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     """Run the escape probes in a bottle; also the places where a real secret value shows up."""
     record = find(slug)
     backend = _backend(record)
-    config = BundleConfig.load(state.bottle_dir(slug) / "bundle.json")
+    bottle_dir = BottleDir.of(slug)
+    config = BundleConfig.load(bottle_dir.bundle_config)
     targets = replace(targets, egress_allow=config.egress_allow)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
     values = [
         path.read_text(encoding="utf-8").strip()
-        for path in sorted((state.bottle_dir(slug) / "secrets").glob("*"))
+        for path in sorted(bottle_dir.secrets_dir.glob("*"))
     ]
     leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
     return report, leaks

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine import state
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.plan import BottlePlan, bundle_name_of
-
-RECORD_NAME = "bottle.json"
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,12 @@ def record_for(plan: BottlePlan, backend: str, resources: dict[str, Any]) -> Bot
 
 
 def record_path(slug: str) -> Path:
-    return state.bottle_dir(slug) / RECORD_NAME
+    return BottleDir.of(slug).record
 
 
 def save(record: BottleRecord) -> None:
     """Write atomically (a crash never leaves half a record), mode 0600 in a 0700 dir."""
-    path = state.make_bottle_dir(record.slug) / RECORD_NAME
+    path = BottleDir.create(record.slug).record
     data = {k: v for k, v in record.to_json().items() if k not in ("status", "fix")}
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
         json.dump(data, out, indent=2, sort_keys=True)

@@ -8,16 +8,15 @@ step removes it all again.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
-from bottle_engine import gvisor, records, state
+from bottle_engine import gvisor, records
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
@@ -195,8 +194,8 @@ class DockerBackend:
 
         Shared with the smolmachines backend, whose VM talks to the same bundle.
         """
-        bottle_dir = state.make_bottle_dir(plan.slug)
-        undo.callback(_remove_tree, bottle_dir)
+        bottle_dir = BottleDir.create(plan.slug)
+        undo.callback(bottle_dir.remove)
         config: BundleConfig = plan.bundle_config()
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
@@ -207,7 +206,7 @@ class DockerBackend:
                 name=plan.bundle_name,
                 image=image.image_tag,
                 config=config,
-                state_dir=bottle_dir,
+                state_dir=bottle_dir.path,
                 secret_files=secret_files,
                 internal_network=plan.internal_network,
                 bundle_ip=plan.bundle_ip,
@@ -227,7 +226,7 @@ class DockerBackend:
             )
         except NameTaken as exc:
             raise BottleError(f"container name {plan.bundle_name} is taken") from exc
-        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
+        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 
     def _create_agent(
         self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack, *, tty: bool
@@ -255,7 +254,7 @@ class DockerBackend:
         container = create_agent_container(self.client, spec)
         trees = guest_trees(
             plan,
-            state.bottle_dir(plan.slug),
+            BottleDir.of(plan.slug),
             system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
         )
         for destination, archive in trees:
@@ -375,12 +374,8 @@ class DockerBackend:
     def resume_bundle(self, record: BottleRecord) -> None:
         """Start the stopped bottle's bundle again and wait until it is ready."""
         bundle = self.container_of(record, record.bundle_name)
-        bottle_dir = state.bottle_dir(record.slug)
-        (bottle_dir / "bundle.ready").unlink(missing_ok=True)
+        bottle_dir = BottleDir.of(record.slug)
+        bottle_dir.ready_file.unlink(missing_ok=True)
         bundle.start()
-        config = BundleConfig.load(bottle_dir / "bundle.json")
-        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
-
-
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+        config = BundleConfig.load(bottle_dir.bundle_config)
+        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)

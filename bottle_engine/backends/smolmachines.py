@@ -27,11 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bottle_engine import records, state
+from bottle_engine import records
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.base import bottle_labels, orphan_test
 from bottle_engine.backends.docker import DockerBackend
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
@@ -120,7 +121,7 @@ class SmolmachinesBackend:
         with ExitStack() as undo:
             plan = self._docker.claim(planner, undo, progress)
             progress.stage("start bundle")
-            bottle_dir = state.bottle_dir(plan.slug)
+            bottle_dir = BottleDir.of(plan.slug)
             self._docker.start_bundle(plan, bundle_image, undo)
             progress.stage("create microVM")
             undo.callback(self._delete_machine, plan.name)
@@ -146,7 +147,7 @@ class SmolmachinesBackend:
             undo.pop_all()
         return record.with_status("running")
 
-    def _put_guest_files(self, plan: BottlePlan, bottle_dir: Path) -> None:
+    def _put_guest_files(self, plan: BottlePlan, bottle_dir: BottleDir) -> None:
         # The guest's own system CAs are only known inside it: the bundle is made there below.
         trees = guest_trees(plan, bottle_dir, system_cas=None)
         for index, (destination, data) in enumerate(trees):
@@ -165,14 +166,13 @@ class SmolmachinesBackend:
         )
 
     def _put_tree(
-        self, machine: str, bottle_dir: Path, index: int, data: bytes, destination: str
+        self, machine: str, bottle_dir: BottleDir, index: int, data: bytes, destination: str
     ) -> None:
         """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
-        staged = bottle_dir / f"guest-{index}.tar"
+        staged = bottle_dir.guest_staging(index)
         guest_tar = f"/tmp/bot-bottle-{index}.tar"
-        staged.touch(mode=0o600)
         try:
-            staged.write_bytes(data)
+            bottle_dir.write_private(staged, data)
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
         finally:
             staged.unlink(missing_ok=True)
