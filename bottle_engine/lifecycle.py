@@ -31,7 +31,7 @@ from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
 from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import find_binary as find_smolvm
-from bottle_engine.status import BottleStatus
+from bottle_engine.status import RUNNING, BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 
@@ -151,7 +151,7 @@ def stop(slug: str, *, remove: bool = False) -> None:
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
     record = find(slug)
     _backend(record).resume(record, progress or QuietProgress())
-    return record.with_status("running")
+    return record.with_status(BottleStatus(RUNNING))
 
 
 def logs(slug: str, *, bundle: bool = False, follow: bool = False) -> Iterator[bytes]:
@@ -176,7 +176,7 @@ def list_bottles() -> list[BottleRecord]:
             status = _backend(record).status(record)
         except BottleError:
             status = BottleStatus("unknown")
-        found.append(record.with_status(status.text, status.fix))
+        found.append(record.with_status(status))
     return found
 
 

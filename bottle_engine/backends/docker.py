@@ -61,10 +61,10 @@ from bottle_engine.plan import (
     internal_network_of,
 )
 from bottle_engine.progress import Progress
-from bottle_engine.records import BottleRecord
+from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
 from bottle_engine.settings import ENV_EGRESS_NETWORK, EngineSettings
-from bottle_engine.status import MISSING, BottleParts, BottleStatus, bottle_status
+from bottle_engine.status import MISSING, RUNNING, BottleParts, BottleStatus, bottle_status
 
 BUNDLE_READY_TIMEOUT = 120.0
 
@@ -104,18 +104,18 @@ class DockerBackend:
             record = records.record_for(
                 plan,
                 self.name,
-                {
-                    "cpus": plan.cpus,
-                    "memory_bytes": plan.memory_bytes,
-                    "runtime": choice.runtime,
-                    "runtime_reason": choice.reason,
-                    "agent_image": agent_image.image_tag,
-                    "bundle_image": bundle_image.image_tag,
-                },
+                BottleResources(
+                    cpus=plan.cpus,
+                    memory_bytes=plan.memory_bytes,
+                    agent_image=agent_image.image_tag,
+                    bundle_image=bundle_image.image_tag,
+                    runtime=choice.runtime,
+                    runtime_reason=choice.reason,
+                ),
             )
             records.save(record)
             undo.pop_all()
-        return record.with_status("running")
+        return record.with_status(BottleStatus(RUNNING))
 
     def prepare(self, plan: BottlePlan, progress: Progress) -> tuple[Artifact, Artifact]:
         """Agent and bundle images, built only when their input keys are not in the store."""

@@ -46,7 +46,7 @@ from bottle_engine.plan import (
     Planner,
 )
 from bottle_engine.progress import Progress
-from bottle_engine.records import BottleRecord
+from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args, translate_failure
 from bottle_engine.status import MISSING, RUNNING, BottleStatus, bottle_status
@@ -133,19 +133,19 @@ class SmolmachinesBackend:
             record = records.record_for(
                 plan,
                 self.name,
-                {
-                    "cpus": plan.cpus,
-                    "memory_bytes": plan.memory_bytes,
-                    "agent_image": agent_image.image_tag,
-                    "artifact_digest": agent_image.digest,
-                    "bundle_image": bundle_image.image_tag,
-                    "pack": str(pack.sidecar),
-                    "command": list(plan.agent_command),
-                },
+                BottleResources(
+                    cpus=plan.cpus,
+                    memory_bytes=plan.memory_bytes,
+                    agent_image=agent_image.image_tag,
+                    bundle_image=bundle_image.image_tag,
+                    artifact_digest=agent_image.digest,
+                    pack=str(pack.sidecar),
+                    command=tuple(plan.agent_command),
+                ),
             )
             records.save(record)
             undo.pop_all()
-        return record.with_status("running")
+        return record.with_status(BottleStatus(RUNNING))
 
     def _put_guest_files(self, plan: BottlePlan, bottle_dir: BottleDir) -> None:
         # The guest's own system CAs are only known inside it: the bundle is made there below.
@@ -200,7 +200,7 @@ class SmolmachinesBackend:
             raise BottleError(
                 f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
             )
-        command = record.resources.get("command") or ["sh"]
+        command = record.resources.command or ("sh",)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         argv = self.smolvm.command(machine_exec_args(record.name, command, interactive=interactive))
         return subprocess.run(argv, check=False, env=self.smolvm.env()).returncode

@@ -215,7 +215,7 @@ def run_ls(args: argparse.Namespace) -> int:
                     record.slug,
                     record.agent,
                     record.backend,
-                    record.status,
+                    record.status.text,
                     record.started_at,
                     record.bundle_ip,
                 )
@@ -225,7 +225,7 @@ def run_ls(args: argparse.Namespace) -> int:
     for record in bottles:
         if record.fix:
             console.print(
-                f"{safe_markup(record.slug)}: {safe_markup(record.status)}; "
+                f"{safe_markup(record.slug)}: {safe_markup(record.status.text)}; "
                 f"run `{safe_markup(record.fix)}`"
             )
     return 0

@@ -113,7 +113,7 @@ class _RecordingSmolvm:
 
 
 def _record(tmp_path: Path) -> BottleRecord:
-    return records.record_for(make_plan(tmp_path), "smolmachines", {})
+    return records.record_for(make_plan(tmp_path), "smolmachines", records.BottleResources())
 
 
 @pytest.mark.parametrize("tty", [True, False])
