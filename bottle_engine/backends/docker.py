@@ -39,9 +39,10 @@ from bottle_engine.dockerapi.containers import (
     writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
+    NetworkNameTaken,
+    SubnetTaken,
     create_egress_network,
     create_internal_network,
-    is_subnet_conflict,
     network_exists,
     networks_with_label,
     remove_network,
@@ -157,10 +158,8 @@ class DockerBackend:
                         plan.gateway_ip,
                         {**labels, LABEL_ROLE: "network"},
                     )
-                except BottleError as exc:
-                    if "already exists" in str(exc) or is_subnet_conflict(exc):
-                        continue  # another launch raced us to this name or subnet
-                    raise
+                except (NetworkNameTaken, SubnetTaken):
+                    continue  # another launch raced us to this name or subnet
                 attempt.callback(remove_network, self.client, plan.internal_network)
                 if plan.shared_egress_network is None:
                     create_egress_network(
