@@ -30,7 +30,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,15 +436,39 @@ class Smolvm:
             raise translate_failure(f"run {command[0]} in {name}", done.returncode, stderr)
         return done.returncode, done.stdout + done.stderr
 
-    def logs(self, name: str, *, follow: bool = False) -> subprocess.Popen[bytes]:
-        """``machine logs`` of `name` as a running process; read its stdout, then `wait`."""
+    def exec_attached(
+        self, name: str, command: Sequence[str], *, interactive: bool, user: str | None = None
+    ) -> int:
+        """Run `command` in the machine on this process's stdin, stdout and stderr (with a
+        terminal when `interactive`); its exit code, which smolvm passes through."""
+        argv = self.command(machine_exec_args(name, command, interactive=interactive, user=user))
+        try:
+            return subprocess.run(argv, check=False, env=self.env()).returncode
+        except OSError as exc:
+            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+
+    def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
+        """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
+        the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`."""
         argv = self.command(machine_logs_args(name, follow=follow))
         try:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env()
             )
         except OSError as exc:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+        stdout, stderr = process.stdout, process.stderr
+        assert stdout is not None and stderr is not None
+        try:
+            while chunk := os.read(stdout.fileno(), 65536):
+                yield chunk
+        finally:
+            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow)
+                process.terminate()
+            errors = stderr.read().decode("utf-8", "replace")
+            returncode = process.wait()
+        if returncode > 0:
+            raise translate_failure(f"read the logs of {name}", returncode, errors)
 
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""

@@ -315,21 +315,7 @@ class DockerBackend:
         return places
 
     def status(self, record: BottleRecord) -> BottleStatus:
-        return bottle_status(record.slug, self.parts(record))
-
-    def parts(self, record: BottleRecord) -> BottleParts:
-        """The states of the bottle's containers (agent, bundle) and its internal network; the
-        smolmachines backend puts its microVM's state in place of the agent's."""
-        found = {
-            c.name: str(c.status)
-            for c in containers_with_label(self.client, LABEL_SLUG, record.slug)
-        }
-        networks = {n.name for n in networks_with_label(self.client, LABEL_SLUG, record.slug)}
-        return BottleParts(
-            agent=found.get(record.name, MISSING),
-            bundle=found.get(record.bundle_name, MISSING),
-            network_present=internal_network_of(record.slug) in networks,
-        )
+        return bottle_status(record.slug, bottle_parts(self.client, record))
 
     def orphans(self) -> list[str]:
         containers, networks = self._orphaned()
@@ -378,3 +364,15 @@ class DockerBackend:
         bundle.start()
         config = BundleConfig.load(bottle_dir.bundle_config)
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
+
+
+def bottle_parts(client: Any, record: BottleRecord) -> BottleParts:
+    """The states of the bottle's containers (agent, bundle) and its internal network, from
+    the daemon; the smolmachines backend puts its microVM's state in place of the agent's."""
+    found = {c.name: str(c.status) for c in containers_with_label(client, LABEL_SLUG, record.slug)}
+    networks = {n.name for n in networks_with_label(client, LABEL_SLUG, record.slug)}
+    return BottleParts(
+        agent=found.get(record.name, MISSING),
+        bundle=found.get(record.bundle_name, MISSING),
+        network_present=internal_network_of(record.slug) in networks,
+    )

@@ -18,8 +18,6 @@ the agent through ``machine exec -it``; logs are smolvm's ``machine logs`` of th
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -31,7 +29,7 @@ from bottle_engine import records
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.base import bottle_labels, orphan_test
-from bottle_engine.backends.docker import DockerBackend
+from bottle_engine.backends.docker import DockerBackend, bottle_parts
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
@@ -48,7 +46,7 @@ from bottle_engine.plan import (
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.settings import EngineSettings
-from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args, translate_failure
+from bottle_engine.smolvm import MachineSpec, Smolvm
 from bottle_engine.status import MISSING, RUNNING, BottleStatus, bottle_status
 
 # The machine's own workload only keeps it up; the agent runs through `machine exec` on attach.
@@ -202,8 +200,7 @@ class SmolmachinesBackend:
             )
         command = record.resources.command or ("sh",)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
-        argv = self.smolvm.command(machine_exec_args(record.name, command, interactive=interactive))
-        return subprocess.run(argv, check=False, env=self.smolvm.env()).returncode
+        return self.smolvm.exec_attached(record.name, command, interactive=interactive)
 
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
         """The workload's output from smolvm (``machine logs``); the bundle's from Docker."""
@@ -215,19 +212,7 @@ class SmolmachinesBackend:
                 f"the microVM of bottle {record.slug} is gone",
                 fix=f"`bottle-engine stop --rm {record.slug}` removes what is left of it",
             )
-        process = self.smolvm.logs(record.name, follow=follow)
-        stdout, stderr = process.stdout, process.stderr
-        assert stdout is not None and stderr is not None
-        try:
-            while chunk := os.read(stdout.fileno(), 65536):
-                yield chunk
-        finally:
-            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow)
-                process.terminate()
-            errors = stderr.read().decode("utf-8", "replace")
-            returncode = process.wait()
-        if returncode > 0:
-            raise translate_failure(f"read the logs of {record.name}", returncode, errors)
+        yield from self.smolvm.logs(record.name, follow=follow)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
         machine = self._machine(record.name)
@@ -250,7 +235,7 @@ class SmolmachinesBackend:
         self.smolvm.machine_start(record.name)
 
     def status(self, record: BottleRecord) -> BottleStatus:
-        parts = replace(self._docker.parts(record), agent=self._vm_state(record))
+        parts = replace(bottle_parts(self._docker.client, record), agent=self._vm_state(record))
         return bottle_status(record.slug, parts)
 
     def _vm_state(self, record: BottleRecord) -> str:
@@ -264,13 +249,9 @@ class SmolmachinesBackend:
             raise BottleError(
                 f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
             )
-        exec_args = machine_exec_args(
+        return self.smolvm.exec_attached(
             record.name, argv, interactive=tty, user=f"{AGENT_UID}:{AGENT_UID}"
         )
-        # smolvm passes stdin, stdout, stderr and the exit code through.
-        return subprocess.run(
-            self.smolvm.command(exec_args), check=False, env=self.smolvm.env()
-        ).returncode
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         code, output = self.smolvm.exec_output(record.name, argv, user=f"{AGENT_UID}:{AGENT_UID}")
