@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import EngineSettings
 
-ENV_BINARY = "BOTTLE_SMOLVM"
-ENV_STATE_DIR = "BOTTLE_SMOLVM_STATE_DIR"
 TESTED_VERSION = "1.32.2"
 WHEEL_BINARY = "smol-vmm"
 """The CLI's name inside the ``smolmachines`` wheel's ``smol`` package."""
@@ -93,12 +92,13 @@ class MachineSpec:
     """Who the workload and ``exec`` run as by default (``uid[:gid]``); None: the image's USER."""
 
 
-def find_binary() -> Path:
+def find_binary(settings: EngineSettings | None = None) -> Path:
     """The smolvm executable to run, or a `BottleError` saying how to install one.
 
-    Order: ``$BOTTLE_SMOLVM``, ``smolvm`` on PATH, the ``smolmachines`` wheel's ``smol-vmm``.
+    Order: ``$BOTTLE_SMOLVM`` (`EngineSettings.smolvm`), ``smolvm`` on PATH, the
+    ``smolmachines`` wheel's ``smol-vmm``.
     """
-    override = os.environ.get(ENV_BINARY)
+    override = (settings or EngineSettings.from_env()).smolvm
     if override:
         path = Path(override).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
@@ -361,15 +361,18 @@ def machine_cp_args(source: Path, name: str, guest_path: str, *, mode: int, uid:
 class Smolvm:
     """The installed smolvm, driven in the engine's vocabulary."""
 
-    def __init__(self, info: SmolvmInfo | None = None) -> None:
-        self.info = info or probe()
+    def __init__(
+        self, info: SmolvmInfo | None = None, *, settings: EngineSettings | None = None
+    ) -> None:
+        settings = settings or EngineSettings.from_env()
+        self.info = info or probe(find_binary(settings))
+        self.state_dir = settings.smolvm_state_dir  # smolvm's --state-dir; None: its default
 
     def command(self, args: Sequence[str]) -> list[str]:
         """The full argv for `args` (global options first), e.g. for `os.execvp` on attach."""
         argv = [str(self.info.binary)]
-        state_dir = os.environ.get(ENV_STATE_DIR)
-        if state_dir:
-            argv += ["--state-dir", state_dir]
+        if self.state_dir:
+            argv += ["--state-dir", self.state_dir]
         if self.info.error_format_json:
             argv += ["--error-format", "json"]
         return [*argv, *args]

@@ -122,10 +122,13 @@ class DockerBackend:
         """Agent and bundle images, built only when their input keys are not in the store."""
         spec = agent_build_spec(plan.image, self.settings)
         progress.stage("agent image")
-        agent = ensure_artifact(self.client, spec, progress=progress)
+        agent = ensure_artifact(self.client, spec, progress=progress, settings=self.settings)
         progress.stage("bundle image")
         bundle = ensure_artifact(
-            self.client, bundle_build_spec(spec.base_image, spec.ca_bundle), progress=progress
+            self.client,
+            bundle_build_spec(spec.base_image, spec.ca_bundle),
+            progress=progress,
+            settings=self.settings,
         )
         return agent, bundle
 

@@ -90,21 +90,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def build_spec_for(file: str | None, agent: str, ca_option: str | None) -> BuildSpec:
+def build_spec_for(
+    file: str | None, agent: str, ca_option: str | None, settings: EngineSettings
+) -> BuildSpec:
     """The agent image's `BuildSpec`, from the same planner and settings a launch uses."""
-    settings = EngineSettings.from_env()
     planner = planner_for(file, agent, settings=settings, launch_token="plan")
     return agent_build_spec(planner(planner.base_slug).image, settings, ca_option)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = build_spec_for(args.file, args.agent, args.ca_bundle)
+    settings = EngineSettings.from_env()
+    spec = build_spec_for(args.file, args.agent, args.ca_bundle, settings)
     client = connect()
     if args.explain:
         return _explain(client, spec, as_json=args.json)
     with cli_progress(quiet=args.quiet or args.json) as progress:
         if args.verify:
-            verified = verify_artifact(client, spec, progress=progress)
+            verified = verify_artifact(client, spec, progress=progress, settings=settings)
         else:
             result = build(
                 client,
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 no_cache=args.no_cache,
                 progress=progress,
                 require_cache=args.require_cache,
+                settings=settings,
             )
     if args.verify:
         return _report_verify(verified, as_json=args.json)
