@@ -18,7 +18,7 @@ from typing import Any
 from bottle_engine import state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.plan import BottlePlan, bundle_name_of
-from bottle_engine.status import BottleStatus
+from bottle_engine.status import UNKNOWN, BottleStatus
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class BottleResources:
         return cls(**values)
 
 
-UNKNOWN = BottleStatus("unknown")
+UNKNOWN_STATUS = BottleStatus(UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class BottleRecord:
     subnet: str
     resources: BottleResources = field(default_factory=BottleResources)
     # Filled in from the backend when listed, never stored: it is only true when asked.
-    status: BottleStatus = UNKNOWN
+    status: BottleStatus = UNKNOWN_STATUS
 
     @property
     def bundle_name(self) -> str:

@@ -13,6 +13,7 @@ from typing import Literal
 
 RUNNING = "running"
 MISSING = "missing"
+UNKNOWN = "unknown"  # the backend did not answer
 # The closed set a status falls in (scripts and the editor branch on it; `text` says more).
 StatusKind = Literal["running", "stopped", "degraded", "missing", "unknown"]
 
@@ -45,7 +46,7 @@ class BottleStatus:
             return "running"
         if self.text == MISSING:
             return "missing"
-        if self.text == "unknown":
+        if self.text == UNKNOWN:
             return "unknown"
         return "stopped"  # stopped, exited, dead, ...: the agent is not running, the rest is
 

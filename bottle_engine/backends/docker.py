@@ -16,10 +16,10 @@ from bottle_engine import gvisor, records
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.bundle_image import bundle_build_spec
-from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
+from bottle_engine.backends.base import Availability, bottle_labels, orphan_test, wants_tty
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
-from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi import connect, docker_errors
 from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
@@ -82,6 +82,14 @@ class DockerBackend:
         if self._client is None:
             self._client = connect()
         return self._client
+
+    def available(self) -> Availability:
+        try:
+            with docker_errors("ask the Docker daemon its version"):
+                version = self.client.version().get("Version", "?")
+        except BottleError as exc:
+            return Availability(False, exc.message, exc.fix)
+        return Availability(True, f"daemon {version} answers")
 
     # -- launch --------------------------------------------------------------------------------
     def launch(

@@ -28,7 +28,7 @@ from typing import Any
 from bottle_engine import records
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
-from bottle_engine.backends.base import bottle_labels, orphan_test
+from bottle_engine.backends.base import Availability, bottle_labels, orphan_test
 from bottle_engine.backends.docker import DockerBackend, bottle_parts
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
@@ -93,8 +93,17 @@ class SmolmachinesBackend:
     @property
     def smolvm(self) -> Smolvm:
         if self._smolvm is None:
-            self._smolvm = Smolvm()
+            self._smolvm = Smolvm(settings=self._docker.settings)
         return self._smolvm
+
+    def available(self) -> Availability:
+        """Whether a usable smolvm is installed (the bundle's Docker is the docker backend's
+        `available`)."""
+        try:
+            info = self.smolvm.info
+        except BottleError as exc:
+            return Availability(False, exc.message, exc.fix)
+        return Availability(True, f"smolvm {info.version} at {info.binary}")
 
     # -- launch --------------------------------------------------------------------------------
     def prepare(
@@ -108,6 +117,7 @@ class SmolmachinesBackend:
             progress=progress,
             smolvm=self._smolvm,
             docker_client=self._docker.client,
+            settings=self._docker.settings,
         )
         return agent_image, bundle_image, pack
 
