@@ -27,6 +27,8 @@ from bottle_engine.bundle.config import (
     GIT_GATE_LOG_NAME,
     GIT_GATE_REPOS_NAME,
     READY_FILE_NAME,
+    git_identity_name,
+    git_known_hosts_name,
 )
 from bottle_engine.errors import BottleError
 
@@ -108,10 +110,10 @@ class BottleDir:
         return self.path / GIT_KEYS_DIR_NAME
 
     def git_identity(self, upstream: str) -> Path:
-        return self.git_keys_dir / f"{_plain_name(upstream, 'git upstream')}.key"
+        return self.git_keys_dir / git_identity_name(_plain_name(upstream, "git upstream"))
 
     def git_known_hosts(self, upstream: str) -> Path:
-        return self.git_keys_dir / f"{_plain_name(upstream, 'git upstream')}.known_hosts"
+        return self.git_keys_dir / git_known_hosts_name(_plain_name(upstream, "git upstream"))
 
     @property
     def upstream_ca(self) -> Path:

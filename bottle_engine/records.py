@@ -39,6 +39,17 @@ class BottleResources:
     pack: str | None = None
     command: tuple[str, ...] = ()
 
+    @classmethod
+    def launched(cls, plan: BottlePlan, agent_image: str, bundle_image: str) -> BottleResources:
+        """What every backend records of a launch of `plan`; a backend adds its own fields
+        (`dataclasses.replace`)."""
+        return cls(
+            cpus=plan.cpus,
+            memory_bytes=plan.memory_bytes,
+            agent_image=agent_image,
+            bundle_image=bundle_image,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """As on disk: a backend's unused fields are left out, as they always were."""
         data = asdict(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 from bottle_engine import gvisor, records
@@ -113,11 +114,8 @@ class DockerBackend:
             record = records.record_for(
                 plan,
                 self.name,
-                BottleResources(
-                    cpus=plan.cpus,
-                    memory_bytes=plan.memory_bytes,
-                    agent_image=agent_image.image_tag,
-                    bundle_image=bundle_image.image_tag,
+                replace(
+                    BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
                     runtime=choice.runtime,
                     runtime_reason=choice.reason,
                 ),

@@ -141,11 +141,8 @@ class SmolmachinesBackend:
             record = records.record_for(
                 plan,
                 self.name,
-                BottleResources(
-                    cpus=plan.cpus,
-                    memory_bytes=plan.memory_bytes,
-                    agent_image=agent_image.image_tag,
-                    bundle_image=bundle_image.image_tag,
+                replace(
+                    BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
                     artifact_digest=agent_image.digest,
                     pack=str(pack.sidecar),
                     command=tuple(plan.agent_command),

@@ -33,6 +33,17 @@ GIT_GATE_REPOS_NAME = "git-gate"  # the git gate's mirrors
 APPROVALS_DIR_NAME = "approvals"  # one file per open approval request
 APPROVALS_LOG_NAME = "approvals.jsonl"  # every approval request's states, rotated once
 
+
+def git_identity_name(upstream: str) -> str:
+    """A git upstream's key file: in the state dir's git keys, and under GIT_KEYS_MOUNT."""
+    return f"{upstream}.key"
+
+
+def git_known_hosts_name(upstream: str) -> str:
+    """A git upstream's pinned host key, beside its key file."""
+    return f"{upstream}.known_hosts"
+
+
 # The git gate's bounds on one push (README: "The git gate"). Beyond any of them the push is
 # refused, never forwarded unscanned.
 MIB = 1024 * 1024
