@@ -127,3 +127,21 @@ def test_egress_logs_lists_the_rotations_oldest_first_then_the_live_log(tmp_path
         "egress.jsonl.1",
         "egress.jsonl",
     ]
+
+
+def test_logs_egress_prints_the_rotated_audit_log_before_the_live_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bottle_engine import records
+    from bottle_engine.cli import main
+
+    records.save(
+        records.BottleRecord("s1", "bottle-s1", "dev", "default", "docker", "m", "/", "t", "i", "n")
+    )
+    bottle_dir = BottleDir.of("s1")
+    bottle_dir.write_private(bottle_dir.path / "egress.jsonl.2", '{"n": 1}\n')
+    bottle_dir.write_private(bottle_dir.path / "egress.jsonl.1", '{"n": 2}\n')
+    bottle_dir.write_private(bottle_dir.egress_log, '{"n": 3}\n')
+
+    assert main(["logs", "s1", "--egress"]) == 0
+    assert capsys.readouterr().out == '{"n": 1}\n{"n": 2}\n{"n": 3}\n'
