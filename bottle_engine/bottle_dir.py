@@ -145,7 +145,14 @@ class BottleDir:
 
     # -- the permissions -----------------------------------------------------------------------
     def private_subdir(self, directory: Path) -> Path:
-        """Make `directory` (inside this dir) 0700, also when it existed; returns it."""
+        """Make `directory` (inside this dir) 0700, also when it existed; returns it. A symlink
+        in its place (the bundle writes in this dir) is refused, never followed to chmod or
+        fill what it points at."""
+        if directory.is_symlink():
+            raise BottleError(
+                f"{directory} is a symbolic link, not the directory bot-bottle made",
+                fix=f"remove it (`rm {directory}`), or the bottle (`bottle-engine stop --rm`)",
+            )
         directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
         directory.chmod(PRIVATE_DIR_MODE)
         return directory

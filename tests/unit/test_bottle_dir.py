@@ -82,6 +82,18 @@ def test_write_private_refuses_a_symlink_planted_in_its_place(tmp_path: Path) ->
     assert target.read_text() == "untouched"
 
 
+def test_a_symlink_in_place_of_a_private_dir_is_refused_not_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    elsewhere.chmod(0o755)
+    bottle_dir = BottleDir(tmp_path / "bottle")
+    bottle_dir.path.mkdir()
+    bottle_dir.secrets_dir.symlink_to(elsewhere)
+    with pytest.raises(BottleError, match="symbolic link"):
+        bottle_dir.private_subdir(bottle_dir.secrets_dir)
+    assert mode(elsewhere) == 0o755 and list(elsewhere.iterdir()) == []
+
+
 def test_secrets_git_keys_and_the_upstream_ca_are_0600_in_0700_dirs(
     full_plan: BottlePlan, tmp_path: Path, open_umask: None
 ) -> None:
