@@ -12,6 +12,7 @@ so no other host account reads a secret, a record or an approval whatever the um
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -162,7 +163,15 @@ class BottleDir:
         symlink planted in its place is refused, never followed. Returns `path`."""
         raw = data.encode() if isinstance(data, str) else data
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        descriptor = os.open(path, flags, PRIVATE_FILE_MODE)
+        try:
+            descriptor = os.open(path, flags, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise BottleError(
+                f"{path} is a symbolic link, not a file bot-bottle wrote: nothing written",
+                fix=f"remove it (`rm {path}`), or the bottle (`bottle-engine stop --rm`)",
+            ) from exc
         with os.fdopen(descriptor, "wb") as out:
             os.fchmod(out.fileno(), PRIVATE_FILE_MODE)
             out.write(raw)

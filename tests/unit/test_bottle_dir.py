@@ -77,7 +77,7 @@ def test_write_private_refuses_a_symlink_planted_in_its_place(tmp_path: Path) ->
     target = tmp_path / "elsewhere"
     target.write_text("untouched")
     (tmp_path / "secret").symlink_to(target)
-    with pytest.raises(OSError):
+    with pytest.raises(BottleError, match="nothing written"):
         BottleDir(tmp_path).write_private(tmp_path / "secret", "value")
     assert target.read_text() == "untouched"
 
@@ -116,6 +116,21 @@ def test_secrets_git_keys_and_the_upstream_ca_are_0600_in_0700_dirs(
     assert {path: mode(path) for path in written} == {path: 0o600 for path in written}
     for directory in (bottle_dir.secrets_dir, bottle_dir.git_keys_dir):
         assert mode(directory) == 0o700
+
+
+def test_a_secret_is_never_written_through_a_symlink_planted_in_the_state_dir(
+    full_plan: BottlePlan, tmp_path: Path
+) -> None:
+    """The bundle writes in the state dir: a link it left where a secret goes must not send the
+    value (as the engine's user, root included) into the file it points at."""
+    target = tmp_path / "target"
+    target.write_text("untouched")
+    bottle_dir = BottleDir.create(full_plan.slug)
+    bottle_dir.private_subdir(bottle_dir.secrets_dir)
+    bottle_dir.secret_file("ANTHROPIC_API_KEY").symlink_to(target)
+    with pytest.raises(BottleError, match="symbolic link"):
+        write_bundle_secrets(full_plan, bottle_dir)
+    assert target.read_text() == "untouched"
 
 
 def test_a_name_with_a_path_in_it_never_names_a_file_outside_the_dir(tmp_path: Path) -> None:
