@@ -64,10 +64,23 @@ class Host:
         return resolve_inputs(self._docker, spec)
 
     def build(
-        self, spec: BuildSpec, *, settings: EngineSettings, progress: Progress, **options: Any
+        self,
+        spec: BuildSpec,
+        *,
+        settings: EngineSettings,
+        progress: Progress,
+        no_cache: bool = False,
+        require_cache: bool = False,
     ) -> BuildResult:
-        """`artifacts.build` on this daemon (options: no_cache, require_cache)."""
-        return build(self._docker, spec, progress=progress, settings=settings, **options)
+        """`artifacts.build` on this daemon: the artifact for `spec`, built or reused."""
+        return build(
+            self._docker,
+            spec,
+            progress=progress,
+            settings=settings,
+            no_cache=no_cache,
+            require_cache=require_cache,
+        )
 
     def verify(
         self, spec: BuildSpec, *, settings: EngineSettings, progress: Progress
