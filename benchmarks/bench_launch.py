@@ -63,7 +63,7 @@ def timed_once(work: Callable[..., Callable[[], None]], *args: Any) -> float:
 def bottle_launch(manifest: Path, runtime: str) -> Callable[[], None]:
     os.environ["BOTTLE_RUNTIME"] = runtime
     record = lifecycle.launch(manifest, "bench", cwd=manifest.parent)
-    assert record.resources["runtime"] == runtime, record.resources
+    assert record.resources.runtime == runtime, record.resources
     return lambda: lifecycle.stop(record.slug, remove=True)
 
 

@@ -71,7 +71,9 @@ def main() -> int:
     os.environ.setdefault("BOTTLE_REGISTRY_IMAGE", build_registry_image(client, base))
     os.environ["BOTTLE_LAYER_CACHE"] = "0"  # a cold build: no layer cache kept between rounds
     runs: dict[str, list[float]] = {"cold_build": [], "pull_by_key": [], "fetch_verify": []}
-    registry = start_registry(client, {"bot-bottle.bench": "1"})
+    registry = start_registry(
+        client, {"bot-bottle.bench": "1"}, os.environ["BOTTLE_REGISTRY_IMAGE"]
+    )
     image_tag = ""
     try:
         cache = RemoteCache(parse_location(f"127.0.0.1:{registry.port}/bench/bot-bottle"))

@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from bottle_engine.bundle.config import APPROVALS_DIR_NAME, APPROVALS_LOG_NAME
 from bottle_engine.errors import BottleError
 
 Status = Literal["pending", "approved", "denied", "timed_out"]
@@ -50,8 +51,7 @@ RequestKind = Literal["action", "egress"]
 
 _REQUEST_ID = re.compile(r"[0-9a-f]{8}")
 _REQUEST_FILE = re.compile(r"[0-9a-f]{8}\.json")
-APPROVALS_DIR = "approvals"
-AUDIT_LOG = "approvals.jsonl"
+AUDIT_LOG = APPROVALS_LOG_NAME  # the name tests and callers know it by
 _RATE_FILE = ".rate.json"
 _QUESTION_PREFIX = ".q-"
 _RECENTLY_DELIVERED = 64  # answers remembered in memory for a second waiter on the same request
@@ -182,8 +182,8 @@ class ApprovalStore:
     def __init__(self, bottle_dir: Path, slug: str, limits: ApprovalLimits | None = None) -> None:
         self.slug = slug
         self.limits = limits or ApprovalLimits()
-        self.directory = bottle_dir / APPROVALS_DIR
-        self.audit_log = bottle_dir / AUDIT_LOG
+        self.directory = bottle_dir / APPROVALS_DIR_NAME
+        self.audit_log = bottle_dir / APPROVALS_LOG_NAME
         self._delivered: OrderedDict[str, ApprovalRequest] = OrderedDict()
 
     def all(self) -> list[ApprovalRequest]:
@@ -535,14 +535,16 @@ class ApprovalStore:
 def bottle_stores(slug: str | None = None) -> list[ApprovalStore]:
     """The approval stores of every bottle in the state dir, or of the one named `slug`."""
     from bottle_engine import state  # host only: needs platformdirs
+    from bottle_engine.bottle_dir import BottleDir
 
     if slug is not None:
-        if not state.bottle_dir(slug).is_dir():
+        bottle_dir = BottleDir.of(slug)
+        if not bottle_dir.path.is_dir():
             raise BottleError(
                 f"no bottle {slug!r} in {state.state_dir() / 'bottles'}",
                 fix="`bottle-engine ls` lists the bottles",
             )
-        return [ApprovalStore(state.bottle_dir(slug), slug)]
+        return [ApprovalStore(bottle_dir.path, slug)]
     root = state.state_dir() / "bottles"
     if not root.is_dir():
         return []

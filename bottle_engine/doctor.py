@@ -11,10 +11,9 @@ from pathlib import Path
 
 from bottle_engine import gvisor, state
 from bottle_engine.artifacts.base import resolve_base_image
-from bottle_engine.dockerapi import connect
-from bottle_engine.dockerapi.containers import writable_layer_bounded
-from bottle_engine.dockerapi.images import inspect_image
+from bottle_engine.backends import backend_named
 from bottle_engine.errors import BottleError
+from bottle_engine.host import Host
 from bottle_engine.limits import AGENT_DISK_BYTES, GIB
 
 
@@ -28,20 +27,16 @@ class Check:
 
 
 def check_docker() -> Check:
-    try:
-        client = connect()
-        version = client.version().get("Version", "?")
-    except BottleError as exc:
-        return Check("docker", False, exc.message, exc.fix)
-    return Check("docker", True, f"daemon {version} answers")
+    availability = backend_named("docker").available()
+    return Check("docker", availability.ok, availability.detail, availability.fix)
 
 
 def check_gvisor() -> Check:
     """Which runtime `auto` gets here, and whether the agent's disk writes are bounded."""
     install = "`sudo bottle-engine gvisor install` (scripts/setup runs it)"
+    host = Host()
     try:
-        client = connect()
-        runtimes = client.info().get("Runtimes") or {}
+        runtimes = host.info().get("Runtimes") or {}
     except BottleError as exc:
         return Check("gvisor", False, exc.message, required=False)
     info = runtimes.get(gvisor.RUNTIME_NAME)
@@ -55,7 +50,7 @@ def check_gvisor() -> Check:
         )
     binary = str(info.get("path", gvisor.RUNTIME_NAME))
     image = resolve_base_image(None)
-    if not inspect_image(client, image):
+    if host.image_id(image) is None:
         return Check(
             "gvisor",
             True,
@@ -63,7 +58,7 @@ def check_gvisor() -> Check:
             "and runtime 'auto' uses gVisor only if the agent image passes it",
             required=False,
         )
-    if not gvisor.self_test(client, image, info):
+    if not host.gvisor_passes(image, info):
         return Check(
             "gvisor",
             False,
@@ -106,7 +101,7 @@ def _runsc_version(binary: str) -> str:
 def check_base_image() -> Check:
     tag = resolve_base_image(None)
     try:
-        found = inspect_image(connect(), tag)
+        found = Host().image_id(tag)
     except BottleError as exc:
         return Check("base image", False, exc.message, required=False)
     if found:
@@ -122,13 +117,8 @@ def check_base_image() -> Check:
 
 
 def check_smolvm() -> Check:
-    from bottle_engine.smolvm import find_binary, probe
-
-    try:
-        info = probe(find_binary())
-    except BottleError as exc:
-        return Check("smolvm", False, exc.message, exc.fix, required=False)
-    return Check("smolvm", True, f"{info.version} at {info.binary}", required=False)
+    availability = backend_named("smolmachines").available()
+    return Check("smolvm", availability.ok, availability.detail, availability.fix, required=False)
 
 
 def check_kvm() -> Check:
@@ -210,16 +200,16 @@ def check_dirs() -> Check:
 
 def check_agent_disk() -> Check:
     """Can the agent's writable layer be bounded on this daemon (`--storage-opt size`)?"""
+    host = Host()
     try:
-        client = connect()
-        info = client.info()
+        info = host.info()
     except BottleError as exc:
         return Check("agent disk", False, exc.message, required=False)
     image = resolve_base_image(None)
     backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "?")
     driver = f"{info.get('Driver', '?')} on {backing}"
     tmp = "/tmp is a tmpfs counted in the bottle's memory limit"
-    if not inspect_image(client, image):
+    if host.image_id(image) is None:
         return Check(
             "agent disk",
             False,
@@ -227,7 +217,7 @@ def check_agent_disk() -> Check:
             f"base image {image} is present; {tmp}",
             required=False,
         )
-    if writable_layer_bounded(client, image):
+    if host.writable_layer_bounded(image):
         return Check(
             "agent disk",
             True,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bottle_engine import claude_code
-from bottle_engine.bundle.config import CA_CERT_NAME
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import (
     AGENT_HOME,
@@ -106,9 +106,9 @@ def _json(value: object) -> bytes:
     return json.dumps(value, indent=2).encode()
 
 
-def bundle_ca(bottle_dir: Path) -> bytes:
+def bundle_ca(bottle_dir: BottleDir) -> bytes:
     """The per-bottle CA certificate the bundle wrote into the bottle's state dir."""
-    path = bottle_dir / "ca" / CA_CERT_NAME
+    path = bottle_dir.ca_cert
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -120,7 +120,7 @@ def bundle_ca(bottle_dir: Path) -> bytes:
 
 def guest_trees(
     plan: BottlePlan,
-    bottle_dir: Path,
+    bottle_dir: BottleDir,
     *,
     system_cas: bytes | None,
 ) -> list[tuple[str, bytes]]:

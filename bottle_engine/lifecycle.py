@@ -7,13 +7,15 @@ manifest (or BOTTLE_BACKEND) and keep the records in the state dir.
 from __future__ import annotations
 
 import secrets as random_tokens
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import records, state, trust_store
+from bottle_engine import records, trust_store
+from bottle_engine.artifacts.pack import Pack
 from bottle_engine.backends import Backend, backend_named
+from bottle_engine.backends.base import Availability
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -29,9 +31,8 @@ from bottle_engine.probes import (
 )
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.records import BottleRecord
-from bottle_engine.settings import EngineSettings
-from bottle_engine.smolvm import find_binary as find_smolvm
-from bottle_engine.status import BottleStatus
+from bottle_engine.settings import BACKEND_NAMES, EngineSettings
+from bottle_engine.status import RUNNING, UNKNOWN, BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 
@@ -145,13 +146,13 @@ def stop(slug: str, *, remove: bool = False) -> None:
     record = find(slug)
     _backend(record).stop(record, remove=remove)
     if remove:
-        shutil.rmtree(state.bottle_dir(slug), ignore_errors=True)
+        BottleDir.of(slug).remove()
 
 
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
     record = find(slug)
     _backend(record).resume(record, progress or QuietProgress())
-    return record.with_status("running")
+    return record.with_status(BottleStatus(RUNNING))
 
 
 def logs(slug: str, *, bundle: bool = False, follow: bool = False) -> Iterator[bytes]:
@@ -169,14 +170,23 @@ def exec_in(slug: str, argv: Sequence[str], *, tty: bool) -> int:
 
 
 def list_bottles() -> list[BottleRecord]:
-    """Every recorded bottle with its current status."""
+    """Every recorded bottle with its current status; where its backend does not answer, the
+    status is unknown and its fix says why (each backend is asked once)."""
     found = []
+    backends: dict[str, tuple[Backend, Availability]] = {}
     for record in records.all_records():
+        if record.backend not in backends:
+            backend = _backend(record)
+            backends[record.backend] = (backend, backend.available())
+        backend, availability = backends[record.backend]
+        if not availability:
+            found.append(record.with_status(BottleStatus(UNKNOWN, availability.fix)))
+            continue
         try:
-            status = _backend(record).status(record)
-        except BottleError:
-            status = BottleStatus("unknown")
-        found.append(record.with_status(status.text, status.fix))
+            status = backend.status(record)
+        except BottleError as exc:
+            status = BottleStatus(UNKNOWN, exc.fix)
+        found.append(record.with_status(status))
     return found
 
 
@@ -184,25 +194,50 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     """Run the escape probes in a bottle; also the places where a real secret value shows up."""
     record = find(slug)
     backend = _backend(record)
-    config = BundleConfig.load(state.bottle_dir(slug) / "bundle.json")
+    bottle_dir = BottleDir.of(slug)
+    config = BundleConfig.load(bottle_dir.bundle_config)
     targets = replace(targets, egress_allow=config.egress_allow)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
     values = [
         path.read_text(encoding="utf-8").strip()
-        for path in sorted((state.bottle_dir(slug) / "secrets").glob("*"))
+        for path in sorted(bottle_dir.secrets_dir.glob("*"))
     ]
     leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
     return report, leaks
 
 
 def gc() -> list[str]:
-    """Remove resources labelled as ours that no record accounts for; their names.
+    """Remove resources labelled as ours that no record accounts for, in every backend that
+    answers here (microVMs when a smolvm CLI is installed); their names. When none answers,
+    the first one's reason is the error."""
+    removed: list[str] = []
+    unavailable: list[Availability] = []
+    for name in BACKEND_NAMES:
+        backend = backend_named(name)
+        availability = backend.available()
+        if availability:
+            removed += backend.remove_orphans()
+        else:
+            unavailable.append(availability)
+    if len(unavailable) == len(BACKEND_NAMES):
+        raise BottleError(unavailable[0].detail, fix=unavailable[0].fix)
+    return removed
 
-    microVMs are included when a smolvm CLI is installed.
-    """
-    removed = backend_named("docker").remove_orphans()
-    try:
-        find_smolvm()
-    except BottleError:
-        return removed
-    return removed + backend_named("smolmachines").remove_orphans()
+
+def pack(
+    manifest_path: Path | str | None,
+    agent: str,
+    progress: Progress,
+    *,
+    via_registry: bool = False,
+    settings: EngineSettings | None = None,
+) -> Pack:
+    """Build (or reuse) `agent`'s images and its microVM pack, as a launch on the
+    smolmachines backend would, and stop there."""
+    from bottle_engine.backends.smolmachines import SmolmachinesBackend
+
+    settings = settings or EngineSettings.from_env()
+    planner = planner_for(manifest_path, agent, settings=settings)
+    backend = SmolmachinesBackend(settings=settings)
+    _, _, packed = backend.prepare(planner(planner.base_slug), progress, via_registry=via_registry)
+    return packed

@@ -27,6 +27,8 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
     SecretBinding,
+    git_identity_name,
+    git_known_hosts_name,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.model import Backend, GitUpstream, Manifest, Runtime
@@ -209,9 +211,13 @@ class BottlePlan:
                     allow_delete=g.allow_delete,
                     allow_manifest_changes=g.allow_manifest_changes,
                     protected_paths=self.git_protected_paths,
-                    identity_file=str(GIT_KEYS_MOUNT / f"{g.name}.key") if g.identity else None,
+                    identity_file=(
+                        str(GIT_KEYS_MOUNT / git_identity_name(g.name)) if g.identity else None
+                    ),
                     known_hosts_file=(
-                        str(GIT_KEYS_MOUNT / f"{g.name}.known_hosts") if g.known_host_key else None
+                        str(GIT_KEYS_MOUNT / git_known_hosts_name(g.name))
+                        if g.known_host_key
+                        else None
                     ),
                 )
                 for g in self.git

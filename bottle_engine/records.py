@@ -9,15 +9,64 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bottle_engine import state
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.plan import BottlePlan, bundle_name_of
+from bottle_engine.status import UNKNOWN, BottleStatus
 
-RECORD_NAME = "bottle.json"
+
+@dataclass(frozen=True)
+class BottleResources:
+    """What a bottle was given and made of, as launched (`ls --json`, `resume`, the probes).
+
+    The first fields hold for every backend; `runtime`/`runtime_reason` are the docker
+    backend's (the agent's OCI runtime and why), `artifact_digest`, `pack` and `command` the
+    smolmachines backend's (the packed image and the agent's command, run on attach)."""
+
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    agent_image: str = ""
+    bundle_image: str = ""
+    runtime: str | None = None
+    runtime_reason: str | None = None
+    artifact_digest: str | None = None
+    pack: str | None = None
+    command: tuple[str, ...] = ()
+
+    @classmethod
+    def launched(cls, plan: BottlePlan, agent_image: str, bundle_image: str) -> BottleResources:
+        """What every backend records of a launch of `plan`; a backend adds its own fields
+        (`dataclasses.replace`)."""
+        return cls(
+            cpus=plan.cpus,
+            memory_bytes=plan.memory_bytes,
+            agent_image=agent_image,
+            bundle_image=bundle_image,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """As on disk: a backend's unused fields are left out, as they always were."""
+        data = asdict(self)
+        data["command"] = list(self.command)
+        return {k: v for k, v in data.items() if v is not None and v != []}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> BottleResources:
+        """Read what any version wrote; unknown keys are ignored, missing ones defaulted."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        if "command" in values:
+            values["command"] = tuple(str(part) for part in values["command"] or ())
+        return cls(**values)
+
+
+UNKNOWN_STATUS = BottleStatus(UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -32,22 +81,39 @@ class BottleRecord:
     started_at: str
     bundle_ip: str
     subnet: str
-    resources: dict[str, Any] = field(default_factory=dict)
-    status: str = "unknown"  # filled in from the backend when listed (`status.BottleStatus`)
-    fix: str | None = None  # with a degraded status: the command that repairs it
+    resources: BottleResources = field(default_factory=BottleResources)
+    # Filled in from the backend when listed, never stored: it is only true when asked.
+    status: BottleStatus = UNKNOWN_STATUS
 
     @property
     def bundle_name(self) -> str:
         return bundle_name_of(self.name)
 
-    def with_status(self, status: str, fix: str | None = None) -> BottleRecord:
-        return replace(self, status=status, fix=fix)
+    @property
+    def fix(self) -> str | None:
+        """With a degraded status: the command that repairs it."""
+        return self.status.fix
+
+    def with_status(self, status: BottleStatus) -> BottleRecord:
+        return replace(self, status=status)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """`ls --json` and `launch --json`: the stored fields, status and fix."""
+        status = self.status
+        return {
+            **self.stored_json(),
+            "status": status.text,
+            "state": status.kind,
+            "fix": status.fix,
+        }
+
+    def stored_json(self) -> dict[str, Any]:
+        """What is saved: everything but the status (asked of the backend when listed)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "status"}
+        return {**data, "resources": self.resources.to_json()}
 
 
-def record_for(plan: BottlePlan, backend: str, resources: dict[str, Any]) -> BottleRecord:
+def record_for(plan: BottlePlan, backend: str, resources: BottleResources) -> BottleRecord:
     """The record of a bottle just launched from `plan`."""
     return BottleRecord(
         slug=plan.slug,
@@ -65,13 +131,13 @@ def record_for(plan: BottlePlan, backend: str, resources: dict[str, Any]) -> Bot
 
 
 def record_path(slug: str) -> Path:
-    return state.bottle_dir(slug) / RECORD_NAME
+    return BottleDir.of(slug).record
 
 
 def save(record: BottleRecord) -> None:
     """Write atomically (a crash never leaves half a record), mode 0600 in a 0700 dir."""
-    path = state.make_bottle_dir(record.slug) / RECORD_NAME
-    data = {k: v for k, v in record.to_json().items() if k not in ("status", "fix")}
+    path = BottleDir.create(record.slug).record
+    data = record.stored_json()
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         temp = Path(out.name)
@@ -84,8 +150,17 @@ def load(slug: str) -> BottleRecord | None:
         data = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    known = {f for f in BottleRecord.__dataclass_fields__}
-    return BottleRecord(**{k: v for k, v in data.items() if k in known})
+    return from_json(data)
+
+
+def from_json(data: Mapping[str, Any]) -> BottleRecord:
+    """A stored record, from any version: a status stored by an old one is dropped (it is
+    asked of the backend), the resources typed."""
+    known = {f.name for f in fields(BottleRecord)} - {"status", "resources"}
+    return BottleRecord(
+        **{k: v for k, v in data.items() if k in known},
+        resources=BottleResources.from_json(data.get("resources") or {}),
+    )
 
 
 def all_records() -> list[BottleRecord]:

@@ -7,9 +7,9 @@ container and never into the agent's. The agent only ever holds placeholders (se
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import BottlePlan
 
@@ -35,44 +35,38 @@ def read_secret_value(plan: BottlePlan, name: str) -> str:
         ) from exc
 
 
-def write_bundle_secrets(plan: BottlePlan, bottle_dir: Path) -> tuple[dict[str, Path], Path | None]:
+def write_bundle_secrets(
+    plan: BottlePlan, bottle_dir: BottleDir
+) -> tuple[dict[str, Path], Path | None]:
     """Write each secret value and git key for the bundle; (secret files, git key dir)."""
-    secrets_dir = bottle_dir / "secrets"
-    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     files: dict[str, Path] = {}
+    bottle_dir.private_subdir(bottle_dir.secrets_dir)
     for secret in plan.secrets:
-        path = secrets_dir / secret.name
-        _write_private(path, read_secret_value(plan, secret.name).encode())
-        files[secret.name] = path
+        files[secret.name] = bottle_dir.write_private(
+            bottle_dir.secret_file(secret.name), read_secret_value(plan, secret.name)
+        )
     if not plan.git:
         return files, None
-    git_dir = bottle_dir / "git-keys"
-    git_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    bottle_dir.private_subdir(bottle_dir.git_keys_dir)
     for upstream in plan.git:
         if upstream.identity is not None:
             try:
-                shutil.copyfile(upstream.identity, git_dir / f"{upstream.name}.key")
+                key = upstream.identity.read_bytes()
             except OSError as exc:
                 raise BottleError(
                     f"bottles.{plan.bottle}.git ({upstream.name}).identity: cannot read "
                     f"{upstream.identity}: {exc.strerror or exc}",
                     fix="create the key or fix the path in bottle.toml",
                 ) from exc
-            os.chmod(git_dir / f"{upstream.name}.key", 0o600)
+            bottle_dir.write_private(bottle_dir.git_identity(upstream.name), key)
         if upstream.known_host_key:
-            _write_private(
-                git_dir / f"{upstream.name}.known_hosts", (upstream.known_host_key + "\n").encode()
+            bottle_dir.write_private(
+                bottle_dir.git_known_hosts(upstream.name), upstream.known_host_key + "\n"
             )
-    return files, git_dir
+    return files, bottle_dir.git_keys_dir
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(data)
-
-
-def copy_upstream_ca(plan: BottlePlan, bottle_dir: Path) -> Path | None:
+def copy_upstream_ca(plan: BottlePlan, bottle_dir: BottleDir) -> Path | None:
     """The bottle's `[egress] upstream_ca`, checked and copied into its state dir for the bundle
     (mounted read-only; the copy, not the user's file, is handed to the bundle's user)."""
     if plan.upstream_ca is None:
@@ -95,6 +89,4 @@ def copy_upstream_ca(plan: BottlePlan, bottle_dir: Path) -> Path | None:
             f"{key}: {plan.upstream_ca} holds no PEM CA certificate the proxy can load ({exc})",
             fix="point it at a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)",
         ) from exc
-    copy = bottle_dir / "upstream-ca.pem"
-    copy.write_text(text)
-    return copy
+    return bottle_dir.write_private(bottle_dir.upstream_ca, text)

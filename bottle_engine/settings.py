@@ -33,6 +33,14 @@ ENV_CA_BUNDLE = "BOTTLE_CA_BUNDLE"
 ENV_BASE_IMAGE = "BOTTLE_BASE_IMAGE"
 ENV_CACHE_DIR = "BOTTLE_CACHE_DIR"
 ENV_STATE_DIR = "BOTTLE_STATE_DIR"
+ENV_SMOLVM = "BOTTLE_SMOLVM"
+ENV_SMOLVM_STATE_DIR = "BOTTLE_SMOLVM_STATE_DIR"
+ENV_REGISTRY_IMAGE = "BOTTLE_REGISTRY_IMAGE"
+ENV_ARTIFACT_REGISTRY = "BOTTLE_ARTIFACT_REGISTRY"
+ENV_ARTIFACT_REGISTRY_INSECURE = "BOTTLE_ARTIFACT_REGISTRY_INSECURE"
+ENV_LAYER_CACHE = "BOTTLE_LAYER_CACHE"
+ENV_DOCKER_CONFIG = "DOCKER_CONFIG"  # Docker's own: where its login credentials are
+ENV_SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds clamp time
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,15 @@ class EngineSettings:
     base_image: str | None = None
     cache_dir: Path = field(default_factory=lambda: cache_dir_from_env({}))
     state_dir: Path = field(default_factory=lambda: state_dir_from_env({}))
+    smolvm: str | None = None  # the smolvm executable, as given (checked where it is run)
+    smolvm_state_dir: str | None = None  # smolvm's own --state-dir
+    registry_image: str | None = None  # the ephemeral registry's image (pack via registry)
+    artifact_registry: str | None = None  # the shared artifact cache, HOST[:PORT]/REPOSITORY
+    artifact_registry_insecure: bool = False  # plain HTTP to a non-loopback shared cache
+    layer_cache: bool = True  # keep Docker's own build as a layer cache for the next build
+    docker_config_dir: Path = field(default_factory=lambda: Path.home() / ".docker")
+    # As given: checked where a build uses it (`clamp_time`), so a bad value does not stop `ls`.
+    source_date_epoch: str | None = None
 
     def __post_init__(self) -> None:
         check_backend(self.backend, source=ENV_BACKEND)
@@ -78,7 +95,26 @@ class EngineSettings:
             base_image=value(ENV_BASE_IMAGE),
             cache_dir=cache_dir_from_env(env),
             state_dir=state_dir_from_env(env),
+            smolvm=value(ENV_SMOLVM),
+            smolvm_state_dir=value(ENV_SMOLVM_STATE_DIR),
+            registry_image=value(ENV_REGISTRY_IMAGE),
+            artifact_registry=value(ENV_ARTIFACT_REGISTRY),
+            artifact_registry_insecure=env.get(ENV_ARTIFACT_REGISTRY_INSECURE, "") == "1",
+            layer_cache=env.get(ENV_LAYER_CACHE, "1") != "0",
+            docker_config_dir=path(ENV_DOCKER_CONFIG) or Path.home() / ".docker",
+            source_date_epoch=value(ENV_SOURCE_DATE_EPOCH),
         )
+
+    def clamp_time(self) -> int | None:
+        """``SOURCE_DATE_EPOCH`` in seconds, or None when unset; a bad value is an error."""
+        if self.source_date_epoch is None:
+            return None
+        if not self.source_date_epoch.isdigit():
+            raise BottleError(
+                f"{ENV_SOURCE_DATE_EPOCH}={self.source_date_epoch!r} is not a number of seconds",
+                fix="unset it, or set it to a Unix time such as `git log -1 --format=%ct`",
+            )
+        return int(self.source_date_epoch)
 
     def ca_bundle_for(self, option: str | Path | None, manifest_value: Path | None) -> Path | None:
         """The extra CA bundle: a command-line option, else this environment's, else the

@@ -30,15 +30,14 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import EngineSettings
 
-ENV_BINARY = "BOTTLE_SMOLVM"
-ENV_STATE_DIR = "BOTTLE_SMOLVM_STATE_DIR"
 TESTED_VERSION = "1.32.2"
 WHEEL_BINARY = "smol-vmm"
 """The CLI's name inside the ``smolmachines`` wheel's ``smol`` package."""
@@ -93,12 +92,13 @@ class MachineSpec:
     """Who the workload and ``exec`` run as by default (``uid[:gid]``); None: the image's USER."""
 
 
-def find_binary() -> Path:
+def find_binary(settings: EngineSettings | None = None) -> Path:
     """The smolvm executable to run, or a `BottleError` saying how to install one.
 
-    Order: ``$BOTTLE_SMOLVM``, ``smolvm`` on PATH, the ``smolmachines`` wheel's ``smol-vmm``.
+    Order: ``$BOTTLE_SMOLVM`` (`EngineSettings.smolvm`), ``smolvm`` on PATH, the
+    ``smolmachines`` wheel's ``smol-vmm``.
     """
-    override = os.environ.get(ENV_BINARY)
+    override = (settings or EngineSettings.from_env()).smolvm
     if override:
         path = Path(override).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
@@ -361,15 +361,18 @@ def machine_cp_args(source: Path, name: str, guest_path: str, *, mode: int, uid:
 class Smolvm:
     """The installed smolvm, driven in the engine's vocabulary."""
 
-    def __init__(self, info: SmolvmInfo | None = None) -> None:
-        self.info = info or probe()
+    def __init__(
+        self, info: SmolvmInfo | None = None, *, settings: EngineSettings | None = None
+    ) -> None:
+        settings = settings or EngineSettings.from_env()
+        self.info = info or probe(find_binary(settings))
+        self.state_dir = settings.smolvm_state_dir  # smolvm's --state-dir; None: its default
 
     def command(self, args: Sequence[str]) -> list[str]:
         """The full argv for `args` (global options first), e.g. for `os.execvp` on attach."""
         argv = [str(self.info.binary)]
-        state_dir = os.environ.get(ENV_STATE_DIR)
-        if state_dir:
-            argv += ["--state-dir", state_dir]
+        if self.state_dir:
+            argv += ["--state-dir", self.state_dir]
         if self.info.error_format_json:
             argv += ["--error-format", "json"]
         return [*argv, *args]
@@ -436,15 +439,39 @@ class Smolvm:
             raise translate_failure(f"run {command[0]} in {name}", done.returncode, stderr)
         return done.returncode, done.stdout + done.stderr
 
-    def logs(self, name: str, *, follow: bool = False) -> subprocess.Popen[bytes]:
-        """``machine logs`` of `name` as a running process; read its stdout, then `wait`."""
+    def exec_attached(
+        self, name: str, command: Sequence[str], *, interactive: bool, user: str | None = None
+    ) -> int:
+        """Run `command` in the machine on this process's stdin, stdout and stderr (with a
+        terminal when `interactive`); its exit code, which smolvm passes through."""
+        argv = self.command(machine_exec_args(name, command, interactive=interactive, user=user))
+        try:
+            return subprocess.run(argv, check=False, env=self.env()).returncode
+        except OSError as exc:
+            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+
+    def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
+        """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
+        the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`."""
         argv = self.command(machine_logs_args(name, follow=follow))
         try:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env()
             )
         except OSError as exc:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+        stdout, stderr = process.stdout, process.stderr
+        assert stdout is not None and stderr is not None
+        try:
+            while chunk := os.read(stdout.fileno(), 65536):
+                yield chunk
+        finally:
+            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow)
+                process.terminate()
+            errors = stderr.read().decode("utf-8", "replace")
+            returncode = process.wait()
+        if returncode > 0:
+            raise translate_failure(f"read the logs of {name}", returncode, errors)
 
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""

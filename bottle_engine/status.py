@@ -9,9 +9,13 @@ to run about it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 RUNNING = "running"
 MISSING = "missing"
+UNKNOWN = "unknown"  # the backend did not answer
+# The closed set a status falls in (scripts and the editor branch on it; `text` says more).
+StatusKind = Literal["running", "stopped", "degraded", "missing", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,18 @@ class BottleStatus:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def kind(self) -> StatusKind:
+        if "degraded" in self.text:
+            return "degraded"
+        if self.text == RUNNING:
+            return "running"
+        if self.text == MISSING:
+            return "missing"
+        if self.text == UNKNOWN:
+            return "unknown"
+        return "stopped"  # stopped, exited, dead, ...: the agent is not running, the rest is
 
 
 def bottle_status(slug: str, parts: BottleParts) -> BottleStatus:

@@ -585,7 +585,7 @@ def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:
     import os
 
     from bottle_engine.artifacts import ensure_artifact
-    from bottle_engine.bundle.image import bundle_build_spec
+    from bottle_engine.artifacts.bundle_image import bundle_build_spec
 
     host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
     previous = os.environ.get("BOTTLE_CACHE_DIR")

@@ -108,7 +108,7 @@ def bootstrap_base_image(client: Any, tag: str, *, progress: Progress | None = N
         raise BottleError(
             f"base image tag {tag!r} has no ':TAG' part", fix="use e.g. bot-bottle/base:bookworm"
         )
-    rules = NormalizeRules(source_date_epoch=int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0))
+    rules = NormalizeRules(source_date_epoch=EngineSettings.from_env().clamp_time() or 0)
     work = Path(tempfile.mkdtemp(prefix="bot-bottle-base-"))
     try:
         rootfs = work / "rootfs"

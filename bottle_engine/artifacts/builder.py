@@ -11,7 +11,6 @@ costs a note, never the build (unless `require_cache`).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,11 @@ from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.dockerapi import images
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
+from bottle_engine.settings import EngineSettings
 
 LAYER_CACHE_TAG = "build-cache"
-FROM_ENV = (
-    "from-env"  # `build(remote=...)` default: the shared cache BOTTLE_ARTIFACT_REGISTRY names
-)
+# `build(remote=...)` default: the shared cache the settings name (BOTTLE_ARTIFACT_REGISTRY).
+FROM_SETTINGS = "from-settings"
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,16 @@ class VerifyResult:
 
 
 def ensure_artifact(
-    client: Any, spec: BuildSpec, *, no_cache: bool = False, progress: Progress | None = None
+    client: Any,
+    spec: BuildSpec,
+    *,
+    no_cache: bool = False,
+    progress: Progress | None = None,
+    settings: EngineSettings | None = None,
 ) -> Artifact:
     """The artifact for `spec`, built only when the store has none for its input key; the
     image is available in Docker as ``artifact.image_tag`` afterwards."""
-    return build(client, spec, no_cache=no_cache, progress=progress).artifact
+    return build(client, spec, no_cache=no_cache, progress=progress, settings=settings).artifact
 
 
 def resolve_inputs(client: Any, spec: BuildSpec, progress: Progress | None = None) -> BuildInputs:
@@ -87,17 +91,20 @@ def build(
     no_cache: bool = False,
     progress: Progress | None = None,
     store: ArtifactStore | None = None,
-    remote: RemoteCache | str | None = FROM_ENV,
+    remote: RemoteCache | str | None = FROM_SETTINGS,
     require_cache: bool = False,
+    settings: EngineSettings | None = None,
 ) -> BuildResult:
     """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded).
 
     `remote`: the shared cache to pull from on a store miss and push a fresh build to (None:
     none). `require_cache`: fail instead of building when neither has the input key.
+    `settings`: the shared cache and whether Docker's build is kept as a layer cache.
     """
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
-    shared = RemoteCache.from_env() if remote == FROM_ENV else remote
+    settings = settings or EngineSettings.from_env()
+    shared = RemoteCache.from_settings(settings) if remote == FROM_SETTINGS else remote
     assert not isinstance(shared, str)
     progress.stage(f"{spec.name} image: hash inputs")
     inputs = resolve_inputs(client, spec, progress)
@@ -125,7 +132,12 @@ def build(
     if artifact is None:
         with store.new_layout() as work:
             digest = _build_layout(
-                client, inputs, work, no_cache=no_cache, keep_layer_cache=True, progress=progress
+                client,
+                inputs,
+                work,
+                no_cache=no_cache,
+                keep_layer_cache=settings.layer_cache,
+                progress=progress,
             )
             artifact = store.put(inputs.input_key, spec.name, digest, work / "layout")
         if shared is not None:
@@ -149,14 +161,16 @@ def verify_artifact(
     *,
     progress: Progress | None = None,
     store: ArtifactStore | None = None,
-    remote: RemoteCache | str | None = FROM_ENV,
+    remote: RemoteCache | str | None = FROM_SETTINGS,
+    settings: EngineSettings | None = None,
 ) -> VerifyResult:
     """Build `spec` twice from scratch; store the artifact if both builds give one digest and
     the shared cache (if any) holds none other for the key. On a mismatch with the shared
     cache, its artifact is fetched (into a scratch dir, never the store) and compared."""
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
-    shared = RemoteCache.from_env() if remote == FROM_ENV else remote
+    settings = settings or EngineSettings.from_env()
+    shared = RemoteCache.from_settings(settings) if remote == FROM_SETTINGS else remote
     assert not isinstance(shared, str)
     inputs = resolve_inputs(client, spec, progress)
     with (
@@ -173,7 +187,7 @@ def verify_artifact(
                     inputs,
                     work,
                     no_cache=True,
-                    keep_layer_cache=number == 1,
+                    keep_layer_cache=number == 1 and settings.layer_cache,
                     progress=progress,
                 )
             )
@@ -275,11 +289,10 @@ def layer_cache_ref(spec: BuildSpec) -> str:
 
 
 def _settle_raw_image(client: Any, spec: BuildSpec, raw_id: str, *, keep: bool) -> None:
-    """Keep Docker's build as the layer cache for the next build of `spec`, or remove it.
-
-    ``BOTTLE_LAYER_CACHE=0`` removes it always (test suites, CI runners with little disk).
-    """
-    if not keep or os.environ.get("BOTTLE_LAYER_CACHE", "1") == "0":
+    """Keep Docker's build as the layer cache for the next build of `spec`, or remove it
+    (``BOTTLE_LAYER_CACHE=0``, `EngineSettings.layer_cache`: test suites, CI runners with
+    little disk)."""
+    if not keep:
         images.remove_image(client, raw_id)
         return
     ref = layer_cache_ref(spec)

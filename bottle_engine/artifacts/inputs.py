@@ -233,20 +233,18 @@ def resolve_ca_bundle(
 
 
 def resolve_source_date_epoch(
-    explicit: int | None, context: Path, paths: Sequence[str] = (".",)
+    explicit: int | None,
+    context: Path,
+    paths: Sequence[str] = (".",),
+    settings: EngineSettings | None = None,
 ) -> int:
     """The clamp time: `explicit`, else $SOURCE_DATE_EPOCH, else the newest commit of `paths`
     (the context's files, so a commit elsewhere in the repository changes nothing)."""
     if explicit is not None:
         return explicit
-    from_env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if from_env:
-        if not from_env.isdigit():
-            raise BottleError(
-                f"SOURCE_DATE_EPOCH={from_env!r} is not a number of seconds",
-                fix="unset it, or set it to a Unix time such as `git log -1 --format=%ct`",
-            )
-        return int(from_env)
+    from_settings = (settings or EngineSettings.from_env()).clamp_time()
+    if from_settings is not None:
+        return from_settings
     return newest_commit_time(context, paths)
 
 

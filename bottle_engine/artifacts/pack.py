@@ -31,6 +31,7 @@ from typing import Any, Literal
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
+from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import Smolvm, SmolvmInfo, find_binary
 from bottle_engine.state import cache_dir
 
@@ -108,7 +109,7 @@ def pack_dir(digest: str, binary: Path) -> Path:
 def cached_pack(digest: str, binary: Path | None = None) -> Pack | None:
     """The cached pack for `digest` made by `binary` (default: the smolvm the engine would run),
     or None; runs no docker and no smolvm command."""
-    directory = pack_dir(digest, binary or find_binary())
+    directory = pack_dir(digest, binary or find_binary(EngineSettings.from_env()))
     try:
         metadata = json.loads((directory / METADATA_NAME).read_text())
     except (OSError, ValueError):
@@ -132,6 +133,7 @@ def pack_artifact(
     progress: Progress | None = None,
     smolvm: Smolvm | None = None,
     docker_client: Any = None,
+    settings: EngineSettings | None = None,
 ) -> Pack:
     """The `.smolmachine` pack of `artifact`, from the cache or made now (then cached).
 
@@ -139,7 +141,8 @@ def pack_artifact(
     failure and on Ctrl-C; only a complete pack is ever renamed into the cache.
     """
     progress = progress or QuietProgress()
-    binary = smolvm.info.binary if smolvm is not None else find_binary()
+    settings = settings or EngineSettings.from_env()
+    binary = smolvm.info.binary if smolvm is not None else find_binary(settings)
     hit = cached_pack(artifact.digest, binary)
     if hit is not None:
         progress.stage("pack: cached")
@@ -147,7 +150,7 @@ def pack_artifact(
         return hit
 
     progress.stage("pack: probe smolvm")
-    smolvm = smolvm or Smolvm()
+    smolvm = smolvm or Smolvm(settings=settings)
     method = choose_method(smolvm.info, via_registry=via_registry)
     progress.detail(
         f"smolvm {smolvm.info.version}; "
@@ -162,7 +165,7 @@ def pack_artifact(
         if method == "direct":
             _pack_direct(artifact, smolvm, work, output, progress)
         else:
-            _pack_via_registry(artifact, smolvm, output, progress, docker_client)
+            _pack_via_registry(artifact, smolvm, output, progress, docker_client, settings)
         if not Path(f"{output}.smolmachine").is_file():
             raise BottleError(
                 f"`smolvm pack create` wrote no {output.name}.smolmachine sidecar",
@@ -210,6 +213,7 @@ def _pack_via_registry(
     output: Path,
     progress: Progress,
     docker_client: Any,
+    settings: EngineSettings,
 ) -> None:
     from bottle_engine.artifacts.registry import ephemeral_registry
     from bottle_engine.dockerapi import connect
@@ -217,7 +221,7 @@ def _pack_via_registry(
     progress.stage("pack: start ephemeral registry")
     client = docker_client or connect()
     tag = digest_hex(artifact.digest)[:12]
-    with ephemeral_registry(client, {LABEL_PACK: tag}) as registry:
+    with ephemeral_registry(client, {LABEL_PACK: tag}, settings) as registry:
         progress.detail(f"registry on 127.0.0.1:{registry.port}")
         progress.stage("pack: push image")
         reference = registry.push_layout(artifact.layout_dir, artifact.digest, tag)

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.dockerapi.registry_container import (
-    ENV_REGISTRY_IMAGE,
     list_registries,
+    registry_image,
     registry_logs,
     remove_registry,
     start_registry,
 )
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import ENV_REGISTRY_IMAGE, EngineSettings
 
 LABEL_REGISTRY_ID = "bot-bottle.registry-id"
 READY_TIMEOUT_S = 30.0
@@ -183,14 +184,16 @@ def _blob_path(blobs: Path, digest: str) -> Path:
 
 @contextmanager
 def ephemeral_registry(
-    client: Any, labels: dict[str, str] | None = None
+    client: Any, labels: dict[str, str] | None = None, settings: EngineSettings | None = None
 ) -> Iterator[EphemeralRegistry]:
-    """A fresh registry on 127.0.0.1:<random>, removed when the block exits (however it exits)."""
+    """A fresh registry on 127.0.0.1:<random>, removed when the block exits (however it exits);
+    its image is the settings' (``BOTTLE_REGISTRY_IMAGE``) or the pinned one."""
+    image = registry_image(settings or EngineSettings.from_env())
     registry_id = uuid.uuid4().hex
     all_labels = {**(labels or {}), LABEL_REGISTRY_ID: registry_id}
     container_id: str | None = None
     try:
-        started = start_registry(client, all_labels)
+        started = start_registry(client, all_labels, image)
         container_id = started.container_id
         registry = EphemeralRegistry(container_id=container_id, port=started.port)
         _wait_ready(client, registry)

@@ -32,13 +32,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -57,9 +55,8 @@ from bottle_engine.artifacts.oci import (
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
 
-ENV_ARTIFACT_REGISTRY = "BOTTLE_ARTIFACT_REGISTRY"
-ENV_INSECURE = "BOTTLE_ARTIFACT_REGISTRY_INSECURE"
 ANNOTATION_INPUT_KEY = "org.bot-bottle.input-key"
 ANNOTATION_KEY_VERSION = "org.bot-bottle.key-version"
 ANNOTATION_NAME = "org.bot-bottle.name"
@@ -116,20 +113,16 @@ def parse_location(text: str, *, insecure: bool = False) -> RemoteLocation:
     return RemoteLocation(host, repository, plain_http=bare_host in _LOOPBACK or insecure)
 
 
-def location_from_env(environ: Mapping[str, str] | None = None) -> RemoteLocation | None:
-    environ = os.environ if environ is None else environ
-    text = environ.get(ENV_ARTIFACT_REGISTRY, "").strip()
-    if not text:
+def location_of(settings: EngineSettings) -> RemoteLocation | None:
+    """The shared cache the settings name (``BOTTLE_ARTIFACT_REGISTRY``), or None."""
+    if not settings.artifact_registry:
         return None
-    return parse_location(text, insecure=environ.get(ENV_INSECURE, "") == "1")
+    return parse_location(settings.artifact_registry, insecure=settings.artifact_registry_insecure)
 
 
-def docker_credentials(
-    host: str, environ: Mapping[str, str] | None = None
-) -> tuple[str, str] | None:
-    """(user, password) for `host` from the Docker config's ``auths``, or None."""
-    environ = os.environ if environ is None else environ
-    config_dir = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+def docker_credentials(host: str, config_dir: Path) -> tuple[str, str] | None:
+    """(user, password) for `host` from the ``auths`` of the Docker config in `config_dir`
+    (``$DOCKER_CONFIG`` or ~/.docker: `EngineSettings.docker_config_dir`), or None."""
     try:
         config = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -270,11 +263,12 @@ class RemoteCache:
         self._opener = urllib.request.build_opener(*handlers)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RemoteCache | None:
-        location = location_from_env(environ)
+    def from_settings(cls, settings: EngineSettings) -> RemoteCache | None:
+        """The shared cache the settings name, with Docker's login for its host; or None."""
+        location = location_of(settings)
         if location is None:
             return None
-        return cls(location, docker_credentials(location.host, environ))
+        return cls(location, docker_credentials(location.host, settings.docker_config_dir))
 
     # -- reading -------------------------------------------------------------------------------
 

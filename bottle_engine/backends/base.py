@@ -7,6 +7,7 @@ launch fails half way (or is interrupted).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from bottle_engine import records, state
@@ -46,8 +47,24 @@ def orphan_test() -> Callable[[Mapping[str, str] | None], bool]:
     return orphaned
 
 
+@dataclass(frozen=True)
+class Availability:
+    """Can a backend be used here? `detail` says what answered, or why not; `fix` the way out."""
+
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
 class Backend(Protocol):
     name: str
+
+    def available(self) -> Availability:
+        """Whether this backend's tools answer on this machine (without starting anything)."""
+        ...
 
     def launch(
         self, planner: Planner, progress: Progress, *, terminal: bool | None = None

@@ -8,19 +8,19 @@ step removes it all again.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-from bottle_engine import gvisor, records, state
+from bottle_engine import gvisor, records
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
-from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
+from bottle_engine.artifacts.bundle_image import bundle_build_spec
+from bottle_engine.backends.base import Availability, bottle_labels, orphan_test, wants_tty
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
-from bottle_engine.bundle.image import bundle_build_spec
-from bottle_engine.dockerapi import connect
+from bottle_engine.dockerapi import connect, docker_errors
 from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
@@ -40,9 +40,10 @@ from bottle_engine.dockerapi.containers import (
     writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
+    NetworkNameTaken,
+    SubnetTaken,
     create_egress_network,
     create_internal_network,
-    is_subnet_conflict,
     network_exists,
     networks_with_label,
     remove_network,
@@ -62,10 +63,10 @@ from bottle_engine.plan import (
     internal_network_of,
 )
 from bottle_engine.progress import Progress
-from bottle_engine.records import BottleRecord
+from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
 from bottle_engine.settings import ENV_EGRESS_NETWORK, EngineSettings
-from bottle_engine.status import MISSING, BottleParts, BottleStatus, bottle_status
+from bottle_engine.status import MISSING, RUNNING, BottleParts, BottleStatus, bottle_status
 
 BUNDLE_READY_TIMEOUT = 120.0
 
@@ -82,6 +83,14 @@ class DockerBackend:
         if self._client is None:
             self._client = connect()
         return self._client
+
+    def available(self) -> Availability:
+        try:
+            with docker_errors("ask the Docker daemon its version"):
+                version = self.client.version().get("Version", "?")
+        except BottleError as exc:
+            return Availability(False, exc.message, exc.fix)
+        return Availability(True, f"daemon {version} answers")
 
     # -- launch --------------------------------------------------------------------------------
     def launch(
@@ -105,27 +114,27 @@ class DockerBackend:
             record = records.record_for(
                 plan,
                 self.name,
-                {
-                    "cpus": plan.cpus,
-                    "memory_bytes": plan.memory_bytes,
-                    "runtime": choice.runtime,
-                    "runtime_reason": choice.reason,
-                    "agent_image": agent_image.image_tag,
-                    "bundle_image": bundle_image.image_tag,
-                },
+                replace(
+                    BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
+                    runtime=choice.runtime,
+                    runtime_reason=choice.reason,
+                ),
             )
             records.save(record)
             undo.pop_all()
-        return record.with_status("running")
+        return record.with_status(BottleStatus(RUNNING))
 
     def prepare(self, plan: BottlePlan, progress: Progress) -> tuple[Artifact, Artifact]:
         """Agent and bundle images, built only when their input keys are not in the store."""
         spec = agent_build_spec(plan.image, self.settings)
         progress.stage("agent image")
-        agent = ensure_artifact(self.client, spec, progress=progress)
+        agent = ensure_artifact(self.client, spec, progress=progress, settings=self.settings)
         progress.stage("bundle image")
         bundle = ensure_artifact(
-            self.client, bundle_build_spec(spec.base_image, spec.ca_bundle), progress=progress
+            self.client,
+            bundle_build_spec(spec.base_image, spec.ca_bundle),
+            progress=progress,
+            settings=self.settings,
         )
         return agent, bundle
 
@@ -158,10 +167,8 @@ class DockerBackend:
                         plan.gateway_ip,
                         {**labels, LABEL_ROLE: "network"},
                     )
-                except BottleError as exc:
-                    if "already exists" in str(exc) or is_subnet_conflict(exc):
-                        continue  # another launch raced us to this name or subnet
-                    raise
+                except (NetworkNameTaken, SubnetTaken):
+                    continue  # another launch raced us to this name or subnet
                 attempt.callback(remove_network, self.client, plan.internal_network)
                 if plan.shared_egress_network is None:
                     create_egress_network(
@@ -195,8 +202,8 @@ class DockerBackend:
 
         Shared with the smolmachines backend, whose VM talks to the same bundle.
         """
-        bottle_dir = state.make_bottle_dir(plan.slug)
-        undo.callback(_remove_tree, bottle_dir)
+        bottle_dir = BottleDir.create(plan.slug)
+        undo.callback(bottle_dir.remove)
         config: BundleConfig = plan.bundle_config()
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
@@ -207,7 +214,7 @@ class DockerBackend:
                 name=plan.bundle_name,
                 image=image.image_tag,
                 config=config,
-                state_dir=bottle_dir,
+                state_dir=bottle_dir.path,
                 secret_files=secret_files,
                 internal_network=plan.internal_network,
                 bundle_ip=plan.bundle_ip,
@@ -227,7 +234,7 @@ class DockerBackend:
             )
         except NameTaken as exc:
             raise BottleError(f"container name {plan.bundle_name} is taken") from exc
-        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
+        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 
     def _create_agent(
         self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack, *, tty: bool
@@ -255,7 +262,7 @@ class DockerBackend:
         container = create_agent_container(self.client, spec)
         trees = guest_trees(
             plan,
-            state.bottle_dir(plan.slug),
+            BottleDir.of(plan.slug),
             system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
         )
         for destination, archive in trees:
@@ -317,21 +324,7 @@ class DockerBackend:
         return places
 
     def status(self, record: BottleRecord) -> BottleStatus:
-        return bottle_status(record.slug, self.parts(record))
-
-    def parts(self, record: BottleRecord) -> BottleParts:
-        """The states of the bottle's containers (agent, bundle) and its internal network; the
-        smolmachines backend puts its microVM's state in place of the agent's."""
-        found = {
-            c.name: str(c.status)
-            for c in containers_with_label(self.client, LABEL_SLUG, record.slug)
-        }
-        networks = {n.name for n in networks_with_label(self.client, LABEL_SLUG, record.slug)}
-        return BottleParts(
-            agent=found.get(record.name, MISSING),
-            bundle=found.get(record.bundle_name, MISSING),
-            network_present=internal_network_of(record.slug) in networks,
-        )
+        return bottle_status(record.slug, bottle_parts(self.client, record))
 
     def orphans(self) -> list[str]:
         containers, networks = self._orphaned()
@@ -375,12 +368,20 @@ class DockerBackend:
     def resume_bundle(self, record: BottleRecord) -> None:
         """Start the stopped bottle's bundle again and wait until it is ready."""
         bundle = self.container_of(record, record.bundle_name)
-        bottle_dir = state.bottle_dir(record.slug)
-        (bottle_dir / "bundle.ready").unlink(missing_ok=True)
+        bottle_dir = BottleDir.of(record.slug)
+        bottle_dir.ready_file.unlink(missing_ok=True)
         bundle.start()
-        config = BundleConfig.load(bottle_dir / "bundle.json")
-        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
+        config = BundleConfig.load(bottle_dir.bundle_config)
+        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 
 
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def bottle_parts(client: Any, record: BottleRecord) -> BottleParts:
+    """The states of the bottle's containers (agent, bundle) and its internal network, from
+    the daemon; the smolmachines backend puts its microVM's state in place of the agent's."""
+    found = {c.name: str(c.status) for c in containers_with_label(client, LABEL_SLUG, record.slug)}
+    networks = {n.name for n in networks_with_label(client, LABEL_SLUG, record.slug)}
+    return BottleParts(
+        agent=found.get(record.name, MISSING),
+        bundle=found.get(record.bundle_name, MISSING),
+        network_present=internal_network_of(record.slug) in networks,
+    )

@@ -18,8 +18,6 @@ the agent through ``machine exec -it``; logs are smolvm's ``machine logs`` of th
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -27,11 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bottle_engine import records, state
+from bottle_engine import records
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
-from bottle_engine.backends.base import bottle_labels, orphan_test
-from bottle_engine.backends.docker import DockerBackend
+from bottle_engine.backends.base import Availability, bottle_labels, orphan_test
+from bottle_engine.backends.docker import DockerBackend, bottle_parts
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
@@ -45,9 +44,9 @@ from bottle_engine.plan import (
     Planner,
 )
 from bottle_engine.progress import Progress
-from bottle_engine.records import BottleRecord
+from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.settings import EngineSettings
-from bottle_engine.smolvm import MachineSpec, Smolvm, machine_exec_args, translate_failure
+from bottle_engine.smolvm import MachineSpec, Smolvm
 from bottle_engine.status import MISSING, RUNNING, BottleStatus, bottle_status
 
 # The machine's own workload only keeps it up; the agent runs through `machine exec` on attach.
@@ -94,8 +93,17 @@ class SmolmachinesBackend:
     @property
     def smolvm(self) -> Smolvm:
         if self._smolvm is None:
-            self._smolvm = Smolvm()
+            self._smolvm = Smolvm(settings=self._docker.settings)
         return self._smolvm
+
+    def available(self) -> Availability:
+        """Whether a usable smolvm is installed (the bundle's Docker is the docker backend's
+        `available`)."""
+        try:
+            info = self.smolvm.info
+        except BottleError as exc:
+            return Availability(False, exc.message, exc.fix)
+        return Availability(True, f"smolvm {info.version} at {info.binary}")
 
     # -- launch --------------------------------------------------------------------------------
     def prepare(
@@ -109,6 +117,7 @@ class SmolmachinesBackend:
             progress=progress,
             smolvm=self._smolvm,
             docker_client=self._docker.client,
+            settings=self._docker.settings,
         )
         return agent_image, bundle_image, pack
 
@@ -120,7 +129,7 @@ class SmolmachinesBackend:
         with ExitStack() as undo:
             plan = self._docker.claim(planner, undo, progress)
             progress.stage("start bundle")
-            bottle_dir = state.bottle_dir(plan.slug)
+            bottle_dir = BottleDir.of(plan.slug)
             self._docker.start_bundle(plan, bundle_image, undo)
             progress.stage("create microVM")
             undo.callback(self._delete_machine, plan.name)
@@ -132,21 +141,18 @@ class SmolmachinesBackend:
             record = records.record_for(
                 plan,
                 self.name,
-                {
-                    "cpus": plan.cpus,
-                    "memory_bytes": plan.memory_bytes,
-                    "agent_image": agent_image.image_tag,
-                    "artifact_digest": agent_image.digest,
-                    "bundle_image": bundle_image.image_tag,
-                    "pack": str(pack.sidecar),
-                    "command": list(plan.agent_command),
-                },
+                replace(
+                    BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
+                    artifact_digest=agent_image.digest,
+                    pack=str(pack.sidecar),
+                    command=tuple(plan.agent_command),
+                ),
             )
             records.save(record)
             undo.pop_all()
-        return record.with_status("running")
+        return record.with_status(BottleStatus(RUNNING))
 
-    def _put_guest_files(self, plan: BottlePlan, bottle_dir: Path) -> None:
+    def _put_guest_files(self, plan: BottlePlan, bottle_dir: BottleDir) -> None:
         # The guest's own system CAs are only known inside it: the bundle is made there below.
         trees = guest_trees(plan, bottle_dir, system_cas=None)
         for index, (destination, data) in enumerate(trees):
@@ -165,14 +171,13 @@ class SmolmachinesBackend:
         )
 
     def _put_tree(
-        self, machine: str, bottle_dir: Path, index: int, data: bytes, destination: str
+        self, machine: str, bottle_dir: BottleDir, index: int, data: bytes, destination: str
     ) -> None:
         """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
-        staged = bottle_dir / f"guest-{index}.tar"
+        staged = bottle_dir.guest_staging(index)
         guest_tar = f"/tmp/bot-bottle-{index}.tar"
-        staged.touch(mode=0o600)
         try:
-            staged.write_bytes(data)
+            bottle_dir.write_private(staged, data)
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
         finally:
             staged.unlink(missing_ok=True)
@@ -200,10 +205,9 @@ class SmolmachinesBackend:
             raise BottleError(
                 f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
             )
-        command = record.resources.get("command") or ["sh"]
+        command = record.resources.command or ("sh",)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
-        argv = self.smolvm.command(machine_exec_args(record.name, command, interactive=interactive))
-        return subprocess.run(argv, check=False, env=self.smolvm.env()).returncode
+        return self.smolvm.exec_attached(record.name, command, interactive=interactive)
 
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
         """The workload's output from smolvm (``machine logs``); the bundle's from Docker."""
@@ -215,19 +219,7 @@ class SmolmachinesBackend:
                 f"the microVM of bottle {record.slug} is gone",
                 fix=f"`bottle-engine stop --rm {record.slug}` removes what is left of it",
             )
-        process = self.smolvm.logs(record.name, follow=follow)
-        stdout, stderr = process.stdout, process.stderr
-        assert stdout is not None and stderr is not None
-        try:
-            while chunk := os.read(stdout.fileno(), 65536):
-                yield chunk
-        finally:
-            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow)
-                process.terminate()
-            errors = stderr.read().decode("utf-8", "replace")
-            returncode = process.wait()
-        if returncode > 0:
-            raise translate_failure(f"read the logs of {record.name}", returncode, errors)
+        yield from self.smolvm.logs(record.name, follow=follow)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
         machine = self._machine(record.name)
@@ -250,7 +242,7 @@ class SmolmachinesBackend:
         self.smolvm.machine_start(record.name)
 
     def status(self, record: BottleRecord) -> BottleStatus:
-        parts = replace(self._docker.parts(record), agent=self._vm_state(record))
+        parts = replace(bottle_parts(self._docker.client, record), agent=self._vm_state(record))
         return bottle_status(record.slug, parts)
 
     def _vm_state(self, record: BottleRecord) -> str:
@@ -264,13 +256,9 @@ class SmolmachinesBackend:
             raise BottleError(
                 f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
             )
-        exec_args = machine_exec_args(
+        return self.smolvm.exec_attached(
             record.name, argv, interactive=tty, user=f"{AGENT_UID}:{AGENT_UID}"
         )
-        # smolvm passes stdin, stdout, stderr and the exit code through.
-        return subprocess.run(
-            self.smolvm.command(exec_args), check=False, env=self.smolvm.env()
-        ).returncode
 
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         code, output = self.smolvm.exec_output(record.name, argv, user=f"{AGENT_UID}:{AGENT_UID}")

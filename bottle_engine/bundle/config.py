@@ -22,6 +22,28 @@ UPSTREAM_CA_MOUNT = Path("/run/bot-bottle/upstream-ca.pem")  # [egress] upstream
 # copies it into the agent, which trusts it.
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"
 
+# Names in the bottle's state dir (STATE_MOUNT here, `bottle_engine.bottle_dir.BottleDir` on the
+# host): both sides spell them from these constants only.
+CONFIG_FILE_NAME = "bundle.json"  # this config; mounted read-only at CONFIG_PATH
+EGRESS_LOG_NAME = "egress.jsonl"  # the proxy's audit log, rotated to egress.jsonl.1 ..
+CA_DIR_NAME = "ca"  # the proxy's confdir: the per-bottle CA
+READY_FILE_NAME = "bundle.ready"  # written once every service is up
+GIT_GATE_LOG_NAME = "git-gate.jsonl"  # one line per push and its verdict
+GIT_GATE_REPOS_NAME = "git-gate"  # the git gate's mirrors
+APPROVALS_DIR_NAME = "approvals"  # one file per open approval request
+APPROVALS_LOG_NAME = "approvals.jsonl"  # every approval request's states, rotated once
+
+
+def git_identity_name(upstream: str) -> str:
+    """A git upstream's key file: in the state dir's git keys, and under GIT_KEYS_MOUNT."""
+    return f"{upstream}.key"
+
+
+def git_known_hosts_name(upstream: str) -> str:
+    """A git upstream's pinned host key, beside its key file."""
+    return f"{upstream}.known_hosts"
+
+
 # The git gate's bounds on one push (README: "The git gate"). Beyond any of them the push is
 # refused, never forwarded unscanned.
 MIB = 1024 * 1024
@@ -93,15 +115,15 @@ class BundleConfig:
 
     @property
     def audit_log(self) -> Path:
-        return Path(self.state_dir) / "egress.jsonl"
+        return Path(self.state_dir) / EGRESS_LOG_NAME
 
     @property
     def ca_dir(self) -> Path:
-        return Path(self.state_dir) / "ca"
+        return Path(self.state_dir) / CA_DIR_NAME
 
     @property
     def ready_file(self) -> Path:
-        return Path(self.state_dir) / "bundle.ready"
+        return Path(self.state_dir) / READY_FILE_NAME
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, bootstrap_base_image, ensure_base_image
+from bottle_engine.artifacts.base import DEFAULT_BASE_TAG
 from bottle_engine.cli.output import console, formatter, print_json
 from bottle_engine.cli.progress import cli_progress
-from bottle_engine.dockerapi import connect
-from bottle_engine.dockerapi.images import inspect_image
+from bottle_engine.host import Host
 
 HELP = f"""\
 Bootstrap a Debian bookworm (minbase) base image with debootstrap and import it into Docker, for
@@ -43,14 +42,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_bootstrap(args: argparse.Namespace) -> int:
-    client = connect()
-    existed = inspect_image(client, args.tag) is not None
+    host = Host()
+    existed = host.image_id(args.tag) is not None
     with cli_progress(quiet=args.quiet or args.json) as progress:
-        if args.force:
-            bootstrap_base_image(client, args.tag, progress=progress)
-        else:
-            ensure_base_image(client, args.tag, progress=progress)
-    image_id = (inspect_image(client, args.tag) or {}).get("Id")
+        host.make_base_image(args.tag, force=args.force, progress=progress)
+    image_id = host.image_id(args.tag)
     made = args.force or not existed
     if args.json:
         print_json({"tag": args.tag, "image_id": image_id, "bootstrapped": made})

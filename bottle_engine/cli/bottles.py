@@ -10,7 +10,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bottle_engine import lifecycle, state
+from bottle_engine import lifecycle
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli.output import (
     add_manifest_option,
     console,
@@ -214,7 +215,7 @@ def run_ls(args: argparse.Namespace) -> int:
                     record.slug,
                     record.agent,
                     record.backend,
-                    record.status,
+                    record.status.text,
                     record.started_at,
                     record.bundle_ip,
                 )
@@ -224,7 +225,7 @@ def run_ls(args: argparse.Namespace) -> int:
     for record in bottles:
         if record.fix:
             console.print(
-                f"{safe_markup(record.slug)}: {safe_markup(record.status)}; "
+                f"{safe_markup(record.slug)}: {safe_markup(record.status.text)}; "
                 f"run `{safe_markup(record.fix)}`"
             )
     return 0
@@ -244,8 +245,7 @@ def run_resume(args: argparse.Namespace) -> int:
 def run_logs(args: argparse.Namespace) -> int:
     record = lifecycle.find(args.slug)
     if args.egress:
-        path = state.bottle_dir(record.slug) / "egress.jsonl"
-        for line in _lines(path, follow=args.follow):
+        for line in _egress_lines(BottleDir.of(record.slug), follow=args.follow):
             sys.stdout.write(line)
             sys.stdout.flush()
         return 0
@@ -253,6 +253,14 @@ def run_logs(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
     return 0
+
+
+def _egress_lines(bottle_dir: BottleDir, *, follow: bool) -> Iterator[str]:
+    """The egress audit log from its oldest rotation on; then, with `follow`, what comes."""
+    *rotated, _ = bottle_dir.egress_logs() or [bottle_dir.egress_log]
+    for path in rotated:
+        yield from _lines(path, follow=False)
+    yield from _lines(bottle_dir.egress_log, follow=follow)
 
 
 def _lines(file_path: Path, *, follow: bool) -> Iterator[str]:

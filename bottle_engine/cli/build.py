@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from bottle_engine.artifacts import BuildSpec, VerifyResult, build, verify_artifact
+from bottle_engine.artifacts import BuildSpec, VerifyResult
 from bottle_engine.artifacts.agent import agent_build_spec
-from bottle_engine.artifacts.builder import resolve_inputs
 from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli.output import (
@@ -19,7 +17,7 @@ from bottle_engine.cli.output import (
 )
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.display import safe_text
-from bottle_engine.dockerapi import connect
+from bottle_engine.host import Host
 from bottle_engine.lifecycle import planner_for
 from bottle_engine.settings import EngineSettings
 
@@ -90,28 +88,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def build_spec_for(file: str | None, agent: str, ca_option: str | None) -> BuildSpec:
+def build_spec_for(
+    file: str | None, agent: str, ca_option: str | None, settings: EngineSettings
+) -> BuildSpec:
     """The agent image's `BuildSpec`, from the same planner and settings a launch uses."""
-    settings = EngineSettings.from_env()
     planner = planner_for(file, agent, settings=settings, launch_token="plan")
     return agent_build_spec(planner(planner.base_slug).image, settings, ca_option)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = build_spec_for(args.file, args.agent, args.ca_bundle)
-    client = connect()
+    settings = EngineSettings.from_env()
+    spec = build_spec_for(args.file, args.agent, args.ca_bundle, settings)
+    host = Host()
     if args.explain:
-        return _explain(client, spec, as_json=args.json)
+        return _explain(host, spec, as_json=args.json)
     with cli_progress(quiet=args.quiet or args.json) as progress:
         if args.verify:
-            verified = verify_artifact(client, spec, progress=progress)
+            verified = host.verify(spec, progress=progress, settings=settings)
         else:
-            result = build(
-                client,
+            result = host.build(
                 spec,
                 no_cache=args.no_cache,
                 progress=progress,
                 require_cache=args.require_cache,
+                settings=settings,
             )
     if args.verify:
         return _report_verify(verified, as_json=args.json)
@@ -149,8 +149,8 @@ def _print_notes(notes: tuple[str, ...]) -> None:
             err_console.print(prefix + safe_text(line), markup=False, highlight=False)
 
 
-def _explain(client: Any, spec: BuildSpec, *, as_json: bool) -> int:
-    inputs = resolve_inputs(client, spec)
+def _explain(host: Host, spec: BuildSpec, *, as_json: bool) -> int:
+    inputs = host.inputs(spec)
     stored = ArtifactStore().lookup(inputs.input_key)
     rules = describe_rules(NormalizeRules(source_date_epoch=inputs.source_date_epoch))
     if as_json:

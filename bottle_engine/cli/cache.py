@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from bottle_engine.artifacts.remote import ENV_ARTIFACT_REGISTRY, RemoteCache, RemoteEntry
+from bottle_engine.artifacts.remote import RemoteCache, RemoteEntry
 from bottle_engine.artifacts.store import ArtifactStore, StoreEntry
 from bottle_engine.cli.output import console, formatter, print_json
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError, UsageError
+from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
 
 HELP = """\
 The artifact store: normalized images (OCI layouts) by artifact digest, and an index from input
@@ -147,7 +148,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def _shared_cache() -> RemoteCache:
-    shared = RemoteCache.from_env()
+    shared = RemoteCache.from_settings(EngineSettings.from_env())
     if shared is None:
         raise UsageError(
             f"no shared cache is configured (${ENV_ARTIFACT_REGISTRY} is unset)",

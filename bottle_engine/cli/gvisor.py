@@ -8,10 +8,9 @@ from pathlib import Path
 
 from bottle_engine.artifacts.base import resolve_base_image
 from bottle_engine.cli.output import console, err_console, formatter, print_json
-from bottle_engine.dockerapi import connect
-from bottle_engine.dockerapi.images import inspect_image
 from bottle_engine.errors import BottleError
-from bottle_engine.gvisor import DAEMON_JSON, PINNED, RUNTIME_ARGS, air_gap_help, ensure_gvisor
+from bottle_engine.gvisor import DAEMON_JSON, PINNED, RUNTIME_ARGS, air_gap_help
+from bottle_engine.host import Host
 
 _PIN = next(iter(PINNED.values()))
 HELP = f"""\
@@ -53,9 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_install(args: argparse.Namespace) -> int:
-    client = connect()
+    host = Host()
     image = resolve_base_image(None)
-    if not inspect_image(client, image):
+    if host.image_id(image) is None:
         raise BottleError(
             f"the self-test needs the base image {image}, which Docker does not have",
             fix="`sudo bottle-engine base bootstrap` first (scripts/setup does both)",
@@ -65,7 +64,7 @@ def run_install(args: argparse.Namespace) -> int:
         if not args.json:
             err_console.print(text, markup=False)
 
-    report = ensure_gvisor(client, image, deb=args.deb, say=say)
+    report = host.install_gvisor(image, deb=args.deb, say=say)
     if args.json:
         print_json({**asdict(report), "binary": str(report.binary)})
     else:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bottle_engine.backends.smolmachines import SmolmachinesBackend
+from bottle_engine import lifecycle
 from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
 from bottle_engine.cli.progress import cli_progress
-from bottle_engine.lifecycle import planner_for
-from bottle_engine.settings import EngineSettings
 
 HELP = """\
 Pack AGENT's image for the smolmachines (microVM) backend, as `launch` would, and stop there.
@@ -47,13 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = EngineSettings.from_env()
-    planner = planner_for(args.file, args.agent, settings=settings)
-    plan = planner(planner.base_slug)
     with cli_progress(quiet=args.json) as progress:
-        _, _, pack = SmolmachinesBackend(settings=settings).prepare(
-            plan, progress, via_registry=args.via_registry
-        )
+        pack = lifecycle.pack(args.file, args.agent, progress, via_registry=args.via_registry)
     if args.json:
         print_json(pack.to_json())
     else:

@@ -23,6 +23,7 @@ from typing import Any
 import docker.errors
 from docker.types import Mount
 
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import (
     CONFIG_PATH,
     SECRETS_MOUNT,
@@ -34,8 +35,6 @@ from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
 from bottle_engine.limits import BundleLimits, bundle_limits, tmpfs_options
 
-CONFIG_FILE_NAME = "bundle.json"  # in the bottle's state dir, mounted at CONFIG_PATH
-ACCOUNTS_DIR_NAME = "accounts"  # in the bottle's state dir: the bundle's passwd and group
 _LOG_LINES = 30
 
 
@@ -94,9 +93,9 @@ def run_bundle_container(
             fix="leave BundleConfig.state_dir at its default",
         )
     limits = limits or bundle_limits(0)
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config_file = state_dir / CONFIG_FILE_NAME
-    _write_private(config_file, config.to_json())
+    bottle_dir = BottleDir(state_dir)
+    bottle_dir.private_subdir(state_dir)
+    config_file = bottle_dir.write_private(bottle_dir.bundle_config, config.to_json())
     uid, gid = bundle_user(config.slug)
     files = {
         str(CONFIG_PATH): config_file,
@@ -104,10 +103,9 @@ def run_bundle_container(
         **(readonly_files or {}),
     }
     if os.geteuid() == 0:
-        accounts = state_dir / ACCOUNTS_DIR_NAME
-        accounts.mkdir(exist_ok=True, mode=0o700)
+        accounts = bottle_dir.private_subdir(bottle_dir.accounts_dir)
         for database, text in account_files(uid, gid).items():
-            _write_private(accounts / database, text)
+            bottle_dir.write_private(accounts / database, text)
             files[f"/etc/{database}"] = accounts / database
     _hand_over(state_dir, files.values(), uid, gid)
     mounts = [Mount(str(STATE_MOUNT), str(state_dir.resolve()), type="bind")]
@@ -157,7 +155,7 @@ def wait_bundle_ready(
     inside the container.
     """
     deadline = time.monotonic() + timeout
-    host_ready = state_dir / config.ready_file.name if state_dir is not None else None
+    host_ready = BottleDir(state_dir).ready_file if state_dir is not None else None
     while True:
         with docker_errors(f"watching the bundle container {container.name}"):
             container.reload()
@@ -209,14 +207,6 @@ def _check_secrets(config: BundleConfig, secret_files: Mapping[str, Path]) -> No
                 f"({host or 'none given'})",
                 fix="set the secret again (see `bottle-engine secrets --help`)",
             )
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path`, readable and writable by its owner only (also when it existed)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        os.fchmod(out.fileno(), 0o600)
-        out.write(text)
 
 
 def _hand_over(state_dir: Path, files: Any, uid: int, gid: int) -> None:

@@ -4,14 +4,46 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from collections.abc import Iterator
 from typing import Any
 
 import docker.errors
 import docker.types
 
 from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors
+from bottle_engine.errors import BottleError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class NetworkNameTaken(BottleError):
+    """A network of that name exists (another launch may have just made it)."""
+
+
+class SubnetTaken(BottleError):
+    """Another network holds the subnet, or one overlapping it."""
+
+
+@contextlib.contextmanager
+def _conflicts(name: str, subnet: str | None = None) -> Iterator[None]:
+    """Translate the daemon's refusals of a network's name or subnet into their own types, so
+    that a launch that lost a race moves on to the next candidate and matches no text."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # the daemon's "network with name ... already exists"
+            raise NetworkNameTaken(
+                f"network {name} exists", fix=f"`docker network rm {name}` if it is a leftover"
+            ) from exc
+        # No status of its own (403 "Pool overlaps ..." today, once a 500 naming a "conflict"
+        # of pools): the one place the daemon's words are read.
+        text = str(exc.explanation or exc).lower()
+        if subnet is not None and ("overlap" in text or ("pool" in text and "conflict" in text)):
+            raise SubnetTaken(
+                f"subnet {subnet} of network {name} is taken by another network",
+                fix="`docker network ls` shows the networks; launch again to take another one",
+            ) from exc
+        raise
 
 
 def subnets_in_use(client: Any) -> list[IPNetwork]:
@@ -41,7 +73,7 @@ def create_internal_network(
     ipam = docker.types.IPAMConfig(
         pool_configs=[docker.types.IPAMPool(subnet=str(subnet), gateway=gateway)]
     )
-    with docker_errors(f"create network {name} ({subnet})"):
+    with docker_errors(f"create network {name} ({subnet})"), _conflicts(name, str(subnet)):
         return client.networks.create(
             name,
             driver="bridge",
@@ -58,16 +90,10 @@ def create_internal_network(
 
 def create_egress_network(client: Any, name: str, labels: dict[str, str]) -> Any:
     """A plain bridge with outbound access, joined only by the bundle."""
-    with docker_errors(f"create network {name}"):
+    with docker_errors(f"create network {name}"), _conflicts(name):
         return client.networks.create(
             name, driver="bridge", labels={**labels, LABEL_MANAGED: "1"}, check_duplicate=True
         )
-
-
-def is_subnet_conflict(exc: BaseException) -> bool:
-    """Did network creation fail because another network took the subnet meanwhile?"""
-    text = str(exc).lower()
-    return "overlap" in text or ("pool" in text and "conflict" in text)
 
 
 def remove_network(client: Any, name_or_id: str) -> None:

@@ -7,7 +7,6 @@ network should reach it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +14,8 @@ import docker.errors
 
 from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, docker_errors
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import ENV_REGISTRY_IMAGE, EngineSettings
 
-ENV_REGISTRY_IMAGE = "BOTTLE_REGISTRY_IMAGE"
 # registry:2.8.3, the multi-arch index, pinned so a re-tag upstream cannot change what runs.
 DEFAULT_REGISTRY_IMAGE = (
     "registry:2.8.3@sha256:a3d8aaa63ed8681a604f1dea0aa03f100d5895b6a58ace528858a7b332415373"
@@ -32,17 +31,17 @@ class RegistryContainer:
     port: int
 
 
-def registry_image() -> str:
+def registry_image(settings: EngineSettings) -> str:
     """The registry image to run: ``$BOTTLE_REGISTRY_IMAGE`` or the pinned registry:2.8.3."""
-    return os.environ.get(ENV_REGISTRY_IMAGE) or DEFAULT_REGISTRY_IMAGE
+    return settings.registry_image or DEFAULT_REGISTRY_IMAGE
 
 
-def start_registry(client: Any, labels: dict[str, str]) -> RegistryContainer:
-    """Start a registry container published on 127.0.0.1:<random>; the caller removes it.
+def start_registry(client: Any, labels: dict[str, str], image: str) -> RegistryContainer:
+    """Start a registry container of `image` (`registry_image`) published on
+    127.0.0.1:<random>; the caller removes it.
 
     If the container starts but its port cannot be read, it is removed before raising.
     """
-    image = registry_image()
     all_labels = {LABEL_MANAGED: "1", LABEL_ROLE: ROLE_REGISTRY, **labels}
     with docker_errors(f"start the ephemeral registry ({image})"):
         try:

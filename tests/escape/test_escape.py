@@ -255,7 +255,7 @@ def test_the_agent_cannot_fill_the_hosts_disk_through_tmp(
     it fails in the bottle instead of taking the host's disk."""
     from bottle_engine.backends import backend_named
 
-    size = int(probe_bottle.resources["memory_bytes"]) // 2
+    size = probe_bottle.resources.memory_bytes // 2
     fill = (
         f"head -c {size + 16 * 2**20} /dev/zero > /tmp/fill; code=$?; "
         "du -sm /tmp/fill; rm -f /tmp/fill; exit $code"

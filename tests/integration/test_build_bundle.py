@@ -9,7 +9,7 @@ import pytest
 
 from bottle_engine.artifacts import build
 from bottle_engine.artifacts.builder import layer_cache_ref
-from bottle_engine.bundle.image import bundle_build_spec
+from bottle_engine.artifacts.bundle_image import bundle_build_spec
 from tests.fixtures_artifacts import TEST_LABELS, remove_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

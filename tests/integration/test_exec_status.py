@@ -118,4 +118,4 @@ def test_a_dead_bundle_is_reported_with_the_fix_and_resume_repairs_it(
         assert shown[slug] == f"degraded: bundle down (run `bottle-engine resume {slug}`)"
 
         lifecycle.resume(slug)
-        assert {b.slug: b.status for b in lifecycle.list_bottles()}[slug] == "running"
+        assert {b.slug: b.status.text for b in lifecycle.list_bottles()}[slug] == "running"

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
-from bottle_engine.bundle.gitgate.gate import AUDIT_LOG
+from bottle_engine.bundle.config import (
+    GIT_GATE_LOG_NAME,
+    BundleConfig,
+    GitUpstreamConfig,
+    SecretBinding,
+)
 from tests.integration.test_gitgate_support import gate_on_loopback
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -86,7 +90,7 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
     )
     with gate_on_loopback(tmp_path, config) as (port, agent):
         url = f"git://127.0.0.1:{port}/origin"
-        yield Gate(url, upstream, agent, Path(config.state_dir) / AUDIT_LOG)
+        yield Gate(url, upstream, agent, Path(config.state_dir) / GIT_GATE_LOG_NAME)
 
 
 def test_clone_gets_the_upstream_history(gate: Gate) -> None:

@@ -58,7 +58,7 @@ def launched(bottle_world: BottleWorld, docker_client: Any) -> Iterator[Launched
     with world_env(bottle_world):
         record = lifecycle.find(slug)
     try:
-        if record.resources.get("runtime") != "runsc":
+        if record.resources.runtime != "runsc":
             image = docker_client.containers.get(record.name).image.id
             require_gvisor(bottle_world, image, "gVisor's bottle tests")
         yield Launched(record, result.stderr)
@@ -71,7 +71,7 @@ def test_auto_picks_gvisor_and_the_launch_output_says_why(launched: Launched) ->
     assert "sandbox runtime gVisor (runsc): auto: runsc is registered and passes the self-test" in (
         launched.output
     )
-    assert launched.record.resources["runtime"] == "runsc"
+    assert launched.record.resources.runtime == "runsc"
 
 
 def test_the_agent_and_its_bundle_both_run_under_gvisor(

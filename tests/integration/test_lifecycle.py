@@ -127,12 +127,12 @@ def test_guest_files_then_stop_and_resume(bottle_world: BottleWorld, tmp_path: P
         assert claude["projects"]["/workspace"]["hasTrustDialogAccepted"] is True
 
         lifecycle.stop(record.slug)
-        assert {b.slug: b.status for b in lifecycle.list_bottles()}[record.slug] in (
+        assert {b.slug: b.status.text for b in lifecycle.list_bottles()}[record.slug] in (
             "exited",
             "stopped",
         )
         lifecycle.resume(record.slug)
-        assert {b.slug: b.status for b in lifecycle.list_bottles()}[record.slug] == "running"
+        assert {b.slug: b.status.text for b in lifecycle.list_bottles()}[record.slug] == "running"
         assert agent_sh("id -u") == "1000"
         assert agent_sh(f"cat {prompt}") == "Review only."  # the container came back, files too
 

@@ -131,7 +131,7 @@ def test_stopped_bottle_resumes_bundle_first_then_the_vm(
 
 
 def statuses(slug: str) -> list[str]:
-    return [r.status for r in lifecycle.list_bottles() if r.slug == slug]
+    return [r.status.text for r in lifecycle.list_bottles() if r.slug == slug]
 
 
 def test_failed_vm_start_removes_the_machine_bundle_and_networks(

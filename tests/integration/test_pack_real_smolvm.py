@@ -28,6 +28,7 @@ from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_SLUG, LABEL_STAT
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import BottlePlan, plan_bottle
+from bottle_engine.settings import ENV_SMOLVM_STATE_DIR
 from tests.bundle_helpers import build_bundle_image
 from tests.integration.test_pack_launch import MANIFEST
 
@@ -45,7 +46,7 @@ def real_smolvm(monkeypatch: pytest.MonkeyPatch) -> Iterator[smolvm.Smolvm]:
     info = smolvm.probe(Path(binary))
     assert info.version == smolvm.TESTED_VERSION
     state_dir = tempfile.mkdtemp(prefix="bb-smolvm-", dir="/tmp")
-    monkeypatch.setenv(smolvm.ENV_STATE_DIR, state_dir)
+    monkeypatch.setenv(ENV_SMOLVM_STATE_DIR, state_dir)
     try:
         yield smolvm.Smolvm(info)
     finally:

@@ -20,6 +20,7 @@ from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import EngineSettings
 from tests.fakes.fixtures import registry_image
 from tests.fixtures_artifacts import (
     RecordingClient,
@@ -55,7 +56,7 @@ BUILD_CALLS = {"build", "create_container", "commit"}
 
 def _registry(docker_client: Any, image: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("BOTTLE_REGISTRY_IMAGE", image)
-    started = start_registry(docker_client, TEST_LABEL)
+    started = start_registry(docker_client, TEST_LABEL, image)
     try:
         yield started
     finally:
@@ -229,7 +230,7 @@ def test_docker_config_credentials_reach_the_registry(
     monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
     monkeypatch.setenv("BOTTLE_ARTIFACT_REGISTRY", f"{host}/{REPOSITORY}")
     _cache(auth_registry, ("builder", "cache-pass"))  # wait until it listens
-    cache = RemoteCache.from_env()
+    cache = RemoteCache.from_settings(EngineSettings.from_env())
     assert cache is not None
     assert cache.lookup("sha256:" + "2" * 64) is None
     assert key_tag("sha256:" + "2" * 64) == "2" * 64

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import bottle_engine
-from bottle_engine.bundle.image import bundle_source_files
+from bottle_engine.artifacts.bundle_image import bundle_source_files
 
 PACKAGE_ROOT = Path(bottle_engine.__file__).resolve().parent
 
@@ -20,8 +20,16 @@ PACKAGE_ROOT = Path(bottle_engine.__file__).resolve().parent
 def test_the_context_holds_the_bundle_and_what_it_imports_but_not_the_host_side() -> None:
     names = {path.relative_to(PACKAGE_ROOT).as_posix() for path in bundle_source_files()}
     assert {"__init__.py", "bundle/egress.py", "bundle/config.py"} <= names
-    assert "bundle/image.py" not in names  # runs on the host only
-    assert not any(name.startswith(("cli/", "backends/")) for name in names)
+    assert not any(name.startswith(("cli/", "backends/", "artifacts/")) for name in names)
+
+
+def test_nothing_in_the_bundle_package_runs_on_the_host_only() -> None:
+    """The bundle package is what runs in the bundle: all of it is in the image's context
+    (the builder of that image, which runs on the host, lives in artifacts/)."""
+    bundle = PACKAGE_ROOT / "bundle"
+    in_package = {p for p in bundle.rglob("*.py") if "__pycache__" not in p.parts}
+    assert in_package <= bundle_source_files()
+    assert not (bundle / "image.py").exists()
 
 
 @pytest.fixture

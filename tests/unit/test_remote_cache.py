@@ -23,11 +23,12 @@ from bottle_engine.artifacts.remote import (
     docker_credentials,
     key_index,
     key_tag,
-    location_from_env,
+    location_of,
     parse_location,
     read_key_index,
 )
 from bottle_engine.errors import BottleError
+from bottle_engine.settings import EngineSettings
 
 KEY = "sha256:" + "a" * 64
 DIGEST = "sha256:" + "b" * 64
@@ -58,10 +59,12 @@ def test_a_malformed_location_names_the_variable(text: str) -> None:
         parse_location(text)
 
 
-def test_location_from_env_is_none_when_unset() -> None:
-    assert location_from_env({}) is None
-    location = location_from_env(
-        {"BOTTLE_ARTIFACT_REGISTRY": "cache.lan/x", "BOTTLE_ARTIFACT_REGISTRY_INSECURE": "1"}
+def test_location_is_none_when_unset() -> None:
+    assert location_of(EngineSettings.from_env({})) is None
+    location = location_of(
+        EngineSettings.from_env(
+            {"BOTTLE_ARTIFACT_REGISTRY": "cache.lan/x", "BOTTLE_ARTIFACT_REGISTRY_INSECURE": "1"}
+        )
     )
     assert location is not None and location.plain_http
 
@@ -71,10 +74,10 @@ def test_credentials_come_from_the_docker_config(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(
         json.dumps({"auths": {"https://cache.lan": {"auth": auth}}})
     )
-    env = {"DOCKER_CONFIG": str(tmp_path)}
-    assert docker_credentials("cache.lan", env) == ("me", "s3cret:with-colon")
-    assert docker_credentials("other.lan", env) is None
-    assert docker_credentials("cache.lan", {"DOCKER_CONFIG": str(tmp_path / "none")}) is None
+    config_dir = EngineSettings.from_env({"DOCKER_CONFIG": str(tmp_path)}).docker_config_dir
+    assert docker_credentials("cache.lan", config_dir) == ("me", "s3cret:with-colon")
+    assert docker_credentials("other.lan", config_dir) is None
+    assert docker_credentials("cache.lan", tmp_path / "none") is None
 
 
 def test_key_index_is_canonical_and_reads_back() -> None:

@@ -41,6 +41,14 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
             "BOTTLE_BASE_IMAGE": "mine:1",
             "BOTTLE_CACHE_DIR": "/c",
             "BOTTLE_STATE_DIR": "/s",
+            "BOTTLE_SMOLVM": "/opt/smolvm",
+            "BOTTLE_SMOLVM_STATE_DIR": "/sv",
+            "BOTTLE_REGISTRY_IMAGE": "registry:local",
+            "BOTTLE_ARTIFACT_REGISTRY": "cache.lan/bb",
+            "BOTTLE_ARTIFACT_REGISTRY_INSECURE": "1",
+            "BOTTLE_LAYER_CACHE": "0",
+            "DOCKER_CONFIG": "/d",
+            "SOURCE_DATE_EPOCH": "1700000000",
         }
     )
     assert settings == EngineSettings(
@@ -53,7 +61,47 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         base_image="mine:1",
         cache_dir=Path("/c"),
         state_dir=Path("/s"),
+        smolvm="/opt/smolvm",
+        smolvm_state_dir="/sv",
+        registry_image="registry:local",
+        artifact_registry="cache.lan/bb",
+        artifact_registry_insecure=True,
+        layer_cache=False,
+        docker_config_dir=Path("/d"),
+        source_date_epoch="1700000000",
     )
+    assert settings.clamp_time() == 1700000000
+
+
+def test_the_lower_modules_take_their_values_from_the_settings(tmp_path: Path) -> None:
+    """smolvm, the registry container and the shared cache read no environment of their own."""
+    from bottle_engine.artifacts.remote import RemoteCache
+    from bottle_engine.dockerapi.registry_container import DEFAULT_REGISTRY_IMAGE, registry_image
+    from bottle_engine.smolvm import Smolvm, SmolvmInfo, find_binary
+
+    binary = tmp_path / "smolvm"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    settings = EngineSettings(
+        smolvm=str(binary),
+        smolvm_state_dir="/sv",
+        registry_image="registry:local",
+        artifact_registry="cache.lan/bb",
+    )
+    assert find_binary(settings) == binary.resolve()
+    info = SmolvmInfo(binary, "1.0", accepts_archives=True, error_format_json=False)
+    assert Smolvm(info, settings=settings).command(["machine", "ls"]) == [
+        str(binary),
+        "--state-dir",
+        "/sv",
+        "machine",
+        "ls",
+    ]
+    assert registry_image(settings) == "registry:local"
+    assert registry_image(EngineSettings()) == DEFAULT_REGISTRY_IMAGE
+    cache = RemoteCache.from_settings(settings)
+    assert cache is not None and cache.location.host == "cache.lan"
+    assert RemoteCache.from_settings(EngineSettings()) is None
 
 
 def test_unset_and_empty_variables_leave_the_defaults() -> None:
@@ -135,7 +183,7 @@ def test_build_and_launch_read_a_tilde_ca_bundle_alike(
     monkeypatch.setenv("BOTTLE_CA_BUNDLE", "~/ca.pem")
     monkeypatch.setenv("BOTTLE_BASE_IMAGE", "mine:1")
 
-    built = build_spec_for(str(MANIFEST), "dev", None)
+    built = build_spec_for(str(MANIFEST), "dev", None, EngineSettings.from_env())
 
     specs: list[BuildSpec] = []
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -95,7 +93,7 @@ def test_limits_round_to_what_smolvm_counts() -> None:
 
 
 class _RecordingSmolvm:
-    """Stands in for `Smolvm`: one running machine; `command` runs a program exiting 5."""
+    """Stands in for `Smolvm`: one running machine; a command run in it exits 5."""
 
     def __init__(self, name: str, state: str = "running") -> None:
         self.name, self.state = name, state
@@ -104,16 +102,15 @@ class _RecordingSmolvm:
     def machines(self) -> list[dict[str, str]]:
         return [{"name": self.name, "state": self.state}]
 
-    def command(self, args: list[str]) -> list[str]:
-        self.ran.append(list(args))
-        return [sys.executable, "-c", "import sys; sys.exit(5)"]
-
-    def env(self) -> dict[str, str]:
-        return dict(os.environ)
+    def exec_attached(
+        self, name: str, command: list[str], *, interactive: bool, user: str | None = None
+    ) -> int:
+        self.ran.append(machine_exec_args(name, command, interactive=interactive, user=user))
+        return 5
 
 
 def _record(tmp_path: Path) -> BottleRecord:
-    return records.record_for(make_plan(tmp_path), "smolmachines", {})
+    return records.record_for(make_plan(tmp_path), "smolmachines", records.BottleResources())
 
 
 @pytest.mark.parametrize("tty", [True, False])

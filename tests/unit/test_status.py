@@ -47,6 +47,6 @@ def test_the_language_servers_bottle_list_carries_the_fix() -> None:
     from bottle_lsp.engine import _record
 
     record = BottleRecord("s1", "bottle-s1", "dev", "default", "docker", "m", "/", "t", "ip", "n")
-    degraded = record.with_status("degraded: bundle down", "bottle-engine resume s1")
+    degraded = record.with_status(BottleStatus("degraded: bundle down", "bottle-engine resume s1"))
     assert _record(degraded)["status"] == "degraded: bundle down (run `bottle-engine resume s1`)"
-    assert _record(record.with_status("running"))["status"] == "running"
+    assert _record(record.with_status(BottleStatus("running")))["status"] == "running"

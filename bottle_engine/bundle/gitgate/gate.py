@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, BundleConfig, GitUpstreamConfig
 from bottle_engine.bundle.gitgate.objects import NewObject, changed_paths, infos, new_objects
 from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
@@ -38,7 +38,6 @@ from bottle_engine.git import (
     ssh_command,
 )
 
-AUDIT_LOG = "git-gate.jsonl"  # in the bottle's state dir: one line per push and its verdict
 MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 HOOK_MODULE = "bottle_engine.bundle.gitgate.hook"
 
@@ -400,7 +399,7 @@ def audit_push(
         "accepted": verdict.accepted,
         "detail": list(verdict.lines),
     }
-    log = Path(config.state_dir) / AUDIT_LOG
+    log = Path(config.state_dir) / GIT_GATE_LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")

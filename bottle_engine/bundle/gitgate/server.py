@@ -9,13 +9,11 @@ from pathlib import Path
 from types import FrameType
 
 from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV
-from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.config import GIT_GATE_REPOS_NAME, BundleConfig
 from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
 from bottle_engine.errors import BottleError
 from bottle_engine.git import spawn_git
 from bottle_engine.limits import GIT_GATE_MAX_CONNECTIONS
-
-REPOS_DIRNAME = "git-gate"  # in the bottle's state dir
 
 
 def serve(
@@ -33,7 +31,7 @@ def serve(
     config = BundleConfig.load(config_path)
     if allowed_client is not None:
         os.environ[ALLOWED_CLIENT_ENV] = allowed_client  # inherited by the daemon and its hook
-    repos_dir = repos_dir or Path(config.state_dir) / REPOS_DIRNAME
+    repos_dir = repos_dir or Path(config.state_dir) / GIT_GATE_REPOS_NAME
     access_hook = prepare_repos(config, config_path, repos_dir)
     for upstream in config.git:
         try:

@@ -1,5 +1,8 @@
 """What the bundle image is built from: Dockerfile, pinned requirements, the bundle's source.
 
+It runs on the host, beside the other artifacts, and reads `bottle_engine/bundle/` (what runs
+inside the bundle) as its input; nothing in that package imports it.
+
 The launch code hands `bundle_build_spec(...)` to `bottle_engine.artifacts.ensure_artifact`.
 The build context holds only the modules of `bottle_engine` that the bundle imports (found by
 following its imports), so an edit to the CLI or the language server changes neither the
@@ -25,7 +28,6 @@ BUNDLE_ARTIFACT_NAME = "bundle"
 _PACKAGE_ROOT = Path(bottle_engine.__file__).resolve().parent
 _BUNDLE_DIR = _PACKAGE_ROOT / "bundle"
 _BUILD_FILES = ("Dockerfile", "requirements.txt", "requirements-proxy.txt")
-_HOST_ONLY = ("image.py",)  # runs on the host, never inside the bundle
 # CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state: two
 # launches in one process (the language server's threads) parsing at once can fail with
 # "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
@@ -90,11 +92,7 @@ def bundle_context_dir() -> Path:
 def bundle_source_files() -> set[Path]:
     """The bundle package and every `bottle_engine` module it imports, transitively."""
     found: set[Path] = {_PACKAGE_ROOT / "__init__.py", _PACKAGE_ROOT / "py.typed"}
-    queue = [
-        p
-        for p in _BUNDLE_DIR.rglob("*.py")
-        if "__pycache__" not in p.parts and p.relative_to(_BUNDLE_DIR).as_posix() not in _HOST_ONLY
-    ]
+    queue = [p for p in _BUNDLE_DIR.rglob("*.py") if "__pycache__" not in p.parts]
     while queue:
         path = queue.pop()
         if path in found:

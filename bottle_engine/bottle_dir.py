@@ -1,0 +1,191 @@
+"""One bottle's state dir: the names and permissions of everything in it.
+
+The dir is the bottle's record, the bundle's config, secrets and git keys (mounted read-only
+into the bundle), the proxy's audit log and CA, the readiness file, the approval requests and
+the git gate's log and mirrors. It is mounted read-write into the bundle (at `STATE_MOUNT`) and
+never into the agent. Every host-side reader and writer finds a file here, so a name is spelled
+once; the names the bundle also uses are the constants of `bundle/config.py` (its contract).
+
+Permissions: the dir and every dir the engine makes in it are 0700, every file it writes 0600,
+so no other host account reads a secret, a record or an approval whatever the umask.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bottle_engine.bundle.config import (
+    APPROVALS_DIR_NAME,
+    APPROVALS_LOG_NAME,
+    CA_CERT_NAME,
+    CA_DIR_NAME,
+    CONFIG_FILE_NAME,
+    EGRESS_LOG_NAME,
+    GIT_GATE_LOG_NAME,
+    GIT_GATE_REPOS_NAME,
+    READY_FILE_NAME,
+    git_identity_name,
+    git_known_hosts_name,
+)
+from bottle_engine.errors import BottleError
+
+RECORD_NAME = "bottle.json"  # the engine's record of the bottle (records.py)
+SECRETS_DIR_NAME = "secrets"  # one 0600 file per secret value
+GIT_KEYS_DIR_NAME = "git-keys"  # identity files and known_hosts of git upstreams
+UPSTREAM_CA_NAME = "upstream-ca.pem"  # the bottle's [egress] upstream_ca, checked and copied
+ACCOUNTS_DIR_NAME = "accounts"  # the bundle's passwd and group (engine running as root)
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class BottleDir:
+    """The state dir at `path` (a host path, or `STATE_MOUNT` inside the bundle)."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, slug: str) -> BottleDir:
+        """Bottle `slug`'s dir under the state root (it need not exist)."""
+        from bottle_engine import state  # host only: the state root comes from the settings
+
+        return cls(state.bottle_dir(slug))
+
+    @classmethod
+    def create(cls, slug: str) -> BottleDir:
+        """`of(slug)`, made (or tightened) 0700, with the state root and bottles/ too."""
+        from bottle_engine import state
+
+        return cls(state.make_bottle_dir(slug))
+
+    # -- the names -----------------------------------------------------------------------------
+    @property
+    def record(self) -> Path:
+        return self.path / RECORD_NAME
+
+    @property
+    def bundle_config(self) -> Path:
+        return self.path / CONFIG_FILE_NAME
+
+    @property
+    def egress_log(self) -> Path:
+        return self.path / EGRESS_LOG_NAME
+
+    def egress_logs(self) -> list[Path]:
+        """The egress audit log and its rotations that exist, oldest first (bundle/audit.py
+        rotates to ``egress.jsonl.1`` .. ``.N``, the highest number the oldest)."""
+        rotated = [
+            p
+            for p in self.path.glob(f"{EGRESS_LOG_NAME}.*")
+            if p.name.removeprefix(f"{EGRESS_LOG_NAME}.").isdigit()
+        ]
+        rotated.sort(key=lambda p: int(p.name.rsplit(".", 1)[1]), reverse=True)
+        return rotated + ([self.egress_log] if self.egress_log.exists() else [])
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.path / CA_DIR_NAME
+
+    @property
+    def ca_cert(self) -> Path:
+        """The per-bottle CA certificate (no key) the bundle's proxy writes; the agent trusts it."""
+        return self.ca_dir / CA_CERT_NAME
+
+    @property
+    def ready_file(self) -> Path:
+        return self.path / READY_FILE_NAME
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.path / SECRETS_DIR_NAME
+
+    def secret_file(self, name: str) -> Path:
+        return self.secrets_dir / _plain_name(name, "secret")
+
+    @property
+    def git_keys_dir(self) -> Path:
+        return self.path / GIT_KEYS_DIR_NAME
+
+    def git_identity(self, upstream: str) -> Path:
+        return self.git_keys_dir / git_identity_name(_plain_name(upstream, "git upstream"))
+
+    def git_known_hosts(self, upstream: str) -> Path:
+        return self.git_keys_dir / git_known_hosts_name(_plain_name(upstream, "git upstream"))
+
+    @property
+    def upstream_ca(self) -> Path:
+        return self.path / UPSTREAM_CA_NAME
+
+    @property
+    def approvals_dir(self) -> Path:
+        return self.path / APPROVALS_DIR_NAME
+
+    @property
+    def approvals_log(self) -> Path:
+        return self.path / APPROVALS_LOG_NAME
+
+    @property
+    def git_gate_log(self) -> Path:
+        return self.path / GIT_GATE_LOG_NAME
+
+    @property
+    def git_gate_repos(self) -> Path:
+        return self.path / GIT_GATE_REPOS_NAME
+
+    @property
+    def accounts_dir(self) -> Path:
+        return self.path / ACCOUNTS_DIR_NAME
+
+    def guest_staging(self, index: int) -> Path:
+        """Where a tar for the guest waits on its way into a microVM (removed right after)."""
+        return self.path / f"guest-{index}.tar"
+
+    # -- the permissions -----------------------------------------------------------------------
+    def private_subdir(self, directory: Path) -> Path:
+        """Make `directory` (inside this dir) 0700, also when it existed; returns it. A symlink
+        in its place (the bundle writes in this dir) is refused, never followed to chmod or
+        fill what it points at."""
+        if directory.is_symlink():
+            raise BottleError(
+                f"{directory} is a symbolic link, not the directory bot-bottle made",
+                fix=f"remove it (`rm {directory}`), or the bottle (`bottle-engine stop --rm`)",
+            )
+        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        directory.chmod(PRIVATE_DIR_MODE)
+        return directory
+
+    def write_private(self, path: Path, data: bytes | str) -> Path:
+        """Write `data` to `path` (inside this dir) as a 0600 file, also when it existed; a
+        symlink planted in its place is refused, never followed. Returns `path`."""
+        raw = data.encode() if isinstance(data, str) else data
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        try:
+            descriptor = os.open(path, flags, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise BottleError(
+                f"{path} is a symbolic link, not a file bot-bottle wrote: nothing written",
+                fix=f"remove it (`rm {path}`), or the bottle (`bottle-engine stop --rm`)",
+            ) from exc
+        with os.fdopen(descriptor, "wb") as out:
+            os.fchmod(out.fileno(), PRIVATE_FILE_MODE)
+            out.write(raw)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _plain_name(name: str, what: str) -> str:
+    """`name` as one file name: a name with a path in it would put a file outside its dir."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise BottleError(
+            f"{what} name {name!r} cannot name a file in the bottle's state dir",
+            fix="use letters, digits, '-' and '_' in the name in bottle.toml",
+        )
+    return name
