@@ -8,24 +8,20 @@ step removes it all again.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from bottle_engine import gvisor, records, state
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
-from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
+from bottle_engine.backends.gateway import Gateway, GatewayNames
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
-from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
-    NameTaken,
     attach,
     container_logs,
     containers_with_label,
@@ -40,31 +36,23 @@ from bottle_engine.dockerapi.containers import (
     writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
-    create_egress_network,
-    create_internal_network,
-    is_subnet_conflict,
-    network_exists,
     networks_with_label,
     remove_network,
-    subnets_in_use,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
-from bottle_engine.limits import agent_disk, bundle_limits
+from bottle_engine.limits import agent_disk
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
     WORKSPACE,
     BottlePlan,
     Planner,
-    instance_slugs,
-    internal_network_of,
 )
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
-from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
-from bottle_engine.settings import ENV_EGRESS_NETWORK, EngineSettings
+from bottle_engine.settings import EngineSettings
 from bottle_engine.status import MISSING, BottleParts, BottleStatus, bottle_status
 
 BUNDLE_READY_TIMEOUT = 120.0
@@ -76,6 +64,7 @@ class DockerBackend:
     def __init__(self, client: Any | None = None, settings: EngineSettings | None = None) -> None:
         self._client = client
         self.settings = settings or EngineSettings.from_env()
+        self._gateway: Gateway | None = None
 
     @property
     def client(self) -> Any:
@@ -93,14 +82,16 @@ class DockerBackend:
         progress.stage(f"sandbox runtime {choice.label}: {choice.reason}")
         runtime = choice.docker_runtime
         with ExitStack() as undo:
-            plan = self.claim(planner, undo, progress)
+            plan = self.gateway.claim(planner, undo, progress)
+            names = GatewayNames.of_plan(plan)
             progress.stage("start bundle")
             # The bundle shares the agent's runtime: it parses what the agent sends (HTTP, git
             # packs), so gVisor guards the host kernel from it too; about a second of launch.
-            self.start_bundle(plan, bundle_image, undo, runtime=runtime)
-            progress.stage("start agent")
+            self.gateway.start(plan, bundle_image, undo, runtime=runtime)
+            progress.stage("create agent")
             tty = wants_tty(plan.command, terminal=terminal)
             container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
+            progress.stage("start agent")
             container.start()
             record = records.record_for(
                 plan,
@@ -112,6 +103,7 @@ class DockerBackend:
                     "runtime_reason": choice.reason,
                     "agent_image": agent_image.image_tag,
                     "bundle_image": bundle_image.image_tag,
+                    "gateway": names.to_json(),
                 },
             )
             records.save(record)
@@ -140,94 +132,12 @@ class DockerBackend:
             lambda: gvisor.self_test(self.client, image, runtimes.get(gvisor.RUNTIME_NAME)),
         )
 
-    def claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
-        """Take the first free name of the slug sequence, with a subnet nobody uses."""
-        progress.stage("networks")
-        base = planner.base_slug
-        for slug in instance_slugs(base):
-            if self._slug_taken(slug):
-                continue
-            plan = planner(slug, subnets_in_use(self.client))
-            labels = bottle_labels(plan)
-            with ExitStack() as attempt:
-                try:
-                    create_internal_network(
-                        self.client,
-                        plan.internal_network,
-                        plan.subnet,
-                        plan.gateway_ip,
-                        {**labels, LABEL_ROLE: "network"},
-                    )
-                except BottleError as exc:
-                    if "already exists" in str(exc) or is_subnet_conflict(exc):
-                        continue  # another launch raced us to this name or subnet
-                    raise
-                attempt.callback(remove_network, self.client, plan.internal_network)
-                if plan.shared_egress_network is None:
-                    create_egress_network(
-                        self.client, plan.egress_network, {**labels, LABEL_ROLE: "network"}
-                    )
-                    attempt.callback(remove_network, self.client, plan.egress_network)
-                elif not network_exists(self.client, plan.shared_egress_network):
-                    raise BottleError(
-                        f"{ENV_EGRESS_NETWORK} names '{plan.shared_egress_network}', "
-                        "which does not exist",
-                        fix="create it (`docker network create NAME`) or unset the variable",
-                    )
-                undo.push(attempt.pop_all())
-                return plan
-        raise BottleError(
-            f"all names bottle-{base} ... -{base}-N are taken",
-            fix="stop bottles you no longer need (`bottle-engine ls`, `bottle-engine stop --rm`)",
-        )
-
-    def _slug_taken(self, slug: str) -> bool:
-        if records.load(slug) is not None:
-            return True
-        return bool(containers_with_label(self.client, LABEL_SLUG, slug)) or bool(
-            networks_with_label(self.client, LABEL_SLUG, slug)
-        )
-
-    def start_bundle(
-        self, plan: BottlePlan, image: Artifact, undo: ExitStack, runtime: str | None = None
-    ) -> None:
-        """The bundle container, running and ready; its state dir and it are undone on failure.
-
-        Shared with the smolmachines backend, whose VM talks to the same bundle.
-        """
-        bottle_dir = state.make_bottle_dir(plan.slug)
-        undo.callback(_remove_tree, bottle_dir)
-        config: BundleConfig = plan.bundle_config()
-        secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
-        upstream_ca = copy_upstream_ca(plan, bottle_dir)
-        undo.callback(remove_container, self.client, plan.bundle_name)
-        try:
-            container = run_bundle_container(
-                self.client,
-                name=plan.bundle_name,
-                image=image.image_tag,
-                config=config,
-                state_dir=bottle_dir,
-                secret_files=secret_files,
-                internal_network=plan.internal_network,
-                bundle_ip=plan.bundle_ip,
-                egress_network=plan.egress_network,
-                labels={**bottle_labels(plan), LABEL_ROLE: "bundle"},
-                readonly_files={
-                    **(
-                        {str(GIT_KEYS_MOUNT / key.name): key for key in sorted(git_dir.iterdir())}
-                        if git_dir
-                        else {}
-                    ),
-                    **({str(UPSTREAM_CA_MOUNT): upstream_ca} if upstream_ca else {}),
-                },
-                extra_hosts=dict(self.settings.bundle_hosts) or None,
-                limits=bundle_limits(plan.memory_bytes),
-                runtime=runtime,
-            )
-        except NameTaken as exc:
-            raise BottleError(f"container name {plan.bundle_name} is taken") from exc
-        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
+    @property
+    def gateway(self) -> Gateway:
+        """The bottle's networks and bundle container (shared with the smolmachines backend)."""
+        if self._gateway is None:
+            self._gateway = Gateway(self.client, self.settings)
+        return self._gateway
 
     def _create_agent(
         self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack, *, tty: bool
@@ -273,25 +183,23 @@ class DockerBackend:
         return attach(self.client, container)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
-        for name in (record.name, record.bundle_name):
-            if remove:
-                remove_container(self.client, name)
-            else:
-                stop_container(self.client, name)
         if remove:
-            for network in networks_with_label(self.client, LABEL_SLUG, record.slug):
-                remove_network(self.client, network.name)
+            remove_container(self.client, record.name)
+        else:
+            stop_container(self.client, record.name)
+        self.gateway.stop(record, remove=remove)
 
     def resume(self, record: BottleRecord, progress: Progress) -> None:
         agent = self.container_of(record)
         progress.stage("start bundle")
-        self.resume_bundle(record)
+        self.gateway.resume(record)
         progress.stage("start agent")
         agent.start()
 
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
-        name = record.bundle_name if bundle else record.name
-        return container_logs(self.client, name, follow=follow)
+        if bundle:
+            return self.gateway.logs(record, follow=follow)
+        return container_logs(self.client, record.name, follow=follow)
 
     def exec(self, record: BottleRecord, argv: Sequence[str], *, tty: bool) -> int:
         container = self.container_of(record)
@@ -326,11 +234,9 @@ class DockerBackend:
             c.name: str(c.status)
             for c in containers_with_label(self.client, LABEL_SLUG, record.slug)
         }
-        networks = {n.name for n in networks_with_label(self.client, LABEL_SLUG, record.slug)}
+        bundle, network_present = self.gateway.parts(record)
         return BottleParts(
-            agent=found.get(record.name, MISSING),
-            bundle=found.get(record.bundle_name, MISSING),
-            network_present=internal_network_of(record.slug) in networks,
+            agent=found.get(record.name, MISSING), bundle=bundle, network_present=network_present
         )
 
     def orphans(self) -> list[str]:
@@ -359,9 +265,9 @@ class DockerBackend:
             remove_network(self.client, name)
         return containers + networks
 
-    def container_of(self, record: BottleRecord, name: str | None = None) -> Any:
-        """The bottle's container `name` (default: the agent's), found by the bottle's label."""
-        name = name or record.name
+    def container_of(self, record: BottleRecord) -> Any:
+        """The bottle's agent container, found by the bottle's label."""
+        name = record.name
         found = [
             c for c in containers_with_label(self.client, LABEL_SLUG, record.slug) if c.name == name
         ]
@@ -371,16 +277,3 @@ class DockerBackend:
                 fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         return found[0]
-
-    def resume_bundle(self, record: BottleRecord) -> None:
-        """Start the stopped bottle's bundle again and wait until it is ready."""
-        bundle = self.container_of(record, record.bundle_name)
-        bottle_dir = state.bottle_dir(record.slug)
-        (bottle_dir / "bundle.ready").unlink(missing_ok=True)
-        bundle.start()
-        config = BundleConfig.load(bottle_dir / "bundle.json")
-        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir)
-
-
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -32,6 +32,7 @@ from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.base import bottle_labels, orphan_test
 from bottle_engine.backends.docker import DockerBackend
+from bottle_engine.backends.gateway import GatewayNames
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
@@ -118,10 +119,10 @@ class SmolmachinesBackend:
         # `terminal` is not needed here: `attach` asks for a TTY when it runs the agent.
         agent_image, bundle_image, pack = self.prepare(planner(planner.base_slug), progress)
         with ExitStack() as undo:
-            plan = self._docker.claim(planner, undo, progress)
+            plan = self._docker.gateway.claim(planner, undo, progress)
             progress.stage("start bundle")
             bottle_dir = state.bottle_dir(plan.slug)
-            self._docker.start_bundle(plan, bundle_image, undo)
+            self._docker.gateway.start(plan, bundle_image, undo)
             progress.stage("create microVM")
             undo.callback(self._delete_machine, plan.name)
             self.smolvm.machine_create(machine_spec(plan, pack.sidecar))
@@ -140,6 +141,7 @@ class SmolmachinesBackend:
                     "bundle_image": bundle_image.image_tag,
                     "pack": str(pack.sidecar),
                     "command": list(plan.agent_command),
+                    "gateway": GatewayNames.of_plan(plan).to_json(),
                 },
             )
             records.save(record)
@@ -245,7 +247,7 @@ class SmolmachinesBackend:
                 fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         progress.stage("start bundle")
-        self._docker.resume_bundle(record)
+        self._docker.gateway.resume(record)
         progress.stage("start microVM")
         self.smolvm.machine_start(record.name)
 
