@@ -7,7 +7,6 @@ manifest (or BOTTLE_BACKEND) and keep the records in the state dir.
 from __future__ import annotations
 
 import secrets as random_tokens
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,9 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import toplevel
 from bottle_engine.manifest import Manifest, load_manifest
 from bottle_engine.plan import Planner, manifest_reads, protected_paths
+from bottle_engine.pool import CLAIMED, FREE, MAKING
+from bottle_engine.pool import Member as PoolMember
+from bottle_engine.pool import listed as pool_listed
 from bottle_engine.probes import (
     ProbeReport,
     ProbeTargets,
@@ -33,6 +35,8 @@ from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import find_binary as find_smolvm
 from bottle_engine.status import BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
+
+POOL_STATES = (FREE, MAKING, CLAIMED)
 
 
 def planner_for(
@@ -145,7 +149,7 @@ def stop(slug: str, *, remove: bool = False) -> None:
     record = find(slug)
     _backend(record).stop(record, remove=remove)
     if remove:
-        shutil.rmtree(state.bottle_dir(slug), ignore_errors=True)
+        state.remove_bottle_dir(slug)
 
 
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
@@ -206,3 +210,46 @@ def gc() -> list[str]:
     except BottleError:
         return removed
     return removed + backend_named("smolmachines").remove_orphans()
+
+
+# -- the warm pool (bottle_engine/pool.py) ---------------------------------------------------
+def pool_fill(
+    manifest_path: Path | str | None,
+    agent: str,
+    count: int,
+    *,
+    progress: Progress | None = None,
+    settings: EngineSettings | None = None,
+) -> list[PoolMember]:
+    """Start `count` warm gateways for `agent`'s bottle (its bundle image, runtime and size),
+    so that its next launches only start the agent. Docker backend only."""
+    if count < 1:
+        raise BottleError(f"pool fill {count}: the count must be 1 or more", fix="e.g. `fill 2`")
+    progress = progress or QuietProgress()
+    settings = settings or EngineSettings.from_env()
+    planner = planner_for(manifest_path, agent, settings=settings)
+    plan = planner(planner.base_slug)
+    if plan.backend != "docker":
+        raise BottleError(
+            f"agent '{agent}' runs on the {plan.backend} backend; the warm pool is Docker's only",
+            fix="launch it without a pool (cold), or use a docker bottle",
+        )
+    from bottle_engine.backends.docker import DockerBackend
+
+    backend = DockerBackend(settings=settings)
+    agent_image, bundle_image = backend.prepare(plan, progress)
+    choice = backend.runtime_for(plan.runtime, agent_image.image_tag)
+    key = backend.pool.key_for(bundle_image.image_tag, choice.docker_runtime, plan.memory_bytes)
+    return backend.pool.fill(key, count, progress)
+
+
+def pool_members() -> list[tuple[str, PoolMember]]:
+    """Every member with where it is: free, making (being started) or claimed (in use)."""
+    return [(where, member) for where in POOL_STATES for member in pool_listed(where)]
+
+
+def pool_drain(settings: EngineSettings | None = None) -> list[str]:
+    """Remove every member no bottle uses; their ids."""
+    from bottle_engine.backends.docker import DockerBackend
+
+    return DockerBackend(settings=settings).pool.drain()

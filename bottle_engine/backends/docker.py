@@ -17,6 +17,7 @@ from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.backends.base import bottle_labels, orphan_test, wants_tty
 from bottle_engine.backends.gateway import Gateway, GatewayNames
+from bottle_engine.backends.warm_pool import WarmPool
 from bottle_engine.bundle.image import bundle_build_spec
 from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
@@ -81,16 +82,29 @@ class DockerBackend:
         choice = self.runtime_for(first.runtime, agent_image.image_tag)
         progress.stage(f"sandbox runtime {choice.label}: {choice.reason}")
         runtime = choice.docker_runtime
+        key = self.pool.key_for(bundle_image.image_tag, runtime, first.memory_bytes)
         with ExitStack() as undo:
-            plan = self.gateway.claim(planner, undo, progress)
-            names = GatewayNames.of_plan(plan)
-            progress.stage("start bundle")
-            # The bundle shares the agent's runtime: it parses what the agent sends (HTTP, git
-            # packs), so gVisor guards the host kernel from it too; about a second of launch.
-            self.gateway.start(plan, bundle_image, undo, runtime=runtime)
-            progress.stage("create agent")
-            tty = wants_tty(plan.command, terminal=terminal)
-            container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
+            claimed = self.pool.claim(planner, key, undo, progress)
+            if claimed is not None:
+                plan, names = claimed.plan, claimed.names
+                # The member's CA exists already: the agent is made while the bundle loads
+                # the config it was just handed.
+                progress.stage("create agent")
+                tty = wants_tty(plan.command, terminal=terminal)
+                container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
+                progress.stage("bundle: load the bottle's config")
+                claimed.wait_ready()
+            else:
+                progress.stage("gateway: cold (no warm pool member for this bottle)")
+                plan = self.gateway.claim(planner, undo, progress)
+                names = GatewayNames.of_plan(plan)
+                progress.stage("start bundle")
+                # The bundle shares the agent's runtime: it parses what the agent sends (HTTP,
+                # git packs), so gVisor guards the host kernel from it too; about a second.
+                self.gateway.start(plan, bundle_image, undo, runtime=runtime)
+                progress.stage("create agent")
+                tty = wants_tty(plan.command, terminal=terminal)
+                container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
             progress.stage("start agent")
             container.start()
             record = records.record_for(
@@ -131,6 +145,11 @@ class DockerBackend:
             runtimes,
             lambda: gvisor.self_test(self.client, image, runtimes.get(gvisor.RUNTIME_NAME)),
         )
+
+    @property
+    def pool(self) -> WarmPool:
+        """Warm gateways made before their bottles (bottle_engine/pool.py)."""
+        return WarmPool(self.gateway)
 
     @property
     def gateway(self) -> Gateway:
@@ -258,12 +277,13 @@ class DockerBackend:
         return containers, networks
 
     def remove_orphans(self) -> list[str]:
+        pooled = self.pool.remove_orphans()
         containers, networks = self._orphaned()
         for name in containers:  # first: a network cannot go while a container is on it
             remove_container(self.client, name)
         for name in networks:
             remove_network(self.client, name)
-        return containers + networks
+        return pooled + containers + networks
 
     def container_of(self, record: BottleRecord) -> Any:
         """The bottle's agent container, found by the bottle's label."""

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bottle_engine import records, state
+from bottle_engine import pool, records, state
 from bottle_engine.artifacts import Artifact
 from bottle_engine.backends.base import bottle_labels
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
@@ -215,6 +215,8 @@ class Gateway:
         found = {n.name for n in networks_with_label(self.client, LABEL_SLUG, record.slug)}
         for network in sorted(found | set(names.own_networks)):
             remove_network(self.client, network)
+        if names.pool_member is not None:
+            pool.forget_claim(names.pool_member)  # its state dir goes with the bottle's
 
     def logs(self, record: BottleRecord, *, follow: bool) -> Iterator[bytes]:
         output: Iterator[bytes] = container_logs(self.client, record.bundle_name, follow=follow)

@@ -17,13 +17,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mitmproxy import options
+from mitmproxy import certs, options
+from mitmproxy.options import CONF_BASENAME, KEY_SIZE
 from mitmproxy.tools.dump import DumpMaster
 
 from bottle_engine.bundle import egress_guards
 from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
 from bottle_engine.bundle.egress_clients import OnlyTheAgent
+from bottle_engine.bundle.waiting import WAIT_FLAG, wait_for_file
 
 # The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
 UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
@@ -110,6 +112,14 @@ async def run_proxy(
             state.audit.close()
 
 
+def make_ca(ca_dir: Path) -> None:
+    """The bottle's CA, made now (as mitmproxy would at start, in its confdir) so that a warm
+    pool member has it before its bottle arrives. Its key is written in the bundle's state dir,
+    readable by the bundle's user only; the agent gets the certificate alone."""
+    ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    certs.CertStore.from_store(ca_dir, CONF_BASENAME, KEY_SIZE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bottle_engine.bundle.egress")
     parser.add_argument("--config", type=Path, default=CONFIG_PATH)
@@ -120,8 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allowed-client", help="the agent's address: connections from any other are closed"
     )
+    parser.add_argument(
+        WAIT_FLAG,
+        action="store_true",
+        help="a warm pool member: make the CA, then wait until the config file appears",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="egress: %(message)s")
+    if args.wait_for_config:
+        make_ca(args.config.parent / "ca")
+        wait_for_file(args.config, service="egress")
     config = BundleConfig.load(args.config)
     try:
         asyncio.run(
