@@ -215,6 +215,15 @@ def forget(member_id: str) -> None:
     shutil.rmtree(pool_root() / MEMBERS / member_id, ignore_errors=True)
 
 
+def staging_dir(member_id: str) -> Path:
+    """A fresh dir only the engine reaches, where a member's files are made before they are
+    moved into the member's own dir (which its bundle can write)."""
+    staging = _area("staging") / member_id
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    return staging
+
+
 def forget_claim(member_id: str) -> None:
     """A used member's description, once its bottle is removed (the state dir goes with the
     bottle's: `state.remove_bottle_dir`)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
@@ -200,22 +201,37 @@ class WarmPool:
 
     def _hand_config(self, plan: BottlePlan, member: Member) -> str:
         """Secrets, git keys and the upstream CA into the member's state dir, then the config
-        (atomically: the bundle reacts to its appearance); the config's digest."""
-        directory = member.directory
-        write_bundle_secrets(plan, directory)
-        copy_upstream_ca(plan, directory)
-        text = plan.bundle_config(files_in_state_dir=True).to_json()
-        temporary = directory / f".{CONFIG_FILE_NAME}.tmp"
-        descriptor = os.open(
-            temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600
-        )
-        with os.fdopen(descriptor, "w") as out:
-            out.write(text)
-        if os.geteuid() == 0:  # the bundle's own uid reads them (bundle_container._hand_over)
-            uid, gid = bundle_user(f"pool-{member.id}")
-            for path in [directory, *directory.rglob("*")]:
-                os.chown(path, uid, gid, follow_symlinks=False)
-        os.replace(temporary, directory / CONFIG_FILE_NAME)
+        (the bundle reacts to its appearance); the config's digest.
+
+        The member's dir belongs to a running bundle, so nothing is written into it in place
+        (a planted symlink would lead the engine's writes, or its chown, anywhere on the host):
+        each is made in a staging dir only the engine reaches, then renamed in (a rename
+        replaces a symlink at the target, never follows it)."""
+        staging = pool.staging_dir(member.id)
+        try:
+            write_bundle_secrets(plan, staging)
+            copy_upstream_ca(plan, staging)
+            text = plan.bundle_config(files_in_state_dir=True).to_json()
+            descriptor = os.open(
+                staging / CONFIG_FILE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            )
+            with os.fdopen(descriptor, "w") as out:
+                out.write(text)
+            if os.geteuid() == 0:  # the bundle's own uid reads them (bundle_container._hand_over)
+                uid, gid = bundle_user(f"pool-{member.id}")
+                for path in [*staging.rglob("*")]:
+                    os.chown(path, uid, gid, follow_symlinks=False)
+            names = sorted(p.name for p in staging.iterdir() if p.name != CONFIG_FILE_NAME)
+            for name in [*names, CONFIG_FILE_NAME]:  # the config last: it starts the bundle
+                if os.path.lexists(member.directory / name):
+                    raise BottleError(
+                        f"the warm gateway {member.id} already has a {name} in its state dir, "
+                        "which only the engine writes; it is not used",
+                        fix="launch again (the member is removed); `bottle-engine pool drain`",
+                    )
+                os.rename(staging / name, member.directory / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return config_digest(text.encode())
 
     # -- removal -------------------------------------------------------------------------------

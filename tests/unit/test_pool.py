@@ -129,3 +129,71 @@ def test_a_bundle_reporting_another_config_is_not_ready(tmp_path: Path) -> None:
     with pytest.raises(BottleError, match="reports a config other than"):
         wait_bundle_ready(_ReadyContainer(), config, 5, state_dir=tmp_path, config_sha256="1" * 64)
     wait_bundle_ready(_ReadyContainer(), config, 5, state_dir=tmp_path, config_sha256="0" * 64)
+
+
+SECRET_MANIFEST = """\
+[agents.dev]
+command = ["sleep", "infinity"]
+copy_cwd = false
+
+[bottles.default.secrets.TOKEN]
+from_env = "POOL_TEST_TOKEN"
+hosts = ["api.invalid"]
+"""
+
+
+def test_a_planted_symlink_in_the_members_dir_never_leads_the_engines_writes(
+    state_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: the member's bundle (which can write its own dir) plants `secrets`, the
+    config and the upstream CA as symlinks into a host directory before its claim; the engine
+    must not write the bottle's secret (or anything) through them."""
+    from types import SimpleNamespace
+
+    from bottle_engine.backends.warm_pool import WarmPool
+    from bottle_engine.manifest import load_manifest_text
+    from bottle_engine.plan import Planner
+
+    monkeypatch.setenv("POOL_TEST_TOKEN", "real-value-123")
+    manifest = load_manifest_text(SECRET_MANIFEST, tmp_path / "bottle.toml").require()
+    member = _member(1)
+    _free(member)
+    host = tmp_path / "host"
+    host.mkdir()
+    for name in ("secrets", "bundle.json", "git-keys"):
+        (member.directory / name).symlink_to(host / name if name != "secrets" else host)
+    plan = Planner(manifest, "dev", tmp_path)("dev", subnet=member.network)
+    warm = WarmPool(SimpleNamespace(client=None, settings=None))  # type: ignore[arg-type]
+    with pytest.raises(BottleError, match="already has a"):
+        warm._hand_config(plan, member)
+    assert list(host.iterdir()) == []  # nothing written through the links
+    # An untouched member gets its files.
+    for name in ("secrets", "bundle.json", "git-keys"):
+        (member.directory / name).unlink()
+    digest = warm._hand_config(plan, member)
+    assert (member.directory / "secrets" / "TOKEN").read_text() == "real-value-123"
+    assert json.loads((member.directory / "bundle.json").read_text())["agent_ip"] == "10.243.1.3"
+    assert len(digest) == 64
+    assert list(host.iterdir()) == []
+
+
+def test_the_ca_certificate_is_never_read_through_a_symlink(tmp_path: Path) -> None:
+    from bottle_engine.guest import bundle_ca
+
+    host_file = tmp_path / "host-secret"
+    host_file.write_text("root's secret")
+    bottle = tmp_path / "bottle"
+    (bottle / "ca").mkdir(parents=True)
+    (bottle / "ca" / "mitmproxy-ca-cert.pem").symlink_to(host_file)
+    with pytest.raises(BottleError, match="did not write its CA certificate"):
+        bundle_ca(bottle)
+    other = tmp_path / "other"
+    (other).mkdir()
+    (other / "mitmproxy-ca-cert.pem").write_text("root's secret")
+    (tmp_path / "bottle2").mkdir()
+    (tmp_path / "bottle2" / "ca").symlink_to(other)
+    with pytest.raises(BottleError, match="did not write its CA certificate"):
+        bundle_ca(tmp_path / "bottle2")
+    (bottle / "ca" / "mitmproxy-ca-cert.pem").unlink()
+    (bottle / "ca" / "mitmproxy-ca-cert.pem").write_text("-----BEGIN CERTIFICATE-----")
+    assert bundle_ca(bottle) == b"-----BEGIN CERTIFICATE-----"
