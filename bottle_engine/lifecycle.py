@@ -37,6 +37,7 @@ from bottle_engine.status import BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 POOL_STATES = (FREE, MAKING, CLAIMED)
+MAX_POOL_FILL = 32  # per call: each member is a running bundle (memory) and a /28
 
 
 def planner_for(
@@ -223,8 +224,11 @@ def pool_fill(
 ) -> list[PoolMember]:
     """Start `count` warm gateways for `agent`'s bottle (its bundle image, runtime and size),
     so that its next launches only start the agent. Docker backend only."""
-    if count < 1:
-        raise BottleError(f"pool fill {count}: the count must be 1 or more", fix="e.g. `fill 2`")
+    if not 1 <= count <= MAX_POOL_FILL:
+        raise BottleError(
+            f"pool fill {count}: the count must be between 1 and {MAX_POOL_FILL}",
+            fix=f"e.g. `bottle-engine pool fill 2 {agent}`",
+        )
     progress = progress or QuietProgress()
     settings = settings or EngineSettings.from_env()
     planner = planner_for(manifest_path, agent, settings=settings)
