@@ -1,29 +1,35 @@
-"""Warm launch to "agent ready" vs. a bare `docker run` of the same image, under runc and gVisor.
+"""Launch to "agent ready", cold and from the warm pool, vs. a bare `docker run` of the image.
 
-Every side runs in the same process against the same daemon, rounds interleaved so that drift
-in the machine's load hits all of them alike. The artifacts (agent and bundle
-images) are built or reused once before timing, so every timed launch is warm. A launch is
-everything `bottle-engine launch --detach` does: load and validate the manifest, plan, find the
-artifacts by input key, create the internal and outbound networks, start the bundle and wait
-until its proxy answers, create the agent container with its files and start it. The baseline
-is `docker run -d IMAGE sleep infinity` until the container runs: no network, no gateway, no
-hardening, what a user gives up by not using a bottle.
+Every side runs against the same daemon, rounds interleaved so that drift in the machine's load
+hits all of them alike, under runc and (where the daemon's runsc passes the engine's
+self-test) gVisor. The artifacts (agent and bundle images) are built or reused once before
+timing, so every timed launch finds its images by input key.
 
-Both are measured under runc and, where the daemon's runsc passes the engine's self-test, under
-gVisor (BOTTLE_RUNTIME forced; the bundle follows the agent's runtime, as in a real launch).
+* **cold**: everything `bottle-engine launch --detach` does: load and validate the manifest,
+  plan, find the artifacts by input key, create the two networks, start the bundle and wait
+  until its services answer, create the agent container with its files and start it.
+* **pooled**: the same launch taking a warm pool member made just before (not timed; `pool
+  fill`): hand it the bottle's config and wait for its answer, create and start the agent.
+* **docker run**: `docker run -d IMAGE sleep infinity` until the container runs: no network,
+  no gateway, no hardening, what a user gives up by not using a bottle.
 
-    python benchmarks/bench_launch.py             # 5 rounds each
-    python benchmarks/bench_launch.py --rounds 10
-    python benchmarks/bench_launch.py --runtime runc
+Each is measured in process (`lifecycle.launch`, the SDK's `containers.run`) and as a whole
+process from the shell (`python -m bottle_engine launch --detach --json`, the `docker` CLI).
 
-No traffic leaves the machine: the sample agent sleeps and the allowlist is empty.
+    python benchmarks/bench_launch.py             # 3 rounds each
+    python benchmarks/bench_launch.py --rounds 5 --runtime runc
+
+No traffic leaves the machine: the sample agent sleeps and the allowlist is empty. Everything
+made is removed (the bottles after each sample, the pool at the end).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +40,7 @@ from typing import Any
 from bottle_engine import gvisor, lifecycle
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, ensure_base_image
 from bottle_engine.dockerapi import connect
+from bottle_engine.records import BottleResources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -60,11 +67,32 @@ def timed_once(work: Callable[..., Callable[[], None]], *args: Any) -> float:
     return elapsed
 
 
-def bottle_launch(manifest: Path, runtime: str) -> Callable[[], None]:
+def bottle_launch(manifest: Path, runtime: str, pooled: bool) -> Callable[[], None]:
     os.environ["BOTTLE_RUNTIME"] = runtime
     record = lifecycle.launch(manifest, "bench", cwd=manifest.parent)
-    assert record.resources.runtime == runtime, record.resources
+    _check(record.resources, runtime, pooled)
     return lambda: lifecycle.stop(record.slug, remove=True)
+
+
+def cli_launch(manifest: Path, runtime: str, pooled: bool) -> Callable[[], None]:
+    """`bottle-engine launch --detach --json` as a whole process, as a user's shell runs it."""
+    argv = [sys.executable, "-m", "bottle_engine", "launch", "-f", str(manifest), "bench"]
+    done = subprocess.run(
+        [*argv, "--detach", "--json"],
+        env={**os.environ, "BOTTLE_RUNTIME": runtime},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    record = json.loads(done.stdout)
+    _check(record["resources"], runtime, pooled)
+    return lambda: lifecycle.stop(record["slug"], remove=True)
+
+
+def _check(resources: BottleResources, runtime: str, pooled: bool) -> None:
+    assert resources.runtime == runtime, resources
+    assert resources.gateway is not None, resources
+    assert (resources.gateway.pool_member is not None) == pooled, resources
 
 
 def bare_docker_run(client: Any, image: str, runtime: str) -> Callable[[], None]:
@@ -74,6 +102,24 @@ def bare_docker_run(client: Any, image: str, runtime: str) -> Callable[[], None]
     while container.status != "running":
         container.reload()
     return lambda: container.remove(force=True)
+
+
+def cli_docker_run(client: Any, image: str, runtime: str) -> Callable[[], None]:
+    """`docker run -d IMAGE sleep infinity` from the shell (it returns once the container runs)."""
+    flags = [] if runtime == "runc" else ["--runtime", runtime]
+    done = subprocess.run(
+        ["docker", "run", "-d", *flags, image, "sleep", "infinity"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return lambda: client.containers.get(done.stdout.strip()).remove(force=True)
+
+
+def fill_one(manifest: Path, runtime: str) -> None:
+    """One warm gateway for the next launch (not timed: the pool is filled ahead of time)."""
+    os.environ["BOTTLE_RUNTIME"] = runtime
+    lifecycle.pool_fill(manifest, "bench", 1)
 
 
 def runtimes_here(client: Any, image: str, wanted: str | None) -> list[str]:
@@ -89,7 +135,7 @@ def runtimes_here(client: Any, image: str, wanted: str | None) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runtime", choices=["runc", "runsc"], help="measure only this one")
     args = parser.parse_args()
 
@@ -100,8 +146,7 @@ def main() -> int:
     if HOST_CA_BUNDLE.is_file():
         os.environ.setdefault("BOTTLE_CA_BUNDLE", str(HOST_CA_BUNDLE))
 
-    launches: dict[str, list[float]] = {}
-    baseline: dict[str, list[float]] = {}
+    samples: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as scratch:
         os.environ.setdefault("BOTTLE_STATE_DIR", str(Path(scratch) / "state"))
         manifest = Path(scratch) / "bottle.toml"
@@ -114,33 +159,40 @@ def main() -> int:
         lifecycle.stop(record.slug, remove=True)
         runtimes = runtimes_here(client, image, args.runtime)
 
-        for _ in range(args.rounds):
-            for runtime in runtimes:
-                launches.setdefault(runtime, []).append(
-                    timed_once(bottle_launch, manifest, runtime)
-                )
-                baseline.setdefault(runtime, []).append(
-                    timed_once(bare_docker_run, client, image, runtime)
-                )
+        def sample(runtime: str, what: str, work: Callable[..., Any], *more: Any) -> None:
+            samples.setdefault((runtime, what), []).append(timed_once(work, *more))
+
+        try:
+            for _ in range(args.rounds):
+                for runtime in runtimes:
+                    sample(runtime, "cold", bottle_launch, manifest, runtime, False)
+                    fill_one(manifest, runtime)
+                    sample(runtime, "pooled", bottle_launch, manifest, runtime, True)
+                    sample(runtime, "docker run", bare_docker_run, client, image, runtime)
+                    sample(runtime, "cold cli", cli_launch, manifest, runtime, False)
+                    fill_one(manifest, runtime)
+                    sample(runtime, "pooled cli", cli_launch, manifest, runtime, True)
+                    sample(runtime, "docker run cli", cli_docker_run, client, image, runtime)
+        finally:
+            lifecycle.pool_drain()
+
+    def median(runtime: str, what: str) -> float:
+        return statistics.median(samples[(runtime, what)])
 
     print(f"image              {image}")
     print(f"rounds             {args.rounds}")
-    print(f"{'runtime':<10} {'warm launch':>12} {'docker run':>12} {'launch/run':>11}")
-    medians = {}
+    print(
+        f"{'runtime':<8} {'where':<11} {'cold':>9} {'pooled':>9} {'docker run':>11} "
+        f"{'cold/run':>9} {'pooled/run':>11}"
+    )
     for runtime in runtimes:
-        launch_median = statistics.median(launches[runtime])
-        base_median = statistics.median(baseline[runtime])
-        medians[runtime] = (launch_median, base_median)
-        print(
-            f"{runtime:<10} {launch_median * 1000:>9.0f} ms {base_median * 1000:>9.0f} ms "
-            f"{launch_median / base_median:>10.1f}x"
-        )
-    if len(medians) == 2:
-        (runc_launch, runc_run), (gvisor_launch, gvisor_run) = medians["runc"], medians["runsc"]
-        print(
-            f"gVisor / runc      launch {gvisor_launch / runc_launch:.2f}x, "
-            f"docker run {gvisor_run / runc_run:.2f}x"
-        )
+        for where, suffix in (("in process", ""), ("shell", " cli")):
+            cold, pooled = median(runtime, "cold" + suffix), median(runtime, "pooled" + suffix)
+            run = median(runtime, "docker run" + suffix)
+            print(
+                f"{runtime:<8} {where:<11} {cold * 1000:>6.0f} ms {pooled * 1000:>6.0f} ms "
+                f"{run * 1000:>8.0f} ms {cold / run:>8.1f}x {pooled / run:>10.2f}x"
+            )
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,15 +104,39 @@ def guest_files(
     return files
 
 
+def _read_no_follow(directory: Path, name: str, limit: int) -> bytes:
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    parent = os.open(directory, flags | os.O_DIRECTORY)
+    try:
+        descriptor = os.open(name, flags | os.O_NONBLOCK, dir_fd=parent)
+    finally:
+        os.close(parent)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{name} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{name} is larger than {limit} bytes")
+    return data
+
+
 def _json(value: object) -> bytes:
     return json.dumps(value, indent=2).encode()
 
 
+MAX_CA_BYTES = 64 * 1024
+
+
 def bundle_ca(bottle_dir: BottleDir) -> bytes:
-    """The per-bottle CA certificate the bundle wrote into the bottle's state dir."""
+    """The per-bottle CA certificate the bundle wrote into the bottle's state dir.
+
+    The bundle can write that dir (and a warm pool member's bundle ran before the launch), so
+    the certificate is opened without following a symlink at `ca` or at the file: the engine
+    never reads a host file of the bundle's choosing into the agent.
+    """
     path = bottle_dir.ca_cert
     try:
-        return path.read_bytes()
+        return _read_no_follow(bottle_dir.ca_dir, path.name, MAX_CA_BYTES)
     except OSError as exc:
         raise BottleError(
             f"the bundle did not write its CA certificate ({path})",

@@ -22,6 +22,9 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import toplevel
 from bottle_engine.manifest import Manifest, load_manifest
 from bottle_engine.plan import Planner, manifest_reads, protected_paths
+from bottle_engine.pool import CLAIMED, FREE, MAKING
+from bottle_engine.pool import Member as PoolMember
+from bottle_engine.pool import listed as pool_listed
 from bottle_engine.probes import (
     ProbeReport,
     ProbeTargets,
@@ -34,6 +37,9 @@ from bottle_engine.records import BottleRecord
 from bottle_engine.settings import BACKEND_NAMES, EngineSettings
 from bottle_engine.status import RUNNING, UNKNOWN, BottleStatus
 from bottle_engine.trust_store import TrustReview, UntrustedManifestError
+
+POOL_STATES = (FREE, MAKING, CLAIMED)
+MAX_POOL_FILL = 32  # per call: each member is a running bundle (memory) and a /28
 
 
 def planner_for(
@@ -241,3 +247,49 @@ def pack(
     backend = SmolmachinesBackend(settings=settings)
     _, _, packed = backend.prepare(planner(planner.base_slug), progress, via_registry=via_registry)
     return packed
+
+
+# -- the warm pool (bottle_engine/pool.py) ---------------------------------------------------
+def pool_fill(
+    manifest_path: Path | str | None,
+    agent: str,
+    count: int,
+    *,
+    progress: Progress | None = None,
+    settings: EngineSettings | None = None,
+) -> list[PoolMember]:
+    """Start `count` warm gateways for `agent`'s bottle (its bundle image, runtime and size),
+    so that its next launches only start the agent. Docker backend only."""
+    if not 1 <= count <= MAX_POOL_FILL:
+        raise BottleError(
+            f"pool fill {count}: the count must be between 1 and {MAX_POOL_FILL}",
+            fix=f"e.g. `bottle-engine pool fill 2 {agent}`",
+        )
+    progress = progress or QuietProgress()
+    settings = settings or EngineSettings.from_env()
+    planner = planner_for(manifest_path, agent, settings=settings)
+    plan = planner(planner.base_slug)
+    if plan.backend != "docker":
+        raise BottleError(
+            f"agent '{agent}' runs on the {plan.backend} backend; the warm pool is Docker's only",
+            fix="launch it without a pool (cold), or use a docker bottle",
+        )
+    from bottle_engine.backends.docker import DockerBackend
+
+    backend = DockerBackend(settings=settings)
+    agent_image, bundle_image = backend.prepare(plan, progress)
+    choice = backend.runtime_for(plan.runtime, agent_image.image_tag)
+    key = backend.pool.key_for(bundle_image.image_tag, choice.docker_runtime, plan.memory_bytes)
+    return backend.pool.fill(key, count, progress)
+
+
+def pool_members() -> list[tuple[str, PoolMember]]:
+    """Every member with where it is: free, making (being started) or claimed (in use)."""
+    return [(where, member) for where in POOL_STATES for member in pool_listed(where)]
+
+
+def pool_drain(settings: EngineSettings | None = None) -> list[str]:
+    """Remove every member no bottle uses; their ids."""
+    from bottle_engine.backends.docker import DockerBackend
+
+    return DockerBackend(settings=settings).pool.drain()

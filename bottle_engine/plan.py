@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bottle_engine.bottle_dir import GIT_KEYS_DIR_NAME, SECRETS_DIR_NAME, UPSTREAM_CA_NAME
 from bottle_engine.bundle.config import (
     EGRESS_PORT,
     GIT_GATE_PORT,
     GIT_KEYS_MOUNT,
     SECRETS_MOUNT,
+    STATE_MOUNT,
     SUPERVISE_PORT,
     UPSTREAM_CA_MOUNT,
     BundleConfig,
@@ -116,6 +118,9 @@ class BottlePlan:
     egress_ask: bool = False  # [egress] ask: unlisted hosts wait for a person's answer
     # Repository-relative files the git gate refuses changes to (`protected_paths`).
     git_protected_paths: tuple[str, ...] = ()
+    # (internal, egress) of a gateway taken from the warm pool, made before the bottle had a
+    # name (Docker cannot rename a network); None: derived from the slug.
+    gateway_networks: tuple[str, str] | None = None
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -128,11 +133,17 @@ class BottlePlan:
 
     @property
     def internal_network(self) -> str:
+        if self.gateway_networks is not None:
+            return self.gateway_networks[0]
         return internal_network_of(self.slug)
 
     @property
     def egress_network(self) -> str:
-        return self.shared_egress_network or f"bottle-{self.slug}-egress"
+        if self.shared_egress_network:
+            return self.shared_egress_network
+        if self.gateway_networks is not None:
+            return self.gateway_networks[1]
+        return f"bottle-{self.slug}-egress"
 
     # -- addresses -----------------------------------------------------------------------------
     @property
@@ -190,17 +201,24 @@ class BottlePlan:
             return ("sh", "-c", script, "sh", *self.command)
         return self.command
 
-    def bundle_config(self) -> BundleConfig:
+    def bundle_config(self, *, files_in_state_dir: bool = False) -> BundleConfig:
+        """The bundle's config. `files_in_state_dir`: secrets, git keys and the upstream CA are
+        read from the bottle's state dir (a warm pool member, started before they were known)
+        instead of from their own read-only mounts."""
+        secrets_dir = STATE_MOUNT / SECRETS_DIR_NAME if files_in_state_dir else SECRETS_MOUNT
+        keys_dir = STATE_MOUNT / GIT_KEYS_DIR_NAME if files_in_state_dir else GIT_KEYS_MOUNT
+        upstream_ca = STATE_MOUNT / UPSTREAM_CA_NAME if files_in_state_dir else UPSTREAM_CA_MOUNT
         return BundleConfig(
             slug=self.slug,
             bundle_ip=self.bundle_ip,
             agent_subnet=str(self.subnet),
             agent_ip=self.agent_ip,
             egress_allow=self.egress_allow,
-            upstream_ca_files=(str(UPSTREAM_CA_MOUNT),) if self.upstream_ca else (),
+            upstream_ca_files=(str(upstream_ca),) if self.upstream_ca else (),
             egress_ask=self.egress_ask,
             secrets=tuple(
-                SecretBinding(s.name, s.placeholder, s.hosts, s.bundle_file) for s in self.secrets
+                SecretBinding(s.name, s.placeholder, s.hosts, str(secrets_dir / s.name))
+                for s in self.secrets
             ),
             git=tuple(
                 GitUpstreamConfig(
@@ -212,12 +230,10 @@ class BottlePlan:
                     allow_manifest_changes=g.allow_manifest_changes,
                     protected_paths=self.git_protected_paths,
                     identity_file=(
-                        str(GIT_KEYS_MOUNT / git_identity_name(g.name)) if g.identity else None
+                        str(keys_dir / git_identity_name(g.name)) if g.identity else None
                     ),
                     known_hosts_file=(
-                        str(GIT_KEYS_MOUNT / git_known_hosts_name(g.name))
-                        if g.known_host_key
-                        else None
+                        str(keys_dir / git_known_hosts_name(g.name)) if g.known_host_key else None
                     ),
                 )
                 for g in self.git
@@ -400,7 +416,11 @@ class Planner:
         self,
         slug: str,
         taken_subnets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        *,
+        subnet: ipaddress.IPv4Network | None = None,
     ) -> BottlePlan:
+        """The plan for `slug`: on `subnet` when given (a warm pool member's), else on a /28
+        of the pool that none of `taken_subnets` overlaps."""
         return plan_bottle(
             self.manifest,
             self.agent,
@@ -412,6 +432,7 @@ class Planner:
             backend_override=self.backend_override,
             shared_egress_network=self.shared_egress_network,
             git_protected_paths=self.git_protected_paths,
+            subnet=subnet,
         )
 
 
@@ -427,6 +448,7 @@ def plan_bottle(
     backend_override: str | None = None,
     shared_egress_network: str | None = None,
     git_protected_paths: tuple[str, ...] = (),
+    subnet: ipaddress.IPv4Network | None = None,
 ) -> BottlePlan:
     """Decide everything about launching `agent_name` from `manifest`."""
     agent = manifest.agents.get(agent_name)
@@ -460,7 +482,7 @@ def plan_bottle(
         runtime=bottle.runtime,
         manifest_path=manifest.path,
         cwd=cwd or manifest.directory,
-        subnet=choose_subnet(slug, subnet_pool, taken_subnets),
+        subnet=subnet or choose_subnet(slug, subnet_pool, taken_subnets),
         command=agent.command,
         prompt=agent.prompt,
         prompt_file=agent.prompt_file,

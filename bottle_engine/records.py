@@ -17,8 +17,41 @@ from typing import Any
 
 from bottle_engine import state
 from bottle_engine.bottle_dir import BottleDir
-from bottle_engine.plan import BottlePlan, bundle_name_of
+from bottle_engine.plan import BottlePlan, bundle_name_of, internal_network_of
 from bottle_engine.status import UNKNOWN, BottleStatus
+
+
+@dataclass(frozen=True)
+class GatewayNames:
+    """Where a bottle's gateway lives: what `stop`, `status` and `gc` look up after launch."""
+
+    internal_network: str
+    egress_network: str
+    own_egress: bool = True  # False: a shared egress network (BOTTLE_EGRESS_NETWORK), not ours
+    pool_member: str | None = None  # the warm pool member it was, if it came from the pool
+
+    @classmethod
+    def of_plan(cls, plan: BottlePlan, pool_member: str | None = None) -> GatewayNames:
+        return cls(
+            plan.internal_network,
+            plan.egress_network,
+            own_egress=plan.shared_egress_network is None,
+            pool_member=pool_member,
+        )
+
+    @classmethod
+    def of_record(cls, record: BottleRecord) -> GatewayNames:
+        """The names a record's resources carry; derived from the slug for older records."""
+        if record.resources.gateway is not None:
+            return record.resources.gateway
+        return cls(internal_network_of(record.slug), f"bottle-{record.slug}-egress")
+
+    @property
+    def own_networks(self) -> tuple[str, ...]:
+        """The networks removed with the bottle (never a shared egress network)."""
+        if self.own_egress:
+            return (self.internal_network, self.egress_network)
+        return (self.internal_network,)
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,7 @@ class BottleResources:
     artifact_digest: str | None = None
     pack: str | None = None
     command: tuple[str, ...] = ()
+    gateway: GatewayNames | None = None  # where its gateway lives (None: named after the slug)
 
     @classmethod
     def launched(cls, plan: BottlePlan, agent_image: str, bundle_image: str) -> BottleResources:
@@ -63,6 +97,10 @@ class BottleResources:
         values = {k: v for k, v in raw.items() if k in known}
         if "command" in values:
             values["command"] = tuple(str(part) for part in values["command"] or ())
+        if isinstance(values.get("gateway"), Mapping):
+            values["gateway"] = GatewayNames(**values["gateway"])
+        else:
+            values.pop("gateway", None)
         return cls(**values)
 
 

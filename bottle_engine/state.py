@@ -12,6 +12,7 @@ approval or a secret, whatever the modes of the files inside.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def state_id() -> str:
 def bottle_dir(slug: str) -> Path:
     """The state directory of one bottle instance."""
     return state_dir() / "bottles" / slug
+
+
+def remove_bottle_dir(slug: str) -> None:
+    """Remove a bottle's state dir; for a bottle from the warm pool, `bottles/<slug>` is a link
+    to its member's dir (bottle_engine/pool.py), and both go."""
+    path = bottle_dir(slug)
+    if path.is_symlink():
+        target = path.resolve()
+        path.unlink()
+        if target.parent == state_dir().resolve() / "pool" / "members":
+            shutil.rmtree(target, ignore_errors=True)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 PRIVATE_DIR_MODE = 0o700

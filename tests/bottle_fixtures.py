@@ -14,6 +14,7 @@ Nothing here addresses anything but those hosts and the bottles' own networks.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import threading
 import uuid
@@ -203,13 +204,23 @@ def world_env(world: BottleWorld) -> Iterator[None]:
         yield
 
 
+# BOTTLE_TEST_POOLED=1: every bottle of `running_bottle` (the escape suite's among them) is
+# launched from a warm pool member made for it just before, and the test fails if it was not.
+POOLED = os.environ.get("BOTTLE_TEST_POOLED") == "1"
+
+
 @contextlib.contextmanager
 def running_bottle(world: BottleWorld, agent: str) -> Iterator[Any]:
     """A bottle launched for `agent`, stopped and removed afterwards whatever happens."""
     from bottle_engine import lifecycle
 
     with world_env(world):
+        if POOLED:
+            lifecycle.pool_fill(world.manifest, agent, 1)
         record = lifecycle.launch(world.manifest, agent, cwd=world.manifest.parent)
+        if POOLED:
+            gateway = record.resources.gateway
+            assert gateway and gateway.pool_member, "not launched from the pool"
     try:
         yield record
     finally:

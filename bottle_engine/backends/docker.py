@@ -8,24 +8,27 @@ step removes it all again.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
-from bottle_engine import gvisor, records
+from bottle_engine import gvisor, records, state
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.bundle_image import bundle_build_spec
 from bottle_engine.backends.base import Availability, bottle_labels, orphan_test, wants_tty
+from bottle_engine.backends.gateway import Gateway
+from bottle_engine.backends.warm_pool import WarmPool
 from bottle_engine.bottle_dir import BottleDir
-from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
 from bottle_engine.dockerapi import connect, docker_errors
-from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
-    NameTaken,
     attach,
     container_logs,
     containers_with_label,
@@ -40,35 +43,47 @@ from bottle_engine.dockerapi.containers import (
     writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
-    NetworkNameTaken,
-    SubnetTaken,
-    create_egress_network,
-    create_internal_network,
-    network_exists,
     networks_with_label,
     remove_network,
-    subnets_in_use,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
-from bottle_engine.limits import agent_disk, bundle_limits
+from bottle_engine.limits import agent_disk
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
     WORKSPACE,
     BottlePlan,
     Planner,
-    instance_slugs,
-    internal_network_of,
 )
 from bottle_engine.progress import Progress
-from bottle_engine.records import BottleRecord, BottleResources
-from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
-from bottle_engine.settings import ENV_EGRESS_NETWORK, EngineSettings
-from bottle_engine.status import MISSING, RUNNING, BottleParts, BottleStatus, bottle_status
+from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
+from bottle_engine.settings import EngineSettings
+from bottle_engine.status import MISSING, RUNNING, BottleStatus, bottle_status
 
 BUNDLE_READY_TIMEOUT = 120.0
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def image_file(container: Any, path: str) -> bytes | None:
+    """A file of the container's image as created (not yet started), kept in the cache dir by
+    image id: an image id names its content, so the file is read from Docker once per image
+    (a round trip and a tar of about 200 KB less per launch)."""
+    image_id = str(container.attrs.get("Image") or "")
+    if not image_id.startswith("sha256:"):
+        return read_file(container, path)
+    name = hashlib.sha256(f"{image_id}\n{path}".encode()).hexdigest()
+    cached = state.cache_dir() / "image-files" / name
+    with contextlib.suppress(OSError):
+        return cached.read_bytes() if cached.stat().st_size else None
+    data = read_file(container, path)
+    with contextlib.suppress(OSError):
+        state.private_dir(cached.parent)
+        temporary = cached.with_name(f".{name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data or b"")
+        temporary.replace(cached)
+    return data
 
 
 class DockerBackend:
@@ -77,6 +92,8 @@ class DockerBackend:
     def __init__(self, client: Any | None = None, settings: EngineSettings | None = None) -> None:
         self._client = client
         self.settings = settings or EngineSettings.from_env()
+        self._gateway: Gateway | None = None
+        self._info: dict[str, Any] | None = None
 
     @property
     def client(self) -> Any:
@@ -101,15 +118,44 @@ class DockerBackend:
         choice = self.runtime_for(first.runtime, agent_image.image_tag)
         progress.stage(f"sandbox runtime {choice.label}: {choice.reason}")
         runtime = choice.docker_runtime
+        key = self.pool.key_for(bundle_image.image_tag, runtime, first.memory_bytes)
         with ExitStack() as undo:
-            plan = self.claim(planner, undo, progress)
-            progress.stage("start bundle")
-            # The bundle shares the agent's runtime: it parses what the agent sends (HTTP, git
-            # packs), so gVisor guards the host kernel from it too; about a second of launch.
-            self.start_bundle(plan, bundle_image, undo, runtime=runtime)
+            claimed = self.pool.claim(planner, key, undo, progress)
+            if claimed is not None:
+                plan, names = claimed.plan, claimed.names
+                # The member's CA exists already: the agent is made while the bundle loads
+                # the config it was just handed.
+                progress.stage("create agent")
+                tty = wants_tty(plan.command, terminal=terminal)
+                undo.callback(remove_container, self.client, plan.name)
+                container = self._new_agent(plan, agent_image.image_tag, runtime, tty=tty)
+                self._put_agent_files(plan, container)
+                progress.stage("bundle: load the bottle's config")
+                claimed.wait_ready()
+            else:
+                progress.stage("gateway: cold (no warm pool member for this bottle)")
+                plan = self.gateway.claim(planner, undo, progress)
+                names = GatewayNames.of_plan(plan)
+                progress.stage("start bundle, create agent")
+                tty = wants_tty(plan.command, terminal=terminal)
+                # The agent's container is created while the bundle starts (most of a cold
+                # launch); its files need the bundle's CA, so they go in once it is ready.
+                undo.callback(remove_container, self.client, plan.name)
+                with ThreadPoolExecutor(1) as creator:
+                    creating = creator.submit(
+                        self._new_agent, plan, agent_image.image_tag, runtime, tty=tty
+                    )
+                    try:
+                        # The bundle shares the agent's runtime: it parses what the agent
+                        # sends (HTTP, git packs), so gVisor guards the host kernel from it
+                        # too; about a second.
+                        self.gateway.start(plan, bundle_image, undo, runtime=runtime)
+                    finally:
+                        # Undo (on an error) must not run before the creation is over.
+                        wait((creating,))
+                    container = creating.result()
+                self._put_agent_files(plan, container)
             progress.stage("start agent")
-            tty = wants_tty(plan.command, terminal=terminal)
-            container = self._create_agent(plan, agent_image.image_tag, runtime, undo, tty=tty)
             container.start()
             record = records.record_for(
                 plan,
@@ -118,6 +164,7 @@ class DockerBackend:
                     BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
                     runtime=choice.runtime,
                     runtime_reason=choice.reason,
+                    gateway=names,
                 ),
             )
             records.save(record)
@@ -142,103 +189,33 @@ class DockerBackend:
         """The agent's OCI runtime and why: gVisor when asked for, or for `auto` when
         registered and it passes the self-test with `image`; `BOTTLE_RUNTIME` overrides."""
         wanted = self.settings.runtime or wanted
-        runtimes = self.client.info().get("Runtimes") or {}
+        runtimes = self.daemon_info().get("Runtimes") or {}
         return choose_runtime(
             wanted,
             runtimes,
             lambda: gvisor.self_test(self.client, image, runtimes.get(gvisor.RUNTIME_NAME)),
         )
 
-    def claim(self, planner: Planner, undo: ExitStack, progress: Progress) -> BottlePlan:
-        """Take the first free name of the slug sequence, with a subnet nobody uses."""
-        progress.stage("networks")
-        base = planner.base_slug
-        for slug in instance_slugs(base):
-            if self._slug_taken(slug):
-                continue
-            plan = planner(slug, subnets_in_use(self.client))
-            labels = bottle_labels(plan)
-            with ExitStack() as attempt:
-                try:
-                    create_internal_network(
-                        self.client,
-                        plan.internal_network,
-                        plan.subnet,
-                        plan.gateway_ip,
-                        {**labels, LABEL_ROLE: "network"},
-                    )
-                except (NetworkNameTaken, SubnetTaken):
-                    continue  # another launch raced us to this name or subnet
-                attempt.callback(remove_network, self.client, plan.internal_network)
-                if plan.shared_egress_network is None:
-                    create_egress_network(
-                        self.client, plan.egress_network, {**labels, LABEL_ROLE: "network"}
-                    )
-                    attempt.callback(remove_network, self.client, plan.egress_network)
-                elif not network_exists(self.client, plan.shared_egress_network):
-                    raise BottleError(
-                        f"{ENV_EGRESS_NETWORK} names '{plan.shared_egress_network}', "
-                        "which does not exist",
-                        fix="create it (`docker network create NAME`) or unset the variable",
-                    )
-                undo.push(attempt.pop_all())
-                return plan
-        raise BottleError(
-            f"all names bottle-{base} ... -{base}-N are taken",
-            fix="stop bottles you no longer need (`bottle-engine ls`, `bottle-engine stop --rm`)",
-        )
+    def daemon_info(self) -> dict[str, Any]:
+        """The daemon's `info()`, asked once per backend object (runtimes, storage driver)."""
+        if self._info is None:
+            self._info = dict(self.client.info())
+        return self._info
 
-    def _slug_taken(self, slug: str) -> bool:
-        if records.load(slug) is not None:
-            return True
-        return bool(containers_with_label(self.client, LABEL_SLUG, slug)) or bool(
-            networks_with_label(self.client, LABEL_SLUG, slug)
-        )
+    @property
+    def pool(self) -> WarmPool:
+        """Warm gateways made before their bottles (bottle_engine/pool.py)."""
+        return WarmPool(self.gateway)
 
-    def start_bundle(
-        self, plan: BottlePlan, image: Artifact, undo: ExitStack, runtime: str | None = None
-    ) -> None:
-        """The bundle container, running and ready; its state dir and it are undone on failure.
+    @property
+    def gateway(self) -> Gateway:
+        """The bottle's networks and bundle container (shared with the smolmachines backend)."""
+        if self._gateway is None:
+            self._gateway = Gateway(self.client, self.settings)
+        return self._gateway
 
-        Shared with the smolmachines backend, whose VM talks to the same bundle.
-        """
-        bottle_dir = BottleDir.create(plan.slug)
-        undo.callback(bottle_dir.remove)
-        config: BundleConfig = plan.bundle_config()
-        secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
-        upstream_ca = copy_upstream_ca(plan, bottle_dir)
-        undo.callback(remove_container, self.client, plan.bundle_name)
-        try:
-            container = run_bundle_container(
-                self.client,
-                name=plan.bundle_name,
-                image=image.image_tag,
-                config=config,
-                state_dir=bottle_dir.path,
-                secret_files=secret_files,
-                internal_network=plan.internal_network,
-                bundle_ip=plan.bundle_ip,
-                egress_network=plan.egress_network,
-                labels={**bottle_labels(plan), LABEL_ROLE: "bundle"},
-                readonly_files={
-                    **(
-                        {str(GIT_KEYS_MOUNT / key.name): key for key in sorted(git_dir.iterdir())}
-                        if git_dir
-                        else {}
-                    ),
-                    **({str(UPSTREAM_CA_MOUNT): upstream_ca} if upstream_ca else {}),
-                },
-                extra_hosts=dict(self.settings.bundle_hosts) or None,
-                limits=bundle_limits(plan.memory_bytes),
-                runtime=runtime,
-            )
-        except NameTaken as exc:
-            raise BottleError(f"container name {plan.bundle_name} is taken") from exc
-        wait_bundle_ready(container, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
-
-    def _create_agent(
-        self, plan: BottlePlan, image: str, runtime: str | None, undo: ExitStack, *, tty: bool
-    ) -> Any:
+    def _new_agent(self, plan: BottlePlan, image: str, runtime: str | None, *, tty: bool) -> Any:
+        """The agent's container, created (not started, no files yet)."""
         spec = AgentContainerSpec(
             name=plan.name,
             image=image,
@@ -255,19 +232,21 @@ class DockerBackend:
             dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
             tty=tty,
             disk=agent_disk(
-                plan.memory_bytes, layer_bounded=writable_layer_bounded(self.client, image)
+                plan.memory_bytes,
+                layer_bounded=writable_layer_bounded(self.client, image, self.daemon_info()),
             ),
         )
-        undo.callback(remove_container, self.client, plan.name)
-        container = create_agent_container(self.client, spec)
+        return create_agent_container(self.client, spec)
+
+    def _put_agent_files(self, plan: BottlePlan, container: Any) -> None:
+        """Prompt, CA certificates, settings, skills and the workspace copy (guest.py)."""
         trees = guest_trees(
             plan,
             BottleDir.of(plan.slug),
-            system_cas=read_file(container, "/etc/ssl/certs/ca-certificates.crt"),
+            system_cas=image_file(container, SYSTEM_CA_BUNDLE),
         )
         for destination, archive in trees:
             put_tree(container, archive, destination)
-        return container
 
     # -- the rest of the lifecycle -------------------------------------------------------------
     def attach(self, record: BottleRecord) -> int:
@@ -280,25 +259,23 @@ class DockerBackend:
         return attach(self.client, container)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:
-        for name in (record.name, record.bundle_name):
-            if remove:
-                remove_container(self.client, name)
-            else:
-                stop_container(self.client, name)
         if remove:
-            for network in networks_with_label(self.client, LABEL_SLUG, record.slug):
-                remove_network(self.client, network.name)
+            remove_container(self.client, record.name)
+        else:
+            stop_container(self.client, record.name)
+        self.gateway.stop(record, remove=remove)
 
     def resume(self, record: BottleRecord, progress: Progress) -> None:
         agent = self.container_of(record)
         progress.stage("start bundle")
-        self.resume_bundle(record)
+        self.gateway.resume(record)
         progress.stage("start agent")
         agent.start()
 
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
-        name = record.bundle_name if bundle else record.name
-        return container_logs(self.client, name, follow=follow)
+        if bundle:
+            return self.gateway.logs(record, follow=follow)
+        return container_logs(self.client, record.name, follow=follow)
 
     def exec(self, record: BottleRecord, argv: Sequence[str], *, tty: bool) -> int:
         container = self.container_of(record)
@@ -324,7 +301,13 @@ class DockerBackend:
         return places
 
     def status(self, record: BottleRecord) -> BottleStatus:
-        return bottle_status(record.slug, bottle_parts(self.client, record))
+        found = {
+            c.name: str(c.status)
+            for c in containers_with_label(self.client, LABEL_SLUG, record.slug)
+        }
+        return bottle_status(
+            record.slug, self.gateway.parts(record, found.get(record.name, MISSING))
+        )
 
     def orphans(self) -> list[str]:
         containers, networks = self._orphaned()
@@ -345,16 +328,17 @@ class DockerBackend:
         return containers, networks
 
     def remove_orphans(self) -> list[str]:
+        pooled = self.pool.remove_orphans()
         containers, networks = self._orphaned()
         for name in containers:  # first: a network cannot go while a container is on it
             remove_container(self.client, name)
         for name in networks:
             remove_network(self.client, name)
-        return containers + networks
+        return pooled + containers + networks
 
-    def container_of(self, record: BottleRecord, name: str | None = None) -> Any:
-        """The bottle's container `name` (default: the agent's), found by the bottle's label."""
-        name = name or record.name
+    def container_of(self, record: BottleRecord) -> Any:
+        """The bottle's agent container, found by the bottle's label."""
+        name = record.name
         found = [
             c for c in containers_with_label(self.client, LABEL_SLUG, record.slug) if c.name == name
         ]
@@ -364,24 +348,3 @@ class DockerBackend:
                 fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         return found[0]
-
-    def resume_bundle(self, record: BottleRecord) -> None:
-        """Start the stopped bottle's bundle again and wait until it is ready."""
-        bundle = self.container_of(record, record.bundle_name)
-        bottle_dir = BottleDir.of(record.slug)
-        bottle_dir.ready_file.unlink(missing_ok=True)
-        bundle.start()
-        config = BundleConfig.load(bottle_dir.bundle_config)
-        wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
-
-
-def bottle_parts(client: Any, record: BottleRecord) -> BottleParts:
-    """The states of the bottle's containers (agent, bundle) and its internal network, from
-    the daemon; the smolmachines backend puts its microVM's state in place of the agent's."""
-    found = {c.name: str(c.status) for c in containers_with_label(client, LABEL_SLUG, record.slug)}
-    networks = {n.name for n in networks_with_label(client, LABEL_SLUG, record.slug)}
-    return BottleParts(
-        agent=found.get(record.name, MISSING),
-        bundle=found.get(record.bundle_name, MISSING),
-        network_present=internal_network_of(record.slug) in networks,
-    )

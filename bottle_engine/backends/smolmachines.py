@@ -29,7 +29,7 @@ from bottle_engine import records
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.base import Availability, bottle_labels, orphan_test
-from bottle_engine.backends.docker import DockerBackend, bottle_parts
+from bottle_engine.backends.docker import DockerBackend
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
@@ -44,7 +44,7 @@ from bottle_engine.plan import (
     Planner,
 )
 from bottle_engine.progress import Progress
-from bottle_engine.records import BottleRecord, BottleResources
+from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
 from bottle_engine.smolvm import MachineSpec, Smolvm
 from bottle_engine.status import MISSING, RUNNING, BottleStatus, bottle_status
@@ -127,10 +127,10 @@ class SmolmachinesBackend:
         # `terminal` is not needed here: `attach` asks for a TTY when it runs the agent.
         agent_image, bundle_image, pack = self.prepare(planner(planner.base_slug), progress)
         with ExitStack() as undo:
-            plan = self._docker.claim(planner, undo, progress)
+            plan = self._docker.gateway.claim(planner, undo, progress)
             progress.stage("start bundle")
             bottle_dir = BottleDir.of(plan.slug)
-            self._docker.start_bundle(plan, bundle_image, undo)
+            self._docker.gateway.start(plan, bundle_image, undo)
             progress.stage("create microVM")
             undo.callback(self._delete_machine, plan.name)
             self.smolvm.machine_create(machine_spec(plan, pack.sidecar))
@@ -146,6 +146,7 @@ class SmolmachinesBackend:
                     artifact_digest=agent_image.digest,
                     pack=str(pack.sidecar),
                     command=tuple(plan.agent_command),
+                    gateway=GatewayNames.of_plan(plan),
                 ),
             )
             records.save(record)
@@ -212,7 +213,7 @@ class SmolmachinesBackend:
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
         """The workload's output from smolvm (``machine logs``); the bundle's from Docker."""
         if bundle:
-            yield from self._docker.logs(record, bundle=True, follow=follow)
+            yield from self._docker.gateway.logs(record, follow=follow)
             return
         if self._machine(record.name) is None:
             raise BottleError(
@@ -228,7 +229,7 @@ class SmolmachinesBackend:
                 self.smolvm.machine_stop(record.name)
             if remove:
                 self._delete_machine(record.name)
-        self._docker.stop(record, remove=remove)
+        self._docker.gateway.stop(record, remove=remove)
 
     def resume(self, record: BottleRecord, progress: Progress) -> None:
         if self._machine(record.name) is None:
@@ -237,13 +238,14 @@ class SmolmachinesBackend:
                 fix=f"`bottle-engine stop --rm {record.slug}` and launch it again",
             )
         progress.stage("start bundle")
-        self._docker.resume_bundle(record)
+        self._docker.gateway.resume(record)
         progress.stage("start microVM")
         self.smolvm.machine_start(record.name)
 
     def status(self, record: BottleRecord) -> BottleStatus:
-        parts = replace(bottle_parts(self._docker.client, record), agent=self._vm_state(record))
-        return bottle_status(record.slug, parts)
+        return bottle_status(
+            record.slug, self._docker.gateway.parts(record, self._vm_state(record))
+        )
 
     def _vm_state(self, record: BottleRecord) -> str:
         machine = self._machine(record.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import ipaddress
 import itertools
 import logging
@@ -17,13 +18,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mitmproxy import options
+from mitmproxy import certs, options
+from mitmproxy.options import CONF_BASENAME, KEY_SIZE
 from mitmproxy.tools.dump import DumpMaster
 
 from bottle_engine.bundle import egress_guards
 from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
 from bottle_engine.bundle.egress_clients import OnlyTheAgent
+from bottle_engine.bundle.waiting import POLL_SECONDS, WAIT_FLAG, warm_mark
 
 # The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
 UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
@@ -59,8 +62,12 @@ def upstream_trust_file(config: BundleConfig, scratch: Path) -> Path | None:
     if not sources:
         return None
     scratch.mkdir(parents=True, exist_ok=True)
-    combined = scratch / "upstream-ca.pem"
-    combined.write_text("\n".join(path.read_text() for path in sources))
+    text = "\n".join(path.read_text() for path in sources)
+    # Named by its content: a warm pool member set the option before its bottle's CAs were
+    # known, and mitmproxy reloads the file only when the option's value changes.
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    combined = scratch / f"upstream-ca-{digest}.pem"
+    combined.write_text(text)
     return combined
 
 
@@ -96,10 +103,49 @@ async def run_proxy(
     allowed_client: str | None = None,
 ) -> None:
     """Serve until cancelled; with `allowed_client`, connections from any other peer are closed."""
-    config.ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     egress_guards.install()
     master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
-    master.options.update(**proxy_options(config, listen_host, listen_port))  # type: ignore[no-untyped-call]
+    await _serve(master, config, listen_host, listen_port, resolver, allowed_client)
+
+
+async def run_warm_proxy(
+    config_path: Path,
+    listen_host: str,
+    listen_port: int = EGRESS_PORT,
+    allowed_client: str | None = None,
+) -> None:
+    """A warm pool member's proxy: mitmproxy's master made (its addons loaded) and nothing
+    listening until the config file appears; then as `run_proxy`."""
+    egress_guards.install()
+    master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
+    # Everything but the bottle's own settings, so that its config is a small update: the CA
+    # (in the member's state dir, where its config will say it is) and the listener.
+    blank = BundleConfig(
+        slug="", bundle_ip=listen_host, agent_subnet="", state_dir=str(config_path.parent)
+    )
+    master.options.update(**proxy_options(blank, listen_host, listen_port))  # type: ignore[no-untyped-call]
+    warm_mark(config_path.parent, "egress").touch()
+    while not config_path.exists():
+        await asyncio.sleep(POLL_SECONDS)
+    config = BundleConfig.load(config_path)
+    await _serve(master, config, listen_host, listen_port, resolve, allowed_client)
+
+
+async def _serve(
+    master: DumpMaster,
+    config: BundleConfig,
+    listen_host: str,
+    listen_port: int,
+    resolver: Resolver,
+    allowed_client: str | None,
+) -> None:
+    config.ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    wanted = proxy_options(config, listen_host, listen_port)
+    # Only what differs: every update makes mitmproxy's addons reconfigure (~70 ms), and a
+    # warm member has everything but the bottle's own settings in place already.
+    changed = {k: v for k, v in wanted.items() if getattr(master.options, k) != v}
+    if changed:
+        master.options.update(**changed)  # type: ignore[no-untyped-call]
     state = make_state(config, local_addresses())
     door = [OnlyTheAgent(allowed_client)] if allowed_client is not None else []
     master.addons.add(*door, *make_addons(state, resolver))  # type: ignore[no-untyped-call]
@@ -108,6 +154,14 @@ async def run_proxy(
     finally:
         if state.audit is not None:
             state.audit.close()
+
+
+def make_ca(ca_dir: Path) -> None:
+    """The bottle's CA, made now (as mitmproxy would at start, in its confdir) so that a warm
+    pool member has it before its bottle arrives. Its key is written in the bundle's state dir,
+    readable by the bundle's user only; the agent gets the certificate alone."""
+    ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    certs.CertStore.from_store(ca_dir, CONF_BASENAME, KEY_SIZE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,15 +174,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allowed-client", help="the agent's address: connections from any other are closed"
     )
+    parser.add_argument(
+        WAIT_FLAG,
+        action="store_true",
+        help="a warm pool member: make the CA, then wait until the config file appears",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="egress: %(message)s")
-    config = BundleConfig.load(args.config)
     try:
-        asyncio.run(
-            run_proxy(
-                config, args.listen_host, args.listen_port, allowed_client=args.allowed_client
+        if args.wait_for_config:
+            make_ca(args.config.parent / "ca")
+            asyncio.run(
+                run_warm_proxy(args.config, args.listen_host, args.listen_port, args.allowed_client)
             )
-        )
+        else:
+            config = BundleConfig.load(args.config)
+            asyncio.run(
+                run_proxy(
+                    config, args.listen_host, args.listen_port, allowed_client=args.allowed_client
+                )
+            )
     except KeyboardInterrupt:
         return 0
     except (OSError, RuntimeError, ValueError) as exc:

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.clients import client_allowed, refusal
 from bottle_engine.bundle.config import CONFIG_PATH, SUPERVISE_PORT, BundleConfig
+from bottle_engine.bundle.waiting import WAIT_FLAG, wait_for_file
 
 MCP_PATH = "/mcp"
 POLL_SECONDS = 0.25
@@ -258,12 +259,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allowed-client", help="the agent's address: requests from any other get a 403"
     )
+    parser.add_argument(
+        WAIT_FLAG, action="store_true", help="a warm pool member: wait for the config file"
+    )
     args = parser.parse_args(argv)
+    if args.wait_for_config:
+        wait_for_file(args.config, service="supervise")
     try:
         config = BundleConfig.load(args.config)
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"supervise: error: cannot read the bundle config {args.config}: {exc}\n")
         return 1
+    if args.wait_for_config and not config.supervise:
+        return 0  # not this bottle's: never listen
     app: ASGIApp = build_server(config).streamable_http_app(
         streamable_http_path=MCP_PATH,
         transport_security=transport_security(config, args.port),

@@ -13,6 +13,7 @@ git gate's repositories) is private to the bundle's user: `main` sets the umask 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -32,10 +33,18 @@ from bottle_engine.bundle.config import (
     SUPERVISE_PORT,
     BundleConfig,
 )
+from bottle_engine.bundle.waiting import (
+    POLL_SECONDS,
+    POOL_CONFIG_PATH,
+    WAIT_FLAG,
+    config_digest,
+)
 
 PROXY_PYTHON_ENV = "BOTTLE_PROXY_PYTHON"  # the proxy venv's python (mitmproxy lives there)
 EXIT_SERVICE_FAILED = 1
 EXIT_NOT_READY = 3
+EXIT_BAD_CONFIG = 2
+WATCH_SECONDS = 0.2  # once ready: how often the services are checked for an exit
 
 
 @dataclass(frozen=True)
@@ -65,9 +74,37 @@ def services_for(
             "the bundle config names no agent_ip (or no bundle_ip): the services would not know "
             "whom to answer"
         )
-    common = ("--config", str(config_path), "--allowed-client", config.agent_ip)
-    listen = config.bundle_ip
-    services = [
+    every = _services(config.bundle_ip, config.agent_ip, config_path, python, proxy_python, ())
+    enabled = {"egress proxy", *(["git gate"] if config.git else [])}
+    enabled |= {"supervise"} if config.supervise else set()
+    return [service for service in every if service.name in enabled]
+
+
+def pool_services(
+    bundle_ip: str,
+    agent_ip: str,
+    *,
+    config_path: Path = POOL_CONFIG_PATH,
+    python: str = sys.executable,
+    proxy_python: str | None = None,
+) -> list[Service]:
+    """A warm pool member's services: all of them, each loaded and waiting for the config
+    (`bundle/waiting.py`); those the config does not enable then exit without listening."""
+    if not agent_ip or not bundle_ip:
+        raise ValueError("a pool member needs its bundle and agent addresses")
+    return _services(bundle_ip, agent_ip, config_path, python, proxy_python, (WAIT_FLAG,))
+
+
+def _services(
+    listen: str,
+    agent_ip: str,
+    config_path: Path,
+    python: str,
+    proxy_python: str | None,
+    extra: tuple[str, ...],
+) -> list[Service]:
+    common = ("--config", str(config_path), "--allowed-client", agent_ip, *extra)
+    return [
         Service(
             "egress proxy",
             (
@@ -76,27 +113,20 @@ def services_for(
             ),
             EGRESS_PORT,
             listen,
-        )
+        ),
+        Service(
+            "git gate",
+            (python, "-m", "bottle_engine.bundle.gitgate", *common, "--listen", listen),
+            GIT_GATE_PORT,
+            listen,
+        ),
+        Service(
+            "supervise",
+            (python, "-m", "bottle_engine.bundle.supervise", *common, "--listen", listen),
+            SUPERVISE_PORT,
+            listen,
+        ),
     ]
-    if config.git:
-        services.append(
-            Service(
-                "git gate",
-                (python, "-m", "bottle_engine.bundle.gitgate", *common, "--listen", listen),
-                GIT_GATE_PORT,
-                listen,
-            )
-        )
-    if config.supervise:
-        services.append(
-            Service(
-                "supervise",
-                (python, "-m", "bottle_engine.bundle.supervise", *common, "--listen", listen),
-                SUPERVISE_PORT,
-                listen,
-            )
-        )
-    return services
 
 
 def log(message: str) -> None:
@@ -112,16 +142,23 @@ class Supervisor:
         ready_file: Path,
         *,
         ready_timeout: float = 120.0,
-        poll_seconds: float = 0.1,
+        poll_seconds: float = 0.02,
         stop_grace_seconds: float = 10.0,
+        config_path: Path | None = None,
+        pool_member: tuple[str, str] | None = None,
     ) -> None:
         self.services = list(services)
         self.ready_file = ready_file
+        self.config_path = config_path
+        # A warm pool member: (bundle ip, agent ip) it was started for; its services wait for
+        # the config, which must name these same addresses.
+        self.pool_member = pool_member
         self.ready_timeout = ready_timeout
         self.poll_seconds = poll_seconds
         self.stop_grace_seconds = stop_grace_seconds
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stop_signal: int | None = None
+        self._retired: list[subprocess.Popen[bytes]] = []  # services a pool member let go
 
     def run(self) -> int:
         """Start, wait for readiness, watch; returns the exit code."""
@@ -133,7 +170,9 @@ class Supervisor:
             for service in self.services:
                 self.processes[service.name] = subprocess.Popen(service.argv)
                 log(f"started {service.name} (pid {self.processes[service.name].pid})")
-            code = self._wait_ready()
+            code = self._wait_config() if self.pool_member is not None else None
+            if code is None:
+                code = self._wait_ready()
             if code is None:
                 self._write_ready()
                 code = self._watch()
@@ -141,6 +180,8 @@ class Supervisor:
         finally:
             self.ready_file.unlink(missing_ok=True)
             self._stop_all()
+            for process in self._retired:
+                process.wait()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -165,12 +206,48 @@ class Supervisor:
                 time.sleep(self.poll_seconds)
         return None
 
+    def _wait_config(self) -> int | None:
+        """A pool member: wait for the config, check it is for this member's addresses, and
+        let go of the services it does not enable (they exit by themselves, never listening)."""
+        assert self.config_path is not None and self.pool_member is not None
+        log("warm: waiting for a bottle's config")
+        while not self.config_path.exists():
+            failed = self._exited()
+            if failed is not None and not self.config_path.exists():
+                return failed  # (with the config there, a service not enabled may just be done)
+            if self._stop_signal is not None:
+                return 0
+            time.sleep(POLL_SECONDS)
+        try:
+            config = BundleConfig.load(self.config_path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log(f"cannot read the bundle config {self.config_path}: {exc}")
+            return EXIT_BAD_CONFIG
+        if (config.bundle_ip, config.agent_ip) != self.pool_member:
+            log(
+                f"the config is for {config.bundle_ip}/{config.agent_ip}, this member serves "
+                f"{self.pool_member[0]}/{self.pool_member[1]}; stopping"
+            )
+            return EXIT_BAD_CONFIG
+        enabled = {s.name for s in services_for(config, config_path=self.config_path)}
+        for service in [s for s in self.services if s.name not in enabled]:
+            # It never listens (it exits by itself on this config); killed rather than waited
+            # for, since an interpreter's exit is a good part of a claim's time here.
+            self.services.remove(service)
+            process = self.processes.pop(service.name)
+            process.kill()
+            self._retired.append(process)
+        log(f"config for bottle {config.slug} loaded")
+        return None
+
     def _watch(self) -> int:
         while self._stop_signal is None:
             failed = self._exited()
             if failed is not None:
                 return failed
-            time.sleep(self.poll_seconds)
+            for process in self._retired:
+                process.poll()  # reaps it once it is gone
+            time.sleep(max(self.poll_seconds, WATCH_SECONDS))
         log(f"signal {self._stop_signal} received; stopping the services")
         return 0
 
@@ -184,6 +261,7 @@ class Supervisor:
 
     def _write_ready(self) -> None:
         report = {
+            "config_sha256": self._config_digest(),
             "pid": os.getpid(),
             "time": time.time(),
             "services": {
@@ -195,6 +273,14 @@ class Supervisor:
         temporary.write_text(json.dumps(report, sort_keys=True))
         temporary.replace(self.ready_file)
         log("ready")
+
+    def _config_digest(self) -> str | None:
+        if self.config_path is None:
+            return None
+        try:
+            return config_digest(self.config_path.read_bytes())
+        except OSError:
+            return None
 
     def _stop_all(self) -> None:
         running = [p for p in self.processes.values() if p.poll() is None]
@@ -220,14 +306,29 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
-def main(config_path: Path = CONFIG_PATH) -> int:
+def main(argv: Sequence[str] | None = None, config_path: Path = CONFIG_PATH) -> int:
     os.umask(0o077)  # the state dir is shared with the host: nothing in it is for other users
+    parser = argparse.ArgumentParser(prog="python -m bottle_engine.bundle")
+    parser.add_argument(
+        "--pool",
+        nargs=2,
+        metavar=("BUNDLE_IP", "AGENT_IP"),
+        help="a warm pool member: load every service, serve nothing until the engine writes "
+        f"the config to {POOL_CONFIG_PATH}",
+    )
+    args = parser.parse_args(argv)
+    proxy_python = os.environ.get(PROXY_PYTHON_ENV)
+    if args.pool:
+        bundle_ip, agent_ip = args.pool
+        services = pool_services(bundle_ip, agent_ip, proxy_python=proxy_python)
+        ready_file = BundleConfig(slug="", bundle_ip=bundle_ip, agent_subnet="").ready_file
+        return Supervisor(
+            services, ready_file, config_path=POOL_CONFIG_PATH, pool_member=(bundle_ip, agent_ip)
+        ).run()
     try:
         config = BundleConfig.load(config_path)
-        services = services_for(
-            config, config_path=config_path, proxy_python=os.environ.get(PROXY_PYTHON_ENV)
-        )
+        services = services_for(config, config_path=config_path, proxy_python=proxy_python)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log(f"cannot read the bundle config {config_path}: {exc}")
-        return 2
-    return Supervisor(services, config.ready_file).run()
+        return EXIT_BAD_CONFIG
+    return Supervisor(services, config.ready_file, config_path=config_path).run()

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "cache",
     "base",
     "bottles",
+    "pool",
     "trust",
     "probe",
     "doctor",

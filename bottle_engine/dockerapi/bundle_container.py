@@ -14,6 +14,7 @@ naming that user (ssh, for git upstreams, refuses to run as a uid without an ent
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -97,17 +98,104 @@ def run_bundle_container(
     bottle_dir.private_subdir(state_dir)
     config_file = bottle_dir.write_private(bottle_dir.bundle_config, config.to_json())
     uid, gid = bundle_user(config.slug)
-    files = {
+    files: dict[str, Path] = {
         str(CONFIG_PATH): config_file,
         **{f"{SECRETS_MOUNT}/{secret}": path for secret, path in secret_files.items()},
         **(readonly_files or {}),
     }
-    if os.geteuid() == 0:
-        accounts = bottle_dir.private_subdir(bottle_dir.accounts_dir)
-        for database, text in account_files(uid, gid).items():
-            bottle_dir.write_private(accounts / database, text)
-            files[f"/etc/{database}"] = accounts / database
+    files.update(_accounts(bottle_dir, uid, gid))
     _hand_over(state_dir, files.values(), uid, gid)
+    return _create_and_start(
+        client,
+        name=name,
+        image=image,
+        command=None,
+        uid=uid,
+        gid=gid,
+        state_dir=state_dir,
+        files=files,
+        internal_network=internal_network,
+        bundle_ip=bundle_ip,
+        egress_network=egress_network,
+        labels=labels,
+        extra_hosts=extra_hosts,
+        limits=limits,
+        runtime=runtime,
+    )
+
+
+def run_pool_bundle_container(
+    client: Any,
+    *,
+    name: str,
+    image: str,
+    member: str,
+    state_dir: Path,
+    internal_network: str,
+    bundle_ip: str,
+    agent_ip: str,
+    egress_network: str,
+    labels: Mapping[str, str],
+    extra_hosts: Mapping[str, str] | None,
+    limits: BundleLimits,
+    runtime: str | None,
+) -> Any:
+    """A warm pool member's bundle: no config, no secrets; its services load and wait for the
+    config the engine writes into `state_dir` at claim time (bottle_engine/bundle/waiting.py).
+    Until then nothing listens: the proxy, the gate and MCP refuse every connection."""
+    bottle_dir = BottleDir(state_dir)
+    bottle_dir.private_subdir(state_dir)
+    uid, gid = bundle_user(f"pool-{member}")
+    files = _accounts(bottle_dir, uid, gid)
+    _hand_over(state_dir, files.values(), uid, gid)
+    return _create_and_start(
+        client,
+        name=name,
+        image=image,
+        command=["--pool", bundle_ip, agent_ip],
+        uid=uid,
+        gid=gid,
+        state_dir=state_dir,
+        files=files,
+        internal_network=internal_network,
+        bundle_ip=bundle_ip,
+        egress_network=egress_network,
+        labels=labels,
+        extra_hosts=extra_hosts,
+        limits=limits,
+        runtime=runtime,
+    )
+
+
+def _accounts(bottle_dir: BottleDir, uid: int, gid: int) -> dict[str, Path]:
+    """With the engine as root: /etc/passwd and /etc/group naming the bundle's own user."""
+    if os.geteuid() != 0:
+        return {}
+    accounts = bottle_dir.private_subdir(bottle_dir.accounts_dir)
+    files = {}
+    for database, text in account_files(uid, gid).items():
+        files[f"/etc/{database}"] = bottle_dir.write_private(accounts / database, text)
+    return files
+
+
+def _create_and_start(
+    client: Any,
+    *,
+    name: str,
+    image: str,
+    command: list[str] | None,
+    uid: int,
+    gid: int,
+    state_dir: Path,
+    files: Mapping[str, Path],
+    internal_network: str,
+    bundle_ip: str,
+    egress_network: str,
+    labels: Mapping[str, str],
+    extra_hosts: Mapping[str, str] | None,
+    limits: BundleLimits,
+    runtime: str | None,
+) -> Any:
     mounts = [Mount(str(STATE_MOUNT), str(state_dir.resolve()), type="bind")]
     mounts += [
         Mount(inside, str(Path(host).resolve()), type="bind", read_only=True)
@@ -116,6 +204,7 @@ def run_bundle_container(
     with docker_errors(f"starting the bundle container {name}"):
         container = client.containers.create(
             image,
+            command=command,
             name=name,
             labels={**labels, LABEL_MANAGED: "1", LABEL_ROLE: "bundle"},
             user=f"{uid}:{gid}",
@@ -147,31 +236,53 @@ def run_bundle_container(
 
 
 def wait_bundle_ready(
-    container: Any, config: BundleConfig, timeout: float, *, state_dir: Path | None = None
+    container: Any,
+    config: BundleConfig,
+    timeout: float,
+    *,
+    state_dir: Path | None = None,
+    config_sha256: str | None = None,
 ) -> None:
     """Return once the bundle's services are up; raise `BottleError` with its log otherwise.
 
     Readiness is `config.ready_file`, checked on the host in `state_dir` when given, else
-    inside the container.
+    inside the container. With `config_sha256`, the ready file must report that the bundle
+    loaded exactly that config (a warm pool member answers with the digest of what it read).
     """
     deadline = time.monotonic() + timeout
     host_ready = BottleDir(state_dir).ready_file if state_dir is not None else None
+    next_check = 0.0  # the container's state is asked twice a second; the host file more often
     while True:
-        with docker_errors(f"watching the bundle container {container.name}"):
-            container.reload()
-            status = container.status
-            if status in ("exited", "dead"):
-                code = container.attrs.get("State", {}).get("ExitCode")
-                raise _not_ready(container, f"exited with code {code} before it was ready")
-            if host_ready is not None:
-                ready = host_ready.exists()
-            else:
-                ready = container.exec_run(["test", "-f", str(config.ready_file)]).exit_code == 0
-        if ready:
+        if host_ready is not None and host_ready.exists():
+            if config_sha256 is not None:
+                _check_digest(container, host_ready, config_sha256)
             return
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + 0.5
+            with docker_errors(f"watching the bundle container {container.name}"):
+                container.reload()
+                status = container.status
+                if status in ("exited", "dead"):
+                    code = container.attrs.get("State", {}).get("ExitCode")
+                    raise _not_ready(container, f"exited with code {code} before it was ready")
+                if host_ready is None:
+                    check = ["test", "-f", str(config.ready_file)]
+                    if container.exec_run(check).exit_code == 0:
+                        return
         if time.monotonic() > deadline:
             raise _not_ready(container, f"was not ready after {timeout:.0f}s")
-        time.sleep(0.2)
+        time.sleep(0.02)
+
+
+def _check_digest(container: Any, ready_file: Path, expected: str) -> None:
+    try:
+        reported = json.loads(ready_file.read_text()).get("config_sha256")
+    except (OSError, ValueError, AttributeError):
+        reported = None
+    if reported != expected:
+        raise _not_ready(
+            container, f"reports a config other than the one handed to it ({reported})"
+        )
 
 
 def bundle_log_tail(container: Any, lines: int = _LOG_LINES) -> str:

@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bottle_engine.bundle.config import CONFIG_PATH, GIT_GATE_PORT
+from bottle_engine.bundle.config import CONFIG_PATH, GIT_GATE_PORT, BundleConfig
 from bottle_engine.bundle.gitgate.server import serve
+from bottle_engine.bundle.waiting import WAIT_FLAG, wait_for_file
 from bottle_engine.errors import BottleError
 
 
@@ -32,8 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the gate keeps its mirrors (default: git-gate/ in the bottle's state dir, "
         "so that big repositories fit and a restarted bundle fetches only what is new)",
     )
+    parser.add_argument(
+        WAIT_FLAG, action="store_true", help="a warm pool member: wait for the config file"
+    )
     args = parser.parse_args(argv)
+    if args.wait_for_config:
+        wait_for_file(args.config, service="gitgate")
     try:
+        if args.wait_for_config and not BundleConfig.load(args.config).git:
+            return 0  # a warm pool member's bottle without git: never listen
         return serve(args.config, args.listen, args.port, args.repos_dir, args.allowed_client)
     except BottleError as exc:
         sys.stderr.write(f"git gate: error: {exc}\n")
