@@ -13,6 +13,7 @@ import pytest
 
 from bottle_engine import pool, state
 from bottle_engine.backends.gateway import claim_bottle_dir
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.dockerapi.bundle_container import wait_bundle_ready
 from bottle_engine.errors import BottleError
@@ -186,14 +187,14 @@ def test_the_ca_certificate_is_never_read_through_a_symlink(tmp_path: Path) -> N
     (bottle / "ca").mkdir(parents=True)
     (bottle / "ca" / "mitmproxy-ca-cert.pem").symlink_to(host_file)
     with pytest.raises(BottleError, match="did not write its CA certificate"):
-        bundle_ca(bottle)
+        bundle_ca(BottleDir(bottle))
     other = tmp_path / "other"
     (other).mkdir()
     (other / "mitmproxy-ca-cert.pem").write_text("root's secret")
     (tmp_path / "bottle2").mkdir()
     (tmp_path / "bottle2" / "ca").symlink_to(other)
     with pytest.raises(BottleError, match="did not write its CA certificate"):
-        bundle_ca(tmp_path / "bottle2")
+        bundle_ca(BottleDir(tmp_path / "bottle2"))
     (bottle / "ca" / "mitmproxy-ca-cert.pem").unlink()
     (bottle / "ca" / "mitmproxy-ca-cert.pem").write_text("-----BEGIN CERTIFICATE-----")
-    assert bundle_ca(bottle) == b"-----BEGIN CERTIFICATE-----"
+    assert bundle_ca(BottleDir(bottle)) == b"-----BEGIN CERTIFICATE-----"
