@@ -61,7 +61,8 @@ def stop(slug: str) -> None:
 
 
 def list_bottles() -> list[dict[str, str]]:
-    """Every bottle the engine knows: slug, agent, backend, status, started_at, manifest."""
+    """Every bottle the engine knows: slug, agent, bottle, backend, runtime, status, started_at,
+    manifest (and `fix`, the command that repairs a degraded one)."""
     return [_record(record) for record in _lifecycle().list_bottles()]
 
 
@@ -74,11 +75,21 @@ def _record(record: Any) -> dict[str, str]:
 
     summary = {
         name: text(name)
-        for name in ("slug", "agent", "backend", "status", "started_at", "manifest")
+        for name in ("slug", "agent", "bottle", "backend", "status", "started_at", "manifest")
     }
+    resources = getattr(record, "resources", None)
+    runtime = resources.get("runtime") if isinstance(resources, dict) else None
+    summary["runtime"] = str(runtime) if runtime else ""
     if fix := text("fix"):  # a degraded bottle: the Bottles view shows what repairs it
-        summary["status"] += f" (run `{fix}`)"
+        summary["fix"] = fix
     return summary
+
+
+def audit_log(slug: str) -> Path:
+    """The bottle's egress audit log (the proxy writes it, rotated into `.1`, `.2`)."""
+    from bottle_engine import state
+
+    return state.bottle_dir(slug) / "egress.jsonl"
 
 
 def attach_command(slug: str) -> list[str]:

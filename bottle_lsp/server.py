@@ -28,7 +28,7 @@ from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import MANIFEST_NAME
 from bottle_engine.manifest.source import Position
-from bottle_lsp import __version__, engine
+from bottle_lsp import __version__, activity, engine
 from bottle_lsp.actions import code_actions
 from bottle_lsp.analysis import Analysis, analyze
 from bottle_lsp.completion import completions
@@ -145,6 +145,7 @@ class BottleLanguageServer(LanguageServer):
 
     async def bottles_changed(self, slug: str, event: str) -> None:
         await self.refresh_bottles()
+        activity.hub(self).sync(self.bottles)
         self.protocol.notify(CHANGED, {"slug": slug, "event": event})
         self.refresh_code_lenses()
 
@@ -238,6 +239,7 @@ def initialize(ls: BottleLanguageServer, params: types.InitializeParams) -> None
 @server.feature(types.INITIALIZED)
 async def initialized(ls: BottleLanguageServer, params: types.InitializedParams) -> None:
     ls.spawn(ls.refresh_lenses_if_bottles_changed())
+    ls.spawn(activity.watch(ls))
     approvals = ls.options.get("approvals", {})
     approvals = approvals if isinstance(approvals, dict) else {}
     if approvals.get("poll", True) and engine.approvals_available():
@@ -741,6 +743,7 @@ async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
                 logger.warning("listing approval requests failed: %s", exc)
             last_error = str(exc)
             pending = []
+        activity.note_pending(ls, pending)
         for request in pending:
             if request.request_id not in ls.shown_approvals:
                 ls.shown_approvals.add(request.request_id)
@@ -780,3 +783,6 @@ async def ask_approval(ls: BottleLanguageServer, request: engine.ApprovalRequest
     except Exception as exc:
         logger.exception("answering approval %s failed", request.request_id)
         ls.show_error(f"answering approval {request.request_id} failed: {exc}")
+
+
+activity.register(server, _run_command)  # bottle.activity, bottle.allowHost, bottle.answer
