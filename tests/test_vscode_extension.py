@@ -63,7 +63,7 @@ def test_extension_unit_tests_pass_and_vsix_has_the_expected_files() -> None:
     _require_node()
     output = _run(["bash", "scripts/check-vsix.sh"])
     assert "eslint --max-warnings 0 src test" in output  # `npm run lint` ran, and passed
-    assert "bot-bottle.vsix: 7 entries, contents as expected" in output
+    assert "bot-bottle.vsix: 10 entries, contents as expected" in output
     assert "# fail 0" in output
 
 
