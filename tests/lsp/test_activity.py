@@ -156,3 +156,42 @@ async def test_a_degraded_bottle_is_shown_as_degraded_and_gets_no_attach_lens(
     await eventually(lambda: "dev-1" in bottles(client), "a picture of dev-1")
     assert bottles(client)["dev-1"]["state"] == "degraded"
     assert [title for _, title, _, _ in await lenses(client, uri)] == ["▶ Launch"]
+
+
+async def test_an_ask_shown_in_the_egress_picture_is_answered_in_place(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    """A real proxy holds a request to an unlisted host; the pushed picture shows the ask with
+    its request id, and `bottle.answer` (the row's Approve) lets the held request through."""
+    import asyncio
+
+    from tests.ask_lab import SLUG, ask_lab
+
+    with ask_lab(tmp_path / "lab") as lab:
+        (tmp_path / "fake-engine.json").write_text(
+            json.dumps({"bottles": [record(project, SLUG, "running")]})
+        )
+        client = await make_client(
+            approvals={"poll": True, "interval": 0.05},
+            env={"BOTTLE_STATE_DIR": str(lab.state_dir), "BOTTLE_LSP_ACTIVITY_INTERVAL": "0.1"},
+        )
+        client.activity = []  # type: ignore[attr-defined]
+        client.feature("bottle/activity")(lambda params: client.activity.append(params))  # type: ignore[attr-defined]
+        client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(
+            lambda params: None
+        )  # the toast: dismissed
+
+        held = asyncio.ensure_future(asyncio.to_thread(lab.get, "inplace.test", lab.http, "/ok"))
+
+        def asked() -> list[str]:
+            rows = bottles(client).get(SLUG, {}).get("hosts", [])
+            return [i for r in rows if r["decision"] == "ask" for i in r["pending"]]
+
+        await eventually(lambda: bool(asked()), "the ask in the picture")
+        (request_id,) = asked()
+        assert bottles(client)[SLUG]["pending"] == 1
+        answer = {"slug": SLUG, "request_id": request_id, "approved": True}
+        assert await execute(client, "bottle.answer", answer) == {}
+        status, _, _ = await held
+        assert status == 200
+        await eventually(lambda: not asked(), "the ask no longer pending")

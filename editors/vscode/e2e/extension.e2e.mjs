@@ -24,6 +24,7 @@ const codeServer = path.join(here, "node_modules", ".bin", "code-server");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const artifacts = path.join(here, "artifacts");
 const LOOPBACK = "127.0.0.1";
+const repoRoot = path.resolve(extensionRoot, "..", "..");
 const CLOSED_LOOPBACK_URL = "http://127.0.0.1:9"; // discard port: nothing listens there
 
 const CHROMIUM_FLAGS = [
@@ -221,7 +222,9 @@ async function runCommand(page, title) {
 }
 
 async function openManifest(page) {
-  await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first().click();
+  const explorer = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first();
+  if (!(await explorer.isVisible())) await runCommand(page, "View: Show Explorer");
+  await explorer.click();
   await page.locator(".monaco-editor .view-lines").first().waitFor();
 }
 
@@ -230,16 +233,26 @@ function lens(page, title) {
   return page.locator(".contentWidgets .codelens-decoration a", { hasText: title });
 }
 
+/** A view of the Bot Bottle container ("Bottles", "Egress"). */
+function pane(page, title) {
+  return page.locator(".pane", { has: page.locator(".pane-header", { hasText: title }) });
+}
+
 /** Rows of the Bottles view (not of the notifications list, which is a list too). */
 function bottleRows(page, slug) {
-  const pane = page.locator(".pane", { has: page.locator(".pane-header", { hasText: "Bottles" }) });
-  return pane.locator(".monaco-list-row", { hasText: slug });
+  return pane(page, "Bottles").locator(".monaco-list-row", { hasText: slug });
+}
+
+/** Opens the Bot Bottle view container (Bottles and Egress), as the status-bar item does. */
+async function showBotBottle(page) {
+  await runCommand(page, "Bot Bottle: Show Bottles and Egress");
+  await page.locator(".pane-header", { hasText: "Bottles" }).first().waitFor({ timeout: 30_000 });
 }
 
 /** Runs Python against the editor's state dir (the engine's own API, as the bundle uses it). */
 function python(editor, code) {
   const result = spawnSync(process.env.PYTHON ?? "python3", ["-c", code], {
-    env: { ...process.env, BOTTLE_STATE_DIR: editor.stateDir },
+    env: { ...process.env, BOTTLE_STATE_DIR: editor.stateDir, PYTHONPATH: repoRoot },
     encoding: "utf8",
   });
   assert.equal(result.status, 0, result.stderr);
@@ -287,7 +300,9 @@ describe("bottle.toml in code-server", { skip: skipUnlessEnabled }, () => {
       assert.match(titles, new RegExp(`Bot Bottle: ${title}`), `palette lists ${title}:\n${titles}`);
     }
     await page.keyboard.press("Escape");
-    await page.locator(".pane-header", { hasText: "Bottles" }).waitFor({ timeout: 30_000 });
+    await showBotBottle(page);
+    await page.locator(".pane-header", { hasText: "Egress" }).waitFor({ timeout: 30_000 });
+    await openManifest(page);
   });
 
   it("palette Launch offers the manifest's agents in a Quick Pick", async () => {
@@ -357,6 +372,143 @@ print(approvals.ApprovalStore(state.bottle_dir("e2e-approvals"), "e2e-approvals"
   });
 });
 
+// What a bottle does, in the editor: the real bottle-lsp follows a bottle's audit log, written
+// here with the proxy's own AuditLog; the bottles list comes from the LSP tests' fake engine
+// (a whole bottle on Docker is the launch suite below).
+const ACTIVITY_MANIFEST = `# the team's bottle
+[agents.dev]
+bottle = "web"
+command = ["bash", "-c", "echo hello"]
+
+[bottles.web]  # keep this comment
+memory = "1g"
+
+[bottles.web.egress]
+allow = ["upstream.test"]  # our test host
+`;
+
+describe("what a bottle does, in code-server", { skip: skipUnlessEnabled }, () => {
+  let editor;
+  const engineState = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-engine-")), "fake-engine.json");
+  const audit = (lines) =>
+    python(editor, `
+import json, sys
+from bottle_engine import state
+from bottle_engine.bundle.audit import AuditEntry, AuditLog
+log = AuditLog(state.bottle_dir("dev-1") / "egress.jsonl")
+for raw in json.loads(sys.argv[1] if len(sys.argv) > 1 else ${JSON.stringify(JSON.stringify(lines))}):
+    log.write(AuditEntry.from_dict({"time": "2026-11-30T04:00:00.000+00:00", "method": "GET", "port": 80, "reason": "", "kind": "http", **raw}))
+`);
+
+  before(async () => {
+    editor = await startEditor("activity", ACTIVITY_MANIFEST, {
+      PYTHONPATH: repoRoot,
+      BOTTLE_LSP_LIFECYCLE_MODULE: "tests.lsp.fake_engine",
+      BOTTLE_FAKE_ENGINE_STATE: engineState,
+      BOTTLE_LSP_ACTIVITY_INTERVAL: "0.5",
+    });
+  });
+  after(async () => {
+    await editor?.close();
+    fs.rmSync(path.dirname(engineState), { recursive: true, force: true });
+  });
+
+  it("colours bottle.toml with the extension's TOML grammar on open", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    await page.locator(".statusbar-item", { hasText: "Bottle TOML" }).first().waitFor({ timeout: 30_000 });
+    // The cursor in the table header `[agents.dev]`, then VS Code's own token inspector.
+    const header = page.locator(".view-lines .view-line span span", { hasText: "agents" }).first();
+    await header.waitFor({ timeout: 30_000 });
+    await header.click();
+    await runCommand(page, "Developer: Inspect Editor Tokens and Scopes");
+    const inspector = page.locator(".token-inspect-widget");
+    await inspector.waitFor({ timeout: 30_000 });
+    const text = await inspector.innerText();
+    assert.match(text, /\S+\.toml\b/, text);
+    assert.match(text, /meta\.table\.toml/, text);
+    assert.match(text, /source\.toml\.bottle/, text);
+    await editor.shot("toml-colouring.png");
+    await page.keyboard.press("Escape");
+    // The comment and the table name are drawn in different colours (different token classes).
+    const comment = await page.locator(".view-lines .view-line span span", { hasText: /team/ }).first().getAttribute("class");
+    const table = await header.getAttribute("class");
+    assert.notEqual(comment, table);
+  });
+
+  it("the Egress view fills live with allowed and denied hosts, and the status bar counts the bottle", async () => {
+    const { page } = editor;
+    fs.writeFileSync(engineState, JSON.stringify({ bottles: [{
+      slug: "dev-1", agent: "dev", bottle: "web", backend: "docker", status: "running",
+      started_at: new Date().toISOString(), manifest: path.join(editor.workspace, "bottle.toml"),
+      resources: { runtime: "runsc" },
+    }] }));
+    audit([
+      { host: "upstream.test", decision: "allow", rule: "upstream.test", bytes_received: 2048 },
+      { host: "stranger.test", decision: "deny", rule: "default-deny", reason: "GET stranger.test:80 is not on the egress allowlist" },
+    ]);
+    await showBotBottle(page);
+    const egress = pane(page, "Egress");
+    await egress.locator(".monaco-list-row", { hasText: "stranger.test" }).first().waitFor({ timeout: 30_000 });
+    await egress.locator(".monaco-list-row", { hasText: "upstream.test" }).first().waitFor({ timeout: 10_000 });
+    const rows = (await egress.locator(".monaco-list-row").allInnerTexts()).join("\n");
+    assert.match(rows, /Denied \(1\)/, rows);
+    assert.match(rows, /Allowed \(1\)/, rows);
+    assert.match(rows, /2\.0 KB/, rows);
+    // Live: a refusal written now appears without any action in the editor.
+    audit([{ host: "other.test", decision: "deny", rule: "default-deny" }]);
+    await egress.locator(".monaco-list-row", { hasText: "other.test" }).first().waitFor({ timeout: 30_000 });
+    const status = page.locator(".statusbar-item", { hasText: /^\s*1\s*$/ }).filter({ has: page.locator(".codicon-vm") });
+    await status.first().waitFor({ timeout: 30_000 });
+    const row = bottleRows(page, "dev-1");
+    await row.first().waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => /2 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    assert.match(await row.first().innerText(), /dev · docker · gVisor · up \S+ · 2 denied/);
+    await editor.shot("egress-view.png");
+  });
+
+  it("a pending approval shows in the status bar and the Bottles view", async () => {
+    const { page } = editor;
+    python(editor, `
+from bottle_engine import approvals, state
+store = approvals.ApprovalStore(state.bottle_dir("dev-1"), "dev-1")
+store.open_request("git push origin main", "release", 600)
+`);
+    // Our item (the vm icon), now with a bell: not VS Code's own notifications bell.
+    const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") }).filter({ has: page.locator(".codicon-bell") });
+    await status.first().waitFor({ timeout: 30_000 });
+    assert.match(await status.first().innerText(), /1\s*1/);
+    await page.waitForFunction(() => /1 pending · 2 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    await editor.shot("status-bar.png");
+  });
+
+  it("Allow on a denied host adds it to the bottle's allow in bottle.toml, comments kept", async () => {
+    const { page } = editor;
+    const row = pane(page, "Egress").locator(".monaco-list-row", { hasText: "stranger.test" }).first();
+    await row.hover();
+    await row.locator('.action-label[aria-label="Allow"]').click();
+    const wanted = 'allow = ["upstream.test", "stranger.test"]  # our test host';
+    await page.waitForFunction((line) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(line), wanted, { timeout: 30_000 });
+    const shown = (await page.locator(".monaco-editor .view-lines").first().innerText()).replace(/\u00a0/g, " ");
+    assert.match(shown, /\[bottles\.web\]  # keep this comment/);
+    assert.match(shown, /# the team's bottle/);
+    await toasts(page).filter({ hasText: "Added stranger.test" }).first().waitFor({ timeout: 30_000 });
+    // The edit waits for the person to save it: the file on disk is unchanged.
+    assert.equal(fs.readFileSync(path.join(editor.workspace, "bottle.toml"), "utf8"), ACTIVITY_MANIFEST);
+    await editor.shot("allow-edit.png");
+    // An IP-literal or address refusal offers no Allow at all.
+    audit([{ host: "10.9.8.7", decision: "deny", rule: "ip-literal" }]);
+    const ip = pane(page, "Egress").locator(".monaco-list-row", { hasText: "10.9.8.7" }).first();
+    await ip.waitFor({ timeout: 30_000 });
+    await ip.hover();
+    assert.equal(await ip.locator('.action-label[aria-label="Allow"]').count(), 0);
+  });
+
+  it("sent no request off this machine", () => {
+    assert.deepEqual(editor.blockedRequests, []);
+  });
+});
+
 describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
   let editor;
   before(async () => {
@@ -379,7 +531,7 @@ describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
     assert.match(text, /Open Settings/);
     await editor.shot("missing-server.png");
     assert.equal(await toasts(page).filter({ hasText: "botBottle.server.command" }).count(), 1, "said once, no crash loop");
-    await page.locator(".pane-header", { hasText: "Bottles" }).click();
+    await showBotBottle(page);
     await page.getByText("The Bot Bottle language server is not running").first().waitFor({ timeout: 10_000 });
   });
 });
@@ -387,7 +539,6 @@ describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
 // A whole launch on the real daemon: opt-in on top of the editor tests, because the first run
 // builds the agent and bundle images (minutes; later runs reuse the stored artifacts).
 const launchEnabled = enabled && process.env.BOT_BOTTLE_VSCODE_E2E_LAUNCH === "1";
-const repoRoot = path.resolve(extensionRoot, "..", "..");
 const LAUNCH_MANIFEST = `[agents.hello]
 command = ["bash", "-c", "echo hello from the bottle; exec sleep infinity"]
 prompt = "You are a sample agent."
@@ -457,8 +608,7 @@ describe("launching a bottle from code-server", {
   it("the Bottles view lists it with agent, backend and age", async () => {
     const { page } = editor;
     assert.ok(slug, "launched");
-    const header = page.locator(".pane-header", { hasText: "Bottles" });
-    if ((await header.getAttribute("aria-expanded")) !== "true") await header.click();
+    await showBotBottle(page);
     const row = bottleRows(page, slug);
     await row.first().waitFor({ timeout: 30_000 });
     assert.match(await row.first().innerText(), /hello · docker · \d+[smh]/);

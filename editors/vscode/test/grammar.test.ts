@@ -65,8 +65,8 @@ describe("the bottle.toml grammar", () => {
 
   it("colours tables, keys, strings, numbers, booleans and comments with TOML scopes", () => {
     assert.equal(scopeOf(SAMPLE, " the team's bottle"), "comment.line.number-sign.toml");
-    assert.equal(scopeOf(SAMPLE, "agents"), "entity.name.table.toml");
-    assert.equal(scopeOf(SAMPLE, "git"), "entity.name.table.toml");
+    assert.equal(scopeOf(SAMPLE, "agents"), "entity.name.tag.table.toml");
+    assert.equal(scopeOf(SAMPLE, "git"), "entity.name.tag.table.toml");
     assert.equal(scopeOf(SAMPLE, "bottle"), "support.type.property-name.toml");
     assert.equal(scopeOf(SAMPLE, "web"), "string.quoted.double.basic.line.toml");
     assert.equal(scopeOf(SAMPLE, "1.5"), "constant.numeric.toml");
