@@ -84,6 +84,17 @@ def bottles(client: LanguageClient) -> dict[str, Any]:
     return {b["slug"]: b for b in last["bottles"]}
 
 
+def applied(params: types.ApplyWorkspaceEditParams, text: str) -> str:
+    """`text` after the one whole-line edit `params` carries (what the editor would show)."""
+    (change,) = params.edit.document_changes or []
+    assert isinstance(change, types.TextDocumentEdit)
+    (edit,) = change.edits
+    assert isinstance(edit, types.TextEdit)
+    lines = text.splitlines(keepends=True)
+    lines[edit.range.start.line : edit.range.end.line] = [edit.new_text]
+    return "".join(lines)
+
+
 def plain(value: Any) -> Any:
     """pygls hands a custom notification's params over as named tuples."""
     if hasattr(value, "_asdict"):
@@ -125,10 +136,7 @@ async def test_the_egress_picture_fills_live_and_allow_edits_the_manifest(
     (params,) = client.edits  # type: ignore[attr-defined]
     (change,) = params.edit.document_changes
     assert change.text_document.version == 1  # refused if the person typed meanwhile
-    (edit,) = change.edits
-    lines = MANIFEST.splitlines(keepends=True)
-    lines[edit.range.start.line : edit.range.end.line] = [edit.new_text]
-    assert "".join(lines) == MANIFEST.replace(
+    assert applied(params, MANIFEST) == MANIFEST.replace(
         '["upstream.test"]', '["upstream.test", "stranger.test"]'
     )
 
