@@ -658,3 +658,90 @@ describe("launching a bottle from code-server", {
     assert.deepEqual(editor.blockedRequests, []);
   });
 });
+
+
+// A real bottle in the test world of tests/bottle_fixtures.py (test hosts upstream.test, listed,
+// and stranger.test, not listed, on a network the pytest run created): its agent makes both
+// requests and the Egress view fills from the real proxy's audit log. Run by
+// tests/test_vscode_extension.py, which passes the world as BOT_BOTTLE_VSCODE_E2E_WORLD.
+const world = process.env.BOT_BOTTLE_VSCODE_E2E_WORLD ? JSON.parse(process.env.BOT_BOTTLE_VSCODE_E2E_WORLD) : undefined;
+
+describe("a real bottle's egress in code-server", {
+  skip: enabled && world !== undefined ? false : "set BOT_BOTTLE_VSCODE_E2E=1 and BOT_BOTTLE_VSCODE_E2E_WORLD (tests/test_vscode_extension.py does)",
+}, () => {
+  let editor;
+  let slug;
+  const manifestText = world === undefined ? "" : fs.readFileSync(world.manifest, "utf8");
+  const worldEnv = () => ({ ...process.env, ...world.env, BOTTLE_STATE_DIR: editor.stateDir, PYTHONPATH: repoRoot });
+
+  before(async () => {
+    // The world's images, networks and host names; this editor's own state dir, so only its
+    // own bottle shows.
+    const { BOTTLE_STATE_DIR: _, ...imagesAndHosts } = world.env;
+    editor = await startEditor("real-egress", manifestText, { ...imagesAndHosts, PYTHONPATH: repoRoot, BOTTLE_LSP_ACTIVITY_INTERVAL: "1" });
+  });
+
+  after(async () => {
+    if (editor === undefined) return;
+    if (slug) spawnSync(process.env.PYTHON ?? "python3", ["-m", "bottle_engine", "stop", "--rm", slug], { env: worldEnv(), encoding: "utf8" });
+    await editor.close();
+  });
+
+  it("launches the bottle from the palette", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    await lens(page, "Launch").first().waitFor({ timeout: 60_000 });
+    await runCommand(page, "Bot Bottle: Launch Bottle");
+    const rows = page.locator(".quick-input-list .monaco-list-row");
+    await rows.filter({ hasText: /^editor/ }).first().waitFor({ timeout: 30_000 });
+    await rows.filter({ hasText: /^editor/ }).first().click();
+    const running = toasts(page).filter({ hasText: /Bottle \S+ is running \(agent editor\)\./ });
+    await running.first().waitFor({ timeout: 15 * 60_000 });
+    slug = /Bottle (\S+) is running/.exec(await running.first().innerText())[1];
+  });
+
+  it("fills the Egress view as the agent reaches upstream.test and is refused stranger.test", async () => {
+    const { page } = editor;
+    assert.ok(slug, "launched");
+    const curl = spawnSync(process.env.PYTHON ?? "python3", ["-c", `
+import sys
+from bottle_engine import lifecycle
+from bottle_engine.backends import backend_named
+record = lifecycle.find(sys.argv[1])
+for host in ("upstream.test", "stranger.test"):
+    code, out = backend_named("docker").exec_as_agent(record, ["sh", "-c", 'curl -sS -m 30 -x "$HTTP_PROXY" -o /dev/null -w "%{http_code}" "$0"', f"http://{host}:8000/"])
+    print(host, code, out)
+`, slug], { env: worldEnv(), encoding: "utf8" });
+    assert.equal(curl.status, 0, curl.stderr);
+    assert.match(curl.stdout, /upstream\.test 0 200/);
+    assert.match(curl.stdout, /stranger\.test \d+ 403/);
+    await showBotBottle(page);
+    const egress = pane(page, "Egress");
+    await egress.locator(".monaco-list-row", { hasText: "stranger.test:8000" }).first().waitFor({ timeout: 60_000 });
+    await egress.locator(".monaco-list-row", { hasText: "upstream.test:8000" }).first().waitFor({ timeout: 30_000 });
+    const rows = (await egress.locator(".monaco-list-row").allInnerTexts()).join("\n");
+    assert.match(rows, /Denied \(1\)/, rows);
+    assert.match(rows, /Allowed \(1\)/, rows);
+    const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") });
+    assert.match(await status.first().innerText(), /^\s*1\s*$/);
+    await page.waitForFunction(() => /editor · docker · (gVisor|runc) · up \S+ · 1 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    await editor.shot("real-egress-view.png");
+  });
+
+  it("Allow on stranger.test adds stranger.test:8000 to the bottle's allow in the editor", async () => {
+    const { page } = editor;
+    const row = pane(page, "Egress").locator(".monaco-list-row", { hasText: "stranger.test:8000" }).first();
+    await row.hover();
+    await row.locator('.action-label[aria-label="Allow"]').click();
+    await toasts(page).filter({ hasText: "Added stranger.test:8000" }).first().waitFor({ timeout: 30_000 });
+    // The editor is put on the new entry (the allow line is below the first screen here).
+    const wanted = '"stranger.test:8000"';
+    await page.waitForFunction((text) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(text), wanted, { timeout: 30_000 });
+    assert.equal(fs.readFileSync(path.join(editor.workspace, "bottle.toml"), "utf8"), manifestText, "not saved for the person");
+    await editor.shot("real-allow.png");
+  });
+
+  it("sent no request off this machine", () => {
+    assert.deepEqual(editor.blockedRequests, []);
+  });
+});

@@ -84,7 +84,14 @@ export async function allowHost(server: BottleServerPort, argument: unknown): Pr
       await server.execute(ServerCommand.allowHost, [{ slug: target.slug, host: target.host.host, port: target.host.port }]),
     );
     const document = await vscode.workspace.openTextDocument(vscode.Uri.parse(result.uri));
-    await vscode.window.showTextDocument(document);
+    const shown = await vscode.window.showTextDocument(document);
+    // Put the person on the line that changed: a manifest is often longer than one screen.
+    const at = document.getText().indexOf(JSON.stringify(result.entry));
+    if (at >= 0) {
+      const range = new vscode.Range(document.positionAt(at), document.positionAt(at + JSON.stringify(result.entry).length));
+      shown.selection = new vscode.Selection(range.start, range.end);
+      shown.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+    }
     const entry = displayText(result.entry);
     void vscode.window.showInformationMessage(
       result.already

@@ -96,7 +96,7 @@ describe("egress rows", () => {
 describe("the Egress view", () => {
   it("fills from the server's pushes without asking for anything", () => {
     const store = new ActivityStore(server);
-    const provider = new EgressTreeProvider(store);
+    const provider = new EgressTreeProvider(store, () => new Date("2026-11-30T03:05:00Z"));
     let changes = 0;
     store.onDidChange(() => changes++);
     assert.deepEqual(provider.getChildren(), []);
@@ -105,7 +105,7 @@ describe("the Egress view", () => {
     const [first, second] = provider.getChildren();
     const item = provider.getTreeItem(first) as unknown as TreeItem;
     assert.equal(item.label, "dev-1");
-    assert.match(item.description ?? "", /dev · docker · gVisor · up \S+ · 1 pending · 2 denied/);
+    assert.match(item.description ?? "", /^dev · docker · gVisor · up 5m · 1 pending · 2 denied$/);
     assert.equal(((provider.getTreeItem(second) as unknown as TreeItem).iconPath as { id: string }).id, "warning");
     const groups = provider.getChildren(first);
     const denied = provider.getChildren(groups[0]);
@@ -125,7 +125,10 @@ describe("the Egress view", () => {
     const [bottle] = parseActivity(PICTURE);
     server.answers.set("bottle.allowHost", { uri: "file:///w/bottle.toml", entry: "stranger.test", applied: true, already: false });
     const node: EgressNode = { kind: "host", slug: "dev-1", host: bottle.hosts[0] };
+    fake.documentText = '[bottles.web.egress]\nallow = ["upstream.test", "stranger.test"]\n';
     await allowHost(server, node);
+    const at = fake.documentText.indexOf('"stranger.test"');
+    assert.deepEqual(JSON.parse(JSON.stringify(fake.revealed)), [{ start: { offset: at }, end: { offset: at + 15 } }], "the new entry is shown");
     assert.deepEqual(server.requests.at(-1), { command: "bottle.allowHost", args: [{ slug: "dev-1", host: "stranger.test", port: 80 }] });
     assert.deepEqual(fake.shownDocuments, ["file:///w/bottle.toml"]);
     assert.match(fake.messages.at(-1)?.message ?? "", /Added stranger\.test .*Save bottle\.toml and launch again/);

@@ -45,6 +45,8 @@ export const fake = {
   workspaceFiles: [] as Uri[],
   activeEditorUri: undefined as Uri | undefined,
   shownDocuments: [] as string[],
+  documentText: "",
+  revealed: [] as unknown[],
   statusBarItems: [] as { id: string; text: string; tooltip?: string; command?: string; visible: boolean }[],
   configuration: new Map<string, unknown>(),
   reset(): void {
@@ -59,6 +61,8 @@ export const fake = {
     fake.workspaceFiles = [];
     fake.activeEditorUri = undefined;
     fake.shownDocuments = [];
+    fake.documentText = "";
+    fake.revealed = [];
     fake.statusBarItems = [];
     fake.configuration = new Map();
   },
@@ -194,7 +198,7 @@ export const window = {
   },
   async showTextDocument(document: { uri: Uri }) {
     fake.shownDocuments.push(document.uri.toString());
-    return { document };
+    return { document, selection: undefined as unknown, revealRange: (range: unknown) => fake.revealed.push(range) };
   },
   createStatusBarItem(id: string, _alignment?: number, _priority?: number) {
     const item = { id, text: "", tooltip: undefined as string | undefined, command: undefined as string | undefined, name: "", visible: false };
@@ -206,6 +210,19 @@ export const window = {
   },
 };
 
+export class Range {
+  constructor(
+    readonly start: unknown,
+    readonly end: unknown,
+  ) {}
+}
+
+export class Selection extends Range {}
+
+export enum TextEditorRevealType {
+  InCenterIfOutsideViewport = 2,
+}
+
 export enum StatusBarAlignment {
   Left = 1,
   Right = 2,
@@ -213,7 +230,7 @@ export enum StatusBarAlignment {
 
 export const workspace = {
   async openTextDocument(uri: Uri) {
-    return { uri };
+    return { uri, getText: () => fake.documentText, positionAt: (offset: number) => ({ offset }) };
   },
   async findFiles(_include: string, _exclude?: string, _max?: number): Promise<Uri[]> {
     return fake.workspaceFiles;
