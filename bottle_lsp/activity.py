@@ -111,6 +111,8 @@ class ActivityHub:
 
     def _push(self) -> None:
         self.push_scheduled = False
+        if getattr(self.ls.protocol, "_shutdown", False):
+            return  # the client asked the server to shut down; stdout may be closed already
         picture = self.picture()
         text = json.dumps(picture, sort_keys=True)
         if text != self.last_pushed:
@@ -172,11 +174,16 @@ def hub(ls: BottleLanguageServer) -> ActivityHub:
 
 
 async def watch(ls: BottleLanguageServer) -> None:
-    """Keep the followers in step with the bottles list for the server's life."""
+    """Keep the followers (and the lenses) in step with the bottles list for the server's
+    life: this read is also the one that notices bottles started or stopped elsewhere."""
     activity = hub(ls)
-    while True:
-        await ls.refresh_bottles()
-        activity.sync(ls.bottles)
+    while not getattr(ls.protocol, "_shutdown", False):
+        try:
+            if await ls.refresh_bottles():
+                ls.refresh_code_lenses()  # a bottle started or stopped from the CLI
+            activity.sync(ls.bottles)
+        except Exception:  # one bad round must not end the view's updates for good
+            logger.warning("following the bottles failed", exc_info=True)
         await asyncio.sleep(WATCH_SECONDS)
 
 

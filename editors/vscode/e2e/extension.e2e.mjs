@@ -724,7 +724,10 @@ for host in ("upstream.test", "stranger.test"):
     assert.match(rows, /Allowed \(1\)/, rows);
     const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") });
     assert.match(await status.first().innerText(), /^\s*1\s*$/);
+    const bottle = bottleRows(page, slug).first();
+    await bottle.waitFor({ timeout: 30_000 });
     await page.waitForFunction(() => /editor · docker · (gVisor|runc) · up \S+ · 1 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    assert.match(await bottle.innerText(), /editor · docker · (gVisor|runc) · up \S+ · 1 denied/);
     await editor.shot("real-egress-view.png");
   });
 
