@@ -12,6 +12,7 @@ from lsprotocol import types
 
 from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
+from bottle_lsp import activity
 from bottle_lsp.engine import ApprovalRequest
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
                 logger.warning("listing approval requests failed: %s", exc)
             last_error = str(exc)
             pending = []
+        activity.note_pending(ls, pending)
         for request in pending:
             if request.request_id not in ls.shown_approvals:
                 ls.shown_approvals.add(request.request_id)

@@ -4,7 +4,8 @@ Each command takes one object argument, typed below, or none:
   bottle.launch  LaunchArgs {uri, agent} -> {slug}   $/progress per stage, then bottle/changed
   bottle.attach  SlugArgs {slug}         -> {command: [argv]}   run it in a terminal
   bottle.stop    SlugArgs {slug}         -> {}                  then bottle/changed
-  bottle.list                            -> [{slug, agent, backend, status, started_at, manifest}]
+  bottle.list                            -> [{slug, agent, bottle, backend, runtime, status,
+                                             started_at, manifest, fix?}]
   bottle.logs    LogsArgs {slug, egress?} -> {command: [argv]}
   bottle.agents  UriArgs {uri}           -> [{name, bottle}]
   bottle.trustReview UriArgs {uri}       -> {manifest, first_use, trusted, fingerprint,
@@ -13,6 +14,11 @@ Each command takes one object argument, typed below, or none:
                                              when the saved file no longer has that fingerprint)
   bottle.trust   TrustArgs {uri}         -> asks with window/showMessageRequest (the difference,
                                              Trust / Not now), records on Trust
+  bottle.activity                        -> the egress picture (activity.py), also pushed as
+                                             bottle/activity whenever it changes
+  bottle.allowHost AllowHostArgs {slug, host, port} -> {uri, entry, applied, already}: the
+                                             host added to its bottle's allow (workspace/applyEdit)
+  bottle.answer  AnswerArgs {slug, request_id, approved, once?} -> {}
 A failure (a malformed argument included) is shown with window/showMessage (Error) and answered
 as {error: message}; bottle.list and bottle.agents answer [] instead. pygls's own argument
 conversion would answer a JSON-RPC error the extension does not show, so arguments are converted
@@ -38,6 +44,7 @@ from pygls.protocol import default_converter
 from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import schema
+from bottle_lsp import activity
 from bottle_lsp.analysis import Analysis, analyze
 from bottle_lsp.engine import TrustState
 from bottle_lsp.language_server import BottleLanguageServer, manifest_path
@@ -47,6 +54,7 @@ from bottle_lsp.trust import ask_trust
 logger = logging.getLogger(__name__)
 
 LIST, LOGS, AGENTS = "bottle.list", "bottle.logs", "bottle.agents"
+ACTIVITY, ALLOW_HOST, ANSWER = "bottle.activity", "bottle.allowHost", "bottle.answer"
 TRUST_REVIEW = "bottle.trustReview"
 A = TypeVar("A")
 
@@ -90,6 +98,25 @@ class UriArgs:
     """Which manifest."""
 
     uri: str = field(metadata=_doc(URI_DOC))
+
+
+@dataclass(frozen=True)
+class AllowHostArgs:
+    """A refused host to add to its bottle's allowlist in bottle.toml."""
+
+    slug: str = field(metadata=_doc("The bottle that was refused, as `bottle.list` names it."))
+    host: str = field(metadata=_doc("The refused host name, as `bottle/activity` shows it."))
+    port: int = field(metadata=_doc("The refused port."))
+
+
+@dataclass(frozen=True)
+class AnswerArgs:
+    """A pending approval request of a bottle, and the answer."""
+
+    slug: str = field(metadata=_doc("The bottle that asked, as `bottle.list` names it."))
+    request_id: str = field(metadata=_doc("The request's id, from `bottle/activity`."))
+    approved: bool = field(metadata=_doc("true: approve; false: deny."))
+    once: bool = field(default=False, metadata=_doc("Approve this one request only."))
 
 
 @dataclass(frozen=True)
@@ -291,6 +318,18 @@ async def trust(ls: BottleLanguageServer, args: TrustArgs) -> dict[str, Any]:
     return state.to_json()
 
 
+async def activity_picture(ls: BottleLanguageServer, args: None) -> dict[str, Any]:
+    return activity.hub(ls).picture()
+
+
+async def allow_host(ls: BottleLanguageServer, args: AllowHostArgs) -> dict[str, Any]:
+    return await activity.allow_host(ls, args.slug, args.host, args.port)
+
+
+async def answer(ls: BottleLanguageServer, args: AnswerArgs) -> dict[str, Any]:
+    return await activity.answer(ls, args.slug, args.request_id, args.approved, once=args.once)
+
+
 COMMANDS: tuple[Command[Any], ...] = (
     Command(LAUNCH, LaunchArgs, launch),
     Command(ATTACH, SlugArgs, attach),
@@ -300,4 +339,7 @@ COMMANDS: tuple[Command[Any], ...] = (
     Command(AGENTS, UriArgs, agents, answers_list=True),
     Command(TRUST, TrustArgs, trust),
     Command(TRUST_REVIEW, UriArgs, trust_review),
+    Command(ACTIVITY, None, activity_picture),
+    Command(ALLOW_HOST, AllowHostArgs, allow_host),
+    Command(ANSWER, AnswerArgs, answer),
 )

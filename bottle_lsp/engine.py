@@ -66,6 +66,12 @@ class Engine:
         """The argv the client runs in a terminal to attach to `slug`."""
         return [ENGINE_COMMAND, "attach", slug]
 
+    def audit_log(self, slug: str) -> Path:
+        """The bottle's egress audit log (the proxy writes it, rotated into `.1`, `.2`)."""
+        from bottle_engine.bottle_dir import BottleDir
+
+        return BottleDir.of(slug).egress_log
+
     def logs_command(self, slug: str, egress: bool) -> list[str]:
         """The argv that follows `slug`'s agent log, or its egress audit log."""
         return [ENGINE_COMMAND, "logs", "--follow", *(["--egress"] if egress else []), slug]
@@ -118,18 +124,29 @@ class Engine:
 
 
 def _record(record: Any) -> dict[str, str]:
-    def text(name: str) -> str:
-        value = getattr(record, name, None)
+    """A bottle as the extension lists it; `fix` only for a degraded one (the Bottles view
+    shows what repairs it)."""
+
+    def text(value: Any) -> str:
         if isinstance(value, datetime):
             return value.isoformat()
         return "" if value is None else str(value)
 
     summary = {
-        name: text(name)
-        for name in ("slug", "agent", "backend", "status", "started_at", "manifest")
+        name: text(getattr(record, name, None))
+        for name in ("slug", "agent", "bottle", "backend", "started_at", "manifest")
     }
-    if fix := text("fix"):  # a degraded bottle: the Bottles view shows what repairs it
-        summary["status"] += f" (run `{fix}`)"
+    status = getattr(record, "status", None)
+    summary["status"] = text(getattr(status, "text", status))
+    resources = getattr(record, "resources", None)
+    runtime = (
+        resources.get("runtime")
+        if isinstance(resources, dict)
+        else getattr(resources, "runtime", None)
+    )
+    summary["runtime"] = text(runtime)
+    if fix := text(getattr(record, "fix", None)):
+        summary["fix"] = fix
     return summary
 
 

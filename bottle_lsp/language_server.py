@@ -31,13 +31,21 @@ class BottleLanguageServer(LanguageServer):
     """The server plus per-document analyses, the bottles list for lenses, and the engine."""
 
     def __init__(
-        self, engine: Engine, *, debounce_seconds: float = 0.2, bottles_max_age: float = 5.0
+        self,
+        engine: Engine,
+        *,
+        debounce_seconds: float = 0.2,
+        bottles_max_age: float = 5.0,
+        activity_interval: float = 3.0,
     ) -> None:
         super().__init__("bottle-lsp", __version__)
         self.engine = engine
         self.analyses: dict[str, Analysis] = {}
         self.debounce_tasks: dict[str, asyncio.Task[None]] = {}
         self.debounce_seconds = debounce_seconds
+        # How often the bottles list is read again for the Egress view and the lenses
+        # (bottles also start and stop from the CLI).
+        self.activity_interval = activity_interval
         self.bottles = BottlesCache(engine.list_bottles, bottles_max_age)
         self.options: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
@@ -107,7 +115,10 @@ class BottleLanguageServer(LanguageServer):
             self.workspace_code_lens_refresh(None)
 
     async def bottles_changed(self, slug: str, event: str) -> None:
+        from bottle_lsp import activity
+
         await self.bottles.refresh()
+        activity.hub(self).sync(self.bottles.bottles)
         self.protocol.notify(CHANGED, {"slug": slug, "event": event})
         self.refresh_code_lenses()
 

@@ -12,11 +12,22 @@ from bottle_lsp.positions import line_range
 
 LAUNCH, ATTACH, STOP = "bottle.launch", "bottle.attach", "bottle.stop"
 TRUST = "bottle.trust"
-_STOPPED = frozenset({"stopped", "exited", "removed", "dead", "failed"})
+RUNNING, DEGRADED, STOPPED = "running", "degraded", "stopped"
+
+
+def bottle_state(status: str) -> str:
+    """ "running", "degraded" or "stopped", from the engine's status text (`status.py`).
+
+    Only "running" is running: a bottle whose bundle is down or gone ("degraded: bundle gone",
+    "exited, degraded: ...") has no way out and cannot be attached to as if it worked."""
+    text = status.strip().lower()
+    if text == RUNNING:
+        return RUNNING
+    return DEGRADED if "degraded" in text else STOPPED
 
 
 def is_running(record: dict[str, str]) -> bool:
-    return record.get("status", "").lower() not in _STOPPED
+    return bottle_state(record.get("status", "")) == RUNNING
 
 
 def same_manifest(record: dict[str, str], manifest: Path) -> bool:

@@ -19,7 +19,7 @@ from lsprotocol import types
 from pygls.workspace import TextDocument
 
 from bottle_engine.manifest.source import Position
-from bottle_lsp import commands
+from bottle_lsp import activity, commands
 from bottle_lsp.actions import code_actions
 from bottle_lsp.analysis import Analysis
 from bottle_lsp.approvals import poll_approvals
@@ -53,14 +53,22 @@ def feature(name: str, options: Any = None) -> Callable[[F], F]:
 
 
 def create_server(
-    engine: Engine, *, debounce_seconds: float = 0.2, bottles_max_age: float = 5.0
+    engine: Engine,
+    *,
+    debounce_seconds: float = 0.2,
+    bottles_max_age: float = 5.0,
+    activity_interval: float = 3.0,
 ) -> BottleLanguageServer:
     """A server with every feature and command, calling `engine` for bottles and approvals.
 
     `debounce_seconds`: how long typing must pause before diagnostics are pushed;
-    `bottles_max_age`: how old the bottles list behind the lenses may be before a re-read."""
+    `bottles_max_age`: how old the bottles list behind the lenses may be before a re-read;
+    `activity_interval`: how often the bottles are read again for the Egress view."""
     server = BottleLanguageServer(
-        engine, debounce_seconds=debounce_seconds, bottles_max_age=bottles_max_age
+        engine,
+        debounce_seconds=debounce_seconds,
+        bottles_max_age=bottles_max_age,
+        activity_interval=activity_interval,
     )
     for name, options, handler in _FEATURES:
         server.feature(name, options)(handler)
@@ -126,6 +134,7 @@ def initialize(ls: BottleLanguageServer, params: types.InitializeParams) -> None
 @feature(types.INITIALIZED)
 async def initialized(ls: BottleLanguageServer, params: types.InitializedParams) -> None:
     ls.spawn(ls.refresh_lenses_if_bottles_changed())
+    ls.spawn(activity.watch(ls))
     approvals = ls.options.get("approvals", {})
     approvals = approvals if isinstance(approvals, dict) else {}
     if approvals.get("poll", True):

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bottle_fixtures import BottleWorld
 
 EXTENSION_DIR = Path(__file__).resolve().parent.parent / "editors" / "vscode"
 IN_CI = os.environ.get("CI") == "true"
@@ -63,7 +66,7 @@ def test_extension_unit_tests_pass_and_vsix_has_the_expected_files() -> None:
     _require_node()
     output = _run(["bash", "scripts/check-vsix.sh"])
     assert "eslint --max-warnings 0 src test" in output  # `npm run lint` ran, and passed
-    assert "bot-bottle.vsix: 7 entries, contents as expected" in output
+    assert "bot-bottle.vsix: 10 entries, contents as expected" in output
     assert "# fail 0" in output
 
 
@@ -76,3 +79,25 @@ def test_extension_works_in_code_server() -> None:
     _require_node()
     output = _run(["bash", "scripts/e2e.sh"])
     assert "# fail 0" in output
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("BOT_BOTTLE_VSCODE_E2E") != "1",
+    reason="set BOT_BOTTLE_VSCODE_E2E=1 (code-server + Chromium; see editors/vscode/README.md)",
+)
+def test_egress_view_of_a_real_bottle_in_code_server(bottle_world: BottleWorld) -> None:
+    """The Egress view, the status bar and Allow in code-server, with a real bottle of the test
+    world making an allowed and a refused request to the world's test hosts."""
+    _require_node()
+    _run(["npm", "run", "package"])
+    _run(["bash", "e2e/setup.sh"])
+    world = json.dumps({"env": bottle_world.env, "manifest": str(bottle_world.manifest)})
+    output = _run(
+        ["node", "--test", "--test-name-pattern=real bottle", "e2e/extension.e2e.mjs"],
+        env={"BOT_BOTTLE_VSCODE_E2E_WORLD": world},
+    )
+    assert "# fail 0" in output, output[-3000:]
+    for title in ("launches the bottle", "fills the Egress view", "Allow on stranger.test"):
+        assert re.search(rf"^\s*ok \d+ - {title}", output, re.M), output[-3000:]

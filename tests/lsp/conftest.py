@@ -73,6 +73,7 @@ async def start_client(
     approvals: dict[str, Any] | None = None,
     debounce: float = 0.05,
     bottles_max_age: float = 5.0,
+    activity_interval: float = 3.0,
     env: dict[str, str] | None = None,
 ) -> LanguageClient:
     """A VS Code-like client connected to a fresh server whose HOME, state and fake engine
@@ -94,6 +95,7 @@ async def start_client(
             f"--state={root / 'fake-engine.json'}",
             f"--debounce={debounce}",
             f"--bottles-max-age={bottles_max_age}",
+            f"--activity-interval={activity_interval}",
         ]
     else:
         command = ["bottle_lsp"]

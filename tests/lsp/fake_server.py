@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("--log-file", required=True)
     parser.add_argument("--debounce", type=float, default=0.05)
     parser.add_argument("--bottles-max-age", type=float, default=5.0)
+    parser.add_argument("--activity-interval", type=float, default=3.0)
     args = parser.parse_args()
     logging.basicConfig(
         filename=args.log_file,
@@ -30,6 +31,7 @@ def main() -> int:
         Engine(FakeLifecycle(args.state)),
         debounce_seconds=args.debounce,
         bottles_max_age=args.bottles_max_age,
+        activity_interval=args.activity_interval,
     )
     server.start_io()
     return 0

@@ -158,7 +158,9 @@ async def test_list_returns_every_bottle_with_its_fields(
         {
             "slug": "dev-1",
             "agent": "dev",
+            "bottle": "",
             "backend": "docker",
+            "runtime": "",
             "status": "running",
             "started_at": "2026-01-01T00:00:00+00:00",
             "manifest": str(project / "bottle.toml"),

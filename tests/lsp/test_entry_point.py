@@ -81,7 +81,10 @@ def test_tcp_mode_answers_initialize_on_loopback() -> None:
         assert reply["result"]["serverInfo"] == {"name": "bottle-lsp", "version": __version__}
         commands = reply["result"]["capabilities"]["executeCommandProvider"]["commands"]
         assert sorted(commands) == [
+            "bottle.activity",
             "bottle.agents",
+            "bottle.allowHost",
+            "bottle.answer",
             "bottle.attach",
             "bottle.launch",
             "bottle.list",

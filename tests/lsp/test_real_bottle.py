@@ -58,3 +58,80 @@ async def test_launch_list_and_stop_a_real_bottle_from_the_editor(
 
             with world_env(bottle_world), contextlib.suppress(Exception):
                 lifecycle.stop(slug, remove=True)
+
+
+async def test_the_egress_view_follows_a_real_bottle_and_allow_edits_its_manifest(
+    real_client: LanguageClient, bottle_world: BottleWorld
+) -> None:
+    """The agent of a real bottle reaches upstream.test (listed) and tries stranger.test (not
+    listed); the server's pushed picture shows both from the real proxy's audit log, and Allow
+    on the refusal is an edit of that bottle's `allow` in the world's manifest."""
+    import tomllib
+
+    from lsprotocol import types
+
+    from bottle_engine import lifecycle
+    from bottle_engine.backends import backend_named
+    from tests.bottle_fixtures import HTTP_PORT
+    from tests.lsp.test_activity import applied, plain
+    from tests.lsp.test_commands import eventually
+
+    client = real_client
+    pushed: list[Any] = []
+    edits: list[types.ApplyWorkspaceEditParams] = []
+    client.feature("bottle/activity")(lambda params: pushed.append(params))
+
+    def apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        edits.append(params)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    client.feature(types.WORKSPACE_APPLY_EDIT)(apply)
+
+    def picture(slug: str) -> dict[str, Any]:
+        shown = {b["slug"]: b for b in plain(pushed[-1])["bottles"]} if pushed else {}
+        found: dict[str, Any] = shown.get(slug, {})
+        return found
+
+    uri = bottle_world.manifest.as_uri()
+    slug = None
+    try:
+        slug = (await execute(client, "bottle.launch", {"uri": uri, "agent": "editor"}))["slug"]
+        with world_env(bottle_world):
+            record = lifecycle.find(slug)
+            for host in ("upstream.test", "stranger.test"):
+                backend_named("docker").exec_as_agent(
+                    record,
+                    [
+                        "sh",
+                        "-c",
+                        'curl -sS -m 30 -x "$HTTP_PROXY" -o /dev/null "$0"',
+                        f"http://{host}:{HTTP_PORT}/",
+                    ],
+                )
+
+        def hosts() -> dict[tuple[str, str], Any]:
+            return {(h["decision"], h["host"]): h for h in picture(slug).get("hosts", [])}
+
+        await eventually(
+            lambda: {("allow", "upstream.test"), ("deny", "stranger.test")} <= set(hosts()),
+            "both requests in the pushed picture",
+        )
+        shown = picture(slug)
+        assert (shown["state"], shown["agent"], shown["denied"]) == ("running", "editor", 1)
+        assert shown["runtime"] in ("runc", "runsc")
+        allowed, denied = hosts()[("allow", "upstream.test")], hosts()[("deny", "stranger.test")]
+        assert allowed["count"] == 1 and allowed["bytes"] > 0 and allowed["allow"] is None
+        assert denied["rule"] == "default-deny" and denied["allow"] == f"stranger.test:{HTTP_PORT}"
+
+        answer = await execute(
+            client, "bottle.allowHost", {"slug": slug, "host": "stranger.test", "port": HTTP_PORT}
+        )
+        assert answer["applied"] is True and answer["entry"] == f"stranger.test:{HTTP_PORT}"
+        (params,) = edits
+        edited = tomllib.loads(applied(params, bottle_world.manifest.read_text()))
+        bottle = edited["agents"]["editor"].get("bottle", "default")
+        assert f"stranger.test:{HTTP_PORT}" in edited["bottles"][bottle]["egress"]["allow"]
+    finally:
+        if slug is not None:
+            with world_env(bottle_world), contextlib.suppress(Exception):
+                lifecycle.stop(slug, remove=True)

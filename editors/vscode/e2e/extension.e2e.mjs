@@ -24,6 +24,7 @@ const codeServer = path.join(here, "node_modules", ".bin", "code-server");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const artifacts = path.join(here, "artifacts");
 const LOOPBACK = "127.0.0.1";
+const repoRoot = path.resolve(extensionRoot, "..", "..");
 const CLOSED_LOOPBACK_URL = "http://127.0.0.1:9"; // discard port: nothing listens there
 
 const CHROMIUM_FLAGS = [
@@ -221,7 +222,9 @@ async function runCommand(page, title) {
 }
 
 async function openManifest(page) {
-  await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first().click();
+  const explorer = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "bottle.toml" }).first();
+  if (!(await explorer.isVisible())) await runCommand(page, "View: Show Explorer");
+  await explorer.click();
   await page.locator(".monaco-editor .view-lines").first().waitFor();
 }
 
@@ -230,16 +233,26 @@ function lens(page, title) {
   return page.locator(".contentWidgets .codelens-decoration a", { hasText: title });
 }
 
+/** A view of the Bot Bottle container ("Bottles", "Egress"). */
+function pane(page, title) {
+  return page.locator(".pane", { has: page.locator(".pane-header", { hasText: title }) });
+}
+
 /** Rows of the Bottles view (not of the notifications list, which is a list too). */
 function bottleRows(page, slug) {
-  const pane = page.locator(".pane", { has: page.locator(".pane-header", { hasText: "Bottles" }) });
-  return pane.locator(".monaco-list-row", { hasText: slug });
+  return pane(page, "Bottles").locator(".monaco-list-row", { hasText: slug });
+}
+
+/** Opens the Bot Bottle view container (Bottles and Egress), as the status-bar item does. */
+async function showBotBottle(page) {
+  await runCommand(page, "Bot Bottle: Show Bottles and Egress");
+  await page.locator(".pane-header", { hasText: "Bottles" }).first().waitFor({ timeout: 30_000 });
 }
 
 /** Runs Python against the editor's state dir (the engine's own API, as the bundle uses it). */
 function python(editor, code) {
   const result = spawnSync(process.env.PYTHON ?? "python3", ["-c", code], {
-    env: { ...process.env, BOTTLE_STATE_DIR: editor.stateDir },
+    env: { ...process.env, BOTTLE_STATE_DIR: editor.stateDir, PYTHONPATH: repoRoot },
     encoding: "utf8",
   });
   assert.equal(result.status, 0, result.stderr);
@@ -287,7 +300,9 @@ describe("bottle.toml in code-server", { skip: skipUnlessEnabled }, () => {
       assert.match(titles, new RegExp(`Bot Bottle: ${title}`), `palette lists ${title}:\n${titles}`);
     }
     await page.keyboard.press("Escape");
-    await page.locator(".pane-header", { hasText: "Bottles" }).waitFor({ timeout: 30_000 });
+    await showBotBottle(page);
+    await page.locator(".pane-header", { hasText: "Egress" }).waitFor({ timeout: 30_000 });
+    await openManifest(page);
   });
 
   it("palette Launch offers the manifest's agents in a Quick Pick", async () => {
@@ -357,6 +372,150 @@ print(approvals.ApprovalStore(state.bottle_dir("e2e-approvals"), "e2e-approvals"
   });
 });
 
+// What a bottle does, in the editor: the real bottle-lsp follows a bottle's audit log, written
+// here with the proxy's own AuditLog; the bottles list comes from the LSP tests' fake engine
+// (a whole bottle on Docker is the launch suite below).
+const ACTIVITY_MANIFEST = `# the team's bottle
+[agents.dev]
+bottle = "web"
+command = ["bash", "-c", "echo hello"]
+
+[bottles.web]  # keep this comment
+memory = "1g"
+
+[bottles.web.egress]
+allow = ["upstream.test"]  # our test host
+`;
+
+describe("what a bottle does, in code-server", { skip: skipUnlessEnabled }, () => {
+  let editor;
+  const engineState = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-engine-")), "fake-engine.json");
+  const audit = (lines) =>
+    python(editor, `
+import json, sys
+from bottle_engine import state
+from bottle_engine.bundle.audit import AuditEntry, AuditLog
+log = AuditLog(state.bottle_dir("dev-1") / "egress.jsonl")
+for raw in json.loads(sys.argv[1] if len(sys.argv) > 1 else ${JSON.stringify(JSON.stringify(lines))}):
+    log.write(AuditEntry.from_dict({"time": "2026-11-30T04:00:00.000+00:00", "method": "GET", "port": 80, "reason": "", "kind": "http", **raw}))
+`);
+
+  before(async () => {
+    // The real server around the tests' stand-in engine (its bottles: records in engineState).
+    const fakeServer = [
+      process.env.PYTHON ?? "python3", "-m", "tests.lsp.fake_server",
+      "--state", engineState,
+      "--log-file", path.join(path.dirname(engineState), "server.log"),
+      "--activity-interval", "0.5",
+    ];
+    editor = await startEditor(
+      "activity",
+      ACTIVITY_MANIFEST,
+      { PYTHONPATH: repoRoot },
+      { "botBottle.server.command": fakeServer },
+    );
+  });
+  after(async () => {
+    await editor?.close();
+    fs.rmSync(path.dirname(engineState), { recursive: true, force: true });
+  });
+
+  it("colours bottle.toml with the extension's TOML grammar on open", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    await page.locator(".statusbar-item", { hasText: "Bottle TOML" }).first().waitFor({ timeout: 30_000 });
+    // The cursor in the table header `[agents.dev]`, then VS Code's own token inspector.
+    const header = page.locator(".view-lines .view-line span span", { hasText: "agents" }).first();
+    await header.waitFor({ timeout: 30_000 });
+    await header.click();
+    await runCommand(page, "Developer: Inspect Editor Tokens and Scopes");
+    const inspector = page.locator(".token-inspect-widget");
+    await inspector.waitFor({ timeout: 30_000 });
+    const text = await inspector.innerText();
+    assert.match(text, /\S+\.toml\b/, text);
+    assert.match(text, /meta\.table\.toml/, text);
+    assert.match(text, /source\.toml\.bottle/, text);
+    await editor.shot("toml-colouring.png");
+    await page.keyboard.press("Escape");
+    // The comment and the table name are drawn in different colours (different token classes).
+    const comment = await page.locator(".view-lines .view-line span span", { hasText: /team/ }).first().getAttribute("class");
+    const table = await header.getAttribute("class");
+    assert.notEqual(comment, table);
+  });
+
+  it("the Egress view fills live with allowed and denied hosts, and the status bar counts the bottle", async () => {
+    const { page } = editor;
+    fs.writeFileSync(engineState, JSON.stringify({ bottles: [{
+      slug: "dev-1", agent: "dev", bottle: "web", backend: "docker", status: "running",
+      started_at: new Date().toISOString(), manifest: path.join(editor.workspace, "bottle.toml"),
+      resources: { runtime: "runsc" },
+    }] }));
+    audit([
+      { host: "upstream.test", decision: "allow", rule: "upstream.test", bytes_received: 2048 },
+      { host: "stranger.test", decision: "deny", rule: "default-deny", reason: "GET stranger.test:80 is not on the egress allowlist" },
+    ]);
+    await showBotBottle(page);
+    const egress = pane(page, "Egress");
+    await egress.locator(".monaco-list-row", { hasText: "stranger.test" }).first().waitFor({ timeout: 30_000 });
+    await egress.locator(".monaco-list-row", { hasText: "upstream.test" }).first().waitFor({ timeout: 10_000 });
+    const rows = (await egress.locator(".monaco-list-row").allInnerTexts()).join("\n");
+    assert.match(rows, /Denied \(1\)/, rows);
+    assert.match(rows, /Allowed \(1\)/, rows);
+    assert.match(rows, /2\.0 KB/, rows);
+    // Live: a refusal written now appears without any action in the editor.
+    audit([{ host: "other.test", decision: "deny", rule: "default-deny" }]);
+    await egress.locator(".monaco-list-row", { hasText: "other.test" }).first().waitFor({ timeout: 30_000 });
+    const status = page.locator(".statusbar-item", { hasText: /^\s*1\s*$/ }).filter({ has: page.locator(".codicon-vm") });
+    await status.first().waitFor({ timeout: 30_000 });
+    const row = bottleRows(page, "dev-1");
+    await row.first().waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => /2 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    assert.match(await row.first().innerText(), /dev · docker · gVisor · up \S+ · 2 denied/);
+    await editor.shot("egress-view.png");
+  });
+
+  it("a pending approval shows in the status bar and the Bottles view", async () => {
+    const { page } = editor;
+    python(editor, `
+from bottle_engine import approvals, state
+store = approvals.ApprovalStore(state.bottle_dir("dev-1"), "dev-1")
+store.open_request("git push origin main", "release", 600)
+`);
+    // Our item (the vm icon), now with a bell: not VS Code's own notifications bell.
+    const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") }).filter({ has: page.locator(".codicon-bell") });
+    await status.first().waitFor({ timeout: 30_000 });
+    assert.match(await status.first().innerText(), /1\s*1/);
+    await page.waitForFunction(() => /1 pending · 2 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    await editor.shot("status-bar.png");
+  });
+
+  it("Allow on a denied host adds it to the bottle's allow in bottle.toml, comments kept", async () => {
+    const { page } = editor;
+    const row = pane(page, "Egress").locator(".monaco-list-row", { hasText: "stranger.test" }).first();
+    await row.hover();
+    await row.locator('.action-label[aria-label="Allow"]').click();
+    const wanted = 'allow = ["upstream.test", "stranger.test"]  # our test host';
+    await page.waitForFunction((line) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(line), wanted, { timeout: 30_000 });
+    const shown = (await page.locator(".monaco-editor .view-lines").first().innerText()).replace(/\u00a0/g, " ");
+    assert.match(shown, /\[bottles\.web\]  # keep this comment/);
+    assert.match(shown, /# the team's bottle/);
+    await toasts(page).filter({ hasText: "Added stranger.test" }).first().waitFor({ timeout: 30_000 });
+    // The edit waits for the person to save it: the file on disk is unchanged.
+    assert.equal(fs.readFileSync(path.join(editor.workspace, "bottle.toml"), "utf8"), ACTIVITY_MANIFEST);
+    await editor.shot("allow-edit.png");
+    // An IP-literal or address refusal offers no Allow at all.
+    audit([{ host: "10.9.8.7", decision: "deny", rule: "ip-literal" }]);
+    const ip = pane(page, "Egress").locator(".monaco-list-row", { hasText: "10.9.8.7" }).first();
+    await ip.waitFor({ timeout: 30_000 });
+    await ip.hover();
+    assert.equal(await ip.locator('.action-label[aria-label="Allow"]').count(), 0);
+  });
+
+  it("sent no request off this machine", () => {
+    assert.deepEqual(editor.blockedRequests, []);
+  });
+});
+
 describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
   let editor;
   before(async () => {
@@ -379,7 +538,7 @@ describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
     assert.match(text, /Open Settings/);
     await editor.shot("missing-server.png");
     assert.equal(await toasts(page).filter({ hasText: "botBottle.server.command" }).count(), 1, "said once, no crash loop");
-    await page.locator(".pane-header", { hasText: "Bottles" }).click();
+    await showBotBottle(page);
     await page.getByText("The Bot Bottle language server is not running").first().waitFor({ timeout: 10_000 });
   });
 });
@@ -387,7 +546,6 @@ describe("a server that cannot start", { skip: skipUnlessEnabled }, () => {
 // A whole launch on the real daemon: opt-in on top of the editor tests, because the first run
 // builds the agent and bundle images (minutes; later runs reuse the stored artifacts).
 const launchEnabled = enabled && process.env.BOT_BOTTLE_VSCODE_E2E_LAUNCH === "1";
-const repoRoot = path.resolve(extensionRoot, "..", "..");
 const LAUNCH_MANIFEST = `[agents.hello]
 command = ["bash", "-c", "echo hello from the bottle; exec sleep infinity"]
 prompt = "You are a sample agent."
@@ -457,8 +615,7 @@ describe("launching a bottle from code-server", {
   it("the Bottles view lists it with agent, backend and age", async () => {
     const { page } = editor;
     assert.ok(slug, "launched");
-    const header = page.locator(".pane-header", { hasText: "Bottles" });
-    if ((await header.getAttribute("aria-expanded")) !== "true") await header.click();
+    await showBotBottle(page);
     const row = bottleRows(page, slug);
     await row.first().waitFor({ timeout: 30_000 });
     assert.match(await row.first().innerText(), /hello · docker · \d+[smh]/);
@@ -502,6 +659,96 @@ describe("launching a bottle from code-server", {
     await toasts(page).filter({ hasText: `Bottle ${slug} stopped.` }).first().waitFor({ timeout: 120_000 });
     await bottleRows(page, slug).first().waitFor({ state: "detached", timeout: 30_000 });
     await editor.shot("stopped.png");
+  });
+
+  it("sent no request off this machine", () => {
+    assert.deepEqual(editor.blockedRequests, []);
+  });
+});
+
+
+// A real bottle in the test world of tests/bottle_fixtures.py (test hosts upstream.test, listed,
+// and stranger.test, not listed, on a network the pytest run created): its agent makes both
+// requests and the Egress view fills from the real proxy's audit log. Run by
+// tests/test_vscode_extension.py, which passes the world as BOT_BOTTLE_VSCODE_E2E_WORLD.
+const world = process.env.BOT_BOTTLE_VSCODE_E2E_WORLD ? JSON.parse(process.env.BOT_BOTTLE_VSCODE_E2E_WORLD) : undefined;
+
+describe("a real bottle's egress in code-server", {
+  skip: enabled && world !== undefined ? false : "set BOT_BOTTLE_VSCODE_E2E=1 and BOT_BOTTLE_VSCODE_E2E_WORLD (tests/test_vscode_extension.py does)",
+}, () => {
+  let editor;
+  let slug;
+  const manifestText = world === undefined ? "" : fs.readFileSync(world.manifest, "utf8");
+  const worldEnv = () => ({ ...process.env, ...world.env, BOTTLE_STATE_DIR: editor.stateDir, PYTHONPATH: repoRoot });
+
+  before(async () => {
+    // The world's images, networks and host names; this editor's own state dir, so only its
+    // own bottle shows.
+    const { BOTTLE_STATE_DIR: _, ...imagesAndHosts } = world.env;
+    editor = await startEditor("real-egress", manifestText, { ...imagesAndHosts, PYTHONPATH: repoRoot });
+  });
+
+  after(async () => {
+    if (editor === undefined) return;
+    if (slug) spawnSync(process.env.PYTHON ?? "python3", ["-m", "bottle_engine", "stop", "--rm", slug], { env: worldEnv(), encoding: "utf8" });
+    await editor.close();
+  });
+
+  it("launches the bottle from the palette", async () => {
+    const { page } = editor;
+    await openManifest(page);
+    await lens(page, "Launch").first().waitFor({ timeout: 60_000 });
+    await runCommand(page, "Bot Bottle: Launch Bottle");
+    const rows = page.locator(".quick-input-list .monaco-list-row");
+    await rows.filter({ hasText: /^editor/ }).first().waitFor({ timeout: 30_000 });
+    await rows.filter({ hasText: /^editor/ }).first().click();
+    const running = toasts(page).filter({ hasText: /Bottle \S+ is running \(agent editor\)\./ });
+    await running.first().waitFor({ timeout: 15 * 60_000 });
+    slug = /Bottle (\S+) is running/.exec(await running.first().innerText())[1];
+  });
+
+  it("fills the Egress view as the agent reaches upstream.test and is refused stranger.test", async () => {
+    const { page } = editor;
+    assert.ok(slug, "launched");
+    const curl = spawnSync(process.env.PYTHON ?? "python3", ["-c", `
+import sys
+from bottle_engine import lifecycle
+from bottle_engine.backends import backend_named
+record = lifecycle.find(sys.argv[1])
+for host in ("upstream.test", "stranger.test"):
+    code, out = backend_named("docker").exec_as_agent(record, ["sh", "-c", 'curl -sS -m 30 -x "$HTTP_PROXY" -o /dev/null -w "%{http_code}" "$0"', f"http://{host}:8000/"])
+    print(host, code, out)
+`, slug], { env: worldEnv(), encoding: "utf8" });
+    assert.equal(curl.status, 0, curl.stderr);
+    assert.match(curl.stdout, /upstream\.test 0 200/);
+    assert.match(curl.stdout, /stranger\.test \d+ 403/);
+    await showBotBottle(page);
+    const egress = pane(page, "Egress");
+    await egress.locator(".monaco-list-row", { hasText: "stranger.test:8000" }).first().waitFor({ timeout: 60_000 });
+    await egress.locator(".monaco-list-row", { hasText: "upstream.test:8000" }).first().waitFor({ timeout: 30_000 });
+    const rows = (await egress.locator(".monaco-list-row").allInnerTexts()).join("\n");
+    assert.match(rows, /Denied \(1\)/, rows);
+    assert.match(rows, /Allowed \(1\)/, rows);
+    const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") });
+    assert.match(await status.first().innerText(), /^\s*1\s*$/);
+    const bottle = bottleRows(page, slug).first();
+    await bottle.waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => /editor · docker · (gVisor|runc) · up \S+ · 1 denied/.test(document.body.innerText), null, { timeout: 30_000 });
+    assert.match(await bottle.innerText(), /editor · docker · (gVisor|runc) · up \S+ · 1 denied/);
+    await editor.shot("real-egress-view.png");
+  });
+
+  it("Allow on stranger.test adds stranger.test:8000 to the bottle's allow in the editor", async () => {
+    const { page } = editor;
+    const row = pane(page, "Egress").locator(".monaco-list-row", { hasText: "stranger.test:8000" }).first();
+    await row.hover();
+    await row.locator('.action-label[aria-label="Allow"]').click();
+    await toasts(page).filter({ hasText: "Added stranger.test:8000" }).first().waitFor({ timeout: 30_000 });
+    // The editor is put on the new entry (the allow line is below the first screen here).
+    const wanted = '"stranger.test:8000"';
+    await page.waitForFunction((text) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(text), wanted, { timeout: 30_000 });
+    assert.equal(fs.readFileSync(path.join(editor.workspace, "bottle.toml"), "utf8"), manifestText, "not saved for the person");
+    await editor.shot("real-allow.png");
   });
 
   it("sent no request off this machine", () => {

@@ -13,10 +13,13 @@ npm test
 npm run package
 
 expected="dist/extension.js
+language-configuration.json
 LICENSE.txt
+media/bottle.svg
 package.json
 README.md
-schemas/bottle.schema.json"
+schemas/bottle.schema.json
+syntaxes/bottle-toml.tmLanguage.json"
 
 actual="$(npx vsce ls --no-dependencies | sort)"
 if [ "$actual" != "$(sort <<<"$expected")" ]; then
@@ -30,7 +33,9 @@ python3 - bot-bottle.vsix <<'PY'
 import json, sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 need = {"extension.vsixmanifest", "extension/package.json", "extension/dist/extension.js",
-        "extension/schemas/bottle.schema.json", "extension/readme.md"}
+        "extension/schemas/bottle.schema.json", "extension/readme.md",
+        "extension/syntaxes/bottle-toml.tmLanguage.json", "extension/language-configuration.json",
+        "extension/media/bottle.svg"}
 missing = need - names
 if missing:
     sys.exit(f"bot-bottle.vsix lacks {sorted(missing)}")
@@ -39,6 +44,8 @@ if stray:
     sys.exit(f"bot-bottle.vsix ships files it should not: {sorted(stray)}")
 package = json.loads(zipfile.ZipFile(sys.argv[1]).read("extension/package.json"))
 json.loads(zipfile.ZipFile(sys.argv[1]).read("extension/schemas/bottle.schema.json"))
+for grammar in package["contributes"]["grammars"]:
+    json.loads(zipfile.ZipFile(sys.argv[1]).read("extension/" + grammar["path"].removeprefix("./")))
 assert package["main"] == "./dist/extension.js", package["main"]
 print(f"bot-bottle.vsix: {len(names)} entries, contents as expected")
 PY

@@ -4,7 +4,7 @@
  * errors to the user and never throws, so a failing lens never shows a bare stack trace.
  */
 import * as vscode from "vscode";
-import { bottlePickItems, isRunning } from "./bottles";
+import { bottlePickItems, bottleState, isRunning } from "./bottles";
 import {
   ServerCommand,
   launchArgsFromArgument,
@@ -135,7 +135,7 @@ export class BottleActions {
 
   async stop(argument?: unknown): Promise<void> {
     try {
-      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", { confirm: true, runningOnly: true }));
+      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", { confirm: true, runningOnly: true, degradedToo: true }));
       if (slug === undefined) return;
       const result = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${displayText(slug)}` },
@@ -220,14 +220,17 @@ export class BottleActions {
 
   /**
    * `confirm`: always ask, even for a single bottle (used before stopping one).
-   * `runningOnly`: leave out stopped bottles (a stopped bottle still has its logs).
+   * `runningOnly`: leave out stopped bottles (a stopped bottle still has its logs);
+   * `degradedToo`: keep degraded ones as well (Stop repairs nothing, but removes them).
    */
   private async pickBottle(
     placeHolder: string,
-    { confirm, runningOnly }: { confirm: boolean; runningOnly: boolean },
+    { confirm, runningOnly, degradedToo = false }: { confirm: boolean; runningOnly: boolean; degradedToo?: boolean },
   ): Promise<string | undefined> {
     const listed = parseBottleList(await this.server.execute(ServerCommand.list, []));
-    const bottles = runningOnly ? listed.filter(isRunning) : listed;
+    const shown = (bottle: (typeof listed)[number]): boolean =>
+      isRunning(bottle) || (degradedToo && bottleState(bottle) === "degraded");
+    const bottles = runningOnly ? listed.filter(shown) : listed;
     if (bottles.length === 0) {
       void vscode.window.showInformationMessage("No bottles are running.");
       return undefined;

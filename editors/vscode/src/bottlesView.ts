@@ -3,7 +3,8 @@
  * `bottle/changed` and on a timer while the view is visible (the age column moves).
  */
 import * as vscode from "vscode";
-import { bottleContextValue, bottleDescription, bottleTooltip, isRunning, sortBottles } from "./bottles";
+import type { ActivityStore } from "./activityStore";
+import { bottleContextValue, bottleDescription, bottleState, bottleTooltip, sortBottles } from "./bottles";
 import { ServerCommand, parseBottleList, type BottleSummary } from "./contract";
 import { CONFIG_SECTION, errorText, type BottleServerPort } from "./common";
 import { displayText } from "./display";
@@ -22,6 +23,8 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
   constructor(
     private readonly server: BottleServerPort,
     private readonly now: () => Date = () => new Date(),
+    /** Pending approvals and refusals per bottle, pushed by the server. */
+    private readonly activity?: Pick<ActivityStore, "get">,
   ) {}
 
   refresh(): void {
@@ -31,10 +34,11 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
   getTreeItem(bottle: BottleSummary): vscode.TreeItem {
     const item = new vscode.TreeItem(displayText(bottle.slug), vscode.TreeItemCollapsibleState.None);
     item.id = bottle.slug;
-    item.description = bottleDescription(bottle, this.now());
+    const state = bottleState(bottle);
+    item.description = bottleDescription(bottle, this.now(), this.activity?.get(bottle.slug));
     item.tooltip = bottleTooltip(bottle, this.now());
     item.contextValue = bottleContextValue(bottle);
-    item.iconPath = new vscode.ThemeIcon(isRunning(bottle) ? "vm-running" : "vm-outline");
+    item.iconPath = new vscode.ThemeIcon(state === "running" ? "vm-running" : state === "degraded" ? "warning" : "vm-outline");
     return item;
   }
 
@@ -42,8 +46,9 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
     if (element !== undefined || !this.server.isRunning) return [];
     try {
       const listed = parseBottleList(await this.server.execute(ServerCommand.list, []));
-      // Stopped bottles keep their state for `resume`, but the view shows what is running.
-      const bottles = sortBottles(listed.filter(isRunning));
+      // Stopped bottles keep their state for `resume`, but the view shows what is running, and
+      // what is degraded (not running, and not stopped either: it needs a person).
+      const bottles = sortBottles(listed.filter((bottle) => bottleState(bottle) !== "stopped"));
       this.lastListingFailed = false;
       this.showMessage(undefined);
       return bottles;
@@ -64,8 +69,11 @@ export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummar
 }
 
 /** Creates the view and keeps it fresh; everything it starts is in the returned disposable. */
-export function registerBottlesView(server: BottleServerPort): { provider: BottlesTreeProvider; disposable: vscode.Disposable } {
-  const provider = new BottlesTreeProvider(server);
+export function registerBottlesView(
+  server: BottleServerPort,
+  activity?: ActivityStore,
+): { provider: BottlesTreeProvider; disposable: vscode.Disposable } {
+  const provider = new BottlesTreeProvider(server, () => new Date(), activity);
   const view = vscode.window.createTreeView(BOTTLES_VIEW_ID, { treeDataProvider: provider, showCollapseAll: false });
   provider.view = view;
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -86,6 +94,7 @@ export function registerBottlesView(server: BottleServerPort): { provider: Bottl
     provider,
     server.onBottlesChanged(refresh),
     server.onStateChanged(refresh),
+    ...(activity === undefined ? [] : [activity.onDidChange(refresh)]),
     view.onDidChangeVisibility(() => {
       updateTimer();
       if (view.visible) refresh();

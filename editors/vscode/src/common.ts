@@ -14,6 +14,10 @@ export const ExtensionCommand = {
   restartServer: "botBottle.restartServer",
   refreshBottles: "botBottle.refreshBottles",
   reviewTrust: "botBottle.reviewTrust",
+  allowHost: "botBottle.allowHost",
+  approveAsk: "botBottle.approveAsk",
+  denyAsk: "botBottle.denyAsk",
+  showViews: "botBottle.showViews",
 } as const;
 
 /** What the actions and the Bottles view need from the language server connection. */
@@ -21,6 +25,8 @@ export interface BottleServerPort {
   readonly isRunning: boolean;
   readonly onBottlesChanged: vscode.Event<void>;
   readonly onStateChanged: vscode.Event<unknown>;
+  /** `bottle/activity` pushes (the raw params; `parseActivity` reads them). */
+  readonly onActivity: vscode.Event<unknown>;
   execute(command: string, args: unknown[], workDoneToken?: string): Promise<unknown>;
   withProgressSink<T>(
     workDoneToken: string,

@@ -17,6 +17,9 @@ export const ServerCommand = {
   agents: "bottle.agents",
   trust: "bottle.trust",
   trustReview: "bottle.trustReview",
+  activity: "bottle.activity",
+  allowHost: "bottle.allowHost",
+  answer: "bottle.answer",
 } as const;
 
 /** Which agent of which manifest to launch. */
@@ -55,6 +58,28 @@ export interface TrustArgs {
   fingerprint?: string;
 }
 
+/** A refused host to add to its bottle's allowlist in bottle.toml. */
+export interface AllowHostArgs {
+  /** The bottle that was refused, as `bottle.list` names it. */
+  slug: string;
+  /** The refused host name, as `bottle/activity` shows it. */
+  host: string;
+  /** The refused port. */
+  port: number;
+}
+
+/** A pending approval request of a bottle, and the answer. */
+export interface AnswerArgs {
+  /** The bottle that asked, as `bottle.list` names it. */
+  slug: string;
+  /** The request's id, from `bottle/activity`. */
+  request_id: string;
+  /** true: approve; false: deny. */
+  approved: boolean;
+  /** Approve this one request only. */
+  once?: boolean;
+}
+
 /** The one argument each command takes (`undefined`: none). */
 export interface ServerCommandArguments {
   "bottle.launch": LaunchArgs;
@@ -65,6 +90,9 @@ export interface ServerCommandArguments {
   "bottle.agents": UriArgs;
   "bottle.trust": TrustArgs;
   "bottle.trustReview": UriArgs;
+  "bottle.activity": undefined;
+  "bottle.allowHost": AllowHostArgs;
+  "bottle.answer": AnswerArgs;
 }
 // </generated>
 export type ServerCommandId = (typeof ServerCommand)[keyof typeof ServerCommand];
@@ -73,6 +101,58 @@ export const SERVER_COMMAND_IDS: readonly ServerCommandId[] = Object.values(Serv
 
 /** Server -> client notification (no params): a bottle started or stopped. */
 export const BOTTLE_CHANGED_NOTIFICATION = "bottle/changed";
+
+/** Server -> client notification: `BottleActivity[]` as `{bottles}`, whenever it changes. */
+export const BOTTLE_ACTIVITY_NOTIFICATION = "bottle/activity";
+
+export type EgressDecision = "allow" | "deny" | "ask";
+
+/** One row of the Egress view: requests of a bottle to host:port that got `decision`.
+ * Every text is display-safe already (the server's `safe_editor_text`). */
+export interface HostActivity {
+  decision: EgressDecision;
+  host: string;
+  port: number;
+  count: number;
+  bytes: number;
+  /** ISO 8601 time of the newest request. */
+  last: string;
+  rule: string;
+  reason: string;
+  /** Ask requests still waiting for a person (ids for `bottle.answer`). */
+  pending: string[];
+  /** The `allow` entry that would have let a refused request through; null when none would. */
+  allow: string | null;
+}
+
+/** A running or degraded bottle as `bottle/activity` describes it. */
+export interface BottleActivity {
+  slug: string;
+  agent: string;
+  bottle: string;
+  backend: string;
+  /** "runsc" (gVisor) or "runc"; "" when the backend does not say. */
+  runtime: string;
+  status: string;
+  state: "running" | "degraded";
+  /** The command that repairs a degraded bottle. */
+  fix: string;
+  started_at: string;
+  manifest: string;
+  pending: number;
+  denied: number;
+  allowed: number;
+  /** Requests past the server's bound on distinct rows (an agent inventing host names). */
+  hidden: number;
+  hosts: HostActivity[];
+}
+
+export interface AllowResult {
+  uri: string;
+  entry: string;
+  applied: boolean;
+  already: boolean;
+}
 
 export interface LaunchResult {
   slug: string;
@@ -92,6 +172,10 @@ export interface BottleSummary {
   started_at: string;
   /** Path or URI of the bottle.toml the bottle was launched from. */
   manifest: string;
+  /** "runsc" (gVisor) or "runc"; "" when unknown. */
+  runtime?: string;
+  /** For a degraded bottle: the command that repairs it. */
+  fix?: string;
 }
 
 export interface AgentInfo {
@@ -196,8 +280,65 @@ export function parseBottleList(value: unknown): BottleSummary[] {
       status: text("status"),
       started_at: text("started_at"),
       manifest: text("manifest"),
+      runtime: text("runtime"),
+      fix: text("fix"),
     };
   });
+}
+
+export function parseActivity(value: unknown): BottleActivity[] {
+  throwIfServerError(value);
+  if (!isRecord(value) || !Array.isArray(value.bottles)) {
+    throw new ContractError(ServerCommand.activity, "{bottles: [...]}", value);
+  }
+  return value.bottles.filter(isRecord).map((item) => {
+    const text = (key: string): string => (typeof item[key] === "string" ? item[key] : "");
+    const count = (key: string): number => (typeof item[key] === "number" ? item[key] : 0);
+    const hosts = Array.isArray(item.hosts) ? item.hosts.filter(isRecord).map(parseHost) : [];
+    return {
+      slug: text("slug"),
+      agent: text("agent"),
+      bottle: text("bottle"),
+      backend: text("backend"),
+      runtime: text("runtime"),
+      status: text("status"),
+      state: item.state === "running" ? "running" : "degraded",
+      fix: text("fix"),
+      started_at: text("started_at"),
+      manifest: text("manifest"),
+      pending: count("pending"),
+      denied: count("denied"),
+      allowed: count("allowed"),
+      hidden: count("hidden"),
+      hosts,
+    };
+  });
+}
+
+function parseHost(item: Record<string, unknown>): HostActivity {
+  const text = (key: string): string => (typeof item[key] === "string" ? item[key] : "");
+  const count = (key: string): number => (typeof item[key] === "number" ? item[key] : 0);
+  const decision = item.decision === "allow" || item.decision === "ask" ? item.decision : "deny";
+  return {
+    decision,
+    host: text("host"),
+    port: count("port"),
+    count: count("count"),
+    bytes: count("bytes"),
+    last: text("last"),
+    rule: text("rule"),
+    reason: text("reason"),
+    pending: Array.isArray(item.pending) ? item.pending.filter(isNonEmptyString) : [],
+    allow: isNonEmptyString(item.allow) ? item.allow : null,
+  };
+}
+
+export function parseAllowResult(value: unknown): AllowResult {
+  throwIfServerError(value);
+  if (isRecord(value) && isNonEmptyString(value.uri) && typeof value.applied === "boolean") {
+    return { uri: value.uri, entry: typeof value.entry === "string" ? value.entry : "", applied: value.applied, already: value.already === true };
+  }
+  throw new ContractError(ServerCommand.allowHost, "{uri, entry, applied, already}", value);
 }
 
 export function parseAgents(value: unknown): AgentInfo[] {

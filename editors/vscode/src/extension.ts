@@ -4,6 +4,9 @@
  */
 import * as vscode from "vscode";
 import { BottleActions } from "./actions";
+import { ActivityStore } from "./activityStore";
+import { statusBarText } from "./egress";
+import { registerEgressView, registerStatusBar } from "./egressView";
 import { registerBottlesView } from "./bottlesView";
 import { CONFIG_SECTION, ExtensionCommand } from "./common";
 import { BottleServer } from "./server";
@@ -25,12 +28,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<BotBot
   actions = new BottleActions(server);
   const bottleServer = server;
   const boundActions = actions;
-  const view = registerBottlesView(bottleServer);
+  const activity = new ActivityStore(bottleServer);
+  const view = registerBottlesView(bottleServer, activity);
 
   context.subscriptions.push(
     output,
     bottleServer,
+    activity,
     view.disposable,
+    registerEgressView(bottleServer, activity),
+    registerStatusBar(activity, statusBarText),
+    vscode.commands.registerCommand(ExtensionCommand.showViews, () =>
+      vscode.commands.executeCommand("workbench.view.extension.botBottle"),
+    ),
     vscode.commands.registerCommand(ExtensionCommand.launch, (argument?: unknown) => boundActions.launch(argument)),
     vscode.commands.registerCommand(ExtensionCommand.attach, (argument?: unknown) => boundActions.attach(argument)),
     vscode.commands.registerCommand(ExtensionCommand.stop, (argument?: unknown) => boundActions.stop(argument)),

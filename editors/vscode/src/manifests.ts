@@ -4,12 +4,14 @@
  */
 
 export const MANIFEST_FILE_NAME = "bottle.toml";
-/** Also the language client's document selector pattern. */
+/** The manifests a workspace is searched for. */
 export const MANIFEST_GLOB = `**/${MANIFEST_FILE_NAME}`;
+/** The language client's document selector patterns (the `bottle-toml` language's files too). */
+export const MANIFEST_GLOBS = [MANIFEST_GLOB, `**/*.${MANIFEST_FILE_NAME}`];
 
 export function isManifestPath(fsPath: string): boolean {
-  const base = fsPath.split(/[\\/]/).pop();
-  return base === MANIFEST_FILE_NAME;
+  const base = fsPath.split(/[\\/]/).pop() ?? "";
+  return base === MANIFEST_FILE_NAME || base.endsWith(`.${MANIFEST_FILE_NAME}`);
 }
 
 export type ManifestChoice<T> =

@@ -12,9 +12,9 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
 } from "vscode-languageclient/node";
-import { BOTTLE_CHANGED_NOTIFICATION, SERVER_COMMAND_IDS } from "./contract";
+import { BOTTLE_ACTIVITY_NOTIFICATION, BOTTLE_CHANGED_NOTIFICATION, SERVER_COMMAND_IDS } from "./contract";
 import { CONFIG_SECTION, errorText, type BottleServerPort } from "./common";
-import { MANIFEST_GLOB } from "./manifests";
+import { MANIFEST_GLOB, MANIFEST_GLOBS } from "./manifests";
 import type { WorkDoneValue } from "./progress";
 import { selectedPythonInterpreter } from "./pythonInterpreter";
 import { probeServerLaunch } from "./serverProbe";
@@ -46,6 +46,8 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
   private progressSink: ((value: WorkDoneValue) => void) | undefined;
   private readonly bottlesChanged = new vscode.EventEmitter<void>();
   private readonly stateChanged = new vscode.EventEmitter<ServerState>();
+  private readonly activity = new vscode.EventEmitter<unknown>();
+  readonly onActivity = this.activity.event;
   /** Fires on `bottle/changed` from the server and after this client changed a bottle. */
   readonly onBottlesChanged = this.bottlesChanged.event;
   readonly onStateChanged = this.stateChanged.event;
@@ -167,6 +169,7 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
     void this.stop();
     this.bottlesChanged.dispose();
     this.stateChanged.dispose();
+    this.activity.dispose();
   }
 
   private async resolveLaunch(): Promise<ServerLaunch> {
@@ -184,8 +187,9 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
     const executable = { command: launch.command, args: launch.args };
     const serverOptions: ServerOptions = { run: executable, debug: executable };
     const clientOptions: LanguageClientOptions = {
-      // By file pattern, not language id: bottle.toml stays "toml" for other TOML extensions.
-      documentSelector: [{ scheme: "file", pattern: MANIFEST_GLOB }],
+      // By file pattern, not language id: bottle.toml is "bottle-toml" (our grammar) unless the
+      // person maps it to "toml" for another TOML extension; the server gets it either way.
+      documentSelector: MANIFEST_GLOBS.map((pattern) => ({ scheme: "file", pattern })),
       synchronize: { fileEvents: vscode.workspace.createFileSystemWatcher(MANIFEST_GLOB) },
       outputChannel: this.output,
       middleware: {
@@ -199,6 +203,7 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
   private afterStart(client: LanguageClient): void {
     this.clientDisposables.push(
       client.onNotification(BOTTLE_CHANGED_NOTIFICATION, () => this.bottlesChanged.fire()),
+      client.onNotification(BOTTLE_ACTIVITY_NOTIFICATION, (params: unknown) => this.activity.fire(params)),
       // Replaces the client library's handler, which shows server-created progress only in
       // the status bar: during a launch it goes to the launch's notification instead.
       client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {

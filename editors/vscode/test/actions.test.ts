@@ -38,8 +38,8 @@ describe("Attach", () => {
 
   it("asks which bottle when several run, and does nothing when the pick is dismissed", async () => {
     server.answers.set("bottle.list", [
-      { slug: "a", started_at: "2026-01-01T00:00:00Z" },
-      { slug: "b", started_at: "2026-01-02T00:00:00Z" },
+      { slug: "a", status: "running", started_at: "2026-01-01T00:00:00Z" },
+      { slug: "b", status: "running", started_at: "2026-01-02T00:00:00Z" },
     ]);
     server.answers.set("bottle.attach", { command: ["sh"] });
     fake.pickAnswer = () => undefined;
@@ -164,7 +164,7 @@ describe("failures the server already reported", () => {
 
 describe("Stop and logs", () => {
   it("stops with a confirmation pick even for a single bottle, then refreshes the view", async () => {
-    server.answers.set("bottle.list", [{ slug: "only" }]);
+    server.answers.set("bottle.list", [{ slug: "only", status: "running" }]);
     server.answers.set("bottle.stop", {});
     await actions.stop();
     assert.equal(fake.quickPicks.length, 1);

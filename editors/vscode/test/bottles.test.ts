@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { bottleContextValue, bottleDescription, bottlePickItems, bottleTooltip, formatAge, sortBottles } from "../src/bottles";
-import type { BottleSummary } from "../src/contract";
+import { bottleContextValue, bottleDescription, bottlePickItems, bottleTooltip, formatAge, isRunning, sortBottles } from "../src/bottles";
+import type { BottleActivity, BottleSummary } from "../src/contract";
 import { ProgressTranslator } from "../src/progress";
 import { chooseManifest, isManifestPath } from "../src/manifests";
 
@@ -34,8 +34,23 @@ describe("bottle ages", () => {
 
 describe("bottle rows", () => {
   it("shows agent, backend and age beside the slug", () => {
-    assert.equal(bottleDescription(bottle("a", "2026-01-02T11:55:00Z"), now), "dev · docker · 5m");
+    assert.equal(bottleDescription(bottle("a", "2026-01-02T11:55:00Z"), now), "dev · docker · up 5m");
     assert.equal(bottleDescription(bottle("a", "", { backend: "" }), now), "dev");
+  });
+
+  it("adds the runtime, pending approvals and refusals since launch", () => {
+    const activity = { runtime: "runsc", pending: 2, denied: 3 } as BottleActivity;
+    const running = bottle("a", "2026-01-02T11:55:00Z", { runtime: "runsc" });
+    assert.equal(bottleDescription(running, now, activity), "dev · docker · gVisor · up 5m · 2 pending · 3 denied");
+    const plain = bottle("a", "2026-01-02T11:55:00Z", { runtime: "runc" });
+    assert.equal(bottleDescription(plain, now, { ...activity, pending: 0, denied: 0 }), "dev · docker · runc · up 5m");
+    assert.match(bottleTooltip(running, now), /Runtime: gVisor \(runsc\)/);
+  });
+
+  it("says a degraded bottle is degraded, not up, and how to repair it", () => {
+    const degraded = bottle("a", "2026-01-02T11:55:00Z", { status: "degraded: bundle gone", fix: "bottle-engine stop --rm a, then launch it again" });
+    assert.equal(bottleDescription(degraded, now), "dev · docker · degraded: bundle gone");
+    assert.match(bottleTooltip(degraded, now), /Repair: bottle-engine stop --rm a/);
   });
 
   it("puts status and manifest in the tooltip", () => {
@@ -45,10 +60,13 @@ describe("bottle rows", () => {
     assert.match(tooltip, /Manifest: \/w\/bottle\.toml/);
   });
 
-  it("counts a bottle as running unless its status says it stopped", () => {
+  it("counts only a running bottle as running; a degraded one is degraded", () => {
     assert.equal(bottleContextValue(bottle("a", "")), "bottle.running");
-    assert.equal(bottleContextValue(bottle("a", "", { status: "unknown" })), "bottle.running");
-    for (const status of ["exited", "Stopped", "dead"]) {
+    for (const status of ["degraded: bundle gone", "degraded: bundle down", "exited, degraded: network gone"]) {
+      assert.equal(bottleContextValue(bottle("a", "", { status })), "bottle.degraded", status);
+      assert.equal(isRunning(bottle("a", "", { status })), false, status);
+    }
+    for (const status of ["exited", "Stopped", "dead", "unknown", "missing"]) {
       assert.equal(bottleContextValue(bottle("a", "", { status })), "bottle.stopped", status);
     }
   });
@@ -56,7 +74,7 @@ describe("bottle rows", () => {
   it("lists the newest bottle first", () => {
     const sorted = sortBottles([bottle("old", "2026-01-01T00:00:00Z"), bottle("new", "2026-01-02T00:00:00Z"), bottle("b", ""), bottle("a", "")]);
     assert.deepEqual(sorted.map((b) => b.slug), ["new", "old", "a", "b"]);
-    assert.deepEqual(bottlePickItems([bottle("x", "2026-01-02T11:59:00Z")], now), [{ label: "x", description: "dev · docker · 1m", slug: "x" }]);
+    assert.deepEqual(bottlePickItems([bottle("x", "2026-01-02T11:59:00Z")], now), [{ label: "x", description: "dev · docker · up 1m", slug: "x" }]);
   });
 });
 

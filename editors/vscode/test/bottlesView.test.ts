@@ -22,18 +22,23 @@ describe("the Bottles view", () => {
     const bottles = await provider.getChildren();
     const items = bottles.map((bottle) => provider.getTreeItem(bottle) as unknown as TreeItem);
     assert.deepEqual(items.map((item) => [item.label, item.description, item.contextValue]), [
-      ["new", "review · smolmachines · 30s", "bottle.running"],
-      ["old", "dev · docker · 3h", "bottle.running"],
+      ["new", "review · smolmachines · up 30s", "bottle.running"],
+      ["old", "dev · docker · up 3h", "bottle.running"],
     ]);
   });
 
-  it("leaves out stopped bottles", async () => {
+  it("leaves out stopped bottles, and shows a degraded one as degraded, not running", async () => {
     server.answers.set("bottle.list", [
-      { slug: "up", status: "running" },
+      { slug: "up", status: "running", started_at: "2026-01-02T00:00:00Z" },
       { slug: "down", status: "exited" },
+      { slug: "broken", status: "exited, degraded: bundle gone", started_at: "2026-01-01T00:00:00Z" },
     ]);
     const provider = new BottlesTreeProvider(server, () => now);
-    assert.deepEqual((await provider.getChildren()).map((bottle) => bottle.slug), ["up"]);
+    const bottles = await provider.getChildren();
+    assert.deepEqual(bottles.map((bottle) => bottle.slug), ["up", "broken"]);
+    const broken = provider.getTreeItem(bottles[1]) as unknown as TreeItem;
+    assert.equal(broken.contextValue, "bottle.degraded", "no inline Attach for it");
+    assert.equal((broken.iconPath as { id: string }).id, "warning");
   });
 
   it("is empty (and shows its welcome text) while the server is not running", async () => {

@@ -37,7 +37,7 @@ describe("server answers", () => {
 
   it("fills missing optional bottle fields with empty text", () => {
     assert.deepEqual(parseBottleList([{ slug: "a", agent: "dev", backend: 7 }]), [
-      { slug: "a", agent: "dev", backend: "", status: "", started_at: "", manifest: "" },
+      { slug: "a", agent: "dev", backend: "", status: "", started_at: "", manifest: "", runtime: "", fix: "" },
     ]);
     assert.throws(() => parseBottleList({ slug: "a" }), ContractError);
     assert.throws(() => parseBottleList([{ agent: "dev" }]), /at least a slug/);

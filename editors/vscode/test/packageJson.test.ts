@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 import { ExtensionCommand } from "../src/common";
-import { MANIFEST_GLOB } from "../src/manifests";
+import { MANIFEST_GLOB, MANIFEST_GLOBS } from "../src/manifests";
 import { findOnPath } from "../src/serverCommand";
 
 const root = path.join(__dirname, "..", "..");
@@ -29,16 +29,41 @@ describe("package.json", () => {
     }
   });
 
-  it("puts attach and stop inline on running bottles in the Bottles explorer view", () => {
-    assert.deepEqual(contributes.views.explorer.map((v: { id: string; name: string }) => [v.id, v.name]), [["botBottle.bottles", "Bottles"]]);
-    const inline = contributes.menus["view/item/context"].filter((entry: { group: string }) => entry.group.startsWith("inline"));
-    assert.deepEqual(inline.map((entry: { command: string }) => entry.command), ["botBottle.attach", "botBottle.stop"]);
+  it("has a Bot Bottle view container with the Bottles and Egress views", () => {
+    assert.deepEqual(contributes.viewsContainers.activitybar.map((c: { id: string }) => c.id), ["botBottle"]);
+    assert.ok(fs.existsSync(path.join(root, String(contributes.viewsContainers.activitybar[0].icon))));
+    assert.deepEqual(contributes.views.botBottle.map((v: { id: string; name: string }) => [v.id, v.name]), [
+      ["botBottle.bottles", "Bottles"],
+      ["botBottle.egress", "Egress"],
+    ]);
   });
 
-  it("activates on bottle.toml and leaves the TOML language id alone", () => {
+  it("puts attach and stop inline on running bottles, stop on degraded ones, Allow / Approve / Deny on egress rows", () => {
+    const inline = contributes.menus["view/item/context"].filter((entry: { group: string }) => entry.group.startsWith("inline"));
+    assert.deepEqual(
+      inline.map((entry: { command: string; when: string }) => [entry.command, entry.when]),
+      [
+        ["botBottle.attach", "view == botBottle.bottles && viewItem == bottle.running"],
+        ["botBottle.stop", "view == botBottle.bottles && viewItem =~ /^bottle\\.(running|degraded)$/"],
+        ["botBottle.allowHost", "view == botBottle.egress && viewItem == egress.allowable"],
+        ["botBottle.approveAsk", "view == botBottle.egress && viewItem == egress.pending"],
+        ["botBottle.denyAsk", "view == botBottle.egress && viewItem == egress.pending"],
+      ],
+    );
+  });
+
+  it("gives bottle.toml and *.bottle.toml a language of its own with a TOML grammar, and the server both", () => {
     assert.ok(manifest.activationEvents.includes("workspaceContains:**/bottle.toml"));
-    assert.equal(contributes.languages, undefined, "no language of our own for bottle.toml");
+    assert.ok(manifest.activationEvents.includes("onLanguage:bottle-toml"));
+    assert.deepEqual(contributes.languages.map((l: { id: string; filenames: string[]; filenamePatterns: string[] }) => [l.id, l.filenames, l.filenamePatterns]), [
+      ["bottle-toml", ["bottle.toml"], ["*.bottle.toml"]],
+    ]);
+    const [grammar] = contributes.grammars;
+    assert.equal(grammar.language, "bottle-toml");
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, String(grammar.path)), "utf8")).scopeName, grammar.scopeName);
+    assert.ok(fs.existsSync(path.join(root, String(contributes.languages[0].configuration))));
     assert.equal(MANIFEST_GLOB, "**/bottle.toml");
+    assert.deepEqual(MANIFEST_GLOBS, ["**/bottle.toml", "**/*.bottle.toml"]);
   });
 
   it("ships the bottle.toml JSON Schema to Even Better TOML through tomlValidation", () => {

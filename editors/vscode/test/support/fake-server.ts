@@ -13,6 +13,8 @@ export class FakeServer implements BottleServerPort {
   bottlesChangedCount = 0;
   private readonly bottlesEmitter = new EventEmitter<void>();
   private readonly stateEmitter = new EventEmitter<unknown>();
+  private readonly activityEmitter = new EventEmitter<unknown>();
+  readonly onActivity = this.activityEmitter.event as unknown as BottleServerPort["onActivity"];
   readonly onBottlesChanged = this.bottlesEmitter.event as unknown as BottleServerPort["onBottlesChanged"];
   readonly onStateChanged = this.stateEmitter.event as unknown as BottleServerPort["onStateChanged"];
   private sinks = new Map<string, (value: WorkDoneValue) => void>();
@@ -38,6 +40,16 @@ export class FakeServer implements BottleServerPort {
     } finally {
       this.sinks.delete(token);
     }
+  }
+
+  /** What the server would push as `bottle/activity`. */
+  pushActivity(params: unknown): void {
+    this.activityEmitter.fire(params);
+  }
+
+  /** A server state change (`running` makes the activity store ask for the picture). */
+  setState(state: string): void {
+    this.stateEmitter.fire(state);
   }
 
   notifyBottlesChanged(): void {

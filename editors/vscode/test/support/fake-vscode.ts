@@ -44,6 +44,10 @@ export const fake = {
   messageAnswer: (_message: RecordedMessage): string | undefined => undefined,
   workspaceFiles: [] as Uri[],
   activeEditorUri: undefined as Uri | undefined,
+  shownDocuments: [] as string[],
+  documentText: "",
+  revealed: [] as unknown[],
+  statusBarItems: [] as { id: string; text: string; tooltip?: string; command?: string; visible: boolean }[],
   configuration: new Map<string, unknown>(),
   reset(): void {
     fake.terminals = [];
@@ -56,6 +60,10 @@ export const fake = {
     fake.messageAnswer = () => undefined;
     fake.workspaceFiles = [];
     fake.activeEditorUri = undefined;
+    fake.shownDocuments = [];
+    fake.documentText = "";
+    fake.revealed = [];
+    fake.statusBarItems = [];
     fake.configuration = new Map();
   },
 };
@@ -188,12 +196,42 @@ export const window = {
       dispose: () => undefined,
     };
   },
+  async showTextDocument(document: { uri: Uri }) {
+    fake.shownDocuments.push(document.uri.toString());
+    return { document, selection: undefined as unknown, revealRange: (range: unknown) => fake.revealed.push(range) };
+  },
+  createStatusBarItem(id: string, _alignment?: number, _priority?: number) {
+    const item = { id, text: "", tooltip: undefined as string | undefined, command: undefined as string | undefined, name: "", visible: false };
+    fake.statusBarItems.push(item);
+    return Object.assign(item, { show: () => (item.visible = true), hide: () => (item.visible = false), dispose: () => undefined });
+  },
   createOutputChannel(_name: string) {
     return { appendLine: () => undefined, dispose: () => undefined };
   },
 };
 
+export class Range {
+  constructor(
+    readonly start: unknown,
+    readonly end: unknown,
+  ) {}
+}
+
+export class Selection extends Range {}
+
+export enum TextEditorRevealType {
+  InCenterIfOutsideViewport = 2,
+}
+
+export enum StatusBarAlignment {
+  Left = 1,
+  Right = 2,
+}
+
 export const workspace = {
+  async openTextDocument(uri: Uri) {
+    return { uri, getText: () => fake.documentText, positionAt: (offset: number) => ({ offset }) };
+  },
   async findFiles(_include: string, _exclude?: string, _max?: number): Promise<Uri[]> {
     return fake.workspaceFiles;
   },
