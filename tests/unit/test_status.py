@@ -48,5 +48,7 @@ def test_the_language_servers_bottle_list_carries_the_fix() -> None:
 
     record = BottleRecord("s1", "bottle-s1", "dev", "default", "docker", "m", "/", "t", "ip", "n")
     degraded = record.with_status(BottleStatus("degraded: bundle down", "bottle-engine resume s1"))
-    assert _record(degraded)["status"] == "degraded: bundle down (run `bottle-engine resume s1`)"
-    assert _record(record.with_status(BottleStatus("running")))["status"] == "running"
+    listed = _record(degraded)
+    assert (listed["status"], listed["fix"]) == ("degraded: bundle down", "bottle-engine resume s1")
+    running = _record(record.with_status(BottleStatus("running")))
+    assert running["status"] == "running" and "fix" not in running
