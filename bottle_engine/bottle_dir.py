@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +177,10 @@ class BottleDir:
         return path
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """The dir and all in it; a warm pool bottle's link and its member's dir both."""
+        from bottle_engine import state
+
+        state.remove_bottle_path(self.path)
 
 
 def _plain_name(name: str, what: str) -> str:

@@ -42,9 +42,13 @@ def bottle_dir(slug: str) -> Path:
 
 
 def remove_bottle_dir(slug: str) -> None:
+    """Remove a bottle's state dir (see `remove_bottle_path`)."""
+    remove_bottle_path(bottle_dir(slug))
+
+
+def remove_bottle_path(path: Path) -> None:
     """Remove a bottle's state dir; for a bottle from the warm pool, `bottles/<slug>` is a link
     to its member's dir (bottle_engine/pool.py), and both go."""
-    path = bottle_dir(slug)
     if path.is_symlink():
         target = path.resolve()
         path.unlink()

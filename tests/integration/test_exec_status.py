@@ -112,10 +112,11 @@ def test_a_dead_bundle_is_reported_with_the_fix_and_resume_repairs_it(
     assert f"run `bottle-engine resume {slug}`" in text
 
     with world_env(bottle_world):
-        from bottle_lsp.engine import list_bottles
+        from bottle_lsp.engine import Engine
 
-        shown = {b["slug"]: b["status"] for b in list_bottles()}
-        assert shown[slug] == f"degraded: bundle down (run `bottle-engine resume {slug}`)"
+        shown = {b["slug"]: b for b in Engine().list_bottles()}
+        assert shown[slug]["status"] == "degraded: bundle down"
+        assert shown[slug]["fix"] == f"bottle-engine resume {slug}"
 
         lifecycle.resume(slug)
         assert {b.slug: b.status.text for b in lifecycle.list_bottles()}[slug] == "running"

@@ -81,7 +81,7 @@ def test_a_launch_that_loses_its_subnet_to_another_network_takes_the_next_name(
         pytest.skip(f"{wanted} is in use on this daemon already")
     # Another network takes the first candidate's subnet after the planner looked (the race).
     make(docker_client, made, FIRST, wanted)
-    monkeypatch.setattr("bottle_engine.backends.docker.subnets_in_use", lambda client: [])
+    monkeypatch.setattr("bottle_engine.backends.gateway.subnets_in_use", lambda client: [])
 
     with ExitStack() as undo:
         plan = DockerBackend(docker_client).claim(planner, undo, QuietProgress())
