@@ -84,7 +84,7 @@ def test_a_launch_that_loses_its_subnet_to_another_network_takes_the_next_name(
     monkeypatch.setattr("bottle_engine.backends.gateway.subnets_in_use", lambda client: [])
 
     with ExitStack() as undo:
-        plan = DockerBackend(docker_client).claim(planner, undo, QuietProgress())
+        plan = DockerBackend(docker_client).gateway.claim(planner, undo, QuietProgress())
         made.extend([plan.internal_network, plan.egress_network])
         assert plan.slug == f"{planner.base_slug}-2"
         assert plan.subnet != wanted
