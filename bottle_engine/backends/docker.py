@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
@@ -140,10 +141,20 @@ class DockerBackend:
                 tty = wants_tty(plan.command, terminal=terminal)
                 # The agent's container is created while the bundle starts (most of a cold
                 # launch); its files need the bundle's CA, so they go in once it is ready.
+                # A Ctrl-C can land inside `submit` (while the worker thread starts), where
+                # nothing waits for the creation: the worker removes what it made itself
+                # when the launch was undone meanwhile.
+                undone = threading.Event()
                 undo.callback(remove_container, self.client, plan.name)
+                undo.callback(undone.set)  # first: before the removal looks for it
                 with ThreadPoolExecutor(1) as creator:
                     creating = creator.submit(
-                        self._new_agent, plan, agent_image.image_tag, runtime, tty=tty
+                        self._new_agent_unless,
+                        undone,
+                        plan,
+                        agent_image.image_tag,
+                        runtime,
+                        tty=tty,
                     )
                     try:
                         # The bundle shares the agent's runtime: it parses what the agent
@@ -237,6 +248,21 @@ class DockerBackend:
             ),
         )
         return create_agent_container(self.client, spec)
+
+    def _new_agent_unless(
+        self,
+        undone: threading.Event,
+        plan: BottlePlan,
+        image: str,
+        runtime: str | None,
+        *,
+        tty: bool,
+    ) -> Any:
+        """`_new_agent`, removed again when the launch was undone while it was being made."""
+        container = self._new_agent(plan, image, runtime, tty=tty)
+        if undone.is_set():
+            remove_container(self.client, plan.name)
+        return container
 
     def _put_agent_files(self, plan: BottlePlan, container: Any) -> None:
         """Prompt, CA certificates, settings, skills and the workspace copy (guest.py)."""
