@@ -231,6 +231,19 @@ def forget_claim(member_id: str) -> None:
         (pool_root() / CLAIMED / member_id).unlink()
 
 
+def remove_dangling_links() -> list[str]:
+    """Bottle names left linked to a member that is gone (its launch died, gc removed it)."""
+    bottles = state.state_dir() / "bottles"
+    if not bottles.is_dir():
+        return []
+    removed = []
+    for entry in sorted(bottles.iterdir()):
+        if entry.is_symlink() and not entry.exists():
+            entry.unlink()
+            removed.append(str(entry))
+    return removed
+
+
 def link_bottle_dir(slug: str, member: Member) -> bool:
     """Make `bottles/<slug>` a link to the member's state dir, atomically; False when the name
     is taken (by another launch, cold or pooled)."""

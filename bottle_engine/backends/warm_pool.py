@@ -284,7 +284,7 @@ class WarmPool:
                     removed.append(network.name)
                     remove_network(self.client, network.name)
             pool.forget(member_id)
-        return removed
+        return removed + pool.remove_dangling_links()
 
 
 def _wait_warm(container: Any, directory: Path, timeout: float = WARM_TIMEOUT) -> None:

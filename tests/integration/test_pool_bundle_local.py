@@ -3,8 +3,11 @@ supervisor, waiting for a config; what they serve before it comes, and what they
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +70,7 @@ def test_a_waiting_service_listens_on_nothing_and_one_not_enabled_never_does(
             *(*listen, port_flag, str(port), "--allowed-client", LOOPBACK),
         ],
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group: whatever it starts goes with it
     )
     try:
         _wait(lambda: warm_mark(tmp_path, mark).exists(), process)
@@ -90,7 +94,8 @@ def test_a_waiting_service_listens_on_nothing_and_one_not_enabled_never_does(
         assert process.wait(timeout=60) == 0, process.communicate()[1]
         assert _refused(port)
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

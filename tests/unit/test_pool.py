@@ -104,6 +104,13 @@ def test_removing_a_pooled_bottle_removes_its_link_and_its_members_dir_only(
     assert (member.directory / "bottle.json").is_file()  # the link leads to the member's dir
     state.remove_bottle_dir("dev")
     assert not state.bottle_dir("dev").exists() and not member.directory.exists()
+    # A name whose member is gone (removed by gc after its launch died) is freed by gc.
+    member2 = _member(2)
+    _free(member2)
+    assert pool.link_bottle_dir("gone", member2)
+    pool.forget(member2.id)
+    assert pool.remove_dangling_links() == [str(state.bottle_dir("gone"))]
+    assert not state.bottle_dir("gone").is_symlink()
     # A link elsewhere (not ours) is only unlinked, its target left alone.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
