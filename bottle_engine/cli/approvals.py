@@ -21,7 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from bottle_engine import approvals
-from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.cli.output import add_command, console, print_json
 from bottle_engine.display import safe_markup
 
 LIST_EXAMPLES = """\
@@ -43,13 +43,13 @@ examples:
 
 
 def register(subparsers: Any) -> None:
-    listing = subparsers.add_parser(
+    listing = add_command(
+        subparsers,
         "approvals",
         help="list the agents' approval requests",
         description="List approval requests (from the request_approval tool of supervised "
         "bottles). Pending ones by default.",
         epilog=LIST_EXAMPLES,
-        formatter_class=formatter(),
     )
     listing.add_argument("slug", nargs="?", metavar="SLUG", help="only this bottle")
     listing.add_argument(
@@ -58,13 +58,13 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(run=run_list)
     for name, approved in (("approve", True), ("deny", False)):
-        parser = subparsers.add_parser(
+        parser = add_command(
+            subparsers,
             name,
             help=f"{name} an agent's approval request",
             description=f"{name.capitalize()} a pending approval request; the agent waiting "
             "on it gets the answer (and the note) at once.",
             epilog=ANSWER_EXAMPLES,
-            formatter_class=formatter(),
         )
         parser.add_argument("request_id", metavar="ID", help="the id `approvals` shows")
         parser.add_argument(

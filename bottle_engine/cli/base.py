@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG
-from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.cli.output import add_command, console, print_json
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.host import Host
 
@@ -24,11 +24,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "base",
         help="bootstrap the Debian base image (no registry needed)",
         description=HELP,
-        formatter_class=formatter(),
     )
     actions = parser.add_subparsers(dest="base_command", metavar="ACTION", required=True)
     bootstrap = actions.add_parser("bootstrap", help="debootstrap and import the base image")

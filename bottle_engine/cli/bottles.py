@@ -13,10 +13,10 @@ from rich.table import Table
 from bottle_engine import lifecycle
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli.output import (
+    add_command,
     add_manifest_option,
     console,
     err_console,
-    formatter,
     print_json,
 )
 from bottle_engine.cli.progress import cli_progress, paused
@@ -42,11 +42,11 @@ launch of a manifest path records it. See `bottle-engine trust --help`.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    launch = subparsers.add_parser(
+    launch = add_command(
+        subparsers,
         "launch",
         help="launch an agent in a new bottle",
         description=LAUNCH_HELP,
-        formatter_class=formatter(),
     )
     add_manifest_option(launch)
     launch.add_argument("agent", metavar="AGENT")
@@ -60,17 +60,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     launch.set_defaults(run=run_launch)
 
-    attach = subparsers.add_parser(
+    attach = add_command(
+        subparsers,
         "attach",
         help="connect this terminal to a running bottle",
         description="Attach to SLUG's agent (interactive when stdin is a terminal). "
         "Exits with the agent's exit code.\n\nexample:\n  bottle-engine attach dev-1a2b3c",
-        formatter_class=formatter(),
     )
     attach.add_argument("slug", metavar="SLUG")
     attach.set_defaults(run=run_attach)
 
-    exec_ = subparsers.add_parser(
+    exec_ = add_command(
+        subparsers,
         "exec",
         help="run a command in a bottle as its agent",
         description="Run CMD in SLUG's sandbox as the agent user, in the workspace, with the "
@@ -78,51 +79,50 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "stdin is a terminal. Exits with CMD's exit code.\n\nexamples:\n"
         "  bottle-engine exec dev-1a2b3c -- bash\n"
         "  bottle-engine exec dev-1a2b3c -- git -C /workspace status",
-        formatter_class=formatter(),
     )
     exec_.add_argument("slug", metavar="SLUG")
     exec_.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER)
     exec_.set_defaults(run=run_exec)
 
-    ls = subparsers.add_parser(
+    ls = add_command(
+        subparsers,
         "ls",
         help="list bottles",
         description="List bottles and their status.\n\n"
         "examples:\n  bottle-engine ls\n  bottle-engine ls --json | jq '.[].slug'",
-        formatter_class=formatter(),
     )
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(run=run_ls)
 
-    stop = subparsers.add_parser(
+    stop = add_command(
+        subparsers,
         "stop",
         help="stop a bottle (and with --rm remove it)",
         description="Stop SLUG's agent and bundle. With --rm also remove its containers, "
         "networks and state (audit log included).\n\n"
         "example:\n  bottle-engine stop dev-1a2b3c --rm",
-        formatter_class=formatter(),
     )
     stop.add_argument("slug", metavar="SLUG")
     stop.add_argument("--rm", action="store_true", help="remove everything the bottle made")
     stop.set_defaults(run=run_stop)
 
-    resume = subparsers.add_parser(
+    resume = add_command(
+        subparsers,
         "resume",
         help="start a stopped bottle again",
         description="Start SLUG's bundle, then its agent.\n\nexample:\n"
         "  bottle-engine resume dev-1a2b3c && bottle-engine attach dev-1a2b3c",
-        formatter_class=formatter(),
     )
     resume.add_argument("slug", metavar="SLUG")
     resume.set_defaults(run=run_resume)
 
-    logs = subparsers.add_parser(
+    logs = add_command(
+        subparsers,
         "logs",
         help="show a bottle's output or its egress audit log",
         description="Show the agent's output, the bundle's (--bundle) or the egress audit log "
         "(--egress: one JSON line per proxy decision).\n\nexamples:\n"
         "  bottle-engine logs dev-1a2b3c --egress -f",
-        formatter_class=formatter(),
     )
     logs.add_argument("slug", metavar="SLUG")
     which = logs.add_mutually_exclusive_group()
@@ -131,13 +131,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.set_defaults(run=run_logs)
 
-    gc = subparsers.add_parser(
+    gc = add_command(
+        subparsers,
         "gc",
         help="remove orphaned containers and networks",
         description="Remove containers and networks labelled as bot-bottle's that no bottle "
         "record accounts for (left by a crash or a killed CLI).\n\nexample:\n"
         "  bottle-engine gc",
-        formatter_class=formatter(),
     )
     gc.set_defaults(run=run_gc)
 

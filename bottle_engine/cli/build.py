@@ -9,10 +9,10 @@ from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli.output import (
+    add_command,
     add_manifest_option,
     console,
     err_console,
-    formatter,
     print_json,
 )
 from bottle_engine.cli.progress import cli_progress
@@ -47,11 +47,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "build",
         help="build (or reuse) an agent's image, reproducibly",
         description=HELP,
-        formatter_class=formatter(),
     )
     add_manifest_option(parser)
     parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")

@@ -8,7 +8,7 @@ import time
 
 from bottle_engine.artifacts.remote import RemoteCache, RemoteEntry
 from bottle_engine.artifacts.store import ArtifactStore, StoreEntry
-from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.cli.output import add_command, console, print_json
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError, UsageError
 from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
@@ -33,11 +33,11 @@ DEFAULT_KEEP = 3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "cache",
         help="list, prune and remove stored artifacts",
         description=HELP,
-        formatter_class=formatter(),
     )
     actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     listing = actions.add_parser("ls", help="list stored artifacts, most recently used first")

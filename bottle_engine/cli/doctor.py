@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.cli.output import add_command, console, print_json
 from bottle_engine.doctor import run_checks
 
 HELP = """\
@@ -19,11 +19,11 @@ example:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "doctor",
         help="check this machine's set-up",
         description=HELP,
-        formatter_class=formatter(),
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bottle_engine.artifacts.base import resolve_base_image
-from bottle_engine.cli.output import console, err_console, formatter, print_json
+from bottle_engine.cli.output import add_command, console, err_console, print_json
 from bottle_engine.errors import BottleError
 from bottle_engine.gvisor import DAEMON_JSON, PINNED, RUNTIME_ARGS, air_gap_help
 from bottle_engine.host import Host
@@ -31,18 +31,18 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "gvisor",
         help="install and register gVisor (runsc) for the docker backend",
         description=HELP,
-        formatter_class=formatter(),
     )
     actions = parser.add_subparsers(dest="gvisor_command", metavar="ACTION", required=True)
-    install = actions.add_parser(
+    install = add_command(
+        actions,
         "install",
         help="install (if needed) and register a working runsc",
         description=HELP,
-        formatter_class=formatter(),
     )
     install.add_argument(
         "--deb", type=Path, metavar="FILE", help=f"use this {_PIN.deb_name} instead of apt"

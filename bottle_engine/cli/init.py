@@ -6,7 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from bottle_engine.cli.output import console, formatter
+from bottle_engine.cli.output import add_command, console
 from bottle_engine.errors import BottleError
 
 HELP = """\
@@ -41,11 +41,11 @@ TEMPLATES = {
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "init",
         help="write a starter bottle.toml and Dockerfile",
         description=HELP,
-        formatter_class=formatter(),
     )
     parser.add_argument("directory", nargs="?", default=".", help="where to write (default: .)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")

@@ -1,4 +1,4 @@
-"""Shared printing helpers: rich consoles, JSON output, and the common `-f` option."""
+"""Shared CLI helpers: rich consoles, JSON output, a command's parser and the common `-f`."""
 
 from __future__ import annotations
 
@@ -35,5 +35,19 @@ def add_manifest_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def formatter() -> type[argparse.RawDescriptionHelpFormatter]:
-    return argparse.RawDescriptionHelpFormatter
+def add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A command's parser; its description printed as written (examples keep their layout)."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

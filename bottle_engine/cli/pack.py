@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
 from bottle_engine.cli.progress import cli_progress
 
 HELP = """\
@@ -27,11 +27,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "pack",
         help="pack an agent's image as a .smolmachine (microVM backend)",
         description=HELP,
-        formatter_class=formatter(),
     )
     add_manifest_option(parser)
     parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")

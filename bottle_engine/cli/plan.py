@@ -6,7 +6,7 @@ import argparse
 
 from rich.markup import escape
 
-from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
 from bottle_engine.lifecycle import planner_for
 
 HELP = """\
@@ -21,11 +21,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "plan",
         help="show what launching an agent would do",
         description=HELP,
-        formatter_class=formatter(),
     )
     add_manifest_option(parser)
     parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")

@@ -7,7 +7,7 @@ import argparse
 from rich.table import Table
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import add_manifest_option, console, formatter, print_json
+from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.display import safe_markup
 
@@ -26,11 +26,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "pool",
         help="warm gateways for fast launches",
         description=HELP,
-        formatter_class=formatter(),
     )
     actions = parser.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
     status = actions.add_parser("status", help="list the members and their state")

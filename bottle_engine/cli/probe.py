@@ -7,7 +7,7 @@ import argparse
 from rich.table import Table
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import console, formatter, print_json
+from bottle_engine.cli.output import add_command, console, print_json
 from bottle_engine.errors import UsageError
 from bottle_engine.probes import ProbeTargets
 
@@ -27,11 +27,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "probe",
         help="run the sandbox-escape probes in a bottle",
         description=HELP,
-        formatter_class=formatter(),
     )
     parser.add_argument("slug", metavar="SLUG")
     parser.add_argument("--allowed-url", help="control: a URL the allowlist permits")

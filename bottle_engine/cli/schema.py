@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bottle_engine.cli.output import formatter, print_json
+from bottle_engine.cli.output import add_command, print_json
 from bottle_engine.manifest.schema import markdown_reference, to_json_schema
 
 HELP = """\
@@ -18,11 +18,11 @@ Print the JSON Schema of bottle.toml. Point your TOML tooling at it, e.g. with t
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "schema",
         help="print the manifest's JSON Schema",
         description=HELP,
-        formatter_class=formatter(),
     )
     parser.add_argument("--markdown", action="store_true", help="print the reference table")
     parser.set_defaults(run=run)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine.cli.output import (
+    add_command,
     add_manifest_option,
     console,
     err_console,
-    formatter,
     print_json,
 )
 from bottle_engine.display import safe_markup
@@ -33,11 +33,11 @@ manifest needs trust, or on errors.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "trust",
         help="review a changed manifest and trust it",
         description=HELP,
-        formatter_class=formatter(),
     )
     add_manifest_option(parser)
     parser.add_argument(
