@@ -257,9 +257,11 @@ def pool_fill(
     *,
     progress: Progress | None = None,
     settings: EngineSettings | None = None,
+    up_to: bool = False,
 ) -> list[PoolMember]:
     """Start `count` warm gateways for `agent`'s bottle (its bundle image, runtime and size),
-    so that its next launches only start the agent. Docker backend only."""
+    so that its next launches only start the agent. Docker backend only. `up_to`: only as
+    many as it takes for `count` free members of that kind (none when there are enough)."""
     if not 1 <= count <= MAX_POOL_FILL:
         raise BottleError(
             f"pool fill {count}: the count must be between 1 and {MAX_POOL_FILL}",
@@ -280,7 +282,16 @@ def pool_fill(
     agent_image, bundle_image = backend.prepare(plan, progress)
     choice = backend.runtime_for(plan.runtime, agent_image.image_tag)
     key = backend.pool.key_for(bundle_image.image_tag, choice.docker_runtime, plan.memory_bytes)
-    return backend.pool.fill(key, count, progress)
+    if up_to:
+        count -= sum(1 for member in pool_listed(FREE) if member.key == key)
+    return backend.pool.fill(key, count, progress) if count > 0 else []
+
+
+def pool_release(member_ids: Sequence[str], settings: EngineSettings | None = None) -> list[str]:
+    """Remove these members if no launch has taken them meanwhile; the ids removed."""
+    from bottle_engine.backends.docker import DockerBackend
+
+    return DockerBackend(settings=settings).pool.release(member_ids)
 
 
 def pool_members() -> list[tuple[str, PoolMember]]:

@@ -28,7 +28,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,6 +180,22 @@ def take_any(where: str) -> Iterator[Member]:
     for member in listed(where):
         try:
             move_noreplace(pool_root() / where / member.id, claimed / member.id)
+        except (FileNotFoundError, FileExistsError):
+            continue
+        yield member
+
+
+def take_free(member_ids: Iterable[str]) -> Iterator[Member]:
+    """These members, each taken (free -> claimed) before it is yielded; one a launch took
+    first, or that is not free, is skipped."""
+    claimed = _area(CLAIMED)
+    free = {member.id: member for member in listed(FREE)}
+    for member_id in member_ids:
+        member = free.get(member_id)
+        if member is None:
+            continue
+        try:
+            move_noreplace(pool_root() / FREE / member_id, claimed / member_id)
         except (FileNotFoundError, FileExistsError):
             continue
         yield member

@@ -34,6 +34,12 @@ class Lifecycle(Protocol):
 
     def list_bottles(self) -> Sequence[Any]: ...
 
+    def pool_fill(
+        self, manifest_path: Path, agent: str, count: int, *, up_to: bool = ...
+    ) -> Sequence[Any]: ...
+
+    def pool_release(self, member_ids: Sequence[str]) -> Sequence[str]: ...
+
 
 class Engine:
     """The engine as the editor sees it. Methods block: the server calls them in threads."""
@@ -61,6 +67,22 @@ class Engine:
     def list_bottles(self) -> list[dict[str, str]]:
         """Every bottle the engine knows: slug, agent, backend, status, started_at, manifest."""
         return [_record(record) for record in self.lifecycle.list_bottles()]
+
+    def keep_warm(self, manifest_path: Path, agents: Sequence[str]) -> list[str]:
+        """A warm gateway ready for each of these agents' bottles (the warm pool; agents of
+        other backends, or whose manifest does not validate, are skipped); the ids made."""
+        made: list[str] = []
+        for agent in agents:
+            try:
+                members = self.lifecycle.pool_fill(manifest_path, agent, 1, up_to=True)
+            except BottleError:
+                continue
+            made += [str(member.id) for member in members]
+        return made
+
+    def release_warm(self, member_ids: Sequence[str]) -> list[str]:
+        """Remove these warm gateways unless a launch took them; the ids removed."""
+        return [str(member_id) for member_id in self.lifecycle.pool_release(member_ids)]
 
     def attach_command(self, slug: str) -> list[str]:
         """The argv the client runs in a terminal to attach to `slug`."""

@@ -50,6 +50,9 @@ class BottleLanguageServer(LanguageServer):
         self.options: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.shown_approvals: set[str] = set()
+        from bottle_lsp.warm import WarmKeeper  # it names this class: imported once it exists
+
+        self.warm = WarmKeeper(self)
 
     # -- documents -------------------------------------------------------------------------------
     def analysis(self, uri: str) -> Analysis:
@@ -119,6 +122,8 @@ class BottleLanguageServer(LanguageServer):
 
         await self.bottles.refresh()
         activity.hub(self).sync(self.bottles.bottles)
+        if event == "launched":
+            self.spawn(self.warm.keep_all())  # the launch may have used a warm member up
         self.protocol.notify(CHANGED, {"slug": slug, "event": event})
         self.refresh_code_lenses()
 

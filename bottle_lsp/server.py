@@ -141,6 +141,12 @@ async def initialized(ls: BottleLanguageServer, params: types.InitializedParams)
         ls.spawn(poll_approvals(ls, float(approvals.get("interval", 2.0))))
 
 
+@feature(types.SHUTDOWN)
+async def shutdown(ls: BottleLanguageServer, params: None) -> None:
+    """Warm gateways this server made and no launch took go with it."""
+    await ls.warm.release()
+
+
 # -- diagnostics ----------------------------------------------------------------------------------
 
 
@@ -149,6 +155,7 @@ def did_open(ls: BottleLanguageServer, params: types.DidOpenTextDocumentParams) 
     if ls.pushes_diagnostics:
         ls.publish(params.text_document.uri)
     ls.spawn(offer_trust(ls, manifest_path(params.text_document.uri)))
+    ls.spawn(ls.warm.keep(params.text_document.uri))
 
 
 @feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -175,6 +182,7 @@ def did_save(ls: BottleLanguageServer, params: types.DidSaveTextDocumentParams) 
     if ls.pushes_diagnostics:
         ls.publish(uri)
     ls.refresh_code_lenses()  # the saved file decides between Launch and Review changes
+    ls.spawn(ls.warm.keep(uri))  # a changed bottle may want another kind of warm gateway
 
 
 @feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
@@ -191,6 +199,7 @@ def watched_files_changed(
 @feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: BottleLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
+    ls.spawn(ls.warm.release(uri))
     ls.analyses.pop(uri, None)
     task = ls.debounce_tasks.pop(uri, None)
     if task is not None:

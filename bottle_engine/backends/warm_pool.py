@@ -12,7 +12,7 @@ import functools
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -252,6 +252,14 @@ class WarmPool:
                 self.remove_member(member)
                 drained.append(member.id)
         return drained
+
+    def release(self, member_ids: Iterable[str]) -> list[str]:
+        """Remove these members unless a launch took them first; the ids removed."""
+        released = []
+        for member in pool.take_free(member_ids):
+            self.remove_member(member)
+            released.append(member.id)
+        return released
 
     def orphans(self) -> Iterator[str]:
         """Ids of pool members whose resources no free member and no bottle accounts for: a

@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_manifest_option(fill)
     fill.add_argument("count", metavar="N", type=int)
     fill.add_argument("agent", metavar="AGENT")
+    fill.add_argument(
+        "--up-to",
+        action="store_true",
+        help="make only as many as it takes for N free members of this kind (none when enough)",
+    )
     fill.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     fill.add_argument("--json", action="store_true", help="machine-readable output")
     fill.set_defaults(run=run_fill)
@@ -78,7 +83,9 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_fill(args: argparse.Namespace) -> int:
     with cli_progress(quiet=args.quiet or args.json) as progress:
-        made = lifecycle.pool_fill(args.file, args.agent, args.count, progress=progress)
+        made = lifecycle.pool_fill(
+            args.file, args.agent, args.count, progress=progress, up_to=args.up_to
+        )
     if args.json:
         print_json([{"id": member.id, "subnet": member.subnet} for member in made])
     elif not args.quiet:

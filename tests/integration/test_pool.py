@@ -197,3 +197,16 @@ def test_gc_removes_a_claimed_member_no_bottle_accounts_for(
     assert member.container in removed
     assert [n for n in _pool_resources(docker_client) if member.id in n] == []
     assert not member.directory.exists()
+
+
+def test_filling_up_to_one_makes_only_what_is_missing_and_release_removes_it(
+    bottle_world: BottleWorld, docker_client: Any, clean_pool: None
+) -> None:
+    """What the editor's keep-warm asks for: a member when none is free, none when one is,
+    and removal of its own member unless a launch took it."""
+    (member,) = lifecycle.pool_fill(bottle_world.manifest, "twin", 1, up_to=True)
+    assert lifecycle.pool_fill(bottle_world.manifest, "twin", 1, up_to=True) == []
+    assert lifecycle.pool_release(["no-such-member", member.id]) == [member.id]
+    assert [m for _, m in lifecycle.pool_members() if m.id == member.id] == []
+    assert [n for n in _pool_resources(docker_client) if member.id in n] == []
+    assert lifecycle.pool_release([member.id]) == []  # gone already: nothing to remove

@@ -74,6 +74,7 @@ async def start_client(
     debounce: float = 0.05,
     bottles_max_age: float = 5.0,
     activity_interval: float = 3.0,
+    pool: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
 ) -> LanguageClient:
     """A VS Code-like client connected to a fresh server whose HOME, state and fake engine
@@ -129,7 +130,10 @@ async def start_client(
         types.InitializeParams(
             capabilities=client_capabilities("visual-studio-code"),
             root_uri=(root / "project").as_uri(),
-            initialization_options={"approvals": approvals or {"poll": False}},
+            initialization_options={
+                "approvals": approvals or {"poll": False},
+                **({"pool": pool} if pool is not None else {}),
+            },
         )
     )
     return client
@@ -137,8 +141,9 @@ async def start_client(
 
 async def stop_client(client: LanguageClient, root: Path) -> None:
     """Shut the server down, then insist that it logged no error or traceback."""
-    await client.shutdown_session()
-    await client.stop()  # type: ignore[no-untyped-call]
+    if not client.stopped:  # a test may have shut it down itself
+        await client.shutdown_session()
+        await client.stop()  # type: ignore[no-untyped-call]
     log = root / "server.log"
     text = log.read_text() if log.exists() else ""
     assert "Traceback" not in text and " ERROR " not in text, text

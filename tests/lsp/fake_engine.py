@@ -62,5 +62,25 @@ class FakeLifecycle:
                 return
         raise BottleError(f"no bottle named '{slug}'", fix="run `bottle-engine ls` to see them")
 
+    def pool_fill(
+        self, manifest_path: Path, agent: str, count: int, *, up_to: bool = False
+    ) -> list[Any]:
+        """A warm member per call, recorded in the state file (`warm`: ids not released)."""
+        state = self._load()
+        warm = state.setdefault("warm", [])
+        if up_to and any(m["agent"] == agent for m in warm):
+            return []
+        member = {"id": f"warm-{agent}-{len(warm) + 1}", "agent": agent}
+        warm.append(member)
+        self._save(state)
+        return [SimpleNamespace(**member)]
+
+    def pool_release(self, member_ids: list[str]) -> list[str]:
+        state = self._load()
+        warm = state.setdefault("warm", [])
+        state["warm"] = [m for m in warm if m["id"] not in member_ids]
+        self._save(state)
+        return [m["id"] for m in warm if m["id"] in member_ids]
+
     def list_bottles(self) -> list[Any]:
         return [SimpleNamespace(**record) for record in self._load()["bottles"]]

@@ -190,6 +190,11 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
       // By file pattern, not language id: bottle.toml is "bottle-toml" (our grammar) unless the
       // person maps it to "toml" for another TOML extension; the server gets it either way.
       documentSelector: MANIFEST_GLOBS.map((pattern) => ({ scheme: "file", pattern })),
+      initializationOptions: {
+        pool: {
+          keepWarm: vscode.workspace.getConfiguration(CONFIG_SECTION).get<boolean>("pool.keepWarm", false),
+        },
+      },
       synchronize: { fileEvents: vscode.workspace.createFileSystemWatcher(MANIFEST_GLOB) },
       outputChannel: this.output,
       middleware: {

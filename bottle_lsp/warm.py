@@ -1,0 +1,62 @@
+"""A warm gateway kept ready while a manifest is open (`pool.keepWarm`, off by default).
+
+With the option on, opening or saving a manifest asks the engine for one warm pool member per
+bottle its agents run in (`Engine.keep_warm`: only what is missing is made), so a launch from
+the editor starts only its agent. A launch uses the member up; the next launch's refill makes
+another. Closing the manifest, or the editor shutting the server down, removes the members this
+server made that no launch took. Making a member builds the bottle's images when they are not
+cached yet and starts a bundle container: that is why it is off by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from bottle_lsp.language_server import manifest_path
+
+if TYPE_CHECKING:
+    from bottle_lsp.language_server import BottleLanguageServer
+
+logger = logging.getLogger(__name__)
+
+
+class WarmKeeper:
+    """The warm members one server made, per manifest URI."""
+
+    def __init__(self, ls: BottleLanguageServer) -> None:
+        self.ls = ls
+        self.made: dict[str, list[str]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        options = self.ls.options.get("pool")
+        return isinstance(options, dict) and options.get("keepWarm") is True
+
+    async def keep(self, uri: str) -> None:
+        """One warm member per bottle of the manifest's agents, made when missing."""
+        if not self.enabled or uri not in self.ls.workspace.text_documents:
+            return
+        agents = self.ls.analysis(uri).names("agents")
+        try:
+            made = await self.ls.in_thread(self.ls.engine.keep_warm, manifest_path(uri), agents)
+        except Exception:  # a daemon that is down, a build that fails: the launch says why
+            logger.warning("keeping a warm gateway for %s failed", uri, exc_info=True)
+            return
+        self.made.setdefault(uri, []).extend(made)
+
+    async def keep_all(self) -> None:
+        """After a launch (which may have used a member up): refill for every open manifest."""
+        for uri in list(self.ls.workspace.text_documents):
+            await self.keep(uri)
+
+    async def release(self, uri: str | None = None) -> None:
+        """Remove what was made for `uri` (every manifest: None) that no launch took."""
+        uris = [uri] if uri is not None else list(self.made)
+        ids = [member for u in uris for member in self.made.pop(u, [])]
+        if not ids:
+            return
+        try:
+            await self.ls.in_thread(self.ls.engine.release_warm, ids)
+        except Exception:
+            logger.warning("removing warm gateways %s failed", ids, exc_info=True)

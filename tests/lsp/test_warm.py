@@ -1,0 +1,75 @@
+"""The language server keeps a warm gateway ready while a manifest is open (`pool.keepWarm`):
+made on open, one per agent's bottle and only when missing, refilled after a launch, removed on
+close and on shutdown; never made without the option."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+
+from tests.lsp.conftest import MANIFEST, ClientFactory, open_document
+from tests.lsp.test_commands import eventually, execute
+
+pytestmark = pytest.mark.asyncio
+
+
+def warm(tmp_path: Path) -> list[dict[str, Any]]:
+    """The fake engine's warm members that were made and not released."""
+    try:
+        state = json.loads((tmp_path / "fake-engine.json").read_text())
+    except FileNotFoundError:
+        return []
+    members: list[dict[str, Any]] = state.get("warm", [])
+    return members
+
+
+async def test_an_open_manifest_gets_one_warm_gateway_per_agent_and_closing_removes_them(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    client = await make_client(pool={"keepWarm": True})
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await eventually(lambda: len(warm(tmp_path)) == 2, "a warm gateway for dev and reviewer")
+    assert sorted(m["agent"] for m in warm(tmp_path)) == ["dev", "reviewer"]
+
+    # Saving again makes nothing more: what is warm already is enough.
+    client.text_document_did_save(
+        types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    # A launch from the editor uses the member up (the fake forgets it); the server refills.
+    state = json.loads((tmp_path / "fake-engine.json").read_text())
+    state["warm"] = [m for m in state["warm"] if m["agent"] != "dev"]
+    (tmp_path / "fake-engine.json").write_text(json.dumps(state))
+    await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"})
+    await eventually(
+        lambda: sorted(m["agent"] for m in warm(tmp_path)) == ["dev", "reviewer"],
+        "the used-up warm gateway made again",
+    )
+    assert len(warm(tmp_path)) == 2
+
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    await eventually(lambda: warm(tmp_path) == [], "the warm gateways removed on close")
+
+
+async def test_the_editor_shutting_the_server_down_removes_its_warm_gateways(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    client = await make_client(pool={"keepWarm": True})
+    open_document(client, project / "bottle.toml", MANIFEST)
+    await eventually(lambda: len(warm(tmp_path)) == 2, "the warm gateways")
+    await client.shutdown_session()
+    assert warm(tmp_path) == []
+
+
+async def test_without_the_option_no_warm_gateway_is_made(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    client = await make_client()
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await execute(client, "bottle.agents", {"uri": uri})  # the open has been handled
+    assert warm(tmp_path) == []
