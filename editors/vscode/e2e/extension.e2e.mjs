@@ -618,7 +618,7 @@ describe("launching a bottle from code-server", {
     await showBotBottle(page);
     const row = bottleRows(page, slug);
     await row.first().waitFor({ timeout: 30_000 });
-    assert.match(await row.first().innerText(), /hello · docker · \d+[smh]/);
+    assert.match(await row.first().innerText(), /hello · docker · (gVisor|runc) · up \d+[smh]/);
     await editor.shot("bottles-view.png");
   });
 
@@ -656,6 +656,8 @@ describe("launching a bottle from code-server", {
     const row = bottleRows(page, slug).first();
     await row.hover();
     await row.locator('.action-label[aria-label="Stop Bottle"]').click();
+    await page.waitForTimeout(1000);
+    await editor.shot("stopping.png");
     await toasts(page).filter({ hasText: `Bottle ${slug} stopped.` }).first().waitFor({ timeout: 120_000 });
     await bottleRows(page, slug).first().waitFor({ state: "detached", timeout: 30_000 });
     await editor.shot("stopped.png");
