@@ -30,12 +30,33 @@ def by_label(items: list[types.CompletionItem]) -> dict[str, types.CompletionIte
     return {item.label: item for item in items}
 
 
+async def complete_edited(
+    client: LanguageClient,
+    root: Path,
+    old: str,
+    new: str,
+    where: tuple[str, int] | types.Position,
+) -> list[types.CompletionItem]:
+    """Open MANIFEST with `old` replaced by `new` and complete at `where`: a position, or a
+    (marker, offset) pair: `offset` characters into `marker` in the edited text."""
+    text = MANIFEST.replace(old, new)
+    uri = open_new(client, root, text)
+    position = where if isinstance(where, types.Position) else position_of(text, *where)
+    return await complete(client, uri, position)
+
+
 async def test_keys_of_the_cursors_table_with_docs_and_defaults(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('backend = "docker"\n', 'backend = "docker"\nru\n')
-    uri = open_new(shared_client, shared_root, text)
-    items = by_label(await complete(shared_client, uri, position_of(text, "ru\n", 2)))
+    items = by_label(
+        await complete_edited(
+            shared_client,
+            shared_root,
+            'backend = "docker"\n',
+            'backend = "docker"\nru\n',
+            ("ru\n", 2),
+        )
+    )
     assert "backend" not in items  # already written in this table
     assert {"runtime", "memory", "cpus", "supervise", "dockerfile"} <= set(items)
     assert "prompt_file" not in items  # an agent key, not a bottle key
@@ -51,9 +72,9 @@ async def test_keys_of_the_cursors_table_with_docs_and_defaults(
 
 
 async def test_enum_values_inside_quotes(shared_client: LanguageClient, shared_root: Path) -> None:
-    text = MANIFEST.replace('backend = "smolmachines"', 'backend = "sm"')
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, position_of(text, '"sm"', 3))
+    items = await complete_edited(
+        shared_client, shared_root, 'backend = "smolmachines"', 'backend = "sm"', ('"sm"', 3)
+    )
     assert [(i.label, i.text_edit.new_text, i.text_edit.range) for i in items] == [  # type: ignore[union-attr]
         ("docker", "docker", rng((23, 11), (23, 13))),
         ("smolmachines", "smolmachines", rng((23, 11), (23, 13))),
@@ -64,18 +85,29 @@ async def test_enum_values_inside_quotes(shared_client: LanguageClient, shared_r
 async def test_enum_values_without_quotes_insert_a_string(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('backend = "smolmachines"', "runtime = ")
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, types.Position(line=23, character=10))
+    items = await complete_edited(
+        shared_client,
+        shared_root,
+        'backend = "smolmachines"',
+        "runtime = ",
+        types.Position(line=23, character=10),
+    )
     assert [i.text_edit.new_text for i in items] == ['"auto"', '"runc"', '"runsc"']  # type: ignore[union-attr]
 
 
 async def test_bottle_names_for_an_agents_bottle(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('[agents.reviewer]\nbottle = "web"', '[agents.reviewer]\nbottle = "')
-    uri = open_new(shared_client, shared_root, text)  # an unterminated string: no parse at all
-    items = by_label(await complete(shared_client, uri, types.Position(line=5, character=10)))
+    # an unterminated string: no parse at all
+    items = by_label(
+        await complete_edited(
+            shared_client,
+            shared_root,
+            '[agents.reviewer]\nbottle = "web"',
+            '[agents.reviewer]\nbottle = "',
+            types.Position(line=5, character=10),
+        )
+    )
     assert list(items) == ["web", "offline"]
     assert items["web"].text_edit == types.TextEdit(range=rng((5, 10), (5, 10)), new_text="web")
 
@@ -83,9 +115,15 @@ async def test_bottle_names_for_an_agents_bottle(
 async def test_bottle_names_carry_a_summary_when_the_document_parses(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('[agents.reviewer]\nbottle = "web"', '[agents.reviewer]\nbottle = ""')
-    uri = open_new(shared_client, shared_root, text)
-    items = by_label(await complete(shared_client, uri, types.Position(line=5, character=10)))
+    items = by_label(
+        await complete_edited(
+            shared_client,
+            shared_root,
+            '[agents.reviewer]\nbottle = "web"',
+            '[agents.reviewer]\nbottle = ""',
+            types.Position(line=5, character=10),
+        )
+    )
     doc = items["web"].documentation
     assert isinstance(doc, types.MarkupContent)
     assert "- backend: `docker` (runtime `auto`)" in doc.value
@@ -95,9 +133,11 @@ async def test_bottle_names_carry_a_summary_when_the_document_parses(
 async def test_skill_names_come_from_the_home_claude_skills_dir(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('skills = ["pdf"]', 'skills = ["pdf", ""]')
-    uri = open_new(shared_client, shared_root, text)
-    items = by_label(await complete(shared_client, uri, position_of(text, '""]', 1)))
+    items = by_label(
+        await complete_edited(
+            shared_client, shared_root, 'skills = ["pdf"]', 'skills = ["pdf", ""]', ('""]', 1)
+        )
+    )
     assert list(items) == ["pdf", "xlsx"]
     assert items["pdf"].documentation == types.MarkupContent(
         kind=types.MarkupKind.Markdown, value="Read PDFs"
@@ -107,18 +147,26 @@ async def test_skill_names_come_from_the_home_claude_skills_dir(
 async def test_secret_source_suggests_the_secrets_own_name(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('from_env = "ANTHROPIC_API_KEY"', 'from_env = ""')
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, position_of(text, 'from_env = ""', 12))
+    items = await complete_edited(
+        shared_client,
+        shared_root,
+        'from_env = "ANTHROPIC_API_KEY"',
+        'from_env = ""',
+        ('from_env = ""', 12),
+    )
     assert [(i.label, i.preselect) for i in items] == [("ANTHROPIC_API_KEY", True)]
 
 
 async def test_secret_hosts_suggest_the_bottles_allowlist(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('hosts = ["api.anthropic.com"]', 'hosts = [""]')
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, position_of(text, 'hosts = [""]', 10))
+    items = await complete_edited(
+        shared_client,
+        shared_root,
+        'hosts = ["api.anthropic.com"]',
+        'hosts = [""]',
+        ('hosts = [""]', 10),
+    )
     assert [i.label for i in items] == ["api.anthropic.com", "*.npmjs.org"]
 
 
@@ -156,9 +204,13 @@ async def test_table_names_in_a_half_typed_header(
 async def test_keys_in_a_git_upstream_table(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST.replace('url = "ssh://git@example.invalid/me/repo.git"\n', 'url = "x"\npush\n')
-    uri = open_new(shared_client, shared_root, text)
-    found = await complete(shared_client, uri, position_of(text, "push\n", 4))
+    found = await complete_edited(
+        shared_client,
+        shared_root,
+        'url = "ssh://git@example.invalid/me/repo.git"\n',
+        'url = "x"\npush\n',
+        ("push\n", 4),
+    )
     items = by_label([i for i in found if i.kind == types.CompletionItemKind.Property])
     assert set(items) == {
         "identity",
