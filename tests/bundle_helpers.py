@@ -471,28 +471,15 @@ def bundle_testbed(
         egress.reload()
         egress_cidr = egress.attrs["IPAM"]["Config"][0]["Subnet"]
 
-        upstream = client.containers.run(
+        upstream = run_echo_upstream(
+            client,
             image,
-            [
-                *("python3", HELPERS_IN_CONTAINER, "serve"),
-                *("--tls-cert", "/srv/tls/server.pem", "--tls-key", "/srv/tls/server-key.pem"),
-                "--log-requests",
-            ],
-            entrypoint=[],
             name=f"bb-test-{run_id}-upstream",
-            user="0:0",  # binds ports 80 and 443
             network=egress_name,
-            labels=TEST_LABELS,
-            volumes={
-                str(Path(__file__).resolve()): {"bind": HELPERS_IN_CONTAINER, "mode": "ro"},
-                str(tls.server_cert.parent): {"bind": "/srv/tls", "mode": "ro"},
-            },
-            detach=True,
+            tls_dir=tls.server_cert.parent,
         )
         stack.callback(_force_remove, upstream)
-        _wait_for_log(upstream, "upstream ready")
-        upstream.reload()
-        upstream_ip = upstream.attrs["NetworkSettings"]["Networks"][egress_name]["IPAddress"]
+        upstream_ip = container_ip(upstream, egress_name)
 
         state_dir = workdir / "state"
         secret_files: dict[str, Path] = {}
@@ -568,7 +555,8 @@ def _force_remove(container: Any) -> None:
         container.remove(force=True)
 
 
-def _wait_for_log(container: Any, text: str, timeout: float = 60.0) -> None:
+def wait_for_log(container: Any, text: str, timeout: float = 60.0) -> None:
+    """Until the container's output contains `text`; fails early when it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in bytes(container.logs()).decode("utf-8", "replace"):
@@ -578,6 +566,41 @@ def _wait_for_log(container: Any, text: str, timeout: float = 60.0) -> None:
             break
         time.sleep(0.2)
     raise RuntimeError(f"{container.name} never logged {text!r}: {container.logs()!r}")
+
+
+def container_ip(container: Any, network: str) -> str:
+    """The container's address on `network`, as Docker reports it now."""
+    container.reload()
+    return str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def run_echo_upstream(client: Any, image: str, *, name: str, network: str, tls_dir: Path) -> Any:
+    """A started TLS echo upstream (this file's `serve --log-requests`) on `network`, answering
+    on 80 and 443 with the server certificate in `tls_dir` (see make_test_ca); the caller
+    removes it."""
+    upstream = client.containers.run(
+        image,
+        [
+            *("python3", HELPERS_IN_CONTAINER, "serve", "--log-requests"),
+            *("--tls-cert", "/srv/tls/server.pem", "--tls-key", "/srv/tls/server-key.pem"),
+        ],
+        entrypoint=[],
+        name=name,
+        user="0:0",  # binds ports 80 and 443
+        network=network,
+        labels=TEST_LABELS,
+        volumes={
+            str(Path(__file__).resolve()): {"bind": HELPERS_IN_CONTAINER, "mode": "ro"},
+            str(tls_dir): {"bind": "/srv/tls", "mode": "ro"},
+        },
+        detach=True,
+    )
+    try:
+        wait_for_log(upstream, "upstream ready")
+    except BaseException:
+        _force_remove(upstream)
+        raise
+    return upstream
 
 
 def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:

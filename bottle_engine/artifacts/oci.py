@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import tarfile
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -203,6 +204,18 @@ class LayoutImage:
     @property
     def layer_digests(self) -> list[str]:
         return [str(layer["digest"]) for layer in self.manifest["layers"]]
+
+
+def blob_upload_completion(location: str, digest: str, path: Path) -> tuple[str, dict[str, str]]:
+    """The URL and headers of the PUT that finishes a registry blob upload in one piece (OCI
+    distribution spec: the upload `location` the POST answered, plus `digest=`; `location`
+    may already carry a query), for the blob stored at `path`."""
+    separator = "&" if "?" in location else "?"
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(path.stat().st_size),
+    }
+    return f"{location}{separator}digest={urllib.parse.quote(digest)}", headers
 
 
 def read_layout(layout_dir: Path) -> LayoutImage:

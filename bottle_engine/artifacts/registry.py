@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bottle_engine.artifacts.oci import blob_upload_completion
 from bottle_engine.dockerapi.registry_container import (
     list_registries,
     registry_image,
@@ -116,19 +117,9 @@ class EphemeralRegistry:
             "POST", f"/v2/{REPOSITORY}/blobs/uploads/", b"", {}, doing=doing, expect=202
         )
         location = urllib.parse.urljoin(self.base_url, headers["location"])
-        separator = "&" if "?" in location else "?"
+        url, headers = blob_upload_completion(location, digest, path)
         with path.open("rb") as stream:
-            self._request(
-                "PUT",
-                f"{location}{separator}digest={urllib.parse.quote(digest)}",
-                stream,
-                {
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(path.stat().st_size),
-                },
-                doing=doing,
-                expect=201,
-            )
+            self._request("PUT", url, stream, headers, doing=doing, expect=201)
 
     def _request(
         self,

@@ -47,6 +47,7 @@ from bottle_engine.artifacts.oci import (
     MEDIA_INDEX,
     MEDIA_LAYER,
     MEDIA_MANIFEST,
+    blob_upload_completion,
     canonical_json,
     layout_is_complete,
     read_layout,
@@ -410,18 +411,9 @@ class RemoteCache:
                 f"the shared cache {self.location} sent the upload of {digest} to another host",
                 fix="use a registry that accepts uploads on its own host",
             )
-        separator = "&" if "?" in location else "?"
+        url, headers = blob_upload_completion(location, digest, path)
         with path.open("rb") as stream:
-            self._request(
-                "PUT",
-                f"{location}{separator}digest={urllib.parse.quote(digest)}",
-                stream,
-                {
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(path.stat().st_size),
-                },
-                doing=doing,
-            ).close()
+            self._request("PUT", url, stream, headers, doing=doing).close()
 
     # -- HTTP ----------------------------------------------------------------------------------
 

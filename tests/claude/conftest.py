@@ -16,7 +16,6 @@ import io
 import json
 import secrets
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, OutsideWorld
-from tests.bundle_helpers import make_test_ca
+from tests.bundle_helpers import container_ip, make_test_ca, wait_for_log
 
 STUB_SOURCE = Path(__file__).with_name("anthropic_stub.py")
 STUB_LOG = "/srv/requests.jsonl"
@@ -115,10 +114,8 @@ def anthropic_stub(
     try:
         container.put_archive("/srv", _tar(files))
         container.start()
-        _wait_for_output(container, "anthropic stub ready")
-        container.reload()
-        networks = container.attrs["NetworkSettings"]["Networks"]
-        ip = networks[outside_world.network]["IPAddress"]
+        wait_for_log(container, "anthropic stub ready")
+        ip = container_ip(container, outside_world.network)
         yield AnthropicStub(container, ip, tls.ca_cert, api_key, oauth_token)
     finally:
         with contextlib.suppress(Exception):
@@ -165,15 +162,3 @@ def _tar(files: dict[str, bytes]) -> bytes:
             info.size, info.mode = len(data), 0o644
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
-
-def _wait_for_output(container: Any, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in container.logs().decode("utf-8", "replace"):
-            return
-        container.reload()
-        if container.status == "exited":
-            break
-        time.sleep(0.2)
-    raise AssertionError(f"{container.name} never said {text!r}: {container.logs()!r}")

@@ -15,9 +15,8 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from bottle_engine.claude_code import CLAUDE_CODE_VERSION, QUIET_ENV
 from tests.bottle_fixtures import REPO_ROOT, BottleWorld, running_bottle, world_env
 from tests.claude.anthropic_stub import APPROVAL_ACTION, REPLY_PREFIX
 from tests.claude.conftest import PROMPT_MARKER, AnthropicStub
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -77,17 +77,6 @@ def placeholder(record: Any, name: str, docker_client: Any) -> str:
     container = docker_client.containers.get(record.name)
     env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
     return env[name]
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-    """Poll `condition` until it returns something true; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def message_requests(stub: AnthropicStub) -> list[dict[str, Any]]:
@@ -211,7 +200,9 @@ def test_a_scripted_approval_reaches_the_person_and_the_answer_comes_back(
             (r for r in json.loads(listing.stdout) if r.get("action") == APPROVAL_ACTION), None
         )
 
-    request = wait_for(lambda: pending() or (not asker.is_alive() and result), "the request")
+    request = wait_for(
+        lambda: pending() or (not asker.is_alive() and result), "the request", interval=0.5
+    )
     tools = [
         [tool.get("name") for tool in (r["body"] or {}).get("tools") or []]
         for r in message_requests(anthropic_stub)
@@ -276,13 +267,15 @@ def interactive_session(
             stopped = "for shortcuts" in shown or any(dialog in shown for dialog in DIALOGS)
             return shown if stopped else None
 
-        ready = wait_for(at_prompt_or_dialog, "Claude Code's prompt or a dialog")
+        ready = wait_for(at_prompt_or_dialog, "Claude Code's prompt or a dialog", interval=0.5)
         if any(dialog in ready for dialog in DIALOGS):
             yield {"ready": ready, "answered": ""}
             return
         for keys in (["-l", "hello from tmux"], ["Enter"]):
             subprocess.run([*tmux, "send-keys", "-t", "claude", *keys], check=True, env=env)
-        answered = wait_for(lambda: f"{REPLY_PREFIX} pong" in screen() and screen(), "the answer")
+        answered = wait_for(
+            lambda: f"{REPLY_PREFIX} pong" in screen() and screen(), "the answer", interval=0.5
+        )
         yield {"ready": ready, "answered": answered}
     finally:
         subprocess.run([*tmux, "kill-server"], env=env, check=False)

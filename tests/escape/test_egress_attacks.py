@@ -32,7 +32,7 @@ from tests.bottle_fixtures import (
     sleeping_agent,
     world_env,
 )
-from tests.bundle_helpers import HELPERS_IN_CONTAINER, TEST_LABELS, make_test_ca
+from tests.bundle_helpers import container_ip, make_test_ca, run_echo_upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
@@ -123,30 +123,15 @@ def arena(
     directory = tmp_path_factory.mktemp("egress-attacks")
     tls = make_test_ca(directory / "tls", ["secret.test", "other.test"])
     network = bottle_world.outside.network
-    upstream = docker_client.containers.run(
+    upstream = run_echo_upstream(
+        docker_client,
         bundle_image,
-        [
-            *("python3", HELPERS_IN_CONTAINER, "serve", "--log-requests"),
-            *("--tls-cert", "/srv/tls/server.pem", "--tls-key", "/srv/tls/server-key.pem"),
-        ],
-        entrypoint=[],
         name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
-        user="0:0",  # binds ports 80 and 443
         network=network,
-        labels=TEST_LABELS,
-        volumes={
-            str(REPO_ROOT / "tests" / "bundle_helpers.py"): {
-                "bind": HELPERS_IN_CONTAINER,
-                "mode": "ro",
-            },
-            str(tls.server_cert.parent): {"bind": "/srv/tls", "mode": "ro"},
-        },
-        detach=True,
+        tls_dir=tls.server_cert.parent,
     )
     try:
-        _wait_ready(upstream)
-        upstream.reload()
-        ip = upstream.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        ip = container_ip(upstream, network)
         manifest = directory / "bottle.toml"
         manifest.write_text(MANIFEST.format(repo=REPO_ROOT, ca=tls.ca_cert, ip=ip))
         world = dataclasses.replace(
@@ -166,15 +151,6 @@ def arena(
                 f"bundle memory (rss) around {attack}: {before / 2**20:.1f} MiB -> "
                 f"{after / 2**20:.1f} MiB ({(after - before) / 2**20:+.1f} MiB)"
             )
-
-
-def _wait_ready(container: Any) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if b"upstream ready" in bytes(container.logs()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the echo upstream never started: {container.logs()!r}")
 
 
 def _status(output: str) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, running_bottle, world_env
-from tests.bundle_helpers import _force_remove, _wait_for_log
+from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
 from tests.gate_attacks import AWS_KEY, attacks
 from tests.integration.test_gitgate_bundle import SEED
 from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
@@ -101,13 +101,10 @@ def gated(
         detach=True,
     )
     try:
-        _wait_for_log(upstream, "Server listening")
+        wait_for_log(upstream, "Server listening")
         seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
         assert seeded.exit_code == 0, seeded.output
-        upstream.reload()
-        ip = upstream.attrs["NetworkSettings"]["Networks"][bottle_world.outside.network][
-            "IPAddress"
-        ]
+        ip = container_ip(upstream, bottle_world.outside.network)
         public_key = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
         manifest = directory / "bottle.toml"
         manifest.write_text(

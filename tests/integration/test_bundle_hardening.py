@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from bottle_engine.bundle.config import BundleConfig
-from tests.bundle_helpers import TEST_LABELS, _force_remove, run_as_nobody
+from tests.bundle_helpers import TEST_LABELS, _force_remove, container_ip, run_as_nobody
 from tests.integration.test_gitgate_local import seed_upstream
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 
@@ -121,8 +121,7 @@ def bed(
             detach=True,
         )
         stack.callback(_force_remove, neighbour)
-        neighbour.reload()
-        upstream_ip = neighbour.attrs["NetworkSettings"]["Networks"][networks.egress]["IPAddress"]
+        upstream_ip = container_ip(neighbour, networks.egress)
         config = BundleConfig(
             slug=f"test-{networks.run_id}",
             bundle_ip=str(networks.subnet[2]),
@@ -151,8 +150,7 @@ def bed(
             readonly_files={UPSTREAM_IN_BUNDLE: upstream},
             secret_files={"TOKEN": secret},
         )
-        bundle.reload()
-        outbound_ip = bundle.attrs["NetworkSettings"]["Networks"][networks.egress]["IPAddress"]
+        outbound_ip = container_ip(bundle, networks.egress)
         yield Bed(
             docker_client, config, bundle, agent, neighbour, outbound_ip, upstream_ip, state_dir
         )

@@ -21,7 +21,7 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
 )
-from tests.bundle_helpers import TEST_LABELS, _force_remove, _wait_for_log
+from tests.bundle_helpers import TEST_LABELS, _force_remove, container_ip, wait_for_log
 from tests.integration.test_gitgate_local import AWS_KEY
 from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
@@ -85,11 +85,10 @@ def bottle(
             detach=True,
         )
         stack.callback(_force_remove, upstream)
-        _wait_for_log(upstream, "Server listening")
+        wait_for_log(upstream, "Server listening")
         seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
         assert seeded.exit_code == 0, seeded.output
-        upstream.reload()
-        upstream_ip = upstream.attrs["NetworkSettings"]["Networks"][networks.egress]["IPAddress"]
+        upstream_ip = container_ip(upstream, networks.egress)
         known_hosts = workdir / "known_hosts"
         known_hosts.write_text(f"{upstream_ip} {host_key.with_suffix('.pub').read_text()}")
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from tests.fakes.fixtures import (
     use_test_registry,
 )
 from tests.fakes.oci_layout import LayoutArtifact, make_layout
+from tests.polling import wait_for
 
 __all__ = ["fake_smolvm", "legacy_smolvm", "registry_image", "use_test_registry"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -167,16 +167,6 @@ def start_pack_process(
     )
     # The child makes the same layout from the same marker, so the digest is known here.
     return process, make_layout(tmp_path / "mirror", marker)
-
-
-def wait_for(condition: Any, what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.usefixtures("use_test_registry")

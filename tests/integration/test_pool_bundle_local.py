@@ -42,6 +42,17 @@ def _wait(
         time.sleep(0.05)
 
 
+def _loopback_config(state_dir: Path, agent_ip: str) -> BundleConfig:
+    """A plain bottle config (no git, no supervise) served on loopback for `agent_ip`."""
+    return BundleConfig(
+        slug="s",
+        bundle_ip=LOOPBACK,
+        agent_subnet="127.0.0.0/8",
+        agent_ip=agent_ip,
+        state_dir=str(state_dir),
+    )
+
+
 def _write_config(path: Path, config: BundleConfig) -> bytes:
     data = config.to_json().encode()
     temporary = path.with_name(".tmp")
@@ -81,16 +92,7 @@ def test_a_waiting_service_listens_on_nothing_and_one_not_enabled_never_does(
             assert (tmp_path / "ca").stat().st_mode & 0o077 == 0
             return
         # A bottle with neither git nor supervise: the service goes without ever listening.
-        _write_config(
-            config_path,
-            BundleConfig(
-                slug="s",
-                bundle_ip=LOOPBACK,
-                agent_subnet="127.0.0.0/8",
-                agent_ip=LOOPBACK,
-                state_dir=str(tmp_path),
-            ),
-        )
+        _write_config(config_path, _loopback_config(tmp_path, LOOPBACK))
         assert process.wait(timeout=60) == 0, process.communicate()[1]
         assert _refused(port)
     finally:
@@ -128,13 +130,7 @@ def test_the_member_answers_with_the_digest_of_the_config_it_loaded(tmp_path: Pa
     try:
         time.sleep(1.0)
         assert not (tmp_path / "bundle.ready").exists() and _refused(port)
-        config = BundleConfig(
-            slug="s",
-            bundle_ip=LOOPBACK,
-            agent_subnet="127.0.0.0/8",
-            agent_ip="127.0.0.3",
-            state_dir=str(tmp_path),
-        )
+        config = _loopback_config(tmp_path, "127.0.0.3")
         data = _write_config(tmp_path / "bundle.json", config)
         _wait(lambda: (tmp_path / "bundle.ready").exists(), process)
         report = json.loads((tmp_path / "bundle.ready").read_text())
@@ -150,13 +146,7 @@ def test_a_config_for_other_addresses_is_refused_and_never_served(tmp_path: Path
     port = free_port()
     process = _run_supervisor(tmp_path, (LOOPBACK, "127.0.0.3"), port)
     try:
-        config = BundleConfig(
-            slug="s",
-            bundle_ip=LOOPBACK,
-            agent_subnet="127.0.0.0/8",
-            agent_ip="127.0.0.9",
-            state_dir=str(tmp_path),
-        )
+        config = _loopback_config(tmp_path, "127.0.0.9")
         _write_config(tmp_path / "bundle.json", config)
         _, stderr = process.communicate(timeout=60)
     finally:

@@ -3,6 +3,7 @@ and new-table snippets, also in half-typed documents."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,39 @@ def by_label(items: list[types.CompletionItem]) -> dict[str, types.CompletionIte
     return {item.label: item for item in items}
 
 
+# Completion in MANIFEST with one edit: (old, new, where) -> the items at `where`, a position or
+# a (marker, offset) pair: `offset` characters into `marker` in the edited text.
+CompleteEdited = Callable[
+    [str, str, "tuple[str, int] | types.Position"], Awaitable[list[types.CompletionItem]]
+]
+
+
+@pytest.fixture
+def complete_edited(shared_client: LanguageClient, shared_root: Path) -> CompleteEdited:
+    """Each call opens its own edited copy of MANIFEST in the shared server."""
+
+    async def run(
+        old: str, new: str, where: tuple[str, int] | types.Position
+    ) -> list[types.CompletionItem]:
+        text = MANIFEST.replace(old, new)
+        uri = open_new(shared_client, shared_root, text)
+        position = where if isinstance(where, types.Position) else position_of(text, *where)
+        return await complete(shared_client, uri, position)
+
+    return run
+
+
+# The reviewer agent's `bottle = "web"` line, and the cursor just inside its value's quote.
+AGENT_BOTTLE = '[agents.reviewer]\nbottle = "web"'
+AGENT_BOTTLE_VALUE = types.Position(line=5, character=10)
+
+
 async def test_keys_of_the_cursors_table_with_docs_and_defaults(
-    shared_client: LanguageClient, shared_root: Path
+    complete_edited: CompleteEdited,
 ) -> None:
-    text = MANIFEST.replace('backend = "docker"\n', 'backend = "docker"\nru\n')
-    uri = open_new(shared_client, shared_root, text)
-    items = by_label(await complete(shared_client, uri, position_of(text, "ru\n", 2)))
+    items = by_label(
+        await complete_edited('backend = "docker"\n', 'backend = "docker"\nru\n', ("ru\n", 2))
+    )
     assert "backend" not in items  # already written in this table
     assert {"runtime", "memory", "cpus", "supervise", "dockerfile"} <= set(items)
     assert "prompt_file" not in items  # an agent key, not a bottle key
@@ -50,10 +78,8 @@ async def test_keys_of_the_cursors_table_with_docs_and_defaults(
     assert items["supervise"].text_edit.new_text == "supervise = ${1|false,true|}"  # type: ignore[union-attr]
 
 
-async def test_enum_values_inside_quotes(shared_client: LanguageClient, shared_root: Path) -> None:
-    text = MANIFEST.replace('backend = "smolmachines"', 'backend = "sm"')
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, position_of(text, '"sm"', 3))
+async def test_enum_values_inside_quotes(complete_edited: CompleteEdited) -> None:
+    items = await complete_edited('backend = "smolmachines"', 'backend = "sm"', ('"sm"', 3))
     assert [(i.label, i.text_edit.new_text, i.text_edit.range) for i in items] == [  # type: ignore[union-attr]
         ("docker", "docker", rng((23, 11), (23, 13))),
         ("smolmachines", "smolmachines", rng((23, 11), (23, 13))),
@@ -61,31 +87,28 @@ async def test_enum_values_inside_quotes(shared_client: LanguageClient, shared_r
     assert items[0].preselect is True  # the schema's default
 
 
-async def test_enum_values_without_quotes_insert_a_string(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    text = MANIFEST.replace('backend = "smolmachines"', "runtime = ")
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, types.Position(line=23, character=10))
+async def test_enum_values_without_quotes_insert_a_string(complete_edited: CompleteEdited) -> None:
+    items = await complete_edited(
+        'backend = "smolmachines"', "runtime = ", types.Position(line=23, character=10)
+    )
     assert [i.text_edit.new_text for i in items] == ['"auto"', '"runc"', '"runsc"']  # type: ignore[union-attr]
 
 
-async def test_bottle_names_for_an_agents_bottle(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    text = MANIFEST.replace('[agents.reviewer]\nbottle = "web"', '[agents.reviewer]\nbottle = "')
-    uri = open_new(shared_client, shared_root, text)  # an unterminated string: no parse at all
-    items = by_label(await complete(shared_client, uri, types.Position(line=5, character=10)))
+async def test_bottle_names_for_an_agents_bottle(complete_edited: CompleteEdited) -> None:
+    # an unterminated string: no parse at all
+    items = by_label(
+        await complete_edited(AGENT_BOTTLE, '[agents.reviewer]\nbottle = "', AGENT_BOTTLE_VALUE)
+    )
     assert list(items) == ["web", "offline"]
     assert items["web"].text_edit == types.TextEdit(range=rng((5, 10), (5, 10)), new_text="web")
 
 
 async def test_bottle_names_carry_a_summary_when_the_document_parses(
-    shared_client: LanguageClient, shared_root: Path
+    complete_edited: CompleteEdited,
 ) -> None:
-    text = MANIFEST.replace('[agents.reviewer]\nbottle = "web"', '[agents.reviewer]\nbottle = ""')
-    uri = open_new(shared_client, shared_root, text)
-    items = by_label(await complete(shared_client, uri, types.Position(line=5, character=10)))
+    items = by_label(
+        await complete_edited(AGENT_BOTTLE, '[agents.reviewer]\nbottle = ""', AGENT_BOTTLE_VALUE)
+    )
     doc = items["web"].documentation
     assert isinstance(doc, types.MarkupContent)
     assert "- backend: `docker` (runtime `auto`)" in doc.value
@@ -93,32 +116,26 @@ async def test_bottle_names_carry_a_summary_when_the_document_parses(
 
 
 async def test_skill_names_come_from_the_home_claude_skills_dir(
-    shared_client: LanguageClient, shared_root: Path
+    complete_edited: CompleteEdited,
 ) -> None:
-    text = MANIFEST.replace('skills = ["pdf"]', 'skills = ["pdf", ""]')
-    uri = open_new(shared_client, shared_root, text)
-    items = by_label(await complete(shared_client, uri, position_of(text, '""]', 1)))
+    items = by_label(await complete_edited('skills = ["pdf"]', 'skills = ["pdf", ""]', ('""]', 1)))
     assert list(items) == ["pdf", "xlsx"]
     assert items["pdf"].documentation == types.MarkupContent(
         kind=types.MarkupKind.Markdown, value="Read PDFs"
     )
 
 
-async def test_secret_source_suggests_the_secrets_own_name(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    text = MANIFEST.replace('from_env = "ANTHROPIC_API_KEY"', 'from_env = ""')
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, position_of(text, 'from_env = ""', 12))
+async def test_secret_source_suggests_the_secrets_own_name(complete_edited: CompleteEdited) -> None:
+    items = await complete_edited(
+        'from_env = "ANTHROPIC_API_KEY"', 'from_env = ""', ('from_env = ""', 12)
+    )
     assert [(i.label, i.preselect) for i in items] == [("ANTHROPIC_API_KEY", True)]
 
 
-async def test_secret_hosts_suggest_the_bottles_allowlist(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    text = MANIFEST.replace('hosts = ["api.anthropic.com"]', 'hosts = [""]')
-    uri = open_new(shared_client, shared_root, text)
-    items = await complete(shared_client, uri, position_of(text, 'hosts = [""]', 10))
+async def test_secret_hosts_suggest_the_bottles_allowlist(complete_edited: CompleteEdited) -> None:
+    items = await complete_edited(
+        'hosts = ["api.anthropic.com"]', 'hosts = [""]', ('hosts = [""]', 10)
+    )
     assert [i.label for i in items] == ["api.anthropic.com", "*.npmjs.org"]
 
 
@@ -153,12 +170,10 @@ async def test_table_names_in_a_half_typed_header(
     )
 
 
-async def test_keys_in_a_git_upstream_table(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    text = MANIFEST.replace('url = "ssh://git@example.invalid/me/repo.git"\n', 'url = "x"\npush\n')
-    uri = open_new(shared_client, shared_root, text)
-    found = await complete(shared_client, uri, position_of(text, "push\n", 4))
+async def test_keys_in_a_git_upstream_table(complete_edited: CompleteEdited) -> None:
+    found = await complete_edited(
+        'url = "ssh://git@example.invalid/me/repo.git"\n', 'url = "x"\npush\n', ("push\n", 4)
+    )
     items = by_label([i for i in found if i.kind == types.CompletionItemKind.Property])
     assert set(items) == {
         "identity",

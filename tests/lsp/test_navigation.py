@@ -52,19 +52,44 @@ async def test_hover_on_a_key_shows_doc_type_and_default_from_the_schema(
     )
 
 
-async def test_hover_on_a_bottle_name_summarises_the_bottle(
-    shared_client: LanguageClient, shared_root: Path
+@pytest.mark.parametrize(
+    ("line", "character", "name_range", "summary"),
+    [
+        pytest.param(
+            1,
+            11,
+            rng((1, 9), (1, 14)),
+            "**bottle `web`**\n\n"
+            "- backend: `docker` (runtime `auto`)\n"
+            "- egress allowlist: `api.anthropic.com`, `*.npmjs.org`\n"
+            "- secrets: `ANTHROPIC_API_KEY`\n"
+            "- git upstreams: `origin`",
+            id="bottle",
+        ),
+        pytest.param(
+            4,
+            10,
+            rng((4, 8), (4, 16)),
+            "**agent `reviewer`** — `bottle-engine launch reviewer`\n\n"
+            "- bottle: `web`\n"
+            '- command: `["claude"]`\n'
+            "- skills: `pdf`",
+            id="agent",
+        ),
+    ],
+)
+async def test_hover_on_a_name_summarises_what_it_names(
+    shared_client: LanguageClient,
+    shared_root: Path,
+    line: int,
+    character: int,
+    name_range: types.Range,
+    summary: str,
 ) -> None:
     uri = open_new(shared_client, shared_root, MANIFEST)
-    hover_range, markdown = await hover_at(shared_client, uri, 1, 11)
-    assert hover_range == rng((1, 9), (1, 14))
-    assert markdown == (
-        "**bottle `web`**\n\n"
-        "- backend: `docker` (runtime `auto`)\n"
-        "- egress allowlist: `api.anthropic.com`, `*.npmjs.org`\n"
-        "- secrets: `ANTHROPIC_API_KEY`\n"
-        "- git upstreams: `origin`"
-    )
+    hover_range, markdown = await hover_at(shared_client, uri, line, character)
+    assert hover_range == name_range
+    assert markdown == summary
 
 
 async def test_definition_of_a_bottle_name_is_its_table(
@@ -75,36 +100,27 @@ async def test_definition_of_a_bottle_name_is_its_table(
     assert result == types.Location(uri=uri, range=rng((8, 9), (8, 12)))
 
 
-async def test_definition_on_prompt_file_opens_the_file(
-    shared_client: LanguageClient, shared_root: Path
+@pytest.mark.parametrize(
+    ("line", "character", "from_root", "target"),
+    [
+        pytest.param(2, 20, False, ("prompts", "dev.md"), id="prompt-file"),
+        pytest.param(6, 12, True, ("home", ".claude", "skills", "pdf", "SKILL.md"), id="skill"),
+    ],
+)
+async def test_definition_on_a_file_reference_opens_the_file(
+    shared_client: LanguageClient,
+    shared_root: Path,
+    line: int,
+    character: int,
+    from_root: bool,
+    target: tuple[str, ...],
 ) -> None:
+    """A prompt path resolves next to the manifest; a skill to its SKILL.md under the home."""
     uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await definition_at(shared_client, uri, 2, 20)
-    prompt = Path(uri.removeprefix("file://")).parent / "prompts" / "dev.md"
-    assert result == types.Location(uri=prompt.as_uri(), range=rng((0, 0), (0, 0)))
-
-
-async def test_definition_on_a_skill_opens_its_skill_md(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    uri = open_new(shared_client, shared_root, MANIFEST)
-    result = await definition_at(shared_client, uri, 6, 12)
-    skill = shared_root / "home" / ".claude" / "skills" / "pdf" / "SKILL.md"
-    assert result == types.Location(uri=skill.as_uri(), range=rng((0, 0), (0, 0)))
-
-
-async def test_hover_on_an_agent_name_summarises_the_agent(
-    shared_client: LanguageClient, shared_root: Path
-) -> None:
-    uri = open_new(shared_client, shared_root, MANIFEST)
-    hover_range, markdown = await hover_at(shared_client, uri, 4, 10)
-    assert hover_range == rng((4, 8), (4, 16))
-    assert markdown == (
-        "**agent `reviewer`** — `bottle-engine launch reviewer`\n\n"
-        "- bottle: `web`\n"
-        '- command: `["claude"]`\n'
-        "- skills: `pdf`"
-    )
+    result = await definition_at(shared_client, uri, line, character)
+    base = shared_root if from_root else Path(uri.removeprefix("file://")).parent
+    expected = base.joinpath(*target)
+    assert result == types.Location(uri=expected.as_uri(), range=rng((0, 0), (0, 0)))
 
 
 async def test_references_of_a_bottle_include_headers_and_agents(

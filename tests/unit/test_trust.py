@@ -422,6 +422,12 @@ def _widened() -> str:
     )
 
 
+def _trusted_then_widened(project: Project) -> None:
+    """Record trust in the project's manifest as it is, then widen it (a new secret)."""
+    trust_store.record(trust_store.review(project.manifest()))
+    project.manifest(_widened())
+
+
 def test_launch_refuses_a_widened_manifest_naming_the_change_and_the_command(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -497,8 +503,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_trust_dry_run_shows_the_difference_and_records_nothing(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    trust_store.record(trust_store.review(project.manifest()))
-    project.manifest(_widened())
+    _trusted_then_widened(project)
     code, out, err = cli(capsys, "trust", "-f", str(project.path), "--dry-run")
     assert code == 1 and out == ""
     assert "+ bottle web: secret AWS now read from ~/.aws/credentials" in err
@@ -508,8 +513,7 @@ def test_trust_dry_run_shows_the_difference_and_records_nothing(
 def test_trust_records_and_then_launch_needs_nothing(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    trust_store.record(trust_store.review(project.manifest()))
-    project.manifest(_widened())
+    _trusted_then_widened(project)
     code, out, _ = cli(capsys, "trust", "-f", str(project.path), "--json")
     assert code == 0
     shown = json.loads(out)
@@ -521,8 +525,7 @@ def test_trust_records_and_then_launch_needs_nothing(
 
 
 def test_launch_without_a_terminal_exits_1_with_the_difference(project: Project) -> None:
-    trust_store.record(trust_store.review(project.manifest()))
-    project.manifest(_widened())
+    _trusted_then_widened(project)
     done = subprocess.run(
         [sys.executable, "-m", "bottle_engine", "launch", "-f", str(project.path), "dev"],
         capture_output=True,
@@ -541,8 +544,7 @@ def test_launch_in_a_terminal_asks_and_no_declines(project: Project) -> None:
     """A real pseudo-terminal: the question shows the difference; "n" launches nothing."""
     import pty
 
-    trust_store.record(trust_store.review(project.manifest()))
-    project.manifest(_widened())
+    _trusted_then_widened(project)
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "bottle_engine", "launch", "-f", str(project.path), "dev"],
