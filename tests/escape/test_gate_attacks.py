@@ -10,6 +10,7 @@ the upstream's object store must not gain a single object.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,18 +66,25 @@ class GatedBottle:
             return int(code), str(output)
 
     def upstream_objects(self) -> set[str]:
-        result = self.upstream.exec_run(
-            [
-                "git",
-                "--git-dir=/home/git/repo.git",
-                "cat-file",
-                "--batch-all-objects",
-                "--batch-check=%(objectname)",
-            ],
-            user="git",
-        )
-        assert result.exit_code == 0, result.output
-        return set(bytes(result.output).decode().split())
+        """Every object the upstream holds. It always holds main's (seeded): an empty answer is
+        an exec whose output the daemon lost under load, asked again (a few times at most)."""
+        for _ in range(5):
+            result = self.upstream.exec_run(
+                [
+                    "git",
+                    "--git-dir=/home/git/repo.git",
+                    "cat-file",
+                    "--batch-all-objects",
+                    "--batch-check=%(objectname)",
+                ],
+                user="git",
+            )
+            assert result.exit_code == 0, result.output
+            objects = set(bytes(result.output or b"").decode().split())
+            if objects:
+                return objects
+            time.sleep(0.5)
+        raise AssertionError("the upstream lists no object, not even main's")
 
 
 @pytest.fixture(scope="module")
