@@ -315,6 +315,8 @@ async def trust(ls: BottleLanguageServer, args: TrustArgs) -> dict[str, Any]:
         raise BottleError(
             f"{path} is not a valid manifest", fix="correct its errors, then trust it"
         )
+    if not state.needs_trust:
+        ls.spawn(ls.warm.keep(args.uri))  # trusted now: a warm gateway may be made for it
     return state.to_json()
 
 

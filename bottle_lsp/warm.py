@@ -5,7 +5,10 @@ bottle its agents run in (`Engine.keep_warm`: only what is missing is made), so 
 the editor starts only its agent. A launch uses the member up; the next launch's refill makes
 another. Closing the manifest, or the editor shutting the server down, removes the members this
 server made that no launch took. Making a member builds the bottle's images when they are not
-cached yet and starts a bundle container: that is why it is off by default.
+cached yet and starts a bundle container: that is why it is off by default, and why it acts
+only for a manifest already trusted as it is saved (trust_store: launched or trusted before,
+not widened since). Opening a bottle.toml someone else wrote (a cloned repository, an agent's
+change) never builds its Dockerfile; trusting it, or launching it, does.
 """
 
 from __future__ import annotations
@@ -34,12 +37,17 @@ class WarmKeeper:
         return isinstance(options, dict) and options.get("keepWarm") is True
 
     async def keep(self, uri: str) -> None:
-        """One warm member per bottle of the manifest's agents, made when missing."""
+        """One warm member per bottle of the manifest's agents, made when missing; only for a
+        manifest trusted as it is saved (making a member builds what the manifest names)."""
         if not self.enabled or uri not in self.ls.workspace.text_documents:
             return
+        path = manifest_path(uri)
+        state = await self.ls.in_thread(self.ls.engine.trust_state, path)
+        if state is None or state.first_use or state.needs_trust:
+            return  # never launched from here, or widened since: a person decides first
         agents = self.ls.analysis(uri).names("agents")
         try:
-            made = await self.ls.in_thread(self.ls.engine.keep_warm, manifest_path(uri), agents)
+            made = await self.ls.in_thread(self.ls.engine.keep_warm, path, agents)
         except Exception:  # a daemon that is down, a build that fails: the launch says why
             logger.warning("keeping a warm gateway for %s failed", uri, exc_info=True)
             return

@@ -1,9 +1,11 @@
 """The language server keeps a warm gateway ready while a manifest is open (`pool.keepWarm`):
 made on open, one per agent's bottle and only when missing, refilled after a launch, removed on
-close and on shutdown; never made without the option."""
+close and on shutdown; never made without the option, and never for a manifest that is not
+trusted as saved (making one builds what the manifest names)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,23 @@ def warm(tmp_path: Path) -> list[dict[str, Any]]:
     return members
 
 
+async def settle() -> None:
+    """Time for a warm fill the server should not make, to show up if it were made (the fake
+    engine's fill is instant; the server reads the trust record in a thread first)."""
+    await asyncio.sleep(1.5)
+
+
+async def trust(client: Any, uri: str) -> None:
+    review = await execute(client, "bottle.trustReview", {"uri": uri})
+    await execute(client, "bottle.trust", {"uri": uri, "fingerprint": review["fingerprint"]})
+
+
 async def test_an_open_manifest_gets_one_warm_gateway_per_agent_and_closing_removes_them(
     make_client: ClientFactory, project: Path, tmp_path: Path
 ) -> None:
     client = await make_client(pool={"keepWarm": True})
     uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await trust(client, uri)
     await eventually(lambda: len(warm(tmp_path)) == 2, "a warm gateway for dev and reviewer")
     assert sorted(m["agent"] for m in warm(tmp_path)) == ["dev", "reviewer"]
 
@@ -60,7 +74,7 @@ async def test_the_editor_shutting_the_server_down_removes_its_warm_gateways(
     make_client: ClientFactory, project: Path, tmp_path: Path
 ) -> None:
     client = await make_client(pool={"keepWarm": True})
-    open_document(client, project / "bottle.toml", MANIFEST)
+    await trust(client, open_document(client, project / "bottle.toml", MANIFEST))
     await eventually(lambda: len(warm(tmp_path)) == 2, "the warm gateways")
     await client.shutdown_session()
     assert warm(tmp_path) == []
@@ -72,4 +86,33 @@ async def test_without_the_option_no_warm_gateway_is_made(
     client = await make_client()
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     await execute(client, "bottle.agents", {"uri": uri})  # the open has been handled
+    assert warm(tmp_path) == []
+
+
+async def test_a_manifest_never_trusted_or_widened_since_gets_no_warm_gateway(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    """The attack: a bottle.toml someone else wrote (context = the home dir, a Dockerfile that
+    sends it out) is merely opened. Nothing is built until a person trusts it."""
+    client = await make_client(pool={"keepWarm": True})
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await execute(client, "bottle.agents", {"uri": uri})  # the open has been handled
+    await settle()
+    assert warm(tmp_path) == []
+
+    await trust(client, uri)
+    await eventually(lambda: len(warm(tmp_path)) == 2, "the warm gateways, once trusted")
+    state = json.loads((tmp_path / "fake-engine.json").read_text())
+    state["warm"] = []  # launches used them up
+    (tmp_path / "fake-engine.json").write_text(json.dumps(state))
+
+    # Widened on disk (a new host): saving it makes nothing until it is trusted again.
+    widened = MANIFEST.replace('"*.npmjs.org"]', '"*.npmjs.org", "exfil.invalid"]')
+    assert widened != MANIFEST
+    open_document(client, project / "bottle.toml", widened, version=2)
+    client.text_document_did_save(
+        types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    await execute(client, "bottle.agents", {"uri": uri})
+    await settle()
     assert warm(tmp_path) == []
