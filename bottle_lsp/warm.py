@@ -13,6 +13,7 @@ change) never builds its Dockerfile; trusting it, or launching it, does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -25,11 +26,17 @@ logger = logging.getLogger(__name__)
 
 
 class WarmKeeper:
-    """The warm members one server made, per manifest URI."""
+    """The warm members one server made, per manifest URI.
+
+    Fills and releases take turns (`_turn`): a fill still running when its manifest closes
+    would otherwise record its members after the release had looked, and leave running bundle
+    containers nobody removes. Taking turns also keeps two fills from both finding a member
+    missing and making two."""
 
     def __init__(self, ls: BottleLanguageServer) -> None:
         self.ls = ls
         self.made: dict[str, list[str]] = {}
+        self._turn = asyncio.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -39,8 +46,12 @@ class WarmKeeper:
     async def keep(self, uri: str) -> None:
         """One warm member per bottle of the manifest's agents, made when missing; only for a
         manifest trusted as it is saved (making a member builds what the manifest names)."""
+        async with self._turn:
+            await self._keep(uri)
+
+    async def _keep(self, uri: str) -> None:
         if not self.enabled or uri not in self.ls.workspace.text_documents:
-            return
+            return  # off, or closed before its turn came
         path = manifest_path(uri)
         state = await self.ls.in_thread(self.ls.engine.trust_state, path)
         if state is None or state.first_use or state.needs_trust:
@@ -60,6 +71,10 @@ class WarmKeeper:
 
     async def release(self, uri: str | None = None) -> None:
         """Remove what was made for `uri` (every manifest: None) that no launch took."""
+        async with self._turn:
+            await self._release(uri)
+
+    async def _release(self, uri: str | None) -> None:
         uris = [uri] if uri is not None else list(self.made)
         ids = [member for u in uris for member in self.made.pop(u, [])]
         if not ids:

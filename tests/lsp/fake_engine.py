@@ -6,6 +6,8 @@ runs in another process."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +23,8 @@ class FakeLifecycle:
 
     def __init__(self, state_file: Path) -> None:
         self.state_file = state_file
+        # The server calls in from several threads; each change is one read-modify-write.
+        self.changing = threading.Lock()
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -40,46 +44,53 @@ class FakeLifecycle:
     ) -> Any:
         for stage in STAGES:
             progress.stage(stage)
-        state = self._load()
-        record = {
-            "slug": f"{agent}-{len(state['bottles']) + 1}",
-            "agent": agent,
-            "backend": "docker",
-            "status": "running",
-            "started_at": "2026-01-01T00:00:00+00:00",
-            "manifest": str(manifest_path),
-        }
-        state["bottles"].append(record)
-        self._save(state)
+        with self.changing:
+            state = self._load()
+            record = {
+                "slug": f"{agent}-{len(state['bottles']) + 1}",
+                "agent": agent,
+                "backend": "docker",
+                "status": "running",
+                "started_at": "2026-01-01T00:00:00+00:00",
+                "manifest": str(manifest_path),
+            }
+            state["bottles"].append(record)
+            self._save(state)
         return SimpleNamespace(**record)
 
     def stop(self, slug: str) -> None:
-        state = self._load()
-        for record in state["bottles"]:
-            if record["slug"] == slug:
-                record["status"] = "stopped"
-                self._save(state)
-                return
+        with self.changing:
+            state = self._load()
+            for record in state["bottles"]:
+                if record["slug"] == slug:
+                    record["status"] = "stopped"
+                    self._save(state)
+                    return
         raise BottleError(f"no bottle named '{slug}'", fix="run `bottle-engine ls` to see them")
 
     def pool_fill(
         self, manifest_path: Path, agent: str, count: int, *, up_to: bool = False
     ) -> list[Any]:
-        """A warm member per call, recorded in the state file (`warm`: ids not released)."""
-        state = self._load()
-        warm = state.setdefault("warm", [])
-        if up_to and any(m["agent"] == agent for m in warm):
-            return []
-        member = {"id": f"warm-{agent}-{len(warm) + 1}", "agent": agent}
-        warm.append(member)
-        self._save(state)
+        """A warm member per call, recorded in the state file (`warm`: ids not released).
+        `fill_seconds` in the state makes a fill take that long, as a real one does."""
+        time.sleep(self._load().get("fill_seconds", 0))
+        with self.changing:
+            state = self._load()
+            warm = state.setdefault("warm", [])
+            if up_to and any(m["agent"] == agent for m in warm):
+                return []
+            member = {"id": f"warm-{agent}-{state.setdefault('made', 0) + 1}", "agent": agent}
+            state["made"] += 1
+            warm.append(member)
+            self._save(state)
         return [SimpleNamespace(**member)]
 
     def pool_release(self, member_ids: list[str]) -> list[str]:
-        state = self._load()
-        warm = state.setdefault("warm", [])
-        state["warm"] = [m for m in warm if m["id"] not in member_ids]
-        self._save(state)
+        with self.changing:
+            state = self._load()
+            warm = state.setdefault("warm", [])
+            state["warm"] = [m for m in warm if m["id"] not in member_ids]
+            self._save(state)
         return [m["id"] for m in warm if m["id"] in member_ids]
 
     def list_bottles(self) -> list[Any]:

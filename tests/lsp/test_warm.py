@@ -70,6 +70,22 @@ async def test_an_open_manifest_gets_one_warm_gateway_per_agent_and_closing_remo
     await eventually(lambda: warm(tmp_path) == [], "the warm gateways removed on close")
 
 
+async def test_closing_a_manifest_while_its_warm_gateways_are_being_made_removes_them(
+    make_client: ClientFactory, project: Path, tmp_path: Path
+) -> None:
+    """A fill takes seconds (it starts a bundle container). Closed half way, the members it
+    goes on to make must still be removed, not left running with nobody to remove them."""
+    (tmp_path / "fake-engine.json").write_text(json.dumps({"fill_seconds": 1.0}))
+    client = await make_client(pool={"keepWarm": True})
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    await trust(client, uri)  # the fill starts now and takes 2 s (two agents)
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    await asyncio.sleep(3)  # the fill has finished
+    await eventually(lambda: warm(tmp_path) == [], "the late warm gateways removed")
+
+
 async def test_the_editor_shutting_the_server_down_removes_its_warm_gateways(
     make_client: ClientFactory, project: Path, tmp_path: Path
 ) -> None:
