@@ -88,8 +88,33 @@ def bundle_name_of(bottle_name: str) -> str:
     return f"{bottle_name}-bundle"
 
 
+class GatewayAddresses:
+    """The fixed addresses on a gateway's /28: the network's gateway, the bundle, the agent.
+
+    A plan has them, and so has a warm pool member, whose gateway is made before its bottle
+    has a plan: the bottle that claims it gets the member's subnet, and the bundle already sits
+    at the plan's `bundle_ip`, so the offsets are written once, here."""
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        """The /28 (the class that mixes this in says which)."""
+        raise NotImplementedError
+
+    @property
+    def gateway_ip(self) -> str:
+        return str(self.network.network_address + 1)
+
+    @property
+    def bundle_ip(self) -> str:
+        return str(self.network.network_address + 2)
+
+    @property
+    def agent_ip(self) -> str:
+        return str(self.network.network_address + 3)
+
+
 @dataclass(frozen=True)
-class BottlePlan:
+class BottlePlan(GatewayAddresses):
     """A bottle instance, fully decided."""
 
     slug: str
@@ -145,18 +170,10 @@ class BottlePlan:
             return self.gateway_networks[1]
         return f"bottle-{self.slug}-egress"
 
-    # -- addresses -----------------------------------------------------------------------------
+    # -- addresses (`gateway_ip`, `bundle_ip`, `agent_ip` from GatewayAddresses) ---------------
     @property
-    def gateway_ip(self) -> str:
-        return str(self.subnet.network_address + 1)
-
-    @property
-    def bundle_ip(self) -> str:
-        return str(self.subnet.network_address + 2)
-
-    @property
-    def agent_ip(self) -> str:
-        return str(self.subnet.network_address + 3)
+    def network(self) -> ipaddress.IPv4Network:
+        return self.subnet
 
     # -- what the agent sees ---------------------------------------------------------------------
     @property

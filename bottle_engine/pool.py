@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bottle_engine import state
 from bottle_engine.dirclaim import move_noreplace
+from bottle_engine.plan import GatewayAddresses
 
 FREE, MAKING, CLAIMED = "free", "making", "claimed"
 MEMBERS = "members"
@@ -73,7 +74,7 @@ class PoolKey:
 
 
 @dataclass(frozen=True)
-class Member:
+class Member(GatewayAddresses):
     """One warm gateway: its key, its subnet and the names of what it is made of."""
 
     id: str
@@ -90,18 +91,6 @@ class Member:
     @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnet)
-
-    @property
-    def gateway_ip(self) -> str:
-        return str(self.network.network_address + 1)
-
-    @property
-    def bundle_ip(self) -> str:  # the same offsets as BottlePlan's
-        return str(self.network.network_address + 2)
-
-    @property
-    def agent_ip(self) -> str:
-        return str(self.network.network_address + 3)
 
     @property
     def directory(self) -> Path:

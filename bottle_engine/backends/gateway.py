@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from bottle_engine.dockerapi.networks import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.limits import bundle_limits
-from bottle_engine.plan import BottlePlan, Planner, instance_slugs
+from bottle_engine.plan import BottlePlan, GatewayAddresses, Planner, instance_slugs
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, GatewayNames
 from bottle_engine.secrets import copy_upstream_ca, write_bundle_secrets
@@ -76,26 +76,13 @@ class Gateway:
             if self.slug_taken(slug):
                 continue
             plan = planner(slug, subnets_in_use(self.client))
-            labels = bottle_labels(plan)
             with ExitStack() as attempt:
                 try:
-                    create_internal_network(
-                        self.client,
-                        plan.internal_network,
-                        plan.subnet,
-                        plan.gateway_ip,
-                        {**labels, LABEL_ROLE: "network"},
+                    self.make_networks(
+                        GatewayNames.of_plan(plan), plan, bottle_labels(plan), attempt
                     )
                 except (NetworkNameTaken, SubnetTaken):
                     continue  # another launch raced us to this name or subnet
-                attempt.callback(remove_network, self.client, plan.internal_network)
-                if plan.shared_egress_network is None:
-                    create_egress_network(
-                        self.client, plan.egress_network, {**labels, LABEL_ROLE: "network"}
-                    )
-                    attempt.callback(remove_network, self.client, plan.egress_network)
-                else:
-                    self.check_shared_egress(plan.shared_egress_network)
                 bottle_dir = claim_bottle_dir(slug)
                 if bottle_dir is None:
                     continue  # a launch from the warm pool took this name meanwhile
@@ -103,6 +90,32 @@ class Gateway:
                 undo.push(attempt.pop_all())
                 return plan
         raise all_names_taken(base)
+
+    def make_networks(
+        self,
+        names: GatewayNames,
+        addresses: GatewayAddresses,
+        labels: Mapping[str, str],
+        undo: ExitStack,
+    ) -> None:
+        """A gateway's networks: the internal one on `addresses`' subnet, then its own egress
+        network or (when it shares one) a check that the shared one exists; each created one
+        is removed by `undo`. `NetworkNameTaken` or `SubnetTaken` when another launch took a
+        name or the subnet first. Used for a bottle's gateway and a warm pool member's."""
+        network_labels = {**labels, LABEL_ROLE: "network"}
+        create_internal_network(
+            self.client,
+            names.internal_network,
+            addresses.network,
+            addresses.gateway_ip,
+            network_labels,
+        )
+        undo.callback(remove_network, self.client, names.internal_network)
+        if names.own_egress:
+            create_egress_network(self.client, names.egress_network, network_labels)
+            undo.callback(remove_network, self.client, names.egress_network)
+        else:
+            self.check_shared_egress(names.egress_network)
 
     def check_shared_egress(self, network: str) -> None:
         if not network_exists(self.client, network):

@@ -31,6 +31,7 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import CONFIG_FILE_NAME
 from bottle_engine.bundle.waiting import WARM_SERVICES, config_digest, warm_mark
 from bottle_engine.dockerapi.bundle_container import (
+    BundlePlacement,
     bundle_log_tail,
     bundle_user,
     run_pool_bundle_container,
@@ -40,8 +41,6 @@ from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, LABEL_STAT
 from bottle_engine.dockerapi.containers import containers_with_label, remove_container
 from bottle_engine.dockerapi.networks import (
     SubnetTaken,
-    create_egress_network,
-    create_internal_network,
     networks_with_label,
     remove_network,
     subnets_in_use,
@@ -116,33 +115,28 @@ class WarmPool:
         pool.record_making(member)
         with ExitStack() as undo:
             undo.callback(self.remove_member, member)
-            create_internal_network(
-                self.client,
-                member.internal_network,
-                member.network,
-                member.gateway_ip,
-                {**labels, LABEL_ROLE: "network"},
+            self.gateway.make_networks(
+                GatewayNames(
+                    member.internal_network, member.egress_network, own_egress=member.own_egress
+                ),
+                member,
+                labels,
+                undo,
             )
-            if member.own_egress:
-                create_egress_network(
-                    self.client, member.egress_network, {**labels, LABEL_ROLE: "network"}
-                )
-            else:
-                self.gateway.check_shared_egress(key.egress_network)
-            container = run_pool_bundle_container(
-                self.client,
+            placement = BundlePlacement(
                 name=member.container,
                 image=key.bundle_image,
-                member=member.id,
                 state_dir=member.directory,
                 internal_network=member.internal_network,
                 bundle_ip=member.bundle_ip,
-                agent_ip=member.agent_ip,
                 egress_network=member.egress_network,
                 labels={**labels, LABEL_ROLE: "bundle"},
                 extra_hosts=dict(key.bundle_hosts) or None,
                 limits=bundle_limits(key.memory_bytes),
                 runtime=key.runtime or None,
+            )
+            container = run_pool_bundle_container(
+                self.client, placement, member=member.id, agent_ip=member.agent_ip
             )
             _wait_warm(container, member.directory)
             pool.mark_free(member)

@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,25 @@ def account_files(uid: int, gid: int) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class BundlePlacement:
+    """Where a bundle container runs and as what: its name and image, the state dir mounted
+    at `STATE_MOUNT`, its address on the internal network, its way out, and its labels, host
+    names, limits and OCI runtime (None: the daemon's default). A bottle's bundle and a warm
+    pool member's are placed alike; they differ in what they are handed."""
+
+    name: str
+    image: str
+    state_dir: Path
+    internal_network: str
+    bundle_ip: str
+    egress_network: str
+    labels: Mapping[str, str]
+    extra_hosts: Mapping[str, str] | None = None
+    limits: BundleLimits = field(default_factory=lambda: bundle_limits(0))
+    runtime: str | None = None
+
+
 def run_bundle_container(
     client: Any,
     *,
@@ -93,78 +113,54 @@ def run_bundle_container(
             f"but the bundle mounts the state dir at {STATE_MOUNT}",
             fix="leave BundleConfig.state_dir at its default",
         )
-    limits = limits or bundle_limits(0)
+    placement = BundlePlacement(
+        name=name,
+        image=image,
+        state_dir=state_dir,
+        internal_network=internal_network,
+        bundle_ip=bundle_ip,
+        egress_network=egress_network,
+        labels=labels,
+        extra_hosts=extra_hosts,
+        limits=limits or bundle_limits(0),
+        runtime=runtime,
+    )
     bottle_dir = BottleDir(state_dir)
     bottle_dir.private_subdir(state_dir)
     config_file = bottle_dir.write_private(bottle_dir.bundle_config, config.to_json())
-    uid, gid = bundle_user(config.slug)
     files: dict[str, Path] = {
         str(CONFIG_PATH): config_file,
         **{f"{SECRETS_MOUNT}/{secret}": path for secret, path in secret_files.items()},
         **(readonly_files or {}),
     }
-    files.update(_accounts(bottle_dir, uid, gid))
-    _hand_over(state_dir, files.values(), uid, gid)
-    return _create_and_start(
-        client,
-        name=name,
-        image=image,
-        command=None,
-        uid=uid,
-        gid=gid,
-        state_dir=state_dir,
-        files=files,
-        internal_network=internal_network,
-        bundle_ip=bundle_ip,
-        egress_network=egress_network,
-        labels=labels,
-        extra_hosts=extra_hosts,
-        limits=limits,
-        runtime=runtime,
-    )
+    return _start(client, placement, owner=config.slug, command=None, files=files)
 
 
 def run_pool_bundle_container(
-    client: Any,
-    *,
-    name: str,
-    image: str,
-    member: str,
-    state_dir: Path,
-    internal_network: str,
-    bundle_ip: str,
-    agent_ip: str,
-    egress_network: str,
-    labels: Mapping[str, str],
-    extra_hosts: Mapping[str, str] | None,
-    limits: BundleLimits,
-    runtime: str | None,
+    client: Any, placement: BundlePlacement, *, member: str, agent_ip: str
 ) -> Any:
     """A warm pool member's bundle: no config, no secrets; its services load and wait for the
-    config the engine writes into `state_dir` at claim time (bottle_engine/bundle/waiting.py).
+    config the engine writes into its state dir at claim time (bottle_engine/bundle/waiting.py).
     Until then nothing listens: the proxy, the gate and MCP refuse every connection."""
-    bottle_dir = BottleDir(state_dir)
-    bottle_dir.private_subdir(state_dir)
-    uid, gid = bundle_user(f"pool-{member}")
-    files = _accounts(bottle_dir, uid, gid)
-    _hand_over(state_dir, files.values(), uid, gid)
-    return _create_and_start(
-        client,
-        name=name,
-        image=image,
-        command=["--pool", bundle_ip, agent_ip],
-        uid=uid,
-        gid=gid,
-        state_dir=state_dir,
-        files=files,
-        internal_network=internal_network,
-        bundle_ip=bundle_ip,
-        egress_network=egress_network,
-        labels=labels,
-        extra_hosts=extra_hosts,
-        limits=limits,
-        runtime=runtime,
-    )
+    BottleDir(placement.state_dir).private_subdir(placement.state_dir)
+    command = ["--pool", placement.bundle_ip, agent_ip]
+    return _start(client, placement, owner=f"pool-{member}", command=command, files={})
+
+
+def _start(
+    client: Any,
+    placement: BundlePlacement,
+    *,
+    owner: str,
+    command: list[str] | None,
+    files: Mapping[str, Path],
+) -> Any:
+    """Run the bundle as `owner`'s user (`bundle_user`), with `files` (paths inside -> host
+    files) mounted read-only beside the state dir, both handed over to that user."""
+    uid, gid = bundle_user(owner)
+    mounted = {**files, **_accounts(BottleDir(placement.state_dir), uid, gid)}
+    _hand_over(placement.state_dir, mounted.values(), uid, gid)
+    return _create_and_start(client, placement, command, f"{uid}:{gid}", mounted)
 
 
 def _accounts(bottle_dir: BottleDir, uid: int, gid: int) -> dict[str, Path]:
@@ -180,40 +176,32 @@ def _accounts(bottle_dir: BottleDir, uid: int, gid: int) -> dict[str, Path]:
 
 def _create_and_start(
     client: Any,
-    *,
-    name: str,
-    image: str,
+    placement: BundlePlacement,
     command: list[str] | None,
-    uid: int,
-    gid: int,
-    state_dir: Path,
+    user: str,
     files: Mapping[str, Path],
-    internal_network: str,
-    bundle_ip: str,
-    egress_network: str,
-    labels: Mapping[str, str],
-    extra_hosts: Mapping[str, str] | None,
-    limits: BundleLimits,
-    runtime: str | None,
 ) -> Any:
-    mounts = [Mount(str(STATE_MOUNT), str(state_dir.resolve()), type="bind")]
+    limits = placement.limits
+    mounts = [Mount(str(STATE_MOUNT), str(placement.state_dir.resolve()), type="bind")]
     mounts += [
         Mount(inside, str(Path(host).resolve()), type="bind", read_only=True)
         for inside, host in sorted(files.items())
     ]
-    with docker_errors(f"starting the bundle container {name}"):
+    with docker_errors(f"starting the bundle container {placement.name}"):
         container = client.containers.create(
-            image,
+            placement.image,
             command=command,
-            name=name,
-            labels={**labels, LABEL_MANAGED: "1", LABEL_ROLE: "bundle"},
-            user=f"{uid}:{gid}",
+            name=placement.name,
+            labels={**placement.labels, LABEL_MANAGED: "1", LABEL_ROLE: "bundle"},
+            user=user,
             mounts=mounts,
-            network=internal_network,
+            network=placement.internal_network,
             networking_config={
-                internal_network: client.api.create_endpoint_config(ipv4_address=bundle_ip)
+                placement.internal_network: client.api.create_endpoint_config(
+                    ipv4_address=placement.bundle_ip
+                )
             },
-            extra_hosts=dict(extra_hosts or {}),
+            extra_hosts=dict(placement.extra_hosts or {}),
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
@@ -224,10 +212,10 @@ def _create_and_start(
             memswap_limit=limits.memory_bytes,  # no swap beyond the limit
             nano_cpus=limits.nano_cpus,
             detach=True,
-            runtime=runtime,
+            runtime=placement.runtime,
         )
         try:
-            client.networks.get(egress_network).connect(container)
+            client.networks.get(placement.egress_network).connect(container)
             container.start()
         except BaseException:
             _remove_quietly(container)
