@@ -23,10 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bottle_engine.manifest.model import Manifest
 
@@ -61,6 +61,7 @@ CREDENTIAL_LOCATIONS = (
 )
 
 Resolve = Callable[[Path], Path]
+_Surface = TypeVar("_Surface")  # a bottle's, an agent's, a secret's or a git upstream's
 
 
 def _real_path(path: Path) -> Path:
@@ -282,27 +283,10 @@ def empty_surface(like: TrustedSurface) -> TrustedSurface:
 def changes(old: TrustedSurface, new: TrustedSurface) -> list[Change]:
     """What differs from `old` to `new`, bottles then agents, each in name order."""
     places = _Places(Path(new.home), Path(new.directory))
-    found: list[Change] = []
-    for name in sorted(old.bottles.keys() | new.bottles.keys()):
-        before, after = old.bottles.get(name), new.bottles.get(name)
-        if after is None:
-            found.append(Change(f"bottle {name} removed", widening=False))
-            continue
-        found.extend(_bottle_changes(f"bottle {name}", before, after, places))
-    for name in sorted(old.agents.keys() | new.agents.keys()):
-        was, now = old.agents.get(name), new.agents.get(name)
-        if now is None:
-            found.append(Change(f"agent {name} removed", widening=False))
-            continue
-        prefix = f"agent {name}"
-        if was is None:
-            found.append(Change(f"{prefix}: new, runs in bottle {now.bottle}", widening=True))
-        elif was.bottle != now.bottle:
-            found.append(
-                Change(f"{prefix}: now runs in bottle {now.bottle} (was {was.bottle})", True)
-            )
-        found.extend(_path_changes(prefix, was.paths if was else {}, now.paths, places))
-    return found
+    return [
+        *_named_changes("bottle", old.bottles, new.bottles, places, _bottle_changes),
+        *_named_changes("agent", old.agents, new.agents, places, _agent_changes),
+    ]
 
 
 def widening(found: Iterable[Change]) -> list[Change]:
@@ -343,6 +327,33 @@ class _Places:
         return self.show(path) + self.callouts(path)
 
 
+def _named_changes(
+    prefix: str,
+    before: Mapping[str, _Surface],
+    after: Mapping[str, _Surface],
+    places: _Places,
+    changed: Callable[[str, _Surface | None, _Surface, _Places], Iterator[Change]],
+) -> Iterator[Change]:
+    """Per name, in name order: `PREFIX NAME removed` where `after` has it no more, else what
+    `changed` finds from its `before` (None: it is new) to its `after`."""
+    for name in sorted(before.keys() | after.keys()):
+        was, now = before.get(name), after.get(name)
+        if now is None:
+            yield Change(f"{prefix} {name} removed", widening=False)
+        else:
+            yield from changed(f"{prefix} {name}", was, now, places)
+
+
+def _agent_changes(
+    prefix: str, was: AgentSurface | None, now: AgentSurface, places: _Places
+) -> Iterator[Change]:
+    if was is None:
+        yield Change(f"{prefix}: new, runs in bottle {now.bottle}", widening=True)
+    elif was.bottle != now.bottle:
+        yield Change(f"{prefix}: now runs in bottle {now.bottle} (was {was.bottle})", True)
+    yield from _path_changes(prefix, was.paths if was else {}, now.paths, places)
+
+
 def _bottle_changes(
     prefix: str, before: BottleSurface | None, after: BottleSurface, places: _Places
 ) -> Iterator[Change]:
@@ -365,14 +376,10 @@ def _bottle_changes(
         yield Change(f"{prefix}: supervise {now} (was {was})", widening=True)
     yield from _set_changes(f"{prefix}: allow", before.allow, after.allow)
     yield from _set_changes(f"{prefix}: ask", before.ask, after.ask)
-    for name in sorted(before.secrets.keys() | after.secrets.keys()):
-        yield from _secret_changes(
-            f"{prefix}: secret {name}", before.secrets.get(name), after.secrets.get(name), places
-        )
-    for name in sorted(before.git.keys() | after.git.keys()):
-        yield from _git_changes(
-            f"{prefix}: git {name}", before.git.get(name), after.git.get(name), places
-        )
+    yield from _named_changes(
+        f"{prefix}: secret", before.secrets, after.secrets, places, _secret_changes
+    )
+    yield from _named_changes(f"{prefix}: git", before.git, after.git, places, _git_changes)
     yield from _path_changes(prefix, before.paths, after.paths, places)
 
 
@@ -396,11 +403,8 @@ def _source_text(source: str, places: _Places) -> str:
 
 
 def _secret_changes(
-    prefix: str, was: SecretSurface | None, now: SecretSurface | None, places: _Places
+    prefix: str, was: SecretSurface | None, now: SecretSurface, places: _Places
 ) -> Iterator[Change]:
-    if now is None:
-        yield Change(f"{prefix} removed", widening=False)
-        return
     hosts = ", ".join(now.hosts) or "no host"
     if was is None:
         yield Change(
@@ -422,11 +426,8 @@ def _secret_changes(
 
 
 def _git_changes(
-    prefix: str, was: GitSurface | None, now: GitSurface | None, places: _Places
+    prefix: str, was: GitSurface | None, now: GitSurface, places: _Places
 ) -> Iterator[Change]:
-    if now is None:
-        yield Change(f"{prefix} removed", widening=False)
-        return
     if was is None:
         yield Change(f"{prefix}: new upstream {now.url}", widening=True)
         was = GitSurface(now.url, None, now.known_host_key, (), False, False, False)

@@ -53,6 +53,16 @@ def docker_errors(doing: str) -> Iterator[None]:
         raise BottleError(f"{doing}: {_short(exc)}", fix=_DAEMON_FIX) from exc
 
 
+def with_label(
+    collection: Any, label: str, value: str | None, doing: str, **options: Any
+) -> list[Any]:
+    """The objects of an SDK collection (`client.containers`, `client.networks`) that carry
+    `label`, with `value` when one is given."""
+    selector = f"{label}={value}" if value is not None else label
+    with docker_errors(doing):
+        return list(collection.list(filters={"label": selector}, **options))
+
+
 def _short(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc).strip().splitlines()[0] if str(explanation or exc) else repr(exc)

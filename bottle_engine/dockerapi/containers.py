@@ -18,7 +18,7 @@ from typing import Any
 
 import docker.errors
 
-from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors
+from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors, with_label
 from bottle_engine.errors import BottleError
 from bottle_engine.limits import AgentDisk, tmpfs_options
 
@@ -301,9 +301,7 @@ def runs_cleanly(client: Any, image: str, runtime: str, command: Sequence[str]) 
 
 
 def containers_with_label(client: Any, label: str, value: str | None = None) -> list[Any]:
-    selector = f"{label}={value}" if value is not None else label
-    with docker_errors("list containers"):
-        return list(client.containers.list(all=True, filters={"label": selector}))
+    return with_label(client.containers, label, value, "list containers", all=True)
 
 
 def container_logs(client: Any, name: str, *, follow: bool) -> Iterator[bytes]:

@@ -10,7 +10,7 @@ from typing import Any
 import docker.errors
 import docker.types
 
-from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors
+from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors, with_label
 from bottle_engine.errors import BottleError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -120,6 +120,4 @@ def network_exists(client: Any, name: str) -> bool:
 
 
 def networks_with_label(client: Any, label: str, value: str | None = None) -> list[Any]:
-    selector = f"{label}={value}" if value is not None else label
-    with docker_errors("list Docker networks"):
-        return list(client.networks.list(filters={"label": selector}))
+    return with_label(client.networks, label, value, "list Docker networks")
