@@ -41,6 +41,17 @@ PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
+class _Entry:
+    """A path of fixed name in a bottle's dir, read as an attribute: `bottle_dir.record` is
+    ``bottle_dir.path / RECORD_NAME``. One line per name, so each name is spelled once."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, bottle_dir: BottleDir, owner: type[BottleDir] | None = None) -> Path:
+        return bottle_dir.path.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class BottleDir:
     """The state dir at `path` (a host path, or `STATE_MOUNT` inside the bundle)."""
@@ -61,18 +72,21 @@ class BottleDir:
 
         return cls(state.make_bottle_dir(slug))
 
-    # -- the names -----------------------------------------------------------------------------
-    @property
-    def record(self) -> Path:
-        return self.path / RECORD_NAME
-
-    @property
-    def bundle_config(self) -> Path:
-        return self.path / CONFIG_FILE_NAME
-
-    @property
-    def egress_log(self) -> Path:
-        return self.path / EGRESS_LOG_NAME
+    # -- the names (each a `_Entry`: the path of one fixed name in this dir) -------------------
+    record = _Entry(RECORD_NAME)
+    bundle_config = _Entry(CONFIG_FILE_NAME)
+    egress_log = _Entry(EGRESS_LOG_NAME)
+    ca_dir = _Entry(CA_DIR_NAME)
+    ca_cert = _Entry(CA_DIR_NAME, CA_CERT_NAME)  # the bottle's CA (no key); the agent trusts it
+    ready_file = _Entry(READY_FILE_NAME)
+    secrets_dir = _Entry(SECRETS_DIR_NAME)
+    git_keys_dir = _Entry(GIT_KEYS_DIR_NAME)
+    upstream_ca = _Entry(UPSTREAM_CA_NAME)
+    approvals_dir = _Entry(APPROVALS_DIR_NAME)
+    approvals_log = _Entry(APPROVALS_LOG_NAME)
+    git_gate_log = _Entry(GIT_GATE_LOG_NAME)
+    git_gate_repos = _Entry(GIT_GATE_REPOS_NAME)
+    accounts_dir = _Entry(ACCOUNTS_DIR_NAME)
 
     def egress_logs(self) -> list[Path]:
         """The egress audit log and its rotations that exist, oldest first (bundle/audit.py
@@ -85,59 +99,14 @@ class BottleDir:
         rotated.sort(key=lambda p: int(p.name.rsplit(".", 1)[1]), reverse=True)
         return rotated + ([self.egress_log] if self.egress_log.exists() else [])
 
-    @property
-    def ca_dir(self) -> Path:
-        return self.path / CA_DIR_NAME
-
-    @property
-    def ca_cert(self) -> Path:
-        """The per-bottle CA certificate (no key) the bundle's proxy writes; the agent trusts it."""
-        return self.ca_dir / CA_CERT_NAME
-
-    @property
-    def ready_file(self) -> Path:
-        return self.path / READY_FILE_NAME
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.path / SECRETS_DIR_NAME
-
     def secret_file(self, name: str) -> Path:
         return self.secrets_dir / _plain_name(name, "secret")
-
-    @property
-    def git_keys_dir(self) -> Path:
-        return self.path / GIT_KEYS_DIR_NAME
 
     def git_identity(self, upstream: str) -> Path:
         return self.git_keys_dir / git_identity_name(_plain_name(upstream, "git upstream"))
 
     def git_known_hosts(self, upstream: str) -> Path:
         return self.git_keys_dir / git_known_hosts_name(_plain_name(upstream, "git upstream"))
-
-    @property
-    def upstream_ca(self) -> Path:
-        return self.path / UPSTREAM_CA_NAME
-
-    @property
-    def approvals_dir(self) -> Path:
-        return self.path / APPROVALS_DIR_NAME
-
-    @property
-    def approvals_log(self) -> Path:
-        return self.path / APPROVALS_LOG_NAME
-
-    @property
-    def git_gate_log(self) -> Path:
-        return self.path / GIT_GATE_LOG_NAME
-
-    @property
-    def git_gate_repos(self) -> Path:
-        return self.path / GIT_GATE_REPOS_NAME
-
-    @property
-    def accounts_dir(self) -> Path:
-        return self.path / ACCOUNTS_DIR_NAME
 
     def guest_staging(self, index: int) -> Path:
         """Where a tar for the guest waits on its way into a microVM (removed right after)."""
