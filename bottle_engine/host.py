@@ -8,6 +8,7 @@ client around; bottles are reached through `lifecycle` and the `Backend` protoco
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,12 @@ class Host:
     down)."""
 
     def __init__(self, client: Any | None = None) -> None:
-        self._client = client
+        if client is not None:
+            self._docker = client
 
-    @property
+    @functools.cached_property
     def _docker(self) -> Any:
-        if self._client is None:
-            self._client = connect()
-        return self._client
+        return connect()
 
     # -- what doctor asks ------------------------------------------------------------------
     def version(self) -> str:

@@ -9,6 +9,7 @@ step removes it all again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
@@ -91,16 +92,16 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, client: Any | None = None, settings: EngineSettings | None = None) -> None:
-        self._client = client
+        if client is not None:
+            self.client = client
         self.settings = settings or EngineSettings.from_env()
         self._gateway: Gateway | None = None
         self._info: dict[str, Any] | None = None
 
-    @property
+    @functools.cached_property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = connect()
-        return self._client
+        """The daemon, connected on first use (unless a client was given)."""
+        return connect()
 
     def available(self) -> Availability:
         try:
