@@ -115,9 +115,9 @@ class Gateway:
             create_egress_network(self.client, names.egress_network, network_labels)
             undo.callback(remove_network, self.client, names.egress_network)
         else:
-            self.check_shared_egress(names.egress_network)
+            self._check_shared_egress(names.egress_network)
 
-    def check_shared_egress(self, network: str) -> None:
+    def _check_shared_egress(self, network: str) -> None:
         if not network_exists(self.client, network):
             raise BottleError(
                 f"{ENV_EGRESS_NETWORK} names '{network}', which does not exist",
