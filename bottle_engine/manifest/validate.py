@@ -148,12 +148,7 @@ class _Checker:
             return
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                yield self.problem(
-                    "BB102",
-                    (*path, index),
-                    f"{format_path((*path, index))}: expected a string, found {_describe(item)}",
-                    value=True,
-                )
+                yield self.wrong_type(field, (*path, index), item, kind="string")
             else:
                 yield from self.content(field, (*path, index), item)
 
@@ -163,12 +158,7 @@ class _Checker:
             return
         for key, item in value.items():
             if not isinstance(item, str):
-                yield self.problem(
-                    "BB102",
-                    (*path, key),
-                    f"{format_path((*path, key))}: expected a string, found {_describe(item)}",
-                    value=True,
-                )
+                yield self.wrong_type(field, (*path, key), item, kind="string")
 
     def scalar(self, field: Field, path: KeyPath, value: Any) -> Iterator[Problem]:
         if field.kind == Kind.STRING_LIST:
