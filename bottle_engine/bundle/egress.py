@@ -124,7 +124,7 @@ async def run_warm_proxy(
         slug="", bundle_ip=listen_host, agent_subnet="", state_dir=str(config_path.parent)
     )
     master.options.update(**proxy_options(blank, listen_host, listen_port))  # type: ignore[no-untyped-call]
-    warm_mark(config_path.parent, "egress").touch()
+    warm_mark(config_path.parent, EGRESS.warm_name).touch()
     while not config_path.exists():
         await asyncio.sleep(POLL_SECONDS)
     config = BundleConfig.load(config_path)
