@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lsprotocol import types
@@ -264,61 +265,58 @@ def _value_item(
     )
 
 
+@dataclass(frozen=True)
+class _Choices:
+    """The values a field may take at the cursor, and how the editor shows them."""
+
+    kind: types.CompletionItemKind
+    detail: str
+    quoted: bool  # written as a TOML string
+    values: Sequence[tuple[str, str | None, bool]]  # (value, documentation, preselect)
+
+
 def _values(
     analysis: Analysis, cursor: Cursor, position: Position, skills: Path
 ) -> list[types.CompletionItem]:
     field = schema.field_at(cursor.key)
-    if field is None:
+    choices = _choices(field, analysis, cursor, skills) if field is not None else None
+    if choices is None:
         return []
+    return [
+        _value_item(
+            cursor,
+            position,
+            value,
+            quoted=choices.quoted,
+            kind=choices.kind,
+            detail=choices.detail,
+            doc=doc,
+            preselect=preselect,
+        )
+        for value, doc, preselect in choices.values
+    ]
+
+
+def _choices(field: Field, analysis: Analysis, cursor: Cursor, skills: Path) -> _Choices | None:
+    """What `field` may hold: the names it refers to, its enum, or true/false."""
     if field.refers_to is not None:
         kind = (
             types.CompletionItemKind.Variable
             if field.refers_to == Ref.ENV_VAR
             else types.CompletionItemKind.Reference
         )
-        return [
-            _value_item(
-                cursor,
-                position,
-                name,
-                quoted=True,
-                kind=kind,
-                detail=field.refers_to.value,
-                doc=doc,
-                preselect=preselect,
-            )
-            for name, doc, preselect in _referenced(field.refers_to, analysis, cursor, skills)
-        ]
+        named = _referenced(field.refers_to, analysis, cursor, skills)
+        return _Choices(kind, field.refers_to.value, True, named)
     if field.enum:
-        return [
-            _value_item(
-                cursor,
-                position,
-                value,
-                quoted=True,
-                kind=types.CompletionItemKind.EnumMember,
-                detail=field.name,
-                doc=doc,
-                preselect=value == field.default,
-            )
-            for value, doc in zip(
-                field.enum, field.enum_docs or ("",) * len(field.enum), strict=True
-            )
-        ]
+        docs = field.enum_docs or ("",) * len(field.enum)
+        enum = [(v, doc, v == field.default) for v, doc in zip(field.enum, docs, strict=True)]
+        return _Choices(types.CompletionItemKind.EnumMember, field.name, True, enum)
     if field.kind == Kind.BOOLEAN and not cursor.in_string:
-        return [
-            _value_item(
-                cursor,
-                position,
-                literal,
-                quoted=False,
-                kind=types.CompletionItemKind.Value,
-                detail=field.name,
-                preselect=(literal == "true") == bool(field.default),
-            )
-            for literal in ("true", "false")
+        literals = [
+            (lit, None, (lit == "true") == bool(field.default)) for lit in ("true", "false")
         ]
-    return []
+        return _Choices(types.CompletionItemKind.Value, field.name, False, literals)
+    return None
 
 
 def _referenced(

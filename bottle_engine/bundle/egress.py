@@ -7,7 +7,6 @@ engine mounts its certificate, ``mitmproxy-ca-cert.pem``, into the agent.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import ipaddress
@@ -23,10 +22,11 @@ from mitmproxy.options import CONF_BASENAME, KEY_SIZE
 from mitmproxy.tools.dump import DumpMaster
 
 from bottle_engine.bundle import egress_guards
-from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, BundleConfig
+from bottle_engine.bundle.config import EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
 from bottle_engine.bundle.egress_clients import OnlyTheAgent
-from bottle_engine.bundle.waiting import POLL_SECONDS, WAIT_FLAG, warm_mark
+from bottle_engine.bundle.service_cli import EGRESS
+from bottle_engine.bundle.waiting import POLL_SECONDS, warm_mark
 
 # The image's system bundle (with the extra CA bundle installed), trusted for upstream TLS.
 UPSTREAM_CA_ENV = "BOTTLE_UPSTREAM_CA"
@@ -124,7 +124,7 @@ async def run_warm_proxy(
         slug="", bundle_ip=listen_host, agent_subnet="", state_dir=str(config_path.parent)
     )
     master.options.update(**proxy_options(blank, listen_host, listen_port))  # type: ignore[no-untyped-call]
-    warm_mark(config_path.parent, "egress").touch()
+    warm_mark(config_path.parent, EGRESS.warm_name).touch()
     while not config_path.exists():
         await asyncio.sleep(POLL_SECONDS)
     config = BundleConfig.load(config_path)
@@ -165,34 +165,19 @@ def make_ca(ca_dir: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bottle_engine.bundle.egress")
-    parser.add_argument("--config", type=Path, default=CONFIG_PATH)
-    parser.add_argument(
-        "--listen-host", default="127.0.0.1", help="the bundle's internal address in a bottle"
-    )
-    parser.add_argument("--listen-port", type=int, default=EGRESS_PORT)
-    parser.add_argument(
-        "--allowed-client", help="the agent's address: connections from any other are closed"
-    )
-    parser.add_argument(
-        WAIT_FLAG,
-        action="store_true",
-        help="a warm pool member: make the CA, then wait until the config file appears",
+    parser = EGRESS.parser(
+        wait_help="a warm pool member: make the CA, then wait until the config file appears",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="egress: %(message)s")
     try:
         if args.wait_for_config:
             make_ca(args.config.parent / "ca")
-            asyncio.run(
-                run_warm_proxy(args.config, args.listen_host, args.listen_port, args.allowed_client)
-            )
+            asyncio.run(run_warm_proxy(args.config, args.listen, args.port, args.allowed_client))
         else:
             config = BundleConfig.load(args.config)
             asyncio.run(
-                run_proxy(
-                    config, args.listen_host, args.listen_port, allowed_client=args.allowed_client
-                )
+                run_proxy(config, args.listen, args.port, allowed_client=args.allowed_client)
             )
     except KeyboardInterrupt:
         return 0

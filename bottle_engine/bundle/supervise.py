@@ -14,7 +14,6 @@ at once with ``status: "refused"`` and the seconds to wait, and nothing is recor
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -29,8 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.clients import client_allowed, refusal
-from bottle_engine.bundle.config import CONFIG_PATH, SUPERVISE_PORT, BundleConfig
-from bottle_engine.bundle.waiting import WAIT_FLAG, wait_for_file
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.service_cli import SUPERVISE
 
 MCP_PATH = "/mcp"
 POLL_SECONDS = 0.25
@@ -246,25 +245,11 @@ async def _plain_response(send: Send, status: int, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bottle_engine.bundle.supervise",
+    parser = SUPERVISE.parser(
         description="Serve the request_approval MCP tool over streamable HTTP at "
         f"http://LISTEN:PORT{MCP_PATH}.",
     )
-    parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="bundle.json")
-    parser.add_argument(
-        "--listen", default="127.0.0.1", help="address to listen on (the bundle's internal one)"
-    )
-    parser.add_argument("--port", type=int, default=SUPERVISE_PORT)
-    parser.add_argument(
-        "--allowed-client", help="the agent's address: requests from any other get a 403"
-    )
-    parser.add_argument(
-        WAIT_FLAG, action="store_true", help="a warm pool member: wait for the config file"
-    )
-    args = parser.parse_args(argv)
-    if args.wait_for_config:
-        wait_for_file(args.config, service="supervise")
+    args = SUPERVISE.parse_and_wait(parser, argv)
     try:
         config = BundleConfig.load(args.config)
     except (OSError, ValueError, KeyError) as exc:

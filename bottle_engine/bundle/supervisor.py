@@ -26,13 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bottle_engine.bundle.config import (
-    CONFIG_PATH,
-    EGRESS_PORT,
-    GIT_GATE_PORT,
-    SUPERVISE_PORT,
-    BundleConfig,
-)
+from bottle_engine.bundle.config import CONFIG_PATH, BundleConfig
+from bottle_engine.bundle.service_cli import EGRESS, GIT_GATE, SUPERVISE
 from bottle_engine.bundle.waiting import (
     POLL_SECONDS,
     POOL_CONFIG_PATH,
@@ -75,8 +70,8 @@ def services_for(
             "whom to answer"
         )
     every = _services(config.bundle_ip, config.agent_ip, config_path, python, proxy_python, ())
-    enabled = {"egress proxy", *(["git gate"] if config.git else [])}
-    enabled |= {"supervise"} if config.supervise else set()
+    enabled = {EGRESS.title, *([GIT_GATE.title] if config.git else [])}
+    enabled |= {SUPERVISE.title} if config.supervise else set()
     return [service for service in every if service.name in enabled]
 
 
@@ -103,29 +98,18 @@ def _services(
     proxy_python: str | None,
     extra: tuple[str, ...],
 ) -> list[Service]:
-    common = ("--config", str(config_path), "--allowed-client", agent_ip, *extra)
     return [
         Service(
-            "egress proxy",
-            (
-                *(proxy_python or python, "-m", "bottle_engine.bundle.egress", *common),
-                *("--listen-host", listen),
-            ),
-            EGRESS_PORT,
+            command.title,
+            command.argv(python_for, config_path, listen, agent_ip, extra),
+            command.port,
             listen,
-        ),
-        Service(
-            "git gate",
-            (python, "-m", "bottle_engine.bundle.gitgate", *common, "--listen", listen),
-            GIT_GATE_PORT,
-            listen,
-        ),
-        Service(
-            "supervise",
-            (python, "-m", "bottle_engine.bundle.supervise", *common, "--listen", listen),
-            SUPERVISE_PORT,
-            listen,
-        ),
+        )
+        for command, python_for in (
+            (EGRESS, proxy_python or python),  # mitmproxy lives in the proxy venv
+            (GIT_GATE, python),
+            (SUPERVISE, python),
+        )
     ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,31 +276,28 @@ class _Scanner:
                 return
 
     def array(self, path: KeyPath) -> None:
-        self.pos += 1
-        index = 0
-        while True:
-            self.skip_blank(newlines=True)
-            if self.peek() == "]":
-                self.pos += 1
-                return
-            if self.peek() == ",":
-                self.pos += 1
-                continue
+        for index, _ in enumerate(self.items("]")):
             start = self.pos
             element = (*path, index)
             self.value(element)
             element_span = self.span(start, self.pos)
             self.record(element, element_span, element_span)
-            index += 1
 
     def inline_table(self, path: KeyPath) -> None:
+        for _ in self.items("}"):
+            self.key_value(path)
+
+    def items(self, closer: str) -> Iterator[None]:
+        """Step into a `[...]` or `{...}` and stop at the start of each item in it; the caller
+        reads the item. Blank lines, comments and commas between items are skipped; after the
+        last item the scanner stands past `closer`."""
         self.pos += 1
         while True:
             self.skip_blank(newlines=True)
-            if self.peek() == "}":
+            if self.peek() == closer:
                 self.pos += 1
                 return
             if self.peek() == ",":
                 self.pos += 1
                 continue
-            self.key_value(path)
+            yield

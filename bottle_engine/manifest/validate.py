@@ -61,6 +61,17 @@ class _Checker:
             code, message, self.parsed.span_of(path, value=value), path=path, fixes=fixes
         )
 
+    def missing_file(
+        self, code: str, path: KeyPath, where: str, written: str, consequence: str
+    ) -> Iterator[Problem]:
+        """The problem `code` when the file named at `path` (relative to bottle.toml) is not
+        there: `where` names the key in the message, `consequence` says what that breaks."""
+        target = resolve_path(self.base, written)
+        if not target.is_file():
+            yield self.problem(
+                code, path, f"{where}: {target} does not exist; {consequence}", value=True
+            )
+
     # -- shape ---------------------------------------------------------------------------------
     def structure(self, field: Field, path: KeyPath, value: Any) -> Iterator[Problem]:
         if field.kind == Kind.TABLE:
@@ -137,12 +148,7 @@ class _Checker:
             return
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                yield self.problem(
-                    "BB102",
-                    (*path, index),
-                    f"{format_path((*path, index))}: expected a string, found {_describe(item)}",
-                    value=True,
-                )
+                yield self.wrong_type(field, (*path, index), item, kind="string")
             else:
                 yield from self.content(field, (*path, index), item)
 
@@ -152,12 +158,7 @@ class _Checker:
             return
         for key, item in value.items():
             if not isinstance(item, str):
-                yield self.problem(
-                    "BB102",
-                    (*path, key),
-                    f"{format_path((*path, key))}: expected a string, found {_describe(item)}",
-                    value=True,
-                )
+                yield self.wrong_type(field, (*path, key), item, kind="string")
 
     def scalar(self, field: Field, path: KeyPath, value: Any) -> Iterator[Problem]:
         if field.kind == Kind.STRING_LIST:
@@ -303,15 +304,13 @@ class _Checker:
                 f"agents.{name}.prompt_file: set either 'prompt' or 'prompt_file', not both",
             )
         if "prompt_file" in agent:
-            prompt_file = resolve_path(self.base, agent["prompt_file"])
-            if not prompt_file.is_file():
-                yield self.problem(
-                    "BB204",
-                    (*path, "prompt_file"),
-                    f"agents.{name}.prompt_file: {prompt_file} does not exist; create it or fix "
-                    "the path (relative to bottle.toml)",
-                    value=True,
-                )
+            yield from self.missing_file(
+                "BB204",
+                (*path, "prompt_file"),
+                f"agents.{name}.prompt_file",
+                agent["prompt_file"],
+                "create it or fix the path (relative to bottle.toml)",
+            )
 
     def bottle_references(self, name: str, bottle: dict[str, Any]) -> Iterator[Problem]:
         path: KeyPath = ("bottles", name)
@@ -326,15 +325,13 @@ class _Checker:
                     value=key in bottle,
                 )
         if "upstream_ca" in bottle.get("egress", {}):
-            upstream_ca = resolve_path(self.base, bottle["egress"]["upstream_ca"])
-            if not upstream_ca.is_file():
-                yield self.problem(
-                    "BB309",
-                    (*path, "egress", "upstream_ca"),
-                    f"bottles.{name}.egress.upstream_ca: {upstream_ca} does not exist; "
-                    "launching will fail until it does (relative to bottle.toml)",
-                    value=True,
-                )
+            yield from self.missing_file(
+                "BB309",
+                (*path, "egress", "upstream_ca"),
+                f"bottles.{name}.egress.upstream_ca",
+                bottle["egress"]["upstream_ca"],
+                "launching will fail until it does (relative to bottle.toml)",
+            )
         allow = bottle.get("egress", {}).get("allow", [])
         rules = [parse_egress_rule(entry) for entry in allow]
         for secret_name, secret in bottle.get("secrets", {}).items():
@@ -355,15 +352,13 @@ class _Checker:
                 )
             seen.setdefault(upstream_name, index)
             if "identity" in upstream:
-                identity = resolve_path(self.base, upstream["identity"])
-                if not identity.is_file():
-                    yield self.problem(
-                        "BB306",
-                        (*upstream_path, "identity"),
-                        f"bottles.{name}.git[{index}].identity: {identity} does not exist; "
-                        "pushes to this upstream will fail",
-                        value=True,
-                    )
+                yield from self.missing_file(
+                    "BB306",
+                    (*upstream_path, "identity"),
+                    f"bottles.{name}.git[{index}].identity",
+                    upstream["identity"],
+                    "pushes to this upstream will fail",
+                )
 
     def _element_span(self, path: KeyPath) -> Span:
         """What removing a duplicate upstream deletes: its `[[...]]` section or, written inline
@@ -390,15 +385,13 @@ class _Checker:
                 "(an environment variable) or 'from_file' (a file holding the value)",
             )
         if "from_file" in secret:
-            source = resolve_path(self.base, secret["from_file"])
-            if not source.is_file():
-                yield self.problem(
-                    "BB307",
-                    (*path, "from_file"),
-                    f"bottles.{bottle}.secrets.{name}.from_file: {source} does not exist; "
-                    "launching will fail until it does",
-                    value=True,
-                )
+            yield from self.missing_file(
+                "BB307",
+                (*path, "from_file"),
+                f"bottles.{bottle}.secrets.{name}.from_file",
+                secret["from_file"],
+                "launching will fail until it does",
+            )
         hosts = secret.get("hosts", [])
         if not hosts:
             yield self.problem(
