@@ -1,5 +1,5 @@
-"""Shared CLI helpers: rich consoles, JSON output, a command's parser and the options many
-commands share (`-f`, AGENT, `--json`, `--quiet`), so each is worded the same everywhere."""
+"""Shared CLI helpers: rich consoles, JSON output, a command's parser and the arguments many
+commands share (`-f`, AGENT, SLUG, `--json`, `--quiet`), so each is worded the same everywhere."""
 
 from __future__ import annotations
 
