@@ -16,12 +16,11 @@ import argparse
 import getpass
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from rich.table import Table
 
 from bottle_engine import approvals
-from bottle_engine.cli.output import add_command, console, print_json
+from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
 from bottle_engine.display import safe_markup
 
 LIST_EXAMPLES = """\
@@ -42,7 +41,7 @@ examples:
 """
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     listing = add_command(
         subparsers,
         "approvals",
@@ -55,7 +54,7 @@ def register(subparsers: Any) -> None:
     listing.add_argument(
         "--all", action="store_true", help="answered requests the agent has not picked up too"
     )
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(listing, help="print JSON")
     listing.set_defaults(run=run_list)
     for name, approved in (("approve", True), ("deny", False)):
         parser = add_command(
@@ -75,7 +74,7 @@ def register(subparsers: Any) -> None:
         )
         parser.add_argument("--note", help="a note the agent receives with the answer")
         parser.add_argument("--bottle", metavar="SLUG", help="the bottle (when ids collide)")
-        parser.add_argument("--json", action="store_true", help="print the answered request")
+        add_json_option(parser, help="print the answered request")
         parser.set_defaults(run=run_answer, approved=approved)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG
-from bottle_engine.cli.output import add_command, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command_group,
+    add_json_option,
+    add_quiet_option,
+    console,
+    print_json,
+)
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.host import Host
 
@@ -23,21 +30,20 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    actions = add_command_group(
         subparsers,
         "base",
         help="bootstrap the Debian base image (no registry needed)",
         description=HELP,
     )
-    actions = parser.add_subparsers(dest="base_command", metavar="ACTION", required=True)
     bootstrap = actions.add_parser("bootstrap", help="debootstrap and import the base image")
     bootstrap.add_argument("--tag", default=DEFAULT_BASE_TAG, help=f"default {DEFAULT_BASE_TAG}")
     bootstrap.add_argument(
         "--force", action="store_true", help="bootstrap again even when Docker has the tag"
     )
-    bootstrap.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    bootstrap.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet_option(bootstrap)
+    add_json_option(bootstrap)
     bootstrap.set_defaults(run=run_bootstrap)
 
 

@@ -13,8 +13,12 @@ from rich.table import Table
 from bottle_engine import lifecycle
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli.output import (
+    Subparsers,
+    add_agent_command,
     add_command,
-    add_manifest_option,
+    add_json_option,
+    add_quiet_option,
+    add_slug_argument,
     console,
     err_console,
     print_json,
@@ -41,18 +45,16 @@ launch of a manifest path records it. See `bottle-engine trust --help`.
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    launch = add_command(
+def register(subparsers: Subparsers) -> None:
+    launch = add_agent_command(
         subparsers,
         "launch",
         help="launch an agent in a new bottle",
         description=LAUNCH_HELP,
     )
-    add_manifest_option(launch)
-    launch.add_argument("agent", metavar="AGENT")
     launch.add_argument("-d", "--detach", action="store_true", help="do not attach")
-    launch.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    launch.add_argument("--json", action="store_true", help="print the bottle record as JSON")
+    add_quiet_option(launch)
+    add_json_option(launch, help="print the bottle record as JSON")
     launch.add_argument(
         "--trust",
         action="store_true",
@@ -67,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Attach to SLUG's agent (interactive when stdin is a terminal). "
         "Exits with the agent's exit code.\n\nexample:\n  bottle-engine attach dev-1a2b3c",
     )
-    attach.add_argument("slug", metavar="SLUG")
+    add_slug_argument(attach)
     attach.set_defaults(run=run_attach)
 
     exec_ = add_command(
@@ -80,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "  bottle-engine exec dev-1a2b3c -- bash\n"
         "  bottle-engine exec dev-1a2b3c -- git -C /workspace status",
     )
-    exec_.add_argument("slug", metavar="SLUG")
+    add_slug_argument(exec_)
     exec_.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER)
     exec_.set_defaults(run=run_exec)
 
@@ -91,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="List bottles and their status.\n\n"
         "examples:\n  bottle-engine ls\n  bottle-engine ls --json | jq '.[].slug'",
     )
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(ls)
     ls.set_defaults(run=run_ls)
 
     stop = add_command(
@@ -102,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "networks and state (audit log included).\n\n"
         "example:\n  bottle-engine stop dev-1a2b3c --rm",
     )
-    stop.add_argument("slug", metavar="SLUG")
+    add_slug_argument(stop)
     stop.add_argument("--rm", action="store_true", help="remove everything the bottle made")
     stop.set_defaults(run=run_stop)
 
@@ -113,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Start SLUG's bundle, then its agent.\n\nexample:\n"
         "  bottle-engine resume dev-1a2b3c && bottle-engine attach dev-1a2b3c",
     )
-    resume.add_argument("slug", metavar="SLUG")
+    add_slug_argument(resume)
     resume.set_defaults(run=run_resume)
 
     logs = add_command(
@@ -124,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(--egress: one JSON line per proxy decision).\n\nexamples:\n"
         "  bottle-engine logs dev-1a2b3c --egress -f",
     )
-    logs.add_argument("slug", metavar="SLUG")
+    add_slug_argument(logs)
     which = logs.add_mutually_exclusive_group()
     which.add_argument("--egress", action="store_true", help="the proxy's audit log")
     which.add_argument("--bundle", action="store_true", help="the bundle container's output")

@@ -9,8 +9,10 @@ from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli.output import (
-    add_command,
-    add_manifest_option,
+    Subparsers,
+    add_agent_command,
+    add_json_option,
+    add_quiet_option,
     console,
     err_console,
     print_json,
@@ -46,15 +48,13 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    parser = add_agent_command(
         subparsers,
         "build",
         help="build (or reuse) an agent's image, reproducibly",
         description=HELP,
     )
-    add_manifest_option(parser)
-    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
     parser.add_argument(
         "--no-cache",
         action="store_true",
@@ -83,8 +83,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fail instead of building when neither the store nor the shared cache "
         "($BOTTLE_ARTIFACT_REGISTRY) has the artifact",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet_option(parser)
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 

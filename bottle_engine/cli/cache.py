@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from bottle_engine.artifacts.remote import RemoteCache, RemoteEntry
+from bottle_engine.artifacts.remote import RemoteCache
 from bottle_engine.artifacts.store import ArtifactStore, StoreEntry
-from bottle_engine.cli.output import add_command, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command_group,
+    add_json_option,
+    console,
+    print_json,
+)
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError, UsageError
 from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
@@ -30,18 +38,18 @@ shared cache (an OCI registry; credentials from the Docker config):
   bottle-engine cache ls --remote
 """
 DEFAULT_KEEP = 3
+Row = TypeVar("Row")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    actions = add_command_group(
         subparsers,
         "cache",
         help="list, prune and remove stored artifacts",
         description=HELP,
     )
-    actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     listing = actions.add_parser("ls", help="list stored artifacts, most recently used first")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(listing)
     listing.add_argument(
         "--remote", action="store_true", help=f"list the shared cache (${ENV_ARTIFACT_REGISTRY})"
     )
@@ -52,21 +60,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     gc.add_argument(
         "--keep", type=int, default=DEFAULT_KEEP, metavar="N", help=f"default {DEFAULT_KEEP}"
     )
-    gc.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(gc)
     gc.set_defaults(run=run_gc)
     remove = actions.add_parser("rm", help="remove entries by input key or artifact digest")
     remove.add_argument("key", metavar="KEY_OR_DIGEST", help="an input key or digest (or a prefix)")
-    remove.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(remove)
     remove.set_defaults(run=run_rm)
     push = actions.add_parser("push", help="push stored entries to the shared cache")
     push.add_argument("key", metavar="KEY_OR_DIGEST", help="an input key or digest (or a prefix)")
-    push.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(push)
     push.set_defaults(run=run_push)
     pull = actions.add_parser(
         "pull", help="fetch an input key's artifact from the shared cache into the store"
     )
     pull.add_argument("key", metavar="INPUT_KEY", help="the full input key (sha256:…)")
-    pull.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(pull)
     pull.set_defaults(run=run_pull)
 
 
@@ -82,28 +90,59 @@ def _as_json(entry: StoreEntry) -> dict[str, object]:
     }
 
 
-def _print_entries(entries: list[StoreEntry], as_json: bool, empty: str) -> None:
+def _print_listing(
+    rows: Sequence[Row],
+    *,
+    as_json: bool,
+    to_json: Callable[[Row], object],
+    empty: str,
+    header: str,
+    line: Callable[[Row], str],
+) -> None:
+    """A listing of the store or the shared cache: a JSON list, the `empty` sentence, or a
+    header and one line a row (printed as text: names may come from a shared registry)."""
     if as_json:
-        print_json([_as_json(entry) for entry in entries])
+        print_json([to_json(row) for row in rows])
         return
-    if not entries:
+    if not rows:
         console.print(empty)
         return
-    console.print(f"{'NAME':<10} {'DIGEST':<19} {'INPUT KEY':<19} {'SIZE':>9}  LAST USED")
-    for entry in entries:
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
-        flag = "" if entry.complete else "  (incomplete)"
-        console.print(
-            f"{entry.name:<10} {entry.digest[:19]:<19} {entry.input_key[:19]:<19} "
-            f"{entry.size / 1e6:>7.1f}MB  {used}{flag}",
-            highlight=False,
-        )
+    console.print(header, markup=False)
+    for row in rows:
+        console.print(line(row), markup=False)
+
+
+def _store_line(entry: StoreEntry) -> str:
+    used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+    flag = "" if entry.complete else "  (incomplete)"
+    return (
+        f"{entry.name:<10} {entry.digest[:19]:<19} {entry.input_key[:19]:<19} "
+        f"{entry.size / 1e6:>7.1f}MB  {used}{flag}"
+    )
+
+
+def _print_entries(entries: list[StoreEntry], as_json: bool, empty: str) -> None:
+    _print_listing(
+        entries,
+        as_json=as_json,
+        to_json=_as_json,
+        empty=empty,
+        header=f"{'NAME':<10} {'DIGEST':<19} {'INPUT KEY':<19} {'SIZE':>9}  LAST USED",
+        line=_store_line,
+    )
 
 
 def run_ls(args: argparse.Namespace) -> int:
     if args.remote:
         shared = _shared_cache()
-        _print_remote(shared.entries(), args.json, f"the shared cache {shared.location} is empty")
+        _print_listing(
+            shared.entries(),
+            as_json=args.json,
+            to_json=vars,
+            empty=f"the shared cache {shared.location} is empty",
+            header=f"{'NAME':<10} {'DIGEST':<19} INPUT KEY",
+            line=lambda entry: f"{entry.name:<10} {entry.digest[:19]:<19} {entry.input_key}",
+        )
         return 0
     _print_entries(ArtifactStore().entries(), args.json, "the artifact store is empty")
     return 0
@@ -155,20 +194,6 @@ def _shared_cache() -> RemoteCache:
             fix=f"export {ENV_ARTIFACT_REGISTRY}=HOST[:PORT]/REPOSITORY",
         )
     return shared
-
-
-def _print_remote(entries: list[RemoteEntry], as_json: bool, empty: str) -> None:
-    if as_json:
-        print_json([vars(entry) for entry in entries])
-        return
-    if not entries:
-        console.print(empty)
-        return
-    console.print(f"{'NAME':<10} {'DIGEST':<19} INPUT KEY")
-    for entry in entries:
-        console.print(
-            f"{entry.name:<10} {entry.digest[:19]:<19} {entry.input_key}", highlight=False
-        )
 
 
 def run_gc(args: argparse.Namespace) -> int:

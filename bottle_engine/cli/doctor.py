@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from bottle_engine.cli.output import add_command, console, print_json
+from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
 from bottle_engine.doctor import run_checks
 
 HELP = """\
@@ -18,14 +18,14 @@ example:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "doctor",
         help="check this machine's set-up",
         description=HELP,
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 

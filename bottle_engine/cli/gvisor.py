@@ -7,7 +7,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bottle_engine.artifacts.base import resolve_base_image
-from bottle_engine.cli.output import add_command, console, err_console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command,
+    add_command_group,
+    add_json_option,
+    console,
+    err_console,
+    print_json,
+)
 from bottle_engine.errors import BottleError
 from bottle_engine.gvisor import DAEMON_JSON, PINNED, RUNTIME_ARGS, air_gap_help
 from bottle_engine.host import Host
@@ -30,14 +38,13 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    actions = add_command_group(
         subparsers,
         "gvisor",
         help="install and register gVisor (runsc) for the docker backend",
         description=HELP,
     )
-    actions = parser.add_subparsers(dest="gvisor_command", metavar="ACTION", required=True)
     install = add_command(
         actions,
         "install",
@@ -47,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     install.add_argument(
         "--deb", type=Path, metavar="FILE", help=f"use this {_PIN.deb_name} instead of apt"
     )
-    install.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(install)
     install.set_defaults(run=run_install)
 
 

@@ -6,7 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from bottle_engine.cli.output import add_command, console
+from bottle_engine.cli.output import Subparsers, add_command, console
 from bottle_engine.errors import BottleError
 
 HELP = """\
@@ -40,7 +40,7 @@ TEMPLATES = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "init",

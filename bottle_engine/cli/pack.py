@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_agent_command,
+    add_json_option,
+    console,
+    print_json,
+)
 from bottle_engine.cli.progress import cli_progress
 
 HELP = """\
@@ -26,21 +32,19 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    parser = add_agent_command(
         subparsers,
         "pack",
         help="pack an agent's image as a .smolmachine (microVM backend)",
         description=HELP,
     )
-    add_manifest_option(parser)
-    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
     parser.add_argument(
         "--via-registry",
         action="store_true",
         help="pack through the ephemeral registry even when smolvm takes local archives",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 

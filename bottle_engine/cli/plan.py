@@ -6,7 +6,13 @@ import argparse
 
 from rich.markup import escape
 
-from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_agent_command,
+    add_json_option,
+    console,
+    print_json,
+)
 from bottle_engine.lifecycle import planner_for
 
 HELP = """\
@@ -20,16 +26,14 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    parser = add_agent_command(
         subparsers,
         "plan",
         help="show what launching an agent would do",
         description=HELP,
     )
-    add_manifest_option(parser)
-    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 

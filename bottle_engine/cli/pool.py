@@ -7,7 +7,15 @@ import argparse
 from rich.table import Table
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command_group,
+    add_json_option,
+    add_manifest_option,
+    add_quiet_option,
+    console,
+    print_json,
+)
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.display import safe_markup
 
@@ -25,16 +33,15 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = add_command(
+def register(subparsers: Subparsers) -> None:
+    actions = add_command_group(
         subparsers,
         "pool",
         help="warm gateways for fast launches",
         description=HELP,
     )
-    actions = parser.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
     status = actions.add_parser("status", help="list the members and their state")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(status)
     status.set_defaults(run=run_status)
     fill = actions.add_parser("fill", help="start N more warm gateways for AGENT's bottle")
     add_manifest_option(fill)
@@ -45,11 +52,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="make only as many as it takes for N free members of this kind (none when enough)",
     )
-    fill.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    fill.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet_option(fill)
+    add_json_option(fill)
     fill.set_defaults(run=run_fill)
     drain = actions.add_parser("drain", help="remove every member no bottle uses")
-    drain.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(drain)
     drain.set_defaults(run=run_drain)
 
 

@@ -7,7 +7,14 @@ import argparse
 from rich.table import Table
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import add_command, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command,
+    add_json_option,
+    add_slug_argument,
+    console,
+    print_json,
+)
 from bottle_engine.errors import UsageError
 from bottle_engine.probes import ProbeTargets
 
@@ -26,14 +33,14 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "probe",
         help="run the sandbox-escape probes in a bottle",
         description=HELP,
     )
-    parser.add_argument("slug", metavar="SLUG")
+    add_slug_argument(parser)
     parser.add_argument("--allowed-url", help="control: a URL the allowlist permits")
     parser.add_argument(
         "--outside",
@@ -57,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="IP:PORT",
         help="another bottle's address to try to reach (repeatable)",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bottle_engine.cli.output import add_command, print_json
+from bottle_engine.cli.output import Subparsers, add_command, print_json
 from bottle_engine.manifest.schema import markdown_reference, to_json_schema
 
 HELP = """\
@@ -17,7 +17,7 @@ Print the JSON Schema of bottle.toml. Point your TOML tooling at it, e.g. with t
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "schema",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine.cli.output import (
+    Subparsers,
     add_command,
+    add_json_option,
     add_manifest_option,
     console,
     err_console,
@@ -32,7 +34,7 @@ manifest needs trust, or on errors.
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "trust",
@@ -43,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--dry-run", action="store_true", help="show the difference, record nothing"
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from bottle_engine.cli.output import add_command, add_manifest_option, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command,
+    add_manifest_option,
+    console,
+    print_json,
+)
 from bottle_engine.manifest import find_manifest, load_manifest_file
 
 HELP = """\
@@ -20,7 +26,7 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "validate", help="check bottle.toml", description=HELP)
     add_manifest_option(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")

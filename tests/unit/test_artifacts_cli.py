@@ -58,3 +58,14 @@ def test_base_bootstrap_without_debootstrap_says_how_to_install_it(
     with pytest.raises(BottleError) as raised:
         check_bootstrap_tools()
     assert "apt-get install debootstrap" in str(raised.value)
+
+
+def test_cache_ls_text_shows_a_header_and_names_as_text(
+    store: ArtifactStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A name can come from a shared registry: markup-like text in it is printed, not applied.
+    put(store, KEY_A, "[bold]x", {"f": b"1"})
+    assert main(["cache", "ls"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["NAME", "DIGEST", "INPUT"]
+    assert row.startswith("[bold]x ")

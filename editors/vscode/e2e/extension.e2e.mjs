@@ -243,6 +243,41 @@ function bottleRows(page, slug) {
   return pane(page, "Bottles").locator(".monaco-list-row", { hasText: slug });
 }
 
+/** The Egress view's first row that mentions `host`. */
+function egressRow(page, host) {
+  return pane(page, "Egress").locator(".monaco-list-row", { hasText: host }).first();
+}
+
+/**
+ * Opens the Egress view and waits for one refused and one allowed host in it; returns the
+ * view's text for more checks (a bottle's first requests can take a while to be audited).
+ */
+async function egressShowsOneDeniedOneAllowed(page, denied, allowed) {
+  await showBotBottle(page);
+  await egressRow(page, denied).waitFor({ timeout: 60_000 });
+  await egressRow(page, allowed).waitFor({ timeout: 30_000 });
+  const rows = (await pane(page, "Egress").locator(".monaco-list-row").allInnerTexts()).join("\n");
+  assert.match(rows, /Denied \(1\)/, rows);
+  assert.match(rows, /Allowed \(1\)/, rows);
+  return rows;
+}
+
+/** The Allow action of an Egress row, shown while the row is hovered. */
+async function hoverAllow(row) {
+  await row.hover();
+  return row.locator('.action-label[aria-label="Allow"]');
+}
+
+/** The open editor's text as a person reads it (the editor lays spaces out as U+00A0). */
+async function editorText(page) {
+  return (await page.locator(".monaco-editor .view-lines").first().innerText()).replace(/\u00a0/g, " ");
+}
+
+/** Waits until the open editor shows `text` (an edit the extension made, not yet saved). */
+async function waitForEditorText(page, text) {
+  await page.waitForFunction((wanted) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(wanted), text, { timeout: 30_000 });
+}
+
 /** Opens the Bot Bottle view container (Bottles and Egress), as the status-bar item does. */
 async function showBotBottle(page) {
   await runCommand(page, "Bot Bottle: Show Bottles and Egress");
@@ -454,17 +489,11 @@ for raw in json.loads(sys.argv[1] if len(sys.argv) > 1 else ${JSON.stringify(JSO
       { host: "upstream.test", decision: "allow", rule: "upstream.test", bytes_received: 2048 },
       { host: "stranger.test", decision: "deny", rule: "default-deny", reason: "GET stranger.test:80 is not on the egress allowlist" },
     ]);
-    await showBotBottle(page);
-    const egress = pane(page, "Egress");
-    await egress.locator(".monaco-list-row", { hasText: "stranger.test" }).first().waitFor({ timeout: 30_000 });
-    await egress.locator(".monaco-list-row", { hasText: "upstream.test" }).first().waitFor({ timeout: 10_000 });
-    const rows = (await egress.locator(".monaco-list-row").allInnerTexts()).join("\n");
-    assert.match(rows, /Denied \(1\)/, rows);
-    assert.match(rows, /Allowed \(1\)/, rows);
+    const rows = await egressShowsOneDeniedOneAllowed(page, "stranger.test", "upstream.test");
     assert.match(rows, /2\.0 KB/, rows);
     // Live: a refusal written now appears without any action in the editor.
     audit([{ host: "other.test", decision: "deny", rule: "default-deny" }]);
-    await egress.locator(".monaco-list-row", { hasText: "other.test" }).first().waitFor({ timeout: 30_000 });
+    await egressRow(page, "other.test").waitFor({ timeout: 30_000 });
     const status = page.locator(".statusbar-item", { hasText: /^\s*1\s*$/ }).filter({ has: page.locator(".codicon-vm") });
     await status.first().waitFor({ timeout: 30_000 });
     const row = bottleRows(page, "dev-1");
@@ -491,12 +520,9 @@ store.open_request("git push origin main", "release", 600)
 
   it("Allow on a denied host adds it to the bottle's allow in bottle.toml, comments kept", async () => {
     const { page } = editor;
-    const row = pane(page, "Egress").locator(".monaco-list-row", { hasText: "stranger.test" }).first();
-    await row.hover();
-    await row.locator('.action-label[aria-label="Allow"]').click();
-    const wanted = 'allow = ["upstream.test", "stranger.test"]  # our test host';
-    await page.waitForFunction((line) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(line), wanted, { timeout: 30_000 });
-    const shown = (await page.locator(".monaco-editor .view-lines").first().innerText()).replace(/\u00a0/g, " ");
+    await (await hoverAllow(egressRow(page, "stranger.test"))).click();
+    await waitForEditorText(page, 'allow = ["upstream.test", "stranger.test"]  # our test host');
+    const shown = await editorText(page);
     assert.match(shown, /\[bottles\.web\]  # keep this comment/);
     assert.match(shown, /# the team's bottle/);
     await toasts(page).filter({ hasText: "Added stranger.test" }).first().waitFor({ timeout: 30_000 });
@@ -505,10 +531,9 @@ store.open_request("git push origin main", "release", 600)
     await editor.shot("allow-edit.png");
     // An IP-literal or address refusal offers no Allow at all.
     audit([{ host: "10.9.8.7", decision: "deny", rule: "ip-literal" }]);
-    const ip = pane(page, "Egress").locator(".monaco-list-row", { hasText: "10.9.8.7" }).first();
+    const ip = egressRow(page, "10.9.8.7");
     await ip.waitFor({ timeout: 30_000 });
-    await ip.hover();
-    assert.equal(await ip.locator('.action-label[aria-label="Allow"]').count(), 0);
+    assert.equal(await (await hoverAllow(ip)).count(), 0);
   });
 
   it("sent no request off this machine", () => {
@@ -724,13 +749,7 @@ for host in ("upstream.test", "stranger.test"):
     assert.equal(curl.status, 0, curl.stderr);
     assert.match(curl.stdout, /upstream\.test 0 200/);
     assert.match(curl.stdout, /stranger\.test \d+ 403/);
-    await showBotBottle(page);
-    const egress = pane(page, "Egress");
-    await egress.locator(".monaco-list-row", { hasText: "stranger.test:8000" }).first().waitFor({ timeout: 60_000 });
-    await egress.locator(".monaco-list-row", { hasText: "upstream.test:8000" }).first().waitFor({ timeout: 30_000 });
-    const rows = (await egress.locator(".monaco-list-row").allInnerTexts()).join("\n");
-    assert.match(rows, /Denied \(1\)/, rows);
-    assert.match(rows, /Allowed \(1\)/, rows);
+    await egressShowsOneDeniedOneAllowed(page, "stranger.test:8000", "upstream.test:8000");
     const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") });
     assert.match(await status.first().innerText(), /^\s*1\s*$/);
     const bottle = bottleRows(page, slug).first();
@@ -742,13 +761,10 @@ for host in ("upstream.test", "stranger.test"):
 
   it("Allow on stranger.test adds stranger.test:8000 to the bottle's allow in the editor", async () => {
     const { page } = editor;
-    const row = pane(page, "Egress").locator(".monaco-list-row", { hasText: "stranger.test:8000" }).first();
-    await row.hover();
-    await row.locator('.action-label[aria-label="Allow"]').click();
+    await (await hoverAllow(egressRow(page, "stranger.test:8000"))).click();
     await toasts(page).filter({ hasText: "Added stranger.test:8000" }).first().waitFor({ timeout: 30_000 });
     // The editor is put on the new entry (the allow line is below the first screen here).
-    const wanted = '"stranger.test:8000"';
-    await page.waitForFunction((text) => document.querySelector(".monaco-editor .view-lines")?.innerText.replace(/\u00a0/g, " ").includes(text), wanted, { timeout: 30_000 });
+    await waitForEditorText(page, '"stranger.test:8000"');
     assert.equal(fs.readFileSync(path.join(editor.workspace, "bottle.toml"), "utf8"), manifestText, "not saved for the person");
     await editor.shot("real-allow.png");
   });

@@ -57,14 +57,12 @@ export class BottleActions {
 
   /** Launch: `{uri, agent}` from a lens; otherwise asks for the manifest and the agent. */
   async launch(argument?: unknown): Promise<string | undefined> {
-    try {
-      const partial =
-        argument instanceof vscode.Uri ? { uri: argument.toString() } : launchArgsFromArgument(argument);
-      const uri = partial.uri ?? (await this.pickManifest());
-      if (uri === undefined) return undefined;
-      const agent = partial.agent ?? (await this.pickAgent(uri));
+    return reportingFailure("launch failed", undefined, async () => {
+      const target = await this.manifestFor(argument);
+      if (target === undefined) return undefined;
+      const agent = target.agent ?? (await this.pickAgent(target.uri));
       if (agent === undefined) return undefined;
-      const slug = await this.runLaunch({ uri, agent });
+      const slug = await this.runLaunch({ uri: target.uri, agent });
       this.server.notifyBottlesChanged();
       void vscode.window
         .showInformationMessage(`Bottle ${displayText(slug)} is running (agent ${displayText(agent)}).`, "Attach", "Show Egress Log")
@@ -73,10 +71,7 @@ export class BottleActions {
           else if (choice === "Show Egress Log") void this.showLogs({ slug, egress: true });
         });
       return slug;
-    } catch (error) {
-      reportFailure("launch failed", error);
-      return undefined;
-    }
+    });
   }
 
   /**
@@ -85,11 +80,10 @@ export class BottleActions {
    * that was shown (its fingerprint); then the lens's agent can be launched. True when trusted.
    */
   async reviewTrust(argument?: unknown): Promise<boolean> {
-    try {
-      const partial =
-        argument instanceof vscode.Uri ? { uri: argument.toString() } : launchArgsFromArgument(argument);
-      const uri = partial.uri ?? (await this.pickManifest());
-      if (uri === undefined) return false;
+    return reportingFailure("review of the manifest's changes failed", false, async () => {
+      const target = await this.manifestFor(argument);
+      if (target === undefined) return false;
+      const { uri, agent } = target;
       const review = parseTrustReview(
         ServerCommand.trustReview,
         await this.server.execute(ServerCommand.trustReview, [{ uri }]),
@@ -110,58 +104,53 @@ export class BottleActions {
         ServerCommand.trust,
         await this.server.execute(ServerCommand.trust, [{ uri, fingerprint: review.fingerprint }]),
       );
-      const agent = partial.agent;
       const launch = agent === undefined ? [] : [`Launch ${agent}`];
       void vscode.window.showInformationMessage(`Trusted ${review.manifest}.`, ...launch).then((picked) => {
         if (agent !== undefined && picked === `Launch ${agent}`) void this.launch({ uri, agent });
       });
       return true;
-    } catch (error) {
-      reportFailure("review of the manifest's changes failed", error);
-      return false;
-    }
+    });
   }
 
   async attach(argument?: unknown): Promise<void> {
-    try {
+    return reportingFailure("attach failed", undefined, async () => {
       const slug = slugFromArgument(argument) ?? (await this.pickBottle("Attach to which bottle?", { confirm: false, runningOnly: true }));
       if (slug === undefined) return;
       const result = await this.server.execute(ServerCommand.attach, [{ slug }]);
       openTerminal(`Bottle ${displayText(slug)}`, parseTerminalCommand(ServerCommand.attach, result).command);
-    } catch (error) {
-      reportFailure("attach failed", error);
-    }
+    });
   }
 
   async stop(argument?: unknown): Promise<void> {
-    try {
-      const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", { confirm: true, runningOnly: true, degradedToo: true }));
-      if (slug === undefined) return;
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${displayText(slug)}` },
-        () => this.server.execute(ServerCommand.stop, [{ slug }]),
-      );
-      throwIfServerError(result);
-      this.server.notifyBottlesChanged();
-      void vscode.window.showInformationMessage(`Bottle ${displayText(slug)} stopped.`);
-    } catch (error) {
-      this.server.notifyBottlesChanged();
-      reportFailure("stop failed", error);
-    }
+    return reportingFailure("stop failed", undefined, async () => {
+      try {
+        const slug = slugFromArgument(argument) ?? (await this.pickBottle("Stop which bottle?", { confirm: true, runningOnly: true, degradedToo: true }));
+        if (slug === undefined) return;
+        const result = await vscode.window.withProgress(
+          { location: vscode.ProgressLocation.Notification, title: `Stopping bottle ${displayText(slug)}` },
+          () => this.server.execute(ServerCommand.stop, [{ slug }]),
+        );
+        throwIfServerError(result);
+        this.server.notifyBottlesChanged();
+        void vscode.window.showInformationMessage(`Bottle ${displayText(slug)} stopped.`);
+      } catch (error) {
+        // A stop that failed half way may have stopped part of the bottle: the view shows it.
+        this.server.notifyBottlesChanged();
+        throw error;
+      }
+    });
   }
 
   /** The egress audit log unless the argument says `egress: false` (the agent's output). */
   async showLogs(argument?: unknown): Promise<void> {
-    try {
+    return reportingFailure("showing the log failed", undefined, async () => {
       const slug = slugFromArgument(argument) ?? (await this.pickBottle("Show the egress log of which bottle?", { confirm: false, runningOnly: false }));
       if (slug === undefined) return;
       const egress = !(typeof argument === "object" && argument !== null && (argument as { egress?: unknown }).egress === false);
       const result = await this.server.execute(ServerCommand.logs, [{ slug, egress }]);
       const title = egress ? `Egress log ${displayText(slug)}` : `Log ${displayText(slug)}`;
       openTerminal(title, parseTerminalCommand(ServerCommand.logs, result).command);
-    } catch (error) {
-      reportFailure("showing the log failed", error);
-    }
+    });
   }
 
   private async runLaunch(args: LaunchArgs): Promise<string> {
@@ -185,6 +174,16 @@ export class BottleActions {
       },
     );
     return parseLaunchResult(result).slug;
+  }
+
+  /**
+   * The manifest an action is for, and the agent when one was given: `{uri, agent}` from a lens,
+   * a Uri from the explorer; otherwise the person picks the manifest (undefined: cancelled).
+   */
+  private async manifestFor(argument: unknown): Promise<{ uri: string; agent?: string } | undefined> {
+    const partial = argument instanceof vscode.Uri ? { uri: argument.toString() } : launchArgsFromArgument(argument);
+    const uri = partial.uri ?? (await this.pickManifest());
+    return uri === undefined ? undefined : { uri, agent: partial.agent };
   }
 
   private async pickManifest(): Promise<string | undefined> {
@@ -241,10 +240,19 @@ export class BottleActions {
   }
 }
 
-/** Shows why an action failed, unless the server has already shown it. */
-function reportFailure(what: string, error: unknown): void {
-  if (error instanceof ServerReportedError) return;
-  void vscode.window.showErrorMessage(`Bot Bottle: ${what}: ${displayText(errorText(error))}`);
+/**
+ * Runs an action: if it fails, shows why (unless the server has already shown it) and returns
+ * `fallback`, so an action never throws at whoever invoked it (palette, view or lens).
+ */
+async function reportingFailure<T>(what: string, fallback: T, action: () => Promise<T>): Promise<T> {
+  try {
+    return await action();
+  } catch (error) {
+    if (!(error instanceof ServerReportedError)) {
+      void vscode.window.showErrorMessage(`Bot Bottle: ${what}: ${displayText(errorText(error))}`);
+    }
+    return fallback;
+  }
 }
 
 /** Runs the server-provided argv directly (no shell), so nothing in it is reinterpreted. */

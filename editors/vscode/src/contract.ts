@@ -263,15 +263,32 @@ export function parseTerminalCommand(command: string, value: unknown): TerminalC
   throw new ContractError(command, "{command: string[]} with at least one element", value);
 }
 
-export function parseBottleList(value: unknown): BottleSummary[] {
+/**
+ * A list answer whose items are records named by a non-empty `key` (a bottle's slug, an agent's
+ * name); `read` makes each typed item. `expected` words the two ways an answer can be malformed.
+ */
+function parseNamedList<K extends string, T>(
+  command: string,
+  value: unknown,
+  key: K,
+  expected: { list: string; item: string },
+  read: (item: Record<string, unknown> & Record<K, string>) => T,
+): T[] {
   throwIfServerError(value);
   if (!Array.isArray(value)) {
-    throw new ContractError(ServerCommand.list, "a list of bottles", value);
+    throw new ContractError(command, expected.list, value);
   }
   return value.map((item) => {
-    if (!isRecord(item) || !isNonEmptyString(item.slug)) {
-      throw new ContractError(ServerCommand.list, "bottles with at least a slug", item);
+    if (!isRecord(item) || !isNonEmptyString(item[key])) {
+      throw new ContractError(command, expected.item, item);
     }
+    return read(item as Record<string, unknown> & Record<K, string>);
+  });
+}
+
+export function parseBottleList(value: unknown): BottleSummary[] {
+  const expected = { list: "a list of bottles", item: "bottles with at least a slug" };
+  return parseNamedList(ServerCommand.list, value, "slug", expected, (item) => {
     const text = (key: string): string => (typeof item[key] === "string" ? (item[key]) : "");
     return {
       slug: item.slug,
@@ -342,16 +359,11 @@ export function parseAllowResult(value: unknown): AllowResult {
 }
 
 export function parseAgents(value: unknown): AgentInfo[] {
-  throwIfServerError(value);
-  if (!Array.isArray(value)) {
-    throw new ContractError(ServerCommand.agents, "a list of {name, bottle}", value);
-  }
-  return value.map((item) => {
-    if (!isRecord(item) || !isNonEmptyString(item.name)) {
-      throw new ContractError(ServerCommand.agents, "agents with a name", item);
-    }
-    return { name: item.name, bottle: typeof item.bottle === "string" ? item.bottle : "" };
-  });
+  const expected = { list: "a list of {name, bottle}", item: "agents with a name" };
+  return parseNamedList(ServerCommand.agents, value, "name", expected, (item) => ({
+    name: item.name,
+    bottle: typeof item.bottle === "string" ? item.bottle : "",
+  }));
 }
 
 export function parseTrustReview(command: string, value: unknown): TrustReview {

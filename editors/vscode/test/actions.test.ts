@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 import { BottleActions } from "../src/actions";
-import { FakeServer } from "./support/fake-server";
+import { FakeServer, TRUST_REVIEW } from "./support/fake-server";
 import { Uri, fake } from "./support/fake-vscode";
 
 const MANIFEST = "file:///workspace/bottle.toml";
@@ -200,20 +200,9 @@ describe("Stop and logs", () => {
 });
 
 describe("Review changes", () => {
-  const REVIEW = {
-    manifest: "/workspace/bottle.toml",
-    first_use: false,
-    trusted: false,
-    fingerprint: "f1ngerprint",
-    changes: [
-      { text: "bottle web: allow + collector.example", widening: true },
-      { text: "bottle web: allow - old.example", widening: false },
-    ],
-  };
-
   it("from the lens shows the difference in a modal and trusts exactly what was shown", async () => {
-    server.answers.set("bottle.trustReview", REVIEW);
-    server.answers.set("bottle.trust", { ...REVIEW, trusted: true, changes: [] });
+    server.answers.set("bottle.trustReview", TRUST_REVIEW);
+    server.answers.set("bottle.trust", { ...TRUST_REVIEW, trusted: true, changes: [] });
     fake.messageAnswer = (message) => (message.modal ? "Trust" : undefined);
     const trusted = await actions.handleServerCommand("bottle.trust", [{ uri: MANIFEST, agent: "dev" }], undefined);
     assert.equal(trusted, true);
@@ -230,14 +219,14 @@ describe("Review changes", () => {
   });
 
   it("records nothing when the modal is dismissed", async () => {
-    server.answers.set("bottle.trustReview", REVIEW);
+    server.answers.set("bottle.trustReview", TRUST_REVIEW);
     const trusted = await actions.handleServerCommand("bottle.trust", [{ uri: MANIFEST, agent: "dev" }], undefined);
     assert.equal(trusted, false);
     assert.deepEqual(server.requests.map((r) => r.command), ["bottle.trustReview"]);
   });
 
   it("says so when nothing needs trust, without asking", async () => {
-    server.answers.set("bottle.trustReview", { ...REVIEW, trusted: true, changes: [] });
+    server.answers.set("bottle.trustReview", { ...TRUST_REVIEW, trusted: true, changes: [] });
     assert.equal(await actions.reviewTrust({ uri: MANIFEST }), true);
     assert.deepEqual(fake.messages, [
       { level: "info", message: "/workspace/bottle.toml has no changes that need your trust.", actions: [] },
@@ -245,7 +234,7 @@ describe("Review changes", () => {
   });
 
   it("leaves a refusal the server already showed to the server", async () => {
-    server.answers.set("bottle.trustReview", REVIEW);
+    server.answers.set("bottle.trustReview", TRUST_REVIEW);
     server.answers.set("bottle.trust", { error: "changed after it was reviewed" });
     fake.messageAnswer = (message) => (message.modal ? "Trust" : undefined);
     assert.equal(await actions.reviewTrust({ uri: MANIFEST }), false);

@@ -11,6 +11,7 @@ import {
   ServerReportedError,
   slugFromArgument,
 } from "../src/contract";
+import { TRUST_REVIEW } from "./support/fake-server";
 
 describe("server answers", () => {
   it("reads the slug of a launched bottle", () => {
@@ -53,27 +54,15 @@ describe("server answers", () => {
 });
 
 describe("trust reviews", () => {
-  const review = {
-    manifest: "/w/bottle.toml",
-    first_use: false,
-    trusted: false,
-    fingerprint: "ab12",
-    changes: [{ text: "bottle web: allow + collector.example", widening: true }],
-  };
-
   it("reads the difference and the fingerprint that names the reviewed content", () => {
-    assert.deepEqual(parseTrustReview("bottle.trustReview", review), {
-      manifest: "/w/bottle.toml",
-      firstUse: false,
-      trusted: false,
-      fingerprint: "ab12",
-      changes: [{ text: "bottle web: allow + collector.example", widening: true }],
-    });
+    // Read as the server sent it; only first_use is renamed.
+    const { first_use, ...sameNames } = TRUST_REVIEW;
+    assert.deepEqual(parseTrustReview("bottle.trustReview", TRUST_REVIEW), { ...sameNames, firstUse: first_use });
   });
 
   it("refuses a review without a fingerprint or with malformed changes", () => {
-    assert.throws(() => parseTrustReview("bottle.trust", { ...review, fingerprint: "" }), /'bottle\.trust'/);
-    assert.throws(() => parseTrustReview("bottle.trust", { ...review, changes: [{ text: 1 }] }), ContractError);
+    assert.throws(() => parseTrustReview("bottle.trust", { ...TRUST_REVIEW, fingerprint: "" }), /'bottle\.trust'/);
+    assert.throws(() => parseTrustReview("bottle.trust", { ...TRUST_REVIEW, changes: [{ text: 1 }] }), ContractError);
     assert.throws(() => parseTrustReview("bottle.trust", { error: "changed after it was reviewed" }), ServerReportedError);
   });
 });

@@ -6,6 +6,21 @@ import { EventEmitter } from "./fake-vscode";
 /** A value to answer with, or a function `(args, server, token) => value` that makes it. */
 export type Answer = unknown;
 
+/**
+ * A `bottle.trustReview` answer for a manifest whose change widens (+) and narrows (-) what
+ * its bottles may do: the contract tests read it, the action tests show it.
+ */
+export const TRUST_REVIEW = {
+  manifest: "/workspace/bottle.toml",
+  first_use: false,
+  trusted: false,
+  fingerprint: "f1ngerprint",
+  changes: [
+    { text: "bottle web: allow + collector.example", widening: true },
+    { text: "bottle web: allow - old.example", widening: false },
+  ],
+};
+
 export class FakeServer implements BottleServerPort {
   isRunning = true;
   readonly requests: { command: string; args: unknown[]; workDoneToken?: string }[] = [];
