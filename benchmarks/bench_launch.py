@@ -37,25 +37,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bottle_engine import gvisor, lifecycle
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, ensure_base_image
 from bottle_engine.dockerapi import connect
 from bottle_engine.records import BottleResources
+from tests.bottle_fixtures import REPO_ROOT, TEST_BOTTLE, sleeping_agent
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
-MANIFEST = """\
-[agents.bench]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-"""
+# The test suite's bottle (the repository's agent image, small limits) with an agent that only
+# sleeps: what is timed is the launch, nothing the agent does.
+MANIFEST = sleeping_agent("bench") + TEST_BOTTLE
 
 
 def timed_once(work: Callable[..., Callable[[], None]], *args: Any) -> float:

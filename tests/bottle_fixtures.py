@@ -132,15 +132,20 @@ def sleeping_agent(name: str, extra: str = "copy_cwd = false") -> str:
     return f'[agents.{name}]\ncommand = ["sleep", "infinity"]\n{extra}\n\n'
 
 
-# The bottle every test manifest runs its agents in: the repository's own agent image, small
-# limits. A format template: `{repo}` is filled with REPO_ROOT with the rest of the manifest.
-TEST_BOTTLE = """\
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-"""
+def bottle_table(name: str = "default") -> str:
+    """The bottle every test manifest runs its agents in: the repository's own agent image,
+    small limits. A format template: `{repo}` is filled with REPO_ROOT with the rest of the
+    manifest."""
+    return (
+        f"[bottles.{name}]\n"
+        'dockerfile = "{repo}/Dockerfile"\n'
+        'context = "{repo}"\n'
+        'memory = "512m"\n'
+        "cpus = 1\n"
+    )
+
+
+TEST_BOTTLE = bottle_table()
 
 MANIFEST = (
     "".join(sleeping_agent(name, extra) for name, extra in SLEEPING_AGENTS.items())
@@ -202,6 +207,15 @@ def world_env(world: BottleWorld) -> Iterator[None]:
         for name, value in world.env.items():
             patch.setenv(name, value)
         yield
+
+
+def agent_exec(world: BottleWorld, record: Any, argv: list[str]) -> tuple[int, str]:
+    """Run `argv` in a bottle of the world as its agent would: (exit code, output)."""
+    from bottle_engine.backends import backend_named
+
+    with world_env(world):
+        code, output = backend_named("docker").exec_as_agent(record, argv)
+    return int(code), str(output)
 
 
 # BOTTLE_TEST_POOLED=1: every bottle of `running_bottle` (the escape suite's among them) is

@@ -28,6 +28,7 @@ from tests.bottle_fixtures import (
     REPO_ROOT,
     TEST_BOTTLE,
     BottleWorld,
+    agent_exec,
     running_bottle,
     sleeping_agent,
     world_env,
@@ -73,21 +74,11 @@ class Arena:
 
     def agent(self, script: str) -> tuple[int, str]:
         """Run a bash script in the sandbox as the agent: (exit code, output)."""
-        from bottle_engine.backends import backend_named
-
-        with world_env(self.world):
-            return backend_named("docker").exec_as_agent(
-                self.record, ["bash", "-c", SHELL_PRELUDE + script]
-            )
+        return agent_exec(self.world, self.record, ["bash", "-c", SHELL_PRELUDE + script])
 
     def node(self, source: str, *args: str) -> dict[str, Any]:
         """Run a node script as the agent; it prints one JSON line last."""
-        from bottle_engine.backends import backend_named
-
-        with world_env(self.world):
-            code, output = backend_named("docker").exec_as_agent(
-                self.record, ["node", "-e", source, *args]
-            )
+        code, output = agent_exec(self.world, self.record, ["node", "-e", source, *args])
         assert code == 0, output
         parsed: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
         return parsed

@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import (
+    REPO_ROOT,
+    TEST_LABEL,
+    BottleWorld,
+    agent_exec,
+    bottle_table,
+    running_bottle,
+    sleeping_agent,
+)
 from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
 from tests.gate_attacks import AWS_KEY, attacks
 from tests.integration.test_gitgate_bundle import SEED
@@ -26,17 +34,10 @@ __all__ = ["ssh_image"]  # a fixture this module uses
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = """\
-[agents.pusher]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.gated]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-
+MANIFEST = (
+    sleeping_agent("pusher")
+    + bottle_table("gated")
+    + """
 [bottles.gated.secrets.TEST_TOKEN]
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["upstream.test:8000"]
@@ -48,6 +49,7 @@ identity = "{identity}"
 known_host_key = "{ip} {host_key}"
 push_branches = ["agent/*"]
 """
+)
 
 
 @dataclasses.dataclass
@@ -58,12 +60,7 @@ class GatedBottle:
     placeholder: str
 
     def agent_sh(self, script: str) -> tuple[int, str]:
-        from bottle_engine.backends import backend_named
-
-        with world_env(self.world):
-            backend: Any = backend_named("docker")
-            code, output = backend.exec_as_agent(self.record, ["sh", "-c", script])
-            return int(code), str(output)
+        return agent_exec(self.world, self.record, ["sh", "-c", script])
 
     def upstream_objects(self) -> set[str]:
         """Every object the upstream holds. It always holds main's (seeded): an empty answer is
