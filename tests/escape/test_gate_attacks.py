@@ -18,17 +18,15 @@ import pytest
 
 from tests.bottle_fixtures import (
     REPO_ROOT,
-    TEST_LABEL,
     BottleWorld,
     agent_exec,
     bottle_table,
     running_bottle,
     sleeping_agent,
 )
-from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
 from tests.gate_attacks import AWS_KEY, attacks
-from tests.integration.test_gitgate_bundle import SEED
-from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
+from tests.integration.test_gitgate_bundle import seeded_sshd
+from tests.integration.test_gitgate_ssh import ssh_image
 
 __all__ = ["ssh_image"]  # a fixture this module uses
 
@@ -92,32 +90,16 @@ def gated(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatedBottle]:
     directory = tmp_path_factory.mktemp("gated-bottle")
-    identity = keypair(directory, "identity")
-    host_key = keypair(directory, "host_key")
-    upstream = docker_client.containers.run(
-        ssh_image,
-        ["sh", "-c", START],
-        network=bottle_world.outside.network,
-        labels=TEST_LABEL,
-        environment={
-            "HOST_KEY": host_key.read_text(),
-            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
-        },
-        detach=True,
-    )
-    try:
-        wait_for_log(upstream, "Server listening")
-        seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
-        assert seeded.exit_code == 0, seeded.output
-        ip = container_ip(upstream, bottle_world.outside.network)
-        public_key = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+    network = bottle_world.outside.network
+    with seeded_sshd(docker_client, ssh_image, network, directory) as sshd:
+        public_key = " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
         manifest = directory / "bottle.toml"
         manifest.write_text(
-            MANIFEST.format(repo=REPO_ROOT, ip=ip, identity=identity, host_key=public_key)
+            MANIFEST.format(repo=REPO_ROOT, ip=sshd.ip, identity=sshd.identity, host_key=public_key)
         )
         world = dataclasses.replace(bottle_world, manifest=manifest)
         with running_bottle(world, "pusher") as record:
-            bottle = GatedBottle(world, record, upstream, "")
+            bottle = GatedBottle(world, record, sshd.container, "")
             code, output = bottle.agent_sh(
                 'git clone -q "$GIT_GATE_URL/origin" /tmp/work && printf %s "$TEST_TOKEN"'
             )
@@ -125,8 +107,6 @@ def gated(
             bottle.placeholder = output.strip().splitlines()[-1]
             assert bottle.placeholder.startswith("bbph_")
             yield bottle
-    finally:
-        _force_remove(upstream)
 
 
 ATTACK_NAMES = [attack.name for attack in attacks("", "")]
