@@ -172,6 +172,36 @@ hosts = ["upstream.test:{port}"]
 )
 
 
+def make_world(
+    directory: Path,
+    manifest_text: str,
+    outside: OutsideWorld,
+    *,
+    base_image: str,
+    cache_dir: Path,
+    bundle_hosts: str,
+    secrets_env: dict[str, str],
+    secret_value: str,
+) -> BottleWorld:
+    """A world whose bottle.toml (in `directory`, state beside it) is `manifest_text`: its
+    bottles leave by the outside network, the bundle maps `bundle_hosts` (NAME=ADDRESS,...),
+    the real secret values the manifest names come from `secrets_env`, and images are built
+    on `base_image` into the shared `cache_dir`."""
+    manifest = directory / "bottle.toml"
+    manifest.write_text(manifest_text)
+    env = {
+        "BOTTLE_BASE_IMAGE": base_image,
+        "BOTTLE_CACHE_DIR": str(cache_dir),
+        "BOTTLE_STATE_DIR": str(directory / "state"),
+        "BOTTLE_EGRESS_NETWORK": outside.network,
+        "BOTTLE_BUNDLE_HOSTS": bundle_hosts,
+        **secrets_env,
+    }
+    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+        env["BOTTLE_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
+    return BottleWorld(manifest, env, directory / "state", outside, secret_value)
+
+
 @pytest.fixture(scope="session")
 def bottle_world(
     tmp_path_factory: pytest.TempPathFactory,
@@ -179,25 +209,19 @@ def bottle_world(
     base_image: str,
     session_cache_dir: Path,
 ) -> BottleWorld:
-    directory = tmp_path_factory.mktemp("bottle-world")
-    manifest = directory / "bottle.toml"
-    manifest.write_text(
-        MANIFEST.format(repo=REPO_ROOT, port=HTTP_PORT, upstream_ip=outside_world.upstream_ip)
-    )
     secret_value = "real-secret-" + secrets.token_hex(12)
-    env = {
-        "BOTTLE_BASE_IMAGE": base_image,
-        "BOTTLE_CACHE_DIR": str(session_cache_dir),
-        "BOTTLE_STATE_DIR": str(directory / "state"),
-        "BOTTLE_EGRESS_NETWORK": outside_world.network,
-        "BOTTLE_BUNDLE_HOSTS": (
+    return make_world(
+        tmp_path_factory.mktemp("bottle-world"),
+        MANIFEST.format(repo=REPO_ROOT, port=HTTP_PORT, upstream_ip=outside_world.upstream_ip),
+        outside_world,
+        base_image=base_image,
+        cache_dir=session_cache_dir,
+        bundle_hosts=(
             f"upstream.test={outside_world.upstream_ip},stranger.test={outside_world.stranger_ip}"
         ),
-        "BOTTLE_TEST_TOKEN": secret_value,
-    }
-    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
-        env["BOTTLE_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
-    return BottleWorld(manifest, env, directory / "state", outside_world, secret_value)
+        secrets_env={"BOTTLE_TEST_TOKEN": secret_value},
+        secret_value=secret_value,
+    )
 
 
 @contextlib.contextmanager
