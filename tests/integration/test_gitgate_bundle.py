@@ -22,9 +22,9 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
 )
-from tests.bundle_helpers import TEST_LABELS, _force_remove, container_ip, wait_for_log
+from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
 from tests.integration.test_gitgate_local import AWS_KEY
-from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
+from tests.integration.test_gitgate_ssh import keypair, run_sshd, ssh_image
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 
 __all__ = ["ssh_image"]  # a fixture this module uses
@@ -62,18 +62,7 @@ def seeded_sshd(
     sshd listens, and remove it afterwards whatever happens."""
     identity = keypair(keys, "identity")
     host_key = keypair(keys, "host_key")
-    container = docker_client.containers.run(
-        ssh_image,
-        ["sh", "-c", START],
-        name=name,
-        network=network,
-        labels=TEST_LABELS,
-        environment={
-            "HOST_KEY": host_key.read_text(),
-            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
-        },
-        detach=True,
-    )
+    container = run_sshd(docker_client, ssh_image, identity, host_key, name=name, network=network)
     try:
         wait_for_log(container, "Server listening")
         seeded = container.exec_run(["sh", "-c", SEED], user="git")
