@@ -30,7 +30,7 @@ from bottle_engine.artifacts import BuildSpec, build, resolve_base_image
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, ensure_base_image
 from bottle_engine.artifacts.inputs import BuildInputs, write_context_tar
 from bottle_engine.dockerapi import connect
-from tests.fixtures_artifacts import agent_build_spec
+from tests.fixtures_artifacts import repository_agent_spec
 
 
 def agent_spec(client: Any) -> BuildSpec:
@@ -38,7 +38,7 @@ def agent_spec(client: Any) -> BuildSpec:
     base_image = resolve_base_image(DEFAULT_BASE_TAG)
     if base_image == DEFAULT_BASE_TAG:
         ensure_base_image(client)
-    return agent_build_spec(base_image)
+    return repository_agent_spec(base_image)
 
 
 def plain_docker_build(client: Any, inputs: BuildInputs) -> str:

@@ -36,8 +36,8 @@ from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
 from tests.fakes.fixtures import build_registry_image
 from tests.fixtures_artifacts import (
-    agent_build_spec,
     remove_images,
+    repository_agent_spec,
     small_build_spec,
     write_small_context,
 )
@@ -82,7 +82,7 @@ def main() -> int:
             if args.image == "small":
                 spec = small_build_spec(write_small_context(root / "context"), base)
             else:
-                spec = agent_build_spec(base)
+                spec = repository_agent_spec(base)
             for index in range(args.repeat):
                 store = ArtifactStore(root / f"build-{index}")
                 started = time.perf_counter()
