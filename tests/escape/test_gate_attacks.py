@@ -144,10 +144,12 @@ def test_a_blob_over_the_default_bound_is_refused(gated: GatedBottle) -> None:
 
 
 def test_a_clean_push_from_the_bottle_arrives(gated: GatedBottle) -> None:
+    # The push's messages (the gate's "remote:" line) go to stdout too, so that they cannot
+    # arrive after the hash: Docker does not keep the order across an exec's two streams.
     code, output = gated.agent_sh(
         "cd /tmp/work && git checkout -q -B clean origin/main && echo ok > ok.txt && "
         "git add ok.txt && git -c user.name=A -c user.email=a@bottle.invalid commit -q -m ok && "
-        "git push -q origin HEAD:refs/heads/agent/clean && git rev-parse HEAD"
+        "git push -q origin HEAD:refs/heads/agent/clean 2>&1 && git rev-parse HEAD"
     )
 
     assert code == 0, output

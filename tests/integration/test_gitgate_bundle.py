@@ -141,10 +141,12 @@ def bottle(
 
 def test_agent_clones_pushes_an_allowed_branch_and_it_arrives_upstream(bottle: Bottle) -> None:
     git = " ".join(AGENT_GIT)
+    # The push's messages (the gate's "remote:" line) go to stdout too, so that they cannot
+    # arrive after the hash: Docker does not keep the order across an exec's two streams.
     code, output = bottle.agent_sh(
         f"set -e; git clone -q {bottle.gate_url} /tmp/work && cd /tmp/work"
         f" && echo change > change.txt && git add change.txt && {git} commit -q -m change"
-        " && git push -q origin HEAD:refs/heads/agent/change && git rev-parse HEAD"
+        " && git push -q origin HEAD:refs/heads/agent/change 2>&1 && git rev-parse HEAD"
     )
 
     assert code == 0, output
