@@ -24,28 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bottle_engine.artifacts import BuildSpec, build, resolve_base_image, resolve_ca_bundle
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bottle_engine.artifacts import BuildSpec, build, resolve_base_image
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, ensure_base_image
 from bottle_engine.artifacts.inputs import BuildInputs, write_context_tar
 from bottle_engine.dockerapi import connect
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+from tests.fixtures_artifacts import repository_agent_spec
 
 
 def agent_spec(client: Any) -> BuildSpec:
+    """The agent image as the test suite builds it (the same inputs, so the same key)."""
     base_image = resolve_base_image(DEFAULT_BASE_TAG)
     if base_image == DEFAULT_BASE_TAG:
         ensure_base_image(client)
-    default_ca = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
-    return BuildSpec(
-        name="agent",
-        dockerfile=REPO_ROOT / "Dockerfile",
-        context=REPO_ROOT,
-        build_args={},
-        base_image=base_image,
-        ca_bundle=resolve_ca_bundle(None, default_ca),
-    )
+    return repository_agent_spec(base_image)
 
 
 def plain_docker_build(client: Any, inputs: BuildInputs) -> str:

@@ -37,25 +37,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bottle_engine import gvisor, lifecycle
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, ensure_base_image
 from bottle_engine.dockerapi import connect
 from bottle_engine.records import BottleResources
+from tests.bottle_fixtures import REPO_ROOT, TEST_BOTTLE, sleeping_agent
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
-MANIFEST = """\
-[agents.bench]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-"""
+# The test suite's bottle (the repository's agent image, small limits) with an agent that only
+# sleeps: what is timed is the launch, nothing the agent does.
+MANIFEST = sleeping_agent("bench") + TEST_BOTTLE
 
 
 def timed_once(work: Callable[..., Callable[[], None]], *args: Any) -> float:
@@ -70,8 +64,7 @@ def timed_once(work: Callable[..., Callable[[], None]], *args: Any) -> float:
 def bottle_launch(manifest: Path, runtime: str, pooled: bool) -> Callable[[], None]:
     os.environ["BOTTLE_RUNTIME"] = runtime
     record = lifecycle.launch(manifest, "bench", cwd=manifest.parent)
-    _check(record.resources, runtime, pooled)
-    return lambda: lifecycle.stop(record.slug, remove=True)
+    return _checked(record.slug, record.resources, runtime, pooled)
 
 
 def cli_launch(manifest: Path, runtime: str, pooled: bool) -> Callable[[], None]:
@@ -85,14 +78,27 @@ def cli_launch(manifest: Path, runtime: str, pooled: bool) -> Callable[[], None]
         check=True,
     )
     record = json.loads(done.stdout)
-    _check(record["resources"], runtime, pooled)
-    return lambda: lifecycle.stop(record["slug"], remove=True)
+    resources = BottleResources.from_json(record["resources"])
+    return _checked(record["slug"], resources, runtime, pooled)
 
 
-def _check(resources: BottleResources, runtime: str, pooled: bool) -> None:
-    assert resources.runtime == runtime, resources
-    assert resources.gateway is not None, resources
-    assert (resources.gateway.pool_member is not None) == pooled, resources
+def _checked(
+    slug: str, resources: BottleResources, runtime: str, pooled: bool
+) -> Callable[[], None]:
+    """The launched bottle's removal, once it runs as asked (the runtime; from the pool or
+    not); a bottle that does not is removed before the error, so none is left running."""
+
+    def remove() -> None:
+        lifecycle.stop(slug, remove=True)
+
+    try:
+        assert resources.runtime == runtime, resources
+        assert resources.gateway is not None, resources
+        assert (resources.gateway.pool_member is not None) == pooled, resources
+    except BaseException:
+        remove()
+        raise
+    return remove
 
 
 def bare_docker_run(client: Any, image: str, runtime: str) -> Callable[[], None]:

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding  # noqa: E402
-from tests.bundle_helpers import free_port, make_test_ca  # noqa: E402
+from tests.bundle_helpers import free_port, make_test_ca, wait_for_port  # noqa: E402
 
 PLAIN_HOST = "bench.test"
 SECRET_HOST = "secret.bench.test"
@@ -53,19 +53,6 @@ def serve_proxy(config_file: str, port: int) -> None:
 
     config = BundleConfig.from_json(Path(config_file).read_text())
     asyncio.run(run_proxy(config, "127.0.0.1", port, resolver=loopback))
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a benchmark process exited early: {process.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 class Path_:
@@ -189,8 +176,8 @@ def main() -> int:
             [sys.executable, __file__, "--serve-proxy", str(root / "bundle.json"), str(proxy_port)]
         )
         try:
-            wait_port(upstream_port, upstream)
-            wait_port(proxy_port, proxy)
+            wait_for_port(upstream_port, upstream)
+            wait_for_port(proxy_port, proxy)
             bottle_ca = root / "state" / "ca" / CA_CERT_NAME
             paths = [
                 Path_("direct", upstream_port, tls.ca_cert, None, PLAIN_HOST),

@@ -36,9 +36,8 @@ from bottle_engine.dockerapi import connect
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
 from tests.fakes.fixtures import build_registry_image
 from tests.fixtures_artifacts import (
-    REPO_ROOT,
-    build_ca_bundle,
     remove_images,
+    repository_agent_spec,
     small_build_spec,
     write_small_context,
 )
@@ -83,9 +82,7 @@ def main() -> int:
             if args.image == "small":
                 spec = small_build_spec(write_small_context(root / "context"), base)
             else:
-                spec = BuildSpec(
-                    "agent", REPO_ROOT / "Dockerfile", REPO_ROOT, {}, base, build_ca_bundle()
-                )
+                spec = repository_agent_spec(base)
             for index in range(args.repeat):
                 store = ArtifactStore(root / f"build-{index}")
                 started = time.perf_counter()

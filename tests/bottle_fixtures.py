@@ -132,15 +132,20 @@ def sleeping_agent(name: str, extra: str = "copy_cwd = false") -> str:
     return f'[agents.{name}]\ncommand = ["sleep", "infinity"]\n{extra}\n\n'
 
 
-# The bottle every test manifest runs its agents in: the repository's own agent image, small
-# limits. A format template: `{repo}` is filled with REPO_ROOT with the rest of the manifest.
-TEST_BOTTLE = """\
-[bottles.default]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-"""
+def bottle_table(name: str = "default") -> str:
+    """The bottle every test manifest runs its agents in: the repository's own agent image,
+    small limits. A format template: `{repo}` is filled with REPO_ROOT with the rest of the
+    manifest."""
+    return (
+        f"[bottles.{name}]\n"
+        'dockerfile = "{repo}/Dockerfile"\n'
+        'context = "{repo}"\n'
+        'memory = "512m"\n'
+        "cpus = 1\n"
+    )
+
+
+TEST_BOTTLE = bottle_table()
 
 MANIFEST = (
     "".join(sleeping_agent(name, extra) for name, extra in SLEEPING_AGENTS.items())
@@ -167,6 +172,36 @@ hosts = ["upstream.test:{port}"]
 )
 
 
+def make_world(
+    directory: Path,
+    manifest_text: str,
+    outside: OutsideWorld,
+    *,
+    base_image: str,
+    cache_dir: Path,
+    bundle_hosts: str,
+    secrets_env: dict[str, str],
+    secret_value: str,
+) -> BottleWorld:
+    """A world whose bottle.toml (in `directory`, state beside it) is `manifest_text`: its
+    bottles leave by the outside network, the bundle maps `bundle_hosts` (NAME=ADDRESS,...),
+    the real secret values the manifest names come from `secrets_env`, and images are built
+    on `base_image` into the shared `cache_dir`."""
+    manifest = directory / "bottle.toml"
+    manifest.write_text(manifest_text)
+    env = {
+        "BOTTLE_BASE_IMAGE": base_image,
+        "BOTTLE_CACHE_DIR": str(cache_dir),
+        "BOTTLE_STATE_DIR": str(directory / "state"),
+        "BOTTLE_EGRESS_NETWORK": outside.network,
+        "BOTTLE_BUNDLE_HOSTS": bundle_hosts,
+        **secrets_env,
+    }
+    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+        env["BOTTLE_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
+    return BottleWorld(manifest, env, directory / "state", outside, secret_value)
+
+
 @pytest.fixture(scope="session")
 def bottle_world(
     tmp_path_factory: pytest.TempPathFactory,
@@ -174,25 +209,19 @@ def bottle_world(
     base_image: str,
     session_cache_dir: Path,
 ) -> BottleWorld:
-    directory = tmp_path_factory.mktemp("bottle-world")
-    manifest = directory / "bottle.toml"
-    manifest.write_text(
-        MANIFEST.format(repo=REPO_ROOT, port=HTTP_PORT, upstream_ip=outside_world.upstream_ip)
-    )
     secret_value = "real-secret-" + secrets.token_hex(12)
-    env = {
-        "BOTTLE_BASE_IMAGE": base_image,
-        "BOTTLE_CACHE_DIR": str(session_cache_dir),
-        "BOTTLE_STATE_DIR": str(directory / "state"),
-        "BOTTLE_EGRESS_NETWORK": outside_world.network,
-        "BOTTLE_BUNDLE_HOSTS": (
+    return make_world(
+        tmp_path_factory.mktemp("bottle-world"),
+        MANIFEST.format(repo=REPO_ROOT, port=HTTP_PORT, upstream_ip=outside_world.upstream_ip),
+        outside_world,
+        base_image=base_image,
+        cache_dir=session_cache_dir,
+        bundle_hosts=(
             f"upstream.test={outside_world.upstream_ip},stranger.test={outside_world.stranger_ip}"
         ),
-        "BOTTLE_TEST_TOKEN": secret_value,
-    }
-    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
-        env["BOTTLE_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
-    return BottleWorld(manifest, env, directory / "state", outside_world, secret_value)
+        secrets_env={"BOTTLE_TEST_TOKEN": secret_value},
+        secret_value=secret_value,
+    )
 
 
 @contextlib.contextmanager
@@ -202,6 +231,15 @@ def world_env(world: BottleWorld) -> Iterator[None]:
         for name, value in world.env.items():
             patch.setenv(name, value)
         yield
+
+
+def agent_exec(world: BottleWorld, record: Any, argv: list[str]) -> tuple[int, str]:
+    """Run `argv` in a bottle of the world as its agent would: (exit code, output)."""
+    from bottle_engine.backends import backend_named
+
+    with world_env(world):
+        code, output = backend_named("docker").exec_as_agent(record, argv)
+    return int(code), str(output)
 
 
 # BOTTLE_TEST_POOLED=1: every bottle of `running_bottle` (the escape suite's among them) is

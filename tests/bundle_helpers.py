@@ -647,17 +647,27 @@ def read_http_head(sock: socket.socket) -> tuple[int, bytes, bytes]:
     return int(head.split(b" ", 2)[1]), head, rest
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Return once something accepts on 127.0.0.1:`port`; fail if `process` exits first."""
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float = 60.0, log: Path | None = None
+) -> None:
+    """Return once something accepts on 127.0.0.1:`port`; fail if `process` exits first or
+    nothing listens within `timeout` (showing what the process wrote to `log`, if given)."""
+
+    def failure(what: str) -> AssertionError:
+        output = f":\n{log.read_text()}" if log is not None else ""
+        return AssertionError(f"{what}: {process.args}{output}")
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"exited early: {process.args}"
+    while True:
+        if process.poll() is not None:
+            raise failure("exited early")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
+            if time.monotonic() > deadline:
+                raise failure(f"nothing listens on {port}") from None
             time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def read_http_response(sock: socket.socket, head_only: bool = False) -> tuple[int, bytes, bytes]:

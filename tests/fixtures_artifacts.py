@@ -4,7 +4,8 @@ Registered as a pytest plugin in tests/conftest.py (``pytest_plugins``). The age
 once per session through the same path a launch takes (`ensure_artifact`, no test labels), so
 launches in other tests find it in the store and build nothing.
 
-* `agent_build_spec` / `agent_artifact`: the repository's Dockerfile on the `base_image` fixture.
+* `agent_build_spec` / `agent_artifact`: the repository's Dockerfile on the `base_image` fixture
+  (`repository_agent_spec` for code outside pytest, such as the benchmarks).
 * `small_context` + `small_spec`: a tiny Dockerfile on the base image (seconds to build).
 * `RecordingClient`: wraps the docker SDK client and records every low-level API call, so a test
   can say "no docker build ran" without timing anything.
@@ -152,9 +153,9 @@ def remove_test_images(docker_client: Any) -> Iterator[list[str]]:
     remove_images(docker_client, tags)
 
 
-@pytest.fixture(scope="session")
-def agent_build_spec(base_image: str) -> BuildSpec:
-    """The agent image exactly as a launch of the repository's own bottle would build it."""
+def repository_agent_spec(base_image: str) -> BuildSpec:
+    """The agent image exactly as a launch of the repository's own bottle would build it (the
+    benchmarks build it so too, so that they find the same artifact by input key)."""
     return BuildSpec(
         name="agent",
         dockerfile=REPO_ROOT / "Dockerfile",
@@ -163,6 +164,11 @@ def agent_build_spec(base_image: str) -> BuildSpec:
         base_image=base_image,
         ca_bundle=build_ca_bundle(),
     )
+
+
+@pytest.fixture(scope="session")
+def agent_build_spec(base_image: str) -> BuildSpec:
+    return repository_agent_spec(base_image)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, OutsideWorld
+from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, OutsideWorld, make_world
 from tests.bundle_helpers import container_ip, make_test_ca, wait_for_log
 
 STUB_SOURCE = Path(__file__).with_name("anthropic_stub.py")
@@ -130,28 +130,24 @@ def claude_world(
     base_image: str,
     session_cache_dir: Path,
 ) -> BottleWorld:
-    directory = tmp_path_factory.mktemp("claude-world")
-    manifest = directory / "bottle.toml"
-    manifest.write_text(
+    return make_world(
+        tmp_path_factory.mktemp("claude-world"),
         MANIFEST.format(
             marker=PROMPT_MARKER,
             repo=REPO_ROOT,
             stub_ip=anthropic_stub.ip,
             ca=anthropic_stub.ca_cert,
-        )
+        ),
+        outside_world,
+        base_image=base_image,
+        cache_dir=session_cache_dir,
+        bundle_hosts=f"api.anthropic.com={anthropic_stub.ip}",
+        secrets_env={
+            "BOTTLE_TEST_ANTHROPIC_API_KEY": anthropic_stub.api_key,
+            "BOTTLE_TEST_CLAUDE_OAUTH_TOKEN": anthropic_stub.oauth_token,
+        },
+        secret_value=anthropic_stub.api_key,
     )
-    env = {
-        "BOTTLE_BASE_IMAGE": base_image,
-        "BOTTLE_CACHE_DIR": str(session_cache_dir),
-        "BOTTLE_STATE_DIR": str(directory / "state"),
-        "BOTTLE_EGRESS_NETWORK": outside_world.network,
-        "BOTTLE_BUNDLE_HOSTS": f"api.anthropic.com={anthropic_stub.ip}",
-        "BOTTLE_TEST_ANTHROPIC_API_KEY": anthropic_stub.api_key,
-        "BOTTLE_TEST_CLAUDE_OAUTH_TOKEN": anthropic_stub.oauth_token,
-    }
-    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
-        env["BOTTLE_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
-    return BottleWorld(manifest, env, directory / "state", outside_world, anthropic_stub.api_key)
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

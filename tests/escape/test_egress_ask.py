@@ -25,6 +25,7 @@ from tests.bottle_fixtures import (
     REPO_ROOT,
     TEST_BOTTLE,
     BottleWorld,
+    agent_exec,
     running_bottle,
     sleeping_agent,
     world_env,
@@ -52,13 +53,11 @@ class AskingBottle:
 
     def curl(self, url: str) -> tuple[int, str]:
         """`curl` through the bundle's proxy as the agent: (exit code, status and body)."""
-        from bottle_engine.backends import backend_named
-
-        with world_env(self.world):
-            return backend_named("docker").exec_as_agent(
-                self.record,
-                ["sh", "-c", 'curl -sS -m 110 -x "$HTTP_PROXY" -w "\n%{http_code}" "$0"', url],
-            )
+        return agent_exec(
+            self.world,
+            self.record,
+            ["sh", "-c", 'curl -sS -m 110 -x "$HTTP_PROXY" -w "\n%{http_code}" "$0"', url],
+        )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real CLI in its own process, as the person at the host runs it."""

@@ -19,7 +19,7 @@ import pytest
 
 from bottle_engine import lifecycle
 from bottle_engine.probes import ProbeReport, ProbeTargets
-from tests.bottle_fixtures import BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import BottleWorld, agent_exec, running_bottle, world_env
 from tests.bundle_helpers import run_as_nobody
 from tests.gvisor_helpers import require_gvisor, runtimes_of
 
@@ -44,12 +44,7 @@ WAIT_FOR_LISTENER = (
 
 def _wait_for_listener(world: BottleWorld, bottle: Any) -> Any:
     """The second bottle, once its agent listens: "unreachable" must not mean "not up yet"."""
-    from bottle_engine.backends import backend_named
-
-    with world_env(world):
-        code, output = backend_named("docker").exec_as_agent(
-            bottle, ["bash", "-c", WAIT_FOR_LISTENER]
-        )
+    code, output = agent_exec(world, bottle, ["bash", "-c", WAIT_FOR_LISTENER])
     assert code == 0, f"the neighbour's agent never listened: {output}"
     return bottle
 
@@ -159,10 +154,7 @@ def test_no_real_secret_value_inside_the_agent(
 
 
 def test_agent_env_holds_only_the_placeholder(bottle_world: BottleWorld, probe_bottle: Any) -> None:
-    from bottle_engine.backends import backend_named
-
-    with world_env(bottle_world):
-        code, env = backend_named("docker").exec_as_agent(probe_bottle, ["env"])
+    code, env = agent_exec(bottle_world, probe_bottle, ["env"])
     assert code == 0
     token = next(line for line in env.splitlines() if line.startswith("TEST_TOKEN="))
     assert token.startswith("TEST_TOKEN=bbph_")
@@ -191,14 +183,11 @@ def test_names_the_agent_looks_up_are_never_forwarded_out(
     Moby 26 (CVE-2024-29018): a way out by DNS. The agent's upstream is the bundle, which
     serves no DNS, so a lookup ends there (the name is `.invalid`: nothing may answer it anyway,
     should a regression let the query out)."""
-    from bottle_engine.backends import backend_named
-
     container = docker_client.containers.get(probe_bottle.name)
     assert container.attrs["HostConfig"]["Dns"] == [probe_bottle.bundle_ip]
-    with world_env(bottle_world):
-        code, _ = backend_named("docker").exec_as_agent(
-            probe_bottle, ["getent", "hosts", "exfiltrate.bottle.invalid"]
-        )
+    code, _ = agent_exec(
+        bottle_world, probe_bottle, ["getent", "hosts", "exfiltrate.bottle.invalid"]
+    )
     assert code != 0
 
 
@@ -253,15 +242,13 @@ def test_the_agent_cannot_fill_the_hosts_disk_through_tmp(
 ) -> None:
     """/tmp is a tmpfs of half the bottle's memory, counted in its memory limit: writing past
     it fails in the bottle instead of taking the host's disk."""
-    from bottle_engine.backends import backend_named
 
     size = probe_bottle.resources.memory_bytes // 2
     fill = (
         f"head -c {size + 16 * 2**20} /dev/zero > /tmp/fill; code=$?; "
         "du -sm /tmp/fill; rm -f /tmp/fill; exit $code"
     )
-    with world_env(bottle_world):
-        code, output = backend_named("docker").exec_as_agent(probe_bottle, ["sh", "-c", fill])
+    code, output = agent_exec(bottle_world, probe_bottle, ["sh", "-c", fill])
     assert code != 0, f"wrote past the bound: {output}"
     assert "No space left on device" in output
     mounts = docker_client.containers.get(probe_bottle.name).attrs["HostConfig"]["Tmpfs"] or {}

@@ -16,27 +16,26 @@ from typing import Any
 
 import pytest
 
-from tests.bottle_fixtures import REPO_ROOT, TEST_LABEL, BottleWorld, running_bottle, world_env
-from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
+from tests.bottle_fixtures import (
+    REPO_ROOT,
+    BottleWorld,
+    agent_exec,
+    bottle_table,
+    running_bottle,
+    sleeping_agent,
+)
 from tests.gate_attacks import AWS_KEY, attacks
-from tests.integration.test_gitgate_bundle import SEED
-from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
+from tests.integration.test_gitgate_bundle import seeded_sshd
+from tests.integration.test_gitgate_ssh import ssh_image
 
 __all__ = ["ssh_image"]  # a fixture this module uses
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = """\
-[agents.pusher]
-command = ["sleep", "infinity"]
-copy_cwd = false
-
-[bottles.gated]
-dockerfile = "{repo}/Dockerfile"
-context = "{repo}"
-memory = "512m"
-cpus = 1
-
+MANIFEST = (
+    sleeping_agent("pusher")
+    + bottle_table("gated")
+    + """
 [bottles.gated.secrets.TEST_TOKEN]
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["upstream.test:8000"]
@@ -48,6 +47,7 @@ identity = "{identity}"
 known_host_key = "{ip} {host_key}"
 push_branches = ["agent/*"]
 """
+)
 
 
 @dataclasses.dataclass
@@ -58,12 +58,7 @@ class GatedBottle:
     placeholder: str
 
     def agent_sh(self, script: str) -> tuple[int, str]:
-        from bottle_engine.backends import backend_named
-
-        with world_env(self.world):
-            backend: Any = backend_named("docker")
-            code, output = backend.exec_as_agent(self.record, ["sh", "-c", script])
-            return int(code), str(output)
+        return agent_exec(self.world, self.record, ["sh", "-c", script])
 
     def upstream_objects(self) -> set[str]:
         """Every object the upstream holds. It always holds main's (seeded): an empty answer is
@@ -95,32 +90,16 @@ def gated(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatedBottle]:
     directory = tmp_path_factory.mktemp("gated-bottle")
-    identity = keypair(directory, "identity")
-    host_key = keypair(directory, "host_key")
-    upstream = docker_client.containers.run(
-        ssh_image,
-        ["sh", "-c", START],
-        network=bottle_world.outside.network,
-        labels=TEST_LABEL,
-        environment={
-            "HOST_KEY": host_key.read_text(),
-            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
-        },
-        detach=True,
-    )
-    try:
-        wait_for_log(upstream, "Server listening")
-        seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
-        assert seeded.exit_code == 0, seeded.output
-        ip = container_ip(upstream, bottle_world.outside.network)
-        public_key = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+    network = bottle_world.outside.network
+    with seeded_sshd(docker_client, ssh_image, network, directory) as sshd:
+        public_key = " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
         manifest = directory / "bottle.toml"
         manifest.write_text(
-            MANIFEST.format(repo=REPO_ROOT, ip=ip, identity=identity, host_key=public_key)
+            MANIFEST.format(repo=REPO_ROOT, ip=sshd.ip, identity=sshd.identity, host_key=public_key)
         )
         world = dataclasses.replace(bottle_world, manifest=manifest)
         with running_bottle(world, "pusher") as record:
-            bottle = GatedBottle(world, record, upstream, "")
+            bottle = GatedBottle(world, record, sshd.container, "")
             code, output = bottle.agent_sh(
                 'git clone -q "$GIT_GATE_URL/origin" /tmp/work && printf %s "$TEST_TOKEN"'
             )
@@ -128,8 +107,6 @@ def gated(
             bottle.placeholder = output.strip().splitlines()[-1]
             assert bottle.placeholder.startswith("bbph_")
             yield bottle
-    finally:
-        _force_remove(upstream)
 
 
 ATTACK_NAMES = [attack.name for attack in attacks("", "")]
@@ -167,10 +144,12 @@ def test_a_blob_over_the_default_bound_is_refused(gated: GatedBottle) -> None:
 
 
 def test_a_clean_push_from_the_bottle_arrives(gated: GatedBottle) -> None:
+    # The push's messages (the gate's "remote:" line) go to stdout too, so that they cannot
+    # arrive after the hash: Docker does not keep the order across an exec's two streams.
     code, output = gated.agent_sh(
         "cd /tmp/work && git checkout -q -B clean origin/main && echo ok > ok.txt && "
         "git add ok.txt && git -c user.name=A -c user.email=a@bottle.invalid commit -q -m ok && "
-        "git push -q origin HEAD:refs/heads/agent/clean && git rev-parse HEAD"
+        "git push -q origin HEAD:refs/heads/agent/clean 2>&1 && git rev-parse HEAD"
     )
 
     assert code == 0, output

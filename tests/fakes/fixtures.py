@@ -31,7 +31,7 @@ EXPOSE 5000
 CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]
 """
 # Debian's packaged config asks for htpasswd auth; the ephemeral registry has none.
-_REGISTRY_CONFIG = """\
+REGISTRY_CONFIG = """\
 version: 0.1
 storage:
   filesystem:
@@ -139,7 +139,7 @@ def build_registry_image(docker_client: Any, base_image: str) -> str:
     return build_image_from_texts(
         docker_client,
         TEST_REGISTRY_TAG,
-        {"Dockerfile": _REGISTRY_DOCKERFILE, "config.yml": _REGISTRY_CONFIG},
+        {"Dockerfile": _REGISTRY_DOCKERFILE, "config.yml": REGISTRY_CONFIG},
         {"BASE": base_image},
     )
 

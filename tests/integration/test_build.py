@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -118,57 +119,53 @@ def test_a_failing_step_shows_its_output_and_stores_nothing(
     assert ArtifactStore().lookup(key) is None
 
 
+VerifyRun = Callable[[], tuple[int, dict[str, Any]]]
+
+
+@pytest.fixture
 def cli_verify(
-    context: Path,
-    base_image: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> tuple[int, dict[str, Any]]:
-    """`bottle-engine build dev --verify --json` on a manifest whose bottle builds `context`."""
-    manifest = write_manifest(tmp_path, context)
-    monkeypatch.setenv("BOTTLE_BASE_IMAGE", base_image)
-    code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
-    return code, json.loads(capsys.readouterr().out)
-
-
-def test_verify_agrees_for_a_reproducible_dockerfile(
     small_context: Path,
     base_image: str,
-    capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    code, report = cli_verify(small_context, base_image, tmp_path, capsys, monkeypatch)
-    try:
-        assert code == 0
-        assert report["reproducible"] is True
-        assert report["first_digest"] == report["second_digest"]
-        assert report["differences"] == []
-    finally:
+) -> Iterator[VerifyRun]:
+    """`bottle-engine build dev --verify --json` on a manifest whose bottle builds
+    `small_context` as it is when called: (exit code, report). The images each run made are
+    removed after the test, whatever its assertions found."""
+    reports: list[dict[str, Any]] = []
+
+    def run() -> tuple[int, dict[str, Any]]:
+        manifest = write_manifest(tmp_path, small_context)
+        monkeypatch.setenv("BOTTLE_BASE_IMAGE", base_image)
+        code = main(["build", "dev", "-f", str(manifest), "--verify", "--json"])
+        reports.append(json.loads(capsys.readouterr().out))
+        return code, reports[-1]
+
+    yield run
+    for report in reports:
         remove_images_of(report, small_context)
 
 
-def test_verify_lists_the_paths_that_differ(
-    small_context: Path,
-    base_image: str,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_verify_agrees_for_a_reproducible_dockerfile(cli_verify: VerifyRun) -> None:
+    code, report = cli_verify()
+    assert code == 0
+    assert report["reproducible"] is True
+    assert report["first_digest"] == report["second_digest"]
+    assert report["differences"] == []
+
+
+def test_verify_lists_the_paths_that_differ(small_context: Path, cli_verify: VerifyRun) -> None:
     (small_context / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
         "RUN head -c 16 /dev/urandom > /random.bin && echo stable > /stable.txt\n"
     )
-    code, report = cli_verify(small_context, base_image, tmp_path, capsys, monkeypatch)
-    try:
-        assert code == 1
-        assert report["reproducible"] is False
-        paths = [difference["path"] for difference in report["differences"]]
-        assert "/random.bin" in paths
-        assert "/stable.txt" not in paths
-    finally:
-        remove_images_of(report, small_context)
+    code, report = cli_verify()
+    assert code == 1
+    assert report["reproducible"] is False
+    paths = [difference["path"] for difference in report["differences"]]
+    assert "/random.bin" in paths
+    assert "/stable.txt" not in paths
 
 
 def write_manifest(directory: Path, context: Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +22,9 @@ from bottle_engine.bundle.config import (
     BundleConfig,
     GitUpstreamConfig,
 )
-from tests.bundle_helpers import TEST_LABELS, _force_remove, container_ip, wait_for_log
+from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
 from tests.integration.test_gitgate_local import AWS_KEY
-from tests.integration.test_gitgate_ssh import START, keypair, ssh_image
+from tests.integration.test_gitgate_ssh import keypair, run_sshd, ssh_image
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
 
 __all__ = ["ssh_image"]  # a fixture this module uses
@@ -41,6 +42,34 @@ git -c user.name=Up -c user.email=up@test.invalid commit -q -m initial
 git push -q /home/git/repo.git HEAD:main
 """
 AGENT_GIT = ["git", "-c", "user.name=Agent", "-c", "user.email=agent@bottle.invalid"]
+
+
+@dataclass(frozen=True)
+class SeededSshd:
+    """Our sshd container holding /home/git/repo.git (main seeded), reachable on one network."""
+
+    container: Any
+    ip: str  # on that network
+    identity: Path  # the private key it lets in (its .pub beside it)
+    host_key: Path  # its private host key (the .pub beside it is what a client pins)
+
+
+@contextlib.contextmanager
+def seeded_sshd(
+    docker_client: Any, ssh_image: str, network: str, keys: Path, name: str | None = None
+) -> Iterator[SeededSshd]:
+    """Start the ssh upstream on `network` with fresh keys in `keys`, seed its repository once
+    sshd listens, and remove it afterwards whatever happens."""
+    identity = keypair(keys, "identity")
+    host_key = keypair(keys, "host_key")
+    container = run_sshd(docker_client, ssh_image, identity, host_key, name=name, network=network)
+    try:
+        wait_for_log(container, "Server listening")
+        seeded = container.exec_run(["sh", "-c", SEED], user="git")
+        assert seeded.exit_code == 0, seeded.output
+        yield SeededSshd(container, container_ip(container, network), identity, host_key)
+    finally:
+        _force_remove(container)
 
 
 @dataclass
@@ -69,28 +98,19 @@ def bottle(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Bottle]:
     workdir = tmp_path_factory.mktemp("gate-bundle")
-    identity = keypair(workdir, "identity")
-    host_key = keypair(workdir, "host_key")
     with bottle_networks(docker_client) as networks, contextlib.ExitStack() as stack:
-        upstream = docker_client.containers.run(
-            ssh_image,
-            ["sh", "-c", START],
-            name=f"bb-test-{networks.run_id}-sshd",
-            network=networks.egress,
-            labels=TEST_LABELS,
-            environment={
-                "HOST_KEY": host_key.read_text(),
-                "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
-            },
-            detach=True,
+        sshd = stack.enter_context(
+            seeded_sshd(
+                docker_client,
+                ssh_image,
+                networks.egress,
+                workdir,
+                name=f"bb-test-{networks.run_id}-sshd",
+            )
         )
-        stack.callback(_force_remove, upstream)
-        wait_for_log(upstream, "Server listening")
-        seeded = upstream.exec_run(["sh", "-c", SEED], user="git")
-        assert seeded.exit_code == 0, seeded.output
-        upstream_ip = container_ip(upstream, networks.egress)
+        upstream, upstream_ip, identity = sshd.container, sshd.ip, sshd.identity
         known_hosts = workdir / "known_hosts"
-        known_hosts.write_text(f"{upstream_ip} {host_key.with_suffix('.pub').read_text()}")
+        known_hosts.write_text(f"{upstream_ip} {sshd.host_key.with_suffix('.pub').read_text()}")
 
         bundle_ip = str(networks.subnet[2])
         config = BundleConfig(
@@ -121,10 +141,12 @@ def bottle(
 
 def test_agent_clones_pushes_an_allowed_branch_and_it_arrives_upstream(bottle: Bottle) -> None:
     git = " ".join(AGENT_GIT)
+    # The push's messages (the gate's "remote:" line) go to stdout too, so that they cannot
+    # arrive after the hash: Docker does not keep the order across an exec's two streams.
     code, output = bottle.agent_sh(
         f"set -e; git clone -q {bottle.gate_url} /tmp/work && cd /tmp/work"
         f" && echo change > change.txt && git add change.txt && {git} commit -q -m change"
-        " && git push -q origin HEAD:refs/heads/agent/change && git rev-parse HEAD"
+        " && git push -q origin HEAD:refs/heads/agent/change 2>&1 && git rev-parse HEAD"
     )
 
     assert code == 0, output

@@ -55,6 +55,24 @@ def keypair(directory: Path, name: str) -> Path:
     return key
 
 
+def run_sshd(
+    docker_client: Any, ssh_image: str, identity: Path, host_key: Path, **placement: Any
+) -> Any:
+    """Our sshd container, started: `host_key` its host key, `identity` (its .pub) the one key
+    it lets in as git; `placement` (name, network, ports) says where it sits."""
+    return docker_client.containers.run(
+        ssh_image,
+        ["sh", "-c", START],
+        detach=True,
+        labels=TEST_LABELS,
+        environment={
+            "HOST_KEY": host_key.read_text(),
+            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
+        },
+        **placement,
+    )
+
+
 @dataclass
 class SshUpstream:
     container: Any
@@ -100,16 +118,8 @@ def ssh_upstream(
     identity = keypair(keys, "bottle_identity")
     host_key = keypair(keys, "host_key")
     other_host_key = keypair(keys, "other_host_key")
-    container = docker_client.containers.run(
-        ssh_image,
-        ["sh", "-c", START],
-        detach=True,
-        labels=TEST_LABELS,
-        environment={
-            "HOST_KEY": host_key.read_text(),
-            "AUTHORIZED_KEY": identity.with_suffix(".pub").read_text().strip(),
-        },
-        ports={"22/tcp": ("127.0.0.1", None)},
+    container = run_sshd(
+        docker_client, ssh_image, identity, host_key, ports={"22/tcp": ("127.0.0.1", None)}
     )
     try:
         port = int(published_port(container))

@@ -12,7 +12,6 @@ import ipaddress
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.bundle.config import BundleConfig
-from tests.bundle_helpers import TEST_LABELS, _force_remove, pick_subnet
+from tests.bundle_helpers import TEST_LABELS, _force_remove, pick_subnet, wait_for_port
 
 
 def free_port() -> int:
@@ -46,17 +45,7 @@ def service(
             [sys.executable, "-m", module, *args], stdout=log_file, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"{module} exited early:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{module} did not listen:\n{log.read_text()}") from None
-                time.sleep(0.1)
+        wait_for_port(port, process, timeout, log)
         yield process
     finally:
         process.terminate()

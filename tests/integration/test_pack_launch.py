@@ -7,8 +7,10 @@ probes go through smolvm, and that stop and a failed launch leave nothing behind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +86,20 @@ def in_guest(record: records.BottleRecord, *argv: str) -> str:
     return output.strip()
 
 
+@contextlib.contextmanager
+def launched(project: Path) -> Iterator[records.BottleRecord]:
+    """The project's `dev` bottle, launched; stopped and removed afterwards whatever happens."""
+    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
+    try:
+        yield record
+    finally:
+        lifecycle.stop(record.slug, remove=True)
+
+
 def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
     project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
 ) -> None:
-    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
-    try:
+    with launched(project) as record:
         argv = create_argv(fake_smolvm)
         assert "--smolfile" not in argv
         assert argv.count("--allow-cidr") == 1
@@ -109,8 +120,6 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
         assert lifecycle.find(record.slug).backend == "smolmachines"
         code, output = backend_named("smolmachines").exec_as_agent(record, ["sh", "-c", "exit 3"])
         assert code == 3, output
-    finally:
-        lifecycle.stop(record.slug, remove=True)
     assert fake_smolvm.machine(record.name) is None
     assert slug_resources(docker_client, record.slug) == []
 
@@ -118,16 +127,13 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
 def test_stopped_bottle_resumes_bundle_first_then_the_vm(
     project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
 ) -> None:
-    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
-    try:
+    with launched(project) as record:
         lifecycle.stop(record.slug)
         assert statuses(record.slug) == ["stopped"]
         assert docker_client.containers.get(f"{record.name}-bundle").status == "exited"
         lifecycle.resume(record.slug)
         assert statuses(record.slug) == ["running"]
         assert docker_client.containers.get(f"{record.name}-bundle").status == "running"
-    finally:
-        lifecycle.stop(record.slug, remove=True)
 
 
 def statuses(slug: str) -> list[str]:
@@ -170,23 +176,19 @@ def test_pack_command_reuses_the_cached_pack_without_running_smolvm(
 def test_logs_of_a_smolmachines_bottle_come_from_smolvm_not_docker(
     project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
 ) -> None:
-    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
-    try:
+    with launched(project) as record:
         fake_smolvm.forget_calls()
         output = b"".join(lifecycle.logs(record.slug))
         assert isinstance(output, bytes)
         assert ["machine", "logs", "--name", record.name] in fake_smolvm.commands()
         bundle_output = b"".join(lifecycle.logs(record.slug, bundle=True))
         assert bundle_output  # the bundle is a container on both backends
-    finally:
-        lifecycle.stop(record.slug, remove=True)
 
 
 def test_probes_run_in_the_guest_through_smolvm(
     project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
 ) -> None:
-    record = lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
-    try:
+    with launched(project) as record:
         fake_smolvm.forget_calls()
         gateway = ".".join([*record.bundle_ip.split(".")[:3], "1"])
         report, leaks = lifecycle.probe(record.slug, ProbeTargets(record.bundle_ip, gateway))
@@ -196,8 +198,6 @@ def test_probes_run_in_the_guest_through_smolvm(
         execs = [a for a in fake_smolvm.commands() if a[:2] == ["machine", "exec"]]
         assert len(execs) >= len(report.results)
         assert all(a[a.index("--user") + 1] in {f"{AGENT_UID}:{AGENT_UID}", "0"} for a in execs)
-    finally:
-        lifecycle.stop(record.slug, remove=True)
 
 
 def test_a_pack_made_by_another_smolvm_is_not_reused(

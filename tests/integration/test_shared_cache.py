@@ -21,7 +21,7 @@ from bottle_engine.cli import main
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import EngineSettings
-from tests.fakes.fixtures import registry_image
+from tests.fakes.fixtures import REGISTRY_CONFIG, registry_image
 from tests.fixtures_artifacts import (
     RecordingClient,
     build_image_from_texts,
@@ -38,18 +38,16 @@ REPOSITORY = "team/bot-bottle"
 STORAGE = "/var/lib/docker-registry/docker/registry/v2"
 # bcrypt of "cache-pass" (htpasswd accepts only bcrypt); the user is "builder".
 HTPASSWD = "builder:$2b$04$TcO8vlU0zLnd7fkN9UywbOveJv7q7Wu0u6uwDcRYbDD0ZaZNojx.G\n"
-AUTH_CONFIG = """\
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: /var/lib/docker-registry
-http:
-  addr: :5000
+# The test registry's own config, with htpasswd authentication added.
+AUTH_CONFIG = (
+    REGISTRY_CONFIG
+    + """\
 auth:
   htpasswd:
     realm: test
     path: /etc/docker/registry/htpasswd
 """
+)
 # Docker build steps create containers; a pull must create none.
 BUILD_CALLS = {"build", "create_container", "commit"}
 

@@ -13,7 +13,8 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from bottle_engine.bundle.audit import AuditEntry, AuditLog
+from bottle_engine.bundle.audit import AuditLog
+from tests.audit_entries import audit_entry
 from tests.lsp.conftest import ClientFactory, open_document
 from tests.lsp.test_commands import eventually, execute, lenses
 
@@ -46,20 +47,6 @@ def record(project: Path, slug: str, status: str) -> dict[str, str]:
 
 def audit(tmp_path: Path, slug: str) -> AuditLog:
     return AuditLog(tmp_path / "state" / "bottles" / slug / "egress.jsonl")
-
-
-def line(host: str, decision: str, **fields: Any) -> AuditEntry:
-    base: dict[str, Any] = {
-        "time": "2026-11-30T04:00:01.000+00:00",
-        "method": "GET",
-        "host": host,
-        "port": 80,
-        "decision": decision,
-        "rule": "default-deny" if decision == "deny" else host,
-        "reason": "",
-        "kind": "http",
-    }
-    return AuditEntry.from_dict({**base, **fields})
 
 
 async def start(make_client: ClientFactory, tmp_path: Path, records: list[Any]) -> LanguageClient:
@@ -108,7 +95,7 @@ async def test_the_egress_picture_fills_live_and_allow_edits_the_manifest(
     make_client: ClientFactory, project: Path, tmp_path: Path
 ) -> None:
     log = audit(tmp_path, "dev-1")
-    log.write(line("upstream.test", "allow", bytes_received=120))
+    log.write(audit_entry("upstream.test", port=80, bytes_received=120))
     client = await start(
         make_client,
         tmp_path,
@@ -122,7 +109,11 @@ async def test_the_egress_picture_fills_live_and_allow_edits_the_manifest(
         ("allow", "upstream.test", 120)
     ]
 
-    log.write(line("stranger.test", "deny", reason="GET stranger.test:80 is not on the allowlist"))
+    log.write(
+        audit_entry(
+            "stranger.test", "deny", port=80, reason="GET stranger.test:80 is not on the allowlist"
+        )
+    )
     await eventually(lambda: bottles(client)["dev-1"]["denied"] == 1, "the refusal pushed")
     denied = bottles(client)["dev-1"]["hosts"][0]
     assert (denied["host"], denied["allow"]) == ("stranger.test", "stranger.test")

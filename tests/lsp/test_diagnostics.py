@@ -29,12 +29,19 @@ async def wait_for_diagnostics(
     raise AssertionError(f"no diagnostics for {uri}: {client.diagnostics.get(uri)}")
 
 
+async def diagnostics_on_open(
+    client: LanguageClient, project: Path, text: str
+) -> list[types.Diagnostic]:
+    """What the server publishes for the project's bottle.toml opened with `text`."""
+    uri = open_document(client, project / "bottle.toml", text)
+    return await wait_for_diagnostics(client, uri)
+
+
 async def test_open_publishes_the_engines_problems_with_exact_ranges(
     client: LanguageClient, project: Path
 ) -> None:
     text = MANIFEST.replace('backend = "docker"', 'backnd = "docker"')
-    uri = open_document(client, project / "bottle.toml", text)
-    found = await wait_for_diagnostics(client, uri)
+    found = await diagnostics_on_open(client, project, text)
     assert [(d.code, d.message, d.range, d.severity) for d in found] == [
         (
             "BB101",
@@ -51,8 +58,7 @@ async def test_messages_are_those_of_bottle_engine_validate(
     text = MANIFEST.replace('bottle = "web"\nprompt', 'bottle = "wbe"\nprompt').replace(
         'backend = "smolmachines"', 'backend = "smolmachine"\nmemory = "lots"'
     )
-    uri = open_document(client, project / "bottle.toml", text)
-    found = await wait_for_diagnostics(client, uri)
+    found = await diagnostics_on_open(client, project, text)
     cli = subprocess.run(
         [
             sys.executable,
@@ -77,8 +83,7 @@ async def test_messages_are_those_of_bottle_engine_validate(
 
 
 async def test_a_clean_manifest_has_no_diagnostics(client: LanguageClient, project: Path) -> None:
-    uri = open_document(client, project / "bottle.toml", MANIFEST)
-    assert await wait_for_diagnostics(client, uri) == []
+    assert await diagnostics_on_open(client, project, MANIFEST) == []
 
 
 async def test_changes_are_revalidated(client: LanguageClient, project: Path) -> None:
@@ -146,8 +151,7 @@ async def test_cross_file_problems_name_the_missing_prompt_file(
     client: LanguageClient, project: Path
 ) -> None:
     (project / "prompts" / "dev.md").unlink()
-    uri = open_document(client, project / "bottle.toml", MANIFEST)
-    found = await wait_for_diagnostics(client, uri)
+    found = await diagnostics_on_open(client, project, MANIFEST)
     assert [(d.code, d.range) for d in found] == [("BB204", rng((2, 14), (2, 30)))]
     assert str(project / "prompts" / "dev.md") in found[0].message
 
@@ -181,8 +185,7 @@ async def test_creating_the_prompt_file_clears_its_diagnostic(
 async def test_any_text_yields_diagnostics_not_errors(
     client: LanguageClient, project: Path, text: str
 ) -> None:
-    uri = open_document(client, project / "bottle.toml", text)
-    found = await wait_for_diagnostics(client, uri)
+    found = await diagnostics_on_open(client, project, text)
     assert [d.code for d in found] == ["BB001"]
 
 
@@ -192,8 +195,7 @@ async def test_a_ten_thousand_line_manifest_gets_diagnostics(
     blocks = [f'[agents.a{i}]\nbottle = "web"\ncommand = ["claude"]\n' for i in range(2500)]
     text = MANIFEST + "\n".join(blocks) + '\n[agents.broken]\nbottle = "nowhere"\n'
     assert text.count("\n") > 10_000
-    uri = open_document(client, project / "bottle.toml", text)
-    found = await wait_for_diagnostics(client, uri)
+    found = await diagnostics_on_open(client, project, text)
     assert [d.code for d in found] == ["BB201"]
 
 
@@ -216,7 +218,6 @@ async def test_ranges_are_in_utf16_units_after_astral_characters(
     text = MANIFEST.replace(
         'backend = "docker"\n', 'backend = "docker"\nenv = { A = "🙂", B = 1 }\n'
     )
-    uri = open_document(client, project / "bottle.toml", text)
-    [found] = await wait_for_diagnostics(client, uri)
+    [found] = await diagnostics_on_open(client, project, text)
     assert found.code == "BB102"
     assert found.range == rng((10, 22), (10, 23))  # 🙂 is two UTF-16 code units

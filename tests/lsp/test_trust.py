@@ -7,6 +7,7 @@ ones, in the server's state dir (which the test shares)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from lsprotocol import types
@@ -51,13 +52,36 @@ def answering(client: LanguageClient, title: str | None) -> list[types.ShowMessa
     return asked
 
 
+class WidenedOpen(NamedTuple):
+    """A client that has opened a manifest widened since it was trusted."""
+
+    client: LanguageClient
+    asked: list[types.ShowMessageRequestParams]  # every trust question the server put
+    path: Path
+    uri: str
+
+
+async def open_widened(
+    make_client: ClientFactory,
+    project: Path,
+    answer: str | None,
+    widened: str = WIDENED,
+    **client_options: Any,
+) -> WidenedOpen:
+    """Start a client that answers every trust question with `answer` (None: dismissed), then
+    open the project's manifest, trusted as MANIFEST and saved as `widened`."""
+    client = await make_client(**client_options)
+    asked = answering(client, answer)
+    path = trusted_then_widened(project, widened)
+    uri = open_document(client, path, widened)
+    return WidenedOpen(client, asked, path, uri)
+
+
 async def test_the_lens_says_review_changes_until_the_reviewed_manifest_is_trusted(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client()
-    answering(client, None)  # the question on opening is dismissed
-    path = trusted_then_widened(project)
-    uri = open_document(client, path, WIDENED)
+    # The question on opening is dismissed.
+    client, _, _, uri = await open_widened(make_client, project, None)
     assert await lenses(client, uri) == [
         (0, "⚠ Review changes", "bottle.trust", [{"uri": uri, "agent": "dev"}]),
         (4, "⚠ Review changes", "bottle.trust", [{"uri": uri, "agent": "reviewer"}]),
@@ -80,10 +104,7 @@ async def test_the_lens_says_review_changes_until_the_reviewed_manifest_is_trust
 async def test_trust_refuses_a_fingerprint_of_other_content(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client()
-    answering(client, None)
-    path = trusted_then_widened(project)
-    uri = open_document(client, path, WIDENED)
+    client, _, path, uri = await open_widened(make_client, project, None)
     review = await execute(client, "bottle.trustReview", {"uri": uri})
     further = WIDENED.replace('"collector.example"]', '"collector.example", "more.example"]')
     path.write_text(further)  # changed on disk after the person looked
@@ -103,10 +124,7 @@ async def test_trust_refuses_a_fingerprint_of_other_content(
 async def test_opening_a_manifest_that_needs_trust_shows_the_difference_and_trust(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client()
-    asked = answering(client, "Trust")
-    path = trusted_then_widened(project)
-    open_document(client, path, WIDENED)
+    _, asked, path, _ = await open_widened(make_client, project, "Trust")
     await eventually(lambda: bool(asked), "the question")
     [question] = asked
     assert NEW_HOST in question.message and "Launching stays blocked" in question.message
@@ -119,10 +137,7 @@ async def test_opening_a_manifest_that_needs_trust_shows_the_difference_and_trus
 async def test_the_review_lens_asks_any_client_and_not_now_records_nothing(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client()
-    asked = answering(client, "Not now")
-    path = trusted_then_widened(project)
-    uri = open_document(client, path, WIDENED)
+    client, asked, path, uri = await open_widened(make_client, project, "Not now")
     await eventually(lambda: len(asked) == 1, "the question on opening")
     result = await execute(client, "bottle.trust", {"uri": uri, "agent": "dev"})
     assert len(asked) == 2 and result["trusted"] is False
@@ -132,11 +147,8 @@ async def test_the_review_lens_asks_any_client_and_not_now_records_nothing(
 async def test_manifest_text_in_the_question_is_made_safe(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client()
-    asked = answering(client, None)
     hostile = WIDENED.replace("me/repo.git", "me/repo.git\\u001b[8m\\u202e")
-    path = trusted_then_widened(project, hostile)
-    open_document(client, path, hostile)
+    _, asked, _, _ = await open_widened(make_client, project, None, hostile)
     await eventually(lambda: bool(asked), "the question")
     message = asked[0].message
     assert "\x1b" not in message and "\u202e" not in message
@@ -146,10 +158,13 @@ async def test_manifest_text_in_the_question_is_made_safe(
 async def test_a_launch_of_a_widened_manifest_through_the_real_engine_is_refused(
     make_client: ClientFactory, project: Path
 ) -> None:
-    client = await make_client(fake_engine=False, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
-    answering(client, None)
-    path = trusted_then_widened(project)
-    uri = open_document(client, path, WIDENED)
+    client, _, _, uri = await open_widened(
+        make_client,
+        project,
+        None,
+        fake_engine=False,
+        env={"DOCKER_HOST": "unix:///nonexistent.sock"},
+    )
     result = await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"})
     assert "changed since it was last trusted" in result["error"]
     assert "bottle web: allow + collector.example" in result["error"]

@@ -41,6 +41,13 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run the CLI where it must refuse (exit 1): what it printed on stderr."""
+    code, _, err = cli(capsys, *args)
+    assert code == 1, err
+    return err
+
+
 def cli_process(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -186,8 +193,7 @@ def test_missing_manifest_names_the_fix_without_a_traceback(tmp_path: Path) -> N
 def test_missing_file_option_names_the_path(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, _, err = cli(capsys, "validate", "-f", str(tmp_path / "nope.toml"))
-    assert code == 1
+    err = cli_error(capsys, "validate", "-f", str(tmp_path / "nope.toml"))
     assert "nope.toml: no such manifest" in err and "-f" in err
 
 
@@ -260,8 +266,7 @@ def test_plan_refuses_a_manifest_with_errors_and_lists_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = CORPUS / "bad" / "bad_enums.toml"
-    code, _, err = cli(capsys, "plan", "dev", "-f", str(path))
-    assert code == 1
+    err = cli_error(capsys, "plan", "dev", "-f", str(path))
     assert "has 2 error(s)" in err
     assert f"{path}:7:11: error: [BB103]" in err
     assert "bottle-engine validate" in err
@@ -283,8 +288,7 @@ def test_plan_rejects_an_unknown_bottle_backend(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOTTLE_BACKEND", "podman")
-    code, _, err = cli(capsys, "plan", "dev", "-f", str(GOOD_MINIMAL))
-    assert code == 1
+    err = cli_error(capsys, "plan", "dev", "-f", str(GOOD_MINIMAL))
     assert "BOTTLE_BACKEND 'podman' is not a backend" in err
 
 
@@ -306,8 +310,7 @@ def test_plan_text_prints_markup_like_values_verbatim(
 def test_error_messages_quoting_markup_like_input_are_printed_verbatim(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, _, err = cli(capsys, "plan", "[/x]", "-f", str(GOOD_MINIMAL))
-    assert code == 1
+    err = cli_error(capsys, "plan", "[/x]", "-f", str(GOOD_MINIMAL))
     assert "no agent named '[/x]'" in err
 
 
@@ -316,8 +319,7 @@ def test_unreadable_manifest_is_a_clean_error(
 ) -> None:
     manifest = tmp_path / "bottle.toml"
     manifest.write_bytes(b"[agents.dev]\nprompt = '\xff\xfe'\n")
-    code, _, err = cli(capsys, "validate", "-f", str(manifest))
-    assert code == 1
+    err = cli_error(capsys, "validate", "-f", str(manifest))
     assert "cannot read the manifest" in err
 
 
@@ -355,8 +357,7 @@ def test_init_refuses_to_overwrite_without_force(
 ) -> None:
     manifest = tmp_path / "bottle.toml"
     manifest.write_text("# mine\n")
-    code, _, err = cli(capsys, "init", str(tmp_path))
-    assert code == 1
+    err = cli_error(capsys, "init", str(tmp_path))
     assert "already exists" in err and "--force" in err
     assert manifest.read_text() == "# mine\n"
     assert cli(capsys, "init", str(tmp_path), "--force")[0] == 0
@@ -395,8 +396,8 @@ def test_init_never_overwrites_a_dockerignore(
 def test_init_into_a_missing_directory_is_an_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, _, err = cli(capsys, "init", str(tmp_path / "missing"))
-    assert code == 1 and "no such directory" in err
+    err = cli_error(capsys, "init", str(tmp_path / "missing"))
+    assert "no such directory" in err
 
 
 # -- help and version ------------------------------------------------------------------------------

@@ -6,25 +6,11 @@ import tomllib
 
 import pytest
 
-from bottle_engine.bundle.audit import AuditEntry
 from bottle_engine.errors import BottleError
 from bottle_lsp.allow_edit import line_edit, with_allowed
 from bottle_lsp.egress_view import aggregate, allow_entry
 from bottle_lsp.lenses import bottle_state, is_running
-
-
-def entry(host: str, decision: str = "allow", **fields: object) -> AuditEntry:
-    base: dict[str, object] = {
-        "time": "2026-11-30T04:00:00.000+00:00",
-        "method": "GET",
-        "host": host,
-        "port": 443,
-        "decision": decision,
-        "rule": "default-deny" if decision == "deny" else host,
-        "reason": "",
-        "kind": "http",
-    }
-    return AuditEntry.from_dict({**base, **fields})
+from tests.audit_entries import audit_entry as entry
 
 
 def test_rows_count_requests_and_bytes_per_host_and_decision() -> None:

@@ -7,6 +7,7 @@ without a new error taking its place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,23 @@ from tests.unit.test_manifest_source import offset
 CORPUS = Path(__file__).resolve().parent.parent / "manifests"
 
 
+def problems_of(text: str) -> list[Problem]:
+    """The problems of `text` as the good corpus manifest (its files exist beside it)."""
+    return load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+
+
 def apply(text: str, fix: Fix) -> str:
     start, end = offset(text, fix.span.start), offset(text, fix.span.end)
     return text[:start] + fix.replacement + text[end:]
+
+
+def fixed_clean(text: str, pick: Callable[[Problem], Fix] = lambda p: p.fixes[0]) -> str:
+    """`text` with the fix `pick` chooses for its only problem applied; the result must have
+    no problem left (a fix that trades one error for another is no fix)."""
+    (problem,) = problems_of(text)
+    fixed = apply(text, pick(problem))
+    assert problems_of(fixed) == []
+    return fixed
 
 
 def corpus_fixes() -> list[tuple[str, Path, Problem, Fix]]:
@@ -66,47 +81,38 @@ def test_applying_a_fix_removes_its_problem_and_adds_no_error(
 
 def test_misspelt_key_fix_renames_only_the_key() -> None:
     text = '[agents.dev]\nbotle = "default"\n\n[bottles.default]\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    (problem,) = problems_of(text)
     assert [f.replacement for f in problem.fixes] == ["bottle"]
     assert apply(text, problem.fixes[0]) == text.replace("botle", "bottle")
 
 
 def test_misspelt_dotted_key_fix_keeps_the_parent_part() -> None:
     text = '[agents.dev]\n[bottles.default]\negress.alow = ["example.com"]\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
-    fixed = apply(text, problem.fixes[0])
-    assert fixed.endswith('egress.allow = ["example.com"]\n')
-    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+    assert fixed_clean(text).endswith('egress.allow = ["example.com"]\n')
 
 
 def test_misspelt_table_header_fix_keeps_the_rest_of_the_header() -> None:
     text = '[agents.dev]\n[bottles.default.egres]\nallow = ["example.com"]\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
-    fixed = apply(text, problem.fixes[0])
-    assert "[bottles.default.egress]\n" in fixed
-    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+    assert "[bottles.default.egress]\n" in fixed_clean(text)
 
 
 def test_enum_fix_offers_the_closest_choice_as_a_quoted_string() -> None:
     text = '[agents.dev]\n[bottles.default]\nbackend = "dockr"\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    (problem,) = problems_of(text)
     assert [f.replacement for f in problem.fixes] == ['"docker"']
     assert 'backend = "docker"\n' in apply(text, problem.fixes[0])
 
 
 def test_enum_without_a_close_choice_offers_every_choice() -> None:
     text = '[agents.dev]\n[bottles.default]\nruntime = "zzz"\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
+    (problem,) = problems_of(text)
     assert [f.replacement for f in problem.fixes] == ['"auto"', '"runc"', '"runsc"']
 
 
 def test_missing_bottle_fix_can_add_the_table() -> None:
     text = '[agents.dev]\nbottle = "build"\n\n[bottles.default]\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
-    add_table = next(f for f in problem.fixes if f.title.startswith("Add"))
-    fixed = apply(text, add_table)
+    fixed = fixed_clean(text, lambda p: next(f for f in p.fixes if f.title.startswith("Add")))
     assert fixed.endswith("\n[bottles.build]\n")
-    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
 
 
 def test_duplicate_upstream_fix_removes_the_whole_section() -> None:
@@ -129,17 +135,12 @@ def test_secret_host_fix_extends_the_allowlist() -> None:
         'egress.allow = ["example.com"]\n'
         '[bottles.default.secrets.TOKEN]\nfrom_env = "TOKEN"\nhosts = ["api.example.com"]\n'
     )
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
-    assert problem.code == "BB304"
-    fixed = apply(text, problem.fixes[0])
-    assert 'egress.allow = ["example.com", "api.example.com"]' in fixed
-    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+    assert [p.code for p in problems_of(text)] == ["BB304"]
+    assert 'egress.allow = ["example.com", "api.example.com"]' in fixed_clean(text)
 
 
 def test_missing_bottle_fix_quotes_a_name_with_a_dot() -> None:
     text = '[agents.dev]\nbottle = "web.v2"\n\n[bottles.default]\n'
-    (problem,) = load_manifest_text(text, CORPUS / "good" / "bottle.toml").problems
-    (add_table,) = problem.fixes
-    fixed = apply(text, add_table)
-    assert fixed.endswith('\n[bottles."web.v2"]\n')
-    assert load_manifest_text(fixed, CORPUS / "good" / "bottle.toml").problems == []
+    (problem,) = problems_of(text)
+    assert len(problem.fixes) == 1  # the one that adds the table
+    assert fixed_clean(text).endswith('\n[bottles."web.v2"]\n')
