@@ -248,6 +248,7 @@ async def allow_host(ls: BottleLanguageServer, slug: str, host: str, port: int) 
             )
         ]
     )
+    await _show(ls, uri)
     result = await ls.workspace_apply_edit_async(
         types.ApplyWorkspaceEditParams(edit=edit, label=f"Allow {entry}")
     )
@@ -258,6 +259,19 @@ async def allow_host(ls: BottleLanguageServer, slug: str, host: str, port: int) 
             fix="try Allow again",
         )
     return {"uri": uri, "entry": entry, "applied": True, "already": False}
+
+
+async def _show(ls: BottleLanguageServer, uri: str) -> None:
+    """Put the manifest in an editor before the edit lands in it: a widened allowlist waits
+    there for the person to read and save. An edit to a file no editor shows is saved by the
+    editor itself (VS Code's `files.refactoring.autoSave`), unseen."""
+    window = ls.client_capabilities.window
+    if window is None or window.show_document is None or not window.show_document.support:
+        return
+    try:
+        await ls.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))
+    except Exception:  # the edit is still worth making; the extension opens it after
+        logger.warning("showing %s before the Allow edit failed", uri, exc_info=True)
 
 
 async def answer(

@@ -56,8 +56,11 @@ async def start(make_client: ClientFactory, tmp_path: Path, records: list[Any]) 
     client.edits = []  # type: ignore[attr-defined]
     client.feature("bottle/activity")(lambda params: client.activity.append(params))  # type: ignore[attr-defined]
 
+    client.shown_before_edit = []  # type: ignore[attr-defined]
+
     def apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
         client.edits.append(params)  # type: ignore[attr-defined]
+        client.shown_before_edit.append([d.uri for d in client.shown_documents])  # type: ignore[attr-defined]
         return types.ApplyWorkspaceEditResult(applied=True)
 
     client.feature(types.WORKSPACE_APPLY_EDIT)(apply)
@@ -124,6 +127,8 @@ async def test_the_egress_picture_fills_live_and_allow_edits_the_manifest(
         client, "bottle.allowHost", {"slug": "dev-1", "host": "stranger.test", "port": 80}
     )
     assert answer == {"uri": uri, "entry": "stranger.test", "applied": True, "already": False}
+    # Shown first: an edit to a manifest no editor shows would be saved by VS Code unseen.
+    assert client.shown_before_edit == [[uri]]  # type: ignore[attr-defined]
     (params,) = client.edits  # type: ignore[attr-defined]
     (change,) = params.edit.document_changes
     assert change.text_document.version == 1  # refused if the person typed meanwhile

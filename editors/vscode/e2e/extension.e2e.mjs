@@ -498,8 +498,10 @@ for raw in json.loads(sys.argv[1] if len(sys.argv) > 1 else ${JSON.stringify(JSO
     await status.first().waitFor({ timeout: 30_000 });
     const row = bottleRows(page, "dev-1");
     await row.first().waitFor({ timeout: 30_000 });
-    await page.waitForFunction(() => /2 denied/.test(document.body.innerText), null, { timeout: 30_000 });
-    assert.match(await row.first().innerText(), /dev · docker · gVisor · up \S+ · 2 denied/);
+    // The Bottles view refreshes on its own push: wait for this row to count the new refusal.
+    const counted = row.filter({ hasText: /2 denied/ });
+    await counted.first().waitFor({ timeout: 30_000 });
+    assert.match(await counted.first().innerText(), /dev · docker · gVisor · up \S+ · 2 denied/);
     await editor.shot("egress-view.png");
   });
 
@@ -754,8 +756,9 @@ for host in ("upstream.test", "stranger.test"):
     assert.match(await status.first().innerText(), /^\s*1\s*$/);
     const bottle = bottleRows(page, slug).first();
     await bottle.waitFor({ timeout: 30_000 });
-    await page.waitForFunction(() => /editor · docker · (gVisor|runc) · up \S+ · 1 denied/.test(document.body.innerText), null, { timeout: 30_000 });
-    assert.match(await bottle.innerText(), /editor · docker · (gVisor|runc) · up \S+ · 1 denied/);
+    const counted = bottleRows(page, slug).filter({ hasText: /1 denied/ });
+    await counted.first().waitFor({ timeout: 30_000 });
+    assert.match(await counted.first().innerText(), /editor · docker · (gVisor|runc) · up \S+ · 1 denied/);
     await editor.shot("real-egress-view.png");
   });
 
