@@ -102,3 +102,32 @@ def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_network(
         assert network_exists(docker_client, victim.name), "stop --rm removed another network"
     finally:
         remove_network(docker_client, victim.name)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: the bundle container `stop --rm` removes is named after the record's `name`, "
+    "which the bundle can forge (bottle.json is in the dir it mounts read-write)",
+)
+def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_bottles_bundle(
+    bottle_world: BottleWorld,
+    docker_client: Any,
+    clean_pool: None,  # noqa: F811
+) -> None:
+    neighbour = lifecycle.launch(bottle_world.manifest, "twin")
+    try:
+        record = lifecycle.launch(bottle_world.manifest, "victim")
+        try:
+            bundle = docker_client.containers.get(record.bundle_name)
+            forged = json.loads(state.bottle_dir(record.slug).joinpath("bottle.json").read_text())
+            forged["name"] = neighbour.name
+            code, output = bundle.exec_run(
+                ["python3", "-c", REWRITE.format(state=STATE_MOUNT), json.dumps(forged)]
+            )
+            assert code == 0, output
+        finally:
+            lifecycle.stop(record.slug, remove=True)
+        names = {c.name for c in docker_client.containers.list(all=True)}
+        assert neighbour.bundle_name in names, "stop --rm removed another bottle's bundle"
+    finally:
+        lifecycle.stop(neighbour.slug, remove=True)
