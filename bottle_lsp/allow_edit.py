@@ -8,14 +8,27 @@ trust the widened manifest (`trust_store`), as for any other edit.
 
 from __future__ import annotations
 
+import re
+import tomllib
 from dataclasses import dataclass
 from typing import Any
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import InlineTable
 
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
+
+# The editor's lines: LSP ends a line at \n, \r\n or \r only. `str.splitlines` also breaks at
+# U+2028, U+2029, U+0085, \f, \v and \x1c-\x1e, which TOML allows in comments and strings: a
+# manifest carrying them would get its edit lines further down than meant (into another array).
+_LSP_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def lsp_lines(text: str) -> list[str]:
+    """`text` as the editor numbers its lines, each with its line end."""
+    return _LSP_LINE.findall(text)
 
 
 @dataclass(frozen=True)
@@ -63,12 +76,36 @@ def with_allowed(text: str, bottle: str, entry: str) -> str | None:
     if any(isinstance(item, str) and item.strip().lower() == entry.lower() for item in allow):
         return None
     allow.append(entry)
-    return tomlkit.dumps(document)
+    new = tomlkit.dumps(document)
+    _check_only_added(text, new, bottle, entry)
+    return new
+
+
+def _check_only_added(old: str, new: str, bottle: str, entry: str) -> None:
+    """Refuse an edit that means more than `entry` added to this bottle's `allow`: tomlkit
+    writes some layouts back elsewhere (a table under a dotted key lands at the top level)."""
+    try:
+        expected = tomllib.loads(old)
+        egress = expected["bottles"][bottle].setdefault("egress", {})
+        egress["allow"] = [*egress.get("allow", []), entry]
+        same = tomllib.loads(new) == expected
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError):
+        same = False
+    if not same:
+        raise BottleError(
+            f"cannot add '{entry}' to bottles.{bottle}.egress.allow in this layout of bottle.toml",
+            fix=f'add "{entry}" to `allow` of [bottles.{bottle}.egress] by hand',
+        )
 
 
 def _child(table: Any, key: str, make: Any) -> Any:
     if key not in table:
-        table[key] = make()
+        # `bottles = { web = { ... } }`: a table inside an inline table must be inline too.
+        inline = isinstance(table, InlineTable) and make is tomlkit.table
+        made = tomlkit.inline_table() if inline else make()
+        table[key] = made
+        # tomlkit does not find a table just added under a dotted key (`web.backend = ...`)
+        return made
     value = table[key]
     if key == "egress" and not isinstance(value, dict):
         raise BottleError(f"'egress' of this bottle is not a table: {value!r}")
@@ -77,8 +114,8 @@ def _child(table: Any, key: str, make: Any) -> Any:
 
 def line_edit(old: str, new: str) -> LineEdit:
     """The smallest run of whole lines that turns `old` into `new`."""
-    before = old.splitlines(keepends=True)
-    after = new.splitlines(keepends=True)
+    before = lsp_lines(old)
+    after = lsp_lines(new)
     start = 0
     while start < min(len(before), len(after)) and before[start] == after[start]:
         start += 1

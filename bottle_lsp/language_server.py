@@ -38,7 +38,12 @@ class BottleLanguageServer(LanguageServer):
         bottles_max_age: float = 5.0,
         activity_interval: float = 3.0,
     ) -> None:
-        super().__init__("bottle-lsp", __version__)
+        # Whole-text sync: pygls applies a ranged change by `str.splitlines` lines, which also
+        # break at U+2028, U+0085 and the like (allowed in TOML comments and strings), so its
+        # copy would drift from the editor's, and Allow would edit the wrong lines.
+        super().__init__(
+            "bottle-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full
+        )
         self.engine = engine
         self.analyses: dict[str, Analysis] = {}
         self.debounce_tasks: dict[str, asyncio.Task[None]] = {}

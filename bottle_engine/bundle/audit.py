@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 # ask: held for a person ([egress] ask = true); the answer follows as its own entry.
 Verdict = Literal["allow", "deny", "ask"]
@@ -155,35 +156,125 @@ def read_audit(
 
     Without `follow`, ends at the end of the file (nothing if there is none yet). With `follow`,
     waits for new entries (and for the file to appear) until `stop` is set or the caller stops
-    iterating; a truncated or replaced file is read again from its start.
+    iterating; a truncated file is read again from its start, and a rotated one to its end
+    before its successor.
+
+    The file sits in a dir the bundle writes, so the reader holds at most `READ_CHUNK` plus
+    one line of `MAX_LINE_BYTES` (a longer one is skipped), opens no symlink, FIFO or
+    directory, and never sizes a read by what the file claims.
     """
-    pending = b""
-    position = 0
-    inode: int | None = None
-    while True:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            stat = None
-        if stat is not None:
-            if inode != stat.st_ino or stat.st_size < position:
-                inode, position, pending = stat.st_ino, 0, b""
-            if stat.st_size > position:
-                with path.open("rb") as handle:
-                    handle.seek(position)
-                    chunk = handle.read(stat.st_size - position)
-                position += len(chunk)
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    entry = _parse(line)
+    log = _LogReader(path)
+    try:
+        while True:
+            yield from log.read()
+            if not follow or (stop is not None and stop.is_set()):
+                return
+            if stop is not None:
+                stop.wait(poll_seconds)
+            else:
+                time.sleep(poll_seconds)
+    finally:
+        log.close()
+
+
+class _LogReader:
+    """The open log file and what is pending of its last line, from one read to the next."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: BinaryIO | None = None
+        self.lines = _Lines()
+
+    def read(self) -> Iterator[AuditEntry]:
+        """The entries written since the last read."""
+        current = _open_log(self.path)
+        if self.handle is not None and current is not None and _same_file(self.handle, current):
+            current.close()
+            if os.fstat(self.handle.fileno()).st_size < self.handle.tell():  # truncated
+                self.handle.seek(0)
+                self.lines = _Lines()
+        elif current is not None or self.handle is not None:
+            if self.handle is not None:  # rotated (or removed): the rest of it first
+                yield from self._finish(self.handle)
+            self.handle, self.lines = current, _Lines()
+        if self.handle is not None:
+            yield from self.lines.feed(self.handle)
+
+    def _finish(self, handle: BinaryIO) -> Iterator[AuditEntry]:
+        yield from self.lines.feed(handle)
+        for between in _rotated_after(self.path, handle):
+            with between:
+                yield from _Lines().feed(between)
+        handle.close()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+READ_CHUNK = 1024 * 1024
+MAX_LINE_BYTES = 256 * 1024  # a written line stays under about 4 KiB (every text field capped)
+
+
+class _Lines:
+    """Splits what is read into whole lines, dropping any longer than `MAX_LINE_BYTES`."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.skipping = False  # inside a line already too long: drop up to its end
+
+    def feed(self, handle: BinaryIO) -> Iterator[AuditEntry]:
+        """The entries of whole lines from `handle`'s position to its current end."""
+        while chunk := handle.read(READ_CHUNK):
+            *complete, rest = chunk.split(b"\n")
+            for line in complete:
+                if self.skipping:
+                    self.skipping = False
+                else:
+                    entry = _parse(self.pending + line)
                     if entry is not None:
                         yield entry
-        if not follow or (stop is not None and stop.is_set()):
-            return
-        if stop is not None:
-            stop.wait(poll_seconds)
+                self.pending = b""
+            if self.skipping or len(self.pending) + len(rest) > MAX_LINE_BYTES:
+                self.pending, self.skipping = b"", True
+            else:
+                self.pending += rest
+
+
+def _open_log(path: Path) -> BinaryIO | None:
+    """`path` opened for reading when it is a regular file (not through a symlink)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # missing, a symlink (ELOOP), or unreadable
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        return None
+    return os.fdopen(descriptor, "rb")
+
+
+def _rotated_after(path: Path, old: BinaryIO) -> list[BinaryIO]:
+    """The rotated files newer than `old` (which was the live log), oldest first: the log
+    may have rotated more than once between two reads."""
+    older_first = [path.with_name(f"{path.name}.{i}") for i in range(BACKUPS, 0, -1)]
+    found: list[BinaryIO] = []
+    for rotated in older_first:
+        handle = _open_log(rotated)
+        if handle is None:
+            continue
+        if _same_file(handle, old):  # everything before it is older than what was read
+            handle.close()
+            for earlier in found:
+                earlier.close()
+            found = []
         else:
-            time.sleep(poll_seconds)
+            found.append(handle)
+    return found
+
+
+def _same_file(one: BinaryIO, other: BinaryIO) -> bool:
+    a, b = os.fstat(one.fileno()), os.fstat(other.fileno())
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _parse(line: bytes) -> AuditEntry | None:

@@ -92,8 +92,10 @@ async def test_changes_are_revalidated(client: LanguageClient, project: Path) ->
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[
-                types.TextDocumentContentChangePartial(range=rng((9, 11), (9, 17)), text="dokcer")
+            content_changes=[  # the server asks for whole-text sync
+                types.TextDocumentContentChangeWholeDocument(
+                    text=MANIFEST.replace('backend = "docker"', 'backend = "dokcer"', 1)
+                )
             ],
         )
     )
@@ -114,13 +116,13 @@ async def test_a_burst_of_changes_is_validated_once_for_its_last_version(
     await wait_for_diagnostics(client, uri, 0)
     published: list[types.PublishDiagnosticsParams] = client.published  # type: ignore[attr-defined]
     published.clear()
+    text = MANIFEST
     for version, letter in enumerate("xyz", start=2):
+        text = letter + text
         client.text_document_did_change(
             types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[
-                    types.TextDocumentContentChangePartial(range=rng((0, 0), (0, 0)), text=letter)
-                ],
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
             )
         )
     for _ in range(1500):

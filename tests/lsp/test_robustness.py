@@ -49,18 +49,13 @@ async def test_random_edits_never_make_the_server_fail(
     for version, (where, delete, insert) in enumerate(changes, start=2):
         at = int(where * len(text))
         end = min(at + delete, len(text))
-        shared_client.text_document_did_change(
+        text = text[:at] + insert + text[end:]
+        shared_client.text_document_did_change(  # the server asks for whole-text sync
             types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[
-                    types.TextDocumentContentChangePartial(
-                        range=types.Range(start=position(text, at), end=position(text, end)),
-                        text=insert,
-                    )
-                ],
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
             )
         )
-        text = text[:at] + insert + text[end:]
         cursor = position(text, min(at + len(insert), len(text)))
         await shared_client.text_document_completion_async(
             types.CompletionParams(text_document=document, position=cursor)
