@@ -1,13 +1,15 @@
 """One bottle's state dir: the names and permissions of everything in it.
 
-The dir is the bottle's record, the bundle's config, secrets and git keys (mounted read-only
-into the bundle), the proxy's audit log and CA, the readiness file, the approval requests and
+The dir is the bundle's config, secrets and git keys (mounted read-only into the bundle), the
+proxy's audit log and CA, the readiness file, the approval requests and
 the git gate's log and mirrors. It is mounted read-write into the bundle (at `STATE_MOUNT`) and
 never into the agent. Every host-side reader and writer finds a file here, so a name is spelled
 once; the names the bundle also uses are the constants of `bundle/config.py` (its contract).
+The engine's record of the bottle is not here (records.py): the bundle may replace any file in
+a dir it mounts read-write, and the engine acts on what a record names.
 
 Permissions: the dir and every dir the engine makes in it are 0700, every file it writes 0600,
-so no other host account reads a secret, a record or an approval whatever the umask.
+so no other host account reads a secret or an approval whatever the umask.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from bottle_engine.bundle.config import (
 )
 from bottle_engine.errors import BottleError
 
-RECORD_NAME = "bottle.json"  # the engine's record of the bottle (records.py)
 SECRETS_DIR_NAME = "secrets"  # one 0600 file per secret value
 GIT_KEYS_DIR_NAME = "git-keys"  # identity files and known_hosts of git upstreams
 UPSTREAM_CA_NAME = "upstream-ca.pem"  # the bottle's [egress] upstream_ca, checked and copied
@@ -42,8 +43,8 @@ PRIVATE_FILE_MODE = 0o600
 
 
 class _Entry:
-    """A path of fixed name in a bottle's dir, read as an attribute: `bottle_dir.record` is
-    ``bottle_dir.path / RECORD_NAME``. One line per name, so each name is spelled once."""
+    """A path of fixed name in a bottle's dir, read as an attribute: `bottle_dir.egress_log` is
+    ``bottle_dir.path / EGRESS_LOG_NAME``. One line per name, so each name is spelled once."""
 
     def __init__(self, *parts: str) -> None:
         self.parts = parts
@@ -73,7 +74,6 @@ class BottleDir:
         return cls(state.make_bottle_dir(slug))
 
     # -- the names (each a `_Entry`: the path of one fixed name in this dir) -------------------
-    record = _Entry(RECORD_NAME)
     bundle_config = _Entry(CONFIG_FILE_NAME)
     egress_log = _Entry(EGRESS_LOG_NAME)
     ca_dir = _Entry(CA_DIR_NAME)

@@ -153,6 +153,7 @@ def stop(slug: str, *, remove: bool = False) -> None:
     _backend(record).stop(record, remove=remove)
     if remove:
         BottleDir.of(slug).remove()
+        records.remove(slug)
 
 
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:

@@ -1,7 +1,12 @@
-"""Bottle records: what the engine remembers about each bottle instance, in its state dir.
+"""Bottle records: what the engine remembers about each bottle instance.
 
 A record lets `ls`, `attach`, `stop` and `resume` work after the CLI restarts; the containers
 and networks also carry labels, so `ls` and `gc` find them even when a record is lost.
+
+Records live in `<state>/records/<slug>.json`, apart from the bottle's own dir: that dir is
+mounted read-write into the bundle, and a record there could be replaced by a bundle the
+agent's traffic took over. `stop --rm` removes the containers and networks a record names, so
+a forged record turned it against another bottle's bundle or any network on the host.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine import state
-from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.errors import BottleError
 from bottle_engine.plan import BottlePlan, bundle_name_of, internal_network_of
 from bottle_engine.status import UNKNOWN, BottleStatus
 
@@ -169,17 +174,29 @@ def record_for(plan: BottlePlan, backend: str, resources: BottleResources) -> Bo
 
 
 def record_path(slug: str) -> Path:
-    return BottleDir.of(slug).record
+    """Where bottle `slug`'s record is (no bundle mounts it). `slug` comes from the command
+    line: a name with a path in it would read a file outside the records."""
+    if not slug or slug.startswith(".") or "/" in slug or "\0" in slug:
+        raise BottleError(
+            f"{slug!r} is not a bottle's name", fix="`bottle-engine ls` lists bottles"
+        )
+    return state.records_dir() / f"{slug}.json"
 
 
 def save(record: BottleRecord) -> None:
     """Write atomically (a crash never leaves half a record), mode 0600 in a 0700 dir."""
-    path = BottleDir.create(record.slug).record
+    path = record_path(record.slug)
+    state.private_dir(path.parent)
     data = record.stored_json()
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         temp = Path(out.name)
     os.replace(temp, path)
+
+
+def remove(slug: str) -> None:
+    """Forget bottle `slug` (its dir is removed apart: `BottleDir.remove`)."""
+    record_path(slug).unlink(missing_ok=True)
 
 
 def load(slug: str) -> BottleRecord | None:
@@ -202,8 +219,8 @@ def from_json(data: Mapping[str, Any]) -> BottleRecord:
 
 
 def all_records() -> list[BottleRecord]:
-    root = state.state_dir() / "bottles"
+    root = state.records_dir()
     if not root.is_dir():
         return []
-    found = (load(child.name) for child in sorted(root.iterdir()) if child.is_dir())
+    found = (load(child.stem) for child in sorted(root.glob("*.json")) if child.is_file())
     return [record for record in found if record is not None]

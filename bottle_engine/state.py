@@ -36,6 +36,11 @@ def state_id() -> str:
     return hashlib.sha256(str(state_dir().resolve()).encode()).hexdigest()[:16]
 
 
+def records_dir() -> Path:
+    """The engine's records of its bottles (records.py): never mounted into a container."""
+    return state_dir() / "records"
+
+
 def bottle_dir(slug: str) -> Path:
     """The state directory of one bottle instance."""
     return state_dir() / "bottles" / slug
@@ -87,8 +92,8 @@ def make_cache_dir() -> Path:
 
 def exposed_dirs() -> list[tuple[Path, int]]:
     """Directories of the state and cache roots that other host users may enter or read:
-    (path, mode) for the roots, bottles/ and each bottle's dir (doctor's check)."""
-    candidates = [cache_dir(), state_dir(), state_dir() / "bottles"]
+    (path, mode) for the roots, records/, bottles/ and each bottle's dir (doctor's check)."""
+    candidates = [cache_dir(), state_dir(), records_dir(), state_dir() / "bottles"]
     bottles = state_dir() / "bottles"
     if bottles.is_dir():
         candidates += sorted(child for child in bottles.iterdir() if child.is_dir())

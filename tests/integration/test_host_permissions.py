@@ -76,7 +76,7 @@ def test_other_host_users_cannot_read_a_bottles_state(
     bottle = state_root / "bottles" / record.slug
     files = [
         bottle / "bundle.json",
-        bottle / "bottle.json",
+        state_root / "records" / f"{record.slug}.json",
         bottle / "secrets" / "TEST_TOKEN",
         bottle / "ca" / "mitmproxy-ca.pem",  # the CA's private key
         bottle / "egress.jsonl",
@@ -90,7 +90,7 @@ def test_other_host_users_cannot_read_a_bottles_state(
     }
     read = {}
     for who, uid in users.items():
-        for directory in (state_root, state_root / "bottles", bottle):
+        for directory in (state_root, state_root / "records", state_root / "bottles", bottle):
             read[(who, str(directory))] = _as_user(uid, ["ls", str(directory)]).returncode == 0
         for path in files:
             read[(who, str(path))] = _as_user(uid, ["cat", str(path)]).returncode == 0
@@ -100,7 +100,9 @@ def test_other_host_users_cannot_read_a_bottles_state(
 def test_a_bottles_files_are_private_to_their_owner(launched: tuple[Any, Path]) -> None:
     record, state_root = launched
     bottle = state_root / "bottles" / record.slug
-    for directory in (state_root, state_root / "bottles", bottle, bottle / "secrets"):
+    records = state_root / "records"
+    for directory in (state_root, records, state_root / "bottles", bottle, bottle / "secrets"):
         assert directory.stat().st_mode & 0o777 == 0o700, directory
-    for path in (bottle / "bundle.json", bottle / "bottle.json", bottle / "egress.jsonl"):
+    record_file = records / f"{record.slug}.json"
+    for path in (bottle / "bundle.json", record_file, bottle / "egress.jsonl"):
         assert path.stat().st_mode & 0o077 == 0, path

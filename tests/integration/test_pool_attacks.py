@@ -1,5 +1,6 @@
 """Attacks on the warm pool from a hostile bundle, on the real daemon: a member that never
-answers once claimed, and a bundle rewriting what the engine keeps in the state dir it mounts."""
+answers once claimed, and a bundle forging the engine's record of its bottle in the dir it
+mounts."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from bottle_engine import lifecycle, pool, state
+from bottle_engine import lifecycle, pool, records, state
 from bottle_engine.backends import warm_pool
 from bottle_engine.bundle.config import STATE_MOUNT
 from bottle_engine.dockerapi.networks import network_exists, remove_network
 from bottle_engine.errors import BottleError
+from bottle_engine.records import GatewayNames
 from tests.bottle_fixtures import TEST_LABEL, BottleWorld, labelled_leftovers
 from tests.integration.test_pool import _pool_resources, clean_pool  # noqa: F401 (fixture)
 
@@ -59,9 +61,11 @@ def test_a_claimed_member_that_never_answers_fails_the_launch_and_leaves_nothing
     assert not any((pool.pool_root() / "staging").glob("*"))
 
 
-# The bundle cannot read bottle.json (0600, the engine's), but the dir is its own: it may put
-# any file in its place. What it writes is the engine's record with one name changed (it knows
-# or guesses the rest: its slug, addresses and networks are in its own config).
+# The engine's record once lived in the bundle's own dir as bottle.json, where the bundle could
+# put any file in its place. The forgery is the engine's record with one name changed (the
+# bundle knows or guesses the rest: its slug, addresses and networks are in its own config),
+# written where the record used to be; the record now lives in records/, which no container
+# mounts.
 REWRITE = """
 import os, sys
 path = "{state}/bottle.json"
@@ -71,11 +75,6 @@ os.replace(path + ".new", path)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: bottle.json lives in the state dir the bundle mounts read-write, and "
-    "`stop --rm` removes (force-disconnecting) whatever networks it names",
-)
 def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_network(
     bottle_world: BottleWorld,
     docker_client: Any,
@@ -89,14 +88,15 @@ def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_network(
         record = lifecycle.launch(bottle_world.manifest, "victim")
         try:
             bundle = docker_client.containers.get(record.bundle_name)
-            forged = json.loads(state.bottle_dir(record.slug).joinpath("bottle.json").read_text())
+            forged = json.loads(records.record_path(record.slug).read_text())
             forged["resources"]["gateway"]["internal_network"] = victim.name
             code, output = bundle.exec_run(
                 ["python3", "-c", REWRITE.format(state=STATE_MOUNT), json.dumps(forged)]
             )
-            assert code == 0, output
-            stored = json.loads(state.bottle_dir(record.slug).joinpath("bottle.json").read_text())
-            assert stored["resources"]["gateway"]["internal_network"] == victim.name
+            assert code == 0, output  # the bundle wrote it: the dir is its own
+            assert state.bottle_dir(record.slug).joinpath("bottle.json").is_file()
+            kept = GatewayNames.of_record(lifecycle.find(record.slug))
+            assert kept.internal_network != victim.name
         finally:
             lifecycle.stop(record.slug, remove=True)
         assert network_exists(docker_client, victim.name), "stop --rm removed another network"
@@ -104,11 +104,6 @@ def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_network(
         remove_network(docker_client, victim.name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the bundle container `stop --rm` removes is named after the record's `name`, "
-    "which the bundle can forge (bottle.json is in the dir it mounts read-write)",
-)
 def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_bottles_bundle(
     bottle_world: BottleWorld,
     docker_client: Any,
@@ -119,7 +114,7 @@ def test_a_bundle_rewriting_its_record_cannot_make_stop_remove_another_bottles_b
         record = lifecycle.launch(bottle_world.manifest, "victim")
         try:
             bundle = docker_client.containers.get(record.bundle_name)
-            forged = json.loads(state.bottle_dir(record.slug).joinpath("bottle.json").read_text())
+            forged = json.loads(records.record_path(record.slug).read_text())
             forged["name"] = neighbour.name
             code, output = bundle.exec_run(
                 ["python3", "-c", REWRITE.format(state=STATE_MOUNT), json.dumps(forged)]

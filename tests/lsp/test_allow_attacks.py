@@ -15,28 +15,11 @@ from pytest_lsp import LanguageClient
 from tests.lsp.conftest import ClientFactory, open_document
 from tests.lsp.test_activity import record, start
 from tests.lsp.test_commands import execute
+from tests.unit.test_lsp_allow_attacks import HOSTILE
 
 pytestmark = pytest.mark.asyncio
 
-BREAKS = "\u2028\u2029\x85\u2028\u2029\x85"  # line breaks to Python, not to the editor
-MANIFEST = f"""\
-[agents.dev]
-bottle = "web"
-
-[bottles.web]  # the team's bottle{BREAKS}
-backend = "docker"
-
-[bottles.web.egress]
-allow = [
-    "upstream.test",
-]
-
-[bottles.web.secrets.TOKEN]
-from_env = "TOKEN"
-hosts = [
-    "upstream.test",
-]
-"""
+MANIFEST = HOSTILE  # comments with line breaks to Python, not to the editor
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,18 @@ def entry(number: int, decision: str = "deny") -> AuditEntry:
     )
 
 
+def assert_read_in_bounded_memory(path: Path) -> None:
+    """The log at `path` holds one entry (h1.test), found while holding under 8 MiB at once."""
+    tracemalloc.start()
+    try:
+        found = list(read_audit(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [e.host for e in found] == ["h1.test"]
+    assert peak < 8 * 1024 * 1024, f"the reader held {peak} bytes at once"
+
+
 def test_a_line_without_an_end_does_not_take_the_readers_memory(tmp_path: Path) -> None:
     """A bundle (it parses the agent's traffic) writing 32 MiB with no newline, then a real
     entry: the reader skips the junk in bounded memory and still reads the entry."""
@@ -39,14 +51,7 @@ def test_a_line_without_an_end_does_not_take_the_readers_memory(tmp_path: Path) 
             out.write(block)
         out.write(b"\n" + entry(1).to_json().encode() + b"\n")
     del block
-    tracemalloc.start()
-    try:
-        found = list(read_audit(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert [e.host for e in found] == ["h1.test"]
-    assert peak < 8 * 1024 * 1024, f"the reader held {peak} bytes at once"
+    assert_read_in_bounded_memory(path)
 
 
 def test_a_sparse_giant_log_is_read_in_bounded_memory(tmp_path: Path) -> None:
@@ -55,14 +60,7 @@ def test_a_sparse_giant_log_is_read_in_bounded_memory(tmp_path: Path) -> None:
     with path.open("wb") as out:
         out.write(entry(1).to_json().encode() + b"\n")
         out.truncate(256 * 1024 * 1024)
-    tracemalloc.start()
-    try:
-        found = list(read_audit(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert [e.host for e in found] == ["h1.test"]
-    assert peak < 8 * 1024 * 1024, f"the reader held {peak} bytes at once"
+    assert_read_in_bounded_memory(path)
 
 
 def test_rotation_between_two_reads_loses_no_entry(tmp_path: Path) -> None:

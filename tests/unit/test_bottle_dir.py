@@ -165,7 +165,7 @@ def test_logs_egress_prints_the_rotated_audit_log_before_the_live_one(
     records.save(
         records.BottleRecord("s1", "bottle-s1", "dev", "default", "docker", "m", "/", "t", "i", "n")
     )
-    bottle_dir = BottleDir.of("s1")
+    bottle_dir = BottleDir.create("s1")
     bottle_dir.write_private(bottle_dir.path / "egress.jsonl.2", '{"n": 1}\n')
     bottle_dir.write_private(bottle_dir.path / "egress.jsonl.1", '{"n": 2}\n')
     bottle_dir.write_private(bottle_dir.egress_log, '{"n": 3}\n')

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from bottle_engine import records
-from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.status import BottleStatus
 
@@ -54,8 +53,9 @@ OLD_SMOL = {
 
 
 def write_raw(data: dict[str, object]) -> None:
-    bottle_dir = BottleDir.create(str(data["slug"]))
-    bottle_dir.write_private(bottle_dir.record, json.dumps(data))
+    path = records.record_path(str(data["slug"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
 
 
 def test_a_record_written_before_loads_typed() -> None:
@@ -82,7 +82,7 @@ def test_saving_a_loaded_record_writes_the_json_it_was_read_from(old: dict[str, 
     loaded = records.load(str(old["slug"]))
     assert loaded is not None
     records.save(loaded.with_status(BottleStatus("degraded: bundle down", "resume it")))
-    saved = json.loads(BottleDir.of(str(old["slug"])).record.read_text())
+    saved = json.loads(records.record_path(str(old["slug"])).read_text())
     expected = {k: v for k, v in old.items() if k not in ("status", "from_the_future")}
     assert saved == expected
 
