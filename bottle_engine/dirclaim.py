@@ -14,6 +14,8 @@ import errno
 import os
 from pathlib import Path
 
+from bottle_engine.errors import BottleError
+
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -56,4 +58,11 @@ def move_noreplace(source: Path, target: Path) -> None:
             raise FileExistsError(code, os.strerror(code), str(target))
         if code == errno.ENOENT:
             raise FileNotFoundError(code, os.strerror(code), str(source))
+        if code in (errno.EINVAL, errno.ENOSYS):  # NFS, some FUSE and overlay filesystems
+            raise BottleError(
+                f"{target.parent}: this filesystem cannot rename without replacing "
+                f"(renameat2 RENAME_NOREPLACE: {os.strerror(code)}), which bot-bottle needs so "
+                "that two launches never share a bottle's state",
+                fix="put the state dir on a local filesystem: set BOTTLE_STATE_DIR",
+            )
         raise OSError(code, os.strerror(code), str(source))

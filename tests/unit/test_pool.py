@@ -94,6 +94,29 @@ def test_a_bottle_name_is_never_shared_even_with_an_empty_dir_in_place(state_roo
     assert sorted(p.name for p in (state_root / "bottles").iterdir()) == ["dev", "dev-2"]
 
 
+def test_a_filesystem_without_no_replace_renames_is_a_clear_error(
+    state_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS answers renameat2(RENAME_NOREPLACE) with EINVAL: falling back to a plain rename
+    would let two launches share a dir, so the launch stops and says where to put the state."""
+    import ctypes
+    import errno
+
+    from bottle_engine import dirclaim
+
+    def refused(*_: object) -> int:
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    monkeypatch.setattr(dirclaim, "_RENAME", refused)
+    source, target = state_root / "a", state_root / "b"
+    source.mkdir(parents=True)
+    with pytest.raises(BottleError, match="cannot rename without replacing") as raised:
+        dirclaim.move_noreplace(source, target)
+    assert "BOTTLE_STATE_DIR" in (raised.value.fix or "")
+    assert source.is_dir() and not target.exists()
+
+
 def test_removing_a_pooled_bottle_removes_its_link_and_its_members_dir_only(
     state_root: Path, tmp_path: Path
 ) -> None:
