@@ -106,11 +106,13 @@ def test_a_rotation_named_with_a_non_ascii_digit_does_not_crash_the_command(
 def test_terminal_escapes_in_the_log_never_reach_the_terminal_raw(
     bottle_dir: BottleDir, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The bundle writes a line whose host carries raw ESC (an OSC 52 clipboard write, a line
-    erase) and a bidi override: printed, each must be an escape, the entry still readable."""
-    hostile = "evil.test\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b[2K\u202e"
-    raw = json.dumps(json.loads(entry("x").to_json()) | {"host": hostile}, ensure_ascii=False)
-    bottle_dir.write_private(bottle_dir.egress_log, raw + "\n")
+    """The bundle writes a raw line of terminal escapes (an OSC 52 clipboard write, a line
+    erase) and an entry whose host carries a bidi override and escapes: printed, none may be
+    raw, and the entry still reads back."""
+    clipboard = "\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b[2K"
+    hostile = f"evil.test{clipboard}\u202e"
+    as_entry = json.dumps(json.loads(entry("x").to_json()) | {"host": hostile}, ensure_ascii=False)
+    bottle_dir.write_private(bottle_dir.egress_log, f"{clipboard}\n{as_entry}\n")
     out = logs_egress(capsys)
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert json.loads(out)["host"] == hostile
