@@ -88,17 +88,6 @@ class BottleDir:
     git_gate_repos = _Entry(GIT_GATE_REPOS_NAME)
     accounts_dir = _Entry(ACCOUNTS_DIR_NAME)
 
-    def egress_logs(self) -> list[Path]:
-        """The egress audit log and its rotations that exist, oldest first (bundle/audit.py
-        rotates to ``egress.jsonl.1`` .. ``.N``, the highest number the oldest)."""
-        rotated = [
-            p
-            for p in self.path.glob(f"{EGRESS_LOG_NAME}.*")
-            if p.name.removeprefix(f"{EGRESS_LOG_NAME}.").isdigit()
-        ]
-        rotated.sort(key=lambda p: int(p.name.rsplit(".", 1)[1]), reverse=True)
-        return rotated + ([self.egress_log] if self.egress_log.exists() else [])
-
     def secret_file(self, name: str) -> Path:
         return self.secrets_dir / _plain_name(name, "secret")
 

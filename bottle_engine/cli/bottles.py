@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from rich.table import Table
 
 from bottle_engine import lifecycle
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.bundle.audit import BACKUPS as AUDIT_BACKUPS
+from bottle_engine.bundle.audit import read_audit
 from bottle_engine.cli.output import (
     Subparsers,
     add_agent_command,
@@ -258,27 +258,17 @@ def run_logs(args: argparse.Namespace) -> int:
 
 
 def _egress_lines(bottle_dir: BottleDir, *, follow: bool) -> Iterator[str]:
-    """The egress audit log from its oldest rotation on; then, with `follow`, what comes."""
-    *rotated, _ = bottle_dir.egress_logs() or [bottle_dir.egress_log]
-    for path in rotated:
-        yield from _lines(path, follow=False)
-    yield from _lines(bottle_dir.egress_log, follow=follow)
+    """The egress audit log from its oldest rotation on; then, with `follow`, what comes.
 
-
-def _lines(file_path: Path, *, follow: bool) -> Iterator[str]:
-    while not file_path.exists():
-        if not follow:
-            return
-        time.sleep(0.5)
-    with file_path.open(encoding="utf-8") as log:
-        while True:
-            line = log.readline()
-            if line:
-                yield line
-            elif follow:
-                time.sleep(0.3)
-            else:
-                return
+    The files are the bundle's (it writes the dir), so they are read with `read_audit` (no
+    symlink, FIFO or unbounded line) and each entry is printed as the JSON line we write, which
+    escapes every control character: no byte of the bundle's reaches the terminal raw."""
+    log = bottle_dir.egress_log
+    for index in range(AUDIT_BACKUPS, 0, -1):
+        for entry in read_audit(log.with_name(f"{log.name}.{index}")):
+            yield entry.to_json() + "\n"
+    for entry in read_audit(log, follow=follow):
+        yield entry.to_json() + "\n"
 
 
 def run_gc(args: argparse.Namespace) -> int:

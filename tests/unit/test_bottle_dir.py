@@ -140,35 +140,3 @@ def test_a_name_with_a_path_in_it_never_names_a_file_outside_the_dir(tmp_path: P
             bottle_dir.secret_file(name)
         with pytest.raises(BottleError, match="cannot name a file"):
             bottle_dir.git_identity(name)
-
-
-def test_egress_logs_lists_the_rotations_oldest_first_then_the_live_log(tmp_path: Path) -> None:
-    bottle_dir = BottleDir(tmp_path)
-    assert bottle_dir.egress_logs() == []
-    for name in ("egress.jsonl", "egress.jsonl.1", "egress.jsonl.2", "egress.jsonl.10"):
-        (tmp_path / name).write_text(name)
-    (tmp_path / "egress.jsonl.tmp").write_text("not a rotation")
-    assert [p.name for p in bottle_dir.egress_logs()] == [
-        "egress.jsonl.10",
-        "egress.jsonl.2",
-        "egress.jsonl.1",
-        "egress.jsonl",
-    ]
-
-
-def test_logs_egress_prints_the_rotated_audit_log_before_the_live_one(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from bottle_engine import records
-    from bottle_engine.cli import main
-
-    records.save(
-        records.BottleRecord("s1", "bottle-s1", "dev", "default", "docker", "m", "/", "t", "i", "n")
-    )
-    bottle_dir = BottleDir.create("s1")
-    bottle_dir.write_private(bottle_dir.path / "egress.jsonl.2", '{"n": 1}\n')
-    bottle_dir.write_private(bottle_dir.path / "egress.jsonl.1", '{"n": 2}\n')
-    bottle_dir.write_private(bottle_dir.egress_log, '{"n": 3}\n')
-
-    assert main(["logs", "s1", "--egress"]) == 0
-    assert capsys.readouterr().out == '{"n": 1}\n{"n": 2}\n{"n": 3}\n'

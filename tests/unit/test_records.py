@@ -127,3 +127,32 @@ def test_a_record_is_built_with_typed_resources_only() -> None:
         "agent_image": "",
         "bundle_image": "",
     }
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "../escape",
+        "a/../../b",
+        ".",
+        "..",
+        ".hidden",
+        "",
+        "a\0b",
+        pytest.param("a" * 300, id="overlong"),
+    ],
+)
+def test_a_slug_that_is_not_a_bottles_name_is_refused_before_any_file_is_touched(
+    slug: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stop --rm SLUG` takes SLUG from the command line: a path in it would read (and remove)
+    a record outside records/, an overlong one failed with a traceback."""
+    from bottle_engine import state
+    from bottle_engine.cli import main
+
+    outside = state.state_dir() / "escape.json"
+    state.private_dir(state.records_dir())
+    outside.write_text("{}")
+    assert main(["stop", "--rm", slug]) != 0
+    assert "is not a bottle's name" in capsys.readouterr().err
+    assert outside.read_text() == "{}"
