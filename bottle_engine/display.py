@@ -15,8 +15,10 @@ Standard library only: the bundle imports it too.
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 
 DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with a marker
 
@@ -68,3 +70,26 @@ def safe_editor_text(text: object, limit: int = DEFAULT_LIMIT) -> str:
     """`safe_text` for an editor's message and label surfaces: the ``(`` of ``](`` and ``$(``
     is shown as the escape ``\\x28``, so no link or icon can be made of the agent's text."""
     return _EDITOR_SYNTAX.sub(lambda match: match.group(1) + "\\x28", safe_text(text, limit))
+
+
+LOG_LINE_LIMIT = 64 * 1024  # characters held waiting for a newline; a longer run is cut there
+
+
+def safe_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """A byte stream (a container's log) as lines made safe by `safe_text`, each ending in a
+    newline: for output that carries agent-chosen text but is not the agent's own terminal
+    (the bundle's log names the hosts the agent asked for). A line that never ends is cut every
+    `LOG_LINE_LIMIT` characters, so a stream without newlines is not held in memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        *lines, pending = pending.split("\n")
+        while len(pending) > LOG_LINE_LIMIT:
+            lines.append(pending[:LOG_LINE_LIMIT])
+            pending = pending[LOG_LINE_LIMIT:]
+        for line in lines:
+            yield safe_text(line, -1) + "\n"
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield safe_text(pending, -1) + "\n"

@@ -25,7 +25,7 @@ from bottle_engine.cli.output import (
 )
 from bottle_engine.cli.progress import cli_progress, paused
 from bottle_engine.cli.trust import print_review
-from bottle_engine.display import safe_markup
+from bottle_engine.display import safe_lines, safe_markup
 from bottle_engine.trust_store import TrustReview
 
 LAUNCH_HELP = """\
@@ -251,7 +251,13 @@ def run_logs(args: argparse.Namespace) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
         return 0
-    for chunk in lifecycle.logs(record.slug, bundle=args.bundle, follow=args.follow):
+    chunks = lifecycle.logs(record.slug, bundle=args.bundle, follow=args.follow)
+    if args.bundle:  # the bundle's own output names what the agent asked for: made safe
+        for line in safe_lines(chunks):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        return 0
+    for chunk in chunks:  # the agent's own terminal stream, as `attach` shows it (README)
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
     return 0

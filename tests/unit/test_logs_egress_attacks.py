@@ -128,3 +128,32 @@ def test_entries_are_printed_oldest_rotation_first_one_json_line_each(
     )
     lines = logs_egress(capsys).splitlines()
     assert [json.loads(line)["host"] for line in lines] == ["a.test", "b.test", "c.test"]
+
+
+def test_logs_bundle_shows_the_agents_host_names_escaped(
+    bottle_dir: BottleDir, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`logs SLUG --bundle` is the bundle's output, which names the hosts the agent asked for
+    (mitmproxy logs each connection): an OSC 52 clipboard write or a line eraser in a host name
+    must arrive as text. Chunks split a line and a UTF-8 character; both come out whole."""
+    from bottle_engine import lifecycle
+
+    hostile = "GET http://\x1b]52;c;cm0gLXJmIH4K\x07evil.test/\x1b[2K\u202e/ 403\n".encode()
+    chunks = [b"proxy listening\n", hostile[:9], hostile[9:], "caf\u00e9 ok\n".encode()[:4]]
+    chunks.append("caf\u00e9 ok\n".encode()[4:])
+    monkeypatch.setattr(lifecycle, "logs", lambda slug, bundle, follow: iter(chunks))
+    assert main(["logs", SLUG, "--bundle"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert out.splitlines() == [
+        "proxy listening",
+        "GET http://\\x1b]52;c;cm0gLXJmIH4K\\x07evil.test/\\x1b[2K\\u202e/ 403",
+        "caf\u00e9 ok",
+    ]
+
+
+def test_logs_bundle_cuts_a_line_that_never_ends() -> None:
+    from bottle_engine.display import LOG_LINE_LIMIT, safe_lines
+
+    lines = list(safe_lines(iter([b"x" * (LOG_LINE_LIMIT + 10)])))
+    assert [len(line) for line in lines] == [LOG_LINE_LIMIT + 1, 11]
