@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = EGRESS.parser(
         wait_help="a warm pool member: make the CA, then wait until the config file appears",
     )
-    args = parser.parse_args(argv)
+    args = EGRESS.parse(parser, argv)
     logging.basicConfig(level=logging.WARNING, format="egress: %(message)s")
     try:
         if args.wait_for_config:

@@ -17,6 +17,8 @@ from pathlib import Path
 from bottle_engine.bundle.config import CONFIG_PATH, EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
 from bottle_engine.bundle.waiting import WAIT_FLAG, wait_for_file
 
+ANY_CLIENT = "any"  # --allowed-client's explicit "no peer check"; the supervisor never writes it
+
 
 @dataclass(frozen=True)
 class ServiceCommand:
@@ -44,7 +46,9 @@ class ServiceCommand:
     ) -> argparse.ArgumentParser:
         """The parser for `argv`; the address and port read back as `args.listen` and
         `args.port` whatever this service's flags are called."""
-        parser = argparse.ArgumentParser(prog=f"python -m {self.module}", description=description)
+        parser = argparse.ArgumentParser(
+            prog=f"python -m {self.module}", description=description, allow_abbrev=False
+        )
         parser.add_argument("--config", type=Path, default=CONFIG_PATH, help="bundle.json")
         parser.add_argument(
             self.listen_flag,
@@ -53,16 +57,30 @@ class ServiceCommand:
             help="address to listen on (the bundle's internal one)",
         )
         parser.add_argument(self.port_flag, dest="port", type=int, default=self.port)
-        parser.add_argument("--allowed-client", help=f"the agent's address: {self.others}")
+        parser.add_argument(
+            "--allowed-client",
+            required=True,  # fail closed: a service started without it would answer any peer
+            metavar="ADDRESS",
+            help=f"the agent's address: {self.others}; `{ANY_CLIENT}` answers every client "
+            "(a service run on its own, as in tests)",
+        )
         parser.add_argument(WAIT_FLAG, action="store_true", help=wait_help)
         return parser
+
+    @staticmethod
+    def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+        """Parse `argv`; `--allowed-client any` reads back as None (no peer check)."""
+        args = parser.parse_args(argv)
+        if args.allowed_client == ANY_CLIENT:
+            args.allowed_client = None
+        return args
 
     def parse_and_wait(
         self, parser: argparse.ArgumentParser, argv: Sequence[str] | None
     ) -> argparse.Namespace:
         """Parse `argv`; a warm pool member's service then says it is loaded and waits for its
         bottle's config to appear."""
-        args = parser.parse_args(argv)
+        args = self.parse(parser, argv)
         if args.wait_for_config:
             wait_for_file(args.config, service=self.warm_name)
         return args

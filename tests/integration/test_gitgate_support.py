@@ -65,6 +65,7 @@ def gate_on_loopback(
     port = free_port()
     args = ["--config", str(write_config(tmp_path / "bundle.json", config))]
     args += ["--listen", "127.0.0.1", "--port", str(port), "--repos-dir", str(tmp_path / "gate")]
+    args += ["--allowed-client", "127.0.0.1"]  # the agent's clone runs on loopback
     with service("bottle_engine.bundle.gitgate", [*args, *extra_args], port, tmp_path / "gate.log"):
         agent = tmp_path / "agent"
         subprocess.run(

@@ -40,7 +40,10 @@ class Supervise:
     def run(self) -> Any:
         return service(
             "bottle_engine.bundle.supervise",
-            ["--config", str(self.config_path), "--listen", "127.0.0.1", "--port", str(self.port)],
+            [
+                *("--config", str(self.config_path), "--listen", "127.0.0.1"),
+                *("--port", str(self.port), "--allowed-client", "127.0.0.1"),
+            ],
             self.port,
             self.log,
         )

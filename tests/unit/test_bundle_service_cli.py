@@ -33,3 +33,18 @@ def test_the_warm_marks_are_the_ones_the_engine_waits_for() -> None:
     commands = [EGRESS, GIT_GATE, SUPERVISE]
     assert sorted(c.warm_name for c in commands) == sorted(WARM_SERVICES)
     assert len({c.port for c in commands}) == len({c.title for c in commands}) == len(commands)
+
+
+@pytest.mark.parametrize("service", [EGRESS, GIT_GATE, SUPERVISE], ids=lambda s: s.module)
+def test_a_service_started_without_its_allowed_client_refuses_to_start(
+    service: ServiceCommand, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the flag each service used to answer any peer: fail closed instead. An
+    abbreviation is not the flag either (argparse would otherwise take `--allowed`)."""
+    parser = service.parser()
+    for argv in ([], ["--allowed", "10.0.0.3"]):
+        with pytest.raises(SystemExit):
+            service.parse(parser, argv)
+    assert "--allowed-client" in capsys.readouterr().err
+    assert service.parse(parser, ["--allowed-client", "10.0.0.3"]).allowed_client == "10.0.0.3"
+    assert service.parse(parser, ["--allowed-client", "any"]).allowed_client is None
