@@ -42,6 +42,20 @@ PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
+MAX_SLUG_BYTES = 200  # the engine's own slugs are under 60; a file name may have 255
+
+
+def checked_slug(slug: str) -> str:
+    """`slug`, when it can name a bottle: it comes from the command line and the editor, and a
+    name with a path in it would reach a dir or record outside the state root's."""
+    too_long = len(os.fsencode(slug)) > MAX_SLUG_BYTES
+    if not slug or slug.startswith(".") or "/" in slug or "\0" in slug or too_long:
+        raise BottleError(
+            f"{slug!r} is not a bottle's name", fix="`bottle-engine ls` lists bottles"
+        )
+    return slug
+
+
 class _Entry:
     """A path of fixed name in a bottle's dir, read as an attribute: `bottle_dir.egress_log` is
     ``bottle_dir.path / EGRESS_LOG_NAME``. One line per name, so each name is spelled once."""
@@ -64,7 +78,7 @@ class BottleDir:
         """Bottle `slug`'s dir under the state root (it need not exist)."""
         from bottle_engine import state  # host only: the state root comes from the settings
 
-        return cls(state.bottle_dir(slug))
+        return cls(state.bottle_dir(checked_slug(slug)))
 
     @classmethod
     def create(cls, slug: str) -> BottleDir:

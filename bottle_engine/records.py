@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine import state
-from bottle_engine.errors import BottleError
+from bottle_engine.bottle_dir import checked_slug
 from bottle_engine.plan import BottlePlan, bundle_name_of, internal_network_of
 from bottle_engine.status import UNKNOWN, BottleStatus
 
@@ -173,19 +173,9 @@ def record_for(plan: BottlePlan, backend: str, resources: BottleResources) -> Bo
     )
 
 
-MAX_SLUG_BYTES = 200  # the engine's slugs stay under 60; a file name may have 255 bytes
-
-
 def record_path(slug: str) -> Path:
-    """Where bottle `slug`'s record is (no bundle mounts it). `slug` comes from the command
-    line: a name with a path in it would read a file outside the records, and one longer than
-    a file name may be would fail with a traceback instead of this error."""
-    too_long = len(os.fsencode(slug)) > MAX_SLUG_BYTES
-    if not slug or slug.startswith(".") or "/" in slug or "\0" in slug or too_long:
-        raise BottleError(
-            f"{slug!r} is not a bottle's name", fix="`bottle-engine ls` lists bottles"
-        )
-    return state.records_dir() / f"{slug}.json"
+    """Where bottle `slug`'s record is (no bundle mounts it); `slug` as `checked_slug` allows."""
+    return state.records_dir() / f"{checked_slug(slug)}.json"
 
 
 def save(record: BottleRecord) -> None:

@@ -140,3 +140,10 @@ def test_a_name_with_a_path_in_it_never_names_a_file_outside_the_dir(tmp_path: P
             bottle_dir.secret_file(name)
         with pytest.raises(BottleError, match="cannot name a file"):
             bottle_dir.git_identity(name)
+
+
+@pytest.mark.parametrize("slug", ["../x", "a/b", ".", "..", ".hidden", "", "a\0b", "s" * 201])
+def test_a_slug_naming_a_path_reaches_no_dir(slug: str) -> None:
+    """`approvals SLUG`, `--bottle SLUG` and the editor pass a person's text here."""
+    with pytest.raises(BottleError, match="is not a bottle's name"):
+        BottleDir.of(slug)
