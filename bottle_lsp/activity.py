@@ -1,7 +1,7 @@
 """What each bottle is doing, pushed to the editor: status, egress, pending approvals.
 
 The server follows the audit log (`egress.jsonl`) of every running or degraded bottle in a
-thread of its own (the engine's `read_audit`), folds it (`egress_view`), and pushes the whole
+thread of its own (the engine's `read_kept_audit`), folds it (`egress_view`), and pushes the whole
 picture as `bottle/activity` whenever it changes, at most every `PUSH_SECONDS`; the extension
 never polls. Commands: `bottle.activity` (the picture now, for a client that just started),
 `bottle.allowHost` (the Allow edit, applied with `workspace/applyEdit`) and `bottle.answer`
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from bottle_engine.bundle.audit import BACKUPS, read_audit
+from bottle_engine.bundle.audit import read_kept_audit
 from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_lsp.allow_edit import line_edit, with_allowed
@@ -59,9 +59,7 @@ class AuditFollower:
     def _run(self) -> None:
         try:
             # Older entries first: the rotated files, then the live one, followed.
-            for index in range(BACKUPS, 0, -1):
-                self._fold(read_audit(self.path.with_name(f"{self.path.name}.{index}")))
-            self._fold(read_audit(self.path, follow=True, stop=self.stop_event))
+            self._fold(read_kept_audit(self.path, follow=True, stop=self.stop_event))
         except Exception:
             logger.exception("following %s failed", self.path)
 

@@ -177,6 +177,21 @@ def read_audit(
         log.close()
 
 
+def rotations(path: Path) -> list[Path]:
+    """The names the log at `path` rotates to, oldest first (``.BACKUPS`` .. ``.1``)."""
+    return [path.with_name(f"{path.name}.{i}") for i in range(BACKUPS, 0, -1)]
+
+
+def read_kept_audit(
+    path: Path, follow: bool = False, *, stop: threading.Event | None = None
+) -> Iterator[AuditEntry]:
+    """All that is kept of the log at `path`: its rotations, oldest first, then the live log
+    (followed as `read_audit` does)."""
+    for rotated in rotations(path):
+        yield from read_audit(rotated)
+    yield from read_audit(path, follow=follow, stop=stop)
+
+
 class _LogReader:
     """The open log file and what is pending of its last line, from one read to the next."""
 
@@ -256,9 +271,8 @@ def _open_log(path: Path) -> BinaryIO | None:
 def _rotated_after(path: Path, old: BinaryIO) -> list[BinaryIO]:
     """The rotated files newer than `old` (which was the live log), oldest first: the log
     may have rotated more than once between two reads."""
-    older_first = [path.with_name(f"{path.name}.{i}") for i in range(BACKUPS, 0, -1)]
     found: list[BinaryIO] = []
-    for rotated in older_first:
+    for rotated in rotations(path):
         handle = _open_log(rotated)
         if handle is None:
             continue

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from bottle_engine import lifecycle
 from bottle_engine.bottle_dir import BottleDir
-from bottle_engine.bundle.audit import BACKUPS as AUDIT_BACKUPS
-from bottle_engine.bundle.audit import read_audit
+from bottle_engine.bundle.audit import read_kept_audit
 from bottle_engine.cli.output import (
     Subparsers,
     add_agent_command,
@@ -266,14 +265,10 @@ def run_logs(args: argparse.Namespace) -> int:
 def _egress_lines(bottle_dir: BottleDir, *, follow: bool) -> Iterator[str]:
     """The egress audit log from its oldest rotation on; then, with `follow`, what comes.
 
-    The files are the bundle's (it writes the dir), so they are read with `read_audit` (no
+    The files are the bundle's (it writes the dir), so they are read with `read_kept_audit` (no
     symlink, FIFO or unbounded line) and each entry is printed as the JSON line we write, which
     escapes every control character: no byte of the bundle's reaches the terminal raw."""
-    log = bottle_dir.egress_log
-    for index in range(AUDIT_BACKUPS, 0, -1):
-        for entry in read_audit(log.with_name(f"{log.name}.{index}")):
-            yield entry.to_json() + "\n"
-    for entry in read_audit(log, follow=follow):
+    for entry in read_kept_audit(bottle_dir.egress_log, follow=follow):
         yield entry.to_json() + "\n"
 
 
