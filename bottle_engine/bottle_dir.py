@@ -85,7 +85,7 @@ class BottleDir:
         """`of(slug)`, made (or tightened) 0700, with the state root and bottles/ too."""
         from bottle_engine import state
 
-        return cls(state.make_bottle_dir(slug))
+        return cls(state.make_bottle_dir(checked_slug(slug)))
 
     # -- the names (each a `_Entry`: the path of one fixed name in this dir) -------------------
     bundle_config = _Entry(CONFIG_FILE_NAME)

@@ -143,7 +143,14 @@ def test_a_name_with_a_path_in_it_never_names_a_file_outside_the_dir(tmp_path: P
 
 
 @pytest.mark.parametrize("slug", ["../x", "a/b", ".", "..", ".hidden", "", "a\0b", "s" * 201])
-def test_a_slug_naming_a_path_reaches_no_dir(slug: str) -> None:
-    """`approvals SLUG`, `--bottle SLUG` and the editor pass a person's text here."""
+def test_a_slug_naming_a_path_reaches_no_dir(
+    slug: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`approvals SLUG`, `--bottle SLUG` and the editor pass a person's text here; `create`
+    makes the dir, so it refuses the same names before any dir is made."""
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(tmp_path / "state"))
     with pytest.raises(BottleError, match="is not a bottle's name"):
         BottleDir.of(slug)
+    with pytest.raises(BottleError, match="is not a bottle's name"):
+        BottleDir.create(slug)
+    assert list(tmp_path.iterdir()) == []
