@@ -25,23 +25,20 @@ from typing import Any
 import pytest
 
 from tests.bottle_fixtures import (
-    REPO_ROOT,
-    TEST_BOTTLE,
     BottleWorld,
     agent_exec,
+    one_agent_manifest,
     running_bottle,
-    sleeping_agent,
     world_env,
+    world_for,
 )
 from tests.bundle_helpers import container_ip, make_test_ca, run_echo_upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = (
-    sleeping_agent("attacker")
-    + TEST_BOTTLE
-    + """\
-
+MANIFEST = one_agent_manifest(
+    "attacker",
+    """\
 [bottles.default.egress]
 # The test network is a private range, refused unless its address is listed too.
 allow = ["secret.test:443", "other.test:443", "other.test:80", "{ip}/32:443", "{ip}/32:80"]
@@ -50,7 +47,7 @@ upstream_ca = "{ca}"
 [bottles.default.secrets.API_TOKEN]
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["secret.test:443"]
-"""
+""",
 )
 
 MEMORY_BOUND = 100 * 1024 * 1024  # bytes a resource attack may add to the bundle's memory
@@ -123,12 +120,13 @@ def arena(
     )
     try:
         ip = container_ip(upstream, network)
-        manifest = directory / "bottle.toml"
-        manifest.write_text(MANIFEST.format(repo=REPO_ROOT, ca=tls.ca_cert, ip=ip))
-        world = dataclasses.replace(
+        world = world_for(
             bottle_world,
-            manifest=manifest,
-            env={**bottle_world.env, "BOTTLE_BUNDLE_HOSTS": f"secret.test={ip},other.test={ip}"},
+            directory,
+            MANIFEST,
+            bundle_hosts=f"secret.test={ip},other.test={ip}",
+            ca=tls.ca_cert,
+            ip=ip,
         )
         with running_bottle(world, "attacker") as record:
             with world_env(world):
