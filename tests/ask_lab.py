@@ -24,8 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
-from bottle_engine.bundle.config import BundleConfig, SecretBinding
-from tests.bundle_helpers import free_port, make_test_ca, read_http_response, wait_for_port
+from bottle_engine.bundle.config import BundleConfig
+from tests.bundle_helpers import (
+    free_port,
+    make_test_ca,
+    read_http_response,
+    secret_in_file,
+    wait_for_port,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SLUG = "asking"
@@ -157,7 +163,6 @@ def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, st
 def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
     """The proxy and upstream running, stopped afterwards whatever happens."""
     tls = make_test_ca(root / "tls", ["approved.test", BOUND, "tunnel.test"])
-    (root / "secret").write_text(REAL + "\n")
     http, https, proxy = free_port(), free_port(), free_port()
     bottle_dir = root / "state" / "bottles" / SLUG
     bottle_dir.mkdir(parents=True, mode=0o700)
@@ -169,11 +174,12 @@ def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
         # Loopback is listed for the upstream's ports only (it is this lab's "outside").
         egress_allow=(f"listed.test:{http}", f"127.0.0.1:{http}", f"127.0.0.1:{https}"),
         secrets=(
-            SecretBinding(
+            secret_in_file(
+                root / "secret",
                 "token",
                 PLACEHOLDER,
                 (f"{BOUND}:{https}", f"{BOUND}:{http}"),
-                str(root / "secret"),
+                REAL,
             ),
         ),
         state_dir=str(bottle_dir),

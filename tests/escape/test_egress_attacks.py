@@ -32,7 +32,7 @@ from tests.bottle_fixtures import (
     world_env,
     world_for,
 )
-from tests.bundle_helpers import container_ip, make_test_ca, run_echo_upstream
+from tests.bundle_helpers import echo_upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
@@ -109,32 +109,32 @@ def arena(
     from bottle_engine import state
 
     directory = tmp_path_factory.mktemp("egress-attacks")
-    tls = make_test_ca(directory / "tls", ["secret.test", "other.test"])
-    network = bottle_world.outside.network
-    upstream = run_echo_upstream(
-        docker_client,
-        bundle_image,
-        name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
-        network=network,
-        tls_dir=tls.server_cert.parent,
-    )
     try:
-        ip = container_ip(upstream, network)
-        world = world_for(
-            bottle_world,
-            directory,
-            MANIFEST,
-            bundle_hosts=f"secret.test={ip},other.test={ip}",
-            ca=tls.ca_cert,
-            ip=ip,
-        )
-        with running_bottle(world, "attacker") as record:
-            with world_env(world):
-                audit_log = state.bottle_dir(record.slug) / "egress.jsonl"
-            bundle = docker_client.containers.get(record.bundle_name)
-            yield Arena(world, record, upstream, bundle, world.secret_value, audit_log)
+        with echo_upstream(
+            docker_client,
+            bundle_image,
+            directory / "tls",
+            names=["secret.test", "other.test"],
+            network=bottle_world.outside.network,
+            name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
+        ) as upstream:
+            ip = upstream.ip
+            world = world_for(
+                bottle_world,
+                directory,
+                MANIFEST,
+                bundle_hosts=f"secret.test={ip},other.test={ip}",
+                ca=upstream.ca_cert,
+                ip=ip,
+            )
+            with running_bottle(world, "attacker") as record:
+                with world_env(world):
+                    audit_log = state.bottle_dir(record.slug) / "egress.jsonl"
+                bundle = docker_client.containers.get(record.bundle_name)
+                yield Arena(
+                    world, record, upstream.container, bundle, world.secret_value, audit_log
+                )
     finally:
-        upstream.remove(force=True)
         for attack, (before, after) in MEMORY.items():
             print(
                 f"bundle memory (rss) around {attack}: {before / 2**20:.1f} MiB -> "

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
 from bottle_engine.git import ZERO_OID
+from tests.bundle_helpers import secret_in_file
 from tests.gate_attacks import AWS_KEY, KEY_LINE, Attack, attacks
 from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
 from tests.integration.test_gitgate_support import gate_on_loopback
@@ -56,14 +57,18 @@ class Gate:
 
 def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
     upstream = seed_upstream(tmp_path)
-    secret_file = tmp_path / "secret-value"
-    secret_file.write_text(SECRET_VALUE + "\n")
     config = BundleConfig(
         slug="attacked",
         bundle_ip="127.0.0.1",
         agent_subnet="127.0.0.0/8",
         secrets=(
-            SecretBinding("TEST_TOKEN", PLACEHOLDER, ("api.example.invalid",), str(secret_file)),
+            secret_in_file(
+                tmp_path / "secret-value",
+                "TEST_TOKEN",
+                PLACEHOLDER,
+                ("api.example.invalid",),
+                SECRET_VALUE,
+            ),
         ),
         git=(
             GitUpstreamConfig(

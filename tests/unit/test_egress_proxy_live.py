@@ -27,13 +27,14 @@ from typing import Any
 import pytest
 
 from bottle_engine.bundle.audit import read_audit
-from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding
+from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
 from tests.bundle_helpers import (
     free_port,
     make_test_ca,
     read_http_head,
     read_http_response,
+    secret_in_file,
     wait_for_port,
 )
 
@@ -78,7 +79,6 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("egress-live")
     tls = make_test_ca(root / "tls", ["secret.test", "other.test"])
-    (root / "secret").write_text(REAL + "\n")
     https, http, proxy = free_port(), free_port(), free_port()
     config = BundleConfig(
         slug="live",
@@ -90,7 +90,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             f"127.0.0.1:{http}",
         ),
         secrets=(
-            SecretBinding("token", PLACEHOLDER, (f"secret.test:{https}",), str(root / "secret")),
+            secret_in_file(root / "secret", "token", PLACEHOLDER, (f"secret.test:{https}",), REAL),
         ),
         state_dir=str(root / "state"),
         upstream_ca_files=(str(tls.ca_cert),),
