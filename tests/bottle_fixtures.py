@@ -267,6 +267,14 @@ def world_env(world: BottleWorld) -> Iterator[None]:
         yield
 
 
+def audit_log(world: BottleWorld, record: Any) -> Path:
+    """Where the bundle of `record`, a bottle of `world`, writes its egress audit log."""
+    from bottle_engine import state
+
+    with world_env(world):
+        return state.bottle_dir(record.slug) / "egress.jsonl"
+
+
 def agent_exec(world: BottleWorld, record: Any, argv: list[str]) -> tuple[int, str]:
     """Run `argv` in a bottle of the world as its agent would: (exit code, output)."""
     from bottle_engine.backends import backend_named

@@ -25,9 +25,9 @@ from tests.bottle_fixtures import (
     REPO_ROOT,
     BottleWorld,
     agent_exec,
+    audit_log,
     one_agent_manifest,
     running_bottle,
-    world_env,
     world_for,
 )
 
@@ -82,10 +82,7 @@ class AskingBottle:
         raise AssertionError(f"no egress ask for {host} appeared")
 
     def audit(self, host: str) -> list[dict[str, Any]]:
-        from bottle_engine import state
-
-        with world_env(self.world):
-            log = state.bottle_dir(self.record.slug) / "egress.jsonl"
+        log = audit_log(self.world, self.record)
         lines = log.read_text().splitlines() if log.exists() else []
         return [e for e in map(json.loads, lines) if e["host"] == host]
 

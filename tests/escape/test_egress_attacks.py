@@ -27,6 +27,7 @@ import pytest
 from tests.bottle_fixtures import (
     BottleWorld,
     agent_exec,
+    audit_log,
     one_agent_manifest,
     running_bottle,
     world_env,
@@ -106,8 +107,6 @@ def arena(
     bundle_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Arena]:
-    from bottle_engine import state
-
     directory = tmp_path_factory.mktemp("egress-attacks")
     try:
         with echo_upstream(
@@ -128,11 +127,14 @@ def arena(
                 ip=ip,
             )
             with running_bottle(world, "attacker") as record:
-                with world_env(world):
-                    audit_log = state.bottle_dir(record.slug) / "egress.jsonl"
                 bundle = docker_client.containers.get(record.bundle_name)
                 yield Arena(
-                    world, record, upstream.container, bundle, world.secret_value, audit_log
+                    world,
+                    record,
+                    upstream.container,
+                    bundle,
+                    world.secret_value,
+                    audit_log(world, record),
                 )
     finally:
         for attack, (before, after) in MEMORY.items():
