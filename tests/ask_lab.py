@@ -27,10 +27,10 @@ from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.config import BundleConfig
 from tests.bundle_helpers import (
     free_port,
+    loopback_egress_lab,
     make_test_ca,
     read_http_response,
     secret_in_file,
-    wait_for_port,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,19 +38,6 @@ SLUG = "asking"
 PLACEHOLDER = "bb-ask-placeholder-51c0"
 REAL = "real-ask-value-9e2b"
 BOUND = "bound.test"  # a secret's host that the allowlist does not list
-
-SERVE = """
-import asyncio, sys
-from pathlib import Path
-from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.egress import run_proxy
-
-async def loopback(host, port):
-    return ["127.0.0.1"] if host.endswith(".test") else []
-
-config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
-asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
-"""
 
 
 @dataclass(frozen=True)
@@ -186,26 +173,7 @@ def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
         egress_ask=True,
         ask_timeout_seconds=ask_timeout_seconds,
     )
-    (root / "bundle.json").write_text(config.to_json())
-    upstream = subprocess.Popen(
-        [
-            *(sys.executable, str(REPO / "tests" / "bundle_helpers.py"), "serve"),
-            *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
-            *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
-            "--log-requests",
-        ],
-        stdout=(root / "upstream.log").open("wb"),
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(root / "bundle.json"), str(proxy)],
-        cwd=str(REPO),
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        wait_for_port(http, upstream)
-        wait_for_port(proxy, server)
-        yield AskLab(root, proxy, http, https, tls.ca_cert, config.audit_log, root / "upstream.log")
-    finally:
-        for process in (server, upstream):
-            process.terminate()
-            process.wait(timeout=30)
+    with loopback_egress_lab(
+        root, config, tls, http=http, https=https, proxy=proxy, source=str(REPO)
+    ) as upstream_log:
+        yield AskLab(root, proxy, http, https, tls.ca_cert, config.audit_log, upstream_log)

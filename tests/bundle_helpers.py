@@ -350,6 +350,61 @@ def secret_in_file(
     return SecretBinding(name, placeholder, hosts, str(path))
 
 
+# The bundle's egress proxy as a process of its own, every *.test name resolved to loopback.
+LOOPBACK_PROXY = """
+import asyncio, sys
+from pathlib import Path
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.egress import run_proxy
+
+async def loopback(host, port):
+    return ["127.0.0.1"] if host.endswith(".test") else []
+
+config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
+asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
+"""
+
+
+@contextlib.contextmanager
+def loopback_egress_lab(
+    root: Path,
+    config: BundleConfig,
+    tls: TestCA,
+    *,
+    http: int,
+    https: int,
+    proxy: int,
+    source: str,
+) -> Iterator[Path]:
+    """The echo upstream (plain on `http`, TLS on `https` as `tls`'s server) and the real egress
+    proxy with `config` (on `proxy`, run from the checkout at `source`) as two processes on
+    loopback, stopped afterwards whatever happens. Yields the upstream's request log."""
+    (root / "bundle.json").write_text(config.to_json())
+    upstream_log = root / "upstream.log"
+    upstream = subprocess.Popen(
+        [
+            *(sys.executable, str(Path(__file__).resolve()), "serve"),
+            *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
+            *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
+            "--log-requests",
+        ],
+        stdout=upstream_log.open("wb"),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", LOOPBACK_PROXY, str(root / "bundle.json"), str(proxy)],
+        cwd=source,
+        env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        wait_for_port(http, upstream)
+        wait_for_port(proxy, server)
+        yield upstream_log
+    finally:
+        for process in (server, upstream):
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
