@@ -24,27 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
-from bottle_engine.bundle.config import BundleConfig, SecretBinding
-from tests.bundle_helpers import free_port, make_test_ca, read_http_response, wait_for_port
+from bottle_engine.bundle.config import BundleConfig
+from tests.bundle_helpers import (
+    free_port,
+    loopback_egress_lab,
+    make_test_ca,
+    read_http_response,
+    secret_in_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SLUG = "asking"
 PLACEHOLDER = "bb-ask-placeholder-51c0"
 REAL = "real-ask-value-9e2b"
 BOUND = "bound.test"  # a secret's host that the allowlist does not list
-
-SERVE = """
-import asyncio, sys
-from pathlib import Path
-from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.egress import run_proxy
-
-async def loopback(host, port):
-    return ["127.0.0.1"] if host.endswith(".test") else []
-
-config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
-asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
-"""
 
 
 @dataclass(frozen=True)
@@ -157,7 +150,6 @@ def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, st
 def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
     """The proxy and upstream running, stopped afterwards whatever happens."""
     tls = make_test_ca(root / "tls", ["approved.test", BOUND, "tunnel.test"])
-    (root / "secret").write_text(REAL + "\n")
     http, https, proxy = free_port(), free_port(), free_port()
     bottle_dir = root / "state" / "bottles" / SLUG
     bottle_dir.mkdir(parents=True, mode=0o700)
@@ -169,37 +161,19 @@ def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
         # Loopback is listed for the upstream's ports only (it is this lab's "outside").
         egress_allow=(f"listed.test:{http}", f"127.0.0.1:{http}", f"127.0.0.1:{https}"),
         secrets=(
-            SecretBinding(
+            secret_in_file(
+                root / "secret",
                 "token",
                 PLACEHOLDER,
                 (f"{BOUND}:{https}", f"{BOUND}:{http}"),
-                str(root / "secret"),
+                REAL,
             ),
         ),
         state_dir=str(bottle_dir),
         egress_ask=True,
         ask_timeout_seconds=ask_timeout_seconds,
     )
-    (root / "bundle.json").write_text(config.to_json())
-    upstream = subprocess.Popen(
-        [
-            *(sys.executable, str(REPO / "tests" / "bundle_helpers.py"), "serve"),
-            *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
-            *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
-            "--log-requests",
-        ],
-        stdout=(root / "upstream.log").open("wb"),
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(root / "bundle.json"), str(proxy)],
-        cwd=str(REPO),
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        wait_for_port(http, upstream)
-        wait_for_port(proxy, server)
-        yield AskLab(root, proxy, http, https, tls.ca_cert, config.audit_log, root / "upstream.log")
-    finally:
-        for process in (server, upstream):
-            process.terminate()
-            process.wait(timeout=30)
+    with loopback_egress_lab(
+        root, config, tls, http=http, https=https, proxy=proxy, source=str(REPO)
+    ) as upstream_log:
+        yield AskLab(root, proxy, http, https, tls.ca_cert, config.audit_log, upstream_log)

@@ -19,7 +19,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,24 @@ def bottle_table(name: str = "default") -> str:
 
 TEST_BOTTLE = bottle_table()
 
+
+def world_secret_table(bottle: str = "default") -> str:
+    """The world's secret bound to upstream.test: TEST_TOKEN, whose real value the world puts in
+    BOTTLE_TEST_TOKEN (BottleWorld.secret_value). A format template: `{port}` is HTTP_PORT."""
+    return (
+        f"[bottles.{bottle}.secrets.TEST_TOKEN]\n"
+        'from_env = "BOTTLE_TEST_TOKEN"\n'
+        'hosts = ["upstream.test:{port}"]\n'
+    )
+
+
+def one_agent_manifest(agent: str, tables: str, bottle: str = "default") -> str:
+    """A manifest template of one sleeping `agent` in the test bottle `bottle`, followed by
+    `tables` (that bottle's egress, secrets, git). Format fields: those of bottle_table and
+    world_secret_table, and whatever `tables` names."""
+    return sleeping_agent(agent) + bottle_table(bottle) + "\n" + tables
+
+
 MANIFEST = (
     "".join(sleeping_agent(name, extra) for name, extra in SLEEPING_AGENTS.items())
     + """\
@@ -165,10 +183,8 @@ copy_cwd = false
 [bottles.default.egress]
 allow = ["upstream.test:{port}", "{upstream_ip}/32:{port}"]
 
-[bottles.default.secrets.TEST_TOKEN]
-from_env = "BOTTLE_TEST_TOKEN"
-hosts = ["upstream.test:{port}"]
 """
+    + world_secret_table()
 )
 
 
@@ -224,6 +240,24 @@ def bottle_world(
     )
 
 
+def world_for(
+    world: BottleWorld,
+    directory: Path,
+    manifest_template: str,
+    *,
+    bundle_hosts: str | None = None,
+    **fields: object,
+) -> BottleWorld:
+    """`world` with a manifest of its own, for a suite whose bottle differs from the shared one:
+    `manifest_template` filled with REPO_ROOT, HTTP_PORT and `fields`, written to
+    `directory`/bottle.toml. `bundle_hosts` (NAME=ADDRESS,...), if given, replaces the names the
+    bundle maps."""
+    manifest = directory / "bottle.toml"
+    manifest.write_text(manifest_template.format(repo=REPO_ROOT, port=HTTP_PORT, **fields))
+    env = world.env if bundle_hosts is None else {**world.env, "BOTTLE_BUNDLE_HOSTS": bundle_hosts}
+    return replace(world, manifest=manifest, env=env)
+
+
 @contextlib.contextmanager
 def world_env(world: BottleWorld) -> Iterator[None]:
     """The world's environment, for code that runs in this process."""
@@ -231,6 +265,14 @@ def world_env(world: BottleWorld) -> Iterator[None]:
         for name, value in world.env.items():
             patch.setenv(name, value)
         yield
+
+
+def audit_log(world: BottleWorld, record: Any) -> Path:
+    """Where the bundle of `record`, a bottle of `world`, writes its egress audit log."""
+    from bottle_engine import state
+
+    with world_env(world):
+        return state.bottle_dir(record.slug) / "egress.jsonl"
 
 
 def agent_exec(world: BottleWorld, record: Any, argv: list[str]) -> tuple[int, str]:

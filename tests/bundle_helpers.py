@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bottle_engine.bundle.config import BundleConfig
+    from bottle_engine.bundle.config import BundleConfig, SecretBinding
 
 EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also runs without it
 
@@ -339,6 +339,72 @@ def make_test_ca(directory: Path, names: list[str]) -> TestCA:
     return result
 
 
+def secret_in_file(
+    path: Path, name: str, placeholder: str, hosts: tuple[str, ...], value: str
+) -> SecretBinding:
+    """Secret `name` bound to `hosts`, its real `value` written to `path` now (one line, as a
+    person's secret file is) for the bundle to read; the agent sees `placeholder` only."""
+    from bottle_engine.bundle.config import SecretBinding
+
+    path.write_text(value + "\n")
+    return SecretBinding(name, placeholder, hosts, str(path))
+
+
+# The bundle's egress proxy as a process of its own, every *.test name resolved to loopback.
+LOOPBACK_PROXY = """
+import asyncio, sys
+from pathlib import Path
+from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.egress import run_proxy
+
+async def loopback(host, port):
+    return ["127.0.0.1"] if host.endswith(".test") else []
+
+config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
+asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
+"""
+
+
+@contextlib.contextmanager
+def loopback_egress_lab(
+    root: Path,
+    config: BundleConfig,
+    tls: TestCA,
+    *,
+    http: int,
+    https: int,
+    proxy: int,
+    source: str,
+) -> Iterator[Path]:
+    """The echo upstream (plain on `http`, TLS on `https` as `tls`'s server) and the real egress
+    proxy with `config` (on `proxy`, run from the checkout at `source`) as two processes on
+    loopback, stopped afterwards whatever happens. Yields the upstream's request log."""
+    (root / "bundle.json").write_text(config.to_json())
+    upstream_log = root / "upstream.log"
+    upstream = subprocess.Popen(
+        [
+            *(sys.executable, str(Path(__file__).resolve()), "serve"),
+            *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
+            *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
+            "--log-requests",
+        ],
+        stdout=upstream_log.open("wb"),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", LOOPBACK_PROXY, str(root / "bundle.json"), str(proxy)],
+        cwd=source,
+        env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        wait_for_port(http, upstream)
+        wait_for_port(proxy, server)
+        yield upstream_log
+    finally:
+        for process in (server, upstream):
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -460,7 +526,6 @@ def bundle_testbed(
 
     run_id = uuid.uuid4().hex[:10]
     secrets = secrets or {}
-    tls = make_test_ca(workdir / "tls", upstream_names)
     with contextlib.ExitStack() as stack:
         subnet = pick_subnet(client)
         internal_name, egress_name = f"bb-test-{run_id}-int", f"bb-test-{run_id}-out"
@@ -471,15 +536,17 @@ def bundle_testbed(
         egress.reload()
         egress_cidr = egress.attrs["IPAM"]["Config"][0]["Subnet"]
 
-        upstream = run_echo_upstream(
-            client,
-            image,
-            name=f"bb-test-{run_id}-upstream",
-            network=egress_name,
-            tls_dir=tls.server_cert.parent,
+        upstream = stack.enter_context(
+            echo_upstream(
+                client,
+                image,
+                workdir / "tls",
+                names=upstream_names,
+                network=egress_name,
+                name=f"bb-test-{run_id}-upstream",
+            )
         )
-        stack.callback(_force_remove, upstream)
-        upstream_ip = container_ip(upstream, egress_name)
+        upstream_ip = upstream.ip
 
         state_dir = workdir / "state"
         secret_files: dict[str, Path] = {}
@@ -513,11 +580,11 @@ def bundle_testbed(
             egress_network=egress_name,
             labels=TEST_LABELS,
             extra_hosts={**upstream_hosts, **(extra_hosts or {})},
-            readonly_files={"/run/bot-bottle/test-upstream-ca.pem": tls.ca_cert},
+            readonly_files={"/run/bot-bottle/test-upstream-ca.pem": upstream.ca_cert},
         )
         stack.callback(_force_remove, bundle)
         bed = BundleTestBed(client, bundle, config, state_dir, upstream_ip, egress_cidr, subnet)
-        bed.upstream = upstream
+        bed.upstream = upstream.container
         wait_bundle_ready(bundle, config, 180, state_dir=state_dir)
 
         # The agent: the bottle CA certificate and placeholders only, like a real bottle.
@@ -540,7 +607,7 @@ def bundle_testbed(
             environment=agent_env,
             volumes={
                 str(Path(__file__).resolve()): {"bind": HELPERS_IN_CONTAINER, "mode": "ro"},
-                str(tls.ca_cert): {"bind": "/srv/upstream-ca.pem", "mode": "ro"},
+                str(upstream.ca_cert): {"bind": "/srv/upstream-ca.pem", "mode": "ro"},
                 str(bottle_ca): {"bind": "/srv/bottle-ca.pem", "mode": "ro"},
             },
             detach=True,
@@ -574,10 +641,23 @@ def container_ip(container: Any, network: str) -> str:
     return str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
 
 
-def run_echo_upstream(client: Any, image: str, *, name: str, network: str, tls_dir: Path) -> Any:
-    """A started TLS echo upstream (this file's `serve --log-requests`) on `network`, answering
-    on 80 and 443 with the server certificate in `tls_dir` (see make_test_ca); the caller
-    removes it."""
+@dataclass(frozen=True)
+class EchoUpstream:
+    """A running TLS echo upstream: its container (whose log lists every request it received),
+    its address on its network, and the CA its certificate chains to."""
+
+    container: Any
+    ip: str
+    ca_cert: Path
+
+
+@contextlib.contextmanager
+def echo_upstream(
+    client: Any, image: str, tls_dir: Path, *, names: list[str], network: str, name: str
+) -> Iterator[EchoUpstream]:
+    """A TLS echo upstream (this file's `serve --log-requests`) on `network`, answering on 80
+    and 443 as `names` with a certificate of a fresh CA made in `tls_dir`; removed on exit."""
+    tls = make_test_ca(tls_dir, names)
     upstream = client.containers.run(
         image,
         [
@@ -591,16 +671,15 @@ def run_echo_upstream(client: Any, image: str, *, name: str, network: str, tls_d
         labels=TEST_LABELS,
         volumes={
             str(Path(__file__).resolve()): {"bind": HELPERS_IN_CONTAINER, "mode": "ro"},
-            str(tls_dir): {"bind": "/srv/tls", "mode": "ro"},
+            str(tls.server_cert.parent): {"bind": "/srv/tls", "mode": "ro"},
         },
         detach=True,
     )
     try:
         wait_for_log(upstream, "upstream ready")
-    except BaseException:
+        yield EchoUpstream(upstream, container_ip(upstream, network), tls.ca_cert)
+    finally:
         _force_remove(upstream)
-        raise
-    return upstream
 
 
 def build_bundle_image(client: Any, base_image: str, cache_dir: Path) -> str:

@@ -15,8 +15,16 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MANIFEST_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "manifests"
 
 pytest_plugins = ["tests.fixtures_artifacts", "tests.bottle_fixtures"]
+
+
+def fixture_manifest(name: str) -> str:
+    """The text of tests/fixtures/manifests/`name`.toml: a whole manifest that several tests load
+    and edit, kept as a TOML file that an editor checks as one. The files it names (Dockerfile,
+    prompts, secret files) are made by the fixture that writes it into a project."""
+    return (MANIFEST_FIXTURES / f"{name}.toml").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

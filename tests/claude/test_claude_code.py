@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from bottle_engine import state
 from bottle_engine.claude_code import CLAUDE_CODE_VERSION, QUIET_ENV
-from tests.bottle_fixtures import REPO_ROOT, BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import REPO_ROOT, BottleWorld, audit_log, running_bottle, world_env
 from tests.claude.anthropic_stub import APPROVAL_ACTION, REPLY_PREFIX
 from tests.claude.conftest import PROMPT_MARKER, AnthropicStub
 from tests.polling import wait_for
@@ -319,8 +318,7 @@ def test_no_host_is_refused_and_no_telemetry_leaves_by_default(
     )
     assert code == 0, settings
     assert json.loads(settings)["env"] == QUIET_ENV
-    with world_env(claude_world):
-        log = state.bottle_dir(claude_bottle.slug) / "egress.jsonl"
+    log = audit_log(claude_world, claude_bottle)
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert entries
     refused = [(e["host"], e["port"], e["reason"]) for e in entries if e["decision"] != "allow"]

@@ -23,26 +23,24 @@ import pytest
 from tests.bottle_fixtures import (
     HTTP_PORT,
     REPO_ROOT,
-    TEST_BOTTLE,
     BottleWorld,
     agent_exec,
+    audit_log,
+    one_agent_manifest,
     running_bottle,
-    sleeping_agent,
-    world_env,
+    world_for,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = (
-    sleeping_agent("asker")
-    + TEST_BOTTLE
-    + """\
-
+MANIFEST = one_agent_manifest(
+    "asker",
+    """\
 [bottles.default.egress]
 # The upstream's address only (a private range: refused unless listed); no host name at all.
 allow = ["{upstream_ip}/32:{port}"]
 ask = true
-"""
+""",
 )
 
 
@@ -84,10 +82,7 @@ class AskingBottle:
         raise AssertionError(f"no egress ask for {host} appeared")
 
     def audit(self, host: str) -> list[dict[str, Any]]:
-        from bottle_engine import state
-
-        with world_env(self.world):
-            log = state.bottle_dir(self.record.slug) / "egress.jsonl"
+        log = audit_log(self.world, self.record)
         lines = log.read_text().splitlines() if log.exists() else []
         return [e for e in map(json.loads, lines) if e["host"] == host]
 
@@ -96,14 +91,12 @@ class AskingBottle:
 def asking(
     bottle_world: BottleWorld, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AskingBottle]:
-    directory = tmp_path_factory.mktemp("egress-ask")
-    manifest = directory / "bottle.toml"
-    manifest.write_text(
-        MANIFEST.format(
-            repo=REPO_ROOT, port=HTTP_PORT, upstream_ip=bottle_world.outside.upstream_ip
-        )
+    world = world_for(
+        bottle_world,
+        tmp_path_factory.mktemp("egress-ask"),
+        MANIFEST,
+        upstream_ip=bottle_world.outside.upstream_ip,
     )
-    world = dataclasses.replace(bottle_world, manifest=manifest)
     with running_bottle(world, "asker") as record:
         yield AskingBottle(world, record)
 

@@ -25,23 +25,21 @@ from typing import Any
 import pytest
 
 from tests.bottle_fixtures import (
-    REPO_ROOT,
-    TEST_BOTTLE,
     BottleWorld,
     agent_exec,
+    audit_log,
+    one_agent_manifest,
     running_bottle,
-    sleeping_agent,
     world_env,
+    world_for,
 )
-from tests.bundle_helpers import container_ip, make_test_ca, run_echo_upstream
+from tests.bundle_helpers import echo_upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = (
-    sleeping_agent("attacker")
-    + TEST_BOTTLE
-    + """\
-
+MANIFEST = one_agent_manifest(
+    "attacker",
+    """\
 [bottles.default.egress]
 # The test network is a private range, refused unless its address is listed too.
 allow = ["secret.test:443", "other.test:443", "other.test:80", "{ip}/32:443", "{ip}/32:80"]
@@ -50,7 +48,7 @@ upstream_ca = "{ca}"
 [bottles.default.secrets.API_TOKEN]
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["secret.test:443"]
-"""
+""",
 )
 
 MEMORY_BOUND = 100 * 1024 * 1024  # bytes a resource attack may add to the bundle's memory
@@ -109,34 +107,36 @@ def arena(
     bundle_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Arena]:
-    from bottle_engine import state
-
     directory = tmp_path_factory.mktemp("egress-attacks")
-    tls = make_test_ca(directory / "tls", ["secret.test", "other.test"])
-    network = bottle_world.outside.network
-    upstream = run_echo_upstream(
-        docker_client,
-        bundle_image,
-        name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
-        network=network,
-        tls_dir=tls.server_cert.parent,
-    )
     try:
-        ip = container_ip(upstream, network)
-        manifest = directory / "bottle.toml"
-        manifest.write_text(MANIFEST.format(repo=REPO_ROOT, ca=tls.ca_cert, ip=ip))
-        world = dataclasses.replace(
-            bottle_world,
-            manifest=manifest,
-            env={**bottle_world.env, "BOTTLE_BUNDLE_HOSTS": f"secret.test={ip},other.test={ip}"},
-        )
-        with running_bottle(world, "attacker") as record:
-            with world_env(world):
-                audit_log = state.bottle_dir(record.slug) / "egress.jsonl"
-            bundle = docker_client.containers.get(record.bundle_name)
-            yield Arena(world, record, upstream, bundle, world.secret_value, audit_log)
+        with echo_upstream(
+            docker_client,
+            bundle_image,
+            directory / "tls",
+            names=["secret.test", "other.test"],
+            network=bottle_world.outside.network,
+            name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
+        ) as upstream:
+            ip = upstream.ip
+            world = world_for(
+                bottle_world,
+                directory,
+                MANIFEST,
+                bundle_hosts=f"secret.test={ip},other.test={ip}",
+                ca=upstream.ca_cert,
+                ip=ip,
+            )
+            with running_bottle(world, "attacker") as record:
+                bundle = docker_client.containers.get(record.bundle_name)
+                yield Arena(
+                    world,
+                    record,
+                    upstream.container,
+                    bundle,
+                    world.secret_value,
+                    audit_log(world, record),
+                )
     finally:
-        upstream.remove(force=True)
         for attack, (before, after) in MEMORY.items():
             print(
                 f"bundle memory (rss) around {attack}: {before / 2**20:.1f} MiB -> "

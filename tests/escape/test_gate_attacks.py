@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from tests.bottle_fixtures import (
-    REPO_ROOT,
     BottleWorld,
     agent_exec,
-    bottle_table,
+    one_agent_manifest,
     running_bottle,
-    sleeping_agent,
+    world_for,
+    world_secret_table,
 )
 from tests.gate_attacks import AWS_KEY, attacks
 from tests.integration.test_gitgate_bundle import seeded_sshd
@@ -32,21 +32,18 @@ __all__ = ["ssh_image"]  # a fixture this module uses
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-MANIFEST = (
-    sleeping_agent("pusher")
-    + bottle_table("gated")
+MANIFEST = one_agent_manifest(
+    "pusher",
+    world_secret_table("gated")
     + """
-[bottles.gated.secrets.TEST_TOKEN]
-from_env = "BOTTLE_TEST_TOKEN"
-hosts = ["upstream.test:8000"]
-
 [[bottles.gated.git]]
 name = "origin"
 url = "ssh://git@{ip}/home/git/repo.git"
 identity = "{identity}"
 known_host_key = "{ip} {host_key}"
 push_branches = ["agent/*"]
-"""
+""",
+    bottle="gated",
 )
 
 
@@ -93,11 +90,14 @@ def gated(
     network = bottle_world.outside.network
     with seeded_sshd(docker_client, ssh_image, network, directory) as sshd:
         public_key = " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
-        manifest = directory / "bottle.toml"
-        manifest.write_text(
-            MANIFEST.format(repo=REPO_ROOT, ip=sshd.ip, identity=sshd.identity, host_key=public_key)
+        world = world_for(
+            bottle_world,
+            directory,
+            MANIFEST,
+            ip=sshd.ip,
+            identity=sshd.identity,
+            host_key=public_key,
         )
-        world = dataclasses.replace(bottle_world, manifest=manifest)
         with running_bottle(world, "pusher") as record:
             bottle = GatedBottle(world, record, sshd.container, "")
             code, output = bottle.agent_sh(

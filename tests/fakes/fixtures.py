@@ -5,16 +5,18 @@ Import them into a test module (`from tests.fakes.fixtures import fake_smolvm, .
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
+from bottle_engine.errors import BottleError
 from tests.fixtures_artifacts import build_image_from_texts
 
 FAKE_SMOLVM = Path(__file__).resolve().parent / "smolvm"
@@ -85,6 +87,18 @@ class FakeSmolvm:
                 container.remove(force=True)
         except Exception:  # no daemon answers: nothing was started
             pass
+
+
+@contextlib.contextmanager
+def failing_without_kvm(
+    monkeypatch: pytest.MonkeyPatch, step: Literal["pack", "start"]
+) -> Iterator[None]:
+    """The fake fails `step` as smolvm does on a host without KVM; the block must raise the
+    engine's error saying so, whose fix names the docker backend as the way out."""
+    monkeypatch.setenv("FAKE_SMOLVM_FAIL", step)
+    with pytest.raises(BottleError, match="KvmOpen") as caught:
+        yield
+    assert "docker" in str(caught.value.fix)
 
 
 def install_fake_smolvm(directory: Path, version: str) -> FakeSmolvm:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
+from bottle_engine.bundle.config import GitUpstreamConfig
 from bottle_engine.git import ZERO_OID
+from tests.bundle_helpers import secret_in_file
 from tests.gate_attacks import AWS_KEY, KEY_LINE, Attack, attacks
 from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
-from tests.integration.test_gitgate_support import gate_on_loopback
+from tests.integration.test_gitgate_support import gate_on_loopback, loopback_gate_config
 
 PLACEHOLDER = "bbph_" + "5" * 32
 SECRET_VALUE = "real-secret-value-of-the-bottle-0042"
@@ -56,25 +57,25 @@ class Gate:
 
 def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
     upstream = seed_upstream(tmp_path)
-    secret_file = tmp_path / "secret-value"
-    secret_file.write_text(SECRET_VALUE + "\n")
-    config = BundleConfig(
-        slug="attacked",
-        bundle_ip="127.0.0.1",
-        agent_subnet="127.0.0.0/8",
-        secrets=(
-            SecretBinding("TEST_TOKEN", PLACEHOLDER, ("api.example.invalid",), str(secret_file)),
+    config = loopback_gate_config(
+        tmp_path,
+        "attacked",
+        GitUpstreamConfig(
+            name="origin",
+            url=f"file://{upstream}",
+            push_branches=("agent/*",),
+            protected_paths=("Dockerfile", "agents/reviewer.md"),
+            **settings,  # type: ignore[arg-type]
         ),
-        git=(
-            GitUpstreamConfig(
-                name="origin",
-                url=f"file://{upstream}",
-                push_branches=("agent/*",),
-                protected_paths=("Dockerfile", "agents/reviewer.md"),
-                **settings,  # type: ignore[arg-type]
+        secrets=(
+            secret_in_file(
+                tmp_path / "secret-value",
+                "TEST_TOKEN",
+                PLACEHOLDER,
+                ("api.example.invalid",),
+                SECRET_VALUE,
             ),
         ),
-        state_dir=str(tmp_path / "state"),
     )
     with gate_on_loopback(tmp_path, config) as (port, agent):
         yield Gate(port, upstream, agent)

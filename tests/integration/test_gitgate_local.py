@@ -14,11 +14,10 @@ import pytest
 
 from bottle_engine.bundle.config import (
     GIT_GATE_LOG_NAME,
-    BundleConfig,
     GitUpstreamConfig,
-    SecretBinding,
 )
-from tests.integration.test_gitgate_support import gate_on_loopback
+from tests.bundle_helpers import secret_in_file
+from tests.integration.test_gitgate_support import gate_on_loopback, loopback_gate_config
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PLACEHOLDER = "BOTTLE_SECRET_PLACEHOLDER_0d1f"
@@ -74,19 +73,21 @@ def seed_upstream(tmp_path: Path) -> Path:
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Gate]:
     upstream = seed_upstream(tmp_path)
-    secret_file = tmp_path / "secret-value"
-    secret_file.write_text("s3cr3t-value-of-the-bottle\n")
-    config = BundleConfig(
-        slug="gated",
-        bundle_ip="127.0.0.1",
-        agent_subnet="127.0.0.0/8",
-        secrets=(SecretBinding("api", PLACEHOLDER, ("api.example.invalid",), str(secret_file)),),
-        git=(
-            GitUpstreamConfig(
-                name="origin", url=f"file://{upstream}", push_branches=("agent/*", "main")
+    config = loopback_gate_config(
+        tmp_path,
+        "gated",
+        GitUpstreamConfig(
+            name="origin", url=f"file://{upstream}", push_branches=("agent/*", "main")
+        ),
+        secrets=(
+            secret_in_file(
+                tmp_path / "secret-value",
+                "api",
+                PLACEHOLDER,
+                ("api.example.invalid",),
+                "s3cr3t-value-of-the-bottle",
             ),
         ),
-        state_dir=str(tmp_path / "state"),
     )
     with gate_on_loopback(tmp_path, config) as (port, agent):
         url = f"git://127.0.0.1:{port}/origin"

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.config import GitUpstreamConfig
 from bottle_engine.git import ssh_command
 from tests.bundle_helpers import TEST_LABELS
 from tests.fixtures_artifacts import build_image_from_texts
 from tests.integration.test_gitgate_local import AWS_KEY, commit_file, git
-from tests.integration.test_gitgate_support import gate_on_loopback
+from tests.integration.test_gitgate_support import gate_on_loopback, loopback_gate_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -173,20 +173,16 @@ def seed(upstream: SshUpstream, url: str, work: Path) -> None:
 @contextmanager
 def gate_for(tmp_path: Path, upstream: SshUpstream, url: str, known_hosts: Path) -> Iterator[Path]:
     """Run the gate for one ssh upstream; yields the agent's clone of it."""
-    config = BundleConfig(
-        slug="ssh-gated",
-        bundle_ip="127.0.0.1",
-        agent_subnet="127.0.0.0/8",
-        git=(
-            GitUpstreamConfig(
-                name="origin",
-                url=url,
-                push_branches=("agent/*",),
-                identity_file=str(upstream.identity),
-                known_hosts_file=str(known_hosts),
-            ),
+    config = loopback_gate_config(
+        tmp_path,
+        "ssh-gated",
+        GitUpstreamConfig(
+            name="origin",
+            url=url,
+            push_branches=("agent/*",),
+            identity_file=str(upstream.identity),
+            known_hosts_file=str(known_hosts),
         ),
-        state_dir=str(tmp_path / "state"),
     )
     with gate_on_loopback(tmp_path, config) as (_, agent):
         yield agent

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,15 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bottle_engine.bundle.config import BundleConfig
-from tests.bundle_helpers import TEST_LABELS, _force_remove, pick_subnet, wait_for_port
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig, SecretBinding
+from tests.bundle_helpers import TEST_LABELS, _force_remove, free_port, pick_subnet, wait_for_port
 
 
 def write_config(path: Path, config: BundleConfig) -> Path:
@@ -54,6 +46,21 @@ def service(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def loopback_gate_config(
+    tmp_path: Path, slug: str, origin: GitUpstreamConfig, secrets: tuple[SecretBinding, ...] = ()
+) -> BundleConfig:
+    """The config of a gate on loopback (see gate_on_loopback) with the one upstream `origin`,
+    the bottle's `secrets` (what the gate scans pushes for) and its state in tmp_path/state."""
+    return BundleConfig(
+        slug=slug,
+        bundle_ip="127.0.0.1",
+        agent_subnet="127.0.0.0/8",
+        secrets=secrets,
+        git=(origin,),
+        state_dir=str(tmp_path / "state"),
+    )
 
 
 @contextmanager

@@ -21,11 +21,15 @@ from bottle_engine.backends import backend_named
 from bottle_engine.bundle.config import EGRESS_PORT
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.client import LABEL_SLUG
-from bottle_engine.errors import BottleError
 from bottle_engine.plan import AGENT_UID, CA_BUNDLE_PATH, PROMPT_PATH, WORKSPACE
 from bottle_engine.probes import ProbeTargets
 from tests.bundle_helpers import build_bundle_image
-from tests.fakes.fixtures import FakeSmolvm, fake_smolvm, install_fake_smolvm
+from tests.fakes.fixtures import (
+    FakeSmolvm,
+    failing_without_kvm,
+    fake_smolvm,
+    install_fake_smolvm,
+)
 
 __all__ = ["fake_smolvm"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -146,10 +150,8 @@ def test_failed_vm_start_removes_the_machine_bundle_and_networks(
     docker_client: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FAKE_SMOLVM_FAIL", "start")
-    with pytest.raises(BottleError, match="KvmOpen") as caught:
+    with failing_without_kvm(monkeypatch, "start"):
         lifecycle.launch(project / "bottle.toml", "dev", cwd=project)
-    assert "docker" in str(caught.value.fix)
     argv = create_argv(fake_smolvm)
     name = argv[argv.index("--name") + 1]
     slug = name.removeprefix("bottle-")

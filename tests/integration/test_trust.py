@@ -24,33 +24,31 @@ from bottle_engine.trust_store import UntrustedManifestError
 from tests.bottle_fixtures import (
     HTTP_PORT,
     REPO_ROOT,
-    TEST_BOTTLE,
     BottleWorld,
-    sleeping_agent,
+    labelled_leftovers,
+    one_agent_manifest,
     world_env,
+    world_secret_table,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 AGENT = "trusty"
 
-BASE = (
-    sleeping_agent("trusty")
-    + TEST_BOTTLE
-    + """\
-
+BASE = one_agent_manifest(
+    AGENT,
+    """\
 [bottles.default.egress]
 allow = ["upstream.test:{port}", "stranger.test:{port}"]
 
-[bottles.default.secrets.TEST_TOKEN]
-from_env = "BOTTLE_TEST_TOKEN"
-hosts = ["upstream.test:{port}"]
-
+"""
+    + world_secret_table()
+    + """
 [[bottles.default.git]]
 name = "origin"
 url = "https://upstream.test:{port}/repo.git"
 push_branches = ["agent/*"]
-"""
+""",
 )
 
 # Each edit widens what the bottle may do; each must be refused with this text in the message.
@@ -127,21 +125,6 @@ def launched(world: BottleWorld, manifest: Path, **options: Any) -> Iterator[Any
             lifecycle.stop(record.slug, remove=True)
 
 
-def ours(client: Any, slug_prefix: str) -> set[str]:
-    """Containers and networks of any bottle of this manifest (slugs share the prefix)."""
-    found = {
-        c.name
-        for c in client.containers.list(all=True, filters={"label": "bot-bottle.slug"})
-        if c.labels.get("bot-bottle.slug", "").startswith(slug_prefix)
-    }
-    found |= {
-        n.name
-        for n in client.networks.list(filters={"label": "bot-bottle.slug"})
-        if (n.attrs.get("Labels") or {}).get("bot-bottle.slug", "").startswith(slug_prefix)
-    }
-    return found
-
-
 def slug_prefix(manifest: Path) -> str:
     return lifecycle.planner_for(manifest, AGENT, manifest.parent).base_slug
 
@@ -166,13 +149,13 @@ def test_first_launch_records_and_widening_edits_are_refused_with_nothing_starte
         assert lifecycle.find(record.slug).agent == AGENT
     assert not trust_store.review(_load(manifest)).first_use
     prefix = slug_prefix(manifest)
-    assert ours(docker_client, prefix) == set()
+    assert labelled_leftovers(docker_client, prefix) == []
     for name, (old, new, expected) in WIDENING.items():
         manifest.write_text(text(BASE.replace(old, new)))
         with world_env(bottle_world), pytest.raises(UntrustedManifestError) as refused:
             lifecycle.launch(manifest, AGENT, cwd=manifest.parent)
         assert text(expected) in refused.value.message, (name, refused.value.message)
-        assert ours(docker_client, prefix) == set(), name
+        assert labelled_leftovers(docker_client, prefix) == [], name
         assert [r.slug for r in lifecycle.list_bottles() if r.slug.startswith(prefix)] == []
 
 

@@ -21,34 +21,9 @@ from pygls.protocol import default_converter
 from pytest_lsp import LanguageClient, client_capabilities
 from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, fixture_manifest
 
-MANIFEST = """\
-[agents.dev]
-bottle = "web"
-prompt_file = "prompts/dev.md"
-
-[agents.reviewer]
-bottle = "web"
-skills = ["pdf"]
-
-[bottles.web]
-backend = "docker"
-
-[bottles.web.egress]
-allow = ["api.anthropic.com", "*.npmjs.org"]
-
-[bottles.web.secrets.ANTHROPIC_API_KEY]
-from_env = "ANTHROPIC_API_KEY"
-hosts = ["api.anthropic.com"]
-
-[[bottles.web.git]]
-name = "origin"
-url = "ssh://git@example.invalid/me/repo.git"
-
-[bottles.offline]
-backend = "smolmachines"
-"""
+MANIFEST = fixture_manifest("lsp_project")
 
 ClientFactory = Callable[..., Awaitable[LanguageClient]]
 

@@ -24,6 +24,7 @@ from bottle_engine.bundle.egress_addons import (
     make_addons,
     make_state,
 )
+from tests.bundle_helpers import secret_in_file
 
 TOKEN = "bb-placeholder-5e1f"
 REAL = "real-token-value"
@@ -40,14 +41,12 @@ async def fake_resolver(host: str, port: int) -> list[str]:
 
 @pytest.fixture
 def state(tmp_path: Path) -> EgressState:
-    value_file = tmp_path / "secret"
-    value_file.write_text(REAL + "\n")
     config = BundleConfig(
         slug="s",
         bundle_ip="10.99.0.2",
         agent_subnet="10.99.0.0/24",
         egress_allow=("api.example.com", "secret.example.com", "rebind.example.com"),
-        secrets=(SecretBinding("tok", TOKEN, ("secret.example.com",), str(value_file)),),
+        secrets=(secret_in_file(tmp_path / "secret", "tok", TOKEN, ("secret.example.com",), REAL),),
         state_dir=str(tmp_path / "state"),
         bottle_name="dev",
     )

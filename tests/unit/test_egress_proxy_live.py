@@ -16,8 +16,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,32 +25,20 @@ from typing import Any
 import pytest
 
 from bottle_engine.bundle.audit import read_audit
-from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding
+from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
 from tests.bundle_helpers import (
     free_port,
+    loopback_egress_lab,
     make_test_ca,
     read_http_head,
     read_http_response,
-    wait_for_port,
+    secret_in_file,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-live-placeholder-7d1e"
 REAL = "real-live-value-42af"
-
-SERVE = """
-import asyncio, sys
-from pathlib import Path
-from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.egress import run_proxy
-
-async def loopback(host, port):
-    return ["127.0.0.1"] if host.endswith(".test") else []
-
-config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
-asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
-"""
 
 
 def _json_lines(lines: list[str]) -> list[str]:
@@ -78,7 +64,6 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("egress-live")
     tls = make_test_ca(root / "tls", ["secret.test", "other.test"])
-    (root / "secret").write_text(REAL + "\n")
     https, http, proxy = free_port(), free_port(), free_port()
     config = BundleConfig(
         slug="live",
@@ -90,42 +75,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             f"127.0.0.1:{http}",
         ),
         secrets=(
-            SecretBinding("token", PLACEHOLDER, (f"secret.test:{https}",), str(root / "secret")),
+            secret_in_file(root / "secret", "token", PLACEHOLDER, (f"secret.test:{https}",), REAL),
         ),
         state_dir=str(root / "state"),
         upstream_ca_files=(str(tls.ca_cert),),
     )
-    (root / "bundle.json").write_text(config.to_json())
-    upstream = subprocess.Popen(
-        [
-            *(sys.executable, str(REPO / "tests" / "bundle_helpers.py"), "serve"),
-            *("--host", "127.0.0.1", "--http-port", str(http), "--https-port", str(https)),
-            *("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)),
-            "--log-requests",
-        ],
-        stdout=(root / "upstream.log").open("wb"),
-    )
     source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(REPO))
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(root / "bundle.json"), str(proxy)],
-        cwd=source,
-        env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        wait_for_port(http, upstream)
-        wait_for_port(proxy, server)
+    with loopback_egress_lab(
+        root, config, tls, http=http, https=https, proxy=proxy, source=source
+    ) as upstream_log:
         yield Lab(
-            proxy,
-            https,
-            http,
-            root / "state" / "ca" / CA_CERT_NAME,
-            config.audit_log,
-            root / "upstream.log",
+            proxy, https, http, root / "state" / "ca" / CA_CERT_NAME, config.audit_log, upstream_log
         )
-    finally:
-        for process in (server, upstream):
-            process.terminate()
-            process.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------- clients

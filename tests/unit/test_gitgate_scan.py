@@ -18,6 +18,7 @@ from bottle_engine.bundle.gitgate.scan import (
     known_secrets,
     text_views,
 )
+from tests.bundle_helpers import secret_in_file
 
 COMMIT = "c" * 40
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -179,12 +180,9 @@ def test_finding_description_escapes_what_the_agent_named() -> None:
 def test_the_bottles_secret_value_and_placeholder_are_read_from_the_bindings(
     tmp_path: Path,
 ) -> None:
-    value_file = tmp_path / "gh"
-    value_file.write_text(VALUE + "\n")
-
     found = known_secrets(
         [
-            SecretBinding("gh", PLACEHOLDER, ("api.github.com",), str(value_file)),
+            secret_in_file(tmp_path / "gh", "gh", PLACEHOLDER, ("api.github.com",), VALUE),
             SecretBinding("t", "PH_T", (), "/nonexistent/secret"),
         ]
     )

@@ -30,31 +30,9 @@ from bottle_engine.trust import (
     widening,
 )
 from bottle_engine.trust_store import UntrustedManifestError
+from tests.conftest import fixture_manifest
 
-BASE = """\
-[agents.dev]
-bottle = "web"
-command = ["sleep", "infinity"]
-prompt_file = "prompt.md"
-
-[bottles.web]
-runtime = "auto"
-
-[bottles.web.egress]
-allow = ["api.example.com", "pypi.org"]
-
-[bottles.web.secrets.TOKEN]
-from_file = "token.txt"
-hosts = ["api.example.com", "pypi.org"]
-
-[[bottles.web.git]]
-name = "origin"
-url = "ssh://git@example.invalid/me/repo.git"
-identity = "~/.ssh/id_repo"
-known_host_key = "example.invalid ssh-ed25519 AAAA"
-push_branches = ["agent/*", "wip/*"]
-allow_force_push = true
-"""
+BASE = fixture_manifest("trust_project")
 
 
 @dataclass
