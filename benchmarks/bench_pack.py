@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import medians, print_result, timed
+from benchmarks.measure import median_lines, medians, print_result, timed
 from bottle_engine.artifacts.base import ensure_base_image
 from bottle_engine.artifacts.pack import pack_artifact
 from bottle_engine.dockerapi import connect
@@ -78,9 +78,8 @@ def main() -> int:
         result,
         as_json=args.json,
         lines=[
-            *(
-                f"{name:>10}: {seconds * 1000:9.1f} ms (median of {args.repeat})"
-                for name, seconds in median_seconds.items()
+            *median_lines(
+                median_seconds, repeat=args.repeat, show=lambda s: f"{s * 1000:9.1f} ms", width=10
             ),
             f"registry hop / direct: {registry_over_direct}x",
             f"direct / cache hit:    {direct_over_cache_hit}x",

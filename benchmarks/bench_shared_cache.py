@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import medians, print_result
+from benchmarks.measure import median_lines, medians, print_result
 from bottle_engine.artifacts.base import ensure_base_image
 from bottle_engine.artifacts.builder import build, layer_cache_ref
 from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, parse_location
@@ -118,10 +118,7 @@ def main() -> int:
         result,
         as_json=args.json,
         lines=[
-            *(
-                f"{name:>12}: {seconds:8.2f} s (median of {args.repeat})"
-                for name, seconds in median.items()
-            ),
+            *median_lines(median, repeat=args.repeat, show=lambda s: f"{s:8.2f} s", width=12),
             f"pull by key / cold build: {pull_over_build}x",
         ],
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 
@@ -25,6 +25,15 @@ def medians(runs: Mapping[str, Sequence[float]]) -> dict[str, float]:
     """The median of each named side's samples: one slow round on a shared machine moves it
     less than it moves a mean."""
     return {name: statistics.median(samples) for name, samples in runs.items()}
+
+
+def median_lines(
+    median: Mapping[str, float], *, repeat: int, show: Callable[[float], str], width: int
+) -> Iterator[str]:
+    """For people: a line per side, its name right-aligned in `width`, its median as `show`
+    writes it, and how many rounds it is the median of."""
+    for name, seconds in median.items():
+        yield f"{name:>{width}}: {show(seconds)} (median of {repeat})"
 
 
 def print_result(result: Mapping[str, Any], *, as_json: bool, lines: Iterable[str]) -> None:
