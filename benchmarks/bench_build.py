@@ -19,13 +19,12 @@ import argparse
 import io
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.measure import timed
 from bottle_engine.artifacts import BuildSpec, build, resolve_base_image
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG, ensure_base_image
 from bottle_engine.artifacts.inputs import BuildInputs, write_context_tar
@@ -64,15 +63,6 @@ def plain_docker_build(client: Any, inputs: BuildInputs) -> str:
     return image_id
 
 
-def timed(rounds: int, work: Callable[[], object]) -> list[float]:
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        work()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -84,11 +74,11 @@ def main() -> int:
     first = build(client, spec)
     plain_docker_build(client, first.inputs)  # warm: from here on every step is cached
 
-    key_path = timed(args.rounds, lambda: build(client, spec))
+    key_path = [timed(lambda: build(client, spec)) for _ in range(args.rounds)]
     if build(client, spec).built:
         print("error: the input-key path rebuilt; the store is not being hit", file=sys.stderr)
         return 1
-    baseline = timed(args.rounds, lambda: plain_docker_build(client, first.inputs))
+    baseline = [timed(lambda: plain_docker_build(client, first.inputs)) for _ in range(args.rounds)]
 
     key_median, base_median = statistics.median(key_path), statistics.median(baseline)
     print(f"artifact           {first.artifact.digest}")

@@ -16,28 +16,19 @@ Needs a Docker daemon and the test registry image (built here from the base imag
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.measure import median_lines, medians, print_result, timed
 from bottle_engine.artifacts.base import ensure_base_image
 from bottle_engine.artifacts.pack import pack_artifact
 from bottle_engine.dockerapi import connect
 from tests.fakes.fixtures import build_registry_image, install_fake_smolvm
 from tests.fakes.oci_layout import make_layout
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -72,21 +63,28 @@ def main() -> int:
                 )
             runs["cache_hit"].append(timed(lambda: pack_artifact(artifact)))
 
-    medians = {name: statistics.median(times) for name, times in runs.items()}
+    median = medians(runs)
+    median_seconds = {name: round(seconds, 4) for name, seconds in median.items()}
+    registry_over_direct = round(median["registry"] / median["direct"], 2)
+    direct_over_cache_hit = round(median["direct"] / median["cache_hit"], 1)
     result = {
         "layer_mib": args.layer_mib,
         "repeat": args.repeat,
-        "median_seconds": {k: round(v, 4) for k, v in medians.items()},
-        "registry_over_direct": round(medians["registry"] / medians["direct"], 2),
-        "direct_over_cache_hit": round(medians["direct"] / medians["cache_hit"], 1),
+        "median_seconds": median_seconds,
+        "registry_over_direct": registry_over_direct,
+        "direct_over_cache_hit": direct_over_cache_hit,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for name, seconds in result["median_seconds"].items():  # type: ignore[attr-defined]
-            print(f"{name:>10}: {seconds * 1000:9.1f} ms (median of {args.repeat})")
-        print(f"registry hop / direct: {result['registry_over_direct']}x")
-        print(f"direct / cache hit:    {result['direct_over_cache_hit']}x")
+    print_result(
+        result,
+        as_json=args.json,
+        lines=[
+            *median_lines(
+                median_seconds, repeat=args.repeat, show=lambda s: f"{s * 1000:9.1f} ms", width=10
+            ),
+            f"registry hop / direct: {registry_over_direct}x",
+            f"direct / cache hit:    {direct_over_cache_hit}x",
+        ],
+    )
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import json
 import socket
 import ssl
 import statistics
@@ -30,12 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.measure import print_result, timed  # noqa: E402
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig, SecretBinding  # noqa: E402
 from tests.bundle_helpers import free_port, make_test_ca, wait_for_port  # noqa: E402
 
@@ -93,12 +93,6 @@ class _DirectConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def measure(path: Path_, requests: int, fresh: int, mib: int, downloads: int) -> dict[str, float]:
@@ -195,35 +189,42 @@ def main() -> int:
                 process.wait(timeout=30)
 
     direct = results["direct"]
-    report: dict[str, object] = {"paths": results, "audit_lines": audit_lines}
-    for name in ("tunnelled", "intercepted"):
-        result = results[name]
-        report[f"{name}_over_direct"] = {
+    over_direct = {
+        name: {
             "keepalive_latency": result["keepalive_ms"] / direct["keepalive_ms"],
             "fresh_connection_latency": result["fresh_ms"] / direct["fresh_ms"],
             "throughput": result["throughput_mib_s"] / direct["throughput_mib_s"],
             "added_keepalive_ms": result["keepalive_ms"] - direct["keepalive_ms"],
             "added_fresh_ms": result["fresh_ms"] - direct["fresh_ms"],
         }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"{'path':<12} {'keep-alive ms':>14} {'fresh conn ms':>14} {'MiB/s':>9}")
+        for name, result in results.items()
+        if name != "direct"
+    }
+    report = {
+        "paths": results,
+        "audit_lines": audit_lines,
+        **{f"{name}_over_direct": ratios for name, ratios in over_direct.items()},
+    }
+    print_result(report, as_json=args.json, lines=_report_lines(results, over_direct))
+    return 0
+
+
+def _report_lines(
+    results: dict[str, dict[str, float]], over_direct: dict[str, dict[str, float]]
+) -> Iterator[str]:
+    yield f"{'path':<12} {'keep-alive ms':>14} {'fresh conn ms':>14} {'MiB/s':>9}"
     for name, result in results.items():
-        print(
+        yield (
             f"{name:<12} {result['keepalive_ms']:>14.2f} {result['fresh_ms']:>14.2f} "
             f"{result['throughput_mib_s']:>9.1f}"
         )
-    for name in ("tunnelled", "intercepted"):
-        ratios = report[f"{name}_over_direct"]
-        assert isinstance(ratios, dict)
-        print(
+    for name, ratios in over_direct.items():
+        yield (
             f"{name}/direct: latency x{ratios['keepalive_latency']:.2f} "
             f"(+{ratios['added_keepalive_ms']:.2f} ms), fresh connection "
             f"x{ratios['fresh_connection_latency']:.2f} (+{ratios['added_fresh_ms']:.2f} ms), "
             f"throughput x{ratios['throughput']:.2f}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ Needs a Docker daemon; the base and test registry images are built here when mis
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.measure import median_lines, medians, print_result
 from bottle_engine.artifacts.base import ensure_base_image
 from bottle_engine.artifacts.builder import build, layer_cache_ref
 from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, parse_location
@@ -107,19 +106,22 @@ def main() -> int:
         if image_tag:
             remove_images(client, [image_tag])
 
-    medians = {name: statistics.median(times) for name, times in runs.items()}
+    median = medians(runs)
+    pull_over_build = round(median["pull_by_key"] / median["cold_build"], 3)
     result = {
         "image": args.image,
         "repeat": args.repeat,
-        "median_seconds": {k: round(v, 3) for k, v in medians.items()},
-        "pull_over_build": round(medians["pull_by_key"] / medians["cold_build"], 3),
+        "median_seconds": {name: round(seconds, 3) for name, seconds in median.items()},
+        "pull_over_build": pull_over_build,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for name, seconds in medians.items():
-            print(f"{name:>12}: {seconds:8.2f} s (median of {args.repeat})")
-        print(f"pull by key / cold build: {result['pull_over_build']}x")
+    print_result(
+        result,
+        as_json=args.json,
+        lines=[
+            *median_lines(median, repeat=args.repeat, show=lambda s: f"{s:8.2f} s", width=12),
+            f"pull by key / cold build: {pull_over_build}x",
+        ],
+    )
     return 0
 
 

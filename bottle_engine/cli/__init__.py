@@ -1,7 +1,8 @@
 """`bottle-engine`: argument parsing and printing only; the work lives in the engine modules.
 
 Each command is a module in this package with a `register(subparsers)` function that adds its
-parser and sets ``run=`` to a function taking the parsed arguments and returning an exit code.
+parser with `output.add_command` (or `add_command_group` and `add_action`), naming the function
+to run: it takes the parsed arguments and returns an exit code.
 Exit codes: 0 success, 1 failure (errors in the manifest, a failed build, ...), 2 usage error,
 130 interrupted.
 """

@@ -48,6 +48,7 @@ def register(subparsers: Subparsers) -> None:
         help="list the agents' approval requests",
         description="List approval requests (from the request_approval tool of supervised "
         "bottles). Pending ones by default.",
+        run=run_list,
         epilog=LIST_EXAMPLES,
     )
     listing.add_argument("slug", nargs="?", metavar="SLUG", help="only this bottle")
@@ -55,7 +56,6 @@ def register(subparsers: Subparsers) -> None:
         "--all", action="store_true", help="answered requests the agent has not picked up too"
     )
     add_json_option(listing, help="print JSON")
-    listing.set_defaults(run=run_list)
     for name, approved in (("approve", True), ("deny", False)):
         parser = add_command(
             subparsers,
@@ -63,6 +63,7 @@ def register(subparsers: Subparsers) -> None:
             help=f"{name} an agent's approval request",
             description=f"{name.capitalize()} a pending approval request; the agent waiting "
             "on it gets the answer (and the note) at once.",
+            run=run_answer,
             epilog=ANSWER_EXAMPLES,
         )
         parser.add_argument("request_id", metavar="ID", help="the id `approvals` shows")
@@ -75,7 +76,7 @@ def register(subparsers: Subparsers) -> None:
         parser.add_argument("--note", help="a note the agent receives with the answer")
         parser.add_argument("--bottle", metavar="SLUG", help="the bottle (when ids collide)")
         add_json_option(parser, help="print the answered request")
-        parser.set_defaults(run=run_answer, approved=approved)
+        parser.set_defaults(approved=approved)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -7,9 +7,9 @@ import argparse
 from bottle_engine.artifacts.base import DEFAULT_BASE_TAG
 from bottle_engine.cli.output import (
     Subparsers,
+    add_action,
     add_command_group,
-    add_json_option,
-    add_quiet_option,
+    add_quiet_and_json_options,
     console,
     print_json,
 )
@@ -37,14 +37,14 @@ def register(subparsers: Subparsers) -> None:
         help="bootstrap the Debian base image (no registry needed)",
         description=HELP,
     )
-    bootstrap = actions.add_parser("bootstrap", help="debootstrap and import the base image")
+    bootstrap = add_action(
+        actions, "bootstrap", help="debootstrap and import the base image", run=run_bootstrap
+    )
     bootstrap.add_argument("--tag", default=DEFAULT_BASE_TAG, help=f"default {DEFAULT_BASE_TAG}")
     bootstrap.add_argument(
         "--force", action="store_true", help="bootstrap again even when Docker has the tag"
     )
-    add_quiet_option(bootstrap)
-    add_json_option(bootstrap)
-    bootstrap.set_defaults(run=run_bootstrap)
+    add_quiet_and_json_options(bootstrap)
 
 
 def run_bootstrap(args: argparse.Namespace) -> int:

@@ -13,11 +13,9 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.audit import read_kept_audit
 from bottle_engine.cli.output import (
     Subparsers,
-    add_agent_command,
     add_command,
     add_json_option,
-    add_quiet_option,
-    add_slug_argument,
+    add_quiet_and_json_options,
     console,
     err_console,
     print_json,
@@ -45,31 +43,31 @@ launch of a manifest path records it. See `bottle-engine trust --help`.
 
 
 def register(subparsers: Subparsers) -> None:
-    launch = add_agent_command(
+    launch = add_command(
         subparsers,
         "launch",
         help="launch an agent in a new bottle",
         description=LAUNCH_HELP,
+        run=run_launch,
+        subject="agent",
     )
     launch.add_argument("-d", "--detach", action="store_true", help="do not attach")
-    add_quiet_option(launch)
-    add_json_option(launch, help="print the bottle record as JSON")
+    add_quiet_and_json_options(launch, json_help="print the bottle record as JSON")
     launch.add_argument(
         "--trust",
         action="store_true",
         help="trust the manifest as it is now, even if it widens what was trusted before",
     )
-    launch.set_defaults(run=run_launch)
 
-    attach = add_command(
+    add_command(
         subparsers,
         "attach",
         help="connect this terminal to a running bottle",
         description="Attach to SLUG's agent (interactive when stdin is a terminal). "
         "Exits with the agent's exit code.\n\nexample:\n  bottle-engine attach dev-1a2b3c",
+        run=run_attach,
+        subject="bottle",
     )
-    add_slug_argument(attach)
-    attach.set_defaults(run=run_attach)
 
     exec_ = add_command(
         subparsers,
@@ -80,10 +78,10 @@ def register(subparsers: Subparsers) -> None:
         "stdin is a terminal. Exits with CMD's exit code.\n\nexamples:\n"
         "  bottle-engine exec dev-1a2b3c -- bash\n"
         "  bottle-engine exec dev-1a2b3c -- git -C /workspace status",
+        run=run_exec,
+        subject="bottle",
     )
-    add_slug_argument(exec_)
     exec_.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER)
-    exec_.set_defaults(run=run_exec)
 
     ls = add_command(
         subparsers,
@@ -91,9 +89,9 @@ def register(subparsers: Subparsers) -> None:
         help="list bottles",
         description="List bottles and their status.\n\n"
         "examples:\n  bottle-engine ls\n  bottle-engine ls --json | jq '.[].slug'",
+        run=run_ls,
     )
     add_json_option(ls)
-    ls.set_defaults(run=run_ls)
 
     stop = add_command(
         subparsers,
@@ -102,20 +100,20 @@ def register(subparsers: Subparsers) -> None:
         description="Stop SLUG's agent and bundle. With --rm also remove its containers, "
         "networks and state (audit log included).\n\n"
         "example:\n  bottle-engine stop dev-1a2b3c --rm",
+        run=run_stop,
+        subject="bottle",
     )
-    add_slug_argument(stop)
     stop.add_argument("--rm", action="store_true", help="remove everything the bottle made")
-    stop.set_defaults(run=run_stop)
 
-    resume = add_command(
+    add_command(
         subparsers,
         "resume",
         help="start a stopped bottle again",
         description="Start SLUG's bundle, then its agent.\n\nexample:\n"
         "  bottle-engine resume dev-1a2b3c && bottle-engine attach dev-1a2b3c",
+        run=run_resume,
+        subject="bottle",
     )
-    add_slug_argument(resume)
-    resume.set_defaults(run=run_resume)
 
     logs = add_command(
         subparsers,
@@ -124,23 +122,23 @@ def register(subparsers: Subparsers) -> None:
         description="Show the agent's output, the bundle's (--bundle) or the egress audit log "
         "(--egress: one JSON line per proxy decision).\n\nexamples:\n"
         "  bottle-engine logs dev-1a2b3c --egress -f",
+        run=run_logs,
+        subject="bottle",
     )
-    add_slug_argument(logs)
     which = logs.add_mutually_exclusive_group()
     which.add_argument("--egress", action="store_true", help="the proxy's audit log")
     which.add_argument("--bundle", action="store_true", help="the bundle container's output")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    logs.set_defaults(run=run_logs)
 
-    gc = add_command(
+    add_command(
         subparsers,
         "gc",
         help="remove orphaned containers and networks",
         description="Remove containers and networks labelled as bot-bottle's that no bottle "
         "record accounts for (left by a crash or a killed CLI).\n\nexample:\n"
         "  bottle-engine gc",
+        run=run_gc,
     )
-    gc.set_defaults(run=run_gc)
 
 
 def run_launch(args: argparse.Namespace) -> int:

@@ -10,9 +10,8 @@ from bottle_engine.artifacts.normalize import NormalizeRules, describe_rules
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli.output import (
     Subparsers,
-    add_agent_command,
-    add_json_option,
-    add_quiet_option,
+    add_command,
+    add_quiet_and_json_options,
     console,
     err_console,
     print_json,
@@ -49,11 +48,13 @@ examples:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = add_agent_command(
+    parser = add_command(
         subparsers,
         "build",
         help="build (or reuse) an agent's image, reproducibly",
         description=HELP,
+        run=run,
+        subject="agent",
     )
     parser.add_argument(
         "--no-cache",
@@ -83,9 +84,7 @@ def register(subparsers: Subparsers) -> None:
         help="fail instead of building when neither the store nor the shared cache "
         "($BOTTLE_ARTIFACT_REGISTRY) has the artifact",
     )
-    add_quiet_option(parser)
-    add_json_option(parser)
-    parser.set_defaults(run=run)
+    add_quiet_and_json_options(parser)
 
 
 def build_spec_for(

@@ -12,6 +12,7 @@ from bottle_engine.artifacts.remote import RemoteCache
 from bottle_engine.artifacts.store import ArtifactStore, StoreEntry
 from bottle_engine.cli.output import (
     Subparsers,
+    add_action,
     add_command_group,
     add_json_option,
     console,
@@ -48,34 +49,39 @@ def register(subparsers: Subparsers) -> None:
         help="list, prune and remove stored artifacts",
         description=HELP,
     )
-    listing = actions.add_parser("ls", help="list stored artifacts, most recently used first")
+    listing = add_action(
+        actions, "ls", help="list stored artifacts, most recently used first", run=run_ls
+    )
     add_json_option(listing)
     listing.add_argument(
         "--remote", action="store_true", help=f"list the shared cache (${ENV_ARTIFACT_REGISTRY})"
     )
-    listing.set_defaults(run=run_ls)
-    gc = actions.add_parser(
-        "gc", help="keep the N most recently used artifacts per name; drop the rest and leftovers"
+    gc = add_action(
+        actions,
+        "gc",
+        help="keep the N most recently used artifacts per name; drop the rest and leftovers",
+        run=run_gc,
     )
     gc.add_argument(
         "--keep", type=int, default=DEFAULT_KEEP, metavar="N", help=f"default {DEFAULT_KEEP}"
     )
     add_json_option(gc)
-    gc.set_defaults(run=run_gc)
-    remove = actions.add_parser("rm", help="remove entries by input key or artifact digest")
+    remove = add_action(
+        actions, "rm", help="remove entries by input key or artifact digest", run=run_rm
+    )
     remove.add_argument("key", metavar="KEY_OR_DIGEST", help="an input key or digest (or a prefix)")
     add_json_option(remove)
-    remove.set_defaults(run=run_rm)
-    push = actions.add_parser("push", help="push stored entries to the shared cache")
+    push = add_action(actions, "push", help="push stored entries to the shared cache", run=run_push)
     push.add_argument("key", metavar="KEY_OR_DIGEST", help="an input key or digest (or a prefix)")
     add_json_option(push)
-    push.set_defaults(run=run_push)
-    pull = actions.add_parser(
-        "pull", help="fetch an input key's artifact from the shared cache into the store"
+    pull = add_action(
+        actions,
+        "pull",
+        help="fetch an input key's artifact from the shared cache into the store",
+        run=run_pull,
     )
     pull.add_argument("key", metavar="INPUT_KEY", help="the full input key (sha256:…)")
     add_json_option(pull)
-    pull.set_defaults(run=run_pull)
 
 
 def _as_json(entry: StoreEntry) -> dict[str, object]:

@@ -24,9 +24,9 @@ def register(subparsers: Subparsers) -> None:
         "doctor",
         help="check this machine's set-up",
         description=HELP,
+        run=run,
     )
     add_json_option(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,12 +50,12 @@ def register(subparsers: Subparsers) -> None:
         "install",
         help="install (if needed) and register a working runsc",
         description=HELP,
+        run=run_install,
     )
     install.add_argument(
         "--deb", type=Path, metavar="FILE", help=f"use this {_PIN.deb_name} instead of apt"
     )
     add_json_option(install)
-    install.set_defaults(run=run_install)
 
 
 def run_install(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ def register(subparsers: Subparsers) -> None:
         "init",
         help="write a starter bottle.toml and Dockerfile",
         description=HELP,
+        run=run,
     )
     parser.add_argument("directory", nargs="?", default=".", help="where to write (default: .)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -56,7 +57,6 @@ def register(subparsers: Subparsers) -> None:
         help="how Claude Code signs in: ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN "
         "(default: api-key)",
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any, Literal, TypeAlias
 
 from rich.console import Console
 
@@ -40,7 +41,7 @@ def add_manifest_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_slug_argument(parser: argparse.ArgumentParser) -> None:
-    """The SLUG of the existing bottle a command works on (attach, stop, logs, probe, ...)."""
+    """The SLUG of the existing bottle a command works on."""
     parser.add_argument(
         "slug", metavar="SLUG", help="the bottle's slug, as `bottle-engine ls` lists it"
     )
@@ -50,17 +51,21 @@ def add_json_option(parser: argparse.ArgumentParser, help: str = "machine-readab
     parser.add_argument("--json", action="store_true", help=help)
 
 
-def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+def add_quiet_and_json_options(
+    parser: argparse.ArgumentParser, json_help: str = "machine-readable output"
+) -> None:
+    """`-q` and `--json` of a command that shows progress (build, launch, pool fill, ...);
+    with `--json` it shows none either: stdout is the JSON."""
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_json_option(parser, help=json_help)
 
 
-def add_command(
-    subparsers: Subparsers,
-    name: str,
-    *,
-    help: str,
-    description: str,
-    epilog: str | None = None,
+# What a command runs: the parsed arguments in, the CLI's exit code out.
+Runner: TypeAlias = Callable[[argparse.Namespace], int]
+
+
+def _command_parser(
+    subparsers: Subparsers, name: str, *, help: str, description: str, epilog: str | None
 ) -> argparse.ArgumentParser:
     """A command's parser; its description printed as written (examples keep their layout)."""
     return subparsers.add_parser(
@@ -72,20 +77,47 @@ def add_command(
     )
 
 
-def add_agent_command(
-    subparsers: Subparsers, name: str, *, help: str, description: str
+# What a command works on, given before its own options: an agent of a manifest (`-f` and
+# AGENT: build, pack, plan, launch) or an existing bottle (SLUG: attach, stop, logs, probe, ...).
+Subject: TypeAlias = Literal["agent", "bottle"]
+
+
+def add_command(
+    subparsers: Subparsers,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    run: Runner,
+    subject: Subject | None = None,
+    epilog: str | None = None,
 ) -> argparse.ArgumentParser:
-    """A command on one agent of a manifest (build, pack, plan, launch): `-f` and AGENT."""
-    parser = add_command(subparsers, name, help=help, description=description)
-    add_manifest_option(parser)
-    parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
+    """A command that runs `run` (`main` calls it with the parsed arguments). Options a command
+    shares with others (`--json`, `-q`) are added by the caller after its own, as its help
+    lists them."""
+    parser = _command_parser(subparsers, name, help=help, description=description, epilog=epilog)
+    if subject == "agent":
+        add_manifest_option(parser)
+        parser.add_argument("agent", metavar="AGENT", help="an agent name from [agents.NAME]")
+    elif subject == "bottle":
+        add_slug_argument(parser)
+    parser.set_defaults(run=run)
     return parser
 
 
 def add_command_group(
     subparsers: Subparsers, name: str, *, help: str, description: str
 ) -> Subparsers:
-    """A command made of actions (`cache ls`, `pool fill`): the subparsers to add them to.
-    An action is required; the chosen one is in the namespace as `<name>_command`."""
-    parser = add_command(subparsers, name, help=help, description=description)
+    """A command made of actions (`cache ls`, `pool fill`): the subparsers to add them to with
+    `add_action`. An action is required; the chosen one is in the namespace as `<name>_command`."""
+    parser = _command_parser(subparsers, name, help=help, description=description, epilog=None)
     return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
+def add_action(
+    actions: Subparsers, name: str, *, help: str, run: Runner
+) -> argparse.ArgumentParser:
+    """One action of a command group, running `run`; its help is its one line in the group's."""
+    parser = actions.add_parser(name, help=help)
+    parser.set_defaults(run=run)
+    return parser

@@ -5,13 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import (
-    Subparsers,
-    add_agent_command,
-    add_json_option,
-    console,
-    print_json,
-)
+from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
 from bottle_engine.cli.progress import cli_progress
 
 HELP = """\
@@ -33,11 +27,13 @@ examples:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = add_agent_command(
+    parser = add_command(
         subparsers,
         "pack",
         help="pack an agent's image as a .smolmachine (microVM backend)",
         description=HELP,
+        run=run,
+        subject="agent",
     )
     parser.add_argument(
         "--via-registry",
@@ -45,7 +41,6 @@ def register(subparsers: Subparsers) -> None:
         help="pack through the ephemeral registry even when smolvm takes local archives",
     )
     add_json_option(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

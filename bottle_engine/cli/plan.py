@@ -6,13 +6,7 @@ import argparse
 
 from rich.markup import escape
 
-from bottle_engine.cli.output import (
-    Subparsers,
-    add_agent_command,
-    add_json_option,
-    console,
-    print_json,
-)
+from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
 from bottle_engine.lifecycle import planner_for
 
 HELP = """\
@@ -27,14 +21,15 @@ examples:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = add_agent_command(
+    parser = add_command(
         subparsers,
         "plan",
         help="show what launching an agent would do",
         description=HELP,
+        run=run,
+        subject="agent",
     )
     add_json_option(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ from rich.table import Table
 from bottle_engine import lifecycle
 from bottle_engine.cli.output import (
     Subparsers,
+    add_action,
     add_command_group,
     add_json_option,
     add_manifest_option,
-    add_quiet_option,
+    add_quiet_and_json_options,
     console,
     print_json,
 )
@@ -40,10 +41,11 @@ def register(subparsers: Subparsers) -> None:
         help="warm gateways for fast launches",
         description=HELP,
     )
-    status = actions.add_parser("status", help="list the members and their state")
+    status = add_action(actions, "status", help="list the members and their state", run=run_status)
     add_json_option(status)
-    status.set_defaults(run=run_status)
-    fill = actions.add_parser("fill", help="start N more warm gateways for AGENT's bottle")
+    fill = add_action(
+        actions, "fill", help="start N more warm gateways for AGENT's bottle", run=run_fill
+    )
     add_manifest_option(fill)
     fill.add_argument("count", metavar="N", type=int)
     fill.add_argument("agent", metavar="AGENT")
@@ -52,12 +54,9 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="make only as many as it takes for N free members of this kind (none when enough)",
     )
-    add_quiet_option(fill)
-    add_json_option(fill)
-    fill.set_defaults(run=run_fill)
-    drain = actions.add_parser("drain", help="remove every member no bottle uses")
+    add_quiet_and_json_options(fill)
+    drain = add_action(actions, "drain", help="remove every member no bottle uses", run=run_drain)
     add_json_option(drain)
-    drain.set_defaults(run=run_drain)
 
 
 def run_status(args: argparse.Namespace) -> int:

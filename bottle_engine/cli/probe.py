@@ -7,14 +7,7 @@ import argparse
 from rich.table import Table
 
 from bottle_engine import lifecycle
-from bottle_engine.cli.output import (
-    Subparsers,
-    add_command,
-    add_json_option,
-    add_slug_argument,
-    console,
-    print_json,
-)
+from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
 from bottle_engine.errors import UsageError
 from bottle_engine.probes import ProbeTargets
 
@@ -39,8 +32,9 @@ def register(subparsers: Subparsers) -> None:
         "probe",
         help="run the sandbox-escape probes in a bottle",
         description=HELP,
+        run=run,
+        subject="bottle",
     )
-    add_slug_argument(parser)
     parser.add_argument("--allowed-url", help="control: a URL the allowlist permits")
     parser.add_argument(
         "--outside",
@@ -65,7 +59,6 @@ def register(subparsers: Subparsers) -> None:
         help="another bottle's address to try to reach (repeatable)",
     )
     add_json_option(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,9 +23,9 @@ def register(subparsers: Subparsers) -> None:
         "schema",
         help="print the manifest's JSON Schema",
         description=HELP,
+        run=run,
     )
     parser.add_argument("--markdown", action="store_true", help="print the reference table")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,13 +40,13 @@ def register(subparsers: Subparsers) -> None:
         "trust",
         help="review a changed manifest and trust it",
         description=HELP,
+        run=run,
     )
     add_manifest_option(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="show the difference, record nothing"
     )
     add_json_option(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

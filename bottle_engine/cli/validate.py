@@ -27,10 +27,11 @@ examples:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = add_command(subparsers, "validate", help="check bottle.toml", description=HELP)
+    parser = add_command(
+        subparsers, "validate", help="check bottle.toml", description=HELP, run=run
+    )
     add_manifest_option(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -432,6 +432,29 @@ def test_every_command_help_teaches_with_an_example(
     assert f"bottle-engine {command}" in body, f"`{command} --help` shows no example invocation"
 
 
+def _runnable_commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every command and group action, by its full name (`cache ls`): what `main` runs."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [(" ".join(path), parser)]
+    return [
+        found
+        for name, sub in groups[0].choices.items()
+        for found in _runnable_commands(sub, (*path, name))
+    ]
+
+
+def test_every_command_and_action_names_what_it_runs() -> None:
+    # `main` calls `args.run`: a command registered without it would fail with an
+    # AttributeError instead of running.
+    commands = _runnable_commands(build_parser())
+    assert {"launch", "cache ls", "pool fill", "gvisor install", "approve"} <= dict(commands).keys()
+    for name, parser in commands:
+        assert callable(parser.get_default("run")), f"`{name}` runs nothing"
+
+
 @pytest.mark.parametrize(
     ("auth", "secret", "other"),
     [
