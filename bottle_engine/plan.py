@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,15 @@ class ImageInputs:
     build_args: Mapping[str, str]
     base_image: str | None
     ca_bundle: Path | None
+
+
+def _same_named(target: type[Any], source: Any) -> dict[str, Any]:
+    """The fields of dataclass `source` that dataclass `target` has too, by name. For a plan or
+    bundle dataclass whose same-named fields are the manifest model's own keys (an agent's,
+    the image's build inputs, a git upstream's push policy): a key added to both cannot be
+    dropped on the way."""
+    wanted = {f.name for f in fields(target)}
+    return {f.name: getattr(source, f.name) for f in fields(source) if f.name in wanted}
 
 
 def internal_network_of(slug: str) -> str:
@@ -239,12 +248,7 @@ class BottlePlan(GatewayAddresses):
             ),
             git=tuple(
                 GitUpstreamConfig(
-                    name=g.name,
-                    url=g.url,
-                    push_branches=g.push_branches,
-                    allow_force_push=g.allow_force_push,
-                    allow_delete=g.allow_delete,
-                    allow_manifest_changes=g.allow_manifest_changes,
+                    **_same_named(GitUpstreamConfig, g),  # the push policy, key for key
                     protected_paths=self.git_protected_paths,
                     identity_file=(
                         str(keys_dir / git_identity_name(g.name)) if g.identity else None
@@ -390,11 +394,13 @@ def placeholder_for(secret_name: str, launch_token: str) -> str:
 
 @dataclass(frozen=True)
 class Planner:
-    """Makes the plan for a candidate slug; backends walk `instance_slugs(base_slug)` with it."""
+    """Makes the plan for a candidate slug; backends walk `instance_slugs(base_slug)` with it.
+    The one place a manifest and these options become a `BottlePlan` (`plan_bottle` is it in one
+    call)."""
 
     manifest: Manifest
     agent: str
-    cwd: Path
+    cwd: Path | None = None  # None: the manifest's directory
     subnet_pool: str = DEFAULT_SUBNET_POOL
     launch_token: str = "plan"
     backend_override: str | None = None
@@ -431,25 +437,59 @@ class Planner:
 
     def __call__(
         self,
-        slug: str,
+        slug: str | None = None,
         taken_subnets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
         *,
         subnet: ipaddress.IPv4Network | None = None,
     ) -> BottlePlan:
-        """The plan for `slug`: on `subnet` when given (a warm pool member's), else on a /28
-        of the pool that none of `taken_subnets` overlaps."""
-        return plan_bottle(
-            self.manifest,
-            self.agent,
+        """The plan for `slug` (the base slug when None): on `subnet` when given (a warm pool
+        member's), else on a /28 of the pool that none of `taken_subnets` overlaps."""
+        manifest = self.manifest
+        agent = manifest.agents.get(self.agent)
+        if agent is None:
+            known = ", ".join(sorted(manifest.agents)) or "none"
+            raise BottleError(
+                f"{manifest.path}: no agent named '{self.agent}' (defined: {known})",
+                fix="pick one of the [agents.NAME] tables, or add one",
+            )
+        bottle = manifest.bottle_for(agent)
+        backend = bottle.backend
+        if self.backend_override:
+            check_backend(self.backend_override, source="BOTTLE_BACKEND")
+            backend = self.backend_override  # type: ignore[assignment]
+        slug = slug or self.base_slug
+        secrets = tuple(
+            SecretPlan(
+                name=secret.name,
+                placeholder=placeholder_for(secret.name, self.launch_token),
+                hosts=secret.hosts,
+                from_env=secret.from_env,
+                from_file=secret.from_file,
+            )
+            for secret in bottle.secrets.values()
+        )
+        return BottlePlan(
+            # The agent's own keys: its bottle's name, command, prompt, prompt_file, skills, ...
+            **_same_named(BottlePlan, agent),
             slug=slug,
-            cwd=self.cwd,
-            subnet_pool=self.subnet_pool,
-            taken_subnets=taken_subnets,
-            launch_token=self.launch_token,
-            backend_override=self.backend_override,
+            agent=agent.name,
+            backend=backend,
+            runtime=bottle.runtime,
+            manifest_path=manifest.path,
+            cwd=self.cwd or manifest.directory,
+            subnet=subnet or choose_subnet(slug, self.subnet_pool, taken_subnets),
+            cpus=bottle.cpus,
+            memory_bytes=bottle.memory_bytes,
+            egress_allow=bottle.egress.allow,
+            upstream_ca=bottle.egress.upstream_ca,
+            egress_ask=bottle.egress.ask,
+            secrets=secrets,
+            git=bottle.git,
+            supervise=bottle.supervise,
+            image=ImageInputs(**_same_named(ImageInputs, bottle)),
+            user_env=bottle.env,
             shared_egress_network=self.shared_egress_network,
             git_protected_paths=self.git_protected_paths,
-            subnet=subnet,
         )
 
 
@@ -458,69 +498,10 @@ def plan_bottle(
     agent_name: str,
     *,
     slug: str | None = None,
-    cwd: Path | None = None,
-    subnet_pool: str = DEFAULT_SUBNET_POOL,
     taken_subnets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
-    launch_token: str = "plan",
-    backend_override: str | None = None,
-    shared_egress_network: str | None = None,
-    git_protected_paths: tuple[str, ...] = (),
     subnet: ipaddress.IPv4Network | None = None,
+    **options: Any,
 ) -> BottlePlan:
-    """Decide everything about launching `agent_name` from `manifest`."""
-    agent = manifest.agents.get(agent_name)
-    if agent is None:
-        known = ", ".join(sorted(manifest.agents)) or "none"
-        raise BottleError(
-            f"{manifest.path}: no agent named '{agent_name}' (defined: {known})",
-            fix="pick one of the [agents.NAME] tables, or add one",
-        )
-    bottle = manifest.bottle_for(agent)
-    backend = bottle.backend
-    if backend_override:
-        check_backend(backend_override, source="BOTTLE_BACKEND")
-        backend = backend_override  # type: ignore[assignment]
-    slug = slug or base_slug(manifest.path, agent_name)
-    secrets = tuple(
-        SecretPlan(
-            name=secret.name,
-            placeholder=placeholder_for(secret.name, launch_token),
-            hosts=secret.hosts,
-            from_env=secret.from_env,
-            from_file=secret.from_file,
-        )
-        for secret in bottle.secrets.values()
-    )
-    return BottlePlan(
-        slug=slug,
-        agent=agent.name,
-        bottle=bottle.name,
-        backend=backend,
-        runtime=bottle.runtime,
-        manifest_path=manifest.path,
-        cwd=cwd or manifest.directory,
-        subnet=subnet or choose_subnet(slug, subnet_pool, taken_subnets),
-        command=agent.command,
-        prompt=agent.prompt,
-        prompt_file=agent.prompt_file,
-        skills=agent.skills,
-        copy_cwd=agent.copy_cwd,
-        cpus=bottle.cpus,
-        memory_bytes=bottle.memory_bytes,
-        egress_allow=bottle.egress.allow,
-        upstream_ca=bottle.egress.upstream_ca,
-        egress_ask=bottle.egress.ask,
-        secrets=secrets,
-        git=bottle.git,
-        supervise=bottle.supervise,
-        image=ImageInputs(
-            dockerfile=bottle.dockerfile,
-            context=bottle.context,
-            build_args=bottle.build_args,
-            base_image=bottle.base_image,
-            ca_bundle=bottle.ca_bundle,
-        ),
-        user_env=bottle.env,
-        shared_egress_network=shared_egress_network,
-        git_protected_paths=git_protected_paths,
-    )
+    """Decide everything about launching `agent_name` from `manifest`: one plan of a
+    `Planner` made with `options` (its fields: `cwd`, `subnet_pool`, `launch_token`, ...)."""
+    return Planner(manifest, agent_name, **options)(slug, taken_subnets, subnet=subnet)

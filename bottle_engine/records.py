@@ -78,17 +78,6 @@ class BottleResources:
     command: tuple[str, ...] = ()
     gateway: GatewayNames | None = None  # where its gateway lives (None: named after the slug)
 
-    @classmethod
-    def launched(cls, plan: BottlePlan, agent_image: str, bundle_image: str) -> BottleResources:
-        """What every backend records of a launch of `plan`; a backend adds its own fields
-        (`dataclasses.replace`)."""
-        return cls(
-            cpus=plan.cpus,
-            memory_bytes=plan.memory_bytes,
-            agent_image=agent_image,
-            bundle_image=bundle_image,
-        )
-
     def to_json(self) -> dict[str, Any]:
         """As on disk: a backend's unused fields are left out, as they always were."""
         data = asdict(self)
@@ -154,6 +143,24 @@ class BottleRecord:
         """What is saved: everything but the status (asked of the backend when listed)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "status"}
         return {**data, "resources": self.resources.to_json()}
+
+
+def save_launched(
+    plan: BottlePlan, backend: str, agent_image: str, bundle_image: str, own: BottleResources
+) -> BottleRecord:
+    """Save and return the record of a bottle just launched from `plan` with these images.
+    `own` holds the backend's own fields (runtime, pack, gateway, ...); what every backend
+    records (the plan's cpus and memory, the images) is filled in here."""
+    resources = replace(
+        own,
+        cpus=plan.cpus,
+        memory_bytes=plan.memory_bytes,
+        agent_image=agent_image,
+        bundle_image=bundle_image,
+    )
+    record = record_for(plan, backend, resources)
+    save(record)
+    return record
 
 
 def record_for(plan: BottlePlan, backend: str, resources: BottleResources) -> BottleRecord:

@@ -24,11 +24,11 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bottle_engine.manifest.model import Manifest
+from bottle_engine.manifest.model import GitUpstream, Manifest
 
 SURFACE_VERSION = 1
 
@@ -74,15 +74,16 @@ class SecretSurface:
     hosts: tuple[str, ...]  # sorted
 
 
-@dataclass(frozen=True)
-class GitSurface:
-    url: str
-    identity: str | None
-    known_host_key: str | None
-    push_branches: tuple[str, ...]
-    allow_force_push: bool
-    allow_delete: bool
-    allow_manifest_changes: bool
+def git_surface(upstream: GitUpstream, where: Callable[[Path], str]) -> GitUpstream:
+    """A git upstream as trust keeps it: the manifest model's own dataclass, so a new git key
+    is in the record and the fingerprint without a second list of fields here. The identity
+    becomes its resolved path (`where`: `~/...` under the home directory), the push branches a
+    sorted set."""
+    return replace(
+        upstream,
+        identity=Path(where(upstream.identity)) if upstream.identity else None,
+        push_branches=tuple(sorted(set(upstream.push_branches))),
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class BottleSurface:
     allow: tuple[str, ...]
     ask: tuple[str, ...]
     secrets: dict[str, SecretSurface] = field(default_factory=dict)
-    git: dict[str, GitSurface] = field(default_factory=dict)
+    git: dict[str, GitUpstream] = field(default_factory=dict)  # see `git_surface`
     paths: dict[str, str] = field(default_factory=dict)  # what reads it -> resolved path
 
 
@@ -117,7 +118,7 @@ class TrustedSurface:
         return str(Path(self.manifest).parent)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": SURFACE_VERSION, **asdict(self)}
+        return {"version": SURFACE_VERSION, **asdict(self, dict_factory=_json_fields)}
 
     @property
     def fingerprint(self) -> str:
@@ -143,10 +144,7 @@ class TrustedSurface:
                         s: SecretSurface(str(v["source"]), tuple(v["hosts"]))
                         for s, v in b["secrets"].items()
                     },
-                    git={
-                        g: GitSurface(**{**v, "push_branches": tuple(v["push_branches"])})
-                        for g, v in b["git"].items()
-                    },
+                    git={g: _git_surface_from_json(g, v) for g, v in b["git"].items()},
                     paths={str(k): str(v) for k, v in b["paths"].items()},
                 )
                 for name, b in data["bottles"].items()
@@ -160,6 +158,25 @@ class TrustedSurface:
             return cls(str(data["manifest"]), str(data["home"]), bottles, agents)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a trusted surface: {exc!r}") from exc
+
+
+def _json_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`asdict`'s dict factory for the stored form: paths as their text."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in items}
+
+
+def _git_surface_from_json(name: str, stored: dict[str, Any]) -> GitUpstream:
+    """A stored upstream. Its name is the key it is stored under (records written before the
+    surface held the model's dataclass have no `name` in the value, and read the same)."""
+    identity = stored["identity"]
+    return GitUpstream(
+        **{
+            **stored,
+            "name": name,
+            "identity": Path(identity) if identity is not None else None,
+            "push_branches": tuple(stored["push_branches"]),
+        }
+    )
 
 
 # -- manifest -> surface -------------------------------------------------------------------------
@@ -207,18 +224,7 @@ def surface_of(
             )
             for secret in bottle.secrets.values()
         }
-        git = {
-            upstream.name: GitSurface(
-                url=upstream.url,
-                identity=where(upstream.identity) if upstream.identity else None,
-                known_host_key=upstream.known_host_key,
-                push_branches=tuple(sorted(set(upstream.push_branches))),
-                allow_force_push=upstream.allow_force_push,
-                allow_delete=upstream.allow_delete,
-                allow_manifest_changes=bool(getattr(upstream, "allow_manifest_changes", False)),
-            )
-            for upstream in bottle.git
-        }
+        git = {upstream.name: git_surface(upstream, where) for upstream in bottle.git}
         bottles[name] = BottleSurface(
             backend=bottle.backend,
             runtime=bottle.runtime,
@@ -425,35 +431,59 @@ def _secret_changes(
         yield Change(f"{prefix} no longer sent to {', '.join(removed)}", widening=False)
 
 
+# The git upstream fields `_git_changes` describes in words; any other field of the model is
+# still compared, and a difference in it counts as widening.
+_GIT_FLAGS = {
+    "allow_force_push": "force push",
+    "allow_delete": "branch deletion",
+    "allow_manifest_changes": "pushes that change the manifest",
+}
+_GIT_DESCRIBED = {"name", "url", "identity", "known_host_key", "push_branches", *_GIT_FLAGS}
+
+
 def _git_changes(
-    prefix: str, was: GitSurface | None, now: GitSurface, places: _Places
+    prefix: str, was: GitUpstream | None, now: GitUpstream, places: _Places
 ) -> Iterator[Change]:
     if was is None:
         yield Change(f"{prefix}: new upstream {now.url}", widening=True)
-        was = GitSurface(now.url, None, now.known_host_key, (), False, False, False)
+        was = replace(
+            now,
+            identity=None,
+            push_branches=(),
+            allow_force_push=False,
+            allow_delete=False,
+            allow_manifest_changes=False,
+        )
     elif was.url != now.url:
         yield Change(f"{prefix}: url now {now.url} (was {was.url})", widening=True)
     if was.identity != now.identity:
         if now.identity is None:
-            yield Change(f"{prefix}: no identity (was {places.show(was.identity or '')})", False)
+            yield Change(f"{prefix}: no identity (was {places.show(str(was.identity))})", False)
         else:
-            previously = f" (was {places.show(was.identity)})" if was.identity else ""
-            yield Change(f"{prefix}: identity {places.describe(now.identity)}{previously}", True)
+            previously = f" (was {places.show(str(was.identity))})" if was.identity else ""
+            yield Change(
+                f"{prefix}: identity {places.describe(str(now.identity))}{previously}", True
+            )
     if was.known_host_key != now.known_host_key:
         if now.known_host_key is None:
             yield Change(f"{prefix}: host key no longer pinned", widening=True)
         else:
             yield Change(f"{prefix}: known host key now {now.known_host_key}", widening=True)
     yield from _set_changes(f"{prefix}: push branches", was.push_branches, now.push_branches)
-    for flag, label in (
-        ("allow_force_push", "force push"),
-        ("allow_delete", "branch deletion"),
-        ("allow_manifest_changes", "pushes that change the manifest"),
-    ):
+    yield from _git_field_changes(prefix, was, now)
+
+
+def _git_field_changes(prefix: str, was: GitUpstream, now: GitUpstream) -> Iterator[Change]:
+    """The flags, then every field no line above describes."""
+    for flag, label in _GIT_FLAGS.items():
         before, after = bool(getattr(was, flag)), bool(getattr(now, flag))
         if before != after:
             verb = "now allowed" if after else "no longer allowed"
             yield Change(f"{prefix}: {label} {verb}", widening=after)
+    for other in fields(now):
+        old, new = getattr(was, other.name, None), getattr(now, other.name)
+        if other.name not in _GIT_DESCRIBED and old != new:
+            yield Change(f"{prefix}: {other.name} now {new!r} (was {old!r})", widening=True)
 
 
 def _path_changes(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bottle_engine.artifacts.oci import blob_upload_completion
+from bottle_engine.artifacts.registry_api import RepositoryClient
 from bottle_engine.dockerapi.registry_container import (
     list_registries,
     registry_image,
@@ -43,6 +42,7 @@ from bottle_engine.settings import ENV_REGISTRY_IMAGE, EngineSettings
 LABEL_REGISTRY_ID = "bot-bottle.registry-id"
 READY_TIMEOUT_S = 30.0
 REPOSITORY = "bot-bottle"
+_PLAIN_REGISTRY = f"check the registry image ({ENV_REGISTRY_IMAGE}) is a plain registry:2"
 _INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -78,88 +78,66 @@ class EphemeralRegistry:
                 f"the OCI layout {layout_dir} has no manifest {digest}",
                 fix="rebuild the artifact (`bottle-engine build AGENT`); the store is damaged",
             )
-        self._push_manifest(blobs, descriptor, tag)
+        _push_manifest(_EphemeralRepository(self.base_url), blobs, descriptor, tag)
         return self.reference(tag)
 
-    def _push_manifest(self, blobs: Path, descriptor: dict[str, Any], tag: str | None) -> None:
-        body = _blob_path(blobs, descriptor["digest"]).read_bytes()
-        manifest = json.loads(body)
-        media_type = manifest.get("mediaType") or descriptor.get("mediaType")
-        if media_type in _INDEX_TYPES:
-            for child in manifest["manifests"]:
-                self._push_manifest(blobs, child, None)
-        else:
-            for blob in [manifest["config"], *manifest["layers"]]:
-                self._push_blob(_blob_path(blobs, blob["digest"]), blob["digest"])
-        reference = tag or descriptor["digest"]
-        headers = self._request(
-            "PUT",
-            f"/v2/{REPOSITORY}/manifests/{reference}",
-            body,
-            {"Content-Type": str(media_type)},
-            doing=f"push manifest {descriptor['digest']}",
+
+def _push_manifest(
+    repository: RepositoryClient, blobs: Path, descriptor: dict[str, Any], tag: str | None
+) -> None:
+    body = _blob_path(blobs, descriptor["digest"]).read_bytes()
+    manifest = json.loads(body)
+    media_type = manifest.get("mediaType") or descriptor.get("mediaType")
+    if media_type in _INDEX_TYPES:
+        for child in manifest["manifests"]:
+            _push_manifest(repository, blobs, child, None)
+    else:
+        for blob in [manifest["config"], *manifest["layers"]]:
+            repository.push_blob(_blob_path(blobs, blob["digest"]), blob["digest"])
+    stored = repository.put_manifest(
+        tag or descriptor["digest"],
+        body,
+        str(media_type),
+        doing=f"push manifest {descriptor['digest']}",
+    )
+    if stored != descriptor["digest"]:
+        raise BottleError(
+            f"the ephemeral registry stored manifest {descriptor['digest']} as {stored}",
+            fix=f"use an unmodified registry:2 image ({ENV_REGISTRY_IMAGE})",
         )
-        stored = headers.get("docker-content-digest")
-        if stored != descriptor["digest"]:
-            raise BottleError(
-                f"the ephemeral registry stored manifest {descriptor['digest']} as {stored}",
-                fix=f"use an unmodified registry:2 image ({ENV_REGISTRY_IMAGE})",
-            )
 
-    def _push_blob(self, path: Path, digest: str) -> None:
-        doing = f"push blob {digest[:19]}"
-        try:
-            self._request("HEAD", f"/v2/{REPOSITORY}/blobs/{digest}", None, {}, doing=doing)
-            return  # already there (layers shared between images)
-        except _NotFound:
-            pass
-        headers = self._request(
-            "POST", f"/v2/{REPOSITORY}/blobs/uploads/", b"", {}, doing=doing, expect=202
+
+class _EphemeralRepository(RepositoryClient):
+    """The ephemeral registry's one repository. It is our pinned registry:2 (or the person's
+    `BOTTLE_REGISTRY_IMAGE`), so an answer other than the spec's is an error."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url, REPOSITORY, timeout=300)
+
+    def _answered(self, exc: urllib.error.HTTPError, doing: str) -> BottleError:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        return BottleError(
+            f"{doing}: the ephemeral registry answered {exc.code}: {detail}",
+            fix=_PLAIN_REGISTRY,
         )
-        location = urllib.parse.urljoin(self.base_url, headers["location"])
-        url, headers = blob_upload_completion(location, digest, path)
-        with path.open("rb") as stream:
-            self._request("PUT", url, stream, headers, doing=doing, expect=201)
 
-    def _request(
-        self,
-        method: str,
-        path_or_url: str,
-        body: Any,
-        headers: dict[str, str],
-        *,
-        doing: str,
-        expect: int | None = None,
-    ) -> dict[str, str]:
-        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        request = urllib.request.Request(url, data=body, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                status = response.status
-                answer = {k.lower(): v for k, v in response.headers.items()}
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and method == "HEAD":
-                raise _NotFound from exc
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise BottleError(
-                f"{doing}: the ephemeral registry answered {exc.code}: {detail}",
-                fix=f"check the registry image ({ENV_REGISTRY_IMAGE}) is a plain registry:2",
-            ) from exc
-        except OSError as exc:
-            raise BottleError(
-                f"{doing}: cannot reach the ephemeral registry on {self.base_url}: {exc}",
-                fix="check that nothing on this host blocks connections to 127.0.0.1",
-            ) from exc
-        if expect is not None and status != expect:
-            raise BottleError(
-                f"{doing}: the ephemeral registry answered {status}, expected {expect}",
-                fix=f"check the registry image ({ENV_REGISTRY_IMAGE}) is a plain registry:2",
-            )
-        return answer
+    def _unreachable(self, exc: OSError, doing: str) -> BottleError:
+        return BottleError(
+            f"{doing}: cannot reach the ephemeral registry on {self.base_url}: {exc}",
+            fix="check that nothing on this host blocks connections to 127.0.0.1",
+        )
 
+    def _unexpected(self, status: int, expected: int, doing: str) -> BottleError:
+        return BottleError(
+            f"{doing}: the ephemeral registry answered {status}, expected {expected}",
+            fix=_PLAIN_REGISTRY,
+        )
 
-class _NotFound(Exception):
-    pass
+    def _upload_elsewhere(self, digest: str) -> BottleError:
+        return BottleError(
+            f"push blob {digest[:19]}: the ephemeral registry sent the upload to another host",
+            fix=_PLAIN_REGISTRY,
+        )
 
 
 def _blob_path(blobs: Path, digest: str) -> Path:

@@ -20,9 +20,10 @@ redirect elsewhere, e.g. to blob storage, loses the Authorization header) and ne
 Plain HTTP is used only for loopback registries unless ``BOTTLE_ARTIFACT_REGISTRY_INSECURE=1``.
 
 Why our own small client and not a library: the registry HTTP API needed here is six calls the
-project already speaks (`registry.py`). ``oras`` (oras-py) pushes files as artifacts under
-manifests it writes itself and does not check blob digests while pulling; ``python-dxf``
-checks digests but re-serializes nothing we need and brings ``requests`` for what urllib does.
+project already speaks (`registry_api.py`, shared with the ephemeral registry). ``oras``
+(oras-py) pushes files as artifacts under manifests it writes itself and does not check blob
+digests while pulling; ``python-dxf`` checks digests but re-serializes nothing we need and
+brings ``requests`` for what urllib does.
 We need the stored manifest bytes pushed unchanged and every byte verified on its way into the
 store, which is the part a library would not do for us.
 """
@@ -47,12 +48,12 @@ from bottle_engine.artifacts.oci import (
     MEDIA_INDEX,
     MEDIA_LAYER,
     MEDIA_MANIFEST,
-    blob_upload_completion,
     canonical_json,
     layout_is_complete,
     read_layout,
     write_layout_index,
 )
+from bottle_engine.artifacts.registry_api import Absent, RepositoryClient
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.errors import BottleError
@@ -244,24 +245,26 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
-class _NotFound(Exception):
-    pass
-
-
-class RemoteCache:
-    """One shared cache repository; every failure raises `RemoteCacheError`."""
+class RemoteCache(RepositoryClient):
+    """One shared cache repository; every failure raises `RemoteCacheError`. Whatever registry
+    the person runs is taken as it answers (no check of the spec's status codes)."""
 
     def __init__(
         self, location: RemoteLocation, credentials: tuple[str, str] | None = None
     ) -> None:
+        handlers: list[Any] = [_SameHostRedirects()]
+        if location.plain_http:
+            handlers.append(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+        super().__init__(
+            location.base_url,
+            location.repository,
+            timeout=TIMEOUT_S,
+            opener=urllib.request.build_opener(*handlers),
+        )
         self.location = location
         self._credentials = credentials
         self._authorization: str | None = None
         self._authorized = False
-        handlers: list[Any] = [_SameHostRedirects()]
-        if location.plain_http:
-            handlers.append(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-        self._opener = urllib.request.build_opener(*handlers)
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> RemoteCache | None:
@@ -278,7 +281,7 @@ class RemoteCache:
         tag = key_tag(input_key)
         try:
             body = self._get_document(f"manifests/{tag}", MEDIA_INDEX, f"look up key {tag[:12]}")
-        except _NotFound:
+        except Absent:
             return None
         return read_key_index(body, input_key, str(self.location))
 
@@ -340,7 +343,7 @@ class RemoteCache:
         """Every key index in the repository that is valid for this engine's key version."""
         try:
             body = self._get_document("tags/list", "application/json", "list tags")
-        except _NotFound:
+        except Absent:
             return []
         try:
             tags = json.loads(body).get("tags") or []
@@ -372,53 +375,28 @@ class RemoteCache:
             return f"kept {existing[0].digest} (pushed first for this key)"
         image = read_layout(artifact.layout_dir)
         for digest in [image.config_digest, *image.layer_digests]:
-            self._push_blob(image.blob(digest), digest)
+            self.push_blob(image.blob(digest), digest)
         manifest_body = image.blob(artifact.digest).read_bytes()
-        stored = self._request(
-            "PUT",
-            f"manifests/{artifact.digest}",
+        stored = self.put_manifest(
+            artifact.digest,
             manifest_body,
-            {"Content-Type": MEDIA_MANIFEST},
+            MEDIA_MANIFEST,
             doing=f"push manifest {artifact.digest[:19]}",
-        ).headers.get("Docker-Content-Digest")
+        )
         if stored not in (None, artifact.digest):
             raise RemoteCacheError(
                 f"the shared cache {self.location} stored manifest {artifact.digest} as {stored}",
                 fix="use a registry that keeps manifests byte for byte (OCI distribution)",
             )
         index = key_index(artifact.input_key, name, artifact.digest, len(manifest_body))
-        self._request(
-            "PUT",
-            f"manifests/{key_tag(artifact.input_key)}",
-            index,
-            {"Content-Type": MEDIA_INDEX},
-            doing=f"tag key {key_tag(artifact.input_key)[:12]}",
-        ).close()
+        tag = key_tag(artifact.input_key)
+        self.put_manifest(tag, index, MEDIA_INDEX, doing=f"tag key {tag[:12]}")
         return "pushed"
-
-    def _push_blob(self, path: Path, digest: str) -> None:
-        doing = f"push blob {digest[:19]}"
-        try:
-            self._request("HEAD", f"blobs/{digest}", None, {}, doing=doing).close()
-            return  # already there (a concurrent push, or layers shared between images)
-        except _NotFound:
-            pass
-        started = self._request("POST", "blobs/uploads/", b"", {}, doing=doing)
-        started.close()
-        location = urllib.parse.urljoin(self.location.base_url, started.headers["Location"])
-        if urllib.parse.urlsplit(location).netloc != self.location.host:
-            raise RemoteCacheError(
-                f"the shared cache {self.location} sent the upload of {digest} to another host",
-                fix="use a registry that accepts uploads on its own host",
-            )
-        url, headers = blob_upload_completion(location, digest, path)
-        with path.open("rb") as stream:
-            self._request("PUT", url, stream, headers, doing=doing).close()
 
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _get_document(self, path: str, accept: str, doing: str) -> bytes:
-        with self._request("GET", path, None, {"Accept": accept}, doing=doing) as response:
+        with self.request("GET", path, None, {"Accept": accept}, doing=doing) as response:
             body: bytes = response.read(MAX_DOCUMENT_BYTES + 1)
         if len(body) > MAX_DOCUMENT_BYTES:
             raise RemoteCacheError(
@@ -441,7 +419,7 @@ class RemoteCache:
         received = 0
         try:
             with (
-                self._request("GET", path, None, headers, doing=f"fetch {digest[:19]}") as answer,
+                self.request("GET", path, None, headers, doing=f"fetch {digest[:19]}") as answer,
                 partial.open("wb") as out,
             ):
                 while chunk := answer.read(min(_CHUNK, size - received + 1)):
@@ -450,7 +428,7 @@ class RemoteCache:
                         break
                     hasher.update(chunk)
                     out.write(chunk)
-        except _NotFound as exc:
+        except Absent as exc:
             raise RemoteCacheError(
                 f"the shared cache {self.location} lacks {digest}, which its entry names",
                 fix="push the artifact again (`bottle-engine cache push`); nothing was stored",
@@ -472,40 +450,24 @@ class RemoteCache:
             )
         partial.rename(target)
 
-    def _request(
-        self,
-        method: str,
-        path_or_url: str,
-        body: Any,
-        headers: dict[str, str],
-        *,
-        doing: str,
-    ) -> Any:
+    def _headers(self) -> dict[str, str]:
         if not self._authorized:
             self._authorize()
-        url = (
-            path_or_url
-            if "://" in path_or_url
-            else f"{self.location.base_url}/v2/{self.location.repository}/{path_or_url}"
+        return {"Authorization": self._authorization} if self._authorization else {}
+
+    def _answered(self, exc: urllib.error.HTTPError, doing: str) -> RemoteCacheError:
+        if exc.code in (401, 403):
+            return self._auth_error(exc.code, doing)
+        return RemoteCacheError(
+            f"{doing}: the shared cache {self.location} answered {exc.code} {exc.reason}",
+            fix="check the registry's log; the build goes on without the shared cache",
         )
-        all_headers = dict(headers)
-        if self._authorization:
-            all_headers["Authorization"] = self._authorization
-        request = urllib.request.Request(url, data=body, headers=all_headers, method=method)
-        try:
-            return self._opener.open(request, timeout=TIMEOUT_S)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code == 404:
-                raise _NotFound from exc
-            if exc.code in (401, 403):
-                raise self._auth_error(exc.code, doing) from exc
-            raise RemoteCacheError(
-                f"{doing}: the shared cache {self.location} answered {exc.code} {exc.reason}",
-                fix="check the registry's log; the build goes on without the shared cache",
-            ) from exc
-        except OSError as exc:
-            raise self._unreachable(exc, doing) from exc
+
+    def _upload_elsewhere(self, digest: str) -> RemoteCacheError:
+        return RemoteCacheError(
+            f"the shared cache {self.location} sent the upload of {digest} to another host",
+            fix="use a registry that accepts uploads on its own host",
+        )
 
     def _authorize(self) -> None:
         """Probe ``/v2/`` and, on a challenge, get the Authorization header to send (probed

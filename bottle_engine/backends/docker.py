@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import replace
 from typing import Any
 
 from bottle_engine import gvisor, records, state
@@ -169,17 +168,12 @@ class DockerBackend:
                 self._put_agent_files(plan, container)
             progress.stage("start agent")
             container.start()
-            record = records.record_for(
-                plan,
-                self.name,
-                replace(
-                    BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
-                    runtime=choice.runtime,
-                    runtime_reason=choice.reason,
-                    gateway=names,
-                ),
+            own = BottleResources(
+                runtime=choice.runtime, runtime_reason=choice.reason, gateway=names
             )
-            records.save(record)
+            record = records.save_launched(
+                plan, self.name, agent_image.image_tag, bundle_image.image_tag, own
+            )
             undo.pop_all()
         return record.with_status(BottleStatus(RUNNING))
 

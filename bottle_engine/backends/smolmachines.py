@@ -21,7 +21,6 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,18 +137,15 @@ class SmolmachinesBackend:
             self.smolvm.machine_start(plan.name)
             progress.stage("copy files into the microVM")
             self._put_guest_files(plan, bottle_dir)
-            record = records.record_for(
-                plan,
-                self.name,
-                replace(
-                    BottleResources.launched(plan, agent_image.image_tag, bundle_image.image_tag),
-                    artifact_digest=agent_image.digest,
-                    pack=str(pack.sidecar),
-                    command=tuple(plan.agent_command),
-                    gateway=GatewayNames.of_plan(plan),
-                ),
+            own = BottleResources(
+                artifact_digest=agent_image.digest,
+                pack=str(pack.sidecar),
+                command=tuple(plan.agent_command),
+                gateway=GatewayNames.of_plan(plan),
             )
-            records.save(record)
+            record = records.save_launched(
+                plan, self.name, agent_image.image_tag, bundle_image.image_tag, own
+            )
             undo.pop_all()
         return record.with_status(BottleStatus(RUNNING))
 

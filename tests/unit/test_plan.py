@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_KEYS_MOUNT, SECRETS_MOUNT, SUPERVISE_PORT
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import Manifest, load_manifest_file, load_manifest_text
+from bottle_engine.manifest.model import GitUpstream
 from bottle_engine.plan import (
     DEFAULT_SUBNET_POOL,
     MAX_INSTANCES,
@@ -300,6 +302,30 @@ def test_the_git_gate_guards_the_files_the_manifest_reads(tmp_path: Path) -> Non
     )
     [origin] = plan.bundle_config().git
     assert origin.protected_paths == paths and origin.allow_manifest_changes is False
+
+
+@dataclass(frozen=True)
+class _GitWithBound(GitUpstream):
+    max_push_bytes: int = 0  # a key the gate's config has and the manifest does not (yet)
+
+
+def test_every_push_policy_key_the_manifest_and_the_gate_share_reaches_the_gate(
+    tmp_path: Path,
+) -> None:
+    manifest = manifest_from(
+        '[agents.a]\n[bottles.b]\n[[bottles.b.git]]\nname = "origin"\nurl = "/srv/r.git"\n'
+        'push_branches = ["a/*"]\nallow_force_push = true\nallow_delete = true\n'
+        "allow_manifest_changes = true\n",
+        tmp_path,
+    )
+    plan = plan_bottle(manifest, "a")
+    plan = replace(
+        plan, git=tuple(_GitWithBound(**{**g.__dict__, "max_push_bytes": 9}) for g in plan.git)
+    )
+    [origin] = plan.bundle_config().git
+    assert (origin.name, origin.url, origin.push_branches) == ("origin", "/srv/r.git", ("a/*",))
+    assert origin.allow_force_push and origin.allow_delete and origin.allow_manifest_changes
+    assert origin.max_push_bytes == 9
 
 
 def test_plan_json_lists_what_a_launch_needs(full: BottlePlan) -> None:

@@ -4,10 +4,13 @@ and their JSON on disk is what it was: records written before still load."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from bottle_engine import records
+from bottle_engine.manifest import load_manifest_text
+from bottle_engine.plan import plan_bottle
 from bottle_engine.records import BottleRecord, BottleResources
 from bottle_engine.status import BottleStatus
 
@@ -127,6 +130,28 @@ def test_a_record_is_built_with_typed_resources_only() -> None:
         "agent_image": "",
         "bundle_image": "",
     }
+
+
+def test_a_launch_is_saved_with_the_plans_resources_the_images_and_the_backends_own(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    manifest = load_manifest_text(
+        '[agents.dev]\n\n[bottles.default]\ncpus = 1.5\nmemory = "2g"\n', tmp_path / "bottle.toml"
+    ).require()
+    plan = plan_bottle(manifest, "dev", cwd=tmp_path)
+    own = BottleResources(runtime="runsc", runtime_reason="registered", cpus=9.0)
+    saved = records.save_launched(plan, "docker", "agent:a", "bundle:b", own)
+    assert saved.resources == BottleResources(
+        cpus=1.5,
+        memory_bytes=2 * 1024**3,
+        agent_image="agent:a",
+        bundle_image="bundle:b",
+        runtime="runsc",
+        runtime_reason="registered",
+    )
+    assert (saved.slug, saved.backend, saved.bundle_ip) == (plan.slug, "docker", plan.bundle_ip)
+    assert records.load(plan.slug) == saved
 
 
 @pytest.mark.parametrize(

@@ -285,20 +285,12 @@ class _EgressWithMore(Egress):
     ask: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class _GitWithMore(GitUpstream):
-    allow_manifest_changes: bool = False
-
-
 def _with_more(
     manifest: Manifest, *, ca: Path | None, ask: tuple[str, ...], manifest_changes: bool
 ) -> Manifest:
     bottle = manifest.bottles["web"]
     egress = _EgressWithMore(allow=bottle.egress.allow, upstream_ca=ca, ask=ask)
-    git = tuple(
-        _GitWithMore(**{**u.__dict__, "allow_manifest_changes": manifest_changes})
-        for u in bottle.git
-    )
+    git = tuple(replace(u, allow_manifest_changes=manifest_changes) for u in bottle.git)
     return replace(manifest, bottles={"web": replace(bottle, egress=egress, git=git)})
 
 
@@ -335,6 +327,37 @@ def test_the_surface_round_trips_through_json_with_the_same_fingerprint(project:
     again = TrustedSurface.from_json(json.loads(json.dumps(surface.to_json())))
     assert again == surface
     assert again.fingerprint == surface.fingerprint
+
+
+def test_a_record_stored_before_the_surface_held_the_model_reads_as_the_same(
+    project: Project,
+) -> None:
+    surface = project.surface()
+    stored = json.loads(json.dumps(surface.to_json()))
+    for upstream in stored["bottles"]["web"]["git"].values():
+        del upstream["name"]  # the earlier form kept the name as the key only
+    again = TrustedSurface.from_json(stored)
+    assert again == surface
+    assert changes(again, surface) == []
+
+
+@dataclass(frozen=True)
+class _GitWithNewKey(GitUpstream):
+    allow_tags: bool = False
+
+
+def test_a_git_key_trust_does_not_describe_still_counts_as_widening(project: Project) -> None:
+    plain = project.manifest()
+    bottle = plain.bottles["web"]
+
+    def with_tags(allowed: bool) -> TrustedSurface:
+        git = tuple(_GitWithNewKey(**{**u.__dict__, "allow_tags": allowed}) for u in bottle.git)
+        return surface_of(
+            replace(plain, bottles={"web": replace(bottle, git=git)}), home=project.home
+        )
+
+    found = [(c.text, c.widening) for c in changes(with_tags(False), with_tags(True))]
+    assert found == [("bottle web: git origin: allow_tags now True (was False)", True)]
 
 
 @pytest.mark.parametrize("stored", [{}, {"version": 99}, {"version": 1, "bottles": []}])

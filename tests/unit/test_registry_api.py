@@ -1,0 +1,146 @@
+"""The registry HTTP client both the ephemeral registry and the shared cache push through, against
+a loopback stand-in that answers as a misbehaving registry would: each client keeps its own
+messages, and neither sends a blob to a host other than its registry's."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from bottle_engine.artifacts.oci import (
+    MEDIA_CONFIG,
+    MEDIA_LAYER,
+    MEDIA_MANIFEST,
+    canonical_json,
+    write_layout_index,
+)
+from bottle_engine.artifacts.registry import EphemeralRegistry
+from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, parse_location
+from bottle_engine.artifacts.spec import Artifact
+from bottle_engine.errors import BottleError
+
+
+class _Registry(http.server.BaseHTTPRequestHandler):
+    """No blob is there; a POST answers `upload_status` with `upload_location`; a manifest PUT
+    answers `manifest_status`. Every request is recorded."""
+
+    seen: ClassVar[list[tuple[str, str]]] = []
+    upload_status = 202
+    upload_location = "/v2/upload/1"
+    manifest_status = 201
+
+    def _answer(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path))
+        self._answer(200 if self.path == "/v2/" else 404)
+
+    def do_HEAD(self) -> None:
+        self.seen.append(("HEAD", self.path))
+        self._answer(404)
+
+    def do_POST(self) -> None:
+        self.seen.append(("POST", self.path))
+        self._answer(self.upload_status, {"Location": self.upload_location})
+
+    def do_PUT(self) -> None:
+        self.seen.append(("PUT", self.path))
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer(self.manifest_status if "/manifests/" in self.path else 201)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Stand:
+    port: int
+
+    @property
+    def remote(self) -> RemoteCache:
+        return RemoteCache(parse_location(f"127.0.0.1:{self.port}/bot-bottle"))
+
+    @property
+    def ephemeral(self) -> EphemeralRegistry:
+        return EphemeralRegistry(container_id="none", port=self.port)
+
+
+@pytest.fixture
+def stand() -> Iterator[Stand]:
+    _Registry.seen = []
+    _Registry.upload_status, _Registry.manifest_status = 202, 201
+    _Registry.upload_location = "/v2/upload/1"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Stand(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _blob(blobs: Path, data: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Artifact:
+    """A one-layer OCI layout (the bytes need not be an image: no registry here unpacks it)."""
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    config = {"mediaType": MEDIA_CONFIG, **_blob(blobs, b'{"architecture":"amd64"}')}
+    layer = {"mediaType": MEDIA_LAYER, **_blob(blobs, b"not really a gzipped tar")}
+    manifest = canonical_json(
+        {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "config": config, "layers": [layer]}
+    )
+    described = _blob(blobs, manifest)
+    write_layout_index(layout, str(described["digest"]), len(manifest))
+    return Artifact("sha256:" + "a" * 64, str(described["digest"]), layout, "bot-bottle/agent:x")
+
+
+def test_neither_client_sends_a_blob_to_an_upload_location_on_another_host(
+    stand: Stand, artifact: Artifact
+) -> None:
+    _Registry.upload_location = "http://collector.invalid/upload"
+    with pytest.raises(RemoteCacheError, match=r"sent the upload of .* to another host"):
+        stand.remote.push(artifact, "agent")
+    with pytest.raises(BottleError, match="the ephemeral registry sent the upload to another"):
+        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+    assert not [path for method, path in _Registry.seen if method == "PUT"]
+
+
+def test_the_ephemeral_registry_must_answer_as_the_spec_says_the_shared_cache_need_not(
+    stand: Stand, artifact: Artifact
+) -> None:
+    _Registry.upload_status = 200
+    with pytest.raises(BottleError) as raised:
+        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+    assert "the ephemeral registry answered 200, expected 202" in str(raised.value)
+    assert "BOTTLE_REGISTRY_IMAGE" in str(raised.value.fix)
+    assert stand.remote.push(artifact, "agent") == "pushed"
+
+
+def test_a_write_answered_404_is_the_shared_caches_error_not_an_absence(
+    stand: Stand, artifact: Artifact
+) -> None:
+    _Registry.manifest_status = 404
+    with pytest.raises(RemoteCacheError, match=r"push manifest .* answered 404"):
+        stand.remote.push(artifact, "agent")
+    with pytest.raises(BottleError, match=r"push manifest .*the ephemeral registry answered 404"):
+        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
