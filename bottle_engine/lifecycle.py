@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import records, trust_store
+from bottle_engine import config_seal, records, trust_store
 from bottle_engine.artifacts.pack import Pack
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.backends.base import Availability
@@ -154,6 +154,7 @@ def stop(slug: str, *, remove: bool = False) -> None:
     if remove:
         BottleDir.of(slug).remove()
         records.remove(slug)
+        config_seal.forget(slug)
 
 
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
@@ -202,7 +203,7 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     record = find(slug)
     backend = _backend(record)
     bottle_dir = BottleDir.of(slug)
-    config = BundleConfig.load(bottle_dir.bundle_config)
+    config = BundleConfig.from_json(config_seal.checked_config_text(slug, bottle_dir))
     targets = replace(targets, egress_allow=config.egress_allow)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
     values = [

@@ -20,7 +20,13 @@ from bottle_engine import lifecycle
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import STATE_MOUNT
 from bottle_engine.errors import BottleError
-from tests.bottle_fixtures import BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import (
+    HTTP_PORT,
+    BottleWorld,
+    agent_exec,
+    running_bottle,
+    world_env,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
@@ -69,4 +75,58 @@ def test_a_link_in_place_of_a_mounted_file_is_not_followed_by_resume(
             assert token not in seen, "resume mounted the host file into the bundle"
         assert refusal is not None, "resume started the bundle on the planted link"
         assert "symbolic link" in refusal and str(planted) in refusal
+        assert bundle.status != "running"
+
+
+# Run in the bundle as its own user: the config the engine handed it, with one more host on
+# the allowlist, written in place of the old one (its dir is its own).
+WIDEN = """
+import json, os, sys
+path = "{state}/bundle.json"
+config = json.load(open(path))
+config["egress_allow"].extend(sys.argv[1:])
+with open(path + ".new", "w") as out:
+    json.dump(config, out)
+os.replace(path + ".new", path)
+"""
+
+
+def test_a_config_rewritten_by_the_bundle_is_refused_by_resume(
+    bottle_world: BottleWorld, docker_client: Any
+) -> None:
+    """A fresh bundle started by `resume` must not inherit a taken-over one's wider policy."""
+    stranger = f"http://stranger.test:{HTTP_PORT}/"
+    with running_bottle(bottle_world, "victim") as record:
+        denied = agent_exec(
+            bottle_world, record, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", stranger]
+        )
+        assert denied[1] == "403"
+        bundle = docker_client.containers.get(record.bundle_name)
+        done = bundle.exec_run(
+            [
+                "python3",
+                "-c",
+                WIDEN.format(state=STATE_MOUNT),
+                f"stranger.test:{HTTP_PORT}",
+                f"{bottle_world.outside.stranger_ip}/32:{HTTP_PORT}",
+            ]
+        )
+        assert done.exit_code == 0, done.output
+        with world_env(bottle_world):
+            lifecycle.stop(record.slug)
+            try:
+                lifecycle.resume(record.slug)
+                refusal = None
+            except BottleError as exc:
+                refusal = str(exc)
+        bundle.reload()
+        if bundle.status == "running":
+            reached = agent_exec(
+                bottle_world,
+                record,
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", stranger],
+            )
+            assert reached[1] != "200", "the resumed bundle obeyed the rewritten config"
+        assert refusal is not None, "resume started the bundle on a rewritten config"
+        assert "bundle.json" in refusal
         assert bundle.status != "running"
