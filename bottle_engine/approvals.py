@@ -487,11 +487,12 @@ class ApprovalStore:
         return _read_regular(descriptor, MAX_REQUEST_FILE_BYTES)
 
     def _write(self, request: ApprovalRequest, *, event: str) -> None:
-        """Replace the request's file atomically, then append the change to the audit log."""
+        """Append the change to the audit log, then replace the request's file atomically (the
+        log first: a log the store refuses to write to leaves the request as it was)."""
+        self._audit(request, event=event)
         self._replace_file(
             self._path(request.id), json.dumps(request.to_dict(), indent=2, sort_keys=True)
         )
-        self._audit(request, event=event)
 
     def _remove(self, request: ApprovalRequest) -> None:
         index = self._question_path(request.question).name

@@ -61,6 +61,8 @@ def test_a_linked_audit_log_gets_no_line_from_the_persons_answer(
     assert target.read_text() == SHELL_RC, "the person's answer wrote into the linked file"
     assert code == 1
     assert AUDIT_LOG in err and "symbolic link" in err
+    store = ApprovalStore(state.bottle_dir("hostile"), "hostile")
+    assert store.get(request_id).pending  # type: ignore[union-attr]  # refused as a whole
 
 
 def test_a_linked_lock_file_is_neither_chmodded_nor_given_away(
