@@ -23,18 +23,27 @@ one question, so they find one request; an egress answer may be for that request
 Layout: ``<bottle state dir>/approvals/<id>.json``, ``approvals/.q-<question hash>`` (the open
 request asking that question), ``approvals/.rate.json`` (the rate bucket) and
 ``<bottle state dir>/approvals.jsonl``.
+
+That dir is mounted read-write into the bundle, which parses the agent's traffic, while the
+person's `approve` (often as root) writes there: every file is opened relative to the approvals
+dir opened without following a link, never through a symbolic link, only as a regular file, and
+read up to a bound. A link planted there made an answer append a line of agent text to any host
+file (`~/.bashrc`: its `$(...)` ran in the person's next shell) or chmod and chown one
+(tests/unit/test_approvals_dir_attacks.py).
 This module imports only the standard library at the top, because the bundle imports it too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
-import tempfile
+import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +65,10 @@ _RATE_FILE = ".rate.json"
 _QUESTION_PREFIX = ".q-"
 _RECENTLY_DELIVERED = 64  # answers remembered in memory for a second waiter on the same request
 MAX_EGRESS_PATH_CHARS = 1000  # of a held request's path, kept for the person to read
+# A request file holds two texts cut at 2000 characters and a path at 1000, each at most six
+# bytes a character as JSON: a larger file is not one this store wrote, and is skipped unread.
+MAX_REQUEST_FILE_BYTES = 64 * 1024
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO never hangs open()
 
 
 def _now() -> datetime:
@@ -206,11 +219,13 @@ class ApprovalStore:
         if not _REQUEST_ID.fullmatch(request_id):
             return None
         last = None
+        bound = 2 * self.limits.audit_log_max_bytes  # one append may pass the rotation size
         for log in (self.audit_log.with_name(AUDIT_LOG + ".1"), self.audit_log):
             try:
-                lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+                raw = _read_regular(os.open(log, os.O_RDONLY | _NO_FOLLOW), bound)
             except OSError:
                 continue
+            lines = raw.decode("utf-8", errors="replace").splitlines()
             for line in lines:
                 if f'"id": "{request_id}"' not in line:
                     continue
@@ -282,7 +297,7 @@ class ApprovalStore:
             self._take_rate_token()
             now = _now()
             request_id = secrets.token_hex(4)
-            while self._path(request_id).exists():
+            while os.path.lexists(self._path(request_id)):
                 request_id = secrets.token_hex(4)
             request = replace(
                 asked,
@@ -372,8 +387,8 @@ class ApprovalStore:
     def _asked_before(self, key: str) -> ApprovalRequest | None:
         """The open request asking this very question, through the index (one file read)."""
         try:
-            request_id = self._question_path(key).read_text().strip()
-        except OSError:
+            request_id = self._read_file(self._question_path(key).name).decode().strip()
+        except (OSError, UnicodeDecodeError):
             return None
         request = self.get(request_id)
         if request is None or request.question != key:
@@ -417,7 +432,7 @@ class ApprovalStore:
     def _take_rate_token(self) -> None:
         path = self.directory / _RATE_FILE
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(self._read_file(_RATE_FILE))
             bucket: RateBucket | None = RateBucket(float(raw["tokens"]), float(raw["at"]))
         except (OSError, ValueError, KeyError, TypeError):
             bucket = None  # first request, or a damaged file: a full bucket
@@ -442,10 +457,10 @@ class ApprovalStore:
     def _request_files(self) -> list[Path]:
         """The open requests' files, by name only (temp files and the index are not listed)."""
         try:
-            with os.scandir(self.directory) as entries:
+            with self._opened_dir(create=False) as directory, os.scandir(directory) as entries:
                 names = sorted(e.name for e in entries if _REQUEST_FILE.fullmatch(e.name))
-        except FileNotFoundError:
-            return []
+        except (FileNotFoundError, BottleError):
+            return []  # no requests yet, or a link in the dir's place: none of ours
         return [self.directory / name for name in names]
 
     def _require(self, request_id: str) -> ApprovalRequest:
@@ -460,73 +475,152 @@ class ApprovalStore:
 
     def _read(self, path: Path) -> ApprovalRequest | None:
         try:
-            return ApprovalRequest.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+            return ApprovalRequest.from_dict(json.loads(self._read_file(path.name)))
+        except (OSError, BottleError, ValueError, TypeError):
+            return None  # a link, a FIFO, an oversized or damaged file: not a request of ours
+
+    def _read_file(self, name: str) -> bytes:
+        """The regular file `name` in the approvals dir, never through a link; OSError when it
+        is not one, or larger than a request file can be."""
+        with self._opened_dir(create=False) as directory:
+            descriptor = os.open(name, os.O_RDONLY | _NO_FOLLOW, dir_fd=directory)
+        return _read_regular(descriptor, MAX_REQUEST_FILE_BYTES)
 
     def _write(self, request: ApprovalRequest, *, event: str) -> None:
-        """Replace the request's file atomically, then append the change to the audit log."""
+        """Append the change to the audit log, then replace the request's file atomically (the
+        log first: a log the store refuses to write to leaves the request as it was)."""
+        self._audit(request, event=event)
         self._replace_file(
             self._path(request.id), json.dumps(request.to_dict(), indent=2, sort_keys=True)
         )
-        self._audit(request, event=event)
 
     def _remove(self, request: ApprovalRequest) -> None:
-        self._path(request.id).unlink(missing_ok=True)
-        index = self._question_path(request.question)
-        try:
-            if index.read_text().strip() == request.id:
-                index.unlink(missing_ok=True)
-        except OSError:
-            pass
+        index = self._question_path(request.question).name
+        with self._opened_dir(create=False) as directory:
+            with suppress_missing():
+                os.unlink(self._path(request.id).name, dir_fd=directory)
+            try:
+                if self._read_file(index).decode(errors="replace").strip() == request.id:
+                    with suppress_missing():
+                        os.unlink(index, dir_fd=directory)
+            except OSError:
+                pass
 
     def _replace_file(self, path: Path, text: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            self._hand_to_directory_owner(fd)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with self._opened_dir(create=True) as directory:
+            temp = f".tmp-{secrets.token_hex(8)}.json"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+            fd = os.open(temp, flags, 0o600, dir_fd=directory)
+            try:
+                self._hand_to_directory_owner(fd, directory)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+            except BaseException:
+                with suppress_missing():
+                    os.unlink(temp, dir_fd=directory)
+                raise
 
-    def _hand_to_directory_owner(self, fd: int) -> None:
+    def _hand_to_directory_owner(self, fd: int, directory: int) -> None:
         """Private to the bottle: 0600 and owned by whoever owns the approvals dir (the bundle's
         own uid when the engine runs as root), so the host engine and the bundle both read the
-        file and no other account does."""
+        file and no other account does. `fd` is a regular file opened without following a
+        link, `directory` the approvals dir opened the same way: nothing else is changed."""
         os.fchmod(fd, 0o600)
         if os.geteuid() == 0:
-            owner = self.directory.stat()
+            owner = os.fstat(directory)
             os.fchown(fd, owner.st_uid, owner.st_gid)
 
     def _audit(self, request: ApprovalRequest, *, event: str) -> None:
         entry = {"time": _stamp(_now()), "event": event, **request.to_dict()}
         line = json.dumps(entry, sort_keys=True) + "\n"
         try:
-            if self.audit_log.stat().st_size + len(line) > self.limits.audit_log_max_bytes:
+            if os.lstat(self.audit_log).st_size + len(line) > self.limits.audit_log_max_bytes:
                 # One old generation is kept: the log's disk use stays under twice the cap.
                 os.replace(self.audit_log, self.audit_log.with_name(AUDIT_LOG + ".1"))
         except FileNotFoundError:
             pass
-        with self.audit_log.open("a") as log:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
+        fd = self._open_regular(self.audit_log, flags)
+        with os.fdopen(fd, "w") as log:
             log.write(line)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         # One lock file per bottle: the bundle and the host share it through the bind mount.
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # Read-only is enough for flock, and works whichever side created the file.
-        fd = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o600)
+        with self._opened_dir(create=True) as directory:
+            # Read-only is enough for flock, and works whichever side created the file.
+            flags = os.O_RDONLY | os.O_CREAT | _NO_FOLLOW
+            fd = self._open_regular(self.directory / ".lock", flags, directory)
+            try:
+                self._hand_to_directory_owner(fd, directory)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
+    @contextmanager
+    def _opened_dir(self, *, create: bool) -> Iterator[int]:
+        """The approvals dir as a descriptor, opened without following a link (the bundle can
+        put one in its place at any time; every file is then opened relative to this)."""
+        if create:
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            with suppress_missing(FileExistsError):
+                os.mkdir(self.directory, 0o700)
         try:
-            self._hand_to_directory_owner(fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._tampered(self.directory) from exc
+            raise
+        try:
+            yield fd
         finally:
-            os.close(fd)  # releases the lock
+            os.close(fd)
+
+    def _open_regular(self, path: Path, flags: int, directory: int | None = None) -> int:
+        """Open `path` (by name in `directory` when given) with `flags`, which hold
+        `_NO_FOLLOW`: a link, FIFO or device in its place is a `BottleError` naming it."""
+        try:
+            if directory is None:
+                fd = os.open(path, flags, 0o600)
+            else:
+                fd = os.open(path.name, flags, 0o600, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENODEV):
+                raise self._tampered(path) from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._tampered(path)
+        return fd
+
+    def _tampered(self, path: Path) -> BottleError:
+        return BottleError(
+            f"{path} is a symbolic link or not a regular file, not a file bot-bottle wrote: "
+            "nothing written (the bottle's bundle, which can write its state dir, put it there)",
+            fix=f"remove the bottle (`bottle-engine stop --rm {self.slug}`); its bundle may "
+            "have been taken over by the agent's traffic",
+        )
+
+
+def _read_regular(fd: int, limit: int) -> bytes:
+    """At most `limit` bytes of the file open at `fd` (closed here); OSError if it is not a
+    regular file or holds more."""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return data
+
+
+def suppress_missing(*also: type[OSError]) -> contextlib.suppress:
+    """Ignore a file that is already gone (and the errors in `also`)."""
+    return contextlib.suppress(FileNotFoundError, *also)
 
 
 # The host-side API (CLI, language server): all bottles under the state dir.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,31 @@ class BottleDir:
         from bottle_engine import state
 
         state.remove_bottle_path(self.path)
+
+
+def read_regular_files(directory: Path, limit: int) -> dict[str, bytes]:
+    """The regular files directly in `directory`, a dir in a bottle's state dir (which its
+    bundle can write at any time), by name: the dir and each file are opened without following
+    a link, and a link, FIFO or device, or a file over `limit` bytes, is left out unread.
+    OSError when `directory` is missing or is itself a link."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    found: dict[str, bytes] = {}
+    try:
+        for name in sorted(os.listdir(fd)):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            try:
+                handle = os.fdopen(os.open(name, flags, dir_fd=fd), "rb")
+            except OSError:
+                continue
+            with handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    continue
+                data = handle.read(limit + 1)
+            if len(data) <= limit:
+                found[name] = data
+    finally:
+        os.close(fd)
+    return found
 
 
 def _plain_name(name: str, what: str) -> str:

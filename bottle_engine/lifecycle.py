@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import records, trust_store
+from bottle_engine import config_seal, records, trust_store
 from bottle_engine.artifacts.pack import Pack
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.backends.base import Availability
-from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.bottle_dir import BottleDir, read_regular_files
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -40,6 +40,7 @@ from bottle_engine.trust_store import TrustReview, UntrustedManifestError
 
 POOL_STATES = (FREE, MAKING, CLAIMED)
 MAX_POOL_FILL = 32  # per call: each member is a running bundle (memory) and a /28
+MAX_SECRET_BYTES = 1024 * 1024  # a secret value `probe` looks for; a larger file is not one
 
 
 def planner_for(
@@ -154,6 +155,7 @@ def stop(slug: str, *, remove: bool = False) -> None:
     if remove:
         BottleDir.of(slug).remove()
         records.remove(slug)
+        config_seal.forget(slug)
 
 
 def resume(slug: str, progress: Progress | None = None) -> BottleRecord:
@@ -202,13 +204,20 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     record = find(slug)
     backend = _backend(record)
     bottle_dir = BottleDir.of(slug)
-    config = BundleConfig.load(bottle_dir.bundle_config)
+    config = BundleConfig.from_json(config_seal.checked_config_text(slug, bottle_dir))
     targets = replace(targets, egress_allow=config.egress_allow)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
-    values = [
-        path.read_text(encoding="utf-8").strip()
-        for path in sorted(bottle_dir.secrets_dir.glob("*"))
-    ]
+    try:  # the bundle can write that dir: no link, FIFO or huge file is read from it
+        found = read_regular_files(bottle_dir.secrets_dir, MAX_SECRET_BYTES)
+    except FileNotFoundError:
+        found = {}
+    except OSError as exc:
+        raise BottleError(
+            f"{bottle_dir.secrets_dir} is not the directory bot-bottle made ({exc.strerror}): "
+            "the bottle's bundle, which can write its state dir, replaced it",
+            fix=f"remove the bottle (`bottle-engine stop --rm {slug}`) and launch it again",
+        ) from exc
+    values = [data.decode("utf-8", errors="replace").strip() for data in found.values()]
     leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
     return report, leaks
 

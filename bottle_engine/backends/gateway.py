@@ -20,13 +20,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bottle_engine import pool, records, state
+from bottle_engine import config_seal, pool, records, state
 from bottle_engine.artifacts import Artifact
 from bottle_engine.backends.base import bottle_labels
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import GIT_KEYS_MOUNT, UPSTREAM_CA_MOUNT, BundleConfig
+from bottle_engine.bundle.waiting import config_digest
 from bottle_engine.dirclaim import move_noreplace
-from bottle_engine.dockerapi.bundle_container import run_bundle_container, wait_bundle_ready
+from bottle_engine.dockerapi.bundle_container import (
+    check_mount_sources,
+    run_bundle_container,
+    wait_bundle_ready,
+)
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG, LABEL_STATE
 from bottle_engine.dockerapi.containers import (
     NameTaken,
@@ -138,6 +143,8 @@ class Gateway:
         bottle_dir = BottleDir.create(plan.slug)
         undo.callback(bottle_dir.remove)
         config: BundleConfig = plan.bundle_config()
+        config_seal.seal(plan.slug, config_digest(config.to_json().encode()))
+        undo.callback(config_seal.forget, plan.slug)
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
         undo.callback(remove_container, self.client, plan.bundle_name)
@@ -174,9 +181,14 @@ class Gateway:
         """Start the stopped bottle's bundle again and wait until it is ready."""
         bundle = self.bundle_container(record)
         bottle_dir = BottleDir.of(record.slug)
+        # Stopped first (a no-op when it is), so no bundle process can change its dir between
+        # the check of what it mounts and the start; a link there is refused before anything
+        # reads the dir.
+        stop_container(self.client, bundle.name)
+        check_mount_sources(bundle)
         bottle_dir.ready_file.unlink(missing_ok=True)
+        config = BundleConfig.from_json(config_seal.checked_config_text(record.slug, bottle_dir))
         bundle.start()
-        config = BundleConfig.load(bottle_dir.bundle_config)
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 
     def stop(self, record: BottleRecord, *, remove: bool) -> None:

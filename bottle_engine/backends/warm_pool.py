@@ -20,7 +20,7 @@ from typing import Any
 
 import docker.errors
 
-from bottle_engine import pool, records, state
+from bottle_engine import config_seal, pool, records, state
 from bottle_engine.backends.gateway import (
     BUNDLE_READY_TIMEOUT,
     LABEL_POOL,
@@ -165,6 +165,8 @@ class WarmPool:
                 with docker_errors(f"renaming the warm bundle {member.container}"):
                     container.rename(plan.bundle_name)
                 digest = self._hand_config(plan, member)
+                config_seal.seal(slug, digest)  # what `resume` will check the config against
+                attempt.callback(config_seal.forget, slug)
                 config = plan.bundle_config(files_in_state_dir=True)
 
                 wait_ready = functools.partial(

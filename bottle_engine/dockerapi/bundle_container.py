@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -221,6 +222,41 @@ def _create_and_start(
             _remove_quietly(container)
             raise
     return container
+
+
+def check_mount_sources(container: Any) -> None:
+    """Before a stopped bundle starts again: every host path it mounts is still what the engine
+    mounted, or `BottleError` naming it.
+
+    Docker resolves a bind mount's host path again at each start, and the files handed to the
+    bundle read-only live in its state dir, which the bundle can write: a symbolic link put in
+    a file's place mounted any host file it names into the bundle. So each source must have
+    no link in its path (the engine mounted resolved paths), the state dir must be a
+    directory and every other source a regular file. The bundle is stopped meanwhile (its
+    processes are gone with it), so nothing changes them between this check and the start.
+    """
+    with docker_errors(f"inspecting the bundle container {container.name}"):
+        container.reload()
+    for mount in container.attrs.get("Mounts") or []:
+        if mount.get("Type") != "bind":
+            continue
+        source = str(mount.get("Source", ""))
+        want_dir = mount.get("Destination") == str(STATE_MOUNT)
+        try:
+            mode = os.lstat(source).st_mode
+        except OSError:
+            mode = 0
+        kind_ok = stat.S_ISDIR(mode) if want_dir else stat.S_ISREG(mode)
+        if os.path.realpath(source) != source or not kind_ok:
+            raise BottleError(
+                f"{source}, which the bundle container {container.name} mounts, is now a "
+                "symbolic link, has one in its path, or is not the "
+                f"{'directory' if want_dir else 'regular file'} bot-bottle wrote: "
+                "the bundle was not started",
+                fix="its bundle (which can write the bottle's state dir) put it there and may "
+                "have been taken over by the agent's traffic; remove the bottle "
+                "(`bottle-engine stop --rm SLUG`) and launch it again",
+            )
 
 
 def wait_bundle_ready(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bottle_engine import state
-from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.bottle_dir import BottleDir, read_regular_files
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest_file
@@ -154,3 +154,24 @@ def test_a_slug_naming_a_path_reaches_no_dir(
     with pytest.raises(BottleError, match="is not a bottle's name"):
         BottleDir.create(slug)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_regular_files_leaves_out_links_fifos_and_oversized_files(tmp_path: Path) -> None:
+    """What `probe` reads of a bottle's secrets: the bundle can write that dir."""
+    directory = tmp_path / "secrets"
+    directory.mkdir()
+    (directory / "TOKEN").write_text("value\n")
+    (directory / "big").write_bytes(b"x" * 65)
+    host = tmp_path / "host-file"
+    host.write_text("host only\n")
+    (directory / "link").symlink_to(host)
+    os.mkfifo(directory / "fifo")
+
+    assert read_regular_files(directory, 64) == {"TOKEN": b"value\n"}
+
+
+def test_read_regular_files_refuses_a_linked_dir(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "secrets").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        read_regular_files(tmp_path / "secrets", 64)

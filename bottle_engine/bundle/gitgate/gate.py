@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -81,8 +82,13 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
     hook_prefix = [sys.executable, "-m", HOOK_MODULE]
     for upstream in config.git:
         git_dir = repo_path(repos_dir, upstream.name)
-        if not (git_dir / "HEAD").exists():
-            run_git(["init", "--quiet", "--bare", str(git_dir)], doing="creating the gate repo")
+        # Made afresh at every start, never reused: the repository lives in the state dir,
+        # which outlives the bundle, and a bundle the agent's traffic took over could leave a
+        # config there naming hooks of its own (`core.hooksPath`), commands
+        # (`core.alternateRefsCommand`), replace refs or alternates that change what the scan
+        # reads; the next start (`resume`) ran them. The mirror fetches the upstream again.
+        _remove_repo(git_dir)
+        run_git(["init", "--quiet", "--bare", str(git_dir)], doing="creating the gate repo")
         for key, value in (
             ("receive.denyNonFastForwards", "false"),  # the hook decides, naming the rule
             ("receive.denyDeletes", "false"),
@@ -109,6 +115,13 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
     access_hook = repos_dir / "access-hook"
     _write_script(access_hook, [*hook_prefix, "access", "--config", str(config_path)], args=True)
     return access_hook
+
+
+def _remove_repo(git_dir: Path) -> None:
+    if git_dir.is_symlink() or git_dir.is_file():
+        git_dir.unlink()
+    elif git_dir.exists():
+        shutil.rmtree(git_dir)
 
 
 def _write_script(path: Path, command: Sequence[str], *, args: bool = False) -> None:

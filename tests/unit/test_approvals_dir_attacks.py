@@ -1,0 +1,139 @@
+"""A bundle the agent's traffic took over turns the approvals store against the person.
+
+The approvals live in the bottle's state dir, which is mounted read-write into the bundle, and
+the person's `bottle-engine approve` (often as root) writes there. Each attack below is what
+the bundle can do in its own dir: put a symbolic link, a FIFO or a huge file where the store
+expects its own files. The person's answer must never write, chmod, chown or hang on what the
+link names; a host file stands in for `~/.bashrc` (an appended JSON line whose agent-written
+text holds `$(...)` runs in the person's next shell).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from bottle_engine import state
+from bottle_engine.approvals import APPROVALS_DIR_NAME, AUDIT_LOG, ApprovalStore
+from bottle_engine.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SHELL_RC = "# the person's shell start-up file\n"
+PAYLOAD = "$(touch /tmp/bot-bottle-pwned)"
+
+
+def _pending_request(slug: str = "hostile") -> str:
+    return ApprovalStore(state.bottle_dir(slug), slug).open_request(PAYLOAD, "why", 3600).id
+
+
+def _host_file(tmp_path: Path) -> Path:
+    target = tmp_path / "host" / ".bashrc"
+    target.parent.mkdir()
+    target.write_text(SHELL_RC)
+    target.chmod(0o644)
+    return target
+
+
+def _approve(request_id: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["approve", request_id, "--bottle", "hostile"])
+    return code, capsys.readouterr().err
+
+
+def test_a_linked_audit_log_gets_no_line_from_the_persons_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = _pending_request()
+    target = _host_file(tmp_path)
+    log = state.bottle_dir("hostile") / AUDIT_LOG
+    log.unlink()
+    log.symlink_to(target)
+
+    code, err = _approve(request_id, capsys)
+
+    assert target.read_text() == SHELL_RC, "the person's answer wrote into the linked file"
+    assert code == 1
+    assert AUDIT_LOG in err and "symbolic link" in err
+    store = ApprovalStore(state.bottle_dir("hostile"), "hostile")
+    assert store.get(request_id).pending  # type: ignore[union-attr]  # refused as a whole
+
+
+def test_a_linked_lock_file_is_neither_chmodded_nor_given_away(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = _pending_request()
+    target = _host_file(tmp_path)
+    before = target.stat()
+    lock = state.bottle_dir("hostile") / APPROVALS_DIR_NAME / ".lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(target)
+
+    code, err = _approve(request_id, capsys)
+
+    after = target.stat()
+    assert stat.S_IMODE(after.st_mode) == 0o644, "the answer chmodded the linked file"
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+    assert code == 1
+    assert ".lock" in err and "symbolic link" in err
+
+
+def test_a_linked_approvals_dir_gets_no_file_from_the_persons_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dir itself replaced by a link to a host dir holding a copy of the request."""
+    request_id = _pending_request()
+    bottle = state.bottle_dir("hostile")
+    host_dir = tmp_path / "host-dir"
+    (bottle / APPROVALS_DIR_NAME).rename(host_dir)
+    (bottle / APPROVALS_DIR_NAME).symlink_to(host_dir)
+    before = sorted(p.name for p in host_dir.iterdir())
+
+    code, _ = _approve(request_id, capsys)
+
+    assert sorted(p.name for p in host_dir.iterdir()) == before
+    assert code == 1
+
+
+def test_a_fifo_in_place_of_a_request_does_not_hang_the_listing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    request_id = _pending_request()
+    approvals = state.bottle_dir("hostile") / APPROVALS_DIR_NAME
+    os.mkfifo(approvals / "0badf1f0.json")
+    done: list[int] = []
+    worker = threading.Thread(target=lambda: done.append(main(["approvals", "hostile"])))
+    worker.daemon = True  # an old reader blocks in open() for ever
+    worker.start()
+    worker.join(timeout=30)
+    assert done == [0], "`approvals` hung on a FIFO planted in the approvals dir"
+    assert request_id in capsys.readouterr().out
+
+
+def test_a_huge_request_file_is_skipped_not_read_whole() -> None:
+    """A sparse 4 GiB file among the requests: the listing, in a process allowed 1 GiB of
+    address space, still lists the real request (a whole read dies of MemoryError)."""
+    request_id = _pending_request()
+    approvals = state.bottle_dir("hostile") / APPROVALS_DIR_NAME
+    with (approvals / "0badf1f1.json").open("wb") as sparse:
+        sparse.truncate(4 * 1024**3)
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bottle_engine", "approvals", "hostile"],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        timeout=120,
+        preexec_fn=bounded,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert request_id in done.stdout.decode()
