@@ -112,10 +112,6 @@ class BottleDir:
     def git_known_hosts(self, upstream: str) -> Path:
         return self.git_keys_dir / git_known_hosts_name(_plain_name(upstream, "git upstream"))
 
-    def guest_staging(self, index: int) -> Path:
-        """Where a tar for the guest waits on its way into a microVM (removed right after)."""
-        return self.path / f"guest-{index}.tar"
-
     # -- the permissions -----------------------------------------------------------------------
     def private_subdir(self, directory: Path) -> Path:
         """Make `directory` (inside this dir) 0700, also when it existed; returns it. A symlink

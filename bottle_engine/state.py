@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from bottle_engine import settings
@@ -39,6 +40,14 @@ def state_id() -> str:
 def records_dir() -> Path:
     """The engine's records of its bottles (records.py): never mounted into a container."""
     return state_dir() / "records"
+
+
+def make_staging_dir() -> Path:
+    """A fresh private dir, never mounted into a container, for files the engine hands to a
+    tool by path (a tar smolvm copies into a guest): a dir a bundle can write could swap such a
+    file for a link to a host file between the write and the copy. The caller removes it."""
+    private_dir(state_dir())
+    return Path(tempfile.mkdtemp(prefix="staging-", dir=private_dir(state_dir() / "staging")))
 
 
 def bottle_dir(slug: str) -> Path:

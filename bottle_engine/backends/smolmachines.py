@@ -18,13 +18,15 @@ the agent through ``machine exec -it``; logs are smolvm's ``machine logs`` of th
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bottle_engine import records
+from bottle_engine import records, state
 from bottle_engine.artifacts import Artifact
 from bottle_engine.artifacts.pack import Pack, pack_artifact
 from bottle_engine.backends.base import Availability, bottle_labels, orphan_test
@@ -153,7 +155,7 @@ class SmolmachinesBackend:
         # The guest's own system CAs are only known inside it: the bundle is made there below.
         trees = guest_trees(plan, bottle_dir, system_cas=None)
         for index, (destination, data) in enumerate(trees):
-            self._put_tree(plan.name, bottle_dir, index, data, destination)
+            self._put_tree(plan.name, index, data, destination)
         # The CA bundle is the guest's own system CAs plus the bottle's CA, as in the docker
         # backend; the system part is only known inside the guest.
         self.smolvm.machine_exec(
@@ -167,17 +169,20 @@ class SmolmachinesBackend:
             user="0",
         )
 
-    def _put_tree(
-        self, machine: str, bottle_dir: BottleDir, index: int, data: bytes, destination: str
-    ) -> None:
+    def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
         """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
-        staged = bottle_dir.guest_staging(index)
         guest_tar = f"/tmp/bot-bottle-{index}.tar"
+        # Staged outside the bottle's dir: its bundle can write there, and smolvm opens the
+        # file by path.
+        staging = state.make_staging_dir()
         try:
-            bottle_dir.write_private(staged, data)
+            staged = staging / "tree.tar"
+            descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
         finally:
-            staged.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
         self.smolvm.machine_exec(
             machine,
             [

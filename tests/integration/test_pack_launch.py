@@ -18,6 +18,7 @@ import pytest
 
 from bottle_engine import lifecycle, records
 from bottle_engine.backends import backend_named
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import EGRESS_PORT
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.client import LABEL_SLUG
@@ -213,3 +214,19 @@ def test_a_pack_made_by_another_smolvm_is_not_reused(
     monkeypatch.setenv("BOTTLE_SMOLVM", str(other.binary))
     assert main(["pack", "-f", manifest, "dev", "--json"]) == 0
     assert len([a for a in other.commands() if a[:2] == ["pack", "create"] and "--image" in a]) == 1
+
+
+def test_what_smolvm_copies_into_the_guest_is_staged_where_no_bundle_writes(
+    project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
+) -> None:
+    """smolvm opens the tar it copies into the guest by path. Staged in the bottle's dir, which
+    its bundle can write, a taken-over bundle could swap it for a link to a host file between
+    the engine's write and the copy, and that file would land in the guest."""
+    with launched(project) as record:
+        copies = [argv for argv in fake_smolvm.commands() if argv[:2] == ["machine", "cp"]]
+        assert copies, "the workspace and the bottle's files reach the guest by `machine cp`"
+        bundle_writable = BottleDir.of(record.slug).path.resolve()
+        for argv in copies:
+            source = Path(argv[-2]).resolve()
+            assert not source.is_relative_to(bundle_writable), argv
+            assert not source.exists(), f"{source} left behind"
