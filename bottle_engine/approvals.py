@@ -54,6 +54,7 @@ from typing import Literal
 
 from bottle_engine.bundle.config import APPROVALS_DIR_NAME, APPROVALS_LOG_NAME
 from bottle_engine.errors import BottleError
+from bottle_engine.regular_files import read_open_regular
 
 Status = Literal["pending", "approved", "denied", "timed_out"]
 RequestKind = Literal["action", "egress"]
@@ -222,7 +223,7 @@ class ApprovalStore:
         bound = 2 * self.limits.audit_log_max_bytes  # one append may pass the rotation size
         for log in (self.audit_log.with_name(AUDIT_LOG + ".1"), self.audit_log):
             try:
-                raw = _read_regular(os.open(log, os.O_RDONLY | _NO_FOLLOW), bound)
+                raw = read_open_regular(os.open(log, os.O_RDONLY | _NO_FOLLOW), bound)
             except OSError:
                 continue
             lines = raw.decode("utf-8", errors="replace").splitlines()
@@ -484,7 +485,7 @@ class ApprovalStore:
         is not one, or larger than a request file can be."""
         with self._opened_dir(create=False) as directory:
             descriptor = os.open(name, os.O_RDONLY | _NO_FOLLOW, dir_fd=directory)
-        return _read_regular(descriptor, MAX_REQUEST_FILE_BYTES)
+        return read_open_regular(descriptor, MAX_REQUEST_FILE_BYTES)
 
     def _write(self, request: ApprovalRequest, *, event: str) -> None:
         """Append the change to the audit log, then replace the request's file atomically (the
@@ -604,18 +605,6 @@ class ApprovalStore:
             fix=f"remove the bottle (`bottle-engine stop --rm {self.slug}`); its bundle may "
             "have been taken over by the agent's traffic",
         )
-
-
-def _read_regular(fd: int, limit: int) -> bytes:
-    """At most `limit` bytes of the file open at `fd` (closed here); OSError if it is not a
-    regular file or holds more."""
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-    return data
 
 
 def suppress_missing(*also: type[OSError]) -> contextlib.suppress:

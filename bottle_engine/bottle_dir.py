@@ -14,9 +14,9 @@ so no other host account reads a secret or an approval whatever the umask.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from bottle_engine.bundle.config import (
     git_known_hosts_name,
 )
 from bottle_engine.errors import BottleError
+from bottle_engine.regular_files import read_regular
 
 SECRETS_DIR_NAME = "secrets"  # one 0600 file per secret value
 GIT_KEYS_DIR_NAME = "git-keys"  # identity files and known_hosts of git upstreams
@@ -161,17 +162,8 @@ def read_regular_files(directory: Path, limit: int) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     try:
         for name in sorted(os.listdir(fd)):
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            try:
-                handle = os.fdopen(os.open(name, flags, dir_fd=fd), "rb")
-            except OSError:
-                continue
-            with handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    continue
-                data = handle.read(limit + 1)
-            if len(data) <= limit:
-                found[name] = data
+            with contextlib.suppress(OSError):  # a link, FIFO, device or oversized file
+                found[name] = read_regular(name, limit, dir_fd=fd)
     finally:
         os.close(fd)
     return found

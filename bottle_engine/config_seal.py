@@ -9,15 +9,14 @@ obey it. So the engine keeps the SHA-256 of the config it wrote beside the bottl
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 from pathlib import Path
 
 from bottle_engine import state
 from bottle_engine.bottle_dir import BottleDir, checked_slug
 from bottle_engine.errors import BottleError
+from bottle_engine.regular_files import read_regular
 
 # Far above any config the engine writes; a larger file is not one of ours.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -49,7 +48,7 @@ def checked_config_text(slug: str, bottle_dir: BottleDir) -> str:
     none: its config is returned unchecked."""
     path = bottle_dir.bundle_config
     try:
-        data = _read_regular_no_follow(path)
+        data = read_regular(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise _tampered(slug, path, "is a symbolic link, unreadable or not a regular file") from exc
     try:
@@ -59,17 +58,6 @@ def checked_config_text(slug: str, bottle_dir: BottleDir) -> str:
     if hashlib.sha256(data).hexdigest() != sealed:
         raise _tampered(slug, path, "differs from the config bot-bottle handed the bundle")
     return data.decode("utf-8")
-
-
-def _read_regular_no_follow(path: Path) -> bytes:
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        data = handle.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES} bytes")
-    return data
 
 
 def _tampered(slug: str, path: Path, what: str) -> BottleError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from bottle_engine.plan import (
     WORKSPACE,
     BottlePlan,
 )
+from bottle_engine.regular_files import read_regular
 
 SKILLS_DIR = f"{AGENT_HOME}/.claude/skills"
 
@@ -105,19 +105,11 @@ def guest_files(
 
 
 def _read_no_follow(directory: Path, name: str, limit: int) -> bytes:
-    flags = os.O_RDONLY | os.O_NOFOLLOW
-    parent = os.open(directory, flags | os.O_DIRECTORY)
+    parent = os.open(directory, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
     try:
-        descriptor = os.open(name, flags | os.O_NONBLOCK, dir_fd=parent)
+        return read_regular(name, limit, dir_fd=parent)
     finally:
         os.close(parent)
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(f"{name} is not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"{name} is larger than {limit} bytes")
-    return data
 
 
 def _json(value: object) -> bytes:

@@ -11,10 +11,13 @@ approval or a secret, whatever the modes of the files inside.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bottle_engine import settings
@@ -42,12 +45,20 @@ def records_dir() -> Path:
     return state_dir() / "records"
 
 
-def make_staging_dir() -> Path:
-    """A fresh private dir, never mounted into a container, for files the engine hands to a
-    tool by path (a tar smolvm copies into a guest): a dir a bundle can write could swap such a
-    file for a link to a host file between the write and the copy. The caller removes it."""
+@contextlib.contextmanager
+def staged(data: bytes) -> Iterator[Path]:
+    """`data` in a 0600 file, for a tool that takes a file by path (smolvm copying a tar into
+    a guest), in a fresh private dir no container mounts; removed afterwards. In a dir a bundle
+    can write, the file could be swapped for a link to a host file before the tool reads it."""
     private_dir(state_dir())
-    return Path(tempfile.mkdtemp(prefix="staging-", dir=private_dir(state_dir() / "staging")))
+    staging = Path(tempfile.mkdtemp(prefix="staged-", dir=private_dir(state_dir() / "staging")))
+    try:
+        path = staging / "file"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            out.write(data)
+        yield path
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def bottle_dir(slug: str) -> Path:

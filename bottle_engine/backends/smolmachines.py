@@ -18,8 +18,6 @@ the agent through ``machine exec -it``; logs are smolvm's ``machine logs`` of th
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -172,17 +170,10 @@ class SmolmachinesBackend:
     def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
         """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
         guest_tar = f"/tmp/bot-bottle-{index}.tar"
-        # Staged outside the bottle's dir: its bundle can write there, and smolvm opens the
+        # Never staged in the bottle's dir: its bundle can write there, and smolvm opens the
         # file by path.
-        staging = state.make_staging_dir()
-        try:
-            staged = staging / "tree.tar"
-            descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
+        with state.staged(data) as staged:
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         self.smolvm.machine_exec(
             machine,
             [

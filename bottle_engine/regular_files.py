@@ -1,0 +1,36 @@
+"""Reading a file that another party can replace at any time.
+
+A bottle's state dir is mounted read-write into its bundle, and the bundle parses the agent's
+traffic: the engine treats every file there as possibly planted. Such a file is opened without
+following a link (a link would name any host file), without blocking (a FIFO would hang the
+reader), checked to be a regular file, and read only up to a bound (a sparse file of any size
+costs nothing to make). The bundle reads the host's approvals answers the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+# Open flags for reading a file that may have been planted: never follow, never block.
+READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_regular(path: Path | str, limit: int, *, dir_fd: int | None = None) -> bytes:
+    """The bytes of the regular file at `path` (a name in `dir_fd` when given), at most
+    `limit` of them. OSError when it is a link (ELOOP), not a regular file (EINVAL), larger
+    than `limit` (EFBIG) or missing."""
+    return read_open_regular(os.open(path, READ_NO_FOLLOW, dir_fd=dir_fd), limit)
+
+
+def read_open_regular(fd: int, limit: int) -> bytes:
+    """`read_regular` for a file already open at `fd` (closed here)."""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return data
