@@ -17,7 +17,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "manifests"
 
-pytest_plugins = ["tests.fixtures_artifacts", "tests.bottle_fixtures"]
+pytest_plugins = ["tests.fixtures_artifacts", "tests.bottle_fixtures", "tests.fakes.fixtures"]
 
 
 def fixture_manifest(name: str) -> str:

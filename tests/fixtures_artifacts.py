@@ -7,6 +7,7 @@ launches in other tests find it in the store and build nothing.
 * `agent_build_spec` / `agent_artifact`: the repository's Dockerfile on the `base_image` fixture
   (`repository_agent_spec` for code outside pytest, such as the benchmarks).
 * `small_context` + `small_spec`: a tiny Dockerfile on the base image (seconds to build).
+* `ssh_image`: an sshd with git, the upstream the git gate's ssh tests push to.
 * `RecordingClient`: wraps the docker SDK client and records every low-level API call, so a test
   can say "no docker build ran" without timing anything.
 """
@@ -14,6 +15,7 @@ launches in other tests find it in the store and build nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tarfile
@@ -188,3 +190,28 @@ def agent_artifact(
     if result.built:
         leftovers.append(layer_cache_ref(agent_build_spec))
     remove_images(docker_client, leftovers)
+
+
+SSH_IMAGE_NAME = "bot-bottle-test/git-ssh-upstream"  # tagged by its Dockerfile and base image
+SSH_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends openssh-server git \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && useradd --create-home --shell /bin/sh git \\
+ && mkdir -p /run/sshd /home/git/.ssh \\
+ && rm -f /etc/ssh/ssh_host_*
+"""
+
+
+@pytest.fixture(scope="session")
+def ssh_image(docker_client: Any, base_image: str) -> str:
+    """An sshd with git: the upstream the git gate pushes to over ssh (tagged by its inputs)."""
+    base_id = docker_client.images.get(base_image).id
+    tag = f"{SSH_IMAGE_NAME}:{hashlib.sha256((SSH_DOCKERFILE + base_id).encode()).hexdigest()[:16]}"
+    if docker_client.images.list(name=tag):
+        return tag
+    return build_image_from_texts(
+        docker_client, tag, {"Dockerfile": SSH_DOCKERFILE}, {"BASE_IMAGE": base_image}
+    )

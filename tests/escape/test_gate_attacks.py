@@ -26,9 +26,6 @@ from tests.bottle_fixtures import (
 )
 from tests.gate_attacks import AWS_KEY, attacks
 from tests.integration.test_gitgate_bundle import seeded_sshd
-from tests.integration.test_gitgate_ssh import ssh_image
-
-__all__ = ["ssh_image"]  # a fixture this module uses
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 

@@ -1,6 +1,7 @@
 """Fixtures for smolmachines tests: the smolvm contract fake and a locally built registry image.
 
-Import them into a test module (`from tests.fakes.fixtures import fake_smolvm, ...`).
+Registered as a pytest plugin in tests/conftest.py (``pytest_plugins``): a test names them
+as parameters; the helpers (`FakeSmolvm`, `install_fake_smolvm`, ...) are imported.
 """
 
 from __future__ import annotations

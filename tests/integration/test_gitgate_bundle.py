@@ -24,10 +24,8 @@ from bottle_engine.bundle.config import (
 )
 from tests.bundle_helpers import _force_remove, container_ip, wait_for_log
 from tests.integration.test_gitgate_local import AWS_KEY
-from tests.integration.test_gitgate_ssh import keypair, run_sshd, ssh_image
+from tests.integration.test_gitgate_ssh import keypair, run_sshd
 from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
-
-__all__ = ["ssh_image"]  # a fixture this module uses
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

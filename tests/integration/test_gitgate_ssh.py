@@ -4,7 +4,6 @@ pinned host key, strict host key checking on, and nothing else (no ssh config, n
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import time
 import uuid
@@ -19,23 +18,11 @@ import pytest
 from bottle_engine.bundle.config import GitUpstreamConfig
 from bottle_engine.git import ssh_command
 from tests.bundle_helpers import TEST_LABELS
-from tests.fixtures_artifacts import build_image_from_texts
 from tests.integration.test_gitgate_local import AWS_KEY, commit_file, git
 from tests.integration.test_gitgate_support import gate_on_loopback, loopback_gate_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-IMAGE_NAME = "bot-bottle-test/git-ssh-upstream"  # tagged by its Dockerfile and base image
-DOCKERFILE = """\
-ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
-RUN apt-get update \\
- && apt-get install -y --no-install-recommends openssh-server git \\
- && rm -rf /var/lib/apt/lists/* \\
- && useradd --create-home --shell /bin/sh git \\
- && mkdir -p /run/sshd /home/git/.ssh \\
- && rm -f /etc/ssh/ssh_host_*
-"""
 # Keys arrive through the environment so that ownership and modes are what sshd insists on.
 START = """\
 set -e
@@ -97,17 +84,6 @@ class SshUpstream:
     def exec(self, command: list[str]) -> None:
         code, out = self.container.exec_run(command, user="git")
         assert code == 0, out.decode()
-
-
-@pytest.fixture(scope="module")
-def ssh_image(docker_client: Any, base_image: str) -> str:
-    base_id = docker_client.images.get(base_image).id
-    tag = f"{IMAGE_NAME}:{hashlib.sha256((DOCKERFILE + base_id).encode()).hexdigest()[:16]}"
-    if docker_client.images.list(name=tag):
-        return tag
-    return build_image_from_texts(
-        docker_client, tag, {"Dockerfile": DOCKERFILE}, {"BASE_IMAGE": base_image}
-    )
 
 
 @pytest.fixture(scope="module")

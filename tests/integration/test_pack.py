@@ -22,17 +22,12 @@ from tests.conftest import REPO_ROOT
 from tests.fakes.fixtures import (
     FakeSmolvm,
     failing_without_kvm,
-    fake_smolvm,
     install_fake_smolvm,
-    legacy_smolvm,
     no_docker_env,
-    registry_image,
-    use_test_registry,
 )
 from tests.fakes.oci_layout import LayoutArtifact, make_layout
 from tests.polling import wait_for
 
-__all__ = ["fake_smolvm", "legacy_smolvm", "registry_image", "use_test_registry"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 

@@ -28,11 +28,9 @@ from tests.bundle_helpers import build_bundle_image
 from tests.fakes.fixtures import (
     FakeSmolvm,
     failing_without_kvm,
-    fake_smolvm,
     install_fake_smolvm,
 )
 
-__all__ = ["fake_smolvm"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 MANIFEST = """\

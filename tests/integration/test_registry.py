@@ -14,10 +14,8 @@ import pytest
 from bottle_engine.artifacts.registry import LABEL_REGISTRY_ID, ephemeral_registry
 from bottle_engine.dockerapi.registry_container import list_registries
 from bottle_engine.errors import BottleError
-from tests.fakes.fixtures import registry_image, use_test_registry
 from tests.fakes.oci_layout import OCI_MANIFEST, make_layout
 
-__all__ = ["registry_image", "use_test_registry"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("use_test_registry")]
 
 TEST_LABEL = {"bot-bottle.test": "1"}

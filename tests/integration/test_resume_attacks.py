@@ -20,6 +20,7 @@ from bottle_engine import lifecycle
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import STATE_MOUNT
 from bottle_engine.errors import BottleError
+from bottle_engine.records import BottleRecord
 from tests.bottle_fixtures import (
     HTTP_PORT,
     BottleWorld,
@@ -49,6 +50,18 @@ def _mounted_files(bundle: Any) -> dict[str, str]:
     }
 
 
+def _stop_and_resume(world: BottleWorld, record: BottleRecord) -> str | None:
+    """`stop`, then `resume`, as a person would once the bundle prepared its next start: the
+    refusal's text, or None when `resume` went ahead."""
+    with world_env(world):
+        lifecycle.stop(record.slug)
+        try:
+            lifecycle.resume(record.slug)
+        except BottleError as exc:
+            return str(exc)
+    return None
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the bundle gets /etc/passwd from its dir as root")
 def test_a_link_in_place_of_a_mounted_file_is_not_followed_by_resume(
     bottle_world: BottleWorld, docker_client: Any, tmp_path: Path
@@ -62,13 +75,7 @@ def test_a_link_in_place_of_a_mounted_file_is_not_followed_by_resume(
         done = bundle.exec_run(["ln", "-sfn", str(target), str(inside)])
         assert done.exit_code == 0, done.output
         assert planted.is_symlink()
-        with world_env(bottle_world):
-            lifecycle.stop(record.slug)
-            try:
-                lifecycle.resume(record.slug)
-                refusal = None
-            except BottleError as exc:
-                refusal = str(exc)
+        refusal = _stop_and_resume(bottle_world, record)
         bundle.reload()
         if bundle.status == "running":
             seen = bundle.exec_run(["cat", "/etc/passwd"]).output.decode(errors="replace")
@@ -112,13 +119,7 @@ def test_a_config_rewritten_by_the_bundle_is_refused_by_resume(
             ]
         )
         assert done.exit_code == 0, done.output
-        with world_env(bottle_world):
-            lifecycle.stop(record.slug)
-            try:
-                lifecycle.resume(record.slug)
-                refusal = None
-            except BottleError as exc:
-                refusal = str(exc)
+        refusal = _stop_and_resume(bottle_world, record)
         bundle.reload()
         if bundle.status == "running":
             reached = agent_exec(

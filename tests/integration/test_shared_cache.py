@@ -21,7 +21,7 @@ from bottle_engine.cli import main
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import EngineSettings
-from tests.fakes.fixtures import REGISTRY_CONFIG, registry_image
+from tests.fakes.fixtures import REGISTRY_CONFIG
 from tests.fixtures_artifacts import (
     RecordingClient,
     build_image_from_texts,
@@ -30,7 +30,6 @@ from tests.fixtures_artifacts import (
     write_small_context,
 )
 
-__all__ = ["registry_image"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 TEST_LABEL = {"bot-bottle.test": "1"}

@@ -19,10 +19,8 @@ import pytest
 from bottle_engine import smolvm
 from bottle_engine.artifacts.pack import choose_method
 from bottle_engine.errors import BottleError
-from tests.fakes.fixtures import FAKE_SMOLVM, FakeSmolvm, fake_smolvm, legacy_smolvm
+from tests.fakes.fixtures import FAKE_SMOLVM, FakeSmolvm
 from tests.fakes.oci_layout import make_layout, write_oci_tar
-
-__all__ = ["fake_smolvm", "legacy_smolvm"]  # fixtures used below
 
 # `smolvm pack create --help` of the real 1.32.2, abridged to the lines the probe reads.
 REAL_PACK_CREATE_HELP = """\
