@@ -112,7 +112,7 @@ class _EphemeralRepository(RepositoryClient):
     `BOTTLE_REGISTRY_IMAGE`), so an answer other than the spec's is an error."""
 
     def __init__(self, base_url: str) -> None:
-        super().__init__(base_url, REPOSITORY, timeout=300)
+        super().__init__(base_url, REPOSITORY, timeout=300, opener=_loopback_opener())
 
     def _answered(self, exc: urllib.error.HTTPError, doing: str) -> BottleError:
         detail = exc.read().decode("utf-8", "replace")[:300]
@@ -138,6 +138,12 @@ class _EphemeralRepository(RepositoryClient):
             f"push blob {digest[:19]}: the ephemeral registry sent the upload to another host",
             fix=_PLAIN_REGISTRY,
         )
+
+
+def _loopback_opener() -> urllib.request.OpenerDirector:
+    """The registry is on 127.0.0.1: never reached through `HTTP_PROXY` (a build host behind a
+    proxy often sets it without `NO_PROXY`, and the proxy cannot reach this host's loopback)."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _blob_path(blobs: Path, digest: str) -> Path:
@@ -182,7 +188,7 @@ def _wait_ready(client: Any, registry: EphemeralRegistry) -> None:
     last_error = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(registry.base_url + "/v2/", timeout=2) as response:
+            with _loopback_opener().open(registry.base_url + "/v2/", timeout=2) as response:
                 if response.status == 200:
                     return
                 last_error = f"status {response.status}"

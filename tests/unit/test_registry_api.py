@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from bottle_engine.artifacts.oci import (
     canonical_json,
     write_layout_index,
 )
-from bottle_engine.artifacts.registry import EphemeralRegistry
+from bottle_engine.artifacts.registry import REPOSITORY, EphemeralRegistry, _wait_ready
 from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, parse_location
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.errors import BottleError
@@ -57,8 +58,9 @@ class _Registry(http.server.BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self.seen.append(("PUT", self.path))
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self._answer(self.manifest_status if "/manifests/" in self.path else 201)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        stored = {"Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest()}
+        self._answer(self.manifest_status if "/manifests/" in self.path else 201, stored)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -144,3 +146,20 @@ def test_a_write_answered_404_is_the_shared_caches_error_not_an_absence(
         stand.remote.push(artifact, "agent")
     with pytest.raises(BottleError, match=r"push manifest .*the ephemeral registry answered 404"):
         stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+
+
+def test_the_ephemeral_registry_is_reached_directly_whatever_the_proxy_settings(
+    stand: Stand, artifact: Artifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build host behind a proxy sets HTTP_PROXY, often without NO_PROXY; the proxy (here a
+    loopback port nothing listens on) cannot reach this host's 127.0.0.1."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    _wait_ready(None, stand.ephemeral)
+    stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+    assert ("PUT", f"/v2/{REPOSITORY}/manifests/t") in _Registry.seen
