@@ -40,7 +40,7 @@ class GatewayNames:
         return cls(
             plan.internal_network,
             plan.egress_network,
-            own_egress=plan.shared_egress_network is None,
+            own_egress=not plan.shared_egress_network,  # as `egress_network` reads it
             pool_member=pool_member,
         )
 
