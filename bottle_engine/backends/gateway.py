@@ -147,6 +147,8 @@ class Gateway:
         undo.callback(config_seal.forget, plan.slug)
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
+        # Read back before the bundle first runs on the dir: what `resume` and `probe` check.
+        config_seal.seal_handed(plan.slug, config_seal.handed_digests(bottle_dir.path))
         undo.callback(remove_container, self.client, plan.bundle_name)
         try:
             container = run_bundle_container(
@@ -188,6 +190,7 @@ class Gateway:
         check_mount_sources(bundle)
         bottle_dir.ready_file.unlink(missing_ok=True)
         config = BundleConfig.from_json(config_seal.checked_config_text(record.slug, bottle_dir))
+        config_seal.checked_handed_files(record.slug, bottle_dir)
         bundle.start()
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 

@@ -51,3 +51,61 @@ def test_a_bottle_launched_before_seals_is_read_unchecked() -> None:
     config_seal.forget("b1")
     assert config_seal.checked_config_text("b1", bottle_dir) == TEXT
     assert not config_seal.seal_path("b1").exists()
+
+
+# -- the other files handed to the bundle ------------------------------------------------------
+def _handed() -> BottleDir:
+    """A bottle dir with a secret, a git key and an upstream CA, sealed as a launch seals them."""
+    bottle_dir = BottleDir.create("b1")
+    bottle_dir.private_subdir(bottle_dir.secrets_dir)
+    bottle_dir.write_private(bottle_dir.secret_file("TOKEN"), "real-value")
+    bottle_dir.private_subdir(bottle_dir.git_keys_dir)
+    bottle_dir.write_private(bottle_dir.git_known_hosts("origin"), "host ssh-ed25519 AAAA\n")
+    bottle_dir.write_private(bottle_dir.upstream_ca, "-----BEGIN CERTIFICATE-----\n")
+    config_seal.seal_handed("b1", config_seal.handed_digests(bottle_dir.path))
+    return bottle_dir
+
+
+def test_the_handed_files_as_written_are_returned() -> None:
+    found = config_seal.checked_handed_files("b1", _handed())
+    assert found is not None
+    assert found["secrets/TOKEN"] == b"real-value"
+    assert set(found) == {"secrets/TOKEN", "git-keys/origin.known_hosts", "upstream-ca.pem"}
+
+
+@pytest.mark.parametrize(
+    "name", ["secrets/TOKEN", "git-keys/origin.known_hosts", "upstream-ca.pem"]
+)
+def test_a_rewritten_handed_file_is_refused_naming_it(name: str) -> None:
+    bottle_dir = _handed()
+    (bottle_dir.path / name).write_text("chosen by the bundle")
+    with pytest.raises(BottleError, match="differs from the file") as refused:
+        config_seal.checked_handed_files("b1", bottle_dir)
+    assert str(bottle_dir.path / name) in str(refused.value)
+
+
+def test_a_removed_handed_file_is_refused() -> None:
+    bottle_dir = _handed()
+    bottle_dir.secret_file("TOKEN").unlink()
+    with pytest.raises(BottleError, match="is missing"):
+        config_seal.checked_handed_files("b1", bottle_dir)
+
+
+def test_a_link_in_place_of_a_handed_dir_is_not_followed() -> None:
+    """The secrets dir swapped for a link to a dir holding a file of the same name and value:
+    the engine would read the same bytes, but from a place of the bundle's choosing."""
+    bottle_dir = _handed()
+    elsewhere = BottleDir.create("b2")
+    elsewhere.private_subdir(elsewhere.secrets_dir)
+    elsewhere.write_private(elsewhere.secret_file("TOKEN"), "real-value")
+    os.rename(bottle_dir.secrets_dir, bottle_dir.path / "old")
+    bottle_dir.secrets_dir.symlink_to(elsewhere.secrets_dir)
+    with pytest.raises(BottleError, match="symbolic link"):
+        config_seal.checked_handed_files("b1", bottle_dir)
+
+
+def test_a_bottle_launched_before_handed_seals_has_none() -> None:
+    bottle_dir = _handed()
+    config_seal.forget("b1")
+    assert config_seal.checked_handed_files("b1", bottle_dir) is None
+    assert not config_seal.handed_seal_path("b1").exists()
