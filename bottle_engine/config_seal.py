@@ -11,6 +11,11 @@ are sealed the same way, one digest each (`<slug>.handed.json`): `resume` refuse
 bundle on values or keys the old one chose, and `probe`, which looks for the secret values in
 the agent's sandbox, refuses to look for a decoy the bundle wrote in place of a value it
 leaked.
+
+A person's answers to approval requests are written into that dir too, and the bundle reads
+them from there: the engine also keeps the key of each answer it wrote
+(`<slug>.answers`, `ApprovalRequest.answer_key`), and `resume` removes any approval no person
+gave before the fresh bundle starts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from bottle_engine import state
+from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.bottle_dir import (
     GIT_KEYS_DIR_NAME,
     SECRETS_DIR_NAME,
@@ -75,9 +81,34 @@ def seal_handed(slug: str, digests: dict[str, str]) -> None:
     _write_sealed(handed_seal_path(slug), json.dumps(digests, indent=2, sort_keys=True) + "\n")
 
 
+def answers_path(slug: str) -> Path:
+    return state.records_dir() / f"{checked_slug(slug)}.answers"
+
+
 def forget(slug: str) -> None:
     seal_path(slug).unlink(missing_ok=True)
     handed_seal_path(slug).unlink(missing_ok=True)
+    answers_path(slug).unlink(missing_ok=True)
+
+
+def vouch_answer(slug: str, answered: ApprovalRequest) -> None:
+    """Remember that a person gave `answered` (appended, 0600, in the records dir)."""
+    path = answers_path(slug)
+    state.private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(path, flags, 0o600), "a") as out:
+        out.write(answered.answer_key + "\n")
+
+
+def drop_unvouched_approvals(slug: str, bottle_dir: BottleDir) -> list[ApprovalRequest]:
+    """Remove from bottle `slug`'s approvals dir every approval no person gave (its bundle
+    stopped meanwhile); the requests removed."""
+    try:
+        vouched = set(answers_path(slug).read_text().split())
+    except FileNotFoundError:
+        vouched = set()
+    store = ApprovalStore(bottle_dir.path, slug)
+    return store.drop_approvals(lambda request: request.answer_key in vouched)
 
 
 def checked_handed_files(slug: str, bottle_dir: BottleDir) -> dict[str, bytes] | None:

@@ -191,6 +191,7 @@ class Gateway:
         bottle_dir.ready_file.unlink(missing_ok=True)
         config = BundleConfig.from_json(config_seal.checked_config_text(record.slug, bottle_dir))
         config_seal.checked_handed_files(record.slug, bottle_dir)
+        config_seal.drop_unvouched_approvals(record.slug, bottle_dir)
         bundle.start()
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 

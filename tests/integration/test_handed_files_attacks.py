@@ -10,6 +10,7 @@ the digest the engine kept outside that dir.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,15 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import STATE_MOUNT
 from bottle_engine.errors import BottleError
 from bottle_engine.probes import ProbeTargets
-from tests.bottle_fixtures import BottleWorld, agent_exec, running_bottle, world_env
+from tests.bottle_fixtures import (
+    HTTP_PORT,
+    BottleWorld,
+    agent_exec,
+    one_agent_manifest,
+    running_bottle,
+    world_env,
+    world_for,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
@@ -71,3 +80,48 @@ def test_a_secret_rewritten_by_the_bundle_is_refused_by_resume(
                 lifecycle.resume(record.slug)
         bundle.reload()
         assert bundle.status != "running"
+
+
+ASK_MANIFEST = one_agent_manifest(
+    "asker",
+    """\
+[bottles.default.egress]
+# The upstream's address only: its name is reached only once a person approves it.
+allow = ["{upstream_ip}/32:{port}"]
+ask = true
+""",
+)
+
+# Run in the bundle as its own user, with its own approvals code: an egress ask for the
+# upstream's name, opened and answered "approved" by the bundle itself (no person asked).
+PLANT_APPROVAL = """
+import sys
+from pathlib import Path
+from bottle_engine.approvals import ApprovalStore
+store = ApprovalStore(Path("{state}"), sys.argv[1])
+asked = store.open_egress_request("upstream.test", int(sys.argv[2]), "GET", "/", 3600)
+store.answer(asked.id, True, None, by="cli (root)")
+"""
+
+
+def test_an_answer_the_bundle_wrote_itself_is_not_obeyed_after_resume(
+    bottle_world: BottleWorld, docker_client: Any, tmp_path: Path
+) -> None:
+    """The fresh bundle `resume` starts must not let the agent out on a taken-over one's
+    approval: only a person's answers (given on the host) survive a resume."""
+    world = world_for(
+        bottle_world, tmp_path, ASK_MANIFEST, upstream_ip=bottle_world.outside.upstream_ip
+    )
+    unlisted = f"http://upstream.test:{HTTP_PORT}/"
+    curl = ["curl", "-s", "-m", "8", "-o", "/dev/null", "-w", "%{http_code}", unlisted]
+    with running_bottle(world, "asker") as record:
+        bundle = docker_client.containers.get(record.bundle_name)
+        python = "/opt/bot-bottle/services/bin/python"
+        script = PLANT_APPROVAL.format(state=STATE_MOUNT)
+        done = bundle.exec_run([python, "-c", script, record.slug, str(HTTP_PORT)])
+        assert done.exit_code == 0, done.output
+        with world_env(world):
+            lifecycle.stop(record.slug)
+            lifecycle.resume(record.slug)
+        reached = agent_exec(world, record, curl)
+        assert reached[1] != "200", "the resumed bundle obeyed an approval nobody gave"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from bottle_engine import config_seal
+from bottle_engine import approvals, config_seal
+from bottle_engine.approvals import ApprovalStore
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.waiting import config_digest
 from bottle_engine.errors import BottleError
@@ -109,3 +111,34 @@ def test_a_bottle_launched_before_handed_seals_has_none() -> None:
     config_seal.forget("b1")
     assert config_seal.checked_handed_files("b1", bottle_dir) is None
     assert not config_seal.handed_seal_path("b1").exists()
+
+
+# -- approvals: only a person's answers survive a resume ----------------------------------------
+def _asked(store: ApprovalStore, host: str) -> str:
+    return store.open_egress_request(host, 443, "GET", "/", 600).id
+
+
+def test_an_approval_the_bundle_wrote_itself_is_dropped_and_a_persons_kept() -> None:
+    bottle_dir = BottleDir.create("b1")
+    store = ApprovalStore(bottle_dir.path, "b1")  # as the bundle sees it
+    by_person = _asked(store, "asked.example")
+    by_bundle = _asked(store, "collector.example")
+    waiting = _asked(store, "waiting.example")
+    approvals.answer(by_person, True, slug="b1")  # the host's path (CLI, editor)
+    store.answer(by_bundle, True, None, by="cli (root)")  # the bundle's own code, no person
+    dropped = config_seal.drop_unvouched_approvals("b1", bottle_dir)
+    assert [r.id for r in dropped] == [by_bundle]
+    assert store.get(by_bundle) is None
+    assert store.get(by_person) is not None and store.get(by_person).approved  # type: ignore[union-attr]
+    assert store.get(waiting) is not None  # a pending question is a person's to answer
+
+
+def test_a_persons_approval_the_bundle_widened_is_dropped() -> None:
+    """Approved for one held request (`once`), rewritten to stand for the host:port."""
+    bottle_dir = BottleDir.create("b1")
+    store = ApprovalStore(bottle_dir.path, "b1")
+    asked = _asked(store, "asked.example")
+    answered = approvals.answer(asked, True, slug="b1", once=True)
+    path = bottle_dir.approvals_dir / f"{asked}.json"
+    path.write_text(json.dumps({**answered.to_dict(), "once": False}))
+    assert [r.id for r in config_seal.drop_unvouched_approvals("b1", bottle_dir)] == [asked]
