@@ -125,3 +125,20 @@ def test_an_answer_the_bundle_wrote_itself_is_not_obeyed_after_resume(
             lifecycle.resume(record.slug)
         reached = agent_exec(world, record, curl)
         assert reached[1] != "200", "the resumed bundle obeyed an approval nobody gave"
+
+
+def test_the_agent_mounts_nothing_a_bundle_could_swap_before_resume(
+    bottle_world: BottleWorld, docker_client: Any
+) -> None:
+    """Docker resolves bind-mount sources again at each start: the agent's container gets its
+    files copied in before its first start (CA, prompt, skills, workspace), so `resume` has no
+    path in the bundle-writable dir to re-resolve for it."""
+    with running_bottle(bottle_world, "victim") as record:
+        agent = docker_client.containers.get(record.name)
+        with world_env(bottle_world):
+            lifecycle.stop(record.slug)
+            lifecycle.resume(record.slug)
+        agent.reload()
+        assert agent.status == "running"
+        assert agent.attrs["HostConfig"].get("Binds") in (None, [])
+        assert [m for m in agent.attrs["Mounts"] if m["Type"] in ("bind", "volume")] == []
