@@ -7,10 +7,10 @@ obey it. So the engine keeps the SHA-256 of the config it wrote beside the bottl
 (`<state>/records/<slug>.config-sha256`), and `resume` and `probe` refuse a config that differs.
 
 The other files handed over there (secret values, git keys and known hosts, the upstream CA)
-are sealed the same way, one digest each (`<slug>.handed.json`): `resume` refuses a fresh
-bundle on values or keys the old one chose, and `probe`, which looks for the secret values in
-the agent's sandbox, refuses to look for a decoy the bundle wrote in place of a value it
-leaked.
+are sealed the same way, one digest each (`<slug>.handed-sha256`, JSON: a `.json` name there
+is a record): `resume` refuses a fresh bundle on values or keys the old one chose, and `probe`,
+which looks for the secret values in the agent's sandbox, refuses to look for a decoy the
+bundle wrote in place of a value it leaked.
 
 A person's answers to approval requests are written into that dir too, and the bundle reads
 them from there: the engine also keeps the key of each answer it wrote
@@ -53,7 +53,7 @@ def seal_path(slug: str) -> Path:
 
 
 def handed_seal_path(slug: str) -> Path:
-    return state.records_dir() / f"{checked_slug(slug)}.handed.json"
+    return state.records_dir() / f"{checked_slug(slug)}.handed-sha256"
 
 
 def seal(slug: str, digest: str) -> None:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bottle_engine import approvals, config_seal
+from bottle_engine import approvals, config_seal, records, state
 from bottle_engine.approvals import ApprovalStore
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.waiting import config_digest
@@ -142,3 +142,13 @@ def test_a_persons_approval_the_bundle_widened_is_dropped() -> None:
     path = bottle_dir.approvals_dir / f"{asked}.json"
     path.write_text(json.dumps({**answered.to_dict(), "once": False}))
     assert [r.id for r in config_seal.drop_unvouched_approvals("b1", bottle_dir)] == [asked]
+
+
+def test_the_seals_beside_the_records_are_not_read_as_records() -> None:
+    """`records` lists every `<slug>.json` in the records dir: no seal may be named so."""
+    _bottle()
+    _handed()
+    store = ApprovalStore(BottleDir.of("b1").path, "b1")
+    approvals.answer(_asked(store, "asked.example"), True, slug="b1")
+    assert len(list(state.records_dir().iterdir())) == 3
+    assert records.all_records() == []
