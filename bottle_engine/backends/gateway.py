@@ -13,7 +13,6 @@ names (`records.GatewayNames`, in `resources.gateway`) and everything after laun
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
@@ -272,4 +271,4 @@ def all_names_taken(base: str) -> BottleError:
 
 
 def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    state.remove_tree(path)
