@@ -393,7 +393,9 @@ class ApprovalStore:
         """Remove each approval in the dir that `vouched` does not confirm, each audited; the
         requests removed. The bundle can write this dir: a taken-over one can write an approval
         no person gave, which the fresh bundle `resume` starts would obey."""
-        dropped = []
+        dropped: list[ApprovalRequest] = []
+        if not self._request_files():
+            return dropped  # not even the dir: the lock would make it, as the engine's user
         with self._locked():
             for path in self._request_files():
                 request = self._read(path)

@@ -152,3 +152,10 @@ def test_the_seals_beside_the_records_are_not_read_as_records() -> None:
     approvals.answer(_asked(store, "asked.example"), True, slug="b1")
     assert len(list(state.records_dir().iterdir())) == 3
     assert records.all_records() == []
+
+
+def test_resume_makes_no_approvals_dir_where_there_was_none() -> None:
+    """Made by the engine (root), the bundle's own user could not write its requests there."""
+    bottle_dir = BottleDir.create("b1")
+    assert config_seal.drop_unvouched_approvals("b1", bottle_dir) == []
+    assert not bottle_dir.approvals_dir.exists()
