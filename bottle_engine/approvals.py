@@ -45,7 +45,7 @@ import re
 import secrets
 import stat
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -156,6 +156,12 @@ class ApprovalRequest:
             # Three parts: never the key of an agent's (action, reason), whatever it writes.
             return _hash_key(["egress", self.host, self.port])
         return question_key(self.action, self.reason)
+
+    @property
+    def answer_key(self) -> str:
+        """What a person's answer decided, as a key: the request, its question and the answer
+        (the host keeps the keys of the answers people gave, `config_seal.vouch_answer`)."""
+        return _hash_key(["answer", self.id, self.question, self.status, self.once])
 
     @property
     def approved(self) -> bool:
@@ -382,6 +388,23 @@ class ApprovalStore:
             while len(self._delivered) > _RECENTLY_DELIVERED:
                 self._delivered.popitem(last=False)
             return request
+
+    def drop_approvals(self, vouched: Callable[[ApprovalRequest], bool]) -> list[ApprovalRequest]:
+        """Remove each approval in the dir that `vouched` does not confirm, each audited; the
+        requests removed. The bundle can write this dir: a taken-over one can write an approval
+        no person gave, which the fresh bundle `resume` starts would obey."""
+        dropped: list[ApprovalRequest] = []
+        if not self._request_files():
+            return dropped  # not even the dir: the lock would make it, as the engine's user
+        with self._locked():
+            for path in self._request_files():
+                request = self._read(path)
+                if request is None or not request.approved or vouched(request):
+                    continue
+                self._audit(request, event="dropped-unvouched")
+                self._remove(request)
+                dropped.append(request)
+        return dropped
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -680,4 +703,8 @@ def answer(
             + ", ".join(store.slug for store in stores),
             fix="name the bottle: `bottle-engine approve ID --bottle SLUG`",
         )
-    return stores[0].answer(request_id, approved, note, once=once, by=by)
+    answered = stores[0].answer(request_id, approved, note, once=once, by=by)
+    from bottle_engine import config_seal  # host only: the records dir
+
+    config_seal.vouch_answer(answered.slug, answered)
+    return answered

@@ -1,45 +1,162 @@
-"""The digest of the config the engine handed a bottle's bundle, kept where no container mounts.
+"""The digests of what the engine handed a bottle's bundle, kept where no container mounts.
 
 The bundle reads its config (`bundle.json`) from the bottle's state dir, which is mounted
 read-write into it: a bundle the agent's traffic took over could rewrite it (widen the
 allowlist, bind a secret to another host) and the fresh bundle the next `resume` starts would
 obey it. So the engine keeps the SHA-256 of the config it wrote beside the bottle's record
 (`<state>/records/<slug>.config-sha256`), and `resume` and `probe` refuse a config that differs.
+
+The other files handed over there (secret values, git keys and known hosts, the upstream CA)
+are sealed the same way, one digest each (`<slug>.handed-sha256`, JSON: a `.json` name there
+is a record): `resume` refuses a fresh bundle on values or keys the old one chose, and `probe`,
+which looks for the secret values in the agent's sandbox, refuses to look for a decoy the
+bundle wrote in place of a value it leaked.
+
+A person's answers to approval requests are written into that dir too, and the bundle reads
+them from there: the engine also keeps the key of each answer it wrote
+(`<slug>.answers`, `ApprovalRequest.answer_key`), and `resume` removes any approval no person
+gave before the fresh bundle starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from bottle_engine import state
-from bottle_engine.bottle_dir import BottleDir, checked_slug
+from bottle_engine.approvals import ApprovalRequest, ApprovalStore
+from bottle_engine.bottle_dir import (
+    GIT_KEYS_DIR_NAME,
+    SECRETS_DIR_NAME,
+    UPSTREAM_CA_NAME,
+    BottleDir,
+    checked_slug,
+)
 from bottle_engine.errors import BottleError
 from bottle_engine.regular_files import read_regular
 
 # Far above any config the engine writes; a larger file is not one of ours.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# Far above any secret value, key or CA file the engine hands over.
+MAX_HANDED_BYTES = 1024 * 1024
+# What the engine hands the bundle besides its config: the files directly in these dirs of the
+# state dir, and these files.
+HANDED_DIRS = (SECRETS_DIR_NAME, GIT_KEYS_DIR_NAME)
+HANDED_FILES = (UPSTREAM_CA_NAME,)
 
 
 def seal_path(slug: str) -> Path:
     return state.records_dir() / f"{checked_slug(slug)}.config-sha256"
 
 
+def handed_seal_path(slug: str) -> Path:
+    return state.records_dir() / f"{checked_slug(slug)}.handed-sha256"
+
+
 def seal(slug: str, digest: str) -> None:
     """Remember `digest` (`bundle.waiting.config_digest` of the config text) for bottle `slug`:
     written atomically, 0600, in the records dir (0700)."""
-    path = seal_path(slug)
-    state.private_dir(path.parent)
-    temporary = path.with_name(f".{path.name}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    with os.fdopen(os.open(temporary, flags, 0o600), "w") as out:
-        out.write(digest + "\n")
-    os.replace(temporary, path)
+    _write_sealed(seal_path(slug), digest + "\n")
+
+
+def handed_digests(directory: Path) -> dict[str, str]:
+    """The SHA-256 of each file the engine hands a bundle, by path relative to `directory`:
+    a dir no bundle has run on yet (a fresh bottle's, or the warm pool's staging dir)."""
+    found = {}
+    for name in HANDED_DIRS:
+        if (directory / name).is_dir():
+            for path in sorted((directory / name).iterdir()):
+                found[f"{name}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for name in HANDED_FILES:
+        if (directory / name).is_file():
+            found[name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    return found
+
+
+def seal_handed(slug: str, digests: dict[str, str]) -> None:
+    """Remember `digests` (`handed_digests`) for bottle `slug`, as `seal` does."""
+    _write_sealed(handed_seal_path(slug), json.dumps(digests, indent=2, sort_keys=True) + "\n")
+
+
+def answers_path(slug: str) -> Path:
+    return state.records_dir() / f"{checked_slug(slug)}.answers"
 
 
 def forget(slug: str) -> None:
     seal_path(slug).unlink(missing_ok=True)
+    handed_seal_path(slug).unlink(missing_ok=True)
+    answers_path(slug).unlink(missing_ok=True)
+
+
+def vouch_answer(slug: str, answered: ApprovalRequest) -> None:
+    """Remember that a person gave `answered` (appended, 0600, in the records dir)."""
+    path = answers_path(slug)
+    state.private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(path, flags, 0o600), "a") as out:
+        out.write(answered.answer_key + "\n")
+
+
+def drop_unvouched_approvals(slug: str, bottle_dir: BottleDir) -> list[ApprovalRequest]:
+    """Remove from bottle `slug`'s approvals dir every approval no person gave (its bundle
+    stopped meanwhile); the requests removed."""
+    try:
+        vouched = set(answers_path(slug).read_text().split())
+    except FileNotFoundError:
+        vouched = set()
+    store = ApprovalStore(bottle_dir.path, slug)
+    return store.drop_approvals(lambda request: request.answer_key in vouched)
+
+
+def checked_handed_files(slug: str, bottle_dir: BottleDir) -> dict[str, bytes] | None:
+    """The files the engine handed bottle `slug`'s bundle, by relative path, each as the engine
+    wrote it, or `BottleError` naming the first one the bundle replaced, linked, removed or
+    rewrote. None for a bottle launched before they were sealed."""
+    try:
+        sealed = json.loads(handed_seal_path(slug).read_text())
+    except FileNotFoundError:
+        return None
+    found = {}
+    for relative, digest in sorted(sealed.items()):
+        path = bottle_dir.path / relative
+        try:
+            data = _read_handed(bottle_dir.path, PurePosixPath(relative))
+        except OSError as exc:
+            what = "is missing, a symbolic link or not a regular file"
+            raise _tampered(slug, path, what) from exc
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise _tampered(slug, path, "differs from the file bot-bottle handed the bundle")
+        found[relative] = data
+    return found
+
+
+def _read_handed(root: Path, relative: PurePosixPath) -> bytes:
+    """`root`/`relative`, no component below `root` followed if it is a link."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in relative.parts[:-1]:
+            inner = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = inner
+        return read_regular(relative.name, MAX_HANDED_BYTES, dir_fd=fd)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _write_sealed(path: Path, text: str) -> None:
+    """`text` in `path` (in the records dir, 0700), written atomically, 0600."""
+    state.private_dir(path.parent)
+    temporary = path.with_name(f".{path.name}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    with os.fdopen(os.open(temporary, flags, 0o600), "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
 
 
 def checked_config_text(slug: str, bottle_dir: BottleDir) -> str:
@@ -63,6 +180,6 @@ def checked_config_text(slug: str, bottle_dir: BottleDir) -> str:
 def _tampered(slug: str, path: Path, what: str) -> BottleError:
     return BottleError(
         f"{path} {what}: its bundle (which can write the bottle's state dir) changed it, "
-        "and may have been taken over by the agent's traffic; the bundle was not started",
+        "and may have been taken over by the agent's traffic; bot-bottle did not use it",
         fix=f"remove the bottle (`bottle-engine stop --rm {slug}`) and launch it again",
     )

@@ -15,7 +15,7 @@ from bottle_engine import config_seal, records, trust_store
 from bottle_engine.artifacts.pack import Pack
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.backends.base import Availability
-from bottle_engine.bottle_dir import BottleDir, read_regular_files
+from bottle_engine.bottle_dir import SECRETS_DIR_NAME, BottleDir, read_regular_files
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -206,20 +206,32 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     bottle_dir = BottleDir.of(slug)
     config = BundleConfig.from_json(config_seal.checked_config_text(slug, bottle_dir))
     targets = replace(targets, egress_allow=config.egress_allow)
+    # The values as the engine handed them: the bundle can write its copies, and a taken-over
+    # one that leaked a value could leave a decoy in its place for the search below.
+    handed = config_seal.checked_handed_files(slug, bottle_dir)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
+    if handed is not None:
+        prefix = f"{SECRETS_DIR_NAME}/"
+        found = {k.removeprefix(prefix): v for k, v in handed.items() if k.startswith(prefix)}
+    else:
+        found = _unsealed_secrets(slug, bottle_dir)
+    values = [data.decode("utf-8", errors="replace").strip() for data in found.values()]
+    leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
+    return report, leaks
+
+
+def _unsealed_secrets(slug: str, bottle_dir: BottleDir) -> dict[str, bytes]:
+    """The secret values of a bottle launched before they were sealed, from its bundle's dir."""
     try:  # the bundle can write that dir: no link, FIFO or huge file is read from it
-        found = read_regular_files(bottle_dir.secrets_dir, MAX_SECRET_BYTES)
+        return read_regular_files(bottle_dir.secrets_dir, MAX_SECRET_BYTES)
     except FileNotFoundError:
-        found = {}
+        return {}
     except OSError as exc:
         raise BottleError(
             f"{bottle_dir.secrets_dir} is not the directory bot-bottle made ({exc.strerror}): "
             "the bottle's bundle, which can write its state dir, replaced it",
             fix=f"remove the bottle (`bottle-engine stop --rm {slug}`) and launch it again",
         ) from exc
-    values = [data.decode("utf-8", errors="replace").strip() for data in found.values()]
-    leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
-    return report, leaks
 
 
 def gc() -> list[str]:

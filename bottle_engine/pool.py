@@ -217,7 +217,7 @@ def forget(member_id: str) -> None:
     for where in (FREE, MAKING, CLAIMED):
         with contextlib.suppress(FileNotFoundError):
             (pool_root() / where / member_id).unlink()
-    shutil.rmtree(pool_root() / MEMBERS / member_id, ignore_errors=True)
+    state.remove_tree(pool_root() / MEMBERS / member_id)  # its bundle wrote it: any depth
 
 
 def staging_dir(member_id: str) -> Path:

@@ -78,9 +78,69 @@ def remove_bottle_path(path: Path) -> None:
         target = path.resolve()
         path.unlink()
         if target.parent == state_dir().resolve() / "pool" / "members":
-            shutil.rmtree(target, ignore_errors=True)
+            remove_tree(target)
         return
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def remove_tree(path: Path) -> None:
+    """`path` and everything in it, no link followed, whatever its depth; errors ignored (as
+    `shutil.rmtree(..., ignore_errors=True)`). For a dir a bundle wrote, once it is stopped:
+    `shutil.rmtree` recurses once per level, and a bundle that nested a few thousand dirs
+    made it raise RecursionError, so `stop --rm` failed and left the dir, secrets and all.
+
+    One dir is open at a time: down by name without following a link, up by "..", with the
+    names on a list (nothing else changes the tree meanwhile)."""
+    with contextlib.suppress(OSError):
+        try:
+            fd = os.open(path, _DIR_FLAGS | os.O_NOFOLLOW)
+        except OSError:
+            path.unlink()  # a link or a file in the dir's place; missing: nothing to do
+            return
+        names: list[str] = []
+        try:
+            while True:
+                inner = _empty_but_one_dir(fd)
+                if inner is not None:
+                    deeper = _open_inner(inner, fd)
+                    os.close(fd)
+                    fd = deeper
+                    names.append(inner)
+                elif names:
+                    upper = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = upper
+                    os.rmdir(names.pop(), dir_fd=fd)
+                else:
+                    break
+        finally:
+            os.close(fd)
+        os.rmdir(path)
+
+
+def _open_inner(name: str, parent: int) -> int:
+    """Dir `name` in `parent`, opened without following a link; a dir the bundle took the
+    engine's rights to (as the same user: the engine is not root) is given them back first."""
+    try:
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+    except PermissionError:
+        os.chmod(name, 0o700, dir_fd=parent)
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+
+
+def _empty_but_one_dir(fd: int) -> str | None:
+    """Unlink everything in the dir open at `fd` but dirs; the name of one dir left, if any."""
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o700)  # entries of a dir without write rights cannot be unlinked
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            os.unlink(entry.name, dir_fd=fd)
+    return None
 
 
 PRIVATE_DIR_MODE = 0o700

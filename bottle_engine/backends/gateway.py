@@ -13,7 +13,6 @@ names (`records.GatewayNames`, in `resources.gateway`) and everything after laun
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
@@ -147,6 +146,8 @@ class Gateway:
         undo.callback(config_seal.forget, plan.slug)
         secret_files, git_dir = write_bundle_secrets(plan, bottle_dir)
         upstream_ca = copy_upstream_ca(plan, bottle_dir)
+        # Read back before the bundle first runs on the dir: what `resume` and `probe` check.
+        config_seal.seal_handed(plan.slug, config_seal.handed_digests(bottle_dir.path))
         undo.callback(remove_container, self.client, plan.bundle_name)
         try:
             container = run_bundle_container(
@@ -188,6 +189,8 @@ class Gateway:
         check_mount_sources(bundle)
         bottle_dir.ready_file.unlink(missing_ok=True)
         config = BundleConfig.from_json(config_seal.checked_config_text(record.slug, bottle_dir))
+        config_seal.checked_handed_files(record.slug, bottle_dir)
+        config_seal.drop_unvouched_approvals(record.slug, bottle_dir)
         bundle.start()
         wait_bundle_ready(bundle, config, BUNDLE_READY_TIMEOUT, state_dir=bottle_dir.path)
 
@@ -268,4 +271,4 @@ def all_names_taken(base: str) -> BottleError:
 
 
 def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    state.remove_tree(path)

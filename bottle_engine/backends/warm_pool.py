@@ -164,8 +164,9 @@ class WarmPool:
                 )
                 with docker_errors(f"renaming the warm bundle {member.container}"):
                     container.rename(plan.bundle_name)
-                digest = self._hand_config(plan, member)
+                digest, handed = self._hand_config(plan, member)
                 config_seal.seal(slug, digest)  # what `resume` will check the config against
+                config_seal.seal_handed(slug, handed)  # and the secrets, keys and CA
                 attempt.callback(config_seal.forget, slug)
                 config = plan.bundle_config(files_in_state_dir=True)
 
@@ -195,9 +196,10 @@ class WarmPool:
                 return slug
         raise all_names_taken(base)
 
-    def _hand_config(self, plan: BottlePlan, member: Member) -> str:
+    def _hand_config(self, plan: BottlePlan, member: Member) -> tuple[str, dict[str, str]]:
         """Secrets, git keys and the upstream CA into the member's state dir, then the config
-        (the bundle reacts to its appearance); the config's digest.
+        (the bundle reacts to its appearance); the config's digest and those of the files
+        (`config_seal.handed_digests`).
 
         The member's dir belongs to a running bundle, so nothing is written into it in place
         (a planted symlink would lead the engine's writes, or its chown, anywhere on the host):
@@ -213,6 +215,7 @@ class WarmPool:
             )
             with os.fdopen(descriptor, "w") as out:
                 out.write(text)
+            handed = config_seal.handed_digests(staging)
             if os.geteuid() == 0:  # the bundle's own uid reads them (bundle_container._hand_over)
                 uid, gid = bundle_user(f"pool-{member.id}")
                 for path in [*staging.rglob("*")]:
@@ -228,7 +231,7 @@ class WarmPool:
                 os.rename(staging / name, member.directory / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return config_digest(text.encode())
+        return config_digest(text.encode()), handed
 
     # -- removal -------------------------------------------------------------------------------
     def remove_member(self, member: Member) -> None:

@@ -161,7 +161,8 @@ def read_audit(
 
     The file sits in a dir the bundle writes, so the reader holds at most `READ_CHUNK` plus
     one line of `MAX_LINE_BYTES` (a longer one is skipped), opens no symlink, FIFO or
-    directory, and never sizes a read by what the file claims.
+    directory, never sizes a buffer by what the file claims, and reads at most the last
+    `MAX_UNREAD_BYTES` of what is unread (a sparse file of any size costs nothing to make).
     """
     log = _LogReader(path)
     try:
@@ -229,6 +230,10 @@ class _LogReader:
 
 READ_CHUNK = 1024 * 1024
 MAX_LINE_BYTES = 256 * 1024  # a written line stays under about 4 KiB (every text field capped)
+# More unread bytes than the bundle's writer ever leaves in one file (it rotates at
+# MAX_LOG_BYTES) is no log of ours but, say, a sparse file of a terabyte of zeros a taken-over
+# bundle made to keep `logs --egress` or the editor's view reading for hours.
+MAX_UNREAD_BYTES = MAX_LOG_BYTES + MAX_LINE_BYTES
 
 
 class _Lines:
@@ -239,8 +244,14 @@ class _Lines:
         self.skipping = False  # inside a line already too long: drop up to its end
 
     def feed(self, handle: BinaryIO) -> Iterator[AuditEntry]:
-        """The entries of whole lines from `handle`'s position to its current end."""
-        while chunk := handle.read(READ_CHUNK):
+        """The entries of whole lines from `handle`'s position to its end as it is now; of a
+        file with more than `MAX_UNREAD_BYTES` unread, only the last lines that fit in it."""
+        size = os.fstat(handle.fileno()).st_size
+        if size - handle.tell() > MAX_UNREAD_BYTES:
+            handle.seek(size - MAX_UNREAD_BYTES)
+            self.pending, self.skipping = b"", True  # from the next whole line
+        # Up to the size seen now: a file grown meanwhile is read on (by `follow`) next time.
+        while (left := size - handle.tell()) > 0 and (chunk := handle.read(min(READ_CHUNK, left))):
             *complete, rest = chunk.split(b"\n")
             for line in complete:
                 if self.skipping:

@@ -37,6 +37,7 @@ from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, docker_err
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
 from bottle_engine.limits import BundleLimits, bundle_limits, tmpfs_options
+from bottle_engine.regular_files import read_regular
 
 _LOG_LINES = 30
 
@@ -298,9 +299,13 @@ def wait_bundle_ready(
         time.sleep(0.02)
 
 
+MAX_READY_FILE_BYTES = 64 * 1024  # the bundle writes a few hundred bytes of JSON
+
+
 def _check_digest(container: Any, ready_file: Path, expected: str) -> None:
-    try:
-        reported = json.loads(ready_file.read_text()).get("config_sha256")
+    try:  # in the bundle's dir: no link, FIFO or huge file is read
+        raw = read_regular(ready_file, MAX_READY_FILE_BYTES)
+        reported = json.loads(raw).get("config_sha256")
     except (OSError, ValueError, AttributeError):
         reported = None
     if reported != expected:

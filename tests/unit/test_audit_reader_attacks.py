@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine.bundle.audit import AuditEntry, AuditLog, read_audit
+from bottle_engine.bundle.audit import MAX_UNREAD_BYTES, AuditEntry, AuditLog, read_audit
 from bottle_lsp.egress_view import aggregate
 
 
@@ -58,9 +58,23 @@ def test_a_sparse_giant_log_is_read_in_bounded_memory(tmp_path: Path) -> None:
     """`truncate -s 1G egress.jsonl` costs the bundle no disk; the reader must not allocate it."""
     path = tmp_path / "egress.jsonl"
     with path.open("wb") as out:
-        out.write(entry(1).to_json().encode() + b"\n")
         out.truncate(256 * 1024 * 1024)
+        out.seek(0, os.SEEK_END)
+        out.write(b"\n" + entry(1).to_json().encode() + b"\n")
     assert_read_in_bounded_memory(path)
+
+
+def test_of_a_log_larger_than_the_writer_leaves_only_the_tail_is_read(tmp_path: Path) -> None:
+    """A sparse file of a terabyte (`truncate -s 1T`) took the reader about 45 minutes of a
+    core, and `truncate -s 8E` for ever: `logs --egress` hung, and the editor's view spun.
+    The writer rotates at MAX_LOG_BYTES, so a larger file's head is no log of ours."""
+    path = tmp_path / "egress.jsonl"
+    with path.open("wb") as out:
+        out.write(entry(1).to_json().encode() + b"\n")
+        out.truncate(MAX_UNREAD_BYTES * 64)  # a GiB: the old reader read all of it
+        out.seek(0, os.SEEK_END)
+        out.write(b"\n" + entry(2).to_json().encode() + b"\n")
+    assert [e.host for e in read_audit(path)] == ["h2.test"]
 
 
 def test_rotation_between_two_reads_loses_no_entry(tmp_path: Path) -> None:

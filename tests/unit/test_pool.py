@@ -3,6 +3,7 @@ processes, and never handing out what another launch holds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -162,6 +163,17 @@ def test_a_bundle_reporting_another_config_is_not_ready(tmp_path: Path) -> None:
     wait_bundle_ready(_ReadyContainer(), config, 5, state_dir=tmp_path, config_sha256="0" * 64)
 
 
+def test_a_ready_file_linked_to_another_file_is_not_read(tmp_path: Path) -> None:
+    """The ready file is in the bundle's dir: a link to a file holding the right digest (any
+    host file the bundle names) is not followed."""
+    config = BundleConfig(slug="x", bundle_ip="10.0.0.2", agent_subnet="10.0.0.0/28")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"config_sha256": "0" * 64}))
+    (tmp_path / "bundle.ready").symlink_to(elsewhere)
+    with pytest.raises(BottleError, match="reports a config other than"):
+        wait_bundle_ready(_ReadyContainer(), config, 5, state_dir=tmp_path, config_sha256="0" * 64)
+
+
 SECRET_MANIFEST = """\
 [agents.dev]
 command = ["sleep", "infinity"]
@@ -201,10 +213,11 @@ def test_a_planted_symlink_in_the_members_dir_never_leads_the_engines_writes(
     # An untouched member gets its files.
     for name in ("secrets", "bundle.json", "git-keys"):
         (member.directory / name).unlink()
-    digest = warm._hand_config(plan, member)
+    digest, handed = warm._hand_config(plan, member)
     assert (member.directory / "secrets" / "TOKEN").read_text() == "real-value-123"
     assert json.loads((member.directory / "bundle.json").read_text())["agent_ip"] == "10.243.1.3"
     assert len(digest) == 64
+    assert handed == {"secrets/TOKEN": hashlib.sha256(b"real-value-123").hexdigest()}
     assert list(host.iterdir()) == []
 
 
