@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, BundleConfig, GitUpstreamConfig
-from bottle_engine.bundle.gitgate.objects import NewObject, changed_paths, infos, new_objects
+from bottle_engine.bundle.gitgate.objects import (
+    GITLINK_MODE,
+    NewObject,
+    changed_paths,
+    infos,
+    new_objects,
+    tree_entries,
+)
 from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
 from bottle_engine.display import safe_text
@@ -277,23 +284,34 @@ def scan_push(  # noqa: C901 - one pass over every object the push stores, kept 
     updates: list[RefUpdate],
     objects: list[NewObject],
 ) -> list[Finding]:
-    """Findings in everything the push would send upstream: ref names, path names, every new
-    blob as bytes, and every new commit and tag object whole (message, author, committer)."""
+    """Findings in everything the push would send upstream: ref names, every name in a new
+    tree, every new blob as bytes, and every new commit and tag object whole (message, author,
+    committer)."""
     limits = ScanLimits(upstream.max_blob_bytes, upstream.max_scan_bytes)
     scanner = Scanner(known_secrets(config.secrets), limits)
     findings: list[Finding] = []
     for update in updates:
         findings += scanner.name("", "the name of a pushed ref", update.ref)
     types = infos(git_dir, [o.oid for o in objects])
-    secret_names = set()
-    names = [o for o in objects if o.path]
-    for obj in names:
-        found = scanner.name(obj.commit, "a file or directory name", obj.path)
-        if found:
-            secret_names.add(obj.path)
-            findings += found
+    trees = [o for o in objects if types[o.oid].type == "tree"]
+    tree_bytes = sum(types[o.oid].size for o in trees)
+    if tree_bytes > limits.max_scan_bytes:
+        findings.append(
+            Finding(
+                "",
+                "the push",
+                None,
+                f"refused unscanned: {tree_bytes} bytes of new trees, over the bound of "
+                f"{limits.max_scan_bytes} bytes per push",
+            )
+        )
+        return findings
+    names, secret_names = _scan_names(git_dir, scanner, trees)
+    findings += names
+    if scanner.exhausted:
+        return findings
     to_read = []
-    budget = 0
+    budget = scanner.scanned
     for obj in objects:
         info = types[obj.oid]
         if info.type not in ("blob", "commit", "tag"):
@@ -333,6 +351,33 @@ def scan_push(  # noqa: C901 - one pass over every object the push stores, kept 
         if scanner.exhausted:
             break
     return findings
+
+
+def _scan_names(
+    git_dir: Path, scanner: Scanner, trees: list[NewObject]
+) -> tuple[list[Finding], set[str]]:
+    """Findings in every name the push's new trees hold, and the paths that hold a secret.
+
+    Read from the trees themselves, entry by entry: a name in a new tree goes upstream whatever
+    object it names (a blob seen at another path, one the upstream has, a gitlink), and may
+    hold a newline. A gitlink's commit id is read too: its 20 bytes are the pusher's choice."""
+    by_oid = {tree.oid: tree for tree in trees}
+    findings: list[Finding] = []
+    secret_names: set[str] = set()
+    for info, content in read_objects(git_dir, list(by_oid)):
+        tree = by_oid[info.oid]
+        prefix = f"{tree.path}/" if tree.path else ""
+        for entry in tree_entries(content):
+            path = prefix + entry.name.decode("utf-8", "replace")
+            found = scanner.name(tree.commit, "a file or directory name", path)
+            if entry.mode == GITLINK_MODE:
+                found += scanner.name(tree.commit, "a submodule's commit id", entry.oid)
+            if found:
+                secret_names.add(path)
+                findings += found
+            if scanner.exhausted:
+                return findings, secret_names
+    return findings, secret_names
 
 
 def _shown_path(obj: NewObject, secret_names: set[str]) -> str:

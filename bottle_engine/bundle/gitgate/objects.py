@@ -4,7 +4,9 @@ types and sizes, their bytes, and the paths each new commit changes.
 Nothing here parses diff text. ``rev-list --objects`` over the pushed values, minus everything
 reachable from the gate's refs (the upstream's branches and tags), is exactly what a forwarding
 ``git push`` sends the upstream: objects the pack carried but no pushed ref reaches stay in the
-quarantine and are never forwarded (a test holds this).
+quarantine and are never forwarded (a test holds this). Its path column is no record of names:
+it shows each object once, at the first path that reaches it, and cuts a path at a newline; the
+names a push brings are the entries of its new trees (`tree_entries`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,35 @@ def new_objects(git_dir: Path, tips: list[str]) -> list[NewObject]:
         else:
             objects.append(NewObject(oid, commit, path))
     return objects
+
+
+GITLINK_MODE = "160000"  # a submodule's commit: its id is 20 bytes the pusher chose freely
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a tree object: `name` as stored (any bytes but NUL and '/'), `oid` in hex."""
+
+    mode: str
+    name: bytes
+    oid: str
+
+
+def tree_entries(data: bytes) -> list[TreeEntry]:
+    """The entries of a raw tree object (``<mode> <name>\\0<20-byte id>`` each); a tree
+    receive-pack's fsck passed is well formed, anything else raises ValueError."""
+    entries = []
+    position = 0
+    while position < len(data):
+        space = data.index(b" ", position)
+        nul = data.index(b"\0", space)
+        end = nul + 21
+        if end > len(data):
+            raise ValueError("truncated tree object")
+        mode = data[position:space].decode("ascii")
+        entries.append(TreeEntry(mode, data[space + 1 : nul], data[nul + 1 : end].hex()))
+        position = end
+    return entries
 
 
 def infos(git_dir: Path, oids: list[str]) -> dict[str, ObjectInfo]:
