@@ -55,7 +55,9 @@ class Gate:
         )
 
 
-def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
+def start_gate(
+    tmp_path: Path, secret_value: str = SECRET_VALUE, **settings: object
+) -> Iterator[Gate]:
     upstream = seed_upstream(tmp_path)
     config = loopback_gate_config(
         tmp_path,
@@ -73,7 +75,7 @@ def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
                 "TEST_TOKEN",
                 PLACEHOLDER,
                 ("api.example.invalid",),
-                SECRET_VALUE,
+                secret_value,
             ),
         ),
     )
@@ -129,6 +131,25 @@ def test_allow_manifest_changes_lets_the_manifest_through(tmp_path: Path) -> Non
         result = git(gate.agent, "push", "origin", "HEAD:refs/heads/agent/m", check=False)
         assert result.returncode == 0, result.stderr
         assert gate.ref("refs/heads/agent/m") == head
+
+
+def test_a_short_secret_as_a_submodule_commit_id_is_refused(tmp_path: Path) -> None:
+    """A gitlink's 20-byte commit id is the pusher's choice and is never fetched: a secret of
+    up to 20 bytes fits in it, hex-encoded as every git tool shows it."""
+    short = "tok-0123456789ab"
+    for gate in start_gate(tmp_path, secret_value=short):
+        before = gate.objects()
+        oid = short.encode().hex().ljust(40, "0")
+        result = gate.sh(
+            f"git update-index --add --cacheinfo 160000,{oid},vendor/lib && "
+            "git -c user.name=A -c user.email=a@b.invalid commit -q -m sub && "
+            "git push origin HEAD:refs/heads/agent/sub"
+        )
+        assert result.returncode != 0, result.stderr
+        assert "a submodule's commit id: value of the bottle's secret 'TEST_TOKEN', hex" in (
+            result.stderr
+        )
+        assert gate.objects() == before
 
 
 # (files the agent makes, its branch, what the refusal must say)
