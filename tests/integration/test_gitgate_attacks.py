@@ -152,6 +152,29 @@ def test_a_short_secret_as_a_submodule_commit_id_is_refused(tmp_path: Path) -> N
         assert gate.objects() == before
 
 
+def test_a_merge_that_brings_back_an_older_manifest_is_refused(gate: Gate) -> None:
+    """A person tightened bottle.toml upstream; the agent merges main with the commit before
+    and keeps the old file. Compared with every parent the merge changed nothing there."""
+    person = gate.upstream.parent / "person"
+    git(gate.upstream.parent, "clone", "-q", str(gate.upstream), str(person))
+    commit_file(person, "bottle.toml", "# loose\n", "manifest v1")
+    commit_file(person, "bottle.toml", "# tight\n", "manifest v2")
+    git(person, "push", "-q", "origin", "HEAD:main")
+    before = gate.objects()
+
+    result = gate.sh(
+        "git fetch -q origin && git checkout -q -B rollback origin/main && "
+        "git checkout origin/main~1 -- bottle.toml && "
+        "merge=$(git -c user.name=A -c user.email=a@b.invalid commit-tree "
+        "-p origin/main -p origin/main~1 -m merge $(git write-tree)) && "
+        "git push origin $merge:refs/heads/agent/rollback"
+    )
+
+    assert result.returncode != 0, result.stderr
+    assert ": bottle.toml" in result.stderr
+    assert gate.objects() == before
+
+
 # (files the agent makes, its branch, what the refusal must say)
 UNSCANNABLE_PUSHES = {
     "a blob over the bound is refused, not skipped": (

@@ -243,7 +243,8 @@ def judge_push(
                     "reads, which decide what leaves the bottle:",
                     *changes[:MAX_REPORTED],
                     *_more(len(changes)),
-                    "leave these files as they are (a person changes them outside the bottle), "
+                    "leave these files as they are (a person changes them outside the bottle; "
+                    "rebase onto a branch that changed them rather than merging it), "
                     f"or set allow_manifest_changes = true for git upstream {upstream.name!r} "
                     "in bottle.toml",
                 ),

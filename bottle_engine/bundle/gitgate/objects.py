@@ -82,21 +82,29 @@ def infos(git_dir: Path, oids: list[str]) -> dict[str, ObjectInfo]:
 
 
 def changed_paths(git_dir: Path, commit: str) -> list[str]:
-    """The paths `commit` changes: all its files for a root commit, those that differ from every
-    parent for a merge (what the merge itself introduces), renames as delete plus add."""
+    """The paths `commit` changes against its first parent (the line the branch follows), all
+    its files for a root commit, renames as delete plus add.
+
+    A merge counts what it changes on that line, even a file it takes whole from another
+    parent: compared with every parent (``diff-tree -c``), a merge of the branch with an old
+    upstream commit that took the old manifest from it changed nothing, and rolled the
+    branch's manifest back."""
+    parents = run_git(
+        ["rev-list", "--parents", "--max-count=1", commit],
+        doing=f"reading the parents of commit {commit[:12]}",
+        git_dir=git_dir,
+    ).stdout.split()[1:]
     output = run_git(
         [
             "diff-tree",
             "-r",
             "-z",
-            "-c",
-            "--root",
             "--name-only",
             "--no-renames",
             "--no-commit-id",
             "--no-ext-diff",
             "--no-textconv",
-            commit,
+            *([parents[0], commit] if parents else ["--root", commit]),
         ],
         doing=f"listing the paths commit {commit[:12]} changes",
         git_dir=git_dir,
