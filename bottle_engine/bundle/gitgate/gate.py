@@ -103,6 +103,9 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
             ("gc.auto", "0"),
             # Bounds the pack the agent sends; receive-pack stops reading past it.
             ("receive.maxInputSize", str(upstream.max_push_bytes)),
+            # Keep every pushed pack as a pack: unpacked, a few bytes of delta become a loose
+            # object of any size, and 99 of them filled the disk before the hook ever ran.
+            ("receive.unpackLimit", "1"),
             # Malformed objects (a tree naming `.git` or `..`, bad modes) never enter the gate,
             # so they can neither reach the upstream nor a checkout a person makes later.
             ("receive.fsckObjects", "true"),
