@@ -173,27 +173,63 @@ def test_a_short_secret_as_a_submodule_commit_id_is_refused(tmp_path: Path) -> N
         assert gate.objects() == before
 
 
-def test_a_merge_that_brings_back_an_older_manifest_is_refused(gate: Gate) -> None:
-    """A person tightened bottle.toml upstream; the agent merges main with the commit before
-    and keeps the old file. Compared with every parent the merge changed nothing there."""
+def person_tightens_the_manifest(gate: Gate) -> None:
+    """Upstream main: bottle.toml "# loose", then "# tight" (a person's two commits)."""
     person = gate.upstream.parent / "person"
     git(gate.upstream.parent, "clone", "-q", str(gate.upstream), str(person))
     commit_file(person, "bottle.toml", "# loose\n", "manifest v1")
     commit_file(person, "bottle.toml", "# tight\n", "manifest v2")
     git(person, "push", "-q", "origin", "HEAD:main")
+
+
+MERGE = "git -c user.name=A -c user.email=a@b.invalid commit-tree"
+# The tree of main with the bottle.toml of the commit before, as a merge of main and that commit.
+OLD_MANIFEST_TREE = (
+    "git fetch -q origin && git checkout -q -B rollback origin/main && "
+    "git checkout origin/main~1 -- bottle.toml && tree=$(git write-tree) && "
+)
+
+
+@pytest.mark.parametrize(
+    "push",
+    [
+        # A new branch, main first: compared with every parent (diff-tree -c) nothing changed.
+        f"merge=$({MERGE} -p origin/main -p origin/main~1 -m m $tree) && "
+        "git push origin $merge:refs/heads/agent/rollback",
+        # The old commit first, then a fast-forward of a branch that held main: compared with
+        # the first parent nothing changed either.
+        "git push -q origin origin/main:refs/heads/agent/rollback && "
+        f"merge=$({MERGE} -p origin/main~1 -p origin/main -m m $tree) && "
+        "git push origin $merge:refs/heads/agent/rollback",
+    ],
+    ids=["main-first", "old-commit-first"],
+)
+def test_a_merge_that_brings_back_an_older_manifest_is_refused(gate: Gate, push: str) -> None:
+    person_tightens_the_manifest(gate)
+    tip = gate.sh("git fetch -q origin && git rev-parse origin/main").stdout.strip()
     before = gate.objects()
 
-    result = gate.sh(
-        "git fetch -q origin && git checkout -q -B rollback origin/main && "
-        "git checkout origin/main~1 -- bottle.toml && "
-        "merge=$(git -c user.name=A -c user.email=a@b.invalid commit-tree "
-        "-p origin/main -p origin/main~1 -m merge $(git write-tree)) && "
-        "git push origin $merge:refs/heads/agent/rollback"
-    )
+    result = gate.sh(OLD_MANIFEST_TREE + push)
 
     assert result.returncode != 0, result.stderr
-    assert ": bottle.toml" in result.stderr
+    assert "bottle.toml is not what any upstream branch holds now" in result.stderr
     assert gate.objects() == before
+    assert gate.ref("refs/heads/agent/rollback") in (None, tip)
+
+
+def test_merging_a_persons_manifest_change_into_the_agents_branch_still_passes(
+    gate: Gate,
+) -> None:
+    commit_file(gate.agent, "work.txt", "work\n")
+    assert gate.push_ok("HEAD:refs/heads/agent/work")
+    person_tightens_the_manifest(gate)
+
+    result = gate.sh(
+        "git fetch -q origin && git -c user.name=A -c user.email=a@b.invalid merge -q "
+        "--no-edit origin/main && git push origin HEAD:refs/heads/agent/work"
+    )
+
+    assert result.returncode == 0, result.stderr
 
 
 # (files the agent makes, its branch, what the refusal must say)

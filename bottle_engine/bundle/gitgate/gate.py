@@ -26,10 +26,13 @@ from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, BundleConfig, GitUpst
 from bottle_engine.bundle.gitgate.objects import (
     GITLINK_MODE,
     NewObject,
+    branch_tips,
     changed_paths,
     infos,
     new_objects,
+    paths_between,
     tree_entries,
+    tree_values,
 )
 from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
@@ -238,6 +241,7 @@ def judge_push(
         )
     if not upstream.allow_manifest_changes:
         changes = manifest_changes(git_dir, upstream, objects)
+        changes += older_manifests(git_dir, upstream, pushed)
         if changes:
             return decisions, Verdict(
                 False,
@@ -247,7 +251,7 @@ def judge_push(
                     *changes[:MAX_REPORTED],
                     *_more(len(changes)),
                     "leave these files as they are (a person changes them outside the bottle; "
-                    "rebase onto a branch that changed them rather than merging it), "
+                    "a branch's own may only become what an upstream branch holds now), "
                     f"or set allow_manifest_changes = true for git upstream {upstream.name!r} "
                     "in bottle.toml",
                 ),
@@ -398,6 +402,42 @@ def manifest_changes(
         for path in changed_paths(git_dir, commit):
             if touches_manifest(path, upstream.protected_paths):
                 lines.append(f"commit {commit[:12]}: {safe_text(path, 300)}")
+    return lines
+
+
+def older_manifests(
+    git_dir: Path, upstream: GitUpstreamConfig, updates: list[RefUpdate]
+) -> list[str]:
+    """A line per pushed ref and manifest path whose content at the new tip differs from the
+    old tip and from every other branch of the upstream now (for a new branch: every such
+    path of its tip).
+
+    Needed beside `manifest_changes`, which finds content no parent had: a merge, or a new
+    branch, can take the manifest whole from an older upstream commit (one from before a
+    person tightened it) and so change nothing there while the branch's manifest goes back."""
+    tips = branch_tips(git_dir)
+    lines = []
+    for update in updates:
+        old = None if update.kind == "create" else update.old
+        paths = [
+            path
+            for path in paths_between(git_dir, old, update.new)
+            if touches_manifest(path, upstream.protected_paths)
+        ]
+        others = [tip for ref, tip in tips.items() if ref != update.ref]
+        if not paths:
+            continue
+        values = tree_values(
+            git_dir, [(commit, path) for path in paths for commit in [update.new, *others]]
+        )
+        width = 1 + len(others)
+        for index, path in enumerate(paths):
+            new_value, *held = values[index * width : (index + 1) * width]
+            if new_value not in held:
+                lines.append(
+                    f"{safe_text(update.ref)}: {safe_text(path, 300)} is not what any "
+                    "upstream branch holds now"
+                )
     return lines
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine.git import ObjectInfo, object_infos, run_git
+from bottle_engine.git import GitError, ObjectInfo, object_infos, run_git
 
 
 @dataclass(frozen=True)
@@ -82,31 +82,64 @@ def infos(git_dir: Path, oids: list[str]) -> dict[str, ObjectInfo]:
 
 
 def changed_paths(git_dir: Path, commit: str) -> list[str]:
-    """The paths `commit` changes against its first parent (the line the branch follows), all
-    its files for a root commit, renames as delete plus add.
-
-    A merge counts what it changes on that line, even a file it takes whole from another
-    parent: compared with every parent (``diff-tree -c``), a merge of the branch with an old
-    upstream commit that took the old manifest from it changed nothing, and rolled the
-    branch's manifest back."""
-    parents = run_git(
-        ["rev-list", "--parents", "--max-count=1", commit],
-        doing=f"reading the parents of commit {commit[:12]}",
-        git_dir=git_dir,
-    ).stdout.split()[1:]
+    """The paths `commit` changes: all its files for a root commit, those that differ from every
+    parent for a merge (what the merge itself introduces), renames as delete plus add."""
     output = run_git(
         [
             "diff-tree",
             "-r",
             "-z",
+            "-c",
+            "--root",
             "--name-only",
             "--no-renames",
             "--no-commit-id",
             "--no-ext-diff",
             "--no-textconv",
-            *([parents[0], commit] if parents else ["--root", commit]),
+            commit,
         ],
         doing=f"listing the paths commit {commit[:12]} changes",
         git_dir=git_dir,
     ).stdout
     return [path for path in output.split("\0") if path]
+
+
+def tree_values(git_dir: Path, names: list[tuple[str, str]]) -> list[str | None]:
+    """The object id at each (commit, path), None where the commit has no such path."""
+    if not names:
+        return []
+    output = run_git(
+        ["cat-file", "--batch-check=%(objectname)"],
+        doing="reading paths in commits",
+        git_dir=git_dir,
+        input_text="".join(f"{commit}:{path}\n" for commit, path in names),
+    ).stdout
+    lines = output.splitlines()
+    if len(lines) != len(names):
+        raise GitError("reading paths in commits: git answered for a different number of paths")
+    # Found: the id alone. Not found: what was asked, then " missing" (a path may hold spaces).
+    return [None if " " in line else line for line in lines]
+
+
+def paths_between(git_dir: Path, old: str | None, new: str) -> list[str]:
+    """The paths that differ between two commits, or every file of `new` when `old` is None."""
+    if old is None:
+        args = ["ls-tree", "-r", "-z", "--name-only", new]
+    else:
+        args = ["diff-tree", "-r", "-z", "--name-only", "--no-renames", old, new]
+    output = run_git(args, doing=f"listing the paths of {new[:12]}", git_dir=git_dir).stdout
+    return [path for path in output.split("\0") if path]
+
+
+def branch_tips(git_dir: Path) -> dict[str, str]:
+    """Ref name to commit of every branch the gate has (the upstream's, as last mirrored)."""
+    output = run_git(
+        ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/"],
+        doing="listing the gate's branches",
+        git_dir=git_dir,
+    ).stdout
+    tips = {}
+    for line in output.splitlines():
+        ref, _, oid = line.partition(" ")
+        tips[ref] = oid
+    return tips
