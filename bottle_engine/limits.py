@@ -13,6 +13,10 @@ The rules:
   256 MiB tmpfs, counted in that memory.
 * bundle CPU: one CPU, whatever the agent has (one proxy event loop, plus git for a push).
 * bundle pids: 512 (git daemon serves at most `GIT_GATE_MAX_CONNECTIONS` at once).
+* git gate push: each process of one push (receive-pack, index-pack, the pre-receive scan) at
+  most `GIT_GATE_PUSH_CPU_SECONDS` of CPU. The pack's byte bound does not bound the work: a
+  delta that copies its base many times costs a few bytes and makes a blob of any size, so a
+  1 MiB pack held index-pack for 12 CPU-seconds, a 32 MiB one for days.
 * agent /tmp: a tmpfs of half the agent's memory; the kernel counts its pages in the agent's
   memory limit, so filling it is an out-of-memory in the bottle, never a full host disk.
 * agent writable layer (/workspace, home, the rest of the root file system): bounded to
@@ -33,6 +37,7 @@ BUNDLE_CPUS = 1.0
 BUNDLE_PIDS = 512
 BUNDLE_TMP_BYTES = 256 * MIB
 GIT_GATE_MAX_CONNECTIONS = 8
+GIT_GATE_PUSH_CPU_SECONDS = 300  # a 32 MiB scan takes about a minute; index-pack far less
 AGENT_DISK_BYTES = 20 * GIB
 
 

@@ -131,6 +131,31 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             commit_and_push("filename", "printf 'x\\n'", f"{AWS_KEY}.txt"),
             "a file or directory name: AWS Access Key",
         ),
+        # `rev-list --objects` lists an object once, at the first path that reaches it, and
+        # cuts a path at its first newline: names the gate once read from that listing alone.
+        Attack(
+            "secret-name-on-a-blob-seen-at-another-path",
+            f"git checkout -q -B dupname origin/main && printf 'x\\n' > a.txt && mkdir -p z && "
+            f"cp a.txt z/{AWS_KEY}.txt && git add -- a.txt z && {GIT} commit -q -m x && "
+            "git push origin HEAD:refs/heads/agent/dupname",
+            "a file or directory name: AWS Access Key",
+        ),
+        Attack(
+            "secret-name-on-a-blob-the-upstream-has",
+            "git checkout -q -B oldblob origin/main && "
+            "oid=$(git ls-tree -r --format='%(objectname)' origin/main | head -n 1) && "
+            f'git update-index --add --cacheinfo "100644,$oid,z/{AWS_KEY}.txt" && '
+            f"{GIT} commit -q -m x && git push origin HEAD:refs/heads/agent/oldblob",
+            "a file or directory name: AWS Access Key",
+        ),
+        Attack(
+            "secret-after-a-newline-in-a-file-name",
+            "git checkout -q -B newline origin/main && "
+            f"name=\"$(printf 'b\\n{AWS_KEY}.txt')\" && printf 'y\\n' > \"$name\" && "
+            f'git add -- "$name" && '
+            f"{GIT} commit -q -m x && git push origin HEAD:refs/heads/agent/newline",
+            "a file or directory name: AWS Access Key",
+        ),
         Attack(
             "secret-in-the-branch-name",
             f"git checkout -q -B refname origin/main && {GIT} commit -q --allow-empty -m x && "

@@ -8,8 +8,9 @@ Requests live in files, not in this process, so a restarted bundle picks up wher
 
 The agent is hostile: its texts are cut to `MAX_ACTION_CHARS` / `MAX_REASON_CHARS` with a marker
 saying how much was cut, a request body over `MAX_BODY_BYTES` is refused before the MCP SDK
-parses it, and a request beyond the bottle's pending cap or rate (`ApprovalLimits`) is answered
-at once with ``status: "refused"`` and the seconds to wait, and nothing is recorded.
+parses it, at most `MAX_SESSIONS` MCP sessions are open at once, and a request beyond the
+bottle's pending cap or rate (`ApprovalLimits`) is answered at once with ``status: "refused"``
+and the seconds to wait, and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ MAX_REASON_CHARS = 2000
 # Both texts at their caps, every character a JSON \uXXXX escape pair, fit with room to spare;
 # anything larger is not an approval request.
 MAX_BODY_BYTES = 256 * 1024
+# Open MCP sessions at once. Each costs the server about 40 KiB until the client ends it or it
+# is idle for 30 minutes; the SDK's own cap, 10,000, let an agent that opened sessions without
+# closing them hold 400 MiB of a bundle that has 768 MiB. One client needs one or a few.
+MAX_SESSIONS = 64
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -259,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0  # not this bottle's: never listen
     app: ASGIApp = build_server(config).streamable_http_app(
         streamable_http_path=MCP_PATH,
+        max_sessions=MAX_SESSIONS,
         transport_security=transport_security(config, args.port),
         host=args.listen,
     )

@@ -24,7 +24,7 @@ from mcp import Client
 
 from bottle_engine import approvals, state
 from bottle_engine.approvals import AUDIT_LOG, ApprovalLimits
-from bottle_engine.bundle.supervise import MAX_BODY_BYTES
+from bottle_engine.bundle.supervise import MAX_BODY_BYTES, MAX_SESSIONS
 from tests.hostile_text import HOSTILE, plain, run_in_terminal, shown, unexpected_controls
 from tests.integration.test_supervise import (
     SLUG,
@@ -212,3 +212,25 @@ def test_a_request_body_over_the_cap_is_refused_before_it_is_parsed(supervise: S
 
     assert status == 413
     assert "not a document" in text
+
+
+def test_sessions_opened_and_never_closed_stop_at_the_cap(supervise: Supervise) -> None:
+    """Each open session holds memory in the bundle until it is closed or idle for 30 minutes;
+    an agent that only ever initializes is refused new ones at the cap."""
+    initialize = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "flood", "version": "1"},
+            },
+        }
+    ).encode()
+
+    statuses = [post_mcp(supervise.port, initialize)[0] for _ in range(MAX_SESSIONS + 1)]
+
+    assert statuses[:MAX_SESSIONS] == [200] * MAX_SESSIONS
+    assert statuses[MAX_SESSIONS] != 200

@@ -8,8 +8,12 @@ objects too (a forwarded push of a blob stores it upstream before the ref update
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
+import struct
 import subprocess
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,9 @@ class Gate:
         result = git(self.upstream, "rev-parse", "--verify", "--quiet", ref, check=False)
         return result.stdout.strip() or None
 
+    def push_ok(self, refspec: str) -> bool:
+        return git(self.agent, "push", "origin", refspec, check=False).returncode == 0
+
     def sh(self, script: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["sh", "-c", script],
@@ -55,7 +62,9 @@ class Gate:
         )
 
 
-def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
+def start_gate(
+    tmp_path: Path, secret_value: str = SECRET_VALUE, **settings: object
+) -> Iterator[Gate]:
     upstream = seed_upstream(tmp_path)
     config = loopback_gate_config(
         tmp_path,
@@ -73,7 +82,7 @@ def start_gate(tmp_path: Path, **settings: object) -> Iterator[Gate]:
                 "TEST_TOKEN",
                 PLACEHOLDER,
                 ("api.example.invalid",),
-                SECRET_VALUE,
+                secret_value,
             ),
         ),
     )
@@ -110,6 +119,20 @@ def test_a_clean_push_still_arrives(gate: Gate) -> None:
     assert gate.ref("refs/heads/agent/work") == head
 
 
+def test_a_push_is_kept_as_the_pack_that_came(gate: Gate) -> None:
+    """Never unpacked into loose objects: a pack of 1 MiB with ten 64 MiB delta blobs wrote
+    642 MiB of loose objects (and the agent chooses the sizes) before the hook could refuse."""
+    commit_file(gate.agent, "small.txt", "small\n")
+    pushed = git(gate.agent, "rev-list", "--objects", "HEAD", "--not", "origin/main").stdout
+
+    assert gate.push_ok("HEAD:refs/heads/agent/small")
+
+    objects = gate.upstream.parent / "gate" / "origin.git" / "objects"
+    oids = [line.split()[0] for line in pushed.splitlines()]
+    assert len(oids) == 3
+    assert [oid for oid in oids if (objects / oid[:2] / oid[2:]).exists()] == []
+
+
 def test_a_protected_file_the_manifest_reads_is_refused_naming_it(gate: Gate) -> None:
     commit_file(gate.agent, "Dockerfile", "FROM scratch\n")
     commit_file(gate.agent, "AGENTS/Reviewer.md", "obey\n")  # as a case-insensitive disk opens it
@@ -129,6 +152,84 @@ def test_allow_manifest_changes_lets_the_manifest_through(tmp_path: Path) -> Non
         result = git(gate.agent, "push", "origin", "HEAD:refs/heads/agent/m", check=False)
         assert result.returncode == 0, result.stderr
         assert gate.ref("refs/heads/agent/m") == head
+
+
+def test_a_short_secret_as_a_submodule_commit_id_is_refused(tmp_path: Path) -> None:
+    """A gitlink's 20-byte commit id is the pusher's choice and is never fetched: a secret of
+    up to 20 bytes fits in it, hex-encoded as every git tool shows it."""
+    short = "tok-0123456789ab"
+    for gate in start_gate(tmp_path, secret_value=short):
+        before = gate.objects()
+        oid = short.encode().hex().ljust(40, "0")
+        result = gate.sh(
+            f"git update-index --add --cacheinfo 160000,{oid},vendor/lib && "
+            "git -c user.name=A -c user.email=a@b.invalid commit -q -m sub && "
+            "git push origin HEAD:refs/heads/agent/sub"
+        )
+        assert result.returncode != 0, result.stderr
+        assert "a submodule's commit id: value of the bottle's secret 'TEST_TOKEN', hex" in (
+            result.stderr
+        )
+        assert gate.objects() == before
+
+
+def person_tightens_the_manifest(gate: Gate) -> None:
+    """Upstream main: bottle.toml "# loose", then "# tight" (a person's two commits)."""
+    person = gate.upstream.parent / "person"
+    git(gate.upstream.parent, "clone", "-q", str(gate.upstream), str(person))
+    commit_file(person, "bottle.toml", "# loose\n", "manifest v1")
+    commit_file(person, "bottle.toml", "# tight\n", "manifest v2")
+    git(person, "push", "-q", "origin", "HEAD:main")
+
+
+MERGE = "git -c user.name=A -c user.email=a@b.invalid commit-tree"
+# The tree of main with the bottle.toml of the commit before, as a merge of main and that commit.
+OLD_MANIFEST_TREE = (
+    "git fetch -q origin && git checkout -q -B rollback origin/main && "
+    "git checkout origin/main~1 -- bottle.toml && tree=$(git write-tree) && "
+)
+
+
+@pytest.mark.parametrize(
+    "push",
+    [
+        # A new branch, main first: compared with every parent (diff-tree -c) nothing changed.
+        f"merge=$({MERGE} -p origin/main -p origin/main~1 -m m $tree) && "
+        "git push origin $merge:refs/heads/agent/rollback",
+        # The old commit first, then a fast-forward of a branch that held main: compared with
+        # the first parent nothing changed either.
+        "git push -q origin origin/main:refs/heads/agent/rollback && "
+        f"merge=$({MERGE} -p origin/main~1 -p origin/main -m m $tree) && "
+        "git push origin $merge:refs/heads/agent/rollback",
+    ],
+    ids=["main-first", "old-commit-first"],
+)
+def test_a_merge_that_brings_back_an_older_manifest_is_refused(gate: Gate, push: str) -> None:
+    person_tightens_the_manifest(gate)
+    tip = gate.sh("git fetch -q origin && git rev-parse origin/main").stdout.strip()
+    before = gate.objects()
+
+    result = gate.sh(OLD_MANIFEST_TREE + push)
+
+    assert result.returncode != 0, result.stderr
+    assert "bottle.toml is not what any upstream branch holds now" in result.stderr
+    assert gate.objects() == before
+    assert gate.ref("refs/heads/agent/rollback") in (None, tip)
+
+
+def test_merging_a_persons_manifest_change_into_the_agents_branch_still_passes(
+    gate: Gate,
+) -> None:
+    commit_file(gate.agent, "work.txt", "work\n")
+    assert gate.push_ok("HEAD:refs/heads/agent/work")
+    person_tightens_the_manifest(gate)
+
+    result = gate.sh(
+        "git fetch -q origin && git -c user.name=A -c user.email=a@b.invalid merge -q "
+        "--no-edit origin/main && git push origin HEAD:refs/heads/agent/work"
+    )
+
+    assert result.returncode == 0, result.stderr
 
 
 # (files the agent makes, its branch, what the refusal must say)
@@ -242,3 +343,59 @@ def test_objects_in_the_pack_that_no_ref_reaches_are_never_forwarded(gate: Gate)
     assert b"ok refs/heads/agent/ride" in answer, answer
     assert gate.ref("refs/heads/agent/ride") == head
     assert hidden_oid not in gate.objects()
+
+
+def _pack_entry_header(kind: int, size: int) -> bytes:
+    byte, size = (kind << 4) | (size & 0x0F), size >> 4
+    out = bytearray()
+    while size:
+        out.append(byte | 0x80)
+        byte, size = size & 0x7F, size >> 7
+    return bytes(out) + bytes([byte])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out) + bytes([value])
+
+
+def delta_bomb_pack(base: bytes, deltas: int, copies: int) -> tuple[bytes, str]:
+    """A pack of `base` and `deltas` blobs, each a few bytes of delta copying the whole base
+    `copies` times (git's delta format has no bound on that), and the base's id."""
+    base_id = hashlib.sha1(b"blob %d\0" % len(base) + base).digest()
+    size = len(base)
+    copy = bytes([0x80 | sum(0x10 << i for i in range(3) if size >> 8 * i & 0xFF)]) + bytes(
+        size >> 8 * i & 0xFF for i in range(3) if size >> 8 * i & 0xFF
+    )  # copy from offset 0 (no offset bytes), `size` bytes
+    body = _pack_entry_header(3, size) + zlib.compress(base)
+    for number in range(deltas):
+        unique = b"%08d" % number  # so that no two results are the same object
+        delta = _varint(size) + _varint(len(unique) + copies * size)
+        delta += bytes([len(unique)]) + unique + copy * copies
+        body += _pack_entry_header(7, len(delta)) + base_id + zlib.compress(delta, 9)
+    pack = b"PACK" + struct.pack(">II", 2, deltas + 1) + body
+    return pack + hashlib.sha1(pack).digest(), base_id.hex()
+
+
+def test_a_delta_bomb_is_cut_off_by_the_cpu_bound(tmp_path: Path) -> None:
+    """Under 1 MiB of pack that index-pack spends seconds of CPU on (60 blobs of 64 MiB, each
+    a copy of the base 64 times): the byte bound cannot stop it, and a 32 MiB pack of such
+    deltas would hold the bundle's CPU for days. Each process of a push has a CPU bound."""
+    config = loopback_gate_config(
+        tmp_path,
+        "bombed",
+        GitUpstreamConfig(
+            name="origin", url=f"file://{seed_upstream(tmp_path)}", push_branches=("agent/*",)
+        ),
+    )
+    pack, base = delta_bomb_pack(os.urandom(1 << 20), deltas=60, copies=64)
+    assert len(pack) < 2 << 20
+
+    with gate_on_loopback(tmp_path, config, "--push-cpu-seconds", "1") as (port, _):
+        answer = raw_push(port, f"{ZERO_OID} {base} refs/heads/agent/bomb", pack)
+
+    assert b"unpack ok" not in answer, answer
+    assert b"index-pack abnormal exit" in answer, answer

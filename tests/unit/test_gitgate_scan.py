@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bottle_engine.bundle.config import SecretBinding
+from bottle_engine.bundle.gitgate.objects import GITLINK_MODE, TreeEntry, tree_entries
 from bottle_engine.bundle.gitgate.scan import (
     Finding,
     KnownSecret,
@@ -192,3 +193,15 @@ def test_the_bottles_secret_value_and_placeholder_are_read_from_the_bindings(
         KnownSecret(VALUE, "value of the bottle's secret 'gh'"),
         KnownSecret("PH_T", "placeholder of the bottle's secret 't'"),
     ]
+
+
+def test_a_raw_tree_is_read_entry_by_entry_names_as_stored() -> None:
+    blob, gitlink = bytes(range(20)), b"tok-0123456789ab\0\0\0\0"
+    raw = b"100644 a\nb.txt\0" + blob + b"160000 sub\0" + gitlink
+
+    assert tree_entries(raw) == [
+        TreeEntry("100644", b"a\nb.txt", blob.hex()),
+        TreeEntry(GITLINK_MODE, b"sub", gitlink.hex()),
+    ]
+    with pytest.raises(ValueError):
+        tree_entries(raw[:-1])

@@ -10,6 +10,7 @@ from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.gitgate.server import serve
 from bottle_engine.bundle.service_cli import GIT_GATE
 from bottle_engine.errors import BottleError
+from bottle_engine.limits import GIT_GATE_PUSH_CPU_SECONDS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,11 +24,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the gate keeps its mirrors (default: git-gate/ in the bottle's state dir, "
         "so that big repositories fit and a restarted bundle fetches only what is new)",
     )
+    parser.add_argument(
+        "--push-cpu-seconds",
+        type=int,
+        default=GIT_GATE_PUSH_CPU_SECONDS,
+        help="CPU seconds each process of one push may take (default: %(default)s)",
+    )
     args = GIT_GATE.parse_and_wait(parser, argv)
     try:
         if args.wait_for_config and not BundleConfig.load(args.config).git:
             return 0  # a warm pool member's bottle without git: never listen
-        return serve(args.config, args.listen, args.port, args.repos_dir, args.allowed_client)
+        return serve(
+            args.config,
+            args.listen,
+            args.port,
+            args.repos_dir,
+            args.allowed_client,
+            args.push_cpu_seconds,
+        )
     except BottleError as exc:
         sys.stderr.write(f"git gate: error: {exc}\n")
         return 1

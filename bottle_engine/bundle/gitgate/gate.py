@@ -23,7 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, BundleConfig, GitUpstreamConfig
-from bottle_engine.bundle.gitgate.objects import NewObject, changed_paths, infos, new_objects
+from bottle_engine.bundle.gitgate.objects import (
+    GITLINK_MODE,
+    NewObject,
+    branch_tips,
+    changed_paths,
+    infos,
+    new_objects,
+    paths_between,
+    tree_entries,
+    tree_values,
+)
 from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
 from bottle_engine.display import safe_text
@@ -96,6 +106,9 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
             ("gc.auto", "0"),
             # Bounds the pack the agent sends; receive-pack stops reading past it.
             ("receive.maxInputSize", str(upstream.max_push_bytes)),
+            # Keep every pushed pack as a pack: unpacked, a few bytes of delta become a loose
+            # object of any size, and 99 of them filled the disk before the hook ever ran.
+            ("receive.unpackLimit", "1"),
             # Malformed objects (a tree naming `.git` or `..`, bad modes) never enter the gate,
             # so they can neither reach the upstream nor a checkout a person makes later.
             ("receive.fsckObjects", "true"),
@@ -228,6 +241,7 @@ def judge_push(
         )
     if not upstream.allow_manifest_changes:
         changes = manifest_changes(git_dir, upstream, objects)
+        changes += older_manifests(git_dir, upstream, pushed)
         if changes:
             return decisions, Verdict(
                 False,
@@ -236,7 +250,8 @@ def judge_push(
                     "reads, which decide what leaves the bottle:",
                     *changes[:MAX_REPORTED],
                     *_more(len(changes)),
-                    "leave these files as they are (a person changes them outside the bottle), "
+                    "leave these files as they are (a person changes them outside the bottle; "
+                    "a branch's own may only become what an upstream branch holds now), "
                     f"or set allow_manifest_changes = true for git upstream {upstream.name!r} "
                     "in bottle.toml",
                 ),
@@ -277,23 +292,34 @@ def scan_push(  # noqa: C901 - one pass over every object the push stores, kept 
     updates: list[RefUpdate],
     objects: list[NewObject],
 ) -> list[Finding]:
-    """Findings in everything the push would send upstream: ref names, path names, every new
-    blob as bytes, and every new commit and tag object whole (message, author, committer)."""
+    """Findings in everything the push would send upstream: ref names, every name in a new
+    tree, every new blob as bytes, and every new commit and tag object whole (message, author,
+    committer)."""
     limits = ScanLimits(upstream.max_blob_bytes, upstream.max_scan_bytes)
     scanner = Scanner(known_secrets(config.secrets), limits)
     findings: list[Finding] = []
     for update in updates:
         findings += scanner.name("", "the name of a pushed ref", update.ref)
     types = infos(git_dir, [o.oid for o in objects])
-    secret_names = set()
-    names = [o for o in objects if o.path]
-    for obj in names:
-        found = scanner.name(obj.commit, "a file or directory name", obj.path)
-        if found:
-            secret_names.add(obj.path)
-            findings += found
+    trees = [o for o in objects if types[o.oid].type == "tree"]
+    tree_bytes = sum(types[o.oid].size for o in trees)
+    if tree_bytes > limits.max_scan_bytes:
+        findings.append(
+            Finding(
+                "",
+                "the push",
+                None,
+                f"refused unscanned: {tree_bytes} bytes of new trees, over the bound of "
+                f"{limits.max_scan_bytes} bytes per push",
+            )
+        )
+        return findings
+    names, secret_names = _scan_names(git_dir, scanner, trees)
+    findings += names
+    if scanner.exhausted:
+        return findings
     to_read = []
-    budget = 0
+    budget = scanner.scanned
     for obj in objects:
         info = types[obj.oid]
         if info.type not in ("blob", "commit", "tag"):
@@ -335,6 +361,33 @@ def scan_push(  # noqa: C901 - one pass over every object the push stores, kept 
     return findings
 
 
+def _scan_names(
+    git_dir: Path, scanner: Scanner, trees: list[NewObject]
+) -> tuple[list[Finding], set[str]]:
+    """Findings in every name the push's new trees hold, and the paths that hold a secret.
+
+    Read from the trees themselves, entry by entry: a name in a new tree goes upstream whatever
+    object it names (a blob seen at another path, one the upstream has, a gitlink), and may
+    hold a newline. A gitlink's commit id is read too: its 20 bytes are the pusher's choice."""
+    by_oid = {tree.oid: tree for tree in trees}
+    findings: list[Finding] = []
+    secret_names: set[str] = set()
+    for info, content in read_objects(git_dir, list(by_oid)):
+        tree = by_oid[info.oid]
+        prefix = f"{tree.path}/" if tree.path else ""
+        for entry in tree_entries(content):
+            path = prefix + entry.name.decode("utf-8", "replace")
+            found = scanner.name(tree.commit, "a file or directory name", path)
+            if entry.mode == GITLINK_MODE:
+                found += scanner.name(tree.commit, "a submodule's commit id", entry.oid)
+            if found:
+                secret_names.add(path)
+                findings += found
+            if scanner.exhausted:
+                return findings, secret_names
+    return findings, secret_names
+
+
 def _shown_path(obj: NewObject, secret_names: set[str]) -> str:
     """The path to show for `obj`; never one whose name holds a secret."""
     return "(a path whose name holds a secret)" if obj.path in secret_names else obj.path
@@ -349,6 +402,42 @@ def manifest_changes(
         for path in changed_paths(git_dir, commit):
             if touches_manifest(path, upstream.protected_paths):
                 lines.append(f"commit {commit[:12]}: {safe_text(path, 300)}")
+    return lines
+
+
+def older_manifests(
+    git_dir: Path, upstream: GitUpstreamConfig, updates: list[RefUpdate]
+) -> list[str]:
+    """A line per pushed ref and manifest path whose content at the new tip differs from the
+    old tip and from every other branch of the upstream now (for a new branch: every such
+    path of its tip).
+
+    Needed beside `manifest_changes`, which finds content no parent had: a merge, or a new
+    branch, can take the manifest whole from an older upstream commit (one from before a
+    person tightened it) and so change nothing there while the branch's manifest goes back."""
+    tips = branch_tips(git_dir)
+    lines = []
+    for update in updates:
+        old = None if update.kind == "create" else update.old
+        paths = [
+            path
+            for path in paths_between(git_dir, old, update.new)
+            if touches_manifest(path, upstream.protected_paths)
+        ]
+        others = [tip for ref, tip in tips.items() if ref != update.ref]
+        if not paths:
+            continue
+        values = tree_values(
+            git_dir, [(commit, path) for path in paths for commit in [update.new, *others]]
+        )
+        width = 1 + len(others)
+        for index, path in enumerate(paths):
+            new_value, *held = values[index * width : (index + 1) * width]
+            if new_value not in held:
+                lines.append(
+                    f"{safe_text(update.ref)}: {safe_text(path, 300)} is not what any "
+                    "upstream branch holds now"
+                )
     return lines
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,11 @@ from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV, client_allowed, ref
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.gitgate.gate import audit_push, find_upstream, mirror, pre_receive
 from bottle_engine.errors import BottleError
+from bottle_engine.limits import GIT_GATE_PUSH_CPU_SECONDS
 
 PREFIX = "bot-bottle git gate: "
+# The daemon hands the per-push CPU bound (seconds) to its access hook through the environment.
+PUSH_CPU_ENV = "BOTTLE_GIT_GATE_PUSH_CPU_SECONDS"
 
 
 def run_pre_receive(config_path: Path, upstream_name: str) -> int:
@@ -47,6 +51,8 @@ def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None 
         # git daemon drops the hook's stderr; the first stdout line goes to the client.
         print(refusal("git gate", peer))
         return 1
+    if service == "receive-pack":
+        bound_push_cpu(os.getppid(), int(os.environ.get(PUSH_CPU_ENV, GIT_GATE_PUSH_CPU_SECONDS)))
     config = BundleConfig.load(config_path)
     name = Path(repo_dir).name.removesuffix(".git")
     try:
@@ -59,6 +65,16 @@ def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None 
     except BottleError as exc:
         sys.stderr.write(f"{PREFIX}{service} of {name!r}: mirroring failed: {exc.message}\n")
     return 0
+
+
+def bound_push_cpu(connection_pid: int, seconds: int) -> None:
+    """Bound the CPU time of each process of this push.
+
+    The hook's parent is the daemon's process for this one connection, which starts
+    receive-pack once the hook returns: receive-pack, its index-pack and the pre-receive hook
+    inherit the bound, each counting its own time. SIGXCPU ends one at the bound, SIGKILL a few
+    seconds on. Nothing else can bound them: git has no limit on what a delta inflates to."""
+    resource.prlimit(connection_pid, resource.RLIMIT_CPU, (seconds, seconds + 5))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,9 +11,10 @@ from types import FrameType
 from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV
 from bottle_engine.bundle.config import GIT_GATE_REPOS_NAME, BundleConfig
 from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
+from bottle_engine.bundle.gitgate.hook import PUSH_CPU_ENV
 from bottle_engine.errors import BottleError
 from bottle_engine.git import spawn_git
-from bottle_engine.limits import GIT_GATE_MAX_CONNECTIONS
+from bottle_engine.limits import GIT_GATE_MAX_CONNECTIONS, GIT_GATE_PUSH_CPU_SECONDS
 
 
 def serve(
@@ -22,13 +23,16 @@ def serve(
     port: int,
     repos_dir: Path | None = None,
     allowed_client: str | None = None,
+    push_cpu_seconds: int = GIT_GATE_PUSH_CPU_SECONDS,
 ) -> int:
     """Serve until the daemon exits or SIGTERM/SIGINT arrives; returns the exit code.
 
     With `allowed_client`, the access hook refuses every request from another address (git
-    daemon has no such option itself; the hook finds the peer in REMOTE_ADDR).
+    daemon has no such option itself; the hook finds the peer in REMOTE_ADDR). Every process
+    of a push gets at most `push_cpu_seconds` of CPU (see `hook.bound_push_cpu`).
     """
     config = BundleConfig.load(config_path)
+    os.environ[PUSH_CPU_ENV] = str(push_cpu_seconds)  # inherited by the daemon and its hook
     if allowed_client is not None:
         os.environ[ALLOWED_CLIENT_ENV] = allowed_client  # inherited by the daemon and its hook
     repos_dir = repos_dir or Path(config.state_dir) / GIT_GATE_REPOS_NAME
