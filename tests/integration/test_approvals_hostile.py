@@ -29,6 +29,7 @@ from tests.hostile_text import HOSTILE, plain, run_in_terminal, shown, unexpecte
 from tests.integration.test_supervise import (
     SLUG,
     Supervise,
+    initialize_body,
     make_supervise,
     post_mcp,
     wait_for_pending,
@@ -217,18 +218,7 @@ def test_a_request_body_over_the_cap_is_refused_before_it_is_parsed(supervise: S
 def test_sessions_opened_and_never_closed_stop_at_the_cap(supervise: Supervise) -> None:
     """Each open session holds memory in the bundle until it is closed or idle for 30 minutes;
     an agent that only ever initializes is refused new ones at the cap."""
-    initialize = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "flood", "version": "1"},
-            },
-        }
-    ).encode()
+    initialize = initialize_body("flood")
 
     statuses = [post_mcp(supervise.port, initialize)[0] for _ in range(MAX_SESSIONS + 1)]
 

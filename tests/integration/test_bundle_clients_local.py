@@ -3,7 +3,6 @@ and refuses every other peer (on loopback: 127.0.0.1 and 127.0.0.2 are two diffe
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
 from tests.integration.test_gitgate_local import git, seed_upstream
 from tests.integration.test_gitgate_support import free_port, service, write_config
-from tests.integration.test_supervise import post_mcp
+from tests.integration.test_supervise import initialize_body, post_mcp
 
 AGENT = "127.0.0.2"  # the allowed client in these tests
 STRANGER = "127.0.0.1"  # any other peer
@@ -55,19 +54,7 @@ def test_git_gate_serves_only_its_allowed_client(tmp_path: Path, allowed: str, w
 
 
 def _post_initialize(port: int, source: str) -> tuple[int, str]:
-    body = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "stranger", "version": "1"},
-            },
-        }
-    )
-    return post_mcp(port, body.encode(), source=source, host=f"127.0.0.1:{port}")
+    return post_mcp(port, initialize_body("stranger"), source=source, host=f"127.0.0.1:{port}")
 
 
 def test_supervise_answers_its_allowed_client_and_gives_others_403(tmp_path: Path) -> None:

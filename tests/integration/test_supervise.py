@@ -101,6 +101,22 @@ def post_mcp(
         connection.close()
 
 
+def initialize_body(client_name: str) -> bytes:
+    """An MCP `initialize` request, as a client opens a session with it."""
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": client_name, "version": "1"},
+            },
+        }
+    ).encode()
+
+
 def wait_for_pending(count: int = 1) -> list[approvals.ApprovalRequest]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
