@@ -97,18 +97,33 @@ class ObjectInfo:
     size: int
 
 
-def object_infos(git_dir: Path, oids: Sequence[str]) -> list[ObjectInfo]:
-    """Type and size of each object, in order, without reading any content."""
-    if not oids:
+def batch_check(git_dir: Path, format: str, queries: Sequence[str], *, doing: str) -> list[str]:
+    """`git cat-file --batch-check=FORMAT`'s answer line for each query (an object name, or
+    `commit:path`), in order; a query it does not find answers "<query> missing"."""
+    if not queries:
         return []
     output = run_git(
-        ["cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)"],
-        doing="reading object types",
+        ["cat-file", f"--batch-check={format}"],
+        doing=doing,
         git_dir=git_dir,
-        input_text="".join(f"{oid}\n" for oid in oids),
+        input_text="".join(f"{query}\n" for query in queries),
     ).stdout
+    lines = output.splitlines()
+    if len(lines) != len(queries):
+        raise GitError(f"{doing}: git answered {len(lines)} lines for {len(queries)} queries")
+    return lines
+
+
+def object_infos(git_dir: Path, oids: Sequence[str]) -> list[ObjectInfo]:
+    """Type and size of each object, in order, without reading any content."""
+    lines = batch_check(
+        git_dir,
+        "%(objectname) %(objecttype) %(objectsize)",
+        oids,
+        doing="reading object types",
+    )
     infos = []
-    for oid, line in zip(oids, output.splitlines(), strict=True):
+    for oid, line in zip(oids, lines, strict=True):
         fields = line.split()
         if len(fields) == 2 and fields[1] == "missing":
             infos.append(ObjectInfo(oid, "missing", 0))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine.git import GitError, ObjectInfo, object_infos, run_git
+from bottle_engine.git import ObjectInfo, batch_check, object_infos, run_git
 
 
 @dataclass(frozen=True)
@@ -106,17 +106,8 @@ def changed_paths(git_dir: Path, commit: str) -> list[str]:
 
 def tree_values(git_dir: Path, names: list[tuple[str, str]]) -> list[str | None]:
     """The object id at each (commit, path), None where the commit has no such path."""
-    if not names:
-        return []
-    output = run_git(
-        ["cat-file", "--batch-check=%(objectname)"],
-        doing="reading paths in commits",
-        git_dir=git_dir,
-        input_text="".join(f"{commit}:{path}\n" for commit, path in names),
-    ).stdout
-    lines = output.splitlines()
-    if len(lines) != len(names):
-        raise GitError("reading paths in commits: git answered for a different number of paths")
+    queries = [f"{commit}:{path}" for commit, path in names]
+    lines = batch_check(git_dir, "%(objectname)", queries, doing="reading paths in commits")
     # Found: the id alone. Not found: what was asked, then " missing" (a path may hold spaces).
     return [None if " " in line else line for line in lines]
 
