@@ -57,9 +57,9 @@ def handed_seal_path(slug: str) -> Path:
 
 
 def seal(slug: str, digest: str) -> None:
-    """Remember `digest` (`bundle.waiting.config_digest` of the config text) for bottle `slug`:
-    written atomically, 0600, in the records dir (0700)."""
-    _write_sealed(seal_path(slug), digest + "\n")
+    """Remember `digest` (`bundle.waiting.config_digest` of the config text) for bottle `slug`,
+    in the records dir."""
+    state.write_private_text(seal_path(slug), digest + "\n")
 
 
 def handed_digests(directory: Path) -> dict[str, str]:
@@ -78,7 +78,8 @@ def handed_digests(directory: Path) -> dict[str, str]:
 
 def seal_handed(slug: str, digests: dict[str, str]) -> None:
     """Remember `digests` (`handed_digests`) for bottle `slug`, as `seal` does."""
-    _write_sealed(handed_seal_path(slug), json.dumps(digests, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(digests, indent=2, sort_keys=True) + "\n"
+    state.write_private_text(handed_seal_path(slug), text)
 
 
 def answers_path(slug: str) -> Path:
@@ -147,16 +148,6 @@ def _read_handed(root: Path, relative: PurePosixPath) -> bytes:
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _write_sealed(path: Path, text: str) -> None:
-    """`text` in `path` (in the records dir, 0700), written atomically, 0600."""
-    state.private_dir(path.parent)
-    temporary = path.with_name(f".{path.name}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    with os.fdopen(os.open(temporary, flags, 0o600), "w") as out:
-        out.write(text)
-    os.replace(temporary, path)
 
 
 def checked_config_text(slug: str, bottle_dir: BottleDir) -> str:

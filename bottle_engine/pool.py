@@ -139,7 +139,7 @@ def _area(name: str) -> Path:
 def record_making(member: Member) -> None:
     """Write the member's description under making/ before anything of it exists, so that a
     crash half way leaves a name `pool drain` and `gc` can find."""
-    _write(_area(MAKING) / member.id, member.to_json())
+    state.write_private_text(_area(MAKING) / member.id, member.to_json())
     _area(MEMBERS)
 
 
@@ -268,11 +268,3 @@ def link_bottle_dir(slug: str, member: Member) -> bool:
 
 def now() -> float:
     return time.time()
-
-
-def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)

@@ -12,8 +12,6 @@ a forged record turned it against another bottle's bundle or any network on the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -187,13 +185,8 @@ def record_path(slug: str) -> Path:
 
 def save(record: BottleRecord) -> None:
     """Write atomically (a crash never leaves half a record), mode 0600 in a 0700 dir."""
-    path = record_path(record.slug)
-    state.private_dir(path.parent)
-    data = record.stored_json()
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        temp = Path(out.name)
-    os.replace(temp, path)
+    text = json.dumps(record.stored_json(), indent=2, sort_keys=True)
+    state.write_private_text(record_path(record.slug), text)
 
 
 def remove(slug: str) -> None:

@@ -45,6 +45,22 @@ def records_dir() -> Path:
     return state_dir() / "records"
 
 
+def write_private_text(path: Path, text: str) -> None:
+    """`text` in `path` (its dir made private), atomically (a crash never leaves half a file)
+    and 0600 (the temporary file is made by mkstemp: its own name, never a planted link)."""
+    private_dir(path.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 @contextlib.contextmanager
 def staged(data: bytes) -> Iterator[Path]:
     """`data` in a 0600 file, for a tool that takes a file by path (smolvm copying a tar into
