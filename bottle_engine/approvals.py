@@ -54,7 +54,7 @@ from typing import Literal
 
 from bottle_engine.bundle.config import APPROVALS_DIR_NAME, APPROVALS_LOG_NAME
 from bottle_engine.errors import BottleError
-from bottle_engine.regular_files import read_open_regular
+from bottle_engine.regular_files import load_json, read_open_regular
 
 Status = Literal["pending", "approved", "denied", "timed_out"]
 RequestKind = Literal["action", "egress"]
@@ -237,7 +237,7 @@ class ApprovalStore:
                 if f'"id": "{request_id}"' not in line:
                     continue
                 try:
-                    last = ApprovalRequest.from_dict(json.loads(line))
+                    last = ApprovalRequest.from_dict(load_json(line))
                 except (ValueError, TypeError):
                     continue
         return last
@@ -456,7 +456,7 @@ class ApprovalStore:
     def _take_rate_token(self) -> None:
         path = self.directory / _RATE_FILE
         try:
-            raw = json.loads(self._read_file(_RATE_FILE))
+            raw = load_json(self._read_file(_RATE_FILE))
             bucket: RateBucket | None = RateBucket(float(raw["tokens"]), float(raw["at"]))
         except (OSError, ValueError, KeyError, TypeError):
             bucket = None  # first request, or a damaged file: a full bucket
@@ -499,7 +499,7 @@ class ApprovalStore:
 
     def _read(self, path: Path) -> ApprovalRequest | None:
         try:
-            return ApprovalRequest.from_dict(json.loads(self._read_file(path.name)))
+            return ApprovalRequest.from_dict(load_json(self._read_file(path.name)))
         except (OSError, BottleError, ValueError, TypeError):
             return None  # a link, a FIFO, an oversized or damaged file: not a request of ours
 

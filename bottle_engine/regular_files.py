@@ -10,9 +10,11 @@ costs nothing to make). The bundle reads the host's approvals answers the same w
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 # Open flags for reading a file that may have been planted: never follow, never block.
 READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -34,3 +36,14 @@ def read_open_regular(fd: int, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes")
     return data
+
+
+def load_json(raw: bytes | str) -> Any:
+    """A JSON document such a file holds; `ValueError` for anything that is not one.
+
+    The parser recurses once per nested array or object, so a few kilobytes of brackets raise
+    `RecursionError`, which handlers written for damaged files (`ValueError`) let through."""
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc

@@ -89,7 +89,7 @@ def _check_only_added(old: str, new: str, bottle: str, entry: str) -> None:
         egress = expected["bottles"][bottle].setdefault("egress", {})
         egress["allow"] = [*egress.get("allow", []), entry]
         same = tomllib.loads(new) == expected
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError):
+    except (tomllib.TOMLDecodeError, RecursionError, KeyError, TypeError, AttributeError):
         same = False
     if not same:
         raise BottleError(

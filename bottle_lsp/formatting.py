@@ -15,7 +15,7 @@ def format_text(text: str) -> str | None:
     """The formatted text, or None when `text` does not parse (nothing to stand on)."""
     try:
         before = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # it recurses once per nested bracket
         return None
     found = outline(text)
     equals = {key.line: key.equals for key in found.keys}
@@ -37,7 +37,7 @@ def format_text(text: str) -> str | None:
     result = "\n".join(lines) + "\n"
     try:
         same = tomllib.loads(result) == before
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         same = False
     return result if same else None
 

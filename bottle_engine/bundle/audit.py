@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from bottle_engine.regular_files import load_json
+
 # ask: held for a person ([egress] ask = true); the answer follows as its own entry.
 Verdict = Literal["allow", "deny", "ask"]
 # http: a plain-HTTP request; tunnel: a CONNECT tunnel passed through without interception;
@@ -306,6 +308,6 @@ def _parse(line: bytes) -> AuditEntry | None:
     if not line.strip():
         return None
     try:
-        return AuditEntry.from_dict(json.loads(line))
+        return AuditEntry.from_dict(load_json(line))
     except (ValueError, KeyError, TypeError):
         return None  # a line cut short by a crash, or not ours

@@ -14,7 +14,6 @@ naming that user (ssh, for git upstreams, refuses to run as a uid without an ent
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import time
@@ -37,7 +36,7 @@ from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, docker_err
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
 from bottle_engine.limits import BundleLimits, bundle_limits, tmpfs_options
-from bottle_engine.regular_files import read_regular
+from bottle_engine.regular_files import load_json, read_regular
 
 _LOG_LINES = 30
 
@@ -305,7 +304,7 @@ MAX_READY_FILE_BYTES = 64 * 1024  # the bundle writes a few hundred bytes of JSO
 def _check_digest(container: Any, ready_file: Path, expected: str) -> None:
     try:  # in the bundle's dir: no link, FIFO or huge file is read
         raw = read_regular(ready_file, MAX_READY_FILE_BYTES)
-        reported = json.loads(raw).get("config_sha256")
+        reported = load_json(raw).get("config_sha256")
     except (OSError, ValueError, AttributeError):
         reported = None
     if reported != expected:

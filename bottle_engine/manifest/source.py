@@ -87,6 +87,38 @@ def _after(a: Position, b: Position) -> bool:
     return _order(a) > _order(b)
 
 
+TOO_DEEP = "arrays or inline tables nested too deeply to read"
+
+
+def _deepest_opening(text: str) -> Position:
+    """Where a document too deeply nested for `tomllib` reaches its deepest bracket or brace.
+
+    A rough count (strings and comments skipped, escapes not) that only has to point the person
+    at the right line; the document is not valid TOML anyway."""
+    depth, deepest, at = 0, 0, 0
+    quote: str | None = None
+    offset = 0
+    while offset < len(text):
+        char = text[offset]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            newline = text.find("\n", offset)
+            offset = len(text) if newline < 0 else newline
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, offset
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        offset += 1
+    line = text.count("\n", 0, at)
+    return Position(line, at - (text.rfind("\n", 0, at) + 1))
+
+
 _SYNTAX_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _SYNTAX_AT_END = "(at end of document)"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -97,6 +129,10 @@ def parse_toml(text: str) -> ParsedToml:
     result = ParsedToml(text=text)
     try:
         result.data = tomllib.loads(text)
+    except RecursionError:  # tomllib descends once per nested array or inline table
+        result.syntax_error = TOO_DEEP
+        result.syntax_error_at = _deepest_opening(text)
+        return result
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _SYNTAX_POSITION.search(message)

@@ -75,3 +75,31 @@ async def test_random_edits_never_make_the_server_fail(
         types.FoldingRangeParams(text_document=document)
     )
     shared_client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=document))
+
+
+async def test_a_document_nested_past_the_parsers_depth_is_a_diagnostic_not_a_failure(
+    shared_client: LanguageClient, shared_root: Path
+) -> None:
+    """tomllib recurses once per nested bracket: a pasted blob of them raised RecursionError in
+    every feature that parses the buffer."""
+    text = '[agents.dev]\ncommand = ["claude"]\nprompt = ' + "[" * 3000 + "]" * 3000 + "\n"
+    uri = open_new(shared_client, shared_root, text)
+    document = types.TextDocumentIdentifier(uri=uri)
+    report = await shared_client.text_document_diagnostic_async(
+        types.DocumentDiagnosticParams(text_document=document)
+    )
+    assert isinstance(report, types.RelatedFullDocumentDiagnosticReport)
+    assert [d.range.start for d in report.items if "nested too deeply" in d.message] == [
+        types.Position(line=2, character=9 + 2999)
+    ]
+    edits = await shared_client.text_document_formatting_async(
+        types.DocumentFormattingParams(
+            text_document=document,
+            options=types.FormattingOptions(tab_size=4, insert_spaces=True),
+        )
+    )
+    assert not edits
+    await shared_client.text_document_hover_async(
+        types.HoverParams(text_document=document, position=types.Position(line=2, character=3))
+    )
+    shared_client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=document))

@@ -137,3 +137,14 @@ def test_a_huge_request_file_is_skipped_not_read_whole() -> None:
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert request_id in done.stdout.decode()
+
+
+def test_a_deeply_nested_request_file_is_skipped(capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON nested past the parser's recursion depth is a RecursionError, not a ValueError: one
+    such file among the requests broke the person's whole listing."""
+    request_id = _pending_request()
+    approvals = state.bottle_dir("hostile") / APPROVALS_DIR_NAME
+    (approvals / "0badf1f2.json").write_text("[" * 5_000 + "]" * 5_000)
+
+    assert main(["approvals", "hostile"]) == 0
+    assert request_id in capsys.readouterr().out

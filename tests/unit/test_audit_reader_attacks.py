@@ -54,6 +54,14 @@ def test_a_line_without_an_end_does_not_take_the_readers_memory(tmp_path: Path) 
     assert_read_in_bounded_memory(path)
 
 
+def test_a_line_nested_past_the_parsers_depth_is_skipped(tmp_path: Path) -> None:
+    """A few kilobytes of brackets raise RecursionError in the JSON parser: one such line
+    stopped `logs --egress` and the editor's view at the entry before it."""
+    path = tmp_path / "egress.jsonl"
+    path.write_text("[" * 5_000 + "]" * 5_000 + "\n" + entry(1).to_json() + "\n")
+    assert [e.host for e in read_audit(path)] == ["h1.test"]
+
+
 def test_a_sparse_giant_log_is_read_in_bounded_memory(tmp_path: Path) -> None:
     """`truncate -s 1G egress.jsonl` costs the bundle no disk; the reader must not allocate it."""
     path = tmp_path / "egress.jsonl"

@@ -7,7 +7,14 @@ better than raw coordinates and checks both ends at once.
 
 from __future__ import annotations
 
-from bottle_engine.manifest.source import KeyPath, ParsedToml, Position, Span, parse_toml
+from bottle_engine.manifest.source import (
+    TOO_DEEP,
+    KeyPath,
+    ParsedToml,
+    Position,
+    Span,
+    parse_toml,
+)
 
 
 def offset(text: str, position: Position) -> int:
@@ -213,3 +220,13 @@ def test_syntax_error_at_the_end_points_at_the_end() -> None:
     parsed = parse_toml('[agents.dev]\nprompt = "unterminated')
     assert parsed.syntax_error == "Unterminated string"
     assert parsed.syntax_error_at == Position(1, 22)
+
+
+def test_a_document_nested_past_the_parsers_depth_is_a_syntax_error_at_its_deepest_point() -> None:
+    # tomllib recurses once per nested array or inline table: without the bound a manifest (or
+    # the editor's buffer) of nested brackets was a RecursionError out of every command.
+    nested = "{a=" * 2000 + "1" + "}" * 2000
+    parsed = parse_toml(f'[agents.dev]\n# a comment [[[[\nprompt = "[["\ncommand = {nested}\n')
+    assert parsed.syntax_error == TOO_DEEP
+    assert parsed.syntax_error_at == Position(3, 10 + 3 * 1999)
+    assert parsed.locations == {}

@@ -174,6 +174,13 @@ def test_a_ready_file_linked_to_another_file_is_not_read(tmp_path: Path) -> None
         wait_bundle_ready(_ReadyContainer(), config, 5, state_dir=tmp_path, config_sha256="0" * 64)
 
 
+def test_a_ready_file_nested_past_the_parsers_depth_is_a_clear_refusal(tmp_path: Path) -> None:
+    config = BundleConfig(slug="x", bundle_ip="10.0.0.2", agent_subnet="10.0.0.0/28")
+    (tmp_path / "bundle.ready").write_text("[" * 5_000 + "]" * 5_000)
+    with pytest.raises(BottleError, match="reports a config other than"):
+        wait_bundle_ready(_ReadyContainer(), config, 5, state_dir=tmp_path, config_sha256="0" * 64)
+
+
 SECRET_MANIFEST = """\
 [agents.dev]
 command = ["sleep", "infinity"]
