@@ -17,6 +17,9 @@ The rules:
   most `GIT_GATE_PUSH_CPU_SECONDS` of CPU. The pack's byte bound does not bound the work: a
   delta that copies its base many times costs a few bytes and makes a blob of any size, so a
   1 MiB pack held index-pack for 12 CPU-seconds, a 32 MiB one for days.
+* git gate store: each push is bounded (bundle/config.py), and so is what the gate keeps of the
+  pushes it accepted, per upstream between two starts of the bundle (`max_stored_bytes`, 1 GiB;
+  bundle/gitgate/store.py); its audit log rotates (`GIT_GATE_LOG_MAX_BYTES`, three files).
 * agent /tmp: a tmpfs of half the agent's memory; the kernel counts its pages in the agent's
   memory limit, so filling it is an out-of-memory in the bottle, never a full host disk.
 * agent writable layer (/workspace, home, the rest of the root file system): bounded to
