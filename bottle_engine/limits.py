@@ -20,6 +20,13 @@ The rules:
 * git gate store: each push is bounded (bundle/config.py), and so is what the gate keeps of the
   pushes it accepted, per upstream between two starts of the bundle (`max_stored_bytes`, 1 GiB;
   bundle/gitgate/store.py); its audit log rotates (`GIT_GATE_LOG_MAX_BYTES`, three files).
+* bundle state dir (a host directory, bind-mounted read-write; the host reads the logs and
+  approvals there and the CA and logs outlive a stop): each file the bundle's own code writes is
+  bounded (egress and git gate logs rotated, approvals capped, the gate's store budgeted), but
+  a taken-over bundle can write there without bound. Docker cannot bound a bind mount, its
+  local volume driver cannot loop-mount a sized image (`o=loop`: EINVAL, it calls mount(2)
+  without losetup), and the only sized filesystem it makes without quotas is a tmpfs, which
+  loses its contents when the bundle stops.
 * agent /tmp: a tmpfs of half the agent's memory; the kernel counts its pages in the agent's
   memory limit, so filling it is an out-of-memory in the bottle, never a full host disk.
 * agent writable layer (/workspace, home, the rest of the root file system): bounded to
