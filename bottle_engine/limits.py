@@ -17,11 +17,29 @@ The rules:
   most `GIT_GATE_PUSH_CPU_SECONDS` of CPU. The pack's byte bound does not bound the work: a
   delta that copies its base many times costs a few bytes and makes a blob of any size, so a
   1 MiB pack held index-pack for 12 CPU-seconds, a 32 MiB one for days.
+* git gate store: each push is bounded (bundle/config.py), and so is what the gate keeps of the
+  pushes it accepted, per upstream between two starts of the bundle (`max_stored_bytes`, 1 GiB;
+  bundle/gitgate/store.py); its audit log rotates (`GIT_GATE_LOG_MAX_BYTES`, three files).
+* bundle state dir (a host directory, bind-mounted read-write; the host reads the logs and
+  approvals there and the CA and logs outlive a stop): each file the bundle's own code writes is
+  bounded (egress and git gate logs rotated, approvals capped, the gate's store budgeted), but
+  a taken-over bundle can write there without bound. Docker cannot bound a bind mount, its
+  local volume driver cannot loop-mount a sized image (`o=loop`: EINVAL, it calls mount(2)
+  without losetup), and the only sized filesystem it makes without quotas is a tmpfs, which
+  loses its contents when the bundle stops.
 * agent /tmp: a tmpfs of half the agent's memory; the kernel counts its pages in the agent's
   memory limit, so filling it is an out-of-memory in the bottle, never a full host disk.
 * agent writable layer (/workspace, home, the rest of the root file system): bounded to
   `AGENT_DISK_BYTES` only where Docker's storage driver can (`--storage-opt size`: overlay2 on
   xfs mounted with pquota, btrfs, zfs, devicemapper); elsewhere unbounded, and `doctor` says so.
+* container logs (agent and bundle, pool members alike): what a container's main process prints
+  is kept by the daemon in a file on the host, which its json-file driver never rotates unless
+  told to; an agent printing forever filled the host's disk. Each container is created with
+  json-file (what `docker logs`, `bottle-engine logs` and the replay of a finished agent read)
+  rotated at `CONTAINER_LOG_FILE_BYTES`, `CONTAINER_LOG_FILES` files kept: at most
+  `CONTAINER_LOG_BYTES` per container, the newest output. A smolmachines VM's workload output
+  is kept by smolvm itself (1.32.2: `workload.log`, rotated at 10 MiB, three old files kept, no
+  option to change it): 40 MiB per machine.
 """
 
 from __future__ import annotations
@@ -39,6 +57,9 @@ BUNDLE_TMP_BYTES = 256 * MIB
 GIT_GATE_MAX_CONNECTIONS = 8
 GIT_GATE_PUSH_CPU_SECONDS = 300  # a 32 MiB scan takes about a minute; index-pack far less
 AGENT_DISK_BYTES = 20 * GIB
+CONTAINER_LOG_FILE_BYTES = 8 * MIB
+CONTAINER_LOG_FILES = 3
+CONTAINER_LOG_BYTES = CONTAINER_LOG_FILE_BYTES * CONTAINER_LOG_FILES
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,11 @@ def agent_disk(agent_memory_bytes: int, *, layer_bounded: bool) -> AgentDisk:
         tmp_bytes=max(agent_memory_bytes // 2, 64 * MIB),
         layer_bytes=AGENT_DISK_BYTES if layer_bounded else None,
     )
+
+
+def container_log_options() -> dict[str, str]:
+    """The json-file driver's options that bound a container's log to `CONTAINER_LOG_BYTES`."""
+    return {"max-size": str(CONTAINER_LOG_FILE_BYTES), "max-file": str(CONTAINER_LOG_FILES)}
 
 
 def tmpfs_options(size_bytes: int, *, executable: bool) -> str:

@@ -114,7 +114,7 @@ def outside_world(
 # Agents that only keep their sandbox up, one per user of the world, so that no test ever sees
 # another test's bottle among its own: name -> extra keys. probe: the escape suite; twin and
 # victim: concurrent and interrupted launches; lifecycle: guest files, stop/resume; editor: the
-# LSP test; sandbox and diskfill: gVisor's tests.
+# LSP test; sandbox and diskfill: gVisor's tests; logfill: the host-share suite.
 SLEEPING_AGENTS = {
     "probe": "copy_cwd = false",
     "twin": "copy_cwd = false",
@@ -123,6 +123,7 @@ SLEEPING_AGENTS = {
     "editor": "copy_cwd = false",
     "sandbox": "copy_cwd = false",
     "diskfill": "copy_cwd = false",
+    "logfill": "copy_cwd = false",
     "door": "copy_cwd = false",
 }
 

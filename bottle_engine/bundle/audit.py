@@ -13,6 +13,7 @@ cut (a line stays under about 4 KiB), and the file is rotated at `MAX_LOG_BYTES`
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -145,6 +146,32 @@ class AuditLog:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def append_line(path: Path, line: str, max_bytes: int, backups: int = BACKUPS) -> None:
+    """Append one whole `line` to the log at `path` from a process of its own (the git gate's
+    hook runs once per push), rotating it as `AuditLog` does: at most (1 + `backups`) x
+    `max_bytes` of disk, plus a line per writer racing a rotation. A symbolic link in the
+    log's place is refused (`OSError`), never followed."""
+    data = (line.rstrip("\n") + "\n").encode()
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    descriptor = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        size = os.fstat(descriptor).st_size
+        if size and size + len(data) > max_bytes:
+            for index in range(backups, 0, -1):
+                newer = path.with_name(f"{path.name}.{index - 1}") if index > 1 else path
+                if newer.exists():
+                    os.replace(newer, path.with_name(f"{path.name}.{index}"))
+            if backups == 0:
+                path.unlink(missing_ok=True)
+            os.close(descriptor)
+            descriptor = os.open(path, flags, 0o600)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
 
 
 def read_audit(

@@ -50,6 +50,10 @@ MIB = 1024 * 1024
 DEFAULT_MAX_PUSH_BYTES = 32 * MIB  # the pack the agent sends (receive.maxInputSize)
 DEFAULT_MAX_BLOB_BYTES = 8 * MIB  # one blob, or what a compressed blob inflates to
 DEFAULT_MAX_SCAN_BYTES = 32 * MIB  # all text the scanner reads for one push (0.5-3 MB/s)
+# What the gate keeps of the pushes it accepted (their packs, in its repository in the state
+# dir, a host directory) from one start of the bundle to the next: each push is bounded, their
+# number is not, and pushes of clean 32 MiB packs filled the host's disk.
+DEFAULT_MAX_STORED_BYTES = 1024 * MIB
 # Protected at any depth whatever the manifest's place in the repository: a bottle.toml in the
 # pushed tree is one someone may launch later.
 MANIFEST_NAME = "bottle.toml"
@@ -86,6 +90,7 @@ class GitUpstreamConfig:
     max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES
+    max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ from bottle_engine.bundle.config import (
     STATE_MOUNT,
     BundleConfig,
 )
-from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, docker_errors
+from bottle_engine.dockerapi.client import (
+    LABEL_MANAGED,
+    LABEL_ROLE,
+    bounded_log_config,
+    docker_errors,
+)
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
 from bottle_engine.limits import BundleLimits, bundle_limits, tmpfs_options
@@ -212,6 +217,7 @@ def _create_and_start(
             mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes,  # no swap beyond the limit
             nano_cpus=limits.nano_cpus,
+            log_config=bounded_log_config(),
             detach=True,
             runtime=placement.runtime,
         )

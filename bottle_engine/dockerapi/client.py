@@ -8,8 +8,10 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.types import LogConfig
 
 from bottle_engine.errors import BottleError
+from bottle_engine.limits import container_log_options
 
 # Labels put on everything the engine creates, so that `ls` and `gc` find it after a restart.
 LABEL_SLUG = "bot-bottle.slug"
@@ -51,6 +53,13 @@ def docker_errors(doing: str) -> Iterator[None]:
         raise BottleError(f"{doing}: the Docker daemon refused: {_short(exc)}") from exc
     except docker.errors.DockerException as exc:
         raise BottleError(f"{doing}: {_short(exc)}", fix=_DAEMON_FIX) from exc
+
+
+def bounded_log_config() -> LogConfig:
+    """The log config of every container a bottle runs (agent, bundle, pool member): json-file,
+    which `docker logs` reads whatever the daemon's default driver is, rotated so that the
+    daemon keeps at most `limits.CONTAINER_LOG_BYTES` of its output on the host."""
+    return LogConfig(type=LogConfig.types.JSON, config=container_log_options())
 
 
 def with_label(

@@ -18,7 +18,12 @@ from typing import Any
 
 import docker.errors
 
-from bottle_engine.dockerapi.client import LABEL_MANAGED, docker_errors, with_label
+from bottle_engine.dockerapi.client import (
+    LABEL_MANAGED,
+    bounded_log_config,
+    docker_errors,
+    with_label,
+)
 from bottle_engine.errors import BottleError
 from bottle_engine.limits import AgentDisk, tmpfs_options
 
@@ -77,6 +82,7 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         ipc_mode="private",
         dns=list(spec.dns_servers),
         memswap_limit=spec.memory_bytes,  # no swap beyond the memory limit
+        log_config=bounded_log_config(),
         **_disk_options(spec.disk),
     )
     networking = api.create_networking_config(

@@ -17,6 +17,7 @@ from bottle_engine import lifecycle, pool, records, state
 from bottle_engine.backends.gateway import LABEL_POOL
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
 from bottle_engine.dockerapi.client import LABEL_STATE
+from bottle_engine.limits import container_log_options
 from tests.bottle_fixtures import TEST_LABEL, BottleWorld, labelled_leftovers, world_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -134,6 +135,10 @@ def test_a_pooled_launch_uses_the_member_once_and_stop_removes_it(
         assert [b.status.text for b in lifecycle.list_bottles() if b.slug == record.slug] == [
             "running"
         ]
+        # The member's bundle and the agent, resumed, keep their bounded logs (invariant 6).
+        for name in (record.name, record.bundle_name):
+            log_config = docker_client.containers.get(name).attrs["HostConfig"]["LogConfig"]
+            assert log_config == {"Type": "json-file", "Config": container_log_options()}
     finally:
         lifecycle.stop(record.slug, remove=True)
     assert not member.directory.exists()

@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 
 from bottle_engine.bundle.clients import client_allowed
-from bottle_engine.limits import GIB, MIB, agent_disk, bundle_limits, tmpfs_options
+from bottle_engine.dockerapi.client import bounded_log_config
+from bottle_engine.limits import (
+    CONTAINER_LOG_BYTES,
+    GIB,
+    MIB,
+    agent_disk,
+    bundle_limits,
+    container_log_options,
+    tmpfs_options,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +49,15 @@ def test_agent_tmp_is_half_its_memory_and_the_layer_bounded_only_where_possible(
 def test_tmpfs_options_are_sized_private_and_without_devices_or_setuid() -> None:
     options = tmpfs_options(256 * MIB, executable=False).split(",")
     assert {"rw", "noexec", "nosuid", "nodev", f"size={256 * MIB}", "mode=1777"} == set(options)
+
+
+def test_container_logs_are_json_file_rotated_within_the_bound() -> None:
+    options = container_log_options()
+    assert int(options["max-size"]) * int(options["max-file"]) == CONTAINER_LOG_BYTES
+    assert CONTAINER_LOG_BYTES <= 32 * MIB
+    # json-file whatever the daemon's default: `docker logs` and the replay read only a few.
+    assert bounded_log_config()["Type"] == "json-file"
+    assert bounded_log_config()["Config"] == options
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repos-dir",
         type=Path,
         help="where the gate keeps its mirrors (default: git-gate/ in the bottle's state dir, "
-        "so that big repositories fit and a restarted bundle fetches only what is new)",
+        "so that big repositories fit; each is made afresh at every start)",
     )
     parser.add_argument(
         "--push-cpu-seconds",

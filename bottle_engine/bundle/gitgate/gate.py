@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bottle_engine.bundle.audit import append_line, cap
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.gitgate import store
 from bottle_engine.bundle.gitgate.objects import (
     GITLINK_MODE,
     NewObject,
@@ -260,6 +262,8 @@ def judge_push(
 
 
 MAX_REPORTED = 50  # refusal lines per reason; the rest are counted
+# git-gate.jsonl rotates at this size into .1 and .2 (`audit.append_line`): at most 24 MiB.
+GIT_GATE_LOG_MAX_BYTES = 8 * 1024 * 1024
 
 
 def _more(count: int) -> tuple[str, ...]:
@@ -471,8 +475,44 @@ def forward(
 def pre_receive(
     git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str
 ) -> Verdict:
-    """The whole pre-receive decision: policy, scan, then forwarding upstream."""
-    updates = parse_updates(stdin_text)
+    """The whole pre-receive decision: the store budget, policy, scan, then forwarding
+    upstream."""
+    incoming = store.incoming_bytes()
+    refusal = reserve_store(git_dir, config, upstream, incoming)
+    if refusal is not None:
+        return refusal
+    verdict = judge_and_forward(git_dir, config, upstream, parse_updates(stdin_text))
+    if not verdict.accepted:
+        store.release(git_dir, incoming)
+    return verdict
+
+
+def reserve_store(
+    git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, incoming: int
+) -> Verdict | None:
+    """Count the push's `incoming` bytes against the upstream's store budget (None), or a
+    refusal naming the budget and the way out."""
+    stored = store.reserve(git_dir, incoming, upstream.max_stored_bytes)
+    if stored is None:
+        return None
+    slug = config.slug or "SLUG"
+    return Verdict(
+        False,
+        (
+            f"push refused: the gate keeps at most {upstream.max_stored_bytes} bytes of "
+            f"accepted pushes to {upstream.name!r} (max_stored_bytes) between two starts of "
+            f"the bottle; it keeps {stored} and this push adds {incoming}",
+            "everything accepted is already upstream: stop and resume the bottle "
+            f"(`bottle-engine stop {slug}`, then `bottle-engine resume {slug}`) and the gate "
+            "starts again from the upstream, with its whole budget",
+        ),
+    )
+
+
+def judge_and_forward(
+    git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, updates: list[RefUpdate]
+) -> Verdict:
+    """Policy and scan (`judge_push`), then forwarding upstream."""
     decisions, refusal = judge_push(git_dir, config, upstream, updates)
     if refusal is not None:
         return refusal
@@ -494,17 +534,26 @@ def audit_push(
     config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str, verdict: Verdict
 ) -> None:
     """Append the push and its verdict to the bottle's git gate audit log."""
+    updates = parse_updates(stdin_text)
+    # The agent chooses the refs (as many as it likes, names of any length) and so much of
+    # the detail: each entry is bounded, and the log rotates (`GIT_GATE_LOG_MAX_BYTES`).
     entry = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "upstream": upstream.name,
-        "refs": [asdict(update) for update in parse_updates(stdin_text)],
+        "refs": [
+            {key: cap(value) for key, value in asdict(update).items()}
+            for update in updates[:MAX_REPORTED]
+        ],
+        "refs_total": len(updates),
         "accepted": verdict.accepted,
-        "detail": list(verdict.lines),
+        "detail": [
+            *(cap(line) for line in verdict.lines[:MAX_REPORTED]),
+            *_more(len(verdict.lines)),
+        ],
     }
     log = Path(config.state_dir) / GIT_GATE_LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as handle:
-        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+    append_line(log, json.dumps(entry, sort_keys=True), GIT_GATE_LOG_MAX_BYTES)
 
 
 def find_upstream(config: BundleConfig, name: str) -> GitUpstreamConfig:

@@ -1,0 +1,105 @@
+"""Invariant 6, disk, in a real bundle container: an agent pushing clean packs one after another
+through the gate stops at the gate's store budget, measured on the host in the bottle's state
+dir (the bundle's git, its user, its bind mount; the upstream is our sshd container)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine.bundle.config import GIT_GATE_REPOS_NAME, BundleConfig, GitUpstreamConfig
+from tests.integration.test_gitgate_bundle import (
+    AGENT_GIT,
+    IDENTITY,
+    KNOWN_HOSTS,
+    Bottle,
+    seeded_sshd,
+)
+from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+KIB = 1024
+BUDGET = 1024 * KIB
+PUSHES = 12  # each about 170 KiB of pack: twice the budget
+# 128 KiB of random bytes as decimal numbers: text the scanner finds nothing in, and that zlib
+# cannot shrink below the random bytes.
+NOISE = "head -c 131072 /dev/urandom | od -An -tu4 -w16"
+
+
+@pytest.fixture(scope="module")
+def budgeted(
+    docker_client: Any,
+    bundle_image: str,
+    ssh_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Bottle, Path]]:
+    workdir = tmp_path_factory.mktemp("gate-store")
+    with bottle_networks(docker_client) as networks, contextlib.ExitStack() as stack:
+        sshd = stack.enter_context(
+            seeded_sshd(
+                docker_client,
+                ssh_image,
+                networks.egress,
+                workdir,
+                name=f"bb-test-{networks.run_id}-sshd",
+            )
+        )
+        known_hosts = workdir / "known_hosts"
+        known_hosts.write_text(f"{sshd.ip} {sshd.host_key.with_suffix('.pub').read_text()}")
+        bundle_ip = str(networks.subnet[2])
+        config = BundleConfig(
+            slug=f"test-{networks.run_id}",
+            bundle_ip=bundle_ip,
+            agent_subnet=str(networks.subnet),
+            git=(
+                GitUpstreamConfig(
+                    name="origin",
+                    url=f"ssh://git@{sshd.ip}/home/git/repo.git",
+                    push_branches=("agent/*",),
+                    identity_file=IDENTITY,
+                    known_hosts_file=KNOWN_HOSTS,
+                    max_stored_bytes=BUDGET,
+                ),
+            ),
+        )
+        _, agent = start_bundle_and_agent(
+            stack,
+            docker_client,
+            bundle_image,
+            networks,
+            config,
+            workdir / "state",
+            readonly_files={IDENTITY: sshd.identity, KNOWN_HOSTS: known_hosts},
+        )
+        gate_repo = workdir / "state" / GIT_GATE_REPOS_NAME / "origin.git"
+        yield Bottle(agent, sshd.container, f"git://{bundle_ip}:9418/origin"), gate_repo
+
+
+def test_clean_pushes_from_the_bottle_stop_at_the_gates_store_budget(
+    budgeted: tuple[Bottle, Path],
+) -> None:
+    bottle, gate_repo = budgeted
+    git = " ".join(AGENT_GIT)
+    code, output = bottle.agent_sh(f"git clone -q {bottle.gate_url} /tmp/fill")
+    assert code == 0, output
+    refused = []
+    for push in range(PUSHES):
+        code, output = bottle.agent_sh(
+            f"cd /tmp/fill && {NOISE} > noise-{push}.txt && git add noise-{push}.txt"
+            f" && {git} commit -q -m noise-{push}"
+            f" && git push origin HEAD:refs/heads/agent/fill-{push} 2>&1"
+        )
+        if code != 0:
+            refused.append((push, output))
+
+    objects = gate_repo / "objects"
+    kept = sum(path.stat().st_size for path in objects.rglob("*") if path.is_file())
+    assert kept <= BUDGET + 64 * KIB, f"the gate keeps {kept} bytes after {PUSHES} pushes"
+    assert refused and refused[0][0] > 0, refused[:1]
+    assert f"at most {BUDGET} bytes of accepted pushes to 'origin'" in refused[0][1]
+    assert bottle.upstream_ref(f"refs/heads/agent/fill-{refused[0][0]}") is None
