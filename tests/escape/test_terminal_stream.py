@@ -148,4 +148,3 @@ def test_the_terminal_is_restored_at_the_end(terminals: dict[str, bytes], path: 
     assert b"\x1b[?25h" in tail and b"\x1b[?1049l" in tail, tail
     if path in SESSIONS:
         assert b"\x1b[?1000l" in tail, tail  # mouse reporting off again
-
