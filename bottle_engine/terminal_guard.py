@@ -116,7 +116,7 @@ _DEC_VISUAL = {5: False, 6: False, 7: True, 12: False, 25: True, 47: False, 1047
 _DEC_VISUAL |= {1048: False, 1049: False, 2026: False}
 _DEC_INPUT = {1: False, 9: False, 66: False, 1000: False, 1002: False, 1003: False}
 _DEC_INPUT |= {1004: False, 1005: False, 1006: False, 1007: False, 1015: False, 1016: False}
-_DEC_INPUT |= {2004: False}
+_DEC_INPUT |= {2004: False, 2031: False}  # 2031: the terminal reports a colour theme change
 _ANSI_MODES = {4: False}  # insert mode
 # End synchronized output first (else nothing after it shows), leave the alternate screen last.
 _RESTORE_FIRST = (2026,)
@@ -326,6 +326,10 @@ class TerminalGuard:
             pattern = _INTERACTIVE.get(key)
         if pattern is None or not re.fullmatch(pattern, params):
             return None
+        if key == ("", "", "m"):
+            params = _without_conceal(params)
+            if params is None:
+                return None
         self._screen.note(key, params)
         return prefix + params + intermediate + final
 
@@ -340,3 +344,23 @@ class TerminalGuard:
         for mode in modes:
             noted[int(mode)] = final == "h"
         return prefix + ";".join(modes) + final if modes else None
+
+
+_COLOUR_ARGUMENTS = {"5": 1, "2": 3}  # 38;5;N and 38;2;R;G;B: the numbers after the kind
+
+
+def _without_conceal(params: str) -> str | None:
+    """SGR parameters without 8 (conceal): hidden text is copied with what a person selects,
+    so a command could ride along unseen into their shell. None if nothing is left."""
+    parts, kept, index = params.split(";"), [], 0
+    while index < len(parts):
+        part = parts[index]
+        if part in ("38", "48", "58") and index + 1 < len(parts):
+            taken = 2 + _COLOUR_ARGUMENTS.get(parts[index + 1], -1)
+            kept += parts[index : index + taken]
+            index += max(taken, 1)
+            continue
+        if not (part.isdigit() and int(part) == 8):
+            kept.append(part)
+        index += 1
+    return ";".join(kept) if kept else None

@@ -105,6 +105,7 @@ INPUT_MODES = [
     b"\x1b[?1h\x1b=",
     b"\x1b[>1u",
     b"\x1b[>4;2m",
+    b"\x1b[?2031h",  # Claude Code: colour theme change reports
 ]
 
 
@@ -138,6 +139,23 @@ def test_input_modes_pass_in_a_session_and_not_in_a_replay(modes: bytes) -> None
 def test_only_the_allowed_modes_of_a_mixed_mode_set_pass() -> None:
     assert passed(b"\x1b[?3;25;1000h", REPLAY) == b"\x1b[?25h"
     assert passed(b"\x1b[?3;25;1000h", INTERACTIVE) == b"\x1b[?25;1000h"
+
+
+@pytest.mark.parametrize(
+    ("sgr", "shown"),
+    [
+        (b"\x1b[8m", b""),
+        (b"\x1b[1;8;31m", b"\x1b[1;31m"),
+        (b"\x1b[08m", b""),
+        (b"\x1b[38;5;8;48;2;8;8;8;8m", b"\x1b[38;5;8;48;2;8;8;8m"),  # colour 8 stays
+        (b"\x1b[38:5:8m", b"\x1b[38:5:8m"),
+        (b"\x1b[28m", b"\x1b[28m"),
+    ],
+)
+def test_concealed_text_is_shown(sgr: bytes, shown: bytes) -> None:
+    # Hidden text is copied with the visible text around it: a command could ride along.
+    assert passed(sgr, REPLAY) == shown
+    assert passed(sgr, INTERACTIVE) == shown
 
 
 def test_osc8_link_text_stays_visible_without_its_target() -> None:
