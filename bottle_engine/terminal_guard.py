@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -58,9 +59,6 @@ class _State(enum.Enum):
     STRING = enum.auto()  # OSC, DCS, SOS, PM, APC: dropped up to their end
 
 
-# Printable text: everything but C0, DEL and C1 (which arrive here decoded from UTF-8, or as
-# U+FFFD when a raw 8-bit byte was not UTF-8).
-_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
 # What ends a string: BEL, ST (ESC \ or U+009C), and CAN/SUB, which cancel any sequence.
 _STRING_END = re.compile("[\x07\x1b\x18\x1a\x9c]")
 _PASSED_C0 = frozenset("\t\n\r\b\x07")
@@ -69,6 +67,9 @@ _C1_STRINGS = frozenset("\x90\x98\x9d\x9e\x9f")  # DCS, SOS, OSC, PM, APC
 _C1_CSI = "\x9b"
 _ST = "\x9c"
 _ESC_STRINGS = frozenset("P]X^_")
+# In the ground state: a run of printable text (everything but C0, DEL and C1, which arrive
+# decoded from UTF-8, or as U+FFFD when a raw 8-bit byte was not UTF-8), or a whole CSI.
+_GROUND_TOKEN = re.compile(f"([^\x00-\x1f\x7f-\x9f]+)|\x1b\\[([ -?]{{0,{MAX_CSI}}})([@-~])")
 _CSI_BODY = re.compile(r"([<=>?]?)([0-9;:]*)([ -/]?)")
 
 # ESC sequences (no CSI) that pass: save/restore cursor, index, reverse index, next line.
@@ -90,6 +91,7 @@ _DRAWING |= {
     ("", "", "u"): "",
     ("", " ", "q"): "[0-6]?",  # cursor shape
 }
+_UNNOTED = frozenset(key for key in _DRAWING if key[2] not in "mrq")  # nothing to undo
 # For an interactive session only: the terminal's answer goes back to the agent, or the mode
 # changes what the terminal types to it.
 _INTERACTIVE: dict[_Key, str] = {
@@ -140,7 +142,10 @@ class _Screen:
 
     def note(self, key: _Key, params: str) -> None:
         """Remember what a passed CSI turned on or off."""
-        if key == ("", "", "m"):
+        if key[2] in "hl" and key[:2] in (("", ""), ("?", "")):
+            noted = self.dec_modes if key[0] == "?" else self.ansi_modes
+            noted.update((int(mode), key[2] == "h") for mode in params.split(";"))
+        elif key == ("", "", "m"):
             self.sgr = self.sgr or params not in ("", "0")
         elif key == ("", "", "r"):
             self.scroll_region = params not in ("", ";")
@@ -223,10 +228,17 @@ class TerminalGuard:
         index, end = 0, len(text)
         while index < end:
             if self._state is _State.GROUND:
-                run = _TEXT.match(text, index)
-                if run:
-                    out.append(run.group())
-                    index = run.end()
+                # The common cases at once: a run of text, a whole CSI.
+                token = _GROUND_TOKEN.match(text, index)
+                if token:
+                    run, held, final = token.groups()
+                    if run:
+                        out.append(run)
+                    else:
+                        sequence = self._csi_verdict(held, final)
+                        if sequence is not None:
+                            out.append(CSI + sequence)
+                    index = token.end()
                     continue
             elif self._state is _State.STRING:  # dropped as it comes: nothing is held
                 stop = _STRING_END.search(text, index)
@@ -311,39 +323,48 @@ class TerminalGuard:
             out.append(CSI + sequence)
 
     def _csi_verdict(self, held: str, final: str) -> str | None:
-        """The CSI (without its introducer) to pass for the one the agent sent, or None."""
-        body = _CSI_BODY.fullmatch(held)
-        if body is None:
+        """The CSI (without its introducer) to pass for the one the agent sent, or None; what it
+        turns on or off is noted for `restore`."""
+        verdict = _csi_verdict(held, final, self.interactive)
+        if verdict is None:
             return None
-        prefix, params, intermediate = body.groups()
-        if any(int(n) > _MAX_NUMBER for n in re.split("[;:]", params) if n):
-            return None
-        if final in "hl" and not intermediate and prefix in ("", "?"):
-            return self._modes(prefix, params, final)
-        key = (prefix, intermediate, final)
-        pattern = _DRAWING.get(key)
-        if (pattern is None or not re.fullmatch(pattern, params)) and self.interactive:
-            pattern = _INTERACTIVE.get(key)
-        if pattern is None or not re.fullmatch(pattern, params):
-            return None
-        if key == ("", "", "m"):
-            params = _without_conceal(params)
-            if params is None:
-                return None
-        self._screen.note(key, params)
-        return prefix + params + intermediate + final
+        key, params = verdict
+        if key not in _UNNOTED:
+            self._screen.note(key, params)
+        return key[0] + params + key[1] + key[2]
 
-    def _modes(self, prefix: str, params: str, final: str) -> str | None:
-        """A mode set (h) or reset (l): the allowed modes of it, or None."""
-        if prefix == "?":
-            allowed = _DEC_VISUAL | _DEC_INPUT if self.interactive else _DEC_VISUAL
-            noted = self._screen.dec_modes
-        else:
-            allowed, noted = _ANSI_MODES, self._screen.ansi_modes
-        modes = [p for p in params.split(";") if p.isdigit() and int(p) in allowed]
-        for mode in modes:
-            noted[int(mode)] = final == "h"
-        return prefix + ";".join(modes) + final if modes else None
+
+@functools.lru_cache(maxsize=4096)  # a TUI repeats a few hundred sequences over and over
+def _csi_verdict(held: str, final: str, interactive: bool) -> tuple[_Key, str] | None:
+    """The key and the parameters to pass of a CSI with these parameters and final, or None."""
+    body = _CSI_BODY.fullmatch(held)
+    if body is None:
+        return None
+    prefix, params, intermediate = body.groups()
+    if any(int(n) > _MAX_NUMBER for n in re.split("[;:]", params) if n):
+        return None
+    key = (prefix, intermediate, final)
+    if final in "hl" and not intermediate and prefix in ("", "?"):
+        modes = _allowed_modes(prefix, params, interactive)
+        return (key, modes) if modes else None
+    pattern = _DRAWING.get(key)
+    if (pattern is None or not re.fullmatch(pattern, params)) and interactive:
+        pattern = _INTERACTIVE.get(key)
+    if pattern is None or not re.fullmatch(pattern, params):
+        return None
+    if key == ("", "", "m"):
+        kept = _without_conceal(params)
+        return None if kept is None else (key, kept)
+    return key, params
+
+
+def _allowed_modes(prefix: str, params: str, interactive: bool) -> str:
+    """The modes of a set (h) or reset (l) that may pass, `;`-separated."""
+    if prefix == "?":
+        allowed = _DEC_VISUAL | _DEC_INPUT if interactive else _DEC_VISUAL
+    else:
+        allowed = _ANSI_MODES
+    return ";".join(p for p in params.split(";") if p.isdigit() and int(p) in allowed)
 
 
 _COLOUR_ARGUMENTS = {"5": 1, "2": 3}  # 38;5;N and 38;2;R;G;B: the numbers after the kind
