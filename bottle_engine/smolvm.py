@@ -370,7 +370,7 @@ class Smolvm:
         self.state_dir = settings.smolvm_state_dir  # smolvm's --state-dir; None: its default
 
     def command(self, args: Sequence[str]) -> list[str]:
-        """The full argv for `args` (global options first), e.g. for `os.execvp` on attach."""
+        """The full argv for `args` (global options first)."""
         argv = [str(self.info.binary)]
         if self.state_dir:
             argv += ["--state-dir", self.state_dir]
