@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 import tty
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,9 +124,32 @@ def relay_session(peer: Peer, resize_to: Callable[[int, int], None]) -> None:
     finally:
         with contextlib.suppress(OSError):
             _write_all(stdout_fd, guard.finish())
+            if guard.asked:
+                drain_answers(stdin_fd, stdout_fd)
         # An answer to the agent's last query must not reach the person's shell.
         termios.tcsetattr(stdin_fd, termios.TCSAFLUSH, saved)
         signal.signal(signal.SIGWINCH, previous)
+
+
+_SENTINEL, _SENTINEL_ANSWER = b"\x1b[5n", b"\x1b[0n"
+DRAIN_SECONDS = 0.5  # a terminal that does not answer DSR at all costs this much, once
+
+
+def drain_answers(stdin_fd: int, stdout_fd: int, timeout: float = DRAIN_SECONDS) -> None:
+    """Discard the terminal's answers to the agent's queries that are still on their way when
+    a session ends (they would be typed into the person's shell): ask one more question
+    (DSR) and read up to its answer; terminals answer in order, so nothing is left after it."""
+    _write_all(stdout_fd, _SENTINEL)
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while not seen.endswith(_SENTINEL_ANSWER):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stdin_fd], [], [], left)[0]:
+            return
+        byte = os.read(stdin_fd, 1)  # one at a time: what the person types next stays
+        if not byte:
+            return
+        seen = (seen + byte)[-len(_SENTINEL_ANSWER) :]
 
 
 def run_in_pty(argv: Sequence[str], env: Mapping[str, str]) -> int:

@@ -111,6 +111,11 @@ _INTERACTIVE: dict[_Key, str] = {
     ("=", "", "u"): "[0-9]+(;[1-3])?",
     (">", "", "m"): "4(;[0-2])?",  # modifyOtherKeys
 }
+# Those of them the terminal answers.
+_QUERIES = frozenset(
+    {("", "", "n"), ("?", "", "n"), ("", "", "c"), (">", "", "c"), ("=", "", "c")}
+    | {(">", "", "q"), ("", "", "t"), ("", "$", "p"), ("?", "$", "p"), ("?", "", "u")}
+)
 # Modes: DEC private modes that only change what is shown, and those that make the terminal
 # type (mouse, focus, bracketed paste, cursor keys, keypad) for an interactive session only;
 # each with its default (on or off), which `restore` puts back.
@@ -202,6 +207,7 @@ class TerminalGuard:
         self._state = _State.GROUND
         self._held = ""  # a CSI's parameters or an ESC's intermediates, at most MAX_CSI
         self._screen = _Screen()
+        self.asked = False  # a query passed: the terminal's answer may still be on its way
 
     @property
     def interactive(self) -> bool:
@@ -329,6 +335,7 @@ class TerminalGuard:
         if verdict is None:
             return None
         key, params = verdict
+        self.asked = self.asked or key in _QUERIES
         if key not in _UNNOTED:
             self._screen.note(key, params)
         return key[0] + params + key[1] + key[2]

@@ -6,7 +6,8 @@ import io
 import os
 import sys
 
-from bottle_engine.terminal import GuardedOutput, write_replay
+from bottle_engine.terminal import GuardedOutput, drain_answers, write_replay
+from bottle_engine.terminal_guard import Mode, TerminalGuard
 from tests.bottle_fixtures import REPO_ROOT
 from tests.hostile_text import run_in_terminal
 
@@ -45,3 +46,25 @@ def test_a_pty_session_reaches_the_terminal_through_the_guard_with_its_size() ->
     assert code == 3
     assert b"50 123" in output  # the window size reached the session
     assert b"\x1b]" not in output and b"\x1b[21t" not in output, output
+
+
+def test_answers_on_their_way_at_the_end_of_a_session_are_discarded() -> None:
+    # The terminal answered the agent's last queries after the session's end, then our DSR.
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    try:
+        os.write(stdin_write, b"\x1b[12;40R\x1b[?62;22c\x1b[0nnext")
+        drain_answers(stdin_read, stdout_write)
+        assert os.read(stdout_read, 100) == b"\x1b[5n"  # the one question asked
+        assert os.read(stdin_read, 100) == b"next"  # what came after the answer stays
+    finally:
+        for fd in (stdin_read, stdin_write, stdout_read, stdout_write):
+            os.close(fd)
+
+
+def test_a_query_in_a_session_is_noted_for_the_drain() -> None:
+    guard = TerminalGuard(Mode.INTERACTIVE)
+    guard.feed(b"\x1b[31m\x1b[?25l")
+    assert not guard.asked
+    guard.feed(b"\x1b[6n")
+    assert guard.asked
