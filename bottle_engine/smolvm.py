@@ -37,6 +37,7 @@ from typing import Any
 
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import EngineSettings
+from bottle_engine.terminal import run_in_pty, run_streamed
 
 TESTED_VERSION = "1.32.2"
 WHEEL_BINARY = "smol-vmm"
@@ -369,7 +370,7 @@ class Smolvm:
         self.state_dir = settings.smolvm_state_dir  # smolvm's --state-dir; None: its default
 
     def command(self, args: Sequence[str]) -> list[str]:
-        """The full argv for `args` (global options first), e.g. for `os.execvp` on attach."""
+        """The full argv for `args` (global options first)."""
         argv = [str(self.info.binary)]
         if self.state_dir:
             argv += ["--state-dir", self.state_dir]
@@ -440,13 +441,25 @@ class Smolvm:
         return done.returncode, done.stdout + done.stderr
 
     def exec_attached(
-        self, name: str, command: Sequence[str], *, interactive: bool, user: str | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        interactive: bool,
+        user: str | None = None,
+        guard: bool = False,
     ) -> int:
         """Run `command` in the machine on this process's stdin, stdout and stderr (with a
-        terminal when `interactive`); its exit code, which smolvm passes through."""
+        terminal when `interactive`); its exit code, which smolvm passes through.
+
+        smolvm never writes to this terminal itself: an interactive session runs on a
+        pseudo-terminal of ours, relayed through the terminal guard; otherwise its output is
+        read here and made safe (always with `guard`, else where the output is a terminal)."""
         argv = self.command(machine_exec_args(name, command, interactive=interactive, user=user))
         try:
-            return subprocess.run(argv, check=False, env=self.env()).returncode
+            if interactive:
+                return run_in_pty(argv, self.env())
+            return run_streamed(argv, self.env(), guard=True if guard else None)
         except OSError as exc:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
 

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -80,10 +81,19 @@ def shown(text: str) -> str:
 
 
 def run_in_terminal(
-    argv: Sequence[str], env: dict[str, str], columns: int = 400, timeout: float = 60.0
+    argv: Sequence[str],
+    env: dict[str, str],
+    columns: int = 400,
+    timeout: float = 60.0,
+    *,
+    interactive: bool = False,
+    interrupt_after: bytes | None = None,
+    type_in: bytes | None = None,
 ) -> tuple[int, bytes]:
-    """Run `argv` with its stdout and stderr on a pseudo-terminal `columns` wide; its exit code
-    and every byte it wrote."""
+    """Run `argv` with its stdout and stderr (with `interactive`, its stdin too) on a
+    pseudo-terminal `columns` wide; its exit code and every byte it wrote. With
+    `interrupt_after`, the command gets SIGINT once those bytes were written (a session that
+    would not end by itself); until then `type_in` is typed whenever the output pauses."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     attributes = termios.tcgetattr(slave)
@@ -92,8 +102,14 @@ def run_in_terminal(
     terminal_env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     terminal_env.update(TERM="xterm-256color", FORCE_COLOR="1")
     process = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=terminal_env
+        list(argv),
+        stdin=slave if interactive else subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=terminal_env,
+        start_new_session=interactive,
     )
+    interrupted = False
     os.close(slave)
     output = bytearray()
     deadline = time.monotonic() + timeout
@@ -108,8 +124,13 @@ def run_in_terminal(
                 if not chunk:
                     break
                 output += chunk
+                if interrupt_after and interrupt_after in output and not interrupted:
+                    process.send_signal(signal.SIGINT)
+                    interrupted = True
             elif process.poll() is not None:
                 break
+            elif type_in and not interrupted:
+                os.write(master, type_in)
         code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if process.poll() is None:

@@ -200,7 +200,8 @@ class SmolmachinesBackend:
             )
         command = record.resources.command or ("sh",)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
-        return self.smolvm.exec_attached(record.name, command, interactive=interactive)
+        # The agent's stream: made safe even when it goes to a file or pipe, as `logs` is.
+        return self.smolvm.exec_attached(record.name, command, interactive=interactive, guard=True)
 
     def logs(self, record: BottleRecord, *, bundle: bool, follow: bool) -> Iterator[bytes]:
         """The workload's output from smolvm (``machine logs``); the bundle's from Docker."""

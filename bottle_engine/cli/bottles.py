@@ -23,6 +23,7 @@ from bottle_engine.cli.output import (
 from bottle_engine.cli.progress import cli_progress, paused
 from bottle_engine.cli.trust import print_review
 from bottle_engine.display import safe_lines, safe_markup
+from bottle_engine.terminal import write_replay
 from bottle_engine.trust_store import TrustReview
 
 LAUNCH_HELP = """\
@@ -254,9 +255,7 @@ def run_logs(args: argparse.Namespace) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
         return 0
-    for chunk in chunks:  # the agent's own terminal stream, as `attach` shows it (README)
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+    write_replay(chunks)  # the agent's own terminal stream, made safe as `attach` makes it
     return 0
 
 

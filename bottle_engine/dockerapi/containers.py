@@ -6,13 +6,10 @@ import contextlib
 import io
 import os
 import select
-import signal
 import socket
 import sys
 import tarfile
-import termios
-import tty
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +23,7 @@ from bottle_engine.dockerapi.client import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.limits import AgentDisk, tmpfs_options
+from bottle_engine.terminal import GuardedOutput, relay_session, socket_peer, write_replay
 
 # Storage drivers whose writable layer `--storage-opt size=` can bound (overlay2 only on xfs
 # with project quotas: the probe in `writable_layer_bounded` settles that case).
@@ -209,7 +207,10 @@ def exec_interactive(
     sock = getattr(socket_io, "_sock", socket_io)
     try:
         if tty:
-            _pump_tty(sock, lambda rows, columns: client.api.exec_resize(exec_id, rows, columns))
+            relay_session(
+                socket_peer(sock),
+                lambda rows, columns: client.api.exec_resize(exec_id, rows, columns),
+            )
         else:
             _pump_streams(sock)
     except OSError as exc:
@@ -221,45 +222,22 @@ def exec_interactive(
     return int(code) if code is not None else 1
 
 
-def _pump_tty(sock: Any, resize_to: Callable[[int, int], None]) -> None:
-    """Terminal <-> a TTY session's socket, raw, until the session ends."""
-    stdin_fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(stdin_fd)
-
-    def resize(*_: object) -> None:
-        with contextlib.suppress(docker.errors.APIError, OSError):  # stdout may be no terminal
-            columns, rows = os.get_terminal_size(sys.stdout.fileno())
-            resize_to(rows, columns)
-
-    previous = signal.signal(signal.SIGWINCH, resize)
-    try:
-        tty.setraw(stdin_fd)
-        resize()
-        while True:
-            readable, _, _ = select.select([sock, stdin_fd], [], [])
-            if sock in readable:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                os.write(sys.stdout.fileno(), data)
-            if stdin_fd in readable:
-                data = os.read(stdin_fd, 65536)
-                if not data:
-                    return
-                sock.sendall(data)
-    finally:
-        termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, previous)
-
-
 _FRAME_HEADER = 8  # Docker's multiplexed stream: kind (1 stdout, 2 stderr), 3 zero bytes, size
 
 
 def _pump_streams(sock: Any) -> None:
     """stdin -> socket (half-closed at its end); the socket's multiplexed frames -> stdout and
-    stderr, until the command ends."""
+    stderr (each made safe where it is a terminal), until the command ends."""
     stdin_fd: int | None = sys.stdin.fileno()
-    outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    outputs = {1: GuardedOutput(sys.stdout.buffer), 2: GuardedOutput(sys.stderr.buffer)}
+    try:
+        _pump_frames(sock, stdin_fd, outputs)
+    finally:
+        for output in outputs.values():
+            output.close()
+
+
+def _pump_frames(sock: Any, stdin_fd: int | None, outputs: dict[int, GuardedOutput]) -> None:
     pending = b""
     while True:
         watched = [sock] if stdin_fd is None else [sock, stdin_fd]
@@ -281,9 +259,8 @@ def _pump_streams(sock: Any) -> None:
                 size = int.from_bytes(pending[4:_FRAME_HEADER], "big")
                 if len(pending) < _FRAME_HEADER + size:
                     break
-                out = outputs.get(pending[0], sys.stdout.buffer)
+                out = outputs.get(pending[0], outputs[1])
                 out.write(pending[_FRAME_HEADER : _FRAME_HEADER + size])
-                out.flush()
                 pending = pending[_FRAME_HEADER + size :]
 
 
@@ -353,19 +330,18 @@ def attach(client: Any, container: Any) -> int:
     stdin is not forwarded.
     """
     container.reload()
+    # The agent's output reaches this terminal only through the terminal guard: a replay
+    # (no query, no input mode) unless the session is interactive.
     if container.status != "running":
         with docker_errors(f"read the output of {container.name}"):
-            sys.stdout.buffer.write(container.logs())
-            sys.stdout.flush()
+            write_replay([container.logs()])
     elif sys.stdin.isatty() and sys.stdout.isatty() and has_tty(container):
         _attach_tty(client, container)
     else:
         # Following the logs gives everything from the start, then live output until the agent
         # exits; a streamed attach with logs=True loses what was written before it connected.
         with docker_errors(f"follow the output of {container.name}"):
-            for chunk in container.logs(stream=True, follow=True):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
+            write_replay(container.logs(stream=True, follow=True))
     with docker_errors(f"wait for {container.name}"):
         status = container.wait()
     return int(status.get("StatusCode", 1))
@@ -383,7 +359,9 @@ def _attach_tty(client: Any, container: Any) -> None:
         )
     sock = getattr(socket_io, "_sock", socket_io)
     try:
-        _pump_tty(sock, lambda rows, columns: container.resize(height=rows, width=columns))
+        relay_session(
+            socket_peer(sock), lambda rows, columns: container.resize(height=rows, width=columns)
+        )
     except OSError as exc:
         raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
     finally:

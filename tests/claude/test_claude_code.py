@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -346,3 +347,24 @@ def test_a_detached_print_agent_writes_clean_json_to_its_logs(
     assert attached.stdout == logs.stdout
     printed = [r for r in message_requests(anthropic_stub) if "say pong" in json.dumps(r["body"])]
     assert printed and all(PROMPT_MARKER in system_text(r) for r in printed)
+
+
+# Sequences of Claude Code's own TUI the terminal guard drops in a session, and why that is
+# fine: its window title (OSC 0/2) is the agent's text.
+_GUARD_MAY_DROP = re.compile(rb"\x1b\][02];[^\x07\x1b]*(\x07|\x1b\\)")
+_SEQUENCE = re.compile(rb"\x1b\[[\x20-\x3f]*[\x40-\x7e]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b.")
+
+
+def test_claude_code_s_tui_passes_the_terminal_guard_whole(
+    interactive_session: dict[str, str], claude_bottle: Any, claude_world: BottleWorld
+) -> None:
+    from bottle_engine import lifecycle
+    from bottle_engine.terminal_guard import Mode, TerminalGuard
+
+    with world_env(claude_world):
+        raw = b"".join(lifecycle.logs(claude_bottle.slug))  # the TUI's own bytes, unfiltered
+    guarded = TerminalGuard(Mode.INTERACTIVE).feed(raw)
+    used = set(_SEQUENCE.findall(_GUARD_MAY_DROP.sub(b"", raw)))
+    kept = set(_SEQUENCE.findall(guarded))
+    assert REPLY_PREFIX.encode() in guarded
+    assert used - kept == set(), sorted(used - kept)

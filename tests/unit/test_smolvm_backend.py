@@ -103,7 +103,13 @@ class _RecordingSmolvm:
         return [{"name": self.name, "state": self.state}]
 
     def exec_attached(
-        self, name: str, command: list[str], *, interactive: bool, user: str | None = None
+        self,
+        name: str,
+        command: list[str],
+        *,
+        interactive: bool,
+        user: str | None = None,
+        guard: bool = False,
     ) -> int:
         self.ran.append(machine_exec_args(name, command, interactive=interactive, user=user))
         return 5
