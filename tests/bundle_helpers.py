@@ -91,6 +91,9 @@ class EchoHandler(BaseHTTPRequestHandler):
         import urllib.parse
 
         secret = self.headers.get("Authorization", "").encode()
+        if mode == "upgrade":
+            self._reflect_upgraded(secret)
+            return
         self.send_response(200)
         self.send_header("X-Seen-Authorization", secret.decode())
         self.send_header("Content-Type", "application/octet-stream")
@@ -123,6 +126,21 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_upgraded(self, secret: bytes) -> None:
+        """``/reflect/upgrade``: switch protocols (101), send the Authorization value back on
+        the upgraded connection cut in two writes, and close: a WebSocket endpoint quoting the
+        handshake it was sent."""
+        self.send_response(101)
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", "echo")
+        self.end_headers()
+        self.wfile.flush()
+        half = len(secret) // 2
+        self.connection.sendall(b"seen: " + secret[:half])
+        time.sleep(0.05)  # two reads at the proxy: a value cut between them must still be found
+        self.connection.sendall(secret[half:] + b"\n")
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 

@@ -415,6 +415,87 @@ def test_a_compressed_stream_from_the_bound_host_is_refused_with_502(lab: Lab) -
     raise AssertionError("the refused response was not logged")
 
 
+# --------------------------------------------------------------------------- crashes, names
+
+
+def _raw(sock: socket.socket, head: bytes) -> tuple[int, str]:
+    sock.sendall(head)
+    status, _, body = read_http_response(sock)
+    return status, body.decode("utf-8", "replace")
+
+
+# '¹' (sent as UTF-8) passes str.isdigit() and makes int() raise: the name check crashed, and
+# mitmproxy let the request through unchecked, the real value with it, naming another host.
+SUPERSCRIPT_PORT = b":\xc2\xb9"
+
+
+def test_a_host_header_whose_port_is_no_number_is_refused_in_a_tunnel(lab: Lab) -> None:
+    with tunnel(lab, "secret.test") as sock:
+        status, body = _raw(
+            sock,
+            b"GET /superscript HTTP/1.1\r\nHost: other.test"
+            + SUPERSCRIPT_PORT
+            + f"\r\n{AUTH}\r\n\r\n".encode(),
+        )
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/superscript") == []
+
+
+def test_a_host_header_whose_port_is_no_number_is_refused_on_plain_http(lab: Lab) -> None:
+    with _connect(lab) as sock:
+        status, body = _raw(
+            sock,
+            f"GET http://other.test:{lab.http}/superscript-plain HTTP/1.1\r\n".encode()
+            + b"Host: stranger.test"
+            + SUPERSCRIPT_PORT
+            + b"\r\n\r\n",
+        )
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/superscript-plain") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "host"), [("HTTP/1.0", b""), ("HTTP/1.1", b""), ("HTTP/1.1", b"Host:\r\n")]
+)
+def test_a_request_without_a_host_name_gets_its_destinations(
+    lab: Lab, version: str, host: bytes
+) -> None:
+    """Without a Host header the upstream would pick its default virtual host (on a shared
+    front, maybe another tenant's) for the request carrying the real value."""
+    path = f"/hostless-{version[-1]}-{len(host)}"
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = _raw(
+            sock, f"GET {path} {version}\r\n".encode() + host + f"{AUTH}\r\n\r\n".encode()
+        )
+    with _connect(lab) as sock:
+        plain, _ = _raw(
+            sock,
+            f"GET http://other.test:{lab.http}{path}-plain {version}\r\n".encode() + host + b"\r\n",
+        )
+    assert status == plain == 200
+    (seen,) = lab.seen_upstream(path)
+    assert seen["headers"]["Host"] == f"secret.test:{lab.https}"
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+    (seen_plain,) = lab.seen_upstream(f"{path}-plain")
+    assert seen_plain["headers"]["Host"] == f"other.test:{lab.http}"
+
+
+def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab: Lab) -> None:
+    """The bound host answers 101 and quotes the handshake on the upgraded connection, the
+    value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get("/reflect/upgrade", host, AUTH, "Connection: Upgrade", "Upgrade: echo"))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert REAL.encode() not in received
+    assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
+    (seen,) = lab.seen_upstream("/reflect/upgrade")
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+
+
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     """Across every attack above (this test runs last): the upstream's own log of what it
     received shows the real value only on TLS requests named secret.test, on its port."""
