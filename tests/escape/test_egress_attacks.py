@@ -266,6 +266,14 @@ NAME_MISMATCHES = [
         "",  # its refusal names no one part
         id="absolute-form",
     ),
+    # '¹' passes str.isdigit() and int() refuses it: the name check crashed, and mitmproxy
+    # carried on as if it had passed, sending the real value on with the other host's name.
+    pytest.param(
+        "$CURL -i -H \"$AUTH\" -H $'Host: other.test:\\xc2\\xb9' https://secret.test/superscript",
+        "/superscript",
+        "Host",
+        id="host-port-not-a-number",
+    ),
 ]
 
 
@@ -283,6 +291,34 @@ def test_plain_http_with_the_bound_hosts_name_in_host_is_refused(arena: Arena) -
     assert _status(output) == 403, output
     assert "name-mismatch" in output or "secret-wrong-host" in output
     assert not [r for r in arena.received() if r["path"] == "/plain"]
+
+
+def test_a_request_without_a_host_goes_out_named_for_its_destination(arena: Arena) -> None:
+    """Without a Host the upstream picks its default virtual host (on a shared front, maybe
+    another tenant) for a request carrying the real value; the proxy names the destination."""
+    _, output = arena.agent(
+        _s_client("secret.test", "GET /hostless HTTP/1.0\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n")
+    )
+    assert " 200 " in output and arena.secret not in output, output
+    (seen,) = [r for r in arena.received() if r["path"] == "/hostless"]
+    assert seen["headers"].get("Host") == "secret.test"
+
+
+def test_an_upgraded_connection_from_the_bound_host_is_scrubbed(arena: Arena) -> None:
+    """The bound host switches protocols (101) and quotes the handshake on the upgraded
+    connection, where mitmproxy relays raw bytes past the HTTP hooks."""
+    _, output = arena.agent(
+        _s_client(
+            "secret.test",
+            "GET /reflect/upgrade HTTP/1.1\\r\\nHost: secret.test\\r\\n"
+            "Authorization: Bearer %s\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n",
+        )
+    )
+    assert " 101 " in output, output
+    assert arena.secret not in output
+    assert "seen: Bearer bbph_" in output, output
+    sent = [r for r in arena.received() if r["path"] == "/reflect/upgrade"]
+    assert sent and sent[-1]["headers"]["Authorization"] == f"Bearer {arena.secret}"
 
 
 # --------------------------------------------------------------------------- resources
