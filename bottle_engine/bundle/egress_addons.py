@@ -71,6 +71,7 @@ RECEIVED_KEY = "bot-bottle.received"  # flow.metadata: bytes of a streamed respo
 SENT_KEY = "bot-bottle.sent"  # flow.metadata: bytes of a streamed request so far
 DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it was judged for
 RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
+REFUSED_TRAILERS_KEY = "bot-bottle.refused-trailers"  # flow.metadata: why they were dropped
 TLS_TO_PROXY = "tls-to-proxy"
 RESPONSE_NOT_INSPECTABLE = "response-not-inspectable"
 NESTED_CONNECT = "nested-connect"
@@ -588,10 +589,24 @@ class SecretSubstitution:
 
     @fails_closed(_refuse_request)
     def request(self, flow: http.HTTPFlow) -> None:
-        """Judge a buffered body (a streamed one has gone on unread: see the README)."""
-        if flow.response is not None or not self.state.secrets or flow.request.stream:
+        """Judge the trailers, and a buffered body (a streamed one has gone on unread: see the
+        README)."""
+        if flow.response is not None or not self.state.secrets:
             return
         request = flow.request
+        if request.trailers:
+            # mitmproxy sends trailers after this hook, for a streamed body too.
+            trailers = request.trailers.items(multi=True)  # type: ignore[no-untyped-call]
+            verdict = secret_policy.check_trailers(self.state.secrets, trailers)
+            if not verdict.allowed:
+                if request.stream:  # the body has gone: the request ends without them
+                    request.trailers = None
+                    flow.metadata[REFUSED_TRAILERS_KEY] = verdict.reason
+                    return
+                refuse(flow, Decision(False, verdict.rule, verdict.reason))
+                return
+        if request.stream:
+            return
         destination = flow.metadata.get(DESTINATION_KEY)
         raw = request.raw_content or b""
         try:
@@ -779,6 +794,8 @@ class Audit:
         if decision is None:
             decision = Decision(False, "internal", "no egress decision was recorded")
         reason = decision.reason
+        if dropped := flow.metadata.get(REFUSED_TRAILERS_KEY):
+            reason = f"{reason}; its trailers were not sent: {dropped}"
         if flow.error is not None and (decision.allowed or REFUSED_KEY not in flow.metadata):
             reason = f"{reason}; failed: {flow.error.msg}"
         response = flow.response

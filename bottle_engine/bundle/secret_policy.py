@@ -17,6 +17,7 @@ from bottle_engine.manifest.egress_rules import EgressRule, parse_egress_rule
 
 PLACEHOLDER_IN_URL = "secret-in-url"
 PLACEHOLDER_IN_BODY = "secret-in-body"
+PLACEHOLDER_IN_TRAILERS = "secret-in-trailers"
 PLACEHOLDER_WRONG_HOST = "secret-wrong-host"
 PLACEHOLDER_PLAIN_HTTP = "secret-plain-http"
 BODY_NOT_INSPECTABLE = "body-not-inspectable"
@@ -104,6 +105,18 @@ def check_request(
             return _refuse(PLACEHOLDER_PLAIN_HTTP, secret, "over plain HTTP; use https://")
         substitute.append(secret)
     return SecretVerdict(True, substitute=tuple(substitute))
+
+
+def check_trailers(
+    secrets: Sequence[BoundSecret], trailers: Iterable[tuple[str, str]]
+) -> SecretVerdict:
+    """Judge a request's trailers (the fields after a chunked body): a placeholder there is
+    never replaced, so it is refused wherever the request goes, as in the body."""
+    text = "\n".join(f"{name}: {value}" for name, value in trailers)
+    for secret in secrets:
+        if secret.placeholder in text:
+            return _refuse(PLACEHOLDER_IN_TRAILERS, secret, "in the request's trailers")
+    return SecretVerdict(True)
 
 
 def _refuse(rule: str, secret: BoundSecret, where: str) -> SecretVerdict:

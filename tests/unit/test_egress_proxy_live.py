@@ -496,6 +496,35 @@ def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab:
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
 
 
+def _chunked_with_trailer(target: str, host: str, *headers: str) -> bytes:
+    lines = [f"POST {target} HTTP/1.1", f"Host: {host}", *headers, "Transfer-Encoding: chunked"]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return head + f"3\r\nabc\r\n0\r\nX-Signature: {PLACEHOLDER}\r\n\r\n".encode()
+
+
+def _send_or_hang(sock: socket.socket, request: bytes) -> int | None:
+    """The status the proxy answers with, or None when it leaves the connection unanswered."""
+    sock.settimeout(3)
+    try:
+        return _raw(sock, request)[0]
+    except (TimeoutError, ConnectionError):
+        return None
+
+
+def test_a_placeholder_in_request_trailers_goes_nowhere(lab: Lab) -> None:
+    """Trailers follow a chunked body. mitmproxy 11 does not relay HTTP/1 request trailers at
+    all (its HTTP/1 layer raises and leaves the connection unanswered); should a later version
+    relay them, `SecretSubstitution.request` refuses a placeholder in them to any host."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        bound = _send_or_hang(sock, _chunked_with_trailer("/trailer-bound", host, AUTH))
+    with _connect(lab) as sock:
+        target = f"http://other.test:{lab.http}/trailer-plain"
+        plain = _send_or_hang(sock, _chunked_with_trailer(target, f"other.test:{lab.http}"))
+    assert bound in (None, 403) and plain in (None, 403)
+    assert lab.seen_upstream("/trailer-bound") == lab.seen_upstream("/trailer-plain") == []
+
+
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     """Across every attack above (this test runs last): the upstream's own log of what it
     received shows the real value only on TLS requests named secret.test, on its port."""

@@ -12,6 +12,7 @@ from bottle_engine.bundle.secret_policy import (
     BODY_NOT_INSPECTABLE,
     DECODED_BODY_LIMIT,
     PLACEHOLDER_IN_BODY,
+    PLACEHOLDER_IN_TRAILERS,
     PLACEHOLDER_IN_URL,
     PLACEHOLDER_PLAIN_HTTP,
     PLACEHOLDER_WRONG_HOST,
@@ -19,6 +20,7 @@ from bottle_engine.bundle.secret_policy import (
     bind_secrets,
     body_forms,
     check_request,
+    check_trailers,
     intercepts,
 )
 
@@ -181,3 +183,12 @@ def test_bodies_that_cannot_be_decoded_with_a_bound_are_refused(encoding: str, b
 def test_identity_and_empty_bodies_are_searched_as_sent() -> None:
     assert body_forms(b"abc", "identity") == [b"abc"]
     assert body_forms(b"", "gzip") == [b""]
+
+
+def test_a_placeholder_in_trailers_is_refused_wherever_it_goes() -> None:
+    for trailers in ([("X-Key", TOKEN)], [("X-Sig", f"v1,{TOKEN}")], [(TOKEN, "x")]):
+        verdict = check_trailers(SECRETS, trailers)
+        assert (verdict.allowed, verdict.rule) == (False, PLACEHOLDER_IN_TRAILERS)
+        assert "trailers" in verdict.reason
+    assert check_trailers(SECRETS, [("X-Checksum", "abc")]).allowed
+    assert check_trailers(SECRETS, []).allowed
