@@ -56,6 +56,9 @@ class EchoHandler(BaseHTTPRequestHandler):
             with _LOG_LOCK:
                 sys.stdout.write(json.dumps(self._describe(body)) + "\n")
                 sys.stdout.flush()
+        if self.path.startswith("/endless-head/"):
+            self._endless_head(int(self.path.rsplit("/", 1)[1]))
+            return
         if self.path.startswith("/reflect/"):
             self._reflect(self.path.split("/")[2].split("?")[0])
             return
@@ -126,6 +129,19 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _endless_head(self, size: int) -> None:
+        """``/endless-head/N``: a response head of about N bytes of headers (then an empty
+        body), for a proxy that buffers heads whole; stops early if the proxy hangs up."""
+        pad = b"X-Pad: " + b"p" * 1000 + b"\r\n"
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(size // len(pad)):
+                self.wfile.write(pad)
+            self.wfile.write(b"Content-Length: 0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
 
     def _reflect_upgraded(self, secret: bytes) -> None:
         """``/reflect/upgrade``: switch protocols (101), send the Authorization value back on

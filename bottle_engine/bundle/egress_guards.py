@@ -4,6 +4,10 @@
   limit (``FIXME: protect against header size DoS`` in ``_http1.py``): a 500 MB head that never
   ends is held whole. `install` makes the agent-facing HTTP/1 layer answer 431 once more than
   `MAX_REQUEST_HEAD` bytes are waiting unparsed, and close the connection.
+* **Response head size.** The same holds for the upstream's response head (``FIXME`` there
+  too): an upstream the agent controls (an allowed host, or one a person approved) could grow
+  the bundle without bound with one request. Past `MAX_RESPONSE_HEAD` bytes the upstream
+  connection is closed and the agent gets a 502 naming the limit.
 * **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
@@ -20,6 +24,7 @@ from typing import Any
 
 MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
+MAX_RESPONSE_HEAD = 256 * 1024  # bytes: status line and headers from an upstream
 MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
 REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
 
@@ -34,7 +39,7 @@ def head_too_large_message(size: int) -> str:
 
 
 def install() -> None:
-    """Patch mitmproxy's HTTP/1 server layer and HTTP stream (once per process)."""
+    """Patch mitmproxy's HTTP/1 server and client layers and HTTP stream (once per process)."""
     global _installed
     if _installed:
         return
@@ -48,6 +53,7 @@ def install() -> None:
     from mitmproxy.proxy.layers.http import HttpStream, _http1
 
     _guard_request_head(_http1.Http1Server)
+    _guard_response_head(_http1.Http1Client)
     _guard_refused_body(HttpStream)
     _installed = True
 
@@ -77,6 +83,36 @@ def _guard_request_head(server_class: Any) -> None:
         return result
 
     server_class._handle_event = _handle_event
+
+
+def response_head_too_large_message(size: int) -> str:
+    return (
+        f"bot-bottle refused the upstream's response (rule: response-head-limit): its status "
+        f"line and headers exceed {MAX_RESPONSE_HEAD} bytes ({size} bytes buffered without an end)"
+    )
+
+
+def _guard_response_head(client_class: Any) -> None:
+    from mitmproxy.proxy import commands
+    from mitmproxy.proxy.layers.http._base import ReceiveHttp
+    from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+
+    original: Callable[[Any, Any], CommandGenerator] = client_class._handle_event
+
+    def _handle_event(self: Any, event: Any) -> CommandGenerator:
+        result = yield from original(self, event)
+        # As for a head mitmproxy cannot parse: close the upstream, fail the stream (a 502).
+        if self.state == self.read_headers and len(self.buf) > MAX_RESPONSE_HEAD:
+            size = len(self.buf)
+            self.buf.maybe_extract_at_most(size)
+            yield commands.CloseConnection(self.conn)
+            if self.stream_id is not None:
+                message = response_head_too_large_message(size)
+                yield ReceiveHttp(ResponseProtocolError(self.stream_id, message))
+            self.state = self.done
+        return result
+
+    client_class._handle_event = _handle_event
 
 
 def _guard_refused_body(stream_class: Any) -> None:

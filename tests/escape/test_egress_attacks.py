@@ -389,6 +389,18 @@ def test_an_unending_request_head_gets_431_and_costs_the_bundle_little(arena: Ar
     assert result["sent"] < size
 
 
+def test_an_unending_response_head_gets_502_and_costs_the_bundle_little(arena: Arena) -> None:
+    """One small request; the upstream (one the agent could control) answers with 128 MiB of
+    headers, which mitmproxy would buffer whole."""
+    size = 128 * 1024 * 1024
+
+    def run() -> tuple[int, str]:
+        return arena.agent(f"$CURL -i http://other.test/endless-head/{size} | head -c 2000")
+
+    _, output = _measured(arena, "128 MiB response head", run)
+    assert _status(output) == 502 and "response-head-limit" in output, output[:2000]
+
+
 def test_a_huge_body_to_a_denied_host_gets_403_unread(arena: Arena) -> None:
     """The proxy answers 403 after 64 KiB of the body and closes. A client still writing may
     see the close as a reset before it reads the 403 (Linux drops unread data on reset), so

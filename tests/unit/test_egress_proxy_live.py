@@ -26,7 +26,7 @@ import pytest
 
 from bottle_engine.bundle.audit import read_audit
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
-from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
+from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD
 from tests.bundle_helpers import (
     free_port,
     loopback_egress_lab,
@@ -523,6 +523,16 @@ def test_a_placeholder_in_request_trailers_goes_nowhere(lab: Lab) -> None:
         plain = _send_or_hang(sock, _chunked_with_trailer(target, f"other.test:{lab.http}"))
     assert bound in (None, 403) and plain in (None, 403)
     assert lab.seen_upstream("/trailer-bound") == lab.seen_upstream("/trailer-plain") == []
+
+
+def test_an_unending_response_head_gets_502_naming_the_limit(lab: Lab) -> None:
+    """An upstream the agent controls answers one small request with 8 MiB of headers;
+    mitmproxy would buffer them whole (and pass them on)."""
+    with _connect(lab) as sock:
+        target = f"http://other.test:{lab.http}/endless-head/{8 * 1024 * 1024}"
+        status, body = _raw(sock, get(target, f"other.test:{lab.http}"))
+    assert status == 502 and "response-head-limit" in body, body[:300]
+    assert str(MAX_RESPONSE_HEAD) in body
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
