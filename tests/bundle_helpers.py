@@ -37,6 +37,16 @@ EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also ru
 _LOG_LOCK = threading.Lock()
 
 
+# /reflect/MODE answers that mitmproxy cannot parse; VALUE is the request's Authorization.
+BROKEN_REFLECTIONS = {
+    "truncated-head": b"HTTP/1.1 200 OK\r\nX-Seen: VALUE\r\n",  # then the connection closes
+    "bad-status": b"HTTP/1.1 2x0 VALUE\r\n\r\n",
+    "bad-header": b"HTTP/1.1 200 OK\r\nVALUE\r\nContent-Length: 0\r\n\r\n",
+    "bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: VALUE\r\n\r\n",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nVALUE\r\n",
+}
+
+
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
@@ -96,6 +106,12 @@ class EchoHandler(BaseHTTPRequestHandler):
         secret = self.headers.get("Authorization", "").encode()
         if mode == "upgrade":
             self._reflect_upgraded(secret)
+            return
+        if mode in BROKEN_REFLECTIONS:
+            # A response mitmproxy cannot parse, quoting the value: its errors quote the bytes.
+            self.wfile.write(BROKEN_REFLECTIONS[mode].replace(b"VALUE", secret))
+            self.wfile.flush()
+            self.close_connection = True
             return
         self.send_response(200)
         self.send_header("X-Seen-Authorization", secret.decode())

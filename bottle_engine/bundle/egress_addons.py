@@ -181,6 +181,12 @@ def _drop_message(flow: tcp.TCPFlow, reason: str) -> None:
         flow.messages[-1].content = b""
 
 
+def _replace_error(flow: http.HTTPFlow, reason: str) -> None:
+    """An error message that could not be scrubbed is not passed on at all."""
+    if flow.error is not None:
+        flow.error.msg = reason
+
+
 def _log_only(subject: object, reason: str) -> None:
     """Bookkeeping after the fact (audit, forgetting): nothing left to close."""
 
@@ -626,6 +632,16 @@ class SecretSubstitution:
         )
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason))
+
+    @fails_closed(_replace_error)
+    def error(self, flow: http.HTTPFlow) -> None:
+        """Scrub the error of a flow to a bound host: mitmproxy's parser errors quote what the
+        host sent, and the message goes to the agent (a 502 page) and to the audit log."""
+        destination = flow.metadata.get(DESTINATION_KEY)
+        if flow.error is None or destination is None or destination.tunnel is None:
+            return
+        if destination.tunnel.intercept and self.scrubber.replacements:
+            flow.error.msg = self.scrubber.scrub_text(flow.error.msg)
 
     @fails_closed(_drop_message)
     def tcp_message(self, flow: tcp.TCPFlow) -> None:

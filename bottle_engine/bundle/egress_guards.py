@@ -8,6 +8,10 @@
   too): an upstream the agent controls (an allowed host, or one a person approved) could grow
   the bundle without bound with one request. Past `MAX_RESPONSE_HEAD` bytes the upstream
   connection is closed and the agent gets a 502 naming the limit.
+* **Error pages say what the addons let them say.** When an upstream's answer cannot be parsed,
+  mitmproxy sends the agent a 502 quoting the offending bytes, straight from its parser, after
+  the ``error`` hook: a bound host's malformed answer quoting the real value reached the agent.
+  The page now carries ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
 * **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
@@ -20,7 +24,7 @@ here. These patches reach into mitmproxy's internals, so `install` refuses any o
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
@@ -54,6 +58,7 @@ def install() -> None:
 
     _guard_request_head(_http1.Http1Server)
     _guard_response_head(_http1.Http1Client)
+    _guard_error_message(HttpStream)
     _guard_refused_body(HttpStream)
     _installed = True
 
@@ -113,6 +118,33 @@ def _guard_response_head(client_class: Any) -> None:
         return result
 
     client_class._handle_event = _handle_event
+
+
+def _guard_error_message(stream_class: Any) -> None:
+    from mitmproxy.proxy.layers.http import SendHttp
+
+    original: Callable[[Any, Any], CommandGenerator] = stream_class.handle_protocol_error
+
+    def handle_protocol_error(self: Any, event: Any) -> CommandGenerator:
+        # Relay the original's commands (and the answers to them) one by one; the error's
+        # message is read again from the flow once the error hook has run.
+        commands = original(self, event)
+        reply = None
+        while True:
+            try:
+                command = commands.send(reply)
+            except StopIteration as done:
+                return done.value
+            if (
+                isinstance(command, SendHttp)
+                and command.event is event
+                and command.connection is self.context.client
+                and self.flow.error is not None
+            ):
+                cast(Any, event).message = self.flow.error.msg  # a Request/ResponseProtocolError
+            reply = yield command
+
+    stream_class.handle_protocol_error = handle_protocol_error
 
 
 def _guard_refused_body(stream_class: Any) -> None:

@@ -184,6 +184,18 @@ def test_a_secret_echoed_by_the_bound_host_never_reaches_the_agent(arena: Arena,
     assert sent and sent[-1]["headers"]["Authorization"] == f"Bearer {arena.secret}"
 
 
+@pytest.mark.parametrize("mode", ["bad-header", "bad-status", "truncated-head"])
+def test_an_unparseable_answer_quoting_the_secret_never_reaches_the_agent(
+    arena: Arena, mode: str
+) -> None:
+    """mitmproxy's 502 page quotes the bytes its parser choked on: the bound host's garbage
+    answer quoting the Authorization it was sent."""
+    _, output = arena.agent(f'$CURL -i -H "$AUTH" https://secret.test/reflect/{mode}')
+    assert _status(output) == 502 and "bbph_" in output, output
+    assert arena.secret not in output
+    assert arena.secret not in arena.audit_log.read_text()
+
+
 def test_a_compressed_stream_from_the_bound_host_is_refused(arena: Arena) -> None:
     _, output = arena.agent('$CURL -i -H "$AUTH" https://secret.test/reflect/gzip-stream')
     assert arena.secret not in output

@@ -28,6 +28,7 @@ from bottle_engine.bundle.audit import read_audit
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD
 from tests.bundle_helpers import (
+    BROKEN_REFLECTIONS,
     free_port,
     loopback_egress_lab,
     make_test_ca,
@@ -533,6 +534,31 @@ def test_an_unending_response_head_gets_502_naming_the_limit(lab: Lab) -> None:
         status, body = _raw(sock, get(target, f"other.test:{lab.http}"))
     assert status == 502 and "response-head-limit" in body, body[:300]
     assert str(MAX_RESPONSE_HEAD) in body
+
+
+@pytest.mark.parametrize("mode", sorted(BROKEN_REFLECTIONS))
+def test_an_unparseable_answer_quoting_the_value_reaches_neither_agent_nor_log(
+    lab: Lab, mode: str
+) -> None:
+    """mitmproxy's parser errors quote the bytes they choke on, in the 502 page it sends the
+    agent and in the flow's error (the audit log's reason): a bound host answering garbage that
+    quotes the Authorization it got handed the real value to both."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.settimeout(5)
+        sock.sendall(get(f"/reflect/{mode}", host, AUTH))
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (TimeoutError, ConnectionError):
+            pass
+    (seen,) = lab.seen_upstream(f"/reflect/{mode}")
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+    assert REAL.encode() not in received
+    assert REAL not in lab.audit.read_text()
+    if mode != "bad-chunk":  # its head has gone to the agent already: the error is logged only
+        assert received.startswith(b"HTTP/1.1 502 ") and PLACEHOLDER.encode() in received
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
