@@ -26,6 +26,7 @@ import pytest
 
 from bottle_engine.bundle.audit import read_audit
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
+from bottle_engine.bundle.egress_clients import MAX_CLIENT_CONNECTIONS
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD
 from tests.bundle_helpers import (
     BROKEN_REFLECTIONS,
@@ -559,6 +560,43 @@ def test_an_unparseable_answer_quoting_the_value_reaches_neither_agent_nor_log(
     assert REAL not in lab.audit.read_text()
     if mode != "bad-chunk":  # its head has gone to the agent already: the error is logged only
         assert received.startswith(b"HTTP/1.1 502 ") and PLACEHOLDER.encode() in received
+
+
+def _closed_at_once(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+
+
+def test_connections_past_the_cap_are_closed(lab: Lab) -> None:
+    """Each connection may hold a request head of up to 64 KiB unparsed: without a cap on
+    open connections the agent grows the proxy by that much per connection."""
+    partial = b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\nX-Big: " + b"a" * 60_000
+    held = []
+    try:
+        for _ in range(MAX_CLIENT_CONNECTIONS):
+            sock = _connect(lab)
+            sock.sendall(partial)
+            held.append(sock)
+        with _connect(lab) as extra:
+            assert _closed_at_once(extra)
+        held.pop().close()
+        status = None
+        for _ in range(100):  # until the proxy has seen the close (bounded)
+            with _connect(lab) as sock:
+                sock.settimeout(10)
+                try:
+                    status, _ = _raw(sock, get(f"http://other.test:{lab.http}/capped", "x"))
+                except ConnectionError:
+                    time.sleep(0.05)
+                    continue
+            break
+        assert status == 403  # answered (a Host mismatch), not closed
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
