@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import ipaddress
 import json
 import random
@@ -35,6 +36,9 @@ EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also ru
 
 
 _LOG_LOCK = threading.Lock()
+# http.server refuses a request with more than 100 headers (http.client._MAXHEADERS); the echo
+# upstream takes what a proxy's head limit lets through, to show where headers went.
+http.client._MAXHEADERS = 100_000  # type: ignore[attr-defined]
 
 
 # /reflect/MODE answers that mitmproxy cannot parse; VALUE is the request's Authorization.

@@ -670,11 +670,15 @@ class SecretSubstitution:
         self.upgraded.pop(flow.id, None)
 
     def _substitute(self, headers: http.Headers, secret: BoundSecret) -> None:
-        value = self.values[secret.name]
-        for name in list(dict.fromkeys(headers.keys())):
-            current = headers.get_all(name)
-            if any(secret.placeholder in v for v in current):
-                headers.set_all(name, [v.replace(secret.placeholder, value) for v in current])
+        """Every header value carrying the placeholder gets the real value, in one pass over
+        the fields (looking the values up name by name scanned them all once per name: a head
+        of 10 000 distinct names held the proxy's only thread for half a minute)."""
+        placeholder = secret.placeholder.encode("utf-8", "surrogateescape")
+        value = self.values[secret.name].encode("utf-8", "surrogateescape")
+        headers.fields = tuple(
+            (name, raw.replace(placeholder, value) if placeholder in raw else raw)
+            for name, raw in headers.fields
+        )
 
 
 class Audit:

@@ -285,3 +285,22 @@ def test_placeholder_in_trailers_of_a_streamed_body_is_not_sent(state: EgressSta
         audit.response(flow)
     assert flow.request.trailers is None
     assert "trailers were not sent" in str(audit_lines(state)[-1]["reason"])
+
+
+def test_every_header_value_with_the_placeholder_is_replaced_and_nothing_else(
+    state: EgressState,
+) -> None:
+    flow = intercepted_flow(state, {})
+    flow.request.headers.fields = (
+        (b"X-Key", TOKEN.encode()),
+        (b"X-Key", b"plain"),
+        (b"Cookie", f"a=1; k={TOKEN}; z={TOKEN}".encode()),
+        (TOKEN.encode(), b"a name is not replaced"),
+    )
+    run_request(state, flow)
+    assert flow.request.headers.fields[:4] == (
+        (b"X-Key", REAL.encode()),
+        (b"X-Key", b"plain"),
+        (b"Cookie", f"a=1; k={REAL}; z={REAL}".encode()),
+        (TOKEN.encode(), b"a name is not replaced"),
+    )
