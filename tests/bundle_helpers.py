@@ -108,8 +108,9 @@ class EchoHandler(BaseHTTPRequestHandler):
         import urllib.parse
 
         secret = self.headers.get("Authorization", "").encode()
-        if mode == "upgrade":
-            self._reflect_upgraded(secret)
+        special = {"upgrade": self._reflect_upgraded, "te-gzip": self._reflect_transfer_coded}
+        if mode in special:
+            special[mode](secret)
             return
         if mode in BROKEN_REFLECTIONS:
             # A response mitmproxy cannot parse, quoting the value: its errors quote the bytes.
@@ -149,6 +150,19 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_transfer_coded(self, secret: bytes) -> None:
+        """``/reflect/te-gzip``: the value gzip-compressed as a transfer coding (a server
+        honouring the client's ``TE: gzip``), not a content coding: a proxy that only
+        de-chunks relays compressed bytes."""
+        import gzip
+
+        body = gzip.compress(b"error: bad token " + secret + b"\n")
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "gzip, chunked")
+        self.end_headers()
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        self.close_connection = True
 
     def _endless_head(self, size: int) -> None:
         """``/endless-head/N``: a response head of about N bytes of headers (then an empty

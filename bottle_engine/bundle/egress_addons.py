@@ -508,6 +508,8 @@ class SecretSubstitution:
             # it can do in a compressed body only by inflating it. Asking for no compression
             # keeps that off the common path (a compressed answer is still handled below).
             request.headers["accept-encoding"] = "identity"
+            # Nor compressed as a transfer coding ("TE: gzip"), which mitmproxy does not undo.
+            request.headers.pop("te", None)
 
     @fails_closed(_kill_response)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -525,6 +527,15 @@ class SecretSubstitution:
             or http1.expected_http_body_size(flow.request, response) == 0
         ):
             return  # buffered (or bodiless): scrubbed whole in `response`
+        codings = response.headers.get("transfer-encoding", "").replace(" ", "").lower()
+        if codings not in ("", "chunked"):
+            self._refuse_streamed(
+                flow,
+                f"the upstream sent a response with Transfer-Encoding {codings!r}: mitmproxy "
+                "relays a transfer coding other than chunked undecoded, and compressed bytes "
+                "cannot be searched for real secret values",
+            )
+            return
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity"):
             self._refuse_streamed(

@@ -196,6 +196,14 @@ def test_an_unparseable_answer_quoting_the_secret_never_reaches_the_agent(
     assert arena.secret not in arena.audit_log.read_text()
 
 
+def test_a_transfer_coded_answer_from_the_bound_host_is_refused(arena: Arena) -> None:
+    """curl --tr-encoding asks for "TE: gzip" and inflates a gzip transfer coding itself;
+    mitmproxy only de-chunks, so the compressed value passed the scrubber."""
+    _, output = arena.agent('$CURL -i --tr-encoding -H "$AUTH" https://secret.test/reflect/te-gzip')
+    assert arena.secret not in output
+    assert _status(output) == 502 and "response-not-inspectable" in output, output
+
+
 def test_a_compressed_stream_from_the_bound_host_is_refused(arena: Arena) -> None:
     _, output = arena.agent('$CURL -i -H "$AUTH" https://secret.test/reflect/gzip-stream')
     assert arena.secret not in output

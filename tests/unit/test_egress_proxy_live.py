@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -617,6 +618,25 @@ def test_many_headers_to_the_bound_host_cost_the_proxy_little(lab: Lab) -> None:
     (seen,) = lab.seen_upstream("/many-headers")
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
     assert len(seen["headers"]) > 9_500
+
+
+def test_a_transfer_coded_answer_from_the_bound_host_never_carries_the_value(lab: Lab) -> None:
+    """Transfer-Encoding: gzip, chunked from the bound host: mitmproxy de-chunks, leaves the
+    gzip, and the proxy re-framed it as plain chunked; the agent could inflate the real value
+    out of it. The agent's own "TE: gzip" is not passed on, and such an answer is refused."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get("/reflect/te-gzip", host, AUTH, "TE: gzip", "Connection: close"))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    start = body.find(b"\x1f\x8b")
+    if start >= 0:
+        assert REAL.encode() not in zlib.decompressobj(31).decompress(body[start:])
+    assert head.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in body, received
+    (seen,) = lab.seen_upstream("/reflect/te-gzip")
+    assert "TE" not in seen["headers"] and "te" not in seen["headers"]
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
