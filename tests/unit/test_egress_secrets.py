@@ -11,6 +11,7 @@ from bottle_engine.bundle.config import SecretBinding
 from bottle_engine.bundle.secret_policy import (
     BODY_NOT_INSPECTABLE,
     DECODED_BODY_LIMIT,
+    MAX_CODINGS,
     PLACEHOLDER_IN_BODY,
     PLACEHOLDER_IN_TRAILERS,
     PLACEHOLDER_IN_URL,
@@ -192,3 +193,13 @@ def test_a_placeholder_in_trailers_is_refused_wherever_it_goes() -> None:
         assert "trailers" in verdict.reason
     assert check_trailers(SECRETS, [("X-Checksum", "abc")]).allowed
     assert check_trailers(SECRETS, []).allowed
+
+
+def test_more_content_codings_than_the_bound_are_refused_undecoded() -> None:
+    data = b"x"
+    for _ in range(MAX_CODINGS):
+        data = gzip.compress(data, mtime=0)
+    assert body_forms(data, ", ".join(["gzip"] * MAX_CODINGS))[-1] == b"x"
+    with pytest.raises(BodyRefused) as refused:
+        body_forms(gzip.compress(data), ", ".join(["gzip"] * (MAX_CODINGS + 1)))
+    assert refused.value.rule == BODY_NOT_INSPECTABLE and "content codings" in refused.value.reason
