@@ -183,7 +183,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         handshake it was sent."""
         self.send_response(101)
         self.send_header("Connection", "Upgrade")
-        self.send_header("Upgrade", "echo")
+        self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
+        if extensions := self.headers.get("Sec-WebSocket-Extensions"):
+            # Accepting compression: what follows would then be deflated (it is not, here).
+            self.send_header("Sec-WebSocket-Extensions", extensions.split(";")[0])
         self.end_headers()
         self.wfile.flush()
         half = len(secret) // 2

@@ -424,6 +424,13 @@ def streams_response(response: http.Response) -> bool:
     return not (length.isdigit() and int(length) <= _STREAM_ABOVE)
 
 
+def plain_upgrade(response: http.Response) -> bool:
+    """Is this 101 to a protocol whose bytes show a real value as sent: a WebSocket without
+    extensions (h2c's HPACK and permessage-deflate would hide it from the scrubber)?"""
+    upgrade = response.headers.get("upgrade", "").strip().lower()
+    return upgrade == "websocket" and "sec-websocket-extensions" not in response.headers
+
+
 def _intercepted(flow: http.HTTPFlow) -> bool:
     """A request that went to a secret's host inside a TLS-terminated tunnel (not refused)."""
     destination = flow.metadata.get(DESTINATION_KEY)
@@ -508,14 +515,25 @@ class SecretSubstitution:
             # it can do in a compressed body only by inflating it. Asking for no compression
             # keeps that off the common path (a compressed answer is still handled below).
             request.headers["accept-encoding"] = "identity"
-            # Nor compressed as a transfer coding ("TE: gzip"), which mitmproxy does not undo.
+            # Nor compressed as a transfer coding ("TE: gzip"), which mitmproxy does not undo,
+            # nor a WebSocket's messages (permessage-deflate): after a 101 the proxy scrubs
+            # the raw bytes it relays.
             request.headers.pop("te", None)
+            request.headers.pop("sec-websocket-extensions", None)
 
     @fails_closed(_kill_response)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Scrub the head before it is sent; a streamed body is scrubbed chunk by chunk."""
         response = flow.response
         if response is None or not _intercepted(flow) or not self.scrubber.replacements:
+            return
+        if response.status_code == 101 and not plain_upgrade(response):
+            self._refuse_streamed(
+                flow,
+                f"the upstream switched to {response.headers.get('upgrade', '')!r} "
+                f"(extensions {response.headers.get('sec-websocket-extensions', '')!r}); after "
+                "a 101 the proxy scrubs raw bytes, so only an uncompressed WebSocket is relayed",
+            )
             return
         scrub = self.scrubber.scrub
         response.reason = self.scrubber.scrub_text(response.reason)

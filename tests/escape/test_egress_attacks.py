@@ -331,7 +331,7 @@ def test_an_upgraded_connection_from_the_bound_host_is_scrubbed(arena: Arena) ->
         _s_client(
             "secret.test",
             "GET /reflect/upgrade HTTP/1.1\\r\\nHost: secret.test\\r\\n"
-            "Authorization: Bearer %s\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n",
+            "Authorization: Bearer %s\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n\\r\\n",
         )
     )
     assert " 101 " in output, output

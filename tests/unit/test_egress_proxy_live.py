@@ -488,7 +488,9 @@ def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab:
     value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing."""
     host = f"secret.test:{lab.https}"
     with tunnel(lab, "secret.test") as sock:
-        sock.sendall(get("/reflect/upgrade", host, AUTH, "Connection: Upgrade", "Upgrade: echo"))
+        sock.sendall(
+            get("/reflect/upgrade", host, AUTH, "Connection: Upgrade", "Upgrade: websocket")
+        )
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
@@ -637,6 +639,35 @@ def test_a_transfer_coded_answer_from_the_bound_host_never_carries_the_value(lab
     assert head.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in body, received
     (seen,) = lab.seen_upstream("/reflect/te-gzip")
     assert "TE" not in seen["headers"] and "te" not in seen["headers"]
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "extra"),
+    [
+        # permessage-deflate: the host's messages would be compressed, past the scrubber
+        ("websocket", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"),
+        # mitmproxy drops an h2c offer; the host then switches to a protocol of its own
+        # (h2c's HPACK would hide header values from the scrubber)
+        ("h2c", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"),
+    ],
+)
+def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, extra: str) -> None:
+    host = f"secret.test:{lab.https}"
+    path = f"/reflect/upgrade?{upgrade}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get(path, host, AUTH, "Connection: Upgrade", f"Upgrade: {upgrade}", extra))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            if b"response-not-inspectable" in received:
+                break
+    assert REAL.encode() not in received
+    (seen,) = lab.seen_upstream(path)
+    assert "Sec-WebSocket-Extensions" not in seen["headers"]
+    if upgrade == "websocket":  # offered no compression, the host upgrades plainly
+        assert received.startswith(b"HTTP/1.1 101 ") and PLACEHOLDER.encode() in received
+    else:
+        assert received.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in received
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
