@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import ipaddress
 import json
 import random
@@ -35,6 +36,19 @@ EGRESS_PORT = 8888  # bottle_engine.bundle.config.EGRESS_PORT; this file also ru
 
 
 _LOG_LOCK = threading.Lock()
+# http.server refuses a request with more than 100 headers (http.client._MAXHEADERS); the echo
+# upstream takes what a proxy's head limit lets through, to show where headers went.
+http.client._MAXHEADERS = 100_000  # type: ignore[attr-defined]
+
+
+# /reflect/MODE answers that mitmproxy cannot parse; VALUE is the request's Authorization.
+BROKEN_REFLECTIONS = {
+    "truncated-head": b"HTTP/1.1 200 OK\r\nX-Seen: VALUE\r\n",  # then the connection closes
+    "bad-status": b"HTTP/1.1 2x0 VALUE\r\n\r\n",
+    "bad-header": b"HTTP/1.1 200 OK\r\nVALUE\r\nContent-Length: 0\r\n\r\n",
+    "bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: VALUE\r\n\r\n",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nVALUE\r\n",
+}
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -56,6 +70,9 @@ class EchoHandler(BaseHTTPRequestHandler):
             with _LOG_LOCK:
                 sys.stdout.write(json.dumps(self._describe(body)) + "\n")
                 sys.stdout.flush()
+        if self.path.startswith("/endless-head/"):
+            self._endless_head(int(self.path.rsplit("/", 1)[1]))
+            return
         if self.path.startswith("/reflect/"):
             self._reflect(self.path.split("/")[2].split("?")[0])
             return
@@ -91,6 +108,16 @@ class EchoHandler(BaseHTTPRequestHandler):
         import urllib.parse
 
         secret = self.headers.get("Authorization", "").encode()
+        special = {"upgrade": self._reflect_upgraded, "te-gzip": self._reflect_transfer_coded}
+        if mode in special:
+            special[mode](secret)
+            return
+        if mode in BROKEN_REFLECTIONS:
+            # A response mitmproxy cannot parse, quoting the value: its errors quote the bytes.
+            self.wfile.write(BROKEN_REFLECTIONS[mode].replace(b"VALUE", secret))
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.send_response(200)
         self.send_header("X-Seen-Authorization", secret.decode())
         self.send_header("Content-Type", "application/octet-stream")
@@ -123,6 +150,50 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_transfer_coded(self, secret: bytes) -> None:
+        """``/reflect/te-gzip``: the value gzip-compressed as a transfer coding (a server
+        honouring the client's ``TE: gzip``), not a content coding: a proxy that only
+        de-chunks relays compressed bytes."""
+        import gzip
+
+        body = gzip.compress(b"error: bad token " + secret + b"\n")
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "gzip, chunked")
+        self.end_headers()
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        self.close_connection = True
+
+    def _endless_head(self, size: int) -> None:
+        """``/endless-head/N``: a response head of about N bytes of headers (then an empty
+        body), for a proxy that buffers heads whole; stops early if the proxy hangs up."""
+        pad = b"X-Pad: " + b"p" * 1000 + b"\r\n"
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(size // len(pad)):
+                self.wfile.write(pad)
+            self.wfile.write(b"Content-Length: 0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    def _reflect_upgraded(self, secret: bytes) -> None:
+        """``/reflect/upgrade``: switch protocols (101), send the Authorization value back on
+        the upgraded connection cut in two writes, and close: a WebSocket endpoint quoting the
+        handshake it was sent."""
+        self.send_response(101)
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
+        if extensions := self.headers.get("Sec-WebSocket-Extensions"):
+            # Accepting compression: what follows would then be deflated (it is not, here).
+            self.send_header("Sec-WebSocket-Extensions", extensions.split(";")[0])
+        self.end_headers()
+        self.wfile.flush()
+        half = len(secret) // 2
+        self.connection.sendall(b"seen: " + secret[:half])
+        time.sleep(0.05)  # two reads at the proxy: a value cut between them must still be found
+        self.connection.sendall(secret[half:] + b"\n")
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 

@@ -24,7 +24,7 @@ from mitmproxy.tools.dump import DumpMaster
 from bottle_engine.bundle import egress_guards
 from bottle_engine.bundle.config import EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
-from bottle_engine.bundle.egress_clients import OnlyTheAgent
+from bottle_engine.bundle.egress_clients import ConnectionCap, OnlyTheAgent
 from bottle_engine.bundle.service_cli import EGRESS
 from bottle_engine.bundle.waiting import POLL_SECONDS, warm_mark
 
@@ -147,7 +147,8 @@ async def _serve(
     if changed:
         master.options.update(**changed)  # type: ignore[no-untyped-call]
     state = make_state(config, local_addresses())
-    door = [OnlyTheAgent(allowed_client)] if allowed_client is not None else []
+    door: list[object] = [OnlyTheAgent(allowed_client)] if allowed_client is not None else []
+    door.append(ConnectionCap())
     master.addons.add(*door, *make_addons(state, resolver))  # type: ignore[no-untyped-call]
     try:
         await master.run()

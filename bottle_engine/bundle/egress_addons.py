@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from mitmproxy import connection, http
+from mitmproxy import connection, http, tcp
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, layers, server_hooks
 from mitmproxy.proxy.context import Context
@@ -43,6 +43,7 @@ from bottle_engine.bundle import secret_policy
 from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timestamp
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.egress_ask import EgressAsker
+from bottle_engine.bundle.egress_fail_closed import INTERNAL_ERROR, fails_closed
 from bottle_engine.bundle.egress_guards import REFUSED_KEY
 from bottle_engine.bundle.egress_policy import (
     NAME_MISMATCH,
@@ -51,9 +52,10 @@ from bottle_engine.bundle.egress_policy import (
     check_names,
     decide,
     decide_approved,
+    host_header,
     needs_ask,
 )
-from bottle_engine.bundle.secret_echo import Scrubber
+from bottle_engine.bundle.secret_echo import Scrubber, StreamScrubber
 from bottle_engine.bundle.secret_policy import (
     MAX_DECODED_BODY,
     BodyRefused,
@@ -69,6 +71,7 @@ RECEIVED_KEY = "bot-bottle.received"  # flow.metadata: bytes of a streamed respo
 SENT_KEY = "bot-bottle.sent"  # flow.metadata: bytes of a streamed request so far
 DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it was judged for
 RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
+REFUSED_TRAILERS_KEY = "bot-bottle.refused-trailers"  # flow.metadata: why they were dropped
 TLS_TO_PROXY = "tls-to-proxy"
 RESPONSE_NOT_INSPECTABLE = "response-not-inspectable"
 NESTED_CONNECT = "nested-connect"
@@ -149,6 +152,45 @@ def refuse(flow: http.HTTPFlow, decision: Decision, status: int = 403) -> None:
     flow.request.stream = False  # mitmproxy may have chosen to stream it: it goes nowhere
 
 
+# What a hook that raised does instead of letting its flow through (`egress_fail_closed`).
+
+
+def _refuse_request(flow: http.HTTPFlow, reason: str) -> None:
+    """Before anything is sent upstream: the agent gets a 500 naming the failure."""
+    refuse(flow, Decision(False, INTERNAL_ERROR, reason), 500)
+
+
+def _kill_response(flow: http.HTTPFlow, reason: str) -> None:
+    """A response not yet sent to the agent (it may be unscrubbed): dropped with its flow."""
+    flow.metadata[DECISION_KEY] = Decision(False, INTERNAL_ERROR, reason)
+    if flow.killable:
+        flow.kill()  # type: ignore[no-untyped-call]
+
+
+def _fail_server(data: server_hooks.ServerConnectionHookData, reason: str) -> None:
+    data.server.error = reason
+
+
+def _refuse_layer(nextlayer: layer.NextLayer, reason: str) -> None:
+    nextlayer.layer = RefuseConnection(nextlayer.context)
+
+
+def _drop_message(flow: tcp.TCPFlow, reason: str) -> None:
+    """Raw bytes of an upgraded connection that could not be scrubbed: not relayed."""
+    if flow.messages:
+        flow.messages[-1].content = b""
+
+
+def _replace_error(flow: http.HTTPFlow, reason: str) -> None:
+    """An error message that could not be scrubbed is not passed on at all."""
+    if flow.error is not None:
+        flow.error.msg = reason
+
+
+def _log_only(subject: object, reason: str) -> None:
+    """Bookkeeping after the fact (audit, forgetting): nothing left to close."""
+
+
 class RefuseConnection(layer.Layer):
     """Closes the client connection at once (TLS spoken to the proxy port itself)."""
 
@@ -164,6 +206,7 @@ class Allowlist:
         self.state = state
         self.resolver = resolver
 
+    @fails_closed(_refuse_request)
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         host, port = flow.request.host, flow.request.port
         if flow.server_conn.id in self.state.tunnels:
@@ -190,6 +233,7 @@ class Allowlist:
             client_id=flow.client_conn.id,
         )
 
+    @fails_closed(_refuse_request)
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Judge a request on its head, before its body is read."""
         request = flow.request
@@ -228,6 +272,8 @@ class Allowlist:
                 refuse(flow, mismatch)
                 return
             request.authority = ""  # origin-form upstream: the Host header is the only name
+            default_port = 443 if destination.https else 80
+            _name_the_destination(request, tunnel.host, tunnel.port, default_port)
             return
         destination = Destination(request.host, request.port, https=False)
         flow.metadata[DESTINATION_KEY] = destination
@@ -246,7 +292,10 @@ class Allowlist:
         )
         if mismatch is not None:
             refuse(flow, mismatch)
+            return
+        _name_the_destination(request, request.host, request.port, 80)
 
+    @fails_closed(_fail_server)
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         server = data.server
         if server.address is None or server.error:
@@ -277,6 +326,7 @@ class Allowlist:
         server.sni = host
         server.address = (pinned, port)
 
+    @fails_closed(_refuse_layer)
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
         if isinstance(nextlayer.layer, layers.ClientTLSLayer) and not _inside_http(
@@ -353,6 +403,14 @@ class Allowlist:
         return pinned[0]
 
 
+def _name_the_destination(request: http.Request, host: str, port: int, default_port: int) -> None:
+    """A request without a Host header (HTTP/1.0, or a blank one) would reach the upstream's
+    default virtual host, which on a shared front may be another tenant's: it is given the
+    name of the host the proxy connects to."""
+    if not request.headers.get("host", ""):
+        request.headers["Host"] = host_header(host.lower().rstrip("."), port, default_port)
+
+
 def _above(context: Context, chosen: layer.Layer | None) -> list[layer.Layer]:
     """The layers above `chosen` (`context.layers` also lists those mitmproxy has just stacked
     under it)."""
@@ -364,6 +422,13 @@ def streams_response(response: http.Response) -> bool:
     """Is this response relayed as it arrives (large or of unknown size), not buffered whole?"""
     length = response.headers.get("content-length", "")
     return not (length.isdigit() and int(length) <= _STREAM_ABOVE)
+
+
+def plain_upgrade(response: http.Response) -> bool:
+    """Is this 101 to a protocol whose bytes show a real value as sent: a WebSocket without
+    extensions (h2c's HPACK and permessage-deflate would hide it from the scrubber)?"""
+    upgrade = response.headers.get("upgrade", "").strip().lower()
+    return upgrade == "websocket" and "sec-websocket-extensions" not in response.headers
 
 
 def _intercepted(flow: http.HTTPFlow) -> bool:
@@ -409,6 +474,7 @@ class SecretSubstitution:
             for secret in state.secrets
             if secret.name in values
         )
+        self.upgraded: dict[str, StreamScrubber] = {}  # by TCP flow id: upgraded connections
 
     @classmethod
     def from_files(cls, state: EgressState) -> SecretSubstitution:
@@ -423,6 +489,7 @@ class SecretSubstitution:
                 ) from exc
         return cls(state, values)
 
+    @fails_closed(_refuse_request)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Judge the head (URL, headers) and substitute, before anything is sent upstream."""
         destination = flow.metadata.get(DESTINATION_KEY)
@@ -448,11 +515,25 @@ class SecretSubstitution:
             # it can do in a compressed body only by inflating it. Asking for no compression
             # keeps that off the common path (a compressed answer is still handled below).
             request.headers["accept-encoding"] = "identity"
+            # Nor compressed as a transfer coding ("TE: gzip"), which mitmproxy does not undo,
+            # nor a WebSocket's messages (permessage-deflate): after a 101 the proxy scrubs
+            # the raw bytes it relays.
+            request.headers.pop("te", None)
+            request.headers.pop("sec-websocket-extensions", None)
 
+    @fails_closed(_kill_response)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Scrub the head before it is sent; a streamed body is scrubbed chunk by chunk."""
         response = flow.response
         if response is None or not _intercepted(flow) or not self.scrubber.replacements:
+            return
+        if response.status_code == 101 and not plain_upgrade(response):
+            self._refuse_streamed(
+                flow,
+                f"the upstream switched to {response.headers.get('upgrade', '')!r} "
+                f"(extensions {response.headers.get('sec-websocket-extensions', '')!r}); after "
+                "a 101 the proxy scrubs raw bytes, so only an uncompressed WebSocket is relayed",
+            )
             return
         scrub = self.scrubber.scrub
         response.reason = self.scrubber.scrub_text(response.reason)
@@ -464,6 +545,15 @@ class SecretSubstitution:
             or http1.expected_http_body_size(flow.request, response) == 0
         ):
             return  # buffered (or bodiless): scrubbed whole in `response`
+        codings = response.headers.get("transfer-encoding", "").replace(" ", "").lower()
+        if codings not in ("", "chunked"):
+            self._refuse_streamed(
+                flow,
+                f"the upstream sent a response with Transfer-Encoding {codings!r}: mitmproxy "
+                "relays a transfer coding other than chunked undecoded, and compressed bytes "
+                "cannot be searched for real secret values",
+            )
+            return
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity"):
             self._refuse_streamed(
@@ -479,6 +569,7 @@ class SecretSubstitution:
             response.headers["transfer-encoding"] = "chunked"
         response.stream = self.scrubber.stream()
 
+    @fails_closed(_kill_response)
     def response(self, flow: http.HTTPFlow) -> None:
         """Scrub a buffered body (inflated within the bound first) and the trailers."""
         response = flow.response
@@ -531,11 +622,26 @@ class SecretSubstitution:
 
         flow.response.stream = drop
 
+    @fails_closed(_refuse_request)
     def request(self, flow: http.HTTPFlow) -> None:
-        """Judge a buffered body (a streamed one has gone on unread: see the README)."""
-        if flow.response is not None or not self.state.secrets or flow.request.stream:
+        """Judge the trailers, and a buffered body (a streamed one has gone on unread: see the
+        README)."""
+        if flow.response is not None or not self.state.secrets:
             return
         request = flow.request
+        if request.trailers:
+            # mitmproxy sends trailers after this hook, for a streamed body too.
+            trailers = request.trailers.items(multi=True)  # type: ignore[no-untyped-call]
+            verdict = secret_policy.check_trailers(self.state.secrets, trailers)
+            if not verdict.allowed:
+                if request.stream:  # the body has gone: the request ends without them
+                    request.trailers = None
+                    flow.metadata[REFUSED_TRAILERS_KEY] = verdict.reason
+                    return
+                refuse(flow, Decision(False, verdict.rule, verdict.reason))
+                return
+        if request.stream:
+            return
         destination = flow.metadata.get(DESTINATION_KEY)
         raw = request.raw_content or b""
         try:
@@ -556,12 +662,52 @@ class SecretSubstitution:
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason))
 
+    @fails_closed(_replace_error)
+    def error(self, flow: http.HTTPFlow) -> None:
+        """Scrub the error of a flow to a bound host: mitmproxy's parser errors quote what the
+        host sent, and the message goes to the agent (a 502 page) and to the audit log."""
+        destination = flow.metadata.get(DESTINATION_KEY)
+        if flow.error is None or destination is None or destination.tunnel is None:
+            return
+        if destination.tunnel.intercept and self.scrubber.replacements:
+            flow.error.msg = self.scrubber.scrub_text(flow.error.msg)
+
+    @fails_closed(_drop_message)
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        """Scrub what the bound host sends on a connection that switched protocols (101).
+
+        mitmproxy relays such a connection as raw bytes, past every HTTP hook; the host may
+        quote the handshake it was sent (and so the real value) in them, as a WebSocket
+        endpoint echoing its request does. Scrubbed as one stream per connection, so a value
+        cut between two reads is still found.
+        """
+        message = flow.messages[-1]
+        tunnel = self.state.tunnels.get(flow.server_conn.id)
+        if message.from_client or tunnel is None or not tunnel.intercept:
+            return
+        if not self.scrubber.replacements:
+            return
+        stream = self.upgraded.setdefault(flow.id, self.scrubber.stream())
+        message.content = stream(message.content)
+
+    @fails_closed(_log_only)
+    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+        self.upgraded.pop(flow.id, None)
+
+    @fails_closed(_log_only)
+    def tcp_error(self, flow: tcp.TCPFlow) -> None:
+        self.upgraded.pop(flow.id, None)
+
     def _substitute(self, headers: http.Headers, secret: BoundSecret) -> None:
-        value = self.values[secret.name]
-        for name in list(dict.fromkeys(headers.keys())):
-            current = headers.get_all(name)
-            if any(secret.placeholder in v for v in current):
-                headers.set_all(name, [v.replace(secret.placeholder, value) for v in current])
+        """Every header value carrying the placeholder gets the real value, in one pass over
+        the fields (looking the values up name by name scanned them all once per name: a head
+        of 10 000 distinct names held the proxy's only thread for half a minute)."""
+        placeholder = secret.placeholder.encode("utf-8", "surrogateescape")
+        value = self.values[secret.name].encode("utf-8", "surrogateescape")
+        headers.fields = tuple(
+            (name, raw.replace(placeholder, value) if placeholder in raw else raw)
+            for name, raw in headers.fields
+        )
 
 
 class Audit:
@@ -574,6 +720,7 @@ class Audit:
     def __init__(self, state: EgressState) -> None:
         self.state = state
 
+    @fails_closed(_log_only)
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         """A CONNECT that got no tunnel: refused by us, or the upstream could not be reached."""
         self.state.tunnels.pop(flow.server_conn.id, None)  # no tunnel to record at disconnect
@@ -584,6 +731,7 @@ class Audit:
             decision = Decision(True, decision.rule, f"{decision.reason}; failed: {failure}")
         self._record(flow, decision, "connect", flow.request.host, flow.request.port, status)
 
+    @fails_closed(_log_only)
     def http_connected(self, flow: http.HTTPFlow) -> None:
         """A relayed tunnel is recorded as it opens: a proxy killed later still leaves this."""
         tunnel = self.state.tunnels.get(flow.server_conn.id)
@@ -591,6 +739,7 @@ class Audit:
             return  # intercepted tunnels are recorded request by request
         self._record_tunnel(tunnel, "open")
 
+    @fails_closed(_refuse_request)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Count a request's bytes as it streams (mitmproxy streams large bodies unbuffered)."""
         if flow.response is None and flow.request.stream is True:
@@ -603,6 +752,7 @@ class Audit:
             flow.metadata[SENT_KEY] = sent
             flow.request.stream = count
 
+    @fails_closed(_kill_response)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Stream large responses through (nothing inspects them), counting their bytes."""
         if flow.response is None:
@@ -622,12 +772,22 @@ class Audit:
         flow.metadata[RECEIVED_KEY] = received
         flow.response.stream = count
 
+    @fails_closed(_kill_response)
     def response(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
 
+    @fails_closed(_log_only)
     def error(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
 
+    @fails_closed(_log_only)
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        """An upgraded connection's bytes are relayed, not kept: mitmproxy appends every
+        message to its flow for the connection's whole life, so one long WebSocket would
+        hold all it ever carried in the bundle's memory."""
+        del flow.messages[:-1]
+
+    @fails_closed(_log_only)
     def client_disconnected(self, client: connection.Client) -> None:
         """A relayed tunnel ends with its client: record it, then forget the client."""
         for key in [k for k, t in self.state.tunnels.items() if t.client_id == client.id]:
@@ -683,6 +843,8 @@ class Audit:
         if decision is None:
             decision = Decision(False, "internal", "no egress decision was recorded")
         reason = decision.reason
+        if dropped := flow.metadata.get(REFUSED_TRAILERS_KEY):
+            reason = f"{reason}; its trailers were not sent: {dropped}"
         if flow.error is not None and (decision.allowed or REFUSED_KEY not in flow.metadata):
             reason = f"{reason}; failed: {flow.error.msg}"
         response = flow.response

@@ -4,6 +4,14 @@
   limit (``FIXME: protect against header size DoS`` in ``_http1.py``): a 500 MB head that never
   ends is held whole. `install` makes the agent-facing HTTP/1 layer answer 431 once more than
   `MAX_REQUEST_HEAD` bytes are waiting unparsed, and close the connection.
+* **Response head size.** The same holds for the upstream's response head (``FIXME`` there
+  too): an upstream the agent controls (an allowed host, or one a person approved) could grow
+  the bundle without bound with one request. Past `MAX_RESPONSE_HEAD` bytes the upstream
+  connection is closed and the agent gets a 502 naming the limit.
+* **Error pages say what the addons let them say.** When an upstream's answer cannot be parsed,
+  mitmproxy sends the agent a 502 quoting the offending bytes, straight from its parser, after
+  the ``error`` hook: a bound host's malformed answer quoting the real value reached the agent.
+  The page now carries ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
 * **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
@@ -16,10 +24,11 @@ here. These patches reach into mitmproxy's internals, so `install` refuses any o
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
+MAX_RESPONSE_HEAD = 256 * 1024  # bytes: status line and headers from an upstream
 MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
 REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
 
@@ -34,7 +43,7 @@ def head_too_large_message(size: int) -> str:
 
 
 def install() -> None:
-    """Patch mitmproxy's HTTP/1 server layer and HTTP stream (once per process)."""
+    """Patch mitmproxy's HTTP/1 server and client layers and HTTP stream (once per process)."""
     global _installed
     if _installed:
         return
@@ -48,6 +57,8 @@ def install() -> None:
     from mitmproxy.proxy.layers.http import HttpStream, _http1
 
     _guard_request_head(_http1.Http1Server)
+    _guard_response_head(_http1.Http1Client)
+    _guard_error_message(HttpStream)
     _guard_refused_body(HttpStream)
     _installed = True
 
@@ -77,6 +88,63 @@ def _guard_request_head(server_class: Any) -> None:
         return result
 
     server_class._handle_event = _handle_event
+
+
+def response_head_too_large_message(size: int) -> str:
+    return (
+        f"bot-bottle refused the upstream's response (rule: response-head-limit): its status "
+        f"line and headers exceed {MAX_RESPONSE_HEAD} bytes ({size} bytes buffered without an end)"
+    )
+
+
+def _guard_response_head(client_class: Any) -> None:
+    from mitmproxy.proxy import commands
+    from mitmproxy.proxy.layers.http._base import ReceiveHttp
+    from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+
+    original: Callable[[Any, Any], CommandGenerator] = client_class._handle_event
+
+    def _handle_event(self: Any, event: Any) -> CommandGenerator:
+        result = yield from original(self, event)
+        # As for a head mitmproxy cannot parse: close the upstream, fail the stream (a 502).
+        if self.state == self.read_headers and len(self.buf) > MAX_RESPONSE_HEAD:
+            size = len(self.buf)
+            self.buf.maybe_extract_at_most(size)
+            yield commands.CloseConnection(self.conn)
+            if self.stream_id is not None:
+                message = response_head_too_large_message(size)
+                yield ReceiveHttp(ResponseProtocolError(self.stream_id, message))
+            self.state = self.done
+        return result
+
+    client_class._handle_event = _handle_event
+
+
+def _guard_error_message(stream_class: Any) -> None:
+    from mitmproxy.proxy.layers.http import SendHttp
+
+    original: Callable[[Any, Any], CommandGenerator] = stream_class.handle_protocol_error
+
+    def handle_protocol_error(self: Any, event: Any) -> CommandGenerator:
+        # Relay the original's commands (and the answers to them) one by one; the error's
+        # message is read again from the flow once the error hook has run.
+        commands = original(self, event)
+        reply = None
+        while True:
+            try:
+                command = commands.send(reply)
+            except StopIteration as done:
+                return done.value
+            if (
+                isinstance(command, SendHttp)
+                and command.event is event
+                and command.connection is self.context.client
+                and self.flow.error is not None
+            ):
+                cast(Any, event).message = self.flow.error.msg  # a Request/ResponseProtocolError
+            reply = yield command
+
+    stream_class.handle_protocol_error = handle_protocol_error
 
 
 def _guard_refused_body(stream_class: Any) -> None:

@@ -265,23 +265,27 @@ def split_authority(authority: str) -> tuple[str, int | None] | None:
     None when the text is not an authority (a port that is not a number, empty host).
     """
     text = authority.strip()
-    port: int | None = None
+    number: str | None = None
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
             return None
         host, rest = text[1:end], text[end + 1 :]
         if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
+            if not rest.startswith(":"):
                 return None
-            port = int(rest[1:])
+            number = rest[1:]
     elif text.count(":") == 1:
         host, _, number = text.partition(":")
-        if not number.isdigit():
-            return None
-        port = int(number)
     else:
         host = text
+    port: int | None = None
+    if number is not None:
+        # ASCII digits only: str.isdigit() is also true of '¹' and '٣', which int() then
+        # refuses or reads as another number; a port is 1 to 5 of 0-9.
+        if not (1 <= len(number) <= 5 and number.isascii() and number.isdigit()):
+            return None
+        port = int(number)
     host = host.lower().rstrip(".")
     if not host:
         return None
@@ -314,7 +318,10 @@ def check_names(
     for label, value, has_port in checks:
         if value is None or value == "":
             continue
-        parsed = split_authority(value) if has_port else (value.lower().rstrip("."), None)
+        # Names are ASCII (IDNA A-labels): str.lower() would also fold the Kelvin sign into 'k'.
+        parsed = None
+        if value.isascii():
+            parsed = split_authority(value) if has_port else (value.lower().rstrip("."), None)
         named_ip = _ip_literal(parsed[0]) if parsed else None
         same_host = parsed is not None and (
             parsed[0] == expected or (named_ip is not None and named_ip == expected_ip)
@@ -329,3 +336,9 @@ def check_names(
                 "address the request to the host it is meant for (no domain fronting)",
             )
     return None
+
+
+def host_header(host: str, port: int, default_port: int) -> str:
+    """The Host header that names `host`:`port` (the port only when it is not the default)."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == default_port else f"{shown}:{port}"

@@ -24,9 +24,18 @@ from dataclasses import dataclass
 
 
 def value_forms(value: str) -> tuple[bytes, ...]:
-    """The byte strings that reveal `value`: as sent, JSON-escaped, percent-encoded."""
+    """The byte strings that reveal `value`: as sent, JSON-escaped, percent-encoded, and as
+    Python's repr() of the text or of its bytes shows it (a proxy error quoting what a bound
+    host sent)."""
     quoted = urllib.parse.quote(value, safe="")
-    forms = [value, json.dumps(value)[1:-1], quoted, _lower_hex(quoted)]
+    forms = [
+        value,
+        json.dumps(value)[1:-1],
+        quoted,
+        _lower_hex(quoted),
+        repr(value)[1:-1],
+        repr(value.encode())[2:-1],
+    ]
     return tuple(dict.fromkeys(form.encode() for form in forms if form))
 
 

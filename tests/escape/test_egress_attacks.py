@@ -184,6 +184,26 @@ def test_a_secret_echoed_by_the_bound_host_never_reaches_the_agent(arena: Arena,
     assert sent and sent[-1]["headers"]["Authorization"] == f"Bearer {arena.secret}"
 
 
+@pytest.mark.parametrize("mode", ["bad-header", "bad-status", "truncated-head"])
+def test_an_unparseable_answer_quoting_the_secret_never_reaches_the_agent(
+    arena: Arena, mode: str
+) -> None:
+    """mitmproxy's 502 page quotes the bytes its parser choked on: the bound host's garbage
+    answer quoting the Authorization it was sent."""
+    _, output = arena.agent(f'$CURL -i -H "$AUTH" https://secret.test/reflect/{mode}')
+    assert _status(output) == 502 and "bbph_" in output, output
+    assert arena.secret not in output
+    assert arena.secret not in arena.audit_log.read_text()
+
+
+def test_a_transfer_coded_answer_from_the_bound_host_is_refused(arena: Arena) -> None:
+    """curl --tr-encoding asks for "TE: gzip" and inflates a gzip transfer coding itself;
+    mitmproxy only de-chunks, so the compressed value passed the scrubber."""
+    _, output = arena.agent('$CURL -i --tr-encoding -H "$AUTH" https://secret.test/reflect/te-gzip')
+    assert arena.secret not in output
+    assert _status(output) == 502 and "response-not-inspectable" in output, output
+
+
 def test_a_compressed_stream_from_the_bound_host_is_refused(arena: Arena) -> None:
     _, output = arena.agent('$CURL -i -H "$AUTH" https://secret.test/reflect/gzip-stream')
     assert arena.secret not in output
@@ -266,6 +286,14 @@ NAME_MISMATCHES = [
         "",  # its refusal names no one part
         id="absolute-form",
     ),
+    # '¹' passes str.isdigit() and int() refuses it: the name check crashed, and mitmproxy
+    # carried on as if it had passed, sending the real value on with the other host's name.
+    pytest.param(
+        "$CURL -i -H \"$AUTH\" -H $'Host: other.test:\\xc2\\xb9' https://secret.test/superscript",
+        "/superscript",
+        "Host",
+        id="host-port-not-a-number",
+    ),
 ]
 
 
@@ -283,6 +311,34 @@ def test_plain_http_with_the_bound_hosts_name_in_host_is_refused(arena: Arena) -
     assert _status(output) == 403, output
     assert "name-mismatch" in output or "secret-wrong-host" in output
     assert not [r for r in arena.received() if r["path"] == "/plain"]
+
+
+def test_a_request_without_a_host_goes_out_named_for_its_destination(arena: Arena) -> None:
+    """Without a Host the upstream picks its default virtual host (on a shared front, maybe
+    another tenant) for a request carrying the real value; the proxy names the destination."""
+    _, output = arena.agent(
+        _s_client("secret.test", "GET /hostless HTTP/1.0\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n")
+    )
+    assert " 200 " in output and arena.secret not in output, output
+    (seen,) = [r for r in arena.received() if r["path"] == "/hostless"]
+    assert seen["headers"].get("Host") == "secret.test"
+
+
+def test_an_upgraded_connection_from_the_bound_host_is_scrubbed(arena: Arena) -> None:
+    """The bound host switches protocols (101) and quotes the handshake on the upgraded
+    connection, where mitmproxy relays raw bytes past the HTTP hooks."""
+    _, output = arena.agent(
+        _s_client(
+            "secret.test",
+            "GET /reflect/upgrade HTTP/1.1\\r\\nHost: secret.test\\r\\n"
+            "Authorization: Bearer %s\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n\\r\\n",
+        )
+    )
+    assert " 101 " in output, output
+    assert arena.secret not in output
+    assert "seen: Bearer bbph_" in output, output
+    sent = [r for r in arena.received() if r["path"] == "/reflect/upgrade"]
+    assert sent and sent[-1]["headers"]["Authorization"] == f"Bearer {arena.secret}"
 
 
 # --------------------------------------------------------------------------- resources
@@ -351,6 +407,18 @@ def test_an_unending_request_head_gets_431_and_costs_the_bundle_little(arena: Ar
     assert result["response"].startswith("HTTP/1.1 431"), result
     assert "request-head-limit" in result["response"]
     assert result["sent"] < size
+
+
+def test_an_unending_response_head_gets_502_and_costs_the_bundle_little(arena: Arena) -> None:
+    """One small request; the upstream (one the agent could control) answers with 128 MiB of
+    headers, which mitmproxy would buffer whole."""
+    size = 128 * 1024 * 1024
+
+    def run() -> tuple[int, str]:
+        return arena.agent(f"$CURL -i http://other.test/endless-head/{size} | head -c 2000")
+
+    _, output = _measured(arena, "128 MiB response head", run)
+    assert _status(output) == 502 and "response-head-limit" in output, output[:2000]
 
 
 def test_a_huge_body_to_a_denied_host_gets_403_unread(arena: Arena) -> None:

@@ -263,3 +263,44 @@ def test_audit_reader_sees_what_the_addons_wrote(state: EgressState) -> None:
 def _options() -> object:
     with taddons.context() as tctx:
         return tctx.options
+
+
+@pytest.mark.parametrize("url", ["https://secret.example.com/x", "http://api.example.com/x"])
+def test_placeholder_in_trailers_is_refused(state: EgressState, url: str) -> None:
+    flow = request_flow("POST", url, body=b"abc")
+    flow.request.trailers = http.Headers(x_signature=TOKEN)
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "secret-in-trailers" in (flow.response.get_text() or "")
+
+
+def test_placeholder_in_trailers_of_a_streamed_body_is_not_sent(state: EgressState) -> None:
+    flow = request_flow("POST", "https://secret.example.com/x")
+    flow.request.stream = True  # the body went upstream unbuffered; the trailers are still here
+    flow.request.trailers = http.Headers(x_signature=TOKEN)
+    _, secrets, audit = addons(state)
+    with taddons.context():
+        secrets.request(flow)
+        flow.response = http.Response.make(200, b"upstream says hi")
+        audit.response(flow)
+    assert flow.request.trailers is None
+    assert "trailers were not sent" in str(audit_lines(state)[-1]["reason"])
+
+
+def test_every_header_value_with_the_placeholder_is_replaced_and_nothing_else(
+    state: EgressState,
+) -> None:
+    flow = intercepted_flow(state, {})
+    flow.request.headers.fields = (
+        (b"X-Key", TOKEN.encode()),
+        (b"X-Key", b"plain"),
+        (b"Cookie", f"a=1; k={TOKEN}; z={TOKEN}".encode()),
+        (TOKEN.encode(), b"a name is not replaced"),
+    )
+    run_request(state, flow)
+    assert flow.request.headers.fields[:4] == (
+        (b"X-Key", REAL.encode()),
+        (b"X-Key", b"plain"),
+        (b"Cookie", f"a=1; k={REAL}; z={REAL}".encode()),
+        (TOKEN.encode(), b"a name is not replaced"),
+    )

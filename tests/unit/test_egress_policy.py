@@ -16,6 +16,7 @@ from bottle_engine.bundle.egress_policy import (
     EgressPolicy,
     check_names,
     decide,
+    host_header,
     split_authority,
 )
 
@@ -175,6 +176,13 @@ def test_from_config_names_the_bottle_or_a_placeholder() -> None:
         ("example.com:https", None),
         ("", None),
         ("[::1", None),
+        # str.isdigit() is true of these, and int() refuses them (a crash in the proxy's check
+        # let the request through) or reads another number: a port is ASCII digits only.
+        ("example.com:\u00b9", None),
+        ("[::1]:\u00b2", None),
+        ("example.com:\u0664\u0664\u0663", None),
+        ("example.com:000443", None),
+        ("example.com:", None),
     ],
 )
 def test_split_authority(text: str, expected: tuple[str, int | None] | None) -> None:
@@ -194,6 +202,8 @@ def test_split_authority(text: str, expected: tuple[str, int | None] | None) -> 
         ({"authority": "evil.example.com"}, False),
         ({"host_header": "api.example.com.evil.example"}, False),
         ({"host_header": "api.example.com:443:1"}, False),
+        ({"host_header": "evil.example.com:\u00b9"}, False),
+        ({"host_header": "api.example.com:\u00b9"}, False),
     ],
 )
 def test_every_name_must_be_the_destination(names: dict[str, str], agrees: bool) -> None:
@@ -201,3 +211,32 @@ def test_every_name_must_be_the_destination(names: dict[str, str], agrees: bool)
     assert (refusal is None) == agrees
     if refusal is not None:
         assert refusal.rule == NAME_MISMATCH and "api.example.com:443" in refusal.reason
+
+
+@pytest.mark.parametrize("part", ["sni", "host_header", "authority"])
+def test_names_are_ascii(part: str) -> None:
+    """U+212A KELVIN SIGN lower-cases to 'k': such a name is not the host it folds into."""
+    assert check_names("key.example.com", 443, 443, **{part: "key.example.com"}) is None
+    refusal = check_names("key.example.com", 443, 443, **{part: "\u212aey.example.com"})
+    assert refusal is not None and refusal.rule == NAME_MISMATCH
+
+
+def test_a_name_that_is_no_authority_is_a_mismatch_not_a_crash() -> None:
+    for value in ("\u00b9", "x:\u00b9", "[::1]:\u00b3", "\x00", "a" * 100_000 + ":1"):
+        refusal = check_names("api.example.com", 443, 443, host_header=value)
+        assert refusal is not None and refusal.rule == NAME_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "default", "expected"),
+    [
+        ("api.example.com", 443, 443, "api.example.com"),
+        ("api.example.com", 8443, 443, "api.example.com:8443"),
+        ("2001:db8::1", 80, 80, "[2001:db8::1]"),
+        ("2001:db8::1", 8080, 80, "[2001:db8::1]:8080"),
+    ],
+)
+def test_the_host_header_the_proxy_gives_a_request_without_one(
+    host: str, port: int, default: int, expected: str
+) -> None:
+    assert host_header(host, port, default) == expected

@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ import pytest
 
 from bottle_engine.bundle.audit import read_audit
 from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
-from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD
+from bottle_engine.bundle.egress_clients import MAX_CLIENT_CONNECTIONS
+from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD
 from tests.bundle_helpers import (
+    BROKEN_REFLECTIONS,
     free_port,
     loopback_egress_lab,
     make_test_ca,
@@ -413,6 +416,258 @@ def test_a_compressed_stream_from_the_bound_host_is_refused_with_502(lab: Lab) -
             return
         time.sleep(0.05)
     raise AssertionError("the refused response was not logged")
+
+
+# --------------------------------------------------------------------------- crashes, names
+
+
+def _raw(sock: socket.socket, head: bytes) -> tuple[int, str]:
+    sock.sendall(head)
+    status, _, body = read_http_response(sock)
+    return status, body.decode("utf-8", "replace")
+
+
+# '¹' (sent as UTF-8) passes str.isdigit() and makes int() raise: the name check crashed, and
+# mitmproxy let the request through unchecked, the real value with it, naming another host.
+SUPERSCRIPT_PORT = b":\xc2\xb9"
+
+
+def test_a_host_header_whose_port_is_no_number_is_refused_in_a_tunnel(lab: Lab) -> None:
+    with tunnel(lab, "secret.test") as sock:
+        status, body = _raw(
+            sock,
+            b"GET /superscript HTTP/1.1\r\nHost: other.test"
+            + SUPERSCRIPT_PORT
+            + f"\r\n{AUTH}\r\n\r\n".encode(),
+        )
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/superscript") == []
+
+
+def test_a_host_header_whose_port_is_no_number_is_refused_on_plain_http(lab: Lab) -> None:
+    with _connect(lab) as sock:
+        status, body = _raw(
+            sock,
+            f"GET http://other.test:{lab.http}/superscript-plain HTTP/1.1\r\n".encode()
+            + b"Host: stranger.test"
+            + SUPERSCRIPT_PORT
+            + b"\r\n\r\n",
+        )
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/superscript-plain") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "host"), [("HTTP/1.0", b""), ("HTTP/1.1", b""), ("HTTP/1.1", b"Host:\r\n")]
+)
+def test_a_request_without_a_host_name_gets_its_destinations(
+    lab: Lab, version: str, host: bytes
+) -> None:
+    """Without a Host header the upstream would pick its default virtual host (on a shared
+    front, maybe another tenant's) for the request carrying the real value."""
+    path = f"/hostless-{version[-1]}-{len(host)}"
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = _raw(
+            sock, f"GET {path} {version}\r\n".encode() + host + f"{AUTH}\r\n\r\n".encode()
+        )
+    with _connect(lab) as sock:
+        plain, _ = _raw(
+            sock,
+            f"GET http://other.test:{lab.http}{path}-plain {version}\r\n".encode() + host + b"\r\n",
+        )
+    assert status == plain == 200
+    (seen,) = lab.seen_upstream(path)
+    assert seen["headers"]["Host"] == f"secret.test:{lab.https}"
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+    (seen_plain,) = lab.seen_upstream(f"{path}-plain")
+    assert seen_plain["headers"]["Host"] == f"other.test:{lab.http}"
+
+
+def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab: Lab) -> None:
+    """The bound host answers 101 and quotes the handshake on the upgraded connection, the
+    value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(
+            get("/reflect/upgrade", host, AUTH, "Connection: Upgrade", "Upgrade: websocket")
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert REAL.encode() not in received
+    assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
+    (seen,) = lab.seen_upstream("/reflect/upgrade")
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+
+
+def _chunked_with_trailer(target: str, host: str, *headers: str) -> bytes:
+    lines = [f"POST {target} HTTP/1.1", f"Host: {host}", *headers, "Transfer-Encoding: chunked"]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return head + f"3\r\nabc\r\n0\r\nX-Signature: {PLACEHOLDER}\r\n\r\n".encode()
+
+
+def _send_or_hang(sock: socket.socket, request: bytes) -> int | None:
+    """The status the proxy answers with, or None when it leaves the connection unanswered."""
+    sock.settimeout(3)
+    try:
+        return _raw(sock, request)[0]
+    except (TimeoutError, ConnectionError):
+        return None
+
+
+def test_a_placeholder_in_request_trailers_goes_nowhere(lab: Lab) -> None:
+    """Trailers follow a chunked body. mitmproxy 11 does not relay HTTP/1 request trailers at
+    all (its HTTP/1 layer raises and leaves the connection unanswered); should a later version
+    relay them, `SecretSubstitution.request` refuses a placeholder in them to any host."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        bound = _send_or_hang(sock, _chunked_with_trailer("/trailer-bound", host, AUTH))
+    with _connect(lab) as sock:
+        target = f"http://other.test:{lab.http}/trailer-plain"
+        plain = _send_or_hang(sock, _chunked_with_trailer(target, f"other.test:{lab.http}"))
+    assert bound in (None, 403) and plain in (None, 403)
+    assert lab.seen_upstream("/trailer-bound") == lab.seen_upstream("/trailer-plain") == []
+
+
+def test_an_unending_response_head_gets_502_naming_the_limit(lab: Lab) -> None:
+    """An upstream the agent controls answers one small request with 8 MiB of headers;
+    mitmproxy would buffer them whole (and pass them on)."""
+    with _connect(lab) as sock:
+        target = f"http://other.test:{lab.http}/endless-head/{8 * 1024 * 1024}"
+        status, body = _raw(sock, get(target, f"other.test:{lab.http}"))
+    assert status == 502 and "response-head-limit" in body, body[:300]
+    assert str(MAX_RESPONSE_HEAD) in body
+
+
+@pytest.mark.parametrize("mode", sorted(BROKEN_REFLECTIONS))
+def test_an_unparseable_answer_quoting_the_value_reaches_neither_agent_nor_log(
+    lab: Lab, mode: str
+) -> None:
+    """mitmproxy's parser errors quote the bytes they choke on, in the 502 page it sends the
+    agent and in the flow's error (the audit log's reason): a bound host answering garbage that
+    quotes the Authorization it got handed the real value to both."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.settimeout(5)
+        sock.sendall(get(f"/reflect/{mode}", host, AUTH))
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (TimeoutError, ConnectionError):
+            pass
+    (seen,) = lab.seen_upstream(f"/reflect/{mode}")
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+    assert REAL.encode() not in received
+    assert REAL not in lab.audit.read_text()
+    if mode != "bad-chunk":  # its head has gone to the agent already: the error is logged only
+        assert received.startswith(b"HTTP/1.1 502 ") and PLACEHOLDER.encode() in received
+
+
+def _closed_at_once(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+
+
+def test_connections_past_the_cap_are_closed(lab: Lab) -> None:
+    """Each connection may hold a request head of up to 64 KiB unparsed: without a cap on
+    open connections the agent grows the proxy by that much per connection."""
+    partial = b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\nX-Big: " + b"a" * 60_000
+    held = []
+    try:
+        for _ in range(MAX_CLIENT_CONNECTIONS):
+            sock = _connect(lab)
+            sock.sendall(partial)
+            held.append(sock)
+        with _connect(lab) as extra:
+            assert _closed_at_once(extra)
+        held.pop().close()
+        status = None
+        for _ in range(100):  # until the proxy has seen the close (bounded)
+            with _connect(lab) as sock:
+                sock.settimeout(10)
+                try:
+                    status, _ = _raw(sock, get(f"http://other.test:{lab.http}/capped", "x"))
+                except ConnectionError:
+                    time.sleep(0.05)
+                    continue
+            break
+        assert status == 403  # answered (a Host mismatch), not closed
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_many_headers_to_the_bound_host_cost_the_proxy_little(lab: Lab) -> None:
+    """A 63 KiB head of 9 500 distinct header names with the placeholder: substituting name
+    by name scanned every header for each name (over 30 s of the proxy's only thread here,
+    during which no other connection was served). Now a second client is answered meanwhile,
+    within its socket timeout, and the big request goes out with the real value."""
+    host = f"secret.test:{lab.https}"
+    many = [f"{i:03x}:" for i in range(0x100, 0x100 + 9_500)]  # "100:", 6 or 7 bytes a line
+    request = get("/many-headers", host, AUTH, *many)
+    assert len(request) < MAX_REQUEST_HEAD
+    with tunnel(lab, "secret.test") as big:
+        big.sendall(request)
+        with _connect(lab) as other:
+            quick, _ = _raw(other, get(f"http://other.test:{lab.http}/meanwhile", "x"))
+        status, _, _ = read_http_response(big)
+    assert quick == 403 and status == 200
+    (seen,) = lab.seen_upstream("/many-headers")
+    assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
+    assert len(seen["headers"]) > 9_500
+
+
+def test_a_transfer_coded_answer_from_the_bound_host_never_carries_the_value(lab: Lab) -> None:
+    """Transfer-Encoding: gzip, chunked from the bound host: mitmproxy de-chunks, leaves the
+    gzip, and the proxy re-framed it as plain chunked; the agent could inflate the real value
+    out of it. The agent's own "TE: gzip" is not passed on, and such an answer is refused."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get("/reflect/te-gzip", host, AUTH, "TE: gzip", "Connection: close"))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    start = body.find(b"\x1f\x8b")
+    if start >= 0:
+        assert REAL.encode() not in zlib.decompressobj(31).decompress(body[start:])
+    assert head.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in body, received
+    (seen,) = lab.seen_upstream("/reflect/te-gzip")
+    assert "TE" not in seen["headers"] and "te" not in seen["headers"]
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "extra"),
+    [
+        # permessage-deflate: the host's messages would be compressed, past the scrubber
+        ("websocket", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"),
+        # mitmproxy drops an h2c offer; the host then switches to a protocol of its own
+        # (h2c's HPACK would hide header values from the scrubber)
+        ("h2c", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"),
+    ],
+)
+def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, extra: str) -> None:
+    host = f"secret.test:{lab.https}"
+    path = f"/reflect/upgrade?{upgrade}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get(path, host, AUTH, "Connection: Upgrade", f"Upgrade: {upgrade}", extra))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            if b"response-not-inspectable" in received:
+                break
+    assert REAL.encode() not in received
+    (seen,) = lab.seen_upstream(path)
+    assert "Sec-WebSocket-Extensions" not in seen["headers"]
+    if upgrade == "websocket":  # offered no compression, the host upgrades plainly
+        assert received.startswith(b"HTTP/1.1 101 ") and PLACEHOLDER.encode() in received
+    else:
+        assert received.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in received
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:

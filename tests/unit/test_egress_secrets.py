@@ -11,7 +11,9 @@ from bottle_engine.bundle.config import SecretBinding
 from bottle_engine.bundle.secret_policy import (
     BODY_NOT_INSPECTABLE,
     DECODED_BODY_LIMIT,
+    MAX_CODINGS,
     PLACEHOLDER_IN_BODY,
+    PLACEHOLDER_IN_TRAILERS,
     PLACEHOLDER_IN_URL,
     PLACEHOLDER_PLAIN_HTTP,
     PLACEHOLDER_WRONG_HOST,
@@ -19,6 +21,7 @@ from bottle_engine.bundle.secret_policy import (
     bind_secrets,
     body_forms,
     check_request,
+    check_trailers,
     intercepts,
 )
 
@@ -181,3 +184,22 @@ def test_bodies_that_cannot_be_decoded_with_a_bound_are_refused(encoding: str, b
 def test_identity_and_empty_bodies_are_searched_as_sent() -> None:
     assert body_forms(b"abc", "identity") == [b"abc"]
     assert body_forms(b"", "gzip") == [b""]
+
+
+def test_a_placeholder_in_trailers_is_refused_wherever_it_goes() -> None:
+    for trailers in ([("X-Key", TOKEN)], [("X-Sig", f"v1,{TOKEN}")], [(TOKEN, "x")]):
+        verdict = check_trailers(SECRETS, trailers)
+        assert (verdict.allowed, verdict.rule) == (False, PLACEHOLDER_IN_TRAILERS)
+        assert "trailers" in verdict.reason
+    assert check_trailers(SECRETS, [("X-Checksum", "abc")]).allowed
+    assert check_trailers(SECRETS, []).allowed
+
+
+def test_more_content_codings_than_the_bound_are_refused_undecoded() -> None:
+    data = b"x"
+    for _ in range(MAX_CODINGS):
+        data = gzip.compress(data, mtime=0)
+    assert body_forms(data, ", ".join(["gzip"] * MAX_CODINGS))[-1] == b"x"
+    with pytest.raises(BodyRefused) as refused:
+        body_forms(gzip.compress(data), ", ".join(["gzip"] * (MAX_CODINGS + 1)))
+    assert refused.value.rule == BODY_NOT_INSPECTABLE and "content codings" in refused.value.reason

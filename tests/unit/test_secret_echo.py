@@ -73,3 +73,10 @@ def test_no_secrets_means_nothing_changes() -> None:
     empty = Scrubber.for_values([])
     data = bytes(random.Random(1).randbytes(1000))
     assert empty.scrub(data) == data and empty.stream()(data) == data
+
+
+def test_a_value_quoted_by_repr_is_found() -> None:
+    """mitmproxy's parser errors quote what the upstream sent as repr() of bytes."""
+    scrubber = Scrubber.for_values([("tok\\en\u00e9", "PH")])
+    quoted = repr(b"X-Seen: " + "tok\\en\u00e9".encode())
+    assert scrubber.scrub_text(quoted) == repr(b"X-Seen: ")[:-1] + "PH'"
