@@ -14,6 +14,7 @@ import http.client
 import ipaddress
 import json
 import random
+import re
 import socket
 import ssl
 import subprocess
@@ -108,7 +109,11 @@ class EchoHandler(BaseHTTPRequestHandler):
         import urllib.parse
 
         secret = self.headers.get("Authorization", "").encode()
-        special = {"upgrade": self._reflect_upgraded, "te-gzip": self._reflect_transfer_coded}
+        special = {
+            "upgrade": self._reflect_upgraded,
+            "te-gzip": self._reflect_transfer_coded,
+            "range": self._reflect_in_ranges,
+        }
         if mode in special:
             special[mode](secret)
             return
@@ -163,6 +168,25 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         self.close_connection = True
+
+    def _reflect_in_ranges(self, secret: bytes) -> None:
+        """``/reflect/range``: the value in a small body that honours ``Range: bytes=A-B`` (206
+        with that slice); ``?always`` answers 206 with the first half even when not asked."""
+        body = b"error: bad token " + secret + b"\n"
+        asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        if asked:
+            first, last = int(asked.group(1)), min(int(asked.group(2)), len(body) - 1)
+        elif self.path.endswith("?always"):
+            first, last = 0, len(body) // 2
+        else:
+            first, last = 0, len(body) - 1
+        partial = (first, last) != (0, len(body) - 1)
+        self.send_response(206 if partial else 200)
+        if partial:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.end_headers()
+        self.wfile.write(body[first : last + 1])
 
     def _endless_head(self, size: int) -> None:
         """``/endless-head/N``: a response head of about N bytes of headers (then an empty

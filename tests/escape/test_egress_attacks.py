@@ -210,6 +210,18 @@ def test_a_compressed_stream_from_the_bound_host_is_refused(arena: Arena) -> Non
     assert _status(output) == 502 and "response-not-inspectable" in output, output
 
 
+def test_the_bound_hosts_echo_cannot_be_fetched_piece_by_piece(arena: Arena) -> None:
+    """curl --range picks which bytes of the echo come back: the value four bytes at a time,
+    no piece of which the scrubber can recognise, joined again in the bottle."""
+    start = len("error: bad token Bearer ")
+    _, output = arena.agent(
+        f"for i in $(seq 0 4 {len(arena.secret) - 1}); do a=$(({start} + i)); "
+        '$CURL -r "$a-$((a + 3))" -H "$AUTH" https://secret.test/reflect/range; done'
+    )
+    assert arena.secret not in "".join(output.split()), output
+    assert "bbph_" in output, output
+
+
 # --------------------------------------------------------------------------- one destination
 
 H2_CONFUSION = r"""

@@ -679,3 +679,35 @@ def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     for request in carrying:
         assert (request["sni"], request["port"]) == ("secret.test", lab.https), request
         assert request["headers"]["Host"] == f"secret.test:{lab.https}", request
+
+
+def _pieces(value: str, size: int = 6) -> list[bytes]:
+    """The `size`-byte pieces of `value` that the placeholder does not share ("-live-")."""
+    pieces = (value[i : i + size] for i in range(len(value) - size + 1))
+    return [piece.encode() for piece in pieces if piece not in PLACEHOLDER]
+
+
+def test_a_range_request_never_gets_a_piece_of_the_real_value(lab: Lab) -> None:
+    """With Range the agent picks which bytes of an echo come back: "error: bad token Bearer "
+    is 24 bytes, so bytes 24-29, 30-35, ... of the reflection are the real value six bytes at a
+    time, pieces the scrubber cannot recognise. The proxy asks for the whole body instead."""
+    host = f"secret.test:{lab.https}"
+    start = len("error: bad token Bearer ")
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(
+            get("/reflect/range", host, AUTH, f"Range: bytes={start}-{start + 5}", "If-Range: x")
+        )
+        status, _, body = read_http_response(sock)
+    assert not any(piece in body for piece in _pieces(REAL)), body
+    assert (status, body) == (200, f"error: bad token Bearer {PLACEHOLDER}\n".encode())
+    (seen,) = lab.seen_upstream("/reflect/range")
+    assert "Range" not in seen["headers"] and "If-Range" not in seen["headers"]
+
+
+def test_partial_content_from_the_bound_host_is_refused(lab: Lab) -> None:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get("/reflect/range?always", host, AUTH))
+        status, head, body = read_http_response(sock)
+    assert status == 502 and b"response-not-inspectable" in body
+    assert not any(piece in head + body for piece in _pieces(REAL))
