@@ -71,8 +71,8 @@ def test_a_push_of_many_long_refs_leaves_one_bounded_line_in_the_gate_log(
 ) -> None:
     """The gate's audit log (git-gate.jsonl, in the state dir) gets an entry per push; the
     agent chooses how many refs a push carries and how long their names are."""
-    for gate in start_gate(tmp_path):
-        refs = 2000
+    refs = 2000
+    for gate in start_gate(tmp_path, max_push_refs=refs):
         long_name = "agent/" + "n" * 200
         gate.sh(
             f'for i in $(seq {refs}); do echo "create refs/heads/{long_name}-$i HEAD"; done'

@@ -38,6 +38,14 @@ def test_incoming_bytes_sums_the_quarantine_and_is_zero_without_one(tmp_path: Pa
     assert store.incoming_bytes({}) == 0  # a push of deletions only: git sent no pack
 
 
+def test_new_refs_are_charged_a_block_per_part_past_refs_heads() -> None:
+    block = store.REF_BLOCK_BYTES
+    assert store.ref_bytes([]) == 0
+    assert store.ref_bytes(["refs/heads/main"]) == block
+    assert store.ref_bytes(["refs/heads/agent/x", "refs/heads/agent/y"]) == 4 * block
+    assert store.ref_bytes(["refs/heads/a/b/c/d"]) == 4 * block
+
+
 def test_a_planted_link_as_the_ledger_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").write_text("0")
     os.symlink(tmp_path / "elsewhere", tmp_path / store.LEDGER_NAME)

@@ -216,7 +216,10 @@ def judge_push(
         decisions.append((update, decide(update, ancestor, upstream)))
     refused = [d.message for _, d in decisions if not d.allowed]
     if refused:
-        return decisions, Verdict(False, ("push refused by the branch policy:", *refused))
+        return decisions, Verdict(
+            False,
+            ("push refused by the branch policy:", *refused[:MAX_REPORTED], *_more(len(refused))),
+        )
     pushed = [u for u, _ in decisions if u.kind != "delete"]
     not_commits = non_commit_values(git_dir, pushed)
     if not_commits:
@@ -475,13 +478,25 @@ def forward(
 def pre_receive(
     git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str
 ) -> Verdict:
-    """The whole pre-receive decision: the store budget, policy, scan, then forwarding
-    upstream."""
-    incoming = store.incoming_bytes()
+    """The whole pre-receive decision: the number of refs, the store budget (the pack and the
+    new refs), policy, scan, then forwarding upstream."""
+    updates = parse_updates(stdin_text)
+    if len(updates) > upstream.max_push_refs:
+        return Verdict(
+            False,
+            (
+                f"push refused: it updates {len(updates)} refs; the gate takes at most "
+                f"{upstream.max_push_refs} refs per push to {upstream.name!r} (max_push_refs)",
+                "push fewer branches at a time (e.g. `git push origin BRANCH`)",
+            ),
+        )
+    incoming = store.incoming_bytes() + store.ref_bytes(
+        [u.ref for u in updates if u.kind == "create"]
+    )
     refusal = reserve_store(git_dir, config, upstream, incoming)
     if refusal is not None:
         return refusal
-    verdict = judge_and_forward(git_dir, config, upstream, parse_updates(stdin_text))
+    verdict = judge_and_forward(git_dir, config, upstream, updates)
     if not verdict.accepted:
         store.release(git_dir, incoming)
     return verdict
