@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from bottle_engine.bundle.audit import append_line
-from bottle_engine.bundle.gitgate import store
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.gitgate import gate, store
+from bottle_engine.git import GitError
 
 
 @pytest.mark.parametrize(
@@ -70,3 +72,24 @@ def test_append_line_refuses_a_planted_link(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         append_line(tmp_path / "git-gate.jsonl", "{}", 1000)
     assert target.read_text() == ""
+
+
+def test_a_push_whose_check_fails_is_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git fails the push when the hook raises (a git error, the CPU bound's SIGXCPU): the
+    ledger must drop it too, or each such push shrinks the budget until the next start."""
+    quarantine = tmp_path / "incoming"
+    quarantine.mkdir()
+    (quarantine / "pack-1.pack").write_bytes(b"p" * 500)
+    monkeypatch.setenv(store.QUARANTINE_ENV, str(quarantine))
+
+    def broken(*_args: object) -> gate.Verdict:
+        raise GitError("reading objects: git died")
+
+    monkeypatch.setattr(gate, "judge_and_forward", broken)
+    upstream = GitUpstreamConfig(name="origin", url="file:///nowhere", push_branches=("*",))
+    config = BundleConfig(slug="s", bundle_ip="127.0.0.1", agent_subnet="127.0.0.0/8")
+    with pytest.raises(GitError):
+        gate.pre_receive(tmp_path, config, upstream, f"{'0' * 40} {'1' * 40} refs/heads/x\n")
+    assert store.stored_bytes(tmp_path) == 0

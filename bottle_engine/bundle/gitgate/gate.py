@@ -496,7 +496,13 @@ def pre_receive(
     refusal = reserve_store(git_dir, config, upstream, incoming)
     if refusal is not None:
         return refusal
-    verdict = judge_and_forward(git_dir, config, upstream, updates)
+    try:
+        verdict = judge_and_forward(git_dir, config, upstream, updates)
+    except BaseException:
+        # The hook fails, so git drops the push: so does the ledger. Left counted, each such
+        # push (a git error, the CPU bound: see hook.py) shrank the budget until the next start.
+        store.release(git_dir, incoming)
+        raise
     if not verdict.accepted:
         store.release(git_dir, incoming)
     return verdict
