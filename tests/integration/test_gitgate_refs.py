@@ -7,6 +7,7 @@ real gate on loopback, a real git client, a file:// upstream.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from bottle_engine.bundle.config import (
@@ -15,7 +16,8 @@ from bottle_engine.bundle.config import (
     MAX_REF_NAME_BYTES,
 )
 from bottle_engine.bundle.gitgate.store import REF_BLOCK_BYTES
-from tests.integration.test_gitgate_attacks import Gate, start_gate
+from bottle_engine.git import ZERO_OID
+from tests.integration.test_gitgate_attacks import Gate, raw_push, start_gate
 from tests.integration.test_gitgate_local import commit_file, git
 
 KIB = 1024
@@ -124,3 +126,41 @@ def test_pushing_new_refs_one_push_after_another_stops_at_the_store_budget(
         assert f"at most {budget} bytes of accepted pushes to 'origin'" in said, said
         kept = len(upstream_refs(gate))
         assert kept * 2 * REF_BLOCK_BYTES <= budget, f"{kept} refs kept"
+
+
+def test_a_push_that_lies_about_the_old_value_is_refused_before_forwarding(
+    tmp_path: Path,
+) -> None:
+    """The command's old value is the client's word. Naming an ancestor of the pushed commit as
+    the old value of a ref that does not exist made a creation look like a fast-forward: the
+    name bounds and the ref charge (creations only) were skipped, the gate forwarded it and the
+    upstream created the ref (git's own check of the old value comes after the hook), and the
+    next mirror brought it into the gate, uncounted."""
+    for gate in start_gate(tmp_path):
+        base = git(gate.agent, "rev-parse", "HEAD").stdout.strip()
+        head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout", "--revs"],
+            cwd=gate.agent,
+            input=f"{head}\n^{base}\n".encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+        deep = "refs/heads/agent/" + "/".join(["d"] * 60)
+
+        answer = raw_push(gate.port, f"{base} {head} {deep}", pack)
+
+        assert gate.ref(deep) is None, "the upstream created a ref the gate never judged"
+        assert b"pre-receive hook declined" in answer, answer
+        # Without side-band the hook's words go to the daemon's log, not this client.
+        audit = (tmp_path / "state" / "git-gate.jsonl").read_text()
+        assert "are not what the gate holds" in audit, audit
+
+        # A client that tells the truth is judged as creating the ref, and refused as such.
+        answer = raw_push(gate.port, f"{ZERO_OID} {head} {deep}", pack)
+        assert b"pre-receive hook declined" in answer, answer
+        assert gate.ref(deep) is None
+        assert (
+            f"at most {MAX_REF_COMPONENTS} parts"
+            in (tmp_path / "state" / "git-gate.jsonl").read_text()
+        )

@@ -41,6 +41,7 @@ from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, know
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import (
+    ZERO_OID,
     GitError,
     is_ancestor,
     is_local_url,
@@ -208,6 +209,17 @@ def judge_push(
 ) -> tuple[list[tuple[RefUpdate, Decision]], Verdict | None]:
     """Policy, object types, secret scan and manifest guard for a push; returns the decisions
     and a refusal if any. Nothing is forwarded unless every pushed value passed all four."""
+    lies = stale_old_values(git_dir, updates)
+    if lies:
+        return [], Verdict(
+            False,
+            (
+                "push refused: it names old values that are not what the gate holds:",
+                *lies[:MAX_REPORTED],
+                *_more(len(lies)),
+                "fetch (the gate mirrors the upstream), rebase or merge, and push again",
+            ),
+        )
     decisions = []
     for update in updates:
         ancestor = None
@@ -271,6 +283,30 @@ GIT_GATE_LOG_MAX_BYTES = 8 * 1024 * 1024
 
 def _more(count: int) -> tuple[str, ...]:
     return (f"... and {count - MAX_REPORTED} more",) if count > MAX_REPORTED else ()
+
+
+def stale_old_values(git_dir: Path, updates: list[RefUpdate]) -> list[str]:
+    """A line per pushed branch whose old value is not the gate's (the upstream's, as the access
+    hook just mirrored it; none: the zero id).
+
+    The old value is the client's word, and git checks it only after the hook: naming an
+    ancestor of the pushed commit as the old value of a branch that does not exist made a
+    creation look like a fast-forward, which skipped the rules for new refs (name bounds, the
+    ref charge, the manifest guard's look at a new branch's every manifest file) and was
+    forwarded: the upstream created the branch."""
+    tips = branch_tips(git_dir)
+    lines = []
+    for update in updates:
+        if update.branch is None:
+            continue  # refused by the branch policy whatever its values
+        held = tips.get(update.ref, ZERO_OID)
+        if update.old != held:
+            shown = "no such branch" if held == ZERO_OID else held[:12]
+            lines.append(
+                f"{safe_text(update.ref, 80)}: the push says it was at {update.old[:12]}; "
+                f"the gate holds {shown}"
+            )
+    return lines
 
 
 def _is_commit(git_dir: Path, oid: str) -> bool:
