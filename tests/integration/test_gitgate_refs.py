@@ -164,3 +164,29 @@ def test_a_push_that_lies_about_the_old_value_is_refused_before_forwarding(
             f"at most {MAX_REF_COMPONENTS} parts"
             in (tmp_path / "state" / "git-gate.jsonl").read_text()
         )
+
+
+def test_a_lie_about_the_old_value_cannot_bring_back_an_older_manifest(tmp_path: Path) -> None:
+    """The manifest guard checks every manifest file of a new branch against what upstream
+    branches hold now. Claimed as an update from the older commit, a new branch at a child of
+    it showed no manifest change and took the looser manifest upstream."""
+    for gate in start_gate(tmp_path):
+        seed = tmp_path / "seed"
+        loose = commit_file(seed, "bottle.toml", "[egress]\nallow = ['*']\n", "loose")
+        commit_file(seed, "bottle.toml", "[egress]\nallow = []\n", "tight")
+        git(seed, "push", "-q", "origin", "HEAD:main")
+        git(gate.agent, "fetch", "-q", "origin")
+        git(gate.agent, "checkout", "-q", "-b", "work", loose)
+        head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout", "--revs"],
+            cwd=gate.agent,
+            input=f"{head}\n^{loose}\n".encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+
+        answer = raw_push(gate.port, f"{loose} {head} refs/heads/agent/loose", pack)
+
+        assert gate.ref("refs/heads/agent/loose") is None, "an older manifest went upstream"
+        assert b"pre-receive hook declined" in answer, answer
