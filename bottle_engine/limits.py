@@ -17,9 +17,12 @@ The rules:
   most `GIT_GATE_PUSH_CPU_SECONDS` of CPU. The pack's byte bound does not bound the work: a
   delta that copies its base many times costs a few bytes and makes a blob of any size, so a
   1 MiB pack held index-pack for 12 CPU-seconds, a 32 MiB one for days.
-* git gate store: each push is bounded (bundle/config.py), and so is what the gate keeps of the
-  pushes it accepted, per upstream between two starts of the bundle (`max_stored_bytes`, 1 GiB;
-  bundle/gitgate/store.py); its audit log rotates (`GIT_GATE_LOG_MAX_BYTES`, three files).
+* git gate store: each push is bounded (bundle/config.py: its pack, and at most 1000 refs with
+  names of at most 255 bytes and 16 parts), and so is what the gate keeps of the pushes it
+  accepted, per upstream between two starts of the bundle (`max_stored_bytes`, 1 GiB, packs and
+  a block per part of each new ref; bundle/gitgate/store.py); its audit log rotates
+  (`GIT_GATE_LOG_MAX_BYTES`, three files). No bundle process dumps core (core size 0): a dump
+  lands in the process's working directory, for the gate its repository in the state dir.
 * bundle state dir (a host directory, bind-mounted read-write; the host reads the logs and
   approvals there and the CA and logs outlive a stop): each file the bundle's own code writes is
   bounded (egress and git gate logs rotated, approvals capped, the gate's store budgeted), but

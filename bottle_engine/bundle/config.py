@@ -54,6 +54,12 @@ DEFAULT_MAX_SCAN_BYTES = 32 * MIB  # all text the scanner reads for one push (0.
 # dir, a host directory) from one start of the bundle to the next: each push is bounded, their
 # number is not, and pushes of clean 32 MiB packs filled the host's disk.
 DEFAULT_MAX_STORED_BYTES = 1024 * MIB
+# New refs cost the gate no pack, only files: each ref it takes is a file in its repository and
+# each '/' in the name a directory (store.ref_bytes charges them to the budget above). A push
+# of a thousand new branches at one commit sent no object at all.
+DEFAULT_MAX_PUSH_REFS = 1000  # refs (branches) one push may update
+MAX_REF_NAME_BYTES = 255  # a whole ref name, UTF-8: no part can pass NAME_MAX on any fs
+MAX_REF_COMPONENTS = 16  # parts between '/' of a new ref ("refs/heads/a/b" has four)
 # Protected at any depth whatever the manifest's place in the repository: a bottle.toml in the
 # pushed tree is one someone may launch later.
 MANIFEST_NAME = "bottle.toml"
@@ -91,6 +97,7 @@ class GitUpstreamConfig:
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES
     max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES
+    max_push_refs: int = DEFAULT_MAX_PUSH_REFS
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from docker.types import Mount
+from docker.types import Mount, Ulimit
 
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import (
@@ -217,6 +217,9 @@ def _create_and_start(
             mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes,  # no swap beyond the limit
             nano_cpus=limits.nano_cpus,
+            # No core dumps: one lands in the dying process's working directory under the
+            # usual core_pattern, for the git gate its repository in the state dir on the host.
+            ulimits=[Ulimit(name="core", soft=0, hard=0)],
             log_config=bounded_log_config(),
             detach=True,
             runtime=placement.runtime,

@@ -261,6 +261,21 @@ def test_the_bundle_has_memory_cpu_pids_and_tmp_limits(bed: Bed) -> None:
     assert f"size={expected.tmp_bytes}" in host["Tmpfs"]["/tmp"]
 
 
+def test_a_crashing_bundle_process_dumps_no_core_into_the_state_dir(bed: Bed) -> None:
+    """A process that dies of a core-dumping signal (the git gate's CPU bound ends a push with
+    SIGXCPU) writes its core in its working directory under the usual core_pattern, and the
+    git gate's processes work in its repository in the state dir, a host directory. Docker's
+    systemd unit gives containers an unbounded core size; where the daemon's soft limit is 0
+    its hard limit let any process raise it."""
+    crash = "ulimit -c unlimited 2>/dev/null; cd /var/lib/bot-bottle && exec python3 -c " + (
+        "'import os; os.abort()'"
+    )
+    result = bed.bundle.exec_run(["sh", "-c", crash])
+    assert result.exit_code != 0
+    listing = bed.bundle.exec_run(["sh", "-c", "ls /var/lib/bot-bottle"])
+    assert b"core" not in bytes(listing.output).split(), bytes(listing.output)
+
+
 def test_a_process_growing_past_the_limit_is_killed_inside_the_bundle(bed: Bed) -> None:
     """Any process of the bundle (git indexing a huge push, the proxy buffering) that grows
     past the limit is killed by the kernel inside the container; the host keeps its memory."""

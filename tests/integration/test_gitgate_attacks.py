@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -399,3 +400,38 @@ def test_a_delta_bomb_is_cut_off_by_the_cpu_bound(tmp_path: Path) -> None:
 
     assert b"unpack ok" not in answer, answer
     assert b"index-pack abnormal exit" in answer, answer
+
+
+def _dumps_core_in_cwd() -> bool:
+    """Whether a crashing process here writes its core in its working directory (the kernel's
+    core_pattern is global: a container's process dumps where the host says)."""
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    return bool(pattern) and not pattern.startswith(("|", "/"))
+
+
+@pytest.mark.skipif(not _dumps_core_in_cwd(), reason="core_pattern does not dump in the cwd")
+def test_a_push_cut_off_by_the_cpu_bound_leaves_no_core_dump(tmp_path: Path) -> None:
+    """SIGXCPU's default action dumps core. Docker's systemd unit gives containers an unbounded
+    core size (LimitCORE=infinity), and with the usual core_pattern ("core") the dump of
+    index-pack, as big as its heap, lands in its working directory: the gate's repository in
+    the state dir on the host, once per delta bomb. The gate runs here with the core size
+    such a host gives it."""
+    config = loopback_gate_config(
+        tmp_path,
+        "cored",
+        GitUpstreamConfig(
+            name="origin", url=f"file://{seed_upstream(tmp_path)}", push_branches=("agent/*",)
+        ),
+    )
+    pack, base = delta_bomb_pack(os.urandom(1 << 20), deltas=60, copies=64)
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))  # what the gate inherits
+    try:
+        with gate_on_loopback(tmp_path, config, "--push-cpu-seconds", "1") as (port, _):
+            answer = raw_push(port, f"{ZERO_OID} {base} refs/heads/agent/bomb", pack)
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+
+    assert b"unpack ok" not in answer, answer
+    cores = [p for p in (tmp_path / "gate").rglob("core*") if p.is_file()]
+    assert not cores, f"core dumps in the gate's repository: {[p.stat().st_size for p in cores]}"

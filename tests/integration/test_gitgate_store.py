@@ -10,8 +10,11 @@ import json
 import random
 from pathlib import Path
 
+from bottle_engine.bundle.config import GitUpstreamConfig
+from bottle_engine.bundle.gitgate import store
 from tests.integration.test_gitgate_attacks import Gate, start_gate
-from tests.integration.test_gitgate_local import commit_file, git
+from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
+from tests.integration.test_gitgate_support import gate_on_loopback, loopback_gate_config
 
 KIB = 1024
 BUDGET = 1024 * KIB
@@ -71,8 +74,8 @@ def test_a_push_of_many_long_refs_leaves_one_bounded_line_in_the_gate_log(
 ) -> None:
     """The gate's audit log (git-gate.jsonl, in the state dir) gets an entry per push; the
     agent chooses how many refs a push carries and how long their names are."""
-    for gate in start_gate(tmp_path):
-        refs = 2000
+    refs = 2000
+    for gate in start_gate(tmp_path, max_push_refs=refs):
         long_name = "agent/" + "n" * 200
         gate.sh(
             f'for i in $(seq {refs}); do echo "create refs/heads/{long_name}-$i HEAD"; done'
@@ -87,3 +90,24 @@ def test_a_push_of_many_long_refs_leaves_one_bounded_line_in_the_gate_log(
         entry = json.loads(line)
         assert entry["refs_total"] == refs
         assert entry["accepted"] is True
+
+
+def test_a_push_cut_off_by_the_cpu_bound_is_uncounted(tmp_path: Path) -> None:
+    """The hook counts a push before scanning it; one that the per-push CPU bound ended (SIGXCPU
+    killed the hook) stayed counted though git dropped it, so each such push shrank the budget
+    until the next start. A scan of a few MiB of clean text takes more than one CPU-second."""
+    config = loopback_gate_config(
+        tmp_path,
+        "slow-scan",
+        GitUpstreamConfig(
+            name="origin", url=f"file://{seed_upstream(tmp_path)}", push_branches=("agent/*",)
+        ),
+    )
+    with gate_on_loopback(tmp_path, config, "--push-cpu-seconds", "1") as (_port, agent):
+        for part in range(24):
+            commit_file(agent, f"data/{part}.txt", clean_noise(part))
+        result = git(agent, "push", "origin", "HEAD:refs/heads/agent/big", check=False)
+
+        assert result.returncode != 0, "the scan fit in one CPU-second: make the push bigger"
+        assert store.stored_bytes(tmp_path / "gate" / "origin.git") == 0
+        assert "CPU bound per push (1 CPU-seconds)" in result.stderr, result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bottle_engine.bundle.config import GitUpstreamConfig
+from bottle_engine.bundle.config import MAX_REF_COMPONENTS, MAX_REF_NAME_BYTES, GitUpstreamConfig
 from bottle_engine.bundle.gitgate.policy import RefUpdate, decide, touches_manifest
 from bottle_engine.git import ZERO_OID
 
@@ -26,6 +26,15 @@ CASES = [
     ("refs/heads/main", OLD, NEW, True, {}, True, "allowed", False),
     ("refs/heads/agent/fix-1", ZERO_OID, NEW, None, {}, True, "allowed", False),
     ("refs/heads/agent/deep/nested", OLD, NEW, True, {}, True, "allowed", False),
+    # New refs are files and directories in the gate's repository: bounded in length and depth.
+    ("refs/heads/agent/" + "x" * 238, ZERO_OID, NEW, None, {}, True, "allowed", False),
+    ("refs/heads/agent/" + "x" * 239, ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/" + "é" * 120, ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/" + "/".join("b" * 13), ZERO_OID, NEW, None, {}, True, "allowed", False),
+    ("refs/heads/agent/" + "/".join("b" * 14), ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    # An existing ref (a person's) may keep its name; only a new one costs the gate a file.
+    ("refs/heads/agent/" + "/".join("b" * 14), OLD, NEW, True, {}, True, "allowed", False),
+    ("refs/tags/" + "/".join("b" * 30), ZERO_OID, NEW, None, {}, False, "branches-only", False),
     ("refs/heads/release", OLD, NEW, True, {}, False, "push_branches", False),
     ("refs/heads/Main", OLD, NEW, True, {}, False, "push_branches", False),
     ("refs/heads/mainline", ZERO_OID, NEW, None, {}, False, "push_branches", False),
@@ -95,6 +104,17 @@ def test_refusal_names_the_branch_the_setting_and_the_allowed_globs() -> None:
     assert "'release'" in decision.message
     assert "push_branches" in decision.message
     assert "'agent/*', 'main'" in decision.message
+
+
+def test_ref_name_refusal_names_both_bounds_shortly_and_safely() -> None:
+    ref = "refs/heads/agent/\x1b]52;c;" + "a/" * 40 + "end"
+    decision = decide(RefUpdate(ref, ZERO_OID, NEW), None, upstream())
+
+    assert not decision.allowed
+    assert f"at most {MAX_REF_NAME_BYTES} bytes" in decision.message
+    assert f"at most {MAX_REF_COMPONENTS} parts" in decision.message
+    assert "\x1b" not in decision.message  # the agent's name is shown escaped
+    assert len(decision.message) < 400  # and cut
 
 
 def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:

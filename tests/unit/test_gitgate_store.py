@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from bottle_engine.bundle.audit import append_line
-from bottle_engine.bundle.gitgate import store
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.gitgate import gate, store
+from bottle_engine.git import GitError
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,14 @@ def test_incoming_bytes_sums_the_quarantine_and_is_zero_without_one(tmp_path: Pa
     assert store.incoming_bytes({}) == 0  # a push of deletions only: git sent no pack
 
 
+def test_new_refs_are_charged_a_block_per_part_past_refs_heads() -> None:
+    block = store.REF_BLOCK_BYTES
+    assert store.ref_bytes([]) == 0
+    assert store.ref_bytes(["refs/heads/main"]) == block
+    assert store.ref_bytes(["refs/heads/agent/x", "refs/heads/agent/y"]) == 4 * block
+    assert store.ref_bytes(["refs/heads/a/b/c/d"]) == 4 * block
+
+
 def test_a_planted_link_as_the_ledger_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").write_text("0")
     os.symlink(tmp_path / "elsewhere", tmp_path / store.LEDGER_NAME)
@@ -62,3 +72,24 @@ def test_append_line_refuses_a_planted_link(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         append_line(tmp_path / "git-gate.jsonl", "{}", 1000)
     assert target.read_text() == ""
+
+
+def test_a_push_whose_check_fails_is_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git fails the push when the hook raises (a git error, the CPU bound's SIGXCPU): the
+    ledger must drop it too, or each such push shrinks the budget until the next start."""
+    quarantine = tmp_path / "incoming"
+    quarantine.mkdir()
+    (quarantine / "pack-1.pack").write_bytes(b"p" * 500)
+    monkeypatch.setenv(store.QUARANTINE_ENV, str(quarantine))
+
+    def broken(*_args: object) -> gate.Verdict:
+        raise GitError("reading objects: git died")
+
+    monkeypatch.setattr(gate, "judge_and_forward", broken)
+    upstream = GitUpstreamConfig(name="origin", url="file:///nowhere", push_branches=("*",))
+    config = BundleConfig(slug="s", bundle_ip="127.0.0.1", agent_subnet="127.0.0.0/8")
+    with pytest.raises(GitError):
+        gate.pre_receive(tmp_path, config, upstream, f"{'0' * 40} {'1' * 40} refs/heads/x\n")
+    assert store.stored_bytes(tmp_path) == 0

@@ -41,6 +41,7 @@ from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, know
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import (
+    ZERO_OID,
     GitError,
     is_ancestor,
     is_local_url,
@@ -208,6 +209,17 @@ def judge_push(
 ) -> tuple[list[tuple[RefUpdate, Decision]], Verdict | None]:
     """Policy, object types, secret scan and manifest guard for a push; returns the decisions
     and a refusal if any. Nothing is forwarded unless every pushed value passed all four."""
+    lies = stale_old_values(git_dir, updates)
+    if lies:
+        return [], Verdict(
+            False,
+            (
+                "push refused: it names old values that are not what the gate holds:",
+                *lies[:MAX_REPORTED],
+                *_more(len(lies)),
+                "fetch (the gate mirrors the upstream), rebase or merge, and push again",
+            ),
+        )
     decisions = []
     for update in updates:
         ancestor = None
@@ -216,7 +228,10 @@ def judge_push(
         decisions.append((update, decide(update, ancestor, upstream)))
     refused = [d.message for _, d in decisions if not d.allowed]
     if refused:
-        return decisions, Verdict(False, ("push refused by the branch policy:", *refused))
+        return decisions, Verdict(
+            False,
+            ("push refused by the branch policy:", *refused[:MAX_REPORTED], *_more(len(refused))),
+        )
     pushed = [u for u, _ in decisions if u.kind != "delete"]
     not_commits = non_commit_values(git_dir, pushed)
     if not_commits:
@@ -268,6 +283,30 @@ GIT_GATE_LOG_MAX_BYTES = 8 * 1024 * 1024
 
 def _more(count: int) -> tuple[str, ...]:
     return (f"... and {count - MAX_REPORTED} more",) if count > MAX_REPORTED else ()
+
+
+def stale_old_values(git_dir: Path, updates: list[RefUpdate]) -> list[str]:
+    """A line per pushed branch whose old value is not the gate's (the upstream's, as the access
+    hook just mirrored it; none: the zero id).
+
+    The old value is the client's word, and git checks it only after the hook: naming an
+    ancestor of the pushed commit as the old value of a branch that does not exist made a
+    creation look like a fast-forward, which skipped the rules for new refs (name bounds, the
+    ref charge, the manifest guard's look at a new branch's every manifest file) and was
+    forwarded: the upstream created the branch."""
+    tips = branch_tips(git_dir)
+    lines = []
+    for update in updates:
+        if update.branch is None:
+            continue  # refused by the branch policy whatever its values
+        held = tips.get(update.ref, ZERO_OID)
+        if update.old != held:
+            shown = "no such branch" if held == ZERO_OID else held[:12]
+            lines.append(
+                f"{safe_text(update.ref, 80)}: the push says it was at {update.old[:12]}; "
+                f"the gate holds {shown}"
+            )
+    return lines
 
 
 def _is_commit(git_dir: Path, oid: str) -> bool:
@@ -475,13 +514,31 @@ def forward(
 def pre_receive(
     git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str
 ) -> Verdict:
-    """The whole pre-receive decision: the store budget, policy, scan, then forwarding
-    upstream."""
-    incoming = store.incoming_bytes()
+    """The whole pre-receive decision: the number of refs, the store budget (the pack and the
+    new refs), policy, scan, then forwarding upstream."""
+    updates = parse_updates(stdin_text)
+    if len(updates) > upstream.max_push_refs:
+        return Verdict(
+            False,
+            (
+                f"push refused: it updates {len(updates)} refs; the gate takes at most "
+                f"{upstream.max_push_refs} refs per push to {upstream.name!r} (max_push_refs)",
+                "push fewer branches at a time (e.g. `git push origin BRANCH`)",
+            ),
+        )
+    incoming = store.incoming_bytes() + store.ref_bytes(
+        [u.ref for u in updates if u.kind == "create"]
+    )
     refusal = reserve_store(git_dir, config, upstream, incoming)
     if refusal is not None:
         return refusal
-    verdict = judge_and_forward(git_dir, config, upstream, parse_updates(stdin_text))
+    try:
+        verdict = judge_and_forward(git_dir, config, upstream, updates)
+    except BaseException:
+        # The hook fails, so git drops the push: so does the ledger. Left counted, each such
+        # push (a git error, the CPU bound: see hook.py) shrank the budget until the next start.
+        store.release(git_dir, incoming)
+        raise
     if not verdict.accepted:
         store.release(git_dir, incoming)
     return verdict

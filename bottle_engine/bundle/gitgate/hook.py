@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV, client_allowed, refusal
 from bottle_engine.bundle.config import BundleConfig
@@ -29,6 +31,7 @@ def run_pre_receive(config_path: Path, upstream_name: str) -> int:
     upstream = find_upstream(config, upstream_name)
     git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
     stdin_text = sys.stdin.read()
+    signal.signal(signal.SIGXCPU, _out_of_cpu)
     verdict = pre_receive(git_dir, config, upstream, stdin_text)
     try:
         audit_push(config, upstream, stdin_text, verdict)
@@ -37,6 +40,19 @@ def run_pre_receive(config_path: Path, upstream_name: str) -> int:
     for line in verdict.lines:
         sys.stderr.write(PREFIX + line + "\n")
     return 0 if verdict.accepted else 1
+
+
+def _out_of_cpu(signum: int, frame: FrameType | None) -> None:
+    """SIGXCPU, at the push's CPU bound (`bound_push_cpu`): end the hook with a refusal, and
+    through the code that uncounts the push from the store budget, rather than die of the
+    signal's default action a few seconds before SIGKILL."""
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # sent again every second past the bound
+    # Not getrlimit: Linux raises the soft limit by a second with each SIGXCPU it sends.
+    seconds = os.environ.get(PUSH_CPU_ENV, str(GIT_GATE_PUSH_CPU_SECONDS))
+    raise BottleError(
+        f"checking this push took the gate's whole CPU bound per push ({seconds} CPU-seconds)",
+        fix="push fewer or smaller commits at a time",
+    )
 
 
 def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None = None) -> int:

@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from bottle_engine.bundle.config import MANIFEST_NAME, GitUpstreamConfig
+from bottle_engine.bundle.config import (
+    MANIFEST_NAME,
+    MAX_REF_COMPONENTS,
+    MAX_REF_NAME_BYTES,
+    GitUpstreamConfig,
+)
+from bottle_engine.display import safe_text
 from bottle_engine.git import ZERO_OID
 
 BRANCH_PREFIX = "refs/heads/"
 
-Rule = Literal["branches-only", "push_branches", "allow_delete", "allow_force_push", "allowed"]
+Rule = Literal[
+    "branches-only", "ref-name", "push_branches", "allow_delete", "allow_force_push", "allowed"
+]
 Kind = Literal["create", "update", "force", "delete"]
 
 
@@ -60,8 +68,11 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
         return Decision(
             False,
             "branches-only",
-            f"{update.ref}: only branches (refs/heads/...) can be pushed through the git gate",
+            f"{safe_text(update.ref, 80)}: only branches (refs/heads/...) can be pushed "
+            "through the git gate",
         )
+    if update.kind == "create" and (problem := ref_name_problem(update.ref)):
+        return Decision(False, "ref-name", problem)
     if not any(fnmatchcase(branch, pattern) for pattern in upstream.push_branches):
         allowed = ", ".join(repr(p) for p in upstream.push_branches) or "none"
         return Decision(
@@ -92,6 +103,21 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
         f"force-push to branch {branch!r} is refused (it is not a fast-forward of "
         f"{update.old[:12]}): allow_force_push is off for git upstream {upstream.name!r}; "
         "fetch, rebase or merge onto the current branch and push again",
+    )
+
+
+def ref_name_problem(ref: str) -> str | None:
+    """Why the gate refuses to create a ref named `ref`, or None. Each new ref is a file in the
+    gate's repository on the host, and each '/' in its name a directory: git bounds neither the
+    length nor the depth (refs/heads/a/a/a/... made a directory per part)."""
+    size = len(ref.encode("utf-8", "surrogateescape"))
+    parts = ref.count("/") + 1
+    if size <= MAX_REF_NAME_BYTES and parts <= MAX_REF_COMPONENTS:
+        return None
+    return (
+        f"{safe_text(ref, 80)}: a new ref name of {size} bytes and {parts} parts; the git gate "
+        f"takes names of at most {MAX_REF_NAME_BYTES} bytes and at most {MAX_REF_COMPONENTS} "
+        "parts between '/': push to a shorter branch name"
     )
 
 

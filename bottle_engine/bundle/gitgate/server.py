@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -32,6 +33,12 @@ def serve(
     of a push gets at most `push_cpu_seconds` of CPU (see `hook.bound_push_cpu`).
     """
     config = BundleConfig.load(config_path)
+    # No core dumps from the daemon, its hooks or any git they run: the CPU bound ends a push's
+    # process with SIGXCPU, whose default action dumps core, and under the usual core_pattern
+    # ("core", in the process's working directory) with the core size Docker's systemd unit
+    # gives containers, index-pack's dump (150 MB for one 2 MiB push) landed in the gate's
+    # repository in the state dir, outside the store budget.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.environ[PUSH_CPU_ENV] = str(push_cpu_seconds)  # inherited by the daemon and its hook
     if allowed_client is not None:
         os.environ[ALLOWED_CLIENT_ENV] = allowed_client  # inherited by the daemon and its hook

@@ -7,6 +7,10 @@ them into the repository), kept in a ledger file beside the repository. The repo
 ledger are made afresh at each start of the bundle, so a stop and resume frees the budget (the
 gate mirrors the upstream again, which holds every push it forwarded).
 
+A new ref costs no pack but a file, and each part of its name before the last a directory,
+in the same repository: a push is charged a file system block for each (`ref_bytes`), so
+pushes of new names at one commit meet the same budget as pushes of packs.
+
 A push is counted before it is scanned or forwarded (so that concurrent pushes cannot each fit
 alone and all pass together) and uncounted if it is refused: git then drops its quarantine.
 """
@@ -21,6 +25,8 @@ from pathlib import Path
 
 LEDGER_NAME = "gate-stored-bytes"
 QUARANTINE_ENV = "GIT_QUARANTINE_PATH"
+REF_BLOCK_BYTES = 4096  # what a small file or a directory takes on ext4 and xfs
+REFS_ROOT_PARTS = 2  # refs/heads: made with the repository, never by a push
 
 
 def over_budget(stored: int, incoming: int, budget: int) -> bool:
@@ -43,6 +49,13 @@ def incoming_bytes(environ: dict[str, str] | None = None) -> int:
             except FileNotFoundError:
                 continue
     return total
+
+
+def ref_bytes(new_refs: list[str]) -> int:
+    """What creating `new_refs` may take on disk: a block per part of each name past
+    refs/heads/ (a directory each, the last the ref's file). An upper bound (directories two
+    refs share are counted twice): the budget errs towards keeping less."""
+    return sum(REF_BLOCK_BYTES * max(ref.count("/") + 1 - REFS_ROOT_PARTS, 1) for ref in new_refs)
 
 
 @contextmanager

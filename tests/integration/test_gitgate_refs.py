@@ -1,0 +1,192 @@
+"""Invariant 6, disk and inodes: what a push's refs cost the gate. The store budget counts the
+pack a push sends; a ref costs no pack at all (a thousand new branches at one commit send no
+object) but each one the gate accepts becomes a file in its repository in the bottle's state
+dir, a host directory, and each '/' in its name a directory, one inode and one block each. The
+real gate on loopback, a real git client, a file:// upstream.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from bottle_engine.bundle.config import (
+    DEFAULT_MAX_PUSH_REFS,
+    MAX_REF_COMPONENTS,
+    MAX_REF_NAME_BYTES,
+)
+from bottle_engine.bundle.gitgate.store import REF_BLOCK_BYTES
+from bottle_engine.git import ZERO_OID
+from tests.integration.test_gitgate_attacks import Gate, raw_push, start_gate
+from tests.integration.test_gitgate_local import commit_file, git
+
+KIB = 1024
+
+
+def gate_repo(gate: Gate) -> Path:
+    return gate.upstream.parent / "gate" / "origin.git"
+
+
+def gate_ref_inodes(gate: Gate) -> int:
+    """Files and directories under the gate repository's refs: what its refs hold on the host."""
+    return sum(1 for _ in (gate_repo(gate) / "refs").rglob("*"))
+
+
+def upstream_refs(gate: Gate) -> list[str]:
+    listing = git(gate.upstream, "for-each-ref", "--format=%(refname)", "refs/heads/agent")
+    return listing.stdout.split()
+
+
+def make_refs(gate: Gate, names: list[str]) -> None:
+    """Local branches `names` in the agent's clone, all at HEAD (one ref transaction)."""
+    commands = "".join(f"create refs/heads/{name} HEAD\n" for name in names)
+    result = gate.sh(f"git update-ref --stdin <<'EOF'\n{commands}EOF\n")
+    assert result.returncode == 0, result.stderr
+
+
+def test_one_push_of_more_refs_than_the_bound_is_refused_whole(tmp_path: Path) -> None:
+    """A push of 1.5x the bound of new branches at one already-pushed commit: no pack at all,
+    so the store budget never saw it; before the bound every one became a ref file in the gate
+    and a branch upstream."""
+    for gate in start_gate(tmp_path):
+        commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        assert gate.push_ok("HEAD:refs/heads/agent/base")
+        before = gate_ref_inodes(gate)
+        refs = DEFAULT_MAX_PUSH_REFS * 3 // 2
+        make_refs(gate, [f"agent/many/{i}" for i in range(refs)])
+
+        result = git(gate.agent, "push", "origin", "refs/heads/agent/many/*", check=False)
+
+        assert result.returncode != 0, f"{refs} refs accepted in one push"
+        assert f"{refs} refs" in result.stderr, result.stderr
+        assert f"at most {DEFAULT_MAX_PUSH_REFS} refs per push" in result.stderr
+        assert "max_push_refs" in result.stderr
+        assert upstream_refs(gate) == ["refs/heads/agent/base"]
+        assert gate_ref_inodes(gate) == before
+
+        # The way out the refusal names works: fewer refs per push.
+        batch = [f"refs/heads/agent/many/{i}" for i in range(10)]
+        assert git(gate.agent, "push", "origin", *batch, check=False).returncode == 0
+
+
+def test_a_deep_ref_name_is_refused_before_it_becomes_directories(tmp_path: Path) -> None:
+    """refs/heads/agent/a/a/a/...: each '/' is a directory in the gate repository (and
+    upstream). Under the name bound a name still makes over a hundred; a thousand such refs
+    per push, at one commit, made over a hundred thousand inodes on the host."""
+    for gate in start_gate(tmp_path):
+        before = gate_ref_inodes(gate)
+        deep = "agent/" + "/".join(["a"] * ((MAX_REF_NAME_BYTES - 20) // 2))
+        make_refs(gate, [deep])
+
+        result = git(gate.agent, "push", "origin", f"refs/heads/{deep}", check=False)
+
+        assert result.returncode != 0, "a ref 100+ directories deep was accepted"
+        assert f"at most {MAX_REF_COMPONENTS} parts" in result.stderr, result.stderr
+        assert upstream_refs(gate) == []
+        assert gate_ref_inodes(gate) == before
+
+
+def test_a_long_ref_name_is_refused_naming_the_bound(tmp_path: Path) -> None:
+    """Names of any length were taken (git has no bound but its 64 KiB protocol line): a
+    name of two long parts went upstream and into the gate; one past NAME_MAX in a single part
+    went upstream wherever the upstream is not a files-backed git, before the gate's own ref
+    update failed. Refused first now, naming the bound."""
+    for gate in start_gate(tmp_path):
+        for name in ("agent/" + "x" * 200 + "/" + "y" * 100, "agent/" + "z" * 300):
+            result = git(gate.agent, "push", "origin", f"HEAD:refs/heads/{name}", check=False)
+
+            assert result.returncode != 0, f"a ref name of {len(name)} bytes was accepted"
+            assert f"at most {MAX_REF_NAME_BYTES} bytes" in result.stderr, result.stderr
+        assert upstream_refs(gate) == []
+
+
+def test_pushing_new_refs_one_push_after_another_stops_at_the_store_budget(
+    tmp_path: Path,
+) -> None:
+    """Pushes within the per-push bound, each of new names at one commit: no pack, so the
+    quarantine the budget counted was empty and the gate's ref files grew without bound."""
+    per_push = 32
+    pushes = 12
+    budget = 4 * per_push * 2 * REF_BLOCK_BYTES  # four pushes' worth of two-part names
+    for gate in start_gate(tmp_path, max_stored_bytes=budget):
+        commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        refused = []
+        for push in range(pushes):
+            names = [f"agent/p{push}-{i}" for i in range(per_push)]
+            make_refs(gate, names)
+            result = git(
+                gate.agent, "push", "origin", *(f"refs/heads/{n}" for n in names), check=False
+            )
+            if result.returncode != 0:
+                refused.append((push, result.stderr))
+
+        assert refused, f"{pushes * per_push} new refs accepted against a {budget} byte budget"
+        first, said = refused[0]
+        assert first > 0, said
+        assert f"at most {budget} bytes of accepted pushes to 'origin'" in said, said
+        kept = len(upstream_refs(gate))
+        assert kept * 2 * REF_BLOCK_BYTES <= budget, f"{kept} refs kept"
+
+
+def test_a_push_that_lies_about_the_old_value_is_refused_before_forwarding(
+    tmp_path: Path,
+) -> None:
+    """The command's old value is the client's word. Naming an ancestor of the pushed commit as
+    the old value of a ref that does not exist made a creation look like a fast-forward: the
+    name bounds and the ref charge (creations only) were skipped, the gate forwarded it and the
+    upstream created the ref (git's own check of the old value comes after the hook), and the
+    next mirror brought it into the gate, uncounted."""
+    for gate in start_gate(tmp_path):
+        base = git(gate.agent, "rev-parse", "HEAD").stdout.strip()
+        head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout", "--revs"],
+            cwd=gate.agent,
+            input=f"{head}\n^{base}\n".encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+        deep = "refs/heads/agent/" + "/".join(["d"] * 60)
+
+        answer = raw_push(gate.port, f"{base} {head} {deep}", pack)
+
+        assert gate.ref(deep) is None, "the upstream created a ref the gate never judged"
+        assert b"pre-receive hook declined" in answer, answer
+        # Without side-band the hook's words go to the daemon's log, not this client.
+        audit = (tmp_path / "state" / "git-gate.jsonl").read_text()
+        assert "are not what the gate holds" in audit, audit
+
+        # A client that tells the truth is judged as creating the ref, and refused as such.
+        answer = raw_push(gate.port, f"{ZERO_OID} {head} {deep}", pack)
+        assert b"pre-receive hook declined" in answer, answer
+        assert gate.ref(deep) is None
+        assert (
+            f"at most {MAX_REF_COMPONENTS} parts"
+            in (tmp_path / "state" / "git-gate.jsonl").read_text()
+        )
+
+
+def test_a_lie_about_the_old_value_cannot_bring_back_an_older_manifest(tmp_path: Path) -> None:
+    """The manifest guard checks every manifest file of a new branch against what upstream
+    branches hold now. Claimed as an update from the older commit, a new branch at a child of
+    it showed no manifest change and took the looser manifest upstream."""
+    for gate in start_gate(tmp_path):
+        seed = tmp_path / "seed"
+        loose = commit_file(seed, "bottle.toml", "[egress]\nallow = ['*']\n", "loose")
+        commit_file(seed, "bottle.toml", "[egress]\nallow = []\n", "tight")
+        git(seed, "push", "-q", "origin", "HEAD:main")
+        git(gate.agent, "fetch", "-q", "origin")
+        git(gate.agent, "checkout", "-q", "-b", "work", loose)
+        head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout", "--revs"],
+            cwd=gate.agent,
+            input=f"{head}\n^{loose}\n".encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+
+        answer = raw_push(gate.port, f"{loose} {head} refs/heads/agent/loose", pack)
+
+        assert gate.ref("refs/heads/agent/loose") is None, "an older manifest went upstream"
+        assert b"pre-receive hook declined" in answer, answer
