@@ -88,14 +88,12 @@ class Bottle:
         return bytes(result.output).decode().strip() if result.exit_code == 0 else None
 
 
-@pytest.fixture(scope="module")
-def bottle(
-    docker_client: Any,
-    bundle_image: str,
-    ssh_image: str,
-    tmp_path_factory: pytest.TempPathFactory,
+@contextlib.contextmanager
+def gated_bottle(
+    docker_client: Any, bundle_image: str, ssh_image: str, workdir: Path, **upstream: Any
 ) -> Iterator[Bottle]:
-    workdir = tmp_path_factory.mktemp("gate-bundle")
+    """A bundle whose gate pushes `agent/*` to our sshd's repository (with `upstream`'s other
+    GitUpstreamConfig fields), an agent beside it, the state dir in `workdir`/state."""
     with bottle_networks(docker_client) as networks, contextlib.ExitStack() as stack:
         sshd = stack.enter_context(
             seeded_sshd(
@@ -106,10 +104,8 @@ def bottle(
                 name=f"bb-test-{networks.run_id}-sshd",
             )
         )
-        upstream, upstream_ip, identity = sshd.container, sshd.ip, sshd.identity
         known_hosts = workdir / "known_hosts"
-        known_hosts.write_text(f"{upstream_ip} {sshd.host_key.with_suffix('.pub').read_text()}")
-
+        known_hosts.write_text(f"{sshd.ip} {sshd.host_key.with_suffix('.pub').read_text()}")
         bundle_ip = str(networks.subnet[2])
         config = BundleConfig(
             slug=f"test-{networks.run_id}",
@@ -118,10 +114,11 @@ def bottle(
             git=(
                 GitUpstreamConfig(
                     name="origin",
-                    url=f"ssh://git@{upstream_ip}/home/git/repo.git",
+                    url=f"ssh://git@{sshd.ip}/home/git/repo.git",
                     push_branches=("agent/*",),
                     identity_file=IDENTITY,
                     known_hosts_file=KNOWN_HOSTS,
+                    **upstream,
                 ),
             ),
         )
@@ -132,9 +129,21 @@ def bottle(
             networks,
             config,
             workdir / "state",
-            readonly_files={IDENTITY: identity, KNOWN_HOSTS: known_hosts},
+            readonly_files={IDENTITY: sshd.identity, KNOWN_HOSTS: known_hosts},
         )
-        yield Bottle(agent, upstream, f"git://{bundle_ip}:{GIT_GATE_PORT}/origin")
+        yield Bottle(agent, sshd.container, f"git://{bundle_ip}:{GIT_GATE_PORT}/origin")
+
+
+@pytest.fixture(scope="module")
+def bottle(
+    docker_client: Any,
+    bundle_image: str,
+    ssh_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Bottle]:
+    workdir = tmp_path_factory.mktemp("gate-bundle")
+    with gated_bottle(docker_client, bundle_image, ssh_image, workdir) as gated:
+        yield gated
 
 
 def test_agent_clones_pushes_an_allowed_branch_and_it_arrives_upstream(bottle: Bottle) -> None:

@@ -4,22 +4,14 @@ dir (the bundle's git, its user, its bind mount; the upstream is our sshd contai
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bottle_engine.bundle.config import GIT_GATE_REPOS_NAME, BundleConfig, GitUpstreamConfig
-from tests.integration.test_gitgate_bundle import (
-    AGENT_GIT,
-    IDENTITY,
-    KNOWN_HOSTS,
-    Bottle,
-    seeded_sshd,
-)
-from tests.integration.test_gitgate_support import bottle_networks, start_bundle_and_agent
+from bottle_engine.bundle.config import GIT_GATE_REPOS_NAME
+from tests.integration.test_gitgate_bundle import AGENT_GIT, Bottle, gated_bottle
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -31,52 +23,6 @@ PUSHES = 12  # each about 170 KiB of pack: twice the budget
 NOISE = "head -c 131072 /dev/urandom | od -An -tu4 -w16"
 
 
-@contextlib.contextmanager
-def budgeted_bottle(
-    docker_client: Any, bundle_image: str, ssh_image: str, workdir: Path
-) -> Iterator[tuple[Bottle, Path]]:
-    """A bottle whose gate's store budget is BUDGET, and the gate's repository on the host."""
-    with bottle_networks(docker_client) as networks, contextlib.ExitStack() as stack:
-        sshd = stack.enter_context(
-            seeded_sshd(
-                docker_client,
-                ssh_image,
-                networks.egress,
-                workdir,
-                name=f"bb-test-{networks.run_id}-sshd",
-            )
-        )
-        known_hosts = workdir / "known_hosts"
-        known_hosts.write_text(f"{sshd.ip} {sshd.host_key.with_suffix('.pub').read_text()}")
-        bundle_ip = str(networks.subnet[2])
-        config = BundleConfig(
-            slug=f"test-{networks.run_id}",
-            bundle_ip=bundle_ip,
-            agent_subnet=str(networks.subnet),
-            git=(
-                GitUpstreamConfig(
-                    name="origin",
-                    url=f"ssh://git@{sshd.ip}/home/git/repo.git",
-                    push_branches=("agent/*",),
-                    identity_file=IDENTITY,
-                    known_hosts_file=KNOWN_HOSTS,
-                    max_stored_bytes=BUDGET,
-                ),
-            ),
-        )
-        _, agent = start_bundle_and_agent(
-            stack,
-            docker_client,
-            bundle_image,
-            networks,
-            config,
-            workdir / "state",
-            readonly_files={IDENTITY: sshd.identity, KNOWN_HOSTS: known_hosts},
-        )
-        gate_repo = workdir / "state" / GIT_GATE_REPOS_NAME / "origin.git"
-        yield Bottle(agent, sshd.container, f"git://{bundle_ip}:9418/origin"), gate_repo
-
-
 @pytest.fixture
 def budgeted(
     docker_client: Any,
@@ -84,8 +30,11 @@ def budgeted(
     ssh_image: str,
     tmp_path: Path,
 ) -> Iterator[tuple[Bottle, Path]]:
-    with budgeted_bottle(docker_client, bundle_image, ssh_image, tmp_path) as made:
-        yield made
+    """A bottle whose gate's store budget is BUDGET, and the gate's repository on the host."""
+    with gated_bottle(
+        docker_client, bundle_image, ssh_image, tmp_path, max_stored_bytes=BUDGET
+    ) as bottle:
+        yield bottle, tmp_path / "state" / GIT_GATE_REPOS_NAME / "origin.git"
 
 
 def test_clean_pushes_from_the_bottle_stop_at_the_gates_store_budget(
