@@ -20,13 +20,15 @@ more. State is kept between chunks (a sequence may be split anywhere); what is h
 unterminated OSC of a gigabyte costs nothing).
 
 Two modes. INTERACTIVE (attach/exec on a TTY): the terminal's answers go to the agent's own
-stdin, so the status and attribute queries a TUI needs (DSR, DA, DECRQM, kitty keyboard and
-XTVERSION queries, text area size) pass; never a title report, OSC, DCS or APC. REPLAY (`logs`,
-the output of a finished agent, a streamed attach or exec): no query at all, and no mode that
-makes the terminal type (mouse, focus, bracketed paste, keypad), since the person's shell reads
-what the terminal types. `restore()` gives the sequences that undo what the agent turned on
-(alternate screen, hidden cursor, mouse and paste modes, scroll region, colours...), for the
-end of a session.
+stdin, so the status and attribute queries a TUI needs (cursor position, DA, DECRQM, kitty
+keyboard and XTVERSION queries, text area size) pass; never a title report, OSC, DCS or APC, nor
+the status report (CSI 5 n), whose answer only the relay may ask for (it ends the drain).
+REPLAY (`logs`, the output of a finished agent, a streamed attach or exec): no query at all, and
+no mode that makes the terminal type (mouse, focus, bracketed paste, keypad), since the person's
+shell reads what the terminal types. `restore()` gives the sequences that undo what the agent
+turned on (alternate screen, hidden cursor, mouse and paste modes, scroll region, colours...),
+for the end of a session: the alternate screen is left first, since leaving it restores the
+charset, colours and modes saved on entry, which are reset after it.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ _CHARSETS = frozenset({"(0", "(B", ")0", ")B"})  # line drawing and back
 _Key = tuple[str, str, str]
 _NUMBERS = "[0-9;:]*"
 # What draws: cursor moves, erases, inserts, scrolling, tabs, colours, cursor shape, margins.
-_DRAWING: dict[_Key, str] = {("", "", final): _NUMBERS for final in "ABCDEFGHIKLMPXZ@`abdefgm"}
+# Not TBC (CSI g): clearing the tab stops outlives the session, and nothing restores them.
+_DRAWING: dict[_Key, str] = {("", "", final): _NUMBERS for final in "ABCDEFGHIKLMPXZ@`abdefm"}
 _DRAWING |= {
     ("", "", "J"): "[012]?",  # not 3: the scrollback is the person's own history
     ("", "", "S"): "[0-9]*",  # one parameter: CSI with five and T starts mouse highlighting
@@ -96,7 +99,7 @@ _UNNOTED = frozenset(key for key in _DRAWING if key[2] not in "mrq")  # nothing 
 # changes what the terminal types to it.
 _INTERACTIVE: dict[_Key, str] = {
     ("", "", "J"): "3",
-    ("", "", "n"): "[56]",  # status, cursor position
+    ("", "", "n"): "6",  # cursor position; not 5 (status): its answer ends the drain
     ("?", "", "n"): "6",
     ("", "", "c"): "0?",  # DA1, DA2, DA3
     (">", "", "c"): "0?",
@@ -125,9 +128,16 @@ _DEC_INPUT = {1: False, 9: False, 66: False, 1000: False, 1002: False, 1003: Fal
 _DEC_INPUT |= {1004: False, 1005: False, 1006: False, 1007: False, 1015: False, 1016: False}
 _DEC_INPUT |= {2004: False, 2031: False}  # 2031: the terminal reports a colour theme change
 _ANSI_MODES = {4: False}  # insert mode
-# End synchronized output first (else nothing after it shows), leave the alternate screen last.
+# End synchronized output first (else nothing after it shows), then leave the alternate screen,
+# before anything else is reset: leaving 1049 restores the cursor as DECRC does, with the
+# charset, colours and modes saved when the agent entered it.
 _RESTORE_FIRST = (2026,)
-_RESTORE_LAST = (47, 1047, 1049)
+_ALTERNATE_SCREENS = (47, 1047, 1049)
+# Not a mode but a cursor save (h) or restore (l): nothing to undo.
+_NOT_NOTED = frozenset({1048})
+# Modes a DECRC (ESC 8, leaving 1049) can turn back on behind the guard's back, since DECSC
+# saves them (origin mode; VTE also insert mode): reset whenever the agent ever turned them on.
+_SAVED_WITH_CURSOR = frozenset({("?", 6), ("", 4)})
 
 
 @dataclass
@@ -136,6 +146,7 @@ class _Screen:
 
     dec_modes: dict[int, bool] = field(default_factory=dict)
     ansi_modes: dict[int, bool] = field(default_factory=dict)
+    ever_on: set[tuple[str, int]] = field(default_factory=set)  # of _SAVED_WITH_CURSOR
     sgr: bool = False
     scroll_region: bool = False
     charset: bool = False
@@ -148,8 +159,7 @@ class _Screen:
     def note(self, key: _Key, params: str) -> None:
         """Remember what a passed CSI turned on or off."""
         if key[2] in "hl" and key[:2] in (("", ""), ("?", "")):
-            noted = self.dec_modes if key[0] == "?" else self.ansi_modes
-            noted.update((int(mode), key[2] == "h") for mode in params.split(";"))
+            self._note_modes(key[0], params, key[2] == "h")
         elif key == ("", "", "m"):
             self.sgr = self.sgr or params not in ("", "0")
         elif key == ("", "", "r"):
@@ -165,19 +175,30 @@ class _Screen:
         elif key == (">", "", "m"):
             self.modify_other_keys = params not in ("4", "4;0")
 
+    def _note_modes(self, prefix: str, params: str, on: bool) -> None:
+        noted = self.dec_modes if prefix == "?" else self.ansi_modes
+        for mode in map(int, params.split(";")):
+            if mode not in _NOT_NOTED:
+                noted[mode] = on
+            if on and (prefix, mode) in _SAVED_WITH_CURSOR:
+                self.ever_on.add((prefix, mode))
+
     def modes_to_restore(self) -> list[str]:
-        changed = {
-            mode: on
+        """Mode resets: synchronized output ended, the alternate screen left, then the rest."""
+        dec = {
+            mode: default
             for mode, on in self.dec_modes.items()
-            if on != _DEC_VISUAL.get(mode, _DEC_INPUT.get(mode))
+            if on != (default := _DEC_VISUAL.get(mode, _DEC_INPUT.get(mode)))
+            or ("?", mode) in self.ever_on
         }
-        order = [m for m in _RESTORE_FIRST if m in changed]
-        order += sorted(m for m in changed if m not in _RESTORE_FIRST + _RESTORE_LAST)
-        out = [f"{CSI}?{mode}{'l' if changed[mode] else 'h'}" for mode in order]
+        order = [m for m in _RESTORE_FIRST if m in dec]
+        order += [m for m in _ALTERNATE_SCREENS if m in dec]
+        order += sorted(m for m in dec if m not in _RESTORE_FIRST + _ALTERNATE_SCREENS)
+        out = [f"{CSI}?{mode}{'h' if dec[mode] else 'l'}" for mode in order]
         out += [
-            f"{CSI}{mode}{'l' if on else 'h'}"
+            f"{CSI}{mode}{'h' if _ANSI_MODES[mode] else 'l'}"
             for mode, on in self.ansi_modes.items()
-            if on != _ANSI_MODES[mode]
+            if on != _ANSI_MODES[mode] or ("", mode) in self.ever_on
         ]
         return out
 
@@ -194,8 +215,7 @@ class _Screen:
             (self.cursor_style, f"{CSI}0 q"),
             (self.sgr, f"{CSI}0m"),
         ]
-        last = [f"{CSI}?{m}l" for m in _RESTORE_LAST if self.dec_modes.get(m)]
-        return "".join([*self.modes_to_restore(), *(seq for on, seq in undo if on), *last])
+        return "".join([*self.modes_to_restore(), *(seq for on, seq in undo if on)])
 
 
 class TerminalGuard:
@@ -388,7 +408,10 @@ def _without_conceal(params: str) -> str | None:
             kept += parts[index : index + taken]
             index += max(taken, 1)
             continue
-        if not (part.isdigit() and int(part) == 8):
+        # 8 with sub-parameters (8:0) conceals too where a terminal reads sub-parameters
+        # (xterm.js, VS Code's terminal, applies the main value and ignores the rest).
+        main = part.split(":", 1)[0]
+        if not (main.isdigit() and int(main) == 8):
             kept.append(part)
         index += 1
     return ";".join(kept) if kept else None

@@ -71,11 +71,16 @@ NEVER = [
     ("huge-repeat", b"x\x1b[999999999b"),
     ("xtsave-restore", b"\x1b[?1049s"),
     ("mouse-highlight", b"\x1b[1;2;3;4;5T"),
+    # Clears the person's tab stops for good: nothing restores them (TBC, one or all).
+    ("tab-clear-all", b"\x1b[3g"),
+    ("tab-clear", b"\x1b[g"),
+    # Status report: its answer is what ends the drain at the end of a session, so an agent
+    # that asked it last would let its other answers through to the person's shell.
+    ("dsr-status", b"\x1b[5n"),
 ]
 # Queries: their answer is typed by the terminal; allowed only where the agent reads it.
 QUERIES = [
     ("cpr", b"\x1b[6n"),
-    ("dsr", b"\x1b[5n"),
     ("da1", b"\x1b[c"),
     ("da2", b"\x1b[>c"),
     ("da3", b"\x1b[=c"),
@@ -150,6 +155,11 @@ def test_only_the_allowed_modes_of_a_mixed_mode_set_pass() -> None:
         (b"\x1b[38;5;8;48;2;8;8;8;8m", b"\x1b[38;5;8;48;2;8;8;8m"),  # colour 8 stays
         (b"\x1b[38:5:8m", b"\x1b[38:5:8m"),
         (b"\x1b[28m", b"\x1b[28m"),
+        # With sub-parameters: xterm.js (VS Code's terminal) conceals on the main value.
+        (b"\x1b[8:0m", b""),
+        (b"\x1b[8:m", b""),
+        (b"\x1b[1;08:1;4:3m", b"\x1b[1;4:3m"),
+        (b"\x1b[38:5:8;48;5;1m", b"\x1b[38:5:8;48;5;1m"),
     ],
 )
 def test_concealed_text_is_shown(sgr: bytes, shown: bytes) -> None:
@@ -242,9 +252,39 @@ def test_restore_undoes_what_the_agent_turned_on() -> None:
         b"\x1b[0 q",
     ):
         assert undo in restore
-    assert restore.startswith(b"\x1b[?2026l")  # else the terminal shows nothing after it
-    assert restore.endswith(b"\x1b[?1049l")
+    assert restore.startswith(b"\x1b[?2026l\x1b[?1049l")  # else nothing after it shows
     assert guard.restore() == b""  # once
+
+
+def test_leaving_the_alternate_screen_cannot_bring_back_what_was_reset() -> None:
+    # Leaving 1049 restores the cursor as DECRC does: the line-drawing charset and the red the
+    # agent had when it entered. Reset before that, they would stay in the person's shell.
+    guard = TerminalGuard(REPLAY)
+    guard.feed(b"\x1b(0\x1b[31m\x1b[?1049h\x1b(B\x1b[0mtui")
+    restore = guard.finish()
+    left = restore.index(b"\x1b[?1049l")
+    assert left < restore.index(b"\x1b(B") and left < restore.index(b"\x1b[0m"), restore
+
+
+@pytest.mark.parametrize(
+    ("stream", "reset"),
+    [
+        (b"\x1b[?6h\x1b7\x1b[?6l\x1b8", b"\x1b[?6l"),  # origin mode, saved by DECSC
+        (b"\x1b[4h\x1b7\x1b[4l\x1b8", b"\x1b[4l"),  # insert mode, saved by VTE's DECSC
+        (b"\x1b[?6h\x1b[?1049h\x1b[?6l\x1b[?1049l", b"\x1b[?6l"),
+    ],
+)
+def test_a_mode_a_cursor_restore_turns_back_on_is_reset(stream: bytes, reset: bytes) -> None:
+    guard = TerminalGuard(INTERACTIVE)
+    guard.feed(stream)
+    assert reset in guard.finish()
+
+
+def test_a_cursor_restore_is_not_taken_for_a_mode_to_undo() -> None:
+    # CSI ?1048l is DECRC: "undoing" CSI ?1048h would move the cursor to where the agent saved it.
+    guard = TerminalGuard(INTERACTIVE)
+    assert guard.feed(b"\x1b[?1048h") == b"\x1b[?1048h"
+    assert guard.finish() == b""
 
 
 def test_restore_leaves_alone_what_the_agent_turned_back() -> None:
