@@ -72,6 +72,9 @@ _ESC_STRINGS = frozenset("P]X^_")
 # In the ground state: a run of printable text (everything but C0, DEL and C1, which arrive
 # decoded from UTF-8, or as U+FFFD when a raw 8-bit byte was not UTF-8), or a whole CSI.
 _GROUND_TOKEN = re.compile(f"([^\x00-\x1f\x7f-\x9f]+)|\x1b\\[([ -?]{{0,{MAX_CSI}}})([@-~])")
+# Bidi embeddings, overrides and isolates: where a terminal lays out bidi text (VTE, Konsole,
+# iTerm2) they show a command in another order than the one a person copies ("Trojan Source").
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _CSI_BODY = re.compile(r"([<=>?]?)([0-9;:]*)([ -/]?)")
 
 # ESC sequences (no CSI) that pass: save/restore cursor, index, reverse index, next line.
@@ -274,7 +277,8 @@ class TerminalGuard:
             if not self._anywhere(text[index]):
                 self._step(text[index], out)
             index += 1
-        return "".join(out)
+        shown = "".join(out)
+        return shown if shown.isascii() else _BIDI_CONTROLS.sub("", shown)
 
     def _anywhere(self, char: str) -> bool:
         """The transitions every state makes (ESC, CAN/SUB and C1 controls); True if taken."""
@@ -397,6 +401,24 @@ def _allowed_modes(prefix: str, params: str, interactive: bool) -> str:
 _COLOUR_ARGUMENTS = {"5": 1, "2": 3}  # 38;5;N and 38;2;R;G;B: the numbers after the kind
 
 
+def _plain_sub_parameters(part: str) -> bool:
+    """An SGR part with sub-parameters passes only as an underline style (4:3) or a colour
+    (38:5:N, 38:2:R:G:B, 38:2:CS:R:G:B): xterm.js (VS Code's terminal) reads 8:0 as 8, conceal,
+    and a terminal that takes ":" for ";" would read 1:8, or a sixth colour field of 8, so."""
+    fields = part.split(":")
+    numbers = fields[2:]
+    if fields[0] == "4":
+        return len(fields) == 2 and fields[1] in ("0", "1", "2", "3", "4", "5")
+    if fields[0] not in ("38", "48", "58") or len(fields) < 3:
+        return False
+    if fields[1] == "5":
+        return len(numbers) == 1 and numbers[0].isdigit()
+    if fields[1] != "2" or len(numbers) not in (3, 4) or not all(n.isdigit() for n in numbers[-3:]):
+        return False
+    # The colour space may be empty (38:2::R:G:B); read with ";" for ":", B is a part itself.
+    return len(numbers) == 3 or (not numbers[0].strip("0123456789") and int(numbers[3]) != 8)
+
+
 def _without_conceal(params: str) -> str | None:
     """SGR parameters without 8 (conceal): hidden text is copied with what a person selects,
     so a command could ride along unseen into their shell. None if nothing is left."""
@@ -408,10 +430,10 @@ def _without_conceal(params: str) -> str | None:
             kept += parts[index : index + taken]
             index += max(taken, 1)
             continue
-        # 8 with sub-parameters (8:0) conceals too where a terminal reads sub-parameters
-        # (xterm.js, VS Code's terminal, applies the main value and ignores the rest).
-        main = part.split(":", 1)[0]
-        if not (main.isdigit() and int(main) == 8):
+        if ":" in part:  # sub-parameters: only the forms every terminal reads alike
+            if _plain_sub_parameters(part):
+                kept.append(part)
+        elif not (part.isdigit() and int(part) == 8):
             kept.append(part)
         index += 1
     return ";".join(kept) if kept else None

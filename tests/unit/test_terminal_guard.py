@@ -160,6 +160,10 @@ def test_only_the_allowed_modes_of_a_mixed_mode_set_pass() -> None:
         (b"\x1b[8:m", b""),
         (b"\x1b[1;08:1;4:3m", b"\x1b[1;4:3m"),
         (b"\x1b[38:5:8;48;5;1m", b"\x1b[38:5:8;48;5;1m"),
+        # Read with ";" for ":" (terminals before sub-parameters), these would conceal.
+        (b"\x1b[1:8m", b""),
+        (b"\x1b[38:2::1:2:8m", b""),
+        (b"\x1b[38:2:1:2:8;4:3m", b"\x1b[38:2:1:2:8;4:3m"),  # there, 8 is the blue
     ],
 )
 def test_concealed_text_is_shown(sgr: bytes, shown: bytes) -> None:
@@ -181,6 +185,15 @@ def test_scrollback_erase_only_in_a_session() -> None:
 def test_a_sequence_split_at_every_byte_is_still_recognized() -> None:
     stream = b"".join(attack for _, attack in NEVER) + b"\x1b[31mok\x1b[0m"
     assert byte_by_byte(stream, REPLAY) == b"x\x1b[31mok\x1b[0m"
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_bidi_overrides_and_isolates_are_dropped(mode: Mode) -> None:
+    # Where the terminal lays out bidi text, U+202E shows `rm -rf ~` in another order than the
+    # one copied; the marks (U+200E/F) that right-to-left text needs stay.
+    text = "echo \u202e~ fr- mr\u202c \u2067x\u2069 \u200fשלום"
+    assert passed(text.encode(), mode) == "echo ~ fr- mr x \u200fשלום".encode()
+    assert byte_by_byte(text.encode(), mode) == "echo ~ fr- mr x \u200fשלום".encode()
 
 
 def test_a_utf8_character_split_between_chunks_is_kept() -> None:
