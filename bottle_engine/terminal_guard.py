@@ -27,8 +27,8 @@ REPLAY (`logs`, the output of a finished agent, a streamed attach or exec): no q
 no mode that makes the terminal type (mouse, focus, bracketed paste, keypad), since the person's
 shell reads what the terminal types. `restore()` gives the sequences that undo what the agent
 turned on (alternate screen, hidden cursor, mouse and paste modes, scroll region, colours...),
-for the end of a session: the alternate screen is left first, since leaving it restores the
-charset, colours and modes saved on entry, which are reset after it.
+for the end of a session; what leaving the alternate screen brings back (the charset, colours
+and modes DECSC saved on entry) is reset once more after it.
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ _NOT_NOTED = frozenset({1048})
 # Modes a DECRC (ESC 8, leaving 1049) can turn back on behind the guard's back, since DECSC
 # saves them (origin mode; VTE also insert mode): reset whenever the agent ever turned them on.
 _SAVED_WITH_CURSOR = frozenset({("?", 6), ("", 4)})
+_CHARSET_RESET = f"{ESC}(B{ESC})B"
+_SGR_RESET = f"{CSI}0m"
 
 
 @dataclass
@@ -187,16 +189,18 @@ class _Screen:
                 self.ever_on.add((prefix, mode))
 
     def modes_to_restore(self) -> list[str]:
-        """Mode resets: synchronized output ended, the alternate screen left, then the rest."""
+        """Mode resets, synchronized output ended first; not the alternate screen's."""
         dec = {
             mode: default
             for mode, on in self.dec_modes.items()
-            if on != (default := _DEC_VISUAL.get(mode, _DEC_INPUT.get(mode)))
-            or ("?", mode) in self.ever_on
+            if mode not in _ALTERNATE_SCREENS
+            and (
+                on != (default := _DEC_VISUAL.get(mode, _DEC_INPUT.get(mode)))
+                or ("?", mode) in self.ever_on
+            )
         }
         order = [m for m in _RESTORE_FIRST if m in dec]
-        order += [m for m in _ALTERNATE_SCREENS if m in dec]
-        order += sorted(m for m in dec if m not in _RESTORE_FIRST + _ALTERNATE_SCREENS)
+        order += sorted(m for m in dec if m not in _RESTORE_FIRST)
         out = [f"{CSI}?{mode}{'h' if dec[mode] else 'l'}" for mode in order]
         out += [
             f"{CSI}{mode}{'h' if _ANSI_MODES[mode] else 'l'}"
@@ -206,7 +210,10 @@ class _Screen:
         return out
 
     def restore(self) -> str:
-        """Sequences that undo what was noted."""
+        """Sequences that undo what was noted: all of it on the screen the agent is on (kitty
+        keeps a keyboard stack per screen), then the alternate screen left, then once more what
+        leaving it brings back (it restores the cursor as DECRC does, with the charset, colours
+        and modes saved when the agent entered it)."""
         undo = [
             (self.kitty_pushes > 0, f"{CSI}<{self.kitty_pushes}u"),
             (self.kitty_flags, f"{CSI}=0;1u"),
@@ -214,11 +221,17 @@ class _Screen:
             (self.keypad, ESC + ">"),
             # DECSTBM homes the cursor: keep it where it is.
             (self.scroll_region, f"{ESC}7{CSI}r{ESC}8"),
-            (self.charset, f"{ESC}(B{ESC})B"),
+            (self.charset, _CHARSET_RESET),
             (self.cursor_style, f"{CSI}0 q"),
-            (self.sgr, f"{CSI}0m"),
+            (self.sgr, _SGR_RESET),
         ]
-        return "".join([*self.modes_to_restore(), *(seq for on, seq in undo if on)])
+        leave = [f"{CSI}?{m}l" for m in _ALTERNATE_SCREENS if self.dec_modes.get(m)]
+        again = [seq for on, seq in ((self.charset, _CHARSET_RESET), (self.sgr, _SGR_RESET)) if on]
+        again += [f"{CSI}{prefix}{mode}l" for prefix, mode in sorted(self.ever_on)]
+        return "".join(
+            [*self.modes_to_restore(), *(seq for on, seq in undo if on), *leave]
+            + (again if leave else [])
+        )
 
 
 class TerminalGuard:
