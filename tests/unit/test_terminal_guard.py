@@ -172,6 +172,20 @@ def test_concealed_text_is_shown(sgr: bytes, shown: bytes) -> None:
     assert passed(sgr, INTERACTIVE) == shown
 
 
+@pytest.mark.parametrize("final", [b"S", b"T", b"L", b"M"])
+def test_a_line_count_is_clamped_to_more_than_a_screen(final: bytes) -> None:
+    # xterm.js runs every one of 65535 line scrolls: twenty such sequences (200 bytes) held
+    # VS Code's terminal for about 7 s. No screen has more than 256 lines to move.
+    assert passed(b"\x1b[65535" + final, REPLAY) == b"\x1b[256" + final
+    assert passed(b"\x1b[3" + final, REPLAY) == b"\x1b[3" + final
+    assert passed(b"\x1b[3;4" + final, INTERACTIVE) == b""  # one count only
+
+
+def test_a_repeat_is_clamped_to_a_line() -> None:
+    assert passed(b"x\x1b[65535b", REPLAY) == b"x\x1b[1024b"
+    assert passed(b"x\x1b[80b", INTERACTIVE) == b"x\x1b[80b"
+
+
 def test_osc8_link_text_stays_visible_without_its_target() -> None:
     data = b"\x1b]8;;http://evil.invalid/\x1b\\git status\x1b]8;;\x1b\\"
     assert passed(data, INTERACTIVE) == b"git status"
