@@ -74,7 +74,7 @@ _ESC_STRINGS = frozenset("P]X^_")
 _GROUND_TOKEN = re.compile(f"([^\x00-\x1f\x7f-\x9f]+)|\x1b\\[([ -?]{{0,{MAX_CSI}}})([@-~])")
 # Bidi embeddings, overrides and isolates: where a terminal lays out bidi text (VTE, Konsole,
 # iTerm2) they show a command in another order than the one a person copies ("Trojan Source").
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_BIDI_CONTROLS = re.compile(b"\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")  # in UTF-8
 _CSI_BODY = re.compile(r"([<=>?]?)([0-9;:]*)([ -/]?)")
 
 # ESC sequences (no CSI) that pass: save/restore cursor, index, reverse index, next line.
@@ -258,12 +258,13 @@ class TerminalGuard:
 
     def feed(self, data: bytes) -> bytes:
         """The safe bytes for the next chunk of the stream (a sequence may span chunks)."""
-        return self._filter(self._decoder.decode(data)).encode("utf-8")
+        return _without_bidi_controls(self._filter(self._decoder.decode(data)).encode("utf-8"))
 
     def finish(self) -> bytes:
         """At the end of the stream: what is left (an incomplete sequence is dropped), then
         `restore()`."""
-        return self._filter(self._decoder.decode(b"", final=True)).encode() + self.restore()
+        left = self._filter(self._decoder.decode(b"", final=True)).encode()
+        return _without_bidi_controls(left) + self.restore()
 
     def restore(self) -> bytes:
         """Sequences that undo what the agent turned on, so the person's shell is usable."""
@@ -297,8 +298,7 @@ class TerminalGuard:
             if not self._anywhere(text[index]):
                 self._step(text[index], out)
             index += 1
-        shown = "".join(out)
-        return shown if shown.isascii() else _BIDI_CONTROLS.sub("", shown)
+        return "".join(out)
 
     def _anywhere(self, char: str) -> bool:
         """The transitions every state makes (ESC, CAN/SUB and C1 controls); True if taken."""
@@ -383,6 +383,13 @@ class TerminalGuard:
         if key not in _UNNOTED:
             self._screen.note(key, params)
         return key[0] + params + key[1] + key[2]
+
+
+def _without_bidi_controls(shown: bytes) -> bytes:
+    # Two fast searches first: the common text (box drawing, ⏺) has none of these prefixes.
+    if b"\xe2\x80" in shown or b"\xe2\x81" in shown:
+        return _BIDI_CONTROLS.sub(b"", shown)
+    return shown
 
 
 @functools.lru_cache(maxsize=4096)  # a TUI repeats a few hundred sequences over and over
