@@ -21,11 +21,13 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import tty
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from types import FrameType
+from typing import Any, BinaryIO
 
 from bottle_engine.terminal_guard import Mode, TerminalGuard
 
@@ -48,6 +50,26 @@ def socket_peer(sock: object) -> Peer:
     sendall: Callable[[bytes], None] = sock.sendall  # type: ignore[attr-defined]
     fileno: Callable[[], int] = sock.fileno  # type: ignore[attr-defined]
     return Peer(fileno(), lambda: recv(_READ), sendall)
+
+
+@contextlib.contextmanager
+def _signals_end_the_session() -> Iterator[None]:
+    """SIGTERM (`kill`) and SIGHUP (the terminal closed) raise SystemExit while the agent's
+    stream is shown: their default action would skip the `finally` that restores the person's
+    terminal (raw mode, the agent's modes) and ends the agent's side."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread gets signals (and may set their handlers)
+        return
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -86,11 +108,12 @@ def write_replay(chunks: Iterable[bytes], stream: BinaryIO | None = None) -> Non
     """Write the agent's output (logs, a finished or streamed session) made safe, and at its end
     (or on Ctrl-C) undo what it turned on."""
     output = GuardedOutput(stream or sys.stdout.buffer, guard=True)
-    try:
-        for chunk in chunks:
-            output.write(chunk)
-    finally:
-        output.close()
+    with _signals_end_the_session():
+        try:
+            for chunk in chunks:
+                output.write(chunk)
+        finally:
+            output.close()
 
 
 def relay_session(peer: Peer, resize_to: Callable[[int, int], None]) -> None:
@@ -106,6 +129,22 @@ def relay_session(peer: Peer, resize_to: Callable[[int, int], None]) -> None:
             resize_to(rows, columns)
 
     previous = signal.signal(signal.SIGWINCH, resize)
+    try:
+        with _signals_end_the_session():
+            _relay(peer, guard, stdin_fd, stdout_fd, saved, resize)
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+
+
+def _relay(
+    peer: Peer,
+    guard: TerminalGuard,
+    stdin_fd: int,
+    stdout_fd: int,
+    saved: list[Any],
+    resize: Callable[[], None],
+) -> None:
+    """The relay loop of `relay_session`; raw mode on, then the terminal given back."""
     try:
         tty.setraw(stdin_fd)
         resize()
@@ -127,8 +166,8 @@ def relay_session(peer: Peer, resize_to: Callable[[int, int], None]) -> None:
             if guard.asked:
                 drain_answers(stdin_fd, stdout_fd)
         # An answer to the agent's last query must not reach the person's shell.
-        termios.tcsetattr(stdin_fd, termios.TCSAFLUSH, saved)
-        signal.signal(signal.SIGWINCH, previous)
+        with contextlib.suppress(termios.error):  # a terminal that hung up has no settings
+            termios.tcsetattr(stdin_fd, termios.TCSAFLUSH, saved)
 
 
 _SENTINEL, _SENTINEL_ANSWER = b"\x1b[5n", b"\x1b[0n"
@@ -157,8 +196,11 @@ def run_in_pty(argv: Sequence[str], env: Mapping[str, str]) -> int:
     this terminal through an INTERACTIVE guard: without it the agent's bytes would reach the
     person's terminal straight from smolvm. The command's exit code."""
     master, slave = pty.openpty()
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, termios.error):
         termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(sys.stdin.fileno()))
+    with contextlib.suppress(OSError):  # the first screen is laid out for the person's size
+        size = fcntl.ioctl(sys.stdout.fileno(), termios.TIOCGWINSZ, bytes(8))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
     try:
         process = subprocess.Popen(
             list(argv),
@@ -210,6 +252,12 @@ def run_streamed(argv: Sequence[str], env: Mapping[str, str], *, guard: bool | N
     process = subprocess.Popen(
         list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env)
     )
+    assert process.stdout is not None and process.stderr is not None
+    with _signals_end_the_session():
+        return _copy_streams(process, guard)
+
+
+def _copy_streams(process: subprocess.Popen[bytes], guard: bool | None) -> int:
     assert process.stdout is not None and process.stderr is not None
     outputs = {
         process.stdout.fileno(): GuardedOutput(sys.stdout.buffer, guard=guard),

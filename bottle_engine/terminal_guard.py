@@ -20,13 +20,15 @@ more. State is kept between chunks (a sequence may be split anywhere); what is h
 unterminated OSC of a gigabyte costs nothing).
 
 Two modes. INTERACTIVE (attach/exec on a TTY): the terminal's answers go to the agent's own
-stdin, so the status and attribute queries a TUI needs (DSR, DA, DECRQM, kitty keyboard and
-XTVERSION queries, text area size) pass; never a title report, OSC, DCS or APC. REPLAY (`logs`,
-the output of a finished agent, a streamed attach or exec): no query at all, and no mode that
-makes the terminal type (mouse, focus, bracketed paste, keypad), since the person's shell reads
-what the terminal types. `restore()` gives the sequences that undo what the agent turned on
-(alternate screen, hidden cursor, mouse and paste modes, scroll region, colours...), for the
-end of a session.
+stdin, so the status and attribute queries a TUI needs (cursor position, DA, DECRQM, kitty
+keyboard and XTVERSION queries, text area size) pass; never a title report, OSC, DCS or APC, nor
+the status report (CSI 5 n), whose answer only the relay may ask for (it ends the drain).
+REPLAY (`logs`, the output of a finished agent, a streamed attach or exec): no query at all, and
+no mode that makes the terminal type (mouse, focus, bracketed paste, keypad), since the person's
+shell reads what the terminal types. `restore()` gives the sequences that undo what the agent
+turned on (alternate screen, hidden cursor, mouse and paste modes, scroll region, colours...),
+for the end of a session; what leaving the alternate screen brings back (the charset, colours
+and modes DECSC saved on entry) is reset once more after it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ _ESC_STRINGS = frozenset("P]X^_")
 # In the ground state: a run of printable text (everything but C0, DEL and C1, which arrive
 # decoded from UTF-8, or as U+FFFD when a raw 8-bit byte was not UTF-8), or a whole CSI.
 _GROUND_TOKEN = re.compile(f"([^\x00-\x1f\x7f-\x9f]+)|\x1b\\[([ -?]{{0,{MAX_CSI}}})([@-~])")
+# Bidi embeddings, overrides and isolates: where a terminal lays out bidi text (VTE, Konsole,
+# iTerm2) they show a command in another order than the one a person copies ("Trojan Source").
+_BIDI_CONTROLS = re.compile(b"\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")  # in UTF-8
 _CSI_BODY = re.compile(r"([<=>?]?)([0-9;:]*)([ -/]?)")
 
 # ESC sequences (no CSI) that pass: save/restore cursor, index, reverse index, next line.
@@ -81,7 +86,8 @@ _CHARSETS = frozenset({"(0", "(B", ")0", ")B"})  # line drawing and back
 _Key = tuple[str, str, str]
 _NUMBERS = "[0-9;:]*"
 # What draws: cursor moves, erases, inserts, scrolling, tabs, colours, cursor shape, margins.
-_DRAWING: dict[_Key, str] = {("", "", final): _NUMBERS for final in "ABCDEFGHIKLMPXZ@`abdefgm"}
+# Not TBC (CSI g): clearing the tab stops outlives the session, and nothing restores them.
+_DRAWING: dict[_Key, str] = {("", "", final): _NUMBERS for final in "ABCDEFGHIKLMPXZ@`abdefm"}
 _DRAWING |= {
     ("", "", "J"): "[012]?",  # not 3: the scrollback is the person's own history
     ("", "", "S"): "[0-9]*",  # one parameter: CSI with five and T starts mouse highlighting
@@ -90,13 +96,20 @@ _DRAWING |= {
     ("", "", "s"): "",  # save / restore the cursor
     ("", "", "u"): "",
     ("", " ", "q"): "[0-6]?",  # cursor shape
+    ("", "", "L"): "[0-9]*",  # insert, delete lines; repeat the last character: one count
+    ("", "", "M"): "[0-9]*",
+    ("", "", "b"): "[0-9]*",
 }
+# Counts a terminal does not bound by its screen: xterm.js (VS Code's terminal) runs 65535 line
+# scrolls, inserts or deletes for CSI 65535 S, in about 0.3 s of the editor's time per ten
+# bytes; REP prints its count. Clamped to more lines than any screen has, a line for REP.
+_CLAMPED = {"S": 256, "T": 256, "L": 256, "M": 256, "b": 1024}
 _UNNOTED = frozenset(key for key in _DRAWING if key[2] not in "mrq")  # nothing to undo
 # For an interactive session only: the terminal's answer goes back to the agent, or the mode
 # changes what the terminal types to it.
 _INTERACTIVE: dict[_Key, str] = {
     ("", "", "J"): "3",
-    ("", "", "n"): "[56]",  # status, cursor position
+    ("", "", "n"): "6",  # cursor position; not 5 (status): its answer ends the drain
     ("?", "", "n"): "6",
     ("", "", "c"): "0?",  # DA1, DA2, DA3
     (">", "", "c"): "0?",
@@ -125,9 +138,18 @@ _DEC_INPUT = {1: False, 9: False, 66: False, 1000: False, 1002: False, 1003: Fal
 _DEC_INPUT |= {1004: False, 1005: False, 1006: False, 1007: False, 1015: False, 1016: False}
 _DEC_INPUT |= {2004: False, 2031: False}  # 2031: the terminal reports a colour theme change
 _ANSI_MODES = {4: False}  # insert mode
-# End synchronized output first (else nothing after it shows), leave the alternate screen last.
+# End synchronized output first (else nothing after it shows), then leave the alternate screen,
+# before anything else is reset: leaving 1049 restores the cursor as DECRC does, with the
+# charset, colours and modes saved when the agent entered it.
 _RESTORE_FIRST = (2026,)
-_RESTORE_LAST = (47, 1047, 1049)
+_ALTERNATE_SCREENS = (47, 1047, 1049)
+# Not a mode but a cursor save (h) or restore (l): nothing to undo.
+_NOT_NOTED = frozenset({1048})
+# Modes a DECRC (ESC 8, leaving 1049) can turn back on behind the guard's back, since DECSC
+# saves them (origin mode; VTE also insert mode): reset whenever the agent ever turned them on.
+_SAVED_WITH_CURSOR = frozenset({("?", 6), ("", 4)})
+_CHARSET_RESET = f"{ESC}(B{ESC})B"
+_SGR_RESET = f"{CSI}0m"
 
 
 @dataclass
@@ -136,6 +158,7 @@ class _Screen:
 
     dec_modes: dict[int, bool] = field(default_factory=dict)
     ansi_modes: dict[int, bool] = field(default_factory=dict)
+    ever_on: set[tuple[str, int]] = field(default_factory=set)  # of _SAVED_WITH_CURSOR
     sgr: bool = False
     scroll_region: bool = False
     charset: bool = False
@@ -148,8 +171,7 @@ class _Screen:
     def note(self, key: _Key, params: str) -> None:
         """Remember what a passed CSI turned on or off."""
         if key[2] in "hl" and key[:2] in (("", ""), ("?", "")):
-            noted = self.dec_modes if key[0] == "?" else self.ansi_modes
-            noted.update((int(mode), key[2] == "h") for mode in params.split(";"))
+            self._note_modes(key[0], params, key[2] == "h")
         elif key == ("", "", "m"):
             self.sgr = self.sgr or params not in ("", "0")
         elif key == ("", "", "r"):
@@ -165,24 +187,40 @@ class _Screen:
         elif key == (">", "", "m"):
             self.modify_other_keys = params not in ("4", "4;0")
 
+    def _note_modes(self, prefix: str, params: str, on: bool) -> None:
+        noted = self.dec_modes if prefix == "?" else self.ansi_modes
+        for mode in map(int, params.split(";")):
+            if mode not in _NOT_NOTED:
+                noted[mode] = on
+            if on and (prefix, mode) in _SAVED_WITH_CURSOR:
+                self.ever_on.add((prefix, mode))
+
     def modes_to_restore(self) -> list[str]:
-        changed = {
-            mode: on
+        """Mode resets, synchronized output ended first; not the alternate screen's."""
+        dec = {
+            mode: default
             for mode, on in self.dec_modes.items()
-            if on != _DEC_VISUAL.get(mode, _DEC_INPUT.get(mode))
+            if mode not in _ALTERNATE_SCREENS
+            and (
+                on != (default := _DEC_VISUAL.get(mode, _DEC_INPUT.get(mode)))
+                or ("?", mode) in self.ever_on
+            )
         }
-        order = [m for m in _RESTORE_FIRST if m in changed]
-        order += sorted(m for m in changed if m not in _RESTORE_FIRST + _RESTORE_LAST)
-        out = [f"{CSI}?{mode}{'l' if changed[mode] else 'h'}" for mode in order]
+        order = [m for m in _RESTORE_FIRST if m in dec]
+        order += sorted(m for m in dec if m not in _RESTORE_FIRST)
+        out = [f"{CSI}?{mode}{'h' if dec[mode] else 'l'}" for mode in order]
         out += [
-            f"{CSI}{mode}{'l' if on else 'h'}"
+            f"{CSI}{mode}{'h' if _ANSI_MODES[mode] else 'l'}"
             for mode, on in self.ansi_modes.items()
-            if on != _ANSI_MODES[mode]
+            if on != _ANSI_MODES[mode] or ("", mode) in self.ever_on
         ]
         return out
 
     def restore(self) -> str:
-        """Sequences that undo what was noted."""
+        """Sequences that undo what was noted: all of it on the screen the agent is on (kitty
+        keeps a keyboard stack per screen), then the alternate screen left, then once more what
+        leaving it brings back (it restores the cursor as DECRC does, with the charset, colours
+        and modes saved when the agent entered it)."""
         undo = [
             (self.kitty_pushes > 0, f"{CSI}<{self.kitty_pushes}u"),
             (self.kitty_flags, f"{CSI}=0;1u"),
@@ -190,12 +228,17 @@ class _Screen:
             (self.keypad, ESC + ">"),
             # DECSTBM homes the cursor: keep it where it is.
             (self.scroll_region, f"{ESC}7{CSI}r{ESC}8"),
-            (self.charset, f"{ESC}(B{ESC})B"),
+            (self.charset, _CHARSET_RESET),
             (self.cursor_style, f"{CSI}0 q"),
-            (self.sgr, f"{CSI}0m"),
+            (self.sgr, _SGR_RESET),
         ]
-        last = [f"{CSI}?{m}l" for m in _RESTORE_LAST if self.dec_modes.get(m)]
-        return "".join([*self.modes_to_restore(), *(seq for on, seq in undo if on), *last])
+        leave = [f"{CSI}?{m}l" for m in _ALTERNATE_SCREENS if self.dec_modes.get(m)]
+        again = [seq for on, seq in ((self.charset, _CHARSET_RESET), (self.sgr, _SGR_RESET)) if on]
+        again += [f"{CSI}{prefix}{mode}l" for prefix, mode in sorted(self.ever_on)]
+        return "".join(
+            [*self.modes_to_restore(), *(seq for on, seq in undo if on), *leave]
+            + (again if leave else [])
+        )
 
 
 class TerminalGuard:
@@ -215,12 +258,13 @@ class TerminalGuard:
 
     def feed(self, data: bytes) -> bytes:
         """The safe bytes for the next chunk of the stream (a sequence may span chunks)."""
-        return self._filter(self._decoder.decode(data)).encode("utf-8")
+        return _without_bidi_controls(self._filter(self._decoder.decode(data)).encode("utf-8"))
 
     def finish(self) -> bytes:
         """At the end of the stream: what is left (an incomplete sequence is dropped), then
         `restore()`."""
-        return self._filter(self._decoder.decode(b"", final=True)).encode() + self.restore()
+        left = self._filter(self._decoder.decode(b"", final=True)).encode()
+        return _without_bidi_controls(left) + self.restore()
 
     def restore(self) -> bytes:
         """Sequences that undo what the agent turned on, so the person's shell is usable."""
@@ -341,6 +385,13 @@ class TerminalGuard:
         return key[0] + params + key[1] + key[2]
 
 
+def _without_bidi_controls(shown: bytes) -> bytes:
+    # Two fast searches first: the common text (box drawing, ⏺) has none of these prefixes.
+    if b"\xe2\x80" in shown or b"\xe2\x81" in shown:
+        return _BIDI_CONTROLS.sub(b"", shown)
+    return shown
+
+
 @functools.lru_cache(maxsize=4096)  # a TUI repeats a few hundred sequences over and over
 def _csi_verdict(held: str, final: str, interactive: bool) -> tuple[_Key, str] | None:
     """The key and the parameters to pass of a CSI with these parameters and final, or None."""
@@ -362,6 +413,8 @@ def _csi_verdict(held: str, final: str, interactive: bool) -> tuple[_Key, str] |
     if key == ("", "", "m"):
         kept = _without_conceal(params)
         return None if kept is None else (key, kept)
+    if params and key[:2] == ("", "") and final in _CLAMPED:
+        return key, str(min(int(params), _CLAMPED[final]))
     return key, params
 
 
@@ -377,6 +430,24 @@ def _allowed_modes(prefix: str, params: str, interactive: bool) -> str:
 _COLOUR_ARGUMENTS = {"5": 1, "2": 3}  # 38;5;N and 38;2;R;G;B: the numbers after the kind
 
 
+def _plain_sub_parameters(part: str) -> bool:
+    """An SGR part with sub-parameters passes only as an underline style (4:3) or a colour
+    (38:5:N, 38:2:R:G:B, 38:2:CS:R:G:B): xterm.js (VS Code's terminal) reads 8:0 as 8, conceal,
+    and a terminal that takes ":" for ";" would read 1:8, or a sixth colour field of 8, so."""
+    fields = part.split(":")
+    numbers = fields[2:]
+    if fields[0] == "4":
+        return len(fields) == 2 and fields[1] in ("0", "1", "2", "3", "4", "5")
+    if fields[0] not in ("38", "48", "58") or len(fields) < 3:
+        return False
+    if fields[1] == "5":
+        return len(numbers) == 1 and numbers[0].isdigit()
+    if fields[1] != "2" or len(numbers) not in (3, 4) or not all(n.isdigit() for n in numbers[-3:]):
+        return False
+    # The colour space may be empty (38:2::R:G:B); read with ";" for ":", B is a part itself.
+    return len(numbers) == 3 or (not numbers[0].strip("0123456789") and int(numbers[3]) != 8)
+
+
 def _without_conceal(params: str) -> str | None:
     """SGR parameters without 8 (conceal): hidden text is copied with what a person selects,
     so a command could ride along unseen into their shell. None if nothing is left."""
@@ -388,7 +459,10 @@ def _without_conceal(params: str) -> str | None:
             kept += parts[index : index + taken]
             index += max(taken, 1)
             continue
-        if not (part.isdigit() and int(part) == 8):
+        if ":" in part:  # sub-parameters: only the forms every terminal reads alike
+            if _plain_sub_parameters(part):
+                kept.append(part)
+        elif not (part.isdigit() and int(part) == 8):
             kept.append(part)
         index += 1
     return ";".join(kept) if kept else None

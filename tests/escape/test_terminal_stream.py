@@ -47,7 +47,12 @@ PAYLOAD = (
     b"\x1b[3;0;0t\x1b[2t\x1b[8;1;1t"  # move, iconify, resize the window
     + "\u009b6n\u009d52;c;eA==\u009c".encode()  # C1 controls, UTF-8 encoded
     + b"\x9b6n"  # and raw
-    + b"\x1b[?1049h\x1b[?25l\x1b[?1000h\x1b[31mvisible-text\x1b[0m\r\n"
+    + b"\x1b[8:0mconcealed-text\x1b[0m"  # conceal with a sub-parameter (xterm.js: hidden)
+    + "\u202e~ fr- mr\u202c".encode()  # bidi override: shown reversed where bidi is laid out
+    + b"\x1b[3g"  # clear every tab stop of the person's terminal
+    # Line drawing saved on entering the alternate screen: leaving it brings it back.
+    + b"\x1b(0\x1b[?1049h\x1b(B"
+    + b"\x1b[?25l\x1b[?1000h\x1b[31mvisible-text\x1b[0m\r\n"
 )
 PRINT = f"echo {base64.b64encode(PAYLOAD).decode()} | base64 -d; echo {MARKER}"
 MANIFEST = (
@@ -71,6 +76,9 @@ NEVER = [
     b"\x9d",
     b"\xc2\x9b",
     b"\xc2\x9d",
+    b"\x1b[8:",
+    "\u202e".encode(),
+    b"\x1b[3g",
 ]
 # Not either when the terminal's answer would go to the person's shell (no session).
 NOT_IN_A_REPLAY = [b"\x1b[6n", b"\x1b[c", b"\x1b[>q", b"\x1b[?1000h"]
@@ -130,6 +138,7 @@ def test_no_dangerous_sequence_reaches_the_person_s_terminal(
     output = terminals[path]
     assert MARKER.encode() in output, output  # the stream did reach the terminal
     assert b"visible-text" in output and b"git status" in output  # and its text with it
+    assert b"concealed-text" in output
     found = [sequence for sequence in NEVER if sequence in output]
     assert not found, f"{path}: {found} reached the terminal: {output!r}"
 
@@ -146,5 +155,7 @@ def test_the_terminal_is_restored_at_the_end(terminals: dict[str, bytes], path: 
     # The agent hid the cursor and entered the alternate screen; the person gets both back.
     tail = terminals[path].rsplit(b"visible-text", 1)[1]
     assert b"\x1b[?25h" in tail and b"\x1b[?1049l" in tail, tail
+    # Back to ASCII after leaving the alternate screen, whose DECRC restores the line drawing.
+    assert tail.rindex(b"\x1b(B") > tail.index(b"\x1b[?1049l"), tail
     if path in SESSIONS:
         assert b"\x1b[?1000l" in tail, tail  # mouse reporting off again

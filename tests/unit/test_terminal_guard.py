@@ -71,11 +71,16 @@ NEVER = [
     ("huge-repeat", b"x\x1b[999999999b"),
     ("xtsave-restore", b"\x1b[?1049s"),
     ("mouse-highlight", b"\x1b[1;2;3;4;5T"),
+    # Clears the person's tab stops for good: nothing restores them (TBC, one or all).
+    ("tab-clear-all", b"\x1b[3g"),
+    ("tab-clear", b"\x1b[g"),
+    # Status report: its answer is what ends the drain at the end of a session, so an agent
+    # that asked it last would let its other answers through to the person's shell.
+    ("dsr-status", b"\x1b[5n"),
 ]
 # Queries: their answer is typed by the terminal; allowed only where the agent reads it.
 QUERIES = [
     ("cpr", b"\x1b[6n"),
-    ("dsr", b"\x1b[5n"),
     ("da1", b"\x1b[c"),
     ("da2", b"\x1b[>c"),
     ("da3", b"\x1b[=c"),
@@ -150,12 +155,35 @@ def test_only_the_allowed_modes_of_a_mixed_mode_set_pass() -> None:
         (b"\x1b[38;5;8;48;2;8;8;8;8m", b"\x1b[38;5;8;48;2;8;8;8m"),  # colour 8 stays
         (b"\x1b[38:5:8m", b"\x1b[38:5:8m"),
         (b"\x1b[28m", b"\x1b[28m"),
+        # With sub-parameters: xterm.js (VS Code's terminal) conceals on the main value.
+        (b"\x1b[8:0m", b""),
+        (b"\x1b[8:m", b""),
+        (b"\x1b[1;08:1;4:3m", b"\x1b[1;4:3m"),
+        (b"\x1b[38:5:8;48;5;1m", b"\x1b[38:5:8;48;5;1m"),
+        # Read with ";" for ":" (terminals before sub-parameters), these would conceal.
+        (b"\x1b[1:8m", b""),
+        (b"\x1b[38:2::1:2:8m", b""),
+        (b"\x1b[38:2:1:2:8;4:3m", b"\x1b[38:2:1:2:8;4:3m"),  # there, 8 is the blue
     ],
 )
 def test_concealed_text_is_shown(sgr: bytes, shown: bytes) -> None:
     # Hidden text is copied with the visible text around it: a command could ride along.
     assert passed(sgr, REPLAY) == shown
     assert passed(sgr, INTERACTIVE) == shown
+
+
+@pytest.mark.parametrize("final", [b"S", b"T", b"L", b"M"])
+def test_a_line_count_is_clamped_to_more_than_a_screen(final: bytes) -> None:
+    # xterm.js runs every one of 65535 line scrolls: twenty such sequences (200 bytes) held
+    # VS Code's terminal for about 7 s. No screen has more than 256 lines to move.
+    assert passed(b"\x1b[65535" + final, REPLAY) == b"\x1b[256" + final
+    assert passed(b"\x1b[3" + final, REPLAY) == b"\x1b[3" + final
+    assert passed(b"\x1b[3;4" + final, INTERACTIVE) == b""  # one count only
+
+
+def test_a_repeat_is_clamped_to_a_line() -> None:
+    assert passed(b"x\x1b[65535b", REPLAY) == b"x\x1b[1024b"
+    assert passed(b"x\x1b[80b", INTERACTIVE) == b"x\x1b[80b"
 
 
 def test_osc8_link_text_stays_visible_without_its_target() -> None:
@@ -171,6 +199,15 @@ def test_scrollback_erase_only_in_a_session() -> None:
 def test_a_sequence_split_at_every_byte_is_still_recognized() -> None:
     stream = b"".join(attack for _, attack in NEVER) + b"\x1b[31mok\x1b[0m"
     assert byte_by_byte(stream, REPLAY) == b"x\x1b[31mok\x1b[0m"
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_bidi_overrides_and_isolates_are_dropped(mode: Mode) -> None:
+    # Where the terminal lays out bidi text, U+202E shows `rm -rf ~` in another order than the
+    # one copied; the marks (U+200E/F) that right-to-left text needs stay.
+    text = "echo \u202e~ fr- mr\u202c \u2067x\u2069 \u200fשלום"
+    assert passed(text.encode(), mode) == "echo ~ fr- mr x \u200fשלום".encode()
+    assert byte_by_byte(text.encode(), mode) == "echo ~ fr- mr x \u200fשלום".encode()
 
 
 def test_a_utf8_character_split_between_chunks_is_kept() -> None:
@@ -243,8 +280,40 @@ def test_restore_undoes_what_the_agent_turned_on() -> None:
     ):
         assert undo in restore
     assert restore.startswith(b"\x1b[?2026l")  # else the terminal shows nothing after it
-    assert restore.endswith(b"\x1b[?1049l")
+    # kitty keeps a keyboard stack per screen: popped on the alternate screen, before leaving.
+    assert restore.index(b"\x1b[<1u") < restore.index(b"\x1b[?1049l")
     assert guard.restore() == b""  # once
+
+
+def test_leaving_the_alternate_screen_cannot_bring_back_what_was_reset() -> None:
+    # Leaving 1049 restores the cursor as DECRC does: the line-drawing charset and the red the
+    # agent had when it entered. Reset before that, they would stay in the person's shell.
+    guard = TerminalGuard(REPLAY)
+    guard.feed(b"\x1b(0\x1b[31m\x1b[?1049h\x1b(B\x1b[0mtui")
+    restore = guard.finish()
+    left = restore.index(b"\x1b[?1049l")
+    assert left < restore.rindex(b"\x1b(B") and left < restore.rindex(b"\x1b[0m"), restore
+
+
+@pytest.mark.parametrize(
+    ("stream", "reset"),
+    [
+        (b"\x1b[?6h\x1b7\x1b[?6l\x1b8", b"\x1b[?6l"),  # origin mode, saved by DECSC
+        (b"\x1b[4h\x1b7\x1b[4l\x1b8", b"\x1b[4l"),  # insert mode, saved by VTE's DECSC
+        (b"\x1b[?6h\x1b[?1049h\x1b[?6l\x1b[?1049l", b"\x1b[?6l"),
+    ],
+)
+def test_a_mode_a_cursor_restore_turns_back_on_is_reset(stream: bytes, reset: bytes) -> None:
+    guard = TerminalGuard(INTERACTIVE)
+    guard.feed(stream)
+    assert reset in guard.finish()
+
+
+def test_a_cursor_restore_is_not_taken_for_a_mode_to_undo() -> None:
+    # CSI ?1048l is DECRC: "undoing" CSI ?1048h would move the cursor to where the agent saved it.
+    guard = TerminalGuard(INTERACTIVE)
+    assert guard.feed(b"\x1b[?1048h") == b"\x1b[?1048h"
+    assert guard.finish() == b""
 
 
 def test_restore_leaves_alone_what_the_agent_turned_back() -> None:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
 import sys
+import termios
+import time
 
+import pytest
+
+from bottle_engine import terminal
 from bottle_engine.terminal import GuardedOutput, drain_answers, write_replay
 from bottle_engine.terminal_guard import Mode, TerminalGuard
 from tests.bottle_fixtures import REPO_ROOT
@@ -68,3 +80,85 @@ def test_a_query_in_a_session_is_noted_for_the_drain() -> None:
     assert not guard.asked
     guard.feed(b"\x1b[6n")
     assert guard.asked
+
+
+def _read_until(master: int, wanted: bytes, output: bytearray, seconds: float = 30.0) -> None:
+    """Read the pseudo-terminal into `output` until `wanted` shows (or its end, or time)."""
+    deadline = time.monotonic() + seconds
+    while wanted not in output and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer is gone
+                return
+            if not chunk:
+                return
+            output += chunk
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_session_ended_by_a_signal_gives_the_terminal_back(signum: int) -> None:
+    # `kill` (SIGTERM) or a closed terminal tab (SIGHUP) ends `attach` / `exec -it` while the
+    # agent holds the alternate screen and mouse reporting: the default action would leave
+    # the person's terminal raw, reporting mouse moves, with the agent's process running.
+    script = (
+        "import os, sys\n"
+        "from bottle_engine.terminal import run_in_pty\n"
+        "sys.exit(run_in_pty(['sh', '-c', "
+        r"'printf \"\\033[?1049h\\033[?1000hpid=%s.\" $$; exec sleep 60'], os.environ))"
+    )
+    master, slave = pty.openpty()
+    keep = os.dup(slave)  # to read the terminal's settings once the session is over
+    cooked = termios.tcgetattr(slave)
+    process = subprocess.Popen(
+        _python(script),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        start_new_session=True,
+    )
+    os.close(slave)
+    output = bytearray()
+    try:
+        _read_until(master, b".", output)
+        pid = int(re.search(rb"pid=(\d+)\.", output).group(1))  # type: ignore[union-attr]
+        assert termios.tcgetattr(keep)[3] & termios.ICANON == 0  # raw during the session
+        process.send_signal(signum)
+        process.wait(timeout=30)
+        _read_until(master, b"\x1b[?1049l", output, seconds=5)
+        tail = bytes(output).rsplit(b"pid=", 1)[1]
+        assert b"\x1b[?1000l" in tail and b"\x1b[?1049l" in tail, tail
+        assert termios.tcgetattr(keep)[3] == cooked[3]  # echo and line editing back
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the agent's side was ended and reaped, not left behind
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(keep)
+        os.close(master)
+
+
+def test_a_pty_session_starts_with_the_person_s_window_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A TUI lays out its first screen from the size it finds at start: it must be the
+    # person's, not 0x0 until the relay's first resize reaches it.
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    read: list[bytes] = []
+
+    def relay_without_resize(peer: terminal.Peer, resize_to: object) -> None:
+        while data := peer.read():
+            read.append(data)
+
+    monkeypatch.setattr(terminal, "relay_session", relay_without_resize)
+    with open(slave, "rb", buffering=0) as stdin, open(os.dup(slave), "wb") as stdout:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        try:
+            assert terminal.run_in_pty(["stty", "size"], os.environ) == 0
+        finally:
+            os.close(master)
+    assert b"33 111" in b"".join(read), read
