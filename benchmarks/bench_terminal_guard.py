@@ -4,7 +4,8 @@ What `attach`, `exec` and `logs` now do to every byte the agent writes, on three
 
 * ``tui``: lines as a TUI such as Claude Code redraws them (erase line, column, 256-colour and
   dim SGR, a glyph, text);
-* ``controls``: nothing but short SGRs, the guard's worst case (every byte in a sequence);
+* ``controls``: nothing but short SGRs (every byte in a sequence; runs of ESC 7 or of
+  unfinished CSIs are slower still, about 0.3 MiB/s);
 * ``osc``: one unterminated OSC, dropped as it comes.
 
 Baselines measured in the same run: decoding and re-encoding the same bytes as UTF-8 (the least
