@@ -385,21 +385,26 @@ def test_a_delta_bomb_is_cut_off_by_the_cpu_bound(tmp_path: Path) -> None:
     """Under 1 MiB of pack that index-pack spends seconds of CPU on (60 blobs of 64 MiB, each
     a copy of the base 64 times): the byte bound cannot stop it, and a 32 MiB pack of such
     deltas would hold the bundle's CPU for days. Each process of a push has a CPU bound."""
+    answer = push_a_delta_bomb(tmp_path, "bombed")
+
+    assert b"unpack ok" not in answer, answer
+    assert b"index-pack abnormal exit" in answer, answer
+
+
+def push_a_delta_bomb(tmp_path: Path, slug: str) -> bytes:
+    """Push under 2 MiB of delta bomb to a gate on loopback whose pushes have one CPU-second
+    each; what the gate answered."""
     config = loopback_gate_config(
         tmp_path,
-        "bombed",
+        slug,
         GitUpstreamConfig(
             name="origin", url=f"file://{seed_upstream(tmp_path)}", push_branches=("agent/*",)
         ),
     )
     pack, base = delta_bomb_pack(os.urandom(1 << 20), deltas=60, copies=64)
     assert len(pack) < 2 << 20
-
     with gate_on_loopback(tmp_path, config, "--push-cpu-seconds", "1") as (port, _):
-        answer = raw_push(port, f"{ZERO_OID} {base} refs/heads/agent/bomb", pack)
-
-    assert b"unpack ok" not in answer, answer
-    assert b"index-pack abnormal exit" in answer, answer
+        return raw_push(port, f"{ZERO_OID} {base} refs/heads/agent/bomb", pack)
 
 
 def _dumps_core_in_cwd() -> bool:
@@ -416,19 +421,10 @@ def test_a_push_cut_off_by_the_cpu_bound_leaves_no_core_dump(tmp_path: Path) -> 
     index-pack, as big as its heap, lands in its working directory: the gate's repository in
     the state dir on the host, once per delta bomb. The gate runs here with the core size
     such a host gives it."""
-    config = loopback_gate_config(
-        tmp_path,
-        "cored",
-        GitUpstreamConfig(
-            name="origin", url=f"file://{seed_upstream(tmp_path)}", push_branches=("agent/*",)
-        ),
-    )
-    pack, base = delta_bomb_pack(os.urandom(1 << 20), deltas=60, copies=64)
     before = resource.getrlimit(resource.RLIMIT_CORE)
     resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))  # what the gate inherits
     try:
-        with gate_on_loopback(tmp_path, config, "--push-cpu-seconds", "1") as (port, _):
-            answer = raw_push(port, f"{ZERO_OID} {base} refs/heads/agent/bomb", pack)
+        answer = push_a_delta_bomb(tmp_path, "cored")
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, before)
 

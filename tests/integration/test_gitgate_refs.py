@@ -44,6 +44,17 @@ def make_refs(gate: Gate, names: list[str]) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def pack_between(repo: Path, base: str, head: str) -> bytes:
+    """The pack a client sends to move a branch from `base` to `head` (what `base` lacks)."""
+    return subprocess.run(
+        ["git", "pack-objects", "--stdout", "--revs"],
+        cwd=repo,
+        input=f"{head}\n^{base}\n".encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
 def test_one_push_of_more_refs_than_the_bound_is_refused_whole(tmp_path: Path) -> None:
     """A push of 1.5x the bound of new branches at one already-pushed commit: no pack at all,
     so the store budget never saw it; before the bound every one became a ref file in the gate
@@ -139,13 +150,7 @@ def test_a_push_that_lies_about_the_old_value_is_refused_before_forwarding(
     for gate in start_gate(tmp_path):
         base = git(gate.agent, "rev-parse", "HEAD").stdout.strip()
         head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
-        pack = subprocess.run(
-            ["git", "pack-objects", "--stdout", "--revs"],
-            cwd=gate.agent,
-            input=f"{head}\n^{base}\n".encode(),
-            capture_output=True,
-            check=True,
-        ).stdout
+        pack = pack_between(gate.agent, base, head)
         deep = "refs/heads/agent/" + "/".join(["d"] * 60)
 
         answer = raw_push(gate.port, f"{base} {head} {deep}", pack)
@@ -178,13 +183,7 @@ def test_a_lie_about_the_old_value_cannot_bring_back_an_older_manifest(tmp_path:
         git(gate.agent, "fetch", "-q", "origin")
         git(gate.agent, "checkout", "-q", "-b", "work", loose)
         head = commit_file(gate.agent, "src/app.py", "print('hi')\n")
-        pack = subprocess.run(
-            ["git", "pack-objects", "--stdout", "--revs"],
-            cwd=gate.agent,
-            input=f"{head}\n^{loose}\n".encode(),
-            capture_output=True,
-            check=True,
-        ).stdout
+        pack = pack_between(gate.agent, loose, head)
 
         answer = raw_push(gate.port, f"{loose} {head} refs/heads/agent/loose", pack)
 
