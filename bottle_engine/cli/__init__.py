@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             err_console.print(f"  [bold]fix:[/] {safe_lines(exc.fix)}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        err_console.print("interrupted; everything this command created has been removed")
+        err_console.print("interrupted (whatever this command had started was undone)")
         return 130
 
 
