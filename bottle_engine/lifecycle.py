@@ -203,21 +203,30 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     """Run the escape probes in a bottle; also the places where a real secret value shows up."""
     record = find(slug)
     backend = _backend(record)
-    bottle_dir = BottleDir.of(slug)
-    config = BundleConfig.from_json(config_seal.checked_config_text(slug, bottle_dir))
+    config = BundleConfig.from_json(config_seal.checked_config_text(slug, BottleDir.of(slug)))
     targets = replace(targets, egress_allow=config.egress_allow)
+    leaks = secret_leaks(slug)
+    report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
+    return report, leaks
+
+
+def secret_leaks(slug: str) -> list[str]:
+    """The places in a bottle's sandbox (environments, home, workspace, /tmp, /etc) that hold
+    one of its real secret values."""
+    record = find(slug)
+    bottle_dir = BottleDir.of(slug)
     # The values as the engine handed them: the bundle can write its copies, and a taken-over
     # one that leaked a value could leave a decoy in its place for the search below.
     handed = config_seal.checked_handed_files(slug, bottle_dir)
-    report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
     if handed is not None:
         prefix = f"{SECRETS_DIR_NAME}/"
         found = {k.removeprefix(prefix): v for k, v in handed.items() if k.startswith(prefix)}
     else:
         found = _unsealed_secrets(slug, bottle_dir)
     values = [data.decode("utf-8", errors="replace").strip() for data in found.values()]
-    leaks = find_secret_leaks(values, backend.secret_haystacks(record)) if values else []
-    return report, leaks
+    if not values:
+        return []
+    return find_secret_leaks(values, _backend(record).secret_haystacks(record))
 
 
 def _unsealed_secrets(slug: str, bottle_dir: BottleDir) -> dict[str, bytes]:

@@ -10,11 +10,12 @@ set up), never at outside addresses.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
 from bottle_engine.manifest.egress_rules import parse_egress_rule
+from bottle_engine.plan import AGENT_HOME, WORKSPACE
 
 TIMEOUT = 5  # seconds per connection attempt
 
@@ -233,7 +234,29 @@ def run_probes(probes: Sequence[Probe], execute: Exec) -> ProbeReport:
     )
 
 
-def find_secret_leaks(secret_values: Sequence[str], haystacks: dict[str, bytes]) -> list[str]:
-    """Names of the places (env dumps, file archives) that contain any real secret value."""
+# A place a leaked secret could hide in, and its bytes as they are read from the sandbox.
+Haystack = tuple[str, Iterable[bytes]]
+ENVIRONMENTS = "process environments"
+ENVIRONMENTS_DUMP = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
+HAYSTACK_DIRS = (AGENT_HOME, WORKSPACE, "/tmp", "/etc")  # each read as one tar archive
+
+
+def find_secret_leaks(secret_values: Sequence[str], haystacks: Iterable[Haystack]) -> list[str]:
+    """Names of the places (env dumps, file archives) that contain any real secret value.
+
+    Each place is read as a stream and searched as it comes, keeping only the bytes a value
+    cut between two reads could begin with: the agent chooses how large its files are, and a
+    sparse file of any length costs it nothing. Every place is read to its end (a reader left
+    half way would leave its command running in the sandbox)."""
     needles = [value.encode() for value in secret_values if value]
-    return [place for place, data in haystacks.items() if any(n in data for n in needles)]
+    keep = max((len(needle) for needle in needles), default=1) - 1
+    found = []
+    for place, chunks in haystacks:
+        tail, hit = b"", False
+        for chunk in chunks:
+            window = tail + chunk
+            hit = hit or any(needle in window for needle in needles)
+            tail = window[-keep:] if keep else b""
+        if hit:
+            found.append(place)
+    return found

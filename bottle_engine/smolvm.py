@@ -463,10 +463,26 @@ class Smolvm:
         except OSError as exc:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
 
+    def exec_stream(
+        self, name: str, command: Sequence[str], *, user: str | None = None
+    ) -> Iterator[bytes]:
+        """What `command` run in the machine writes to its stdout, as it is read: it can be
+        larger than this process's memory (a sparse file costs the guest nothing and tars to
+        its full length). The command's stderr must be sent elsewhere by the command itself
+        (smolvm's own errors, read at the end, must stay small); smolvm's failure raises."""
+        argv = self.command(machine_exec_args(name, command, user=user))
+        return self._stream(argv, f"run {command[0]} in {name}", command_exits=True)
+
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
         the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`."""
         argv = self.command(machine_logs_args(name, follow=follow))
+        return self._stream(argv, f"read the logs of {name}", command_exits=False)
+
+    def _stream(self, argv: list[str], doing: str, *, command_exits: bool) -> Iterator[bytes]:
+        """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
+        With `command_exits` smolvm passes on a guest command's exit status, so only stderr
+        naming smolvm's own error is a failure."""
         try:
             process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env()
@@ -483,8 +499,9 @@ class Smolvm:
                 process.terminate()
             errors = stderr.read().decode("utf-8", "replace")
             returncode = process.wait()
-        if returncode > 0:
-            raise translate_failure(f"read the logs of {name}", returncode, errors)
+        own = not command_exits or _is_smolvm_error(errors, self.info.error_format_json)
+        if returncode > 0 and own:
+            raise translate_failure(doing, returncode, errors)
 
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""

@@ -14,6 +14,7 @@ from bottle_engine import records, state
 from bottle_engine.claude_code import is_print_mode
 from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_SLUG, LABEL_STATE
 from bottle_engine.plan import BottlePlan, Planner
+from bottle_engine.probes import Haystack
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord
 from bottle_engine.status import BottleStatus
@@ -110,9 +111,10 @@ class Backend(Protocol):
         """Run a command in the sandbox as the agent; (exit code, output)."""
         ...
 
-    def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
-        """Everything a leaked secret could hide in: every process's environment, the agent's
-        home, the workspace, /tmp and /etc (place name -> bytes)."""
+    def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
+        """Everything a leaked secret could hide in, place by place as the caller goes on:
+        every process's environment, then each of `HAYSTACK_DIRS` as a tar archive, each as
+        bytes read from the sandbox as they come (never held whole)."""
         ...
 
     def orphans(self) -> list[str]:

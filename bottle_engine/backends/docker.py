@@ -38,9 +38,10 @@ from bottle_engine.dockerapi.containers import (
     exec_interactive,
     put_tree,
     read_file,
-    read_tree_inside,
     remove_container,
     stop_container,
+    stream_inside,
+    stream_tree_inside,
     writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
@@ -52,12 +53,12 @@ from bottle_engine.guest import guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
 from bottle_engine.limits import agent_disk
 from bottle_engine.plan import (
-    AGENT_HOME,
     AGENT_UID,
     WORKSPACE,
     BottlePlan,
     Planner,
 )
+from bottle_engine.probes import ENVIRONMENTS, ENVIRONMENTS_DUMP, HAYSTACK_DIRS, Haystack
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -312,14 +313,11 @@ class DockerBackend:
     def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
         return exec_in(self.container_of(record), argv, user=f"{AGENT_UID}:{AGENT_UID}")
 
-    def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
+    def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)
-        dump = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
-        _, environments = exec_in(container, ["sh", "-c", dump], user="0")
-        places = {"process environments": environments.encode()}
-        for path in (AGENT_HOME, WORKSPACE, "/tmp", "/etc"):
-            places[path] = read_tree_inside(container, path)
-        return places
+        yield ENVIRONMENTS, stream_inside(container, ["sh", "-c", ENVIRONMENTS_DUMP], user="0")
+        for path in HAYSTACK_DIRS:
+            yield path, stream_tree_inside(container, path)
 
     def status(self, record: BottleRecord) -> BottleStatus:
         found = {

@@ -34,7 +34,6 @@ from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
 from bottle_engine.plan import (
-    AGENT_HOME,
     AGENT_UID,
     CA_BUNDLE_PATH,
     CA_CERT_PATH,
@@ -42,6 +41,7 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
+from bottle_engine.probes import ENVIRONMENTS, ENVIRONMENTS_DUMP, HAYSTACK_DIRS, Haystack
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -259,15 +259,17 @@ class SmolmachinesBackend:
         code, output = self.smolvm.exec_output(record.name, argv, user=f"{AGENT_UID}:{AGENT_UID}")
         return code, output.decode("utf-8", "replace")
 
-    def secret_haystacks(self, record: BottleRecord) -> dict[str, bytes]:
-        dump = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
-        _, environments = self.smolvm.exec_output(record.name, ["sh", "-c", dump], user="0")
-        places = {"process environments": environments}
-        for path in (AGENT_HOME, WORKSPACE, "/tmp", "/etc"):
-            _, places[path] = self.smolvm.exec_output(
-                record.name, ["tar", "-cf", "-", "-C", path, "."], user="0"
+    def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
+        # The guest's stderr goes nowhere (smolvm reads it whole, and the agent's file names
+        # can make tar warn without end); its stdout is read as it comes.
+        dump = f"({ENVIRONMENTS_DUMP}) 2>/dev/null"
+        yield ENVIRONMENTS, self.smolvm.exec_stream(record.name, ["sh", "-c", dump], user="0")
+        for path in HAYSTACK_DIRS:
+            tar = 'tar -cf - -C "$1" . 2>/dev/null'
+            yield (
+                path,
+                self.smolvm.exec_stream(record.name, ["sh", "-c", tar, "sh", path], user="0"),
             )
-        return places
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker

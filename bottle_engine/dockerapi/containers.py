@@ -368,17 +368,26 @@ def _attach_tty(client: Any, container: Any) -> None:
         socket_io.close()
 
 
-def read_tree_inside(container: Any, path: str) -> bytes:
+def stream_inside(container: Any, command: Sequence[str], *, user: str) -> Iterator[bytes]:
+    """What `command` run in a running container writes to its stdout, as it is read.
+
+    Streamed, never held whole: what the agent controls can be larger than this process's
+    memory (a sparse file costs it nothing and tars to its full length)."""
+    with docker_errors(f"run {command[0]} inside {container.name}"):
+        result = container.exec_run(list(command), user=user, stream=True, demux=True)
+        for stdout, _ in result.output:
+            if stdout:
+                yield stdout
+
+
+def stream_tree_inside(container: Any, path: str) -> Iterator[bytes]:
     """A directory of a running container as one tar archive, as the sandbox itself sees it.
 
     Under gVisor the container's writes live inside the sandbox (a memory overlay), where
     Docker's archive API, which reads the host's layer, cannot see them; `tar` run inside can.
     """
-    with docker_errors(f"read {path} inside {container.name}"):
-        result = container.exec_run(
-            ["tar", "-c", "-f", "-", "--ignore-failed-read", "-C", "/", path.lstrip("/")],
-            user="0",
-            demux=True,
-        )
-    stdout, _ = result.output
-    return bytes(stdout or b"")
+    return stream_inside(
+        container,
+        ["tar", "-c", "-f", "-", "--ignore-failed-read", "-C", "/", path.lstrip("/")],
+        user="0",
+    )

@@ -232,9 +232,13 @@ def test_the_agent_never_holds_a_real_credential(
     run_in_bottle(docker_client, claude_bottle, ["claude", "-p", "ping"])
     with world_env(claude_world):
         record = lifecycle.find(claude_bottle.slug)
-        haystacks = backend_named("docker").secret_haystacks(record)
+        haystacks = {
+            place: b"".join(chunks)
+            for place, chunks in backend_named("docker").secret_haystacks(record)
+        }
     assert len(haystacks["/home/agent"]) > 0
-    assert find_secret_leaks([anthropic_stub.api_key, anthropic_stub.oauth_token], haystacks) == []
+    searched = [(place, [data]) for place, data in haystacks.items()]
+    assert find_secret_leaks([anthropic_stub.api_key, anthropic_stub.oauth_token], searched) == []
 
 
 @pytest.fixture(scope="module")

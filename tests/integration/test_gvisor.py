@@ -126,7 +126,10 @@ def test_the_secret_scan_reads_what_the_agent_wrote_inside_the_sandbox(
     )
     assert code == 0, output
     with world_env(bottle_world):
-        places = backend_named("docker").secret_haystacks(launched.record)
+        places = {
+            place: b"".join(chunks)
+            for place, chunks in backend_named("docker").secret_haystacks(launched.record)
+        }
     assert marker.encode() in places[AGENT_HOME]
 
 

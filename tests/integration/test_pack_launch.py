@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,8 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import EGRESS_PORT
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.client import LABEL_SLUG
-from bottle_engine.plan import AGENT_UID, CA_BUNDLE_PATH, PROMPT_PATH, WORKSPACE
-from bottle_engine.probes import ProbeTargets
+from bottle_engine.plan import AGENT_HOME, AGENT_UID, CA_BUNDLE_PATH, PROMPT_PATH, WORKSPACE
+from bottle_engine.probes import HAYSTACK_DIRS, ProbeTargets, find_secret_leaks
 from tests.bundle_helpers import build_bundle_image
 from tests.fakes.fixtures import (
     FakeSmolvm,
@@ -199,6 +200,20 @@ def test_probes_run_in_the_guest_through_smolvm(
         execs = [a for a in fake_smolvm.commands() if a[:2] == ["machine", "exec"]]
         assert len(execs) >= len(report.results)
         assert all(a[a.index("--user") + 1] in {f"{AGENT_UID}:{AGENT_UID}", "0"} for a in execs)
+
+
+def test_the_secret_search_reads_the_guest_through_smolvm_as_it_streams(
+    project: Path, fake_smolvm: FakeSmolvm, docker_client: Any
+) -> None:
+    marker = "leaked-" + os.urandom(8).hex()
+    with launched(project) as record:
+        in_guest(record, "sh", "-c", f'echo {marker} > "$HOME/found.txt"')
+        fake_smolvm.forget_calls()
+        haystacks = backend_named("smolmachines").secret_haystacks(record)
+        assert find_secret_leaks([marker], haystacks) == [AGENT_HOME]
+        execs = [a for a in fake_smolvm.commands() if a[:2] == ["machine", "exec"]]
+        assert len(execs) == 1 + len(HAYSTACK_DIRS)
+        assert all(a[a.index("--user") + 1] == "0" for a in execs)
 
 
 def test_a_pack_made_by_another_smolvm_is_not_reused(
