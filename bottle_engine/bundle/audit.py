@@ -134,18 +134,24 @@ class AuditLog:
 
     def _rotate(self) -> None:
         os.close(self._fd)
-        for index in range(self.backups, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            newer = self.path.with_name(f"{self.path.name}.{index - 1}") if index > 1 else self.path
-            if newer.exists():
-                os.replace(newer, older)
-        if self.backups == 0:
-            self.path.unlink(missing_ok=True)
+        rotate(self.path, self.backups)
         self._fd = self._open()
         self._size = 0
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def rotate(path: Path, backups: int) -> None:
+    """Move the log at `path` to `path.1` (`path.1` to `path.2`, ..., the oldest of `backups`
+    dropped); with no backups, remove it. The writer then opens `path` afresh."""
+    for index in range(backups, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        newer = path.with_name(f"{path.name}.{index - 1}") if index > 1 else path
+        if newer.exists():
+            os.replace(newer, older)
+    if backups == 0:
+        path.unlink(missing_ok=True)
 
 
 def append_line(path: Path, line: str, max_bytes: int, backups: int = BACKUPS) -> None:
@@ -160,12 +166,7 @@ def append_line(path: Path, line: str, max_bytes: int, backups: int = BACKUPS) -
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         size = os.fstat(descriptor).st_size
         if size and size + len(data) > max_bytes:
-            for index in range(backups, 0, -1):
-                newer = path.with_name(f"{path.name}.{index - 1}") if index > 1 else path
-                if newer.exists():
-                    os.replace(newer, path.with_name(f"{path.name}.{index}"))
-            if backups == 0:
-                path.unlink(missing_ok=True)
+            rotate(path, backups)
             os.close(descriptor)
             descriptor = os.open(path, flags, 0o600)
             fcntl.flock(descriptor, fcntl.LOCK_EX)
