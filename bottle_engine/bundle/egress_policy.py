@@ -16,7 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.manifest.egress_rules import DEFAULT_PORTS, EgressRule, parse_egress_rule
+from bottle_engine.manifest.egress_rules import (
+    DEFAULT_PORTS,
+    EgressRule,
+    is_host_name,
+    parse_egress_rule,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -93,8 +98,10 @@ def decide(
     if literal is not None:
         return _decide_ip_literal(policy, literal, port, method)
     name = host.lower().rstrip(".")
-    if not name or any(c in name for c in "/@ \t\r\n[]"):
-        return _deny(BAD_DESTINATION, f"{method} {destination}: not a valid host name")
+    # The names a rule can list, and no other: no look-alike letters (a person asked to allow
+    # one would read another host's name), no spaces, slashes or controls.
+    if not (host.isascii() and is_host_name(name)):
+        return _deny(BAD_DESTINATION, f"{method} {destination!r}: not a valid host name")
     rule = next((r for r in policy.rules if r.matches_host(name, port)), None)
     if rule is None:
         return _deny(

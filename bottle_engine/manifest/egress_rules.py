@@ -22,7 +22,7 @@ from typing import Literal
 DEFAULT_PORTS: tuple[int, ...] = (80, 443)
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_HOST_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_HOST_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RuleKind = Literal["host", "suffix", "ip", "cidr"]
@@ -137,8 +137,15 @@ def _port(port_text: str, text: str) -> int:
     return int(port_text)
 
 
+def is_host_name(name: str) -> bool:
+    """Is `name` (lower case, no trailing dot) a host name a rule may list: ASCII labels of
+    letters, digits and inner hyphens (IDNA A-labels for the others), at most 253 long?"""
+    return len(name) <= 253 and _HOST_RE.fullmatch(name) is not None
+
+
 def _check_host(host: str, text: str) -> None:
-    if len(host) > 253 or not _HOST_RE.match(host):
+    # `host` is lower-cased, and the Kelvin sign (U+212A) lower-cases to 'k': `text` is checked.
+    if not (text.isascii() and is_host_name(host)):
         raise EgressRuleError(
             f"'{text}' is not a valid host name; expected e.g. 'api.example.com', "
             "'*.example.com' or 'example.com:8443'"

@@ -78,6 +78,14 @@ CASES = [
     ("api.example.com", 70000, None, False, BAD_DESTINATION),
     ("", 443, None, False, BAD_DESTINATION),
     ("user@api.example.com", 443, None, False, BAD_DESTINATION),
+    # names no rule can list, so that no person is asked to allow one: a Cyrillic 'а' that
+    # reads as 'a', a Kelvin sign that lower-cases to 'k', controls and a trailing newline
+    ("\u0430pi.example.com", 443, None, False, BAD_DESTINATION),
+    ("\u212a.cdn.example.org", 443, None, False, BAD_DESTINATION),
+    ("a\x1b[2k.cdn.example.org", 443, None, False, BAD_DESTINATION),
+    ("other.example.com\n", 443, None, False, BAD_DESTINATION),
+    ("a_b.cdn.example.org", 443, None, False, BAD_DESTINATION),
+    ("xn--pi-7mc.example.com", 443, None, False, DEFAULT_DENY),  # its IDNA form is plain ASCII
     # address stage: public addresses pass
     ("api.example.com", 443, PUBLIC, True, "api.example.com"),
     ("api.example.com", 443, ["2606:2800:220:1:248:1893:25c8:1946"], True, "api.example.com"),

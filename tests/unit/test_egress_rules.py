@@ -137,6 +137,7 @@ ERROR_CASES = [
     ("example.com:+80", "the port must be a number from 1 to 65535"),
     ("example.com:80:90", "not a valid host name"),
     ("exa mple.com", "not a valid host name"),
+    ("\u212a.example.com", "not a valid host name"),  # a Kelvin sign: it lower-cases to 'k'
     ("a_b.example.com", "not a valid host name"),
     ("-a.example.com", "not a valid host name"),
     ("a..example.com", "not a valid host name"),
