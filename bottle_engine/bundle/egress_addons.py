@@ -463,6 +463,39 @@ class MeteredTunnel(layers.TCPLayer):
         yield from super().relay_messages(event)
 
 
+def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
+    """Why the scrubber cannot see the real values in this response as relayed, or None: what
+    it passes on must be bytes it searched, whole and undecoded."""
+    if response.status_code == 101 and not plain_upgrade(response):
+        return (
+            f"the upstream switched to {response.headers.get('upgrade', '')!r} "
+            f"(extensions {response.headers.get('sec-websocket-extensions', '')!r}); after "
+            "a 101 the proxy scrubs raw bytes, so only an uncompressed WebSocket is relayed"
+        )
+    if response.status_code == 206:
+        return (
+            "the upstream sent partial content (206) though the proxy asked for whole "
+            "bodies: a piece of a real value cannot be recognised to be replaced"
+        )
+    if not streamed:
+        return None  # a buffered body is decoded (within its bound) before it is scrubbed
+    codings = response.headers.get("transfer-encoding", "").replace(" ", "").lower()
+    if codings not in ("", "chunked"):
+        return (
+            f"the upstream sent a response with Transfer-Encoding {codings!r}: mitmproxy "
+            "relays a transfer coding other than chunked undecoded, and compressed bytes "
+            "cannot be searched for real secret values"
+        )
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return (
+            f"the upstream sent a {encoding}-encoded response too large to buffer "
+            "(the proxy asked for identity encoding), and a compressed stream cannot be "
+            "searched for real secret values"
+        )
+    return None
+
+
 class SecretSubstitution:
     """Real secret values go only into request headers to the secret's hosts, over TLS."""
 
@@ -531,49 +564,21 @@ class SecretSubstitution:
         response = flow.response
         if response is None or not _intercepted(flow) or not self.scrubber.replacements:
             return
-        if response.status_code == 101 and not plain_upgrade(response):
-            self._refuse_streamed(
-                flow,
-                f"the upstream switched to {response.headers.get('upgrade', '')!r} "
-                f"(extensions {response.headers.get('sec-websocket-extensions', '')!r}); after "
-                "a 101 the proxy scrubs raw bytes, so only an uncompressed WebSocket is relayed",
-            )
-            return
-        if response.status_code == 206:
-            self._refuse_streamed(
-                flow,
-                "the upstream sent partial content (206) though the proxy asked for whole "
-                "bodies: a piece of a real value cannot be recognised to be replaced",
-            )
+        streamed = (
+            streams_response(response)
+            and http1.expected_http_body_size(flow.request, response) != 0
+        )
+        refusal = _unscrubbable(response, streamed=streamed)
+        if refusal is not None:
+            self._refuse_streamed(flow, refusal)
             return
         scrub = self.scrubber.scrub
         response.reason = self.scrubber.scrub_text(response.reason)
         response.headers.fields = tuple(
             (scrub(name), scrub(value)) for name, value in response.headers.fields
         )
-        if (
-            not streams_response(response)
-            or http1.expected_http_body_size(flow.request, response) == 0
-        ):
+        if not streamed:
             return  # buffered (or bodiless): scrubbed whole in `response`
-        codings = response.headers.get("transfer-encoding", "").replace(" ", "").lower()
-        if codings not in ("", "chunked"):
-            self._refuse_streamed(
-                flow,
-                f"the upstream sent a response with Transfer-Encoding {codings!r}: mitmproxy "
-                "relays a transfer coding other than chunked undecoded, and compressed bytes "
-                "cannot be searched for real secret values",
-            )
-            return
-        encoding = response.headers.get("content-encoding", "").strip().lower()
-        if encoding not in ("", "identity"):
-            self._refuse_streamed(
-                flow,
-                f"the upstream sent a {encoding}-encoded response too large to buffer "
-                "(the proxy asked for identity encoding), and a compressed stream cannot be "
-                "searched for real secret values",
-            )
-            return
         # Placeholders and values differ in length: the body is re-framed as it goes.
         response.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
