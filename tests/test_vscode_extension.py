@@ -45,8 +45,15 @@ def _run(command: list[str], env: dict[str, str] | None = None) -> str:
         check=False,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}{_server_logs()}"
     return output
+
+
+def _server_logs() -> str:
+    """The end of each language server log the editor tests kept (e2e/artifacts): what the
+    server saw when a view stayed empty."""
+    logs = sorted((EXTENSION_DIR / "e2e" / "artifacts").glob("*language-server.log"))
+    return "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
 
 
 def test_committed_schema_is_what_the_engine_prints() -> None:

@@ -452,6 +452,10 @@ for raw in json.loads(sys.argv[1] if len(sys.argv) > 1 else ${JSON.stringify(JSO
   });
   after(async () => {
     await editor?.close();
+    const serverLog = path.join(path.dirname(engineState), "server.log");
+    if (fs.existsSync(serverLog)) {
+      fs.copyFileSync(serverLog, path.join(artifacts, "activity-language-server.log"));
+    }
     fs.rmSync(path.dirname(engineState), { recursive: true, force: true });
   });
 
