@@ -43,6 +43,10 @@ The rules:
   `CONTAINER_LOG_BYTES` per container, the newest output. A smolmachines VM's workload output
   is kept by smolvm itself (1.32.2: `workload.log`, rotated at 10 MiB, three old files kept, no
   option to change it): 40 MiB per machine.
+* what `probe` reads of a command it runs as the agent: the last `PROBE_OUTPUT_BYTES`, for at
+  most `PROBE_SECONDS`. The agent can open the command's output (/proc/PID/fd/1) and write
+  into it without end, or hold it open after the command ended: read whole, that took the
+  person's memory; waited for, their terminal (command_output.py).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ AGENT_DISK_BYTES = 20 * GIB
 CONTAINER_LOG_FILE_BYTES = 8 * MIB
 CONTAINER_LOG_FILES = 3
 CONTAINER_LOG_BYTES = CONTAINER_LOG_FILE_BYTES * CONTAINER_LOG_FILES
+PROBE_OUTPUT_BYTES = 64 * 1024
+PROBE_SECONDS = 60  # a probe's own attempts each stop after probes.TIMEOUT (5 s)
 
 
 @dataclass(frozen=True)

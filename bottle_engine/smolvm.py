@@ -21,6 +21,7 @@ anything; failures are translated here, once, into `BottleError` with the fix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bottle_engine.command_output import TIMED_OUT, Tail, drain, stopped_waiting
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
@@ -423,22 +425,44 @@ class Smolvm:
         )
 
     def exec_output(
-        self, name: str, command: Sequence[str], *, user: str | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str | None = None,
+        max_bytes: int,
+        seconds: float,
     ) -> tuple[int, bytes]:
-        """Run `command` in the machine: its exit status and output (stdout, then stderr).
+        """Run `command` in the machine: its exit status and the last `max_bytes` of its stdout,
+        then of its stderr, read for at most `seconds` (then smolvm is ended and the status is
+        `TIMED_OUT`): a command run as the agent writes, and lasts, as the agent likes.
 
         A failing command is a result, not an error; only smolvm's own failures (no such
         machine, not running) raise `BottleError`.
         """
         argv = self.command(machine_exec_args(name, command, user=user))
         try:
-            done = subprocess.run(argv, capture_output=True, check=False, env=self.env())
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env(),
+            )
         except OSError as exc:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
-        stderr = done.stderr.decode("utf-8", "replace")
-        if done.returncode != 0 and _is_smolvm_error(stderr, self.info.error_format_json):
-            raise translate_failure(f"run {command[0]} in {name}", done.returncode, stderr)
-        return done.returncode, done.stdout + done.stderr
+        stdout, stderr = Tail(max_bytes), Tail(max_bytes)
+        assert process.stdout is not None and process.stderr is not None
+        with process, contextlib.ExitStack() as undo:
+            undo.callback(process.kill)  # once waited for, a no-op
+            sinks = {process.stdout.fileno(): stdout.write, process.stderr.fileno(): stderr.write}
+            if not drain(sinks, seconds):
+                return TIMED_OUT, stopped_waiting(stdout.data + stderr.data, seconds)
+            process.wait()
+        message = stderr.data.decode("utf-8", "replace")
+        if process.returncode != 0 and _is_smolvm_error(message, self.info.error_format_json):
+            raise translate_failure(f"run {command[0]} in {name}", process.returncode, message)
+        return process.returncode, stdout.data + stderr.data
 
     def exec_attached(
         self,

@@ -42,14 +42,16 @@ class Peer:
     fd: int
     read: Callable[[], bytes]
     write: Callable[[bytes], None]
+    early: bytes = b""  # what the agent wrote that was read before the session began
 
 
-def socket_peer(sock: object) -> Peer:
-    """A session over a socket (the Docker API's attach or exec)."""
+def socket_peer(sock: object, early: bytes = b"") -> Peer:
+    """A session over a socket (the Docker API's attach or exec) whose first bytes, read with
+    the connection's head, are `early`."""
     recv: Callable[[int], bytes] = sock.recv  # type: ignore[attr-defined]
     sendall: Callable[[bytes], None] = sock.sendall  # type: ignore[attr-defined]
     fileno: Callable[[], int] = sock.fileno  # type: ignore[attr-defined]
-    return Peer(fileno(), lambda: recv(_READ), sendall)
+    return Peer(fileno(), lambda: recv(_READ), sendall, early)
 
 
 @contextlib.contextmanager
@@ -148,6 +150,7 @@ def _relay(
     try:
         tty.setraw(stdin_fd)
         resize()
+        _write_all(stdout_fd, guard.feed(peer.early))
         while True:
             readable, _, _ = select.select([peer.fd, stdin_fd], [], [])
             if peer.fd in readable:

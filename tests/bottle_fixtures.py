@@ -31,6 +31,7 @@ from tests.bundle_helpers import build_bundle_image
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_LABEL = {"bot-bottle.test": "1"}
 HTTP_PORT = 8000
+TEST_SECONDS = 900  # how long `agent_exec` waits for a test's command (probes wait 60 s)
 
 
 @dataclass(frozen=True)
@@ -277,11 +278,12 @@ def audit_log(world: BottleWorld, record: Any) -> Path:
 
 
 def agent_exec(world: BottleWorld, record: Any, argv: list[str]) -> tuple[int, str]:
-    """Run `argv` in a bottle of the world as its agent would: (exit code, output)."""
+    """Run `argv` in a bottle of the world as its agent would: (exit code, the end of its
+    output); a test's command may take as long as a test may."""
     from bottle_engine.backends import backend_named
 
     with world_env(world):
-        code, output = backend_named("docker").exec_as_agent(record, argv)
+        code, output = backend_named("docker").exec_as_agent(record, argv, seconds=TEST_SECONDS)
     return int(code), str(output)
 
 

@@ -13,6 +13,7 @@ from typing import Protocol
 from bottle_engine import records, state
 from bottle_engine.claude_code import is_print_mode
 from bottle_engine.dockerapi.client import LABEL_AGENT, LABEL_SLUG, LABEL_STATE
+from bottle_engine.limits import PROBE_SECONDS
 from bottle_engine.plan import BottlePlan, Planner
 from bottle_engine.probes import Haystack
 from bottle_engine.progress import Progress
@@ -107,8 +108,12 @@ class Backend(Protocol):
         and stderr (with a TTY when `tty`); its exit code."""
         ...
 
-    def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
-        """Run a command in the sandbox as the agent; (exit code, output)."""
+    def exec_as_agent(
+        self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
+    ) -> tuple[int, str]:
+        """Run a command in the sandbox as the agent, without stdin; its exit code and the last
+        `PROBE_OUTPUT_BYTES` of its output, waited for `seconds` at most (`TIMED_OUT` then):
+        the agent can write into the command's output, hold it open, or stop it."""
         ...
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:

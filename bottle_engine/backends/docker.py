@@ -34,7 +34,7 @@ from bottle_engine.dockerapi.containers import (
     container_logs,
     containers_with_label,
     create_agent_container,
-    exec_in,
+    exec_bounded,
     exec_interactive,
     put_tree,
     read_file,
@@ -51,7 +51,7 @@ from bottle_engine.dockerapi.networks import (
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
-from bottle_engine.limits import agent_disk
+from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS, agent_disk
 from bottle_engine.plan import (
     AGENT_UID,
     WORKSPACE,
@@ -310,8 +310,18 @@ class DockerBackend:
             self.client, container, argv, user=f"{AGENT_UID}:{AGENT_UID}", tty=tty
         )
 
-    def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
-        return exec_in(self.container_of(record), argv, user=f"{AGENT_UID}:{AGENT_UID}")
+    def exec_as_agent(
+        self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
+    ) -> tuple[int, str]:
+        code, output = exec_bounded(
+            self.client,
+            self.container_of(record),
+            argv,
+            user=f"{AGENT_UID}:{AGENT_UID}",
+            max_bytes=PROBE_OUTPUT_BYTES,
+            seconds=seconds,
+        )
+        return code, output.decode("utf-8", "replace")
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)

@@ -33,6 +33,7 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
+from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS
 from bottle_engine.plan import (
     AGENT_UID,
     CA_BUNDLE_PATH,
@@ -255,8 +256,16 @@ class SmolmachinesBackend:
             record.name, argv, interactive=tty, user=f"{AGENT_UID}:{AGENT_UID}"
         )
 
-    def exec_as_agent(self, record: BottleRecord, argv: Sequence[str]) -> tuple[int, str]:
-        code, output = self.smolvm.exec_output(record.name, argv, user=f"{AGENT_UID}:{AGENT_UID}")
+    def exec_as_agent(
+        self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
+    ) -> tuple[int, str]:
+        code, output = self.smolvm.exec_output(
+            record.name,
+            argv,
+            user=f"{AGENT_UID}:{AGENT_UID}",
+            max_bytes=PROBE_OUTPUT_BYTES,
+            seconds=seconds,
+        )
         return code, output.decode("utf-8", "replace")
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:

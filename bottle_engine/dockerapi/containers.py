@@ -9,12 +9,13 @@ import select
 import socket
 import sys
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
 
+from bottle_engine.command_output import TIMED_OUT, Tail, drain, stopped_waiting
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     bounded_log_config,
@@ -184,12 +185,42 @@ def read_tree(container: Any, path: str) -> bytes:
         return b"".join(stream)
 
 
-def exec_in(container: Any, command: Sequence[str], *, user: str | None = None) -> tuple[int, str]:
-    """Run a command in a running container; its exit code and combined output."""
+def exec_bounded(
+    client: Any,
+    container: Any,
+    command: Sequence[str],
+    *,
+    user: str,
+    max_bytes: int,
+    seconds: float,
+) -> tuple[int, bytes]:
+    """Run `command` in a running container, without stdin or a terminal: its exit code and
+    the last `max_bytes` of its stdout and stderr as they came, read for at most `seconds`
+    (then the exit code is `TIMED_OUT`). What the command writes, and how long it keeps its
+    output open, is the agent's to choose when it runs as the agent."""
     with docker_errors(f"run a command in {container.name}"):
-        result = container.exec_run(list(command), user=user or "", demux=False)
-    output = result.output.decode("utf-8", "replace") if result.output else ""
-    return int(result.exit_code), output
+        exec_id = client.api.exec_create(container.id, list(command), user=user)["Id"]
+        socket_io = client.api.exec_start(exec_id, socket=True)
+    sock, early = _hijacked(socket_io)
+    tail = Tail(max_bytes)
+    sinks = {1: tail.write, 2: tail.write}
+    pending = _write_frames(early, sinks)
+
+    def frames(chunk: bytes) -> None:
+        nonlocal pending
+        pending = _write_frames(pending + chunk, sinks)
+
+    try:
+        finished = drain({sock.fileno(): frames}, seconds)
+    except OSError as exc:
+        raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
+    finally:
+        socket_io.close()
+    if not finished:
+        return TIMED_OUT, stopped_waiting(tail.data, seconds)
+    with docker_errors(f"read the exit code of a command in {container.name}"):
+        code = client.api.exec_inspect(exec_id).get("ExitCode")
+    return (int(code) if code is not None else 1), tail.data
 
 
 def exec_interactive(
@@ -204,15 +235,15 @@ def exec_interactive(
             container.id, list(command), stdin=True, tty=tty, user=user
         )["Id"]
         socket_io = client.api.exec_start(exec_id, tty=tty, socket=True)
-    sock = getattr(socket_io, "_sock", socket_io)
+    sock, early = _hijacked(socket_io)
     try:
         if tty:
             relay_session(
-                socket_peer(sock),
+                socket_peer(sock, early),
                 lambda rows, columns: client.api.exec_resize(exec_id, rows, columns),
             )
         else:
-            _pump_streams(sock)
+            _pump_streams(sock, early)
     except OSError as exc:
         raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
     finally:
@@ -225,20 +256,48 @@ def exec_interactive(
 _FRAME_HEADER = 8  # Docker's multiplexed stream: kind (1 stdout, 2 stderr), 3 zero bytes, size
 
 
-def _pump_streams(sock: Any) -> None:
+def _hijacked(socket_io: Any) -> tuple[Any, bytes]:
+    """The socket of an attach or exec session, and the session's first bytes.
+
+    docker-py reads the HTTP head of the upgraded connection through a buffered reader and
+    hands out the socket under it: whatever arrived with the head (a live attach's replay of
+    the agent's output, up to 8 KiB) stays in that reader, and reading the socket alone lost
+    it whenever the daemon was quick. The reader is emptied here, without waiting."""
+    sock = getattr(socket_io, "_sock", socket_io)
+    response = getattr(socket_io, "_response", None)
+    reader = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
+    if reader is None or not hasattr(reader, "read1"):
+        return sock, b""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        early: bytes = reader.read1(_EARLY_MAX) or b""
+    except BlockingIOError:
+        early = b""
+    finally:
+        sock.settimeout(timeout)
+    return sock, early
+
+
+_EARLY_MAX = 1 << 20  # more than any reader's buffer: one read takes all it holds
+
+
+def _pump_streams(sock: Any, early: bytes = b"") -> None:
     """stdin -> socket (half-closed at its end); the socket's multiplexed frames -> stdout and
     stderr (each made safe where it is a terminal), until the command ends."""
     stdin_fd: int | None = sys.stdin.fileno()
     outputs = {1: GuardedOutput(sys.stdout.buffer), 2: GuardedOutput(sys.stderr.buffer)}
     try:
-        _pump_frames(sock, stdin_fd, outputs)
+        _pump_frames(sock, stdin_fd, {kind: out.write for kind, out in outputs.items()}, early)
     finally:
         for output in outputs.values():
             output.close()
 
 
-def _pump_frames(sock: Any, stdin_fd: int | None, outputs: dict[int, GuardedOutput]) -> None:
-    pending = b""
+def _pump_frames(
+    sock: Any, stdin_fd: int | None, outputs: Mapping[int, Callable[[bytes], None]], early: bytes
+) -> None:
+    pending = _write_frames(early, outputs)
     while True:
         watched = [sock] if stdin_fd is None else [sock, stdin_fd]
         readable, _, _ = select.select(watched, [], [])
@@ -254,14 +313,19 @@ def _pump_frames(sock: Any, stdin_fd: int | None, outputs: dict[int, GuardedOutp
             data = sock.recv(65536)
             if not data:
                 return
-            pending += data
-            while len(pending) >= _FRAME_HEADER:
-                size = int.from_bytes(pending[4:_FRAME_HEADER], "big")
-                if len(pending) < _FRAME_HEADER + size:
-                    break
-                out = outputs.get(pending[0], outputs[1])
-                out.write(pending[_FRAME_HEADER : _FRAME_HEADER + size])
-                pending = pending[_FRAME_HEADER + size :]
+            pending = _write_frames(pending + data, outputs)
+
+
+def _write_frames(pending: bytes, outputs: Mapping[int, Callable[[bytes], None]]) -> bytes:
+    """Write each whole frame of `pending` to its output; the start of a frame that is not.
+    (The daemon cuts frames at 32 KiB, whatever the command writes.)"""
+    while len(pending) >= _FRAME_HEADER:
+        size = int.from_bytes(pending[4:_FRAME_HEADER], "big")
+        if len(pending) < _FRAME_HEADER + size:
+            break
+        outputs.get(pending[0], outputs[1])(pending[_FRAME_HEADER : _FRAME_HEADER + size])
+        pending = pending[_FRAME_HEADER + size :]
+    return pending
 
 
 def runs_cleanly(client: Any, image: str, runtime: str, command: Sequence[str]) -> bool:
@@ -294,10 +358,8 @@ def container_logs(client: Any, name: str, *, follow: bool) -> Iterator[bytes]:
     except docker.errors.NotFound as exc:
         raise BottleError(f"no container {name}", fix="`bottle-engine ls` lists bottles") from exc
     with docker_errors(f"read the logs of {name}"):
-        if not follow:
-            yield container.logs()
-            return
-        yield from container.logs(stream=True, follow=True)
+        # Streamed even when not followed: the daemon keeps up to CONTAINER_LOG_BYTES of it.
+        yield from container.logs(stream=True, follow=follow)
 
 
 def remove_container(client: Any, name_or_id: str) -> None:
@@ -334,7 +396,7 @@ def attach(client: Any, container: Any) -> int:
     # (no query, no input mode) unless the session is interactive.
     if container.status != "running":
         with docker_errors(f"read the output of {container.name}"):
-            write_replay([container.logs()])
+            write_replay(container.logs(stream=True, follow=False))
     elif sys.stdin.isatty() and sys.stdout.isatty() and has_tty(container):
         _attach_tty(client, container)
     else:
@@ -357,10 +419,11 @@ def _attach_tty(client: Any, container: Any) -> None:
         socket_io = client.api.attach_socket(
             container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
         )
-    sock = getattr(socket_io, "_sock", socket_io)
+    sock, early = _hijacked(socket_io)
     try:
         relay_session(
-            socket_peer(sock), lambda rows, columns: container.resize(height=rows, width=columns)
+            socket_peer(sock, early),
+            lambda rows, columns: container.resize(height=rows, width=columns),
         )
     except OSError as exc:
         raise BottleError(f"lost the connection to {container.name}: {exc}") from exc

@@ -33,6 +33,21 @@ def _bounded() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
+def _as_the_person(
+    world: BottleWorld, script: str, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `script` (Python, the engine on its path) in a process allowed ADDRESS_SPACE."""
+    with world_env(world):
+        return subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            timeout=900,
+            preexec_fn=_bounded,
+            check=False,
+        )
+
+
 def test_a_sparse_file_larger_than_the_hosts_share_is_searched_to_the_leak_after_it(
     bottle_world: BottleWorld, probe_bottle: Any
 ) -> None:
@@ -43,18 +58,63 @@ def test_a_sparse_file_larger_than_the_hosts_share_is_searched_to_the_leak_after
     code, output = agent_exec(bottle_world, probe_bottle, ["sh", "-c", plant])
     assert code == 0, output
     try:
-        with world_env(bottle_world):
-            done = subprocess.run(
-                [sys.executable, "-c", SEARCH, probe_bottle.slug],
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-                capture_output=True,
-                timeout=900,
-                preexec_fn=_bounded,
-                check=False,
-            )
+        done = _as_the_person(bottle_world, SEARCH, probe_bottle.slug)
     finally:
         agent_exec(
             bottle_world, probe_bottle, ["sh", "-c", 'rm -f "$HOME/zeros" "$HOME/zz-leak.txt"']
         )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert json.loads(done.stdout) == ["/home/agent"]
+
+
+# The agent writes into the output of whichever of `probe`'s commands it finds (they run as the
+# agent, so it may open their /proc/PID/fd/1), and holds it open after the command ended. Bounded:
+# one flood, and the watcher gives up after 300 s.
+FLOOD_BYTES = 1536 * 1024**2
+FLOODER = (
+    "end=$(($(date +%s) + 300)); while [ $(date +%s) -lt $end ]; do"
+    " for p in /proc/[0-9]*; do"
+    ' if [ "$(cat $p/comm 2>/dev/null)" = bash ]; then'
+    f" head -c {FLOOD_BYTES} /dev/zero > $p/fd/1 2>/dev/null && exit 0;"
+    " fi; done; done"
+)
+PROBE = (
+    "import json, sys\n"
+    "from bottle_engine import lifecycle\n"
+    "from bottle_engine.probes import ProbeTargets\n"
+    "ip = sys.argv[2]\n"
+    "targets = ProbeTargets(bundle_ip=ip, gateway_ip=ip.rsplit('.', 1)[0] + '.1')\n"
+    "report, leaks = lifecycle.probe(sys.argv[1], targets)\n"
+    "print(json.dumps(report.to_json()))\n"
+)
+
+
+def test_probe_keeps_the_end_of_what_the_agent_floods_a_probe_s_output_with(
+    bottle_world: BottleWorld, probe_bottle: Any
+) -> None:
+    code, output = agent_exec(
+        bottle_world, probe_bottle, ["sh", "-c", f"nohup sh -c '{FLOODER}' >/dev/null 2>&1 &"]
+    )
+    assert code == 0, output
+    try:
+        done = _as_the_person(bottle_world, PROBE, probe_bottle.slug, probe_bottle.bundle_ip)
+    finally:
+        agent_exec(bottle_world, probe_bottle, ["pkill", "-f", "head -c"])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    rows = json.loads(done.stdout)
+    flooded = [row for row in rows if "\0" in row["output"]]
+    assert flooded, rows  # the flood reached a probe's output, and the probe run went on
+
+
+def test_a_command_that_never_ends_is_not_waited_for(
+    bottle_world: BottleWorld, probe_bottle: Any
+) -> None:
+    from bottle_engine.backends import backend_named
+    from bottle_engine.command_output import TIMED_OUT
+
+    with world_env(bottle_world):
+        code, output = backend_named("docker").exec_as_agent(
+            probe_bottle, ["sh", "-c", "echo started; exec sleep 600"], seconds=2
+        )
+    assert code == TIMED_OUT
+    assert output.startswith("started\n") and "stopped waiting for it after 2 s" in output

@@ -1,0 +1,53 @@
+"""What a command run in the sandbox writes, read within a budget of bytes and of time.
+
+The agent can write into any output of a command that runs as the agent (it opens
+/proc/PID/fd/1 of it), hold that output open after the command ended, or stop the command: a
+reader that takes all of it, or waits for its end, gives the agent the person's memory or their
+terminal. These readers keep the last bytes and stop waiting at a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+TIMED_OUT = 124  # the exit code of a command that was not waited for any longer (timeout(1)'s)
+_READ = 65536
+
+
+@dataclass
+class Tail:
+    """The last `keep` bytes written to it."""
+
+    keep: int
+    data: bytes = b""
+
+    def write(self, chunk: bytes) -> None:
+        self.data = (self.data + chunk)[-self.keep :]
+
+
+def drain(sinks: Mapping[int, Callable[[bytes], None]], seconds: float) -> bool:
+    """Read each file descriptor of `sinks` to its end, handing what comes to its sink; True
+    once all ended, False if `seconds` passed first (the rest is left unread)."""
+    deadline = time.monotonic() + seconds
+    open_fds = set(sinks)
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select(sorted(open_fds), [], [], left)
+        for fd in ready:
+            chunk = os.read(fd, _READ)
+            if chunk:
+                sinks[fd](chunk)
+            else:
+                open_fds.discard(fd)
+    return True
+
+
+def stopped_waiting(output: bytes, seconds: float) -> bytes:
+    """`output` with the note a person reads when a command was not waited for to its end."""
+    return output + f"\n(stopped waiting for it after {seconds:g} s)\n".encode()
