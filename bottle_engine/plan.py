@@ -47,6 +47,7 @@ MAX_INSTANCES = 20  # bottle-<slug>, -2, ... -20
 WORKSPACE = "/workspace"
 AGENT_HOME = "/home/agent"
 AGENT_UID = 1000
+AGENT_USER = f"{AGENT_UID}:{AGENT_UID}"  # what commands run as the agent run as (uid:gid)
 PROMPT_PATH = f"{AGENT_HOME}/.bot-bottle/prompt.md"
 CA_CERT_PATH = "/etc/bot-bottle/ca.pem"  # the bottle's CA alone
 CA_BUNDLE_PATH = "/etc/bot-bottle/ca-bundle.pem"  # system CAs + the bottle's CA

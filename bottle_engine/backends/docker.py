@@ -53,7 +53,7 @@ from bottle_engine.guest import guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS, agent_disk
 from bottle_engine.plan import (
-    AGENT_UID,
+    AGENT_USER,
     WORKSPACE,
     BottlePlan,
     Planner,
@@ -230,7 +230,7 @@ class DockerBackend:
             env=plan.guest_env,
             network=plan.internal_network,
             ip=plan.agent_ip,
-            user=f"{AGENT_UID}:{AGENT_UID}",
+            user=AGENT_USER,
             workdir=WORKSPACE,
             runtime=runtime,
             nano_cpus=int(plan.cpus * 1e9),
@@ -306,18 +306,17 @@ class DockerBackend:
                 f"bottle {record.slug} is not running ({container.status})",
                 fix=f"`bottle-engine resume {record.slug}`",
             )
-        return exec_interactive(
-            self.client, container, argv, user=f"{AGENT_UID}:{AGENT_UID}", tty=tty
-        )
+        return exec_interactive(self.client, container, argv, user=AGENT_USER, tty=tty)
 
     def exec_as_agent(
         self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
     ) -> tuple[int, str]:
+        container = self.container_of(record)
         code, output = exec_bounded(
             self.client,
-            self.container_of(record),
+            container,
             argv,
-            user=f"{AGENT_UID}:{AGENT_UID}",
+            user=AGENT_USER,
             max_bytes=PROBE_OUTPUT_BYTES,
             seconds=seconds,
         )

@@ -36,6 +36,7 @@ from bottle_engine.guest import guest_trees
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS
 from bottle_engine.plan import (
     AGENT_UID,
+    AGENT_USER,
     CA_BUNDLE_PATH,
     CA_CERT_PATH,
     WORKSPACE,
@@ -74,7 +75,7 @@ def machine_spec(plan: BottlePlan, sidecar: Path) -> MachineSpec:
         memory_mib=memory_mib,
         workdir=WORKSPACE,
         workload=KEEPALIVE,
-        user=f"{AGENT_UID}:{AGENT_UID}",  # non-root, as in the docker backend
+        user=AGENT_USER,  # non-root, as in the docker backend
     )
 
 
@@ -252,19 +253,13 @@ class SmolmachinesBackend:
             raise BottleError(
                 f"bottle {record.slug} is not running", fix=f"`bottle-engine resume {record.slug}`"
             )
-        return self.smolvm.exec_attached(
-            record.name, argv, interactive=tty, user=f"{AGENT_UID}:{AGENT_UID}"
-        )
+        return self.smolvm.exec_attached(record.name, argv, interactive=tty, user=AGENT_USER)
 
     def exec_as_agent(
         self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
     ) -> tuple[int, str]:
         code, output = self.smolvm.exec_output(
-            record.name,
-            argv,
-            user=f"{AGENT_UID}:{AGENT_UID}",
-            max_bytes=PROBE_OUTPUT_BYTES,
-            seconds=seconds,
+            record.name, argv, user=AGENT_USER, max_bytes=PROBE_OUTPUT_BYTES, seconds=seconds
         )
         return code, output.decode("utf-8", "replace")
 
