@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import config_seal, records, trust_store
+from bottle_engine import config_seal, records, state, trust_store
 from bottle_engine.artifacts.pack import Pack
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.backends.base import Availability
@@ -109,7 +109,8 @@ def launch(
     if review.first_use and on_first_use is not None:
         on_first_use(review)
     backend = backend_named(planner(planner.base_slug).backend, settings)
-    return backend.launch(planner, progress, terminal=terminal)
+    with state.launching():
+        return backend.launch(planner, progress, terminal=terminal)
 
 
 def check_trust(
@@ -243,19 +244,21 @@ def _unsealed_secrets(slug: str, bottle_dir: BottleDir) -> dict[str, bytes]:
         ) from exc
 
 
-def gc() -> list[str]:
+def gc(waiting: Callable[[], None] = lambda: None) -> list[str]:
     """Remove resources labelled as ours that no record accounts for, in every backend that
     answers here (microVMs when a smolvm CLI is installed); their names. When none answers,
-    the first one's reason is the error."""
+    the first one's reason is the error. Launches under way are waited for (`waiting()` is
+    told): what they made has no record yet."""
     removed: list[str] = []
     unavailable: list[Availability] = []
-    for name in BACKEND_NAMES:
-        backend = backend_named(name)
-        availability = backend.available()
-        if availability:
-            removed += backend.remove_orphans()
-        else:
-            unavailable.append(availability)
+    with state.collecting(waiting):
+        for name in BACKEND_NAMES:
+            backend = backend_named(name)
+            availability = backend.available()
+            if availability:
+                removed += backend.remove_orphans()
+            else:
+                unavailable.append(availability)
     if len(unavailable) == len(BACKEND_NAMES):
         raise BottleError(unavailable[0].detail, fix=unavailable[0].fix)
     return removed
@@ -315,7 +318,10 @@ def pool_fill(
     key = backend.pool.key_for(bundle_image.image_tag, choice.docker_runtime, plan.memory_bytes)
     if up_to:
         count -= sum(1 for member in pool_listed(FREE) if member.key == key)
-    return backend.pool.fill(key, count, progress) if count > 0 else []
+    if count <= 0:
+        return []
+    with state.launching():
+        return backend.pool.fill(key, count, progress)
 
 
 def pool_release(member_ids: Sequence[str], settings: EngineSettings | None = None) -> list[str]:

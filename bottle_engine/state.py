@@ -12,12 +12,13 @@ approval or a secret, whatever the modes of the files inside.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bottle_engine import settings
@@ -179,6 +180,39 @@ def make_bottle_dir(slug: str) -> Path:
     private_dir(state_dir())
     private_dir(state_dir() / "bottles")
     return private_dir(bottle_dir(slug))
+
+
+@contextlib.contextmanager
+def launching() -> Iterator[None]:
+    """Held while a launch (or a pool fill) makes resources that no record names yet, shared
+    with other launches: `gc` would take them for a crashed launch's and remove them."""
+    with _orphans_lock(fcntl.LOCK_SH):
+        yield
+
+
+@contextlib.contextmanager
+def collecting(waiting: Callable[[], None]) -> Iterator[None]:
+    """Held while `gc` looks for orphans and removes them: it waits for the launches under way
+    (`waiting()` is told first), and launches that start meanwhile wait for it."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(_orphans_lock(fcntl.LOCK_EX | fcntl.LOCK_NB))
+        except BlockingIOError:
+            waiting()
+            held.enter_context(_orphans_lock(fcntl.LOCK_EX))
+        yield
+
+
+@contextlib.contextmanager
+def _orphans_lock(operation: int) -> Iterator[None]:
+    private_dir(state_dir())
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(state_dir() / "launch.lock", flags, 0o600)
+    try:
+        fcntl.flock(descriptor, operation)  # released when the descriptor closes
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def make_cache_dir() -> Path:

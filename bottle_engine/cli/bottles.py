@@ -136,7 +136,8 @@ def register(subparsers: Subparsers) -> None:
         "gc",
         help="remove orphaned containers and networks",
         description="Remove containers and networks labelled as bot-bottle's that no bottle "
-        "record accounts for (left by a crash or a killed CLI).\n\nexample:\n"
+        "record accounts for (left by a crash or a killed CLI). Launches and pool fills under "
+        "way have no record yet: gc waits for them to finish.\n\nexample:\n"
         "  bottle-engine gc",
         run=run_gc,
     )
@@ -270,7 +271,9 @@ def _egress_lines(bottle_dir: BottleDir, *, follow: bool) -> Iterator[str]:
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    removed = lifecycle.gc()
+    removed = lifecycle.gc(
+        waiting=lambda: console.print("waiting for the launches under way to finish")
+    )
     for name in removed:
         console.print(f"removed {safe_markup(name)}")
     if not removed:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,14 @@ import pytest
 
 from bottle_engine import lifecycle, records
 from bottle_engine.errors import BottleError
-from tests.bottle_fixtures import BottleWorld, labelled_leftovers, running_bottle, world_env
+from bottle_engine.progress import QuietProgress
+from tests.bottle_fixtures import (
+    REPO_ROOT,
+    BottleWorld,
+    labelled_leftovers,
+    running_bottle,
+    world_env,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -190,6 +198,52 @@ def test_gc_removes_orphans_by_label_and_only_its_own(
         assert labelled_leftovers(docker_client, record.slug) == []
         assert theirs.name not in removed
         assert theirs.name in labelled_leftovers(docker_client, theirs.slug)
+
+
+class _PausedAfterNetworks(QuietProgress):
+    """Holds a launch once its networks exist and before its bundle starts: what it made so
+    far has no record yet."""
+
+    def __init__(self) -> None:
+        self.halfway, self.go_on = threading.Event(), threading.Event()
+
+    def stage(self, name: str) -> None:
+        if name.startswith("start bundle"):
+            self.halfway.set()
+            self.go_on.wait(300)
+
+
+def test_gc_waits_for_a_launch_under_way_instead_of_removing_what_it_made(
+    bottle_world: BottleWorld,
+) -> None:
+    progress = _PausedAfterNetworks()
+    env = {**os.environ, **bottle_world.env, "PYTHONPATH": str(REPO_ROOT)}
+    with world_env(bottle_world), ThreadPoolExecutor(1) as pool:
+        launching = pool.submit(
+            lifecycle.launch, bottle_world.manifest, "victim", progress=progress
+        )
+        try:
+            assert progress.halfway.wait(600), "the launch never got to its bundle"
+            gc = subprocess.Popen(
+                [sys.executable, "-m", "bottle_engine", "gc"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            assert gc.stdout is not None
+            first = gc.stdout.readline()  # what gc does while the launch is held
+        finally:
+            progress.go_on.set()
+        record = launching.result(timeout=600)
+        try:
+            rest, _ = gc.communicate(timeout=120)
+            assert "waiting for the launches under way to finish" in first, first + rest
+            assert gc.returncode == 0, rest
+            assert "nothing to remove" in rest, rest
+            assert lifecycle.find(record.slug).slug == record.slug
+        finally:
+            lifecycle.stop(record.slug, remove=True)
 
 
 def test_launch_of_an_unknown_agent_names_the_defined_ones(bottle_world: BottleWorld) -> None:
