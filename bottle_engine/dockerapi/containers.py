@@ -272,7 +272,7 @@ def _hijacked(socket_io: Any) -> tuple[Any, bytes]:
     sock.setblocking(False)
     try:
         early: bytes = reader.read1(_EARLY_MAX) or b""
-    except BlockingIOError:
+    except OSError:  # nothing came with the head (over TLS the error is SSLWantReadError)
         early = b""
     finally:
         sock.settimeout(timeout)
