@@ -622,8 +622,9 @@ class SecretSubstitution:
         response.content = scrubbed  # sets Content-Length unless the body is chunked
 
     def _refuse_streamed(self, flow: http.HTTPFlow, reason: str) -> None:
-        """Turn a response whose head has not been sent into a 502; its body is dropped."""
-        decision = Decision(False, RESPONSE_NOT_INSPECTABLE, reason)
+        """Turn a response whose head has not been sent into a 502; its body is dropped. The
+        reason quotes the upstream's head, which may echo a real value: it is scrubbed too."""
+        decision = Decision(False, RESPONSE_NOT_INSPECTABLE, self.scrubber.scrub_text(reason))
         flow.metadata[DECISION_KEY] = decision
         page = denial_response(decision, 502)
         assert flow.response is not None

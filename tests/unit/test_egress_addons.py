@@ -287,6 +287,35 @@ def test_placeholder_in_trailers_of_a_streamed_body_is_not_sent(state: EgressSta
     assert "trailers were not sent" in str(audit_lines(state)[-1]["reason"])
 
 
+@pytest.mark.parametrize(
+    ("status", "header"),
+    [(200, "content-encoding"), (101, "upgrade"), (101, "sec-websocket-extensions")],
+)
+def test_a_refused_response_does_not_quote_the_real_value_it_echoed(
+    state: EgressState, status: int, header: str
+) -> None:
+    # A bound host echoes the Authorization into a head the proxy refuses to relay (a coding it
+    # cannot search, an upgrade it cannot scrub): the 502 page names that head, scrubbed.
+    allowlist, secrets, _ = addons(state)
+    flow = intercepted_flow(state, {"Authorization": f"Bearer {TOKEN}"})
+    with taddons.context():
+        asyncio.run(allowlist.requestheaders(flow))
+        secrets.requestheaders(flow)
+        secrets.request(flow)
+        assert flow.request.headers["Authorization"] == f"Bearer {REAL}"
+        flow.response = http.Response.make(status)
+        flow.response.headers.pop("content-length", None)  # streamed: its size is unknown
+        if status == 101:
+            flow.response.headers["upgrade"] = "websocket"
+        flow.response.headers[header] = f"x-{REAL}"
+        secrets.responseheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 502
+    assert callable(flow.response.stream)
+    page = flow.response.stream(b"")
+    assert b"x-" in page and REAL.encode() not in page, page
+    assert REAL not in flow.metadata[DECISION_KEY].reason
+
+
 def test_every_header_value_with_the_placeholder_is_replaced_and_nothing_else(
     state: EgressState,
 ) -> None:

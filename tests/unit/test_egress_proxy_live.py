@@ -38,6 +38,7 @@ from tests.bundle_helpers import (
     read_http_response,
     secret_in_file,
 )
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-live-placeholder-7d1e"
@@ -668,6 +669,32 @@ def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, e
         assert received.startswith(b"HTTP/1.1 101 ") and PLACEHOLDER.encode() in received
     else:
         assert received.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in received
+
+
+def test_a_refused_upgrade_does_not_quote_the_real_value_the_host_echoed(lab: Lab) -> None:
+    """The agent offers the placeholder as its Upgrade; the proxy puts the real value there (it
+    substitutes in every header) and the host switches to it. The refusal names the protocol
+    the host switched to, in the audit log and the 502 page: scrubbed, or the log kept the
+    real value."""
+    host = f"secret.test:{lab.https}"
+    path = "/reflect/upgrade?echoed"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get(path, host, AUTH, "Connection: Upgrade", f"Upgrade: {PLACEHOLDER}"))
+        received = b""
+        while b"response-not-inspectable" not in received and (chunk := sock.recv(65536)):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 502 "), received
+    assert REAL.encode() not in received, received
+    entry = wait_for(
+        lambda: next((e for e in read_audit(lab.audit) if _names_the_value(e.reason)), None),
+        "the refused upgrade's audit line",
+    )
+    assert entry.rule == "response-not-inspectable"
+    assert PLACEHOLDER in entry.reason and REAL not in entry.reason, entry.reason
+
+
+def _names_the_value(reason: str) -> bool:
+    return "switched to" in reason and (PLACEHOLDER in reason or REAL in reason)
 
 
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
