@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-TIMED_OUT = 124  # the exit code of a command that was not waited for any longer (timeout(1)'s)
+# The exit code given for a command that was not waited for to its end: no process exits with
+# it (timeout(1)'s 124 is what a probe's own attempt gives when it is refused).
+UNFINISHED = -1
 _READ = 65536
 
 

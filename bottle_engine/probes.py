@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
+from bottle_engine.command_output import UNFINISHED
 from bottle_engine.manifest.egress_rules import parse_egress_rule
 from bottle_engine.plan import AGENT_HOME, WORKSPACE
 
@@ -53,8 +54,20 @@ class ProbeResult:
         return self.exit_code == 0
 
     @property
+    def finished(self) -> bool:
+        """Was the probe waited for to its end? The agent can stop it, or hold its output
+        open: a probe that did not finish tells nothing, so it does not pass."""
+        return self.exit_code != UNFINISHED
+
+    @property
     def passed(self) -> bool:
-        return self.succeeded == self.probe.expect_success
+        return self.finished and self.succeeded == self.probe.expect_success
+
+    @property
+    def observed(self) -> str:
+        if not self.finished:
+            return "did not finish"
+        return "works" if self.succeeded else "refused"
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,7 @@ class ProbeReport:
                 "probe": r.probe.name,
                 "claim": r.probe.claim,
                 "expected": "works" if r.probe.expect_success else "refused",
-                "observed": "works" if r.succeeded else "refused",
+                "observed": r.observed,
                 "passed": r.passed,
                 "output": r.output.strip()[-400:],
             }

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bottle_engine.command_output import TIMED_OUT, Tail, drain, stopped_waiting
+from bottle_engine.command_output import UNFINISHED, Tail, drain, stopped_waiting
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
@@ -49,6 +49,7 @@ LIBKRUN_FILES = ("libkrun.so", "libkrunfw.so.5")
 # The VMM's own confinement; "enforce" is what smolvm's SDK and `smolvm serve` default to.
 HARDENING_ENV = {"SMOLVM_SECCOMP": "enforce", "SMOLVM_LANDLOCK": "enforce"}
 
+_EXIT_SECONDS = 10
 _INSTALL_FIX = (
     f"`pip install smolmachines=={TESTED_VERSION}` (it ships the smolvm CLI as smol/smol-vmm, "
     "which bot-bottle finds by itself), or put smolvm on PATH, or set BOTTLE_SMOLVM; "
@@ -435,7 +436,7 @@ class Smolvm:
     ) -> tuple[int, bytes]:
         """Run `command` in the machine: its exit status and the last `max_bytes` of its stdout,
         then of its stderr, read for at most `seconds` (then smolvm is ended and the status is
-        `TIMED_OUT`): a command run as the agent writes, and lasts, as the agent likes.
+        `UNFINISHED`): a command run as the agent writes, and lasts, as the agent likes.
 
         A failing command is a result, not an error; only smolvm's own failures (no such
         machine, not running) raise `BottleError`.
@@ -456,9 +457,12 @@ class Smolvm:
         with process, contextlib.ExitStack() as undo:
             undo.callback(process.kill)  # once waited for, a no-op
             sinks = {process.stdout.fileno(): stdout.write, process.stderr.fileno(): stderr.write}
-            if not drain(sinks, seconds):
-                return TIMED_OUT, stopped_waiting(stdout.data + stderr.data, seconds)
-            process.wait()
+            try:
+                if not drain(sinks, seconds):
+                    raise subprocess.TimeoutExpired(argv, seconds)
+                process.wait(_EXIT_SECONDS)  # its outputs closed: smolvm is on its way out
+            except subprocess.TimeoutExpired:
+                return UNFINISHED, stopped_waiting(stdout.data + stderr.data, seconds)
         message = stderr.data.decode("utf-8", "replace")
         if process.returncode != 0 and _is_smolvm_error(message, self.info.error_format_json):
             raise translate_failure(f"run {command[0]} in {name}", process.returncode, message)

@@ -112,7 +112,7 @@ class Backend(Protocol):
         self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
     ) -> tuple[int, str]:
         """Run a command in the sandbox as the agent, without stdin; its exit code and the last
-        `PROBE_OUTPUT_BYTES` of its output, waited for `seconds` at most (`TIMED_OUT` then):
+        `PROBE_OUTPUT_BYTES` of its output, waited for `seconds` at most (`UNFINISHED` then):
         the agent can write into the command's output, hold it open, or stop it."""
         ...
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from typing import Literal
 
@@ -139,8 +140,16 @@ def _port(port_text: str, text: str) -> int:
 
 def is_host_name(name: str) -> bool:
     """Is `name` (lower case, no trailing dot) a host name a rule may list: ASCII labels of
-    letters, digits and inner hyphens (IDNA A-labels for the others), at most 253 long?"""
-    return len(name) <= 253 and _HOST_RE.fullmatch(name) is not None
+    letters, digits and inner hyphens (IDNA A-labels for the others), at most 253 long, and no
+    IPv4 address in disguise? The resolver reads '134744072', '0x08080808' and '8.8.8' as
+    addresses, which only an ip or cidr entry may allow (no top-level label is all digits)."""
+    if len(name) > 253 or _HOST_RE.fullmatch(name) is None:
+        return False
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return not name.rsplit(".", 1)[-1].isdigit()
+    return False
 
 
 def _check_host(host: str, text: str) -> None:

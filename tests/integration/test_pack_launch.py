@@ -22,7 +22,7 @@ from bottle_engine.backends import backend_named
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import EGRESS_PORT
 from bottle_engine.cli import main
-from bottle_engine.command_output import TIMED_OUT
+from bottle_engine.command_output import UNFINISHED
 from bottle_engine.dockerapi.client import LABEL_SLUG
 from bottle_engine.limits import PROBE_OUTPUT_BYTES
 from bottle_engine.plan import AGENT_HOME, AGENT_UID, CA_BUNDLE_PATH, PROMPT_PATH, WORKSPACE
@@ -130,7 +130,7 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
         code, output = backend_named("smolmachines").exec_as_agent(
             record, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; exec sleep 600"], seconds=3
         )
-        assert code == TIMED_OUT, output
+        assert code == UNFINISHED, output
         assert output.startswith("x" * PROBE_OUTPUT_BYTES) and "stopped waiting" in output
     assert fake_smolvm.machine(record.name) is None
     assert slug_resources(docker_client, record.slug) == []

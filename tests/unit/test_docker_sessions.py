@@ -18,10 +18,12 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.bottle_fixtures import REPO_ROOT
@@ -136,3 +138,18 @@ def test_an_exec_without_a_terminal_keeps_its_first_frames_and_its_streams(daemo
     assert result.returncode == EXIT_CODE, result.stderr
     assert result.stdout == AGENT_SAID[:5000]
     assert result.stderr == AGENT_SAID[5000:]
+
+
+@pytest.mark.parametrize("max_bytes", [1000, 1 << 20])
+def test_a_bounded_exec_keeps_its_first_frames_and_the_end_of_its_output(
+    daemon: Path, max_bytes: int
+) -> None:
+    from bottle_engine.dockerapi import containers
+
+    client = docker.DockerClient(base_url=f"unix://{daemon}", version="1.41")
+    agent = types.SimpleNamespace(id="agent1", name="bottle-agent")
+    code, output = containers.exec_bounded(
+        client, agent, ["true"], user="1000:1000", max_bytes=max_bytes, seconds=30
+    )
+    assert code == EXIT_CODE
+    assert output == AGENT_SAID[-max_bytes:]  # stdout, then stderr, as they came

@@ -86,6 +86,11 @@ CASES = [
     ("other.example.com\n", 443, None, False, BAD_DESTINATION),
     ("a_b.cdn.example.org", 443, None, False, BAD_DESTINATION),
     ("xn--pi-7mc.example.com", 443, None, False, DEFAULT_DENY),  # its IDNA form is plain ASCII
+    # IPv4 addresses in the forms the resolver also reads: not names a person may be asked about
+    ("134744072", 443, None, False, BAD_DESTINATION),
+    ("0x08080808", 443, None, False, BAD_DESTINATION),
+    ("8.8.8", 443, None, False, BAD_DESTINATION),
+    ("1.2.3.04", 443, None, False, BAD_DESTINATION),
     # address stage: public addresses pass
     ("api.example.com", 443, PUBLIC, True, "api.example.com"),
     ("api.example.com", 443, ["2606:2800:220:1:248:1893:25c8:1946"], True, "api.example.com"),

@@ -137,7 +137,9 @@ ERROR_CASES = [
     ("example.com:+80", "the port must be a number from 1 to 65535"),
     ("example.com:80:90", "not a valid host name"),
     ("exa mple.com", "not a valid host name"),
-    ("\u212a.example.com", "not a valid host name"),  # a Kelvin sign: it lower-cases to 'k'
+    ("\u212a.example.com", "not a valid host name"),
+    ("134744072", "not a valid host name"),  # the resolver reads it as 8.8.8.8
+    ("0x7f000001", "not a valid host name"),  # a Kelvin sign: it lower-cases to 'k'
     ("a_b.example.com", "not a valid host name"),
     ("-a.example.com", "not a valid host name"),
     ("a..example.com", "not a valid host name"),
