@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,23 @@ def drain(sinks: Mapping[int, Callable[[bytes], None]], seconds: float) -> bool:
             else:
                 open_fds.discard(fd)
     return True
+
+
+def receive(sock: socket.socket, seconds: float, sink: Callable[[bytes], None]) -> bool:
+    """Hand what `sock` sends to `sink` until its end (True) or until `seconds` passed
+    (False). recv with a timeout, not select and os.read as `drain` does: over TLS the bytes
+    are the SSL object's to decrypt, and it may hold some that select does not see."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(_READ)
+        except TimeoutError:
+            return False
+        if not chunk:
+            return True
+        sink(chunk)
+    return False
 
 
 def stopped_waiting(output: bytes, seconds: float) -> bytes:

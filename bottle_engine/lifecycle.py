@@ -206,7 +206,7 @@ def probe(slug: str, targets: ProbeTargets) -> tuple[ProbeReport, list[str]]:
     backend = _backend(record)
     config = BundleConfig.from_json(config_seal.checked_config_text(slug, BottleDir.of(slug)))
     targets = replace(targets, egress_allow=config.egress_allow)
-    leaks = secret_leaks(slug)
+    leaks = _secret_leaks(record, backend)
     report = run_probes(build_probes(targets), lambda argv: backend.exec_as_agent(record, argv))
     return report, leaks
 
@@ -215,6 +215,11 @@ def secret_leaks(slug: str) -> list[str]:
     """The places in a bottle's sandbox (environments, home, workspace, /tmp, /etc) that hold
     one of its real secret values."""
     record = find(slug)
+    return _secret_leaks(record, _backend(record))
+
+
+def _secret_leaks(record: BottleRecord, backend: Backend) -> list[str]:
+    slug = record.slug
     bottle_dir = BottleDir.of(slug)
     # The values as the engine handed them: the bundle can write its copies, and a taken-over
     # one that leaked a value could leave a decoy in its place for the search below.
@@ -227,7 +232,7 @@ def secret_leaks(slug: str) -> list[str]:
     values = [data.decode("utf-8", errors="replace").strip() for data in found.values()]
     if not values:
         return []
-    return find_secret_leaks(values, _backend(record).secret_haystacks(record))
+    return find_secret_leaks(values, backend.secret_haystacks(record))
 
 
 def _unsealed_secrets(slug: str, bottle_dir: BottleDir) -> dict[str, bytes]:

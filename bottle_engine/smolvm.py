@@ -442,16 +442,7 @@ class Smolvm:
         machine, not running) raise `BottleError`.
         """
         argv = self.command(machine_exec_args(name, command, user=user))
-        try:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self.env(),
-            )
-        except OSError as exc:
-            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+        process = self._start(argv, stdin=subprocess.DEVNULL)
         stdout, stderr = Tail(max_bytes), Tail(max_bytes)
         assert process.stdout is not None and process.stderr is not None
         with process, contextlib.ExitStack() as undo:
@@ -511,12 +502,7 @@ class Smolvm:
         """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
         With `command_exits` smolvm passes on a guest command's exit status, so only stderr
         naming smolvm's own error is a failure."""
-        try:
-            process = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env()
-            )
-        except OSError as exc:
-            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
+        process = self._start(argv)
         stdout, stderr = process.stdout, process.stderr
         assert stdout is not None and stderr is not None
         try:
@@ -530,6 +516,15 @@ class Smolvm:
         own = not command_exits or _is_smolvm_error(errors, self.info.error_format_json)
         if returncode > 0 and own:
             raise translate_failure(doing, returncode, errors)
+
+    def _start(self, argv: list[str], **streams: Any) -> subprocess.Popen[bytes]:
+        """smolvm started on `argv`, its stdout and stderr piped to us (and `streams`)."""
+        try:
+            return subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(), **streams
+            )
+        except OSError as exc:
+            raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
 
     def machines(self) -> list[dict[str, Any]]:
         """``machine ls --json``: one dict per machine (``name``, ``state``, ``labels``, ...)."""

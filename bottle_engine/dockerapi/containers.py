@@ -9,14 +9,13 @@ import select
 import socket
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
 
-from bottle_engine.command_output import UNFINISHED, Tail, stopped_waiting
+from bottle_engine.command_output import UNFINISHED, Tail, receive, stopped_waiting
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     bounded_log_config,
@@ -212,7 +211,7 @@ def exec_bounded(
         pending = _write_frames(pending + chunk, sinks)
 
     try:
-        finished = _receive(sock, seconds, frames)
+        finished = receive(sock, seconds, frames)
     except OSError as exc:
         raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
     finally:
@@ -223,23 +222,6 @@ def exec_bounded(
         code = client.api.exec_inspect(exec_id).get("ExitCode")
     # No code yet: its output was closed while it still runs.
     return (int(code) if code is not None else UNFINISHED), tail.data
-
-
-def _receive(sock: Any, seconds: float, sink: Callable[[bytes], None]) -> bool:
-    """Hand what `sock` sends to `sink` until its end (True) or until `seconds` passed
-    (False). recv with a timeout, not select and os.read: over TLS the bytes are the SSL
-    object's to decrypt, and it may hold some that select does not see."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(_READ)
-        except TimeoutError:
-            return False
-        if not chunk:
-            return True
-        sink(chunk)
-    return False
 
 
 def exec_interactive(
