@@ -49,6 +49,9 @@ BROKEN_REFLECTIONS = {
     "bad-header": b"HTTP/1.1 200 OK\r\nVALUE\r\nContent-Length: 0\r\n\r\n",
     "bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: VALUE\r\n\r\n",
     "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nVALUE\r\n",
+    # Parsed, then refused by mitmproxy's smuggling checks (which quote the field).
+    "bad-header-name": b"HTTP/1.1 200 OK\r\nX-Seen VALUE: 1\r\nContent-Length: 0\r\n\r\n",
+    "bad-length-204": b"HTTP/1.1 204 No Content\r\nContent-Length: VALUE\r\n\r\n",
 }
 
 

@@ -11,7 +11,9 @@
 * **Error pages say what the addons let them say.** When an upstream's answer cannot be parsed,
   mitmproxy sends the agent a 502 quoting the offending bytes, straight from its parser, after
   the ``error`` hook: a bound host's malformed answer quoting the real value reached the agent.
-  The page now carries ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
+  The same holds for a head that parses but fails mitmproxy's smuggling checks
+  (``check_invalid``: a header name with a space, a 204's Content-Length), which quote the field.
+  Both pages now carry ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
 * **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
@@ -24,7 +26,7 @@ here. These patches reach into mitmproxy's internals, so `install` refuses any o
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any, cast
+from typing import Any
 
 MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
@@ -122,29 +124,35 @@ def _guard_response_head(client_class: Any) -> None:
 
 def _guard_error_message(stream_class: Any) -> None:
     from mitmproxy.proxy.layers.http import SendHttp
+    from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
-    original: Callable[[Any, Any], CommandGenerator] = stream_class.handle_protocol_error
+    def guarded(
+        original: Callable[[Any, Any], CommandGenerator],
+    ) -> Callable[[Any, Any], CommandGenerator]:
+        def method(self: Any, argument: Any) -> CommandGenerator:
+            # Relay the original's commands (and the answers to them) one by one; an error
+            # page for the agent gets the error's message as the error hook left it.
+            commands = original(self, argument)
+            reply = None
+            while True:
+                try:
+                    command = commands.send(reply)
+                except StopIteration as done:
+                    return done.value
+                if (
+                    isinstance(command, SendHttp)
+                    and isinstance(command.event, ResponseProtocolError)
+                    and command.connection is self.context.client
+                    and self.flow.error is not None
+                ):
+                    command.event.message = self.flow.error.msg
+                reply = yield command
 
-    def handle_protocol_error(self: Any, event: Any) -> CommandGenerator:
-        # Relay the original's commands (and the answers to them) one by one; the error's
-        # message is read again from the flow once the error hook has run.
-        commands = original(self, event)
-        reply = None
-        while True:
-            try:
-                command = commands.send(reply)
-            except StopIteration as done:
-                return done.value
-            if (
-                isinstance(command, SendHttp)
-                and command.event is event
-                and command.connection is self.context.client
-                and self.flow.error is not None
-            ):
-                cast(Any, event).message = self.flow.error.msg  # a Request/ResponseProtocolError
-            reply = yield command
+        return method
 
-    stream_class.handle_protocol_error = handle_protocol_error
+    # An upstream's answer mitmproxy could not parse, and one it parsed but refused.
+    stream_class.handle_protocol_error = guarded(stream_class.handle_protocol_error)
+    stream_class.check_invalid = guarded(stream_class.check_invalid)
 
 
 def _guard_refused_body(stream_class: Any) -> None:
