@@ -49,6 +49,7 @@ from bottle_engine.bundle.egress_policy import (
     NAME_MISMATCH,
     Decision,
     EgressPolicy,
+    check_fields,
     check_names,
     decide,
     decide_approved,
@@ -260,7 +261,7 @@ class Allowlist:
                     ),
                 )
                 return
-            mismatch = check_names(
+            mismatch = check_fields(request.headers.fields) or check_names(
                 tunnel.host,
                 tunnel.port,
                 443 if destination.https else 80,
@@ -284,7 +285,7 @@ class Allowlist:
         if not decision.allowed:
             refuse(flow, decision)
             return
-        mismatch = check_names(
+        mismatch = check_fields(request.headers.fields) or check_names(
             request.host,
             request.port,
             443 if request.scheme == "https" else 80,

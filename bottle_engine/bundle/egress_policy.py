@@ -39,6 +39,8 @@ ASK_REFUSED = "ask-refused"  # the bottle's approval caps (pending, rate) were r
 # A request whose names disagree: SNI, Host / :authority or an absolute-form URL naming another
 # host than the one the proxy connects to (domain fronting).
 NAME_MISMATCH = "name-mismatch"
+# A request header holding a byte that ends a line somewhere (CR, LF of a folded line, NUL).
+MALFORMED_FIELD = "malformed-field"
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,27 @@ def check_names(
                 "every name in a request must be the host it is sent to",
                 "address the request to the host it is meant for (no domain fronting)",
             )
+    return None
+
+
+def check_fields(fields: Iterable[tuple[bytes, bytes]]) -> Decision | None:
+    """Are the request's header fields free of CR, LF and NUL? None when they are.
+
+    mitmproxy keeps a bare CR, a folded line's CRLF and a NUL inside a field and sends them on;
+    an upstream that ends a line there reads fields the proxy never checked (a second
+    Content-Length that makes the body a request of its own, to another host on the same front,
+    whose body then swallows the next request, the real value in it). HTTP forbids all three.
+    """
+    for name, value in fields:
+        for byte, label in ((b"\r", "a CR"), (b"\n", "a line break"), (b"\0", "a NUL")):
+            if byte in value:
+                shown = name.decode("ascii", "replace")[:100]
+                return _deny(
+                    MALFORMED_FIELD,
+                    f"the header {shown!r} holds {label}, which an upstream may read as the end "
+                    "of the field (request smuggling)",
+                    "send each header on one line, without control characters",
+                )
     return None
 
 

@@ -9,11 +9,13 @@ from bottle_engine.bundle.egress_policy import (
     BAD_DESTINATION,
     DEFAULT_DENY,
     IP_LITERAL,
+    MALFORMED_FIELD,
     NAME_MISMATCH,
     OWN_ADDRESS,
     SPECIAL_ADDRESS,
     UNRESOLVED,
     EgressPolicy,
+    check_fields,
     check_names,
     decide,
     host_header,
@@ -238,6 +240,17 @@ def test_a_name_that_is_no_authority_is_a_mismatch_not_a_crash() -> None:
     for value in ("\u00b9", "x:\u00b9", "[::1]:\u00b3", "\x00", "a" * 100_000 + ":1"):
         refusal = check_names("api.example.com", 443, 443, host_header=value)
         assert refusal is not None and refusal.rule == NAME_MISMATCH
+
+
+@pytest.mark.parametrize("value", [b"a\rContent-Length: 0", b"a\r\n b", b"a\nb", b"a\x00b"])
+def test_a_field_holding_a_line_end_is_refused(value: bytes) -> None:
+    refusal = check_fields([(b"Accept", b"*/*"), (b"X-Pad", value)])
+    assert refusal is not None and refusal.rule == MALFORMED_FIELD
+    assert "X-Pad" in refusal.reason
+
+
+def test_fields_on_one_line_pass() -> None:
+    assert check_fields([(b"Authorization", b"Bearer t\tok en"), (b"X", b"\xc3\xa9")]) is None
 
 
 @pytest.mark.parametrize(

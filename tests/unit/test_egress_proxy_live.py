@@ -11,6 +11,7 @@ succeed against an older one).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -482,6 +483,60 @@ def test_a_request_without_a_host_name_gets_its_destinations(
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
     (seen_plain,) = lab.seen_upstream(f"{path}-plain")
     assert seen_plain["headers"]["Host"] == f"other.test:{lab.http}"
+
+
+# A header value with a bare CR (or a folded line, NUL) is one field to mitmproxy and two to
+# upstreams that split lines there (Python's http.server does, on CR): here it hides a second
+# Content-Length from the proxy.
+SMUGGLED_FIELDS = {
+    "bare-cr": b"X-Pad: a\rContent-Length: 0\r\n",
+    "folded": b"X-Pad: a\r\n Content-Length: 0\r\n",
+    "nul": b"X-Pad: a\x00Content-Length: 0\r\n",
+}
+
+
+@pytest.mark.parametrize("field", sorted(SMUGGLED_FIELDS))
+def test_a_field_an_upstream_may_split_is_refused_before_the_real_value_rides_on(
+    lab: Lab, field: str
+) -> None:
+    """Request smuggling to the bound host: the upstream reads the hidden Content-Length: 0,
+    takes the body the proxy sent as a request of its own (to another host on the same front),
+    and that request's body swallows the agent's next request, the real value in it."""
+    host = f"secret.test:{lab.https}"
+    other = f"other.test:{lab.https}"
+    path = f"/smuggle-{field}"
+    captor = f"POST {path}-captured HTTP/1.1\r\nHost: {other}\r\nContent-Length: 400\r\n\r\n"
+    first = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
+        + SMUGGLED_FIELDS[field]
+        + f"Content-Length: {len(captor)}\r\n\r\n{captor}".encode()
+    )
+    with tunnel(lab, "secret.test") as sock:
+        sock.settimeout(5)
+        status, body = _raw(sock, first)
+        if status == 200:
+            sock.sendall(get("/carrier", host, AUTH, "X-Fill: " + "f" * 400))
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                read_http_response(sock)
+    for seen in lab.seen_upstream(f"{path}-captured"):
+        assert REAL not in json.dumps(seen), seen
+    assert status == 403 and "malformed-field" in body, body
+    assert lab.seen_upstream(path) == []
+
+
+def test_a_field_an_upstream_may_split_is_refused_on_plain_http(lab: Lab) -> None:
+    """The same on plain HTTP: the hidden request would name a host the allowlist never saw."""
+    captor = "GET /smuggled-plain HTTP/1.1\r\nHost: stranger.invalid\r\n\r\n"
+    with _connect(lab) as sock:
+        status, body = _raw(
+            sock,
+            f"POST http://other.test:{lab.http}/smuggle-plain HTTP/1.1\r\n".encode()
+            + f"Host: other.test:{lab.http}\r\n".encode()
+            + SMUGGLED_FIELDS["bare-cr"]
+            + f"Content-Length: {len(captor)}\r\n\r\n{captor}".encode(),
+        )
+    assert status == 403 and "malformed-field" in body, body
+    assert lab.seen_upstream("/smuggled-plain") == []
 
 
 def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab: Lab) -> None:
