@@ -278,6 +278,10 @@ class Allowlist:
             return
         destination = Destination(request.host, request.port, https=False)
         flow.metadata[DESTINATION_KEY] = destination
+        malformed = check_fields(request.headers.fields)
+        if malformed is not None:  # before a person is asked about its host
+            refuse(flow, malformed)
+            return
         decision = await self._decide(
             flow.client_conn.id, request.host, request.port, request.method, request.path
         )
@@ -285,7 +289,7 @@ class Allowlist:
         if not decision.allowed:
             refuse(flow, decision)
             return
-        mismatch = check_fields(request.headers.fields) or check_names(
+        mismatch = check_names(
             request.host,
             request.port,
             443 if request.scheme == "https" else 80,
