@@ -12,6 +12,7 @@ Deny by default. Every refusal names the rule that refused and how to allow the 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -39,8 +40,10 @@ ASK_REFUSED = "ask-refused"  # the bottle's approval caps (pending, rate) were r
 # A request whose names disagree: SNI, Host / :authority or an absolute-form URL naming another
 # host than the one the proxy connects to (domain fronting).
 NAME_MISMATCH = "name-mismatch"
-# A request header holding a byte that ends a line somewhere (CR, LF of a folded line, NUL).
+# A request header value holding a control byte (CR, a folded line's LF, NUL, ...): an upstream
+# may end the field there.
 MALFORMED_FIELD = "malformed-field"
+_FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte but HTAB
 
 
 @dataclass(frozen=True)
@@ -348,23 +351,25 @@ def check_names(
 
 
 def check_fields(fields: Iterable[tuple[bytes, bytes]]) -> Decision | None:
-    """Are the request's header fields free of CR, LF and NUL? None when they are.
+    """Are the request's header values free of control bytes (all but HTAB)? None when they are.
 
-    mitmproxy keeps a bare CR, a folded line's CRLF and a NUL inside a field and sends them on;
-    an upstream that ends a line there reads fields the proxy never checked (a second
+    mitmproxy keeps a bare CR, a folded line's CRLF or a NUL inside a field and sends it on; an
+    upstream that ends a line there reads fields the proxy never checked (a second
     Content-Length that makes the body a request of its own, to another host on the same front,
-    whose body then swallows the next request, the real value in it). HTTP forbids all three.
+    whose body then swallows the next request, the real value in it). Other servers take a
+    vertical tab, a form feed or DEL for whitespace. HTTP allows none of them in a field value
+    (RFC 9110 5.5: visible characters, SP and HTAB).
     """
     for name, value in fields:
-        for byte, label in ((b"\r", "a CR"), (b"\n", "a line break"), (b"\0", "a NUL")):
-            if byte in value:
-                shown = name.decode("ascii", "replace")[:100]
-                return _deny(
-                    MALFORMED_FIELD,
-                    f"the header {shown!r} holds {label}, which an upstream may read as the end "
-                    "of the field (request smuggling)",
-                    "send each header on one line, without control characters",
-                )
+        control = _FIELD_CONTROL.search(value)
+        if control is not None:
+            shown = name.decode("ascii", "replace")[:100]
+            return _deny(
+                MALFORMED_FIELD,
+                f"the header {shown!r} holds the control byte 0x{control[0][0]:02x}, which an "
+                "upstream may read as the end of the field (request smuggling)",
+                "send each header on one line, without control characters",
+            )
     return None
 
 

@@ -242,8 +242,11 @@ def test_a_name_that_is_no_authority_is_a_mismatch_not_a_crash() -> None:
         assert refusal is not None and refusal.rule == NAME_MISMATCH
 
 
-@pytest.mark.parametrize("value", [b"a\rContent-Length: 0", b"a\r\n b", b"a\nb", b"a\x00b"])
-def test_a_field_holding_a_line_end_is_refused(value: bytes) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [b"a\rContent-Length: 0", b"a\r\n b", b"a\nb", b"a\x00b", b"a\x0bb", b"a\x0cb", b"a\x7f"],
+)
+def test_a_field_holding_a_control_byte_is_refused(value: bytes) -> None:
     refusal = check_fields([(b"Accept", b"*/*"), (b"X-Pad", value)])
     assert refusal is not None and refusal.rule == MALFORMED_FIELD
     assert "X-Pad" in refusal.reason
