@@ -10,6 +10,7 @@ text holds `$(...)` runs in the person's next shell).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import stat
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine import state
+from bottle_engine import config_seal, state
 from bottle_engine.approvals import APPROVALS_DIR_NAME, AUDIT_LOG, ApprovalStore
 from bottle_engine.cli import main
 
@@ -148,3 +149,67 @@ def test_a_deeply_nested_request_file_is_skipped(capsys: pytest.CaptureFixture[s
 
     assert main(["approvals", "hostile"]) == 0
     assert request_id in capsys.readouterr().out
+
+
+def _planted_request(bottle: str, name: str, **fields: object) -> None:
+    """A request file written by bottle `bottle`'s bundle itself, as it likes."""
+    request = {
+        "id": name,
+        "slug": bottle,
+        "action": "deploy",
+        "reason": "why",
+        "status": "pending",
+        "created_at": "2020-01-01T00:00:00+00:00",
+        "expires_at": "2999-01-01T00:00:00+00:00",
+        **fields,
+    }
+    approvals = state.bottle_dir(bottle) / APPROVALS_DIR_NAME
+    approvals.mkdir(parents=True, exist_ok=True)
+    (approvals / f"{name}.json").write_text(json.dumps(request))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"expires_at": "not a time"},
+        {"created_at": "2020-01-01T00:00:00"},  # no time zone: not comparable with now
+        {"expires_at": "2999-01-01T00:00:00"},
+        {"created_at": 7},
+        {"action": ["a", "list"]},
+        {"port": float("nan"), "kind": "egress"},
+    ],
+    ids=["bad-expiry", "naive-created", "naive-expiry", "number", "list-action", "nan-port"],
+)
+def test_a_damaged_request_does_not_hide_another_bottles_requests(
+    damage: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One bottle's bundle writes a request whose fields the listing cannot use: the person's
+    `approvals` (and the editor's poller, which lists the same way) must still show every
+    other bottle's requests, not fail as a whole."""
+    request_id = _pending_request("honest")
+    _planted_request("hostile", "0badf1f3", **damage)
+
+    assert main(["approvals"]) == 0
+    assert request_id in capsys.readouterr().out
+    assert main(["approvals", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [request["id"] for request in listed] == [request_id]
+
+
+def test_a_request_is_listed_under_the_bottle_whose_dir_holds_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bundle writes a request naming another bottle (or another id) than its own: the
+    person reads and answers it as the bottle the file came from, never the one it names."""
+    _pending_request("trusted")
+    _planted_request("hostile", "0badf1f4", slug="trusted", action="push to production")
+    _planted_request("hostile", "0badf1f5", id="0badf1f6", slug="trusted")
+
+    assert main(["approvals", "--json"]) == 0
+    listed = {r["id"]: r["slug"] for r in json.loads(capsys.readouterr().out)}
+    assert listed.get("0badf1f4") == "hostile"
+    assert "0badf1f6" not in listed and "0badf1f5" not in listed
+
+    assert main(["approve", "0badf1f4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["slug"] == "hostile"
+    assert not config_seal.answers_path("trusted").exists(), "vouched for the wrong bottle"
