@@ -230,9 +230,15 @@ class ApprovalStore:
 
     def all(self) -> list[ApprovalRequest]:
         """Every open request (waiting, or answered and not yet returned to the agent), oldest
-        first; unreadable files are skipped, not fatal."""
+        first; unreadable files are skipped, not fatal, and so is a dir the bundle closed to its
+        owner (an engine not running as root shares its user with the bundle): the listing of
+        every bottle failed on it."""
+        try:
+            paths = self._request_files()
+        except PermissionError:
+            return []
         found = []
-        for path in self._request_files():
+        for path in paths:
             request = self._read(path)
             if request is not None:
                 found.append(request)

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SHELL_RC = "# the person's shell start-up file\n"
 PAYLOAD = "$(touch /tmp/bot-bottle-pwned)"
+NOBODY = 65534
 
 
 def _pending_request(slug: str = "hostile") -> str:
@@ -213,3 +215,52 @@ def test_a_request_is_listed_under_the_bottle_whose_dir_holds_it(
     assert main(["approve", "0badf1f4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["slug"] == "hostile"
     assert not config_seal.answers_path("trusted").exists(), "vouched for the wrong bottle"
+
+
+def _as_the_bundles_own_user(run: Callable[[], int]) -> int:
+    """`run()`'s result in a child that is an engine not running as root (whose bundle runs as
+    its own user, and so can take the engine's rights to its dir); from root, as `nobody`."""
+    if os.geteuid() != 0:
+        return run()
+    run()  # everything it imports is loaded before the child drops the rights to load more
+    root = state.state_dir()
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(directory, name), NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(root, NOBODY, NOBODY)
+    child = os.fork()
+    if child == 0:
+        code = 3
+        try:
+            os.setegid(NOBODY)
+            os.seteuid(NOBODY)
+            code = run()
+        except BaseException as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_an_approvals_dir_closed_to_its_owner_does_not_hide_another_bottles_requests(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With the engine not running as root, the bundle is the engine's user and can chmod 000
+    its approvals dir: the person's listing of every bottle failed on it (PermissionError)."""
+    shared = tmp_path_factory.mktemp("state-others-enter")  # nobody reaches it from root
+    for directory in (shared, *shared.parents):
+        if directory.stat().st_uid == 0 and not directory.stat().st_mode & 0o001:
+            directory.chmod(directory.stat().st_mode | 0o001)
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(shared / "state"))
+    request_id = _pending_request("honest")
+    _pending_request("hostile")
+    (state.bottle_dir("hostile") / APPROVALS_DIR_NAME).chmod(0)
+
+    code = _as_the_bundles_own_user(lambda: main(["approvals", "--json"]))
+
+    assert code == 0, capfd.readouterr().err[-2000:]
+    listed = capfd.readouterr().out.split("]")[-2]  # the child's listing: the last one printed
+    assert request_id in listed
