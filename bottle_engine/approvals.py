@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from bottle_engine.bundle.config import APPROVALS_DIR_NAME, APPROVALS_LOG_NAME
 from bottle_engine.errors import BottleError
@@ -183,8 +183,30 @@ class ApprovalRequest:
 
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> ApprovalRequest:
+        """The request `raw` holds; ValueError or TypeError when it is not one this store
+        writes (the file may be a bundle's own): every reader then compares, sorts and prints
+        its fields without a check, and one bad field failed the listing of every bottle."""
         fields = cls.__dataclass_fields__
-        return cls(**{key: value for key, value in raw.items() if key in fields})  # type: ignore[arg-type]
+        request = cls(**{key: value for key, value in raw.items() if key in fields})  # type: ignore[arg-type]
+        request._check_types()
+        return request
+
+    def _check_types(self) -> None:
+        texts = ("id", "slug", "action", "reason", "created_at", "expires_at")
+        optional = ("answered_at", "note", "host", "method", "path", "answered_by")
+        if not all(isinstance(getattr(self, name), str) for name in texts) or not all(
+            isinstance(getattr(self, name), str | None) for name in optional
+        ):
+            raise TypeError("an approval request's texts are strings")
+        if type(self.delivered) is not bool or type(self.once) is not bool:
+            raise TypeError("an approval request's flags are booleans")
+        if self.port is not None and type(self.port) is not int:
+            raise TypeError("an approval request's port is an integer")
+        if self.status not in get_args(Status) or self.kind not in get_args(RequestKind):
+            raise ValueError("an approval request's status or kind is not one it can have")
+        for stamp in (self.created_at, self.expires_at, self.answered_at):
+            if stamp is not None and datetime.fromisoformat(stamp).utcoffset() is None:
+                raise ValueError("an approval request's times are in UTC")
 
 
 def question_key(action: str, reason: str) -> str:
@@ -208,9 +230,15 @@ class ApprovalStore:
 
     def all(self) -> list[ApprovalRequest]:
         """Every open request (waiting, or answered and not yet returned to the agent), oldest
-        first; unreadable files are skipped, not fatal."""
+        first; unreadable files are skipped, not fatal, and so is a dir the bundle closed to its
+        owner (an engine not running as root shares its user with the bundle): the listing of
+        every bottle failed on it."""
+        try:
+            paths = self._request_files()
+        except PermissionError:
+            return []
         found = []
-        for path in self._request_files():
+        for path in paths:
             request = self._read(path)
             if request is not None:
                 found.append(request)
@@ -498,10 +526,15 @@ class ApprovalStore:
         return request
 
     def _read(self, path: Path) -> ApprovalRequest | None:
+        """The request in `path`, as of this store's bottle: the bundle writes the file, and
+        one naming another bottle was listed, answered and vouched for as that bottle's."""
         try:
-            return ApprovalRequest.from_dict(load_json(self._read_file(path.name)))
+            request = ApprovalRequest.from_dict(load_json(self._read_file(path.name)))
         except (OSError, BottleError, ValueError, TypeError):
             return None  # a link, a FIFO, an oversized or damaged file: not a request of ours
+        if request.id != path.stem:
+            return None  # a file naming another request than its own: not one of ours
+        return replace(request, slug=self.slug)
 
     def _read_file(self, name: str) -> bytes:
         """The regular file `name` in the approvals dir, never through a link; OSError when it

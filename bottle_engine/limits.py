@@ -47,6 +47,10 @@ The rules:
   most `PROBE_SECONDS`. The agent can open the command's output (/proc/PID/fd/1) and write
   into it without end, or hold it open after the command ended: read whole, that took the
   person's memory; waited for, their terminal (command_output.py).
+* how long `probe` searches the sandbox for the bottle's secret values: `SECRET_SEARCH_SECONDS`
+  for all its places. A sparse file as large as the file system allows costs the agent nothing
+  and tars to its whole length (years of zeros): a place not read to its end by then is
+  reported with the leaks, so `probe` does not pass.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ CONTAINER_LOG_FILES = 3
 CONTAINER_LOG_BYTES = CONTAINER_LOG_FILE_BYTES * CONTAINER_LOG_FILES
 PROBE_OUTPUT_BYTES = 64 * 1024
 PROBE_SECONDS = 60  # a probe's own attempts each stop after probes.TIMEOUT (5 s)
+SECRET_SEARCH_SECONDS = 600  # 1.5 GiB of agent files took about 30 s under gVisor
 
 
 @dataclass(frozen=True)

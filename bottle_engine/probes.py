@@ -10,9 +10,11 @@ set up), never at outside addresses.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bottle_engine import limits
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
 from bottle_engine.command_output import UNFINISHED
 from bottle_engine.manifest.egress_rules import parse_egress_rule
@@ -254,22 +256,45 @@ ENVIRONMENTS_DUMP = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
 HAYSTACK_DIRS = (AGENT_HOME, WORKSPACE, "/tmp", "/etc")  # each read as one tar archive
 
 
-def find_secret_leaks(secret_values: Sequence[str], haystacks: Iterable[Haystack]) -> list[str]:
-    """Names of the places (env dumps, file archives) that contain any real secret value.
+def within_search_time(argv: Sequence[str]) -> list[str]:
+    """`argv` killed in the sandbox once the whole search's time is up: closing its stream
+    does not end it (Docker lets an exec run on when its reader goes), and a reader of an
+    endless file left behind runs as root for as long as the bottle does."""
+    return ["timeout", "-s", "KILL", f"{limits.SECRET_SEARCH_SECONDS:g}", *argv]
+
+
+def find_secret_leaks(
+    secret_values: Sequence[str], haystacks: Iterable[Haystack], seconds: float | None = None
+) -> list[str]:
+    """Names of the places (env dumps, file archives) that contain any real secret value, and
+    of those not searched to their end within `seconds` for all (`SECRET_SEARCH_SECONDS`), each
+    said so: a place the search could not finish may hold one.
 
     Each place is read as a stream and searched as it comes, keeping only the bytes a value
     cut between two reads could begin with: the agent chooses how large its files are, and a
-    sparse file of any length costs it nothing. Every place is read to its end (a reader left
-    half way would leave its command running in the sandbox)."""
+    sparse file of any length costs it nothing, nor one that would take years to read. A
+    place is read to its end or to the deadline, then its stream is closed (its command in the
+    sandbox is bounded apart: `within_search_time`); a place after the deadline is not started."""
+    seconds = limits.SECRET_SEARCH_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + seconds
     needles = [value.encode() for value in secret_values if value]
     keep = max((len(needle) for needle in needles), default=1) - 1
     found = []
     for place, chunks in haystacks:
-        tail, hit = b"", False
-        for chunk in chunks:
-            window = tail + chunk
-            hit = hit or any(needle in window for needle in needles)
-            tail = window[-keep:] if keep else b""
+        tail, hit, ended = b"", False, time.monotonic() < deadline
+        stream = iter(chunks)
+        try:
+            while ended and (chunk := next(stream, None)) is not None:
+                window = tail + chunk
+                hit = hit or any(needle in window for needle in needles)
+                tail = window[-keep:] if keep else b""
+                ended = time.monotonic() < deadline
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         if hit:
             found.append(place)
+        elif not ended:
+            found.append(f"{place} (not searched to its end in {seconds:g} s)")
     return found

@@ -58,7 +58,13 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
-from bottle_engine.probes import ENVIRONMENTS, ENVIRONMENTS_DUMP, HAYSTACK_DIRS, Haystack
+from bottle_engine.probes import (
+    ENVIRONMENTS,
+    ENVIRONMENTS_DUMP,
+    HAYSTACK_DIRS,
+    Haystack,
+    within_search_time,
+)
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -324,9 +330,10 @@ class DockerBackend:
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)
-        yield ENVIRONMENTS, stream_inside(container, ["sh", "-c", ENVIRONMENTS_DUMP], user="0")
+        dump = within_search_time(["sh", "-c", ENVIRONMENTS_DUMP])
+        yield ENVIRONMENTS, stream_inside(container, dump, user="0")
         for path in HAYSTACK_DIRS:
-            yield path, stream_tree_inside(container, path)
+            yield path, stream_tree_inside(container, path, bounded=within_search_time)
 
     def status(self, record: BottleRecord) -> BottleStatus:
         found = {

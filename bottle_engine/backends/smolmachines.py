@@ -43,7 +43,13 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
-from bottle_engine.probes import ENVIRONMENTS, ENVIRONMENTS_DUMP, HAYSTACK_DIRS, Haystack
+from bottle_engine.probes import (
+    ENVIRONMENTS,
+    ENVIRONMENTS_DUMP,
+    HAYSTACK_DIRS,
+    Haystack,
+    within_search_time,
+)
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -267,13 +273,11 @@ class SmolmachinesBackend:
         # The guest's stderr goes nowhere (smolvm reads it whole, and the agent's file names
         # can make tar warn without end); its stdout is read as it comes.
         dump = f"({ENVIRONMENTS_DUMP}) 2>/dev/null"
-        yield ENVIRONMENTS, self.smolvm.exec_stream(record.name, ["sh", "-c", dump], user="0")
+        argv = within_search_time(["sh", "-c", dump])
+        yield ENVIRONMENTS, self.smolvm.exec_stream(record.name, argv, user="0")
         for path in HAYSTACK_DIRS:
-            tar = 'tar -cf - -C "$1" . 2>/dev/null'
-            yield (
-                path,
-                self.smolvm.exec_stream(record.name, ["sh", "-c", tar, "sh", path], user="0"),
-            )
+            tar = within_search_time(["sh", "-c", 'tar -cf - -C "$1" . 2>/dev/null', "sh", path])
+            yield path, self.smolvm.exec_stream(record.name, tar, user="0")
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker

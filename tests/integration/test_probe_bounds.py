@@ -34,7 +34,7 @@ def _bounded() -> None:
 
 
 def _as_the_person(
-    world: BottleWorld, script: str, *args: str
+    world: BottleWorld, script: str, *args: str, timeout: float = 900
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `script` (Python, the engine on its path) in a process allowed ADDRESS_SPACE."""
     with world_env(world):
@@ -42,7 +42,7 @@ def _as_the_person(
             [sys.executable, "-c", script, *args],
             env={**os.environ, "PYTHONPATH": str(REPO)},
             capture_output=True,
-            timeout=900,
+            timeout=timeout,
             preexec_fn=_bounded,
             check=False,
         )
@@ -118,3 +118,33 @@ def test_a_command_that_never_ends_is_not_waited_for(
         )
     assert code == UNFINISHED
     assert output.startswith("started\n") and "stopped waiting for it after 2 s" in output
+
+
+# A sparse file as large as the file system allows costs the agent nothing: tar reads its holes
+# as zeros, for years. The search gives up at a deadline (a small one here) and says where.
+ENDLESS = "truncate -s 8E /tmp/endless 2>/dev/null || truncate -s 1P /tmp/endless"
+# 0 once no tar runs, within twice the search's time (one tar per place, each bounded by it).
+TAR_ENDS = "for i in $(seq 40); do grep -qx tar /proc/[0-9]*/comm || exit 0; sleep 1; done; exit 1"
+SHORT_SEARCH = (
+    "import json, sys\n"
+    "from bottle_engine import limits, lifecycle\n"
+    "limits.SECRET_SEARCH_SECONDS = 20\n"
+    "print(json.dumps(lifecycle.secret_leaks(sys.argv[1])))\n"
+)
+
+
+def test_a_place_the_agent_made_endless_is_not_searched_for_ever(
+    bottle_world: BottleWorld, probe_bottle: Any
+) -> None:
+    code, output = agent_exec(bottle_world, probe_bottle, ["sh", "-c", ENDLESS])
+    assert code == 0, output
+    try:
+        done = _as_the_person(bottle_world, SHORT_SEARCH, probe_bottle.slug, timeout=240)
+        # The search's own reader in the sandbox is ended too, within the search's time.
+        still = agent_exec(bottle_world, probe_bottle, ["sh", "-c", TAR_ENDS])
+    finally:
+        agent_exec(bottle_world, probe_bottle, ["rm", "-f", "/tmp/endless"])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    # Not searched to its end: counted as a leak, so `probe` does not pass.
+    assert any(place.startswith("/tmp ") for place in json.loads(done.stdout))
+    assert still[0] == 0, still

@@ -10,17 +10,19 @@ text holds `$(...)` runs in the person's next shell).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bottle_engine import state
+from bottle_engine import config_seal, state
 from bottle_engine.approvals import APPROVALS_DIR_NAME, AUDIT_LOG, ApprovalStore
 from bottle_engine.cli import main
 
@@ -28,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SHELL_RC = "# the person's shell start-up file\n"
 PAYLOAD = "$(touch /tmp/bot-bottle-pwned)"
+NOBODY = 65534
 
 
 def _pending_request(slug: str = "hostile") -> str:
@@ -148,3 +151,116 @@ def test_a_deeply_nested_request_file_is_skipped(capsys: pytest.CaptureFixture[s
 
     assert main(["approvals", "hostile"]) == 0
     assert request_id in capsys.readouterr().out
+
+
+def _planted_request(bottle: str, name: str, **fields: object) -> None:
+    """A request file written by bottle `bottle`'s bundle itself, as it likes."""
+    request = {
+        "id": name,
+        "slug": bottle,
+        "action": "deploy",
+        "reason": "why",
+        "status": "pending",
+        "created_at": "2020-01-01T00:00:00+00:00",
+        "expires_at": "2999-01-01T00:00:00+00:00",
+        **fields,
+    }
+    approvals = state.bottle_dir(bottle) / APPROVALS_DIR_NAME
+    approvals.mkdir(parents=True, exist_ok=True)
+    (approvals / f"{name}.json").write_text(json.dumps(request))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"expires_at": "not a time"},
+        {"created_at": "2020-01-01T00:00:00"},  # no time zone: not comparable with now
+        {"expires_at": "2999-01-01T00:00:00"},
+        {"created_at": 7},
+        {"action": ["a", "list"]},
+        {"port": float("nan"), "kind": "egress"},
+    ],
+    ids=["bad-expiry", "naive-created", "naive-expiry", "number", "list-action", "nan-port"],
+)
+def test_a_damaged_request_does_not_hide_another_bottles_requests(
+    damage: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One bottle's bundle writes a request whose fields the listing cannot use: the person's
+    `approvals` (and the editor's poller, which lists the same way) must still show every
+    other bottle's requests, not fail as a whole."""
+    request_id = _pending_request("honest")
+    _planted_request("hostile", "0badf1f3", **damage)
+
+    assert main(["approvals"]) == 0
+    assert request_id in capsys.readouterr().out
+    assert main(["approvals", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [request["id"] for request in listed] == [request_id]
+
+
+def test_a_request_is_listed_under_the_bottle_whose_dir_holds_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bundle writes a request naming another bottle (or another id) than its own: the
+    person reads and answers it as the bottle the file came from, never the one it names."""
+    _pending_request("trusted")
+    _planted_request("hostile", "0badf1f4", slug="trusted", action="push to production")
+    _planted_request("hostile", "0badf1f5", id="0badf1f6", slug="trusted")
+
+    assert main(["approvals", "--json"]) == 0
+    listed = {r["id"]: r["slug"] for r in json.loads(capsys.readouterr().out)}
+    assert listed.get("0badf1f4") == "hostile"
+    assert "0badf1f6" not in listed and "0badf1f5" not in listed
+
+    assert main(["approve", "0badf1f4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["slug"] == "hostile"
+    assert not config_seal.answers_path("trusted").exists(), "vouched for the wrong bottle"
+
+
+def _as_the_bundles_own_user(run: Callable[[], int]) -> int:
+    """`run()`'s result in a child that is an engine not running as root (whose bundle runs as
+    its own user, and so can take the engine's rights to its dir); from root, as `nobody`."""
+    if os.geteuid() != 0:
+        return run()
+    run()  # everything it imports is loaded before the child drops the rights to load more
+    root = state.state_dir()
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(directory, name), NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(root, NOBODY, NOBODY)
+    child = os.fork()
+    if child == 0:
+        code = 3
+        try:
+            os.setegid(NOBODY)
+            os.seteuid(NOBODY)
+            code = run()
+        except BaseException as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_an_approvals_dir_closed_to_its_owner_does_not_hide_another_bottles_requests(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With the engine not running as root, the bundle is the engine's user and can chmod 000
+    its approvals dir: the person's listing of every bottle failed on it (PermissionError)."""
+    shared = tmp_path_factory.mktemp("state-others-enter")  # nobody reaches it from root
+    for directory in (shared, *shared.parents):
+        if directory.stat().st_uid == 0 and not directory.stat().st_mode & 0o001:
+            directory.chmod(directory.stat().st_mode | 0o001)
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(shared / "state"))
+    request_id = _pending_request("honest")
+    _pending_request("hostile")
+    (state.bottle_dir("hostile") / APPROVALS_DIR_NAME).chmod(0)
+
+    code = _as_the_bundles_own_user(lambda: main(["approvals", "--json"]))
+
+    assert code == 0, capfd.readouterr().err[-2000:]
+    listed = capfd.readouterr().out.split("]")[-2]  # the child's listing: the last one printed
+    assert request_id in listed

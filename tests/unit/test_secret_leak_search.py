@@ -66,3 +66,26 @@ def test_a_place_larger_than_memory_is_searched_holding_one_read_at_a_time() -> 
         tracemalloc.stop()
     assert found == ["/workspace"]
     assert peak < 8 * 1024 * 1024, f"the search held {peak} bytes at once"
+
+
+def test_an_endless_place_is_named_as_not_searched_and_the_places_after_it_are_not_started() -> (
+    None
+):
+    started: list[str] = []
+
+    def endless() -> Iterator[bytes]:
+        started.append("/tmp")
+        while True:
+            yield b"\0" * 65536
+
+    def later() -> Iterator[bytes]:
+        started.append("/etc")
+        yield VALUE.encode()
+
+    found = find_secret_leaks([VALUE], [("/tmp", endless()), ("/etc", later())], seconds=0.2)
+
+    assert found == [
+        "/tmp (not searched to its end in 0.2 s)",
+        "/etc (not searched to its end in 0.2 s)",
+    ]
+    assert started == ["/tmp"]
