@@ -221,8 +221,13 @@ def _ip_literal(host: str) -> IPAddress | None:
 
 
 def _is_special(ip: IPAddress) -> bool:
+    # A 6to4 address (2002::/16) carries an IPv4 one that a host with a 6to4 tunnel sends to;
+    # Python counts it global whatever it carries. (NAT64's prefixes and the IPv4-compatible
+    # form lie in ::/8, which is reserved.)
+    carried = ip.sixtofour if isinstance(ip, ipaddress.IPv6Address) else None
     return (
-        not ip.is_global
+        (carried is not None and _is_special(carried))
+        or not ip.is_global
         or ip.is_multicast
         or ip.is_reserved
         or ip.is_loopback

@@ -100,6 +100,11 @@ CASES = [
     ("api.example.com", 443, ["127.0.0.1"], False, SPECIAL_ADDRESS),
     ("api.example.com", 443, ["::1"], False, SPECIAL_ADDRESS),
     ("api.example.com", 443, ["::ffff:127.0.0.1"], False, SPECIAL_ADDRESS),
+    # an IPv6 address carrying a private IPv4 one for a tunnel or translator: NAT64, 6to4, ::a.b.c.d
+    ("api.example.com", 443, ["64:ff9b::a01:203"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["64:ff9b:1::a01:203"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["2002:a01:203::1"], False, SPECIAL_ADDRESS),
+    ("api.example.com", 443, ["::10.1.2.3"], False, SPECIAL_ADDRESS),
     ("api.example.com", 443, ["10.1.2.3"], False, SPECIAL_ADDRESS),
     ("api.example.com", 443, ["172.16.0.1"], False, SPECIAL_ADDRESS),
     ("api.example.com", 443, ["192.168.1.1"], False, SPECIAL_ADDRESS),
