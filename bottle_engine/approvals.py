@@ -422,8 +422,15 @@ class ApprovalStore:
         requests removed. The bundle can write this dir: a taken-over one can write an approval
         no person gave, which the fresh bundle `resume` starts would obey."""
         dropped: list[ApprovalRequest] = []
-        if not self._request_files():
-            return dropped  # not even the dir: the lock would make it, as the engine's user
+        try:
+            if not self._request_files():
+                return dropped  # not even the dir: the lock would make it, as the engine's user
+        except PermissionError as exc:  # closed by the bundle, which shares the engine's user
+            raise BottleError(
+                f"bottle {self.slug}: its approvals dir {self.directory} cannot be read "
+                "(its bundle, which may have been taken over by the agent's traffic, closed it)",
+                fix=f"remove the bottle (`bottle-engine stop --rm {self.slug}`), then launch again",
+            ) from exc
         with self._locked():
             for path in self._request_files():
                 request = self._read(path)

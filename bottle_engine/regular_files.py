@@ -42,8 +42,14 @@ def load_json(raw: bytes | str) -> Any:
     """A JSON document such a file holds; `ValueError` for anything that is not one.
 
     The parser recurses once per nested array or object, so a few kilobytes of brackets raise
-    `RecursionError`, which handlers written for damaged files (`ValueError`) let through."""
+    `RecursionError`, which handlers written for damaged files (`ValueError`) let through. It
+    also takes `NaN` and `Infinity`, which no JSON writer of ours makes and strict readers of
+    what we print (`jq`, the editor) refuse."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no JSON number")

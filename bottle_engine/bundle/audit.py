@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import stat
 import threading
@@ -97,11 +98,17 @@ class AuditEntry:
             status=None if raw.get("status") is None else int(raw["status"]),
             bytes_sent=int(raw.get("bytes_sent", 0)),
             bytes_received=int(raw.get("bytes_received", 0)),
-            duration_ms=float(raw.get("duration_ms", 0.0)),
+            duration_ms=_finite(float(raw.get("duration_ms", 0.0))),
             stage=raw.get("stage", ""),
             request_id=str(raw.get("request_id", "")),
             answered_by=str(raw.get("answered_by", "")),
         )
+
+
+def _finite(number: float) -> float:
+    if not math.isfinite(number):  # float() takes "nan" and "inf", and json 1e999
+        raise ValueError(f"{number} is no duration")
+    return number
 
 
 def timestamp(epoch: float) -> str:
@@ -337,5 +344,7 @@ def _parse(line: bytes) -> AuditEntry | None:
         return None
     try:
         return AuditEntry.from_dict(load_json(line))
-    except (ValueError, KeyError, TypeError):
-        return None  # a line cut short by a crash, or not ours
+    except (ValueError, KeyError, TypeError, OverflowError):
+        # A line cut short by a crash, or not ours: `"port": 1e999` parses as infinity, and
+        # int() of it (OverflowError) ended `logs --egress` and the editor's view of the log.
+        return None

@@ -24,7 +24,9 @@ import pytest
 
 from bottle_engine import config_seal, state
 from bottle_engine.approvals import APPROVALS_DIR_NAME, AUDIT_LOG, ApprovalStore
+from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli import main
+from bottle_engine.errors import BottleError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -243,18 +245,24 @@ def _as_the_bundles_own_user(run: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def test_an_approvals_dir_closed_to_its_owner_does_not_hide_another_bottles_requests(
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+@pytest.fixture
+def state_nobody_reaches(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the engine not running as root, the bundle is the engine's user and can chmod 000
-    its approvals dir: the person's listing of every bottle failed on it (PermissionError)."""
-    shared = tmp_path_factory.mktemp("state-others-enter")  # nobody reaches it from root
+    """A state dir that `nobody` (`_as_the_bundles_own_user` from root) can reach."""
+    shared = tmp_path_factory.mktemp("state-others-enter")
     for directory in (shared, *shared.parents):
         if directory.stat().st_uid == 0 and not directory.stat().st_mode & 0o001:
             directory.chmod(directory.stat().st_mode | 0o001)
     monkeypatch.setenv("BOTTLE_STATE_DIR", str(shared / "state"))
+
+
+@pytest.mark.usefixtures("state_nobody_reaches")
+def test_an_approvals_dir_closed_to_its_owner_does_not_hide_another_bottles_requests(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With the engine not running as root, the bundle is the engine's user and can chmod 000
+    its approvals dir: the person's listing of every bottle failed on it (PermissionError)."""
     request_id = _pending_request("honest")
     _pending_request("hostile")
     (state.bottle_dir("hostile") / APPROVALS_DIR_NAME).chmod(0)
@@ -264,3 +272,27 @@ def test_an_approvals_dir_closed_to_its_owner_does_not_hide_another_bottles_requ
     assert code == 0, capfd.readouterr().err[-2000:]
     listed = capfd.readouterr().out.split("]")[-2]  # the child's listing: the last one printed
     assert request_id in listed
+
+
+@pytest.mark.usefixtures("state_nobody_reaches")
+def test_resume_on_an_approvals_dir_closed_to_its_owner_says_what_to_do(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """`resume` drops the approvals no person gave; on a dir its bundle closed (chmod 000) it
+    stopped with a PermissionError traceback, not a sentence naming the bottle and the way on."""
+    _pending_request("hostile")
+    (state.bottle_dir("hostile") / APPROVALS_DIR_NAME).chmod(0)
+
+    def drop() -> int:
+        try:
+            config_seal.drop_unvouched_approvals("hostile", BottleDir.of("hostile"))
+        except BottleError as exc:
+            print(f"{exc} / {exc.fix}", file=sys.stderr, flush=True)
+            return 0
+        return 1
+
+    code = _as_the_bundles_own_user(drop)
+
+    said = capfd.readouterr().err
+    assert code == 0, said[-2000:]
+    assert "approvals dir" in said and "bottle-engine stop --rm hostile" in said

@@ -172,3 +172,17 @@ def test_a_symlinked_log_is_not_followed_to_another_file(tmp_path: Path) -> None
     path = tmp_path / "egress.jsonl"
     path.symlink_to(other)
     assert list(read_audit(path)) == []
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['"port": 1e999', '"port": 443, "duration_ms": NaN', '"port": 443, "duration_ms": "inf"'],
+)
+def test_a_number_no_entry_holds_is_skipped(tmp_path: Path, field: str) -> None:
+    """`"port": 1e999` parses as infinity and int() of it raised OverflowError: one such line
+    ended `logs --egress` with a traceback and the editor's view of the log for the session.
+    NaN and infinite durations were read, and printed as `NaN` that strict JSON readers refuse."""
+    path = tmp_path / "egress.jsonl"
+    bad = '{"time": "t", "method": "GET", "host": "x.test", "decision": "deny", ' + field + "}"
+    path.write_text(bad + "\n" + entry(1).to_json() + "\n")
+    assert [e.host for e in read_audit(path)] == ["h1.test"]
