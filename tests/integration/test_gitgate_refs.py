@@ -17,6 +17,7 @@ from bottle_engine.bundle.config import (
 )
 from bottle_engine.bundle.gitgate.store import REF_BLOCK_BYTES
 from bottle_engine.git import ZERO_OID
+from tests.gate_attacks import AWS_KEY
 from tests.integration.test_gitgate_attacks import Gate, raw_push, start_gate
 from tests.integration.test_gitgate_local import commit_file, git
 
@@ -189,3 +190,76 @@ def test_a_lie_about_the_old_value_cannot_bring_back_an_older_manifest(tmp_path:
 
         assert gate.ref("refs/heads/agent/loose") is None, "an older manifest went upstream"
         assert b"pre-receive hook declined" in answer, answer
+
+
+def _object(repo: Path, kind: str, data: bytes) -> str:
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-w", "-t", kind, "--stdin"],
+            cwd=repo,
+            input=data,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+
+
+def _tree(repo: Path, entries: list[tuple[str, str, str]]) -> str:
+    """A tree of (mode, name, oid) entries, written as git's mktree reads them."""
+    lines = "".join(
+        f"{mode} {'commit' if mode == '160000' else 'tree' if mode == '40000' else 'blob'} "
+        f"{oid}\t{name}\n"
+        for mode, name, oid in entries
+    )
+    return (
+        subprocess.run(
+            ["git", "mktree"], cwd=repo, input=lines.encode(), capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+
+
+def test_a_ref_name_holding_a_refspec_cannot_choose_what_is_forwarded(tmp_path: Path) -> None:
+    """receive-pack refuses a ref name git would not make ("funny refname") only after the
+    pre-receive hook has run: the hook saw `refs/heads/agent/x:refs/heads/main`, which
+    push_branches' `agent/*` matches, and forwarded `NEW:refs/heads/agent/x:refs/heads/main`.
+    `git push` splits a refspec at its last ':': the source became `NEW:refs/heads/agent/x`,
+    the object at that path in NEW's tree, here a gitlink to a commit the scan never read (no
+    pushed commit reaches it), and the destination main, a branch the agent may not push."""
+    for gate in start_gate(tmp_path, max_push_bytes=512 * KIB):
+        agent = gate.agent
+        main = git(agent, "rev-parse", "origin/main").stdout.strip()
+        main_tree = git(agent, "rev-parse", "origin/main^{tree}").stdout.strip()
+        leak = _object(agent, "blob", f"aws_access_key_id = '{AWS_KEY}'\n".encode())
+        hidden_tree = _tree(agent, [("100644", "leak.txt", leak)])
+        hidden = git(agent, "commit-tree", "-p", main, "-m", "hidden", hidden_tree).stdout.strip()
+        agent_dir = _tree(agent, [("160000", "x", hidden)])
+        heads = _tree(agent, [("40000", "agent", agent_dir)])
+        refs = _tree(agent, [("40000", "heads", heads)])
+        entries = git(agent, "ls-tree", main_tree).stdout.splitlines()
+        root_entries = [
+            (meta.split()[0], name, meta.split()[2])
+            for meta, name in (line.split("\t", 1) for line in entries)
+        ]
+        root = _tree(agent, [*root_entries, ("40000", "refs", refs)])
+        new = git(agent, "commit-tree", "-p", main, "-m", "clean", root).stdout.strip()
+        oids = [new, root, refs, heads, agent_dir, hidden, hidden_tree, leak]
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout"],
+            cwd=agent,
+            input="\n".join(oids).encode() + b"\n",
+            capture_output=True,
+            check=True,
+        ).stdout
+        before = gate.objects()
+
+        answer = raw_push(gate.port, f"{ZERO_OID} {new} refs/heads/agent/x:refs/heads/main", pack)
+
+        assert b"pre-receive hook declined" in answer, answer
+        assert gate.ref("refs/heads/main") == main
+        assert hidden not in gate.objects()
+        assert leak not in gate.objects()
+        assert gate.objects() == before

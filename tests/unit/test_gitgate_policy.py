@@ -35,6 +35,17 @@ CASES = [
     # An existing ref (a person's) may keep its name; only a new one costs the gate a file.
     ("refs/heads/agent/" + "/".join("b" * 14), OLD, NEW, True, {}, True, "allowed", False),
     ("refs/tags/" + "/".join("b" * 30), ZERO_OID, NEW, None, {}, False, "branches-only", False),
+    # Names git would not make reach the hook (receive-pack refuses them only after it); the
+    # forwarding `git push` read `agent/x:refs/heads/main` as a refspec to main.
+    ("refs/heads/agent/x:refs/heads/main", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/x:refs/heads/main", OLD, NEW, True, {}, False, "ref-name", False),
+    ("refs/heads/agent/a b", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/a..b", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/x.lock", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/HEAD@{1}", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/.hidden", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/x^{tree}", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/v1.2-rc@home", ZERO_OID, NEW, None, {}, True, "allowed", False),
     ("refs/heads/release", OLD, NEW, True, {}, False, "push_branches", False),
     ("refs/heads/Main", OLD, NEW, True, {}, False, "push_branches", False),
     ("refs/heads/mainline", ZERO_OID, NEW, None, {}, False, "push_branches", False),

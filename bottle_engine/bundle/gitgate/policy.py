@@ -6,6 +6,7 @@ from bottle.toml; the hook gathers those facts and acts on the answer.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
         )
     if update.kind == "create" and (problem := ref_name_problem(update.ref)):
         return Decision(False, "ref-name", problem)
+    if problem := malformed_ref(update.ref):
+        return Decision(False, "ref-name", problem)
     if not any(fnmatchcase(branch, pattern) for pattern in upstream.push_branches):
         allowed = ", ".join(repr(p) for p in upstream.push_branches) or "none"
         return Decision(
@@ -104,6 +107,29 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
         f"{update.old[:12]}): allow_force_push is off for git upstream {upstream.name!r}; "
         "fetch, rebase or merge onto the current branch and push again",
     )
+
+
+# What git's check_refname_format refuses in a ref name: control characters, space, and
+# ~ ^ : ? * [ \ anywhere; ".." and "@{" anywhere; a part that is empty, starts with '.' or ends
+# with ".lock"; a name ending with '.'.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|(?:^|/)\.|\.lock(?:/|$)|[/.]$")
+
+
+def malformed_ref(ref: str) -> str | None:
+    """Why `ref` is no name git would make, or None.
+
+    receive-pack refuses such a name ("funny refname") only after the pre-receive hook, which
+    forwards first: a pushed `refs/heads/agent/x:refs/heads/main` passed push_branches' `agent/*`
+    and became the refspec `NEW:refs/heads/agent/x:refs/heads/main`, which `git push` splits at
+    its last ':' into the source `NEW:refs/heads/agent/x` (the object at that path of NEW's
+    tree: a gitlink names any commit, one the scan never read) and the destination main."""
+    if ref == "@" or _REF_FORBIDDEN.search(ref):
+        return (
+            f"{safe_text(ref, 80)}: not a well-formed ref name (git refuses control characters, "
+            "spaces, ~ ^ : ? * [ \\, '..', '@{', '//' and parts that start with '.' or end "
+            "with '.lock'): push to a plain branch name"
+        )
+    return None
 
 
 def ref_name_problem(ref: str) -> str | None:
