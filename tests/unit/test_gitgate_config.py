@@ -93,3 +93,16 @@ def test_pre_receive_input_lines_become_ref_updates() -> None:
         RefUpdate("refs/heads/old", "b" * 40, "0" * 40),
     ]
     assert [u.kind for u in updates] == ["create", "delete"]
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\x1c", "\r", "\x0b"])
+def test_a_ref_name_holding_a_line_separator_stays_one_update(separator: str) -> None:
+    """git ends each line of the hook's input with "\\n" alone; a ref name may hold other
+    characters `splitlines` splits at (git allows any non-ASCII). Split there, the hook judged
+    and forwarded a ref named by the agent's text after it, not the ref receive-pack updates."""
+    made_up = f"{'0' * 40} {'c' * 40} refs/heads/agent/made-up"
+    text = f"{'0' * 40} {'a' * 40} refs/heads/agent/x{separator}{made_up}\n"
+
+    updates = parse_updates(text)
+
+    assert updates == [RefUpdate(f"refs/heads/agent/x{separator}{made_up}", "0" * 40, "a" * 40)]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from bottle_engine.bundle.config import MAX_REF_COMPONENTS, MAX_REF_NAME_BYTES, GitUpstreamConfig
-from bottle_engine.bundle.gitgate.policy import RefUpdate, decide, touches_manifest
+from bottle_engine.bundle.gitgate.policy import (
+    RefUpdate,
+    decide,
+    malformed_ref,
+    touches_manifest,
+)
 from bottle_engine.git import ZERO_OID
 
 OLD = "1" * 40
@@ -151,3 +158,27 @@ def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:
 )
 def test_manifest_paths_the_gate_guards(path: str, touches: bool) -> None:
     assert touches_manifest(path, ("Dockerfile", "agents/reviewer.md")) is touches
+
+
+# Names at the edges of git's ref-name rules (`git help check-ref-format`).
+REF_NAMES = [
+    *("refs/heads/agent/x", "refs/heads/agent/v1.2-rc@home", "refs/heads/agent/é"),
+    *("refs/heads/agent/a@b", "refs/heads/agent/-x", "refs/heads/agent/x.lockx"),
+    *("refs/heads/agent/{x}", "refs/heads/agent/a.lock.lock", "refs/heads/agent/a\u2028b"),
+    *("refs/heads/agent/x:refs/heads/main", "refs/heads/agent/a b", "refs/heads/agent/a\tb"),
+    *("refs/heads/agent/a..b", "refs/heads/agent/x.lock", "refs/heads/agent/x.lock/y"),
+    *("refs/heads/agent/HEAD@{1}", "refs/heads/agent/.hidden", "refs/heads/agent/x^{tree}"),
+    *("refs/heads/agent/a\x1cb", "refs/heads/agent/a\x7fb", "refs/heads/agent/a\rb"),
+    *("refs/heads/agent/", "refs/heads/agent//x", "refs/heads/agent/x.", "refs/heads/agent/a~1"),
+    *("refs/heads/agent/a?", "refs/heads/agent/a*", "refs/heads/agent/a[", "refs/heads/a\\b"),
+    *("refs/heads/agent/.", "refs/heads/agent/..", "refs/heads/agent/a/.lock", "@"),
+    *("/refs/heads/x", "refs/heads/x/", "refs/heads/agent/@"),
+]
+
+
+@pytest.mark.parametrize("ref", REF_NAMES)
+def test_a_malformed_ref_is_one_git_itself_refuses(ref: str) -> None:
+    """`malformed_ref` stands in for git's check_refname_format inside the hook: held to the
+    real `git check-ref-format`, so the two cannot drift apart unseen."""
+    git = subprocess.run(["git", "check-ref-format", ref], capture_output=True, check=False)
+    assert (malformed_ref(ref) is None) == (git.returncode == 0)

@@ -30,7 +30,8 @@ def run_pre_receive(config_path: Path, upstream_name: str) -> int:
     config = BundleConfig.load(config_path)
     upstream = find_upstream(config, upstream_name)
     git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
-    stdin_text = sys.stdin.read()
+    # As bytes: text mode would turn a '\r' in a ref name into a line end of its own.
+    stdin_text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     signal.signal(signal.SIGXCPU, _out_of_cpu)
     verdict = pre_receive(git_dir, config, upstream, stdin_text)
     try:

@@ -111,8 +111,10 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
 
 # What git's check_refname_format refuses in a ref name: control characters, space, and
 # ~ ^ : ? * [ \ anywhere; ".." and "@{" anywhere; a part that is empty, starts with '.' or ends
-# with ".lock"; a name ending with '.'.
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|(?:^|/)\.|\.lock(?:/|$)|[/.]$")
+# with ".lock"; a name ending with '.' (tests/unit/test_gitgate_policy.py holds it to git's own).
+_REF_FORBIDDEN = re.compile(
+    r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|(?:^|/)\.|\.lock(?:/|$)|[/.]$"
+)
 
 
 def malformed_ref(ref: str) -> str | None:
