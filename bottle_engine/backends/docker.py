@@ -41,7 +41,6 @@ from bottle_engine.dockerapi.containers import (
     remove_container,
     stop_container,
     stream_inside,
-    stream_tree_inside,
     writable_layer_bounded,
 )
 from bottle_engine.dockerapi.networks import (
@@ -58,13 +57,7 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
-from bottle_engine.probes import (
-    ENVIRONMENTS,
-    ENVIRONMENTS_DUMP,
-    HAYSTACK_DIRS,
-    Haystack,
-    within_search_time,
-)
+from bottle_engine.probes import Haystack, haystack_commands
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -330,10 +323,8 @@ class DockerBackend:
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)
-        dump = within_search_time(["sh", "-c", ENVIRONMENTS_DUMP])
-        yield ENVIRONMENTS, stream_inside(container, dump, user="0")
-        for path in HAYSTACK_DIRS:
-            yield path, stream_tree_inside(container, path, bounded=within_search_time)
+        for place, command in haystack_commands():
+            yield place, stream_inside(container, command, user="0")
 
     def status(self, record: BottleRecord) -> BottleStatus:
         found = {

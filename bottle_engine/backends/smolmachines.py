@@ -43,13 +43,7 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
-from bottle_engine.probes import (
-    ENVIRONMENTS,
-    ENVIRONMENTS_DUMP,
-    HAYSTACK_DIRS,
-    Haystack,
-    within_search_time,
-)
+from bottle_engine.probes import Haystack, haystack_commands
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -270,14 +264,8 @@ class SmolmachinesBackend:
         return code, output.decode("utf-8", "replace")
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
-        # The guest's stderr goes nowhere (smolvm reads it whole, and the agent's file names
-        # can make tar warn without end); its stdout is read as it comes.
-        dump = f"({ENVIRONMENTS_DUMP}) 2>/dev/null"
-        argv = within_search_time(["sh", "-c", dump])
-        yield ENVIRONMENTS, self.smolvm.exec_stream(record.name, argv, user="0")
-        for path in HAYSTACK_DIRS:
-            tar = within_search_time(["sh", "-c", 'tar -cf - -C "$1" . 2>/dev/null', "sh", path])
-            yield path, self.smolvm.exec_stream(record.name, tar, user="0")
+        for place, command in haystack_commands():
+            yield place, self.smolvm.exec_stream(record.name, command, user="0")
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker

@@ -463,19 +463,3 @@ def stream_inside(container: Any, command: Sequence[str], *, user: str) -> Itera
         for stdout, _ in result.output:
             if stdout:
                 yield stdout
-
-
-def stream_tree_inside(
-    container: Any,
-    path: str,
-    *,
-    bounded: Callable[[Sequence[str]], list[str]] = list,
-) -> Iterator[bytes]:
-    """A directory of a running container as one tar archive, as the sandbox itself sees it.
-    `bounded`: what the tar command is run as (e.g. under `timeout`).
-
-    Under gVisor the container's writes live inside the sandbox (a memory overlay), where
-    Docker's archive API, which reads the host's layer, cannot see them; `tar` run inside can.
-    """
-    tar = ["tar", "-c", "-f", "-", "--ignore-failed-read", "-C", "/", path.lstrip("/")]
-    return stream_inside(container, bounded(tar), user="0")
