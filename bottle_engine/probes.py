@@ -294,20 +294,20 @@ def find_secret_leaks(
     keep = max((len(needle) for needle in needles), default=1) - 1
     found = []
     for place, chunks in haystacks:
-        tail, hit, ended = b"", False, time.monotonic() < deadline
+        tail, hit, in_time = b"", False, time.monotonic() < deadline
         stream = iter(chunks)
         try:
-            while ended and (chunk := next(stream, None)) is not None:
+            while in_time and (chunk := next(stream, None)) is not None:
                 window = tail + chunk
                 hit = hit or any(needle in window for needle in needles)
                 tail = window[-keep:] if keep else b""
-                ended = time.monotonic() < deadline
+                in_time = time.monotonic() < deadline
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
         if hit:
             found.append(place)
-        elif not ended:
+        elif not in_time:  # stopped at the deadline: what was not read may hold one
             found.append(f"{place} (not searched to its end in {seconds:g} s)")
     return found
