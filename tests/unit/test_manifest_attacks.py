@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from bottle_engine.artifacts import prepare_inputs
+from bottle_engine.artifacts.builder import VerifyResult
+from bottle_engine.artifacts.oci import Difference
 from bottle_engine.bundle.config import GitUpstreamConfig
 from bottle_engine.bundle.gitgate.gate import mirror
 from bottle_engine.cli import main
+from bottle_engine.cli.build import _report_verify
 from bottle_engine.git import GitError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
+from tests.fixtures_artifacts import small_build_spec, write_small_context
 from tests.hostile_text import HOSTILE, Hostile
 
 UNSAFE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
@@ -151,3 +156,34 @@ def test_plan_prints_no_escape_sequence_of_the_manifests(
     assert code == 0
     assert unsafe_characters(out.replace("\n", "")) == []
     assert "claude\\x1b[2K" in out and "y\\x1b]52;c;" in out
+
+
+def test_build_explain_shows_a_context_file_name_made_safe(tmp_path: Path) -> None:
+    """`build --explain` lists every context file: names the agent committed, printed raw."""
+    spec = small_build_spec(write_small_context(tmp_path / "ctx"), "bot-bottle/base:bookworm")
+    name = "x\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\u202e"
+    (spec.context / name).write_text("hi\n")
+
+    lines = prepare_inputs(spec, "sha256:" + "b" * 64).explain()
+
+    assert all(unsafe_characters(line) == [] for line in lines)
+    assert any("x\\x1b]52;c;" in line for line in lines)
+
+
+def test_build_verify_shows_an_image_path_made_safe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`build --verify` lists paths that differ between two builds of the agent's Dockerfile
+    (`RUN touch "$(printf '\\033[2J')"` makes such a path)."""
+    spec = small_build_spec(write_small_context(tmp_path / "ctx"), "bot-bottle/base:bookworm")
+    inputs = prepare_inputs(spec, "sha256:" + "b" * 64)
+    odd = "/x\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07"
+    verified = VerifyResult(
+        inputs, "sha256:1", "sha256:2", [Difference("layer 1", odd, odd, "(absent)")], None
+    )
+
+    assert _report_verify(verified, as_json=False) == 1
+
+    out = capsys.readouterr().out
+    assert unsafe_characters(out.replace("\n", "")) == []
+    assert "/x\\x1b[2J" in out
