@@ -30,6 +30,7 @@ from bottle_engine.artifacts.spec import (
     EXTRA_CA_NAME,
     BuildSpec,
 )
+from bottle_engine.display import safe_text
 from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git
@@ -103,7 +104,8 @@ class BuildInputs:
         """One line per part of the key, then one per context entry."""
         lines = [f"input key {self.input_key}"]
         lines += [f"  {name}: {json.dumps(value)}" for name, value in self.key_parts().items()]
-        lines += [f"    {entry.key_line()}" for entry in self.entries]
+        # The context's file names are the project's, which an agent may have committed.
+        lines += [f"    {safe_text(entry.key_line())}" for entry in self.entries]
         return lines
 
 

@@ -198,9 +198,11 @@ def _report_verify(verified: VerifyResult, *, as_json: bool) -> int:
         return 0
     console.print(f"[red]not reproducible[/]: {len(verified.differences)} difference(s)")
     for difference in verified.differences[:60]:
+        # Paths and summaries come from images the agent's Dockerfile may have made.
+        first, second = safe_text(difference.first), safe_text(difference.second)
         console.print(
-            f"  {difference.where}: {difference.path}\n"
-            f"      1: {difference.first}\n      2: {difference.second}",
+            f"  {difference.where}: {safe_text(difference.path)}\n"
+            f"      1: {first}\n      2: {second}",
             highlight=False,
             markup=False,
         )

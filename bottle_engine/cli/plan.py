@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.markup import escape
-
 from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
+from bottle_engine.display import safe_markup, safe_text
 from bottle_engine.lifecycle import planner_for
 
 HELP = """\
@@ -52,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
         "bundle_ip",
         "agent_ip",
     ):
-        console.print(f"[bold]{key:>10}[/]  {escape(str(data[key]))}")
-    # Values are escaped: a command or entry holding "[/x]" is text, not rich markup.
-    console.print(f"[bold]{'command':>10}[/]  {escape(' '.join(data['command']))}")
+        console.print(f"[bold]{key:>10}[/]  {safe_markup(data[key])}")
+    # Values are the manifest's text (an agent may have written it): a command or entry holding
+    # "[/x]" is text, not rich markup, and one holding an escape sequence shows it, not runs it.
+    console.print(f"[bold]{'command':>10}[/]  {safe_markup(' '.join(data['command']))}")
     egress = ", ".join(data["egress_allow"]) or "(nothing)"
-    console.print(f"[bold]{'egress':>10}[/]  {escape(egress)}")
+    console.print(f"[bold]{'egress':>10}[/]  {safe_markup(egress)}")
     console.print(f"[bold]{'guest env':>10}[/]")
     for name, value in sorted(data["guest_env"].items()):
-        console.print(f"            {name}={value}", markup=False)
+        console.print(f"            {safe_text(name)}={safe_text(value)}", markup=False)
     return 0

@@ -133,7 +133,9 @@ def _is_ip(text: str) -> bool:
 
 
 def _port(port_text: str, text: str) -> int:
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    # ASCII digits only: `isdigit` also takes '²' (which `int` refuses: a crash, not an error)
+    # and other scripts' digits, which `int` reads (a Bengali '৪' looks like 8 and is 4).
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise EgressRuleError(f"'{text}': the port must be a number from 1 to 65535")
     return int(port_text)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bottle_engine.display import safe_text
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
 from bottle_engine.manifest.model import parse_memory, resolve_path
@@ -57,8 +59,11 @@ class _Checker:
         value: bool = False,
         fixes: tuple[Fix, ...] = (),
     ) -> Problem:
+        # Messages and fix titles quote the manifest's text, which an agent may have written;
+        # `validate` prints them to a terminal and the editor shows them: escapes made visible.
+        fixes = tuple(replace(fix, title=safe_text(fix.title)) for fix in fixes)
         return Problem(
-            code, message, self.parsed.span_of(path, value=value), path=path, fixes=fixes
+            code, safe_text(message), self.parsed.span_of(path, value=value), path=path, fixes=fixes
         )
 
     def missing_file(

@@ -168,6 +168,9 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
                 "--quiet",
                 "--prune",
                 "--no-write-fetch-head",
+                # `--`: the url is the manifest's text; "--upload-pack=CMD" where an option may
+                # stand runs CMD in the bundle, which holds the secrets (every git call below).
+                "--",
                 upstream.url,
                 *MIRROR_REFSPECS,
             ],
@@ -176,7 +179,7 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
             env=env,
         )
         head = run_git(
-            ["ls-remote", "--symref", upstream.url, "HEAD"],
+            ["ls-remote", "--symref", "--", upstream.url, "HEAD"],
             doing=f"reading the default branch of git upstream {upstream.name!r}",
             git_dir=git_dir,
             env=env,
@@ -507,7 +510,7 @@ def forward(
         refspecs.append(f"{update.new}:{update.ref}")
     with repo_lock(git_dir):
         run_git(
-            [*args, upstream.url, *refspecs],
+            [*args, "--", upstream.url, *refspecs],
             doing=f"forwarding the push to git upstream {upstream.name!r}",
             git_dir=git_dir,
             env=upstream_env(upstream),

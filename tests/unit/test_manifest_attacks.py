@@ -1,0 +1,189 @@
+"""A bottle.toml the agent wrote (pushed on a branch the person pulls): what it must not do.
+
+Each test is one attack through text of the agent's choosing in the manifest: a value that
+reaches a program as an option, a port in other digits, escape sequences that reach the
+person's terminal or editor through a problem message or `plan`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from bottle_engine.artifacts import prepare_inputs
+from bottle_engine.artifacts.builder import VerifyResult
+from bottle_engine.artifacts.oci import Difference
+from bottle_engine.bundle.config import GitUpstreamConfig
+from bottle_engine.bundle.gitgate.gate import mirror
+from bottle_engine.cli import main
+from bottle_engine.cli.build import _report_verify
+from bottle_engine.git import GitError
+from bottle_engine.manifest import load_manifest_text
+from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
+from tests.fixtures_artifacts import small_build_spec, write_small_context
+from tests.hostile_text import HOSTILE, Hostile
+
+UNSAFE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def unsafe_characters(text: str) -> list[str]:
+    """Characters of `text` that must never reach a person's terminal or editor raw."""
+    return [char for char in text if unicodedata.category(char) in UNSAFE]
+
+
+def toml_string(text: str) -> str:
+    """`text` as a TOML basic string, every non-ASCII or control character as an escape."""
+    escaped = "".join(
+        char if 0x20 <= ord(char) < 0x7F and char not in '"\\' else f"\\U{ord(char):08x}"
+        for char in text
+    )
+    return f'"{escaped}"'
+
+
+def project(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    manifest = directory / "bottle.toml"
+    manifest.write_text(text)
+    return manifest
+
+
+# -- a git url that is an option ------------------------------------------------------------------
+
+INJECTED = "--upload-pack=touch {marker}; false"
+
+
+def upstream_to(url: str) -> GitUpstreamConfig:
+    return GitUpstreamConfig("origin", url, ("bot/*",))
+
+
+def test_a_git_url_that_is_an_option_runs_nothing_when_the_gate_mirrors(tmp_path: Path) -> None:
+    """`url = "--upload-pack=CMD"` was passed to `git fetch` where an option may stand: git
+    ran CMD in the bundle, which holds the bottle's secrets and identity and reaches anywhere."""
+    gate = tmp_path / "gate.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(gate)], check=True)
+    marker = tmp_path / "ran"
+
+    with pytest.raises(GitError):
+        mirror(gate, upstream_to(INJECTED.format(marker=marker)))
+    assert not marker.exists()
+
+
+# -- ports in other digits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "203.0.113.7:\u00b2",  # superscript two: isdigit(), but int() refuses it
+        "[2001:db8::1]:\u00b2",
+        "example.com:\u00b2",
+        "203.0.113.7:\u09ea\u09ea3",  # Bengali four looks like 8: reads ":883", allows 443
+        "198.51.100.0/24:\uff14\uff14\uff13",  # fullwidth digits
+    ],
+)
+def test_a_port_in_other_digits_is_a_clear_error(entry: str) -> None:
+    with pytest.raises(EgressRuleError, match="port must be a number"):
+        parse_egress_rule(entry)
+
+
+def test_a_port_in_other_digits_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    text = '[agents.dev]\n[bottles.b]\negress.allow = ["203.0.113.7:\\u00b2"]\n'
+    loaded = load_manifest_text(text, project(tmp_path, text))
+    assert [problem.code for problem in loaded.problems] == ["BB301"]
+
+
+# -- escape sequences in what the person reads -----------------------------------------------------
+
+
+def hostile_manifest(attack: str) -> str:
+    """A manifest whose every agent-written place that a problem message quotes holds `attack`."""
+    s = toml_string(attack)
+    return (
+        f"[agents.dev]\nbottle = {s}\n"
+        f'[agents.{s}]\nbottle = "b"\nprompt_file = {s}\n'
+        f"[bottles.b]\nbackend = {s}\nmemory = {s}\negress.allow = [{s}]\n"
+        f"{s} = 1\n"
+        f"[bottles.b.secrets.K]\nfrom_file = {s}\nhosts = [{s}]\n"
+        f'[[bottles.b.git]]\nname = {s}\nurl = "/srv/x"\npush_branches = [{s}]\n'
+    )
+
+
+@pytest.mark.parametrize("attack", HOSTILE, ids=lambda hostile: hostile.name)
+def test_problem_messages_show_agent_text_only_made_safe(tmp_path: Path, attack: Hostile) -> None:
+    """Messages reach `bottle-engine validate` (a terminal) and the editor's diagnostics raw."""
+    text = hostile_manifest(attack.text)
+    loaded = load_manifest_text(text, project(tmp_path, text))
+    assert len(loaded.problems) > 5
+    for problem in loaded.problems:
+        assert unsafe_characters(problem.message) == [], problem.message
+        for fix in problem.fixes:
+            assert unsafe_characters(fix.title) == [], fix.title
+
+
+def test_validate_prints_no_escape_sequence_of_the_manifests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    attack = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J"
+    manifest = project(tmp_path, hostile_manifest(attack))
+
+    code = main(["validate", "-f", str(manifest)])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert unsafe_characters(out.replace("\n", "")) == []
+    assert "\\x1b[2J" in out
+
+
+def test_plan_prints_no_escape_sequence_of_the_manifests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    erase = "\x1b[2K\x1b[1A\rok"
+    clipboard = "y\x1b]52;c;cm0gLXJmIH4=\x07"
+    manifest = project(
+        tmp_path,
+        f"[agents.dev]\ncommand = [{toml_string('claude' + erase)}]\n"
+        f'[bottles.b]\negress.allow = ["example.com"]\n'
+        f"env = {{ {toml_string('X' + erase)} = {toml_string(clipboard)} }}\n",
+    )
+
+    code = main(["plan", "dev", "-f", str(manifest)])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert unsafe_characters(out.replace("\n", "")) == []
+    assert "claude\\x1b[2K" in out and "y\\x1b]52;c;" in out
+
+
+def test_build_explain_shows_a_context_file_name_made_safe(tmp_path: Path) -> None:
+    """`build --explain` lists every context file: names the agent committed, printed raw."""
+    spec = small_build_spec(write_small_context(tmp_path / "ctx"), "bot-bottle/base:bookworm")
+    name = "x\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\u202e"
+    (spec.context / name).write_text("hi\n")
+
+    lines = prepare_inputs(spec, "sha256:" + "b" * 64).explain()
+
+    assert all(unsafe_characters(line) == [] for line in lines)
+    assert any("x\\x1b]52;c;" in line for line in lines)
+
+
+def test_build_verify_shows_an_image_path_made_safe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`build --verify` lists paths that differ between two builds of the agent's Dockerfile
+    (`RUN touch "$(printf '\\033[2J')"` makes such a path)."""
+    spec = small_build_spec(write_small_context(tmp_path / "ctx"), "bot-bottle/base:bookworm")
+    inputs = prepare_inputs(spec, "sha256:" + "b" * 64)
+    odd = "/x\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07"
+    verified = VerifyResult(
+        inputs, "sha256:1", "sha256:2", [Difference("layer 1", odd, odd, "(absent)")], None
+    )
+
+    assert _report_verify(verified, as_json=False) == 1
+
+    out = capsys.readouterr().out
+    assert unsafe_characters(out.replace("\n", "")) == []
+    assert "/x\\x1b[2J" in out
