@@ -44,6 +44,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "BB307": (Severity.WARNING, "secret file does not exist"),
     "BB308": (Severity.ERROR, "malformed branch glob"),
     "BB309": (Severity.WARNING, "egress upstream_ca file does not exist"),
+    "BB310": (Severity.ERROR, "malformed git url (a leading '-', a space or a control character)"),
 }
 
 

@@ -37,6 +37,7 @@ class Format(enum.Enum):
     PATH = "path"
     BRANCH_GLOB = "branch-glob"
     NAME = "name"
+    GIT_URL = "git-url"
 
 
 # The content each format must match, as regexes valid in both Python and JSON Schema (ECMA):
@@ -46,6 +47,9 @@ FORMAT_PATTERNS: dict[Format, str] = {
     Format.MEMORY: r"^([0-9]+(?:\.[0-9]+)?)([kKmMgGtT]?)$",
     Format.NAME: r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
     Format.BRANCH_GLOB: r"^[A-Za-z0-9_.*?/\[\]-]+$",
+    # No leading '-' (git reads "--upload-pack=CMD" where a url may stand as an option), no
+    # space or control character.
+    Format.GIT_URL: r"^[^-\s\x00-\x1f\x7f][^\s\x00-\x1f\x7f]*$",
 }
 _COMPILED = {fmt: re.compile(pattern) for fmt, pattern in FORMAT_PATTERNS.items()}
 
@@ -202,6 +206,7 @@ GIT_FIELDS = (
         Kind.STRING,
         "The real upstream. Only the bundle talks to it, with the identity below.",
         required=True,
+        format=Format.GIT_URL,
         example='url = "ssh://git@github.com/me/repo.git"',
     ),
     Field(

@@ -247,6 +247,14 @@ class _Checker:
                 '"bot/*" or "main"',
                 value=True,
             )
+        elif field.format == Format.GIT_URL and not schema.format_match(Format.GIT_URL, text):
+            yield self.problem(
+                "BB310",
+                path,
+                f"{format_path(path)}: '{text}' is not a git url (git would read a leading '-' "
+                'as an option); expected e.g. "ssh://git@github.com/me/repo.git"',
+                value=True,
+            )
 
     # -- cross-references ----------------------------------------------------------------------
     def references(self, data: dict[str, Any], unsound: set[KeyPath]) -> Iterator[Problem]:

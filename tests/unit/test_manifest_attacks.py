@@ -72,6 +72,29 @@ def test_a_git_url_that_is_an_option_runs_nothing_when_the_gate_mirrors(tmp_path
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    ("url", "codes"),
+    [
+        ("--upload-pack=touch /tmp/x", ["BB310"]),
+        ("-oProxyCommand=x", ["BB310"]),
+        ("ssh://host/repo.git\nHostName evil", ["BB310"]),
+        ("ssh://git@github.com/me/repo.git", []),
+        ("git@github.com:me/repo.git", []),
+        ("/srv/git/repo.git", []),
+    ],
+)
+def test_a_git_url_that_reads_as_an_option_is_a_problem(
+    tmp_path: Path, url: str, codes: list[str]
+) -> None:
+    """Refused where the person reads it (validate, the editor, launch), before any bundle."""
+    text = (
+        "[agents.dev]\n[bottles.b]\n[[bottles.b.git]]\n"
+        f'name = "origin"\nurl = {toml_string(url)}\npush_branches = ["bot/*"]\n'
+    )
+    loaded = load_manifest_text(text, project(tmp_path, text))
+    assert [problem.code for problem in loaded.problems if problem.code != "BB306"] == codes
+
+
 # -- ports in other digits ------------------------------------------------------------------------
 
 
