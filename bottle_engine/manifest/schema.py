@@ -38,6 +38,7 @@ class Format(enum.Enum):
     BRANCH_GLOB = "branch-glob"
     NAME = "name"
     GIT_URL = "git-url"
+    ONE_LINE = "one-line"
 
 
 # The content each format must match, as regexes valid in both Python and JSON Schema (ECMA):
@@ -50,6 +51,8 @@ FORMAT_PATTERNS: dict[Format, str] = {
     # No leading '-' (git reads "--upload-pack=CMD" where a url may stand as an option), no
     # space or control character.
     Format.GIT_URL: r"^[^-\s\x00-\x1f\x7f][^\s\x00-\x1f\x7f]*$",
+    # A line written into a file of lines (known_hosts): a line break would add lines of its own.
+    Format.ONE_LINE: r"^[^\x00-\x1f\x7f]*$",
 }
 _COMPILED = {fmt: re.compile(pattern) for fmt, pattern in FORMAT_PATTERNS.items()}
 
@@ -220,6 +223,7 @@ GIT_FIELDS = (
         "known_host_key",
         Kind.STRING,
         "The upstream's host key as a known_hosts line; the bundle checks it strictly.",
+        format=Format.ONE_LINE,
         example='known_host_key = "github.com ssh-ed25519 AAAA..."',
     ),
     Field(

@@ -255,6 +255,13 @@ class _Checker:
                 'as an option); expected e.g. "ssh://git@github.com/me/repo.git"',
                 value=True,
             )
+        elif field.format == Format.ONE_LINE and not schema.format_match(Format.ONE_LINE, text):
+            yield self.problem(
+                "BB311",
+                path,
+                f"{format_path(path)}: must be one line, without control characters",
+                value=True,
+            )
 
     # -- cross-references ----------------------------------------------------------------------
     def references(self, data: dict[str, Any], unsound: set[KeyPath]) -> Iterator[Problem]:
