@@ -302,6 +302,10 @@ class ApprovalStore:
         Beyond the bottle's pending cap or rate, raises `ApprovalRefused`."""
         shown_path = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
         target = f"http://{host}:{port}{shown_path}" if shown_path is not None else f"{host}:{port}"
+        if path is not None and len(path) > MAX_EGRESS_PATH_CHARS:
+            # Said where the person reads it: a cut path looked like the whole URL, and an
+            # answer --once let the request with the rest (`?leak=...`) go.
+            target += f" …[{len(path) - MAX_EGRESS_PATH_CHARS} more characters cut by bot-bottle]"
         return self._open(
             ApprovalRequest(
                 id="",

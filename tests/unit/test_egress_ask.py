@@ -125,6 +125,17 @@ def test_a_long_path_is_cut_for_the_person(tmp_path: Path) -> None:
     assert ask.path is not None and len(ask.path) == 1000
 
 
+def test_a_cut_path_says_so_where_the_person_reads_it(tmp_path: Path) -> None:
+    """A path of exactly what the person reads, then more (`?leak=...`): the action looked like
+    a whole URL, and an answer --once let the longer request go."""
+    shown = "/docs/" + "a" * 994
+    ask = store(tmp_path).open_egress_request("a.example", 80, "GET", shown + "?leak=k3y", 60)
+    assert ask.action.startswith(f"egress: GET http://a.example:80{shown}")
+    assert ask.action.endswith("…[9 more characters cut by bot-bottle]")
+    whole = store(tmp_path / "2").open_egress_request("a.example", 80, "GET", shown, 60)
+    assert whole.action == f"egress: GET http://a.example:80{shown}"
+
+
 # --------------------------------------------------------------------------- the asker
 
 
