@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -159,3 +160,32 @@ def test_resume_makes_no_approvals_dir_where_there_was_none() -> None:
     bottle_dir = BottleDir.create("b1")
     assert config_seal.drop_unvouched_approvals("b1", bottle_dir) == []
     assert not bottle_dir.approvals_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"host": "collector.example"},
+        {"port": 8443},
+    ],
+)
+def test_an_ask_whose_fields_are_not_the_destination_its_text_shows_gets_no_approval(
+    field: dict[str, object],
+) -> None:
+    """The bundle writes the approvals dir: an ask whose action and reason (what a person
+    reads) name `docs.example:443` while its host and port (what the proxy obeys, and what the
+    engine vouches for) name another. The person's approval was vouched for, kept by the
+    resume, and let the fresh bundle reach the other destination."""
+    bottle_dir = BottleDir.create("b1")
+    store = ApprovalStore(bottle_dir.path, "b1")
+    shown = store.open_egress_request("docs.example", 443, "CONNECT", None, 600)
+    assert shown.action == "egress: CONNECT docs.example:443"
+    path = bottle_dir.approvals_dir / f"{shown.id}.json"
+    path.write_text(json.dumps({**shown.to_dict(), **field}))
+
+    with contextlib.suppress(BottleError):
+        approvals.answer(shown.id, True, slug="b1")  # what `approvals` lists
+    config_seal.drop_unvouched_approvals("b1", bottle_dir)
+
+    kept = [r for r in ApprovalStore(bottle_dir.path, "b1").all() if r.approved]
+    assert [(r.host, r.port) for r in kept] in ([], [("docs.example", 443)])
