@@ -204,9 +204,49 @@ class ApprovalRequest:
             raise TypeError("an approval request's port is an integer")
         if self.status not in get_args(Status) or self.kind not in get_args(RequestKind):
             raise ValueError("an approval request's status or kind is not one it can have")
+        if self.kind == "egress" and not _shows_its_destination(self):
+            raise ValueError("an egress ask's action and reason name another destination")
         for stamp in (self.created_at, self.expires_at, self.answered_at):
             if stamp is not None and datetime.fromisoformat(stamp).utcoffset() is None:
                 raise ValueError("an approval request's times are in UTC")
+
+
+def egress_texts(
+    host: str, port: int, method: str, path: str | None, cut: int = 0
+) -> tuple[str, str]:
+    """Pure: the action and reason a person reads of an egress ask (`path` as kept, `cut` the
+    characters of it left out)."""
+    target = f"http://{host}:{port}{path}" if path is not None else f"{host}:{port}"
+    if cut:
+        # Said where the person reads it: a cut path looked like the whole URL, and an answer
+        # --once let the request with the rest (`?leak=...`) go.
+        target += f" …[{cut} more characters cut by bot-bottle]"
+    reason = (
+        f"{host}:{port} is not on the bottle's egress allowlist; the proxy holds the request "
+        "until a person answers"
+    )
+    return f"egress: {method} {target}", reason
+
+
+_CUT_MARKER = re.compile(r" …\[([1-9][0-9]*) more characters cut by bot-bottle\]")
+
+
+def _shows_its_destination(request: ApprovalRequest) -> bool:
+    """Does the text a person reads of egress ask `request` name the destination its fields
+    (what the proxy obeys, and the engine vouches for) hold? The bundle writes the file: an ask
+    that read `docs.example:443` and held `collector.example` was approved as the one, vouched
+    for, kept by a resume, and let the fresh bundle reach the other."""
+    from bottle_engine.manifest.egress_rules import is_host_name  # the bundle has it too
+
+    host, port, method = request.host, request.port, request.method
+    if host is None or port is None or method is None or not is_host_name(host):
+        return False  # a host with ':' or '/' in it could make another's text
+    cut = 0
+    marker = _CUT_MARKER.search(request.action)
+    if marker is not None and marker.end() == len(request.action):
+        cut = int(marker.group(1))
+    expected = egress_texts(host, port, method, request.path, cut)
+    return (request.action, request.reason) == expected
 
 
 def question_key(action: str, reason: str) -> str:
@@ -301,14 +341,14 @@ class ApprovalStore:
         question about that destination (one for all the requests held for it), or a new one.
         Beyond the bottle's pending cap or rate, raises `ApprovalRefused`."""
         shown_path = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
-        target = f"http://{host}:{port}{shown_path}" if shown_path is not None else f"{host}:{port}"
+        cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
+        action, reason = egress_texts(host, port, method, shown_path, cut)
         return self._open(
             ApprovalRequest(
                 id="",
                 slug=self.slug,
-                action=f"egress: {method} {target}",
-                reason=f"{host}:{port} is not on the bottle's egress allowlist; the proxy holds "
-                "the request until a person answers",
+                action=action,
+                reason=reason,
                 status="pending",
                 created_at="",
                 expires_at="",

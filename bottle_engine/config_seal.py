@@ -15,7 +15,8 @@ bundle wrote in place of a value it leaked.
 A person's answers to approval requests are written into that dir too, and the bundle reads
 them from there: the engine also keeps the key of each answer it wrote
 (`<slug>.answers`, `ApprovalRequest.answer_key`), and `resume` removes any approval no person
-gave before the fresh bundle starts.
+gave before the fresh bundle starts, and every egress approval (it stood for the stopped bundle's
+life: a key shows that a person gave an answer, not that no proxy has used it yet).
 """
 
 from __future__ import annotations
@@ -109,7 +110,13 @@ def drop_unvouched_approvals(slug: str, bottle_dir: BottleDir) -> list[ApprovalR
     except FileNotFoundError:
         vouched = set()
     store = ApprovalStore(bottle_dir.path, slug)
-    return store.drop_approvals(lambda request: request.answer_key in vouched)
+    # An egress approval stands until the bundle stops, and the request it held went with
+    # that bundle: none is kept. A vouched key is no proof that the answer is still unused:
+    # the old bundle wrote an approval its proxy had already taken back into the dir, as it
+    # was, and the fresh bundle's proxy took it again.
+    return store.drop_approvals(
+        lambda request: request.kind != "egress" and request.answer_key in vouched
+    )
 
 
 def checked_handed_files(slug: str, bottle_dir: BottleDir) -> dict[str, bytes] | None:

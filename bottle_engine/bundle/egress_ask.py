@@ -9,7 +9,9 @@ the editor, or the timeout passes (a denial).
 * Requests held for one host:port at the same time wait on one question.
 * `approve ID` / `deny ID` stand for that host:port until the bundle stops: later requests are
   decided at once, without asking. `approve ID --once` / `deny ID --once` are for the held
-  request that asked (the one the person was shown) only; the others held with it ask again.
+  request that asked (the one the person was shown) only; the others held with it ask again,
+  and so does a request a restarted proxy holds with another method or path than the one
+  shown (the store's question is the host:port, so it waits on the request held before).
 * A timeout or a refusal by the store's caps ends the wait of every request held for it, and is
   not remembered.
 
@@ -27,7 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
+from bottle_engine.approvals import (
+    MAX_EGRESS_PATH_CHARS,
+    ApprovalRefused,
+    ApprovalRequest,
+    ApprovalStore,
+)
 from bottle_engine.bundle.audit import AuditEntry, Stage, timestamp
 from bottle_engine.bundle.egress_policy import (
     ASK_DENIED,
@@ -62,6 +69,13 @@ class AskAnswer:
             f'ask again, or add "{entry}" to [bottles.{policy.bottle_name}.egress] allow in '
             "bottle.toml",
         )
+
+
+def shows(request: ApprovalRequest, method: str, path: str | None) -> bool:
+    """Pure: is `request` what a person was shown of the held request `method` `path` (its
+    path as far as the store keeps it)?"""
+    kept = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
+    return (request.method, request.path) == (method, kept)
 
 
 def answer_of(request: ApprovalRequest, waited_seconds: float) -> AskAnswer:
@@ -152,14 +166,46 @@ class EgressAsker:
 
     async def _ask_person(self, host: str, port: int, method: str, path: str | None) -> AskAnswer:
         started = time.time()
-        try:
-            request = await asyncio.to_thread(
-                self.store.open_egress_request, host, port, method, path, self.timeout_seconds
-            )
-        except ApprovalRefused as refused:
-            answer = AskAnswer(False, ASK_REFUSED, f"{host}:{port}: {refused.message}")
+        skipped: str | None = None
+        while True:
+            try:
+                request = await asyncio.to_thread(
+                    self.store.open_egress_request, host, port, method, path, self.timeout_seconds
+                )
+            except ApprovalRefused as refused:
+                answer = AskAnswer(False, ASK_REFUSED, f"{host}:{port}: {refused.message}")
+                self._audit(host, port, method, answer, stage="answered", started=started)
+                return answer
+            if request.id == skipped:  # its answer could not be marked delivered: no re-ask
+                answer = AskAnswer(
+                    False,
+                    ASK_REFUSED,
+                    f"{host}:{port}: request {request.id} answered another held request and "
+                    "is still open",
+                    request.id,
+                )
+                self._audit(host, port, method, answer, stage="answered", started=started)
+                return answer
+            request = await self._wait(host, port, method, request, started)
+            answer = answer_of(request, time.time() - started)
+            if answer.once and not shows(request, method, path):
+                # The store's question is the host:port, so this held request waited on one a
+                # proxy held before a restart, whose method and path the person was shown: a
+                # --once answer is that request's alone (an agent sent `POST /upload` after
+                # the person was shown `GET /status`). Logged as that request's, and asked anew.
+                shown = request.method or method
+                self._audit(host, port, shown, answer, stage="answered", started=started)
+                skipped = request.id
+                continue
+            if request.status in ("approved", "denied") and not answer.once:
+                self.standing[(host, port)] = answer
             self._audit(host, port, method, answer, stage="answered", started=started)
             return answer
+
+    async def _wait(
+        self, host: str, port: int, method: str, request: ApprovalRequest, started: float
+    ) -> ApprovalRequest:
+        """Poll `request` until it is answered or times out; its final state, delivered."""
         self._audit(
             host,
             port,
@@ -184,11 +230,7 @@ class EgressAsker:
         if request.pending:
             request = await asyncio.to_thread(self.store.expire, request.id)
         await asyncio.to_thread(self._deliver, request.id)
-        answer = answer_of(request, time.time() - started)
-        if request.status in ("approved", "denied") and not answer.once:
-            self.standing[(host, port)] = answer
-        self._audit(host, port, method, answer, stage="answered", started=started)
-        return answer
+        return request
 
     def _deliver(self, request_id: str) -> None:
         # The answer is known; a file that went missing must not lose it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -121,8 +122,8 @@ def _asked(store: ApprovalStore, host: str) -> str:
 def test_an_approval_the_bundle_wrote_itself_is_dropped_and_a_persons_kept() -> None:
     bottle_dir = BottleDir.create("b1")
     store = ApprovalStore(bottle_dir.path, "b1")  # as the bundle sees it
-    by_person = _asked(store, "asked.example")
-    by_bundle = _asked(store, "collector.example")
+    by_person = store.open_request("deploy", "to staging", 600).id
+    by_bundle = store.open_request("push", "to main", 600).id
     waiting = _asked(store, "waiting.example")
     approvals.answer(by_person, True, slug="b1")  # the host's path (CLI, editor)
     store.answer(by_bundle, True, None, by="cli (root)")  # the bundle's own code, no person
@@ -159,3 +160,51 @@ def test_resume_makes_no_approvals_dir_where_there_was_none() -> None:
     bottle_dir = BottleDir.create("b1")
     assert config_seal.drop_unvouched_approvals("b1", bottle_dir) == []
     assert not bottle_dir.approvals_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"host": "collector.example"},
+        {"port": 8443},
+    ],
+)
+def test_an_ask_whose_fields_are_not_the_destination_its_text_shows_gets_no_approval(
+    field: dict[str, object],
+) -> None:
+    """The bundle writes the approvals dir: an ask whose action and reason (what a person
+    reads) name `docs.example:443` while its host and port (what the proxy obeys, and what the
+    engine vouches for) name another. The person's approval was vouched for, kept by the
+    resume, and let the fresh bundle reach the other destination."""
+    bottle_dir = BottleDir.create("b1")
+    store = ApprovalStore(bottle_dir.path, "b1")
+    shown = store.open_egress_request("docs.example", 443, "CONNECT", None, 600)
+    assert shown.action == "egress: CONNECT docs.example:443"
+    path = bottle_dir.approvals_dir / f"{shown.id}.json"
+    path.write_text(json.dumps({**shown.to_dict(), **field}))
+
+    with contextlib.suppress(BottleError):
+        approvals.answer(shown.id, True, slug="b1")  # what `approvals` lists
+    config_seal.drop_unvouched_approvals("b1", bottle_dir)
+
+    kept = [r for r in ApprovalStore(bottle_dir.path, "b1").all() if r.approved]
+    assert [(r.host, r.port) for r in kept] in ([], [("docs.example", 443)])
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_an_egress_approval_the_bundle_wrote_back_after_its_delivery_is_dropped(once: bool) -> None:
+    """A person approved `docs.example:443` for the bundle's life (or one request); the proxy
+    took the answer and the file left the store. The bundle (which writes the dir and reads
+    approvals.jsonl) writes it back, as it was: the answer's key is one the engine vouched for,
+    so the resume kept it and the fresh bundle's proxy took it as its own."""
+    bottle_dir = BottleDir.create("b1")
+    store = ApprovalStore(bottle_dir.path, "b1")
+    asked = _asked(store, "docs.example")
+    answered = approvals.answer(asked, True, slug="b1", once=once)
+    store.mark_delivered(asked)  # the old bundle's proxy
+    assert store.get(asked) is None
+    path = bottle_dir.approvals_dir / f"{asked}.json"
+    path.write_text(json.dumps(answered.to_dict()))  # written back
+
+    assert [r.id for r in config_seal.drop_unvouched_approvals("b1", bottle_dir)] == [asked]
+    assert store.get(asked) is None

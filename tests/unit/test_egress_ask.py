@@ -10,7 +10,7 @@ import pytest
 
 from bottle_engine.approvals import ApprovalLimits, ApprovalStore
 from bottle_engine.bundle.audit import AuditEntry
-from bottle_engine.bundle.egress_ask import EgressAsker
+from bottle_engine.bundle.egress_ask import AskAnswer, EgressAsker
 from bottle_engine.bundle.egress_policy import (
     DEFAULT_DENY,
     EgressPolicy,
@@ -125,6 +125,17 @@ def test_a_long_path_is_cut_for_the_person(tmp_path: Path) -> None:
     assert ask.path is not None and len(ask.path) == 1000
 
 
+def test_a_cut_path_says_so_where_the_person_reads_it(tmp_path: Path) -> None:
+    """A path of exactly what the person reads, then more (`?leak=...`): the action looked like
+    a whole URL, and an answer --once let the longer request go."""
+    shown = "/docs/" + "a" * 994
+    ask = store(tmp_path).open_egress_request("a.example", 80, "GET", shown + "?leak=k3y", 60)
+    assert ask.action.startswith(f"egress: GET http://a.example:80{shown}")
+    assert ask.action.endswith("…[9 more characters cut by bot-bottle]")
+    whole = store(tmp_path / "2").open_egress_request("a.example", 80, "GET", shown, 60)
+    assert whole.action == f"egress: GET http://a.example:80{shown}"
+
+
 # --------------------------------------------------------------------------- the asker
 
 
@@ -207,3 +218,66 @@ def test_a_hostile_path_reaches_the_editor_as_one_line_of_visible_escapes(
 
     assert shown.egress and "\x1b" not in shown.summary and "\u202e" not in shown.summary
     assert "](" not in shown.summary and "\\x1b]52" in shown.summary
+
+
+# --------------------------------------------------------------------------- across a restart
+
+
+async def _settled(
+    approvals: ApprovalStore, held: asyncio.Future[AskAnswer], old: str
+) -> tuple[bool, str | None]:
+    """The held request's fate: let through (True), or asked about anew as a request other
+    than `old` (then denied --once, False, and the new request's id)."""
+    while not held.done():
+        for request in approvals.all():
+            if request.pending and request.id != old:
+                approvals.answer(request.id, False, None, once=True, by="test")
+                return (await held).allowed, request.id
+        await asyncio.sleep(0.02)
+    return held.result().allowed, None
+
+
+def test_an_answer_once_to_a_request_held_before_a_restart_lets_no_other_request_through(
+    tmp_path: Path,
+) -> None:
+    """The old proxy held `GET /status` and its request is still open (the bundle was stopped
+    and resumed, or crashed and restarted); the person approves it --once, as shown. The fresh
+    proxy's held request to that host:port is another (`POST /upload`): the store's question is
+    the host:port, so it waited on the shown request, and the answer let it go."""
+    approvals = store(tmp_path)
+    shown = approvals.open_egress_request("a.example", 80, "GET", "/status", 30)
+    fresh = EgressAsker(approvals, 30, lambda entry: None, poll_seconds=0.02)
+
+    async def scenario() -> tuple[bool, str | None]:
+        held = asyncio.ensure_future(fresh.ask("a.example", 80, "POST", "/upload"))
+        await asyncio.sleep(0.1)
+        approvals.answer(shown.id, True, None, once=True, by="cli (alice)")  # what was shown
+        return await _settled(approvals, held, shown.id)
+
+    allowed, asked_again = asyncio.run(scenario())
+    assert not allowed and asked_again is not None
+    assert fresh.standing_answer("a.example", 80) is None
+
+
+def test_an_answer_once_given_while_the_bundle_was_down_is_for_the_shown_request_only(
+    tmp_path: Path,
+) -> None:
+    """Answered --once while no proxy ran (the request stays, an answer kept for a re-ask):
+    it is for the request the person was shown, sent again, not for the first other request
+    the fresh proxy holds for that host:port."""
+    approvals = store(tmp_path)
+    shown = approvals.open_egress_request("a.example", 80, "GET", "/status", 30)
+    approvals.answer(shown.id, True, None, once=True, by="cli (alice)")
+    fresh = EgressAsker(approvals, 30, lambda entry: None, poll_seconds=0.02)
+
+    async def scenario() -> tuple[bool, str | None]:
+        other = asyncio.ensure_future(fresh.ask("a.example", 80, "POST", "/upload"))
+        return await _settled(approvals, other, shown.id)
+
+    other_allowed, asked = asyncio.run(scenario())
+    assert not other_allowed and asked is not None
+
+    again = approvals.open_egress_request("a.example", 80, "GET", "/status", 30)
+    approvals.answer(again.id, True, None, once=True, by="cli (alice)")
+    sent_again = asyncio.run(fresh.ask("a.example", 80, "GET", "/status"))
+    assert sent_again.allowed and sent_again.request_id == again.id
