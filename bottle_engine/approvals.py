@@ -54,6 +54,7 @@ from typing import Literal, get_args
 
 from bottle_engine.bundle.config import APPROVALS_DIR_NAME, APPROVALS_LOG_NAME
 from bottle_engine.errors import BottleError
+from bottle_engine.manifest.egress_rules import is_host_name
 from bottle_engine.regular_files import load_json, read_open_regular
 
 Status = Literal["pending", "approved", "denied", "timed_out"]
@@ -236,8 +237,6 @@ def _shows_its_destination(request: ApprovalRequest) -> bool:
     (what the proxy obeys, and the engine vouches for) hold? The bundle writes the file: an ask
     that read `docs.example:443` and held `collector.example` was approved as the one, vouched
     for, kept by a resume, and let the fresh bundle reach the other."""
-    from bottle_engine.manifest.egress_rules import is_host_name  # the bundle has it too
-
     host, port, method = request.host, request.port, request.method
     if host is None or port is None or method is None or not is_host_name(host):
         return False  # a host with ':' or '/' in it could make another's text
