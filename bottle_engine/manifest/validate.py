@@ -7,7 +7,7 @@ function serves `bottle-engine validate`, every launch, and the language server.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,27 @@ def validate(parsed: ParsedToml, manifest_path: Path | None) -> list[Problem]:
     unsound = {p.path[:2] for p in problems if p.is_error}
     problems.extend(checker.references(parsed.data, unsound))
     return sorted(problems, key=lambda p: (p.span.start.line, p.span.start.character, p.code))
+
+
+# The formats a schema pattern decides: the problem a value that does not match it is.
+_PATTERN_PROBLEMS: dict[Format, tuple[str, Callable[[str], str]]] = {
+    Format.NAME: (
+        "BB107",
+        lambda text: f"'{text}' is not a valid name; use letters, digits, '-', '_' and '.'",
+    ),
+    Format.BRANCH_GLOB: (
+        "BB308",
+        lambda text: f'\'{text}\' is not a branch glob; expected e.g. "bot/*" or "main"',
+    ),
+    Format.GIT_URL: (
+        "BB310",
+        lambda text: (
+            f"'{text}' is not a git url (git would read a leading '-' as an option); "
+            'expected e.g. "ssh://git@github.com/me/repo.git"'
+        ),
+    ),
+    Format.ONE_LINE: ("BB311", lambda _: "must be one line, without control characters"),
+}
 
 
 class _Checker:
@@ -229,39 +250,9 @@ class _Checker:
                     f"{format_path(path)}: '{text}' is out of range; expected from 64m to 1t",
                     value=True,
                 )
-        elif field.format == Format.NAME and not schema.format_match(Format.NAME, text):
-            yield self.problem(
-                "BB107",
-                path,
-                f"{format_path(path)}: '{text}' is not a valid name; use letters, digits, "
-                "'-', '_' and '.'",
-                value=True,
-            )
-        elif field.format == Format.BRANCH_GLOB and not schema.format_match(
-            Format.BRANCH_GLOB, text
-        ):
-            yield self.problem(
-                "BB308",
-                path,
-                f"{format_path(path)}: '{text}' is not a branch glob; expected e.g. "
-                '"bot/*" or "main"',
-                value=True,
-            )
-        elif field.format == Format.GIT_URL and not schema.format_match(Format.GIT_URL, text):
-            yield self.problem(
-                "BB310",
-                path,
-                f"{format_path(path)}: '{text}' is not a git url (git would read a leading '-' "
-                'as an option); expected e.g. "ssh://git@github.com/me/repo.git"',
-                value=True,
-            )
-        elif field.format == Format.ONE_LINE and not schema.format_match(Format.ONE_LINE, text):
-            yield self.problem(
-                "BB311",
-                path,
-                f"{format_path(path)}: must be one line, without control characters",
-                value=True,
-            )
+        elif field.format in _PATTERN_PROBLEMS and not schema.format_match(field.format, text):
+            code, said = _PATTERN_PROBLEMS[field.format]
+            yield self.problem(code, path, f"{format_path(path)}: {said(text)}", value=True)
 
     # -- cross-references ----------------------------------------------------------------------
     def references(self, data: dict[str, Any], unsound: set[KeyPath]) -> Iterator[Problem]:
