@@ -320,18 +320,7 @@ class ApprovalStore:
         request it asked before, still pending or answered meanwhile, instead of a second one.
         A new request beyond the bottle's pending cap or rate raises `ApprovalRefused`.
         """
-        return self._open(
-            ApprovalRequest(
-                id="",
-                slug=self.slug,
-                action=action,
-                reason=reason,
-                status="pending",
-                created_at="",
-                expires_at="",
-            ),
-            timeout_seconds,
-        )
+        return self._open(self._asking(action, reason), timeout_seconds)
 
     def open_egress_request(
         self, host: str, port: int, method: str, path: str | None, timeout_seconds: float
@@ -342,22 +331,26 @@ class ApprovalStore:
         shown_path = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
         cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
         action, reason = egress_texts(host, port, method, shown_path, cut)
-        return self._open(
-            ApprovalRequest(
-                id="",
-                slug=self.slug,
-                action=action,
-                reason=reason,
-                status="pending",
-                created_at="",
-                expires_at="",
-                kind="egress",
-                host=host,
-                port=port,
-                method=method,
-                path=shown_path,
-            ),
-            timeout_seconds,
+        asked = replace(
+            self._asking(action, reason),
+            kind="egress",
+            host=host,
+            port=port,
+            method=method,
+            path=shown_path,
+        )
+        return self._open(asked, timeout_seconds)
+
+    def _asking(self, action: str, reason: str) -> ApprovalRequest:
+        """A question not yet opened: `_open` gives it its id and times."""
+        return ApprovalRequest(
+            id="",
+            slug=self.slug,
+            action=action,
+            reason=reason,
+            status="pending",
+            created_at="",
+            expires_at="",
         )
 
     def _open(self, asked: ApprovalRequest, timeout_seconds: float) -> ApprovalRequest:
