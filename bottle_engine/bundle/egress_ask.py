@@ -166,6 +166,13 @@ class EgressAsker:
 
     async def _ask_person(self, host: str, port: int, method: str, path: str | None) -> AskAnswer:
         started = time.time()
+        answer = await self._answer(host, port, method, path, started)
+        self._audit(host, port, method, answer, stage="answered", started=started)
+        return answer
+
+    async def _answer(
+        self, host: str, port: int, method: str, path: str | None, started: float
+    ) -> AskAnswer:
         skipped: str | None = None
         while True:
             try:
@@ -173,19 +180,15 @@ class EgressAsker:
                     self.store.open_egress_request, host, port, method, path, self.timeout_seconds
                 )
             except ApprovalRefused as refused:
-                answer = AskAnswer(False, ASK_REFUSED, f"{host}:{port}: {refused.message}")
-                self._audit(host, port, method, answer, stage="answered", started=started)
-                return answer
+                return AskAnswer(False, ASK_REFUSED, f"{host}:{port}: {refused.message}")
             if request.id == skipped:  # its answer could not be marked delivered: no re-ask
-                answer = AskAnswer(
+                return AskAnswer(
                     False,
                     ASK_REFUSED,
                     f"{host}:{port}: request {request.id} answered another held request and "
                     "is still open",
                     request.id,
                 )
-                self._audit(host, port, method, answer, stage="answered", started=started)
-                return answer
             request = await self._wait(host, port, method, request, started)
             answer = answer_of(request, time.time() - started)
             if answer.once and not shows(request, method, path):
@@ -199,7 +202,6 @@ class EgressAsker:
                 continue
             if request.status in ("approved", "denied") and not answer.once:
                 self.standing[(host, port)] = answer
-            self._audit(host, port, method, answer, stage="answered", started=started)
             return answer
 
     async def _wait(
