@@ -147,7 +147,10 @@ async def test_the_review_lens_asks_any_client_and_not_now_records_nothing(
 async def test_manifest_text_in_the_question_is_made_safe(
     make_client: ClientFactory, project: Path
 ) -> None:
-    hostile = WIDENED.replace("me/repo.git", "me/repo.git\\u001b[8m\\u202e")
+    # A path, which no pattern bounds (a git url with controls is refused before: BB310).
+    hostile = WIDENED.replace(
+        'from_env = "ANTHROPIC_API_KEY"', 'from_file = "~/key\\u001b[8m\\u202e"'
+    )
     _, asked, _, _ = await open_widened(make_client, project, None, hostile)
     await eventually(lambda: bool(asked), "the question")
     message = asked[0].message

@@ -486,7 +486,10 @@ def test_agent_text_in_the_refusal_is_made_safe(
 ) -> None:
     trust_store.record(trust_store.review(project.manifest()))
     monkeypatch.setattr(lifecycle, "backend_named", _no_backend)
-    hostile = BASE.replace("me/repo.git", "me/repo.git\\u001b]52;c;aGk=\\u0007\\u202e")
+    # A path, which no pattern bounds (a git url with controls is refused before: BB310).
+    hostile = _widened().replace(
+        "~/.aws/credentials", "~/.aws/credentials\\u001b]52;c;aGk=\\u0007\\u202e"
+    )
     error = _refused(project, hostile)
     assert "\x1b" not in str(error) and "\u202e" not in str(error) and "\x07" not in str(error)
     assert "\\x1b]52" in str(error) and "\\u202e" in str(error)
