@@ -212,6 +212,11 @@ class ApprovalRequest:
                 raise ValueError("an approval request's times are in UTC")
 
 
+def kept_path(path: str | None) -> str | None:
+    """Pure: what the store keeps of a held request's path, for the person to read."""
+    return None if path is None else path[:MAX_EGRESS_PATH_CHARS]
+
+
 def egress_texts(
     host: str, port: int, method: str, path: str | None, cut: int = 0
 ) -> tuple[str, str]:
@@ -328,7 +333,7 @@ class ApprovalStore:
         """The proxy holds a request to `host`:`port`, which no egress rule allows: the open
         question about that destination (one for all the requests held for it), or a new one.
         Beyond the bottle's pending cap or rate, raises `ApprovalRefused`."""
-        shown_path = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
+        shown_path = kept_path(path)
         cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
         action, reason = egress_texts(host, port, method, shown_path, cut)
         asked = replace(

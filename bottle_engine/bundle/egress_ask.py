@@ -29,12 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bottle_engine.approvals import (
-    MAX_EGRESS_PATH_CHARS,
-    ApprovalRefused,
-    ApprovalRequest,
-    ApprovalStore,
-)
+from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore, kept_path
 from bottle_engine.bundle.audit import AuditEntry, Stage, timestamp
 from bottle_engine.bundle.egress_policy import (
     ASK_DENIED,
@@ -74,8 +69,7 @@ class AskAnswer:
 def shows(request: ApprovalRequest, method: str, path: str | None) -> bool:
     """Pure: is `request` what a person was shown of the held request `method` `path` (its
     path as far as the store keeps it)?"""
-    kept = None if path is None else path[:MAX_EGRESS_PATH_CHARS]
-    return (request.method, request.path) == (method, kept)
+    return (request.method, request.path) == (method, kept_path(path))
 
 
 def answer_of(request: ApprovalRequest, waited_seconds: float) -> AskAnswer:
