@@ -52,6 +52,17 @@ describe("package.json", () => {
     );
   });
 
+  it("takes the command it runs on this machine from user settings only, never from a workspace", () => {
+    // A workspace's .vscode/settings.json comes with a pulled branch the agent wrote; VS Code
+    // applies a "window" or "machine-overridable" setting from it (and the extension restarts
+    // the server on the change), so `["sh", "-c", ...]` there would run on the host. VS Code
+    // drops workspace and folder values of a "machine" (or "application") setting.
+    const properties = contributes.configuration.properties as Record<string, { scope?: string }>;
+    for (const key of ["botBottle.server.command", "botBottle.server.python"]) {
+      assert.ok(["machine", "application"].includes(String(properties[key].scope)), `${key} has scope ${properties[key].scope}`);
+    }
+  });
+
   it("gives bottle.toml and *.bottle.toml a language of its own with a TOML grammar, and the server both", () => {
     assert.ok(manifest.activationEvents.includes("workspaceContains:**/bottle.toml"));
     assert.ok(manifest.activationEvents.includes("onLanguage:bottle-toml"));
