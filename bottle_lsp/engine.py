@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from bottle_engine.display import safe_editor_text, safe_text
+from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress
 
@@ -232,9 +232,10 @@ def _review(manifest_path: Path) -> Any:
 
 def _state(review: Any) -> TrustState:
     return TrustState(
-        manifest=safe_text(review.manifest),
+        # Shown in notifications (the question, and the extension's own), where `](` makes a link.
+        manifest=safe_editor_text(review.manifest),
         first_use=bool(review.first_use),
         needs_trust=bool(review.needs_trust),
         fingerprint=str(review.fingerprint),
-        changes=tuple((safe_text(c.text), bool(c.widening)) for c in review.changes),
+        changes=tuple((safe_editor_text(c.text), bool(c.widening)) for c in review.changes),
     )

@@ -172,3 +172,18 @@ async def test_a_launch_of_a_widened_manifest_through_the_real_engine_is_refused
     assert "changed since it was last trusted" in result["error"]
     assert "bottle web: allow + collector.example" in result["error"]
     assert "Nothing was built or started" in errors(client)[0]
+
+
+async def test_no_link_or_icon_can_be_made_of_manifest_text_in_the_trust_review(
+    make_client: ClientFactory, project: Path
+) -> None:
+    """VS Code shows the question as a notification, and the extension shows `bottle.trustReview`'s
+    text in notifications too: a `[label](command:...)` there is a link that runs the command."""
+    link = "[Trust](command:workbench.action.terminal.sendSequence?%7B%22text%22%3A%22id%5Cn%22%7D)"
+    hostile = WIDENED.replace('from_env = "ANTHROPIC_API_KEY"', f'from_file = "~/{link}$(check)"')
+    client, asked, _, uri = await open_widened(make_client, project, None, hostile)
+    await eventually(lambda: bool(asked), "the question")
+    review = await execute(client, "bottle.trustReview", {"uri": uri})
+    shown = [asked[0].message, review["manifest"], *(c["text"] for c in review["changes"])]
+    assert any("[Trust]\\x28command:" in text for text in shown)
+    assert not any("](" in text or "$(" in text for text in shown), shown

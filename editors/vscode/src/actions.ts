@@ -88,13 +88,16 @@ export class BottleActions {
         ServerCommand.trustReview,
         await this.server.execute(ServerCommand.trustReview, [{ uri }]),
       );
+      // The path and the changes quote the manifest (a directory or a secret path the agent
+      // named): no link or icon may be made of them, even by a server that did not escape them.
+      const manifest = displayText(review.manifest);
       if (review.trusted) {
-        void vscode.window.showInformationMessage(`${review.manifest} has no changes that need your trust.`);
+        void vscode.window.showInformationMessage(`${manifest} has no changes that need your trust.`);
         return true;
       }
-      const detail = review.changes.map((change) => `${change.widening ? "+" : "-"} ${change.text}`).join("\n");
+      const detail = review.changes.map((change) => `${change.widening ? "+" : "-"} ${displayText(change.text)}`).join("\n");
       const choice = await vscode.window.showWarningMessage(
-        `${review.manifest} changed since it was last trusted. Its bottles may now do more (+). ` +
+        `${manifest} changed since it was last trusted. Its bottles may now do more (+). ` +
           "Launching stays blocked until you trust it.",
         { modal: true, detail },
         TRUST,
@@ -105,7 +108,7 @@ export class BottleActions {
         await this.server.execute(ServerCommand.trust, [{ uri, fingerprint: review.fingerprint }]),
       );
       const launch = agent === undefined ? [] : [`Launch ${agent}`];
-      void vscode.window.showInformationMessage(`Trusted ${review.manifest}.`, ...launch).then((picked) => {
+      void vscode.window.showInformationMessage(`Trusted ${manifest}.`, ...launch).then((picked) => {
         if (agent !== undefined && picked === `Launch ${agent}`) void this.launch({ uri, agent });
       });
       return true;

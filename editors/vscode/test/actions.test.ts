@@ -233,6 +233,22 @@ describe("Review changes", () => {
     ]);
   });
 
+  it("makes no link or icon of the manifest's path or changes in what it shows", async () => {
+    // A server that did not escape them, or a directory named so: a link in a notification
+    // runs its command when clicked.
+    const link = "[Trust](command:workbench.action.terminal.sendSequence?%7B%22text%22%3A%22id%5Cn%22%7D)";
+    const manifest = `/workspace/${link}$(check)/bottle.toml`;
+    server.answers.set("bottle.trustReview", { ...TRUST_REVIEW, manifest, changes: [{ text: `bottle web: secret from ~/${link}`, widening: true }] });
+    server.answers.set("bottle.trust", { ...TRUST_REVIEW, manifest, trusted: true, changes: [] });
+    fake.messageAnswer = (message) => (message.modal ? "Trust" : undefined);
+    assert.equal(await actions.reviewTrust({ uri: MANIFEST }), true);
+    server.answers.set("bottle.trustReview", { ...TRUST_REVIEW, manifest, trusted: true, changes: [] });
+    assert.equal(await actions.reviewTrust({ uri: MANIFEST }), true);
+    const shown = fake.messages.flatMap((m) => [m.message, m.detail ?? ""]);
+    assert.equal(shown.length, 6);
+    for (const text of shown) assert.ok(!text.includes("](") && !text.includes("$("), text);
+  });
+
   it("leaves a refusal the server already showed to the server", async () => {
     server.answers.set("bottle.trustReview", TRUST_REVIEW);
     server.answers.set("bottle.trust", { error: "changed after it was reviewed" });
