@@ -16,7 +16,8 @@ export const EGRESS_VIEW_ID = "botBottle.egress";
 export type EgressNode =
   | { kind: "bottle"; bottle: BottleActivity }
   | { kind: "group"; slug: string; group: DecisionGroup }
-  | { kind: "host"; slug: string; host: HostActivity };
+  /** `repeat`: how many rows before this one in its group read the same (see `getChildren`). */
+  | { kind: "host"; slug: string; host: HostActivity; repeat?: number };
 
 export class EgressTreeProvider implements vscode.TreeDataProvider<EgressNode> {
   private readonly changed = new vscode.EventEmitter<void>();
@@ -49,7 +50,8 @@ export class EgressTreeProvider implements vscode.TreeDataProvider<EgressNode> {
       return item;
     }
     const item = new vscode.TreeItem(hostLabel(node.host), vscode.TreeItemCollapsibleState.None);
-    item.id = `host:${node.slug}:${node.host.decision}:${node.host.host}:${node.host.port}`;
+    const id = `host:${node.slug}:${node.host.decision}:${node.host.host}:${node.host.port}`;
+    item.id = node.repeat ? `${id}#${node.repeat}` : id;
     item.description = hostDescription(node.host);
     item.tooltip = hostTooltip(node.host);
     item.contextValue = hostContextValue(node.host);
@@ -61,7 +63,17 @@ export class EgressTreeProvider implements vscode.TreeDataProvider<EgressNode> {
     if (node.kind === "bottle") {
       return decisionGroups(node.bottle).map((group) => ({ kind: "group", slug: node.bottle.slug, group }));
     }
-    if (node.kind === "group") return node.group.hosts.map((host) => ({ kind: "host", slug: node.slug, host }));
+    if (node.kind === "group") {
+      // Two hosts the server cut to the same text (names longer than any real one, which the
+      // agent chose) would share an id, and VS Code shows none of a group with a repeated id.
+      const seen = new Map<string, number>();
+      return node.group.hosts.map((host) => {
+        const key = `${host.host}:${host.port}`;
+        const repeat = seen.get(key) ?? 0;
+        seen.set(key, repeat + 1);
+        return { kind: "host", slug: node.slug, host, repeat };
+      });
+    }
     return [];
   }
 

@@ -113,6 +113,23 @@ describe("the Egress view", () => {
     assert.equal(server.requests.length, 0, "no polling");
   });
 
+  it("gives every host row an id of its own, even when two rows read the same", () => {
+    // The server cuts a host name the agent made longer than any real one, so two such names
+    // arrive as the same text; VS Code refuses a second element with an id already registered
+    // ("Element with id ... is already registered") and shows none of the group's rows.
+    const cut = `${"a".repeat(260)}… (25 more characters)`;
+    const hosts = [cut, cut, "stranger.test"].map((name) => host({ decision: "deny", host: name, port: 80, rule: "bad-destination" }));
+    const store = new ActivityStore(server);
+    const provider = new EgressTreeProvider(store);
+    server.pushActivity({ bottles: [{ ...PICTURE.bottles[0], hosts }] });
+    const [bottle] = provider.getChildren();
+    const [denied] = provider.getChildren(bottle);
+    const ids = provider.getChildren(denied).map((n) => (provider.getTreeItem(n) as unknown as TreeItem).id);
+    assert.equal(ids.length, 3);
+    assert.equal(new Set(ids).size, 3, String(ids));
+    assert.equal(ids[2], "host:dev-1:deny:stranger.test:80", "an id stays what it was for a row that reads as no other");
+  });
+
   it("asks the server for the picture once it (re)starts", async () => {
     server.answers.set("bottle.activity", PICTURE);
     const store = new ActivityStore(server);
