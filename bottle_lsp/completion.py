@@ -123,7 +123,7 @@ def _snippet_body(
     wanted = [c for c in table.children if c.required or c.name in starters]
     for child in wanted:
         if choices.get(child.name):
-            options = ",".join(choices[child.name])
+            options = ",".join(_choice_text(choice) for choice in choices[child.name])
             lines.append(f'{child.name} = "${{{stop}|{options}|}}"')
         else:
             lines.append(_key_snippet(child, stop))
@@ -156,7 +156,7 @@ def _snippets(analysis: Analysis, cursor: Cursor, position: Position) -> list[ty
     items.append(
         (
             "[[bottles.BOTTLE.git]]",
-            "\n".join([f"[[bottles.${{1:{current_bottle}}}.git]]", *body, "$0"]),
+            "\n".join([f"[[bottles.${{1:{_placeholder_text(current_bottle)}}}.git]]", *body, "$0"]),
             git.doc,
         )
     )
@@ -173,6 +173,17 @@ def _snippets(analysis: Analysis, cursor: Cursor, position: Position) -> list[ty
         )
         for index, (label, text, doc) in enumerate(items)
     ]
+
+
+def _placeholder_text(text: str) -> str:
+    """`text` from the document as a snippet placeholder's plain text: unescaped, `$CLIPBOARD`
+    or `${TM_FILEPATH}` in a name the agent wrote would insert the person's clipboard or path."""
+    return re.sub(r"([$}\\])", r"\\\1", text)
+
+
+def _choice_text(text: str) -> str:
+    """`text` as one element of a snippet choice (read literally, split at `,` and `|`)."""
+    return re.sub(r"([,|\\])", r"\\\1", text)
 
 
 def _current_bottle(table: KeyPath) -> str | None:

@@ -157,6 +157,29 @@ async def test_snippets_for_new_agents_bottles_and_git_upstreams(
     }
 
 
+async def test_names_from_the_document_are_plain_text_in_a_snippet(
+    shared_client: LanguageClient, shared_root: Path
+) -> None:
+    """A snippet reads `$CLIPBOARD` as the person's clipboard: a bottle name the agent wrote must
+    not put it (or the file's path, or a tab stop) into bottle.toml, which the next launch
+    copies into the bottle."""
+    text = MANIFEST + '\n[bottles."a,b|c"]\n[bottles."x${CLIPBOARD}$TM_FILEPATH"]\n\n'
+    uri = open_new(shared_client, shared_root, text)
+    end = types.Position(line=text.count("\n"), character=0)
+    snippets = {
+        i.label: i.text_edit.new_text  # type: ignore[union-attr]
+        for i in await complete(shared_client, uri, end)
+        if i.kind == types.CompletionItemKind.Snippet
+    }
+    # Escaped as VS Code's snippet parser reads them: in a placeholder `\$`, `\}` and `\\`;
+    # in a choice (whose text no variable is read in) `\,`, `\|` and `\\`.
+    git = snippets["[[bottles.BOTTLE.git]]"]
+    assert git.startswith("[[bottles.${1:x\\${CLIPBOARD\\}\\$TM_FILEPATH}.git]]\n"), git
+    assert snippets["[agents.AGENT]"] == (
+        '[agents.${1:dev}]\nbottle = "${2|web,offline,a\\,b\\|c,x${CLIPBOARD}$TM_FILEPATH|}"\n$0'
+    )
+
+
 async def test_table_names_in_a_half_typed_header(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
