@@ -198,7 +198,8 @@ export class BottleActions {
     }
     if (choice.kind === "one") return choice.manifest.toString();
     const picked = await vscode.window.showQuickPick(
-      choice.manifests.map((uri) => ({ label: vscode.workspace.asRelativePath(uri), uri })),
+      // The agent may have named the directories: no icon or bidi override in the label.
+      choice.manifests.map((uri) => ({ label: displayText(vscode.workspace.asRelativePath(uri)), uri })),
       { placeHolder: "Launch from which bottle.toml?" },
     );
     return picked?.uri.toString();

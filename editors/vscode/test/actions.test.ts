@@ -135,6 +135,18 @@ describe("Launch", () => {
     assert.equal(server.requests.length, 0);
   });
 
+  it("shows a bottle.toml's path as text when asking which one", async () => {
+    // The agent names the directories of a workspace it wrote: an icon or a bidi override in
+    // the pick would make its manifest read as another one.
+    const hostile = "/workspace/$(verified) reviewed \u202elmot.elttob/bottle.toml";
+    fake.workspaceFiles = [Uri.file("/workspace/a/bottle.toml"), Uri.file(hostile)];
+    fake.pickAnswer = (items) => items[0];
+    await actions.launch();
+    const labels = (fake.quickPicks[0].items as { label: string }[]).map((item) => item.label);
+    assert.deepEqual(labels, ["$\\x28verified) reviewed \\u202elmot.elttob/bottle.toml", "a/bottle.toml"]);
+    assert.deepEqual(server.requests[0]?.args, [{ uri: Uri.file(hostile).toString() }], "the pick is the manifest shown");
+  });
+
   it("explains a workspace without bottle.toml", async () => {
     await actions.launch();
     assert.match(errors()[0], /no bottle\.toml is open or in this workspace/);
