@@ -4,7 +4,7 @@
  * Order (first that applies wins):
  *   1. `botBottle.server.command` (array, or a string split like a shell would);
  *   2. `bottle-lsp` found on PATH;
- *   3. `<python> -m bottle_lsp`, python = `botBottle.server.python`, else the interpreter the
+ *   3. `<python> -P -m bottle_lsp`, python = `botBottle.server.python`, else the interpreter the
  *      Python extension has selected, else `python3`.
  */
 import * as fs from "node:fs";
@@ -14,6 +14,12 @@ export const SERVER_EXECUTABLE = "bottle-lsp";
 export const SERVER_MODULE = "bottle_lsp";
 export const PACKAGE_NAME = "bot-bottle";
 export const DEFAULT_PYTHON = "python3";
+/**
+ * `-P` (Python 3.11+, which bot-bottle needs anyway): leave the working directory off sys.path.
+ * The language client starts the server in the workspace folder, whose files the agent may
+ * have written: with `-m` or `-c` alone, a `bottle_lsp/` or `pygls/` there would be imported.
+ */
+export const SAFE_PATH = ["-P"];
 
 export type ServerSource = "setting" | "path" | "python";
 
@@ -50,7 +56,7 @@ export function resolveServerLaunch(inputs: ServerLaunchInputs): ServerLaunch {
   }
   const python =
     nonBlank(inputs.configuredPython) ?? nonBlank(inputs.selectedInterpreter) ?? DEFAULT_PYTHON;
-  return { command: python, args: ["-m", SERVER_MODULE], source: "python", python };
+  return { command: python, args: [...SAFE_PATH, "-m", SERVER_MODULE], source: "python", python };
 }
 
 /**

@@ -3,7 +3,7 @@
  * so a missing server becomes one clear message instead of a crash loop.
  */
 import { execFile } from "node:child_process";
-import { SERVER_MODULE, findOnPath, type ServerLaunch } from "./serverCommand";
+import { SAFE_PATH, SERVER_MODULE, findOnPath, type ServerLaunch } from "./serverCommand";
 
 const PROBE_TIMEOUT_MS = 20_000;
 
@@ -20,7 +20,7 @@ export async function probeServerLaunch(
   return new Promise((resolve) => {
     execFile(
       launch.command,
-      ["-c", `import ${module}`],
+      [...SAFE_PATH, "-c", `import ${module}`],
       { timeout: PROBE_TIMEOUT_MS },
       (error, _stdout, stderr) => {
         if (error === null) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -42,7 +43,7 @@ describe("choosing the server command", () => {
 
   it("falls back to python -m bottle_lsp: setting, then the Python extension, then python3", () => {
     const viaSetting = resolveServerLaunch({ ...none, configuredPython: "/venv/bin/python", selectedInterpreter: "/other/python" });
-    assert.deepEqual(viaSetting, { command: "/venv/bin/python", args: ["-m", "bottle_lsp"], source: "python", python: "/venv/bin/python" });
+    assert.deepEqual(viaSetting, { command: "/venv/bin/python", args: ["-P", "-m", "bottle_lsp"], source: "python", python: "/venv/bin/python" });
     assert.equal(resolveServerLaunch({ ...none, selectedInterpreter: "/sel/python" }).command, "/sel/python");
     assert.equal(resolveServerLaunch({ ...none, configuredPython: "  " }).command, "python3");
   });
@@ -119,5 +120,41 @@ describe("a missing server", () => {
     assert.match((await probeServerLaunch(launch, "no_such_module_for_bot_bottle")) ?? "", /No module named 'no_such_module_for_bot_bottle'/);
     const missing = { ...launch, command: "/nonexistent/python3" };
     assert.equal(await probeServerLaunch(missing), "'/nonexistent/python3' was not found");
+  });
+});
+
+describe("a workspace's own Python files", () => {
+  // The language client starts the server in the first workspace folder, and `python -m`
+  // (like `-c`) puts the working directory first on sys.path: a `bottle_lsp/` (or a `pygls/`)
+  // in a branch the agent wrote would run on the host in place of the server.
+  const python = findOnPath("python3");
+  const hostileWorkspace = (): { dir: string; marker: string } => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bb-workspace-"));
+    const marker = path.join(dir, "ran-on-the-host");
+    fs.mkdirSync(path.join(dir, "bottle_lsp"));
+    const payload = `open(${JSON.stringify(marker)}, "w").write("x")\nraise SystemExit(3)\n`;
+    for (const name of ["__init__.py", "__main__.py"]) fs.writeFileSync(path.join(dir, "bottle_lsp", name), payload);
+    return { dir, marker };
+  };
+
+  it("are not imported by the server the extension starts there", (t) => {
+    if (python === undefined) return t.skip("no python3 on PATH");
+    const { dir, marker } = hostileWorkspace();
+    const launch = resolveServerLaunch({ ...none, selectedInterpreter: python });
+    spawnSync(launch.command, launch.args, { cwd: dir, input: "", timeout: 60_000 });
+    assert.equal(fs.existsSync(marker), false, `${launch.command} ${launch.args.join(" ")} ran the workspace's bottle_lsp`);
+  });
+
+  it("are not imported by the probe before the start", async (t) => {
+    if (python === undefined) return t.skip("no python3 on PATH");
+    const { dir, marker } = hostileWorkspace();
+    const before = process.cwd();
+    process.chdir(dir);
+    try {
+      await probeServerLaunch(resolveServerLaunch({ ...none, selectedInterpreter: python }));
+    } finally {
+      process.chdir(before);
+    }
+    assert.equal(fs.existsSync(marker), false, "the probe ran the workspace's bottle_lsp");
   });
 });
