@@ -13,7 +13,8 @@ Each command takes one object argument, typed below, or none:
   bottle.trust   TrustArgs {uri, fingerprint} -> the same, after recording it as trusted (refused
                                              when the saved file no longer has that fingerprint)
   bottle.trust   TrustArgs {uri}         -> asks with window/showMessageRequest (the difference,
-                                             Trust / Not now), records on Trust
+                                             Trust / Not now), records on Trust; a difference
+                                             longer than a notification shows is not asked about
   bottle.activity                        -> the egress picture (activity.py), also pushed as
                                              bottle/activity whenever it changes
   bottle.allowHost AllowHostArgs {slug, host, port} -> {uri, entry, applied, already}: the

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TRUST_ACTION, NOT_NOW = "Trust", "Not now"
+# VS Code cuts a notification's message here (with "..."): what follows is never shown, so a
+# question longer than this cannot carry a Trust that records all of it.
+NOTIFICATION_LIMIT = 1000
 
 
 def trust_question(state: TrustState) -> str:
@@ -27,17 +30,32 @@ def trust_question(state: TrustState) -> str:
     )
 
 
+def too_long_to_ask(state: TrustState, path: Path) -> str:
+    """What is said instead of the question when the difference does not fit a notification."""
+    return (
+        f"{path.name} changed since it was last trusted, and the change widens what its bottles "
+        f"may do: {len(state.changes)} lines, more than a notification shows whole. Launching "
+        "stays blocked until you trust it: read them all with Review changes above an agent, "
+        f"or run `bottle-engine trust -f {path.name}` in its directory."
+    )
+
+
 async def ask_trust(ls: BottleLanguageServer, path: Path) -> TrustState | None:
     """Show the difference with Trust / Not now; the state after the answer (None: no manifest).
 
-    What is recorded is what was shown: the fingerprint is taken before the question."""
+    What is recorded is what was shown: the fingerprint is taken before the question, and a
+    question too long to be shown whole offers no Trust."""
     state = await ls.in_thread(ls.engine.trust_state, path)
     if state is None or not state.needs_trust:
+        return state
+    question = trust_question(state)
+    if len(question) > NOTIFICATION_LIMIT:
+        ls.show_message(types.MessageType.Warning, too_long_to_ask(state, path))
         return state
     answer = await ls.window_show_message_request_async(
         types.ShowMessageRequestParams(
             type=types.MessageType.Warning,
-            message=trust_question(state),
+            message=question,
             actions=[
                 types.MessageActionItem(title=TRUST_ACTION),
                 types.MessageActionItem(title=NOT_NOW),
