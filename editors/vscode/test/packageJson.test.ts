@@ -52,13 +52,14 @@ describe("package.json", () => {
     );
   });
 
-  it("takes the command it runs on this machine from user settings only, never from a workspace", () => {
+  it("takes what it runs on this machine from user settings only, never from a workspace", () => {
     // A workspace's .vscode/settings.json comes with a pulled branch the agent wrote; VS Code
     // applies a "window" or "machine-overridable" setting from it (and the extension restarts
-    // the server on the change), so `["sh", "-c", ...]` there would run on the host. VS Code
+    // the server on the change), so `["sh", "-c", ...]` there would run on the host, and
+    // keepWarm would build the branch's Dockerfile as soon as bottle.toml is opened. VS Code
     // drops workspace and folder values of a "machine" (or "application") setting.
     const properties = contributes.configuration.properties as Record<string, { scope?: string }>;
-    for (const key of ["botBottle.server.command", "botBottle.server.python"]) {
+    for (const key of ["botBottle.server.command", "botBottle.server.python", "botBottle.pool.keepWarm"]) {
       assert.ok(["machine", "application"].includes(String(properties[key].scope)), `${key} has scope ${properties[key].scope}`);
     }
   });
