@@ -139,17 +139,21 @@ async def test_secret_hosts_suggest_the_bottles_allowlist(complete_edited: Compl
     assert [i.label for i in items] == ["api.anthropic.com", "*.npmjs.org"]
 
 
+async def snippets_at_end(client: LanguageClient, root: Path, text: str) -> dict[str, str]:
+    """The new-table snippets offered on the last line of `text` (which ends blank), by label."""
+    uri = open_new(client, root, text)
+    end = types.Position(line=text.count("\n"), character=0)
+    return {
+        i.label: i.text_edit.new_text  # type: ignore[union-attr]
+        for i in await complete(client, uri, end)
+        if i.kind == types.CompletionItemKind.Snippet
+    }
+
+
 async def test_snippets_for_new_agents_bottles_and_git_upstreams(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
-    text = MANIFEST + "\n"
-    uri = open_new(shared_client, shared_root, text)
-    end = types.Position(line=text.count("\n"), character=0)
-    snippets = {
-        i.label: i.text_edit.new_text  # type: ignore[union-attr]
-        for i in await complete(shared_client, uri, end)
-        if i.kind == types.CompletionItemKind.Snippet
-    }
+    snippets = await snippets_at_end(shared_client, shared_root, MANIFEST + "\n")
     assert snippets == {
         "[agents.AGENT]": '[agents.${1:dev}]\nbottle = "${2|web,offline|}"\n$0',
         "[bottles.BOTTLE]": '[bottles.${1:default}]\nbackend = "${2|docker,smolmachines|}"\n$0',
@@ -164,13 +168,7 @@ async def test_names_from_the_document_are_plain_text_in_a_snippet(
     not put it (or the file's path, or a tab stop) into bottle.toml, which the next launch
     copies into the bottle."""
     text = MANIFEST + '\n[bottles."a,b|c"]\n[bottles."x${CLIPBOARD}$TM_FILEPATH"]\n\n'
-    uri = open_new(shared_client, shared_root, text)
-    end = types.Position(line=text.count("\n"), character=0)
-    snippets = {
-        i.label: i.text_edit.new_text  # type: ignore[union-attr]
-        for i in await complete(shared_client, uri, end)
-        if i.kind == types.CompletionItemKind.Snippet
-    }
+    snippets = await snippets_at_end(shared_client, shared_root, text)
     # Escaped as VS Code's snippet parser reads them: in a placeholder `\$`, `\}` and `\\`;
     # in a choice (whose text no variable is read in) `\,`, `\|` and `\\`.
     git = snippets["[[bottles.BOTTLE.git]]"]
