@@ -17,6 +17,7 @@ from pygls.uris import from_fs_path
 
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.model import resolve_path
+from bottle_engine.manifest.problems import format_path, toml_string
 from bottle_engine.manifest.schema import Ref
 from bottle_engine.manifest.source import Position
 from bottle_lsp.analysis import Analysis
@@ -30,7 +31,6 @@ assert _AGENT is not None
 _AGENT_BOTTLE_KEY = schema.key_referring(_AGENT, Ref.BOTTLE)
 _PROMPT_FILE = _AGENT.child("prompt_file")
 assert _PROMPT_FILE is not None
-_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 @dataclass(frozen=True)
@@ -176,13 +176,11 @@ def rename(
         return None
     if symbol.section == "agents" and new_name in analysis.names("agents"):
         return None
-    key_text = new_name if new_name and set(new_name) <= _BARE else _quote(new_name)
+    # The new name is typed by the person, but may be pasted from the document: one TOML key or
+    # string whatever it holds.
+    key_text = format_path((new_name,))
     edits = [
-        types.TextEdit(range=o.range, new_text=_quote(new_name) if o.quoted else key_text)
+        types.TextEdit(range=o.range, new_text=toml_string(new_name) if o.quoted else key_text)
         for o in occurrences(analysis, symbol)
     ]
     return types.WorkspaceEdit(changes={uri: edits}) if edits else None
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

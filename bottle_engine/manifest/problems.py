@@ -114,11 +114,17 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            # JSON's string escapes are all valid in a TOML basic string; TOML also bans raw DEL.
-            quoted = json.dumps(part, ensure_ascii=False).replace("\x7f", "\\u007f")
-            text = part if _is_bare(part) else quoted
+            text = part if _is_bare(part) else toml_string(part)
             out += f".{text}" if out else text
     return out
+
+
+def toml_string(text: str) -> str:
+    """`text` as one TOML basic string, whatever it holds: names written back into a manifest
+    (quick fixes, renames) come from the document, and a raw quote or line break in one would
+    end the string and add keys of the author's choosing."""
+    # JSON's string escapes are all valid in a TOML basic string; TOML also bans raw DEL.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _is_bare(key: str) -> bool:

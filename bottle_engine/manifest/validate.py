@@ -16,7 +16,7 @@ from bottle_engine.display import safe_text
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
 from bottle_engine.manifest.model import parse_memory, resolve_path
-from bottle_engine.manifest.problems import Fix, Problem, format_path
+from bottle_engine.manifest.problems import Fix, Problem, format_path, toml_string
 from bottle_engine.manifest.schema import Field, Format, Kind
 from bottle_engine.manifest.source import KeyPath, ParsedToml, Position, Span
 
@@ -286,8 +286,9 @@ class _Checker:
                 span = self.parsed.span_of((*path, _BOTTLE_KEY), value=True)
                 end = self.parsed.end()
                 header = format_path(("bottles", target))  # quoted when the name has a dot
+                named = [toml_string(s) for s in suggestions]  # names the author chose
                 fixes = (
-                    *(Fix(f'Use bottle "{s}"', span, f'"{s}"') for s in suggestions),
+                    *(Fix(f"Use bottle {s}", span, s) for s in named),
                     Fix(f"Add a [{header}] table", Span(end, end), f"\n[{header}]\n"),
                 )
                 hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""

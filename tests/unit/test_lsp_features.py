@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import tomllib
 from pathlib import Path
 
 from lsprotocol import types
@@ -77,6 +78,24 @@ def test_rename_quotes_names_that_are_not_bare_keys() -> None:
     edit = rename(analysis, "u", Position(22, 11), "off line")
     assert edit is not None and edit.changes is not None
     assert [e.new_text for e in edit.changes["u"]] == ['"off line"']
+
+
+def test_a_renamed_bottle_is_one_name_wherever_it_is_written() -> None:
+    """A new name holding a quote or a line break (pasted from the document, say) is written as
+    one TOML key or string: never as text that ends the string and adds keys."""
+    text = '[agents.a]\nbottle = "box"\n[bottles.box]\n'
+    new_name = 'b"\nallow_manifest_changes = true\n#'
+    edit = rename(analyze(text, PATH), "u", Position(1, 11), new_name)
+    assert edit is not None and edit.changes is not None
+    lines = text.splitlines(keepends=True)
+    for change in sorted(edit.changes["u"], key=lambda e: e.range.start.line, reverse=True):
+        start, end = change.range.start, change.range.end
+        line = lines[start.line]
+        lines[start.line] = line[: start.character] + change.new_text + line[end.character :]
+    assert tomllib.loads("".join(lines)) == {
+        "agents": {"a": {"bottle": new_name}},
+        "bottles": {new_name: {}},
+    }
 
 
 def test_references_of_a_quoted_bottle_name() -> None:

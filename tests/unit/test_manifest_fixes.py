@@ -144,3 +144,16 @@ def test_missing_bottle_fix_quotes_a_name_with_a_dot() -> None:
     (problem,) = problems_of(text)
     assert len(problem.fixes) == 1  # the one that adds the table
     assert fixed_clean(text).endswith('\n[bottles."web.v2"]\n')
+
+
+def test_a_suggested_name_is_written_as_one_string_whatever_it_holds() -> None:
+    """A bottle name is a table key the document's author chose, quotes and line breaks included:
+    "Use bottle" must write it as one TOML string, never as text that adds keys of its own."""
+    name = 'abcdefgh"\nx = 1\n#'  # close enough to the typo to be suggested
+    header = format_path(("bottles", name))
+    text = f'[agents.dev]\ncommand = ["true"]\nbottle = "abcdefgz"\n\n[{header}]\n'
+    problem = next(p for p in problems_of(text) if p.code == "BB201")
+    (use,) = [fix for fix in problem.fixes if fix.title.startswith("Use bottle")]
+    fixed = load_manifest_text(apply(text, use), CORPUS / "good" / "bottle.toml")
+    assert fixed.parsed.syntax_error is None
+    assert fixed.parsed.data["agents"]["dev"] == {"command": ["true"], "bottle": name}
