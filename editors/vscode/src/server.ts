@@ -24,6 +24,7 @@ import {
   missingServerAdvice,
   resolveServerLaunch,
   type ServerLaunch,
+  withAbsoluteCommand,
 } from "./serverCommand";
 
 export type ServerState = "starting" | "running" | "stopped" | "missing";
@@ -175,12 +176,14 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
   private async resolveLaunch(): Promise<ServerLaunch> {
     const config = vscode.workspace.getConfiguration(CONFIG_SECTION);
     const resource = vscode.window.activeTextEditor?.document.uri;
-    return resolveServerLaunch({
-      configuredCommand: config.get<unknown>("server.command"),
-      configuredPython: config.get<unknown>("server.python"),
-      selectedInterpreter: await selectedPythonInterpreter(vscode.extensions, resource),
-      executableOnPath: findOnPath(SERVER_EXECUTABLE),
-    });
+    return withAbsoluteCommand(
+      resolveServerLaunch({
+        configuredCommand: config.get<unknown>("server.command"),
+        configuredPython: config.get<unknown>("server.python"),
+        selectedInterpreter: await selectedPythonInterpreter(vscode.extensions, resource),
+        executableOnPath: findOnPath(SERVER_EXECUTABLE),
+      }),
+    );
   }
 
   private createClient(launch: ServerLaunch): LanguageClient {

@@ -120,7 +120,23 @@ function nonBlank(value: unknown): string | undefined {
   return typeof value === "string" && value.trim() !== "" ? value.trim() : undefined;
 }
 
-/** Looks `name` up on PATH like a shell does; `undefined` when it is not there. */
+/**
+ * The launch with a bare command name (`python3`, or a setting's first word) replaced by where
+ * it is on PATH. The language client starts the server in the workspace folder, and a bare name
+ * is looked up only once there: a relative PATH entry (`.`, `bin`) would find a `python3` the
+ * workspace holds. Unchanged when the name is not found (the probe then says so).
+ */
+export function withAbsoluteCommand(launch: ServerLaunch, env: NodeJS.ProcessEnv = process.env): ServerLaunch {
+  const found = findOnPath(launch.command, env);
+  if (found === undefined || found === launch.command) return launch;
+  return { ...launch, command: found, ...(launch.python === launch.command ? { python: found } : {}) };
+}
+
+/**
+ * Looks `name` up on PATH like a shell does; `undefined` when it is not there. Relative PATH
+ * entries are passed over (as Go's exec.LookPath does): they name a place in whatever folder the
+ * command runs from, the workspace the agent may have written.
+ */
 export function findOnPath(
   name: string,
   env: NodeJS.ProcessEnv = process.env,
@@ -136,8 +152,10 @@ export function findOnPath(
     platform === "win32" ? ["", ...(env.PATHEXT ?? ".EXE;.CMD;.BAT").split(";")] : [""];
   const join = (...parts: string[]): string =>
     platform === "win32" ? path.win32.join(...parts) : path.posix.join(...parts);
+  const isAbsolute = (directory: string): boolean =>
+    platform === "win32" ? path.win32.isAbsolute(directory) : path.posix.isAbsolute(directory);
   for (const directory of pathVar.split(separator)) {
-    if (directory === "") continue;
+    if (!isAbsolute(directory)) continue;
     for (const extension of extensions) {
       const candidate = join(directory, name + extension);
       if (isExecutable(candidate)) return candidate;

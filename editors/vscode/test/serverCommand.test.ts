@@ -11,6 +11,7 @@ import {
   parseConfiguredCommand,
   resolveServerLaunch,
   splitCommandLine,
+  withAbsoluteCommand,
 } from "../src/serverCommand";
 import { probeServerLaunch } from "../src/serverProbe";
 
@@ -81,6 +82,13 @@ describe("finding bottle-lsp on PATH", () => {
     assert.equal(found, "C:\\py\\Scripts\\bottle-lsp.EXE");
   });
 
+  it("passes over relative entries: they name a place in the workspace the server starts in", () => {
+    const executables = new Set(["bin/bottle-lsp", "./bottle-lsp", "/usr/bin/bottle-lsp"]);
+    const found = findOnPath("bottle-lsp", { PATH: "bin:.::/usr/bin" }, "linux", (file) => executables.has(file));
+    assert.equal(found, "/usr/bin/bottle-lsp");
+    assert.equal(findOnPath("bottle-lsp", { PATH: "bin:." }, "linux", (file) => executables.has(file)), undefined);
+  });
+
   it("finds a real executable and skips a non-executable file", () => {
     const directory = fs.mkdtempSync(path.join(os.tmpdir(), "bb-path-"));
     try {
@@ -143,6 +151,18 @@ describe("a workspace's own Python files", () => {
     const launch = resolveServerLaunch({ ...none, selectedInterpreter: python });
     spawnSync(launch.command, launch.args, { cwd: dir, input: "", timeout: 60_000 });
     assert.equal(fs.existsSync(marker), false, `${launch.command} ${launch.args.join(" ")} ran the workspace's bottle_lsp`);
+  });
+
+  it("are not run in place of python3 when PATH has a relative entry", (t) => {
+    if (python === undefined) return t.skip("no python3 on PATH");
+    const { dir, marker } = hostileWorkspace();
+    const fake = path.join(dir, "python3");
+    fs.writeFileSync(fake, `#!/bin/sh\necho x > ${JSON.stringify(marker)}\n`, { mode: 0o755 });
+    const env = { ...process.env, PATH: `.:${process.env.PATH ?? ""}` };
+    const launch = withAbsoluteCommand(resolveServerLaunch(none), env);
+    assert.equal(launch.command, python);
+    spawnSync(launch.command, [...launch.args.slice(0, -2), "-c", "pass"], { cwd: dir, env, timeout: 60_000 });
+    assert.equal(fs.existsSync(marker), false, `${launch.command} ran the workspace's python3`);
   });
 
   it("are not imported by the probe before the start", async (t) => {
