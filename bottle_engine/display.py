@@ -72,6 +72,9 @@ def safe_editor_text(text: object, limit: int = DEFAULT_LIMIT) -> str:
     return _EDITOR_SYNTAX.sub(lambda match: match.group(1) + "\\x28", safe_text(text, limit))
 
 
+# VS Code cuts a notification's message here (with "..."), whatever the sender meant: a question
+# longer than this must not carry an answer that covers all of it.
+EDITOR_NOTIFICATION_CHARS = 1000
 LOG_LINE_LIMIT = 64 * 1024  # characters held waiting for a newline; a longer run is cut there
 
 

@@ -1,5 +1,6 @@
 """The approvals poller: each pending request shown once, as a message with Approve / Deny
-(an egress ask also offers Approve once); the answer goes back through the engine."""
+(an egress ask also offers Approve once), or, too long for a notification, with where to read
+and answer it; the answer goes back through the engine."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from bottle_engine.display import safe_editor_text
+from bottle_engine.display import EDITOR_NOTIFICATION_CHARS, safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_lsp import activity
 from bottle_lsp.engine import ApprovalRequest
@@ -43,16 +44,32 @@ async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def too_long_to_ask(request: ApprovalRequest, what: str, where: str) -> str:
+    """Said instead of the question when it does not fit a notification: the editor would show
+    its start only, and an answer there would cover the unread rest (the agent chooses how long
+    its texts are)."""
+    slug = f" {safe_editor_text(request.slug)}" if request.slug else ""
+    return (
+        f"{what} requested by {where}, too long for a notification to show whole: read it with "
+        f"`bottle-engine approvals{slug}`, then answer with `bottle-engine approve "
+        f"{request.request_id}` or `bottle-engine deny {request.request_id}`."
+    )
+
+
 async def ask_approval(ls: BottleLanguageServer, request: ApprovalRequest) -> None:
     # The summary is made safe by the engine adapter; the slug is the state dir's name.
     where = f"bottle {safe_editor_text(request.slug)}" if request.slug else "a bottle"
     what = "Network access" if request.egress else "Approval"
     titles = [APPROVE_ONCE, APPROVE, DENY] if request.egress else [APPROVE, DENY]
+    message = f"{what} requested by {where}: {request.summary}"
+    if len(message) > EDITOR_NOTIFICATION_CHARS:
+        ls.show_message(types.MessageType.Warning, too_long_to_ask(request, what, where))
+        return
     try:
         answer = await ls.window_show_message_request_async(
             types.ShowMessageRequestParams(
                 type=types.MessageType.Warning,
-                message=f"{what} requested by {where}: {request.summary}",
+                message=message,
                 actions=[types.MessageActionItem(title=title) for title in titles],
             )
         )

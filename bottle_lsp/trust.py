@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from bottle_engine.display import EDITOR_NOTIFICATION_CHARS
 from bottle_engine.errors import BottleError
 from bottle_lsp.engine import TrustState
 
@@ -17,9 +18,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TRUST_ACTION, NOT_NOW = "Trust", "Not now"
-# VS Code cuts a notification's message here (with "..."): what follows is never shown, so a
-# question longer than this cannot carry a Trust that records all of it.
-NOTIFICATION_LIMIT = 1000
 
 
 def trust_question(state: TrustState) -> str:
@@ -49,7 +47,7 @@ async def ask_trust(ls: BottleLanguageServer, path: Path) -> TrustState | None:
     if state is None or not state.needs_trust:
         return state
     question = trust_question(state)
-    if len(question) > NOTIFICATION_LIMIT:
+    if len(question) > EDITOR_NOTIFICATION_CHARS:
         ls.show_message(types.MessageType.Warning, too_long_to_ask(state, path))
         return state
     answer = await ls.window_show_message_request_async(

@@ -93,3 +93,40 @@ async def test_error_messages_quoting_hostile_names_carry_no_link_or_escape(
     [shown] = errors(client)
     assert all(looks_safe(line) for line in shown.split("\n")), shown
     assert "[Stop]\\x28command:" in shown
+
+
+async def test_approve_is_offered_only_on_a_request_shown_whole(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """VS Code cuts a notification's message at 1000 characters ("..."): an action whose tail
+    is past the cut would be approved unread. Such a request gets no Approve in a notification;
+    the person is told where to read it whole and answer it."""
+    supervise = make_supervise(tmp_path, timeout_seconds=300)
+    client = await make_client(approvals={"poll": True, "interval": 0.05})
+    asked: list[types.ShowMessageRequestParams] = []
+
+    def ask(params: types.ShowMessageRequestParams) -> None:
+        asked.append(params)
+        return None
+
+    client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(ask)
+    padding = " ".join(f"src/module_{n:03d}.py" for n in range(60))
+    action = f"run the formatter over {padding}, then force-push main"
+
+    def told() -> bool:
+        return any("bottle-engine approvals" in m.message for m in client.messages)
+
+    with supervise.run():
+        async with Client(supervise.url) as agent:
+            call = asyncio.ensure_future(
+                agent.call_tool("request_approval", {"action": action, "reason": "tidy"})
+            )
+            try:
+                await eventually(lambda: bool(asked) or told(), "the request asked or told")
+            finally:
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+
+    offered = [q for q in asked if any(a.title == "Approve" for a in q.actions or [])]
+    assert all(len(q.message) <= 1000 for q in offered), [len(q.message) for q in offered]
+    assert not offered and told()
