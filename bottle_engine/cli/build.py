@@ -19,7 +19,7 @@ from bottle_engine.cli.output import (
 from bottle_engine.cli.progress import cli_progress
 from bottle_engine.display import safe_text
 from bottle_engine.host import Host
-from bottle_engine.lifecycle import planner_for
+from bottle_engine.lifecycle import planner_for, require_trust
 from bottle_engine.settings import EngineSettings
 
 HELP = """\
@@ -90,8 +90,10 @@ def register(subparsers: Subparsers) -> None:
 def build_spec_for(
     file: str | None, agent: str, ca_option: str | None, settings: EngineSettings
 ) -> BuildSpec:
-    """The agent image's `BuildSpec`, from the same planner and settings a launch uses."""
+    """The agent image's `BuildSpec`, from the same planner and settings a launch uses; refused
+    like a launch when the manifest widens what was trusted (`require_trust`)."""
     planner = planner_for(file, agent, settings=settings, launch_token="plan")
+    require_trust(planner.manifest)
     return agent_build_spec(planner(planner.base_slug).image, settings, ca_option)
 
 

@@ -1,0 +1,131 @@
+"""Attacks on the host-side image build by an agent that wrote the workspace: its bottle.toml,
+Dockerfile and build context, and that may still be changing them while the person builds.
+
+Each test is an attack that worked once: host files read into the context, an input key shared
+by two different contexts, a context that changed between hashing and sending, a build that
+hangs or fills memory on a special file, build output that drives the person's terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle_engine import lifecycle, trust_store
+from bottle_engine.artifacts import BuildSpec, inputs, prepare_inputs
+from bottle_engine.artifacts.inputs import write_context_tar
+from bottle_engine.cli import build as build_cli
+from bottle_engine.cli import main
+from bottle_engine.cli import progress as cli_progress
+from bottle_engine.errors import BottleError
+from bottle_engine.manifest import load_manifest
+from bottle_engine.trust_store import UntrustedManifestError
+from tests.conftest import fixture_manifest
+from tests.fixtures_artifacts import small_build_spec, write_small_context
+
+BASE_DIGEST = "sha256:" + "b" * 64
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY-----\nhost secret\n"
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> BuildSpec:
+    return small_build_spec(write_small_context(tmp_path / "ctx"), "bot-bottle/base:bookworm")
+
+
+def tar_files(inputs_: inputs.BuildInputs) -> dict[str, bytes]:
+    out = io.BytesIO()
+    write_context_tar(inputs_, out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        return {
+            member.name: (tar.extractfile(member) or io.BytesIO()).read()
+            for member in tar.getmembers()
+            if member.isfile()
+        }
+
+
+# -- a manifest widened after it was trusted: `build`, `pack` and `pool fill` read it too ------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A trusted project; the person's home holds an ssh key."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_repo").write_bytes(SECRET)
+    monkeypatch.setenv("HOME", str(home))
+    directory = tmp_path / "repo"
+    directory.mkdir()
+    (directory / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (directory / "prompt.md").write_text("# hi\n")
+    (directory / "token.txt").write_text("t0ken\n")
+    path = directory / "bottle.toml"
+    path.write_text(fixture_manifest("trust_project"))
+    trust_store.record(trust_store.review(load_manifest(path)))
+    return path
+
+
+def widen_context_to_home(path: Path) -> None:
+    """What the agent commits: the build context is now the person's home directory."""
+    text = path.read_text().replace('runtime = "auto"\n', 'runtime = "auto"\ncontext = "~"\n')
+    path.write_text(text)
+
+
+class _InputsOnlyHost:
+    """`Host` without a daemon: the base image digest is fixed, the rest is the real code."""
+
+    def inputs(self, spec: BuildSpec) -> inputs.BuildInputs:
+        return prepare_inputs(spec, BASE_DIGEST)
+
+    def build(self, spec: BuildSpec, **_: object) -> object:
+        prepare_inputs(spec, BASE_DIGEST)
+        raise AssertionError("a build from an untrusted manifest must not reach docker")
+
+
+def test_build_refuses_a_manifest_widened_since_it_was_trusted(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(build_cli, "Host", _InputsOnlyHost)
+    widen_context_to_home(project)
+    for mode in (["--explain"], [], ["--verify"]):
+        code = main(["build", "-f", str(project), "dev", *mode])
+        captured = capsys.readouterr()
+        assert code == 1, mode
+        assert "id_repo" not in captured.out + captured.err
+        assert "changed since it was last trusted" in captured.err
+        assert "context" in captured.err and f"bottle-engine trust -f {project}" in captured.err
+    # Once the person trusts it, the same build goes ahead.
+    trust_store.record(trust_store.review(load_manifest(project)))
+    assert main(["build", "-f", str(project), "dev", "--explain"]) == 0
+    assert ".ssh/id_repo" in capsys.readouterr().out
+
+
+def _no_backend(*_: object, **__: object) -> Any:
+    raise AssertionError("an untrusted manifest must not reach a backend")
+
+
+def test_pack_and_pool_fill_refuse_a_widened_manifest(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle_engine.backends import docker, smolmachines
+
+    monkeypatch.setattr(smolmachines, "SmolmachinesBackend", _no_backend)
+    monkeypatch.setattr(docker, "DockerBackend", _no_backend)
+    widen_context_to_home(project)
+    with pytest.raises(UntrustedManifestError):
+        lifecycle.pack(project, "dev", lifecycle.QuietProgress())
+    with pytest.raises(UntrustedManifestError):
+        lifecycle.pool_fill(project, "dev", 1)
+
+
