@@ -37,7 +37,7 @@ from bottle_engine.git import GitError, run_git
 from bottle_engine.settings import EngineSettings
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
-INPUT_KEY_VERSION = "bot-bottle-artifact/4"
+INPUT_KEY_VERSION = "bot-bottle-artifact/5"
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 _PATHS_PER_GIT_CALL = 500
@@ -77,8 +77,10 @@ class BuildInputs:
 
     @property
     def context_sha256(self) -> str:
-        lines = "\n".join(entry.key_line() for entry in self.entries)
-        return hashlib.sha256(lines.encode()).hexdigest()
+        # JSON, not the key lines: a file name may hold a newline and so forge a line of its
+        # own, and one that is not UTF-8 (a surrogate here) has no other encoding.
+        fields = [[e.kind, e.mode, e.size, e.sha256, e.path] for e in self.entries]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
     def key_parts(self) -> dict[str, object]:
         """The printable parts the input key is the hash of."""
@@ -179,7 +181,7 @@ def _disk_entry(context: Path, relative: str) -> ContextEntry:
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
-        digest = hashlib.sha256(target.encode()).hexdigest()
+        digest = hashlib.sha256(os.fsencode(target)).hexdigest()
         return ContextEntry(relative, "symlink", mode, 0, digest, path, link_target=target)
     if stat.S_ISDIR(info.st_mode):
         return ContextEntry(relative, "dir", mode, 0, "", path)

