@@ -166,3 +166,151 @@ def test_a_file_name_that_is_not_utf8_is_hashed_and_sent(spec: BuildSpec) -> Non
     assert tar_files(found)[name] == b"x"
 
 
+# -- the context read is the context hashed, and never leaves the context -------------------
+
+
+def test_a_file_changed_after_hashing_is_not_sent_under_the_old_key(spec: BuildSpec) -> None:
+    found = prepare_inputs(spec, BASE_DIGEST)
+    (spec.context / "app" / "greeting.txt").write_text("hostile\n")
+    with pytest.raises(BottleError, match=r"app/greeting\.txt changed"):
+        tar_files(found)
+
+
+def test_a_same_size_change_after_hashing_is_caught_too(spec: BuildSpec) -> None:
+    found = prepare_inputs(spec, BASE_DIGEST)
+    (spec.context / "app" / "greeting.txt").write_text("HELLO\n")
+    with pytest.raises(BottleError, match=r"app/greeting\.txt changed"):
+        tar_files(found)
+
+
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Path:
+    outside = tmp_path / "home" / ".ssh"
+    outside.mkdir(parents=True)
+    (outside / "id_ed25519").write_bytes(SECRET)
+    return outside
+
+
+def swap_for_symlink(directory: Path, target: Path) -> None:
+    """The agent's move: a directory of the context becomes a symlink to a host directory."""
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+    directory.symlink_to(target)
+
+
+def test_a_directory_swapped_for_a_symlink_after_listing_is_not_followed(
+    spec: BuildSpec, host_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = spec.context / "keys"
+    keys.mkdir()
+    (keys / "id_ed25519").write_text("decoy")
+    listed = inputs.dockerignore_included
+
+    def list_then_swap(*args: Any, **kwargs: Any) -> set[str]:
+        found = listed(*args, **kwargs)
+        swap_for_symlink(keys, host_dir)
+        return found
+
+    monkeypatch.setattr(inputs, "dockerignore_included", list_then_swap)
+    try:
+        found = prepare_inputs(spec, BASE_DIGEST)
+    except BottleError as error:
+        assert "keys/id_ed25519" in error.message and "changed" in error.message
+        return
+    assert SECRET not in b"".join(tar_files(found).values())
+    assert hashlib.sha256(SECRET).hexdigest() not in "\n".join(found.explain())
+
+
+def test_a_directory_swapped_for_a_symlink_after_hashing_is_not_followed(
+    spec: BuildSpec, host_dir: Path
+) -> None:
+    keys = spec.context / "keys"
+    keys.mkdir()
+    (keys / "id_ed25519").write_bytes(b"x" * len(SECRET))
+    found = prepare_inputs(spec, BASE_DIGEST)
+    swap_for_symlink(keys, host_dir)
+    with pytest.raises(BottleError, match=r"keys/id_ed25519 changed"):
+        tar_files(found)
+
+
+def _finishes(work: Any, seconds: float = 5.0) -> tuple[bool, BaseException | None]:
+    """Run `work` in a thread: did it end within `seconds`, and with which exception?"""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), (raised[0] if raised else None)
+
+
+@pytest.fixture
+def unblock_fifos() -> Iterator[list[Path]]:
+    """FIFOs a hung reader may still wait on: opened for writing at the end, to free it."""
+    fifos: list[Path] = []
+    yield fifos
+    for fifo in fifos:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_file_swapped_for_a_fifo_before_sending_fails_instead_of_hanging(
+    spec: BuildSpec, unblock_fifos: list[Path]
+) -> None:
+    found = prepare_inputs(spec, BASE_DIGEST)
+    greeting = spec.context / "app" / "greeting.txt"
+    greeting.unlink()
+    os.mkfifo(greeting)
+    unblock_fifos.append(greeting)
+    ended, raised = _finishes(lambda: tar_files(found))
+    assert ended, "writing the context hung on a FIFO"
+    assert isinstance(raised, BottleError) and "app/greeting.txt" in raised.message
+
+
+# -- the extra CA bundle: a host path the manifest names -------------------------------------------
+
+
+def test_a_ca_bundle_that_is_a_fifo_fails_instead_of_hanging(
+    spec: BuildSpec, tmp_path: Path, unblock_fifos: list[Path]
+) -> None:
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    unblock_fifos.append(fifo)
+    ended, raised = _finishes(lambda: prepare_inputs(replace(spec, ca_bundle=fifo), BASE_DIGEST))
+    assert ended, "reading the CA bundle hung on a FIFO"
+    assert isinstance(raised, BottleError) and "ca.pem" in raised.message
+
+
+def test_a_ca_bundle_linked_to_dev_zero_is_refused_without_eating_memory(
+    spec: BuildSpec, tmp_path: Path
+) -> None:
+    link = spec.context / "ca.pem"
+    link.symlink_to("/dev/zero")
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from bottle_engine.artifacts.inputs import _read_ca_bundle\n"
+        "from bottle_engine.errors import BottleError\n"
+        "try:\n"
+        "    _read_ca_bundle(Path(sys.argv[1]))\n"
+        "except BottleError as error:\n"
+        "    print('refused:', error.message)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(link)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0 and "refused:" in done.stdout, done.stderr[-500:]
+    assert "MemoryError" not in done.stderr
+
+
