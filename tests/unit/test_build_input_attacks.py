@@ -314,3 +314,25 @@ def test_a_ca_bundle_linked_to_dev_zero_is_refused_without_eating_memory(
     assert "MemoryError" not in done.stderr
 
 
+# -- build output on the person's terminal -------------------------------------------------------
+
+
+def test_docker_build_output_cannot_drive_the_terminal_or_break_the_status_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`RUN echo ...` output of the agent's Dockerfile reaches the live status line."""
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=200)
+    monkeypatch.setattr(cli_progress, "err_console", console)
+    for line in ("\x1b]52;c;aGk=\x1b\\ [link=https://evil.invalid]docs[/link]", "done [/oops]"):
+        progress = cli_progress.RichProgress()
+        try:
+            progress.stage("agent image: docker build")
+            progress.detail(line)
+        finally:
+            progress.close(True)  # the status line's last render shows the detail
+    shown = screen.getvalue()
+    assert "\x1b]52" not in shown and "\x1b]8;" not in shown
+    assert "evil.invalid" in shown and "[/oops]" in shown
