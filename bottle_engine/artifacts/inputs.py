@@ -40,7 +40,12 @@ from bottle_engine.display import safe_text
 from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git
-from bottle_engine.regular_files import READ_NO_FOLLOW, parent_beneath, read_open_regular
+from bottle_engine.regular_files import (
+    READ_NO_FOLLOW,
+    parent_beneath,
+    read_open_regular,
+    read_regular,
+)
 from bottle_engine.settings import EngineSettings
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
@@ -49,6 +54,7 @@ INPUT_KEY_VERSION = "bot-bottle-artifact/5"
 # below what a link to /dev/zero or a sparse file would take.
 MAX_DOCKERFILE_BYTES = 4 * 1024 * 1024
 MAX_CA_BUNDLE_BYTES = 16 * 1024 * 1024
+MAX_DOCKERIGNORE_BYTES = 1024 * 1024
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 _PATHS_PER_GIT_CALL = 500
@@ -171,8 +177,7 @@ def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
 
 def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
     """The context's files, directories and symlinks that `.dockerignore` keeps, sorted."""
-    ignore_file = context / ".dockerignore"
-    patterns = _read_dockerignore(ignore_file) if ignore_file.is_file() else []
+    patterns = _read_dockerignore(context / ".dockerignore")
     kept = dockerignore_included(context, patterns, always=(dockerfile_path, ".dockerignore"))
     # A kept path inside an ignored directory still needs its parents in the tar.
     for path in list(kept):
@@ -254,7 +259,21 @@ def _data_entry(path: str, data: bytes) -> ContextEntry:
 
 
 def _read_dockerignore(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """The patterns of the context's `.dockerignore` (none when there is none). Read like the
+    context's files: a link would make a host file the filter, a FIFO would hang."""
+    try:
+        with parent_beneath(Path("/"), _from_root(path)) as parent:
+            data = read_regular(path.name, MAX_DOCKERIGNORE_BYTES, dir_fd=parent)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BottleError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            fix="make it a regular file of at most "
+            f"{MAX_DOCKERIGNORE_BYTES} bytes (not a symbolic link), or remove it",
+        ) from exc
+    # Names that are not UTF-8 are listed with surrogates; their patterns are decoded alike.
+    lines = data.decode("utf-8", "surrogateescape").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 

@@ -61,19 +61,20 @@ def tar_files(inputs_: inputs.BuildInputs) -> dict[str, bytes]:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A trusted project; the person's home holds an ssh key."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "id_repo").write_bytes(SECRET)
+    home, directory = tmp_path / "home", tmp_path / "repo"
     monkeypatch.setenv("HOME", str(home))
-    directory = tmp_path / "repo"
-    directory.mkdir()
-    (directory / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
-    (directory / "prompt.md").write_text("# hi\n")
-    (directory / "token.txt").write_text("t0ken\n")
-    path = directory / "bottle.toml"
-    path.write_text(fixture_manifest("trust_project"))
-    trust_store.record(trust_store.review(load_manifest(path)))
-    return path
+    files = {
+        home / ".ssh" / "id_repo": SECRET,
+        directory / "Dockerfile": b"FROM scratch\nCOPY . /ctx/\n",
+        directory / "prompt.md": b"# hi\n",
+        directory / "token.txt": b"t0ken\n",
+        directory / "bottle.toml": fixture_manifest("trust_project").encode(),
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    trust_store.record(trust_store.review(load_manifest(directory / "bottle.toml")))
+    return directory / "bottle.toml"
 
 
 def widen_context_to_home(path: Path) -> None:
@@ -271,6 +272,31 @@ def test_a_file_swapped_for_a_fifo_before_sending_fails_instead_of_hanging(
     ended, raised = _finishes(lambda: tar_files(found))
     assert ended, "writing the context hung on a FIFO"
     assert isinstance(raised, BottleError) and "app/greeting.txt" in raised.message
+
+
+def test_a_dockerignore_linked_to_a_host_file_is_not_read(spec: BuildSpec, tmp_path: Path) -> None:
+    """Its lines would decide what is sent: the link must not make a host file the filter."""
+    host_file = tmp_path / "home" / "patterns"
+    host_file.parent.mkdir()
+    host_file.write_text("notes.md\n")
+    (spec.context / ".dockerignore").symlink_to(host_file)
+    with pytest.raises(BottleError, match=r"\.dockerignore"):
+        prepare_inputs(spec, BASE_DIGEST)
+
+
+def test_a_huge_dockerignore_is_refused_not_read_into_memory(spec: BuildSpec) -> None:
+    # (A sparse file of NULs is one pattern the matcher takes minutes to compile; comments
+    # show the same missing bound in a second.)
+    (spec.context / ".dockerignore").write_text("# padding\n" * (2 * 1024 * 1024 // 10 + 1))
+    with pytest.raises(BottleError, match=r"\.dockerignore"):
+        prepare_inputs(spec, BASE_DIGEST)
+
+
+def test_a_dockerignore_that_is_not_utf8_still_filters(spec: BuildSpec) -> None:
+    name = os.fsdecode(b"caf\xe9.log")
+    (spec.context / name).write_text("x")
+    (spec.context / ".dockerignore").write_bytes(b"caf\xe9.log\n")
+    assert name not in [entry.path for entry in prepare_inputs(spec, BASE_DIGEST).entries]
 
 
 # -- the extra CA bundle: a host path the manifest names -------------------------------------------
