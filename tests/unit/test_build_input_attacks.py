@@ -112,6 +112,43 @@ def test_build_refuses_a_manifest_widened_since_it_was_trusted(
     assert ".ssh/id_repo" in capsys.readouterr().out
 
 
+class _NoHost:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError("a build from an untrusted manifest must not read its inputs")
+
+
+def link_dockerfile_to_a_host_key(path: Path) -> None:
+    """A commit that replaces the Dockerfile with a symlink to the person's ssh key."""
+    (path.parent / "Dockerfile").unlink()
+    (path.parent / "Dockerfile").symlink_to(Path.home() / ".ssh" / "id_repo")
+
+
+def name_a_host_pem_as_ca_bundle(path: Path) -> None:
+    """A CA bundle whose file also holds a private key (mitmproxy keeps its CA that way)."""
+    pem = Path.home() / ".mitmproxy" / "mitmproxy-ca.pem"
+    pem.parent.mkdir()
+    pem.write_bytes(SECRET + b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    text = path.read_text().replace(
+        'runtime = "auto"\n', 'runtime = "auto"\nca_bundle = "~/.mitmproxy/mitmproxy-ca.pem"\n'
+    )
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "widen", [widen_context_to_home, link_dockerfile_to_a_host_key, name_a_host_pem_as_ca_bundle]
+)
+def test_build_reads_no_host_path_the_trusted_manifest_did_not_name(
+    project: Path,
+    widen: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(build_cli, "Host", _NoHost)
+    widen(project)
+    assert main(["build", "-f", str(project), "dev", "--explain"]) == 1
+    assert "changed since it was last trusted" in capsys.readouterr().err
+
+
 def _no_backend(*_: object, **__: object) -> Any:
     raise AssertionError("an untrusted manifest must not reach a backend")
 
