@@ -130,13 +130,14 @@ def check_trust(
     return review
 
 
-def require_trust(manifest: Manifest) -> None:
+def require_trust(manifest: Manifest) -> TrustReview:
     """Stop a build without a launch (`build`, `pack`, `pool fill`) from a manifest that widens
     what was trusted: it reads the same host paths a launch would (context, Dockerfile, CA
     bundle) and runs the same Dockerfile. Records nothing; a launch does that."""
     review = trust_store.review(manifest)
     if review.needs_trust:
         raise UntrustedManifestError(review)
+    return review
 
 
 def find(slug: str) -> BottleRecord:

@@ -149,6 +149,20 @@ def test_build_reads_no_host_path_the_trusted_manifest_did_not_name(
     assert "changed since it was last trusted" in capsys.readouterr().err
 
 
+def test_a_first_build_says_which_host_paths_it_reads(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cloned repository's manifest is on its first use: trusted, as a launch trusts it, but
+    not silently (a launch shows what it trusts; a build did not)."""
+    trust_store.record_path(project).unlink()
+    widen_context_to_home(project)
+    monkeypatch.setattr(build_cli, "Host", _InputsOnlyHost)
+    assert main(["build", "-f", str(project), "dev", "--explain"]) == 0
+    err = capsys.readouterr().err
+    assert "has not been trusted before" in err
+    assert "context" in err and "~" in err
+
+
 def _no_backend(*_: object, **__: object) -> Any:
     raise AssertionError("an untrusted manifest must not reach a backend")
 
