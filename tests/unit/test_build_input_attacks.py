@@ -218,6 +218,53 @@ def test_a_file_name_that_is_not_utf8_is_hashed_and_sent(spec: BuildSpec) -> Non
     assert tar_files(found)[name] == b"x"
 
 
+# -- git run in the context reads no configuration the context holds ---------------------------
+
+
+def git(directory: Path, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=a", "-c", "user.email=a@example.invalid", *args],
+        cwd=directory,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_a_bare_repository_committed_as_the_context_runs_nothing_on_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context's files are a bare repository (HEAD, config, objects/, refs/: plain files to
+    the outer repository). `git log` for the clamp time, run in the context, took it for the
+    repository and its config: `log.showSignature` and `gpg.program` ran a committed script."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    outer = tmp_path / "repo"
+    outer.mkdir()
+    git(outer, "init", "-q")
+    git(outer, "commit", "-q", "--allow-empty", "-m", "init")
+    context = write_small_context(outer / "docker")
+    git(context, "init", "-q", "--bare", ".")
+    marker = tmp_path / "ran-on-the-host"
+    script = context / "sign.sh"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    git(context, "config", "log.showSignature", "true")
+    git(context, "config", "gpg.program", "./sign.sh")
+    blob = git(context, "hash-object", "-w", "Dockerfile")
+    tree = git(context, "mktree", stdin=f"100644 blob {blob}\tDockerfile\n")
+    signed = (
+        f"tree {tree}\nauthor a <a@example.invalid> 1700000000 +0000\n"
+        "committer a <a@example.invalid> 1700000000 +0000\n"
+        "gpgsig -----BEGIN PGP SIGNATURE-----\n \n iQ==\n -----END PGP SIGNATURE-----\n\nsigned\n"
+    )
+    commit = git(context, "hash-object", "-w", "-t", "commit", "--stdin", stdin=signed)
+    git(context, "update-ref", "HEAD", commit)
+    prepare_inputs(small_build_spec(context, "base", source_date_epoch=None), BASE_DIGEST)
+    assert not marker.exists()
+
+
 # -- the context read is the context hashed, and never leaves the context -------------------
 
 
