@@ -21,7 +21,6 @@ life: a key shows that a person gave an answer, not that no proxy has used it ye
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -37,7 +36,7 @@ from bottle_engine.bottle_dir import (
     checked_slug,
 )
 from bottle_engine.errors import BottleError
-from bottle_engine.regular_files import read_regular
+from bottle_engine.regular_files import parent_beneath, read_regular
 
 # Far above any config the engine writes; a larger file is not one of ours.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -143,18 +142,8 @@ def checked_handed_files(slug: str, bottle_dir: BottleDir) -> dict[str, bytes] |
 
 def _read_handed(root: Path, relative: PurePosixPath) -> bytes:
     """`root`/`relative`, no component below `root` followed if it is a link."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in relative.parts[:-1]:
-            inner = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-            )
-            os.close(fd)
-            fd = inner
-        return read_regular(relative.name, MAX_HANDED_BYTES, dir_fd=fd)
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    with parent_beneath(root, relative) as parent:
+        return read_regular(relative.name, MAX_HANDED_BYTES, dir_fd=parent)
 
 
 def checked_config_text(slug: str, bottle_dir: BottleDir) -> str:

@@ -47,8 +47,13 @@ def run_git(
     `env` entries are added to (not replacing) the inherited environment, so that a hook's
     quarantine variables reach the git commands it runs. With `check`, a non-zero exit raises
     `GitError` whose message starts with `doing`.
+
+    A repository is used only where it is named (`git_dir`, ``GIT_DIR``) or found as a ``.git``:
+    a directory of a project's files that looks like a bare repository (HEAD, config, objects/)
+    is otherwise taken for one, and its config (``gpg.program``, ``core.fsmonitor``) runs
+    commands of whoever committed it.
     """
-    command = ["git"]
+    command = ["git", "-c", "safe.bareRepository=explicit"]
     if git_dir is not None:
         command.append(f"--git-dir={git_dir}")
     command.extend(args)

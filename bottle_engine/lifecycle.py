@@ -130,6 +130,16 @@ def check_trust(
     return review
 
 
+def require_trust(manifest: Manifest) -> TrustReview:
+    """Stop a build without a launch (`build`, `pack`, `pool fill`) from a manifest that widens
+    what was trusted: it reads the same host paths a launch would (context, Dockerfile, CA
+    bundle) and runs the same Dockerfile. Records nothing; a launch does that."""
+    review = trust_store.review(manifest)
+    if review.needs_trust:
+        raise UntrustedManifestError(review)
+    return review
+
+
 def find(slug: str) -> BottleRecord:
     record = records.load(slug)
     if record is None:
@@ -283,6 +293,7 @@ def pack(
 
     settings = settings or EngineSettings.from_env()
     planner = planner_for(manifest_path, agent, settings=settings)
+    require_trust(planner.manifest)
     backend = SmolmachinesBackend(settings=settings)
     _, _, packed = backend.prepare(planner(planner.base_slug), progress, via_registry=via_registry)
     return packed
@@ -309,6 +320,7 @@ def pool_fill(
     progress = progress or QuietProgress()
     settings = settings or EngineSettings.from_env()
     planner = planner_for(manifest_path, agent, settings=settings)
+    require_trust(planner.manifest)
     plan = planner(planner.base_slug)
     if plan.backend != "docker":
         raise BottleError(

@@ -9,15 +9,36 @@ costs nothing to make). The bundle reads the host's approvals answers the same w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 # Open flags for reading a file that may have been planted: never follow, never block.
 READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_PATH (Linux): a directory on the way needs search permission only, as for a path lookup.
+_DIR_LOOKUP = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def parent_beneath(root: Path, relative: PurePosixPath) -> Iterator[int]:
+    """A descriptor of the directory holding `root`/`relative`, reached one name at a time
+    without following a link below `root`: a directory swapped for a link to elsewhere raises
+    OSError (ELOOP, ENOTDIR) instead of leading out. Closed when the block ends."""
+    fd = os.open(root, _DIR_LOOKUP)
+    try:
+        for part in relative.parts[:-1]:
+            inner = os.open(part, _DIR_LOOKUP | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        yield fd
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def read_regular(path: Path | str, limit: int, *, dir_fd: int | None = None) -> bytes:

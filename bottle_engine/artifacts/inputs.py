@@ -9,6 +9,11 @@ rebuild" has an answer.
 
 The context sent to Docker is written from the same entry list (`write_context_tar`), with every
 mtime set to the clamp time and owners zeroed: what the key covers is exactly what Docker sees.
+The agent may still be changing its workspace while the person builds, so the context is read
+without following a link below its resolved path (a directory swapped for a link to the home
+directory leads nowhere), without blocking (a FIFO), and each file is hashed again as it is
+written to the tar: a file changed since it was hashed stops the build instead of being built
+under the old key.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from bottle_engine.artifacts.spec import (
@@ -34,10 +40,21 @@ from bottle_engine.display import safe_text
 from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git
+from bottle_engine.regular_files import (
+    READ_NO_FOLLOW,
+    parent_beneath,
+    read_open_regular,
+    read_regular,
+)
 from bottle_engine.settings import EngineSettings
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
-INPUT_KEY_VERSION = "bot-bottle-artifact/4"
+INPUT_KEY_VERSION = "bot-bottle-artifact/5"
+# Files the engine reads whole into memory: far above any real Dockerfile or CA bundle, far
+# below what a link to /dev/zero or a sparse file would take.
+MAX_DOCKERFILE_BYTES = 4 * 1024 * 1024
+MAX_CA_BUNDLE_BYTES = 16 * 1024 * 1024
+MAX_DOCKERIGNORE_BYTES = 1024 * 1024
 # Where a Dockerfile that lives outside its context is placed inside the context tar.
 OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 _PATHS_PER_GIT_CALL = 500
@@ -77,8 +94,10 @@ class BuildInputs:
 
     @property
     def context_sha256(self) -> str:
-        lines = "\n".join(entry.key_line() for entry in self.entries)
-        return hashlib.sha256(lines.encode()).hexdigest()
+        # JSON, not the key lines: a file name may hold a newline and so forge a line of its
+        # own, and one that is not UTF-8 (a surrogate here) has no other encoding.
+        fields = [[e.kind, e.mode, e.size, e.sha256, e.path] for e in self.entries]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
     def key_parts(self) -> dict[str, object]:
         """The printable parts the input key is the hash of."""
@@ -128,7 +147,7 @@ def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
             f"Dockerfile {spec.dockerfile} of the {spec.name} image does not exist",
             fix="point `dockerfile` in bottle.toml at an existing file",
         )
-    dockerfile_bytes = dockerfile.read_bytes()
+    dockerfile_bytes = _read_named_file(dockerfile, MAX_DOCKERFILE_BYTES, "Dockerfile")
     inside = dockerfile.is_relative_to(context)
     dockerfile_path = (
         dockerfile.relative_to(context).as_posix() if inside else OUTSIDE_DOCKERFILE_NAME
@@ -158,8 +177,7 @@ def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
 
 def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
     """The context's files, directories and symlinks that `.dockerignore` keeps, sorted."""
-    ignore_file = context / ".dockerignore"
-    patterns = _read_dockerignore(ignore_file) if ignore_file.is_file() else []
+    patterns = _read_dockerignore(context / ".dockerignore")
     kept = dockerignore_included(context, patterns, always=(dockerfile_path, ".dockerignore"))
     # A kept path inside an ignored directory still needs its parents in the tar.
     for path in list(kept):
@@ -175,20 +193,63 @@ def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
 
 def _disk_entry(context: Path, relative: str) -> ContextEntry:
     path = context / relative
-    info = path.lstat()
-    mode = stat.S_IMODE(info.st_mode)
-    if stat.S_ISLNK(info.st_mode):
-        target = os.readlink(path)
-        digest = hashlib.sha256(target.encode()).hexdigest()
-        return ContextEntry(relative, "symlink", mode, 0, digest, path, link_target=target)
-    if stat.S_ISDIR(info.st_mode):
-        return ContextEntry(relative, "dir", mode, 0, "", path)
-    if not stat.S_ISREG(info.st_mode):
-        raise BottleError(
-            f"{path}: the build context holds a special file (socket, device or FIFO)",
-            fix="remove it or list it in .dockerignore",
-        )
-    return ContextEntry(relative, "file", mode, info.st_size, _file_sha256(path), path)
+    try:
+        with parent_beneath(Path("/"), _from_root(path)) as parent:
+            info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+            mode = stat.S_IMODE(info.st_mode)
+            if stat.S_ISLNK(info.st_mode):
+                target = os.readlink(path.name, dir_fd=parent)
+                digest = hashlib.sha256(os.fsencode(target)).hexdigest()
+                return ContextEntry(relative, "symlink", mode, 0, digest, path, link_target=target)
+            if stat.S_ISDIR(info.st_mode):
+                return ContextEntry(relative, "dir", mode, 0, "", path)
+            if not stat.S_ISREG(info.st_mode):
+                raise _special_file(path)
+            with _open_context_file(parent, path) as handle:
+                digest, size = _sha256_of(handle, os.fstat(handle.fileno()).st_size)
+    except OSError as exc:
+        raise _changed(path, exc) from exc
+    return ContextEntry(relative, "file", mode, size, digest, path)
+
+
+def _from_root(path: Path) -> PurePosixPath:
+    """`path` (absolute, symlinks resolved) as names below /, each opened without following."""
+    return PurePosixPath(path).relative_to("/")
+
+
+@contextmanager
+def _open_context_file(parent: int, path: Path) -> Iterator[IO[bytes]]:
+    """The regular file `path` (its name in the directory `parent`), never a link or a FIFO."""
+    with os.fdopen(os.open(path.name, READ_NO_FOLLOW, dir_fd=parent), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise _special_file(path)
+        yield handle
+
+
+def _sha256_of(handle: IO[bytes], size: int) -> tuple[str, int]:
+    """sha256 and length of the first `size` bytes (fewer if the file is shorter): a file that
+    keeps growing is read only as far as it was long when it was opened."""
+    digest, done = hashlib.sha256(), 0
+    while done < size and (chunk := handle.read(min(1024 * 1024, size - done))):
+        digest.update(chunk)
+        done += len(chunk)
+    return digest.hexdigest(), done
+
+
+def _special_file(path: Path) -> BottleError:
+    return BottleError(
+        f"{path}: the build context holds a special file (socket, device or FIFO)",
+        fix="remove it or list it in .dockerignore",
+    )
+
+
+def _changed(path: Path, exc: OSError | None = None) -> BottleError:
+    why = f" ({exc.strerror})" if exc is not None and exc.strerror else ""
+    return BottleError(
+        f"{path} changed while the build read it{why}: it is no longer the file that was "
+        "hashed, or a directory on its way became a symbolic link",
+        fix="build again once nothing writes to the workspace (stop the bottle using it first)",
+    )
 
 
 def _data_entry(path: str, data: bytes) -> ContextEntry:
@@ -197,25 +258,43 @@ def _data_entry(path: str, data: bytes) -> ContextEntry:
     )
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_dockerignore(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """The patterns of the context's `.dockerignore` (none when there is none). Read like the
+    context's files: a link would make a host file the filter, a FIFO would hang."""
+    try:
+        with parent_beneath(Path("/"), _from_root(path)) as parent:
+            data = read_regular(path.name, MAX_DOCKERIGNORE_BYTES, dir_fd=parent)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BottleError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            fix="make it a regular file of at most "
+            f"{MAX_DOCKERIGNORE_BYTES} bytes (not a symbolic link), or remove it",
+        ) from exc
+    # Names that are not UTF-8 are listed with surrogates; their patterns are decoded alike.
+    lines = data.decode("utf-8", "surrogateescape").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _read_named_file(path: Path, limit: int, what: str) -> bytes:
+    """A file bottle.toml names (links followed: the trust check saw where they lead), read
+    without blocking on a FIFO and only if it is a regular file of at most `limit` bytes."""
+    try:
+        return read_open_regular(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), limit)
+    except OSError as exc:
+        raise BottleError(
+            f"cannot read the {what} {path}: {exc.strerror or exc}",
+            fix=f"point bottle.toml at a readable regular file of at most {limit} bytes",
+        ) from exc
 
 
 def _read_ca_bundle(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = _read_named_file(path, MAX_CA_BUNDLE_BYTES, "extra CA bundle")
+    except BottleError as exc:
         raise BottleError(
-            f"cannot read the extra CA bundle {path}: {exc.strerror}",
+            exc.message,
             fix="pass a readable PEM file (--ca-bundle, BOTTLE_CA_BUNDLE or `ca_bundle` in "
             "bottle.toml), e.g. /etc/ssl/certs/ca-certificates.crt",
         ) from exc
@@ -301,6 +380,40 @@ def _add_entry(tar: tarfile.TarFile, entry: ContextEntry, mtime: int) -> None:
         tar.addfile(info, io.BytesIO(entry.data))
     else:
         assert entry.source is not None
-        with entry.source.open("rb") as handle:
-            info.size = entry.size
-            tar.addfile(info, handle)
+        info.size = entry.size
+        _add_hashed_file(tar, info, entry, entry.source)
+
+
+def _add_hashed_file(
+    tar: tarfile.TarFile, info: tarfile.TarInfo, entry: ContextEntry, source: Path
+) -> None:
+    """The file's bytes into the tar, read the way they were hashed and hashed again: what
+    Docker is sent is what the input key covers, or the build stops."""
+    try:
+        with (
+            parent_beneath(Path("/"), _from_root(source)) as parent,
+            _open_context_file(parent, source) as handle,
+        ):
+            reader = _HashingReader(handle)
+            tar.addfile(info, reader)  # OSError when the file is now shorter
+    except OSError as exc:
+        raise _changed(source, exc) from exc
+    if reader.digest.hexdigest() != entry.sha256:
+        raise _changed(source)
+
+
+class _HashingReader(io.RawIOBase):
+    """Passes reads through and hashes what they returned."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        super().__init__()
+        self._handle = handle
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._handle.read(size)
+        self.digest.update(chunk)
+        return chunk

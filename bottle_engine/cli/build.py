@@ -17,9 +17,10 @@ from bottle_engine.cli.output import (
     print_json,
 )
 from bottle_engine.cli.progress import cli_progress
+from bottle_engine.cli.trust import print_review
 from bottle_engine.display import safe_text
 from bottle_engine.host import Host
-from bottle_engine.lifecycle import planner_for
+from bottle_engine.lifecycle import planner_for, require_trust
 from bottle_engine.settings import EngineSettings
 
 HELP = """\
@@ -88,16 +89,32 @@ def register(subparsers: Subparsers) -> None:
 
 
 def build_spec_for(
-    file: str | None, agent: str, ca_option: str | None, settings: EngineSettings
+    file: str | None,
+    agent: str,
+    ca_option: str | None,
+    settings: EngineSettings,
+    *,
+    show_first_use: bool = False,
 ) -> BuildSpec:
-    """The agent image's `BuildSpec`, from the same planner and settings a launch uses."""
+    """The agent image's `BuildSpec`, from the same planner and settings a launch uses; refused
+    like a launch when the manifest widens what was trusted (`require_trust`). On a first use
+    (`show_first_use`) the manifest's surface is shown, as a launch shows it."""
     planner = planner_for(file, agent, settings=settings, launch_token="plan")
+    review = require_trust(planner.manifest)
+    if review.first_use and show_first_use:
+        print_review(review)
     return agent_build_spec(planner(planner.base_slug).image, settings, ca_option)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = EngineSettings.from_env()
-    spec = build_spec_for(args.file, args.agent, args.ca_bundle, settings)
+    spec = build_spec_for(
+        args.file,
+        args.agent,
+        args.ca_bundle,
+        settings,
+        show_first_use=not (args.quiet or args.json),
+    )
     host = Host()
     if args.explain:
         return _explain(host, spec, as_json=args.json)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from rich.status import Status
 
 from bottle_engine.cli.output import err_console
+from bottle_engine.display import safe_markup
 from bottle_engine.progress import Progress, QuietProgress
 
 
@@ -32,8 +33,10 @@ class RichProgress:
             err_console.print(f"… {name}", highlight=False)
 
     def detail(self, text: str) -> None:
+        # Details carry `docker build` output, which the agent's Dockerfile writes: shown as
+        # text (escapes visible, rich markup inert; a stray `[/x]` would raise).
         if self._status is not None and self._stage:
-            self._status.update(f"{self._stage}: {text.strip()[:100]}")
+            self._status.update(f"{self._stage}: {safe_markup(text.strip(), limit=100)}")
 
     def _finish_stage(self) -> None:
         if self._stage is not None:
