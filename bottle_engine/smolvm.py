@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.command_output import UNFINISHED, Tail, drain, stopped_waiting
-from bottle_engine.errors import BottleError
+from bottle_engine.errors import BottleError, CommandFailed
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
 
@@ -501,7 +501,8 @@ class Smolvm:
     def _stream(self, argv: list[str], doing: str, *, command_exits: bool) -> Iterator[bytes]:
         """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
         With `command_exits` smolvm passes on a guest command's exit status, so only stderr
-        naming smolvm's own error is a failure."""
+        naming smolvm's own error is smolvm's failure; another is the command's
+        (`CommandFailed`)."""
         process = self._start(argv)
         stdout, stderr = process.stdout, process.stderr
         assert stdout is not None and stderr is not None
@@ -516,6 +517,8 @@ class Smolvm:
         own = not command_exits or _is_smolvm_error(errors, self.info.error_format_json)
         if returncode > 0 and own:
             raise translate_failure(doing, returncode, errors)
+        if command_exits and returncode != 0:  # the guest command's: what it wrote may be short
+            raise CommandFailed(f"{doing}: exited with status {returncode}")
 
     def _start(self, argv: list[str], **streams: Any) -> subprocess.Popen[bytes]:
         """smolvm started on `argv`, its stdout and stderr piped to us (and `streams`)."""

@@ -57,7 +57,7 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
-from bottle_engine.probes import Haystack, haystack_commands
+from bottle_engine.probes import SEARCH_EXEC_ENV, Haystack, haystack_commands
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -323,8 +323,13 @@ class DockerBackend:
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)
-        for place, command in haystack_commands():
-            yield place, stream_inside(container, command, user="0")
+        for place, user, command in haystack_commands(agents_user=AGENT_USER):
+            yield (
+                place,
+                stream_inside(
+                    self.client, container, command, user=user, environment=SEARCH_EXEC_ENV
+                ),
+            )
 
     def status(self, record: BottleRecord) -> BottleStatus:
         found = {

@@ -264,8 +264,9 @@ class SmolmachinesBackend:
         return code, output.decode("utf-8", "replace")
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
-        for place, command in haystack_commands():
-            yield place, self.smolvm.exec_stream(record.name, command, user="0")
+        # Root in the guest keeps its capabilities: it reads every file and environment.
+        for place, user, command in haystack_commands():
+            yield place, self.smolvm.exec_stream(record.name, command, user=user)
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker
