@@ -18,6 +18,7 @@ from bottle_engine import limits
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
 from bottle_engine.command_output import UNFINISHED
 from bottle_engine.errors import CommandFailed
+from bottle_engine.guest import system_command
 from bottle_engine.manifest.egress_rules import parse_egress_rule
 from bottle_engine.plan import AGENT_HOME, WORKSPACE
 
@@ -263,14 +264,6 @@ ENVIRONMENTS_DUMP = (
 # first, then the system's, read by root.
 AGENTS_DIRS = (AGENT_HOME, WORKSPACE, "/tmp")
 HAYSTACK_DIRS = (*AGENTS_DIRS, "/etc")
-# The search runs after the agent did, as root: the sandbox's PATH can name a directory the
-# agent writes (a person's ~/.local/bin ahead of /usr/bin), and its environment can steer tar
-# (TAR_OPTIONS). So its first program is named by its path and starts the rest with an
-# environment of its own; `SEARCH_EXEC_ENV` is what the exec itself is given over the
-# sandbox's, for the loader of that first program.
-SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-SEARCH_EXEC_ENV = {"PATH": SEARCH_PATH, "LD_PRELOAD": "", "LD_LIBRARY_PATH": "", "LD_AUDIT": ""}
-_CLEAN_ENV = ("/usr/bin/env", "-i", f"PATH={SEARCH_PATH}")
 
 
 def haystack_commands(agents_user: str = "0") -> list[tuple[str, str, list[str]]]:
@@ -299,7 +292,7 @@ def haystack_commands(agents_user: str = "0") -> list[tuple[str, str, list[str]]
     ]
     seconds = f"{limits.SECRET_SEARCH_SECONDS:g}"
     return [
-        (place, user, [*_CLEAN_ENV, "timeout", "-s", "KILL", seconds, *argv])
+        (place, user, system_command(["timeout", "-s", "KILL", seconds, *argv]))
         for place, user, argv in commands
     ]
 

@@ -48,7 +48,7 @@ from bottle_engine.dockerapi.networks import (
     remove_network,
 )
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import guest_trees
+from bottle_engine.guest import SYSTEM_EXEC_ENV, guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS, agent_disk
 from bottle_engine.plan import (
@@ -57,7 +57,7 @@ from bottle_engine.plan import (
     BottlePlan,
     Planner,
 )
-from bottle_engine.probes import SEARCH_EXEC_ENV, Haystack, haystack_commands
+from bottle_engine.probes import Haystack, haystack_commands
 from bottle_engine.progress import Progress
 from bottle_engine.records import BottleRecord, BottleResources, GatewayNames
 from bottle_engine.settings import EngineSettings
@@ -327,7 +327,7 @@ class DockerBackend:
             yield (
                 place,
                 stream_inside(
-                    self.client, container, command, user=user, environment=SEARCH_EXEC_ENV
+                    self.client, container, command, user=user, environment=SYSTEM_EXEC_ENV
                 ),
             )
 

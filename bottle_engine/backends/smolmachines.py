@@ -32,7 +32,7 @@ from bottle_engine.backends.docker import DockerBackend
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import guest_trees
+from bottle_engine.guest import guest_trees, system_command
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS
 from bottle_engine.plan import (
     AGENT_UID,
@@ -160,12 +160,14 @@ class SmolmachinesBackend:
         # backend; the system part is only known inside the guest.
         self.smolvm.machine_exec(
             plan.name,
-            [
-                "sh",
-                "-c",
-                f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} > {CA_BUNDLE_PATH};"
-                " fi",
-            ],
+            system_command(
+                [
+                    "sh",
+                    "-c",
+                    f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} >"
+                    f" {CA_BUNDLE_PATH}; fi",
+                ]
+            ),
             user="0",
         )
 
@@ -176,14 +178,17 @@ class SmolmachinesBackend:
         # file by path.
         with state.staged(data) as staged:
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
+        # As root, after the workspace copy (the agent's, perhaps) is in: `system_command`.
         self.smolvm.machine_exec(
             machine,
-            [
-                "sh",
-                "-c",
-                f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
-                f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
-            ],
+            system_command(
+                [
+                    "sh",
+                    "-c",
+                    f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
+                    f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
+                ]
+            ),
             user="0",
         )
 

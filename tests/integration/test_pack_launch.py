@@ -251,3 +251,27 @@ def test_what_smolvm_copies_into_the_guest_is_staged_where_no_bundle_writes(
             source = Path(argv[-2]).resolve()
             assert not source.is_relative_to(bundle_writable), argv
             assert not source.exists(), f"{source} left behind"
+
+
+WORKSPACE_SH = """\
+#!/bin/sh
+id -u >> /tmp/workspace-sh-ran-as
+exec /bin/sh "$@"
+"""
+
+
+def test_a_program_of_the_workspace_copy_on_the_path_never_runs_as_root_at_launch(
+    project: Path, fake_smolvm: FakeSmolvm
+) -> None:
+    """The workspace copy is the project, which an agent may have written in an earlier
+    session; the guest's PATH may name a directory of it (a project's node_modules/.bin). The
+    launch's root commands in the guest come after the copy is in: none may be found there."""
+    manifest = project / "bottle.toml"
+    path = f"{WORKSPACE}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    manifest.write_text(manifest.read_text() + f'env = {{ PATH = "{path}" }}\n')
+    (project / "bin").mkdir()
+    (project / "bin" / "sh").write_text(WORKSPACE_SH)
+    (project / "bin" / "sh").chmod(0o755)
+    with launched(project) as record:
+        ran = in_guest(record, "/bin/sh", "-c", "cat /tmp/workspace-sh-ran-as 2>/dev/null; true")
+    assert ran == ""

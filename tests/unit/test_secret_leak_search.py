@@ -9,12 +9,8 @@ import tracemalloc
 from collections.abc import Iterator
 
 from bottle_engine.errors import CommandFailed
-from bottle_engine.probes import (
-    SEARCH_EXEC_ENV,
-    SEARCH_PATH,
-    find_secret_leaks,
-    haystack_commands,
-)
+from bottle_engine.guest import SYSTEM_EXEC_ENV, SYSTEM_PATH
+from bottle_engine.probes import find_secret_leaks, haystack_commands
 
 VALUE = "real-secret-value-9f3c"
 
@@ -113,6 +109,6 @@ def test_no_program_of_the_search_is_found_through_the_sandboxs_path() -> None:
     """The sandbox's PATH may name a directory the agent writes: the first program is named by
     its path and sets a PATH of its own (and no other variable) for the rest."""
     for _, _, argv in haystack_commands():
-        assert argv[:3] == ["/usr/bin/env", "-i", f"PATH={SEARCH_PATH}"], argv
-        assert not any(part.startswith("/home") for part in SEARCH_PATH.split(":"))
-    assert SEARCH_EXEC_ENV["PATH"] == SEARCH_PATH and SEARCH_EXEC_ENV["LD_PRELOAD"] == ""
+        assert argv[:3] == ["/usr/bin/env", "-i", f"PATH={SYSTEM_PATH}"], argv
+        assert not any(part.startswith("/home") for part in SYSTEM_PATH.split(":"))
+    assert SYSTEM_EXEC_ENV["PATH"] == SYSTEM_PATH and SYSTEM_EXEC_ENV["LD_PRELOAD"] == ""
