@@ -109,8 +109,8 @@ def guest_files(
 # can name a directory it writes (a person's ~/.local/bin, a project's node_modules/.bin) and
 # its environment can steer a program (TAR_OPTIONS). So the first program is named by its path
 # and starts the rest with only system directories on a PATH of its own; `SYSTEM_EXEC_ENV` is
-# what an exec is given over the sandbox's environment where the backend can (Docker), for
-# the loader of that first program.
+# what the exec is given over the sandbox's environment (Docker's exec Env, smolvm's --env),
+# for the loader of that first program (an LD_PRELOAD the person set).
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SYSTEM_EXEC_ENV = {"PATH": SYSTEM_PATH, "LD_PRELOAD": "", "LD_LIBRARY_PATH": "", "LD_AUDIT": ""}
 

@@ -327,12 +327,20 @@ def machine_create_args(spec: MachineSpec) -> list[str]:
 
 
 def machine_exec_args(
-    name: str, command: Sequence[str], *, interactive: bool = False, user: str | None = None
+    name: str,
+    command: Sequence[str],
+    *,
+    interactive: bool = False,
+    user: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``machine exec`` (which takes only the long ``--name``); ``-it`` for a terminal."""
+    """``machine exec`` (which takes only the long ``--name``); ``-it`` for a terminal; `env`
+    over the machine's environment."""
     args = ["machine", "exec", "--name", name]
     if user is not None:
         args += ["--user", user]
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
     if interactive:
         args += ["--interactive", "--tty"]
     return [*args, "--", *command]
@@ -419,10 +427,18 @@ class Smolvm:
             doing=f"copy {source.name} into microVM {name}",
         )
 
-    def machine_exec(self, name: str, command: Sequence[str], *, user: str | None = None) -> str:
+    def machine_exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
         """Run `command` in the machine to completion (no terminal); its stdout."""
         return self.run(
-            machine_exec_args(name, command, user=user), doing=f"run {command[0]} in {name}"
+            machine_exec_args(name, command, user=user, env=env),
+            doing=f"run {command[0]} in {name}",
         )
 
     def exec_output(
@@ -483,13 +499,18 @@ class Smolvm:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
 
     def exec_stream(
-        self, name: str, command: Sequence[str], *, user: str | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Iterator[bytes]:
         """What `command` run in the machine writes to its stdout, as it is read: it can be
         larger than this process's memory (a sparse file costs the guest nothing and tars to
         its full length). The command's stderr must be sent elsewhere by the command itself
         (smolvm's own errors, read at the end, must stay small); smolvm's failure raises."""
-        argv = self.command(machine_exec_args(name, command, user=user))
+        argv = self.command(machine_exec_args(name, command, user=user, env=env))
         return self._stream(argv, f"run {command[0]} in {name}", command_exits=True)
 
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:

@@ -32,7 +32,7 @@ from bottle_engine.backends.docker import DockerBackend
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import guest_trees, system_command
+from bottle_engine.guest import SYSTEM_EXEC_ENV, guest_trees, system_command
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS
 from bottle_engine.plan import (
     AGENT_UID,
@@ -169,6 +169,7 @@ class SmolmachinesBackend:
                 ]
             ),
             user="0",
+            env=SYSTEM_EXEC_ENV,
         )
 
     def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
@@ -190,6 +191,7 @@ class SmolmachinesBackend:
                 ]
             ),
             user="0",
+            env=SYSTEM_EXEC_ENV,
         )
 
     def _delete_machine(self, name: str) -> None:
@@ -271,7 +273,10 @@ class SmolmachinesBackend:
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         # Root in the guest keeps its capabilities: it reads every file and environment.
         for place, user, command in haystack_commands():
-            yield place, self.smolvm.exec_stream(record.name, command, user=user)
+            yield (
+                place,
+                self.smolvm.exec_stream(record.name, command, user=user, env=SYSTEM_EXEC_ENV),
+            )
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker

@@ -33,6 +33,7 @@ from tests.fakes.fixtures import (
     failing_without_kvm,
     install_fake_smolvm,
 )
+from tests.root_note import LIBRARY, NOTE, build_note_library
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -275,3 +276,18 @@ def test_a_program_of_the_workspace_copy_on_the_path_never_runs_as_root_at_launc
     with launched(project) as record:
         ran = in_guest(record, "/bin/sh", "-c", "cat /tmp/workspace-sh-ran-as 2>/dev/null; true")
     assert ran == ""
+
+
+def test_a_library_the_guests_environment_preloads_is_not_loaded_as_root_at_launch(
+    project: Path, fake_smolvm: FakeSmolvm
+) -> None:
+    """The person's LD_PRELOAD names a file of the workspace copy: the launch's root commands
+    after the copy is in start with the machine's environment, which the loader reads."""
+    manifest = project / "bottle.toml"
+    build_note_library(project)
+    manifest.write_text(
+        manifest.read_text() + f'env = {{ LD_PRELOAD = "{WORKSPACE}/{LIBRARY}" }}\n'
+    )
+    with launched(project) as record:
+        noted = in_guest(record, "sh", "-c", f"cat {NOTE} 2>/dev/null; true")
+    assert noted == ""

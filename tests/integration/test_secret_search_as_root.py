@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bottle_engine import lifecycle
-from bottle_engine.plan import AGENT_HOME
+from bottle_engine.plan import AGENT_HOME, WORKSPACE
 from bottle_engine.probes import ENVIRONMENTS
 from tests.bottle_fixtures import (
     BottleWorld,
@@ -25,16 +25,18 @@ from tests.bottle_fixtures import (
     world_for,
     world_secret_table,
 )
+from tests.root_note import LIBRARY, NOTE, build_note_library
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
 AGENT_BIN = f"{AGENT_HOME}/.local/bin"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PRELOAD_PATH = f"{WORKSPACE}/{LIBRARY}"  # the workspace copy's
 MANIFEST = (
-    sleeping_agent("searched")
+    sleeping_agent("searched", "copy_cwd = true")
     + bottle_table()
     + 'runtime = "runc"\n'
-    + f'env = {{{{ PATH = "{AGENT_BIN}:{SYSTEM_PATH}" }}}}\n'
+    + f'env = {{{{ PATH = "{AGENT_BIN}:{SYSTEM_PATH}", LD_PRELOAD = "{PRELOAD_PATH}" }}}}\n'
     + "\n"
     + world_secret_table()
 )
@@ -53,7 +55,9 @@ PLANT = (
 
 @pytest.fixture(scope="module")
 def searched(bottle_world: BottleWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    world = world_for(bottle_world, tmp_path_factory.mktemp("searched"), MANIFEST)
+    directory = tmp_path_factory.mktemp("searched")
+    build_note_library(directory)
+    world = world_for(bottle_world, directory, MANIFEST)
     with running_bottle(world, "searched") as record:
         yield world, record
 
@@ -110,6 +114,18 @@ def test_a_secret_in_an_agent_process_environment_is_found(searched: Any) -> Non
     plant = 'LEAKED="{secret}" /bin/sleep 600 >/dev/null 2>&1 & echo $! > /tmp/leaked.pid'
     leaks = _leaks_after(searched, plant, "kill $(cat /tmp/leaked.pid); rm -f /tmp/leaked.pid")
     assert ENVIRONMENTS in leaks, leaks
+
+
+def test_a_library_the_sandboxs_environment_preloads_is_not_loaded_as_root(
+    searched: Any,
+) -> None:
+    """The person's LD_PRELOAD names a file the agent can write (here the workspace copy's):
+    the loader of the search's first program reads the container's environment."""
+    world, record = searched
+    assert _agent(world, record, f"cat /proc/self/maps | grep -c {LIBRARY}").strip() != "0"
+    _leaks(world, record)
+    noted = _agent(world, record, f"cat {NOTE} 2>/dev/null; true")
+    assert noted.split() == [], noted
 
 
 def test_the_search_finds_nothing_in_a_clean_bottle(searched: Any) -> None:
