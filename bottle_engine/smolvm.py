@@ -509,7 +509,8 @@ class Smolvm:
         """What `command` run in the machine writes to its stdout, as it is read: it can be
         larger than this process's memory (a sparse file costs the guest nothing and tars to
         its full length). The command's stderr must be sent elsewhere by the command itself
-        (smolvm's own errors, read at the end, must stay small); smolvm's failure raises."""
+        (smolvm's own errors, read at the end, must stay small); smolvm's failure raises, and
+        so does the command's (`CommandFailed`, once its output is read)."""
         argv = self.command(machine_exec_args(name, command, user=user, env=env))
         return self._stream(argv, f"run {command[0]} in {name}", command_exits=True)
 
@@ -539,7 +540,7 @@ class Smolvm:
         if returncode > 0 and own:
             raise translate_failure(doing, returncode, errors)
         if command_exits and returncode != 0:  # the guest command's: what it wrote may be short
-            raise CommandFailed(f"{doing}: exited with status {returncode}")
+            raise CommandFailed(f"the command exited with status {returncode}")
 
     def _start(self, argv: list[str], **streams: Any) -> subprocess.Popen[bytes]:
         """smolvm started on `argv`, its stdout and stderr piped to us (and `streams`)."""

@@ -271,7 +271,8 @@ class SmolmachinesBackend:
         return code, output.decode("utf-8", "replace")
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
-        # Root in the guest keeps its capabilities: it reads every file and environment.
+        # All read by root: smolvm's workload is not an unprivileged container (no
+        # `--unprivileged`), so root keeps the capabilities to read every file and environment.
         for place, user, command in haystack_commands():
             yield (
                 place,

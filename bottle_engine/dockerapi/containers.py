@@ -483,7 +483,7 @@ def stream_inside(
                 yield stdout
         code = _exit_code(client, exec_id)
     if code != 0:
-        raise CommandFailed(f"{command[0]} exited with status {code}")
+        raise CommandFailed(f"the command exited with status {code}")
 
 
 def _exit_code(client: Any, exec_id: str) -> int | None:
