@@ -29,3 +29,8 @@ class UsageError(BottleError):
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message, fix=fix, exit_code=2)
+
+
+class CommandFailed(BottleError):
+    """A command run inside a sandbox ended with a failure: what it wrote may not be all it was
+    meant to (a file it could not read, a program missing from the image)."""

@@ -11,7 +11,7 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +102,22 @@ def guest_files(
     if plan.skills:  # the agent image need not have it; each skill is unpacked into it
         files.append(GuestFile(SKILLS_DIR, None, 0o700, uid, uid))
     return files
+
+
+# Commands the engine runs in the sandbox as root once something of the agent's is in it (its
+# writes, or a workspace copy it may have written in an earlier session): the sandbox's PATH
+# can name a directory it writes (a person's ~/.local/bin, a project's node_modules/.bin) and
+# its environment can steer a program (TAR_OPTIONS). So the first program is named by its path
+# and starts the rest with only system directories on a PATH of its own; `SYSTEM_EXEC_ENV` is
+# what the exec is given over the sandbox's environment (Docker's exec Env, smolvm's --env),
+# for the loader of that first program (an LD_PRELOAD the person set).
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_EXEC_ENV = {"PATH": SYSTEM_PATH, "LD_PRELOAD": "", "LD_LIBRARY_PATH": "", "LD_AUDIT": ""}
+
+
+def system_command(argv: Sequence[str]) -> list[str]:
+    """`argv` run with no variable of the sandbox's and only system directories on its PATH."""
+    return ["/usr/bin/env", "-i", f"PATH={SYSTEM_PATH}", *argv]
 
 
 def _read_no_follow(directory: Path, name: str, limit: int) -> bytes:

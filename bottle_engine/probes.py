@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from bottle_engine import limits
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
 from bottle_engine.command_output import UNFINISHED
+from bottle_engine.errors import CommandFailed
+from bottle_engine.guest import system_command
 from bottle_engine.manifest.egress_rules import parse_egress_rule
 from bottle_engine.plan import AGENT_HOME, WORKSPACE
 
@@ -249,39 +251,58 @@ def run_probes(probes: Sequence[Probe], execute: Exec) -> ProbeReport:
     )
 
 
-# A place a leaked secret could hide in, and its bytes as they are read from the sandbox.
+# A place a leaked secret could hide in, and its bytes as they are read from the sandbox; a
+# stream whose command failed raises `CommandFailed` at its end.
 Haystack = tuple[str, Iterable[bytes]]
 ENVIRONMENTS = "process environments"
-ENVIRONMENTS_DUMP = "for f in /proc/[0-9]*/environ; do cat $f; echo; done; env"
-HAYSTACK_DIRS = (AGENT_HOME, WORKSPACE, "/tmp", "/etc")  # each read as one tar archive
+# A process whose environment cannot be read fails the dump, unless it is gone meanwhile.
+ENVIRONMENTS_DUMP = (
+    "status=0; for f in /proc/[0-9]*/environ; do "
+    'cat "$f" 2>/dev/null || [ ! -e "$f" ] || status=1; echo; done; exit $status'
+)
+# Each read as one tar archive; the agent's own (read as its user, see `haystack_commands`)
+# first, then the system's, read by root.
+AGENTS_DIRS = (AGENT_HOME, WORKSPACE, "/tmp")
+HAYSTACK_DIRS = (*AGENTS_DIRS, "/etc")
 
 
-def haystack_commands() -> list[tuple[str, list[str]]]:
-    """Each place a leaked secret could hide in, with the command (run as root in the sandbox,
-    by either backend) that writes its bytes: every process's environment, then each of
-    `HAYSTACK_DIRS` as a tar archive. tar runs inside: under gVisor the agent's writes live in
-    the sandbox (a memory overlay), where Docker's archive API, which reads the host's layer,
-    cannot see them. stderr goes nowhere: smolvm reads it whole, and the agent's file names can
-    make tar warn without end.
+def haystack_commands(agents_user: str = "0") -> list[tuple[str, str, list[str]]]:
+    """Each place a leaked secret could hide in, with the user that reads it and the command
+    (run in the sandbox by either backend) that writes its bytes: every process's environment,
+    then each of `HAYSTACK_DIRS` as a tar archive. tar runs inside: under gVisor the agent's
+    writes live in the sandbox (a memory overlay), where Docker's archive API, which reads the
+    host's layer, cannot see them. stderr goes nowhere: smolvm reads it whole, and the agent's
+    file names can make tar warn without end; a command's failure (a file it cannot read, a
+    missing program) is its exit status.
+
+    The environments and `AGENTS_DIRS` are read as `agents_user`: root without capabilities (a
+    container's) can read neither another user's /proc/PID/environ nor its 0600 files (the
+    agent's ~/.claude, its shell history); the agent's user can.
 
     Each command is killed once the whole search's time is up: closing its stream does not end
     it (Docker lets an exec run on when its reader goes), and a reader of an endless file left
-    behind runs as root for as long as the bottle does."""
+    behind runs for as long as the bottle does."""
     tar = 'tar -cf - -C "$1" . 2>/dev/null'
     commands = [
-        (ENVIRONMENTS, ["sh", "-c", f"({ENVIRONMENTS_DUMP}) 2>/dev/null"]),
-        *((path, ["sh", "-c", tar, "sh", path]) for path in HAYSTACK_DIRS),
+        (ENVIRONMENTS, agents_user, ["sh", "-c", ENVIRONMENTS_DUMP]),
+        *(
+            (path, agents_user if path in AGENTS_DIRS else "0", ["sh", "-c", tar, "sh", path])
+            for path in HAYSTACK_DIRS
+        ),
     ]
     seconds = f"{limits.SECRET_SEARCH_SECONDS:g}"
-    return [(place, ["timeout", "-s", "KILL", seconds, *argv]) for place, argv in commands]
+    return [
+        (place, user, system_command(["timeout", "-s", "KILL", seconds, *argv]))
+        for place, user, argv in commands
+    ]
 
 
 def find_secret_leaks(
     secret_values: Sequence[str], haystacks: Iterable[Haystack], seconds: float | None = None
 ) -> list[str]:
     """Names of the places (env dumps, file archives) that contain any real secret value, and
-    of those not searched to their end within `seconds` for all (`SECRET_SEARCH_SECONDS`), each
-    said so: a place the search could not finish may hold one.
+    of those not searched to their end within `seconds` for all (`SECRET_SEARCH_SECONDS`) or
+    whose command failed, each said so: a place the search could not finish may hold one.
 
     Each place is read as a stream and searched as it comes, keeping only the bytes a value
     cut between two reads could begin with: the agent chooses how large its files are, and a
@@ -294,7 +315,7 @@ def find_secret_leaks(
     keep = max((len(needle) for needle in needles), default=1) - 1
     found = []
     for place, chunks in haystacks:
-        tail, hit, in_time = b"", False, time.monotonic() < deadline
+        tail, hit, in_time, failed = b"", False, time.monotonic() < deadline, ""
         stream = iter(chunks)
         try:
             while in_time and (chunk := next(stream, None)) is not None:
@@ -302,12 +323,16 @@ def find_secret_leaks(
                 hit = hit or any(needle in window for needle in needles)
                 tail = window[-keep:] if keep else b""
                 in_time = time.monotonic() < deadline
+        except CommandFailed as exc:  # read to its end, but not all of it could be read
+            failed = exc.message
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
         if hit:
             found.append(place)
+        elif failed:
+            found.append(f"{place} (not all of it could be searched: {failed})")
         elif not in_time:  # stopped at the deadline: what was not read may hold one
             found.append(f"{place} (not searched to its end in {seconds:g} s)")
     return found

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.command_output import UNFINISHED, Tail, drain, stopped_waiting
-from bottle_engine.errors import BottleError
+from bottle_engine.errors import BottleError, CommandFailed
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
 
@@ -327,12 +327,20 @@ def machine_create_args(spec: MachineSpec) -> list[str]:
 
 
 def machine_exec_args(
-    name: str, command: Sequence[str], *, interactive: bool = False, user: str | None = None
+    name: str,
+    command: Sequence[str],
+    *,
+    interactive: bool = False,
+    user: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``machine exec`` (which takes only the long ``--name``); ``-it`` for a terminal."""
+    """``machine exec`` (which takes only the long ``--name``); ``-it`` for a terminal; `env`
+    over the machine's environment."""
     args = ["machine", "exec", "--name", name]
     if user is not None:
         args += ["--user", user]
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
     if interactive:
         args += ["--interactive", "--tty"]
     return [*args, "--", *command]
@@ -419,10 +427,18 @@ class Smolvm:
             doing=f"copy {source.name} into microVM {name}",
         )
 
-    def machine_exec(self, name: str, command: Sequence[str], *, user: str | None = None) -> str:
+    def machine_exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
         """Run `command` in the machine to completion (no terminal); its stdout."""
         return self.run(
-            machine_exec_args(name, command, user=user), doing=f"run {command[0]} in {name}"
+            machine_exec_args(name, command, user=user, env=env),
+            doing=f"run {command[0]} in {name}",
         )
 
     def exec_output(
@@ -483,13 +499,19 @@ class Smolvm:
             raise BottleError(f"cannot run {argv[0]}: {exc}", fix=_INSTALL_FIX) from exc
 
     def exec_stream(
-        self, name: str, command: Sequence[str], *, user: str | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Iterator[bytes]:
         """What `command` run in the machine writes to its stdout, as it is read: it can be
         larger than this process's memory (a sparse file costs the guest nothing and tars to
         its full length). The command's stderr must be sent elsewhere by the command itself
-        (smolvm's own errors, read at the end, must stay small); smolvm's failure raises."""
-        argv = self.command(machine_exec_args(name, command, user=user))
+        (smolvm's own errors, read at the end, must stay small); smolvm's failure raises, and
+        so does the command's (`CommandFailed`, once its output is read)."""
+        argv = self.command(machine_exec_args(name, command, user=user, env=env))
         return self._stream(argv, f"run {command[0]} in {name}", command_exits=True)
 
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
@@ -501,7 +523,8 @@ class Smolvm:
     def _stream(self, argv: list[str], doing: str, *, command_exits: bool) -> Iterator[bytes]:
         """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
         With `command_exits` smolvm passes on a guest command's exit status, so only stderr
-        naming smolvm's own error is a failure."""
+        naming smolvm's own error is smolvm's failure; another is the command's
+        (`CommandFailed`)."""
         process = self._start(argv)
         stdout, stderr = process.stdout, process.stderr
         assert stdout is not None and stderr is not None
@@ -516,6 +539,8 @@ class Smolvm:
         own = not command_exits or _is_smolvm_error(errors, self.info.error_format_json)
         if returncode > 0 and own:
             raise translate_failure(doing, returncode, errors)
+        if command_exits and returncode != 0:  # the guest command's: what it wrote may be short
+            raise CommandFailed(f"the command exited with status {returncode}")
 
     def _start(self, argv: list[str], **streams: Any) -> subprocess.Popen[bytes]:
         """smolvm started on `argv`, its stdout and stderr piped to us (and `streams`)."""

@@ -48,7 +48,7 @@ from bottle_engine.dockerapi.networks import (
     remove_network,
 )
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import guest_trees
+from bottle_engine.guest import SYSTEM_EXEC_ENV, guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS, agent_disk
 from bottle_engine.plan import (
@@ -323,8 +323,13 @@ class DockerBackend:
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)
-        for place, command in haystack_commands():
-            yield place, stream_inside(container, command, user="0")
+        for place, user, command in haystack_commands(agents_user=AGENT_USER):
+            yield (
+                place,
+                stream_inside(
+                    self.client, container, command, user=user, environment=SYSTEM_EXEC_ENV
+                ),
+            )
 
     def status(self, record: BottleRecord) -> BottleStatus:
         found = {

@@ -32,7 +32,7 @@ from bottle_engine.backends.docker import DockerBackend
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.dockerapi.client import LABEL_MANAGED
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import guest_trees
+from bottle_engine.guest import SYSTEM_EXEC_ENV, guest_trees, system_command
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS
 from bottle_engine.plan import (
     AGENT_UID,
@@ -160,13 +160,16 @@ class SmolmachinesBackend:
         # backend; the system part is only known inside the guest.
         self.smolvm.machine_exec(
             plan.name,
-            [
-                "sh",
-                "-c",
-                f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} > {CA_BUNDLE_PATH};"
-                " fi",
-            ],
+            system_command(
+                [
+                    "sh",
+                    "-c",
+                    f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} >"
+                    f" {CA_BUNDLE_PATH}; fi",
+                ]
+            ),
             user="0",
+            env=SYSTEM_EXEC_ENV,
         )
 
     def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
@@ -176,15 +179,19 @@ class SmolmachinesBackend:
         # file by path.
         with state.staged(data) as staged:
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
+        # As root, after the workspace copy (the agent's, perhaps) is in: `system_command`.
         self.smolvm.machine_exec(
             machine,
-            [
-                "sh",
-                "-c",
-                f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
-                f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
-            ],
+            system_command(
+                [
+                    "sh",
+                    "-c",
+                    f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
+                    f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
+                ]
+            ),
             user="0",
+            env=SYSTEM_EXEC_ENV,
         )
 
     def _delete_machine(self, name: str) -> None:
@@ -264,8 +271,13 @@ class SmolmachinesBackend:
         return code, output.decode("utf-8", "replace")
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
-        for place, command in haystack_commands():
-            yield place, self.smolvm.exec_stream(record.name, command, user="0")
+        # All read by root: smolvm's workload is not an unprivileged container (no
+        # `--unprivileged`), so root keeps the capabilities to read every file and environment.
+        for place, user, command in haystack_commands():
+            yield (
+                place,
+                self.smolvm.exec_stream(record.name, command, user=user, env=SYSTEM_EXEC_ENV),
+            )
 
     def orphans(self) -> list[str]:
         """Machines bot-bottle made that no record accounts for (docker leftovers: the docker

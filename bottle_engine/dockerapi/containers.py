@@ -9,6 +9,7 @@ import select
 import socket
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,13 @@ from bottle_engine.dockerapi.client import (
     docker_errors,
     with_label,
 )
-from bottle_engine.errors import BottleError
+from bottle_engine.errors import BottleError, CommandFailed
 from bottle_engine.limits import AgentDisk, tmpfs_options
 from bottle_engine.terminal import GuardedOutput, relay_session, socket_peer, write_replay
 
 # Storage drivers whose writable layer `--storage-opt size=` can bound (overlay2 only on xfs
 # with project quotas: the probe in `writable_layer_bounded` settles that case).
+_EXIT_CODE_TRIES = 20  # tenths of a second an ended exec may take to note its exit code
 _SIZED_DRIVERS = {"overlay2", "btrfs", "zfs", "devicemapper", "windowsfilter"}
 
 
@@ -453,13 +455,42 @@ def _attach_tty(client: Any, container: Any) -> None:
         socket_io.close()
 
 
-def stream_inside(container: Any, command: Sequence[str], *, user: str) -> Iterator[bytes]:
-    """What `command` run in a running container writes to its stdout, as it is read.
+def stream_inside(
+    client: Any,
+    container: Any,
+    command: Sequence[str],
+    *,
+    user: str,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[bytes]:
+    """What `command` run in a running container writes to its stdout, as it is read, then
+    `CommandFailed` if it did not exit 0 (with `environment` over the container's own).
 
     Streamed, never held whole: what the agent controls can be larger than this process's
     memory (a sparse file costs it nothing and tars to its full length)."""
-    with docker_errors(f"run {command[0]} inside {container.name}"):
-        result = container.exec_run(list(command), user=user, stream=True, demux=True)
-        for stdout, _ in result.output:
+    doing = f"run {command[0]} inside {container.name}"
+    with docker_errors(doing):
+        exec_id = client.api.exec_create(
+            container.id,
+            list(command),
+            user=user,
+            environment=dict(environment or {}),
+            stdout=True,
+            stderr=False,
+        )["Id"]
+        for stdout, _ in client.api.exec_start(exec_id, stream=True, demux=True):
             if stdout:
                 yield stdout
+        code = _exit_code(client, exec_id)
+    if code != 0:
+        raise CommandFailed(f"the command exited with status {code}")
+
+
+def _exit_code(client: Any, exec_id: str) -> int | None:
+    """An exec's exit code once its output has ended: the daemon may note it a moment later."""
+    for _ in range(_EXIT_CODE_TRIES):
+        code = client.api.exec_inspect(exec_id).get("ExitCode")
+        if code is not None:
+            return int(code)
+        time.sleep(0.1)
+    return None

@@ -33,6 +33,7 @@ from tests.fakes.fixtures import (
     failing_without_kvm,
     install_fake_smolvm,
 )
+from tests.root_note import LIBRARY, NOTE, build_note_library
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -251,3 +252,42 @@ def test_what_smolvm_copies_into_the_guest_is_staged_where_no_bundle_writes(
             source = Path(argv[-2]).resolve()
             assert not source.is_relative_to(bundle_writable), argv
             assert not source.exists(), f"{source} left behind"
+
+
+WORKSPACE_SH = """\
+#!/bin/sh
+id -u >> /tmp/workspace-sh-ran-as
+exec /bin/sh "$@"
+"""
+
+
+def test_a_program_of_the_workspace_copy_on_the_path_never_runs_as_root_at_launch(
+    project: Path, fake_smolvm: FakeSmolvm
+) -> None:
+    """The workspace copy is the project, which an agent may have written in an earlier
+    session; the guest's PATH may name a directory of it (a project's node_modules/.bin). The
+    launch's root commands in the guest come after the copy is in: none may be found there."""
+    manifest = project / "bottle.toml"
+    path = f"{WORKSPACE}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    manifest.write_text(manifest.read_text() + f'env = {{ PATH = "{path}" }}\n')
+    (project / "bin").mkdir()
+    (project / "bin" / "sh").write_text(WORKSPACE_SH)
+    (project / "bin" / "sh").chmod(0o755)
+    with launched(project) as record:
+        ran = in_guest(record, "/bin/sh", "-c", "cat /tmp/workspace-sh-ran-as 2>/dev/null; true")
+    assert ran == ""
+
+
+def test_a_library_the_guests_environment_preloads_is_not_loaded_as_root_at_launch(
+    project: Path, fake_smolvm: FakeSmolvm
+) -> None:
+    """The person's LD_PRELOAD names a file of the workspace copy: the launch's root commands
+    after the copy is in start with the machine's environment, which the loader reads."""
+    manifest = project / "bottle.toml"
+    build_note_library(project)
+    manifest.write_text(
+        manifest.read_text() + f'env = {{ LD_PRELOAD = "{WORKSPACE}/{LIBRARY}" }}\n'
+    )
+    with launched(project) as record:
+        noted = in_guest(record, "sh", "-c", f"cat {NOTE} 2>/dev/null; true")
+    assert noted == ""

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bottle_engine import lifecycle, records, smolvm, state
+from bottle_engine import guest, lifecycle, records, smolvm, state
 from bottle_engine.artifacts import BuildSpec, ensure_artifact
 from bottle_engine.artifacts.pack import pack_artifact, packs_dir
 from bottle_engine.backends.smolmachines import KEEPALIVE, SmolmachinesBackend, machine_spec
@@ -221,6 +221,8 @@ def test_engine_argv_for_every_other_command_is_parsed_by_the_real_cli(
         ["machine", "start", "--name", "bb-none"],
         ["machine", "stop", "--name", "bb-none"],
         smolvm.machine_exec_args("bb-none", ["sh", "-c", "true"], user="1000:1000"),
+        # root's commands after the agent ran: an environment over the machine's
+        smolvm.machine_exec_args("bb-none", ["true"], user="0", env=guest.SYSTEM_EXEC_ENV),
         smolvm.machine_exec_args("bb-none", ["sh"], interactive=True),
         # `bottle-engine exec` from a terminal: as the agent, with a TTY.
         smolvm.machine_exec_args("bb-none", ["sh"], interactive=True, user="1000:1000"),

@@ -8,7 +8,9 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Iterator
 
-from bottle_engine.probes import find_secret_leaks
+from bottle_engine.errors import CommandFailed
+from bottle_engine.guest import SYSTEM_EXEC_ENV, SYSTEM_PATH
+from bottle_engine.probes import find_secret_leaks, haystack_commands
 
 VALUE = "real-secret-value-9f3c"
 
@@ -89,3 +91,24 @@ def test_an_endless_place_is_named_as_not_searched_and_the_places_after_it_are_n
         "/etc (not searched to its end in 0.2 s)",
     ]
     assert started == ["/tmp"]
+
+
+def test_a_place_whose_command_failed_is_named_as_not_searched_whole() -> None:
+    """A file the reader could not open, a program missing from the image: the command ends
+    with a failure after writing what it could, which holds no value; the place may."""
+
+    def failing() -> Iterator[bytes]:
+        yield b"what could be read"
+        raise CommandFailed("tar exited with status 2")
+
+    found = find_secret_leaks([VALUE], [("/workspace", failing()), ("/tmp", iter([b"clean"]))])
+    assert found == ["/workspace (not all of it could be searched: tar exited with status 2)"]
+
+
+def test_no_program_of_the_search_is_found_through_the_sandboxs_path() -> None:
+    """The sandbox's PATH may name a directory the agent writes: the first program is named by
+    its path and sets a PATH of its own (and no other variable) for the rest."""
+    for _, _, argv in haystack_commands():
+        assert argv[:3] == ["/usr/bin/env", "-i", f"PATH={SYSTEM_PATH}"], argv
+        assert not any(part.startswith("/home") for part in SYSTEM_PATH.split(":"))
+    assert SYSTEM_EXEC_ENV["PATH"] == SYSTEM_PATH and SYSTEM_EXEC_ENV["LD_PRELOAD"] == ""

@@ -18,7 +18,8 @@ import pytest
 
 from bottle_engine import smolvm
 from bottle_engine.artifacts.pack import choose_method
-from bottle_engine.errors import BottleError
+from bottle_engine.errors import BottleError, CommandFailed
+from bottle_engine.settings import EngineSettings
 from tests.fakes.fixtures import FAKE_SMOLVM, FakeSmolvm
 from tests.fakes.oci_layout import make_layout, write_oci_tar
 
@@ -430,3 +431,16 @@ def test_real_no_kvm_failure_names_kvm_and_points_to_docker() -> None:
     error = smolvm.translate_failure("start microVM bottle-dev", 1, stderr)
     assert "KVM" in error.message
     assert 'backend = "docker"' in str(error.fix)
+
+
+def test_a_guest_commands_failure_ends_its_stream_with_command_failed(tmp_path: Path) -> None:
+    """smolvm passes on the guest command's exit status: a search whose tar could not read a
+    file wrote what it could, then failed; the reader must hear of it."""
+    binary = tmp_path / "smolvm"
+    binary.write_text("#!/bin/sh\nprintf 'what could be read'\nexit 2\n")
+    binary.chmod(0o755)
+    info = smolvm.SmolvmInfo(binary, "1.32.2", accepts_archives=True, error_format_json=False)
+    stream = smolvm.Smolvm(info, settings=EngineSettings()).exec_stream("m", ["tar"], user="0")
+    assert next(stream) == b"what could be read"
+    with pytest.raises(CommandFailed, match="exited with status 2"):
+        next(stream)
