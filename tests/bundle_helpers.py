@@ -58,8 +58,9 @@ BROKEN_REFLECTIONS = {
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
-    (`_reflect`). With `log_requests` set, every request is also printed as one JSON line (what
-    reached this upstream: headers, TLS name, body), for tests to check where secrets went."""
+    (`_reflect`); after ``/hang-up/...`` the connection is closed. With `log_requests` set,
+    every request is also printed as one JSON line (what reached this upstream: headers, TLS
+    name, body), for tests to check where secrets went."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
@@ -91,6 +92,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        # ``/hang-up/...``: the answer, then the connection closed unannounced, as a server
+        # does with a keep-alive connection left idle past its timeout.
+        if self.path.startswith("/hang-up/"):
+            self.close_connection = True
 
     def _describe(self, body: bytes) -> dict[str, object]:
         return {

@@ -132,6 +132,23 @@ class EgressState:
         if self.audit is not None:
             self.audit.write(entry)
 
+    def tunnel_of(self, server: connection.Server, client: connection.Client) -> Tunnel | None:
+        """The tunnel `server` was opened for: the connection its CONNECT opened, or one
+        mitmproxy opened again to the tunnel's checked address after the host closed that one
+        (it carries the next request of the same tunnel, under an id of its own)."""
+        tunnel = self.tunnels.get(server.id)
+        if tunnel is not None or server.address is None:
+            return tunnel
+        address = (str(server.address[0]), int(server.address[1]))
+        return next(
+            (
+                t
+                for t in self.tunnels.values()
+                if t.client_id == client.id and (t.address, t.port) == address
+            ),
+            None,
+        )
+
 
 def denial_response(decision: Decision, status: int = 403) -> http.Response:
     """The refusal a request gets: which rule refused it and how to allow it."""
@@ -306,17 +323,7 @@ class Allowlist:
         if server.address is None or server.error:
             return
         host, port = str(server.address[0]), int(server.address[1])
-        tunnel = self.state.tunnels.get(server.id)
-        if tunnel is None:
-            # A reconnect inside an intercepted tunnel, to its checked address.
-            tunnel = next(
-                (
-                    t
-                    for t in self.state.tunnels.values()
-                    if t.client_id == data.client.id and (t.address, t.port) == (host, port)
-                ),
-                None,
-            )
+        tunnel = self.state.tunnel_of(server, data.client)
         if tunnel is not None:
             server.address = (tunnel.address, tunnel.port)
             server.sni = tunnel.host  # the upstream's TLS name is the CONNECT host, never the SNI
@@ -704,7 +711,7 @@ class SecretSubstitution:
         cut between two reads is still found.
         """
         message = flow.messages[-1]
-        tunnel = self.state.tunnels.get(flow.server_conn.id)
+        tunnel = self.state.tunnel_of(flow.server_conn, flow.client_conn)
         if message.from_client or tunnel is None or not tunnel.intercept:
             return
         if not self.scrubber.replacements:

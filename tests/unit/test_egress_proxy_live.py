@@ -793,3 +793,34 @@ def test_partial_content_from_the_bound_host_is_refused(lab: Lab) -> None:
         status, head, body = read_http_response(sock)
     assert status == 502 and b"response-not-inspectable" in body
     assert not any(piece in head + body for piece in _pieces(REAL))
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_an_upgrade_on_a_reopened_upstream_connection_is_scrubbed_too(lab: Lab) -> None:
+    """The bound host closes an idle keep-alive connection; the agent's next request in the
+    same tunnel goes out on a new upstream connection, and this one upgrades (101) and quotes
+    the handshake. The upgraded bytes were judged by the id of the connection the CONNECT
+    opened, which the new one does not have: they reached the agent unscrubbed."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.settimeout(10)
+        status, _ = exchange(sock, get("/hang-up/first", host, AUTH))
+        assert status == 200
+        wait_for(lambda: lab.seen_upstream("/hang-up/first") or None, "the first request")
+        time.sleep(0.5)  # the proxy sees the upstream close the idle connection
+        sock.sendall(
+            get(
+                "/reflect/upgrade?reopened", host, AUTH, "Connection: Upgrade", "Upgrade: websocket"
+            )
+        )
+        received = _until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 101 "), received
+    assert REAL.encode() not in received, received
+    assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
