@@ -73,6 +73,7 @@ SENT_KEY = "bot-bottle.sent"  # flow.metadata: bytes of a streamed request so fa
 DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it was judged for
 RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
 REFUSED_TRAILERS_KEY = "bot-bottle.refused-trailers"  # flow.metadata: why they were dropped
+SENT_CODING_KEY = "bot-bottle.sent-coding"  # flow.metadata: Content-Encoding as the agent sent it
 TLS_TO_PROXY = "tls-to-proxy"
 RESPONSE_NOT_INSPECTABLE = "response-not-inspectable"
 NESTED_CONNECT = "nested-connect"
@@ -491,15 +492,16 @@ def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
         )
     if not streamed:
         return None  # a buffered body is decoded (within its bound) before it is scrubbed
-    codings = response.headers.get("transfer-encoding", "").replace(" ", "").lower()
-    if codings not in ("", "chunked"):
+    # Quoted as sent: the reason is scrubbed, and a real value lower-cased would not be found.
+    codings = response.headers.get("transfer-encoding", "").replace(" ", "")
+    if codings.lower() not in ("", "chunked"):
         return (
             f"the upstream sent a response with Transfer-Encoding {codings!r}: mitmproxy "
             "relays a transfer coding other than chunked undecoded, and compressed bytes "
             "cannot be searched for real secret values"
         )
-    encoding = response.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
+    encoding = response.headers.get("content-encoding", "").strip()
+    if encoding.lower() not in ("", "identity"):
         return (
             f"the upstream sent a {encoding}-encoded response too large to buffer "
             "(the proxy asked for identity encoding), and a compressed stream cannot be "
@@ -553,6 +555,9 @@ class SecretSubstitution:
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason))
             return
+        # The body is judged on the coding the agent sent: a placeholder there becomes the real
+        # value, which the refusal of an unknown coding would quote back to the agent.
+        flow.metadata[SENT_CODING_KEY] = request.headers.get("content-encoding", "")
         for secret in verdict.substitute:
             self._substitute(request.headers, secret)
         if _intercepted(flow):
@@ -673,11 +678,13 @@ class SecretSubstitution:
             return
         destination = flow.metadata.get(DESTINATION_KEY)
         raw = request.raw_content or b""
+        coding = flow.metadata.get(SENT_CODING_KEY, request.headers.get("content-encoding", ""))
         try:
-            bodies = secret_policy.body_forms(raw, request.headers.get("content-encoding", ""))
+            bodies = secret_policy.body_forms(raw, coding)
         except BodyRefused as refused:
             status = 413 if refused.rule == secret_policy.DECODED_BODY_LIMIT else 403
-            refuse(flow, Decision(False, refused.rule, refused.reason), status)
+            reason = self.scrubber.scrub_text(refused.reason)  # it quotes what it could not read
+            refuse(flow, Decision(False, refused.rule, reason), status)
             return
         verdict = secret_policy.check_request(
             self.state.secrets,

@@ -824,3 +824,22 @@ def test_an_upgrade_on_a_reopened_upstream_connection_is_scrubbed_too(lab: Lab) 
     assert received.startswith(b"HTTP/1.1 101 "), received
     assert REAL.encode() not in received, received
     assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
+
+
+def test_a_refusal_never_quotes_a_header_the_real_value_was_put_in(lab: Lab) -> None:
+    """The placeholder as the request's Content-Encoding: the proxy puts the real value there
+    (it substitutes in every header), then cannot decode the body with that coding and refused
+    the request quoting it, so the agent read the real value in the 403 page (and the audit
+    log kept it), without the bound host doing anything."""
+    host = f"secret.test:{lab.https}"
+    request = get("/coding", host, f"Content-Encoding: {PLACEHOLDER}", body=b"x")
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, request.replace(b"GET", b"POST", 1))
+    assert status == 403 and "body-not-inspectable" in str(body), body
+    assert REAL not in str(body) and REAL.lower() not in str(body).lower(), body
+    entry = wait_for(
+        lambda: next((e for e in read_audit(lab.audit) if "Content-Encoding" in e.reason), None),
+        "the refusal's audit line",
+    )
+    assert REAL.lower() not in entry.reason.lower(), entry.reason
+    assert lab.seen_upstream("/coding") == []
