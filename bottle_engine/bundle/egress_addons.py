@@ -56,7 +56,7 @@ from bottle_engine.bundle.egress_policy import (
     host_header,
     needs_ask,
 )
-from bottle_engine.bundle.secret_echo import Scrubber, StreamScrubber
+from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber
 from bottle_engine.bundle.secret_policy import (
     MAX_DECODED_BODY,
     BodyRefused,
@@ -521,7 +521,7 @@ class SecretSubstitution:
             for secret in state.secrets
             if secret.name in values
         )
-        self.upgraded: dict[str, StreamScrubber] = {}  # by TCP flow id: upgraded connections
+        self.upgraded: dict[str, WebSocketScrubber] = {}  # by TCP flow id: upgraded connections
 
     @classmethod
     def from_files(cls, state: EgressState) -> SecretSubstitution:
@@ -714,8 +714,9 @@ class SecretSubstitution:
 
         mitmproxy relays such a connection as raw bytes, past every HTTP hook; the host may
         quote the handshake it was sent (and so the real value) in them, as a WebSocket
-        endpoint echoing its request does. Scrubbed as one stream per connection, so a value
-        cut between two reads is still found.
+        endpoint echoing its request does. Only an unextended WebSocket is let through the
+        upgrade (`plain_upgrade`): its frames are read, and each message scrubbed as one
+        stream, so a value cut between two reads or two fragments is still found.
         """
         message = flow.messages[-1]
         tunnel = self.state.tunnel_of(flow.server_conn, flow.client_conn)
@@ -723,7 +724,7 @@ class SecretSubstitution:
             return
         if not self.scrubber.replacements:
             return
-        stream = self.upgraded.setdefault(flow.id, self.scrubber.stream())
+        stream = self.upgraded.setdefault(flow.id, WebSocketScrubber(self.scrubber))
         message.content = stream(message.content)
 
     @fails_closed(_log_only)

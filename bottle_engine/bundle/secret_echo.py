@@ -12,7 +12,9 @@ it quotes it: JSON string escaping and percent-encoding (either hex case). Other
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
 holds back only the tail of a chunk that could be the start of a value, so a value split across
-chunk boundaries is still found and a stream that carries no value is not delayed.
+chunk boundaries is still found and a stream that carries no value is not delayed. After a
+WebSocket upgrade the host's frames are read and framed anew (`WebSocketScrubber`), so that a
+value cut between the fragments of a message is found as well.
 """
 
 from __future__ import annotations
@@ -105,3 +107,108 @@ class StreamScrubber:
         keep = self.scrubber.held_back(data)
         self.pending = data[len(data) - keep :] if keep else b""
         return data[: len(data) - keep] if keep else data
+
+
+MAX_CONTROL_PAYLOAD = 125  # bytes: RFC 6455 5.5
+
+
+class WebSocketScrubber:
+    """Scrubs what a server sends on a WebSocket, frame by frame, as a stream of raw bytes.
+
+    Scrubbing the raw bytes misses a value that the server cuts between the fragments of one
+    message (a frame header sits in it), which the agent's client joins again. Here each
+    message's payload, across its fragments and the reads they arrive in, goes through one
+    `StreamScrubber` and is framed anew: what a read brings goes on at once as a fragment, and
+    what is held back goes with the message's last frame (a message that arrives in one read
+    goes on whole, so holding back does not show whether it ends like a value). Control frames
+    are scrubbed whole. Bytes that are no frame of an unextended WebSocket (extension bits,
+    reserved opcodes, a long or fragmented control frame, fragments out of order) end the
+    relay: nothing more is sent on.
+    """
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
+        self.head = b""  # an incomplete frame header
+        self.broken = False
+        self.in_frame = False
+        self.fin = False
+        self.opcode = 0
+        self.left = 0  # payload bytes of the current frame still to come
+        self.mask = b""
+        self.offset = 0  # into the mask
+        self.control = b""  # a control frame's payload so far
+        self.message: StreamScrubber | None = None  # the data message under way
+        self.message_opcode = 0  # 0 once its first fragment has gone out
+
+    def __call__(self, data: bytes) -> bytes:
+        out = bytearray()
+        data, self.head = self.head + data, b""
+        while not self.broken and (data or self.in_frame):
+            if not self.in_frame:
+                data = self._start_frame(data)
+                continue
+            piece, data = data[: self.left], data[self.left :]
+            self.left -= len(piece)
+            piece = self._unmask(piece)
+            if self.opcode >= 8:
+                self.control += piece
+            elif self.message is not None:
+                last = self.left == 0 and self.fin
+                payload = self.message(piece) if piece else b""
+                if last:
+                    payload += self.message(b"")  # the end: what it held back
+                    self.message = None
+                if payload or last:
+                    out += _frame(last, self.message_opcode, payload)
+                    self.message_opcode = 0  # the rest of it is continuation
+            if self.left == 0:
+                self.in_frame = False
+                if self.opcode >= 8:  # a close frame's reason, a ping's data
+                    payload = self.scrubber.scrub(self.control)[:MAX_CONTROL_PAYLOAD]
+                    out += _frame(True, self.opcode, payload)
+            elif not data:
+                break
+        return b"" if self.broken else bytes(out)
+
+    def _start_frame(self, data: bytes) -> bytes:
+        """Read one frame header off `data` (or keep what there is of it); the rest."""
+        size = data[1] & 0x7F if len(data) >= 2 else 0
+        start = 2 + {126: 2, 127: 8}.get(size, 0) + (4 if len(data) >= 2 and data[1] & 0x80 else 0)
+        if len(data) < start:
+            self.head = data
+            return b""
+        if size >= 126:
+            size = int.from_bytes(data[2 : 4 if size == 126 else 10], "big")
+        self.fin, self.opcode = bool(data[0] & 0x80), data[0] & 0x0F
+        control = self.opcode >= 8
+        if (
+            data[0] & 0x70  # an extension's bits (compressed, say): not searchable
+            or self.opcode not in (0, 1, 2, 8, 9, 10)
+            or (control and (not self.fin or size > MAX_CONTROL_PAYLOAD))
+            or (not control and (self.opcode == 0) != (self.message is not None))
+        ):
+            self.broken = True
+            return b""
+        self.mask = data[start - 4 : start] if data[1] & 0x80 else b""
+        self.offset, self.left, self.in_frame, self.control = 0, size, True, b""
+        if self.opcode in (1, 2):
+            self.message, self.message_opcode = self.scrubber.stream(), self.opcode
+        return data[start:]
+
+    def _unmask(self, piece: bytes) -> bytes:
+        """A server must not mask its frames; one that does is unmasked, to be searched."""
+        if not self.mask:
+            return piece
+        offset, self.offset = self.offset, (self.offset + len(piece)) % 4
+        return bytes(b ^ self.mask[(offset + i) % 4] for i, b in enumerate(piece))
+
+
+def _frame(fin: bool, opcode: int, payload: bytes) -> bytes:
+    """One unmasked frame, as a server sends it (RFC 6455 5.2)."""
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        return bytes([first, size]) + payload
+    if size < 1 << 16:
+        return bytes([first, 126]) + size.to_bytes(2, "big") + payload
+    return bytes([first, 127]) + size.to_bytes(8, "big") + payload

@@ -38,6 +38,7 @@ from tests.bundle_helpers import (
     read_http_head,
     read_http_response,
     secret_in_file,
+    websocket_messages,
 )
 from tests.polling import wait_for
 
@@ -541,7 +542,9 @@ def test_a_field_an_upstream_may_split_is_refused_on_plain_http(lab: Lab) -> Non
 
 def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab: Lab) -> None:
     """The bound host answers 101 and quotes the handshake on the upgraded connection, the
-    value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing."""
+    value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing.
+    It is cut between two fragments of one WebSocket message too, a frame header between its
+    halves: scrubbing the raw bytes missed it, and the agent's client joined the halves."""
     host = f"secret.test:{lab.https}"
     with tunnel(lab, "secret.test") as sock:
         sock.sendall(
@@ -551,8 +554,8 @@ def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab:
         while chunk := sock.recv(65536):
             received += chunk
     assert received.startswith(b"HTTP/1.1 101 ")
-    assert REAL.encode() not in received
-    assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
+    messages = websocket_messages(received.partition(b"\r\n\r\n")[2])
+    assert messages == [f"seen: Bearer {PLACEHOLDER}\n".encode()], received
     (seen,) = lab.seen_upstream("/reflect/upgrade")
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
 
@@ -721,7 +724,9 @@ def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, e
     (seen,) = lab.seen_upstream(path)
     assert "Sec-WebSocket-Extensions" not in seen["headers"]
     if upgrade == "websocket":  # offered no compression, the host upgrades plainly
-        assert received.startswith(b"HTTP/1.1 101 ") and PLACEHOLDER.encode() in received
+        assert received.startswith(b"HTTP/1.1 101 ")
+        messages = websocket_messages(received.partition(b"\r\n\r\n")[2])
+        assert messages == [f"seen: Bearer {PLACEHOLDER}\n".encode()], received
     else:
         assert received.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in received
 
@@ -822,8 +827,8 @@ def test_an_upgrade_on_a_reopened_upstream_connection_is_scrubbed_too(lab: Lab) 
         )
         received = _until_closed(sock)
     assert received.startswith(b"HTTP/1.1 101 "), received
-    assert REAL.encode() not in received, received
-    assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
+    messages = websocket_messages(received.partition(b"\r\n\r\n")[2])
+    assert messages == [f"seen: Bearer {PLACEHOLDER}\n".encode()], received
 
 
 def test_a_refusal_never_quotes_a_header_the_real_value_was_put_in(lab: Lab) -> None:
