@@ -140,16 +140,17 @@ class WebSocketScrubber:
         self.message: StreamScrubber | None = None  # the data message under way
         self.message_opcode = 0  # 0 once its first fragment has gone out
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes:
         out = bytearray()
-        data, self.head = self.head + data, b""
-        while not self.broken and (data or self.in_frame):
+        data, self.head = self.head + chunk, b""
+        pos = 0  # read by position: slicing off each frame copied the rest of the read again
+        while not self.broken and (pos < len(data) or self.in_frame):
             if not self.in_frame:
-                data = self._start_frame(data)
+                pos = self._start_frame(data, pos)
                 continue
-            piece, data = data[: self.left], data[self.left :]
+            piece = self._unmask(data[pos : pos + self.left])
+            pos += len(piece)
             self.left -= len(piece)
-            piece = self._unmask(piece)
             if self.opcode >= 8:
                 self.control += piece
             elif self.message is not None:
@@ -166,41 +167,48 @@ class WebSocketScrubber:
                 if self.opcode >= 8:  # a close frame's reason, a ping's data
                     payload = self.scrubber.scrub(self.control)[:MAX_CONTROL_PAYLOAD]
                     out += _frame(True, self.opcode, payload)
-            elif not data:
+            elif pos >= len(data):
                 break
         return b"" if self.broken else bytes(out)
 
-    def _start_frame(self, data: bytes) -> bytes:
-        """Read one frame header off `data` (or keep what there is of it); the rest."""
-        size = data[1] & 0x7F if len(data) >= 2 else 0
-        start = 2 + {126: 2, 127: 8}.get(size, 0) + (4 if len(data) >= 2 and data[1] & 0x80 else 0)
+    def _start_frame(self, data: bytes, pos: int) -> int:
+        """Read the frame header at `pos` (or keep what there is of it); where its payload
+        starts."""
+        have = len(data) - pos
+        size = data[pos + 1] & 0x7F if have >= 2 else 0
+        masked = have >= 2 and data[pos + 1] & 0x80
+        start = pos + 2 + {126: 2, 127: 8}.get(size, 0) + (4 if masked else 0)
         if len(data) < start:
-            self.head = data
-            return b""
+            self.head = data[pos:]
+            return len(data)
         if size >= 126:
-            size = int.from_bytes(data[2 : 4 if size == 126 else 10], "big")
-        self.fin, self.opcode = bool(data[0] & 0x80), data[0] & 0x0F
+            size = int.from_bytes(data[pos + 2 : pos + (4 if size == 126 else 10)], "big")
+        first = data[pos]
+        self.fin, self.opcode = bool(first & 0x80), first & 0x0F
         control = self.opcode >= 8
         if (
-            data[0] & 0x70  # an extension's bits (compressed, say): not searchable
+            first & 0x70  # an extension's bits (compressed, say): not searchable
             or self.opcode not in (0, 1, 2, 8, 9, 10)
             or (control and (not self.fin or size > MAX_CONTROL_PAYLOAD))
             or (not control and (self.opcode == 0) != (self.message is not None))
         ):
             self.broken = True
-            return b""
-        self.mask = data[start - 4 : start] if data[1] & 0x80 else b""
+            return len(data)
+        self.mask = data[start - 4 : start] if masked else b""
         self.offset, self.left, self.in_frame, self.control = 0, size, True, b""
         if self.opcode in (1, 2):
             self.message, self.message_opcode = self.scrubber.stream(), self.opcode
-        return data[start:]
+        return start
 
     def _unmask(self, piece: bytes) -> bytes:
         """A server must not mask its frames; one that does is unmasked, to be searched."""
-        if not self.mask:
+        if not self.mask or not piece:
             return piece
-        offset, self.offset = self.offset, (self.offset + len(piece)) % 4
-        return bytes(b ^ self.mask[(offset + i) % 4] for i, b in enumerate(piece))
+        rotated = self.mask[self.offset :] + self.mask[: self.offset]
+        self.offset = (self.offset + len(piece)) % 4
+        key = (rotated * (len(piece) // 4 + 1))[: len(piece)]
+        mixed = int.from_bytes(piece, "big") ^ int.from_bytes(key, "big")
+        return mixed.to_bytes(len(piece), "big")
 
 
 def _frame(fin: bool, opcode: int, payload: bytes) -> bytes:
