@@ -7,8 +7,9 @@ real value replaced with that secret's placeholder, in the status line, headers,
 trailers, before the agent sees any of it.
 
 A value is searched for as sent and in the forms a server most often re-encodes text into when
-it quotes it: JSON string escaping and percent-encoding (either hex case). Other transformations
-(base64, HTML entities, a value cut in pieces by the server) are not recognised.
+it quotes it: JSON string escaping and percent-encoding (as the usual URL encoders write it,
+either hex case). Other transformations (base64, HTML entities, a value cut in pieces by the
+server) are not recognised.
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
 holds back only the tail of a chunk that could be the start of a value, so a value split across
@@ -24,17 +25,27 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
+# link): every reserved byte encoded; Python's quote() (keeps '/'); quote_plus() and
+# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*).
+_URL_ENCODERS = (
+    lambda v: urllib.parse.quote(v, safe=""),
+    urllib.parse.quote,
+    urllib.parse.quote_plus,
+    lambda v: urllib.parse.quote(v, safe="-_.!~*'()"),
+)
+
 
 def value_forms(value: str) -> tuple[bytes, ...]:
-    """The byte strings that reveal `value`: as sent, JSON-escaped, percent-encoded, and as
-    Python's repr() of the text or of its bytes shows it (a proxy error quoting what a bound
-    host sent)."""
-    quoted = urllib.parse.quote(value, safe="")
+    """The byte strings that reveal `value`: as sent, JSON-escaped, percent-encoded (as the
+    usual URL encoders write it, in either hex case), and as Python's repr() of the text or of
+    its bytes shows it (a proxy error quoting what a bound host sent)."""
+    quoted = [encode(value) for encode in _URL_ENCODERS]
     forms = [
         value,
         json.dumps(value)[1:-1],
-        quoted,
-        _lower_hex(quoted),
+        *quoted,
+        *(_lower_hex(text) for text in quoted),
         repr(value)[1:-1],
         repr(value.encode())[2:-1],
     ]

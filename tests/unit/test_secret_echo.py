@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import urllib.parse
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -74,6 +76,24 @@ def test_no_secrets_means_nothing_changes() -> None:
     empty = Scrubber.for_values([])
     data = bytes(random.Random(1).randbytes(1000))
     assert empty.scrub(data) == data and empty.stream()(data) == data
+
+
+def test_a_value_in_a_url_the_bound_host_built_is_found() -> None:
+    """A redirect's Location or a link carrying the value in its query, as the usual encoders
+    write it: Python's quote() keeps '/', quote_plus() and urlencode() write a space as '+',
+    JavaScript's encodeURIComponent keeps !'()*. Each left the value unrecognised."""
+    value = "tok/en+a b!c(d)*e'f"
+    scrubber = Scrubber.for_values([(value, "PH")])
+    written = [
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+        urllib.parse.urlencode({"t": value})[2:],
+        urllib.parse.quote(value, safe="-_.!~*'()"),  # encodeURIComponent
+    ]
+    for text in written:
+        for case in (text, re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), text)):
+            location = f"Location: https://x.test/cb?token={case}&next=/".encode()
+            assert scrubber.scrub(location) == b"Location: https://x.test/cb?token=PH&next=/"
 
 
 def test_a_value_quoted_by_repr_is_found() -> None:
