@@ -7,9 +7,9 @@ real value replaced with that secret's placeholder, in the status line, headers,
 trailers, before the agent sees any of it.
 
 A value is searched for as sent and in the forms a server most often re-encodes text into when
-it quotes it: JSON string escaping and percent-encoding (as the usual URL encoders write it,
-either hex case). Other transformations (base64, HTML entities, a value cut in pieces by the
-server) are not recognised.
+it quotes it: lower or upper case, JSON string escaping and percent-encoding (as the usual URL
+encoders write it, either hex case). Other transformations (base64, HTML entities, a value cut
+in pieces by the server) are not recognised.
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
 holds back only the tail of a chunk that could be the start of a value, so a value split across
@@ -37,12 +37,17 @@ _URL_ENCODERS = (
 
 
 def value_forms(value: str) -> tuple[bytes, ...]:
-    """The byte strings that reveal `value`: as sent, JSON-escaped, percent-encoded (as the
-    usual URL encoders write it, in either hex case), and as Python's repr() of the text or of
-    its bytes shows it (a proxy error quoting what a bound host sent)."""
+    """The byte strings that reveal `value`: as sent, in lower or upper case, JSON-escaped,
+    percent-encoded (as the usual URL encoders write it, in either hex case), and as Python's
+    repr() of the text or of its bytes shows it (a proxy error quoting what a bound host
+    sent)."""
     quoted = [encode(value) for encode in _URL_ENCODERS]
     forms = [
         value,
+        # Folded as servers fold tokens they quote (codings, media types), in whichever header
+        # the agent chose to carry the value.
+        value.lower(),
+        value.upper(),
         json.dumps(value)[1:-1],
         *quoted,
         *(_lower_hex(text) for text in quoted),

@@ -96,6 +96,19 @@ def test_a_value_in_a_url_the_bound_host_built_is_found() -> None:
             assert scrubber.scrub(location) == b"Location: https://x.test/cb?token=PH&next=/"
 
 
+def test_a_value_a_server_lower_or_upper_cased_is_found() -> None:
+    """The agent chooses the header the value goes in: one whose value a server (or a proxy in
+    front of it) folds to lower case when it quotes it, as tokens like codings and media
+    types are ("unsupported content-encoding: ..."). A mixed-case value came back with its
+    letters all there."""
+    value = "ghp_Ab1Cd2Ef3Gh4"
+    scrubber = Scrubber.for_values([(value, "PH")])
+    for folded in (value.lower(), value.upper()):
+        assert (
+            scrubber.scrub(f"unsupported coding '{folded}'".encode()) == b"unsupported coding 'PH'"
+        )
+
+
 def test_a_value_quoted_by_repr_is_found() -> None:
     """mitmproxy's parser errors quote what the upstream sent as repr() of bytes."""
     scrubber = Scrubber.for_values([("tok\\en\u00e9", "PH")])
