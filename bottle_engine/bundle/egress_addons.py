@@ -13,9 +13,11 @@
 
 One flow, one destination: every request is judged against where the proxy itself sends it,
 worked out from that flow alone. Inside a CONNECT tunnel that is the tunnel's (recorded by the
-id of the server connection the CONNECT opened, which mitmproxy hands to every request in it);
-elsewhere it is the request's own URL. Nothing is looked up by client connection, which one
-client may use for many destinations. The client's TLS name, Host header and absolute-form URL
+id of the server connection the CONNECT opened, which mitmproxy hands to every request in it;
+a connection it opens again to the tunnel's checked address, after the host closed that one,
+belongs to the same tunnel: `EgressState.tunnel_of`); elsewhere it is the request's own URL. A
+request is never judged by its client connection, which one client may use for many
+destinations. The client's TLS name, Host header and absolute-form URL
 must agree with that destination (`egress_policy.check_names`), and the upstream's TLS name is
 always the destination's, never the client's.
 
