@@ -58,8 +58,9 @@ BROKEN_REFLECTIONS = {
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
-    (`_reflect`). With `log_requests` set, every request is also printed as one JSON line (what
-    reached this upstream: headers, TLS name, body), for tests to check where secrets went."""
+    (`_reflect`); after ``/hang-up/...`` the connection is closed. With `log_requests` set,
+    every request is also printed as one JSON line (what reached this upstream: headers, TLS
+    name, body), for tests to check where secrets went."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
@@ -91,6 +92,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        # ``/hang-up/...``: the answer, then the connection closed unannounced, as a server
+        # does with a keep-alive connection left idle past its timeout.
+        if self.path.startswith("/hang-up/"):
+            self.close_connection = True
 
     def _describe(self, body: bytes) -> dict[str, object]:
         return {
@@ -206,8 +211,9 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def _reflect_upgraded(self, secret: bytes) -> None:
         """``/reflect/upgrade``: switch protocols (101), send the Authorization value back on
-        the upgraded connection cut in two writes, and close: a WebSocket endpoint quoting the
-        handshake it was sent."""
+        the upgraded connection as one WebSocket text message in two fragments that cut the
+        value, in two writes, and close: a WebSocket endpoint quoting the handshake it was
+        sent."""
         self.send_response(101)
         self.send_header("Connection", "Upgrade")
         self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
@@ -217,15 +223,51 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         half = len(secret) // 2
-        self.connection.sendall(b"seen: " + secret[:half])
+        self.connection.sendall(websocket_frame(b"seen: " + secret[:half], opcode=1, fin=False))
         time.sleep(0.05)  # two reads at the proxy: a value cut between them must still be found
-        self.connection.sendall(secret[half:] + b"\n")
+        self.connection.sendall(websocket_frame(secret[half:] + b"\n", opcode=0))
         self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
+
+
+def websocket_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    """One unmasked WebSocket frame (RFC 6455 5.2), as a server sends it."""
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        head = bytes([first, size])
+    elif size < 1 << 16:
+        head = bytes([first, 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([first, 127]) + size.to_bytes(8, "big")
+    return head + payload
+
+
+def websocket_messages(data: bytes) -> list[bytes]:
+    """The messages (fragments joined) in unmasked server frames, and control frames' payloads
+    apiece; an incomplete frame at the end is left out."""
+    messages: list[bytes] = []
+    current = b""
+    while len(data) >= 2:
+        fin, opcode, size, start = data[0] & 0x80, data[0] & 0x0F, data[1] & 0x7F, 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            size, start = int.from_bytes(data[2 : 2 + width], "big"), 2 + width
+        if len(data) < start + size:
+            break
+        payload, data = data[start : start + size], data[start + size :]
+        if opcode >= 8:
+            messages.append(payload)
+            continue
+        current += payload
+        if fin:
+            messages.append(current)
+            current = b""
+    return messages
 
 
 class _Server(ThreadingHTTPServer):

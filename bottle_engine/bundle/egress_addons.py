@@ -13,9 +13,11 @@
 
 One flow, one destination: every request is judged against where the proxy itself sends it,
 worked out from that flow alone. Inside a CONNECT tunnel that is the tunnel's (recorded by the
-id of the server connection the CONNECT opened, which mitmproxy hands to every request in it);
-elsewhere it is the request's own URL. Nothing is looked up by client connection, which one
-client may use for many destinations. The client's TLS name, Host header and absolute-form URL
+id of the server connection the CONNECT opened, which mitmproxy hands to every request in it;
+a connection it opens again to the tunnel's checked address, after the host closed that one,
+belongs to the same tunnel: `EgressState.tunnel_of`); elsewhere it is the request's own URL. A
+request is never judged by its client connection, which one client may use for many
+destinations. The client's TLS name, Host header and absolute-form URL
 must agree with that destination (`egress_policy.check_names`), and the upstream's TLS name is
 always the destination's, never the client's.
 
@@ -56,7 +58,7 @@ from bottle_engine.bundle.egress_policy import (
     host_header,
     needs_ask,
 )
-from bottle_engine.bundle.secret_echo import Scrubber, StreamScrubber
+from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber
 from bottle_engine.bundle.secret_policy import (
     MAX_DECODED_BODY,
     BodyRefused,
@@ -73,6 +75,7 @@ SENT_KEY = "bot-bottle.sent"  # flow.metadata: bytes of a streamed request so fa
 DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it was judged for
 RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
 REFUSED_TRAILERS_KEY = "bot-bottle.refused-trailers"  # flow.metadata: why they were dropped
+SENT_CODING_KEY = "bot-bottle.sent-coding"  # flow.metadata: Content-Encoding as the agent sent it
 TLS_TO_PROXY = "tls-to-proxy"
 RESPONSE_NOT_INSPECTABLE = "response-not-inspectable"
 NESTED_CONNECT = "nested-connect"
@@ -131,6 +134,23 @@ class EgressState:
     def record(self, entry: AuditEntry) -> None:
         if self.audit is not None:
             self.audit.write(entry)
+
+    def tunnel_of(self, server: connection.Server, client: connection.Client) -> Tunnel | None:
+        """The tunnel `server` was opened for: the connection its CONNECT opened, or one
+        mitmproxy opened again to the tunnel's checked address after the host closed that one
+        (it carries the next request of the same tunnel, under an id of its own)."""
+        tunnel = self.tunnels.get(server.id)
+        if tunnel is not None or server.address is None:
+            return tunnel
+        address = (str(server.address[0]), int(server.address[1]))
+        return next(
+            (
+                t
+                for t in self.tunnels.values()
+                if t.client_id == client.id and (t.address, t.port) == address
+            ),
+            None,
+        )
 
 
 def denial_response(decision: Decision, status: int = 403) -> http.Response:
@@ -306,17 +326,7 @@ class Allowlist:
         if server.address is None or server.error:
             return
         host, port = str(server.address[0]), int(server.address[1])
-        tunnel = self.state.tunnels.get(server.id)
-        if tunnel is None:
-            # A reconnect inside an intercepted tunnel, to its checked address.
-            tunnel = next(
-                (
-                    t
-                    for t in self.state.tunnels.values()
-                    if t.client_id == data.client.id and (t.address, t.port) == (host, port)
-                ),
-                None,
-            )
+        tunnel = self.state.tunnel_of(server, data.client)
         if tunnel is not None:
             server.address = (tunnel.address, tunnel.port)
             server.sni = tunnel.host  # the upstream's TLS name is the CONNECT host, never the SNI
@@ -484,15 +494,16 @@ def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
         )
     if not streamed:
         return None  # a buffered body is decoded (within its bound) before it is scrubbed
-    codings = response.headers.get("transfer-encoding", "").replace(" ", "").lower()
-    if codings not in ("", "chunked"):
+    # Quoted as sent: the reason is scrubbed, and a real value lower-cased would not be found.
+    codings = response.headers.get("transfer-encoding", "").replace(" ", "")
+    if codings.lower() not in ("", "chunked"):
         return (
             f"the upstream sent a response with Transfer-Encoding {codings!r}: mitmproxy "
             "relays a transfer coding other than chunked undecoded, and compressed bytes "
             "cannot be searched for real secret values"
         )
-    encoding = response.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
+    encoding = response.headers.get("content-encoding", "").strip()
+    if encoding.lower() not in ("", "identity"):
         return (
             f"the upstream sent a {encoding}-encoded response too large to buffer "
             "(the proxy asked for identity encoding), and a compressed stream cannot be "
@@ -512,7 +523,7 @@ class SecretSubstitution:
             for secret in state.secrets
             if secret.name in values
         )
-        self.upgraded: dict[str, StreamScrubber] = {}  # by TCP flow id: upgraded connections
+        self.upgraded: dict[str, WebSocketScrubber] = {}  # by TCP flow id: upgraded connections
 
     @classmethod
     def from_files(cls, state: EgressState) -> SecretSubstitution:
@@ -546,6 +557,9 @@ class SecretSubstitution:
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason))
             return
+        # The body is judged on the coding the agent sent: a placeholder there becomes the real
+        # value, which the refusal of an unknown coding would quote back to the agent.
+        flow.metadata[SENT_CODING_KEY] = request.headers.get("content-encoding", "")
         for secret in verdict.substitute:
             self._substitute(request.headers, secret)
         if _intercepted(flow):
@@ -666,11 +680,13 @@ class SecretSubstitution:
             return
         destination = flow.metadata.get(DESTINATION_KEY)
         raw = request.raw_content or b""
+        coding = flow.metadata.get(SENT_CODING_KEY, request.headers.get("content-encoding", ""))
         try:
-            bodies = secret_policy.body_forms(raw, request.headers.get("content-encoding", ""))
+            bodies = secret_policy.body_forms(raw, coding)
         except BodyRefused as refused:
             status = 413 if refused.rule == secret_policy.DECODED_BODY_LIMIT else 403
-            refuse(flow, Decision(False, refused.rule, refused.reason), status)
+            reason = self.scrubber.scrub_text(refused.reason)  # it quotes what it could not read
+            refuse(flow, Decision(False, refused.rule, reason), status)
             return
         verdict = secret_policy.check_request(
             self.state.secrets,
@@ -700,16 +716,17 @@ class SecretSubstitution:
 
         mitmproxy relays such a connection as raw bytes, past every HTTP hook; the host may
         quote the handshake it was sent (and so the real value) in them, as a WebSocket
-        endpoint echoing its request does. Scrubbed as one stream per connection, so a value
-        cut between two reads is still found.
+        endpoint echoing its request does. Only an unextended WebSocket is let through the
+        upgrade (`plain_upgrade`): its frames are read, and each message scrubbed as one
+        stream, so a value cut between two reads or two fragments is still found.
         """
         message = flow.messages[-1]
-        tunnel = self.state.tunnels.get(flow.server_conn.id)
+        tunnel = self.state.tunnel_of(flow.server_conn, flow.client_conn)
         if message.from_client or tunnel is None or not tunnel.intercept:
             return
         if not self.scrubber.replacements:
             return
-        stream = self.upgraded.setdefault(flow.id, self.scrubber.stream())
+        stream = self.upgraded.setdefault(flow.id, WebSocketScrubber(self.scrubber))
         message.content = stream(message.content)
 
     @fails_closed(_log_only)

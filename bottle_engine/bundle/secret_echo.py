@@ -7,12 +7,15 @@ real value replaced with that secret's placeholder, in the status line, headers,
 trailers, before the agent sees any of it.
 
 A value is searched for as sent and in the forms a server most often re-encodes text into when
-it quotes it: JSON string escaping and percent-encoding (either hex case). Other transformations
-(base64, HTML entities, a value cut in pieces by the server) are not recognised.
+it quotes it: lower or upper case, JSON string escaping and percent-encoding (as the usual URL
+encoders write it, either hex case). Other transformations (base64, HTML entities, a value cut
+in pieces by the server) are not recognised.
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
 holds back only the tail of a chunk that could be the start of a value, so a value split across
-chunk boundaries is still found and a stream that carries no value is not delayed.
+chunk boundaries is still found and a stream that carries no value is not delayed. After a
+WebSocket upgrade the host's frames are read and framed anew (`WebSocketScrubber`), so that a
+value cut between the fragments of a message is found as well.
 """
 
 from __future__ import annotations
@@ -22,17 +25,32 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
+# link): every reserved byte encoded; Python's quote() (keeps '/'); quote_plus() and
+# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*).
+_URL_ENCODERS = (
+    lambda v: urllib.parse.quote(v, safe=""),
+    urllib.parse.quote,
+    urllib.parse.quote_plus,
+    lambda v: urllib.parse.quote(v, safe="-_.!~*'()"),
+)
+
 
 def value_forms(value: str) -> tuple[bytes, ...]:
-    """The byte strings that reveal `value`: as sent, JSON-escaped, percent-encoded, and as
-    Python's repr() of the text or of its bytes shows it (a proxy error quoting what a bound
-    host sent)."""
-    quoted = urllib.parse.quote(value, safe="")
+    """The byte strings that reveal `value`: as sent, in lower or upper case, JSON-escaped,
+    percent-encoded (as the usual URL encoders write it, in either hex case), and as Python's
+    repr() of the text or of its bytes shows it (a proxy error quoting what a bound host
+    sent)."""
+    quoted = [encode(value) for encode in _URL_ENCODERS]
     forms = [
         value,
+        # Folded as servers fold tokens they quote (codings, media types), in whichever header
+        # the agent chose to carry the value.
+        value.lower(),
+        value.upper(),
         json.dumps(value)[1:-1],
-        quoted,
-        _lower_hex(quoted),
+        *quoted,
+        *(_lower_hex(text) for text in quoted),
         repr(value)[1:-1],
         repr(value.encode())[2:-1],
     ]
@@ -105,3 +123,116 @@ class StreamScrubber:
         keep = self.scrubber.held_back(data)
         self.pending = data[len(data) - keep :] if keep else b""
         return data[: len(data) - keep] if keep else data
+
+
+MAX_CONTROL_PAYLOAD = 125  # bytes: RFC 6455 5.5
+
+
+class WebSocketScrubber:
+    """Scrubs what a server sends on a WebSocket, frame by frame, as a stream of raw bytes.
+
+    Scrubbing the raw bytes misses a value that the server cuts between the fragments of one
+    message (a frame header sits in it), which the agent's client joins again. Here each
+    message's payload, across its fragments and the reads they arrive in, goes through one
+    `StreamScrubber` and is framed anew: what a read brings goes on at once as a fragment, and
+    what is held back goes with the message's last frame (a message that arrives in one read
+    goes on whole, so holding back does not show whether it ends like a value). Control frames
+    are scrubbed whole. Bytes that are no frame of an unextended WebSocket (extension bits,
+    reserved opcodes, a long or fragmented control frame, fragments out of order) end the
+    relay: nothing more is sent on.
+    """
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
+        self.head = b""  # an incomplete frame header
+        self.broken = False
+        self.in_frame = False
+        self.fin = False
+        self.opcode = 0
+        self.left = 0  # payload bytes of the current frame still to come
+        self.mask = b""
+        self.offset = 0  # into the mask
+        self.control = b""  # a control frame's payload so far
+        self.message: StreamScrubber | None = None  # the data message under way
+        self.message_opcode = 0  # 0 once its first fragment has gone out
+
+    def __call__(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        data, self.head = self.head + chunk, b""
+        pos = 0  # read by position: slicing off each frame copied the rest of the read again
+        while not self.broken and (pos < len(data) or self.in_frame):
+            if not self.in_frame:
+                pos = self._start_frame(data, pos)
+                continue
+            piece = self._unmask(data[pos : pos + self.left])
+            pos += len(piece)
+            self.left -= len(piece)
+            if self.opcode >= 8:
+                self.control += piece
+            elif self.message is not None:
+                last = self.left == 0 and self.fin
+                payload = self.message(piece) if piece else b""
+                if last:
+                    payload += self.message(b"")  # the end: what it held back
+                    self.message = None
+                if payload or last:
+                    out += _frame(last, self.message_opcode, payload)
+                    self.message_opcode = 0  # the rest of it is continuation
+            if self.left == 0:
+                self.in_frame = False
+                if self.opcode >= 8:  # a close frame's reason, a ping's data
+                    payload = self.scrubber.scrub(self.control)[:MAX_CONTROL_PAYLOAD]
+                    out += _frame(True, self.opcode, payload)
+            elif pos >= len(data):
+                break
+        return b"" if self.broken else bytes(out)
+
+    def _start_frame(self, data: bytes, pos: int) -> int:
+        """Read the frame header at `pos` (or keep what there is of it); where its payload
+        starts."""
+        have = len(data) - pos
+        size = data[pos + 1] & 0x7F if have >= 2 else 0
+        masked = have >= 2 and data[pos + 1] & 0x80
+        start = pos + 2 + {126: 2, 127: 8}.get(size, 0) + (4 if masked else 0)
+        if len(data) < start:
+            self.head = data[pos:]
+            return len(data)
+        if size >= 126:
+            size = int.from_bytes(data[pos + 2 : pos + (4 if size == 126 else 10)], "big")
+        first = data[pos]
+        self.fin, self.opcode = bool(first & 0x80), first & 0x0F
+        control = self.opcode >= 8
+        if (
+            first & 0x70  # an extension's bits (compressed, say): not searchable
+            or self.opcode not in (0, 1, 2, 8, 9, 10)
+            or (control and (not self.fin or size > MAX_CONTROL_PAYLOAD))
+            or (not control and (self.opcode == 0) != (self.message is not None))
+        ):
+            self.broken = True
+            return len(data)
+        self.mask = data[start - 4 : start] if masked else b""
+        self.offset, self.left, self.in_frame, self.control = 0, size, True, b""
+        if self.opcode in (1, 2):
+            self.message, self.message_opcode = self.scrubber.stream(), self.opcode
+        return start
+
+    def _unmask(self, piece: bytes) -> bytes:
+        """A server must not mask its frames; one that does is unmasked, to be searched."""
+        if not self.mask or not piece:
+            return piece
+        rotated = self.mask[self.offset :] + self.mask[: self.offset]
+        self.offset = (self.offset + len(piece)) % 4
+        key = (rotated * (len(piece) // 4 + 1))[: len(piece)]
+        mixed = int.from_bytes(piece, "big") ^ int.from_bytes(key, "big")
+        return mixed.to_bytes(len(piece), "big")
+
+
+def _frame(fin: bool, opcode: int, payload: bytes) -> bytes:
+    """One unmasked frame, as a server sends it (RFC 6455 5.2)."""
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        return bytes([first, size]) + payload
+    if size < 1 << 16:
+        return bytes([first, 126]) + size.to_bytes(2, "big") + payload
+    return bytes([first, 127]) + size.to_bytes(8, "big") + payload

@@ -154,8 +154,10 @@ def body_forms(raw: bytes, content_encoding: str, limit: int = MAX_DECODED_BODY)
 def decode_body(raw: bytes, content_encoding: str, limit: int = MAX_DECODED_BODY) -> bytes:
     """`raw` with its Content-Encoding undone (`raw` itself when there is none), never decoding
     past `limit` bytes; raises `BodyRefused` as `body_forms` says."""
-    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
-    codings = [c for c in codings if c != "identity"]
+    # Kept as sent (compared lower-case): a refusal quotes a coding, and must quote it so that
+    # a real value put there is recognised (and scrubbed) by the proxy.
+    codings = [c.strip() for c in content_encoding.split(",") if c.strip()]
+    codings = [c for c in codings if c.lower() != "identity"]
     if not codings or not raw:
         return raw
     if len(codings) > MAX_CODINGS:
@@ -171,15 +173,16 @@ def decode_body(raw: bytes, content_encoding: str, limit: int = MAX_DECODED_BODY
 
 
 def _decode(data: bytes, coding: str, limit: int) -> bytes:
+    name = coding.lower()
     try:
-        if coding in ("gzip", "x-gzip"):
+        if name in ("gzip", "x-gzip"):
             return _inflate(data, 16 + zlib.MAX_WBITS, limit)
-        if coding == "deflate":
+        if name == "deflate":
             try:
                 return _inflate(data, zlib.MAX_WBITS, limit)
             except zlib.error:
                 return _inflate(data, -zlib.MAX_WBITS, limit)  # raw deflate, as some clients send
-        if coding == "zstd":
+        if name == "zstd":
             return _unzstd(data, limit)
     except (zlib.error, ValueError) as exc:
         raise BodyRefused(

@@ -23,6 +23,7 @@ from bottle_engine.bundle.egress_addons import (
 )
 from bottle_engine.bundle.egress_fail_closed import INTERNAL_ERROR
 from bottle_engine.bundle.egress_policy import Decision
+from tests.bundle_helpers import websocket_frame, websocket_messages
 from tests.unit.test_egress_addons import (
     REAL,
     TOKEN,
@@ -121,12 +122,12 @@ def test_an_upgraded_connection_from_the_bound_host_is_scrubbed(state: EgressSta
         state,
         flow,
         [
-            (False, b"seen: Bearer " + REAL[:half].encode()),
-            (False, REAL[half:].encode() + b"\n"),
+            (False, websocket_frame(b"seen: Bearer " + REAL[:half].encode(), fin=False)),
+            (False, websocket_frame(REAL[half:].encode() + b"\n", opcode=0)),
             (True, b"agent says " + REAL.encode()),  # to the bound host: not ours to change
         ],
     )
-    assert REAL.encode() not in received and TOKEN.encode() in received
+    assert websocket_messages(received) == [f"seen: Bearer {TOKEN}\n".encode()]
 
 
 def test_an_upgraded_connection_keeps_no_messages(state: EgressState) -> None:

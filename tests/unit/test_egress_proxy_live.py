@@ -38,6 +38,7 @@ from tests.bundle_helpers import (
     read_http_head,
     read_http_response,
     secret_in_file,
+    websocket_messages,
 )
 from tests.polling import wait_for
 
@@ -541,7 +542,9 @@ def test_a_field_an_upstream_may_split_is_refused_on_plain_http(lab: Lab) -> Non
 
 def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab: Lab) -> None:
     """The bound host answers 101 and quotes the handshake on the upgraded connection, the
-    value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing."""
+    value cut between two writes: mitmproxy relays it as raw bytes, past the HTTP scrubbing.
+    It is cut between two fragments of one WebSocket message too, a frame header between its
+    halves: scrubbing the raw bytes missed it, and the agent's client joined the halves."""
     host = f"secret.test:{lab.https}"
     with tunnel(lab, "secret.test") as sock:
         sock.sendall(
@@ -551,8 +554,8 @@ def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab:
         while chunk := sock.recv(65536):
             received += chunk
     assert received.startswith(b"HTTP/1.1 101 ")
-    assert REAL.encode() not in received
-    assert f"seen: Bearer {PLACEHOLDER}\n".encode() in received
+    messages = websocket_messages(received.partition(b"\r\n\r\n")[2])
+    assert messages == [f"seen: Bearer {PLACEHOLDER}\n".encode()], received
     (seen,) = lab.seen_upstream("/reflect/upgrade")
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
 
@@ -721,7 +724,9 @@ def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, e
     (seen,) = lab.seen_upstream(path)
     assert "Sec-WebSocket-Extensions" not in seen["headers"]
     if upgrade == "websocket":  # offered no compression, the host upgrades plainly
-        assert received.startswith(b"HTTP/1.1 101 ") and PLACEHOLDER.encode() in received
+        assert received.startswith(b"HTTP/1.1 101 ")
+        messages = websocket_messages(received.partition(b"\r\n\r\n")[2])
+        assert messages == [f"seen: Bearer {PLACEHOLDER}\n".encode()], received
     else:
         assert received.startswith(b"HTTP/1.1 502 ") and b"response-not-inspectable" in received
 
@@ -793,3 +798,53 @@ def test_partial_content_from_the_bound_host_is_refused(lab: Lab) -> None:
         status, head, body = read_http_response(sock)
     assert status == 502 and b"response-not-inspectable" in body
     assert not any(piece in head + body for piece in _pieces(REAL))
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_an_upgrade_on_a_reopened_upstream_connection_is_scrubbed_too(lab: Lab) -> None:
+    """The bound host closes an idle keep-alive connection; the agent's next request in the
+    same tunnel goes out on a new upstream connection, and this one upgrades (101) and quotes
+    the handshake. The upgraded bytes were judged by the id of the connection the CONNECT
+    opened, which the new one does not have: they reached the agent unscrubbed."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.settimeout(10)
+        status, _ = exchange(sock, get("/hang-up/first", host, AUTH))
+        assert status == 200
+        wait_for(lambda: lab.seen_upstream("/hang-up/first") or None, "the first request")
+        time.sleep(0.5)  # the proxy sees the upstream close the idle connection
+        sock.sendall(
+            get(
+                "/reflect/upgrade?reopened", host, AUTH, "Connection: Upgrade", "Upgrade: websocket"
+            )
+        )
+        received = _until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 101 "), received
+    messages = websocket_messages(received.partition(b"\r\n\r\n")[2])
+    assert messages == [f"seen: Bearer {PLACEHOLDER}\n".encode()], received
+
+
+def test_a_refusal_never_quotes_a_header_the_real_value_was_put_in(lab: Lab) -> None:
+    """The placeholder as the request's Content-Encoding: the proxy puts the real value there
+    (it substitutes in every header), then cannot decode the body with that coding and refused
+    the request quoting it, so the agent read the real value in the 403 page (and the audit
+    log kept it), without the bound host doing anything."""
+    host = f"secret.test:{lab.https}"
+    request = get("/coding", host, f"Content-Encoding: {PLACEHOLDER}", body=b"x")
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, request.replace(b"GET", b"POST", 1))
+    assert status == 403 and "body-not-inspectable" in str(body), body
+    assert REAL not in str(body) and REAL.lower() not in str(body).lower(), body
+    entry = wait_for(
+        lambda: next((e for e in read_audit(lab.audit) if "Content-Encoding" in e.reason), None),
+        "the refusal's audit line",
+    )
+    assert REAL.lower() not in entry.reason.lower(), entry.reason
+    assert lab.seen_upstream("/coding") == []

@@ -181,6 +181,15 @@ def test_bodies_that_cannot_be_decoded_with_a_bound_are_refused(encoding: str, b
     assert refused.value.rule == BODY_NOT_INSPECTABLE and encoding in refused.value.reason
 
 
+def test_a_refused_coding_is_quoted_as_sent() -> None:
+    """A refusal quoting a coding is scrubbed of real values; lower-cased, a real value with
+    capitals in it would pass the scrubber unrecognised. Mixed-case known codings still decode."""
+    with pytest.raises(BodyRefused) as refused:
+        body_forms(b"x", "identity, Real-Value-9QZ")
+    assert "'Real-Value-9QZ'" in refused.value.reason
+    assert body_forms(gzip.compress(b"abc"), "GZip")[-1] == b"abc"
+
+
 def test_identity_and_empty_bodies_are_searched_as_sent() -> None:
     assert body_forms(b"abc", "identity") == [b"abc"]
     assert body_forms(b"", "gzip") == [b""]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import urllib.parse
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bottle_engine.bundle.secret_echo import Scrubber, value_forms
+from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber, value_forms
+from tests.bundle_helpers import websocket_frame, websocket_messages
 
 VALUE = 'sk-live/abc+def=ghi"q'
 PLACEHOLDER = "bbph_0123456789abcdef"
@@ -75,8 +78,100 @@ def test_no_secrets_means_nothing_changes() -> None:
     assert empty.scrub(data) == data and empty.stream()(data) == data
 
 
+def test_a_value_in_a_url_the_bound_host_built_is_found() -> None:
+    """A redirect's Location or a link carrying the value in its query, as the usual encoders
+    write it: Python's quote() keeps '/', quote_plus() and urlencode() write a space as '+',
+    JavaScript's encodeURIComponent keeps !'()*. Each left the value unrecognised."""
+    value = "tok/en+a b!c(d)*e'f"
+    scrubber = Scrubber.for_values([(value, "PH")])
+    written = [
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+        urllib.parse.urlencode({"t": value})[2:],
+        urllib.parse.quote(value, safe="-_.!~*'()"),  # encodeURIComponent
+    ]
+    for text in written:
+        for case in (text, re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), text)):
+            location = f"Location: https://x.test/cb?token={case}&next=/".encode()
+            assert scrubber.scrub(location) == b"Location: https://x.test/cb?token=PH&next=/"
+
+
+def test_a_value_a_server_lower_or_upper_cased_is_found() -> None:
+    """The agent chooses the header the value goes in: one whose value a server (or a proxy in
+    front of it) folds to lower case when it quotes it, as tokens like codings and media
+    types are ("unsupported content-encoding: ..."). A mixed-case value came back with its
+    letters all there."""
+    value = "ghp_Ab1Cd2Ef3Gh4"
+    scrubber = Scrubber.for_values([(value, "PH")])
+    for folded in (value.lower(), value.upper()):
+        assert (
+            scrubber.scrub(f"unsupported coding '{folded}'".encode()) == b"unsupported coding 'PH'"
+        )
+
+
 def test_a_value_quoted_by_repr_is_found() -> None:
     """mitmproxy's parser errors quote what the upstream sent as repr() of bytes."""
     scrubber = Scrubber.for_values([("tok\\en\u00e9", "PH")])
     quoted = repr(b"X-Seen: " + "tok\\en\u00e9".encode())
     assert scrubber.scrub_text(quoted) == repr(b"X-Seen: ")[:-1] + "PH'"
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+
+def _relayed(frames: bytes, cuts: list[int]) -> bytes:
+    """What goes on to the agent when `frames` arrive cut at `cuts` (reads of the proxy)."""
+    relay = WebSocketScrubber(scrubber())
+    points = sorted({min(c, len(frames)) for c in cuts})
+    pieces = [frames[a:b] for a, b in zip([0, *points], [*points, len(frames)], strict=True)]
+    return b"".join(relay(piece) for piece in pieces if piece)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=300), max_size=12),
+    st.integers(min_value=1, max_value=len(VALUE) - 1),
+)
+def test_a_value_cut_between_fragments_and_reads_is_still_replaced(
+    cuts: list[int], split: int
+) -> None:
+    """The server cuts the value between two fragments of one message (a frame header between
+    its halves, which a raw-byte scrubber does not see through), a ping between them, and the
+    proxy reads the bytes in arbitrary pieces."""
+    value = VALUE.encode()
+    frames = (
+        websocket_frame(b"token " + value[:split], opcode=1, fin=False)
+        + websocket_frame(b"ping " + value, opcode=9)
+        + websocket_frame(value[split:] + b" end", opcode=0)
+        + websocket_frame(b"second " + value, opcode=2)
+    )
+    out = _relayed(frames, cuts)
+    assert websocket_messages(out) == [
+        f"ping {PLACEHOLDER}".encode(),
+        f"token {PLACEHOLDER} end".encode(),
+        f"second {PLACEHOLDER}".encode(),
+    ]
+
+
+def test_a_message_that_arrives_whole_goes_on_whole() -> None:
+    """Held-back bytes at the end of an echoed message would tell the agent that it ends like
+    the value (a byte-by-byte oracle): the message's end sends them with it."""
+    frame = websocket_frame(b"guess " + VALUE.encode()[:5])
+    assert _relayed(frame, []) == frame
+
+
+def test_a_masked_server_frame_is_unmasked_and_scrubbed() -> None:
+    payload = b"masked " + VALUE.encode()
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    frame = bytes([0x81, 0x80 | len(payload)]) + mask + body
+    assert websocket_messages(_relayed(frame, [9, 20])) == [f"masked {PLACEHOLDER}".encode()]
+
+
+def test_bytes_that_are_no_plain_websocket_end_the_relay() -> None:
+    compressed = bytes([0xC1, 5]) + b"xxxxx"  # RSV1: permessage-deflate never agreed
+    raw = b"seen: " + VALUE.encode()  # not frames at all
+    unfinished = websocket_frame(b"x", opcode=0)  # a continuation with no message
+    for bad in (compressed, raw, unfinished):
+        relay = WebSocketScrubber(scrubber())
+        assert relay(websocket_frame(b"fine") + bad) == b""
+        assert relay(websocket_frame(b"later")) == b""
