@@ -46,6 +46,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "BB309": (Severity.WARNING, "egress upstream_ca file does not exist"),
     "BB310": (Severity.ERROR, "malformed git url (a leading '-', a space or a control character)"),
     "BB311": (Severity.ERROR, "a one-line value holds a line break or a control character"),
+    "BB312": (Severity.ERROR, "a path holds a NUL character"),
 }
 
 

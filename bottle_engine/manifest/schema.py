@@ -53,6 +53,8 @@ FORMAT_PATTERNS: dict[Format, str] = {
     Format.GIT_URL: r"^[^-\s\x00-\x1f\x7f][^\s\x00-\x1f\x7f]*$",
     # A line written into a file of lines (known_hosts): a line break would add lines of its own.
     Format.ONE_LINE: r"^[^\x00-\x1f\x7f]*$",
+    # No file name holds a NUL; every other character is the file system's to allow.
+    Format.PATH: r"^[^\x00]*$",
 }
 _COMPILED = {fmt: re.compile(pattern) for fmt, pattern in FORMAT_PATTERNS.items()}
 

@@ -62,6 +62,7 @@ _PATTERN_PROBLEMS: dict[Format, tuple[str, Callable[[str], str]]] = {
         ),
     ),
     Format.ONE_LINE: ("BB311", lambda _: "must be one line, without control characters"),
+    Format.PATH: ("BB312", lambda _: "holds a NUL character, which no file name can"),
 }
 
 

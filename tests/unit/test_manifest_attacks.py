@@ -210,3 +210,33 @@ def test_build_verify_shows_an_image_path_made_safe(
     out = capsys.readouterr().out
     assert unsafe_characters(out.replace("\n", "")) == []
     assert "/x\\x1b[2J" in out
+
+
+# -- a NUL in a path ------------------------------------------------------------------------------
+
+NUL_PATHS = {
+    "context": '[bottles.b]\ncontext = "a\\u0000b"\n',
+    "dockerfile": '[bottles.b]\ndockerfile = "Docker\\u0000file"\n',
+    "ca_bundle": '[bottles.b]\nca_bundle = "ca\\u0000.pem"\n',
+    "secret": '[bottles.b]\negress.allow = ["a.example"]\n'
+    '[bottles.b.secrets.k]\nfrom_file = "k\\u0000ey"\nhosts = ["a.example"]\n',
+    "prompt_file": '[bottles.b]\n[agents.dev]\nprompt_file = "p\\u0000.md"\n',
+}
+
+
+@pytest.mark.parametrize("key", sorted(NUL_PATHS))
+def test_a_path_holding_a_nul_is_a_problem_not_a_crash(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No file name holds a NUL: such a path is refused where the person reads it, and every
+    command that reads paths (the trust review, build, plan) says so instead of a traceback."""
+    body = NUL_PATHS[key]
+    text = body if body.startswith("[bottles.b]\n[agents") else "[agents.dev]\n" + body
+    manifest = project(tmp_path, text)
+    loaded = load_manifest_text(text, manifest)
+    assert "BB312" in [problem.code for problem in loaded.problems]
+    for command in (["build", "dev"], ["plan", "dev"], ["trust"]):
+        code = main([*command, "-f", str(manifest)])
+        said = capsys.readouterr()
+        assert code != 0, command
+        assert "Traceback" not in said.err and "BB312" in said.err, (command, said.err)
