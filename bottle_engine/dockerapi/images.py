@@ -7,6 +7,7 @@ this module only speaks to the daemon. Build contexts are sent as tar streams th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +29,14 @@ def dockerignore_included(root: Path, patterns: Iterable[str], always: Iterable[
     as the Docker CLI does.
     """
     rules = list(patterns) + [f"!{path}" for path in always]
-    return set(PatternMatcher(rules).walk(str(root)))
+    try:
+        return set(PatternMatcher(rules).walk(str(root)))
+    except RecursionError:  # the SDK's walk recurses once a level: a loop of mkdir ends it
+        raise BottleError(
+            f"the build context {root} holds directories nested deeper than the listing of "
+            f"a context goes (about {sys.getrecursionlimit()} levels)",
+            fix="move them out of the context, or exclude them in its .dockerignore",
+        ) from None
 
 
 def inspect_image(client: Any, ref: str) -> dict[str, Any] | None:

@@ -460,3 +460,25 @@ def test_docker_build_output_cannot_drive_the_terminal_or_break_the_status_line(
     shown = screen.getvalue()
     assert "\x1b]52" not in shown and "\x1b]8;" not in shown
     assert "evil.invalid" in shown and "[/oops]" in shown
+
+
+def test_a_context_nested_deeper_than_a_walk_goes_is_a_clear_error(spec: BuildSpec) -> None:
+    """Directories nested a thousand deep cost the agent one loop; the build says which
+    context and what to do, not a RecursionError from the listing."""
+    deep = spec.context / "deep"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1500):  # one name a level, so no path grows past what the kernel takes
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    try:
+        with pytest.raises(BottleError, match="nested") as raised:
+            prepare_inputs(spec, BASE_DIGEST)
+        assert str(spec.context) in str(raised.value) and ".dockerignore" in str(raised.value)
+    finally:
+        subprocess.run(["rm", "-rf", str(deep)], check=True)  # shutil.rmtree recurses too
