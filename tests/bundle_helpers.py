@@ -9,7 +9,9 @@ bundle_helpers.py fetch --proxy IP:8888 URL``) and in-process on loopback (`serv
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import http.client
 import ipaddress
 import json
@@ -106,7 +108,14 @@ class EchoHandler(BaseHTTPRequestHandler):
             "tls": isinstance(self.connection, ssl.SSLSocket),
             "sni": getattr(self.connection, "sni_seen", None),
             "port": int(self.server.server_address[1]),  # type: ignore[index]
+            "tenant": self._tenant(),
         }
+
+    def _tenant(self) -> str:
+        """The site a shared front (CDN, reverse proxy) that trusts X-Forwarded-Host would hand
+        this request to: that header's first name, else the Host header's."""
+        forwarded = self.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        return (forwarded or self.headers.get("Host", "")).split(":")[0].lower()
 
     def _reflect(self, mode: str) -> None:
         """The Authorization value sent back: in a header and a small body (``header``); in a
@@ -217,6 +226,8 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_response(101)
         self.send_header("Connection", "Upgrade")
         self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
+        if key := self.headers.get("Sec-WebSocket-Key"):
+            self.send_header("Sec-WebSocket-Accept", websocket_accept(key.encode()))
         if extensions := self.headers.get("Sec-WebSocket-Extensions"):
             # Accepting compression: what follows would then be deflated (it is not, here).
             self.send_header("Sec-WebSocket-Extensions", extensions.split(";")[0])
@@ -232,6 +243,12 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
+
+
+def websocket_accept(key: bytes) -> str:
+    """The Sec-WebSocket-Accept a server answers `key` with (RFC 6455 4.2.2)."""
+    digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    return base64.b64encode(digest).decode()
 
 
 def websocket_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:

@@ -53,6 +53,7 @@ from bottle_engine.bundle.egress_policy import (
     EgressPolicy,
     check_fields,
     check_names,
+    check_routing,
     decide,
     decide_approved,
     host_header,
@@ -557,6 +558,11 @@ class SecretSubstitution:
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason))
             return
+        if verdict.substitute:
+            routed = check_routing(destination.host, destination.port, request.headers.fields)
+            if routed is not None:
+                refuse(flow, routed)
+                return
         # The body is judged on the coding the agent sent: a placeholder there becomes the real
         # value, which the refusal of an unknown coding would quote back to the agent.
         flow.metadata[SENT_CODING_KEY] = request.headers.get("content-encoding", "")
@@ -814,10 +820,18 @@ class Audit:
     @fails_closed(_kill_response)
     def response(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
+        self._forget_pin(flow)
 
     @fails_closed(_log_only)
     def error(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
+        self._forget_pin(flow)
+
+    def _forget_pin(self, flow: http.HTTPFlow) -> None:
+        """A plain-HTTP request's pin is for the connection it may open; once it is answered,
+        the pin is spent (a refused request, or one sent on a reused server connection, never
+        opens one to take it: kept until the client left, one per name a wildcard allows)."""
+        self.state.pins.pop((flow.client_conn.id, flow.request.host, flow.request.port), None)
 
     @fails_closed(_log_only)
     def tcp_message(self, flow: tcp.TCPFlow) -> None:

@@ -333,3 +333,37 @@ def test_every_header_value_with_the_placeholder_is_replaced_and_nothing_else(
         (b"Cookie", f"a=1; k={REAL}; z={REAL}".encode()),
         (TOKEN.encode(), b"a name is not replaced"),
     )
+
+
+def test_address_pins_do_not_outlive_their_requests(tmp_path: Path) -> None:
+    """One keep-alive client, 5 000 plain-HTTP requests to names a wildcard entry allows: each
+    decision pins an address for `server_connect`, which a refused request (here its Host names
+    another host) or one sent on a reused server connection never comes to take."""
+    config = BundleConfig(
+        slug="s",
+        bundle_ip="10.99.0.2",
+        agent_subnet="10.99.0.0/24",
+        egress_allow=("*.example.com",),
+        state_dir=str(tmp_path / "state"),
+    )
+    state = make_state(config, audit=False)
+
+    async def any_name(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    allowlist, _, audit = make_addons(state, any_name)
+    assert isinstance(allowlist, Allowlist) and isinstance(audit, Audit)
+    client = tflow.tclient_conn()
+    with taddons.context():
+        for n in range(5000):
+            host = f"n{n}.example.com"
+            # Even: refused (the Host header names another host); odd: allowed, and sent on
+            # the server connection already open, so no server_connect takes the pin.
+            named = "elsewhere.example.com" if n % 2 == 0 else host
+            flow = request_flow("GET", f"http://{host}/", {"Host": named})
+            flow.client_conn = client
+            asyncio.run(allowlist.requestheaders(flow))
+            if flow.response is None:
+                flow.response = http.Response.make(200, b"ok")
+            audit.response(flow)
+    assert len(state.pins) <= 1, len(state.pins)

@@ -38,6 +38,7 @@ from tests.bundle_helpers import (
     read_http_head,
     read_http_response,
     secret_in_file,
+    websocket_accept,
     websocket_messages,
 )
 from tests.polling import wait_for
@@ -753,6 +754,63 @@ def test_a_refused_upgrade_does_not_quote_the_real_value_the_host_echoed(lab: La
     assert PLACEHOLDER in entry.reason and REAL not in entry.reason, entry.reason
 
 
+@pytest.mark.parametrize(
+    "routing",
+    [
+        "X-Forwarded-Host: other.test",
+        "X-Forwarded-Host: secret.test, other.test",
+        'Forwarded: for=10.0.0.1;host="other.test";proto=https',
+        "X-Original-Host: other.test",
+        "X-Host: other.test",
+        "X-Original-URL: https://other.test/ok",
+        "X-Rewrite-URL: //other.test/ok",
+    ],
+)
+def test_a_routing_header_naming_another_host_never_carries_the_real_value(
+    lab: Lab, routing: str
+) -> None:
+    """The request to the bound host also names another host in a header a shared front
+    (CDN, reverse proxy) may route by instead of Host; the echo upstream routes by
+    X-Forwarded-Host, as such a front does: the real value went to the other tenant."""
+    host = f"secret.test:{lab.https}"
+    path = f"/routed/{zlib.crc32(routing.encode())}"
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, get(path, host, AUTH, routing))
+    assert lab.seen_upstream(path) == []  # the other tenant saw nothing
+    assert status == 403 and "routing-header" in str(body), body
+    refused = [e for e in read_audit(lab.audit) if e.rule == "routing-header"]
+    assert refused and all(e.decision == "deny" for e in refused)
+
+
+def test_a_routing_header_naming_the_destination_itself_passes(lab: Lab) -> None:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = exchange(sock, get("/routed/self", host, AUTH, f"X-Forwarded-Host: {host}"))
+    assert status == 200
+    (seen,) = lab.seen_upstream("/routed/self")
+    assert seen["tenant"] == "secret.test"
+
+
+def test_a_websocket_key_never_gets_the_real_value_hashed_back(lab: Lab) -> None:
+    """The server answers Sec-WebSocket-Key with SHA-1(key + GUID) in Sec-WebSocket-Accept, a
+    transform the scrubber cannot undo: with the real value as the key, the agent could test
+    guesses of it offline."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(
+            get(
+                "/reflect/upgrade",
+                host,
+                "Connection: Upgrade",
+                "Upgrade: websocket",
+                f"Sec-WebSocket-Key: {PLACEHOLDER}",
+            )
+        )
+        status, head, _ = read_http_head(sock)
+    assert websocket_accept(REAL.encode()).encode() not in head, head
+    assert status == 403 and b"secret-in-hashed-header" in head, head
+
+
 def _names_the_value(reason: str) -> bool:
     return "switched to" in reason and (PLACEHOLDER in reason or REAL in reason)
 
@@ -766,6 +824,7 @@ def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     for request in carrying:
         assert (request["sni"], request["port"]) == ("secret.test", lab.https), request
         assert request["headers"]["Host"] == f"secret.test:{lab.https}", request
+        assert request["tenant"] == "secret.test", request
 
 
 def _pieces(value: str, size: int = 6) -> list[bytes]:

@@ -13,6 +13,7 @@ from bottle_engine.bundle.secret_policy import (
     DECODED_BODY_LIMIT,
     MAX_CODINGS,
     PLACEHOLDER_IN_BODY,
+    PLACEHOLDER_IN_HASHED_HEADER,
     PLACEHOLDER_IN_TRAILERS,
     PLACEHOLDER_IN_URL,
     PLACEHOLDER_PLAIN_HTTP,
@@ -212,3 +213,19 @@ def test_more_content_codings_than_the_bound_are_refused_undecoded() -> None:
     with pytest.raises(BodyRefused) as refused:
         body_forms(gzip.compress(data), ", ".join(["gzip"] * (MAX_CODINGS + 1)))
     assert refused.value.rule == BODY_NOT_INSPECTABLE and "content codings" in refused.value.reason
+
+
+@pytest.mark.parametrize("name", ["Sec-WebSocket-Key", "sec-websocket-key", " SEC-WEBSOCKET-KEY"])
+def test_a_placeholder_in_a_header_the_server_hashes_back_is_refused(name: str) -> None:
+    """A WebSocket server answers with SHA-1(Sec-WebSocket-Key + GUID): with the real value
+    there, the agent could test guesses of it offline."""
+    headers = [(name, f"{TOKEN}"), ("Authorization", f"Bearer {TOKEN}")]
+    verdict = check_request(SECRETS, "api.example.com", 443, True, "/", headers, [b""])
+    assert (verdict.allowed, verdict.rule) == (False, PLACEHOLDER_IN_HASHED_HEADER)
+    assert "api_key" in verdict.reason
+
+
+def test_a_websocket_key_of_its_own_beside_the_placeholder_passes() -> None:
+    headers = [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), *AUTH]
+    verdict = check_request(SECRETS, "api.example.com", 443, True, "/", headers, [b""])
+    assert verdict.allowed and [s.name for s in verdict.substitute] == ["api_key"]
