@@ -111,10 +111,16 @@ class EchoHandler(BaseHTTPRequestHandler):
             "tenant": self._tenant(),
         }
 
+    def _cgi_header(self, name: str) -> str:
+        """A header as a CGI or WSGI server reads it (``HTTP_X_FORWARDED_HOST``): '-' and '_'
+        in its name are the same."""
+        key = name.upper().replace("-", "_")
+        return next((v for k, v in self.headers.items() if k.upper().replace("-", "_") == key), "")
+
     def _tenant(self) -> str:
         """The site a shared front (CDN, reverse proxy) that trusts X-Forwarded-Host would hand
         this request to: that header's first name, else the Host header's."""
-        forwarded = self.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        forwarded = self._cgi_header("X-Forwarded-Host").split(",")[0].strip()
         return (forwarded or self.headers.get("Host", "")).split(":")[0].lower()
 
     def _reflect(self, mode: str) -> None:
@@ -226,7 +232,7 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_response(101)
         self.send_header("Connection", "Upgrade")
         self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
-        if key := self.headers.get("Sec-WebSocket-Key"):
+        if key := self._cgi_header("Sec-WebSocket-Key"):
             self.send_header("Sec-WebSocket-Accept", websocket_accept(key.encode()))
         if extensions := self.headers.get("Sec-WebSocket-Extensions"):
             # Accepting compression: what follows would then be deflated (it is not, here).

@@ -49,7 +49,7 @@ _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte 
 ROUTING_HEADER = "routing-header"
 # Those headers, by the form of their value: "authority" (a comma-separated list of host[:port]),
 # "forwarded" (RFC 7239: its host= parameters), "url" (a path, or an absolute URL whose authority
-# counts). Names lower-case.
+# counts). Keyed by `field_key`.
 ROUTING_HEADERS: dict[str, str] = {
     "x-forwarded-host": "authority",
     "x-original-host": "authority",
@@ -387,6 +387,13 @@ def _shown(value: str) -> str:
     return value if len(value) <= 200 else value[:200] + "..."
 
 
+def field_key(name: str) -> str:
+    """A header name as a table of them is keyed: lower-case, '_' read as '-' (a CGI or WSGI
+    server hands `X_Forwarded_Host` to the application as HTTP_X_FORWARDED_HOST, the same
+    variable as `X-Forwarded-Host`)."""
+    return name.strip().lower().replace("_", "-")
+
+
 def check_routing(host: str, port: int, fields: Iterable[tuple[bytes, bytes]]) -> Decision | None:
     """Do the request's routing headers (`ROUTING_HEADERS`) name only `host` (and `port`, where
     they carry one)? None when they do, else the refusal naming the first that does not.
@@ -398,8 +405,8 @@ def check_routing(host: str, port: int, fields: Iterable[tuple[bytes, bytes]]) -
     """
     expected = host.lower().rstrip(".")
     for raw_name, raw_value in fields:
-        name = raw_name.decode("latin-1").strip().lower()
-        form = ROUTING_HEADERS.get(name)
+        name = raw_name.decode("latin-1")
+        form = ROUTING_HEADERS.get(field_key(name))
         if form is None:
             continue
         value = raw_value.decode("latin-1")
@@ -410,7 +417,7 @@ def check_routing(host: str, port: int, fields: Iterable[tuple[bytes, bytes]]) -
                 f"the header {name!r} names {_shown(value)!r}, but this request, which carries a "
                 f"real secret value, goes to {_hostport(expected, port)}; a shared front may "
                 "route by that header and hand the value to another site",
-                f"drop the {name} header, or make it name the host the request is sent to",
+                f"drop the {name!r} header, or make it name the host the request is sent to",
             )
     return None
 

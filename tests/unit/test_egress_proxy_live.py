@@ -764,6 +764,7 @@ def test_a_refused_upgrade_does_not_quote_the_real_value_the_host_echoed(lab: La
         "X-Host: other.test",
         "X-Original-URL: https://other.test/ok",
         "X-Rewrite-URL: //other.test/ok",
+        "X_Forwarded_Host: other.test",  # HTTP_X_FORWARDED_HOST to a CGI or WSGI server
     ],
 )
 def test_a_routing_header_naming_another_host_never_carries_the_real_value(
@@ -791,10 +792,11 @@ def test_a_routing_header_naming_the_destination_itself_passes(lab: Lab) -> None
     assert seen["tenant"] == "secret.test"
 
 
-def test_a_websocket_key_never_gets_the_real_value_hashed_back(lab: Lab) -> None:
+@pytest.mark.parametrize("name", ["Sec-WebSocket-Key", "Sec_WebSocket_Key"])
+def test_a_websocket_key_never_gets_the_real_value_hashed_back(lab: Lab, name: str) -> None:
     """The server answers Sec-WebSocket-Key with SHA-1(key + GUID) in Sec-WebSocket-Accept, a
     transform the scrubber cannot undo: with the real value as the key, the agent could test
-    guesses of it offline."""
+    guesses of it offline. A CGI or WSGI server reads the header's name with '_' for '-'."""
     host = f"secret.test:{lab.https}"
     with tunnel(lab, "secret.test") as sock:
         sock.sendall(
@@ -803,7 +805,7 @@ def test_a_websocket_key_never_gets_the_real_value_hashed_back(lab: Lab) -> None
                 host,
                 "Connection: Upgrade",
                 "Upgrade: websocket",
-                f"Sec-WebSocket-Key: {PLACEHOLDER}",
+                f"{name}: {PLACEHOLDER}",
             )
         )
         status, head, _ = read_http_head(sock)
