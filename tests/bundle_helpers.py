@@ -133,6 +133,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 
         secret = self.headers.get("Authorization", "").encode()
         special = {
+            "digest": self._reflect_with_digests,
             "upgrade": self._reflect_upgraded,
             "te-gzip": self._reflect_transfer_coded,
             "range": self._reflect_in_ranges,
@@ -178,6 +179,23 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_with_digests(self, secret: bytes) -> None:
+        """``/reflect/digest``: the value in a small body, with the hashes of that body servers
+        send (a strong ETag as Express makes one, Content-MD5, RFC 9530's Repr-Digest): with
+        the body the agent sees, each tests a guess of the value offline. ``?big`` pads the
+        body past the proxy's buffering bound (streamed)."""
+        body = b"error: bad token " + secret + b"\n"
+        if self.path.endswith("?big"):
+            body += b"f" * (512 * 1024)
+        self.send_response(200)
+        self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
+        self.send_header("Content-MD5", base64.b64encode(hashlib.md5(body).digest()).decode())
+        sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        self.send_header("Repr-Digest", f"sha-256=:{sha256}:")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _reflect_transfer_coded(self, secret: bytes) -> None:
         """``/reflect/te-gzip``: the value gzip-compressed as a transfer coding (a server

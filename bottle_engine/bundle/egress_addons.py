@@ -59,7 +59,7 @@ from bottle_engine.bundle.egress_policy import (
     host_header,
     needs_ask,
 )
-from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber
+from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber, is_body_digest
 from bottle_engine.bundle.secret_policy import (
     MAX_DECODED_BODY,
     BodyRefused,
@@ -479,6 +479,17 @@ class MeteredTunnel(layers.TCPLayer):
         yield from super().relay_messages(event)
 
 
+def _drop_digests(response: http.Response) -> None:
+    """Remove the hashes of a body that held a real value (`secret_echo.BODY_DIGEST_FIELDS`):
+    they would let the agent test guesses of it offline (and no longer match the body it
+    gets)."""
+    response.headers.fields = tuple(f for f in response.headers.fields if not is_body_digest(f[0]))
+    if response.trailers:
+        response.trailers.fields = tuple(
+            f for f in response.trailers.fields if not is_body_digest(f[0])
+        )
+
+
 def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
     """Why the scrubber cannot see the real values in this response as relayed, or None: what
     it passes on must be bytes it searched, whole and undecoded."""
@@ -604,7 +615,9 @@ class SecretSubstitution:
         )
         if not streamed:
             return  # buffered (or bodiless): scrubbed whole in `response`
-        # Placeholders and values differ in length: the body is re-framed as it goes.
+        # Placeholders and values differ in length: the body is re-framed as it goes. Whether
+        # it holds a value is known only once sent: its hashes go before (`_drop_digests`).
+        _drop_digests(response)
         response.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
             response.headers["transfer-encoding"] = "chunked"
@@ -622,7 +635,10 @@ class SecretSubstitution:
                 for k, v in response.trailers.fields
             )
         raw = response.raw_content
-        if response.stream or not raw:
+        if response.stream:
+            _drop_digests(response)  # its trailers, now they have come
+            return
+        if not raw:
             return
         encoding = response.headers.get("content-encoding", "")
         try:
@@ -643,6 +659,8 @@ class SecretSubstitution:
         scrubbed = self.scrubber.scrub(body)
         if body is raw and scrubbed == raw:
             return
+        if scrubbed != body:
+            _drop_digests(response)
         response.headers.pop("content-encoding", None)
         response.content = scrubbed  # sets Content-Length unless the body is chunked
 

@@ -367,3 +367,24 @@ def test_address_pins_do_not_outlive_their_requests(tmp_path: Path) -> None:
                 flow.response = http.Response.make(200, b"ok")
             audit.response(flow)
     assert len(state.pins) <= 1, len(state.pins)
+
+
+@pytest.mark.parametrize(("echoes", "kept"), [(True, False), (False, True)])
+def test_hashes_of_a_body_are_dropped_only_when_it_held_the_real_value(
+    state: EgressState, echoes: bool, kept: bool
+) -> None:
+    """The agent gets the scrubbed body; a hash of the body as sent would let it test guesses
+    of the value offline. A body without the value keeps its ETag (caching still works)."""
+    allowlist, secrets, _ = addons(state)
+    flow = intercepted_flow(state, {"Authorization": f"Bearer {TOKEN}"})
+    body = b"token: " + (REAL.encode() if echoes else b"none")
+    digests = {"ETag": '"abc"', "Content-MD5": "x", "X-Amz-Checksum-Sha256": "y"}
+    with taddons.context():
+        asyncio.run(allowlist.requestheaders(flow))
+        secrets.requestheaders(flow)
+        flow.response = http.Response.make(200, body, {**digests, "X-Other": "z"})
+        secrets.responseheaders(flow)
+        secrets.response(flow)
+    assert flow.response is not None and REAL.encode() not in (flow.response.content or b"")
+    assert all((name in flow.response.headers) == kept for name in digests)
+    assert flow.response.headers["X-Other"] == "z"

@@ -11,8 +11,10 @@ succeed against an older one).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import socket
@@ -811,6 +813,30 @@ def test_a_websocket_key_never_gets_the_real_value_hashed_back(lab: Lab, name: s
         status, head, _ = read_http_head(sock)
     assert websocket_accept(REAL.encode()).encode() not in head, head
     assert status == 403 and b"secret-in-hashed-header" in head, head
+
+
+def _digests(body: bytes) -> list[str]:
+    return [
+        hashlib.sha1(body).hexdigest(),
+        base64.b64encode(hashlib.md5(body).digest()).decode(),
+        base64.b64encode(hashlib.sha256(body).digest()).decode(),
+    ]
+
+
+@pytest.mark.parametrize("size", ["small", "big"])
+def test_an_echo_never_comes_back_with_a_hash_of_the_real_value(lab: Lab, size: str) -> None:
+    """The bound host echoes the value in its body and sends hashes of that body (ETag,
+    Content-MD5, Repr-Digest). The agent gets the body with the placeholder; put a guess of the
+    real value in its place and hash it: a match confirms the guess, offline."""
+    host = f"secret.test:{lab.https}"
+    target = "/reflect/digest" + ("?big" if size == "big" else "")
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get(target, host, AUTH))
+        status, head, body = _read_chunked_or_sized(sock)
+    assert status == 200 and PLACEHOLDER.encode() in body
+    guessed = body.replace(PLACEHOLDER.encode(), REAL.encode())
+    leaked = [digest for digest in _digests(guessed) if digest.encode() in head]
+    assert leaked == [], head
 
 
 def _names_the_value(reason: str) -> bool:

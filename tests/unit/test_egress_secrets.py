@@ -9,6 +9,7 @@ import pytest
 
 from bottle_engine.bundle.config import SecretBinding
 from bottle_engine.bundle.egress_policy import field_key
+from bottle_engine.bundle.secret_echo import is_body_digest
 from bottle_engine.bundle.secret_policy import (
     BODY_NOT_INSPECTABLE,
     DECODED_BODY_LIMIT,
@@ -237,3 +238,19 @@ def test_a_websocket_key_of_its_own_beside_the_placeholder_passes() -> None:
 
 def test_the_hashed_header_table_is_keyed_as_names_are_looked_up() -> None:
     assert HASHED_HEADERS and all(name == field_key(name) for name in HASHED_HEADERS)
+
+
+@pytest.mark.parametrize(
+    ("name", "digest"),
+    [
+        ("ETag", True),
+        (b"content-md5", True),
+        ("Repr-Digest", True),
+        ("Content_Digest", True),
+        ("x-amz-checksum-crc32c", True),
+        ("Content-Type", False),
+        ("Last-Modified", False),
+    ],
+)
+def test_fields_that_hash_the_body(name: str | bytes, digest: bool) -> None:
+    assert is_body_digest(name) == digest
