@@ -58,14 +58,22 @@ def value_forms(value: str) -> tuple[bytes, ...]:
 
 
 # Response fields that hash the body as the host sent it (a strong ETag as Express and others make
-# one, Content-MD5, RFC 9530's digests, object stores' checksums). With the real value in that
-# body they test a guess of it offline: the agent has the scrubbed body, puts the guess where the
-# placeholder is and hashes. Names lower-case; a name starting with one of `_DIGEST_PREFIXES`
-# counts too.
+# one, Content-MD5, RFC 9530's digests, registries' and object stores' checksums). With the real
+# value in that body they test a guess of it offline: the agent has the scrubbed body, puts the
+# guess where the placeholder is and hashes. Names lower-case; a name starting with one of
+# `_DIGEST_PREFIXES` counts too.
 BODY_DIGEST_FIELDS = frozenset(
-    {"etag", "content-md5", "digest", "repr-digest", "content-digest", "x-goog-hash"}
+    {
+        "etag",
+        "content-md5",
+        "digest",
+        "repr-digest",
+        "content-digest",
+        "x-goog-hash",
+        "docker-content-digest",
+    }
 )
-_DIGEST_PREFIXES = ("x-amz-checksum-", "x-ms-content-", "x-oss-hash-")
+_DIGEST_PREFIXES = ("x-amz-checksum-", "x-ms-content-", "x-oss-hash-", "x-checksum-")
 
 
 def is_body_digest(name: bytes | str) -> bool:

@@ -248,6 +248,8 @@ def test_the_hashed_header_table_is_keyed_as_names_are_looked_up() -> None:
         ("Repr-Digest", True),
         ("Content_Digest", True),
         ("x-amz-checksum-crc32c", True),
+        ("X-Checksum-Sha256", True),
+        ("Docker-Content-Digest", True),
         ("Content-Type", False),
         ("Last-Modified", False),
     ],
