@@ -109,7 +109,15 @@ class EchoHandler(BaseHTTPRequestHandler):
             "sni": getattr(self.connection, "sni_seen", None),
             "port": int(self.server.server_address[1]),  # type: ignore[index]
             "tenant": self._tenant(),
+            "connection_tenant": self._connection_tenant(),
         }
+
+    def _connection_tenant(self) -> str:
+        """The site a front that routes a connection by its first request (and sends the rest
+        where that one went) hands this request to. One handler serves one connection."""
+        if not hasattr(self, "first_tenant"):
+            self.first_tenant = self._tenant()
+        return self.first_tenant
 
     def _cgi_header(self, name: str) -> str:
         """A header as a CGI or WSGI server reads it (``HTTP_X_FORWARDED_HOST``): '-' and '_'

@@ -290,6 +290,11 @@ class Allowlist:
                 host_header=request.host_header,
                 authority=request.authority or None,
             )
+            if mismatch is None and tunnel.intercept:
+                # On every request to a bound host, with a real value or not: a front that
+                # routes a connection by its first request sends the later ones, and their
+                # real values, where that one went.
+                mismatch = check_routing(tunnel.host, tunnel.port, request.headers.fields)
             if mismatch is not None:
                 refuse(flow, mismatch)
                 return
@@ -569,11 +574,6 @@ class SecretSubstitution:
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason))
             return
-        if verdict.substitute:
-            routed = check_routing(destination.host, destination.port, request.headers.fields)
-            if routed is not None:
-                refuse(flow, routed)
-                return
         # The body is judged on the coding the agent sent: a placeholder there becomes the real
         # value, which the refusal of an unknown coding would quote back to the agent.
         flow.metadata[SENT_CODING_KEY] = request.headers.get("content-encoding", "")

@@ -44,7 +44,7 @@ NAME_MISMATCH = "name-mismatch"
 # may end the field there.
 MALFORMED_FIELD = "malformed-field"
 _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte but HTAB
-# A request carrying a real value that names another host in a header a shared front (CDN,
+# A request to a host bound to a secret that names another host in a header a shared front (CDN,
 # reverse proxy) may route by instead of Host.
 ROUTING_HEADER = "routing-header"
 # Those headers, by the form of their value: "authority" (a comma-separated list of host[:port]),
@@ -400,8 +400,9 @@ def check_routing(host: str, port: int, fields: Iterable[tuple[bytes, bytes]]) -
 
     A shared front that routes by X-Forwarded-Host, Forwarded: host=, X-Original-URL, ... would
     hand the request, and the real value in its Authorization, to the site they name, another
-    tenant of the front. A value that cannot be read as a name is refused too (a front may read
-    it otherwise).
+    tenant of the front; one that routes a connection by its first request would hand it the
+    requests after it too. A value that cannot be read as a name is refused too (a front may
+    read it otherwise).
     """
     expected = host.lower().rstrip(".")
     for raw_name, raw_value in fields:
@@ -414,9 +415,9 @@ def check_routing(host: str, port: int, fields: Iterable[tuple[bytes, bytes]]) -
         if named is None or not all(_names(n, expected, port, None, has_port=True) for n in named):
             return _deny(
                 ROUTING_HEADER,
-                f"the header {name!r} names {_shown(value)!r}, but this request, which carries a "
-                f"real secret value, goes to {_hostport(expected, port)}; a shared front may "
-                "route by that header and hand the value to another site",
+                f"the header {name!r} names {_shown(value)!r}, but this request goes to "
+                f"{_hostport(expected, port)}, a host bound to a secret; a shared front may "
+                "route by that header and hand the real value to another site",
                 f"drop the {name!r} header, or make it name the host the request is sent to",
             )
     return None

@@ -785,6 +785,21 @@ def test_a_routing_header_naming_another_host_never_carries_the_real_value(
     assert refused and all(e.decision == "deny" for e in refused)
 
 
+def test_a_connection_routed_elsewhere_by_its_first_request_never_carries_the_real_value(
+    lab: Lab,
+) -> None:
+    """A front that routes a connection by its first request: that request carries no value
+    but names the other tenant in X-Forwarded-Host; the next one, clean, carries the value on
+    the same upstream connection."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        first, body = exchange(sock, get("/first", host, "X-Forwarded-Host: other.test"))
+        exchange(sock, get("/then", host, AUTH))
+    for seen in lab.seen_upstream("/then"):
+        assert seen["connection_tenant"] == "secret.test", seen
+    assert first == 403 and "routing-header" in str(body), body
+
+
 def test_a_routing_header_naming_the_destination_itself_passes(lab: Lab) -> None:
     host = f"secret.test:{lab.https}"
     with tunnel(lab, "secret.test") as sock:
@@ -852,7 +867,7 @@ def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     for request in carrying:
         assert (request["sni"], request["port"]) == ("secret.test", lab.https), request
         assert request["headers"]["Host"] == f"secret.test:{lab.https}", request
-        assert request["tenant"] == "secret.test", request
+        assert request["tenant"] == request["connection_tenant"] == "secret.test", request
 
 
 def _pieces(value: str, size: int = 6) -> list[bytes]:
