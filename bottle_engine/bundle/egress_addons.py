@@ -128,7 +128,8 @@ class EgressState:
     audit: AuditLog | None
     # by the id of the server connection a CONNECT opened (the one every request inside uses)
     tunnels: dict[str, Tunnel] = field(default_factory=dict)
-    # (client id, host, port) -> (checked address, expiry); read once by server_connect
+    # (client id, host, port) -> (checked address, expiry); read once by server_connect, and
+    # dropped when its request is answered (Audit)
     pins: dict[tuple[str, str, int], tuple[str, float]] = field(default_factory=dict)
     asker: EgressAsker | None = None  # with [egress] ask = true
 
