@@ -9,7 +9,9 @@ bundle_helpers.py fetch --proxy IP:8888 URL``) and in-process on loopback (`serv
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import http.client
 import ipaddress
 import json
@@ -106,7 +108,28 @@ class EchoHandler(BaseHTTPRequestHandler):
             "tls": isinstance(self.connection, ssl.SSLSocket),
             "sni": getattr(self.connection, "sni_seen", None),
             "port": int(self.server.server_address[1]),  # type: ignore[index]
+            "tenant": self._tenant(),
+            "connection_tenant": self._connection_tenant(),
         }
+
+    def _connection_tenant(self) -> str:
+        """The site a front that routes a connection by its first request (and sends the rest
+        where that one went) hands this request to. One handler serves one connection."""
+        if not hasattr(self, "first_tenant"):
+            self.first_tenant = self._tenant()
+        return self.first_tenant
+
+    def _cgi_header(self, name: str) -> str:
+        """A header as a CGI or WSGI server reads it (``HTTP_X_FORWARDED_HOST``): '-' and '_'
+        in its name are the same."""
+        key = name.upper().replace("-", "_")
+        return next((v for k, v in self.headers.items() if k.upper().replace("-", "_") == key), "")
+
+    def _tenant(self) -> str:
+        """The site a shared front (CDN, reverse proxy) that trusts X-Forwarded-Host would hand
+        this request to: that header's first name, else the Host header's."""
+        forwarded = self._cgi_header("X-Forwarded-Host").split(",")[0].strip()
+        return (forwarded or self.headers.get("Host", "")).split(":")[0].lower()
 
     def _reflect(self, mode: str) -> None:
         """The Authorization value sent back: in a header and a small body (``header``); in a
@@ -118,6 +141,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 
         secret = self.headers.get("Authorization", "").encode()
         special = {
+            "digest": self._reflect_with_digests,
             "upgrade": self._reflect_upgraded,
             "te-gzip": self._reflect_transfer_coded,
             "range": self._reflect_in_ranges,
@@ -163,6 +187,23 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_with_digests(self, secret: bytes) -> None:
+        """``/reflect/digest``: the value in a small body, with the hashes of that body servers
+        send (a strong ETag as Express makes one, Content-MD5, RFC 9530's Repr-Digest): with
+        the body the agent sees, each tests a guess of the value offline. ``?big`` pads the
+        body past the proxy's buffering bound (streamed)."""
+        body = b"error: bad token " + secret + b"\n"
+        if self.path.endswith("?big"):
+            body += b"f" * (512 * 1024)
+        self.send_response(200)
+        self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
+        self.send_header("Content-MD5", base64.b64encode(hashlib.md5(body).digest()).decode())
+        sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        self.send_header("Repr-Digest", f"sha-256=:{sha256}:")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _reflect_transfer_coded(self, secret: bytes) -> None:
         """``/reflect/te-gzip``: the value gzip-compressed as a transfer coding (a server
@@ -217,6 +258,8 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_response(101)
         self.send_header("Connection", "Upgrade")
         self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
+        if key := self._cgi_header("Sec-WebSocket-Key"):
+            self.send_header("Sec-WebSocket-Accept", websocket_accept(key.encode()))
         if extensions := self.headers.get("Sec-WebSocket-Extensions"):
             # Accepting compression: what follows would then be deflated (it is not, here).
             self.send_header("Sec-WebSocket-Extensions", extensions.split(";")[0])
@@ -232,6 +275,12 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
+
+
+def websocket_accept(key: bytes) -> str:
+    """The Sec-WebSocket-Accept a server answers `key` with (RFC 6455 4.2.2)."""
+    digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    return base64.b64encode(digest).decode()
 
 
 def websocket_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:

@@ -53,12 +53,13 @@ from bottle_engine.bundle.egress_policy import (
     EgressPolicy,
     check_fields,
     check_names,
+    check_routing,
     decide,
     decide_approved,
     host_header,
     needs_ask,
 )
-from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber
+from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber, is_body_digest
 from bottle_engine.bundle.secret_policy import (
     MAX_DECODED_BODY,
     BodyRefused,
@@ -127,7 +128,8 @@ class EgressState:
     audit: AuditLog | None
     # by the id of the server connection a CONNECT opened (the one every request inside uses)
     tunnels: dict[str, Tunnel] = field(default_factory=dict)
-    # (client id, host, port) -> (checked address, expiry); read once by server_connect
+    # (client id, host, port) -> (checked address, expiry); read once by server_connect, and
+    # dropped when its request is answered (Audit)
     pins: dict[tuple[str, str, int], tuple[str, float]] = field(default_factory=dict)
     asker: EgressAsker | None = None  # with [egress] ask = true
 
@@ -289,6 +291,11 @@ class Allowlist:
                 host_header=request.host_header,
                 authority=request.authority or None,
             )
+            if mismatch is None and tunnel.intercept:
+                # On every request to a bound host, with a real value or not: a front that
+                # routes a connection by its first request sends the later ones, and their
+                # real values, where that one went.
+                mismatch = check_routing(tunnel.host, tunnel.port, request.headers.fields)
             if mismatch is not None:
                 refuse(flow, mismatch)
                 return
@@ -478,6 +485,17 @@ class MeteredTunnel(layers.TCPLayer):
         yield from super().relay_messages(event)
 
 
+def _drop_digests(response: http.Response) -> None:
+    """Remove the hashes of a body that held a real value (`secret_echo.BODY_DIGEST_FIELDS`):
+    they would let the agent test guesses of it offline (and no longer match the body it
+    gets)."""
+    response.headers.fields = tuple(f for f in response.headers.fields if not is_body_digest(f[0]))
+    if response.trailers:
+        response.trailers.fields = tuple(
+            f for f in response.trailers.fields if not is_body_digest(f[0])
+        )
+
+
 def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
     """Why the scrubber cannot see the real values in this response as relayed, or None: what
     it passes on must be bytes it searched, whole and undecoded."""
@@ -598,7 +616,9 @@ class SecretSubstitution:
         )
         if not streamed:
             return  # buffered (or bodiless): scrubbed whole in `response`
-        # Placeholders and values differ in length: the body is re-framed as it goes.
+        # Placeholders and values differ in length: the body is re-framed as it goes. Whether
+        # it holds a value is known only once sent: its hashes go before (`_drop_digests`).
+        _drop_digests(response)
         response.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
             response.headers["transfer-encoding"] = "chunked"
@@ -616,7 +636,10 @@ class SecretSubstitution:
                 for k, v in response.trailers.fields
             )
         raw = response.raw_content
-        if response.stream or not raw:
+        if response.stream:
+            _drop_digests(response)  # its trailers, now they have come
+            return
+        if not raw:
             return
         encoding = response.headers.get("content-encoding", "")
         try:
@@ -637,6 +660,8 @@ class SecretSubstitution:
         scrubbed = self.scrubber.scrub(body)
         if body is raw and scrubbed == raw:
             return
+        if scrubbed != body:
+            _drop_digests(response)
         response.headers.pop("content-encoding", None)
         response.content = scrubbed  # sets Content-Length unless the body is chunked
 
@@ -814,10 +839,18 @@ class Audit:
     @fails_closed(_kill_response)
     def response(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
+        self._forget_pin(flow)
 
     @fails_closed(_log_only)
     def error(self, flow: http.HTTPFlow) -> None:
         self._record_http(flow)
+        self._forget_pin(flow)
+
+    def _forget_pin(self, flow: http.HTTPFlow) -> None:
+        """A plain-HTTP request's pin is for the connection it may open; once it is answered,
+        the pin is spent (a refused request, or one sent on a reused server connection, never
+        opens one to take it: kept until the client left, one per name a wildcard allows)."""
+        self.state.pins.pop((flow.client_conn.id, flow.request.host, flow.request.port), None)
 
     @fails_closed(_log_only)
     def tcp_message(self, flow: tcp.TCPFlow) -> None:

@@ -44,6 +44,24 @@ NAME_MISMATCH = "name-mismatch"
 # may end the field there.
 MALFORMED_FIELD = "malformed-field"
 _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte but HTAB
+# A request to a host bound to a secret that names another host in a header a shared front (CDN,
+# reverse proxy) may route by instead of Host.
+ROUTING_HEADER = "routing-header"
+# Those headers, by the form of their value: "authority" (a comma-separated list of host[:port]),
+# "forwarded" (RFC 7239: its host= parameters), "url" (a path, or an absolute URL whose authority
+# counts). Keyed by `field_key`.
+ROUTING_HEADERS: dict[str, str] = {
+    "x-forwarded-host": "authority",
+    "x-original-host": "authority",
+    "x-host": "authority",
+    "x-forwarded-server": "authority",
+    "x-http-host-override": "authority",
+    "forwarded": "forwarded",
+    "x-original-url": "url",
+    "x-rewrite-url": "url",
+}
+_FORWARDED_HOST = re.compile(r'(?:^|[\s;,"])host\s*=\s*("(?:[^"\\]|\\.)*"?|[^\s;,]*)', re.I)
+_URL_AUTHORITY = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?[/\\]{2}([^/\\?#]*)", re.I)
 
 
 @dataclass(frozen=True)
@@ -326,7 +344,6 @@ def check_names(
     a missing port means). None when they agree, else the refusal naming the first that does not.
     """
     expected = host.lower().rstrip(".")
-    expected_ip = _ip_literal(expected)
     checks = (
         ("the TLS server name (SNI)", sni, False),
         ("the Host header", host_header, True),
@@ -335,24 +352,99 @@ def check_names(
     for label, value, has_port in checks:
         if value is None or value == "":
             continue
-        # Names are ASCII (IDNA A-labels): str.lower() would also fold the Kelvin sign into 'k'.
-        parsed = None
-        if value.isascii():
-            parsed = split_authority(value) if has_port else (value.lower().rstrip("."), None)
-        named_ip = _ip_literal(parsed[0]) if parsed else None
-        same_host = parsed is not None and (
-            parsed[0] == expected or (named_ip is not None and named_ip == expected_ip)
-        )
-        same_port = not has_port or (parsed is not None and (parsed[1] or default_port) == port)
-        if not (same_host and same_port):
-            shown = value if len(value) <= 200 else value[:200] + "..."
+        port_named = default_port if has_port else None
+        if not _names(value, expected, port, port_named, has_port=has_port):
             return _deny(
                 NAME_MISMATCH,
-                f"{label} names {shown!r}, but this request goes to {_hostport(expected, port)}; "
-                "every name in a request must be the host it is sent to",
+                f"{label} names {_shown(value)!r}, but this request goes to "
+                f"{_hostport(expected, port)}; every name in a request must be the host it is "
+                "sent to",
                 "address the request to the host it is meant for (no domain fronting)",
             )
     return None
+
+
+def _names(
+    value: str, expected: str, port: int, default_port: int | None, *, has_port: bool
+) -> bool:
+    """Does `value` (a host, or with `has_port` an authority) name `expected`:`port`? A missing
+    port means `default_port`, and any port when that is None."""
+    # Names are ASCII (IDNA A-labels): str.lower() would also fold the Kelvin sign into 'k'.
+    parsed = None
+    if value.isascii():
+        parsed = split_authority(value) if has_port else (value.lower().rstrip("."), None)
+    if parsed is None:
+        return False
+    named_ip = _ip_literal(parsed[0])
+    same_host = parsed[0] == expected or (
+        named_ip is not None and named_ip == _ip_literal(expected)
+    )
+    named_port = parsed[1] if parsed[1] is not None else default_port
+    return same_host and (not has_port or named_port is None or named_port == port)
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 200 else value[:200] + "..."
+
+
+def field_key(name: str) -> str:
+    """A header name as a table of them is keyed: lower-case, '_' read as '-' (a CGI or WSGI
+    server hands `X_Forwarded_Host` to the application as HTTP_X_FORWARDED_HOST, the same
+    variable as `X-Forwarded-Host`)."""
+    return name.strip().lower().replace("_", "-")
+
+
+def check_routing(host: str, port: int, fields: Iterable[tuple[bytes, bytes]]) -> Decision | None:
+    """Do the request's routing headers (`ROUTING_HEADERS`) name only `host` (and `port`, where
+    they carry one)? None when they do, else the refusal naming the first that does not.
+
+    A shared front that routes by X-Forwarded-Host, Forwarded: host=, X-Original-URL, ... would
+    hand the request, and the real value in its Authorization, to the site they name, another
+    tenant of the front; one that routes a connection by its first request would hand it the
+    requests after it too. A value that cannot be read as a name is refused too (a front may
+    read it otherwise).
+    """
+    expected = host.lower().rstrip(".")
+    for raw_name, raw_value in fields:
+        name = raw_name.decode("latin-1")
+        form = ROUTING_HEADERS.get(field_key(name))
+        if form is None:
+            continue
+        value = raw_value.decode("latin-1")
+        named = _routing_names(form, value)
+        if named is None or not all(_names(n, expected, port, None, has_port=True) for n in named):
+            return _deny(
+                ROUTING_HEADER,
+                f"the header {name!r} names {_shown(value)!r}, but this request goes to "
+                f"{_hostport(expected, port)}, a host bound to a secret; a shared front may "
+                "route by that header and hand the real value to another site",
+                f"drop the {name!r} header, or make it name the host the request is sent to",
+            )
+    return None
+
+
+def _routing_names(form: str, value: str) -> list[str] | None:
+    """The authorities a routing header's `value` names ([] for a plain path); None when it
+    cannot be read."""
+    if form == "authority":
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if form == "forwarded":
+        named = []
+        for match in _FORWARDED_HOST.finditer(value):
+            host = match.group(1)
+            if host.startswith('"'):
+                if len(host) < 2 or not host.endswith('"'):
+                    return None  # an unclosed quoted-string
+                host = host[1:-1].replace("\\", "")
+            named.append(host)
+        return named
+    text = value.strip()
+    if not text or (text.startswith("/") and not text.startswith(("//", "/\\"))):
+        return []  # a path on the destination itself
+    authority = _URL_AUTHORITY.match(text)
+    if authority is None:
+        return None
+    return [authority.group(1).rpartition("@")[2]]
 
 
 def check_fields(fields: Iterable[tuple[bytes, bytes]]) -> Decision | None:

@@ -57,6 +57,32 @@ def value_forms(value: str) -> tuple[bytes, ...]:
     return tuple(dict.fromkeys(form.encode() for form in forms if form))
 
 
+# Response fields that hash the body as the host sent it (a strong ETag as Express and others make
+# one, Content-MD5, RFC 9530's digests, registries' and object stores' checksums). With the real
+# value in that body they test a guess of it offline: the agent has the scrubbed body, puts the
+# guess where the placeholder is and hashes. Names lower-case; a name starting with one of
+# `_DIGEST_PREFIXES` counts too.
+BODY_DIGEST_FIELDS = frozenset(
+    {
+        "etag",
+        "content-md5",
+        "digest",
+        "repr-digest",
+        "content-digest",
+        "x-goog-hash",
+        "docker-content-digest",
+    }
+)
+_DIGEST_PREFIXES = ("x-amz-checksum-", "x-ms-content-", "x-oss-hash-", "x-checksum-")
+
+
+def is_body_digest(name: bytes | str) -> bool:
+    """Is the field `name` a hash of the body (`BODY_DIGEST_FIELDS`)?"""
+    text = name.decode("latin-1") if isinstance(name, bytes) else name
+    key = text.strip().lower().replace("_", "-")
+    return key in BODY_DIGEST_FIELDS or key.startswith(_DIGEST_PREFIXES)
+
+
 def _lower_hex(quoted: str) -> str:
     parts = quoted.split("%")
     return parts[0] + "".join("%" + part[:2].lower() + part[2:] for part in parts[1:])

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bottle_engine.bundle.config import SecretBinding
+from bottle_engine.bundle.egress_policy import field_key
 from bottle_engine.manifest.egress_rules import EgressRule, parse_egress_rule
 
 PLACEHOLDER_IN_URL = "secret-in-url"
@@ -20,6 +21,12 @@ PLACEHOLDER_IN_BODY = "secret-in-body"
 PLACEHOLDER_IN_TRAILERS = "secret-in-trailers"
 PLACEHOLDER_WRONG_HOST = "secret-wrong-host"
 PLACEHOLDER_PLAIN_HTTP = "secret-plain-http"
+PLACEHOLDER_IN_HASHED_HEADER = "secret-in-hashed-header"
+# Request headers whose value the protocol makes the server hash and send back (a WebSocket
+# server answers Sec-WebSocket-Key with SHA-1(key + GUID) in Sec-WebSocket-Accept). The echo
+# is a form the proxy cannot recognise to scrub, and with a real value hashed in it the agent
+# could test guesses of that value offline. Keyed by `field_key`.
+HASHED_HEADERS = frozenset({"sec-websocket-key"})
 BODY_NOT_INSPECTABLE = "body-not-inspectable"
 DECODED_BODY_LIMIT = "decoded-body-limit"
 
@@ -86,7 +93,11 @@ def check_request(
 
     `bodies` are the forms of the body to search (raw and, if it is encoded, decoded).
     """
-    header_text = "\n".join(f"{name}: {value}" for name, value in headers)
+    header_list = list(headers)
+    header_text = "\n".join(f"{name}: {value}" for name, value in header_list)
+    hashed_text = "\n".join(
+        value for name, value in header_list if field_key(name) in HASHED_HEADERS
+    )
     body_list = list(bodies)
     substitute: list[BoundSecret] = []
     for secret in secrets:
@@ -106,6 +117,12 @@ def check_request(
             )
         if not https:
             return _refuse(PLACEHOLDER_PLAIN_HTTP, secret, "over plain HTTP; use https://")
+        if token in hashed_text:
+            return _refuse(
+                PLACEHOLDER_IN_HASHED_HEADER,
+                secret,
+                "in a header the server hashes and sends back (Sec-WebSocket-Key)",
+            )
         substitute.append(secret)
     return SecretVerdict(True, substitute=tuple(substitute))
 

@@ -333,3 +333,58 @@ def test_every_header_value_with_the_placeholder_is_replaced_and_nothing_else(
         (b"Cookie", f"a=1; k={REAL}; z={REAL}".encode()),
         (TOKEN.encode(), b"a name is not replaced"),
     )
+
+
+def test_address_pins_do_not_outlive_their_requests(tmp_path: Path) -> None:
+    """One keep-alive client, 5 000 plain-HTTP requests to names a wildcard entry allows: each
+    decision pins an address for `server_connect`, which a refused request (here its Host names
+    another host) or one sent on a reused server connection never comes to take."""
+    config = BundleConfig(
+        slug="s",
+        bundle_ip="10.99.0.2",
+        agent_subnet="10.99.0.0/24",
+        egress_allow=("*.example.com",),
+        state_dir=str(tmp_path / "state"),
+    )
+    state = make_state(config, audit=False)
+
+    async def any_name(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    allowlist, _, audit = make_addons(state, any_name)
+    assert isinstance(allowlist, Allowlist) and isinstance(audit, Audit)
+    client = tflow.tclient_conn()
+    with taddons.context():
+        for n in range(5000):
+            host = f"n{n}.example.com"
+            # Even: refused (the Host header names another host); odd: allowed, and sent on
+            # the server connection already open, so no server_connect takes the pin.
+            named = "elsewhere.example.com" if n % 2 == 0 else host
+            flow = request_flow("GET", f"http://{host}/", {"Host": named})
+            flow.client_conn = client
+            asyncio.run(allowlist.requestheaders(flow))
+            if flow.response is None:
+                flow.response = http.Response.make(200, b"ok")
+            audit.response(flow)
+    assert len(state.pins) <= 1, len(state.pins)
+
+
+@pytest.mark.parametrize(("echoes", "kept"), [(True, False), (False, True)])
+def test_hashes_of_a_body_are_dropped_only_when_it_held_the_real_value(
+    state: EgressState, echoes: bool, kept: bool
+) -> None:
+    """The agent gets the scrubbed body; a hash of the body as sent would let it test guesses
+    of the value offline. A body without the value keeps its ETag (caching still works)."""
+    allowlist, secrets, _ = addons(state)
+    flow = intercepted_flow(state, {"Authorization": f"Bearer {TOKEN}"})
+    body = b"token: " + (REAL.encode() if echoes else b"none")
+    digests = {"ETag": '"abc"', "Content-MD5": "x", "X-Amz-Checksum-Sha256": "y"}
+    with taddons.context():
+        asyncio.run(allowlist.requestheaders(flow))
+        secrets.requestheaders(flow)
+        flow.response = http.Response.make(200, body, {**digests, "X-Other": "z"})
+        secrets.responseheaders(flow)
+        secrets.response(flow)
+    assert flow.response is not None and REAL.encode() not in (flow.response.content or b"")
+    assert all((name in flow.response.headers) == kept for name in digests)
+    assert flow.response.headers["X-Other"] == "z"

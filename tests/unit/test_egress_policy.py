@@ -12,12 +12,16 @@ from bottle_engine.bundle.egress_policy import (
     MALFORMED_FIELD,
     NAME_MISMATCH,
     OWN_ADDRESS,
+    ROUTING_HEADER,
+    ROUTING_HEADERS,
     SPECIAL_ADDRESS,
     UNRESOLVED,
     EgressPolicy,
     check_fields,
     check_names,
+    check_routing,
     decide,
+    field_key,
     host_header,
     split_authority,
 )
@@ -274,3 +278,46 @@ def test_the_host_header_the_proxy_gives_a_request_without_one(
     host: str, port: int, default: int, expected: str
 ) -> None:
     assert host_header(host, port, default) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "agrees"),
+    [
+        ("X-Forwarded-Host", "api.example.com", True),
+        ("X-Forwarded-Host", "API.example.com.:443", True),
+        ("X-Forwarded-Host", "api.example.com:8443", False),
+        ("X-Forwarded-Host", "other.example.com", False),
+        ("x-forwarded-host", "api.example.com, other.example.com", False),
+        ("X-Forwarded-Host", "api.example.com/other", False),
+        ("X-Original-Host", "other.example.com", False),
+        ("X-Host", "other.example.com", False),
+        ("X-Forwarded-Server", "other.example.com", False),
+        ("X-HTTP-Host-Override", "other.example.com", False),
+        ("Forwarded", "for=192.0.2.1;proto=https", True),
+        ("Forwarded", 'for=192.0.2.1;host="api.example.com"', True),
+        ("Forwarded", "for=192.0.2.1, for=198.51.100.2;host=other.example.com", False),
+        ("Forwarded", 'HOST = "other.example.com"', False),
+        ("Forwarded", 'host="api.example.com', False),  # unclosed: a front may read more
+        ("X-Original-URL", "/admin?x=1", True),
+        ("X-Original-URL", "", True),
+        ("X-Original-URL", "https://api.example.com/admin", True),
+        ("X-Original-URL", "https://other.example.com/admin", False),
+        ("X-Rewrite-URL", "//other.example.com/admin", False),
+        ("X-Rewrite-URL", "/\\other.example.com/admin", False),
+        ("X-Rewrite-URL", "http://user@other.example.com/", False),
+        ("X-Rewrite-URL", "other.example.com/admin", False),
+        ("X-Forwarded-For", "other.example.com", True),  # an address, not a route
+        ("X_Forwarded_Host", "other.example.com", False),  # HTTP_X_FORWARDED_HOST to CGI
+        ("x_original_url", "//other.example.com/", False),
+    ],
+)
+def test_routing_headers_must_name_the_destination(name: str, value: str, agrees: bool) -> None:
+    fields = [(b"Host", b"api.example.com"), (name.encode(), value.encode())]
+    refusal = check_routing("api.example.com", 443, fields)
+    assert (refusal is None) == agrees, refusal
+    if refusal is not None:
+        assert refusal.rule == ROUTING_HEADER and name in refusal.reason
+
+
+def test_the_routing_table_is_keyed_as_names_are_looked_up() -> None:
+    assert all(name == field_key(name) for name in ROUTING_HEADERS)

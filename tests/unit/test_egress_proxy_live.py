@@ -11,8 +11,10 @@ succeed against an older one).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import socket
@@ -38,6 +40,7 @@ from tests.bundle_helpers import (
     read_http_head,
     read_http_response,
     secret_in_file,
+    websocket_accept,
     websocket_messages,
 )
 from tests.polling import wait_for
@@ -753,6 +756,104 @@ def test_a_refused_upgrade_does_not_quote_the_real_value_the_host_echoed(lab: La
     assert PLACEHOLDER in entry.reason and REAL not in entry.reason, entry.reason
 
 
+@pytest.mark.parametrize(
+    "routing",
+    [
+        "X-Forwarded-Host: other.test",
+        "X-Forwarded-Host: secret.test, other.test",
+        'Forwarded: for=10.0.0.1;host="other.test";proto=https',
+        "X-Original-Host: other.test",
+        "X-Host: other.test",
+        "X-Original-URL: https://other.test/ok",
+        "X-Rewrite-URL: //other.test/ok",
+        "X_Forwarded_Host: other.test",  # HTTP_X_FORWARDED_HOST to a CGI or WSGI server
+    ],
+)
+def test_a_routing_header_naming_another_host_never_carries_the_real_value(
+    lab: Lab, routing: str
+) -> None:
+    """The request to the bound host also names another host in a header a shared front
+    (CDN, reverse proxy) may route by instead of Host; the echo upstream routes by
+    X-Forwarded-Host, as such a front does: the real value went to the other tenant."""
+    host = f"secret.test:{lab.https}"
+    path = f"/routed/{zlib.crc32(routing.encode())}"
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, get(path, host, AUTH, routing))
+    assert lab.seen_upstream(path) == []  # the other tenant saw nothing
+    assert status == 403 and "routing-header" in str(body), body
+    refused = [e for e in read_audit(lab.audit) if e.rule == "routing-header"]
+    assert refused and all(e.decision == "deny" for e in refused)
+
+
+def test_a_connection_routed_elsewhere_by_its_first_request_never_carries_the_real_value(
+    lab: Lab,
+) -> None:
+    """A front that routes a connection by its first request: that request carries no value
+    but names the other tenant in X-Forwarded-Host; the next one, clean, carries the value on
+    the same upstream connection."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        first, body = exchange(sock, get("/first", host, "X-Forwarded-Host: other.test"))
+        exchange(sock, get("/then", host, AUTH))
+    for seen in lab.seen_upstream("/then"):
+        assert seen["connection_tenant"] == "secret.test", seen
+    assert first == 403 and "routing-header" in str(body), body
+
+
+def test_a_routing_header_naming_the_destination_itself_passes(lab: Lab) -> None:
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = exchange(sock, get("/routed/self", host, AUTH, f"X-Forwarded-Host: {host}"))
+    assert status == 200
+    (seen,) = lab.seen_upstream("/routed/self")
+    assert seen["tenant"] == "secret.test"
+
+
+@pytest.mark.parametrize("name", ["Sec-WebSocket-Key", "Sec_WebSocket_Key"])
+def test_a_websocket_key_never_gets_the_real_value_hashed_back(lab: Lab, name: str) -> None:
+    """The server answers Sec-WebSocket-Key with SHA-1(key + GUID) in Sec-WebSocket-Accept, a
+    transform the scrubber cannot undo: with the real value as the key, the agent could test
+    guesses of it offline. A CGI or WSGI server reads the header's name with '_' for '-'."""
+    host = f"secret.test:{lab.https}"
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(
+            get(
+                "/reflect/upgrade",
+                host,
+                "Connection: Upgrade",
+                "Upgrade: websocket",
+                f"{name}: {PLACEHOLDER}",
+            )
+        )
+        status, head, _ = read_http_head(sock)
+    assert websocket_accept(REAL.encode()).encode() not in head, head
+    assert status == 403 and b"secret-in-hashed-header" in head, head
+
+
+def _digests(body: bytes) -> list[str]:
+    return [
+        hashlib.sha1(body).hexdigest(),
+        base64.b64encode(hashlib.md5(body).digest()).decode(),
+        base64.b64encode(hashlib.sha256(body).digest()).decode(),
+    ]
+
+
+@pytest.mark.parametrize("size", ["small", "big"])
+def test_an_echo_never_comes_back_with_a_hash_of_the_real_value(lab: Lab, size: str) -> None:
+    """The bound host echoes the value in its body and sends hashes of that body (ETag,
+    Content-MD5, Repr-Digest). The agent gets the body with the placeholder; put a guess of the
+    real value in its place and hash it: a match confirms the guess, offline."""
+    host = f"secret.test:{lab.https}"
+    target = "/reflect/digest" + ("?big" if size == "big" else "")
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get(target, host, AUTH))
+        status, head, body = _read_chunked_or_sized(sock)
+    assert status == 200 and PLACEHOLDER.encode() in body
+    guessed = body.replace(PLACEHOLDER.encode(), REAL.encode())
+    leaked = [digest for digest in _digests(guessed) if digest.encode() in head]
+    assert leaked == [], head
+
+
 def _names_the_value(reason: str) -> bool:
     return "switched to" in reason and (PLACEHOLDER in reason or REAL in reason)
 
@@ -766,6 +867,7 @@ def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     for request in carrying:
         assert (request["sni"], request["port"]) == ("secret.test", lab.https), request
         assert request["headers"]["Host"] == f"secret.test:{lab.https}", request
+        assert request["tenant"] == request["connection_tenant"] == "secret.test", request
 
 
 def _pieces(value: str, size: int = 6) -> list[bytes]:

@@ -8,11 +8,15 @@ import zlib
 import pytest
 
 from bottle_engine.bundle.config import SecretBinding
+from bottle_engine.bundle.egress_policy import field_key
+from bottle_engine.bundle.secret_echo import is_body_digest
 from bottle_engine.bundle.secret_policy import (
     BODY_NOT_INSPECTABLE,
     DECODED_BODY_LIMIT,
+    HASHED_HEADERS,
     MAX_CODINGS,
     PLACEHOLDER_IN_BODY,
+    PLACEHOLDER_IN_HASHED_HEADER,
     PLACEHOLDER_IN_TRAILERS,
     PLACEHOLDER_IN_URL,
     PLACEHOLDER_PLAIN_HTTP,
@@ -212,3 +216,43 @@ def test_more_content_codings_than_the_bound_are_refused_undecoded() -> None:
     with pytest.raises(BodyRefused) as refused:
         body_forms(gzip.compress(data), ", ".join(["gzip"] * (MAX_CODINGS + 1)))
     assert refused.value.rule == BODY_NOT_INSPECTABLE and "content codings" in refused.value.reason
+
+
+@pytest.mark.parametrize(
+    "name", ["Sec-WebSocket-Key", "sec-websocket-key", " SEC-WEBSOCKET-KEY", "Sec_WebSocket_Key"]
+)
+def test_a_placeholder_in_a_header_the_server_hashes_back_is_refused(name: str) -> None:
+    """A WebSocket server answers with SHA-1(Sec-WebSocket-Key + GUID): with the real value
+    there, the agent could test guesses of it offline."""
+    headers = [(name, f"{TOKEN}"), ("Authorization", f"Bearer {TOKEN}")]
+    verdict = check_request(SECRETS, "api.example.com", 443, True, "/", headers, [b""])
+    assert (verdict.allowed, verdict.rule) == (False, PLACEHOLDER_IN_HASHED_HEADER)
+    assert "api_key" in verdict.reason
+
+
+def test_a_websocket_key_of_its_own_beside_the_placeholder_passes() -> None:
+    headers = [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), *AUTH]
+    verdict = check_request(SECRETS, "api.example.com", 443, True, "/", headers, [b""])
+    assert verdict.allowed and [s.name for s in verdict.substitute] == ["api_key"]
+
+
+def test_the_hashed_header_table_is_keyed_as_names_are_looked_up() -> None:
+    assert HASHED_HEADERS and all(name == field_key(name) for name in HASHED_HEADERS)
+
+
+@pytest.mark.parametrize(
+    ("name", "digest"),
+    [
+        ("ETag", True),
+        (b"content-md5", True),
+        ("Repr-Digest", True),
+        ("Content_Digest", True),
+        ("x-amz-checksum-crc32c", True),
+        ("X-Checksum-Sha256", True),
+        ("Docker-Content-Digest", True),
+        ("Content-Type", False),
+        ("Last-Modified", False),
+    ],
+)
+def test_fields_that_hash_the_body(name: str | bytes, digest: bool) -> None:
+    assert is_body_digest(name) == digest
