@@ -89,6 +89,16 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "the commit message and headers",
         ),
         Attack(
+            # git log, and every forge, shows the message re-encoded from the encoding the
+            # commit names: EBCDIC bytes on disk, the key in the clear on screen.
+            "commit-message-in-a-declared-encoding",
+            "git checkout -q -B encoded origin/main && "
+            f"printf {printf_bytes(f'x{chr(10)}{chr(10)}{KEY_LINE}{chr(10)}'.encode('cp037'))} | "
+            f"{GIT} -c i18n.commitEncoding=IBM037 commit-tree -p HEAD $(git write-tree) > c && "
+            "git push origin $(cat c):refs/heads/agent/encoded",
+            "AWS Access Key (in its text in the encoding the commit names (IBM037))",
+        ),
+        Attack(
             "author-field",
             f"git checkout -q -B author origin/main && git -c user.name={AWS_KEY} "
             "-c user.email=a@bottle.invalid commit -q --allow-empty -m x && "

@@ -139,6 +139,27 @@ def test_a_commit_object_is_read_whole_author_and_message(scanner: Scanner) -> N
     assert (7, "value of the bottle's secret 'gh'", "") in found
 
 
+def test_a_commit_is_also_read_in_the_encoding_it_names(scanner: Scanner) -> None:
+    """git log shows a commit decoded whole from the encoding its header names into UTF-8."""
+    head = f"tree {'a' * 40}\nauthor A <a@b.invalid> 0 +0000\nencoding IBM037\n\n"
+    commit = head.encode() + f"fix\n{KEY_LINE}".encode("cp037")
+
+    found = kinds(scanner.message(COMMIT, "the commit message and headers", commit))
+
+    view = "text in the encoding the commit names (IBM037)"
+    assert [(kind, v) for _, kind, v in found] == [("AWS Access Key", view)]
+
+
+def test_a_commit_in_an_encoding_the_gate_cannot_read_is_refused(scanner: Scanner) -> None:
+    commit = f"tree {'a' * 40}\nencoding X-UNKNOWN-7\n\nfix\n".encode()
+
+    [finding] = scanner.message(COMMIT, "the commit message and headers", commit)
+
+    assert finding.kind == (
+        "refused unscanned: the commit names the encoding 'X-UNKNOWN-7', which the gate cannot read"
+    )
+
+
 def test_a_name_holding_a_secret_is_not_repeated(scanner: Scanner) -> None:
     [finding] = scanner.name(COMMIT, "a file or directory name", f"docs/{AWS_KEY}.md")
 

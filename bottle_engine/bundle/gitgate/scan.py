@@ -9,6 +9,9 @@ What is looked at, for each blob:
 * the content of a gzip, zlib, bzip2 or xz stream that starts the blob, inflated up to the blob
   bound (inflating further is refused, not skipped), and read the same way, one level deep.
 
+A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
+and forges show it; one naming an encoding Python does not know is refused unscanned.
+
 On each line, every detect-secrets plugin runs. No filter that reads something the agent chose
 decides what is skipped: detect-secrets' file-name filters (``*.png``, lock files, swagger) and
 its ``pragma: allowlist secret`` comments are not used. The pattern detectors (AWS keys, private
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import codecs
 import lzma
 import re
 import zlib
@@ -95,7 +99,11 @@ class Finding:
         return text + (f" (in its {self.view})" if self.view else "")
 
 
-class _TooLarge(Exception):
+class _Unscannable(Exception):
+    """The object cannot be read (whole); the message says why."""
+
+
+class _TooLarge(_Unscannable):
     """Reading on would pass a bound; the message says which."""
 
 
@@ -209,6 +217,29 @@ def _windows(line: str) -> Iterator[str]:
     step = LINE_WINDOW - WINDOW_OVERLAP
     for start in range(0, len(line) - WINDOW_OVERLAP, step):
         yield line[start : start + LINE_WINDOW]
+
+
+def declared_encoding(commit: bytes) -> str | None:
+    """The encoding a commit object's ``encoding`` header names (the first, as git reads it),
+    or None when it has none or names UTF-8, which git shows as stored."""
+    headers = commit.split(b"\n\n", 1)[0]
+    for line in headers.split(b"\n"):
+        if line.startswith(b"encoding "):
+            name = line[len(b"encoding ") :].decode("utf-8", "replace")
+            return None if name.lower() in ("utf-8", "utf8") else name
+    return None
+
+
+def reencoded_view(commit: bytes, name: str) -> tuple[str, str]:
+    """The commit as git log shows it: decoded from the encoding it names into text."""
+    try:
+        codec = codecs.lookup(name)
+    except (LookupError, ValueError) as exc:  # ValueError: a name holding a NUL
+        raise _Unscannable(
+            f"the commit names the encoding {safe_text(name, 40)!r}, which the gate cannot read"
+        ) from exc
+    view = f"text in the encoding the commit names ({safe_text(name, 40)})"
+    return view, commit.decode(codec.name, "replace")
 
 
 # --- detect-secrets ------------------------------------------------------------------------------
@@ -347,7 +378,7 @@ class Scanner:
 
     def message(self, commit: str, what: str, data: bytes) -> list[Finding]:
         """Findings in a commit or tag object: message, author, committer and every header."""
-        return self._read(commit, what, data, filename="message.txt")
+        return self._read(commit, what, data, filename="message.txt", encoding=True)
 
     def name(self, commit: str, what: str, name: str) -> list[Finding]:
         """Findings in a name that goes upstream (a path or a ref). The finding shows `what`,
@@ -355,10 +386,12 @@ class Scanner:
         found = self._read(commit, what, name.encode(), filename="name.txt")
         return [Finding(f.commit, f.path, None, f.kind, f.view) for f in found]
 
-    def _read(self, commit: str, path: str, data: bytes, *, filename: str) -> list[Finding]:
+    def _read(
+        self, commit: str, path: str, data: bytes, *, filename: str, encoding: bool = False
+    ) -> list[Finding]:
         findings: dict[tuple[str, int | None, str], Finding] = {}
         try:
-            for view, text in text_views(data, self.limits.max_blob_bytes):
+            for view, text in self._views(data, encoding=encoding):
                 self._charge(len(text))
                 found = [
                     *self._known(commit, path, view, text),
@@ -369,10 +402,16 @@ class Scanner:
                 ]
                 for finding in found:  # one per line and kind, in the first view that shows it
                     findings.setdefault((finding.path, finding.line, finding.kind), finding)
-        except _TooLarge as exc:
+        except _Unscannable as exc:
             finding = Finding(commit, path, None, f"refused unscanned: {exc}")
             findings[(path, None, finding.kind)] = finding
         return sorted(findings.values(), key=lambda f: (f.line or 0, f.kind))
+
+    def _views(self, data: bytes, *, encoding: bool) -> Iterator[tuple[str, str]]:
+        yield from text_views(data, self.limits.max_blob_bytes)
+        name = declared_encoding(data) if encoding else None
+        if name is not None:
+            yield reencoded_view(data, name)
 
     def _charge(self, size: int) -> None:
         self.scanned += size
