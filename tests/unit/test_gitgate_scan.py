@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import bz2
 import gzip
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,14 @@ def scanner() -> Scanner:
     )
 
 
+def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
     return [(f.line, f.kind, f.view) for f in findings]
 
@@ -66,6 +76,11 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
             (2, "AWS Access Key", "gzip-inflated content"),
         ),
         ("bzip2", bz2.compress(KEY_LINE.encode()), (1, "AWS Access Key", "bzip2-inflated content")),
+        (
+            "a deflated zip member, after another",
+            zip_of({"a.txt": b"hi\n", "keys/aws.txt": KEY_LINE.encode()}),
+            (5, "AWS Access Key", "zip-inflated content"),
+        ),
         (
             "a pragma comment",
             f"{KEY_LINE.strip()}  # pragma: allowlist secret\n".encode(),
@@ -172,6 +187,38 @@ def test_inflating_past_the_bound_is_refused_not_skipped() -> None:
     [finding] = scanner.blob(COMMIT, "bomb.gz", gzip.compress(b"\0" * 5000))
 
     assert finding.kind.startswith("refused unscanned: gzip content inflates beyond")
+
+
+def test_a_zip_inflating_past_the_bound_is_refused_not_skipped() -> None:
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    [finding] = scanner.blob(COMMIT, "bomb.zip", zip_of({"a": b"\0" * 5000}))
+
+    assert finding.kind.startswith("refused unscanned: zip content inflates beyond")
+
+
+def test_a_zip_entry_its_central_directory_leaves_out_is_read() -> None:
+    """`unzip -l` lists only clean.txt; tools reading the entries in order extract k.txt too."""
+    hidden = zip_of({"k.txt": KEY_LINE.encode()})
+    data = hidden[: hidden.rindex(b"PK\x01\x02")] + zip_of({"clean.txt": b"hi\n"})
+    assert zipfile.ZipFile(io.BytesIO(data)).namelist() == ["clean.txt"]
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    found = kinds(scanner.blob(COMMIT, "k.zip", data))
+
+    assert found == [(2, "AWS Access Key", "zip-inflated content")]
+
+
+def test_an_encrypted_zip_entry_is_refused_not_skipped() -> None:
+    data = bytearray(zip_of({"k.txt": KEY_LINE.encode()}))
+    data[6] |= 1  # the entry's "encrypted" flag
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    [finding] = scanner.blob(COMMIT, "k.zip", bytes(data))
+
+    assert finding.kind == (
+        "refused unscanned: a zip entry is encrypted or compressed in a way the gate cannot read"
+    )
 
 
 def test_the_push_budget_is_charged_across_blobs_and_then_refuses() -> None:

@@ -7,7 +7,10 @@ What is looked at, for each blob:
 * the runs of ASCII text stored as UTF-16 (little and big endian) or UTF-32, as ``strings -el``
   finds them, wherever they are in the blob;
 * the content of a gzip, zlib, bzip2 or xz stream that starts the blob, inflated up to the blob
-  bound (inflating further is refused, not skipped), and read the same way, one level deep.
+  bound (inflating further is refused, not skipped), and read the same way, one level deep;
+* likewise each member of a zip archive (a blob that starts as one), found by walking every
+  local entry header in the blob, not by the central directory, which may leave entries out
+  that tools reading the entries in order (``jar``, libarchive) still extract.
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -27,8 +30,10 @@ from __future__ import annotations
 import base64
 import bz2
 import codecs
+import contextlib
 import lzma
 import re
+import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -166,10 +171,60 @@ def _decompressor(data: bytes) -> tuple[str, Callable[[], Any]] | None:
     return None
 
 
+ZIP_ENTRY = b"PK\x03\x04"  # a zip archive's local entry header
+_ZIP_HEADER = struct.Struct("<4sHHHHHIIIHH")
+ZIP_STORED, ZIP_DEFLATED = 0, 8
+ZIP_PIECE = 64 * 1024
+
+
+def _inflate_entry(data: memoryview, room: int) -> bytes:
+    """A raw deflate stream at the start of `data`, inflated up to `room` bytes (as far as it
+    goes when damaged). Fed a piece at a time: given the rest of the blob at once, zlib copies
+    what follows the stream's end, once per entry, and a blob of many entries cost its square."""
+    decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+    content = bytearray()
+    with contextlib.suppress(zlib.error):  # damaged: the raw view has its bytes
+        for start in range(0, len(data), ZIP_PIECE):
+            content += decompressor.decompress(data[start : start + ZIP_PIECE], room - len(content))
+            if decompressor.eof or len(content) >= room:
+                break
+    return bytes(content)
+
+
+def _unzip(data: bytes, limit: int) -> bytes:
+    """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
+    are its content; a deflated one is inflated as far as it goes; an encrypted entry, or one
+    compressed another way, raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
+    content = bytearray()
+    start = data.find(ZIP_ENTRY)
+    while start >= 0 and start + _ZIP_HEADER.size <= len(data):
+        fields = _ZIP_HEADER.unpack_from(data, start)
+        flags, method, size, name_length, extra_length = (*fields[2:4], *fields[7:8], *fields[9:])
+        name_at = start + _ZIP_HEADER.size
+        body = name_at + name_length + extra_length
+        if flags & 1 or method not in (ZIP_STORED, ZIP_DEFLATED):
+            raise _Unscannable(
+                "a zip entry is encrypted or compressed in a way the gate cannot read"
+            )
+        content += data[name_at : name_at + name_length] + b"\n"
+        room = limit + 1 - len(content)  # never 0 below: zlib reads 0 as "no bound"
+        if room > 0 and method == ZIP_STORED:
+            content += data[body : body + min(size, room)]
+        elif room > 0:
+            content += _inflate_entry(memoryview(data)[body:], room)
+        content += b"\n"
+        if len(content) > limit:
+            raise _TooLarge(f"zip content inflates beyond the bound of {limit} bytes")
+        start = data.find(ZIP_ENTRY, start + 1)
+    return bytes(content)
+
+
 def _inflate(data: bytes, limit: int) -> tuple[str, bytes] | None:
     """(format, content) when `data` starts with a compressed stream. Streams that follow it
     (``cat a.gz b.gz``, which zcat reads whole) are inflated too; content past `limit` bytes
     raises `_TooLarge`. A damaged stream gives what could be inflated before the damage."""
+    if data.startswith(ZIP_ENTRY):
+        return "zip", _unzip(data, limit)
     found = _decompressor(data)
     if found is None:
         return None
