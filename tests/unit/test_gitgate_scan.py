@@ -165,13 +165,16 @@ def test_a_commit_is_also_read_in_the_encoding_it_names(scanner: Scanner) -> Non
     assert [(kind, v) for _, kind, v in found] == [("AWS Access Key", view)]
 
 
-def test_a_commit_in_an_encoding_the_gate_cannot_read_is_refused(scanner: Scanner) -> None:
-    commit = f"tree {'a' * 40}\nencoding X-UNKNOWN-7\n\nfix\n".encode()
+@pytest.mark.parametrize("name", ["X-UNKNOWN-7", "rot13"])  # rot13: a codec, not a text one
+def test_a_commit_in_an_encoding_the_gate_cannot_read_is_refused(
+    scanner: Scanner, name: str
+) -> None:
+    commit = f"tree {'a' * 40}\nencoding {name}\n\nfix\n".encode()
 
     [finding] = scanner.message(COMMIT, "the commit message and headers", commit)
 
     assert finding.kind == (
-        "refused unscanned: the commit names the encoding 'X-UNKNOWN-7', which the gate cannot read"
+        f"refused unscanned: the commit names the encoding {name!r}, which the gate cannot read"
     )
 
 

@@ -288,13 +288,12 @@ def declared_encoding(commit: bytes) -> str | None:
 def reencoded_view(commit: bytes, name: str) -> tuple[str, str]:
     """The commit as git log shows it: decoded from the encoding it names into text."""
     try:
-        codec = codecs.lookup(name)
-    except (LookupError, ValueError) as exc:  # ValueError: a name holding a NUL
+        text = commit.decode(codecs.lookup(name).name, "replace")
+    except (LookupError, ValueError) as exc:  # LookupError too for "rot13": no text encoding
         raise _Unscannable(
             f"the commit names the encoding {safe_text(name, 40)!r}, which the gate cannot read"
         ) from exc
-    view = f"text in the encoding the commit names ({safe_text(name, 40)})"
-    return view, commit.decode(codec.name, "replace")
+    return f"text in the encoding the commit names ({safe_text(name, 40)})", text
 
 
 # --- detect-secrets ------------------------------------------------------------------------------
