@@ -129,6 +129,10 @@ def test_ordinary_code_has_no_findings(scanner: Scanner) -> None:
             base64.urlsafe_b64encode(b"?" + VALUE.encode()),
             "value of the bottle's secret 'gh', base64-encoded",
         ),
+        (  # as `base64` writes it: lines of 76, here one ending inside the value
+            base64.encodebytes(b"x" * 50 + VALUE.encode()),
+            "value of the bottle's secret 'gh', base64-encoded",
+        ),
         (VALUE.encode().hex().upper().encode(), "value of the bottle's secret 'gh', hex-encoded"),
         (gzip.compress(VALUE.encode()), "value of the bottle's secret 'gh'"),
     ],
@@ -140,6 +144,14 @@ def test_the_bottles_own_secret_is_found_as_is_and_encoded(
 
     assert label in [f.kind for f in findings]
     assert all(VALUE not in f.describe() and PLACEHOLDER not in f.describe() for f in findings)
+
+
+def test_a_value_cut_by_line_breaks_is_found_on_the_line_it_starts(scanner: Scanner) -> None:
+    data = b"intro\r\n" + base64.encodebytes(b"x" * 50 + VALUE.encode()).replace(b"\n", b"\r\n")
+
+    found = kinds(scanner.blob(COMMIT, "notes.b64", data))
+
+    assert found == [(2, "value of the bottle's secret 'gh', base64-encoded", "")]
 
 
 def test_a_commit_object_is_read_whole_author_and_message(scanner: Scanner) -> None:

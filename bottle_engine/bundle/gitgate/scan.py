@@ -22,7 +22,8 @@ keys, tokens) are never filtered; only the guessing ones (high entropy, secret k
 IPs) keep detect-secrets' heuristics against false positives, which an agent can evade anyway by
 encoding or splitting a secret. The bottle's own secret values and placeholders are searched in
 every view as they are, base64-encoded (any alignment, standard and URL-safe alphabets) and
-hex-encoded. A finding names the commit, the path and the kind, never the value.
+hex-encoded, also where line breaks cut them. A finding names the commit, the path and the kind,
+never the value.
 """
 
 from __future__ import annotations
@@ -476,8 +477,23 @@ class Scanner:
             )
 
     def _known(self, commit: str, path: str, view: str, text: str) -> Iterator[Finding]:
+        """The bottle's values in `text`, also where line breaks cut them: `base64` and MIME
+        wrap their lines at 76 characters, inside the value as often as not."""
         data = text.encode("utf-8", "replace")
+        unwrapped = data.replace(b"\r", b"").replace(b"\n", b"")
         for needle in self.needles:
             index = data.find(needle.data)
             if index >= 0:
                 yield Finding(commit, path, data.count(b"\n", 0, index) + 1, needle.label, view)
+            elif (index := unwrapped.find(needle.data)) >= 0:
+                yield Finding(commit, path, _line_at(data, index), needle.label, view)
+
+
+def _line_at(data: bytes, index: int) -> int:
+    """The line of `data` holding byte `index` of `data` with its line breaks removed."""
+    seen = 0
+    for number, line in enumerate(data.split(b"\n"), 1):
+        seen += len(line) - line.count(b"\r")
+        if index < seen:
+            return number
+    return data.count(b"\n") + 1
