@@ -11,6 +11,8 @@ objects.
 from __future__ import annotations
 
 import base64
+import io
+import zipfile
 from dataclasses import dataclass
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -21,6 +23,14 @@ GIT = "git -c user.name=Agent -c user.email=agent@bottle.invalid"
 def printf_bytes(data: bytes) -> str:
     """A `printf` argument that writes exactly `data` (octal escapes, POSIX sh)."""
     return "'" + "".join(f"\\{byte:03o}" for byte in data) + "'"
+
+
+def zipped(text: str) -> bytes:
+    """A zip archive holding `text` deflated, as `zip` writes one (the bottle may lack zip)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("keys.txt", text * 4)
+    return buffer.getvalue()
 
 
 def commit_and_push(name: str, write: str, path: str, *, message: str = "change") -> str:
@@ -83,10 +93,25 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "data.gz:1: AWS Access Key (in its gzip-inflated content)",
         ),
         Attack(
+            "zip-file",
+            commit_and_push("zip", "printf " + printf_bytes(zipped(f"{KEY_LINE}\n")), "keys.zip"),
+            "keys.zip:2: AWS Access Key (in its zip-inflated content)",
+        ),
+        Attack(
             "commit-message",
             f"git checkout -q -B message origin/main && {GIT} commit -q --allow-empty "
             f'-m "{KEY_LINE}" && git push origin HEAD:refs/heads/agent/message',
             "the commit message and headers",
+        ),
+        Attack(
+            # git log, and every forge, shows the message re-encoded from the encoding the
+            # commit names: EBCDIC bytes on disk, the key in the clear on screen.
+            "commit-message-in-a-declared-encoding",
+            "git checkout -q -B encoded origin/main && "
+            f"printf {printf_bytes(f'x{chr(10)}{chr(10)}{KEY_LINE}{chr(10)}'.encode('cp037'))} | "
+            f"{GIT} -c i18n.commitEncoding=IBM037 commit-tree -p HEAD $(git write-tree) > c && "
+            "git push origin $(cat c):refs/heads/agent/encoded",
+            "AWS Access Key (in its text in the encoding the commit names (IBM037))",
         ),
         Attack(
             "author-field",

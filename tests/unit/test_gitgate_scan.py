@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import bz2
 import gzip
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,14 @@ def scanner() -> Scanner:
     )
 
 
+def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
     return [(f.line, f.kind, f.view) for f in findings]
 
@@ -66,6 +76,11 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
             (2, "AWS Access Key", "gzip-inflated content"),
         ),
         ("bzip2", bz2.compress(KEY_LINE.encode()), (1, "AWS Access Key", "bzip2-inflated content")),
+        (
+            "a deflated zip member, after another",
+            zip_of({"a.txt": b"hi\n", "keys/aws.txt": KEY_LINE.encode()}),
+            (5, "AWS Access Key", "zip-inflated content"),
+        ),
         (
             "a pragma comment",
             f"{KEY_LINE.strip()}  # pragma: allowlist secret\n".encode(),
@@ -114,6 +129,10 @@ def test_ordinary_code_has_no_findings(scanner: Scanner) -> None:
             base64.urlsafe_b64encode(b"?" + VALUE.encode()),
             "value of the bottle's secret 'gh', base64-encoded",
         ),
+        (  # as `base64` writes it: lines of 76, here one ending inside the value
+            base64.encodebytes(b"x" * 50 + VALUE.encode()),
+            "value of the bottle's secret 'gh', base64-encoded",
+        ),
         (VALUE.encode().hex().upper().encode(), "value of the bottle's secret 'gh', hex-encoded"),
         (gzip.compress(VALUE.encode()), "value of the bottle's secret 'gh'"),
     ],
@@ -125,6 +144,14 @@ def test_the_bottles_own_secret_is_found_as_is_and_encoded(
 
     assert label in [f.kind for f in findings]
     assert all(VALUE not in f.describe() and PLACEHOLDER not in f.describe() for f in findings)
+
+
+def test_a_value_cut_by_line_breaks_is_found_on_the_line_it_starts(scanner: Scanner) -> None:
+    data = b"intro\r\n" + base64.encodebytes(b"x" * 50 + VALUE.encode()).replace(b"\n", b"\r\n")
+
+    found = kinds(scanner.blob(COMMIT, "notes.b64", data))
+
+    assert found == [(2, "value of the bottle's secret 'gh', base64-encoded", "")]
 
 
 def test_a_commit_object_is_read_whole_author_and_message(scanner: Scanner) -> None:
@@ -139,6 +166,30 @@ def test_a_commit_object_is_read_whole_author_and_message(scanner: Scanner) -> N
     assert (7, "value of the bottle's secret 'gh'", "") in found
 
 
+def test_a_commit_is_also_read_in_the_encoding_it_names(scanner: Scanner) -> None:
+    """git log shows a commit decoded whole from the encoding its header names into UTF-8."""
+    head = f"tree {'a' * 40}\nauthor A <a@b.invalid> 0 +0000\nencoding IBM037\n\n"
+    commit = head.encode() + f"fix\n{KEY_LINE}".encode("cp037")
+
+    found = kinds(scanner.message(COMMIT, "the commit message and headers", commit))
+
+    view = "text in the encoding the commit names (IBM037)"
+    assert [(kind, v) for _, kind, v in found] == [("AWS Access Key", view)]
+
+
+@pytest.mark.parametrize("name", ["X-UNKNOWN-7", "rot13"])  # rot13: a codec, not a text one
+def test_a_commit_in_an_encoding_the_gate_cannot_read_is_refused(
+    scanner: Scanner, name: str
+) -> None:
+    commit = f"tree {'a' * 40}\nencoding {name}\n\nfix\n".encode()
+
+    [finding] = scanner.message(COMMIT, "the commit message and headers", commit)
+
+    assert finding.kind == (
+        f"refused unscanned: the commit names the encoding {name!r}, which the gate cannot read"
+    )
+
+
 def test_a_name_holding_a_secret_is_not_repeated(scanner: Scanner) -> None:
     [finding] = scanner.name(COMMIT, "a file or directory name", f"docs/{AWS_KEY}.md")
 
@@ -151,6 +202,38 @@ def test_inflating_past_the_bound_is_refused_not_skipped() -> None:
     [finding] = scanner.blob(COMMIT, "bomb.gz", gzip.compress(b"\0" * 5000))
 
     assert finding.kind.startswith("refused unscanned: gzip content inflates beyond")
+
+
+def test_a_zip_inflating_past_the_bound_is_refused_not_skipped() -> None:
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    [finding] = scanner.blob(COMMIT, "bomb.zip", zip_of({"a": b"\0" * 5000}))
+
+    assert finding.kind.startswith("refused unscanned: zip content inflates beyond")
+
+
+def test_a_zip_entry_its_central_directory_leaves_out_is_read() -> None:
+    """`unzip -l` lists only clean.txt; tools reading the entries in order extract k.txt too."""
+    hidden = zip_of({"k.txt": KEY_LINE.encode()})
+    data = hidden[: hidden.rindex(b"PK\x01\x02")] + zip_of({"clean.txt": b"hi\n"})
+    assert zipfile.ZipFile(io.BytesIO(data)).namelist() == ["clean.txt"]
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    found = kinds(scanner.blob(COMMIT, "k.zip", data))
+
+    assert found == [(2, "AWS Access Key", "zip-inflated content")]
+
+
+def test_an_encrypted_zip_entry_is_refused_not_skipped() -> None:
+    data = bytearray(zip_of({"k.txt": KEY_LINE.encode()}))
+    data[6] |= 1  # the entry's "encrypted" flag
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    [finding] = scanner.blob(COMMIT, "k.zip", bytes(data))
+
+    assert finding.kind == (
+        "refused unscanned: a zip entry is encrypted or compressed in a way the gate cannot read"
+    )
 
 
 def test_the_push_budget_is_charged_across_blobs_and_then_refuses() -> None:

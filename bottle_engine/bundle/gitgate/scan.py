@@ -7,7 +7,13 @@ What is looked at, for each blob:
 * the runs of ASCII text stored as UTF-16 (little and big endian) or UTF-32, as ``strings -el``
   finds them, wherever they are in the blob;
 * the content of a gzip, zlib, bzip2 or xz stream that starts the blob, inflated up to the blob
-  bound (inflating further is refused, not skipped), and read the same way, one level deep.
+  bound (inflating further is refused, not skipped), and read the same way, one level deep;
+* likewise each member of a zip archive (a blob that starts as one), found by walking every
+  local entry header in the blob, not by the central directory, which may leave entries out
+  that tools reading the entries in order (``jar``, libarchive) still extract.
+
+A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
+and forges show it; one naming an encoding Python does not know is refused unscanned.
 
 On each line, every detect-secrets plugin runs. No filter that reads something the agent chose
 decides what is skipped: detect-secrets' file-name filters (``*.png``, lock files, swagger) and
@@ -16,15 +22,19 @@ keys, tokens) are never filtered; only the guessing ones (high entropy, secret k
 IPs) keep detect-secrets' heuristics against false positives, which an agent can evade anyway by
 encoding or splitting a secret. The bottle's own secret values and placeholders are searched in
 every view as they are, base64-encoded (any alignment, standard and URL-safe alphabets) and
-hex-encoded. A finding names the commit, the path and the kind, never the value.
+hex-encoded, also where line breaks cut them. A finding names the commit, the path and the kind,
+never the value.
 """
 
 from __future__ import annotations
 
 import base64
 import bz2
+import codecs
+import contextlib
 import lzma
 import re
+import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -95,7 +105,11 @@ class Finding:
         return text + (f" (in its {self.view})" if self.view else "")
 
 
-class _TooLarge(Exception):
+class _Unscannable(Exception):
+    """The object cannot be read (whole); the message says why."""
+
+
+class _TooLarge(_Unscannable):
     """Reading on would pass a bound; the message says which."""
 
 
@@ -158,10 +172,60 @@ def _decompressor(data: bytes) -> tuple[str, Callable[[], Any]] | None:
     return None
 
 
+ZIP_ENTRY = b"PK\x03\x04"  # a zip archive's local entry header
+_ZIP_HEADER = struct.Struct("<4sHHHHHIIIHH")
+ZIP_STORED, ZIP_DEFLATED = 0, 8
+ZIP_PIECE = 64 * 1024
+
+
+def _inflate_entry(data: memoryview, room: int) -> bytes:
+    """A raw deflate stream at the start of `data`, inflated up to `room` bytes (as far as it
+    goes when damaged). Fed a piece at a time: given the rest of the blob at once, zlib copies
+    what follows the stream's end, once per entry, and a blob of many entries cost its square."""
+    decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+    content = bytearray()
+    with contextlib.suppress(zlib.error):  # damaged: the raw view has its bytes
+        for start in range(0, len(data), ZIP_PIECE):
+            content += decompressor.decompress(data[start : start + ZIP_PIECE], room - len(content))
+            if decompressor.eof or len(content) >= room:
+                break
+    return bytes(content)
+
+
+def _unzip(data: bytes, limit: int) -> bytes:
+    """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
+    are its content; a deflated one is inflated as far as it goes; an encrypted entry, or one
+    compressed another way, raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
+    content = bytearray()
+    start = data.find(ZIP_ENTRY)
+    while start >= 0 and start + _ZIP_HEADER.size <= len(data):
+        fields = _ZIP_HEADER.unpack_from(data, start)
+        flags, method, size, name_length, extra_length = (*fields[2:4], *fields[7:8], *fields[9:])
+        name_at = start + _ZIP_HEADER.size
+        body = name_at + name_length + extra_length
+        if flags & 1 or method not in (ZIP_STORED, ZIP_DEFLATED):
+            raise _Unscannable(
+                "a zip entry is encrypted or compressed in a way the gate cannot read"
+            )
+        content += data[name_at : name_at + name_length] + b"\n"
+        room = limit + 1 - len(content)  # never 0 below: zlib reads 0 as "no bound"
+        if room > 0 and method == ZIP_STORED:
+            content += data[body : body + min(size, room)]
+        elif room > 0:
+            content += _inflate_entry(memoryview(data)[body:], room)
+        content += b"\n"
+        if len(content) > limit:
+            raise _TooLarge(f"zip content inflates beyond the bound of {limit} bytes")
+        start = data.find(ZIP_ENTRY, start + 1)
+    return bytes(content)
+
+
 def _inflate(data: bytes, limit: int) -> tuple[str, bytes] | None:
     """(format, content) when `data` starts with a compressed stream. Streams that follow it
     (``cat a.gz b.gz``, which zcat reads whole) are inflated too; content past `limit` bytes
     raises `_TooLarge`. A damaged stream gives what could be inflated before the damage."""
+    if data.startswith(ZIP_ENTRY):
+        return "zip", _unzip(data, limit)
     found = _decompressor(data)
     if found is None:
         return None
@@ -209,6 +273,28 @@ def _windows(line: str) -> Iterator[str]:
     step = LINE_WINDOW - WINDOW_OVERLAP
     for start in range(0, len(line) - WINDOW_OVERLAP, step):
         yield line[start : start + LINE_WINDOW]
+
+
+def declared_encoding(commit: bytes) -> str | None:
+    """The encoding a commit object's ``encoding`` header names (the first, as git reads it),
+    or None when it has none or names UTF-8, which git shows as stored."""
+    headers = commit.split(b"\n\n", 1)[0]
+    for line in headers.split(b"\n"):
+        if line.startswith(b"encoding "):
+            name = line[len(b"encoding ") :].decode("utf-8", "replace")
+            return None if name.lower() in ("utf-8", "utf8") else name
+    return None
+
+
+def reencoded_view(commit: bytes, name: str) -> tuple[str, str]:
+    """The commit as git log shows it: decoded from the encoding it names into text."""
+    try:
+        text = commit.decode(codecs.lookup(name).name, "replace")
+    except (LookupError, ValueError) as exc:  # LookupError too for "rot13": no text encoding
+        raise _Unscannable(
+            f"the commit names the encoding {safe_text(name, 40)!r}, which the gate cannot read"
+        ) from exc
+    return f"text in the encoding the commit names ({safe_text(name, 40)})", text
 
 
 # --- detect-secrets ------------------------------------------------------------------------------
@@ -347,7 +433,7 @@ class Scanner:
 
     def message(self, commit: str, what: str, data: bytes) -> list[Finding]:
         """Findings in a commit or tag object: message, author, committer and every header."""
-        return self._read(commit, what, data, filename="message.txt")
+        return self._read(commit, what, data, filename="message.txt", encoding=True)
 
     def name(self, commit: str, what: str, name: str) -> list[Finding]:
         """Findings in a name that goes upstream (a path or a ref). The finding shows `what`,
@@ -355,10 +441,12 @@ class Scanner:
         found = self._read(commit, what, name.encode(), filename="name.txt")
         return [Finding(f.commit, f.path, None, f.kind, f.view) for f in found]
 
-    def _read(self, commit: str, path: str, data: bytes, *, filename: str) -> list[Finding]:
+    def _read(
+        self, commit: str, path: str, data: bytes, *, filename: str, encoding: bool = False
+    ) -> list[Finding]:
         findings: dict[tuple[str, int | None, str], Finding] = {}
         try:
-            for view, text in text_views(data, self.limits.max_blob_bytes):
+            for view, text in self._views(data, encoding=encoding):
                 self._charge(len(text))
                 found = [
                     *self._known(commit, path, view, text),
@@ -369,10 +457,16 @@ class Scanner:
                 ]
                 for finding in found:  # one per line and kind, in the first view that shows it
                     findings.setdefault((finding.path, finding.line, finding.kind), finding)
-        except _TooLarge as exc:
+        except _Unscannable as exc:
             finding = Finding(commit, path, None, f"refused unscanned: {exc}")
             findings[(path, None, finding.kind)] = finding
         return sorted(findings.values(), key=lambda f: (f.line or 0, f.kind))
+
+    def _views(self, data: bytes, *, encoding: bool) -> Iterator[tuple[str, str]]:
+        yield from text_views(data, self.limits.max_blob_bytes)
+        name = declared_encoding(data) if encoding else None
+        if name is not None:
+            yield reencoded_view(data, name)
 
     def _charge(self, size: int) -> None:
         self.scanned += size
@@ -383,8 +477,23 @@ class Scanner:
             )
 
     def _known(self, commit: str, path: str, view: str, text: str) -> Iterator[Finding]:
+        """The bottle's values in `text`, also where line breaks cut them: `base64` and MIME
+        wrap their lines at 76 characters, inside the value as often as not."""
         data = text.encode("utf-8", "replace")
+        unwrapped = data.replace(b"\r", b"").replace(b"\n", b"")
         for needle in self.needles:
             index = data.find(needle.data)
             if index >= 0:
                 yield Finding(commit, path, data.count(b"\n", 0, index) + 1, needle.label, view)
+            elif (index := unwrapped.find(needle.data)) >= 0:
+                yield Finding(commit, path, _line_at(data, index), needle.label, view)
+
+
+def _line_at(data: bytes, index: int) -> int:
+    """The line of `data` holding byte `index` of `data` with its line breaks removed."""
+    seen = 0
+    for number, line in enumerate(data.split(b"\n"), 1):
+        seen += len(line) - line.count(b"\r")
+        if index < seen:
+            return number
+    return data.count(b"\n") + 1
