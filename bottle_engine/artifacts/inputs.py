@@ -25,7 +25,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
@@ -194,7 +194,7 @@ def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
 def _disk_entry(context: Path, relative: str) -> ContextEntry:
     path = context / relative
     try:
-        with parent_beneath(Path("/"), _from_root(path)) as parent:
+        with _parent_of(path) as parent:
             info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
             mode = stat.S_IMODE(info.st_mode)
             if stat.S_ISLNK(info.st_mode):
@@ -212,9 +212,10 @@ def _disk_entry(context: Path, relative: str) -> ContextEntry:
     return ContextEntry(relative, "file", mode, size, digest, path)
 
 
-def _from_root(path: Path) -> PurePosixPath:
-    """`path` (absolute, symlinks resolved) as names below /, each opened without following."""
-    return PurePosixPath(path).relative_to("/")
+def _parent_of(path: Path) -> AbstractContextManager[int]:
+    """A descriptor of the directory holding `path` (absolute, symlinks resolved), reached from
+    / one name at a time without following a link (`parent_beneath`)."""
+    return parent_beneath(Path("/"), PurePosixPath(path).relative_to("/"))
 
 
 @contextmanager
@@ -262,7 +263,7 @@ def _read_dockerignore(path: Path) -> list[str]:
     """The patterns of the context's `.dockerignore` (none when there is none). Read like the
     context's files: a link would make a host file the filter, a FIFO would hang."""
     try:
-        with parent_beneath(Path("/"), _from_root(path)) as parent:
+        with _parent_of(path) as parent:
             data = read_regular(path.name, MAX_DOCKERIGNORE_BYTES, dir_fd=parent)
     except FileNotFoundError:
         return []
@@ -277,7 +278,7 @@ def _read_dockerignore(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _read_named_file(path: Path, limit: int, what: str) -> bytes:
+def _read_named_file(path: Path, limit: int, what: str, *, fix: str | None = None) -> bytes:
     """A file bottle.toml names (links followed: the trust check saw where they lead), read
     without blocking on a FIFO and only if it is a regular file of at most `limit` bytes."""
     try:
@@ -285,19 +286,18 @@ def _read_named_file(path: Path, limit: int, what: str) -> bytes:
     except OSError as exc:
         raise BottleError(
             f"cannot read the {what} {path}: {exc.strerror or exc}",
-            fix=f"point bottle.toml at a readable regular file of at most {limit} bytes",
+            fix=fix or f"point bottle.toml at a readable regular file of at most {limit} bytes",
         ) from exc
 
 
 def _read_ca_bundle(path: Path) -> bytes:
-    try:
-        data = _read_named_file(path, MAX_CA_BUNDLE_BYTES, "extra CA bundle")
-    except BottleError as exc:
-        raise BottleError(
-            exc.message,
-            fix="pass a readable PEM file (--ca-bundle, BOTTLE_CA_BUNDLE or `ca_bundle` in "
-            "bottle.toml), e.g. /etc/ssl/certs/ca-certificates.crt",
-        ) from exc
+    data = _read_named_file(
+        path,
+        MAX_CA_BUNDLE_BYTES,
+        "extra CA bundle",
+        fix="pass a readable PEM file (--ca-bundle, BOTTLE_CA_BUNDLE or `ca_bundle` in "
+        "bottle.toml), e.g. /etc/ssl/certs/ca-certificates.crt",
+    )
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise BottleError(
             f"the extra CA bundle {path} holds no PEM certificate",
@@ -391,7 +391,7 @@ def _add_hashed_file(
     Docker is sent is what the input key covers, or the build stops."""
     try:
         with (
-            parent_beneath(Path("/"), _from_root(source)) as parent,
+            _parent_of(source) as parent,
             _open_context_file(parent, source) as handle,
         ):
             reader = _HashingReader(handle)

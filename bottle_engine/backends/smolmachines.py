@@ -158,18 +158,9 @@ class SmolmachinesBackend:
             self._put_tree(plan.name, index, data, destination)
         # The CA bundle is the guest's own system CAs plus the bottle's CA, as in the docker
         # backend; the system part is only known inside the guest.
-        self.smolvm.machine_exec(
+        self._run_as_root(
             plan.name,
-            system_command(
-                [
-                    "sh",
-                    "-c",
-                    f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} >"
-                    f" {CA_BUNDLE_PATH}; fi",
-                ]
-            ),
-            user="0",
-            env=SYSTEM_EXEC_ENV,
+            f"if [ -f {SYSTEM_CAS} ]; then cat {SYSTEM_CAS} {CA_CERT_PATH} > {CA_BUNDLE_PATH}; fi",
         )
 
     def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
@@ -179,19 +170,18 @@ class SmolmachinesBackend:
         # file by path.
         with state.staged(data) as staged:
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
-        # As root, after the workspace copy (the agent's, perhaps) is in: `system_command`.
-        self.smolvm.machine_exec(
+        self._run_as_root(
             machine,
-            system_command(
-                [
-                    "sh",
-                    "-c",
-                    f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
-                    f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
-                ]
-            ),
-            user="0",
-            env=SYSTEM_EXEC_ENV,
+            f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
+            f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
+        )
+
+    def _run_as_root(self, machine: str, script: str) -> None:
+        """`script` run by sh as root in the guest, after the workspace copy (the agent's,
+        perhaps) is in: nothing of the guest's PATH or loader variables is used
+        (`system_command`, `SYSTEM_EXEC_ENV`)."""
+        self.smolvm.machine_exec(
+            machine, system_command(["sh", "-c", script]), user="0", env=SYSTEM_EXEC_ENV
         )
 
     def _delete_machine(self, name: str) -> None:

@@ -25,6 +25,8 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bottle_engine.bundle.egress_policy import field_key
+
 # Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
 # link): every reserved byte encoded; Python's quote() (keeps '/'); quote_plus() and
 # urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*).
@@ -78,8 +80,7 @@ _DIGEST_PREFIXES = ("x-amz-checksum-", "x-ms-content-", "x-oss-hash-", "x-checks
 
 def is_body_digest(name: bytes | str) -> bool:
     """Is the field `name` a hash of the body (`BODY_DIGEST_FIELDS`)?"""
-    text = name.decode("latin-1") if isinstance(name, bytes) else name
-    key = text.strip().lower().replace("_", "-")
+    key = field_key(name.decode("latin-1") if isinstance(name, bytes) else name)
     return key in BODY_DIGEST_FIELDS or key.startswith(_DIGEST_PREFIXES)
 
 

@@ -27,9 +27,9 @@ from bottle_engine.errors import BottleError, CommandFailed
 from bottle_engine.limits import AgentDisk, tmpfs_options
 from bottle_engine.terminal import GuardedOutput, relay_session, socket_peer, write_replay
 
+_EXIT_CODE_TRIES = 20  # tenths of a second an ended exec may take to note its exit code
 # Storage drivers whose writable layer `--storage-opt size=` can bound (overlay2 only on xfs
 # with project quotas: the probe in `writable_layer_bounded` settles that case).
-_EXIT_CODE_TRIES = 20  # tenths of a second an ended exec may take to note its exit code
 _SIZED_DRIVERS = {"overlay2", "btrfs", "zfs", "devicemapper", "windowsfilter"}
 
 
