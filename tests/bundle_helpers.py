@@ -265,10 +265,34 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.send_header("Sec-WebSocket-Extensions", extensions.split(";")[0])
         self.end_headers()
         self.wfile.flush()
+        if self.path.endswith("?echo"):
+            self._echo_frames()
+            return
         half = len(secret) // 2
         self.connection.sendall(websocket_frame(b"seen: " + secret[:half], opcode=1, fin=False))
         time.sleep(0.05)  # two reads at the proxy: a value cut between them must still be found
         self.connection.sendall(websocket_frame(secret[half:] + b"\n", opcode=0))
+        self.close_connection = True
+
+    def _echo_frames(self) -> None:
+        """``/reflect/upgrade?echo``: a WebSocket echo endpoint, frame for frame as each
+        arrives (fin, opcode, payload); each frame's payload as received is logged (a line with
+        this path + "#frame") when `log_requests` is set. A close frame is echoed and ends it."""
+        while header := self.rfile.read(2):
+            size, masked = header[1] & 0x7F, header[1] & 0x80
+            if size >= 126:
+                size = int.from_bytes(self.rfile.read(2 if size == 126 else 8), "big")
+            mask = self.rfile.read(4) if masked else b"\0\0\0\0"
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+            if self.log_requests:
+                line = {"path": self.path + "#frame", "body": payload.decode("latin-1")}
+                with _LOG_LOCK:
+                    sys.stdout.write(json.dumps(line) + "\n")
+                    sys.stdout.flush()
+            opcode = header[0] & 0x0F
+            self.connection.sendall(websocket_frame(payload, opcode, fin=bool(header[0] & 0x80)))
+            if opcode == 8:
+                break
         self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer

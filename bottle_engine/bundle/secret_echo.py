@@ -14,16 +14,28 @@ in pieces by the server) are not recognised.
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
 holds back only the tail of a chunk that could be the start of a value, so a value split across
 chunk boundaries is still found and a stream that carries no value is not delayed. After a
-WebSocket upgrade the host's frames are read and framed anew (`WebSocketScrubber`), so that a
-value cut between the fragments of a message is found as well.
+WebSocket upgrade the host's frames are read (by wsproto) and framed anew (`WebSocketScrubber`),
+so that a value cut between the fragments of a message is found as well.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
+
+from wsproto.frame_protocol import (
+    MAX_PAYLOAD_NORMAL,
+    CloseReason,
+    Frame,
+    FrameProtocol,
+    Opcode,
+    ParseFailed,
+)
 
 from bottle_engine.bundle.egress_policy import field_key
 
@@ -152,114 +164,102 @@ class StreamScrubber:
         return data[: len(data) - keep] if keep else data
 
 
-MAX_CONTROL_PAYLOAD = 125  # bytes: RFC 6455 5.5
-
-
 class WebSocketScrubber:
-    """Scrubs what a server sends on a WebSocket, frame by frame, as a stream of raw bytes.
+    """Scrubs what a server sends on a WebSocket, as a stream of raw bytes.
 
     Scrubbing the raw bytes misses a value that the server cuts between the fragments of one
-    message (a frame header sits in it), which the agent's client joins again. Here each
-    message's payload, across its fragments and the reads they arrive in, goes through one
-    `StreamScrubber` and is framed anew: what a read brings goes on at once as a fragment, and
-    what is held back goes with the message's last frame (a message that arrives in one read
-    goes on whole, so holding back does not show whether it ends like a value). Control frames
-    are scrubbed whole. Bytes that are no frame of an unextended WebSocket (extension bits,
-    reserved opcodes, a long or fragmented control frame, fragments out of order) end the
-    relay: nothing more is sent on.
+    message (a frame header sits in it), which the agent's client joins again. Here wsproto
+    reads the frames, each message's payload across its fragments and the reads they arrive
+    in is scrubbed as one stream, and what is scrubbed is framed anew: what a read brings goes
+    on at once as a fragment, but for its last `Scrubber.longest` - 1 bytes, which wait for
+    the rest (a value may begin there) and go with the message's last frame. That many are
+    held back whatever they are: holding back only a tail that begins a value would tell the
+    agent, through an echo of its own fragments, how its guess of the value begins. Control
+    frames are scrubbed whole. Bytes that are no frame of an unextended WebSocket as a server
+    sends it end the relay: a close frame (protocol error) goes to the agent, nothing after.
     """
 
     def __init__(self, scrubber: Scrubber) -> None:
         self.scrubber = scrubber
-        self.head = b""  # an incomplete frame header
-        self.broken = False
-        self.in_frame = False
-        self.fin = False
-        self.opcode = 0
-        self.left = 0  # payload bytes of the current frame still to come
-        self.mask = b""
-        self.offset = 0  # into the mask
-        self.control = b""  # a control frame's payload so far
-        self.message: StreamScrubber | None = None  # the data message under way
-        self.message_opcode = 0  # 0 once its first fragment has gone out
+        self.hold = max(scrubber.longest - 1, 0)
+        self.placeholders = dict(scrubber.replacements)
+        # Longest first: at one position, the longest form there is the one replaced. With no
+        # forms at all, a pattern that matches nothing (an empty one matches everywhere).
+        forms = b"|".join(re.escape(form) for form in self.placeholders)
+        self.forms = re.compile(forms or b"(?!)")
+        self.reader = FrameProtocol(client=True, extensions=[])  # the host's frames
+        self.writer = FrameProtocol(client=False, extensions=[])  # frames to the agent
+        self.message = bytearray()  # of the message under way: the bytes not yet sent on
+        self.text: codecs.IncrementalDecoder | None = None  # its text, if a text message
+        self.ended = False
 
     def __call__(self, chunk: bytes) -> bytes:
+        if self.ended:  # nothing more is read: not even kept
+            return b""
         out = bytearray()
-        data, self.head = self.head + chunk, b""
-        pos = 0  # read by position: slicing off each frame copied the rest of the read again
-        while not self.broken and (pos < len(data) or self.in_frame):
-            if not self.in_frame:
-                pos = self._start_frame(data, pos)
-                continue
-            piece = self._unmask(data[pos : pos + self.left])
-            pos += len(piece)
-            self.left -= len(piece)
-            if self.opcode >= 8:
-                self.control += piece
-            elif self.message is not None:
-                last = self.left == 0 and self.fin
-                payload = self.message(piece) if piece else b""
-                if last:
-                    payload += self.message(b"")  # the end: what it held back
-                    self.message = None
-                if payload or last:
-                    out += _frame(last, self.message_opcode, payload)
-                    self.message_opcode = 0  # the rest of it is continuation
-            if self.left == 0:
-                self.in_frame = False
-                if self.opcode >= 8:  # a close frame's reason, a ping's data
-                    payload = self.scrubber.scrub(self.control)[:MAX_CONTROL_PAYLOAD]
-                    out += _frame(True, self.opcode, payload)
-            elif pos >= len(data):
+        self.reader.receive_bytes(chunk)
+        try:
+            for frame in self.reader.received_frames():
+                if frame.opcode.iscontrol():
+                    out += self._flush() + self._control(frame)
+                else:
+                    out += self._data(frame)
+            out += self._flush()
+        except (ParseFailed, UnicodeDecodeError):
+            self.ended = True
+            return bytes(out) + self.writer.close(
+                CloseReason.PROTOCOL_ERROR, "the proxy cannot read the upstream's frames"
+            )
+        return bytes(out)
+
+    def _data(self, frame: Frame) -> bytes:
+        payload = frame.payload
+        assert not isinstance(payload, tuple)  # a close frame's (code, reason) only
+        if self.text is None and frame.opcode is Opcode.TEXT:
+            self.text = codecs.getincrementaldecoder("utf-8")()
+        self.message += payload.encode() if isinstance(payload, str) else payload
+        if not frame.message_finished:
+            return b""
+        last = self._scrub(bytes(self.message), len(self.message))[0]
+        self.message.clear()
+        return self._send(last, fin=True)
+
+    def _flush(self) -> bytes:
+        """Send on what has come of the message under way, but the bytes held back."""
+        if len(self.message) <= self.hold:
+            return b""
+        sent, kept = self._scrub(bytes(self.message), len(self.message) - self.hold)
+        self.message[:kept] = b""
+        return self._send(sent, fin=False)
+
+    def _scrub(self, data: bytes, upto: int) -> tuple[bytes, int]:
+        """`data` scrubbed up to position `upto` (or the end of a value begun before it), and
+        how many bytes of `data` that took. A value that begins before `upto` ends in `data`
+        (`self.hold` bytes are past it), so none is cut there."""
+        out, pos = bytearray(), 0
+        for match in self.forms.finditer(data):
+            if match.start() >= upto:
                 break
-        return b"" if self.broken else bytes(out)
+            out += data[pos : match.start()] + self.placeholders[match.group()]
+            pos = match.end()
+        end = max(pos, upto)
+        return bytes(out + data[pos:end]), end
 
-    def _start_frame(self, data: bytes, pos: int) -> int:
-        """Read the frame header at `pos` (or keep what there is of it); where its payload
-        starts."""
-        have = len(data) - pos
-        size = data[pos + 1] & 0x7F if have >= 2 else 0
-        masked = have >= 2 and data[pos + 1] & 0x80
-        start = pos + 2 + {126: 2, 127: 8}.get(size, 0) + (4 if masked else 0)
-        if len(data) < start:
-            self.head = data[pos:]
-            return len(data)
-        if size >= 126:
-            size = int.from_bytes(data[pos + 2 : pos + (4 if size == 126 else 10)], "big")
-        first = data[pos]
-        self.fin, self.opcode = bool(first & 0x80), first & 0x0F
-        control = self.opcode >= 8
-        if (
-            first & 0x70  # an extension's bits (compressed, say): not searchable
-            or self.opcode not in (0, 1, 2, 8, 9, 10)
-            or (control and (not self.fin or size > MAX_CONTROL_PAYLOAD))
-            or (not control and (self.opcode == 0) != (self.message is not None))
-        ):
-            self.broken = True
-            return len(data)
-        self.mask = data[start - 4 : start] if masked else b""
-        self.offset, self.left, self.in_frame, self.control = 0, size, True, b""
-        if self.opcode in (1, 2):
-            self.message, self.message_opcode = self.scrubber.stream(), self.opcode
-        return start
+    def _send(self, payload: bytes, fin: bool) -> bytes:
+        text = self.text
+        if fin:
+            self.text = None
+        if text is None:
+            return self.writer.send_data(payload, fin)
+        return self.writer.send_data(text.decode(payload, fin), fin)
 
-    def _unmask(self, piece: bytes) -> bytes:
-        """A server must not mask its frames; one that does is unmasked, to be searched."""
-        if not self.mask or not piece:
-            return piece
-        rotated = self.mask[self.offset :] + self.mask[: self.offset]
-        self.offset = (self.offset + len(piece)) % 4
-        key = (rotated * (len(piece) // 4 + 1))[: len(piece)]
-        mixed = int.from_bytes(piece, "big") ^ int.from_bytes(key, "big")
-        return mixed.to_bytes(len(piece), "big")
-
-
-def _frame(fin: bool, opcode: int, payload: bytes) -> bytes:
-    """One unmasked frame, as a server sends it (RFC 6455 5.2)."""
-    first = (0x80 if fin else 0) | opcode
-    size = len(payload)
-    if size < 126:
-        return bytes([first, size]) + payload
-    if size < 1 << 16:
-        return bytes([first, 126]) + size.to_bytes(2, "big") + payload
-    return bytes([first, 127]) + size.to_bytes(8, "big") + payload
+    def _control(self, frame: Frame) -> bytes:
+        """A close frame's reason, a ping's or pong's data, scrubbed (and cut to fit)."""
+        if frame.opcode is Opcode.CLOSE:
+            self.ended, self.message = True, bytearray()  # a message cut short goes no further
+            code, reason = cast(tuple[int, str], frame.payload)
+            return self.writer.close(code, self.scrubber.scrub_text(reason))
+        payload = self.scrubber.scrub(bytes(cast(bytes, frame.payload)))[:MAX_PAYLOAD_NORMAL]
+        if frame.opcode is Opcode.PING:
+            return self.writer.ping(payload)
+        return self.writer.pong(payload)

@@ -563,6 +563,66 @@ def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab:
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
 
 
+def _client_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    """One masked frame, as a WebSocket client sends it (RFC 6455 5.3)."""
+    mask = b"\x5a\xa5\x3c\xc3"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def _until(sock: socket.socket, data: bytes, marker: bytes) -> bytes:
+    """Read on until `marker` has arrived; what arrived before it (and `data` first)."""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data.partition(marker)[0]
+
+
+@contextlib.contextmanager
+def _echo_socket(lab: Lab) -> Iterator[tuple[ssl.SSLSocket, bytes]]:
+    """An upgraded connection to the bound host's WebSocket echo (frame for frame), and what
+    already arrived after the 101."""
+    upgrade = ("Connection: Upgrade", "Upgrade: websocket")
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(get("/reflect/upgrade?echo", f"secret.test:{lab.https}", AUTH, *upgrade))
+        status, _, rest = read_http_head(sock)
+        assert status == 101
+        yield sock, rest
+
+
+_PING = b"\x89\x00"  # an empty ping, as the proxy frames it to the agent
+
+
+def test_an_echoed_fragment_does_not_show_whether_it_ends_like_the_value(lab: Lab) -> None:
+    """The agent sends a message fragment ending in a guess, then a ping, to the bound host's
+    echo: what the proxy holds back of the echoed fragment (until the rest of the message)
+    must not depend on whether the guess begins the real value, or the agent reads the value
+    out a byte at a time."""
+    relayed = []
+    for guess in (REAL[:8], "zzzzzzzz"):
+        with _echo_socket(lab) as (sock, rest):
+            sock.sendall(_client_frame(b"x" * 40 + guess.encode(), fin=False))
+            sock.sendall(_client_frame(b"", opcode=9))
+            relayed.append(_until(sock, rest, _PING))
+            sock.sendall(_client_frame(b"!", opcode=0) + _client_frame(b"\x03\xe8", opcode=8))
+    assert len(relayed[0]) == len(relayed[1]), relayed
+
+
+def test_what_the_agent_sends_on_an_upgraded_connection_is_not_substituted(lab: Lab) -> None:
+    """Real values go into request headers only: a WebSocket message to the bound host that
+    carries the placeholder reaches it as the agent sent it."""
+    sent = f"token {PLACEHOLDER}".encode()
+    with _echo_socket(lab) as (sock, rest):
+        sock.sendall(_client_frame(sent, opcode=2) + _client_frame(b"\x03\xe8", opcode=8))
+        _until(sock, rest, b"\x88\x02\x03\xe8")  # the close echoed
+    frames = lab.seen_upstream("/reflect/upgrade?echo#frame")
+    assert frames[-2:] == [
+        {"path": "/reflect/upgrade?echo#frame", "body": sent.decode()},
+        {"path": "/reflect/upgrade?echo#frame", "body": "\x03\xe8"},
+    ]
+
+
 def _chunked_with_trailer(target: str, host: str, *headers: str) -> bytes:
     lines = [f"POST {target} HTTP/1.1", f"Host: {host}", *headers, "Transfer-Encoding: chunked"]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -7,6 +7,7 @@ import random
 import re
 import urllib.parse
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -152,6 +153,27 @@ def test_a_value_cut_between_fragments_and_reads_is_still_replaced(
     ]
 
 
+@given(
+    st.lists(st.integers(min_value=0, max_value=120), max_size=8),
+    st.lists(st.integers(min_value=1, max_value=60), min_size=2, max_size=2),
+)
+def test_a_text_message_cut_inside_its_characters_comes_out_whole(
+    cuts: list[int], splits: list[int]
+) -> None:
+    """Fragments of a text message may cut a character in two (RFC 6455 5.6), and so may the
+    proxy's reads and what it holds back: the text the agent gets is the text sent, scrubbed."""
+    text = ("é ü " + VALUE + " 日本").encode()
+    a, b = sorted(splits)
+    frames = (
+        websocket_frame(text[:a], fin=False)
+        + websocket_frame(text[a:b], opcode=0, fin=False)
+        + websocket_frame(text[b:], opcode=0)
+    )
+    assert websocket_messages(_relayed(frames, cuts)) == [
+        text.replace(VALUE.encode(), PLACEHOLDER.encode())
+    ]
+
+
 def test_a_message_that_arrives_whole_goes_on_whole() -> None:
     """Held-back bytes at the end of an echoed message would tell the agent that it ends like
     the value (a byte-by-byte oracle): the message's end sends them with it."""
@@ -159,19 +181,72 @@ def test_a_message_that_arrives_whole_goes_on_whole() -> None:
     assert _relayed(frame, []) == frame
 
 
-def test_a_masked_server_frame_is_unmasked_and_scrubbed() -> None:
-    payload = b"masked " + VALUE.encode()
-    mask = b"\x01\x02\x03\x04"
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    frame = bytes([0x81, 0x80 | len(payload)]) + mask + body
-    assert websocket_messages(_relayed(frame, [9, 20])) == [f"masked {PLACEHOLDER}".encode()]
+def test_a_fragment_held_back_does_not_show_whether_it_ends_like_a_value() -> None:
+    """A message under way goes on read by read, less what could begin a value; if how much
+    is held back depended on whether the fragment's end begins a value, an echo of the agent's
+    own guesses (one fragment per read) would tell it the value a byte at a time."""
+    sizes = {
+        guess: len(_relayed(websocket_frame(b"x" * 40 + guess, fin=False), []))
+        for guess in (VALUE.encode()[:6], b"zzzzzz")
+    }
+    assert len(set(sizes.values())) == 1, sizes
 
 
-def test_bytes_that_are_no_plain_websocket_end_the_relay() -> None:
-    compressed = bytes([0xC1, 5]) + b"xxxxx"  # RSV1: permessage-deflate never agreed
-    raw = b"seen: " + VALUE.encode()  # not frames at all
-    unfinished = websocket_frame(b"x", opcode=0)  # a continuation with no message
-    for bad in (compressed, raw, unfinished):
+@pytest.mark.parametrize(
+    ("opcode", "payload"),
+    [
+        (9, b"ping " + VALUE.encode()),
+        (10, b"pong " + VALUE.encode()),
+        (8, b"\x03\xe8bye " + VALUE.encode()),  # a close frame's reason (code 1000)
+    ],
+)
+def test_a_control_frame_is_scrubbed_whole(opcode: int, payload: bytes) -> None:
+    """Ping, pong and close frames from the host, each cut between reads; one interleaved in
+    a fragmented message."""
+    frames = (
+        websocket_frame(b"part " + VALUE.encode()[:4], fin=False)
+        + websocket_frame(payload, opcode=opcode)
+        + websocket_frame(VALUE.encode()[4:], opcode=0)
+    )
+    out = _relayed(frames, [3, 12, 31])
+    assert VALUE.encode() not in out
+    messages = websocket_messages(out)
+    assert messages[0] == payload.replace(VALUE.encode(), PLACEHOLDER.encode())
+    if opcode != 8:  # nothing goes on after a close
+        assert messages[1] == f"part {PLACEHOLDER}".encode()
+
+
+def test_a_huge_declared_length_holds_back_no_more_than_a_value() -> None:
+    """A frame that declares 2**62 bytes is relayed as it comes; the proxy keeps only what
+    could begin a value, not the frame."""
+    relay = WebSocketScrubber(scrubber())
+    out = relay(bytes([0x82, 127]) + (1 << 62).to_bytes(8, "big"))
+    sent = 0
+    for _ in range(64):
+        piece = bytes([sent % 251]) * 65536
+        sent += len(piece)
+        out += relay(piece)
+    assert len(out) >= sent - scrubber().longest
+
+
+def test_bytes_that_are_no_plain_websocket_close_the_relay() -> None:
+    """What cannot be read as frames of an unextended WebSocket, as a server sends them, ends
+    the relay with a close frame (protocol error); nothing after it goes on."""
+    masked = bytes([0x81, 0x85]) + b"\x01\x02\x03\x04" + b"x" * 5  # a server must not mask
+    bad = [
+        bytes([0xC1, 5]) + b"xxxxx",  # RSV1: permessage-deflate never agreed
+        bytes([0x91, 5]) + b"xxxxx",  # RSV3
+        b"seen: " + VALUE.encode(),  # not frames at all
+        websocket_frame(b"x", opcode=0),  # a continuation with no message
+        websocket_frame(b"x", opcode=3),  # a reserved opcode
+        websocket_frame(b"x", opcode=9, fin=False),  # a fragmented ping
+        bytes([0x89, 126, 0, 126]) + b"x" * 126,  # a ping longer than 125 bytes
+        bytes([0x82, 127, 0x80]) + bytes(7) + b"x",  # a 64-bit length with its top bit set
+        masked,
+    ]
+    for frames in bad:
         relay = WebSocketScrubber(scrubber())
-        assert relay(websocket_frame(b"fine") + bad) == b""
+        out = relay(websocket_frame(b"fine") + frames)
+        fine, closing = websocket_messages(out)
+        assert fine == b"fine" and closing.startswith(b"\x03\xea"), (frames, out)  # 1002
         assert relay(websocket_frame(b"later")) == b""
