@@ -12,8 +12,9 @@ encoders write it, either hex case). Other transformations (base64, HTML entitie
 in pieces by the server) are not recognised.
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
-holds back only the tail of a chunk that could be the start of a value, so a value split across
-chunk boundaries is still found and a stream that carries no value is not delayed. After a
+holds back what follows a chunk's last line break (at most the longest value's length, less
+one), so a value split across chunk boundaries is still found, a stream of lines is not delayed,
+and what waits never depends on the values (an echo would show the agent how they begin). After a
 WebSocket upgrade the host's frames are read (by wsproto) and framed anew (`WebSocketScrubber`),
 so that a value cut between the fragments of a message is found as well.
 """
@@ -21,6 +22,7 @@ so that a value cut between the fragments of a message is found as well.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 import urllib.parse
@@ -138,13 +140,24 @@ class Scrubber:
     def stream(self) -> StreamScrubber:
         return StreamScrubber(self)
 
+    @functools.cached_property
+    def line_breaks_end_values(self) -> bool:
+        """No form of any value holds a line break (no header value does: RFC 9110 5.5)."""
+        return not any(b"\n" in form or b"\r" in form for form, _ in self.replacements)
+
     def held_back(self, data: bytes) -> int:
-        """How many bytes at the end of `data` could begin a value (and must wait for more)."""
-        for size in range(min(self.longest - 1, len(data)), 0, -1):
+        """How many bytes at the end of `data` wait for the next chunk, as a value may begin
+        there: the last `longest` - 1, but none before a line break, which no value runs
+        across. Which bytes wait never depends on the values: holding back only a tail that
+        begins one would tell an agent whose words a host streams back, by when they come,
+        how its guess of the value begins."""
+        size = min(self.longest - 1, len(data))
+        if size <= 0:
+            return 0
+        if self.line_breaks_end_values:
             tail = data[-size:]
-            if any(form.startswith(tail) for form, _ in self.replacements):
-                return size
-        return 0
+            size -= max(tail.rfind(b"\n"), tail.rfind(b"\r")) + 1
+        return size
 
 
 class StreamScrubber:

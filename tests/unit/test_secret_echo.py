@@ -65,12 +65,33 @@ def test_a_stream_without_values_is_not_held_back() -> None:
     assert stream(b'data: {"delta": "hi"}\n\n') == b'data: {"delta": "hi"}\n\n'
 
 
-def test_only_a_possible_start_of_a_value_waits_for_the_next_chunk() -> None:
+def test_a_stream_of_lines_goes_on_line_by_line() -> None:
+    """No header value holds a line break, so no value runs across one: what ends in one goes
+    on at once (server-sent events, JSON lines); the rest of a read waits for the next, as a
+    value may begin there."""
     stream = scrubber().stream()
-    assert stream(b"abc sk-li") == b"abc "
-    assert stream(b've/abc+def=ghi"q end') == f"{PLACEHOLDER} end".encode()
-    assert stream(b"tail sk-") == b"tail "
-    assert stream(b"") == b"sk-"  # the end: a prefix alone is no value
+    assert stream(b"data: 1\n\ndata: sk-li") == b"data: 1\n\n"
+    assert stream(b've/abc+def=ghi"q\n') == f"data: {PLACEHOLDER}\n".encode()
+    assert stream(b"tail") == b""
+    assert stream(b"") == b"tail"  # the end: what waits is no value
+
+
+def test_what_a_stream_holds_back_does_not_show_whether_it_ends_like_a_value() -> None:
+    """A bound host that streams back what the agent sent (an echo, a model repeating its
+    prompt): if what waits for the next read were only a tail that begins a value, the agent
+    would see, by when its own words come back, how its guess of the value begins."""
+    sizes = {
+        guess: len(scrubber().stream()(b"x" * 40 + guess))
+        for guess in (VALUE.encode()[:6], b"zzzzzz")
+    }
+    assert len(set(sizes.values())) == 1, sizes
+
+
+def test_a_value_holding_a_line_break_is_still_replaced_across_chunks() -> None:
+    """Should a value hold a line break after all, a line break ends nothing."""
+    stream = Scrubber.for_values([("line one\nline two", "bbph_lines")]).stream()
+    out = stream(b"say line one\n") + stream(b"line two\n") + stream(b"")
+    assert out == b"say bbph_lines\n"
 
 
 def test_no_secrets_means_nothing_changes() -> None:
