@@ -12,9 +12,9 @@ encoders write it, either hex case). Other transformations (base64, HTML entitie
 in pieces by the server) are not recognised.
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
-holds back what follows a chunk's last line break (at most the longest value's length, less
-one), so a value split across chunk boundaries is still found, a stream of lines is not delayed,
-and what waits never depends on the values (an echo would show the agent how they begin). After a
+holds back what follows a chunk's last line break (at most `Scrubber.hold` bytes), so a value
+split across chunk boundaries is still found, a stream of lines is not delayed, and what waits
+never depends on the values (an echo would show the agent how they begin). After a
 WebSocket upgrade the host's frames are read (by wsproto) and framed anew (`WebSocketScrubber`),
 so that a value cut between the fragments of a message is found as well.
 """
@@ -103,6 +103,11 @@ def _lower_hex(quoted: str) -> str:
     return parts[0] + "".join("%" + part[:2].lower() + part[2:] for part in parts[1:])
 
 
+# What may wait for more of a stream: at least this many bytes (`Scrubber.hold`), longer than the
+# longest form of the usual token (an API key is about 100 bytes, its percent-encoding up to 3x).
+MIN_HOLD = 1023
+
+
 @dataclass(frozen=True)
 class Scrubber:
     """Replaces every form of every real value with its placeholder."""
@@ -124,6 +129,14 @@ class Scrubber:
     @property
     def longest(self) -> int:
         return max((len(form) for form, _ in self.replacements), default=0)
+
+    @property
+    def hold(self) -> int:
+        """How many bytes at the end of what has come may begin a value, and wait for more: the
+        longest form's length less one, but never fewer than `MIN_HOLD`, so that how much waits
+        tells an agent reading an echo neither how long a value is nor, by its percent-encoded
+        form, how many of its bytes are reserved."""
+        return max(self.longest - 1, MIN_HOLD) if self.replacements else 0
 
     def scrub(self, data: bytes) -> bytes:
         for form, placeholder in self.replacements:
@@ -147,11 +160,11 @@ class Scrubber:
 
     def held_back(self, data: bytes) -> int:
         """How many bytes at the end of `data` wait for the next chunk, as a value may begin
-        there: the last `longest` - 1, but none before a line break, which no value runs
+        there: the last `hold`, but none before a line break, which no value runs
         across. Which bytes wait never depends on the values: holding back only a tail that
         begins one would tell an agent whose words a host streams back, by when they come,
         how its guess of the value begins."""
-        size = min(self.longest - 1, len(data))
+        size = min(self.hold, len(data))
         if size <= 0:
             return 0
         if self.line_breaks_end_values:
@@ -184,7 +197,7 @@ class WebSocketScrubber:
     message (a frame header sits in it), which the agent's client joins again. Here wsproto
     reads the frames, each message's payload across its fragments and the reads they arrive
     in is scrubbed as one stream, and what is scrubbed is framed anew: what a read brings goes
-    on at once as a fragment, but for its last `Scrubber.longest` - 1 bytes, which wait for
+    on at once as a fragment, but for its last `Scrubber.hold` bytes, which wait for
     the rest (a value may begin there) and go with the message's last frame. That many are
     held back whatever they are: holding back only a tail that begins a value would tell the
     agent, through an echo of its own fragments, how its guess of the value begins. Control
@@ -194,7 +207,7 @@ class WebSocketScrubber:
 
     def __init__(self, scrubber: Scrubber) -> None:
         self.scrubber = scrubber
-        self.hold = max(scrubber.longest - 1, 0)
+        self.hold = scrubber.hold
         self.placeholders = dict(scrubber.replacements)
         # Longest first: at one position, the longest form there is the one replaced. With no
         # forms at all, a pattern that matches nothing (an empty one matches everywhere).

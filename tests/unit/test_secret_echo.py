@@ -87,6 +87,21 @@ def test_what_a_stream_holds_back_does_not_show_whether_it_ends_like_a_value() -
     assert len(set(sizes.values())) == 1, sizes
 
 
+@pytest.mark.parametrize("relay", ["stream", "websocket"])
+def test_how_much_waits_does_not_show_how_long_a_value_is(relay: str) -> None:
+    """What waits for the next read is as long for a short value as for a long one."""
+    waited = set()
+    for value in ("s" * 20, "l" * 300):
+        scrub = Scrubber.for_values([(value, "bbph_0123456789abcdef")])
+        data = b"x" * 4000
+        if relay == "stream":
+            out = scrub.stream()(data)
+        else:  # one fragment of a message under way (its frame head as long either way)
+            out = WebSocketScrubber(scrub)(websocket_frame(data, fin=False))
+        waited.add(len(data) - len(out))
+    assert len(waited) == 1, waited
+
+
 def test_a_value_holding_a_line_break_is_still_replaced_across_chunks() -> None:
     """Should a value hold a line break after all, a line break ends nothing."""
     stream = Scrubber.for_values([("line one\nline two", "bbph_lines")]).stream()
@@ -237,9 +252,9 @@ def test_a_control_frame_is_scrubbed_whole(opcode: int, payload: bytes) -> None:
         assert messages[1] == f"part {PLACEHOLDER}".encode()
 
 
-def test_a_huge_declared_length_holds_back_no_more_than_a_value() -> None:
+def test_a_huge_declared_length_holds_back_no_more_than_the_hold() -> None:
     """A frame that declares 2**62 bytes is relayed as it comes; the proxy keeps only what
-    could begin a value, not the frame."""
+    could begin a value (`Scrubber.hold` bytes), not the frame."""
     relay = WebSocketScrubber(scrubber())
     out = relay(bytes([0x82, 127]) + (1 << 62).to_bytes(8, "big"))
     sent = 0
@@ -247,7 +262,7 @@ def test_a_huge_declared_length_holds_back_no_more_than_a_value() -> None:
         piece = bytes([sent % 251]) * 65536
         sent += len(piece)
         out += relay(piece)
-    assert len(out) >= sent - scrubber().longest
+    assert len(out) >= sent - scrubber().hold
 
 
 def test_bytes_that_are_no_plain_websocket_close_the_relay() -> None:
