@@ -18,6 +18,14 @@ from bottle_engine.progress import Progress
 STAGES = ("build agent image", "start bundle", "start agent")
 
 
+def write_state(state_file: Path, state: dict[str, Any]) -> None:
+    """Replace the fake engine's state whole: the server reads it from other threads at any
+    time, and a file written in place can be read half written."""
+    temporary = state_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state))
+    temporary.replace(state_file)
+
+
 class FakeLifecycle:
     """Bottles that exist only as records in `state_file`; launching one reports STAGES."""
 
@@ -35,9 +43,7 @@ class FakeLifecycle:
         return state
 
     def _save(self, state: dict[str, Any]) -> None:
-        temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state))
-        temporary.replace(self.state_file)
+        write_state(self.state_file, state)
 
     def launch(
         self, manifest_path: Path, agent: str, *, cwd: Path | None = None, progress: Progress

@@ -16,6 +16,7 @@ from pytest_lsp import LanguageClient
 from bottle_engine.bundle.audit import AuditLog
 from tests.audit_entries import audit_entry
 from tests.lsp.conftest import ClientFactory, open_document
+from tests.lsp.fake_engine import write_state
 from tests.lsp.test_commands import eventually, execute, lenses
 
 pytestmark = pytest.mark.asyncio
@@ -50,7 +51,7 @@ def audit(tmp_path: Path, slug: str) -> AuditLog:
 
 
 async def start(make_client: ClientFactory, tmp_path: Path, records: list[Any]) -> LanguageClient:
-    (tmp_path / "fake-engine.json").write_text(json.dumps({"bottles": records}))
+    write_state(tmp_path / "fake-engine.json", {"bottles": records})
     client = await make_client(activity_interval=0.1)
     client.activity = []  # type: ignore[attr-defined]
     client.edits = []  # type: ignore[attr-defined]

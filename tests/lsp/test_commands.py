@@ -8,7 +8,6 @@ engine, and every error path through `window/showMessage`, are the real ones.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from bottle_engine import state
 from bottle_engine.approvals import ApprovalStore, list_requests
 from tests.conftest import REPO_ROOT
 from tests.lsp.conftest import MANIFEST, ClientFactory, open_document, rng
+from tests.lsp.fake_engine import write_state
 
 pytestmark = pytest.mark.asyncio
 
@@ -124,7 +124,7 @@ async def test_lenses_catch_up_with_bottles_started_elsewhere(
         "started_at": "2026-01-01T00:00:00+00:00",
         "manifest": str(project / "bottle.toml"),
     }
-    (tmp_path / "fake-engine.json").write_text(json.dumps({"bottles": [record]}))
+    write_state(tmp_path / "fake-engine.json", {"bottles": [record]})
     await lenses(client, uri)  # drawn from the list it has; re-reads the bottles behind it
     await eventually(lambda: client.lens_refreshes >= 1, "a code lens refresh")  # type: ignore[attr-defined]
     assert [title for _, title, _, _ in await lenses(client, uri)] == [

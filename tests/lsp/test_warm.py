@@ -14,6 +14,7 @@ import pytest
 from lsprotocol import types
 
 from tests.lsp.conftest import MANIFEST, ClientFactory, open_document
+from tests.lsp.fake_engine import write_state
 from tests.lsp.test_commands import eventually, execute
 
 pytestmark = pytest.mark.asyncio
@@ -56,7 +57,7 @@ async def test_an_open_manifest_gets_one_warm_gateway_per_agent_and_closing_remo
     # A launch from the editor uses the member up (the fake forgets it); the server refills.
     state = json.loads((tmp_path / "fake-engine.json").read_text())
     state["warm"] = [m for m in state["warm"] if m["agent"] != "dev"]
-    (tmp_path / "fake-engine.json").write_text(json.dumps(state))
+    write_state(tmp_path / "fake-engine.json", state)
     await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"})
     await eventually(
         lambda: sorted(m["agent"] for m in warm(tmp_path)) == ["dev", "reviewer"],
@@ -75,7 +76,7 @@ async def test_closing_a_manifest_while_its_warm_gateways_are_being_made_removes
 ) -> None:
     """A fill takes seconds (it starts a bundle container). Closed half way, the members it
     goes on to make must still be removed, not left running with nobody to remove them."""
-    (tmp_path / "fake-engine.json").write_text(json.dumps({"fill_seconds": 1.0}))
+    write_state(tmp_path / "fake-engine.json", {"fill_seconds": 1.0})
     client = await make_client(pool={"keepWarm": True})
     uri = open_document(client, project / "bottle.toml", MANIFEST)
     await trust(client, uri)  # the fill starts now and takes 2 s (two agents)
@@ -120,7 +121,7 @@ async def test_a_manifest_never_trusted_or_widened_since_gets_no_warm_gateway(
     await eventually(lambda: len(warm(tmp_path)) == 2, "the warm gateways, once trusted")
     state = json.loads((tmp_path / "fake-engine.json").read_text())
     state["warm"] = []  # launches used them up
-    (tmp_path / "fake-engine.json").write_text(json.dumps(state))
+    write_state(tmp_path / "fake-engine.json", state)
 
     # Widened on disk (a new host): saving it makes nothing until it is trusted again.
     widened = MANIFEST.replace('"*.npmjs.org"]', '"*.npmjs.org", "exfil.invalid"]')
