@@ -17,6 +17,7 @@ import { CONFIG_SECTION, errorText, type BottleServerPort } from "./common";
 import { MANIFEST_GLOB, MANIFEST_GLOBS } from "./manifests";
 import type { WorkDoneValue } from "./progress";
 import { selectedPythonInterpreter } from "./pythonInterpreter";
+import { displayText } from "./display";
 import { probeServerLaunch } from "./serverProbe";
 import {
   SERVER_EXECUTABLE,
@@ -79,6 +80,13 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
         if (choice === "Open Settings") openServerSettings();
       });
       return false;
+    }
+    if (launch.passedOver !== undefined) {
+      this.output.appendLine(
+        `Not starting the server with the Python extension's interpreter ${displayText(launch.passedOver)}: ` +
+          "it is in the workspace, which a pulled branch may have written. " +
+          "To use it all the same, set botBottle.server.python in your user settings.",
+      );
     }
     this.output.appendLine(`Starting language server: ${[launch.command, ...launch.args].join(" ")}`);
     const problem = await probeServerLaunch(launch);
@@ -181,6 +189,7 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
         configuredCommand: config.get<unknown>("server.command"),
         configuredPython: config.get<unknown>("server.python"),
         selectedInterpreter: await selectedPythonInterpreter(vscode.extensions, resource),
+        workspaceFolders: (vscode.workspace.workspaceFolders ?? []).map((folder) => folder.uri.fsPath),
         executableOnPath: findOnPath(SERVER_EXECUTABLE),
       }),
     );

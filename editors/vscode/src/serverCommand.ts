@@ -5,7 +5,7 @@
  *   1. `botBottle.server.command` (array, or a string split like a shell would);
  *   2. `bottle-lsp` found on PATH;
  *   3. `<python> -P -m bottle_lsp`, python = `botBottle.server.python`, else the interpreter the
- *      Python extension has selected, else `python3`.
+ *      Python extension has selected unless it lies in a workspace folder, else `python3`.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -29,6 +29,8 @@ export interface ServerLaunch {
   source: ServerSource;
   /** The interpreter used when `source` is "python". */
   python?: string;
+  /** The Python extension's interpreter, when it was passed over as the workspace's own. */
+  passedOver?: string;
 }
 
 export interface ServerLaunchInputs {
@@ -38,6 +40,8 @@ export interface ServerLaunchInputs {
   configuredPython: unknown;
   /** The Python extension's selected interpreter, when that extension is installed. */
   selectedInterpreter: string | undefined;
+  /** The open workspace folders (absolute paths): what a pulled branch may have written. */
+  workspaceFolders?: readonly string[];
   /** Absolute path of `bottle-lsp` on PATH, if any. */
   executableOnPath: string | undefined;
 }
@@ -54,9 +58,42 @@ export function resolveServerLaunch(inputs: ServerLaunchInputs): ServerLaunch {
   if (inputs.executableOnPath !== undefined) {
     return { command: inputs.executableOnPath, args: [], source: "path" };
   }
-  const python =
-    nonBlank(inputs.configuredPython) ?? nonBlank(inputs.selectedInterpreter) ?? DEFAULT_PYTHON;
-  return { command: python, args: [...SAFE_PATH, "-m", SERVER_MODULE], source: "python", python };
+  const configuredPython = nonBlank(inputs.configuredPython);
+  const selected = nonBlank(inputs.selectedInterpreter);
+  const base = { args: [...SAFE_PATH, "-m", SERVER_MODULE], source: "python" as const };
+  if (configuredPython !== undefined) return { ...base, command: configuredPython, python: configuredPython };
+  // The Python extension picks a `.venv` it finds in the workspace by itself; a branch the agent
+  // wrote holds that venv's python and site-packages (a `.pth` file there runs at start).
+  if (selected !== undefined && isInsideAny(selected, inputs.workspaceFolders ?? [])) {
+    return { ...base, command: DEFAULT_PYTHON, python: DEFAULT_PYTHON, passedOver: selected };
+  }
+  const python = selected ?? DEFAULT_PYTHON;
+  return { ...base, command: python, python };
+}
+
+/**
+ * Is `file` in one of `folders`, as written or once its links are followed (a link outside to
+ * a venv inside is the workspace's all the same)?
+ */
+export function isInsideAny(file: string, folders: readonly string[], realpath: (file: string) => string = realpathOrSelf): boolean {
+  const candidates = [path.resolve(file), realpath(path.resolve(file))];
+  return folders.some((folder) => {
+    const roots = [path.resolve(folder), realpath(path.resolve(folder))];
+    return roots.some((root) =>
+      candidates.some((candidate) => {
+        const relative = path.relative(root, candidate);
+        return relative !== ".." && !relative.startsWith(`..${path.sep}`) && !path.isAbsolute(relative);
+      }),
+    );
+  });
+}
+
+function realpathOrSelf(file: string): string {
+  try {
+    return fs.realpathSync.native(file);
+  } catch {
+    return file;
+  }
 }
 
 /**

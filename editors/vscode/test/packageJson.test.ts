@@ -64,6 +64,10 @@ describe("package.json", () => {
     }
   });
 
+  it("stays off in Restricted Mode: nothing of an untrusted workspace runs on this machine", () => {
+    assert.equal(manifest.capabilities.untrustedWorkspaces.supported, false);
+  });
+
   it("gives bottle.toml and *.bottle.toml a language of its own with a TOML grammar, and the server both", () => {
     assert.ok(manifest.activationEvents.includes("workspaceContains:**/bottle.toml"));
     assert.ok(manifest.activationEvents.includes("onLanguage:bottle-toml"));

@@ -49,6 +49,24 @@ describe("choosing the server command", () => {
     assert.equal(resolveServerLaunch({ ...none, configuredPython: "  " }).command, "python3");
   });
 
+  it("passes over the Python extension's interpreter in a workspace folder, unless the person set it", () => {
+    const workspaceFolders = ["/ws"];
+    const inside = "/ws/..venv/bin/python";
+    assert.deepEqual(resolveServerLaunch({ ...none, selectedInterpreter: inside, workspaceFolders }), {
+      command: "python3",
+      args: ["-P", "-m", "bottle_lsp"],
+      source: "python",
+      python: "python3",
+      passedOver: inside,
+    });
+    for (const outside of ["/usr/bin/python3", "/wsx/bin/python", "/ws/../venv/bin/python"]) {
+      assert.equal(resolveServerLaunch({ ...none, selectedInterpreter: outside, workspaceFolders }).command, outside);
+    }
+    const chosen = { ...none, configuredPython: "/ws/.venv/bin/python", selectedInterpreter: inside, workspaceFolders };
+    assert.deepEqual(resolveServerLaunch(chosen).passedOver, undefined);
+    assert.equal(resolveServerLaunch(chosen).command, "/ws/.venv/bin/python");
+  });
+
   it("treats an empty setting as unset", () => {
     assert.equal(parseConfiguredCommand(""), undefined);
     assert.equal(parseConfiguredCommand([]), undefined);
@@ -163,6 +181,23 @@ describe("a workspace's own Python files", () => {
     assert.equal(launch.command, python);
     spawnSync(launch.command, [...launch.args.slice(0, -2), "-c", "pass"], { cwd: dir, env, timeout: 60_000 });
     assert.equal(fs.existsSync(marker), false, `${launch.command} ran the workspace's python3`);
+  });
+
+  it("are not run as the server's interpreter when the Python extension chose the workspace's", () => {
+    // The Python extension selects a `.venv` it finds in the workspace by itself; the branch's
+    // venv is the agent's to write (its python, or a `.pth` in its site-packages).
+    const { dir, marker } = hostileWorkspace();
+    const venvPython = path.join(dir, ".venv", "bin", "python");
+    fs.mkdirSync(path.dirname(venvPython), { recursive: true });
+    fs.writeFileSync(venvPython, `#!/bin/sh\necho x > ${JSON.stringify(marker)}\n`, { mode: 0o755 });
+    const linked = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "bb-link-")), "python");
+    fs.symlinkSync(venvPython, linked);
+    for (const selected of [venvPython, linked, path.join(dir, "sub", "..", ".venv", "bin", "python")]) {
+      const inputs = { ...none, selectedInterpreter: selected, workspaceFolders: [path.join(dir, ".")] };
+      const launch = resolveServerLaunch(inputs);
+      spawnSync(launch.command, launch.args, { cwd: dir, input: "", timeout: 60_000 });
+      assert.equal(fs.existsSync(marker), false, `${launch.command} (selected: ${selected}) is the workspace's`);
+    }
   });
 
   it("are not imported by the probe before the start", async (t) => {
