@@ -18,6 +18,13 @@ from dataclasses import dataclass
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
 KEY_LINE = f"aws_access_key_id = '{AWS_KEY}'"
 GIT = "git -c user.name=Agent -c user.email=agent@bottle.invalid"
+# `zstd -19` of three KEY_LINEs and some words: its literals are Huffman-coded, so the key is
+# nowhere in the bytes as stored (the bundle has no zstd decompressor).
+ZSTD_KEY = bytes.fromhex(
+    "28b52ffd00688d03003207181860d73103416f9c54b63126398c372c0e6eac11268055ba02fe0427c5fc"
+    "39456b8b5e519cd497a079e9d7facabf345277b34565b415fa5742c99ff3937f21e45355024191348a7b"
+    "0a615908c67098c31d880b3c588a4f83d5b31646d19fcd1e0400b12a5f8ae1795a6ee4265506"
+)
 
 
 def printf_bytes(data: bytes) -> str:
@@ -91,6 +98,29 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "gzip-file",
             commit_and_push("gzip", f"{plain} | gzip -c", "data.gz"),
             "data.gz:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        Attack(
+            "gzip-inside-gzip",
+            commit_and_push("gzgz", f"{plain} | gzip -c | gzip -c", "data.gz.gz"),
+            "data.gz.gz:1: AWS Access Key (in its gzip-inflated content, gzip-inflated content)",
+        ),
+        Attack(
+            # A payload past a script, as self-extracting installers carry one.
+            "gzip-past-a-script",
+            commit_and_push(
+                "gzpast", f"{{ printf '#!/bin/sh\\nexit 0\\n' && {plain} | gzip -c; }}", "run.sh"
+            ),
+            "run.sh:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        Attack(
+            "zstd-file",
+            commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
+            "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "utf-32be-file-ending-with-the-key",
+            commit_and_push("utf32", "printf " + printf_bytes(AWS_KEY.encode("utf-32-be")), "u32"),
+            "u32:1: AWS Access Key (in its UTF-32BE text)",
         ),
         Attack(
             "zip-file",

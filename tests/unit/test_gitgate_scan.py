@@ -6,6 +6,8 @@ import base64
 import bz2
 import gzip
 import io
+import lzma
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from bottle_engine.bundle.gitgate.scan import (
     text_views,
 )
 from tests.bundle_helpers import secret_in_file
+from tests.gate_attacks import ZSTD_KEY
 
 COMMIT = "c" * 40
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -53,6 +56,19 @@ def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> byt
     return buffer.getvalue()
 
 
+def tar_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+SCRIPT = b"#!/bin/sh\nexit 0\n"  # a payload past a script, as self-extracting archives hold one
+
+
 def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
     return [(f.line, f.kind, f.view) for f in findings]
 
@@ -69,6 +85,46 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
         ("one NUL byte", f"\0\n{KEY_LINE}".encode(), (3, "AWS Access Key", "binary content")),
         ("UTF-16 with BOM", KEY_LINE.encode("utf-16"), (1, "AWS Access Key", "UTF-16LE text")),
         ("UTF-16BE", KEY_LINE.encode("utf-16-be"), (1, "AWS Access Key", "UTF-16BE text")),
+        (
+            "UTF-32BE, the key last",
+            AWS_KEY.encode("utf-32-be"),
+            (1, "AWS Access Key", "UTF-32BE text"),
+        ),
+        (
+            "gzip inside gzip",
+            gzip.compress(gzip.compress(KEY_LINE.encode())),
+            (1, "AWS Access Key", "gzip-inflated content, gzip-inflated content"),
+        ),
+        (
+            "gzip inside a zip member",
+            zip_of({"k.gz": gzip.compress(KEY_LINE.encode())}),
+            (1, "AWS Access Key", "zip-inflated content, gzip-inflated content"),
+        ),
+        (
+            "a tar of .gz files",
+            tar_of({"a.gz": gzip.compress(b"hi\n"), "k.gz": gzip.compress(KEY_LINE.encode())}),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            "bzip2 past a script",
+            SCRIPT + bz2.compress(KEY_LINE.encode()),
+            (1, "AWS Access Key", "bzip2-inflated content"),
+        ),
+        (
+            "a zip past a script",
+            SCRIPT + zip_of({"k.txt": KEY_LINE.encode()}),
+            (2, "AWS Access Key", "zip-inflated content"),
+        ),
+        (
+            "a key cut between two gzip members past a script",
+            SCRIPT + gzip.compress(KEY_LINE[:30].encode()) + gzip.compress(KEY_LINE[30:].encode()),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            "lzma, as `lzma` writes it",
+            lzma.compress(KEY_LINE.encode(), lzma.FORMAT_ALONE),
+            (1, "AWS Access Key", "lzma-inflated content"),
+        ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
         (
             "a second gzip member",
@@ -202,6 +258,29 @@ def test_inflating_past_the_bound_is_refused_not_skipped() -> None:
     [finding] = scanner.blob(COMMIT, "bomb.gz", gzip.compress(b"\0" * 5000))
 
     assert finding.kind.startswith("refused unscanned: gzip content inflates beyond")
+
+
+UNREADABLE = {
+    "zstd": (ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
+    "zstd past a script": (SCRIPT + ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
+    "gzip four deep": (
+        gzip.compress(gzip.compress(gzip.compress(gzip.compress(KEY_LINE.encode())))),
+        "archives or compressed streams nested more than 3 deep",
+    ),
+    "a gzip magic every three bytes": (
+        b"\x1f\x8b\x08" * 5000,
+        "its compressed streams overlap beyond what the gate reads",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "refusal"), list(UNREADABLE.values()), ids=list(UNREADABLE))
+def test_compressed_content_the_gate_cannot_read_is_refused(data: bytes, refusal: str) -> None:
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    found = [f.kind for f in scanner.blob(COMMIT, "x.bin", data)]
+
+    assert f"refused unscanned: {refusal}" in found
 
 
 def test_a_zip_inflating_past_the_bound_is_refused_not_skipped() -> None:
