@@ -267,6 +267,16 @@ def test_compressed_content_the_gate_cannot_read_is_refused(data: bytes, refusal
     assert f"refused unscanned: {refusal}" in found
 
 
+def test_text_three_levels_deep_is_read_not_refused() -> None:
+    """A zip magic with no entry after it is no fourth level: nothing there inflates."""
+    data = gzip.compress(gzip.compress(gzip.compress(KEY_LINE.encode() + b"PK\x03\x04")))
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    found = [f.kind for f in scanner.blob(COMMIT, "x.gz", data)]
+
+    assert found == ["AWS Access Key"]
+
+
 def test_a_zip_inflating_past_the_bound_is_refused_not_skipped() -> None:
     scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
 

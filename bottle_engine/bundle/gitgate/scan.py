@@ -278,8 +278,9 @@ def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     content. All of it past `limit` bytes raises `_TooLarge`; a format the gate cannot
     inflate, `_Unscannable`."""
     reading = _Reading(len(data) + limit)  # each byte once, and as much again for tries
-    found = [("zip", _unzip(data, limit, reading))] if ZIP_ENTRY in data else []
-    total = sum(len(content) for _, content in found)
+    unzipped = _unzip(data, limit, reading) if ZIP_ENTRY in data else b""
+    found = [("zip", unzipped)] if unzipped else []
+    total = len(unzipped)
     starts = [m.start() for m in _MARKED.finditer(data)]
     consumed = 0  # a magic inside a stream already read is its compressed bytes, not a stream
     for offset in sorted({0, *starts}):
