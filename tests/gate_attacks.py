@@ -11,6 +11,7 @@ objects.
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import zipfile
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ def zipped(text: str) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("keys.txt", text * 4)
     return buffer.getvalue()
+
+
+def bad_checksum_gzip() -> bytes:
+    """KEY_LINE gzipped, its CRC-32 inverted."""
+    data = bytearray(gzip.compress(f"{KEY_LINE}\n".encode(), mtime=0))
+    data[-8] ^= 0xFF
+    return bytes(data)
 
 
 def commit_and_push(name: str, write: str, path: str, *, message: str = "change") -> str:
@@ -111,6 +119,12 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
                 "gzpast", f"{{ printf '#!/bin/sh\\nexit 0\\n' && {plain} | gzip -c; }}", "run.sh"
             ),
             "run.sh:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        Attack(
+            # zcat shows all it inflated, then complains of the checksum.
+            "gzip-whose-checksum-is-wrong",
+            commit_and_push("badcrc", "printf " + printf_bytes(bad_checksum_gzip()), "k.gz"),
+            "k.gz:1: AWS Access Key (in its gzip-inflated content)",
         ),
         Attack(
             "zstd-file",

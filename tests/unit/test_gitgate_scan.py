@@ -58,6 +58,13 @@ def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> byt
 SCRIPT = b"#!/bin/sh\nexit 0\n"  # a payload past a script, as self-extracting archives hold one
 
 
+def damaged(data: bytes, at: int) -> bytes:
+    """`data` with the byte at `at` inverted."""
+    changed = bytearray(data)
+    changed[at] ^= 0xFF
+    return bytes(changed)
+
+
 def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
     return [(f.line, f.kind, f.view) for f in findings]
 
@@ -103,6 +110,17 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
             "a key cut between two gzip members past a script",
             SCRIPT + gzip.compress(KEY_LINE[:30].encode()) + gzip.compress(KEY_LINE[30:].encode()),
             (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            # zcat and xz -d show all they inflated, then complain of the checksum.
+            "gzip whose checksum is wrong",
+            damaged(gzip.compress(KEY_LINE.encode()), -8),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            "xz whose check is wrong",
+            damaged(lzma.compress(KEY_LINE.encode()), -28),
+            (1, "AWS Access Key", "xz-inflated content"),
         ),
         (
             "lzma, as `lzma` writes it",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import bz2
 import codecs
-import contextlib
 import lzma
 import re
 import struct
@@ -215,28 +214,40 @@ class _Reading:
             raise _TooLarge("its compressed streams overlap beyond what the gate reads")
 
 
+_DAMAGE = (zlib.error, OSError, EOFError, lzma.LZMAError)
+
+
 def _inflate_stream(
     make: Callable[[], Any], data: memoryview, room: int, reading: _Reading
 ) -> tuple[bytes, int | None]:
-    """The stream at the start of `data`, inflated up to `room` bytes (as far as it goes when
-    damaged), and where it ends in `data` (None when it does not end there). Fed a piece
-    at a time: given the rest of the blob at once, a decompressor copies what follows the
-    stream's end, once per stream, and a blob of many streams cost its square."""
-    decompressor = make()
-    content = bytearray()
-    end = None
-    # Damaged: what was inflated before the damage is read; the raw view has the rest.
-    with contextlib.suppress(zlib.error, OSError, EOFError, lzma.LZMAError):
-        for start in range(0, len(data), PIECE):
-            piece = data[start : start + PIECE]
-            reading.feed(len(piece))
-            content += decompressor.decompress(piece, room - len(content))
-            if decompressor.eof:
-                end = start + len(piece) - len(decompressor.unused_data)
-                break
-            if len(content) >= room:
-                break
-    return bytes(content), end
+    """The stream at the start of `data`, inflated up to `room` bytes, and where it ends in
+    `data` (None when it does not end there). Fed a piece at a time: given the rest of the blob
+    at once, a decompressor copies what follows the stream's end, once per stream, and a blob
+    of many streams cost its square.
+
+    A damaged stream gives what it inflates before the damage, as ``zcat`` shows a gzip stream
+    whose checksum is wrong: the decompressor's error drops what the piece holding the damage
+    inflated, so the stream is read again, that piece a byte at a time."""
+    damaged_at: int | None = None
+    while True:
+        decompressor = make()
+        content = bytearray()
+        start = 0
+        try:
+            while start < len(data) and len(content) < room:
+                careful = len(data) if damaged_at is None else damaged_at
+                size = min(PIECE, careful - start) if start < careful else 1
+                piece = data[start : start + size]
+                reading.feed(len(piece))
+                content += decompressor.decompress(piece, room - len(content))
+                if decompressor.eof:
+                    return bytes(content), start + len(piece) - len(decompressor.unused_data)
+                start += len(piece)
+        except _DAMAGE:
+            if damaged_at is None:
+                damaged_at = start
+                continue
+        return bytes(content), None
 
 
 def _raw_deflate() -> Any:
