@@ -41,6 +41,14 @@ def zipped(text: str) -> bytes:
     return buffer.getvalue()
 
 
+# `lz4 -9` of "AKIAIOSF 1 ODNN7EXAMPLE" and then KEY_LINE: its key is two matches of the pieces
+# before it, whole nowhere in the bytes as stored.
+LZ4_KEY = bytes.fromhex(
+    "04224d186040823a000000f41e414b4941494f53462031204f444e4e374558414d504c450a6177735f61636365"
+    "73735f6b65795f6964203d20272d00052a0050504c45270a00000000"
+)
+
+
 def bad_checksum_gzip() -> bytes:
     """KEY_LINE gzipped, its CRC-32 inverted."""
     data = bytearray(gzip.compress(f"{KEY_LINE}\n".encode(), mtime=0))
@@ -130,6 +138,11 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "zstd-file",
             commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
             "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "lz4-file-joining-two-pieces",
+            commit_and_push("lz4", "printf " + printf_bytes(LZ4_KEY), "data.lz4"),
+            "data.lz4: refused unscanned: a lz4 stream, which the gate cannot inflate",
         ),
         Attack(
             "utf-32be-file-ending-with-the-key",

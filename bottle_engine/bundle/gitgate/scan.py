@@ -13,7 +13,8 @@ What is looked at, for each blob:
   entry header, not by the central directory, which may leave entries out that tools reading
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
-  or a zstd stream (the bundle has no zstd decompressor), is refused, not skipped.
+  or one the bundle has no decompressor for (zstd, lz4, 7z, rar, lzip, compress), is refused,
+  not skipped.
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -176,20 +177,29 @@ MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper 
 
 # Streams a magic number marks, wherever they are in a blob: a tar of .gz files, a self-extracting
 # archive or a script with a payload holds them past its start, and `tail -c +N | zcat` reads
-# them. zstd has no decompressor in the bundle: a zstd stream is refused, not skipped.
-_MARKED = re.compile(rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00|\x28\xb5\x2f\xfd")
+# them. The formats the bundle has no decompressor for are refused, not skipped (lz4 keeps its
+# literals as they are, yet builds a key from two pieces stored apart).
+_MARKED = re.compile(
+    rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00"
+    rb"|\x28\xb5\x2f\xfd|\x04\x22\x4d\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
+)
 _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
     b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
     b"BZ": ("bzip2", bz2.BZ2Decompressor),
     b"\xfd7": ("xz", lzma.LZMADecompressor),
     b"\x28\xb5": ("zstd", None),
+    b"\x04\x22": ("lz4", None),
+    b"7z": ("7z", None),
+    b"Ra": ("rar", None),
+    b"LZ": ("lzip", None),
 }
 
 
 def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None] | None:
     """The format of a stream starting at `offset`: one a magic number marks, or one with too
     short a header to be looked for anywhere but at the start of a blob or after another
-    stream: zlib (two bytes a checksum ties) and lzma's own format, as `lzma` writes it."""
+    stream: zlib (two bytes a checksum ties), lzma's own format, as `lzma` writes it, and
+    `compress` (.Z), which the gate cannot inflate."""
     if marked := _MARKED.match(data, offset):
         return _MARKED_FORMATS[marked.group()[:2]]
     head = data[offset : offset + 3]
@@ -197,6 +207,8 @@ def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None]
         return "zlib", zlib.decompressobj
     if head == b"\x5d\x00\x00":
         return "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+    if head[:2] == b"\x1f\x9d":
+        return "compress (.Z)", None
     return None
 
 
