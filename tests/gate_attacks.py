@@ -11,6 +11,7 @@ objects.
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,13 @@ from dataclasses import dataclass
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
 KEY_LINE = f"aws_access_key_id = '{AWS_KEY}'"
 GIT = "git -c user.name=Agent -c user.email=agent@bottle.invalid"
+# `zstd -19` of three KEY_LINEs and some words: its literals are Huffman-coded, so the key is
+# nowhere in the bytes as stored (the bundle has no zstd decompressor).
+ZSTD_KEY = bytes.fromhex(
+    "28b52ffd00688d03003207181860d73103416f9c54b63126398c372c0e6eac11268055ba02fe0427c5fc"
+    "39456b8b5e519cd497a079e9d7facabf345277b34565b415fa5742c99ff3937f21e45355024191348a7b"
+    "0a615908c67098c31d880b3c588a4f83d5b31646d19fcd1e0400b12a5f8ae1795a6ee4265506"
+)
 
 
 def printf_bytes(data: bytes) -> str:
@@ -31,6 +39,21 @@ def zipped(text: str) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("keys.txt", text * 4)
     return buffer.getvalue()
+
+
+# `lz4 -9` of "AKIAIOSF 1 ODNN7EXAMPLE" and then KEY_LINE: its key is two matches of the pieces
+# before it, whole nowhere in the bytes as stored.
+LZ4_KEY = bytes.fromhex(
+    "04224d186040823a000000f41e414b4941494f53462031204f444e4e374558414d504c450a6177735f61636365"
+    "73735f6b65795f6964203d20272d00052a0050504c45270a00000000"
+)
+
+
+def bad_checksum_gzip() -> bytes:
+    """KEY_LINE gzipped, its CRC-32 inverted."""
+    data = bytearray(gzip.compress(f"{KEY_LINE}\n".encode(), mtime=0))
+    data[-8] ^= 0xFF
+    return bytes(data)
 
 
 def commit_and_push(name: str, write: str, path: str, *, message: str = "change") -> str:
@@ -91,6 +114,40 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "gzip-file",
             commit_and_push("gzip", f"{plain} | gzip -c", "data.gz"),
             "data.gz:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        Attack(
+            "gzip-inside-gzip",
+            commit_and_push("gzgz", f"{plain} | gzip -c | gzip -c", "data.gz.gz"),
+            "data.gz.gz:1: AWS Access Key (in its gzip-inflated content, gzip-inflated content)",
+        ),
+        Attack(
+            # A payload past a script, as self-extracting installers carry one.
+            "gzip-past-a-script",
+            commit_and_push(
+                "gzpast", f"{{ printf '#!/bin/sh\\nexit 0\\n' && {plain} | gzip -c; }}", "run.sh"
+            ),
+            "run.sh:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        Attack(
+            # zcat shows all it inflated, then complains of the checksum.
+            "gzip-whose-checksum-is-wrong",
+            commit_and_push("badcrc", "printf " + printf_bytes(bad_checksum_gzip()), "k.gz"),
+            "k.gz:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        Attack(
+            "zstd-file",
+            commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
+            "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "lz4-file-joining-two-pieces",
+            commit_and_push("lz4", "printf " + printf_bytes(LZ4_KEY), "data.lz4"),
+            "data.lz4: refused unscanned: a lz4 stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "utf-32be-file-ending-with-the-key",
+            commit_and_push("utf32", "printf " + printf_bytes(AWS_KEY.encode("utf-32-be")), "u32"),
+            "u32:1: AWS Access Key (in its UTF-32BE text)",
         ),
         Attack(
             "zip-file",

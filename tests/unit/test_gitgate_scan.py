@@ -6,6 +6,7 @@ import base64
 import bz2
 import gzip
 import io
+import lzma
 import zipfile
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from bottle_engine.bundle.gitgate.scan import (
     text_views,
 )
 from tests.bundle_helpers import secret_in_file
+from tests.gate_attacks import LZ4_KEY, ZSTD_KEY
 
 COMMIT = "c" * 40
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -53,6 +55,16 @@ def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> byt
     return buffer.getvalue()
 
 
+SCRIPT = b"#!/bin/sh\nexit 0\n"  # a payload past a script, as self-extracting archives hold one
+
+
+def damaged(data: bytes, at: int) -> bytes:
+    """`data` with the byte at `at` inverted."""
+    changed = bytearray(data)
+    changed[at] ^= 0xFF
+    return bytes(changed)
+
+
 def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
     return [(f.line, f.kind, f.view) for f in findings]
 
@@ -69,6 +81,52 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
         ("one NUL byte", f"\0\n{KEY_LINE}".encode(), (3, "AWS Access Key", "binary content")),
         ("UTF-16 with BOM", KEY_LINE.encode("utf-16"), (1, "AWS Access Key", "UTF-16LE text")),
         ("UTF-16BE", KEY_LINE.encode("utf-16-be"), (1, "AWS Access Key", "UTF-16BE text")),
+        (
+            "UTF-32BE, the key last",
+            AWS_KEY.encode("utf-32-be"),
+            (1, "AWS Access Key", "UTF-32BE text"),
+        ),
+        (
+            "gzip inside gzip",
+            gzip.compress(gzip.compress(KEY_LINE.encode())),
+            (1, "AWS Access Key", "gzip-inflated content, gzip-inflated content"),
+        ),
+        (
+            "gzip inside a zip member",
+            zip_of({"k.gz": gzip.compress(KEY_LINE.encode())}),
+            (1, "AWS Access Key", "zip-inflated content, gzip-inflated content"),
+        ),
+        (
+            "bzip2 past a script",
+            SCRIPT + bz2.compress(KEY_LINE.encode()),
+            (1, "AWS Access Key", "bzip2-inflated content"),
+        ),
+        (
+            "a zip past a script",
+            SCRIPT + zip_of({"k.txt": KEY_LINE.encode()}),
+            (2, "AWS Access Key", "zip-inflated content"),
+        ),
+        (
+            "a key cut between two gzip members past a script",
+            SCRIPT + gzip.compress(KEY_LINE[:30].encode()) + gzip.compress(KEY_LINE[30:].encode()),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            # zcat and xz -d show all they inflated, then complain of the checksum.
+            "gzip whose checksum is wrong",
+            damaged(gzip.compress(KEY_LINE.encode()), -8),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            "xz whose check is wrong",
+            damaged(lzma.compress(KEY_LINE.encode()), -28),
+            (1, "AWS Access Key", "xz-inflated content"),
+        ),
+        (
+            "lzma, as `lzma` writes it",
+            lzma.compress(KEY_LINE.encode(), lzma.FORMAT_ALONE),
+            (1, "AWS Access Key", "lzma-inflated content"),
+        ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
         (
             "a second gzip member",
@@ -202,6 +260,44 @@ def test_inflating_past_the_bound_is_refused_not_skipped() -> None:
     [finding] = scanner.blob(COMMIT, "bomb.gz", gzip.compress(b"\0" * 5000))
 
     assert finding.kind.startswith("refused unscanned: gzip content inflates beyond")
+
+
+UNREADABLE = {
+    "zstd": (ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
+    "zstd past a script": (SCRIPT + ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
+    "lz4": (LZ4_KEY, "a lz4 stream, which the gate cannot inflate"),
+    "7z past a script": (SCRIPT + b"7z\xbc\xaf\x27\x1c\x00\x04", "a 7z stream, which the gate"),
+    "rar": (b"Rar!\x1a\x07\x01\x00", "a rar stream, which the gate cannot inflate"),
+    "lzip": (b"LZIP\x01\x0c\x00", "a lzip stream, which the gate cannot inflate"),
+    "compress": (b"\x1f\x9d\x90", "a compress (.Z) stream, which the gate cannot inflate"),
+    "gzip four deep": (
+        gzip.compress(gzip.compress(gzip.compress(gzip.compress(KEY_LINE.encode())))),
+        "archives or compressed streams nested more than 3 deep",
+    ),
+    "a gzip magic every three bytes": (
+        b"\x1f\x8b\x08" * 5000,
+        "its compressed streams overlap beyond what the gate reads",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "refusal"), list(UNREADABLE.values()), ids=list(UNREADABLE))
+def test_compressed_content_the_gate_cannot_read_is_refused(data: bytes, refusal: str) -> None:
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    found = [f.kind for f in scanner.blob(COMMIT, "x.bin", data)]
+
+    assert any(kind.startswith(f"refused unscanned: {refusal}") for kind in found), found
+
+
+def test_text_three_levels_deep_is_read_not_refused() -> None:
+    """A zip magic with no entry after it is no fourth level: nothing there inflates."""
+    data = gzip.compress(gzip.compress(gzip.compress(KEY_LINE.encode() + b"PK\x03\x04")))
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    found = [f.kind for f in scanner.blob(COMMIT, "x.gz", data)]
+
+    assert found == ["AWS Access Key"]
 
 
 def test_a_zip_inflating_past_the_bound_is_refused_not_skipped() -> None:

@@ -4,13 +4,17 @@ every path and ref name. Pure: bytes and names in, findings out; `objects.py` re
 What is looked at, for each blob:
 * the bytes as stored, as text (UTF-8, undecodable bytes replaced, NUL bytes as line breaks, so
   a file with one NUL byte is still read line by line);
-* the runs of ASCII text stored as UTF-16 (little and big endian) or UTF-32, as ``strings -el``
+* the runs of ASCII text stored as UTF-16 or UTF-32 (little and big endian), as ``strings -el``
   finds them, wherever they are in the blob;
-* the content of a gzip, zlib, bzip2 or xz stream that starts the blob, inflated up to the blob
-  bound (inflating further is refused, not skipped), and read the same way, one level deep;
-* likewise each member of a zip archive (a blob that starts as one), found by walking every
-  local entry header in the blob, not by the central directory, which may leave entries out
-  that tools reading the entries in order (``jar``, libarchive) still extract.
+* the content of every gzip, bzip2 or xz stream wherever its magic number stands in the blob (a
+  tar of .gz files, a payload past a script), and of a zlib or lzma stream that starts it,
+  inflated up to the blob bound (inflating further is refused, not skipped);
+* likewise each member of a zip archive anywhere in the blob, found by walking every local
+  entry header, not by the central directory, which may leave entries out that tools reading
+  the entries in order (``jar``, libarchive) still extract;
+* what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
+  or one the bundle has no decompressor for (zstd, lz4, 7z, rar, lzip, compress), is refused,
+  not skipped.
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -31,7 +35,6 @@ from __future__ import annotations
 import base64
 import bz2
 import codecs
-import contextlib
 import lzma
 import re
 import struct
@@ -66,6 +69,13 @@ _WIDE_RUNS = (
         "UTF-32LE text",
         re.compile(rb"(?:[\x20-\x7e]\x00\x00\x00){%d,}" % MIN_STRING_RUN),
         "utf-32-le",
+    ),
+    # Not left to the UTF-32LE pattern one byte on: that misses a run's last character when
+    # nothing follows it, and a key at the end of a blob lost the character that made it one.
+    (
+        "UTF-32BE text",
+        re.compile(rb"(?:\x00\x00\x00[\x20-\x7e]){%d,}" % MIN_STRING_RUN),
+        "utf-32-be",
     ),
 )
 
@@ -159,40 +169,104 @@ def encoded_forms(secret: KnownSecret) -> list[_Needle]:
 # --- reading a blob as text --------------------------------------------------------------------
 
 
-def _decompressor(data: bytes) -> tuple[str, Callable[[], Any]] | None:
-    """The format of a compressed stream at the start of `data`, and how to read one."""
-    if data[:2] == b"\x1f\x8b":
-        return "gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-    if len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] * 256 + data[1]) % 31 == 0:
-        return "zlib", zlib.decompressobj
-    if data[:3] == b"BZh":
-        return "bzip2", bz2.BZ2Decompressor
-    if data[:6] == b"\xfd7zXZ\x00":
-        return "xz", lzma.LZMADecompressor
-    return None
-
-
 ZIP_ENTRY = b"PK\x03\x04"  # a zip archive's local entry header
 _ZIP_HEADER = struct.Struct("<4sHHHHHIIIHH")
 ZIP_STORED, ZIP_DEFLATED = 0, 8
-ZIP_PIECE = 64 * 1024
+PIECE = 4096  # compressed bytes fed to a decompressor at a time (a failed try copies one)
+MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper is refused
+
+# Streams a magic number marks, wherever they are in a blob: a tar of .gz files, a self-extracting
+# archive or a script with a payload holds them past its start, and `tail -c +N | zcat` reads
+# them. The formats the bundle has no decompressor for are refused, not skipped (lz4 keeps its
+# literals as they are, yet builds a key from two pieces stored apart).
+_MARKED = re.compile(
+    rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00"
+    rb"|\x28\xb5\x2f\xfd|\x04\x22\x4d\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
+)
+_MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
+    b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
+    b"BZ": ("bzip2", bz2.BZ2Decompressor),
+    b"\xfd7": ("xz", lzma.LZMADecompressor),
+    b"\x28\xb5": ("zstd", None),
+    b"\x04\x22": ("lz4", None),
+    b"7z": ("7z", None),
+    b"Ra": ("rar", None),
+    b"LZ": ("lzip", None),
+}
 
 
-def _inflate_entry(data: memoryview, room: int) -> bytes:
-    """A raw deflate stream at the start of `data`, inflated up to `room` bytes (as far as it
-    goes when damaged). Fed a piece at a time: given the rest of the blob at once, zlib copies
-    what follows the stream's end, once per entry, and a blob of many entries cost its square."""
-    decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
-    content = bytearray()
-    with contextlib.suppress(zlib.error):  # damaged: the raw view has its bytes
-        for start in range(0, len(data), ZIP_PIECE):
-            content += decompressor.decompress(data[start : start + ZIP_PIECE], room - len(content))
-            if decompressor.eof or len(content) >= room:
-                break
-    return bytes(content)
+def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None] | None:
+    """The format of a stream starting at `offset`: one a magic number marks, or one with too
+    short a header to be looked for anywhere but at the start of a blob or after another
+    stream: zlib (two bytes a checksum ties), lzma's own format, as `lzma` writes it, and
+    `compress` (.Z), which the gate cannot inflate."""
+    if marked := _MARKED.match(data, offset):
+        return _MARKED_FORMATS[marked.group()[:2]]
+    head = data[offset : offset + 3]
+    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0:
+        return "zlib", zlib.decompressobj
+    if head == b"\x5d\x00\x00":
+        return "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+    if head[:2] == b"\x1f\x9d":
+        return "compress (.Z)", None
+    return None
 
 
-def _unzip(data: bytes, limit: int) -> bytes:
+@dataclass
+class _Reading:
+    """Compressed bytes the decompressors may still be fed for one blob. A stream that is not
+    one reads on to the blob's end (a gzip header's name field runs to the next NUL): one
+    such try at every gzip magic of a blob cost its square, 0.4 s for 64 KiB."""
+
+    left: int
+
+    def feed(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise _TooLarge("its compressed streams overlap beyond what the gate reads")
+
+
+_DAMAGE = (zlib.error, OSError, EOFError, lzma.LZMAError)
+
+
+def _inflate_stream(
+    make: Callable[[], Any], data: memoryview, room: int, reading: _Reading
+) -> tuple[bytes, int | None]:
+    """The stream at the start of `data`, inflated up to `room` bytes, and where it ends in
+    `data` (None when it does not end there). Fed a piece at a time: given the rest of the blob
+    at once, a decompressor copies what follows the stream's end, once per stream, and a blob
+    of many streams cost its square.
+
+    A damaged stream gives what it inflates before the damage, as ``zcat`` shows a gzip stream
+    whose checksum is wrong: the decompressor's error drops what the piece holding the damage
+    inflated, so the stream is read again, that piece a byte at a time."""
+    damaged_at: int | None = None
+    while True:
+        decompressor = make()
+        content = bytearray()
+        start = 0
+        try:
+            while start < len(data) and len(content) < room:
+                careful = len(data) if damaged_at is None else damaged_at
+                size = min(PIECE, careful - start) if start < careful else 1
+                piece = data[start : start + size]
+                reading.feed(len(piece))
+                content += decompressor.decompress(piece, room - len(content))
+                if decompressor.eof:
+                    return bytes(content), start + len(piece) - len(decompressor.unused_data)
+                start += len(piece)
+        except _DAMAGE:
+            if damaged_at is None:
+                damaged_at = start
+                continue
+        return bytes(content), None
+
+
+def _raw_deflate() -> Any:
+    return zlib.decompressobj(-zlib.MAX_WBITS)
+
+
+def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
     """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
     are its content; a deflated one is inflated as far as it goes; an encrypted entry, or one
     compressed another way, raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
@@ -212,7 +286,7 @@ def _unzip(data: bytes, limit: int) -> bytes:
         if room > 0 and method == ZIP_STORED:
             content += data[body : body + min(size, room)]
         elif room > 0:
-            content += _inflate_entry(memoryview(data)[body:], room)
+            content += _inflate_stream(_raw_deflate, memoryview(data)[body:], room, reading)[0]
         content += b"\n"
         if len(content) > limit:
             raise _TooLarge(f"zip content inflates beyond the bound of {limit} bytes")
@@ -220,35 +294,45 @@ def _unzip(data: bytes, limit: int) -> bytes:
     return bytes(content)
 
 
-def _inflate(data: bytes, limit: int) -> tuple[str, bytes] | None:
-    """(format, content) when `data` starts with a compressed stream. Streams that follow it
-    (``cat a.gz b.gz``, which zcat reads whole) are inflated too; content past `limit` bytes
-    raises `_TooLarge`. A damaged stream gives what could be inflated before the damage."""
-    if data.startswith(ZIP_ENTRY):
-        return "zip", _unzip(data, limit)
-    found = _decompressor(data)
-    if found is None:
-        return None
-    name, make = found
-    content = bytearray()
-    rest = data
-    while rest and len(content) <= limit:
-        decompressor = make()
-        try:
-            content += decompressor.decompress(rest, limit + 1 - len(content))
-        except (zlib.error, OSError, EOFError, lzma.LZMAError):
-            break
-        if not decompressor.eof:
-            break  # truncated, or stopped at the bound
-        rest = decompressor.unused_data
-        if _decompressor(rest) is None:
-            break
-    if len(content) > limit:
-        raise _TooLarge(f"{name} content inflates beyond the bound of {limit} bytes")
-    return name, bytes(content)
+def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
+    """(format, content) of every compressed stream in `data`: the zip entries anywhere in it,
+    every stream a magic number marks anywhere and a zlib or lzma stream at its start. Streams
+    of one format that follow one another (``cat a.gz b.gz``, which zcat reads whole) are one
+    content. All of it past `limit` bytes raises `_TooLarge`; a format the gate cannot
+    inflate, `_Unscannable`."""
+    reading = _Reading(len(data) + limit)  # each byte once, and as much again for tries
+    unzipped = _unzip(data, limit, reading) if ZIP_ENTRY in data else b""
+    found = [("zip", unzipped)] if unzipped else []
+    total = len(unzipped)
+    starts = [m.start() for m in _MARKED.finditer(data)]
+    consumed = 0  # a magic inside a stream already read is its compressed bytes, not a stream
+    for offset in sorted({0, *starts}):
+        stream = _format_at(data, offset)
+        if offset < consumed or stream is None:
+            continue
+        name, make = stream
+        if make is None:
+            raise _Unscannable(f"a {name} stream, which the gate cannot inflate")
+        content = bytearray()
+        at: int | None = offset
+        while at is not None and len(content) <= limit - total:
+            room = limit + 1 - total - len(content)  # never 0: zlib reads 0 as "no bound"
+            inflated, end = _inflate_stream(make, memoryview(data)[at:], room, reading)
+            content += inflated
+            if end is None:
+                break
+            at = consumed = at + end
+            following = _format_at(data, at)
+            at = at if following is not None and following[0] == name else None
+        total += len(content)
+        if total > limit:
+            raise _TooLarge(f"{name} content inflates beyond the bound of {limit} bytes")
+        if content:
+            found.append((name, bytes(content)))
+    return found
 
 
-def text_views(data: bytes, limit: int, *, inflate: bool = True) -> Iterator[tuple[str, str]]:
+def text_views(data: bytes, limit: int, *, nesting: int = MAX_NESTING) -> Iterator[tuple[str, str]]:
     """(view, text) pairs: every way the scanner reads `data` (see the module docstring)."""
     binary = b"\0" in data
     text = data.decode("utf-8", "replace")
@@ -258,12 +342,12 @@ def text_views(data: bytes, limit: int, *, inflate: bool = True) -> Iterator[tup
             runs = [m.group().decode(codec) for m in pattern.finditer(data)]
             if runs:
                 yield view, "\n".join(runs)
-    if inflate:
-        inflated = _inflate(data, limit)
-        if inflated is not None:
-            name, content = inflated
-            for view, inner in text_views(content, limit, inflate=False):
-                yield f"{name}-inflated content" + (f", {view}" if view else ""), inner
+    inflated = _inflate(data, limit)
+    if inflated and not nesting:
+        raise _Unscannable(f"archives or compressed streams nested more than {MAX_NESTING} deep")
+    for name, content in inflated:
+        for view, inner in text_views(content, limit, nesting=nesting - 1):
+            yield f"{name}-inflated content" + (f", {view}" if view else ""), inner
 
 
 def _windows(line: str) -> Iterator[str]:
