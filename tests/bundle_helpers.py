@@ -588,10 +588,12 @@ def loopback_egress_lab(
     https: int,
     proxy: int,
     source: str,
+    proxy_log: Path | None = None,
 ) -> Iterator[Path]:
     """The echo upstream (plain on `http`, TLS on `https` as `tls`'s server) and the real egress
     proxy with `config` (on `proxy`, run from the checkout at `source`) as two processes on
-    loopback, stopped afterwards whatever happens. Yields the upstream's request log."""
+    loopback, stopped afterwards whatever happens. Yields the upstream's request log. With
+    `proxy_log`, the proxy's own output (its log, as the bundle's would show) goes there."""
     (root / "bundle.json").write_text(config.to_json())
     upstream_log = root / "upstream.log"
     upstream = subprocess.Popen(
@@ -607,6 +609,8 @@ def loopback_egress_lab(
         [sys.executable, "-c", LOOPBACK_PROXY, str(root / "bundle.json"), str(proxy)],
         cwd=source,
         env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
+        stdout=proxy_log.open("wb") if proxy_log else None,
+        stderr=subprocess.STDOUT if proxy_log else None,
     )
     try:
         wait_for_port(http, upstream)

@@ -601,10 +601,8 @@ class SecretSubstitution:
         response = flow.response
         if response is None or not _intercepted(flow) or not self.scrubber.replacements:
             return
-        streamed = (
-            streams_response(response)
-            and http1.expected_http_body_size(flow.request, response) != 0
-        )
+        bodiless = http1.expected_http_body_size(flow.request, response) == 0
+        streamed = streams_response(response) and not bodiless
         refusal = _unscrubbable(response, streamed=streamed)
         if refusal is not None:
             self._refuse_streamed(flow, refusal)
@@ -614,6 +612,10 @@ class SecretSubstitution:
         response.headers.fields = tuple(
             (scrub(name), scrub(value)) for name, value in response.headers.fields
         )
+        if bodiless:
+            # A HEAD, 204 or 304 hashes a body the proxy never sees, and cannot tell whether it
+            # held a real value (a GET of it shows the placeholder where it was).
+            _drop_digests(response)
         if not streamed:
             return  # buffered (or bodiless): scrubbed whole in `response`
         # Placeholders and values differ in length: the body is re-framed as it goes. Whether

@@ -8,8 +8,11 @@ trailers, before the agent sees any of it.
 
 A value is searched for as sent and in the forms a server most often re-encodes text into when
 it quotes it: lower or upper case, JSON string escaping and percent-encoding (as the usual URL
-encoders write it, either hex case). Other transformations (base64, HTML entities, a value cut
-in pieces by the server) are not recognised.
+encoders write it, either hex case). A value cut by the server is found too when it keeps the
+first or last `MIN_PIECE` bytes of one of these forms, or any 2 * `MIDDLE_PIECE` - 1 of them: a
+server that quotes a header cut to a length (error messages do) would otherwise hand the
+agent, who pads the header so that the cut falls where it likes, all of the value but its last
+bytes. Other transformations (base64, HTML entities) are not recognised.
 
 Bodies are scrubbed either whole (`Scrubber.scrub`) or as a stream (`Scrubber.stream`), which
 holds back what follows a chunk's last line break (at most `Scrubber.hold` bytes), so a value
@@ -108,9 +111,24 @@ def _lower_hex(quoted: str) -> str:
 MIN_HOLD = 1023
 
 
+# Pieces of a form are looked for at fixed places: its first and last MIN_PIECE bytes, and its
+# MIDDLE_PIECE-byte pieces at every MIDDLE_PIECE-th offset (each one C-speed `bytes.find` over
+# the lower-cased data; longer pieces in the middle, where servers rarely cut on both sides,
+# make fewer and quicker searches). So a cut echo is found when it keeps the value's first or
+# last MIN_PIECE bytes, or any 2 * MIDDLE_PIECE - 1 of it. A hit puts the placeholder over the
+# span the form would take there (as far as its bytes are ones the form holds), whether those
+# bytes match the form or not: were it only over the bytes that match, an agent that gets its
+# own text echoed could learn, from where the placeholder stops, whether its guess of the next
+# byte of the value was right, and so learn the value byte by byte. So it learns at most whether
+# a guess of a whole piece is right, which it cannot make.
+MIN_PIECE = 8
+MIDDLE_PIECE = 16
+
+
 @dataclass(frozen=True)
 class Scrubber:
-    """Replaces every form of every real value with its placeholder."""
+    """Replaces every form of every real value, and every value cut as `MIN_PIECE` says, with
+    its placeholder."""
 
     replacements: tuple[tuple[bytes, bytes], ...]  # (a form of a real value, its placeholder)
 
@@ -139,10 +157,66 @@ class Scrubber:
         return max(self.longest - 1, MIN_HOLD) if self.replacements else 0
 
     def scrub(self, data: bytes) -> bytes:
+        data = self.scrub_forms(data)
+        return _put(data, self.spans(data))
+
+    def scrub_forms(self, data: bytes) -> bytes:
+        """Whole forms only."""
         for form, placeholder in self.replacements:
             if form in data:
                 data = data.replace(form, placeholder)
         return data
+
+    def spans(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """Where a form one of whose pieces (`anchors`) is in `data` would lie, as (start, end,
+        placeholder), in order, overlapping ones as one. A span reaches as far as the form
+        would from the piece, but no further than its bytes are ones the form holds (`anchors`
+        says why)."""
+        if not self.anchors:
+            return []
+        folded = data.lower()  # ASCII only: every byte keeps its place
+        found: list[tuple[int, int, bytes]] = []
+        for piece, offset, size, alphabet, placeholder in self.anchors:
+            hit = folded.find(piece)
+            while hit != -1:
+                start, end = hit, hit + len(piece)
+                first, last = max(hit - offset, 0), min(hit - offset + size, len(data))
+                while start > first and folded[start - 1] in alphabet:
+                    start -= 1
+                while end < last and folded[end] in alphabet:
+                    end += 1
+                found.append((start, end, placeholder))
+                hit = folded.find(piece, hit + 1)
+        spans: list[tuple[int, int, bytes]] = []
+        for start, end, placeholder in sorted(found):
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end), spans[-1][2])
+            else:
+                spans.append((start, end, placeholder))
+        return spans
+
+    @functools.cached_property
+    def anchors(self) -> tuple[tuple[bytes, int, int, frozenset[int], bytes], ...]:
+        """(a piece of a form lower-cased, its offset there, the form's size, the bytes the
+        form holds, placeholder) for `spans`; the lower and upper case forms fold into one.
+
+        A span stops at a byte the form does not hold: text that merely begins like a value
+        (a token's public prefix in a model's answer) loses only the token-like run, not what
+        follows it. Whether it stops says whether that byte is in the form at all, never
+        whether the agent's guess of the value's next byte was right."""
+        anchors = {}
+        for form, placeholder in self.replacements:
+            folded, size = form.lower(), len(form)
+            if size < MIN_PIECE:
+                continue  # found whole only
+            alphabet = frozenset(folded)
+            places = {(0, MIN_PIECE), (size - MIN_PIECE, MIN_PIECE)}
+            # One at 0 or ending at the end would find nothing the first and last do not.
+            middle = range(MIDDLE_PIECE, size - MIDDLE_PIECE, MIDDLE_PIECE)
+            places.update((at, MIDDLE_PIECE) for at in middle)
+            for at, length in places:
+                anchors[folded[at : at + length], at, size, alphabet] = placeholder
+        return tuple((*key, placeholder) for key, placeholder in anchors.items())
 
     def scrub_text(self, text: str) -> str:
         """For header values and reason phrases (mitmproxy's str view of header bytes)."""
@@ -181,13 +255,14 @@ class StreamScrubber:
         self.pending = b""
 
     def __call__(self, chunk: bytes) -> bytes:
-        data = self.scrubber.scrub(self.pending + chunk)
-        if not chunk:  # the end: what is held back is no value (it is shorter than any)
-            self.pending = b""
-            return data
-        keep = self.scrubber.held_back(data)
-        self.pending = data[len(data) - keep :] if keep else b""
-        return data[: len(data) - keep] if keep else data
+        data = self.scrubber.scrub_forms(self.pending + chunk)
+        spans = self.scrubber.spans(data)
+        cut = len(data) - (self.scrubber.held_back(data) if chunk else 0)
+        # A span reaching into what waits may reach further with the next chunk: it waits
+        # too, and is found again then (no span reaches back past what waits).
+        cut = next((start for start, end, _ in spans if start < cut < end), cut)
+        self.pending = data[cut:]
+        return _put(data[:cut], [span for span in spans if span[1] <= cut])
 
 
 class WebSocketScrubber:
@@ -289,3 +364,12 @@ class WebSocketScrubber:
         if frame.opcode is Opcode.PING:
             return self.writer.ping(payload)
         return self.writer.pong(payload)
+
+
+def _put(data: bytes, spans: list[tuple[int, int, bytes]]) -> bytes:
+    """`data` with each of `spans` (start, end, placeholder; in order, apart) put back."""
+    out, done = bytearray(), 0
+    for start, end, placeholder in spans:
+        out += data[done:start] + placeholder
+        done = end
+    return bytes(out + data[done:])

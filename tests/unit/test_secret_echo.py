@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber, value_forms
+from bottle_engine.bundle.secret_echo import (
+    MIDDLE_PIECE,
+    MIN_PIECE,
+    Scrubber,
+    WebSocketScrubber,
+    value_forms,
+)
 from tests.bundle_helpers import websocket_frame, websocket_messages
 
 VALUE = 'sk-live/abc+def=ghi"q'
@@ -107,6 +113,67 @@ def test_a_value_holding_a_line_break_is_still_replaced_across_chunks() -> None:
     stream = Scrubber.for_values([("line one\nline two", "bbph_lines")]).stream()
     out = stream(b"say line one\n") + stream(b"line two\n") + stream(b"")
     assert out == b"say bbph_lines\n"
+
+
+def _cut(form: bytes, start: int, size: int) -> bytes:
+    """A piece of `form` that a scrubber must find: its first or last MIN_PIECE bytes or more,
+    or 2 * MIDDLE_PIECE - 1 bytes or more of it anywhere."""
+    piece = form[start : start + size]
+    if len(piece) >= 2 * MIDDLE_PIECE - 1:
+        return piece
+    return form[: max(size, MIN_PIECE)] if start % 2 else form[-max(size, MIN_PIECE) :]
+
+
+# As long as an API key with its prefix (percent-encoded, longer still): pieces from its middle.
+LONG_VALUE = "sk-ant-api03-Xq7_Lm2-Vb9Rt4Kp8Zn1Wc6Yd3Hf5Gj0Ns2Ue7Ia4Ob9Pq1Rs8Tu3Vw6"
+
+
+@given(
+    st.sampled_from([VALUE, LONG_VALUE]),
+    st.integers(min_value=0, max_value=len(LONG_VALUE)),
+    st.integers(min_value=MIN_PIECE, max_value=len(LONG_VALUE)),
+    st.integers(min_value=0, max_value=20),
+    st.binary(max_size=40),
+    st.integers(min_value=0, max_value=120),
+)
+def test_a_value_a_server_cut_is_put_back_whole(
+    value: str, start: int, size: int, which: int, noise: bytes, split: int
+) -> None:
+    """A server quoting a header cut to a length gave the agent, who pads that header so that
+    the cut falls where it likes, all of the value but its last bytes ("real-corner-value-9e3"
+    of "real-corner-value-9e31b7" in test_egress_echo_corners.py)."""
+    forms = value_forms(value)
+    scrub = Scrubber.for_values([(value, PLACEHOLDER)])
+    body = noise + b"bad header: " + _cut(forms[which % len(forms)], start, size) + b"..." + noise
+    out = scrub.scrub(body)
+    assert b"".join(map(scrub.stream(), [body[:split], body[split:], b""])) == out
+    assert PLACEHOLDER.encode() in out
+    for known in forms:
+        for at in range(len(known) - MIN_PIECE + 1):
+            assert known[at : at + MIN_PIECE].lower() not in out.lower()
+
+
+@given(st.sampled_from(sorted(set(VALUE))))
+def test_where_the_placeholder_stops_never_says_whether_a_guess_was_right(guess: str) -> None:
+    """The agent gets its own text back from the bound host with a piece of the value in it
+    (the first bytes, say, which some tokens share) and a guess of the next byte: the answer is
+    the same whether the guess is right or not (any byte the value holds, against the right
+    one)."""
+    known = VALUE[:MIN_PIECE]
+    answers = {
+        scrubber().scrub(f"echo: {known}{next_byte} and some more text".encode())
+        for next_byte in (guess, VALUE[MIN_PIECE])
+    }
+    assert len(answers) == 1 and PLACEHOLDER.encode() in answers.pop()
+
+
+def test_text_that_only_begins_like_a_value_loses_only_its_token() -> None:
+    """A token's public prefix (the first bytes of every key of its kind) in an answer that
+    holds no value, as a model writing an example key: the placeholder goes over the run of
+    bytes the value could hold, not over what follows."""
+    scrub = Scrubber.for_values([("sk-ant-api03-" + "q7Lm2Vb9Rt4Kp8Zn1Wc6", "PH")])
+    out = scrub.scrub(b'export ANTHROPIC_API_KEY="sk-ant-api03-abc123"\nthen run it\n')
+    assert out == b'export ANTHROPIC_API_KEY="PH"\nthen run it\n'
 
 
 def test_no_secrets_means_nothing_changes() -> None:
