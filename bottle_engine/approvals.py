@@ -70,6 +70,11 @@ MAX_EGRESS_PATH_CHARS = 1000  # of a held request's path, kept for the person to
 # A request file holds two texts cut at 2000 characters and a path at 1000, each at most six
 # bytes a character as JSON: a larger file is not one this store wrote, and is skipped unread.
 MAX_REQUEST_FILE_BYTES = 64 * 1024
+# Request files the host reads of one bottle. Its bundle keeps at most `max_pending` waiting
+# and the answers nobody picked up for an hour (at most the burst and an hour's rate); a dir
+# holding more was not written by this store, and the host reads none of it: a taken-over
+# bundle wrote 20,000 and the person's listing read them all, every 2 s in the editor.
+MAX_OPEN_REQUEST_FILES = 256
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO never hangs open()
 
 
@@ -92,6 +97,10 @@ class ApprovalLimits:
     refill_seconds: float = 30.0  # then one more every this many seconds
     keep_answered_seconds: float = 3600.0  # an answer the agent never picked up, kept for a re-ask
     audit_log_max_bytes: int = 8 * 1024 * 1024  # then approvals.jsonl becomes approvals.jsonl.1
+
+
+class ApprovalsFlooded(BottleError):
+    """A bottle's approvals dir holds more request files than its bundle keeps: none is read."""
 
 
 class ApprovalRefused(BottleError):
@@ -276,11 +285,20 @@ class ApprovalStore:
         """Every open request (waiting, or answered and not yet returned to the agent), oldest
         first; unreadable files are skipped, not fatal, and so is a dir the bundle closed to its
         owner (an engine not running as root shares its user with the bundle): the listing of
-        every bottle failed on it."""
+        every bottle failed on it. `ApprovalsFlooded` when the dir holds more request files
+        than a bundle keeps (`MAX_OPEN_REQUEST_FILES`): then none is read."""
         try:
-            paths = self._request_files()
+            paths = self._request_files(MAX_OPEN_REQUEST_FILES + 1)
         except PermissionError:
             return []
+        if len(paths) > MAX_OPEN_REQUEST_FILES:
+            raise ApprovalsFlooded(
+                f"bottle {self.slug}: its approvals dir {self.directory} holds more than "
+                f"{MAX_OPEN_REQUEST_FILES} request files, far more than its bundle keeps (at "
+                f"most {self.limits.max_pending} waiting); none of them was read or shown",
+                fix=f"its bundle may have been taken over by the agent's traffic: remove the "
+                f"bottle (`bottle-engine stop --rm {self.slug}`)",
+            )
         found = []
         for path in paths:
             request = self._read(path)
@@ -550,14 +568,21 @@ class ApprovalStore:
     def _question_path(self, key: str) -> Path:
         return self.directory / f"{_QUESTION_PREFIX}{key}"
 
-    def _request_files(self) -> list[Path]:
-        """The open requests' files, by name only (temp files and the index are not listed)."""
+    def _request_files(self, limit: int | None = None) -> list[Path]:
+        """The open requests' files, by name only (temp files and the index are not listed);
+        with `limit`, the dir is read no further than that many (the host's listing stops
+        there: a taken-over bundle can put any number of names in the dir)."""
+        names = []
         try:
             with self._opened_dir(create=False) as directory, os.scandir(directory) as entries:
-                names = sorted(e.name for e in entries if _REQUEST_FILE.fullmatch(e.name))
+                for entry in entries:
+                    if _REQUEST_FILE.fullmatch(entry.name):
+                        names.append(entry.name)
+                        if limit is not None and len(names) >= limit:
+                            break
         except (FileNotFoundError, BottleError):
             return []  # no requests yet, or a link in the dir's place: none of ours
-        return [self.directory / name for name in names]
+        return [self.directory / name for name in sorted(names)]
 
     def _require(self, request_id: str) -> ApprovalRequest:
         request = self.get(request_id)
@@ -734,11 +759,23 @@ def bottle_stores(slug: str | None = None) -> list[ApprovalStore]:
     return [ApprovalStore(path, path.name) for path in sorted(root.iterdir()) if path.is_dir()]
 
 
-def list_requests(slug: str | None = None, pending_only: bool = False) -> list[ApprovalRequest]:
-    """Approval requests of one bottle or all, oldest first; expired ones count as timed out."""
+def list_requests(
+    slug: str | None = None,
+    pending_only: bool = False,
+    problems: list[BottleError] | None = None,
+) -> list[ApprovalRequest]:
+    """Approval requests of one bottle or all, oldest first; expired ones count as timed out.
+    A bottle whose dir is flooded (`ApprovalsFlooded`) is left out, and the error appended to
+    `problems`: one bundle's files must not hide every other bottle's requests."""
     found = []
     for store in bottle_stores(slug):
-        for request in store.all():
+        try:
+            requests = store.all()
+        except ApprovalsFlooded as flooded:
+            if problems is not None:
+                problems.append(flooded)
+            continue
+        for request in requests:
             if request.pending and request.expired():
                 request = replace(request, status="timed_out")
             if pending_only and not request.pending:

@@ -9,6 +9,7 @@ whose `Lifecycle` is a stand-in (a real bottle takes minutes to start).
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from bottle_engine.display import safe_editor_text
+from bottle_engine.display import safe_editor_text, safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress
 
 ENGINE_COMMAND = "bottle-engine"
+
+logger = logging.getLogger(__name__)
 
 
 class Lifecycle(Protocol):
@@ -99,8 +102,14 @@ class Engine:
         return [ENGINE_COMMAND, "logs", "--follow", *(["--egress"] if egress else []), slug]
 
     def pending_approvals(self) -> list[ApprovalRequest]:
+        """The pending requests of every bottle; a bottle whose bundle flooded its approvals
+        dir is left out and named in the server's log."""
         from bottle_engine import approvals
 
+        problems: list[BottleError] = []
+        listed = approvals.list_requests(slug=None, pending_only=True, problems=problems)
+        for problem in problems:
+            logger.warning("%s", safe_text(problem))
         return [
             ApprovalRequest(
                 request_id=str(request.id),
@@ -111,7 +120,7 @@ class Engine:
                 or "(no details)",
                 kind=str(getattr(request, "kind", "action")),
             )
-            for request in approvals.list_requests(slug=None, pending_only=True)
+            for request in listed
         ]
 
     def answer_approval(

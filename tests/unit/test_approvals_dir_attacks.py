@@ -23,10 +23,16 @@ from pathlib import Path
 import pytest
 
 from bottle_engine import config_seal, state
-from bottle_engine.approvals import APPROVALS_DIR_NAME, AUDIT_LOG, ApprovalStore
+from bottle_engine.approvals import (
+    APPROVALS_DIR_NAME,
+    AUDIT_LOG,
+    MAX_OPEN_REQUEST_FILES,
+    ApprovalStore,
+)
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli import main
 from bottle_engine.errors import BottleError
+from bottle_lsp.engine import Engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -296,3 +302,31 @@ def test_resume_on_an_approvals_dir_closed_to_its_owner_says_what_to_do(
     said = capfd.readouterr().err
     assert code == 0, said[-2000:]
     assert "approvals dir" in said and "bottle-engine stop --rm hostile" in said
+
+
+def test_a_dir_flooded_with_request_files_is_reported_not_read_or_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A taken-over bundle runs none of the store's caps and writes request files by the
+    thousand: the person's `approvals` listed every one (20,000 pending: 95 MiB and 4 s per
+    listing, which the editor repeats every 2 s, and one notification each). The host reads
+    no more files than a bundle keeps, names the bottle, and still lists the others."""
+    honest = _pending_request("honest")
+    for number in range(MAX_OPEN_REQUEST_FILES + 1):
+        _planted_request("hostile", f"{number:08x}")
+    read: list[str] = []
+    real_read = ApprovalStore._read_file
+
+    def counted(store: ApprovalStore, name: str) -> bytes:
+        read.append(name)
+        return real_read(store, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ApprovalStore, "_read_file", counted)
+        assert main(["approvals", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [request["id"] for request in json.loads(captured.out)] == [honest]
+    assert len(read) <= 1, "the flooded dir's files were read"
+    assert "hostile" in captured.err and "taken over" in captured.err
+
+    assert [request.slug for request in Engine().pending_approvals()] == ["honest"]
