@@ -381,7 +381,10 @@ class ApprovalStore:
             key = asked.question
             before = self._asked_before(key)
             if before is not None:
-                self._audit(before, event="asked-again")
+                # Logged only while the rate allows a request: each line holds the request's
+                # texts, and re-asks beyond the rate pushed the person's answers out of the log.
+                if self._rate_wait() == 0:
+                    self._audit(before, event="asked-again")
                 return before
             self._check_pending_cap()
             self._take_rate_token()
@@ -543,7 +546,8 @@ class ApprovalStore:
                 self._remove(request)
         return pending
 
-    def _take_rate_token(self) -> None:
+    def _rate_wait(self) -> float:
+        """Take one token of the bottle's rate: 0.0, or the seconds until one is there."""
         path = self.directory / _RATE_FILE
         try:
             raw = load_json(self._read_file(_RATE_FILE))
@@ -552,6 +556,10 @@ class ApprovalStore:
             bucket = None  # first request, or a damaged file: a full bucket
         bucket, wait = take_token(bucket, _now().timestamp(), self.limits)
         self._replace_file(path, json.dumps(asdict(bucket)))
+        return wait
+
+    def _take_rate_token(self) -> None:
+        wait = self._rate_wait()
         if wait > 0:
             per_hour = round(3600 / self.limits.refill_seconds)
             raise ApprovalRefused(
