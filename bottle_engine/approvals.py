@@ -410,13 +410,24 @@ class ApprovalStore:
         *,
         once: bool = False,
         by: str | None = None,
+        question: str | None = None,
     ) -> ApprovalRequest:
         """Record a person's answer; refuses requests already answered or timed out.
 
         `once` (egress asks only): the answer is for the held request alone; otherwise it
-        stands for its host:port for the rest of the bottle's life. `by` names who answered."""
+        stands for its host:port for the rest of the bottle's life. `by` names who answered.
+        `question`: the key of the question the person was shown; the answer is refused if the
+        request asks another (its bundle rewrote the file meanwhile)."""
         with self._locked():
             request = self._require(request_id)
+            if question is not None and request.question != question:
+                raise BottleError(
+                    f"approval request {request_id} of bottle {self.slug} no longer asks what "
+                    "was shown (its bundle, which can write the bottle's state dir, rewrote "
+                    "it): nothing was answered",
+                    fix=f"read it with `bottle-engine approvals {self.slug}`; its bundle may "
+                    "have been taken over by the agent's traffic",
+                )
             if once and request.kind != "egress":
                 raise BottleError(
                     f"approval request {request_id} is the agent's own request, which is "
@@ -800,8 +811,10 @@ def answer(
     *,
     once: bool = False,
     by: str | None = None,
+    question: str | None = None,
 ) -> ApprovalRequest:
-    """Approve or deny a pending request, found by id in `slug` or in any bottle."""
+    """Approve or deny a pending request, found by id in `slug` or in any bottle (`question`:
+    the key of the question shown, `ApprovalStore.answer`)."""
     stores = [store for store in bottle_stores(slug) if store.get(request_id) is not None]
     if not stores:
         for store in bottle_stores(slug):
@@ -825,7 +838,7 @@ def answer(
             + ", ".join(store.slug for store in stores),
             fix="name the bottle: `bottle-engine approve ID --bottle SLUG`",
         )
-    answered = stores[0].answer(request_id, approved, note, once=once, by=by)
+    answered = stores[0].answer(request_id, approved, note, once=once, by=by, question=question)
     from bottle_engine import config_seal  # host only: the records dir
 
     config_seal.vouch_answer(answered.slug, answered)

@@ -119,6 +119,7 @@ class Engine:
                 )
                 or "(no details)",
                 kind=str(getattr(request, "kind", "action")),
+                question=request.question,
             )
             for request in listed
         ]
@@ -135,6 +136,7 @@ class Engine:
             slug=request.slug,
             once=once,
             by=f"editor ({_who()})",
+            question=request.question or None,
         )
 
     def trust_state(self, manifest_path: Path) -> TrustState | None:
@@ -193,6 +195,9 @@ class ApprovalRequest:
     slug: str | None
     summary: str
     kind: str = "action"  # "egress": the proxy holds a request; it may be answered --once
+    # The key of the question shown (`ApprovalRequest.question`); an answer is refused if the
+    # request's file asks another by then. "" when nothing was shown (an answer by id).
+    question: str = ""
 
     @property
     def egress(self) -> bool:

@@ -330,3 +330,28 @@ def test_a_dir_flooded_with_request_files_is_reported_not_read_or_shown(
     assert "hostile" in captured.err and "taken over" in captured.err
 
     assert [request.slug for request in Engine().pending_approvals()] == ["honest"]
+
+
+def test_a_request_rewritten_after_the_editor_showed_it_is_not_answered() -> None:
+    """The editor shows a request and waits for the person's click; meanwhile the bundle
+    rewrites the file under the same id. The click approved, and vouched for (so a `resume`
+    keeps it for the fresh bundle), a question the person never read, and the audit log says
+    they approved it."""
+    honest = ApprovalStore(state.bottle_dir("hostile"), "hostile").open_request(
+        "run the test suite", "to check my change", 3600
+    )
+    [shown] = Engine().pending_approvals()
+    assert "run the test suite" in shown.summary
+    _planted_request(
+        "hostile",
+        honest.id,
+        action="git push --force origin main",
+        created_at=honest.created_at,
+        expires_at=honest.expires_at,
+    )
+
+    with pytest.raises(BottleError, match="no longer asks what was shown"):
+        Engine().answer_approval(shown, True, "answered in the editor")
+    still = ApprovalStore(state.bottle_dir("hostile"), "hostile").get(honest.id)
+    assert still is not None and still.pending
+    assert not config_seal.answers_path("hostile").exists()
