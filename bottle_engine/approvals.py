@@ -288,17 +288,9 @@ class ApprovalStore:
         every bottle failed on it. `ApprovalsFlooded` when the dir holds more request files
         than a bundle keeps (`MAX_OPEN_REQUEST_FILES`): then none is read."""
         try:
-            paths = self._request_files(MAX_OPEN_REQUEST_FILES + 1)
+            paths = self._host_request_files()
         except PermissionError:
             return []
-        if len(paths) > MAX_OPEN_REQUEST_FILES:
-            raise ApprovalsFlooded(
-                f"bottle {self.slug}: its approvals dir {self.directory} holds more than "
-                f"{MAX_OPEN_REQUEST_FILES} request files, far more than its bundle keeps (at "
-                f"most {self.limits.max_pending} waiting); none of them was read or shown",
-                fix=f"its bundle may have been taken over by the agent's traffic: remove the "
-                f"bottle (`bottle-engine stop --rm {self.slug}`)",
-            )
         found = []
         for path in paths:
             request = self._read(path)
@@ -492,7 +484,7 @@ class ApprovalStore:
         no person gave, which the fresh bundle `resume` starts would obey."""
         dropped: list[ApprovalRequest] = []
         try:
-            if not self._request_files():
+            if not self._host_request_files():
                 return dropped  # not even the dir: the lock would make it, as the engine's user
         except PermissionError as exc:  # closed by the bundle, which shares the engine's user
             raise BottleError(
@@ -501,7 +493,7 @@ class ApprovalStore:
                 fix=f"remove the bottle (`bottle-engine stop --rm {self.slug}`), then launch again",
             ) from exc
         with self._locked():
-            for path in self._request_files():
+            for path in self._host_request_files():
                 request = self._read(path)
                 if request is None or not request.approved or vouched(request):
                     continue
@@ -602,6 +594,20 @@ class ApprovalStore:
         except (FileNotFoundError, BottleError):
             return []  # no requests yet, or a link in the dir's place: none of ours
         return [self.directory / name for name in sorted(names)]
+
+    def _host_request_files(self) -> list[Path]:
+        """`_request_files` for the host, which reads no more than a bundle keeps: a dir
+        holding more than `MAX_OPEN_REQUEST_FILES` raises `ApprovalsFlooded`, none of it read."""
+        paths = self._request_files(MAX_OPEN_REQUEST_FILES + 1)
+        if len(paths) > MAX_OPEN_REQUEST_FILES:
+            raise ApprovalsFlooded(
+                f"bottle {self.slug}: its approvals dir {self.directory} holds more than "
+                f"{MAX_OPEN_REQUEST_FILES} request files, far more than its bundle keeps (at "
+                f"most {self.limits.max_pending} waiting); none of them was read",
+                fix=f"its bundle may have been taken over by the agent's traffic: remove the "
+                f"bottle (`bottle-engine stop --rm {self.slug}`)",
+            )
+        return paths
 
     def _require(self, request_id: str) -> ApprovalRequest:
         request = self.get(request_id)

@@ -355,3 +355,25 @@ def test_a_request_rewritten_after_the_editor_showed_it_is_not_answered() -> Non
     still = ApprovalStore(state.bottle_dir("hostile"), "hostile").get(honest.id)
     assert still is not None and still.pending
     assert not config_seal.answers_path("hostile").exists()
+
+
+def test_resume_refuses_a_dir_flooded_with_approvals_before_reading_it() -> None:
+    """`resume` reads every request file to drop the approvals no person gave, and kept each
+    one it dropped: 20,000 approvals a taken-over bundle wrote took 9 s and 97 MiB of the
+    person's `resume`, and a file may hold 64 KiB. A dir holding more files than a bundle
+    keeps is refused unread, naming the way on, and no fresh bundle starts on it."""
+    for number in range(MAX_OPEN_REQUEST_FILES + 1):
+        _planted_request("hostile", f"{number:08x}", status="approved")
+    read: list[str] = []
+    real_read = ApprovalStore._read_file
+
+    def counted(store: ApprovalStore, name: str) -> bytes:
+        read.append(name)
+        return real_read(store, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ApprovalStore, "_read_file", counted)
+        with pytest.raises(BottleError, match="taken over") as refused:
+            config_seal.drop_unvouched_approvals("hostile", BottleDir.of("hostile"))
+    assert "bottle-engine stop --rm hostile" in str(refused.value.fix)
+    assert read == []
