@@ -696,6 +696,13 @@ class ApprovalStore:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
         fd = self._open_regular(self.audit_log, flags)
         with os.fdopen(fd, "w") as log:
+            # The engine (root) rotating the log made the new one its own: the bundle could
+            # open no request after that answer.
+            bottle_dir = os.open(self.audit_log.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self._hand_to_directory_owner(log.fileno(), bottle_dir)
+            finally:
+                os.close(bottle_dir)
             log.write(line)
 
     @contextmanager

@@ -27,6 +27,7 @@ from bottle_engine.approvals import (
     APPROVALS_DIR_NAME,
     AUDIT_LOG,
     MAX_OPEN_REQUEST_FILES,
+    ApprovalLimits,
     ApprovalStore,
 )
 from bottle_engine.bottle_dir import BottleDir
@@ -377,3 +378,49 @@ def test_resume_refuses_a_dir_flooded_with_approvals_before_reading_it() -> None
             config_seal.drop_unvouched_approvals("hostile", BottleDir.of("hostile"))
     assert "bottle-engine stop --rm hostile" in str(refused.value.fix)
     assert read == []
+
+
+def _in_the_bundle(run: Callable[[], object]) -> str:
+    """`run()` in a child running as `nobody`, the bundle's own user; what it raised, or ""."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(reader)
+        said = b""
+        try:
+            os.setegid(NOBODY)
+            os.seteuid(NOBODY)
+            run()
+        except BaseException as exc:
+            said = f"{type(exc).__name__}: {exc}".encode()
+        finally:
+            os.write(writer, said)
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(child, 0)
+    return said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engine as root, the bundle as its own user")
+@pytest.mark.usefixtures("state_nobody_reaches")
+def test_the_persons_answer_that_rotates_the_log_leaves_it_the_bundles() -> None:
+    """The engine (root) answering as the log passes its size cap rotated it and made a new
+    approvals.jsonl of its own, 0600: the bundle could open no request after that, for the
+    rest of the bottle's life (the agent can bring the log to its cap with requests)."""
+    bottle = BottleDir.create("hostile").path
+    os.chown(bottle, NOBODY, NOBODY)
+    for above in (bottle.parent, bottle.parent.parent):
+        above.chmod(0o711)  # as the bundle's mount: the child reaches the dir itself
+    limits = ApprovalLimits(audit_log_max_bytes=3000)
+
+    def store() -> ApprovalStore:
+        return ApprovalStore(bottle, "hostile", limits)
+
+    assert _in_the_bundle(lambda: store().open_request("a" * 1000, "why", 60)) == ""
+    assert _in_the_bundle(lambda: store().open_request("b" * 1000, "why", 60)) == ""
+    [first, *_] = store().all()
+    store().answer(first.id, True, None)  # the line that passes the cap: the log is rotated
+
+    assert _in_the_bundle(lambda: store().open_request("c", "why", 60)) == ""
