@@ -226,6 +226,13 @@ def kept_path(path: str | None) -> str | None:
     return None if path is None else path[:MAX_EGRESS_PATH_CHARS]
 
 
+def held_texts(host: str, port: int, method: str, path: str | None) -> tuple[str, str]:
+    """Pure: the action and reason a person reads of an egress ask for the held request
+    `method` `path` (its whole path: what is kept of it, and how much was cut)."""
+    cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
+    return egress_texts(host, port, method, kept_path(path), cut)
+
+
 def egress_texts(
     host: str, port: int, method: str, path: str | None, cut: int = 0
 ) -> tuple[str, str]:
@@ -344,8 +351,7 @@ class ApprovalStore:
         question about that destination (one for all the requests held for it), or a new one.
         Beyond the bottle's pending cap or rate, raises `ApprovalRefused`."""
         shown_path = kept_path(path)
-        cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
-        action, reason = egress_texts(host, port, method, shown_path, cut)
+        action, reason = held_texts(host, port, method, path)
         asked = replace(
             self._asking(action, reason),
             kind="egress",
