@@ -10,6 +10,7 @@ text holds `$(...)` runs in the person's next shell).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -17,7 +18,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -305,6 +306,21 @@ def test_resume_on_an_approvals_dir_closed_to_its_owner_says_what_to_do(
     assert "approvals dir" in said and "bottle-engine stop --rm hostile" in said
 
 
+@contextlib.contextmanager
+def _files_read() -> Iterator[list[str]]:
+    """The names of the approval files the store reads meanwhile."""
+    read: list[str] = []
+    real_read = ApprovalStore._read_file
+
+    def counted(store: ApprovalStore, name: str) -> bytes:
+        read.append(name)
+        return real_read(store, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ApprovalStore, "_read_file", counted)
+        yield read
+
+
 def test_a_dir_flooded_with_request_files_is_reported_not_read_or_shown(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -315,15 +331,7 @@ def test_a_dir_flooded_with_request_files_is_reported_not_read_or_shown(
     honest = _pending_request("honest")
     for number in range(MAX_OPEN_REQUEST_FILES + 1):
         _planted_request("hostile", f"{number:08x}")
-    read: list[str] = []
-    real_read = ApprovalStore._read_file
-
-    def counted(store: ApprovalStore, name: str) -> bytes:
-        read.append(name)
-        return real_read(store, name)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ApprovalStore, "_read_file", counted)
+    with _files_read() as read:
         assert main(["approvals", "--json"]) == 0
     captured = capsys.readouterr()
     assert [request["id"] for request in json.loads(captured.out)] == [honest]
@@ -365,17 +373,8 @@ def test_resume_refuses_a_dir_flooded_with_approvals_before_reading_it() -> None
     keeps is refused unread, naming the way on, and no fresh bundle starts on it."""
     for number in range(MAX_OPEN_REQUEST_FILES + 1):
         _planted_request("hostile", f"{number:08x}", status="approved")
-    read: list[str] = []
-    real_read = ApprovalStore._read_file
-
-    def counted(store: ApprovalStore, name: str) -> bytes:
-        read.append(name)
-        return real_read(store, name)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ApprovalStore, "_read_file", counted)
-        with pytest.raises(BottleError, match="taken over") as refused:
-            config_seal.drop_unvouched_approvals("hostile", BottleDir.of("hostile"))
+    with _files_read() as read, pytest.raises(BottleError, match="taken over") as refused:
+        config_seal.drop_unvouched_approvals("hostile", BottleDir.of("hostile"))
     assert "bottle-engine stop --rm hostile" in str(refused.value.fix)
     assert read == []
 
