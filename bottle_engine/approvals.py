@@ -70,6 +70,11 @@ MAX_EGRESS_PATH_CHARS = 1000  # of a held request's path, kept for the person to
 # A request file holds two texts cut at 2000 characters and a path at 1000, each at most six
 # bytes a character as JSON: a larger file is not one this store wrote, and is skipped unread.
 MAX_REQUEST_FILE_BYTES = 64 * 1024
+# Request files the host reads of one bottle. Its bundle keeps at most `max_pending` waiting
+# and the answers nobody picked up for an hour (at most the burst and an hour's rate); a dir
+# holding more was not written by this store, and the host reads none of it: a taken-over
+# bundle wrote 20,000 and the person's listing read them all, every 2 s in the editor.
+MAX_OPEN_REQUEST_FILES = 256
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO never hangs open()
 
 
@@ -92,6 +97,10 @@ class ApprovalLimits:
     refill_seconds: float = 30.0  # then one more every this many seconds
     keep_answered_seconds: float = 3600.0  # an answer the agent never picked up, kept for a re-ask
     audit_log_max_bytes: int = 8 * 1024 * 1024  # then approvals.jsonl becomes approvals.jsonl.1
+
+
+class ApprovalsFlooded(BottleError):
+    """A bottle's approvals dir holds more request files than its bundle keeps: none is read."""
 
 
 class ApprovalRefused(BottleError):
@@ -217,6 +226,13 @@ def kept_path(path: str | None) -> str | None:
     return None if path is None else path[:MAX_EGRESS_PATH_CHARS]
 
 
+def held_texts(host: str, port: int, method: str, path: str | None) -> tuple[str, str]:
+    """Pure: the action and reason a person reads of an egress ask for the held request
+    `method` `path` (its whole path: what is kept of it, and how much was cut)."""
+    cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
+    return egress_texts(host, port, method, kept_path(path), cut)
+
+
 def egress_texts(
     host: str, port: int, method: str, path: str | None, cut: int = 0
 ) -> tuple[str, str]:
@@ -276,9 +292,10 @@ class ApprovalStore:
         """Every open request (waiting, or answered and not yet returned to the agent), oldest
         first; unreadable files are skipped, not fatal, and so is a dir the bundle closed to its
         owner (an engine not running as root shares its user with the bundle): the listing of
-        every bottle failed on it."""
+        every bottle failed on it. `ApprovalsFlooded` when the dir holds more request files
+        than a bundle keeps (`MAX_OPEN_REQUEST_FILES`): then none is read."""
         try:
-            paths = self._request_files()
+            paths = self._host_request_files()
         except PermissionError:
             return []
         found = []
@@ -334,8 +351,7 @@ class ApprovalStore:
         question about that destination (one for all the requests held for it), or a new one.
         Beyond the bottle's pending cap or rate, raises `ApprovalRefused`."""
         shown_path = kept_path(path)
-        cut = 0 if path is None else max(0, len(path) - MAX_EGRESS_PATH_CHARS)
-        action, reason = egress_texts(host, port, method, shown_path, cut)
+        action, reason = held_texts(host, port, method, path)
         asked = replace(
             self._asking(action, reason),
             kind="egress",
@@ -363,7 +379,10 @@ class ApprovalStore:
             key = asked.question
             before = self._asked_before(key)
             if before is not None:
-                self._audit(before, event="asked-again")
+                # Logged only while the rate allows a request: each line holds the request's
+                # texts, and re-asks beyond the rate pushed the person's answers out of the log.
+                if self._rate_wait() == 0:
+                    self._audit(before, event="asked-again")
                 return before
             self._check_pending_cap()
             self._take_rate_token()
@@ -389,13 +408,24 @@ class ApprovalStore:
         *,
         once: bool = False,
         by: str | None = None,
+        question: str | None = None,
     ) -> ApprovalRequest:
         """Record a person's answer; refuses requests already answered or timed out.
 
         `once` (egress asks only): the answer is for the held request alone; otherwise it
-        stands for its host:port for the rest of the bottle's life. `by` names who answered."""
+        stands for its host:port for the rest of the bottle's life. `by` names who answered.
+        `question`: the key of the question the person was shown; the answer is refused if the
+        request asks another (its bundle rewrote the file meanwhile)."""
         with self._locked():
             request = self._require(request_id)
+            if question is not None and request.question != question:
+                raise BottleError(
+                    f"approval request {request_id} of bottle {self.slug} no longer asks what "
+                    "was shown (its bundle, which can write the bottle's state dir, rewrote "
+                    "it): nothing was answered",
+                    fix=f"read it with `bottle-engine approvals {self.slug}`; its bundle may "
+                    "have been taken over by the agent's traffic",
+                )
             if once and request.kind != "egress":
                 raise BottleError(
                     f"approval request {request_id} is the agent's own request, which is "
@@ -460,7 +490,7 @@ class ApprovalStore:
         no person gave, which the fresh bundle `resume` starts would obey."""
         dropped: list[ApprovalRequest] = []
         try:
-            if not self._request_files():
+            if not self._host_request_files():
                 return dropped  # not even the dir: the lock would make it, as the engine's user
         except PermissionError as exc:  # closed by the bundle, which shares the engine's user
             raise BottleError(
@@ -469,7 +499,7 @@ class ApprovalStore:
                 fix=f"remove the bottle (`bottle-engine stop --rm {self.slug}`), then launch again",
             ) from exc
         with self._locked():
-            for path in self._request_files():
+            for path in self._host_request_files():
                 request = self._read(path)
                 if request is None or not request.approved or vouched(request):
                     continue
@@ -525,7 +555,8 @@ class ApprovalStore:
                 self._remove(request)
         return pending
 
-    def _take_rate_token(self) -> None:
+    def _rate_wait(self) -> float:
+        """Take one token of the bottle's rate: 0.0, or the seconds until one is there."""
         path = self.directory / _RATE_FILE
         try:
             raw = load_json(self._read_file(_RATE_FILE))
@@ -534,6 +565,10 @@ class ApprovalStore:
             bucket = None  # first request, or a damaged file: a full bucket
         bucket, wait = take_token(bucket, _now().timestamp(), self.limits)
         self._replace_file(path, json.dumps(asdict(bucket)))
+        return wait
+
+    def _take_rate_token(self) -> None:
+        wait = self._rate_wait()
         if wait > 0:
             per_hour = round(3600 / self.limits.refill_seconds)
             raise ApprovalRefused(
@@ -550,14 +585,35 @@ class ApprovalStore:
     def _question_path(self, key: str) -> Path:
         return self.directory / f"{_QUESTION_PREFIX}{key}"
 
-    def _request_files(self) -> list[Path]:
-        """The open requests' files, by name only (temp files and the index are not listed)."""
+    def _request_files(self, limit: int | None = None) -> list[Path]:
+        """The open requests' files, by name only (temp files and the index are not listed);
+        with `limit`, the dir is read no further than that many (the host's listing stops
+        there: a taken-over bundle can put any number of names in the dir)."""
+        names = []
         try:
             with self._opened_dir(create=False) as directory, os.scandir(directory) as entries:
-                names = sorted(e.name for e in entries if _REQUEST_FILE.fullmatch(e.name))
+                for entry in entries:
+                    if _REQUEST_FILE.fullmatch(entry.name):
+                        names.append(entry.name)
+                        if limit is not None and len(names) >= limit:
+                            break
         except (FileNotFoundError, BottleError):
             return []  # no requests yet, or a link in the dir's place: none of ours
-        return [self.directory / name for name in names]
+        return [self.directory / name for name in sorted(names)]
+
+    def _host_request_files(self) -> list[Path]:
+        """`_request_files` for the host, which reads no more than a bundle keeps: a dir
+        holding more than `MAX_OPEN_REQUEST_FILES` raises `ApprovalsFlooded`, none of it read."""
+        paths = self._request_files(MAX_OPEN_REQUEST_FILES + 1)
+        if len(paths) > MAX_OPEN_REQUEST_FILES:
+            raise ApprovalsFlooded(
+                f"bottle {self.slug}: its approvals dir {self.directory} holds more than "
+                f"{MAX_OPEN_REQUEST_FILES} request files, far more than its bundle keeps (at "
+                f"most {self.limits.max_pending} waiting); none of them was read",
+                fix=f"its bundle may have been taken over by the agent's traffic: remove the "
+                f"bottle (`bottle-engine stop --rm {self.slug}`)",
+            )
+        return paths
 
     def _require(self, request_id: str) -> ApprovalRequest:
         request = self.get(request_id)
@@ -646,6 +702,13 @@ class ApprovalStore:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
         fd = self._open_regular(self.audit_log, flags)
         with os.fdopen(fd, "w") as log:
+            # The engine (root) rotating the log made the new one its own: the bundle could
+            # open no request after that answer.
+            bottle_dir = os.open(self.audit_log.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self._hand_to_directory_owner(log.fileno(), bottle_dir)
+            finally:
+                os.close(bottle_dir)
             log.write(line)
 
     @contextmanager
@@ -734,11 +797,23 @@ def bottle_stores(slug: str | None = None) -> list[ApprovalStore]:
     return [ApprovalStore(path, path.name) for path in sorted(root.iterdir()) if path.is_dir()]
 
 
-def list_requests(slug: str | None = None, pending_only: bool = False) -> list[ApprovalRequest]:
-    """Approval requests of one bottle or all, oldest first; expired ones count as timed out."""
+def list_requests(
+    slug: str | None = None,
+    pending_only: bool = False,
+    problems: list[BottleError] | None = None,
+) -> list[ApprovalRequest]:
+    """Approval requests of one bottle or all, oldest first; expired ones count as timed out.
+    A bottle whose dir is flooded (`ApprovalsFlooded`) is left out, and the error appended to
+    `problems`: one bundle's files must not hide every other bottle's requests."""
     found = []
     for store in bottle_stores(slug):
-        for request in store.all():
+        try:
+            requests = store.all()
+        except ApprovalsFlooded as flooded:
+            if problems is not None:
+                problems.append(flooded)
+            continue
+        for request in requests:
             if request.pending and request.expired():
                 request = replace(request, status="timed_out")
             if pending_only and not request.pending:
@@ -755,8 +830,10 @@ def answer(
     *,
     once: bool = False,
     by: str | None = None,
+    question: str | None = None,
 ) -> ApprovalRequest:
-    """Approve or deny a pending request, found by id in `slug` or in any bottle."""
+    """Approve or deny a pending request, found by id in `slug` or in any bottle (`question`:
+    the key of the question shown, `ApprovalStore.answer`)."""
     stores = [store for store in bottle_stores(slug) if store.get(request_id) is not None]
     if not stores:
         for store in bottle_stores(slug):
@@ -780,7 +857,7 @@ def answer(
             + ", ".join(store.slug for store in stores),
             fix="name the bottle: `bottle-engine approve ID --bottle SLUG`",
         )
-    answered = stores[0].answer(request_id, approved, note, once=once, by=by)
+    answered = stores[0].answer(request_id, approved, note, once=once, by=by, question=question)
     from bottle_engine import config_seal  # host only: the records dir
 
     config_seal.vouch_answer(answered.slug, answered)

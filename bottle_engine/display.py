@@ -26,6 +26,29 @@ DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with
 # CSI too), format characters (bidi overrides and isolates, zero-width joiners, BOM, soft
 # hyphen), surrogates, private use, and line/paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt; most are format characters
+# already): variation selectors, Hangul fillers and the combining grapheme joiner are letters
+# or marks that draw nothing, or a blank, and carried 2000 characters of hidden text after a
+# visible "ok". The VS Code extension's display.ts escapes the same property.
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 # VS Code renders `[label](command:...)`, `[label](https://...)` and `[label](file:...)` in a
 # notification's message as a link (a command link runs with its arguments on one click), and
@@ -37,9 +60,11 @@ def _escape(char: str) -> str:
     short = _SHORT_ESCAPES.get(char)
     if short is not None:
         return short
-    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
-        return char
     code = ord(char)
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES and not any(
+        low <= code <= high for low, high in _DEFAULT_IGNORABLE
+    ):
+        return char
     if code <= 0xFF:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:

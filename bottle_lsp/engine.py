@@ -9,6 +9,7 @@ whose `Lifecycle` is a stand-in (a real bottle takes minutes to start).
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from bottle_engine.display import safe_editor_text
+from bottle_engine.display import safe_editor_text, safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress
 
 ENGINE_COMMAND = "bottle-engine"
+
+logger = logging.getLogger(__name__)
 
 
 class Lifecycle(Protocol):
@@ -99,8 +102,14 @@ class Engine:
         return [ENGINE_COMMAND, "logs", "--follow", *(["--egress"] if egress else []), slug]
 
     def pending_approvals(self) -> list[ApprovalRequest]:
+        """The pending requests of every bottle; a bottle whose bundle flooded its approvals
+        dir is left out and named in the server's log."""
         from bottle_engine import approvals
 
+        problems: list[BottleError] = []
+        listed = approvals.list_requests(slug=None, pending_only=True, problems=problems)
+        for problem in problems:
+            logger.warning("%s", safe_text(problem))
         return [
             ApprovalRequest(
                 request_id=str(request.id),
@@ -110,8 +119,9 @@ class Engine:
                 )
                 or "(no details)",
                 kind=str(getattr(request, "kind", "action")),
+                question=request.question,
             )
-            for request in approvals.list_requests(slug=None, pending_only=True)
+            for request in listed
         ]
 
     def answer_approval(
@@ -126,6 +136,7 @@ class Engine:
             slug=request.slug,
             once=once,
             by=f"editor ({_who()})",
+            question=request.question or None,
         )
 
     def trust_state(self, manifest_path: Path) -> TrustState | None:
@@ -184,6 +195,9 @@ class ApprovalRequest:
     slug: str | None
     summary: str
     kind: str = "action"  # "egress": the proxy holds a request; it may be answered --once
+    # The key of the question shown (`ApprovalRequest.question`); an answer is refused if the
+    # request's file asks another by then. "" when nothing was shown (an answer by id).
+    question: str = ""
 
     @property
     def egress(self) -> bool:

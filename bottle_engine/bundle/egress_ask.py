@@ -29,7 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore, kept_path
+from bottle_engine.approvals import (
+    ApprovalRefused,
+    ApprovalRequest,
+    ApprovalStore,
+    held_texts,
+    kept_path,
+)
 from bottle_engine.bundle.audit import AuditEntry, Stage, timestamp
 from bottle_engine.bundle.egress_policy import (
     ASK_DENIED,
@@ -67,9 +73,13 @@ class AskAnswer:
 
 
 def shows(request: ApprovalRequest, method: str, path: str | None) -> bool:
-    """Pure: is `request` what a person was shown of the held request `method` `path` (its
-    path as far as the store keeps it)?"""
-    return (request.method, request.path) == (method, kept_path(path))
+    """Pure: is `request` what a person was shown of the held request `method` `path`? The
+    text they read, how many characters of a cut path were left out included: a path that
+    began as the shown one and went on otherwise was taken for it."""
+    if request.host is None or request.port is None:
+        return False
+    action, _ = held_texts(request.host, request.port, method, path)
+    return (request.method, request.path, request.action) == (method, kept_path(path), action)
 
 
 def answer_of(request: ApprovalRequest, waited_seconds: float) -> AskAnswer:

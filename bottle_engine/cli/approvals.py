@@ -20,8 +20,17 @@ from datetime import UTC, datetime, timedelta
 from rich.table import Table
 
 from bottle_engine import approvals
-from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
+from bottle_engine.cli.output import (
+    Subparsers,
+    add_command,
+    add_json_option,
+    console,
+    err_console,
+    print_json,
+    safe_lines,
+)
 from bottle_engine.display import safe_markup
+from bottle_engine.errors import BottleError
 
 LIST_EXAMPLES = """\
 examples:
@@ -80,7 +89,12 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    requests = approvals.list_requests(args.slug, pending_only=not args.all)
+    problems: list[BottleError] = []
+    requests = approvals.list_requests(args.slug, pending_only=not args.all, problems=problems)
+    for problem in problems:
+        err_console.print(f"[bold yellow]warning:[/] {safe_lines(problem.message)}")
+        if problem.fix:
+            err_console.print(f"  [bold]fix:[/] {safe_lines(problem.fix)}")
     if args.json:
         print_json([request.to_dict() for request in requests])
         return 0

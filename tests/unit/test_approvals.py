@@ -268,3 +268,22 @@ def test_answering_a_request_that_left_the_store_says_how_it_ended() -> None:
 
     with pytest.raises(BottleError, match="has ended: denied, and the agent has the answer"):
         approvals.answer(request.id, approved=True)
+
+
+def test_asking_an_open_question_again_and_again_does_not_wash_out_the_audit_log() -> None:
+    """Asking an open question again takes no place under the caps, but each time wrote the
+    whole request into approvals.jsonl: an agent re-asking one 4,000-character question 700
+    times (about 24 KB a line as JSON) pushed every earlier request and the person's answer out
+    of both generations of the log. A re-ask is logged only while the rate allows a request."""
+    limits = ApprovalLimits(audit_log_max_bytes=256 * 1024)
+    asked = limited(limits).open_request("deploy to production", "release", 3600)
+    answered = limited(limits).answer(asked.id, True, None)
+    limited(limits).mark_delivered(answered.id)
+
+    texts = ("\u00e9" * 2000, "\u00e8" * 2000)
+    first = limited(limits).open_request(*texts, 3600)
+    for _ in range(100):
+        assert limited(limits).open_request(*texts, 3600).id == first.id
+
+    kept = limited(limits).history(asked.id)
+    assert kept is not None and kept.approved and kept.delivered

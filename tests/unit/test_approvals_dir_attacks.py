@@ -10,6 +10,7 @@ text holds `$(...)` runs in the person's next shell).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -17,16 +18,23 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bottle_engine import config_seal, state
-from bottle_engine.approvals import APPROVALS_DIR_NAME, AUDIT_LOG, ApprovalStore
+from bottle_engine.approvals import (
+    APPROVALS_DIR_NAME,
+    AUDIT_LOG,
+    MAX_OPEN_REQUEST_FILES,
+    ApprovalLimits,
+    ApprovalStore,
+)
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli import main
 from bottle_engine.errors import BottleError
+from bottle_lsp.engine import Engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -296,3 +304,122 @@ def test_resume_on_an_approvals_dir_closed_to_its_owner_says_what_to_do(
     said = capfd.readouterr().err
     assert code == 0, said[-2000:]
     assert "approvals dir" in said and "bottle-engine stop --rm hostile" in said
+
+
+@contextlib.contextmanager
+def _files_read() -> Iterator[list[str]]:
+    """The names of the approval files the store reads meanwhile."""
+    read: list[str] = []
+    real_read = ApprovalStore._read_file
+
+    def counted(store: ApprovalStore, name: str) -> bytes:
+        read.append(name)
+        return real_read(store, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ApprovalStore, "_read_file", counted)
+        yield read
+
+
+def test_a_dir_flooded_with_request_files_is_reported_not_read_or_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A taken-over bundle runs none of the store's caps and writes request files by the
+    thousand: the person's `approvals` listed every one (20,000 pending: 95 MiB and 4 s per
+    listing, which the editor repeats every 2 s, and one notification each). The host reads
+    no more files than a bundle keeps, names the bottle, and still lists the others."""
+    honest = _pending_request("honest")
+    for number in range(MAX_OPEN_REQUEST_FILES + 1):
+        _planted_request("hostile", f"{number:08x}")
+    with _files_read() as read:
+        assert main(["approvals", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [request["id"] for request in json.loads(captured.out)] == [honest]
+    assert len(read) <= 1, "the flooded dir's files were read"
+    assert "hostile" in captured.err and "taken over" in captured.err
+
+    assert [request.slug for request in Engine().pending_approvals()] == ["honest"]
+
+
+def test_a_request_rewritten_after_the_editor_showed_it_is_not_answered() -> None:
+    """The editor shows a request and waits for the person's click; meanwhile the bundle
+    rewrites the file under the same id. The click approved, and vouched for (so a `resume`
+    keeps it for the fresh bundle), a question the person never read, and the audit log says
+    they approved it."""
+    honest = ApprovalStore(state.bottle_dir("hostile"), "hostile").open_request(
+        "run the test suite", "to check my change", 3600
+    )
+    [shown] = Engine().pending_approvals()
+    assert "run the test suite" in shown.summary
+    _planted_request(
+        "hostile",
+        honest.id,
+        action="git push --force origin main",
+        created_at=honest.created_at,
+        expires_at=honest.expires_at,
+    )
+
+    with pytest.raises(BottleError, match="no longer asks what was shown"):
+        Engine().answer_approval(shown, True, "answered in the editor")
+    still = ApprovalStore(state.bottle_dir("hostile"), "hostile").get(honest.id)
+    assert still is not None and still.pending
+    assert not config_seal.answers_path("hostile").exists()
+
+
+def test_resume_refuses_a_dir_flooded_with_approvals_before_reading_it() -> None:
+    """`resume` reads every request file to drop the approvals no person gave, and kept each
+    one it dropped: 20,000 approvals a taken-over bundle wrote took 9 s and 97 MiB of the
+    person's `resume`, and a file may hold 64 KiB. A dir holding more files than a bundle
+    keeps is refused unread, naming the way on, and no fresh bundle starts on it."""
+    for number in range(MAX_OPEN_REQUEST_FILES + 1):
+        _planted_request("hostile", f"{number:08x}", status="approved")
+    with _files_read() as read, pytest.raises(BottleError, match="taken over") as refused:
+        config_seal.drop_unvouched_approvals("hostile", BottleDir.of("hostile"))
+    assert "bottle-engine stop --rm hostile" in str(refused.value.fix)
+    assert read == []
+
+
+def _in_the_bundle(run: Callable[[], object]) -> str:
+    """`run()` in a child running as `nobody`, the bundle's own user; what it raised, or ""."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(reader)
+        said = b""
+        try:
+            os.setegid(NOBODY)
+            os.seteuid(NOBODY)
+            run()
+        except BaseException as exc:
+            said = f"{type(exc).__name__}: {exc}".encode()
+        finally:
+            os.write(writer, said)
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(child, 0)
+    return said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engine as root, the bundle as its own user")
+@pytest.mark.usefixtures("state_nobody_reaches")
+def test_the_persons_answer_that_rotates_the_log_leaves_it_the_bundles() -> None:
+    """The engine (root) answering as the log passes its size cap rotated it and made a new
+    approvals.jsonl of its own, 0600: the bundle could open no request after that, for the
+    rest of the bottle's life (the agent can bring the log to its cap with requests)."""
+    bottle = BottleDir.create("hostile").path
+    os.chown(bottle, NOBODY, NOBODY)
+    for above in (bottle.parent, bottle.parent.parent):
+        above.chmod(0o711)  # as the bundle's mount: the child reaches the dir itself
+    limits = ApprovalLimits(audit_log_max_bytes=3000)
+
+    def store() -> ApprovalStore:
+        return ApprovalStore(bottle, "hostile", limits)
+
+    assert _in_the_bundle(lambda: store().open_request("a" * 1000, "why", 60)) == ""
+    assert _in_the_bundle(lambda: store().open_request("b" * 1000, "why", 60)) == ""
+    [first, *_] = store().all()
+    store().answer(first.id, True, None)  # the line that passes the cap: the log is rotated
+
+    assert _in_the_bundle(lambda: store().open_request("c", "why", 60)) == ""

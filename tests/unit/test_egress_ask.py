@@ -281,3 +281,25 @@ def test_an_answer_once_given_while_the_bundle_was_down_is_for_the_shown_request
     approvals.answer(again.id, True, None, once=True, by="cli (alice)")
     sent_again = asyncio.run(fresh.ask("a.example", 80, "GET", "/status"))
     assert sent_again.allowed and sent_again.request_id == again.id
+
+
+def test_an_answer_once_to_a_cut_path_is_not_for_another_tail(tmp_path: Path) -> None:
+    """A held path over 1000 characters is shown cut, saying how many characters were left
+    out. After a restart the fresh proxy held a request whose path began with the same 1000
+    characters and went on otherwise (50,000 characters more, not the 24 the person was told
+    of): it was taken for the one shown, and the answer --once let it go."""
+    approvals = store(tmp_path)
+    start = "/q?" + "a" * 997
+    shown = approvals.open_egress_request("a.example", 80, "GET", start + "&page=2&size=10", 30)
+    assert "…[15 more characters cut by bot-bottle]" in shown.action
+    approvals.answer(shown.id, True, None, once=True, by="cli (alice)")
+    fresh = EgressAsker(approvals, 30, lambda entry: None, poll_seconds=0.02)
+
+    async def scenario() -> tuple[bool, str | None]:
+        other = asyncio.ensure_future(
+            fresh.ask("a.example", 80, "GET", start + "&d=" + "x" * 50_000)
+        )
+        return await _settled(approvals, other, shown.id)
+
+    allowed, asked = asyncio.run(scenario())
+    assert not allowed and asked is not None

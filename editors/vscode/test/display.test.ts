@@ -14,6 +14,7 @@ describe("displayText", () => {
     ["line\u2028sep", "line\\u2028sep"],
     ["typed \\x1b", "typed \\\\x1b"],
     ["naïve café 日本 🙂", "naïve café 日本 🙂"],
+    ["ok\ufe0f\u{e0101}\u3164\u115f\u034f", "ok\\ufe0f\\U000e0101\\u3164\\u115f\\u034f"],
     ["[git status](command:workbench.action.quit)", "[git status]\\x28command:workbench.action.quit)"],
     ["$(check) approved", "$\\x28check) approved"],
     ["typed ]\\x28", "typed ]\\\\x28"],
