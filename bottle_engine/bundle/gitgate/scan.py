@@ -14,7 +14,8 @@ What is looked at, for each blob:
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
   or one the bundle has no decompressor for (zstd, lz4, 7z, rar, lzip, compress), is refused,
-  not skipped.
+  not skipped; for that, the header after its magic number must be valid too (programs and
+  compressed data hold these few bytes by chance).
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
