@@ -27,7 +27,6 @@ from __future__ import annotations
 import codecs
 import functools
 import json
-import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -167,28 +166,36 @@ class Scrubber:
                 data = data.replace(form, placeholder)
         return data
 
-    def spans(self, data: bytes) -> list[tuple[int, int, bytes]]:
+    def spans(self, data: bytes, covered: int = 0) -> list[tuple[int, int, bytes]]:
         """Where a form one of whose pieces (`anchors`) is in `data` would lie, as (start, end,
         placeholder), in order, overlapping ones as one. A span reaches as far as the form
         would from the piece, but no further than its bytes are ones the form holds (`anchors`
-        says why)."""
-        if not self.anchors:
-            return []
-        folded = data.lower()  # ASCII only: every byte keeps its place
-        found: list[tuple[int, int, bytes]] = []
-        for piece, offset, size, alphabet, placeholder in self.anchors:
-            hit = folded.find(piece)
-            while hit != -1:
-                start, end = hit, hit + len(piece)
-                first, last = max(hit - offset, 0), min(hit - offset + size, len(data))
-                while start > first and folded[start - 1] in alphabet:
-                    start -= 1
-                while end < last and folded[end] in alphabet:
-                    end += 1
-                found.append((start, end, placeholder))
-                hit = folded.find(piece, hit + 1)
+        says why). The first `covered` bytes are a span whose placeholder is already put
+        (placeholder b"", `StreamScrubber`).
+
+        The cost is linear in `data` whatever it holds: a host that echoes the agent's text
+        could otherwise fill a body with pieces (each hit expanded byte by byte, each span
+        found again from every piece in it). The hits of one piece that would make one span
+        are taken as one: from a hit, the furthest hit whose span still touches it (one
+        `rfind`), so each step moves the span's end by at least half a form. Where the bytes
+        stop being ones the form holds is found by C-speed `find` in a map of `data` that
+        marks those bytes, never further than the form could reach."""
+        found: list[tuple[int, int, bytes, int]] = []  # (start, first hit's end, placeholder, end)
+        if covered:
+            found.append((0, 0, b"", covered))
+        if self.anchors:
+            folded = data.lower()  # ASCII only: every byte keeps its place
+            marked: dict[frozenset[int], bytes] = {}  # per alphabet: 1 where `data` has its bytes
+            for piece, offset, size, alphabet, placeholder in self.anchors:
+                hit = folded.find(piece)
+                if hit == -1:
+                    continue
+                if alphabet not in marked:
+                    marked[alphabet] = folded.translate(_marks(alphabet))
+                found += _groups(folded, marked[alphabet], hit, piece, offset, size, placeholder)
         spans: list[tuple[int, int, bytes]] = []
-        for start, end, placeholder in sorted(found):
+        # A placeholder already put goes first: none is put again over what it covers.
+        for start, _, placeholder, end in sorted(found, key=lambda f: (f[0], f[2] != b"", f)):
             if spans and start <= spans[-1][1]:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], end), spans[-1][2])
             else:
@@ -253,16 +260,14 @@ class StreamScrubber:
     def __init__(self, scrubber: Scrubber) -> None:
         self.scrubber = scrubber
         self.pending = b""
+        self.covered = 0  # how many bytes that begin `pending` a placeholder already put covers
 
     def __call__(self, chunk: bytes) -> bytes:
         data = self.scrubber.scrub_forms(self.pending + chunk)
-        spans = self.scrubber.spans(data)
         cut = len(data) - (self.scrubber.held_back(data) if chunk else 0)
-        # A span reaching into what waits may reach further with the next chunk: it waits
-        # too, and is found again then (no span reaches back past what waits).
-        cut = next((start for start, end, _ in spans if start < cut < end), cut)
         self.pending = data[cut:]
-        return _put(data[:cut], [span for span in spans if span[1] <= cut])
+        out, self.covered = _scrub_upto(self.scrubber, data, cut, self.covered)
+        return out
 
 
 class WebSocketScrubber:
@@ -283,14 +288,10 @@ class WebSocketScrubber:
     def __init__(self, scrubber: Scrubber) -> None:
         self.scrubber = scrubber
         self.hold = scrubber.hold
-        self.placeholders = dict(scrubber.replacements)
-        # Longest first: at one position, the longest form there is the one replaced. With no
-        # forms at all, a pattern that matches nothing (an empty one matches everywhere).
-        forms = b"|".join(re.escape(form) for form in self.placeholders)
-        self.forms = re.compile(forms or b"(?!)")
         self.reader = FrameProtocol(client=True, extensions=[])  # the host's frames
         self.writer = FrameProtocol(client=False, extensions=[])  # frames to the agent
         self.message = bytearray()  # of the message under way: the bytes not yet sent on
+        self.covered = 0  # how many bytes that begin it a placeholder already sent covers
         self.text: codecs.IncrementalDecoder | None = None  # its text, if a text message
         self.ended = False
 
@@ -321,30 +322,27 @@ class WebSocketScrubber:
         self.message += payload.encode() if isinstance(payload, str) else payload
         if not frame.message_finished:
             return b""
-        last = self._scrub(bytes(self.message), len(self.message))[0]
+        last = self._scrub(0)
         self.message.clear()
+        self.covered = 0
         return self._send(last, fin=True)
 
     def _flush(self) -> bytes:
         """Send on what has come of the message under way, but the bytes held back."""
         if len(self.message) <= self.hold:
             return b""
-        sent, kept = self._scrub(bytes(self.message), len(self.message) - self.hold)
-        self.message[:kept] = b""
-        return self._send(sent, fin=False)
+        return self._send(self._scrub(self.hold), fin=False)
 
-    def _scrub(self, data: bytes, upto: int) -> tuple[bytes, int]:
-        """`data` scrubbed up to position `upto` (or the end of a value begun before it), and
-        how many bytes of `data` that took. A value that begins before `upto` ends in `data`
-        (`self.hold` bytes are past it), so none is cut there."""
-        out, pos = bytearray(), 0
-        for match in self.forms.finditer(data):
-            if match.start() >= upto:
-                break
-            out += data[pos : match.start()] + self.placeholders[match.group()]
-            pos = match.end()
-        end = max(pos, upto)
-        return bytes(out + data[pos:end]), end
+    def _scrub(self, hold: int) -> bytes:
+        """The message under way scrubbed (whole forms, then cut ones as `StreamScrubber` finds
+        them), but its last `hold` bytes, which are kept. A form that begins before them ends
+        in the message (`self.hold` bytes are past it), so none is cut there; a span reaching
+        into them has its placeholder put now (`_scrub_upto`)."""
+        data = self.scrubber.scrub_forms(bytes(self.message))
+        cut = len(data) - hold
+        self.message[:] = data[cut:]
+        out, self.covered = _scrub_upto(self.scrubber, data, cut, self.covered)
+        return out
 
     def _send(self, payload: bytes, fin: bool) -> bytes:
         text = self.text
@@ -358,12 +356,64 @@ class WebSocketScrubber:
         """A close frame's reason, a ping's or pong's data, scrubbed (and cut to fit)."""
         if frame.opcode is Opcode.CLOSE:
             self.ended, self.message = True, bytearray()  # a message cut short goes no further
+            self.covered = 0
             code, reason = cast(tuple[int, str], frame.payload)
             return self.writer.close(code, self.scrubber.scrub_text(reason))
         payload = self.scrubber.scrub(bytes(cast(bytes, frame.payload)))[:MAX_PAYLOAD_NORMAL]
         if frame.opcode is Opcode.PING:
             return self.writer.ping(payload)
         return self.writer.pong(payload)
+
+
+def _groups(
+    folded: bytes, marks: bytes, hit: int, piece: bytes, offset: int, size: int, placeholder: bytes
+) -> list[tuple[int, int, bytes, int]]:
+    """For `Scrubber.spans`: from its first `hit`, the spans of `piece`'s hits in `folded`, those
+    that touch one another as one: (start, the first one's end, placeholder, end)."""
+    found = []
+    length = len(folded)
+    while hit != -1:
+        stop = marks.rfind(0, max(hit - offset, 0), hit)
+        start = stop + 1 if stop != -1 else max(hit - offset, 0)
+        end = _reach(marks, hit + len(piece), hit - offset + size, length)
+        first_end = end
+        while True:  # the furthest hit whose span starts by `end`, in this run
+            bound = _reach(marks, hit + 1, end + offset + len(piece), length)
+            further = folded.rfind(piece, hit + 1, bound)
+            if further == -1:
+                break
+            hit = further
+            end = _reach(marks, hit + len(piece), hit - offset + size, length)
+        found.append((start, first_end, placeholder, end))
+        hit = folded.find(piece, hit + 1)
+    return found
+
+
+def _scrub_upto(scrubber: Scrubber, data: bytes, cut: int, covered: int) -> tuple[bytes, int]:
+    """`data` (whole forms already replaced; its first `covered` bytes covered by a placeholder
+    already put) with its cut-echo spans put back, up to `cut`; and how many bytes from `cut`
+    on the placeholder of a span across `cut` covers. That span may reach further with what
+    comes next: its placeholder goes now, and the bytes that wait are covered by it then
+    (`Scrubber.spans`). Were the span to wait whole, spans that touch one another (an echo of
+    pieces of a value, over and over) would hold back all of a body and scrub it again at each
+    chunk."""
+    spans = scrubber.spans(data, covered)
+    across = next((end - cut for start, end, _ in spans if start < cut < end), 0)
+    put = [(start, min(end, cut), placeholder) for start, end, placeholder in spans if start < cut]
+    return _put(data[:cut], put), across
+
+
+@functools.cache
+def _marks(alphabet: frozenset[int]) -> bytes:
+    """A `bytes.translate` table: a byte of `alphabet` to 1, any other to 0."""
+    return bytes(int(byte in alphabet) for byte in range(256))
+
+
+def _reach(marks: bytes, begin: int, limit: int, size: int) -> int:
+    """The end of the run of marked bytes from `begin`, but no further than `limit`."""
+    limit = min(limit, size)
+    stop = marks.find(0, begin, limit) if begin < limit else -1
+    return stop if stop != -1 else max(limit, begin)
 
 
 def _put(data: bytes, spans: list[tuple[int, int, bytes]]) -> bytes:

@@ -7,7 +7,10 @@ import bz2
 import gzip
 import io
 import lzma
+import marshal
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -262,12 +265,27 @@ def test_inflating_past_the_bound_is_refused_not_skipped() -> None:
     assert finding.kind.startswith("refused unscanned: gzip content inflates beyond")
 
 
+# A 7z signature header (version 0.4) whose start header CRC is right.
+_7Z_START = struct.pack("<QQI", 32, 64, 0)
+SEVEN_Z = b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(_7Z_START)) + _7Z_START
+
+# RAR 5.0: a main archive header (size 3: type 1, no flags) with its CRC-32; RAR 4: a main
+# header (type 0x73, size 13) with its CRC-16.
+RAR5 = (
+    b"Rar!\x1a\x07\x01\x00"
+    + struct.pack("<I", zlib.crc32(b"\x03\x01\x00\x00"))
+    + b"\x03\x01\x00\x00"
+)
+_RAR4_MAIN = b"\x73\x00\x00\x0d\x00" + bytes(6)
+RAR4 = b"Rar!\x1a\x07\x00" + struct.pack("<H", zlib.crc32(_RAR4_MAIN) & 0xFFFF) + _RAR4_MAIN
+
 UNREADABLE = {
     "zstd": (ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
     "zstd past a script": (SCRIPT + ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
     "lz4": (LZ4_KEY, "a lz4 stream, which the gate cannot inflate"),
-    "7z past a script": (SCRIPT + b"7z\xbc\xaf\x27\x1c\x00\x04", "a 7z stream, which the gate"),
-    "rar": (b"Rar!\x1a\x07\x01\x00", "a rar stream, which the gate cannot inflate"),
+    "7z past a script": (SCRIPT + SEVEN_Z, "a 7z stream, which the gate"),
+    "rar": (RAR5, "a rar stream, which the gate cannot inflate"),
+    "rar 4": (RAR4, "a rar stream, which the gate cannot inflate"),
     "lzip": (b"LZIP\x01\x0c\x00", "a lzip stream, which the gate cannot inflate"),
     "compress": (b"\x1f\x9d\x90", "a compress (.Z) stream, which the gate cannot inflate"),
     "gzip four deep": (
@@ -384,3 +402,38 @@ def test_a_raw_tree_is_read_entry_by_entry_names_as_stored() -> None:
     ]
     with pytest.raises(ValueError):
         tree_entries(raw[:-1])
+
+
+# A magic number by chance, as programs and compiled modules on an ordinary machine hold them:
+# a format table (libarchive), a constant a decoder compares with (tar, kmod, libmagic), a
+# module's own bytes literals (this gate's .pyc).
+BY_CHANCE = {
+    "zstd magic then zeros": b"\0" * 16 + b"\x28\xb5\x2f\xfd" + bytes(8) + b"This does",
+    "zstd magic in a regex": rb"\x1f\x8b|(\xb5/\xfd|\x04"
+    + b'"M\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|',
+    "lz4 magic then code": b"\x04\x22\x4d\x18\x48\x89\xe5\x41\xbe" + bytes(8),
+    "rar 5 signature in a table": b"Rar!\x1a\x07\x01\x00H9\x10u,\xb8\x1e\x00" + bytes(8),
+    "rar 4 signature then code": b"Rar!\x1a\x07\x00\x48\x89\xd7\xe8" + bytes(16),
+    "7z signature then code": b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(range(30)),
+    "zip magic as a constant": b"\0" * 8 + b"PK\x03\x04\x00\x00\x00\x00\xe9\x1c" + bytes(30),
+    "zip magic in compressed bytes": b"PK\x03\x04\x9a\x31\xc4\x07\x5e\xfa" + bytes(range(40)),
+}
+
+
+@pytest.mark.parametrize("data", list(BY_CHANCE.values()), ids=list(BY_CHANCE))
+def test_a_magic_number_by_chance_is_not_refused(data: bytes) -> None:
+    """Before, four bytes anywhere refused a push: 32 of the 34 programs and libraries under
+    /usr that hold one (gzip, gpg, tar, libarchive, libzstd) and this gate's own .pyc."""
+    scanner = Scanner([], ScanLimits(max_blob_bytes=1000, max_scan_bytes=10**6))
+
+    assert scanner.blob(COMMIT, "x.bin", data) == []
+
+
+def test_the_gates_own_compiled_module_pushes() -> None:
+    from bottle_engine.bundle.gitgate import scan
+
+    source = open(scan.__file__, "rb").read()  # noqa: SIM115
+    compiled = marshal.dumps(compile(source, "scan.py", "exec"))
+
+    assert Scanner([]).blob(COMMIT, "scan.py", source) == []
+    assert Scanner([]).blob(COMMIT, "scan.pyc", compiled) == []

@@ -353,3 +353,98 @@ def test_bytes_that_are_no_plain_websocket_close_the_relay() -> None:
         fine, closing = websocket_messages(out)
         assert fine == b"fine" and closing.startswith(b"\x03\xea"), (frames, out)  # 1002
         assert relay(websocket_frame(b"later")) == b""
+
+
+def _spans_simple(scrub: Scrubber, data: bytes) -> list[tuple[int, int, bytes]]:
+    """`Scrubber.spans` as first written: every hit expanded byte by byte."""
+    folded, found = data.lower(), []
+    for piece, offset, size, alphabet, placeholder in scrub.anchors:
+        hit = folded.find(piece)
+        while hit != -1:
+            start, end = hit, hit + len(piece)
+            first, last = max(hit - offset, 0), min(hit - offset + size, len(data))
+            while start > first and folded[start - 1] in alphabet:
+                start -= 1
+            while end < last and folded[end] in alphabet:
+                end += 1
+            found.append((start, end, placeholder))
+            hit = folded.find(piece, hit + 1)
+    spans: list[tuple[int, int, bytes]] = []
+    for start, end, placeholder in sorted(found):
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end), spans[-1][2])
+        else:
+            spans.append((start, end, placeholder))
+    return spans
+
+
+_ECHO_PARTS = [VALUE.encode()[:8], VALUE.encode()[-8:], VALUE.upper().encode()[2:14], b"%2F", b" "]
+
+
+@given(st.lists(st.sampled_from(_ECHO_PARTS) | st.binary(max_size=12), max_size=40))
+def test_spans_are_those_every_hit_expanded_byte_by_byte_finds(parts: list[bytes]) -> None:
+    scrub = scrubber()
+    data = b"".join(parts)
+    assert scrub.spans(data) == _spans_simple(scrub, data)
+
+
+def test_an_echo_of_pieces_over_and_over_costs_a_few_steps_per_form_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each hit expanded on its own made a body of touching pieces cost a Python step per byte
+    per hit: 30 s a MiB. Here steps (`_reach`) are counted, not time."""
+    import bottle_engine.bundle.secret_echo as module
+
+    steps = 0
+    reach = module._reach
+
+    def counted(*args: int | bytes) -> int:
+        nonlocal steps
+        steps += 1
+        return reach(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_reach", counted)
+    scrub = scrubber()
+    data = (VALUE.encode()[:8] + VALUE.encode()[-8:]) * 4096
+    assert scrub.scrub(data).count(PLACEHOLDER.encode()) == 1
+    assert steps <= 4 * len(data) // len(VALUE) * len(scrub.anchors)
+
+
+def test_a_stream_of_touching_pieces_is_not_held_back_whole() -> None:
+    """A span across what waits used to wait whole: pieces echoed over and over held all of a
+    body back and scrubbed it again at every chunk (a square cost, 55 s for 256 KiB)."""
+    scrub = scrubber()
+    stream = scrub.stream()
+    echo = VALUE.encode()[:12] * 2000
+    out = b"".join(stream(echo[at : at + 4096]) for at in range(0, len(echo), 4096))
+    assert len(stream.pending) <= scrub.hold
+    out += stream(b"")
+    assert out == scrub.scrub(echo) == PLACEHOLDER.encode()
+
+
+@given(st.lists(st.sampled_from(_ECHO_PARTS) | st.binary(max_size=12), max_size=60), st.data())
+def test_a_stream_scrubs_as_the_whole_body_does(parts: list[bytes], data: st.DataObject) -> None:
+    scrub = scrubber()
+    body = b"".join(parts)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(len(body) - 1, 1)), max_size=6))))
+    stream = scrub.stream()
+    ends = zip([0, *cuts], [*cuts, len(body)], strict=True)
+    out = b"".join(stream(body[a:b]) for a, b in ends if a < b)  # b"" ends the stream
+    out += stream(b"")
+    for form, _ in scrub.replacements:
+        assert form not in out
+    for piece, *_ in scrub.anchors:
+        assert piece not in out.lower()
+
+
+def test_a_cut_echo_in_websocket_messages_is_put_back() -> None:
+    """Before, a data message was searched for whole forms only: a value the host cut (its
+    first bytes, across fragments) reached the agent."""
+    head = VALUE.encode()[:12]
+    frames = (
+        websocket_frame(b"error: " + head[:5], fin=False)
+        + websocket_frame(head[5:] + b" (cut)", opcode=0)
+        + websocket_frame(b"tail: " + VALUE.encode()[-9:], opcode=2)
+    )
+    out = websocket_messages(WebSocketScrubber(scrubber())(frames))
+    assert out == [b"error: " + PLACEHOLDER.encode() + b" (cut)", b"tail: " + PLACEHOLDER.encode()]

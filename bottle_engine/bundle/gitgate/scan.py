@@ -14,7 +14,8 @@ What is looked at, for each blob:
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
   or one the bundle has no decompressor for (zstd, lz4, 7z, rar, lzip, compress), is refused,
-  not skipped.
+  not skipped; for that, the header after its magic number must be valid too (programs and
+  compressed data hold these few bytes by chance).
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -195,13 +196,100 @@ _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
 }
 
 
+def _zstd_header(data: bytes, at: int) -> bool:
+    """A zstd frame header descriptor (RFC 8878 3.1.1.1.1) with its reserved bit clear, then,
+    past the header, a first block of a type that exists, within the block size bound, not
+    empty unless it is the last."""
+    if at >= len(data) or data[at] & 0x08:
+        return False
+    descriptor = data[at]
+    single = descriptor >> 5 & 1
+    size_field = (0, 2, 4, 8)[descriptor >> 6] or single  # FCS_Field_Size: 1 if single, else 0
+    block_at = at + 1 + (not single) + (0, 1, 2, 4)[descriptor & 3] + size_field
+    if len(data) < block_at + 3:
+        return False
+    block = int.from_bytes(data[block_at : block_at + 3], "little")
+    # An empty block that is not the last no encoder writes (a constant followed by zeros).
+    return block >> 1 & 3 != 3 and block >> 3 <= 128 * 1024 and (block >> 3 > 0 or bool(block & 1))
+
+
+def _lz4_header(data: bytes, at: int) -> bool:
+    """An lz4 frame descriptor (lz4 frame format 1.6.x): version 01, reserved bits clear, a block
+    maximum size of 4 (64 KiB) to 7 (4 MiB)."""
+    flags, block = data[at : at + 2].ljust(2, b"\xff")
+    return flags >> 6 == 1 and not flags & 0x02 and not block & 0x8F and block >> 4 >= 4
+
+
+def _7z_header(data: bytes, at: int) -> bool:
+    """Format version 0, then the start header's CRC-32 over the 20 bytes that follow it."""
+    head = data[at : at + 26]
+    return (
+        len(head) == 26
+        and head[0] == 0
+        and struct.unpack_from("<I", head, 2)[0] == (zlib.crc32(head[6:26]))
+    )
+
+
+def _rar_header(data: bytes, at: int) -> bool:
+    """After ``Rar!\\x1a\\x07``: RAR 1.5-4.x (``\\x00``) with a main header (type 0x73) whose
+    CRC-16 is right, or RAR 5.0 (``\\x01\\x00``) with a first header whose CRC-32 is right."""
+    if data[at : at + 1] == b"\x00":
+        head = data[at + 1 : at + 14]
+        return (
+            len(head) == 13
+            and head[2] == 0x73
+            and int.from_bytes(head[:2], "little") == zlib.crc32(head[2:]) & 0xFFFF
+        )
+    if data[at : at + 2] != b"\x01\x00":
+        return False
+    size, end = 0, at + 6
+    for shift in range(0, 21, 7):  # a vint: 7 bits a byte, low first; 3 bytes reach 2 MiB
+        if end >= len(data):
+            return False
+        size |= (data[end] & 0x7F) << shift
+        end += 1
+        if not data[end - 1] & 0x80:
+            break
+    else:
+        return False
+    header = data[at + 6 : end + size]
+    return len(header) == end + size - at - 6 and int.from_bytes(
+        data[at + 2 : at + 6], "little"
+    ) == zlib.crc32(header)
+
+
+def _lzip_header(data: bytes, at: int) -> bool:
+    """A dictionary size of 4 KiB to 512 MiB, as lzip 1.x writes its coded byte."""
+    coded = data[at : at + 1]
+    return (
+        bool(coded)
+        and 12 <= coded[0] & 0x1F <= 29
+        and not (coded[0] & 0x1F == 12 and coded[0] >> 5)
+    )
+
+
+# What must follow the magic number of a format the gate cannot read for it to be refused: four
+# bytes anywhere in a blob of compressed or machine code (a program that links zstd holds its
+# magic as a constant) are too few.
+_HEADER_VALID: dict[str, Callable[[bytes, int], bool]] = {
+    "zstd": _zstd_header,
+    "lz4": _lz4_header,
+    "7z": _7z_header,
+    "rar": _rar_header,
+    "lzip": _lzip_header,
+}
+
+
 def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None] | None:
     """The format of a stream starting at `offset`: one a magic number marks, or one with too
     short a header to be looked for anywhere but at the start of a blob or after another
     stream: zlib (two bytes a checksum ties), lzma's own format, as `lzma` writes it, and
     `compress` (.Z), which the gate cannot inflate."""
     if marked := _MARKED.match(data, offset):
-        return _MARKED_FORMATS[marked.group()[:2]]
+        name, make = _MARKED_FORMATS[marked.group()[:2]]
+        if make is None and not _HEADER_VALID[name](data, marked.end()):
+            return None  # its magic number by chance: in compressed or machine code, 4 bytes are
+        return name, make
     head = data[offset : offset + 3]
     if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0:
         return "zlib", zlib.decompressobj
@@ -266,6 +354,24 @@ def _raw_deflate() -> Any:
     return zlib.decompressobj(-zlib.MAX_WBITS)
 
 
+# The compression methods of APPNOTE 4.4.5 (and WinZip's AES, 99); any other number is no entry.
+_ZIP_METHODS = frozenset({*range(0, 11), 12, 14, 16, 18, 19, 20, 93, 94, 95, 96, 97, 98, 99})
+
+
+def _zip_entry_plausible(fields: tuple[Any, ...], name: bytes) -> bool:
+    """Is a local entry header the gate cannot read one a zip tool would: a known method, a
+    version needed of at most 6.3, a whole name with no NUL? Four bytes by chance in compressed
+    data or machine code are then not refused (stored and deflated entries are read whatever
+    their header says: reading more is never less safe)."""
+    version, _, method, *_, name_length = fields[1:10]
+    return (
+        method in _ZIP_METHODS
+        and version & 0xFF <= 63
+        and 0 < name_length == len(name)
+        and b"\0" not in name
+    )
+
+
 def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
     """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
     are its content; a deflated one is inflated as far as it goes; an encrypted entry, or one
@@ -277,7 +383,11 @@ def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
         flags, method, size, name_length, extra_length = (*fields[2:4], *fields[7:8], *fields[9:])
         name_at = start + _ZIP_HEADER.size
         body = name_at + name_length + extra_length
-        if flags & 1 or method not in (ZIP_STORED, ZIP_DEFLATED):
+        unreadable = flags & 1 or method not in (ZIP_STORED, ZIP_DEFLATED)
+        if unreadable and not _zip_entry_plausible(fields, data[name_at : name_at + name_length]):
+            start = data.find(ZIP_ENTRY, start + 1)  # its magic by chance, in compressed bytes
+            continue
+        if unreadable:
             raise _Unscannable(
                 "a zip entry is encrypted or compressed in a way the gate cannot read"
             )
