@@ -48,6 +48,10 @@ LZ4_KEY = bytes.fromhex(
     "73735f6b65795f6964203d20272d00052a0050504c45270a00000000"
 )
 
+# The same block in lz4's legacy frame (`lz4 -l`, as the Linux kernel's build writes it): its
+# own magic number, then each block's size.
+LZ4_LEGACY_KEY = b"\x02\x21\x4c\x18" + LZ4_KEY[7:-4]
+
 
 def bad_checksum_gzip() -> bytes:
     """KEY_LINE gzipped, its CRC-32 inverted."""
@@ -143,6 +147,11 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "lz4-file-joining-two-pieces",
             commit_and_push("lz4", "printf " + printf_bytes(LZ4_KEY), "data.lz4"),
             "data.lz4: refused unscanned: a lz4 stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "lz4-legacy-file-joining-two-pieces",
+            commit_and_push("lz4l", "printf " + printf_bytes(LZ4_LEGACY_KEY), "data.lz4"),
+            "data.lz4: refused unscanned: a lz4 legacy stream, which the gate cannot inflate",
         ),
         Attack(
             "utf-32be-file-ending-with-the-key",

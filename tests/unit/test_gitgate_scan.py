@@ -26,7 +26,7 @@ from bottle_engine.bundle.gitgate.scan import (
     text_views,
 )
 from tests.bundle_helpers import secret_in_file
-from tests.gate_attacks import LZ4_KEY, ZSTD_KEY
+from tests.gate_attacks import LZ4_KEY, LZ4_LEGACY_KEY, ZSTD_KEY
 
 COMMIT = "c" * 40
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -283,6 +283,7 @@ UNREADABLE = {
     "zstd": (ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
     "zstd past a script": (SCRIPT + ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
     "lz4": (LZ4_KEY, "a lz4 stream, which the gate cannot inflate"),
+    "lz4 legacy": (LZ4_LEGACY_KEY, "a lz4 legacy stream, which the gate cannot inflate"),
     "7z past a script": (SCRIPT + SEVEN_Z, "a 7z stream, which the gate"),
     "rar": (RAR5, "a rar stream, which the gate cannot inflate"),
     "rar 4": (RAR4, "a rar stream, which the gate cannot inflate"),

@@ -13,9 +13,9 @@ What is looked at, for each blob:
   entry header, not by the central directory, which may leave entries out that tools reading
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
-  or one the bundle has no decompressor for (zstd, lz4, 7z, rar, lzip, compress), is refused,
-  not skipped; for that, the header after its magic number must be valid too (programs and
-  compressed data hold these few bytes by chance).
+  or one the bundle has no decompressor for (zstd, lz4 and its legacy frame, 7z, rar, lzip,
+  compress), is refused, not skipped; for that, the header after its magic number must be
+  valid too (programs and compressed data hold these few bytes by chance).
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -182,7 +182,7 @@ MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper 
 # literals as they are, yet builds a key from two pieces stored apart).
 _MARKED = re.compile(
     rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00"
-    rb"|\x28\xb5\x2f\xfd|\x04\x22\x4d\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
+    rb"|\x28\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
 )
 _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
     b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
@@ -190,6 +190,7 @@ _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
     b"\xfd7": ("xz", lzma.LZMADecompressor),
     b"\x28\xb5": ("zstd", None),
     b"\x04\x22": ("lz4", None),
+    b"\x02\x21": ("lz4 legacy", None),
     b"7z": ("7z", None),
     b"Ra": ("rar", None),
     b"LZ": ("lzip", None),
@@ -218,6 +219,17 @@ def _lz4_header(data: bytes, at: int) -> bool:
     maximum size of 4 (64 KiB) to 7 (4 MiB)."""
     flags, block = data[at : at + 2].ljust(2, b"\xff")
     return flags >> 6 == 1 and not flags & 0x02 and not block & 0x8F and block >> 4 >= 4
+
+
+# A legacy lz4 block holds at most 8 MiB, compressed to at most LZ4_compressBound of that.
+_LZ4_LEGACY_MAX_BLOCK = 8 * 1024 * 1024 + 8 * 1024 * 1024 // 255 + 16
+
+
+def _lz4_legacy_header(data: bytes, at: int) -> bool:
+    """The legacy frame (`lz4 -l`) has no descriptor: its first block's compressed size, which
+    must be one an 8 MiB block can have."""
+    size = data[at : at + 4]
+    return len(size) == 4 and 0 < int.from_bytes(size, "little") <= _LZ4_LEGACY_MAX_BLOCK
 
 
 def _7z_header(data: bytes, at: int) -> bool:
@@ -274,6 +286,7 @@ def _lzip_header(data: bytes, at: int) -> bool:
 _HEADER_VALID: dict[str, Callable[[bytes, int], bool]] = {
     "zstd": _zstd_header,
     "lz4": _lz4_header,
+    "lz4 legacy": _lz4_legacy_header,
     "7z": _7z_header,
     "rar": _rar_header,
     "lzip": _lzip_header,
