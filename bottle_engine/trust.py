@@ -4,8 +4,9 @@ versions of that differ.
 A hostile agent cannot edit the user's manifest, but it can propose one (a branch that changes
 `bottle.toml`, a repository that ships one). `surface_of` reduces a manifest to its
 `TrustedSurface`: egress rules, secrets (source and the hosts their values go to), git upstreams,
-supervise, backend and runtime, and every host path the manifest reads outside its own
-directory. `changes` compares two surfaces as readable lines, each marked widening (needs the
+supervise, backend and runtime, the agent's share of the host (`cpus`, `memory`: nothing on
+the host clamps them), and every host path the manifest reads outside its own directory.
+`changes` compares two surfaces as readable lines, each marked widening (needs the
 person's trust) or narrowing (a bottle that can do less; no trust needed). Anything not known to
 narrow counts as widening.
 
@@ -96,6 +97,9 @@ class BottleSurface:
     secrets: dict[str, SecretSurface] = field(default_factory=dict)
     git: dict[str, GitUpstream] = field(default_factory=dict)  # see `git_surface`
     paths: dict[str, str] = field(default_factory=dict)  # what reads it -> resolved path
+    # The agent's size. None: a record stored before the surface held it, which trusts no size.
+    cpus: float | None = None
+    memory: int | None = None  # bytes
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ class TrustedSurface:
                     },
                     git={g: _git_surface_from_json(g, v) for g, v in b["git"].items()},
                     paths={str(k): str(v) for k, v in b["paths"].items()},
+                    cpus=float(b["cpus"]) if b.get("cpus") is not None else None,
+                    memory=int(b["memory"]) if b.get("memory") is not None else None,
                 )
                 for name, b in data["bottles"].items()
             }
@@ -234,6 +240,8 @@ def surface_of(
             secrets=secrets,
             git=git,
             paths=paths,
+            cpus=bottle.cpus,
+            memory=bottle.memory_bytes,
         )
     agents = {}
     for name, agent in manifest.agents.items():
@@ -366,10 +374,19 @@ def _bottle_changes(
     if before is None:
         yield Change(
             f"{prefix}: new bottle (backend {after.backend}, runtime {after.runtime}, "
-            f"supervise {_on_off(after.supervise)})",
+            f"supervise {_on_off(after.supervise)}, {_size_text('cpus', after.cpus)}, "
+            f"{_size_text('memory', after.memory)})",
             widening=True,
         )
-        before = BottleSurface(after.backend, after.runtime, after.supervise, (), ())
+        before = BottleSurface(
+            after.backend,
+            after.runtime,
+            after.supervise,
+            (),
+            (),
+            cpus=after.cpus,
+            memory=after.memory,
+        )
     if before.backend != after.backend:
         yield Change(f"{prefix}: backend {after.backend} (was {before.backend})", True)
     if before.runtime != after.runtime:
@@ -380,6 +397,8 @@ def _bottle_changes(
     if before.supervise != after.supervise:
         was, now = _on_off(before.supervise), _on_off(after.supervise)
         yield Change(f"{prefix}: supervise {now} (was {was})", widening=True)
+    for size in ("cpus", "memory"):
+        yield from _size_changes(prefix, size, getattr(before, size), getattr(after, size))
     yield from _set_changes(f"{prefix}: allow", before.allow, after.allow)
     yield from _set_changes(f"{prefix}: ask", before.ask, after.ask)
     yield from _named_changes(
@@ -387,6 +406,27 @@ def _bottle_changes(
     )
     yield from _named_changes(f"{prefix}: git", before.git, after.git, places, _git_changes)
     yield from _path_changes(prefix, before.paths, after.paths, places)
+
+
+def _size_changes(prefix: str, key: str, was: float | None, now: float | None) -> Iterator[Change]:
+    """A larger share of the host widens (the host bounds a bottle only by these); a smaller
+    one narrows."""
+    if was != now:
+        before = "not recorded" if was is None else _size_text(key, was, named=False)
+        yield Change(
+            f"{prefix}: {_size_text(key, now)} (was {before})",
+            widening=was is None or (now is not None and now > was),
+        )
+
+
+def _size_text(key: str, value: float | None, *, named: bool = True) -> str:
+    if value is None:
+        shown = "unset"
+    elif key == "memory":
+        shown = f"{value / 1024**3:g} GiB" if value >= 1024**3 else f"{value / 1024**2:g} MiB"
+    else:
+        shown = f"{value:g}"
+    return f"{key} {shown}" if named else shown
 
 
 def _on_off(value: bool) -> str:

@@ -641,3 +641,49 @@ def test_turning_ask_on_widens_and_says_what_it_means(project: Project) -> None:
     assert found == {"bottle web: ask + unlisted hosts held for a person's answer": True}
     back = changes(surface_of(asking, home=project.home), surface_of(plain, home=project.home))
     assert [c.widening for c in back] == [False]  # turning it off narrows
+
+
+# -- the bottle's share of the host ---------------------------------------------------------------
+
+RESOURCE_EDITS = [
+    pytest.param(('runtime = "auto"', 'runtime = "auto"\nmemory = "1t"'), "memory", id="memory"),
+    pytest.param(('runtime = "auto"', 'runtime = "auto"\ncpus = 256'), "cpus", id="cpus"),
+]
+
+
+@pytest.mark.parametrize(("edit", "key"), RESOURCE_EDITS)
+def test_a_larger_share_of_the_host_needs_trust(
+    project: Project, monkeypatch: pytest.MonkeyPatch, edit: tuple[str, str], key: str
+) -> None:
+    """Nothing on the host clamps `memory` or `cpus` (the schema allows 1 TiB and 256 CPUs, and
+    the agent's /tmp is a tmpfs of half its memory): raising them takes more of the host, so a
+    launch asks before it does."""
+    trust_store.record(trust_store.review(project.manifest()))
+    monkeypatch.setattr(lifecycle, "backend_named", _no_backend)
+    error = _refused(project, BASE.replace(*edit))
+    assert f"bottle web: {key} " in error.message
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(('runtime = "auto"', 'runtime = "auto"\nmemory = "1g"'), id="memory"),
+        pytest.param(('runtime = "auto"', 'runtime = "auto"\ncpus = 1'), id="cpus"),
+    ],
+)
+def test_a_smaller_share_of_the_host_needs_no_trust(
+    project: Project, edit: tuple[str, str]
+) -> None:
+    found = diff(project, BASE, BASE.replace(*edit))
+    assert found and not any(wide for _, wide in found), found
+
+
+def test_a_record_without_resources_asks_once_for_them(project: Project) -> None:
+    """A record stored before the surface held the bottle's size trusts no size."""
+    stored = project.surface().to_json()
+    for bottle in stored["bottles"].values():
+        del bottle["cpus"], bottle["memory"]
+    old = TrustedSurface.from_json(stored)
+    found = [(c.text, c.widening) for c in changes(old, project.surface())]
+    assert ("bottle web: memory 4 GiB (was not recorded)", True) in found
+    assert ("bottle web: cpus 2 (was not recorded)", True) in found
