@@ -687,3 +687,42 @@ def test_a_record_without_resources_asks_once_for_them(project: Project) -> None
     found = [(c.text, c.widening) for c in changes(old, project.surface())]
     assert ("bottle web: memory 4 GiB (was not recorded)", True) in found
     assert ("bottle web: cpus 2 (was not recorded)", True) in found
+
+
+# -- the manifest's path --------------------------------------------------------------------------
+
+
+def _link_manifest_to(project: Project, target: Path, text: str) -> None:
+    """Replace the trusted `bottle.toml` with a committed symlink to `target` holding `text`,
+    beside copies of the files it names."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("Dockerfile", "prompt.md", "token.txt"):
+        (target.parent / name).write_text((project.directory / name).read_text())
+    target.write_text(text)
+    project.path.unlink()
+    project.path.symlink_to(target)
+
+
+@pytest.mark.parametrize("where", ["inside", "trusted-elsewhere"])
+def test_a_manifest_replaced_by_a_symlink_is_compared_with_what_its_path_trusted(
+    project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    """Trust is kept per path the person launches: `bottle.toml` turned into a link to a wider
+    manifest (new, so a first use; or one trusted for another project) is still a widening of
+    what `bottle.toml` was trusted with."""
+    trust_store.record(trust_store.review(project.manifest()))
+    if where == "inside":
+        target = project.directory / ".bottle" / "bottle.toml"
+    else:
+        target = tmp_path / "other" / "bottle.toml"
+        target.parent.mkdir()
+        (target.parent / "bottle.toml").write_text(_widened())
+        for name in ("Dockerfile", "prompt.md", "token.txt"):
+            (target.parent / name).write_text((project.directory / name).read_text())
+        other = load_manifest_text(_widened(), target).require()
+        trust_store.record(trust_store.review(other))
+    _link_manifest_to(project, target, _widened())
+    monkeypatch.setattr(lifecycle, "backend_named", _no_backend)
+    with pytest.raises(UntrustedManifestError) as raised:
+        lifecycle.launch(project.path, "dev", cwd=project.directory)
+    assert "secret AWS now read from ~/.aws/credentials" in raised.value.message
