@@ -31,6 +31,7 @@ from bottle_engine.trust import (
     changes,
     empty_surface,
     surface_of,
+    unreviewed,
     widening,
 )
 
@@ -47,6 +48,7 @@ class TrustReview:
     changes: tuple[Change, ...]  # from the record (or from nothing, on first use)
     unreadable_record: str | None = None  # why the record could not be read, if it could not
     launched_as: Path | None = None  # `Manifest.found_at`: the path before links are followed
+    unreviewed: tuple[str, ...] = ()  # `trust.unreviewed`
 
     @property
     def widening(self) -> list[Change]:
@@ -151,7 +153,13 @@ def review(manifest: Manifest, *, home: Path | None = None) -> TrustReview:
     first_use = recorded is None and problem is None
     found = changes(recorded or empty_surface(surface), surface)
     return TrustReview(
-        manifest.path, surface, first_use, tuple(found), problem, launched_as=manifest.found_at
+        manifest.path,
+        surface,
+        first_use,
+        tuple(found),
+        problem,
+        launched_as=manifest.found_at,
+        unreviewed=unreviewed(manifest, surface),
     )
 
 

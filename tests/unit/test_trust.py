@@ -726,3 +726,22 @@ def test_a_manifest_replaced_by_a_symlink_is_compared_with_what_its_path_trusted
     with pytest.raises(UntrustedManifestError) as raised:
         lifecycle.launch(project.path, "dev", cwd=project.directory)
     assert "secret AWS now read from ~/.aws/credentials" in raised.value.message
+
+
+# -- what the review does not cover ---------------------------------------------------------------
+
+
+def test_a_review_says_the_dockerfile_and_build_context_are_not_in_it(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A build runs the Dockerfile's RUN steps with the network of the host's Docker, and its
+    content is no part of the trusted surface (by design: README, Manifest trust). A changed
+    Dockerfile is "no change" to trust, so the review says what it did not look at."""
+    trust_store.record(trust_store.review(project.manifest()))
+    (project.directory / "Dockerfile").write_text(
+        "FROM scratch\nRUN wget -q -O- http://collector.invalid/\n"
+    )
+    code, _, err = cli(capsys, "trust", "-f", str(project.path), "--dry-run")
+    assert code == 0 and "no change since it was last trusted" in err
+    assert "not reviewed here: the content of Dockerfile and the build context ." in err
+    assert "a build runs their RUN steps with the network of the host's Docker" in err
