@@ -61,6 +61,17 @@ CREDENTIAL_LOCATIONS = (
     ".claude/.credentials.json",
 )
 
+# The manifest keys (`schema.walk` paths) trust does not compare, and why: every other key of the
+# schema is in the surface (a test changes each one and checks).
+OUTSIDE_SURFACE = {
+    "agents.AGENT.prompt": "text the agent reads, inside the bottle",
+    "agents.AGENT.command": "runs inside the bottle",
+    "bottles.BOTTLE.env": "set inside the bottle only; the engine's own variables win",
+    "bottles.BOTTLE.build_args": "inputs of the Dockerfile, whose content is not reviewed "
+    "(`unreviewed`)",
+    "bottles.BOTTLE.base_image": "the Dockerfile's base, like its FROM line (`unreviewed`)",
+}
+
 Resolve = Callable[[Path], Path]
 _Surface = TypeVar("_Surface")  # a bottle's, an agent's, a secret's or a git upstream's
 
@@ -106,6 +117,9 @@ class BottleSurface:
 class AgentSurface:
     bottle: str
     paths: dict[str, str] = field(default_factory=dict)
+    # `copy_cwd`: the directory `launch` runs in (the person's, wherever that is) goes into the
+    # bottle. None: a record stored before the surface held it.
+    copies_cwd: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +171,9 @@ class TrustedSurface:
             }
             agents = {
                 name: AgentSurface(
-                    str(a["bottle"]), {str(k): str(v) for k, v in a["paths"].items()}
+                    str(a["bottle"]),
+                    {str(k): str(v) for k, v in a["paths"].items()},
+                    bool(a["copies_cwd"]) if a.get("copies_cwd") is not None else None,
                 )
                 for name, a in data["agents"].items()
             }
@@ -250,7 +266,7 @@ def surface_of(
             paths["prompt_file"] = prompt
         for skill in agent.skills:  # always outside: they come from ~/.claude/skills
             paths[f"skill {skill}"] = where(home / ".claude" / "skills" / skill)
-        agents[name] = AgentSurface(bottle=agent.bottle, paths=paths)
+        agents[name] = AgentSurface(bottle=agent.bottle, paths=paths, copies_cwd=agent.copy_cwd)
     return TrustedSurface(
         manifest=str(resolve(manifest.path)), home=str(real_home), bottles=bottles, agents=agents
     )
@@ -385,6 +401,10 @@ def _agent_changes(
         yield Change(f"{prefix}: new, runs in bottle {now.bottle}", widening=True)
     elif was.bottle != now.bottle:
         yield Change(f"{prefix}: now runs in bottle {now.bottle} (was {was.bottle})", True)
+    if now.copies_cwd and (was is None or not was.copies_cwd):
+        yield Change(f"{prefix}: copies the directory launch runs in into the bottle", True)
+    elif was is not None and was.copies_cwd and not now.copies_cwd:
+        yield Change(f"{prefix}: no longer copies the directory launch runs in", False)
     yield from _path_changes(prefix, was.paths if was else {}, now.paths, places)
 
 

@@ -14,15 +14,17 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bottle_engine import lifecycle, trust_store
 from bottle_engine.cli import main
-from bottle_engine.manifest import load_manifest_text
-from bottle_engine.manifest.model import Egress, GitUpstream, Manifest
+from bottle_engine.manifest import load_manifest_text, schema
+from bottle_engine.manifest.model import Egress, GitUpstream, Manifest, build_model
 from bottle_engine.progress import RecordingProgress
 from bottle_engine.trust import (
+    OUTSIDE_SURFACE,
     TrustedSurface,
     changes,
     empty_surface,
@@ -745,3 +747,55 @@ def test_a_review_says_the_dockerfile_and_build_context_are_not_in_it(
     assert code == 0 and "no change since it was last trusted" in err
     assert "not reviewed here: the content of Dockerfile and the build context ." in err
     assert "a build runs their RUN steps with the network of the host's Docker" in err
+
+
+# -- every key of the schema is in the surface, or says why not -----------------------------------
+
+_EXAMPLE_TABLE = {"AGENT": "dev", "BOTTLE": "web", "SECRET": "TOKEN"}
+
+
+def _mutated(field: schema.Field, current: object) -> object:
+    """A value for `field` other than `current`, of its kind (the model is built unvalidated)."""
+    if field.kind == schema.Kind.BOOLEAN:
+        return not current
+    if field.kind in (schema.Kind.NUMBER, schema.Kind.INTEGER):
+        return field.maximum if field.maximum is not None else 1000
+    if field.enum:
+        return next(value for value in field.enum if value != current)
+    if field.kind == schema.Kind.STRING_MAP:
+        return {"MUTATED": "1"}
+    if field.kind == schema.Kind.STRING_LIST:
+        return ["pdf"] if field.refers_to == schema.Ref.SKILL else ["mutated.invalid"]
+    return {
+        schema.Format.MEMORY: "1t",
+        schema.Format.PATH: "/srv/elsewhere/file",
+        schema.Format.GIT_URL: "ssh://git@mutated.invalid/x.git",
+    }.get(field.format, "mutated")  # type: ignore[arg-type]
+
+
+def _schema_leaves() -> list[str]:
+    return [path for path, field in schema.walk() if not field.is_table]
+
+
+@pytest.mark.parametrize("key", _schema_leaves())
+def test_every_schema_key_is_in_the_surface_or_listed_as_outside_it(
+    project: Project, key: str
+) -> None:
+    """A key added to the schema is either part of what trust compares or named, with its
+    reason, in `trust.OUTSIDE_SURFACE`: nothing is left out by forgetting it."""
+    import tomllib
+
+    data = tomllib.loads(BASE)
+    parts = [_EXAMPLE_TABLE.get(part, part) for part in key.replace("[]", ".0").split(".")]
+    table: Any = data
+    for part in parts[:-1]:
+        table = table[int(part)] if part.isdigit() else table.setdefault(part, {})
+    field = schema.field_at(tuple(int(p) if p.isdigit() else p for p in parts))
+    assert field is not None
+    current = table.get(parts[-1], field.default)
+    table[parts[-1]] = _mutated(field, current)
+    if key.endswith(".from_env"):
+        table.pop("from_file", None)  # one source at a time
+    before = project.surface()
+    after = surface_of(build_model(project.path, data), home=project.home)
+    assert (before != after) == (key not in OUTSIDE_SURFACE), (key, changes(before, after))
