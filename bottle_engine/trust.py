@@ -272,17 +272,16 @@ def surface_of(
     )
 
 
-def unreviewed(manifest: Manifest, surface: TrustedSurface) -> tuple[str, ...]:
+def unreviewed(
+    manifest: Manifest, surface: TrustedSurface, *, resolve: Resolve = _real_path
+) -> tuple[str, ...]:
     """What a build reads and runs that the surface does not hold, one line per Dockerfile and
     context (by design: a person's own image edits would otherwise need trust each time; the
     git gate refuses an agent's push of the Dockerfile and `.dockerignore`). Said with every
     review, so that "no change" is not read as "the build is unchanged"."""
     places = _Places(Path(surface.home), Path(surface.directory))
     builds = sorted(
-        {
-            (str(_real_path(b.dockerfile)), str(_real_path(b.context)))
-            for b in manifest.bottles.values()
-        }
+        {(str(resolve(b.dockerfile)), str(resolve(b.context))) for b in manifest.bottles.values()}
     )
     return tuple(
         f"not reviewed here: the content of {places.show(dockerfile)} and the build context "
