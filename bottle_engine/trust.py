@@ -4,8 +4,9 @@ versions of that differ.
 A hostile agent cannot edit the user's manifest, but it can propose one (a branch that changes
 `bottle.toml`, a repository that ships one). `surface_of` reduces a manifest to its
 `TrustedSurface`: egress rules, secrets (source and the hosts their values go to), git upstreams,
-supervise, backend and runtime, and every host path the manifest reads outside its own
-directory. `changes` compares two surfaces as readable lines, each marked widening (needs the
+supervise, backend and runtime, the agent's share of the host (`cpus`, `memory`: nothing on
+the host clamps them), and every host path the manifest reads outside its own directory.
+`changes` compares two surfaces as readable lines, each marked widening (needs the
 person's trust) or narrowing (a bottle that can do less; no trust needed). Anything not known to
 narrow counts as widening.
 
@@ -60,6 +61,17 @@ CREDENTIAL_LOCATIONS = (
     ".claude/.credentials.json",
 )
 
+# The manifest keys (`schema.walk` paths) trust does not compare, and why: every other key of the
+# schema is in the surface (a test changes each one and checks).
+OUTSIDE_SURFACE = {
+    "agents.AGENT.prompt": "text the agent reads, inside the bottle",
+    "agents.AGENT.command": "runs inside the bottle",
+    "bottles.BOTTLE.env": "set inside the bottle only; the engine's own variables win",
+    "bottles.BOTTLE.build_args": "inputs of the Dockerfile, whose content is not reviewed "
+    "(`unreviewed`)",
+    "bottles.BOTTLE.base_image": "the Dockerfile's base, like its FROM line (`unreviewed`)",
+}
+
 Resolve = Callable[[Path], Path]
 _Surface = TypeVar("_Surface")  # a bottle's, an agent's, a secret's or a git upstream's
 
@@ -96,12 +108,18 @@ class BottleSurface:
     secrets: dict[str, SecretSurface] = field(default_factory=dict)
     git: dict[str, GitUpstream] = field(default_factory=dict)  # see `git_surface`
     paths: dict[str, str] = field(default_factory=dict)  # what reads it -> resolved path
+    # The agent's size. None: a record stored before the surface held it, which trusts no size.
+    cpus: float | None = None
+    memory: int | None = None  # bytes
 
 
 @dataclass(frozen=True)
 class AgentSurface:
     bottle: str
     paths: dict[str, str] = field(default_factory=dict)
+    # `copy_cwd`: the directory `launch` runs in (the person's, wherever that is) goes into the
+    # bottle. None: a record stored before the surface held it.
+    copies_cwd: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +164,16 @@ class TrustedSurface:
                     },
                     git={g: _git_surface_from_json(g, v) for g, v in b["git"].items()},
                     paths={str(k): str(v) for k, v in b["paths"].items()},
+                    cpus=float(b["cpus"]) if b.get("cpus") is not None else None,
+                    memory=int(b["memory"]) if b.get("memory") is not None else None,
                 )
                 for name, b in data["bottles"].items()
             }
             agents = {
                 name: AgentSurface(
-                    str(a["bottle"]), {str(k): str(v) for k, v in a["paths"].items()}
+                    str(a["bottle"]),
+                    {str(k): str(v) for k, v in a["paths"].items()},
+                    bool(a["copies_cwd"]) if a.get("copies_cwd") is not None else None,
                 )
                 for name, a in data["agents"].items()
             }
@@ -234,6 +256,8 @@ def surface_of(
             secrets=secrets,
             git=git,
             paths=paths,
+            cpus=bottle.cpus,
+            memory=bottle.memory_bytes,
         )
     agents = {}
     for name, agent in manifest.agents.items():
@@ -242,9 +266,28 @@ def surface_of(
             paths["prompt_file"] = prompt
         for skill in agent.skills:  # always outside: they come from ~/.claude/skills
             paths[f"skill {skill}"] = where(home / ".claude" / "skills" / skill)
-        agents[name] = AgentSurface(bottle=agent.bottle, paths=paths)
+        agents[name] = AgentSurface(bottle=agent.bottle, paths=paths, copies_cwd=agent.copy_cwd)
     return TrustedSurface(
         manifest=str(resolve(manifest.path)), home=str(real_home), bottles=bottles, agents=agents
+    )
+
+
+def unreviewed(
+    manifest: Manifest, surface: TrustedSurface, *, resolve: Resolve = _real_path
+) -> tuple[str, ...]:
+    """What a build reads and runs that the surface does not hold, one line per Dockerfile and
+    context (by design: a person's own image edits would otherwise need trust each time; the
+    git gate refuses an agent's push of the Dockerfile and `.dockerignore`). Said with every
+    review, so that "no change" is not read as "the build is unchanged"."""
+    places = _Places(Path(surface.home), Path(surface.directory))
+    builds = sorted(
+        {(str(resolve(b.dockerfile)), str(resolve(b.context))) for b in manifest.bottles.values()}
+    )
+    return tuple(
+        f"not reviewed here: the content of {places.show(dockerfile)} and the build context "
+        f"{places.show(context)}: a build runs their RUN steps with the network of the host's "
+        "Docker; read their changes yourself"
+        for dockerfile, context in builds
     )
 
 
@@ -357,6 +400,10 @@ def _agent_changes(
         yield Change(f"{prefix}: new, runs in bottle {now.bottle}", widening=True)
     elif was.bottle != now.bottle:
         yield Change(f"{prefix}: now runs in bottle {now.bottle} (was {was.bottle})", True)
+    if now.copies_cwd and (was is None or not was.copies_cwd):
+        yield Change(f"{prefix}: copies the directory launch runs in into the bottle", True)
+    elif was is not None and was.copies_cwd and not now.copies_cwd:
+        yield Change(f"{prefix}: no longer copies the directory launch runs in", False)
     yield from _path_changes(prefix, was.paths if was else {}, now.paths, places)
 
 
@@ -366,10 +413,19 @@ def _bottle_changes(
     if before is None:
         yield Change(
             f"{prefix}: new bottle (backend {after.backend}, runtime {after.runtime}, "
-            f"supervise {_on_off(after.supervise)})",
+            f"supervise {_on_off(after.supervise)}, {_size_text('cpus', after.cpus)}, "
+            f"{_size_text('memory', after.memory)})",
             widening=True,
         )
-        before = BottleSurface(after.backend, after.runtime, after.supervise, (), ())
+        before = BottleSurface(
+            after.backend,
+            after.runtime,
+            after.supervise,
+            (),
+            (),
+            cpus=after.cpus,
+            memory=after.memory,
+        )
     if before.backend != after.backend:
         yield Change(f"{prefix}: backend {after.backend} (was {before.backend})", True)
     if before.runtime != after.runtime:
@@ -380,6 +436,8 @@ def _bottle_changes(
     if before.supervise != after.supervise:
         was, now = _on_off(before.supervise), _on_off(after.supervise)
         yield Change(f"{prefix}: supervise {now} (was {was})", widening=True)
+    for size in ("cpus", "memory"):
+        yield from _size_changes(prefix, size, getattr(before, size), getattr(after, size))
     yield from _set_changes(f"{prefix}: allow", before.allow, after.allow)
     yield from _set_changes(f"{prefix}: ask", before.ask, after.ask)
     yield from _named_changes(
@@ -387,6 +445,27 @@ def _bottle_changes(
     )
     yield from _named_changes(f"{prefix}: git", before.git, after.git, places, _git_changes)
     yield from _path_changes(prefix, before.paths, after.paths, places)
+
+
+def _size_changes(prefix: str, key: str, was: float | None, now: float | None) -> Iterator[Change]:
+    """A larger share of the host widens (the host bounds a bottle only by these); a smaller
+    one narrows."""
+    if was != now:
+        before = "not recorded" if was is None else _size_text(key, was, named=False)
+        yield Change(
+            f"{prefix}: {_size_text(key, now)} (was {before})",
+            widening=was is None or (now is not None and now > was),
+        )
+
+
+def _size_text(key: str, value: float | None, *, named: bool = True) -> str:
+    if value is None:
+        shown = "unset"
+    elif key == "memory":
+        shown = f"{value / 1024**3:g} GiB" if value >= 1024**3 else f"{value / 1024**2:g} MiB"
+    else:
+        shown = f"{value:g}"
+    return f"{key} {shown}" if named else shown
 
 
 def _on_off(value: bool) -> str:

@@ -1,7 +1,10 @@
 """Manifest trust, the side effects: the surface each manifest was last launched with.
 
-One file per resolved manifest path under ``<state dir>/trust/`` (0600 in a 0700 directory,
-written to a temporary name and renamed, so a crash never leaves half a record). `review`
+One file per manifest path under ``<state dir>/trust/`` (0600 in a 0700 directory, written to
+a temporary name and renamed, so a crash never leaves half a record), kept both for the path as
+launched and for where its symlinks lead: a `bottle.toml` replaced by a link to another manifest
+is still compared with what `bottle.toml` was trusted with, not taken as a first use of the
+link's target (or as that target, trusted for another project). `review`
 compares a manifest with its record; `record` stores what a review showed. A manifest that has
 no record is on its first use: launching it records it (trust on first use). A moved manifest
 has another path, so it is new.
@@ -13,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +31,7 @@ from bottle_engine.trust import (
     changes,
     empty_surface,
     surface_of,
+    unreviewed,
     widening,
 )
 
@@ -42,6 +47,8 @@ class TrustReview:
     first_use: bool
     changes: tuple[Change, ...]  # from the record (or from nothing, on first use)
     unreadable_record: str | None = None  # why the record could not be read, if it could not
+    launched_as: Path | None = None  # `Manifest.found_at`: the path before links are followed
+    unreviewed: tuple[str, ...] = ()  # `trust.unreviewed`
 
     @property
     def widening(self) -> list[Change]:
@@ -87,17 +94,42 @@ def trust_dir() -> Path:
 
 def record_path(manifest_path: Path) -> Path:
     """The record of one manifest path (resolved, so two spellings of a path share it)."""
-    digest = hashlib.sha256(str(Path(os.path.realpath(manifest_path))).encode()).hexdigest()
+    return _record_file(os.path.realpath(manifest_path))
+
+
+def record_paths(manifest_path: Path, launched_as: Path | None = None) -> tuple[Path, ...]:
+    """The records a manifest is trusted in: the path it was launched as (`launched_as`, else
+    `manifest_path`, made absolute, links not followed), then the resolved one (`record_path`),
+    when that is another."""
+    given = _record_file(os.path.abspath(launched_as or manifest_path))
+    resolved = record_path(manifest_path)
+    return (given,) if given == resolved else (given, resolved)
+
+
+def _record_file(absolute: str) -> Path:
+    digest = hashlib.sha256(absolute.encode()).hexdigest()
     return trust_dir() / f"{digest[:32]}.json"
 
 
-def load_record(manifest_path: Path) -> TrustedSurface | None:
-    """The recorded surface, None when there is none; `ValueError` when it is unreadable."""
-    path = record_path(manifest_path)
+def load_record(manifest_path: Path, launched_as: Path | None = None) -> TrustedSurface | None:
+    """The recorded surface, None when there is none; `ValueError` when it is unreadable. The
+    record of the path as launched comes first: what that path was trusted with holds, whatever
+    it links to now."""
+    for path in record_paths(manifest_path, launched_as):
+        try:
+            return _read_record(path)
+        except FileNotFoundError:
+            continue
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    return None
+
+
+def _read_record(path: Path) -> TrustedSurface:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None
+        raise
     except OSError as exc:
         raise ValueError(str(exc)) from exc
     try:
@@ -113,26 +145,40 @@ def review(manifest: Manifest, *, home: Path | None = None) -> TrustReview:
     """Compare `manifest` with what was last trusted for its path. Reads; never writes."""
     surface = surface_of(manifest, home=home)
     try:
-        recorded = load_record(manifest.path)
+        recorded = load_record(manifest.path, manifest.found_at)
         problem = None
     except ValueError as exc:
         # An unreadable record trusts nothing, and is no first use either: every line counts.
-        recorded, problem = empty_surface(surface), f"{record_path(manifest.path)}: {exc}"
+        recorded, problem = empty_surface(surface), str(exc)
     first_use = recorded is None and problem is None
     found = changes(recorded or empty_surface(surface), surface)
-    return TrustReview(manifest.path, surface, first_use, tuple(found), problem)
+    return TrustReview(
+        manifest.path,
+        surface,
+        first_use,
+        tuple(found),
+        problem,
+        launched_as=manifest.found_at,
+        unreviewed=unreviewed(manifest, surface),
+    )
 
 
 def record(reviewed: TrustReview) -> Path:
-    """Store the reviewed surface as trusted for its manifest path; the record's path."""
-    path = record_path(reviewed.manifest)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    """Store the reviewed surface as trusted for its manifest path (as launched and resolved);
+    the resolved path's record."""
     data = {
         "manifest": reviewed.surface.manifest,
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "surface": reviewed.surface.to_json(),
     }
+    for path in record_paths(reviewed.manifest, reviewed.launched_as):
+        _write_record(path, data)
+    return record_path(reviewed.manifest)
+
+
+def _write_record(path: Path, data: Mapping[str, object]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".trust-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -144,7 +190,6 @@ def record(reviewed: TrustReview) -> Path:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
 
 
 def record_if_fingerprint(reviewed: TrustReview, fingerprint: str) -> Path:

@@ -73,9 +73,10 @@ def print_review(reviewed: TrustReview) -> None:
         err_console.print(f"{safe_markup(reviewed.manifest)} has not been trusted before; it says:")
     elif not reviewed.changes:
         err_console.print(f"{safe_markup(reviewed.manifest)}: no change since it was last trusted")
-        return
     else:
         err_console.print(f"{safe_markup(reviewed.manifest)} changed since it was last trusted:")
     for change in reviewed.changes:
         mark = "[bold red]+[/]" if change.widening else "[green]-[/]"
         err_console.print(f"  {mark} {safe_markup(change.text)}")
+    for line in reviewed.unreviewed:
+        err_console.print(f"  [yellow]{safe_markup(line)}[/]")

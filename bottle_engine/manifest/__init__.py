@@ -7,6 +7,7 @@ manifest = loaded.require()          # BottleError when there are errors
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def load_manifest_file(path: Path) -> LoadedManifest:
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise BottleError(f"{path}: cannot read the manifest: {exc}") from exc
-    return load_manifest_text(text, path.resolve())
+    loaded = load_manifest_text(text, path.resolve())
+    if loaded.manifest is not None:
+        loaded.manifest = replace(loaded.manifest, found_at=Path(os.path.abspath(path)))
+    return loaded
 
 
 def find_manifest(explicit: str | Path | None = None, start: Path | None = None) -> Path:
@@ -87,7 +91,7 @@ def find_manifest(explicit: str | Path | None = None, start: Path | None = None)
             path = path / MANIFEST_NAME
         if not path.is_file():
             raise BottleError(f"{path}: no such manifest", fix="check the -f/--file path")
-        return path.resolve()
+        return Path(os.path.abspath(path))  # links kept: `load_manifest_file` resolves
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         candidate = directory / MANIFEST_NAME

@@ -96,9 +96,12 @@ class Bottle:
 
 @dataclass(frozen=True)
 class Manifest:
-    path: Path
+    path: Path  # resolved: the file's own paths are relative to where it really is
     agents: dict[str, Agent]
     bottles: dict[str, Bottle]
+    # The path it was launched by, links not followed (None: loaded from text alone). Trust is
+    # kept for it too: a `bottle.toml` replaced by a link is still that path (`trust_store`).
+    found_at: Path | None = None
 
     @property
     def directory(self) -> Path:

@@ -14,15 +14,17 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bottle_engine import lifecycle, trust_store
 from bottle_engine.cli import main
-from bottle_engine.manifest import load_manifest_text
-from bottle_engine.manifest.model import Egress, GitUpstream, Manifest
+from bottle_engine.manifest import load_manifest_text, schema
+from bottle_engine.manifest.model import Egress, GitUpstream, Manifest, build_model
 from bottle_engine.progress import RecordingProgress
 from bottle_engine.trust import (
+    OUTSIDE_SURFACE,
     TrustedSurface,
     changes,
     empty_surface,
@@ -641,3 +643,159 @@ def test_turning_ask_on_widens_and_says_what_it_means(project: Project) -> None:
     assert found == {"bottle web: ask + unlisted hosts held for a person's answer": True}
     back = changes(surface_of(asking, home=project.home), surface_of(plain, home=project.home))
     assert [c.widening for c in back] == [False]  # turning it off narrows
+
+
+# -- the bottle's share of the host ---------------------------------------------------------------
+
+RESOURCE_EDITS = [
+    pytest.param(('runtime = "auto"', 'runtime = "auto"\nmemory = "1t"'), "memory", id="memory"),
+    pytest.param(('runtime = "auto"', 'runtime = "auto"\ncpus = 256'), "cpus", id="cpus"),
+]
+
+
+@pytest.mark.parametrize(("edit", "key"), RESOURCE_EDITS)
+def test_a_larger_share_of_the_host_needs_trust(
+    project: Project, monkeypatch: pytest.MonkeyPatch, edit: tuple[str, str], key: str
+) -> None:
+    """Nothing on the host clamps `memory` or `cpus` (the schema allows 1 TiB and 256 CPUs, and
+    the agent's /tmp is a tmpfs of half its memory): raising them takes more of the host, so a
+    launch asks before it does."""
+    trust_store.record(trust_store.review(project.manifest()))
+    monkeypatch.setattr(lifecycle, "backend_named", _no_backend)
+    error = _refused(project, BASE.replace(*edit))
+    assert f"bottle web: {key} " in error.message
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(('runtime = "auto"', 'runtime = "auto"\nmemory = "1g"'), id="memory"),
+        pytest.param(('runtime = "auto"', 'runtime = "auto"\ncpus = 1'), id="cpus"),
+    ],
+)
+def test_a_smaller_share_of_the_host_needs_no_trust(
+    project: Project, edit: tuple[str, str]
+) -> None:
+    found = diff(project, BASE, BASE.replace(*edit))
+    assert found and not any(wide for _, wide in found), found
+
+
+def test_a_record_without_resources_asks_once_for_them(project: Project) -> None:
+    """A record stored before the surface held the bottle's size trusts no size."""
+    stored = project.surface().to_json()
+    for bottle in stored["bottles"].values():
+        del bottle["cpus"], bottle["memory"]
+    old = TrustedSurface.from_json(stored)
+    found = [(c.text, c.widening) for c in changes(old, project.surface())]
+    assert ("bottle web: memory 4 GiB (was not recorded)", True) in found
+    assert ("bottle web: cpus 2 (was not recorded)", True) in found
+
+
+# -- the manifest's path --------------------------------------------------------------------------
+
+
+def _link_manifest_to(project: Project, target: Path, text: str) -> None:
+    """Replace the trusted `bottle.toml` with a committed symlink to `target` holding `text`,
+    beside copies of the files it names."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("Dockerfile", "prompt.md", "token.txt"):
+        (target.parent / name).write_text((project.directory / name).read_text())
+    target.write_text(text)
+    project.path.unlink()
+    project.path.symlink_to(target)
+
+
+@pytest.mark.parametrize("where", ["inside", "trusted-elsewhere"])
+def test_a_manifest_replaced_by_a_symlink_is_compared_with_what_its_path_trusted(
+    project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    """Trust is kept per path the person launches: `bottle.toml` turned into a link to a wider
+    manifest (new, so a first use; or one trusted for another project) is still a widening of
+    what `bottle.toml` was trusted with."""
+    trust_store.record(trust_store.review(project.manifest()))
+    if where == "inside":
+        target = project.directory / ".bottle" / "bottle.toml"
+    else:
+        target = tmp_path / "other" / "bottle.toml"
+        target.parent.mkdir()
+        (target.parent / "bottle.toml").write_text(_widened())
+        for name in ("Dockerfile", "prompt.md", "token.txt"):
+            (target.parent / name).write_text((project.directory / name).read_text())
+        other = load_manifest_text(_widened(), target).require()
+        trust_store.record(trust_store.review(other))
+    _link_manifest_to(project, target, _widened())
+    monkeypatch.setattr(lifecycle, "backend_named", _no_backend)
+    with pytest.raises(UntrustedManifestError) as raised:
+        lifecycle.launch(project.path, "dev", cwd=project.directory)
+    assert "secret AWS now read from ~/.aws/credentials" in raised.value.message
+
+
+# -- what the review does not cover ---------------------------------------------------------------
+
+
+def test_a_review_says_the_dockerfile_and_build_context_are_not_in_it(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A build runs the Dockerfile's RUN steps with the network of the host's Docker, and its
+    content is no part of the trusted surface (by design: README, Manifest trust). A changed
+    Dockerfile is "no change" to trust, so the review says what it did not look at."""
+    trust_store.record(trust_store.review(project.manifest()))
+    (project.directory / "Dockerfile").write_text(
+        "FROM scratch\nRUN wget -q -O- http://collector.invalid/\n"
+    )
+    code, _, err = cli(capsys, "trust", "-f", str(project.path), "--dry-run")
+    assert code == 0 and "no change since it was last trusted" in err
+    assert "not reviewed here: the content of Dockerfile and the build context ." in err
+    assert "a build runs their RUN steps with the network of the host's Docker" in err
+
+
+# -- every key of the schema is in the surface, or says why not -----------------------------------
+
+_EXAMPLE_TABLE = {"AGENT": "dev", "BOTTLE": "web", "SECRET": "TOKEN"}
+
+
+def _mutated(field: schema.Field, current: object) -> object:
+    """A value for `field` other than `current`, of its kind (the model is built unvalidated)."""
+    if field.kind == schema.Kind.BOOLEAN:
+        return not current
+    if field.kind in (schema.Kind.NUMBER, schema.Kind.INTEGER):
+        return field.maximum if field.maximum is not None else 1000
+    if field.enum:
+        return next(value for value in field.enum if value != current)
+    if field.kind == schema.Kind.STRING_MAP:
+        return {"MUTATED": "1"}
+    if field.kind == schema.Kind.STRING_LIST:
+        return ["pdf"] if field.refers_to == schema.Ref.SKILL else ["mutated.invalid"]
+    return {
+        schema.Format.MEMORY: "1t",
+        schema.Format.PATH: "/srv/elsewhere/file",
+        schema.Format.GIT_URL: "ssh://git@mutated.invalid/x.git",
+    }.get(field.format, "mutated")  # type: ignore[arg-type]
+
+
+def _schema_leaves() -> list[str]:
+    return [path for path, field in schema.walk() if not field.is_table]
+
+
+@pytest.mark.parametrize("key", _schema_leaves())
+def test_every_schema_key_is_in_the_surface_or_listed_as_outside_it(
+    project: Project, key: str
+) -> None:
+    """A key added to the schema is either part of what trust compares or named, with its
+    reason, in `trust.OUTSIDE_SURFACE`: nothing is left out by forgetting it."""
+    import tomllib
+
+    data = tomllib.loads(BASE)
+    parts = [_EXAMPLE_TABLE.get(part, part) for part in key.replace("[]", ".0").split(".")]
+    table: Any = data
+    for part in parts[:-1]:
+        table = table[int(part)] if part.isdigit() else table.setdefault(part, {})
+    field = schema.field_at(tuple(int(p) if p.isdigit() else p for p in parts))
+    assert field is not None
+    current = table.get(parts[-1], field.default)
+    table[parts[-1]] = _mutated(field, current)
+    if key.endswith(".from_env"):
+        table.pop("from_file", None)  # one source at a time
+    before = project.surface()
+    after = surface_of(build_model(project.path, data), home=project.home)
+    assert (before != after) == (key not in OUTSIDE_SURFACE), (key, changes(before, after))
