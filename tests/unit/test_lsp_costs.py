@@ -66,7 +66,7 @@ def test_hover_on_a_line_of_unclosed_escaped_quotes_is_linear() -> None:
 
 def test_a_header_of_many_parts_is_outlined_in_linear_time() -> None:
     # every prefix of the path was built and hashed: 32 000 characters took 0.49 s
-    assert_linear(lambda: outline("[" + "a." * 16_000), lambda: outline("[a]\n" * 16_000))
+    assert_linear(lambda: outline("[" + "a." * 16_000), lambda: outline("[a]\n" * 16_000), room=4)
 
 
 def test_a_dotted_key_of_many_parts_is_refused_before_tomllib_reads_it() -> None:
