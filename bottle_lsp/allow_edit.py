@@ -19,6 +19,7 @@ from tomlkit.items import InlineTable
 
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
+from bottle_engine.manifest.source import load_toml
 
 # The editor's lines: LSP ends a line at \n, \r\n or \r only. `str.splitlines` also breaks at
 # U+2028, U+2029, U+0085, \f, \v and \x1c-\x1e, which TOML allows in comments and strings: a
@@ -85,10 +86,10 @@ def _check_only_added(old: str, new: str, bottle: str, entry: str) -> None:
     """Refuse an edit that means more than `entry` added to this bottle's `allow`: tomlkit
     writes some layouts back elsewhere (a table under a dotted key lands at the top level)."""
     try:
-        expected = tomllib.loads(old)
+        expected = load_toml(old)
         egress = expected["bottles"][bottle].setdefault("egress", {})
         egress["allow"] = [*egress.get("allow", []), entry]
-        same = tomllib.loads(new) == expected
+        same = load_toml(new) == expected
     except (tomllib.TOMLDecodeError, RecursionError, KeyError, TypeError, AttributeError):
         same = False
     if not same:

@@ -5,15 +5,14 @@ Built on the line-based `Outline`, so it answers for half-typed documents too.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from bottle_engine.manifest.source import KeyPath, Position
 from bottle_lsp.outline import KeyLine, Outline, Segment, split_key
 
-_WORD = re.compile(r"[A-Za-z0-9_.*:/-]*$")
-_KEY_CHARS = re.compile(r"[A-Za-z0-9_-]*$")
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_WORD_CHARS = _KEY_CHARS | frozenset(".*:/")
 
 CursorKind = Literal["header", "key", "value", "none"]
 
@@ -88,8 +87,7 @@ def cursor_at(outline: Outline, position: Position) -> Cursor:
     if "=" in stripped or "#" in stripped:
         return Cursor("none", table, (), "", column, line_text=text)
     typed_key = split_key(stripped, len(before) - len(stripped)) if stripped else ()
-    word = _KEY_CHARS.search(before)
-    prefix = word.group() if word else ""
+    prefix = trailing_run(before, _KEY_CHARS)
     parents = tuple(s.name for s in typed_key[:-1])
     return Cursor(
         "key", (*table, *parents), (), prefix, column - len(prefix), line_text=text, segment=None
@@ -108,8 +106,7 @@ def _value(
         assert quote_at is not None
         prefix_start = start_of_value + quote_at + 1
     else:
-        word = _WORD.search(typed)
-        prefix_start = column - len(word.group()) if word else column
+        prefix_start = column - len(trailing_run(typed, _WORD_CHARS))
     return Cursor(
         "value",
         table,
@@ -119,6 +116,19 @@ def _value(
         in_string=in_string,
         line_text=text,
     )
+
+
+def trailing_run(text: str, chars: frozenset[str]) -> str:
+    """The characters from `chars` that end `text` (before one final newline, as a regex `$`).
+
+    Walked back from the end: a search for `[chars]*$` retries from every start on a line the
+    workspace writes, which is quadratic in its length on each keystroke.
+    """
+    end = len(text) - 1 if text.endswith("\n") else len(text)
+    start = end
+    while start > 0 and text[start - 1] in chars:
+        start -= 1
+    return text[start:end]
 
 
 def _open_quote(text: str) -> int | None:
@@ -192,18 +202,51 @@ def _multiline_value(outline: Outline, line: int, column: int) -> Cursor:
     return Cursor("value", owner.table, key, "", column, in_string=True)
 
 
-_STRING = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'")
-
-
 def string_at(text: str, column: int) -> tuple[str, int, int] | None:
-    """The quoted string on `text` that holds `column`: its value and [start, end) with quotes."""
-    for match in _STRING.finditer(text):
-        if match.start() <= column <= match.end():
-            raw = match.group(1) if match.group(1) is not None else match.group(2)
-            value = (
-                raw.replace('\\"', '"').replace("\\\\", "\\") if match.group(1) is not None else raw
-            )
-            return value, match.start(), match.end()
-        if match.start() > column:
-            break
+    """The quoted string on `text` that holds `column`: its value and [start, end) with quotes.
+
+    Strings are read left to right as a regex search would find them (an opening quote with no
+    close is skipped and the search resumes after it), but each position is looked at a bounded
+    number of times: `_basic_string_ends` answers "where does a string opened here close" for
+    every position in one backward pass, where a regex retried from each skipped quote re-reads
+    the rest of the line every time.
+    """
+    closes = _basic_string_ends(text)
+    start = 0
+    while start <= min(column, len(text) - 1):
+        quote = text[start]
+        if quote == '"':
+            close = closes[start + 1]
+        elif quote == "'":
+            found = text.find("'", start + 1)
+            close = found if found >= 0 else None
+        else:
+            close = None
+        if close is None:
+            start += 1
+            continue
+        if column <= close + 1:
+            raw = text[start + 1 : close]
+            value = raw.replace('\\"', '"').replace("\\\\", "\\") if quote == '"' else raw
+            return value, start, close + 1
+        start = close + 1
     return None
+
+
+def _basic_string_ends(text: str) -> list[int | None]:
+    """For each position, where a double-quoted string whose body starts there closes.
+
+    The body is characters other than a quote or backslash, and backslash escapes of any one
+    character but a newline; `None` where no closing quote follows.
+    """
+    ends: list[int | None] = [None] * (len(text) + 2)
+    for index in range(len(text) - 1, -1, -1):
+        char = text[index]
+        if char == '"':
+            ends[index] = index
+        elif char == "\\":
+            escapable = index + 1 < len(text) and text[index + 1] != "\n"
+            ends[index] = ends[index + 2] if escapable else None
+        else:
+            ends[index] = ends[index + 1]
+    return ends

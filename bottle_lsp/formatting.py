@@ -8,13 +8,14 @@ import tomllib
 
 from lsprotocol import types
 
+from bottle_engine.manifest.source import load_toml
 from bottle_lsp.outline import outline
 
 
 def format_text(text: str) -> str | None:
     """The formatted text, or None when `text` does not parse (nothing to stand on)."""
     try:
-        before = tomllib.loads(text)
+        before = load_toml(text)
     except (tomllib.TOMLDecodeError, RecursionError):  # it recurses once per nested bracket
         return None
     found = outline(text)
@@ -36,7 +37,7 @@ def format_text(text: str) -> str | None:
         lines.pop()
     result = "\n".join(lines) + "\n"
     try:
-        same = tomllib.loads(result) == before
+        same = load_toml(result) == before
     except (tomllib.TOMLDecodeError, RecursionError):
         same = False
     return result if same else None

@@ -79,29 +79,41 @@ def occurrences(analysis: Analysis, symbol: Symbol) -> list[Occurrence]:
     Read from the line-based outline (header and dotted-key segments carry their own
     positions), so it does not depend on how the engine spans keys and works while typing.
     """
+    return all_occurrences(analysis).get(symbol, [])
+
+
+def all_occurrences(analysis: Analysis) -> dict[Symbol, list[Occurrence]]:
+    """`occurrences` of every agent and bottle, from one pass over the outline (a caller that
+    wants them all would otherwise re-read the document once per name)."""
     outline = analysis.outline
-    found: list[Occurrence] = []
+    found: dict[Symbol, list[Occurrence]] = {}
     for header in outline.headers:
         names = [s.name for s in header.segments]
-        if names[:2] == [symbol.section, symbol.name]:
+        if len(names) >= 2 and names[0] in ("agents", "bottles"):
             segment = header.segments[1]
             defines = len(names) == 2 and not header.is_array
-            found.append(
+            found.setdefault(Symbol(names[0], names[1]), []).append(  # type: ignore[arg-type]
                 Occurrence(line_range(header.line, segment.start, segment.end), defines, False)
             )
     for key in outline.keys:
         table = [part for part in key.table if isinstance(part, str)]
         names = table + [s.name for s in key.segments]
-        if names[:2] == [symbol.section, symbol.name] and len(table) < 2:
+        if len(names) >= 2 and names[0] in ("agents", "bottles") and len(table) < 2:
             segment = key.segments[1 - len(table)]
-            found.append(Occurrence(line_range(key.line, segment.start, segment.end), False, False))
-        elif symbol.section == "bottles" and len(names) == 3 and names[0] == "agents":
-            if names[2] != _AGENT_BOTTLE_KEY:
-                continue
+            found.setdefault(Symbol(names[0], names[1]), []).append(  # type: ignore[arg-type]
+                Occurrence(line_range(key.line, segment.start, segment.end), False, False)
+            )
+        if len(names) == 3 and names[0] == "agents" and names[2] == _AGENT_BOTTLE_KEY:
             line = outline.lines[key.line]
             value = string_at(line, _first_quote(line, key.equals))
-            if value is not None and value[0] == symbol.name:
-                found.append(Occurrence(line_range(key.line, value[1], value[2]), False, True))
+            if value is not None:
+                found.setdefault(Symbol("bottles", value[0]), []).append(
+                    Occurrence(line_range(key.line, value[1], value[2]), False, True)
+                )
+    return {symbol: _definition_first(places) for symbol, places in found.items()}
+
+
+def _definition_first(found: list[Occurrence]) -> list[Occurrence]:
     found.sort(key=lambda o: (o.range.start.line, o.range.start.character))
     definitions = [o for o in found if o.is_definition][:1] or found[:1]
     return definitions + [o for o in found if o not in definitions]

@@ -8,8 +8,10 @@ inside of multi-line strings). It never raises.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from bottle_engine.manifest.source import KeyPath
 
@@ -70,10 +72,19 @@ class Outline:
         header = self.header_above(line)
         return header.path if header else ()
 
+    @cached_property
+    def _header_lines(self) -> list[int]:
+        return [h.line for h in self.headers]  # ascending: headers are kept in document order
+
     def section_end(self, header: Header) -> int:
-        """The last non-blank line of `header`'s section."""
-        following = [h.line for h in self.headers if h.line > header.line]
-        last = (following[0] if following else len(self.lines)) - 1
+        """The last non-blank line of `header`'s section.
+
+        The next header is found by bisection: folding asks this of every header, and a scan
+        of all headers each time is quadratic in how many the document has."""
+        following = bisect.bisect_right(self._header_lines, header.line)
+        last = (
+            self._header_lines[following] if following < len(self.headers) else len(self.lines)
+        ) - 1
         while last > header.line and not self.lines[last].strip():
             last -= 1
         return last
@@ -124,13 +135,44 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-def outline(text: str) -> Outline:  # noqa: C901 - one line scanner; its states read top to bottom
+class _TableArrays:
+    """The `[[array]]` tables seen so far, as a tree walked once per header.
+
+    A header's path is resolved segment by segment (each table array on the way adds its
+    current element's index), so a dictionary keyed by whole path prefixes would build and hash
+    every prefix of a header: quadratic in its length, on a line the workspace writes.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0  # elements of the table array at this path; 0: not an array
+        self.children: dict[str | int, _TableArrays] = {}
+
+    def resolve(self, names: list[str], *, is_array: bool) -> KeyPath:
+        """The path of header `names`; an `[[array]]` header also counts one more element."""
+        parts: list[str | int] = []
+        node: _TableArrays | None = self
+        for depth, name in enumerate(names, start=1):
+            parts.append(name)
+            node = node.children.get(name) if node is not None else None
+            if depth < len(names) and node is not None and node.count:
+                parts.append(node.count - 1)
+                node = node.children.get(node.count - 1)
+        if is_array:
+            node = self
+            for part in parts:
+                node = node.children.setdefault(part, _TableArrays())
+            parts.append(node.count)
+            node.count += 1
+        return tuple(parts)
+
+
+def outline(text: str) -> Outline:
     """Headers and key lines of any text."""
     lines = tuple(text.split("\n"))
     headers: list[Header] = []
     keys: list[KeyLine] = []
     inside: set[int] = set()
-    array_counts: dict[KeyPath, int] = {}
+    arrays = _TableArrays()
     table: KeyPath = ()
     delimiter: str | None = None  # the open multi-line string's quotes
     for number, line in enumerate(lines):
@@ -143,18 +185,8 @@ def outline(text: str) -> Outline:  # noqa: C901 - one line scanner; its states 
         if header is not None:
             is_array = header.group(2) == "[["
             segments = split_key(header.group(3), header.start(3))
-            names = [s.name for s in segments]
-            path: KeyPath = ()
-            for depth, name in enumerate(names, start=1):
-                path = (*path, name)
-                if depth < len(names) and path in array_counts:
-                    path = (*path, array_counts[path] - 1)
-            if is_array:
-                index = array_counts.get(path, 0)
-                array_counts[path] = index + 1
-                path = (*path, index)
-            table = path
-            headers.append(Header(number, path, segments, is_array, header.end()))
+            table = arrays.resolve([s.name for s in segments], is_array=is_array)
+            headers.append(Header(number, table, segments, is_array, header.end()))
             continue
         key_value = _KEY_VALUE.match(line)
         if key_value is not None:

@@ -7,7 +7,7 @@ from lsprotocol import types
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.source import KeyPath, Span
 from bottle_lsp.analysis import Analysis
-from bottle_lsp.navigation import Symbol, occurrences
+from bottle_lsp.navigation import Symbol, all_occurrences
 from bottle_lsp.outline import Outline
 from bottle_lsp.positions import span_range
 
@@ -16,12 +16,13 @@ _KINDS = {"agents": types.SymbolKind.Function, "bottles": types.SymbolKind.Class
 
 def document_symbols(analysis: Analysis) -> list[types.DocumentSymbol]:
     """`agents` and `bottles`, each with its entries; bottles list their sub-tables."""
+    index = _Index(analysis)
     result = []
     for section in ("agents", "bottles"):
         children = [
             symbol
             for name in analysis.table(section)
-            if (symbol := _entry(analysis, section, name)) is not None
+            if (symbol := _entry(analysis, index, section, name)) is not None
         ]
         if children:
             whole = _union([c.range for c in children])
@@ -37,10 +38,31 @@ def document_symbols(analysis: Analysis) -> list[types.DocumentSymbol]:
     return result
 
 
-def _entry(analysis: Analysis, section: str, name: str) -> types.DocumentSymbol | None:
-    names = occurrences(analysis, Symbol(section, name))  # type: ignore[arg-type]
-    spans = _spans(analysis, (section, name))
-    if not names or not spans:
+class _Index:
+    """What the outline needs of the document, gathered in one pass over it.
+
+    Looked up per entry and per sub-table, each answer would re-read the whole document, which
+    is quadratic in the number of tables the workspace's bottle.toml declares.
+    """
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.occurrences = all_occurrences(analysis)
+        self.headers: dict[KeyPath, list[KeyPath]] = {}  # (section, name) -> its sub-tables
+        self.extent: dict[KeyPath, Span] = {}  # path -> where everything under it is written
+        for path, located in analysis.locations.items():
+            span = located.value if located.is_header else _join(located.key, located.value)
+            for depth in range(2, len(path) + 1):
+                self.extent[path[:depth]] = _cover(self.extent.get(path[:depth]), span)
+            if len(path) >= 3 and located.is_header:
+                self.headers.setdefault(path[:2], []).append(path)
+
+
+def _entry(
+    analysis: Analysis, index: _Index, section: str, name: str
+) -> types.DocumentSymbol | None:
+    names = index.occurrences.get(Symbol(section, name), [])  # type: ignore[arg-type]
+    whole = index.extent.get((section, name))
+    if not names or whole is None:
         return None
     selection = next((o.range for o in names if o.is_definition), names[0].range)
     detail = None
@@ -51,22 +73,20 @@ def _entry(analysis: Analysis, section: str, name: str) -> types.DocumentSymbol 
     else:
         bottle = analysis.table("bottles", name)
         detail = str(bottle.get("backend", schema.default_at(("bottles", name, "backend"))))
-        children = _sub_tables(analysis, (section, name))
+        children = _sub_tables(analysis, index, (section, name))
     return types.DocumentSymbol(
         name=name,
         kind=_KINDS[section],
         detail=detail,
-        range=_union([span_range(s) for s in spans]),
+        range=span_range(whole),
         selection_range=selection,
         children=children or None,
     )
 
 
-def _sub_tables(analysis: Analysis, prefix: KeyPath) -> list[types.DocumentSymbol]:
+def _sub_tables(analysis: Analysis, index: _Index, prefix: KeyPath) -> list[types.DocumentSymbol]:
     result = []
-    for path, located in analysis.locations.items():
-        if path[:2] != prefix or len(path) < 3 or not located.is_header:
-            continue
+    for path in index.headers.get(prefix, []):
         if isinstance(path[-1], str) and (*path, 0) in analysis.locations:
             continue  # a table array's name; its elements are listed instead
         label = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path[2:])
@@ -75,24 +95,24 @@ def _sub_tables(analysis: Analysis, prefix: KeyPath) -> list[types.DocumentSymbo
             types.DocumentSymbol(
                 name=label,
                 kind=types.SymbolKind.Struct,
-                range=_union([span_range(span) for span in _spans(analysis, path)]),
-                selection_range=span_range(located.key),
+                range=span_range(index.extent[path]),
+                selection_range=span_range(analysis.locations[path].key),
             )
         )
     return result
 
 
-def _spans(analysis: Analysis, prefix: KeyPath) -> list[Span]:
-    """Where everything under `prefix` is written (headers whole, keys with their values)."""
-    return [
-        located.value if located.is_header else _join(located.key, located.value)
-        for path, located in analysis.locations.items()
-        if path[: len(prefix)] == prefix
-    ]
-
-
 def _join(a: Span, b: Span) -> Span:
     return Span(a.start, b.end)
+
+
+def _cover(whole: Span | None, part: Span) -> Span:
+    """The smallest span holding the start and the end of both (either may be missing)."""
+    if whole is None:
+        return part
+    start = min(whole.start, part.start, key=lambda p: (p.line, p.character))
+    end = max(whole.end, part.end, key=lambda p: (p.line, p.character))
+    return Span(start, end)
 
 
 def _union(ranges: list[types.Range]) -> types.Range:
@@ -108,17 +128,11 @@ def folding_ranges(outline: Outline) -> list[types.FoldingRange]:
         end = outline.section_end(header)
         if end > header.line:
             ranges.append(types.FoldingRange(start_line=header.line, end_line=end))
+    closers = _closing_lines(outline)
     for key in outline.keys:
         rest = outline.lines[key.line][key.equals + 1 :].split("#")[0]
         if rest.count("[") > rest.count("]") or rest.count("{") > rest.count("}"):
-            closer = next(
-                (
-                    n
-                    for n in range(key.line + 1, len(outline.lines))
-                    if outline.lines[n].strip().startswith(("]", "}"))
-                ),
-                None,
-            )
+            closer = closers[key.line + 1]
             if closer is not None:
                 ranges.append(types.FoldingRange(start_line=key.line, end_line=closer))
         elif key.line + 1 in outline.in_multiline_string:
@@ -127,3 +141,15 @@ def folding_ranges(outline: Outline) -> list[types.FoldingRange]:
                 last += 1
             ranges.append(types.FoldingRange(start_line=key.line, end_line=last))
     return sorted(ranges, key=lambda r: (r.start_line, r.end_line))
+
+
+def _closing_lines(outline: Outline) -> list[int | None]:
+    """For each line, the first line at or below it that starts with `]` or `}`.
+
+    One backward pass: a forward search from each key that opens a bracket is quadratic in a
+    document of open brackets that never close."""
+    found: list[int | None] = [None] * (len(outline.lines) + 1)
+    for number in range(len(outline.lines) - 1, -1, -1):
+        closes = outline.lines[number].strip().startswith(("]", "}"))
+        found[number] = number if closes else found[number + 1]
+    return found

@@ -88,6 +88,65 @@ def _after(a: Position, b: Position) -> bool:
 
 
 TOO_DEEP = "arrays or inline tables nested too deeply to read"
+MAX_KEY_PARTS = 64
+TOO_LONG_KEY = f"a dotted key of more than {MAX_KEY_PARTS} parts"
+
+
+def _overlong_key(text: str) -> int | None:
+    """Where the first dotted key of more than `MAX_KEY_PARTS` parts starts, if one does.
+
+    `tomllib` grows a key's tuple one part at a time, which is quadratic in the number of parts;
+    a document can hold one key of a hundred thousand parts. Outside strings and comments only
+    keys chain dots (a float or a time has one), so counting the dots in each run of bare
+    characters, blanks and quoted parts finds every long key in one pass.
+    """
+    if text.count(".") < MAX_KEY_PARTS:
+        return None
+    dots, run_start = 0, 0
+    offset = 0
+    while offset < len(text):
+        char = text[offset]
+        if char in "\"'":
+            delimiter = text[offset : offset + 3] if text.startswith(char * 3, offset) else char
+            offset = _string_end(text, offset + len(delimiter), delimiter)
+            continue
+        if char == ".":
+            dots += 1
+            if dots >= MAX_KEY_PARTS:
+                return run_start
+        elif not (char.isascii() and (char.isalnum() or char in "_- \t")):
+            dots, run_start = 0, offset + 1
+            if char == "#":
+                newline = text.find("\n", offset)
+                offset = len(text) if newline < 0 else newline
+                continue
+        offset += 1
+    return None
+
+
+def load_toml(text: str) -> dict[str, Any]:
+    """`tomllib.loads`, refusing first (as `TOMLDecodeError`) a key too long for it to read fast."""
+    if _overlong_key(text) is not None:
+        raise tomllib.TOMLDecodeError(TOO_LONG_KEY)
+    return tomllib.loads(text)
+
+
+def _string_end(text: str, offset: int, delimiter: str) -> int:
+    """Just after the string whose body starts at `offset`; a basic string's escapes skipped."""
+    while offset < len(text):
+        if text.startswith(delimiter, offset):
+            return offset + len(delimiter)
+        if delimiter[0] == '"' and text[offset] == "\\":
+            offset += 1
+        elif len(delimiter) == 1 and text[offset] == "\n":
+            return offset  # an unterminated one-line string; tomllib reports it
+        offset += 1
+    return offset
+
+
+def _position_of(text: str, offset: int) -> Position:
+    line = text.count("\n", 0, offset)
+    return Position(line, offset - (text.rfind("\n", 0, offset) + 1))
 
 
 def _deepest_opening(text: str) -> Position:
@@ -115,8 +174,7 @@ def _deepest_opening(text: str) -> Position:
         elif char in "]}":
             depth = max(depth - 1, 0)
         offset += 1
-    line = text.count("\n", 0, at)
-    return Position(line, at - (text.rfind("\n", 0, at) + 1))
+    return _position_of(text, at)
 
 
 _SYNTAX_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -127,6 +185,11 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 def parse_toml(text: str) -> ParsedToml:
     """Parse `text`; never raises for any input."""
     result = ParsedToml(text=text)
+    overlong = _overlong_key(text)
+    if overlong is not None:
+        result.syntax_error = TOO_LONG_KEY
+        result.syntax_error_at = _position_of(text, overlong)
+        return result
     try:
         result.data = tomllib.loads(text)
     except RecursionError:  # tomllib descends once per nested array or inline table

@@ -9,6 +9,7 @@ import io
 import lzma
 import marshal
 import struct
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -438,3 +439,24 @@ def test_the_gates_own_compiled_module_pushes() -> None:
 
     assert Scanner([]).blob(COMMIT, "scan.py", source) == []
     assert Scanner([]).blob(COMMIT, "scan.pyc", compiled) == []
+
+
+def test_a_wide_gap_after_a_key_name_costs_what_a_line_of_letters_costs(scanner: Scanner) -> None:
+    # ` *(?:=| +|...) *` in four plugins backtracks in cubic time over a run of spaces:
+    # "password" and 4 088 spaces (one 4 KiB window) took 206 s of the gate's time, 600 took 0.6 s
+    def cost(line: str) -> float:
+        runs = []
+        for _ in range(3):
+            start = time.process_time()
+            scanner.blob(COMMIT, "notes.txt", line.encode())
+            runs.append(time.process_time() - start)
+        return max(min(runs), 1e-4)
+
+    assert cost("password" + " " * 600 + "\n") < 20 * cost("password" + "a" * 600 + "\n")
+
+
+def test_a_key_behind_a_wide_gap_is_still_found(scanner: Scanner) -> None:
+    line = "ibm_cloud_iam_key" + " " * 40 + "=" + " " * 40 + "Ab1" * 14 + "AB\n"
+    assert [f.kind for f in scanner.blob(COMMIT, "notes.txt", line.encode())] == [
+        "IBM Cloud IAM Key"
+    ]
