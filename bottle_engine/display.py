@@ -7,8 +7,9 @@ bidirectional overrides that reorder what is read, or zero-width characters. `sa
 such text into one printable line in which every one of those characters is visible as an
 escape (``\\x1b``, ``\\n``, ``\\u202e``), so what a person reads is what was sent. The CLI, the
 language server and the VS Code extension show agent text only through it; `safe_markup` adds
-rich's markup escaping for text printed through rich, `safe_editor_text` breaks the link syntax
-VS Code still parses in plain-text notifications.
+rich's markup escaping for text printed through rich (in a table's cell, what a terminal draws
+wider than rich measures it too, so the table stays within the terminal's width),
+`safe_editor_text` breaks the link syntax VS Code still parses in plain-text notifications.
 
 Standard library only: the bundle imports it too.
 """
@@ -49,6 +50,14 @@ _DEFAULT_IGNORABLE = (
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
+# Characters a terminal draws wider than rich measures them, for text rich lays out (tables):
+# spacing marks (a vowel sign after its consonant: one column on xterm and VTE, none to rich),
+# emoji skin-tone modifiers (East Asian Width W, two columns alone; none to rich) and regional
+# indicators (one column to rich, two where emoji are drawn wide: kitty, WezTerm, VS Code's
+# terminal). A row holding them is wider on the person's terminal than rich laid it out, and
+# what spills over wraps to the left edge, where the agent's text reads as a row of its own.
+_WIDER_CATEGORIES = frozenset({"Mc"})
+_WIDER_THAN_MEASURED = ((0x1F1E6, 0x1F1FF), (0x1F3FB, 0x1F3FF))
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 # VS Code renders `[label](command:...)`, `[label](https://...)` and `[label](file:...)` in a
 # notification's message as a link (a command link runs with its arguments on one click), and
@@ -56,13 +65,16 @@ _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 _EDITOR_SYNTAX = re.compile(r"([\]$])\(")
 
 
-def _escape(char: str) -> str:
+def _escape(char: str, laid_out: bool) -> str:
     short = _SHORT_ESCAPES.get(char)
     if short is not None:
         return short
     code = ord(char)
-    if unicodedata.category(char) not in _UNSAFE_CATEGORIES and not any(
-        low <= code <= high for low, high in _DEFAULT_IGNORABLE
+    category = unicodedata.category(char)
+    if not (
+        category in _UNSAFE_CATEGORIES
+        or any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+        or (laid_out and _drawn_wider(category, code))
     ):
         return char
     if code <= 0xFF:
@@ -72,23 +84,32 @@ def _escape(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-def safe_text(text: object, limit: int = DEFAULT_LIMIT) -> str:
+def _drawn_wider(category: str, code: int) -> bool:
+    return category in _WIDER_CATEGORIES or any(
+        low <= code <= high for low, high in _WIDER_THAN_MEASURED
+    )
+
+
+def safe_text(text: object, limit: int = DEFAULT_LIMIT, *, laid_out: bool = False) -> str:
     """`text` as one line with every control, escape, bidi and invisible character shown as an
     escape sequence, and backslashes doubled (so an escape the agent typed cannot pass for one
-    we made). Longer than `limit` characters, it is cut and says how much was left out."""
+    we made). Longer than `limit` characters, it is cut and says how much was left out. With
+    `laid_out` (text rich measures to lay out), what a terminal draws wider is escaped too."""
     raw = text if isinstance(text, str) else str(text)
     cut = raw[:limit] if limit >= 0 else raw
-    shown = "".join(_escape(char) for char in cut)
+    shown = "".join(_escape(char, laid_out) for char in cut)
     if len(cut) < len(raw):
         shown += f"… ({len(raw) - len(cut)} more characters)"
     return shown
 
 
-def safe_markup(text: object, limit: int = DEFAULT_LIMIT) -> str:
-    """`safe_text` with rich's markup escaped too, for strings rich would parse (``[conceal]``)."""
+def safe_markup(text: object, limit: int = DEFAULT_LIMIT, *, cell: bool = False) -> str:
+    """`safe_text` with rich's markup escaped too, for strings rich would parse (``[conceal]``).
+    A table's `cell` is laid out by rich's measure of each character: what a terminal draws
+    wider is escaped too (elsewhere rich measures nothing, and a vowel sign stays readable)."""
     from rich.markup import escape  # the bundle has no rich; only host-side callers get here
 
-    return escape(safe_text(text, limit))
+    return escape(safe_text(text, limit, laid_out=cell))
 
 
 def safe_editor_text(text: object, limit: int = DEFAULT_LIMIT) -> str:

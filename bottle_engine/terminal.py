@@ -164,13 +164,15 @@ def _relay(
                     return
                 peer.write(data)
     finally:
-        with contextlib.suppress(OSError):
-            _write_all(stdout_fd, guard.finish())
-            if guard.asked:
-                drain_answers(stdin_fd, stdout_fd)
-        # An answer to the agent's last query must not reach the person's shell.
-        with contextlib.suppress(termios.error):  # a terminal that hung up has no settings
-            termios.tcsetattr(stdin_fd, termios.TCSAFLUSH, saved)
+        try:
+            with contextlib.suppress(OSError):
+                _write_all(stdout_fd, guard.finish())
+                if guard.asked:
+                    drain_answers(stdin_fd, stdout_fd)
+        finally:  # a signal in the drain's wait (SystemExit) must not leave the terminal raw
+            # An answer to the agent's last query must not reach the person's shell.
+            with contextlib.suppress(termios.error):  # a terminal that hung up has none
+                termios.tcsetattr(stdin_fd, termios.TCSAFLUSH, saved)
 
 
 _SENTINEL, _SENTINEL_ANSWER = b"\x1b[5n", b"\x1b[0n"

@@ -109,16 +109,16 @@ def run_list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     for request in requests:
         table.add_row(
-            safe_markup(request.id),
-            safe_markup(request.slug),
-            safe_markup(request.kind),
-            safe_markup(request.status + (" once" if request.once else "")),
+            safe_markup(request.id, cell=True),
+            safe_markup(request.slug, cell=True),
+            safe_markup(request.kind, cell=True),
+            safe_markup(request.status + (" once" if request.once else ""), cell=True),
             _span(now - datetime.fromisoformat(request.created_at)) + " ago",
             "in " + _span(datetime.fromisoformat(request.expires_at) - now)
             if request.pending
             else "-",
-            safe_markup(request.action),
-            safe_markup(request.reason),
+            safe_markup(request.action, cell=True),
+            safe_markup(request.reason, cell=True),
         )
     console.print(table)
     return 0

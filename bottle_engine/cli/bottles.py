@@ -211,7 +211,7 @@ def run_ls(args: argparse.Namespace) -> int:
         # Agent names come from a bottle.toml the agent may have written to: shown as text.
         table.add_row(
             *(
-                safe_markup(value)
+                safe_markup(value, cell=True)
                 for value in (
                     record.slug,
                     record.agent,

@@ -13,8 +13,10 @@ from rich.console import Console
 
 from bottle_engine.display import safe_markup
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: rich turns `:name:` in any string it prints into an emoji (`:one:` into "1"
+# and two invisible characters), and what a person reads must be what the agent sent.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 # What `add_subparsers()` returns: commands (and a command group's actions) are added to it.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

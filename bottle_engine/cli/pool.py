@@ -82,7 +82,9 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     table = Table("ID", "STATE", "SUBNET", "FOR")
     for where, member in members:
-        table.add_row(member.id, where, member.subnet, safe_markup(member.key.describe()))
+        table.add_row(
+            member.id, where, member.subnet, safe_markup(member.key.describe(), cell=True)
+        )
     console.print(table)
     return 0
 

@@ -34,6 +34,15 @@ def test_hostile_text_is_shown_as_visible_escapes(hostile: str, shown: str) -> N
     assert safe_text(hostile) == shown
 
 
+def test_a_table_cell_gets_what_a_terminal_draws_wider_than_rich_measures_as_escapes() -> None:
+    """Spacing marks, skin-tone modifiers, regional indicators: a table row holding them spills
+    over the terminal's edge into what reads as a row of its own (test_cli_display_attacks)."""
+    text = "\u0915\u093e \U0001f1fa\U0001f44b\U0001f3fb"
+
+    assert safe_markup(text, cell=True) == "\u0915\\u093e \\U0001f1fa\U0001f44b\\U0001f3fb"
+    assert safe_markup(text) == safe_text(text) == text  # nothing lays them out by width
+
+
 def test_long_text_is_cut_with_a_marker() -> None:
     assert safe_text("x" * 30, limit=10) == "x" * 10 + "… (20 more characters)"
 

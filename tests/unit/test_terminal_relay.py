@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
@@ -14,6 +15,9 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -96,6 +100,40 @@ def _read_until(master: int, wanted: bytes, output: bytearray, seconds: float = 
             output += chunk
 
 
+@dataclass
+class _OnATerminal:
+    process: subprocess.Popen[bytes]
+    master: int  # the terminal's side: what the process writes is read here
+    keep: int  # the process's side, kept to read the terminal's settings when it is done
+    cooked: list[Any]  # the settings before the process started (not raw)
+
+
+@contextlib.contextmanager
+def _on_a_terminal(script: str) -> Iterator[_OnATerminal]:
+    """Python `script` run on a new pseudo-terminal, its session's controlling one; killed
+    if still running at the end, the terminal closed."""
+    master, slave = pty.openpty()
+    keep = os.dup(slave)
+    cooked = termios.tcgetattr(slave)
+    process = subprocess.Popen(
+        _python(script),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        yield _OnATerminal(process, master, keep, cooked)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(keep)
+        os.close(master)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_session_ended_by_a_signal_gives_the_terminal_back(signum: int) -> None:
     # `kill` (SIGTERM) or a closed terminal tab (SIGHUP) ends `attach` / `exec -it` while the
@@ -107,37 +145,19 @@ def test_a_session_ended_by_a_signal_gives_the_terminal_back(signum: int) -> Non
         "sys.exit(run_in_pty(['sh', '-c', "
         r"'printf \"\\033[?1049h\\033[?1000hpid=%s.\" $$; exec sleep 60'], os.environ))"
     )
-    master, slave = pty.openpty()
-    keep = os.dup(slave)  # to read the terminal's settings once the session is over
-    cooked = termios.tcgetattr(slave)
-    process = subprocess.Popen(
-        _python(script),
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        start_new_session=True,
-    )
-    os.close(slave)
     output = bytearray()
-    try:
-        _read_until(master, b".", output)
+    with _on_a_terminal(script) as run:
+        _read_until(run.master, b".", output)
         pid = int(re.search(rb"pid=(\d+)\.", output).group(1))  # type: ignore[union-attr]
-        assert termios.tcgetattr(keep)[3] & termios.ICANON == 0  # raw during the session
-        process.send_signal(signum)
-        process.wait(timeout=30)
-        _read_until(master, b"\x1b[?1049l", output, seconds=5)
+        assert termios.tcgetattr(run.keep)[3] & termios.ICANON == 0  # raw during the session
+        run.process.send_signal(signum)
+        run.process.wait(timeout=30)
+        _read_until(run.master, b"\x1b[?1049l", output, seconds=5)
         tail = bytes(output).rsplit(b"pid=", 1)[1]
         assert b"\x1b[?1000l" in tail and b"\x1b[?1049l" in tail, tail
-        assert termios.tcgetattr(keep)[3] == cooked[3]  # echo and line editing back
+        assert termios.tcgetattr(run.keep)[3] == run.cooked[3]  # echo and line editing back
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # the agent's side was ended and reaped, not left behind
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(keep)
-        os.close(master)
 
 
 def test_a_pty_session_starts_with_the_person_s_window_size(
@@ -162,3 +182,21 @@ def test_a_pty_session_starts_with_the_person_s_window_size(
         finally:
             os.close(master)
     assert b"33 111" in b"".join(read), read
+
+
+def test_a_signal_while_the_answers_are_drained_still_gives_the_terminal_back() -> None:
+    # The agent asked the terminal something (cursor position), then ended: the relay asks its
+    # own question (DSR) and waits up to DRAIN_SECONDS for the answer. A `kill` (SIGTERM) in
+    # that wait left the person's terminal raw: no echo, no line editing, Ctrl-C typed as text.
+    script = (
+        "import os, sys\n"
+        "from bottle_engine.terminal import run_in_pty\n"
+        "sys.exit(run_in_pty(['sh', '-c', r'printf \"\\033[6nasked.\"'], os.environ))"
+    )
+    output = bytearray()
+    with _on_a_terminal(script) as run:
+        _read_until(run.master, b"\x1b[5n", output)  # the drain's question; nobody answers it
+        assert b"asked." in output
+        run.process.send_signal(signal.SIGTERM)
+        run.process.wait(timeout=30)
+        assert termios.tcgetattr(run.keep)[3] == run.cooked[3]  # echo and line editing back
