@@ -489,6 +489,57 @@ def test_a_request_without_a_host_name_gets_its_destinations(
     assert seen_plain["headers"]["Host"] == f"other.test:{lab.http}"
 
 
+# Requests framed the ways an agent may try to carry the real value elsewhere inside a tunnel
+# to the bound host, with the status each gets: a second request pipelined behind the first,
+# a second Host field or one padded with tabs naming another host, a URL with userinfo naming
+# another, a CONNECT inside the TLS tunnel, the placeholder split over two Cookie fields.
+ODD_FRAMINGS: dict[str, tuple[str, list[int]]] = {
+    "pipelined": (
+        "GET /odd-pipelined HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n\r\n"
+        "GET /odd-pipelined-2 HTTP/1.1\r\nHost: {host}\r\n\r\n",
+        [200, 200],
+    ),
+    "two-host-fields": (
+        "GET /odd-two-hosts HTTP/1.1\r\nHost: {host}\r\nHost: {other}\r\n{auth}\r\n\r\n",
+        [403],
+    ),
+    "tab-padded-host": ("GET /odd-tab HTTP/1.1\r\nHost:\t{other}\t\r\n{auth}\r\n\r\n", [403]),
+    "userinfo": (
+        "GET https://{host}@{other}/odd-userinfo HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n\r\n",
+        [400],
+    ),
+    "connect-in-tunnel": ("CONNECT {other} HTTP/1.1\r\nHost: {other}\r\n{auth}\r\n\r\n", [400]),
+    "cookie-fields": (
+        "GET /odd-cookies HTTP/1.1\r\nHost: {host}\r\nCookie: a={placeholder}\r\n"
+        "Cookie: b={placeholder}\r\n\r\n",
+        [200],
+    ),
+}
+
+
+@pytest.mark.parametrize("framing", sorted(ODD_FRAMINGS))
+def test_an_oddly_framed_request_never_carries_the_real_value_elsewhere_or_back(
+    lab: Lab, framing: str
+) -> None:
+    """Each answer the agent gets holds the placeholder at most; where the real value went is
+    checked for all of them by test_zz_the_real_value_reached_the_bound_host_only."""
+    template, statuses = ODD_FRAMINGS[framing]
+    head = template.format(
+        host=f"secret.test:{lab.https}",
+        other=f"other.test:{lab.https}",
+        auth=AUTH,
+        placeholder=PLACEHOLDER,
+    )
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(head.encode())
+        answers = [read_http_response(sock) for _ in statuses]
+    assert [status for status, _, _ in answers] == statuses, answers
+    for _, answer_head, body in answers:
+        assert REAL.encode() not in answer_head + body
+    if statuses[0] != 200 and "/odd-" in head:  # refused by the proxy: nothing went upstream
+        assert lab.seen_upstream("/odd-" + head.split("/odd-", 1)[1].split(" ", 1)[0]) == []
+
+
 # A header value with a bare CR (or a folded line, NUL) is one field to mitmproxy and two to
 # upstreams that split lines there (Python's http.server does, on CR): here it hides a second
 # Content-Length from the proxy.
