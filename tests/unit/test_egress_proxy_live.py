@@ -350,6 +350,73 @@ def test_a_tunnel_is_logged_when_it_opens_and_again_when_it_closes(lab: Lab) -> 
     assert closed and closed[-1].bytes_sent >= len(b"through the tunnel")
 
 
+# --------------------------------------------------------------------------- fronting
+
+
+def _relayed(lab: Lab, port: int) -> socket.socket:
+    """A CONNECT tunnel to other.test (allowed, bound to no secret: relayed, not intercepted)."""
+    sock = _connect(lab)
+    sock.sendall(f"CONNECT other.test:{port} HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n".encode())
+    assert read_http_response(sock, head_only=True)[0] == 200
+    return sock
+
+
+def _fronting_refused(lab: Lab, since: int) -> bool:
+    return any(
+        e.rule == "name-mismatch" and e.decision == "deny"
+        for e in list(read_audit(lab.audit))[since:]
+    )
+
+
+def test_a_relayed_tunnel_whose_tls_names_another_host_goes_nowhere(lab: Lab) -> None:
+    """A shared front (CDN) picks the site by the TLS server name: a tunnel to an allowed host
+    on it, with another site's name in the ClientHello, reached any site on that front. The
+    proxy reads the ClientHello of a relayed tunnel (without terminating TLS) and closes the
+    tunnel when its SNI names another host."""
+    since = len(list(read_audit(lab.audit)))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the agent's own site: it needs no proof
+    sock = _relayed(lab, lab.https)
+    with pytest.raises(OSError), context.wrap_socket(sock, server_hostname="stranger.test") as tls:
+        tls.sendall(get("/fronted-by-sni", "stranger.test"))
+        read_http_response(tls)
+    sock.close()
+    assert lab.seen_upstream("/fronted-by-sni") == []
+    wait_for(lambda: _fronting_refused(lab, since), "the refusal in the audit log", timeout=10)
+
+
+def test_a_relayed_tunnel_whose_tls_names_its_host_or_none_passes(lab: Lab) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    for name, path in (("other.test", "/relayed-sni"), (None, "/relayed-no-sni")):
+        with context.wrap_socket(_relayed(lab, lab.https), server_hostname=name) as tls:
+            assert exchange(tls, get(path, f"other.test:{lab.https}"))[0] == 200
+        (seen,) = lab.seen_upstream(path)
+        assert seen["sni"] == name
+
+
+def test_plain_http_in_a_relayed_tunnel_naming_another_host_is_refused(lab: Lab) -> None:
+    """The same front picks the site by the Host header on plain HTTP: CONNECT to port 80 of an
+    allowed host, then a request naming another. (Which first bytes count as HTTP, empty lines
+    before a request line included: tests/unit/test_egress_relay.py.)"""
+    with _relayed(lab, lab.http) as sock:
+        status, body = _raw(sock, get("/fronted-by-host", f"stranger.test:{lab.http}"))
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/fronted-by-host") == []
+
+
+def test_plain_http_in_a_relayed_tunnel_naming_its_host_passes(lab: Lab) -> None:
+    with _relayed(lab, lab.http) as sock:
+        for path in ("/relayed-plain-1", "/relayed-plain-2"):  # kept alive: each one judged
+            assert exchange(sock, get(path, f"other.test:{lab.http}"))[0] == 200
+        status, body = _raw(sock, get("/fronted-second", f"stranger.test:{lab.http}"))
+    assert status == 403 and "name-mismatch" in body, body
+    assert [len(lab.seen_upstream(p)) for p in ("/relayed-plain-1", "/relayed-plain-2")] == [1, 1]
+    assert lab.seen_upstream("/fronted-second") == []
+
+
 # --------------------------------------------------------------------------- secret echo
 
 
