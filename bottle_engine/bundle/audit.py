@@ -30,9 +30,11 @@ from bottle_engine.regular_files import load_json
 
 # ask: held for a person ([egress] ask = true); the answer follows as its own entry.
 Verdict = Literal["allow", "deny", "ask"]
-# http: a plain-HTTP request; tunnel: a CONNECT tunnel passed through without interception;
+# http: a plain-HTTP request (to the proxy, or inside a relayed tunnel: egress_relay); tunnel: a
+# CONNECT tunnel passed through without interception (its bytes when relayed as bytes);
 # intercepted: a request inside a TLS-terminated tunnel (a host bound to a secret);
-# connect: a CONNECT that was refused, or a connection refused after resolution;
+# connect: a CONNECT that was refused, a connection refused after resolution, or a relayed
+# tunnel closed for the name its first bytes carry (egress_relay);
 # ask: a person was asked about a destination (stage "asked"), or answered (stage "answered",
 # with who answered and, in duration_ms, how long the request waited).
 Kind = Literal["http", "tunnel", "intercepted", "connect", "ask"]

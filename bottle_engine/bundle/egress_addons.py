@@ -2,7 +2,9 @@
 
 * `Allowlist`: decides every CONNECT and plain-HTTP request with `egress_policy.decide`,
   resolves names once and pins the checked address the proxy then connects to (DNS rebinding),
-  and passes tunnels to hosts without secrets through as raw TCP (no TLS interception). With
+  and passes tunnels to hosts without secrets through as raw TCP (no TLS interception), once
+  their first bytes show that they name no other host to a front that routes by name (a
+  ClientHello's SNI; plain HTTP is judged request by request: `egress_relay`). With
   `[egress] ask = true` it holds a request to an unlisted host name until a person answers
   (`egress_ask`); an approved destination still gets every address check, and is never
   intercepted, so an approval never binds a secret.
@@ -39,9 +41,11 @@ from mitmproxy import connection, http, tcp
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, layers, server_hooks
 from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.http import HTTPMode
+from mitmproxy.proxy.layers.tls import parse_client_hello
 
 from bottle_engine.approvals import ApprovalStore
-from bottle_engine.bundle import secret_policy
+from bottle_engine.bundle import egress_relay, secret_policy
 from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timestamp
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.egress_ask import EgressAsker
@@ -375,7 +379,47 @@ class Allowlist:
             return
         if any(isinstance(e, layers.TCPLayer) for e in _above(context, nextlayer.layer)):
             return
-        nextlayer.layer = MeteredTunnel(context, tunnel)
+        self._relay(nextlayer, tunnel)
+
+    def _relay(self, nextlayer: layer.NextLayer, tunnel: Tunnel) -> None:
+        """A tunnel that is not intercepted: relayed as bytes once its first bytes show that
+        it names no other host than its own to a front that routes by name (`egress_relay`);
+        plain HTTP goes through mitmproxy's HTTP layer, each request judged on its own."""
+        context = nextlayer.context
+        data: bytes = nextlayer.data_client()  # type: ignore[no-untyped-call]
+        spoke = bool(nextlayer.data_server())  # type: ignore[no-untyped-call]
+        carried = egress_relay.first_bytes(data, server_spoke=spoke)
+        refusal: Decision | None = None
+        if carried == egress_relay.TLS:
+            carried, refusal = _judge_client_hello(data, tunnel)
+        if carried == egress_relay.MORE:
+            nextlayer.layer = None
+            return
+        if carried == egress_relay.TOO_LONG:
+            refusal = Decision(
+                False,
+                NAME_MISMATCH,
+                f"the tunnel's first {len(data)} bytes name no destination (a TLS ClientHello or "
+                "a request line longer than the proxy reads before relaying)",
+            )
+        if refusal is not None:
+            nextlayer.layer = RefuseConnection(context)
+            self.state.record(
+                AuditEntry(
+                    time=timestamp(time.time()),
+                    method="CONNECT",
+                    host=tunnel.host,
+                    port=tunnel.port,
+                    decision="deny",
+                    rule=refusal.rule,
+                    reason=refusal.reason,
+                    kind="connect",
+                )
+            )
+        elif carried == egress_relay.HTTP:
+            nextlayer.layer = layers.HttpLayer(context, HTTPMode.transparent)
+        else:
+            nextlayer.layer = MeteredTunnel(context, tunnel)
 
     async def _decide(
         self,
@@ -423,6 +467,23 @@ class Allowlist:
         if pinned is None or pinned[1] < time.monotonic():
             return None
         return pinned[0]
+
+
+def _judge_client_hello(
+    data: bytes, tunnel: Tunnel
+) -> tuple[egress_relay.Carried, Decision | None]:
+    """A relayed tunnel's ClientHello: MORE until it is whole (within its bound), then refused
+    when it is malformed or its SNI names another host than the tunnel's."""
+    try:
+        hello = parse_client_hello(data)
+    except ValueError:
+        return egress_relay.TLS, Decision(
+            False, NAME_MISMATCH, "the tunnel's ClientHello is malformed"
+        )
+    if hello is None:
+        whole = len(data) <= egress_relay.MAX_CLIENT_HELLO
+        return (egress_relay.MORE if whole else egress_relay.TOO_LONG), None
+    return egress_relay.TLS, check_names(tunnel.host, tunnel.port, 443, sni=hello.sni)
 
 
 def _name_the_destination(request: http.Request, host: str, port: int, default_port: int) -> None:
@@ -900,7 +961,9 @@ class Audit:
             host, port = destination.host, destination.port
         else:
             host, port = flow.request.host, flow.request.port
-        kind: Kind = "intercepted" if destination and destination.tunnel else "http"
+        # A plain request in a relayed tunnel (egress_relay) is judged, not intercepted.
+        intercepted = bool(destination and destination.tunnel and destination.tunnel.intercept)
+        kind: Kind = "intercepted" if intercepted else "http"
         status = flow.response.status_code if flow.response else None
         self._record(flow, decision, kind, host, port, status)
 

@@ -337,6 +337,24 @@ def test_plain_http_with_the_bound_hosts_name_in_host_is_refused(arena: Arena) -
     assert not [r for r in arena.received() if r["path"] == "/plain"]
 
 
+@pytest.mark.parametrize(("scheme", "port"), [("https", 443), ("http", 80)])
+def test_a_relayed_tunnel_never_reaches_another_site_on_the_front(
+    arena: Arena, scheme: str, port: int
+) -> None:
+    """curl's --connect-to opens a tunnel to other.test (allowed, bound to no secret, relayed)
+    and names stranger.test in it, in the TLS server name or the Host header: a shared front
+    routing by that name would serve the agent's own site. The proxy closes the TLS one and
+    refuses the plain request, and the audit log says so."""
+    path = f"/fronted-{scheme}"
+    _, output = arena.agent(
+        f"$CURL -k -i --proxytunnel --connect-to stranger.test:{port}:other.test:{port} "
+        f"{scheme}://stranger.test{path}"
+    )
+    assert not [r for r in arena.received() if r["path"] == path], output
+    refused = [e for e in arena.audit() if e["rule"] == "name-mismatch" and e["port"] == port]
+    assert any(e["host"] == "other.test" and e["decision"] == "deny" for e in refused), output
+
+
 def test_a_request_without_a_host_goes_out_named_for_its_destination(arena: Arena) -> None:
     """Without a Host the upstream picks its default virtual host (on a shared front, maybe
     another tenant) for a request carrying the real value; the proxy names the destination."""

@@ -155,6 +155,9 @@ def test_tunnel_to_host_without_secret_is_raw_tcp_and_audited_with_bytes(
     ctx.server = flow.server_conn
     nextlayer = layer.NextLayer(ctx)
     allowlist.next_layer(nextlayer)
+    assert nextlayer.layer is None  # nothing relayed before the first bytes say what they carry
+    nextlayer.events.append(events.DataReceived(ctx.client, b"SSH-2.0-client\r\n"))
+    allowlist.next_layer(nextlayer)
     relay = nextlayer.layer
     assert isinstance(relay, MeteredTunnel) and relay.flow is None  # no per-chunk hooks
 

@@ -350,6 +350,73 @@ def test_a_tunnel_is_logged_when_it_opens_and_again_when_it_closes(lab: Lab) -> 
     assert closed and closed[-1].bytes_sent >= len(b"through the tunnel")
 
 
+# --------------------------------------------------------------------------- fronting
+
+
+def _relayed(lab: Lab, port: int) -> socket.socket:
+    """A CONNECT tunnel to other.test (allowed, bound to no secret: relayed, not intercepted)."""
+    sock = _connect(lab)
+    sock.sendall(f"CONNECT other.test:{port} HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n".encode())
+    assert read_http_response(sock, head_only=True)[0] == 200
+    return sock
+
+
+def _fronting_refused(lab: Lab, since: int) -> bool:
+    return any(
+        e.rule == "name-mismatch" and e.decision == "deny"
+        for e in list(read_audit(lab.audit))[since:]
+    )
+
+
+def test_a_relayed_tunnel_whose_tls_names_another_host_goes_nowhere(lab: Lab) -> None:
+    """A shared front (CDN) picks the site by the TLS server name: a tunnel to an allowed host
+    on it, with another site's name in the ClientHello, reached any site on that front. The
+    proxy reads the ClientHello of a relayed tunnel (without terminating TLS) and closes the
+    tunnel when its SNI names another host."""
+    since = len(list(read_audit(lab.audit)))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the agent's own site: it needs no proof
+    sock = _relayed(lab, lab.https)
+    with pytest.raises(OSError), context.wrap_socket(sock, server_hostname="stranger.test") as tls:
+        tls.sendall(get("/fronted-by-sni", "stranger.test"))
+        read_http_response(tls)
+    sock.close()
+    assert lab.seen_upstream("/fronted-by-sni") == []
+    wait_for(lambda: _fronting_refused(lab, since), "the refusal in the audit log", timeout=10)
+
+
+def test_a_relayed_tunnel_whose_tls_names_its_host_or_none_passes(lab: Lab) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    for name, path in (("other.test", "/relayed-sni"), (None, "/relayed-no-sni")):
+        with context.wrap_socket(_relayed(lab, lab.https), server_hostname=name) as tls:
+            assert exchange(tls, get(path, f"other.test:{lab.https}"))[0] == 200
+        (seen,) = lab.seen_upstream(path)
+        assert seen["sni"] == name
+
+
+def test_plain_http_in_a_relayed_tunnel_naming_another_host_is_refused(lab: Lab) -> None:
+    """The same front picks the site by the Host header on plain HTTP: CONNECT to port 80 of an
+    allowed host, then a request naming another. (Which first bytes count as HTTP, empty lines
+    before a request line included: tests/unit/test_egress_relay.py.)"""
+    with _relayed(lab, lab.http) as sock:
+        status, body = _raw(sock, get("/fronted-by-host", f"stranger.test:{lab.http}"))
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/fronted-by-host") == []
+
+
+def test_plain_http_in_a_relayed_tunnel_naming_its_host_passes(lab: Lab) -> None:
+    with _relayed(lab, lab.http) as sock:
+        for path in ("/relayed-plain-1", "/relayed-plain-2"):  # kept alive: each one judged
+            assert exchange(sock, get(path, f"other.test:{lab.http}"))[0] == 200
+        status, body = _raw(sock, get("/fronted-second", f"stranger.test:{lab.http}"))
+    assert status == 403 and "name-mismatch" in body, body
+    assert [len(lab.seen_upstream(p)) for p in ("/relayed-plain-1", "/relayed-plain-2")] == [1, 1]
+    assert lab.seen_upstream("/fronted-second") == []
+
+
 # --------------------------------------------------------------------------- secret echo
 
 
@@ -487,6 +554,57 @@ def test_a_request_without_a_host_name_gets_its_destinations(
     assert seen["headers"]["Authorization"] == f"Bearer {REAL}"
     (seen_plain,) = lab.seen_upstream(f"{path}-plain")
     assert seen_plain["headers"]["Host"] == f"other.test:{lab.http}"
+
+
+# Requests framed the ways an agent may try to carry the real value elsewhere inside a tunnel
+# to the bound host, with the status each gets: a second request pipelined behind the first,
+# a second Host field or one padded with tabs naming another host, a URL with userinfo naming
+# another, a CONNECT inside the TLS tunnel, the placeholder split over two Cookie fields.
+ODD_FRAMINGS: dict[str, tuple[str, list[int]]] = {
+    "pipelined": (
+        "GET /odd-pipelined HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n\r\n"
+        "GET /odd-pipelined-2 HTTP/1.1\r\nHost: {host}\r\n\r\n",
+        [200, 200],
+    ),
+    "two-host-fields": (
+        "GET /odd-two-hosts HTTP/1.1\r\nHost: {host}\r\nHost: {other}\r\n{auth}\r\n\r\n",
+        [403],
+    ),
+    "tab-padded-host": ("GET /odd-tab HTTP/1.1\r\nHost:\t{other}\t\r\n{auth}\r\n\r\n", [403]),
+    "userinfo": (
+        "GET https://{host}@{other}/odd-userinfo HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n\r\n",
+        [400],
+    ),
+    "connect-in-tunnel": ("CONNECT {other} HTTP/1.1\r\nHost: {other}\r\n{auth}\r\n\r\n", [400]),
+    "cookie-fields": (
+        "GET /odd-cookies HTTP/1.1\r\nHost: {host}\r\nCookie: a={placeholder}\r\n"
+        "Cookie: b={placeholder}\r\n\r\n",
+        [200],
+    ),
+}
+
+
+@pytest.mark.parametrize("framing", sorted(ODD_FRAMINGS))
+def test_an_oddly_framed_request_never_carries_the_real_value_elsewhere_or_back(
+    lab: Lab, framing: str
+) -> None:
+    """Each answer the agent gets holds the placeholder at most; where the real value went is
+    checked for all of them by test_zz_the_real_value_reached_the_bound_host_only."""
+    template, statuses = ODD_FRAMINGS[framing]
+    head = template.format(
+        host=f"secret.test:{lab.https}",
+        other=f"other.test:{lab.https}",
+        auth=AUTH,
+        placeholder=PLACEHOLDER,
+    )
+    with tunnel(lab, "secret.test") as sock:
+        sock.sendall(head.encode())
+        answers = [read_http_response(sock) for _ in statuses]
+    assert [status for status, _, _ in answers] == statuses, answers
+    for _, answer_head, body in answers:
+        assert REAL.encode() not in answer_head + body
+    if statuses[0] != 200 and "/odd-" in head:  # refused by the proxy: nothing went upstream
+        assert lab.seen_upstream("/odd-" + head.split("/odd-", 1)[1].split(" ", 1)[0]) == []
 
 
 # A header value with a bare CR (or a folded line, NUL) is one field to mitmproxy and two to
