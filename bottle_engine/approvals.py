@@ -163,9 +163,17 @@ class ApprovalRequest:
         An egress ask is about its host:port, whatever method and path the request that raised
         it had: concurrent requests to one destination make one question for a person."""
         if self.kind == "egress":
-            # Three parts: never the key of an agent's (action, reason), whatever it writes.
-            return _hash_key(["egress", self.host, self.port])
+            return egress_question(self.host, self.port)
         return question_key(self.action, self.reason)
+
+    @property
+    def fingerprint(self) -> str:
+        """What a person reads of the request, as a key: its bottle, kind and both texts (an
+        egress ask's action names its method, destination and path). `approvals --json` gives
+        it, and an answer naming it is refused once the request says anything else. 128 bits:
+        the bundle writes both the request read and its rewrite, so it needs no more than a
+        collision, which a shorter key would make cheap."""
+        return _hash_key(["shown", self.slug, self.kind, self.action, self.reason])
 
     @property
     def answer_key(self) -> str:
@@ -272,6 +280,12 @@ def _shows_its_destination(request: ApprovalRequest) -> bool:
 def question_key(action: str, reason: str) -> str:
     """A file-name-safe key for one question; the same text always gives the same key."""
     return _hash_key([action, reason])
+
+
+def egress_question(host: str | None, port: int | None) -> str:
+    """The question key of an egress ask about `host`:`port` (what the Egress view shows)."""
+    # Three parts: never the key of an agent's (action, reason), whatever it writes.
+    return _hash_key(["egress", host, port])
 
 
 def _hash_key(parts: list[object]) -> str:
@@ -409,23 +423,21 @@ class ApprovalStore:
         once: bool = False,
         by: str | None = None,
         question: str | None = None,
+        fingerprint: str | None = None,
     ) -> ApprovalRequest:
         """Record a person's answer; refuses requests already answered or timed out.
 
         `once` (egress asks only): the answer is for the held request alone; otherwise it
         stands for its host:port for the rest of the bottle's life. `by` names who answered.
-        `question`: the key of the question the person was shown; the answer is refused if the
-        request asks another (its bundle rewrote the file meanwhile)."""
+        `question` (the key of the question the person was shown) and `fingerprint` (of the
+        request as read, `ApprovalRequest.fingerprint`): the answer is refused if the request
+        asks another by now (its bundle rewrote the file meanwhile)."""
         with self._locked():
             request = self._require(request_id)
-            if question is not None and request.question != question:
-                raise BottleError(
-                    f"approval request {request_id} of bottle {self.slug} no longer asks what "
-                    "was shown (its bundle, which can write the bottle's state dir, rewrote "
-                    "it): nothing was answered",
-                    fix=f"read it with `bottle-engine approvals {self.slug}`; its bundle may "
-                    "have been taken over by the agent's traffic",
-                )
+            if (question is not None and request.question != question) or (
+                fingerprint is not None and request.fingerprint != fingerprint
+            ):
+                raise self._not_what_was_read(request)
             if once and request.kind != "egress":
                 raise BottleError(
                     f"approval request {request_id} is the agent's own request, which is "
@@ -458,6 +470,20 @@ class ApprovalStore:
             )
             self._write(answered, event="answered")
             return answered
+
+    def _not_what_was_read(self, request: ApprovalRequest) -> BottleError:
+        # An egress ask's host passed `is_host_name`: safe to name; an agent's text is not.
+        now = (
+            f"; it now asks about {request.host}:{request.port}" if request.kind == "egress" else ""
+        )
+        return BottleError(
+            f"approval request {request.id} of bottle {self.slug} no longer asks what was read "
+            f"(its bundle, which can write the bottle's state dir, rewrote it{now}): nothing "
+            "was answered",
+            fix=f"read it again with `bottle-engine approve {request.id}` in a terminal (it "
+            "shows the request before answering) or `bottle-engine approvals "
+            f"{self.slug} --json`; its bundle may have been taken over by the agent's traffic",
+        )
 
     def expire(self, request_id: str) -> ApprovalRequest:
         """Mark a pending request whose time ran out as timed out (denied); returns it as is
@@ -831,10 +857,35 @@ def answer(
     once: bool = False,
     by: str | None = None,
     question: str | None = None,
+    fingerprint: str | None = None,
 ) -> ApprovalRequest:
-    """Approve or deny a pending request, found by id in `slug` or in any bottle (`question`:
-    the key of the question shown, `ApprovalStore.answer`)."""
-    stores = [store for store in bottle_stores(slug) if store.get(request_id) is not None]
+    """Approve or deny a pending request, found by id in `slug` or in any bottle (`question`
+    and `fingerprint`: what the person was shown, `ApprovalStore.answer`)."""
+    store, _ = find(request_id, slug)
+    answered = store.answer(
+        request_id,
+        approved,
+        note,
+        once=once,
+        by=by,
+        question=question,
+        fingerprint=fingerprint,
+    )
+    from bottle_engine import config_seal  # host only: the records dir
+
+    config_seal.vouch_answer(answered.slug, answered)
+    return answered
+
+
+def find(request_id: str, slug: str | None = None) -> tuple[ApprovalStore, ApprovalRequest]:
+    """The open request `request_id` in `slug` or in any bottle, and its bottle's store; a
+    `BottleError` naming the way on when no bottle, or more than one, has it open."""
+    found = [
+        (store, request)
+        for store in bottle_stores(slug)
+        if (request := store.get(request_id)) is not None
+    ]
+    stores = [store for store, _ in found]
     if not stores:
         for store in bottle_stores(slug):
             ended = store.history(request_id)
@@ -857,8 +908,4 @@ def answer(
             + ", ".join(store.slug for store in stores),
             fix="name the bottle: `bottle-engine approve ID --bottle SLUG`",
         )
-    answered = stores[0].answer(request_id, approved, note, once=once, by=by, question=question)
-    from bottle_engine import config_seal  # host only: the records dir
-
-    config_seal.vouch_answer(answered.slug, answered)
-    return answered
+    return found[0]

@@ -21,7 +21,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,7 @@ class AuditFollower:
                 self.activity.add(entry)
             self.changed()
 
-    def snapshot(self, pending: frozenset[str]) -> dict[str, Any]:
+    def snapshot(self, pending: Mapping[str, str]) -> dict[str, Any]:
         with self.lock:
             return self.activity.to_json(pending)
 
@@ -90,7 +90,8 @@ class ActivityHub:
         self.ls = ls
         self.loop = asyncio.get_running_loop()
         self.followers: dict[str, AuditFollower] = {}
-        self.pending: dict[str, set[str]] = {}  # slug -> pending approval request ids
+        # slug -> pending approval request id -> the key of its question
+        self.pending: dict[str, dict[str, str]] = {}
         self.push_scheduled = False
         self.last_pushed: str | None = None
 
@@ -129,9 +130,9 @@ class ActivityHub:
         self.changed()
 
     def note_pending(self, requests: list[ApprovalRequest]) -> None:
-        pending: dict[str, set[str]] = {}
+        pending: dict[str, dict[str, str]] = {}
         for request in requests:
-            pending.setdefault(request.slug or "", set()).add(request.request_id)
+            pending.setdefault(request.slug or "", {})[request.request_id] = request.question
         if pending != self.pending:
             self.pending = pending
             self.changed()
@@ -143,7 +144,7 @@ class ActivityHub:
             if state == STOPPED:
                 continue
             slug = record.get("slug", "")
-            pending = frozenset(self.pending.get(slug, set()))
+            pending = self.pending.get(slug, {})
             follower = self.followers.get(slug)
             egress = follower.snapshot(pending) if follower else EgressActivity().to_json(pending)
             summary: dict[str, Any] = {
@@ -273,10 +274,27 @@ async def _show(ls: BottleLanguageServer, uri: str) -> None:
 
 
 async def answer(
-    ls: BottleLanguageServer, slug: str, request_id: str, approved: bool, *, once: bool
+    ls: BottleLanguageServer,
+    slug: str,
+    request_id: str,
+    approved: bool,
+    shown: tuple[str, int],
+    *,
+    once: bool,
 ) -> dict[str, Any]:
-    """Approve (optionally once) or deny a pending request of bottle `slug`."""
-    request = ApprovalRequest(request_id=request_id, slug=slug, summary="")
+    """Approve (optionally once) or deny a pending ask of bottle `slug`, as the row showing
+    `shown` (host, port) asks it. The row and its ids come from the audit log, which the bundle
+    writes: an ask logged for one host under the id of an ask about another approved the
+    other; the store now refuses an answer whose request asks about another host:port."""
+    from bottle_engine.approvals import egress_question
+
+    request = ApprovalRequest(
+        request_id=request_id,
+        slug=slug,
+        summary="",
+        kind="egress",
+        question=egress_question(*shown),
+    )
     await ls.in_thread(
         functools.partial(ls.engine.answer_approval, once=once),
         request,

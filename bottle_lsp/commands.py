@@ -19,7 +19,8 @@ Each command takes one object argument, typed below, or none:
                                              bottle/activity whenever it changes
   bottle.allowHost AllowHostArgs {slug, host, port} -> {uri, entry, applied, already}: the
                                              host added to its bottle's allow (workspace/applyEdit)
-  bottle.answer  AnswerArgs {slug, request_id, approved, once?} -> {}
+  bottle.answer  AnswerArgs {slug, request_id, approved, host, port, once?} -> {}: refused
+                                             when the request asks about another host:port
 A failure (a malformed argument included) is shown with window/showMessage (Error) and answered
 as {error: message}; bottle.list and bottle.agents answer [] instead. pygls's own argument
 conversion would answer a JSON-RPC error the extension does not show, so arguments are converted
@@ -117,6 +118,12 @@ class AnswerArgs:
     slug: str = field(metadata=_doc("The bottle that asked, as `bottle.list` names it."))
     request_id: str = field(metadata=_doc("The request's id, from `bottle/activity`."))
     approved: bool = field(metadata=_doc("true: approve; false: deny."))
+    host: str = field(
+        metadata=_doc(
+            "The host its row shows: the answer is refused when the request asks about another."
+        )
+    )
+    port: int = field(metadata=_doc("The port its row shows."))
     once: bool = field(default=False, metadata=_doc("Approve this one request only."))
 
 
@@ -330,7 +337,11 @@ async def allow_host(ls: BottleLanguageServer, args: AllowHostArgs) -> dict[str,
 
 
 async def answer(ls: BottleLanguageServer, args: AnswerArgs) -> dict[str, Any]:
-    return await activity.answer(ls, args.slug, args.request_id, args.approved, once=args.once)
+    if isinstance(args.port, bool):
+        raise BottleError(f"port must be a number, got {args.port!r}")
+    return await activity.answer(
+        ls, args.slug, args.request_id, args.approved, (args.host, args.port), once=args.once
+    )
 
 
 COMMANDS: tuple[Command[Any], ...] = (

@@ -8,10 +8,11 @@ the editor goes through `safe_editor_text`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bottle_engine.approvals import egress_question
 from bottle_engine.bundle.audit import AuditEntry
 from bottle_engine.display import safe_editor_text
 from bottle_engine.manifest.egress_rules import DEFAULT_PORTS, EgressRuleError, parse_egress_rule
@@ -46,10 +47,14 @@ class HostRow:
             return None
         return allow_entry(self.host, self.port)
 
-    def to_json(self, pending: frozenset[str] | None = None) -> dict[str, Any]:
-        """For the editor: every text made safe; `pending` (the ask requests still open in the
-        approvals store) narrows `asked`, since an ask may be answered from the CLI."""
-        asked = [i for i in self.asked if pending is None or i in pending]
+    def to_json(self, pending: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """For the editor: every text made safe; `pending` (the requests still waiting in the
+        approvals store, by id: the key of their question) narrows `asked` to the asks about
+        this row's host:port that still wait. An ask may be answered from the CLI, and the
+        bundle writes both the log and the store: an id logged under one host may name a
+        request about another, and the row's Approve would answer that."""
+        question = egress_question(self.host, self.port)
+        asked = [i for i in self.asked if pending is None or pending.get(i) == question]
         return {
             "decision": self.decision,
             "host": safe_editor_text(self.host, HOST_LIMIT),
@@ -137,7 +142,7 @@ class EgressActivity:
         by_time = sorted(self.rows.values(), key=lambda r: (r.last, r.host, r.port), reverse=True)
         return sorted(by_time, key=lambda r: order.get(r.decision, len(order)))
 
-    def to_json(self, pending: frozenset[str] | None = None) -> dict[str, Any]:
+    def to_json(self, pending: Mapping[str, str] | None = None) -> dict[str, Any]:
         return {
             "hosts": [row.to_json(pending) for row in self.sorted_rows()],
             "hidden": self.hidden,

@@ -120,6 +120,7 @@ class Engine:
                 or "(no details)",
                 kind=str(getattr(request, "kind", "action")),
                 question=request.question,
+                fingerprint=request.fingerprint,
             )
             for request in listed
         ]
@@ -137,6 +138,7 @@ class Engine:
             once=once,
             by=f"editor ({_who()})",
             question=request.question or None,
+            fingerprint=request.fingerprint or None,
         )
 
     def trust_state(self, manifest_path: Path) -> TrustState | None:
@@ -198,6 +200,9 @@ class ApprovalRequest:
     # The key of the question shown (`ApprovalRequest.question`); an answer is refused if the
     # request's file asks another by then. "" when nothing was shown (an answer by id).
     question: str = ""
+    # The fingerprint of the request as shown (`ApprovalRequest.fingerprint`: its bottle, kind
+    # and texts); "" when only the question was shown (the Egress view's row).
+    fingerprint: str = ""
 
     @property
     def egress(self) -> bool:

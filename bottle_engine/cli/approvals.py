@@ -5,6 +5,11 @@ proxy holds a request to a host no egress rule allows, with `[egress] ask = true
 answer stands for its host:port until the bottle stops, or with `--once` for the held request
 only.
 
+`approve` answers what the person read: the bottle's bundle can rewrite a request file under
+the same id after it was listed. In a terminal it shows the request and asks y/N, then answers
+with the fingerprint of what it showed; off a terminal it needs `--fingerprint` (from
+`approvals --json`); the store refuses either once the request says anything else.
+
 Every text here comes from a bottle (the agent wrote the action and reason): it is printed only
 through `safe_markup`, one line per field, so escape sequences, forged rows, bidi overrides and
 rich markup show as what they are. `--json` output is escaped by JSON itself (ASCII only).
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 
 from rich.table import Table
@@ -24,6 +30,7 @@ from bottle_engine.cli.output import (
     Subparsers,
     add_command,
     add_json_option,
+    confirm,
     console,
     err_console,
     print_json,
@@ -44,9 +51,17 @@ in the bottle's approvals.jsonl (its state dir).
 
 ANSWER_EXAMPLES = """\
 examples:
-  bottle-engine approve 3f9a1c2e
+  bottle-engine approve 3f9a1c2e          shows the request, then asks y/N
   bottle-engine approve 5b0d44a1 --once   an egress ask: this request only, ask again next time
+  bottle-engine approve 3f9a1c2e --fingerprint FP   a script: FP from `approvals --json`
   bottle-engine deny 3f9a1c2e --note "use the staging database instead"
+
+`approve` answers what the person read, never what the request file says by then (the
+bottle's bundle can write it): in a terminal it shows the request and asks, then answers the
+request shown; elsewhere it needs --fingerprint, the `fingerprint` that `approvals --json`
+gives of the request read, and answers nothing without it. Either way the answer is refused
+if the request asks anything else by then. `deny` grants nothing, so it answers at once
+(with --fingerprint, only the request read).
 """
 
 
@@ -83,6 +98,12 @@ def register(subparsers: Subparsers) -> None:
             "stands for that host:port until the bottle stops)",
         )
         parser.add_argument("--note", help="a note the agent receives with the answer")
+        parser.add_argument(
+            "--fingerprint",
+            metavar="FP",
+            help="the `fingerprint` `approvals --json` gives of the request read: answer only "
+            "that (needed to approve off a terminal)",
+        )
         parser.add_argument("--bottle", metavar="SLUG", help="the bottle (when ids collide)")
         add_json_option(parser, help="print the answered request")
         parser.set_defaults(approved=approved)
@@ -96,7 +117,9 @@ def run_list(args: argparse.Namespace) -> int:
         if problem.fix:
             err_console.print(f"  [bold]fix:[/] {safe_lines(problem.fix)}")
     if args.json:
-        print_json([request.to_dict() for request in requests])
+        print_json(
+            [{**request.to_dict(), "fingerprint": request.fingerprint} for request in requests]
+        )
         return 0
     if not requests:
         console.print("no approval requests" + ("" if args.all else " waiting for an answer"))
@@ -142,6 +165,22 @@ def _span(delta: timedelta) -> str:
 
 
 def run_answer(args: argparse.Namespace) -> int:
+    fingerprint = args.fingerprint
+    if args.approved and fingerprint is None:
+        _, shown = approvals.find(args.request_id, args.bottle)
+        _show(shown, once=args.once)
+        if not sys.stdin.isatty():
+            raise BottleError(
+                f"approval request {shown.id} was not approved: off a terminal `approve` "
+                "answers only the request --fingerprint names (the bottle's bundle can "
+                "rewrite a request between its reading and the answer)",
+                fix="if the request above (or in `bottle-engine approvals --json`) is the one "
+                f"to approve: `bottle-engine approve {shown.id} --fingerprint "
+                f"{shown.fingerprint}`",
+            )
+        if not confirm("Approve this request?"):
+            raise BottleError(f"approval request {shown.id}: nothing answered")
+        fingerprint = shown.fingerprint
     request = approvals.answer(
         args.request_id,
         args.approved,
@@ -149,6 +188,7 @@ def run_answer(args: argparse.Namespace) -> int:
         slug=args.bottle,
         once=args.once,
         by=f"cli ({_who()})",
+        fingerprint=fingerprint,
     )
     if args.json:
         print_json(request.to_dict())
@@ -158,3 +198,18 @@ def run_answer(args: argparse.Namespace) -> int:
             f"{safe_markup(request.action)}"
         )
     return 0
+
+
+def _show(request: approvals.ApprovalRequest, *, once: bool) -> None:
+    """The request as `approve` is about to answer it, on stderr, one line per field."""
+    err_console.print(
+        f"approval request {safe_markup(request.id)} of bottle {safe_markup(request.slug)} "
+        f"({safe_markup(request.kind)}, {safe_markup(request.status)}):"
+    )
+    err_console.print(f"  action:      {safe_markup(request.action)}")
+    err_console.print(f"  reason:      {safe_markup(request.reason)}")
+    if request.kind == "egress":
+        scope = "this held request only" if once else "until the bottle stops"
+        where = safe_markup(f"{request.host}:{request.port}")
+        err_console.print(f"  approving:   lets the bottle reach {where}, {scope}")
+    err_console.print(f"  fingerprint: {request.fingerprint}")

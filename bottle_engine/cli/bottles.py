@@ -16,6 +16,7 @@ from bottle_engine.cli.output import (
     add_command,
     add_json_option,
     add_quiet_and_json_options,
+    confirm,
     console,
     err_console,
     print_json,
@@ -177,12 +178,7 @@ def run_launch(args: argparse.Namespace) -> int:
 def ask_to_trust(review: TrustReview) -> bool:
     """In a terminal: show the difference and ask y/N (anything but yes declines)."""
     print_review(review)
-    err_console.print("Trust this manifest and launch? \\[y/N] ", end="")
-    try:
-        answer = input()
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
+    return confirm("Trust this manifest and launch?")
 
 
 def run_attach(args: argparse.Namespace) -> int:

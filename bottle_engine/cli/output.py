@@ -28,6 +28,16 @@ def safe_lines(text: str) -> str:
     return "\n".join(safe_markup(line) for line in text.split("\n"))
 
 
+def confirm(question: str) -> bool:
+    """Ask `question` y/N on the terminal (stderr); anything but yes, or no input, declines."""
+    err_console.print(f"{question} \\[y/N] ", end="")
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def print_json(value: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")

@@ -209,7 +209,15 @@ def test_a_scripted_approval_reaches_the_person_and_the_answer_comes_back(
     ]
     assert isinstance(request, dict) and "id" in request, f"no approval request: {result} {tools}"
     note = "go ahead " + uuid.uuid4().hex[:6]
-    answered = engine(claude_world, "approve", request["id"], "--note", note)
+    answered = engine(
+        claude_world,
+        "approve",
+        request["id"],
+        "--note",
+        note,
+        "--fingerprint",
+        request["fingerprint"],
+    )
     assert answered.returncode == 0, answered.stderr
     asker.join(CLAUDE_TIMEOUT + 10)
 

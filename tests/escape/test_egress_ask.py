@@ -114,7 +114,7 @@ def test_an_unlisted_host_is_held_until_approved_from_the_cli_then_reached(
     ask = asking.wait_for_ask("upstream.test", held)
     assert (ask["port"], ask["method"], ask["path"]) == (HTTP_PORT, "GET", "/")
 
-    approved = asking.cli("approve", ask["id"])
+    approved = asking.cli("approve", ask["id"], "--fingerprint", ask["fingerprint"])
     assert approved.returncode == 0, approved.stderr
 
     code, output = held.result(timeout=120)
@@ -132,7 +132,7 @@ def test_an_approved_name_resolving_to_an_unlisted_private_address_stays_refused
 ) -> None:
     held = agent.submit(asking.curl, f"http://stranger.test:{HTTP_PORT}/")
     ask = asking.wait_for_ask("stranger.test", held)
-    assert asking.cli("approve", ask["id"]).returncode == 0
+    assert asking.cli("approve", ask["id"], "--fingerprint", ask["fingerprint"]).returncode == 0
 
     _, output = held.result(timeout=120)
     assert output.endswith("\n403") and "special-address" in output, output

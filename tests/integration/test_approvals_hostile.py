@@ -113,7 +113,13 @@ def test_approve_and_deny_print_the_action_as_visible_escapes(
 
     def answer_each_in_a_terminal() -> None:
         for request in wait_for_pending(len(texts)):
-            printed[request.id] = cli(verb, request.id)
+            if verb == "approve":  # shows the request and asks first
+                argv = [sys.executable, "-m", "bottle_engine.cli", verb, request.id]
+                printed[request.id] = run_in_terminal(
+                    argv, dict(os.environ), interactive=True, type_in=b"y\n"
+                )
+            else:
+                printed[request.id] = cli(verb, request.id)
 
     answers = anyio.run(ask_all, supervise.url, texts, answer_each_in_a_terminal, len(texts))
 
@@ -129,7 +135,15 @@ def test_approve_and_deny_print_the_action_as_visible_escapes(
     assert set(printed) == set(actions) == set(asked)
     for request_id, (code, output) in printed.items():
         assert code == 0, output
-        assert output == f"{request_id} {status}: {shown(asked[request_id])}\n".encode()
+        assert unexpected_controls(output) == []
+        if verb == "approve":  # what the person read before the yes (typed, and echoed)
+            read, answered = plain(output).split("Approve this request? [y/N] ", 1)
+            assert f"\n  action:      {shown(asked[request_id])}\n" in read
+            assert answered.lstrip("y\n").startswith(
+                f"{request_id} {status}: {shown(asked[request_id])}\n"
+            )
+        else:
+            assert output == f"{request_id} {status}: {shown(asked[request_id])}\n".encode()
 
 
 def test_more_requests_than_the_pending_cap_are_refused_at_once_and_not_recorded(

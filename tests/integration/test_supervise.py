@@ -152,7 +152,9 @@ async def ask_and_answer(url: str, answer_args: list[str]) -> tuple[dict[str, An
 
         tasks.start_soon(call)
         [request] = await anyio.to_thread.run_sync(wait_for_pending)
-        cli = await anyio.to_thread.run_sync(lambda: bottle_engine(*answer_args, request.id))
+        cli = await anyio.to_thread.run_sync(
+            lambda: bottle_engine(*answer_args, request.id, "--fingerprint", request.fingerprint)
+        )
         assert cli.returncode == 0, cli.stderr
     return outcome, request.id
 
@@ -249,7 +251,9 @@ def test_a_pending_request_survives_a_restart_and_its_answer_reaches_the_agent(
             log = state.bottle_dir(SLUG) / AUDIT_LOG
             await anyio.to_thread.run_sync(wait_for_event, log, before.id, "asked-again")
             assert [r.id for r in approvals.list_requests(SLUG)] == [before.id]
-            approved = await anyio.to_thread.run_sync(lambda: bottle_engine("approve", before.id))
+            approved = await anyio.to_thread.run_sync(
+                lambda: bottle_engine("approve", before.id, "--fingerprint", before.fingerprint)
+            )
             assert approved.returncode == 0, approved.stderr
         return outcome
 

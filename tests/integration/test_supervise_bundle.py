@@ -149,7 +149,7 @@ def test_a_request_pending_across_a_bundle_restart_gets_its_answer(
     thread, output = bottle.ask_in_background("git push --force", "history rewrite")
     wait_for_event(bottle.state_dir / AUDIT_LOG, request.id, "asked-again")
     assert [r.id for r in approvals.list_requests(bottle.slug)] == [request.id]
-    approved = bottle_engine("approve", request.id)
+    approved = bottle_engine("approve", request.id, "--fingerprint", request.fingerprint)
 
     assert approved.returncode == 0, approved.stderr
     answer = answer_of(bottle, thread, output)

@@ -196,7 +196,13 @@ async def test_an_ask_shown_in_the_egress_picture_is_answered_in_place(
         await eventually(lambda: bool(asked()), "the ask in the picture")
         (request_id,) = asked()
         assert bottles(client)[SLUG]["pending"] == 1
-        answer = {"slug": SLUG, "request_id": request_id, "approved": True}
+        answer = {
+            "slug": SLUG,
+            "request_id": request_id,
+            "approved": True,
+            "host": "inplace.test",
+            "port": lab.http,
+        }
         assert await execute(client, "bottle.answer", answer) == {}
         status, _, _ = await held
         assert status == 200

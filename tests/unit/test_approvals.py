@@ -113,8 +113,11 @@ def test_cli_approve_and_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     request = store().open_request("deploy", "release", 60)
 
     assert main(["approvals", "--json"]) == 0
-    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [request.id]
-    assert main(["approve", request.id, "--note", "fine"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["id"], listed["fingerprint"]) == (request.id, request.fingerprint)
+    assert (
+        main(["approve", request.id, "--note", "fine", "--fingerprint", request.fingerprint]) == 0
+    )
     assert request.id in capsys.readouterr().out
     assert main(["approvals", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []

@@ -29,6 +29,7 @@ from bottle_engine.approvals import (
     AUDIT_LOG,
     MAX_OPEN_REQUEST_FILES,
     ApprovalLimits,
+    ApprovalRequest,
     ApprovalStore,
 )
 from bottle_engine.bottle_dir import BottleDir
@@ -56,7 +57,9 @@ def _host_file(tmp_path: Path) -> Path:
 
 
 def _approve(request_id: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["approve", request_id, "--bottle", "hostile"])
+    """The person approves the request `_pending_request` opened, as they read it."""
+    read = ApprovalRequest(request_id, "hostile", PAYLOAD, "why", "pending", "", "")
+    code = main(["approve", request_id, "--bottle", "hostile", "--fingerprint", read.fingerprint])
     return code, capsys.readouterr().err
 
 
@@ -218,11 +221,13 @@ def test_a_request_is_listed_under_the_bottle_whose_dir_holds_it(
     _planted_request("hostile", "0badf1f5", id="0badf1f6", slug="trusted")
 
     assert main(["approvals", "--json"]) == 0
-    listed = {r["id"]: r["slug"] for r in json.loads(capsys.readouterr().out)}
+    listing = capsys.readouterr().out
+    listed = {r["id"]: r["slug"] for r in json.loads(listing)}
     assert listed.get("0badf1f4") == "hostile"
     assert "0badf1f6" not in listed and "0badf1f5" not in listed
 
-    assert main(["approve", "0badf1f4", "--json"]) == 0
+    read = next(r for r in json.loads(listing) if r["id"] == "0badf1f4")
+    assert main(["approve", "0badf1f4", "--json", "--fingerprint", read["fingerprint"]]) == 0
     assert json.loads(capsys.readouterr().out)["slug"] == "hostile"
     assert not config_seal.answers_path("trusted").exists(), "vouched for the wrong bottle"
 
@@ -359,7 +364,7 @@ def test_a_request_rewritten_after_the_editor_showed_it_is_not_answered() -> Non
         expires_at=honest.expires_at,
     )
 
-    with pytest.raises(BottleError, match="no longer asks what was shown"):
+    with pytest.raises(BottleError, match="no longer asks what was read"):
         Engine().answer_approval(shown, True, "answered in the editor")
     still = ApprovalStore(state.bottle_dir("hostile"), "hostile").get(honest.id)
     assert still is not None and still.pending

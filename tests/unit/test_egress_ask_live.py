@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bottle_engine.approvals import ApprovalRequest
 from tests.ask_lab import BOUND, PLACEHOLDER, REAL, AskLab, ask_lab, read_response
 
 TIMEOUT = 8.0  # seconds the lab's proxy holds an ask
@@ -46,6 +47,11 @@ def answered(lab: AskLab, *args: str) -> str:
     return result.stdout
 
 
+def approve(lab: AskLab, request: ApprovalRequest, *args: str) -> str:
+    """`approve` the request as the person read it (its fingerprint)."""
+    return answered(lab, "approve", request.id, *args, "--fingerprint", request.fingerprint)
+
+
 def test_an_approved_host_is_reached_and_stays_approved(
     lab: AskLab, pool: ThreadPoolExecutor
 ) -> None:
@@ -55,7 +61,7 @@ def test_an_approved_host_is_reached_and_stays_approved(
 
     listed = answered(lab, "approvals", "--json")
     assert '"host": "approved.test"' in listed and '"kind": "egress"' in listed
-    answered(lab, "approve", request.id)
+    approve(lab, request)
 
     status, _, _ = held.result(timeout=60)
     assert status == 200 and len(lab.upstream_saw("/first")) == 1
@@ -69,7 +75,7 @@ def test_approved_once_lets_that_request_through_and_the_next_one_asks_again(
     lab: AskLab, pool: ThreadPoolExecutor
 ) -> None:
     held = pool.submit(lab.get, "once.test", lab.http, "/once-1")
-    answered(lab, "approve", lab.pending_for("once.test", lab.http).id, "--once")
+    approve(lab, lab.pending_for("once.test", lab.http), "--once")
     assert held.result(timeout=60)[0] == 200
 
     again = pool.submit(lab.get, "once.test", lab.http, "/once-2")
@@ -118,7 +124,7 @@ def test_an_approved_name_resolving_to_loopback_stays_refused(
         trap.setblocking(False)
         port = trap.getsockname()[1]
         held = pool.submit(lab.get, "inside.test", port, "/")
-        answered(lab, "approve", lab.pending_for("inside.test", port).id)
+        approve(lab, lab.pending_for("inside.test", port))
         status, head, body = held.result(timeout=60)
         with pytest.raises(BlockingIOError):
             trap.accept()
@@ -135,7 +141,7 @@ def test_concurrent_requests_for_one_host_make_one_ask(
         ask = lab.pending_for("crowd.test", lab.http)
         time.sleep(0.5)  # let the proxy read every request before the answer (not asserted)
         assert [r.id for r in lab.store.all() if r.host == "crowd.test"] == [ask.id]
-        answered(lab, "approve", ask.id)
+        approve(lab, ask)
         assert [a.result(timeout=120)[0] for a in answers] == [200] * 8
     finally:
         for sock in sockets:
@@ -151,7 +157,7 @@ def test_an_approval_never_binds_a_secret(lab: AskLab, pool: ThreadPoolExecutor)
     """bound.test is a secret's host, but only a person's answer lets it out: the tunnel is
     relayed, not intercepted, so the placeholder is never swapped for the real value."""
     held = pool.submit(lab.https_get, BOUND, "/bound", f"Authorization: Bearer {PLACEHOLDER}")
-    answered(lab, "approve", lab.pending_for(BOUND, lab.https).id)
+    approve(lab, lab.pending_for(BOUND, lab.https))
     echoed = held.result(timeout=60)
 
     assert echoed["headers"]["Authorization"] == f"Bearer {PLACEHOLDER}"
@@ -161,7 +167,7 @@ def test_an_approval_never_binds_a_secret(lab: AskLab, pool: ThreadPoolExecutor)
     held = pool.submit(
         lab.get, BOUND, lab.http, "/bound-plain", f"Authorization: Bearer {PLACEHOLDER}"
     )
-    answered(lab, "approve", lab.pending_for(BOUND, lab.http).id)
+    approve(lab, lab.pending_for(BOUND, lab.http))
     status, _, body = held.result(timeout=60)
     assert status == 403 and lab.upstream_saw("/bound-plain") == [], body
 
@@ -172,7 +178,7 @@ def test_a_connect_is_asked_about_and_its_tunnel_is_recorded(
     held = pool.submit(lab.https_get, "tunnel.test", "/tunnelled")
     request = lab.pending_for("tunnel.test", lab.https)
     assert (request.method, request.path) == ("CONNECT", None)
-    answered(lab, "approve", request.id, "--once")
+    approve(lab, request, "--once")
 
     assert held.result(timeout=60)["path"] == "/tunnelled"
     entries = lab.audit("tunnel.test")

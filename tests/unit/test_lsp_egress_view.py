@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from bottle_engine.approvals import egress_question
 from bottle_engine.errors import BottleError
 from bottle_lsp.allow_edit import line_edit, with_allowed
 from bottle_lsp.egress_view import aggregate, allow_entry
@@ -42,6 +43,15 @@ def test_a_tunnel_is_one_request_whose_bytes_come_with_its_close() -> None:
     assert (row.count, row.bytes, activity.allowed) == (1, 12, 1)
 
 
+def test_a_row_offers_no_ask_whose_request_is_about_another_destination() -> None:
+    """The bundle logs an ask for one host under the id of a request about another: the row
+    would offer Approve for a destination it does not show."""
+    activity = aggregate([entry("docs.test", "ask", kind="ask", stage="asked", request_id="r1")])
+    pending = {"r1": egress_question("collector.test", 443)}
+    assert activity.to_json(pending)["hosts"][0]["pending"] == []
+    assert activity.to_json({"r1": egress_question("docs.test", 443)})["hosts"][0]["pending"]
+
+
 def test_an_ask_is_pending_until_answered_and_the_picture_drops_asks_answered_elsewhere() -> None:
     asked = entry("new.test", "ask", kind="ask", stage="asked", request_id="r1", rule="ask")
     activity = aggregate(
@@ -50,7 +60,9 @@ def test_an_ask_is_pending_until_answered_and_the_picture_drops_asks_answered_el
     (row,) = activity.sorted_rows()
     assert (row.decision, row.count, row.asked) == ("ask", 2, ["r1", "r2"])
     # r2 was answered from the CLI: the approvals store no longer has it pending.
-    assert activity.to_json(frozenset({"r1"}))["hosts"][0]["pending"] == ["r1"]
+    assert activity.to_json({"r1": egress_question("new.test", 443)})["hosts"][0]["pending"] == [
+        "r1"
+    ]
     activity.add(
         entry(
             "new.test",

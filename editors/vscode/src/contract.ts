@@ -76,6 +76,10 @@ export interface AnswerArgs {
   request_id: string;
   /** true: approve; false: deny. */
   approved: boolean;
+  /** The host its row shows: the answer is refused when the request asks about another. */
+  host: string;
+  /** The port its row shows. */
+  port: number;
   /** Approve this one request only. */
   once?: boolean;
 }

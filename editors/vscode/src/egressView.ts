@@ -117,13 +117,16 @@ export async function allowHost(server: BottleServerPort, argument: unknown): Pr
   }
 }
 
-/** Approve / Deny a pending ask from its row. */
+/** Approve / Deny a pending ask from its row. The row's host and port go with each answer: the
+ * ids come from the bundle's audit log, and the server refuses an id whose request asks about
+ * another destination than the row shows. */
 export async function answerAsk(server: BottleServerPort, argument: unknown, approved: boolean): Promise<void> {
   const target = hostNode(argument);
   if (target === undefined) return;
+  const { host, port } = target.host;
   try {
     for (const requestId of target.host.pending) {
-      throwIfServerError(await server.execute(ServerCommand.answer, [{ slug: target.slug, request_id: requestId, approved }]));
+      throwIfServerError(await server.execute(ServerCommand.answer, [{ slug: target.slug, request_id: requestId, approved, host, port }]));
     }
   } catch (error) {
     if (!(error instanceof ServerReportedError)) {

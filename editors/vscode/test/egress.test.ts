@@ -153,11 +153,11 @@ describe("the Egress view", () => {
     assert.equal(server.requests.length, 1, "no Allow for an IP-literal refusal");
   });
 
-  it("Approve and Deny answer each waiting request of the row", async () => {
+  it("Approve and Deny answer each waiting request of the row, naming the row's host and port", async () => {
     const [bottle] = parseActivity(PICTURE);
     server.answers.set("bottle.answer", {});
     await answerAsk(server, { kind: "host", slug: "dev-1", host: bottle.hosts[1] }, false);
-    assert.deepEqual(server.requests.at(-1)?.args, [{ slug: "dev-1", request_id: "r1", approved: false }]);
+    assert.deepEqual(server.requests.at(-1)?.args, [{ slug: "dev-1", request_id: "r1", approved: false, host: "new.test", port: 443 }]);
   });
 
   it("keeps the status-bar item in step with the pushes", () => {
