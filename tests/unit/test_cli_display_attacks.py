@@ -86,8 +86,10 @@ def test_approve_prints_the_action_with_its_emoji_codes_as_written(
 ) -> None:
     request = ask(EMOJI_CODES)
 
-    assert main(["approve", request.id]) == 0
+    assert main(["approve", request.id]) == 1  # off a terminal: shown, not answered
+    assert f"action:      {EMOJI_CODES}\n" in capsys.readouterr().err
 
+    assert main(["approve", request.id, "--fingerprint", request.fingerprint]) == 0
     assert capsys.readouterr().out == f"{request.id} approved: {EMOJI_CODES}\n"
 
 
