@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.gate_attacks import AWS_KEY
+from tests.gate_attacks import (
+    AWS_KEY,
+    CLEAN_TEXT,
+    KEY_IN_DEFLATE_BLOCKS,
+    key_in_deflate_blocks_script,
+)
 from tests.integration.test_gitgate_attacks import (
     KIB,
     Gate,
@@ -32,9 +37,7 @@ from tests.integration.test_gitgate_attacks import (
 from tests.integration.test_gitgate_local import git
 
 KEY = AWS_KEY.encode()
-# Harmless text, as long as the key's byte values add up to: every piece of the encoding below
-# carries one byte of the key in its length.
-TEXT = (b"all work and no play\n" * 100)[: sum(KEY)]
+TEXT = CLEAN_TEXT  # every piece of each encoding below is as long as one byte of the key
 
 
 @pytest.fixture
@@ -46,20 +49,6 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
 
 def _object_id(kind: str, data: bytes) -> bytes:
     return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).digest()
-
-
-def stored_blocks(data: bytes, lengths: bytes) -> bytes:
-    """A zlib stream of `data` in deflate stored blocks, one per byte of `lengths`, each that
-    many bytes long: inflated, just `data`."""
-    out = bytearray(b"\x78\x01")
-    position = 0
-    for index, length in enumerate(lengths):
-        final = index == len(lengths) - 1
-        out += bytes([final]) + struct.pack("<HH", length, length ^ 0xFFFF)
-        out += data[position : position + length]
-        position += length
-    assert position == len(data)
-    return bytes(out) + struct.pack(">I", zlib.adler32(data))
 
 
 def insert_delta(base_size: int, data: bytes, lengths: bytes) -> bytes:
@@ -118,13 +107,13 @@ def upstream_pack_bytes(gate: Gate) -> bytes:
 def test_a_key_in_the_deflate_blocks_of_a_clean_blob_never_reaches_the_upstream(
     gate: Gate,
 ) -> None:
-    encoded = stored_blocks(TEXT, KEY)
+    """With nothing but git: the agent indexes a pack it wrote and `git push` sends the blob's
+    bytes from it as they are."""
+    result = gate.sh(key_in_deflate_blocks_script())
 
-    answer, commit = push_encoded(gate, "notes.txt", (3, len(TEXT), encoded))
-
-    assert b"ok refs/heads/agent/notes" in answer, answer  # the content is clean
-    assert gate.ref("refs/heads/agent/notes") == commit
-    assert encoded not in upstream_pack_bytes(gate)
+    assert result.returncode == 0, result.stdout + result.stderr  # the content is clean
+    assert gate.ref("refs/heads/agent/deflate") is not None
+    assert KEY_IN_DEFLATE_BLOCKS not in upstream_pack_bytes(gate)
 
 
 def test_a_key_in_the_inserts_of_a_delta_never_reaches_the_upstream(gate: Gate) -> None:
@@ -157,7 +146,7 @@ def test_a_key_encoded_in_an_earlier_push_never_reaches_the_upstream(gate: Gate)
     """The gate repository keeps every accepted pack whole, objects no ref reached included.
     A blob that rode along unreachable in one push, then named by the next, is new to the
     upstream only then: the forward must not take it from the pack the agent built."""
-    encoded = stored_blocks(TEXT, KEY)
+    encoded = KEY_IN_DEFLATE_BLOCKS
     main = git(gate.agent, "rev-parse", "origin/main").stdout.strip()
     first = (
         f"tree {git(gate.agent, 'rev-parse', 'origin/main^{tree}').stdout.strip()}\n"
