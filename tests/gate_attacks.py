@@ -63,6 +63,13 @@ def bad_checksum_gzip() -> bytes:
     return bytes(data)
 
 
+# A tree whose one entry, x.txt ("x\n"), has for its mode "1", the key in octal, then 100644
+# zero-padded to eleven digits: git parses that mode as 100644.
+KEY_IN_A_MODE = (
+    "1" + "".join(f"{byte:03o}" for byte in AWS_KEY.encode()) + "00000100644 x.txt\0"
+).encode() + hashlib.sha1(b"blob 2\0x\n").digest()
+
+
 def commit_and_push(name: str, write: str, path: str, *, message: str = "change") -> str:
     return (
         f"git checkout -q -B {name} origin/main && mkdir -p $(dirname '{path}') && {write} > "
@@ -255,6 +262,17 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             f"git checkout -q -B refname origin/main && {GIT} commit -q --allow-empty -m x && "
             f"git push origin HEAD:refs/heads/agent/{AWS_KEY}",
             "the name of a pushed ref: AWS Access Key",
+        ),
+        Attack(
+            # git reads a mode's octal digits into 32 bits: the digits before the last eleven
+            # vanish, so every tool (fsck --strict included) sees 100644, and the tree object
+            # holds the key in octal.
+            "secret-in-a-file-mode",
+            "git checkout -q -B mode origin/main && printf 'x\\n' | git hash-object -w --stdin "
+            f">/dev/null && tree=$(printf {printf_bytes(KEY_IN_A_MODE)} | "
+            "git hash-object -t tree -w --literally --stdin) && "
+            f"git push origin $({GIT} commit-tree -p HEAD -m mode $tree):refs/heads/agent/mode",
+            "a tree entry's mode: refused: not a mode git writes",
         ),
         Attack(
             "manifest-change",

@@ -32,6 +32,7 @@ from bottle_engine.bundle.gitgate.forwarding import (
     upstream_store,
 )
 from bottle_engine.bundle.gitgate.objects import (
+    GIT_MODES,
     GITLINK_MODE,
     NewObject,
     branch_tips,
@@ -447,6 +448,9 @@ def scan_push(  # noqa: C901 - one pass over every object the push stores, kept 
     return findings
 
 
+BAD_MODE = "refused: not a mode git writes (100644, 100755, 120000, 40000 or 160000)"
+
+
 def _scan_names(
     git_dir: Path, scanner: Scanner, trees: list[NewObject]
 ) -> tuple[list[Finding], set[str]]:
@@ -454,7 +458,8 @@ def _scan_names(
 
     Read from the trees themselves, entry by entry: a name in a new tree goes upstream whatever
     object it names (a blob seen at another path, one the upstream has, a gitlink), and may
-    hold a newline. A gitlink's commit id is read too: its 20 bytes are the pusher's choice."""
+    hold a newline. A gitlink's commit id is read too: its 20 bytes are the pusher's choice; so
+    is each mode's spelling, which must be one git writes (`GIT_MODES`)."""
     by_oid = {tree.oid: tree for tree in trees}
     findings: list[Finding] = []
     secret_names: set[str] = set()
@@ -466,6 +471,8 @@ def _scan_names(
             found = scanner.name(tree.commit, "a file or directory name", path)
             if entry.mode == GITLINK_MODE:
                 found += scanner.name(tree.commit, "a submodule's commit id", entry.oid)
+            if entry.mode not in GIT_MODES:
+                findings.append(Finding(tree.commit, "a tree entry's mode", None, BAD_MODE))
             if found:
                 secret_names.add(path)
                 findings += found
