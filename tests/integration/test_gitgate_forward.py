@@ -114,6 +114,8 @@ def test_a_key_in_the_deflate_blocks_of_a_clean_blob_never_reaches_the_upstream(
     assert result.returncode == 0, result.stdout + result.stderr  # the content is clean
     assert gate.ref("refs/heads/agent/deflate") is not None
     assert KEY_IN_DEFLATE_BLOCKS not in upstream_pack_bytes(gate)
+    gate_repo = gate.upstream.parent / "gate" / "origin.git"
+    assert not list(gate_repo.rglob("forward-*"))  # the gate's own pack went with the push
 
 
 def test_a_key_in_the_inserts_of_a_delta_never_reaches_the_upstream(gate: Gate) -> None:

@@ -15,11 +15,13 @@ the agent ever sent, with whatever else rode in them) are never read by the forw
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bottle_engine.bundle.gitgate.store import QUARANTINE_ENV
 from bottle_engine.git import run_git
 
 UPSTREAM_STORES = ".upstream"  # no upstream name starts with "." (gate.check_upstreams)
@@ -41,7 +43,10 @@ def borrow_upstream_store(git_dir: Path) -> None:
 def forwarding_objects(git_dir: Path, oids: list[str]) -> Iterator[dict[str, str]]:
     """The environment for a git command that forwards `oids` (the scanned new objects): it
     sees them only as the gate packed them, and everything else only as the upstream sent it."""
-    with tempfile.TemporaryDirectory(prefix="forward-", dir=git_dir) as temporary:
+    # In the push's quarantine when there is one: receive-pack removes that with the push if
+    # the hook dies (the CPU bound), where a pack left in the repository outlived it unbudgeted.
+    where = os.environ.get(QUARANTINE_ENV) or git_dir
+    with tempfile.TemporaryDirectory(prefix="forward-", dir=where) as temporary:
         objects = Path(temporary)
         (objects / "pack").mkdir()
         if oids:
