@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -58,6 +61,13 @@ def bad_checksum_gzip() -> bytes:
     data = bytearray(gzip.compress(f"{KEY_LINE}\n".encode(), mtime=0))
     data[-8] ^= 0xFF
     return bytes(data)
+
+
+# A tree whose one entry, x.txt ("x\n"), has for its mode "1", the key in octal, then 100644
+# zero-padded to eleven digits: git parses that mode as 100644.
+KEY_IN_A_MODE = (
+    "1" + "".join(f"{byte:03o}" for byte in AWS_KEY.encode()) + "00000100644 x.txt\0"
+).encode() + hashlib.sha1(b"blob 2\0x\n").digest()
 
 
 def commit_and_push(name: str, write: str, path: str, *, message: str = "change") -> str:
@@ -254,8 +264,64 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "the name of a pushed ref: AWS Access Key",
         ),
         Attack(
+            # git reads a mode's octal digits into 32 bits: the digits before the last eleven
+            # vanish, so every tool (fsck --strict included) sees 100644, and the tree object
+            # holds the key in octal.
+            "secret-in-a-file-mode",
+            "git checkout -q -B mode origin/main && printf 'x\\n' | git hash-object -w --stdin "
+            f">/dev/null && tree=$(printf {printf_bytes(KEY_IN_A_MODE)} | "
+            "git hash-object -t tree -w --literally --stdin) && "
+            f"git push origin $({GIT} commit-tree -p HEAD -m mode $tree):refs/heads/agent/mode",
+            "a tree entry's mode: refused: not a mode git writes",
+        ),
+        Attack(
             "manifest-change",
             commit_and_push("manifest", "printf '[agents.x]\\n'", "tools/bottle.toml"),
             "tools/bottle.toml",
         ),
     ]
+
+
+# -- the encoding of a clean object -----------------------------------------------------------
+
+# Harmless text as long as AWS_KEY's byte values add up to: each deflate block of the stream
+# below is as long as one byte of the key.
+CLEAN_TEXT = (b"all work and no play\n" * 100)[: sum(AWS_KEY.encode())]
+
+
+def stored_blocks(data: bytes, lengths: bytes) -> bytes:
+    """A zlib stream of `data` in deflate stored blocks, one per byte of `lengths`, each that
+    many bytes long: it inflates to `data` alone, and its block lengths spell `lengths`."""
+    out = bytearray(b"\x78\x01")
+    position = 0
+    for index, length in enumerate(lengths):
+        final = index == len(lengths) - 1
+        out += bytes([final]) + struct.pack("<HH", length, length ^ 0xFFFF)
+        out += data[position : position + length]
+        position += length
+    assert position == len(data)
+    return bytes(out) + struct.pack(">I", zlib.adler32(data))
+
+
+KEY_IN_DEFLATE_BLOCKS = stored_blocks(CLEAN_TEXT, AWS_KEY.encode())
+
+
+def key_in_deflate_blocks_script() -> str:
+    """Push CLEAN_TEXT as notes.txt, its blob stored as KEY_IN_DEFLATE_BLOCKS in a pack the
+    agent wrote by hand (`git push` sends a packed object's bytes as it finds them). The
+    content is clean, so the push passes; the key must not reach the upstream's packs."""
+    size, header = len(CLEAN_TEXT), bytearray()
+    byte, size = (3 << 4) | (size & 0x0F), size >> 4  # a blob's entry header
+    while size:
+        header.append(byte | 0x80)
+        byte, size = size & 0x7F, size >> 7
+    pack = b"PACK" + struct.pack(">II", 2, 1) + bytes(header) + bytes([byte])
+    pack += KEY_IN_DEFLATE_BLOCKS
+    pack += hashlib.sha1(pack).digest()
+    blob = hashlib.sha1(b"blob %d\0" % len(CLEAN_TEXT) + CLEAN_TEXT).hexdigest()
+    return (
+        f"git checkout -q -B deflate origin/main && printf {printf_bytes(pack)} | "
+        f"git index-pack --stdin >/dev/null && "
+        f"git update-index --add --cacheinfo 100644,{blob},notes.txt && "
+        f"{GIT} commit -q -m notes && git push -q origin HEAD:refs/heads/agent/deflate 2>&1"
+    )

@@ -24,7 +24,12 @@ from tests.bottle_fixtures import (
     world_for,
     world_secret_table,
 )
-from tests.gate_attacks import AWS_KEY, attacks
+from tests.gate_attacks import (
+    AWS_KEY,
+    KEY_IN_DEFLATE_BLOCKS,
+    attacks,
+    key_in_deflate_blocks_script,
+)
 from tests.integration.test_gitgate_bundle import seeded_sshd
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
@@ -155,3 +160,24 @@ def test_a_clean_push_from_the_bottle_arrives(gated: GatedBottle) -> None:
         ["git", "--git-dir=/home/git/repo.git", "rev-parse", "refs/heads/agent/clean"], user="git"
     )
     assert bytes(result.output).decode().strip() == head
+
+
+def test_a_key_in_the_encoding_of_a_clean_blob_never_reaches_the_upstream(
+    gated: GatedBottle,
+) -> None:
+    """The gate forwards what it scanned as it packs it itself: the deflate blocks of the
+    agent's own pack spelt the key upstream, around a file of harmless text."""
+    # Kept as pushed, as forges keep packs (git unpacks pushes of under 100 objects).
+    gated.upstream.exec_run(
+        ["git", "--git-dir=/home/git/repo.git", "config", "receive.unpackLimit", "1"], user="git"
+    )
+
+    code, output = gated.agent_sh(f"cd /tmp/work && {key_in_deflate_blocks_script()}")
+
+    assert code == 0, output  # the content is clean
+    packs = gated.upstream.exec_run(
+        ["sh", "-c", "cat /home/git/repo.git/objects/pack/*.pack"], user="git"
+    )
+    held = bytes(packs.output or b"")
+    assert packs.exit_code == 0 and held.startswith(b"PACK"), held[:200]
+    assert KEY_IN_DEFLATE_BLOCKS not in held

@@ -134,6 +134,21 @@ def test_a_push_is_kept_as_the_pack_that_came(gate: Gate) -> None:
     assert [oid for oid in oids if (objects / oid[:2] / oid[2:]).exists()] == []
 
 
+def test_every_mode_git_writes_still_passes(gate: Gate) -> None:
+    """The gate refuses a mode spelt any other way (`secret-in-a-file-mode`), not these."""
+    result = gate.sh(
+        "mkdir -p dir && printf 'x\\n' > dir/plain.txt && printf '#!/bin/sh\\n' > run.sh && "
+        "chmod +x run.sh && ln -s dir/plain.txt link && git add dir run.sh link && "
+        f"git update-index --add --cacheinfo 160000,{'1' * 40},vendor/sub && "
+        "git -c user.name=A -c user.email=a@b.invalid commit -q -m modes && "
+        "git ls-tree -r HEAD | cut -c1-6 | sort -u | tr '\\n' ' ' && "
+        "git push -q origin HEAD:refs/heads/agent/modes 2>&1"
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("100644 100755 120000 160000"), result.stdout
+
+
 def test_a_protected_file_the_manifest_reads_is_refused_naming_it(gate: Gate) -> None:
     commit_file(gate.agent, "Dockerfile", "FROM scratch\n")
     commit_file(gate.agent, "AGENTS/Reviewer.md", "obey\n")  # as a case-insensitive disk opens it

@@ -6,7 +6,8 @@ and tags into it. The pre-receive hook decides each pushed ref with `policy.deci
 value that is not a commit, scans every object the push would send as stored bytes (`scan`),
 refuses changes to the manifest and the files it reads (unless the upstream allows them), and
 only then forwards the push to the upstream, before the gate's own refs move, so the agent's
-push succeeds exactly when the upstream took it.
+push succeeds exactly when the upstream took it. What it forwards is the scanned objects as the
+gate packs them, never the agent's pack (`forwarding`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,20 @@ import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle_engine.bundle.audit import append_line, cap
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, BundleConfig, GitUpstreamConfig
 from bottle_engine.bundle.gitgate import store
+from bottle_engine.bundle.gitgate.forwarding import (
+    borrow_upstream_store,
+    forwarding_objects,
+    upstream_store,
+)
 from bottle_engine.bundle.gitgate.objects import (
+    GIT_MODES,
     GITLINK_MODE,
     NewObject,
     branch_tips,
@@ -101,7 +108,13 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
         # (`core.alternateRefsCommand`), replace refs or alternates that change what the scan
         # reads; the next start (`resume`) ran them. The mirror fetches the upstream again.
         _remove_repo(git_dir)
+        _remove_repo(upstream_store(git_dir))
         run_git(["init", "--quiet", "--bare", str(git_dir)], doing="creating the gate repo")
+        run_git(
+            ["init", "--quiet", "--bare", str(upstream_store(git_dir))],
+            doing="creating the gate's store of the upstream's objects",
+        )
+        borrow_upstream_store(git_dir)
         for key, value in (
             ("receive.denyNonFastForwards", "false"),  # the hook decides, naming the rule
             ("receive.denyDeletes", "false"),
@@ -134,6 +147,8 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
 
 
 def _remove_repo(git_dir: Path) -> None:
+    if git_dir.parent.is_symlink():  # the upstream stores' directory, planted as a link
+        git_dir.parent.unlink()
     if git_dir.is_symlink() or git_dir.is_file():
         git_dir.unlink()
     elif git_dir.exists():
@@ -159,24 +174,21 @@ def repo_lock(git_dir: Path) -> Iterator[None]:
 
 
 def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
-    """Bring the gate's branches and tags to the upstream's current state."""
+    """Bring the gate's branches and tags to the upstream's current state: its objects into the
+    upstream store (`forwarding`), which the gate repository borrows, then its refs."""
     env = upstream_env(upstream)
     with repo_lock(git_dir):
-        run_git(
-            [
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--no-write-fetch-head",
-                # `--`: the url is the manifest's text; "--upload-pack=CMD" where an option may
-                # stand runs CMD in the bundle, which holds the secrets (every git call below).
-                "--",
-                upstream.url,
-                *MIRROR_REFSPECS,
-            ],
-            doing=f"fetching from git upstream {upstream.name!r} ({upstream.url})",
-            git_dir=git_dir,
-            env=env,
+        _fetch_refs(
+            upstream_store(git_dir),
+            upstream.url,
+            f"fetching from git upstream {upstream.name!r} ({upstream.url})",
+            env,
+        )
+        # The objects are there already (borrowed): this moves refs only.
+        _fetch_refs(
+            git_dir,
+            str(upstream_store(git_dir)),
+            f"taking the refs of git upstream {upstream.name!r}",
         )
         head = run_git(
             ["ls-remote", "--symref", "--", upstream.url, "HEAD"],
@@ -188,6 +200,18 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
             if line.startswith("ref: ") and line.endswith("\tHEAD"):
                 target = line[len("ref: ") : -len("\tHEAD")]
                 run_git(["symbolic-ref", "HEAD", target], doing="setting HEAD", git_dir=git_dir)
+
+
+def _fetch_refs(git_dir: Path, source: str, doing: str, env: dict[str, str] | None = None) -> None:
+    """Fetch `source`'s branches and tags into `git_dir`, dropping those it no longer has."""
+    run_git(
+        # `--`: the url is the manifest's text; "--upload-pack=CMD" where an option may stand
+        # runs CMD in the bundle, which holds the secrets (every git call here).
+        ["fetch", "--quiet", "--prune", "--no-write-fetch-head", "--", source, *MIRROR_REFSPECS],
+        doing=doing,
+        git_dir=git_dir,
+        env=env,
+    )
 
 
 @dataclass(frozen=True)
@@ -210,16 +234,26 @@ def parse_updates(stdin_text: str) -> list[RefUpdate]:
     return updates
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """A push judged: its refs' decisions, and either the new objects the gate scanned (the
+    only ones it may forward) or the lines of its refusal."""
+
+    decisions: list[tuple[RefUpdate, Decision]]
+    scanned: list[str] = field(default_factory=list)
+    refusal: tuple[str, ...] = ()
+
+
 def judge_push(
     git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, updates: list[RefUpdate]
-) -> tuple[list[tuple[RefUpdate, Decision]], Verdict | None]:
-    """Policy, object types, secret scan and manifest guard for a push; returns the decisions
-    and a refusal if any. Nothing is forwarded unless every pushed value passed all four."""
+) -> Judgement:
+    """Policy, object types, secret scan and manifest guard for a push. Nothing is forwarded
+    unless every pushed value passed all four."""
     lies = stale_old_values(git_dir, updates)
     if lies:
-        return [], Verdict(
-            False,
-            (
+        return Judgement(
+            [],
+            refusal=(
                 "push refused: it names old values that are not what the gate holds:",
                 *lies[:MAX_REPORTED],
                 *_more(len(lies)),
@@ -234,16 +268,20 @@ def judge_push(
         decisions.append((update, decide(update, ancestor, upstream)))
     refused = [d.message for _, d in decisions if not d.allowed]
     if refused:
-        return decisions, Verdict(
-            False,
-            ("push refused by the branch policy:", *refused[:MAX_REPORTED], *_more(len(refused))),
+        return Judgement(
+            decisions,
+            refusal=(
+                "push refused by the branch policy:",
+                *refused[:MAX_REPORTED],
+                *_more(len(refused)),
+            ),
         )
     pushed = [u for u, _ in decisions if u.kind != "delete"]
     not_commits = non_commit_values(git_dir, pushed)
     if not_commits:
-        return decisions, Verdict(
-            False,
-            (
+        return Judgement(
+            decisions,
+            refusal=(
                 "push refused: a branch can only point at a commit:",
                 *not_commits,
                 "push commits (e.g. `git push origin HEAD:refs/heads/BRANCH`)",
@@ -252,9 +290,9 @@ def judge_push(
     objects = new_objects(git_dir, [u.new for u in pushed])
     findings = scan_push(git_dir, config, upstream, pushed, objects)
     if findings:
-        return decisions, Verdict(
-            False,
-            (
+        return Judgement(
+            decisions,
+            refusal=(
                 "push refused: the pushed objects hold secrets or cannot be scanned:",
                 *(f.describe() for f in findings[:MAX_REPORTED]),
                 *_more(len(findings)),
@@ -266,9 +304,9 @@ def judge_push(
         changes = manifest_changes(git_dir, upstream, objects)
         changes += older_manifests(git_dir, upstream, pushed)
         if changes:
-            return decisions, Verdict(
-                False,
-                (
+            return Judgement(
+                decisions,
+                refusal=(
                     "push refused: it changes the bottle's manifest or a file the manifest "
                     "reads, which decide what leaves the bottle:",
                     *changes[:MAX_REPORTED],
@@ -279,7 +317,7 @@ def judge_push(
                     "in bottle.toml",
                 ),
             )
-    return decisions, None
+    return Judgement(decisions, scanned=[o.oid for o in objects])
 
 
 MAX_REPORTED = 50  # refusal lines per reason; the rest are counted
@@ -410,6 +448,9 @@ def scan_push(  # noqa: C901 - one pass over every object the push stores, kept 
     return findings
 
 
+BAD_MODE = "refused: not a mode git writes (100644, 100755, 120000, 40000 or 160000)"
+
+
 def _scan_names(
     git_dir: Path, scanner: Scanner, trees: list[NewObject]
 ) -> tuple[list[Finding], set[str]]:
@@ -417,7 +458,8 @@ def _scan_names(
 
     Read from the trees themselves, entry by entry: a name in a new tree goes upstream whatever
     object it names (a blob seen at another path, one the upstream has, a gitlink), and may
-    hold a newline. A gitlink's commit id is read too: its 20 bytes are the pusher's choice."""
+    hold a newline. A gitlink's commit id is read too: its 20 bytes are the pusher's choice; so
+    is each mode's spelling, which must be one git writes (`GIT_MODES`)."""
     by_oid = {tree.oid: tree for tree in trees}
     findings: list[Finding] = []
     secret_names: set[str] = set()
@@ -429,6 +471,8 @@ def _scan_names(
             found = scanner.name(tree.commit, "a file or directory name", path)
             if entry.mode == GITLINK_MODE:
                 found += scanner.name(tree.commit, "a submodule's commit id", entry.oid)
+            if entry.mode not in GIT_MODES:
+                findings.append(Finding(tree.commit, "a tree entry's mode", None, BAD_MODE))
             if found:
                 secret_names.add(path)
                 findings += found
@@ -491,9 +535,13 @@ def older_manifests(
 
 
 def forward(
-    git_dir: Path, upstream: GitUpstreamConfig, decisions: list[tuple[RefUpdate, Decision]]
+    git_dir: Path,
+    upstream: GitUpstreamConfig,
+    decisions: list[tuple[RefUpdate, Decision]],
+    scanned: list[str],
 ) -> None:
-    """Push the accepted updates to the upstream, all or nothing; raises `GitError` if refused."""
+    """Push the accepted updates to the upstream, all or nothing, sending the `scanned` objects
+    as the gate packs them (`forwarding`); raises `GitError` if refused."""
     args = ["push", "--atomic", "--no-verify", "--porcelain"]
     if is_local_url(upstream.url):
         # A local upstream's receive-pack would inherit our hook's quarantine and refuse to
@@ -508,12 +556,12 @@ def forward(
             # Forced only over the commit the gate saw, never over work pushed meanwhile.
             args.append(f"--force-with-lease={update.ref}:{update.old}")
         refspecs.append(f"{update.new}:{update.ref}")
-    with repo_lock(git_dir):
+    with repo_lock(git_dir), forwarding_objects(git_dir, scanned) as objects:
         run_git(
             [*args, "--", upstream.url, *refspecs],
             doing=f"forwarding the push to git upstream {upstream.name!r}",
             git_dir=git_dir,
-            env=upstream_env(upstream),
+            env={**upstream_env(upstream), **objects},
         )
 
 
@@ -576,11 +624,11 @@ def judge_and_forward(
     git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, updates: list[RefUpdate]
 ) -> Verdict:
     """Policy and scan (`judge_push`), then forwarding upstream."""
-    decisions, refusal = judge_push(git_dir, config, upstream, updates)
-    if refusal is not None:
-        return refusal
+    judgement = judge_push(git_dir, config, upstream, updates)
+    if judgement.refusal:
+        return Verdict(False, judgement.refusal)
     try:
-        forward(git_dir, upstream, decisions)
+        forward(git_dir, upstream, judgement.decisions, judgement.scanned)
     except GitError as exc:
         return Verdict(
             False,

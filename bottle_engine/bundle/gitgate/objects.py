@@ -49,6 +49,10 @@ def new_objects(git_dir: Path, tips: list[str]) -> list[NewObject]:
 
 
 GITLINK_MODE = "160000"  # a submodule's commit: its id is 20 bytes the pusher chose freely
+# The modes git writes, as it writes them. A mode is octal digits read into 32 bits, so digits
+# before the last eleven vanish: "1<the key in octal>00000100644" is 100644 to every tool, fsck
+# --strict included, and the tree object carries the key. Any other spelling is refused.
+GIT_MODES = frozenset({"100644", "100755", "120000", "40000", GITLINK_MODE})
 
 
 @dataclass(frozen=True)
