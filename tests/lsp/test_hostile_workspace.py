@@ -1,0 +1,67 @@
+"""A repository an agent wrote, opened in the editor: what the real `bottle-lsp` does on the host
+by itself, before anyone launches or trusts anything.
+
+VS Code starts the server in the workspace folder, so every name the server (or the engine it
+calls) looks up on PATH must not be found there: a PATH with an empty or relative entry (a
+trailing ':' from `PATH=$PATH:$EXTRA` with EXTRA unset is enough) names the working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.lsp.conftest import start_client, stop_client
+from tests.lsp.test_commands import execute
+
+pytestmark = pytest.mark.asyncio
+
+# A bottle of the smolmachines backend, as `records.py` stores it: its status asks smolvm.
+SMOL_RECORD = {
+    "agent": "dev",
+    "backend": "smolmachines",
+    "bottle": "default",
+    "bundle_ip": "10.243.0.2",
+    "cwd": "/m",
+    "manifest": "/m/bottle.toml",
+    "name": "bottle-dev-1",
+    "resources": {"cpus": 1.0, "memory_bytes": 2147483648},
+    "slug": "dev-1",
+    "started_at": "2026-01-01T00:00:00+00:00",
+    "subnet": "10.243.0.0/28",
+}
+
+
+def plant(directory: Path, name: str, marker: Path) -> None:
+    """An executable `name` in `directory` that records that it ran, and passes for smolvm."""
+    program = directory / name
+    program.write_text(f'#!/bin/sh\necho "$0 $*" >> {marker}\necho "smolvm 1.0.0"\n')
+    program.chmod(0o755)
+
+
+@pytest.mark.parametrize("entry", ["", ".", "bin"])
+async def test_a_program_in_the_workspace_never_runs_through_a_relative_path_entry(
+    tmp_path: Path, entry: str
+) -> None:
+    workspace = tmp_path / "project"
+    (workspace / "bin").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    marker = tmp_path / "ran"
+    for where in (workspace, workspace / "bin"):
+        for name in ("smolvm", "git", "docker", "runsc"):
+            plant(where, name, marker)
+    record = tmp_path / "state" / "records" / "dev-1.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(SMOL_RECORD))
+    path = os.pathsep.join([os.environ.get("PATH", ""), entry])
+    environment = {"PATH": path, "BOTTLE_SMOLVM": ""}
+    client = await start_client(tmp_path, fake_engine=False, env=environment, cwd=workspace)
+    try:
+        listed = await execute(client, "bottle.list")
+        assert [bottle["slug"] for bottle in listed] == ["dev-1"]
+        assert not marker.exists(), marker.read_text()
+    finally:
+        await stop_client(client, tmp_path)
