@@ -13,9 +13,12 @@ import os
 from pathlib import Path
 
 import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient
 
-from tests.lsp.conftest import start_client, stop_client
+from tests.lsp.conftest import open_document, position_of, start_client, stop_client
 from tests.lsp.test_commands import execute
+from tests.lsp.test_diagnostics import wait_for_diagnostics
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,3 +68,25 @@ async def test_a_program_in_the_workspace_never_runs_through_a_relative_path_ent
         assert not marker.exists(), marker.read_text()
     finally:
         await stop_client(client, tmp_path)
+
+
+async def test_a_bottle_toml_of_a_mib_costs_one_diagnostic_not_a_parse(
+    client: LanguageClient, project: Path
+) -> None:
+    """1 MiB of bottles, each with an unknown key: the server used to parse and validate it all
+    on every change (7.7 s here) and publish one diagnostic per bottle (32769)."""
+    bottle = "[bottles.b{}]\nbakend = 'docker'\n"
+    text = "".join(bottle.format(index) for index in range(1024 * 1024 // len(bottle)))
+    uri = open_document(client, project / "bottle.toml", text)
+    [diagnostic] = await wait_for_diagnostics(client, uri)
+    assert diagnostic.code == "BB002"
+    document = types.TextDocumentIdentifier(uri=uri)
+    at = position_of(text, "bakend")
+    assert await client.text_document_hover_async(types.HoverParams(document, at)) is None
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(document))
+    options = types.FormattingOptions(tab_size=2, insert_spaces=True)
+    edits = await client.text_document_formatting_async(
+        types.DocumentFormattingParams(document, options)
+    )
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(document))
+    assert (list(symbols or []), list(edits or []), list(lenses or [])) == ([], [], [])
