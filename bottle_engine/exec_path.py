@@ -1,8 +1,9 @@
 """Where the engine looks programs up: the PATH entries that are absolute directories.
 
 An empty or relative PATH entry (``PATH=$PATH:`` with a trailing ``:``, ``.``, ``bin``) names a
-place under the working directory. VS Code starts `bottle-lsp` in the workspace folder, and a
-terminal it opens for `bottle-engine attach` starts there too: a repository an agent wrote.
+place under the working directory. Language clients start `bottle-lsp` in the workspace folder
+by default, and the terminal VS Code opens for `bottle-engine attach` starts there: a repository
+an agent wrote.
 There, ``shutil.which("smolvm")`` and ``subprocess.run(["git", ...])`` would find and run the
 repository's own ``smolvm`` or ``git`` with the person's rights, as soon as the editor lists
 bottles. Go's ``exec.LookPath`` refuses such a result for the same reason; the editor

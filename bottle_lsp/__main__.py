@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from bottle_engine.exec_path import keep_absolute_entries
 
-    # VS Code starts the server in the workspace folder, which the agent may have written.
+    # Language clients start a server in the workspace folder by default (VS Code's extension
+    # no longer does), which the agent may have written.
     if dropped := keep_absolute_entries():
         logging.getLogger("bottle_lsp").warning(
             "PATH entries %s are not absolute; programs are not looked up there", dropped
