@@ -16,9 +16,11 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from tests.lsp.conftest import open_document, position_of, start_client, stop_client
+from bottle_engine.display import safe_editor_text
+from tests.lsp.conftest import open_document, open_new, position_of, start_client, stop_client
 from tests.lsp.test_commands import execute
 from tests.lsp.test_diagnostics import wait_for_diagnostics
+from tests.unit.test_manifest_attacks import unsafe_characters
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,3 +92,31 @@ async def test_a_bottle_toml_of_a_mib_costs_one_diagnostic_not_a_parse(
     )
     lenses = await client.text_document_code_lens_async(types.CodeLensParams(document))
     assert (list(symbols or []), list(edits or []), list(lenses or [])) == ([], [], [])
+
+
+def _walk(symbols: list[types.DocumentSymbol]) -> list[types.DocumentSymbol]:
+    return [s for symbol in symbols for s in (symbol, *_walk(symbol.children or []))]
+
+
+async def test_hostile_names_reach_the_outline_made_safe(
+    client: LanguageClient, project: Path
+) -> None:
+    """Agent and bottle names and a backend, as written in a bottle.toml an agent wrote, are
+    shown in the outline, the breadcrumbs and Go to Symbol: no bidi override, invisible
+    character, link or icon syntax gets there raw (TOML strings hold them literally)."""
+    names = ["git push origin \u202enaim\u202c", "ok\u200b\u2066", "$(check) [ok](command:x.y)"]
+    lines = []
+    for index, name in enumerate(names):
+        lines += [f"[bottles.'{name}']", f"backend = '{name}'", f"[bottles.'{name}'.egress]"]
+        lines += [f"[agents.'a{index}{name}']", f"bottle = '{name}'"]
+    uri = open_new(client, project.parent, "\n".join(lines) + "\n")
+    found = await client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(types.TextDocumentIdentifier(uri=uri))
+    )
+    symbols = _walk(list(found or []))  # type: ignore[arg-type]
+    shown_names = {symbol.name for symbol in symbols}
+    assert {safe_editor_text(name) for name in names} <= shown_names, shown_names
+    for symbol in symbols:
+        for shown in (symbol.name, symbol.detail or ""):
+            assert not unsafe_characters(shown), shown
+            assert "](" not in shown and "$(" not in shown, shown
