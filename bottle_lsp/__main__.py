@@ -38,6 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         **destination,
     )
+    from bottle_engine.exec_path import keep_absolute_entries
+
+    # Language clients start a server in the workspace folder by default (VS Code's extension
+    # no longer does), which the agent may have written.
+    if dropped := keep_absolute_entries():
+        logging.getLogger("bottle_lsp").warning(
+            "PATH entries %s are not absolute; programs are not looked up there", dropped
+        )
     from bottle_lsp.engine import Engine  # after parsing: --version stays instant
     from bottle_lsp.server import create_server
 

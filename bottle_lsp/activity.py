@@ -30,6 +30,7 @@ from lsprotocol import types
 from bottle_engine.bundle.audit import read_kept_audit
 from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
+from bottle_engine.manifest import MAX_MANIFEST_BYTES, read_manifest_text, too_large
 from bottle_lsp.allow_edit import line_edit, with_allowed
 from bottle_lsp.egress_view import EgressActivity
 from bottle_lsp.engine import ApprovalRequest
@@ -218,13 +219,19 @@ async def allow_host(ls: BottleLanguageServer, slug: str, host: str, port: int) 
         )
     uri = from_fs_path(str(Path(manifest).resolve())) or manifest
     document = ls.workspace.text_documents.get(uri)
+    text: str | None
     if document is not None:
         text, version = document.source, document.version
     else:
         try:
-            text, version = Path(manifest).read_text(encoding="utf-8"), None
+            text, version = read_manifest_text(Path(manifest)), None
         except (OSError, UnicodeDecodeError) as exc:
             raise BottleError(f"{manifest}: cannot read the manifest: {exc}") from exc
+    if text is None or too_large(text):  # tomlkit would read it whole
+        raise BottleError(
+            f"{manifest} is larger than {MAX_MANIFEST_BYTES} bytes, more than bot-bottle reads",
+            fix="edit `allow` in bottle.toml by hand",
+        )
     new = with_allowed(text, bottle, entry)
     if new is None:
         return {"uri": uri, "entry": entry, "applied": False, "already": True}

@@ -32,7 +32,8 @@ class Analysis:
 
     @cached_property
     def outline(self) -> Outline:
-        return outline(self.text)
+        # The text the engine read: "" for a manifest too large to read (`MAX_MANIFEST_BYTES`).
+        return outline(self.parsed.text)
 
     @property
     def data(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from pygls.protocol import default_converter
 
 from bottle_engine.display import safe_editor_text
 from bottle_engine.errors import BottleError
-from bottle_engine.manifest import schema
+from bottle_engine.manifest import MAX_MANIFEST_BYTES, read_manifest_text, schema
 from bottle_lsp import activity
 from bottle_lsp.analysis import Analysis, analyze
 from bottle_lsp.engine import TrustState
@@ -279,9 +279,11 @@ async def agents(ls: BottleLanguageServer, args: UriArgs) -> list[dict[str, str]
         return agents_of(ls.analysis(args.uri))
     path = manifest_path(args.uri)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_manifest_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise BottleError(f"{path}: cannot read the manifest: {exc}") from exc
+    if text is None:
+        raise BottleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes, more than it reads")
     return agents_of(analyze(text, path))
 
 

@@ -8,12 +8,16 @@ import tomllib
 
 from lsprotocol import types
 
+from bottle_engine.manifest import too_large
 from bottle_engine.manifest.source import load_toml
 from bottle_lsp.outline import outline
 
 
 def format_text(text: str) -> str | None:
-    """The formatted text, or None when `text` does not parse (nothing to stand on)."""
+    """The formatted text, or None when `text` does not parse (nothing to stand on) or is too
+    large to read."""
+    if too_large(text):
+        return None
     try:
         before = load_toml(text)
     except (tomllib.TOMLDecodeError, RecursionError):  # it recurses once per nested bracket

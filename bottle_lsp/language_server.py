@@ -15,7 +15,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from bottle_engine.display import safe_editor_text
-from bottle_engine.manifest import MANIFEST_NAME
+from bottle_engine.manifest import MANIFEST_NAME, read_manifest_text
 from bottle_lsp import __version__
 from bottle_lsp.analysis import Analysis, analyze
 from bottle_lsp.bottles import BottlesCache
@@ -90,7 +90,7 @@ class BottleLanguageServer(LanguageServer):
         if uri not in self.workspace.text_documents:
             return False
         try:
-            return self.workspace.get_text_document(uri).source != path.read_text(encoding="utf-8")
+            return self.workspace.get_text_document(uri).source != read_manifest_text(path)
         except (OSError, UnicodeDecodeError):
             return False
 

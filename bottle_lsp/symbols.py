@@ -1,9 +1,13 @@
-"""The outline (agents and bottles as document symbols) and folding ranges."""
+"""The outline (agents and bottles as document symbols) and folding ranges.
+
+Names are shown as `safe_editor_text` makes them: they are the manifest's keys, which an agent
+may have written, and the outline, breadcrumbs and Go to Symbol show them beside our own text."""
 
 from __future__ import annotations
 
 from lsprotocol import types
 
+from bottle_engine.display import safe_editor_text
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.source import KeyPath, Span
 from bottle_lsp.analysis import Analysis
@@ -75,9 +79,9 @@ def _entry(
         detail = str(bottle.get("backend", schema.default_at(("bottles", name, "backend"))))
         children = _sub_tables(analysis, index, (section, name))
     return types.DocumentSymbol(
-        name=name,
+        name=safe_editor_text(name),
         kind=_KINDS[section],
-        detail=detail,
+        detail=safe_editor_text(detail) if detail is not None else None,
         range=span_range(whole),
         selection_range=selection,
         children=children or None,
@@ -93,7 +97,7 @@ def _sub_tables(analysis: Analysis, index: _Index, prefix: KeyPath) -> list[type
         label = label.replace(".[", "[")
         result.append(
             types.DocumentSymbol(
-                name=label,
+                name=safe_editor_text(label),
                 kind=types.SymbolKind.Struct,
                 range=span_range(index.extent[path]),
                 selection_range=span_range(analysis.locations[path].key),

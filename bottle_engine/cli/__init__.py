@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from bottle_engine import __version__
 from bottle_engine.cli.output import err_console, safe_lines
 from bottle_engine.errors import BottleError
+from bottle_engine.exec_path import keep_absolute_entries
 
 # The order here is the order in `--help`.
 COMMAND_MODULES = (
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Run where it was started, often a repository an agent wrote (the editor's terminal opens
+    # in the workspace): nothing is looked up there.
+    keep_absolute_entries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -14,13 +14,18 @@ from pathlib import Path
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.model import Agent, Bottle, Manifest, build_model
 from bottle_engine.manifest.problems import Problem, Severity
-from bottle_engine.manifest.source import ParsedToml, parse_toml
+from bottle_engine.manifest.source import ParsedToml, Position, Span, parse_toml
 from bottle_engine.manifest.validate import validate
 
 MANIFEST_NAME = "bottle.toml"
+# A real manifest is a few KiB. Parsing and validating cost about 7 s and 1 GiB of memory per
+# 8 MiB, and an agent's branch may hold a bottle.toml of any size, or a link to /dev/zero: the
+# editor would pay it on every keystroke, and reading the whole file never ends.
+MAX_MANIFEST_BYTES = 256 * 1024
 
 __all__ = [
     "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
     "Agent",
     "Bottle",
     "LoadedManifest",
@@ -59,7 +64,11 @@ class LoadedManifest:
 
 
 def load_manifest_text(text: str, path: Path) -> LoadedManifest:
-    """Validate `text` as the manifest at `path` (which need not exist; it anchors paths)."""
+    """Validate `text` as the manifest at `path` (which need not exist; it anchors paths).
+
+    Text over `MAX_MANIFEST_BYTES` is not parsed: one problem (BB002) says so."""
+    if too_large(text):
+        return _too_large(path)
     parsed = parse_toml(text)
     problems = [replace(p, file=path) for p in validate(parsed, path)]
     loaded = LoadedManifest(path=path, parsed=parsed, problems=problems)
@@ -68,15 +77,47 @@ def load_manifest_text(text: str, path: Path) -> LoadedManifest:
     return loaded
 
 
+def too_large(text: str) -> bool:
+    """More than `MAX_MANIFEST_BYTES` in UTF-8 (the length alone decides most texts)."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        return True
+    return len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES
+
+
+def _too_large(path: Path) -> LoadedManifest:
+    """The manifest as unread: no data, one problem at its start."""
+    at = Position(0, 0)
+    problem = Problem(
+        "BB002",
+        f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes, more than bot-bottle reads; "
+        "a bottle.toml holds agents and bottles only (long prompts go in a prompt_file)",
+        Span(at, at),
+        file=path,
+    )
+    unread = ParsedToml(text="", syntax_error="too large", syntax_error_at=at)
+    return LoadedManifest(path=path, parsed=unread, problems=[problem])
+
+
+def read_manifest_text(path: Path) -> str | None:
+    """The file's text, or None when it holds more than `MAX_MANIFEST_BYTES` (only that much
+    is read: the file may be a link to a device that never ends). `OSError` and
+    `UnicodeDecodeError` as reading raises them."""
+    with path.open("rb") as stream:
+        data = stream.read(MAX_MANIFEST_BYTES + 1)
+    return None if len(data) > MAX_MANIFEST_BYTES else data.decode("utf-8")
+
+
 def load_manifest_file(path: Path) -> LoadedManifest:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_manifest_text(path)
     except FileNotFoundError as exc:
         raise BottleError(
             f"{path}: no such manifest", fix="check the path, or run `bottle-engine init`"
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise BottleError(f"{path}: cannot read the manifest: {exc}") from exc
+    if text is None:
+        return _too_large(path.resolve())
     loaded = load_manifest_text(text, path.resolve())
     if loaded.manifest is not None:
         loaded.manifest = replace(loaded.manifest, found_at=Path(os.path.abspath(path)))

@@ -22,6 +22,7 @@ class Severity(enum.Enum):
 
 CODES: dict[str, tuple[Severity, str]] = {
     "BB001": (Severity.ERROR, "TOML syntax error"),
+    "BB002": (Severity.ERROR, "the manifest is larger than bot-bottle reads"),
     "BB101": (Severity.ERROR, "unknown key"),
     "BB102": (Severity.ERROR, "wrong type"),
     "BB103": (Severity.ERROR, "value not one of the allowed choices"),

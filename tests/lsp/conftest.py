@@ -51,12 +51,14 @@ async def start_client(
     activity_interval: float = 3.0,
     pool: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> LanguageClient:
     """A VS Code-like client connected to a fresh server whose HOME, state and fake engine
     live under `root`; its log goes to `root/server.log`.
 
     With `fake_engine` the server is `tests.lsp.fake_server` (the real server around an engine
-    whose bottles are records in `root/fake-engine.json`), else the real `bottle-lsp`."""
+    whose bottles are records in `root/fake-engine.json`), else the real `bottle-lsp`. It runs in
+    `cwd` (default `root`): VS Code starts it in the workspace folder."""
     env = {
         **os.environ,
         "HOME": str(root / "home"),
@@ -99,7 +101,7 @@ async def start_client(
     client.feature(types.WORKSPACE_CODE_LENS_REFRESH)(refresh)
 
     await client.start_io(
-        sys.executable, "-m", *command, "--log-file", str(log), env=env, cwd=str(root)
+        sys.executable, "-m", *command, "--log-file", str(log), env=env, cwd=str(cwd or root)
     )
     await client.initialize_session(
         types.InitializeParams(

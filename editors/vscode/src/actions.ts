@@ -22,6 +22,7 @@ import { MANIFEST_GLOB, chooseManifest } from "./manifests";
 import { ProgressTranslator } from "./progress";
 import { errorText, type BottleServerPort } from "./common";
 import { displayText } from "./display";
+import { SERVER_WORKING_DIRECTORY } from "./serverCommand";
 
 const TRUST = "Trust";
 
@@ -259,10 +260,13 @@ async function reportingFailure<T>(what: string, fallback: T, action: () => Prom
   }
 }
 
-/** Runs the server-provided argv directly (no shell), so nothing in it is reinterpreted. */
+/**
+ * Runs the server-provided argv directly (no shell), so nothing in it is reinterpreted, and not
+ * in the workspace folder (a terminal's default): see `SERVER_WORKING_DIRECTORY`.
+ */
 export function openTerminal(name: string, argv: string[]): vscode.Terminal {
   const [shellPath, ...shellArgs] = argv;
-  const terminal = vscode.window.createTerminal({ name, shellPath, shellArgs });
+  const terminal = vscode.window.createTerminal({ name, shellPath, shellArgs, cwd: SERVER_WORKING_DIRECTORY });
   terminal.show();
   return terminal;
 }

@@ -11,6 +11,20 @@ import { displayText } from "./display";
 
 export const BOTTLES_VIEW_ID = "botBottle.bottles";
 const DEFAULT_REFRESH_SECONDS = 5;
+/** The shortest refresh period: each refresh lists every bottle (the engine asks Docker, and
+ * smolvm per bottle), and `botBottle.bottles.refreshInterval` may come from a workspace's own
+ * `.vscode/settings.json`, where 0.001 asked for a thousand listings a second. */
+export const MIN_REFRESH_SECONDS = 1;
+
+/** Node runs a timer longer than this (or shorter than 1 ms) every millisecond. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The timer period in milliseconds for the setting's `value`; undefined: no timer (0, or not
+ * a positive number), refreshes on change only. */
+export function refreshPeriodMs(value: unknown): number | undefined {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) return undefined;
+  return Math.min(Math.max(value, MIN_REFRESH_SECONDS) * 1000, MAX_TIMER_MS);
+}
 
 export class BottlesTreeProvider implements vscode.TreeDataProvider<BottleSummary> {
   private readonly changed = new vscode.EventEmitter<void>();
@@ -86,8 +100,9 @@ export function registerBottlesView(
     if (timer !== undefined) clearInterval(timer);
     timer = undefined;
     if (!view.visible) return;
-    const seconds = vscode.workspace.getConfiguration(CONFIG_SECTION).get<number>("bottles.refreshInterval", DEFAULT_REFRESH_SECONDS);
-    if (seconds > 0) timer = setInterval(refreshOnTimer, seconds * 1000);
+    const seconds = vscode.workspace.getConfiguration(CONFIG_SECTION).get<unknown>("bottles.refreshInterval", DEFAULT_REFRESH_SECONDS);
+    const period = refreshPeriodMs(seconds);
+    if (period !== undefined) timer = setInterval(refreshOnTimer, period);
   };
   const disposables: vscode.Disposable[] = [
     view,

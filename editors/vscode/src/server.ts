@@ -21,9 +21,11 @@ import { displayText } from "./display";
 import { probeServerLaunch } from "./serverProbe";
 import {
   SERVER_EXECUTABLE,
+  SERVER_WORKING_DIRECTORY,
   findOnPath,
   missingServerAdvice,
   resolveServerLaunch,
+  serverExecutable,
   type ServerLaunch,
   withAbsoluteCommand,
 } from "./serverCommand";
@@ -196,7 +198,7 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
   }
 
   private createClient(launch: ServerLaunch): LanguageClient {
-    const executable = { command: launch.command, args: launch.args };
+    const executable = serverExecutable(launch);
     const serverOptions: ServerOptions = { run: executable, debug: executable };
     const clientOptions: LanguageClientOptions = {
       // By file pattern, not language id: bottle.toml is "bottle-toml" (our grammar) unless the
@@ -279,7 +281,8 @@ export class BottleServer implements BottleServerPort, vscode.Disposable {
     const settings = "Open Settings";
     void vscode.window.showErrorMessage(advice.message, install, copy, settings).then((choice) => {
       if (choice === install) {
-        const terminal = vscode.window.createTerminal({ name: "Install Bot Bottle" });
+        // Not in the workspace folder: `python3 -m pip` there imports a `pip/` the branch holds.
+        const terminal = vscode.window.createTerminal({ name: "Install Bot Bottle", cwd: SERVER_WORKING_DIRECTORY });
         terminal.show();
         terminal.sendText(advice.installCommand);
       } else if (choice === copy) {

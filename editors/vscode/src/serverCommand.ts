@@ -46,6 +46,26 @@ export interface ServerLaunchInputs {
   executableOnPath: string | undefined;
 }
 
+/**
+ * Where the server, its probe and the Attach / Logs terminals start: the extension's own
+ * directory. vscode-languageclient would start the server in the first workspace folder (a
+ * terminal starts there too), a branch the agent wrote, and a
+ * working directory reaches further than `-P` keeps it: Python puts an empty or relative
+ * PYTHONPATH entry (`export PYTHONPATH=$PYTHONPATH:/opt/x` with it unset gives ":/opt/x") on
+ * sys.path as a place under the working directory, ahead of site-packages, so the branch's
+ * `bottle_lsp/` ran in place of the installed one, through `bottle-lsp` and `-m` alike.
+ */
+export const SERVER_WORKING_DIRECTORY = __dirname;
+
+/** How the language client spawns `launch` (vscode-languageclient's `Executable`). */
+export function serverExecutable(launch: ServerLaunch): {
+  command: string;
+  args: string[];
+  options: { cwd: string };
+} {
+  return { command: launch.command, args: launch.args, options: { cwd: SERVER_WORKING_DIRECTORY } };
+}
+
 /** Raised for a setting that cannot describe a command; the message names the setting. */
 export class ServerSettingError extends Error {}
 

@@ -3,7 +3,7 @@
  * so a missing server becomes one clear message instead of a crash loop.
  */
 import { execFile } from "node:child_process";
-import { SAFE_PATH, SERVER_MODULE, findOnPath, type ServerLaunch } from "./serverCommand";
+import { SAFE_PATH, SERVER_MODULE, SERVER_WORKING_DIRECTORY, findOnPath, type ServerLaunch } from "./serverCommand";
 
 const PROBE_TIMEOUT_MS = 20_000;
 
@@ -21,7 +21,7 @@ export async function probeServerLaunch(
     execFile(
       launch.command,
       [...SAFE_PATH, "-c", `import ${module}`],
-      { timeout: PROBE_TIMEOUT_MS },
+      { timeout: PROBE_TIMEOUT_MS, cwd: SERVER_WORKING_DIRECTORY },
       (error, _stdout, stderr) => {
         if (error === null) {
           resolve(undefined);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 import { BottleActions } from "../src/actions";
+import { SERVER_WORKING_DIRECTORY } from "../src/serverCommand";
 import { FakeServer, TRUST_REVIEW } from "./support/fake-server";
 import { Uri, fake } from "./support/fake-vscode";
 
@@ -26,6 +27,12 @@ describe("Attach", () => {
       { name: fake.terminals[0].name, shellPath: fake.terminals[0].shellPath, shellArgs: fake.terminals[0].shellArgs, shown: fake.terminals[0].shown },
       { name: "Bottle dev-1a2b", shellPath: "bottle-engine", shellArgs: ["attach", "dev-1a2b", "--shell"], shown: true },
     );
+  });
+
+  it("runs bottle-engine outside the workspace folder, where an empty PYTHONPATH entry would import the branch's", async () => {
+    server.answers.set("bottle.attach", { command: ["bottle-engine", "attach", "dev-1a2b"] });
+    await actions.handleServerCommand("bottle.attach", [{ slug: "dev-1a2b" }], undefined);
+    assert.equal(fake.terminals[0].cwd, SERVER_WORKING_DIRECTORY, "a terminal's default is the workspace folder");
   });
 
   it("from the palette attaches straight away when one bottle runs", async () => {

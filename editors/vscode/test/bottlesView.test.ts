@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
-import { BottlesTreeProvider } from "../src/bottlesView";
+import { BottlesTreeProvider, refreshPeriodMs } from "../src/bottlesView";
 import { FakeServer } from "./support/fake-server";
 import { TreeItem, fake } from "./support/fake-vscode";
 
@@ -76,5 +76,16 @@ describe("the Bottles view", () => {
     provider.onDidChangeTreeData(() => reloads++);
     provider.refresh();
     assert.equal(reloads, 1);
+  });
+
+  it("refreshes on a timer no more than once a second, whatever a workspace's settings ask", () => {
+    // botBottle.bottles.refreshInterval is a window setting: .vscode/settings.json may set it.
+    assert.equal(refreshPeriodMs(0.001), 1000);
+    assert.equal(refreshPeriodMs(1e-300), 1000);
+    assert.equal(refreshPeriodMs(5), 5000);
+    assert.equal(refreshPeriodMs(1e300), 2 ** 31 - 1, "Node runs a longer timer every millisecond");
+    for (const off of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, "0.001", null, undefined]) {
+      assert.equal(refreshPeriodMs(off), undefined, String(off));
+    }
   });
 });

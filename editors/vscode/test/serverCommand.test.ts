@@ -10,6 +10,7 @@ import {
   missingServerAdvice,
   parseConfiguredCommand,
   resolveServerLaunch,
+  serverExecutable,
   splitCommandLine,
   withAbsoluteCommand,
 } from "../src/serverCommand";
@@ -198,6 +199,41 @@ describe("a workspace's own Python files", () => {
       spawnSync(launch.command, launch.args, { cwd: dir, input: "", timeout: 60_000 });
       assert.equal(fs.existsSync(marker), false, `${launch.command} (selected: ${selected}) is the workspace's`);
     }
+  });
+
+  // `export PYTHONPATH=$PYTHONPATH:/opt/x` with PYTHONPATH unset gives ":/opt/x": Python puts the
+  // empty entry on sys.path as the working directory, ahead of site-packages and whatever -P says.
+  const emptyEntry = { ...process.env, PYTHONPATH: `${path.delimiter}/nonexistent` };
+
+  it("are not imported through an empty PYTHONPATH entry by the server, as the client starts it", (t) => {
+    if (python === undefined) return t.skip("no python3 on PATH");
+    const { dir, marker } = hostileWorkspace();
+    for (const launch of [
+      resolveServerLaunch({ ...none, selectedInterpreter: python }),
+      { command: python, args: ["-c", "from bottle_lsp.__main__ import main"], source: "path" as const },
+    ]) {
+      const executable = serverExecutable(launch);
+      // vscode-languageclient starts it in `options.cwd`, else in the first workspace folder.
+      const cwd = executable.options?.cwd ?? dir;
+      spawnSync(executable.command, executable.args ?? [], { cwd, env: emptyEntry, input: "", timeout: 60_000 });
+      assert.equal(fs.existsSync(marker), false, `${launch.command} ${launch.args.join(" ")} in ${cwd}`);
+    }
+  });
+
+  it("are not imported through an empty PYTHONPATH entry by the probe", async (t) => {
+    if (python === undefined) return t.skip("no python3 on PATH");
+    const { dir, marker } = hostileWorkspace();
+    const before = { cwd: process.cwd(), pythonPath: process.env.PYTHONPATH };
+    process.chdir(dir);
+    process.env.PYTHONPATH = emptyEntry.PYTHONPATH;
+    try {
+      await probeServerLaunch(resolveServerLaunch({ ...none, selectedInterpreter: python }));
+    } finally {
+      process.chdir(before.cwd);
+      if (before.pythonPath === undefined) delete process.env.PYTHONPATH;
+      else process.env.PYTHONPATH = before.pythonPath;
+    }
+    assert.equal(fs.existsSync(marker), false, "the probe ran the workspace's bottle_lsp");
   });
 
   it("are not imported by the probe before the start", async (t) => {

@@ -8,6 +8,7 @@ export interface RecordedTerminal {
   name?: string;
   shellPath?: string;
   shellArgs?: string[] | string;
+  cwd?: string;
   shown: boolean;
   sentText: string[];
 }
@@ -165,7 +166,7 @@ export const window = {
     fake.quickPicks.push({ items: resolved, placeHolder: options?.placeHolder });
     return fake.pickAnswer(resolved);
   },
-  createTerminal(options: { name?: string; shellPath?: string; shellArgs?: string[] | string }) {
+  createTerminal(options: { name?: string; shellPath?: string; shellArgs?: string[] | string; cwd?: string }) {
     const terminal: RecordedTerminal = { ...options, shown: false, sentText: [] };
     fake.terminals.push(terminal);
     return {

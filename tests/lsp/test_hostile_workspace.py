@@ -1,0 +1,122 @@
+"""A repository an agent wrote, opened in the editor: what the real `bottle-lsp` does on the host
+by itself, before anyone launches or trusts anything.
+
+VS Code starts the server in the workspace folder, so every name the server (or the engine it
+calls) looks up on PATH must not be found there: a PATH with an empty or relative entry (a
+trailing ':' from `PATH=$PATH:$EXTRA` with EXTRA unset is enough) names the working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from bottle_engine.display import safe_editor_text
+from tests.lsp.conftest import open_document, open_new, position_of, start_client, stop_client
+from tests.lsp.test_commands import execute
+from tests.lsp.test_diagnostics import wait_for_diagnostics
+from tests.unit.test_manifest_attacks import unsafe_characters
+
+pytestmark = pytest.mark.asyncio
+
+# A bottle of the smolmachines backend, as `records.py` stores it: its status asks smolvm.
+SMOL_RECORD = {
+    "agent": "dev",
+    "backend": "smolmachines",
+    "bottle": "default",
+    "bundle_ip": "10.243.0.2",
+    "cwd": "/m",
+    "manifest": "/m/bottle.toml",
+    "name": "bottle-dev-1",
+    "resources": {"cpus": 1.0, "memory_bytes": 2147483648},
+    "slug": "dev-1",
+    "started_at": "2026-01-01T00:00:00+00:00",
+    "subnet": "10.243.0.0/28",
+}
+
+
+def plant(directory: Path, name: str, marker: Path) -> None:
+    """An executable `name` in `directory` that records that it ran, and passes for smolvm."""
+    program = directory / name
+    program.write_text(f'#!/bin/sh\necho "$0 $*" >> {marker}\necho "smolvm 1.0.0"\n')
+    program.chmod(0o755)
+
+
+@pytest.mark.parametrize("entry", ["", ".", "bin"])
+async def test_a_program_in_the_workspace_never_runs_through_a_relative_path_entry(
+    tmp_path: Path, entry: str
+) -> None:
+    workspace = tmp_path / "project"
+    (workspace / "bin").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    marker = tmp_path / "ran"
+    for where in (workspace, workspace / "bin"):
+        for name in ("smolvm", "git", "docker", "runsc"):
+            plant(where, name, marker)
+    record = tmp_path / "state" / "records" / "dev-1.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(SMOL_RECORD))
+    path = os.pathsep.join([os.environ.get("PATH", ""), entry])
+    environment = {"PATH": path, "BOTTLE_SMOLVM": ""}
+    client = await start_client(tmp_path, fake_engine=False, env=environment, cwd=workspace)
+    try:
+        listed = await execute(client, "bottle.list")
+        assert [bottle["slug"] for bottle in listed] == ["dev-1"]
+        assert not marker.exists(), marker.read_text()
+    finally:
+        await stop_client(client, tmp_path)
+
+
+async def test_a_bottle_toml_of_a_mib_costs_one_diagnostic_not_a_parse(
+    client: LanguageClient, project: Path
+) -> None:
+    """1 MiB of bottles, each with an unknown key: the server used to parse and validate it all
+    on every change (7.7 s here) and publish one diagnostic per bottle (32769)."""
+    bottle = "[bottles.b{}]\nbakend = 'docker'\n"
+    text = "".join(bottle.format(index) for index in range(1024 * 1024 // len(bottle)))
+    uri = open_document(client, project / "bottle.toml", text)
+    [diagnostic] = await wait_for_diagnostics(client, uri)
+    assert diagnostic.code == "BB002"
+    document = types.TextDocumentIdentifier(uri=uri)
+    at = position_of(text, "bakend")
+    assert await client.text_document_hover_async(types.HoverParams(document, at)) is None
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(document))
+    options = types.FormattingOptions(tab_size=2, insert_spaces=True)
+    edits = await client.text_document_formatting_async(
+        types.DocumentFormattingParams(document, options)
+    )
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(document))
+    assert (list(symbols or []), list(edits or []), list(lenses or [])) == ([], [], [])
+
+
+def _walk(symbols: list[types.DocumentSymbol]) -> list[types.DocumentSymbol]:
+    return [s for symbol in symbols for s in (symbol, *_walk(symbol.children or []))]
+
+
+async def test_hostile_names_reach_the_outline_made_safe(
+    client: LanguageClient, project: Path
+) -> None:
+    """Agent and bottle names and a backend, as written in a bottle.toml an agent wrote, are
+    shown in the outline, the breadcrumbs and Go to Symbol: no bidi override, invisible
+    character, link or icon syntax gets there raw (TOML strings hold them literally)."""
+    names = ["git push origin \u202enaim\u202c", "ok\u200b\u2066", "$(check) [ok](command:x.y)"]
+    lines = []
+    for index, name in enumerate(names):
+        lines += [f"[bottles.'{name}']", f"backend = '{name}'", f"[bottles.'{name}'.egress]"]
+        lines += [f"[agents.'a{index}{name}']", f"bottle = '{name}'"]
+    uri = open_new(client, project.parent, "\n".join(lines) + "\n")
+    found = await client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(types.TextDocumentIdentifier(uri=uri))
+    )
+    symbols = _walk(list(found or []))  # type: ignore[arg-type]
+    shown_names = {symbol.name for symbol in symbols}
+    assert {safe_editor_text(name) for name in names} <= shown_names, shown_names
+    for symbol in symbols:
+        for shown in (symbol.name, symbol.detail or ""):
+            assert not unsafe_characters(shown), shown
+            assert "](" not in shown and "$(" not in shown, shown
