@@ -162,7 +162,11 @@ def check_debootstrap() -> Check:
 
 
 def check_dirs() -> Check:
-    for directory in (state.cache_dir(), state.state_dir()):
+    try:
+        roots = (state.cache_dir(), state.state_dir())
+    except BottleError as exc:
+        return Check("state dirs", False, exc.message, exc.fix)
+    for directory in roots:
         try:
             if not directory.exists():
                 state.private_dir(directory)

@@ -22,16 +22,82 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bottle_engine import settings
+from bottle_engine.errors import BottleError
 
 
 def cache_dir() -> Path:
-    """Root of the content-addressed caches (artifacts, packs): `EngineSettings.cache_dir`."""
-    return settings.cache_dir_from_env()
+    """Root of the content-addressed caches (artifacts, packs): `EngineSettings.cache_dir`,
+    once `owned_root` has found it the engine user's alone."""
+    return owned_root(settings.cache_dir_from_env(), settings.ENV_CACHE_DIR)
 
 
 def state_dir() -> Path:
-    """Root of per-bottle state (metadata, audit logs, approvals): `EngineSettings.state_dir`."""
-    return settings.state_dir_from_env()
+    """Root of per-bottle state (metadata, audit logs, approvals): `EngineSettings.state_dir`,
+    once `owned_root` has found it the engine user's alone."""
+    return owned_root(settings.state_dir_from_env(), settings.ENV_STATE_DIR)
+
+
+_OWNED_ROOTS: set[Path] = set()
+
+
+def owned_root(root: Path, variable: str) -> Path:
+    """`root`, refused (`BottleError`) unless no other user can change what it is.
+
+    0700 protects a root only if it is ours, and so is every dir above it, or root's (those
+    others may write must be sticky, as /tmp is). Otherwise its owner, who may have made it
+    (or a link to it) first in a shared place, reads or plants records (an artifact key naming
+    their image, a trust record for a wider manifest), or renames it away and puts their own
+    in its place between two writes. A root that does not exist yet is checked again at the
+    next call (`private_dir` makes it); one that passed once is not checked again."""
+    root = root.absolute()
+    if root in _OWNED_ROOTS:
+        return root
+    me = os.geteuid()
+    resolved = root.resolve()
+    links = [path for path in (*reversed(root.parents), root) if path.is_symlink()]
+    for path in [*links, *resolved.parents]:
+        info = _lstat(path)
+        if info is None:
+            continue  # made later, by `private_dir`, which checks what it made
+        if info.st_uid not in (me, 0):
+            raise _not_ours(path, info.st_uid, variable)
+        if path in links:
+            continue
+        if _others_may_write(info) and not info.st_mode & stat.S_ISVTX:
+            raise BottleError(
+                f"{root} is under {path}, where others may rename what it holds "
+                f"({stat.S_IMODE(info.st_mode):04o}, not sticky)",
+                fix=f"set {variable} to a directory under ones only you (or root) may write",
+            )
+    info = _lstat(resolved)
+    if info is None:
+        return root
+    if info.st_uid != me:
+        raise _not_ours(root, info.st_uid, variable)
+    _OWNED_ROOTS.add(root)
+    return root
+
+
+def _others_may_write(info: os.stat_result) -> bool:
+    """Writable by all, or by a group other than our own (a home dir 0775 with a group of one,
+    the user's own, as user-private groups make it, is not open to others)."""
+    group_write = info.st_mode & stat.S_IWGRP and info.st_gid not in (os.getegid(), 0)
+    return bool(info.st_mode & stat.S_IWOTH or group_write)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+
+
+def _not_ours(path: Path, uid: int, variable: str) -> BottleError:
+    return BottleError(
+        f"{path} belongs to another user (uid {uid}): bot-bottle keeps records, secrets and "
+        "images under it, which that user could read, plant or swap",
+        fix=f"set {variable} to a directory of your own (remove {path} if you made it)",
+    )
 
 
 def state_id() -> str:
@@ -169,6 +235,9 @@ def private_dir(path: Path) -> Path:
     missing = [p for p in (path, *path.parents) if not p.exists()]
     for directory in reversed(missing):
         directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        owner = directory.lstat().st_uid
+        if owner != os.geteuid():  # another user made it between our look and our mkdir
+            raise _not_ours(directory, owner, "BOTTLE_STATE_DIR or BOTTLE_CACHE_DIR")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         path.chmod(mode & ~0o077)

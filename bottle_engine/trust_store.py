@@ -177,8 +177,7 @@ def record(reviewed: TrustReview) -> Path:
 
 
 def _write_record(path: Path, data: Mapping[str, object]) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    state.private_dir(path.parent)  # the state root too, checked as it is made
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".trust-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -14,7 +14,8 @@ Two ways to pack, chosen by what the installed smolvm can do (`choose_method`):
   passed as ``pack create --image <tar>``;
 * ``registry``: smolvm takes only registry references (0.8-era releases), or the caller forces it
   (``--via-registry``): the layout is pushed to an `ephemeral_registry` on 127.0.0.1 and smolvm
-  pulls ``localhost:<port>/bot-bottle:<digest12>``.
+  pulls ``localhost:<port>/bot-bottle@<artifact digest>`` (by digest: any local account can
+  reach the registry and could re-point a tag before smolvm pulls it).
 """
 
 from __future__ import annotations
@@ -220,11 +221,11 @@ def _pack_via_registry(
 
     progress.stage("pack: start ephemeral registry")
     client = docker_client or connect()
-    tag = digest_hex(artifact.digest)[:12]
-    with ephemeral_registry(client, {LABEL_PACK: tag}, settings) as registry:
+    label = digest_hex(artifact.digest)[:12]
+    with ephemeral_registry(client, {LABEL_PACK: label}, settings) as registry:
         progress.detail(f"registry on 127.0.0.1:{registry.port}")
         progress.stage("pack: push image")
-        reference = registry.push_layout(artifact.layout_dir, artifact.digest, tag)
+        reference = registry.push_layout(artifact.layout_dir, artifact.digest)
         progress.detail(reference)
         progress.stage("pack: smolvm pack create")
         smolvm.pack_create(reference, output)

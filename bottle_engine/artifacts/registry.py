@@ -60,12 +60,16 @@ class EphemeralRegistry:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def reference(self, tag: str) -> str:
-        """How clients on this host name an image here (``localhost:<port>/bot-bottle:<tag>``)."""
-        return f"localhost:{self.port}/{REPOSITORY}:{tag}"
+    def reference(self, digest: str) -> str:
+        """How clients on this host name an image here: by digest
+        (``localhost:<port>/bot-bottle@sha256:...``), never by tag. Every local account can
+        reach the registry, and a tag is a name any of them could point at an image of its
+        own between our push and smolvm's pull; a digest names these bytes alone."""
+        return f"localhost:{self.port}/{REPOSITORY}@{digest}"
 
-    def push_layout(self, layout_dir: Path, digest: str, tag: str) -> str:
-        """Push the image `digest` from the OCI layout at `layout_dir`; return its reference.
+    def push_layout(self, layout_dir: Path, digest: str) -> str:
+        """Push the image `digest` from the OCI layout at `layout_dir` (by digest: no tag is
+        made); return its `reference`.
 
         Raises `BottleError` when the layout lacks that manifest or the registry stores it
         under another digest.
@@ -78,24 +82,22 @@ class EphemeralRegistry:
                 f"the OCI layout {layout_dir} has no manifest {digest}",
                 fix="rebuild the artifact (`bottle-engine build AGENT`); the store is damaged",
             )
-        _push_manifest(_EphemeralRepository(self.base_url), blobs, descriptor, tag)
-        return self.reference(tag)
+        _push_manifest(_EphemeralRepository(self.base_url), blobs, descriptor)
+        return self.reference(digest)
 
 
-def _push_manifest(
-    repository: RepositoryClient, blobs: Path, descriptor: dict[str, Any], tag: str | None
-) -> None:
+def _push_manifest(repository: RepositoryClient, blobs: Path, descriptor: dict[str, Any]) -> None:
     body = _blob_path(blobs, descriptor["digest"]).read_bytes()
     manifest = json.loads(body)
     media_type = manifest.get("mediaType") or descriptor.get("mediaType")
     if media_type in _INDEX_TYPES:
         for child in manifest["manifests"]:
-            _push_manifest(repository, blobs, child, None)
+            _push_manifest(repository, blobs, child)
     else:
         for blob in [manifest["config"], *manifest["layers"]]:
             repository.push_blob(_blob_path(blobs, blob["digest"]), blob["digest"])
     stored = repository.put_manifest(
-        tag or descriptor["digest"],
+        descriptor["digest"],
         body,
         str(media_type),
         doing=f"push manifest {descriptor['digest']}",

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.bottle_fixtures import BottleWorld, running_bottle, world_env
+from tests.host_users import as_user
 
 pytestmark = [
     pytest.mark.docker,
@@ -53,17 +54,6 @@ def launched(open_world: BottleWorld) -> Iterator[tuple[Any, Path]]:
         yield record, Path(open_world.env["BOTTLE_STATE_DIR"])
 
 
-def _as_user(uid: int, command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd="/",
-        check=False,
-    )
-
-
 def _bundle_uid(docker_client: Any, record: Any) -> int:
     user = docker_client.containers.get(record.bundle_name).attrs["Config"]["User"]
     return int(str(user).split(":")[0])
@@ -91,9 +81,9 @@ def test_other_host_users_cannot_read_a_bottles_state(
     read = {}
     for who, uid in users.items():
         for directory in (state_root, state_root / "records", state_root / "bottles", bottle):
-            read[(who, str(directory))] = _as_user(uid, ["ls", str(directory)]).returncode == 0
+            read[(who, str(directory))] = as_user(uid, ["ls", str(directory)]).returncode == 0
         for path in files:
-            read[(who, str(path))] = _as_user(uid, ["cat", str(path)]).returncode == 0
+            read[(who, str(path))] = as_user(uid, ["cat", str(path)]).returncode == 0
     assert [where for where, ok in read.items() if ok] == []
 
 

@@ -81,7 +81,7 @@ def test_registry_only_smolvm_pulls_the_artifact_from_a_loopback_registry(
     assert pack.method == "registry"
     [argv] = pack_creates(legacy_smolvm)
     assert image_of(argv).startswith("localhost:")
-    assert image_of(argv).endswith(f"/bot-bottle:{artifact.digest[7:19]}")
+    assert image_of(argv).endswith(f"/bot-bottle@{artifact.digest}")
     # The fake fetched manifest and blobs over HTTP and checked every digest.
     assert sidecar_source_digest(pack.sidecar) == artifact.digest
     assert "pack: push image" in progress.stages

@@ -39,10 +39,10 @@ def test_registry_is_published_on_loopback_only(docker_client: Any) -> None:
 def test_pushed_manifest_keeps_the_artifact_digest(docker_client: Any, tmp_path: Path) -> None:
     artifact = make_layout(tmp_path, "digest")
     with ephemeral_registry(docker_client, TEST_LABEL) as registry:
-        reference = registry.push_layout(artifact.layout_dir, artifact.digest, "digest-tag")
-        assert reference == f"localhost:{registry.port}/bot-bottle:digest-tag"
+        reference = registry.push_layout(artifact.layout_dir, artifact.digest)
+        assert reference == f"localhost:{registry.port}/bot-bottle@{artifact.digest}"
         request = urllib.request.Request(
-            f"{registry.base_url}/v2/bot-bottle/manifests/digest-tag",
+            f"{registry.base_url}/v2/bot-bottle/manifests/{artifact.digest}",
             headers={"Accept": OCI_MANIFEST},
         )
         with urllib.request.urlopen(request, timeout=10) as response:

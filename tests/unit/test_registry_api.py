@@ -123,7 +123,7 @@ def test_neither_client_sends_a_blob_to_an_upload_location_on_another_host(
     with pytest.raises(RemoteCacheError, match=r"sent the upload of .* to another host"):
         stand.remote.push(artifact, "agent")
     with pytest.raises(BottleError, match="the ephemeral registry sent the upload to another"):
-        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest)
     assert not [path for method, path in _Registry.seen if method == "PUT"]
 
 
@@ -132,7 +132,7 @@ def test_the_ephemeral_registry_must_answer_as_the_spec_says_the_shared_cache_ne
 ) -> None:
     _Registry.upload_status = 200
     with pytest.raises(BottleError) as raised:
-        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest)
     assert "the ephemeral registry answered 200, expected 202" in str(raised.value)
     assert "BOTTLE_REGISTRY_IMAGE" in str(raised.value.fix)
     assert stand.remote.push(artifact, "agent") == "pushed"
@@ -145,7 +145,7 @@ def test_a_write_answered_404_is_the_shared_caches_error_not_an_absence(
     with pytest.raises(RemoteCacheError, match=r"push manifest .* answered 404"):
         stand.remote.push(artifact, "agent")
     with pytest.raises(BottleError, match=r"push manifest .*the ephemeral registry answered 404"):
-        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
+        stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest)
 
 
 def test_the_ephemeral_registry_is_reached_directly_whatever_the_proxy_settings(
@@ -161,5 +161,5 @@ def test_the_ephemeral_registry_is_reached_directly_whatever_the_proxy_settings(
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     _wait_ready(None, stand.ephemeral)
-    stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest, "t")
-    assert ("PUT", f"/v2/{REPOSITORY}/manifests/t") in _Registry.seen
+    stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest)
+    assert ("PUT", f"/v2/{REPOSITORY}/manifests/{artifact.digest}") in _Registry.seen
