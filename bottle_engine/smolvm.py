@@ -60,6 +60,8 @@ _NO_VM_FIX = (
     'Hypervisor.framework on macOS); use the docker backend (`backend = "docker"` or '
     "BOTTLE_BACKEND=docker)"
 )
+# libkrun's words when it cannot open /dev/kvm: `KvmContext(KvmOpen(Error(13)))`, an errno.
+_KVM_OPEN_ERRNO = re.compile(r"KvmOpen\(Error\((\d+)\)\)")
 # smol-vmm (the copy shipped inside the Python package) prints this note on every run.
 _NOISE = re.compile(r"^note: no packed assets found")
 
@@ -583,6 +585,8 @@ def translate_failure(doing: str, returncode: int, stderr: str) -> BottleError:
             lines[0].strip() if lines else f"exit status {returncode}",
         )
     text = f"{doing}: smolvm failed: {message}"
+    if opened := _KVM_OPEN_ERRNO.search(message):
+        text += f" (/dev/kvm: {os.strerror(int(opened[1]))})"  # libkrun gives only the number
     if code in {"KVM_UNAVAILABLE", "HYPERVISOR_UNAVAILABLE"} or re.search(
         r"KvmOpen|/dev/kvm|\bKVM\b|hypervisor", message, re.IGNORECASE
     ):

@@ -204,6 +204,7 @@ def test_no_kvm_failure_points_to_the_docker_backend() -> None:
     error = smolvm.translate_failure("start microVM bottle-dev", 1, stderr)
     assert "start microVM bottle-dev" in error.message
     assert "KvmOpen" in error.message
+    assert error.message.endswith("(/dev/kvm: Permission denied)")  # errno 13, in words
     assert "note:" not in error.message
     assert 'backend = "docker"' in str(error.fix)
 
