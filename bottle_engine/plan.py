@@ -60,6 +60,7 @@ class SecretPlan:
     name: str
     placeholder: str
     hosts: tuple[str, ...]
+    headers: tuple[str, ...]  # the request headers the real value may be sent in
     from_env: str | None
     from_file: Path | None
 
@@ -239,12 +240,13 @@ class BottlePlan(GatewayAddresses):
             slug=self.slug,
             bundle_ip=self.bundle_ip,
             agent_subnet=str(self.subnet),
+            bottle_name=self.bottle,  # named in the proxy's "how to allow" hints
             agent_ip=self.agent_ip,
             egress_allow=self.egress_allow,
             upstream_ca_files=(str(upstream_ca),) if self.upstream_ca else (),
             egress_ask=self.egress_ask,
             secrets=tuple(
-                SecretBinding(s.name, s.placeholder, s.hosts, str(secrets_dir / s.name))
+                SecretBinding(s.name, s.placeholder, s.hosts, str(secrets_dir / s.name), s.headers)
                 for s in self.secrets
             ),
             git=tuple(
@@ -285,7 +287,12 @@ class BottlePlan(GatewayAddresses):
             "upstream_ca": str(self.upstream_ca) if self.upstream_ca else None,
             "egress_ask": self.egress_ask,
             "secrets": [
-                {"name": s.name, "placeholder": s.placeholder, "hosts": list(s.hosts)}
+                {
+                    "name": s.name,
+                    "placeholder": s.placeholder,
+                    "hosts": list(s.hosts),
+                    "headers": list(s.headers),
+                }
                 for s in self.secrets
             ],
             "git": [{"name": g.name, "url": g.url} for g in self.git],
@@ -464,6 +471,7 @@ class Planner:
                 name=secret.name,
                 placeholder=placeholder_for(secret.name, self.launch_token),
                 hosts=secret.hosts,
+                headers=secret.headers,
                 from_env=secret.from_env,
                 from_file=secret.from_file,
             )

@@ -3,9 +3,10 @@ versions of that differ.
 
 A hostile agent cannot edit the user's manifest, but it can propose one (a branch that changes
 `bottle.toml`, a repository that ships one). `surface_of` reduces a manifest to its
-`TrustedSurface`: egress rules, secrets (source and the hosts their values go to), git upstreams,
-supervise, backend and runtime, the agent's share of the host (`cpus`, `memory`: nothing on
-the host clamps them), and every host path the manifest reads outside its own directory.
+`TrustedSurface`: egress rules, secrets (source, the hosts their values go to, the headers they
+go in), git upstreams, supervise, backend and runtime, the agent's share of the host (`cpus`,
+`memory`: nothing on the host clamps them), and every host path the manifest reads outside its
+own directory.
 `changes` compares two surfaces as readable lines, each marked widening (needs the
 person's trust) or narrowing (a bottle that can do less; no trust needed). Anything not known to
 narrow counts as widening.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bottle_engine.manifest.model import GitUpstream, Manifest
+from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS
 
 SURFACE_VERSION = 1
 
@@ -84,6 +86,9 @@ def _real_path(path: Path) -> Path:
 class SecretSurface:
     source: str  # "env NAME" or "file /resolved/path"
     hosts: tuple[str, ...]  # sorted
+    # The request headers the value may go in: sorted, lower-case (names are case-insensitive).
+    # None: a record stored before the surface held them, when any header carried the value.
+    headers: tuple[str, ...] | None = None
 
 
 def git_surface(upstream: GitUpstream, where: Callable[[Path], str]) -> GitUpstream:
@@ -159,7 +164,11 @@ class TrustedSurface:
                     allow=tuple(b["allow"]),
                     ask=tuple(b["ask"]),
                     secrets={
-                        s: SecretSurface(str(v["source"]), tuple(v["hosts"]))
+                        s: SecretSurface(
+                            str(v["source"]),
+                            tuple(v["hosts"]),
+                            tuple(v["headers"]) if v.get("headers") is not None else None,
+                        )
                         for s, v in b["secrets"].items()
                     },
                     git={g: _git_surface_from_json(g, v) for g, v in b["git"].items()},
@@ -243,6 +252,7 @@ def surface_of(
                 if secret.from_file is not None
                 else f"env {secret.from_env}",
                 hosts=tuple(sorted(set(secret.hosts))),
+                headers=tuple(sorted({name.lower() for name in secret.headers})),
             )
             for secret in bottle.secrets.values()
         }
@@ -493,7 +503,9 @@ def _secret_changes(
     hosts = ", ".join(now.hosts) or "no host"
     if was is None:
         yield Change(
-            f"{prefix} now read from {_source_text(now.source, places)} and sent to {hosts}", True
+            f"{prefix} now read from {_source_text(now.source, places)} and sent to {hosts}"
+            + _unusual_headers(now.headers),
+            True,
         )
         return
     if was.source != now.source:
@@ -508,6 +520,31 @@ def _secret_changes(
         yield Change(f"{prefix} now also sent to {', '.join(added)}", widening=True)
     if removed:
         yield Change(f"{prefix} no longer sent to {', '.join(removed)}", widening=False)
+    yield from _header_changes(prefix, was.headers, now.headers)
+
+
+_DEFAULT_HEADERS = tuple(sorted({name.lower() for name in DEFAULT_SECRET_HEADERS}))
+
+
+def _unusual_headers(headers: tuple[str, ...] | None) -> str:
+    """The headers a new secret goes in, said when they are not the default credential ones."""
+    return "" if headers == _DEFAULT_HEADERS else f" in headers {_headers_text(headers)}"
+
+
+def _headers_text(headers: tuple[str, ...] | None) -> str:
+    return "any" if headers is None else ", ".join(headers) or "none"
+
+
+def _header_changes(
+    prefix: str, was: tuple[str, ...] | None, now: tuple[str, ...] | None
+) -> Iterator[Change]:
+    """A header the value may newly go in widens (a server may keep it as data and hand it
+    back); one it may no longer go in narrows. A record from before headers were kept allowed
+    any header: any list narrows it."""
+    if was is None and now is not None:
+        yield Change(f"{prefix} now sent only in headers {_headers_text(now)}", widening=False)
+    elif was is not None and now is not None:
+        yield from _set_changes(f"{prefix} headers", was, now)
 
 
 # The git upstream fields `_git_changes` describes in words; any other field of the model is

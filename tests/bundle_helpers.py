@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from bottle_engine.bundle.config import BundleConfig, SecretBinding
@@ -60,13 +60,19 @@ BROKEN_REFLECTIONS = {
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
-    (`_reflect`); after ``/hang-up/...`` the connection is closed. With `log_requests` set,
+    (`_reflect`); after ``/hang-up/...`` the connection is closed. ``/store/KEY`` keeps the
+    request's headers as data (object metadata, a file name, a logged User-Agent) and
+    ``/stored/KEY``, asked by any name this upstream answers as, serves them back: a storage API
+    whose objects another host of the same service hands out. With `log_requests` set,
     every request is also printed as one JSON line (what reached this upstream: headers, TLS
     name, body), for tests to check where secrets went."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     log_requests = False
+    stored: ClassVar[
+        dict[str, dict[str, str]]
+    ] = {}  # /store/KEY -> the headers that request carried
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -77,6 +83,9 @@ class EchoHandler(BaseHTTPRequestHandler):
             with _LOG_LOCK:
                 sys.stdout.write(json.dumps(self._describe(body)) + "\n")
                 sys.stdout.flush()
+        if self.path.startswith("/store/"):
+            with _LOG_LOCK:
+                self.stored[self.path.removeprefix("/store/")] = dict(self.headers.items())
         if self.path.startswith("/endless-head/"):
             self._endless_head(int(self.path.rsplit("/", 1)[1]))
             return
@@ -86,6 +95,11 @@ class EchoHandler(BaseHTTPRequestHandler):
         if self.path.startswith("/bytes/"):
             payload = b"x" * int(self.path.rsplit("/", 1)[1])
             content_type = "application/octet-stream"
+        elif self.path.startswith("/stored/"):
+            with _LOG_LOCK:
+                kept = self.stored.get(self.path.removeprefix("/stored/"), {})
+            payload = json.dumps(kept).encode()
+            content_type = "application/json"
         else:
             payload = json.dumps(self._describe(body)).encode()
             content_type = "application/json"
@@ -553,14 +567,23 @@ def make_test_ca(directory: Path, names: list[str]) -> TestCA:
 
 
 def secret_in_file(
-    path: Path, name: str, placeholder: str, hosts: tuple[str, ...], value: str
+    path: Path,
+    name: str,
+    placeholder: str,
+    hosts: tuple[str, ...],
+    value: str,
+    *,
+    extra_headers: tuple[str, ...] = (),
 ) -> SecretBinding:
     """Secret `name` bound to `hosts`, its real `value` written to `path` now (one line, as a
-    person's secret file is) for the bundle to read; the agent sees `placeholder` only."""
+    person's secret file is) for the bundle to read; the agent sees `placeholder` only. It may
+    be sent in the default credential headers and `extra_headers`."""
     from bottle_engine.bundle.config import SecretBinding
+    from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS
 
     path.write_text(value + "\n")
-    return SecretBinding(name, placeholder, hosts, str(path))
+    headers = (*DEFAULT_SECRET_HEADERS, *extra_headers)
+    return SecretBinding(name, placeholder, hosts, str(path), headers)
 
 
 # The bundle's egress proxy as a process of its own, every *.test name resolved to loopback.

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS
+
 # Paths inside the bundle container.
 CONFIG_PATH = Path("/etc/bot-bottle/bundle.json")
 STATE_MOUNT = Path("/var/lib/bot-bottle")  # the bottle's host state dir, read-write
@@ -77,6 +79,9 @@ class SecretBinding:
     placeholder: str
     hosts: tuple[str, ...]
     value_file: str  # path inside the bundle container
+    # The request headers the real value may be sent in (any case); the placeholder in another
+    # header is refused.
+    headers: tuple[str, ...] = tuple(DEFAULT_SECRET_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class BundleConfig:
                     placeholder=s["placeholder"],
                     hosts=tuple(s["hosts"]),
                     value_file=s["value_file"],
+                    headers=tuple(s.get("headers", DEFAULT_SECRET_HEADERS)),
                 )
                 for s in raw.get("secrets", ())
             ),

@@ -632,9 +632,10 @@ class SecretSubstitution:
             url=request.path,
             headers=request.headers.items(multi=True),  # type: ignore[no-untyped-call]
             bodies=(),
+            bottle=self.state.policy.bottle_name,
         )
         if not verdict.allowed:
-            refuse(flow, Decision(False, verdict.rule, verdict.reason))
+            refuse(flow, Decision(False, verdict.rule, verdict.reason, verdict.fix))
             return
         # The body is judged on the coding the agent sent: a placeholder there becomes the real
         # value, which the refusal of an unknown coding would quote back to the agent.

@@ -1,9 +1,11 @@
 """Where a secret's placeholder may go, as pure functions.
 
-The agent holds only a random placeholder per secret. A request may carry it in a header to one
-of the secret's hosts over HTTPS; the proxy then swaps in the real value. The placeholder anywhere
-else (another host, plain HTTP, the URL, the body) refuses the request, so the agent learns of the
-mistake instead of sending a useless token somewhere it should not go.
+The agent holds only a random placeholder per secret. A request may carry it in one of the
+secret's credential headers (`headers` in bottle.toml) to one of the secret's hosts over HTTPS;
+the proxy then swaps in the real value. The placeholder anywhere else (another host, plain HTTP,
+the URL, the body, another header) refuses the request, so the agent learns of the mistake
+instead of sending a useless token somewhere it should not go, or the real value somewhere a
+server keeps it as data and hands it back.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ PLACEHOLDER_IN_TRAILERS = "secret-in-trailers"
 PLACEHOLDER_WRONG_HOST = "secret-wrong-host"
 PLACEHOLDER_PLAIN_HTTP = "secret-plain-http"
 PLACEHOLDER_IN_HASHED_HEADER = "secret-in-hashed-header"
+# The placeholder in a header the secret's `headers` does not list, or in a header's name. A
+# server may keep such a header as data (object metadata, a file name, a logged User-Agent) and
+# serve it from a host the secret is not bound to, whose answers the proxy does not scrub.
+PLACEHOLDER_IN_OTHER_HEADER = "secret-header-not-allowed"
 # Request headers whose value the protocol makes the server hash and send back (a WebSocket
 # server answers Sec-WebSocket-Key with SHA-1(key + GUID) in Sec-WebSocket-Accept). The echo
 # is a form the proxy cannot recognise to scrub, and with a real value hashed in it the agent
@@ -44,6 +50,7 @@ class BoundSecret:
 
     binding: SecretBinding
     hosts: tuple[EgressRule, ...]
+    headers: frozenset[str]  # lower-case names of the headers the real value may go in
 
     @property
     def name(self) -> str:
@@ -59,7 +66,11 @@ class BoundSecret:
 
 def bind_secrets(bindings: Iterable[SecretBinding]) -> tuple[BoundSecret, ...]:
     return tuple(
-        BoundSecret(b, tuple(parse_egress_rule(h) for h in b.hosts))
+        BoundSecret(
+            b,
+            tuple(parse_egress_rule(h) for h in b.hosts),
+            frozenset(name.lower() for name in b.headers),
+        )
         for b in bindings
         if b.placeholder  # an empty placeholder would match everywhere
     )
@@ -78,6 +89,7 @@ class SecretVerdict:
     rule: str = ""
     reason: str = ""
     substitute: tuple[BoundSecret, ...] = ()
+    fix: str | None = None  # how to allow it in bottle.toml, where the manifest can
 
 
 def check_request(
@@ -88,10 +100,13 @@ def check_request(
     url: str,
     headers: Iterable[tuple[str, str]],
     bodies: Iterable[bytes],
+    *,
+    bottle: str = "NAME",
 ) -> SecretVerdict:
     """Judge where placeholders appear in one request to `host`:`port`.
 
-    `bodies` are the forms of the body to search (raw and, if it is encoded, decoded).
+    `bodies` are the forms of the body to search (raw and, if it is encoded, decoded). `bottle`
+    is the [bottles.NAME] table a refusal's fix names.
     """
     header_list = list(headers)
     header_text = "\n".join(f"{name}: {value}" for name, value in header_list)
@@ -123,6 +138,9 @@ def check_request(
                 secret,
                 "in a header the server hashes and sends back (Sec-WebSocket-Key)",
             )
+        refusal = _check_header_names(secret, header_list, bottle)
+        if refusal is not None:
+            return refusal
         substitute.append(secret)
     return SecretVerdict(True, substitute=tuple(substitute))
 
@@ -139,12 +157,38 @@ def check_trailers(
     return SecretVerdict(True)
 
 
+def _check_header_names(
+    secret: BoundSecret, headers: Sequence[tuple[str, str]], bottle: str
+) -> SecretVerdict | None:
+    """Is the placeholder only in the values of headers the secret's `headers` lists? None when
+    it is, else the refusal naming the first header that may not carry it."""
+    token = secret.placeholder
+    for name, value in headers:
+        if token in name:
+            return _refuse(PLACEHOLDER_IN_OTHER_HEADER, secret, "in a header's name")
+        # ASCII first: str.lower() folds the Kelvin sign into 'k', so "X-Api-\u212aey" would
+        # pass as X-Api-Key, a header no server reads as the credential.
+        if token in value and not (name.isascii() and name.lower() in secret.headers):
+            shown = name[:100]
+            listed = ", ".join(secret.binding.headers) or "none"
+            return SecretVerdict(
+                False,
+                PLACEHOLDER_IN_OTHER_HEADER,
+                f"the placeholder of secret '{secret.name}' was sent in the header {shown!r}, "
+                f"which may not carry it (the secret's headers: {listed}); a server may keep "
+                "such a header as data and hand the real value back",
+                fix=f"add {shown!r} to headers in [bottles.{bottle}.secrets.{secret.name}] in "
+                "bottle.toml, if the service reads it as a credential and never keeps it",
+            )
+    return None
+
+
 def _refuse(rule: str, secret: BoundSecret, where: str) -> SecretVerdict:
     return SecretVerdict(
         False,
         rule,
         f"the placeholder of secret '{secret.name}' was sent {where}; "
-        "placeholders are replaced only in request headers to the secret's hosts",
+        "placeholders are replaced only in the secret's request headers to its hosts",
     )
 
 

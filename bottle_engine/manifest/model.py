@@ -44,6 +44,7 @@ class Secret:
     from_env: str | None
     from_file: Path | None
     hosts: tuple[str, ...]
+    headers: tuple[str, ...]  # the request headers the real value may be sent in
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def _bottle(name: str, raw: dict[str, Any], base: Path) -> Bottle:
             from_env=values.get("from_env"),
             from_file=_optional_path(base, values.get("from_file")),
             hosts=tuple(values.get("hosts", ())),
+            headers=tuple({**schema.defaults_of(secret_field), **values}["headers"]),
         )
         for secret_name, values in raw.get("secrets", {}).items()
     }

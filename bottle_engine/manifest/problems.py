@@ -48,6 +48,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "BB310": (Severity.ERROR, "malformed git url (a leading '-', a space or a control character)"),
     "BB311": (Severity.ERROR, "a one-line value holds a line break or a control character"),
     "BB312": (Severity.ERROR, "a path holds a NUL character"),
+    "BB313": (Severity.ERROR, "malformed HTTP header name"),
 }
 
 

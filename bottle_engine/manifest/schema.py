@@ -39,6 +39,7 @@ class Format(enum.Enum):
     NAME = "name"
     GIT_URL = "git-url"
     ONE_LINE = "one-line"
+    HEADER_NAME = "header-name"
 
 
 # The content each format must match, as regexes valid in both Python and JSON Schema (ECMA):
@@ -55,6 +56,8 @@ FORMAT_PATTERNS: dict[Format, str] = {
     Format.ONE_LINE: r"^[^\x00-\x1f\x7f]*$",
     # No file name holds a NUL; every other character is the file system's to allow.
     Format.PATH: r"^[^\x00]*$",
+    # An HTTP field name: one or more token characters (RFC 9110 5.1 and 5.6.2).
+    Format.HEADER_NAME: r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
 }
 _COMPILED = {fmt: re.compile(pattern) for fmt, pattern in FORMAT_PATTERNS.items()}
 
@@ -167,6 +170,29 @@ AGENT_FIELDS = (
     ),
 )
 
+# The request headers a secret's real value may be sent in when its manifest names none: those
+# clients send credentials in and servers read as credentials, never keep as data. A header a
+# server may store or hand back (object metadata such as X-Amz-Meta-*, a file name in
+# Content-Disposition or Dropbox-API-Arg, a User-Agent or X-Request-Id that lands in a log) would
+# let the agent read the real value back from a host the proxy does not scrub.
+DEFAULT_SECRET_HEADERS = [
+    # RFC 9110 credentials: Bearer tokens (OAuth, Claude Code's subscription login, GitHub, most
+    # REST APIs) and Basic auth. Servers verify it; none stores it as an object's data.
+    "Authorization",
+    # The Anthropic API (Claude Code with an API key), and many others' API keys.
+    "X-Api-Key",
+    # Azure OpenAI and other Azure AI services.
+    "Api-Key",
+    # OpenStack (Keystone, Swift) tokens, and services copying their scheme.
+    "X-Auth-Token",
+    # GitLab personal, project and group access tokens.
+    "Private-Token",
+    # Google Cloud API keys.
+    "X-Goog-Api-Key",
+    # Not Cookie: a cookie is whatever name=value pairs the agent writes, and sites keep some of
+    # them as preferences they show back. Add it (or any other header) in `headers`.
+]
+
 SECRET_FIELDS = (
     Field(
         "from_env",
@@ -194,6 +220,18 @@ SECRET_FIELDS = (
         format=Format.EGRESS_RULE,
         refers_to=Ref.ALLOWED_HOST,
         example='hosts = ["api.anthropic.com"]',
+    ),
+    Field(
+        "headers",
+        Kind.STRING_LIST,
+        "The request headers the real value may be sent in (names, any case). A request to "
+        "one of `hosts` carrying the placeholder in any other header is refused: a server may "
+        "keep a header as data (object metadata, a file name, a logged User-Agent) and hand it "
+        "back from a host whose answers the proxy does not scrub. List only headers the "
+        "service reads as credentials.",
+        default=DEFAULT_SECRET_HEADERS,
+        format=Format.HEADER_NAME,
+        example='headers = ["Authorization", "X-Api-Key"]',
     ),
 )
 

@@ -63,6 +63,13 @@ _PATTERN_PROBLEMS: dict[Format, tuple[str, Callable[[str], str]]] = {
     ),
     Format.ONE_LINE: ("BB311", lambda _: "must be one line, without control characters"),
     Format.PATH: ("BB312", lambda _: "holds a NUL character, which no file name can"),
+    Format.HEADER_NAME: (
+        "BB313",
+        lambda text: (
+            f"'{text}' is not an HTTP header name; use letters, digits and '-' "
+            '(any of !#$%&\'*+.^_`|~ too), e.g. "X-Api-Key"'
+        ),
+    ),
 }
 
 

@@ -48,6 +48,8 @@ upstream_ca = "{ca}"
 [bottles.default.secrets.API_TOKEN]
 from_env = "BOTTLE_TEST_TOKEN"
 hosts = ["secret.test:443"]
+# Content-Encoding is a careless entry: the refusals behind `headers` stay tested.
+headers = ["Authorization", "Content-Encoding"]
 """,
 )
 
@@ -197,8 +199,9 @@ def test_an_unparseable_answer_quoting_the_secret_never_reaches_the_agent(
 
 
 def test_a_refusal_never_quotes_the_real_value_put_in_a_header(arena: Arena) -> None:
-    """The placeholder as Content-Encoding: the proxy substitutes it, and its refusal of a body
-    it cannot decode quoted the coding, so the agent read the real value in the 403 page."""
+    """The placeholder as Content-Encoding (listed in the secret's headers): the proxy
+    substitutes it, and its refusal of a body it cannot decode quoted the coding, so the agent
+    read the real value in the 403 page."""
     _, output = arena.agent(
         '$CURL -i -H "Content-Encoding: $API_TOKEN" --data x https://secret.test/coding'
     )
@@ -206,6 +209,28 @@ def test_a_refusal_never_quotes_the_real_value_put_in_a_header(arena: Arena) -> 
     assert arena.secret.lower() not in output.lower()
     assert arena.secret.lower() not in arena.audit_log.read_text().lower()
     assert not [r for r in arena.received() if r["path"] == "/coding"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["X-Amz-Meta-Note: $API_TOKEN", 'Dropbox-API-Arg: {\\"path\\": \\"/$API_TOKEN\\"}'],
+    ids=["x-amz-meta", "dropbox-api-arg"],
+)
+def test_a_header_the_bound_host_stores_never_carries_the_real_value(
+    arena: Arena, header: str
+) -> None:
+    """The placeholder in a header the bound host keeps as data, read back from an allowed host
+    the secret is not bound to (whose answers nothing scrubs): the proxy put the real value in
+    every header, so the agent read it in clear. Only the secret's `headers` carry it now."""
+    key = header.split(":")[0].lower()
+    _, output = arena.agent(
+        f'$CURL -i -H "{header}" https://secret.test/store/{key}; echo; '
+        f"$CURL http://other.test/stored/{key}"
+    )
+    assert arena.secret not in output
+    assert _status(output) == 403 and "secret-header-not-allowed" in output, output
+    assert "to headers in [bottles.default.secrets.API_TOKEN] in bottle.toml" in output
+    assert not [r for r in arena.received() if r["path"] == f"/store/{key}"]
 
 
 def test_a_transfer_coded_answer_from_the_bound_host_is_refused(arena: Arena) -> None:

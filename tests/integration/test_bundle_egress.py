@@ -152,7 +152,7 @@ def test_audit_log_has_one_line_per_request_with_its_decision(bed: BundleTestBed
     bed.fetch("http://unlisted.invalid/audit-2")
     bed.fetch("https://api.test/audit-3", cafile=UPSTREAM_CA)
     bed.fetch("https://wild.test/audit-4", cafile=UPSTREAM_CA)
-    bed.fetch("https://secret.test/audit-5", headers={"X-K": PLACEHOLDER}, cafile=BOTTLE_CA)
+    bed.fetch("https://secret.test/audit-5", headers={"X-Api-Key": PLACEHOLDER}, cafile=BOTTLE_CA)
     entries = _wait_for_entries(bed, before + 6)[before:]
     summary = [(e.method, e.host, e.port, e.decision, e.kind, e.stage) for e in entries]
     assert sorted(summary) == sorted(

@@ -46,7 +46,16 @@ def state(tmp_path: Path) -> EgressState:
         bundle_ip="10.99.0.2",
         agent_subnet="10.99.0.0/24",
         egress_allow=("api.example.com", "secret.example.com", "rebind.example.com"),
-        secrets=(secret_in_file(tmp_path / "secret", "tok", TOKEN, ("secret.example.com",), REAL),),
+        secrets=(
+            secret_in_file(
+                tmp_path / "secret",
+                "tok",
+                TOKEN,
+                ("secret.example.com",),
+                REAL,
+                extra_headers=("X-Key", "Cookie"),
+            ),
+        ),
         state_dir=str(tmp_path / "state"),
         bottle_name="dev",
     )
@@ -327,15 +336,32 @@ def test_every_header_value_with_the_placeholder_is_replaced_and_nothing_else(
         (b"X-Key", TOKEN.encode()),
         (b"X-Key", b"plain"),
         (b"Cookie", f"a=1; k={TOKEN}; z={TOKEN}".encode()),
-        (TOKEN.encode(), b"a name is not replaced"),
     )
     run_request(state, flow)
-    assert flow.request.headers.fields[:4] == (
+    assert flow.request.headers.fields[:3] == (
         (b"X-Key", REAL.encode()),
         (b"X-Key", b"plain"),
         (b"Cookie", f"a=1; k={REAL}; z={REAL}".encode()),
-        (TOKEN.encode(), b"a name is not replaced"),
     )
+
+
+@pytest.mark.parametrize(
+    "field",
+    [(b"X-Amz-Meta-Note", TOKEN.encode()), (TOKEN.encode(), b"the placeholder as a name")],
+)
+def test_a_placeholder_in_a_header_the_secret_does_not_list_is_refused_naming_the_fix(
+    state: EgressState, field: tuple[bytes, bytes]
+) -> None:
+    """A server may keep such a header as data and hand the real value back unscrubbed."""
+    flow = intercepted_flow(state, {})
+    flow.request.headers.fields = ((b"Authorization", f"Bearer {TOKEN}".encode()), field)
+    run_request(state, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    page = flow.response.get_text()
+    assert page is not None and "secret-header-not-allowed" in page
+    assert REAL not in page and REAL.encode() not in b"".join(flow.request.headers.fields[0])
+    if field[0] == b"X-Amz-Meta-Note":
+        assert "To allow it: add 'X-Amz-Meta-Note' to headers in [bottles.dev.secrets.tok]" in page
 
 
 def test_address_pins_do_not_outlive_their_requests(tmp_path: Path) -> None:

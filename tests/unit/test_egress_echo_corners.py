@@ -2,7 +2,7 @@
 
 The echo upstream of test_egress_proxy_live.py is an http.server: it can only answer as that
 library frames a response. Here the bound host is a raw TLS socket that answers each request
-path with a fixed byte string (`SCRIPTS`), VALUE in it replaced by the X-Token header the
+path with a fixed byte string (`SCRIPTS`), VALUE in it replaced by the X-Auth-Token header the
 proxy sent (the real value): trailers, informational answers, framing that disagrees with
 itself. Whatever the answer, the real value must reach neither the agent, nor the audit log,
 nor the proxy's own output.
@@ -35,10 +35,10 @@ from tests.bundle_helpers import (
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-corner-placeholder-5c2a"
 REAL = "real-corner-value-9e31b7"
-TOKEN = f"X-Token: {PLACEHOLDER}"
+TOKEN = f"X-Auth-Token: {PLACEHOLDER}"
 FILLER = b"f" * (300 * 1024)  # past the proxy's buffering bound: the body is streamed
 
-# What the bound host answers to each path; VALUE becomes the X-Token it received.
+# What the bound host answers to each path; VALUE becomes the X-Auth-Token it received.
 SCRIPTS: dict[str, bytes] = {
     # mitmproxy 11 raises on HTTP/1 trailers ("not implemented"): the answer never ends.
     "trailer": b"HTTP/1.1 200 OK\r\nTrailer: X-Echo\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -128,7 +128,7 @@ class ScriptedHost:
                 (
                     line.split(b":", 1)[1].strip()
                     for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"x-token:")
+                    if line.lower().startswith(b"x-auth-token:")
                 ),
                 b"",
             )

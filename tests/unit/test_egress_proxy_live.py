@@ -50,6 +50,11 @@ PLACEHOLDER = "bb-live-placeholder-7d1e"
 REAL = "real-live-value-42af"
 
 
+# Headers a careless manifest may add to the secret's `headers`: the defences behind that list
+# (scrubbing what the bound host sends back, refusals that never quote the value) stay tested.
+CARELESS_HEADERS = ("Upgrade", "Content-Encoding")
+
+
 def _json_lines(lines: list[str]) -> list[str]:
     return [line for line in lines if line.startswith("{")]
 
@@ -84,7 +89,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             f"127.0.0.1:{http}",
         ),
         secrets=(
-            secret_in_file(root / "secret", "token", PLACEHOLDER, (f"secret.test:{https}",), REAL),
+            secret_in_file(
+                root / "secret",
+                "token",
+                PLACEHOLDER,
+                (f"secret.test:{https}",),
+                REAL,
+                extra_headers=CARELESS_HEADERS,
+            ),
         ),
         state_dir=str(root / "state"),
         upstream_ca_files=(str(tls.ca_cert),),
@@ -271,6 +283,61 @@ def test_plain_http_request_carrying_the_placeholder_is_refused(lab: Lab) -> Non
             sock, get(f"http://other.test:{lab.http}/", f"other.test:{lab.http}", AUTH)
         )
     assert status == 403 and "secret-wrong-host" in str(body)
+
+
+# A header the bound host keeps as data (object metadata, a file name, a logged client name),
+# its value then served back by a host of the same service that is allowed but not bound, so
+# nothing scrubs the answer.
+STORED_AS_DATA = [
+    f"X-Amz-Meta-Note: {PLACEHOLDER}",
+    f'Dropbox-API-Arg: {{"path": "/{PLACEHOLDER}.txt"}}',
+    f'Content-Disposition: attachment; filename="{PLACEHOLDER}"',
+    f"User-Agent: agent/{PLACEHOLDER}",
+]
+
+
+@pytest.mark.parametrize("header", STORED_AS_DATA, ids=lambda h: h.split(":")[0])
+def test_a_header_the_bound_host_stores_never_carries_the_real_value(lab: Lab, header: str) -> None:
+    """The agent puts its placeholder in a header the bound host stores, then reads what was
+    stored from another, unbound host. The proxy swapped the real value into any header, so the
+    agent read it back in clear. Now only the secret's `headers` carry it: this request is
+    refused naming the header and the fix, and nothing reaches the upstream."""
+    key = header.split(":")[0].lower()
+    with tunnel(lab, "secret.test") as sock:
+        status, refusal = exchange(sock, get(f"/store/{key}", f"secret.test:{lab.https}", header))
+    with _connect(lab) as sock:
+        read, stored = exchange(
+            sock, get(f"http://other.test:{lab.http}/stored/{key}", f"other.test:{lab.http}")
+        )
+    assert read == 200 and REAL not in json.dumps(stored)
+    assert status == 403 and "secret-header-not-allowed" in str(refusal), refusal
+    assert f"'{header.split(':')[0]}'" in str(refusal) and "headers" in str(refusal)
+    assert not lab.seen_upstream(f"/store/{key}")
+
+
+def test_a_request_with_the_placeholder_in_a_credential_header_and_another_goes_nowhere(
+    lab: Lab,
+) -> None:
+    """An allowed header does not carry a forbidden one: the whole request is refused."""
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = exchange(
+            sock,
+            get("/store/both", f"secret.test:{lab.https}", AUTH, f"X-Goog-Meta-A: {PLACEHOLDER}"),
+        )
+    assert status == 403 and not lab.seen_upstream("/store/both")
+
+
+@pytest.mark.parametrize("header", ["x-api-key", "X-Api-Key", "Authorization"])
+def test_the_default_credential_headers_carry_the_real_value(lab: Lab, header: str) -> None:
+    """What Claude Code sends: `x-api-key` for an API key, `Authorization: Bearer` for OAuth."""
+    path = f"/credential/{header}"
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = exchange(
+            sock, get(path, f"secret.test:{lab.https}", f"{header}: {PLACEHOLDER}")
+        )
+    assert status == 200
+    (seen,) = lab.seen_upstream(path)
+    assert seen["headers"][header] == REAL
 
 
 def _flood(sock: socket.socket, chunk: bytes, limit: int) -> int:
@@ -579,7 +646,7 @@ ODD_FRAMINGS: dict[str, tuple[str, list[int]]] = {
     "cookie-fields": (
         "GET /odd-cookies HTTP/1.1\r\nHost: {host}\r\nCookie: a={placeholder}\r\n"
         "Cookie: b={placeholder}\r\n\r\n",
-        [200],
+        [403],  # Cookie is not among the secret's headers
     ),
 }
 
@@ -913,8 +980,8 @@ def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, e
 
 
 def test_a_refused_upgrade_does_not_quote_the_real_value_the_host_echoed(lab: Lab) -> None:
-    """The agent offers the placeholder as its Upgrade; the proxy puts the real value there (it
-    substitutes in every header) and the host switches to it. The refusal names the protocol
+    """The agent offers the placeholder as its Upgrade; the proxy puts the real value there (the
+    secret's headers list it) and the host switches to it. The refusal names the protocol
     the host switched to, in the audit log and the 502 page: scrubbed, or the log kept the
     real value."""
     host = f"secret.test:{lab.https}"
@@ -1113,7 +1180,7 @@ def test_an_upgrade_on_a_reopened_upstream_connection_is_scrubbed_too(lab: Lab) 
 
 def test_a_refusal_never_quotes_a_header_the_real_value_was_put_in(lab: Lab) -> None:
     """The placeholder as the request's Content-Encoding: the proxy puts the real value there
-    (it substitutes in every header), then cannot decode the body with that coding and refused
+    (the secret's headers list it), then cannot decode the body with that coding and refused
     the request quoting it, so the agent read the real value in the 403 page (and the audit
     log kept it), without the bound host doing anything."""
     host = f"secret.test:{lab.https}"

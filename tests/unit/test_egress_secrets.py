@@ -17,6 +17,7 @@ from bottle_engine.bundle.secret_policy import (
     MAX_CODINGS,
     PLACEHOLDER_IN_BODY,
     PLACEHOLDER_IN_HASHED_HEADER,
+    PLACEHOLDER_IN_OTHER_HEADER,
     PLACEHOLDER_IN_TRAILERS,
     PLACEHOLDER_IN_URL,
     PLACEHOLDER_PLAIN_HTTP,
@@ -33,11 +34,18 @@ TOKEN = "bb-placeholder-7f3a9c"
 OTHER = "bb-placeholder-11aa22"
 SECRETS = bind_secrets(
     [
-        SecretBinding("api_key", TOKEN, ("api.example.com", "*.example.org"), "/run/s/api_key"),
-        SecretBinding("other", OTHER, ("other.example.net:8443",), "/run/s/other"),
+        SecretBinding(
+            "api_key",
+            TOKEN,
+            ("api.example.com", "*.example.org"),
+            "/run/s/api_key",
+            ("Authorization", "x-key"),
+        ),
+        SecretBinding("other", OTHER, ("other.example.net:8443",), "/run/s/other", ("X-Key",)),
     ]
 )
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
+OTHER_HDR = PLACEHOLDER_IN_OTHER_HEADER
 
 # host, port, https, url, headers, body, allowed, rule, substituted secret names
 CASES = [
@@ -56,6 +64,14 @@ CASES = [
         ["api_key"],
     ),
     ("other.example.net", 8443, True, "/", [("X-Key", OTHER)], b"", True, "", ["other"]),
+    # header names in any case; the placeholder only in the headers its secret lists
+    ("other.example.net", 8443, True, "/", [("x-KEY", OTHER)], b"", True, "", ["other"]),
+    ("api.example.com", 443, True, "/", [("X-Amz-Meta-Note", TOKEN)], b"", False, OTHER_HDR, []),
+    ("api.example.com", 443, True, "/", [*AUTH, ("User-Agent", TOKEN)], b"", False, OTHER_HDR, []),
+    ("api.example.com", 443, True, "/", [(TOKEN, "x")], b"", False, OTHER_HDR, []),
+    ("api.example.com", 443, True, "/", [("X_Key", TOKEN)], b"", False, OTHER_HDR, []),
+    ("api.example.com", 443, True, "/", [("X-\u212aey", TOKEN)], b"", False, OTHER_HDR, []),
+    ("other.example.net", 8443, True, "/", [("Authorization", OTHER)], b"", False, OTHER_HDR, []),
     # anywhere but a header to a bound host over TLS: refused
     ("evil.example.com", 443, True, "/", AUTH, b"", False, PLACEHOLDER_WRONG_HOST, []),
     ("example.org", 443, True, "/", AUTH, b"", False, PLACEHOLDER_WRONG_HOST, []),
@@ -113,6 +129,22 @@ def test_refusal_names_the_secret_and_where_it_may_go() -> None:
     verdict = check_request(SECRETS, "evil.example.com", 443, True, "/", AUTH, [b""])
     assert "api_key" in verdict.reason
     assert "api.example.com" in verdict.reason
+
+
+def test_a_header_refusal_names_the_header_and_the_fix() -> None:
+    verdict = check_request(
+        SECRETS,
+        "api.example.com",
+        443,
+        True,
+        "/",
+        [("X-Amz-Meta-Note", TOKEN)],
+        [b""],
+        bottle="dev",
+    )
+    assert "'X-Amz-Meta-Note'" in verdict.reason and "Authorization, x-key" in verdict.reason
+    assert verdict.fix is not None
+    assert "add 'X-Amz-Meta-Note' to headers in [bottles.dev.secrets.api_key]" in verdict.fix
 
 
 def test_placeholder_in_a_decoded_body_form_is_refused() -> None:

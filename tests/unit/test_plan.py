@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bottle_engine.bundle.config import EGRESS_PORT, GIT_KEYS_MOUNT, SECRETS_MOUNT, SUPERVISE_PORT
+from bottle_engine.bundle.config import (
+    EGRESS_PORT,
+    GIT_KEYS_MOUNT,
+    SECRETS_MOUNT,
+    SUPERVISE_PORT,
+    BundleConfig,
+)
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import Manifest, load_manifest_file, load_manifest_text
 from bottle_engine.manifest.model import GitUpstream
@@ -264,6 +270,16 @@ def test_bundle_config_carries_secret_file_paths_not_values(full: BottlePlan) ->
     assert REAL_SECRET not in config.to_json()
 
 
+def test_bundle_config_carries_the_headers_each_secret_may_go_in(full: BottlePlan) -> None:
+    """Claude Code sends an API key in x-api-key, an OAuth token in Authorization: the default
+    covers both; a manifest's own list replaces it."""
+    bindings = {b.name: b for b in full.bundle_config().secrets}
+    assert {"Authorization", "X-Api-Key"} <= set(bindings["ANTHROPIC_API_KEY"].headers)
+    assert bindings["GITHUB_TOKEN"].headers == ("Authorization",)
+    again = BundleConfig.from_json(full.bundle_config().to_json())
+    assert again.secrets == full.bundle_config().secrets
+
+
 def test_bundle_config_mirrors_the_plan(full: BottlePlan) -> None:
     config = full.bundle_config()
     assert (config.slug, config.bundle_ip, config.agent_subnet) == (
@@ -272,6 +288,7 @@ def test_bundle_config_mirrors_the_plan(full: BottlePlan) -> None:
         str(full.subnet),
     )
     assert config.egress_allow == full.egress_allow
+    assert config.bottle_name == full.bottle == "default"  # named in the proxy's fix hints
     assert config.supervise is True
     origin, docs = config.git
     assert origin.name == "origin" and origin.push_branches == ("bot/*", "release-[0-9]*")

@@ -101,6 +101,15 @@ WIDENING_EDITS = [
         id="secret-host",
     ),
     pytest.param(
+        (
+            'hosts = ["api.example.com", "pypi.org"]',
+            'hosts = ["api.example.com", "pypi.org"]\n'
+            'headers = ["Authorization", "X-Amz-Meta-Note"]',
+        ),
+        "bottle web: secret TOKEN headers + x-amz-meta-note",
+        id="secret-header",
+    ),
+    pytest.param(
         ("me/repo.git", "me/other.git"),
         "bottle web: git origin: url now ssh://git@example.invalid/me/other.git (was "
         "ssh://git@example.invalid/me/repo.git)",
@@ -192,6 +201,13 @@ NARROWING_EDITS = [
     pytest.param(
         ('hosts = ["api.example.com", "pypi.org"]', 'hosts = ["api.example.com"]'),
         id="secret-host-removed",
+    ),
+    pytest.param(
+        (
+            'hosts = ["api.example.com", "pypi.org"]',
+            'hosts = ["api.example.com", "pypi.org"]\nheaders = ["AUTHORIZATION"]',
+        ),
+        id="secret-headers-fewer",
     ),
     pytest.param(('"agent/*", "wip/*"', '"agent/*"'), id="push-branch-removed"),
     pytest.param(("allow_force_push = true", "allow_force_push = false"), id="force-push-off"),
@@ -689,6 +705,23 @@ def test_a_record_without_resources_asks_once_for_them(project: Project) -> None
     found = [(c.text, c.widening) for c in changes(old, project.surface())]
     assert ("bottle web: memory 4 GiB (was not recorded)", True) in found
     assert ("bottle web: cpus 2 (was not recorded)", True) in found
+
+
+def test_a_record_without_secret_headers_is_narrowed_by_any_list(project: Project) -> None:
+    """A record stored before the surface held a secret's headers trusted any header (the proxy
+    then substituted in every one): the default list, or any other, narrows it."""
+    stored = project.surface().to_json()
+    for secret in stored["bottles"]["web"]["secrets"].values():
+        del secret["headers"]
+    old = TrustedSurface.from_json(stored)
+    found = [(c.text, c.widening) for c in changes(old, project.surface())]
+    assert found == [
+        (
+            "bottle web: secret TOKEN now sent only in headers api-key, authorization, "
+            "private-token, x-api-key, x-auth-token, x-goog-api-key",
+            False,
+        )
+    ]
 
 
 # -- the manifest's path --------------------------------------------------------------------------
