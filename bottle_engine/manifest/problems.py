@@ -49,6 +49,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "BB311": (Severity.ERROR, "a one-line value holds a line break or a control character"),
     "BB312": (Severity.ERROR, "a path holds a NUL character"),
     "BB313": (Severity.ERROR, "malformed HTTP header name"),
+    "BB314": (Severity.ERROR, "secret names no headers"),
 }
 
 

@@ -412,6 +412,14 @@ class _Checker:
                 secret["from_file"],
                 "launching will fail until it does",
             )
+        if secret.get("headers") == []:
+            yield self.problem(
+                "BB314",
+                (*path, "headers"),
+                f"bottles.{bottle}.secrets.{name}.headers: name the request headers the service "
+                "reads this credential from, or leave `headers` out for the usual ones",
+                value=True,
+            )
         hosts = secret.get("hosts", [])
         if not hosts:
             yield self.problem(
