@@ -5,9 +5,12 @@ The bundle is the same container as in the docker backend, on the per-bottle bri
 pinned IP (networks, bundle and images come from `DockerBackend`). The agent image is packed
 into a ``.smolmachine`` (cached by artifact digest) and a named machine is created from it with
 virtio-net egress limited to ``--allow-cidr <bundle_ip>/32``: the guest reaches the bundle's
-proxy, git gate and supervise ports and nothing else, not even DNS (the guest env uses IP
-literals). smolvm's host-side network stack makes those connections, so the bundle sees them
-come from the host's address on the bottle's bridge (the bridge gateway), not from a guest IP.
+proxy, git gate and supervise ports and nothing else (the guest env uses IP literals).
+smolvm's host-side network stack makes those connections, so the bundle sees them come from the
+host's address on the bottle's bridge (the bridge gateway), not from a guest IP.
+That stack also answers every guest DNS query itself and forwards it from the host whatever the
+allow list says (by default to 1.1.1.1), so its upstream is pinned to the bundle, which serves
+no DNS (``--dns <bundle_ip>``), as the docker backend pins the container's.
 
 Launch order: artifacts -> pack -> networks + bundle -> ``machine create`` -> ``machine start``
 -> guest files copied in (CA, Claude settings, the 0600 prompt, skills, the workspace copy).
@@ -69,6 +72,7 @@ def machine_spec(plan: BottlePlan, sidecar: Path) -> MachineSpec:
         name=plan.name,
         sidecar=sidecar,
         allow_cidrs=(f"{plan.bundle_ip}/32",),
+        dns=plan.bundle_ip,  # the bundle serves no DNS: forwarded names fail
         env=plan.guest_env,
         labels={**bottle_labels(plan), LABEL_MANAGED: "1"},
         cpus=cpus,

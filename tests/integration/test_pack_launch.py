@@ -115,6 +115,7 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
         assert machine is not None
         assert machine["state"] == "running"
         assert machine["allowed_cidrs"] == [f"{record.bundle_ip}/32"]
+        assert machine["dns"] == record.bundle_ip  # smolvm's DNS path ends at the bundle
         assert f"HTTPS_PROXY=http://{record.bundle_ip}:{EGRESS_PORT}" in machine["fake_env"]
         # TSI hands the guest's connections to the host: the bundle must answer there.
         with socket.create_connection((record.bundle_ip, EGRESS_PORT), timeout=10):
