@@ -168,17 +168,19 @@ class SmolmachinesBackend:
         )
 
     def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
-        """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
+        """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`, which
+        becomes the agent's unless it is `/`: the owner of `/` could swap its entries (the
+        /lib64 link to the ELF interpreter), and so start what root runs there later."""
         guest_tar = f"/tmp/bot-bottle-{index}.tar"
         # Never staged in the bottle's dir: its bundle can write there, and smolvm opens the
         # file by path.
         with state.staged(data) as staged:
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
-        self._run_as_root(
-            machine,
-            f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
-            f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
-        )
+        script = f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
+        script += f" && rm -f {guest_tar}"
+        if destination != "/":
+            script += f" && chown {AGENT_UID}:{AGENT_UID} {destination}"
+        self._run_as_root(machine, script)
 
     def _run_as_root(self, machine: str, script: str) -> None:
         """`script` run by sh as root in the guest, after the workspace copy (the agent's,
