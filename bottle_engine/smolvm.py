@@ -85,6 +85,10 @@ class MachineSpec:
     name: str
     sidecar: Path
     allow_cidrs: tuple[str, ...]
+    dns: str | None = None
+    """The resolver the VM's gateway forwards every guest DNS query to (``--dns``). smolvm
+    answers all of the guest's port-53 traffic itself, to whatever address it was sent, and
+    forwards it from the host, ungated by `allow_cidrs`, to 1.1.1.1 unless told otherwise."""
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     cpus: int | None = None
@@ -299,18 +303,22 @@ def machine_create_args(spec: MachineSpec) -> list[str]:
     Everything is a flag (smolvm 1.32 refuses ``--smolfile`` beside ``--from``), so the whole
     machine, its one allowed CIDR included, can be audited from this argv alone. The network
     backend is pinned to virtio-net: it is the one that enforces an allow list (smolvm refuses
-    an allow list with TSI, which "does not enforce it").
+    an allow list with TSI, which "does not enforce it"), and the resolver is pinned too: the
+    allow list does not gate DNS (`MachineSpec.dns`).
     """
-    if not spec.allow_cidrs:
-        # Without an allow list the VM would have either no network or (with --net) all of it.
+    # Without an allow list the VM would have either no network or (with --net) all of it;
+    # without a resolver of ours its DNS would go out from the host, past the allow list.
+    missing = "an egress allow list" if not spec.allow_cidrs else "a DNS upstream"
+    if not spec.allow_cidrs or not spec.dns:
         raise BottleError(
-            f"machine {spec.name}: refusing to create a VM without an egress allow list",
+            f"machine {spec.name}: refusing to create a VM without {missing}",
             fix="this is a bug in bot-bottle; please report it",
         )
     args = ["machine", "create", "--name", spec.name, "--from", str(spec.sidecar)]
     args += ["--net-backend", "virtio-net"]
     for cidr in spec.allow_cidrs:
         args += ["--allow-cidr", cidr]
+    args += ["--dns", spec.dns]
     if spec.cpus is not None:
         args += ["--cpus", str(spec.cpus)]
     if spec.memory_mib is not None:

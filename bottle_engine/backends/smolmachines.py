@@ -5,9 +5,12 @@ The bundle is the same container as in the docker backend, on the per-bottle bri
 pinned IP (networks, bundle and images come from `DockerBackend`). The agent image is packed
 into a ``.smolmachine`` (cached by artifact digest) and a named machine is created from it with
 virtio-net egress limited to ``--allow-cidr <bundle_ip>/32``: the guest reaches the bundle's
-proxy, git gate and supervise ports and nothing else, not even DNS (the guest env uses IP
-literals). smolvm's host-side network stack makes those connections, so the bundle sees them
-come from the host's address on the bottle's bridge (the bridge gateway), not from a guest IP.
+proxy, git gate and supervise ports and nothing else (the guest env uses IP literals).
+smolvm's host-side network stack makes those connections, so the bundle sees them come from the
+host's address on the bottle's bridge (the bridge gateway), not from a guest IP.
+That stack also answers every guest DNS query itself and forwards it from the host whatever the
+allow list says (by default to 1.1.1.1), so its upstream is pinned to the bundle, which serves
+no DNS (``--dns <bundle_ip>``), as the docker backend pins the container's.
 
 Launch order: artifacts -> pack -> networks + bundle -> ``machine create`` -> ``machine start``
 -> guest files copied in (CA, Claude settings, the 0600 prompt, skills, the workspace copy).
@@ -69,6 +72,7 @@ def machine_spec(plan: BottlePlan, sidecar: Path) -> MachineSpec:
         name=plan.name,
         sidecar=sidecar,
         allow_cidrs=(f"{plan.bundle_ip}/32",),
+        dns=plan.bundle_ip,  # the bundle serves no DNS: forwarded names fail
         env=plan.guest_env,
         labels={**bottle_labels(plan), LABEL_MANAGED: "1"},
         cpus=cpus,
@@ -164,17 +168,19 @@ class SmolmachinesBackend:
         )
 
     def _put_tree(self, machine: str, index: int, data: bytes, destination: str) -> None:
-        """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`."""
+        """Copy a tar into the guest (mode 0600, root's) and unpack it at `destination`, which
+        becomes the agent's unless it is `/`: the owner of `/` could swap its entries (the
+        /lib64 link to the ELF interpreter), and so start what root runs there later."""
         guest_tar = f"/tmp/bot-bottle-{index}.tar"
         # Never staged in the bottle's dir: its bundle can write there, and smolvm opens the
         # file by path.
         with state.staged(data) as staged:
             self.smolvm.machine_copy_in(staged, machine, guest_tar, mode=0o600, uid=0)
-        self._run_as_root(
-            machine,
-            f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
-            f" && rm -f {guest_tar} && chown {AGENT_UID}:{AGENT_UID} {destination}",
-        )
+        script = f"mkdir -p {destination} && tar -xpf {guest_tar} -C {destination}"
+        script += f" && rm -f {guest_tar}"
+        if destination != "/":
+            script += f" && chown {AGENT_UID}:{AGENT_UID} {destination}"
+        self._run_as_root(machine, script)
 
     def _run_as_root(self, machine: str, script: str) -> None:
         """`script` run by sh as root in the guest, after the workspace copy (the agent's,

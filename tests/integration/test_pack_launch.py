@@ -115,6 +115,7 @@ def test_launch_limits_the_vm_to_the_bundle_and_stop_removes_everything(
         assert machine is not None
         assert machine["state"] == "running"
         assert machine["allowed_cidrs"] == [f"{record.bundle_ip}/32"]
+        assert machine["dns"] == record.bundle_ip  # smolvm's DNS path ends at the bundle
         assert f"HTTPS_PROXY=http://{record.bundle_ip}:{EGRESS_PORT}" in machine["fake_env"]
         # TSI hands the guest's connections to the host: the bundle must answer there.
         with socket.create_connection((record.bundle_ip, EGRESS_PORT), timeout=10):
@@ -291,3 +292,17 @@ def test_a_library_the_guests_environment_preloads_is_not_loaded_as_root_at_laun
     with launched(project) as record:
         noted = in_guest(record, "sh", "-c", f"cat {NOTE} 2>/dev/null; true")
     assert noted == ""
+
+
+def test_the_guests_root_directory_stays_roots(project: Path, fake_smolvm: FakeSmolvm) -> None:
+    """The guest files are unpacked at `/`, and each tree's destination was then given to the
+    agent: `/` too. The owner of `/` may swap its entries, such as the /lib64 link that holds
+    the ELF interpreter every program names, so what the engine later runs there as root (the
+    CA bundle step, the secret search of `probe`) would start with the agent's loader. Here
+    the link is swapped for an equal one: a proof that leaves the guest working."""
+    swap = 'ln -s "$(readlink /lib64)" /lib64.agent && mv -T /lib64.agent /lib64 && echo swapped'
+    with launched(project) as record:
+        owner = in_guest(record, "stat", "-c", "%u", "/")
+        code, output = backend_named("smolmachines").exec_as_agent(record, ["sh", "-c", swap])
+    assert "swapped" not in output and code != 0, output
+    assert owner == "0"

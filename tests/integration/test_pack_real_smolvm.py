@@ -118,6 +118,17 @@ def test_real_cli_creates_the_engines_machine_with_one_cidr_labels_and_limits(
     assert real_smolvm.machines() == []
 
 
+def test_real_machine_forwards_guest_dns_to_its_bundle_only(
+    real_smolvm: smolvm.Smolvm, tmp_path: Path
+) -> None:
+    # Stored by the real CLI: the upstream its gateway forwards every guest DNS query to. None
+    # means smolvm's default (1.1.1.1, reached from the host past the allow list).
+    plan, _ = create_machine(real_smolvm, tmp_path)
+    [machine] = real_smolvm.machines()
+    assert machine.get("dns") == plan.bundle_ip
+    SmolmachinesBackend(smolvm=real_smolvm)._delete_machine(plan.name)
+
+
 def test_orphaned_real_machines_are_found_by_their_labels(
     real_smolvm: smolvm.Smolvm, tmp_path: Path
 ) -> None:
@@ -201,6 +212,7 @@ def test_real_smolvm_packs_and_boots_the_agent_image(
         name="bottle-real",
         sidecar=pack.sidecar,
         allow_cidrs=("127.0.0.1/32",),
+        dns="127.0.0.1",
         workload=KEEPALIVE,
     )
     real_smolvm.machine_create(spec)

@@ -134,6 +134,7 @@ def spec(**overrides: object) -> smolvm.MachineSpec:
         "name": "bottle-dev",
         "sidecar": Path("/cache/packs/abc/bottle.smolmachine"),
         "allow_cidrs": ("172.30.0.2/32",),
+        "dns": "172.30.0.2",
         "env": {"HTTPS_PROXY": "http://172.30.0.2:8888", "BOTTLE_SLUG": "dev"},
     }
     values.update(overrides)
@@ -181,6 +182,12 @@ def test_machine_create_passes_env_as_key_value_pairs() -> None:
 def test_machine_create_refuses_an_empty_allow_list() -> None:
     with pytest.raises(BottleError, match="without an egress allow list"):
         smolvm.machine_create_args(spec(allow_cidrs=()))
+
+
+def test_machine_create_refuses_a_vm_whose_dns_would_go_out_from_the_host() -> None:
+    # smolvm forwards guest DNS to 1.1.1.1 from the host unless --dns names another upstream.
+    with pytest.raises(BottleError, match="without a DNS upstream"):
+        smolvm.machine_create_args(spec(dns=None))
 
 
 def test_exec_uses_the_long_name_flag_and_a_terminal_for_attach() -> None:
@@ -289,6 +296,7 @@ def test_engine_argv_is_accepted_by_the_fake(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     record = json.loads((state / "machines" / "bottle-dev.json").read_text())
     assert record["allowed_cidrs"] == ["172.30.0.2/32"]
+    assert record["dns"] == "172.30.0.2"
 
 
 def pack_with_fake(

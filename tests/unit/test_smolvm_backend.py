@@ -48,6 +48,18 @@ def test_vm_may_reach_the_bundle_and_nothing_else(tmp_path: Path) -> None:
     assert not {"--net", "--allow-host", "--allow-host-pattern", "--allow-private"} & set(args)
 
 
+def test_vm_resolves_names_only_through_its_bundle(tmp_path: Path) -> None:
+    """smolvm's virtio-net gateway answers every guest DNS query (UDP and TCP 53, to any
+    address) by forwarding it from the host to its upstream resolver, 1.1.1.1 unless `--dns`
+    names another, and the `--allow-cidr` list never gates that path: without `--dns` the
+    agent could tunnel data out through DNS past its bundle. The bundle serves no DNS, so a
+    forwarded lookup ends there, as in the docker backend."""
+    plan = make_plan(tmp_path)
+    args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine"))
+    assert args.count("--dns") == 1
+    assert args[args.index("--dns") + 1] == plan.bundle_ip
+
+
 def test_vm_gets_the_plans_guest_env_with_ip_literal_proxies(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
     args = machine_create_args(machine_spec(plan, tmp_path / "bottle.smolmachine"))
