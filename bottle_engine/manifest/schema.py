@@ -40,6 +40,7 @@ class Format(enum.Enum):
     GIT_URL = "git-url"
     ONE_LINE = "one-line"
     HEADER_NAME = "header-name"
+    ENV_NAME = "env-name"
 
 
 # The content each format must match, as regexes valid in both Python and JSON Schema (ECMA):
@@ -58,6 +59,8 @@ FORMAT_PATTERNS: dict[Format, str] = {
     Format.PATH: r"^[^\x00]*$",
     # An HTTP field name: one or more token characters (RFC 9110 5.1 and 5.6.2).
     Format.HEADER_NAME: r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+    # What a shell, Docker's `--env NAME=VALUE` and smolvm's `-e` read as one variable's name.
+    Format.ENV_NAME: r"^[A-Za-z_][A-Za-z0-9_]*$",
 }
 _COMPILED = {fmt: re.compile(pattern) for fmt, pattern in FORMAT_PATTERNS.items()}
 
@@ -99,6 +102,7 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     format: Format | None = None
+    key_format: Format | None = None  # what a STRING_MAP's keys must match
     example: str | None = None  # a TOML snippet for hover and the README
     children: tuple[Field, ...] = ()
     item_name: str = "NAME"  # what a NAMED_TABLES key stands for, e.g. "AGENT"
@@ -368,6 +372,7 @@ BOTTLE_FIELDS = (
         "Environment variables set in the sandbox. Secrets do not belong here: use "
         "`[bottles.NAME.secrets.NAME]`.",
         default={},
+        key_format=Format.ENV_NAME,
         example='env = { LANG = "C.UTF-8" }',
     ),
     Field(
@@ -604,6 +609,8 @@ def _json(field: Field) -> dict[str, Any]:
     elif field.kind == Kind.STRING_MAP:
         out["type"] = "object"
         out["additionalProperties"] = {"type": "string"}
+        if field.key_format is not None:
+            out["propertyNames"] = {"pattern": FORMAT_PATTERNS[field.key_format]}
     elif field.kind == Kind.TABLE:
         out.update(_json_table(field))
     elif field.kind == Kind.NAMED_TABLES:

@@ -70,6 +70,13 @@ _PATTERN_PROBLEMS: dict[Format, tuple[str, Callable[[str], str]]] = {
             '(any of !#$%&\'*+.^_`|~ too), e.g. "X-Api-Key"'
         ),
     ),
+    Format.ENV_NAME: (
+        "BB316",
+        lambda text: (
+            f"'{text}' is not an environment variable name; use letters, digits and '_', "
+            'not starting with a digit, e.g. "LANG"'
+        ),
+    ),
 }
 
 
@@ -191,6 +198,10 @@ class _Checker:
             yield self.wrong_type(field, path, value)
             return
         for key, item in value.items():
+            key_format = field.key_format
+            if key_format is not None and not schema.format_match(key_format, key):
+                code, said = _PATTERN_PROBLEMS[key_format]
+                yield self.problem(code, (*path, key), f"{format_path((*path, key))}: {said(key)}")
             if not isinstance(item, str):
                 yield self.wrong_type(field, (*path, key), item, kind="string")
 

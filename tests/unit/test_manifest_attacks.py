@@ -170,7 +170,7 @@ def test_plan_prints_no_escape_sequence_of_the_manifests(
         tmp_path,
         f"[agents.dev]\ncommand = [{toml_string('claude' + erase)}]\n"
         f'[bottles.b]\negress.allow = ["example.com"]\n'
-        f"env = {{ {toml_string('X' + erase)} = {toml_string(clipboard)} }}\n",
+        f"env = {{ X = {toml_string(clipboard)} }}\n",
     )
 
     code = main(["plan", "dev", "-f", str(manifest)])
@@ -179,6 +179,22 @@ def test_plan_prints_no_escape_sequence_of_the_manifests(
     assert code == 0
     assert unsafe_characters(out.replace("\n", "")) == []
     assert "claude\\x1b[2K" in out and "y\\x1b]52;c;" in out
+
+
+def test_an_env_name_holding_escapes_is_refused_with_the_escapes_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = project(
+        tmp_path,
+        '[agents.dev]\n[bottles.b]\negress.allow = ["example.com"]\n'
+        f"env = {{ {toml_string('X' + chr(27) + '[2K')} = \"1\" }}\n",
+    )
+
+    assert main(["plan", "dev", "-f", str(manifest)]) == 1
+
+    err = capsys.readouterr().err
+    assert "BB316" in err and "X\\" in err and "x1b[2K" in err  # the ESC shown as an escape
+    assert unsafe_characters(err.replace("\n", "")) == []
 
 
 def test_build_explain_shows_a_context_file_name_made_safe(tmp_path: Path) -> None:
