@@ -11,7 +11,7 @@ import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +197,55 @@ def is_ssh_url(url: str) -> bool:
 def is_local_url(url: str) -> bool:
     """Whether `url` names a repository on this machine (a path or ``file://``)."""
     return url.startswith("file://") or ("://" not in url and not is_ssh_url(url))
+
+
+# `TRANSPORT::ADDRESS`: git hands ADDRESS to the remote helper git-remote-TRANSPORT (`ext::`,
+# `https::https://...`), whose idea of a host no reading here shares.
+_REMOTE_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+# Characters after which git, ssh and curl no longer agree on where the host part ends or what it
+# holds: git decodes `%40` to '@' before ssh sees it, curl ends the userinfo at a backslash that a
+# URL parser keeps, git and curl end the authority at '?' or '#' differently, and git reads
+# brackets in the scp-like form as the whole host.
+_UNCLEAR_IN_AUTHORITY = re.compile(r"[\\%?#\[\]]")
+_IPV6_LITERAL = re.compile(r"^\[([0-9A-Fa-f:.]+)\](?::[0-9]*)?$")
+
+
+class UnclearHostError(ValueError):
+    """A git url whose host the programs that reach it (git, ssh, curl) may read differently."""
+
+
+def upstream_host(url: str) -> str | None:
+    """The host git reaches for upstream `url`, in lower case; None for a repository on the
+    bundle's own file system. What a review names as the upstream and what the gate connects
+    to both come from here: a url whose host part git, ssh or curl could read otherwise (a
+    second '@', `%40`, a backslash, brackets, a remote helper) raises `UnclearHostError`, so
+    that no way of writing the host shows one name and reaches another."""
+    if _REMOTE_HELPER.match(url):
+        raise UnclearHostError("a remote helper's address (TRANSPORT::...)")
+    if is_local_url(url):
+        return None
+    scheme = "://" in url  # else scp-like: [user@]host:path
+    authority = url.split("://", 1)[1].split("/", 1)[0] if scheme else url.split(":", 1)[0]
+    userinfo, _, hostport = authority.rpartition("@")
+    ipv6 = _IPV6_LITERAL.match(hostport) if scheme else None
+    if "@" in userinfo or _UNCLEAR_IN_AUTHORITY.search(userinfo if ipv6 else authority):
+        raise UnclearHostError(
+            f"the host part {authority!r} reads differently to git, ssh and curl"
+        )
+    host = ipv6.group(1) if ipv6 else hostport.split(":", 1)[0]
+    if not host:
+        raise UnclearHostError("no host")
+    return host.lower()
+
+
+def upstream_place(url: str, show: Callable[[str], str] = str) -> str:
+    """Where the gate connects for `url`, in the words the trust review and the editor use
+    (`show` formats the host, e.g. as a markdown code span)."""
+    try:
+        host = upstream_host(url)
+    except UnclearHostError:  # refused by validation and by the gate; a record may predate that
+        return "on a host git, ssh and curl may read differently"
+    return "on the bundle's own file system" if host is None else f"on host {show(host)}"
 
 
 def ssh_command(identity_file: str | None, known_hosts_file: str) -> str:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bottle_engine.git import upstream_place
 from bottle_engine.manifest.model import GitUpstream, Manifest
 from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS
 
@@ -561,7 +562,7 @@ def _git_changes(
     prefix: str, was: GitUpstream | None, now: GitUpstream, places: _Places
 ) -> Iterator[Change]:
     if was is None:
-        yield Change(f"{prefix}: new upstream {now.url}", widening=True)
+        yield Change(f"{prefix}: new upstream {upstream_place(now.url)}: {now.url}", widening=True)
         was = replace(
             now,
             identity=None,
@@ -571,7 +572,9 @@ def _git_changes(
             allow_manifest_changes=False,
         )
     elif was.url != now.url:
-        yield Change(f"{prefix}: url now {now.url} (was {was.url})", widening=True)
+        yield Change(
+            f"{prefix}: url now {upstream_place(now.url)}: {now.url} (was {was.url})", widening=True
+        )
     if was.identity != now.identity:
         if now.identity is None:
             yield Change(f"{prefix}: no identity (was {places.show(str(was.identity))})", False)

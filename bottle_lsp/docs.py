@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from bottle_engine.display import safe_text
+from bottle_engine.git import upstream_place
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.schema import MISSING, Field, Kind
 from bottle_engine.manifest.source import KeyPath
@@ -97,23 +98,31 @@ def bottle_summary(name: str, bottle: dict[str, Any] | None) -> str:
     table = schema.field_at(("bottles", name))
     assert table is not None
     values = {**schema.defaults_of(table), **bottle}
-    allow = (
-        bottle.get("egress", {}).get("allow", []) if isinstance(bottle.get("egress"), dict) else []
-    )
+    found = bottle.get("egress")
+    egress: dict[str, Any] = found if isinstance(found, dict) else {}
+    allow = egress.get("allow", [])
+    asks = egress.get("ask") is True
+    listed = bottle.get("git")
+    git = [u for u in listed if isinstance(u, dict)] if isinstance(listed, list) else []
+    # "All denied" only when nothing goes out: the gate reaches its upstreams whatever the
+    # allowlist says, and a person asked may let any host through.
+    closed = "nothing (all egress denied)" if not (asks or git) else "nothing"
     lines = [
         f"**bottle {code(name)}**",
         "",
         f"- backend: {code(values.get('backend'))}" + _runtime(values),
-        "- egress allowlist: "
-        + (", ".join(code(entry) for entry in allow) if allow else "nothing (all egress denied)"),
+        "- egress allowlist: " + (", ".join(code(entry) for entry in allow) if allow else closed),
     ]
+    if asks:
+        lines.append("- unlisted hosts: held for a person's answer (`ask = true`)")
     secrets = bottle.get("secrets")
     if isinstance(secrets, dict) and secrets:
         lines.append("- secrets: " + ", ".join(code(secret) for secret in secrets))
-    git = bottle.get("git")
-    if isinstance(git, list) and git:
-        upstreams = [str(u.get("name", "?")) for u in git if isinstance(u, dict)]
-        lines.append("- git upstreams: " + ", ".join(code(u) for u in upstreams))
+    if git:
+        upstreams = [
+            f"{code(u.get('name', '?'))} {upstream_place(str(u.get('url')), code)}" for u in git
+        ]
+        lines.append("- git upstreams (pushed to by the gate): " + ", ".join(upstreams))
     return "\n".join(lines)
 
 

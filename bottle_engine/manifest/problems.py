@@ -50,6 +50,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "BB312": (Severity.ERROR, "a path holds a NUL character"),
     "BB313": (Severity.ERROR, "malformed HTTP header name"),
     "BB314": (Severity.ERROR, "secret names no headers"),
+    "BB315": (Severity.ERROR, "git url whose host git, ssh and curl may read differently"),
     "BB316": (Severity.ERROR, "malformed environment variable name"),
 }
 

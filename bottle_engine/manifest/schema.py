@@ -251,7 +251,10 @@ GIT_FIELDS = (
     Field(
         "url",
         Kind.STRING,
-        "The real upstream. Only the bundle talks to it, with the identity below.",
+        "The real upstream. Only the bundle talks to it, with the identity below; the trust "
+        "review names the host it reaches. One user and one host: a url whose host git, ssh "
+        "and curl may read differently (a second '@', `%40`, a backslash, brackets round a name, "
+        "`TRANSPORT::`) is refused.",
         required=True,
         format=Format.GIT_URL,
         example='url = "ssh://git@github.com/me/repo.git"',

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.display import safe_text
+from bottle_engine.git import UnclearHostError, upstream_host
 from bottle_engine.manifest import schema
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
 from bottle_engine.manifest.model import parse_memory, resolve_path
@@ -272,6 +273,17 @@ class _Checker:
         elif field.format in _PATTERN_PROBLEMS and not schema.format_match(field.format, text):
             code, said = _PATTERN_PROBLEMS[field.format]
             yield self.problem(code, path, f"{format_path(path)}: {said(text)}", value=True)
+        elif field.format == Format.GIT_URL:
+            try:
+                upstream_host(text)
+            except UnclearHostError as exc:
+                yield self.problem(
+                    "BB315",
+                    path,
+                    f"{format_path(path)}: '{text}': {exc}, so no review could say where pushes "
+                    'go; write one user and one host, e.g. "ssh://git@github.com/me/repo.git"',
+                    value=True,
+                )
 
     # -- cross-references ----------------------------------------------------------------------
     def references(self, data: dict[str, Any], unsound: set[KeyPath]) -> Iterator[Problem]:

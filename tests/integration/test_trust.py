@@ -71,7 +71,7 @@ WIDENING = {
     "new git url": (
         "https://upstream.test:{port}/repo.git",
         "https://collector.invalid/loot.git",
-        "git origin: url now https://collector.invalid/loot.git",
+        "git origin: url now on host collector.invalid: https://collector.invalid/loot.git",
     ),
     "new git identity": (
         'push_branches = ["agent/*"]',

@@ -63,7 +63,7 @@ async def test_hover_on_a_key_shows_doc_type_and_default_from_the_schema(
             "- backend: `docker` (runtime `auto`)\n"
             "- egress allowlist: `api.anthropic.com`, `*.npmjs.org`\n"
             "- secrets: `ANTHROPIC_API_KEY`\n"
-            "- git upstreams: `origin`",
+            "- git upstreams (pushed to by the gate): `origin` on host `example.invalid`",
             id="bottle",
         ),
         pytest.param(

@@ -7,6 +7,7 @@ import threading
 import tomllib
 from pathlib import Path
 
+import pytest
 from lsprotocol import types
 
 from bottle_engine.manifest import schema
@@ -175,3 +176,30 @@ def test_a_bottles_read_that_finishes_late_does_not_hide_a_newer_one() -> None:
 
     asyncio.run(overlapping_reads())
     assert cache.bottles == [launched]
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        # A person asked at run time may let any host through.
+        ("[bottles.b.egress]\nask = true\n", "held for a person's answer"),
+        # The gate reaches its upstream whatever the allowlist says.
+        (
+            '[[bottles.b.git]]\nname = "origin"\nurl = "https://github.com@evil.invalid/r.git"\n',
+            "`origin` on host `evil.invalid`",
+        ),
+    ],
+)
+def test_a_bottle_hover_says_no_egress_is_denied_only_when_none_goes_out(
+    body: str, shown: str
+) -> None:
+    """The hover said 'egress allowlist: nothing (all egress denied)' over a bottle that asks a
+    person about unlisted hosts, or pushes to an upstream of the manifest's choosing."""
+    text = "[agents.a]\n[bottles.b]\n" + body
+    found = hover(analyze(text, PATH), Position(1, 9))
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert "all egress denied" not in found.contents.value
+    assert shown in found.contents.value
+    closed = hover(analyze("[agents.a]\n[bottles.b]\n", PATH), Position(1, 9))
+    assert closed is not None and isinstance(closed.contents, types.MarkupContent)
+    assert "all egress denied" in closed.contents.value

@@ -7,8 +7,11 @@ person's terminal or editor through a problem message or `plan`.
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,13 +19,15 @@ import pytest
 from bottle_engine.artifacts import prepare_inputs
 from bottle_engine.artifacts.builder import VerifyResult
 from bottle_engine.artifacts.oci import Difference
-from bottle_engine.bundle.config import GitUpstreamConfig
-from bottle_engine.bundle.gitgate.gate import mirror
+from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.gitgate.gate import check_upstreams, mirror
 from bottle_engine.cli import main
 from bottle_engine.cli.build import _report_verify
+from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
+from bottle_engine.trust import changes, empty_surface, surface_of
 from tests.fixtures_artifacts import small_build_spec, write_small_context
 from tests.hostile_text import HOSTILE, Hostile
 
@@ -93,6 +98,122 @@ def test_a_git_url_that_reads_as_an_option_is_a_problem(
     )
     loaded = load_manifest_text(text, project(tmp_path, text))
     assert [problem.code for problem in loaded.problems if problem.code != "BB306"] == codes
+
+
+# -- a git url whose host reads as another --------------------------------------------------------
+
+SSH_RECORDER = """#!/bin/sh
+echo "$@" >> "$0.log"
+exit 1
+"""
+
+
+def git_reaches(url: str, tmp_path: Path) -> str:
+    """The host `git ls-remote URL` really goes to, observed without leaving this machine: over
+    ssh, the destination git hands to ssh (a recorder stands in for it; OpenSSH takes the user
+    up to the last '@'); over https, the host git's curl asks a local proxy to CONNECT to."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    env = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path), "GIT_TERMINAL_PROMPT": "0"}
+    if "https://" in url:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            listener.settimeout(10)
+            proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            with subprocess.Popen(
+                ["git", "-c", f"http.proxy={proxy}", "ls-remote", url],
+                env={**env, "PATH": os.environ["PATH"]},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ) as git:
+                connection, _ = listener.accept()
+                with connection:
+                    request = connection.recv(4096).split(b"\r\n", 1)[0].decode()
+                git.wait(timeout=10)
+        method, destination, _ = request.split(" ")
+        assert method == "CONNECT"
+        return destination.rsplit(":", 1)[0]
+    recorder = tmp_path / "ssh"
+    recorder.write_text(SSH_RECORDER)
+    recorder.chmod(0o755)
+    subprocess.run(
+        ["git", "ls-remote", url],
+        env={**env, "PATH": os.environ["PATH"], "GIT_SSH_COMMAND": str(recorder)},
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    calls = (tmp_path / "ssh.log").read_text().splitlines()
+    words = calls[-1].split()  # the upload-pack call: [options] DESTINATION COMMAND PATH
+    destination = next(
+        w
+        for i, w in enumerate(words)
+        if not w.startswith("-") and (i == 0 or words[i - 1] not in ("-o", "-p"))
+    )
+    return destination.rpartition("@")[2]
+
+
+def git_manifest(url: str) -> str:
+    return (
+        "[agents.dev]\n[bottles.b]\n[[bottles.b.git]]\n"
+        f'name = "origin"\nurl = {toml_string(url)}\npush_branches = ["bot/*"]\n'
+        'known_host_key = "evil.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"\n'
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com@evil.invalid/me/repo.git",
+        "https://github.com:443@evil.invalid/me/repo.git",
+        "ssh://github.com@evil.invalid/me/repo.git",
+        "github.com@evil.invalid:me/repo.git",
+        # Braille blanks draw as nothing and are no space: the host went past the line's end.
+        "https://github.com" + "\u2800" * 300 + "@evil.invalid/me/repo.git",
+    ],
+)
+def test_the_review_names_the_host_git_reaches_before_the_url(tmp_path: Path, url: str) -> None:
+    """The review showed `new upstream https://github.com@evil.invalid/...`: a person reads
+    github.com, and the gate pushes the workspace to evil.invalid (no egress rule applies to
+    the gate's upstream). The line now starts with the host git reaches, as git reaches it."""
+    reached = git_reaches(url, tmp_path / "observe")
+    assert reached == "evil.invalid"
+    text = git_manifest(url)
+    manifest = load_manifest_text(text, project(tmp_path / "repo", text)).require()
+    surface = surface_of(manifest, home=tmp_path)
+    (line,) = [c.text for c in changes(empty_surface(surface), surface) if "new upstream" in c.text]
+    assert line.startswith(f"bottle b: git origin: new upstream on host {reached}: ")
+
+
+@pytest.mark.parametrize(
+    ("url", "reached"),
+    [
+        # git hands ssh "git@github.com@evil.invalid"; ssh takes the last '@'.
+        ("ssh://git@github.com@evil.invalid/me/repo.git", "evil.invalid"),
+        ("git@github.com@evil.invalid:me/repo.git", "evil.invalid"),
+        # git decodes %40 before it hands the destination to ssh.
+        ("git+ssh://git@github.com%40evil.invalid/me/repo.git", "evil.invalid"),
+        # git reads brackets in the scp-like form: the host is what they hold.
+        ("[git@evil.invalid]:me/repo.git", "evil.invalid"),
+        ("[github.com]@evil.invalid:me/repo.git", "github.com"),
+        # curl takes a backslash as the end of the userinfo; a URL parser keeps it in the host.
+        ("https://github.com\\@evil.invalid/me/repo.git", "evil.invalid"),
+        # `TRANSPORT::ADDRESS` goes to the remote helper, which reads ADDRESS its own way.
+        ("https::https://github.com@evil.invalid/me/repo.git", "evil.invalid"),
+    ],
+)
+def test_a_git_url_whose_host_programs_read_differently_is_a_problem(
+    tmp_path: Path, url: str, reached: str
+) -> None:
+    """Where git, ssh and curl disagree with a plain reading of the URL, no line of a review
+    can say where pushes go: such a url is refused, by validation and by the gate."""
+    assert git_reaches(url, tmp_path / "observe") == reached
+    text = git_manifest(url)
+    loaded = load_manifest_text(text, project(tmp_path / "repo", text))
+    assert [p.code for p in loaded.problems if p.code != "BB306"] == ["BB315"]
+    upstream = replace(upstream_to(url), known_hosts_file="/run/known_hosts")
+    with pytest.raises(BottleError, match="cannot tell which host"):
+        check_upstreams(BundleConfig("s", "10.0.0.2", "10.0.0.0/28", git=(upstream,)))
 
 
 # -- ports in other digits ------------------------------------------------------------------------
@@ -187,7 +308,7 @@ def test_an_env_name_holding_escapes_is_refused_with_the_escapes_shown(
     manifest = project(
         tmp_path,
         '[agents.dev]\n[bottles.b]\negress.allow = ["example.com"]\n'
-        f"env = {{ {toml_string('X' + chr(27) + '[2K')} = \"1\" }}\n",
+        f'env = {{ {toml_string("X" + chr(27) + "[2K")} = "1" }}\n',
     )
 
     assert main(["plan", "dev", "-f", str(manifest)]) == 1

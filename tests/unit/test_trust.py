@@ -111,7 +111,8 @@ WIDENING_EDITS = [
     ),
     pytest.param(
         ("me/repo.git", "me/other.git"),
-        "bottle web: git origin: url now ssh://git@example.invalid/me/other.git (was "
+        "bottle web: git origin: url now on host example.invalid: "
+        "ssh://git@example.invalid/me/other.git (was "
         "ssh://git@example.invalid/me/repo.git)",
         id="git-url",
     ),
@@ -243,7 +244,10 @@ def test_first_use_lists_everything_the_manifest_allows(project: Project) -> Non
     found = [c.text for c in changes(empty_surface(surface), surface)]
     assert "bottle web: allow + pypi.org" in found
     assert any(t.startswith("bottle web: secret TOKEN now read from") for t in found)
-    assert "bottle web: git origin: new upstream ssh://git@example.invalid/me/repo.git" in found
+    assert (
+        "bottle web: git origin: new upstream on host example.invalid: "
+        "ssh://git@example.invalid/me/repo.git"
+    ) in found
     assert any("identity ~/.ssh/id_repo (under ~/.ssh, a credential location)" in t for t in found)
     assert all(c.widening for c in changes(empty_surface(surface), surface))
 

@@ -50,6 +50,7 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import (
     ZERO_OID,
     GitError,
+    UnclearHostError,
     is_ancestor,
     is_local_url,
     is_ssh_url,
@@ -57,6 +58,7 @@ from bottle_engine.git import (
     read_objects,
     run_git,
     ssh_command,
+    upstream_host,
 )
 
 MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
@@ -92,6 +94,14 @@ def check_upstreams(config: BundleConfig) -> None:
             )
         if names.count(upstream.name) > 1:
             raise BottleError(f"git upstream {upstream.name!r} is configured twice")
+        try:
+            upstream_host(upstream.url)  # what the review named is where the gate connects
+        except UnclearHostError as exc:
+            raise BottleError(
+                f"git upstream {upstream.name!r}: cannot tell which host {safe_text(upstream.url)} "
+                f"reaches ({exc})",
+                fix="write the url with one user and one host in bottle.toml",
+            ) from exc
         upstream_env(upstream)
 
 
