@@ -21,8 +21,13 @@ The rules:
   names of at most 255 bytes and 16 parts), and so is what the gate keeps of the pushes it
   accepted, per upstream between two starts of the bundle (`max_stored_bytes`, 1 GiB, packs and
   a block per part of each new ref; bundle/gitgate/store.py); its audit log rotates
-  (`GIT_GATE_LOG_MAX_BYTES`, three files). No bundle process dumps core (core size 0): a dump
-  lands in the process's working directory, for the gate its repository in the state dir.
+  (`GIT_GATE_LOG_MAX_BYTES`, three files).
+* core dumps: none, in the agent and the bundle alike (core size 0, soft and hard). Under the
+  usual core_pattern a dump lands in the process's working directory, for the gate its
+  repository in the state dir on the host; with a pipe (systemd-coredump, apport) a helper
+  the kernel starts on the host reads, compresses and stores it, outside the bottle's share.
+  Docker hands a container the daemon's own limit (unlimited): an agent raised it and a crash
+  of 64 MiB left a 112 MiB core.
 * bundle state dir (a host directory, bind-mounted read-write; the host reads the logs and
   approvals there and the CA and logs outlive a stop): each file the bundle's own code writes is
   bounded (egress and git gate logs rotated, approvals capped, the gate's store budgeted), but

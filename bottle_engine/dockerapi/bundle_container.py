@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from docker.types import Mount, Ulimit
+from docker.types import Mount
 
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.config import (
@@ -37,6 +37,7 @@ from bottle_engine.dockerapi.client import (
     LABEL_ROLE,
     bounded_log_config,
     docker_errors,
+    no_core_dumps,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
@@ -217,9 +218,7 @@ def _create_and_start(
             mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes,  # no swap beyond the limit
             nano_cpus=limits.nano_cpus,
-            # No core dumps: one lands in the dying process's working directory under the
-            # usual core_pattern, for the git gate its repository in the state dir on the host.
-            ulimits=[Ulimit(name="core", soft=0, hard=0)],
+            ulimits=no_core_dumps(),
             log_config=bounded_log_config(),
             detach=True,
             runtime=placement.runtime,

@@ -8,7 +8,7 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import LogConfig
+from docker.types import LogConfig, Ulimit
 
 from bottle_engine.errors import BottleError
 from bottle_engine.limits import container_log_options
@@ -60,6 +60,15 @@ def bounded_log_config() -> LogConfig:
     which `docker logs` reads whatever the daemon's default driver is, rotated so that the
     daemon keeps at most `limits.CONTAINER_LOG_BYTES` of its output on the host."""
     return LogConfig(type=LogConfig.types.JSON, config=container_log_options())
+
+
+def no_core_dumps() -> list[Ulimit]:
+    """The core size limit of every container a bottle runs: 0, soft and hard, so that no
+    process in it can raise it. Under the host's usual core_pattern a dump is written by the
+    kernel (a bundle's into its repository in the state dir on the host); with a pipe
+    (systemd-coredump, apport) a helper started on the host reads, compresses and stores it,
+    outside the bottle's memory, CPU and disk."""
+    return [Ulimit(name="core", soft=0, hard=0)]
 
 
 def with_label(

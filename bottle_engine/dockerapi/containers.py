@@ -21,6 +21,7 @@ from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     bounded_log_config,
     docker_errors,
+    no_core_dumps,
     with_label,
 )
 from bottle_engine.errors import BottleError, CommandFailed
@@ -68,7 +69,8 @@ class NameTaken(Exception):
 def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
     """Create (not start) the agent container.
 
-    No capabilities, no privilege escalation, no Docker socket, no host mounts, one network.
+    No capabilities, no privilege escalation, no core dumps, no Docker socket, no host mounts,
+    one network.
     """
     api = client.api
     host_config = api.create_host_config(
@@ -84,6 +86,7 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         dns=list(spec.dns_servers),
         memswap_limit=spec.memory_bytes,  # no swap beyond the memory limit
         log_config=bounded_log_config(),
+        ulimits=no_core_dumps(),
         **_disk_options(spec.disk),
     )
     networking = api.create_networking_config(

@@ -253,3 +253,25 @@ def test_the_agent_cannot_fill_the_hosts_disk_through_tmp(
     assert "No space left on device" in output
     mounts = docker_client.containers.get(probe_bottle.name).attrs["HostConfig"]["Tmpfs"] or {}
     assert "/tmp" in mounts
+
+
+# A process of 64 MiB that raises its core size as far as it may and crashes in /tmp. With a
+# pipe in the host's core_pattern (systemd-coredump, apport) its dump is read, compressed and
+# stored by a helper the kernel starts on the host, outside the bottle's memory, CPU and disk.
+CRASH_WITH_CORE = (
+    'ulimit -c unlimited 2>/dev/null || ulimit -c "$(ulimit -Hc)"; '
+    "echo hard=$(ulimit -Hc) soft=$(ulimit -c); cd /tmp && "
+    "node -e 'Buffer.alloc(64 << 20, 1); process.kill(process.pid, \"SIGSEGV\")'; "
+    "ls -l /tmp | grep core || echo no-core"
+)
+
+
+def test_a_crashing_agent_process_dumps_no_core(
+    bottle_world: BottleWorld, sandbox: tuple[Any, Any]
+) -> None:
+    """Invariant 6: no agent process dumps core, under either runtime, whatever the host's
+    core_pattern: the core size is 0 and the agent cannot raise it."""
+    probe_bottle, _ = sandbox
+    _, output = agent_exec(bottle_world, probe_bottle, ["bash", "-c", CRASH_WITH_CORE])
+    assert "hard=0 soft=0" in output, output
+    assert "no-core" in output, output
