@@ -75,11 +75,18 @@ def prompt_text(plan: BottlePlan) -> str | None:
 
 
 def guest_files(
-    plan: BottlePlan, *, bottle_ca: bytes, system_cas: bytes | None, prompt: str | None
+    plan: BottlePlan,
+    *,
+    bottle_ca: bytes,
+    system_cas: bytes | None,
+    prompt: str | None,
+    uid: int = AGENT_UID,
+    extra: Sequence[GuestFile] = (),
 ) -> list[GuestFile]:
-    """Files for the agent: all owned by the agent user, the prompt readable by it alone."""
-    uid = AGENT_UID
+    """Files for the agent: all owned by the agent's `uid` (agent_user.py), the prompt readable
+    by it alone; `extra` first (the renumbered account tables)."""
     files = [
+        *extra,
         GuestFile("/etc/bot-bottle", None, 0o755),
         GuestFile(CA_CERT_PATH, bottle_ca, 0o644),
         GuestFile(CA_BUNDLE_PATH, (system_cas or b"").rstrip(b"\n") + b"\n" + bottle_ca, 0o644),
@@ -157,17 +164,25 @@ def guest_trees(
     bottle_dir: BottleDir,
     *,
     system_cas: bytes | None,
+    uid: int = AGENT_UID,
+    extra: Sequence[GuestFile] = (),
 ) -> list[tuple[str, bytes]]:
     """Everything a launch copies into the sandbox, as (destination, tar) pairs in order: the
-    guest files, each skill (from ~/.claude/skills), the workspace copy."""
+    guest files, each skill (from ~/.claude/skills), the workspace copy; all the agent's
+    (`uid`)."""
     files = guest_files(
-        plan, bottle_ca=bundle_ca(bottle_dir), system_cas=system_cas, prompt=prompt_text(plan)
+        plan,
+        bottle_ca=bundle_ca(bottle_dir),
+        system_cas=system_cas,
+        prompt=prompt_text(plan),
+        uid=uid,
+        extra=extra,
     )
     trees = [("/", files_archive(files))]
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
-        trees.append((SKILLS_DIR, tar_directory(source, name)))
+        trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        trees.append((WORKSPACE, workspace_archive(plan.cwd)))
+        trees.append((WORKSPACE, workspace_archive(plan.cwd, uid=uid)))
     return trees
 
 
@@ -199,7 +214,7 @@ def tar_directory(source: Path, arcname: str, *, uid: int = AGENT_UID) -> bytes:
     return buffer.getvalue()
 
 
-def workspace_archive(cwd: Path, exclude: Iterable[str] = ()) -> bytes:
+def workspace_archive(cwd: Path, exclude: Iterable[str] = (), *, uid: int = AGENT_UID) -> bytes:
     """The launch directory as a tar for /workspace: a copy, the host directory is never mounted."""
     skipped = set(exclude)
     buffer = io.BytesIO()
@@ -207,7 +222,7 @@ def workspace_archive(cwd: Path, exclude: Iterable[str] = ()) -> bytes:
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         if Path(info.name).name in skipped:
             return None
-        info.uid = info.gid = AGENT_UID
+        info.uid = info.gid = uid
         info.uname = info.gname = ""
         return info
 

@@ -8,7 +8,9 @@ usually 60000) and to user namespaces (/etc/subuid and /etc/subgid, `SUB_UID_MAX
 id that the name service (local files, LDAP, ...) knows. The bottle's state dir is also 0700 and
 root's, so even a later account with that uid cannot reach it.
 
-`pick_id` is pure; `bundle_id_for` reads the host's account databases.
+The agent of a bottle under runc gets an id of the same kind (`agent_id_for`).
+
+`pick_id` is pure; `bundle_id_for` and `agent_id_for` read the host's account databases.
 """
 
 from __future__ import annotations
@@ -102,9 +104,25 @@ def reserved_ranges() -> list[IdRange]:
     return list(ranges)
 
 
-def bundle_id_for(slug: str) -> int:
-    """The uid (and gid) of bottle `slug`'s bundle: free on this host, stable for the slug."""
+def _free_id(key: str, also_taken: frozenset[int] = frozenset()) -> int:
     reserved = reserved_ranges()
     return pick_id(
-        slug, lambda candidate: any(candidate in r for r in reserved) or _known_to_nss(candidate)
+        key,
+        lambda candidate: (
+            candidate in also_taken
+            or any(candidate in r for r in reserved)
+            or _known_to_nss(candidate)
+        ),
     )
+
+
+def bundle_id_for(slug: str) -> int:
+    """The uid (and gid) of bottle `slug`'s bundle: free on this host, stable for the slug."""
+    return _free_id(slug)
+
+
+def agent_id_for(slug: str) -> int:
+    """The uid (and gid) of bottle `slug`'s agent under runc, where its uid is a host uid: free
+    on this host and not its bundle's, so per-user kernel quotas (inotify instances, processes,
+    mqueue bytes) are the bottle's own and not a person's account's or its gateway's."""
+    return _free_id(f"{slug}/agent", frozenset({bundle_id_for(slug)}))

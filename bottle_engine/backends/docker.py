@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from bottle_engine import gvisor, records, state
+from bottle_engine.agent_user import agent_uid, renumbered, reowned, user_spec
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.bundle_image import bundle_build_spec
@@ -38,6 +39,7 @@ from bottle_engine.dockerapi.containers import (
     exec_interactive,
     put_tree,
     read_file,
+    read_tree,
     remove_container,
     stop_container,
     stream_inside,
@@ -48,10 +50,12 @@ from bottle_engine.dockerapi.networks import (
     remove_network,
 )
 from bottle_engine.errors import BottleError
-from bottle_engine.guest import SYSTEM_EXEC_ENV, guest_trees
+from bottle_engine.guest import SYSTEM_EXEC_ENV, GuestFile, guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
 from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS, agent_disk
 from bottle_engine.plan import (
+    AGENT_HOME,
+    AGENT_UID,
     AGENT_USER,
     WORKSPACE,
     BottlePlan,
@@ -85,6 +89,16 @@ def image_file(container: Any, path: str) -> bytes | None:
         temporary.write_bytes(data or b"")
         temporary.replace(cached)
     return data
+
+
+def agent_user_of(container: Any) -> str:
+    """`uid:gid` the agent's container was created to run as (agent_user.py), for what the
+    engine runs in it as the agent."""
+    return str((container.attrs.get("Config") or {}).get("User") or AGENT_USER)
+
+
+def _agent_uid_of(container: Any) -> int:
+    return int(agent_user_of(container).split(":", 1)[0])
 
 
 class DockerBackend:
@@ -229,7 +243,7 @@ class DockerBackend:
             env=plan.guest_env,
             network=plan.internal_network,
             ip=plan.agent_ip,
-            user=AGENT_USER,
+            user=user_spec(agent_uid(plan.slug, runtime, self.daemon_info())),
             workdir=WORKSPACE,
             runtime=runtime,
             nano_cpus=int(plan.cpus * 1e9),
@@ -260,11 +274,24 @@ class DockerBackend:
         return container
 
     def _put_agent_files(self, plan: BottlePlan, container: Any) -> None:
-        """Prompt, CA certificates, settings, skills and the workspace copy (guest.py)."""
+        """Prompt, CA certificates, settings, skills and the workspace copy (guest.py); when
+        the agent is not the image's uid, its renumbered accounts and its home given to it."""
+        uid = _agent_uid_of(container)
+        extra = []
+        if uid != AGENT_UID:
+            for table in ("/etc/passwd", "/etc/group"):
+                found = image_file(container, table)
+                if found is not None:
+                    extra.append(GuestFile(table, renumbered(found, uid), 0o644))
+            home = read_tree(container, AGENT_HOME)
+            if home:
+                put_tree(container, reowned(home, uid), os.path.dirname(AGENT_HOME))
         trees = guest_trees(
             plan,
             BottleDir.of(plan.slug),
             system_cas=image_file(container, SYSTEM_CA_BUNDLE),
+            uid=uid,
+            extra=extra,
         )
         for destination, archive in trees:
             put_tree(container, archive, destination)
@@ -305,7 +332,9 @@ class DockerBackend:
                 f"bottle {record.slug} is not running ({container.status})",
                 fix=f"`bottle-engine resume {record.slug}`",
             )
-        return exec_interactive(self.client, container, argv, user=AGENT_USER, tty=tty)
+        return exec_interactive(
+            self.client, container, argv, user=agent_user_of(container), tty=tty
+        )
 
     def exec_as_agent(
         self, record: BottleRecord, argv: Sequence[str], *, seconds: float = PROBE_SECONDS
@@ -315,7 +344,7 @@ class DockerBackend:
             self.client,
             container,
             argv,
-            user=AGENT_USER,
+            user=agent_user_of(container),
             max_bytes=PROBE_OUTPUT_BYTES,
             seconds=seconds,
         )
@@ -323,7 +352,7 @@ class DockerBackend:
 
     def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
         container = self.container_of(record)
-        for place, user, command in haystack_commands(agents_user=AGENT_USER):
+        for place, user, command in haystack_commands(agents_user=agent_user_of(container)):
             yield (
                 place,
                 stream_inside(

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bottle_engine.backends.docker import agent_user_of
 from bottle_engine.claude_code import CLAUDE_CODE_VERSION, QUIET_ENV
 from tests.bottle_fixtures import REPO_ROOT, BottleWorld, audit_log, running_bottle, world_env
 from tests.claude.anthropic_stub import APPROVAL_ACTION, REPLY_PREFIX
@@ -30,7 +31,6 @@ from tests.polling import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-AGENT_USER = "1000:1000"
 CLAUDE_TIMEOUT = 180  # seconds one run in the bottle may take before `timeout` ends it
 DIALOGS = (
     "Do you want to use this API key",
@@ -68,7 +68,9 @@ def run_in_bottle(
     """Run `argv` in the bottle as the agent (its environment, plus `env`)."""
     container = docker_client.containers.get(record.name)
     result = container.exec_run(
-        ["timeout", str(CLAUDE_TIMEOUT), *argv], user=AGENT_USER, environment=env or {}
+        ["timeout", str(CLAUDE_TIMEOUT), *argv],
+        user=agent_user_of(container),
+        environment=env or {},
     )
     return result.exit_code, result.output.decode("utf-8", "replace")
 

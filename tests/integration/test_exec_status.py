@@ -50,11 +50,11 @@ def engine(
 def test_exec_runs_as_the_agent_and_passes_the_exit_code_through(
     bottle_world: BottleWorld, door_bottle: Any
 ) -> None:
-    script = 'id -u; pwd; echo "$HTTPS_PROXY"; echo oops >&2; exit 7'
+    script = 'id -un; pwd; echo "$HTTPS_PROXY"; echo oops >&2; exit 7'
     done = engine(bottle_world, "exec", door_bottle.slug, "--", "sh", "-c", script)
     assert done.returncode == 7, done.stderr
-    uid, cwd, proxy = done.stdout.decode().split()
-    assert (uid, cwd) == ("1000", "/workspace")
+    user, cwd, proxy = done.stdout.decode().split()
+    assert (user, cwd) == ("agent", "/workspace")  # its uid: agent_user.py
     assert door_bottle.bundle_ip in proxy  # the agent's environment: its way out is the bundle
     assert done.stderr == b"oops\n"
 

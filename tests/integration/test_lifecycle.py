@@ -128,7 +128,7 @@ def test_guest_files_then_stop_and_resume(bottle_world: BottleWorld, tmp_path: P
 
         assert "bottle.toml" in agent_sh("ls /workspace")  # copy_cwd copied the directory
         prompt = "/home/agent/.bot-bottle/prompt.md"
-        assert agent_sh(f"stat -c '%a %u' {prompt}") == "600 1000"
+        assert agent_sh(f"stat -c '%a %U' {prompt}") == "600 agent"
         assert agent_sh(f"cat {prompt}") == "Review only."
         assert agent_sh("cat ~/.claude/skills/review/SKILL.md") == "# review"
         claude = json.loads(agent_sh("cat ~/.claude.json"))
@@ -141,7 +141,7 @@ def test_guest_files_then_stop_and_resume(bottle_world: BottleWorld, tmp_path: P
         )
         lifecycle.resume(record.slug)
         assert {b.slug: b.status.text for b in lifecycle.list_bottles()}[record.slug] == "running"
-        assert agent_sh("id -u") == "1000"
+        assert agent_sh("id -un") == "agent"
         assert agent_sh(f"cat {prompt}") == "Review only."  # the container came back, files too
 
 

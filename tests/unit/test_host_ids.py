@@ -7,6 +7,7 @@ from bottle_engine.host_ids import (
     ID_RANGE_SIZE,
     ID_RANGE_START,
     IdRange,
+    agent_id_for,
     bundle_id_for,
     login_defs_ranges,
     pick_id,
@@ -59,3 +60,13 @@ def test_no_account_on_this_host_holds_the_bundles_id() -> None:
     uid = bundle_id_for("dev-abc123")
     assert uid not in {entry.pw_uid for entry in pwd.getpwall()}
     assert uid not in {entry.gr_gid for entry in grp.getgrall()}
+
+
+def test_a_bottles_agent_gets_a_free_id_apart_from_its_bundles() -> None:
+    import pwd
+
+    uid = agent_id_for("dev-abc123")
+    assert uid == agent_id_for("dev-abc123")
+    assert uid != bundle_id_for("dev-abc123")
+    assert uid >= ID_RANGE_START
+    assert uid not in {entry.pw_uid for entry in pwd.getpwall()}
