@@ -8,9 +8,10 @@ Requests live in files, not in this process, so a restarted bundle picks up wher
 
 The agent is hostile: its texts are cut to `MAX_ACTION_CHARS` / `MAX_REASON_CHARS` with a marker
 saying how much was cut, a request body over `MAX_BODY_BYTES` is refused before the MCP SDK
-parses it, at most `MAX_SESSIONS` MCP sessions are open at once, and a request beyond the
-bottle's pending cap or rate (`ApprovalLimits`) is answered at once with ``status: "refused"``
-and the seconds to wait, and nothing is recorded.
+parses it, at most `MAX_SESSIONS` MCP sessions are open at once, at most `MAX_WAITING_CALLS`
+tool calls wait for a person at once (one whose client went away included), and a request
+beyond the bottle's pending cap or rate (`ApprovalLimits`) is answered at once with
+``status: "refused"`` and the seconds to wait, and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MCP_PATH = "/mcp"
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 SHUTDOWN_GRACE_SECONDS = 2
+BUSY_RETRY_SECONDS = 30.0
 MAX_ACTION_CHARS = 2000  # characters of the action kept; what a person reads in one screen
 MAX_REASON_CHARS = 2000
 # Both texts at their caps, every character a JSON \uXXXX escape pair, fit with room to spare;
@@ -45,6 +47,11 @@ MAX_BODY_BYTES = 256 * 1024
 # is idle for 30 minutes; the SDK's own cap, 10,000, let an agent that opened sessions without
 # closing them hold 400 MiB of a bundle that has 768 MiB. One client needs one or a few.
 MAX_SESSIONS = 64
+# Tool calls waiting for a person at once. A call goes on waiting after its client closed the
+# connection, until its request times out (600 s by default), so closing connections does not
+# bound them: an agent that opened calls and hung up at once left 2,000 in seconds (57 MiB and
+# 0.38 of a CPU polling the store). One client waits on a few; a call beyond is refused at once.
+MAX_WAITING_CALLS = 32
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -61,6 +68,18 @@ class ApprovalAnswer(TypedDict):
     note: str | None
     message: str
     retry_after_seconds: float  # when refused: how long to wait before asking again; else 0
+
+
+def busy() -> ApprovalAnswer:
+    """The answer to a call beyond `MAX_WAITING_CALLS`: nothing was recorded."""
+    return refusal_for(
+        ApprovalRefused(
+            f"{MAX_WAITING_CALLS} calls are already waiting for a person's answer (at most "
+            f"{MAX_WAITING_CALLS}; a call whose client went away waits until its request times "
+            "out); this one was not recorded",
+            retry_after_seconds=BUSY_RETRY_SECONDS,
+        )
+    )
 
 
 def answer_for(request: ApprovalRequest) -> ApprovalAnswer:
@@ -117,6 +136,7 @@ async def wait_for_answer(
 def build_server(config: BundleConfig) -> MCPServer:
     store = ApprovalStore(Path(config.state_dir), config.slug)
     server = MCPServer("bot-bottle-supervise", instructions=INSTRUCTIONS)
+    waiting = anyio.CapacityLimiter(MAX_WAITING_CALLS)  # each call runs in a task of its own
 
     @server.tool()
     async def request_approval(action: str, reason: str, ctx: Context) -> ApprovalAnswer:
@@ -127,16 +147,30 @@ def build_server(config: BundleConfig) -> MCPServer:
         timeout returns approved=false.
         """
         try:
-            request = store.open_request(
-                bounded(action, MAX_ACTION_CHARS),
-                bounded(reason, MAX_REASON_CHARS),
-                config.supervise_timeout_seconds,
-            )
-        except ApprovalRefused as refused:
-            return refusal_for(refused)
-        return answer_for(await wait_for_answer(store, request, ctx))
+            waiting.acquire_nowait()
+        except anyio.WouldBlock:
+            return busy()
+        try:
+            return await ask(store, config, action, reason, ctx)
+        finally:
+            waiting.release()
 
     return server
+
+
+async def ask(
+    store: ApprovalStore, config: BundleConfig, action: str, reason: str, ctx: Context
+) -> ApprovalAnswer:
+    """Open the request (or find the same question asked before) and wait for its answer."""
+    try:
+        request = store.open_request(
+            bounded(action, MAX_ACTION_CHARS),
+            bounded(reason, MAX_REASON_CHARS),
+            config.supervise_timeout_seconds,
+        )
+    except ApprovalRefused as refused:
+        return refusal_for(refused)
+    return answer_for(await wait_for_answer(store, request, ctx))
 
 
 def bounded(text: str, limit: int) -> str:

@@ -10,6 +10,7 @@ and answered requests leave the approvals dir while the audit log keeps them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,7 +25,11 @@ from mcp import Client
 
 from bottle_engine import approvals, state
 from bottle_engine.approvals import AUDIT_LOG, ApprovalLimits
-from bottle_engine.bundle.supervise import MAX_BODY_BYTES, MAX_SESSIONS
+from bottle_engine.bundle.supervise import (
+    MAX_BODY_BYTES,
+    MAX_SESSIONS,
+    MAX_WAITING_CALLS,
+)
 from tests.hostile_text import HOSTILE, plain, run_in_terminal, shown, unexpected_controls
 from tests.integration.test_supervise import (
     SLUG,
@@ -238,3 +243,70 @@ def test_sessions_opened_and_never_closed_stop_at_the_cap(supervise: Supervise) 
 
     assert statuses[:MAX_SESSIONS] == [200] * MAX_SESSIONS
     assert statuses[MAX_SESSIONS] != 200
+
+
+async def _post_and_hold(
+    port: int, body: dict[str, Any], session_id: str | None = None
+) -> tuple[bytes, asyncio.StreamWriter]:
+    """POST `body` on a connection of its own; the response head, and the connection still
+    open (a tool call waiting for a person streams its answer on it later)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    payload = json.dumps(body).encode()
+    session = (
+        f"Mcp-Session-Id: {session_id}\r\nMcp-Protocol-Version: 2025-06-18\r\n"
+        if session_id
+        else ""
+    )
+    writer.write(
+        (
+            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json, text/event-stream\r\n{session}"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        + payload
+    )
+    await writer.drain()
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30), writer
+
+
+async def _leave_waiting_calls(port: int, count: int) -> dict[str, Any]:
+    """`count` request_approval calls on one question, each on a connection the agent closes
+    once the server answered its head; then one more call through the MCP client: its answer
+    (or {} if it still waited after 30 s)."""
+    head, writer = await _post_and_hold(port, json.loads(initialize_body("orphans")))
+    writer.close()
+    session_id = re.search(rb"(?im)^mcp-session-id: *(\S+)", head)
+    assert session_id is not None, head
+    sid = session_id.group(1).decode()
+    _, writer = await _post_and_hold(
+        port, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid
+    )
+    writer.close()
+    arguments = {"action": "git push origin feature", "reason": "orphans"}
+    for number in range(count):
+        call = {
+            "jsonrpc": "2.0",
+            "id": number + 2,
+            "method": "tools/call",
+            "params": {"name": "request_approval", "arguments": arguments},
+        }
+        _, writer = await _post_and_hold(port, call, sid)
+        writer.close()
+        await writer.wait_closed()
+    with anyio.move_on_after(30):
+        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+            result = await client.call_tool("request_approval", arguments)
+            return dict(result.structured_content or {})
+    return {}
+
+
+def test_tool_calls_left_waiting_by_gone_clients_stop_at_the_cap(supervise: Supervise) -> None:
+    """A call keeps waiting for a person after its client closed the connection, until its
+    request times out (600 s by default), so the agent need hold nothing open: it left 2,000
+    of them in seconds, which held 57 MiB of the bundle and 0.38 of a CPU polling the store,
+    without bound. Past `MAX_WAITING_CALLS` a call is refused at once, and nothing recorded."""
+    answer = asyncio.run(_leave_waiting_calls(supervise.port, MAX_WAITING_CALLS + 20))
+
+    assert answer["status"] == "refused"
+    assert answer["request_id"] == ""
+    assert f"at most {MAX_WAITING_CALLS}" in answer["message"]
