@@ -202,8 +202,6 @@ async def allow_host(ls: BottleLanguageServer, slug: str, host: str, port: int) 
     bottle.toml (the open document when it is open, unsaved changes included)."""
     from pygls.uris import from_fs_path
 
-    if isinstance(port, bool):
-        raise BottleError(f"port must be a number, got {port!r}")
     await ls.bottles.refresh()
     record = _record(ls, slug)
     bottle, manifest = record.get("bottle", ""), record.get("manifest", "")

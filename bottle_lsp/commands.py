@@ -143,6 +143,19 @@ class TrustArgs:
 _converter = default_converter()  # type: ignore[no-untyped-call]  # the one pygls uses
 
 
+def _whole_number(value: Any, _: type) -> int:
+    """cattrs makes an int of anything `int()` takes, `true` included: a port of `true` would
+    be port 1. JSON's booleans are no numbers here."""
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a number")
+    return int(value)
+
+
+# bool is an int to the hook dispatch: it keeps its own hook, as it was.
+_converter.register_structure_hook(bool, _converter.get_structure_hook(bool))
+_converter.register_structure_hook(int, _whole_number)
+
+
 @dataclass(frozen=True)
 class Command(Generic[A]):
     """A command: its name, the type of its one argument (None: it takes none), and its work."""
@@ -339,8 +352,6 @@ async def allow_host(ls: BottleLanguageServer, args: AllowHostArgs) -> dict[str,
 
 
 async def answer(ls: BottleLanguageServer, args: AnswerArgs) -> dict[str, Any]:
-    if isinstance(args.port, bool):
-        raise BottleError(f"port must be a number, got {args.port!r}")
     return await activity.answer(
         ls, args.slug, args.request_id, args.approved, (args.host, args.port), once=args.once
     )

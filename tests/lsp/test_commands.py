@@ -235,6 +235,19 @@ async def test_engine_errors_are_shown_and_the_server_keeps_serving(
     assert len(await lenses(client, uri)) == 2
 
 
+async def test_a_port_of_true_is_no_port(client: LanguageClient) -> None:
+    """JSON's `true` is no number: cattrs would make it port 1 of an allow or an answer."""
+    allow = {"slug": "dev-1", "host": "example.com", "port": True}
+    answer = {"slug": "dev-1", "request_id": "r1", "approved": True, "host": "a.test", "port": True}
+
+    assert (await execute(client, "bottle.allowHost", allow))["error"].startswith(
+        "expected one argument {slug, host, port}"
+    )
+    assert (await execute(client, "bottle.answer", answer))["error"].startswith(
+        "expected one argument {slug, request_id, approved, host, port}"
+    )
+
+
 async def test_pending_approvals_are_asked_and_answered(make_client: ClientFactory) -> None:
     store = ApprovalStore(state.bottle_dir("dev-1"), "dev-1")  # the server shares BOTTLE_STATE_DIR
     push = store.open_request("push to bot/fix", "tests pass", timeout_seconds=600)
