@@ -360,18 +360,16 @@ class Allowlist:
         ):
             # TLS to the proxy port itself ("secure web proxy"): it would let the client
             # negotiate HTTP/2 with the proxy; the agent's proxy URL is plain http.
-            nextlayer.layer = RefuseConnection(context)
-            self.state.record(
-                AuditEntry(
-                    time=timestamp(time.time()),
-                    method="TLS",
-                    host=str(context.client.sockname[0]) if context.client.sockname else "",
-                    port=int(context.client.sockname[1]) if context.client.sockname else 0,
-                    decision="deny",
-                    rule=TLS_TO_PROXY,
-                    reason="TLS spoken to the proxy port itself; use the proxy as http://",
-                    kind="connect",
-                )
+            self._refuse_connection(
+                nextlayer,
+                "TLS",
+                str(context.client.sockname[0]) if context.client.sockname else "",
+                int(context.client.sockname[1]) if context.client.sockname else 0,
+                Decision(
+                    False,
+                    TLS_TO_PROXY,
+                    "TLS spoken to the proxy port itself; use the proxy as http://",
+                ),
             )
             return
         tunnel = self.state.tunnels.get(context.server.id)
@@ -403,23 +401,29 @@ class Allowlist:
                 "a request line longer than the proxy reads before relaying)",
             )
         if refusal is not None:
-            nextlayer.layer = RefuseConnection(context)
-            self.state.record(
-                AuditEntry(
-                    time=timestamp(time.time()),
-                    method="CONNECT",
-                    host=tunnel.host,
-                    port=tunnel.port,
-                    decision="deny",
-                    rule=refusal.rule,
-                    reason=refusal.reason,
-                    kind="connect",
-                )
-            )
+            self._refuse_connection(nextlayer, "CONNECT", tunnel.host, tunnel.port, refusal)
         elif carried == egress_relay.HTTP:
             nextlayer.layer = layers.HttpLayer(context, HTTPMode.transparent)
         else:
             nextlayer.layer = MeteredTunnel(context, tunnel)
+
+    def _refuse_connection(
+        self, nextlayer: layer.NextLayer, method: str, host: str, port: int, refusal: Decision
+    ) -> None:
+        """Close the client's connection, nothing relayed, and log why (kind "connect")."""
+        nextlayer.layer = RefuseConnection(nextlayer.context)
+        self.state.record(
+            AuditEntry(
+                time=timestamp(time.time()),
+                method=method,
+                host=host,
+                port=port,
+                decision="deny",
+                rule=refusal.rule,
+                reason=refusal.reason,
+                kind="connect",
+            )
+        )
 
     async def _decide(
         self,
