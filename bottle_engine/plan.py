@@ -34,6 +34,7 @@ from bottle_engine.bundle.config import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.model import Backend, GitUpstream, Manifest, Runtime
+from bottle_engine.manifest.schema import INTERCEPT_SECRETS
 from bottle_engine.settings import DEFAULT_SUBNET_POOL, EngineSettings, check_backend
 
 SKILLS_DIR = Path("~/.claude/skills")  # where `skills` are copied from
@@ -152,6 +153,7 @@ class BottlePlan(GatewayAddresses):
     shared_egress_network: str | None = None  # an existing network for the bundle's way out
     upstream_ca: Path | None = None  # extra CAs the proxy trusts upstream ([egress] upstream_ca)
     egress_ask: bool = False  # [egress] ask: unlisted hosts wait for a person's answer
+    egress_intercept: str = INTERCEPT_SECRETS  # [egress] intercept: which tunnels are opened
     # Repository-relative files the git gate refuses changes to (`protected_paths`).
     git_protected_paths: tuple[str, ...] = ()
     # (internal, egress) of a gateway taken from the warm pool, made before the bottle had a
@@ -245,6 +247,7 @@ class BottlePlan(GatewayAddresses):
             egress_allow=self.egress_allow,
             upstream_ca_files=(str(upstream_ca),) if self.upstream_ca else (),
             egress_ask=self.egress_ask,
+            egress_intercept=self.egress_intercept,
             secrets=tuple(
                 SecretBinding(s.name, s.placeholder, s.hosts, str(secrets_dir / s.name), s.headers)
                 for s in self.secrets
@@ -286,6 +289,7 @@ class BottlePlan(GatewayAddresses):
             "egress_allow": list(self.egress_allow),
             "upstream_ca": str(self.upstream_ca) if self.upstream_ca else None,
             "egress_ask": self.egress_ask,
+            "egress_intercept": self.egress_intercept,
             "secrets": [
                 {
                     "name": s.name,
@@ -492,6 +496,7 @@ class Planner:
             egress_allow=bottle.egress.allow,
             upstream_ca=bottle.egress.upstream_ca,
             egress_ask=bottle.egress.ask,
+            egress_intercept=bottle.egress.intercept,
             secrets=secrets,
             git=bottle.git,
             supervise=bottle.supervise,

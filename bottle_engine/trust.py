@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from bottle_engine.git import upstream_place
 from bottle_engine.manifest.model import GitUpstream, Manifest
-from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS
+from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS, INTERCEPT_ALL, INTERCEPT_SECRETS
 
 SURFACE_VERSION = 1
 
@@ -117,6 +117,9 @@ class BottleSurface:
     # The agent's size. None: a record stored before the surface held it, which trusts no size.
     cpus: float | None = None
     memory: int | None = None  # bytes
+    # `[egress] intercept`: the tunnels the proxy opens to judge what is inside. None: a record
+    # stored before the surface held it, when only a secret's host's were opened.
+    intercept: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class TrustedSurface:
                     paths={str(k): str(v) for k, v in b["paths"].items()},
                     cpus=float(b["cpus"]) if b.get("cpus") is not None else None,
                     memory=int(b["memory"]) if b.get("memory") is not None else None,
+                    intercept=str(b["intercept"]) if b.get("intercept") is not None else None,
                 )
                 for name, b in data["bottles"].items()
             }
@@ -269,6 +273,7 @@ def surface_of(
             paths=paths,
             cpus=bottle.cpus,
             memory=bottle.memory_bytes,
+            intercept=bottle.egress.intercept,
         )
     agents = {}
     for name, agent in manifest.agents.items():
@@ -436,6 +441,7 @@ def _bottle_changes(
             (),
             cpus=after.cpus,
             memory=after.memory,
+            intercept=after.intercept,
         )
     if before.backend != after.backend:
         yield Change(f"{prefix}: backend {after.backend} (was {before.backend})", True)
@@ -451,6 +457,10 @@ def _bottle_changes(
         yield from _size_changes(prefix, size, getattr(before, size), getattr(after, size))
     yield from _set_changes(f"{prefix}: allow", before.allow, after.allow)
     yield from _set_changes(f"{prefix}: ask", before.ask, after.ask)
+    was, now = before.intercept or INTERCEPT_SECRETS, after.intercept or INTERCEPT_SECRETS
+    if was != now:
+        # Fewer tunnels opened: fewer requests judged, a shared front's other sites in reach.
+        yield Change(f"{prefix}: intercept {now} (was {was})", widening=now != INTERCEPT_ALL)
     yield from _named_changes(
         f"{prefix}: secret", before.secrets, after.secrets, places, _secret_changes
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.manifest.schema import INTERCEPT_SECRETS
 from tests.bundle_helpers import (
     free_port,
     loopback_egress_lab,
@@ -147,7 +148,9 @@ def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, st
 
 
 @contextlib.contextmanager
-def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
+def ask_lab(
+    root: Path, ask_timeout_seconds: float = 120.0, egress_intercept: str = INTERCEPT_SECRETS
+) -> Iterator[AskLab]:
     """The proxy and upstream running, stopped afterwards whatever happens."""
     tls = make_test_ca(root / "tls", ["approved.test", BOUND, "tunnel.test"])
     http, https, proxy = free_port(), free_port(), free_port()
@@ -172,6 +175,8 @@ def ask_lab(root: Path, ask_timeout_seconds: float = 120.0) -> Iterator[AskLab]:
         state_dir=str(bottle_dir),
         egress_ask=True,
         ask_timeout_seconds=ask_timeout_seconds,
+        egress_intercept=egress_intercept,
+        upstream_ca_files=(str(tls.ca_cert),),  # for the tunnels the proxy opens
     )
     with loopback_egress_lab(
         root, config, tls, http=http, https=https, proxy=proxy, source=str(REPO)

@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import ipaddress
 import json
+import os
 import random
 import re
 import socket
@@ -73,6 +74,15 @@ class EchoHandler(BaseHTTPRequestHandler):
     stored: ClassVar[
         dict[str, dict[str, str]]
     ] = {}  # /store/KEY -> the headers that request carried
+
+    def parse_request(self) -> bool:
+        """Empty lines before the request line are skipped, as RFC 9112 (2.2) asks of a server
+        and as nginx, h11 and mitmproxy do (http.server alone closes the connection)."""
+        for _ in range(8):
+            if self.raw_requestline not in (b"\r\n", b"\n"):
+                break
+            self.raw_requestline = self.rfile.readline(65537)
+        return super().parse_request()
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -643,6 +653,77 @@ def loopback_egress_lab(
         for process in (server, upstream):
             process.terminate()
             process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class LiveLab:
+    """The real proxy on loopback (`live_egress_lab`): `secret.test` is bound to the secret,
+    `other.test` is allowed but bound to no secret (the co-tenant on the same front)."""
+
+    proxy: int
+    https: int
+    http: int
+    bottle_ca: Path
+    audit: Path
+    upstream_log: Path
+
+    def upstream_requests(self) -> list[dict[str, Any]]:
+        """Every request that reached the upstream, as it logged them."""
+        lines = self.upstream_log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def seen_upstream(self, path: str) -> list[dict[str, Any]]:
+        """The requests for `path` that reached the upstream, as it logged them."""
+        return [r for r in self.upstream_requests() if r["path"] == path]
+
+
+@contextlib.contextmanager
+def live_egress_lab(
+    root: Path,
+    placeholder: str,
+    value: str,
+    *,
+    extra_headers: tuple[str, ...] = (),
+    egress_intercept: str = "secrets",
+) -> Iterator[LiveLab]:
+    """`loopback_egress_lab` with the usual bottle: `secret.test` and `other.test` allowed on
+    the upstream's two ports, the secret (`placeholder`, real `value`) bound to `secret.test`
+    over HTTPS, the upstream's CA trusted by the proxy. BOTTLE_LIVE_PROXY_SRC=/other/checkout
+    runs that checkout's proxy instead (to watch an attack succeed against an older one)."""
+    from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
+
+    tls = make_test_ca(root / "tls", ["secret.test", "other.test"])
+    https, http, proxy = free_port(), free_port(), free_port()
+    config = BundleConfig(
+        slug="live",
+        bundle_ip="10.255.255.2",
+        agent_subnet="10.255.255.0/24",
+        egress_allow=(
+            *(f"{name}:{port}" for name in ("secret.test", "other.test") for port in (https, http)),
+            f"127.0.0.1:{https}",  # an exact entry lifts the loopback refusal for this lab only
+            f"127.0.0.1:{http}",
+        ),
+        secrets=(
+            secret_in_file(
+                root / "secret",
+                "token",
+                placeholder,
+                (f"secret.test:{https}",),
+                value,
+                extra_headers=extra_headers,
+            ),
+        ),
+        state_dir=str(root / "state"),
+        upstream_ca_files=(str(tls.ca_cert),),
+        egress_intercept=egress_intercept,
+    )
+    repo = Path(__file__).resolve().parents[1]
+    source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(repo))
+    with loopback_egress_lab(
+        root, config, tls, http=http, https=https, proxy=proxy, source=source
+    ) as upstream_log:
+        bottle_ca = root / "state" / "ca" / CA_CERT_NAME
+        yield LiveLab(proxy, https, http, bottle_ca, config.audit_log, upstream_log)
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS
+from bottle_engine.manifest.schema import DEFAULT_SECRET_HEADERS, INTERCEPT_MODES, INTERCEPT_SECRETS
 
 # Paths inside the bundle container.
 CONFIG_PATH = Path("/etc/bot-bottle/bundle.json")
@@ -129,6 +129,8 @@ class BundleConfig:
     # egress approval request) this long, then is refused.
     egress_ask: bool = False
     ask_timeout_seconds: float = 120.0
+    # [egress] intercept: the HTTPS tunnels the proxy opens (INTERCEPT_MODES).
+    egress_intercept: str = INTERCEPT_SECRETS
 
     @property
     def audit_log(self) -> Path:
@@ -182,8 +184,17 @@ class BundleConfig:
             agent_ip=raw.get("agent_ip", ""),
             egress_ask=bool(raw.get("egress_ask", False)),
             ask_timeout_seconds=float(raw.get("ask_timeout_seconds", 120.0)),
+            egress_intercept=_intercept_mode(raw.get("egress_intercept", INTERCEPT_SECRETS)),
         )
 
     @classmethod
     def load(cls, path: Path = CONFIG_PATH) -> BundleConfig:
         return cls.from_json(path.read_text())
+
+
+def _intercept_mode(value: object) -> str:
+    """A mode the proxy knows, or the config is refused: a bundle that would quietly open fewer
+    tunnels than its bottle asked for must not start."""
+    if value not in INTERCEPT_MODES:
+        raise ValueError(f"egress_intercept: {value!r} is not one of {', '.join(INTERCEPT_MODES)}")
+    return str(value)

@@ -106,8 +106,14 @@ class Tunnel:
     port: int
     address: str  # the checked address the tunnel's server connection goes to
     decision: Decision
+    # TLS is terminated (with the bottle's CA) and every request inside judged on its own.
     intercept: bool
+    # A secret's host: its value may be substituted.
+    bound: bool
     client_id: str
+    # An opened tunnel that carries another protocol than HTTP, relayed as bytes: recorded as
+    # it opens and closes, like a tunnel that is not opened.
+    metered: bool = False
     started: float = field(default_factory=time.time)
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -140,6 +146,27 @@ class EgressState:
     def record(self, entry: AuditEntry) -> None:
         if self.audit is not None:
             self.audit.write(entry)
+
+    def record_tunnel(self, tunnel: Tunnel, stage: Stage) -> None:
+        """A relayed tunnel's line: when it opens, and when it closes with its bytes."""
+        closing = stage == "close"
+        self.record(
+            AuditEntry(
+                time=timestamp(tunnel.started),
+                method="CONNECT",
+                host=tunnel.host,
+                port=tunnel.port,
+                decision="allow",
+                rule=tunnel.decision.rule,
+                reason=tunnel.decision.reason,
+                kind="tunnel",
+                status=200,
+                bytes_sent=tunnel.bytes_sent if closing else 0,
+                bytes_received=tunnel.bytes_received if closing else 0,
+                duration_ms=_ms(time.time() - tunnel.started) if closing else 0.0,
+                stage=stage,
+            )
+        )
 
     def tunnel_of(self, server: connection.Server, client: connection.Client) -> Tunnel | None:
         """The tunnel `server` was opened for: the connection its CONNECT opened, or one
@@ -249,14 +276,16 @@ class Allowlist:
         if not decision.allowed or decision.address is None:
             flow.response = denial_response(decision)
             return
+        # A person's approval lets a host past the allowlist, never to a secret's value.
+        bound = not decision.asked and intercepts(self.state.secrets, host, port)
         # mitmproxy hands this server connection to every request inside the tunnel.
         self.state.tunnels[flow.server_conn.id] = Tunnel(
             host=host.lower().rstrip("."),
             port=port,
             address=decision.address,
             decision=decision,
-            # A person's approval lets a host past the allowlist, never to a secret's value.
-            intercept=not decision.asked and intercepts(self.state.secrets, host, port),
+            intercept=bound or self.state.policy.intercept_all,
+            bound=bound,
             client_id=flow.client_conn.id,
         )
 
@@ -373,23 +402,37 @@ class Allowlist:
             )
             return
         tunnel = self.state.tunnels.get(context.server.id)
-        if tunnel is None or tunnel.intercept:
+        if tunnel is None:
             return
-        if any(isinstance(e, layers.TCPLayer) for e in _above(context, nextlayer.layer)):
-            return
+        above = _above(context, nextlayer.layer)
+        if any(isinstance(e, layers.TCPLayer) for e in above):
+            return  # relayed as bytes already
+        opened = [i for i, e in enumerate(above) if isinstance(e, layers.ClientTLSLayer)]
+        if opened and any(isinstance(e, layers.HttpLayer) for e in above[opened[-1] :]):
+            return  # what an HTTP layer inside the opened TLS hands on (after a 101)
         self._relay(nextlayer, tunnel)
 
     def _relay(self, nextlayer: layer.NextLayer, tunnel: Tunnel) -> None:
-        """A tunnel that is not intercepted: relayed as bytes once its first bytes show that
-        it names no other host than its own to a front that routes by name (`egress_relay`);
-        plain HTTP goes through mitmproxy's HTTP layer, each request judged on its own."""
+        """What a tunnel carries, from its first bytes (and, in TLS the proxy opened, from the
+        first bytes inside), so that nothing reaches a front that routes by name with another
+        host's name in it (`egress_relay`): HTTP goes through mitmproxy's HTTP layer, each
+        request judged on its own; TLS is opened (mitmproxy's TLS layer, chosen already) where
+        the tunnel is intercepted, else relayed once its server name checks out; anything
+        else is relayed as bytes. mitmproxy's own choice read bytes that do not start with a
+        method (an empty line first, which servers skip) as another protocol and relayed them
+        raw inside opened TLS, unjudged."""
         context = nextlayer.context
         data: bytes = nextlayer.data_client()  # type: ignore[no-untyped-call]
         spoke = bool(nextlayer.data_server())  # type: ignore[no-untyped-call]
         carried = egress_relay.first_bytes(data, server_spoke=spoke)
         refusal: Decision | None = None
         if carried == egress_relay.TLS:
-            carried, refusal = _judge_client_hello(data, tunnel)
+            if context.client.tls_established:
+                carried = egress_relay.RAW  # TLS inside TLS: no front reads a name in it
+            elif tunnel.intercept:
+                return  # opened: the server name is judged with each request inside
+            else:
+                carried, refusal = _judge_client_hello(data, tunnel)
         if carried == egress_relay.MORE:
             nextlayer.layer = None
             return
@@ -403,9 +446,13 @@ class Allowlist:
         if refusal is not None:
             self._refuse_connection(nextlayer, "CONNECT", tunnel.host, tunnel.port, refusal)
         elif carried == egress_relay.HTTP:
+            _drop_leading_empty_lines(nextlayer)
             nextlayer.layer = layers.HttpLayer(context, HTTPMode.transparent)
         else:
             nextlayer.layer = MeteredTunnel(context, tunnel)
+            if tunnel.intercept and not tunnel.metered:
+                tunnel.metered = True
+                self.state.record_tunnel(tunnel, "open")
 
     def _refuse_connection(
         self, nextlayer: layer.NextLayer, method: str, host: str, port: int, refusal: Decision
@@ -490,6 +537,25 @@ def _judge_client_hello(
     return egress_relay.TLS, check_names(tunnel.host, tunnel.port, 443, sni=hello.sni)
 
 
+def _drop_leading_empty_lines(nextlayer: layer.NextLayer) -> None:
+    """Servers skip empty lines before a request line (RFC 9112, 2.2), and so does mitmproxy's
+    HTTP/1 reader, but it then waits for more bytes before it reads the request that came with
+    them: a request sent in one piece after an empty line hung until the agent gave up. The
+    lines go before the HTTP layer reads what the client sent."""
+    client = nextlayer.context.client
+    kept: list[events.Event] = []
+    leading = True
+    for event in nextlayer.events:
+        if leading and isinstance(event, events.DataReceived) and event.connection == client:
+            data = event.data.lstrip(b"\r\n")
+            if not data:
+                continue
+            leading = False
+            event = events.DataReceived(client, data)
+        kept.append(event)
+    nextlayer.events = kept
+
+
 def _name_the_destination(request: http.Request, host: str, port: int, default_port: int) -> None:
     """A request without a Host header (HTTP/1.0, or a blank one) would reach the upstream's
     default virtual host, which on a shared front may be another tenant's: it is given the
@@ -516,6 +582,12 @@ def plain_upgrade(response: http.Response) -> bool:
     extensions (h2c's HPACK and permessage-deflate would hide it from the scrubber)?"""
     upgrade = response.headers.get("upgrade", "").strip().lower()
     return upgrade == "websocket" and "sec-websocket-extensions" not in response.headers
+
+
+def _approved(destination: Destination) -> bool:
+    """Let through by a person's answer (an egress ask), never bound to a secret: with
+    `intercept = "all"` its tunnel is opened all the same."""
+    return destination.tunnel is not None and destination.tunnel.decision.asked
 
 
 def _intercepted(flow: http.HTTPFlow) -> bool:
@@ -637,6 +709,7 @@ class SecretSubstitution:
             headers=request.headers.items(multi=True),  # type: ignore[no-untyped-call]
             bodies=(),
             bottle=self.state.policy.bottle_name,
+            approved=_approved(destination),
         )
         if not verdict.allowed:
             refuse(flow, Decision(False, verdict.rule, verdict.reason, verdict.fix))
@@ -869,7 +942,7 @@ class Audit:
         tunnel = self.state.tunnels.get(flow.server_conn.id)
         if tunnel is None or tunnel.intercept:
             return  # intercepted tunnels are recorded request by request
-        self._record_tunnel(tunnel, "open")
+        self.state.record_tunnel(tunnel, "open")
 
     @fails_closed(_refuse_request)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -932,30 +1005,10 @@ class Audit:
         """A relayed tunnel ends with its client: record it, then forget the client."""
         for key in [k for k, t in self.state.tunnels.items() if t.client_id == client.id]:
             tunnel = self.state.tunnels.pop(key)
-            if not tunnel.intercept:
-                self._record_tunnel(tunnel, "close")
+            if not tunnel.intercept or tunnel.metered:
+                self.state.record_tunnel(tunnel, "close")
         for pin in [pin for pin in self.state.pins if pin[0] == client.id]:
             del self.state.pins[pin]
-
-    def _record_tunnel(self, tunnel: Tunnel, stage: Stage) -> None:
-        closing = stage == "close"
-        self.state.record(
-            AuditEntry(
-                time=timestamp(tunnel.started),
-                method="CONNECT",
-                host=tunnel.host,
-                port=tunnel.port,
-                decision="allow",
-                rule=tunnel.decision.rule,
-                reason=tunnel.decision.reason,
-                kind="tunnel",
-                status=200,
-                bytes_sent=tunnel.bytes_sent if closing else 0,
-                bytes_received=tunnel.bytes_received if closing else 0,
-                duration_ms=_ms(time.time() - tunnel.started) if closing else 0.0,
-                stage=stage,
-            )
-        )
 
     def _record_http(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(RECORDED_KEY):

@@ -23,6 +23,7 @@ from bottle_engine.manifest.egress_rules import (
     is_host_name,
     parse_egress_rule,
 )
+from bottle_engine.manifest.schema import INTERCEPT_ALL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -72,6 +73,8 @@ class EgressPolicy:
     own_addresses: frozenset[str] = frozenset()
     bottle_name: str = "NAME"
     ask: bool = False  # hold requests to unlisted host names and ask a person
+    # Open (terminate TLS of) every HTTPS tunnel, not only a secret's host's ([egress] intercept).
+    intercept_all: bool = False
 
     @classmethod
     def from_config(cls, config: BundleConfig, own_addresses: Iterable[str] = ()) -> EgressPolicy:
@@ -80,6 +83,7 @@ class EgressPolicy:
             own_addresses=frozenset({config.bundle_ip, *own_addresses} - {""}),
             bottle_name=config.bottle_name or "NAME",
             ask=config.egress_ask,
+            intercept_all=config.egress_intercept == INTERCEPT_ALL,
         )
 
 

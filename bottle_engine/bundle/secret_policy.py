@@ -102,11 +102,14 @@ def check_request(
     bodies: Iterable[bytes],
     *,
     bottle: str = "NAME",
+    approved: bool = False,
 ) -> SecretVerdict:
     """Judge where placeholders appear in one request to `host`:`port`.
 
     `bodies` are the forms of the body to search (raw and, if it is encoded, decoded). `bottle`
-    is the [bottles.NAME] table a refusal's fix names.
+    is the [bottles.NAME] table a refusal's fix names. `approved`: the destination is let
+    through by a person's answer, not by the manifest, and is bound to no secret whatever the
+    secrets name.
     """
     header_list = list(headers)
     header_text = "\n".join(f"{name}: {value}" for name, value in header_list)
@@ -123,6 +126,13 @@ def check_request(
             return _refuse(PLACEHOLDER_IN_BODY, secret, "in the request body")
         if token not in header_text:
             continue
+        if approved:
+            return _refuse(
+                PLACEHOLDER_WRONG_HOST,
+                secret,
+                f"to {host}:{port}, a host a person's approval let through, which no secret "
+                "goes to",
+            )
         if not secret.bound_to(host, port):
             allowed = ", ".join(secret.binding.hosts) or "no host"
             return _refuse(

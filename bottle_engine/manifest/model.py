@@ -64,6 +64,7 @@ class Egress:
     allow: tuple[str, ...]
     upstream_ca: Path | None = None
     ask: bool = False  # hold unlisted hosts for a person's answer
+    intercept: str = schema.INTERCEPT_SECRETS  # which HTTPS tunnels the proxy opens
 
     @property
     def rules(self) -> tuple[EgressRule, ...]:
@@ -197,6 +198,7 @@ def _bottle(name: str, raw: dict[str, Any], base: Path) -> Bottle:
             allow=tuple(egress["allow"]),
             upstream_ca=_optional_path(base, egress.get("upstream_ca")),
             ask=bool(egress.get("ask", False)),
+            intercept=str(egress["intercept"]),
         ),
         secrets=secrets,
         git=git,

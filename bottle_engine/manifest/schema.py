@@ -174,6 +174,11 @@ AGENT_FIELDS = (
     ),
 )
 
+# `[egress] intercept`: which HTTPS tunnels the proxy opens (the bundle reads these names too).
+INTERCEPT_SECRETS = "secrets"  # only tunnels to hosts bound to a secret
+INTERCEPT_ALL = "all"  # every HTTPS tunnel, so that a Host inside TLS is judged too
+INTERCEPT_MODES = (INTERCEPT_SECRETS, INTERCEPT_ALL)
+
 # The request headers a secret's real value may be sent in when its manifest names none: those
 # clients send credentials in and servers read as credentials, never keep as data. A header a
 # server may store or hand back (object metadata such as X-Amz-Meta-*, a file name in
@@ -421,8 +426,9 @@ BOTTLE_FIELDS = (
                 "upstream_ca",
                 Kind.STRING,
                 "Extra CA certificates (PEM), relative to this manifest, that the proxy trusts "
-                "when it verifies intercepted upstreams (hosts bound to a secret), beside the "
-                "system roots: for an internal registry, forge or API with its own CA.",
+                "when it verifies intercepted upstreams (hosts bound to a secret, or every host "
+                'with `intercept = "all"`), beside the system roots: for an internal '
+                "registry, forge or API with its own CA.",
                 format=Format.PATH,
                 example='upstream_ca = "certs/internal-ca.pem"',
             ),
@@ -437,6 +443,26 @@ BOTTLE_FIELDS = (
                 "secret. Off: such requests are refused at once.",
                 default=False,
                 example="ask = true",
+            ),
+            Field(
+                "intercept",
+                Kind.STRING,
+                "Which HTTPS tunnels the proxy opens (terminates TLS with the bottle's CA, which "
+                "the agent trusts) to judge every request inside: only those to hosts bound to "
+                "a secret, or all. A shared front (a CDN, a cloud load balancer) routes by the "
+                '`Host` header inside TLS, which only an opened tunnel shows: with `"all"`, a '
+                "request there naming another site than the tunnel's host is refused. The "
+                "price: the agent speaks HTTP/1.1 to every HTTPS host, the proxy verifies each "
+                "upstream (add private CAs with `upstream_ca`), and a client that pins its "
+                "server's certificate fails.",
+                default=INTERCEPT_SECRETS,
+                enum=INTERCEPT_MODES,
+                enum_docs=(
+                    "open only tunnels to hosts bound to a secret; relay the rest after "
+                    "checking the TLS server name",
+                    "open every HTTPS tunnel and judge each request's names",
+                ),
+                example='intercept = "all"',
             ),
         ),
     ),

@@ -1,6 +1,7 @@
 """A hostile agent attacks the egress proxy from inside a real bottle.
 
-One bottle (agent `attacker`) whose bundle reaches a TLS echo upstream of ours on the test world's
+One bottle (agent `attacker`; a second one, `fronter`, for `[egress] intercept = "all"` at the
+end) whose bundle reaches a TLS echo upstream of ours on the test world's
 outside network. The upstream has its own CA, trusted through `[egress] upstream_ca`, and answers
 as both `secret.test` (bound to the secret) and `other.test` (allowed, not bound: a co-tenant on
 the same front). It logs every request it receives (headers, TLS server name, port, body), so the
@@ -71,6 +72,8 @@ class Arena:
     bundle: Any
     secret: str
     audit_log: Path
+    upstream_ip: str
+    upstream_ca: Path  # the upstream's own CA, which the bottles' proxies trust
 
     def agent(self, script: str) -> tuple[int, str]:
         """Run a bash script in the sandbox as the agent: (exit code, output)."""
@@ -137,6 +140,8 @@ def arena(
                     bundle,
                     world.secret_value,
                     audit_log(world, record),
+                    ip,
+                    upstream.ca_cert,
                 )
     finally:
         for attack, (before, after) in MEMORY.items():
@@ -612,6 +617,81 @@ def test_the_probe_command_runs_the_proxy_attacks_that_need_no_upstream(arena: A
     ):
         assert proxy[name].passed, (name, proxy[name].output)
     assert leaks == []
+
+
+# --------------------------------------------------------------------------- every tunnel opened
+# Domain fronting inside TLS: a shared front routes each request by the `Host` header inside the
+# TLS, which the proxy sees only in a tunnel it opens. By default a tunnel to other.test (bound to
+# no secret) is relayed once its TLS server name checks out, and `curl -k -H 'Host:
+# stranger.test' https://other.test/` reaches the front as stranger.test; with `[egress]
+# intercept = "all"` every HTTPS tunnel is opened and such a request is refused. The agent's own
+# tools trust the opened tunnels (the bottle's CA), and protocols that are not TLS still pass.
+
+OPENING_MANIFEST = one_agent_manifest(
+    "fronter",
+    """\
+[bottles.default.egress]
+# The test network is a private range, refused unless its address is listed too.
+allow = ["other.test:443", "other.test:80", "{ip}/32:443", "{ip}/32:80"]
+upstream_ca = "{ca}"
+intercept = "all"
+""",
+)
+
+
+@pytest.fixture(scope="module")
+def opened(arena: Arena, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
+    """A second bottle (agent `fronter`) on the arena's upstream, whose proxy opens every
+    HTTPS tunnel."""
+    directory = tmp_path_factory.mktemp("egress-intercept-all")
+    ip = arena.upstream_ip
+    world = world_for(
+        arena.world,
+        directory,
+        OPENING_MANIFEST,
+        bundle_hosts=f"other.test={ip}",
+        ca=arena.upstream_ca,
+        ip=ip,
+    )
+    with running_bottle(world, "fronter") as record:
+        yield dataclasses.replace(
+            arena, world=world, record=record, audit_log=audit_log(world, record)
+        )
+
+
+def _reached(arena: Arena, path: str) -> list[dict[str, Any]]:
+    return [r for r in arena.received() if r["path"] == path]
+
+
+def test_the_agents_tools_trust_an_opened_tunnel(opened: Arena) -> None:
+    """curl without -k: the bottle's CA signs what the proxy shows, and the upstream gets the
+    request under its own name."""
+    _, output = opened.agent("$CURL -i https://other.test/trusted")
+    assert _status(output) == 200, output
+    (seen,) = _reached(opened, "/trusted")
+    assert (seen["sni"], seen["headers"]["Host"]) == ("other.test", "other.test"), seen
+
+
+def test_a_request_inside_tls_naming_another_site_goes_nowhere(opened: Arena) -> None:
+    """Domain fronting: TLS to other.test (the tunnel's host, the server name checked), and
+    inside it `Host: stranger.test`, the site a shared front would hand the request to."""
+    _, output = opened.agent("$CURL -k -i -H 'Host: stranger.test' https://other.test/fronted")
+    assert _status(output) == 403 and "name-mismatch" in output, output
+    assert _reached(opened, "/fronted") == []
+    refused = [e for e in opened.audit() if e["rule"] == "name-mismatch"]
+    assert any(e["host"] == "other.test" and e["decision"] == "deny" for e in refused), output
+
+
+def test_a_protocol_that_is_not_tls_still_passes(opened: Arena) -> None:
+    """Only TLS is opened: a tunnel carrying another protocol (here the first line of SSH, to
+    the upstream's port 80) is relayed, and the upstream's own answer comes back (Python's
+    http.server naming the line it could not read), not one of the proxy's."""
+    _, output = opened.agent(
+        "exec 3<>/dev/tcp/${P%:*}/${P##*:}; "
+        "printf 'CONNECT other.test:80 HTTP/1.1\\r\\nHost: other.test:80\\r\\n\\r\\n' >&3; "
+        "sleep 1; printf 'SSH-2.0-OpenSSH_9.2p1\\r\\n' >&3; timeout 10 cat <&3"
+    )
+    assert "Bad request syntax" in output or "Bad request version" in output, output
 
 
 # --------------------------------------------------------------------------- the verdict

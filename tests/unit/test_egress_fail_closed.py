@@ -93,6 +93,7 @@ def _upgraded(state: EgressState, intercept: bool) -> tcp.TCPFlow:
         address="93.184.216.35",
         decision=Decision(True, "secret.example.com", "listed"),
         intercept=intercept,
+        bound=intercept,
         client_id=flow.client_conn.id,
     )
     return flow

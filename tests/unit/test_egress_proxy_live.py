@@ -16,36 +16,28 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
 import socket
 import ssl
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bottle_engine.bundle.audit import read_audit
-from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
 from bottle_engine.bundle.egress_clients import MAX_CLIENT_CONNECTIONS
 from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD
 from tests.bundle_helpers import (
     BROKEN_REFLECTIONS,
-    free_port,
-    loopback_egress_lab,
-    make_test_ca,
+    LiveLab,
+    live_egress_lab,
     read_http_head,
     read_http_response,
-    secret_in_file,
     websocket_accept,
     websocket_messages,
 )
 from tests.polling import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-live-placeholder-7d1e"
 REAL = "real-live-value-42af"
 
@@ -55,59 +47,14 @@ REAL = "real-live-value-42af"
 CARELESS_HEADERS = ("Upgrade", "Content-Encoding")
 
 
-def _json_lines(lines: list[str]) -> list[str]:
-    return [line for line in lines if line.startswith("{")]
-
-
-@dataclass(frozen=True)
-class Lab:
-    proxy: int
-    https: int
-    http: int
-    bottle_ca: Path
-    audit: Path
-    upstream_log: Path
-
-    def seen_upstream(self, path: str) -> list[dict[str, Any]]:
-        """The requests for `path` that reached the upstream, as it logged them."""
-        lines = self.upstream_log.read_text().splitlines()
-        return [r for r in map(json.loads, _json_lines(lines)) if r["path"] == path]
+Lab = LiveLab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("egress-live")
-    tls = make_test_ca(root / "tls", ["secret.test", "other.test"])
-    https, http, proxy = free_port(), free_port(), free_port()
-    config = BundleConfig(
-        slug="live",
-        bundle_ip="10.255.255.2",
-        agent_subnet="10.255.255.0/24",
-        egress_allow=(
-            *(f"{name}:{port}" for name in ("secret.test", "other.test") for port in (https, http)),
-            f"127.0.0.1:{https}",  # an exact entry lifts the loopback refusal for this lab only
-            f"127.0.0.1:{http}",
-        ),
-        secrets=(
-            secret_in_file(
-                root / "secret",
-                "token",
-                PLACEHOLDER,
-                (f"secret.test:{https}",),
-                REAL,
-                extra_headers=CARELESS_HEADERS,
-            ),
-        ),
-        state_dir=str(root / "state"),
-        upstream_ca_files=(str(tls.ca_cert),),
-    )
-    source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(REPO))
-    with loopback_egress_lab(
-        root, config, tls, http=http, https=https, proxy=proxy, source=source
-    ) as upstream_log:
-        yield Lab(
-            proxy, https, http, root / "state" / "ca" / CA_CERT_NAME, config.audit_log, upstream_log
-        )
+    with live_egress_lab(root, PLACEHOLDER, REAL, extra_headers=CARELESS_HEADERS) as running:
+        yield running
 
 
 # --------------------------------------------------------------------------- clients
@@ -260,6 +207,16 @@ def test_host_header_naming_another_host_is_refused(lab: Lab) -> None:
     with tunnel(lab, "secret.test") as sock:
         status, body = exchange(sock, get("/", f"other.test:{lab.https}", AUTH))
     assert status == 403 and "Host header" in str(body)
+
+
+def test_a_request_after_an_empty_line_inside_the_tls_is_judged_too(lab: Lab) -> None:
+    """Servers skip empty lines before a request line (RFC 9112); mitmproxy read bytes not
+    starting with a method as another protocol and relayed them raw inside the bound host's
+    TLS, unjudged and unlogged: the front served them as the site they named."""
+    with tunnel(lab, "secret.test") as sock:
+        status, body = _raw(sock, b"\r\n" + get("/bound-after-crlf", "stranger.test", AUTH))
+    assert status == 403 and "name-mismatch" in body, body
+    assert lab.seen_upstream("/bound-after-crlf") == []
 
 
 def test_absolute_form_inside_a_tunnel_naming_another_host_is_refused(lab: Lab) -> None:
@@ -1106,7 +1063,7 @@ def _names_the_value(reason: str) -> bool:
 def test_zz_the_real_value_reached_the_bound_host_only(lab: Lab) -> None:
     """Across every attack above (this test runs last): the upstream's own log of what it
     received shows the real value only on TLS requests named secret.test, on its port."""
-    requests = [json.loads(line) for line in _json_lines(lab.upstream_log.read_text().splitlines())]
+    requests = lab.upstream_requests()
     carrying = [r for r in requests if REAL in json.dumps(r)]
     assert carrying, "the control never delivered the real value"
     for request in carrying:

@@ -18,9 +18,11 @@ from bottle_engine.bundle.config import (
     SUPERVISE_PORT,
     BundleConfig,
 )
+from bottle_engine.bundle.egress_policy import EgressPolicy
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import Manifest, load_manifest_file, load_manifest_text
 from bottle_engine.manifest.model import GitUpstream
+from bottle_engine.manifest.schema import INTERCEPT_ALL, INTERCEPT_SECRETS
 from bottle_engine.plan import (
     DEFAULT_SUBNET_POOL,
     MAX_INSTANCES,
@@ -432,3 +434,24 @@ def test_protected_paths_are_relative_to_the_repository_holding_the_manifest(
     paths = git_protected_paths(manifest)
 
     assert paths[:2] == ("ops/bottle.toml", "ops/Dockerfile")
+
+
+def test_which_tunnels_the_proxy_opens_reaches_the_bundle(tmp_path: Path) -> None:
+    """`[egress] intercept`: the plan, `plan --json` and the bundle's config agree; the
+    default opens only a secret's host's tunnels."""
+    text = '[agents.a]\n[bottles.b]\ncontext = "."\n[bottles.b.egress]\nallow = ["x.test"]\n'
+    default = plan_bottle(manifest_from(text, tmp_path), "a")
+    assert default.bundle_config().egress_intercept == INTERCEPT_SECRETS
+    opened = plan_bottle(manifest_from(text + 'intercept = "all"\n', tmp_path), "a")
+    assert opened.to_json()["egress_intercept"] == INTERCEPT_ALL
+    config = BundleConfig.from_json(opened.bundle_config().to_json())
+    assert config.egress_intercept == INTERCEPT_ALL
+    assert EgressPolicy.from_config(config).intercept_all
+
+
+def test_a_bundle_config_naming_an_unknown_interception_is_refused(full: BottlePlan) -> None:
+    """A bundle that read an unknown mode as the default would open fewer tunnels than its
+    bottle asked for: it refuses the config instead."""
+    raw = json.loads(full.bundle_config().to_json())
+    with pytest.raises(ValueError, match="egress_intercept"):
+        BundleConfig.from_json(json.dumps({**raw, "egress_intercept": "everything"}))

@@ -191,6 +191,7 @@ def test_json_schema_accepts_the_good_corpus(path: Path) -> None:
         "unknown_table.toml",
         "wrong_types.toml",
         "bad_enums.toml",
+        "egress_intercept_unknown.toml",
         "missing_required.toml",
         "memory_malformed.toml",
         "top_level_typo.toml",

@@ -836,3 +836,19 @@ def test_every_schema_key_is_in_the_surface_or_listed_as_outside_it(
     before = project.surface()
     after = surface_of(build_model(project.path, data), home=project.home)
     assert (before != after) == (key not in OUTSIDE_SURFACE), (key, changes(before, after))
+
+
+def test_opening_fewer_tunnels_widens(project: Project) -> None:
+    """`intercept = "all"` lets the proxy judge every request inside TLS; going back to a
+    secret's hosts only puts a shared front's other sites back in reach, which needs trust."""
+    opened = BASE.replace('"pypi.org"]\n\n', '"pypi.org"]\nintercept = "all"\n\n', 1)
+    assert opened != BASE
+    assert diff(project, BASE, opened) == [("bottle web: intercept all (was secrets)", False)]
+    assert diff(project, opened, BASE) == [("bottle web: intercept secrets (was all)", True)]
+
+
+def test_a_record_from_before_intercept_reads_as_secret_hosts_only(project: Project) -> None:
+    stored = project.surface().to_json()
+    for bottle in stored["bottles"].values():
+        del bottle["intercept"]
+    assert changes(TrustedSurface.from_json(stored), project.surface()) == []
