@@ -105,6 +105,16 @@ class Arena:
         return int(detail.get("rss", detail.get("anon", stats.get("usage", 0))))
 
 
+def _upstream_world(
+    base: BottleWorld, directory: Path, template: str, ip: str, ca: Path
+) -> BottleWorld:
+    """`base` with the manifest `template`, its bundle resolving both of the upstream's names
+    to the upstream (`ip`), whose CA is `ca`."""
+    return world_for(
+        base, directory, template, bundle_hosts=f"secret.test={ip},other.test={ip}", ca=ca, ip=ip
+    )
+
+
 @pytest.fixture(scope="module")
 def arena(
     bottle_world: BottleWorld,
@@ -123,14 +133,7 @@ def arena(
             name=f"bbtest-echo-{uuid.uuid4().hex[:8]}",
         ) as upstream:
             ip = upstream.ip
-            world = world_for(
-                bottle_world,
-                directory,
-                MANIFEST,
-                bundle_hosts=f"secret.test={ip},other.test={ip}",
-                ca=upstream.ca_cert,
-                ip=ip,
-            )
+            world = _upstream_world(bottle_world, directory, MANIFEST, ip, upstream.ca_cert)
             with running_bottle(world, "attacker") as record:
                 bundle = docker_client.containers.get(record.bundle_name)
                 yield Arena(
@@ -644,14 +647,8 @@ def opened(arena: Arena, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     """A second bottle (agent `fronter`) on the arena's upstream, whose proxy opens every
     HTTPS tunnel."""
     directory = tmp_path_factory.mktemp("egress-intercept-all")
-    ip = arena.upstream_ip
-    world = world_for(
-        arena.world,
-        directory,
-        OPENING_MANIFEST,
-        bundle_hosts=f"other.test={ip}",
-        ca=arena.upstream_ca,
-        ip=ip,
+    world = _upstream_world(
+        arena.world, directory, OPENING_MANIFEST, arena.upstream_ip, arena.upstream_ca
     )
     with running_bottle(world, "fronter") as record:
         yield dataclasses.replace(
