@@ -474,6 +474,36 @@ def test_plain_http_in_a_relayed_tunnel_naming_another_host_is_refused(lab: Lab)
     assert lab.seen_upstream("/fronted-by-host") == []
 
 
+# Python's http.server splits a request line with str.split(): on any whitespace, the
+# separators below and a leading space included, and reads the Host header that follows.
+ODD_SEPARATORS = {
+    "vertical-tab": b"GET\x0b/relayed-vt\x0bHTTP/1.1\r\n",
+    "file-separator": b"GET\x1c/relayed-fs\x1cHTTP/1.1\r\n",
+    "no-break-space": b"GET\xa0/relayed-nbsp\xa0HTTP/1.1\r\n",
+    "leading-space": b" GET /relayed-lead HTTP/1.1\r\n",
+    "http-0.9-trailing-vt": b"GET /relayed-09\x0b\r\n",
+}
+
+
+@pytest.mark.parametrize("separator", sorted(ODD_SEPARATORS))
+def test_plain_http_in_a_relayed_tunnel_is_judged_whatever_splits_its_request_line(
+    lab: Lab, separator: str
+) -> None:
+    """A request line the relay did not take for HTTP was relayed as bytes: the upstream read
+    it, and went to the site its Host named."""
+    line = ODD_SEPARATORS[separator]
+    path = line.decode("latin-1").split()[1]
+    with _relayed(lab, lab.http) as sock:
+        sock.settimeout(5)
+        sock.sendall(line + f"Host: stranger.test:{lab.http}\r\n\r\n".encode())
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert lab.seen_upstream(path) == []
+    assert answer.startswith((b"HTTP/1.1 403 ", b"HTTP/1.1 400 ")), answer[:300]
+
+
 def test_plain_http_in_a_relayed_tunnel_naming_its_host_passes(lab: Lab) -> None:
     with _relayed(lab, lab.http) as sock:
         for path in ("/relayed-plain-1", "/relayed-plain-2"):  # kept alive: each one judged
