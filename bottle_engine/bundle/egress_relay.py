@@ -15,7 +15,9 @@ So the proxy reads a relayed tunnel's first bytes before it relays any (`first_b
 * an HTTP request (`HTTP`): handed to mitmproxy's HTTP layer, so that each request on the
   connection is judged as every request is (`egress_policy.check_names`); empty lines before
   the request line count as HTTP too (servers skip them), and so does a request line without a
-  version whose target is a path or an absolute URL (HTTP/0.9, which some servers still route);
+  version whose target is a path or an absolute URL (HTTP/0.9, which some servers still route)
+  and one split by any byte a server may take for whitespace (Python's http.server splits on
+  a vertical tab, 0x1c or a no-break space: such a line was relayed, the Host after it read);
 * anything else (`RAW`, SSH, a database protocol, a server that speaks first) is relayed.
 
 Until the bytes say which (`MORE`), nothing is relayed, for at most `MAX_CLIENT_HELLO` bytes of
@@ -43,18 +45,22 @@ MAX_REQUEST_LINE = 16 * 1024
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP method (RFC 9110 token)
 _PATH_OR_URL = rb"(?:/|\*|[A-Za-z][A-Za-z0-9+.-]*://)"
-_GAP = rb"[ \t]+"
-_LEAD = re.compile(rb"[\r\n]*")
+# Whatever a server may split a request line on: Python's http.server uses str.split() (read as
+# Latin-1), whose whitespace is wider than HTTP's (VT, FF, the separators 0x1c-0x1f, NEL, NBSP),
+# and it skips whitespace before the method too.
+_SPACE = rb"[ \t\x0b\x0c\x1c-\x1f\x85\xa0]"
+_GAP = _SPACE + rb"+"
+_LEAD = re.compile(rb"(?:[\r\n]|" + _SPACE + rb")*")
 # A request line a server would read: method, target, then a version (or, HTTP/0.9, the line's
 # end after a path or an absolute URL).
 _REQUEST_LINE = re.compile(
-    _TOKEN + _GAP + rb"(?:\S+" + _GAP + rb"HTTP/|" + _PATH_OR_URL + rb"\S*[ \t]*\r?\n)",
+    rb"%s%s(?:\S+%sHTTP/|%s\S*%s*\r?\n)" % (_TOKEN, _GAP, _GAP, _PATH_OR_URL, _SPACE),
     re.IGNORECASE,
 )
 # The start of one, cut before the bytes that would tell.
 _PARTIAL_LINE = re.compile(
-    rb"(?:" + _TOKEN + rb"(?:" + _GAP + rb"(?:\S+(?:" + _GAP + rb"(?:H(?:T(?:T(?:P)?)?)?)?)?)?)?)?"
-    rb"[ \t]*\r?\Z",
+    rb"(?:%s(?:%s(?:\S+(?:%s(?:H(?:T(?:T(?:P)?)?)?)?)?)?)?)?%s*\r?\Z"
+    % (_TOKEN, _GAP, _GAP, _SPACE),
     re.IGNORECASE,
 )
 

@@ -431,6 +431,36 @@ def test_plain_http_in_a_relayed_tunnel_naming_another_host_is_refused(lab: Lab)
     assert lab.seen_upstream("/fronted-by-host") == []
 
 
+# Python's http.server splits a request line with str.split(): on any whitespace, the
+# separators below and a leading space included, and reads the Host header that follows.
+ODD_SEPARATORS = {
+    "vertical-tab": b"GET\x0b/relayed-vt\x0bHTTP/1.1\r\n",
+    "file-separator": b"GET\x1c/relayed-fs\x1cHTTP/1.1\r\n",
+    "no-break-space": b"GET\xa0/relayed-nbsp\xa0HTTP/1.1\r\n",
+    "leading-space": b" GET /relayed-lead HTTP/1.1\r\n",
+    "http-0.9-trailing-vt": b"GET /relayed-09\x0b\r\n",
+}
+
+
+@pytest.mark.parametrize("separator", sorted(ODD_SEPARATORS))
+def test_plain_http_in_a_relayed_tunnel_is_judged_whatever_splits_its_request_line(
+    lab: Lab, separator: str
+) -> None:
+    """A request line the relay did not take for HTTP was relayed as bytes: the upstream read
+    it, and went to the site its Host named."""
+    line = ODD_SEPARATORS[separator]
+    path = line.decode("latin-1").split()[1]
+    with _relayed(lab, lab.http) as sock:
+        sock.settimeout(5)
+        sock.sendall(line + f"Host: stranger.test:{lab.http}\r\n\r\n".encode())
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert lab.seen_upstream(path) == []
+    assert answer.startswith((b"HTTP/1.1 403 ", b"HTTP/1.1 400 ")), answer[:300]
+
+
 def test_plain_http_in_a_relayed_tunnel_naming_its_host_passes(lab: Lab) -> None:
     with _relayed(lab, lab.http) as sock:
         for path in ("/relayed-plain-1", "/relayed-plain-2"):  # kept alive: each one judged
@@ -683,6 +713,37 @@ def test_a_field_an_upstream_may_split_is_refused_on_plain_http(lab: Lab) -> Non
         )
     assert status == 403 and "malformed-field" in body, body
     assert lab.seen_upstream("/smuggled-plain") == []
+
+
+# mitmproxy relays what follows the TLS handshake as raw bytes when its first line does not look
+# like HTTP to it (no space in it, no three letters first) and the client offered no ALPN; an
+# upstream may still read a request there (Python's http.server splits a request line on tabs).
+RAW_GUESSES = {
+    "tab-separated": "GET\t/raw-tab\tHTTP/1.1\r\nHost: {other}\r\nX-Seen: a b\r\n\r\n",
+    "vertical-tab-separated": "GET\x0b/raw-vt\x0bHTTP/1.1\r\nHost: {other}\r\n\r\n",
+    # nginx and h11 read this method (a token) and route by its Host.
+    "method-with-a-dash": "M-SEARCH /raw-dash HTTP/1.1\r\nHost: {other}\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("guess", sorted(RAW_GUESSES))
+def test_bytes_after_the_handshake_are_read_as_http_never_relayed_unjudged(
+    lab: Lab, guess: str
+) -> None:
+    """A request mitmproxy took for another protocol went to the bound host's front as bytes,
+    its Host naming another site and its framing unchecked (Content-Length beside
+    Transfer-Encoding, which mitmproxy refuses in a request it reads)."""
+    request = RAW_GUESSES[guess].format(other=f"other.test:{lab.https}")
+    path = request.split("/", 1)[1].split(request[request.index("/") - 1], 1)[0]
+    with tunnel(lab, "secret.test") as sock:
+        sock.settimeout(5)
+        sock.sendall(request.encode())
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert lab.seen_upstream(f"/{path}") == []
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"name-mismatch" in answer, answer[:300]
 
 
 def test_an_upgraded_connection_from_the_bound_host_carries_the_placeholder(lab: Lab) -> None:

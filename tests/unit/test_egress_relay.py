@@ -28,6 +28,13 @@ from bottle_engine.bundle.egress_relay import (
         (b"get / http/1.0\r\n", HTTP),  # a server may read the method and version in any case
         (b"GET http://stranger.test/ HTTP/1.1\r\n", HTTP),
         (b"POST\t/upload\tHTTP/1.1\r\n", HTTP),  # tabs: some servers split on any whitespace
+        # Python's http.server splits on str whitespace (Latin-1), and skips it before the method.
+        (b"GET\x0b/\x0cHTTP/1.1\r\n", HTTP),
+        (b"GET\x1c/\x1fHTTP/1.1\r\n", HTTP),
+        (b"GET\xa0/\x85HTTP/1.1\r\n", HTTP),
+        (b" \x0bGET / HTTP/1.1\r\n", HTTP),
+        (b"GET /\x0b\r\n", HTTP),
+        (b"GET\x1c/path", MORE),
         # Servers skip empty lines before a request line (RFC 9112 2.2).
         (b"\r\nGET / HTTP/1.1\r\n", HTTP),
         (b"\n\r\n\nGET / HTTP/1.1\r\n", HTTP),
