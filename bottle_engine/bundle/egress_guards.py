@@ -18,15 +18,6 @@
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
   rest is dropped unbuffered.
-* **No raw relay by guess.** mitmproxy relays a connection as raw bytes when its first line does
-  not look like HTTP to it (``rawtcp``: no space in it, or no three letters first) and the
-  client offered no ALPN. Inside an intercepted tunnel that carried past every request check a
-  request an upstream still reads (Python's http.server splits a request line on tabs; nginx
-  and h11 take ``M-SEARCH`` for a method, nginx skips a leading CRLF): its Host naming another
-  site on the bound host's front, its framing unchecked. Those bytes now go to mitmproxy's
-  HTTP layer, as any other request: judged, or refused (400) when they are no request. The
-  addons choose raw relaying themselves (a tunnel not intercepted), and an upgraded connection
-  (101) is relayed as before.
 
 Bodies of allowed requests and of responses are bounded by streaming (`proxy_options`), not
 here. These patches reach into mitmproxy's internals, so `install` refuses any other version.
@@ -71,7 +62,6 @@ def install() -> None:
     _guard_response_head(_http1.Http1Client)
     _guard_error_message(HttpStream)
     _guard_refused_body(HttpStream)
-    _guard_raw_guess()
     _installed = True
 
 
@@ -195,23 +185,3 @@ def _guard_refused_body(stream_class: Any) -> None:
 
     stream_class.check_body_size = check_body_size
 
-
-def _guard_raw_guess() -> None:
-    from mitmproxy.addons.next_layer import NextLayer
-    from mitmproxy.proxy.layers import HttpLayer, TCPLayer
-    from mitmproxy.proxy.layers.http import HTTPMode
-
-    original: Callable[[Any, Any, bytes, bytes], Any] = NextLayer._next_layer
-
-    def _next_layer(self: Any, context: Any, data_client: bytes, data_server: bytes) -> Any:
-        chosen = original(self, context, data_client, data_server)
-        # Exactly mitmproxy's own TCPLayer: the bundle sets no tcp_hosts or ignore_hosts, so it
-        # comes from the raw guess (a relayed tunnel's MeteredTunnel is set by the addons).
-        if type(chosen) is not TCPLayer:
-            return chosen
-        # A layer stacks itself on the context when made; the HTTP layer takes the raw one's
-        # place, as if mitmproxy had chosen it (addons read the stack).
-        context.layers.remove(chosen)
-        return HttpLayer(context, HTTPMode.transparent)
-
-    NextLayer._next_layer = _next_layer  # type: ignore[method-assign]
