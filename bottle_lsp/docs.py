@@ -115,6 +115,10 @@ def bottle_summary(name: str, bottle: dict[str, Any] | None) -> str:
     ]
     if asks:
         lines.append("- unlisted hosts: held for a person's answer (`ask = true`)")
+    if egress.get("intercept") == schema.INTERCEPT_ALL:
+        lines.append(
+            '- HTTPS: every tunnel opened, each request inside judged (`intercept = "all"`)'
+        )
     secrets = bottle.get("secrets")
     if isinstance(secrets, dict) and secrets:
         lines.append("- secrets: " + ", ".join(code(secret) for secret in secrets))

@@ -92,6 +92,22 @@ async def test_hover_on_a_name_summarises_what_it_names(
     assert markdown == summary
 
 
+async def test_hover_on_a_bottle_says_how_its_egress_is_judged(
+    shared_client: LanguageClient, shared_root: Path
+) -> None:
+    text = (
+        '[agents.a]\nbottle = "web"\n\n[bottles.web.egress]\nallow = ["pypi.org"]\n'
+        'ask = true\nintercept = "all"\n'
+    )
+    uri = open_new(shared_client, shared_root, text)
+    _, markdown = await hover_at(shared_client, uri, 1, 11)
+    assert markdown.splitlines()[3:] == [
+        "- egress allowlist: `pypi.org`",
+        "- unlisted hosts: held for a person's answer (`ask = true`)",
+        '- HTTPS: every tunnel opened, each request inside judged (`intercept = "all"`)',
+    ]
+
+
 async def test_definition_of_a_bottle_name_is_its_table(
     shared_client: LanguageClient, shared_root: Path
 ) -> None:
