@@ -184,4 +184,3 @@ def _guard_refused_body(stream_class: Any) -> None:
         return True
 
     stream_class.check_body_size = check_body_size
-

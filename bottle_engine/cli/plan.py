@@ -7,6 +7,7 @@ import argparse
 from bottle_engine.cli.output import Subparsers, add_command, add_json_option, console, print_json
 from bottle_engine.display import safe_markup, safe_text
 from bottle_engine.lifecycle import planner_for
+from bottle_engine.manifest.schema import INTERCEPT_ALL
 
 HELP = """\
 Resolve the plan for launching AGENT: slug, backend, subnet, bundle IP, guest environment
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]{'command':>10}[/]  {safe_markup(' '.join(data['command']))}")
     egress = ", ".join(data["egress_allow"]) or "(nothing)"
     console.print(f"[bold]{'egress':>10}[/]  {safe_markup(egress)}")
+    every = data["egress_intercept"] == INTERCEPT_ALL
+    opened = "every HTTPS tunnel" if every else "tunnels to a secret's hosts"
+    console.print(f"[bold]{'opened':>10}[/]  {opened} (TLS opened, each request judged)")
     console.print(f"[bold]{'guest env':>10}[/]")
     for name, value in sorted(data["guest_env"].items()):
         console.print(f"            {safe_text(name)}={safe_text(value)}", markup=False)

@@ -254,6 +254,7 @@ def test_plan_text_lists_the_essentials(capsys: pytest.CaptureFixture[str]) -> N
     for label in ("slug", "backend", "subnet", "bundle_ip", "guest env"):
         assert label in out
     assert re.search(r"HTTPS_PROXY=http://[0-9.]+:8888", out)
+    assert re.search(r"opened +tunnels to a secret's hosts", out)
 
 
 def test_plan_unknown_agent_lists_the_defined_agents(capsys: pytest.CaptureFixture[str]) -> None:
