@@ -1,4 +1,4 @@
-"""What a relayed tunnel carries, read from its first bytes, as pure code.
+"""What a tunnel carries, read from its first bytes, as pure code.
 
 A CONNECT tunnel to an allowed host bound to no secret is relayed as bytes, without TLS
 interception. But a shared front (a CDN, a cloud load balancer) that serves the allowed host
@@ -7,11 +7,13 @@ TLS server name (SNI) of the ClientHello, or on plain HTTP the Host header of ea
 tunnel to an allowed host on such a front, carrying another site's name, reached that site: the
 allowlist named one host and the bytes went to any other on its front.
 
-So the proxy reads a relayed tunnel's first bytes before it relays any (`first_bytes`):
+So the proxy reads every tunnel's first bytes before it relays any (`first_bytes`), and the
+first bytes inside TLS it opened (a secret's host's, or every host's with `intercept =
+"all"`), where mitmproxy's own guess relayed bytes not starting like its idea of HTTP raw:
 
-* a TLS ClientHello (`TLS`): its SNI must name the CONNECT host, or be absent (the front's
-  default site is not the agent's to choose); the proxy parses it with mitmproxy and otherwise
-  does not touch the TLS;
+* a TLS ClientHello (`TLS`): opened where the tunnel is intercepted; otherwise its SNI must
+  name the CONNECT host, or be absent (the front's default site is not the agent's to choose),
+  and the proxy parses it with mitmproxy and otherwise does not touch the TLS;
 * an HTTP request (`HTTP`): handed to mitmproxy's HTTP layer, so that each request on the
   connection is judged as every request is (`egress_policy.check_names`); empty lines before
   the request line count as HTTP too (servers skip them), and so does a request line without a
