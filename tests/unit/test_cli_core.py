@@ -344,6 +344,7 @@ def test_init_writes_a_manifest_that_validates(
     assert (tmp_path / "Dockerfile").read_text().startswith("# The agent image")
     code, out, _ = cli(capsys, "plan", "dev", "--json")
     assert code == 0 and json.loads(out)["agent"] == "dev"
+    assert json.loads(out)["egress_intercept"] == "all"  # a new project judges every request
 
 
 def test_init_writes_into_a_named_directory(
