@@ -278,10 +278,13 @@ class EchoHandler(BaseHTTPRequestHandler):
         """``/reflect/upgrade``: switch protocols (101), send the Authorization value back on
         the upgraded connection as one WebSocket text message in two fragments that cut the
         value, in two writes, and close: a WebSocket endpoint quoting the handshake it was
-        sent."""
+        sent. ``?named``: the protocol it switches to is named by that value."""
         self.send_response(101)
         self.send_header("Connection", "Upgrade")
-        self.send_header("Upgrade", self.headers.get("Upgrade", "echo"))
+        named = self.path.endswith("?named")
+        self.send_header(
+            "Upgrade", secret.decode() if named else self.headers.get("Upgrade", "echo")
+        )
         if key := self._cgi_header("Sec-WebSocket-Key"):
             self.send_header("Sec-WebSocket-Accept", websocket_accept(key.encode()))
         if extensions := self.headers.get("Sec-WebSocket-Extensions"):
@@ -685,10 +688,12 @@ def live_egress_lab(
     *,
     extra_headers: tuple[str, ...] = (),
     egress_intercept: str = "secrets",
+    bind_secret: bool = True,
 ) -> Iterator[LiveLab]:
     """`loopback_egress_lab` with the usual bottle: `secret.test` and `other.test` allowed on
     the upstream's two ports, the secret (`placeholder`, real `value`) bound to `secret.test`
-    over HTTPS, the upstream's CA trusted by the proxy. BOTTLE_LIVE_PROXY_SRC=/other/checkout
+    over HTTPS (unless not `bind_secret`: a bottle with no secrets), the upstream's CA trusted
+    by the proxy. BOTTLE_LIVE_PROXY_SRC=/other/checkout
     runs that checkout's proxy instead (to watch an attack succeed against an older one)."""
     from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
 
@@ -712,7 +717,9 @@ def live_egress_lab(
                 value,
                 extra_headers=extra_headers,
             ),
-        ),
+        )
+        if bind_secret
+        else (),
         state_dir=str(root / "state"),
         upstream_ca_files=(str(tls.ca_cert),),
         egress_intercept=egress_intercept,

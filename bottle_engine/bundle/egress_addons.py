@@ -50,7 +50,7 @@ from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timest
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.egress_ask import EgressAsker
 from bottle_engine.bundle.egress_fail_closed import INTERNAL_ERROR, fails_closed
-from bottle_engine.bundle.egress_guards import REFUSED_KEY
+from bottle_engine.bundle.egress_guards import REFUSED_KEY, ProtocolRefusal
 from bottle_engine.bundle.egress_policy import (
     NAME_MISMATCH,
     Decision,
@@ -293,6 +293,7 @@ class Allowlist:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Judge a request on its head, before its body is read."""
         request = flow.request
+        _withdraw_upgrade_offer(request)
         tunnel = self.state.tunnels.get(flow.server_conn.id)
         if tunnel is not None:
             destination = Destination(
@@ -580,8 +581,10 @@ def streams_response(response: http.Response) -> bool:
 def plain_upgrade(response: http.Response) -> bool:
     """Is this 101 to a protocol whose bytes show a real value as sent: a WebSocket without
     extensions (h2c's HPACK and permessage-deflate would hide it from the scrubber)?"""
-    upgrade = response.headers.get("upgrade", "").strip().lower()
-    return upgrade == "websocket" and "sec-websocket-extensions" not in response.headers
+    return (
+        _upgrade(response.headers) == "websocket"
+        and "sec-websocket-extensions" not in response.headers
+    )
 
 
 def _approved(destination: Destination) -> bool:
@@ -631,6 +634,32 @@ def _drop_digests(response: http.Response) -> None:
         response.trailers.fields = tuple(
             f for f in response.trailers.fields if not is_body_digest(f[0])
         )
+
+
+def _switched_past_judging(response: http.Response) -> str | None:
+    """Why the proxy refuses this 101, or None. After a 101 mitmproxy relays raw bytes past
+    every hook, so no request in them is judged: h2c there is HTTP/2, whose requests a shared
+    front routes by the names they carry. Only a WebSocket follows, whose messages go to the
+    application that accepted the handshake (`requestheaders` withdraws other offers first)."""
+    if response.status_code != 101 or _upgrade(response.headers) == "websocket":
+        return None
+    return (
+        f"the upstream switched to {response.headers.get('upgrade', '')!r}; after a 101 the "
+        "proxy judges no request, so only a WebSocket may follow one"
+    )
+
+
+def _upgrade(headers: http.Headers) -> str:
+    return str(headers.get("upgrade", "")).strip().lower()
+
+
+def _withdraw_upgrade_offer(request: http.Request) -> None:
+    """An offer to switch to anything but a WebSocket (curl's `--http2` on an http:// URL
+    sends `Upgrade: h2c`) is taken out: a server that honoured it would get a 502
+    (`_switched_past_judging`); one that never saw it answers over HTTP/1.1."""
+    if "upgrade" in request.headers and _upgrade(request.headers) != "websocket":
+        request.headers.pop("upgrade")
+        request.headers.pop("http2-settings", None)
 
 
 def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
@@ -738,7 +767,13 @@ class SecretSubstitution:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Scrub the head before it is sent; a streamed body is scrubbed chunk by chunk."""
         response = flow.response
-        if response is None or not _intercepted(flow) or not self.scrubber.replacements:
+        if response is None or REFUSED_KEY in flow.metadata:
+            return
+        switched = _switched_past_judging(response)
+        if switched is not None:  # on every request, bound or not: it is the egress policy's
+            self._refuse_streamed(flow, switched)
+            return
+        if not _intercepted(flow) or not self.scrubber.replacements:
             return
         bodiless = http1.expected_http_body_size(flow.request, response) == 0
         streamed = streams_response(response) and not bodiless
@@ -1009,6 +1044,26 @@ class Audit:
                 self.state.record_tunnel(tunnel, "close")
         for pin in [pin for pin in self.state.pins if pin[0] == client.id]:
             del self.state.pins[pin]
+
+    @fails_closed(_log_only)
+    def protocol_refused(self, refusal: ProtocolRefusal) -> None:
+        """A request head refused before any flow existed (egress_guards): too large, or not
+        HTTP/1. Its destination is the tunnel it came in, if any; the head was never read."""
+        tunnel = self.state.tunnel_of(refusal.server, refusal.client)
+        host, port = (tunnel.host, tunnel.port) if tunnel is not None else ("", 0)
+        self.state.record(
+            AuditEntry(
+                time=timestamp(time.time()),
+                method="",
+                host=host,
+                port=port,
+                decision="deny",
+                rule=refusal.rule,
+                reason=refusal.reason,
+                kind="intercepted" if tunnel is not None and tunnel.intercept else "http",
+                status=refusal.status,
+            )
+        )
 
     def _record_http(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(RECORDED_KEY):

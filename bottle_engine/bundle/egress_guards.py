@@ -4,6 +4,15 @@
   limit (``FIXME: protect against header size DoS`` in ``_http1.py``): a 500 MB head that never
   ends is held whole. `install` makes the agent-facing HTTP/1 layer answer 431 once more than
   `MAX_REQUEST_HEAD` bytes are waiting unparsed, and close the connection.
+* **Refusals no hook sees are audited.** That 431, and mitmproxy's own 400 for a request head it
+  cannot parse, come before any flow exists: no addon hook ran and no audit line was written.
+  Both now raise `ProtocolRefusedHook`, which the audit addon records.
+* **A refused client reads its answer.** mitmproxy closes the agent's connection right after
+  an error page, often with the client's further bytes unread: the kernel then answers with a
+  reset, and a client still sending (a large head or body) sees "connection reset" and drops
+  the page. The agent-facing HTTP/1 layer now closes as HTTP servers should (RFC 9112, 9.6): it
+  stops writing, reads and drops what still comes, and closes when the client does or after
+  `LINGER_SECONDS`.
 * **Response head size.** The same holds for the upstream's response head (``FIXME`` there
   too): an upstream the agent controls (an allowed host, or one a person approved) could grow
   the bundle without bound with one request. Past `MAX_RESPONSE_HEAD` bytes the upstream
@@ -26,22 +35,59 @@ here. These patches reach into mitmproxy's internals, so `install` refuses any o
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
+
+from mitmproxy import connection
+from mitmproxy.proxy import commands
 
 MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
 MAX_RESPONSE_HEAD = 256 * 1024  # bytes: status line and headers from an upstream
 MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
 REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
+# How long a refused client may go on sending (its bytes dropped) before its connection is cut.
+LINGER_SECONDS = 5.0
+REQUEST_HEAD_LIMIT = "request-head-limit"
+REQUEST_UNPARSEABLE = "request-unparseable"
 
 _installed = False
 
 
-def head_too_large_message(size: int) -> str:
+@dataclass(frozen=True)
+class ProtocolRefusal:
+    """A request the agent-facing HTTP/1 layer refused before any flow (or hook) existed."""
+
+    client: connection.Client
+    server: connection.Server  # a tunnel's server when the request came inside one
+    rule: str
+    reason: str
+    status: int
+
+
+@dataclass
+class ProtocolRefusedHook(commands.StartHook):  # type: ignore[no-untyped-call]
+    """Calls the addons' ``protocol_refused(refusal)``; the connection is closing, so nothing
+    waits for them (not blocking)."""
+
+    refusal: ProtocolRefusal
+    blocking = False
+
+
+def head_too_large_reason(size: int) -> str:
     return (
-        f"bot-bottle refused this request (rule: request-head-limit): its request line and "
-        f"headers exceed {MAX_REQUEST_HEAD} bytes ({size} bytes buffered without an end)"
+        f"its request line and headers exceed {MAX_REQUEST_HEAD} bytes ({size} bytes "
+        "buffered without an end)"
     )
+
+
+def head_too_large_message(size: int) -> str:
+    return f"bot-bottle refused this request (rule: {REQUEST_HEAD_LIMIT}): " + (
+        head_too_large_reason(size)
+    )
+
+
+UNPARSEABLE_REASON = "the request line or headers could not be read as HTTP/1"
 
 
 def install() -> None:
@@ -59,6 +105,7 @@ def install() -> None:
     from mitmproxy.proxy.layers.http import HttpStream, _http1
 
     _guard_request_head(_http1.Http1Server)
+    _linger_and_audit(_http1.Http1Server)
     _guard_response_head(_http1.Http1Client)
     _guard_error_message(HttpStream)
     _guard_refused_body(HttpStream)
@@ -69,7 +116,6 @@ CommandGenerator = Generator[Any, Any, Any]
 
 
 def _guard_request_head(server_class: Any) -> None:
-    from mitmproxy.proxy import commands
     from mitmproxy.proxy.layers.http import _http1
 
     original: Callable[[Any, Any], CommandGenerator] = server_class._handle_event
@@ -86,7 +132,76 @@ def _guard_request_head(server_class: Any) -> None:
                 self.conn, _http1.make_error_response(431, head_too_large_message(size))
             )
             yield commands.CloseConnection(self.conn)
+            reason = head_too_large_reason(size)
+            yield _refused(self, REQUEST_HEAD_LIMIT, reason, 431)
             self.state = self.done
+        return result
+
+    server_class._handle_event = _handle_event
+
+
+def _each_rewritten(
+    original: CommandGenerator, rewrite: Callable[[commands.Command], commands.Command]
+) -> CommandGenerator:
+    """`original`'s commands one by one, each as `rewrite` makes it, with the answers to them
+    sent back (a hook's reply); its return value."""
+    reply = None
+    while True:
+        try:
+            command = original.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply = yield rewrite(command)
+
+
+def _refused(layer: Any, rule: str, reason: str, status: int) -> ProtocolRefusedHook:
+    return ProtocolRefusedHook(
+        ProtocolRefusal(layer.conn, layer.context.server, rule, reason, status)
+    )
+
+
+def _linger_and_audit(server_class: Any) -> None:
+    from mitmproxy.proxy import events
+
+    original: Callable[[Any, Any], CommandGenerator] = server_class._handle_event
+
+    def _handle_event(self: Any, event: Any) -> CommandGenerator:
+        if getattr(self, "_bot_bottle_lingering", False):
+            # Written out and refused: drop what the client still sends (never buffered); close
+            # when it closes, or when it has had LINGER_SECONDS to read its answer.
+            if isinstance(event, events.Wakeup) or (
+                isinstance(event, events.ConnectionClosed)
+                and self.conn.state is not connection.ConnectionState.CLOSED
+            ):
+                yield commands.CloseConnection(self.conn)
+            return None
+        awaiting_head = (
+            isinstance(event, events.DataReceived)
+            and self.state == self.read_headers
+            and self.request is None
+        )
+        reported = False
+        lingering = False
+
+        def rewrite(command: commands.Command) -> commands.Command:
+            nonlocal reported, lingering
+            reported = reported or isinstance(command, ProtocolRefusedHook)
+            if (
+                type(command) is commands.CloseConnection
+                and command.connection is self.conn
+                and self.conn.state & connection.ConnectionState.CAN_READ
+            ):
+                lingering = True
+                return commands.CloseTcpConnection(self.conn, half_close=True)
+            return command
+
+        result = yield from _each_rewritten(original(self, event), rewrite)
+        # mitmproxy answered a head it could not parse with 400 (and a log line only).
+        if awaiting_head and self.state == self.done and self.request is None and not reported:
+            yield _refused(self, REQUEST_UNPARSEABLE, UNPARSEABLE_REASON, 400)
+        if lingering:
+            self._bot_bottle_lingering = True
+            yield commands.RequestWakeup(LINGER_SECONDS)
         return result
 
     server_class._handle_event = _handle_event
@@ -100,7 +215,6 @@ def response_head_too_large_message(size: int) -> str:
 
 
 def _guard_response_head(client_class: Any) -> None:
-    from mitmproxy.proxy import commands
     from mitmproxy.proxy.layers.http._base import ReceiveHttp
     from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
@@ -130,15 +244,8 @@ def _guard_error_message(stream_class: Any) -> None:
         original: Callable[[Any, Any], CommandGenerator],
     ) -> Callable[[Any, Any], CommandGenerator]:
         def method(self: Any, argument: Any) -> CommandGenerator:
-            # Relay the original's commands (and the answers to them) one by one; an error
-            # page for the agent gets the error's message as the error hook left it.
-            commands = original(self, argument)
-            reply = None
-            while True:
-                try:
-                    command = commands.send(reply)
-                except StopIteration as done:
-                    return done.value
+            # An error page for the agent gets the error's message as the error hook left it.
+            def rewrite(command: commands.Command) -> commands.Command:
                 if (
                     isinstance(command, SendHttp)
                     and isinstance(command.event, ResponseProtocolError)
@@ -146,7 +253,9 @@ def _guard_error_message(stream_class: Any) -> None:
                     and self.flow.error is not None
                 ):
                     command.event.message = self.flow.error.msg
-                reply = yield command
+                return command
+
+            return (yield from _each_rewritten(original(self, argument), rewrite))
 
         return method
 

@@ -13,6 +13,7 @@ that checkout's proxy (to watch the attacks succeed against one without the sett
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from bottle_engine.bundle.audit import read_audit
 from bottle_engine.manifest.schema import INTERCEPT_ALL
 from tests.ask_lab import BOUND, AskLab, ask_lab
 from tests.ask_lab import PLACEHOLDER as ASK_PLACEHOLDER
-from tests.bundle_helpers import LiveLab, live_egress_lab, read_http_response
+from tests.bundle_helpers import LiveLab, live_egress_lab, read_http_response, websocket_frame
 from tests.polling import wait_for
 
 PLACEHOLDER = "bb-intercept-placeholder-3f9a"
@@ -189,6 +190,80 @@ def test_a_tls_server_name_naming_another_host_is_refused(lab: LiveLab) -> None:
     assert status == 403 and "SNI" in body, body
     assert lab.seen_upstream("/fronted-by-sni") == []
     wait_for(lambda: _denied(lab, "name-mismatch"), "the refusal in the audit log", timeout=10)
+
+
+@pytest.fixture(scope="module")
+def no_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+    """The same bottle holding no secret: nothing to scrub, every request still judged."""
+    root = tmp_path_factory.mktemp("intercept-all-no-secrets")
+    with live_egress_lab(
+        root, PLACEHOLDER, REAL, egress_intercept=INTERCEPT_ALL, bind_secret=False
+    ) as running:
+        yield running
+
+
+H2C_OFFER = ("Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABk")
+
+
+def _switch_then_send(sock: socket.socket, host: str, path: str) -> int:
+    """Ask to switch to h2c (the upstream, hostile, says 101 whatever it is offered); if it
+    switched, send what a front speaking the new protocol would route by its own name. Once
+    switched, mitmproxy relays raw bytes past every hook: none of them would be judged."""
+    sock.sendall(_get(path, host, *H2C_OFFER))
+    status = read_http_response(sock, head_only=True)[0]
+    if status == 101:
+        sock.sendall(websocket_frame(_get("/after-the-switch", "stranger.test")))
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):
+            sock.recv(4096)  # the echo, or nothing
+    return status
+
+
+@pytest.mark.parametrize("carried", ["opened TLS", "plain HTTP"])
+def test_a_switch_to_another_protocol_is_refused_where_nothing_is_bound(
+    no_secrets: LiveLab, carried: str
+) -> None:
+    """h2c after a 101 is HTTP/2, whose requests a shared front routes by their own names:
+    inside an opened tunnel, and on a plain request through the proxy, only a WebSocket (whose
+    messages go to the application that accepted the handshake) may follow a 101."""
+    path = "/reflect/upgrade?echo"
+    if carried == "opened TLS":
+        with _opened(no_secrets) as sock:
+            status = _switch_then_send(sock, f"other.test:{no_secrets.https}", path)
+    else:
+        with socket.create_connection(("127.0.0.1", no_secrets.proxy), timeout=20) as sock:
+            host = f"other.test:{no_secrets.http}"
+            status = _switch_then_send(sock, host, f"http://{host}{path}")
+    assert status == 502, status
+    assert no_secrets.seen_upstream("/reflect/upgrade?echo#frame") == []
+    offered = no_secrets.seen_upstream("/reflect/upgrade?echo")
+    assert offered and all("Upgrade" not in r["headers"] for r in offered), offered
+    wait_for(
+        lambda: _denied(no_secrets, "response-not-inspectable"), "the refusal logged", timeout=10
+    )
+
+
+def test_a_websocket_is_still_let_through_where_nothing_is_bound(no_secrets: LiveLab) -> None:
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    with _opened(no_secrets) as sock:
+        sock.sendall(
+            _get(
+                "/reflect/upgrade?echo",
+                f"other.test:{no_secrets.https}",
+                "Connection: Upgrade",
+                "Upgrade: websocket",
+                f"Sec-WebSocket-Key: {key}",
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Extensions: permessage-deflate",
+            )
+        )
+        assert read_http_response(sock, head_only=True)[0] == 101
+        sock.sendall(websocket_frame(b"hello"))
+        echoed = b""
+        while b"hello" not in echoed:
+            piece = sock.recv(4096)
+            assert piece, echoed
+            echoed += piece
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import select
 import socket
 import ssl
 import time
@@ -24,9 +25,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from bottle_engine.bundle.audit import read_audit
+from bottle_engine.bundle.audit import AuditEntry, read_audit
 from bottle_engine.bundle.egress_clients import MAX_CLIENT_CONNECTIONS
-from bottle_engine.bundle.egress_guards import MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD
+from bottle_engine.bundle.egress_guards import (
+    MAX_REQUEST_HEAD,
+    MAX_RESPONSE_HEAD,
+    REQUEST_HEAD_LIMIT,
+    REQUEST_UNPARSEABLE,
+)
 from tests.bundle_helpers import (
     BROKEN_REFLECTIONS,
     LiveLab,
@@ -298,11 +304,11 @@ def test_the_default_credential_headers_carry_the_real_value(lab: Lab, header: s
 
 
 def _flood(sock: socket.socket, chunk: bytes, limit: int) -> int:
-    """Send `chunk` until `limit` bytes went out or the proxy stops taking them (it answered and
-    closed); how many bytes were sent. Bounded, so a proxy that never answers fails the test."""
+    """Send `chunk` until `limit` bytes went out or the proxy has answered (or stopped taking
+    them); how many bytes were sent. Bounded, so a proxy that never answers fails the test."""
     sent = 0
     try:
-        while sent < limit:
+        while sent < limit and not select.select([sock], [], [], 0)[0]:
             sock.sendall(chunk)
             sent += len(chunk)
     except OSError:
@@ -316,6 +322,64 @@ def test_an_unending_request_head_gets_431_naming_the_limit(lab: Lab) -> None:
         _flood(sock, b"a" * 16384, 8 * MAX_REQUEST_HEAD)  # the guard answers long before
         status, _, body = read_http_response(sock)
     assert status == 431 and b"request-head-limit" in body
+
+
+def test_a_client_still_sending_when_refused_reads_the_answer_and_is_not_reset(lab: Lab) -> None:
+    """Closing with the client's bytes unread makes the kernel answer with a reset, and a client
+    still writing (a large head or body) reports "connection reset" and drops the 431. The
+    proxy stops writing but goes on taking (and dropping) what the client sends."""
+    with _connect(lab) as sock:
+        sock.sendall(b"GET http://other.test/ HTTP/1.1\r\nX-Big: ")
+        _flood(sock, b"a" * 16384, 2 * MAX_REQUEST_HEAD)
+        status, _, body = read_http_response(sock)
+        assert status == 431 and b"request-head-limit" in body
+        sock.sendall(b"a" * (1024 * 1024))  # a reset connection refuses this
+        assert sock.recv(1) == b""  # the proxy's end, after its answer
+
+
+def test_a_refused_client_that_never_stops_sending_is_cut_off(lab: Lab) -> None:
+    """Taking and dropping a refused client's bytes is bounded: the proxy closes the
+    connection after a while (LINGER_SECONDS) however the client goes on."""
+    with _connect(lab) as sock:
+        sock.sendall(b"\x16 not a request\r\n\r\n")
+        status, _, _ = read_http_response(sock)
+        assert status == 400
+
+        def cut_off() -> bool:
+            try:
+                sock.sendall(b"a" * 1024)
+            except OSError:
+                return True
+            return False
+
+        wait_for(cut_off, "the proxy to close the refused connection", timeout=60, interval=0.2)
+
+
+HEADS_NO_FLOW_SEES = {
+    "unparseable": (b"\x00\x01 nonsense\r\n\r\n", 400, REQUEST_UNPARSEABLE),
+    "too-large": (
+        b"GET http://other.test/ HTTP/1.1\r\nX-Big: " + b"a" * 80000,
+        431,
+        REQUEST_HEAD_LIMIT,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADS_NO_FLOW_SEES))
+def test_a_head_refused_before_any_flow_is_in_the_audit_log(lab: Lab, case: str) -> None:
+    """Every decision is logged: also a head mitmproxy refuses while no addon hook has run."""
+    head, expected_status, rule = HEADS_NO_FLOW_SEES[case]
+    since = len(list(read_audit(lab.audit)))
+    with _connect(lab) as sock:
+        sock.sendall(head)
+        status, _, _ = read_http_response(sock)
+    assert status == expected_status
+
+    def logged() -> list[AuditEntry]:
+        return [e for e in list(read_audit(lab.audit))[since:] if e.rule == rule]
+
+    entry = wait_for(logged, f"a {rule} line in the audit log", timeout=10)[0]
+    assert (entry.decision, entry.status, entry.host) == ("deny", expected_status, "")
 
 
 def test_a_huge_body_to_a_denied_host_is_refused_without_reading_it(lab: Lab) -> None:
@@ -998,14 +1062,13 @@ def test_an_upgrade_the_proxy_cannot_scrub_is_not_made(lab: Lab, upgrade: str, e
 
 
 def test_a_refused_upgrade_does_not_quote_the_real_value_the_host_echoed(lab: Lab) -> None:
-    """The agent offers the placeholder as its Upgrade; the proxy puts the real value there (the
-    secret's headers list it) and the host switches to it. The refusal names the protocol
-    the host switched to, in the audit log and the 502 page: scrubbed, or the log kept the
-    real value."""
+    """The host switches to a protocol named by the real value it was sent. The refusal names
+    the protocol the host switched to, in the audit log and the 502 page: scrubbed, or the log
+    kept the real value."""
     host = f"secret.test:{lab.https}"
-    path = "/reflect/upgrade?echoed"
+    path = "/reflect/upgrade?named"
     with tunnel(lab, "secret.test") as sock:
-        sock.sendall(get(path, host, AUTH, "Connection: Upgrade", f"Upgrade: {PLACEHOLDER}"))
+        sock.sendall(get(path, host, AUTH, "Connection: Upgrade", "Upgrade: websocket"))
         received = b""
         while b"response-not-inspectable" not in received and (chunk := sock.recv(65536)):
             received += chunk

@@ -49,6 +49,8 @@ export function formatTime(iso: string): string {
 }
 
 export function hostLabel(host: HostActivity): string {
+  // A connection refused before it named anywhere (a request head too large or unparseable).
+  if (host.host === "") return "(no destination)";
   const port = host.port === 80 || host.port === 443 ? "" : `:${host.port}`;
   return displayText(`${host.host}${port}`);
 }

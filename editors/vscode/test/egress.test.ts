@@ -68,6 +68,7 @@ describe("egress rows", () => {
     const allowed = bottle.hosts[2];
     assert.match(hostDescription(allowed), /^5× · 2\.0 KB · \d\d:\d\d:\d\d · upstream\.test$/);
     assert.equal(hostLabel({ ...allowed, port: 8443 }), "upstream.test:8443");
+    assert.equal(hostLabel({ ...allowed, host: "", port: 0 }), "(no destination)");
     assert.equal(hostDescription(bottle.hosts[1]).endsWith("waiting for you"), true);
     assert.equal(formatBytes(3), "3 B");
     assert.equal(formatBytes(5 * 1024 * 1024), "5.0 MB");
