@@ -58,6 +58,22 @@ BROKEN_REFLECTIONS = {
 }
 
 
+def _json_escaped(text: str, escaped: str, style: str) -> str:
+    """`text` as a JSON string's inside, each character of `escaped` written as `style` % its
+    code point."""
+    return "".join(style % ord(c) if c in escaped else json.dumps(c)[1:-1] for c in text)
+
+
+# /reflect/MODE answers the Authorization in a JSON body as web stacks' encoders write it,
+# beyond what JSON requires: PHP's json_encode (Laravel, Symfony) writes '/' as '\/', .NET's
+# System.Text.Json writes "&'+<>` as \u00XX, Go's encoding/json <>& in lower-case hex.
+JSON_FLAVOURS = {
+    "json-php": lambda text: json.dumps(text)[1:-1].replace("/", "\\/"),
+    "json-dotnet": lambda text: _json_escaped(text, "\"&'+<>`", "\\u%04X"),
+    "json-go": lambda text: _json_escaped(text, "&<>", "\\u%04x"),
+}
+
+
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
@@ -169,6 +185,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "upgrade": self._reflect_upgraded,
             "te-gzip": self._reflect_transfer_coded,
             "range": self._reflect_in_ranges,
+            **dict.fromkeys(JSON_FLAVOURS, self._reflect_in_json),
         }
         if mode in special:
             special[mode](secret)
@@ -211,6 +228,16 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_in_json(self, secret: bytes) -> None:
+        """``/reflect/json-*``: a 401 quoting the value in JSON as that web stack writes it."""
+        flavour = JSON_FLAVOURS[self.path.split("/")[2].split("?")[0]]
+        body = f'{{"error": "invalid_token", "token": "{flavour(secret.decode())}"}}'.encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _reflect_with_digests(self, secret: bytes) -> None:
         """``/reflect/digest``: the value in a small body, with the hashes of that body servers
