@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ JSON_FLAVOURS = {
     "json-php": lambda text: json.dumps(text)[1:-1].replace("/", "\\/"),
     "json-dotnet": lambda text: _json_escaped(text, "\"&'+<>`", "\\u%04X"),
     "json-go": lambda text: _json_escaped(text, "&<>", "\\u%04x"),
+}
+
+# /reflect/MODE answers the Authorization in a redirect's Location as a URL encoder writes a
+# path segment: Go's url.PathEscape keeps '+' and '=' and encodes '/'.
+URL_FLAVOURS = {
+    "url-go-path": lambda text: urllib.parse.quote(text, safe="$&+,:;=@"),
 }
 
 
@@ -186,6 +193,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "te-gzip": self._reflect_transfer_coded,
             "range": self._reflect_in_ranges,
             **dict.fromkeys(JSON_FLAVOURS, self._reflect_in_json),
+            **dict.fromkeys(URL_FLAVOURS, self._reflect_in_location),
         }
         if mode in special:
             special[mode](secret)
@@ -238,6 +246,14 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _reflect_in_location(self, secret: bytes) -> None:
+        """``/reflect/url-*``: a redirect to a path naming the value as that encoder writes it."""
+        flavour = URL_FLAVOURS[self.path.split("/")[2].split("?")[0]]
+        self.send_response(302)
+        self.send_header("Location", f"https://secret.test/callback/{flavour(secret.decode())}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _reflect_with_digests(self, secret: bytes) -> None:
         """``/reflect/digest``: the value in a small body, with the hashes of that body servers

@@ -45,12 +45,14 @@ from bottle_engine.bundle.egress_policy import field_key
 
 # Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
 # link): every reserved byte encoded; Python's quote() (keeps '/'); quote_plus() and
-# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*).
+# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*); Go's
+# url.PathEscape (keeps $&+,:;=@).
 _URL_ENCODERS = (
     lambda v: urllib.parse.quote(v, safe=""),
     urllib.parse.quote,
     urllib.parse.quote_plus,
     lambda v: urllib.parse.quote(v, safe="-_.!~*'()"),
+    lambda v: urllib.parse.quote(v, safe="$&+,:;=@"),
 )
 
 
