@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,28 @@ BROKEN_REFLECTIONS = {
     # Parsed, then refused by mitmproxy's smuggling checks (which quote the field).
     "bad-header-name": b"HTTP/1.1 200 OK\r\nX-Seen VALUE: 1\r\nContent-Length: 0\r\n\r\n",
     "bad-length-204": b"HTTP/1.1 204 No Content\r\nContent-Length: VALUE\r\n\r\n",
+}
+
+
+def _json_escaped(text: str, escaped: str, style: str) -> str:
+    """`text` as a JSON string's inside, each character of `escaped` written as `style` % its
+    code point."""
+    return "".join(style % ord(c) if c in escaped else json.dumps(c)[1:-1] for c in text)
+
+
+# /reflect/MODE answers the Authorization in a JSON body as web stacks' encoders write it,
+# beyond what JSON requires: PHP's json_encode (Laravel, Symfony) writes '/' as '\/', .NET's
+# System.Text.Json writes "&'+<>` as \u00XX, Go's encoding/json <>& in lower-case hex.
+JSON_FLAVOURS = {
+    "json-php": lambda text: json.dumps(text)[1:-1].replace("/", "\\/"),
+    "json-dotnet": lambda text: _json_escaped(text, "\"&'+<>`", "\\u%04X"),
+    "json-go": lambda text: _json_escaped(text, "&<>", "\\u%04x"),
+}
+
+# /reflect/MODE answers the Authorization in a redirect's Location as a URL encoder writes a
+# path segment: Go's url.PathEscape keeps '+' and '=' and encodes '/'.
+URL_FLAVOURS = {
+    "url-go-path": lambda text: urllib.parse.quote(text, safe="$&+,:;=@"),
 }
 
 
@@ -169,6 +192,8 @@ class EchoHandler(BaseHTTPRequestHandler):
             "upgrade": self._reflect_upgraded,
             "te-gzip": self._reflect_transfer_coded,
             "range": self._reflect_in_ranges,
+            **dict.fromkeys(JSON_FLAVOURS, self._reflect_in_json),
+            **dict.fromkeys(URL_FLAVOURS, self._reflect_in_location),
         }
         if mode in special:
             special[mode](secret)
@@ -211,6 +236,24 @@ class EchoHandler(BaseHTTPRequestHandler):
             chunk = data[start : start + step]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _reflect_in_json(self, secret: bytes) -> None:
+        """``/reflect/json-*``: a 401 quoting the value in JSON as that web stack writes it."""
+        flavour = JSON_FLAVOURS[self.path.split("/")[2].split("?")[0]]
+        body = f'{{"error": "invalid_token", "token": "{flavour(secret.decode())}"}}'.encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _reflect_in_location(self, secret: bytes) -> None:
+        """``/reflect/url-*``: a redirect to a path naming the value as that encoder writes it."""
+        flavour = URL_FLAVOURS[self.path.split("/")[2].split("?")[0]]
+        self.send_response(302)
+        self.send_header("Location", f"https://secret.test/callback/{flavour(secret.decode())}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _reflect_with_digests(self, secret: bytes) -> None:
         """``/reflect/digest``: the value in a small body, with the hashes of that body servers

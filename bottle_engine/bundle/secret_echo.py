@@ -7,7 +7,7 @@ real value replaced with that secret's placeholder, in the status line, headers,
 trailers, before the agent sees any of it.
 
 A value is searched for as sent and in the forms a server most often re-encodes text into when
-it quotes it: lower or upper case, JSON string escaping and percent-encoding (as the usual URL
+it quotes it: lower or upper case, JSON string escaping and percent-encoding (each as the usual
 encoders write it, either hex case). A value cut by the server is found too when it keeps the
 first or last `MIN_PIECE` bytes of one of these forms, or any 2 * `MIDDLE_PIECE` - 1 of them: a
 server that quotes a header cut to a length (error messages do) would otherwise hand the
@@ -45,20 +45,40 @@ from bottle_engine.bundle.egress_policy import field_key
 
 # Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
 # link): every reserved byte encoded; Python's quote() (keeps '/'); quote_plus() and
-# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*).
+# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*); Go's
+# url.PathEscape (keeps $&+,:;=@).
 _URL_ENCODERS = (
     lambda v: urllib.parse.quote(v, safe=""),
     urllib.parse.quote,
     urllib.parse.quote_plus,
     lambda v: urllib.parse.quote(v, safe="-_.!~*'()"),
+    lambda v: urllib.parse.quote(v, safe="$&+,:;=@"),
 )
 
 
+# JSON as web stacks' encoders write it, escaping more than JSON requires, as (the characters
+# written \u00XX, whether '/' is written '\/'): Python's and JavaScript's (none), PHP's
+# json_encode (Laravel), Symfony's JsonResponse, .NET's System.Text.Json, Go's encoding/json
+# (and Rails). Between escapes the scrubber does not know, a value falls apart in runs that no
+# piece of it anchors, and the agent's JSON parser joins them again.
+_JSON_ENCODERS = (("", False), ("", True), ("\"&'<>", True), ("\"&'+<>`", False), ("&<>", False))
+
+
+def _json_forms(value: str) -> list[str]:
+    """`value` inside a JSON string as each of `_JSON_ENCODERS` writes it, in either hex case."""
+    forms = []
+    for escaped, slash in _JSON_ENCODERS:
+        for style in ("\\u%04x", "\\u%04X"):
+            text = "".join(style % ord(c) if c in escaped else json.dumps(c)[1:-1] for c in value)
+            forms.append(text.replace("/", "\\/") if slash else text)
+    return forms
+
+
 def value_forms(value: str) -> tuple[bytes, ...]:
-    """The byte strings that reveal `value`: as sent, in lower or upper case, JSON-escaped,
-    percent-encoded (as the usual URL encoders write it, in either hex case), and as Python's
-    repr() of the text or of its bytes shows it (a proxy error quoting what a bound host
-    sent)."""
+    """The byte strings that reveal `value`: as sent, in lower or upper case, JSON-escaped (as
+    the usual JSON encoders write it), percent-encoded (as the usual URL encoders write it, in
+    either hex case), and as Python's repr() of the text or of its bytes shows it (a proxy
+    error quoting what a bound host sent)."""
     quoted = [encode(value) for encode in _URL_ENCODERS]
     forms = [
         value,
@@ -66,7 +86,7 @@ def value_forms(value: str) -> tuple[bytes, ...]:
         # the agent chose to carry the value.
         value.lower(),
         value.upper(),
-        json.dumps(value)[1:-1],
+        *_json_forms(value),
         *quoted,
         *(_lower_hex(text) for text in quoted),
         repr(value)[1:-1],
