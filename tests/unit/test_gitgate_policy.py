@@ -154,6 +154,9 @@ def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:
         ("Dockerfile", True),
         ("dockerfile", True),
         ("agents/reviewer.md", True),
+        ("agents", True),  # a link (or file) where the guarded file's directory is
+        ("Agents", True),
+        ("agent", False),
         ("sub/Dockerfile", False),
         ("bottle.toml.bak", False),
         ("src/app.py", False),

@@ -160,10 +160,13 @@ def _folded(path: str) -> str:
 
 def touches_manifest(path: str, protected: Iterable[str]) -> bool:
     """Whether a change to `path` (repository-relative) changes what a launch reads: a
-    bottle.toml at any depth, or one of the paths the engine protects. Compared as a
-    case-insensitive or normalising file system (macOS) opens them: case-folded, NFC-normalised
-    and without the characters HFS+ ignores."""
+    bottle.toml at any depth, one of the paths the engine protects, or a file or link standing
+    where one of those paths has a directory (a link there leads the path to the agent's own
+    file). Compared as a case-insensitive or normalising file system (macOS) opens them:
+    case-folded, NFC-normalised and without the characters HFS+ ignores."""
     folded = _folded(path)
     if folded.rsplit("/", 1)[-1] == MANIFEST_NAME:
         return True
-    return any(folded == _folded(other) for other in protected)
+    return any(
+        folded == guarded or guarded.startswith(folded + "/") for guarded in map(_folded, protected)
+    )
