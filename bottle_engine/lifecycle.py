@@ -6,6 +6,7 @@ manifest (or BOTTLE_BACKEND) and keep the records in the state dir.
 
 from __future__ import annotations
 
+import os
 import secrets as random_tokens
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -73,13 +74,41 @@ def planner_for(
 def git_protected_paths(manifest: Manifest) -> tuple[str, ...]:
     """What the git gate refuses changes to: the files the manifest reads, relative to the root
     of the repository holding the manifest (its own directory outside a repository, the best
-    guess of where an upstream's files land), as written and as symlinks resolve."""
+    guess of where an upstream's files land), as written, as symlinks resolve, and each symlink
+    on the way (`links_on_the_way`)."""
     if not any(bottle.git for bottle in manifest.bottles.values()):
         return ()
     root = (toplevel(manifest.directory) or manifest.directory).resolve()
     reads = manifest_reads(manifest)
     absolute = [path.absolute() for path in reads]
-    return protected_paths([*absolute, *(path.resolve() for path in absolute)], root)
+    links = [link for path in absolute for link in links_on_the_way(path)]
+    return protected_paths([*absolute, *(path.resolve() for path in absolute), *links], root)
+
+
+MAX_LINKS = 40  # links one lookup follows, as Linux bounds them (a loop ends here)
+
+
+def links_on_the_way(path: Path) -> list[Path]:
+    """The symlinks that opening the absolute `path` follows, each where it stands (its
+    directory resolved). Pointed elsewhere, any of them makes `path` open another file though
+    neither `path` nor the file it opened changed: a link `docker` -> `build` on the way to
+    docker/Dockerfile, retargeted, built the agent's Dockerfile."""
+    links: list[Path] = []
+    current, pending = Path(path.anchor), list(path.parts[1:])
+    while pending and len(links) < MAX_LINKS:
+        part = pending.pop(0)
+        step = current / part
+        if part == "..":
+            current = current.parent
+        elif not step.is_symlink():
+            current = step
+        else:
+            links.append(step)
+            target = Path(os.readlink(step))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            pending = [*target.parts[1 if target.is_absolute() else 0 :], *pending]
+    return links
 
 
 def launch(

@@ -329,8 +329,8 @@ def manifest_reads(manifest: Manifest) -> tuple[Path, ...]:
 def protected_paths(reads: Iterable[Path], repo_root: Path) -> tuple[str, ...]:
     """The files of `reads` inside `repo_root`, relative to it: what a push through the git gate
     may not change (unless allowed). Both the path as written and, where a symlink leads
-    elsewhere in the repository, the file it resolves to. Pure: resolving is done by the caller
-    passing resolved paths too."""
+    elsewhere in the repository, the file it resolves to and each link on the way. Pure:
+    resolving is done by the caller passing resolved paths and links too."""
     found: list[str] = []
     for path in reads:
         if path.is_relative_to(repo_root):

@@ -279,6 +279,13 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             commit_and_push("manifest", "printf '[agents.x]\\n'", "tools/bottle.toml"),
             "tools/bottle.toml",
         ),
+        Attack(
+            # HFS+ (macOS's "Mac OS Extended" volumes) drops zero-width and bidi characters
+            # from names as git's is_hfs_dotgit lists them: this file is bottle.toml there.
+            "manifest-under-a-name-hfs-reads-as-bottle-toml",
+            commit_and_push("hfsname", "printf '[agents.x]\\n'", "bottle\u200c.toml"),
+            "bottle\\u200c.toml",
+        ),
     ]
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from bottle_engine.bundle.config import GitUpstreamConfig
 from bottle_engine.git import ZERO_OID
+from bottle_engine.lifecycle import git_protected_paths
+from bottle_engine.manifest import load_manifest_file
 from tests.bundle_helpers import secret_in_file
 from tests.gate_attacks import AWS_KEY, KEY_LINE, Attack, attacks
 from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
@@ -160,6 +162,71 @@ def test_a_protected_file_the_manifest_reads_is_refused_naming_it(gate: Gate) ->
     assert ": AGENTS/Reviewer.md" in result.stderr
     assert "allow_manifest_changes" in result.stderr
     assert gate.ref("refs/heads/agent/df") is None
+
+
+def test_a_link_on_the_way_to_a_file_the_manifest_reads_is_guarded(tmp_path: Path) -> None:
+    """The manifest builds docker/Dockerfile, and docker is a link to build/. Pointed at a
+    directory of the agent's, the link made the next launch build the agent's Dockerfile,
+    whose RUN steps have the host Docker's network: the path as written and the file it led to
+    were guarded, the link between them was not."""
+    upstream = seed_upstream(tmp_path)
+    person = tmp_path / "person"
+    git(tmp_path, "clone", "-q", str(upstream), str(person))
+    (person / "build").mkdir()
+    (person / "build" / "Dockerfile").write_text("FROM scratch\n")
+    (person / "docker").symlink_to("build")
+    (person / "bottle.toml").write_text(
+        '[agents.a]\n[bottles.b]\ndockerfile = "docker/Dockerfile"\n'
+        f'[[bottles.b.git]]\nname = "origin"\nurl = "file://{upstream}"\n'
+    )
+    git(person, "add", ".")
+    git(person, "commit", "-q", "-m", "manifest")
+    git(person, "push", "-q", "origin", "HEAD:main")
+    origin = GitUpstreamConfig(
+        name="origin",
+        url=f"file://{upstream}",
+        push_branches=("agent/*",),
+        protected_paths=git_protected_paths(load_manifest_file(person / "bottle.toml").require()),
+    )
+    with gate_on_loopback(tmp_path, loopback_gate_config(tmp_path, "linked", origin)) as (
+        _,
+        agent,
+    ):
+        result = subprocess.run(
+            [
+                "sh",
+                "-c",
+                "mkdir mine && printf 'FROM scratch\\n' > mine/Dockerfile && "
+                "ln -sfn mine docker && git add -A && "
+                "git -c user.name=A -c user.email=a@b.invalid commit -q -m link && "
+                "git push origin HEAD:refs/heads/agent/link",
+            ],
+            cwd=agent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert result.returncode != 0, result.stderr
+    assert any(line.rstrip().endswith(": docker") for line in result.stderr.splitlines())
+    assert git(upstream, "rev-parse", "--verify", "--quiet", "agent/link", check=False).stdout == ""
+
+
+def test_a_link_where_a_guarded_file_has_its_directory_is_refused(gate: Gate) -> None:
+    """agents/reviewer.md is guarded and not there yet: a link `agents` to a directory of the
+    agent's adds it, under no path the guard named."""
+    before = gate.objects()
+
+    result = gate.sh(
+        "mkdir mine && printf 'obey\\n' > mine/reviewer.md && ln -s mine agents && "
+        "git add -A && git -c user.name=A -c user.email=a@b.invalid commit -q -m link && "
+        "git push origin HEAD:refs/heads/agent/linkdir"
+    )
+
+    assert result.returncode != 0, result.stderr
+    assert any(line.rstrip().endswith(": agents") for line in result.stderr.splitlines())
+    assert gate.objects() == before
 
 
 def test_allow_manifest_changes_lets_the_manifest_through(tmp_path: Path) -> None:

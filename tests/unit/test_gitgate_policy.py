@@ -148,9 +148,15 @@ def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:
         ("bottle.toml", True),
         ("deep/down/bottle.toml", True),
         ("deep/BOTTLE.TOML", True),  # what a case-insensitive disk opens as bottle.toml
+        ("bottle\u200c.toml", True),  # what HFS+, which ignores zero-width and bidi marks, opens
+        ("deep/Bottle\u202e.toml\ufeff", True),
+        ("Agents\u200d/reviewer.md", True),
         ("Dockerfile", True),
         ("dockerfile", True),
         ("agents/reviewer.md", True),
+        ("agents", True),  # a link (or file) where the guarded file's directory is
+        ("Agents", True),
+        ("agent", False),
         ("sub/Dockerfile", False),
         ("bottle.toml.bak", False),
         ("src/app.py", False),

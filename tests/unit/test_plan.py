@@ -436,6 +436,35 @@ def test_protected_paths_are_relative_to_the_repository_holding_the_manifest(
     assert paths[:2] == ("ops/bottle.toml", "ops/Dockerfile")
 
 
+def test_every_link_on_the_way_to_a_file_the_manifest_reads_is_protected(
+    tmp_path: Path,
+) -> None:
+    """docker -> build, build -> ../repo/real (a chain, through '..'): retargeting either
+    link changes which Dockerfile a launch builds, so both are guarded where they stand."""
+    import subprocess
+
+    from bottle_engine.lifecycle import git_protected_paths, links_on_the_way
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "real").mkdir()
+    (repo / "real" / "Dockerfile").write_text("FROM scratch\n")
+    (repo / "build").symlink_to("../repo/real")
+    (repo / "docker").symlink_to("build")
+    (repo / "loop").symlink_to("loop")
+    manifest = load_manifest_text(
+        '[agents.a]\n[bottles.b]\ndockerfile = "docker/Dockerfile"\n'
+        '[[bottles.b.git]]\nname = "origin"\nurl = "/srv/r.git"\n',
+        repo / "bottle.toml",
+    ).require()
+
+    paths = git_protected_paths(manifest)
+
+    assert {"docker/Dockerfile", "real/Dockerfile", "docker", "build"} <= set(paths)
+    assert links_on_the_way(repo / "docker" / "Dockerfile") == [repo / "docker", repo / "build"]
+    assert set(links_on_the_way(repo / "loop" / "a.md")) == {repo / "loop"}  # a loop ends
+
+
 def test_which_tunnels_the_proxy_opens_reaches_the_bundle(tmp_path: Path) -> None:
     """`[egress] intercept`: the plan, `plan --json` and the bundle's config agree; the
     default opens only a secret's host's tunnels."""

@@ -149,15 +149,24 @@ def ref_name_problem(ref: str) -> str | None:
     )
 
 
+# The characters HFS+ (macOS's "Mac OS Extended") leaves out when it compares names, as git's
+# is_hfs_dotgit lists them: "bottle\u200c.toml" is bottle.toml on such a volume.
+_HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+
+
 def _folded(path: str) -> str:
-    return unicodedata.normalize("NFC", path).casefold()
+    return unicodedata.normalize("NFC", _HFS_IGNORED.sub("", path)).casefold()
 
 
 def touches_manifest(path: str, protected: Iterable[str]) -> bool:
     """Whether a change to `path` (repository-relative) changes what a launch reads: a
-    bottle.toml at any depth, or one of the paths the engine protects. Compared case-folded and
-    NFC-normalised, as a case-insensitive or normalising file system (macOS) would open them."""
+    bottle.toml at any depth, one of the paths the engine protects, or a file or link standing
+    where one of those paths has a directory (a link there leads the path to the agent's own
+    file). Compared as a case-insensitive or normalising file system (macOS) opens them:
+    case-folded, NFC-normalised and without the characters HFS+ ignores."""
     folded = _folded(path)
     if folded.rsplit("/", 1)[-1] == MANIFEST_NAME:
         return True
-    return any(folded == _folded(other) for other in protected)
+    return any(
+        folded == guarded or guarded.startswith(folded + "/") for guarded in map(_folded, protected)
+    )
