@@ -8,14 +8,15 @@ Requests live in files, not in this process, so a restarted bundle picks up wher
 
 The agent is hostile: its texts are cut to `MAX_ACTION_CHARS` / `MAX_REASON_CHARS` with a marker
 saying how much was cut, a request body over `MAX_BODY_BYTES` is refused before the MCP SDK
-parses it, at most `MAX_SESSIONS` MCP sessions are open at once, at most `MAX_WAITING_CALLS`
-tool calls wait for a person at once (one whose client went away included), and a request
-beyond the bottle's pending cap or rate (`ApprovalLimits`) is answered at once with
-``status: "refused"`` and the seconds to wait, and nothing is recorded.
+parses it, at most `MAX_CONNECTIONS` connections and `MAX_SESSIONS` MCP sessions are open at
+once, at most `MAX_WAITING_CALLS` tool calls wait for a person at once (one whose client went
+away included), and a request beyond the bottle's pending cap or rate (`ApprovalLimits`) is
+answered at once with ``status: "refused"`` and the seconds to wait, and nothing is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.clients import client_allowed, refusal
@@ -52,6 +54,11 @@ MAX_SESSIONS = 64
 # bound them: an agent that opened calls and hung up at once left 2,000 in seconds (57 MiB and
 # 0.38 of a CPU polling the store). One client waits on a few; a call beyond is refused at once.
 MAX_WAITING_CALLS = 32
+# Connections open at once. uvicorn times out only an idle kept-alive connection: one whose
+# request is sent slowly, or never finished, holds its head and the body read so far (up to
+# `MAX_BODY_BYTES`) for as long as the client likes, before any cap above sees it; 500 held
+# 108 MiB. At the cap, at most about 35 MiB. A client needs a few (one per waiting call).
+MAX_CONNECTIONS = 128
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -230,6 +237,26 @@ class BodyLimit:
         )
 
 
+class CappedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection at once when `MAX_CONNECTIONS` are
+    open already (before reading a byte of it)."""
+
+    refusing = False  # shared by all connections: one log line per burst, not per connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) <= MAX_CONNECTIONS:
+            CappedH11Protocol.refusing = False
+            return
+        if not CappedH11Protocol.refusing:
+            sys.stderr.write(
+                f"supervise: {MAX_CONNECTIONS} connections are open already "
+                "(MAX_CONNECTIONS); closing new ones until some end\n"
+            )
+        CappedH11Protocol.refusing = True
+        transport.close()
+
+
 def transport_security(config: BundleConfig, port: int) -> TransportSecuritySettings:
     """Accept only Host headers naming the bundle (DNS-rebinding protection)."""
     hosts = [config.bundle_ip, "127.0.0.1", "localhost"]
@@ -312,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.listen,
             port=args.port,
             log_level="info",
+            http=CappedH11Protocol,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
     )
