@@ -239,6 +239,34 @@ def check_agent_disk() -> Check:
     )
 
 
+def check_socket_memory() -> Check:
+    """Do a bottle's memory limits count the kernel's buffers of its TCP connections?
+
+    Under cgroup v2 they do. Under cgroup v1 nothing counts them: Docker's KernelMemoryTCP is
+    ignored by runc 1.1, and this runsc uses the host kernel's network stack (gvisor.py)."""
+    try:
+        version = str(Host().info().get("CgroupVersion") or "?")
+    except BottleError as exc:
+        return Check("socket memory", False, exc.message, required=False)
+    if version != "1":
+        return Check(
+            "socket memory",
+            True,
+            f"cgroup v{version}: the kernel's buffers of a bottle's connections count in its "
+            "memory limit",
+            required=False,
+        )
+    return Check(
+        "socket memory",
+        False,
+        "cgroup v1: the kernel's buffers of a bottle's TCP connections count in no memory "
+        "limit; an agent that sends to itself without reading holds host memory up to "
+        "net.ipv4.tcp_mem, where TCP stalls for every program on the host",
+        "boot the host with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
+        required=False,
+    )
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_docker,
     check_gvisor,
@@ -248,6 +276,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     check_kvm,
     check_dirs,
     check_agent_disk,
+    check_socket_memory,
 )
 
 

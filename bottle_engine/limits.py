@@ -40,6 +40,12 @@ The rules:
 * agent writable layer (/workspace, home, the rest of the root file system): bounded to
   `AGENT_DISK_BYTES` only where Docker's storage driver can (`--storage-opt size`: overlay2 on
   xfs mounted with pquota, btrfs, zfs, devicemapper); elsewhere unbounded, and `doctor` says so.
+* kernel socket buffers (what a TCP connection sent and its peer has not read): under cgroup v2
+  counted in the container's memory limit, agent and bundle alike. Under cgroup v1 in none:
+  Docker's KernelMemoryTCP is ignored by runc 1.1 and this runsc uses the host's network stack,
+  so an agent sending to itself over loopback without reading held 160 MiB of the host's TCP
+  memory under a 48 MiB limit, up to `net.ipv4.tcp_mem`, shared by the whole host; `doctor`
+  says so.
 * container logs (agent and bundle, pool members alike): what a container's main process prints
   is kept by the daemon in a file on the host, which its json-file driver never rotates unless
   told to; an agent printing forever filled the host's disk. Each container is created with

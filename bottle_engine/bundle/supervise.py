@@ -6,16 +6,18 @@ writes a request into the bottle's state dir and blocks until a person answers o
 (`bottle-engine approve|deny ID`) or the bottle's timeout passes, which counts as denied.
 Requests live in files, not in this process, so a restarted bundle picks up where it was.
 
+A connection from any peer but the agent is closed before a byte of it is read (`door`).
 The agent is hostile: its texts are cut to `MAX_ACTION_CHARS` / `MAX_REASON_CHARS` with a marker
 saying how much was cut, a request body over `MAX_BODY_BYTES` is refused before the MCP SDK
-parses it, at most `MAX_SESSIONS` MCP sessions are open at once, at most `MAX_WAITING_CALLS`
-tool calls wait for a person at once (one whose client went away included), and a request
-beyond the bottle's pending cap or rate (`ApprovalLimits`) is answered at once with
-``status: "refused"`` and the seconds to wait, and nothing is recorded.
+parses it, at most `MAX_CONNECTIONS` connections and `MAX_SESSIONS` MCP sessions are open at
+once, at most `MAX_WAITING_CALLS` tool calls wait for a person at once (one whose client went
+away included), and a request beyond the bottle's pending cap or rate (`ApprovalLimits`) is
+answered at once with ``status: "refused"`` and the seconds to wait, and nothing is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
@@ -26,7 +28,8 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bottle_engine.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from bottle_engine.bundle.clients import client_allowed, refusal
@@ -52,6 +55,11 @@ MAX_SESSIONS = 64
 # bound them: an agent that opened calls and hung up at once left 2,000 in seconds (57 MiB and
 # 0.38 of a CPU polling the store). One client waits on a few; a call beyond is refused at once.
 MAX_WAITING_CALLS = 32
+# Connections open at once. uvicorn times out only an idle kept-alive connection: one whose
+# request is sent slowly, or never finished, holds its head and the body read so far (up to
+# `MAX_BODY_BYTES`) for as long as the client likes, before any cap above sees it; 500 held
+# 108 MiB. At the cap, at most about 35 MiB. A client needs a few (one per waiting call).
+MAX_CONNECTIONS = 128
 
 INSTRUCTIONS = (
     "Call request_approval before any action your instructions say needs a person's approval. "
@@ -230,6 +238,40 @@ class BodyLimit:
         )
 
 
+def door(allowed_client: str | None) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, closing a connection before a byte of it is read when its
+    peer is not `allowed_client` (when given: the agent), or when `MAX_CONNECTIONS` of the
+    agent's are open already (a refused one never counts, so no other peer takes the agent's)."""
+    admitted: set[H11Protocol] = set()
+    refusing = False  # one log line per burst at the cap, not one per connection
+
+    class Door(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            nonlocal refusing
+            super().connection_made(transport)
+            peer = str(self.client[0]) if self.client else None
+            if allowed_client is not None and not client_allowed(peer, allowed_client):
+                sys.stderr.write(refusal("supervise", peer) + "\n")
+                transport.close()
+            elif len(admitted) >= MAX_CONNECTIONS:
+                if not refusing:
+                    sys.stderr.write(
+                        f"supervise: {MAX_CONNECTIONS} connections from the agent are open "
+                        "already (MAX_CONNECTIONS); closing new ones until some end\n"
+                    )
+                refusing = True
+                transport.close()
+            else:
+                refusing = False
+                admitted.add(self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            admitted.discard(self)
+            super().connection_lost(exc)
+
+    return Door
+
+
 def transport_security(config: BundleConfig, port: int) -> TransportSecuritySettings:
     """Accept only Host headers naming the bundle (DNS-rebinding protection)."""
     hosts = [config.bundle_ip, "127.0.0.1", "localhost"]
@@ -238,32 +280,6 @@ def transport_security(config: BundleConfig, port: int) -> TransportSecuritySett
         allowed_hosts=[f"{host}:{port}" for host in hosts] + hosts,
         allowed_origins=[f"http://{host}:{port}" for host in hosts],
     )
-
-
-class OnlyTheAgent:
-    """ASGI wrapper: requests from any peer but the agent get a 403 and reach nothing else."""
-
-    def __init__(self, app: ASGIApp, agent_address: str) -> None:
-        self.app = app
-        self.agent_address = agent_address
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            client = scope.get("client")
-            peer = str(client[0]) if client else None
-            if not client_allowed(peer, self.agent_address):
-                message = refusal("supervise", peer)
-                sys.stderr.write(message + "\n")
-                await _forbidden(scope, send, message)
-                return
-        await self.app(scope, receive, send)
-
-
-async def _forbidden(scope: Scope, send: Send, message: str) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    await _plain_response(send, 403, message)
 
 
 async def _plain_response(send: Send, status: int, message: str) -> None:
@@ -302,8 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         transport_security=transport_security(config, args.port),
         host=args.listen,
     )
-    if args.allowed_client is not None:
-        app = OnlyTheAgent(app, args.allowed_client)
     # Waiting tool calls hold their streams open; on SIGTERM they are cut after a moment
     # instead of holding up a bundle stop (the requests themselves are kept in files).
     server = uvicorn.Server(
@@ -312,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.listen,
             port=args.port,
             log_level="info",
+            http=door(args.allowed_client),
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
     )

@@ -11,9 +11,11 @@ and answered requests leave the approvals dir while the audit log keeps them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from bottle_engine import approvals, state
 from bottle_engine.approvals import AUDIT_LOG, ApprovalLimits
 from bottle_engine.bundle.supervise import (
     MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
     MAX_SESSIONS,
     MAX_WAITING_CALLS,
 )
@@ -39,6 +42,7 @@ from tests.integration.test_supervise import (
     post_mcp,
     wait_for_pending,
 )
+from tests.polling import wait_for
 
 DEFAULTS = ApprovalLimits()
 
@@ -243,6 +247,58 @@ def test_sessions_opened_and_never_closed_stop_at_the_cap(supervise: Supervise) 
 
     assert statuses[:MAX_SESSIONS] == [200] * MAX_SESSIONS
     assert statuses[MAX_SESSIONS] != 200
+
+
+def _half_sent_requests(port: int, count: int) -> list[socket.socket]:
+    """`count` connections, each holding a request whose body stops short of what its head
+    declares (a slow client, or one that never finishes)."""
+    held: list[socket.socket] = []
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json, text/event-stream\r\nContent-Length: {MAX_BODY_BYTES}\r\n"
+        "\r\n"
+    ).encode()
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+        held.append(connection)
+        with contextlib.suppress(OSError):  # a connection the server closed at once
+            connection.sendall(head + b"a" * (MAX_BODY_BYTES - 1024))
+    return held
+
+
+def _closed_by_server(connection: socket.socket) -> bool:
+    connection.setblocking(False)
+    try:
+        return connection.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_connections_holding_half_sent_requests_stop_at_the_cap(supervise: Supervise) -> None:
+    """uvicorn times out only an idle kept-alive connection: a request sent slowly, or never
+    finished, holds its connection, its head and the body read so far (up to `MAX_BODY_BYTES`)
+    for as long as the client likes, before any session or call cap sees it. 500 such held
+    108 MiB of the server, without bound. Past `MAX_CONNECTIONS` a connection is closed at
+    once; once the agent lets go, the server answers again."""
+    extra = 20
+    held = _half_sent_requests(supervise.port, MAX_CONNECTIONS + extra)
+    try:
+        wait_for(
+            lambda: sum(map(_closed_by_server, held)) >= extra,
+            f"the server to close the {extra} connections past its cap",
+            timeout=30,
+        )
+    finally:
+        for connection in held:
+            connection.close()
+
+    assert wait_for(
+        lambda: post_mcp(supervise.port, initialize_body("after"))[0] == 200,
+        "the server to answer once the agent let go",
+        timeout=30,
+    )
 
 
 async def _post_and_hold(

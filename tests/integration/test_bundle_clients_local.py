@@ -3,13 +3,16 @@ and refuses every other peer (on loopback: 127.0.0.1 and 127.0.0.2 are two diffe
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.supervise import MAX_CONNECTIONS
 from tests.integration.test_gitgate_local import git, seed_upstream
 from tests.integration.test_gitgate_support import free_port, service, write_config
 from tests.integration.test_supervise import initialize_body, post_mcp
@@ -57,19 +60,46 @@ def _post_initialize(port: int, source: str) -> tuple[int, str]:
     return post_mcp(port, initialize_body("stranger"), source=source, host=f"127.0.0.1:{port}")
 
 
-def test_supervise_answers_its_allowed_client_and_gives_others_403(tmp_path: Path) -> None:
+def _supervise(tmp_path: Path) -> tuple[int, Any]:
     config = _config(tmp_path, supervise=True)
     port = free_port()
     args = ["--config", str(config), "--listen", "127.0.0.1", "--port", str(port)]
     args += ["--allowed-client", AGENT]
-    with service("bottle_engine.bundle.supervise", args, port, tmp_path / "supervise.log"):
+    return port, service("bottle_engine.bundle.supervise", args, port, tmp_path / "supervise.log")
+
+
+def test_supervise_answers_its_allowed_client_and_closes_others(tmp_path: Path) -> None:
+    port, running = _supervise(tmp_path)
+    with running:
         agent_status, agent_body = _post_initialize(port, AGENT)
-        stranger_status, stranger_body = _post_initialize(port, STRANGER)
+        with pytest.raises(OSError):  # closed before a byte of the request is read
+            _post_initialize(port, STRANGER)
 
     assert agent_status == 200 and "bot-bottle-supervise" in agent_body
-    assert stranger_status == 403
-    assert "only the agent of this bottle may use the bundle" in stranger_body
-    assert "bot-bottle-supervise" not in stranger_body
+    log = (tmp_path / "supervise.log").read_text()
+    assert "refused a connection from 127.0.0.1: only the agent of this bottle" in log
+
+
+def test_supervise_keeps_its_connections_for_the_agent(tmp_path: Path) -> None:
+    """A peer that is not the agent holding half-sent requests neither takes the server's
+    memory nor the connections it keeps for the agent (`MAX_CONNECTIONS`)."""
+    port, running = _supervise(tmp_path)
+    with running:
+        held = [
+            socket.create_connection(("127.0.0.1", port), source_address=(STRANGER, 0))
+            for _ in range(MAX_CONNECTIONS)
+        ]
+        head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 9999\r\n\r\n"
+        try:
+            for connection in held:
+                with contextlib.suppress(OSError):  # closed by the server already
+                    connection.sendall(head.encode() + b"{")
+            agent_status, agent_body = _post_initialize(port, AGENT)
+        finally:
+            for connection in held:
+                connection.close()
+
+    assert agent_status == 200 and "bot-bottle-supervise" in agent_body
 
 
 def _proxy_request(port: int, source: str) -> bytes:

@@ -1,10 +1,12 @@
-"""The rules that size a bottle's share of the host (bottle_engine/limits.py), and who may use
-the bundle's services (bottle_engine/bundle/clients.py)."""
+"""The rules that size a bottle's share of the host (bottle_engine/limits.py), what `doctor`
+says of the shares this host cannot bound, and who may use the bundle's services
+(bottle_engine/bundle/clients.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from bottle_engine import doctor
 from bottle_engine.bundle.clients import client_allowed
 from bottle_engine.dockerapi.client import bounded_log_config
 from bottle_engine.limits import (
@@ -80,3 +82,26 @@ def test_only_the_agents_address_is_a_client(
     peer: str | None, allowed: str, expected: bool
 ) -> None:
     assert client_allowed(peer, allowed) is expected
+
+
+class DaemonWithCgroup:
+    """A `Host` whose daemon reports `version` as its cgroup version."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def info(self) -> dict[str, str]:
+        return {"CgroupVersion": self.version}
+
+
+@pytest.mark.parametrize(("version", "counted"), [("1", False), ("2", True)])
+def test_doctor_says_whether_connections_count_in_a_bottles_memory(
+    monkeypatch: pytest.MonkeyPatch, version: str, counted: bool
+) -> None:
+    monkeypatch.setattr(doctor, "Host", lambda: DaemonWithCgroup(version))
+
+    check = doctor.check_socket_memory()
+
+    assert (check.ok, check.required) == (counted, False)
+    assert f"cgroup v{version}" in check.detail
+    assert (check.fix is None) == counted
