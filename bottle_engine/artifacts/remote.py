@@ -57,6 +57,7 @@ from bottle_engine.artifacts.registry_api import Absent, RepositoryClient
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.errors import BottleError
+from bottle_engine.regular_files import load_json
 from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
 
 ANNOTATION_INPUT_KEY = "org.bot-bottle.input-key"
@@ -181,7 +182,7 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
         )
 
     try:
-        index = json.loads(body)
+        index = load_json(body)
         annotations = index["annotations"]
         (descriptor,) = index["manifests"]
         digest, size = descriptor["digest"], descriptor["size"]
@@ -206,7 +207,7 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
 def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
     """(digest, size) of the config and each layer of an artifact manifest; refuses anything
     our builder does not write (other media types, foreign layers, malformed digests)."""
-    manifest = json.loads(manifest_body)
+    manifest = load_json(manifest_body)
     if manifest.get("mediaType") != MEDIA_MANIFEST:
         raise ValueError(f"media type {manifest.get('mediaType')!r}")
     config, layers = manifest["config"], manifest["layers"]
@@ -346,7 +347,7 @@ class RemoteCache(RepositoryClient):
         except Absent:
             return []
         try:
-            tags = json.loads(body).get("tags") or []
+            tags = load_json(body).get("tags") or []
         except (ValueError, AttributeError) as exc:
             raise RemoteCacheError(
                 f"the shared cache {self.location} answered the tag list with no JSON",
@@ -520,7 +521,7 @@ class RemoteCache(RepositoryClient):
         )
         try:
             with self._opener.open(request, timeout=TIMEOUT_S) as answer:
-                document = json.loads(answer.read(MAX_DOCUMENT_BYTES))
+                document = load_json(answer.read(MAX_DOCUMENT_BYTES))
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._auth_error(exc.code, "get a token") from exc

@@ -108,6 +108,7 @@ def _index(**changes: object) -> bytes:
         (_index(size=10**9), "size is out of range"),
         (b"not json", "not a bot-bottle key index"),
         (b'{"manifests":[]}', "not a bot-bottle key index"),
+        (b"[" * 5000 + b"]" * 5000, "not a bot-bottle key index"),  # past the parser's depth
     ],
 )
 def test_a_key_index_that_promises_anything_else_is_refused(body: bytes, why: str) -> None:
@@ -144,6 +145,11 @@ def test_blob_descriptors_of_an_artifact_manifest() -> None:
 def test_a_manifest_we_would_not_write_is_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         blob_descriptors(_manifest(**changes))
+
+
+def test_a_manifest_nested_past_the_parsers_depth_is_refused() -> None:
+    with pytest.raises(ValueError):
+        blob_descriptors(b"[" * 5000 + b"]" * 5000)
 
 
 def test_key_tag_is_the_hex_of_a_full_key() -> None:
