@@ -5,9 +5,9 @@ registry bootstrap a Debian base themselves (`ensure_base_image`: debootstrap, t
 root file system tar imported into Docker, so this base is reproducible too) and select it with
 ``BOTTLE_BASE_IMAGE=bot-bottle/base:bookworm``.
 
-A base image's *content digest* (`image_content_digest`) covers its layers and runtime config,
-not the image ID: a ``docker import`` of the same tar gets a new ID (its creation time) but the
-same content digest, so input keys agree across machines.
+A base image's *content digest* (`image_content_digest`) covers its layers, runtime config and
+ONBUILD triggers, not the image ID: a ``docker import`` of the same tar gets a new ID (its
+creation time) but the same content digest, so input keys agree across machines.
 """
 
 from __future__ import annotations
@@ -42,14 +42,20 @@ def resolve_base_image(manifest_value: str | None, settings: EngineSettings | No
     return settings.base_image or manifest_value or PINNED_DEFAULT_BASE
 
 
+# What of a base image's config shapes a build FROM it: its runtime config, and its ONBUILD
+# triggers, which run in every such build and add no layer to the base itself.
+BUILD_CONFIG_KEYS = (*RUNTIME_CONFIG_KEYS, "OnBuild")
+
+
 def image_content_digest(attrs: dict[str, Any]) -> str:
-    """A digest of what an image holds (layers, platform, runtime config), from its inspect."""
+    """A digest of what an image holds (layers, platform, the config a build FROM it reads),
+    from its inspect."""
     runtime = attrs.get("Config") or {}
     content = {
         "os": attrs.get("Os", "linux"),
         "architecture": attrs.get("Architecture", "amd64"),
         "diff_ids": (attrs.get("RootFS") or {}).get("Layers", []),
-        "config": {key: runtime[key] for key in RUNTIME_CONFIG_KEYS if runtime.get(key)},
+        "config": {key: runtime[key] for key in BUILD_CONFIG_KEYS if runtime.get(key)},
     }
     return "sha256:" + hashlib.sha256(canonical_json(content)).hexdigest()
 

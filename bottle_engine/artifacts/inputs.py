@@ -49,7 +49,7 @@ from bottle_engine.regular_files import (
 from bottle_engine.settings import EngineSettings
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
-INPUT_KEY_VERSION = "bot-bottle-artifact/5"
+INPUT_KEY_VERSION = "bot-bottle-artifact/6"
 # Files the engine reads whole into memory: far above any real Dockerfile or CA bundle, far
 # below what a link to /dev/zero or a sparse file would take.
 MAX_DOCKERFILE_BYTES = 4 * 1024 * 1024

@@ -30,6 +30,7 @@ from bottle_engine.artifacts.normalize import (
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress
+from bottle_engine.regular_files import load_json
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -219,12 +220,14 @@ def blob_upload_completion(location: str, digest: str, path: Path) -> tuple[str,
 
 
 def read_layout(layout_dir: Path) -> LayoutImage:
-    index = json.loads((layout_dir / "index.json").read_bytes())
+    """The layout's image. Its config may come from the shared cache, where anyone who may push
+    chose its bytes: parsed without recursion past the parser's depth (`load_json`)."""
+    index = load_json((layout_dir / "index.json").read_bytes())
     digest = str(index["manifests"][0]["digest"])
     blobs = layout_dir / "blobs" / "sha256"
-    manifest = json.loads((blobs / digest.removeprefix("sha256:")).read_bytes())
+    manifest = load_json((blobs / digest.removeprefix("sha256:")).read_bytes())
     config_digest = str(manifest["config"]["digest"])
-    config = json.loads((blobs / config_digest.removeprefix("sha256:")).read_bytes())
+    config = load_json((blobs / config_digest.removeprefix("sha256:")).read_bytes())
     return LayoutImage(layout_dir, digest, manifest, config)
 
 

@@ -29,7 +29,8 @@ class RepositoryClient:
     """One repository of an OCI distribution registry at `base_url` (``scheme://host[:port]``).
 
     A subclass says what a failure means to the person (`_answered`, `_unreachable`,
-    `_unexpected`, `_upload_elsewhere`) and may add headers to every request (`_headers`).
+    `_unexpected`, `_upload_elsewhere`), may add headers to every request (`_headers`) and
+    check something before each (`_before`).
     """
 
     def __init__(
@@ -46,6 +47,9 @@ class RepositoryClient:
         self._opener = opener or urllib.request.build_opener()
 
     # -- what a subclass says ----------------------------------------------------------------
+
+    def _before(self, doing: str) -> None:
+        """Called before each request is sent; raises to stop it."""
 
     def _headers(self) -> dict[str, str]:
         """Headers every request carries (e.g. Authorization)."""
@@ -82,6 +86,7 @@ class RepositoryClient:
         expect: int | None = None,
     ) -> Any:
         """The open response (the caller closes it); `Absent` when a read answers 404."""
+        self._before(doing)
         all_headers = {**headers, **self._headers()}
         request = urllib.request.Request(
             self.url(path_or_url), data=body, headers=all_headers, method=method

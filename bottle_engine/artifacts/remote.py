@@ -18,6 +18,8 @@ Credentials come from the Docker config (``$DOCKER_CONFIG/config.json`` or
 ``~/.docker/config.json``, ``auths.<host>.auth``); they are sent only to the registry host (a
 redirect elsewhere, e.g. to blob storage, loses the Authorization header) and never printed.
 Plain HTTP is used only for loopback registries unless ``BOTTLE_ARTIFACT_REGISTRY_INSECURE=1``.
+A loopback registry is whatever listens on its port, which any local account may take while the
+person's registry is down: on Linux, one whose port another account holds is refused.
 
 Why our own small client and not a library: the registry HTTP API needed here is six calls the
 project already speaks (`registry_api.py`, shared with the ephemeral registry). ``oras``
@@ -33,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import shutil
 import urllib.error
@@ -57,6 +60,7 @@ from bottle_engine.artifacts.registry_api import Absent, RepositoryClient
 from bottle_engine.artifacts.spec import Artifact
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.errors import BottleError
+from bottle_engine.regular_files import load_json
 from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
 
 ANNOTATION_INPUT_KEY = "org.bot-bottle.input-key"
@@ -73,6 +77,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$")
 _LOOPBACK = {"localhost", "127.0.0.1", "[::1]"}
+SOCKET_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_LISTEN = "0A"  # the state column of a listening socket
 
 
 class RemoteCacheError(BottleError):
@@ -90,6 +96,15 @@ class RemoteLocation:
     @property
     def base_url(self) -> str:
         return f"{'http' if self.plain_http else 'https'}://{self.host}"
+
+    @property
+    def loopback_port(self) -> int | None:
+        """The port of a registry on this host's loopback, where any local account may listen;
+        None for a registry elsewhere."""
+        bare, port = _split_host(self.host)
+        if bare not in _LOOPBACK:
+            return None
+        return port or (80 if self.plain_http else 443)
 
     def __str__(self) -> str:
         return f"{self.host}/{self.repository}"
@@ -111,8 +126,32 @@ def parse_location(text: str, *, insecure: bool = False) -> RemoteLocation:
             fix=f"e.g. {ENV_ARTIFACT_REGISTRY}=registry.example.com/team/bot-bottle "
             "(repository in lower case)",
         )
-    bare_host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    bare_host, _ = _split_host(host)
     return RemoteLocation(host, repository, plain_http=bare_host in _LOOPBACK or insecure)
+
+
+def _split_host(host: str) -> tuple[str, int | None]:
+    """``HOST[:PORT]`` (HOST may be a bracketed IPv6 address) -> (HOST, PORT or None)."""
+    bare, colon, port = host.rpartition(":")
+    if not colon or host.endswith("]"):
+        return host, None
+    return bare, int(port)
+
+
+def listening_uids(port: int, tables: tuple[Path, ...] = SOCKET_TABLES) -> set[int]:
+    """The uids holding a TCP socket that listens on `port` (on any address), from Linux's
+    socket tables; empty where there are none to read (other systems)."""
+    uids = set()
+    for table in tables:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... uid
+            if fields[3] == _LISTEN and int(fields[1].rpartition(":")[2], 16) == port:
+                uids.add(int(fields[7]))
+    return uids
 
 
 def location_of(settings: EngineSettings) -> RemoteLocation | None:
@@ -181,7 +220,7 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
         )
 
     try:
-        index = json.loads(body)
+        index = load_json(body)
         annotations = index["annotations"]
         (descriptor,) = index["manifests"]
         digest, size = descriptor["digest"], descriptor["size"]
@@ -206,7 +245,7 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
 def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
     """(digest, size) of the config and each layer of an artifact manifest; refuses anything
     our builder does not write (other media types, foreign layers, malformed digests)."""
-    manifest = json.loads(manifest_body)
+    manifest = load_json(manifest_body)
     if manifest.get("mediaType") != MEDIA_MANIFEST:
         raise ValueError(f"media type {manifest.get('mediaType')!r}")
     config, layers = manifest["config"], manifest["layers"]
@@ -346,7 +385,7 @@ class RemoteCache(RepositoryClient):
         except Absent:
             return []
         try:
-            tags = json.loads(body).get("tags") or []
+            tags = load_json(body).get("tags") or []
         except (ValueError, AttributeError) as exc:
             raise RemoteCacheError(
                 f"the shared cache {self.location} answered the tag list with no JSON",
@@ -394,6 +433,22 @@ class RemoteCache(RepositoryClient):
         return "pushed"
 
     # -- HTTP ----------------------------------------------------------------------------------
+
+    def _before(self, doing: str) -> None:
+        """A loopback registry is whatever listens on its port: while the person's is down, any
+        local account may take the port and answer every key with an image of its own. Only
+        the engine's user and root (Docker's port proxy) are taken for the registry."""
+        port = self.location.loopback_port
+        if port is None:
+            return
+        strangers = listening_uids(port) - {0, os.geteuid()}
+        if strangers:
+            raise RemoteCacheError(
+                f"{doing}: port {port} of the shared cache {self.location} is held by host "
+                f"user {', '.join(map(str, sorted(strangers)))}, not this one or root: not used",
+                fix=f"stop what that account runs on port {port} and start the registry again, "
+                "or use a registry on another host over HTTPS",
+            )
 
     def _get_document(self, path: str, accept: str, doing: str) -> bytes:
         with self.request("GET", path, None, {"Accept": accept}, doing=doing) as response:
@@ -520,7 +575,7 @@ class RemoteCache(RepositoryClient):
         )
         try:
             with self._opener.open(request, timeout=TIMEOUT_S) as answer:
-                document = json.loads(answer.read(MAX_DOCUMENT_BYTES))
+                document = load_json(answer.read(MAX_DOCUMENT_BYTES))
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._auth_error(exc.code, "get a token") from exc

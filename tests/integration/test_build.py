@@ -24,6 +24,7 @@ from bottle_engine.errors import BottleError
 from tests.fixtures_artifacts import (
     TEST_LABELS,
     RecordingClient,
+    build_image_from_texts,
     remove_images,
     small_build_spec,
     write_small_context,
@@ -249,3 +250,30 @@ def test_layer_cache_older_than_the_clamp_time_is_not_reused(
     assert recording.calls.count("build") == 2  # the cached attempt, then one without cache
     fresh = build(docker_client, later, no_cache=True)
     assert fresh.artifact.digest == rebuilt.artifact.digest
+
+
+def test_a_base_tag_moved_to_a_copy_with_an_onbuild_trigger_is_another_input(
+    docker_client: Any, base_image: str, small_context: Path, remove_test_images: list[str]
+) -> None:
+    """A base image's ONBUILD instructions run in every build FROM it and add no layer of their
+    own. One tag on two images alike but for a planted trigger (on two machines sharing a
+    cache, or a tag moved on one): the build FROM the clean one must not be given the artifact
+    the trigger built, under the same input key."""
+    tag = "bot-bottle-test/onbuild-base:1"
+    spec = small_build_spec(small_context, tag)
+    remove_test_images.append(layer_cache_ref(spec))
+    trigger = "ONBUILD RUN echo planted > /planted\n"
+    build_image_from_texts(docker_client, tag, {"Dockerfile": f"FROM {base_image}\n{trigger}"})
+    remove_test_images.append(docker_client.images.get(tag).id)
+    planted = build(docker_client, spec)
+    remove_test_images.append(planted.artifact.image_tag)
+    assert run_in(docker_client, planted.artifact.image_tag, "cat /planted") == "planted\n"
+
+    build_image_from_texts(docker_client, tag, {"Dockerfile": f"FROM {base_image}\n"})
+    remove_test_images.append(tag)
+    clean = build(docker_client, spec)
+    remove_test_images.append(clean.artifact.image_tag)
+    assert clean.artifact.input_key != planted.artifact.input_key
+    assert run_in(docker_client, clean.artifact.image_tag, "ls /planted 2>&1 || true") == (
+        "ls: cannot access '/planted': No such file or directory\n"
+    )

@@ -5,6 +5,7 @@ with no build step; tampered bytes, a registry that is down and refused credenti
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
@@ -14,7 +15,19 @@ from typing import Any
 import pytest
 
 from bottle_engine.artifacts.builder import build, layer_cache_ref, resolve_inputs, verify_artifact
-from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, key_tag, parse_location
+from bottle_engine.artifacts.oci import (
+    MEDIA_CONFIG,
+    MEDIA_INDEX,
+    MEDIA_MANIFEST,
+    canonical_json,
+)
+from bottle_engine.artifacts.remote import (
+    RemoteCache,
+    RemoteCacheError,
+    key_index,
+    key_tag,
+    parse_location,
+)
 from bottle_engine.artifacts.spec import Artifact, BuildSpec
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli import main
@@ -297,3 +310,55 @@ def test_verify_compares_with_the_shared_cache_and_lists_what_differs(
     assert verified.shared_digest == other.digest and not verified.reproducible
     assert any("greeting.txt" in difference.path for difference in verified.differences)
     assert verified.artifact is None and store.entries() == []
+
+
+def _nested(depth: int = 5000) -> bytes:
+    """JSON that Go's parser reads (10000 brackets deep at most) and Python's recursed through."""
+    return b"[" * depth + b"]" * depth
+
+
+def test_documents_nested_past_the_parsers_depth_are_bad_entries_not_a_crash(
+    registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whoever may push can tag a key with any index, and point it at any manifest and config,
+    that the registry takes. Python's JSON parser recursed once per bracket and raised
+    RecursionError, which no handler took: every build of such a key, and `cache ls --remote`,
+    crashed instead of going on without the shared cache."""
+    cache = _cache(registry)
+    index_key, config_key = "sha256:" + "c" * 64, "sha256:" + "d" * 64
+    planted_index = b'{"schemaVersion":2,"mediaType":"%s","manifests":[],"x":%s}' % (
+        MEDIA_INDEX.encode(),
+        _nested(),
+    )
+    cache.put_manifest(key_tag(index_key), planted_index, MEDIA_INDEX, doing="plant an index")
+    config = tmp_path / "config"
+    config.write_bytes(_nested())
+    config_digest = "sha256:" + hashlib.sha256(config.read_bytes()).hexdigest()
+    cache.push_blob(config, config_digest)
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(_nested())},
+            "layers": [],
+        }
+    )
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    cache.put_manifest(manifest_digest, manifest, MEDIA_MANIFEST, doing="plant a manifest")
+    index = key_index(config_key, "test-small", manifest_digest, len(manifest))
+    cache.put_manifest(key_tag(config_key), index, MEDIA_INDEX, doing="tag it")
+
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(RemoteCacheError, match="bad entry"):
+        cache.pull(index_key, store)
+    with pytest.raises(RemoteCacheError, match="incomplete"):
+        cache.pull(config_key, store)
+    assert store.entries() == []
+    monkeypatch.setenv("BOTTLE_ARTIFACT_REGISTRY", f"127.0.0.1:{registry.port}/{REPOSITORY}")
+    capsys.readouterr()
+    assert main(["cache", "ls", "--remote", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [entry["input_key"] for entry in listed] == [config_key]

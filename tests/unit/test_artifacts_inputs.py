@@ -252,6 +252,13 @@ def test_base_content_digest_ignores_ids_and_times() -> None:
     assert image_content_digest(other_layers) != image_content_digest(attrs)
 
 
+def test_a_base_with_an_onbuild_trigger_has_another_content_digest() -> None:
+    """Its triggers run in every build FROM it, and add no layer to the base itself."""
+    attrs = {"RootFS": {"Layers": ["sha256:aa"]}, "Config": {"Cmd": ["bash"]}}
+    planted = {**attrs, "Config": {"Cmd": ["bash"], "OnBuild": ["RUN echo planted > /planted"]}}
+    assert image_content_digest(planted) != image_content_digest(attrs)
+
+
 def test_clamp_time_is_the_newest_commit_of_the_files_in_the_context(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
+import subprocess
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -23,12 +25,14 @@ from bottle_engine.artifacts.remote import (
     docker_credentials,
     key_index,
     key_tag,
+    listening_uids,
     location_of,
     parse_location,
     read_key_index,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import EngineSettings
+from tests.host_users import NOBODY
 
 KEY = "sha256:" + "a" * 64
 DIGEST = "sha256:" + "b" * 64
@@ -108,6 +112,7 @@ def _index(**changes: object) -> bytes:
         (_index(size=10**9), "size is out of range"),
         (b"not json", "not a bot-bottle key index"),
         (b'{"manifests":[]}', "not a bot-bottle key index"),
+        (b"[" * 5000 + b"]" * 5000, "not a bot-bottle key index"),  # past the parser's depth
     ],
 )
 def test_a_key_index_that_promises_anything_else_is_refused(body: bytes, why: str) -> None:
@@ -144,6 +149,11 @@ def test_blob_descriptors_of_an_artifact_manifest() -> None:
 def test_a_manifest_we_would_not_write_is_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         blob_descriptors(_manifest(**changes))
+
+
+def test_a_manifest_nested_past_the_parsers_depth_is_refused() -> None:
+    with pytest.raises(ValueError):
+        blob_descriptors(b"[" * 5000 + b"]" * 5000)
 
 
 def test_key_tag_is_the_hex_of_a_full_key() -> None:
@@ -199,3 +209,76 @@ def test_credentials_never_follow_a_redirect_to_another_host() -> None:
         == "Basic " + base64.b64encode(b"builder:s3cret").decode()
     )
     assert "/storage/index" in sent and sent["/storage/index"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [
+        ("localhost:5000/cache", 5000),
+        ("127.0.0.1/cache", 80),
+        ("[::1]:5001/cache", 5001),
+        ("[::1]/cache", 80),
+        ("registry.example.com:5000/cache", None),
+    ],
+)
+def test_the_loopback_port_of_a_location(text: str, port: int | None) -> None:
+    assert parse_location(text).loopback_port == port
+
+
+def test_listening_uids_read_the_socket_tables(tmp_path: Path) -> None:
+    table = tmp_path / "tcp"
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+    listening = (
+        "   0: 0100007F:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000  65534\n"
+    )
+    connected = (
+        "   1: 0100007F:1388 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000\n"
+    )
+    table.write_text(header + listening + connected)
+    assert listening_uids(5000, (table, tmp_path / "absent")) == {65534}
+    assert listening_uids(5001, (table,)) == set()
+
+
+# Run as another host user: answers every request for a key index with one of its own making
+# (the artifact it names would be its image), and prints the loopback port it took.
+SQUATTER = """
+import http.server, json, sys
+index = sys.argv[1].encode()
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = index if "/manifests/" in self.path else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another host user")
+def test_a_loopback_port_another_host_user_holds_is_not_the_shared_cache() -> None:
+    """A shared cache on loopback (`localhost:5000/...`) is whatever listens on that port. While
+    the person's registry is down, any local account can take the port and answer every key
+    with an artifact of its own, the bundle image too, which would then run with the bottle's
+    secrets."""
+    planted = key_index(KEY, "bundle", DIGEST, 100).decode()
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    squatter = subprocess.Popen(
+        [*as_nobody, "/usr/bin/python3", "-c", SQUATTER, planted],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+    try:
+        assert squatter.stdout is not None
+        port = int(squatter.stdout.readline())
+        cache = RemoteCache(parse_location(f"127.0.0.1:{port}/team/cache"))
+        with pytest.raises(RemoteCacheError, match=f"user {NOBODY}"):
+            cache.lookup(KEY)
+    finally:
+        squatter.kill()
+        squatter.wait()
