@@ -118,9 +118,18 @@ def safe_editor_text(text: object, limit: int = DEFAULT_LIMIT) -> str:
     return _EDITOR_SYNTAX.sub(lambda match: match.group(1) + "\\x28", safe_text(text, limit))
 
 
-# VS Code cuts a notification's message here (with "..."), whatever the sender meant: a question
-# longer than this must not carry an answer that covers all of it.
+# VS Code cuts a notification's message here (with "..."), counted in UTF-16 code units, whatever
+# the sender meant: a question longer than this must not carry an answer that covers all of it.
 EDITOR_NOTIFICATION_CHARS = 1000
+
+
+def fits_a_notification(message: str) -> bool:
+    """Does VS Code show `message` whole in a notification? It counts UTF-16 code units, two
+    for a character beyond the Basic Multilingual Plane (an emoji): 550 of them fit a count of
+    characters and pushed an action's tail past the editor's cut."""
+    return len(message.encode("utf-16-le", "surrogatepass")) // 2 <= EDITOR_NOTIFICATION_CHARS
+
+
 LOG_LINE_LIMIT = 64 * 1024  # characters held waiting for a newline; a longer run is cut there
 
 

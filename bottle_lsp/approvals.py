@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from bottle_engine.display import EDITOR_NOTIFICATION_CHARS, safe_editor_text
+from bottle_engine.display import fits_a_notification, safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_lsp import activity
 from bottle_lsp.engine import ApprovalRequest
@@ -62,7 +62,7 @@ async def ask_approval(ls: BottleLanguageServer, request: ApprovalRequest) -> No
     what = "Network access" if request.egress else "Approval"
     titles = [APPROVE_ONCE, APPROVE, DENY] if request.egress else [APPROVE, DENY]
     message = f"{what} requested by {where}: {request.summary}"
-    if len(message) > EDITOR_NOTIFICATION_CHARS:
+    if not fits_a_notification(message):
         ls.show_message(types.MessageType.Warning, too_long_to_ask(request, what, where))
         return
     try:

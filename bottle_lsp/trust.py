@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from bottle_engine.display import EDITOR_NOTIFICATION_CHARS
+from bottle_engine.display import fits_a_notification
 from bottle_engine.errors import BottleError
 from bottle_lsp.engine import TrustState
 
@@ -47,7 +47,7 @@ async def ask_trust(ls: BottleLanguageServer, path: Path) -> TrustState | None:
     if state is None or not state.needs_trust:
         return state
     question = trust_question(state)
-    if len(question) > EDITOR_NOTIFICATION_CHARS:
+    if not fits_a_notification(question):
         ls.show_message(types.MessageType.Warning, too_long_to_ask(state, path))
         return state
     answer = await ls.window_show_message_request_async(

@@ -57,6 +57,7 @@ from bottle_engine.bundle.egress_policy import (
     EgressPolicy,
     check_fields,
     check_names,
+    check_request_line,
     check_routing,
     decide,
     decide_approved,
@@ -339,7 +340,9 @@ class Allowlist:
             return
         destination = Destination(request.host, request.port, https=False)
         flow.metadata[DESTINATION_KEY] = destination
-        malformed = check_fields(request.headers.fields)
+        malformed = check_request_line(request.data.method, request.data.path) or check_fields(
+            request.headers.fields
+        )
         if malformed is not None:  # before a person is asked about its host
             refuse(flow, malformed)
             return

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from bottle_engine.bundle.config import BundleConfig
+from bottle_engine.bundle.egress_relay import TOKEN
 from bottle_engine.manifest.egress_rules import (
     DEFAULT_PORTS,
     EgressRule,
@@ -45,6 +46,11 @@ NAME_MISMATCH = "name-mismatch"
 # may end the field there.
 MALFORMED_FIELD = "malformed-field"
 _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte but HTAB
+# A request line whose method is no HTTP token (RFC 9110 5.6.2), or whose target holds a byte
+# that is not visible ASCII (RFC 9112 3.2).
+MALFORMED_REQUEST_LINE = "malformed-request-line"
+_METHOD = re.compile(TOKEN)
+_TARGET = re.compile(rb"[\x21-\x7e]*")
 # A request to a host bound to a secret that names another host in a header a shared front (CDN,
 # reverse proxy) may route by instead of Host.
 ROUTING_HEADER = "routing-header"
@@ -472,6 +478,29 @@ def check_fields(fields: Iterable[tuple[bytes, bytes]]) -> Decision | None:
                 "send each header on one line, without control characters",
             )
     return None
+
+
+def check_request_line(method: bytes, target: bytes) -> Decision | None:
+    """Is the request line's `method` an HTTP token and its `target` visible ASCII (as the
+    client sent them)? None when they are.
+
+    An egress ask shows both to a person as the held request. mitmproxy takes all before the
+    line's first ASCII space for the method (no-break spaces and a URL in one read as a request
+    to another host), and lets bytes that are not ASCII through in a query (blanks such as
+    U+2002 carried data unseen in a request approved --once)."""
+    if not _METHOD.fullmatch(method):
+        what = (
+            f"the request method {_shown(method.decode('utf-8', 'replace'))!r} is not an HTTP token"
+        )
+    elif not _TARGET.fullmatch(target):
+        what = "the request target holds characters that are not visible ASCII"
+    else:
+        return None
+    return _deny(
+        MALFORMED_REQUEST_LINE,
+        what,
+        "send a standard method such as GET, and the URL percent-encoded",
+    )
 
 
 def host_header(host: str, port: int, default_port: int) -> str:

@@ -45,7 +45,7 @@ MAX_CLIENT_HELLO = 64 * 1024
 # Servers refuse longer request lines (8 KiB is the usual limit).
 MAX_REQUEST_LINE = 16 * 1024
 
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP method (RFC 9110 token)
+TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP method (RFC 9110 token)
 _PATH_OR_URL = rb"(?:/|\*|[A-Za-z][A-Za-z0-9+.-]*://)"
 # Whatever a server may split a request line on: Python's http.server uses str.split() (read as
 # Latin-1), whose whitespace is wider than HTTP's (VT, FF, the separators 0x1c-0x1f, NEL, NBSP),
@@ -56,13 +56,12 @@ _LEAD = re.compile(rb"(?:[\r\n]|" + _SPACE + rb")*")
 # A request line a server would read: method, target, then a version (or, HTTP/0.9, the line's
 # end after a path or an absolute URL).
 _REQUEST_LINE = re.compile(
-    rb"%s%s(?:\S+%sHTTP/|%s\S*%s*\r?\n)" % (_TOKEN, _GAP, _GAP, _PATH_OR_URL, _SPACE),
+    rb"%s%s(?:\S+%sHTTP/|%s\S*%s*\r?\n)" % (TOKEN, _GAP, _GAP, _PATH_OR_URL, _SPACE),
     re.IGNORECASE,
 )
 # The start of one, cut before the bytes that would tell.
 _PARTIAL_LINE = re.compile(
-    rb"(?:%s(?:%s(?:\S+(?:%s(?:H(?:T(?:T(?:P)?)?)?)?)?)?)?)?%s*\r?\Z"
-    % (_TOKEN, _GAP, _GAP, _SPACE),
+    rb"(?:%s(?:%s(?:\S+(?:%s(?:H(?:T(?:T(?:P)?)?)?)?)?)?)?)?%s*\r?\Z" % (TOKEN, _GAP, _GAP, _SPACE),
     re.IGNORECASE,
 )
 

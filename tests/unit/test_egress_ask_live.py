@@ -209,3 +209,29 @@ def test_a_flood_of_asks_stops_at_the_bottles_caps(tmp_path: Path) -> None:
         assert status == 403 and "X-Bot-Bottle-Rule: ask-refused" in head, body
         assert len(flood.store.all()) == 10
         assert [f.result(timeout=60)[0] for f in held] == [403] * 10  # timed out
+
+
+# Each held request reads as what it is not: the ask shows its method and target to a person.
+UNREADABLE_REQUEST_LINES = {
+    # mitmproxy takes all before the first ASCII space for the method: no-break spaces made it
+    # read as a request to docs.test, and pushed the host asked about out of the way.
+    "method": ("GET\u00a0http://docs.test/guide\u00a0(read\u00a0only)" + "\u00a0" * 40, "/up"),
+    # mitmproxy lets bytes that are not ASCII through in a query: blanks (U+2002, U+2003,
+    # U+2009, U+200A) read as nothing and carry data past a person approving `/status` --once.
+    "query": ("GET", "/status?" + "".join("\u2002\u2003\u2009\u200a"[b % 4] for b in b"s3cr3t")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_REQUEST_LINES))
+def test_a_request_line_a_person_could_not_read_as_sent_is_never_asked_about(
+    lab: AskLab, case: str
+) -> None:
+    method, path = UNREADABLE_REQUEST_LINES[case]
+    host = f"unreadable-{case}.test"
+    with socket.create_connection(("127.0.0.1", lab.proxy), timeout=120) as sock:
+        line = f"{method} http://{host}:{lab.http}{path} HTTP/1.1\r\nHost: {host}:{lab.http}\r\n"
+        sock.sendall((line + "\r\n").encode())
+        status, head, body = read_response(sock)
+
+    assert status == 403 and "X-Bot-Bottle-Rule: malformed-request-line" in head, body
+    assert lab.approval_events(host) == []
