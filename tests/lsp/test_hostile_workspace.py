@@ -17,6 +17,7 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from bottle_engine.display import safe_editor_text
+from bottle_engine.manifest.validate import MAX_PROBLEMS
 from tests.lsp.conftest import open_document, open_new, position_of, start_client, stop_client
 from tests.lsp.test_commands import execute
 from tests.lsp.test_diagnostics import wait_for_diagnostics
@@ -92,6 +93,19 @@ async def test_a_bottle_toml_of_a_mib_costs_one_diagnostic_not_a_parse(
     )
     lenses = await client.text_document_code_lens_async(types.CodeLensParams(document))
     assert (list(symbols or []), list(edits or []), list(lenses or [])) == ([], [], [])
+
+
+async def test_a_bottle_toml_under_the_size_cap_costs_a_bounded_number_of_diagnostics(
+    client: LanguageClient, project: Path
+) -> None:
+    """Under 256 KiB, `git = [{}, {}, ...]` is two problems per three bytes (each upstream lacks
+    its name and url): 170001 diagnostics and 42 s of validation per change here, during which
+    the server answered nothing, approvals of running bottles included."""
+    text = "[bottles.b]\ngit = [" + "{}," * 20_000 + "]\n"
+    uri = open_document(client, project / "bottle.toml", text)
+    found = await wait_for_diagnostics(client, uri)
+    assert len(found) == MAX_PROBLEMS + 1
+    assert [d.code for d in found if d.code == "BB003"] == ["BB003"]
 
 
 def _walk(symbols: list[types.DocumentSymbol]) -> list[types.DocumentSymbol]:
