@@ -7,7 +7,9 @@ manifest = loaded.require()          # BottleError when there are errors
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -100,9 +102,15 @@ def _too_large(path: Path) -> LoadedManifest:
 
 def read_manifest_text(path: Path) -> str | None:
     """The file's text, or None when it holds more than `MAX_MANIFEST_BYTES` (only that much
-    is read: the file may be a link to a device that never ends). `OSError` and
-    `UnicodeDecodeError` as reading raises them."""
-    with path.open("rb") as stream:
+    is read). `OSError` and `UnicodeDecodeError` as reading raises them.
+
+    Only a regular file is read: a committed link may lead to a device that never ends, or to
+    `/dev/stdin`, which in the language server is the editor's messages; reading it blocked the
+    server for good. Opening does not wait for a FIFO's writer either (`O_NONBLOCK`)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         data = stream.read(MAX_MANIFEST_BYTES + 1)
     return None if len(data) > MAX_MANIFEST_BYTES else data.decode("utf-8")
 

@@ -23,6 +23,7 @@ class Severity(enum.Enum):
 CODES: dict[str, tuple[Severity, str]] = {
     "BB001": (Severity.ERROR, "TOML syntax error"),
     "BB002": (Severity.ERROR, "the manifest is larger than bot-bottle reads"),
+    "BB003": (Severity.ERROR, "more problems than bot-bottle checks; checking stopped"),
     "BB101": (Severity.ERROR, "unknown key"),
     "BB102": (Severity.ERROR, "wrong type"),
     "BB103": (Severity.ERROR, "value not one of the allowed choices"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,15 @@ assert _AGENT is not None
 _BOTTLE_KEY = schema.key_referring(_AGENT, schema.Ref.BOTTLE)  # an agent's `bottle`
 
 
+# Problems reported before checking stops. A file under `MAX_MANIFEST_BYTES` can hold two per
+# three bytes (`git = [{},{},...]`); the editor validates on every change, so checking them all
+# cost 42 s and 170001 diagnostics there. No one reads past the first few hundred anyway.
+MAX_PROBLEMS = 200
+
+
 def validate(parsed: ParsedToml, manifest_path: Path | None) -> list[Problem]:
-    """All problems in the document, in document order."""
+    """The problems in the document, in document order: at most `MAX_PROBLEMS`, then one more
+    error saying checking stopped (so a cut list never passes for a valid manifest)."""
     if parsed.syntax_error is not None:
         at = parsed.syntax_error_at
         assert at is not None
@@ -38,10 +46,18 @@ def validate(parsed: ParsedToml, manifest_path: Path | None) -> list[Problem]:
         span = Span(at, end)
         return [Problem("BB001", f"TOML syntax error: {parsed.syntax_error}", span)]
     checker = _Checker(parsed, manifest_path)
-    problems = list(checker.structure(schema.ROOT, (), parsed.data))
-    # Cross-references only look at agents and bottles whose own shape is sound.
-    unsound = {p.path[:2] for p in problems if p.is_error}
-    problems.extend(checker.references(parsed.data, unsound))
+    # The checks are generators: `islice` stops them, so what is not reported is not computed.
+    problems = list(islice(checker.structure(schema.ROOT, (), parsed.data), MAX_PROBLEMS + 1))
+    if len(problems) <= MAX_PROBLEMS:
+        # Cross-references only look at agents and bottles whose own shape is sound.
+        unsound = {p.path[:2] for p in problems if p.is_error}
+        left = MAX_PROBLEMS + 1 - len(problems)
+        problems.extend(islice(checker.references(parsed.data, unsound), left))
+    if len(problems) > MAX_PROBLEMS:
+        at = Position(0, 0)
+        problems[MAX_PROBLEMS:] = [
+            Problem("BB003", f"more than {MAX_PROBLEMS} problems; checking stopped", Span(at, at))
+        ]
     return sorted(problems, key=lambda p: (p.span.start.line, p.span.start.character, p.code))
 
 

@@ -8,6 +8,7 @@ trailing ':' from `PATH=$PATH:$EXTRA` with EXTRA unset is enough) names the work
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from bottle_engine.display import safe_editor_text
+from bottle_engine.manifest.validate import MAX_PROBLEMS
 from tests.lsp.conftest import open_document, open_new, position_of, start_client, stop_client
 from tests.lsp.test_commands import execute
 from tests.lsp.test_diagnostics import wait_for_diagnostics
@@ -92,6 +94,36 @@ async def test_a_bottle_toml_of_a_mib_costs_one_diagnostic_not_a_parse(
     )
     lenses = await client.text_document_code_lens_async(types.CodeLensParams(document))
     assert (list(symbols or []), list(edits or []), list(lenses or [])) == ([], [], [])
+
+
+async def test_a_bottle_toml_under_the_size_cap_costs_a_bounded_number_of_diagnostics(
+    client: LanguageClient, project: Path
+) -> None:
+    """Under 256 KiB, `git = [{}, {}, ...]` is two problems per three bytes (each upstream lacks
+    its name and url): 170001 diagnostics and 42 s of validation per change here, during which
+    the server answered nothing, approvals of running bottles included."""
+    text = "[bottles.b]\ngit = [" + "{}," * 20_000 + "]\n"
+    uri = open_document(client, project / "bottle.toml", text)
+    found = await wait_for_diagnostics(client, uri)
+    assert len(found) == MAX_PROBLEMS + 1
+    assert [d.code for d in found if d.code == "BB003"] == ["BB003"]
+
+
+async def test_a_bottle_toml_linked_to_the_servers_own_input_is_refused_not_read(
+    client: LanguageClient, project: Path
+) -> None:
+    """A committed link `bottle.toml -> /dev/stdin`, and Launch from the palette (which asks
+    for the workspace's only manifest's agents): the server read its own input, the editor's
+    messages, until 256 KiB of them came, and answered nothing more."""
+    manifest = project / "bottle.toml"
+    manifest.symlink_to("/dev/stdin")
+    # Bounded: a server that reads its input answers nothing, and the test must still end.
+    agents = await asyncio.wait_for(
+        execute(client, "bottle.agents", {"uri": manifest.as_uri()}), timeout=60
+    )
+    review = await execute(client, "bottle.trustReview", {"uri": manifest.as_uri()})
+    assert agents == [] and "not a valid manifest" in review["error"]
+    assert await execute(client, "bottle.list") == []
 
 
 def _walk(symbols: list[types.DocumentSymbol]) -> list[types.DocumentSymbol]:

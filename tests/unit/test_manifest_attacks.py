@@ -13,6 +13,7 @@ import subprocess
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,8 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
+from bottle_engine.manifest.problems import Problem
+from bottle_engine.manifest.validate import MAX_PROBLEMS, _Checker
 from bottle_engine.trust import changes, empty_surface, surface_of
 from tests.fixtures_artifacts import small_build_spec, write_small_context
 from tests.hostile_text import HOSTILE, Hostile
@@ -377,3 +380,30 @@ def test_a_path_holding_a_nul_is_a_problem_not_a_crash(
         said = capsys.readouterr()
         assert code != 0, command
         assert "Traceback" not in said.err and "BB312" in said.err, (command, said.err)
+
+
+# -- more problems than anyone reads ---------------------------------------------------------------
+
+
+def test_checking_stops_after_max_problems_and_the_cut_list_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Warnings only (a secret bound to a host the allowlist lacks), past the cap: the problems
+    that are not reported are not made, and what is reported does not pass for valid."""
+    made: list[str] = []
+    problem = _Checker.problem
+
+    def counted(self: _Checker, code: str, *args: Any, **kwargs: Any) -> Problem:
+        made.append(code)
+        return problem(self, code, *args, **kwargs)
+
+    monkeypatch.setattr(_Checker, "problem", counted)
+    secrets = "".join(
+        f'S{n} = {{ from_env = "X", hosts = ["h.example"] }}\n' for n in range(3 * MAX_PROBLEMS)
+    )
+    text = f'[agents.dev]\ncommand = ["sh"]\n[bottles.b]\n[bottles.b.secrets]\n{secrets}'
+    loaded = load_manifest_text(text, tmp_path / "bottle.toml")
+    assert len(made) <= MAX_PROBLEMS + 1
+    assert len(loaded.problems) == MAX_PROBLEMS + 1
+    assert [p.code for p in loaded.errors] == ["BB003"]
+    assert loaded.manifest is None

@@ -1,7 +1,7 @@
 """A bottle.toml of any size, or a link to one that never ends: an agent's branch may hold a
 bottle.toml of hundreds of MiB, or a symlink named bottle.toml that leads to /dev/zero. The
 engine (`validate`, a launch, the editor's trust review) reads at most `MAX_MANIFEST_BYTES` of
-it and says it is too large; it never holds the whole file."""
+it and says it is too large; it never holds the whole file, and reads no file but a regular one."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bottle_engine.errors import BottleError
 from bottle_engine.manifest import MAX_MANIFEST_BYTES, load_manifest_file, load_manifest_text
 from tests.conftest import REPO_ROOT
 
@@ -57,15 +58,11 @@ def test_a_manifest_under_the_limit_loads(tmp_path: Path) -> None:
     assert loaded.problems == [] and loaded.manifest is not None
 
 
-@pytest.mark.parametrize("target", ["sparse", "/dev/zero"])
-def test_a_huge_or_endless_manifest_file_is_refused_unread(tmp_path: Path, target: str) -> None:
+def test_a_huge_manifest_file_is_refused_unread(tmp_path: Path) -> None:
     """Read in a process limited to 768 MiB of address space: reading the whole file runs out."""
     path = tmp_path / "bottle.toml"
-    if target == "sparse":
-        with path.open("wb") as sparse:
-            sparse.truncate(2 * 1024 * 1024 * 1024)  # 2 GiB of holes: no disk used
-    else:
-        path.symlink_to(target)
+    with path.open("wb") as sparse:
+        sparse.truncate(2 * 1024 * 1024 * 1024)  # 2 GiB of holes: no disk used
     done = subprocess.run(
         [sys.executable, "-c", LOAD_UNDER_A_MEMORY_LIMIT, str(path)],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
@@ -75,3 +72,15 @@ def test_a_huge_or_endless_manifest_file_is_refused_unread(tmp_path: Path, targe
         timeout=120,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "BB002"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+def test_a_manifest_that_is_no_regular_file_is_refused_unread(tmp_path: Path, target: str) -> None:
+    """A device never ends; a FIFO, or the reader's own input, blocks until someone writes."""
+    path = tmp_path / "bottle.toml"
+    if target == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(target)
+    with pytest.raises(BottleError, match="not a regular file"):
+        load_manifest_file(path)
