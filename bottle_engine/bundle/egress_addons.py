@@ -30,6 +30,7 @@ This module imports mitmproxy and runs in the bundle's proxy venv only.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -662,6 +663,25 @@ def _withdraw_upgrade_offer(request: http.Request) -> None:
         request.headers.pop("http2-settings", None)
 
 
+def _ask_for_default_charset(request: http.Request) -> None:
+    """Take the choice of charset out of a request to a bound host, so that its answer comes
+    in its default one. Ktor, Pekko HTTP and ASP.NET encode a text answer in the charset
+    Accept-Charset asks for; Spring MVC and ASP.NET in a ``charset`` parameter of Accept
+    (which stays, with every such parameter gone: its media types choose the API's format).
+    A piece of Accept between two separators that names a charset goes whole, so no server
+    reading that field finds one, however it splits, quotes or trims it."""
+    request.headers.pop("accept-charset", None)
+    kept = []
+    for value in request.headers.get_all("accept"):
+        pieces = _FIELD_SEPARATOR.split(value)
+        kept.append("".join(piece for piece in pieces if "charset" not in piece.lower()))
+    if kept:
+        request.headers.set_all("accept", [value for value in kept if value.strip(" ,;")])
+
+
+_FIELD_SEPARATOR = re.compile(r"(?=[;,])")  # before each ';' or ',' (each piece keeps its own)
+
+
 def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
     """Why the scrubber cannot see the real values in this response as relayed, or None: what
     it passes on must be bytes it searched, whole and undecoded."""
@@ -762,6 +782,9 @@ class SecretSubstitution:
             # a piece of a real value is not a form the scrubber can recognise.
             request.headers.pop("range", None)
             request.headers.pop("if-range", None)
+            # Nor in a charset of the agent's choosing: a value in UTF-16 or EBCDIC has none of
+            # the bytes the scrubber looks for.
+            _ask_for_default_charset(request)
 
     @fails_closed(_kill_response)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
