@@ -323,7 +323,7 @@ class Allowlist:
                 tunnel.port,
                 443 if destination.https else 80,
                 sni=flow.client_conn.sni if destination.https else None,
-                host_header=request.host_header,
+                host_header=_host_field(request),
                 authority=request.authority or None,
             )
             if mismatch is None and tunnel.intercept:
@@ -355,7 +355,7 @@ class Allowlist:
             request.host,
             request.port,
             443 if request.scheme == "https" else 80,
-            host_header=request.host_header,
+            host_header=_host_field(request),
         )
         if mismatch is not None:
             refuse(flow, mismatch)
@@ -556,6 +556,13 @@ def _drop_leading_empty_lines(nextlayer: layer.NextLayer) -> None:
             event = events.DataReceived(client, data)
         kept.append(event)
     nextlayer.events = kept
+
+
+def _host_field(request: http.Request) -> str | None:
+    """The Host field the request goes on with. Not mitmproxy's `host_header`: for a request
+    that claims HTTP/2.0, which an HTTP/1 request line may, that is the URL's authority, and
+    the Host field sent upstream (to a front that routes by it) went unjudged."""
+    return request.headers.get("host")
 
 
 def _name_the_destination(request: http.Request, host: str, port: int, default_port: int) -> None:
