@@ -1077,10 +1077,13 @@ class Audit:
 
     @fails_closed(_log_only)
     def protocol_refused(self, refusal: ProtocolRefusal) -> None:
-        """A request head refused before any flow existed (egress_guards): too large, or not
-        HTTP/1. Its destination is the tunnel it came in, if any; the head was never read."""
+        """A request refused by the HTTP layer's bounds (egress_guards): a head too large or not
+        HTTP/1 (no flow existed, the head was never read), or a body too large to wait behind
+        its head's hook. Its destination is the tunnel it came in, else what it named."""
         tunnel = self.state.tunnel_of(refusal.server, refusal.client)
-        host, port = (tunnel.host, tunnel.port) if tunnel is not None else ("", 0)
+        host, port = (
+            (tunnel.host, tunnel.port) if tunnel is not None else (refusal.host, refusal.port)
+        )
         self.state.record(
             AuditEntry(
                 time=timestamp(time.time()),

@@ -23,6 +23,17 @@
   The same holds for a head that parses but fails mitmproxy's smuggling checks
   (``check_invalid``: a header name with a space, a 204's Content-Length), which quote the field.
   Both pages now carry ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
+* **A body held behind a hook is bounded.** While a hook runs on a request's head (a person
+  asked about its host, with `[egress] ask = true`, may take minutes), mitmproxy goes on
+  reading its body and queues every piece for when the hook is done, without limit: 200 MiB
+  sent behind one held request took the proxy from 73 to 274 MiB. Past `MAX_HELD_BODY` (each
+  piece counted with its cost as an event, so tiny chunks count too) the agent gets a 413
+  and its connection is closed.
+* **Body buffers hold bytes, not pieces.** mitmproxy buffers a body as a list of the pieces it
+  was handed, and a chunked body hands it one per chunk: a 1 MB request body sent as 2-byte
+  chunks held 27 MiB of the proxy's memory (a bytes object and a list slot per chunk), so a few
+  tens of connections, each below the streaming bound, took the proxy past the bundle's
+  memory limit. `CompactBuffer` keeps a body in one bytearray.
 * **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
@@ -45,6 +56,12 @@ MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
 MAX_RESPONSE_HEAD = 256 * 1024  # bytes: status line and headers from an upstream
 MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
+# Bytes of a request's body that may wait behind a hook on its head (as much as the proxy
+# buffers of one before streaming it); each piece also counts `_HELD_PIECE_COST` bytes, about
+# what mitmproxy's event for it takes.
+MAX_HELD_BODY = 1024 * 1024
+_HELD_PIECE_COST = 256
+HELD_BODY_LIMIT = "held-body-limit"
 REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
 # How long a refused client may go on sending (its bytes dropped) before its connection is cut.
 LINGER_SECONDS = 5.0
@@ -63,6 +80,9 @@ class ProtocolRefusal:
     rule: str
     reason: str
     status: int
+    # What the request named, when no tunnel says where it went (plain HTTP with a flow).
+    host: str = ""
+    port: int = 0
 
 
 @dataclass
@@ -109,6 +129,8 @@ def install() -> None:
     _guard_response_head(_http1.Http1Client)
     _guard_error_message(HttpStream)
     _guard_refused_body(HttpStream)
+    _compact_body_buffers(HttpStream)
+    _bound_held_body(HttpStream)
     _installed = True
 
 
@@ -293,3 +315,78 @@ def _guard_refused_body(stream_class: Any) -> None:
         return True
 
     stream_class.check_body_size = check_body_size
+
+
+class CompactBuffer:
+    """A body as mitmproxy's HTTP stream buffers it (the interface of its `ReceiveBuffer`), in
+    one bytearray: memory in step with the body's bytes, however many pieces carried them."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def __iadd__(self, other: bytes) -> CompactBuffer:
+        self._data += other
+        return self
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._data)
+
+    def __bool__(self) -> bool:
+        return bool(self._data)
+
+    def clear(self) -> None:
+        self._data = bytearray()  # a new one: clear() would keep the old one's allocation
+
+
+def _compact_body_buffers(stream_class: Any) -> None:
+    original: Callable[..., None] = stream_class.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.request_body_buf = CompactBuffer()
+        self.response_body_buf = CompactBuffer()
+
+    stream_class.__init__ = __init__
+
+
+def held_body_message() -> str:
+    return (
+        f"bot-bottle refused this request (rule: {HELD_BODY_LIMIT}): more than {MAX_HELD_BODY} "
+        "bytes of its body came while the proxy was still deciding on its head (an egress "
+        "ask waits for a person); send the body once the host is approved, or with "
+        "'Expect: 100-continue'"
+    )
+
+
+def _bound_held_body(stream_class: Any) -> None:
+    from mitmproxy.proxy.layers.http import _http1
+    from mitmproxy.proxy.layers.http._events import RequestData
+
+    original: Callable[[Any, Any], CommandGenerator] = stream_class.handle_event
+
+    def handle_event(self: Any, event: Any) -> CommandGenerator:
+        paused = self._paused
+        if paused is None or not isinstance(event, RequestData):
+            return (yield from original(self, event))
+        # Counted per pause: what waits is what came since this hook began.
+        since, held = getattr(self, "_bot_bottle_held", (None, 0))
+        held = (held if since is paused else 0) + len(event.data) + _HELD_PIECE_COST
+        self._bot_bottle_held = (paused, held)
+        if held <= MAX_HELD_BODY:
+            return (yield from original(self, event))
+        if held - len(event.data) - _HELD_PIECE_COST <= MAX_HELD_BODY:  # the first one past
+            client = self.context.client
+            yield commands.SendData(client, _http1.make_error_response(413, held_body_message()))
+            yield commands.CloseConnection(client)
+            reason = f"more than {MAX_HELD_BODY} bytes of its body came before its head was decided"
+            named = self.flow.request
+            refusal = ProtocolRefusal(
+                client, self.context.server, HELD_BODY_LIMIT, reason, 413, named.host, named.port
+            )
+            yield ProtocolRefusedHook(refusal)
+        return None  # dropped, never queued
+
+    stream_class.handle_event = handle_event
