@@ -51,7 +51,7 @@ from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timest
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.egress_ask import EgressAsker
 from bottle_engine.bundle.egress_fail_closed import INTERNAL_ERROR, fails_closed
-from bottle_engine.bundle.egress_guards import REFUSED_KEY, ProtocolRefusal
+from bottle_engine.bundle.egress_guards import ASKING_KEY, REFUSED_KEY, ProtocolRefusal
 from bottle_engine.bundle.egress_policy import (
     NAME_MISMATCH,
     Decision,
@@ -345,7 +345,12 @@ class Allowlist:
             refuse(flow, malformed)
             return
         decision = await self._decide(
-            flow.client_conn.id, request.host, request.port, request.method, request.path
+            flow.client_conn.id,
+            request.host,
+            request.port,
+            request.method,
+            request.path,
+            waiting=flow,
         )
         flow.metadata[DECISION_KEY] = decision
         if not decision.allowed:
@@ -483,15 +488,19 @@ class Allowlist:
         path: str | None = None,
         *,
         ask: bool = True,
+        waiting: http.HTTPFlow | None = None,
     ) -> Decision:
         """The decision for one destination, with the address to connect to pinned; an
         unlisted name is held for a person when the bottle asks (`ask=False`: only an answer
-        that already stands counts)."""
+        that already stands counts). The request `waiting` on a person is marked so (its body
+        may wait only so long: `egress_guards.MAX_HELD_BODY`)."""
         decision = decide(self.state.policy, host, port, method)
         asker = self.state.asker
         if asker is not None and needs_ask(self.state.policy, decision):
             answer = asker.standing_answer(host, port)
             if answer is None and ask:
+                if waiting is not None:
+                    waiting.metadata[ASKING_KEY] = True
                 answer = await asker.ask(host, port, method, path)
             if answer is None or not answer.allowed:
                 return answer.denial(self.state.policy, host, port) if answer else decision

@@ -23,12 +23,13 @@
   The same holds for a head that parses but fails mitmproxy's smuggling checks
   (``check_invalid``: a header name with a space, a 204's Content-Length), which quote the field.
   Both pages now carry ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
-* **A body held behind a hook is bounded.** While a hook runs on a request's head (a person
-  asked about its host, with `[egress] ask = true`, may take minutes), mitmproxy goes on
-  reading its body and queues every piece for when the hook is done, without limit: 200 MiB
-  sent behind one held request took the proxy from 73 to 274 MiB. Past `MAX_HELD_BODY` (each
-  piece counted with its cost as an event, so tiny chunks count too) the agent gets a 413
-  and its connection is closed.
+* **A body held behind a hook is bounded.** While a hook runs on a request's head (a name
+  resolved; a person asked about its host, with `[egress] ask = true`, which may take minutes),
+  mitmproxy goes on reading its body and queues every piece for when the hook is done, without
+  limit: 200 MiB sent behind one held request took the proxy from 73 to 274 MiB, and 30
+  connections sending 2-byte chunks while their hooks waited their turn took 166 MiB. Past
+  `MAX_HELD_PIECES` pieces, or `MAX_HELD_BODY` bytes while a person is asked, the agent gets a
+  413 and its connection is closed.
 * **Body buffers hold bytes, not pieces.** mitmproxy buffers a body as a list of the pieces it
   was handed, and a chunked body hands it one per chunk: a 1 MB request body sent as 2-byte
   chunks held 27 MiB of the proxy's memory (a bytes object and a list slot per chunk), so a few
@@ -56,11 +57,14 @@ MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
 MAX_RESPONSE_HEAD = 256 * 1024  # bytes: status line and headers from an upstream
 MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
-# Bytes of a request's body that may wait behind a hook on its head (as much as the proxy
-# buffers of one before streaming it); each piece also counts `_HELD_PIECE_COST` bytes, about
-# what mitmproxy's event for it takes.
+# Pieces of a request's body that may wait behind a hook on its head (a name resolved, a person
+# asked): a body in tiny chunks otherwise queued an event per chunk. Uploads arrive in reads of
+# up to 64 KiB.
+MAX_HELD_PIECES = 1024
+# Bytes of its body that may wait while a person is asked about its host (as much as the proxy
+# buffers of one before streaming it); a name is resolved in moments, an answer may take minutes.
 MAX_HELD_BODY = 1024 * 1024
-_HELD_PIECE_COST = 256
+ASKING_KEY = "bot-bottle.asking"  # flow.metadata: a person is asked about its destination
 HELD_BODY_LIMIT = "held-body-limit"
 REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
 # How long a refused client may go on sending (its bytes dropped) before its connection is cut.
@@ -354,10 +358,10 @@ def _compact_body_buffers(stream_class: Any) -> None:
 
 def held_body_message() -> str:
     return (
-        f"bot-bottle refused this request (rule: {HELD_BODY_LIMIT}): more than {MAX_HELD_BODY} "
-        "bytes of its body came while the proxy was still deciding on its head (an egress "
-        "ask waits for a person); send the body once the host is approved, or with "
-        "'Expect: 100-continue'"
+        f"bot-bottle refused this request (rule: {HELD_BODY_LIMIT}): too much of its body came "
+        f"while the proxy was still deciding on its head (more than {MAX_HELD_PIECES} chunks, or "
+        f"{MAX_HELD_BODY} bytes while a person is asked about its host); send the body once "
+        "the host is approved, or with 'Expect: 100-continue'"
     )
 
 
@@ -372,16 +376,24 @@ def _bound_held_body(stream_class: Any) -> None:
         if paused is None or not isinstance(event, RequestData):
             return (yield from original(self, event))
         # Counted per pause: what waits is what came since this hook began.
-        since, held = getattr(self, "_bot_bottle_held", (None, 0))
-        held = (held if since is paused else 0) + len(event.data) + _HELD_PIECE_COST
-        self._bot_bottle_held = (paused, held)
-        if held <= MAX_HELD_BODY:
+        since, pieces, size = getattr(self, "_bot_bottle_held", (None, 0, 0))
+        if since is not paused:
+            pieces, size = 0, 0
+        pieces, size = pieces + 1, size + len(event.data)
+        self._bot_bottle_held = (paused, pieces, size)
+        asking = self.flow.metadata.get(ASKING_KEY, False)
+        if pieces <= MAX_HELD_PIECES and not (asking and size > MAX_HELD_BODY):
             return (yield from original(self, event))
-        if held - len(event.data) - _HELD_PIECE_COST <= MAX_HELD_BODY:  # the first one past
+        if not getattr(self, "_bot_bottle_cut", False):
+            self._bot_bottle_cut = True
             client = self.context.client
             yield commands.SendData(client, _http1.make_error_response(413, held_body_message()))
             yield commands.CloseConnection(client)
-            reason = f"more than {MAX_HELD_BODY} bytes of its body came before its head was decided"
+            reason = (
+                f"{size} bytes of its body in {pieces} pieces came before its head was decided "
+                f"(at most {MAX_HELD_PIECES} pieces, or {MAX_HELD_BODY} bytes while a person is "
+                "asked)"
+            )
             named = self.flow.request
             refusal = ProtocolRefusal(
                 client, self.context.server, HELD_BODY_LIMIT, reason, 413, named.host, named.port

@@ -234,6 +234,17 @@ def test_a_body_sent_behind_a_held_request_is_bounded(lab: AskLab) -> None:
     assert refused and refused[0]["status"] == 413, lab.audit("held-body.test")
 
 
+def test_a_body_in_tiny_chunks_behind_a_held_request_is_bounded(lab: AskLab) -> None:
+    """Each chunk waited as an event of its own (a few hundred bytes for two of body): pieces
+    are counted too, so a small body in many chunks is cut off as well."""
+    with socket.create_connection(("127.0.0.1", lab.proxy), timeout=30) as sock:
+        head = f"POST http://held-chunks.test:{lab.http}/held-chunks HTTP/1.1\r\n"
+        head += f"Host: held-chunks.test:{lab.http}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        sock.sendall(head.encode() + b"2\r\nzz\r\n" * 4096)
+        status, _, body = read_response(sock)
+    assert status == 413 and "held-body-limit" in body, body
+
+
 def test_a_body_within_the_bound_waits_with_its_request_and_goes_on(
     lab: AskLab, pool: ThreadPoolExecutor
 ) -> None:
