@@ -192,6 +192,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "upgrade": self._reflect_upgraded,
             "te-gzip": self._reflect_transfer_coded,
             "range": self._reflect_in_ranges,
+            "charset": self._reflect_in_charset,
             **dict.fromkeys(JSON_FLAVOURS, self._reflect_in_json),
             **dict.fromkeys(URL_FLAVOURS, self._reflect_in_location),
         }
@@ -303,6 +304,22 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(last - first + 1))
         self.end_headers()
         self.wfile.write(body[first : last + 1])
+
+    def _reflect_in_charset(self, secret: bytes) -> None:
+        """``/reflect/charset``: the value in a text body encoded in the charset the request
+        asked for, as content negotiation picks it: a ``charset`` parameter of ``Accept``
+        (Spring MVC keeps the more specific media range), else the first ``Accept-Charset``
+        (Ktor, Pekko HTTP), else UTF-8."""
+        accept = self.headers.get("Accept", "")
+        asked = re.search(r"charset\s*=\s*([\w-]+)", accept, re.IGNORECASE)
+        offered = self.headers.get("Accept-Charset", "").split(",")[0].split(";")[0].strip()
+        charset = asked.group(1) if asked else offered or "utf-8"
+        body = f"error: bad token {secret.decode()}\n".encode(charset)
+        self.send_response(401)
+        self.send_header("Content-Type", f"text/plain; charset={charset}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _endless_head(self, size: int) -> None:
         """``/endless-head/N``: a response head of about N bytes of headers (then an empty

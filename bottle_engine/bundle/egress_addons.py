@@ -30,6 +30,7 @@ This module imports mitmproxy and runs in the bundle's proxy venv only.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,7 +51,7 @@ from bottle_engine.bundle.audit import AuditEntry, AuditLog, Kind, Stage, timest
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.egress_ask import EgressAsker
 from bottle_engine.bundle.egress_fail_closed import INTERNAL_ERROR, fails_closed
-from bottle_engine.bundle.egress_guards import REFUSED_KEY, ProtocolRefusal
+from bottle_engine.bundle.egress_guards import ASKING_KEY, REFUSED_KEY, ProtocolRefusal
 from bottle_engine.bundle.egress_policy import (
     NAME_MISMATCH,
     Decision,
@@ -323,7 +324,7 @@ class Allowlist:
                 tunnel.port,
                 443 if destination.https else 80,
                 sni=flow.client_conn.sni if destination.https else None,
-                host_header=request.host_header,
+                host_header=_host_field(request),
                 authority=request.authority or None,
             )
             if mismatch is None and tunnel.intercept:
@@ -347,7 +348,12 @@ class Allowlist:
             refuse(flow, malformed)
             return
         decision = await self._decide(
-            flow.client_conn.id, request.host, request.port, request.method, request.path
+            flow.client_conn.id,
+            request.host,
+            request.port,
+            request.method,
+            request.path,
+            waiting=flow,
         )
         flow.metadata[DECISION_KEY] = decision
         if not decision.allowed:
@@ -357,7 +363,7 @@ class Allowlist:
             request.host,
             request.port,
             443 if request.scheme == "https" else 80,
-            host_header=request.host_header,
+            host_header=_host_field(request),
         )
         if mismatch is not None:
             refuse(flow, mismatch)
@@ -485,15 +491,19 @@ class Allowlist:
         path: str | None = None,
         *,
         ask: bool = True,
+        waiting: http.HTTPFlow | None = None,
     ) -> Decision:
         """The decision for one destination, with the address to connect to pinned; an
         unlisted name is held for a person when the bottle asks (`ask=False`: only an answer
-        that already stands counts)."""
+        that already stands counts). The request `waiting` on a person is marked so (its body
+        may wait only so long: `egress_guards.MAX_HELD_BODY`)."""
         decision = decide(self.state.policy, host, port, method)
         asker = self.state.asker
         if asker is not None and needs_ask(self.state.policy, decision):
             answer = asker.standing_answer(host, port)
             if answer is None and ask:
+                if waiting is not None:
+                    waiting.metadata[ASKING_KEY] = True
                 answer = await asker.ask(host, port, method, path)
             if answer is None or not answer.allowed:
                 return answer.denial(self.state.policy, host, port) if answer else decision
@@ -558,6 +568,13 @@ def _drop_leading_empty_lines(nextlayer: layer.NextLayer) -> None:
             event = events.DataReceived(client, data)
         kept.append(event)
     nextlayer.events = kept
+
+
+def _host_field(request: http.Request) -> str | None:
+    """The Host field the request goes on with. Not mitmproxy's `host_header`: for a request
+    that claims HTTP/2.0, which an HTTP/1 request line may, that is the URL's authority, and
+    the Host field sent upstream (to a front that routes by it) went unjudged."""
+    return request.headers.get("host")
 
 
 def _name_the_destination(request: http.Request, host: str, port: int, default_port: int) -> None:
@@ -665,6 +682,25 @@ def _withdraw_upgrade_offer(request: http.Request) -> None:
         request.headers.pop("http2-settings", None)
 
 
+def _ask_for_default_charset(request: http.Request) -> None:
+    """Take the choice of charset out of a request to a bound host, so that its answer comes
+    in its default one. Ktor, Pekko HTTP and ASP.NET encode a text answer in the charset
+    Accept-Charset asks for; Spring MVC and ASP.NET in a ``charset`` parameter of Accept
+    (which stays, with every such parameter gone: its media types choose the API's format).
+    A piece of Accept between two separators that names a charset goes whole, so no server
+    reading that field finds one, however it splits, quotes or trims it."""
+    request.headers.pop("accept-charset", None)
+    kept = []
+    for value in request.headers.get_all("accept"):
+        pieces = _FIELD_SEPARATOR.split(value)
+        kept.append("".join(piece for piece in pieces if "charset" not in piece.lower()))
+    if kept:
+        request.headers.set_all("accept", [value for value in kept if value.strip(" ,;")])
+
+
+_FIELD_SEPARATOR = re.compile(r"(?=[;,])")  # before each ';' or ',' (each piece keeps its own)
+
+
 def _unscrubbable(response: http.Response, *, streamed: bool) -> str | None:
     """Why the scrubber cannot see the real values in this response as relayed, or None: what
     it passes on must be bytes it searched, whole and undecoded."""
@@ -765,6 +801,9 @@ class SecretSubstitution:
             # a piece of a real value is not a form the scrubber can recognise.
             request.headers.pop("range", None)
             request.headers.pop("if-range", None)
+            # Nor in a charset of the agent's choosing: a value in UTF-16 or EBCDIC has none of
+            # the bytes the scrubber looks for.
+            _ask_for_default_charset(request)
 
     @fails_closed(_kill_response)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -1050,10 +1089,13 @@ class Audit:
 
     @fails_closed(_log_only)
     def protocol_refused(self, refusal: ProtocolRefusal) -> None:
-        """A request head refused before any flow existed (egress_guards): too large, or not
-        HTTP/1. Its destination is the tunnel it came in, if any; the head was never read."""
+        """A request refused by the HTTP layer's bounds (egress_guards): a head too large or not
+        HTTP/1 (no flow existed, the head was never read), or a body too large to wait behind
+        its head's hook. Its destination is the tunnel it came in, else what it named."""
         tunnel = self.state.tunnel_of(refusal.server, refusal.client)
-        host, port = (tunnel.host, tunnel.port) if tunnel is not None else ("", 0)
+        host, port = (
+            (tunnel.host, tunnel.port) if tunnel is not None else (refusal.host, refusal.port)
+        )
         self.state.record(
             AuditEntry(
                 time=timestamp(time.time()),

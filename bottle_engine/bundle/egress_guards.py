@@ -23,6 +23,18 @@
   The same holds for a head that parses but fails mitmproxy's smuggling checks
   (``check_invalid``: a header name with a space, a 204's Content-Length), which quote the field.
   Both pages now carry ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
+* **A body held behind a hook is bounded.** While a hook runs on a request's head (a name
+  resolved; a person asked about its host, with `[egress] ask = true`, which may take minutes),
+  mitmproxy goes on reading its body and queues every piece for when the hook is done, without
+  limit: 200 MiB sent behind one held request took the proxy from 73 to 274 MiB, and 30
+  connections sending 2-byte chunks while their hooks waited their turn took 166 MiB. Past
+  `MAX_HELD_PIECES` pieces, or `MAX_HELD_BODY` bytes while a person is asked, the agent gets a
+  413 and its connection is closed.
+* **Body buffers hold bytes, not pieces.** mitmproxy buffers a body as a list of the pieces it
+  was handed, and a chunked body hands it one per chunk: a 1 MB request body sent as 2-byte
+  chunks held 27 MiB of the proxy's memory (a bytes object and a list slot per chunk), so a few
+  tens of connections, each below the streaming bound, took the proxy past the bundle's
+  memory limit. `CompactBuffer` keeps a body in one bytearray.
 * **Bodies of refused requests.** A request refused on its headers (policy, names, secrets)
   still has its body read, and mitmproxy buffers it whole before answering. Once more than
   `MAX_REFUSED_BODY` bytes of such a body have arrived, the client gets the 403 at once and the
@@ -45,6 +57,15 @@ MITMPROXY_VERSION = "11.0.2"
 MAX_REQUEST_HEAD = 64 * 1024  # bytes: request line and headers
 MAX_RESPONSE_HEAD = 256 * 1024  # bytes: status line and headers from an upstream
 MAX_REFUSED_BODY = 64 * 1024  # bytes of a refused request's body read before answering
+# Pieces of a request's body that may wait behind a hook on its head (a name resolved, a person
+# asked): a body in tiny chunks otherwise queued an event per chunk. Uploads arrive in reads of
+# up to 64 KiB.
+MAX_HELD_PIECES = 1024
+# Bytes of its body that may wait while a person is asked about its host (as much as the proxy
+# buffers of one before streaming it); a name is resolved in moments, an answer may take minutes.
+MAX_HELD_BODY = 1024 * 1024
+ASKING_KEY = "bot-bottle.asking"  # flow.metadata: a person is asked about its destination
+HELD_BODY_LIMIT = "held-body-limit"
 REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused on headers
 # How long a refused client may go on sending (its bytes dropped) before its connection is cut.
 LINGER_SECONDS = 5.0
@@ -63,6 +84,9 @@ class ProtocolRefusal:
     rule: str
     reason: str
     status: int
+    # What the request named, when no tunnel says where it went (plain HTTP with a flow).
+    host: str = ""
+    port: int = 0
 
 
 @dataclass
@@ -109,6 +133,8 @@ def install() -> None:
     _guard_response_head(_http1.Http1Client)
     _guard_error_message(HttpStream)
     _guard_refused_body(HttpStream)
+    _compact_body_buffers(HttpStream)
+    _bound_held_body(HttpStream)
     _installed = True
 
 
@@ -293,3 +319,86 @@ def _guard_refused_body(stream_class: Any) -> None:
         return True
 
     stream_class.check_body_size = check_body_size
+
+
+class CompactBuffer:
+    """A body as mitmproxy's HTTP stream buffers it (the interface of its `ReceiveBuffer`), in
+    one bytearray: memory in step with the body's bytes, however many pieces carried them."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def __iadd__(self, other: bytes) -> CompactBuffer:
+        self._data += other
+        return self
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._data)
+
+    def __bool__(self) -> bool:
+        return bool(self._data)
+
+    def clear(self) -> None:
+        self._data = bytearray()  # a new one: clear() would keep the old one's allocation
+
+
+def _compact_body_buffers(stream_class: Any) -> None:
+    original: Callable[..., None] = stream_class.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.request_body_buf = CompactBuffer()
+        self.response_body_buf = CompactBuffer()
+
+    stream_class.__init__ = __init__
+
+
+def held_body_message() -> str:
+    return (
+        f"bot-bottle refused this request (rule: {HELD_BODY_LIMIT}): too much of its body came "
+        f"while the proxy was still deciding on its head (more than {MAX_HELD_PIECES} chunks, or "
+        f"{MAX_HELD_BODY} bytes while a person is asked about its host); send the body once "
+        "the host is approved, or with 'Expect: 100-continue'"
+    )
+
+
+def _bound_held_body(stream_class: Any) -> None:
+    from mitmproxy.proxy.layers.http import _http1
+    from mitmproxy.proxy.layers.http._events import RequestData
+
+    original: Callable[[Any, Any], CommandGenerator] = stream_class.handle_event
+
+    def handle_event(self: Any, event: Any) -> CommandGenerator:
+        paused = self._paused
+        if paused is None or not isinstance(event, RequestData):
+            return (yield from original(self, event))
+        # Counted per pause: what waits is what came since this hook began.
+        since, pieces, size = getattr(self, "_bot_bottle_held", (None, 0, 0))
+        if since is not paused:
+            pieces, size = 0, 0
+        pieces, size = pieces + 1, size + len(event.data)
+        self._bot_bottle_held = (paused, pieces, size)
+        asking = self.flow.metadata.get(ASKING_KEY, False)
+        if pieces <= MAX_HELD_PIECES and not (asking and size > MAX_HELD_BODY):
+            return (yield from original(self, event))
+        if not getattr(self, "_bot_bottle_cut", False):
+            self._bot_bottle_cut = True
+            client = self.context.client
+            yield commands.SendData(client, _http1.make_error_response(413, held_body_message()))
+            yield commands.CloseConnection(client)
+            reason = (
+                f"{size} bytes of its body in {pieces} pieces came before its head was decided "
+                f"(at most {MAX_HELD_PIECES} pieces, or {MAX_HELD_BODY} bytes while a person is "
+                "asked)"
+            )
+            named = self.flow.request
+            refusal = ProtocolRefusal(
+                client, self.context.server, HELD_BODY_LIMIT, reason, 413, named.host, named.port
+            )
+            yield ProtocolRefusedHook(refusal)
+        return None  # dropped, never queued
+
+    stream_class.handle_event = handle_event

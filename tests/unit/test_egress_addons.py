@@ -224,6 +224,28 @@ def test_placeholder_in_header_to_bound_host_is_replaced(state: EgressState) -> 
     )
 
 
+@pytest.mark.parametrize(
+    ("accept", "sent"),
+    [
+        ("application/vnd.github+json; charset=utf-16", "application/vnd.github+json"),
+        ("text/plain;\tChArSeT = utf-16;q=0.9, */*;q=0.1", "text/plain;q=0.9, */*;q=0.1"),
+        ('text/plain;x="a;charset=utf-16",application/json', 'text/plain;x="a,application/json'),
+        ("charset=utf-16", None),
+    ],
+)
+def test_a_request_to_a_bound_host_leaves_the_charset_to_the_host(
+    state: EgressState, accept: str, sent: str | None
+) -> None:
+    """A host that answers in the charset asked for would send an echo of the value in bytes
+    the scrubber does not look for; the media types asked for stay."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": accept, "Accept-Charset": "utf-16"}
+    flow = intercepted_flow(state, headers)
+    run_request(state, flow)
+    assert flow.metadata[DECISION_KEY].allowed
+    assert "accept-charset" not in flow.request.headers
+    assert flow.request.headers.get("accept") == sent
+
+
 def test_placeholder_in_body_is_refused(state: EgressState) -> None:
     flow = intercepted_flow(state, {}, body=f"token={TOKEN}".encode())
     run_request(state, flow)

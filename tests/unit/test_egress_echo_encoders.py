@@ -46,12 +46,14 @@ def tunnel(lab: LiveLab) -> ssl.SSLSocket:
     return context.wrap_socket(sock, server_hostname="secret.test")
 
 
-def reflect(lab: LiveLab, flavour: str) -> tuple[int, bytes, bytes]:
-    """What the agent gets when the bound host quotes the Authorization it received."""
+def reflect(lab: LiveLab, flavour: str, *fields: str) -> tuple[int, bytes, bytes]:
+    """What the agent gets when the bound host quotes the Authorization it received (the
+    request carrying `fields` too)."""
     lines = [
         f"GET /reflect/{flavour} HTTP/1.1",
         f"Host: secret.test:{lab.https}",
         f"Authorization: Bearer {PLACEHOLDER}",
+        *fields,
         "Connection: close",
     ]
     with tunnel(lab) as sock:
@@ -85,3 +87,26 @@ def test_a_value_quoted_in_a_url_as_web_stacks_write_it_reaches_the_agent_as_the
     )
     quoted = location.removeprefix("https://secret.test/callback/")
     assert urllib.parse.unquote(quoted) == f"Bearer {PLACEHOLDER}", location
+
+
+@pytest.mark.parametrize(
+    ("field", "charset"),
+    [
+        ("Accept-Charset", "utf-16"),
+        ("Accept-Charset", "ibm037"),
+        ("Accept", "text/plain;charset=UTF-32LE"),
+        ("Accept", "text/plain; CharSet = utf-16be"),
+    ],
+)
+def test_a_value_quoted_in_a_charset_the_agent_asked_for_reaches_it_as_the_placeholder(
+    lab: LiveLab, field: str, charset: str
+) -> None:
+    """Ktor and Pekko HTTP encode a text answer in the charset Accept-Charset asks for, Spring
+    MVC in a charset parameter of Accept: the value in UTF-16 or EBCDIC has none of the bytes
+    the scrubber looks for, and the agent decoded it. Toward a bound host the proxy takes the
+    choice of charset out of the request, and the host answers in its default."""
+    status, head, body = reflect(lab, "charset", f"{field}: {charset}")
+    assert status == 401, head
+    declared = head.lower().split(b"charset=")[1].split(b"\r\n")[0].decode()
+    text = body.decode(declared)
+    assert REAL not in text and PLACEHOLDER in text, (head, text)

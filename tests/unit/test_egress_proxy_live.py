@@ -240,6 +240,37 @@ def test_plain_http_host_differing_from_the_url_is_refused(lab: Lab) -> None:
     assert status == 403 and "name-mismatch" in str(body)
 
 
+def _claiming_http2(target: str, host: str, *headers: str) -> bytes:
+    """`get`'s request with a request line that claims HTTP/2.0 (HTTP/1 framing all the same):
+    mitmproxy then reads the URL's authority as the request's host header, not the Host field
+    it sends on."""
+    return get(target, host, *headers).replace(b" HTTP/1.1\r\n", b" HTTP/2.0\r\n", 1)
+
+
+def test_a_request_line_claiming_http2_is_judged_by_the_host_field_it_sends_in_a_tunnel(
+    lab: Lab,
+) -> None:
+    """The absolute URL named the bound host, the Host field another site on its front: the
+    Host went unjudged and the real value reached that site (the front routes by Host)."""
+    target = f"https://secret.test:{lab.https}/claims-h2"
+    with tunnel(lab, "secret.test") as sock:
+        status, body = exchange(sock, _claiming_http2(target, f"other.test:{lab.https}", AUTH))
+    assert status == 403 and "Host header" in str(body), body
+    assert lab.seen_upstream("/claims-h2") == []
+
+
+def test_a_request_line_claiming_http2_is_judged_by_the_host_field_it_sends_on_plain_http(
+    lab: Lab,
+) -> None:
+    with _connect(lab) as sock:
+        request = _claiming_http2(
+            f"http://other.test:{lab.http}/claims-h2-plain", "elsewhere.invalid"
+        )
+        status, body = exchange(sock, request)
+    assert status == 403 and "Host header" in str(body), body
+    assert lab.seen_upstream("/claims-h2-plain") == []
+
+
 def test_plain_http_request_carrying_the_placeholder_is_refused(lab: Lab) -> None:
     with _connect(lab) as sock:
         status, body = exchange(
