@@ -62,16 +62,28 @@ def image_content_digest(attrs: dict[str, Any]) -> str:
 
 def base_image_digest(client: Any, ref: str, progress: Progress | None = None) -> str:
     """The content digest of `ref`; bootstraps the default base or pulls others when absent."""
+    if ref == DEFAULT_BASE_TAG:
+        ensure_base_image(client, ref, progress=progress)
+    return image_digest(client, ref, progress, what="base image", fix=_NO_BASE_FIX)
+
+
+def image_digest(
+    client: Any,
+    ref: str,
+    progress: Progress | None = None,
+    *,
+    what: str = "image",
+    fix: str | None = None,
+) -> str:
+    """The content digest of `ref`, pulled first when Docker lacks it (as `docker build` would)."""
+    fix = fix or f"make Docker hold {ref}: `docker pull {ref}`, or `docker load` it offline"
     attrs = images.inspect_image(client, ref)
     if attrs is None:
-        if ref == DEFAULT_BASE_TAG:
-            ensure_base_image(client, ref, progress=progress)
-        else:
-            (progress or QuietProgress()).stage(f"pull base image {ref}")
-            images.pull_image(client, ref, fix=_NO_BASE_FIX)
+        (progress or QuietProgress()).stage(f"pull {what} {ref}")
+        images.pull_image(client, ref, fix=fix)
         attrs = images.inspect_image(client, ref)
         if attrs is None:
-            raise BottleError(f"base image {ref} is not in the Docker daemon", fix=_NO_BASE_FIX)
+            raise BottleError(f"{what} {ref} is not in the Docker daemon", fix=fix)
     return image_content_digest(attrs)
 
 

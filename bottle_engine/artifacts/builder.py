@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.artifacts import oci
-from bottle_engine.artifacts.base import base_image_digest
+from bottle_engine.artifacts.base import base_image_digest, image_digest
 from bottle_engine.artifacts.inputs import BuildInputs, prepare_inputs, write_context_tar
 from bottle_engine.artifacts.normalize import NormalizeRules
 from bottle_engine.artifacts.oci import (
@@ -81,7 +81,10 @@ def ensure_artifact(
 
 
 def resolve_inputs(client: Any, spec: BuildSpec, progress: Progress | None = None) -> BuildInputs:
-    return prepare_inputs(spec, base_image_digest(client, spec.base_image, progress))
+    def read_image(ref: str) -> str:
+        return image_digest(client, ref, progress, what="image the Dockerfile reads")
+
+    return prepare_inputs(spec, base_image_digest(client, spec.base_image, progress), read_image)
 
 
 def build(

@@ -24,12 +24,13 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
+from bottle_engine.artifacts.dockerfile import referenced_images
 from bottle_engine.artifacts.spec import (
     BASE_IMAGE_BUILD_ARG,
     EXTRA_CA_BUILD_ARG,
@@ -49,7 +50,7 @@ from bottle_engine.regular_files import (
 from bottle_engine.settings import EngineSettings
 
 # Bump when the normalization rules or the key's shape change: old store entries stop matching.
-INPUT_KEY_VERSION = "bot-bottle-artifact/6"
+INPUT_KEY_VERSION = "bot-bottle-artifact/7"
 # Files the engine reads whole into memory: far above any real Dockerfile or CA bundle, far
 # below what a link to /dev/zero or a sparse file would take.
 MAX_DOCKERFILE_BYTES = 4 * 1024 * 1024
@@ -60,6 +61,8 @@ OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 _PATHS_PER_GIT_CALL = 500
 
 EntryKind = Literal["dir", "file", "symlink"]
+# The content digest of an image a Dockerfile reads, by its reference (Docker answers it).
+ImageDigest = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class BuildInputs:
     build_args: tuple[tuple[str, str], ...]
     base_image_digest: str
     ca_bundle_sha256: str | None
+    # The other images the Dockerfile reads (FROM, COPY --from) and their content digests.
+    images: tuple[tuple[str, str], ...]
     source_date_epoch: int
 
     @property
@@ -109,6 +114,7 @@ class BuildInputs:
             "build_args": dict(self.build_args),
             "base_image": self.spec.base_image,
             "base_image_digest": self.base_image_digest,
+            "images": dict(self.images),
             "ca_bundle": f"sha256:{self.ca_bundle_sha256}" if self.ca_bundle_sha256 else None,
             "labels": dict(sorted(self.spec.labels.items())),
             "source_date_epoch": self.source_date_epoch,
@@ -128,13 +134,22 @@ class BuildInputs:
         return lines
 
 
-def compute_input_key(spec: BuildSpec, base_image_digest: str) -> str:
-    """The input key of `spec` (pure given the files' contents and the clamp time)."""
-    return prepare_inputs(spec, base_image_digest).input_key
+def compute_input_key(
+    spec: BuildSpec, base_image_digest: str, image_digest: ImageDigest | None = None
+) -> str:
+    """The input key of `spec` (pure given the files' contents, the images and the clamp time)."""
+    return prepare_inputs(spec, base_image_digest, image_digest).input_key
 
 
-def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
-    """Read and hash the Dockerfile, the filtered context and the CA bundle of `spec`."""
+def prepare_inputs(
+    spec: BuildSpec, base_image_digest: str, image_digest: ImageDigest | None = None
+) -> BuildInputs:
+    """Read and hash the Dockerfile, the filtered context and the CA bundle of `spec`.
+
+    `image_digest` gives the content digest of an image other than the base that the Dockerfile
+    reads (a stage FROM another image, a COPY --from one): a key that left them out would
+    answer a build from them with what older images built.
+    """
     context = spec.context.resolve()
     dockerfile = spec.dockerfile.resolve()
     if not context.is_dir():
@@ -161,6 +176,12 @@ def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
     build_args = dict(spec.build_args)
     build_args[BASE_IMAGE_BUILD_ARG] = spec.base_image
     build_args[EXTRA_CA_BUILD_ARG] = EXTRA_CA_NAME if ca_bytes is not None else ""
+    others = [
+        ref for ref in referenced_images(dockerfile_bytes, build_args) if ref != spec.base_image
+    ]
+    if others and image_digest is None:
+        raise ValueError(f"the Dockerfile reads {', '.join(others)}: pass `image_digest`")
+    images = tuple((ref, image_digest(ref)) for ref in others) if image_digest else ()
     return BuildInputs(
         spec=spec,
         dockerfile_path=dockerfile_path,
@@ -168,6 +189,7 @@ def prepare_inputs(spec: BuildSpec, base_image_digest: str) -> BuildInputs:
         entries=tuple(entries[path] for path in sorted(entries)),
         build_args=tuple(sorted(build_args.items())),
         base_image_digest=base_image_digest,
+        images=images,
         ca_bundle_sha256=hashlib.sha256(ca_bytes).hexdigest() if ca_bytes is not None else None,
         source_date_epoch=resolve_source_date_epoch(
             spec.source_date_epoch, context, [e.path for e in entries.values() if e.kind != "dir"]

@@ -277,3 +277,35 @@ def test_a_base_tag_moved_to_a_copy_with_an_onbuild_trigger_is_another_input(
     assert run_in(docker_client, clean.artifact.image_tag, "ls /planted 2>&1 || true") == (
         "ls: cannot access '/planted': No such file or directory\n"
     )
+
+
+def test_an_image_copied_from_that_moved_to_other_contents_is_another_input(
+    docker_client: Any, base_image: str, small_context: Path, remove_test_images: list[str]
+) -> None:
+    """A `COPY --from=IMAGE` reads that image as much as FROM reads the base. When its tag
+    moves to other contents (a newer `docker pull`, a rebuild), the next build must copy from
+    the new one, not be answered from the store with what the old one gave."""
+    tool = "bot-bottle-test/copied-from:1"
+    (small_context / "Dockerfile").write_text(
+        (small_context / "Dockerfile").read_text() + f"COPY --from={tool} /tool /tool\n"
+    )
+    spec = small_build_spec(small_context, base_image)
+    remove_test_images.append(layer_cache_ref(spec))
+
+    def tool_says(word: str) -> None:
+        build_image_from_texts(
+            docker_client, tool, {"Dockerfile": f"FROM {base_image}\nRUN echo {word} > /tool\n"}
+        )
+        remove_test_images.append(docker_client.images.get(tool).id)
+
+    tool_says("old")
+    first = build(docker_client, spec)
+    remove_test_images.append(first.artifact.image_tag)
+    assert run_in(docker_client, first.artifact.image_tag, "cat /tool") == "old\n"
+
+    tool_says("new")
+    remove_test_images.append(tool)
+    second = build(docker_client, spec)
+    remove_test_images.append(second.artifact.image_tag)
+    assert second.built and second.artifact.input_key != first.artifact.input_key
+    assert run_in(docker_client, second.artifact.image_tag, "cat /tool") == "new\n"

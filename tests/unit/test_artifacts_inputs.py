@@ -17,6 +17,7 @@ from bottle_engine.artifacts.base import (
     image_content_digest,
     resolve_base_image,
 )
+from bottle_engine.artifacts.dockerfile import referenced_images
 from bottle_engine.artifacts.inputs import (
     OUTSIDE_DOCKERFILE_NAME,
     resolve_ca_bundle,
@@ -288,3 +289,48 @@ def test_clamp_time_is_the_newest_commit_of_the_files_in_the_context(
     (repo / "app" / "greeting.txt").write_text("changed\n")
     commit(["app/greeting.txt"], 1_750_000_000)
     assert prepare_inputs(spec, BASE_DIGEST).source_date_epoch == 1_750_000_000
+
+
+MULTI_STAGE = """\
+# escape=`
+ARG BASE_IMAGE
+ARG NODE=18
+FROM --platform=linux/amd64 node:${NODE} AS Build
+RUN echo built `
+  > /built
+FROM ${BASE_IMAGE}
+ARG TOOLS=busybox:1
+COPY --from=build /built /built
+COPY --chown=1:1 --from="${TOOLS}" /bin/busybox /bin/
+COPY --from=0 /built /again
+COPY ["/app", "/opt/app"]
+FROM scratch AS empty
+FROM BUILD
+"""
+
+
+def test_the_images_a_dockerfile_reads_are_its_foreign_stages_and_copies() -> None:
+    """Earlier stages (by name in any case, or number) and `scratch` read no image; build
+    args override ARG defaults, in FROM and in COPY --from alike."""
+    found = referenced_images(MULTI_STAGE.encode(), {"BASE_IMAGE": "base:1", "NODE": "20"})
+    assert found == ("base:1", "busybox:1", "node:20")
+    with_tools = referenced_images(MULTI_STAGE.encode(), {"BASE_IMAGE": "b", "TOOLS": "tools:2"})
+    assert with_tools == ("b", "node:18", "tools:2")
+
+
+def test_each_image_the_dockerfile_reads_is_part_of_the_key(spec: BuildSpec) -> None:
+    (spec.context / "Dockerfile").write_text(MULTI_STAGE)
+    digests = {"node:18": "sha256:" + "1" * 64, "busybox:1": "sha256:" + "2" * 64}
+    asked: list[str] = []
+
+    def image_digest(ref: str) -> str:
+        asked.append(ref)
+        return digests[ref]
+
+    inputs = prepare_inputs(spec, BASE_DIGEST, image_digest)
+    assert sorted(asked) == ["busybox:1", "node:18"]  # the base's digest is the caller's
+    assert dict(inputs.images) == digests
+    digests["busybox:1"] = "sha256:" + "3" * 64
+    assert compute_input_key(spec, BASE_DIGEST, image_digest) != inputs.input_key
+    with pytest.raises(ValueError, match="busybox:1, node:18"):
+        prepare_inputs(spec, BASE_DIGEST)
