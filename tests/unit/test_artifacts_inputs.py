@@ -299,9 +299,8 @@ FROM --platform=linux/amd64 node:${NODE} AS Build
 RUN echo built `
   > /built
 FROM ${BASE_IMAGE}
-ARG TOOLS=busybox:1
 COPY --from=build /built /built
-COPY --chown=1:1 --from="${TOOLS}" /bin/busybox /bin/
+COPY --chown=1:1 --from="busybox:1" /bin/busybox /bin/
 COPY --from=0 /built /again
 COPY ["/app", "/opt/app"]
 FROM scratch AS empty
@@ -311,11 +310,17 @@ FROM BUILD
 
 def test_the_images_a_dockerfile_reads_are_its_foreign_stages_and_copies() -> None:
     """Earlier stages (by name in any case, or number) and `scratch` read no image; build
-    args override ARG defaults, in FROM and in COPY --from alike."""
+    args override the global ARGs a FROM reads; a COPY --from is read as written (Docker's
+    classic builder substitutes nothing there: `--from=${T}` is an invalid reference)."""
     found = referenced_images(MULTI_STAGE.encode(), {"BASE_IMAGE": "base:1", "NODE": "20"})
     assert found == ("base:1", "busybox:1", "node:20")
-    with_tools = referenced_images(MULTI_STAGE.encode(), {"BASE_IMAGE": "b", "TOOLS": "tools:2"})
-    assert with_tools == ("b", "node:18", "tools:2")
+    assert referenced_images(MULTI_STAGE.encode(), {"BASE_IMAGE": "b"}) == (
+        "b",
+        "busybox:1",
+        "node:18",
+    )
+    literal = "ARG T=x:1\nFROM b\nARG T=y:1\nCOPY --from=${T} /a /b\n"
+    assert referenced_images(literal.encode(), {"T": "z:1"}) == ("${T}", "b")
 
 
 def test_each_image_the_dockerfile_reads_is_part_of_the_key(spec: BuildSpec) -> None:
