@@ -31,7 +31,9 @@ _FROM_FLAG = re.compile(r"--from=(\S+)")  # the builder knows the flag in lower 
 
 def referenced_images(dockerfile: bytes, build_args: Mapping[str, str]) -> tuple[str, ...]:
     """The image references `dockerfile` reads with `build_args`, sorted, each once."""
-    parser = DockerfileParser(fileobj=io.BytesIO(dockerfile), build_args=dict(build_args))
+    # Docker reads bytes and skips a BOM; no image reference holds a byte that is not UTF-8.
+    text = dockerfile.decode("utf-8-sig", errors="replace")
+    parser = DockerfileParser(fileobj=io.StringIO(text), build_args=dict(build_args))
     parents = iter(parser.parent_images)  # each FROM's image, global ARGs substituted
     stages = {SCRATCH}  # names that read no image, lower case
     found: set[str] = set()

@@ -323,6 +323,12 @@ def test_the_images_a_dockerfile_reads_are_its_foreign_stages_and_copies() -> No
     assert referenced_images(literal.encode(), {"T": "z:1"}) == ("${T}", "b")
 
 
+def test_a_dockerfile_that_is_not_utf8_or_starts_with_a_bom_is_read() -> None:
+    """Docker reads the bytes (a RUN may echo any) and skips a BOM; so does the key."""
+    assert referenced_images(b"\xef\xbb\xbfFROM b\nRUN printf '\xff\xfe'\n", {}) == ("b",)
+    assert referenced_images(b"FROM\nCOPY --from= /a /b\nFROM b AS\n", {}) == ("b",)
+
+
 def test_each_image_the_dockerfile_reads_is_part_of_the_key(spec: BuildSpec) -> None:
     (spec.context / "Dockerfile").write_text(MULTI_STAGE)
     digests = {"node:18": "sha256:" + "1" * 64, "busybox:1": "sha256:" + "2" * 64}
