@@ -39,3 +39,22 @@ def test_asks_logged_without_end_take_bounded_memory_in_the_view() -> None:
     rows = {row["decision"]: row for row in activity.to_json(pending)["hosts"]}
     assert (rows["ask"]["count"], rows["ask"]["pending"]) == (20_000, ["0badcafe"])
     assert rows["deny"]["pending"] == []
+
+
+def test_rows_of_lines_as_long_as_the_reader_takes_hold_what_is_shown_of_them() -> None:
+    """The view keeps a row per host (300 at most) with its rule and reason; the taken-over
+    bundle writes each line as long as the reader takes (256 KiB, where the proxy writes 4 KiB
+    at most), with a host, rule and reason of its own: the view held all of every row's."""
+    activity = EgressActivity()
+    long = "x" * 80_000
+    tracemalloc.start()
+    try:
+        for number in range(300):
+            activity.add(
+                audit_entry(f"{number}.{long}", "deny", rule=f"{number}{long}", reason=long)
+            )
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(activity.rows) == 300
+    assert held < 4 * 1024 * 1024, f"the view holds {held} bytes for 300 rows"
