@@ -44,6 +44,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,6 +77,9 @@ MAX_REQUEST_FILE_BYTES = 64 * 1024
 # bundle wrote 20,000 and the person's listing read them all, every 2 s in the editor.
 MAX_OPEN_REQUEST_FILES = 256
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO never hangs open()
+# The lock is held for a moment per change; a holder past this is no store's: a taken-over
+# bundle kept it, and each answer (one of the language server's few worker threads) waited.
+LOCK_WAIT_SECONDS = 10.0
 
 
 def _now() -> datetime:
@@ -746,10 +750,28 @@ class ApprovalStore:
             fd = self._open_regular(self.directory / ".lock", flags, directory)
             try:
                 self._hand_to_directory_owner(fd, directory)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._take_lock(fd)
                 yield
             finally:
                 os.close(fd)  # releases the lock
+
+    def _take_lock(self, fd: int) -> None:
+        """The lock on `fd`, waited for `LOCK_WAIT_SECONDS` at most (`BottleError` then)."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BottleError(
+                        f"bottle {self.slug}: the lock of its approvals ({self.directory}/.lock) "
+                        f"was held for over {LOCK_WAIT_SECONDS:g} s, which its store never does: "
+                        "nothing was written",
+                        fix=f"its bundle may have been taken over by the agent's traffic: remove "
+                        f"the bottle (`bottle-engine stop --rm {self.slug}`)",
+                    ) from None
+                time.sleep(0.02)
 
     @contextmanager
     def _opened_dir(self, *, create: bool) -> Iterator[int]:

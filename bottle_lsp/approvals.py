@@ -1,16 +1,23 @@
 """The approvals poller: each pending request shown once, as a message with Approve / Deny
 (an egress ask also offers Approve once), or, too long for a notification, with where to read
-and answer it; the answer goes back through the engine."""
+and answer it; the answer goes back through the engine.
+
+A bottle's requests are shown no faster than its own store opens them (`ApprovalLimits`: a
+burst, then one every 30 s): a bundle the agent's traffic took over writes request files past
+those caps, and each got a notification, 60 at once, the server keeping a request open for each
+the person never clicked. Those beyond wait, listed by `bottle-engine approvals`."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from bottle_engine.approvals import ApprovalLimits, RateBucket, take_token
 from bottle_engine.display import fits_a_notification, safe_editor_text
 from bottle_engine.errors import BottleError
 from bottle_lsp import activity
@@ -27,6 +34,8 @@ APPROVE, APPROVE_ONCE, DENY = "Approve", "Approve once", "Deny"
 async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
     """Every `interval` seconds, ask about the requests not shown yet (runs until shutdown)."""
     last_error: str | None = None
+    paces: dict[str, RateBucket] = {}  # per bottle: the store's own rate, kept on this side
+    limits = ApprovalLimits()
     while True:
         try:
             pending = await ls.in_thread(ls.engine.pending_approvals)
@@ -38,9 +47,14 @@ async def poll_approvals(ls: BottleLanguageServer, interval: float) -> None:
             pending = []
         activity.note_pending(ls, pending)
         for request in pending:
-            if request.request_id not in ls.shown_approvals:
-                ls.shown_approvals.add(request.request_id)
-                ls.spawn(ask_approval(ls, request))
+            if request.request_id in ls.shown_approvals:
+                continue
+            slug = request.slug or ""
+            paces[slug], wait = take_token(paces.get(slug), time.time(), limits)
+            if wait > 0:
+                continue  # past what its store opens: shown as the pace allows
+            ls.shown_approvals.add(request.request_id)
+            ls.spawn(ask_approval(ls, request))
         await asyncio.sleep(interval)
 
 

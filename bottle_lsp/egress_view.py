@@ -3,7 +3,8 @@ host, port and decision. Pure: entries in, rows out; `activity` does the followi
 
 The agent chooses the host names (one per request if it likes), so the fold is bounded: past
 `MAX_ROWS` distinct rows, further entries are only counted (`hidden`), and every text sent to
-the editor goes through `safe_editor_text`.
+the editor goes through `safe_editor_text`. Which asks of a row wait for a person is read from
+the approvals store, never kept from the log: a taken-over bundle logs asks without end.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ class HostRow:
     last: str = ""  # ISO 8601 time of the newest entry
     rule: str = ""
     reason: str = ""
-    asked: list[str] = field(default_factory=list)  # ask requests not answered (ids)
 
     @property
     def allow_entry(self) -> str | None:
@@ -48,13 +48,17 @@ class HostRow:
         return allow_entry(self.host, self.port)
 
     def to_json(self, pending: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """For the editor: every text made safe; `pending` (the requests still waiting in the
-        approvals store, by id: the key of their question) narrows `asked` to the asks about
-        this row's host:port that still wait. An ask may be answered from the CLI, and the
-        bundle writes both the log and the store: an id logged under one host may name a
-        request about another, and the row's Approve would answer that."""
+        """For the editor: every text made safe; an ask row offers the requests `pending` (those
+        still waiting in the approvals store, by id: the key of their question) holds about its
+        host:port. Not the ids the log names: an ask may be answered from the CLI, an id logged
+        under one host may name a request about another (the bundle writes both the log and
+        the store), and a taken-over bundle logs new ids without end, which the view kept."""
         question = egress_question(self.host, self.port)
-        asked = [i for i in self.asked if pending is None or pending.get(i) == question]
+        asked = [
+            request_id
+            for request_id, asks in (pending or {}).items()
+            if self.decision == "ask" and asks == question
+        ]
         return {
             "decision": self.decision,
             "host": safe_editor_text(self.host, HOST_LIMIT),
@@ -117,12 +121,8 @@ class EgressActivity:
         row.last = max(row.last, entry.time)
         if entry.stage == "asked":
             row.count += 1
-            if entry.request_id and entry.request_id not in row.asked:
-                row.asked.append(entry.request_id)
             row.rule, row.reason = entry.rule, entry.reason
         else:  # answered: the request's own entry (allow or deny) follows
-            if entry.request_id in row.asked:
-                row.asked.remove(entry.request_id)
             by = f" (by {entry.answered_by})" if entry.answered_by else ""
             row.rule, row.reason = entry.rule, f"{entry.decision}{by}: {entry.reason}"
 

@@ -17,6 +17,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import stat
 import threading
 import time
@@ -47,9 +48,13 @@ MAX_LOG_BYTES = 16 * 1024 * 1024
 BACKUPS = 2
 
 
+_CUT_MARKER = re.compile(r"\.\.\.\[[1-9][0-9]* more characters cut\]")
+
+
 def cap(text: str, limit: int = FIELD_LIMIT) -> str:
-    """`text`, cut to `limit` characters with a marker naming how many were dropped."""
-    if len(text) <= limit:
+    """`text`, cut to `limit` characters with a marker naming how many were dropped; a text
+    cut so already is returned as it is."""
+    if len(text) <= limit or _CUT_MARKER.fullmatch(text, limit):
         return text
     return f"{text[:limit]}...[{len(text) - limit} more characters cut]"
 
@@ -88,22 +93,25 @@ class AuditEntry:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AuditEntry:
+        """The entry a line holds, its texts capped as the proxy writes them: the bundle writes
+        the file, and a taken-over one wrote lines of 256 KiB (all the reader takes), whose
+        texts the editor's view kept, a row's worth per host."""
         return cls(
-            time=str(raw["time"]),
-            method=str(raw["method"]),
-            host=str(raw["host"]),
+            time=cap(str(raw["time"])),
+            method=cap(str(raw["method"])),
+            host=cap(str(raw["host"])),
             port=int(raw["port"]),
             decision=raw["decision"] if raw["decision"] in ("allow", "ask") else "deny",
-            rule=str(raw.get("rule", "")),
-            reason=str(raw.get("reason", "")),
+            rule=cap(str(raw.get("rule", ""))),
+            reason=cap(str(raw.get("reason", ""))),
             kind=raw.get("kind", "http"),
             status=None if raw.get("status") is None else int(raw["status"]),
             bytes_sent=int(raw.get("bytes_sent", 0)),
             bytes_received=int(raw.get("bytes_received", 0)),
             duration_ms=_finite(float(raw.get("duration_ms", 0.0))),
             stage=raw.get("stage", ""),
-            request_id=str(raw.get("request_id", "")),
-            answered_by=str(raw.get("answered_by", "")),
+            request_id=cap(str(raw.get("request_id", ""))),
+            answered_by=cap(str(raw.get("answered_by", ""))),
         )
 
 

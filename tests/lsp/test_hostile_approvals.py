@@ -19,6 +19,7 @@ from lsprotocol import types
 from mcp import Client
 from pytest_lsp import LanguageClient
 
+from bottle_engine.approvals import ApprovalLimits, ApprovalStore
 from bottle_engine.display import safe_editor_text
 from tests.hostile_text import HOSTILE
 from tests.integration.test_supervise import SLUG, make_supervise
@@ -34,18 +35,26 @@ def looks_safe(message: str) -> bool:
     return not hidden and "](" not in message and "$(" not in message
 
 
-async def test_hostile_approval_texts_reach_the_editor_as_one_line_of_visible_escapes(
-    make_client: ClientFactory, tmp_path: Path
-) -> None:
-    supervise = make_supervise(tmp_path, timeout_seconds=300)
+async def asking_client(
+    make_client: ClientFactory,
+) -> tuple[LanguageClient, list[types.ShowMessageRequestParams]]:
+    """A client whose server polls the approvals every 0.05 s, and the questions it is asked,
+    each dismissed (the request stays pending)."""
     client = await make_client(approvals={"poll": True, "interval": 0.05})
     asked: list[types.ShowMessageRequestParams] = []
 
     def ask(params: types.ShowMessageRequestParams) -> None:
         asked.append(params)
-        return None  # dismissed: the request stays pending
 
     client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(ask)
+    return client, asked
+
+
+async def test_hostile_approval_texts_reach_the_editor_as_one_line_of_visible_escapes(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    supervise = make_supervise(tmp_path, timeout_seconds=300)
+    _, asked = await asking_client(make_client)
 
     with supervise.run():
         async with Client(supervise.url) as agent:
@@ -118,14 +127,7 @@ async def test_approve_is_offered_only_on_a_request_shown_whole(
     """A request VS Code would not show whole gets no Approve in a notification; the person is
     told where to read it whole and answer it."""
     supervise = make_supervise(tmp_path, timeout_seconds=300)
-    client = await make_client(approvals={"poll": True, "interval": 0.05})
-    asked: list[types.ShowMessageRequestParams] = []
-
-    def ask(params: types.ShowMessageRequestParams) -> None:
-        asked.append(params)
-        return None
-
-    client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)(ask)
+    client, asked = await asking_client(make_client)
     action = TOO_LONG_TO_SHOW[case]
 
     def told() -> bool:
@@ -144,3 +146,25 @@ async def test_approve_is_offered_only_on_a_request_shown_whole(
 
     offered = [q for q in asked if any(a.title == "Approve" for a in q.actions or [])]
     assert not offered and told(), [editor_length(q.message) for q in offered]
+
+
+async def test_a_bundle_writing_requests_past_its_rate_does_not_flood_the_editor(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A bundle the agent's traffic took over writes request files itself, past the caps the
+    store's own code keeps (ten at once, then one every 30 s), and a new one whenever one is
+    shown: the editor got a notification for each (and the server kept a request open per
+    notification the person never clicked). It gets them no faster than that bundle's own
+    store would have opened them."""
+    flood = ApprovalStore(
+        tmp_path / "state" / "bottles" / "taken-over",
+        "taken-over",
+        ApprovalLimits(max_pending=1000, burst=1000),
+    )
+    for number in range(60):
+        flood.open_request(f"action {number}", "flood", timeout_seconds=300)
+    _, asked = await asking_client(make_client)
+    burst = ApprovalLimits().burst
+    await eventually(lambda: len(asked) >= burst, "the first requests asked")
+    await asyncio.sleep(1.0)  # twenty polls more
+    assert len(asked) == burst, f"{len(asked)} notifications from one bottle at once"

@@ -11,6 +11,7 @@ text holds `$(...)` runs in the person's next shell).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -428,3 +429,32 @@ def test_the_persons_answer_that_rotates_the_log_leaves_it_the_bundles() -> None
     store().answer(first.id, True, None)  # the line that passes the cap: the log is rotated
 
     assert _in_the_bundle(lambda: store().open_request("c", "why", 60)) == ""
+
+
+def test_a_lock_the_bundle_never_lets_go_of_does_not_hang_the_persons_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bundle and the person's answer share a lock file, which the bundle takes for a moment
+    per request; a taken-over bundle takes it and keeps it. `deny` waited for it forever, and so
+    did each answer given in the editor, each in one of the language server's few worker
+    threads: a handful of them, and the editor listed no bottle's requests, nor any bottle."""
+    monkeypatch.setattr("bottle_engine.approvals.LOCK_WAIT_SECONDS", 0.5)
+    request_id = _pending_request()
+    lock = os.open(state.bottle_dir("hostile") / APPROVALS_DIR_NAME / ".lock", os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as the bundle holds it: another open file of the lock
+    outcome: list[int] = []
+    answer = threading.Thread(
+        target=lambda: outcome.append(main(["deny", request_id, "--bottle", "hostile"])),
+        daemon=True,
+    )
+    try:
+        answer.start()
+        answer.join(timeout=10)
+    finally:
+        os.close(lock)  # an answer still waiting goes on now
+        answer.join(timeout=10)
+    assert outcome == [1], "the answer waited for the bundle's lock"
+    err = capsys.readouterr().err
+    assert "lock" in err and "stop --rm hostile" in err
+    still = ApprovalStore(state.bottle_dir("hostile"), "hostile").get(request_id)
+    assert still is not None and still.pending

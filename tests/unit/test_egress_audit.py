@@ -120,6 +120,8 @@ def test_every_text_field_is_capped_with_a_marker(tmp_path: Path) -> None:
     parsed = json.loads(line)
     assert parsed["method"].startswith("M" * FIELD_LIMIT)
     assert parsed["method"].endswith(f"[{100_000 - FIELD_LIMIT} more characters cut]")
+    # Read back (the reader caps too: the bundle writes the file), a cut field is as written.
+    assert AuditEntry.from_dict(parsed).to_json() == line
 
 
 def test_the_log_rotates_at_its_size_cap_and_keeps_a_bounded_number_of_files(

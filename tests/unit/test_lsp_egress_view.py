@@ -58,11 +58,14 @@ def test_an_ask_is_pending_until_answered_and_the_picture_drops_asks_answered_el
         [asked, entry("new.test", "ask", kind="ask", stage="asked", request_id="r2")]
     )
     (row,) = activity.sorted_rows()
-    assert (row.decision, row.count, row.asked) == ("ask", 2, ["r1", "r2"])
-    # r2 was answered from the CLI: the approvals store no longer has it pending.
-    assert activity.to_json({"r1": egress_question("new.test", 443)})["hosts"][0]["pending"] == [
-        "r1"
+    assert (row.decision, row.count) == ("ask", 2)
+    question = egress_question("new.test", 443)
+    assert activity.to_json({"r1": question, "r2": question})["hosts"][0]["pending"] == [
+        "r1",
+        "r2",
     ]
+    # r2 was answered from the CLI: the approvals store no longer has it pending.
+    assert activity.to_json({"r1": question})["hosts"][0]["pending"] == ["r1"]
     activity.add(
         entry(
             "new.test",
@@ -74,7 +77,7 @@ def test_an_ask_is_pending_until_answered_and_the_picture_drops_asks_answered_el
             answered_by="editor (me)",
         )
     )
-    assert row.asked == ["r2"] and row.reason.startswith("deny (by editor (me))")
+    assert row.reason.startswith("deny (by editor (me))")
     assert activity.denied == 0  # the refused request's own entry counts it
 
 
