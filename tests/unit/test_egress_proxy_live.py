@@ -22,6 +22,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -238,6 +239,34 @@ def test_plain_http_host_differing_from_the_url_is_refused(lab: Lab) -> None:
             sock, get(f"http://other.test:{lab.http}/", f"secret.test:{lab.https}")
         )
     assert status == 403 and "name-mismatch" in str(body)
+
+
+def _upstream_connections(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:`port` (the proxy's, in this lab)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def test_plain_http_requests_on_one_kept_alive_connection_share_an_upstream_one(
+    lab: Lab,
+) -> None:
+    """The proxy connects to the checked address, not the name: mitmproxy then never found the
+    connection for the name's next request, opened another for each, kept them all idle, and
+    held the sixth request until the host closed one (mitmproxy opens at most five to one
+    address per client connection): a client's sixth request on its connection hung."""
+    host = f"other.test:{lab.http}"
+    before = _upstream_connections(lab.http)
+    with _connect(lab) as sock:
+        sock.settimeout(10)
+        statuses = [_raw(sock, get(f"http://{host}/kept-{n}", host))[0] for n in range(8)]
+        opened = _upstream_connections(lab.http) - before
+    assert statuses == [200] * 8
+    assert opened <= 1
 
 
 def _claiming_http2(target: str, host: str, *headers: str) -> bytes:
