@@ -466,6 +466,13 @@ class Allowlist:
         if carried == egress_relay.MORE:
             nextlayer.layer = None
             return
+        if carried == egress_relay.PROXY_HEADER:
+            refusal = Decision(
+                False,
+                NAME_MISMATCH,
+                "the tunnel begins with a PROXY protocol header, after which a front routes "
+                "the request that follows by whatever name it carries",
+            )
         if carried == egress_relay.TOO_LONG:
             refusal = Decision(
                 False,

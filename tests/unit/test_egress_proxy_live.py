@@ -585,6 +585,25 @@ def test_plain_http_in_a_relayed_tunnel_is_judged_whatever_splits_its_request_li
     assert answer.startswith((b"HTTP/1.1 403 ", b"HTTP/1.1 400 ")), answer[:300]
 
 
+def test_plain_http_behind_a_proxy_protocol_header_in_a_relayed_tunnel_goes_nowhere(
+    lab: Lab,
+) -> None:
+    """A PROXY protocol header is no request line: the relay took the tunnel for another
+    protocol and relayed it as bytes. A front that accepts the header where it comes skips it
+    and routes the request after it by its Host: another site than the tunnel's, unjudged."""
+    header = b"PROXY TCP4 192.0.2.1 192.0.2.2 40000 80\r\n"
+    with _relayed(lab, lab.http) as sock:
+        sock.settimeout(5)
+        sock.sendall(header + get("/behind-proxy-header", f"stranger.test:{lab.http}"))
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while sock.recv(65536):
+                pass
+    assert lab.seen_upstream("/behind-proxy-header") == []
+    assert any(
+        e.rule == "name-mismatch" and "PROXY protocol" in e.reason for e in read_audit(lab.audit)
+    )
+
+
 def test_plain_http_in_a_relayed_tunnel_naming_its_host_passes(lab: Lab) -> None:
     with _relayed(lab, lab.http) as sock:
         for path in ("/relayed-plain-1", "/relayed-plain-2"):  # kept alive: each one judged
