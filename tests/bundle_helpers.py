@@ -100,9 +100,13 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         """Empty lines before the request line are skipped, as RFC 9112 (2.2) asks of a server
-        and as nginx, h11 and mitmproxy do (http.server alone closes the connection)."""
+        and as nginx, h11 and mitmproxy do (http.server alone closes the connection). So is a
+        PROXY protocol (v1) header, as a front that accepts one where it comes does (Envoy's
+        ``allow_requests_without_proxy_protocol``), then routing what follows by its Host."""
         for _ in range(8):
-            if self.raw_requestline not in (b"\r\n", b"\n"):
+            if self.raw_requestline not in (b"\r\n", b"\n") and not (
+                self.raw_requestline.startswith(b"PROXY ")
+            ):
                 break
             self.raw_requestline = self.rfile.readline(65537)
         return super().parse_request()

@@ -261,6 +261,8 @@ class Allowlist:
     def __init__(self, state: EgressState, resolver: Resolver = resolve) -> None:
         self.state = state
         self.resolver = resolver
+        # by server id: the (name, port) a plain-HTTP connection being opened was checked for
+        self.named: dict[str, tuple[str, int]] = {}
 
     @fails_closed(_refuse_request)
     async def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -390,6 +392,24 @@ class Allowlist:
                 return
         server.sni = host
         server.address = (pinned, port)
+        self.named[server.id] = (host, port)
+
+    @fails_closed(_log_only)
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """A plain-HTTP connection, once open to its checked address, is named again by the
+        name it was checked for. mitmproxy looks for a connection to reuse by the name of the
+        next request: with the address left in place it found none, opened one per request,
+        kept them all idle, and held the sixth request to that address until the host closed
+        one (it opens at most five to one address per client connection). Reused, it carries
+        only requests for that name, each judged on its own first. (mitmproxy refuses to
+        change an open connection's address, which it reads nowhere else once connected.)"""
+        named = self.named.pop(data.server.id, None)
+        if named is not None:
+            vars(data.server)["address"] = named
+
+    @fails_closed(_log_only)
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.named.pop(data.server.id, None)
 
     @fails_closed(_refuse_layer)
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -446,6 +466,13 @@ class Allowlist:
         if carried == egress_relay.MORE:
             nextlayer.layer = None
             return
+        if carried == egress_relay.PROXY_HEADER:
+            refusal = Decision(
+                False,
+                NAME_MISMATCH,
+                "the tunnel begins with a PROXY protocol header, after which a front routes "
+                "the request that follows by whatever name it carries",
+            )
         if carried == egress_relay.TOO_LONG:
             refusal = Decision(
                 False,

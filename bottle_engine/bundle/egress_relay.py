@@ -20,6 +20,9 @@ first bytes inside TLS it opened (a secret's host's, or every host's with `inter
   version whose target is a path or an absolute URL (HTTP/0.9, which some servers still route)
   and one split by any byte a server may take for whitespace (Python's http.server splits on
   a vertical tab, 0x1c or a no-break space: such a line was relayed, the Host after it read);
+* a PROXY protocol header (`PROXY_HEADER`, v1 or v2): refused. It is no request line, but a
+  front that accepts one where it comes skips it and routes the request after it by its Host;
+  an agent has no other use for one;
 * anything else (`RAW`, SSH, a database protocol, a server that speaks first) is relayed.
 
 Until the bytes say which (`MORE`), nothing is relayed, for at most `MAX_CLIENT_HELLO` bytes of
@@ -32,8 +35,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Carried = Literal["tls", "http", "raw", "more", "too-long"]
+Carried = Literal["tls", "http", "proxy-header", "raw", "more", "too-long"]
 TLS: Carried = "tls"
+PROXY_HEADER: Carried = "proxy-header"
 HTTP: Carried = "http"
 RAW: Carried = "raw"
 MORE: Carried = "more"
@@ -59,6 +63,10 @@ _REQUEST_LINE = re.compile(
     rb"%s%s(?:\S+%sHTTP/|%s\S*%s*\r?\n)" % (TOKEN, _GAP, _GAP, _PATH_OR_URL, _SPACE),
     re.IGNORECASE,
 )
+# A PROXY protocol header (haproxy.org's proxy-protocol.txt): v1 is a text line, v2 begins with
+# this binary signature (empty lines first, which the request line's reading skips).
+_PROXY_V1 = b"PROXY "
+_PROXY_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
 # The start of one, cut before the bytes that would tell.
 _PARTIAL_LINE = re.compile(
     rb"(?:%s(?:%s(?:\S+(?:%s(?:H(?:T(?:T(?:P)?)?)?)?)?)?)?)?%s*\r?\Z" % (TOKEN, _GAP, _GAP, _SPACE),
@@ -75,8 +83,14 @@ def first_bytes(client: bytes, *, server_spoke: bool) -> Carried:
         if len(client) < 3:
             return MORE if client[1:2] in (b"", b"\x03") else RAW
         return TLS if client[1] == 0x03 and client[2] <= 0x03 else RAW
+    if client.startswith(_PROXY_V2):
+        return PROXY_HEADER
     start = _LEAD.match(client)
     line = client[start.end() if start else 0 :]
+    if line.startswith(_PROXY_V1):
+        return PROXY_HEADER
+    if _PROXY_V2.startswith(client):
+        return MORE
     if _REQUEST_LINE.match(line):
         return HTTP
     if b"\n" in line or server_spoke or _PARTIAL_LINE.match(line) is None:

@@ -22,6 +22,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -238,6 +239,34 @@ def test_plain_http_host_differing_from_the_url_is_refused(lab: Lab) -> None:
             sock, get(f"http://other.test:{lab.http}/", f"secret.test:{lab.https}")
         )
     assert status == 403 and "name-mismatch" in str(body)
+
+
+def _upstream_connections(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:`port` (the proxy's, in this lab)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def test_plain_http_requests_on_one_kept_alive_connection_share_an_upstream_one(
+    lab: Lab,
+) -> None:
+    """The proxy connects to the checked address, not the name: mitmproxy then never found the
+    connection for the name's next request, opened another for each, kept them all idle, and
+    held the sixth request until the host closed one (mitmproxy opens at most five to one
+    address per client connection): a client's sixth request on its connection hung."""
+    host = f"other.test:{lab.http}"
+    before = _upstream_connections(lab.http)
+    with _connect(lab) as sock:
+        sock.settimeout(10)
+        statuses = [_raw(sock, get(f"http://{host}/kept-{n}", host))[0] for n in range(8)]
+        opened = _upstream_connections(lab.http) - before
+    assert statuses == [200] * 8
+    assert opened <= 1
 
 
 def _claiming_http2(target: str, host: str, *headers: str) -> bytes:
@@ -554,6 +583,25 @@ def test_plain_http_in_a_relayed_tunnel_is_judged_whatever_splits_its_request_li
                 answer += chunk
     assert lab.seen_upstream(path) == []
     assert answer.startswith((b"HTTP/1.1 403 ", b"HTTP/1.1 400 ")), answer[:300]
+
+
+def test_plain_http_behind_a_proxy_protocol_header_in_a_relayed_tunnel_goes_nowhere(
+    lab: Lab,
+) -> None:
+    """A PROXY protocol header is no request line: the relay took the tunnel for another
+    protocol and relayed it as bytes. A front that accepts the header where it comes skips it
+    and routes the request after it by its Host: another site than the tunnel's, unjudged."""
+    header = b"PROXY TCP4 192.0.2.1 192.0.2.2 40000 80\r\n"
+    with _relayed(lab, lab.http) as sock:
+        sock.settimeout(5)
+        sock.sendall(header + get("/behind-proxy-header", f"stranger.test:{lab.http}"))
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while sock.recv(65536):
+                pass
+    assert lab.seen_upstream("/behind-proxy-header") == []
+    assert any(
+        e.rule == "name-mismatch" and "PROXY protocol" in e.reason for e in read_audit(lab.audit)
+    )
 
 
 def test_plain_http_in_a_relayed_tunnel_naming_its_host_passes(lab: Lab) -> None:

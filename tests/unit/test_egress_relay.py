@@ -9,6 +9,7 @@ from bottle_engine.bundle.egress_relay import (
     HTTP,
     MAX_REQUEST_LINE,
     MORE,
+    PROXY_HEADER,
     RAW,
     TLS,
     TOO_LONG,
@@ -49,6 +50,13 @@ from bottle_engine.bundle.egress_relay import (
         (b"GET /path HTT", MORE),
         (b"GET /path\r", MORE),
         (b"PING", MORE),
+        # A PROXY protocol header: a front that accepts one reads the request after it.
+        (b"PROXY TCP4 192.0.2.1 192.0.2.2 40000 80\r\nGET / HTTP/1.1\r\n", PROXY_HEADER),
+        (b"PROXY UNKNOWN\r\n", PROXY_HEADER),
+        (b"\r\nPROXY ", PROXY_HEADER),
+        (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c", PROXY_HEADER),  # v2's signature
+        (b"\r\n\r\n\x00\r\nQU", MORE),
+        (b"PROXY", MORE),
         # Other protocols.
         (b"SSH-2.0-OpenSSH_9.2\r\n", RAW),
         (b"PING\r\n", RAW),
