@@ -51,6 +51,21 @@ LZ4_KEY = bytes.fromhex(
     "73735f6b65795f6964203d20272d00052a0050504c45270a00000000"
 )
 
+# ZSTD_KEY with an empty raw block before its first: `zstd -d` reads past any number of empty
+# blocks (raw, RLE or compressed) as it reads past none.
+ZSTD_KEY_AFTER_EMPTY_BLOCK = ZSTD_KEY[:6] + b"\x00\x00\x00" + ZSTD_KEY[6:]
+
+
+def zstd_legacy_key() -> bytes:
+    """KEY_LINE in a zstd v0.7 frame (magic 0xFD2FB527), a raw block of one byte per character:
+    the key never stands whole in the bytes as stored, and `zstd -d` (1.5, built with the
+    legacy decoders v0.5 to v0.7, as Debian ships it) writes it back."""
+    frame = b"\x27\xb5\x2f\xfd\x00\x00"  # no checksum, window 1 KiB
+    for byte in f"{KEY_LINE}\n".encode():
+        frame += b"\x40\x00\x01" + bytes([byte])  # block type 1 (raw), size 1
+    return frame + b"\xc0\x00\x00"  # the end block
+
+
 # The same block in lz4's legacy frame (`lz4 -l`, as the Linux kernel's build writes it): its
 # own magic number, then each block's size.
 LZ4_LEGACY_KEY = b"\x02\x21\x4c\x18" + LZ4_KEY[7:-4]
@@ -152,6 +167,16 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "zstd-file",
             commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
             "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "zstd-file-whose-first-block-is-empty",
+            commit_and_push("zstd0", "printf " + printf_bytes(ZSTD_KEY_AFTER_EMPTY_BLOCK), "d.zst"),
+            "d.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "zstd-legacy-file",
+            commit_and_push("zstd07", "printf " + printf_bytes(zstd_legacy_key()), "old.zst"),
+            "old.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
         ),
         Attack(
             "lz4-file-joining-two-pieces",

@@ -13,9 +13,10 @@ What is looked at, for each blob:
   entry header, not by the central directory, which may leave entries out that tools reading
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
-  or one the bundle has no decompressor for (zstd, lz4 and its legacy frame, 7z, rar, lzip,
-  compress), is refused, not skipped; for that, the header after its magic number must be
-  valid too (programs and compressed data hold these few bytes by chance).
+  or one the bundle has no decompressor for (zstd and its legacy frames, lz4 and its legacy
+  frame, 7z, rar, lzip, compress), is refused, not skipped; for that, the header after its
+  magic number must be valid too (programs and compressed data hold these few bytes by
+  chance), as its decoder reads it.
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -182,13 +183,17 @@ MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper 
 # literals as they are, yet builds a key from two pieces stored apart).
 _MARKED = re.compile(
     rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00"
-    rb"|\x28\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
+    rb"|[\x25-\x28]\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
 )
 _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
     b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
     b"BZ": ("bzip2", bz2.BZ2Decompressor),
     b"\xfd7": ("xz", lzma.LZMADecompressor),
     b"\x28\xb5": ("zstd", None),
+    # zstd's legacy frames (v0.5 to v0.7), which `zstd -d` still reads.
+    b"\x25\xb5": ("zstd", None),
+    b"\x26\xb5": ("zstd", None),
+    b"\x27\xb5": ("zstd", None),
     b"\x04\x22": ("lz4", None),
     b"\x02\x21": ("lz4 legacy", None),
     b"7z": ("7z", None),
@@ -197,21 +202,60 @@ _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
 }
 
 
+ZSTD_BLOCK_MAX = 128 * 1024  # a zstd block's bound, compressed or regenerated (every version)
+# Blocks that regenerate nothing, which a zstd decoder reads past, as many as there are: raw or
+# compressed of size 0 (the header alone) and RLE of size 0 (the header and its byte).
+_ZSTD_EMPTY_BLOCKS = re.compile(rb"(?:\x00\x00\x00|\x04\x00\x00|\x02\x00\x00[\s\S])*")
+
+
 def _zstd_header(data: bytes, at: int) -> bool:
     """A zstd frame header descriptor (RFC 8878 3.1.1.1.1) with its reserved bit clear, then,
-    past the header, a first block of a type that exists, within the block size bound, not
-    empty unless it is the last."""
+    past the header and any empty blocks, a block of a type that exists, within the block size
+    bound, not empty unless it is the last.
+
+    Empty blocks are passed over, not judged: no encoder writes one (a constant followed by
+    zeros looks like one), but the decoder reads past them, and an agent that put one first
+    had its frame taken for a magic number by chance, and pushed."""
+    if data[at - 4] != 0x28:
+        return _zstd_legacy_header(data, at)
     if at >= len(data) or data[at] & 0x08:
         return False
     descriptor = data[at]
     single = descriptor >> 5 & 1
     size_field = (0, 2, 4, 8)[descriptor >> 6] or single  # FCS_Field_Size: 1 if single, else 0
     block_at = at + 1 + (not single) + (0, 1, 2, 4)[descriptor & 3] + size_field
+    if empty := _ZSTD_EMPTY_BLOCKS.match(data, block_at):  # always: it matches nothing too
+        block_at = empty.end()
     if len(data) < block_at + 3:
         return False
     block = int.from_bytes(data[block_at : block_at + 3], "little")
-    # An empty block that is not the last no encoder writes (a constant followed by zeros).
-    return block >> 1 & 3 != 3 and block >> 3 <= 128 * 1024 and (block >> 3 > 0 or bool(block & 1))
+    size = block >> 3
+    return block >> 1 & 3 != 3 and size <= ZSTD_BLOCK_MAX and (size > 0 or bool(block & 1))
+
+
+def _zstd_legacy_header(data: bytes, at: int) -> bool:
+    """A legacy zstd frame (v0.5 to v0.7, as zstd's legacy decoders read it): the frame
+    header's reserved bits clear, then a first block (its type in the top two bits of the first
+    byte, its size in the low 19 bits of the three) that is no end: raw or compressed of 1 byte
+    to the block bound (these decoders end a frame at an empty one), or RLE."""
+    if at >= len(data):
+        return False
+    version, descriptor = data[at - 4], data[at]
+    if version == 0x25:
+        valid, header = descriptor >> 4 == 0, 1
+    elif version == 0x26:
+        valid, header = not descriptor & 0x20, 1 + (0, 1, 2, 8)[descriptor >> 6]
+    else:
+        direct = descriptor >> 5 & 1
+        content_size = (0, 2, 4, 8)[descriptor >> 6] or direct
+        valid = not descriptor & 0x08
+        header = 1 + (not direct) + (0, 1, 2, 4)[descriptor & 3] + content_size
+    block_at = at + header
+    if not valid or len(data) < block_at + 3:
+        return False
+    kind = data[block_at] >> 6
+    size = int.from_bytes(data[block_at : block_at + 3], "big") & 0x7FFFF
+    return kind != 3 and size <= ZSTD_BLOCK_MAX and (size > 0 or kind == 2)
 
 
 def _lz4_header(data: bytes, at: int) -> bool:
