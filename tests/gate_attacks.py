@@ -14,6 +14,7 @@ import base64
 import gzip
 import hashlib
 import io
+import lzma
 import struct
 import zipfile
 import zlib
@@ -54,6 +55,16 @@ LZ4_KEY = bytes.fromhex(
 # ZSTD_KEY with an empty raw block before its first: `zstd -d` reads past any number of empty
 # blocks (raw, RLE or compressed) as it reads past none.
 ZSTD_KEY_AFTER_EMPTY_BLOCK = ZSTD_KEY[:6] + b"\x00\x00\x00" + ZSTD_KEY[6:]
+
+
+# KEY_LINE in lzma's own format with a 4 KiB dictionary (``xz --format=lzma
+# --lzma1=dict=4KiB``): its header starts 5d 00 10, not the 5d 00 00 of `lzma`'s default, and
+# ``xz -d`` reads it.
+LZMA_SMALL_DICTIONARY_KEY = lzma.compress(
+    f"{KEY_LINE}\n".encode(),
+    lzma.FORMAT_ALONE,
+    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 4096}],
+)
 
 
 def zstd_legacy_key() -> bytes:
@@ -167,6 +178,13 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "zstd-file",
             commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
             "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        Attack(
+            "lzma-file-with-a-small-dictionary",
+            commit_and_push(
+                "lzma4k", "printf " + printf_bytes(LZMA_SMALL_DICTIONARY_KEY), "k.lzma"
+            ),
+            "k.lzma:1: AWS Access Key (in its lzma-inflated content)",
         ),
         Attack(
             "zstd-file-whose-first-block-is-empty",

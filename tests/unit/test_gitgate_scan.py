@@ -30,6 +30,7 @@ from tests.bundle_helpers import secret_in_file
 from tests.gate_attacks import (
     LZ4_KEY,
     LZ4_LEGACY_KEY,
+    LZMA_SMALL_DICTIONARY_KEY,
     ZSTD_KEY,
     ZSTD_KEY_AFTER_EMPTY_BLOCK,
     zstd_legacy_key,
@@ -135,6 +136,20 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
         (
             "lzma, as `lzma` writes it",
             lzma.compress(KEY_LINE.encode(), lzma.FORMAT_ALONE),
+            (1, "AWS Access Key", "lzma-inflated content"),
+        ),
+        (
+            "lzma with a small dictionary",
+            LZMA_SMALL_DICTIONARY_KEY,
+            (1, "AWS Access Key", "lzma-inflated content"),
+        ),
+        (
+            "lzma with other properties",
+            lzma.compress(
+                KEY_LINE.encode(),
+                lzma.FORMAT_ALONE,
+                filters=[{"id": lzma.FILTER_LZMA1, "lc": 0, "lp": 0, "pb": 0}],
+            ),
             (1, "AWS Access Key", "lzma-inflated content"),
         ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),

@@ -337,10 +337,29 @@ _HEADER_VALID: dict[str, Callable[[bytes, int], bool]] = {
 }
 
 
+LZMA_MAX_PROPERTIES = 9 * 5 * 5  # lc < 9, lp < 5, pb < 5, stored as (pb * 5 + lp) * 9 + lc
+LZMA_MAX_KNOWN_SIZE = 1 << 38  # what liblzma takes as a stated uncompressed size
+
+
+def _lzma_alone_header(data: bytes, at: int) -> bool:
+    """The 13-byte header of lzma's own format (``xz --format=lzma``, ``lzma``) as liblzma
+    reads it, then the range coder's first byte, always 0: properties that exist, any
+    dictionary size, an uncompressed size unknown (all ones) or under 2^38.
+
+    Not only the header `lzma` writes by default (0x5d, then a dictionary of 64 KiB or more):
+    other properties or a smaller dictionary (``--lzma1=lc=0`` or ``dict=4KiB``) made a stream
+    that ``xz -d`` reads, and the scan took for no stream at all."""
+    head = data[at : at + 14]
+    if len(head) < 14 or head[0] >= LZMA_MAX_PROPERTIES or head[13] != 0:
+        return False
+    size = int.from_bytes(head[5:13], "little")
+    return size == (1 << 64) - 1 or size < LZMA_MAX_KNOWN_SIZE
+
+
 def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None] | None:
     """The format of a stream starting at `offset`: one a magic number marks, or one with too
     short a header to be looked for anywhere but at the start of a blob or after another
-    stream: zlib (two bytes a checksum ties), lzma's own format, as `lzma` writes it, and
+    stream: zlib (two bytes a checksum ties), lzma's own format (`_lzma_alone_header`), and
     `compress` (.Z), which the gate cannot inflate."""
     if marked := _MARKED.match(data, offset):
         name, make = _MARKED_FORMATS[marked.group()[:2]]
@@ -350,7 +369,7 @@ def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None]
     head = data[offset : offset + 3]
     if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0:
         return "zlib", zlib.decompressobj
-    if head == b"\x5d\x00\x00":
+    if _lzma_alone_header(data, offset):
         return "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
     if head[:2] == b"\x1f\x9d":
         return "compress (.Z)", None
