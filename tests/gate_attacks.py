@@ -67,6 +67,18 @@ LZMA_SMALL_DICTIONARY_KEY = lzma.compress(
 )
 
 
+def zip_whose_local_header_lies(method: int, local_method: int, version: int = 20) -> bytes:
+    """A zip of KEY_LINE compressed with `method`, whose local header says `local_method` and
+    needs `version`: Python's zipfile (``python3 -m zipfile -e``) takes the method from the
+    central directory, and only where the bytes start from the local header."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", method) as writer:
+        writer.writestr("k.txt", f"{KEY_LINE}\n")
+    data = bytearray(archive.getvalue())
+    struct.pack_into("<HHH", data, 4, version, 0, local_method)  # version, flags, method
+    return bytes(data)
+
+
 def zstd_legacy_key() -> bytes:
     """KEY_LINE in a zstd v0.7 frame (magic 0xFD2FB527), a raw block of one byte per character:
     the key never stands whole in the bytes as stored, and `zstd -d` (1.5, built with the
@@ -185,6 +197,16 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
                 "lzma4k", "printf " + printf_bytes(LZMA_SMALL_DICTIONARY_KEY), "k.lzma"
             ),
             "k.lzma:1: AWS Access Key (in its lzma-inflated content)",
+        ),
+        Attack(
+            "zip-whose-local-header-says-stored-an-lzma-entry",
+            commit_and_push(
+                "ziplzma",
+                "printf "
+                + printf_bytes(zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_STORED)),
+                "k.zip",
+            ),
+            "k.zip: refused unscanned: a zip entry is encrypted or compressed in a way the gate",
         ),
         Attack(
             "zstd-file-whose-first-block-is-empty",

@@ -33,6 +33,7 @@ from tests.gate_attacks import (
     LZMA_SMALL_DICTIONARY_KEY,
     ZSTD_KEY,
     ZSTD_KEY_AFTER_EMPTY_BLOCK,
+    zip_whose_local_header_lies,
     zstd_legacy_key,
 )
 
@@ -151,6 +152,11 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
                 filters=[{"id": lzma.FILTER_LZMA1, "lc": 0, "lp": 0, "pb": 0}],
             ),
             (1, "AWS Access Key", "lzma-inflated content"),
+        ),
+        (
+            "a deflated zip entry whose local header says stored",
+            zip_whose_local_header_lies(zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED),
+            (2, "AWS Access Key", "zip-inflated content"),
         ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
         (
@@ -320,6 +326,14 @@ UNREADABLE = {
     "zstd v0.5": (
         b"\x25" + zstd_legacy_key()[1:5] + zstd_legacy_key()[6:],
         "a zstd stream, which the gate cannot inflate",
+    ),
+    "an lzma zip entry whose local header says stored": (
+        zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_STORED),
+        "a zip entry is encrypted or compressed in a way the gate cannot read",
+    ),
+    "an lzma zip entry whose local header needs version 6.4": (
+        zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_LZMA, version=64),
+        "a zip entry is encrypted or compressed in a way the gate cannot read",
     ),
     "lz4": (LZ4_KEY, "a lz4 stream, which the gate cannot inflate"),
     "lz4 legacy": (LZ4_LEGACY_KEY, "a lz4 legacy stream, which the gate cannot inflate"),

@@ -173,6 +173,8 @@ def encoded_forms(secret: KnownSecret) -> list[_Needle]:
 
 ZIP_ENTRY = b"PK\x03\x04"  # a zip archive's local entry header
 _ZIP_HEADER = struct.Struct("<4sHHHHHIIIHH")
+ZIP_CENTRAL = b"PK\x01\x02"  # an entry's header in a zip archive's central directory
+_ZIP_CENTRAL_HEADER = struct.Struct("<4sHHHHHHIIIHHHHHII")
 ZIP_STORED, ZIP_DEFLATED = 0, 8
 PIECE = 4096  # compressed bytes fed to a decompressor at a time (a failed try copies one)
 MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper is refused
@@ -448,28 +450,56 @@ def _zip_entry_plausible(fields: tuple[Any, ...], name: bytes) -> bool:
     )
 
 
+ZIP_READABLE = (ZIP_STORED, ZIP_DEFLATED)
+ZIP_UNREADABLE = "a zip entry is encrypted or compressed in a way the gate cannot read"
+
+
+def _zip_deflated_names(data: bytes) -> set[bytes]:
+    """The names of the entries the central directory says are deflated; `_Unscannable` for one
+    it says is encrypted or compressed another way. A tool that reads the central directory
+    (Python's zipfile) takes an entry's method, encryption and version from there and the
+    local header only for where the bytes start: a local header saying "stored", or naming a
+    version no tool takes (and so taken for a magic number by chance), hid a deflated or an
+    LZMA entry holding a key."""
+    names: set[bytes] = set()
+    start = data.find(ZIP_CENTRAL)
+    while start >= 0 and start + _ZIP_CENTRAL_HEADER.size <= len(data):
+        fields = _ZIP_CENTRAL_HEADER.unpack_from(data, start)
+        flags, method, name_length = fields[3], fields[4], fields[10]
+        name_at = start + _ZIP_CENTRAL_HEADER.size
+        name = data[name_at : name_at + name_length]
+        if _zip_entry_plausible((fields[0], *fields[2:11]), name):  # as a local header's
+            if flags & 1 or method not in ZIP_READABLE:
+                raise _Unscannable(ZIP_UNREADABLE)
+            if method == ZIP_DEFLATED:
+                names.add(name)
+        start = data.find(ZIP_CENTRAL, start + 1)
+    return names
+
+
 def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
     """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
-    are its content; a deflated one is inflated as far as it goes; an encrypted entry, or one
-    compressed another way, raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
+    are its content; a deflated one (as its local header or the central directory says) is
+    inflated as far as it goes; an encrypted entry, or one compressed another way (as either
+    says), raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
     content = bytearray()
+    deflated = _zip_deflated_names(data) if ZIP_CENTRAL in data else set()
     start = data.find(ZIP_ENTRY)
     while start >= 0 and start + _ZIP_HEADER.size <= len(data):
         fields = _ZIP_HEADER.unpack_from(data, start)
         flags, method, size, name_length, extra_length = (*fields[2:4], *fields[7:8], *fields[9:])
         name_at = start + _ZIP_HEADER.size
+        name = data[name_at : name_at + name_length]
         body = name_at + name_length + extra_length
-        unreadable = flags & 1 or method not in (ZIP_STORED, ZIP_DEFLATED)
-        if unreadable and not _zip_entry_plausible(fields, data[name_at : name_at + name_length]):
+        unreadable = flags & 1 or method not in ZIP_READABLE
+        if unreadable and _zip_entry_plausible(fields, name):
+            raise _Unscannable(ZIP_UNREADABLE)
+        if unreadable and name not in deflated:
             start = data.find(ZIP_ENTRY, start + 1)  # its magic by chance, in compressed bytes
             continue
-        if unreadable:
-            raise _Unscannable(
-                "a zip entry is encrypted or compressed in a way the gate cannot read"
-            )
-        content += data[name_at : name_at + name_length] + b"\n"
+        content += name + b"\n"
         room = limit + 1 - len(content)  # never 0 below: zlib reads 0 as "no bound"
-        if room > 0 and method == ZIP_STORED:
+        if room > 0 and method == ZIP_STORED and name not in deflated:
             content += data[body : body + min(size, room)]
         elif room > 0:
             content += _inflate_stream(_raw_deflate, memoryview(data)[body:], room, reading)[0]
