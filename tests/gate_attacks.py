@@ -79,6 +79,18 @@ def zip_whose_local_header_lies(method: int, local_method: int, version: int = 2
     return bytes(data)
 
 
+def gzip_in_a_gzip_header() -> bytes:
+    """A gzip stream of harmless text whose header's extra field (RFC 1952 FEXTRA) holds a gzip
+    stream of KEY_LINE: zcat passes over the field and shows the text; ``tail -c +13 | zcat``
+    shows the key."""
+    inner = gzip.compress(f"{KEY_LINE}\n".encode(), mtime=0)
+    text = b"nothing to see here\n"
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    header = b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\xff" + struct.pack("<H", len(inner))
+    body = deflate.compress(text) + deflate.flush()
+    return header + inner + body + struct.pack("<II", zlib.crc32(text), len(text))
+
+
 def zstd_legacy_key() -> bytes:
     """KEY_LINE in a zstd v0.7 frame (magic 0xFD2FB527), a raw block of one byte per character:
     the key never stands whole in the bytes as stored, and `zstd -d` (1.5, built with the
@@ -207,6 +219,11 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
                 "k.zip",
             ),
             "k.zip: refused unscanned: a zip entry is encrypted or compressed in a way the gate",
+        ),
+        Attack(
+            "gzip-stream-in-a-gzip-header",
+            commit_and_push("gzhdr", "printf " + printf_bytes(gzip_in_a_gzip_header()), "t.gz"),
+            "t.gz:1: AWS Access Key (in its gzip-inflated content)",
         ),
         Attack(
             "zstd-file-whose-first-block-is-empty",

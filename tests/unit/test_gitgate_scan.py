@@ -33,6 +33,7 @@ from tests.gate_attacks import (
     LZMA_SMALL_DICTIONARY_KEY,
     ZSTD_KEY,
     ZSTD_KEY_AFTER_EMPTY_BLOCK,
+    gzip_in_a_gzip_header,
     zip_whose_local_header_lies,
     zstd_legacy_key,
 )
@@ -157,6 +158,16 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
             "a deflated zip entry whose local header says stored",
             zip_whose_local_header_lies(zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED),
             (2, "AWS Access Key", "zip-inflated content"),
+        ),
+        (
+            "a gzip stream in another's header",
+            gzip_in_a_gzip_header(),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            "a gzip stream in the header of a second member",
+            gzip.compress(b"hi\n") + gzip_in_a_gzip_header(),
+            (1, "AWS Access Key", "gzip-inflated content"),
         ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
         (

@@ -510,6 +510,24 @@ def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
     return bytes(content)
 
 
+GZIP_FEXTRA, GZIP_FNAME, GZIP_FCOMMENT, GZIP_FHCRC = 4, 8, 16, 2
+
+
+def _compressed_start(data: bytes, at: int) -> int:
+    """Where the compressed bytes of the stream at `at` start: for gzip, past its header's
+    optional fields (RFC 1952 2.3.1), which a decoder passes over and never shows, and which
+    may hold anything, another gzip stream included (``tail -c +13 | zcat`` reads it)."""
+    if not data.startswith(b"\x1f\x8b", at) or len(data) < at + 10:
+        return at
+    flags, end = data[at + 3], at + 10
+    if flags & GZIP_FEXTRA:
+        end += 2 + int.from_bytes(data[end : end + 2], "little")
+    for flag in (GZIP_FNAME, GZIP_FCOMMENT):  # each ends at a NUL byte
+        if flags & flag:
+            end = data.find(b"\0", end) + 1 or len(data)
+    return min(end + 2 * bool(flags & GZIP_FHCRC), len(data))
+
+
 def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     """(format, content) of every compressed stream in `data`: the zip entries anywhere in it,
     every stream a magic number marks anywhere and a zlib or lzma stream at its start. Streams
@@ -521,10 +539,14 @@ def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     found = [("zip", unzipped)] if unzipped else []
     total = len(unzipped)
     starts = [m.start() for m in _MARKED.finditer(data)]
-    consumed = 0  # a magic inside a stream already read is its compressed bytes, not a stream
+    # A magic inside the compressed bytes of a stream already read is those bytes, not a stream
+    # (what a stored block holds is read in its content); one in a gzip header is not.
+    compressed: list[tuple[int, int]] = []
+    members: set[int] = set()  # where the streams read so far start
     for offset in sorted({0, *starts}):
         stream = _format_at(data, offset)
-        if offset < consumed or stream is None:
+        inside = any(start <= offset < end for start, end in compressed)
+        if stream is None or inside or offset in members:
             continue
         name, make = stream
         if make is None:
@@ -537,7 +559,9 @@ def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
             content += inflated
             if end is None:
                 break
-            at = consumed = at + end
+            members.add(at)
+            compressed.append((_compressed_start(data, at), at + end))
+            at += end
             following = _format_at(data, at)
             at = at if following is not None and following[0] == name else None
         total += len(content)
