@@ -91,6 +91,21 @@ def gzip_in_a_gzip_header() -> bytes:
     return header + inner + body + struct.pack("<II", zlib.crc32(text), len(text))
 
 
+def packed_key() -> bytes:
+    """KEY_LINE in pack's format (magic 1f 1e), which ``gzip -d`` (1.12) still reads: a code of
+    six bits per byte (63 literals and the end code, the tree complete, as gzip requires), so
+    the key never stands in the bytes as stored."""
+    text = f"{KEY_LINE}\n".encode()
+    used = sorted(set(text))
+    literals = used + [b for b in range(256) if b not in used][: 63 - len(used)]
+    bits = "".join(f"{literals.index(b):06b}" for b in text) + f"{63:06b}"  # then the end code
+    bits += "0" * (-len(bits) % 8)
+    stream = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    # Length, longest code, leaves per code length (the last less 2, the end code implied).
+    tree = len(text).to_bytes(4, "big") + bytes([6, 0, 0, 0, 0, 0, 62]) + bytes(literals)
+    return b"\x1f\x1e" + tree + stream
+
+
 def zstd_legacy_key() -> bytes:
     """KEY_LINE in a zstd v0.7 frame (magic 0xFD2FB527), a raw block of one byte per character:
     the key never stands whole in the bytes as stored, and `zstd -d` (1.5, built with the
@@ -133,6 +148,11 @@ class Attack:
     name: str
     script: str
     expected: str  # what the refusal must say
+
+
+def file_attack(name: str, data: bytes, path: str, expected: str) -> Attack:
+    """An attack that commits `data` as the file `path` on the branch agent/`name` and pushes."""
+    return Attack(name, commit_and_push(name, "printf " + printf_bytes(data), path), expected)
 
 
 def attacks(placeholder: str, secret_value: str) -> list[Attack]:
@@ -203,36 +223,40 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
             "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
         ),
-        Attack(
+        file_attack(
             "lzma-file-with-a-small-dictionary",
-            commit_and_push(
-                "lzma4k", "printf " + printf_bytes(LZMA_SMALL_DICTIONARY_KEY), "k.lzma"
-            ),
+            LZMA_SMALL_DICTIONARY_KEY,
+            "k.lzma",
             "k.lzma:1: AWS Access Key (in its lzma-inflated content)",
         ),
-        Attack(
+        file_attack(
             "zip-whose-local-header-says-stored-an-lzma-entry",
-            commit_and_push(
-                "ziplzma",
-                "printf "
-                + printf_bytes(zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_STORED)),
-                "k.zip",
-            ),
+            zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_STORED),
+            "k.zip",
             "k.zip: refused unscanned: a zip entry is encrypted or compressed in a way the gate",
         ),
-        Attack(
+        file_attack(
             "gzip-stream-in-a-gzip-header",
-            commit_and_push("gzhdr", "printf " + printf_bytes(gzip_in_a_gzip_header()), "t.gz"),
+            gzip_in_a_gzip_header(),
+            "t.gz",
             "t.gz:1: AWS Access Key (in its gzip-inflated content)",
         ),
-        Attack(
+        file_attack(
+            "pack-file-gunzip-reads",
+            packed_key(),
+            "k.z",
+            "k.z: refused unscanned: a pack (.z) stream, which the gate cannot inflate",
+        ),
+        file_attack(
             "zstd-file-whose-first-block-is-empty",
-            commit_and_push("zstd0", "printf " + printf_bytes(ZSTD_KEY_AFTER_EMPTY_BLOCK), "d.zst"),
+            ZSTD_KEY_AFTER_EMPTY_BLOCK,
+            "d.zst",
             "d.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
         ),
-        Attack(
+        file_attack(
             "zstd-legacy-file",
-            commit_and_push("zstd07", "printf " + printf_bytes(zstd_legacy_key()), "old.zst"),
+            zstd_legacy_key(),
+            "old.zst",
             "old.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
         ),
         Attack(

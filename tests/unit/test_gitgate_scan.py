@@ -34,6 +34,7 @@ from tests.gate_attacks import (
     ZSTD_KEY,
     ZSTD_KEY_AFTER_EMPTY_BLOCK,
     gzip_in_a_gzip_header,
+    packed_key,
     zip_whose_local_header_lies,
     zstd_legacy_key,
 )
@@ -353,6 +354,8 @@ UNREADABLE = {
     "rar 4": (RAR4, "a rar stream, which the gate cannot inflate"),
     "lzip": (b"LZIP\x01\x0c\x00", "a lzip stream, which the gate cannot inflate"),
     "compress": (b"\x1f\x9d\x90", "a compress (.Z) stream, which the gate cannot inflate"),
+    "pack": (packed_key(), "a pack (.z) stream, which the gate cannot inflate"),
+    "LZH": (b"\x1f\xa0\x00", "a LZH (compress -H) stream, which the gate cannot inflate"),
     "gzip four deep": (
         gzip.compress(gzip.compress(gzip.compress(gzip.compress(KEY_LINE.encode())))),
         "archives or compressed streams nested more than 3 deep",

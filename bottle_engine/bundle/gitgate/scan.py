@@ -14,9 +14,9 @@ What is looked at, for each blob:
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
   or one the bundle has no decompressor for (zstd and its legacy frames, lz4 and its legacy
-  frame, 7z, rar, lzip, compress), is refused, not skipped; for that, the header after its
-  magic number must be valid too (programs and compressed data hold these few bytes by
-  chance), as its decoder reads it.
+  frame, 7z, rar, lzip, and compress, pack and LZH, which gunzip reads), is refused, not
+  skipped; for that, the header after its magic number must be valid too (programs and
+  compressed data hold these few bytes by chance), as its decoder reads it.
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -362,7 +362,7 @@ def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None]
     """The format of a stream starting at `offset`: one a magic number marks, or one with too
     short a header to be looked for anywhere but at the start of a blob or after another
     stream: zlib (two bytes a checksum ties), lzma's own format (`_lzma_alone_header`), and
-    `compress` (.Z), which the gate cannot inflate."""
+    the other formats ``gzip -d`` reads (`_GUNZIP_ONLY`), which the gate cannot inflate."""
     if marked := _MARKED.match(data, offset):
         name, make = _MARKED_FORMATS[marked.group()[:2]]
         if make is None and not _HEADER_VALID[name](data, marked.end()):
@@ -373,9 +373,15 @@ def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None]
         return "zlib", zlib.decompressobj
     if _lzma_alone_header(data, offset):
         return "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
-    if head[:2] == b"\x1f\x9d":
-        return "compress (.Z)", None
-    return None
+    return _GUNZIP_ONLY.get(head[:2])
+
+
+# The formats besides its own that ``gzip -d`` (zcat) reads, which the gate cannot inflate.
+_GUNZIP_ONLY: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
+    b"\x1f\x9d": ("compress (.Z)", None),
+    b"\x1f\x1e": ("pack (.z)", None),
+    b"\x1f\xa0": ("LZH (compress -H)", None),
+}
 
 
 @dataclass
