@@ -106,6 +106,19 @@ def packed_key() -> bytes:
     return b"\x1f\x1e" + tree + stream
 
 
+def lzip_key(version: int) -> bytes:
+    """KEY_LINE in an lzip member of format `version`: LZMA (lc 3, lp 0, pb 2, a 64 KiB
+    dictionary), then its CRC-32 and size (and, from version 1, the member's size). ``xz -d``
+    (5.4) reads both versions."""
+    text = f"{KEY_LINE}\n".encode()
+    lzma_filter = {"id": lzma.FILTER_LZMA1, "dict_size": 1 << 16, "lc": 3, "lp": 0, "pb": 2}
+    member = (
+        b"LZIP" + bytes([version, 16]) + lzma.compress(text, lzma.FORMAT_RAW, filters=[lzma_filter])
+    )
+    member += struct.pack("<IQ", zlib.crc32(text), len(text))
+    return member + (struct.pack("<Q", len(member) + 8) if version else b"")
+
+
 def zstd_legacy_key() -> bytes:
     """KEY_LINE in a zstd v0.7 frame (magic 0xFD2FB527), a raw block of one byte per character:
     the key never stands whole in the bytes as stored, and `zstd -d` (1.5, built with the
@@ -252,6 +265,12 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             ZSTD_KEY_AFTER_EMPTY_BLOCK,
             "d.zst",
             "d.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        file_attack(
+            "lzip-version-0-file",
+            lzip_key(0),
+            "k.lz",
+            "k.lz: refused unscanned: a lzip stream, which the gate cannot inflate",
         ),
         file_attack(
             "zstd-legacy-file",

@@ -185,7 +185,7 @@ MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper 
 # literals as they are, yet builds a key from two pieces stored apart).
 _MARKED = re.compile(
     rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00"
-    rb"|[\x25-\x28]\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
+    rb"|[\x25-\x28]\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP[\x00\x01]"
 )
 _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
     b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
