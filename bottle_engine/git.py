@@ -80,6 +80,14 @@ def run_git(
     return result
 
 
+def output_lines(text: str) -> list[str]:
+    """The lines of git's output (or input it reads a line each), split at "\n" alone, as git
+    writes them: a ref name or a path may hold a U+2028, U+2029 or U+0085 (git allows any
+    non-ASCII), where `str.splitlines` also splits, and one name the agent chose read as two
+    lines, the second of them whatever it spelt."""
+    return [line for line in text.split("\n") if line]
+
+
 def is_ancestor(git_dir: Path, ancestor: str, descendant: str) -> bool:
     """Whether `ancestor` is reachable from `descendant` (a fast-forward from one to the other)."""
     result = run_git(
@@ -113,7 +121,7 @@ def batch_check(git_dir: Path, format: str, queries: Sequence[str], *, doing: st
         git_dir=git_dir,
         input_text="".join(f"{query}\n" for query in queries),
     ).stdout
-    lines = output.splitlines()
+    lines = output_lines(output)
     if len(lines) != len(queries):
         raise GitError(f"{doing}: git answered {len(lines)} lines for {len(queries)} queries")
     return lines

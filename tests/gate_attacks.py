@@ -14,6 +14,7 @@ import base64
 import gzip
 import hashlib
 import io
+import lzma
 import struct
 import zipfile
 import zlib
@@ -51,6 +52,83 @@ LZ4_KEY = bytes.fromhex(
     "73735f6b65795f6964203d20272d00052a0050504c45270a00000000"
 )
 
+# ZSTD_KEY with an empty raw block before its first: `zstd -d` reads past any number of empty
+# blocks (raw, RLE or compressed) as it reads past none.
+ZSTD_KEY_AFTER_EMPTY_BLOCK = ZSTD_KEY[:6] + b"\x00\x00\x00" + ZSTD_KEY[6:]
+
+
+# KEY_LINE in lzma's own format with a 4 KiB dictionary (``xz --format=lzma
+# --lzma1=dict=4KiB``): its header starts 5d 00 10, not the 5d 00 00 of `lzma`'s default, and
+# ``xz -d`` reads it.
+LZMA_SMALL_DICTIONARY_KEY = lzma.compress(
+    f"{KEY_LINE}\n".encode(),
+    lzma.FORMAT_ALONE,
+    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 4096}],
+)
+
+
+def zip_whose_local_header_lies(method: int, local_method: int, version: int = 20) -> bytes:
+    """A zip of KEY_LINE compressed with `method`, whose local header says `local_method` and
+    needs `version`: Python's zipfile (``python3 -m zipfile -e``) takes the method from the
+    central directory, and only where the bytes start from the local header."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", method) as writer:
+        writer.writestr("k.txt", f"{KEY_LINE}\n")
+    data = bytearray(archive.getvalue())
+    struct.pack_into("<HHH", data, 4, version, 0, local_method)  # version, flags, method
+    return bytes(data)
+
+
+def gzip_in_a_gzip_header() -> bytes:
+    """A gzip stream of harmless text whose header's extra field (RFC 1952 FEXTRA) holds a gzip
+    stream of KEY_LINE: zcat passes over the field and shows the text; ``tail -c +13 | zcat``
+    shows the key."""
+    inner = gzip.compress(f"{KEY_LINE}\n".encode(), mtime=0)
+    text = b"nothing to see here\n"
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    header = b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\xff" + struct.pack("<H", len(inner))
+    body = deflate.compress(text) + deflate.flush()
+    return header + inner + body + struct.pack("<II", zlib.crc32(text), len(text))
+
+
+def packed_key() -> bytes:
+    """KEY_LINE in pack's format (magic 1f 1e), which ``gzip -d`` (1.12) still reads: a code of
+    six bits per byte (63 literals and the end code, the tree complete, as gzip requires), so
+    the key never stands in the bytes as stored."""
+    text = f"{KEY_LINE}\n".encode()
+    used = sorted(set(text))
+    literals = used + [b for b in range(256) if b not in used][: 63 - len(used)]
+    bits = "".join(f"{literals.index(b):06b}" for b in text) + f"{63:06b}"  # then the end code
+    bits += "0" * (-len(bits) % 8)
+    stream = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    # Length, longest code, leaves per code length (the last less 2, the end code implied).
+    tree = len(text).to_bytes(4, "big") + bytes([6, 0, 0, 0, 0, 0, 62]) + bytes(literals)
+    return b"\x1f\x1e" + tree + stream
+
+
+def lzip_key(version: int) -> bytes:
+    """KEY_LINE in an lzip member of format `version`: LZMA (lc 3, lp 0, pb 2, a 64 KiB
+    dictionary), then its CRC-32 and size (and, from version 1, the member's size). ``xz -d``
+    (5.4) reads both versions."""
+    text = f"{KEY_LINE}\n".encode()
+    lzma_filter = {"id": lzma.FILTER_LZMA1, "dict_size": 1 << 16, "lc": 3, "lp": 0, "pb": 2}
+    member = (
+        b"LZIP" + bytes([version, 16]) + lzma.compress(text, lzma.FORMAT_RAW, filters=[lzma_filter])
+    )
+    member += struct.pack("<IQ", zlib.crc32(text), len(text))
+    return member + (struct.pack("<Q", len(member) + 8) if version else b"")
+
+
+def zstd_legacy_key() -> bytes:
+    """KEY_LINE in a zstd v0.7 frame (magic 0xFD2FB527), a raw block of one byte per character:
+    the key never stands whole in the bytes as stored, and `zstd -d` (1.5, built with the
+    legacy decoders v0.5 to v0.7, as Debian ships it) writes it back."""
+    frame = b"\x27\xb5\x2f\xfd\x00\x00"  # no checksum, window 1 KiB
+    for byte in f"{KEY_LINE}\n".encode():
+        frame += b"\x40\x00\x01" + bytes([byte])  # block type 1 (raw), size 1
+    return frame + b"\xc0\x00\x00"  # the end block
+
+
 # The same block in lz4's legacy frame (`lz4 -l`, as the Linux kernel's build writes it): its
 # own magic number, then each block's size.
 LZ4_LEGACY_KEY = b"\x02\x21\x4c\x18" + LZ4_KEY[7:-4]
@@ -83,6 +161,11 @@ class Attack:
     name: str
     script: str
     expected: str  # what the refusal must say
+
+
+def file_attack(name: str, data: bytes, path: str, expected: str) -> Attack:
+    """An attack that commits `data` as the file `path` on the branch agent/`name` and pushes."""
+    return Attack(name, commit_and_push(name, "printf " + printf_bytes(data), path), expected)
 
 
 def attacks(placeholder: str, secret_value: str) -> list[Attack]:
@@ -152,6 +235,48 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "zstd-file",
             commit_and_push("zstd", "printf " + printf_bytes(ZSTD_KEY), "data.zst"),
             "data.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        file_attack(
+            "lzma-file-with-a-small-dictionary",
+            LZMA_SMALL_DICTIONARY_KEY,
+            "k.lzma",
+            "k.lzma:1: AWS Access Key (in its lzma-inflated content)",
+        ),
+        file_attack(
+            "zip-whose-local-header-says-stored-an-lzma-entry",
+            zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_STORED),
+            "k.zip",
+            "k.zip: refused unscanned: a zip entry is encrypted or compressed in a way the gate",
+        ),
+        file_attack(
+            "gzip-stream-in-a-gzip-header",
+            gzip_in_a_gzip_header(),
+            "t.gz",
+            "t.gz:1: AWS Access Key (in its gzip-inflated content)",
+        ),
+        file_attack(
+            "pack-file-gunzip-reads",
+            packed_key(),
+            "k.z",
+            "k.z: refused unscanned: a pack (.z) stream, which the gate cannot inflate",
+        ),
+        file_attack(
+            "zstd-file-whose-first-block-is-empty",
+            ZSTD_KEY_AFTER_EMPTY_BLOCK,
+            "d.zst",
+            "d.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
+        ),
+        file_attack(
+            "lzip-version-0-file",
+            lzip_key(0),
+            "k.lz",
+            "k.lz: refused unscanned: a lzip stream, which the gate cannot inflate",
+        ),
+        file_attack(
+            "zstd-legacy-file",
+            zstd_legacy_key(),
+            "old.zst",
+            "old.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
         ),
         Attack(
             "lz4-file-joining-two-pieces",

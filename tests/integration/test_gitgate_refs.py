@@ -172,6 +172,30 @@ def test_a_push_that_lies_about_the_old_value_is_refused_before_forwarding(
         )
 
 
+def test_a_branch_name_holding_a_line_separator_cannot_lend_a_tip_to_a_lie(
+    tmp_path: Path,
+) -> None:
+    """The gate's own branches, read back from `for-each-ref` a line each, were split with
+    `splitlines`, which also splits at U+2028 (and U+0085, U+2029), characters git allows in a
+    ref name: a branch named `agent/b<U+2028>refs/heads/agent/new` made the gate hold a branch
+    agent/new at its tip, and a push naming that tip as agent/new's old value passed as a
+    fast-forward, skipping the rules for new branches, and was forwarded."""
+    for gate in start_gate(tmp_path):
+        lender = "refs/heads/agent/b\u2028refs/heads/agent/new"
+        tip = commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        assert gate.push_ok(f"HEAD:{lender}")
+        head = commit_file(gate.agent, "src/app.py", "print('hello')\n")
+
+        answer = raw_push(
+            gate.port, f"{tip} {head} refs/heads/agent/new", pack_between(gate.agent, tip, head)
+        )
+
+        assert gate.ref("refs/heads/agent/new") is None, "forwarded as a fast-forward"
+        assert b"pre-receive hook declined" in answer, answer
+        audit = (tmp_path / "state" / "git-gate.jsonl").read_text()
+        assert "are not what the gate holds" in audit, audit
+
+
 def test_a_lie_about_the_old_value_cannot_bring_back_an_older_manifest(tmp_path: Path) -> None:
     """The manifest guard checks every manifest file of a new branch against what upstream
     branches hold now. Claimed as an update from the older commit, a new branch at a child of

@@ -27,7 +27,18 @@ from bottle_engine.bundle.gitgate.scan import (
     text_views,
 )
 from tests.bundle_helpers import secret_in_file
-from tests.gate_attacks import LZ4_KEY, LZ4_LEGACY_KEY, ZSTD_KEY
+from tests.gate_attacks import (
+    LZ4_KEY,
+    LZ4_LEGACY_KEY,
+    LZMA_SMALL_DICTIONARY_KEY,
+    ZSTD_KEY,
+    ZSTD_KEY_AFTER_EMPTY_BLOCK,
+    gzip_in_a_gzip_header,
+    lzip_key,
+    packed_key,
+    zip_whose_local_header_lies,
+    zstd_legacy_key,
+)
 
 COMMIT = "c" * 40
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -130,6 +141,35 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
             "lzma, as `lzma` writes it",
             lzma.compress(KEY_LINE.encode(), lzma.FORMAT_ALONE),
             (1, "AWS Access Key", "lzma-inflated content"),
+        ),
+        (
+            "lzma with a small dictionary",
+            LZMA_SMALL_DICTIONARY_KEY,
+            (1, "AWS Access Key", "lzma-inflated content"),
+        ),
+        (
+            "lzma with other properties",
+            lzma.compress(
+                KEY_LINE.encode(),
+                lzma.FORMAT_ALONE,
+                filters=[{"id": lzma.FILTER_LZMA1, "lc": 0, "lp": 0, "pb": 0}],
+            ),
+            (1, "AWS Access Key", "lzma-inflated content"),
+        ),
+        (
+            "a deflated zip entry whose local header says stored",
+            zip_whose_local_header_lies(zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED),
+            (2, "AWS Access Key", "zip-inflated content"),
+        ),
+        (
+            "a gzip stream in another's header",
+            gzip_in_a_gzip_header(),
+            (1, "AWS Access Key", "gzip-inflated content"),
+        ),
+        (
+            "a gzip stream in the header of a second member",
+            gzip.compress(b"hi\n") + gzip_in_a_gzip_header(),
+            (1, "AWS Access Key", "gzip-inflated content"),
         ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
         (
@@ -283,13 +323,41 @@ RAR4 = b"Rar!\x1a\x07\x00" + struct.pack("<H", zlib.crc32(_RAR4_MAIN) & 0xFFFF) 
 UNREADABLE = {
     "zstd": (ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
     "zstd past a script": (SCRIPT + ZSTD_KEY, "a zstd stream, which the gate cannot inflate"),
+    "zstd after empty blocks": (
+        ZSTD_KEY[:6] + b"\x00\x00\x00\x02\x00\x00Q\x04\x00\x00" + ZSTD_KEY[6:],
+        "a zstd stream, which the gate cannot inflate",
+    ),
+    "zstd after an empty raw block": (
+        ZSTD_KEY_AFTER_EMPTY_BLOCK,
+        "a zstd stream, which the gate cannot inflate",
+    ),
+    "zstd v0.7": (zstd_legacy_key(), "a zstd stream, which the gate cannot inflate"),
+    "zstd v0.6": (
+        b"\x26" + zstd_legacy_key()[1:5] + zstd_legacy_key()[6:],
+        "a zstd stream, which the gate cannot inflate",
+    ),
+    "zstd v0.5": (
+        b"\x25" + zstd_legacy_key()[1:5] + zstd_legacy_key()[6:],
+        "a zstd stream, which the gate cannot inflate",
+    ),
+    "an lzma zip entry whose local header says stored": (
+        zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_STORED),
+        "a zip entry is encrypted or compressed in a way the gate cannot read",
+    ),
+    "an lzma zip entry whose local header needs version 6.4": (
+        zip_whose_local_header_lies(zipfile.ZIP_LZMA, zipfile.ZIP_LZMA, version=64),
+        "a zip entry is encrypted or compressed in a way the gate cannot read",
+    ),
     "lz4": (LZ4_KEY, "a lz4 stream, which the gate cannot inflate"),
     "lz4 legacy": (LZ4_LEGACY_KEY, "a lz4 legacy stream, which the gate cannot inflate"),
     "7z past a script": (SCRIPT + SEVEN_Z, "a 7z stream, which the gate"),
     "rar": (RAR5, "a rar stream, which the gate cannot inflate"),
     "rar 4": (RAR4, "a rar stream, which the gate cannot inflate"),
     "lzip": (b"LZIP\x01\x0c\x00", "a lzip stream, which the gate cannot inflate"),
+    "lzip version 0": (lzip_key(0), "a lzip stream, which the gate cannot inflate"),
     "compress": (b"\x1f\x9d\x90", "a compress (.Z) stream, which the gate cannot inflate"),
+    "pack": (packed_key(), "a pack (.z) stream, which the gate cannot inflate"),
+    "LZH": (b"\x1f\xa0\x00", "a LZH (compress -H) stream, which the gate cannot inflate"),
     "gzip four deep": (
         gzip.compress(gzip.compress(gzip.compress(gzip.compress(KEY_LINE.encode())))),
         "archives or compressed streams nested more than 3 deep",
@@ -413,6 +481,9 @@ BY_CHANCE = {
     "zstd magic then zeros": b"\0" * 16 + b"\x28\xb5\x2f\xfd" + bytes(8) + b"This does",
     "zstd magic in a regex": rb"\x1f\x8b|(\xb5/\xfd|\x04"
     + b'"M\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|',
+    "legacy zstd magics compared in code": b"\x3d\x27\xb5\x2f\xfd\x0f\x84\x00\x01"
+    + b"\x3d\x25\xb5\x2f\xfd\x74\x1a\x48\x89\xe5"
+    + bytes(8),
     "lz4 magic then code": b"\x04\x22\x4d\x18\x48\x89\xe5\x41\xbe" + bytes(8),
     "rar 5 signature in a table": b"Rar!\x1a\x07\x01\x00H9\x10u,\xb8\x1e\x00" + bytes(8),
     "rar 4 signature then code": b"Rar!\x1a\x07\x00\x48\x89\xd7\xe8" + bytes(16),

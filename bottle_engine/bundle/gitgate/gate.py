@@ -55,6 +55,7 @@ from bottle_engine.git import (
     is_local_url,
     is_ssh_url,
     object_infos,
+    output_lines,
     read_objects,
     run_git,
     ssh_command,
@@ -233,11 +234,10 @@ class Verdict:
 
 
 def parse_updates(stdin_text: str) -> list[RefUpdate]:
-    """receive-pack's updates, a line each. Split at "\n" alone, as git writes them: a ref name
-    may hold a U+2028 or a \x85 (git allows any non-ASCII), where `splitlines` also splits, and
-    the hook would judge and forward a name the agent made up beside the one it pushed."""
+    """receive-pack's updates, a line each (`output_lines`): split anywhere else, the hook
+    would judge and forward a name the agent made up beside the one it pushed."""
     updates = []
-    for line in stdin_text.split("\n"):
+    for line in output_lines(stdin_text):
         if line.strip():
             old, new, ref = line.split(maxsplit=2)
             updates.append(RefUpdate(ref=ref, old=old, new=new))

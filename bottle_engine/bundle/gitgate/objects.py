@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine.git import ObjectInfo, batch_check, object_infos, run_git
+from bottle_engine.git import ObjectInfo, batch_check, object_infos, output_lines, run_git
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def new_objects(git_dir: Path, tips: list[str]) -> list[NewObject]:
     ).stdout
     objects = []
     commit = ""
-    for line in listing.splitlines():
+    for line in output_lines(listing):
         oid, separator, path = line.partition(" ")
         if not separator:  # a commit has no path column; the trees and blobs after it are its own
             commit = oid
@@ -134,7 +134,7 @@ def branch_tips(git_dir: Path) -> dict[str, str]:
         git_dir=git_dir,
     ).stdout
     tips = {}
-    for line in output.splitlines():
+    for line in output_lines(output):
         ref, _, oid = line.partition(" ")
         tips[ref] = oid
     return tips

@@ -13,9 +13,10 @@ What is looked at, for each blob:
   entry header, not by the central directory, which may leave entries out that tools reading
   the entries in order (``jar``, libarchive) still extract;
 * what those hold is read the same way, `MAX_NESTING` levels deep; a stream deeper than that,
-  or one the bundle has no decompressor for (zstd, lz4 and its legacy frame, 7z, rar, lzip,
-  compress), is refused, not skipped; for that, the header after its magic number must be
-  valid too (programs and compressed data hold these few bytes by chance).
+  or one the bundle has no decompressor for (zstd and its legacy frames, lz4 and its legacy
+  frame, 7z, rar, lzip, and compress, pack and LZH, which gunzip reads), is refused, not
+  skipped; for that, the header after its magic number must be valid too (programs and
+  compressed data hold these few bytes by chance), as its decoder reads it.
 
 A commit is also read decoded from the encoding its ``encoding`` header names, as ``git log``
 and forges show it; one naming an encoding Python does not know is refused unscanned.
@@ -172,6 +173,8 @@ def encoded_forms(secret: KnownSecret) -> list[_Needle]:
 
 ZIP_ENTRY = b"PK\x03\x04"  # a zip archive's local entry header
 _ZIP_HEADER = struct.Struct("<4sHHHHHIIIHH")
+ZIP_CENTRAL = b"PK\x01\x02"  # an entry's header in a zip archive's central directory
+_ZIP_CENTRAL_HEADER = struct.Struct("<4sHHHHHHIIIHHHHHII")
 ZIP_STORED, ZIP_DEFLATED = 0, 8
 PIECE = 4096  # compressed bytes fed to a decompressor at a time (a failed try copies one)
 MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper is refused
@@ -182,13 +185,17 @@ MAX_NESTING = 3  # archives inside archives are read this deep; anything deeper 
 # literals as they are, yet builds a key from two pieces stored apart).
 _MARKED = re.compile(
     rb"\x1f\x8b\x08|BZh[1-9]1AY&SY|\xfd7zXZ\x00"
-    rb"|\x28\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP\x01"
+    rb"|[\x25-\x28]\xb5\x2f\xfd|\x04\x22\x4d\x18|\x02\x21\x4c\x18|7z\xbc\xaf\x27\x1c|Rar!\x1a\x07|LZIP[\x00\x01]"
 )
 _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
     b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
     b"BZ": ("bzip2", bz2.BZ2Decompressor),
     b"\xfd7": ("xz", lzma.LZMADecompressor),
     b"\x28\xb5": ("zstd", None),
+    # zstd's legacy frames (v0.5 to v0.7), which `zstd -d` still reads.
+    b"\x25\xb5": ("zstd", None),
+    b"\x26\xb5": ("zstd", None),
+    b"\x27\xb5": ("zstd", None),
     b"\x04\x22": ("lz4", None),
     b"\x02\x21": ("lz4 legacy", None),
     b"7z": ("7z", None),
@@ -197,21 +204,60 @@ _MARKED_FORMATS: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
 }
 
 
+ZSTD_BLOCK_MAX = 128 * 1024  # a zstd block's bound, compressed or regenerated (every version)
+# Blocks that regenerate nothing, which a zstd decoder reads past, as many as there are: raw or
+# compressed of size 0 (the header alone) and RLE of size 0 (the header and its byte).
+_ZSTD_EMPTY_BLOCKS = re.compile(rb"(?:\x00\x00\x00|\x04\x00\x00|\x02\x00\x00[\s\S])*")
+
+
 def _zstd_header(data: bytes, at: int) -> bool:
     """A zstd frame header descriptor (RFC 8878 3.1.1.1.1) with its reserved bit clear, then,
-    past the header, a first block of a type that exists, within the block size bound, not
-    empty unless it is the last."""
+    past the header and any empty blocks, a block of a type that exists, within the block size
+    bound, not empty unless it is the last.
+
+    Empty blocks are passed over, not judged: no encoder writes one (a constant followed by
+    zeros looks like one), but the decoder reads past them, and an agent that put one first
+    had its frame taken for a magic number by chance, and pushed."""
+    if data[at - 4] != 0x28:
+        return _zstd_legacy_header(data, at)
     if at >= len(data) or data[at] & 0x08:
         return False
     descriptor = data[at]
     single = descriptor >> 5 & 1
     size_field = (0, 2, 4, 8)[descriptor >> 6] or single  # FCS_Field_Size: 1 if single, else 0
     block_at = at + 1 + (not single) + (0, 1, 2, 4)[descriptor & 3] + size_field
+    if empty := _ZSTD_EMPTY_BLOCKS.match(data, block_at):  # always: it matches nothing too
+        block_at = empty.end()
     if len(data) < block_at + 3:
         return False
     block = int.from_bytes(data[block_at : block_at + 3], "little")
-    # An empty block that is not the last no encoder writes (a constant followed by zeros).
-    return block >> 1 & 3 != 3 and block >> 3 <= 128 * 1024 and (block >> 3 > 0 or bool(block & 1))
+    size = block >> 3
+    return block >> 1 & 3 != 3 and size <= ZSTD_BLOCK_MAX and (size > 0 or bool(block & 1))
+
+
+def _zstd_legacy_header(data: bytes, at: int) -> bool:
+    """A legacy zstd frame (v0.5 to v0.7, as zstd's legacy decoders read it): the frame
+    header's reserved bits clear, then a first block (its type in the top two bits of the first
+    byte, its size in the low 19 bits of the three) that is no end: raw or compressed of 1 byte
+    to the block bound (these decoders end a frame at an empty one), or RLE."""
+    if at >= len(data):
+        return False
+    version, descriptor = data[at - 4], data[at]
+    if version == 0x25:
+        valid, header = descriptor >> 4 == 0, 1
+    elif version == 0x26:
+        valid, header = not descriptor & 0x20, 1 + (0, 1, 2, 8)[descriptor >> 6]
+    else:
+        direct = descriptor >> 5 & 1
+        content_size = (0, 2, 4, 8)[descriptor >> 6] or direct
+        valid = not descriptor & 0x08
+        header = 1 + (not direct) + (0, 1, 2, 4)[descriptor & 3] + content_size
+    block_at = at + header
+    if not valid or len(data) < block_at + 3:
+        return False
+    kind = data[block_at] >> 6
+    size = int.from_bytes(data[block_at : block_at + 3], "big") & 0x7FFFF
+    return kind != 3 and size <= ZSTD_BLOCK_MAX and (size > 0 or kind == 2)
 
 
 def _lz4_header(data: bytes, at: int) -> bool:
@@ -293,11 +339,30 @@ _HEADER_VALID: dict[str, Callable[[bytes, int], bool]] = {
 }
 
 
+LZMA_MAX_PROPERTIES = 9 * 5 * 5  # lc < 9, lp < 5, pb < 5, stored as (pb * 5 + lp) * 9 + lc
+LZMA_MAX_KNOWN_SIZE = 1 << 38  # what liblzma takes as a stated uncompressed size
+
+
+def _lzma_alone_header(data: bytes, at: int) -> bool:
+    """The 13-byte header of lzma's own format (``xz --format=lzma``, ``lzma``) as liblzma
+    reads it, then the range coder's first byte, always 0: properties that exist, any
+    dictionary size, an uncompressed size unknown (all ones) or under 2^38.
+
+    Not only the header `lzma` writes by default (0x5d, then a dictionary of 64 KiB or more):
+    other properties or a smaller dictionary (``--lzma1=lc=0`` or ``dict=4KiB``) made a stream
+    that ``xz -d`` reads, and the scan took for no stream at all."""
+    head = data[at : at + 14]
+    if len(head) < 14 or head[0] >= LZMA_MAX_PROPERTIES or head[13] != 0:
+        return False
+    size = int.from_bytes(head[5:13], "little")
+    return size == (1 << 64) - 1 or size < LZMA_MAX_KNOWN_SIZE
+
+
 def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None] | None:
     """The format of a stream starting at `offset`: one a magic number marks, or one with too
     short a header to be looked for anywhere but at the start of a blob or after another
-    stream: zlib (two bytes a checksum ties), lzma's own format, as `lzma` writes it, and
-    `compress` (.Z), which the gate cannot inflate."""
+    stream: zlib (two bytes a checksum ties), lzma's own format (`_lzma_alone_header`), and
+    the other formats ``gzip -d`` reads (`_GUNZIP_ONLY`), which the gate cannot inflate."""
     if marked := _MARKED.match(data, offset):
         name, make = _MARKED_FORMATS[marked.group()[:2]]
         if make is None and not _HEADER_VALID[name](data, marked.end()):
@@ -306,11 +371,17 @@ def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None]
     head = data[offset : offset + 3]
     if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0:
         return "zlib", zlib.decompressobj
-    if head == b"\x5d\x00\x00":
+    if _lzma_alone_header(data, offset):
         return "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
-    if head[:2] == b"\x1f\x9d":
-        return "compress (.Z)", None
-    return None
+    return _GUNZIP_ONLY.get(head[:2])
+
+
+# The formats besides its own that ``gzip -d`` (zcat) reads, which the gate cannot inflate.
+_GUNZIP_ONLY: dict[bytes, tuple[str, Callable[[], Any] | None]] = {
+    b"\x1f\x9d": ("compress (.Z)", None),
+    b"\x1f\x1e": ("pack (.z)", None),
+    b"\x1f\xa0": ("LZH (compress -H)", None),
+}
 
 
 @dataclass
@@ -385,28 +456,56 @@ def _zip_entry_plausible(fields: tuple[Any, ...], name: bytes) -> bool:
     )
 
 
+ZIP_READABLE = (ZIP_STORED, ZIP_DEFLATED)
+ZIP_UNREADABLE = "a zip entry is encrypted or compressed in a way the gate cannot read"
+
+
+def _zip_deflated_names(data: bytes) -> set[bytes]:
+    """The names of the entries the central directory says are deflated; `_Unscannable` for one
+    it says is encrypted or compressed another way. A tool that reads the central directory
+    (Python's zipfile) takes an entry's method, encryption and version from there and the
+    local header only for where the bytes start: a local header saying "stored", or naming a
+    version no tool takes (and so taken for a magic number by chance), hid a deflated or an
+    LZMA entry holding a key."""
+    names: set[bytes] = set()
+    start = data.find(ZIP_CENTRAL)
+    while start >= 0 and start + _ZIP_CENTRAL_HEADER.size <= len(data):
+        fields = _ZIP_CENTRAL_HEADER.unpack_from(data, start)
+        flags, method, name_length = fields[3], fields[4], fields[10]
+        name_at = start + _ZIP_CENTRAL_HEADER.size
+        name = data[name_at : name_at + name_length]
+        if _zip_entry_plausible((fields[0], *fields[2:11]), name):  # as a local header's
+            if flags & 1 or method not in ZIP_READABLE:
+                raise _Unscannable(ZIP_UNREADABLE)
+            if method == ZIP_DEFLATED:
+                names.add(name)
+        start = data.find(ZIP_CENTRAL, start + 1)
+    return names
+
+
 def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
     """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
-    are its content; a deflated one is inflated as far as it goes; an encrypted entry, or one
-    compressed another way, raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
+    are its content; a deflated one (as its local header or the central directory says) is
+    inflated as far as it goes; an encrypted entry, or one compressed another way (as either
+    says), raises `_Unscannable`, content past `limit` bytes `_TooLarge`."""
     content = bytearray()
+    deflated = _zip_deflated_names(data) if ZIP_CENTRAL in data else set()
     start = data.find(ZIP_ENTRY)
     while start >= 0 and start + _ZIP_HEADER.size <= len(data):
         fields = _ZIP_HEADER.unpack_from(data, start)
         flags, method, size, name_length, extra_length = (*fields[2:4], *fields[7:8], *fields[9:])
         name_at = start + _ZIP_HEADER.size
+        name = data[name_at : name_at + name_length]
         body = name_at + name_length + extra_length
-        unreadable = flags & 1 or method not in (ZIP_STORED, ZIP_DEFLATED)
-        if unreadable and not _zip_entry_plausible(fields, data[name_at : name_at + name_length]):
+        unreadable = flags & 1 or method not in ZIP_READABLE
+        if unreadable and _zip_entry_plausible(fields, name):
+            raise _Unscannable(ZIP_UNREADABLE)
+        if unreadable and name not in deflated:
             start = data.find(ZIP_ENTRY, start + 1)  # its magic by chance, in compressed bytes
             continue
-        if unreadable:
-            raise _Unscannable(
-                "a zip entry is encrypted or compressed in a way the gate cannot read"
-            )
-        content += data[name_at : name_at + name_length] + b"\n"
+        content += name + b"\n"
         room = limit + 1 - len(content)  # never 0 below: zlib reads 0 as "no bound"
-        if room > 0 and method == ZIP_STORED:
+        if room > 0 and method == ZIP_STORED and name not in deflated:
             content += data[body : body + min(size, room)]
         elif room > 0:
             content += _inflate_stream(_raw_deflate, memoryview(data)[body:], room, reading)[0]
@@ -415,6 +514,24 @@ def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
             raise _TooLarge(f"zip content inflates beyond the bound of {limit} bytes")
         start = data.find(ZIP_ENTRY, start + 1)
     return bytes(content)
+
+
+GZIP_FEXTRA, GZIP_FNAME, GZIP_FCOMMENT, GZIP_FHCRC = 4, 8, 16, 2
+
+
+def _compressed_start(data: bytes, at: int) -> int:
+    """Where the compressed bytes of the stream at `at` start: for gzip, past its header's
+    optional fields (RFC 1952 2.3.1), which a decoder passes over and never shows, and which
+    may hold anything, another gzip stream included (``tail -c +13 | zcat`` reads it)."""
+    if not data.startswith(b"\x1f\x8b", at) or len(data) < at + 10:
+        return at
+    flags, end = data[at + 3], at + 10
+    if flags & GZIP_FEXTRA:
+        end += 2 + int.from_bytes(data[end : end + 2], "little")
+    for flag in (GZIP_FNAME, GZIP_FCOMMENT):  # each ends at a NUL byte
+        if flags & flag:
+            end = data.find(b"\0", end) + 1 or len(data)
+    return min(end + 2 * bool(flags & GZIP_FHCRC), len(data))
 
 
 def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
@@ -428,10 +545,14 @@ def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     found = [("zip", unzipped)] if unzipped else []
     total = len(unzipped)
     starts = [m.start() for m in _MARKED.finditer(data)]
-    consumed = 0  # a magic inside a stream already read is its compressed bytes, not a stream
+    # A magic inside the compressed bytes of a stream already read is those bytes, not a stream
+    # (what a stored block holds is read in its content); one in a gzip header is not.
+    compressed: list[tuple[int, int]] = []
+    members: set[int] = set()  # where the streams read so far start
     for offset in sorted({0, *starts}):
         stream = _format_at(data, offset)
-        if offset < consumed or stream is None:
+        inside = any(start <= offset < end for start, end in compressed)
+        if stream is None or inside or offset in members:
             continue
         name, make = stream
         if make is None:
@@ -444,7 +565,9 @@ def _inflate(data: bytes, limit: int) -> list[tuple[str, bytes]]:
             content += inflated
             if end is None:
                 break
-            at = consumed = at + end
+            members.add(at)
+            compressed.append((_compressed_start(data, at), at + end))
+            at += end
             following = _format_at(data, at)
             at = at if following is not None and following[0] == name else None
         total += len(content)
