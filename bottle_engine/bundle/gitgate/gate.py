@@ -207,7 +207,7 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
             git_dir=git_dir,
             env=env,
         ).stdout
-        for line in head.splitlines():
+        for line in output_lines(head):
             if line.startswith("ref: ") and line.endswith("\tHEAD"):
                 target = line[len("ref: ") : -len("\tHEAD")]
                 run_git(["symbolic-ref", "HEAD", target], doing="setting HEAD", git_dir=git_dir)
