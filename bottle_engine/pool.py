@@ -2,8 +2,9 @@
 
 A member is a started bundle container (its services loaded and waiting, serving nothing),
 its internal and egress networks, and its own state dir. A launch whose bundle image, runtime,
-egress network, bundle host names and size match a free member takes it, hands it the bottle's
-config through the member's state dir, and starts only the agent (backends/gateway.py).
+egress network, bundle host names and size match a free member made by the same engine code
+takes it, hands it the bottle's config through the member's state dir, and starts only the
+agent (backends/gateway.py).
 
 On disk, under `<state>/pool/` (0700, the engine's alone):
 
@@ -21,6 +22,7 @@ traffic) must not be able to put itself back in the pool and receive another bot
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -29,15 +31,30 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import bottle_engine
 from bottle_engine import state
 from bottle_engine.dirclaim import move_noreplace
 from bottle_engine.plan import GatewayAddresses
 
 FREE, MAKING, CLAIMED = "free", "making", "claimed"
 MEMBERS = "members"
+
+
+@functools.cache
+def engine_digest() -> str:
+    """The running engine's code, as a digest of its modules' bytes. The bundle image holds the
+    bundle's code only: how a member's container and networks are made (capabilities, read-only
+    root, limits, log rotation, mounts, user) is the engine's, so only the engine that made a
+    member takes it (not one before an upgrade, nor another install sharing the state dir)."""
+    root = Path(bottle_engine.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,7 @@ class PoolKey:
     egress_network: str  # a shared egress network (BOTTLE_EGRESS_NETWORK), "" = its own
     bundle_hosts: tuple[tuple[str, str], ...]  # BOTTLE_BUNDLE_HOSTS
     memory_bytes: int  # the bottle's memory: the bundle's limits are sized from it
+    engine: str = field(default_factory=engine_digest)  # the engine that made it (its code)
 
     @property
     def digest(self) -> str:
@@ -58,7 +76,8 @@ class PoolKey:
 
     def describe(self) -> str:
         runtime = self.runtime or "default runtime"
-        return f"{self.bundle_image} ({runtime}, {self.memory_bytes // (1024 * 1024)} MiB)"
+        other = "" if self.engine == engine_digest() else "; made by another engine, unused"
+        return f"{self.bundle_image} ({runtime}, {self.memory_bytes // (1024 * 1024)} MiB{other})"
 
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> PoolKey:
@@ -70,6 +89,7 @@ class PoolKey:
             egress_network=str(raw.get("egress_network") or ""),
             bundle_hosts=tuple((str(name), str(ip)) for name, ip in hosts),
             memory_bytes=int(str(raw["memory_bytes"])),
+            engine=str(raw.get("engine") or ""),  # "" (an engine before this field): none
         )
 
 

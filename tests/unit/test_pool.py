@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,6 +68,25 @@ def test_a_member_of_another_bottle_kind_is_never_taken(state_root: Path) -> Non
     _free(_member(1, other))
     assert list(pool.take(KEY)) == []
     assert [m.id for m in pool.take(other)] == ["m0001"]
+
+
+def test_a_member_made_by_another_engine_is_never_taken(state_root: Path) -> None:
+    """The bundle image holds the bundle's code only: how its container is made (capabilities,
+    read-only root, limits, log rotation, mounts, user) is the engine's. A member made by
+    another engine (one before an upgrade, or another install sharing the state dir) runs with
+    that engine's container, and a launch took it as this engine's."""
+    older = _member(1)
+    _free(older)
+    description = pool.pool_root() / pool.FREE / older.id
+    raw = json.loads(description.read_text())
+    raw["key"].pop("engine", None)  # as an engine before this field described its members
+    description.write_text(json.dumps(raw))
+    other_engine = replace(KEY, engine="0" * 64)  # a member of an engine of other code
+    _free(_member(2, other_engine))
+    assert list(pool.take(KEY)) == []
+    assert "made by another engine" in other_engine.describe()  # what `pool status` says
+    _free(_member(3))
+    assert [member.id for member in pool.take(KEY)] == ["m0003"]
 
 
 def test_the_bundle_cannot_put_its_member_back_in_the_pool(state_root: Path) -> None:
