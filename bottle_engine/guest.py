@@ -182,8 +182,25 @@ def guest_trees(
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        trees.append((WORKSPACE, workspace_archive(plan.cwd, uid=uid)))
+        withheld = same_files(plan.bundle_only_files)
+        trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
     return trees
+
+
+FileId = tuple[int, int]  # (st_dev, st_ino): one file whatever its name, hard links too
+
+
+def same_files(paths: Iterable[Path]) -> frozenset[FileId]:
+    """The identities of the files at `paths` (links followed, as their reader follows them);
+    a missing one is left out."""
+    found = set()
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        found.add((info.st_dev, info.st_ino))
+    return frozenset(found)
 
 
 def skill_sources(plan: BottlePlan, skills_root: Path) -> list[tuple[str, Path]]:
@@ -214,14 +231,21 @@ def tar_directory(source: Path, arcname: str, *, uid: int = AGENT_UID) -> bytes:
     return buffer.getvalue()
 
 
-def workspace_archive(cwd: Path, exclude: Iterable[str] = (), *, uid: int = AGENT_UID) -> bytes:
-    """The launch directory as a tar for /workspace: a copy, the host directory is never mounted."""
-    skipped = set(exclude)
+def workspace_archive(
+    cwd: Path, withheld: frozenset[FileId] = frozenset(), *, uid: int = AGENT_UID
+) -> bytes:
+    """The launch directory as a tar for /workspace: a copy, the host directory is never mounted.
+
+    The files in `withheld` (`same_files`) are left out under any name: a secret's `from_file`
+    or a git key kept in the project (relative to the manifest) would otherwise be copied in
+    and read by the agent, whose only copy of it is to be a placeholder."""
     buffer = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if Path(info.name).name in skipped:
-            return None
+        if info.isfile() or info.islnk():  # a second name of a file is a hard link entry
+            found = os.lstat(cwd / info.name)
+            if (found.st_dev, found.st_ino) in withheld:
+                return None
         info.uid = info.gid = uid
         info.uname = info.gname = ""
         return info

@@ -168,7 +168,9 @@ AGENT_FIELDS = (
         "copy_cwd",
         Kind.BOOLEAN,
         "Copy the directory `launch` runs in into the bottle's `/workspace`. The host "
-        "directory is never mounted: the agent works on a copy.",
+        "directory is never mounted: the agent works on a copy, without the files whose "
+        "content goes to the bundle only (a secret's `from_file`, a git `identity`), under "
+        "any name.",
         default=True,
         example="copy_cwd = false",
     ),
