@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bottle_engine import claude_code
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import (
     AGENT_HOME,
@@ -28,6 +29,7 @@ from bottle_engine.plan import (
     BottlePlan,
 )
 from bottle_engine.regular_files import read_regular
+from bottle_engine.secrets import read_secret_value
 
 SKILLS_DIR = f"{AGENT_HOME}/.claude/skills"
 
@@ -182,9 +184,35 @@ def guest_trees(
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        withheld = same_files(plan.bundle_only_files)
-        trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
+        workspace = workspace_archive(plan.cwd, same_files(plan.bundle_only_files), uid=uid)
+        refuse_real_values(plan, workspace)
+        trees.append((WORKSPACE, workspace))
     return trees
+
+
+def refuse_real_values(plan: BottlePlan, workspace: bytes) -> None:
+    """A `BottleError` naming the files of the workspace copy that hold a secret's real value
+    (the usual home of a `from_env` value is a git-ignored `.env` in the project): the agent is
+    to hold a placeholder only. The message names the secret and the files, never the value."""
+    for secret in plan.secrets:
+        value = read_secret_value(plan, secret.name).strip().encode()
+        if not value or value not in workspace:
+            continue
+        with tarfile.open(fileobj=io.BytesIO(workspace)) as archive:
+            holding = [
+                member.name
+                for member in archive.getmembers()
+                if value in member.name.encode()
+                or (member.isfile() and value in archive.extractfile(member).read())  # type: ignore[union-attr]
+            ]
+        raise BottleError(
+            f"the copy of {safe_text(str(plan.cwd))} for the bottle's /workspace holds the real "
+            f"value of the secret {secret.name} (in {safe_text(', '.join(holding))}): the agent "
+            "would read what it is only to hold a placeholder of",
+            fix="move the value out of the directory `launch` runs in (keep it outside the "
+            f"project, or in the secret's from_file, which is left out), or set "
+            f"`copy_cwd = false` for agent {plan.agent}",
+        )
 
 
 FileId = tuple[int, int]  # (st_dev, st_ino): one file whatever its name, hard links too

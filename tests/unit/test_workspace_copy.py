@@ -7,7 +7,10 @@ import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.errors import BottleError
 from bottle_engine.guest import guest_trees
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import WORKSPACE, plan_bottle
@@ -19,8 +22,10 @@ MANIFEST = """\
 [bottles.b]
 context = "."
 [bottles.b.secrets.API_KEY]
-from_file = ".bottle/api-key"
+{source}
 hosts = ["api.example.invalid"]
+"""
+GIT_UPSTREAM = """\
 [[bottles.b.git]]
 name = "origin"
 url = "git@git.example.invalid:team/repo.git"
@@ -28,17 +33,22 @@ identity = "deploy_key"
 """
 
 
-def copied_files(project: Path, tmp_path: Path) -> dict[str, bytes]:
-    """The regular files of the launch's workspace copy, by path, with their content."""
-    (project / "bottle.toml").write_text(MANIFEST)
+def trees_of(project: Path, tmp_path: Path, manifest_text: str) -> dict[str, bytes]:
+    """What a launch of `manifest_text`'s agent from `project` copies into the sandbox."""
+    (project / "bottle.toml").write_text(manifest_text)
     (project / "Dockerfile").write_text("FROM scratch\n")
-    manifest = load_manifest_text(MANIFEST, project / "bottle.toml").require()
+    manifest = load_manifest_text(manifest_text, project / "bottle.toml").require()
     plan = plan_bottle(manifest, "a", cwd=project)
     bottle_dir = BottleDir(tmp_path / "state")
     bottle_dir.ca_dir.mkdir(parents=True)
     bottle_dir.ca_cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    trees = dict(guest_trees(plan, bottle_dir, system_cas=None))
-    with tarfile.open(fileobj=io.BytesIO(trees[WORKSPACE])) as archive:
+    return dict(guest_trees(plan, bottle_dir, system_cas=None))
+
+
+def copied_files(project: Path, tmp_path: Path) -> dict[str, bytes]:
+    """The regular files of the launch's workspace copy, by path, with their content."""
+    text = MANIFEST.format(source='from_file = ".bottle/api-key"') + GIT_UPSTREAM
+    with tarfile.open(fileobj=io.BytesIO(trees_of(project, tmp_path, text)[WORKSPACE])) as archive:
         members = archive.getmembers()
         # Every entry extracts on its own: no hard link to a file left out.
         assert not [m.name for m in members if m.islnk()]
@@ -71,3 +81,24 @@ def test_a_secret_file_or_git_key_in_the_launch_directory_never_reaches_the_sand
     assert b"rt37-invented-deploy-key" not in everything
     assert copied["src/main.py"] == b"print('work')\n"  # the rest of the work is there
     assert "bottle.toml" in copied
+
+
+def test_a_launch_whose_workspace_copy_holds_a_real_value_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual way to have a `from_env` value: a git-ignored `.env` in the project, sourced
+    before `launch`. The copy of the launch directory carried it into /workspace, where the
+    agent read the value it was only to hold a placeholder of. The launch stops, naming the
+    file and the secret, never the value."""
+    monkeypatch.setenv("RT37_API_KEY", INVENTED_VALUE)
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / ".env").write_text(f"RT37_API_KEY={INVENTED_VALUE}\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'))
+
+    told = f"{caught.value.message}\n{caught.value.fix}"
+    assert "config/.env" in told
+    assert "API_KEY" in told
+    assert INVENTED_VALUE not in told
