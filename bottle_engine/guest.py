@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine import claude_code
+from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -184,7 +184,10 @@ def guest_trees(
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        workspace = workspace_archive(plan.cwd, same_files(plan.bundle_only_files), uid=uid)
+        # Nor the engine's state (every bottle's secrets, keys and approvals), when it lies
+        # in the launch directory (a launch from the home directory).
+        withheld = same_files([*plan.bundle_only_files, state.state_dir()])
+        workspace = workspace_archive(plan.cwd, withheld, uid=uid)
         refuse_real_values(plan, workspace)
         trees.append((WORKSPACE, workspace))
     return trees
@@ -264,13 +267,14 @@ def workspace_archive(
 ) -> bytes:
     """The launch directory as a tar for /workspace: a copy, the host directory is never mounted.
 
-    The files in `withheld` (`same_files`) are left out under any name: a secret's `from_file`
-    or a git key kept in the project (relative to the manifest) would otherwise be copied in
-    and read by the agent, whose only copy of it is to be a placeholder."""
+    The files and directories in `withheld` (`same_files`) are left out under any name: a
+    secret's `from_file` or a git key kept in the project (relative to the manifest) would
+    otherwise be copied in and read by the agent, whose only copy of it is to be a
+    placeholder."""
     buffer = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if info.isfile() or info.islnk():  # a second name of a file is a hard link entry
+        if info.isfile() or info.islnk() or info.isdir():  # a file's second name: a hard link
             found = os.lstat(cwd / info.name)
             if (found.st_dev, found.st_ino) in withheld:
                 return None

@@ -102,3 +102,24 @@ def test_a_launch_whose_workspace_copy_holds_a_real_value_is_refused(
     assert "config/.env" in told
     assert "API_KEY" in told
     assert INVENTED_VALUE not in told
+
+
+def test_the_engines_state_dir_in_the_launch_directory_is_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`launch` run from a directory holding the engine's state (from the home directory, with
+    the state under ~/.local/state, or a state dir set inside the project) copied that state
+    into /workspace: every bottle's secret values, git keys, configs and approvals."""
+    project = tmp_path / "project"
+    other_bottle = project / ".local" / "state" / "bot-bottle" / "bottles" / "other"
+    (other_bottle / "secrets").mkdir(parents=True)
+    (other_bottle / "secrets" / "TOKEN").write_text("rt37-another-bottles-value\n")
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(project / ".local" / "state" / "bot-bottle"))
+    (project / "notes.txt").write_text("work\n")
+    (project / ".bottle").mkdir()
+    (project / ".bottle" / "api-key").write_text(INVENTED_VALUE)
+
+    copied = copied_files(project, tmp_path)
+
+    assert not [name for name in copied if "bot-bottle" in name]
+    assert copied["notes.txt"] == b"work\n"
