@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle_engine import claude_code
+from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.plan import (
     AGENT_HOME,
@@ -28,6 +29,7 @@ from bottle_engine.plan import (
     BottlePlan,
 )
 from bottle_engine.regular_files import read_regular
+from bottle_engine.secrets import read_secret_value
 
 SKILLS_DIR = f"{AGENT_HOME}/.claude/skills"
 
@@ -182,8 +184,54 @@ def guest_trees(
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        trees.append((WORKSPACE, workspace_archive(plan.cwd, uid=uid)))
+        # Nor the engine's state (every bottle's secrets, keys and approvals), when it lies
+        # in the launch directory (a launch from the home directory).
+        withheld = same_files([*plan.bundle_only_files, state.state_dir()])
+        workspace = workspace_archive(plan.cwd, withheld, uid=uid)
+        refuse_real_values(plan, workspace)
+        trees.append((WORKSPACE, workspace))
     return trees
+
+
+def refuse_real_values(plan: BottlePlan, workspace: bytes) -> None:
+    """A `BottleError` naming the files of the workspace copy that hold a secret's real value
+    (the usual home of a `from_env` value is a git-ignored `.env` in the project): the agent is
+    to hold a placeholder only. The message names the secret and the files, never the value."""
+    for secret in plan.secrets:
+        value = read_secret_value(plan, secret.name).strip().encode()
+        if not value or value not in workspace:
+            continue
+        with tarfile.open(fileobj=io.BytesIO(workspace)) as archive:
+            holding = [
+                member.name
+                for member in archive.getmembers()
+                if value in member.name.encode()
+                or (member.isfile() and value in archive.extractfile(member).read())  # type: ignore[union-attr]
+            ]
+        raise BottleError(
+            f"the copy of {safe_text(str(plan.cwd))} for the bottle's /workspace holds the real "
+            f"value of the secret {secret.name} (in {safe_text(', '.join(holding))}): the agent "
+            "would read what it is only to hold a placeholder of",
+            fix="move the value out of the directory `launch` runs in (keep it outside the "
+            f"project, or in the secret's from_file, which is left out), or set "
+            f"`copy_cwd = false` for agent {plan.agent}",
+        )
+
+
+FileId = tuple[int, int]  # (st_dev, st_ino): one file whatever its name, hard links too
+
+
+def same_files(paths: Iterable[Path]) -> frozenset[FileId]:
+    """The identities of the files at `paths` (links followed, as their reader follows them);
+    a missing one is left out."""
+    found = set()
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        found.add((info.st_dev, info.st_ino))
+    return frozenset(found)
 
 
 def skill_sources(plan: BottlePlan, skills_root: Path) -> list[tuple[str, Path]]:
@@ -214,14 +262,22 @@ def tar_directory(source: Path, arcname: str, *, uid: int = AGENT_UID) -> bytes:
     return buffer.getvalue()
 
 
-def workspace_archive(cwd: Path, exclude: Iterable[str] = (), *, uid: int = AGENT_UID) -> bytes:
-    """The launch directory as a tar for /workspace: a copy, the host directory is never mounted."""
-    skipped = set(exclude)
+def workspace_archive(
+    cwd: Path, withheld: frozenset[FileId] = frozenset(), *, uid: int = AGENT_UID
+) -> bytes:
+    """The launch directory as a tar for /workspace: a copy, the host directory is never mounted.
+
+    The files and directories in `withheld` (`same_files`) are left out under any name: a
+    secret's `from_file` or a git key kept in the project (relative to the manifest) would
+    otherwise be copied in and read by the agent, whose only copy of it is to be a
+    placeholder."""
     buffer = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if Path(info.name).name in skipped:
-            return None
+        if info.isfile() or info.islnk() or info.isdir():  # a file's second name: a hard link
+            found = os.lstat(cwd / info.name)
+            if (found.st_dev, found.st_ino) in withheld:
+                return None
         info.uid = info.gid = uid
         info.uname = info.gname = ""
         return info

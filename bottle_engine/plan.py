@@ -190,6 +190,15 @@ class BottlePlan(GatewayAddresses):
 
     # -- what the agent sees ---------------------------------------------------------------------
     @property
+    def bundle_only_files(self) -> tuple[Path, ...]:
+        """The host files whose content goes to the bundle and never to the agent: each secret's
+        `from_file` and each git upstream's identity (`secrets.write_bundle_secrets`)."""
+        return (
+            *(s.from_file for s in self.secrets if s.from_file is not None),
+            *(g.identity for g in self.git if g.identity is not None),
+        )
+
+    @property
     def guest_env(self) -> dict[str, str]:
         """The agent's environment. Proxy and gate URLs are IP literals: the agent has no DNS."""
         proxy = f"http://{self.bundle_ip}:{EGRESS_PORT}"

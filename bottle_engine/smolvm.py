@@ -7,7 +7,8 @@ Supported and tested: smolvm 1.32.2 (`TESTED_VERSION`).
 
 Every run gets the environment of `child_env`: the VMM confined by seccomp and Landlock (smolvm's
 CLI leaves both off unless asked; its SDK turns them on for untrusted code, and the agent is
-untrusted), and a libkrun directory the per-VM unprivileged uid can read.
+untrusted), a libkrun directory the per-VM unprivileged uid can read, and of the engine's own
+environment (real secret values among it) only what smolvm reads (`passed_on`).
 
 The installed version is probed once per process (`probe`), lazily: a pack-cache hit never runs
 smolvm at all. The probe answers the one question the pack pipeline asks: does ``pack create -I``
@@ -48,6 +49,14 @@ LIBKRUN_FILES = ("libkrun.so", "libkrunfw.so.5")
 """What smolvm's boot process loads from ``SMOLVM_LIB_DIR`` (Linux)."""
 # The VMM's own confinement; "enforce" is what smolvm's SDK and `smolvm serve` default to.
 HARDENING_ENV = {"SMOLVM_SECCOMP": "enforce", "SMOLVM_LANDLOCK": "enforce"}
+
+# The engine's environment that smolvm gets (`passed_on`): where it keeps its state and finds
+# programs, the terminal and locale `machine exec -it` relays, its own settings and logging.
+PASSED_ON_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TERM", "COLORTERM", "NO_COLOR", "LANG", "TZ"}
+    | {"RUST_LOG", "RUST_BACKTRACE"}
+)
+PASSED_ON_PREFIXES = ("SMOLVM_", "LC_", "XDG_")
 
 _EXIT_SECONDS = 10
 _INSTALL_FIX = (
@@ -150,7 +159,7 @@ def child_env(
     verified copy of the two libraries is used from a root-owned 0755 directory instead. An
     explicit ``SMOLVM_LIB_DIR`` or hardening setting in the environment wins.
     """
-    env = dict(os.environ if base is None else base)
+    env = {k: v for k, v in (os.environ if base is None else base).items() if passed_on(k)}
     env.pop("SMOLVM_MACHINE_NAME", None)  # every command names its machine with --name
     for key, value in HARDENING_ENV.items():
         env.setdefault(key, value)
@@ -161,6 +170,14 @@ def child_env(
     ):
         env["SMOLVM_LIB_DIR"] = str(vm_readable_lib_dir(binary.parent))
     return env
+
+
+def passed_on(name: str) -> bool:
+    """Whether the environment variable `name` of the engine's process reaches smolvm: only
+    what smolvm itself reads. `machine start` re-executes smolvm as the VMM, the process that
+    runs the guest and the first one an escape from it lands in; the engine's environment holds
+    the real values of `from_env` secrets (and whatever else of the user's), none for it."""
+    return name in PASSED_ON_NAMES or name.startswith(PASSED_ON_PREFIXES)
 
 
 def readable_by_others(path: Path) -> bool:

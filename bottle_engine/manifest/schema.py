@@ -168,7 +168,10 @@ AGENT_FIELDS = (
         "copy_cwd",
         Kind.BOOLEAN,
         "Copy the directory `launch` runs in into the bottle's `/workspace`. The host "
-        "directory is never mounted: the agent works on a copy.",
+        "directory is never mounted: the agent works on a copy, without the files whose "
+        "content goes to the bundle only (a secret's `from_file`, a git `identity`), under "
+        "any name, nor the engine's state dir; a copy holding a secret's real value "
+        "elsewhere (a `.env`) stops the launch.",
         default=True,
         example="copy_cwd = false",
     ),

@@ -96,7 +96,7 @@ def failing_without_kvm(
 ) -> Iterator[None]:
     """The fake fails `step` as smolvm does on a host without KVM; the block must raise the
     engine's error saying so, whose fix names the docker backend as the way out."""
-    monkeypatch.setenv("FAKE_SMOLVM_FAIL", step)
+    monkeypatch.setenv("SMOLVM_FAKE_FAIL", step)
     with pytest.raises(BottleError, match="KvmOpen") as caught:
         yield
     assert "docker" in str(caught.value.fix)
@@ -108,9 +108,9 @@ def install_fake_smolvm(directory: Path, version: str) -> FakeSmolvm:
     fake = FakeSmolvm(directory / "smolvm", directory / "state", directory / "argv.jsonl")
     fake.binary.write_text(
         "#!/bin/sh\n"
-        f"export FAKE_SMOLVM_VERSION='{version}'\n"
-        f"export FAKE_SMOLVM_STATE='{fake.state}'\n"
-        f"export FAKE_SMOLVM_LOG='{fake.log}'\n"
+        f"export SMOLVM_FAKE_VERSION='{version}'\n"
+        f"export SMOLVM_FAKE_STATE='{fake.state}'\n"
+        f"export SMOLVM_FAKE_LOG='{fake.log}'\n"
         f"exec '{sys.executable}' '{FAKE_SMOLVM}' \"$@\"\n"
     )
     fake.binary.chmod(0o755)

@@ -119,7 +119,7 @@ def test_another_user_cannot_swap_the_image_a_pack_pulls_from_the_ephemeral_regi
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BOTTLE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FAKE_SMOLVM_PACK_DELAY", "3")  # the pull comes a moment after the push
+    monkeypatch.setenv("SMOLVM_FAKE_PACK_DELAY", "3")  # the pull comes a moment after the push
     victim = make_layout(tmp_path, f"victim-{tmp_path.name}")
     attacker = make_layout(open_dir, f"attacker-{tmp_path.name}")
     _readable(attacker.layout_dir)

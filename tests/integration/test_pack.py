@@ -147,7 +147,7 @@ def start_pack_process(
         **os.environ,
         "BOTTLE_SMOLVM": str(fake.binary),
         "BOTTLE_CACHE_DIR": str(cache),
-        "FAKE_SMOLVM_PACK_DELAY": str(delay),
+        "SMOLVM_FAKE_PACK_DELAY": str(delay),
         "PYTHONPATH": str(REPO_ROOT),
     }
     process = subprocess.Popen(

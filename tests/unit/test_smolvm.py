@@ -247,7 +247,7 @@ def test_fake_exec_takes_no_short_name_flag_like_the_real_cli() -> None:
 
 def test_fake_refuses_from_with_smolfile_as_the_real_cli_does(tmp_path: Path) -> None:
     # The drift that hid the broken launch: the real 1.32.2 refuses this pair at parsing.
-    env = {**os.environ, "FAKE_SMOLVM_STATE": str(tmp_path / "state")}
+    env = {**os.environ, "SMOLVM_FAKE_STATE": str(tmp_path / "state")}
     sidecar = tmp_path / "bottle.smolmachine"
     sidecar.write_text(json.dumps({"format": "fake-smolmachine/1"}))
     smolfile = tmp_path / "Smolfile"
@@ -270,7 +270,7 @@ def test_fake_refuses_from_with_smolfile_as_the_real_cli_does(tmp_path: Path) ->
 
 def test_fake_refuses_what_the_real_cli_refuses_after_parsing(tmp_path: Path) -> None:
     # A check the real CLI makes before touching its state: TSI cannot enforce an allow list.
-    env = {**os.environ, "FAKE_SMOLVM_STATE": str(tmp_path / "state")}
+    env = {**os.environ, "SMOLVM_FAKE_STATE": str(tmp_path / "state")}
     done = run_fake(
         "machine",
         "create",
@@ -289,7 +289,7 @@ def test_fake_refuses_what_the_real_cli_refuses_after_parsing(tmp_path: Path) ->
 
 def test_engine_argv_is_accepted_by_the_fake(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    env = {**os.environ, "FAKE_SMOLVM_STATE": str(state)}
+    env = {**os.environ, "SMOLVM_FAKE_STATE": str(state)}
     sidecar = tmp_path / "bottle.smolmachine"
     sidecar.write_text(json.dumps({"format": "fake-smolmachine/1"}))
     done = run_fake(*smolvm.machine_create_args(spec(sidecar=sidecar)), env=env)
@@ -302,7 +302,7 @@ def test_engine_argv_is_accepted_by_the_fake(tmp_path: Path) -> None:
 def pack_with_fake(
     tmp_path: Path, image: str, version: str = "1.32.2"
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FAKE_SMOLVM_VERSION": version}
+    env = {**os.environ, "SMOLVM_FAKE_VERSION": version}
     return run_fake("pack", "create", "--image", image, "--output", str(tmp_path / "out"), env=env)
 
 
@@ -453,3 +453,29 @@ def test_a_guest_commands_failure_ends_its_stream_with_command_failed(tmp_path: 
     assert next(stream) == b"what could be read"
     with pytest.raises(CommandFailed, match="exited with status 2"):
         next(stream)
+
+
+def test_the_vmm_never_gets_the_launching_environments_secret_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `from_env` secret is read from the environment of the process that launches the
+    bottle. smolvm's `machine start` re-executes itself as the VMM (`_boot-vm`), the process
+    that runs the guest and the first one a guest escape lands in: it was handed that whole
+    environment, real values and all. Only what smolvm itself reads is passed on now."""
+    invented = "rt37-invented-token-6d1f0c"
+    monkeypatch.setenv("RT37_BOTTLE_TOKEN", invented)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    dump = tmp_path / "env.txt"
+    stub = tmp_path / "smolvm"
+    stub.write_text(f"#!/bin/sh\n/usr/bin/env > '{dump}'\n")
+    stub.chmod(0o755)
+    info = smolvm.SmolvmInfo(stub, "1.32.2", accepts_archives=True, error_format_json=False)
+    smolvm.Smolvm(info, settings=EngineSettings()).machine_start("bottle-rt37")
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert invented not in dump.read_text()
+    assert "RT37_BOTTLE_TOKEN" not in seen
+    # What smolvm reads is still there: its own settings, where its state and libraries are.
+    assert seen["SMOLVM_SECCOMP"] == "enforce"
+    assert seen["PATH"] == os.environ["PATH"]
+    assert seen["HOME"] == os.environ["HOME"]
+    assert seen["LC_ALL"] == "C.UTF-8"
