@@ -3,8 +3,12 @@ out: the files whose content the launch hands the bundle only."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import tarfile
+import textwrap
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -40,7 +44,7 @@ def trees_of(project: Path, tmp_path: Path, manifest_text: str) -> dict[str, byt
     manifest = load_manifest_text(manifest_text, project / "bottle.toml").require()
     plan = plan_bottle(manifest, "a", cwd=project)
     bottle_dir = BottleDir(tmp_path / "state")
-    bottle_dir.ca_dir.mkdir(parents=True)
+    bottle_dir.ca_dir.mkdir(parents=True, exist_ok=True)
     bottle_dir.ca_cert.write_text("-----BEGIN CERTIFICATE-----\n")
     return dict(guest_trees(plan, bottle_dir, system_cas=None))
 
@@ -123,3 +127,130 @@ def test_the_engines_state_dir_in_the_launch_directory_is_not_copied(
 
     assert not [name for name in copied if "bot-bottle" in name]
     assert copied["notes.txt"] == b"work\n"
+
+
+# A value with the characters each encoding writes differently ('/', '+', '&', '"', '<').
+ENCODED_VALUE = 'rt38/inv+ent&ed"api<key>4b7e91'
+
+
+def _base64_at(offset: int, alphabet: str) -> str:
+    """`ENCODED_VALUE` base64-encoded inside a longer text, starting `offset` bytes into it."""
+    data = b"prefix"[:offset] + ENCODED_VALUE.encode() + b" and more bytes after it"
+    encoded = base64.b64encode(data)
+    return (
+        encoded.translate(bytes.maketrans(b"+/", b"-_")) if alphabet == "url" else encoded
+    ).decode()
+
+
+ENCODINGS = {
+    "base64 at offset 0": lambda: _base64_at(0, "std").encode(),
+    "base64 at offset 1": lambda: _base64_at(1, "std").encode(),
+    "base64 at offset 2": lambda: _base64_at(2, "std").encode(),
+    "url-safe base64": lambda: _base64_at(1, "url").encode(),
+    "base64 wrapped at 20 columns": lambda: "\n".join(
+        textwrap.wrap(_base64_at(2, "std"), 20)
+    ).encode(),
+    "hex": lambda: ENCODED_VALUE.encode().hex().encode(),
+    "upper-case hex": lambda: ENCODED_VALUE.encode().hex().upper().encode(),
+    "percent-encoded": lambda: urllib.parse.quote(ENCODED_VALUE, safe="").encode(),
+    "form-encoded": lambda: urllib.parse.urlencode({"key": ENCODED_VALUE}).encode(),
+    "JSON string": lambda: json.dumps({"key": ENCODED_VALUE}).encode(),
+    "JSON with HTML-safe escapes": lambda: (
+        json.dumps({"key": ENCODED_VALUE})
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .encode()
+    ),
+    "UTF-16 with a BOM": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-16"),
+    "UTF-16BE": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-16-be"),
+}
+
+
+def bound_from_env(monkeypatch: pytest.MonkeyPatch, value: str) -> str:
+    """A manifest binding `value`, read from the launch's environment, as the secret API_KEY."""
+    monkeypatch.setenv("RT38_API_KEY", value)
+    return MANIFEST.format(source='from_env = "RT38_API_KEY"')
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_a_real_value_stored_encoded_in_the_launch_directory_is_refused(
+    encoding: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal searched the copy for the value as written only: the same value kept
+    encoded (a Kubernetes secret's base64, a hex dump, a URL with it as a query parameter, a
+    JSON config, a file saved as UTF-16 by a Windows editor) reached /workspace, where the
+    agent decodes it in one line."""
+    manifest = bound_from_env(monkeypatch, ENCODED_VALUE)
+    project = tmp_path / "project"
+    (project / "deploy").mkdir(parents=True)
+    (project / "deploy" / "stored").write_bytes(b"data: " + ENCODINGS[encoding]() + b"\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "deploy/stored" in caught.value.message
+
+
+def test_a_short_value_is_refused_only_as_a_whole_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value of a few characters occurs by chance inside longer words (of any project of
+    some size); the launch is refused for it standing alone, not for every word that holds it."""
+    manifest = bound_from_env(monkeypatch, "q7x2")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "words.txt").write_text("aq7x2b q7x2z 0q7x2\n")
+
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+    (project / ".env").write_text("PIN=q7x2\n")
+    with pytest.raises(BottleError):
+        trees_of(project, tmp_path, manifest)
+
+
+def test_a_launch_from_inside_the_engines_state_dir_copies_none_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state dir was left out only where it lay inside the launch directory: `launch` run
+    from inside it (a bottle's own dir, or `bottles/` holding every bottle's) copied what lay
+    under the launch directory: other bottles' secret values, git keys and bundle configs."""
+    state_root = tmp_path / "state-root"
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(state_root))
+    for bottle in ("one", "two"):
+        (state_root / "bottles" / bottle / "secrets").mkdir(parents=True)
+        (state_root / "bottles" / bottle / "secrets" / "TOKEN").write_text(
+            f"rt38-{bottle}-bottles-value\n"
+        )
+    for inside in (state_root / "bottles", state_root / "bottles" / "one", state_root):
+        with pytest.raises(BottleError) as caught:
+            trees_of(inside, tmp_path, MANIFEST.format(source='from_env = "HOME"'))
+        assert "state" in caught.value.message
+
+
+def test_a_real_value_in_a_skill_or_the_prompt_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the workspace copy was searched: a skill from ~/.claude/skills or a prompt_file
+    holding the value (an example call with the real key in it) was copied into the sandbox,
+    where the agent reads both."""
+    base = bound_from_env(monkeypatch, INVENTED_VALUE)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    skill = tmp_path / "home" / ".claude" / "skills" / "deploy"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text(f"curl -H 'Authorization: {INVENTED_VALUE}' ...\n")
+    project = tmp_path / "project"
+    project.mkdir()
+
+    with_skill = base.replace("[agents.a]\n", '[agents.a]\nskills = ["deploy"]\n')
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, with_skill)
+    assert "deploy" in caught.value.message
+
+    (skill / "SKILL.md").write_text("no value here\n")
+    prompt = tmp_path / "prompt.md"
+    prompt.write_text(f"Use the key {base64.b64encode(INVENTED_VALUE.encode()).decode()}\n")
+    with_prompt = base.replace("[agents.a]\n", f'[agents.a]\nprompt_file = "{prompt}"\n')
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, with_prompt)
+    assert "prompt" in caught.value.message
