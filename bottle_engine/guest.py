@@ -20,6 +20,7 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
+from bottle_engine.git import url_credential
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -210,16 +211,20 @@ def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
 
 def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> None:
     """A `BottleError` naming what the launch would copy into the sandbox (`trees`: the
-    workspace copy, skills, prompt) that holds a secret's real value in any stored form
+    workspace copy, skills, prompt) that holds a secret's real value (or the credential of a
+    git upstream's url, the bundle's alone as an ssh `identity` is) in any stored form
     `secret_forms` knows: the agent is to hold a placeholder only, and decodes base64 in one
     line (the usual home of a `from_env` value is a git-ignored `.env` in the project). The
     whole of each tree is searched once per form; only a tree that holds one is read file by
     file, for the message, which names the secret, the form and the files, never the value.
     A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`)."""
-    search = ValueSearch(
-        ((read_secret_value(plan, secret.name).strip(), secret.name) for secret in plan.secrets),
-        short_words=True,
-    )
+    values = [(read_secret_value(plan, s.name).strip(), f"secret {s.name}") for s in plan.secrets]
+    values += [
+        (credential, f"the credential in git upstream {upstream.name}'s url")
+        for upstream in plan.git
+        if (credential := url_credential(upstream.url)) is not None
+    ]
+    search = ValueSearch(values, short_words=True)
     for destination, tree in trees:
         found = search.first(tree)
         if found is None:
@@ -233,12 +238,13 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
             ]
         raise BottleError(
             f"the files {safe_text(', '.join(holding))} that the launch would copy into the "
-            f"bottle hold the real value of the secret {found.label} (the copy of "
+            f"bottle hold the real value of the {found.label} (the copy of "
             f"{safe_text(str(plan.cwd))} for /workspace, a skill or the prompt): the agent "
             "would read what it is only to hold a placeholder of",
             fix="move the value out of the directory `launch` runs in (keep it outside the "
-            f"project, or in the secret's from_file, which is left out), out of the skill or "
-            f"prompt, or set `copy_cwd = false` for agent {plan.agent}",
+            f"project, or in the secret's from_file, which is left out; a git upstream: an ssh "
+            f"url with an `identity`), out of the skill or prompt, or set `copy_cwd = false` "
+            f"for agent {plan.agent}",
         )
 
 

@@ -263,7 +263,8 @@ GIT_FIELDS = (
         "The real upstream. Only the bundle talks to it, with the identity below; the trust "
         "review names the host it reaches. One user and one host: a url whose host git, ssh "
         "and curl may read differently (a second '@', `%40`, a backslash, brackets round a name, "
-        "`TRANSPORT::`) is refused.",
+        "`TRANSPORT::`) is refused. A credential in it (`https://user:TOKEN@host/...`) is the "
+        "bundle's alone: a launch that would copy it into the bottle is refused.",
         required=True,
         format=Format.GIT_URL,
         example='url = "ssh://git@github.com/me/repo.git"',

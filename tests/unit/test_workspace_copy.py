@@ -15,6 +15,7 @@ import pytest
 
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.errors import BottleError
+from bottle_engine.git import url_credential
 from bottle_engine.guest import guest_trees
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import WORKSPACE, plan_bottle
@@ -37,11 +38,15 @@ identity = "deploy_key"
 """
 
 
-def trees_of(project: Path, tmp_path: Path, manifest_text: str) -> dict[str, bytes]:
-    """What a launch of `manifest_text`'s agent from `project` copies into the sandbox."""
-    (project / "bottle.toml").write_text(manifest_text)
-    (project / "Dockerfile").write_text("FROM scratch\n")
-    manifest = load_manifest_text(manifest_text, project / "bottle.toml").require()
+def trees_of(
+    project: Path, tmp_path: Path, manifest_text: str, manifest_dir: Path | None = None
+) -> dict[str, bytes]:
+    """What a launch of `manifest_text`'s agent from `project` copies into the sandbox, the
+    manifest written in `manifest_dir` (by default the project)."""
+    manifest_dir = manifest_dir or project
+    (manifest_dir / "bottle.toml").write_text(manifest_text)
+    (manifest_dir / "Dockerfile").write_text("FROM scratch\n")
+    manifest = load_manifest_text(manifest_text, manifest_dir / "bottle.toml").require()
     plan = plan_bottle(manifest, "a", cwd=project)
     bottle_dir = BottleDir(tmp_path / "state")
     bottle_dir.ca_dir.mkdir(parents=True, exist_ok=True)
@@ -254,3 +259,45 @@ def test_a_real_value_in_a_skill_or_the_prompt_file_is_refused(
     with pytest.raises(BottleError) as caught:
         trees_of(project, tmp_path, with_prompt)
     assert "prompt" in caught.value.message
+
+
+def test_a_git_upstreams_password_in_the_copy_is_refused(tmp_path: Path) -> None:
+    """An https upstream is reached with the password its url carries, which only the bundle
+    is to use (as it does an ssh `identity`); the manifest beside the project, and a remote of
+    the project's own `.git/config` with the same token, were copied into /workspace, and the
+    agent pushed with it through any allowed host, past the gate."""
+    token = "ghp_rt38InventedToken0a1b2c3d"
+    manifest = (
+        MANIFEST.format(source='from_env = "HOME"')
+        + '[[bottles.b.git]]\nname = "origin"\n'
+        + f'url = "https://x-access-token:{token}@git.example.invalid/team/repo.git"\n'
+    )
+    outside = tmp_path / "config"
+    outside.mkdir()
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text(f'[remote "origin"]\n\turl = https://me:{token}@h/r\n')
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+    assert "bottle.toml" in caught.value.message and token not in str(caught.value)
+
+    (project / "bottle.toml").unlink()
+    (project / "Dockerfile").unlink()
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest, manifest_dir=outside)
+    assert ".git/config" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "credential"),
+    [
+        ("https://x-access-token:ghp_rt38a1b2@h.invalid/r.git", "ghp_rt38a1b2"),
+        ("https://ghp_rt38InventedToken0a1b@h.invalid/r.git", "ghp_rt38InventedToken0a1b"),
+        ("https://x-access-token@h.invalid/r.git", None),  # a login name, not a token
+        ("ssh://git@h.invalid/r.git", None),
+        ("git@h.invalid:r.git", None),
+    ],
+)
+def test_the_credential_of_an_upstream_url(url: str, credential: str | None) -> None:
+    assert url_credential(url) == credential
