@@ -211,19 +211,24 @@ def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
 
 def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> None:
     """A `BottleError` naming what the launch would copy into the sandbox (`trees`: the
-    workspace copy, skills, prompt) that holds a secret's real value (or the credential of a
-    git upstream's url, the bundle's alone as an ssh `identity` is) in any stored form
+    workspace copy, skills, prompt) that holds a secret's real value, a git upstream's
+    `identity` key or the credential in its url (the bundle's alone) in any stored form
     `secret_forms` knows: the agent is to hold a placeholder only, and decodes base64 in one
     line (the usual home of a `from_env` value is a git-ignored `.env` in the project). The
     whole of each tree is searched once per form; only a tree that holds one is read file by
     file, for the message, which names the secret, the form and the files, never the value.
     A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`)."""
     values = [(read_secret_value(plan, s.name).strip(), f"secret {s.name}") for s in plan.secrets]
-    values += [
-        (credential, f"the credential in git upstream {upstream.name}'s url")
-        for upstream in plan.git
-        if (credential := url_credential(upstream.url)) is not None
-    ]
+    for upstream in plan.git:
+        if (credential := url_credential(upstream.url)) is not None:
+            values.append((credential, f"credential in git upstream {upstream.name}'s url"))
+        if upstream.identity is None:
+            continue
+        try:  # its own file is left out of the copy; not a copy of it
+            key = upstream.identity.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue  # nothing to copy; the launch names it (`write_bundle_secrets`)
+        values.append((key, f"key of git upstream {upstream.name}'s identity"))
     search = ValueSearch(values, short_words=True)
     for destination, tree in trees:
         found = search.first(tree)

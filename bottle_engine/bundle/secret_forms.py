@@ -95,7 +95,9 @@ def stored_forms(value: str, label: str, *, short_words: bool = False) -> list[N
     whole word only, in its printable forms: four characters occur by chance inside the
     words of any project of some size."""
     raw = value.encode()
-    forms = [(raw, label)]
+    # A value of several lines (a key) is found with other line endings, or wrapped otherwise,
+    # by its lines joined: the search looks in the data with its line breaks removed too.
+    forms = [(raw, label), (_unwrapped(raw), label)]
     forms += [(form, f"{label}, base64-encoded") for form in base64_forms(raw)]
     forms += [(raw.hex().encode(), f"{label}, hex-encoded")]
     forms += [(raw.hex().upper().encode(), f"{label}, hex-encoded")]

@@ -301,3 +301,38 @@ def test_a_git_upstreams_password_in_the_copy_is_refused(tmp_path: Path) -> None
 )
 def test_the_credential_of_an_upstream_url(url: str, credential: str | None) -> None:
     assert url_credential(url) == credential
+
+
+def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the identity file itself was left out (by device and inode): the same key in a
+    skill (a hard link beside the skill's scripts) or a copy of it in the project with other
+    line endings reached the sandbox, and the agent pushed as the deploy key past the gate."""
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nrt38b3BlbnNzaC1rZXktdjEAAAAA\nQUJDREVGR0g=\n"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "deploy_key").write_text(key)
+    manifest = MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
+        '"deploy_key"', f'"{keys / "deploy_key"}"'
+    )
+    skill = tmp_path / "home" / ".claude" / "skills" / "release"
+    skill.mkdir(parents=True)
+    (skill / "key").hardlink_to(keys / "deploy_key")
+    project = tmp_path / "project"
+    project.mkdir()
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(
+            project,
+            tmp_path,
+            manifest.replace("[agents.a]\n", '[agents.a]\nskills = ["release"]\n'),
+        )
+    assert "release/key" in caught.value.message
+
+    (project / "backup").mkdir()
+    (project / "backup" / "key.txt").write_text(key.replace("\n", "\r\n"))
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+    assert "backup/key.txt" in caught.value.message and "rt38b3" not in str(caught.value)
