@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,24 @@ def upstream_host(url: str) -> str | None:
     if not host:
         raise UnclearHostError("no host")
     return host.lower()
+
+
+# A user name alone is a credential when it is a token (`https://TOKEN@github.com/...`), not a
+# login (`git`, `oauth2`, `x-access-token`, `gitlab-ci-token`); tokens are longer.
+MIN_TOKEN_USER = 16
+
+
+def url_credential(url: str) -> str | None:
+    """The credential an upstream `url` carries for git to send (`https://user:TOKEN@host/`,
+    or `https://TOKEN@host/` with a user of `MIN_TOKEN_USER` characters or more), which only
+    the bundle is to hold; None without one (ssh authenticates with the `identity`)."""
+    if "://" not in url or is_ssh_url(url):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        return parts.password
+    user = parts.username or ""
+    return user if len(user) >= MIN_TOKEN_USER else None
 
 
 def upstream_place(url: str, show: Callable[[str], str] = str) -> str:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
+from bottle_engine.git import url_credential
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -171,7 +173,7 @@ def guest_trees(
 ) -> list[tuple[str, bytes]]:
     """Everything a launch copies into the sandbox, as (destination, tar) pairs in order: the
     guest files, each skill (from ~/.claude/skills), the workspace copy; all the agent's
-    (`uid`)."""
+    (`uid`), none holding a secret's real value (`refuse_real_values`)."""
     files = guest_files(
         plan,
         bottle_ca=bundle_ca(bottle_dir),
@@ -185,36 +187,69 @@ def guest_trees(
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
         # Nor the engine's state (every bottle's secrets, keys and approvals), when it lies
-        # in the launch directory (a launch from the home directory).
+        # in the launch directory (a launch from the home directory) or holds it.
         withheld = same_files([*plan.bundle_only_files, state.state_dir()])
-        workspace = workspace_archive(plan.cwd, withheld, uid=uid)
-        refuse_real_values(plan, workspace)
-        trees.append((WORKSPACE, workspace))
+        refuse_withheld_cwd(plan.cwd, withheld)
+        trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
+    refuse_real_values(plan, trees)
     return trees
 
 
-def refuse_real_values(plan: BottlePlan, workspace: bytes) -> None:
-    """A `BottleError` naming the files of the workspace copy that hold a secret's real value
-    (the usual home of a `from_env` value is a git-ignored `.env` in the project): the agent is
-    to hold a placeholder only. The message names the secret and the files, never the value."""
-    for secret in plan.secrets:
-        value = read_secret_value(plan, secret.name).strip().encode()
-        if not value or value not in workspace:
+def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
+    """A `BottleError` when the launch directory is, or lies inside, a directory the copy
+    leaves out (the engine's state dir): leaving out what lies in the copy does not cover a
+    copy made from within it, which would hold other bottles' secret values, keys and
+    configs."""
+    for directory in (resolved := cwd.resolve(), *resolved.parents):
+        if same_files([directory]) & withheld:
+            raise BottleError(
+                f"the launch directory {safe_text(str(cwd))} lies inside the engine's state "
+                f"({safe_text(str(directory))}), which is never copied into a bottle",
+                fix="run `launch` from the project's directory",
+            )
+
+
+def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> None:
+    """A `BottleError` naming what the launch would copy into the sandbox (`trees`: the
+    workspace copy, skills, prompt) that holds a secret's real value, a git upstream's
+    `identity` key or the credential in its url (the bundle's alone) in any stored form
+    `secret_forms` knows: the agent is to hold a placeholder only, and decodes base64 in one
+    line (the usual home of a `from_env` value is a git-ignored `.env` in the project). The
+    whole of each tree is searched once per form; only a tree that holds one is read file by
+    file, for the message, which names the secret, the form and the files, never the value.
+    A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`)."""
+    values = [(read_secret_value(plan, s.name).strip(), f"secret {s.name}") for s in plan.secrets]
+    for upstream in plan.git:
+        if (credential := url_credential(upstream.url)) is not None:
+            values.append((credential, f"credential in git upstream {upstream.name}'s url"))
+        if upstream.identity is None:
             continue
-        with tarfile.open(fileobj=io.BytesIO(workspace)) as archive:
+        try:  # its own file is left out of the copy; not a copy of it
+            key = upstream.identity.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue  # nothing to copy; the launch names it (`write_bundle_secrets`)
+        values.append((key, f"key of git upstream {upstream.name}'s identity"))
+    search = ValueSearch(values, short_words=True)
+    for destination, tree in trees:
+        found = search.first(tree)
+        if found is None:
+            continue
+        with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
             holding = [
-                member.name
+                f"{destination.rstrip('/')}/{member.name}"
                 for member in archive.getmembers()
-                if value in member.name.encode()
-                or (member.isfile() and value in archive.extractfile(member).read())  # type: ignore[union-attr]
+                if search.first(member.name.encode()) is not None
+                or (member.isfile() and search.first(archive.extractfile(member).read()))  # type: ignore[union-attr]
             ]
         raise BottleError(
-            f"the copy of {safe_text(str(plan.cwd))} for the bottle's /workspace holds the real "
-            f"value of the secret {secret.name} (in {safe_text(', '.join(holding))}): the agent "
+            f"the files {safe_text(', '.join(holding))} that the launch would copy into the "
+            f"bottle hold the real value of the {found.label} (the copy of "
+            f"{safe_text(str(plan.cwd))} for /workspace, a skill or the prompt): the agent "
             "would read what it is only to hold a placeholder of",
             fix="move the value out of the directory `launch` runs in (keep it outside the "
-            f"project, or in the secret's from_file, which is left out), or set "
-            f"`copy_cwd = false` for agent {plan.agent}",
+            f"project, or in the secret's from_file, which is left out; a git upstream: an ssh "
+            f"url with an `identity`), out of the skill or prompt, or set `copy_cwd = false` "
+            f"for agent {plan.agent}",
         )
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import json
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -42,36 +40,7 @@ from wsproto.frame_protocol import (
 )
 
 from bottle_engine.bundle.egress_policy import field_key
-
-# Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
-# link): every reserved byte encoded; Python's quote() (keeps '/'); quote_plus() and
-# urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps !'()*); Go's
-# url.PathEscape (keeps $&+,:;=@).
-_URL_ENCODERS = (
-    lambda v: urllib.parse.quote(v, safe=""),
-    urllib.parse.quote,
-    urllib.parse.quote_plus,
-    lambda v: urllib.parse.quote(v, safe="-_.!~*'()"),
-    lambda v: urllib.parse.quote(v, safe="$&+,:;=@"),
-)
-
-
-# JSON as web stacks' encoders write it, escaping more than JSON requires, as (the characters
-# written \u00XX, whether '/' is written '\/'): Python's and JavaScript's (none), PHP's
-# json_encode (Laravel), Symfony's JsonResponse, .NET's System.Text.Json, Go's encoding/json
-# (and Rails). Between escapes the scrubber does not know, a value falls apart in runs that no
-# piece of it anchors, and the agent's JSON parser joins them again.
-_JSON_ENCODERS = (("", False), ("", True), ("\"&'<>", True), ("\"&'+<>`", False), ("&<>", False))
-
-
-def _json_forms(value: str) -> list[str]:
-    """`value` inside a JSON string as each of `_JSON_ENCODERS` writes it, in either hex case."""
-    forms = []
-    for escaped, slash in _JSON_ENCODERS:
-        for style in ("\\u%04x", "\\u%04X"):
-            text = "".join(style % ord(c) if c in escaped else json.dumps(c)[1:-1] for c in value)
-            forms.append(text.replace("/", "\\/") if slash else text)
-    return forms
+from bottle_engine.bundle.secret_forms import json_forms, url_forms
 
 
 def value_forms(value: str) -> tuple[bytes, ...]:
@@ -79,16 +48,14 @@ def value_forms(value: str) -> tuple[bytes, ...]:
     the usual JSON encoders write it), percent-encoded (as the usual URL encoders write it, in
     either hex case), and as Python's repr() of the text or of its bytes shows it (a proxy
     error quoting what a bound host sent)."""
-    quoted = [encode(value) for encode in _URL_ENCODERS]
     forms = [
         value,
         # Folded as servers fold tokens they quote (codings, media types), in whichever header
         # the agent chose to carry the value.
         value.lower(),
         value.upper(),
-        *_json_forms(value),
-        *quoted,
-        *(_lower_hex(text) for text in quoted),
+        *json_forms(value),
+        *url_forms(value),
         repr(value)[1:-1],
         repr(value.encode())[2:-1],
     ]
@@ -118,11 +85,6 @@ def is_body_digest(name: bytes | str) -> bool:
     """Is the field `name` a hash of the body (`BODY_DIGEST_FIELDS`)?"""
     key = field_key(name.decode("latin-1") if isinstance(name, bytes) else name)
     return key in BODY_DIGEST_FIELDS or key.startswith(_DIGEST_PREFIXES)
-
-
-def _lower_hex(quoted: str) -> str:
-    parts = quoted.split("%")
-    return parts[0] + "".join("%" + part[:2].lower() + part[2:] for part in parts[1:])
 
 
 # What may wait for more of a stream: at least this many bytes (`Scrubber.hold`), longer than the

@@ -170,8 +170,9 @@ AGENT_FIELDS = (
         "Copy the directory `launch` runs in into the bottle's `/workspace`. The host "
         "directory is never mounted: the agent works on a copy, without the files whose "
         "content goes to the bundle only (a secret's `from_file`, a git `identity`), under "
-        "any name, nor the engine's state dir; a copy holding a secret's real value "
-        "elsewhere (a `.env`) stops the launch.",
+        "any name, nor the engine's state dir (a launch from inside it is refused); a "
+        "copy, skill or prompt holding a secret's real value elsewhere (a `.env`), as written "
+        "or encoded (base64, hex, percent, JSON, UTF-16), stops the launch.",
         default=True,
         example="copy_cwd = false",
     ),
@@ -262,7 +263,8 @@ GIT_FIELDS = (
         "The real upstream. Only the bundle talks to it, with the identity below; the trust "
         "review names the host it reaches. One user and one host: a url whose host git, ssh "
         "and curl may read differently (a second '@', `%40`, a backslash, brackets round a name, "
-        "`TRANSPORT::`) is refused.",
+        "`TRANSPORT::`) is refused. A credential in it (`https://user:TOKEN@host/...`) is the "
+        "bundle's alone: a launch that would copy it into the bottle is refused.",
         required=True,
         format=Format.GIT_URL,
         example='url = "ssh://git@github.com/me/repo.git"',

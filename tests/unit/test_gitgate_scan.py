@@ -6,9 +6,11 @@ import base64
 import bz2
 import gzip
 import io
+import json
 import lzma
 import marshal
 import struct
+import urllib.parse
 import zipfile
 import zlib
 from pathlib import Path
@@ -536,3 +538,21 @@ def test_a_key_behind_a_wide_gap_is_still_found(scanner: Scanner) -> None:
     assert [f.kind for f in scanner.blob(COMMIT, "notes.txt", line.encode())] == [
         "IBM Cloud IAM Key"
     ]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        urllib.parse.quote('rt38/inv+ent&ed"api<key>', safe="").encode(),  # a remote URL's password
+        json.dumps({"token": 'rt38/inv+ent&ed"api<key>'}).encode(),  # a settings file
+    ],
+)
+def test_the_bottles_own_secret_is_found_percent_encoded_or_json_escaped(stored: bytes) -> None:
+    """The gate searched the value as it is, base64 and hex: a value with a reserved character
+    went upstream percent-encoded (a remote URL in a committed config) or JSON-escaped (a
+    committed settings file), which every reader decodes. The forms are the launch's too
+    (`secret_forms`)."""
+    label = "value of the bottle's secret 'api'"
+    scanner = Scanner([KnownSecret('rt38/inv+ent&ed"api<key>', label)])
+
+    assert label in [f.kind.split(",")[0] for f in scanner.blob(COMMIT, "config.json", stored)]

@@ -3,14 +3,19 @@ out: the files whose content the launch hands the bundle only."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import tarfile
+import textwrap
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.errors import BottleError
+from bottle_engine.git import url_credential
 from bottle_engine.guest import guest_trees
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import WORKSPACE, plan_bottle
@@ -33,14 +38,18 @@ identity = "deploy_key"
 """
 
 
-def trees_of(project: Path, tmp_path: Path, manifest_text: str) -> dict[str, bytes]:
-    """What a launch of `manifest_text`'s agent from `project` copies into the sandbox."""
-    (project / "bottle.toml").write_text(manifest_text)
-    (project / "Dockerfile").write_text("FROM scratch\n")
-    manifest = load_manifest_text(manifest_text, project / "bottle.toml").require()
+def trees_of(
+    project: Path, tmp_path: Path, manifest_text: str, manifest_dir: Path | None = None
+) -> dict[str, bytes]:
+    """What a launch of `manifest_text`'s agent from `project` copies into the sandbox, the
+    manifest written in `manifest_dir` (by default the project)."""
+    manifest_dir = manifest_dir or project
+    (manifest_dir / "bottle.toml").write_text(manifest_text)
+    (manifest_dir / "Dockerfile").write_text("FROM scratch\n")
+    manifest = load_manifest_text(manifest_text, manifest_dir / "bottle.toml").require()
     plan = plan_bottle(manifest, "a", cwd=project)
     bottle_dir = BottleDir(tmp_path / "state")
-    bottle_dir.ca_dir.mkdir(parents=True)
+    bottle_dir.ca_dir.mkdir(parents=True, exist_ok=True)
     bottle_dir.ca_cert.write_text("-----BEGIN CERTIFICATE-----\n")
     return dict(guest_trees(plan, bottle_dir, system_cas=None))
 
@@ -123,3 +132,207 @@ def test_the_engines_state_dir_in_the_launch_directory_is_not_copied(
 
     assert not [name for name in copied if "bot-bottle" in name]
     assert copied["notes.txt"] == b"work\n"
+
+
+# A value with the characters each encoding writes differently ('/', '+', '&', '"', '<').
+ENCODED_VALUE = 'rt38/inv+ent&ed"api<key>4b7e91'
+
+
+def _base64_at(offset: int, alphabet: str) -> str:
+    """`ENCODED_VALUE` base64-encoded inside a longer text, starting `offset` bytes into it."""
+    data = b"prefix"[:offset] + ENCODED_VALUE.encode() + b" and more bytes after it"
+    encoded = base64.b64encode(data)
+    return (
+        encoded.translate(bytes.maketrans(b"+/", b"-_")) if alphabet == "url" else encoded
+    ).decode()
+
+
+ENCODINGS = {
+    "base64 at offset 0": lambda: _base64_at(0, "std").encode(),
+    "base64 at offset 1": lambda: _base64_at(1, "std").encode(),
+    "base64 at offset 2": lambda: _base64_at(2, "std").encode(),
+    "url-safe base64": lambda: _base64_at(1, "url").encode(),
+    "base64 wrapped at 20 columns": lambda: "\n".join(
+        textwrap.wrap(_base64_at(2, "std"), 20)
+    ).encode(),
+    "hex": lambda: ENCODED_VALUE.encode().hex().encode(),
+    "upper-case hex": lambda: ENCODED_VALUE.encode().hex().upper().encode(),
+    "percent-encoded": lambda: urllib.parse.quote(ENCODED_VALUE, safe="").encode(),
+    "form-encoded": lambda: urllib.parse.urlencode({"key": ENCODED_VALUE}).encode(),
+    "JSON string": lambda: json.dumps({"key": ENCODED_VALUE}).encode(),
+    "JSON with HTML-safe escapes": lambda: (
+        json.dumps({"key": ENCODED_VALUE})
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .encode()
+    ),
+    "UTF-16 with a BOM": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-16"),
+    "UTF-16BE": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-16-be"),
+}
+
+
+def bound_from_env(monkeypatch: pytest.MonkeyPatch, value: str) -> str:
+    """A manifest binding `value`, read from the launch's environment, as the secret API_KEY."""
+    monkeypatch.setenv("RT38_API_KEY", value)
+    return MANIFEST.format(source='from_env = "RT38_API_KEY"')
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_a_real_value_stored_encoded_in_the_launch_directory_is_refused(
+    encoding: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal searched the copy for the value as written only: the same value kept
+    encoded (a Kubernetes secret's base64, a hex dump, a URL with it as a query parameter, a
+    JSON config, a file saved as UTF-16 by a Windows editor) reached /workspace, where the
+    agent decodes it in one line."""
+    manifest = bound_from_env(monkeypatch, ENCODED_VALUE)
+    project = tmp_path / "project"
+    (project / "deploy").mkdir(parents=True)
+    (project / "deploy" / "stored").write_bytes(b"data: " + ENCODINGS[encoding]() + b"\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "deploy/stored" in caught.value.message
+
+
+def test_a_short_value_is_refused_only_as_a_whole_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value of a few characters occurs by chance inside longer words (of any project of
+    some size); the launch is refused for it standing alone, not for every word that holds it."""
+    manifest = bound_from_env(monkeypatch, "q7x2")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "words.txt").write_text("aq7x2b q7x2z 0q7x2\n")
+
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+    (project / ".env").write_text("PIN=q7x2\n")
+    with pytest.raises(BottleError):
+        trees_of(project, tmp_path, manifest)
+
+
+def test_a_launch_from_inside_the_engines_state_dir_copies_none_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state dir was left out only where it lay inside the launch directory: `launch` run
+    from inside it (a bottle's own dir, or `bottles/` holding every bottle's) copied what lay
+    under the launch directory: other bottles' secret values, git keys and bundle configs."""
+    state_root = tmp_path / "state-root"
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(state_root))
+    for bottle in ("one", "two"):
+        (state_root / "bottles" / bottle / "secrets").mkdir(parents=True)
+        (state_root / "bottles" / bottle / "secrets" / "TOKEN").write_text(
+            f"rt38-{bottle}-bottles-value\n"
+        )
+    for inside in (state_root / "bottles", state_root / "bottles" / "one", state_root):
+        with pytest.raises(BottleError) as caught:
+            trees_of(inside, tmp_path, MANIFEST.format(source='from_env = "HOME"'))
+        assert "state" in caught.value.message
+
+
+def test_a_real_value_in_a_skill_or_the_prompt_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the workspace copy was searched: a skill from ~/.claude/skills or a prompt_file
+    holding the value (an example call with the real key in it) was copied into the sandbox,
+    where the agent reads both."""
+    base = bound_from_env(monkeypatch, INVENTED_VALUE)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    skill = tmp_path / "home" / ".claude" / "skills" / "deploy"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text(f"curl -H 'Authorization: {INVENTED_VALUE}' ...\n")
+    project = tmp_path / "project"
+    project.mkdir()
+
+    with_skill = base.replace("[agents.a]\n", '[agents.a]\nskills = ["deploy"]\n')
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, with_skill)
+    assert "deploy" in caught.value.message
+
+    (skill / "SKILL.md").write_text("no value here\n")
+    prompt = tmp_path / "prompt.md"
+    prompt.write_text(f"Use the key {base64.b64encode(INVENTED_VALUE.encode()).decode()}\n")
+    with_prompt = base.replace("[agents.a]\n", f'[agents.a]\nprompt_file = "{prompt}"\n')
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, with_prompt)
+    assert "prompt" in caught.value.message
+
+
+def test_a_git_upstreams_password_in_the_copy_is_refused(tmp_path: Path) -> None:
+    """An https upstream is reached with the password its url carries, which only the bundle
+    is to use (as it does an ssh `identity`); the manifest beside the project, and a remote of
+    the project's own `.git/config` with the same token, were copied into /workspace, and the
+    agent pushed with it through any allowed host, past the gate."""
+    token = "ghp_rt38InventedToken0a1b2c3d"
+    manifest = (
+        MANIFEST.format(source='from_env = "HOME"')
+        + '[[bottles.b.git]]\nname = "origin"\n'
+        + f'url = "https://x-access-token:{token}@git.example.invalid/team/repo.git"\n'
+    )
+    outside = tmp_path / "config"
+    outside.mkdir()
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text(f'[remote "origin"]\n\turl = https://me:{token}@h/r\n')
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+    assert "bottle.toml" in caught.value.message and token not in str(caught.value)
+
+    (project / "bottle.toml").unlink()
+    (project / "Dockerfile").unlink()
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest, manifest_dir=outside)
+    assert ".git/config" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "credential"),
+    [
+        ("https://x-access-token:ghp_rt38a1b2@h.invalid/r.git", "ghp_rt38a1b2"),
+        ("https://ghp_rt38InventedToken0a1b@h.invalid/r.git", "ghp_rt38InventedToken0a1b"),
+        ("https://x-access-token@h.invalid/r.git", None),  # a login name, not a token
+        ("ssh://git@h.invalid/r.git", None),
+        ("git@h.invalid:r.git", None),
+    ],
+)
+def test_the_credential_of_an_upstream_url(url: str, credential: str | None) -> None:
+    assert url_credential(url) == credential
+
+
+def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the identity file itself was left out (by device and inode): the same key in a
+    skill (a hard link beside the skill's scripts) or a copy of it in the project with other
+    line endings reached the sandbox, and the agent pushed as the deploy key past the gate."""
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nrt38b3BlbnNzaC1rZXktdjEAAAAA\nQUJDREVGR0g=\n"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "deploy_key").write_text(key)
+    manifest = MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
+        '"deploy_key"', f'"{keys / "deploy_key"}"'
+    )
+    skill = tmp_path / "home" / ".claude" / "skills" / "release"
+    skill.mkdir(parents=True)
+    (skill / "key").hardlink_to(keys / "deploy_key")
+    project = tmp_path / "project"
+    project.mkdir()
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(
+            project,
+            tmp_path,
+            manifest.replace("[agents.a]\n", '[agents.a]\nskills = ["release"]\n'),
+        )
+    assert "release/key" in caught.value.message
+
+    (project / "backup").mkdir()
+    (project / "backup" / "key.txt").write_text(key.replace("\n", "\r\n"))
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+    assert "backup/key.txt" in caught.value.message and "rt38b3" not in str(caught.value)

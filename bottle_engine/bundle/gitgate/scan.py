@@ -27,14 +27,13 @@ its ``pragma: allowlist secret`` comments are not used. The pattern detectors (A
 keys, tokens) are never filtered; only the guessing ones (high entropy, secret keywords, public
 IPs) keep detect-secrets' heuristics against false positives, which an agent can evade anyway by
 encoding or splitting a secret. The bottle's own secret values and placeholders are searched in
-every view as they are, base64-encoded (any alignment, standard and URL-safe alphabets) and
-hex-encoded, also where line breaks cut them. A finding names the commit, the path and the kind,
-never the value.
+every view in each stored form `secret_forms` knows (as they are, base64 at any alignment, hex,
+percent-encoded, JSON-escaped, UTF-16), also where line breaks cut them. A finding names the
+commit, the path and the kind, never the value.
 """
 
 from __future__ import annotations
 
-import base64
 import bz2
 import codecs
 import lzma
@@ -51,13 +50,13 @@ from bottle_engine.bundle.config import (
     DEFAULT_MAX_SCAN_BYTES,
     SecretBinding,
 )
+from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.display import safe_text
 
 LINE_WINDOW = 4096  # longer lines are read in overlapping windows, bounding regex work per call
 WINDOW_OVERLAP = 512  # a secret up to this long is whole in some window
 BLOCK_LINES = 256  # lines per block for the plugins' whole-block pre-check
 MIN_STRING_RUN = 8  # shortest UTF-16/32 run worth reading (no secret is shorter)
-MIN_NEEDLE = 8  # encoded forms shorter than this would match by chance
 
 # The plugins whose findings are guesses; detect-secrets' content heuristics apply to them only.
 GUESSING_PLUGINS = frozenset(
@@ -125,12 +124,6 @@ class _TooLarge(_Unscannable):
     """Reading on would pass a bound; the message says which."""
 
 
-@dataclass(frozen=True)
-class _Needle:
-    data: bytes
-    label: str
-
-
 def known_secrets(bindings: Iterable[SecretBinding]) -> list[KnownSecret]:
     """The bottle's secret values (read from their mounted files) and placeholders."""
     found: list[KnownSecret] = []
@@ -145,27 +138,6 @@ def known_secrets(bindings: Iterable[SecretBinding]) -> list[KnownSecret]:
         if value:
             found.append(KnownSecret(value, f"value of the bottle's secret {binding.name!r}"))
     return found
-
-
-def encoded_forms(secret: KnownSecret) -> list[_Needle]:
-    """The byte strings that give `secret` away: itself, its base64 at each of the three
-    alignments it can take inside a longer encoded text (only the characters that do not depend
-    on neighbouring bytes), in both alphabets, and its hex in both cases."""
-    raw = secret.text.encode()
-    needles = [_Needle(raw, secret.label)]
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw)
-        first_group = -(-offset // 3)  # the first group of 3 bytes made of the secret only
-        last_group = (offset + len(raw)) // 3  # one past the last such group
-        stable = encoded[4 * first_group : 4 * last_group]
-        if len(stable) >= MIN_NEEDLE:
-            needles.append(_Needle(stable, f"{secret.label}, base64-encoded"))
-            urlsafe = stable.translate(bytes.maketrans(b"+/", b"-_"))
-            if urlsafe != stable:
-                needles.append(_Needle(urlsafe, f"{secret.label}, base64-encoded"))
-    needles.append(_Needle(raw.hex().encode(), f"{secret.label}, hex-encoded"))
-    needles.append(_Needle(raw.hex().upper().encode(), f"{secret.label}, hex-encoded"))
-    return [n for n in needles if len(n.data) >= min(MIN_NEEDLE, len(raw))]
 
 
 # --- reading a blob as text --------------------------------------------------------------------
@@ -759,7 +731,7 @@ class Scanner:
         limits: ScanLimits = ScanLimits(),
         detectors: Detectors | None = None,
     ) -> None:
-        self.needles = [needle for secret in secrets for needle in encoded_forms(secret)]
+        self.search = ValueSearch((secret.text, secret.label) for secret in secrets)
         self.limits = limits
         self.detectors = detectors or Detectors()
         self.scanned = 0
@@ -818,13 +790,9 @@ class Scanner:
         """The bottle's values in `text`, also where line breaks cut them: `base64` and MIME
         wrap their lines at 76 characters, inside the value as often as not."""
         data = text.encode("utf-8", "replace")
-        unwrapped = data.replace(b"\r", b"").replace(b"\n", b"")
-        for needle in self.needles:
-            index = data.find(needle.data)
-            if index >= 0:
-                yield Finding(commit, path, data.count(b"\n", 0, index) + 1, needle.label, view)
-            elif (index := unwrapped.find(needle.data)) >= 0:
-                yield Finding(commit, path, _line_at(data, index), needle.label, view)
+        for needle, index, unwrapped in self.search.hits(data):
+            line = _line_at(data, index) if unwrapped else data.count(b"\n", 0, index) + 1
+            yield Finding(commit, path, line, needle.label, view)
 
 
 def _line_at(data: bytes, index: int) -> int:

@@ -1,0 +1,168 @@
+"""The forms a secret value takes when it is stored or sent encoded, and one search for them.
+
+Pure (standard library only), so the host imports it as the bundle does: the git gate searches
+every pushed object with it (`gitgate.scan`), the launch searches everything it copies into
+the sandbox (`guest.refuse_real_values`), and the egress echo guard builds its forms from the
+same encoders (`secret_echo.value_forms`).
+
+A value is searched as written, base64-encoded at each alignment it can take inside a longer
+text (standard and URL-safe alphabets), hex-encoded in either case, percent-encoded as the
+usual URL encoders write it, JSON-escaped as the usual JSON encoders write it, and as UTF-16
+(either byte order); also where line breaks cut it (`base64` wraps at 76 columns).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+MIN_NEEDLE = 8  # encoded forms shorter than this would match by chance
+
+# Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
+# link, a query string in a config): every reserved byte encoded; Python's quote() (keeps
+# '/'); quote_plus() and urlencode() (a space as '+'); JavaScript's encodeURIComponent (keeps
+# !'()*); Go's url.PathEscape (keeps $&+,:;=@).
+URL_ENCODERS = (
+    lambda v: urllib.parse.quote(v, safe=""),
+    urllib.parse.quote,
+    urllib.parse.quote_plus,
+    lambda v: urllib.parse.quote(v, safe="-_.!~*'()"),
+    lambda v: urllib.parse.quote(v, safe="$&+,:;=@"),
+)
+
+# JSON as web stacks' encoders write it, escaping more than JSON requires, as (the characters
+# written \u00XX, whether '/' is written '\/'): Python's and JavaScript's (none), PHP's
+# json_encode (Laravel), Symfony's JsonResponse, .NET's System.Text.Json, Go's encoding/json
+# (and Rails). Between escapes a searcher does not know, a value falls apart in runs that no
+# piece of it anchors, and a JSON parser joins them again.
+_JSON_ENCODERS = (("", False), ("", True), ("\"&'<>", True), ("\"&'+<>`", False), ("&<>", False))
+
+
+def json_forms(value: str) -> list[str]:
+    """`value` inside a JSON string as each of `_JSON_ENCODERS` writes it, in either hex case."""
+    forms = []
+    for escaped, slash in _JSON_ENCODERS:
+        for style in ("\\u%04x", "\\u%04X"):
+            text = "".join(style % ord(c) if c in escaped else json.dumps(c)[1:-1] for c in value)
+            forms.append(text.replace("/", "\\/") if slash else text)
+    return forms
+
+
+def url_forms(value: str) -> list[str]:
+    """`value` percent-encoded by each of `URL_ENCODERS`, with upper- and lower-case hex."""
+    quoted = [encode(value) for encode in URL_ENCODERS]
+    return [*quoted, *(_lower_hex(text) for text in quoted)]
+
+
+def _lower_hex(quoted: str) -> str:
+    parts = quoted.split("%")
+    return parts[0] + "".join("%" + part[:2].lower() + part[2:] for part in parts[1:])
+
+
+def base64_forms(raw: bytes) -> list[bytes]:
+    """`raw`'s base64 at each of the three alignments it can take inside a longer encoded text
+    (only the characters that do not depend on neighbouring bytes), in both alphabets."""
+    forms = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw)
+        first_group = -(-offset // 3)  # the first group of 3 bytes made of the value only
+        last_group = (offset + len(raw)) // 3  # one past the last such group
+        stable = encoded[4 * first_group : 4 * last_group]
+        forms.append(stable)
+        forms.append(stable.translate(bytes.maketrans(b"+/", b"-_")))
+    return forms
+
+
+@dataclass(frozen=True)
+class Needle:
+    """One stored form of a value; `label` names the value and the form, never the value.
+    `word`: matched only where no letter or digit touches it (`ValueSearch.short_words`)."""
+
+    data: bytes
+    label: str
+    word: bool = False
+
+
+def stored_forms(value: str, label: str, *, short_words: bool = False) -> list[Needle]:
+    """The byte strings that give `value` away when stored (module docstring). Encoded forms
+    shorter than `MIN_NEEDLE` are left out (they would match by chance); the value itself is
+    kept at any length. With `short_words`, a value shorter than `MIN_NEEDLE` is matched as a
+    whole word only, in its printable forms: four characters occur by chance inside the
+    words of any project of some size."""
+    raw = value.encode()
+    # A value of several lines (a key) is found with other line endings, or wrapped otherwise,
+    # by its lines joined: the search looks in the data with its line breaks removed too.
+    forms = [(raw, label), (_unwrapped(raw), label)]
+    forms += [(form, f"{label}, base64-encoded") for form in base64_forms(raw)]
+    forms += [(raw.hex().encode(), f"{label}, hex-encoded")]
+    forms += [(raw.hex().upper().encode(), f"{label}, hex-encoded")]
+    forms += [(form.encode(), f"{label}, percent-encoded") for form in url_forms(value)]
+    forms += [(form.encode(), f"{label}, JSON-escaped") for form in json_forms(value)]
+    forms += [(value.encode(codec), f"{label}, as UTF-16") for codec in ("utf-16-le", "utf-16-be")]
+    short = short_words and len(raw) < MIN_NEEDLE
+    needles: dict[bytes, Needle] = {}
+    for data, how in forms:
+        if len(data) < min(MIN_NEEDLE, len(raw)) or (short and b"\0" in data):
+            continue
+        needles.setdefault(data, Needle(data, how, short))
+    return list(needles.values())
+
+
+def _unwrapped(data: bytes) -> bytes:
+    return data.replace(b"\r", b"").replace(b"\n", b"")
+
+
+class ValueSearch:
+    """Every stored form of some values (`stored_forms`), searched in bytes."""
+
+    def __init__(self, values: Iterable[tuple[str, str]], *, short_words: bool = False) -> None:
+        """`values`: (value, label) pairs; an empty value is left out."""
+        self.needles = [
+            needle
+            for value, label in values
+            if value
+            for needle in stored_forms(value, label, short_words=short_words)
+        ]
+
+    def hits(self, data: bytes) -> Iterator[tuple[Needle, int, bool]]:
+        """(needle, index, unwrapped) for each needle found in `data`, at its first place: in
+        `data` itself, else (`unwrapped` true) in `data` with its line breaks removed."""
+        unwrapped = _unwrapped(data) if b"\n" in data or b"\r" in data else data
+        for needle in self.needles:
+            index = _find(data, needle)
+            if index >= 0:
+                yield needle, index, False
+            elif unwrapped is not data and (index := _find(unwrapped, needle)) >= 0:
+                yield needle, index, True
+
+    def first(self, data: bytes) -> Needle | None:
+        """The first needle found in `data` (or with its line breaks removed), for a yes or no
+        over much data: one pass per needle, over the unwrapped bytes where the needle holds
+        no line break (a form found in `data` is found there too)."""
+        unwrapped = _unwrapped(data)
+        for needle in self.needles:
+            wraps = b"\n" in needle.data or b"\r" in needle.data
+            if _find(data if wraps else unwrapped, needle) >= 0 or (
+                wraps and _find(unwrapped, needle) >= 0
+            ):
+                return needle
+        return None
+
+
+def _find(data: bytes, needle: Needle) -> int:
+    """Where `needle` first is in `data` (-1: nowhere); a `word` needle only with no letter or
+    digit on either side (a regular expression: a short value occurs often)."""
+    if not needle.word:
+        return data.find(needle.data)
+    found = _word(needle.data).search(data)
+    return -1 if found is None else found.start()
+
+
+@functools.cache
+def _word(data: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"(?<![A-Za-z0-9])" + re.escape(data) + rb"(?![A-Za-z0-9])")
