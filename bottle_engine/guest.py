@@ -32,6 +32,7 @@ from bottle_engine.plan import (
 )
 from bottle_engine.regular_files import read_regular
 from bottle_engine.secrets import read_secret_value
+from bottle_engine.trust import CREDENTIAL_LOCATIONS
 
 SKILLS_DIR = f"{AGENT_HOME}/.claude/skills"
 
@@ -186,9 +187,17 @@ def guest_trees(
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        # Nor the engine's state (every bottle's secrets, keys and approvals), when it lies
-        # in the launch directory (a launch from the home directory) or holds it.
-        withheld = same_files([*plan.bundle_only_files, state.state_dir()])
+        # Nor the engine's state (every bottle's secrets, keys and approvals) nor the person's
+        # credentials (~/.ssh, ~/.aws, ...), when they lie in the launch directory (a launch
+        # from the home directory) or hold it.
+        home = Path.home()
+        withheld = same_files(
+            [
+                *plan.bundle_only_files,
+                state.state_dir(),
+                *(home / location for location in CREDENTIAL_LOCATIONS),
+            ]
+        )
         refuse_withheld_cwd(plan.cwd, withheld)
         trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
     refuse_real_values(plan, trees)
@@ -197,14 +206,15 @@ def guest_trees(
 
 def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
     """A `BottleError` when the launch directory is, or lies inside, a directory the copy
-    leaves out (the engine's state dir): leaving out what lies in the copy does not cover a
-    copy made from within it, which would hold other bottles' secret values, keys and
-    configs."""
+    leaves out (the engine's state dir, a credentials dir such as ~/.ssh): leaving out what
+    lies in the copy does not cover a copy made from within it, which would hold other
+    bottles' secret values, keys and configs, or the person's credentials."""
     for directory in (resolved := cwd.resolve(), *resolved.parents):
         if same_files([directory]) & withheld:
             raise BottleError(
-                f"the launch directory {safe_text(str(cwd))} lies inside the engine's state "
-                f"({safe_text(str(directory))}), which is never copied into a bottle",
+                f"the launch directory {safe_text(str(cwd))} lies inside "
+                f"{safe_text(str(directory))} (the engine's state, or a place that holds "
+                "credentials), which is never copied into a bottle",
                 fix="run `launch` from the project's directory",
             )
 

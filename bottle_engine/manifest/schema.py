@@ -170,7 +170,8 @@ AGENT_FIELDS = (
         "Copy the directory `launch` runs in into the bottle's `/workspace`. The host "
         "directory is never mounted: the agent works on a copy, without the files whose "
         "content goes to the bundle only (a secret's `from_file`, a git `identity`), under "
-        "any name, nor the engine's state dir (a launch from inside it is refused); a "
+        "any name, nor the engine's state dir or the credential places of the home "
+        "directory (`~/.ssh`, `~/.aws`, `~/.netrc`, ...; a launch from inside one is refused); a "
         "copy, skill or prompt holding a secret's real value elsewhere (a `.env`), as written "
         "or encoded (base64, hex, percent, JSON, UTF-16), stops the launch.",
         default=True,

@@ -134,6 +134,37 @@ def test_the_engines_state_dir_in_the_launch_directory_is_not_copied(
     assert copied["notes.txt"] == b"work\n"
 
 
+def test_the_persons_credential_files_in_the_launch_directory_are_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`launch` run from the home directory (a bottle.toml kept there, or a stray `cd`) copied
+    ~/.ssh, ~/.aws and the rest of the person's credentials into /workspace, for the agent to
+    read and send anywhere its egress allows. The places trust review calls out as holding
+    credentials are left out of the copy wherever the launch runs."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("rt37-invented-personal-ssh-key\n")
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = rt37-invented\n")
+    (home / ".docker").mkdir()
+    (home / ".docker" / "config.json").write_text('{"auths": {}}\n')
+    (home / ".docker" / "daemon.json").write_text("{}\n")
+    (home / ".netrc").write_text("machine example.invalid password rt37-invented\n")
+    (home / "notes.txt").write_text("work\n")
+    (home / ".bottle").mkdir()
+    (home / ".bottle" / "api-key").write_text(INVENTED_VALUE)
+    (home / "deploy_key").write_text(INVENTED_KEY)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("BOTTLE_STATE_DIR", str(tmp_path / "engine-state"))
+
+    copied = copied_files(home, tmp_path)
+
+    assert not [name for name in copied if name.startswith((".ssh", ".aws", ".netrc"))]
+    assert ".docker/config.json" not in copied
+    assert copied[".docker/daemon.json"] == b"{}\n"  # only the credential file itself
+    assert copied["notes.txt"] == b"work\n"
+
+
 # A value with the characters each encoding writes differently ('/', '+', '&', '"', '<').
 ENCODED_VALUE = 'rt38/inv+ent&ed"api<key>4b7e91'
 
