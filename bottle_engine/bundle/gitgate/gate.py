@@ -215,7 +215,8 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
 
 # The upstream's branches that are symbolic refs, as the last mirror saw them (name: target):
 # the mirror's fetch takes them as plain branches, but the upstream writes a push to one
-# through to its target.
+# through to its target. Only protocol v2 lists them (v0, an ssh server that does not accept
+# GIT_PROTOCOL, names HEAD's alone), so an upstream speaking v0 hides them from the gate.
 SYMBOLIC_REFS_NAME = "upstream-symbolic-refs.json"
 
 
