@@ -287,7 +287,8 @@ GIT_FIELDS = (
     Field(
         "push_branches",
         Kind.STRING_LIST,
-        "Branch globs the agent may push to. Anything else is refused at the gate.",
+        "Branch globs the agent may push to ('*' matches across '/', as in `bot/*` for "
+        "`bot/a/b`). Anything else is refused at the gate.",
         default=[],
         format=Format.BRANCH_GLOB,
         example='push_branches = ["bot/*"]',

@@ -69,13 +69,13 @@ def start_gate(
     tmp_path: Path, secret_value: str = SECRET_VALUE, **settings: object
 ) -> Iterator[Gate]:
     upstream = seed_upstream(tmp_path)
+    settings.setdefault("push_branches", ("agent/*",))
     config = loopback_gate_config(
         tmp_path,
         "attacked",
         GitUpstreamConfig(
             name="origin",
             url=f"file://{upstream}",
-            push_branches=("agent/*",),
             protected_paths=("Dockerfile", "agents/reviewer.md"),
             **settings,  # type: ignore[arg-type]
         ),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from bottle_engine.bundle.config import (
     DEFAULT_MAX_PUSH_REFS,
     MAX_REF_COMPONENTS,
@@ -287,3 +289,65 @@ def test_a_ref_name_holding_a_refspec_cannot_choose_what_is_forwarded(tmp_path: 
         assert hidden not in gate.objects()
         assert leak not in gate.objects()
         assert gate.objects() == before
+
+
+def test_a_branch_named_as_a_commit_id_does_not_change_what_is_forwarded(
+    tmp_path: Path,
+) -> None:
+    """The forward's refspec named the judged commit by its id, and `git push` matches a
+    refspec's source against the gate repository's refs before it reads it as an object id:
+    a branch named as the id of a commit the agent is about to push (`refs/heads/<id>`, under
+    push_branches "*") made the forward send that branch's commit instead, to a branch judged
+    for another."""
+    for gate in start_gate(tmp_path, push_branches=("*",)):
+        decoy = commit_file(gate.agent, "decoy.txt", "decoy\n")
+        judged = commit_file(gate.agent, "src/app.py", "print('judged')\n")
+        # The decoy is already upstream (judged then); the branch names the commit to come.
+        assert gate.push_ok(f"{decoy}:refs/heads/{judged}")
+
+        result = git(gate.agent, "push", "origin", f"{judged}:refs/heads/feature", check=False)
+
+        assert result.returncode == 0, result.stderr
+        assert gate.ref("refs/heads/feature") == judged
+
+
+@pytest.mark.parametrize("name", ["refs/heads/main", "refs/tags/v1", "HEAD", "-x"])
+def test_a_branch_git_reads_as_another_name_is_refused(tmp_path: Path, name: str) -> None:
+    """A branch "HEAD" became `origin/HEAD` (read as the default branch) in every fresh clone
+    of the upstream, one named "-x" an option to a person's git commands. And git resolves a
+    pushed destination `refs/heads/main` against the remote's refs with the abbreviation
+    rules, so a branch named "refs/heads/main" (the ref refs/heads/refs/heads/main) matches
+    it too: with both upstream, every later push to main (the gate's forwards, a person's
+    `git push origin main`) failed with "dst refspec refs/heads/main matches more than one",
+    and with only it a push that creates main updated it instead."""
+    for gate in start_gate(tmp_path, push_branches=("*",)):
+        main = gate.ref("refs/heads/main")
+
+        result = git(gate.agent, "push", "origin", f"HEAD:refs/heads/{name}", check=False)
+
+        assert result.returncode != 0, f"branch {name!r} was created"
+        assert "for something else" in result.stderr, result.stderr
+        assert gate.ref(f"refs/heads/{name}") is None
+        commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        assert git(gate.agent, "push", "origin", "HEAD:refs/heads/main").returncode == 0
+        assert gate.ref("refs/heads/main") != main
+
+
+def test_a_push_to_a_symbolic_ref_upstream_never_moves_its_target(tmp_path: Path) -> None:
+    """An upstream branch may be a symbolic ref (`git symbolic-ref refs/heads/agent/base
+    refs/heads/main`, a person's alias of the base for the agent to read): receive-pack writes
+    a push to it through to the target, so a push to `agent/base`, judged under push_branches
+    "agent/*", moved main, which the agent may not push to."""
+    for gate in start_gate(tmp_path):
+        main = gate.ref("refs/heads/main")
+        git(gate.upstream, "symbolic-ref", "refs/heads/agent/base", "refs/heads/main")
+        git(gate.agent, "fetch", "-q", "origin")
+        commit_file(gate.agent, "src/app.py", "print('hi')\n")
+
+        result = git(gate.agent, "push", "origin", "HEAD:refs/heads/agent/base", check=False)
+
+        assert result.returncode != 0, "a push to a symbolic ref moved its target"
+        assert "symbolic ref to refs/heads/main" in result.stderr, result.stderr
+        assert gate.ref("refs/heads/main") == main
+        # A branch of its own still takes the same commit.
+        assert gate.push_ok("HEAD:refs/heads/agent/work")

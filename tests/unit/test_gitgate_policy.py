@@ -53,6 +53,14 @@ CASES = [
     ("refs/heads/agent/.hidden", ZERO_OID, NEW, None, {}, False, "ref-name", False),
     ("refs/heads/agent/x^{tree}", ZERO_OID, NEW, None, {}, False, "ref-name", False),
     ("refs/heads/agent/v1.2-rc@home", ZERO_OID, NEW, None, {}, True, "allowed", False),
+    # New branches git would read as another ref, an option or the default branch; one a
+    # person made keeps its name. (Refused before push_branches: a name it matches too.)
+    ("refs/heads/refs/heads/main", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/HEAD", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/-x", ZERO_OID, NEW, None, {}, False, "ref-name", False),
+    ("refs/heads/agent/HEAD", ZERO_OID, NEW, None, {}, True, "allowed", False),
+    ("refs/heads/agent/-x", ZERO_OID, NEW, None, {}, True, "allowed", False),
+    ("refs/heads/HEAD", OLD, NEW, True, {"push_branches": ("*",)}, True, "allowed", False),
     ("refs/heads/release", OLD, NEW, True, {}, False, "push_branches", False),
     ("refs/heads/Main", OLD, NEW, True, {}, False, "push_branches", False),
     ("refs/heads/mainline", ZERO_OID, NEW, None, {}, False, "push_branches", False),

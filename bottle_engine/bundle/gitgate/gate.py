@@ -201,16 +201,41 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
             str(upstream_store(git_dir)),
             f"taking the refs of git upstream {upstream.name!r}",
         )
-        head = run_git(
-            ["ls-remote", "--symref", "--", upstream.url, "HEAD"],
-            doing=f"reading the default branch of git upstream {upstream.name!r}",
+        listing = run_git(
+            ["ls-remote", "--symref", "--", upstream.url, "HEAD", "refs/heads/*"],
+            doing=f"reading the symbolic refs of git upstream {upstream.name!r}",
             git_dir=git_dir,
             env=env,
         ).stdout
-        for line in output_lines(head):
-            if line.startswith("ref: ") and line.endswith("\tHEAD"):
-                target = line[len("ref: ") : -len("\tHEAD")]
-                run_git(["symbolic-ref", "HEAD", target], doing="setting HEAD", git_dir=git_dir)
+        aliases = symbolic_refs(listing)
+        if target := aliases.pop("HEAD", None):
+            run_git(["symbolic-ref", "HEAD", target], doing="setting HEAD", git_dir=git_dir)
+        (git_dir / SYMBOLIC_REFS_NAME).write_text(json.dumps(aliases))
+
+
+# The upstream's branches that are symbolic refs, as the last mirror saw them (name: target):
+# the mirror's fetch takes them as plain branches, but the upstream writes a push to one
+# through to its target. Only protocol v2 lists them (v0, an ssh server that does not accept
+# GIT_PROTOCOL, names HEAD's alone), so an upstream speaking v0 hides them from the gate.
+SYMBOLIC_REFS_NAME = "upstream-symbolic-refs.json"
+
+
+def symbolic_refs(listing: str) -> dict[str, str]:
+    """Name to target of each symbolic ref in `git ls-remote --symref` output."""
+    aliases = {}
+    for line in output_lines(listing):
+        if line.startswith("ref: "):
+            target, _, name = line[len("ref: ") :].partition("\t")
+            aliases[name] = target
+    return aliases
+
+
+def upstream_symbolic_refs(git_dir: Path) -> dict[str, str]:
+    """The upstream's symbolic branches the last mirror recorded (none before one)."""
+    try:
+        return dict(json.loads((git_dir / SYMBOLIC_REFS_NAME).read_text()))
+    except FileNotFoundError:
+        return {}
 
 
 def _fetch_refs(git_dir: Path, source: str, doing: str, env: dict[str, str] | None = None) -> None:
@@ -271,11 +296,13 @@ def judge_push(
             ),
         )
     decisions = []
+    aliases = upstream_symbolic_refs(git_dir)
     for update in updates:
         ancestor = None
         if update.kind == "update" and _is_commit(git_dir, update.new):
             ancestor = is_ancestor(git_dir, update.old, update.new)
-        decisions.append((update, decide(update, ancestor, upstream)))
+        decision = decide(update, ancestor, upstream, aliases.get(update.ref))
+        decisions.append((update, decision))
     refused = [d.message for _, d in decisions if not d.allowed]
     if refused:
         return Judgement(
@@ -565,7 +592,10 @@ def forward(
         if decision.force:
             # Forced only over the commit the gate saw, never over work pushed meanwhile.
             args.append(f"--force-with-lease={update.ref}:{update.old}")
-        refspecs.append(f"{update.new}:{update.ref}")
+        # Peeled: `git push` first matches a source against the gate repository's refs by
+        # name, and a branch named as this id (`refs/heads/<id>`) sent its own commit instead;
+        # `<id>^{commit}` is no ref's name, so it reads as the object the gate judged.
+        refspecs.append(f"{update.new}^{{commit}}:{update.ref}")
     with repo_lock(git_dir), forwarding_objects(git_dir, scanned) as objects:
         run_git(
             [*args, "--", upstream.url, *refspecs],

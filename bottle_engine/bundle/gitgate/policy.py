@@ -25,7 +25,13 @@ from bottle_engine.git import ZERO_OID
 BRANCH_PREFIX = "refs/heads/"
 
 Rule = Literal[
-    "branches-only", "ref-name", "push_branches", "allow_delete", "allow_force_push", "allowed"
+    "branches-only",
+    "ref-name",
+    "symbolic-ref",
+    "push_branches",
+    "allow_delete",
+    "allow_force_push",
+    "allowed",
 ]
 Kind = Literal["create", "update", "force", "delete"]
 
@@ -61,9 +67,15 @@ class Decision:
     force: bool = False  # forward with a forced (non-fast-forward) update
 
 
-def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamConfig) -> Decision:
+def decide(
+    update: RefUpdate,
+    is_ancestor: bool | None,
+    upstream: GitUpstreamConfig,
+    alias_of: str | None = None,
+) -> Decision:
     """Decide one pushed ref. `is_ancestor` tells whether old is an ancestor of new (None when
-    the update creates or deletes the ref, where the question does not arise)."""
+    the update creates or deletes the ref, where the question does not arise); `alias_of` is
+    the ref the upstream's `update.ref` is a symbolic ref to, if it is one."""
     branch = update.branch
     if branch is None:
         return Decision(
@@ -72,7 +84,19 @@ def decide(update: RefUpdate, is_ancestor: bool | None, upstream: GitUpstreamCon
             f"{safe_text(update.ref, 80)}: only branches (refs/heads/...) can be pushed "
             "through the git gate",
         )
-    if update.kind == "create" and (problem := ref_name_problem(update.ref)):
+    if alias_of is not None:
+        # The upstream writes a push to it through to the target, which the rules below
+        # never judged.
+        return Decision(
+            False,
+            "symbolic-ref",
+            f"branch {safe_text(branch, 80)!r} is a symbolic ref to {safe_text(alias_of, 80)} "
+            f"on git upstream {upstream.name!r}: a push to it moves that ref; push to a "
+            "branch of its own",
+        )
+    if update.kind == "create" and (
+        problem := ref_name_problem(update.ref) or misleading_branch(branch)
+    ):
         return Decision(False, "ref-name", problem)
     if problem := malformed_ref(update.ref):
         return Decision(False, "ref-name", problem)
@@ -146,6 +170,27 @@ def ref_name_problem(ref: str) -> str | None:
         f"{safe_text(ref, 80)}: a new ref name of {size} bytes and {parts} parts; the git gate "
         f"takes names of at most {MAX_REF_NAME_BYTES} bytes and at most {MAX_REF_COMPONENTS} "
         "parts between '/': push to a shorter branch name"
+    )
+
+
+def misleading_branch(branch: str) -> str | None:
+    """Why a new branch named `branch` would read as something else upstream, or None.
+
+    Names git refs accept but git's branch names refuse (`git check-ref-format --branch`),
+    or that git's name lookup takes for another ref:
+    - "HEAD": every fresh clone fetches it as `origin/HEAD`, the name git and tools read as
+      the upstream's default branch, which then held the agent's commit;
+    - a leading '-': an option to the git commands a person's scripts run on branch names;
+    - a leading "refs/": git reads a pushed destination `refs/heads/main` by its abbreviation
+      rules against the remote's refs, so it matches `refs/heads/refs/heads/main` too: with
+      both upstream, every push to main (the gate's forwards, a person's `git push origin
+      main`) failed as matching more than one ref; with only that one, a push creating main
+      updated it instead."""
+    if branch != "HEAD" and not branch.startswith(("-", "refs/")):
+        return None
+    return (
+        f"branch {safe_text(branch, 80)!r}: git takes a branch name that is HEAD or starts "
+        "with '-' or 'refs/' for something else: push to another name"
     )
 
 
