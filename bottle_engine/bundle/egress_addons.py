@@ -33,6 +33,7 @@ import asyncio
 import re
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,8 +262,12 @@ class Allowlist:
     def __init__(self, state: EgressState, resolver: Resolver = resolve) -> None:
         self.state = state
         self.resolver = resolver
-        # by server id: the (name, port) a plain-HTTP connection being opened was checked for
-        self.named: dict[str, tuple[str, int]] = {}
+        # The (name, port) a plain-HTTP connection being opened was checked for. Weakly held:
+        # a connect cancelled while it waits for a free slot (its client hung up) gets neither
+        # `server_connected` nor `server_connect_error`, and its name goes with its connection.
+        self.named: weakref.WeakKeyDictionary[connection.Server, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @fails_closed(_refuse_request)
     async def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -392,7 +397,7 @@ class Allowlist:
                 return
         server.sni = host
         server.address = (pinned, port)
-        self.named[server.id] = (host, port)
+        self.named[server] = (host, port)
 
     @fails_closed(_log_only)
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
@@ -403,13 +408,13 @@ class Allowlist:
         one (it opens at most five to one address per client connection). Reused, it carries
         only requests for that name, each judged on its own first. (mitmproxy refuses to
         change an open connection's address, which it reads nowhere else once connected.)"""
-        named = self.named.pop(data.server.id, None)
+        named = self.named.pop(data.server, None)
         if named is not None:
             vars(data.server)["address"] = named
 
     @fails_closed(_log_only)
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
-        self.named.pop(data.server.id, None)
+        self.named.pop(data.server, None)
 
     @fails_closed(_refuse_layer)
     def next_layer(self, nextlayer: layer.NextLayer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 
@@ -120,6 +121,24 @@ def test_allowed_plain_request_is_pinned_to_the_checked_address(state: EgressSta
     )
     assert server.address == ("93.184.216.34", 80)
     assert server.error is None
+
+
+def test_a_connect_that_never_completes_leaves_nothing_behind(state: EgressState) -> None:
+    """mitmproxy holds a connect while five connections to its address are open for the client,
+    and cancels it when the client hangs up: neither `server_connected` nor
+    `server_connect_error` follows. The name kept for each such connect stayed for good, one per
+    client connection the agent opened and dropped."""
+    flow = request_flow("GET", "http://api.example.com/x")
+    allowlist, _, _ = addons(state)
+    for _ in range(50):
+        asyncio.run(allowlist.requestheaders(flow))
+        server = connection.Server(address=("api.example.com", 80))
+        data = server_hooks.ServerConnectionHookData(server, flow.client_conn)
+        asyncio.run(allowlist.server_connect(data))
+        assert server.address == ("93.184.216.34", 80)
+        del server, data  # the cancelled connect's connection, gone with its client
+    gc.collect()
+    assert len(allowlist.named) == 0
 
 
 def test_server_connect_refuses_a_name_that_rebinds_to_loopback(state: EgressState) -> None:

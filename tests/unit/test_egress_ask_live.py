@@ -87,6 +87,29 @@ def test_approved_once_lets_that_request_through_and_the_next_one_asks_again(
     assert lab.upstream_saw("/once-2") == []
 
 
+def test_approved_once_the_next_request_on_the_same_connection_asks_again(
+    lab: AskLab, pool: ThreadPoolExecutor
+) -> None:
+    """The proxy reuses a plain-HTTP upstream connection for its name's next request on one
+    client connection: that request is asked about all the same, and a denial stops it."""
+    target = f"http://reused.test:{lab.http}"
+    with socket.create_connection(("127.0.0.1", lab.proxy), timeout=120) as sock:
+
+        def send(path: str) -> tuple[int, str, str]:
+            head = f"GET {target}{path} HTTP/1.1\r\nHost: reused.test:{lab.http}\r\n\r\n"
+            sock.sendall(head.encode())
+            return read_response(sock)
+
+        held = pool.submit(send, "/reused-1")
+        approve(lab, lab.pending_for("reused.test", lab.http), "--once")
+        assert held.result(timeout=60)[0] == 200
+        again = pool.submit(send, "/reused-2")
+        answered(lab, "deny", lab.pending_for("reused.test", lab.http).id, "--once")
+        status, head, body = again.result(timeout=60)
+    assert status == 403 and "X-Bot-Bottle-Rule: ask-denied" in head, body
+    assert lab.upstream_saw("/reused-2") == []
+
+
 def test_a_denied_host_gets_403_naming_the_rule_and_stays_denied(
     lab: AskLab, pool: ThreadPoolExecutor
 ) -> None:
