@@ -248,7 +248,8 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
             holding = [
                 f"{destination.rstrip('/')}/{member.name}"
                 for member in archive.getmembers()
-                if search.first(member.name.encode()) is not None
+                # A name that is not UTF-8 is read back as its bytes (surrogate escapes).
+                if search.first(member.name.encode(errors="surrogateescape")) is not None
                 or (member.isfile() and search.first(archive.extractfile(member).read()))  # type: ignore[union-attr]
             ]
         raise BottleError(

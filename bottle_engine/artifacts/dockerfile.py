@@ -10,7 +10,8 @@ Reading the Dockerfile (continuation lines, the escape directive, comments, the 
 FROM may use and the build args that override them) is dockerfile-parse's; this module picks
 out the references the way Docker's classic builder reads them: a stage named or numbered
 earlier (names in any case) and ``scratch`` read no image, and a ``--from`` value is taken as
-written, its quotes removed (that builder substitutes no ARG there).
+written, its quotes removed (that builder substitutes no ARG there); a FROM reads the global
+ARGs as the builder's shell lexer does (`${X:-word}`, `${X:+word}`).
 """
 
 from __future__ import annotations
@@ -27,23 +28,34 @@ SCRATCH = "scratch"
 # The flags before a COPY's sources (`--chown=1:1 --from=build`); a flag's value has no space.
 _LEADING_FLAGS = re.compile(r"\s*((?:--\S+\s+)*)")
 _FROM_FLAG = re.compile(r"--from=(\S+)")  # the builder knows the flag in lower case only
+# A variable as the builder's shell lexer reads it in a FROM: `$X`, `${X}`, `${X:-word}` (word
+# when X is unset or empty), `${X:+word}` (word when X is set and not empty); word is read too.
+_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::([-+])((?:[^{}]|\{[^{}]*\})*))?\}|(\w+))")
+# An empty line inside a continuation: the builder skips it (with a warning), and reads on.
+_EMPTY_LINE = re.compile(r"^[ \t]*\r?\n", re.MULTILINE)
+# The first instruction: before it, an empty line ends the parser directives (`# escape=`).
+_FIRST_INSTRUCTION = re.compile(r"^[ \t]*[^#\s]", re.MULTILINE)
 
 
 def referenced_images(dockerfile: bytes, build_args: Mapping[str, str]) -> tuple[str, ...]:
     """The image references `dockerfile` reads with `build_args`, sorted, each once."""
     # Docker reads bytes and skips a BOM; no image reference holds a byte that is not UTF-8.
-    text = dockerfile.decode("utf-8-sig", errors="replace")
+    text = _without_empty_lines(dockerfile.decode("utf-8-sig", errors="replace"))
     parser = DockerfileParser(fileobj=io.StringIO(text), build_args=dict(build_args))
-    parents = iter(parser.parent_images)  # each FROM's image, global ARGs substituted
+    global_args: dict[str, str] = {}  # the ARGs before the first FROM, which a FROM reads
     stages = {SCRATCH}  # names that read no image, lower case
     found: set[str] = set()
+    seen_from = False
     for instruction in parser.structure:
         kind, value = instruction["instruction"], instruction["value"]
-        if kind == "FROM":
+        seen_from = seen_from or kind == "FROM"
+        if kind == "ARG" and not seen_from:
+            _declare(value, build_args, global_args)
+        elif kind == "FROM":
             image, name = image_from(value)
-            if image is None:  # dockerfile-parse lists no parent for it either
+            if image is None:  # an empty FROM: the builder refuses it
                 continue
-            _add_image(next(parents), stages, found)
+            _add_image(_substituted(image, global_args), stages, found)
             if name:
                 stages.add(name.lower())
         elif kind == "COPY":
@@ -52,6 +64,38 @@ def referenced_images(dockerfile: bytes, build_args: Mapping[str, str]) -> tuple
             if source is not None and not source.group(1).isdigit():
                 _add_image(_unquoted(source.group(1)), stages, found)
     return tuple(sorted(found))
+
+
+def _without_empty_lines(text: str) -> str:
+    """`text` without its empty lines after the first instruction: outside a continuation one
+    means nothing to the builder either, and before it one ends the parser directives."""
+    if first := _FIRST_INSTRUCTION.search(text):
+        return text[: first.start()] + _EMPTY_LINE.sub("", text[first.start() :])
+    return text
+
+
+def _declare(value: str, build_args: Mapping[str, str], args: dict[str, str]) -> None:
+    """Record in `args` the global ARGs an `ARG` instruction's `value` declares: a build arg
+    overrides a declared one; one with neither a default nor a build arg stays unset."""
+    for word in value.split():
+        key, has_default, default = word.partition("=")
+        if key in build_args:
+            args[key] = build_args[key]
+        elif has_default:
+            args[key] = _substituted(_unquoted(default), args)
+
+
+def _substituted(word: str, args: Mapping[str, str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name, how, alternative, bare = match.groups()
+        current = args.get(name or bare, "")
+        if how == "-":
+            return current or _substituted(alternative, args)
+        if how == "+":
+            return _substituted(alternative, args) if current else ""
+        return current
+
+    return _VARIABLE.sub(value, word)
 
 
 def _unquoted(word: str) -> str:

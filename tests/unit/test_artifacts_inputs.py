@@ -329,6 +329,20 @@ def test_a_dockerfile_that_is_not_utf8_or_starts_with_a_bom_is_read() -> None:
     assert referenced_images(b"FROM\nCOPY --from= /a /b\nFROM b AS\n", {}) == ("b",)
 
 
+def test_a_reference_past_an_empty_continuation_line_is_read() -> None:
+    """Docker 20.10's classic builder skips an empty line inside a continuation (with a
+    warning) and reads the instruction on: `docker build` here pulled the `--from` image."""
+    dockerfile = b"FROM b\nCOPY \\\n\n  \n --from=c:1 /a /b\nRUN x \\\n\nFROM d:1\n"
+    assert referenced_images(dockerfile, {}) == ("b", "c:1")
+
+
+def test_a_from_with_an_arg_default_reads_the_default() -> None:
+    """`${X:-word}` and `${X:+word}` in a FROM are the shell's, as the builder reads them."""
+    dockerfile = b"ARG X\nARG Y=y:1\nFROM ${X:-d:1}\nFROM ${Y:+p:1}\nFROM ${X:+q:1}scratch\n"
+    assert referenced_images(dockerfile, {}) == ("d:1", "p:1")
+    assert referenced_images(dockerfile, {"X": "x:1"}) == ("p:1", "q:1scratch", "x:1")
+
+
 def test_each_image_the_dockerfile_reads_is_part_of_the_key(spec: BuildSpec) -> None:
     (spec.context / "Dockerfile").write_text(MULTI_STAGE)
     digests = {"node:18": "sha256:" + "1" * 64, "busybox:1": "sha256:" + "2" * 64}

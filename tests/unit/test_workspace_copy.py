@@ -367,3 +367,39 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     with pytest.raises(BottleError) as caught:
         trees_of(project, tmp_path, manifest)
     assert "backup/key.txt" in caught.value.message and "rt38b3" not in str(caught.value)
+
+
+def test_a_refusal_names_the_files_when_a_name_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file name that is not UTF-8 (kept as its bytes in the copy) made the refusal's own
+    listing of the files fail with an encoding error instead of naming the value's file."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text(f"API_KEY={INVENTED_VALUE}\n")
+    with open(bytes(project) + b"/caf\xe9.txt", "w") as latin1_named:
+        latin1_named.write("a name in Latin-1\n")
+
+    with pytest.raises(BottleError, match=r"/workspace/\.env"):
+        trees_of(project, tmp_path, manifest)
+
+
+def test_a_link_to_the_persons_ssh_dir_is_copied_as_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's link to ~/.ssh is copied as the link (pointing at nothing in the sandbox),
+    never as the keys it leads to."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE-rt37-ssh-key\n")
+    monkeypatch.setenv("HOME", str(home))
+    project = tmp_path / "project"
+    (project / ".bottle").mkdir(parents=True)
+    (project / ".bottle" / "api-key").write_text(INVENTED_VALUE + "\n")
+    (project / "deploy_key").write_text(INVENTED_KEY)
+    (project / "keys").symlink_to(home / ".ssh")
+
+    files = copied_files(project, tmp_path)
+
+    assert not any(b"PRIVATE-rt37" in data for data in files.values())
