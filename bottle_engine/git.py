@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from bottle_engine.errors import BottleError
 
@@ -157,24 +158,74 @@ def read_objects(git_dir: Path, oids: Sequence[str]) -> Iterator[tuple[ObjectInf
         names.write("".join(f"{oid}\n" for oid in oids).encode())
         names.seek(0)
         command = ["git", f"--git-dir={git_dir}", "cat-file", "--batch"]
+        yield from _batch_contents(command, names, len(oids), doing="reading objects")
+
+
+def read_stored_objects(
+    objects_dir: Path, *, max_size: int | None = None
+) -> Iterator[tuple[ObjectInfo, bytes]]:
+    """Every object stored in `objects_dir`, reachable or not, loose or packed (deltas
+    resolved), with its content; one larger than `max_size` bytes raises `GitError`.
+
+    git reads the directory as the object store of an empty repository of ours, so no
+    repository's config (which can name commands to run) is read."""
+    with tempfile.TemporaryDirectory(prefix="bottle-objects-") as scratch:
+        run_git(
+            ["init", "-q", "--bare", scratch], doing=f"reading the git objects in {objects_dir}"
+        )
+        command = ["git", f"--git-dir={scratch}", "cat-file"]
+        command += ["--batch-all-objects", "--unordered", "--batch"]
+        env = {**os.environ, "GIT_OBJECT_DIRECTORY": str(objects_dir)}
+        doing = f"reading the git objects in {objects_dir}"
+        yield from _batch_contents(
+            command, subprocess.DEVNULL, None, doing=doing, env=env, max_size=max_size
+        )
+
+
+def _batch_contents(
+    command: list[str],
+    stdin: IO[bytes] | int,
+    count: int | None,
+    *,
+    doing: str,
+    env: Mapping[str, str] | None = None,
+    max_size: int | None = None,
+) -> Iterator[tuple[ObjectInfo, bytes]]:
+    """The objects `cat-file --batch` (`command`) answers with: `count` of them, or (None) as
+    many as it writes; a git that fails or stops short raises `GitError`."""
+    with tempfile.TemporaryFile() as errors:
         try:
-            process = subprocess.Popen(command, stdin=names, stdout=subprocess.PIPE)
+            process = subprocess.Popen(
+                command, stdin=stdin, stdout=subprocess.PIPE, stderr=errors, env=env
+            )
         except FileNotFoundError as exc:
             raise GitError(
-                "reading objects: the `git` command is not installed",
+                f"{doing}: the `git` command is not installed",
                 fix="install git (e.g. `apt-get install git`)",
             ) from exc
         assert process.stdout is not None
         try:
-            for _ in oids:
-                header = process.stdout.readline().decode("ascii", "replace").split()
+            read = 0
+            while count is None or read < count:
+                line = process.stdout.readline()
+                if not line and count is None and process.wait() == 0:
+                    return
+                header = line.decode("ascii", "replace").split()
                 if len(header) != 3:
-                    raise GitError(f"reading objects: unexpected answer from git: {header!r}")
+                    errors.seek(0)
+                    said = errors.read().decode(errors="replace").strip()
+                    raise GitError(f"{doing}: {said or f'unexpected answer from git: {header!r}'}")
                 info = ObjectInfo(header[0], header[1], int(header[2]))
+                if max_size is not None and info.size > max_size:
+                    raise GitError(
+                        f"{doing}: the {info.type} {info.oid} is {info.size} bytes, more than "
+                        f"the {max_size} read whole"
+                    )
                 content = process.stdout.read(info.size)
                 process.stdout.read(1)  # the newline after each object
                 if len(content) != info.size:
-                    raise GitError(f"reading object {info.oid}: git stopped short")
+                    raise GitError(f"{doing}: git stopped short in object {info.oid}")
+                read += 1
                 yield info, content
         finally:
             process.stdout.close()

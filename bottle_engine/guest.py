@@ -18,6 +18,7 @@ from pathlib import Path
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
+from bottle_engine.copied_history import HistoryUnreadable, search_history
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import url_credential
@@ -262,6 +263,38 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
             f"url with an `identity`), out of the skill or prompt, or set `copy_cwd = false` "
             f"for agent {plan.agent}",
         )
+    for destination, tree in trees:
+        refuse_history_values(plan, destination, tree, search)
+
+
+def refuse_history_values(
+    plan: BottlePlan, destination: str, tree: bytes, search: ValueSearch
+) -> None:
+    """A `BottleError` when a git history in `tree` holds a value of `search`: committed once
+    and taken out since, it is in no file, but the agent reads it back with `git log -p`."""
+    try:
+        hit = search_history(tree, search)
+    except HistoryUnreadable as unreadable:
+        where = f"{destination.rstrip('/')}/{unreadable.objects_dir}"
+        raise BottleError(
+            f"the git objects that the launch would copy into the bottle at {safe_text(where)} "
+            f"cannot be read to search them for real values: {safe_text(unreadable.detail)}",
+            fix=f"repair the repository (`git fsck`), move the directory out of the project, "
+            f"or set `copy_cwd = false` for agent {plan.agent}",
+        ) from unreadable
+    if hit is None:
+        return
+    where = f"{destination.rstrip('/')}/{hit.objects_dir}"
+    raise BottleError(
+        f"the git history that the launch would copy into the bottle ({safe_text(where)}) "
+        f"holds the real value of the {hit.needle.label}, in the {hit.type} {hit.oid}: "
+        "committed once, it stays in the history after its file is changed or removed, and "
+        "the agent reads it back with `git log -p`",
+        fix=f"a committed value is to be taken as known: rotate it. To launch with this "
+        f"history, rewrite it without the value (`git log --all --find-object={hit.oid}` "
+        "finds the commits; `git filter-repo --replace-text` rewrites them, then expire the "
+        f"reflog and `git gc --prune=now`), or set `copy_cwd = false` for agent {plan.agent}",
+    )
 
 
 FileId = tuple[int, int]  # (st_dev, st_ino): one file whatever its name, hard links too

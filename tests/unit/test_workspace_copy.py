@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
 import tarfile
 import textwrap
 import urllib.parse
@@ -403,3 +405,137 @@ def test_a_link_to_the_persons_ssh_dir_is_copied_as_a_link(
     files = copied_files(project, tmp_path)
 
     assert not any(b"PRIVATE-rt37" in data for data in files.values())
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` as a person does (a fixed author, no config of this machine's)."""
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"},
+    ).stdout
+
+
+def committed_then_removed(repo: Path, name: str, text: str) -> None:
+    """A repository in `repo` whose history holds `text` in `name`, removed again since: the
+    usual story of a `.env` committed by mistake, taken out in the next commit."""
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("a project\n")
+    (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    (repo / name).unlink()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "take the key out")
+
+
+def history_holds(tree: bytes, value: str, tmp_path: Path) -> bool:
+    """Whether the agent, with git, reads `value` back from the workspace copy's history."""
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        archive.extractall(unpacked, filter="tar")
+    return value in git(unpacked, "-c", "safe.directory=*", "log", "-p", "--all")
+
+
+def test_a_real_value_in_the_projects_git_history_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search read the copy's files as stored: a value committed once and removed since
+    lies zlib-compressed in .git/objects, where no stored form is found, and the launch copied
+    it into /workspace, where `git log -p` shows the agent the real value."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", f"API_KEY={INVENTED_VALUE}\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    told = f"{caught.value.message}\n{caught.value.fix}"
+    assert ".git/objects" in told and "API_KEY" in told
+    assert INVENTED_VALUE not in told
+    assert "history" in told
+
+
+@pytest.mark.parametrize(
+    "where", ["packed as a delta", "in a nested repository", "in an object no commit names"]
+)
+def test_a_real_value_in_packed_or_nested_git_history_is_refused(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packed, git keeps an older version of a file as a delta against the newer one, the
+    value in compressed pieces; a nested repository (a vendored clone, a submodule's git dir
+    under .git/modules) keeps its own objects."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    if where == "packed as a delta":
+        body = "".join(f"setting_{n} = {n}\n" for n in range(2000))
+        committed_then_removed(project, "settings.py", body + f"API_KEY = '{INVENTED_VALUE}'\n")
+        (project / "settings.py").write_text(body)
+        git(project, "add", "-A")
+        git(project, "commit", "-q", "-m", "settings again")
+        git(project, "gc", "-q", "--aggressive", "--prune=now")
+        assert not list((project / ".git" / "objects").glob("??/*"))  # all of it packed
+    elif where == "in a nested repository":
+        project.mkdir()
+        committed_then_removed(project / "vendor" / "lib", ".env", f"KEY={INVENTED_VALUE}\n")
+    else:  # a dropped stash, an amended commit: `git fsck --lost-found` lists them
+        committed_then_removed(project, "notes.txt", "nothing\n")
+        (project / "scratch").write_text(f"KEY={INVENTED_VALUE}\n")
+        git(project, "hash-object", "-w", "scratch")
+        (project / "scratch").unlink()
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert INVENTED_VALUE not in str(caught.value)
+
+
+def test_a_project_whose_history_holds_no_value_is_copied_with_its_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search refuses the value only: a repository without it is copied whole, its history
+    with it (the agent works with git)."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", "API_KEY=placeholder-only\n")
+
+    tree = trees_of(project, tmp_path, manifest)[WORKSPACE]
+
+    assert history_holds(tree, "placeholder-only", tmp_path)
+
+
+def test_a_history_git_cannot_read_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is not read is not known to hold no value: a damaged object stops the launch with
+    the place named and a way out."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / ".git" / "objects" / "ab").mkdir(exist_ok=True)
+    (project / ".git" / "objects" / "ab" / ("c" * 38)).write_bytes(b"not zlib at all")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "/workspace/.git/objects" in caught.value.message
+    assert "copy_cwd = false" in (caught.value.fix or "")
+
+
+def test_an_object_store_outside_the_copy_is_not_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone made with --shared names its source's objects in objects/info/alternates, a host
+    path that is not copied (the agent's git finds nothing there): the value in the source's
+    history is no reason to refuse the launch, and the host's stores are not read."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    source = tmp_path / "source"
+    committed_then_removed(source, ".env", f"KEY={INVENTED_VALUE}\n")
+    project = tmp_path / "project"
+    git(tmp_path, "clone", "-q", "--shared", str(source), str(project))
+    assert (project / ".git" / "objects" / "info" / "alternates").exists()
+
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
