@@ -32,9 +32,10 @@ _OBJECT_FILE = re.compile(
 )
 # Not copied out for git: it would read the host's object stores the file names.
 _ALTERNATES = "info/alternates"
-# An object is read whole; a larger one is refused rather than searched in part (git stores
-# a file of zeros of any size in a few kilobytes).
-MAX_OBJECT_BYTES = 512 * 1024 * 1024
+# An object is read whole (and copied twice by the search); a larger one is refused rather
+# than searched in part: git stores a file of zeros of any size in a few kilobytes. Hosts such
+# as GitHub refuse files over 100 MB.
+MAX_OBJECT_BYTES = 256 * 1024 * 1024
 # Objects are searched in runs of about this many bytes (one pass per needle per run).
 _RUN_BYTES = 16 * 1024 * 1024
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bottle_engine import copied_history
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.errors import BottleError
 from bottle_engine.git import url_credential
@@ -539,3 +540,20 @@ def test_an_object_store_outside_the_copy_is_not_searched(
     assert (project / ".git" / "objects" / "info" / "alternates").exists()
 
     assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+
+def test_an_object_larger_than_the_search_reads_is_refused_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object is searched whole or the launch stops: one past the bound is not passed over
+    (its value would reach the sandbox unseen)."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "data.bin", "x" * 4096)
+    monkeypatch.setattr(copied_history, "MAX_OBJECT_BYTES", 1024)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "/workspace/.git/objects" in caught.value.message
+    assert "4096 bytes" in caught.value.message
