@@ -70,6 +70,14 @@ def object_dirs(names: Iterable[str]) -> list[str]:
     return sorted(found, key=lambda directory: (directory.count("/"), directory))
 
 
+def history_files(names: Iterable[str]) -> list[str]:
+    """Those of the file `names` of a copy that lie in one of its git object directories
+    (`object_dirs`): what `search_history` reads, for a copy not yet made into one tar."""
+    listed = list(names)
+    directories = object_dirs(listed)
+    return [name for name in listed if _in_history(name, directories)]
+
+
 def search_history(tree: bytes, search: ValueSearch) -> HistoryHit | None:
     """The first object of a git history in the copy `tree` (a tar) that holds a value of
     `search`; None when there is none (or no history at all). A history git cannot read
@@ -80,12 +88,7 @@ def search_history(tree: bytes, search: ValueSearch) -> HistoryHit | None:
         if not directories:
             return None
         with tempfile.TemporaryDirectory(prefix="bottle-history-") as scratch:
-            inside = [
-                member
-                for member in members
-                if any(_lies_in(member.name, directory) for directory in directories)
-                and not member.name.endswith(_ALTERNATES)
-            ]
+            inside = [member for member in members if _in_history(member.name, directories)]
             archive.extractall(scratch, members=inside, filter="data")
             for directory in directories:
                 try:
@@ -96,6 +99,12 @@ def search_history(tree: bytes, search: ValueSearch) -> HistoryHit | None:
                     info, needle = hit
                     return HistoryHit(directory, info.oid, info.type, needle)
     return None
+
+
+def _in_history(name: str, directories: Iterable[str]) -> bool:
+    return any(_lies_in(name, directory) for directory in directories) and not name.endswith(
+        _ALTERNATES
+    )
 
 
 def _lies_in(name: str, directory: str) -> bool:

@@ -21,6 +21,7 @@ from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.copied_history import HistoryUnreadable, search_history
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
+from bottle_engine.file_ids import FileId, same_files, withheld_place
 from bottle_engine.git import url_credential
 from bottle_engine.plan import (
     AGENT_HOME,
@@ -188,21 +189,24 @@ def guest_trees(
     for name, source in skill_sources(plan, Path.home() / ".claude" / "skills"):
         trees.append((SKILLS_DIR, tar_directory(source, name, uid=uid)))
     if plan.copy_cwd:
-        # Nor the engine's state (every bottle's secrets, keys and approvals) nor the person's
-        # credentials (~/.ssh, ~/.aws, ...), when they lie in the launch directory (a launch
-        # from the home directory) or hold it.
-        home = Path.home()
-        withheld = same_files(
-            [
-                *plan.bundle_only_files,
-                state.state_dir(),
-                *(home / location for location in CREDENTIAL_LOCATIONS),
-            ]
-        )
+        withheld = same_files(withheld_paths(plan))
         refuse_withheld_cwd(plan.cwd, withheld)
         trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
     refuse_real_values(plan, trees)
     return trees
+
+
+def withheld_paths(plan: BottlePlan) -> list[Path]:
+    """What no copy into the sandbox holds (the workspace copy, the agent image's context):
+    the bundle's files (`bundle_only_files`), the engine's state (every bottle's secrets,
+    keys and approvals) and the person's credentials (~/.ssh, ~/.aws, ...), when they lie in
+    the copied directory (a launch from the home directory) or hold it."""
+    home = Path.home()
+    return [
+        *plan.bundle_only_files,
+        state.state_dir(),
+        *(home / location for location in CREDENTIAL_LOCATIONS),
+    ]
 
 
 def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
@@ -210,14 +214,14 @@ def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
     leaves out (the engine's state dir, a credentials dir such as ~/.ssh): leaving out what
     lies in the copy does not cover a copy made from within it, which would hold other
     bottles' secret values, keys and configs, or the person's credentials."""
-    for directory in (resolved := cwd.resolve(), *resolved.parents):
-        if same_files([directory]) & withheld:
-            raise BottleError(
-                f"the launch directory {safe_text(str(cwd))} lies inside "
-                f"{safe_text(str(directory))} (the engine's state, or a place that holds "
-                "credentials), which is never copied into a bottle",
-                fix="run `launch` from the project's directory",
-            )
+    directory = withheld_place(cwd, withheld)
+    if directory is not None:
+        raise BottleError(
+            f"the launch directory {safe_text(str(cwd))} lies inside "
+            f"{safe_text(str(directory))} (the engine's state, or a place that holds "
+            "credentials), which is never copied into a bottle",
+            fix="run `launch` from the project's directory",
+        )
 
 
 def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> None:
@@ -229,18 +233,7 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
     whole of each tree is searched once per form; only a tree that holds one is read file by
     file, for the message, which names the secret, the form and the files, never the value.
     A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`)."""
-    values = [(read_secret_value(plan, s.name).strip(), f"secret {s.name}") for s in plan.secrets]
-    for upstream in plan.git:
-        if (credential := url_credential(upstream.url)) is not None:
-            values.append((credential, f"credential in git upstream {upstream.name}'s url"))
-        if upstream.identity is None:
-            continue
-        try:  # its own file is left out of the copy; not a copy of it
-            key = upstream.identity.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            continue  # nothing to copy; the launch names it (`write_bundle_secrets`)
-        values.append((key, f"key of git upstream {upstream.name}'s identity"))
-    search = ValueSearch(values, short_words=True)
+    search = real_values(plan)
     for destination, tree in trees:
         found = search.first(tree)
         if found is None:
@@ -265,6 +258,30 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
         )
     for destination, tree in trees:
         refuse_history_values(plan, destination, tree, search)
+
+
+def real_values(plan: BottlePlan, *, unset_ok: bool = False) -> ValueSearch:
+    """Every stored form of the bottle's real values: its secrets, each git upstream's
+    `identity` key and the credential in its url (the bundle's alone). `unset_ok`: a secret
+    whose value cannot be read is left out (a build without them; the launch reads them all)."""
+    values = []
+    for secret in plan.secrets:
+        try:
+            values.append((read_secret_value(plan, secret.name).strip(), f"secret {secret.name}"))
+        except BottleError:
+            if not unset_ok:
+                raise
+    for upstream in plan.git:
+        if (credential := url_credential(upstream.url)) is not None:
+            values.append((credential, f"credential in git upstream {upstream.name}'s url"))
+        if upstream.identity is None:
+            continue
+        try:  # its own file is left out of the copy; not a copy of it
+            key = upstream.identity.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue  # nothing to copy; the launch names it (`write_bundle_secrets`)
+        values.append((key, f"key of git upstream {upstream.name}'s identity"))
+    return ValueSearch(values, short_words=True)
 
 
 def refuse_history_values(
@@ -295,22 +312,6 @@ def refuse_history_values(
         "finds the commits; `git filter-repo --replace-text` rewrites them, then expire the "
         f"reflog and `git gc --prune=now`), or set `copy_cwd = false` for agent {plan.agent}",
     )
-
-
-FileId = tuple[int, int]  # (st_dev, st_ino): one file whatever its name, hard links too
-
-
-def same_files(paths: Iterable[Path]) -> frozenset[FileId]:
-    """The identities of the files at `paths` (links followed, as their reader follows them);
-    a missing one is left out."""
-    found = set()
-    for path in paths:
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        found.add((info.st_dev, info.st_ino))
-    return frozenset(found)
 
 
 def skill_sources(plan: BottlePlan, skills_root: Path) -> list[tuple[str, Path]]:

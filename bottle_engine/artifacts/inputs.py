@@ -40,6 +40,7 @@ from bottle_engine.artifacts.spec import (
 from bottle_engine.display import safe_text
 from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
+from bottle_engine.file_ids import FileId, same_files, withheld_place
 from bottle_engine.git import GitError, run_git
 from bottle_engine.regular_files import (
     READ_NO_FOLLOW,
@@ -61,6 +62,8 @@ OUTSIDE_DOCKERFILE_NAME = "Dockerfile.bot-bottle"
 _PATHS_PER_GIT_CALL = 500
 
 EntryKind = Literal["dir", "file", "symlink"]
+# Given each context entry's path and bytes as it is read (`ContextCheck.entry`).
+EntryLook = Callable[[str, bytes], None]
 # The content digest of an image a Dockerfile reads, by its reference (Docker answers it).
 ImageDigest = Callable[[str], str]
 
@@ -162,14 +165,28 @@ def prepare_inputs(
             f"Dockerfile {spec.dockerfile} of the {spec.name} image does not exist",
             fix="point `dockerfile` in bottle.toml at an existing file",
         )
+    withheld = same_files(spec.withheld)
+    if (place := withheld_place(context, withheld)) is not None:
+        raise BottleError(
+            f"the build context {safe_text(str(spec.context))} of the {spec.name} image lies "
+            f"inside {safe_text(str(place))} (the engine's state, a place that holds "
+            "credentials or a secret's file), which no image is built from",
+            fix="point `context` in bottle.toml at the project's directory",
+        )
     dockerfile_bytes = _read_named_file(dockerfile, MAX_DOCKERFILE_BYTES, "Dockerfile")
     inside = dockerfile.is_relative_to(context)
     dockerfile_path = (
         dockerfile.relative_to(context).as_posix() if inside else OUTSIDE_DOCKERFILE_NAME
     )
-    entries = {entry.path: entry for entry in context_entries(context, dockerfile_path)}
+    look = spec.check.entry if spec.check is not None else None
+    entries = {
+        entry.path: entry
+        for entry in context_entries(context, dockerfile_path, withheld=withheld, look=look)
+    }
     if not inside:
         entries[dockerfile_path] = _data_entry(dockerfile_path, dockerfile_bytes)
+        if look is not None:
+            look(dockerfile_path, dockerfile_bytes)
     ca_bytes = _read_ca_bundle(spec.ca_bundle) if spec.ca_bundle is not None else None
     # The engine owns this name: whatever the context holds there is replaced.
     entries[EXTRA_CA_NAME] = _data_entry(EXTRA_CA_NAME, ca_bytes or b"")
@@ -182,11 +199,18 @@ def prepare_inputs(
     if others and image_digest is None:
         raise ValueError(f"the Dockerfile reads {', '.join(others)}: pass `image_digest`")
     images = tuple((ref, image_digest(ref)) for ref in others) if image_digest else ()
+    ordered = tuple(entries[path] for path in sorted(entries))
+    if spec.check is not None:
+        spec.check.build_args(spec.build_args)
+        spec.check.done(
+            [entry.path for entry in ordered if entry.kind == "file"],
+            lambda paths: _entries_tar([entries[path] for path in paths]),
+        )
     return BuildInputs(
         spec=spec,
         dockerfile_path=dockerfile_path,
         dockerfile_sha256=hashlib.sha256(dockerfile_bytes).hexdigest(),
-        entries=tuple(entries[path] for path in sorted(entries)),
+        entries=ordered,
         build_args=tuple(sorted(build_args.items())),
         base_image_digest=base_image_digest,
         images=images,
@@ -197,8 +221,16 @@ def prepare_inputs(
     )
 
 
-def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
-    """The context's files, directories and symlinks that `.dockerignore` keeps, sorted."""
+def context_entries(
+    context: Path,
+    dockerfile_path: str,
+    *,
+    withheld: frozenset[FileId] = frozenset(),
+    look: EntryLook | None = None,
+) -> list[ContextEntry]:
+    """The context's files, directories and symlinks that `.dockerignore` keeps, sorted, but
+    for those in `withheld` (and what lies in such a directory) under any name: a pattern's
+    exception (`!`) cannot bring one back. `look` is given each entry as it is read."""
     patterns = _read_dockerignore(context / ".dockerignore")
     kept = dockerignore_included(context, patterns, always=(dockerfile_path, ".dockerignore"))
     # A kept path inside an ignored directory still needs its parents in the tar.
@@ -206,29 +238,54 @@ def context_entries(context: Path, dockerfile_path: str) -> list[ContextEntry]:
         parts = path.split("/")
         kept.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
     entries = []
+    left_out: list[str] = []
     for relative in sorted(kept):
+        if any(relative.startswith(f"{directory}/") for directory in left_out):
+            continue
         if not (context / relative).exists() and not (context / relative).is_symlink():
             continue
-        entries.append(_disk_entry(context, relative))
+        entry = _disk_entry(context, relative, withheld, look)
+        if entry is None:
+            left_out.append(relative)
+        else:
+            entries.append(entry)
     return entries
 
 
-def _disk_entry(context: Path, relative: str) -> ContextEntry:
+def _disk_entry(
+    context: Path, relative: str, withheld: frozenset[FileId], look: EntryLook | None
+) -> ContextEntry | None:
+    """The entry at `relative`; None when it is `withheld`. The bytes `look` is given are the
+    bytes hashed (a file read once)."""
     path = context / relative
     try:
         with _parent_of(path) as parent:
             info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+            if (info.st_dev, info.st_ino) in withheld:
+                return None
             mode = stat.S_IMODE(info.st_mode)
             if stat.S_ISLNK(info.st_mode):
                 target = os.readlink(path.name, dir_fd=parent)
+                if look is not None:
+                    look(relative, os.fsencode(target))
                 digest = hashlib.sha256(os.fsencode(target)).hexdigest()
                 return ContextEntry(relative, "symlink", mode, 0, digest, path, link_target=target)
             if stat.S_ISDIR(info.st_mode):
+                if look is not None:
+                    look(relative, b"")
                 return ContextEntry(relative, "dir", mode, 0, "", path)
             if not stat.S_ISREG(info.st_mode):
                 raise _special_file(path)
             with _open_context_file(parent, path) as handle:
-                digest, size = _sha256_of(handle, os.fstat(handle.fileno()).st_size)
+                opened = os.fstat(handle.fileno())
+                if (opened.st_dev, opened.st_ino) in withheld:  # swapped in since the stat
+                    return None
+                if look is None:
+                    digest, size = _sha256_of(handle, opened.st_size)
+                else:
+                    data = handle.read(opened.st_size)
+                    look(relative, data)
+                    digest, size = hashlib.sha256(data).hexdigest(), len(data)
     except OSError as exc:
         raise _changed(path, exc) from exc
     return ContextEntry(relative, "file", mode, size, digest, path)
@@ -372,6 +429,16 @@ def newest_commit_time(directory: Path, paths: Sequence[str] = (".",)) -> int:
         if text.isdigit():
             newest = max(newest, int(text))
     return newest
+
+
+def _entries_tar(entries: Sequence[ContextEntry]) -> bytes:
+    """Some context entries as an in-memory tar, each file read again and checked to be the
+    file that was hashed (`_add_entry`)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in entries:
+            _add_entry(tar, entry, 0)
+    return buffer.getvalue()
 
 
 def write_context_tar(inputs: BuildInputs, out: IO[bytes]) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 # The contract with Dockerfile authors. The engine puts the extra CA bundle (PEM; an empty file
 # when there is none) at this path in the root of the build context and passes the build args
@@ -17,6 +18,23 @@ EXTRA_CA_BUILD_ARG = "EXTRA_CA_CERT"  # value: EXTRA_CA_NAME, or "" when no extr
 BASE_IMAGE_BUILD_ARG = "BASE_IMAGE"  # value: BuildSpec.base_image (it wins over build_args)
 
 
+class ContextCheck(Protocol):
+    """What looks at a build's inputs as they are read for the input key (the context read
+    once): a launch refuses an agent image whose context holds a real secret value
+    (`context_values.py`). Each method raises a `BottleError` to refuse."""
+
+    def build_args(self, build_args: Mapping[str, str]) -> None:
+        """The build args given."""
+
+    def entry(self, path: str, data: bytes) -> None:
+        """One context entry as Docker is sent it: a file's content, a link's target, b""
+        for a directory."""
+
+    def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> None:
+        """Every entry was seen; `files` are the file entries, `tar_of` gives some of them as
+        a tar (read again, and checked to be what was hashed)."""
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """One image build: a Dockerfile and its context, build args, base image, extra CA bundle.
@@ -24,7 +42,9 @@ class BuildSpec:
     `name` names the artifact ("agent", "bundle", ...) and its Docker tag
     ``bot-bottle/<name>:<digest12>``. `labels` end up in the image config (and so in its
     digest). `source_date_epoch` pins the clamp time; None means ``SOURCE_DATE_EPOCH`` from the
-    environment, else the newest commit time of the context, else 0.
+    environment, else the newest commit time of the context, else 0. `withheld`: host files
+    left out of the context under any name (`file_ids`), whatever `.dockerignore` says;
+    `check` looks at what the context holds (not part of the key).
     """
 
     name: str
@@ -35,6 +55,8 @@ class BuildSpec:
     ca_bundle: Path | None
     labels: Mapping[str, str] = field(default_factory=dict)
     source_date_epoch: int | None = None
+    withheld: tuple[Path, ...] = ()
+    check: ContextCheck | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

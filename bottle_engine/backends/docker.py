@@ -193,7 +193,7 @@ class DockerBackend:
 
     def prepare(self, plan: BottlePlan, progress: Progress) -> tuple[Artifact, Artifact]:
         """Agent and bundle images, built only when their input keys are not in the store."""
-        spec = agent_build_spec(plan.image, self.settings)
+        spec = agent_build_spec(plan, self.settings)
         progress.stage("agent image")
         agent = ensure_artifact(self.client, spec, progress=progress, settings=self.settings)
         progress.stage("bundle image")

@@ -103,7 +103,7 @@ def build_spec_for(
     review = require_trust(planner.manifest)
     if review.first_use and show_first_use:
         print_review(review)
-    return agent_build_spec(planner(planner.base_slug).image, settings, ca_option)
+    return agent_build_spec(planner(planner.base_slug), settings, ca_option, unset_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -354,7 +354,11 @@ BOTTLE_FIELDS = (
     Field(
         "context",
         Kind.STRING,
-        "The build context directory, relative to this manifest (filtered by .dockerignore).",
+        "The build context directory, relative to this manifest (filtered by .dockerignore). "
+        "Left out of it, whatever .dockerignore says: what `copy_cwd` leaves out (a secret's "
+        "`from_file`, a git `identity`, the engine's state, ~/.ssh, ...); a context, build arg or "
+        "git history in the context holding a secret's real value stops the launch and the build "
+        "(checked on every launch: the image is reused by input key).",
         default=".",
         format=Format.PATH,
         example='context = "."',

@@ -106,10 +106,13 @@ def test_build_refuses_a_manifest_widened_since_it_was_trusted(
         assert "id_repo" not in captured.out + captured.err
         assert "changed since it was last trusted" in captured.err
         assert "context" in captured.err and f"bottle-engine trust -f {project}" in captured.err
-    # Once the person trusts it, the same build goes ahead.
+    # Once the person trusts it, the same build goes ahead; the person's credentials stay out
+    # of the context all the same (`guest.withheld_paths`).
     trust_store.record(trust_store.review(load_manifest(project)))
     assert main(["build", "-f", str(project), "dev", "--explain"]) == 0
-    assert ".ssh/id_repo" in capsys.readouterr().out
+    explained = capsys.readouterr().out
+    assert "input key" in explained
+    assert ".ssh" not in explained
 
 
 class _NoHost:

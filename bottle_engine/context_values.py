@@ -1,0 +1,122 @@
+"""The agent image's build context, searched for the bottle's real values on every launch.
+
+The image is built from the bottle's `context` (by default the project beside bottle.toml),
+and a Dockerfile's everyday `COPY . /src` puts all of it in the image, where the agent reads
+it: a git-ignored `.env` holding a `from_env` value, a value in the context's git history, a
+build arg. The files the bundle alone reads are left out of the context (`guest.withheld_paths`);
+what else holds a value is refused. Images are reused by input key (from the store, or the
+shared cache, perhaps built for a bottle without that secret), so the search runs whenever the
+key is made, on every launch, over the bytes the key is made of: the context is read once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bottle_engine.artifacts.spec import BuildSpec
+from bottle_engine.bundle.secret_forms import Needle, ValueSearch
+from bottle_engine.copied_history import HistoryUnreadable, history_files, search_history
+from bottle_engine.display import safe_text
+from bottle_engine.errors import BottleError
+from bottle_engine.guest import real_values, withheld_paths
+from bottle_engine.plan import BottlePlan
+
+# Entries are searched in runs of about this many bytes.
+_RUN_BYTES = 16 * 1024 * 1024
+_HOW_IT_GETS_IN = (
+    "a Dockerfile's COPY puts the context in the agent's image, and the image is reused by "
+    "every bottle built from the same context"
+)
+
+
+@dataclass
+class ContextValues:
+    """The `ContextCheck` of a bottle's agent image: no real value of `search` in the
+    context's files, names, link targets or git histories, nor in a build arg."""
+
+    search: ValueSearch
+    context: Path
+    holding: list[str] = field(default_factory=list)
+    found: Needle | None = None
+    # Entries not yet searched: searched joined, in runs (one pass per form over much data
+    # rather than one per file), one by one only on a find.
+    _run: list[tuple[str, bytes]] = field(default_factory=list)
+    _run_bytes: int = 0
+
+    def build_args(self, build_args: Mapping[str, str]) -> None:
+        for name, value in build_args.items():
+            needle = self.search.first(name.encode(errors="surrogateescape")) or (
+                self.search.first(value.encode(errors="surrogateescape"))
+            )
+            if needle is not None:
+                raise BottleError(
+                    f"the build arg {safe_text(name)} of the agent image holds the real value "
+                    f"of the {needle.label}: a build arg is readable in the image (its "
+                    "history, an ENV or a file the Dockerfile writes), where the agent reads it",
+                    fix="remove it from `build_args` in bottle.toml; the agent holds a "
+                    "placeholder, the bundle puts the value into requests",
+                )
+
+    def entry(self, path: str, data: bytes) -> None:
+        self._run.append((path, data))
+        self._run_bytes += len(path) + len(data)
+        if self._run_bytes >= _RUN_BYTES:
+            self._search_run()
+
+    def _search_run(self) -> None:
+        run, self._run, self._run_bytes = self._run, [], 0
+        named = [(path.encode(errors="surrogateescape"), data) for path, data in run]
+        if self.search.first(b"\0".join(part for pair in named for part in pair)) is None:
+            return
+        for (path, _), (name, data) in zip(run, named, strict=True):
+            needle = self.search.first(name) or self.search.first(data)
+            if needle is not None:
+                self.holding.append(path)
+                self.found = self.found or needle
+
+    def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> None:
+        self._search_run()
+        where = safe_text(str(self.context))
+        holding, found = self.holding, self.found
+        self.holding, self.found = [], None  # the next reading of the context starts afresh
+        if found is not None:
+            raise BottleError(
+                f"the files {safe_text(', '.join(holding))} in the agent image's build "
+                f"context {where} hold the real value of the {found.label}: "
+                f"{_HOW_IT_GETS_IN}, and the agent would read what it is only to hold a "
+                "placeholder of",
+                fix=f"list them in {where}/.dockerignore, or move the value out of the context "
+                "(a secret's from_file is left out of it)",
+            )
+        stored = history_files(files)
+        if not stored:
+            return
+        try:
+            hit = search_history(tar_of(stored), self.search)
+        except HistoryUnreadable as unreadable:
+            raise BottleError(
+                f"the git objects in the agent image's build context at "
+                f"{where}/{safe_text(unreadable.objects_dir)} cannot be read to search them for "
+                f"real values: {safe_text(unreadable.detail)}",
+                fix=f"repair the repository (`git fsck`), or list it in {where}/.dockerignore",
+            ) from unreadable
+        if hit is not None:
+            raise BottleError(
+                f"the git history in the agent image's build context "
+                f"({where}/{safe_text(hit.objects_dir)}) holds the real value of the "
+                f"{hit.needle.label}, in the {hit.type} {hit.oid}: {_HOW_IT_GETS_IN}, and the "
+                "agent reads it back with `git log -p`",
+                fix=f"list {safe_text(hit.objects_dir)} in {where}/.dockerignore (a build "
+                "rarely needs the history); a committed value is to be taken as known: "
+                "rotate it",
+            )
+
+
+def guarded(spec: BuildSpec, plan: BottlePlan, *, unset_ok: bool = False) -> BuildSpec:
+    """`spec` (the agent image of `plan`) built without the files no copy into the sandbox
+    holds, and refused when its context holds one of the bottle's real values. `unset_ok`: a
+    secret that cannot be read is not searched for (`bottle-engine build` without them)."""
+    check = ContextValues(real_values(plan, unset_ok=unset_ok), spec.context)
+    return replace(spec, withheld=tuple(withheld_paths(plan)), check=check)
