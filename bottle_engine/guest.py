@@ -258,6 +258,24 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
         )
     for destination, tree in trees:
         refuse_history_values(plan, destination, tree, search)
+    refuse_values_in_process(plan, search)
+
+
+def refuse_values_in_process(plan: BottlePlan, search: ValueSearch) -> None:
+    """A `BottleError` when the agent's environment or command line (the manifest's `env`
+    and `command`, which the agent reads in /proc) holds a real value: a manifest outside the
+    project is not in the copy that is searched."""
+    given = [("environment", f"{name}={value}") for name, value in plan.guest_env.items()]
+    given += [("command line", argument) for argument in plan.agent_command]
+    for what, text in given:
+        found = search.first(text.encode(errors="surrogateescape"))
+        if found is not None:
+            raise BottleError(
+                f"the agent's {what} would hold the real value of the "
+                f"{found.label}: the agent is to hold a placeholder only",
+                fix="take the value out of `env` and `command` in bottle.toml: bind it as a "
+                "secret (`[bottles.NAME.secrets.NAME]`) and use the placeholder the agent is given",
+            )
 
 
 def real_values(plan: BottlePlan, *, unset_ok: bool = False) -> ValueSearch:

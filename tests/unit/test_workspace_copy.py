@@ -557,3 +557,31 @@ def test_an_object_larger_than_the_search_reads_is_refused_not_skipped(
 
     assert "/workspace/.git/objects" in caught.value.message
     assert "4096 bytes" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        '[bottles.b.env]\nDEPLOY_TOKEN = "{value}"\n',
+        '[agents.a]\ncommand = ["deploy", "--token={value}"]\n',
+    ],
+)
+def test_a_real_value_in_the_agents_environment_or_command_is_refused(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only copied files were searched: a manifest kept outside the project (`--file`) that
+    also wrote the value into the bottle's `env` or the agent's command handed it to the
+    agent, whose environment and command line it reads in /proc."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    if where.startswith("[agents.a]"):
+        manifest = manifest.replace("[agents.a]\n", "")
+    manifest += where.format(value=INVENTED_VALUE)
+    project = tmp_path / "project"
+    project.mkdir()
+    elsewhere = tmp_path / "manifests"
+    elsewhere.mkdir()
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest, manifest_dir=elsewhere)
+
+    assert "API_KEY" in caught.value.message and INVENTED_VALUE not in str(caught.value)
