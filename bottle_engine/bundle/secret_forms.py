@@ -7,8 +7,8 @@ same encoders (`secret_echo.value_forms`).
 
 A value is searched as written, base64-encoded at each alignment it can take inside a longer
 text (standard and URL-safe alphabets), hex-encoded in either case, percent-encoded as the
-usual URL encoders write it, JSON-escaped as the usual JSON encoders write it, and as UTF-16
-(either byte order); also where line breaks cut it (`base64` wraps at 76 columns).
+usual URL encoders write it, JSON-escaped as the usual JSON encoders write it, and as UTF-16 and
+UTF-32 (either byte order); also where line breaks cut it (`base64` wraps at 76 columns).
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def stored_forms(value: str, label: str, *, short_words: bool = False) -> list[N
     forms += [(form.encode(), f"{label}, percent-encoded") for form in url_forms(value)]
     forms += [(form.encode(), f"{label}, JSON-escaped") for form in json_forms(value)]
     forms += [(value.encode(codec), f"{label}, as UTF-16") for codec in ("utf-16-le", "utf-16-be")]
+    forms += [(value.encode(codec), f"{label}, as UTF-32") for codec in ("utf-32-le", "utf-32-be")]
     short = short_words and len(raw) < MIN_NEEDLE
     needles: dict[bytes, Needle] = {}
     for data, how in forms:

@@ -173,7 +173,8 @@ AGENT_FIELDS = (
         "any name, nor the engine's state dir or the credential places of the home "
         "directory (`~/.ssh`, `~/.aws`, `~/.netrc`, ...; a launch from inside one is refused); a "
         "copy, skill or prompt holding a secret's real value elsewhere (a `.env`), as written "
-        "or encoded (base64, hex, percent, JSON, UTF-16), stops the launch.",
+        "or encoded (base64, hex, percent, JSON, UTF-16, UTF-32), or in a git history it "
+        "copies, stops the launch.",
         default=True,
         example="copy_cwd = false",
     ),

@@ -203,6 +203,8 @@ ENCODINGS = {
     ),
     "UTF-16 with a BOM": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-16"),
     "UTF-16BE": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-16-be"),
+    "UTF-32 with a BOM": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-32"),
+    "UTF-32BE": lambda: f"KEY={ENCODED_VALUE}\n".encode("utf-32-be"),
 }
 
 
