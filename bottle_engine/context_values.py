@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bottle_engine.artifacts.spec import BuildSpec
+from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 from bottle_engine.copied_history import HistoryUnreadable, history_files, search_history
 from bottle_engine.display import safe_text
@@ -23,8 +24,6 @@ from bottle_engine.errors import BottleError
 from bottle_engine.guest import real_values, withheld_paths
 from bottle_engine.plan import BottlePlan
 
-# Entries are searched in runs of about this many bytes.
-_RUN_BYTES = 16 * 1024 * 1024
 _HOW_IT_GETS_IN = (
     "a Dockerfile's COPY puts the context in the agent's image, and the image is reused by "
     "every bottle built from the same context"
@@ -62,19 +61,15 @@ class ContextValues:
     def entry(self, path: str, data: bytes) -> None:
         self._run.append((path, data))
         self._run_bytes += len(path) + len(data)
-        if self._run_bytes >= _RUN_BYTES:
+        if self._run_bytes >= secret_forms.RUN_BYTES:
             self._search_run()
 
     def _search_run(self) -> None:
         run, self._run, self._run_bytes = self._run, [], 0
-        named = [(path.encode(errors="surrogateescape"), data) for path, data in run]
-        if self.search.first(b"\0".join(part for pair in named for part in pair)) is None:
-            return
-        for (path, _), (name, data) in zip(run, named, strict=True):
-            needle = self.search.first(name) or self.search.first(data)
-            if needle is not None:
-                self.holding.append(path)
-                self.found = self.found or needle
+        named = ((path, path.encode(errors="surrogateescape") + b"\0" + data) for path, data in run)
+        for path, needle in self.search.finds(named):
+            self.holding.append(path)
+            self.found = self.found or needle
 
     def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> None:
         self._search_run()

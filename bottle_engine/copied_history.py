@@ -17,7 +17,8 @@ import io
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -36,8 +37,6 @@ _ALTERNATES = "info/alternates"
 # than searched in part: git stores a file of zeros of any size in a few kilobytes. Hosts such
 # as GitHub refuse files over 100 MB.
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
-# Objects are searched in runs of about this many bytes (one pass per needle per run).
-_RUN_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,28 +112,5 @@ def _lies_in(name: str, directory: str) -> bool:
 
 
 def _first_hit(objects_dir: Path, search: ValueSearch) -> tuple[git.ObjectInfo, Needle] | None:
-    objects = git.read_stored_objects(objects_dir, max_size=MAX_OBJECT_BYTES)
-    for run in _runs(objects):
-        # Searched joined first (a yes or no over much data), one by one only on a find.
-        if search.first(b"\0".join(content for _, content in run)) is None:
-            continue
-        for info, content in run:
-            needle = search.first(content)
-            if needle is not None:
-                return info, needle
-    return None
-
-
-def _runs(
-    objects: Iterator[tuple[git.ObjectInfo, bytes]],
-) -> Iterator[list[tuple[git.ObjectInfo, bytes]]]:
-    run: list[tuple[git.ObjectInfo, bytes]] = []
-    size = 0
-    for info, content in objects:
-        run.append((info, content))
-        size += len(content)
-        if size >= _RUN_BYTES:
-            yield run
-            run, size = [], 0
-    if run:
-        yield run
+    with closing(git.read_stored_objects(objects_dir, max_size=MAX_OBJECT_BYTES)) as objects:
+        return next(search.finds(objects), None)

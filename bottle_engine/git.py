@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -163,7 +163,7 @@ def read_objects(git_dir: Path, oids: Sequence[str]) -> Iterator[tuple[ObjectInf
 
 def read_stored_objects(
     objects_dir: Path, *, max_size: int | None = None
-) -> Iterator[tuple[ObjectInfo, bytes]]:
+) -> Generator[tuple[ObjectInfo, bytes]]:
     """Every object stored in `objects_dir`, reachable or not, loose or packed (deltas
     resolved), with its content; one larger than `max_size` bytes raises `GitError`.
 

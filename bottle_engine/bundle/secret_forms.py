@@ -20,8 +20,11 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 MIN_NEEDLE = 8  # encoded forms shorter than this would match by chance
+RUN_BYTES = 16 * 1024 * 1024  # `ValueSearch.finds` searches items joined in runs of this size
+K = TypeVar("K")
 
 # Percent-encodings as the usual encoders write them into a URL (a redirect's Location, a
 # link, a query string in a config): every reserved byte encoded; Python's quote() (keeps
@@ -154,6 +157,29 @@ class ValueSearch:
             ):
                 return needle
         return None
+
+    def finds(self, items: Iterable[tuple[K, bytes]]) -> Iterator[tuple[K, Needle]]:
+        """(key, needle) for each of `items` whose bytes hold a value, in order. Items are
+        searched joined, in runs of about `RUN_BYTES` (one pass per form over much data rather
+        than one per item: a history is thousands of objects), one by one only in a run where
+        something was found; a value is not found across two items."""
+        run: list[tuple[K, bytes]] = []
+        size = 0
+        for key, data in items:
+            run.append((key, data))
+            size += len(data)
+            if size >= RUN_BYTES:
+                yield from self._finds_in(run)
+                run, size = [], 0
+        yield from self._finds_in(run)
+
+    def _finds_in(self, run: list[tuple[K, bytes]]) -> Iterator[tuple[K, Needle]]:
+        if not run or self.first(b"\0".join(data for _, data in run)) is None:
+            return
+        for key, data in run:
+            needle = self.first(data)
+            if needle is not None:
+                yield key, needle
 
 
 def _find(data: bytes, needle: Needle) -> int:

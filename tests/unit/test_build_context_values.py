@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine import context_values
 from bottle_engine.artifacts import prepare_inputs
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.inputs import write_context_tar
+from bottle_engine.bundle import secret_forms
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import BottlePlan, plan_bottle
@@ -127,13 +127,13 @@ def test_the_engines_state_dir_and_credentials_in_the_context_are_not_built_from
         assert "bottle.toml" in archive.getnames()
 
 
-@pytest.mark.parametrize("run_bytes", [context_values._RUN_BYTES, 1])
+@pytest.mark.parametrize("run_bytes", [secret_forms.RUN_BYTES, 1])
 def test_a_context_holding_a_real_value_is_refused_naming_the_file_and_secret(
     project: Path, run_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The usual home of a `from_env` value: a git-ignored `.env` in the project (the entries
     searched in one run, or each in its own)."""
-    monkeypatch.setattr(context_values, "_RUN_BYTES", run_bytes)
+    monkeypatch.setattr(secret_forms, "RUN_BYTES", run_bytes)
     (project / "a.txt").write_text("before\n")
     (project / "z.txt").write_text("after\n")
     (project / "config").mkdir()
