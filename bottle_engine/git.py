@@ -182,6 +182,33 @@ def read_stored_objects(
         )
 
 
+def stream_object(
+    git_dir: Path, info: ObjectInfo, piece: int = 8 * 1024 * 1024
+) -> Generator[bytes]:
+    """The content of one object, `piece` bytes at a time (an object too large to hold whole)."""
+    doing = f"reading the {info.type} {info.oid}"
+    command = ["git", f"--git-dir={git_dir}", "cat-file", info.type, info.oid]
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        except FileNotFoundError as exc:
+            raise GitError(f"{doing}: the `git` command is not installed") from exc
+        assert process.stdout is not None
+        try:
+            read = 0
+            while data := process.stdout.read(piece):
+                read += len(data)
+                yield data
+            if process.wait() != 0 or read != info.size:
+                errors.seek(0)
+                said = errors.read().decode(errors="replace").strip()
+                raise GitError(f"{doing}: {said or 'git stopped short'}")
+        finally:
+            process.stdout.close()
+            process.kill()
+            process.wait()
+
+
 def _batch_contents(
     command: list[str],
     stdin: IO[bytes] | int,

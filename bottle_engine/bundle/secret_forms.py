@@ -158,6 +158,20 @@ class ValueSearch:
                 return needle
         return None
 
+    def first_in_stream(self, pieces: Iterable[bytes]) -> Needle | None:
+        """The first needle in the bytes `pieces` make one after another (an object too large
+        to hold whole): each piece is searched with the end of the one before, twice as long
+        as the longest form (a form cut by a line break at every other byte is found)."""
+        keep = 2 * max((len(needle.data) for needle in self.needles), default=0)
+        tail = b""
+        for piece in pieces:
+            window = tail + piece
+            needle = self.first(window)
+            if needle is not None:
+                return needle
+            tail = window[-keep:] if keep else b""
+        return None
+
     def finds(self, items: Iterable[tuple[K, bytes]]) -> Iterator[tuple[K, Needle]]:
         """(key, needle) for each of `items` whose bytes hold a value, in order. Items are
         searched joined, in runs of about `RUN_BYTES` (one pass per form over much data rather

@@ -22,6 +22,7 @@ from bottle_engine.artifacts.builder import VerifyResult
 from bottle_engine.artifacts.oci import Difference
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
 from bottle_engine.bundle.gitgate.gate import check_upstreams, mirror
+from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.cli import main
 from bottle_engine.cli.build import _report_verify
 from bottle_engine.errors import BottleError
@@ -76,7 +77,7 @@ def test_a_git_url_that_is_an_option_runs_nothing_when_the_gate_mirrors(tmp_path
     marker = tmp_path / "ran"
 
     with pytest.raises(GitError):
-        mirror(gate, upstream_to(INJECTED.format(marker=marker)))
+        mirror(gate, upstream_to(INJECTED.format(marker=marker)), ValueSearch([]))
     assert not marker.exists()
 
 

@@ -45,6 +45,8 @@ from bottle_engine.bundle.gitgate.objects import (
 )
 from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
+from bottle_engine.bundle.gitgate.served import refuse_served_values
+from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.git import (
@@ -184,9 +186,10 @@ def repo_lock(git_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
+def mirror(git_dir: Path, upstream: GitUpstreamConfig, served: ValueSearch) -> None:
     """Bring the gate's branches and tags to the upstream's current state: its objects into the
-    upstream store (`forwarding`), which the gate repository borrows, then its refs."""
+    upstream store (`forwarding`), which the gate repository borrows, then, once no new object
+    holds a value of `served` (`served.refuse_served_values`), its refs."""
     env = upstream_env(upstream)
     with repo_lock(git_dir):
         _fetch_refs(
@@ -195,6 +198,7 @@ def mirror(git_dir: Path, upstream: GitUpstreamConfig) -> None:
             f"fetching from git upstream {upstream.name!r} ({upstream.url})",
             env,
         )
+        refuse_served_values(upstream_store(git_dir), upstream, served)
         # The objects are there already (borrowed): this moves refs only.
         _fetch_refs(
             git_dir,
@@ -702,6 +706,25 @@ def audit_push(
             *_more(len(verdict.lines)),
         ],
     }
+    _append_audit(config, entry)
+
+
+def audit_access(
+    config: BundleConfig, upstream: GitUpstreamConfig, service: str, refused: bool, detail: str
+) -> None:
+    """Append what befell a clone, fetch or push before it began (the access hook's
+    refusal, a failed mirror) to the audit log: `git daemon` drops the hook's stderr."""
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "upstream": upstream.name,
+        "service": service,
+        "accepted": not refused,
+        "detail": [cap(detail)],
+    }
+    _append_audit(config, entry)
+
+
+def _append_audit(config: BundleConfig, entry: dict[str, object]) -> None:
     log = Path(config.state_dir) / GIT_GATE_LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
     append_line(log, json.dumps(entry, sort_keys=True), GIT_GATE_LOG_MAX_BYTES)

@@ -17,7 +17,14 @@ from types import FrameType
 
 from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV, client_allowed, refusal
 from bottle_engine.bundle.config import BundleConfig
-from bottle_engine.bundle.gitgate.gate import audit_push, find_upstream, mirror, pre_receive
+from bottle_engine.bundle.gitgate.gate import (
+    audit_access,
+    audit_push,
+    find_upstream,
+    mirror,
+    pre_receive,
+)
+from bottle_engine.bundle.gitgate.served import ServedValue, served_values
 from bottle_engine.errors import BottleError
 from bottle_engine.limits import GIT_GATE_PUSH_CPU_SECONDS
 
@@ -61,7 +68,9 @@ def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None 
     so clones and pushes see its current state.
 
     A failed fetch does not block a clone (the agent gets the last mirrored state, and the
-    failure is logged); a push then fails upstream with git's own explanation.
+    failure goes to the audit log); a push then fails upstream with git's own explanation.
+    An upstream whose history holds a real value (`served`) is refused, clones and pushes
+    alike.
     """
     allowed = os.environ.get(ALLOWED_CLIENT_ENV)
     if allowed is not None and not client_allowed(peer, allowed):
@@ -78,9 +87,13 @@ def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None 
         print(exc.message)  # the daemon sends the first stdout line to the client
         return 1
     try:
-        mirror(Path(repo_dir), upstream)
+        mirror(Path(repo_dir), upstream, served_values(config, upstream))
+    except ServedValue as exc:
+        print(f"git gate: {exc.message}")  # the daemon sends the first stdout line to the client
+        audit_access(config, upstream, service, True, f"{exc.message}; {exc.fix}")
+        return 1
     except BottleError as exc:
-        sys.stderr.write(f"{PREFIX}{service} of {name!r}: mirroring failed: {exc.message}\n")
+        audit_access(config, upstream, service, False, f"mirroring failed: {exc.message}")
     return 0
 
 

@@ -13,6 +13,7 @@ from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV
 from bottle_engine.bundle.config import GIT_GATE_REPOS_NAME, BundleConfig
 from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
 from bottle_engine.bundle.gitgate.hook import PUSH_CPU_ENV
+from bottle_engine.bundle.gitgate.served import served_values
 from bottle_engine.errors import BottleError
 from bottle_engine.git import spawn_git
 from bottle_engine.limits import GIT_GATE_MAX_CONNECTIONS, GIT_GATE_PUSH_CPU_SECONDS
@@ -46,7 +47,7 @@ def serve(
     access_hook = prepare_repos(config, config_path, repos_dir)
     for upstream in config.git:
         try:
-            mirror(repo_path(repos_dir, upstream.name), upstream)
+            mirror(repo_path(repos_dir, upstream.name), upstream, served_values(config, upstream))
         except BottleError as exc:  # the upstream may come up later; every access retries
             sys.stderr.write(f"git gate: initial mirror of {upstream.name!r} failed: {exc}\n")
     daemon = spawn_git(

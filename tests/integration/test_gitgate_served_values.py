@@ -1,0 +1,87 @@
+"""Invariant 3 through the gate's other direction: what the agent fetches. The gate mirrors the
+upstream's branches and tags before every clone and fetch and serves them to the agent; an
+upstream whose history holds one of the bottle's real values (a token committed once and taken
+out in the next commit, years ago) handed it to the agent, whose `git log -p` shows it. The
+real gate on loopback, a real git client, a file:// upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from bottle_engine.bundle.config import GIT_GATE_LOG_NAME
+from tests.integration.test_gitgate_attacks import SECRET_VALUE, start_gate
+from tests.integration.test_gitgate_local import commit_file, git
+
+
+def upstream_commits_and_removes(gate_upstream: Path, work: Path, text: str) -> None:
+    """Someone with access to the upstream commits `text` in a file and removes it again."""
+    git(work.parent, "clone", "-q", str(gate_upstream), str(work))
+    commit_file(work, "deploy/settings.env", text, "deploy settings")
+    git(work, "rm", "-q", "deploy/settings.env")
+    git(work, "commit", "-q", "-m", "take the settings out again")
+    git(work, "push", "-q", "origin", "HEAD:main")
+
+
+def audit_log(tmp_path: Path) -> str:
+    return (tmp_path / "state" / GIT_GATE_LOG_NAME).read_text()
+
+
+def agent_reads(agent: Path, text: str) -> bool:
+    """Whether the agent's repository shows `text` anywhere in its history."""
+    history = git(agent, "log", "-p", "--all", check=False).stdout
+    return text in history
+
+
+def test_an_upstream_history_holding_a_real_value_is_not_served(tmp_path: Path) -> None:
+    for gate in start_gate(tmp_path):
+        upstream_commits_and_removes(gate.upstream, tmp_path / "person", f"TOKEN={SECRET_VALUE}\n")
+
+        fetched = git(gate.agent, "fetch", "origin", check=False)
+
+        assert not agent_reads(gate.agent, SECRET_VALUE), "the agent read the real value"
+        assert fetched.returncode != 0
+        assert "TEST_TOKEN" in fetched.stderr and SECRET_VALUE not in fetched.stderr
+        # The person finds why in the gate's audit log (the daemon drops the hook's stderr).
+        refusals = [json.loads(line) for line in audit_log(tmp_path).splitlines()]
+        assert any("TEST_TOKEN" in " ".join(entry["detail"]) for entry in refusals)
+        assert SECRET_VALUE not in audit_log(tmp_path)
+
+
+def test_an_encoded_real_value_in_an_upstream_tag_is_not_served(tmp_path: Path) -> None:
+    """Any stored form, in any object a ref reaches: here base64 in an annotated tag's message."""
+    encoded = base64.b64encode(f"token: {SECRET_VALUE}".encode()).decode()
+    for gate in start_gate(tmp_path):
+        person = tmp_path / "person"
+        git(tmp_path, "clone", "-q", str(gate.upstream), str(person))
+        git(
+            person,
+            "-c",
+            "user.name=p",
+            "-c",
+            "user.email=p@p.invalid",
+            "tag",
+            "-a",
+            "v1",
+            "-m",
+            f"release notes {encoded}",
+        )
+        git(person, "push", "-q", "origin", "v1")
+
+        fetched = git(gate.agent, "fetch", "--tags", "origin", check=False)
+
+        assert fetched.returncode != 0
+        assert encoded not in git(gate.agent, "for-each-ref", "--format=%(contents)").stdout
+
+
+def test_a_clean_upstream_is_served_and_pushed_to_as_before(tmp_path: Path) -> None:
+    """The search refuses values only: new upstream work arrives, the agent's push goes out."""
+    for gate in start_gate(tmp_path):
+        upstream_commits_and_removes(gate.upstream, tmp_path / "person", "TOKEN=placeholder\n")
+
+        assert git(gate.agent, "fetch", "origin", check=False).returncode == 0
+        assert agent_reads(gate.agent, "TOKEN=placeholder")
+        commit_file(gate.agent, "src/app.py", "print('hi')\n")
+        assert gate.push_ok("HEAD:refs/heads/agent/work")
