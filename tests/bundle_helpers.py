@@ -84,7 +84,8 @@ URL_FLAVOURS = {
 class EchoHandler(BaseHTTPRequestHandler):
     """Answers every request with JSON describing it; ``/bytes/N`` answers N bytes instead, and
     ``/reflect/MODE`` sends the request's Authorization back as a hostile or careless API would
-    (`_reflect`); after ``/hang-up/...`` the connection is closed. ``/store/KEY`` keeps the
+    (`_reflect`); after ``/hang-up/...`` the connection is closed; ``/ignores-body/...``
+    leaves the request's body unread, to be read as the next request. ``/store/KEY`` keeps the
     request's headers as data (object metadata, a file name, a logged User-Agent) and
     ``/stored/KEY``, asked by any name this upstream answers as, serves them back: a storage API
     whose objects another host of the same service hands out. With `log_requests` set,
@@ -112,7 +113,14 @@ class EchoHandler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def _answer(self) -> None:
+        # One handler serves one connection: its requests are counted in the order they came.
+        self.served = getattr(self, "served", 0) + 1
         length = int(self.headers.get("Content-Length") or 0)
+        if self.path.startswith("/ignores-body/"):
+            # As a handler that expects no body (a static file, a redirect) on many servers:
+            # it answers without reading one, and the server reads what the body held as the
+            # next request on the connection ("CL.0"), routed by whatever Host it names.
+            length = 0
         body = self.rfile.read(min(length, 64 * 1024 * 1024)) if length else b""
         if self.log_requests:
             # One write per line: print() writes the newline apart, and handler threads would
@@ -161,6 +169,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "port": int(self.server.server_address[1]),  # type: ignore[index]
             "tenant": self._tenant(),
             "connection_tenant": self._connection_tenant(),
+            "connection_request": self.served,  # 1 for the first on its connection
         }
 
     def _connection_tenant(self) -> str:

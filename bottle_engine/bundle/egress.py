@@ -21,7 +21,7 @@ from mitmproxy import certs, options
 from mitmproxy.options import CONF_BASENAME, KEY_SIZE
 from mitmproxy.tools.dump import DumpMaster
 
-from bottle_engine.bundle import egress_guards
+from bottle_engine.bundle import egress_guards, egress_upstreams
 from bottle_engine.bundle.config import EGRESS_PORT, BundleConfig
 from bottle_engine.bundle.egress_addons import Resolver, make_addons, make_state, resolve
 from bottle_engine.bundle.egress_clients import ConnectionCap, OnlyTheAgent
@@ -104,6 +104,7 @@ async def run_proxy(
 ) -> None:
     """Serve until cancelled; with `allowed_client`, connections from any other peer are closed."""
     egress_guards.install()
+    egress_upstreams.install()
     master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
     await _serve(master, config, listen_host, listen_port, resolver, allowed_client)
 
@@ -117,6 +118,7 @@ async def run_warm_proxy(
     """A warm pool member's proxy: mitmproxy's master made (its addons loaded) and nothing
     listening until the config file appears; then as `run_proxy`."""
     egress_guards.install()
+    egress_upstreams.install()
     master = DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
     # Everything but the bottle's own settings, so that its config is a small update: the CA
     # (in the member's state dir, where its config will say it is) and the listener.

@@ -66,6 +66,7 @@ from bottle_engine.bundle.egress_policy import (
     host_header,
     needs_ask,
 )
+from bottle_engine.bundle.egress_upstreams import CARRIES_VALUE_KEY
 from bottle_engine.bundle.secret_echo import Scrubber, WebSocketScrubber, is_body_digest
 from bottle_engine.bundle.secret_policy import (
     MAX_DECODED_BODY,
@@ -819,6 +820,9 @@ class SecretSubstitution:
         flow.metadata[SENT_CODING_KEY] = request.headers.get("content-encoding", "")
         for secret in verdict.substitute:
             self._substitute(request.headers, secret)
+        if verdict.substitute:
+            # Never framed by what the agent sent before it (`egress_upstreams`).
+            flow.metadata[CARRIES_VALUE_KEY] = True
         if _intercepted(flow):
             # A bound host may echo the real value; the proxy puts the placeholder back, which
             # it can do in a compressed body only by inflating it. Asking for no compression

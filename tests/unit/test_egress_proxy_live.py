@@ -1355,3 +1355,94 @@ def test_a_refusal_never_quotes_a_header_the_real_value_was_put_in(lab: Lab) -> 
     )
     assert REAL.lower() not in entry.reason.lower(), entry.reason
     assert lab.seen_upstream("/coding") == []
+
+
+# A request to the bound host whose body the host leaves unread ("CL.0": a handler that
+# expects none answers without reading it), so that the host reads the body as the next
+# request on the connection: a head for the other tenant on the same front, which takes in
+# the agent's next request, as its body or as its header fields.
+SMUGGLED_HEADS = {
+    "in-its-body": "POST /log/{} HTTP/1.1\r\nHost: other.test\r\nContent-Length: 200\r\n\r\n",
+    "as-its-headers": "GET /log/{} HTTP/1.1\r\nHost: other.test\r\nX-Swallowed: ",
+}
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["in-turn", "pipelined"])
+@pytest.mark.parametrize("how", sorted(SMUGGLED_HEADS))
+def test_a_body_the_bound_host_leaves_unread_never_frames_a_request_with_the_real_value(
+    lab: Lab, how: str, pipelined: bool
+) -> None:
+    """The agent's first request carries no value, and a body the bound host leaves unread;
+    its next one, with the placeholder, went out on the same upstream connection, right after
+    that body: the host read the two as one request to the other tenant, real value and all."""
+    host = f"secret.test:{lab.https}"
+    case = f"{how}-{'pipelined' if pipelined else 'in-turn'}"
+    after = f"/after-unread-body/{case}"
+    first = get(f"/ignores-body/{case}", host, body=SMUGGLED_HEADS[how].format(case).encode())
+    # Long enough to fill the smuggled request's body, the value within its first bytes.
+    then = get(after, host, AUTH, "X-Pad: " + "p" * 300)
+    with tunnel(lab, "secret.test") as sock:
+        if pipelined:  # both in one write: the proxy reads the second once the first is done
+            sock.sendall(first + then)
+            status, _, _ = read_http_response(sock)
+            assert status == 200
+            status, seen = exchange(sock, b"")
+        else:
+            status, _ = exchange(sock, first)
+            assert status == 200
+            status, seen = exchange(sock, then)
+    # The host reads the smuggled head once the proxy has closed the connection it came on.
+    (other,) = wait_for(lambda: lab.seen_upstream(f"/log/{case}") or None, "the smuggled head")
+    assert REAL not in json.dumps(other), other
+    assert status == 200 and isinstance(seen, dict) and seen["path"] == after, seen
+    (received,) = lab.seen_upstream(after)
+    assert received["headers"]["Authorization"] == f"Bearer {REAL}"
+    assert received["tenant"] == received["connection_tenant"] == "secret.test", received
+    assert received["connection_request"] == 1 and received["sni"] == "secret.test", received
+
+
+def test_only_a_request_with_the_real_value_after_a_body_gets_a_new_upstream_connection(
+    lab: Lab,
+) -> None:
+    """The cost of the defence above: one new upstream connection for a request with the value
+    that follows a body on the tunnel; requests without one, or after none, reuse it."""
+    host = f"secret.test:{lab.https}"
+    sent = [
+        get("/reuse/1", host, AUTH),
+        get("/reuse/2", host, AUTH, "Content-Length: 0"),
+        get("/reuse/3", host, body=b"a body").replace(b"GET", b"POST", 1),
+        get("/reuse/4", host),
+        get("/reuse/5", host, AUTH),
+        get("/reuse/6", host, AUTH),
+    ]
+    with tunnel(lab, "secret.test") as sock:
+        for request in sent:
+            status, _ = exchange(sock, request)
+            assert status == 200
+    counted = [lab.seen_upstream(f"/reuse/{n}")[0]["connection_request"] for n in range(1, 7)]
+    assert counted == [1, 2, 3, 4, 1, 2]
+
+
+# Framing a proxy and a host may read two ways (RFC 9112 6.3: TE.CL, CL.TE and their kin).
+AMBIGUOUS_FRAMING = {
+    "length-and-chunked": "Content-Length: 4\r\nTransfer-Encoding: chunked",
+    "two-lengths": "Content-Length: 4\r\nContent-Length: 40",
+    "length-list": "Content-Length: 4, 4",
+    "signed-length": "Content-Length: +4",
+    "two-codings": "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+    "unknown-coding": "Transfer-Encoding: xchunked",
+    "chunked-not-last": "Transfer-Encoding: chunked, identity",
+}
+
+
+@pytest.mark.parametrize("name", sorted(AMBIGUOUS_FRAMING))
+def test_a_request_framed_two_ways_goes_nowhere(lab: Lab, name: str) -> None:
+    """mitmproxy answers these 400 before any hook, and sends nothing on (the host could have
+    read another request where the proxy read a body, the real value in the one after)."""
+    host = f"secret.test:{lab.https}"
+    path = f"/framed/{name}"
+    request = get(path, host, AUTH, AMBIGUOUS_FRAMING[name]) + b"0\r\n\r\n"
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = exchange(sock, request.replace(b"GET", b"POST", 1))
+    assert status == 400
+    assert lab.seen_upstream(path) == []
