@@ -18,7 +18,12 @@ from pathlib import Path
 from bottle_engine.artifacts.spec import BuildSpec
 from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
-from bottle_engine.copied_history import HistoryUnreadable, history_files, search_history
+from bottle_engine.copied_history import (
+    CleanPacks,
+    HistoryUnreadable,
+    history_files,
+    search_history,
+)
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import real_values, withheld_paths
@@ -89,7 +94,7 @@ class ContextValues:
         if not stored:
             return
         try:
-            hit = search_history(tar_of(stored), self.search)
+            hit = search_history(tar_of(stored), self.search, CleanPacks.in_cache_dir())
         except HistoryUnreadable as unreadable:
             raise BottleError(
                 f"the git objects in the agent image's build context at "

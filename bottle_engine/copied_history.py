@@ -13,6 +13,7 @@ not read where they lie on the host.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import tarfile
@@ -22,7 +23,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from bottle_engine import git
+from bottle_engine import git, state
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 
 # A file git reads objects from, in an object directory of any name (`.git/objects`, a bare
@@ -31,8 +32,9 @@ from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 _OBJECT_FILE = re.compile(
     r"^(?:(?P<store>.*)/)?(?:pack/[^/]+\.idx|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$"
 )
-# Not copied out for git: it would read the host's object stores the file names.
-_ALTERNATES = "info/alternates"
+# What git reads objects from, relative to an object directory.
+_STORED = re.compile(r"^(?:pack/[^/]+\.(?:pack|idx)|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$")
+CLEAN_PACKS_DIR = "history-clean"  # in the cache dir (`CleanPacks`)
 # An object is read whole (and copied twice by the search); a larger one is refused rather
 # than searched in part: git stores a file of zeros of any size in a few kilobytes. Hosts such
 # as GitHub refuse files over 100 MB.
@@ -74,22 +76,60 @@ def history_files(names: Iterable[str]) -> list[str]:
     (`object_dirs`): what `search_history` reads, for a copy not yet made into one tar."""
     listed = list(names)
     directories = object_dirs(listed)
-    return [name for name in listed if _in_history(name, directories)]
+    return [name for name in listed if _stores_objects(name, directories)]
 
 
-def search_history(tree: bytes, search: ValueSearch) -> HistoryHit | None:
+@dataclass(frozen=True)
+class CleanPacks:
+    """Packs searched for a set of values and found to hold none, an empty file each. A pack
+    never changes once written (a new one comes with a fetch or a `git gc`), so a launch after
+    the first reads only the packs and the loose objects that came since. An entry is named by
+    a digest of the pack's bytes and of the values' forms (one-way: no value can be read from
+    it; the cache dir is the engine user's alone)."""
+
+    directory: Path
+
+    @classmethod
+    def in_cache_dir(cls) -> CleanPacks:
+        return cls(state.make_cache_dir() / CLEAN_PACKS_DIR)
+
+    def holds(self, pack: str, search: ValueSearch) -> bool:
+        return self._entry(pack, search).exists()
+
+    def add(self, packs: Iterable[str], search: ValueSearch) -> None:
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        for pack in packs:
+            self._entry(pack, search).touch()
+
+    def _entry(self, pack: str, search: ValueSearch) -> Path:
+        values = hashlib.sha256(b"\0".join(sorted(needle.data for needle in search.needles)))
+        return self.directory / hashlib.sha256(f"{pack}:{values.hexdigest()}".encode()).hexdigest()
+
+
+def search_history(
+    tree: bytes, search: ValueSearch, clean: CleanPacks | None = None
+) -> HistoryHit | None:
     """The first object of a git history in the copy `tree` (a tar) that holds a value of
     `search`; None when there is none (or no history at all). A history git cannot read
-    raises `HistoryUnreadable`."""
+    raises `HistoryUnreadable`. Packs `clean` holds are passed over; those searched are added
+    to it when nothing is found."""
     with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
         members = archive.getmembers()
         directories = object_dirs(member.name for member in members if member.isfile())
         if not directories:
             return None
+        inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
+        digests = {m.name: _digest(archive, m) for m in inside if m.name.endswith(".pack")}
+        passed = {
+            name.removesuffix(".pack")
+            for name, digest in digests.items()
+            if clean is not None and clean.holds(digest, search)
+        }
+        inside = [m for m in inside if m.name.rpartition(".")[0] not in passed]
         with tempfile.TemporaryDirectory(prefix="bottle-history-") as scratch:
-            inside = [member for member in members if _in_history(member.name, directories)]
             archive.extractall(scratch, members=inside, filter="data")
             for directory in directories:
+                (Path(scratch) / directory).mkdir(parents=True, exist_ok=True)  # all passed over
                 try:
                     hit = _first_hit(Path(scratch) / directory, search)
                 except git.GitError as exc:
@@ -97,18 +137,33 @@ def search_history(tree: bytes, search: ValueSearch) -> HistoryHit | None:
                 if hit is not None:
                     info, needle = hit
                     return HistoryHit(directory, info.oid, info.type, needle)
+    if clean is not None:
+        clean.add((d for n, d in digests.items() if n.removesuffix(".pack") not in passed), search)
     return None
 
 
-def _in_history(name: str, directories: Iterable[str]) -> bool:
-    return any(_lies_in(name, directory) for directory in directories) and not name.endswith(
-        _ALTERNATES
-    )
+def _stores_objects(name: str, directories: Iterable[str]) -> bool:
+    """Is `name` a file git reads objects from (a loose object, a pack or its index) in one of
+    the object `directories`? Nothing else is taken out for git: `info/alternates` names the
+    host's object stores, a multi-pack index names packs that may be passed over."""
+    path = PurePosixPath(name.removeprefix("./"))
+    for directory in directories:
+        store = PurePosixPath(directory)
+        if store != PurePosixPath(".") and store not in path.parents:
+            continue
+        inner = path.relative_to(store).as_posix()
+        if _STORED.match(inner):
+            return True
+    return False
 
 
-def _lies_in(name: str, directory: str) -> bool:
-    path, store = PurePosixPath(name.removeprefix("./")), PurePosixPath(directory)
-    return store == PurePosixPath(".") or path == store or store in path.parents
+def _digest(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    reader = archive.extractfile(member)
+    assert reader is not None  # a regular file
+    digest = hashlib.sha256()
+    while piece := reader.read(1 << 20):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 def _first_hit(objects_dir: Path, search: ValueSearch) -> tuple[git.ObjectInfo, Needle] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
-from bottle_engine.copied_history import HistoryUnreadable, search_history
+from bottle_engine.copied_history import CleanPacks, HistoryUnreadable, search_history
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.file_ids import FileId, same_files, withheld_place
@@ -308,7 +308,7 @@ def refuse_history_values(
     """A `BottleError` when a git history in `tree` holds a value of `search`: committed once
     and taken out since, it is in no file, but the agent reads it back with `git log -p`."""
     try:
-        hit = search_history(tree, search)
+        hit = search_history(tree, search, CleanPacks.in_cache_dir())
     except HistoryUnreadable as unreadable:
         where = f"{destination.rstrip('/')}/{unreadable.objects_dir}"
         raise BottleError(

@@ -11,11 +11,13 @@ import subprocess
 import tarfile
 import textwrap
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bottle_engine import copied_history
+from bottle_engine import git as git_module
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.errors import BottleError
 from bottle_engine.git import url_credential
@@ -587,3 +589,46 @@ def test_a_real_value_in_the_agents_environment_or_command_is_refused(
         trees_of(project, tmp_path, manifest, manifest_dir=elsewhere)
 
     assert "API_KEY" in caught.value.message and INVENTED_VALUE not in str(caught.value)
+
+
+def objects_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the history objects each search reads from now on, as it reads them."""
+    read: list[str] = []
+    reading = git_module.read_stored_objects
+
+    def counted(*args: object, **kwargs: object) -> Iterator[tuple[git_module.ObjectInfo, bytes]]:
+        for info, content in reading(*args, **kwargs):  # type: ignore[arg-type]
+            read.append(info.oid)
+            yield info, content
+
+    monkeypatch.setattr(git_module, "read_stored_objects", counted)
+    return read
+
+
+def test_a_pack_found_clean_is_not_read_again_until_the_values_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack never changes: one searched clean for the bottle's values is passed over at the
+    next launch, while what came since (a loose object) is read; a value planted in a new
+    commit is still refused, and a pack is searched again for values it was not searched for."""
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", f"OLD_KEY={INVENTED_VALUE}\n")
+    git(project, "gc", "-q", "--prune=now")
+    read = objects_read(monkeypatch)
+
+    other = bound_from_env(monkeypatch, "rt41-a-value-the-history-lacks")
+    trees_of(project, tmp_path, other)
+    packed = len(read)
+    assert packed >= 5  # two commits, their trees, the blobs
+    trees_of(project, tmp_path, other)
+    assert len(read) == packed  # passed over
+
+    (project / "later.txt").write_text("KEY=rt41-a-value-the-history-lacks\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "a later commit, loose")
+    (project / "later.txt").unlink()  # the file goes; its loose objects stay, and are read
+    with pytest.raises(BottleError, match="history"):
+        trees_of(project, tmp_path, other)
+
+    with pytest.raises(BottleError, match="history"):  # the old pack, for another value
+        trees_of(project, tmp_path, bound_from_env(monkeypatch, INVENTED_VALUE))
