@@ -119,7 +119,13 @@ def search_history(
         if not directories:
             return None
         inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
-        digests = {m.name: _digest(archive, m) for m in inside if m.name.endswith(".pack")}
+        # A pack with its index, which says what git (the search's and the agent's) finds in it.
+        by_name = {m.name: m for m in inside}
+        digests = {
+            name: _digest(archive, [member, by_name.get(name.removesuffix(".pack") + ".idx")])
+            for name, member in by_name.items()
+            if name.endswith(".pack")
+        }
         passed = {
             name.removesuffix(".pack")
             for name, digest in digests.items()
@@ -157,12 +163,13 @@ def _stores_objects(name: str, directories: Iterable[str]) -> bool:
     return False
 
 
-def _digest(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    reader = archive.extractfile(member)
-    assert reader is not None  # a regular file
+def _digest(archive: tarfile.TarFile, members: list[tarfile.TarInfo | None]) -> str:
     digest = hashlib.sha256()
-    while piece := reader.read(1 << 20):
-        digest.update(piece)
+    for member in members:
+        reader = archive.extractfile(member) if member is not None else None
+        while reader is not None and (piece := reader.read(1 << 20)):
+            digest.update(piece)
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
