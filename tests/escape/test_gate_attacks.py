@@ -181,3 +181,27 @@ def test_a_key_in_the_encoding_of_a_clean_blob_never_reaches_the_upstream(
     held = bytes(packs.output or b"")
     assert packs.exit_code == 0 and held.startswith(b"PACK"), held[:200]
     assert KEY_IN_DEFLATE_BLOCKS not in held
+
+
+def test_zz_an_upstream_history_holding_the_real_value_is_not_served(gated: GatedBottle) -> None:
+    """Last: it leaves the upstream holding the value. Someone with access to the upstream
+    commits the bottle's real value and takes it out in the next commit; the gate mirrored it
+    and served it, and the agent's `git log -p` showed it. Now the fetch is refused, naming
+    the secret, and the value is nowhere in the agent's repository."""
+    value = gated.world.secret_value
+    script = (
+        "set -e; cd /tmp && rm -rf person && git clone -q /home/git/repo.git person && cd person"
+        " && git config user.name p && git config user.email p@p.invalid"
+        f" && printf 'TOKEN=%s\\n' '{value}' > settings.env && git add settings.env"
+        " && git commit -q -m settings && git rm -q settings.env && git commit -q -m out"
+        " && git push -q origin HEAD:main"
+    )
+    seeded = gated.upstream.exec_run(["sh", "-c", script], user="git")
+    assert seeded.exit_code == 0, seeded.output
+
+    code, output = gated.agent_sh("cd /tmp/work && git fetch origin")
+
+    assert code != 0, output
+    assert "TEST_TOKEN" in output and value not in output, output
+    _, history = gated.agent_sh("cd /tmp/work && git log -p --all")
+    assert value not in history
