@@ -64,6 +64,10 @@ The rules:
   `CONTAINER_LOG_BYTES` per container, the newest output. A smolmachines VM's workload output
   is kept by smolvm itself (1.32.2: `workload.log`, rotated at 10 MiB, three old files kept, no
   option to change it): 40 MiB per machine.
+* the Docker daemon's own log: nothing the agent does may write there. Before Moby 26 each
+  lookup over TCP that Docker's embedded DNS could not forward to the agent's DNS server was a
+  warning line in it, on the host; the agent has no server it forwards to
+  (dockerapi/containers.py: `AGENT_DNS_SERVERS`).
 * what `probe` reads of a command it runs as the agent: the last `PROBE_OUTPUT_BYTES`, for at
   most `PROBE_SECONDS`. The agent can open the command's output (/proc/PID/fd/1) and write
   into it without end, or hold it open after the command ended: read whole, that took the

@@ -250,7 +250,6 @@ class DockerBackend:
             nano_cpus=int(plan.cpus * 1e9),
             memory_bytes=plan.memory_bytes,
             labels={**bottle_labels(plan), LABEL_ROLE: "agent"},
-            dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
             tty=tty,
             filled=(WORKSPACE, AGENT_HOME, os.path.dirname(CA_BUNDLE_PATH)),
             disk=agent_disk(

@@ -34,6 +34,16 @@ _EXIT_CODE_TRIES = 20  # tenths of a second an ended exec may take to note its e
 # with project quotas: the probe in `writable_layer_bounded` settles that case).
 _SIZED_DRIVERS = {"overlay2", "btrfs", "zfs", "devicemapper", "windowsfilter"}
 
+# The agent's DNS servers: none Docker's embedded DNS (127.0.0.11) forwards to. Before Moby 26
+# it forwards a name it does not know to the container's IPv4 servers for internal networks
+# too, from the host's namespace (CVE-2024-29018): a way out by DNS. And each lookup over TCP
+# that it cannot forward is a warning line in the daemon's own log on the host: an agent
+# asking in a loop wrote there without end (the bundle's address, where nothing answers on
+# 53, closed the first and not the second). Given only an IPv6 server, it forwards nowhere
+# and makes no connection. The agent's resolver lists that server after 127.0.0.11 and cannot
+# reach it: the bottle's network has no IPv6, and 100::/64 is discard-only (RFC 6666).
+AGENT_DNS_SERVERS = ("100::1",)
+
 
 @dataclass(frozen=True)
 class AgentContainerSpec:
@@ -51,10 +61,7 @@ class AgentContainerSpec:
     nano_cpus: int
     memory_bytes: int
     labels: Mapping[str, str]
-    # Where Docker's embedded DNS forwards names it does not know. Before Moby 26 it forwards
-    # them for internal networks too, from the host's namespace (CVE-2024-29018): a way out by
-    # DNS. Pointing it at a bottle address where nothing answers on port 53 closes that.
-    dns_servers: Sequence[str]
+    dns_servers: Sequence[str] = AGENT_DNS_SERVERS
     hostname: str = "bottle"
     pids_limit: int = 4096
     # /tmp as a sized tmpfs (its pages count in `memory_bytes`) and, where the storage driver
