@@ -37,6 +37,11 @@ The rules:
   loses its contents when the bundle stops.
 * agent /tmp: a tmpfs of half the agent's memory; the kernel counts its pages in the agent's
   memory limit, so filling it is an out-of-memory in the bottle, never a full host disk.
+* paths the agent's image declares with VOLUME (postgres's, mysql's, redis's data dirs): Docker
+  gives each an anonymous volume on the host's disk, outside the writable layer's bound, the
+  memory limit and every tmpfs (an agent wrote 192 MiB into one under a 64 MiB limit). Each is
+  a tmpfs like /tmp instead, so Docker makes no volume; one over what a launch puts in before
+  the first start (the workspace, the agent's home) would hide it, and is refused.
 * agent writable layer (/workspace, home, the rest of the root file system): bounded to
   `AGENT_DISK_BYTES` only where Docker's storage driver can (`--storage-opt size`: overlay2 on
   xfs mounted with pquota, btrfs, zfs, devicemapper); elsewhere unbounded, and `doctor` says so.
@@ -59,6 +64,10 @@ The rules:
   `CONTAINER_LOG_BYTES` per container, the newest output. A smolmachines VM's workload output
   is kept by smolvm itself (1.32.2: `workload.log`, rotated at 10 MiB, three old files kept, no
   option to change it): 40 MiB per machine.
+* the Docker daemon's own log: nothing the agent does may write there. Before Moby 26 each
+  lookup over TCP that Docker's embedded DNS could not forward to the agent's DNS server was a
+  warning line in it, on the host; the agent has no server it forwards to
+  (dockerapi/containers.py: `AGENT_DNS_SERVERS`).
 * what `probe` reads of a command it runs as the agent: the last `PROBE_OUTPUT_BYTES`, for at
   most `PROBE_SECONDS`. The agent can open the command's output (/proc/PID/fd/1) and write
   into it without end, or hold it open after the command ended: read whole, that took the

@@ -57,6 +57,7 @@ from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
     AGENT_USER,
+    CA_BUNDLE_PATH,
     WORKSPACE,
     BottlePlan,
     Planner,
@@ -249,8 +250,8 @@ class DockerBackend:
             nano_cpus=int(plan.cpus * 1e9),
             memory_bytes=plan.memory_bytes,
             labels={**bottle_labels(plan), LABEL_ROLE: "agent"},
-            dns_servers=(plan.bundle_ip,),  # the bundle serves no DNS: forwarded names fail
             tty=tty,
+            filled=(WORKSPACE, AGENT_HOME, os.path.dirname(CA_BUNDLE_PATH)),
             disk=agent_disk(
                 plan.memory_bytes,
                 layer_bounded=writable_layer_bounded(self.client, image, self.daemon_info()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import posixpath
 import select
 import socket
 import sys
@@ -25,13 +26,23 @@ from bottle_engine.dockerapi.client import (
     with_label,
 )
 from bottle_engine.errors import BottleError, CommandFailed
-from bottle_engine.limits import AgentDisk, tmpfs_options
+from bottle_engine.limits import AgentDisk, agent_disk, tmpfs_options
 from bottle_engine.terminal import GuardedOutput, relay_session, socket_peer, write_replay
 
 _EXIT_CODE_TRIES = 20  # tenths of a second an ended exec may take to note its exit code
 # Storage drivers whose writable layer `--storage-opt size=` can bound (overlay2 only on xfs
 # with project quotas: the probe in `writable_layer_bounded` settles that case).
 _SIZED_DRIVERS = {"overlay2", "btrfs", "zfs", "devicemapper", "windowsfilter"}
+
+# The agent's DNS servers: none Docker's embedded DNS (127.0.0.11) forwards to. Before Moby 26
+# it forwards a name it does not know to the container's IPv4 servers for internal networks
+# too, from the host's namespace (CVE-2024-29018): a way out by DNS. And each lookup over TCP
+# that it cannot forward is a warning line in the daemon's own log on the host: an agent
+# asking in a loop wrote there without end (the bundle's address, where nothing answers on
+# 53, closed the first and not the second). Given only an IPv6 server, it forwards nowhere
+# and makes no connection. The agent's resolver lists that server after 127.0.0.11 and cannot
+# reach it: the bottle's network has no IPv6, and 100::/64 is discard-only (RFC 6666).
+AGENT_DNS_SERVERS = ("100::1",)
 
 
 @dataclass(frozen=True)
@@ -50,16 +61,16 @@ class AgentContainerSpec:
     nano_cpus: int
     memory_bytes: int
     labels: Mapping[str, str]
-    # Where Docker's embedded DNS forwards names it does not know. Before Moby 26 it forwards
-    # them for internal networks too, from the host's namespace (CVE-2024-29018): a way out by
-    # DNS. Pointing it at a bottle address where nothing answers on port 53 closes that.
-    dns_servers: Sequence[str]
+    dns_servers: Sequence[str] = AGENT_DNS_SERVERS
     hostname: str = "bottle"
     pids_limit: int = 4096
     # /tmp as a sized tmpfs (its pages count in `memory_bytes`) and, where the storage driver
     # can, a bound on the writable layer. None: neither (plain image /tmp, unbounded layer).
     disk: AgentDisk | None = None
     tty: bool = True  # see backends.base.wants_tty
+    # Paths the launch fills before the first start (the workspace, the agent's home): a tmpfs
+    # over an image's VOLUME there would hide what it put (`image_volumes`).
+    filled: Sequence[str] = ()
 
 
 class NameTaken(Exception):
@@ -73,6 +84,8 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
     one network.
     """
     api = client.api
+    volumes = image_volumes(client, spec.image)
+    _refuse_hidden(spec, volumes)
     host_config = api.create_host_config(
         network_mode=spec.network,
         cap_drop=["ALL"],
@@ -87,7 +100,7 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         memswap_limit=spec.memory_bytes,  # no swap beyond the memory limit
         log_config=bounded_log_config(),
         ulimits=no_core_dumps(),
-        **_disk_options(spec.disk),
+        **_disk_options(spec, volumes),
     )
     networking = api.create_networking_config(
         {spec.network: api.create_endpoint_config(ipv4_address=spec.ip)}
@@ -118,12 +131,52 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
         return client.containers.get(created["Id"])
 
 
-def _disk_options(disk: AgentDisk | None) -> dict[str, Any]:
-    if disk is None:
-        return {}
-    options: dict[str, Any] = {"tmpfs": {"/tmp": tmpfs_options(disk.tmp_bytes, executable=True)}}
-    if disk.layer_bytes is not None:
-        options["storage_opt"] = {"size": str(disk.layer_bytes)}
+def image_volumes(client: Any, image: str) -> tuple[str, ...]:
+    """The paths `image` declares with VOLUME, cleaned as Docker compares them.
+
+    Docker gives each an anonymous volume, a directory on the host's disk outside the writable
+    layer's bound, the memory limit and every tmpfs: an agent wrote 192 MiB into one under a
+    64 MiB limit. A tmpfs at the same path takes its place (Docker then makes no volume)."""
+    with docker_errors(f"inspect image {image}"):
+        config = client.api.inspect_image(image).get("Config") or {}
+    return tuple(
+        sorted({"/" + posixpath.normpath(p).lstrip("/") for p in config.get("Volumes") or {}})
+    )
+
+
+def _overlaps(path: str, other: str) -> bool:
+    """Is one of the two paths the other or beneath it?"""
+    return (
+        path == other
+        or path.startswith(other.rstrip("/") + "/")
+        or other.startswith(path.rstrip("/") + "/")
+    )
+
+
+def _refuse_hidden(spec: AgentContainerSpec, volumes: Sequence[str]) -> None:
+    for volume in volumes:
+        for filled in spec.filled:
+            if _overlaps(volume, filled):
+                raise BottleError(
+                    f"the agent image {spec.image} declares VOLUME {volume}, where the launch "
+                    f"puts {filled} before the agent starts: Docker would keep it on the host's "
+                    "disk, outside the bottle's bounds, and the tmpfs bot-bottle mounts there "
+                    "instead would hide what was put",
+                    fix=f"remove `VOLUME {volume}` from the Dockerfile (an image FROM one that "
+                    "declares it cannot undo it: build from another base)",
+                )
+
+
+def _disk_options(spec: AgentContainerSpec, volumes: Sequence[str]) -> dict[str, Any]:
+    """/tmp and each of the image's `volumes` a tmpfs counted in the memory limit; the
+    writable layer sized where the storage driver can."""
+    disk = spec.disk or agent_disk(spec.memory_bytes, layer_bounded=False)
+    tmpfs = {path: tmpfs_options(disk.tmp_bytes, executable=True) for path in volumes}
+    if spec.disk is not None:
+        tmpfs["/tmp"] = tmpfs_options(disk.tmp_bytes, executable=True)
+    options: dict[str, Any] = {"tmpfs": tmpfs} if tmpfs else {}
+    if spec.disk is not None and spec.disk.layer_bytes is not None:
+        options["storage_opt"] = {"size": str(spec.disk.layer_bytes)}
     return options
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bottle_engine import lifecycle
+from bottle_engine.dockerapi.containers import AGENT_DNS_SERVERS
 from bottle_engine.probes import ProbeReport, ProbeTargets
 from tests.bottle_fixtures import BottleWorld, agent_exec, running_bottle, world_env
 from tests.bundle_helpers import run_as_nobody
@@ -180,11 +181,11 @@ def test_names_the_agent_looks_up_are_never_forwarded_out(
     bottle_world: BottleWorld, probe_bottle: Any, docker_client: Any
 ) -> None:
     """Docker's embedded DNS forwards unknown names upstream, for internal networks too before
-    Moby 26 (CVE-2024-29018): a way out by DNS. The agent's upstream is the bundle, which
-    serves no DNS, so a lookup ends there (the name is `.invalid`: nothing may answer it anyway,
-    should a regression let the query out)."""
+    Moby 26 (CVE-2024-29018): a way out by DNS. The agent has no server it forwards to (an
+    IPv6 one only), so a lookup ends there (the name is `.invalid`: nothing may answer it
+    anyway, should a regression let the query out)."""
     container = docker_client.containers.get(probe_bottle.name)
-    assert container.attrs["HostConfig"]["Dns"] == [probe_bottle.bundle_ip]
+    assert container.attrs["HostConfig"]["Dns"] == list(AGENT_DNS_SERVERS)
     code, _ = agent_exec(
         bottle_world, probe_bottle, ["getent", "hosts", "exfiltrate.bottle.invalid"]
     )
