@@ -632,3 +632,72 @@ def test_a_pack_found_clean_is_not_read_again_until_the_values_change(
 
     with pytest.raises(BottleError, match="history"):  # the old pack, for another value
         trees_of(project, tmp_path, bound_from_env(monkeypatch, INVENTED_VALUE))
+
+
+PERSONS_TOKEN = "ghp_rt41InventedPersonsToken0a1b2c3d4e5"
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        (
+            [
+                "remote",
+                "add",
+                "origin",
+                f"https://x-access-token:{PERSONS_TOKEN}@github.invalid/t/r",
+            ],
+            "remote.origin.url",
+        ),
+        (
+            [
+                "config",
+                f"url.https://{PERSONS_TOKEN}@github.invalid/.insteadOf",
+                "https://github.invalid/",
+            ],
+            "insteadof",
+        ),
+        (
+            [
+                "config",
+                "http.https://github.invalid/.extraHeader",
+                f"Authorization: Bearer {PERSONS_TOKEN}",
+            ],
+            "extraheader",
+        ),
+    ],
+)
+def test_a_credential_in_the_projects_git_config_is_refused(
+    setting: list[str], key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone made with a token in its url keeps it in .git/config, which the copy carried
+    into /workspace: the agent pushed with it straight to the forge (any allowed host that is
+    the forge), past the gate that was to judge every push, whose own key it never holds."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    git(project, *setting)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    told = f"{caught.value.message}\n{caught.value.fix}"
+    assert ".git/config" in told and key in told.lower()
+    assert PERSONS_TOKEN not in told
+
+
+def test_a_projects_git_config_without_credentials_is_copied_and_a_broken_one_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    git(project, "remote", "add", "origin", "https://github.invalid/team/repo.git")
+    git(project, "remote", "add", "fork", "git@github.invalid:someone/repo.git")
+
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+    with (project / ".git" / "config").open("a") as config:
+        config.write('[remote "broken"\n')
+    with pytest.raises(BottleError, match=r"\.git/config"):
+        trees_of(project, tmp_path, manifest)
