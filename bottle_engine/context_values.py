@@ -18,6 +18,7 @@ from pathlib import Path
 from bottle_engine.artifacts.spec import BuildSpec
 from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
+from bottle_engine.copied_git_config import config_files, refuse_credentials
 from bottle_engine.copied_history import (
     CleanPacks,
     HistoryUnreadable,
@@ -90,6 +91,9 @@ class ContextValues:
                 fix=f"list them in {where}/.dockerignore, or move the value out of the context "
                 "(a secret's from_file is left out of it)",
             )
+        if configs := config_files(files):
+            way_out = f"list the repository in {where}/.dockerignore (a build rarely needs it)"
+            refuse_credentials(tar_of(configs), str(self.context), way_out)
         stored = history_files(files)
         if not stored:
             return

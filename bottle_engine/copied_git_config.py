@@ -13,7 +13,7 @@ import io
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from bottle_engine.display import safe_text
@@ -29,6 +29,37 @@ class CopiedCredential:
 
     config: str
     key: str
+
+
+def config_files(names: Iterable[str]) -> list[str]:
+    """Those of the file `names` of a copy that `copied_credentials` reads: each git config
+    and the `HEAD` beside it (for a copy not yet made into one tar)."""
+    listed = {name.removeprefix("./") for name in names}
+    found = []
+    for name in sorted(listed):
+        directory, base = posixpath.split(name)
+        head = posixpath.join(directory, "HEAD")
+        if base in _CONFIG_NAMES and head in listed:
+            found += [name, head]
+    return sorted(set(found))
+
+
+def refuse_credentials(tree: bytes, place: str, way_out: str) -> None:
+    """A `BottleError` naming each credential in the git configs of the copy `tree` (a config
+    named as it lies under `place`); `way_out` ends the fix."""
+    found = copied_credentials(tree)
+    if not found:
+        return
+    where = ", ".join(f"{safe_text(f'{place}/{c.config}')} ({safe_text(c.key)})" for c in found)
+    raise BottleError(
+        f"the git config the launch would copy into the bottle holds a credential: {where}. "
+        "The agent would push with it straight to the forge, past the git gate, or use it "
+        "wherever its host is allowed",
+        fix="take the token out of the url (`git remote set-url origin https://HOST/PATH`) and "
+        "keep it in a credential helper outside the project (`git config --global "
+        "credential.helper`); for the bottle's own pushes, name the upstream in bottle.toml "
+        f"(`[[bottles.NAME.git]]`); or {way_out}",
+    )
 
 
 def copied_credentials(tree: bytes) -> list[CopiedCredential]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
-from bottle_engine.copied_git_config import copied_credentials
+from bottle_engine.copied_git_config import refuse_credentials
 from bottle_engine.copied_history import CleanPacks, HistoryUnreadable, search_history
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -202,21 +202,8 @@ def refuse_copied_credentials(plan: BottlePlan, trees: Sequence[tuple[str, bytes
     """A `BottleError` when a git config in what the launch copies holds a credential
     (`copied_git_config`): the agent would push with it past the gate."""
     for destination, tree in trees:
-        found = copied_credentials(tree)
-        if not found:
-            continue
-        where = ", ".join(
-            f"{destination.rstrip('/')}/{safe_text(c.config)} ({safe_text(c.key)})" for c in found
-        )
-        raise BottleError(
-            f"the git config the launch would copy into the bottle holds a credential: {where}. "
-            "The agent would push with it straight to the forge, past the git gate, or use it "
-            "wherever its host is allowed",
-            fix="take the token out of the url (`git remote set-url origin https://HOST/PATH`) "
-            "and keep it in a credential helper outside the project (`git config --global "
-            "credential.helper`); for the bottle's own pushes, name the upstream in bottle.toml "
-            f"(`[[bottles.NAME.git]]`); or set `copy_cwd = false` for agent {plan.agent}",
-        )
+        way_out = f"set `copy_cwd = false` for agent {plan.agent}"
+        refuse_credentials(tree, destination.rstrip("/"), way_out)
 
 
 def withheld_paths(plan: BottlePlan) -> list[Path]:

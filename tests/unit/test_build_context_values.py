@@ -176,3 +176,16 @@ def test_a_context_without_real_values_builds(project: Path) -> None:
 
     with tarfile.open(fileobj=io.BytesIO(sent_to_docker(plan))) as archive:
         assert "main.py" in archive.getnames()
+
+
+def test_a_credential_in_a_git_config_of_the_context_is_refused(project: Path) -> None:
+    """`COPY . /src` takes .git with it: a token in a remote's url reached the image, and the
+    agent pushed with it past the gate."""
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    token = "ghp_rt41InventedContextToken0a1b2c3d4e5"
+    subprocess.run(
+        ["git", "-C", str(project), "remote", "add", "origin", f"https://{token}@forge.invalid/r"],
+        check=True,
+    )
+
+    assert_refused(plan_of(project, FROM_ENV), ".git/config", "remote.origin.url")
