@@ -174,7 +174,8 @@ AGENT_FIELDS = (
         "directory (`~/.ssh`, `~/.aws`, `~/.netrc`, ...; a launch from inside one is refused); a "
         "copy, skill or prompt holding a secret's real value elsewhere (a `.env`), as written "
         "or encoded (base64, hex, percent, JSON, UTF-16, UTF-32), or in a git history it "
-        "copies, stops the launch.",
+        "copies, stops the launch; so does a git config holding a credential (a token in a "
+        "remote's url).",
         default=True,
         example="copy_cwd = false",
     ),
