@@ -11,6 +11,8 @@ key is made, on every launch, over the bytes the key is made of: the context is 
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 from bottle_engine.artifacts.spec import BuildSpec
 from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
-from bottle_engine.copied_git_config import config_files, refuse_credentials
+from bottle_engine.copied_git_config import refuse_credentials
 from bottle_engine.copied_history import (
     CleanPacks,
     HistoryUnreadable,
@@ -91,9 +93,10 @@ class ContextValues:
                 fix=f"list them in {where}/.dockerignore, or move the value out of the context "
                 "(a secret's from_file is left out of it)",
             )
-        if configs := config_files(files):
-            way_out = f"list the repository in {where}/.dockerignore (a build rarely needs it)"
-            refuse_credentials(tar_of(configs), str(self.context), way_out)
+        way_out = f"list the repository in {where}/.dockerignore (a build rarely needs it)"
+        refuse_credentials(
+            set(files), lambda name: _one_file(tar_of([name])), str(self.context), way_out
+        )
         stored = history_files(files)
         if not stored:
             return
@@ -124,3 +127,12 @@ def guarded(spec: BuildSpec, plan: BottlePlan, *, unset_ok: bool = False) -> Bui
     secret that cannot be read is not searched for (`bottle-engine build` without them)."""
     check = ContextValues(real_values(plan, unset_ok=unset_ok), spec.context)
     return replace(spec, withheld=tuple(withheld_paths(plan)), check=check)
+
+
+def _one_file(tree: bytes) -> bytes:
+    """The content of the one file of the tar `tree`."""
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        member = next(m for m in archive.getmembers() if m.isfile())
+        reader = archive.extractfile(member)
+        assert reader is not None  # a regular file
+        return reader.read()

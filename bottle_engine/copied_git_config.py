@@ -13,7 +13,7 @@ import io
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 from bottle_engine.display import safe_text
@@ -21,6 +21,7 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git, url_credential
 
 _CONFIG_NAMES = ("config", "config.worktree")
+MAX_INCLUDE_DEPTH = 10  # git's own bound on nested includes
 
 
 @dataclass(frozen=True)
@@ -31,23 +32,13 @@ class CopiedCredential:
     key: str
 
 
-def config_files(names: Iterable[str]) -> list[str]:
-    """Those of the file `names` of a copy that `copied_credentials` reads: each git config
-    and the `HEAD` beside it (for a copy not yet made into one tar)."""
-    listed = {name.removeprefix("./") for name in names}
-    found = []
-    for name in sorted(listed):
-        directory, base = posixpath.split(name)
-        head = posixpath.join(directory, "HEAD")
-        if base in _CONFIG_NAMES and head in listed:
-            found += [name, head]
-    return sorted(set(found))
-
-
-def refuse_credentials(tree: bytes, place: str, way_out: str) -> None:
-    """A `BottleError` naming each credential in the git configs of the copy `tree` (a config
-    named as it lies under `place`); `way_out` ends the fix."""
-    found = copied_credentials(tree)
+def refuse_credentials(
+    files: Collection[str], read: Callable[[str], bytes], place: str, way_out: str
+) -> None:
+    """A `BottleError` naming each credential in the git configs among the regular `files`
+    of a copy (`read` gives one's bytes; a config is named as it lies under `place`);
+    `way_out` ends the fix."""
+    found = copied_credentials(files, read)
     if not found:
         return
     where = ", ".join(f"{safe_text(f'{place}/{c.config}')} ({safe_text(c.key)})" for c in found)
@@ -62,47 +53,89 @@ def refuse_credentials(tree: bytes, place: str, way_out: str) -> None:
     )
 
 
-def copied_credentials(tree: bytes) -> list[CopiedCredential]:
-    """The credentials in the git configs of the copy `tree` (a tar): a config is a file named
-    `config` or `config.worktree` beside a `HEAD`, in any git directory of the copy."""
-    found = []
+def refuse_credentials_in_tree(tree: bytes, place: str, way_out: str) -> None:
+    """`refuse_credentials` for a copy made into a tar."""
     with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
-        files = {member.name.removeprefix("./"): member for member in archive.getmembers()}
-        for name, member in files.items():
-            directory, base = posixpath.split(name)
-            head = posixpath.join(directory, "HEAD")
-            if base not in _CONFIG_NAMES or not member.isfile() or head not in files:
-                continue
-            reader = archive.extractfile(member)
+        members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
+
+        def read(name: str) -> bytes:
+            reader = archive.extractfile(members[name])
             assert reader is not None  # a regular file
-            try:
-                keys = list(_credential_keys(reader.read()))
-            except GitError as exc:
-                raise BottleError(
-                    f"git cannot read the config {safe_text(name)} that the launch would copy "
-                    "into the bottle, to look for credentials in it",
-                    fix="repair it (`git config --list` in that repository says where), or set "
-                    "`copy_cwd = false` for the agent",
-                ) from exc
-            found += [CopiedCredential(name, key) for key in keys]
+            return reader.read()
+
+        refuse_credentials(members, read, place, way_out)
+
+
+def copied_credentials(
+    files: Collection[str], read: Callable[[str], bytes]
+) -> list[CopiedCredential]:
+    """The credentials in the git configs among `files`: a config is a file named `config`
+    or `config.worktree` beside a `HEAD`, in any git directory of the copy, and each file of
+    the copy it includes (`include.path`, `includeIf.*.path`) by a relative path."""
+    found = []
+    configs = [
+        name
+        for name in files
+        if posixpath.basename(name) in _CONFIG_NAMES
+        and posixpath.join(posixpath.dirname(name), "HEAD") in files
+    ]
+    seen: set[str] = set()
+    for _ in range(MAX_INCLUDE_DEPTH + 1):
+        included = []
+        for name in configs:
+            if name in seen:
+                continue
+            seen.add(name)
+            entries = _entries(read(name), name)
+            found += [CopiedCredential(name, key) for key in _credential_keys(entries)]
+            included += _included(name, entries, files)
+        if not included:
+            break
+        configs = included
     return found
 
 
-def _credential_keys(config: bytes) -> Iterator[str]:
-    """The keys of `config` that hold a credential, each with the credential cut out."""
+def _entries(config: bytes, name: str) -> list[tuple[str, str]]:
+    """(key, value) of each setting in `config`, read as git reads it (sections, quoting,
+    continuation lines), its includes not followed (`_included` follows those in the copy)."""
     with tempfile.NamedTemporaryFile(prefix="bottle-git-config-") as copy:
         copy.write(config)
         copy.flush()
-        # Read as git reads it (sections, quoting, continuation lines), its includes left out:
-        # they name files of the host, not of the copy.
-        listing = run_git(
-            ["config", "--file", copy.name, "--no-includes", "--list", "-z"],
-            doing="reading a git config the launch copies",
-        ).stdout
-    for entry in listing.split("\0"):
-        key, _, value = entry.partition("\n")
-        if not key:
+        try:
+            listing = run_git(
+                ["config", "--file", copy.name, "--no-includes", "--list", "-z"],
+                doing="reading a git config the launch copies",
+            ).stdout
+        except GitError as exc:
+            raise BottleError(
+                f"git cannot read the config {safe_text(name)} that the launch would copy into "
+                "the bottle, to look for credentials in it",
+                fix="repair it (`git config --list` in that repository says where), or set "
+                "`copy_cwd = false` for the agent",
+            ) from exc
+    pairs = (entry.partition("\n") for entry in listing.split("\0"))
+    return [(key, value) for key, _, value in pairs if key]
+
+
+def _included(name: str, entries: list[tuple[str, str]], files: Collection[str]) -> list[str]:
+    """The files of the copy that the config `name` includes: a relative path is taken from
+    the config's own directory (an absolute one or `~` names a file the copy does not hold)."""
+    found = []
+    for key, value in entries:
+        section, _, rest = key.lower().partition(".")
+        if section not in ("include", "includeif") or not rest.endswith("path"):
             continue
+        if value.startswith(("/", "~")):
+            continue
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), value))
+        if target in files:
+            found.append(target)
+    return found
+
+
+def _credential_keys(entries: list[tuple[str, str]]) -> Iterator[str]:
+    """The keys of `entries` that hold a credential, each with the credential cut out."""
+    for key, value in entries:
         _, _, rest = key.partition(".")
         subsection, _, name = rest.rpartition(".")
         secret = url_credential(value) or (url_credential(subsection) if subsection else None)

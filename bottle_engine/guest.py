@@ -18,7 +18,7 @@ from pathlib import Path
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
-from bottle_engine.copied_git_config import refuse_credentials
+from bottle_engine.copied_git_config import refuse_credentials_in_tree
 from bottle_engine.copied_history import CleanPacks, HistoryUnreadable, search_history
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -203,7 +203,7 @@ def refuse_copied_credentials(plan: BottlePlan, trees: Sequence[tuple[str, bytes
     (`copied_git_config`): the agent would push with it past the gate."""
     for destination, tree in trees:
         way_out = f"set `copy_cwd = false` for agent {plan.agent}"
-        refuse_credentials(tree, destination.rstrip("/"), way_out)
+        refuse_credentials_in_tree(tree, destination.rstrip("/"), way_out)
 
 
 def withheld_paths(plan: BottlePlan) -> list[Path]:

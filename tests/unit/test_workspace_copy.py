@@ -701,3 +701,25 @@ def test_a_projects_git_config_without_credentials_is_copied_and_a_broken_one_na
         config.write('[remote "broken"\n')
     with pytest.raises(BottleError, match=r"\.git/config"):
         trees_of(project, tmp_path, manifest)
+
+
+def test_a_credential_in_a_file_the_git_config_includes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[include] path = ../.gitconfig.local` (relative: the config's own directory) brings
+    another file of the copy into the config the agent's git reads, token and all."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / "config").mkdir()
+    (project / "config" / "git.inc").write_text(
+        f'[url "https://{PERSONS_TOKEN}@github.invalid/"]\n\tinsteadOf = https://github.invalid/\n'
+    )
+    git(project, "config", "include.path", "../config/git.inc")
+    assert PERSONS_TOKEN in git(project, "config", "--list")  # as git reads it
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "config/git.inc" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
