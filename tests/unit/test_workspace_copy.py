@@ -697,8 +697,8 @@ def test_a_projects_git_config_without_credentials_is_copied_and_a_broken_one_na
 
     assert WORKSPACE in trees_of(project, tmp_path, manifest)
 
-    with (project / ".git" / "config").open("a") as config:
-        config.write('[remote "broken"\n')
+    config = project / ".git" / "config"
+    config.write_text(config.read_text() + '[remote "broken"\n')  # a section never closed
     with pytest.raises(BottleError, match=r"\.git/config"):
         trees_of(project, tmp_path, manifest)
 
