@@ -85,3 +85,14 @@ def test_a_clean_upstream_is_served_and_pushed_to_as_before(tmp_path: Path) -> N
         assert agent_reads(gate.agent, "TOKEN=placeholder")
         commit_file(gate.agent, "src/app.py", "print('hi')\n")
         assert gate.push_ok("HEAD:refs/heads/agent/work")
+
+
+def test_a_short_value_refuses_the_upstream_only_as_a_whole_word(tmp_path: Path) -> None:
+    """Four characters occur inside the words of any history of some size: as at launch, a
+    value that short is found standing alone only."""
+    for gate in start_gate(tmp_path, secret_value="q7x2"):
+        upstream_commits_and_removes(gate.upstream, tmp_path / "person", "aq7x2b q7x2z\n")
+        assert git(gate.agent, "fetch", "origin", check=False).returncode == 0
+
+        upstream_commits_and_removes(gate.upstream, tmp_path / "again", "PIN=q7x2\n")
+        assert git(gate.agent, "fetch", "origin", check=False).returncode != 0

@@ -66,7 +66,7 @@ def served_values(config: BundleConfig, upstream: GitUpstreamConfig) -> ValueSea
         except OSError:
             key = ""
         values.append((key, f"key of git upstream {upstream.name!r}'s identity"))
-    return ValueSearch(values)
+    return ValueSearch(values, short_words=True)  # a short value as a whole word, as at launch
 
 
 def refuse_served_values(store: Path, upstream: GitUpstreamConfig, search: ValueSearch) -> None:
