@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
+import shlex
 import tarfile
 import tempfile
 from collections.abc import Callable, Collection, Iterator
@@ -21,6 +23,13 @@ from bottle_engine.errors import BottleError
 from bottle_engine.git import GitError, run_git, url_credential
 
 _CONFIG_NAMES = ("config", "config.worktree")
+# A person's own config, beside no HEAD: copied by a launch from the home directory (or kept
+# in a project for `[include]`), it is where a token's `insteadOf` usually stands.
+_USER_CONFIG = ".gitconfig"
+_XDG_CONFIG = ".config/git/config"
+# A credential helper that answers with a password it holds (`!f() { echo password=TOKEN; }; f`,
+# as CI scripts write it); `password=$VAR` reads one from the environment at the time.
+_INLINE_PASSWORD = re.compile(r"password=[\"']?(?!\$)\S", re.IGNORECASE)
 MAX_INCLUDE_DEPTH = 10  # git's own bound on nested includes
 
 
@@ -70,14 +79,18 @@ def copied_credentials(
     files: Collection[str], read: Callable[[str], bytes]
 ) -> list[CopiedCredential]:
     """The credentials in the git configs among `files`: a config is a file named `config`
-    or `config.worktree` beside a `HEAD`, in any git directory of the copy, and each file of
-    the copy it includes (`include.path`, `includeIf.*.path`) by a relative path."""
+    or `config.worktree` beside a `HEAD`, in any git directory of the copy, a person's own
+    (`.gitconfig`, `.config/git/config`), and each file of the copy it includes
+    (`include.path`, `includeIf.*.path`) by a relative path (a person's own: or by `~/`)."""
     found = []
     configs = [
         name
         for name in files
-        if posixpath.basename(name) in _CONFIG_NAMES
-        and posixpath.join(posixpath.dirname(name), "HEAD") in files
+        if _user_home(name) is not None
+        or (
+            posixpath.basename(name) in _CONFIG_NAMES
+            and posixpath.join(posixpath.dirname(name), "HEAD") in files
+        )
     ]
     seen: set[str] = set()
     for _ in range(MAX_INCLUDE_DEPTH + 1):
@@ -117,17 +130,32 @@ def _entries(config: bytes, name: str) -> list[tuple[str, str]]:
     return [(key, value) for key, _, value in pairs if key]
 
 
+def _user_home(name: str) -> str | None:
+    """The directory of the copy that is `~` to a person's own config `name` (None: `name` is
+    not one), where its `~/` includes are found."""
+    if posixpath.basename(name) == _USER_CONFIG:
+        return posixpath.dirname(name) or "."
+    if name == _XDG_CONFIG or name.endswith(f"/{_XDG_CONFIG}"):
+        return name.removesuffix(_XDG_CONFIG).rstrip("/") or "."
+    return None
+
+
 def _included(name: str, entries: list[tuple[str, str]], files: Collection[str]) -> list[str]:
     """The files of the copy that the config `name` includes: a relative path is taken from
-    the config's own directory (an absolute one or `~` names a file the copy does not hold)."""
+    the config's own directory, `~/` from a person's own config's home (an absolute one, or
+    `~` in a repository's config, names a file the copy does not hold)."""
     found = []
+    home = _user_home(name)
     for key, value in entries:
         section, _, rest = key.lower().partition(".")
         if section not in ("include", "includeif") or not rest.endswith("path"):
             continue
-        if value.startswith(("/", "~")):
+        if value.startswith("~/") and home is not None:
+            target = posixpath.normpath(posixpath.join(home, value[2:]))
+        elif value.startswith(("/", "~")):
             continue
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), value))
+        else:
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), value))
         if target in files:
             found.append(target)
     return found
@@ -143,3 +171,34 @@ def _credential_keys(entries: list[tuple[str, str]]) -> Iterator[str]:
             secret = secret or value
         if secret:
             yield key.replace(secret, "***")
+        elif _keeps_credential(key.partition(".")[0].lower(), name.lower(), value):
+            yield key
+
+
+def _keeps_credential(section: str, name: str, value: str) -> bool:
+    """Does the setting `section`.`name` give git a credential the copy holds: a helper that
+    answers with a password of its own, or one (`store --file`) or a cookie file
+    (`http.cookieFile`) at a path in the project (relative: git takes it from the work tree)."""
+    if section == "http" and name == "cookiefile":
+        return _in_project(value)
+    if section != "credential" or name != "helper":
+        return False
+    if _INLINE_PASSWORD.search(value):
+        return True
+    try:
+        words = shlex.split(value)
+    except ValueError:  # quoting the shell would not take either
+        return False
+    if not words or words[0] not in ("store", "git-credential-store"):
+        return False
+    for index, word in enumerate(words):
+        if word == "--file" and index + 1 < len(words):
+            return _in_project(words[index + 1])
+        if word.startswith("--file="):
+            return _in_project(word.removeprefix("--file="))
+    return False
+
+
+def _in_project(path: str) -> bool:
+    """Is `path`, as git takes it (relative to the work tree, `~` expanded), in the copy?"""
+    return bool(path.strip()) and not path.startswith(("/", "~"))

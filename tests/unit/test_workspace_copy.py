@@ -155,6 +155,11 @@ def test_the_persons_credential_files_in_the_launch_directory_are_not_copied(
     (home / ".docker" / "config.json").write_text('{"auths": {}}\n')
     (home / ".docker" / "daemon.json").write_text("{}\n")
     (home / ".netrc").write_text("machine example.invalid password rt37-invented\n")
+    # Gerrit's (googlesource) cookie and the GitLab CLI's token: a push with either passes
+    # the git gate.
+    (home / ".gitcookies").write_text("git.example.invalid\tFALSE\t/\tTRUE\t0\to\trt41\n")
+    (home / ".config" / "glab-cli").mkdir(parents=True)
+    (home / ".config" / "glab-cli" / "config.yml").write_text("token: rt41-invented\n")
     (home / "notes.txt").write_text("work\n")
     (home / ".bottle").mkdir()
     (home / ".bottle" / "api-key").write_text(INVENTED_VALUE)
@@ -164,7 +169,11 @@ def test_the_persons_credential_files_in_the_launch_directory_are_not_copied(
 
     copied = copied_files(home, tmp_path)
 
-    assert not [name for name in copied if name.startswith((".ssh", ".aws", ".netrc"))]
+    assert not [
+        name
+        for name in copied
+        if name.startswith((".ssh", ".aws", ".netrc", ".gitcookies", ".config/glab-cli"))
+    ]
     assert ".docker/config.json" not in copied
     assert copied[".docker/daemon.json"] == b"{}\n"  # only the credential file itself
     assert copied["notes.txt"] == b"work\n"
@@ -665,6 +674,22 @@ PERSONS_TOKEN = "ghp_rt41InventedPersonsToken0a1b2c3d4e5"
             ],
             "extraheader",
         ),
+        (  # a CI script's helper, the token written into it when the script ran
+            [
+                "config",
+                "credential.helper",
+                f"!f() {{ echo username=x-access-token; echo password={PERSONS_TOKEN}; }}; f",
+            ],
+            "credential.helper",
+        ),
+        (
+            [
+                "config",
+                "credential.https://github.invalid.helper",
+                f'!f() {{ printf "password=%s\\n" {PERSONS_TOKEN}; }}; f',
+            ],
+            "credential.https://github.invalid.helper",
+        ),
     ],
 )
 def test_a_credential_in_the_projects_git_config_is_refused(
@@ -722,4 +747,88 @@ def test_a_credential_in_a_file_the_git_config_includes_is_refused(
         trees_of(project, tmp_path, manifest)
 
     assert "config/git.inc" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "holder"),
+    [
+        (["credential.helper", "store --file=.git/credentials"], ".git/credentials"),
+        (["credential.helper", "store --file .git-token"], ".git-token"),
+        (["http.cookieFile", ".git/cookies"], ".git/cookies"),
+    ],
+)
+def test_a_credentials_file_in_the_copy_that_the_git_config_names_is_refused(
+    setting: list[str], holder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`credential.helper = store --file=.git/credentials` (or `http.cookieFile`) keeps the
+    token in a file of the copy beside a config that holds none: the agent's git sent it on
+    the first push to the forge, past the gate."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / holder).write_text(f"https://x-access-token:{PERSONS_TOKEN}@github.invalid\n")
+    git(project, "config", *setting)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert ".git/config" in caught.value.message
+    assert setting[0].lower() in caught.value.message.lower()
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+def test_a_store_helper_outside_the_copy_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that keeps nothing in the project (the default store in the home directory,
+    a helper program) is no credential in the copy."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    git(project, "config", "--add", "credential.helper", "store")
+    git(project, "config", "--add", "credential.helper", "!gh auth git-credential")
+    git(project, "config", "--add", "credential.helper", "store --file ~/.my-credentials")
+
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+
+@pytest.mark.parametrize("config", [".gitconfig", ".config/git/config"])
+def test_a_credential_in_a_copied_user_git_config_is_refused(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch from the home directory copies the person's own git config (~/.gitconfig,
+    ~/.config/git/config), beside no HEAD, where an `insteadOf` with a token is often kept;
+    so does a project that keeps one for `[include]`."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    home = tmp_path / "home"
+    (home / config).parent.mkdir(parents=True, exist_ok=True)
+    (home / config).write_text(
+        f'[url "https://{PERSONS_TOKEN}@github.invalid/"]\n\tinsteadOf = https://github.invalid/\n'
+    )
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(home, tmp_path, manifest)
+
+    assert config in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[include] path = ~/.gitconfig.work` in a copied ~/.gitconfig: the token is in the
+    file it names, which the same launch copied."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    (home / ".config" / "git" / "config").write_text("[include]\n\tpath = ~/.gitconfig.work\n")
+    (home / ".gitconfig.work").write_text(
+        f"[http]\n\textraHeader = Authorization: Bearer {PERSONS_TOKEN}\n"
+    )
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(home, tmp_path, manifest)
+
+    assert ".gitconfig.work" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
