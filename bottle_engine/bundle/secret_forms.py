@@ -148,13 +148,15 @@ class ValueSearch:
     def first(self, data: bytes) -> Needle | None:
         """The first needle found in `data` (or with its line breaks removed), for a yes or no
         over much data: one pass per needle, over the unwrapped bytes where the needle holds
-        no line break (a form found in `data` is found there too)."""
+        no line break (a form found in `data` is found there too), over `data` where it holds
+        one; a whole word over both (unwrapped, the next line's first letter touches a word
+        that ends a line)."""
         unwrapped = _unwrapped(data)
         for needle in self.needles:
             wraps = b"\n" in needle.data or b"\r" in needle.data
-            if _find(data if wraps else unwrapped, needle) >= 0 or (
-                wraps and _find(unwrapped, needle) >= 0
-            ):
+            if (wraps or needle.word) and _find(data, needle) >= 0:
+                return needle
+            if not wraps and _find(unwrapped, needle) >= 0:
                 return needle
         return None
 

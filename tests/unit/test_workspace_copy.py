@@ -261,6 +261,26 @@ def test_a_short_value_is_refused_only_as_a_whole_word(
         trees_of(project, tmp_path, manifest)
 
 
+@pytest.mark.parametrize("where", ["file", "history"])
+def test_a_short_value_ending_a_line_is_refused(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short value is searched as a whole word, and every value also with the line breaks
+    taken out (a wrapped key): there, the next line's first letter touched the value's end,
+    and a `.env` with another setting after it was copied, value and all."""
+    manifest = bound_from_env(monkeypatch, "q7x2")
+    project = tmp_path / "project"
+    text = "PIN=q7x2\r\nDEBUG=1\n"
+    if where == "file":
+        project.mkdir()
+        (project / ".env").write_text(text, newline="")
+    else:
+        committed_then_removed(project, ".env", text)
+
+    with pytest.raises(BottleError, match=r"\.env" if where == "file" else "history"):
+        trees_of(project, tmp_path, manifest)
+
+
 def test_a_launch_from_inside_the_engines_state_dir_copies_none_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
