@@ -405,6 +405,38 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     assert "backup/key.txt" in caught.value.message and "rt38b3" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "indent"),
+    [("deploy/secret.yaml", "    "), ("group_vars/all.yml", "\t  "), ("main.tf", "")],
+)
+def test_a_git_identitys_key_kept_indented_in_the_project_is_refused(
+    name: str, indent: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key as a YAML block (`ssh-privatekey: |`, each line indented, as a Kubernetes
+    Secret or an Ansible variable keeps it) was found neither as written nor with its line
+    breaks taken out, and the agent read the deploy key in /workspace."""
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nrt41b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
+        "bm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "deploy_key").write_text(key)
+    manifest = MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
+        '"deploy_key"', f'"{keys / "deploy_key"}"'
+    )
+    project = tmp_path / "project"
+    (project / name).parent.mkdir(parents=True)
+    block = "".join(f"{indent}{line}\n" for line in key.splitlines())
+    (project / name).write_text(f"stringData:\n  ssh-privatekey: |\n{block}kind: Secret\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert name in caught.value.message and "rt41b3" not in str(caught.value)
+
+
 def test_a_refusal_names_the_files_when_a_name_is_not_utf8(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
