@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bottle_engine import git, state
+from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 
 # A file git reads objects from, in an object directory of any name (`.git/objects`, a bare
@@ -84,8 +85,9 @@ class CleanPacks:
     """Packs searched for a set of values and found to hold none, an empty file each. A pack
     never changes once written (a new one comes with a fetch or a `git gc`), so a launch after
     the first reads only the packs and the loose objects that came since. An entry is named by
-    a digest of the pack's bytes and of the values' forms (one-way: no value can be read from
-    it; the cache dir is the engine user's alone)."""
+    a digest of the pack's bytes, of the values' forms and how each is matched, and of the
+    search's version (one found clean by an older search, which found less, is searched again;
+    one-way: no value can be read from it; the cache dir is the engine user's alone)."""
 
     directory: Path
 
@@ -102,8 +104,12 @@ class CleanPacks:
             self._entry(pack, search).touch()
 
     def _entry(self, pack: str, search: ValueSearch) -> Path:
-        values = hashlib.sha256(b"\0".join(sorted(needle.data for needle in search.needles)))
-        return self.directory / hashlib.sha256(f"{pack}:{values.hexdigest()}".encode()).hexdigest()
+        forms = sorted(
+            b"%d%d" % (needle.word, needle.indented) + needle.data for needle in search.needles
+        )
+        values = hashlib.sha256(b"\0".join(forms)).hexdigest()
+        entry = f"{pack}:{values}:{secret_forms.SEARCH_VERSION}"
+        return self.directory / hashlib.sha256(entry.encode()).hexdigest()
 
 
 def search_history(

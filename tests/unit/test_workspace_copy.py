@@ -19,6 +19,7 @@ import pytest
 from bottle_engine import copied_history
 from bottle_engine import git as git_module
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.bundle import secret_forms
 from bottle_engine.errors import BottleError
 from bottle_engine.git import url_credential
 from bottle_engine.guest import guest_trees
@@ -693,6 +694,30 @@ def test_a_pack_found_clean_is_not_read_again_until_the_values_change(
 
     with pytest.raises(BottleError, match="history"):  # the old pack, for another value
         trees_of(project, tmp_path, bound_from_env(monkeypatch, INVENTED_VALUE))
+
+
+def test_a_pack_found_clean_by_an_older_search_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache of clean packs outlives the engine that wrote it: a pack an older search
+    passed (one that missed a short value ending a line) was passed over by the search that
+    finds it, for the same values, and its history copied."""
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", "PIN=q7x2\n")
+    git(project, "gc", "-q", "--prune=now")
+    manifest = bound_from_env(monkeypatch, "rt41-a-value-the-history-lacks")
+    read = objects_read(monkeypatch)
+    trees_of(project, tmp_path, manifest)
+    packed = len(read)
+
+    monkeypatch.setattr(
+        secret_forms,
+        "SEARCH_VERSION",
+        getattr(secret_forms, "SEARCH_VERSION", 0) + 1,
+        raising=False,
+    )
+    trees_of(project, tmp_path, manifest)
+    assert len(read) == 2 * packed
 
 
 PERSONS_TOKEN = "ghp_rt41InventedPersonsToken0a1b2c3d4e5"
