@@ -29,6 +29,7 @@ _USER_CONFIG = ".gitconfig"
 _XDG_CONFIG = ".config/git/config"
 # A credential helper that answers with a password it holds (`!f() { echo password=TOKEN; }; f`,
 # as CI scripts write it); `password=$VAR` reads one from the environment at the time.
+_USERINFO = re.compile(r"://[^/?#]*@")  # a url's user and password, shown as ***
 _INLINE_PASSWORD = re.compile(r"password=[\"']?(?!\$)\S", re.IGNORECASE)
 MAX_INCLUDE_DEPTH = 10  # git's own bound on nested includes
 
@@ -169,8 +170,8 @@ def _credential_keys(entries: list[tuple[str, str]]) -> Iterator[str]:
         secret = url_credential(value) or (url_credential(subsection) if subsection else None)
         if name.lower() == "extraheader" and value.strip():
             secret = secret or value
-        if secret:
-            yield key.replace(secret, "***")
+        if secret:  # a url's user may be the token, its password a word (`x-oauth-basic`)
+            yield _USERINFO.sub("://***@", key).replace(secret, "***")
         elif _keeps_credential(key.partition(".")[0].lower(), name.lower(), value):
             yield key
 

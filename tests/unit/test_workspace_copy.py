@@ -751,6 +751,14 @@ PERSONS_TOKEN = "ghp_rt41InventedPersonsToken0a1b2c3d4e5"
             ],
             "extraheader",
         ),
+        (  # the token as the user, GitHub's old way: the key is shown without either part
+            [
+                "config",
+                f"url.https://{PERSONS_TOKEN}:x-oauth-basic@github.invalid/.insteadOf",
+                "https://github.invalid/",
+            ],
+            "insteadof",
+        ),
         (  # a CI script's helper, the token written into it when the script ran
             [
                 "config",
