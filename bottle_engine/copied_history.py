@@ -35,6 +35,7 @@ _OBJECT_FILE = re.compile(
 )
 # What git reads objects from, relative to an object directory.
 _STORED = re.compile(r"^(?:pack/[^/]+\.(?:pack|idx)|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$")
+_SHA256_LOOSE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
 CLEAN_PACKS_DIR = "history-clean"  # in the cache dir (`CleanPacks`)
 # An object is read whole (and copied twice by the search); a larger one is refused rather
 # than searched in part: git stores a file of zeros of any size in a few kilobytes. Hosts such
@@ -74,10 +75,38 @@ def object_dirs(names: Iterable[str]) -> list[str]:
 
 def history_files(names: Iterable[str]) -> list[str]:
     """Those of the file `names` of a copy that lie in one of its git object directories
-    (`object_dirs`): what `search_history` reads, for a copy not yet made into one tar."""
+    (`object_dirs`), and the config of each one's repository (`_repository_config`): what
+    `search_history` reads, for a copy not yet made into one tar."""
     listed = list(names)
     directories = object_dirs(listed)
-    return [name for name in listed if _stores_objects(name, directories)]
+    configs = {_repository_config(directory) for directory in directories}
+    return [name for name in listed if _stores_objects(name, directories) or name in configs]
+
+
+def _repository_config(objects_dir: str) -> str:
+    """The config of the repository whose object directory is `objects_dir` (its parent's)."""
+    return str(PurePosixPath(objects_dir).parent / "config")
+
+
+def _object_format(objects_dir: str, names: Iterable[str], scratch: Path) -> str:
+    """The hash git names the objects in `objects_dir` by (of a copy with the file `names`,
+    taken out into `scratch`): its repository's `extensions.objectFormat`, else that of a
+    loose object's name. A pack does not say."""
+    config = _repository_config(objects_dir)
+    if (scratch / config).is_file():
+        said = git.run_git(
+            ["config", "--file", str(scratch / config), "--get", "extensions.objectformat"],
+            doing="reading a copied repository's object format",
+            check=False,
+        ).stdout.strip()
+        if said:
+            return said.lower()
+    prefix = "" if objects_dir == "." else f"{objects_dir}/"
+    for name in names:
+        inner = name.removeprefix("./").removeprefix(prefix)
+        if _SHA256_LOOSE.match(inner):
+            return "sha256"
+    return "sha1"
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,8 @@ def search_history(
         if not directories:
             return None
         inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
+        configs = {_repository_config(directory) for directory in directories}
+        settings = [m for m in members if m.isfile() and m.name.removeprefix("./") in configs]
         # A pack with its index, which says what git (the search's and the agent's) finds in it.
         by_name = {m.name: m for m in inside}
         digests = {
@@ -139,11 +170,12 @@ def search_history(
         }
         inside = [m for m in inside if m.name.rpartition(".")[0] not in passed]
         with tempfile.TemporaryDirectory(prefix="bottle-history-") as scratch:
-            archive.extractall(scratch, members=inside, filter="data")
+            archive.extractall(scratch, members=inside + settings, filter="data")
             for directory in directories:
                 (Path(scratch) / directory).mkdir(parents=True, exist_ok=True)  # all passed over
+                hashed = _object_format(directory, (m.name for m in inside), Path(scratch))
                 try:
-                    hit = _first_hit(Path(scratch) / directory, search)
+                    hit = _first_hit(Path(scratch) / directory, search, hashed)
                 except git.GitError as exc:
                     raise HistoryUnreadable(directory, exc.stderr.strip() or exc.message) from exc
                 if hit is not None:
@@ -179,6 +211,11 @@ def _digest(archive: tarfile.TarFile, members: list[tarfile.TarInfo | None]) -> 
     return digest.hexdigest()
 
 
-def _first_hit(objects_dir: Path, search: ValueSearch) -> tuple[git.ObjectInfo, Needle] | None:
-    with closing(git.read_stored_objects(objects_dir, max_size=MAX_OBJECT_BYTES)) as objects:
+def _first_hit(
+    objects_dir: Path, search: ValueSearch, object_format: str
+) -> tuple[git.ObjectInfo, Needle] | None:
+    stored = git.read_stored_objects(
+        objects_dir, max_size=MAX_OBJECT_BYTES, object_format=object_format
+    )
+    with closing(stored) as objects:
         return next(search.finds(objects), None)

@@ -26,7 +26,7 @@ from typing import TypeVar
 MIN_NEEDLE = 8  # encoded forms shorter than this would match by chance
 # Raised whenever the search finds more than before (a form, a way of matching one): what was
 # found clean by a search that found less (`copied_history.CleanPacks`) is searched again.
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 RUN_BYTES = 16 * 1024 * 1024  # `ValueSearch.finds` searches items joined in runs of this size
 K = TypeVar("K")
 

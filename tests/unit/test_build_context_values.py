@@ -148,16 +148,23 @@ def test_a_value_in_a_link_target_of_the_context_is_refused(project: Path) -> No
     assert_refused(plan_of(project, FROM_ENV), "note", "API_KEY")
 
 
-def test_a_value_committed_once_in_the_contexts_git_history_is_refused(project: Path) -> None:
+@pytest.mark.parametrize(
+    "init", [["init", "-q"], ["init", "-q", "--object-format=sha256"]], ids=["sha1", "sha256"]
+)
+def test_a_value_committed_once_in_the_contexts_git_history_is_refused(
+    init: list[str], project: Path
+) -> None:
     """Taken out of the file since, the value stays in `.git/objects`, which `COPY . /src`
-    copies too: `git log -p` reads it back."""
+    copies too: `git log -p` reads it back (of a SHA-256 repository too, packed: the config
+    that says so is read with the objects)."""
     git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, *init], check=True)
     (project / "settings.py").write_text(f"KEY = '{INVENTED_VALUE}'\n")
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "one"], check=True)
     (project / "settings.py").write_text("KEY = None\n")
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    subprocess.run([*git, "gc", "-q", "--prune=now"], check=True)
 
     assert_refused(plan_of(project, FROM_ENV), ".git/objects", "API_KEY")
 

@@ -485,11 +485,11 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def committed_then_removed(repo: Path, name: str, text: str) -> None:
+def committed_then_removed(repo: Path, name: str, text: str, object_format: str = "sha1") -> None:
     """A repository in `repo` whose history holds `text` in `name`, removed again since: the
     usual story of a `.env` committed by mistake, taken out in the next commit."""
     repo.mkdir(parents=True, exist_ok=True)
-    git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main", f"--object-format={object_format}")
     (repo / "README.md").write_text("a project\n")
     (repo / name).write_text(text)
     git(repo, "add", "-A")
@@ -558,6 +558,29 @@ def test_a_real_value_in_packed_or_nested_git_history_is_refused(
         trees_of(project, tmp_path, manifest)
 
     assert INVENTED_VALUE not in str(caught.value)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_real_value_in_a_sha256_repositorys_history_is_refused(
+    packed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects were read as those of a SHA-1 repository of the search's, which passes
+    over SHA-256 names and refuses a SHA-256 pack index: a SHA-256 project's history was
+    searched and found to hold nothing, and `git log -p` showed the agent the value."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", f"KEY={INVENTED_VALUE}\n", object_format="sha256")
+    if packed:
+        git(project, "gc", "-q", "--prune=now")
+        assert not list((project / ".git" / "objects").glob("??/*"))
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "history" in caught.value.message and INVENTED_VALUE not in str(caught.value)
+
+    committed_then_removed(tmp_path / "clean", "notes.txt", "nothing\n", object_format="sha256")
+    assert WORKSPACE in trees_of(tmp_path / "clean", tmp_path, manifest)
 
 
 def test_a_project_whose_history_holds_no_value_is_copied_with_its_history(
