@@ -371,6 +371,17 @@ def test_the_credential_of_an_upstream_url(url: str, credential: str | None) -> 
     assert url_credential(url) == credential
 
 
+def with_identity(key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A manifest whose git upstream's identity is `key`, kept outside the project."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "deploy_key").write_text(key)
+    return MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
+        '"deploy_key"', f'"{keys / "deploy_key"}"'
+    )
+
+
 def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -378,16 +389,10 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     skill (a hard link beside the skill's scripts) or a copy of it in the project with other
     line endings reached the sandbox, and the agent pushed as the deploy key past the gate."""
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nrt38b3BlbnNzaC1rZXktdjEAAAAA\nQUJDREVGR0g=\n"
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "deploy_key").write_text(key)
-    manifest = MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
-        '"deploy_key"', f'"{keys / "deploy_key"}"'
-    )
+    manifest = with_identity(key, tmp_path, monkeypatch)
     skill = tmp_path / "home" / ".claude" / "skills" / "release"
     skill.mkdir(parents=True)
-    (skill / "key").hardlink_to(keys / "deploy_key")
+    (skill / "key").hardlink_to(tmp_path / "keys" / "deploy_key")
     project = tmp_path / "project"
     project.mkdir()
 
@@ -420,13 +425,7 @@ def test_a_git_identitys_key_kept_indented_in_the_project_is_refused(
         "-----BEGIN OPENSSH PRIVATE KEY-----\nrt41b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
         "bm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
     )
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "deploy_key").write_text(key)
-    manifest = MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
-        '"deploy_key"', f'"{keys / "deploy_key"}"'
-    )
+    manifest = with_identity(key, tmp_path, monkeypatch)
     project = tmp_path / "project"
     (project / name).parent.mkdir(parents=True)
     block = "".join(f"{indent}{line}\n" for line in key.splitlines())
