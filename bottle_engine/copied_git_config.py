@@ -176,11 +176,16 @@ def _credential_keys(entries: list[tuple[str, str]]) -> Iterator[str]:
             yield key
 
 
+# Settings naming a file git answers a server's challenge from: a cookie, a program that
+# prints the password, a client certificate's key.
+_CREDENTIAL_FILES = {("http", "cookiefile"), ("core", "askpass"), ("http", "sslkey")}
+
+
 def _keeps_credential(section: str, name: str, value: str) -> bool:
     """Does the setting `section`.`name` give git a credential the copy holds: a helper that
-    answers with a password of its own, or one (`store --file`) or a cookie file
-    (`http.cookieFile`) at a path in the project (relative: git takes it from the work tree)."""
-    if section == "http" and name == "cookiefile":
+    answers with a password of its own, or one (`store --file`) or a file of
+    `_CREDENTIAL_FILES` at a path in the project (relative: git takes it from the work tree)."""
+    if (section, name) in _CREDENTIAL_FILES:
         return _in_project(value)
     if section != "credential" or name != "helper":
         return False

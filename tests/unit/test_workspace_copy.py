@@ -863,6 +863,8 @@ def test_a_credential_in_a_file_the_git_config_includes_is_refused(
         (["credential.helper", "store --file=.git/credentials"], ".git/credentials"),
         (["credential.helper", "store --file .git-token"], ".git-token"),
         (["http.cookieFile", ".git/cookies"], ".git/cookies"),
+        (["core.askPass", "scripts/askpass.sh"], "scripts/askpass.sh"),
+        (["http.https://github.invalid/.sslKey", ".git/client.key"], ".git/client.key"),
     ],
 )
 def test_a_credentials_file_in_the_copy_that_the_git_config_names_is_refused(
@@ -874,6 +876,7 @@ def test_a_credentials_file_in_the_copy_that_the_git_config_names_is_refused(
     manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
     project = tmp_path / "project"
     committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / holder).parent.mkdir(parents=True, exist_ok=True)
     (project / holder).write_text(f"https://x-access-token:{PERSONS_TOKEN}@github.invalid\n")
     git(project, "config", *setting)
 
