@@ -27,6 +27,7 @@ _CONFIG_NAMES = ("config", "config.worktree")
 # in a project for `[include]`), it is where a token's `insteadOf` usually stands.
 _USER_CONFIG = ".gitconfig"
 _XDG_CONFIG = ".config/git/config"
+_SUBMODULES = ".gitmodules"  # committed with a project: `git submodule update` uses its urls
 # A credential helper that answers with a password it holds (`!f() { echo password=TOKEN; }; f`,
 # as CI scripts write it); `password=$VAR` reads one from the environment at the time.
 _USERINFO = re.compile(r"://[^/?#]*@")  # a url's user and password, shown as ***
@@ -81,13 +82,15 @@ def copied_credentials(
 ) -> list[CopiedCredential]:
     """The credentials in the git configs among `files`: a config is a file named `config`
     or `config.worktree` beside a `HEAD`, in any git directory of the copy, a person's own
-    (`.gitconfig`, `.config/git/config`), and each file of the copy it includes
-    (`include.path`, `includeIf.*.path`) by a relative path (a person's own: or by `~/`)."""
+    (`.gitconfig`, `.config/git/config`), a project's `.gitmodules`, and each file of the copy
+    it includes (`include.path`, `includeIf.*.path`) by a relative path (a person's own: or
+    by `~/`)."""
     found = []
     configs = [
         name
         for name in files
         if _user_home(name) is not None
+        or posixpath.basename(name) == _SUBMODULES
         or (
             posixpath.basename(name) in _CONFIG_NAMES
             and posixpath.join(posixpath.dirname(name), "HEAD") in files

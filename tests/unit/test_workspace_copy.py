@@ -924,6 +924,26 @@ def test_a_credential_in_a_copied_user_git_config_is_refused(
     assert PERSONS_TOKEN not in str(caught.value)
 
 
+def test_a_credential_in_a_submodules_url_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.gitmodules`, a git config committed with the project, names each submodule's url:
+    `git submodule update --init` clones with the token in it (and writes it into
+    .git/config), as the agent reads it."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / ".gitmodules").write_text(
+        f'[submodule "lib"]\n\tpath = lib\n\turl = https://{PERSONS_TOKEN}@github.invalid/t/l\n'
+    )
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert ".gitmodules" in caught.value.message and "submodule.lib.url" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
 def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
