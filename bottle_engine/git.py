@@ -335,7 +335,9 @@ MIN_TOKEN_USER = 16
 def url_credential(url: str) -> str | None:
     """The credential an upstream `url` carries for git to send (`https://user:TOKEN@host/`,
     or `https://TOKEN@host/` with a user of `MIN_TOKEN_USER` characters or more), which only
-    the bundle is to hold; None without one (ssh authenticates with the `identity`)."""
+    the bundle is to hold; None without one (ssh authenticates with the `identity`). A remote
+    helper's address (`https::https://user:TOKEN@host/`) is read as the helper is handed it."""
+    url = _REMOTE_HELPER.sub("", url, count=1)
     if "://" not in url or is_ssh_url(url):
         return None
     parts = urllib.parse.urlsplit(url)

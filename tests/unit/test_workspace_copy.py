@@ -363,6 +363,8 @@ def test_a_git_upstreams_password_in_the_copy_is_refused(tmp_path: Path) -> None
         ("https://x-access-token:ghp_rt38a1b2@h.invalid/r.git", "ghp_rt38a1b2"),
         ("https://ghp_rt38InventedToken0a1b@h.invalid/r.git", "ghp_rt38InventedToken0a1b"),
         ("https://x-access-token@h.invalid/r.git", None),  # a login name, not a token
+        # git hands the address after `TRANSPORT::` to git-remote-https, token and all
+        ("https::https://u:ghp_rt41a1b2@h.invalid/r.git", "ghp_rt41a1b2"),
         ("ssh://git@h.invalid/r.git", None),
         ("git@h.invalid:r.git", None),
     ],
