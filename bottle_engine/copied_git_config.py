@@ -15,6 +15,7 @@ import re
 import shlex
 import tarfile
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,9 @@ _CONFIG_NAMES = ("config", "config.worktree")
 _USER_CONFIG = ".gitconfig"
 _XDG_CONFIG = ".config/git/config"
 _SUBMODULES = ".gitmodules"  # committed with a project: `git submodule update` uses its urls
+# `git credential-store`'s files, each token a url on a line of its own.
+_STORE = ".git-credentials"
+_XDG_STORE = ".config/git/credentials"
 # A credential helper that answers with a password it holds (`!f() { echo password=TOKEN; }; f`,
 # as CI scripts write it); `password=$VAR` reads one from the environment at the time.
 _USERINFO = re.compile(r"://[^/?#]*@")  # a url's user and password, shown as ***
@@ -84,8 +88,13 @@ def copied_credentials(
     or `config.worktree` beside a `HEAD`, in any git directory of the copy, a person's own
     (`.gitconfig`, `.config/git/config`), a project's `.gitmodules`, and each file of the copy
     it includes (`include.path`, `includeIf.*.path`) by a relative path (a person's own: or
-    by `~/`)."""
-    found = []
+    by `~/`); and each credential in a `git credential-store` file of the copy."""
+    found = [
+        CopiedCredential(name, f"a stored credential for {host}")
+        for name in files
+        if posixpath.basename(name) == _STORE or _in_place(name, _XDG_STORE)
+        for host in _stored_hosts(read(name))
+    ]
     configs = [
         name
         for name in files
@@ -110,6 +119,16 @@ def copied_credentials(
             break
         configs = included
     return found
+
+
+def _stored_hosts(store: bytes) -> list[str]:
+    """The host of each url in a credential store that carries a credential."""
+    lines = store.decode(errors="replace").splitlines()
+    return [
+        urllib.parse.urlsplit(line.strip()).hostname or "?"
+        for line in lines
+        if url_credential(line.strip())
+    ]
 
 
 def _entries(config: bytes, name: str) -> list[tuple[str, str]]:
@@ -139,9 +158,14 @@ def _user_home(name: str) -> str | None:
     not one), where its `~/` includes are found."""
     if posixpath.basename(name) == _USER_CONFIG:
         return posixpath.dirname(name) or "."
-    if name == _XDG_CONFIG or name.endswith(f"/{_XDG_CONFIG}"):
+    if _in_place(name, _XDG_CONFIG):
         return name.removesuffix(_XDG_CONFIG).rstrip("/") or "."
     return None
+
+
+def _in_place(name: str, place: str) -> bool:
+    """Is `name` the file at `place` in a home directory (the copy's root, or one in it)?"""
+    return name == place or name.endswith(f"/{place}")
 
 
 def _included(name: str, entries: list[tuple[str, str]], files: Collection[str]) -> list[str]:

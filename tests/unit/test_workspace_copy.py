@@ -946,6 +946,28 @@ def test_a_credential_in_a_submodules_url_is_refused(
     assert PERSONS_TOKEN not in str(caught.value)
 
 
+@pytest.mark.parametrize("store", [".git-credentials", "ci/.git-credentials"])
+def test_a_git_credential_store_in_the_copy_is_refused(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git credential-store` keeps each token as a url, a line each; one in the project (a CI
+    job's, a person's `store --file` since set back) was copied for the agent to push with.
+    Only ~/.git-credentials itself was left out."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    (project / store).parent.mkdir(parents=True)
+    (project / store).write_text(f"https://x-access-token:{PERSONS_TOKEN}@github.invalid\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert store in caught.value.message and "github.invalid" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+    (project / store).write_text("https://github.invalid\n")  # no credential in it
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+
 def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
