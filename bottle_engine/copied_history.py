@@ -18,7 +18,7 @@ import io
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +35,8 @@ _OBJECT_FILE = re.compile(
 )
 # What git reads objects from, relative to an object directory.
 _STORED = re.compile(r"^(?:pack/[^/]+\.(?:pack|idx)|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$")
+# What else a pack directory holds beside packs and their indexes: no object of its own.
+_PACK_SIDECARS = (".idx", ".keep", ".promisor", ".rev", ".bitmap", ".mtimes")
 _SHA256_LOOSE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
 CLEAN_PACKS_DIR = "history-clean"  # in the cache dir (`CleanPacks`)
 # An object is read whole (and copied twice by the search); a larger one is refused rather
@@ -80,7 +82,26 @@ def history_files(names: Iterable[str]) -> list[str]:
     listed = list(names)
     directories = object_dirs(listed)
     configs = {_repository_config(directory) for directory in directories}
-    return [name for name in listed if _stores_objects(name, directories) or name in configs]
+    unindexed = set(_unindexed(listed, directories))
+    return [
+        name
+        for name in listed
+        if _stores_objects(name, directories) or name in configs or name in unindexed
+    ]
+
+
+def _unindexed(names: Iterable[str], directories: Iterable[str]) -> Iterator[str]:
+    """Those of `names` in the pack directory of one of the object `directories` that may be
+    a pack git has no index of (a `tmp_pack_*` an interrupted fetch left, a `.pack` alone)."""
+    listed = {name.removeprefix("./") for name in names}
+    packs = {str(PurePosixPath(directory) / "pack") for directory in directories}
+    for name in sorted(listed):
+        path = PurePosixPath(name)
+        if str(path.parent) not in packs or path.name.startswith("multi-pack-index"):
+            continue
+        if name.endswith(_PACK_SIDECARS) or f"{name.removesuffix('.pack')}.idx" in listed:
+            continue
+        yield name
 
 
 def _repository_config(objects_dir: str) -> str:
@@ -153,6 +174,14 @@ def search_history(
         directories = object_dirs(member.name for member in members if member.isfile())
         if not directories:
             return None
+        files = {m.name.removeprefix("./"): m for m in members if m.isfile()}
+        for name in _unindexed(files, directories):
+            if _head(archive, files[name]) == b"PACK":
+                raise HistoryUnreadable(
+                    str(PurePosixPath(name).parent.parent),
+                    f"{name} is a pack without its index (an interrupted fetch leaves one), "
+                    "which git reads back in one command (`git unpack-objects`); remove it",
+                )
         inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
         configs = {_repository_config(directory) for directory in directories}
         settings = [m for m in members if m.isfile() and m.name.removeprefix("./") in configs]
@@ -199,6 +228,11 @@ def _stores_objects(name: str, directories: Iterable[str]) -> bool:
         if _STORED.match(inner):
             return True
     return False
+
+
+def _head(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    reader = archive.extractfile(member)
+    return reader.read(4) if reader is not None else b""
 
 
 def _digest(archive: tarfile.TarFile, members: list[tarfile.TarInfo | None]) -> str:

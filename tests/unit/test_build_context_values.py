@@ -169,6 +169,29 @@ def test_a_value_committed_once_in_the_contexts_git_history_is_refused(
     assert_refused(plan_of(project, FROM_ENV), ".git/objects", "API_KEY")
 
 
+def test_a_pack_without_its_index_in_the_context_is_refused(project: Path) -> None:
+    """An interrupted fetch's `tmp_pack_*` holds objects git reads back in one command."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    fetched = project.parent / "fetched"
+    subprocess.run([*git, "init", "-q", str(fetched)], check=True)
+    (fetched / "settings.py").write_text(f"KEY = '{INVENTED_VALUE}'\n")
+    subprocess.run([*git, "-C", str(fetched), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(fetched), "commit", "-qm", "one"], check=True)
+    pack = subprocess.run(
+        [*git, "-C", str(fetched), "pack-objects", "--all", "--stdout"],
+        input=b"",
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run([*git, "init", "-q", str(project)], check=True)
+    (project / "README.md").write_text("a project\n")
+    subprocess.run([*git, "-C", str(project), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(project), "commit", "-qm", "one"], check=True)
+    (project / ".git" / "objects" / "pack" / "tmp_pack_Xy12ab").write_bytes(pack)
+
+    assert_refused(plan_of(project, FROM_ENV), "tmp_pack_Xy12ab")
+
+
 def test_a_build_arg_holding_a_real_value_is_refused(project: Path) -> None:
     """A build arg is readable in the image (`ENV KEY=$ARG`, a file a RUN writes, the image
     history): a real value is never one."""

@@ -584,6 +584,32 @@ def test_a_real_value_in_a_sha256_repositorys_history_is_refused(
     assert WORKSPACE in trees_of(tmp_path / "clean", tmp_path, manifest)
 
 
+@pytest.mark.parametrize("name", ["tmp_pack_Xy12ab", "pack-0123abcd.pack"])
+def test_a_pack_without_its_index_is_refused(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git reads a pack through its index; an interrupted fetch leaves the pack it was
+    receiving without one (`tmp_pack_*`). The search passed over it, and the agent reads it
+    back in one command (`git index-pack`, `git unpack-objects`)."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    source = tmp_path / "fetched"
+    committed_then_removed(source, ".env", f"KEY={INVENTED_VALUE}\n")
+    pack = subprocess.run(
+        ["git", "-C", str(source), "pack-objects", "--all", "--stdout"],
+        input=b"",
+        capture_output=True,
+        check=True,
+    ).stdout
+    (project / ".git" / "objects" / "pack" / name).write_bytes(pack)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert name in caught.value.message and INVENTED_VALUE not in str(caught.value)
+
+
 def test_a_project_whose_history_holds_no_value_is_copied_with_its_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
