@@ -32,10 +32,13 @@ _SUBMODULES = ".gitmodules"  # committed with a project: `git submodule update` 
 # `git credential-store`'s files, each token a url on a line of its own.
 _STORE = ".git-credentials"
 _XDG_STORE = ".config/git/credentials"
+_USERINFO = re.compile(r"://[^/?#]*@")  # a url's user and password, shown as ***
 # A credential helper that answers with a password it holds (`!f() { echo password=TOKEN; }; f`,
 # as CI scripts write it); `password=$VAR` reads one from the environment at the time.
-_USERINFO = re.compile(r"://[^/?#]*@")  # a url's user and password, shown as ***
 _INLINE_PASSWORD = re.compile(r"password=[\"']?(?!\$)\S", re.IGNORECASE)
+# Settings naming a file git answers a server's challenge from: a cookie, a program that
+# prints the password, a client certificate's key.
+_CREDENTIAL_FILES = {("http", "cookiefile"), ("core", "askpass"), ("http", "sslkey")}
 MAX_INCLUDE_DEPTH = 10  # git's own bound on nested includes
 
 
@@ -201,11 +204,6 @@ def _credential_keys(entries: list[tuple[str, str]]) -> Iterator[str]:
             yield _USERINFO.sub("://***@", key).replace(secret, "***")
         elif _keeps_credential(key.partition(".")[0].lower(), name.lower(), value):
             yield key
-
-
-# Settings naming a file git answers a server's challenge from: a cookie, a program that
-# prints the password, a client certificate's key.
-_CREDENTIAL_FILES = {("http", "cookiefile"), ("core", "askpass"), ("http", "sslkey")}
 
 
 def _keeps_credential(section: str, name: str, value: str) -> bool:
