@@ -1,8 +1,10 @@
 """The git configs a launch copies into the sandbox, read for credentials.
 
 A clone made with a token in its url (`https://x-access-token:TOKEN@github.com/...`, as forges
-and CI scripts write it) keeps the token in `.git/config`; so does an `insteadOf` rewrite or an
-`http.extraHeader` carrying an Authorization. Copied into /workspace, it lets the agent push
+and CI scripts write it) keeps the token in `.git/config`; so does an `insteadOf` rewrite, an
+`http.extraHeader` carrying an Authorization, or a credential helper written with the password
+in it; a `store --file`, cookie file or askpass program in the project, or a `.git-credentials`
+store, holds one beside it. Copied into /workspace, it lets the agent push
 straight to the forge through any allowed host that is the forge, past the git gate, whose
 point is that the agent holds no key of the upstream. A launch whose copy holds one is refused.
 """
