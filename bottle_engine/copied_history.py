@@ -18,12 +18,13 @@ import io
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bottle_engine import git, state
+from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 
 # A file git reads objects from, in an object directory of any name (`.git/objects`, a bare
@@ -34,6 +35,9 @@ _OBJECT_FILE = re.compile(
 )
 # What git reads objects from, relative to an object directory.
 _STORED = re.compile(r"^(?:pack/[^/]+\.(?:pack|idx)|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$")
+# What else a pack directory holds beside packs and their indexes: no object of its own.
+_PACK_SIDECARS = (".idx", ".keep", ".promisor", ".rev", ".bitmap", ".mtimes")
+_SHA256_LOOSE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
 CLEAN_PACKS_DIR = "history-clean"  # in the cache dir (`CleanPacks`)
 # An object is read whole (and copied twice by the search); a larger one is refused rather
 # than searched in part: git stores a file of zeros of any size in a few kilobytes. Hosts such
@@ -73,10 +77,57 @@ def object_dirs(names: Iterable[str]) -> list[str]:
 
 def history_files(names: Iterable[str]) -> list[str]:
     """Those of the file `names` of a copy that lie in one of its git object directories
-    (`object_dirs`): what `search_history` reads, for a copy not yet made into one tar."""
+    (`object_dirs`), and the config of each one's repository (`_repository_config`): what
+    `search_history` reads, for a copy not yet made into one tar."""
     listed = list(names)
     directories = object_dirs(listed)
-    return [name for name in listed if _stores_objects(name, directories)]
+    configs = {_repository_config(directory) for directory in directories}
+    unindexed = set(_unindexed(listed, directories))
+    return [
+        name
+        for name in listed
+        if _stores_objects(name, directories) or name in configs or name in unindexed
+    ]
+
+
+def _unindexed(names: Iterable[str], directories: Iterable[str]) -> Iterator[str]:
+    """Those of `names` in the pack directory of one of the object `directories` that may be
+    a pack git has no index of (a `tmp_pack_*` an interrupted fetch left, a `.pack` alone)."""
+    listed = {name.removeprefix("./") for name in names}
+    packs = {str(PurePosixPath(directory) / "pack") for directory in directories}
+    for name in sorted(listed):
+        path = PurePosixPath(name)
+        if str(path.parent) not in packs or path.name.startswith("multi-pack-index"):
+            continue
+        if name.endswith(_PACK_SIDECARS) or f"{name.removesuffix('.pack')}.idx" in listed:
+            continue
+        yield name
+
+
+def _repository_config(objects_dir: str) -> str:
+    """The config of the repository whose object directory is `objects_dir` (its parent's)."""
+    return str(PurePosixPath(objects_dir).parent / "config")
+
+
+def _object_format(objects_dir: str, names: Iterable[str], scratch: Path) -> str:
+    """The hash git names the objects in `objects_dir` by (of a copy with the file `names`,
+    taken out into `scratch`): its repository's `extensions.objectFormat`, else that of a
+    loose object's name. A pack does not say."""
+    config = _repository_config(objects_dir)
+    if (scratch / config).is_file():
+        said = git.run_git(
+            ["config", "--file", str(scratch / config), "--get", "extensions.objectformat"],
+            doing="reading a copied repository's object format",
+            check=False,
+        ).stdout.strip()
+        if said:
+            return said.lower()
+    prefix = "" if objects_dir == "." else f"{objects_dir}/"
+    for name in names:
+        inner = name.removeprefix("./").removeprefix(prefix)
+        if _SHA256_LOOSE.match(inner):
+            return "sha256"
+    return "sha1"
 
 
 @dataclass(frozen=True)
@@ -84,8 +135,9 @@ class CleanPacks:
     """Packs searched for a set of values and found to hold none, an empty file each. A pack
     never changes once written (a new one comes with a fetch or a `git gc`), so a launch after
     the first reads only the packs and the loose objects that came since. An entry is named by
-    a digest of the pack's bytes and of the values' forms (one-way: no value can be read from
-    it; the cache dir is the engine user's alone)."""
+    a digest of the pack's bytes, of the values' forms and how each is matched, and of the
+    search's version (one found clean by an older search, which found less, is searched again;
+    one-way: no value can be read from it; the cache dir is the engine user's alone)."""
 
     directory: Path
 
@@ -102,8 +154,12 @@ class CleanPacks:
             self._entry(pack, search).touch()
 
     def _entry(self, pack: str, search: ValueSearch) -> Path:
-        values = hashlib.sha256(b"\0".join(sorted(needle.data for needle in search.needles)))
-        return self.directory / hashlib.sha256(f"{pack}:{values.hexdigest()}".encode()).hexdigest()
+        forms = sorted(
+            b"%d%d" % (needle.word, needle.indented) + needle.data for needle in search.needles
+        )
+        values = hashlib.sha256(b"\0".join(forms)).hexdigest()
+        entry = f"{pack}:{values}:{secret_forms.SEARCH_VERSION}"
+        return self.directory / hashlib.sha256(entry.encode()).hexdigest()
 
 
 def search_history(
@@ -118,7 +174,17 @@ def search_history(
         directories = object_dirs(member.name for member in members if member.isfile())
         if not directories:
             return None
+        files = {m.name.removeprefix("./"): m for m in members if m.isfile()}
+        for name in _unindexed(files, directories):
+            if _head(archive, files[name]) == b"PACK":
+                raise HistoryUnreadable(
+                    str(PurePosixPath(name).parent.parent),
+                    f"{name} is a pack without its index (an interrupted fetch leaves one), "
+                    "which git reads back in one command (`git unpack-objects`); remove it",
+                )
         inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
+        configs = {_repository_config(directory) for directory in directories}
+        settings = [m for m in members if m.isfile() and m.name.removeprefix("./") in configs]
         # A pack with its index, which says what git (the search's and the agent's) finds in it.
         by_name = {m.name: m for m in inside}
         digests = {
@@ -133,11 +199,12 @@ def search_history(
         }
         inside = [m for m in inside if m.name.rpartition(".")[0] not in passed]
         with tempfile.TemporaryDirectory(prefix="bottle-history-") as scratch:
-            archive.extractall(scratch, members=inside, filter="data")
+            archive.extractall(scratch, members=inside + settings, filter="data")
             for directory in directories:
                 (Path(scratch) / directory).mkdir(parents=True, exist_ok=True)  # all passed over
+                hashed = _object_format(directory, (m.name for m in inside), Path(scratch))
                 try:
-                    hit = _first_hit(Path(scratch) / directory, search)
+                    hit = _first_hit(Path(scratch) / directory, search, hashed)
                 except git.GitError as exc:
                     raise HistoryUnreadable(directory, exc.stderr.strip() or exc.message) from exc
                 if hit is not None:
@@ -163,6 +230,11 @@ def _stores_objects(name: str, directories: Iterable[str]) -> bool:
     return False
 
 
+def _head(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    reader = archive.extractfile(member)
+    return reader.read(4) if reader is not None else b""
+
+
 def _digest(archive: tarfile.TarFile, members: list[tarfile.TarInfo | None]) -> str:
     digest = hashlib.sha256()
     for member in members:
@@ -173,6 +245,11 @@ def _digest(archive: tarfile.TarFile, members: list[tarfile.TarInfo | None]) -> 
     return digest.hexdigest()
 
 
-def _first_hit(objects_dir: Path, search: ValueSearch) -> tuple[git.ObjectInfo, Needle] | None:
-    with closing(git.read_stored_objects(objects_dir, max_size=MAX_OBJECT_BYTES)) as objects:
+def _first_hit(
+    objects_dir: Path, search: ValueSearch, object_format: str
+) -> tuple[git.ObjectInfo, Needle] | None:
+    stored = git.read_stored_objects(
+        objects_dir, max_size=MAX_OBJECT_BYTES, object_format=object_format
+    )
+    with closing(stored) as objects:
         return next(search.finds(objects), None)

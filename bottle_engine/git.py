@@ -162,16 +162,18 @@ def read_objects(git_dir: Path, oids: Sequence[str]) -> Iterator[tuple[ObjectInf
 
 
 def read_stored_objects(
-    objects_dir: Path, *, max_size: int | None = None
+    objects_dir: Path, *, max_size: int | None = None, object_format: str = "sha1"
 ) -> Generator[tuple[ObjectInfo, bytes]]:
     """Every object stored in `objects_dir`, reachable or not, loose or packed (deltas
     resolved), with its content; one larger than `max_size` bytes raises `GitError`.
 
-    git reads the directory as the object store of an empty repository of ours, so no
+    git reads the directory as the object store of an empty repository of ours, of the
+    store's `object_format` (a repository of the other passes over its objects), so no
     repository's config (which can name commands to run) is read."""
     with tempfile.TemporaryDirectory(prefix="bottle-objects-") as scratch:
         run_git(
-            ["init", "-q", "--bare", scratch], doing=f"reading the git objects in {objects_dir}"
+            ["init", "-q", "--bare", f"--object-format={object_format}", scratch],
+            doing=f"reading the git objects in {objects_dir}",
         )
         command = ["git", f"--git-dir={scratch}", "cat-file"]
         command += ["--batch-all-objects", "--unordered", "--batch"]
@@ -333,7 +335,9 @@ MIN_TOKEN_USER = 16
 def url_credential(url: str) -> str | None:
     """The credential an upstream `url` carries for git to send (`https://user:TOKEN@host/`,
     or `https://TOKEN@host/` with a user of `MIN_TOKEN_USER` characters or more), which only
-    the bundle is to hold; None without one (ssh authenticates with the `identity`)."""
+    the bundle is to hold; None without one (ssh authenticates with the `identity`). A remote
+    helper's address (`https::https://user:TOKEN@host/`) is read as the helper is handed it."""
+    url = _REMOTE_HELPER.sub("", url, count=1)
     if "://" not in url or is_ssh_url(url):
         return None
     parts = urllib.parse.urlsplit(url)

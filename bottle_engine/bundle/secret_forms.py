@@ -8,7 +8,8 @@ same encoders (`secret_echo.value_forms`).
 A value is searched as written, base64-encoded at each alignment it can take inside a longer
 text (standard and URL-safe alphabets), hex-encoded in either case, percent-encoded as the
 usual URL encoders write it, JSON-escaped as the usual JSON encoders write it, and as UTF-16 and
-UTF-32 (either byte order); also where line breaks cut it (`base64` wraps at 76 columns).
+UTF-32 (either byte order); also where line breaks cut it (`base64` wraps at 76 columns), and
+a value of several lines (a key) with each line indented (a YAML block, a heredoc).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 MIN_NEEDLE = 8  # encoded forms shorter than this would match by chance
+# Raised whenever the search finds more than before (a form, a way of matching one): what was
+# found clean by a search that found less (`copied_history.CleanPacks`) is searched again.
+SEARCH_VERSION = 3
 RUN_BYTES = 16 * 1024 * 1024  # `ValueSearch.finds` searches items joined in runs of this size
 K = TypeVar("K")
 
@@ -89,6 +93,7 @@ class Needle:
     data: bytes
     label: str
     word: bool = False
+    indented: bool = False  # `data`'s lines, each with any indentation (`_find`)
 
 
 def stored_forms(value: str, label: str, *, short_words: bool = False) -> list[Needle]:
@@ -109,11 +114,17 @@ def stored_forms(value: str, label: str, *, short_words: bool = False) -> list[N
     forms += [(value.encode(codec), f"{label}, as UTF-16") for codec in ("utf-16-le", "utf-16-be")]
     forms += [(value.encode(codec), f"{label}, as UTF-32") for codec in ("utf-32-le", "utf-32-be")]
     short = short_words and len(raw) < MIN_NEEDLE
-    needles: dict[bytes, Needle] = {}
+    needles: dict[tuple[bytes, bool], Needle] = {}
     for data, how in forms:
         if len(data) < min(MIN_NEEDLE, len(raw)) or (short and b"\0" in data):
             continue
-        needles.setdefault(data, Needle(data, how, short))
+        needles.setdefault((data, False), Needle(data, how, short))
+    # A value of several lines kept in a YAML block (`key: |`) or a heredoc has each line
+    # indented: searched line after line, with any indentation before and after a break.
+    lines = [line.strip(b" \t") for line in raw.strip().splitlines()]
+    if len(lines) > 1 and len(raw) >= MIN_NEEDLE:
+        data = b"\n".join(lines)
+        needles.setdefault((data, True), Needle(data, f"{label}, indented", indented=True))
     return list(needles.values())
 
 
@@ -148,13 +159,15 @@ class ValueSearch:
     def first(self, data: bytes) -> Needle | None:
         """The first needle found in `data` (or with its line breaks removed), for a yes or no
         over much data: one pass per needle, over the unwrapped bytes where the needle holds
-        no line break (a form found in `data` is found there too)."""
+        no line break (a form found in `data` is found there too), over `data` where it holds
+        one; a whole word over both (unwrapped, the next line's first letter touches a word
+        that ends a line)."""
         unwrapped = _unwrapped(data)
         for needle in self.needles:
             wraps = b"\n" in needle.data or b"\r" in needle.data
-            if _find(data if wraps else unwrapped, needle) >= 0 or (
-                wraps and _find(unwrapped, needle) >= 0
-            ):
+            if (wraps or needle.word) and _find(data, needle) >= 0:
+                return needle
+            if not wraps and _find(unwrapped, needle) >= 0:
                 return needle
         return None
 
@@ -198,13 +211,24 @@ class ValueSearch:
 
 def _find(data: bytes, needle: Needle) -> int:
     """Where `needle` first is in `data` (-1: nowhere); a `word` needle only with no letter or
-    digit on either side (a regular expression: a short value occurs often)."""
-    if not needle.word:
+    digit on either side (a regular expression: a short value occurs often), an `indented`
+    one line after line."""
+    if needle.indented:
+        found = _indented(needle.data).search(data)
+    elif needle.word:  # the regular expression is slow: a plain find first rules most out
+        found = _word(needle.data).search(data) if needle.data in data else None
+    else:
         return data.find(needle.data)
-    found = _word(needle.data).search(data)
     return -1 if found is None else found.start()
 
 
 @functools.cache
 def _word(data: bytes) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![A-Za-z0-9])" + re.escape(data) + rb"(?![A-Za-z0-9])")
+
+
+@functools.cache
+def _indented(data: bytes) -> re.Pattern[bytes]:
+    # Starts with the first line as written: the search runs at the speed of a plain find.
+    lines = [re.escape(line) for line in data.split(b"\n")]
+    return re.compile(rb"[ \t]*(?:\r\n|\r|\n)[ \t]*".join(lines))

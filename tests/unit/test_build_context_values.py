@@ -148,18 +148,48 @@ def test_a_value_in_a_link_target_of_the_context_is_refused(project: Path) -> No
     assert_refused(plan_of(project, FROM_ENV), "note", "API_KEY")
 
 
-def test_a_value_committed_once_in_the_contexts_git_history_is_refused(project: Path) -> None:
+@pytest.mark.parametrize(
+    "init", [["init", "-q"], ["init", "-q", "--object-format=sha256"]], ids=["sha1", "sha256"]
+)
+def test_a_value_committed_once_in_the_contexts_git_history_is_refused(
+    init: list[str], project: Path
+) -> None:
     """Taken out of the file since, the value stays in `.git/objects`, which `COPY . /src`
-    copies too: `git log -p` reads it back."""
+    copies too: `git log -p` reads it back (of a SHA-256 repository too, packed: the config
+    that says so is read with the objects)."""
     git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, *init], check=True)
     (project / "settings.py").write_text(f"KEY = '{INVENTED_VALUE}'\n")
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "one"], check=True)
     (project / "settings.py").write_text("KEY = None\n")
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    subprocess.run([*git, "gc", "-q", "--prune=now"], check=True)
 
     assert_refused(plan_of(project, FROM_ENV), ".git/objects", "API_KEY")
+
+
+def test_a_pack_without_its_index_in_the_context_is_refused(project: Path) -> None:
+    """An interrupted fetch's `tmp_pack_*` holds objects git reads back in one command."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    fetched = project.parent / "fetched"
+    subprocess.run([*git, "init", "-q", str(fetched)], check=True)
+    (fetched / "settings.py").write_text(f"KEY = '{INVENTED_VALUE}'\n")
+    subprocess.run([*git, "-C", str(fetched), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(fetched), "commit", "-qm", "one"], check=True)
+    pack = subprocess.run(
+        [*git, "-C", str(fetched), "pack-objects", "--all", "--stdout"],
+        input=b"",
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run([*git, "init", "-q", str(project)], check=True)
+    (project / "README.md").write_text("a project\n")
+    subprocess.run([*git, "-C", str(project), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(project), "commit", "-qm", "one"], check=True)
+    (project / ".git" / "objects" / "pack" / "tmp_pack_Xy12ab").write_bytes(pack)
+
+    assert_refused(plan_of(project, FROM_ENV), "tmp_pack_Xy12ab")
 
 
 def test_a_build_arg_holding_a_real_value_is_refused(project: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from bottle_engine import copied_history
 from bottle_engine import git as git_module
 from bottle_engine.bottle_dir import BottleDir
+from bottle_engine.bundle import secret_forms
 from bottle_engine.errors import BottleError
 from bottle_engine.git import url_credential
 from bottle_engine.guest import guest_trees
@@ -155,6 +156,11 @@ def test_the_persons_credential_files_in_the_launch_directory_are_not_copied(
     (home / ".docker" / "config.json").write_text('{"auths": {}}\n')
     (home / ".docker" / "daemon.json").write_text("{}\n")
     (home / ".netrc").write_text("machine example.invalid password rt37-invented\n")
+    # Gerrit's (googlesource) cookie and the GitLab CLI's token: a push with either passes
+    # the git gate.
+    (home / ".gitcookies").write_text("git.example.invalid\tFALSE\t/\tTRUE\t0\to\trt41\n")
+    (home / ".config" / "glab-cli").mkdir(parents=True)
+    (home / ".config" / "glab-cli" / "config.yml").write_text("token: rt41-invented\n")
     (home / "notes.txt").write_text("work\n")
     (home / ".bottle").mkdir()
     (home / ".bottle" / "api-key").write_text(INVENTED_VALUE)
@@ -164,7 +170,11 @@ def test_the_persons_credential_files_in_the_launch_directory_are_not_copied(
 
     copied = copied_files(home, tmp_path)
 
-    assert not [name for name in copied if name.startswith((".ssh", ".aws", ".netrc"))]
+    assert not [
+        name
+        for name in copied
+        if name.startswith((".ssh", ".aws", ".netrc", ".gitcookies", ".config/glab-cli"))
+    ]
     assert ".docker/config.json" not in copied
     assert copied[".docker/daemon.json"] == b"{}\n"  # only the credential file itself
     assert copied["notes.txt"] == b"work\n"
@@ -252,6 +262,26 @@ def test_a_short_value_is_refused_only_as_a_whole_word(
         trees_of(project, tmp_path, manifest)
 
 
+@pytest.mark.parametrize("where", ["file", "history"])
+def test_a_short_value_ending_a_line_is_refused(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short value is searched as a whole word, and every value also with the line breaks
+    taken out (a wrapped key): there, the next line's first letter touched the value's end,
+    and a `.env` with another setting after it was copied, value and all."""
+    manifest = bound_from_env(monkeypatch, "q7x2")
+    project = tmp_path / "project"
+    text = "PIN=q7x2\r\nDEBUG=1\n"
+    if where == "file":
+        project.mkdir()
+        (project / ".env").write_text(text, newline="")
+    else:
+        committed_then_removed(project, ".env", text)
+
+    with pytest.raises(BottleError, match=r"\.env" if where == "file" else "history"):
+        trees_of(project, tmp_path, manifest)
+
+
 def test_a_launch_from_inside_the_engines_state_dir_copies_none_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,12 +363,25 @@ def test_a_git_upstreams_password_in_the_copy_is_refused(tmp_path: Path) -> None
         ("https://x-access-token:ghp_rt38a1b2@h.invalid/r.git", "ghp_rt38a1b2"),
         ("https://ghp_rt38InventedToken0a1b@h.invalid/r.git", "ghp_rt38InventedToken0a1b"),
         ("https://x-access-token@h.invalid/r.git", None),  # a login name, not a token
+        # git hands the address after `TRANSPORT::` to git-remote-https, token and all
+        ("https::https://u:ghp_rt41a1b2@h.invalid/r.git", "ghp_rt41a1b2"),
         ("ssh://git@h.invalid/r.git", None),
         ("git@h.invalid:r.git", None),
     ],
 )
 def test_the_credential_of_an_upstream_url(url: str, credential: str | None) -> None:
     assert url_credential(url) == credential
+
+
+def with_identity(key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A manifest whose git upstream's identity is `key`, kept outside the project."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "deploy_key").write_text(key)
+    return MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
+        '"deploy_key"', f'"{keys / "deploy_key"}"'
+    )
 
 
 def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
@@ -348,16 +391,10 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     skill (a hard link beside the skill's scripts) or a copy of it in the project with other
     line endings reached the sandbox, and the agent pushed as the deploy key past the gate."""
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nrt38b3BlbnNzaC1rZXktdjEAAAAA\nQUJDREVGR0g=\n"
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "deploy_key").write_text(key)
-    manifest = MANIFEST.format(source='from_env = "HOME"') + GIT_UPSTREAM.replace(
-        '"deploy_key"', f'"{keys / "deploy_key"}"'
-    )
+    manifest = with_identity(key, tmp_path, monkeypatch)
     skill = tmp_path / "home" / ".claude" / "skills" / "release"
     skill.mkdir(parents=True)
-    (skill / "key").hardlink_to(keys / "deploy_key")
+    (skill / "key").hardlink_to(tmp_path / "keys" / "deploy_key")
     project = tmp_path / "project"
     project.mkdir()
 
@@ -374,6 +411,32 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     with pytest.raises(BottleError) as caught:
         trees_of(project, tmp_path, manifest)
     assert "backup/key.txt" in caught.value.message and "rt38b3" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "indent"),
+    [("deploy/secret.yaml", "    "), ("group_vars/all.yml", "\t  "), ("main.tf", "")],
+)
+def test_a_git_identitys_key_kept_indented_in_the_project_is_refused(
+    name: str, indent: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key as a YAML block (`ssh-privatekey: |`, each line indented, as a Kubernetes
+    Secret or an Ansible variable keeps it) was found neither as written nor with its line
+    breaks taken out, and the agent read the deploy key in /workspace."""
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nrt41b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
+        "bm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    manifest = with_identity(key, tmp_path, monkeypatch)
+    project = tmp_path / "project"
+    (project / name).parent.mkdir(parents=True)
+    block = "".join(f"{indent}{line}\n" for line in key.splitlines())
+    (project / name).write_text(f"stringData:\n  ssh-privatekey: |\n{block}kind: Secret\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert name in caught.value.message and "rt41b3" not in str(caught.value)
 
 
 def test_a_refusal_names_the_files_when_a_name_is_not_utf8(
@@ -423,11 +486,11 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def committed_then_removed(repo: Path, name: str, text: str) -> None:
+def committed_then_removed(repo: Path, name: str, text: str, object_format: str = "sha1") -> None:
     """A repository in `repo` whose history holds `text` in `name`, removed again since: the
     usual story of a `.env` committed by mistake, taken out in the next commit."""
     repo.mkdir(parents=True, exist_ok=True)
-    git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main", f"--object-format={object_format}")
     (repo / "README.md").write_text("a project\n")
     (repo / name).write_text(text)
     git(repo, "add", "-A")
@@ -496,6 +559,55 @@ def test_a_real_value_in_packed_or_nested_git_history_is_refused(
         trees_of(project, tmp_path, manifest)
 
     assert INVENTED_VALUE not in str(caught.value)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_real_value_in_a_sha256_repositorys_history_is_refused(
+    packed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects were read as those of a SHA-1 repository of the search's, which passes
+    over SHA-256 names and refuses a SHA-256 pack index: a SHA-256 project's history was
+    searched and found to hold nothing, and `git log -p` showed the agent the value."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", f"KEY={INVENTED_VALUE}\n", object_format="sha256")
+    if packed:
+        git(project, "gc", "-q", "--prune=now")
+        assert not list((project / ".git" / "objects").glob("??/*"))
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert "history" in caught.value.message and INVENTED_VALUE not in str(caught.value)
+
+    committed_then_removed(tmp_path / "clean", "notes.txt", "nothing\n", object_format="sha256")
+    assert WORKSPACE in trees_of(tmp_path / "clean", tmp_path, manifest)
+
+
+@pytest.mark.parametrize("name", ["tmp_pack_Xy12ab", "pack-0123abcd.pack"])
+def test_a_pack_without_its_index_is_refused(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git reads a pack through its index; an interrupted fetch leaves the pack it was
+    receiving without one (`tmp_pack_*`). The search passed over it, and the agent reads it
+    back in one command (`git index-pack`, `git unpack-objects`)."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    source = tmp_path / "fetched"
+    committed_then_removed(source, ".env", f"KEY={INVENTED_VALUE}\n")
+    pack = subprocess.run(
+        ["git", "-C", str(source), "pack-objects", "--all", "--stdout"],
+        input=b"",
+        capture_output=True,
+        check=True,
+    ).stdout
+    (project / ".git" / "objects" / "pack" / name).write_bytes(pack)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert name in caught.value.message and INVENTED_VALUE not in str(caught.value)
 
 
 def test_a_project_whose_history_holds_no_value_is_copied_with_its_history(
@@ -634,6 +746,30 @@ def test_a_pack_found_clean_is_not_read_again_until_the_values_change(
         trees_of(project, tmp_path, bound_from_env(monkeypatch, INVENTED_VALUE))
 
 
+def test_a_pack_found_clean_by_an_older_search_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache of clean packs outlives the engine that wrote it: a pack an older search
+    passed (one that missed a short value ending a line) was passed over by the search that
+    finds it, for the same values, and its history copied."""
+    project = tmp_path / "project"
+    committed_then_removed(project, ".env", "PIN=q7x2\n")
+    git(project, "gc", "-q", "--prune=now")
+    manifest = bound_from_env(monkeypatch, "rt41-a-value-the-history-lacks")
+    read = objects_read(monkeypatch)
+    trees_of(project, tmp_path, manifest)
+    packed = len(read)
+
+    monkeypatch.setattr(
+        secret_forms,
+        "SEARCH_VERSION",
+        getattr(secret_forms, "SEARCH_VERSION", 0) + 1,
+        raising=False,
+    )
+    trees_of(project, tmp_path, manifest)
+    assert len(read) == 2 * packed
+
+
 PERSONS_TOKEN = "ghp_rt41InventedPersonsToken0a1b2c3d4e5"
 
 
@@ -664,6 +800,30 @@ PERSONS_TOKEN = "ghp_rt41InventedPersonsToken0a1b2c3d4e5"
                 f"Authorization: Bearer {PERSONS_TOKEN}",
             ],
             "extraheader",
+        ),
+        (  # the token as the user, GitHub's old way: the key is shown without either part
+            [
+                "config",
+                f"url.https://{PERSONS_TOKEN}:x-oauth-basic@github.invalid/.insteadOf",
+                "https://github.invalid/",
+            ],
+            "insteadof",
+        ),
+        (  # a CI script's helper, the token written into it when the script ran
+            [
+                "config",
+                "credential.helper",
+                f"!f() {{ echo username=x-access-token; echo password={PERSONS_TOKEN}; }}; f",
+            ],
+            "credential.helper",
+        ),
+        (
+            [
+                "config",
+                "credential.https://github.invalid.helper",
+                f'!f() {{ printf "password=%s\\n" {PERSONS_TOKEN}; }}; f',
+            ],
+            "credential.https://github.invalid.helper",
         ),
     ],
 )
@@ -722,4 +882,133 @@ def test_a_credential_in_a_file_the_git_config_includes_is_refused(
         trees_of(project, tmp_path, manifest)
 
     assert "config/git.inc" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "holder"),
+    [
+        (["credential.helper", "store --file=.git/credentials"], ".git/credentials"),
+        (["credential.helper", "store --file .git-token"], ".git-token"),
+        (["http.cookieFile", ".git/cookies"], ".git/cookies"),
+        (["core.askPass", "scripts/askpass.sh"], "scripts/askpass.sh"),
+        (["http.https://github.invalid/.sslKey", ".git/client.key"], ".git/client.key"),
+    ],
+)
+def test_a_credentials_file_in_the_copy_that_the_git_config_names_is_refused(
+    setting: list[str], holder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`credential.helper = store --file=.git/credentials` (or `http.cookieFile`) keeps the
+    token in a file of the copy beside a config that holds none: the agent's git sent it on
+    the first push to the forge, past the gate."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / holder).parent.mkdir(parents=True, exist_ok=True)
+    (project / holder).write_text(f"https://x-access-token:{PERSONS_TOKEN}@github.invalid\n")
+    git(project, "config", *setting)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert ".git/config" in caught.value.message
+    assert setting[0].lower() in caught.value.message.lower()
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+def test_a_store_helper_outside_the_copy_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that keeps nothing in the project (the default store in the home directory,
+    a helper program) is no credential in the copy."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    git(project, "config", "--add", "credential.helper", "store")
+    git(project, "config", "--add", "credential.helper", "!gh auth git-credential")
+    git(project, "config", "--add", "credential.helper", "store --file ~/.my-credentials")
+
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+
+@pytest.mark.parametrize("config", [".gitconfig", ".config/git/config"])
+def test_a_credential_in_a_copied_user_git_config_is_refused(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch from the home directory copies the person's own git config (~/.gitconfig,
+    ~/.config/git/config), beside no HEAD, where an `insteadOf` with a token is often kept;
+    so does a project that keeps one for `[include]`."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    home = tmp_path / "home"
+    (home / config).parent.mkdir(parents=True, exist_ok=True)
+    (home / config).write_text(
+        f'[url "https://{PERSONS_TOKEN}@github.invalid/"]\n\tinsteadOf = https://github.invalid/\n'
+    )
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(home, tmp_path, manifest)
+
+    assert config in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+def test_a_credential_in_a_submodules_url_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.gitmodules`, a git config committed with the project, names each submodule's url:
+    `git submodule update --init` clones with the token in it (and writes it into
+    .git/config), as the agent reads it."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    committed_then_removed(project, "notes.txt", "nothing\n")
+    (project / ".gitmodules").write_text(
+        f'[submodule "lib"]\n\tpath = lib\n\turl = https://{PERSONS_TOKEN}@github.invalid/t/l\n'
+    )
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert ".gitmodules" in caught.value.message and "submodule.lib.url" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize("store", [".git-credentials", "ci/.git-credentials"])
+def test_a_git_credential_store_in_the_copy_is_refused(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git credential-store` keeps each token as a url, a line each; one in the project (a CI
+    job's, a person's `store --file` since set back) was copied for the agent to push with.
+    Only ~/.git-credentials itself was left out."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    project = tmp_path / "project"
+    (project / store).parent.mkdir(parents=True)
+    (project / store).write_text(f"https://x-access-token:{PERSONS_TOKEN}@github.invalid\n")
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, manifest)
+
+    assert store in caught.value.message and "github.invalid" in caught.value.message
+    assert PERSONS_TOKEN not in str(caught.value)
+
+    (project / store).write_text("https://github.invalid\n")  # no credential in it
+    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+
+
+def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[include] path = ~/.gitconfig.work` in a copied ~/.gitconfig: the token is in the
+    file it names, which the same launch copied."""
+    manifest = bound_from_env(monkeypatch, INVENTED_VALUE)
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    (home / ".config" / "git" / "config").write_text("[include]\n\tpath = ~/.gitconfig.work\n")
+    (home / ".gitconfig.work").write_text(
+        f"[http]\n\textraHeader = Authorization: Bearer {PERSONS_TOKEN}\n"
+    )
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(home, tmp_path, manifest)
+
+    assert ".gitconfig.work" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
