@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME
@@ -96,3 +97,47 @@ def test_a_short_value_refuses_the_upstream_only_as_a_whole_word(tmp_path: Path)
 
         upstream_commits_and_removes(gate.upstream, tmp_path / "again", "PIN=q7x2\n")
         assert git(gate.agent, "fetch", "origin", check=False).returncode != 0
+
+
+def test_a_refused_object_is_not_served_by_its_id_once_the_upstream_drops_it(
+    tmp_path: Path,
+) -> None:
+    """Protocol v2's `want` takes any object the repository holds, advertised or not, and the
+    gate's repository borrows the store the mirror fetches into. The refusal names the object;
+    once the person rewrites the upstream without it (as the refusal says to), the agent asked
+    for it by that id and read the value."""
+    for gate in start_gate(tmp_path):
+        person = tmp_path / "person"
+        git(tmp_path, "clone", "-q", str(gate.upstream), str(person))
+        clean = git(person, "rev-parse", "HEAD").stdout.strip()
+        commit_file(person, "deploy/settings.env", f"TOKEN={SECRET_VALUE}\n", "deploy settings")
+        git(person, "push", "-q", "origin", "HEAD:main")
+        refused = git(gate.agent, "fetch", "origin", check=False)
+        assert refused.returncode != 0
+        named = re.findall(r"\b[0-9a-f]{40}\b", refused.stderr)
+        git(person, "reset", "-q", "--hard", clean)
+        commit_file(person, "src/app.py", "print('hi')\n", "clean work")
+        git(person, "push", "-q", "--force", "origin", "HEAD:main")
+        assert git(gate.agent, "fetch", "origin", check=False).returncode == 0
+
+        for oid in named:
+            git(gate.agent, "-c", "protocol.version=2", "fetch", "origin", oid, check=False)
+            shown = git(gate.agent, "cat-file", "-p", oid, check=False).stdout
+            assert SECRET_VALUE not in shown, "the agent fetched the refused object by its id"
+        assert named, refused.stderr
+
+
+def test_a_real_value_in_an_upstream_ref_name_is_not_served(tmp_path: Path) -> None:
+    """A ref's name is served as much as its objects are: every clone and `git ls-remote`
+    lists it. An upstream branch named after a token, its commit clean."""
+    for gate in start_gate(tmp_path):
+        person = tmp_path / "person"
+        git(tmp_path, "clone", "-q", str(gate.upstream), str(person))
+        git(person, "push", "-q", "origin", f"HEAD:refs/heads/ci/{SECRET_VALUE}")
+
+        listed = git(gate.agent, "ls-remote", "origin", check=False)
+        fetched = git(gate.agent, "fetch", "origin", check=False)
+
+        assert SECRET_VALUE not in listed.stdout + listed.stderr
+        assert fetched.returncode != 0
+        assert SECRET_VALUE not in git(gate.agent, "for-each-ref").stdout
