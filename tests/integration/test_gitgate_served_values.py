@@ -8,8 +8,12 @@ real gate on loopback, a real git client, a file:// upstream.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
+import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME
@@ -141,3 +145,58 @@ def test_a_real_value_in_an_upstream_ref_name_is_not_served(tmp_path: Path) -> N
         assert SECRET_VALUE not in listed.stdout + listed.stderr
         assert fetched.returncode != 0
         assert SECRET_VALUE not in git(gate.agent, "for-each-ref").stdout
+
+
+def _pkt(text: str) -> bytes:
+    return f"{len(text) + 4:04x}{text}".encode()
+
+
+def _pkts(sock: socket.socket) -> Iterator[bytes]:
+    """The payloads of the pkt-lines the gate sends (b"" for a flush or delimiter)."""
+    stream = sock.makefile("rb")
+    while size := stream.read(4):
+        length = int(size, 16)
+        yield stream.read(length - 4) if length > 4 else b""
+
+
+def _fetch_over(sock: socket.socket, oid: str, into: Path) -> subprocess.CompletedProcess[str]:
+    """Protocol v2 `fetch` of `oid` on an open connection; what comes is indexed `into` a repo."""
+    sock.sendall(_pkt("command=fetch\n") + b"0001" + _pkt(f"want {oid}\n") + _pkt("done\n"))
+    sock.sendall(b"0000")
+    pack = b""
+    packfile = False
+    with contextlib.suppress(ConnectionError):  # upload-pack dies on an object it will not send
+        for payload in _pkts(sock):
+            if payload == b"packfile\n":
+                packfile = True
+            elif packfile and payload[:1] == b"\x01":
+                pack += payload[1:]
+            elif packfile and not payload:
+                break
+    git(into.parent, "init", "-q", "--bare", str(into))
+    return subprocess.run(
+        ["git", "index-pack", "--stdin"], cwd=into, input=pack, capture_output=True, check=False
+    )
+
+
+def test_a_connection_open_before_the_value_came_cannot_fetch_it_by_its_id(
+    tmp_path: Path,
+) -> None:
+    """The same without the upstream's help: a connection the agent opened while the upstream
+    was clean (one access hook, then upload-pack for as long as the agent likes) asked for the
+    object another access's refusal named, fetched into the store by that access's mirror."""
+    for gate in start_gate(tmp_path):
+        with socket.create_connection(("127.0.0.1", gate.port), timeout=60) as held:
+            held.sendall(_pkt("git-upload-pack /origin\0host=127.0.0.1\0\0version=2\0"))
+            for payload in _pkts(held):  # the capability advertisement, to its flush
+                if not payload:
+                    break
+            upstream_commits_and_removes(gate.upstream, tmp_path / "person", f"T={SECRET_VALUE}\n")
+            refused = git(gate.agent, "fetch", "origin", check=False)
+            assert refused.returncode != 0
+            (named,) = re.findall(r"blob ([0-9a-f]{40})", refused.stderr)
+
+            _fetch_over(held, named, tmp_path / "got.git")
+
+        shown = git(tmp_path / "got.git", "cat-file", "-p", named, check=False).stdout
+        assert SECRET_VALUE not in shown, "the agent fetched the refused object by its id"
