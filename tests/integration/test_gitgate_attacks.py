@@ -513,3 +513,22 @@ def test_a_push_cut_off_by_the_cpu_bound_leaves_no_core_dump(tmp_path: Path) -> 
     assert b"unpack ok" not in answer, answer
     cores = [p for p in (tmp_path / "gate").rglob("core*") if p.is_file()]
     assert not cores, f"core dumps in the gate's repository: {[p.stat().st_size for p in cores]}"
+
+
+def test_a_repository_the_agent_builds_of_ref_files_is_not_served(gate: Gate) -> None:
+    """`git daemon` serves what lies under a listed repository too (without --strict-paths):
+    pushed branches named agent/origin/HEAD, .../objects/o and .../refs/r made
+    refs/heads/agent/origin in the gate's repository a repository of its own, named like the
+    upstream, which the daemon served with no hook: a push into it went unscanned, unbounded and
+    uncounted into the gate's state on the host."""
+    for ref in ("HEAD", "objects/o", "refs/r"):
+        assert gate.push_ok(f"HEAD:refs/heads/agent/origin/{ref}")
+    nested = f"git://127.0.0.1:{gate.port}/origin.git/refs/heads/agent/origin"
+    commit_file(gate.agent, "blob.txt", f"{AWS_KEY}\n", "unscanned")
+
+    pushed = git(gate.agent, "push", nested, "HEAD:refs/heads/anything", check=False)
+    listed = git(gate.agent, "ls-remote", nested, check=False)
+
+    assert pushed.returncode != 0 and listed.returncode != 0
+    stored = gate.upstream.parent / "gate" / "origin.git" / "refs" / "heads" / "agent" / "origin"
+    assert not (stored / "refs" / "heads" / "anything").exists()

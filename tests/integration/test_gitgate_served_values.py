@@ -8,7 +8,12 @@ real gate on loopback, a real git client, a file:// upstream.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from bottle_engine.bundle.config import GIT_GATE_LOG_NAME
@@ -96,3 +101,102 @@ def test_a_short_value_refuses_the_upstream_only_as_a_whole_word(tmp_path: Path)
 
         upstream_commits_and_removes(gate.upstream, tmp_path / "again", "PIN=q7x2\n")
         assert git(gate.agent, "fetch", "origin", check=False).returncode != 0
+
+
+def test_a_refused_object_is_not_served_by_its_id_once_the_upstream_drops_it(
+    tmp_path: Path,
+) -> None:
+    """Protocol v2's `want` takes any object the repository holds, advertised or not, and the
+    gate's repository borrows the store the mirror fetches into. The refusal names the object;
+    once the person rewrites the upstream without it (as the refusal says to), the agent asked
+    for it by that id and read the value."""
+    for gate in start_gate(tmp_path):
+        person = tmp_path / "person"
+        git(tmp_path, "clone", "-q", str(gate.upstream), str(person))
+        clean = git(person, "rev-parse", "HEAD").stdout.strip()
+        commit_file(person, "deploy/settings.env", f"TOKEN={SECRET_VALUE}\n", "deploy settings")
+        git(person, "push", "-q", "origin", "HEAD:main")
+        refused = git(gate.agent, "fetch", "origin", check=False)
+        assert refused.returncode != 0
+        named = re.findall(r"\b[0-9a-f]{40}\b", refused.stderr)
+        git(person, "reset", "-q", "--hard", clean)
+        commit_file(person, "src/app.py", "print('hi')\n", "clean work")
+        git(person, "push", "-q", "--force", "origin", "HEAD:main")
+        assert git(gate.agent, "fetch", "origin", check=False).returncode == 0
+
+        for oid in named:
+            git(gate.agent, "-c", "protocol.version=2", "fetch", "origin", oid, check=False)
+            shown = git(gate.agent, "cat-file", "-p", oid, check=False).stdout
+            assert SECRET_VALUE not in shown, "the agent fetched the refused object by its id"
+        assert named, refused.stderr
+
+
+def test_a_real_value_in_an_upstream_ref_name_is_not_served(tmp_path: Path) -> None:
+    """A ref's name is served as much as its objects are: every clone and `git ls-remote`
+    lists it. An upstream branch named after a token, its commit clean."""
+    for gate in start_gate(tmp_path):
+        person = tmp_path / "person"
+        git(tmp_path, "clone", "-q", str(gate.upstream), str(person))
+        git(person, "push", "-q", "origin", f"HEAD:refs/heads/ci/{SECRET_VALUE}")
+
+        listed = git(gate.agent, "ls-remote", "origin", check=False)
+        fetched = git(gate.agent, "fetch", "origin", check=False)
+
+        assert SECRET_VALUE not in listed.stdout + listed.stderr
+        assert fetched.returncode != 0
+        assert SECRET_VALUE not in git(gate.agent, "for-each-ref").stdout
+
+
+def _pkt(text: str) -> bytes:
+    return f"{len(text) + 4:04x}{text}".encode()
+
+
+def _pkts(sock: socket.socket) -> Iterator[bytes]:
+    """The payloads of the pkt-lines the gate sends (b"" for a flush or delimiter)."""
+    stream = sock.makefile("rb")
+    while size := stream.read(4):
+        length = int(size, 16)
+        yield stream.read(length - 4) if length > 4 else b""
+
+
+def _fetch_over(sock: socket.socket, oid: str, into: Path) -> subprocess.CompletedProcess[str]:
+    """Protocol v2 `fetch` of `oid` on an open connection; what comes is indexed `into` a repo."""
+    sock.sendall(_pkt("command=fetch\n") + b"0001" + _pkt(f"want {oid}\n") + _pkt("done\n"))
+    sock.sendall(b"0000")
+    pack = b""
+    packfile = False
+    with contextlib.suppress(ConnectionError):  # upload-pack dies on an object it will not send
+        for payload in _pkts(sock):
+            if payload == b"packfile\n":
+                packfile = True
+            elif packfile and payload[:1] == b"\x01":
+                pack += payload[1:]
+            elif packfile and not payload:
+                break
+    git(into.parent, "init", "-q", "--bare", str(into))
+    return subprocess.run(
+        ["git", "index-pack", "--stdin"], cwd=into, input=pack, capture_output=True, check=False
+    )
+
+
+def test_a_connection_open_before_the_value_came_cannot_fetch_it_by_its_id(
+    tmp_path: Path,
+) -> None:
+    """The same without the upstream's help: a connection the agent opened while the upstream
+    was clean (one access hook, then upload-pack for as long as the agent likes) asked for the
+    object another access's refusal named, fetched into the store by that access's mirror."""
+    for gate in start_gate(tmp_path):
+        with socket.create_connection(("127.0.0.1", gate.port), timeout=60) as held:
+            held.sendall(_pkt("git-upload-pack /origin\0host=127.0.0.1\0\0version=2\0"))
+            for payload in _pkts(held):  # the capability advertisement, to its flush
+                if not payload:
+                    break
+            upstream_commits_and_removes(gate.upstream, tmp_path / "person", f"T={SECRET_VALUE}\n")
+            refused = git(gate.agent, "fetch", "origin", check=False)
+            assert refused.returncode != 0
+            (named,) = re.findall(r"blob ([0-9a-f]{40})", refused.stderr)
+
+            _fetch_over(held, named, tmp_path / "got.git")
+
+        shown = git(tmp_path / "got.git", "cat-file", "-p", named, check=False).stdout
+        assert SECRET_VALUE not in shown, "the agent fetched the refused object by its id"

@@ -32,11 +32,12 @@ def upstream_store(git_dir: Path) -> Path:
     return git_dir.parent / UPSTREAM_STORES / git_dir.name
 
 
-def borrow_upstream_store(git_dir: Path) -> None:
-    """Make the gate repository read the upstream store's objects as its own."""
+def borrow_upstream_store(git_dir: Path, store: Path | None = None) -> None:
+    """Make the repository `git_dir` read the objects of `store` (the upstream store of the gate
+    repository `git_dir`) as its own."""
     alternates = git_dir / "objects" / "info" / "alternates"
     alternates.parent.mkdir(parents=True, exist_ok=True)
-    alternates.write_text(f"{(upstream_store(git_dir) / 'objects').resolve()}\n")
+    alternates.write_text(f"{((store or upstream_store(git_dir)) / 'objects').resolve()}\n")
 
 
 @contextmanager

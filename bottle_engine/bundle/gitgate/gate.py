@@ -45,7 +45,11 @@ from bottle_engine.bundle.gitgate.objects import (
 )
 from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
-from bottle_engine.bundle.gitgate.served import refuse_served_values
+from bottle_engine.bundle.gitgate.served import (
+    drop_incoming_objects,
+    incoming_store,
+    refuse_served_values,
+)
 from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
@@ -122,12 +126,18 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
         # reads; the next start (`resume`) ran them. The mirror fetches the upstream again.
         _remove_repo(git_dir)
         _remove_repo(upstream_store(git_dir))
+        _remove_repo(incoming_store(git_dir))
         run_git(["init", "--quiet", "--bare", str(git_dir)], doing="creating the gate repo")
         run_git(
             ["init", "--quiet", "--bare", str(upstream_store(git_dir))],
             doing="creating the gate's store of the upstream's objects",
         )
+        run_git(
+            ["init", "--quiet", "--bare", str(incoming_store(git_dir))],
+            doing="creating the repository the gate fetches the upstream into",
+        )
         borrow_upstream_store(git_dir)
+        borrow_upstream_store(incoming_store(git_dir), upstream_store(git_dir))
         for key, value in (
             ("receive.denyNonFastForwards", "false"),  # the hook decides, naming the rule
             ("receive.denyDeletes", "false"),
@@ -155,7 +165,11 @@ def prepare_repos(config: BundleConfig, config_path: Path, repos_dir: Path) -> P
             ],
         )
     access_hook = repos_dir / "access-hook"
-    _write_script(access_hook, [*hook_prefix, "access", "--config", str(config_path)], args=True)
+    _write_script(
+        access_hook,
+        [*hook_prefix, "access", "--config", str(config_path), "--repos-dir", str(repos_dir)],
+        args=True,
+    )
     return access_hook
 
 
@@ -188,17 +202,25 @@ def repo_lock(git_dir: Path) -> Iterator[None]:
 
 def mirror(git_dir: Path, upstream: GitUpstreamConfig, served: ValueSearch) -> None:
     """Bring the gate's branches and tags to the upstream's current state: its objects into the
-    upstream store (`forwarding`), which the gate repository borrows, then, once no new object
-    holds a value of `served` (`served.refuse_served_values`), its refs."""
+    incoming store, which nothing serves; once no new object holds a value of `served`
+    (`served.refuse_served_values`), into the upstream store (`forwarding`), which the gate
+    repository borrows; then its refs."""
     env = upstream_env(upstream)
     with repo_lock(git_dir):
         _fetch_refs(
-            upstream_store(git_dir),
+            incoming_store(git_dir),
             upstream.url,
             f"fetching from git upstream {upstream.name!r} ({upstream.url})",
             env,
         )
-        refuse_served_values(upstream_store(git_dir), upstream, served)
+        refuse_served_values(git_dir, upstream, served)
+        # A local fetch sends what the incoming tips reach and the store lacks: the searched.
+        _fetch_refs(
+            upstream_store(git_dir),
+            str(incoming_store(git_dir)),
+            f"taking the searched objects of git upstream {upstream.name!r}",
+        )
+        drop_incoming_objects(git_dir)
         # The objects are there already (borrowed): this moves refs only.
         _fetch_refs(
             git_dir,

@@ -23,6 +23,7 @@ from bottle_engine.bundle.gitgate.gate import (
     find_upstream,
     mirror,
     pre_receive,
+    repo_path,
 )
 from bottle_engine.bundle.gitgate.served import ServedValue, served_values
 from bottle_engine.errors import BottleError
@@ -63,14 +64,23 @@ def _out_of_cpu(signum: int, frame: FrameType | None) -> None:
     )
 
 
-def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None = None) -> int:
+def run_access(
+    config_path: Path,
+    service: str,
+    repo_dir: str,
+    peer: str | None = None,
+    repos_dir: Path | None = None,
+) -> int:
     """Refuse clients other than the agent, then mirror the upstream before any service runs,
     so clones and pushes see its current state.
 
     A failed fetch does not block a clone (the agent gets the last mirrored state, and the
     failure goes to the audit log); a push then fails upstream with git's own explanation.
     An upstream whose history holds a real value (`served`) is refused, clones and pushes
-    alike.
+    alike, and so is every repository but the gate's own (`repos_dir`): `git daemon` serves
+    what lies under a repository it lists, where pushed branches named .../HEAD,
+    .../objects/x and .../refs/x make a directory of the gate's refs a repository of its own,
+    without the gate's hooks or bounds.
     """
     allowed = os.environ.get(ALLOWED_CLIENT_ENV)
     if allowed is not None and not client_allowed(peer, allowed):
@@ -85,6 +95,9 @@ def run_access(config_path: Path, service: str, repo_dir: str, peer: str | None 
         upstream = find_upstream(config, name)
     except BottleError as exc:
         print(exc.message)  # the daemon sends the first stdout line to the client
+        return 1
+    if repos_dir is not None and Path(repo_dir).resolve() != repo_path(repos_dir, name).resolve():
+        print(f"git gate: serves {name!r} at /{name} only")
         return 1
     try:
         mirror(Path(repo_dir), upstream, served_values(config, upstream))
@@ -115,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--upstream", required=True)
     access = sub.add_parser("access")
     access.add_argument("--config", type=Path, required=True)
+    access.add_argument("--repos-dir", type=Path, required=True)
     # git daemon's access-hook arguments: service, path, hostname, canonical hostname, ip, port
     access.add_argument("service")
     access.add_argument("path")
@@ -125,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_pre_receive(args.config, args.upstream)
         # The peer is REMOTE_ADDR, which git daemon sets for each connection. Not the "ip"
         # argument: that is the address of the host name the *client* asked for.
-        return run_access(args.config, args.service, args.path, os.environ.get("REMOTE_ADDR"))
+        return run_access(
+            args.config, args.service, args.path, os.environ.get("REMOTE_ADDR"), args.repos_dir
+        )
     except BottleError as exc:
         sys.stderr.write(f"{PREFIX}refused: {exc}\n")
         return 1

@@ -4,19 +4,28 @@ The gate mirrors the upstream's branches and tags before every clone, fetch and 
 serves them to the agent. An upstream whose history holds one of the bottle's real values (a
 token committed once and taken out in the next commit; an annotated tag's notes) handed it to
 the agent, whose `git log -p` shows it. So every object the mirror fetched is searched before
-the gate's refs move to reach it: the refs not moved, nothing of it is served (`git daemon`
-serves only what the gate's refs reach, and the access hook refuses the repository while the
-hit stands). Each mirror searches only what the last clean one did not reach (the tips it
-searched are kept beside the store), so the cost of the whole history is paid at the first
-access after a start.
+anything the agent can reach holds it: the access hook refuses the repository while the hit
+stands.
+
+The mirror fetches into a repository of its own (`incoming_store`), which nothing serves, and only
+a clean search takes its objects into the upstream store the gate's repository borrows. Fetched
+into that store and searched there, a refused object was served all the same: protocol v2's
+`want` takes any object the repository holds, advertised or not (`uploadpack.allow*SHA1InWant`
+bind protocol v0 only), the refusal names the object, and once the upstream dropped it (or to a
+connection opened before) the agent fetched it by that id. So the store holds searched objects
+only, and its refs are the tips the last clean search reached: each mirror searches only what they
+do not, so the cost of the whole history is paid at the first access after a start.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from bottle_engine.bundle.config import BundleConfig, GitUpstreamConfig
+from bottle_engine.bundle.gitgate.forwarding import upstream_store
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 from bottle_engine.errors import BottleError
 from bottle_engine.git import (
@@ -29,9 +38,7 @@ from bottle_engine.git import (
     url_credential,
 )
 
-SEARCHED_TIPS_NAME = (
-    "searched-tips"  # in the upstream store: the tips the last clean search reached
-)
+INCOMING_STORES = "incoming"  # in forwarding.UPSTREAM_STORES, beside the upstream stores
 # Objects up to this size are read whole (in runs); a larger one is read a piece at a time,
 # within the bundle's memory bound.
 WHOLE_OBJECT_BYTES = 16 * 1024 * 1024
@@ -69,47 +76,62 @@ def served_values(config: BundleConfig, upstream: GitUpstreamConfig) -> ValueSea
     return ValueSearch(values, short_words=True)  # a short value as a whole word, as at launch
 
 
-def refuse_served_values(store: Path, upstream: GitUpstreamConfig, search: ValueSearch) -> None:
-    """Raise `ServedValue` when an object the store's refs reach, and the last clean search did
-    not, holds a value of `search`; on none, record the tips as searched."""
-    tips = _tips(store)
-    searched = _searched_tips(store)
-    if tips and search.needles and set(tips) - searched:
-        hit = _first_hit(store, _new_objects(store, tips, searched), search)
-        if hit is not None:
-            raise ServedValue(
-                f"git upstream {upstream.name!r} holds the real {hit.needle.label} in its "
-                f"history ({hit.info.type} {hit.info.oid}): the gate serves none of this "
-                "upstream to the agent while it does",
-                fix="take the value as known and rotate it (the bottle is then resumed with the "
-                "new one); or rewrite the upstream's history without it",
-            )
-    (store / SEARCHED_TIPS_NAME).write_text("".join(f"{tip}\n" for tip in tips))
+def incoming_store(git_dir: Path) -> Path:
+    """The bare repository the mirror fetches the upstream into for the gate repository
+    `git_dir`: it borrows the upstream store, and no service reads it."""
+    return upstream_store(git_dir).parent / INCOMING_STORES / git_dir.name
 
 
-def _tips(store: Path) -> list[str]:
+def refuse_served_values(git_dir: Path, upstream: GitUpstreamConfig, search: ValueSearch) -> None:
+    """Raise `ServedValue` when an object the incoming store's refs reach, and the upstream
+    store's do not, holds a value of `search`."""
+    incoming = incoming_store(git_dir)
+    tips = _tips(incoming)
+    if not (tips and search.needles):
+        return
+    # A ref's name is served as its objects are (every listing of the refs shows it).
+    named = next(search.finds((name, name.encode()) for name in _names(incoming)), None)
+    if named is not None:
+        _refuse(upstream, named[1], "the name of one of its branches or tags")
+    hit = _first_hit(incoming, _new_objects(incoming, tips, _tips(upstream_store(git_dir))), search)
+    if hit is not None:
+        _refuse(upstream, hit.needle, f"its history ({hit.info.type} {hit.info.oid})")
+
+
+def _refuse(upstream: GitUpstreamConfig, needle: Needle, where: str) -> NoReturn:
+    raise ServedValue(
+        f"git upstream {upstream.name!r} holds the real {needle.label} in {where}: the gate "
+        "serves none of this upstream to the agent while it does",
+        fix="take the value as known and rotate it (the bottle is then resumed with the new "
+        "one); or rewrite the upstream's history (and rename its refs) without it",
+    )
+
+
+def _tips(git_dir: Path) -> list[str]:
+    return sorted(set(_refs(git_dir, "%(objectname)")))
+
+
+def _names(git_dir: Path) -> list[str]:
+    return _refs(git_dir, "%(refname)")
+
+
+def _refs(git_dir: Path, format: str) -> list[str]:
+    """`format` of each of the branches and tags of `git_dir`, a line each."""
     listing = run_git(
-        ["for-each-ref", "--format=%(objectname)", "refs/heads", "refs/tags"],
-        doing="listing the upstream's tips",
-        git_dir=store,
+        ["for-each-ref", f"--format={format}", "refs/heads", "refs/tags"],
+        doing="listing the upstream's refs",
+        git_dir=git_dir,
     ).stdout
-    return sorted(set(output_lines(listing)))
+    return output_lines(listing)
 
 
-def _searched_tips(store: Path) -> set[str]:
-    try:
-        return set(output_lines((store / SEARCHED_TIPS_NAME).read_text()))
-    except FileNotFoundError:
-        return set()
-
-
-def _new_objects(store: Path, tips: list[str], searched: set[str]) -> list[str]:
+def _new_objects(git_dir: Path, tips: list[str], searched: list[str]) -> list[str]:
     """Every object `tips` reach that `searched` do not (names left out: a path may hold a
     newline, and a line of its own would read as another object)."""
     listing = run_git(
-        ["rev-list", "--objects", "--no-object-names", "--ignore-missing", "--stdin"],
+        ["rev-list", "--objects", "--no-object-names", "--stdin"],
         doing="listing the upstream's new objects",
-        git_dir=store,
+        git_dir=git_dir,
         input_text="".join(f"{tip}\n" for tip in tips) + "".join(f"^{oid}\n" for oid in searched),
     ).stdout
     return output_lines(listing)
@@ -127,3 +149,13 @@ def _first_hit(store: Path, oids: list[str], search: ValueSearch) -> Hit | None:
             if needle is not None:
                 return Hit(info, needle)
     return None
+
+
+def drop_incoming_objects(git_dir: Path) -> None:
+    """Free what the incoming store keeps of its own once the upstream store took the searched
+    objects: its refs then reach only objects the upstream store holds (which it borrows)."""
+    objects = incoming_store(git_dir) / "objects"
+    for entry in objects.iterdir():
+        if entry.name != "info":
+            shutil.rmtree(entry)
+    (objects / "pack").mkdir()
