@@ -65,11 +65,7 @@ def _out_of_cpu(signum: int, frame: FrameType | None) -> None:
 
 
 def run_access(
-    config_path: Path,
-    service: str,
-    repo_dir: str,
-    peer: str | None = None,
-    repos_dir: Path | None = None,
+    config_path: Path, repos_dir: Path, service: str, repo_dir: str, peer: str | None
 ) -> int:
     """Refuse clients other than the agent, then mirror the upstream before any service runs,
     so clones and pushes see its current state.
@@ -96,7 +92,7 @@ def run_access(
     except BottleError as exc:
         print(exc.message)  # the daemon sends the first stdout line to the client
         return 1
-    if repos_dir is not None and Path(repo_dir).resolve() != repo_path(repos_dir, name).resolve():
+    if Path(repo_dir).resolve() != repo_path(repos_dir, name).resolve():
         print(f"git gate: serves {name!r} at /{name} only")
         return 1
     try:
@@ -139,9 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_pre_receive(args.config, args.upstream)
         # The peer is REMOTE_ADDR, which git daemon sets for each connection. Not the "ip"
         # argument: that is the address of the host name the *client* asked for.
-        return run_access(
-            args.config, args.service, args.path, os.environ.get("REMOTE_ADDR"), args.repos_dir
-        )
+        peer = os.environ.get("REMOTE_ADDR")
+        return run_access(args.config, args.repos_dir, args.service, args.path, peer)
     except BottleError as exc:
         sys.stderr.write(f"{PREFIX}refused: {exc}\n")
         return 1
