@@ -18,9 +18,11 @@ searches it for the bottle's real values in all their stored forms
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -41,6 +43,12 @@ def git(repo: Path, *args: str, **kwargs: object) -> None:
         env=GIT_ENV,
         **kwargs,  # type: ignore[call-overload]
     )
+
+
+def searched(tree: bytes, search: ValueSearch, clean: CleanPacks | None = None) -> object:
+    """What a launch does with a copy: open its tar, search its histories."""
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        return search_history(archive, search, clean)
 
 
 def make_history(repo: Path, commits: int, kib: int) -> int:
@@ -84,11 +92,11 @@ def main() -> int:
             short_words=True,
         )
         clean = CleanPacks(Path(scratch) / "clean")
-        search_history(tree, search, clean)
+        searched(tree, search, clean)
         with open(os.devnull, "wb") as nowhere:
             sides = {
-                "search": lambda: search_history(tree, search),
-                "next_launch": lambda: search_history(tree, search, clean),
+                "search": lambda: searched(tree, search),
+                "next_launch": lambda: searched(tree, search, clean),
                 "git_cat_file": lambda: git(
                     repo, "cat-file", "--batch-all-objects", "--batch", stdout=nowhere
                 ),

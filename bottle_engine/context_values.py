@@ -101,7 +101,8 @@ class ContextValues:
         if not stored:
             return
         try:
-            hit = search_history(tar_of(stored), self.search, CleanPacks.in_cache_dir())
+            with tarfile.open(fileobj=io.BytesIO(tar_of(stored))) as archive:
+                hit = search_history(archive, self.search, CleanPacks.in_cache_dir())
         except HistoryUnreadable as unreadable:
             raise BottleError(
                 f"the git objects in the agent image's build context at "

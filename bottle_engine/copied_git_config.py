@@ -11,7 +11,6 @@ point is that the agent holds no key of the upstream. A launch whose copy holds 
 
 from __future__ import annotations
 
-import io
 import posixpath
 import re
 import shlex
@@ -73,17 +72,16 @@ def refuse_credentials(
     )
 
 
-def refuse_credentials_in_tree(tree: bytes, place: str, way_out: str) -> None:
-    """`refuse_credentials` for a copy made into a tar."""
-    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
-        members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
+def refuse_credentials_in_tree(archive: tarfile.TarFile, place: str, way_out: str) -> None:
+    """`refuse_credentials` for a copy made into a tar (`archive`, open)."""
+    members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
 
-        def read(name: str) -> bytes:
-            reader = archive.extractfile(members[name])
-            assert reader is not None  # a regular file
-            return reader.read()
+    def read(name: str) -> bytes:
+        reader = archive.extractfile(members[name])
+        assert reader is not None  # a regular file
+        return reader.read()
 
-        refuse_credentials(members, read, place, way_out)
+    refuse_credentials(members, read, place, way_out)
 
 
 def copied_credentials(

@@ -14,7 +14,6 @@ not read where they lie on the host.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import tarfile
 import tempfile
@@ -30,11 +29,10 @@ from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 # A file git reads objects from, in an object directory of any name (`.git/objects`, a bare
 # repository's, one an alternates file names): a loose object (SHA-1 or SHA-256 names) or a
 # pack's index.
-_OBJECT_FILE = re.compile(
-    r"^(?:(?P<store>.*)/)?(?:pack/[^/]+\.idx|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$"
-)
+_LOOSE = r"[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62})"
+_OBJECT_FILE = re.compile(rf"^(?:(?P<store>.*)/)?(?:pack/[^/]+\.idx|{_LOOSE})$")
 # What git reads objects from, relative to an object directory.
-_STORED = re.compile(r"^(?:pack/[^/]+\.(?:pack|idx)|[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62}))$")
+_STORED = re.compile(rf"^(?:pack/[^/]+\.(?:pack|idx)|{_LOOSE})$")
 # What else a pack directory holds beside packs and their indexes: no object of its own.
 _PACK_SIDECARS = (".idx", ".keep", ".promisor", ".rev", ".bitmap", ".mtimes")
 _SHA256_LOOSE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
@@ -163,53 +161,53 @@ class CleanPacks:
 
 
 def search_history(
-    tree: bytes, search: ValueSearch, clean: CleanPacks | None = None
+    archive: tarfile.TarFile, search: ValueSearch, clean: CleanPacks | None = None
 ) -> HistoryHit | None:
-    """The first object of a git history in the copy `tree` (a tar) that holds a value of
-    `search`; None when there is none (or no history at all). A history git cannot read
-    raises `HistoryUnreadable`. Packs `clean` holds are passed over; those searched are added
-    to it when nothing is found."""
-    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
-        members = archive.getmembers()
-        directories = object_dirs(member.name for member in members if member.isfile())
-        if not directories:
-            return None
-        files = {m.name.removeprefix("./"): m for m in members if m.isfile()}
-        for name in _unindexed(files, directories):
-            if _head(archive, files[name]) == b"PACK":
-                raise HistoryUnreadable(
-                    str(PurePosixPath(name).parent.parent),
-                    f"{name} is a pack without its index (an interrupted fetch leaves one), "
-                    "which git reads back in one command (`git unpack-objects`); remove it",
-                )
-        inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
-        configs = {_repository_config(directory) for directory in directories}
-        settings = [m for m in members if m.isfile() and m.name.removeprefix("./") in configs]
-        # A pack with its index, which says what git (the search's and the agent's) finds in it.
-        by_name = {m.name: m for m in inside}
-        digests = {
-            name: _digest(archive, [member, by_name.get(name.removesuffix(".pack") + ".idx")])
-            for name, member in by_name.items()
-            if name.endswith(".pack")
-        }
-        passed = {
-            name.removesuffix(".pack")
-            for name, digest in digests.items()
-            if clean is not None and clean.holds(digest, search)
-        }
-        inside = [m for m in inside if m.name.rpartition(".")[0] not in passed]
-        with tempfile.TemporaryDirectory(prefix="bottle-history-") as scratch:
-            archive.extractall(scratch, members=inside + settings, filter="data")
-            for directory in directories:
-                (Path(scratch) / directory).mkdir(parents=True, exist_ok=True)  # all passed over
-                hashed = _object_format(directory, (m.name for m in inside), Path(scratch))
-                try:
-                    hit = _first_hit(Path(scratch) / directory, search, hashed)
-                except git.GitError as exc:
-                    raise HistoryUnreadable(directory, exc.stderr.strip() or exc.message) from exc
-                if hit is not None:
-                    info, needle = hit
-                    return HistoryHit(directory, info.oid, info.type, needle)
+    """The first object of a git history in the copy `archive` (an open tar: its listing is
+    read once, by whichever check reads it first) that holds a value of `search`; None when
+    there is none (or no history at all). A history git cannot read raises
+    `HistoryUnreadable`. Packs `clean` holds are passed over; those searched are added to it
+    when nothing is found."""
+    members = archive.getmembers()
+    directories = object_dirs(member.name for member in members if member.isfile())
+    if not directories:
+        return None
+    files = {m.name.removeprefix("./"): m for m in members if m.isfile()}
+    for name in _unindexed(files, directories):
+        if _head(archive, files[name]) == b"PACK":
+            raise HistoryUnreadable(
+                str(PurePosixPath(name).parent.parent),
+                f"{name} is a pack without its index (an interrupted fetch leaves one), "
+                "which git reads back in one command (`git unpack-objects`); remove it",
+            )
+    inside = [m for m in members if m.isfile() and _stores_objects(m.name, directories)]
+    configs = {_repository_config(directory) for directory in directories}
+    settings = [m for m in members if m.isfile() and m.name.removeprefix("./") in configs]
+    # A pack with its index, which says what git (the search's and the agent's) finds in it.
+    by_name = {m.name: m for m in inside}
+    digests = {
+        name: _digest(archive, [member, by_name.get(name.removesuffix(".pack") + ".idx")])
+        for name, member in by_name.items()
+        if name.endswith(".pack")
+    }
+    passed = {
+        name.removesuffix(".pack")
+        for name, digest in digests.items()
+        if clean is not None and clean.holds(digest, search)
+    }
+    inside = [m for m in inside if m.name.rpartition(".")[0] not in passed]
+    with tempfile.TemporaryDirectory(prefix="bottle-history-") as scratch:
+        archive.extractall(scratch, members=inside + settings, filter="data")
+        for directory in directories:
+            (Path(scratch) / directory).mkdir(parents=True, exist_ok=True)  # all passed over
+            hashed = _object_format(directory, (m.name for m in inside), Path(scratch))
+            try:
+                hit = _first_hit(Path(scratch) / directory, search, hashed)
+            except git.GitError as exc:
+                raise HistoryUnreadable(directory, exc.stderr.strip() or exc.message) from exc
+            if hit is not None:
+                info, needle = hit
+                return HistoryHit(directory, info.oid, info.type, needle)
     if clean is not None:
         clean.add((d for n, d in digests.items() if n.removesuffix(".pack") not in passed), search)
     return None

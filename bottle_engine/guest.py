@@ -194,16 +194,7 @@ def guest_trees(
         refuse_withheld_cwd(plan.cwd, withheld)
         trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
     refuse_real_values(plan, trees)
-    refuse_copied_credentials(plan, trees)
     return trees
-
-
-def refuse_copied_credentials(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> None:
-    """A `BottleError` when a git config in what the launch copies holds a credential
-    (`copied_git_config`): the agent would push with it past the gate."""
-    for destination, tree in trees:
-        way_out = f"set `copy_cwd = false` for agent {plan.agent}"
-        refuse_credentials_in_tree(tree, destination.rstrip("/"), way_out)
 
 
 def withheld_paths(plan: BottlePlan) -> list[Path]:
@@ -242,7 +233,9 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
     line (the usual home of a `from_env` value is a git-ignored `.env` in the project). The
     whole of each tree is searched once per form; only a tree that holds one is read file by
     file, for the message, which names the secret, the form and the files, never the value.
-    A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`)."""
+    A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`). The
+    git histories in each tree are searched too, its git configs for credentials, and the
+    agent's environment and command line."""
     search = real_values(plan)
     for destination, tree in trees:
         found = search.first(tree)
@@ -266,8 +259,14 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
             f"url with an `identity`), out of the skill or prompt, or set `copy_cwd = false` "
             f"for agent {plan.agent}",
         )
+    way_out = f"set `copy_cwd = false` for agent {plan.agent}"
     for destination, tree in trees:
-        refuse_history_values(plan, destination, tree, search)
+        # One listing of the tar for both (a project of 50,000 files: 0.7 s each).
+        with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+            refuse_history_values(plan, destination, archive, search)
+            # Nor a git config holding a credential (`copied_git_config`): the agent would
+            # push with it past the gate.
+            refuse_credentials_in_tree(archive, destination.rstrip("/"), way_out)
     refuse_values_in_process(plan, search)
 
 
@@ -313,12 +312,12 @@ def real_values(plan: BottlePlan, *, unset_ok: bool = False) -> ValueSearch:
 
 
 def refuse_history_values(
-    plan: BottlePlan, destination: str, tree: bytes, search: ValueSearch
+    plan: BottlePlan, destination: str, archive: tarfile.TarFile, search: ValueSearch
 ) -> None:
-    """A `BottleError` when a git history in `tree` holds a value of `search`: committed once
-    and taken out since, it is in no file, but the agent reads it back with `git log -p`."""
+    """A `BottleError` when a git history in `archive` holds a value of `search`: committed
+    once and taken out since, it is in no file, but the agent reads it back with `git log -p`."""
     try:
-        hit = search_history(tree, search, CleanPacks.in_cache_dir())
+        hit = search_history(archive, search, CleanPacks.in_cache_dir())
     except HistoryUnreadable as unreadable:
         where = f"{destination.rstrip('/')}/{unreadable.objects_dir}"
         raise BottleError(
