@@ -6,6 +6,7 @@ becomes one `BottleError` naming what we were doing, with git's own message in i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -72,10 +73,7 @@ def run_git(
             check=False,
         )
     except FileNotFoundError as exc:
-        raise GitError(
-            f"{doing}: the `git` command is not installed",
-            fix="install git (e.g. `apt-get install git`)",
-        ) from exc
+        raise _not_installed(doing) from exc
     if check and result.returncode != 0:
         detail = result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}"
         raise GitError(f"{doing}: {detail}", stderr=result.stderr)
@@ -190,25 +188,13 @@ def stream_object(
     """The content of one object, `piece` bytes at a time (an object too large to hold whole)."""
     doing = f"reading the {info.type} {info.oid}"
     command = ["git", f"--git-dir={git_dir}", "cat-file", info.type, info.oid]
-    with tempfile.TemporaryFile() as errors:
-        try:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
-        except FileNotFoundError as exc:
-            raise GitError(f"{doing}: the `git` command is not installed") from exc
-        assert process.stdout is not None
-        try:
-            read = 0
-            while data := process.stdout.read(piece):
-                read += len(data)
-                yield data
-            if process.wait() != 0 or read != info.size:
-                errors.seek(0)
-                said = errors.read().decode(errors="replace").strip()
-                raise GitError(f"{doing}: {said or 'git stopped short'}")
-        finally:
-            process.stdout.close()
-            process.kill()
-            process.wait()
+    with _reading(command, doing=doing) as git:
+        read = 0
+        while data := git.stdout.read(piece):
+            read += len(data)
+            yield data
+        if git.process.wait() != 0 or read != info.size:
+            raise GitError(f"{doing}: {git.said() or 'git stopped short'}")
 
 
 def _batch_contents(
@@ -222,44 +208,75 @@ def _batch_contents(
 ) -> Iterator[tuple[ObjectInfo, bytes]]:
     """The objects `cat-file --batch` (`command`) answers with: `count` of them, or (None) as
     many as it writes; a git that fails or stops short raises `GitError`."""
+    with _reading(command, doing=doing, stdin=stdin, env=env) as git:
+        read = 0
+        while count is None or read < count:
+            line = git.stdout.readline()
+            if not line and count is None and git.process.wait() == 0:
+                return
+            header = line.decode("ascii", "replace").split()
+            if len(header) != 3:
+                raise GitError(
+                    f"{doing}: {git.said() or f'unexpected answer from git: {header!r}'}"
+                )
+            info = ObjectInfo(header[0], header[1], int(header[2]))
+            if max_size is not None and info.size > max_size:
+                raise GitError(
+                    f"{doing}: the {info.type} {info.oid} is {info.size} bytes, more than "
+                    f"the {max_size} read whole"
+                )
+            content = git.stdout.read(info.size)
+            git.stdout.read(1)  # the newline after each object
+            if len(content) != info.size:
+                raise GitError(f"{doing}: git stopped short in object {info.oid}")
+            read += 1
+            yield info, content
+
+
+@dataclass
+class _Reader:
+    """A git process whose output is read as it comes; what it said on stderr, on demand."""
+
+    process: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    errors: IO[bytes]
+
+    def said(self) -> str:
+        self.errors.seek(0)
+        return self.errors.read().decode(errors="replace").strip()
+
+
+@contextlib.contextmanager
+def _reading(
+    command: list[str],
+    *,
+    doing: str,
+    stdin: IO[bytes] | int = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[_Reader]:
+    """Start `command` with its stderr in a temporary file (a pipe could fill and stall git
+    while we read stdout); on leaving, git is stopped, whether or not it finished."""
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.Popen(
                 command, stdin=stdin, stdout=subprocess.PIPE, stderr=errors, env=env
             )
         except FileNotFoundError as exc:
-            raise GitError(
-                f"{doing}: the `git` command is not installed",
-                fix="install git (e.g. `apt-get install git`)",
-            ) from exc
+            raise _not_installed(doing) from exc
         assert process.stdout is not None
         try:
-            read = 0
-            while count is None or read < count:
-                line = process.stdout.readline()
-                if not line and count is None and process.wait() == 0:
-                    return
-                header = line.decode("ascii", "replace").split()
-                if len(header) != 3:
-                    errors.seek(0)
-                    said = errors.read().decode(errors="replace").strip()
-                    raise GitError(f"{doing}: {said or f'unexpected answer from git: {header!r}'}")
-                info = ObjectInfo(header[0], header[1], int(header[2]))
-                if max_size is not None and info.size > max_size:
-                    raise GitError(
-                        f"{doing}: the {info.type} {info.oid} is {info.size} bytes, more than "
-                        f"the {max_size} read whole"
-                    )
-                content = process.stdout.read(info.size)
-                process.stdout.read(1)  # the newline after each object
-                if len(content) != info.size:
-                    raise GitError(f"{doing}: git stopped short in object {info.oid}")
-                read += 1
-                yield info, content
+            yield _Reader(process, process.stdout, errors)
         finally:
             process.stdout.close()
             process.kill()
             process.wait()
+
+
+def _not_installed(doing: str) -> GitError:
+    return GitError(
+        f"{doing}: the `git` command is not installed",
+        fix="install git (e.g. `apt-get install git`)",
+    )
 
 
 def toplevel(directory: Path) -> Path | None:
@@ -388,7 +405,4 @@ def spawn_git(args: Sequence[str], *, doing: str) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(["git", *args])
     except FileNotFoundError as exc:
-        raise GitError(
-            f"{doing}: the `git` command is not installed",
-            fix="install git (e.g. `apt-get install git`)",
-        ) from exc
+        raise _not_installed(doing) from exc
