@@ -245,6 +245,18 @@ def held_texts(host: str, port: int, method: str, path: str | None) -> tuple[str
     return egress_texts(host, port, method, kept_path(path), cut)
 
 
+def once_scope(method: str | None) -> str:
+    """Pure: what an egress answer `--once` lets through, as a person is told it. A CONNECT's
+    is its tunnel, which the proxy relays unread for as long as the agent keeps it open: "this
+    request only" read as one request, and gave the agent a lasting pipe to the host."""
+    if method is not None and method.upper() == "CONNECT":
+        return (
+            "this one tunnel only, and every request the agent sends through it for as long "
+            "as it keeps it open"
+        )
+    return "this request only"
+
+
 def egress_texts(
     host: str, port: int, method: str, path: str | None, cut: int = 0
 ) -> tuple[str, str]:
