@@ -245,6 +245,18 @@ def held_texts(host: str, port: int, method: str, path: str | None) -> tuple[str
     return egress_texts(host, port, method, kept_path(path), cut)
 
 
+def once_scope(method: str | None) -> str:
+    """Pure: what an egress answer `--once` lets through, as a person is told it. A CONNECT's
+    is its tunnel, which the proxy relays unread for as long as the agent keeps it open: "this
+    request only" read as one request, and gave the agent a lasting pipe to the host."""
+    if method is not None and method.upper() == "CONNECT":
+        return (
+            "this one tunnel only, and every request the agent sends through it for as long "
+            "as it keeps it open"
+        )
+    return "this request only"
+
+
 def egress_texts(
     host: str, port: int, method: str, path: str | None, cut: int = 0
 ) -> tuple[str, str]:
@@ -393,6 +405,7 @@ class ApprovalStore:
         )
 
     def _open(self, asked: ApprovalRequest, timeout_seconds: float) -> ApprovalRequest:
+        self._check_readable(asked)
         with self._locked():
             key = asked.question
             before = self._asked_before(key)
@@ -585,6 +598,21 @@ class ApprovalStore:
                 self._remove(request)
         return pending
 
+    def _check_readable(self, asked: ApprovalRequest) -> None:
+        """Refuse a request whose file would be larger than this store reads back: nobody
+        would be shown it, no sweep would count or prune it, and an agent asking about a
+        40,000-letter HTTP method left one more such file per ask, until the host read none
+        of the bottle's requests (`MAX_OPEN_REQUEST_FILES`)."""
+        stamp = _stamp(_now())  # the times it will hold are as long as these
+        written = replace(asked, id="0" * 8, created_at=stamp, expires_at=stamp)
+        size = len(_file_text(written).encode("utf-8"))
+        if size > MAX_REQUEST_FILE_BYTES:
+            raise ApprovalRefused(
+                f"this approval request of bottle {self.slug} would be {size} bytes, more than "
+                f"a person's listing reads ({MAX_REQUEST_FILE_BYTES}); it was not recorded",
+                retry_after_seconds=self.limits.refill_seconds,
+            )
+
     def _rate_wait(self) -> float:
         """Take one token of the bottle's rate: 0.0, or the seconds until one is there."""
         path = self.directory / _RATE_FILE
@@ -677,9 +705,7 @@ class ApprovalStore:
         """Append the change to the audit log, then replace the request's file atomically (the
         log first: a log the store refuses to write to leaves the request as it was)."""
         self._audit(request, event=event)
-        self._replace_file(
-            self._path(request.id), json.dumps(request.to_dict(), indent=2, sort_keys=True)
-        )
+        self._replace_file(self._path(request.id), _file_text(request))
 
     def _remove(self, request: ApprovalRequest) -> None:
         index = self._question_path(request.question).name
@@ -816,6 +842,11 @@ class ApprovalStore:
             fix=f"remove the bottle (`bottle-engine stop --rm {self.slug}`); its bundle may "
             "have been taken over by the agent's traffic",
         )
+
+
+def _file_text(request: ApprovalRequest) -> str:
+    """What a request's file holds."""
+    return json.dumps(request.to_dict(), indent=2, sort_keys=True)
 
 
 def suppress_missing(*also: type[OSError]) -> contextlib.suppress:

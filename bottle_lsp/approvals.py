@@ -76,6 +76,9 @@ async def ask_approval(ls: BottleLanguageServer, request: ApprovalRequest) -> No
     what = "Network access" if request.egress else "Approval"
     titles = [APPROVE_ONCE, APPROVE, DENY] if request.egress else [APPROVE, DENY]
     message = f"{what} requested by {where}: {request.summary}"
+    if request.egress:
+        # A CONNECT's "once" is a tunnel kept as long as the agent likes, not one request.
+        message += f" ({APPROVE_ONCE}: for {request.once_scope}; {APPROVE}: until the bottle stops)"
     if not fits_a_notification(message):
         ls.show_message(types.MessageType.Warning, too_long_to_ask(request, what, where))
         return

@@ -121,6 +121,7 @@ class Engine:
                 kind=str(getattr(request, "kind", "action")),
                 question=request.question,
                 fingerprint=request.fingerprint,
+                once_scope=approvals.once_scope(request.method) if request.kind == "egress" else "",
             )
             for request in listed
         ]
@@ -203,6 +204,8 @@ class ApprovalRequest:
     # The fingerprint of the request as shown (`ApprovalRequest.fingerprint`: its bottle, kind
     # and texts); "" when only the question was shown (the Egress view's row).
     fingerprint: str = ""
+    # What "Approve once" lets through (`approvals.once_scope`); "" for an agent's own request.
+    once_scope: str = ""
 
     @property
     def egress(self) -> bool:

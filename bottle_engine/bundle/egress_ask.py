@@ -35,6 +35,7 @@ from bottle_engine.approvals import (
     ApprovalStore,
     held_texts,
     kept_path,
+    once_scope,
 )
 from bottle_engine.bundle.audit import AuditEntry, Stage, timestamp
 from bottle_engine.bundle.egress_policy import (
@@ -86,7 +87,7 @@ def answer_of(request: ApprovalRequest, waited_seconds: float) -> AskAnswer:
     """Pure: the held request's answer from the approval request's final state."""
     where = f"{request.host}:{request.port}"
     by = request.answered_by or "a person"
-    scope = "for this request only" if request.once else "until the bottle stops"
+    scope = f"for {once_scope(request.method)}" if request.once else "until the bottle stops"
     if request.approved:
         return AskAnswer(
             True,

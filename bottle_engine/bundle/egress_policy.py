@@ -50,6 +50,10 @@ _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte 
 # that is not visible ASCII (RFC 9112 3.2).
 MALFORMED_REQUEST_LINE = "malformed-request-line"
 _METHOD = re.compile(TOKEN)
+# The longest method IANA registers is 17 letters; an egress ask writes the method twice into a
+# request file the store reads no larger than 64 KiB, and a 40,000-letter one left a file nobody
+# was shown, one more per ask, until the host read none of the bottle's requests.
+MAX_METHOD_BYTES = 64
 _TARGET = re.compile(rb"[\x21-\x7e]*")
 # A request to a host bound to a secret that names another host in a header a shared front (CDN,
 # reverse proxy) may route by instead of Host.
@@ -488,7 +492,9 @@ def check_request_line(method: bytes, target: bytes) -> Decision | None:
     line's first ASCII space for the method (no-break spaces and a URL in one read as a request
     to another host), and lets bytes that are not ASCII through in a query (blanks such as
     U+2002 carried data unseen in a request approved --once)."""
-    if not _METHOD.fullmatch(method):
+    if len(method) > MAX_METHOD_BYTES:
+        what = f"the request method is {len(method)} characters long (at most {MAX_METHOD_BYTES})"
+    elif not _METHOD.fullmatch(method):
         what = (
             f"the request method {_shown(method.decode('utf-8', 'replace'))!r} is not an HTTP token"
         )

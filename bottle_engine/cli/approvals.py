@@ -209,7 +209,7 @@ def _show(request: approvals.ApprovalRequest, *, once: bool) -> None:
     err_console.print(f"  action:      {safe_markup(request.action)}")
     err_console.print(f"  reason:      {safe_markup(request.reason)}")
     if request.kind == "egress":
-        scope = "this held request only" if once else "until the bottle stops"
+        scope = f"for {approvals.once_scope(request.method)}" if once else "until the bottle stops"
         where = safe_markup(f"{request.host}:{request.port}")
-        err_console.print(f"  approving:   lets the bottle reach {where}, {scope}")
+        err_console.print(f"  approving:   lets the bottle reach {where} {scope}")
     err_console.print(f"  fingerprint: {request.fingerprint}")

@@ -451,9 +451,10 @@ BOTTLE_FIELDS = (
                 "Ask a person before a request (plain HTTP or CONNECT) to a host name no `allow` "
                 "entry lists: the proxy holds it as an egress approval request, answered with "
                 "`bottle-engine approve ID` (that host:port until the bottle stops), `approve ID "
-                "--once` (this request only), `deny ID`, or from VS Code; no answer in 120 s "
-                "is a denial. Address checks still apply, and an approved host never receives a "
-                "secret. Off: such requests are refused at once.",
+                "--once` (this request only; for a CONNECT, its tunnel for as long as the agent "
+                "keeps it open), `deny ID`, or from VS Code; no answer in 120 s is a denial. "
+                "Address checks still apply, and an approved host never receives a secret. Off: "
+                "such requests are refused at once.",
                 default=False,
                 example="ask = true",
             ),

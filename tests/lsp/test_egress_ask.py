@@ -46,7 +46,8 @@ async def test_an_egress_ask_reaches_the_editor_and_its_answer_reaches_the_proxy
         assert asked[0].message == (
             "Network access requested by bottle asking: egress: GET "
             f"http://editor.test:{lab.http}/from-the-editor — editor.test:{lab.http} is not on "
-            "the bottle's egress allowlist; the proxy holds the request until a person answers"
+            "the bottle's egress allowlist; the proxy holds the request until a person answers "
+            "(Approve once: for this request only; Approve: until the bottle stops)"
         )
         answered = [e for e in _asks(lab) if e["stage"] == "answered"]
         assert [e["decision"] for e in answered] == ["allow", "deny"]

@@ -242,6 +242,9 @@ UNREADABLE_REQUEST_LINES = {
     # mitmproxy lets bytes that are not ASCII through in a query: blanks (U+2002, U+2003,
     # U+2009, U+200A) read as nothing and carry data past a person approving `/status` --once.
     "query": ("GET", "/status?" + "".join("\u2002\u2003\u2009\u200a"[b % 4] for b in b"s3cr3t")),
+    # A token of 40,000 letters: the store wrote a request file larger than it reads back,
+    # shown to nobody, and one more per ask until the host read none of the bottle's requests.
+    "long-method": ("A" * 40_000, "/"),
 }
 
 

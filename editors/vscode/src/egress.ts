@@ -48,11 +48,24 @@ export function formatTime(iso: string): string {
   return when.toLocaleTimeString([], { hour12: false });
 }
 
+/** Characters of a host name a row's label shows: past them, its end (the tooltip has all). */
+export const LABEL_HOST_CHARS = 32;
+
 export function hostLabel(host: HostActivity): string {
   // A connection refused before it named anywhere (a request head too large or unparseable).
   if (host.host === "") return "(no destination)";
   const port = host.port === 80 || host.port === 443 ? "" : `:${host.port}`;
-  return displayText(`${host.host}${port}`);
+  return displayText(`${hostTail(host.host)}${port}`);
+}
+
+/** A long name's last labels: a tree row shows its label's start and cuts the rest at the
+ * view's edge, and the agent chooses the name, so `api.github.com.<padding>.collector.example`
+ * read as GitHub; whose a name is shows at its end. */
+function hostTail(name: string): string {
+  if (name.length <= LABEL_HOST_CHARS) return name;
+  const tail = name.slice(-LABEL_HOST_CHARS);
+  const dot = tail.indexOf(".");
+  return `…${dot > 0 && dot < tail.length - 1 ? tail.slice(dot) : tail}`;
 }
 
 /** "3× · 1.2 KB · 12:03:04 · rule", and for an ask still waiting, "waiting for you". */

@@ -85,6 +85,20 @@ describe("egress rows", () => {
     assert.ok(!label.includes("\u202e") && !label.includes("](command"), label);
   });
 
+  it("shows the end of a long host name, the part that says whose it is", () => {
+    // The agent picks the name: a tree row shows its label's start and cuts the rest at the
+    // view's edge, so a name that begins like a host the person trusts read as that host, and
+    // its Approve let the bottle reach the collector at the end for the bottle's life.
+    const name = `api.github.com.${"edge-cache-node.".repeat(12)}collector.example`;
+    const [long] = parseActivity({ bottles: [{ slug: "x", state: "running", hosts: [host({ decision: "ask", host: name })] }] });
+    const label = hostLabel(long.hosts[0]);
+    assert.ok(!label.startsWith("api.github.com"), label);
+    assert.ok(label.slice(0, 40).includes("collector.example"), label);
+    assert.match(hostTooltip(long.hosts[0]), new RegExp(`Asked: ${name.replaceAll(".", "\\.")}:443`));
+    const short = hostLabel(parseActivity({ bottles: [{ slug: "x", state: "running", hosts: [host({ host: "api.github.com" })] }] })[0].hosts[0]);
+    assert.equal(short, "api.github.com");
+  });
+
   it("counts running bottles and pending approvals for the status bar", () => {
     assert.deepEqual(statusBarText(parseActivity(PICTURE)), {
       text: "$(vm) 1 $(bell) 1 $(warning) 1",
