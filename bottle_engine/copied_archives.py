@@ -17,7 +17,10 @@ nesting deeper than the gate reads, content past `MAX_FILE_INFLATED_BYTES` a lev
 
 from __future__ import annotations
 
+import io
 import tarfile
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,11 +42,13 @@ class ArchiveHit:
     name: str
     formats: tuple[str, ...]  # the streams it lies in, outermost first: ("zip", "gzip")
     needle: Needle
+    entry: str | None = None  # the tar member or zip entry holding it, when one is found
 
     def describe(self) -> str:
         """The file and where in it, for a person (never the value)."""
         inside = " > ".join(self.formats)
-        return f"{safe_text(self.name)} (in its {inside}-inflated content)"
+        entry = f"entry {safe_text(self.entry)}, " if self.entry is not None else ""
+        return f"{safe_text(self.name)} ({entry}in its {inside}-inflated content)"
 
 
 @dataclass
@@ -69,11 +74,15 @@ class ArchiveSearch:
         if self.budget.left <= 0:
             self.unopened.append((name, "the bound of inflated content was spent before it"))
             return None
+        opened = [data]  # what each level of the streams so far was inflated from
         try:
             for formats, content in inflated(data, MAX_FILE_INFLATED_BYTES, budget=self.budget):
+                del opened[len(formats) :]
                 needle = self.search.first(content)
                 if needle is not None:
-                    return ArchiveHit(name, formats, needle)
+                    entry = _entry_holding(self.search, formats[-1], opened[-1], content)
+                    return ArchiveHit(name, formats, needle, entry)
+                opened.append(content)
         except Unscannable as exc:
             self.unopened.append((name, str(exc)))
         return None
@@ -90,6 +99,32 @@ class ArchiveSearch:
             f"warning: files in {what} were not opened to search them for real values (the git "
             f"gate refuses to push them): {named}" + (f"; and {more} more" if more > 0 else "")
         )
+
+
+def _entry_holding(search: ValueSearch, stream: str, packed: bytes, content: bytes) -> str | None:
+    """For the message only: the name of the zip entry of `packed`, or of the tar member of
+    `content` (the inflated `stream`), that holds a value of `search`; None when none is
+    found this way (the inflater walks local headers, `zipfile` the central directory)."""
+    try:
+        if stream == "zip":
+            with zipfile.ZipFile(io.BytesIO(packed)) as archive:
+                for info in archive.infolist():
+                    with archive.open(info) as reader:
+                        held = reader.read(MAX_FILE_INFLATED_BYTES)
+                    if search.first(info.filename.encode(errors="surrogateescape") + b"\0" + held):
+                        return info.filename
+            return None
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as archive:
+            for name, held in tar_files(archive):
+                if search.first(name.encode(errors="surrogateescape") + b"\0" + held):
+                    return name
+    except (zipfile.BadZipFile, tarfile.TarError, *_BROKEN):
+        return None
+    return None
+
+
+# What reading a damaged or encrypted zip entry raises besides `BadZipFile`.
+_BROKEN = (RuntimeError, NotImplementedError, OSError, EOFError, zlib.error, ValueError)
 
 
 def tar_files(archive: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:

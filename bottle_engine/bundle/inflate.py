@@ -486,8 +486,8 @@ def inflated(
 ) -> Iterator[tuple[tuple[str, ...], bytes]]:
     """(formats, content) of every compressed stream in `data` and, depth first, of those in
     its content, `nesting` levels deep: ``("zip", "gzip")`` is a gzip stream in a zip entry.
-    Each level of one stream's content is bound by `limit` bytes (and all of it by `budget`);
-    a stream past the bound, nested deeper or of a format not read here raises `Unscannable`
+    Each level of one stream's content is bound by `limit` bytes, and all of it by `budget`;
+    a stream past a bound, nested deeper or of a format not read here raises `Unscannable`
     (after the contents before it were yielded)."""
     found = streams(data, limit)
     if found and not nesting:

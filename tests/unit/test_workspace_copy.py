@@ -1044,6 +1044,8 @@ def test_a_real_value_inside_an_archive_or_compressed_file_is_refused(
     told = f"{caught.value.message}\n{caught.value.fix}"
     assert f"old/{name}" in told
     assert f"{inside}-inflated content" in told
+    if kind in ("tar.gz", "zip"):
+        assert "entry .env" in told  # the tar member or zip entry that holds it
     assert "API_KEY" in told
     assert INVENTED_VALUE not in told
 
@@ -1072,6 +1074,28 @@ def test_an_archive_the_launch_cannot_open_is_named_in_a_warning_not_refused(
     assert "/workspace/data.zst: a zstd stream" in warning
     assert "/workspace/big.tar.gz: gzip content inflates beyond the bound" in warning
     assert "small.tar.gz" not in warning
+
+
+def test_what_the_launch_inflates_in_all_is_bounded_and_the_rest_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many archives (an agent's earlier session may have written them) cost a launch no more
+    than the bound: those past it are named, not searched."""
+    monkeypatch.setenv("RT37_API_KEY", INVENTED_VALUE)
+    monkeypatch.setattr(copied_archives, "MAX_COPY_INFLATED_BYTES", 100 * 1024)
+    project = tmp_path / "project"
+    project.mkdir()
+    for n in range(4):
+        (project / f"part{n}.gz").write_bytes(gzip.compress(bytes(40 * 1024)))
+    progress = RecordingProgress()
+
+    trees_of(
+        project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
+    )
+
+    [warning] = [line for line in progress.details if "not opened" in line]
+    assert "part0.gz" not in warning
+    assert "/workspace/part3.gz: the bound of inflated content was spent" in warning
 
 
 def test_the_copys_git_objects_are_left_to_the_history_search(tmp_path: Path) -> None:
