@@ -2,11 +2,12 @@
 
 The image is built from the bottle's `context` (by default the project beside bottle.toml),
 and a Dockerfile's everyday `COPY . /src` puts all of it in the image, where the agent reads
-it: a git-ignored `.env` holding a `from_env` value, a value in the context's git history, a
-build arg. The files the bundle alone reads are left out of the context (`guest.withheld_paths`);
-what else holds a value is refused. Images are reused by input key (from the store, or the
-shared cache, perhaps built for a bottle without that secret), so the search runs whenever the
-key is made, on every launch, over the bytes the key is made of: the context is read once.
+it: a git-ignored `.env` holding a `from_env` value (or an archive of one), a value in the
+context's git history, a build arg. The files the bundle alone reads are left out of the
+context (`guest.withheld_paths`); what else holds a value is refused. Images are reused by
+input key (from the store, or the shared cache, perhaps built for a bottle without that
+secret), so the search runs whenever the key is made, on every launch, over the bytes the key
+is made of: the context is read once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 
 from bottle_engine.artifacts.spec import BuildSpec
 from bottle_engine.bundle import secret_forms
+from bottle_engine.bundle.inflate import may_hold_streams
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
+from bottle_engine.copied_archives import ArchiveSearch, tar_files
 from bottle_engine.copied_git_config import refuse_credentials
 from bottle_engine.copied_history import (
     CleanPacks,
@@ -41,7 +44,8 @@ _HOW_IT_GETS_IN = (
 @dataclass
 class ContextValues:
     """The `ContextCheck` of a bottle's agent image: no real value of `search` in the
-    context's files, names, link targets or git histories, nor in a build arg."""
+    context's files, names, link targets, git histories or compressed files and archives
+    (`copied_archives`), nor in a build arg."""
 
     search: ValueSearch
     context: Path
@@ -51,6 +55,8 @@ class ContextValues:
     # rather than one per file), one by one only on a find.
     _run: list[tuple[str, bytes]] = field(default_factory=list)
     _run_bytes: int = 0
+    # Entries that may hold compressed streams (`copied_archives`), inflated once all are seen.
+    _packed: list[str] = field(default_factory=list)
 
     def build_args(self, build_args: Mapping[str, str]) -> None:
         for name, value in build_args.items():
@@ -67,6 +73,8 @@ class ContextValues:
                 )
 
     def entry(self, path: str, data: bytes) -> None:
+        if may_hold_streams(data):
+            self._packed.append(path)
         self._run.append((path, data))
         self._run_bytes += len(path) + len(data)
         if self._run_bytes >= secret_forms.RUN_BYTES:
@@ -79,11 +87,12 @@ class ContextValues:
             self.holding.append(path)
             self.found = self.found or needle
 
-    def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> None:
+    def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> str | None:
         self._search_run()
         where = safe_text(str(self.context))
-        holding, found = self.holding, self.found
-        self.holding, self.found = [], None  # the next reading of the context starts afresh
+        holding, found, packed = self.holding, self.found, self._packed
+        # The next reading of the context starts afresh.
+        self.holding, self.found, self._packed = [], None, []
         if found is not None:
             raise BottleError(
                 f"the files {safe_text(', '.join(holding))} in the agent image's build "
@@ -98,8 +107,11 @@ class ContextValues:
             set(files), lambda name: _one_file(tar_of([name])), str(self.context), way_out
         )
         stored = history_files(files)
+        # Object files are read through git (`copied_history`), not inflated again.
+        unpacked = set(files).difference(stored)
+        warning = self._archives([name for name in packed if name in unpacked], tar_of)
         if not stored:
-            return
+            return warning
         try:
             with tarfile.open(fileobj=io.BytesIO(tar_of(stored))) as archive:
                 hit = search_history(archive, self.search, CleanPacks.in_cache_dir())
@@ -120,6 +132,29 @@ class ContextValues:
                 "rarely needs the history); a committed value is to be taken as known: "
                 "rotate it",
             )
+        return warning
+
+    def _archives(
+        self, packed: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]
+    ) -> str | None:
+        """A `BottleError` when a compressed file or an archive among the `packed` files holds
+        a real value (`copied_archives`); else the warning naming those it could not open."""
+        if not packed:
+            return None
+        inside = ArchiveSearch(self.search)
+        with tarfile.open(fileobj=io.BytesIO(tar_of(packed))) as archive:
+            hit = inside.first(tar_files(archive))
+        where = safe_text(str(self.context))
+        if hit is not None:
+            raise BottleError(
+                f"the file {hit.describe()} in the agent image's build context {where} holds "
+                f"the real value of the {hit.needle.label}: {_HOW_IT_GETS_IN}, and the agent "
+                "unpacks it (`tar xzf`, `unzip`) and would read what it is only to hold a "
+                "placeholder of",
+                fix=f"list it in {where}/.dockerignore, or delete it (a secret's value stays "
+                "outside the context)",
+            )
+        return inside.warning(f"the agent image's build context {where}")
 
 
 def guarded(spec: BuildSpec, plan: BottlePlan, *, unset_ok: bool = False) -> BuildSpec:

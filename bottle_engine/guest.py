@@ -18,6 +18,7 @@ from pathlib import Path
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
+from bottle_engine.copied_archives import ArchiveSearch, tar_files
 from bottle_engine.copied_git_config import refuse_credentials_in_tree
 from bottle_engine.copied_history import CleanPacks, HistoryUnreadable, search_history
 from bottle_engine.display import safe_text
@@ -33,6 +34,7 @@ from bottle_engine.plan import (
     WORKSPACE,
     BottlePlan,
 )
+from bottle_engine.progress import Progress
 from bottle_engine.regular_files import read_regular
 from bottle_engine.secrets import read_secret_value
 from bottle_engine.trust import CREDENTIAL_LOCATIONS
@@ -174,6 +176,7 @@ def guest_trees(
     system_cas: bytes | None,
     uid: int = AGENT_UID,
     extra: Sequence[GuestFile] = (),
+    progress: Progress | None = None,
 ) -> list[tuple[str, bytes]]:
     """Everything a launch copies into the sandbox, as (destination, tar) pairs in order: the
     guest files, each skill (from ~/.claude/skills), the workspace copy; all the agent's
@@ -193,7 +196,7 @@ def guest_trees(
         withheld = same_files(withheld_paths(plan))
         refuse_withheld_cwd(plan.cwd, withheld)
         trees.append((WORKSPACE, workspace_archive(plan.cwd, withheld, uid=uid)))
-    refuse_real_values(plan, trees)
+    refuse_real_values(plan, trees, progress)
     return trees
 
 
@@ -225,7 +228,9 @@ def refuse_withheld_cwd(cwd: Path, withheld: frozenset[FileId]) -> None:
         )
 
 
-def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> None:
+def refuse_real_values(
+    plan: BottlePlan, trees: Sequence[tuple[str, bytes]], progress: Progress | None = None
+) -> None:
     """A `BottleError` naming what the launch would copy into the sandbox (`trees`: the
     workspace copy, skills, prompt) that holds a secret's real value, a git upstream's
     `identity` key or the credential in its url (the bundle's alone) in any stored form
@@ -234,8 +239,9 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
     whole of each tree is searched once per form; only a tree that holds one is read file by
     file, for the message, which names the secret, the form and the files, never the value.
     A value shorter than `MIN_NEEDLE` is refused as a whole word only (`stored_forms`). The
-    git histories in each tree are searched too, its git configs for credentials, and the
-    agent's environment and command line."""
+    git histories in each tree are searched too, its git configs for credentials, its
+    compressed files and archives inflated (`copied_archives`; one line on `progress` names
+    those it cannot open), and the agent's environment and command line."""
     search = real_values(plan)
     for destination, tree in trees:
         found = search.first(tree)
@@ -260,14 +266,37 @@ def refuse_real_values(plan: BottlePlan, trees: Sequence[tuple[str, bytes]]) -> 
             f"for agent {plan.agent}",
         )
     way_out = f"set `copy_cwd = false` for agent {plan.agent}"
+    inside = ArchiveSearch(search)
     for destination, tree in trees:
-        # One listing of the tar for both (a project of 50,000 files: 0.7 s each).
+        # One listing of the tar for all three (a project of 50,000 files: 0.7 s each).
         with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
             refuse_history_values(plan, destination, archive, search)
             # Nor a git config holding a credential (`copied_git_config`): the agent would
             # push with it past the gate.
             refuse_credentials_in_tree(archive, destination.rstrip("/"), way_out)
+            refuse_archived_values(plan, destination, archive, inside)
     refuse_values_in_process(plan, search)
+    warning = inside.warning("what the launch copies into the bottle")
+    if warning is not None and progress is not None:
+        progress.detail(warning)
+
+
+def refuse_archived_values(
+    plan: BottlePlan, destination: str, archive: tarfile.TarFile, inside: ArchiveSearch
+) -> None:
+    """A `BottleError` when a compressed file or an archive in `archive` holds a value of
+    `inside` (`copied_archives`): the agent unpacks it in one command."""
+    prefix = destination.rstrip("/")
+    hit = inside.first((f"{prefix}/{name}", data) for name, data in tar_files(archive))
+    if hit is None:
+        return
+    raise BottleError(
+        f"the file {hit.describe()} that the launch would copy into the bottle holds the real "
+        f"value of the {hit.needle.label}: the agent unpacks it (`tar xzf`, `unzip`) and "
+        "would read what it is only to hold a placeholder of",
+        fix="delete the archive or move it out of the directory `launch` runs in (a secret's "
+        f"value stays outside the project), or set `copy_cwd = false` for agent {plan.agent}",
+    )
 
 
 def refuse_values_in_process(plan: BottlePlan, search: ValueSearch) -> None:

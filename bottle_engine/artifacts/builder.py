@@ -84,7 +84,8 @@ def resolve_inputs(client: Any, spec: BuildSpec, progress: Progress | None = Non
     def read_image(ref: str) -> str:
         return image_digest(client, ref, progress, what="image the Dockerfile reads")
 
-    return prepare_inputs(spec, base_image_digest(client, spec.base_image, progress), read_image)
+    base_digest = base_image_digest(client, spec.base_image, progress)
+    return prepare_inputs(spec, base_digest, read_image, progress)
 
 
 def build(

@@ -42,6 +42,7 @@ from bottle_engine.dockerapi.images import dockerignore_included
 from bottle_engine.errors import BottleError
 from bottle_engine.file_ids import FileId, same_files, withheld_place
 from bottle_engine.git import GitError, run_git
+from bottle_engine.progress import Progress
 from bottle_engine.regular_files import (
     READ_NO_FOLLOW,
     parent_beneath,
@@ -145,13 +146,17 @@ def compute_input_key(
 
 
 def prepare_inputs(
-    spec: BuildSpec, base_image_digest: str, image_digest: ImageDigest | None = None
+    spec: BuildSpec,
+    base_image_digest: str,
+    image_digest: ImageDigest | None = None,
+    progress: Progress | None = None,
 ) -> BuildInputs:
     """Read and hash the Dockerfile, the filtered context and the CA bundle of `spec`.
 
     `image_digest` gives the content digest of an image other than the base that the Dockerfile
     reads (a stage FROM another image, a COPY --from one): a key that left them out would
-    answer a build from them with what older images built.
+    answer a build from them with what older images built. `progress` is told the check's
+    warning.
     """
     context = spec.context.resolve()
     dockerfile = spec.dockerfile.resolve()
@@ -202,10 +207,12 @@ def prepare_inputs(
     ordered = tuple(entries[path] for path in sorted(entries))
     if spec.check is not None:
         spec.check.build_args(spec.build_args)
-        spec.check.done(
+        warning = spec.check.done(
             [entry.path for entry in ordered if entry.kind == "file"],
             lambda paths: _entries_tar([entries[path] for path in paths]),
         )
+        if warning is not None and progress is not None:
+            progress.detail(warning)
     return BuildInputs(
         spec=spec,
         dockerfile_path=dockerfile_path,

@@ -30,9 +30,10 @@ class ContextCheck(Protocol):
         """One context entry as Docker is sent it: a file's content, a link's target, b""
         for a directory."""
 
-    def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> None:
+    def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> str | None:
         """Every entry was seen; `files` are the file entries, `tar_of` gives some of them as
-        a tar (read again, and checked to be what was hashed)."""
+        a tar (read again, and checked to be what was hashed). Returns a warning line for the
+        person (what it could not look at), or None."""
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ class DockerBackend:
                 tty = wants_tty(plan.command, terminal=terminal)
                 undo.callback(remove_container, self.client, plan.name)
                 container = self._new_agent(plan, agent_image.image_tag, runtime, tty=tty)
-                self._put_agent_files(plan, container)
+                self._put_agent_files(plan, container, progress)
                 progress.stage("bundle: load the bottle's config")
                 claimed.wait_ready()
             else:
@@ -180,7 +180,7 @@ class DockerBackend:
                         # Undo (on an error) must not run before the creation is over.
                         wait((creating,))
                     container = creating.result()
-                self._put_agent_files(plan, container)
+                self._put_agent_files(plan, container, progress)
             progress.stage("start agent")
             container.start()
             own = BottleResources(
@@ -274,9 +274,10 @@ class DockerBackend:
             remove_container(self.client, plan.name)
         return container
 
-    def _put_agent_files(self, plan: BottlePlan, container: Any) -> None:
+    def _put_agent_files(self, plan: BottlePlan, container: Any, progress: Progress) -> None:
         """Prompt, CA certificates, settings, skills and the workspace copy (guest.py); when
-        the agent is not the image's uid, its renumbered accounts and its home given to it."""
+        the agent is not the image's uid, its renumbered accounts and its home given to it.
+        `progress` is told what the copy's search could not open."""
         uid = _agent_uid_of(container)
         extra = []
         if uid != AGENT_UID:
@@ -293,6 +294,7 @@ class DockerBackend:
             system_cas=image_file(container, SYSTEM_CA_BUNDLE),
             uid=uid,
             extra=extra,
+            progress=progress,
         )
         for destination, archive in trees:
             put_tree(container, archive, destination)

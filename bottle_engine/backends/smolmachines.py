@@ -142,7 +142,7 @@ class SmolmachinesBackend:
             progress.stage("start microVM")
             self.smolvm.machine_start(plan.name)
             progress.stage("copy files into the microVM")
-            self._put_guest_files(plan, bottle_dir)
+            self._put_guest_files(plan, bottle_dir, progress)
             own = BottleResources(
                 artifact_digest=agent_image.digest,
                 pack=str(pack.sidecar),
@@ -155,9 +155,9 @@ class SmolmachinesBackend:
             undo.pop_all()
         return record.with_status(BottleStatus(RUNNING))
 
-    def _put_guest_files(self, plan: BottlePlan, bottle_dir: BottleDir) -> None:
+    def _put_guest_files(self, plan: BottlePlan, bottle_dir: BottleDir, progress: Progress) -> None:
         # The guest's own system CAs are only known inside it: the bundle is made there below.
-        trees = guest_trees(plan, bottle_dir, system_cas=None)
+        trees = guest_trees(plan, bottle_dir, system_cas=None, progress=progress)
         for index, (destination, data) in enumerate(trees):
             self._put_tree(plan.name, index, data, destination)
         # The CA bundle is the guest's own system CAs plus the bottle's CA, as in the docker

@@ -24,7 +24,10 @@ from bottle_engine.bundle import secret_forms
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import BottlePlan, plan_bottle
+from bottle_engine.progress import RecordingProgress
 from bottle_engine.settings import EngineSettings
+from tests.archive_attacks import ARCHIVED, dot_env
+from tests.gate_attacks import ZSTD_KEY
 
 BASE_DIGEST = "sha256:" + "b" * 64
 INVENTED_VALUE = "rt41-invented-api-key-7c2d05"
@@ -219,3 +222,33 @@ def test_a_credential_in_a_git_config_of_the_context_is_refused(project: Path) -
     )
 
     assert_refused(plan_of(project, FROM_ENV), ".git/config", "remote.origin.url")
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHIVED))
+def test_a_real_value_inside_an_archive_in_the_context_is_refused(kind: str, project: Path) -> None:
+    """`COPY . /src` puts a `backup.tar.gz` of the project's `.env` in the image as it is,
+    where compression hid the value from the search and the agent unpacks it."""
+    name, make, inside = ARCHIVED[kind]
+    data = make(".env", dot_env(f"RT41_API_KEY={INVENTED_VALUE}"))
+    assert INVENTED_VALUE.encode() not in data  # hidden by the compression
+    (project / name).write_bytes(data)
+
+    assert_refused(
+        plan_of(project, FROM_ENV), name, f"{inside}-inflated content", "API_KEY", ".dockerignore"
+    )
+
+
+def test_an_archive_in_the_context_the_search_cannot_open_is_named_in_a_warning(
+    project: Path,
+) -> None:
+    """A .zst is built from (the gate refuses to push it, a person's context may hold it),
+    and the launch says it was not searched inside."""
+    (project / "data.zst").write_bytes(ZSTD_KEY)
+    progress = RecordingProgress()
+
+    prepare_inputs(
+        agent_build_spec(plan_of(project, FROM_ENV), SETTINGS), BASE_DIGEST, progress=progress
+    )
+
+    [warning] = [line for line in progress.details if "not opened" in line]
+    assert "data.zst: a zstd stream" in warning

@@ -504,14 +504,17 @@ def test_a_magic_number_by_chance_is_not_refused(data: bytes) -> None:
     assert scanner.blob(COMMIT, "x.bin", data) == []
 
 
-def test_the_gates_own_compiled_module_pushes() -> None:
+@pytest.mark.parametrize("module", ["scan", "inflate"])
+def test_the_gates_own_compiled_module_pushes(module: str) -> None:
+    from bottle_engine.bundle import inflate
     from bottle_engine.bundle.gitgate import scan
 
-    source = open(scan.__file__, "rb").read()  # noqa: SIM115
-    compiled = marshal.dumps(compile(source, "scan.py", "exec"))
+    path = {"scan": scan.__file__, "inflate": inflate.__file__}[module]
+    source = open(path, "rb").read()  # noqa: SIM115
+    compiled = marshal.dumps(compile(source, f"{module}.py", "exec"))
 
-    assert Scanner([]).blob(COMMIT, "scan.py", source) == []
-    assert Scanner([]).blob(COMMIT, "scan.pyc", compiled) == []
+    assert Scanner([]).blob(COMMIT, f"{module}.py", source) == []
+    assert Scanner([]).blob(COMMIT, f"{module}.pyc", compiled) == []
 
 
 def test_the_plugins_never_read_a_wide_gap_of_spaces(

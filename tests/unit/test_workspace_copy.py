@@ -4,6 +4,7 @@ out: the files whose content the launch hands the bundle only."""
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import os
@@ -16,15 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine import copied_history
+from bottle_engine import copied_archives, copied_history
 from bottle_engine import git as git_module
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle import secret_forms
 from bottle_engine.errors import BottleError
 from bottle_engine.git import url_credential
-from bottle_engine.guest import guest_trees
+from bottle_engine.guest import guest_trees, workspace_archive
 from bottle_engine.manifest import load_manifest_text
 from bottle_engine.plan import WORKSPACE, plan_bottle
+from bottle_engine.progress import Progress, RecordingProgress
+from tests.archive_attacks import ARCHIVED, dot_env, tar_gz
+from tests.gate_attacks import ZSTD_KEY
 
 INVENTED_VALUE = "rt37-invented-api-key-4b7e91"
 INVENTED_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nrt37-invented-deploy-key\n"
@@ -45,10 +49,15 @@ identity = "deploy_key"
 
 
 def trees_of(
-    project: Path, tmp_path: Path, manifest_text: str, manifest_dir: Path | None = None
+    project: Path,
+    tmp_path: Path,
+    manifest_text: str,
+    manifest_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, bytes]:
     """What a launch of `manifest_text`'s agent from `project` copies into the sandbox, the
-    manifest written in `manifest_dir` (by default the project)."""
+    manifest written in `manifest_dir` (by default the project); `progress` is told what the
+    launch reports."""
     manifest_dir = manifest_dir or project
     (manifest_dir / "bottle.toml").write_text(manifest_text)
     (manifest_dir / "Dockerfile").write_text("FROM scratch\n")
@@ -57,7 +66,7 @@ def trees_of(
     bottle_dir = BottleDir(tmp_path / "state")
     bottle_dir.ca_dir.mkdir(parents=True, exist_ok=True)
     bottle_dir.ca_cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    return dict(guest_trees(plan, bottle_dir, system_cas=None))
+    return dict(guest_trees(plan, bottle_dir, system_cas=None, progress=progress))
 
 
 def copied_files(project: Path, tmp_path: Path) -> dict[str, bytes]:
@@ -1012,3 +1021,95 @@ def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
 
     assert ".gitconfig.work" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHIVED))
+def test_a_real_value_inside_an_archive_or_compressed_file_is_refused(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archived `.env` (a backup, a zipped config, a gzip inside a zip, an .xz): the
+    search read the copy's bytes as stored, where compression hides the value, and the agent
+    read it with `tar xzf`. The launch stops naming the file and the stream, never the value."""
+    monkeypatch.setenv("RT37_API_KEY", INVENTED_VALUE)
+    name, make, inside = ARCHIVED[kind]
+    project = tmp_path / "project"
+    (project / "old").mkdir(parents=True)
+    data = make(".env", dot_env(f"RT37_API_KEY={INVENTED_VALUE}"))
+    assert INVENTED_VALUE.encode() not in data  # hidden by the compression
+    (project / "old" / name).write_bytes(data)
+
+    with pytest.raises(BottleError) as caught:
+        trees_of(project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'))
+
+    told = f"{caught.value.message}\n{caught.value.fix}"
+    assert f"old/{name}" in told
+    assert f"{inside}-inflated content" in told
+    if kind in ("tar.gz", "zip"):
+        assert "entry .env" in told  # the tar member or zip entry that holds it
+    assert "API_KEY" in told
+    assert INVENTED_VALUE not in told
+
+
+def test_an_archive_the_launch_cannot_open_is_named_in_a_warning_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .zst (no decompressor here) and a .tar.gz inflating past the bound are copied (a
+    person's project may hold them; the gate refuses to push them), and the launch says in
+    one line that they were not searched inside, and why."""
+    monkeypatch.setenv("RT37_API_KEY", INVENTED_VALUE)
+    monkeypatch.setattr(copied_archives, "MAX_FILE_INFLATED_BYTES", 64 * 1024)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.zst").write_bytes(ZSTD_KEY)
+    (project / "big.tar.gz").write_bytes(tar_gz("zeros", bytes(256 * 1024)))
+    (project / "small.tar.gz").write_bytes(tar_gz("notes", dot_env("NOTE=nothing secret")))
+    progress = RecordingProgress()
+
+    trees = trees_of(
+        project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
+    )
+
+    assert WORKSPACE in trees
+    [warning] = [line for line in progress.details if "not opened" in line]
+    assert "/workspace/data.zst: a zstd stream" in warning
+    assert "/workspace/big.tar.gz: gzip content inflates beyond the bound" in warning
+    assert "small.tar.gz" not in warning
+
+
+def test_what_the_launch_inflates_in_all_is_bounded_and_the_rest_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many archives (an agent's earlier session may have written them) cost a launch no more
+    than the bound: those past it are named, not searched."""
+    monkeypatch.setenv("RT37_API_KEY", INVENTED_VALUE)
+    monkeypatch.setattr(copied_archives, "MAX_COPY_INFLATED_BYTES", 100 * 1024)
+    project = tmp_path / "project"
+    project.mkdir()
+    for n in range(4):
+        (project / f"part{n}.gz").write_bytes(gzip.compress(bytes(40 * 1024)))
+    progress = RecordingProgress()
+
+    trees_of(
+        project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
+    )
+
+    [warning] = [line for line in progress.details if "not opened" in line]
+    assert "part0.gz" not in warning
+    assert "/workspace/part3.gz: the bound of inflated content was spent" in warning
+
+
+def test_the_copys_git_objects_are_left_to_the_history_search(tmp_path: Path) -> None:
+    """Loose objects are zlib streams: read through git already (`copied_history`), they are
+    not inflated a second time."""
+    project = tmp_path / "project"
+    project.mkdir()
+    committed_then_removed(project, "settings.py", "KEY = 'nothing'\n")
+    (project / "notes.gz").write_bytes(gzip.compress(b"notes"))
+
+    with tarfile.open(fileobj=io.BytesIO(workspace_archive(project))) as archive:
+        copied = archive.getnames()
+        names = [name for name, _ in copied_archives.tar_files(archive)]
+
+    assert [name for name in copied if name.startswith(".git/objects/")]  # loose objects
+    assert "notes.gz" in names
+    assert not [name for name in names if name.startswith(".git/objects/")]
