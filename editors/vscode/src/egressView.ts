@@ -11,6 +11,8 @@ import { ServerCommand, ServerReportedError, parseAllowResult, throwIfServerErro
 import { displayText } from "./display";
 import { decisionGroups, hostContextValue, hostDescription, hostLabel, hostTooltip, type DecisionGroup } from "./egress";
 
+const APPROVE = "Approve";
+
 export const EGRESS_VIEW_ID = "botBottle.egress";
 
 export type EgressNode =
@@ -124,6 +126,7 @@ export async function answerAsk(server: BottleServerPort, argument: unknown, app
   const target = hostNode(argument);
   if (target === undefined) return;
   const { host, port } = target.host;
+  if (approved && !(await confirmApproval(target.slug, host, port))) return;
   try {
     for (const requestId of target.host.pending) {
       throwIfServerError(await server.execute(ServerCommand.answer, [{ slug: target.slug, request_id: requestId, approved, host, port }]));
@@ -133,6 +136,22 @@ export async function answerAsk(server: BottleServerPort, argument: unknown, app
       void vscode.window.showErrorMessage(`Bot Bottle: answering failed: ${displayText(errorText(error))}`);
     }
   }
+}
+
+/** Approving from a row is one click on an icon beside a label that shows only part of a name
+ * the agent chose: the person confirms with the whole name in front of them (denying narrows,
+ * and needs no confirmation). */
+async function confirmApproval(slug: string, host: string, port: number): Promise<boolean> {
+  const where = displayText(`${host}:${port}`);
+  const choice = await vscode.window.showWarningMessage(
+    `Let bottle ${displayText(slug)} reach ${where} until it stops?`,
+    {
+      modal: true,
+      detail: `The agent asked to reach ${where}. Approving lets every request to it through until the bottle stops; the requests it holds now go at once.`,
+    },
+    APPROVE,
+  );
+  return choice === APPROVE;
 }
 
 export function registerEgressView(server: BottleServerPort, store: ActivityStore): vscode.Disposable {

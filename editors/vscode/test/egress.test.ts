@@ -175,6 +175,21 @@ describe("the Egress view", () => {
     assert.deepEqual(server.requests.at(-1)?.args, [{ slug: "dev-1", request_id: "r1", approved: false, host: "new.test", port: 443 }]);
   });
 
+  it("Approve from a row answers only once the person confirms the whole host name in a modal", async () => {
+    const long = `api.github.com.${"edge-cache-node.".repeat(8)}collector.example`;
+    const [bottle] = parseActivity({ bottles: [{ slug: "dev-1", state: "running", pending: 1, hosts: [host({ decision: "ask", host: long, rule: "ask", pending: ["r9"] })] }] });
+    const row: EgressNode = { kind: "host", slug: "dev-1", host: bottle.hosts[0] };
+    server.answers.set("bottle.answer", {});
+    await answerAsk(server, row, true);
+    assert.equal(server.requests.length, 0, "one click on the row's icon approves nothing");
+    const [modal] = fake.messages;
+    assert.equal(modal.modal, true);
+    assert.match(modal.message, new RegExp(`reach ${long.replaceAll(".", "\\.")}:443 until it stops`));
+    fake.messageAnswer = (message) => (message.modal ? "Approve" : undefined);
+    await answerAsk(server, row, true);
+    assert.deepEqual(server.requests.at(-1)?.args, [{ slug: "dev-1", request_id: "r9", approved: true, host: long, port: 443 }]);
+  });
+
   it("keeps the status-bar item in step with the pushes", () => {
     const store = new ActivityStore(server);
     registerStatusBar(store, statusBarText);
