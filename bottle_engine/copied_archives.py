@@ -96,8 +96,9 @@ class ArchiveSearch:
         )
         more = len(self.unopened) - MAX_NAMED
         return (
-            f"warning: files in {what} were not opened to search them for real values (the git "
-            f"gate refuses to push them): {named}" + (f"; and {more} more" if more > 0 else "")
+            f"{what} holds files that could not be opened to search them for real values (a "
+            f"value inside one reaches the agent unfound): {named}"
+            + (f"; and {more} more" if more > 0 else "")
         )
 
 

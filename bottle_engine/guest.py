@@ -278,7 +278,7 @@ def refuse_real_values(
     refuse_values_in_process(plan, search)
     warning = inside.warning("what the launch copies into the bottle")
     if warning is not None and progress is not None:
-        progress.detail(warning)
+        progress.warn(warning)
 
 
 def refuse_archived_values(

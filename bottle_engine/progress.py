@@ -15,7 +15,12 @@ class Progress(Protocol):
         """A new stage of the work begins (e.g. "build agent image")."""
 
     def detail(self, text: str) -> None:
-        """A line of detail inside the current stage (e.g. a build step's output)."""
+        """A line of detail inside the current stage (e.g. a build step's output); the next
+        detail or stage may replace it on screen."""
+
+    def warn(self, text: str) -> None:
+        """A line the person must read (what a check could not look at): kept on screen, and
+        shown even where stages and details are not."""
 
 
 class QuietProgress:
@@ -27,6 +32,9 @@ class QuietProgress:
     def detail(self, text: str) -> None:
         pass
 
+    def warn(self, text: str) -> None:
+        pass
+
 
 class RecordingProgress:
     """Keeps every report; for tests and for callers that show a summary afterwards."""
@@ -34,9 +42,13 @@ class RecordingProgress:
     def __init__(self) -> None:
         self.stages: list[str] = []
         self.details: list[str] = []
+        self.warnings: list[str] = []
 
     def stage(self, name: str) -> None:
         self.stages.append(name)
 
     def detail(self, text: str) -> None:
         self.details.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)

@@ -246,6 +246,11 @@ class ClientProgress:
     def detail(self, text: str) -> None:
         self._report(text)
 
+    def warn(self, text: str) -> None:
+        # A progress report is replaced by the next one: a warning is a message of its own
+        # (`show_message` makes the text safe for the editor).
+        self.loop.call_soon_threadsafe(self.ls.show_message, types.MessageType.Warning, text)
+
 
 # -- the commands ---------------------------------------------------------------------------------
 

@@ -212,7 +212,7 @@ def prepare_inputs(
             lambda paths: _entries_tar([entries[path] for path in paths]),
         )
         if warning is not None and progress is not None:
-            progress.detail(warning)
+            progress.warn(warning)
     return BuildInputs(
         spec=spec,
         dockerfile_path=dockerfile_path,

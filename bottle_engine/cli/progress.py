@@ -38,6 +38,9 @@ class RichProgress:
         if self._status is not None and self._stage:
             self._status.update(f"{self._stage}: {safe_markup(text.strip(), limit=100)}")
 
+    def warn(self, text: str) -> None:
+        warn(text)
+
     def _finish_stage(self) -> None:
         if self._stage is not None:
             elapsed = time.monotonic() - self._started
@@ -74,10 +77,22 @@ def paused(progress: Progress) -> Iterator[None]:
         yield
 
 
+def warn(text: str) -> None:
+    """A warning on stderr, whatever the mode: --quiet and --json keep stdout for the answer."""
+    err_console.print(f"[bold yellow]warning:[/] {safe_markup(text)}", highlight=False)
+
+
+class WarningsOnly(QuietProgress):
+    """--quiet and --json: no stages or details, but what the person must read."""
+
+    def warn(self, text: str) -> None:
+        warn(text)
+
+
 @contextmanager
 def cli_progress(*, quiet: bool) -> Iterator[Progress]:
     if quiet:
-        yield QuietProgress()
+        yield WarningsOnly()
         return
     progress = RichProgress()
     ok = False

@@ -250,5 +250,5 @@ def test_an_archive_in_the_context_the_search_cannot_open_is_named_in_a_warning(
         agent_build_spec(plan_of(project, FROM_ENV), SETTINGS), BASE_DIGEST, progress=progress
     )
 
-    [warning] = [line for line in progress.details if "not opened" in line]
+    [warning] = [line for line in progress.warnings if "could not be opened" in line]
     assert "data.zst: a zstd stream" in warning

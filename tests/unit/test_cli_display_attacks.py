@@ -124,3 +124,28 @@ def test_no_line_of_the_listing_wraps_into_a_forged_row(
     assert all(sum(map(drawn_width, line)) <= COLUMNS for line in out.split("\n")), rows
     requests = [row for row in rows if re.match(r"[0-9a-f]{8}  ", row)]
     assert [row[:8] for row in requests] == [real.id], rows
+
+
+@pytest.mark.parametrize(("quiet", "terminal"), [(True, False), (False, False), (False, True)])
+def test_a_launch_warning_stays_on_stderr_in_every_mode_and_cannot_drive_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, quiet: bool, terminal: bool
+) -> None:
+    """What the launch could not search (a file name the project holds) is told the person on
+    stderr with --quiet and --json too, off a terminal too, and is not replaced by the next
+    detail as a status line's text is; it quotes names the agent may have chosen."""
+    import io
+
+    from rich.console import Console
+
+    from bottle_engine.cli import progress as cli_progress
+
+    screen = io.StringIO()
+    err = Console(file=screen, force_terminal=terminal, width=300, highlight=False)
+    monkeypatch.setattr(cli_progress, "err_console", err)
+    with cli_progress.cli_progress(quiet=quiet) as progress:
+        progress.stage("start bundle, create agent")
+        progress.warn("not searched: /workspace/x.zst\x1b]52;c;aGk=\x07 [red]x[/red]")
+        progress.detail("a later detail")
+    shown = screen.getvalue()
+    assert "warning:" in shown and "not searched: /workspace/x.zst" in shown
+    assert "[red]x[/red]" in shown and "\x1b]52" not in shown

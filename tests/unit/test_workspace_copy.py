@@ -1070,7 +1070,7 @@ def test_an_archive_the_launch_cannot_open_is_named_in_a_warning_not_refused(
     )
 
     assert WORKSPACE in trees
-    [warning] = [line for line in progress.details if "not opened" in line]
+    [warning] = [line for line in progress.warnings if "could not be opened" in line]
     assert "/workspace/data.zst: a zstd stream" in warning
     assert "/workspace/big.tar.gz: gzip content inflates beyond the bound" in warning
     assert "small.tar.gz" not in warning
@@ -1093,7 +1093,7 @@ def test_what_the_launch_inflates_in_all_is_bounded_and_the_rest_named(
         project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
     )
 
-    [warning] = [line for line in progress.details if "not opened" in line]
+    [warning] = [line for line in progress.warnings if "could not be opened" in line]
     assert "part0.gz" not in warning
     assert "/workspace/part3.gz: the bound of inflated content was spent" in warning
 
