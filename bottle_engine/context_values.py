@@ -30,15 +30,18 @@ from bottle_engine.copied_history import (
     history_files,
     search_history,
 )
+from bottle_engine.copy_refusals import (
+    CopyPlace,
+    history_unreadable,
+    into_the_image,
+    value_in_archive,
+    value_in_history,
+    values_in_files,
+)
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import real_values, withheld_paths
 from bottle_engine.plan import BottlePlan
-
-_HOW_IT_GETS_IN = (
-    "a Dockerfile's COPY puts the context in the agent's image, and the image is reused by "
-    "every bottle built from the same context"
-)
 
 
 @dataclass
@@ -89,53 +92,33 @@ class ContextValues:
 
     def done(self, files: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]) -> str | None:
         self._search_run()
-        where = safe_text(str(self.context))
+        place = into_the_image(str(self.context))
         holding, found, packed = self.holding, self.found, self._packed
         # The next reading of the context starts afresh.
         self.holding, self.found, self._packed = [], None, []
         if found is not None:
-            raise BottleError(
-                f"the files {safe_text(', '.join(holding))} in the agent image's build "
-                f"context {where} hold the real value of the {found.label}: "
-                f"{_HOW_IT_GETS_IN}, and the agent would read what it is only to hold a "
-                "placeholder of",
-                fix=f"list them in {where}/.dockerignore, or move the value out of the context "
-                "(a secret's from_file is left out of it)",
-            )
-        way_out = f"list the repository in {where}/.dockerignore (a build rarely needs it)"
+            raise values_in_files(place, holding, found)
         refuse_credentials(
-            set(files), lambda name: _one_file(tar_of([name])), str(self.context), way_out
+            set(files), lambda name: _one_file(tar_of([name])), str(self.context), place.way_out
         )
         stored = history_files(files)
         # Object files are read through git (`copied_history`), not inflated again.
         unpacked = set(files).difference(stored)
-        warning = self._archives([name for name in packed if name in unpacked], tar_of)
+        warning = self._archives(place, [name for name in packed if name in unpacked], tar_of)
         if not stored:
             return warning
         try:
             with tarfile.open(fileobj=io.BytesIO(tar_of(stored))) as archive:
                 hit = search_history(archive, self.search, CleanPacks.in_cache_dir())
         except HistoryUnreadable as unreadable:
-            raise BottleError(
-                f"the git objects in the agent image's build context at "
-                f"{where}/{safe_text(unreadable.objects_dir)} cannot be read to search them for "
-                f"real values: {safe_text(unreadable.detail)}",
-                fix=f"repair the repository (`git fsck`), or list it in {where}/.dockerignore",
-            ) from unreadable
+            directory = place.root + unreadable.objects_dir
+            raise history_unreadable(place, unreadable, directory) from unreadable
         if hit is not None:
-            raise BottleError(
-                f"the git history in the agent image's build context "
-                f"({where}/{safe_text(hit.objects_dir)}) holds the real value of the "
-                f"{hit.needle.label}, in the {hit.type} {hit.oid}: {_HOW_IT_GETS_IN}, and the "
-                "agent reads it back with `git log -p`",
-                fix=f"list {safe_text(hit.objects_dir)} in {where}/.dockerignore (a build "
-                "rarely needs the history); a committed value is to be taken as known: "
-                "rotate it",
-            )
+            raise value_in_history(place, hit, place.root + hit.objects_dir)
         return warning
 
     def _archives(
-        self, packed: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]
+        self, place: CopyPlace, packed: Sequence[str], tar_of: Callable[[Sequence[str]], bytes]
     ) -> str | None:
         """A `BottleError` when a compressed file or an archive among the `packed` files holds
         a real value (`copied_archives`); else the warning naming those it could not open."""
@@ -144,17 +127,9 @@ class ContextValues:
         inside = ArchiveSearch(self.search)
         with tarfile.open(fileobj=io.BytesIO(tar_of(packed))) as archive:
             hit = inside.first(tar_files(archive))
-        where = safe_text(str(self.context))
         if hit is not None:
-            raise BottleError(
-                f"the file {hit.describe()} in the agent image's build context {where} holds "
-                f"the real value of the {hit.needle.label}: {_HOW_IT_GETS_IN}, and the agent "
-                "unpacks it (`tar xzf`, `unzip`) and would read what it is only to hold a "
-                "placeholder of",
-                fix=f"list it in {where}/.dockerignore, or delete it (a secret's value stays "
-                "outside the context)",
-            )
-        return inside.warning(f"the agent image's build context {where}")
+            raise value_in_archive(place, hit)
+        return inside.warning(place.what)
 
 
 def guarded(spec: BuildSpec, plan: BottlePlan, *, unset_ok: bool = False) -> BuildSpec:

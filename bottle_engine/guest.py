@@ -21,6 +21,14 @@ from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.copied_archives import ArchiveSearch, tar_files
 from bottle_engine.copied_git_config import refuse_credentials_in_tree
 from bottle_engine.copied_history import CleanPacks, HistoryUnreadable, search_history
+from bottle_engine.copy_refusals import (
+    CopyPlace,
+    history_unreadable,
+    into_the_bottle,
+    value_in_archive,
+    value_in_history,
+    values_in_files,
+)
 from bottle_engine.display import safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.file_ids import FileId, same_files, withheld_place
@@ -243,6 +251,7 @@ def refuse_real_values(
     compressed files and archives inflated (`copied_archives`; one line on `progress` names
     those it cannot open), and the agent's environment and command line."""
     search = real_values(plan)
+    place = into_the_bottle(plan.agent, str(plan.cwd))
     for destination, tree in trees:
         found = search.first(tree)
         if found is None:
@@ -255,48 +264,31 @@ def refuse_real_values(
                 if search.first(member.name.encode(errors="surrogateescape")) is not None
                 or (member.isfile() and search.first(archive.extractfile(member).read()))  # type: ignore[union-attr]
             ]
-        raise BottleError(
-            f"the files {safe_text(', '.join(holding))} that the launch would copy into the "
-            f"bottle hold the real value of the {found.label} (the copy of "
-            f"{safe_text(str(plan.cwd))} for /workspace, a skill or the prompt): the agent "
-            "would read what it is only to hold a placeholder of",
-            fix="move the value out of the directory `launch` runs in (keep it outside the "
-            f"project, or in the secret's from_file, which is left out; a git upstream: an ssh "
-            f"url with an `identity`), out of the skill or prompt, or set `copy_cwd = false` "
-            f"for agent {plan.agent}",
-        )
-    way_out = f"set `copy_cwd = false` for agent {plan.agent}"
+        raise values_in_files(place, holding, found)
     inside = ArchiveSearch(search)
     for destination, tree in trees:
         # One listing of the tar for all three (a project of 50,000 files: 0.7 s each).
         with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
-            refuse_history_values(plan, destination, archive, search)
+            refuse_history_values(place, destination, archive, search)
             # Nor a git config holding a credential (`copied_git_config`): the agent would
             # push with it past the gate.
-            refuse_credentials_in_tree(archive, destination.rstrip("/"), way_out)
-            refuse_archived_values(plan, destination, archive, inside)
+            refuse_credentials_in_tree(archive, destination.rstrip("/"), place.way_out)
+            refuse_archived_values(place, destination, archive, inside)
     refuse_values_in_process(plan, search)
-    warning = inside.warning("what the launch copies into the bottle")
+    warning = inside.warning(place.what)
     if warning is not None and progress is not None:
         progress.warn(warning)
 
 
 def refuse_archived_values(
-    plan: BottlePlan, destination: str, archive: tarfile.TarFile, inside: ArchiveSearch
+    place: CopyPlace, destination: str, archive: tarfile.TarFile, inside: ArchiveSearch
 ) -> None:
     """A `BottleError` when a compressed file or an archive in `archive` holds a value of
     `inside` (`copied_archives`): the agent unpacks it in one command."""
     prefix = destination.rstrip("/")
     hit = inside.first((f"{prefix}/{name}", data) for name, data in tar_files(archive))
-    if hit is None:
-        return
-    raise BottleError(
-        f"the file {hit.describe()} that the launch would copy into the bottle holds the real "
-        f"value of the {hit.needle.label}: the agent unpacks it (`tar xzf`, `unzip`) and "
-        "would read what it is only to hold a placeholder of",
-        fix="delete the archive or move it out of the directory `launch` runs in (a secret's "
-        f"value stays outside the project), or set `copy_cwd = false` for agent {plan.agent}",
-    )
+    if hit is not None:
+        raise value_in_archive(place, hit)
 
 
 def refuse_values_in_process(plan: BottlePlan, search: ValueSearch) -> None:
@@ -341,33 +333,17 @@ def real_values(plan: BottlePlan, *, unset_ok: bool = False) -> ValueSearch:
 
 
 def refuse_history_values(
-    plan: BottlePlan, destination: str, archive: tarfile.TarFile, search: ValueSearch
+    place: CopyPlace, destination: str, archive: tarfile.TarFile, search: ValueSearch
 ) -> None:
     """A `BottleError` when a git history in `archive` holds a value of `search`: committed
     once and taken out since, it is in no file, but the agent reads it back with `git log -p`."""
     try:
         hit = search_history(archive, search, CleanPacks.in_cache_dir())
     except HistoryUnreadable as unreadable:
-        where = f"{destination.rstrip('/')}/{unreadable.objects_dir}"
-        raise BottleError(
-            f"the git objects that the launch would copy into the bottle at {safe_text(where)} "
-            f"cannot be read to search them for real values: {safe_text(unreadable.detail)}",
-            fix=f"repair the repository (`git fsck`), move the directory out of the project, "
-            f"or set `copy_cwd = false` for agent {plan.agent}",
-        ) from unreadable
-    if hit is None:
-        return
-    where = f"{destination.rstrip('/')}/{hit.objects_dir}"
-    raise BottleError(
-        f"the git history that the launch would copy into the bottle ({safe_text(where)}) "
-        f"holds the real value of the {hit.needle.label}, in the {hit.type} {hit.oid}: "
-        "committed once, it stays in the history after its file is changed or removed, and "
-        "the agent reads it back with `git log -p`",
-        fix=f"a committed value is to be taken as known: rotate it. To launch with this "
-        f"history, rewrite it without the value (`git log --all --find-object={hit.oid}` "
-        "finds the commits; `git filter-repo --replace-text` rewrites them, then expire the "
-        f"reflog and `git gc --prune=now`), or set `copy_cwd = false` for agent {plan.agent}",
-    )
+        directory = f"{destination.rstrip('/')}/{unreadable.objects_dir}"
+        raise history_unreadable(place, unreadable, directory) from unreadable
+    if hit is not None:
+        raise value_in_history(place, hit, f"{destination.rstrip('/')}/{hit.objects_dir}")
 
 
 def skill_sources(plan: BottlePlan, skills_root: Path) -> list[tuple[str, Path]]:
