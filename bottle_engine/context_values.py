@@ -22,7 +22,7 @@ from bottle_engine.artifacts.spec import BuildSpec
 from bottle_engine.bundle import secret_forms
 from bottle_engine.bundle.inflate import may_hold_streams
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
-from bottle_engine.copied_archives import ArchiveSearch, tar_files
+from bottle_engine.copied_archives import ArchiveSearch, packed_files
 from bottle_engine.copied_git_config import refuse_credentials
 from bottle_engine.copied_history import (
     CleanPacks,
@@ -125,8 +125,9 @@ class ContextValues:
         if not packed:
             return None
         inside = ArchiveSearch(self.search)
-        with tarfile.open(fileobj=io.BytesIO(tar_of(packed))) as archive:
-            hit = inside.first(tar_files(archive))
+        tree = tar_of(packed)
+        with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+            hit = inside.first(packed_files(archive, tree))
         if hit is not None:
             raise value_in_archive(place, hit)
         return inside.warning(place.what)

@@ -24,7 +24,13 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from bottle_engine.bundle.inflate import Budget, Unscannable, inflated, may_hold_streams
+from bottle_engine.bundle.inflate import (
+    Budget,
+    Unscannable,
+    inflated,
+    may_hold_streams,
+    may_hold_streams_in,
+)
 from bottle_engine.bundle.secret_forms import Needle, ValueSearch
 from bottle_engine.copied_history import history_files
 from bottle_engine.display import safe_text
@@ -129,7 +135,7 @@ _BROKEN = (RuntimeError, NotImplementedError, OSError, EOFError, zlib.error, Val
 
 
 def tar_files(archive: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:
-    """(name, content) of the regular files of the copy `archive` that lie in no git object
+    """(name, content) of the regular files of the tar `archive` that lie in no git object
     directory (`copied_history` reads those through git)."""
     members = [member for member in archive.getmembers() if member.isfile()]
     left_to_history = set(history_files(member.name for member in members))
@@ -138,4 +144,21 @@ def tar_files(archive: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:
             continue
         reader = archive.extractfile(member)
         if reader is not None:
+            yield member.name, reader.read()
+
+
+def packed_files(archive: tarfile.TarFile, tree: bytes) -> Iterator[tuple[str, bytes]]:
+    """Those of `tar_files(archive)` that may hold a compressed stream or a zip entry, found in
+    the tar's bytes `tree` (`inflate.may_hold_streams_in`), where it stores each file whole:
+    most files of a project hold none, and looking at each one cost more than the search."""
+    members = [member for member in archive.getmembers() if member.isfile()]
+    left_to_history = set(history_files(member.name for member in members))
+    kept = [member for member in members if member.name not in left_to_history]
+    whole = [member for member in kept if member.sparse is None]
+    spans = [(member.offset_data, member.offset_data + member.size) for member in whole]
+    for index in may_hold_streams_in(tree, spans):
+        start, end = spans[index]
+        yield whole[index].name, tree[start:end]
+    for member in kept:
+        if member.sparse is not None and (reader := archive.extractfile(member)) is not None:
             yield member.name, reader.read()

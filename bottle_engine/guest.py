@@ -18,7 +18,7 @@ from pathlib import Path
 from bottle_engine import claude_code, state
 from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.bundle.secret_forms import ValueSearch
-from bottle_engine.copied_archives import ArchiveSearch, tar_files
+from bottle_engine.copied_archives import ArchiveSearch, packed_files
 from bottle_engine.copied_git_config import refuse_credentials_in_tree
 from bottle_engine.copied_history import CleanPacks, HistoryUnreadable, search_history
 from bottle_engine.copy_refusals import (
@@ -273,7 +273,7 @@ def refuse_real_values(
             # Nor a git config holding a credential (`copied_git_config`): the agent would
             # push with it past the gate.
             refuse_credentials_in_tree(archive, destination.rstrip("/"), place.way_out)
-            refuse_archived_values(place, destination, archive, inside)
+            refuse_archived_values(place, destination, (archive, tree), inside)
     refuse_values_in_process(plan, search)
     warning = inside.warning(place.what)
     if warning is not None and progress is not None:
@@ -281,12 +281,12 @@ def refuse_real_values(
 
 
 def refuse_archived_values(
-    place: CopyPlace, destination: str, archive: tarfile.TarFile, inside: ArchiveSearch
+    place: CopyPlace, destination: str, tree: tuple[tarfile.TarFile, bytes], inside: ArchiveSearch
 ) -> None:
-    """A `BottleError` when a compressed file or an archive in `archive` holds a value of
-    `inside` (`copied_archives`): the agent unpacks it in one command."""
+    """A `BottleError` when a compressed file or an archive in `tree` (a tar opened, and its
+    bytes) holds a value of `inside` (`copied_archives`): the agent unpacks it in one command."""
     prefix = destination.rstrip("/")
-    hit = inside.first((f"{prefix}/{name}", data) for name, data in tar_files(archive))
+    hit = inside.first((f"{prefix}/{name}", data) for name, data in packed_files(*tree))
     if hit is not None:
         raise value_in_archive(place, hit)
 

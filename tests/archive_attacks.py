@@ -10,17 +10,23 @@ import io
 import lzma
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+
+def tar_of(files: Mapping[str, bytes], mode: str = "w") -> bytes:
+    """A tar (compressed as `mode` says: "w:gz", "w:xz") of the regular files `files`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
 
 
 def tar_gz(name: str, content: bytes) -> bytes:
     """A .tar.gz holding `name`."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        info = tarfile.TarInfo(name)
-        info.size = len(content)
-        archive.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
+    return tar_of({name: content}, "w:gz")
 
 
 def deflated_zip(name: str, content: bytes) -> bytes:

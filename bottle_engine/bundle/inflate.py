@@ -22,7 +22,7 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -508,6 +508,20 @@ def may_hold_streams(data: bytes) -> bool:
         or _format_at(data, 0) is not None
         or (_marked_piece(data) and bool(_MARKED.search(data)))
     )
+
+
+def may_hold_streams_in(data: bytes, spans: Sequence[tuple[int, int]]) -> Iterator[int]:
+    """The indexes of the `spans` ((start, end) stretches of `data`, a file's bytes each) that
+    `may_hold_streams`, in order: what a tar of many files holds, found with one search of
+    the whole of it per mark it holds, then one per mark and file, rather than a look at each
+    file (5,000 small files: 73 ms file by file)."""
+    marks = [mark for mark in (ZIP_ENTRY, *_MARKED_PIECES) if mark in data]
+    for index, (start, end) in enumerate(spans):
+        marked = any(data.find(mark, start, end) >= 0 for mark in marks)
+        # A zlib or lzma stream that starts the file has no mark; its header is 14 bytes.
+        starts = _format_at(data[start : min(end, start + 14)], 0) is not None
+        if (marked or starts) and may_hold_streams(data[start:end]):
+            yield index
 
 
 def _marked_piece(data: bytes) -> bool:

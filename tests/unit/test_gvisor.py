@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import stat
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from bottle_engine import gvisor
 from bottle_engine.errors import BottleError
 from bottle_engine.gvisor import RUNTIME_ARGS, Release, choose_runtime, runsc_from_deb
+from tests.archive_attacks import tar_of
 
 REGISTERED = {"runc": {"path": "runc"}, "runsc": {"path": "/opt/runsc"}}
 
@@ -153,17 +152,10 @@ def _ar(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def _deb(tmp_path: Path, files: dict[str, bytes], name: str = "runsc.deb") -> Path:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:xz") as archive:
-        for path, content in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(content)
-            archive.addfile(info, io.BytesIO(content))
+    data = tar_of(files, "w:xz")
     deb = tmp_path / name
     deb.write_bytes(
-        _ar(
-            [("debian-binary", b"2.0\n"), ("control.tar.xz", b""), ("data.tar.xz", data.getvalue())]
-        )
+        _ar([("debian-binary", b"2.0\n"), ("control.tar.xz", b""), ("data.tar.xz", data)])
     )
     return deb
 

@@ -18,7 +18,7 @@ from bottle_engine.bundle.inflate import (
     inflated,
     may_hold_streams,
 )
-from tests.archive_attacks import deflated_zip, gzip_in_zip
+from tests.archive_attacks import deflated_zip, gzip_in_zip, tar_of
 from tests.gate_attacks import LZ4_KEY, ZSTD_KEY
 
 PADDING = b"#!/bin/sh\necho payload follows\n"
@@ -75,3 +75,36 @@ def test_a_budget_bounds_what_many_files_inflate_to() -> None:
 
     with pytest.raises(TooLarge):
         list(inflated(gzip.compress(bytes(100)), 1 << 20, budget=budget))
+
+
+def test_the_files_of_a_tar_worth_inflating_are_those_each_one_shows_alone() -> None:
+    """`packed_files` finds its candidates in the tar's bytes, not file by file: it keeps just
+    the files `may_hold_streams` keeps, whatever stands in a tar header (a name holding a
+    magic number) or across two files (a mark whose halves end one file and start the next)."""
+    import io
+    import tarfile
+
+    from bottle_engine.copied_archives import packed_files
+
+    files = {
+        "plain.txt": b"nothing here\n" * 50,
+        "LZIP\x01 BZh91AY&SY PK\x03\x04.txt": b"a name of marks, a plain file\n",
+        "ends_with_half.bin": b"x" * 510 + b"PK",  # and the next file starts with the rest
+        "starts_with_half.bin": b"\x03\x04" + b"y" * 100,
+        "data.gz": PADDING + gzip.compress(b"payload" * 30),
+        "config.zip": deflated_zip("a.txt", b"entry content " * 40),
+        "starts_zlib.bin": zlib.compress(b"z" * 300),
+        "starts_lzma_alone.bin": lzma.compress(b"l" * 300, format=lzma.FORMAT_ALONE),
+        "old.zst": ZSTD_KEY,
+        "a_zstd_magic_by_chance.bin": b"\x28\xb5\x2f\xfd" + b"\xff" * 64,
+        "x.tar.bz2": bz2.compress(b"b" * 300),
+    }
+    tree = tar_of(files)
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        found = dict(packed_files(archive, tree))
+
+    expected = {name for name, data in files.items() if may_hold_streams(data)}
+    assert set(found) == expected
+    assert {"data.gz", "config.zip", "starts_zlib.bin", "old.zst", "x.tar.bz2"} <= expected
+    assert not {"plain.txt", "ends_with_half.bin", "starts_with_half.bin"} & expected
+    assert all(found[name] == files[name] for name in found)
