@@ -149,6 +149,19 @@ async def test_launching_with_unsaved_changes_warns_that_the_saved_file_is_used(
     ]
 
 
+async def test_a_launch_warning_reaches_the_person_as_a_message_of_its_own(
+    client: LanguageClient, project: Path
+) -> None:
+    """What the launch could not search is not a progress report, which the next one replaces:
+    it is a warning message, and a file name the project holds is shown as text, not a link."""
+    (project / "[docs](command:workbench.action.terminal.new).zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    uri = open_document(client, project / "bottle.toml", MANIFEST)
+    assert await execute(client, "bottle.launch", {"uri": uri, "agent": "dev"}) == {"slug": "dev-1"}
+    [warning] = [m for m in client.messages if m.type == types.MessageType.Warning]
+    assert "not opened to search for real values: /workspace/" in warning.message
+    assert "](command:" not in warning.message
+
+
 async def test_list_returns_every_bottle_with_its_fields(
     client: LanguageClient, project: Path
 ) -> None:
