@@ -16,9 +16,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from bottle_engine.bundle.config import GIT_GATE_LOG_NAME
+import pytest
+
+from bottle_engine.bundle.config import GIT_GATE_LOG_NAME, GitUpstreamConfig
+from bottle_engine.bundle.gitgate import served
+from bottle_engine.bundle.gitgate.gate import mirror, prepare_repos, repo_path
+from bottle_engine.bundle.gitgate.served import served_values
+from bottle_engine.git import ObjectInfo
+from tests.bundle_helpers import secret_in_file
 from tests.integration.test_gitgate_attacks import SECRET_VALUE, start_gate
-from tests.integration.test_gitgate_local import commit_file, git
+from tests.integration.test_gitgate_local import commit_file, git, seed_upstream
+from tests.integration.test_gitgate_support import loopback_gate_config
 
 
 def upstream_commits_and_removes(gate_upstream: Path, work: Path, text: str) -> None:
@@ -200,3 +208,48 @@ def test_a_connection_open_before_the_value_came_cannot_fetch_it_by_its_id(
 
         shown = git(tmp_path / "got.git", "cat-file", "-p", named, check=False).stdout
         assert SECRET_VALUE not in shown, "the agent fetched the refused object by its id"
+
+
+def test_a_refused_upstream_is_not_searched_again_at_every_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search of a refused upstream never moves the store, so each access searched again
+    everything it had not reached: the whole history, after a start. Any `git ls-remote` of the
+    agent's, in a loop, kept the bundle searching (a large upstream, a CPU-second and more
+    each). Once refused, the same refs are refused without a search; new ones are searched."""
+    upstream = seed_upstream(tmp_path)
+    secret = secret_in_file(tmp_path / "value", "TEST_TOKEN", "bbph_" + "7" * 32, (), SECRET_VALUE)
+    config = loopback_gate_config(
+        tmp_path,
+        "refused",
+        GitUpstreamConfig("origin", f"file://{upstream}", ("agent/*",)),
+        (secret,),
+    )
+    (origin,) = config.git
+    git_dir = repo_path(tmp_path / "gate", "origin")
+    prepare_repos(config, tmp_path / "bundle.json", tmp_path / "gate")
+    upstream_commits_and_removes(upstream, tmp_path / "person", f"TOKEN={SECRET_VALUE}\n")
+    read: list[str] = []
+    real_read = served.read_objects
+
+    def counting(store: Path, oids: list[str]) -> Iterator[tuple[ObjectInfo, bytes]]:
+        read.extend(oids)
+        return real_read(store, oids)
+
+    monkeypatch.setattr(served, "read_objects", counting)
+    refusals = []
+    for _access in range(3):
+        with pytest.raises(served.ServedValue) as refused:
+            mirror(git_dir, origin, served_values(config, origin))
+        refusals.append(str(refused.value))
+    assert read, "the first access searched nothing"
+    assert len(read) == len(set(read)), "an access searched the refused history again"
+    assert refusals[1:] == refusals[:-1] and "TEST_TOKEN" in refusals[0]
+
+    # The person rewrites the upstream without the value: the next access searches it.
+    person = tmp_path / "person"
+    git(person, "reset", "-q", "--hard", "HEAD~2")
+    commit_file(person, "src/app.py", "print('hi')\n", "clean work")
+    git(person, "push", "-q", "--force", "origin", "HEAD:main")
+    mirror(git_dir, origin, served_values(config, origin))
+    assert git(git_dir, "rev-parse", "main").stdout == git(person, "rev-parse", "HEAD").stdout

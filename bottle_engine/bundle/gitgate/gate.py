@@ -632,16 +632,22 @@ def forward(
 
 
 def pre_receive(
-    git_dir: Path, config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str
+    git_dir: Path,
+    config: BundleConfig,
+    upstream: GitUpstreamConfig,
+    stdin_text: str,
+    refs_total: int = 0,
 ) -> Verdict:
     """The whole pre-receive decision: the number of refs, the store budget (the pack and the
-    new refs), policy, scan, then forwarding upstream."""
+    new refs), policy, scan, then forwarding upstream. `refs_total` counts the input's lines
+    where `stdin_text` holds only the first (`hook.read_push_input`)."""
     updates = parse_updates(stdin_text)
-    if len(updates) > upstream.max_push_refs:
+    refs = max(len(updates), refs_total)
+    if refs > upstream.max_push_refs:
         return Verdict(
             False,
             (
-                f"push refused: it updates {len(updates)} refs; the gate takes at most "
+                f"push refused: it updates {refs} refs; the gate takes at most "
                 f"{upstream.max_push_refs} refs per push to {upstream.name!r} (max_push_refs)",
                 "push fewer branches at a time (e.g. `git push origin BRANCH`)",
             ),
@@ -708,7 +714,11 @@ def judge_and_forward(
 
 
 def audit_push(
-    config: BundleConfig, upstream: GitUpstreamConfig, stdin_text: str, verdict: Verdict
+    config: BundleConfig,
+    upstream: GitUpstreamConfig,
+    stdin_text: str,
+    verdict: Verdict,
+    refs_total: int = 0,
 ) -> None:
     """Append the push and its verdict to the bottle's git gate audit log."""
     updates = parse_updates(stdin_text)
@@ -721,7 +731,7 @@ def audit_push(
             {key: cap(value) for key, value in asdict(update).items()}
             for update in updates[:MAX_REPORTED]
         ],
-        "refs_total": len(updates),
+        "refs_total": max(len(updates), refs_total),
         "accepted": verdict.accepted,
         "detail": [
             *(cap(line) for line in verdict.lines[:MAX_REPORTED]),

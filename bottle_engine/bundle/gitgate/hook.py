@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 from bottle_engine.bundle.clients import ALLOWED_CLIENT_ENV, client_allowed, refusal
 from bottle_engine.bundle.config import BundleConfig
@@ -32,23 +33,53 @@ from bottle_engine.limits import GIT_GATE_PUSH_CPU_SECONDS
 PREFIX = "bot-bottle git gate: "
 # The daemon hands the per-push CPU bound (seconds) to its access hook through the environment.
 PUSH_CPU_ENV = "BOTTLE_GIT_GATE_PUSH_CPU_SECONDS"
+# A line of the pre-receive input, "<old> <new> <ref>\n", at most: no ref a file system keeps as a
+# file has a longer name (PATH_MAX), though receive-pack takes names up to a pkt-line (65516).
+MAX_INPUT_LINE_BYTES = 4096
 
 
 def run_pre_receive(config_path: Path, upstream_name: str) -> int:
     config = BundleConfig.load(config_path)
     upstream = find_upstream(config, upstream_name)
     git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
-    # As bytes: text mode would turn a '\r' in a ref name into a line end of its own.
-    stdin_text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     signal.signal(signal.SIGXCPU, _out_of_cpu)
-    verdict = pre_receive(git_dir, config, upstream, stdin_text)
+    stdin_text, refs_total = read_push_input(sys.stdin.buffer, upstream.max_push_refs)
+    verdict = pre_receive(git_dir, config, upstream, stdin_text, refs_total)
     try:
-        audit_push(config, upstream, stdin_text, verdict)
+        audit_push(config, upstream, stdin_text, verdict, refs_total)
     except OSError as exc:  # the verdict stands; the daemon's log says what went missing
         sys.stderr.write(f"{PREFIX}(could not write the audit log: {exc})\n")
     for line in verdict.lines:
         sys.stderr.write(PREFIX + line + "\n")
     return 0 if verdict.accepted else 1
+
+
+def read_push_input(stream: BinaryIO, max_refs: int) -> tuple[str, int]:
+    """The pre-receive input's first `max_refs` lines, and how many lines it has.
+
+    Read a bounded line at a time: receive-pack takes as many ref updates as the agent sends
+    and hands the hook every one, so the input is the agent's to size; read whole, 90 MB of
+    them (1500 names of 60 kB) held 264 MB in the hook, beside receive-pack's own copy, in
+    the bundle's memory. Lines past `max_refs` are counted only (their number refuses the
+    push); a line too long for any ref refuses it whole, once the rest is read. As bytes: text
+    mode would turn a '\\r' in a ref name into a line end of its own."""
+    kept: list[bytes] = []
+    total = 0
+    too_long = False
+    while line := stream.readline(MAX_INPUT_LINE_BYTES + 1):
+        if len(line) > MAX_INPUT_LINE_BYTES and not line.endswith(b"\n"):
+            too_long = True
+            while (rest := stream.readline(MAX_INPUT_LINE_BYTES + 1)) and not rest.endswith(b"\n"):
+                pass
+        elif total < max_refs:
+            kept.append(line)
+        total += 1
+    if too_long:
+        raise BottleError(
+            f"the push names a ref of more than {MAX_INPUT_LINE_BYTES} bytes",
+            fix="push to a shorter branch name",
+        )
+    return b"".join(kept).decode("utf-8", "surrogateescape"), total
 
 
 def _out_of_cpu(signum: int, frame: FrameType | None) -> None:

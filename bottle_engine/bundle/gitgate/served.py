@@ -19,6 +19,7 @@ do not, so the cost of the whole history is paid at the first access after a sta
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +90,45 @@ def refuse_served_values(git_dir: Path, upstream: GitUpstreamConfig, search: Val
     tips = _tips(incoming)
     if not (tips and search.needles):
         return
-    # A ref's name is served as its objects are (every listing of the refs shows it).
-    named = next(search.finds((name, name.encode()) for name in _names(incoming)), None)
-    if named is not None:
-        _refuse(upstream, named[1], "the name of one of its branches or tags")
-    hit = _first_hit(incoming, _new_objects(incoming, tips, _tips(upstream_store(git_dir))), search)
-    if hit is not None:
-        _refuse(upstream, hit.needle, f"its history ({hit.info.type} {hit.info.oid})")
+    refs = _refs(incoming, "%(objectname) %(refname)")
+    known = _refused_before(incoming, refs)
+    if known is not None:
+        raise known
+    try:
+        # A ref's name is served as its objects are (every listing of the refs shows it).
+        named = next(search.finds((name, name.encode()) for name in _names(incoming)), None)
+        if named is not None:
+            _refuse(upstream, named[1], "the name of one of its branches or tags")
+        searched = _tips(upstream_store(git_dir))
+        hit = _first_hit(incoming, _new_objects(incoming, tips, searched), search)
+        if hit is not None:
+            _refuse(upstream, hit.needle, f"its history ({hit.info.type} {hit.info.oid})")
+    except ServedValue as refusal:
+        _remember_refusal(incoming, refs, refusal)
+        raise
+
+
+# The refusal of the last search and the refs it searched (in the incoming store): a refused
+# search moves no ref of the upstream store, so the next access searched again all it had, the
+# whole history after a start, for as long as the refs stood (an agent's `git ls-remote` in a
+# loop kept the bundle searching). The same refs are refused again unsearched. Made afresh with
+# the store at each start, when the values searched for may have changed.
+REFUSED_NAME = "refused-search.json"
+
+
+def _refused_before(incoming: Path, refs: list[str]) -> ServedValue | None:
+    try:
+        known = json.loads((incoming / REFUSED_NAME).read_text())
+    except FileNotFoundError:
+        return None
+    if known["refs"] != refs:
+        return None
+    return ServedValue(known["message"], fix=known["fix"])
+
+
+def _remember_refusal(incoming: Path, refs: list[str], refusal: ServedValue) -> None:
+    record = {"refs": refs, "message": refusal.message, "fix": refusal.fix}
+    (incoming / REFUSED_NAME).write_text(json.dumps(record))
 
 
 def _refuse(upstream: GitUpstreamConfig, needle: Needle, where: str) -> NoReturn:
