@@ -717,7 +717,8 @@ def loopback_egress_lab(
     server = subprocess.Popen(
         [sys.executable, "-c", LOOPBACK_PROXY, str(root / "bundle.json"), str(proxy)],
         cwd=source,
-        env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin"},
+        # Unbuffered: its output is read for leaks while it runs.
+        env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
         stdout=proxy_log.open("wb") if proxy_log else None,
         stderr=subprocess.STDOUT if proxy_log else None,
     )

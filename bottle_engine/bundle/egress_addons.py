@@ -85,6 +85,7 @@ DESTINATION_KEY = "bot-bottle.destination"  # flow.metadata: the Destination it 
 RECORDED_KEY = "bot-bottle.recorded"  # flow.metadata: its audit line is written
 REFUSED_TRAILERS_KEY = "bot-bottle.refused-trailers"  # flow.metadata: why they were dropped
 SENT_CODING_KEY = "bot-bottle.sent-coding"  # flow.metadata: Content-Encoding as the agent sent it
+REFUSED_PAGE_KEY = "bot-bottle.refused-page"  # flow.metadata: a bodiless answer's 502 page
 TLS_TO_PROXY = "tls-to-proxy"
 RESPONSE_NOT_INSPECTABLE = "response-not-inspectable"
 NESTED_CONNECT = "nested-connect"
@@ -882,6 +883,11 @@ class SecretSubstitution:
     def response(self, flow: http.HTTPFlow) -> None:
         """Scrub a buffered body (inflated within the bound first) and the trailers."""
         response = flow.response
+        page = flow.metadata.pop(REFUSED_PAGE_KEY, None)
+        if response is not None and page is not None:
+            response.stream = False
+            response.content = page  # what its Content-Length promised
+            return
         if response is None or not _intercepted(flow) or not self.scrubber.replacements:
             return
         if response.trailers:
@@ -926,6 +932,10 @@ class SecretSubstitution:
         flow.metadata[DECISION_KEY] = decision
         page = denial_response(decision, 502)
         assert flow.response is not None
+        if http1.expected_http_body_size(flow.request, flow.response) == 0:
+            # A 101 ends at its head: mitmproxy streams nothing, and sends the body the
+            # response holds once it is done (`response`).
+            flow.metadata[REFUSED_PAGE_KEY] = page.raw_content or b""
         flow.response.status_code = 502
         flow.response.reason = "Bad Gateway"
         flow.response.headers = page.headers

@@ -7,6 +7,10 @@
 * **Refusals no hook sees are audited.** That 431, and mitmproxy's own 400 for a request head it
   cannot parse, come before any flow exists: no addon hook ran and no audit line was written.
   Both now raise `ProtocolRefusedHook`, which the audit addon records.
+* **A request naming no destination is audited.** mitmproxy answers a plain-HTTP request that
+  names no host (neither its target nor a Host field) with 400 before any hook: HTTP/2 with
+  prior knowledge (h2c) on the proxy port, whose preface reads as such a request, was refused
+  with no audit line. It now raises `ProtocolRefusedHook` too.
 * **A refused client reads its answer.** mitmproxy closes the agent's connection right after
   an error page, often with the client's further bytes unread: the kernel then answers with a
   reset, and a client still sending (a large head or body) sees "connection reset" and drops
@@ -23,6 +27,12 @@
   The same holds for a head that parses but fails mitmproxy's smuggling checks
   (``check_invalid``: a header name with a space, a 204's Content-Length), which quote the field.
   Both pages now carry ``flow.error.msg`` as the hooks left it (`SecretSubstitution` scrubs it).
+* **What comes after an answer is done is dropped, not quoted.** An upstream's 101 makes
+  mitmproxy's HTTP/1 client relay what follows before any hook has seen the 101; when the
+  addons refuse the switch (a 502 to the agent), those bytes reached a stream that had
+  finished, which raised with them in its message: mitmproxy logged the traceback, and a bound
+  host's bytes, the real value in them, were in the proxy's log. They are now dropped and the
+  upstream connection closed.
 * **A body held behind a hook is bounded.** While a hook runs on a request's head (a name
   resolved; a person asked about its host, with `[egress] ask = true`, which may take minutes),
   mitmproxy goes on reading its body and queues every piece for when the hook is done, without
@@ -71,6 +81,7 @@ REFUSED_KEY = "bot-bottle.refused"  # flow.metadata: the Decision that refused o
 LINGER_SECONDS = 5.0
 REQUEST_HEAD_LIMIT = "request-head-limit"
 REQUEST_UNPARSEABLE = "request-unparseable"
+REQUEST_NO_DESTINATION = "request-no-destination"
 
 _installed = False
 
@@ -132,6 +143,8 @@ def install() -> None:
     _linger_and_audit(_http1.Http1Server)
     _guard_response_head(_http1.Http1Client)
     _guard_error_message(HttpStream)
+    _audit_no_destination(HttpStream)
+    _drop_after_done(HttpStream)
     _guard_refused_body(HttpStream)
     _compact_body_buffers(HttpStream)
     _bound_held_body(HttpStream)
@@ -231,6 +244,70 @@ def _linger_and_audit(server_class: Any) -> None:
         return result
 
     server_class._handle_event = _handle_event
+
+
+NO_DESTINATION_REASON = (
+    "the request names no host (no Host field, a path for its target): HTTP/2 with prior "
+    "knowledge (h2c) begins so; the proxy speaks HTTP/1 to the agent"
+)
+
+
+def _audit_no_destination(stream_class: Any) -> None:
+    """A request head answered with an error before any hook saw it (mitmproxy's 400 for one
+    naming no host) is reported as every refusal no hook sees is."""
+    from mitmproxy.proxy.layers.http import SendHttp
+    from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+
+    original: Callable[[Any, Any], CommandGenerator] = stream_class.state_wait_for_request_headers
+
+    def state_wait_for_request_headers(self: Any, event: Any) -> CommandGenerator:
+        hooked = False
+        refused: list[int] = []  # the status of an error answer sent before any hook
+
+        def rewrite(command: commands.Command) -> commands.Command:
+            nonlocal hooked
+            hooked = hooked or isinstance(command, commands.StartHook)
+            if (
+                not hooked
+                and isinstance(command, SendHttp)
+                and isinstance(command.event, ResponseProtocolError)
+                and command.connection is self.context.client
+            ):
+                refused.append(command.event.code)
+            return command
+
+        result = yield from _each_rewritten(original(self, event), rewrite)
+        if refused:
+            client, server = self.context.client, self.context.server
+            reason = NO_DESTINATION_REASON
+            yield ProtocolRefusedHook(
+                ProtocolRefusal(client, server, REQUEST_NO_DESTINATION, reason, refused[0])
+            )
+        return result
+
+    stream_class.state_wait_for_request_headers = state_wait_for_request_headers
+
+
+def _drop_after_done(stream_class: Any) -> None:
+    from mitmproxy.proxy.layers.http._events import (
+        ResponseData,
+        ResponseEndOfMessage,
+        ResponseTrailers,
+    )
+
+    original: Callable[[Any, Any], CommandGenerator] = stream_class._handle_event
+    late = (ResponseData, ResponseTrailers, ResponseEndOfMessage)
+
+    def _handle_event(self: Any, event: Any) -> CommandGenerator:
+        # mitmproxy's own handling of these here is an AssertionError quoting them.
+        if isinstance(event, late) and self.server_state == self.state_done:
+            if not getattr(self, "_bot_bottle_dropping", False):
+                self._bot_bottle_dropping = True
+                yield commands.CloseConnection(self.context.server)
+            return None
+        return (yield from original(self, event))
+
+    stream_class._handle_event = _handle_event
 
 
 def response_head_too_large_message(size: int) -> str:

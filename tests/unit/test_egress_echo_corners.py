@@ -30,6 +30,7 @@ from tests.bundle_helpers import (
     make_test_ca,
     read_http_response,
     secret_in_file,
+    websocket_frame,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +48,22 @@ SCRIPTS: dict[str, bytes] = {
     "early-hints": b"HTTP/1.1 103 Early Hints\r\n"
     b"Link: <https://cdn.test/a?t=VALUE>; rel=preload\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "continue": b"HTTP/1.1 100 Continue\r\nX-Echo: VALUE\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nX-Echo: VALUE\r\nContent-Length: 12\r\n\r\nerror: VALUE",
+    "processing": b"HTTP/1.1 102 Processing VALUE\r\nX-Echo: VALUE\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    # A switch to a WebSocket the request never offered, its frames in the same write as the
+    # head (so in the same read at the proxy): the value in a fragmented message and a ping.
+    "switch-unasked": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nX-Echo: VALUE\r\n\r\n"
+    + websocket_frame(b"seen: " + REAL.encode()[:9], fin=False)
+    + websocket_frame(b"ping " + REAL.encode(), opcode=9)
+    + websocket_frame(REAL.encode()[9:], opcode=0)
+    + websocket_frame(b"", opcode=8),
+    # A switch the proxy refuses (a 502 to the agent), bytes quoting the value after it.
+    "switch-refused": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+    b"Connection: Upgrade\r\nX-Echo: VALUE\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    b"VALUE",
     "not-modified": b'HTTP/1.1 304 Not Modified\r\nX-Echo: VALUE\r\nETag: "VALUE"\r\n\r\n',
     "redirect": b"HTTP/1.1 302 Found\r\nLocation: https://secret.test/cb?token=VALUE\r\n"
     b'WWW-Authenticate: Bearer error="invalid_token", token="VALUE"\r\n'
@@ -261,3 +278,21 @@ def test_an_answer_without_a_body_never_brings_a_hash_of_one(
     head = received.partition(b"\r\n\r\n")[0].decode()
     assert received.startswith(b"HTTP/1.1 ")
     assert [name for name, value in BODY_HASHES.items() if value in head] == [], head
+
+
+def test_bytes_after_a_refused_switch_reach_neither_agent_nor_log(lab: Lab) -> None:
+    """mitmproxy makes an upstream connection a pipe on its 101 before any hook has seen it;
+    when the proxy refuses the switch, what the host sent after it reached a stream that had
+    finished, which raised quoting those bytes: the traceback, the real value in it, went to
+    the proxy's log (and the tunnel hung). The 502 page comes whole (it promised a body the
+    101 never had), and the next request on the tunnel is answered."""
+    host = f"secret.test:{lab.bound}"
+    with tunnel(lab) as sock:
+        sock.sendall(f"GET /switch-refused HTTP/1.1\r\nHost: {host}\r\n{TOKEN}\r\n\r\n".encode())
+        refused, _, page = read_http_response(sock)
+        last = f"GET /redirect HTTP/1.1\r\nHost: {host}\r\n{TOKEN}\r\nConnection: close\r\n\r\n"
+        sock.sendall(last.encode())
+        after, head, _ = read_http_response(sock)
+    assert (refused, after) == (502, 302)
+    assert b"response-not-inspectable" in page
+    assert leaks(lab, page + head) == []

@@ -32,6 +32,7 @@ from bottle_engine.bundle.egress_guards import (
     MAX_REQUEST_HEAD,
     MAX_RESPONSE_HEAD,
     REQUEST_HEAD_LIMIT,
+    REQUEST_NO_DESTINATION,
     REQUEST_UNPARSEABLE,
 )
 from tests.bundle_helpers import (
@@ -71,8 +72,11 @@ def _connect(lab: Lab) -> socket.socket:
     return socket.create_connection(("127.0.0.1", lab.proxy), timeout=20)
 
 
-def tunnel(lab: Lab, host: str, *, sni: str | None = None) -> ssl.SSLSocket:
-    """CONNECT host:https through the proxy, then TLS with `sni` (default: host) inside."""
+def tunnel(
+    lab: Lab, host: str, *, sni: str | None = None, alpn: list[str] | None = None
+) -> ssl.SSLSocket:
+    """CONNECT host:https through the proxy, then TLS with `sni` (default: host) inside,
+    offering `alpn` if given."""
     sock = _connect(lab)
     sock.sendall(
         f"CONNECT {host}:{lab.https} HTTP/1.1\r\nHost: {host}:{lab.https}\r\n\r\n".encode()
@@ -80,6 +84,8 @@ def tunnel(lab: Lab, host: str, *, sni: str | None = None) -> ssl.SSLSocket:
     status, _, _ = read_http_response(sock, head_only=True)
     assert status == 200
     context = ssl.create_default_context(cafile=str(lab.bottle_ca))
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
     return context.wrap_socket(sock, server_hostname=sni or host)
 
 
@@ -415,8 +421,36 @@ def test_a_refused_client_that_never_stops_sending_is_cut_off(lab: Lab) -> None:
         wait_for(cut_off, "the proxy to close the refused connection", timeout=60, interval=0.2)
 
 
+def _h2_request(scheme: str, authority: str, path: str) -> bytes:
+    """An HTTP/2 client's first bytes with prior knowledge (RFC 9113, 3.3): the preface, its
+    SETTINGS, and a request for `authority` carrying the placeholder (HPACK-coded)."""
+    import h2.config
+    import h2.connection
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [
+            (":method", "GET"),
+            (":scheme", scheme),
+            (":authority", authority),
+            (":path", path),
+            ("authorization", f"Bearer {PLACEHOLDER}"),
+        ],
+        end_stream=True,
+    )
+    return bytes(conn.data_to_send())
+
+
+H2C_PREFACE = _h2_request("http", "stranger.test", "/h2c-prior-knowledge")
 HEADS_NO_FLOW_SEES = {
     "unparseable": (b"\x00\x01 nonsense\r\n\r\n", 400, REQUEST_UNPARSEABLE),
+    # Parsed, but naming no destination: mitmproxy answered 400 before any hook, unlogged.
+    # HTTP/2 with prior knowledge (h2c) on the proxy port begins so: its preface reads as an
+    # HTTP/1 request line, then its frames (the request they carry named another host).
+    "h2c-prior-knowledge": (H2C_PREFACE, 400, REQUEST_NO_DESTINATION),
+    "no-host": (b"GET /nowhere HTTP/1.1\r\nX-A: b\r\n\r\n", 400, REQUEST_NO_DESTINATION),
     "too-large": (
         b"GET http://other.test/ HTTP/1.1\r\nX-Big: " + b"a" * 80000,
         431,
@@ -440,6 +474,47 @@ def test_a_head_refused_before_any_flow_is_in_the_audit_log(lab: Lab, case: str)
 
     entry = wait_for(logged, f"a {rule} line in the audit log", timeout=10)[0]
     assert (entry.decision, entry.status, entry.host) == ("deny", expected_status, "")
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize("offers", [["h2"], ["h2", "http/1.1"]])
+def test_http2_is_never_spoken_with_the_agent(lab: Lab, offers: list[str]) -> None:
+    """HTTP/2 would let one connection carry streams for any :authority (coalescing), headers
+    no HTTP/1 parser takes, and the placeholder HPACK-coded past the header checks. Inside a
+    tunnel to the bound host the proxy negotiates HTTP/1 whatever ALPN offers, and the h2
+    preface sent all the same (or with prior knowledge on the proxy port, h2c) is no request."""
+    with tunnel(lab, "secret.test", alpn=offers) as sock:
+        assert sock.selected_alpn_protocol() in (None, "http/1.1")
+        sock.sendall(_h2_request("https", f"other.test:{lab.https}", "/h2-in-tunnel"))
+        answered = _until_closed(sock)
+    with _connect(lab) as sock:
+        sock.sendall(H2C_PREFACE)
+        answered += _until_closed(sock)
+    assert REAL.encode() not in answered
+    assert lab.seen_upstream("/h2-in-tunnel") == []
+    assert lab.seen_upstream("/h2c-prior-knowledge") == []
+
+
+def test_cookie_crumbs_joined_after_the_checks_never_make_the_placeholder(lab: Lab) -> None:
+    """For a request line claiming HTTP/2.0 mitmproxy joins the Cookie fields into one (HTTP/2
+    sends each crumb apart) after every hook: a placeholder split across two crumbs is in
+    neither when they are checked, and must not come out whole upstream."""
+    host = f"secret.test:{lab.https}"
+    half = len(PLACEHOLDER) // 2
+    crumbs = (f"Cookie: a={PLACEHOLDER[:half]}", f"Cookie: {PLACEHOLDER[half:]}")
+    with tunnel(lab, "secret.test") as sock:
+        status, _ = exchange(sock, _claiming_http2("/crumbs", host, *crumbs))
+    (seen,) = lab.seen_upstream("/crumbs")
+    assert status == 200
+    assert PLACEHOLDER not in seen["headers"]["Cookie"]
+    assert REAL not in json.dumps(seen)
 
 
 def test_a_huge_body_to_a_denied_host_is_refused_without_reading_it(lab: Lab) -> None:
