@@ -566,6 +566,7 @@ _GIT_FLAGS = {
     "allow_force_push": "force push",
     "allow_delete": "branch deletion",
     "allow_manifest_changes": "pushes that change the manifest",
+    "allow_ci_changes": "pushes that change CI definitions",
 }
 _GIT_DESCRIBED = {"name", "url", "identity", "known_host_key", "push_branches", *_GIT_FLAGS}
 
@@ -582,6 +583,7 @@ def _git_changes(
             allow_force_push=False,
             allow_delete=False,
             allow_manifest_changes=False,
+            allow_ci_changes=False,
         )
     elif was.url != now.url:
         yield Change(

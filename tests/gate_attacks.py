@@ -2,9 +2,9 @@
 
 Each script runs in a clone of the gate (remote `origin`, on the upstream's main) with nothing
 but sh, printf, gzip and git, so the same attack runs on this machine against a gate on
-loopback and inside a real bottle. Each one tries to get a secret (or a manifest change) to the
-upstream on an allowed branch; the gate must refuse it, naming why, and the upstream must not
-gain a single object. Every one of them reached the upstream before the gate scanned stored
+loopback and inside a real bottle. Each one tries to get a secret (or a manifest or CI change)
+to the upstream on an allowed branch; the gate must refuse it, naming why, and the upstream must
+not gain a single object. Every one of them reached the upstream before the gate scanned stored
 objects.
 """
 
@@ -410,6 +410,15 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "manifest-under-a-name-hfs-reads-as-bottle-toml",
             commit_and_push("hfsname", "printf '[agents.x]\\n'", "bottle\u200c.toml"),
             "bottle\\u200c.toml",
+        ),
+        Attack(
+            # Poisoned pipeline execution: the forge runs it on push, with the CI's secrets
+            # and network, before anyone reviews the branch.
+            "ci-workflow",
+            commit_and_push(
+                "ci", "printf 'on: push\\n'", ".github/workflows/exfil.yml", message="ci"
+            ),
+            "allow_ci_changes = true",
         ),
     ]
 

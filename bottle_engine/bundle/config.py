@@ -97,6 +97,8 @@ class GitUpstreamConfig:
     known_hosts_file: str | None = None  # path inside the bundle container
     # Off: a push that changes a bottle.toml or a file the manifest reads is refused.
     allow_manifest_changes: bool = False
+    # Off: a push that changes a CI definition (`gitgate.policy.is_ci_definition`) is refused.
+    allow_ci_changes: bool = False
     protected_paths: tuple[str, ...] = ()  # repository-relative, computed by the engine
     max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES

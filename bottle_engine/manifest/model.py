@@ -57,6 +57,7 @@ class GitUpstream:
     allow_force_push: bool
     allow_delete: bool
     allow_manifest_changes: bool
+    allow_ci_changes: bool
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def _bottle(name: str, raw: dict[str, Any], base: Path) -> Bottle:
             allow_force_push=bool(values["allow_force_push"]),
             allow_delete=bool(values["allow_delete"]),
             allow_manifest_changes=bool(values["allow_manifest_changes"]),
+            allow_ci_changes=bool(values["allow_ci_changes"]),
         )
         for values in ({**schema.defaults_of(git_field), **g} for g in raw.get("git", []))
     )

@@ -316,6 +316,16 @@ GIT_FIELDS = (
         default=False,
         example="allow_manifest_changes = true",
     ),
+    Field(
+        "allow_ci_changes",
+        Kind.BOOLEAN,
+        "Let the agent push changes to CI definitions (`.github/workflows/`, "
+        "`.gitlab-ci.yml`, `Jenkinsfile`, ...). On, the forge runs what the agent writes on "
+        "push, with the CI's secrets and network, before anyone reviews it. Off, such a push "
+        "is refused naming the file.",
+        default=False,
+        example="allow_ci_changes = true",
+    ),
 )
 
 BOTTLE_FIELDS = (

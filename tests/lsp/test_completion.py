@@ -203,5 +203,6 @@ async def test_keys_in_a_git_upstream_table(complete_edited: CompleteEdited) -> 
         "allow_force_push",
         "allow_delete",
         "allow_manifest_changes",
+        "allow_ci_changes",
     }
     assert items["push_branches"].text_edit.new_text == "push_branches = [$1]"  # type: ignore[union-attr]

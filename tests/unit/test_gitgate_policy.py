@@ -10,6 +10,7 @@ from bottle_engine.bundle.config import MAX_REF_COMPONENTS, MAX_REF_NAME_BYTES, 
 from bottle_engine.bundle.gitgate.policy import (
     RefUpdate,
     decide,
+    is_ci_definition,
     malformed_ref,
     touches_manifest,
 )
@@ -172,6 +173,36 @@ def test_force_push_refusal_names_the_setting_and_the_way_out() -> None:
 )
 def test_manifest_paths_the_gate_guards(path: str, touches: bool) -> None:
     assert touches_manifest(path, ("Dockerfile", "agents/reviewer.md")) is touches
+
+
+@pytest.mark.parametrize(
+    ("path", "runs"),
+    [
+        (".github/workflows/ci.yml", True),
+        (".github/workflows/deep/ci.yml", True),
+        (".github/actions/setup/action.yml", True),
+        (".GitHub/Workflows/ci.YML", True),  # as a case-insensitive disk (and some forges) opens it
+        (".github\u200c/workflows/ci.yml", True),  # a mark HFS+ ignores
+        (".github", True),  # a link where the workflows have their directory
+        (".github/workflows", True),
+        (".gitlab-ci.yml", True),
+        ("debian/.gitlab-ci.yml", True),
+        ("JENKINSFILE", True),
+        (".circleci/config.yml", True),
+        (".woodpecker.yml", True),
+        ("cloudbuild.yaml", True),
+        (".tekton/push.yaml", True),
+        # Not read by any forge by default: a workflow's name elsewhere, a prefix of one.
+        ("docs/.github/workflows/ci.yml", False),
+        ("sub/.gitlab-ci.yml", False),
+        (".github/CODEOWNERS", False),
+        (".github/workflows-old/ci.yml", False),
+        (".gitlab-ci.yml.bak", False),
+        ("src/app.py", False),
+    ],
+)
+def test_ci_definitions_the_gate_guards(path: str, runs: bool) -> None:
+    assert is_ci_definition(path) is runs
 
 
 # Names at the edges of git's ref-name rules (`git help check-ref-format`).

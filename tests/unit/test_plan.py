@@ -321,6 +321,7 @@ def test_the_git_gate_guards_the_files_the_manifest_reads(tmp_path: Path) -> Non
     )
     [origin] = plan.bundle_config().git
     assert origin.protected_paths == paths and origin.allow_manifest_changes is False
+    assert origin.allow_ci_changes is False
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ def test_every_push_policy_key_the_manifest_and_the_gate_share_reaches_the_gate(
     manifest = manifest_from(
         '[agents.a]\n[bottles.b]\n[[bottles.b.git]]\nname = "origin"\nurl = "/srv/r.git"\n'
         'push_branches = ["a/*"]\nallow_force_push = true\nallow_delete = true\n'
-        "allow_manifest_changes = true\n",
+        "allow_manifest_changes = true\nallow_ci_changes = true\n",
         tmp_path,
     )
     plan = plan_bottle(manifest, "a")
@@ -344,6 +345,7 @@ def test_every_push_policy_key_the_manifest_and_the_gate_share_reaches_the_gate(
     [origin] = plan.bundle_config().git
     assert (origin.name, origin.url, origin.push_branches) == ("origin", "/srv/r.git", ("a/*",))
     assert origin.allow_force_push and origin.allow_delete and origin.allow_manifest_changes
+    assert origin.allow_ci_changes
     assert origin.max_push_bytes == 9
 
 

@@ -138,6 +138,11 @@ WIDENING_EDITS = [
         id="delete",
     ),
     pytest.param(
+        ("allow_force_push = true", "allow_force_push = true\nallow_ci_changes = true"),
+        "bottle web: git origin: pushes that change CI definitions now allowed",
+        id="ci-changes",
+    ),
+    pytest.param(
         ('runtime = "auto"', 'runtime = "runc"'),
         "bottle web: runtime runc (was auto)",
         id="runtime-weaker",

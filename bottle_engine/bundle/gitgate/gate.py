@@ -17,7 +17,7 @@ import json
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +43,13 @@ from bottle_engine.bundle.gitgate.objects import (
     tree_entries,
     tree_values,
 )
-from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide, touches_manifest
+from bottle_engine.bundle.gitgate.policy import (
+    Decision,
+    RefUpdate,
+    decide,
+    is_ci_definition,
+    touches_manifest,
+)
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
 from bottle_engine.bundle.gitgate.served import (
     drop_incoming_objects,
@@ -363,22 +369,13 @@ def judge_push(
                 "and push again; secrets reach services only through the bottle's proxy",
             ),
         )
-    if not upstream.allow_manifest_changes:
-        changes = manifest_changes(git_dir, upstream, objects)
-        changes += older_manifests(git_dir, upstream, pushed)
+    for guard in path_guards(upstream):
+        changes = guarded_changes(git_dir, guard.touches, objects)
+        changes += older_guarded(git_dir, guard.touches, pushed)
         if changes:
             return Judgement(
                 decisions,
-                refusal=(
-                    "push refused: it changes the bottle's manifest or a file the manifest "
-                    "reads, which decide what leaves the bottle:",
-                    *changes[:MAX_REPORTED],
-                    *_more(len(changes)),
-                    "leave these files as they are (a person changes them outside the bottle; "
-                    "a branch's own may only become what an upstream branch holds now), "
-                    f"or set allow_manifest_changes = true for git upstream {upstream.name!r} "
-                    "in bottle.toml",
-                ),
+                refusal=(guard.what, *changes[:MAX_REPORTED], *_more(len(changes)), guard.way_on),
             )
     return Judgement(decisions, scanned=[o.oid for o in objects])
 
@@ -549,37 +546,76 @@ def _shown_path(obj: NewObject, secret_names: set[str]) -> str:
     return "(a path whose name holds a secret)" if obj.path in secret_names else obj.path
 
 
-def manifest_changes(
-    git_dir: Path, upstream: GitUpstreamConfig, objects: list[NewObject]
+@dataclass(frozen=True)
+class PathGuard:
+    """Paths a push may not change unless the upstream opts out, and what a refusal says."""
+
+    touches: Callable[[str], bool]  # whether a change to a repository-relative path counts
+    what: str  # the refusal's first line: what the push changes and why that matters
+    way_on: str  # its last: how to go on
+
+
+def path_guards(upstream: GitUpstreamConfig) -> list[PathGuard]:
+    """The guards `upstream` keeps on: the manifest's (a manifest decides what leaves a
+    bottle) and the CI definitions' (a forge runs them on push with the CI's secrets and open
+    network, before any person reviews the branch: poisoned pipeline execution)."""
+    name = upstream.name
+    guards = []
+    if not upstream.allow_manifest_changes:
+        protected = upstream.protected_paths
+        guards.append(
+            PathGuard(
+                lambda path: touches_manifest(path, protected),
+                "push refused: it changes the bottle's manifest or a file the manifest "
+                "reads, which decide what leaves the bottle:",
+                "leave these files as they are (a person changes them outside the bottle; "
+                "a branch's own may only become what an upstream branch holds now), "
+                f"or set allow_manifest_changes = true for git upstream {name!r} in bottle.toml",
+            )
+        )
+    if not upstream.allow_ci_changes:
+        guards.append(
+            PathGuard(
+                is_ci_definition,
+                "push refused: it changes a CI definition, which the forge runs on push with "
+                "the CI's secrets and network:",
+                "leave these files as they are (a person changes CI definitions outside the "
+                "bottle; a branch's own may only become what an upstream branch holds now), "
+                f"or set allow_ci_changes = true for git upstream {name!r} in bottle.toml "
+                "(the forge then runs what the agent writes, with the CI's secrets)",
+            )
+        )
+    return guards
+
+
+def guarded_changes(
+    git_dir: Path, touches: Callable[[str], bool], objects: list[NewObject]
 ) -> list[str]:
-    """A line per new commit and path that changes the manifest or a file it reads."""
+    """A line per new commit and path that `touches` counts (a guarded path changed)."""
     lines = []
     for commit in [o.oid for o in objects if o.commit == o.oid]:
         for path in changed_paths(git_dir, commit):
-            if touches_manifest(path, upstream.protected_paths):
+            if touches(path):
                 lines.append(f"commit {commit[:12]}: {safe_text(path, 300)}")
     return lines
 
 
-def older_manifests(
-    git_dir: Path, upstream: GitUpstreamConfig, updates: list[RefUpdate]
+def older_guarded(
+    git_dir: Path, touches: Callable[[str], bool], updates: list[RefUpdate]
 ) -> list[str]:
-    """A line per pushed ref and manifest path whose content at the new tip differs from the
+    """A line per pushed ref and guarded path whose content at the new tip differs from the
     old tip and from every other branch of the upstream now (for a new branch: every such
     path of its tip).
 
-    Needed beside `manifest_changes`, which finds content no parent had: a merge, or a new
-    branch, can take the manifest whole from an older upstream commit (one from before a
-    person tightened it) and so change nothing there while the branch's manifest goes back."""
+    Needed beside `guarded_changes`, which finds content no parent had: a merge, or a new
+    branch, can take a file whole from an older upstream commit (a manifest or workflow from
+    before a person tightened it) and so change nothing there while the branch's file goes
+    back."""
     tips = branch_tips(git_dir)
     lines = []
     for update in updates:
         old = None if update.kind == "create" else update.old
-        paths = [
-            path
-            for path in paths_between(git_dir, old, update.new)
-            if touches_manifest(path, upstream.protected_paths)
-        ]
+        paths = [path for path in paths_between(git_dir, old, update.new) if touches(path)]
         others = [tip for ref, tip in tips.items() if ref != update.ref]
         if not paths:
             continue

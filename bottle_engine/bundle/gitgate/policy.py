@@ -203,15 +203,72 @@ def _folded(path: str) -> str:
     return unicodedata.normalize("NFC", _HFS_IGNORED.sub("", path)).casefold()
 
 
+def _guarded(folded: str, guarded: str) -> bool:
+    """Whether a change at `folded` changes what is read at `guarded`: the path itself, or a
+    file or link standing where `guarded` has a directory (a link there leads the path to the
+    agent's own file). Both folded."""
+    return folded == guarded or guarded.startswith(folded + "/")
+
+
 def touches_manifest(path: str, protected: Iterable[str]) -> bool:
     """Whether a change to `path` (repository-relative) changes what a launch reads: a
     bottle.toml at any depth, one of the paths the engine protects, or a file or link standing
-    where one of those paths has a directory (a link there leads the path to the agent's own
-    file). Compared as a case-insensitive or normalising file system (macOS) opens them:
-    case-folded, NFC-normalised and without the characters HFS+ ignores."""
+    where one of those paths has a directory. Compared as a case-insensitive or normalising
+    file system (macOS) opens them: case-folded, NFC-normalised and without the characters HFS+
+    ignores."""
     folded = _folded(path)
     if folded.rsplit("/", 1)[-1] == MANIFEST_NAME:
         return True
-    return any(
-        folded == guarded or guarded.startswith(folded + "/") for guarded in map(_folded, protected)
+    return any(_guarded(folded, guarded) for guarded in map(_folded, protected))
+
+
+# Where forges read, by default, what to run on a push (repository-relative, already folded).
+# A forge runs these from the pushed commit, with the CI's secrets and open network.
+CI_FILES = (
+    ".gitlab-ci.yml",  # GitLab CI (the default of "CI/CD configuration file")
+    ".gitlab-ci.yaml",  # GitLab CI, as set by many projects ("Custom CI config path")
+    "debian/.gitlab-ci.yml",  # GitLab: the default path on Debian's instance (Salsa)
+    "bitbucket-pipelines.yml",  # Bitbucket Pipelines
+    "azure-pipelines.yml",  # Azure Pipelines
+    "azure-pipelines.yaml",  # Azure Pipelines
+    ".travis.yml",  # Travis CI
+    "jenkinsfile",  # Jenkins multibranch pipelines
+    ".drone.yml",  # Drone
+    ".drone.yaml",  # Drone
+    ".woodpecker.yml",  # Woodpecker, one pipeline
+    ".woodpecker.yaml",  # Woodpecker, one pipeline
+    "appveyor.yml",  # AppVeyor
+    ".appveyor.yml",  # AppVeyor
+    ".cirrus.yml",  # Cirrus CI
+    ".cirrus.star",  # Cirrus CI, Starlark
+    "cloudbuild.yaml",  # Google Cloud Build
+    "cloudbuild.yml",  # Google Cloud Build
+    "cloudbuild.json",  # Google Cloud Build
+    "buildspec.yml",  # AWS CodeBuild
+    "buildspec.yaml",  # AWS CodeBuild
+)
+CI_DIRECTORIES = (
+    ".github/workflows",  # GitHub Actions; Gitea and Forgejo read it without their own
+    ".github/actions",  # GitHub: local actions a workflow runs (uses: ./.github/actions/x)
+    ".gitea/workflows",  # Gitea Actions; Forgejo reads it too
+    ".gitea/actions",  # Gitea: local actions
+    ".forgejo/workflows",  # Forgejo Actions
+    ".forgejo/actions",  # Forgejo: local actions
+    ".gitlab/ci",  # GitLab: files .gitlab-ci.yml conventionally includes
+    ".circleci",  # CircleCI (config.yml, and the orbs and scripts beside it)
+    ".azure-pipelines",  # Azure Pipelines
+    ".woodpecker",  # Woodpecker, a pipeline per file
+    ".buildkite",  # Buildkite (pipeline.yml, hooks)
+    ".semaphore",  # Semaphore
+    ".tekton",  # Tekton Pipelines as Code
+)
+
+
+def is_ci_definition(path: str) -> bool:
+    """Whether a change to `path` (repository-relative) changes what a forge runs on push: a
+    file of `CI_FILES`, anything under `CI_DIRECTORIES`, or a file or link standing where
+    either has a directory. Compared folded, as `touches_manifest` compares."""
+    folded = _folded(path)
+    return any(_guarded(folded, guarded) for guarded in (*CI_FILES, *CI_DIRECTORIES)) or any(
+        folded.startswith(directory + "/") for directory in CI_DIRECTORIES
     )
