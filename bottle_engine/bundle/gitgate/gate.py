@@ -4,10 +4,10 @@ Each upstream gets a bare repository ``<repos_dir>/<name>.git`` served by ``git 
 every clone, fetch or push (the daemon's access hook) the gate mirrors the upstream's branches
 and tags into it. The pre-receive hook decides each pushed ref with `policy.decide`, refuses a
 value that is not a commit, scans every object the push would send as stored bytes (`scan`),
-refuses changes to the manifest and the files it reads (unless the upstream allows them), and
-only then forwards the push to the upstream, before the gate's own refs move, so the agent's
-push succeeds exactly when the upstream took it. What it forwards is the scanned objects as the
-gate packs them, never the agent's pack (`forwarding`).
+refuses changes to the manifest, the files it reads and the CI definitions (`guards`, unless
+the upstream allows them), and only then forwards the push to the upstream, before the gate's
+own refs move, so the agent's push succeeds exactly when the upstream took it. What it forwards
+is the scanned objects as the gate packs them, never the agent's pack (`forwarding`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,25 +31,17 @@ from bottle_engine.bundle.gitgate.forwarding import (
     forwarding_objects,
     upstream_store,
 )
+from bottle_engine.bundle.gitgate.guards import guarded_changes, older_guarded, path_guards
 from bottle_engine.bundle.gitgate.objects import (
     GIT_MODES,
     GITLINK_MODE,
     NewObject,
     branch_tips,
-    changed_paths,
     infos,
     new_objects,
-    paths_between,
     tree_entries,
-    tree_values,
 )
-from bottle_engine.bundle.gitgate.policy import (
-    Decision,
-    RefUpdate,
-    decide,
-    is_ci_definition,
-    touches_manifest,
-)
+from bottle_engine.bundle.gitgate.policy import Decision, RefUpdate, decide
 from bottle_engine.bundle.gitgate.scan import Finding, ScanLimits, Scanner, known_secrets
 from bottle_engine.bundle.gitgate.served import (
     drop_incoming_objects,
@@ -544,93 +536,6 @@ def _scan_names(
 def _shown_path(obj: NewObject, secret_names: set[str]) -> str:
     """The path to show for `obj`; never one whose name holds a secret."""
     return "(a path whose name holds a secret)" if obj.path in secret_names else obj.path
-
-
-@dataclass(frozen=True)
-class PathGuard:
-    """Paths a push may not change unless the upstream opts out, and what a refusal says."""
-
-    touches: Callable[[str], bool]  # whether a change to a repository-relative path counts
-    what: str  # the refusal's first line: what the push changes and why that matters
-    way_on: str  # its last: how to go on
-
-
-def path_guards(upstream: GitUpstreamConfig) -> list[PathGuard]:
-    """The guards `upstream` keeps on: the manifest's (a manifest decides what leaves a
-    bottle) and the CI definitions' (a forge runs them on push with the CI's secrets and open
-    network, before any person reviews the branch: poisoned pipeline execution)."""
-    name = upstream.name
-    guards = []
-    if not upstream.allow_manifest_changes:
-        protected = upstream.protected_paths
-        guards.append(
-            PathGuard(
-                lambda path: touches_manifest(path, protected),
-                "push refused: it changes the bottle's manifest or a file the manifest "
-                "reads, which decide what leaves the bottle:",
-                "leave these files as they are (a person changes them outside the bottle; "
-                "a branch's own may only become what an upstream branch holds now), "
-                f"or set allow_manifest_changes = true for git upstream {name!r} in bottle.toml",
-            )
-        )
-    if not upstream.allow_ci_changes:
-        guards.append(
-            PathGuard(
-                is_ci_definition,
-                "push refused: it changes a CI definition, which the forge runs on push with "
-                "the CI's secrets and network:",
-                "leave these files as they are (a person changes CI definitions outside the "
-                "bottle; a branch's own may only become what an upstream branch holds now), "
-                f"or set allow_ci_changes = true for git upstream {name!r} in bottle.toml "
-                "(the forge then runs what the agent writes, with the CI's secrets)",
-            )
-        )
-    return guards
-
-
-def guarded_changes(
-    git_dir: Path, touches: Callable[[str], bool], objects: list[NewObject]
-) -> list[str]:
-    """A line per new commit and path that `touches` counts (a guarded path changed)."""
-    lines = []
-    for commit in [o.oid for o in objects if o.commit == o.oid]:
-        for path in changed_paths(git_dir, commit):
-            if touches(path):
-                lines.append(f"commit {commit[:12]}: {safe_text(path, 300)}")
-    return lines
-
-
-def older_guarded(
-    git_dir: Path, touches: Callable[[str], bool], updates: list[RefUpdate]
-) -> list[str]:
-    """A line per pushed ref and guarded path whose content at the new tip differs from the
-    old tip and from every other branch of the upstream now (for a new branch: every such
-    path of its tip).
-
-    Needed beside `guarded_changes`, which finds content no parent had: a merge, or a new
-    branch, can take a file whole from an older upstream commit (a manifest or workflow from
-    before a person tightened it) and so change nothing there while the branch's file goes
-    back."""
-    tips = branch_tips(git_dir)
-    lines = []
-    for update in updates:
-        old = None if update.kind == "create" else update.old
-        paths = [path for path in paths_between(git_dir, old, update.new) if touches(path)]
-        others = [tip for ref, tip in tips.items() if ref != update.ref]
-        if not paths:
-            continue
-        values = tree_values(
-            git_dir, [(commit, path) for path in paths for commit in [update.new, *others]]
-        )
-        width = 1 + len(others)
-        for index, path in enumerate(paths):
-            new_value, *held = values[index * width : (index + 1) * width]
-            if new_value not in held:
-                lines.append(
-                    f"{safe_text(update.ref)}: {safe_text(path, 300)} is not what any "
-                    "upstream branch holds now"
-                )
-    return lines
 
 
 def forward(
