@@ -15,7 +15,6 @@ source tree, a zip of 20 entries, an .xz of a log).
 
 from __future__ import annotations
 
-import argparse
 import io
 import lzma
 import random
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import medians, print_result, timed
+from benchmarks.measure import arguments, medians, print_result, timed
 from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.copied_archives import ArchiveSearch, packed_files
 from bottle_engine.guest import workspace_archive
@@ -87,10 +86,8 @@ def measured(tree: bytes, search: ValueSearch, repeat: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, repeat=7)
     parser.add_argument("--files", type=int, default=5000)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     search = ValueSearch(

@@ -17,7 +17,6 @@ searches it for the bottle's real values in all their stored forms
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import medians, print_result, timed
+from benchmarks.measure import arguments, medians, print_result, timed
 from bottle_engine.bundle.secret_forms import ValueSearch
 from bottle_engine.copied_history import CleanPacks, search_history
 from bottle_engine.guest import workspace_archive
@@ -72,11 +71,9 @@ def make_history(repo: Path, commits: int, kib: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, repeat=5)
     parser.add_argument("--commits", type=int, default=400)
     parser.add_argument("--kib", type=int, default=256, help="size of the file each commit changes")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-history-") as scratch:

@@ -12,14 +12,13 @@ the time goes here, not in the tests.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import medians, print_result, timed
+from benchmarks.measure import arguments, medians, print_result, timed
 from bottle_engine.bundle.gitgate.scan import KnownSecret, Scanner
 from bottle_engine.manifest.source import Position
 from bottle_lsp.analysis import analyze
@@ -83,9 +82,7 @@ def cases() -> list[Case]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
+    parser = arguments(__doc__, repeat=5)
     args = parser.parse_args()
     result = {}
     for name, attack, baseline in cases():

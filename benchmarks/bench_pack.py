@@ -15,7 +15,6 @@ Needs a Docker daemon and the test registry image (built here from the base imag
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import median_lines, medians, print_result, timed
+from benchmarks.measure import arguments, median_lines, medians, print_result, timed
 from bottle_engine.artifacts.base import ensure_base_image
 from bottle_engine.artifacts.pack import pack_artifact
 from bottle_engine.dockerapi import connect
@@ -32,10 +31,8 @@ from tests.fakes.oci_layout import make_layout
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, repeat=5)
     parser.add_argument("--layer-mib", type=int, default=64, help="incompressible layer size")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     client = connect()

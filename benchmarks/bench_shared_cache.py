@@ -15,7 +15,6 @@ Needs a Docker daemon; the base and test registry images are built here when mis
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import median_lines, medians, print_result
+from benchmarks.measure import arguments, median_lines, medians, print_result
 from bottle_engine.artifacts.base import ensure_base_image
 from bottle_engine.artifacts.builder import build, layer_cache_ref
 from bottle_engine.artifacts.remote import RemoteCache, RemoteCacheError, parse_location
@@ -58,10 +57,8 @@ def forget(client: Any, spec: BuildSpec, image_tag: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, repeat=3)
     parser.add_argument("--image", choices=("small", "agent"), default="small")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     client = connect()

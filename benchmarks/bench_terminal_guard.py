@@ -17,7 +17,6 @@ Each is fed 64 KiB reads, as the relays read. Reports MiB/s and the guard's rati
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.measure import medians, print_result, timed
+from benchmarks.measure import arguments, medians, print_result, timed
 from bottle_engine.display import safe_lines
 from bottle_engine.terminal_guard import Mode, TerminalGuard
 
@@ -73,10 +72,8 @@ SIDES = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, repeat=5)
     parser.add_argument("--mib", type=int, default=8, help="size of each stream")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     result: dict[str, object] = {"mib": args.mib, "repeat": args.repeat}

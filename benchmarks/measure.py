@@ -7,11 +7,21 @@ on sys.path first, so they import this as `benchmarks.measure`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+
+def arguments(doc: str, *, repeat: int) -> argparse.ArgumentParser:
+    """The command line every benchmark starts from: described by the first paragraph of its
+    docstring `doc`, with `--repeat` (rounds, the median kept) and `--json` (for scripts)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=repeat, help="rounds (the median is kept)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -33,8 +33,8 @@ from tests.bundle_helpers import (
     read_http_response,
     secret_in_file,
 )
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 SLUG = "asking"
 PLACEHOLDER = "bb-ask-placeholder-51c0"
 REAL = "real-ask-value-9e2b"
@@ -64,7 +64,7 @@ class AskLab:
         return ApprovalStore(self.bottle_dir, SLUG)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "BOTTLE_STATE_DIR": str(self.state_dir), "PYTHONPATH": str(REPO)}
+        return {**os.environ, "BOTTLE_STATE_DIR": str(self.state_dir), "PYTHONPATH": str(REPO_ROOT)}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `bottle-engine` CLI in its own process, answering as a person would."""
@@ -179,6 +179,6 @@ def ask_lab(
         upstream_ca_files=(str(tls.ca_cert),),  # for the tunnels the proxy opens
     )
     with loopback_egress_lab(
-        root, config, tls, http=http, https=https, proxy=proxy, source=str(REPO)
+        root, config, tls, http=http, https=https, proxy=proxy, source=str(REPO_ROOT)
     ) as upstream_log:
         yield AskLab(root, proxy, http, https, tls.ca_cert, config.audit_log, upstream_log)

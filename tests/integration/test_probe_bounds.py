@@ -10,16 +10,15 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.bottle_fixtures import BottleWorld, agent_exec, world_env
+from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
-REPO = Path(__file__).resolve().parents[2]
 SPARSE_BYTES = 3 * 1024**3 // 2  # 1.5 GiB of holes: nothing on disk, 1.5 GiB of tar
 ADDRESS_SPACE = 1024**3  # what the person's process may take here
 SEARCH = (
@@ -40,7 +39,7 @@ def _as_the_person(
     with world_env(world):
         return subprocess.run(
             [sys.executable, "-c", script, *args],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             capture_output=True,
             timeout=timeout,
             preexec_fn=_bounded,

@@ -37,8 +37,7 @@ from bottle_engine.bottle_dir import BottleDir
 from bottle_engine.cli import main
 from bottle_engine.errors import BottleError
 from bottle_lsp.engine import Engine
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
 
 SHELL_RC = "# the person's shell start-up file\n"
 PAYLOAD = "$(touch /tmp/bot-bottle-pwned)"

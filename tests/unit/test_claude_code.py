@@ -25,8 +25,8 @@ from bottle_engine.claude_code import (
 from bottle_engine.guest import guest_files
 from bottle_engine.manifest import load_manifest
 from bottle_engine.plan import AGENT_HOME, AGENT_UID, BottlePlan, plan_bottle
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = """\
 [agents.dev]
 command = ["claude"]

@@ -32,8 +32,8 @@ from tests.bundle_helpers import (
     secret_in_file,
     websocket_frame,
 )
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "bb-corner-placeholder-5c2a"
 REAL = "real-corner-value-9e31b7"
 TOKEN = f"X-Auth-Token: {PLACEHOLDER}"
@@ -192,7 +192,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             state_dir=str(root / "state"),
             upstream_ca_files=(str(tls.ca_cert),),
         )
-        source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(REPO))
+        source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(REPO_ROOT))
         log = root / "proxy.log"
         with loopback_egress_lab(
             root, config, tls, http=http, https=https, proxy=proxy, source=source, proxy_log=log

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 import textwrap
 import urllib.parse
 from collections.abc import Iterator
@@ -50,29 +51,29 @@ identity = "deploy_key"
 
 def trees_of(
     project: Path,
-    tmp_path: Path,
     manifest_text: str,
     manifest_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, bytes]:
     """What a launch of `manifest_text`'s agent from `project` copies into the sandbox, the
     manifest written in `manifest_dir` (by default the project); `progress` is told what the
-    launch reports."""
+    launch reports. The bottle's state dir is scratch, gone when the copy is made."""
     manifest_dir = manifest_dir or project
     (manifest_dir / "bottle.toml").write_text(manifest_text)
     (manifest_dir / "Dockerfile").write_text("FROM scratch\n")
     manifest = load_manifest_text(manifest_text, manifest_dir / "bottle.toml").require()
     plan = plan_bottle(manifest, "a", cwd=project)
-    bottle_dir = BottleDir(tmp_path / "state")
-    bottle_dir.ca_dir.mkdir(parents=True, exist_ok=True)
-    bottle_dir.ca_cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    return dict(guest_trees(plan, bottle_dir, system_cas=None, progress=progress))
+    with tempfile.TemporaryDirectory() as state:
+        bottle_dir = BottleDir(Path(state))
+        bottle_dir.ca_dir.mkdir(parents=True, exist_ok=True)
+        bottle_dir.ca_cert.write_text("-----BEGIN CERTIFICATE-----\n")
+        return dict(guest_trees(plan, bottle_dir, system_cas=None, progress=progress))
 
 
 def copied_files(project: Path, tmp_path: Path) -> dict[str, bytes]:
     """The regular files of the launch's workspace copy, by path, with their content."""
     text = MANIFEST.format(source='from_file = ".bottle/api-key"') + GIT_UPSTREAM
-    with tarfile.open(fileobj=io.BytesIO(trees_of(project, tmp_path, text)[WORKSPACE])) as archive:
+    with tarfile.open(fileobj=io.BytesIO(trees_of(project, text)[WORKSPACE])) as archive:
         members = archive.getmembers()
         # Every entry extracts on its own: no hard link to a file left out.
         assert not [m.name for m in members if m.islnk()]
@@ -120,7 +121,7 @@ def test_a_launch_whose_workspace_copy_holds_a_real_value_is_refused(
     (project / "config" / ".env").write_text(f"RT37_API_KEY={INVENTED_VALUE}\n")
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'))
+        trees_of(project, MANIFEST.format(source='from_env = "RT37_API_KEY"'))
 
     told = f"{caught.value.message}\n{caught.value.fix}"
     assert "config/.env" in told
@@ -249,7 +250,7 @@ def test_a_real_value_stored_encoded_in_the_launch_directory_is_refused(
     (project / "deploy" / "stored").write_bytes(b"data: " + ENCODINGS[encoding]() + b"\n")
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert "deploy/stored" in caught.value.message
 
@@ -264,11 +265,11 @@ def test_a_short_value_is_refused_only_as_a_whole_word(
     project.mkdir()
     (project / "words.txt").write_text("aq7x2b q7x2z 0q7x2\n")
 
-    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+    assert WORKSPACE in trees_of(project, manifest)
 
     (project / ".env").write_text("PIN=q7x2\n")
     with pytest.raises(BottleError):
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
 
 @pytest.mark.parametrize("where", ["file", "history"])
@@ -288,7 +289,7 @@ def test_a_short_value_ending_a_line_is_refused(
         committed_then_removed(project, ".env", text)
 
     with pytest.raises(BottleError, match=r"\.env" if where == "file" else "history"):
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
 
 def test_a_launch_from_inside_the_engines_state_dir_copies_none_of_it(
@@ -306,7 +307,7 @@ def test_a_launch_from_inside_the_engines_state_dir_copies_none_of_it(
         )
     for inside in (state_root / "bottles", state_root / "bottles" / "one", state_root):
         with pytest.raises(BottleError) as caught:
-            trees_of(inside, tmp_path, MANIFEST.format(source='from_env = "HOME"'))
+            trees_of(inside, MANIFEST.format(source='from_env = "HOME"'))
         assert "state" in caught.value.message
 
 
@@ -326,7 +327,7 @@ def test_a_real_value_in_a_skill_or_the_prompt_file_is_refused(
 
     with_skill = base.replace("[agents.a]\n", '[agents.a]\nskills = ["deploy"]\n')
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, with_skill)
+        trees_of(project, with_skill)
     assert "deploy" in caught.value.message
 
     (skill / "SKILL.md").write_text("no value here\n")
@@ -334,7 +335,7 @@ def test_a_real_value_in_a_skill_or_the_prompt_file_is_refused(
     prompt.write_text(f"Use the key {base64.b64encode(INVENTED_VALUE.encode()).decode()}\n")
     with_prompt = base.replace("[agents.a]\n", f'[agents.a]\nprompt_file = "{prompt}"\n')
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, with_prompt)
+        trees_of(project, with_prompt)
     assert "prompt" in caught.value.message
 
 
@@ -356,13 +357,13 @@ def test_a_git_upstreams_password_in_the_copy_is_refused(tmp_path: Path) -> None
     (project / ".git" / "config").write_text(f'[remote "origin"]\n\turl = https://me:{token}@h/r\n')
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
     assert "bottle.toml" in caught.value.message and token not in str(caught.value)
 
     (project / "bottle.toml").unlink()
     (project / "Dockerfile").unlink()
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest, manifest_dir=outside)
+        trees_of(project, manifest, manifest_dir=outside)
     assert ".git/config" in caught.value.message
 
 
@@ -410,7 +411,6 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     with pytest.raises(BottleError) as caught:
         trees_of(
             project,
-            tmp_path,
             manifest.replace("[agents.a]\n", '[agents.a]\nskills = ["release"]\n'),
         )
     assert "release/key" in caught.value.message
@@ -418,7 +418,7 @@ def test_a_git_identitys_key_elsewhere_in_what_is_copied_is_refused(
     (project / "backup").mkdir()
     (project / "backup" / "key.txt").write_text(key.replace("\n", "\r\n"))
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
     assert "backup/key.txt" in caught.value.message and "rt38b3" not in str(caught.value)
 
 
@@ -443,7 +443,7 @@ def test_a_git_identitys_key_kept_indented_in_the_project_is_refused(
     (project / name).write_text(f"stringData:\n  ssh-privatekey: |\n{block}kind: Secret\n")
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert name in caught.value.message and "rt41b3" not in str(caught.value)
 
@@ -461,7 +461,7 @@ def test_a_refusal_names_the_files_when_a_name_is_not_utf8(
         latin1_named.write("a name in Latin-1\n")
 
     with pytest.raises(BottleError, match=r"/workspace/\.env"):
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
 
 def test_a_link_to_the_persons_ssh_dir_is_copied_as_a_link(
@@ -528,7 +528,7 @@ def test_a_real_value_in_the_projects_git_history_is_refused(
     committed_then_removed(project, ".env", f"API_KEY={INVENTED_VALUE}\n")
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     told = f"{caught.value.message}\n{caught.value.fix}"
     assert ".git/objects" in told and "API_KEY" in told
@@ -565,7 +565,7 @@ def test_a_real_value_in_packed_or_nested_git_history_is_refused(
         (project / "scratch").unlink()
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert INVENTED_VALUE not in str(caught.value)
 
@@ -585,12 +585,12 @@ def test_a_real_value_in_a_sha256_repositorys_history_is_refused(
         assert not list((project / ".git" / "objects").glob("??/*"))
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert "history" in caught.value.message and INVENTED_VALUE not in str(caught.value)
 
     committed_then_removed(tmp_path / "clean", "notes.txt", "nothing\n", object_format="sha256")
-    assert WORKSPACE in trees_of(tmp_path / "clean", tmp_path, manifest)
+    assert WORKSPACE in trees_of(tmp_path / "clean", manifest)
 
 
 @pytest.mark.parametrize("name", ["tmp_pack_Xy12ab", "pack-0123abcd.pack"])
@@ -614,7 +614,7 @@ def test_a_pack_without_its_index_is_refused(
     (project / ".git" / "objects" / "pack" / name).write_bytes(pack)
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert name in caught.value.message and INVENTED_VALUE not in str(caught.value)
 
@@ -628,7 +628,7 @@ def test_a_project_whose_history_holds_no_value_is_copied_with_its_history(
     project = tmp_path / "project"
     committed_then_removed(project, ".env", "API_KEY=placeholder-only\n")
 
-    tree = trees_of(project, tmp_path, manifest)[WORKSPACE]
+    tree = trees_of(project, manifest)[WORKSPACE]
 
     assert history_holds(tree, "placeholder-only", tmp_path)
 
@@ -645,7 +645,7 @@ def test_a_history_git_cannot_read_is_refused_by_name(
     (project / ".git" / "objects" / "ab" / ("c" * 38)).write_bytes(b"not zlib at all")
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert "/workspace/.git/objects" in caught.value.message
     assert "copy_cwd = false" in (caught.value.fix or "")
@@ -664,7 +664,7 @@ def test_an_object_store_outside_the_copy_is_not_searched(
     git(tmp_path, "clone", "-q", "--shared", str(source), str(project))
     assert (project / ".git" / "objects" / "info" / "alternates").exists()
 
-    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+    assert WORKSPACE in trees_of(project, manifest)
 
 
 def test_an_object_larger_than_the_search_reads_is_refused_not_skipped(
@@ -678,7 +678,7 @@ def test_an_object_larger_than_the_search_reads_is_refused_not_skipped(
     monkeypatch.setattr(copied_history, "MAX_OBJECT_BYTES", 1024)
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert "/workspace/.git/objects" in caught.value.message
     assert "4096 bytes" in caught.value.message
@@ -707,7 +707,7 @@ def test_a_real_value_in_the_agents_environment_or_command_is_refused(
     elsewhere.mkdir()
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest, manifest_dir=elsewhere)
+        trees_of(project, manifest, manifest_dir=elsewhere)
 
     assert "API_KEY" in caught.value.message and INVENTED_VALUE not in str(caught.value)
 
@@ -738,10 +738,10 @@ def test_a_pack_found_clean_is_not_read_again_until_the_values_change(
     read = objects_read(monkeypatch)
 
     other = bound_from_env(monkeypatch, "rt41-a-value-the-history-lacks")
-    trees_of(project, tmp_path, other)
+    trees_of(project, other)
     packed = len(read)
     assert packed >= 5  # two commits, their trees, the blobs
-    trees_of(project, tmp_path, other)
+    trees_of(project, other)
     assert len(read) == packed  # passed over
 
     (project / "later.txt").write_text("KEY=rt41-a-value-the-history-lacks\n")
@@ -749,10 +749,10 @@ def test_a_pack_found_clean_is_not_read_again_until_the_values_change(
     git(project, "commit", "-q", "-m", "a later commit, loose")
     (project / "later.txt").unlink()  # the file goes; its loose objects stay, and are read
     with pytest.raises(BottleError, match="history"):
-        trees_of(project, tmp_path, other)
+        trees_of(project, other)
 
     with pytest.raises(BottleError, match="history"):  # the old pack, for another value
-        trees_of(project, tmp_path, bound_from_env(monkeypatch, INVENTED_VALUE))
+        trees_of(project, bound_from_env(monkeypatch, INVENTED_VALUE))
 
 
 def test_a_pack_found_clean_by_an_older_search_is_read_again(
@@ -766,7 +766,7 @@ def test_a_pack_found_clean_by_an_older_search_is_read_again(
     git(project, "gc", "-q", "--prune=now")
     manifest = bound_from_env(monkeypatch, "rt41-a-value-the-history-lacks")
     read = objects_read(monkeypatch)
-    trees_of(project, tmp_path, manifest)
+    trees_of(project, manifest)
     packed = len(read)
 
     monkeypatch.setattr(
@@ -775,7 +775,7 @@ def test_a_pack_found_clean_by_an_older_search_is_read_again(
         getattr(secret_forms, "SEARCH_VERSION", 0) + 1,
         raising=False,
     )
-    trees_of(project, tmp_path, manifest)
+    trees_of(project, manifest)
     assert len(read) == 2 * packed
 
 
@@ -848,7 +848,7 @@ def test_a_credential_in_the_projects_git_config_is_refused(
     git(project, *setting)
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     told = f"{caught.value.message}\n{caught.value.fix}"
     assert ".git/config" in told and key in told.lower()
@@ -864,12 +864,12 @@ def test_a_projects_git_config_without_credentials_is_copied_and_a_broken_one_na
     git(project, "remote", "add", "origin", "https://github.invalid/team/repo.git")
     git(project, "remote", "add", "fork", "git@github.invalid:someone/repo.git")
 
-    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+    assert WORKSPACE in trees_of(project, manifest)
 
     config = project / ".git" / "config"
     config.write_text(config.read_text() + '[remote "broken"\n')  # a section never closed
     with pytest.raises(BottleError, match=r"\.git/config"):
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
 
 def test_a_credential_in_a_file_the_git_config_includes_is_refused(
@@ -888,7 +888,7 @@ def test_a_credential_in_a_file_the_git_config_includes_is_refused(
     assert PERSONS_TOKEN in git(project, "config", "--list")  # as git reads it
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert "config/git.inc" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
@@ -918,7 +918,7 @@ def test_a_credentials_file_in_the_copy_that_the_git_config_names_is_refused(
     git(project, "config", *setting)
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert ".git/config" in caught.value.message
     assert setting[0].lower() in caught.value.message.lower()
@@ -937,7 +937,7 @@ def test_a_store_helper_outside_the_copy_is_copied(
     git(project, "config", "--add", "credential.helper", "!gh auth git-credential")
     git(project, "config", "--add", "credential.helper", "store --file ~/.my-credentials")
 
-    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+    assert WORKSPACE in trees_of(project, manifest)
 
 
 @pytest.mark.parametrize("config", [".gitconfig", ".config/git/config"])
@@ -955,7 +955,7 @@ def test_a_credential_in_a_copied_user_git_config_is_refused(
     )
 
     with pytest.raises(BottleError) as caught:
-        trees_of(home, tmp_path, manifest)
+        trees_of(home, manifest)
 
     assert config in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
@@ -975,7 +975,7 @@ def test_a_credential_in_a_submodules_url_is_refused(
     )
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert ".gitmodules" in caught.value.message and "submodule.lib.url" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
@@ -994,13 +994,13 @@ def test_a_git_credential_store_in_the_copy_is_refused(
     (project / store).write_text(f"https://x-access-token:{PERSONS_TOKEN}@github.invalid\n")
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, manifest)
+        trees_of(project, manifest)
 
     assert store in caught.value.message and "github.invalid" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
 
     (project / store).write_text("https://github.invalid\n")  # no credential in it
-    assert WORKSPACE in trees_of(project, tmp_path, manifest)
+    assert WORKSPACE in trees_of(project, manifest)
 
 
 def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
@@ -1017,7 +1017,7 @@ def test_a_credential_in_a_file_a_user_git_config_includes_from_home_is_refused(
     )
 
     with pytest.raises(BottleError) as caught:
-        trees_of(home, tmp_path, manifest)
+        trees_of(home, manifest)
 
     assert ".gitconfig.work" in caught.value.message
     assert PERSONS_TOKEN not in str(caught.value)
@@ -1039,7 +1039,7 @@ def test_a_real_value_inside_an_archive_or_compressed_file_is_refused(
     (project / "old" / name).write_bytes(data)
 
     with pytest.raises(BottleError) as caught:
-        trees_of(project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'))
+        trees_of(project, MANIFEST.format(source='from_env = "RT37_API_KEY"'))
 
     told = f"{caught.value.message}\n{caught.value.fix}"
     assert f"old/{name}" in told
@@ -1066,7 +1066,7 @@ def test_an_archive_the_launch_cannot_open_is_named_in_a_warning_not_refused(
     progress = RecordingProgress()
 
     trees = trees_of(
-        project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
+        project, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
     )
 
     assert WORKSPACE in trees
@@ -1089,9 +1089,7 @@ def test_what_the_launch_inflates_in_all_is_bounded_and_the_rest_named(
         (project / f"part{n}.gz").write_bytes(gzip.compress(bytes(40 * 1024)))
     progress = RecordingProgress()
 
-    trees_of(
-        project, tmp_path, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress
-    )
+    trees_of(project, MANIFEST.format(source='from_env = "RT37_API_KEY"'), progress=progress)
 
     [warning] = [line for line in progress.warnings if "could not be opened" in line]
     assert "part0.gz" not in warning
