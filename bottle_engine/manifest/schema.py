@@ -89,6 +89,15 @@ MISSING: Any = _Missing()
 
 
 @dataclass(frozen=True)
+class MustExist:
+    """A path field whose file validation checks: the problem its absence is, and what that
+    absence breaks (the end of the message)."""
+
+    code: str
+    consequence: str
+
+
+@dataclass(frozen=True)
 class Field:
     """One key of the manifest, or a table of them."""
 
@@ -107,6 +116,7 @@ class Field:
     children: tuple[Field, ...] = ()
     item_name: str = "NAME"  # what a NAMED_TABLES key stands for, e.g. "AGENT"
     refers_to: Ref | None = None
+    must_exist: MustExist | None = None  # a PATH whose file validation checks is there
 
     @property
     def is_table(self) -> bool:
@@ -146,6 +156,7 @@ AGENT_FIELDS = (
         "A markdown file appended to the agent's system prompt, relative to this manifest. "
         "Copied into the bottle with mode 0600. Use either `prompt` or `prompt_file`.",
         format=Format.PATH,
+        must_exist=MustExist("BB204", "create it or fix the path (relative to bottle.toml)"),
         example='prompt_file = "agents/reviewer.md"',
     ),
     Field(
@@ -224,6 +235,7 @@ SECRET_FIELDS = (
         "Read the real value from this file (`~` expands; relative to this manifest). "
         "Use either `from_env` or `from_file`.",
         format=Format.PATH,
+        must_exist=MustExist("BB307", "launching will fail until it does"),
         example='from_file = "~/.config/anthropic/key"',
     ),
     Field(
@@ -277,6 +289,7 @@ GIT_FIELDS = (
         Kind.STRING,
         "SSH private key for the upstream, mounted into the bundle only, never into the agent.",
         format=Format.PATH,
+        must_exist=MustExist("BB306", "pushes to this upstream will fail"),
         example='identity = "~/.ssh/bot_ed25519"',
     ),
     Field(
@@ -453,6 +466,9 @@ BOTTLE_FIELDS = (
                 'with `intercept = "all"`), beside the system roots: for an internal '
                 "registry, forge or API with its own CA.",
                 format=Format.PATH,
+                must_exist=MustExist(
+                    "BB309", "launching will fail until it does (relative to bottle.toml)"
+                ),
                 example='upstream_ca = "certs/internal-ca.pem"',
             ),
             Field(

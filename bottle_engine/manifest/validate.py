@@ -19,7 +19,7 @@ from bottle_engine.manifest import schema
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
 from bottle_engine.manifest.model import parse_memory, resolve_path
 from bottle_engine.manifest.problems import Fix, Problem, format_path, toml_string
-from bottle_engine.manifest.schema import Field, Format, Kind
+from bottle_engine.manifest.schema import Field, Format, Kind, MustExist
 from bottle_engine.manifest.source import KeyPath, ParsedToml, Position, Span
 
 _AGENT = schema.field_at(("agents", "_"))
@@ -119,15 +119,16 @@ class _Checker:
             code, safe_text(message), self.parsed.span_of(path, value=value), path=path, fixes=fixes
         )
 
-    def missing_file(
-        self, code: str, path: KeyPath, where: str, written: str, consequence: str
-    ) -> Iterator[Problem]:
-        """The problem `code` when the file named at `path` (relative to bottle.toml) is not
-        there: `where` names the key in the message, `consequence` says what that breaks."""
+    def missing_file(self, must: MustExist, path: KeyPath, written: str) -> Iterator[Problem]:
+        """The schema's problem for the file named at `path` (relative to bottle.toml) when it
+        is not there."""
         target = resolve_path(self.base, written)
         if not target.is_file():
             yield self.problem(
-                code, path, f"{where}: {target} does not exist; {consequence}", value=True
+                must.code,
+                path,
+                f"{format_path(path)}: {target} does not exist; {must.consequence}",
+                value=True,
             )
 
     # -- shape ---------------------------------------------------------------------------------
@@ -289,6 +290,8 @@ class _Checker:
         elif field.format in _PATTERN_PROBLEMS and not schema.format_match(field.format, text):
             code, said = _PATTERN_PROBLEMS[field.format]
             yield self.problem(code, path, f"{format_path(path)}: {said(text)}", value=True)
+        elif field.must_exist is not None:
+            yield from self.missing_file(field.must_exist, path, text)
         elif field.format == Format.GIT_URL:
             try:
                 upstream_host(text)
@@ -362,14 +365,6 @@ class _Checker:
                 (*path, "prompt_file"),
                 f"agents.{name}.prompt_file: set either 'prompt' or 'prompt_file', not both",
             )
-        if "prompt_file" in agent:
-            yield from self.missing_file(
-                "BB204",
-                (*path, "prompt_file"),
-                f"agents.{name}.prompt_file",
-                agent["prompt_file"],
-                "create it or fix the path (relative to bottle.toml)",
-            )
 
     def bottle_references(self, name: str, bottle: dict[str, Any]) -> Iterator[Problem]:
         path: KeyPath = ("bottles", name)
@@ -383,14 +378,6 @@ class _Checker:
                     "writes a starter Dockerfile",
                     value=key in bottle,
                 )
-        if "upstream_ca" in bottle.get("egress", {}):
-            yield from self.missing_file(
-                "BB309",
-                (*path, "egress", "upstream_ca"),
-                f"bottles.{name}.egress.upstream_ca",
-                bottle["egress"]["upstream_ca"],
-                "launching will fail until it does (relative to bottle.toml)",
-            )
         allow = bottle.get("egress", {}).get("allow", [])
         rules = [parse_egress_rule(entry) for entry in allow]
         for secret_name, secret in bottle.get("secrets", {}).items():
@@ -410,14 +397,6 @@ class _Checker:
                     fixes=(Fix("Remove this duplicate upstream", span, ""),),
                 )
             seen.setdefault(upstream_name, index)
-            if "identity" in upstream:
-                yield from self.missing_file(
-                    "BB306",
-                    (*upstream_path, "identity"),
-                    f"bottles.{name}.git[{index}].identity",
-                    upstream["identity"],
-                    "pushes to this upstream will fail",
-                )
 
     def _element_span(self, path: KeyPath) -> Span:
         """What removing a duplicate upstream deletes: its `[[...]]` section or, written inline
@@ -442,14 +421,6 @@ class _Checker:
                 path,
                 f"bottles.{bottle}.secrets.{name}: {what}; set exactly one of 'from_env' "
                 "(an environment variable) or 'from_file' (a file holding the value)",
-            )
-        if "from_file" in secret:
-            yield from self.missing_file(
-                "BB307",
-                (*path, "from_file"),
-                f"bottles.{bottle}.secrets.{name}.from_file",
-                secret["from_file"],
-                "launching will fail until it does",
             )
         if secret.get("headers") == []:
             yield self.problem(
