@@ -68,8 +68,9 @@ def default_text(field: Field) -> str | None:
 
 
 def field_markdown(field: Field, path: str) -> str:
-    """Doc, type, default, allowed values and an example of one field."""
-    lines = [f"**`{path}`** — {field.type_label}", "", field.doc]
+    """Doc, type, default, allowed values and an example of one field. `path` may end in a
+    name from the document (an `env` entry's), so it is a code span nothing in it can close."""
+    lines = [f"**{code(path)}** — {field.type_label}", "", field.doc]
     default = default_text(field)
     if default is not None:
         lines += ["", f"Default: `{default}`" if default != "required" else "Required."]

@@ -259,14 +259,40 @@ async def test_folding_ranges_cover_sections_and_multiline_arrays(
     ]
 
 
+# A bottle.toml the agent wrote: a name that would close its code span and add a link and an
+# image (fetched when the hover renders).
+HOSTILE_NAME = "x` [ok](https://evil.invalid) ![](https://evil.invalid/beacon) `y"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "character", "shown"),
+    [
+        pytest.param(
+            f'[agents.dev]\nbottle = "{HOSTILE_NAME}"\n',
+            1,
+            12,
+            f"**bottle ``{HOSTILE_NAME}``** — not defined in this manifest (or the file does not "
+            "parse)",
+            id="bottle-name",
+        ),
+        # An `env` entry's name ends the schema path a key's hover names.
+        pytest.param(
+            f'[bottles.web.env]\n"{HOSTILE_NAME}" = "v"\n',
+            1,
+            3,
+            f"**``bottles.BOTTLE.env.{HOSTILE_NAME}``** — table of strings\n\n",
+            id="env-key",
+        ),
+    ],
+)
 async def test_hover_keeps_hostile_names_inside_their_code_spans(
-    shared_client: LanguageClient, shared_root: Path
+    shared_client: LanguageClient,
+    shared_root: Path,
+    text: str,
+    line: int,
+    character: int,
+    shown: str,
 ) -> None:
-    # A bottle.toml the agent wrote: a name that would close its code span and add a link and
-    # an image (fetched when the hover renders).
-    name = "x` [ok](https://evil.invalid) ![](https://evil.invalid/beacon) `y"
-    uri = open_new(shared_client, shared_root, f'[agents.dev]\nbottle = "{name}"\n')
-    _, markdown = await hover_at(shared_client, uri, 1, 12)
-    assert markdown == (
-        f"**bottle ``{name}``** — not defined in this manifest (or the file does not parse)"
-    )
+    uri = open_new(shared_client, shared_root, text)
+    _, markdown = await hover_at(shared_client, uri, line, character)
+    assert markdown.startswith(shown)
