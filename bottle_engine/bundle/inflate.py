@@ -675,7 +675,8 @@ def _pdf_streams(
             continue
         room = limit + 1 - len(content)  # never 0: zlib reads 0 as "no bound"
         inflated, end = _inflate_stream(zlib.decompressobj, memoryview(data)[at:], room, reading)
-        content += inflated + b"\n"
+        if inflated:  # "upstream\nx = 1" is a zlib header after "stream", and no stream
+            content += inflated + b"\n"
         if len(content) > limit:
             raise TooLarge(f"pdf content inflates beyond the bound of {limit} bytes")
         if end is not None:

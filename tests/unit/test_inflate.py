@@ -64,6 +64,12 @@ def test_zlib_and_lzma_are_looked_for_at_the_start_only() -> None:
     assert not may_hold_streams(b"plain text, no stream in it\n")
 
 
+def test_text_whose_stream_keyword_a_zlib_header_follows_by_chance_holds_no_stream() -> None:
+    # "x " is a valid zlib header: code that names an upstream, then sets x, is no PDF.
+    text = b"remote = upstream\nx = 1\n" * 3
+    assert list(inflated(text, 1 << 20, nesting=0)) == []
+
+
 def test_nested_streams_are_named_outermost_first() -> None:
     found = list(inflated(gzip_in_zip("a", b"the content"), 1 << 20))
 
