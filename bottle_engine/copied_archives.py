@@ -3,7 +3,8 @@
 A value kept only inside a `backup.tar.gz` or a zipped config (an archived `.env` is a common
 accident) is in no stored form in the copy's bytes, yet the agent unpacks it in one command.
 So every regular file of the copy (the workspace, skills, the agent image's build context) is
-read through the git gate's inflater (`bundle.inflate`: gzip, bzip2, xz and zip entries
+read through the git gate's inflater (`bundle.inflate`: gzip, bzip2, xz, zip entries, git
+pack objects (a bundle's, a `.pack` outside the object directories) and PDF FlateDecode streams
 anywhere, zlib and lzma at the start, nested `inflate.MAX_NESTING` deep) and each content is
 searched with the launch's `ValueSearch`.
 

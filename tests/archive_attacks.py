@@ -8,9 +8,13 @@ import bz2
 import gzip
 import io
 import lzma
+import subprocess
 import tarfile
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 
 def tar_of(files: Mapping[str, bytes], mode: str = "w") -> bytes:
@@ -53,6 +57,74 @@ def bzip2(name: str, content: bytes) -> bytes:
     return bz2.compress(content)
 
 
+def pdf(name: str, content: bytes) -> bytes:
+    """A PDF with `name` attached (an embedded file stream, FlateDecode as every PDF writer
+    compresses it): ``pdfdetach -saveall`` writes it out."""
+    stream = zlib.compress(content)
+    bodies = [
+        b"<< /Type /Catalog /Pages 2 0 R /Names << /EmbeddedFiles << /Names [(%s) 3 0 R] >> >> >>"
+        % name.encode(),
+        b"<< /Type /Pages /Kids [] /Count 0 >>",
+        b"<< /Type /Filespec /F (%s) /EF << /F 4 0 R >> >>" % name.encode(),
+        b"<< /Type /EmbeddedFile /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
+        % (len(stream), stream),
+    ]
+    document, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, body in enumerate(bodies, 1):
+        offsets.append(len(document))
+        document += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(document)
+    document += b"xref\n0 %d\n0000000000 65535 f \n" % (len(bodies) + 1)
+    document += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    document += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(bodies) + 1,
+        xref,
+    )
+    return bytes(document)
+
+
+def _git(repo: Path, *args: str, stdin: bytes = b"") -> bytes:
+    identity = ("-c", "user.name=Person", "-c", "user.email=person@example.invalid")
+    command = ["git", "-C", str(repo), *identity, *args]
+    return subprocess.run(command, input=stdin, capture_output=True, check=True).stdout
+
+
+def _history(repo: Path, name: str, content: bytes) -> None:
+    """A repository whose `name` held `content` with its middle line (where `dot_env` puts
+    the value) left out and a longer tail, then `content`: git stores the larger version
+    whole and the later one as a delta on it, whose insert carries the middle line."""
+    lines = content.splitlines(keepends=True)
+    earlier = b"".join(lines[: len(lines) // 2] + lines[len(lines) // 2 + 1 :]) * 2
+    _git(repo, "init", "-q")
+    for version in (earlier, content):
+        (repo / name).write_bytes(version)
+        _git(repo, "add", name)
+        _git(repo, "commit", "-q", "-m", "settings")
+
+
+def git_bundle(name: str, content: bytes) -> bytes:
+    """A `git bundle` (``# v2 git bundle``, its refs, then a pack) of a history in which
+    `name` held `content`: ``git clone x.bundle`` reads it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        _history(Path(scratch), name, content)
+        _git(Path(scratch), "bundle", "create", f"{scratch}/x.bundle", "--all")
+        return (Path(scratch) / "x.bundle").read_bytes()
+
+
+def git_pack(name: str, content: bytes) -> bytes:
+    """A `.pack` of a history in which `name` held `content`, as ``git pack-objects`` writes
+    it: ``git index-pack`` reads it anywhere (a backup of a repository's objects)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        _history(Path(scratch), name, content)
+        objects = _git(Path(scratch), "rev-list", "--objects", "--all")
+        return _git(Path(scratch), "pack-objects", "--stdout", "-q", stdin=objects)
+
+
+def zlib_file(name: str, content: bytes) -> bytes:
+    """A raw zlib stream (``zlib-flate -compress``, ``pigz -z``: a .zz)."""
+    return zlib.compress(content)
+
+
 def dot_env(line: str) -> bytes:
     """A `.env` holding `line`, with enough around it that each format compresses it (xz
     keeps a short incompressible input as it is)."""
@@ -68,4 +140,8 @@ ARCHIVED: dict[str, tuple[str, Callable[[str, bytes], bytes], str]] = {
     "gzip in zip": ("bundle.zip", gzip_in_zip, "zip > gzip"),
     "xz": (".env.xz", xz, "xz"),
     "bzip2": (".env.bz2", bzip2, "bzip2"),
+    "zlib": (".env.zz", zlib_file, "zlib"),
+    "pdf": ("settings.pdf", pdf, "pdf"),
+    "git bundle": ("repo.bundle", git_bundle, "git pack"),
+    "git pack": ("backup.pack", git_pack, "git pack"),
 }

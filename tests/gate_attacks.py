@@ -20,6 +20,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
+from tests.archive_attacks import pdf
+
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
 KEY_LINE = f"aws_access_key_id = '{AWS_KEY}'"
 GIT = "git -c user.name=Agent -c user.email=agent@bottle.invalid"
@@ -278,6 +280,24 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "old.zst",
             "old.zst: refused unscanned: a zstd stream, which the gate cannot inflate",
         ),
+        file_attack(
+            "pdf-whose-flatedecode-stream-holds-the-key",
+            pdf("keys.txt", f"{KEY_LINE}\n".encode()),
+            "doc.pdf",
+            "doc.pdf:1: AWS Access Key (in its pdf-inflated content)",
+        ),
+        Attack(
+            "git-bundle-file",
+            git_bundle_script("bundle", "repo.bundle"),
+            # The commit's lines, then the tree's (binary: NULs are line breaks), then the blob.
+            "repo.bundle:9: AWS Access Key (in its git pack-inflated content, binary content)",
+        ),
+        file_attack(
+            "git-pack-whose-delta-completes-the-key",
+            key_in_a_delta(),
+            "backup.pack",
+            "backup.pack:2: AWS Access Key (in its git pack-inflated content)",
+        ),
         Attack(
             "lz4-file-joining-two-pieces",
             commit_and_push("lz4", "printf " + printf_bytes(LZ4_KEY), "data.lz4"),
@@ -447,18 +467,62 @@ def stored_blocks(data: bytes, lengths: bytes) -> bytes:
 KEY_IN_DEFLATE_BLOCKS = stored_blocks(CLEAN_TEXT, AWS_KEY.encode())
 
 
+PACK_BLOB, PACK_OFS_DELTA, PACK_REF_DELTA = 3, 6, 7  # object types of a pack entry's header
+
+
+def pack_entry_header(kind: int, size: int) -> bytes:
+    """A pack entry's header: its type and (inflated) size, seven bits a byte after the first
+    four."""
+    header = bytearray()
+    byte, size = (kind << 4) | (size & 0x0F), size >> 4
+    while size:
+        header.append(byte | 0x80)
+        byte, size = size & 0x7F, size >> 7
+    return bytes(header) + bytes([byte])
+
+
+def pack_of(entries: list[bytes]) -> bytes:
+    """A version 2 git pack of `entries` (each a header, then what follows it), checksummed."""
+    pack = b"PACK" + struct.pack(">II", 2, len(entries)) + b"".join(entries)
+    return pack + hashlib.sha1(pack).digest()
+
+
+def key_in_a_delta(ref_delta: bool = False) -> bytes:
+    """A pack of two blobs, KEY_LINE short of the key's last twelve characters, and a delta on
+    it (OFS_DELTA, or REF_DELTA naming the base by its id) that copies that and inserts the
+    rest: the key stands whole in neither's inflated bytes, only in the blob git makes of the
+    delta (``git index-pack``, ``git unpack-objects``, ``git clone`` of a bundle)."""
+    base = KEY_LINE[:-13].encode()
+    rest = f"{KEY_LINE[-13:]}\n".encode()
+    target = len(base) + len(rest)
+    # The base's and the target's sizes, copy len(base) bytes from offset 0, insert the rest.
+    delta = bytes([len(base), target, 0x90, len(base), len(rest)]) + rest
+    first = pack_entry_header(PACK_BLOB, len(base)) + zlib.compress(base)
+    if ref_delta:
+        base_id = hashlib.sha1(b"blob %d\0" % len(base) + base).digest()
+        second = pack_entry_header(PACK_REF_DELTA, len(delta)) + base_id
+    else:
+        second = pack_entry_header(PACK_OFS_DELTA, len(delta)) + bytes([len(first)])
+    return pack_of([first, second + zlib.compress(delta)])
+
+
+def git_bundle_script(name: str, path: str) -> str:
+    """Commit KEY_LINE in a repository of its own, make a bundle of it (``git clone`` reads
+    one), commit the bundle as the file `path` on the branch agent/`name` and push."""
+    return (
+        'scratch=$(mktemp -d) && git init -q "$scratch" && '
+        f'printf \'%s\\n\' "{KEY_LINE}" > "$scratch/k.txt" && git -C "$scratch" add k.txt && '
+        f'{GIT} -C "$scratch" commit -q -m k && '
+        'git -C "$scratch" bundle create "$scratch/b" --all 2>/dev/null && '
+        + commit_and_push(name, 'cat "$scratch/b"', path)
+    )
+
+
 def key_in_deflate_blocks_script() -> str:
     """Push CLEAN_TEXT as notes.txt, its blob stored as KEY_IN_DEFLATE_BLOCKS in a pack the
     agent wrote by hand (`git push` sends a packed object's bytes as it finds them). The
     content is clean, so the push passes; the key must not reach the upstream's packs."""
-    size, header = len(CLEAN_TEXT), bytearray()
-    byte, size = (3 << 4) | (size & 0x0F), size >> 4  # a blob's entry header
-    while size:
-        header.append(byte | 0x80)
-        byte, size = size & 0x7F, size >> 7
-    pack = b"PACK" + struct.pack(">II", 2, 1) + bytes(header) + bytes([byte])
-    pack += KEY_IN_DEFLATE_BLOCKS
-    pack += hashlib.sha1(pack).digest()
+    pack = pack_of([pack_entry_header(PACK_BLOB, len(CLEAN_TEXT)) + KEY_IN_DEFLATE_BLOCKS])
     blob = hashlib.sha1(b"blob %d\0" % len(CLEAN_TEXT) + CLEAN_TEXT).hexdigest()
     return (
         f"git checkout -q -B deflate origin/main && printf {printf_bytes(pack)} | "

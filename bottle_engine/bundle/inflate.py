@@ -6,17 +6,20 @@ the agent image's context (`copied_archives`).
 What is inflated: every gzip, bzip2 or xz stream wherever its magic number stands (a tar of .gz
 files, a payload past a script), a zlib or lzma stream that starts the bytes, and each member
 of a zip archive anywhere, found by walking every local entry header (not the central
-directory, which may leave entries out that ``jar`` and libarchive still extract); what those
-hold likewise, `MAX_NESTING` levels deep. A stream deeper than that, past a byte bound, or of
-a format there is no decompressor for here (zstd, lz4, 7z, rar, lzip, compress, pack, LZH, an
-encrypted zip entry) raises `Unscannable`, never yields nothing: the gate refuses it, the
-launch names it unsearched.
+directory, which may leave entries out that ``jar`` and libarchive still extract), the zlib
+streams a format places (the objects of a git pack, a bundle's too, deltas resolved; a PDF's
+FlateDecode streams, after each ``stream`` keyword); what those hold likewise, `MAX_NESTING`
+levels deep. A stream deeper than that, past a byte bound, or of a format there is no
+decompressor for here (zstd, lz4, 7z, rar, lzip, compress, pack, LZH, an encrypted zip entry)
+raises `Unscannable`, never yields nothing: the gate refuses it, the launch names it
+unsearched.
 """
 
 from __future__ import annotations
 
 import bisect
 import bz2
+import hashlib
 import lzma
 import math
 import re
@@ -260,12 +263,18 @@ def _format_at(data: bytes, offset: int) -> tuple[str, Callable[[], Any] | None]
         if make is None and not _HEADER_VALID[name](data, marked.end()):
             return None  # its magic number by chance: in compressed or machine code, 4 bytes are
         return name, make
-    head = data[offset : offset + 3]
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0:
+    if _zlib_header(data, offset):
         return "zlib", zlib.decompressobj
     if _lzma_alone_header(data, offset):
         return "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
-    return _GUNZIP_ONLY.get(head[:2])
+    return _GUNZIP_ONLY.get(data[offset : offset + 2])
+
+
+def _zlib_header(data: bytes, at: int) -> bool:
+    """Whether a zlib header (RFC 1950: deflate, and a check the two bytes' value ties) is at
+    `at`."""
+    head = data[at : at + 2]
+    return len(head) == 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0
 
 
 # The formats besides its own that ``gzip -d`` (zcat) reads, which the gate cannot inflate.
@@ -375,11 +384,13 @@ def _zip_deflated_names(data: bytes) -> set[bytes]:
     return names
 
 
-def _unzip(data: bytes, limit: int, reading: _Reading) -> bytes:
+def _unzip(data: bytes, limit: int, reading: _Reading, _: list[tuple[int, int]]) -> bytes:
     """The name and content of every zip entry in `data`, a line apart. A stored entry's bytes
     are its content; a deflated one (as its local header or the central directory says) is
     inflated as far as it goes; an encrypted entry, or one compressed another way (as either
     says), raises `Unscannable`, content past `limit` bytes `TooLarge`."""
+    if ZIP_ENTRY not in data:
+        return b""
     content = bytearray()
     deflated = _zip_deflated_names(data) if ZIP_CENTRAL in data else set()
     start = data.find(ZIP_ENTRY)
@@ -427,22 +438,22 @@ def _compressed_start(data: bytes, at: int) -> int:
 
 
 def streams(data: bytes, limit: int) -> list[tuple[str, bytes]]:
-    """(format, content) of every compressed stream in `data`: the zip entries anywhere in it,
-    every stream a magic number marks anywhere and a zlib or lzma stream at its start. Streams
+    """(format, content) of every compressed stream in `data`: the zip entries, git pack
+    objects and PDF streams anywhere in it (`_placed`), every stream a magic number marks
+    anywhere and a zlib or lzma stream at its start. Streams
     of one format that follow one another (``cat a.gz b.gz``, which zcat reads whole) are one
     content (one level: `inflated` reads on inside them). All of it past `limit` bytes raises
     `TooLarge`; a format the gate cannot inflate, `Unscannable`."""
     reading = _Reading(len(data) + limit)  # each byte once, and as much again for tries
-    unzipped = _unzip(data, limit, reading) if ZIP_ENTRY in data else b""
-    found = [("zip", unzipped)] if unzipped else []
-    total = len(unzipped)
-    starts = [m.start() for m in _MARKED.finditer(data)] if _marked_piece(data) else []
     # A magic inside the compressed bytes of a stream already read is those bytes, not a stream
     # (what a stored block holds is read in its content); one in a gzip header is not. The
     # streams' compressed bytes never overlap: kept sorted, the one starting last at or before
     # an offset is the only one that can hold it (a scan of all of them was quadratic: 8,000
     # one-byte gzip members took 1.7 s).
     compressed: list[tuple[int, int]] = []
+    found = _placed(data, limit, reading, compressed)
+    total = sum(len(content) for _, content in found)
+    starts = [m.start() for m in _MARKED.finditer(data)] if _marked_piece(data) else []
     members: set[int] = set()  # where the streams read so far start
     for offset in sorted({0, *starts}):
         if offset in members or _within(compressed, offset):
@@ -475,6 +486,220 @@ def streams(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     return found
 
 
+# A git pack (``git pack-objects``, a pack file anywhere, the pack a bundle holds past its refs).
+GIT_PACK = re.compile(rb"PACK\x00\x00\x00[\x02\x03]")
+_PACK_KINDS = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+PACK_OFS_DELTA, PACK_REF_DELTA = 6, 7
+_PACK_ENTRY_KINDS = frozenset({*_PACK_KINDS, PACK_OFS_DELTA, PACK_REF_DELTA})
+_VARINT_MAX_BYTES = 10  # a size or offset of a pack entry longer than this is no entry
+
+
+@dataclass
+class _PackEntry:
+    kind: int
+    content: bytes  # inflated: an object, or a delta on its base
+    base: int | bytes | None = None  # a delta's: where its base's entry starts, or its id
+
+
+def _unpack(data: bytes, limit: int, reading: _Reading, compressed: list[tuple[int, int]]) -> bytes:
+    """The objects of every git pack in `data`, a line apart, each delta as the object it
+    makes (or, its base not in the pack, as the delta: its inserts are literal bytes). As
+    ``git index-pack`` reads one: entry after entry, each a header, then a zlib stream; a
+    delta's pieces, joined, once held a key that neither held alone. Past `limit` bytes of
+    objects raises `TooLarge`."""
+    content = bytearray()
+    for match in GIT_PACK.finditer(data) if _PACK_PIECE in data else ():
+        if _within(compressed, match.start()):
+            continue
+        entries = _pack_entries(data, match.start(), limit - len(content), reading, compressed)
+        for made in _resolved(entries, limit - len(content)):
+            content += made + b"\n"
+        if len(content) > limit:
+            raise TooLarge(f"git pack content inflates beyond the bound of {limit} bytes")
+    return bytes(content)
+
+
+def _pack_entries(
+    data: bytes, start: int, limit: int, reading: _Reading, compressed: list[tuple[int, int]]
+) -> dict[int, _PackEntry]:
+    """The entries of the pack at `start`, by where each starts, up to the first that is no
+    entry or whose stream does not end; past `limit` inflated bytes raises `TooLarge`."""
+    entries: dict[int, _PackEntry] = {}
+    at, total = start + 12, 0
+    for _ in range(int.from_bytes(data[start + 8 : start + 12], "big")):
+        entry_at, at = at, _varint_end(data, at)
+        if at < 0:
+            break
+        kind = data[entry_at] >> 4 & 7
+        base: int | bytes | None = None
+        if kind == PACK_OFS_DELTA:
+            distance, at = _offset_varint(data, at)
+            base = entry_at - distance
+        if at < 0 or kind not in _PACK_ENTRY_KINDS:
+            break
+        room = limit + 1 - total  # never 0: zlib reads 0 as "no bound"
+        if kind == PACK_REF_DELTA:
+            id_size, inflated, end = _ref_delta_stream(data, at, room, reading)
+            base, at = data[at : at + id_size], at + id_size
+        else:
+            inflated, end = _inflate_stream(
+                zlib.decompressobj, memoryview(data)[at:], room, reading
+            )
+        entries[entry_at] = _PackEntry(kind, inflated, base)
+        total += len(inflated)
+        if total > limit:
+            raise TooLarge(f"git pack content inflates beyond the bound of {limit} bytes")
+        if end is None:
+            break
+        bisect.insort(compressed, (at, at + end))
+        at += end
+    return entries
+
+
+def _ref_delta_stream(
+    data: bytes, at: int, room: int, reading: _Reading
+) -> tuple[int, bytes, int | None]:
+    """A REF_DELTA's stream after the base's id at `at`: the id's size (20 bytes, SHA-1, or
+    32, SHA-256: a pack does not say which), then what `_inflate_stream` gives, as the stream
+    that reads to its end says. Both ways raises `Unscannable`: a pack made to be read two ways
+    hides from one what the other shows."""
+    read = {
+        size: _inflate_stream(zlib.decompressobj, memoryview(data)[at + size :], room, reading)
+        for size in (20, 32)
+        if _zlib_header(data, at + size)
+    }
+    whole = [size for size, (_, end) in read.items() if end is not None]
+    if len(whole) > 1:
+        raise Unscannable("a git pack that reads two ways (its object ids SHA-1 or SHA-256 ones)")
+    size = whole[0] if whole else min(read, default=20)
+    inflated, end = read.get(size, (b"", None))
+    return size, inflated, end
+
+
+def _varint_end(data: bytes, at: int) -> int:
+    """Where a pack's number of seven bits a byte (its high bit set in all but the last)
+    starting at `at` ends (-1: it runs on, or `at` is -1)."""
+    for index in range(at, min(at + _VARINT_MAX_BYTES, len(data)) if at >= 0 else at):
+        if not data[index] & 0x80:
+            return index + 1
+    return -1
+
+
+def _offset_varint(data: bytes, at: int) -> tuple[int, int]:
+    """An OFS_DELTA's distance back to its base, and where it ends (-1: it runs on)."""
+    end = _varint_end(data, at)
+    if end < 0:
+        return 0, -1
+    distance = data[at] & 0x7F
+    for byte in data[at + 1 : end]:
+        distance = ((distance + 1) << 7) | (byte & 0x7F)
+    return distance, end
+
+
+def _resolved(entries: dict[int, _PackEntry], limit: int) -> Iterator[bytes]:
+    """Each entry's object, in pack order: a delta made on its base (an entry before it, or
+    one whose object has the id it names, anywhere in the pack), else the delta as it is.
+    What deltas make past `limit` bytes raises `TooLarge`."""
+    waiting: dict[int | bytes, list[int]] = {}
+    for at, entry in entries.items():
+        if entry.base is not None:
+            waiting.setdefault(entry.base, []).append(at)
+    made: dict[int, tuple[bytes, bytes]] = {}  # kind's name and object, by entry
+    ready = [at for at, entry in entries.items() if entry.base is None]
+    for at in ready:
+        made[at] = (_PACK_KINDS[entries[at].kind], entries[at].content)
+    id_sizes = {len(base) for base in waiting if isinstance(base, bytes)}
+    total = 0
+    while ready:
+        at = ready.pop()
+        kind, base = made[at]
+        names: list[int | bytes] = [at]
+        for size in id_sizes:  # a REF_DELTA's base is named by its object id
+            digest = hashlib.sha1 if size == 20 else hashlib.sha256
+            names.append(digest(b"%s %d\0" % (kind, len(base)) + base).digest())
+        for delta_at in (delta for name in names for delta in waiting.pop(name, [])):
+            made[delta_at] = (kind, _apply_delta(base, entries[delta_at].content, limit - total))
+            total += len(made[delta_at][1])
+            ready.append(delta_at)
+    for at, entry in entries.items():
+        yield made[at][1] if at in made else entry.content
+
+
+def _apply_delta(base: bytes, delta: bytes, limit: int) -> bytes:
+    """The object `delta` makes of `base` (git's delta format: the two sizes, then copies
+    from the base and literal inserts), as far as it is whole; past `limit` bytes raises
+    `TooLarge`."""
+    made = bytearray()
+    at = _varint_end(delta, _varint_end(delta, 0))  # past the base's size and the object's
+    # (-1 when either runs on: nothing is made)
+    try:
+        while 0 <= at < len(delta):
+            command, at = delta[at], at + 1
+            if command & 0x80:
+                offset = size = 0
+                for bit in range(7):  # 4 bytes of offset, then 3 of size, each there if flagged
+                    if command & (1 << bit):
+                        value, at = delta[at], at + 1
+                        if bit < 4:
+                            offset |= value << (8 * bit)
+                        else:
+                            size |= value << (8 * (bit - 4))
+                made += base[offset : offset + (size or 0x10000)]
+            elif command:
+                made += delta[at : at + command]
+                at += command
+            else:
+                break  # reserved: git refuses the delta here
+            if len(made) > limit:
+                raise TooLarge(f"a git pack's deltas make more than the bound of {limit} bytes")
+    except IndexError:
+        pass  # a copy cut short: what it made so far is what git shows of it (nothing)
+    return bytes(made)
+
+
+# A PDF's stream keyword, then the end of line (readers take CR, LF or both, and spaces
+# before), where the stream's bytes start; a FlateDecode one starts with a zlib header.
+_PDF_STREAM = re.compile(rb"stream[ \t]*(?:\r\n|\r|\n)?")
+
+
+def _pdf_streams(
+    data: bytes, limit: int, reading: _Reading, compressed: list[tuple[int, int]]
+) -> bytes:
+    """The content of each zlib stream after a ``stream`` keyword in `data` (a PDF's
+    FlateDecode streams: its pages, fonts, attached files, object streams), a line apart; past
+    `limit` bytes raises `TooLarge`."""
+    content = bytearray()
+    for match in _PDF_STREAM.finditer(data) if b"stream" in data else ():
+        at = match.end()
+        if not _zlib_header(data, at) or _within(compressed, at):
+            continue
+        room = limit + 1 - len(content)  # never 0: zlib reads 0 as "no bound"
+        inflated, end = _inflate_stream(zlib.decompressobj, memoryview(data)[at:], room, reading)
+        if inflated:  # "upstream\nx = 1" is a zlib header after "stream", and no stream
+            content += inflated + b"\n"
+        if len(content) > limit:
+            raise TooLarge(f"pdf content inflates beyond the bound of {limit} bytes")
+        if end is not None:
+            bisect.insort(compressed, (at, at + end))
+    return bytes(content)
+
+
+def _placed(
+    data: bytes, limit: int, reading: _Reading, compressed: list[tuple[int, int]]
+) -> list[tuple[str, bytes]]:
+    """(format, content) of the streams in `data` that a format's own structure places: zip
+    entries, git pack entries, PDF streams; `compressed` gains where those of the last two
+    lie. All of it past `limit` bytes raises `TooLarge`."""
+    found: list[tuple[str, bytes]] = []
+    total = 0
+    for name, read in (("zip", _unzip), ("git pack", _unpack), ("pdf", _pdf_streams)):
+        content = read(data, limit - total, reading, compressed)
+        total += len(content)
+        if content:
+            found.append((name, content))
+    return found
+
+
 def _within(ranges: list[tuple[int, int]], offset: int) -> bool:
     """Whether `offset` lies in one of `ranges`: sorted (start, end) pairs that do not overlap."""
     index = bisect.bisect_right(ranges, (offset, math.inf)) - 1  # the last starting at or before
@@ -501,12 +726,18 @@ def inflated(
 
 
 def may_hold_streams(data: bytes) -> bool:
-    """Whether `streams` may find anything in `data`: a zip entry header, a magic number, or a
-    format that starts it. Cheap beside inflating: the launch tests every file it copies."""
+    """Whether `streams` may find anything in `data`: a zip entry header, a magic number, a
+    git pack header, a zlib stream after a ``stream`` keyword, or a format that starts it.
+    Cheap beside inflating: the launch tests every file it copies."""
     return (
         ZIP_ENTRY in data
         or _format_at(data, 0) is not None
         or (_marked_piece(data) and bool(_MARKED.search(data)))
+        or (_PACK_PIECE in data and bool(GIT_PACK.search(data)))
+        or (
+            b"stream" in data
+            and any(_zlib_header(data, m.end()) for m in _PDF_STREAM.finditer(data))
+        )
     )
 
 
@@ -515,13 +746,16 @@ def may_hold_streams_in(data: bytes, spans: Sequence[tuple[int, int]]) -> Iterat
     `may_hold_streams`, in order: what a tar of many files holds, found with one search of
     the whole of it per mark it holds, then one per mark and file, rather than a look at each
     file (5,000 small files: 73 ms file by file)."""
-    marks = [mark for mark in (ZIP_ENTRY, *_MARKED_PIECES) if mark in data]
+    marks = [mark for mark in (ZIP_ENTRY, _PACK_PIECE, b"stream", *_MARKED_PIECES) if mark in data]
     for index, (start, end) in enumerate(spans):
         marked = any(data.find(mark, start, end) >= 0 for mark in marks)
         # A zlib or lzma stream that starts the file has no mark; its header is 14 bytes.
         starts = _format_at(data[start : min(end, start + 14)], 0) is not None
         if (marked or starts) and may_hold_streams(data[start:end]):
             yield index
+
+
+_PACK_PIECE = b"PACK\x00\x00\x00"  # what `GIT_PACK` matches but its version
 
 
 def _marked_piece(data: bytes) -> bool:

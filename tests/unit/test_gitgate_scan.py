@@ -28,6 +28,7 @@ from bottle_engine.bundle.gitgate.scan import (
     known_secrets,
     text_views,
 )
+from tests.archive_attacks import pdf
 from tests.bundle_helpers import secret_in_file
 from tests.gate_attacks import (
     LZ4_KEY,
@@ -36,6 +37,7 @@ from tests.gate_attacks import (
     ZSTD_KEY,
     ZSTD_KEY_AFTER_EMPTY_BLOCK,
     gzip_in_a_gzip_header,
+    key_in_a_delta,
     lzip_key,
     packed_key,
     zip_whose_local_header_lies,
@@ -174,6 +176,16 @@ def kinds(findings: list[Finding]) -> list[tuple[int | None, str, str]]:
             (1, "AWS Access Key", "gzip-inflated content"),
         ),
         ("gzip", gzip.compress(KEY_LINE.encode()), (1, "AWS Access Key", "gzip-inflated content")),
+        (
+            "a git pack's delta naming its base by id (REF_DELTA)",
+            key_in_a_delta(ref_delta=True),
+            (2, "AWS Access Key", "git pack-inflated content"),
+        ),
+        (
+            "a PDF's FlateDecode stream past a script",
+            SCRIPT + pdf("keys.txt", KEY_LINE.encode()),
+            (1, "AWS Access Key", "pdf-inflated content"),
+        ),
         (
             "a second gzip member",
             gzip.compress(b"hi\n") + gzip.compress(KEY_LINE.encode()),
