@@ -5,7 +5,8 @@
 `verify_artifact` builds twice without any cache and says which paths differ.
 With a shared cache (``BOTTLE_ARTIFACT_REGISTRY``, `remote.py`), a store miss first asks the
 registry for the input key, and a fresh build is pushed there; a registry that cannot be used
-costs a note, never the build (unless `require_cache`).
+costs a note, never the build (unless `require_cache`). A spec with ``shared_cache=False`` (the
+bundle) never meets the shared cache.
 """
 
 from __future__ import annotations
@@ -102,14 +103,14 @@ def build(
     """`ensure_artifact` with the details the CLI prints (inputs, built or reused, loaded).
 
     `remote`: the shared cache to pull from on a store miss and push a fresh build to (None:
-    none). `require_cache`: fail instead of building when neither has the input key.
+    none; ignored when `spec.shared_cache` is False). `require_cache`: fail instead of
+    building when neither has the input key.
     `settings`: the shared cache and whether Docker's build is kept as a layer cache.
     """
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
     settings = settings or EngineSettings.from_env()
-    shared = RemoteCache.from_settings(settings) if remote == FROM_SETTINGS else remote
-    assert not isinstance(shared, str)
+    shared = _shared_cache(spec, remote, settings)
     progress.stage(f"{spec.name} image: hash inputs")
     inputs = resolve_inputs(client, spec, progress)
     artifact = None if no_cache else store.lookup(inputs.input_key)
@@ -174,8 +175,7 @@ def verify_artifact(
     progress = progress or QuietProgress()
     store = store or ArtifactStore()
     settings = settings or EngineSettings.from_env()
-    shared = RemoteCache.from_settings(settings) if remote == FROM_SETTINGS else remote
-    assert not isinstance(shared, str)
+    shared = _shared_cache(spec, remote, settings)
     inputs = resolve_inputs(client, spec, progress)
     with (
         store.new_layout() as first,
@@ -218,6 +218,17 @@ def verify_artifact(
         artifact = store.put(inputs.input_key, spec.name, digests[0], first / "layout")
     make_runnable(client, artifact, store=store, progress=progress)
     return VerifyResult(inputs, digests[0], digests[1], [], artifact, shared_digest, notes)
+
+
+def _shared_cache(
+    spec: BuildSpec, remote: RemoteCache | str | None, settings: EngineSettings
+) -> RemoteCache | None:
+    """The shared cache `spec` may use: none for one built only where it runs (the bundle)."""
+    if not spec.shared_cache:
+        return None
+    shared = RemoteCache.from_settings(settings) if remote == FROM_SETTINGS else remote
+    assert not isinstance(shared, str)
+    return shared
 
 
 def _build_layout(

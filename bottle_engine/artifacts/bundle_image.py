@@ -4,6 +4,8 @@ It runs on the host, beside the other artifacts, and reads `bottle_engine/bundle
 inside the bundle) as its input; nothing in that package imports it.
 
 The launch code hands `bundle_build_spec(...)` to `bottle_engine.artifacts.ensure_artifact`.
+It is always built on the machine that runs it, never pulled from the shared cache
+(`BuildSpec.shared_cache`).
 The build context holds only the modules of `bottle_engine` that the bundle imports (found by
 following its imports), so an edit to the CLI or the language server changes neither the
 bundle's input key nor its image. The context is materialized under the cache dir, in a
@@ -46,6 +48,9 @@ def bundle_build_spec(base_image: str, ca_bundle: Path | None) -> BuildSpec:
         base_image=base_image,
         ca_bundle=ca_bundle,
         source_date_epoch=0,  # the context is generated: no commit time to clamp to
+        # The gateway holds every real secret value; an agent allowed to push to the shared
+        # cache could otherwise choose the image it runs.
+        shared_cache=False,
     )
 
 

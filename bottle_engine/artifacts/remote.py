@@ -12,7 +12,9 @@ name exactly our key and key version; the image manifest must hash to the digest
 promises; every blob is streamed into a temp directory of the store, hashed, size-capped and
 checked before the layout is renamed into place. Anything else raises `RemoteCacheError`, and
 the temp directory goes with it. (Who may push to the repository decides what a key maps to:
-give pull-only credentials to machines that need not push.)
+give pull-only credentials to machines that need not push. An agent allowed to push may be one
+of them, so the bundle image, which holds the secret values, never comes from here:
+`BuildSpec.shared_cache`.)
 
 Credentials come from the Docker config (``$DOCKER_CONFIG/config.json`` or
 ``~/.docker/config.json``, ``auths.<host>.auth``); they are sent only to the registry host (a

@@ -45,7 +45,11 @@ class BuildSpec:
     digest). `source_date_epoch` pins the clamp time; None means ``SOURCE_DATE_EPOCH`` from the
     environment, else the newest commit time of the context, else 0. `withheld`: host files
     left out of the context under any name (`file_ids`), whatever `.dockerignore` says;
-    `check` looks at what the context holds (not part of the key).
+    `check` looks at what the context holds (not part of the key). `shared_cache`: False keeps
+    the artifact out of the shared cache (`remote.py`) both ways, for an image that must be
+    built by the machine that runs it: whoever may push to the registry decides what a key
+    maps to, and that may be an agent (the bundle's spec). It is never pushed either: no launch
+    would pull it, and uploading it costs a full image for nothing.
     """
 
     name: str
@@ -58,6 +62,7 @@ class BuildSpec:
     source_date_epoch: int | None = None
     withheld: tuple[Path, ...] = ()
     check: ContextCheck | None = field(default=None, compare=False, repr=False)
+    shared_cache: bool = True
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bottle_engine.artifacts.builder import build, layer_cache_ref, resolve_inputs, verify_artifact
+from bottle_engine.artifacts.bundle_image import BUNDLE_ARTIFACT_NAME, bundle_build_spec
 from bottle_engine.artifacts.oci import (
     MEDIA_CONFIG,
     MEDIA_INDEX,
@@ -28,7 +29,7 @@ from bottle_engine.artifacts.remote import (
     key_tag,
     parse_location,
 )
-from bottle_engine.artifacts.spec import Artifact, BuildSpec
+from bottle_engine.artifacts.spec import Artifact, BuildSpec, image_tag_for
 from bottle_engine.artifacts.store import ArtifactStore
 from bottle_engine.cli import main
 from bottle_engine.dockerapi.registry_container import remove_registry, start_registry
@@ -60,6 +61,7 @@ auth:
     path: /etc/docker/registry/htpasswd
 """
 )
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # as the `bundle_image` fixture
 # Docker build steps create containers; a pull must create none.
 BUILD_CALLS = {"build", "create_container", "commit"}
 
@@ -310,6 +312,36 @@ def test_verify_compares_with_the_shared_cache_and_lists_what_differs(
     assert verified.shared_digest == other.digest and not verified.reproducible
     assert any("greeting.txt" in difference.path for difference in verified.differences)
     assert verified.artifact is None and store.entries() == []
+
+
+def test_the_bundle_image_is_never_taken_from_the_shared_cache(
+    docker_client: Any,
+    machine_a: tuple[BuildSpec, Any],
+    base_image: str,
+    bundle_image: str,
+    registry: Any,
+    tmp_path: Path,
+    remove_test_images: list[str],
+) -> None:
+    """Whoever may push to the repository (an agent whose bottle allows the registry and binds
+    a credential for it) tags the bundle's input key with an image of its own: the gateway
+    that holds every secret value would run it. A launch builds the bundle itself."""
+    _, built_on_a = machine_a
+    poison = built_on_a.artifact
+    spec = bundle_build_spec(base_image, HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None)
+    key = resolve_inputs(docker_client, spec).input_key
+    cache = _cache(registry)
+    hostile = Artifact(key, poison.digest, poison.layout_dir, poison.image_tag)
+    assert cache.push(hostile, BUNDLE_ARTIFACT_NAME) == "pushed"
+    remove_test_images.append(image_tag_for(BUNDLE_ARTIFACT_NAME, poison.digest))
+    store = ArtifactStore(tmp_path / "fresh")
+    result = build(docker_client, spec, store=store, remote=cache)
+    assert result.pulled is False and result.built
+    assert result.artifact.digest != poison.digest
+    assert result.artifact.image_tag == bundle_image
+    # Nothing pulls a bundle from the cache, so nothing is pushed there either.
+    found = cache.lookup(key)
+    assert found is not None and found[0].digest == poison.digest
 
 
 def _nested(depth: int = 5000) -> bytes:
