@@ -113,7 +113,11 @@ def build(
     shared = _shared_cache(spec, remote, settings)
     progress.stage(f"{spec.name} image: hash inputs")
     inputs = resolve_inputs(client, spec, progress)
-    artifact = None if no_cache else store.lookup(inputs.input_key)
+    # An artifact the shared cache may not give (the bundle) is trusted only if built here: a
+    # record of one pulled (by `cache pull`, or by an engine before this rule) is built again.
+    artifact = (
+        None if no_cache else store.lookup(inputs.input_key, built_here=not spec.shared_cache)
+    )
     notes: list[str] = []
     pulled = False
     if artifact is None and not no_cache and shared is not None:

@@ -60,7 +60,7 @@ from bottle_engine.artifacts.oci import (
 )
 from bottle_engine.artifacts.registry_api import Absent, RepositoryClient
 from bottle_engine.artifacts.spec import Artifact
-from bottle_engine.artifacts.store import ArtifactStore
+from bottle_engine.artifacts.store import PULLED, ArtifactStore
 from bottle_engine.errors import BottleError
 from bottle_engine.regular_files import load_json
 from bottle_engine.settings import ENV_ARTIFACT_REGISTRY, EngineSettings
@@ -378,7 +378,7 @@ class RemoteCache(RepositoryClient):
                     f"the artifact {entry.digest} pulled from {self.location} is incomplete",
                     fix="push it again from a machine that has it (`bottle-engine cache push`)",
                 )
-            return store.put(input_key, entry.name, entry.digest, layout)
+            return store.put(input_key, entry.name, entry.digest, layout, origin=PULLED)
 
     def entries(self) -> list[RemoteEntry]:
         """Every key index in the repository that is valid for this engine's key version."""

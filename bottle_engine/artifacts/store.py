@@ -3,13 +3,18 @@
 Layout on disk (under ``state.cache_dir()/"artifacts"``)::
 
     layouts/<digest hex>/     one OCI image layout per artifact digest
-    keys/<input key hex>.json {input_key, digest, name, created, last_used}
+    keys/<input key hex>.json {input_key, digest, name, origin, created, last_used}
     tmp/<pid>-<random>/       builds in progress
 
 A build writes its layout under ``tmp/`` and renames it into ``layouts/`` only when complete,
 then writes the key record (temp + rename). A killed build therefore leaves at most a temp
 directory, which no lookup reads and `gc` removes; a key record is trusted only when the
 layout it names is complete (`layout_is_complete`).
+
+A record says where its artifact came from (`origin`): "built" on this machine, or "pulled"
+from the shared cache, whose content whoever may push to the registry chose. A lookup for an
+artifact that must be built here (the bundle, which holds the bottles' real values) trusts
+only a built one; a record without an origin (an older engine's) is not known to be built.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ from bottle_engine.artifacts.oci import layout_is_complete
 from bottle_engine.artifacts.spec import Artifact, image_tag_for
 from bottle_engine.errors import BottleError
 
+BUILT, PULLED = "built", "pulled"  # a record's origin
+
 
 @dataclass(frozen=True)
 class StoreEntry:
     input_key: str
     digest: str
     name: str
+    origin: str  # BUILT, PULLED, or "" (recorded before records said)
     created: float
     last_used: float
     size: int  # bytes of the layout on disk
@@ -67,10 +75,13 @@ class ArtifactStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def lookup(self, input_key: str) -> Artifact | None:
-        """The trusted artifact for `input_key`, or None (absent, or its layout is incomplete)."""
+    def lookup(self, input_key: str, *, built_here: bool = False) -> Artifact | None:
+        """The trusted artifact for `input_key`, or None (absent, its layout incomplete or, with
+        `built_here`, not built on this machine)."""
         record = self._read_record(self.keys / f"{_hex(input_key)}.json")
         if record is None or record.get("input_key") != input_key:
+            return None
+        if built_here and record.get("origin") != BUILT:
             return None
         digest, name = str(record["digest"]), str(record["name"])
         layout = self.layout_dir(digest)
@@ -94,6 +105,7 @@ class ArtifactStore:
                     input_key=str(record["input_key"]),
                     digest=digest,
                     name=str(record["name"]),
+                    origin=str(record.get("origin", "")),
                     created=float(str(record.get("created", 0))),
                     last_used=float(str(record.get("last_used", 0))),
                     size=_tree_size(layout),
@@ -114,8 +126,11 @@ class ArtifactStore:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def put(self, input_key: str, name: str, digest: str, built_layout: Path) -> Artifact:
-        """Move the complete layout `built_layout` into place, then record `input_key` -> it."""
+    def put(
+        self, input_key: str, name: str, digest: str, built_layout: Path, *, origin: str = BUILT
+    ) -> Artifact:
+        """Move the complete layout `built_layout` into place, then record `input_key` -> it,
+        made here or pulled (`origin`)."""
         target = self.layout_dir(digest)
         self.layouts.mkdir(parents=True, exist_ok=True)
         if not layout_is_complete(target, digest):
@@ -132,6 +147,7 @@ class ArtifactStore:
                 "input_key": input_key,
                 "digest": digest,
                 "name": name,
+                "origin": origin,
                 "created": now,
                 "last_used": now,
             }

@@ -89,6 +89,7 @@ def _as_json(entry: StoreEntry) -> dict[str, object]:
         "name": entry.name,
         "input_key": entry.input_key,
         "digest": entry.digest,
+        "origin": entry.origin,
         "size": entry.size,
         "created": entry.created,
         "last_used": entry.last_used,

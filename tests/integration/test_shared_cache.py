@@ -343,6 +343,16 @@ def test_the_bundle_image_is_never_taken_from_the_shared_cache(
     found = cache.lookup(key)
     assert found is not None and found[0].digest == poison.digest
 
+    # Pulled by hand (`cache pull KEY`, or by an engine before this rule), it is in the store,
+    # recorded as pulled: the bundle is still built here, and its record says so afterwards.
+    by_hand = ArtifactStore(tmp_path / "by-hand")
+    pulled = cache.pull(key, by_hand)
+    assert pulled is not None and pulled.digest == poison.digest
+    assert [entry.origin for entry in by_hand.entries()] == ["pulled"]
+    again = build(docker_client, spec, store=by_hand, remote=None)
+    assert again.built and again.artifact.digest == result.artifact.digest
+    assert [entry.origin for entry in by_hand.entries()] == ["built"]
+
 
 def _nested(depth: int = 5000) -> bytes:
     """JSON that Go's parser reads (10000 brackets deep at most) and Python's recursed through."""

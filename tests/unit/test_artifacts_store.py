@@ -18,6 +18,7 @@ from bottle_engine.artifacts.oci import (
     normalized_config,
     read_layout,
 )
+from bottle_engine.artifacts.store import PULLED
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import QuietProgress
 
@@ -115,6 +116,24 @@ def test_lookup_finds_what_put_stored(store: ArtifactStore) -> None:
     assert found.image_tag == f"bot-bottle/agent:{digest[7:19]}"
     assert read_layout(found.layout_dir).digest == digest
     assert store.lookup(KEY_B) is None
+
+
+def test_an_artifact_that_must_be_built_here_is_not_found_when_pulled_or_of_unknown_origin(
+    store: ArtifactStore,
+) -> None:
+    with store.new_layout() as work:
+        store.put(KEY_A, "bundle", make_layout(work, {"f": b"x"}), work / "layout", origin=PULLED)
+    assert store.lookup(KEY_A) is not None
+    assert store.lookup(KEY_A, built_here=True) is None
+    # A record an older engine wrote says nothing of where its artifact came from.
+    record = store.keys / f"{KEY_B[7:]}.json"
+    put(store, KEY_B, "bundle", {"f": b"y"})
+    assert store.lookup(KEY_B, built_here=True) is not None
+    record.write_text(
+        json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "origin"})
+    )
+    assert store.lookup(KEY_B, built_here=True) is None
+    assert [entry.origin for entry in store.entries() if entry.input_key == KEY_B] == [""]
 
 
 def test_a_layout_missing_a_blob_is_not_trusted(store: ArtifactStore) -> None:
