@@ -18,12 +18,14 @@ import contextlib
 import hashlib
 import io
 import os
+import shlex
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerfile_parse import DockerfileParser
 
 from bottle_engine.artifacts import Artifact, ArtifactStore, BuildSpec, build
 from bottle_engine.artifacts.builder import layer_cache_ref
@@ -32,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TEST_LABELS = {"bot-bottle.test": "1"}
 
+BUNDLE_DOCKERFILE = REPO_ROOT / "bottle_engine" / "bundle" / "Dockerfile"
 SMALL_DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
@@ -41,6 +44,22 @@ RUN echo "$GREETING" > /greeting && mkdir -p /var/log/app && date > /var/log/app
  && useradd --uid 1000 --create-home agent
 WORKDIR /opt/app
 """
+
+
+def bundle_instructions(kind: str) -> list[str]:
+    """The values of the bundle Dockerfile's `kind` instructions (continuations joined)."""
+    parser = DockerfileParser(fileobj=io.StringIO(BUNDLE_DOCKERFILE.read_text()))
+    return [i["value"] for i in parser.structure if i["instruction"] == kind]
+
+
+def bundle_pip_install() -> list[str]:
+    """The bundle Dockerfile's pip install command line (its `ARG PIP_INSTALL`)."""
+    for value in bundle_instructions("ARG"):
+        name, _, quoted = value.partition("=")
+        if name == "PIP_INSTALL":
+            (word,) = shlex.split(quoted)  # the ARG's value; the shell splits it where used
+            return word.split()
+    raise AssertionError("the bundle Dockerfile has no ARG PIP_INSTALL")
 
 
 def build_ca_bundle() -> Path | None:
@@ -104,14 +123,18 @@ def small_build_spec(context: Path, base_image: str, **changes: Any) -> BuildSpe
 
 
 def build_image_from_texts(
-    docker_client: Any, tag: str, files: dict[str, str], buildargs: dict[str, str] | None = None
+    docker_client: Any,
+    tag: str,
+    files: Mapping[str, str | bytes],
+    buildargs: dict[str, str] | None = None,
+    network_mode: str | None = None,
 ) -> str:
-    """Build `tag` from a context of small text files (a `Dockerfile` among them), labelled as
-    a test image; the intermediate containers go either way."""
+    """Build `tag` from a context of small files (a `Dockerfile` among them), labelled as a test
+    image; the intermediate containers go either way."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         for name, text in files.items():
-            data = text.encode()
+            data = text.encode() if isinstance(text, str) else text
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -124,6 +147,7 @@ def build_image_from_texts(
         labels=TEST_LABELS,
         rm=True,
         forcerm=True,
+        network_mode=network_mode,
     )
     return tag
 
