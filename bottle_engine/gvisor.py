@@ -47,8 +47,9 @@ DOCKER_PID_FILES = (Path("/run/docker.pid"), Path("/var/run/docker.pid"))
 INSTALL_ROOT = Path("/usr/local/lib/bot-bottle")
 DEBIAN_ARCHIVE = "http://deb.debian.org/debian"
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-# Bumped whenever the self-test's command changes, so older verdicts are not reused.
-SELF_TEST_VERSION = 2
+# Bumped whenever the self-test's command or the container it runs in changes, so older
+# verdicts are not reused (3: the image's entrypoint not run, a bottle's bounds, a time limit).
+SELF_TEST_VERSION = 3
 # Exit 0 only when basic tools work (the old runsc fails statx) and the sandbox, started with
 # no network, sees loopback alone: --network=host must never mean the host's own interfaces.
 SELF_TEST_COMMAND = (
@@ -481,7 +482,8 @@ def ensure_gvisor(
             f"the pinned runsc {release.version} at {release.binary} fails the self-test with "
             f"{image} on this machine",
             fix="`bottle-engine doctor` shows the state; run "
-            f"`docker run --rm --runtime runsc --network none {image} ls /` to see the error",
+            f"`docker run --rm --runtime runsc --network none --entrypoint ls {image} /` to see "
+            "the error",
         )
     return SetupReport(release.binary, "pinned", changed, True)
 

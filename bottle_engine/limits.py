@@ -72,6 +72,12 @@ The rules:
   most `PROBE_SECONDS`. The agent can open the command's output (/proc/PID/fd/1) and write
   into it without end, or hold it open after the command ended: read whole, that took the
   person's memory; waited for, their terminal (command_output.py).
+* the gVisor self-test (gvisor.py), which runs the agent image's own tools under runsc before a
+  launch with `runtime = "auto"`: the image is not trusted (an agent's merged branch changes its
+  Dockerfile and context; a shared cache's pushers choose what a key maps to), so the test's
+  container has a bottle's bounds, smaller: `SELF_TEST_MEMORY_BYTES` (no swap, the image's
+  VOLUMEs in it as tmpfs), `SELF_TEST_PIDS`, one CPU, a read-only root, and it is killed after
+  `SELF_TEST_SECONDS`: a `sh` that never exits held the launch forever.
 * how long `probe` searches the sandbox for the bottle's secret values: `SECRET_SEARCH_SECONDS`
   for all its places. A sparse file as large as the file system allows costs the agent nothing
   and tars to its whole length (years of zeros): a place not read to its end by then is
@@ -99,6 +105,10 @@ CONTAINER_LOG_BYTES = CONTAINER_LOG_FILE_BYTES * CONTAINER_LOG_FILES
 PROBE_OUTPUT_BYTES = 64 * 1024
 PROBE_SECONDS = 60  # a probe's own attempts each stop after probes.TIMEOUT (5 s)
 SECRET_SEARCH_SECONDS = 600  # 1.5 GiB of agent files took about 30 s under gVisor
+SELF_TEST_SECONDS = 60  # it takes a second or two; the rest is for a sandbox started under load
+SELF_TEST_MEMORY_BYTES = 256 * MIB  # the sentry and a few small tools
+SELF_TEST_PIDS = 256  # runsc's own threads count here, not the sandbox's processes
+SELF_TEST_CPUS = 1.0
 
 
 @dataclass(frozen=True)

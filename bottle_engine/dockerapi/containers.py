@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
+import requests.exceptions
 
 from bottle_engine.command_output import UNFINISHED, Tail, receive, stopped_waiting
 from bottle_engine.dockerapi.client import (
@@ -26,7 +27,15 @@ from bottle_engine.dockerapi.client import (
     with_label,
 )
 from bottle_engine.errors import BottleError, CommandFailed
-from bottle_engine.limits import AgentDisk, agent_disk, tmpfs_options
+from bottle_engine.limits import (
+    SELF_TEST_CPUS,
+    SELF_TEST_MEMORY_BYTES,
+    SELF_TEST_PIDS,
+    SELF_TEST_SECONDS,
+    AgentDisk,
+    agent_disk,
+    tmpfs_options,
+)
 from bottle_engine.terminal import GuardedOutput, relay_session, socket_peer, write_replay
 
 _EXIT_CODE_TRIES = 20  # tenths of a second an ended exec may take to note its exit code
@@ -43,6 +52,8 @@ _SIZED_DRIVERS = {"overlay2", "btrfs", "zfs", "devicemapper", "windowsfilter"}
 # and makes no connection. The agent's resolver lists that server after 127.0.0.11 and cannot
 # reach it: the bottle's network has no IPv6, and 100::/64 is discard-only (RFC 6666).
 AGENT_DNS_SERVERS = ("100::1",)
+# The self-test's user: not root, and numeric, so the image's /etc/passwd need not name it.
+NOBODY = "65534:65534"
 
 
 @dataclass(frozen=True)
@@ -393,23 +404,61 @@ def _write_frames(pending: bytes, outputs: Mapping[int, Callable[[bytes], None]]
     return pending
 
 
-def runs_cleanly(client: Any, image: str, runtime: str, command: Sequence[str]) -> bool:
-    """Does `command` exit 0 in a throwaway, network-less container of `image` under `runtime`?"""
+def runs_cleanly(
+    client: Any,
+    image: str,
+    runtime: str,
+    command: Sequence[str],
+    *,
+    seconds: float = SELF_TEST_SECONDS,
+) -> bool:
+    """Does `command` exit 0 within `seconds` in a throwaway, network-less container of `image`
+    under `runtime`?
+
+    `image` is not trusted: its entrypoint is not run (`command[0]` takes its place) and the
+    command runs as nobody with a bottle's bounds, smaller (limits.py: the self-test). It is
+    killed after `seconds` (then the answer is no); the container is removed whatever happens.
+    """
+    api = client.api
+    tmpfs = {
+        path: tmpfs_options(SELF_TEST_MEMORY_BYTES // 4, executable=False)
+        for path in image_volumes(client, image)
+    }
+    host_config = api.create_host_config(
+        runtime=runtime,
+        network_mode="none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        read_only=True,
+        mem_limit=SELF_TEST_MEMORY_BYTES,
+        memswap_limit=SELF_TEST_MEMORY_BYTES,  # no swap beyond the memory limit
+        pids_limit=SELF_TEST_PIDS,
+        nano_cpus=int(SELF_TEST_CPUS * 1e9),
+        log_config=bounded_log_config(),
+        ulimits=no_core_dumps(),
+        tmpfs=tmpfs,
+    )
+    container_id: str | None = None
     try:
-        client.containers.run(
+        container_id = api.create_container(
             image,
-            list(command),
-            runtime=runtime,
-            network_mode="none",
-            remove=True,
+            entrypoint=list(command[:1]),
+            command=list(command[1:]),
+            user=NOBODY,
             labels={LABEL_MANAGED: "1"},
-            user="0",
-        )
-    except docker.errors.ContainerError:
-        return False
+            host_config=host_config,
+        )["Id"]
+        api.start(container_id)
+        status = api.wait(container_id, timeout=seconds)
     except docker.errors.APIError:
         return False
-    return True
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        return False  # no exit within `seconds` (docker-py raises either, "Read timed out")
+    finally:
+        if container_id is not None:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container_id, force=True, v=True)
+    return int(status.get("StatusCode", 1)) == 0
 
 
 def containers_with_label(client: Any, label: str, value: str | None = None) -> list[Any]:
