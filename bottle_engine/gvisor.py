@@ -176,7 +176,7 @@ def choose_runtime(
     if not passes_self_test():
         return RuntimeChoice(
             "runc",
-            "auto: the registered runsc fails the self-test with this image "
+            "auto: the registered runsc fails the self-test on this machine "
             "(`bottle-engine doctor` explains)",
         )
     return RuntimeChoice("runsc", "auto: runsc is registered and passes the self-test")
@@ -188,7 +188,9 @@ def choose_runtime(
 def self_test(client: Any, image: str, runtime_info: Mapping[str, Any] | None) -> bool:
     """Does the registered runsc run `image`'s basic tools in a sandbox of its own network?
 
-    Cached in the cache dir per runsc binary (path, size, mtime), runtime arguments and image.
+    Cached in the cache dir per runsc binary (path, size, mtime), runtime arguments and image;
+    a test that did not end in time is a no for now, not kept (a busy machine's slow start
+    would otherwise keep runc for good).
     """
     from bottle_engine.dockerapi.containers import runs_cleanly
 
@@ -207,7 +209,10 @@ def self_test(client: Any, image: str, runtime_info: Mapping[str, Any] | None) -
     except (OSError, ValueError):
         verdicts = {}
     if fingerprint not in verdicts:
-        verdicts[fingerprint] = runs_cleanly(client, image, RUNTIME_NAME, SELF_TEST_COMMAND)
+        verdict = runs_cleanly(client, image, RUNTIME_NAME, SELF_TEST_COMMAND)
+        if verdict is None:
+            return False
+        verdicts[fingerprint] = verdict
         state.make_cache_dir()
         scratch = cache.with_suffix(f".{os.getpid()}.tmp")
         scratch.write_text(json.dumps(verdicts, indent=2))

@@ -359,8 +359,8 @@ def pool_fill(
     from bottle_engine.backends.docker import DockerBackend
 
     backend = DockerBackend(settings=settings)
-    agent_image, bundle_image = backend.prepare(plan, progress)
-    choice = backend.runtime_for(plan.runtime, agent_image.image_tag)
+    _, bundle_image = backend.prepare(plan, progress)  # the agent image too, for the launches
+    choice = backend.runtime_for(plan.runtime, bundle_image.image_tag)
     key = backend.pool.key_for(bundle_image.image_tag, choice.docker_runtime, plan.memory_bytes)
     if up_to:
         count -= sum(1 for member in pool_listed(FREE) if member.key == key)

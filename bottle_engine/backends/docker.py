@@ -131,7 +131,7 @@ class DockerBackend:
     ) -> BottleRecord:
         first = planner(planner.base_slug)
         agent_image, bundle_image = self.prepare(first, progress)
-        choice = self.runtime_for(first.runtime, agent_image.image_tag)
+        choice = self.runtime_for(first.runtime, bundle_image.image_tag)
         progress.stage(f"sandbox runtime {choice.label}: {choice.reason}")
         runtime = choice.docker_runtime
         key = self.pool.key_for(bundle_image.image_tag, runtime, first.memory_bytes)
@@ -206,15 +206,18 @@ class DockerBackend:
         )
         return agent, bundle
 
-    def runtime_for(self, wanted: str, image: str) -> RuntimeChoice:
+    def runtime_for(self, wanted: str, trusted_image: str) -> RuntimeChoice:
         """The agent's OCI runtime and why: gVisor when asked for, or for `auto` when
-        registered and it passes the self-test with `image`; `BOTTLE_RUNTIME` overrides."""
+        registered and it passes the self-test with `trusted_image`, the bundle image this
+        machine built; `BOTTLE_RUNTIME` overrides. Never the agent image: whoever wrote it
+        (a changed build context, a pusher to the shared cache) would choose the weaker
+        sandbox by failing the test on purpose."""
         wanted = self.settings.runtime or wanted
         runtimes = self.daemon_info().get("Runtimes") or {}
         return choose_runtime(
             wanted,
             runtimes,
-            lambda: gvisor.self_test(self.client, image, runtimes.get(gvisor.RUNTIME_NAME)),
+            lambda: gvisor.self_test(self.client, trusted_image, runtimes.get(gvisor.RUNTIME_NAME)),
         )
 
     def daemon_info(self) -> dict[str, Any]:

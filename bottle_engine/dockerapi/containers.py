@@ -411,13 +411,13 @@ def runs_cleanly(
     command: Sequence[str],
     *,
     seconds: float = SELF_TEST_SECONDS,
-) -> bool:
+) -> bool | None:
     """Does `command` exit 0 within `seconds` in a throwaway, network-less container of `image`
-    under `runtime`?
+    under `runtime`? None: it did not end within `seconds` (no answer, not a no).
 
     `image` is not trusted: its entrypoint is not run (`command[0]` takes its place) and the
     command runs as nobody with a bottle's bounds, smaller (limits.py: the self-test). It is
-    killed after `seconds` (then the answer is no); the container is removed whatever happens.
+    killed after `seconds`; the container is removed whatever happens.
     """
     api = client.api
     tmpfs = {
@@ -453,7 +453,7 @@ def runs_cleanly(
     except docker.errors.APIError:
         return False
     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-        return False  # no exit within `seconds` (docker-py raises either, "Read timed out")
+        return None  # no exit within `seconds` (docker-py raises either, "Read timed out")
     finally:
         if container_id is not None:
             with contextlib.suppress(docker.errors.APIError):

@@ -362,7 +362,8 @@ BOTTLE_FIELDS = (
         enum=("auto", "runc", "runsc"),
         enum_docs=(
             "gVisor (runsc) when the daemon has it registered and it passes the engine's "
-            "self-test with the agent image, else runc (the launch output says which and why)",
+            "self-test (run with the bundle image this machine built), else runc (the launch "
+            "output says which and why)",
             "the default container runtime",
             "gVisor; launching fails when the daemon does not have it registered",
         ),

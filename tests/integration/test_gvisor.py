@@ -20,7 +20,15 @@ import pytest
 
 from bottle_engine import lifecycle
 from bottle_engine.plan import AGENT_HOME, AGENT_UID
-from tests.bottle_fixtures import BottleWorld, running_bottle, world_env
+from tests.bottle_fixtures import (
+    BottleWorld,
+    bottle_table,
+    running_bottle,
+    sleeping_agent,
+    world_env,
+    world_for,
+)
+from tests.conftest import REPO_ROOT
 from tests.gvisor_helpers import require_gvisor, runtimes_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -41,13 +49,13 @@ def _as_agent(world: BottleWorld, record: Any, script: str) -> tuple[int, str]:
         return backend_named("docker").exec_as_agent(record, ["sh", "-c", script])
 
 
-@pytest.fixture(scope="module")
-def launched(bottle_world: BottleWorld, docker_client: Any) -> Iterator[Launched]:
-    """A bottle launched by the CLI with `runtime = "auto"`, as a user launches one."""
-    manifest = str(bottle_world.manifest)
+@contextlib.contextmanager
+def launched_by_the_cli(world: BottleWorld, agent: str) -> Iterator[Launched]:
+    """`agent` of `world` launched by the CLI, as a user launches one; removed afterwards."""
+    command = [sys.executable, "-m", "bottle_engine", "launch", "--detach"]
     result = subprocess.run(
-        [sys.executable, "-m", "bottle_engine", "launch", "-f", manifest, "sandbox", "--detach"],
-        env={**os.environ, **bottle_world.env},
+        [*command, "-f", str(world.manifest), agent],
+        env={**os.environ, **world.env},
         capture_output=True,
         text=True,
         timeout=900,
@@ -55,16 +63,23 @@ def launched(bottle_world: BottleWorld, docker_client: Any) -> Iterator[Launched
     )
     assert result.returncode == 0, result.stderr
     slug = result.stdout.strip().splitlines()[-1]
-    with world_env(bottle_world):
+    with world_env(world):
         record = lifecycle.find(slug)
     try:
-        if record.resources.runtime != "runsc":
-            image = docker_client.containers.get(record.name).image.id
-            require_gvisor(bottle_world, image, "gVisor's bottle tests")
         yield Launched(record, result.stderr)
     finally:
-        with world_env(bottle_world):
+        with world_env(world):
             lifecycle.stop(slug, remove=True)
+
+
+@pytest.fixture(scope="module")
+def launched(bottle_world: BottleWorld, docker_client: Any) -> Iterator[Launched]:
+    """A bottle launched by the CLI with `runtime = "auto"`."""
+    with launched_by_the_cli(bottle_world, "sandbox") as bottle:
+        if bottle.record.resources.runtime != "runsc":
+            image = docker_client.containers.get(bottle.record.name).image.id
+            require_gvisor(bottle_world, image, "gVisor's bottle tests")
+        yield bottle
 
 
 def test_auto_picks_gvisor_and_the_launch_output_says_why(launched: Launched) -> None:
@@ -72,6 +87,35 @@ def test_auto_picks_gvisor_and_the_launch_output_says_why(launched: Launched) ->
         launched.output
     )
     assert launched.record.resources.runtime == "runsc"
+
+
+# The repository's agent image with an `ls` first on PATH that fails: the tools the self-test
+# runs fail in it, as a hostile build context or a shared cache's pusher can make them.
+FAILS_THE_SELF_TEST = """\
+USER root
+RUN printf '#!/bin/sh\\nexit 1\\n' > /usr/local/bin/ls && chmod 755 /usr/local/bin/ls
+USER agent
+"""
+
+
+def test_an_agent_image_failing_the_self_test_still_runs_under_gvisor(
+    launched: Launched, bottle_world: BottleWorld, docker_client: Any, tmp_path: Path
+) -> None:
+    """With `auto`, an image that failed the self-test got runc: the agent image chose the
+    weaker sandbox. The self-test runs on the bundle image, which this machine built."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8") + "\n" + FAILS_THE_SELF_TEST
+    )
+    template = sleeping_agent("downgrade") + (
+        bottle_table().replace('"{repo}/Dockerfile"', '"{dockerfile}"')
+    )
+    world = world_for(bottle_world, tmp_path, template, dockerfile=dockerfile)
+    with launched_by_the_cli(world, "downgrade") as bottle:
+        assert "sandbox runtime gVisor (runsc)" in bottle.output, bottle.output
+        assert runtimes_of(docker_client, bottle.record) == {"runsc"}
+        code, output = _as_agent(world, bottle.record, "ls /")
+        assert code == 1, output  # the image's own failing ls: it is the image that runs
 
 
 def test_the_agent_and_its_bundle_both_run_under_gvisor(

@@ -1,10 +1,11 @@
 """The gVisor self-test against a hostile agent image, on the real daemon with the real runsc.
 
-Before a launch with `runtime = "auto"` the engine runs the agent image's own tools under runsc
-(`gvisor.self_test`). The image is not trusted (its Dockerfile and build context are the
-project's, which an agent's merged branch can change; a shared cache's pushers choose what a key
-maps to): its entrypoint must not run, what runs must have a bottle's bounds, and a tool that
-never exits must not hold the launch.
+`gvisor.self_test` runs an image's own tools under runsc: the bundle image before a launch with
+`runtime = "auto"` (tests/integration/test_gvisor.py shows an agent image cannot choose runc by
+failing it), the base image in `gvisor install`. An image is still not trusted there (a
+Dockerfile and build context an agent's merged branch can change; a shared cache's pushers
+choose what a key maps to): its entrypoint must not run, what runs must have a bottle's bounds,
+and a tool that never exits must not hold the launch.
 """
 
 from __future__ import annotations
@@ -114,7 +115,10 @@ def test_the_images_entrypoint_is_not_run(
 
 
 def test_a_shell_that_never_exits_fails_the_self_test_and_leaves_no_container(
-    docker_client: Any, runsc: Mapping[str, Any], hostile_image: Callable[[str], str]
+    docker_client: Any,
+    runsc: Mapping[str, Any],
+    hostile_image: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
     image = hostile_image(SHELL_HANGS)
     with self_test_running(docker_client, image, runsc) as verdict:
@@ -122,6 +126,9 @@ def test_a_shell_that_never_exits_fails_the_self_test_and_leaves_no_container(
         assert found is not None, f"the self-test still runs after {HANG_SECONDS} s"
         assert found is False
         assert _containers_of(docker_client, image) == []
+        # No answer in time is no verdict to keep: a busy machine's slow start would keep runc.
+        kept = tmp_path / "cache" / "gvisor-check.json"
+        assert not kept.exists() or image not in kept.read_text()
 
 
 def test_the_self_test_container_has_a_bottles_bounds(
