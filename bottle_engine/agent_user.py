@@ -14,13 +14,13 @@ their user up: ssh, Node's os.userInfo), and its home, as the image left it, is 
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, cast
 
+from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import agent_id_for
-from bottle_engine.plan import AGENT_UID
+from bottle_engine.plan import AGENT_HOME, AGENT_UID
 
 
 def _userns_daemon(daemon_info: Mapping[str, Any]) -> bool:
@@ -54,18 +54,38 @@ def renumbered(table: bytes, uid: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def reowned(archive: bytes, uid: int) -> bytes:
-    """A tar (the image's home, from `get_archive`) with what `AGENT_UID` owned given to `uid`."""
-    out = io.BytesIO()
+def reown(source: IO[bytes], target: IO[bytes], uid: int, *, max_bytes: int) -> None:
+    """Write to `target` the tar stream `source` (the image's home, from `get_archive`) with
+    what `AGENT_UID` owned given to `uid`, one member at a time (memory: a member's header and
+    a buffer). A home whose entries come to more than `max_bytes` is refused (`BottleError`),
+    from the header of the entry that goes past it: the image is not trusted, and a file of
+    zeros costs it nearly nothing."""
+    total = 0
     with (
-        tarfile.open(fileobj=io.BytesIO(archive)) as source,
-        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as target,
+        tarfile.open(fileobj=source, mode="r|") as home,
+        tarfile.open(fileobj=target, mode="w|", format=tarfile.PAX_FORMAT) as copy,
     ):
-        for member in source:
+        while (member := home.next()) is not None:
+            total += tarfile.BLOCKSIZE + member.size
+            if total > max_bytes:
+                raise BottleError(
+                    f"the agent image's {AGENT_HOME} is more than the {max_bytes} bytes "
+                    "bot-bottle copies to give it to the agent's uid under runc",
+                    fix=f"keep large tools out of {AGENT_HOME} in the Dockerfile (under /opt "
+                    "or /usr/local), or run the bottle under gVisor (`runtime`), where the "
+                    "home is not copied",
+                )
             if member.uid == AGENT_UID:
                 member.uid = uid
             if member.gid == AGENT_UID:
                 member.gid = uid
             member.uname = member.gname = ""
-            target.addfile(member, source.extractfile(member) if member.isfile() else None)
-    return out.getvalue()
+            copy.addfile(member, home.extractfile(member) if member.isfile() else None)
+            _forget_members(home, copy)
+
+
+def _forget_members(*archives: tarfile.TarFile) -> None:
+    """A TarFile keeps every member it saw (`members`, missing from its type stubs): a home of
+    millions of empty files would be held whole. A stream needs none of them again."""
+    for archive in archives:
+        cast(Any, archive).members.clear()

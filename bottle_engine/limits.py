@@ -78,6 +78,13 @@ The rules:
   container has a bottle's bounds, smaller: `SELF_TEST_MEMORY_BYTES` (no swap, the image's
   VOLUMEs in it as tmpfs), `SELF_TEST_PIDS`, one CPU, a read-only root, and it is killed after
   `SELF_TEST_SECONDS`: a `sh` that never exits held the launch forever.
+* what a launch reads of the agent image, on the host (the image is not trusted, see the
+  self-test above; a file of zeros costs it nearly nothing in a layer): its CA bundle, and under
+  runc its /etc/passwd and /etc/group, each at most `IMAGE_FILE_MAX_BYTES`, refused from the tar
+  header before a byte of it is read; under runc its home, streamed through a temporary file in
+  the cache dir (the daemon holds the container while it sends it, so it cannot go straight
+  back in) of at most `AGENT_HOME_COPY_BYTES`: host memory a buffer, host disk that bound while
+  the copy lasts.
 * how long `probe` searches the sandbox for the bottle's secret values: `SECRET_SEARCH_SECONDS`
   for all its places. A sparse file as large as the file system allows costs the agent nothing
   and tars to its whole length (years of zeros): a place not read to its end by then is
@@ -109,6 +116,12 @@ SELF_TEST_SECONDS = 60  # it takes a second or two; the rest is for a sandbox st
 SELF_TEST_MEMORY_BYTES = 256 * MIB  # the sentry and a few small tools
 SELF_TEST_PIDS = 256  # runsc's own threads count here, not the sandbox's processes
 SELF_TEST_CPUS = 1.0
+# What a launch reads of the agent image on the host: a CA bundle is some hundred KB (Debian's
+# with ours, 430 KB), /etc/passwd and /etc/group a few KB.
+IMAGE_FILE_MAX_BYTES = 4 * MIB
+# The image's home, copied under runc to give it to the agent's uid: spooled to a file in the
+# cache dir, never held (a home with toolchains in it can be large; the repository's is 8 KB).
+AGENT_HOME_COPY_BYTES = 1 * GIB
 
 
 @dataclass(frozen=True)

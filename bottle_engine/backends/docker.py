@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -19,7 +20,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from bottle_engine import gvisor, records, state
-from bottle_engine.agent_user import agent_uid, renumbered, reowned, user_spec
+from bottle_engine.agent_user import agent_uid, renumbered, reown, user_spec
 from bottle_engine.artifacts import Artifact, ensure_artifact
 from bottle_engine.artifacts.agent import agent_build_spec
 from bottle_engine.artifacts.bundle_image import bundle_build_spec
@@ -31,6 +32,7 @@ from bottle_engine.dockerapi import connect, docker_errors
 from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
+    archive_of,
     attach,
     container_logs,
     containers_with_label,
@@ -39,7 +41,6 @@ from bottle_engine.dockerapi.containers import (
     exec_interactive,
     put_tree,
     read_file,
-    read_tree,
     remove_container,
     stop_container,
     stream_inside,
@@ -52,7 +53,13 @@ from bottle_engine.dockerapi.networks import (
 from bottle_engine.errors import BottleError
 from bottle_engine.guest import SYSTEM_EXEC_ENV, GuestFile, guest_trees
 from bottle_engine.gvisor import RuntimeChoice, choose_runtime
-from bottle_engine.limits import PROBE_OUTPUT_BYTES, PROBE_SECONDS, agent_disk
+from bottle_engine.limits import (
+    AGENT_HOME_COPY_BYTES,
+    IMAGE_FILE_MAX_BYTES,
+    PROBE_OUTPUT_BYTES,
+    PROBE_SECONDS,
+    agent_disk,
+)
 from bottle_engine.plan import (
     AGENT_HOME,
     AGENT_UID,
@@ -78,18 +85,32 @@ def image_file(container: Any, path: str) -> bytes | None:
     (a round trip and a tar of about 200 KB less per launch)."""
     image_id = str(container.attrs.get("Image") or "")
     if not image_id.startswith("sha256:"):
-        return read_file(container, path)
+        return read_file(container, path, max_bytes=IMAGE_FILE_MAX_BYTES)
     name = hashlib.sha256(f"{image_id}\n{path}".encode()).hexdigest()
     cached = state.cache_dir() / "image-files" / name
     with contextlib.suppress(OSError):
         return cached.read_bytes() if cached.stat().st_size else None
-    data = read_file(container, path)
+    data = read_file(container, path, max_bytes=IMAGE_FILE_MAX_BYTES)
     with contextlib.suppress(OSError):
         state.private_dir(cached.parent)
         temporary = cached.with_name(f".{name}.{os.getpid()}.tmp")
         temporary.write_bytes(data or b"")
         temporary.replace(cached)
     return data
+
+
+def give_home(container: Any, uid: int, *, max_bytes: int = AGENT_HOME_COPY_BYTES) -> None:
+    """The image's home, as it left it, given to `uid` (agent_user.py): copied out through a
+    temporary file in the cache dir, re-owned, and put back (the daemon holds the container
+    while it sends the home, so the copy cannot go back in as it comes). Refused when it comes
+    to more than `max_bytes`."""
+    with tempfile.TemporaryFile(dir=state.private_dir(state.cache_dir())) as spool:
+        with archive_of(container, AGENT_HOME) as home:
+            if home is None:
+                return
+            reown(home, spool, uid, max_bytes=max_bytes)
+        spool.seek(0)
+        put_tree(container, spool, os.path.dirname(AGENT_HOME))
 
 
 def agent_user_of(container: Any) -> str:
@@ -288,9 +309,7 @@ class DockerBackend:
                 found = image_file(container, table)
                 if found is not None:
                     extra.append(GuestFile(table, renumbered(found, uid), 0o644))
-            home = read_tree(container, AGENT_HOME)
-            if home:
-                put_tree(container, reowned(home, uid), os.path.dirname(AGENT_HOME))
+            give_home(container, uid)
         trees = guest_trees(
             plan,
             BottleDir.of(plan.slug),

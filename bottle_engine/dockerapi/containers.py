@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import posixpath
 import select
@@ -13,7 +12,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import docker.errors
 import requests.exceptions
@@ -223,35 +222,58 @@ def writable_layer_bounded(client: Any, image: str, info: Mapping[str, Any] | No
     return True
 
 
-def put_tree(container: Any, archive: bytes, dest: str = "/") -> None:
-    """Unpack a tar archive (guest files, a skill, the launch directory) at `dest`."""
+def put_tree(container: Any, archive: bytes | IO[bytes], dest: str = "/") -> None:
+    """Unpack a tar archive (guest files, a skill, the launch directory; bytes, or a file read
+    as it is sent) at `dest`."""
     with docker_errors(f"copy files into {container.name}"):
         container.put_archive(dest, archive)
 
 
-def read_file(container: Any, path: str) -> bytes | None:
-    """A file's bytes from a container (created or running), or None when it is absent."""
-    try:
-        stream, _ = container.get_archive(path)
-    except docker.errors.NotFound:
-        return None
-    raw = b"".join(stream)
-    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
-        member = archive.next()
-        if member is None or not member.isfile():
-            return None
-        extracted = archive.extractfile(member)
-        return extracted.read() if extracted else None
+@contextlib.contextmanager
+def archive_of(container: Any, path: str) -> Iterator[IO[bytes] | None]:
+    """`path` of a container (created or running) as a tar stream, read as it comes; None
+    when it is absent. The daemon holds the container until the stream is closed (a
+    `put_tree` into it waits): use it within the `with`, never hold it past.
 
-
-def read_tree(container: Any, path: str) -> bytes:
-    """A directory of a container as one tar archive (empty when absent)."""
-    try:
-        stream, _ = container.get_archive(path)
-    except docker.errors.NotFound:
-        return b""
+    What is read is the image's to choose, and a file of zeros costs it nearly nothing in a
+    layer: the reader bounds what it takes (`read_file`)."""
+    api = container.client.api
     with docker_errors(f"read {path} from {container.name}"):
-        return b"".join(stream)
+        response = api._get(
+            api._url("/containers/{0}/archive", container.id),
+            params={"path": path},
+            headers={"Accept-Encoding": "identity"},
+            stream=True,
+        )
+        with contextlib.closing(response):
+            try:
+                api._raise_for_status(response)
+            except docker.errors.NotFound:
+                yield None
+                return
+            yield response.raw
+
+
+def read_file(container: Any, path: str, *, max_bytes: int) -> bytes | None:
+    """A file's bytes from a container (created or running), or None when it is absent or not
+    a file. One larger than `max_bytes` is refused (`BottleError`) from its tar header, before
+    any of it is read."""
+    with archive_of(container, path) as stream:
+        if stream is None:
+            return None
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            member = archive.next()
+            if member is None or not member.isfile():
+                return None
+            if member.size > max_bytes:
+                raise BottleError(
+                    f"{path} in the image of {container.name} is {member.size} bytes, more than "
+                    f"the {max_bytes} bot-bottle reads of it: the image is not one to trust",
+                    fix=f"rebuild the agent image so that {path} is an ordinary one, from a "
+                    "Dockerfile and context you have checked",
+                )
+            extracted = archive.extractfile(member)
+            return extracted.read() if extracted else None
 
 
 def exec_bounded(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import tarfile
 
-from bottle_engine.agent_user import agent_uid, renumbered, reowned
+import pytest
+
+from bottle_engine.agent_user import agent_uid, renumbered, reown
+from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import ID_RANGE_START, agent_id_for
 from bottle_engine.plan import AGENT_UID
 
@@ -43,9 +46,22 @@ def _tar(*entries: tuple[str, int, bytes | None]) -> bytes:
     return buffer.getvalue()
 
 
+def _reowned(home: bytes, uid: int, max_bytes: int) -> bytes:
+    copy = io.BytesIO()
+    reown(io.BytesIO(home), copy, uid, max_bytes=max_bytes)
+    return copy.getvalue()
+
+
 def test_the_images_home_is_given_to_the_agent_what_root_owns_stays_roots() -> None:
     home = _tar(("agent", 1000, None), ("agent/.bashrc", 1000, b"alias x=y\n"), ("agent/r", 0, b""))
-    with tarfile.open(fileobj=io.BytesIO(reowned(home, 42))) as archive:
+    with tarfile.open(fileobj=io.BytesIO(_reowned(home, 42, 1 << 20))) as archive:
         owners = {m.name: (m.uid, m.gid) for m in archive}
         assert archive.extractfile("agent/.bashrc").read() == b"alias x=y\n"  # type: ignore[union-attr]
     assert owners == {"agent": (42, 42), "agent/.bashrc": (42, 42), "agent/r": (0, 0)}
+
+
+def test_a_home_past_the_bound_is_refused_at_the_header_that_passes_it() -> None:
+    home = _tar(("agent", 1000, None), ("agent/zeros", 1000, bytes(8192)))
+    assert _reowned(home, 42, 512 + 512 + 8192)  # each entry: its header's block and its data
+    with pytest.raises(BottleError, match="/home/agent is more than the 9215 bytes"):
+        _reowned(home, 42, 512 + 512 + 8191)
