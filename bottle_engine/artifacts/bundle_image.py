@@ -29,8 +29,9 @@ from bottle_engine.state import cache_dir, make_cache_dir
 
 BUNDLE_ARTIFACT_NAME = "bundle"
 _PACKAGE_ROOT = Path(bottle_engine.__file__).resolve().parent
-_BUNDLE_DIR = _PACKAGE_ROOT / "bundle"
-_BUILD_FILES = ("Dockerfile", "requirements.txt", "requirements-proxy.txt")
+BUNDLE_DIR = _PACKAGE_ROOT / "bundle"
+REQUIREMENT_NAMES = ("requirements.txt", "requirements-proxy.txt")  # the pins, hashed
+_BUILD_FILES = ("Dockerfile", *REQUIREMENT_NAMES)
 # CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state: two
 # launches in one process (the language server's threads) parsing at once can fail with
 # "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
@@ -56,7 +57,7 @@ def bundle_build_spec(base_image: str, ca_bundle: Path | None) -> BuildSpec:
 
 def bundle_context_files() -> list[tuple[str, Path]]:
     """(path in the build context, source file) for every file of the bundle's context."""
-    files = [(name, _BUNDLE_DIR / name) for name in _BUILD_FILES]
+    files = [(name, BUNDLE_DIR / name) for name in _BUILD_FILES]
     files += [
         (f"bottle_engine/{path.relative_to(_PACKAGE_ROOT).as_posix()}", path)
         for path in sorted(bundle_source_files())
@@ -98,7 +99,7 @@ def bundle_context_dir() -> Path:
 def bundle_source_files() -> set[Path]:
     """The bundle package and every `bottle_engine` module it imports, transitively."""
     found: set[Path] = {_PACKAGE_ROOT / "__init__.py", _PACKAGE_ROOT / "py.typed"}
-    queue = [p for p in _BUNDLE_DIR.rglob("*.py") if "__pycache__" not in p.parts]
+    queue = [p for p in BUNDLE_DIR.rglob("*.py") if "__pycache__" not in p.parts]
     known = _load_import_cache()
     seen: dict[str, list[str]] = {}
     while queue:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "bundle"
-REQUIREMENT_FILES = (_BUNDLE_DIR / "requirements-proxy.txt", _BUNDLE_DIR / "requirements.txt")
+from bottle_engine.artifacts.bundle_image import BUNDLE_DIR, REQUIREMENT_NAMES
+
+REQUIREMENT_FILES = tuple(BUNDLE_DIR / name for name in REQUIREMENT_NAMES)
 _PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.!+_-]+)")
 _HASH = re.compile(r"--hash=sha256:(?P<digest>[0-9a-f]{64})")
 _SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".zip")

@@ -35,9 +35,8 @@ from bottle_engine.bundle.config import (
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     LABEL_ROLE,
-    bounded_log_config,
+    bottle_bounds,
     docker_errors,
-    no_core_dumps,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
@@ -209,17 +208,12 @@ def _create_and_start(
                 )
             },
             extra_hosts=dict(placement.extra_hosts or {}),
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            **bottle_bounds(
+                memory_bytes=limits.memory_bytes, pids=limits.pids, nano_cpus=limits.nano_cpus
+            ),
             read_only=True,
             tmpfs={"/tmp": tmpfs_options(limits.tmp_bytes, executable=True)},
             init=True,  # reaps the git processes the gate starts
-            pids_limit=limits.pids,
-            mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes,  # no swap beyond the limit
-            nano_cpus=limits.nano_cpus,
-            ulimits=no_core_dumps(),
-            log_config=bounded_log_config(),
             detach=True,
             runtime=placement.runtime,
         )

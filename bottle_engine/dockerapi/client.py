@@ -71,6 +71,23 @@ def no_core_dumps() -> list[Ulimit]:
     return [Ulimit(name="core", soft=0, hard=0)]
 
 
+def bottle_bounds(*, memory_bytes: int, pids: int, nano_cpus: int) -> dict[str, Any]:
+    """What every container a bottle runs is held to (agent, bundle, the gVisor self-test): no
+    capabilities, no privilege escalation, `memory_bytes` and no swap beyond it, `pids`,
+    `nano_cpus`, no core dumps, a bounded log. Keywords that `create_host_config` and
+    `containers.create` take alike."""
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "mem_limit": memory_bytes,
+        "memswap_limit": memory_bytes,  # no swap beyond the memory limit
+        "pids_limit": pids,
+        "nano_cpus": nano_cpus,
+        "ulimits": no_core_dumps(),
+        "log_config": bounded_log_config(),
+    }
+
+
 def with_label(
     collection: Any, label: str, value: str | None, doing: str, **options: Any
 ) -> list[Any]:

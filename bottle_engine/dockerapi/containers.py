@@ -20,9 +20,8 @@ import requests.exceptions
 from bottle_engine.command_output import UNFINISHED, Tail, receive, stopped_waiting
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
-    bounded_log_config,
+    bottle_bounds,
     docker_errors,
-    no_core_dumps,
     with_label,
 )
 from bottle_engine.errors import BottleError, CommandFailed
@@ -97,19 +96,14 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
     volumes = image_volumes(client, spec.image)
     _refuse_hidden(spec, volumes)
     host_config = api.create_host_config(
+        **bottle_bounds(
+            memory_bytes=spec.memory_bytes, pids=spec.pids_limit, nano_cpus=spec.nano_cpus
+        ),
         network_mode=spec.network,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        pids_limit=spec.pids_limit,
-        nano_cpus=spec.nano_cpus,
-        mem_limit=spec.memory_bytes,
         runtime=spec.runtime,
         init=True,
         ipc_mode="private",
         dns=list(spec.dns_servers),
-        memswap_limit=spec.memory_bytes,  # no swap beyond the memory limit
-        log_config=bounded_log_config(),
-        ulimits=no_core_dumps(),
         **_disk_options(spec, volumes),
     )
     networking = api.create_networking_config(
@@ -236,7 +230,8 @@ def archive_of(container: Any, path: str) -> Iterator[IO[bytes] | None]:
     `put_tree` into it waits): use it within the `with`, never hold it past.
 
     What is read is the image's to choose, and a file of zeros costs it nearly nothing in a
-    layer: the reader bounds what it takes (`read_file`)."""
+    layer: the reader bounds what it takes (`read_file`). Not docker-py's `get_archive`, whose
+    chunk generator never closes the response: the container would stay held."""
     api = container.client.api
     with docker_errors(f"read {path} from {container.name}"):
         response = api._get(
@@ -447,17 +442,14 @@ def runs_cleanly(
         for path in image_volumes(client, image)
     }
     host_config = api.create_host_config(
+        **bottle_bounds(
+            memory_bytes=SELF_TEST_MEMORY_BYTES,
+            pids=SELF_TEST_PIDS,
+            nano_cpus=int(SELF_TEST_CPUS * 1e9),
+        ),
         runtime=runtime,
         network_mode="none",
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
         read_only=True,
-        mem_limit=SELF_TEST_MEMORY_BYTES,
-        memswap_limit=SELF_TEST_MEMORY_BYTES,  # no swap beyond the memory limit
-        pids_limit=SELF_TEST_PIDS,
-        nano_cpus=int(SELF_TEST_CPUS * 1e9),
-        log_config=bounded_log_config(),
-        ulimits=no_core_dumps(),
         tmpfs=tmpfs,
     )
     container_id: str | None = None
