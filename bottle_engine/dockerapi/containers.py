@@ -597,9 +597,27 @@ def stream_inside(
             stdout=True,
             stderr=False,
         )["Id"]
-        for stdout, _ in client.api.exec_start(exec_id, stream=True, demux=True):
-            if stdout:
-                yield stdout
+        socket_io = client.api.exec_start(exec_id, socket=True)
+    # docker-py's own stream (`stream=True, demux=True`) reads frames from under its buffered
+    # reader, one recv per header: the first frames and a header split across reads went out
+    # of step, and file bytes were read as a frame header.
+    sock, early = _hijacked(socket_io)
+    sock.settimeout(None)  # the search may be quiet for long on a large tree
+    read: list[bytes] = []
+    sinks = {1: read.append, 2: lambda _: None}
+    try:
+        pending = _write_frames(early, sinks)
+        while True:
+            yield from read
+            read.clear()
+            if not (chunk := sock.recv(_READ)):
+                break
+            pending = _write_frames(pending + chunk, sinks)
+    except OSError as exc:
+        raise BottleError(f"lost the connection to {container.name}: {exc}") from exc
+    finally:
+        socket_io.close()
+    with docker_errors(doing):
         code = _exit_code(client, exec_id)
     if code != 0:
         raise CommandFailed(f"the command exited with status {code}")

@@ -153,3 +153,16 @@ def test_a_bounded_exec_keeps_its_first_frames_and_the_end_of_its_output(
     )
     assert code == EXIT_CODE
     assert output == AGENT_SAID[-max_bytes:]  # stdout, then stderr, as they came
+
+
+def test_a_streamed_exec_keeps_its_first_frames_and_reports_its_exit(daemon: Path) -> None:
+    """The secret search reads the bottle's files through this: a frame lost or read out of
+    step would hide a value, or stop the search with a parse error."""
+    from bottle_engine.dockerapi import containers
+
+    client = docker.DockerClient(base_url=f"unix://{daemon}", version="1.41")
+    agent = types.SimpleNamespace(id="agent1", name="bottle-agent")
+    read: list[bytes] = []
+    with pytest.raises(containers.CommandFailed, match=f"status {EXIT_CODE}"):
+        read.extend(containers.stream_inside(client, agent, ["tar", "c", "/"], user="0:0"))
+    assert b"".join(read) == AGENT_SAID[:5000]  # stdout only
