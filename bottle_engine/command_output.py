@@ -15,10 +15,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bottle_engine.errors import CommandFailed
+
 # The exit code given for a command that was not waited for to its end: no process exits with
 # it (timeout(1)'s 124 is what a probe's own attempt gives when it is refused).
 UNFINISHED = -1
 _READ = 65536
+# Why a streamed command's output was not read to its end (`CommandFailed`): it was still open
+# at the reader's deadline, empty or not.
+HELD_OPEN = "its output was still open at the deadline"
 
 
 @dataclass
@@ -66,6 +71,25 @@ def receive(sock: socket.socket, seconds: float, sink: Callable[[bytes], None]) 
             return True
         sink(chunk)
     return False
+
+
+def read_before(fd: int, until: float | None) -> bytes:
+    """The next bytes `fd` gives (b"" at its end), or `CommandFailed` (`HELD_OPEN`) if none
+    came before `until` (a `time.monotonic()`; None: no deadline)."""
+    if until is not None:
+        ready, _, _ = select.select([fd], [], [], max(until - time.monotonic(), 0))
+        if not ready:
+            raise CommandFailed(HELD_OPEN)
+    return os.read(fd, _READ)
+
+
+def recv_before(sock: socket.socket, until: float) -> bytes:
+    """`read_before` for a socket: recv with a timeout, as `receive` does (over TLS)."""
+    sock.settimeout(max(until - time.monotonic(), 0.001))
+    try:
+        return sock.recv(_READ)
+    except TimeoutError:
+        raise CommandFailed(HELD_OPEN) from None
 
 
 def stopped_waiting(output: bytes, seconds: float) -> bytes:

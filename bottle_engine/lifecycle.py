@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bottle_engine import config_seal, records, state, trust_store
+from bottle_engine import config_seal, limits, records, state, trust_store
 from bottle_engine.artifacts.pack import Pack
 from bottle_engine.backends import Backend, backend_named
 from bottle_engine.backends.base import Availability
@@ -271,7 +271,8 @@ def _secret_leaks(record: BottleRecord, backend: Backend) -> list[str]:
     values = [data.decode("utf-8", errors="replace").strip() for data in found.values()]
     if not values:
         return []
-    return find_secret_leaks(values, backend.secret_haystacks(record))
+    seconds = limits.SECRET_SEARCH_SECONDS
+    return find_secret_leaks(values, backend.secret_haystacks(record, seconds), seconds)
 
 
 def _unsealed_secrets(slug: str, bottle_dir: BottleDir) -> dict[str, bytes]:

@@ -87,8 +87,9 @@ The rules:
   the copy lasts.
 * how long `probe` searches the sandbox for the bottle's secret values: `SECRET_SEARCH_SECONDS`
   for all its places. A sparse file as large as the file system allows costs the agent nothing
-  and tars to its whole length (years of zeros): a place not read to its end by then is
-  reported with the leaks, so `probe` does not pass.
+  and tars to its whole length (years of zeros), and the agent can stop a command that runs as
+  its user, its output left open: a place not read to its end by then is reported with the
+  leaks, so `probe` does not pass.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bottle_engine.command_output import UNFINISHED, Tail, drain, stopped_waiting
+from bottle_engine.command_output import UNFINISHED, Tail, drain, read_before, stopped_waiting
 from bottle_engine.errors import BottleError, CommandFailed
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
@@ -531,15 +531,17 @@ class Smolvm:
         command: Sequence[str],
         *,
         user: str | None = None,
+        until: float,
         env: Mapping[str, str] | None = None,
     ) -> Iterator[bytes]:
         """What `command` run in the machine writes to its stdout, as it is read: it can be
         larger than this process's memory (a sparse file costs the guest nothing and tars to
         its full length). The command's stderr must be sent elsewhere by the command itself
         (smolvm's own errors, read at the end, must stay small); smolvm's failure raises, and
-        so does the command's (`CommandFailed`, once its output is read)."""
+        so does the command's (`CommandFailed`, once its output is read, or when it is still
+        open at `until`, a `time.monotonic()`: the agent can stop a command in its machine)."""
         argv = self.command(machine_exec_args(name, command, user=user, env=env))
-        return self._stream(argv, f"run {command[0]} in {name}", command_exits=True)
+        return self._stream(argv, f"run {command[0]} in {name}", command_exits=True, until=until)
 
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
@@ -547,7 +549,9 @@ class Smolvm:
         argv = self.command(machine_logs_args(name, follow=follow))
         return self._stream(argv, f"read the logs of {name}", command_exits=False)
 
-    def _stream(self, argv: list[str], doing: str, *, command_exits: bool) -> Iterator[bytes]:
+    def _stream(
+        self, argv: list[str], doing: str, *, command_exits: bool, until: float | None = None
+    ) -> Iterator[bytes]:
         """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
         With `command_exits` smolvm passes on a guest command's exit status, so only stderr
         naming smolvm's own error is smolvm's failure; another is the command's
@@ -556,10 +560,10 @@ class Smolvm:
         stdout, stderr = process.stdout, process.stderr
         assert stdout is not None and stderr is not None
         try:
-            while chunk := os.read(stdout.fileno(), 65536):
+            while chunk := read_before(stdout.fileno(), until):
                 yield chunk
         finally:
-            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow)
+            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow, a deadline)
                 process.terminate()
             errors = stderr.read().decode("utf-8", "replace")
             returncode = process.wait()

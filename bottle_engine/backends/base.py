@@ -116,10 +116,12 @@ class Backend(Protocol):
         the agent can write into the command's output, hold it open, or stop it."""
         ...
 
-    def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
+    def secret_haystacks(self, record: BottleRecord, seconds: float) -> Iterator[Haystack]:
         """Everything a leaked secret could hide in, place by place as the caller goes on:
         every process's environment, then each of `HAYSTACK_DIRS` as a tar archive, each as
-        bytes read from the sandbox as they come (never held whole)."""
+        bytes read from the sandbox as they come (never held whole). A place whose output is
+        still open `seconds` after the first was started raises `CommandFailed` (`HELD_OPEN`):
+        the agent can stop the commands that run as its user."""
         ...
 
     def orphans(self) -> list[str]:

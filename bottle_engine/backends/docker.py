@@ -14,6 +14,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
@@ -375,13 +376,19 @@ class DockerBackend:
         )
         return code, output.decode("utf-8", "replace")
 
-    def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
+    def secret_haystacks(self, record: BottleRecord, seconds: float) -> Iterator[Haystack]:
+        until = time.monotonic() + seconds
         container = self.container_of(record)
         for place, user, command in haystack_commands(agents_user=agent_user_of(container)):
             yield (
                 place,
                 stream_inside(
-                    self.client, container, command, user=user, environment=SYSTEM_EXEC_ENV
+                    self.client,
+                    container,
+                    command,
+                    user=user,
+                    until=until,
+                    environment=SYSTEM_EXEC_ENV,
                 ),
             )
 

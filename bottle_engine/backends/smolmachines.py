@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -266,13 +267,16 @@ class SmolmachinesBackend:
         )
         return code, output.decode("utf-8", "replace")
 
-    def secret_haystacks(self, record: BottleRecord) -> Iterator[Haystack]:
+    def secret_haystacks(self, record: BottleRecord, seconds: float) -> Iterator[Haystack]:
         # All read by root: smolvm's workload is not an unprivileged container (no
         # `--unprivileged`), so root keeps the capabilities to read every file and environment.
+        until = time.monotonic() + seconds
         for place, user, command in haystack_commands():
             yield (
                 place,
-                self.smolvm.exec_stream(record.name, command, user=user, env=SYSTEM_EXEC_ENV),
+                self.smolvm.exec_stream(
+                    record.name, command, user=user, until=until, env=SYSTEM_EXEC_ENV
+                ),
             )
 
     def orphans(self) -> list[str]:

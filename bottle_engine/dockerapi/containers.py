@@ -17,7 +17,13 @@ from typing import IO, Any
 import docker.errors
 import requests.exceptions
 
-from bottle_engine.command_output import UNFINISHED, Tail, receive, stopped_waiting
+from bottle_engine.command_output import (
+    UNFINISHED,
+    Tail,
+    receive,
+    recv_before,
+    stopped_waiting,
+)
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     bottle_bounds,
@@ -580,13 +586,16 @@ def stream_inside(
     command: Sequence[str],
     *,
     user: str,
+    until: float,
     environment: Mapping[str, str] | None = None,
 ) -> Iterator[bytes]:
     """What `command` run in a running container writes to its stdout, as it is read, then
-    `CommandFailed` if it did not exit 0 (with `environment` over the container's own).
+    `CommandFailed` if it did not exit 0 (with `environment` over the container's own), or if
+    its output was still open at `until` (a `time.monotonic()`).
 
     Streamed, never held whole: what the agent controls can be larger than this process's
-    memory (a sparse file costs it nothing and tars to its full length)."""
+    memory (a sparse file costs it nothing and tars to its full length). Read to a deadline:
+    a command that runs as the agent is the agent's to stop, and its output stays open."""
     doing = f"run {command[0]} inside {container.name}"
     with docker_errors(doing):
         exec_id = client.api.exec_create(
@@ -602,7 +611,6 @@ def stream_inside(
     # reader, one recv per header: the first frames and a header split across reads went out
     # of step, and file bytes were read as a frame header.
     sock, early = _hijacked(socket_io)
-    sock.settimeout(None)  # the search may be quiet for long on a large tree
     read: list[bytes] = []
     sinks = {1: read.append, 2: lambda _: None}
     try:
@@ -610,7 +618,7 @@ def stream_inside(
         while True:
             yield from read
             read.clear()
-            if not (chunk := sock.recv(_READ)):
+            if not (chunk := recv_before(sock, until)):
                 break
             pending = _write_frames(pending + chunk, sinks)
     except OSError as exc:

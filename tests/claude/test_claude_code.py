@@ -24,7 +24,14 @@ import pytest
 
 from bottle_engine.backends.docker import agent_user_of
 from bottle_engine.claude_code import CLAUDE_CODE_VERSION, QUIET_ENV
-from tests.bottle_fixtures import REPO_ROOT, BottleWorld, audit_log, running_bottle, world_env
+from tests.bottle_fixtures import (
+    REPO_ROOT,
+    TEST_SECONDS,
+    BottleWorld,
+    audit_log,
+    running_bottle,
+    world_env,
+)
 from tests.claude.anthropic_stub import APPROVAL_ACTION, REPLY_PREFIX
 from tests.claude.conftest import PROMPT_MARKER, AnthropicStub
 from tests.polling import wait_for
@@ -244,7 +251,7 @@ def test_the_agent_never_holds_a_real_credential(
         record = lifecycle.find(claude_bottle.slug)
         haystacks = {
             place: b"".join(chunks)
-            for place, chunks in backend_named("docker").secret_haystacks(record)
+            for place, chunks in backend_named("docker").secret_haystacks(record, TEST_SECONDS)
         }
     assert len(haystacks["/home/agent"]) > 0
     searched = [(place, [data]) for place, data in haystacks.items()]

@@ -21,6 +21,7 @@ import pytest
 from bottle_engine import lifecycle
 from bottle_engine.plan import AGENT_HOME, AGENT_UID
 from tests.bottle_fixtures import (
+    TEST_SECONDS,
     BottleWorld,
     bottle_table,
     running_bottle,
@@ -172,7 +173,9 @@ def test_the_secret_scan_reads_what_the_agent_wrote_inside_the_sandbox(
     with world_env(bottle_world):
         places = {
             place: b"".join(chunks)
-            for place, chunks in backend_named("docker").secret_haystacks(launched.record)
+            for place, chunks in backend_named("docker").secret_haystacks(
+                launched.record, TEST_SECONDS
+            )
         }
     assert marker.encode() in places[AGENT_HOME]
 

@@ -27,6 +27,7 @@ from bottle_engine.dockerapi.client import LABEL_SLUG
 from bottle_engine.limits import PROBE_OUTPUT_BYTES
 from bottle_engine.plan import AGENT_HOME, AGENT_UID, CA_BUNDLE_PATH, PROMPT_PATH, WORKSPACE
 from bottle_engine.probes import HAYSTACK_DIRS, ProbeTargets, find_secret_leaks
+from tests.bottle_fixtures import TEST_SECONDS
 from tests.bundle_helpers import build_bundle_image
 from tests.fakes.fixtures import (
     FakeSmolvm,
@@ -219,7 +220,7 @@ def test_the_secret_search_reads_the_guest_through_smolvm_as_it_streams(
     with launched(project) as record:
         in_guest(record, "sh", "-c", f'echo {marker} > "$HOME/found.txt"')
         fake_smolvm.forget_calls()
-        haystacks = backend_named("smolmachines").secret_haystacks(record)
+        haystacks = backend_named("smolmachines").secret_haystacks(record, TEST_SECONDS)
         assert find_secret_leaks([marker], haystacks) == [AGENT_HOME]
         execs = [a for a in fake_smolvm.commands() if a[:2] == ["machine", "exec"]]
         assert len(execs) == 1 + len(HAYSTACK_DIRS)

@@ -5,11 +5,13 @@ as much of the host's memory as the agent liked. Each place is now searched as i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -132,18 +134,59 @@ SHORT_SEARCH = (
 )
 
 
+@contextlib.contextmanager
+def _planted(world: BottleWorld, bottle: Any, plant: str, undo: str) -> Iterator[None]:
+    """The agent ran `plant` in `bottle` (sh); `undo` after."""
+    code, output = agent_exec(world, bottle, ["sh", "-c", plant])
+    assert code == 0, output
+    try:
+        yield
+    finally:
+        agent_exec(world, bottle, ["sh", "-c", undo])
+
+
+def _short_search(world: BottleWorld, bottle: Any) -> list[str]:
+    """What the person's secret search of `bottle` reports, given SHORT_SEARCH's time."""
+    done = _as_the_person(world, SHORT_SEARCH, bottle.slug, timeout=240)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    places: list[str] = json.loads(done.stdout)
+    return places
+
+
 def test_a_place_the_agent_made_endless_is_not_searched_for_ever(
     bottle_world: BottleWorld, probe_bottle: Any
 ) -> None:
-    code, output = agent_exec(bottle_world, probe_bottle, ["sh", "-c", ENDLESS])
-    assert code == 0, output
-    try:
-        done = _as_the_person(bottle_world, SHORT_SEARCH, probe_bottle.slug, timeout=240)
+    with _planted(bottle_world, probe_bottle, ENDLESS, "rm -f /tmp/endless"):
+        places = _short_search(bottle_world, probe_bottle)
         # The search's own reader in the sandbox is ended too, within the search's time.
         still = agent_exec(bottle_world, probe_bottle, ["sh", "-c", TAR_ENDS])
-    finally:
-        agent_exec(bottle_world, probe_bottle, ["rm", "-f", "/tmp/endless"])
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
     # Not searched to its end: counted as a leak, so `probe` does not pass.
-    assert any(place.startswith("/tmp ") for place in json.loads(done.stdout))
+    assert any(place.startswith("/tmp ") for place in places)
     assert still[0] == 0, still
+
+
+# The search's commands that run as the agent's user are the agent's to signal: it stops each
+# one (its `timeout` too, whose alarm then never fires) and the output stays open, empty, for
+# as long as the bottle runs. The search stops reading at its deadline and says where.
+HOLDER = "/tmp/hold-open.sh"
+HOLD_OPEN = (
+    f"cat > {HOLDER} <<'EOF'\n"
+    "while :; do for p in /proc/[0-9]*; do\n"
+    '  grep -qa "^timeout" "$p/cmdline" 2>/dev/null && kill -STOP "${p#/proc/}"\n'
+    "done; done\n"
+    "EOF\n"
+    f"nohup sh {HOLDER} >/dev/null 2>&1 &"
+)
+LET_GO = (
+    f"pkill -KILL -f {HOLDER}; for p in /proc/[0-9]*; do "
+    'grep -qa "^timeout" "$p/cmdline" 2>/dev/null && kill -KILL "${p#/proc/}"; done; true'
+)
+
+
+def test_a_place_whose_output_the_agent_holds_open_is_not_waited_for(
+    bottle_world: BottleWorld, probe_bottle: Any
+) -> None:
+    with _planted(bottle_world, probe_bottle, HOLD_OPEN, LET_GO):
+        places = _short_search(bottle_world, probe_bottle)
+    # Counted as a leak, so `probe` does not pass.
+    assert [place for place in places if "not all of it" in place], places

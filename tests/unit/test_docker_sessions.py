@@ -164,5 +164,8 @@ def test_a_streamed_exec_keeps_its_first_frames_and_reports_its_exit(daemon: Pat
     agent = types.SimpleNamespace(id="agent1", name="bottle-agent")
     read: list[bytes] = []
     with pytest.raises(containers.CommandFailed, match=f"status {EXIT_CODE}"):
-        read.extend(containers.stream_inside(client, agent, ["tar", "c", "/"], user="0:0"))
+        stream = containers.stream_inside(
+            client, agent, ["tar", "c", "/"], user="0:0", until=time.monotonic() + 30
+        )
+        read.extend(stream)
     assert b"".join(read) == AGENT_SAID[:5000]  # stdout only

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -442,16 +444,35 @@ def test_real_no_kvm_failure_names_kvm_and_points_to_docker() -> None:
     assert 'backend = "docker"' in str(error.fix)
 
 
+def _stub_exec_stream(tmp_path: Path, script: str, *, seconds: float) -> Iterator[bytes]:
+    """`exec_stream` through a smolvm that runs `script` (sh), read for `seconds`."""
+    binary = tmp_path / "smolvm"
+    binary.write_text(f"#!/bin/sh\n{script}\n")
+    binary.chmod(0o755)
+    info = smolvm.SmolvmInfo(binary, "1.32.2", accepts_archives=True, error_format_json=False)
+    return smolvm.Smolvm(info, settings=EngineSettings()).exec_stream(
+        "m", ["tar"], user="0", until=time.monotonic() + seconds
+    )
+
+
 def test_a_guest_commands_failure_ends_its_stream_with_command_failed(tmp_path: Path) -> None:
     """smolvm passes on the guest command's exit status: a search whose tar could not read a
     file wrote what it could, then failed; the reader must hear of it."""
-    binary = tmp_path / "smolvm"
-    binary.write_text("#!/bin/sh\nprintf 'what could be read'\nexit 2\n")
-    binary.chmod(0o755)
-    info = smolvm.SmolvmInfo(binary, "1.32.2", accepts_archives=True, error_format_json=False)
-    stream = smolvm.Smolvm(info, settings=EngineSettings()).exec_stream("m", ["tar"], user="0")
+    stream = _stub_exec_stream(tmp_path, "printf 'what could be read'\nexit 2", seconds=60)
     assert next(stream) == b"what could be read"
     with pytest.raises(CommandFailed, match="exited with status 2"):
+        next(stream)
+
+
+def test_a_guest_command_that_holds_its_output_open_ends_its_stream_at_the_deadline(
+    tmp_path: Path,
+) -> None:
+    """The agent can stop the secret search's command in its machine (it runs as the agent's
+    user where it can): the output stays open, and a reader without a deadline waited for it
+    as long as the machine ran."""
+    stream = _stub_exec_stream(tmp_path, "printf 'the start'\nexec sleep 600", seconds=1)
+    assert next(stream) == b"the start"
+    with pytest.raises(CommandFailed, match="still open at the deadline"):
         next(stream)
 
 
