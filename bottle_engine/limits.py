@@ -111,6 +111,7 @@ CONTAINER_LOG_FILE_BYTES = 8 * MIB
 CONTAINER_LOG_FILES = 3
 CONTAINER_LOG_BYTES = CONTAINER_LOG_FILE_BYTES * CONTAINER_LOG_FILES
 PROBE_OUTPUT_BYTES = 64 * 1024
+GUEST_SETUP_SECONDS = 300  # a launch's steps run as root in a microVM, with the image's tools
 PROBE_SECONDS = 60  # a probe's own attempts each stop after probes.TIMEOUT (5 s)
 SECRET_SEARCH_SECONDS = 600  # 1.5 GiB of agent files took about 30 s under gVisor
 SELF_TEST_SECONDS = 60  # it takes a second or two; the rest is for a sandbox started under load

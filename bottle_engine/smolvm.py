@@ -39,6 +39,7 @@ from typing import Any
 
 from bottle_engine.command_output import UNFINISHED, Tail, drain, read_before, stopped_waiting
 from bottle_engine.errors import BottleError, CommandFailed
+from bottle_engine.limits import GUEST_SETUP_SECONDS, PROBE_OUTPUT_BYTES
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
 
@@ -59,6 +60,7 @@ PASSED_ON_NAMES = frozenset(
 PASSED_ON_PREFIXES = ("SMOLVM_", "LC_", "XDG_")
 
 _EXIT_SECONDS = 10
+_SAID_CHARACTERS = 500  # of a failed guest command's output, in its error
 _INSTALL_FIX = (
     f"`pip install smolmachines=={TESTED_VERSION}` (it ships the smolvm CLI as smol/smol-vmm, "
     "which bot-bottle finds by itself), or put smolvm on PATH, or set BOTTLE_SMOLVM; "
@@ -461,12 +463,26 @@ class Smolvm:
         *,
         user: str | None = None,
         env: Mapping[str, str] | None = None,
+        seconds: float = GUEST_SETUP_SECONDS,
     ) -> str:
-        """Run `command` in the machine to completion (no terminal); its stdout."""
-        return self.run(
-            machine_exec_args(name, command, user=user, env=env),
-            doing=f"run {command[0]} in {name}",
+        """Run `command` in the machine to its end (no terminal); the end of its output. The
+        programs it runs are the agent image's, which may write, or last, without end: it is
+        read for `seconds` at most, and no more than `PROBE_OUTPUT_BYTES` of it is kept."""
+        doing = f"run {command[0]} in {name}"
+        code, output = self.exec_output(
+            name, command, user=user, env=env, max_bytes=PROBE_OUTPUT_BYTES, seconds=seconds
         )
+        if code == UNFINISHED:
+            raise BottleError(
+                f"{doing}: it had not finished after {seconds:g} s (the agent image's own "
+                "programs run it): the image is not one to trust",
+                fix="rebuild the agent image from a Dockerfile and context you have checked",
+            )
+        text = output.decode("utf-8", "replace")
+        if code != 0:  # the guest command's (exec_output raised smolvm's own)
+            said = text.strip()[-_SAID_CHARACTERS:]
+            raise BottleError(f"{doing}: it exited with status {code}" + (f": {said}" * bool(said)))
+        return text
 
     def exec_output(
         self,
@@ -474,6 +490,7 @@ class Smolvm:
         command: Sequence[str],
         *,
         user: str | None = None,
+        env: Mapping[str, str] | None = None,
         max_bytes: int,
         seconds: float,
     ) -> tuple[int, bytes]:
@@ -484,7 +501,7 @@ class Smolvm:
         A failing command is a result, not an error; only smolvm's own failures (no such
         machine, not running) raise `BottleError`.
         """
-        argv = self.command(machine_exec_args(name, command, user=user))
+        argv = self.command(machine_exec_args(name, command, user=user, env=env))
         process = self._start(argv, stdin=subprocess.DEVNULL)
         stdout, stderr = Tail(max_bytes), Tail(max_bytes)
         assert process.stdout is not None and process.stderr is not None

@@ -446,11 +446,7 @@ def test_real_no_kvm_failure_names_kvm_and_points_to_docker() -> None:
 
 def _stub_exec_stream(tmp_path: Path, script: str, *, seconds: float) -> Iterator[bytes]:
     """`exec_stream` through a smolvm that runs `script` (sh), read for `seconds`."""
-    binary = tmp_path / "smolvm"
-    binary.write_text(f"#!/bin/sh\n{script}\n")
-    binary.chmod(0o755)
-    info = smolvm.SmolvmInfo(binary, "1.32.2", accepts_archives=True, error_format_json=False)
-    return smolvm.Smolvm(info, settings=EngineSettings()).exec_stream(
+    return _stub_smolvm(tmp_path, script).exec_stream(
         "m", ["tar"], user="0", until=time.monotonic() + seconds
     )
 
@@ -474,6 +470,37 @@ def test_a_guest_command_that_holds_its_output_open_ends_its_stream_at_the_deadl
     assert next(stream) == b"the start"
     with pytest.raises(CommandFailed, match="still open at the deadline"):
         next(stream)
+
+
+def _stub_smolvm(tmp_path: Path, script: str) -> smolvm.Smolvm:
+    """A Smolvm whose binary runs `script` (sh) for every command."""
+    binary = tmp_path / "smolvm"
+    binary.write_text(f"#!/bin/sh\n{script}\n")
+    binary.chmod(0o755)
+    info = smolvm.SmolvmInfo(binary, "1.32.2", accepts_archives=True, error_format_json=False)
+    return smolvm.Smolvm(info, settings=EngineSettings())
+
+
+@pytest.mark.parametrize(
+    "image_tool",
+    ["exec yes 'the image writes without end'", "printf 'started'; exec sleep 600"],
+    ids=["endless-output", "never-ends"],
+)
+def test_a_launch_step_run_with_the_images_tools_is_bounded(
+    tmp_path: Path, image_tool: str
+) -> None:
+    """A launch puts its files into the microVM with the agent image's own sh, tar and env, as
+    root: an image whose tools write without end took the host's memory, and one whose tools
+    never end held `launch` (and `gc`, which waits for launches) for ever."""
+    machine = _stub_smolvm(tmp_path, image_tool)
+    with pytest.raises(BottleError, match="had not finished after 1 s"):
+        machine.machine_exec("m", ["sh", "-c", "tar -xpf x"], user="0", seconds=1)
+
+
+def test_a_failed_launch_step_says_its_status_and_what_it_wrote(tmp_path: Path) -> None:
+    machine = _stub_smolvm(tmp_path, "echo 'tar: x: Cannot open' >&2; exit 2")
+    with pytest.raises(BottleError, match="exited with status 2: tar: x: Cannot open"):
+        machine.machine_exec("m", ["sh", "-c", "tar -xpf x"], user="0")
 
 
 def test_the_vmm_never_gets_the_launching_environments_secret_values(
