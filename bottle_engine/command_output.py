@@ -58,38 +58,43 @@ def drain(sinks: Mapping[int, Callable[[bytes], None]], seconds: float) -> bool:
 
 def receive(sock: socket.socket, seconds: float, sink: Callable[[bytes], None]) -> bool:
     """Hand what `sock` sends to `sink` until its end (True) or until `seconds` passed
-    (False). recv with a timeout, not select and os.read as `drain` does: over TLS the bytes
-    are the SSL object's to decrypt, and it may hold some that select does not see."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(_READ)
-        except TimeoutError:
-            return False
-        if not chunk:
-            return True
-        sink(chunk)
-    return False
+    (False)."""
+    until = time.monotonic() + seconds
+    try:
+        while chunk := recv_before(sock, until):
+            sink(chunk)
+    except CommandFailed:
+        return False
+    return True
 
 
 def read_before(fd: int, until: float | None) -> bytes:
-    """The next bytes `fd` gives (b"" at its end), or `CommandFailed` (`HELD_OPEN`) if none
-    came before `until` (a `time.monotonic()`; None: no deadline)."""
+    """The next bytes `fd` gives (b"" at its end), or `CommandFailed` (`HELD_OPEN`) once
+    `until` (a `time.monotonic()`; None: no deadline) has come, whether or not bytes still
+    come: a command that writes without end is not read past it either."""
     if until is not None:
-        ready, _, _ = select.select([fd], [], [], max(until - time.monotonic(), 0))
+        ready, _, _ = select.select([fd], [], [], _left(until))
         if not ready:
             raise CommandFailed(HELD_OPEN)
     return os.read(fd, _READ)
 
 
 def recv_before(sock: socket.socket, until: float) -> bytes:
-    """`read_before` for a socket: recv with a timeout, as `receive` does (over TLS)."""
-    sock.settimeout(max(until - time.monotonic(), 0.001))
+    """`read_before` for a socket: recv with a timeout, not select and os.read: over TLS the
+    bytes are the SSL object's to decrypt, and it may hold some that select does not see."""
+    sock.settimeout(_left(until))
     try:
         return sock.recv(_READ)
     except TimeoutError:
         raise CommandFailed(HELD_OPEN) from None
+
+
+def _left(until: float) -> float:
+    """The seconds left before `until`; `CommandFailed` (`HELD_OPEN`) once none are."""
+    left = until - time.monotonic()
+    if left <= 0:
+        raise CommandFailed(HELD_OPEN)
+    return left
 
 
 def stopped_waiting(output: bytes, seconds: float) -> bytes:

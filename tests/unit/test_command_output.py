@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 
-from bottle_engine.command_output import Tail, drain
+import pytest
+
+from bottle_engine.command_output import HELD_OPEN, Tail, drain, read_before
+from bottle_engine.errors import CommandFailed
 
 
 def test_a_tail_keeps_the_last_bytes_whatever_the_chunks() -> None:
@@ -43,3 +47,17 @@ def test_drain_stops_at_its_deadline_when_an_output_is_held_open() -> None:
         os.close(read_end)
         os.close(write_end)
     assert seen.data == b"and then nothing"
+
+
+def test_read_before_stops_at_its_deadline_though_bytes_are_waiting() -> None:
+    """A command that writes without end is not read past the deadline either: bytes ready
+    to read do not make up for a deadline that has come."""
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, b"y\n" * 1000)
+        with pytest.raises(CommandFailed, match=HELD_OPEN):
+            read_before(reader, time.monotonic() - 1)
+        assert read_before(reader, time.monotonic() + 30).startswith(b"y\n")
+    finally:
+        os.close(reader)
+        os.close(writer)
