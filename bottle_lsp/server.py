@@ -41,15 +41,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FEATURES: list[tuple[str, Any, Callable[..., Any]]] = []
 
 
-def feature(name: str, options: Any = None) -> Callable[[F], F]:
+def feature(
+    name: str, options: Any = None, *, on_error: Callable[[], Any] | None = None
+) -> Callable[[F], F]:
     """Register the handler on every server `create_server` builds (pygls registers features
-    on a server object; the engine a server holds is only known when it is built)."""
+    on a server object; the engine a server holds is only known when it is built).
+
+    A request given `on_error` answers `on_error()` and logs when its handler fails: an editor
+    shows a failed request as an error, and a half-typed manifest is no error of the person's."""
 
     def register(handler: F) -> F:
-        _FEATURES.append((name, options, handler))
+        _FEATURES.append(
+            (name, options, handler if on_error is None else _guarded(handler, on_error))
+        )
         return handler
 
     return register
+
+
+def _guarded(handler: F, on_error: Callable[[], Any]) -> F:
+    @functools.wraps(handler)
+    def run(ls: BottleLanguageServer, params: Any) -> Any:
+        try:
+            return handler(ls, params)
+        except Exception:
+            logger.exception("%s failed", handler.__name__)
+            return on_error()
+
+    return cast(F, run)
 
 
 def create_server(
@@ -103,23 +122,6 @@ def at_cursor(
     """The URI, document, analysis and (engine) position a positional request is about."""
     uri, document, analysis = in_document(ls, params)
     return uri, document, analysis, to_server(document, params.position)
-
-
-def guarded(default: Callable[[], Any]) -> Callable[[F], F]:
-    """A feature that fails answers `default()` and logs, instead of failing the request."""
-
-    def wrap(handler: F) -> F:
-        @functools.wraps(handler)
-        def run(ls: BottleLanguageServer, params: Any) -> Any:
-            try:
-                return handler(ls, params)
-            except Exception:
-                logger.exception("%s failed", handler.__name__)
-                return default()
-
-        return cast(F, run)
-
-    return wrap
 
 
 # -- lifecycle ------------------------------------------------------------------------------------
@@ -215,8 +217,8 @@ def did_close(ls: BottleLanguageServer, params: types.DidCloseTextDocumentParams
     types.DiagnosticOptions(
         identifier=SOURCE, inter_file_dependencies=True, workspace_diagnostics=False
     ),
+    on_error=lambda: types.RelatedFullDocumentDiagnosticReport(items=[]),
 )
-@guarded(lambda: types.RelatedFullDocumentDiagnosticReport(items=[]))
 def pull_diagnostics(
     ls: BottleLanguageServer, params: types.DocumentDiagnosticParams
 ) -> types.RelatedFullDocumentDiagnosticReport:
@@ -232,23 +234,21 @@ def pull_diagnostics(
 @feature(
     types.TEXT_DOCUMENT_COMPLETION,
     types.CompletionOptions(trigger_characters=[".", "[", '"', "="]),
+    on_error=lambda: types.CompletionList(is_incomplete=False, items=[]),
 )
-@guarded(lambda: types.CompletionList(is_incomplete=False, items=[]))
 def completion(ls: BottleLanguageServer, params: types.CompletionParams) -> types.CompletionList:
     _, document, analysis, position = at_cursor(ls, params)
     items = completions(analysis, position)
     return types.CompletionList(is_incomplete=False, items=to_client(document, items))
 
 
-@feature(types.TEXT_DOCUMENT_HOVER)
-@guarded(lambda: None)
+@feature(types.TEXT_DOCUMENT_HOVER, on_error=lambda: None)
 def hover_feature(ls: BottleLanguageServer, params: types.HoverParams) -> types.Hover | None:
     _, document, analysis, position = at_cursor(ls, params)
     return to_client(document, hover(analysis, position))
 
 
-@feature(types.TEXT_DOCUMENT_DEFINITION)
-@guarded(lambda: None)
+@feature(types.TEXT_DOCUMENT_DEFINITION, on_error=lambda: None)
 def definition_feature(
     ls: BottleLanguageServer, params: types.DefinitionParams
 ) -> types.Location | None:
@@ -257,8 +257,7 @@ def definition_feature(
     return to_client(document, found) if found is not None and found.uri == uri else found
 
 
-@feature(types.TEXT_DOCUMENT_REFERENCES)
-@guarded(list)
+@feature(types.TEXT_DOCUMENT_REFERENCES, on_error=list)
 def references_feature(
     ls: BottleLanguageServer, params: types.ReferenceParams
 ) -> list[types.Location]:
@@ -267,8 +266,7 @@ def references_feature(
     return to_client(document, found)
 
 
-@feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
-@guarded(lambda: None)
+@feature(types.TEXT_DOCUMENT_PREPARE_RENAME, on_error=lambda: None)
 def prepare_rename_feature(
     ls: BottleLanguageServer, params: types.PrepareRenameParams
 ) -> types.Range | None:
@@ -276,8 +274,9 @@ def prepare_rename_feature(
     return to_client(document, prepare_rename(analysis, position))
 
 
-@feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
-@guarded(lambda: None)
+@feature(
+    types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True), on_error=lambda: None
+)
 def rename_feature(
     ls: BottleLanguageServer, params: types.RenameParams
 ) -> types.WorkspaceEdit | None:
@@ -286,8 +285,7 @@ def rename_feature(
     return to_client(document, found)
 
 
-@feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
-@guarded(list)
+@feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL, on_error=list)
 def symbols_feature(
     ls: BottleLanguageServer, params: types.DocumentSymbolParams
 ) -> list[types.DocumentSymbol]:
@@ -295,8 +293,7 @@ def symbols_feature(
     return to_client(document, document_symbols(analysis))
 
 
-@feature(types.TEXT_DOCUMENT_FOLDING_RANGE)
-@guarded(list)
+@feature(types.TEXT_DOCUMENT_FOLDING_RANGE, on_error=list)
 def folding_feature(
     ls: BottleLanguageServer, params: types.FoldingRangeParams
 ) -> list[types.FoldingRange]:
@@ -306,8 +303,8 @@ def folding_feature(
 @feature(
     types.TEXT_DOCUMENT_CODE_ACTION,
     types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]),
+    on_error=list,
 )
-@guarded(list)
 def code_action_feature(
     ls: BottleLanguageServer, params: types.CodeActionParams
 ) -> list[types.CodeAction]:
@@ -321,8 +318,7 @@ def code_action_feature(
     return to_client(document, code_actions(analysis, uri, selection, reported))
 
 
-@feature(types.TEXT_DOCUMENT_FORMATTING)
-@guarded(list)
+@feature(types.TEXT_DOCUMENT_FORMATTING, on_error=list)
 def formatting_feature(
     ls: BottleLanguageServer, params: types.DocumentFormattingParams
 ) -> list[types.TextEdit]:
@@ -330,8 +326,7 @@ def formatting_feature(
     return to_client(document, formatting_edits(document.source))
 
 
-@feature(types.TEXT_DOCUMENT_CODE_LENS)
-@guarded(list)
+@feature(types.TEXT_DOCUMENT_CODE_LENS, on_error=list)
 def code_lens_feature(
     ls: BottleLanguageServer, params: types.CodeLensParams
 ) -> list[types.CodeLens]:

@@ -141,11 +141,8 @@ def decide(
         return _deny(BAD_DESTINATION, f"{method} {destination!r}: not a valid host name")
     rule = next((r for r in policy.rules if r.matches_host(name, port)), None)
     if rule is None:
-        return _deny(
-            DEFAULT_DENY,
-            f"{method} {name}:{port} is not on the egress allowlist",
-            _allow_fix(policy, _entry_for(name, port)),
-        )
+        reason = f"{method} {name}:{port} is not on the egress allowlist"
+        return _unlisted(policy, DEFAULT_DENY, reason, name, port)
     if addresses is None:
         return Decision(True, rule.text, f"{name}:{port} is allowed by '{rule.text}'")
     return _check_addresses(policy, name, port, method, rule, addresses)
@@ -183,11 +180,10 @@ def _decide_ip_literal(policy: EgressPolicy, ip: IPAddress, port: int, method: s
     text = str(ip)
     rule = next((r for r in policy.rules if r.matches_address(text, port)), None)
     if rule is None:
-        return _deny(
-            IP_LITERAL,
-            f"{method} {_hostport(text, port)}: IP-literal destinations are refused unless listed",
-            _allow_fix(policy, _entry_for(text, port)),
+        reason = (
+            f"{method} {_hostport(text, port)}: IP-literal destinations are refused unless listed"
         )
+        return _unlisted(policy, IP_LITERAL, reason, text, port)
     if text in policy.own_addresses and not _names_exactly(policy, ip, port):
         return _own_address_denial(policy, text, port, method)
     return Decision(True, rule.text, f"{text} is allowed by '{rule.text}'", address=text)
@@ -209,12 +205,11 @@ def _check_addresses(
         text = str(ip)
         explicit = next((r for r in policy.rules if r.matches_address(text, port)), None)
         if _is_special(ip) and explicit is None:
-            return _deny(
-                SPECIAL_ADDRESS,
+            reason = (
                 f"{method} {name}:{port} resolves to {text}, a {_describe(ip)} address; "
-                "such addresses are refused unless an ip/cidr entry allows them",
-                _allow_fix(policy, _entry_for(text, port)),
+                "such addresses are refused unless an ip/cidr entry allows them"
             )
+            return _unlisted(policy, SPECIAL_ADDRESS, reason, text, port)
         if text in policy.own_addresses and not _names_exactly(policy, ip, port):
             return _own_address_denial(policy, text, port, method, name)
         if explicit is not None:
@@ -233,12 +228,11 @@ def _own_address_denial(
     policy: EgressPolicy, text: str, port: int, method: str, name: str | None = None
 ) -> Decision:
     via = f"{name}:{port} resolves to {text}" if name else _hostport(text, port)
-    return _deny(
-        OWN_ADDRESS,
+    reason = (
         f"{method} {via}, the bundle's own address; it is refused unless an exact ip entry "
-        "allows it",
-        _allow_fix(policy, _entry_for(text, port)),
+        "allows it"
     )
+    return _unlisted(policy, OWN_ADDRESS, reason, text, port)
 
 
 def _ip_literal(host: str) -> IPAddress | None:
@@ -300,8 +294,12 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _allow_fix(policy: EgressPolicy, entry: str) -> str:
-    return f'add "{entry}" to [bottles.{policy.bottle_name}.egress] allow in bottle.toml'
+def _unlisted(policy: EgressPolicy, rule: str, reason: str, host: str, port: int) -> Decision:
+    """A refusal that an allow entry for `host`:`port` would lift; its fix names that entry."""
+    entry = _entry_for(host, port)
+    return _deny(
+        rule, reason, f'add "{entry}" to [bottles.{policy.bottle_name}.egress] allow in bottle.toml'
+    )
 
 
 def _deny(rule: str, reason: str, fix: str | None = None) -> Decision:
