@@ -39,6 +39,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -76,6 +77,10 @@ MAX_REQUEST_FILE_BYTES = 64 * 1024
 # holding more was not written by this store, and the host reads none of it: a taken-over
 # bundle wrote 20,000 and the person's listing read them all, every 2 s in the editor.
 MAX_OPEN_REQUEST_FILES = 256
+# Entries of any name the host reads of that dir: beside each request file its store keeps at
+# most one index (`.q-`), then the rate file, the lock and the temp files of writes under way.
+# A taken-over bundle filled it with other names, and every listing walked them all.
+MAX_APPROVALS_DIR_ENTRIES = 2 * MAX_OPEN_REQUEST_FILES + 16
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO never hangs open()
 # The lock is held for a moment per change; a holder past this is no store's: a taken-over
 # bundle kept it, and each answer (one of the language server's few worker threads) waited.
@@ -643,35 +648,42 @@ class ApprovalStore:
     def _question_path(self, key: str) -> Path:
         return self.directory / f"{_QUESTION_PREFIX}{key}"
 
-    def _request_files(self, limit: int | None = None) -> list[Path]:
-        """The open requests' files, by name only (temp files and the index are not listed);
-        with `limit`, the dir is read no further than that many (the host's listing stops
-        there: a taken-over bundle can put any number of names in the dir)."""
-        names = []
+    def _request_files(self) -> list[Path]:
+        """The open requests' files, by name only (temp files and the index are not listed)."""
+        return self._request_paths(self._entry_names())
+
+    def _request_paths(self, names: list[str]) -> list[Path]:
+        return [self.directory / name for name in sorted(names) if _REQUEST_FILE.fullmatch(name)]
+
+    def _entry_names(self, max_entries: int | None = None) -> list[str]:
+        """The names in the approvals dir, in its own order, at most `max_entries` of them."""
         try:
             with self._opened_dir(create=False) as directory, os.scandir(directory) as entries:
-                for entry in entries:
-                    if _REQUEST_FILE.fullmatch(entry.name):
-                        names.append(entry.name)
-                        if limit is not None and len(names) >= limit:
-                            break
+                return [entry.name for entry in itertools.islice(entries, max_entries)]
         except (FileNotFoundError, BottleError):
             return []  # no requests yet, or a link in the dir's place: none of ours
-        return [self.directory / name for name in sorted(names)]
 
     def _host_request_files(self) -> list[Path]:
         """`_request_files` for the host, which reads no more than a bundle keeps: a dir
-        holding more than `MAX_OPEN_REQUEST_FILES` raises `ApprovalsFlooded`, none of it read."""
-        paths = self._request_files(MAX_OPEN_REQUEST_FILES + 1)
+        holding more than `MAX_OPEN_REQUEST_FILES` request files, or more than
+        `MAX_APPROVALS_DIR_ENTRIES` entries of any name, raises `ApprovalsFlooded`, none of
+        it read (a taken-over bundle can put any number of names in the dir)."""
+        names = self._entry_names(MAX_APPROVALS_DIR_ENTRIES + 1)
+        paths = self._request_paths(names)
         if len(paths) > MAX_OPEN_REQUEST_FILES:
-            raise ApprovalsFlooded(
-                f"bottle {self.slug}: its approvals dir {self.directory} holds more than "
-                f"{MAX_OPEN_REQUEST_FILES} request files, far more than its bundle keeps (at "
-                f"most {self.limits.max_pending} waiting); none of them was read",
-                fix=f"its bundle may have been taken over by the agent's traffic: remove the "
-                f"bottle (`bottle-engine stop --rm {self.slug}`)",
-            )
+            raise self._flooded(f"more than {MAX_OPEN_REQUEST_FILES} request files")
+        if len(names) > MAX_APPROVALS_DIR_ENTRIES:
+            raise self._flooded(f"more than {MAX_APPROVALS_DIR_ENTRIES} entries")
         return paths
+
+    def _flooded(self, holding: str) -> ApprovalsFlooded:
+        return ApprovalsFlooded(
+            f"bottle {self.slug}: its approvals dir {self.directory} holds {holding}, far more "
+            f"than its bundle keeps (at most {self.limits.max_pending} waiting); none of them "
+            "was read",
+            fix=f"its bundle may have been taken over by the agent's traffic: remove the "
+            f"bottle (`bottle-engine stop --rm {self.slug}`)",
+        )
 
     def _require(self, request_id: str) -> ApprovalRequest:
         request = self.get(request_id)

@@ -32,6 +32,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 
 from bottle_engine.command_output import UNFINISHED, Tail, drain, read_before, stopped_waiting
 from bottle_engine.errors import BottleError, CommandFailed
-from bottle_engine.limits import GUEST_SETUP_SECONDS, PROBE_OUTPUT_BYTES
+from bottle_engine.limits import GUEST_SETUP_SECONDS, LOGS_SECONDS, PROBE_OUTPUT_BYTES
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
 
@@ -562,9 +563,25 @@ class Smolvm:
 
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
-        the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`."""
+        the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`.
+        Without `follow` it is read for `LOGS_SECONDS` at most, then smolvm is ended and
+        `BottleError` says the log was cut: an agent writing to its console without end kept
+        it coming for ever."""
         argv = self.command(machine_logs_args(name, follow=follow))
-        return self._stream(argv, f"read the logs of {name}", command_exits=False)
+        doing = f"read the logs of {name}"
+        if follow:  # the person asked for what comes, for as long as they like (Ctrl-C)
+            yield from self._stream(argv, doing, command_exits=False)
+            return
+        until = time.monotonic() + LOGS_SECONDS
+        try:
+            yield from self._stream(argv, doing, command_exits=False, until=until)
+        except CommandFailed as held_open:  # the deadline: nothing else fails with it here
+            raise BottleError(
+                f"the logs of {name} were cut at {LOGS_SECONDS:g} s: its output was still "
+                "coming, or held open, then",
+                fix="`bottle-engine logs --follow` reads them for as long as you leave it "
+                "running (Ctrl-C ends it)",
+            ) from held_open
 
     def _stream(
         self, argv: list[str], doing: str, *, command_exits: bool, until: float | None = None

@@ -28,9 +28,11 @@ from bottle_engine import config_seal, state
 from bottle_engine.approvals import (
     APPROVALS_DIR_NAME,
     AUDIT_LOG,
+    MAX_APPROVALS_DIR_ENTRIES,
     MAX_OPEN_REQUEST_FILES,
     ApprovalLimits,
     ApprovalRequest,
+    ApprovalsFlooded,
     ApprovalStore,
 )
 from bottle_engine.bottle_dir import BottleDir
@@ -344,6 +346,46 @@ def test_a_dir_flooded_with_request_files_is_reported_not_read_or_shown(
     assert "hostile" in captured.err and "taken over" in captured.err
 
     assert [request.slug for request in Engine().pending_approvals()] == ["honest"]
+
+
+@contextlib.contextmanager
+def _entries_scanned() -> Iterator[list[str]]:
+    """The names `os.scandir` hands out meanwhile, as the reader takes them."""
+    scanned: list[str] = []
+    real_scandir = os.scandir
+
+    def noted(entries: Iterator[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
+        for entry in entries:
+            scanned.append(entry.name)
+            yield entry
+
+    @contextlib.contextmanager
+    def counted(directory: int) -> Iterator[Iterator[os.DirEntry[str]]]:
+        with real_scandir(directory) as entries:
+            yield noted(entries)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "scandir", counted)
+        yield scanned
+
+
+def test_a_dir_flooded_with_other_names_is_reported_not_walked() -> None:
+    """The host's bound counted request files only: a taken-over bundle that filled its dir
+    with other names made every listing (the editor's, every 2 s; `approvals`; `resume`) walk
+    them all, and still read the request among them. Every entry counts."""
+    approvals = state.bottle_dir("hostile") / APPROVALS_DIR_NAME
+    approvals.mkdir(parents=True)
+    for number in range(2 * MAX_APPROVALS_DIR_ENTRIES):
+        (approvals / f"junk-{number}").touch()
+    _planted_request("hostile", "0000beef")
+    store = ApprovalStore(state.bottle_dir("hostile"), "hostile")
+
+    with _entries_scanned() as scanned, pytest.raises(ApprovalsFlooded) as flooded:
+        store.all()
+
+    assert len(scanned) <= MAX_APPROVALS_DIR_ENTRIES + 1, "the flooded dir was walked"
+    assert f"more than {MAX_APPROVALS_DIR_ENTRIES} entries" in str(flooded.value)
+    assert "taken over" in str(flooded.value.fix)
 
 
 def test_a_request_rewritten_after_the_editor_showed_it_is_not_answered() -> None:

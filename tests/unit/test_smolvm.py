@@ -481,6 +481,38 @@ def _stub_smolvm(tmp_path: Path, script: str) -> smolvm.Smolvm:
     return smolvm.Smolvm(info, settings=EngineSettings())
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "console",
+    ["printf 'the start'\nexec yes 'the agent writes on'", "printf 'the start'\nexec sleep 600"],
+    ids=["endless-output", "held-open"],
+)
+def test_logs_without_follow_are_cut_at_the_deadline_and_smolvm_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console: str
+) -> None:
+    """`logs` without --follow read smolvm's console log to its end, with no deadline: an
+    agent that keeps writing to its console made it run for ever."""
+    monkeypatch.setattr(smolvm, "LOGS_SECONDS", 1)
+    pid_file = tmp_path / "smolvm.pid"
+    logs = _stub_smolvm(tmp_path, f"echo $$ > {pid_file}\n{console}").logs("m")
+    assert next(logs).startswith(b"the start")
+    with pytest.raises(BottleError, match="cut at 1 s"):
+        for _chunk in logs:
+            pass
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_logs_followed_are_read_past_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--follow reads what comes for as long as the person leaves it running (Ctrl-C)."""
+    monkeypatch.setattr(smolvm, "LOGS_SECONDS", 0.5)
+    console = "printf 'the start, '\nsleep 1\nprintf 'and what came later'"
+    logs = _stub_smolvm(tmp_path, console).logs("m", follow=True)
+    assert b"".join(logs) == b"the start, and what came later"
+
+
 @pytest.mark.parametrize(
     "image_tool",
     ["exec yes 'the image writes without end'", "printf 'started'; exec sleep 600"],
