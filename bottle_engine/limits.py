@@ -63,9 +63,10 @@ The rules:
   rotated at `CONTAINER_LOG_FILE_BYTES`, `CONTAINER_LOG_FILES` files kept: at most
   `CONTAINER_LOG_BYTES` per container, the newest output. A smolmachines VM's workload output
   is kept by smolvm itself (1.32.2: `workload.log`, rotated at 10 MiB, three old files kept, no
-  option to change it): 40 MiB per machine. `bottle-engine logs` without `--follow` reads it for
-  `LOGS_SECONDS` at most, then ends smolvm and says the log was cut: an agent writing to its
-  console without end kept smolvm's `machine logs` going, and the person's `logs` with it.
+  option to change it): 40 MiB per machine. `bottle-engine logs` without `--follow` waits on it
+  for `LOGS_SECONDS` at most (the time its reader takes is not counted), then ends smolvm and
+  says the log was cut: an agent writing to its console without end kept smolvm's
+  `machine logs` going, and the person's `logs` with it.
 * the Docker daemon's own log: nothing the agent does may write there. Before Moby 26 each
   lookup over TCP that Docker's embedded DNS could not forward to the agent's DNS server was a
   warning line in it, on the host; the agent has no server it forwards to

@@ -564,37 +564,51 @@ class Smolvm:
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
         the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`.
-        Without `follow` it is read for `LOGS_SECONDS` at most, then smolvm is ended and
+        Without `follow` smolvm is waited on for `LOGS_SECONDS` at most, then ended, and
         `BottleError` says the log was cut: an agent writing to its console without end kept
-        it coming for ever."""
+        it coming for ever. The time the reader holds a chunk (a person's pager) is not
+        counted."""
         argv = self.command(machine_logs_args(name, follow=follow))
         doing = f"read the logs of {name}"
         if follow:  # the person asked for what comes, for as long as they like (Ctrl-C)
             yield from self._stream(argv, doing, command_exits=False)
             return
-        until = time.monotonic() + LOGS_SECONDS
         try:
-            yield from self._stream(argv, doing, command_exits=False, until=until)
+            yield from self._stream(argv, doing, command_exits=False, waiting=LOGS_SECONDS)
         except CommandFailed as held_open:  # the deadline: nothing else fails with it here
             raise BottleError(
-                f"the logs of {name} were cut at {LOGS_SECONDS:g} s: its output was still "
-                "coming, or held open, then",
+                f"the logs of {name} were cut after {LOGS_SECONDS:g} s of reading: its output "
+                "was still coming, or held open, then",
                 fix="`bottle-engine logs --follow` reads them for as long as you leave it "
                 "running (Ctrl-C ends it)",
             ) from held_open
 
     def _stream(
-        self, argv: list[str], doing: str, *, command_exits: bool, until: float | None = None
+        self,
+        argv: list[str],
+        doing: str,
+        *,
+        command_exits: bool,
+        until: float | None = None,
+        waiting: float | None = None,
     ) -> Iterator[bytes]:
         """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
         With `command_exits` smolvm passes on a guest command's exit status, so only stderr
         naming smolvm's own error is smolvm's failure; another is the command's
-        (`CommandFailed`)."""
+        (`CommandFailed`). It is read to `until` (a `time.monotonic()`), or for `waiting`
+        seconds spent waiting on smolvm, whatever the reader takes over each chunk; either
+        way `CommandFailed` once the time is up."""
         process = self._start(argv)
         stdout, stderr = process.stdout, process.stderr
         assert stdout is not None and stderr is not None
         try:
-            while chunk := read_before(stdout.fileno(), until):
+            while True:
+                began = time.monotonic()
+                chunk = read_before(stdout.fileno(), until if waiting is None else began + waiting)
+                if waiting is not None:
+                    waiting -= time.monotonic() - began
+                if not chunk:
+                    break
                 yield chunk
         finally:
             if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow, a deadline)

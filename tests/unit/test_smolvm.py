@@ -496,11 +496,25 @@ def test_logs_without_follow_are_cut_at_the_deadline_and_smolvm_ended(
     pid_file = tmp_path / "smolvm.pid"
     logs = _stub_smolvm(tmp_path, f"echo $$ > {pid_file}\n{console}").logs("m")
     assert next(logs).startswith(b"the start")
-    with pytest.raises(BottleError, match="cut at 1 s"):
+    with pytest.raises(BottleError, match="cut after 1 s of reading"):
         for _chunk in logs:
             pass
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_logs_are_not_cut_for_the_time_their_reader_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline counts the time spent waiting on smolvm only: `logs | less` blocks while
+    the person reads, and what they read was not to be cut for it."""
+    monkeypatch.setattr(smolvm, "LOGS_SECONDS", 1)
+    console = "printf 'the start, '\nsleep 0.2\nprintf 'and what came later'"
+    read = []
+    for chunk in _stub_smolvm(tmp_path, console).logs("m"):
+        read.append(chunk)
+        time.sleep(0.6)  # a person paging: 1.2 s in all, past the 1 s
+    assert b"".join(read) == b"the start, and what came later"
 
 
 def test_logs_followed_are_read_past_the_deadline(
