@@ -31,8 +31,6 @@ from tests.bottle_fixtures import (
     world_for,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 MANIFEST = one_agent_manifest(
     "asker",
     """\

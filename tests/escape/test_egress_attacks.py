@@ -37,8 +37,6 @@ from tests.bottle_fixtures import (
 from tests.bundle_helpers import echo_upstream
 from tests.polling import wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 MANIFEST = one_agent_manifest(
     "attacker",
     """\

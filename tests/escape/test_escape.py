@@ -24,8 +24,6 @@ from tests.bottle_fixtures import BottleWorld, agent_exec, running_bottle, world
 from tests.bundle_helpers import run_as_nobody
 from tests.gvisor_helpers import require_gvisor, runtimes_of
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 
 def _gateway(bundle_ip: str) -> str:
     head, last = bundle_ip.rsplit(".", 1)

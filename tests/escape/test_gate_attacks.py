@@ -32,8 +32,6 @@ from tests.gate_attacks import (
 )
 from tests.integration.test_gitgate_bundle import seeded_sshd
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 MANIFEST = one_agent_manifest(
     "pusher",
     world_secret_table("gated")

@@ -19,8 +19,6 @@ from bottle_engine.limits import CONTAINER_LOG_BYTES
 from tests.bottle_fixtures import BottleWorld, agent_exec, running_bottle, world_env
 from tests.polling import wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 FLOOD_BYTES = 3 * CONTAINER_LOG_BYTES
 
 END_MARK = "end-of-the-flood"

@@ -22,8 +22,6 @@ import pytest
 from bottle_engine.plan import AGENT_UID
 from tests.bottle_fixtures import BottleWorld, agent_exec, running_bottle
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 # inotify_init1(0) on x86-64; exits 0 when an instance could be made.
 INOTIFY_INIT = "syscall(294, 0) >= 0 or die qq(inotify_init: $!\\n)"
 # Opens inotify instances until the kernel refuses (at most 512), says how many, and keeps

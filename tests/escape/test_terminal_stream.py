@@ -30,8 +30,6 @@ from tests.bottle_fixtures import (
 )
 from tests.hostile_text import run_in_terminal
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
-
 MARKER = "agent-done-" + secrets.token_hex(4)
 PAYLOAD = (
     b"\x1b]52;c;cm0gLXJmIH4=\x07"  # OSC 52: "rm -rf ~" into the person's clipboard

@@ -12,15 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.bottle_fixtures import REPO_ROOT
 from tests.escape.test_terminal_stream import MARKER, NEVER, NOT_IN_A_REPLAY, PRINT
 from tests.fakes.fixtures import FakeSmolvm
 from tests.hostile_text import run_in_terminal
 from tests.integration.test_pack_launch import images_ready, launched, project  # noqa: F401
-
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.escape]
 
 
 def test_smolvm_exec_output_reaches_the_terminal_only_through_the_guard(

@@ -52,6 +52,13 @@ def approve(lab: AskLab, request: ApprovalRequest, *args: str) -> str:
     return answered(lab, "approve", request.id, *args, "--fingerprint", request.fingerprint)
 
 
+def refused(response: tuple[int, str, str], rule: str) -> str:
+    """The body of `response`, which must be the proxy's own 403 naming `rule`."""
+    status, head, body = response
+    assert status == 403 and f"X-Bot-Bottle-Rule: {rule}" in head, body
+    return body
+
+
 def test_an_approved_host_is_reached_and_stays_approved(
     lab: AskLab, pool: ThreadPoolExecutor
 ) -> None:
@@ -82,8 +89,7 @@ def test_approved_once_lets_that_request_through_and_the_next_one_asks_again(
     second = lab.pending_for("once.test", lab.http)
     assert second.path == "/once-2"
     answered(lab, "deny", second.id, "--once")
-    status, head, body = again.result(timeout=60)
-    assert status == 403 and "X-Bot-Bottle-Rule: ask-denied" in head, body
+    refused(again.result(timeout=60), "ask-denied")
     assert lab.upstream_saw("/once-2") == []
 
 
@@ -105,8 +111,7 @@ def test_approved_once_the_next_request_on_the_same_connection_asks_again(
         assert held.result(timeout=60)[0] == 200
         again = pool.submit(send, "/reused-2")
         answered(lab, "deny", lab.pending_for("reused.test", lab.http).id, "--once")
-        status, head, body = again.result(timeout=60)
-    assert status == 403 and "X-Bot-Bottle-Rule: ask-denied" in head, body
+        refused(again.result(timeout=60), "ask-denied")
     assert lab.upstream_saw("/reused-2") == []
 
 
@@ -126,9 +131,9 @@ def test_a_denied_host_gets_403_naming_the_rule_and_stays_denied(
 
 
 def test_no_answer_before_the_timeout_is_a_denial(lab: AskLab) -> None:
-    status, head, body = lab.get("silent.test", lab.http, "/silent")
+    response = lab.get("silent.test", lab.http, "/silent")
 
-    assert status == 403 and "X-Bot-Bottle-Rule: ask-timed-out" in head, body
+    refused(response, "ask-timed-out")
     assert lab.upstream_saw("/silent") == []
     assert "timed_out" in lab.approval_events("silent.test")
     # A late answer finds the request ended.
@@ -148,11 +153,10 @@ def test_an_approved_name_resolving_to_loopback_stays_refused(
         port = trap.getsockname()[1]
         held = pool.submit(lab.get, "inside.test", port, "/")
         approve(lab, lab.pending_for("inside.test", port))
-        status, head, body = held.result(timeout=60)
+        response = held.result(timeout=60)
         with pytest.raises(BlockingIOError):
             trap.accept()
-    assert status == 403 and "X-Bot-Bottle-Rule: special-address" in head, body
-    assert "127.0.0.1, a loopback address" in body
+    assert "127.0.0.1, a loopback address" in refused(response, "special-address")
 
 
 def test_concurrent_requests_for_one_host_make_one_ask(
@@ -214,8 +218,7 @@ def test_a_connect_is_asked_about_and_its_tunnel_is_recorded(
 
 
 def test_ip_literals_and_listed_hosts_are_never_asked_about(lab: AskLab) -> None:
-    status, head, _ = lab.get("127.0.0.7", lab.http, "/literal")
-    assert status == 403 and "X-Bot-Bottle-Rule: ip-literal" in head
+    refused(lab.get("127.0.0.7", lab.http, "/literal"), "ip-literal")
     status, _, _ = lab.get("listed.test", lab.http, "/listed")
     assert status == 200
     assert lab.approval_events("listed.test") == lab.approval_events("127.0.0.7") == []
@@ -228,8 +231,7 @@ def test_a_flood_of_asks_stops_at_the_bottles_caps(tmp_path: Path) -> None:
         held = [pool.submit(flood.get, f"flood-{n}.test", flood.http, "/") for n in range(10)]
         for n in range(10):
             flood.pending_for(f"flood-{n}.test", flood.http)
-        status, head, body = flood.get("one-more.test", flood.http, "/")
-        assert status == 403 and "X-Bot-Bottle-Rule: ask-refused" in head, body
+        refused(flood.get("one-more.test", flood.http, "/"), "ask-refused")
         assert len(flood.store.all()) == 10
         assert [f.result(timeout=60)[0] for f in held] == [403] * 10  # timed out
 
@@ -257,9 +259,9 @@ def test_a_request_line_a_person_could_not_read_as_sent_is_never_asked_about(
     with socket.create_connection(("127.0.0.1", lab.proxy), timeout=120) as sock:
         line = f"{method} http://{host}:{lab.http}{path} HTTP/1.1\r\nHost: {host}:{lab.http}\r\n"
         sock.sendall((line + "\r\n").encode())
-        status, head, body = read_response(sock)
+        response = read_response(sock)
 
-    assert status == 403 and "X-Bot-Bottle-Rule: malformed-request-line" in head, body
+    refused(response, "malformed-request-line")
     assert lab.approval_events(host) == []
 
 
