@@ -63,10 +63,10 @@ The rules:
   rotated at `CONTAINER_LOG_FILE_BYTES`, `CONTAINER_LOG_FILES` files kept: at most
   `CONTAINER_LOG_BYTES` per container, the newest output. A smolmachines VM's workload output
   is kept by smolvm itself (1.32.2: `workload.log`, rotated at 10 MiB, three old files kept, no
-  option to change it): 40 MiB per machine. `bottle-engine logs` without `--follow` waits on it
-  for `LOGS_SECONDS` at most (the time its reader takes is not counted), then ends smolvm and
-  says the log was cut: an agent writing to its console without end kept smolvm's
-  `machine logs` going, and the person's `logs` with it.
+  option to change it): 40 MiB per machine. `bottle-engine logs` without `--follow` reads
+  `LOGS_BYTES` of it at most, and waits on smolvm for `LOGS_SECONDS` at most (the time its
+  reader takes is not counted), then ends smolvm and says the log was cut: an agent writing to
+  its console without end kept smolvm's `machine logs` going, and the person's `logs` with it.
 * the Docker daemon's own log: nothing the agent does may write there. Before Moby 26 each
   lookup over TCP that Docker's embedded DNS could not forward to the agent's DNS server was a
   warning line in it, on the host; the agent has no server it forwards to
@@ -116,6 +116,7 @@ CONTAINER_LOG_BYTES = CONTAINER_LOG_FILE_BYTES * CONTAINER_LOG_FILES
 PROBE_OUTPUT_BYTES = 64 * 1024
 GUEST_SETUP_SECONDS = 300  # a launch's steps run as root in a microVM, with the image's tools
 LOGS_SECONDS = 120  # smolvm keeps 40 MiB of a VM's output: 3 s to replay here, more to a terminal
+LOGS_BYTES = 64 * MIB  # smolvm keeps 40 MiB of it; more is a workload writing while it is read
 PROBE_SECONDS = 60  # a probe's own attempts each stop after probes.TIMEOUT (5 s)
 SECRET_SEARCH_SECONDS = 600  # 1.5 GiB of agent files took about 30 s under gVisor
 SELF_TEST_SECONDS = 60  # it takes a second or two; the rest is for a sandbox started under load

@@ -33,14 +33,20 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bottle_engine.command_output import UNFINISHED, Tail, drain, read_before, stopped_waiting
 from bottle_engine.errors import BottleError, CommandFailed
-from bottle_engine.limits import GUEST_SETUP_SECONDS, LOGS_SECONDS, PROBE_OUTPUT_BYTES
+from bottle_engine.limits import (
+    GUEST_SETUP_SECONDS,
+    LOGS_BYTES,
+    LOGS_SECONDS,
+    MIB,
+    PROBE_OUTPUT_BYTES,
+)
 from bottle_engine.settings import EngineSettings
 from bottle_engine.terminal import run_in_pty, run_streamed
 
@@ -564,24 +570,39 @@ class Smolvm:
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         """``machine logs`` of `name`: the workload's output as it is read (with `follow`, until
         the reader stops: smolvm is then ended); smolvm's own failure raises `BottleError`.
-        Without `follow` smolvm is waited on for `LOGS_SECONDS` at most, then ended, and
-        `BottleError` says the log was cut: an agent writing to its console without end kept
-        it coming for ever. The time the reader holds a chunk (a person's pager) is not
-        counted."""
+
+        Without `follow` it is cut (smolvm ended, `BottleError` saying so) after `LOGS_BYTES`,
+        or after `LOGS_SECONDS` spent waiting on smolvm: an agent writing to its console
+        without end kept it coming for ever, to a terminal that takes its time. The time the
+        reader holds a chunk (a person's pager) is not counted."""
         argv = self.command(machine_logs_args(name, follow=follow))
         doing = f"read the logs of {name}"
         if follow:  # the person asked for what comes, for as long as they like (Ctrl-C)
             yield from self._stream(argv, doing, command_exits=False)
             return
-        try:
-            yield from self._stream(argv, doing, command_exits=False, waiting=LOGS_SECONDS)
-        except CommandFailed as held_open:  # the deadline: nothing else fails with it here
-            raise BottleError(
-                f"the logs of {name} were cut after {LOGS_SECONDS:g} s of reading: its output "
-                "was still coming, or held open, then",
-                fix="`bottle-engine logs --follow` reads them for as long as you leave it "
-                "running (Ctrl-C ends it)",
-            ) from held_open
+        fix = (
+            "`bottle-engine logs --follow` reads them for as long as you leave it running "
+            "(Ctrl-C ends it)"
+        )
+        read = 0
+        chunks = self._stream(argv, doing, command_exits=False, waiting=LOGS_SECONDS)
+        with contextlib.closing(chunks):  # a cut ends smolvm now, not when collected
+            try:
+                for chunk in chunks:
+                    yield chunk[: LOGS_BYTES - read]
+                    read += len(chunk)
+                    if read >= LOGS_BYTES:
+                        raise BottleError(
+                            f"the logs of {name} were cut after {LOGS_BYTES // MIB} MiB, more "
+                            "than smolvm keeps: its workload was still writing",
+                            fix=fix,
+                        )
+            except CommandFailed as held_open:  # the deadline: nothing else fails with it here
+                raise BottleError(
+                    f"the logs of {name} were cut after {LOGS_SECONDS:g} s of reading: its "
+                    "output was still coming, or held open, then",
+                    fix=fix,
+                ) from held_open
 
     def _stream(
         self,
@@ -591,7 +612,7 @@ class Smolvm:
         command_exits: bool,
         until: float | None = None,
         waiting: float | None = None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """smolvm's stdout for `argv`, read as it comes; a failure of smolvm's raises after.
         With `command_exits` smolvm passes on a guest command's exit status, so only stderr
         naming smolvm's own error is smolvm's failure; another is the command's

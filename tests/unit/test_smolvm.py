@@ -483,24 +483,45 @@ def _stub_smolvm(tmp_path: Path, script: str) -> smolvm.Smolvm:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    "console",
-    ["printf 'the start'\nexec yes 'the agent writes on'", "printf 'the start'\nexec sleep 600"],
+    ("console", "seconds", "cut"),
+    [
+        ("printf 'the start'\nexec yes 'the agent writes on'", 30, "cut after 1 MiB"),
+        ("printf 'the start'\nexec sleep 600", 1, "cut after 1 s of reading"),
+    ],
     ids=["endless-output", "held-open"],
 )
-def test_logs_without_follow_are_cut_at_the_deadline_and_smolvm_ended(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console: str
+def test_logs_without_follow_are_cut_and_smolvm_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console: str, seconds: int, cut: str
 ) -> None:
     """`logs` without --follow read smolvm's console log to its end, with no deadline: an
     agent that keeps writing to its console made it run for ever."""
-    monkeypatch.setattr(smolvm, "LOGS_SECONDS", 1)
+    monkeypatch.setattr(smolvm, "LOGS_SECONDS", seconds)
+    monkeypatch.setattr(smolvm, "LOGS_BYTES", smolvm.MIB)
     pid_file = tmp_path / "smolvm.pid"
     logs = _stub_smolvm(tmp_path, f"echo $$ > {pid_file}\n{console}").logs("m")
     assert next(logs).startswith(b"the start")
-    with pytest.raises(BottleError, match="cut after 1 s of reading"):
-        for _chunk in logs:
-            pass
+    read = 0
+    with pytest.raises(BottleError, match=cut):
+        for chunk in logs:
+            read += len(chunk)
+    assert read < smolvm.MIB
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.mark.timeout(60)
+def test_logs_written_without_end_to_a_slow_terminal_are_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time a reader takes over each chunk is not counted against `LOGS_SECONDS`: an agent
+    that writes without end to a person's terminal, slower than smolvm, is cut by bytes."""
+    monkeypatch.setattr(smolvm, "LOGS_SECONDS", 30)
+    read = 0
+    with pytest.raises(BottleError, match="cut after 64 MiB"):
+        for chunk in _stub_smolvm(tmp_path, "exec yes 'the agent writes on'").logs("m"):
+            read += len(chunk)
+            assert read <= 64 * smolvm.MIB, "read past LOGS_BYTES without being cut"
+            time.sleep(0.0001)  # a terminal drawing it
 
 
 def test_logs_are_not_cut_for_the_time_their_reader_takes(
