@@ -51,10 +51,9 @@ def feature(
     shows a failed request as an error, and a half-typed manifest is no error of the person's."""
 
     def register(handler: F) -> F:
-        _FEATURES.append(
-            (name, options, handler if on_error is None else _guarded(handler, on_error))
-        )
-        return handler
+        registered = handler if on_error is None else _guarded(handler, on_error)
+        _FEATURES.append((name, options, registered))
+        return registered
 
     return register
 
