@@ -168,12 +168,14 @@ def _pkts(sock: socket.socket) -> Iterator[bytes]:
 
 
 def _fetch_over(sock: socket.socket, oid: str, into: Path) -> subprocess.CompletedProcess[str]:
-    """Protocol v2 `fetch` of `oid` on an open connection; what comes is indexed `into` a repo."""
-    sock.sendall(_pkt("command=fetch\n") + b"0001" + _pkt(f"want {oid}\n") + _pkt("done\n"))
-    sock.sendall(b"0000")
+    """Protocol v2 `fetch` of `oid` on an open connection; what comes is indexed `into` a repo.
+    upload-pack dies at a `want` of an object it will not send, before it reads the request's
+    end: the rest of the request, as much as the answer, may meet a reset connection."""
     pack = b""
     packfile = False
-    with contextlib.suppress(ConnectionError):  # upload-pack dies on an object it will not send
+    with contextlib.suppress(ConnectionError):
+        sock.sendall(_pkt("command=fetch\n") + b"0001" + _pkt(f"want {oid}\n") + _pkt("done\n"))
+        sock.sendall(b"0000")
         for payload in _pkts(sock):
             if payload == b"packfile\n":
                 packfile = True
