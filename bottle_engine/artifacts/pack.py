@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bottle_engine.artifacts.spec import Artifact
+from bottle_engine.dockerapi.client import LABEL_PACK
 from bottle_engine.errors import BottleError
 from bottle_engine.progress import Progress, QuietProgress
 from bottle_engine.settings import EngineSettings
@@ -37,7 +38,6 @@ from bottle_engine.smolvm import Smolvm, SmolvmInfo, find_binary
 from bottle_engine.state import cache_dir
 
 PackMethod = Literal["direct", "registry"]
-LABEL_PACK = "bot-bottle.pack"
 LAUNCHER_NAME = "bottle"
 METADATA_NAME = "pack.json"
 

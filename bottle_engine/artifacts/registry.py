@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle_engine.artifacts.registry_api import RepositoryClient
+from bottle_engine.dockerapi.client import LABEL_REGISTRY_ID
 from bottle_engine.dockerapi.registry_container import (
     list_registries,
     registry_image,
@@ -39,7 +40,6 @@ from bottle_engine.dockerapi.registry_container import (
 from bottle_engine.errors import BottleError
 from bottle_engine.settings import ENV_REGISTRY_IMAGE, EngineSettings
 
-LABEL_REGISTRY_ID = "bot-bottle.registry-id"
 READY_TIMEOUT_S = 30.0
 REPOSITORY = "bot-bottle"
 _PLAIN_REGISTRY = f"check the registry image ({ENV_REGISTRY_IMAGE}) is a plain registry:2"

@@ -31,7 +31,7 @@ from bottle_engine.dockerapi.bundle_container import (
     run_bundle_container,
     wait_bundle_ready,
 )
-from bottle_engine.dockerapi.client import LABEL_ROLE, LABEL_SLUG, LABEL_STATE
+from bottle_engine.dockerapi.client import LABEL_POOL, LABEL_ROLE, LABEL_SLUG, LABEL_STATE
 from bottle_engine.dockerapi.containers import (
     NameTaken,
     container_logs,
@@ -60,7 +60,6 @@ from bottle_engine.status import MISSING, BottleParts
 
 BUNDLE_READY_TIMEOUT = 120.0
 CLAIM_MARK = "claimed"  # the first file of every bottle dir (an empty dir can be replaced)
-LABEL_POOL = "bot-bottle.pool"  # a warm pool member's id, on its networks and bundle container
 
 
 class Gateway:

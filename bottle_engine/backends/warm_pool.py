@@ -23,7 +23,6 @@ import docker.errors
 from bottle_engine import config_seal, pool, records, state
 from bottle_engine.backends.gateway import (
     BUNDLE_READY_TIMEOUT,
-    LABEL_POOL,
     Gateway,
     all_names_taken,
 )
@@ -37,7 +36,13 @@ from bottle_engine.dockerapi.bundle_container import (
     run_pool_bundle_container,
     wait_bundle_ready,
 )
-from bottle_engine.dockerapi.client import LABEL_MANAGED, LABEL_ROLE, LABEL_STATE, docker_errors
+from bottle_engine.dockerapi.client import (
+    LABEL_MANAGED,
+    LABEL_POOL,
+    LABEL_ROLE,
+    LABEL_STATE,
+    docker_errors,
+)
 from bottle_engine.dockerapi.containers import containers_with_label, remove_container
 from bottle_engine.dockerapi.networks import (
     SubnetTaken,

@@ -19,6 +19,22 @@ LABEL_AGENT = "bot-bottle.agent"
 LABEL_ROLE = "bot-bottle.role"  # "agent" | "bundle" | "network" | "registry"
 LABEL_MANAGED = "bot-bottle.managed"
 LABEL_STATE = "bot-bottle.state"  # the state dir whose records account for it (`state_id`)
+LABEL_POOL = "bot-bottle.pool"  # a warm pool member's id, on its networks and bundle container
+LABEL_REGISTRY_ID = "bot-bottle.registry-id"  # one ephemeral registry
+LABEL_PACK = "bot-bottle.pack"  # the artifact an ephemeral registry packs
+# Every label the engine finds its resources by: none of them may come from an image.
+ENGINE_LABELS = frozenset(
+    {
+        LABEL_SLUG,
+        LABEL_AGENT,
+        LABEL_ROLE,
+        LABEL_MANAGED,
+        LABEL_STATE,
+        LABEL_POOL,
+        LABEL_REGISTRY_ID,
+        LABEL_PACK,
+    }
+)
 
 _DAEMON_FIX = (
     "start the Docker daemon (e.g. `sudo systemctl start docker`, or `dockerd &`), "

@@ -25,6 +25,7 @@ from bottle_engine.command_output import (
     stopped_waiting,
 )
 from bottle_engine.dockerapi.client import (
+    ENGINE_LABELS,
     LABEL_MANAGED,
     bottle_bounds,
     docker_errors,
@@ -99,7 +100,9 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
     one network.
     """
     api = client.api
-    volumes = image_volumes(client, spec.image)
+    config = _image_config(client, spec.image)
+    _refuse_engine_labels(spec, config)
+    volumes = _declared_volumes(config)
     _refuse_hidden(spec, volumes)
     host_config = api.create_host_config(
         **bottle_bounds(
@@ -147,8 +150,16 @@ def image_volumes(client: Any, image: str) -> tuple[str, ...]:
     Docker gives each an anonymous volume, a directory on the host's disk outside the writable
     layer's bound, the memory limit and every tmpfs: an agent wrote 192 MiB into one under a
     64 MiB limit. A tmpfs at the same path takes its place (Docker then makes no volume)."""
+    return _declared_volumes(_image_config(client, image))
+
+
+def _image_config(client: Any, image: str) -> dict[str, Any]:
     with docker_errors(f"inspect image {image}"):
-        config = client.api.inspect_image(image).get("Config") or {}
+        config: dict[str, Any] = client.api.inspect_image(image).get("Config") or {}
+    return config
+
+
+def _declared_volumes(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(
         sorted({"/" + posixpath.normpath(p).lstrip("/") for p in config.get("Volumes") or {}})
     )
@@ -161,6 +172,20 @@ def _overlaps(path: str, other: str) -> bool:
         or path.startswith(other.rstrip("/") + "/")
         or other.startswith(path.rstrip("/") + "/")
     )
+
+
+def _refuse_engine_labels(spec: AgentContainerSpec, config: Mapping[str, Any]) -> None:
+    """Docker gives a container its image's labels beneath the ones it is created with: an
+    image's `bot-bottle.pool` made the agent's container one the warm pool and `gc` find."""
+    if taken := sorted(ENGINE_LABELS & set(config.get("Labels") or {})):
+        labels = ", ".join(f"LABEL {label}" for label in taken)
+        raise BottleError(
+            f"the agent image {spec.image} sets {labels}, which bot-bottle finds its own "
+            "containers by: the agent's container would carry it and answer to the engine's "
+            "lookups (the warm pool's, `gc`'s) as one of theirs",
+            fix=f"remove {labels} from the Dockerfile (an image FROM one that sets it cannot "
+            "undo it: build from another base)",
+        )
 
 
 def _refuse_hidden(spec: AgentContainerSpec, volumes: Sequence[str]) -> None:

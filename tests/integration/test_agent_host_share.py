@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 
+from bottle_engine.dockerapi.client import LABEL_POOL
 from bottle_engine.dockerapi.containers import (
     AgentContainerSpec,
+    containers_with_label,
     create_agent_container,
     remove_container,
 )
@@ -138,6 +140,25 @@ def test_an_image_volume_over_what_the_launch_fills_is_refused(
         create_agent_container(docker_client, spec)
     assert "VOLUME /workspace" in refused.value.message
     assert docker_client.containers.list(all=True, filters={"name": CONTAINER}) == []
+
+
+def test_an_image_carrying_the_engines_own_labels_is_refused(
+    docker_client: Any, base_image: str, network: ipaddress.IPv4Network
+) -> None:
+    """Docker gives a container its image's labels under the ones it is created with. An image
+    with `LABEL bot-bottle.pool=…` made its agent container answer to the warm pool's lookups:
+    `gc` took it for a failed gateway's leftover and removed the bottle, and so did a `pool
+    drain` of the member it named. The engine's labels on a container are the engine's."""
+    dockerfile = io.BytesIO(f"FROM {base_image}\nLABEL {LABEL_POOL}=m-1234\n".encode())
+    image, _ = docker_client.images.build(fileobj=dockerfile, rm=True, labels=TEST_LABELS)
+    try:
+        with pytest.raises(BottleError) as refused:
+            create_agent_container(docker_client, _spec(str(image.id), network))
+        assert f"LABEL {LABEL_POOL}" in refused.value.message
+        assert containers_with_label(docker_client, LABEL_POOL, "m-1234") == []
+    finally:
+        remove_container(docker_client, CONTAINER)
+        docker_client.images.remove(image.id, force=True)
 
 
 def _daemon_log() -> Path | None:

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from bottle_engine.artifacts.pack import LABEL_PACK, pack_artifact
+from bottle_engine.artifacts.pack import pack_artifact
+from bottle_engine.dockerapi.client import LABEL_PACK
 from bottle_engine.dockerapi.registry_container import REGISTRY_PORT, list_registries
 from tests.fakes.fixtures import FakeSmolvm
 from tests.fakes.oci_layout import LayoutArtifact, make_layout

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from bottle_engine.artifacts.pack import LABEL_PACK, cached_pack, pack_artifact, packs_dir
+from bottle_engine.artifacts.pack import cached_pack, pack_artifact, packs_dir
+from bottle_engine.dockerapi.client import LABEL_PACK
 from bottle_engine.dockerapi.registry_container import list_registries
 from bottle_engine.progress import RecordingProgress
 from tests.conftest import REPO_ROOT

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from bottle_engine import lifecycle, pool, records, state
-from bottle_engine.backends.gateway import LABEL_POOL
 from bottle_engine.bundle.config import EGRESS_PORT, GIT_GATE_PORT, SUPERVISE_PORT
-from bottle_engine.dockerapi.client import LABEL_STATE
+from bottle_engine.dockerapi.client import LABEL_POOL, LABEL_STATE
 from bottle_engine.limits import container_log_options
 from tests.bottle_fixtures import TEST_LABEL, BottleWorld, labelled_leftovers, world_env
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from bottle_engine.artifacts.registry import LABEL_REGISTRY_ID, ephemeral_registry
+from bottle_engine.artifacts.registry import ephemeral_registry
+from bottle_engine.dockerapi.client import LABEL_REGISTRY_ID
 from bottle_engine.dockerapi.registry_container import list_registries
 from bottle_engine.errors import BottleError
 from tests.fakes.oci_layout import OCI_MANIFEST, make_layout
