@@ -4,6 +4,7 @@ calls request_approval on the server running on loopback, and a person answers w
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -86,7 +87,9 @@ def post_mcp(
     port: int, body: bytes, *, source: str | None = None, host: str | None = None
 ) -> tuple[int, str]:
     """POST `body` to the approval server's /mcp as a streamable-HTTP client would, from
-    `source` (an address of this machine); the status and the text of the answer."""
+    `source` (an address of this machine); the status and the text of the answer. A server
+    refusing a body too large answers from the head and closes with the rest unread: sending
+    the rest may meet the reset, and the answer that came before it is read all the same."""
     connection = http.client.HTTPConnection(
         "127.0.0.1", port, timeout=30, source_address=(source, 0) if source else None
     )
@@ -94,7 +97,8 @@ def post_mcp(
     if host:
         headers["Host"] = host
     try:
-        connection.request("POST", "/mcp", body=body, headers=headers)
+        with contextlib.suppress(ConnectionError):
+            connection.request("POST", "/mcp", body=body, headers=headers)
         response = connection.getresponse()
         return response.status, response.read().decode("utf-8", "replace")
     finally:
