@@ -66,7 +66,8 @@ PASSED_ON_NAMES = frozenset(
 )
 PASSED_ON_PREFIXES = ("SMOLVM_", "LC_", "XDG_")
 
-_EXIT_SECONDS = 10
+# How long smolvm may take to end once its output has (or its reader stopped): then it is killed.
+EXIT_SECONDS = 10
 _SAID_CHARACTERS = 500  # of a failed guest command's output, in its error
 _INSTALL_FIX = (
     f"`pip install smolmachines=={TESTED_VERSION}` (it ships the smolvm CLI as smol/smol-vmm, "
@@ -518,7 +519,7 @@ class Smolvm:
             try:
                 if not drain(sinks, seconds):
                     raise subprocess.TimeoutExpired(argv, seconds)
-                process.wait(_EXIT_SECONDS)  # its outputs closed: smolvm is on its way out
+                process.wait(EXIT_SECONDS)  # its outputs closed: smolvm is on its way out
             except subprocess.TimeoutExpired:
                 return UNFINISHED, stopped_waiting(stdout.data + stderr.data, seconds)
         message = stderr.data.decode("utf-8", "replace")
@@ -620,8 +621,9 @@ class Smolvm:
         seconds spent waiting on smolvm, whatever the reader takes over each chunk; either
         way `CommandFailed` once the time is up."""
         process = self._start(argv)
-        stdout, stderr = process.stdout, process.stderr
-        assert stdout is not None and stderr is not None
+        stdout = process.stdout
+        assert stdout is not None
+        read_to_end = False
         try:
             while True:
                 began = time.monotonic()
@@ -629,13 +631,13 @@ class Smolvm:
                 if waiting is not None:
                     waiting -= time.monotonic() - began
                 if not chunk:
+                    read_to_end = True  # smolvm is on its way out: not to be ended
                     break
                 yield chunk
         finally:
-            if process.poll() is None:  # the reader stopped early (Ctrl-C on --follow, a deadline)
+            if not read_to_end:  # the reader stopped early (Ctrl-C on --follow, a deadline)
                 process.terminate()
-            errors = stderr.read().decode("utf-8", "replace")
-            returncode = process.wait()
+            errors, returncode = _ended(process)
         own = not command_exits or _is_smolvm_error(errors, self.info.error_format_json)
         if returncode > 0 and own:
             raise translate_failure(doing, returncode, errors)
@@ -662,6 +664,22 @@ class Smolvm:
                 fix="check that the installed smolvm is a supported release (`smolvm --version`)",
             ) from exc
         return [entry for entry in listed if isinstance(entry, dict)]
+
+
+def _ended(process: subprocess.Popen[bytes]) -> tuple[str, int]:
+    """smolvm's stderr (its last MiB) and exit status, once it has ended, or killed after
+    `EXIT_SECONDS`: one waiting on a guest command the agent stopped, or passing on a guest's
+    stderr without end, held its reader for ever, and what it wrote took the host's memory."""
+    assert process.stderr is not None
+    errors = Tail(MIB)
+    with process:  # its pipes closed, and waited for
+        try:
+            if not drain({process.stderr.fileno(): errors.write}, EXIT_SECONDS):
+                raise subprocess.TimeoutExpired(process.args, EXIT_SECONDS)
+            process.wait(EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return errors.data.decode("utf-8", "replace"), process.returncode
 
 
 def translate_failure(doing: str, returncode: int, stderr: str) -> BottleError:

@@ -472,6 +472,40 @@ def test_a_guest_command_that_holds_its_output_open_ends_its_stream_at_the_deadl
         next(stream)
 
 
+def test_a_guest_command_whose_output_ends_before_smolvm_does_is_not_failed(
+    tmp_path: Path,
+) -> None:
+    """Output at its end is not smolvm ended: the stream took smolvm, still on its way out, for
+    a reader that had stopped early, ended it, and failed a search that had succeeded."""
+    stream = _stub_exec_stream(tmp_path, "printf 'all of it'\nexec >&-\nsleep 0.3", seconds=60)
+    assert b"".join(stream) == b"all of it"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "after",
+    ["exec sleep 600", "yes 'smolvm writes on' >&2"],
+    ids=["waits-on", "writes-errors-on"],
+)
+def test_a_smolvm_that_outlives_its_ending_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
+    """A stream that stops early ends smolvm with SIGTERM, then read its stderr to the end and
+    waited: a smolvm that does not end there (one waiting on a guest command the agent stopped,
+    one passing on a guest's stderr without end) held `logs` and the secret search for ever,
+    and the stderr it wrote in the meantime took the host's memory."""
+    monkeypatch.setattr(smolvm, "LOGS_SECONDS", 1)
+    monkeypatch.setattr(smolvm, "EXIT_SECONDS", 1)
+    pid_file = tmp_path / "smolvm.pid"
+    script = f"echo $$ > {pid_file}\ntrap '' TERM\nprintf 'the start'\n{after}"
+    logs = _stub_smolvm(tmp_path, script).logs("m")
+    assert next(logs) == b"the start"
+    with pytest.raises(BottleError, match="cut after 1 s of reading"):
+        next(logs)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
 def _stub_smolvm(tmp_path: Path, script: str) -> smolvm.Smolvm:
     """A Smolvm whose binary runs `script` (sh) for every command."""
     binary = tmp_path / "smolvm"
