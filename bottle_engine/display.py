@@ -27,11 +27,11 @@ DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with
 # CSI too), format characters (bidi overrides and isolates, zero-width joiners, BOM, soft
 # hyphen), surrogates, private use, and line/paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
-# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt; most are format characters
-# already): variation selectors, Hangul fillers and the combining grapheme joiner are letters
-# or marks that draw nothing, or a blank, and carried 2000 characters of hidden text after a
-# visible "ok". The VS Code extension's display.ts escapes the same property.
-_DEFAULT_IGNORABLE = (
+# What draws nothing: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt; most
+# are format characters already): variation selectors, Hangul fillers and the combining grapheme
+# joiner are letters or marks that draw nothing, or a blank, and carried 2000 characters of
+# hidden text after a visible "ok". The VS Code extension's display.ts escapes the same.
+_DRAWS_NOTHING = (
     (0x00AD, 0x00AD),
     (0x034F, 0x034F),
     (0x061C, 0x061C),
@@ -49,6 +49,10 @@ _DEFAULT_IGNORABLE = (
     (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
+    # Not default-ignorable, but drawn as a blank cell and no space to rich, which folds runs
+    # of spaces at its wraps: U+2800 BRAILLE PATTERN BLANK. 1900 of them were 24 blank rows
+    # that pushed the start of an approval's action off the screen the person answered from.
+    (0x2800, 0x2800),
 )
 # Characters a terminal draws wider than rich measures them, for text rich lays out (tables):
 # spacing marks (a vowel sign after its consonant: one column on xterm and VTE, none to rich),
@@ -73,7 +77,7 @@ def _escape(char: str, laid_out: bool) -> str:
     category = unicodedata.category(char)
     if not (
         category in _UNSAFE_CATEGORIES
-        or any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+        or any(low <= code <= high for low, high in _DRAWS_NOTHING)
         or (laid_out and _drawn_wider(category, code))
     ):
         return char

@@ -17,7 +17,7 @@ import pytest
 from bottle_engine import state
 from bottle_engine.approvals import ApprovalRequest, ApprovalStore
 from bottle_engine.cli import main
-from bottle_engine.cli.output import console
+from bottle_engine.cli.output import console, err_console
 
 COLUMNS = 120
 # Rich's emoji codes; the `-text` form also adds U+FE0E, which safe_text escapes on purpose.
@@ -101,6 +101,32 @@ def test_an_error_quoting_an_emoji_code_prints_it_as_written(
     assert main(["approve", ":one:", "--bottle", "b1"]) == 1
     err = capsys.readouterr().err
     assert "':one:'" in err and "1\ufe0f" not in err
+
+
+def looks_blank(row: str) -> bool:
+    """A terminal row that shows nothing: spaces, or characters drawn as nothing although
+    they are not spaces (Unicode names them BLANK or FILLER)."""
+    return all(
+        char.isspace() or any(word in unicodedata.name(char, "") for word in ("BLANK", "FILLER"))
+        for char in row
+    )
+
+
+def test_approve_shows_no_screen_of_blank_rows_above_what_it_asks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """U+2800 (braille pattern blank) draws nothing and is no space to rich, which folds a run
+    of spaces at its wraps: 1900 of them after the action the agent means were 24 blank rows,
+    and the screen the person answers from showed the harmless words after them only."""
+    meant = "git push --force origin main"
+    request = ask(meant + "\u2800" * 1900 + "git status")
+    monkeypatch.setattr(err_console, "width", 80)
+
+    assert main(["approve", request.id]) == 1  # off a terminal: shown, not answered
+    rows = screen_rows(capsys.readouterr().err, 80)
+
+    blank_runs = "".join("b" if looks_blank(row) else "-" for row in rows).split("-")
+    assert max(map(len, blank_runs)) <= 1, rows
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from bottle_engine.display import safe_editor_text, safe_markup, safe_text
         ("naïve café 日本", "naïve café 日本"),  # ordinary text is untouched
         # Invisible, though letters and marks: variation selectors, a Hangul filler, a CGJ.
         ("ok\ufe0f\U000e0101\u3164\u115f\u034f", "ok\\ufe0f\\U000e0101\\u3164\\u115f\\u034f"),
+        ("ok\u2800\u2800no", "ok\\u2800\\u2800no"),  # the braille blank draws an empty cell
     ],
 )
 def test_hostile_text_is_shown_as_visible_escapes(hostile: str, shown: str) -> None:

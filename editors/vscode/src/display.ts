@@ -11,8 +11,9 @@ export const DEFAULT_LIMIT = 2000;
 
 const SHORT_ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\" };
 // Controls (C0, DEL, C1), format (bidi, zero-width, BOM), surrogates, private use, separators,
-// and what draws nothing though it is a letter or mark (variation selectors, Hangul fillers).
-const UNSAFE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]$/u;
+// what draws nothing though it is a letter or mark (variation selectors, Hangul fillers), and
+// the braille blank, drawn as an empty cell (runs of it hid the start of a text).
+const UNSAFE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]$/u;
 const EDITOR_SYNTAX = /([\]$])\(/g;
 
 function escape(char: string): string {

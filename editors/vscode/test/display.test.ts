@@ -15,6 +15,7 @@ describe("displayText", () => {
     ["typed \\x1b", "typed \\\\x1b"],
     ["naïve café 日本 🙂", "naïve café 日本 🙂"],
     ["ok\ufe0f\u{e0101}\u3164\u115f\u034f", "ok\\ufe0f\\U000e0101\\u3164\\u115f\\u034f"],
+    ["ok\u2800\u2800no", "ok\\u2800\\u2800no"],
     ["[git status](command:workbench.action.quit)", "[git status]\\x28command:workbench.action.quit)"],
     ["$(check) approved", "$\\x28check) approved"],
     ["typed ]\\x28", "typed ]\\\\x28"],
