@@ -69,6 +69,20 @@ _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 _EDITOR_SYNTAX = re.compile(r"([\]$])\(")
 
 
+# A run of blanks longer than this (spaces of any width, the braille blank) is shown as the
+# escape of each blank with its count, `\x20{1900}`: a terminal wraps a run as long as it is
+# (the CLI's consoles leave wrapping to it), and 1900 spaces after an approval's action were
+# 24 empty rows that pushed its start off the screen the person answered from. Shorter runs
+# stay as they are: an indent, a column of figures.
+BLANK_RUN = 16
+_BLANKS = (
+    "".join(char for char in map(chr, range(0x3001)) if unicodedata.category(char) == "Zs")
+    + "\u2800"
+)
+_LONG_BLANK_RUN = re.compile(f"[{re.escape(_BLANKS)}]{{{BLANK_RUN + 1},}}")
+_SAME_CHARACTER = re.compile(r"(.)\1*", re.DOTALL)
+
+
 def _escape(char: str, laid_out: bool) -> str:
     short = _SHORT_ESCAPES.get(char)
     if short is not None:
@@ -81,6 +95,10 @@ def _escape(char: str, laid_out: bool) -> str:
         or (laid_out and _drawn_wider(category, code))
     ):
         return char
+    return _code_escape(code)
+
+
+def _code_escape(code: int) -> str:
     if code <= 0xFF:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
@@ -101,10 +119,20 @@ def safe_text(text: object, limit: int = DEFAULT_LIMIT, *, laid_out: bool = Fals
     `laid_out` (text rich measures to lay out), what a terminal draws wider is escaped too."""
     raw = text if isinstance(text, str) else str(text)
     cut = raw[:limit] if limit >= 0 else raw
-    shown = "".join(_escape(char, laid_out) for char in cut)
+    shown, start = "", 0
+    for run in _LONG_BLANK_RUN.finditer(cut):
+        shown += "".join(_escape(char, laid_out) for char in cut[start : run.start()])
+        shown += "".join(_counted(same.group()) for same in _SAME_CHARACTER.finditer(run.group()))
+        start = run.end()
+    shown += "".join(_escape(char, laid_out) for char in cut[start:])
     if len(cut) < len(raw):
         shown += f"… ({len(raw) - len(cut)} more characters)"
     return shown
+
+
+def _counted(same: str) -> str:
+    """A run of one blank character as its escape and, past one, its count: `\x20{1900}`."""
+    return _code_escape(ord(same[0])) + (f"{{{len(same)}}}" if len(same) > 1 else "")
 
 
 def safe_markup(text: object, limit: int = DEFAULT_LIMIT, *, cell: bool = False) -> str:

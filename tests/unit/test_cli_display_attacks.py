@@ -112,14 +112,17 @@ def looks_blank(row: str) -> bool:
     )
 
 
+@pytest.mark.parametrize(
+    "blank", [" ", "\u00a0", "\u3000", "\u2800"], ids=["space", "nbsp", "ideographic", "braille"]
+)
 def test_approve_shows_no_screen_of_blank_rows_above_what_it_asks(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, blank: str
 ) -> None:
-    """U+2800 (braille pattern blank) draws nothing and is no space to rich, which folds a run
-    of spaces at its wraps: 1900 of them after the action the agent means were 24 blank rows,
-    and the screen the person answers from showed the harmless words after them only."""
+    """The CLI leaves wrapping to the terminal, which wraps a run of blanks as long as it is:
+    1900 of them after the action the agent means were 23 empty rows, and the screen the
+    person answers from showed the harmless words after them only."""
     meant = "git push --force origin main"
-    request = ask(meant + "\u2800" * 1900 + "git status")
+    request = ask(meant + blank * 1900 + "git status")
     monkeypatch.setattr(err_console, "width", 80)
 
     assert main(["approve", request.id]) == 1  # off a terminal: shown, not answered

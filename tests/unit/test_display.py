@@ -29,6 +29,11 @@ from bottle_engine.display import safe_editor_text, safe_markup, safe_text
         # Invisible, though letters and marks: variation selectors, a Hangul filler, a CGJ.
         ("ok\ufe0f\U000e0101\u3164\u115f\u034f", "ok\\ufe0f\\U000e0101\\u3164\\u115f\\u034f"),
         ("ok\u2800\u2800no", "ok\\u2800\\u2800no"),  # the braille blank draws an empty cell
+        # A run of blanks as long as a row is an empty row: past 16, each blank's escape, counted.
+        ("a" + " " * 16 + "b", "a" + " " * 16 + "b"),
+        ("a" + " " * 1900 + "b", "a\\x20{1900}b"),
+        ("x" + "\u3000" * 20 + "\u2800" * 3 + "\u00a0y", "x\\u3000{20}\\u2800{3}\\xa0y"),
+        ("typed \\x20{9}", "typed \\\\x20{9}"),  # a count the agent typed stays its own
     ],
 )
 def test_hostile_text_is_shown_as_visible_escapes(hostile: str, shown: str) -> None:

@@ -15,21 +15,44 @@ const SHORT_ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": 
 // the braille blank, drawn as an empty cell (runs of it hid the start of a text).
 const UNSAFE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]$/u;
 const EDITOR_SYNTAX = /([\]$])\(/g;
+// A run of blanks longer than BLANK_RUN is shown as each blank's escape with its count
+// (`\x20{1900}`), as the engine's display.py does: a run as long as it is wraps into empty rows.
+export const BLANK_RUN = 16;
+const LONG_BLANK_RUN = new RegExp(`[\\p{Zs}\\u2800]{${BLANK_RUN + 1},}`, "gu");
+const SAME_CHARACTER = /(.)\1*/gsu;
 
 function escape(char: string): string {
   const short = SHORT_ESCAPES[char];
   if (short !== undefined) return short;
   if (!UNSAFE.test(char)) return char;
-  const code = char.codePointAt(0) ?? 0;
+  return codeEscape(char.codePointAt(0) ?? 0);
+}
+
+function codeEscape(code: number): string {
   if (code <= 0xff) return `\\x${code.toString(16).padStart(2, "0")}`;
   if (code <= 0xffff) return `\\u${code.toString(16).padStart(4, "0")}`;
   return `\\U${code.toString(16).padStart(8, "0")}`;
 }
 
+/** A run of one blank character as its escape and, past one, its count: `\x20{1900}`. */
+function counted(same: string): string {
+  const characters = Array.from(same);
+  return codeEscape(same.codePointAt(0) ?? 0) + (characters.length > 1 ? `{${characters.length}}` : "");
+}
+
 export function displayText(value: unknown, limit: number = DEFAULT_LIMIT): string {
   const characters = Array.from(typeof value === "string" ? value : String(value));
-  const kept = characters.slice(0, limit);
-  let shown = kept.map(escape).join("");
-  if (kept.length < characters.length) shown += `… (${characters.length - kept.length} more characters)`;
+  const keptCharacters = characters.slice(0, limit);
+  const kept = keptCharacters.join("");
+  let shown = "";
+  let start = 0;
+  for (const run of kept.matchAll(LONG_BLANK_RUN)) {
+    shown += Array.from(kept.slice(start, run.index), escape).join("");
+    shown += Array.from(run[0].matchAll(SAME_CHARACTER), ([same]) => counted(same)).join("");
+    start = run.index + run[0].length;
+  }
+  shown += Array.from(kept.slice(start), escape).join("");
+  const left = characters.length - keptCharacters.length;
+  if (left > 0) shown += `… (${left} more characters)`;
   return shown.replace(EDITOR_SYNTAX, "$1\\x28");
 }
