@@ -25,8 +25,12 @@ DEFAULT_LIMIT = 2000  # characters of the original text; longer text is cut with
 
 # Unicode categories that must never reach a display raw: controls (C0, DEL, C1, so ESC and
 # CSI too), format characters (bidi overrides and isolates, zero-width joiners, BOM, soft
-# hyphen), surrogates, private use, and line/paragraph separators.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# hyphen), surrogates, private use, line/paragraph separators, and what this Unicode version
+# has not assigned (a newer terminal's may draw it as nothing: U+13439 is a format character
+# since Unicode 15).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Combining marks: on a blank, or on nothing, one that draws nothing hides what it stands in.
+_MARKS = frozenset({"Mn", "Me"})
 # What draws nothing: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt; most
 # are format characters already): variation selectors, Hangul fillers and the combining grapheme
 # joiner are letters or marks that draw nothing, or a blank, and carried 2000 characters of
@@ -49,10 +53,10 @@ _DRAWS_NOTHING = (
     (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
-    # Not default-ignorable, but drawn as a blank cell and no space to rich, which folds runs
-    # of spaces at its wraps: U+2800 BRAILLE PATTERN BLANK. 1900 of them were 24 blank rows
-    # that pushed the start of an approval's action off the screen the person answered from.
+    # Not default-ignorable, but drawn as an empty cell: U+2800 BRAILLE PATTERN BLANK, and
+    # U+FFFC OBJECT REPLACEMENT CHARACTER (an empty glyph in DejaVu Sans Mono).
     (0x2800, 0x2800),
+    (0xFFFC, 0xFFFC),
 )
 # Characters a terminal draws wider than rich measures them, for text rich lays out (tables):
 # spacing marks (a vowel sign after its consonant: one column on xterm and VTE, none to rich),
@@ -69,15 +73,15 @@ _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 _EDITOR_SYNTAX = re.compile(r"([\]$])\(")
 
 
-# A run of blanks longer than this (spaces of any width, the braille blank) is shown as the
-# escape of each blank with its count, `\x20{1900}`: a terminal wraps a run as long as it is
-# (the CLI's consoles leave wrapping to it), and 1900 spaces after an approval's action were
-# 24 empty rows that pushed its start off the screen the person answered from. Shorter runs
-# stay as they are: an indent, a column of figures.
+# A run of blanks longer than this (spaces of any width, what draws an empty cell) is shown
+# as the escape of each blank with its count, `\x20{1900}`: a terminal wraps a run as long as
+# it is (the CLI's consoles leave wrapping to it), and 1900 spaces after an approval's action
+# were 23 empty rows that pushed its start off the screen the person answered from. Shorter
+# runs stay as they are: an indent, a column of figures.
 BLANK_RUN = 16
 _BLANKS = (
     "".join(char for char in map(chr, range(0x3001)) if unicodedata.category(char) == "Zs")
-    + "\u2800"
+    + "\u2800\ufffc"
 )
 _LONG_BLANK_RUN = re.compile(f"[{re.escape(_BLANKS)}]{{{BLANK_RUN + 1},}}")
 _SAME_CHARACTER = re.compile(r"(.)\1*", re.DOTALL)
@@ -119,15 +123,32 @@ def safe_text(text: object, limit: int = DEFAULT_LIMIT, *, laid_out: bool = Fals
     `laid_out` (text rich measures to lay out), what a terminal draws wider is escaped too."""
     raw = text if isinstance(text, str) else str(text)
     cut = raw[:limit] if limit >= 0 else raw
-    shown, start = "", 0
+    shown, start = [], 0
     for run in _LONG_BLANK_RUN.finditer(cut):
-        shown += "".join(_escape(char, laid_out) for char in cut[start : run.start()])
-        shown += "".join(_counted(same.group()) for same in _SAME_CHARACTER.finditer(run.group()))
+        shown.append(_escaped(cut[start : run.start()], laid_out))
+        shown.extend(_counted(same.group()) for same in _SAME_CHARACTER.finditer(run.group()))
         start = run.end()
-    shown += "".join(_escape(char, laid_out) for char in cut[start:])
+        if cut.startswith("{", start):  # a count the agent typed after ours would read as ours
+            shown.append(_code_escape(ord("{")))
+            start += 1
+    shown.append(_escaped(cut[start:], laid_out))
     if len(cut) < len(raw):
-        shown += f"… ({len(raw) - len(cut)} more characters)"
-    return shown
+        shown.append(f"… ({len(raw) - len(cut)} more characters)")
+    return "".join(shown)
+
+
+def _escaped(segment: str, laid_out: bool) -> str:
+    """Each character of `segment` as `_escape` shows it, and a combining mark on a blank or on
+    nothing (`segment` starts the text or follows a run of blanks) as its escape: one that
+    draws nothing (a Khitan filler) broke a run of blanks into runs too short to be counted."""
+    shown = []
+    on_blank = True
+    for char in segment:
+        mark = unicodedata.category(char) in _MARKS
+        shown.append(_code_escape(ord(char)) if mark and on_blank else _escape(char, laid_out))
+        if not mark:
+            on_blank = char in _BLANKS
+    return "".join(shown)
 
 
 def _counted(same: str) -> str:

@@ -104,25 +104,42 @@ def test_an_error_quoting_an_emoji_code_prints_it_as_written(
 
 
 def looks_blank(row: str) -> bool:
-    """A terminal row that shows nothing: spaces, or characters drawn as nothing although
-    they are not spaces (Unicode names them BLANK or FILLER)."""
+    """A terminal row that shows nothing: spaces, characters drawn as nothing although they
+    are not spaces (Unicode names them BLANK or FILLER; U+FFFC has an empty glyph in DejaVu Sans
+    Mono), combining marks with nothing to mark, and what a terminal knows no glyph for."""
     return all(
-        char.isspace() or any(word in unicodedata.name(char, "") for word in ("BLANK", "FILLER"))
+        char.isspace()
+        or char == "\ufffc"
+        or unicodedata.category(char) in ("Mn", "Me", "Cn")
+        or any(word in unicodedata.name(char, "") for word in ("BLANK", "FILLER"))
         for char in row
     )
 
 
 @pytest.mark.parametrize(
-    "blank", [" ", "\u00a0", "\u3000", "\u2800"], ids=["space", "nbsp", "ideographic", "braille"]
+    "filler",
+    [
+        " " * 1900,
+        "\u00a0" * 1900,
+        "\u3000" * 1900,
+        "\u2800" * 1900,
+        "\ufffc" * 1900,  # the object replacement character: an empty glyph in DejaVu Sans Mono
+        # Runs of 16 blanks, each ended by a combining mark that draws nothing (a Khitan filler,
+        # Mn, zero width) or by an unassigned character (a newer terminal's zero-width one).
+        (" " * 16 + "\U00016fe4") * 112,
+        ("\u3000" * 16 + "\U00016fe4") * 112,
+        (" " * 16 + "\U0001343a") * 112,
+    ],
+    ids=["space", "nbsp", "ideographic", "braille", "object", "mark", "wide-mark", "unassigned"],
 )
 def test_approve_shows_no_screen_of_blank_rows_above_what_it_asks(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, blank: str
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, filler: str
 ) -> None:
     """The CLI leaves wrapping to the terminal, which wraps a run of blanks as long as it is:
     1900 of them after the action the agent means were 23 empty rows, and the screen the
     person answers from showed the harmless words after them only."""
     meant = "git push --force origin main"
-    request = ask(meant + blank * 1900 + "git status")
+    request = ask(meant + filler + "git status")
     monkeypatch.setattr(err_console, "width", 80)
 
     assert main(["approve", request.id]) == 1  # off a terminal: shown, not answered

@@ -34,6 +34,11 @@ from bottle_engine.display import safe_editor_text, safe_markup, safe_text
         ("a" + " " * 1900 + "b", "a\\x20{1900}b"),
         ("x" + "\u3000" * 20 + "\u2800" * 3 + "\u00a0y", "x\\u3000{20}\\u2800{3}\\xa0y"),
         ("typed \\x20{9}", "typed \\\\x20{9}"),  # a count the agent typed stays its own
+        (" " * 17 + "{3}", "\\x20{17}\\x7b3}"),  # and cannot be read as part of ours
+        # A combining mark on a blank, or on nothing, drawing nothing; on a letter it marks it.
+        ("a \U00016fe4b\u0301", "a \\U00016fe4b\u0301"),
+        ("\u0301e\u0301", "\\u0301e\u0301"),
+        ("obj\ufffc \U0001343a", "obj\\ufffc \\U0001343a"),  # an empty glyph; unassigned here
     ],
 )
 def test_hostile_text_is_shown_as_visible_escapes(hostile: str, shown: str) -> None:
