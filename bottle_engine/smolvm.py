@@ -679,6 +679,9 @@ def _ended(process: subprocess.Popen[bytes]) -> tuple[str, int]:
             process.wait(EXIT_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
+        except BaseException:  # Ctrl-C: Popen's exit would give it a quarter of a second only
+            process.kill()
+            raise
     return errors.data.decode("utf-8", "replace"), process.returncode
 
 

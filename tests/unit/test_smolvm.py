@@ -7,11 +7,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -504,6 +506,28 @@ def test_a_smolvm_that_outlives_its_ending_is_killed(
         next(logs)
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_smolvm_is_waited_for_ends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the wait for a smolvm whose output had ended left it running: Popen's exit
+    gives an interrupted wait a quarter of a second, then returns without ending it."""
+    monkeypatch.setattr(smolvm, "EXIT_SECONDS", 30)
+    pid_file = tmp_path / "smolvm.pid"
+    script = f"echo $$ > {pid_file}\ntrap '' TERM INT\nprintf 'all'\nexec >&-\nexec sleep 600"
+    logs = _stub_smolvm(tmp_path, script).logs("m", follow=True)
+    assert next(logs) == b"all"
+    ctrl_c = threading.Timer(1, os.kill, (os.getpid(), signal.SIGINT))  # the person's
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(logs)
+    finally:
+        ctrl_c.cancel()  # not to land in another test, should the stream not wait
+    time.sleep(0.5)
+    assert Path(f"/proc/{pid_file.read_text().strip()}").exists() is False, "smolvm runs on"
 
 
 def _stub_smolvm(tmp_path: Path, script: str) -> smolvm.Smolvm:
