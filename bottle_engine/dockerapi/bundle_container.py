@@ -37,6 +37,7 @@ from bottle_engine.dockerapi.client import (
     LABEL_ROLE,
     bottle_bounds,
     docker_errors,
+    refuse_engine_labels,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
@@ -163,6 +164,14 @@ def _start(
 ) -> Any:
     """Run the bundle as `owner`'s user (`bundle_user`), with `files` (paths inside -> host
     files) mounted read-only beside the state dir, both handed over to that user."""
+    refuse_engine_labels(
+        client,
+        placement.image,
+        "bundle",
+        fix="the bundle image is built FROM the bottle's base image (`base_image` in the "
+        "manifest, or BOTTLE_BASE_IMAGE) and keeps its labels: use a base image that does "
+        "not set {labels}",
+    )
     uid, gid = bundle_user(owner)
     mounted = {**files, **_accounts(BottleDir(placement.state_dir), uid, gid)}
     _hand_over(placement.state_dir, mounted.values(), uid, gid)
