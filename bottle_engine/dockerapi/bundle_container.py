@@ -35,6 +35,7 @@ from bottle_engine.bundle.config import (
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     LABEL_ROLE,
+    NO_HEALTHCHECK,
     bottle_bounds,
     docker_errors,
     refuse_engine_labels,
@@ -223,6 +224,7 @@ def _create_and_start(
             read_only=True,
             tmpfs={"/tmp": tmpfs_options(limits.tmp_bytes, executable=True)},
             init=True,  # reaps the git processes the gate starts
+            healthcheck=NO_HEALTHCHECK,  # the base image's would probe on the host's CPUs
             detach=True,
             runtime=placement.runtime,
         )

@@ -36,6 +36,12 @@ ENGINE_LABELS = frozenset(
     }
 )
 
+# What the engine's long-lived containers (agent, bundle) run instead of their image's
+# HEALTHCHECK: no probe. Docker takes `--interval=1ms`, and the daemon, containerd and the shim
+# then start one about 20 times a second, on the host's CPUs outside the container's CPU bound
+# (a third of a CPU) for as long as the bottle lives. Nothing of the engine's reads health.
+NO_HEALTHCHECK = {"test": ["NONE"]}
+
 _DAEMON_FIX = (
     "start the Docker daemon (e.g. `sudo systemctl start docker`, or `dockerd &`), "
     "or point DOCKER_HOST at a running one; `bottle-engine doctor` checks the set-up"

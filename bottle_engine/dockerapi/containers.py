@@ -26,6 +26,7 @@ from bottle_engine.command_output import (
 )
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
+    NO_HEALTHCHECK,
     bottle_bounds,
     docker_errors,
     image_config,
@@ -139,6 +140,7 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
             host_config=host_config,
             networking_config=networking,
             tty=spec.tty,
+            healthcheck=NO_HEALTHCHECK,
             # Without a TTY nobody types to the agent: stdin at EOF, so `claude -p` does not
             # wait for input that never comes.
             stdin_open=spec.tty,
@@ -480,6 +482,7 @@ def runs_cleanly(
             user=NOBODY,
             labels={LABEL_MANAGED: "1"},
             host_config=host_config,
+            healthcheck=NO_HEALTHCHECK,
         )["Id"]
         api.start(container_id)
         status = api.wait(container_id, timeout=seconds)

@@ -3,17 +3,21 @@
 The bundle image is built FROM the bottle's base image, and so carries whatever config that
 base set:
 
+* a HEALTHCHECK: Docker accepts `--interval=1ms`, and the daemon, containerd and the shim then
+  start a probe in the container as fast as they can, on the host's CPUs outside the bundle's
+  CPU bound, for as long as the bottle lives;
 * a label the engine finds its resources by: Docker gives the container its image's labels
   beneath the ones it is created with, and a bundle carrying `bot-bottle.pool` is one the warm
   pool takes for an orphaned member's, which `gc` removes from under a live bottle.
 
 Real daemon; the images (FROM the bundle image), networks and containers are made here and
-removed. No bundle is started.
+removed. The bundles make no connection: a pool member's waits for a config that never comes.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,14 @@ def _derived(client: Any, bundle_image: str, instruction: str) -> Iterator[str]:
         yield str(image.id)
     finally:
         client.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="module")
+def probing_image(docker_client: Any, bundle_image: str) -> Iterator[str]:
+    """Each probe appends a line to a file in the container's /tmp."""
+    yield from _derived(
+        docker_client, bundle_image, "HEALTHCHECK --interval=1ms CMD echo probe >> /tmp/probes"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +104,22 @@ def _bottle_bundle(client: Any, placement: BundlePlacement, networks: BottleNetw
         egress_network=placement.egress_network,
         labels=placement.labels,
     )
+
+
+def test_the_base_images_healthcheck_runs_no_probe_in_the_bundle(
+    docker_client: Any, probing_image: str, networks: BottleNetworks, tmp_path: Path
+) -> None:
+    placement = _placement(networks, probing_image, tmp_path / "state")
+    try:
+        bundle = _pool_bundle(docker_client, placement, networks)
+        time.sleep(2)
+        bundle.reload()
+        assert bundle.status == "running", bundle.logs()
+        probes = bundle.exec_run(["sh", "-c", "cat /tmp/probes 2>/dev/null | wc -l"])
+        assert int(bytes(probes.output).decode().strip() or 0) == 0, probes.output
+        assert bundle.attrs["State"].get("Health") is None, bundle.attrs["State"]
+    finally:
+        remove_container(docker_client, placement.name)
 
 
 @pytest.mark.parametrize("run", [_bottle_bundle, _pool_bundle], ids=["bottle", "pool"])
