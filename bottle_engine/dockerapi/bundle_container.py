@@ -35,8 +35,10 @@ from bottle_engine.bundle.config import (
 from bottle_engine.dockerapi.client import (
     LABEL_MANAGED,
     LABEL_ROLE,
+    NO_HEALTHCHECK,
     bottle_bounds,
     docker_errors,
+    refuse_engine_labels,
 )
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
@@ -163,6 +165,14 @@ def _start(
 ) -> Any:
     """Run the bundle as `owner`'s user (`bundle_user`), with `files` (paths inside -> host
     files) mounted read-only beside the state dir, both handed over to that user."""
+    refuse_engine_labels(
+        client,
+        placement.image,
+        "bundle",
+        fix="the bundle image is built FROM the bottle's base image (`base_image` in the "
+        "manifest, or BOTTLE_BASE_IMAGE) and keeps its labels: use a base image that does "
+        "not set {labels}",
+    )
     uid, gid = bundle_user(owner)
     mounted = {**files, **_accounts(BottleDir(placement.state_dir), uid, gid)}
     _hand_over(placement.state_dir, mounted.values(), uid, gid)
@@ -214,6 +224,7 @@ def _create_and_start(
             read_only=True,
             tmpfs={"/tmp": tmpfs_options(limits.tmp_bytes, executable=True)},
             init=True,  # reaps the git processes the gate starts
+            healthcheck=NO_HEALTHCHECK,  # the base image's would probe on the host's CPUs
             detach=True,
             runtime=placement.runtime,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +35,12 @@ ENGINE_LABELS = frozenset(
         LABEL_PACK,
     }
 )
+
+# What the engine's long-lived containers (agent, bundle) run instead of their image's
+# HEALTHCHECK: no probe. Docker takes `--interval=1ms`, and the daemon, containerd and the shim
+# then start one about 20 times a second, on the host's CPUs outside the container's CPU bound
+# (a third of a CPU) for as long as the bottle lives. Nothing of the engine's reads health.
+NO_HEALTHCHECK = {"test": ["NONE"]}
 
 _DAEMON_FIX = (
     "start the Docker daemon (e.g. `sudo systemctl start docker`, or `dockerd &`), "
@@ -69,6 +75,34 @@ def docker_errors(doing: str) -> Iterator[None]:
         raise BottleError(f"{doing}: the Docker daemon refused: {_short(exc)}") from exc
     except docker.errors.DockerException as exc:
         raise BottleError(f"{doing}: {_short(exc)}", fix=_DAEMON_FIX) from exc
+
+
+def image_config(client: Any, image: str) -> dict[str, Any]:
+    """The config a container of `image` starts from (labels, volumes, user, ...)."""
+    with docker_errors(f"inspect image {image}"):
+        config: dict[str, Any] = client.api.inspect_image(image).get("Config") or {}
+    return config
+
+
+def refuse_engine_labels(
+    client: Any, image: str, what: str, *, fix: str, config: Mapping[str, Any] | None = None
+) -> None:
+    """`BottleError` when `image` sets a label of `ENGINE_LABELS`; `what` runs it ("agent",
+    "bundle"), `fix` says how to get an image without. `config`: the image's, when the caller
+    has it already.
+
+    Docker gives a container its image's labels beneath the ones it is created with: an image's
+    `bot-bottle.pool` made the container one the warm pool and `gc` find, and remove."""
+    if config is None:
+        config = image_config(client, image)
+    if taken := sorted(ENGINE_LABELS & set(config.get("Labels") or {})):
+        labels = ", ".join(f"LABEL {label}" for label in taken)
+        raise BottleError(
+            f"the {what} image {image} sets {labels}, which bot-bottle finds its own "
+            f"containers by: the {what}'s container would carry it and answer to the engine's "
+            "lookups (the warm pool's, `gc`'s) as one of theirs",
+            fix=fix.format(labels=labels),
+        )
 
 
 def bounded_log_config() -> LogConfig:

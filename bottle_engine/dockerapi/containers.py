@@ -25,10 +25,12 @@ from bottle_engine.command_output import (
     stopped_waiting,
 )
 from bottle_engine.dockerapi.client import (
-    ENGINE_LABELS,
     LABEL_MANAGED,
+    NO_HEALTHCHECK,
     bottle_bounds,
     docker_errors,
+    image_config,
+    refuse_engine_labels,
     with_label,
 )
 from bottle_engine.errors import BottleError, CommandFailed
@@ -100,8 +102,15 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
     one network.
     """
     api = client.api
-    config = _image_config(client, spec.image)
-    _refuse_engine_labels(spec, config)
+    config = image_config(client, spec.image)
+    refuse_engine_labels(
+        client,
+        spec.image,
+        "agent",
+        fix="remove {labels} from the Dockerfile (an image FROM one that sets it cannot "
+        "undo it: build from another base)",
+        config=config,
+    )
     volumes = _declared_volumes(config)
     _refuse_hidden(spec, volumes)
     host_config = api.create_host_config(
@@ -131,6 +140,7 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
             host_config=host_config,
             networking_config=networking,
             tty=spec.tty,
+            healthcheck=NO_HEALTHCHECK,
             # Without a TTY nobody types to the agent: stdin at EOF, so `claude -p` does not
             # wait for input that never comes.
             stdin_open=spec.tty,
@@ -150,13 +160,7 @@ def image_volumes(client: Any, image: str) -> tuple[str, ...]:
     Docker gives each an anonymous volume, a directory on the host's disk outside the writable
     layer's bound, the memory limit and every tmpfs: an agent wrote 192 MiB into one under a
     64 MiB limit. A tmpfs at the same path takes its place (Docker then makes no volume)."""
-    return _declared_volumes(_image_config(client, image))
-
-
-def _image_config(client: Any, image: str) -> dict[str, Any]:
-    with docker_errors(f"inspect image {image}"):
-        config: dict[str, Any] = client.api.inspect_image(image).get("Config") or {}
-    return config
+    return _declared_volumes(image_config(client, image))
 
 
 def _declared_volumes(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -172,20 +176,6 @@ def _overlaps(path: str, other: str) -> bool:
         or path.startswith(other.rstrip("/") + "/")
         or other.startswith(path.rstrip("/") + "/")
     )
-
-
-def _refuse_engine_labels(spec: AgentContainerSpec, config: Mapping[str, Any]) -> None:
-    """Docker gives a container its image's labels beneath the ones it is created with: an
-    image's `bot-bottle.pool` made the agent's container one the warm pool and `gc` find."""
-    if taken := sorted(ENGINE_LABELS & set(config.get("Labels") or {})):
-        labels = ", ".join(f"LABEL {label}" for label in taken)
-        raise BottleError(
-            f"the agent image {spec.image} sets {labels}, which bot-bottle finds its own "
-            "containers by: the agent's container would carry it and answer to the engine's "
-            "lookups (the warm pool's, `gc`'s) as one of theirs",
-            fix=f"remove {labels} from the Dockerfile (an image FROM one that sets it cannot "
-            "undo it: build from another base)",
-        )
 
 
 def _refuse_hidden(spec: AgentContainerSpec, volumes: Sequence[str]) -> None:
@@ -492,6 +482,7 @@ def runs_cleanly(
             user=NOBODY,
             labels={LABEL_MANAGED: "1"},
             host_config=host_config,
+            healthcheck=NO_HEALTHCHECK,
         )["Id"]
         api.start(container_id)
         status = api.wait(container_id, timeout=seconds)

@@ -9,6 +9,9 @@
   internal networks too, and a lookup over TCP it cannot forward is a warning line in the
   daemon's log on the host (here a file nothing rotates, elsewhere the journal): an agent
   looking names up in a loop wrote there without end.
+* CPU: the image's HEALTHCHECK. Docker accepts `--interval=1ms`, and the daemon, containerd
+  and the shim then start a probe in the container as fast as they can, on the host's CPUs
+  outside the container's CPU bound, for as long as it runs.
 
 Real daemon; the image, network and container are made here and removed. The only traffic is
 the agent's lookups of `.invalid` names.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +160,27 @@ def test_an_image_carrying_the_engines_own_labels_is_refused(
             create_agent_container(docker_client, _spec(str(image.id), network))
         assert f"LABEL {LABEL_POOL}" in refused.value.message
         assert containers_with_label(docker_client, LABEL_POOL, "m-1234") == []
+    finally:
+        remove_container(docker_client, CONTAINER)
+        docker_client.images.remove(image.id, force=True)
+
+
+def test_an_images_healthcheck_runs_no_probe_in_the_agents_container(
+    docker_client: Any, base_image: str, network: ipaddress.IPv4Network
+) -> None:
+    """Each probe appends a line to a file in the container: after two seconds there is none,
+    and the daemon keeps no health state for the container."""
+    dockerfile = io.BytesIO(
+        f"FROM {base_image}\nHEALTHCHECK --interval=1ms CMD echo probe >> /tmp/probes\n".encode()
+    )
+    image, _ = docker_client.images.build(fileobj=dockerfile, rm=True, labels=TEST_LABELS)
+    try:
+        container = _started(docker_client, _spec(str(image.id), network))
+        time.sleep(2)
+        container.reload()
+        probes = container.exec_run(["sh", "-c", "cat /tmp/probes 2>/dev/null | wc -l"])
+        assert int(bytes(probes.output).decode().strip() or 0) == 0, probes.output
+        assert container.attrs["State"].get("Health") is None, container.attrs["State"]
     finally:
         remove_container(docker_client, CONTAINER)
         docker_client.images.remove(image.id, force=True)
