@@ -681,6 +681,7 @@ def _ended(process: subprocess.Popen[bytes]) -> tuple[str, int]:
             process.kill()
         except BaseException:  # Ctrl-C: Popen's exit would give it a quarter of a second only
             process.kill()
+            process.wait()  # killed: at once
             raise
     return errors.data.decode("utf-8", "replace"), process.returncode
 
