@@ -167,19 +167,27 @@ def test_a_place_the_agent_made_endless_is_not_searched_for_ever(
 
 # The search's commands that run as the agent's user are the agent's to signal: it stops each
 # one (its `timeout` too, whose alarm then never fires) and the output stays open, empty, for
-# as long as the bottle runs. The search stops reading at its deadline and says where.
+# as long as the bottle runs. The search stops reading at its deadline and says where. The scan
+# runs no program (the base image has no pkill; a grep per process made it slow enough to miss
+# every command on a loaded machine), and a sparse GiB in /tmp keeps that place's tar running.
 HOLDER = "/tmp/hold-open.sh"
+SLOW = "/tmp/slow-to-read"
+EACH_TIMEOUT = (
+    "for p in /proc/[0-9]*; do "
+    'read -r name < "$p/comm" 2>/dev/null && [ "$name" = timeout ] && kill -{} "${{p#/proc/}}"; '
+    "done"
+)
 HOLD_OPEN = (
+    f"truncate -s 1G {SLOW}\n"
     f"cat > {HOLDER} <<'EOF'\n"
-    "while :; do for p in /proc/[0-9]*; do\n"
-    '  grep -qa "^timeout" "$p/cmdline" 2>/dev/null && kill -STOP "${p#/proc/}"\n'
-    "done; done\n"
+    f"echo $$ > {HOLDER}.pid\n"
+    f"while :; do {EACH_TIMEOUT.format('STOP')}; done\n"
     "EOF\n"
-    f"nohup sh {HOLDER} >/dev/null 2>&1 &"
+    f"nohup sh {HOLDER} >/dev/null 2>&1 &\n"
+    f"while [ ! -s {HOLDER}.pid ]; do sleep 0.1; done"
 )
 LET_GO = (
-    f"pkill -KILL -f {HOLDER}; for p in /proc/[0-9]*; do "
-    'grep -qa "^timeout" "$p/cmdline" 2>/dev/null && kill -KILL "${p#/proc/}"; done; true'
+    f'kill -KILL "$(cat {HOLDER}.pid)"; {EACH_TIMEOUT.format("KILL")}; rm -f {SLOW} {HOLDER}*; true'
 )
 
 
