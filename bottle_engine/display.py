@@ -87,12 +87,12 @@ _LONG_BLANK_RUN = re.compile(f"[{re.escape(_BLANKS)}]{{{BLANK_RUN + 1},}}")
 _SAME_CHARACTER = re.compile(r"(.)\1*", re.DOTALL)
 
 
-def _escape(char: str, laid_out: bool) -> str:
+def _escape(char: str, category: str, laid_out: bool) -> str:
+    """`char` (of Unicode `category`) as shown: itself, or its escape."""
     short = _SHORT_ESCAPES.get(char)
     if short is not None:
         return short
     code = ord(char)
-    category = unicodedata.category(char)
     if not (
         category in _UNSAFE_CATEGORIES
         or any(low <= code <= high for low, high in _DRAWS_NOTHING)
@@ -144,8 +144,11 @@ def _escaped(segment: str, laid_out: bool) -> str:
     shown = []
     on_blank = True
     for char in segment:
-        mark = unicodedata.category(char) in _MARKS
-        shown.append(_code_escape(ord(char)) if mark and on_blank else _escape(char, laid_out))
+        category = unicodedata.category(char)
+        mark = category in _MARKS
+        shown.append(
+            _code_escape(ord(char)) if mark and on_blank else _escape(char, category, laid_out)
+        )
         if not mark:
             on_blank = char in _BLANKS
     return "".join(shown)

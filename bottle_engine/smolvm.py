@@ -33,7 +33,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -516,11 +516,7 @@ class Smolvm:
         with process, contextlib.ExitStack() as undo:
             undo.callback(process.kill)  # once waited for, a no-op
             sinks = {process.stdout.fileno(): stdout.write, process.stderr.fileno(): stderr.write}
-            try:
-                if not drain(sinks, seconds):
-                    raise subprocess.TimeoutExpired(argv, seconds)
-                process.wait(EXIT_SECONDS)  # its outputs closed: smolvm is on its way out
-            except subprocess.TimeoutExpired:
+            if not _drained_and_ended(process, sinks, seconds):
                 return UNFINISHED, stopped_waiting(stdout.data + stderr.data, seconds)
         message = stderr.data.decode("utf-8", "replace")
         if process.returncode != 0 and _is_smolvm_error(message, self.info.error_format_json):
@@ -674,16 +670,29 @@ def _ended(process: subprocess.Popen[bytes]) -> tuple[str, int]:
     errors = Tail(MIB)
     with process:  # its pipes closed, and waited for
         try:
-            if not drain({process.stderr.fileno(): errors.write}, EXIT_SECONDS):
-                raise subprocess.TimeoutExpired(process.args, EXIT_SECONDS)
-            process.wait(EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            if not _drained_and_ended(process, {process.stderr.fileno(): errors.write}):
+                process.kill()
         except BaseException:  # Ctrl-C: Popen's exit would give it a quarter of a second only
             process.kill()
             process.wait()  # killed: at once
             raise
     return errors.data.decode("utf-8", "replace"), process.returncode
+
+
+def _drained_and_ended(
+    process: subprocess.Popen[bytes],
+    sinks: Mapping[int, Callable[[bytes], None]],
+    seconds: float = EXIT_SECONDS,
+) -> bool:
+    """Has smolvm closed its outputs (read into `sinks`) within `seconds`, then ended within
+    `EXIT_SECONDS`? False leaves it running, for the caller to end."""
+    if not drain(sinks, seconds):
+        return False
+    try:
+        process.wait(EXIT_SECONDS)  # its outputs closed: smolvm is on its way out
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def translate_failure(doing: str, returncode: int, stderr: str) -> BottleError:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from bottle_engine.bundle.audit import read_kept_audit
-from bottle_engine.display import safe_editor_text
+from bottle_engine.display import safe_editor_text, safe_text
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest import MAX_MANIFEST_BYTES, read_manifest_text, too_large
 from bottle_lsp.allow_edit import line_edit, with_allowed
@@ -61,6 +61,7 @@ class AuditFollower:
         try:
             # Older entries first: the rotated files, then the live one, followed.
             self._fold(read_kept_audit(self.path, follow=True, stop=self.stop_event))
+            logger.info("stopped following %s", self.path)
         except Exception:
             logger.exception("following %s failed", self.path)
 
@@ -121,12 +122,15 @@ class ActivityHub:
             b["slug"] for b in bottles if bottle_state(b.get("status", "")) != STOPPED and b["slug"]
         }
         for slug in set(self.followers) - wanted:
+            logger.info("bottle %s stopped: no longer following its audit log", slug)
             self.followers.pop(slug).stop()
         for slug in wanted - set(self.followers):
             try:
                 path = self.ls.engine.audit_log(slug)
-            except BottleError:
+            except BottleError as exc:
+                logger.info("bottle %s: no audit log to follow yet: %s", slug, safe_text(exc))
                 continue
+            logger.info("bottle %s: following %s", slug, path)
             self.followers[slug] = AuditFollower(path, self.changed)
         self.changed()
 

@@ -40,6 +40,7 @@ from bottle_engine.dockerapi.client import (
     docker_errors,
     refuse_engine_labels,
 )
+from bottle_engine.dockerapi.images import image_config
 from bottle_engine.errors import BottleError
 from bottle_engine.host_ids import bundle_id_for
 from bottle_engine.limits import BundleLimits, bundle_limits, tmpfs_options
@@ -166,12 +167,12 @@ def _start(
     """Run the bundle as `owner`'s user (`bundle_user`), with `files` (paths inside -> host
     files) mounted read-only beside the state dir, both handed over to that user."""
     refuse_engine_labels(
-        client,
+        image_config(client, placement.image),
         placement.image,
         "bundle",
         fix="the bundle image is built FROM the bottle's base image (`base_image` in the "
-        "manifest, or BOTTLE_BASE_IMAGE) and keeps its labels: use a base image that does "
-        "not set {labels}",
+        "manifest, or BOTTLE_BASE_IMAGE) and keeps its labels: use a base image that sets "
+        "none of them",
     )
     uid, gid = bundle_user(owner)
     mounted = {**files, **_accounts(BottleDir(placement.state_dir), uid, gid)}

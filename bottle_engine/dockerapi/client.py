@@ -77,31 +77,19 @@ def docker_errors(doing: str) -> Iterator[None]:
         raise BottleError(f"{doing}: {_short(exc)}", fix=_DAEMON_FIX) from exc
 
 
-def image_config(client: Any, image: str) -> dict[str, Any]:
-    """The config a container of `image` starts from (labels, volumes, user, ...)."""
-    with docker_errors(f"inspect image {image}"):
-        config: dict[str, Any] = client.api.inspect_image(image).get("Config") or {}
-    return config
-
-
-def refuse_engine_labels(
-    client: Any, image: str, what: str, *, fix: str, config: Mapping[str, Any] | None = None
-) -> None:
-    """`BottleError` when `image` sets a label of `ENGINE_LABELS`; `what` runs it ("agent",
-    "bundle"), `fix` says how to get an image without. `config`: the image's, when the caller
-    has it already.
+def refuse_engine_labels(config: Mapping[str, Any], image: str, what: str, *, fix: str) -> None:
+    """`BottleError` when the image config `config` (of `image`) sets a label of
+    `ENGINE_LABELS`; `what` runs it ("agent", "bundle"), `fix` says how to get an image without.
 
     Docker gives a container its image's labels beneath the ones it is created with: an image's
     `bot-bottle.pool` made the container one the warm pool and `gc` find, and remove."""
-    if config is None:
-        config = image_config(client, image)
     if taken := sorted(ENGINE_LABELS & set(config.get("Labels") or {})):
         labels = ", ".join(f"LABEL {label}" for label in taken)
         raise BottleError(
             f"the {what} image {image} sets {labels}, which bot-bottle finds its own "
             f"containers by: the {what}'s container would carry it and answer to the engine's "
             "lookups (the warm pool's, `gc`'s) as one of theirs",
-            fix=fix.format(labels=labels),
+            fix=fix,
         )
 
 

@@ -29,10 +29,10 @@ from bottle_engine.dockerapi.client import (
     NO_HEALTHCHECK,
     bottle_bounds,
     docker_errors,
-    image_config,
     refuse_engine_labels,
     with_label,
 )
+from bottle_engine.dockerapi.images import image_config
 from bottle_engine.errors import BottleError, CommandFailed
 from bottle_engine.limits import (
     SELF_TEST_CPUS,
@@ -104,12 +104,11 @@ def create_agent_container(client: Any, spec: AgentContainerSpec) -> Any:
     api = client.api
     config = image_config(client, spec.image)
     refuse_engine_labels(
-        client,
+        config,
         spec.image,
         "agent",
-        fix="remove {labels} from the Dockerfile (an image FROM one that sets it cannot "
-        "undo it: build from another base)",
-        config=config,
+        fix="remove those labels from the Dockerfile (an image FROM one that sets them cannot "
+        "undo them: build from another base)",
     )
     volumes = _declared_volumes(config)
     _refuse_hidden(spec, volumes)

@@ -39,16 +39,28 @@ def dockerignore_included(root: Path, patterns: Iterable[str], always: Iterable[
         ) from None
 
 
+def image_attrs(client: Any, ref: str) -> dict[str, Any]:
+    """The daemon's `docker image inspect` of `ref`; a `BottleError` saying how to get the
+    image when it has none."""
+    with docker_errors(f"inspecting image {ref}"):
+        attrs: dict[str, Any] = client.api.inspect_image(ref)
+    return attrs
+
+
 def inspect_image(client: Any, ref: str) -> dict[str, Any] | None:
     """The daemon's `docker image inspect` of `ref`, or None when it has no such image."""
     try:
-        with docker_errors(f"inspecting image {ref}"):
-            attrs: dict[str, Any] = client.api.inspect_image(ref)
-            return attrs
+        return image_attrs(client, ref)
     except BottleError as exc:
         if isinstance(exc.__cause__, docker.errors.ImageNotFound):
             return None
         raise
+
+
+def image_config(client: Any, ref: str) -> dict[str, Any]:
+    """The config a container of `ref` starts from (labels, volumes, user, ...)."""
+    config: dict[str, Any] = image_attrs(client, ref).get("Config") or {}
+    return config
 
 
 def build_image(

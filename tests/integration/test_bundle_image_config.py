@@ -32,6 +32,7 @@ from bottle_engine.dockerapi.bundle_container import (
 )
 from bottle_engine.dockerapi.client import LABEL_POOL
 from bottle_engine.dockerapi.containers import containers_with_label, remove_container
+from bottle_engine.dockerapi.images import image_config, inspect_image
 from bottle_engine.errors import BottleError
 from tests.bundle_helpers import TEST_LABELS
 from tests.integration.test_gitgate_support import BottleNetworks, bottle_networks
@@ -140,3 +141,20 @@ def test_a_bundle_image_carrying_the_engines_own_labels_is_refused(
         assert containers_with_label(docker_client, LABEL_POOL, "m-1") == []
     finally:
         remove_container(docker_client, placement.name)
+
+
+def test_the_config_of_an_image_the_daemon_lacks_is_an_error_naming_it(
+    docker_client: Any, bundle_image: str
+) -> None:
+    """`inspect_image` answers None for a missing image; `image_config`, which every container
+    the engine creates reads first, says which image is gone and how to get it back."""
+    gone = "bot-bottle-test/gone:never-built"
+    assert inspect_image(docker_client, gone) is None
+    with pytest.raises(BottleError) as missing:
+        image_config(docker_client, gone)
+    assert gone in missing.value.message and "image not found" in missing.value.message
+    assert "bottle-engine build" in (missing.value.fix or "")
+    assert (
+        image_config(docker_client, bundle_image)["Labels"]
+        == (inspect_image(docker_client, bundle_image) or {})["Config"]["Labels"]
+    )

@@ -713,18 +713,37 @@ describe("a real bottle's egress in code-server", {
   let slug;
   const manifestText = world === undefined ? "" : fs.readFileSync(world.manifest, "utf8");
   const worldEnv = () => ({ ...process.env, ...world.env, BOTTLE_STATE_DIR: editor.stateDir, PYTHONPATH: repoRoot });
+  // The real server, logging what it follows: a view that stays empty is explained there.
+  const serverLog = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "bot-bottle-e2e-lsp-")), "server.log");
+  const python = process.env.PYTHON ?? "python3";
+
+  /** What the server logged and what the proxy audited, for a view that did not fill. */
+  const whatTheServerSaw = () => {
+    const audit = spawnSync(python, ["-c", `
+import sys
+from bottle_engine.bottle_dir import BottleDir
+log = BottleDir.of(sys.argv[1]).egress_log
+print(log, log.read_text() if log.is_file() else "(none)")
+`, slug ?? ""], { env: worldEnv(), encoding: "utf8" });
+    const logged = fs.existsSync(serverLog) ? fs.readFileSync(serverLog, "utf8") : "(no server log)";
+    return `\n--- audit log ---\n${audit.stdout}${audit.stderr}\n--- server log ---\n${logged.slice(-4000)}`;
+  };
 
   before(async () => {
     // The world's images, networks and host names; this editor's own state dir, so only its
     // own bottle shows.
     const { BOTTLE_STATE_DIR: _, ...imagesAndHosts } = world.env;
-    editor = await startEditor("real-egress", manifestText, { ...imagesAndHosts, PYTHONPATH: repoRoot });
+    editor = await startEditor("real-egress", manifestText, { ...imagesAndHosts, PYTHONPATH: repoRoot }, {
+      "botBottle.server.command": [python, "-m", "bottle_lsp", "--log-level", "INFO", "--log-file", serverLog],
+    });
   });
 
   after(async () => {
     if (editor === undefined) return;
-    if (slug) spawnSync(process.env.PYTHON ?? "python3", ["-m", "bottle_engine", "stop", "--rm", slug], { env: worldEnv(), encoding: "utf8" });
+    if (slug) spawnSync(python, ["-m", "bottle_engine", "stop", "--rm", slug], { env: worldEnv(), encoding: "utf8" });
     await editor.close();
+    if (fs.existsSync(serverLog)) fs.copyFileSync(serverLog, path.join(artifacts, "real-egress-language-server.log"));
+    fs.rmSync(path.dirname(serverLog), { recursive: true, force: true });
   });
 
   it("launches the bottle from the palette", async () => {
@@ -743,7 +762,7 @@ describe("a real bottle's egress in code-server", {
   it("fills the Egress view as the agent reaches upstream.test and is refused stranger.test", async () => {
     const { page } = editor;
     assert.ok(slug, "launched");
-    const curl = spawnSync(process.env.PYTHON ?? "python3", ["-c", `
+    const curl = spawnSync(python, ["-c", `
 import sys
 from bottle_engine import lifecycle
 from bottle_engine.backends import backend_named
@@ -755,7 +774,12 @@ for host in ("upstream.test", "stranger.test"):
     assert.equal(curl.status, 0, curl.stderr);
     assert.match(curl.stdout, /upstream\.test 0 200/);
     assert.match(curl.stdout, /stranger\.test \d+ 403/);
-    await egressShowsOneDeniedOneAllowed(page, "stranger.test:8000", "upstream.test:8000");
+    try {
+      await egressShowsOneDeniedOneAllowed(page, "stranger.test:8000", "upstream.test:8000");
+    } catch (error) {
+      error.message += whatTheServerSaw();
+      throw error;
+    }
     const status = page.locator(".statusbar-item").filter({ has: page.locator(".codicon-vm") });
     assert.match(await status.first().innerText(), /^\s*1\s*$/);
     const bottle = bottleRows(page, slug).first();
