@@ -18,7 +18,7 @@ from bottle_engine.bundle.inflate import (
     inflated,
     may_hold_streams,
 )
-from tests.archive_attacks import deflated_zip, gzip_in_zip, pdf, tar_of
+from tests.archive_attacks import deflated_zip, gzip_in_zip, pdf, png, png_chunk, tar_of
 from tests.gate_attacks import (
     LZ4_KEY,
     PACK_BLOB,
@@ -46,9 +46,23 @@ PADDING = b"#!/bin/sh\necho payload follows\n"
         b"Rar!\x1a\x07\x00" + bytes(13),
         b"LZIP\x01\x0c",
         pdf("a", b"x"),
+        png("a", b"x"),
         key_in_a_delta(),
     ],
-    ids=["gzip", "bzip2", "xz", "zip", "zstd", "lz4", "7z", "rar", "lzip", "pdf", "git pack"],
+    ids=[
+        "gzip",
+        "bzip2",
+        "xz",
+        "zip",
+        "zstd",
+        "lz4",
+        "7z",
+        "rar",
+        "lzip",
+        "pdf",
+        "png",
+        "git pack",
+    ],
 )
 def test_a_file_holding_a_stream_anywhere_is_inflated(stream: bytes) -> None:
     """The quick test before inflating must pass every file `streams` reads a stream in, or
@@ -167,12 +181,31 @@ def test_a_git_pack_delta_copying_past_the_bound_is_too_large() -> None:
     [
         pack_of([pack_entry_header(PACK_BLOB, 1 << 22) + zlib.compress(bytes(1 << 22), 9)]),
         pdf("zeros", bytes(1 << 22)),
+        png("zeros", bytes(1 << 22)),
     ],
-    ids=["git pack entry", "pdf stream"],
+    ids=["git pack entry", "pdf stream", "png chunk"],
 )
 def test_a_placed_zlib_stream_inflating_past_the_bound_is_too_large(bomb: bytes) -> None:
     with pytest.raises(TooLarge, match="inflates beyond the bound"):
         list(inflated(bomb, 1 << 20))
+
+
+def test_a_png_s_image_data_across_chunks_and_its_compressed_texts_are_read() -> None:
+    """Image data is one zlib stream cut into IDAT chunks anywhere (a key its pixels' bytes
+    spell is in the scanlines); an iTXt chunk flagged compressed holds one past its fields."""
+    image = zlib.compress(b"\0" + b"AKIAIOSFODNN7EXAMPLE")  # one scanline, filter 0
+    data = (
+        PADDING
+        + b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"iTXt", b"Comment\0\1\0en\0Comment\0" + zlib.compress(b"international"))
+        + png_chunk(b"IDAT", image[:7])
+        + png_chunk(b"IDAT", image[7:])
+        + png_chunk(b"IEND", b"")
+    )
+
+    assert [content for _, content in inflated(data, 1 << 20)] == [
+        b"international\n\0AKIAIOSFODNN7EXAMPLE\n"
+    ]
 
 
 def test_a_pack_header_counting_more_entries_than_it_holds_ends_with_its_bytes() -> None:
