@@ -290,7 +290,7 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             "png-whose-compressed-text-chunk-holds-the-key",
             png("Comment", f"{KEY_LINE}\n".encode()),
             "logo.png",
-            "logo.png:1: AWS Access Key (in its png-inflated content, binary content)",
+            "logo.png:1: AWS Access Key (in its png-inflated content)",
         ),
         Attack(
             "git-bundle-file",

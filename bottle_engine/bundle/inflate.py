@@ -8,8 +8,8 @@ files, a payload past a script), a zlib or lzma stream that starts the bytes, an
 of a zip archive anywhere, found by walking every local entry header (not the central
 directory, which may leave entries out that ``jar`` and libarchive still extract), the zlib
 streams a format places (the objects of a git pack, a bundle's too, deltas resolved; a PDF's
-FlateDecode streams, after each ``stream`` keyword; a PNG's image data and compressed text
-chunks, which are no less text for being in an image); what those hold likewise, `MAX_NESTING`
+FlateDecode streams, after each ``stream`` keyword; a PNG's compressed text chunks, which
+are no less text for being in an image); what those hold likewise, `MAX_NESTING`
 levels deep. A stream deeper than that, past a byte bound, or of a format there is no
 decompressor for here (zstd, lz4, 7z, rar, lzip, compress, pack, LZH, an encrypted zip entry)
 raises `Unscannable`, never yields nothing: the gate refuses it, the launch names it
@@ -440,7 +440,7 @@ def _compressed_start(data: bytes, at: int) -> int:
 
 def streams(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     """(format, content) of every compressed stream in `data`: the zip entries, git pack
-    objects, PDF streams and PNG chunks anywhere in it (`_placed`), every stream a magic number
+    objects, PDF streams and PNG text chunks anywhere in it (`_placed`), every stream a magic number
     marks anywhere and a zlib or lzma stream at its start. Streams of one format that follow
     one another (``cat a.gz b.gz``, which zcat reads whole) are one content (one level:
     `inflated` reads on inside them). All of it past `limit` bytes raises `TooLarge`; a format
@@ -688,10 +688,12 @@ def _pdf_streams(
 # A PNG's signature; its chunks follow, each a length, a type, the data and a CRC-32.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHUNK = struct.Struct(">I4s")
-# Image data is one zlib stream across a run of chunks: IDAT, and APNG's fdAT past the 4 bytes
-# of its sequence number (here, bytes of each chunk before its piece of the stream).
-_PNG_IMAGE = {b"IDAT": 0, b"fdAT": 4}
-_PNG_STREAMS = frozenset({*_PNG_IMAGE, b"zTXt", b"iTXt", b"iCCP"})
+_PNG_CHUNK_BYTES = _PNG_CHUNK.size + 4  # length, type and CRC-32 around the data
+# The chunks that hold a zlib stream of text tools show (`exiftool`, PIL's `Image.text`):
+# compressed text, international text (when flagged compressed), an ICC profile (its
+# description). Image data is not read: pixels are no text, and a screenshot's scanlines
+# inflate past the blob bound, which would refuse every push of one.
+_PNG_TEXTS = frozenset({b"zTXt", b"iTXt", b"iCCP"})
 
 
 def _png_chunks(data: bytes, at: int) -> Iterator[tuple[bytes, int, int]]:
@@ -722,45 +724,35 @@ def _png_text_stream(kind: bytes, chunk: bytes) -> bytes:
     return chunk[keyword:] if keyword else b""
 
 
-def _png_zlib_data(data: bytes, at: int, reading: _Reading | None) -> tuple[list[bytes], int]:
-    """The zlib data of the PNG whose signature is at `at` (each run of image data joined, each
-    compressed chunk's stream), and where its chunks end. With `reading` (a PNG inside another's
-    chunks), every byte taken is charged: signatures in a blob's chunks read those bytes again."""
-    streams, image, image_kind, walked = [], bytearray(), b"", at
+def _png_texts(data: bytes, at: int, reading: _Reading | None) -> tuple[list[bytes], int]:
+    """The zlib streams of the text chunks of the PNG whose signature is at `at`, and where its
+    chunks end. With `reading` (a PNG whose signature lies in another's chunks), what is read is
+    charged, each chunk's head and a text chunk's data: chunks can lead the walk from each such
+    signature on to the blob's end, which cost its square."""
+    texts, walked = [], at
     for kind, start, end in _png_chunks(data, at):
         walked = end
-        if image and kind != image_kind:
-            streams.append(bytes(image))
-            image = bytearray()
-        if kind not in _PNG_STREAMS:
-            continue
         if reading is not None:
-            reading.feed(end - start)
-        if kind in _PNG_IMAGE:
-            image_kind = kind
-            image += data[start + _PNG_IMAGE[kind] : end]
-        else:
-            streams.append(_png_text_stream(kind, data[start:end]))
-    return [*streams, bytes(image)], walked
+            reading.feed(_PNG_CHUNK_BYTES + (end - start if kind in _PNG_TEXTS else 0))
+        if kind in _PNG_TEXTS:
+            texts.append(_png_text_stream(kind, data[start:end]))
+    return texts, walked
 
 
 def _png_streams(data: bytes, limit: int, reading: _Reading, _: list[tuple[int, int]]) -> bytes:
-    """The content of the zlib streams of every PNG in `data` (image data, compressed text and
-    profile chunks), a line apart: a compressed text is text that ``exiftool`` and PIL show, and
-    image data, as scanlines, shows a key its pixels' bytes spell. Their bytes are not marked
-    compressed (a run of image data is not contiguous): a magic number in them is tried, as it
-    was before PNGs were read. Past `limit` bytes raises `TooLarge`."""
+    """The content of the compressed text chunks of every PNG in `data`, a line apart: text
+    that ``exiftool`` and PIL show. Past `limit` bytes raises `TooLarge`."""
     content = bytearray()
     walked = 0  # where the chunks of the PNGs read so far end
     for match in re.finditer(re.escape(PNG_SIGNATURE), data) if PNG_SIGNATURE in data else ():
         nested = match.start() < walked
-        streams, end = _png_zlib_data(data, match.start(), reading if nested else None)
+        texts, end = _png_texts(data, match.start(), reading if nested else None)
         walked = max(walked, end)
-        for stream in streams:
-            if not _zlib_header(stream, 0):
+        for text in texts:
+            if not _zlib_header(text, 0):
                 continue
             room = limit + 1 - len(content)  # never 0: zlib reads 0 as "no bound"
-            inflated, _end = _inflate_stream(zlib.decompressobj, memoryview(stream), room, reading)
+            inflated, _end = _inflate_stream(zlib.decompressobj, memoryview(text), room, reading)
             if inflated:
                 content += inflated + b"\n"
             if len(content) > limit:
@@ -772,7 +764,7 @@ def _placed(
     data: bytes, limit: int, reading: _Reading, compressed: list[tuple[int, int]]
 ) -> list[tuple[str, bytes]]:
     """(format, content) of the streams in `data` that a format's own structure places: zip
-    entries, git pack entries, PDF streams, PNG chunks; `compressed` gains where those of git
+    entries, git pack entries, PDF streams, PNG text chunks; `compressed` gains where those of git
     packs and PDFs lie. All of it past `limit` bytes raises `TooLarge`."""
     found: list[tuple[str, bytes]] = []
     total = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import struct
 import zlib
 
 import pytest
@@ -190,22 +191,32 @@ def test_a_placed_zlib_stream_inflating_past_the_bound_is_too_large(bomb: bytes)
         list(inflated(bomb, 1 << 20))
 
 
-def test_a_png_s_image_data_across_chunks_and_its_compressed_texts_are_read() -> None:
-    """Image data is one zlib stream cut into IDAT chunks anywhere (a key its pixels' bytes
-    spell is in the scanlines); an iTXt chunk flagged compressed holds one past its fields."""
-    image = zlib.compress(b"\0" + b"AKIAIOSFODNN7EXAMPLE")  # one scanline, filter 0
+def test_a_png_s_compressed_texts_are_read_and_its_image_data_is_not() -> None:
+    """An iTXt chunk flagged compressed holds a zlib stream past its fields, an iCCP chunk one
+    past its name; the image data of a screenshot (8 MiB of scanlines) is pixels, and reading
+    it would refuse every push of one as past the blob bound."""
+    scanlines = zlib.compress(b"\0" + bytes(1 << 23))
     data = (
         PADDING
         + b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"iTXt", b"Comment\0\1\0en\0Comment\0" + zlib.compress(b"international"))
-        + png_chunk(b"IDAT", image[:7])
-        + png_chunk(b"IDAT", image[7:])
+        + png_chunk(b"iCCP", b"profile\0\0" + zlib.compress(b"description"))
+        + png_chunk(b"IDAT", scanlines[:7])
+        + png_chunk(b"IDAT", scanlines[7:])
         + png_chunk(b"IEND", b"")
     )
 
-    assert [content for _, content in inflated(data, 1 << 20)] == [
-        b"international\n\0AKIAIOSFODNN7EXAMPLE\n"
-    ]
+    assert [content for _, content in inflated(data, 1 << 20)] == [b"international\ndescription\n"]
+
+
+def test_png_signatures_inside_a_png_s_chunks_are_walked_within_the_blob_s_budget() -> None:
+    """Each signature starts a walk of chunks, and chunks can lead each walk on to the blob's
+    end: here every chunk's data is a signature and the head of an empty chunk whose end is
+    the next chunk's start. Walking them all cost the blob's square (4.5 million chunks for
+    these 84 KiB); what the nested walks read is charged to the blob's budget."""
+    unit = png_chunk(b"aaaa", b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 0) + b"bbbb")
+    with pytest.raises(TooLarge, match="overlap beyond what the gate reads"):
+        list(inflated(PADDING + b"\x89PNG\r\n\x1a\n" + unit * 3000, 1 << 20))
 
 
 def test_a_pack_header_counting_more_entries_than_it_holds_ends_with_its_bytes() -> None:
