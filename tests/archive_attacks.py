@@ -8,6 +8,7 @@ import bz2
 import gzip
 import io
 import lzma
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -81,6 +82,24 @@ def pdf(name: str, content: bytes) -> bytes:
         xref,
     )
     return bytes(document)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk (length, type, data, CRC-32 over type and data)."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png(keyword: str, text: bytes) -> bytes:
+    """A 1x1 grey PNG whose compressed text chunk (zTXt) `keyword` holds `text`, deflated as the
+    PNG standard requires: ``exiftool``, ``identify -verbose`` and PIL's ``Image.text`` show it."""
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # 1x1, 8-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"zTXt", keyword.encode("latin-1") + b"\0\0" + zlib.compress(text))
+        + png_chunk(b"IDAT", zlib.compress(b"\0\x80"))  # one row: filter 0, one grey pixel
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def _git(repo: Path, *args: str, stdin: bytes = b"") -> bytes:

@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
-from tests.archive_attacks import pdf
+from tests.archive_attacks import pdf, png
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
 KEY_LINE = f"aws_access_key_id = '{AWS_KEY}'"
@@ -285,6 +285,12 @@ def attacks(placeholder: str, secret_value: str) -> list[Attack]:
             pdf("keys.txt", f"{KEY_LINE}\n".encode()),
             "doc.pdf",
             "doc.pdf:1: AWS Access Key (in its pdf-inflated content)",
+        ),
+        file_attack(
+            "png-whose-compressed-text-chunk-holds-the-key",
+            png("Comment", f"{KEY_LINE}\n".encode()),
+            "logo.png",
+            "logo.png:1: AWS Access Key (in its png-inflated content)",
         ),
         Attack(
             "git-bundle-file",

@@ -8,7 +8,8 @@ files, a payload past a script), a zlib or lzma stream that starts the bytes, an
 of a zip archive anywhere, found by walking every local entry header (not the central
 directory, which may leave entries out that ``jar`` and libarchive still extract), the zlib
 streams a format places (the objects of a git pack, a bundle's too, deltas resolved; a PDF's
-FlateDecode streams, after each ``stream`` keyword); what those hold likewise, `MAX_NESTING`
+FlateDecode streams, after each ``stream`` keyword; a PNG's compressed text chunks, which
+are no less text for being in an image); what those hold likewise, `MAX_NESTING`
 levels deep. A stream deeper than that, past a byte bound, or of a format there is no
 decompressor for here (zstd, lz4, 7z, rar, lzip, compress, pack, LZH, an encrypted zip entry)
 raises `Unscannable`, never yields nothing: the gate refuses it, the launch names it
@@ -439,11 +440,11 @@ def _compressed_start(data: bytes, at: int) -> int:
 
 def streams(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     """(format, content) of every compressed stream in `data`: the zip entries, git pack
-    objects and PDF streams anywhere in it (`_placed`), every stream a magic number marks
-    anywhere and a zlib or lzma stream at its start. Streams
-    of one format that follow one another (``cat a.gz b.gz``, which zcat reads whole) are one
-    content (one level: `inflated` reads on inside them). All of it past `limit` bytes raises
-    `TooLarge`; a format the gate cannot inflate, `Unscannable`."""
+    objects, PDF streams and PNG text chunks anywhere in it (`_placed`), every stream a magic number
+    marks anywhere and a zlib or lzma stream at its start. Streams of one format that follow
+    one another (``cat a.gz b.gz``, which zcat reads whole) are one content (one level:
+    `inflated` reads on inside them). All of it past `limit` bytes raises `TooLarge`; a format
+    the gate cannot inflate, `Unscannable`."""
     reading = _Reading(len(data) + limit)  # each byte once, and as much again for tries
     # A magic inside the compressed bytes of a stream already read is those bytes, not a stream
     # (what a stored block holds is read in its content); one in a gzip header is not. The
@@ -684,15 +685,95 @@ def _pdf_streams(
     return bytes(content)
 
 
+# A PNG's signature; its chunks follow, each a length, a type, the data and a CRC-32.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHUNK = struct.Struct(">I4s")
+_PNG_CHUNK_BYTES = _PNG_CHUNK.size + 4  # length, type and CRC-32 around the data
+# The chunks that hold a zlib stream of text tools show (`exiftool`, PIL's `Image.text`):
+# compressed text, international text (when flagged compressed), an ICC profile (its
+# description). Image data is not read: pixels are no text, and a screenshot's scanlines
+# inflate past the blob bound, which would refuse every push of one.
+_PNG_TEXTS = frozenset({b"zTXt", b"iTXt", b"iCCP"})
+
+
+def _png_chunks(data: bytes, at: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of the data of each chunk of the PNG whose signature is at `at`."""
+    at += len(PNG_SIGNATURE)
+    while at + _PNG_CHUNK.size <= len(data):
+        length, kind = _PNG_CHUNK.unpack_from(data, at)
+        start = at + _PNG_CHUNK.size
+        yield kind, start, min(start + length, len(data))
+        if kind == b"IEND":
+            return
+        at = start + length + 4  # past the CRC-32, unchecked: a reader may not check it either
+
+
+def _png_text_stream(kind: bytes, chunk: bytes) -> bytes:
+    """The zlib stream a chunk holds past its fields: a compressed text (zTXt: keyword, NUL,
+    method), an ICC profile (iCCP: likewise), an international text whose flag says compressed
+    (iTXt: keyword, NUL, flag, method, language, NUL, translated keyword, NUL); else b""."""
+    at = chunk.find(b"\0") + 1
+    if at == 0:
+        return b""
+    if kind != b"iTXt":
+        return chunk[at + 1 :]
+    if chunk[at : at + 1] != b"\1":
+        return b""  # stored as it is: read where it stands
+    language = chunk.find(b"\0", at + 2) + 1
+    keyword = chunk.find(b"\0", language) + 1 if language else 0
+    return chunk[keyword:] if keyword else b""
+
+
+def _png_texts(data: bytes, at: int, reading: _Reading | None) -> tuple[list[bytes], int]:
+    """The zlib streams of the text chunks of the PNG whose signature is at `at`, and where its
+    chunks end. With `reading` (a PNG whose signature lies in another's chunks), what is read is
+    charged, each chunk's head and a text chunk's data: chunks can lead the walk from each such
+    signature on to the blob's end, which cost its square."""
+    texts, walked = [], at
+    for kind, start, end in _png_chunks(data, at):
+        walked = end
+        if reading is not None:
+            reading.feed(_PNG_CHUNK_BYTES + (end - start if kind in _PNG_TEXTS else 0))
+        if kind in _PNG_TEXTS:
+            texts.append(_png_text_stream(kind, data[start:end]))
+    return texts, walked
+
+
+def _png_streams(data: bytes, limit: int, reading: _Reading, _: list[tuple[int, int]]) -> bytes:
+    """The content of the compressed text chunks of every PNG in `data`, a line apart: text
+    that ``exiftool`` and PIL show. Past `limit` bytes raises `TooLarge`."""
+    content = bytearray()
+    walked = 0  # where the chunks of the PNGs read so far end
+    for match in re.finditer(re.escape(PNG_SIGNATURE), data) if PNG_SIGNATURE in data else ():
+        nested = match.start() < walked
+        texts, end = _png_texts(data, match.start(), reading if nested else None)
+        walked = max(walked, end)
+        for text in texts:
+            if not _zlib_header(text, 0):
+                continue
+            room = limit + 1 - len(content)  # never 0: zlib reads 0 as "no bound"
+            inflated, _end = _inflate_stream(zlib.decompressobj, memoryview(text), room, reading)
+            if inflated:
+                content += inflated + b"\n"
+            if len(content) > limit:
+                raise TooLarge(f"png content inflates beyond the bound of {limit} bytes")
+    return bytes(content)
+
+
 def _placed(
     data: bytes, limit: int, reading: _Reading, compressed: list[tuple[int, int]]
 ) -> list[tuple[str, bytes]]:
     """(format, content) of the streams in `data` that a format's own structure places: zip
-    entries, git pack entries, PDF streams; `compressed` gains where those of the last two
-    lie. All of it past `limit` bytes raises `TooLarge`."""
+    entries, git pack entries, PDF streams, PNG text chunks; `compressed` gains where those of git
+    packs and PDFs lie. All of it past `limit` bytes raises `TooLarge`."""
     found: list[tuple[str, bytes]] = []
     total = 0
-    for name, read in (("zip", _unzip), ("git pack", _unpack), ("pdf", _pdf_streams)):
+    for name, read in (
+        ("zip", _unzip),
+        ("git pack", _unpack),
+        ("pdf", _pdf_streams),
+        ("png", _png_streams),
+    ):
         content = read(data, limit - total, reading, compressed)
         total += len(content)
         if content:
@@ -726,11 +807,12 @@ def inflated(
 
 
 def may_hold_streams(data: bytes) -> bool:
-    """Whether `streams` may find anything in `data`: a zip entry header, a magic number, a
-    git pack header, a zlib stream after a ``stream`` keyword, or a format that starts it.
-    Cheap beside inflating: the launch tests every file it copies."""
+    """Whether `streams` may find anything in `data`: a zip entry header, a PNG signature, a
+    magic number, a git pack header, a zlib stream after a ``stream`` keyword, or a format that
+    starts it. Cheap beside inflating: the launch tests every file it copies."""
     return (
         ZIP_ENTRY in data
+        or PNG_SIGNATURE in data
         or _format_at(data, 0) is not None
         or (_marked_piece(data) and bool(_MARKED.search(data)))
         or (_PACK_PIECE in data and bool(GIT_PACK.search(data)))
@@ -746,7 +828,11 @@ def may_hold_streams_in(data: bytes, spans: Sequence[tuple[int, int]]) -> Iterat
     `may_hold_streams`, in order: what a tar of many files holds, found with one search of
     the whole of it per mark it holds, then one per mark and file, rather than a look at each
     file (5,000 small files: 73 ms file by file)."""
-    marks = [mark for mark in (ZIP_ENTRY, _PACK_PIECE, b"stream", *_MARKED_PIECES) if mark in data]
+    marks = [
+        mark
+        for mark in (ZIP_ENTRY, PNG_SIGNATURE, _PACK_PIECE, b"stream", *_MARKED_PIECES)
+        if mark in data
+    ]
     for index, (start, end) in enumerate(spans):
         marked = any(data.find(mark, start, end) >= 0 for mark in marks)
         # A zlib or lzma stream that starts the file has no mark; its header is 14 bytes.

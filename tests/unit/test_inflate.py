@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import struct
 import zlib
 
 import pytest
@@ -18,7 +19,7 @@ from bottle_engine.bundle.inflate import (
     inflated,
     may_hold_streams,
 )
-from tests.archive_attacks import deflated_zip, gzip_in_zip, pdf, tar_of
+from tests.archive_attacks import deflated_zip, gzip_in_zip, pdf, png, png_chunk, tar_of
 from tests.gate_attacks import (
     LZ4_KEY,
     PACK_BLOB,
@@ -46,9 +47,23 @@ PADDING = b"#!/bin/sh\necho payload follows\n"
         b"Rar!\x1a\x07\x00" + bytes(13),
         b"LZIP\x01\x0c",
         pdf("a", b"x"),
+        png("a", b"x"),
         key_in_a_delta(),
     ],
-    ids=["gzip", "bzip2", "xz", "zip", "zstd", "lz4", "7z", "rar", "lzip", "pdf", "git pack"],
+    ids=[
+        "gzip",
+        "bzip2",
+        "xz",
+        "zip",
+        "zstd",
+        "lz4",
+        "7z",
+        "rar",
+        "lzip",
+        "pdf",
+        "png",
+        "git pack",
+    ],
 )
 def test_a_file_holding_a_stream_anywhere_is_inflated(stream: bytes) -> None:
     """The quick test before inflating must pass every file `streams` reads a stream in, or
@@ -167,12 +182,41 @@ def test_a_git_pack_delta_copying_past_the_bound_is_too_large() -> None:
     [
         pack_of([pack_entry_header(PACK_BLOB, 1 << 22) + zlib.compress(bytes(1 << 22), 9)]),
         pdf("zeros", bytes(1 << 22)),
+        png("zeros", bytes(1 << 22)),
     ],
-    ids=["git pack entry", "pdf stream"],
+    ids=["git pack entry", "pdf stream", "png chunk"],
 )
 def test_a_placed_zlib_stream_inflating_past_the_bound_is_too_large(bomb: bytes) -> None:
     with pytest.raises(TooLarge, match="inflates beyond the bound"):
         list(inflated(bomb, 1 << 20))
+
+
+def test_a_png_s_compressed_texts_are_read_and_its_image_data_is_not() -> None:
+    """An iTXt chunk flagged compressed holds a zlib stream past its fields, an iCCP chunk one
+    past its name; the image data of a screenshot (8 MiB of scanlines) is pixels, and reading
+    it would refuse every push of one as past the blob bound."""
+    scanlines = zlib.compress(b"\0" + bytes(1 << 23))
+    data = (
+        PADDING
+        + b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"iTXt", b"Comment\0\1\0en\0Comment\0" + zlib.compress(b"international"))
+        + png_chunk(b"iCCP", b"profile\0\0" + zlib.compress(b"description"))
+        + png_chunk(b"IDAT", scanlines[:7])
+        + png_chunk(b"IDAT", scanlines[7:])
+        + png_chunk(b"IEND", b"")
+    )
+
+    assert [content for _, content in inflated(data, 1 << 20)] == [b"international\ndescription\n"]
+
+
+def test_png_signatures_inside_a_png_s_chunks_are_walked_within_the_blob_s_budget() -> None:
+    """Each signature starts a walk of chunks, and chunks can lead each walk on to the blob's
+    end: here every chunk's data is a signature and the head of an empty chunk whose end is
+    the next chunk's start. Walking them all cost the blob's square (4.5 million chunks for
+    these 84 KiB); what the nested walks read is charged to the blob's budget."""
+    unit = png_chunk(b"aaaa", b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 0) + b"bbbb")
+    with pytest.raises(TooLarge, match="overlap beyond what the gate reads"):
+        list(inflated(PADDING + b"\x89PNG\r\n\x1a\n" + unit * 3000, 1 << 20))
 
 
 def test_a_pack_header_counting_more_entries_than_it_holds_ends_with_its_bytes() -> None:

@@ -13,8 +13,8 @@ What is looked at, for each blob:
 * likewise each member of a zip archive anywhere in the blob, found by walking every local
   entry header, not by the central directory, which may leave entries out that tools reading
   the entries in order (``jar``, libarchive) still extract, each object of a git pack (a
-  bundle's too), deltas made on their bases, and each zlib stream after a PDF's ``stream``
-  keyword (FlateDecode);
+  bundle's too), deltas made on their bases, each zlib stream after a PDF's ``stream``
+  keyword (FlateDecode), and a PNG's compressed text chunks;
 * what those hold is read the same way, `inflate.MAX_NESTING` levels deep; a stream deeper
   than that, or one the bundle has no decompressor for (zstd and its legacy frames, lz4 and
   its legacy frame, 7z, rar, lzip, and compress, pack and LZH, which gunzip reads), is
