@@ -56,6 +56,29 @@ def _server_logs() -> str:
     return "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
 
 
+def _code_server_processes() -> set[int]:
+    """The processes running this checkout's code-server (the server and what it forks)."""
+    marker = str(EXTENSION_DIR / "e2e" / "node_modules" / "code-server").encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def _run_in_editors(command: list[str], env: dict[str, str] | None = None) -> str:
+    """`_run` of an e2e suite, which must leave no code-server process of its own behind: each
+    editor's extension hosts (about 80 MB each) once outlived the suite."""
+    before = _code_server_processes()
+    output = _run(command, env)
+    left = _code_server_processes() - before
+    assert not left, f"code-server processes left running: {sorted(left)}"
+    return output
+
+
 def test_committed_schema_is_what_the_engine_prints() -> None:
     printed = subprocess.run(
         [sys.executable, "-m", "bottle_engine", "schema"],
@@ -84,7 +107,7 @@ def test_extension_unit_tests_pass_and_vsix_has_the_expected_files() -> None:
 )
 def test_extension_works_in_code_server() -> None:
     _require_node()
-    output = _run(["bash", "scripts/e2e.sh"])
+    output = _run_in_editors(["bash", "scripts/e2e.sh"])
     assert "# fail 0" in output
 
 
@@ -101,7 +124,7 @@ def test_egress_view_of_a_real_bottle_in_code_server(bottle_world: BottleWorld) 
     _run(["npm", "run", "package"])
     _run(["bash", "e2e/setup.sh"])
     world = json.dumps({"env": bottle_world.env, "manifest": str(bottle_world.manifest)})
-    output = _run(
+    output = _run_in_editors(
         ["node", "--test", "--test-name-pattern=real bottle", "e2e/extension.e2e.mjs"],
         env={"BOT_BOTTLE_VSCODE_E2E_WORLD": world},
     )

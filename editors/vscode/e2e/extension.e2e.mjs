@@ -103,6 +103,30 @@ async function waitForHttp(url, child, timeoutMs) {
   throw new Error(`${url} did not answer within ${timeoutMs} ms`);
 }
 
+/** Is a process of the group `pgid` still running? */
+function groupAlive(pgid) {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Ends code-server and every process of its group: the extension hosts (each about 80 MB)
+ * outlived a SIGTERM to code-server alone, one set per editor the tests started. SIGKILL after
+ * 10 s for whatever is left.
+ */
+async function endGroup(child) {
+  const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.once("exit", resolve));
+  if (groupAlive(child.pid)) process.kill(-child.pid, "SIGTERM");
+  await exited;
+  const deadline = Date.now() + 10_000;
+  while (groupAlive(child.pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+  if (groupAlive(child.pid)) process.kill(-child.pid, "SIGKILL");
+}
+
 /**
  * code-server with the .vsix installed, a workspace holding `manifestText` as bottle.toml, and
  * Chromium on it. `close()` removes everything and writes logs/screenshots to e2e/artifacts.
@@ -132,10 +156,7 @@ async function startEditor(name, manifestText, extraEnv = {}, extraSettings = {}
       await page.screenshot({ path: path.join(artifacts, `${name}-last.png`) }).catch(() => undefined);
     }
     await context?.close().catch(() => undefined);
-    if (server !== undefined && server.exitCode === null) {
-      server.kill("SIGTERM");
-      await new Promise((resolve) => server.once("exit", resolve));
-    }
+    if (server !== undefined) await endGroup(server);
     fs.writeFileSync(path.join(artifacts, `${name}-code-server.log`), serverLog);
     fs.rmSync(root, { recursive: true, force: true });
   };
@@ -171,7 +192,8 @@ async function startEditor(name, manifestText, extraEnv = {}, extraSettings = {}
         "--ignore-last-opened",
         workspace,
       ],
-      { env, stdio: ["ignore", "pipe", "pipe"] },
+      // A process group of its own: the extension hosts it forks outlive it otherwise.
+      { env, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );
     server.stdout.on("data", (chunk) => (serverLog += chunk));
     server.stderr.on("data", (chunk) => (serverLog += chunk));
