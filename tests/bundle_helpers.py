@@ -673,8 +673,10 @@ def secret_in_file(
 
 
 # The bundle's egress proxy as a process of its own, every *.test name resolved to loopback.
+# With a probe port, a line naming a client's port there is answered with the number of
+# upstream connections, open or closed, that mitmproxy's HTTP layers hold for that client.
 LOOPBACK_PROXY = """
-import asyncio, sys
+import asyncio, gc, sys
 from pathlib import Path
 from bottle_engine.bundle.config import BundleConfig
 from bottle_engine.bundle.egress import run_proxy
@@ -682,8 +684,26 @@ from bottle_engine.bundle.egress import run_proxy
 async def loopback(host, port):
     return ["127.0.0.1"] if host.endswith(".test") else []
 
+async def held(reader, writer):
+    from mitmproxy.proxy.layers.http import HttpLayer
+    port = int(await reader.readline())
+    layers = [
+        o for o in gc.get_objects()
+        if isinstance(o, HttpLayer) and o.context.client.connected
+        and (o.context.client.peername or ("", 0))[1] == port
+    ]
+    servers = {id(c) for o in layers for c in o.connections if c is not o.context.client}
+    writer.write(b"%d\\n" % len(servers))
+    await writer.drain()
+    writer.close()
+
+async def main(config, port, probe):
+    if probe:
+        probing = await asyncio.start_server(held, "127.0.0.1", probe)
+    await run_proxy(config, "127.0.0.1", port, resolver=loopback)
+
 config = BundleConfig.from_json(Path(sys.argv[1]).read_text())
-asyncio.run(run_proxy(config, "127.0.0.1", int(sys.argv[2]), resolver=loopback))
+asyncio.run(main(config, int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0))
 """
 
 
@@ -698,11 +718,14 @@ def loopback_egress_lab(
     proxy: int,
     source: str,
     proxy_log: Path | None = None,
+    probe: int = 0,
 ) -> Iterator[Path]:
     """The echo upstream (plain on `http`, TLS on `https` as `tls`'s server) and the real egress
     proxy with `config` (on `proxy`, run from the checkout at `source`) as two processes on
     loopback, stopped afterwards whatever happens. Yields the upstream's request log. With
-    `proxy_log`, the proxy's own output (its log, as the bundle's would show) goes there."""
+    `proxy_log`, the proxy's own output (its log, as the bundle's would show) goes there; with
+    `probe`, the proxy process answers there how many upstream connections it holds for a
+    client (`LOOPBACK_PROXY`)."""
     (root / "bundle.json").write_text(config.to_json())
     upstream_log = root / "upstream.log"
     upstream = subprocess.Popen(
@@ -715,7 +738,7 @@ def loopback_egress_lab(
         stdout=upstream_log.open("wb"),
     )
     server = subprocess.Popen(
-        [sys.executable, "-c", LOOPBACK_PROXY, str(root / "bundle.json"), str(proxy)],
+        [sys.executable, "-c", LOOPBACK_PROXY, str(root / "bundle.json"), str(proxy), str(probe)],
         cwd=source,
         # Unbuffered: its output is read for leaks while it runs.
         env={"PYTHONPATH": source, "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
@@ -743,6 +766,15 @@ class LiveLab:
     bottle_ca: Path
     audit: Path
     upstream_log: Path
+    probe: int
+
+    def held_upstreams(self, client: socket.socket) -> int:
+        """How many upstream connections, open or closed, the proxy holds for `client`'s
+        connection (mitmproxy's HTTP layers serving it, as the proxy process counts them)."""
+        port = client.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", self.probe), timeout=20) as probe:
+            probe.sendall(b"%d\n" % port)
+            return int(probe.makefile("rb").readline())
 
     def upstream_requests(self) -> list[dict[str, Any]]:
         """Every request that reached the upstream, as it logged them."""
@@ -772,7 +804,7 @@ def live_egress_lab(
     from bottle_engine.bundle.config import CA_CERT_NAME, BundleConfig
 
     tls = make_test_ca(root / "tls", ["secret.test", "other.test"])
-    https, http, proxy = free_port(), free_port(), free_port()
+    https, http, proxy, probe = free_port(), free_port(), free_port(), free_port()
     config = BundleConfig(
         slug="live",
         bundle_ip="10.255.255.2",
@@ -801,10 +833,10 @@ def live_egress_lab(
     repo = Path(__file__).resolve().parents[1]
     source = os.environ.get("BOTTLE_LIVE_PROXY_SRC", str(repo))
     with loopback_egress_lab(
-        root, config, tls, http=http, https=https, proxy=proxy, source=source
+        root, config, tls, http=http, https=https, proxy=proxy, source=source, probe=probe
     ) as upstream_log:
         bottle_ca = root / "state" / "ca" / CA_CERT_NAME
-        yield LiveLab(proxy, https, http, bottle_ca, config.audit_log, upstream_log)
+        yield LiveLab(proxy, https, http, bottle_ca, config.audit_log, upstream_log, probe)
 
 
 def free_port() -> int:

@@ -18,6 +18,15 @@ with a body; nothing else changes. Upstreams speak HTTP/1 only (`proxy_options`:
 and mitmproxy refuses heads whose framing is ambiguous (both Content-Length and
 Transfer-Encoding, several of either, or an invalid one) before any hook.
 
+mitmproxy's HTTP layer keeps every upstream connection it opened for a client connection until
+that one ends, closed ones with their TLS state (57 kB), and looks through all of them for each
+request. The agent gets them closed at will (a request line claiming HTTP/2.0 has its upstream
+connection used for it alone; so has a request with a value after a body, above): one tunnel
+carrying 6000 such requests grew the bundle by 6 MiB and slowed each of its requests by half.
+So an upstream connection is dropped from the layer once it is closed both ways and mitmproxy
+has handled its end (`events.ConnectionClosed`: no event names it after that, and nothing is
+sent on a closed one), unless it failed: its error answers the next request for its address.
+
 This patches mitmproxy's HTTP layer and stream (`egress_guards` checks the version).
 """
 
@@ -28,6 +37,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from mitmproxy import connection, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events
 
 CARRIES_VALUE_KEY = "bot-bottle.carries-value"  # flow.metadata: a real value is in its head
@@ -39,8 +49,8 @@ CommandGenerator = Generator[Any, Any, Any]
 
 # Upstream connections that carried a request with bytes beyond its head.
 _framed: weakref.WeakSet[connection.Server] = weakref.WeakSet()
-# Those closed to make way for a request with a value, dropped from the HTTP layer once closed.
-_replaced: weakref.WeakSet[connection.Server] = weakref.WeakSet()
+# Upstream connections mitmproxy has been told have ended (no event names them after that).
+_ended: weakref.WeakSet[connection.Server] = weakref.WeakSet()
 _installed = False
 
 
@@ -64,6 +74,7 @@ def install() -> None:
 
     _remember_framed(HttpStream)
     _fresh_for_values(HttpLayer)
+    _let_go_of_closed(HttpLayer)
     _installed = True
 
 
@@ -89,19 +100,35 @@ def _fresh_for_values(layer_class: Any) -> None:
             for server in list(self.connections):
                 if server in _framed and server.connected and event.connection_spec_matches(server):
                     # Closed at once (its state too), so mitmproxy passes over it and opens another.
-                    _replaced.add(server)
                     yield commands.CloseConnection(server)
         return (yield from original(self, event, reuse=reuse))
 
     layer_class.get_connection = get_connection
-    handle_event: Callable[[Any, Any], CommandGenerator] = layer_class._handle_event
+
+
+def _let_go_of_closed(layer_class: Any) -> None:
+    original: Callable[[Any, Any], CommandGenerator] = layer_class._handle_event
 
     def _handle_event(self: Any, event: Any) -> CommandGenerator:
-        result = yield from handle_event(self, event)
-        # mitmproxy keeps every connection it opened for the client's whole life, a closed one
-        # with its TLS state (57 kB): one per request with a value after a body would add up.
-        if isinstance(event, events.ConnectionClosed) and event.connection in _replaced:
-            self.connections.pop(event.connection, None)
+        # Marked before any layer handles it: the outermost HTTP layer sees it first.
+        if isinstance(event, events.ConnectionClosed) and isinstance(
+            event.connection, connection.Server
+        ):
+            _ended.add(event.connection)
+        result = yield from original(self, event)
+        # Ended and closed: its end handled (also when mitmproxy closed it on a later event, after
+        # the host had closed its side). One closed by mitmproxy that has not ended yet stays
+        # until it has, or its end would reach a layer that no longer knows it.
+        done = [
+            server
+            for server in self.connections
+            if server in _ended
+            and server.state is ConnectionState.CLOSED
+            and not server.error
+            and server not in self.waiting_for_establishment
+        ]
+        for server in done:
+            del self.connections[server]
         return result
 
     layer_class._handle_event = _handle_event
