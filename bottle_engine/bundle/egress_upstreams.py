@@ -37,7 +37,6 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from mitmproxy import connection, http
-from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events
 
 CARRIES_VALUE_KEY = "bot-bottle.carries-value"  # flow.metadata: a real value is in its head
@@ -123,7 +122,7 @@ def _let_go_of_closed(layer_class: Any) -> None:
             server
             for server in self.connections
             if server in _ended
-            and server.state is ConnectionState.CLOSED
+            and server.state is connection.ConnectionState.CLOSED
             and not server.error
             and server not in self.waiting_for_establishment
         ]
