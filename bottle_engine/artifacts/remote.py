@@ -246,7 +246,8 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
 
 def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
     """(digest, size) of the config and each layer of an artifact manifest; refuses anything
-    our builder does not write (other media types, foreign layers, malformed digests)."""
+    our builder does not write (other media types, foreign layers, malformed digests, a config
+    bigger than a document)."""
     manifest = load_json(manifest_body)
     if manifest.get("mediaType") != MEDIA_MANIFEST:
         raise ValueError(f"media type {manifest.get('mediaType')!r}")
@@ -264,6 +265,11 @@ def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
             raise ValueError(f"digest {digest!r}")
         if not isinstance(size, int) or size < 0:
             raise ValueError(f"size {size!r}")
+        if descriptor is config and size > MAX_DOCUMENT_BYTES:
+            # The config is read and parsed whole (`read_layout`), and JSON of empty objects
+            # takes over 20 times its size in memory: a pusher's config of a gigabyte would put
+            # the machine out of memory. Docker's are a few kilobytes.
+            raise ValueError(f"a config of {size} bytes, more than {MAX_DOCUMENT_BYTES}")
         found.append((digest, size))
     return found
 
