@@ -205,6 +205,51 @@ def test_rm_by_prefix_of_key_or_digest(store: ArtifactStore) -> None:
         store.remove("ab")
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"digest": "sha256:../../outside"},
+        {"digest": "/outside"},
+        {"digest": ["not", "text"]},
+        {"input_key": "sha256:../outside"},
+        {"name": {"not": "text"}},
+        {"last_used": "yesterday"},
+    ],
+    ids=[
+        "digest-climbing-out",
+        "digest-absolute",
+        "digest-not-text",
+        "key-climbing-out",
+        "name-not-text",
+        "time-not-a-number",
+    ],
+)
+def test_a_key_record_naming_no_digest_of_ours_is_not_an_entry(
+    store: ArtifactStore, tmp_path: Path, record: dict[str, object]
+) -> None:
+    """The store's records name the layout dir `gc` and `rm` remove; a record planted in a
+    store shared between users once made `cache gc` remove a directory outside the store."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "work").write_text("a person's files")
+    store.keys.mkdir(parents=True)
+    store.layouts.mkdir()  # as after any build: a path through it climbs out
+    planted = {"input_key": KEY_A, "digest": "sha256:" + "d" * 64, "name": "agent", **record}
+    (store.keys / f"{'a' * 64}.json").write_text(json.dumps(planted))
+    store.gc(keep=0)
+    assert (outside / "work").read_text() == "a person's files"
+    with pytest.raises(BottleError, match="no cache entry"):
+        store.remove("aaaaaaaa")
+    assert store.entries() == []
+
+
+def test_a_key_record_nested_too_deeply_is_not_an_entry(store: ArtifactStore) -> None:
+    store.keys.mkdir(parents=True)
+    (store.keys / f"{'a' * 64}.json").write_text("[" * 100_000)
+    assert store.entries() == []
+    assert store.lookup(KEY_A) is None
+
+
 def test_two_keys_can_share_one_layout(store: ArtifactStore) -> None:
     first = put(store, KEY_A, "agent", {"f": b"same"})
     second = put(store, KEY_B, "agent", {"f": b"same"})
