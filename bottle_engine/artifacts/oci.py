@@ -51,6 +51,15 @@ RUNTIME_CONFIG_KEYS = (
     "Shell",
 )
 ArchiveFormat = Literal["oci", "docker-save"]
+# A PAX or GNU long-name header a layer may carry; ours hold paths and xattrs, a few KiB.
+MAX_TAR_HEADER_BYTES = 1 << 20
+_LONG_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -318,27 +327,65 @@ class EntrySummary:
         )
 
 
-def layer_listing(blob: Path) -> dict[str, EntrySummary]:
-    """Every path in a gzip layer blob with its summary."""
-    listing: dict[str, EntrySummary] = {}
-    with gzip.open(blob, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as layer:
-        for member in layer:
-            content = ""
-            if member.isreg():
-                handle = layer.extractfile(member)
-                assert handle is not None
-                content = _stream_sha256(handle)
-            elif member.issym() or member.islnk():
-                content = hashlib.sha256(member.linkname.encode()).hexdigest()
-            listing[member.name] = EntrySummary(
-                _kind(member),
-                member.mode,
-                member.uid,
-                member.gid,
-                member.size,
-                int(member.mtime),
-                content,
+_NOT_OURS = (
+    "the layer was not written by bot-bottle; if it came from the shared cache, delete its "
+    "tag there"
+)
+
+
+class _BoundedHeaders(tarfile.TarInfo):
+    """A member whose PAX or GNU long-name header is refused past `MAX_TAR_HEADER_BYTES`.
+
+    tarfile reads such a header whole into memory before it looks at it, and a header of zeros
+    compresses to almost nothing: `--verify` lists the layers of the artifact the shared cache
+    holds, which whoever may push chose, so one small layer could take all the host's memory.
+    (`_proc_member` is where tarfile says a subclass hooks in.)"""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _LONG_HEADERS and self.size > MAX_TAR_HEADER_BYTES:
+            raise BottleError(
+                f"a layer holds a tar header of {self.size} bytes, more than "
+                f"{MAX_TAR_HEADER_BYTES}: not read",
+                fix=_NOT_OURS,
             )
+        member: tarfile.TarInfo = cast(Any, super())._proc_member(archive)  # not in the stubs
+        return member
+
+
+def layer_listing(blob: Path) -> dict[str, EntrySummary]:
+    """Every path in a gzip layer blob with its summary (headers bounded: `_BoundedHeaders`).
+
+    tarfile reads the member a PAX or GNU header applies to by recursing, once per header: a
+    few kilobytes of such headers in a row raise `RecursionError`, refused here as a layer
+    bot-bottle did not write."""
+    listing: dict[str, EntrySummary] = {}
+    try:
+        with (
+            gzip.open(blob, "rb") as raw,
+            tarfile.open(fileobj=raw, mode="r|", tarinfo=_BoundedHeaders) as layer,
+        ):
+            for member in layer:
+                content = ""
+                if member.isreg():
+                    handle = layer.extractfile(member)
+                    assert handle is not None
+                    content = _stream_sha256(handle)
+                elif member.issym() or member.islnk():
+                    content = hashlib.sha256(member.linkname.encode()).hexdigest()
+                listing[member.name] = EntrySummary(
+                    _kind(member),
+                    member.mode,
+                    member.uid,
+                    member.gid,
+                    member.size,
+                    int(member.mtime),
+                    content,
+                )
+    except RecursionError as exc:  # tarfile reads the first member in `open`
+        raise BottleError(
+            "a layer holds more PAX or GNU tar headers in a row than tarfile can read",
+            fix=_NOT_OURS,
+        ) from exc
     return listing
 
 

@@ -59,7 +59,7 @@ from bottle_engine.artifacts.oci import (
     write_layout_index,
 )
 from bottle_engine.artifacts.registry_api import Absent, RepositoryClient
-from bottle_engine.artifacts.spec import Artifact
+from bottle_engine.artifacts.spec import Artifact, is_artifact_name, is_digest
 from bottle_engine.artifacts.store import PULLED, ArtifactStore
 from bottle_engine.errors import BottleError
 from bottle_engine.regular_files import load_json
@@ -73,9 +73,7 @@ MAX_TAGS = 10_000
 DISK_RESERVE_BYTES = 1 << 30  # a pull leaves this much free on the store's disk
 TIMEOUT_S = 60.0
 _CHUNK = 1024 * 1024
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KEY_HEX = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$")
 _LOOPBACK = {"localhost", "127.0.0.1", "[::1]"}
@@ -235,9 +233,9 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
     if annotations.get(ANNOTATION_KEY_VERSION) != INPUT_KEY_VERSION:
         raise refuse(f"key version {annotations.get(ANNOTATION_KEY_VERSION)!r}, not ours")
     name = annotations.get(ANNOTATION_NAME)
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not is_artifact_name(name):
         raise refuse("its artifact name is not a valid image name")
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not is_digest(digest):
         raise refuse("its manifest digest is not sha256:<64 hex>")
     if not isinstance(size, int) or not 0 < size <= MAX_DOCUMENT_BYTES:
         raise refuse("its manifest size is out of range")
@@ -246,7 +244,8 @@ def read_key_index(body: bytes, input_key: str, where: str) -> tuple[RemoteEntry
 
 def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
     """(digest, size) of the config and each layer of an artifact manifest; refuses anything
-    our builder does not write (other media types, foreign layers, malformed digests)."""
+    our builder does not write (other media types, foreign layers, malformed digests, a config
+    bigger than a document)."""
     manifest = load_json(manifest_body)
     if manifest.get("mediaType") != MEDIA_MANIFEST:
         raise ValueError(f"media type {manifest.get('mediaType')!r}")
@@ -260,10 +259,15 @@ def blob_descriptors(manifest_body: bytes) -> list[tuple[str, int]]:
             raise ValueError(f"layer media type {descriptor.get('mediaType')!r}")
         if "urls" in descriptor:
             raise ValueError("foreign layer URLs")
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
+        if not is_digest(digest):
             raise ValueError(f"digest {digest!r}")
         if not isinstance(size, int) or size < 0:
             raise ValueError(f"size {size!r}")
+        if descriptor is config and size > MAX_DOCUMENT_BYTES:
+            # The config is read and parsed whole (`read_layout`), and JSON of empty objects
+            # takes over 20 times its size in memory: a pusher's config of a gigabyte would put
+            # the machine out of memory. Docker's are a few kilobytes.
+            raise ValueError(f"a config of {size} bytes, more than {MAX_DOCUMENT_BYTES}")
         found.append((digest, size))
     return found
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 # The contract with Dockerfile authors. The engine puts the extra CA bundle (PEM; an empty file
 # when there is none) at this path in the root of the build context and passes the build args
@@ -77,6 +78,24 @@ class Artifact:
     @property
     def name(self) -> str:
         return self.image_tag.split("/", 1)[1].split(":", 1)[0]
+
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def is_digest(value: object) -> TypeGuard[str]:
+    """`value` is a digest as the store and the shared cache write one ("sha256:<64 hex>").
+
+    Input keys and digests name files and directories in the store and tags in Docker: one
+    read back from a file or a registry is used only once it has this shape."""
+    return isinstance(value, str) and _DIGEST.match(value) is not None
+
+
+def is_artifact_name(value: object) -> TypeGuard[str]:
+    """`value` is an artifact name as specs give them (`BuildSpec.name`): it becomes part of an
+    image tag."""
+    return isinstance(value, str) and _NAME.match(value) is not None
 
 
 def image_tag_for(name: str, digest: str) -> str:

@@ -31,8 +31,9 @@ from pathlib import Path
 
 from bottle_engine import state
 from bottle_engine.artifacts.oci import layout_is_complete
-from bottle_engine.artifacts.spec import Artifact, image_tag_for
+from bottle_engine.artifacts.spec import Artifact, image_tag_for, is_artifact_name, is_digest
 from bottle_engine.errors import BottleError
+from bottle_engine.regular_files import load_json
 
 BUILT, PULLED = "built", "pulled"  # a record's origin
 
@@ -210,11 +211,23 @@ class ArtifactStore:
                 shutil.rmtree(self.layout_dir(entry.digest), ignore_errors=True)
 
     def _read_record(self, path: Path) -> dict[str, object] | None:
+        """The key record at `path`, or None when it is missing or not one the store writes.
+
+        The record names the layout dir `gc` and `rm` remove, so its key and digest must have
+        the shape of a digest: one planted in a store several users share, naming
+        `sha256:../../x`, made `cache gc` remove a directory outside the store."""
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = load_json(path.read_bytes())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or not {"input_key", "digest", "name"} <= record.keys():
+        if not (
+            isinstance(record, dict)
+            and is_digest(record.get("input_key"))
+            and is_digest(record.get("digest"))
+            and is_artifact_name(record.get("name"))
+            and isinstance(record.get("origin", ""), str)
+            and all(_is_time(record.get(field, 0)) for field in ("created", "last_used"))
+        ):
             return None
         return record
 
@@ -229,6 +242,10 @@ class ArtifactStore:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _tree_size(path: Path) -> int:

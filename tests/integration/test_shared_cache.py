@@ -23,6 +23,7 @@ from bottle_engine.artifacts.oci import (
     canonical_json,
 )
 from bottle_engine.artifacts.remote import (
+    MAX_DOCUMENT_BYTES,
     RemoteCache,
     RemoteCacheError,
     key_index,
@@ -359,6 +360,26 @@ def _nested(depth: int = 5000) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+def _plant_config(cache: RemoteCache, key: str, config: bytes, tmp_path: Path) -> None:
+    """Tag `key` with an artifact of no layers whose config blob is `config`, as a pusher can."""
+    path = tmp_path / "config"
+    path.write_bytes(config)
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    cache.push_blob(path, config_digest)
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [],
+        }
+    )
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    cache.put_manifest(manifest_digest, manifest, MEDIA_MANIFEST, doing="plant a manifest")
+    index = key_index(key, "test-small", manifest_digest, len(manifest))
+    cache.put_manifest(key_tag(key), index, MEDIA_INDEX, doing="tag it")
+
+
 def test_documents_nested_past_the_parsers_depth_are_bad_entries_not_a_crash(
     registry: Any,
     tmp_path: Path,
@@ -376,22 +397,7 @@ def test_documents_nested_past_the_parsers_depth_are_bad_entries_not_a_crash(
         _nested(),
     )
     cache.put_manifest(key_tag(index_key), planted_index, MEDIA_INDEX, doing="plant an index")
-    config = tmp_path / "config"
-    config.write_bytes(_nested())
-    config_digest = "sha256:" + hashlib.sha256(config.read_bytes()).hexdigest()
-    cache.push_blob(config, config_digest)
-    manifest = canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(_nested())},
-            "layers": [],
-        }
-    )
-    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    cache.put_manifest(manifest_digest, manifest, MEDIA_MANIFEST, doing="plant a manifest")
-    index = key_index(config_key, "test-small", manifest_digest, len(manifest))
-    cache.put_manifest(key_tag(config_key), index, MEDIA_INDEX, doing="tag it")
+    _plant_config(cache, config_key, _nested(), tmp_path)
 
     store = ArtifactStore(tmp_path / "store")
     with pytest.raises(RemoteCacheError, match="bad entry"):
@@ -404,3 +410,23 @@ def test_documents_nested_past_the_parsers_depth_are_bad_entries_not_a_crash(
     assert main(["cache", "ls", "--remote", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [entry["input_key"] for entry in listed] == [config_key]
+
+
+def test_a_config_bigger_than_a_document_is_refused_before_it_is_fetched(
+    registry: Any, tmp_path: Path
+) -> None:
+    """Whoever may push chooses the config blob a key's manifest names, and its size. The pull
+    fetched it up to the free disk space, and then read and parsed it whole: JSON of empty
+    objects takes about 23 times its size in memory (50 MB gave 1.2 GB), so a config of a
+    gigabyte or so put every machine that pulled the key out of memory."""
+    cache = _cache(registry)
+    key = "sha256:" + "e" * 64
+    config = b"[" + b"{}," * (MAX_DOCUMENT_BYTES // 3) + b"{}]"
+    size = len(config)
+    _plant_config(cache, key, config, tmp_path)
+
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(RemoteCacheError, match=f"config of {size} bytes"):
+        cache.pull(key, store)
+    assert store.entries() == []
+    assert not any(store.tmp.iterdir())

@@ -63,9 +63,13 @@ def test_base_bootstrap_without_debootstrap_says_how_to_install_it(
 def test_cache_ls_text_shows_a_header_and_names_as_text(
     store: ArtifactStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A name can come from a shared registry: markup-like text in it is printed, not applied.
-    put(store, KEY_A, "[bold]x", {"f": b"1"})
+    # A record names what is printed: one whose name is markup-like text (planted, since a
+    # pull refuses such a name) is no entry, neither printed nor applied as markup.
+    put(store, KEY_A, "agent", {"f": b"1"})
+    put(store, KEY_B, "agent", {"f": b"2"})
+    record = store.keys / f"{KEY_B[7:]}.json"
+    record.write_text(record.read_text().replace('"agent"', '"[bold]x"'))
     assert main(["cache", "ls"]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split()[:3] == ["NAME", "DIGEST", "INPUT"]
-    assert row.startswith("[bold]x ")
+    assert row.startswith("agent ")

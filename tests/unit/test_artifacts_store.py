@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -13,7 +14,9 @@ import pytest
 from bottle_engine.artifacts import ArtifactStore, write_image_archive
 from bottle_engine.artifacts.normalize import NormalizeRules
 from bottle_engine.artifacts.oci import (
+    MAX_TAR_HEADER_BYTES,
     diff_layouts,
+    layer_listing,
     layout_from_docker_save,
     normalized_config,
     read_layout,
@@ -202,6 +205,51 @@ def test_rm_by_prefix_of_key_or_digest(store: ArtifactStore) -> None:
         store.remove("ab")
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"digest": "sha256:../../outside"},
+        {"digest": "/outside"},
+        {"digest": ["not", "text"]},
+        {"input_key": "sha256:../outside"},
+        {"name": {"not": "text"}},
+        {"last_used": "yesterday"},
+    ],
+    ids=[
+        "digest-climbing-out",
+        "digest-absolute",
+        "digest-not-text",
+        "key-climbing-out",
+        "name-not-text",
+        "time-not-a-number",
+    ],
+)
+def test_a_key_record_naming_no_digest_of_ours_is_not_an_entry(
+    store: ArtifactStore, tmp_path: Path, record: dict[str, object]
+) -> None:
+    """The store's records name the layout dir `gc` and `rm` remove; a record planted in a
+    store shared between users once made `cache gc` remove a directory outside the store."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "work").write_text("a person's files")
+    store.keys.mkdir(parents=True)
+    store.layouts.mkdir()  # as after any build: a path through it climbs out
+    planted = {"input_key": KEY_A, "digest": "sha256:" + "d" * 64, "name": "agent", **record}
+    (store.keys / f"{'a' * 64}.json").write_text(json.dumps(planted))
+    store.gc(keep=0)
+    assert (outside / "work").read_text() == "a person's files"
+    with pytest.raises(BottleError, match="no cache entry"):
+        store.remove("aaaaaaaa")
+    assert store.entries() == []
+
+
+def test_a_key_record_nested_too_deeply_is_not_an_entry(store: ArtifactStore) -> None:
+    store.keys.mkdir(parents=True)
+    (store.keys / f"{'a' * 64}.json").write_text("[" * 100_000)
+    assert store.entries() == []
+    assert store.lookup(KEY_A) is None
+
+
 def test_two_keys_can_share_one_layout(store: ArtifactStore) -> None:
     first = put(store, KEY_A, "agent", {"f": b"same"})
     second = put(store, KEY_B, "agent", {"f": b"same"})
@@ -239,6 +287,46 @@ def test_diff_lists_the_paths_that_differ(tmp_path: Path) -> None:
         ("layer 1", "/stamp"),
     ]
     assert differences[0].second == "(absent)"
+
+
+def _layer_with_long_header(fmt: int) -> bytes:
+    """A gzip layer whose one file carries a header record of more than the bound: a PAX
+    comment, or a GNU long name."""
+    long = "a" * (MAX_TAR_HEADER_BYTES + 1)
+    info = tarfile.TarInfo(long if fmt == tarfile.GNU_FORMAT else "f")
+    if fmt == tarfile.PAX_FORMAT:
+        info.pax_headers = {"comment": long}
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=fmt) as tar:
+        tar.addfile(info, io.BytesIO(b""))
+    return gzip.compress(layer.getvalue(), compresslevel=1)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT], ids=["pax", "gnu"])
+def test_a_layer_header_past_the_bound_is_refused_not_read_whole(tmp_path: Path, fmt: int) -> None:
+    """`build --verify` lists the layers of the artifact the shared cache holds for the key,
+    which whoever may push chose. Python's tarfile reads a PAX or GNU long-name header whole
+    into memory: a 0.9 MB layer of one such header took 617 MB, so a few tens of megabytes
+    put the verifying machine out of memory."""
+    blob = tmp_path / "layer"
+    blob.write_bytes(_layer_with_long_header(fmt))
+    assert blob.stat().st_size < MAX_TAR_HEADER_BYTES  # zeros of a header cost nothing
+    with pytest.raises(BottleError, match=r"header of \d+ bytes"):
+        layer_listing(blob)
+
+
+def test_a_layer_of_chained_headers_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """tarfile reads the header a PAX header applies to by recursing, once per header: 5000
+    small PAX headers in a row (20 KB gzipped) raised RecursionError out of `--verify`."""
+    record = b"11 a=bcdef\n"
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, len(record)
+    one = header.tobuf(format=tarfile.USTAR_FORMAT) + record.ljust(tarfile.BLOCKSIZE, b"\0")
+    last = tarfile.TarInfo("f").tobuf(format=tarfile.USTAR_FORMAT) + bytes(2 * tarfile.BLOCKSIZE)
+    blob = tmp_path / "layer"
+    blob.write_bytes(gzip.compress(one * 5000 + last))
+    with pytest.raises(BottleError, match="headers in a row"):
+        layer_listing(blob)
 
 
 def test_layer_cache_hits_made_before_the_clamp_time_are_stale() -> None:

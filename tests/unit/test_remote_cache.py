@@ -19,6 +19,7 @@ from bottle_engine.artifacts.oci import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFES
 from bottle_engine.artifacts.remote import (
     ANNOTATION_INPUT_KEY,
     ANNOTATION_KEY_VERSION,
+    MAX_DOCUMENT_BYTES,
     RemoteCache,
     RemoteCacheError,
     blob_descriptors,
@@ -149,6 +150,17 @@ def test_blob_descriptors_of_an_artifact_manifest() -> None:
 def test_a_manifest_we_would_not_write_is_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         blob_descriptors(_manifest(**changes))
+
+
+def test_a_config_bigger_than_a_document_is_refused() -> None:
+    """The config is parsed whole, at over 20 times its size in memory."""
+    manifest = json.loads(_manifest())
+    manifest["config"]["size"] = MAX_DOCUMENT_BYTES + 1
+    with pytest.raises(ValueError, match=f"config of {MAX_DOCUMENT_BYTES + 1} bytes"):
+        blob_descriptors(canonical_json(manifest))
+    manifest["layers"][0]["size"] = MAX_DOCUMENT_BYTES + 1  # a layer is streamed, never parsed
+    manifest["config"]["size"] = MAX_DOCUMENT_BYTES
+    assert blob_descriptors(canonical_json(manifest))[1] == (DIGEST, MAX_DOCUMENT_BYTES + 1)
 
 
 def test_a_manifest_nested_past_the_parsers_depth_is_refused() -> None:
