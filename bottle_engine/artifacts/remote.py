@@ -391,12 +391,16 @@ class RemoteCache(RepositoryClient):
         except Absent:
             return []
         try:
-            tags = load_json(body).get("tags") or []
-        except (ValueError, AttributeError) as exc:
+            listing = load_json(body)
+        except ValueError:
+            listing = None
+        # The registry's to write: `{"tags": 5}` once raised TypeError through `cache ls`.
+        tags = (listing.get("tags") or []) if isinstance(listing, dict) else None
+        if not isinstance(tags, list):
             raise RemoteCacheError(
-                f"the shared cache {self.location} answered the tag list with no JSON",
+                f"the shared cache {self.location} answered the tag list with no tag list",
                 fix="check that it is an OCI distribution registry",
-            ) from exc
+            )
         found = []
         for tag in tags[:MAX_TAGS]:
             if isinstance(tag, str) and _KEY_HEX.match(tag):
@@ -587,7 +591,12 @@ class RemoteCache(RepositoryClient):
             raise self._auth_error(exc.code, "get a token") from exc
         except (OSError, ValueError) as exc:
             raise self._unreachable(exc, "get a token") from exc
-        token = document.get("token") or document.get("access_token")
+        # The token service's to write: a JSON list had no `.get`.
+        token = (
+            document.get("token") or document.get("access_token")
+            if isinstance(document, dict)
+            else None
+        )
         if not isinstance(token, str):
             raise self._auth_error(401, "get a token")
         return token

@@ -36,6 +36,8 @@ class _Registry(http.server.BaseHTTPRequestHandler):
     upload_status = 202
     upload_location = "/v2/upload/1"
     manifest_status = 201
+    documents: ClassVar[dict[str, bytes]] = {}  # GET path (no query) -> JSON answered 200
+    challenge = ""  # a WWW-Authenticate answered with 401 to /v2/ without Authorization
 
     def _answer(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -46,7 +48,17 @@ class _Registry(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.seen.append(("GET", self.path))
-        self._answer(200 if self.path == "/v2/" else 404)
+        document = self.documents.get(self.path.split("?", 1)[0])
+        if document is not None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+        elif self.path == "/v2/" and self.challenge and not self.headers["Authorization"]:
+            self._answer(401, {"WWW-Authenticate": self.challenge})
+        else:
+            self._answer(200 if self.path == "/v2/" else 404)
 
     def do_HEAD(self) -> None:
         self.seen.append(("HEAD", self.path))
@@ -84,6 +96,7 @@ def stand() -> Iterator[Stand]:
     _Registry.seen = []
     _Registry.upload_status, _Registry.manifest_status = 202, 201
     _Registry.upload_location = "/v2/upload/1"
+    _Registry.documents, _Registry.challenge = {}, ""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -163,3 +176,27 @@ def test_the_ephemeral_registry_is_reached_directly_whatever_the_proxy_settings(
     _wait_ready(None, stand.ephemeral)
     stand.ephemeral.push_layout(artifact.layout_dir, artifact.digest)
     assert ("PUT", f"/v2/{REPOSITORY}/manifests/{artifact.digest}") in _Registry.seen
+
+
+@pytest.mark.parametrize("answer", [b'{"tags": 5}', b'{"tags": {"a": 1}}', b"[]", b'"tags"'])
+def test_a_tag_list_of_another_shape_is_the_shared_caches_error_not_a_crash(
+    stand: Stand, answer: bytes
+) -> None:
+    """Whoever runs the registry writes its tag list: `{"tags": 5}` raised TypeError through
+    `cache ls --remote`, a traceback instead of a message naming the registry."""
+    _Registry.documents["/v2/bot-bottle/tags/list"] = answer
+    with pytest.raises(RemoteCacheError, match="answered the tag list with"):
+        stand.remote.entries()
+
+
+@pytest.mark.parametrize("answer", [b"[]", b'"a token"', b"5"])
+def test_a_token_service_answer_of_another_shape_is_refused_access_not_a_crash(
+    stand: Stand, answer: bytes
+) -> None:
+    """The token service named by the registry's challenge answered a JSON list: `.get` on it
+    raised AttributeError, a traceback instead of the refused-access message."""
+    _Registry.challenge = f'Bearer realm="http://127.0.0.1:{stand.port}/token",service="x"'
+    _Registry.documents["/token"] = answer
+    remote = RemoteCache(parse_location(f"127.0.0.1:{stand.port}/bot-bottle"), ("user", "pw"))
+    with pytest.raises(RemoteCacheError, match=r"get a token: .* refused access"):
+        remote.entries()
