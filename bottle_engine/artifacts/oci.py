@@ -53,6 +53,9 @@ RUNTIME_CONFIG_KEYS = (
 ArchiveFormat = Literal["oci", "docker-save"]
 # A PAX or GNU long-name header a layer may carry; ours hold paths and xattrs, a few KiB.
 MAX_TAR_HEADER_BYTES = 1 << 20
+# The paths `layer_listing` keeps of one layer (about 400 bytes each): an agent image's largest
+# layer holds a few hundred thousand.
+MAX_LAYER_ENTRIES = 1_000_000
 _LONG_HEADERS = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -357,7 +360,8 @@ def layer_listing(blob: Path) -> dict[str, EntrySummary]:
 
     tarfile reads the member a PAX or GNU header applies to by recursing, once per header: a
     few kilobytes of such headers in a row raise `RecursionError`, refused here as a layer
-    bot-bottle did not write."""
+    bot-bottle did not write. Headers of empty files compress to a few bytes each, so the
+    paths are bounded too (`MAX_LAYER_ENTRIES`): a pushed layer of 1.2 MB took 159 MB to list."""
     listing: dict[str, EntrySummary] = {}
     try:
         with (
@@ -365,6 +369,13 @@ def layer_listing(blob: Path) -> dict[str, EntrySummary]:
             tarfile.open(fileobj=raw, mode="r|", tarinfo=_BoundedHeaders) as layer,
         ):
             for member in layer:
+                # Stream mode keeps every member read (`members`, not in the stubs): let go.
+                cast(Any, layer).members.clear()
+                if len(listing) >= MAX_LAYER_ENTRIES and member.name not in listing:
+                    raise BottleError(
+                        f"a layer lists more than {MAX_LAYER_ENTRIES} paths: not read on",
+                        fix=_NOT_OURS,
+                    )
                 content = ""
                 if member.isreg():
                     handle = layer.extractfile(member)

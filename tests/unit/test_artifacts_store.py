@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle_engine.artifacts import ArtifactStore, write_image_archive
+from bottle_engine.artifacts import ArtifactStore, oci, write_image_archive
 from bottle_engine.artifacts.normalize import NormalizeRules
 from bottle_engine.artifacts.oci import (
     MAX_TAR_HEADER_BYTES,
@@ -327,6 +327,29 @@ def test_a_layer_of_chained_headers_is_refused_not_a_crash(tmp_path: Path) -> No
     blob.write_bytes(gzip.compress(one * 5000 + last))
     with pytest.raises(BottleError, match="headers in a row"):
         layer_listing(blob)
+
+
+def _layer_of_empty_files(count: int) -> bytes:
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        for number in range(count):
+            tar.addfile(tarfile.TarInfo(f"f{number}"))
+    return gzip.compress(layer.getvalue())
+
+
+def test_a_layer_of_more_paths_than_a_listing_holds_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers of empty files compress to a few bytes each: a pushed layer of 1.2 MB listing
+    200,000 paths took 159 MB to list, so a layer of tens of megabytes put the machine that ran
+    `--verify` out of memory. Past the bound the listing is refused (lowered here to 100)."""
+    monkeypatch.setattr(oci, "MAX_LAYER_ENTRIES", 100, raising=False)
+    blob = tmp_path / "layer"
+    blob.write_bytes(_layer_of_empty_files(101))
+    with pytest.raises(BottleError, match="more than 100 paths"):
+        layer_listing(blob)
+    blob.write_bytes(_layer_of_empty_files(100))
+    assert len(layer_listing(blob)) == 100
 
 
 def test_layer_cache_hits_made_before_the_clamp_time_are_stale() -> None:
