@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +16,8 @@ Write a starter bottle.toml (and a Dockerfile for the agent image, unless one ex
 DIRECTORY (default: here), with a .dockerignore that keeps the build context to the Dockerfile:
 the rest of the project (.git included) then neither slows builds nor changes the image's input
 key. Existing files are never overwritten unless --force is given; a .dockerignore never is.
+A link (or anything but a regular file) where it writes is refused, and nothing is written:
+the directory may be a repository someone else wrote.
 
 Claude Code signs in with an API key (--auth api-key, the default: ANTHROPIC_API_KEY) or a
 subscription token (--auth subscription: CLAUDE_CODE_OAUTH_TOKEN, from `claude setup-token`);
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise BottleError(f"{directory}: no such directory", fix="create it first")
+    for name in TEMPLATES:
+        _refuse_a_link_or_special_file(directory / name)
     manifest = directory / "bottle.toml"
     if manifest.exists() and not args.force:
         raise BottleError(
@@ -83,10 +89,44 @@ def run(args: argparse.Namespace) -> int:
         text = template.read_text(encoding="utf-8")
         if name == "bottle.toml":
             text = with_auth(text, args.auth)
-        target.write_text(text, encoding="utf-8")
+        _write_regular(target, text)
         console.print(f"wrote {target}", markup=False)
     console.print("next: `bottle-engine validate`, then `bottle-engine launch dev`")
     return 0
+
+
+def _refuse_a_link_or_special_file(target: Path) -> None:
+    """`init` runs in a repository someone else may have written: a link there named as a file
+    it writes, pointing outside (dangling, so `exists()` says no), made it create the file the
+    link named, as root in the quick start (`~/.bash_profile`, a cron file). Nothing is written
+    while one is there."""
+    if target.is_symlink():
+        raise BottleError(
+            f"{target} is a link: `init` writes no file through one, and wrote nothing",
+            fix=f"remove the link (`rm {target}`) and run `bottle-engine init` again",
+        )
+    if target.exists() and not target.is_file():
+        raise BottleError(
+            f"{target} is not a regular file: `init` wrote nothing",
+            fix=f"move {target} away and run `bottle-engine init` again",
+        )
+
+
+def _write_regular(target: Path, text: str) -> None:
+    """`text` into `target`, never through a link put there since it was checked, nor into a
+    FIFO (opening one to write waits for a reader)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        descriptor = os.open(target, flags, 0o666)
+    except OSError as exc:
+        raise BottleError(
+            f"cannot write {target}: {exc.strerror}",
+            fix=f"check {target} (a link or FIFO is refused) and run `bottle-engine init` again",
+        ) from exc
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise BottleError(f"{target} is not a regular file: not written")
+        out.write(text)
 
 
 def with_auth(manifest: str, auth: str) -> str:

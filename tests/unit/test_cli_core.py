@@ -395,6 +395,39 @@ def test_init_never_overwrites_a_dockerignore(
     assert (tmp_path / ".dockerignore").read_text() == "node_modules\n"
 
 
+@pytest.mark.parametrize("name", ["bottle.toml", "Dockerfile", ".dockerignore"])
+@pytest.mark.parametrize("force", [False, True], ids=["", "force"])
+def test_init_never_writes_through_a_link_a_repository_holds(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, force: bool
+) -> None:
+    """`init` runs in a repository someone else wrote. A link there named as a file it writes,
+    pointing outside (dangling, so `exists()` said no), made `init` create the file it named,
+    as root in the quick start: `~/.bash_profile`, `/etc/cron.d/x`, anything."""
+    repository, outside = tmp_path / "repo", tmp_path / "home"
+    repository.mkdir()
+    outside.mkdir()
+    (repository / name).symlink_to(outside / "created")
+    (outside / "kept").write_text("a person's file\n")
+    (repository / "also").symlink_to(outside / "kept")
+    err = cli_error(capsys, "init", str(repository), *(["--force"] if force else []))
+    assert f"{repository / name} is a link" in err
+    assert not (outside / "created").exists()
+    assert sorted(path.name for path in outside.iterdir()) == ["kept"]
+    assert (repository / name).is_symlink()
+
+
+@pytest.mark.timeout(30)
+def test_init_refuses_a_fifo_where_it_writes_instead_of_waiting_on_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Opening a FIFO to write waits for a reader: `init --force` in a repository holding one
+    named `Dockerfile` hung for good."""
+    os.mkfifo(tmp_path / "Dockerfile")
+    err = cli_error(capsys, "init", str(tmp_path), "--force")
+    assert f"{tmp_path / 'Dockerfile'} is not a regular file" in err
+    assert not (tmp_path / "bottle.toml").exists()
+
+
 def test_init_into_a_missing_directory_is_an_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
