@@ -8,7 +8,6 @@ trust the widened manifest (`trust_store`), as for any other edit.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -20,16 +19,7 @@ from tomlkit.items import InlineTable
 from bottle_engine.errors import BottleError
 from bottle_engine.manifest.egress_rules import EgressRuleError, parse_egress_rule
 from bottle_engine.manifest.source import load_toml
-
-# The editor's lines: LSP ends a line at \n, \r\n or \r only. `str.splitlines` also breaks at
-# U+2028, U+2029, U+0085, \f, \v and \x1c-\x1e, which TOML allows in comments and strings: a
-# manifest carrying them would get its edit lines further down than meant (into another array).
-_LSP_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-
-
-def lsp_lines(text: str) -> list[str]:
-    """`text` as the editor numbers its lines, each with its line end."""
-    return _LSP_LINE.findall(text)
+from bottle_lsp.positions import lsp_lines
 
 
 @dataclass(frozen=True)
@@ -114,7 +104,9 @@ def _child(table: Any, key: str, make: Any) -> Any:
 
 
 def line_edit(old: str, new: str) -> LineEdit:
-    """The smallest run of whole lines that turns `old` into `new`."""
+    """The smallest run of whole lines that turns `old` into `new`, counted as the editor counts
+    them (`lsp_lines`: with `str.splitlines`, U+2028 in a comment moved the edit further down,
+    into another array)."""
     before = lsp_lines(old)
     after = lsp_lines(new)
     start = 0

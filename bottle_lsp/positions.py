@@ -8,6 +8,7 @@ encoding (UTF-16 by default). The pure features build LSP ranges in code points 
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import attrs
@@ -17,6 +18,18 @@ from pygls.workspace import TextDocument
 from bottle_engine.manifest.source import Position, Span
 
 T = TypeVar("T")
+
+# The editor's lines: LSP ends a line at \n, \r\n or \r only. pygls's `TextDocument.lines` is
+# `str.splitlines`, which also breaks at U+2028, U+2029, U+0085, \f, \v and \x1c-\x1e (TOML
+# allows them in comments and strings): measured on those lines, a range's UTF-16 columns came
+# from another line than the editor shows, and a bottle.toml moved its diagnostics, and the edits
+# of quick fixes and renames, onto other characters of their line.
+_LSP_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def lsp_lines(text: str) -> list[str]:
+    """`text` as the editor numbers its lines, each with its line end."""
+    return _LSP_LINE.findall(text)
 
 
 def span_range(span: Span) -> types.Range:
@@ -38,7 +51,8 @@ def lsp_position(position: Position) -> types.Position:
 
 def to_server(document: TextDocument, position: types.Position) -> Position:
     """A client position (UTF-16 by default) as the code-point position the engine uses."""
-    converted = document.position_codec.position_from_client_units(document.lines, position)
+    lines = lsp_lines(document.source)
+    converted = document.position_codec.position_from_client_units(lines, position)
     return Position(converted.line, converted.character)
 
 
@@ -54,7 +68,7 @@ def to_client(document: TextDocument, result: T) -> T:
     """Every range in `result` (engine code points) in the client's position encoding."""
     if document.source.isascii():
         return result
-    lines = document.lines
+    lines = lsp_lines(document.source)
 
     def convert(value: Any) -> Any:
         if isinstance(value, types.Range):

@@ -19,7 +19,14 @@ from pytest_lsp import LanguageClient
 
 from bottle_engine.display import safe_editor_text
 from bottle_engine.manifest.validate import MAX_PROBLEMS
-from tests.lsp.conftest import open_document, open_new, position_of, start_client, stop_client
+from tests.lsp.conftest import (
+    MANIFEST,
+    open_document,
+    open_new,
+    position_of,
+    start_client,
+    stop_client,
+)
 from tests.lsp.test_commands import execute
 from tests.lsp.test_diagnostics import wait_for_diagnostics
 from tests.unit.test_manifest_attacks import unsafe_characters
@@ -152,3 +159,33 @@ async def test_hostile_names_reach_the_outline_made_safe(
         for shown in (symbol.name, symbol.detail or ""):
             assert not unsafe_characters(shown), shown
             assert "](" not in shown and "$(" not in shown, shown
+
+
+async def test_line_breaks_only_python_knows_never_move_a_diagnostic_or_its_fix(
+    client: LanguageClient, project: Path
+) -> None:
+    """The editor ends a line at \\n, \\r\\n or \\r only. TOML comments may hold U+2028, U+0085
+    and the like, where pygls's `str.splitlines` also breaks: the server measured each range's
+    UTF-16 columns on another line than the editor shows, so the emoji on the line above put the
+    unknown key's squiggle, and the edit of its quick fix, over `bakend = "` instead."""
+    comment = "# note\u2028" + "\U0001f642" * 6 + "\n"
+    text = MANIFEST.replace('backend = "docker"', comment + 'bakend = "docker"')
+    uri = open_document(client, project / "bottle.toml", text)
+    at = position_of(text, "bakend")
+    key = types.Range(start=at, end=types.Position(line=at.line, character=at.character + 6))
+    found = [d for d in await wait_for_diagnostics(client, uri) if d.code == "BB101"]
+    assert [d.range for d in found] == [key]
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=types.Range(start=at, end=at),
+            context=types.CodeActionContext(diagnostics=found),
+        )
+    )
+    edits = [
+        edit
+        for action in actions or []
+        if isinstance(action, types.CodeAction) and action.edit and action.edit.changes
+        for edit in action.edit.changes[uri]
+    ]
+    assert [(edit.range, edit.new_text) for edit in edits] == [(key, "backend")]

@@ -86,6 +86,32 @@ describe("the bottle.toml grammar", () => {
     assert.equal(scopeOf(SAMPLE, 'ssh://git@example.invalid/me/repo.git'), "string.quoted.triple.basic.block.toml");
   });
 
+  // VS Code tokenizes lines of up to 20000 characters (editor.maxTokenizationLineLength) and
+  // cannot stop inside one regex search. A key's lookahead tried at every place in a line that
+  // no `=` ends took the square of its length: 2 to 3.6 s for one line of a bottle.toml a
+  // repository holds, a tokenizer busy for minutes on a file of such lines.
+  it("tokenizes a 20000-character line of any shape in linear time", () => {
+    const n = 20000;
+    const lines = {
+      "a key of dotted parts": "a.".repeat(n / 2),
+      "one long bare key": "a".repeat(n),
+      "an open quoted key": '"' + "a".repeat(n),
+      "spaced dotted parts": "a . ".repeat(n / 4),
+      "quoted dotted parts": '"a".'.repeat(n / 4),
+      "single-quoted dotted parts": "'a'.".repeat(n / 4),
+      "a long key in an inline table": "x = {" + "a".repeat(n),
+      "an inline table's long quoted key": 'x = {"' + "a".repeat(n),
+      "escaped quotes in an inline table": 'x = {"' + 'a\\"'.repeat(n / 3) + '"}',
+      "escaped quotes in a table header": '["' + 'a\\"'.repeat(n / 3),
+    };
+    for (const [shape, line] of Object.entries(lines)) {
+      const started = process.hrtime.bigint();
+      grammar.tokenizeLine2(line, textmate.INITIAL);
+      const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
+      assert.ok(milliseconds < 400, `${shape}: ${milliseconds.toFixed(0)} ms`);
+    }
+  });
+
   it("does not treat a # inside a string as a comment", () => {
     assert.equal(scopeOf('tag = "a#b"\n', "a#b"), "string.quoted.double.basic.line.toml");
   });
