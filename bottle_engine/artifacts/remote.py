@@ -593,7 +593,7 @@ class RemoteCache(RepositoryClient):
             raise self._unreachable(exc, "get a token") from exc
         # The token service's to write: a JSON list had no `.get`.
         token = (
-            document.get("token") or document.get("access_token")
+            (document.get("token") or document.get("access_token"))
             if isinstance(document, dict)
             else None
         )
