@@ -209,7 +209,7 @@ def test_rm_by_prefix_of_key_or_digest(store: ArtifactStore) -> None:
     "record",
     [
         {"digest": "sha256:../../outside"},
-        {"digest": "/outside"},
+        {"digest": "OUTSIDE"},  # an absolute path: the layout dir is the path itself
         {"digest": ["not", "text"]},
         {"input_key": "sha256:../outside"},
         {"name": {"not": "text"}},
@@ -235,6 +235,7 @@ def test_a_key_record_naming_no_digest_of_ours_is_not_an_entry(
     store.keys.mkdir(parents=True)
     store.layouts.mkdir()  # as after any build: a path through it climbs out
     planted = {"input_key": KEY_A, "digest": "sha256:" + "d" * 64, "name": "agent", **record}
+    planted = {key: str(outside) if value == "OUTSIDE" else value for key, value in planted.items()}
     (store.keys / f"{'a' * 64}.json").write_text(json.dumps(planted))
     store.gc(keep=0)
     assert (outside / "work").read_text() == "a person's files"
